@@ -1,0 +1,58 @@
+//! Small processor facts and controls: identity of the emulator or hypervisor we run on,
+//! the TSC, and stopping the machine.
+
+use abi::console::{DEBUG_EXIT_PORT, ExitCode};
+use x86_64::instructions::port::Port;
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and is allowed at CPL 0 whatever CR4.TSD says.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The accelerator underneath, from the CPUID hypervisor leaf: "tcg", "kvm", another
+/// hypervisor's name in lower case, or "none" on bare metal.
+pub fn accelerator() -> &'static str {
+    // CPUID.1:ECX bit 31 is set by every hypervisor; leaf 0x4000_0000 then names it.
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    if leaf1.ecx & (1 << 31) == 0 {
+        return "none";
+    }
+    let id = core::arch::x86_64::__cpuid(0x4000_0000);
+    let mut name = [0u8; 12];
+    name[0..4].copy_from_slice(&id.ebx.to_le_bytes());
+    name[4..8].copy_from_slice(&id.ecx.to_le_bytes());
+    name[8..12].copy_from_slice(&id.edx.to_le_bytes());
+    match &name {
+        b"TCGTCGTCGTCG" => "tcg",
+        b"KVMKVMKVM\0\0\0" => "kvm",
+        b"Microsoft Hv" => "hyperv",
+        b"VMwareVMware" => "vmware",
+        b"XenVMMXenVMM" => "xen",
+        _ => "other",
+    }
+}
+
+/// Stops the machine with `code`: QEMU's `isa-debug-exit` first (the runner decodes it),
+/// then a reset through the PCI reset-control port and the keyboard controller for machines
+/// without that device, and finally a halt loop.
+pub fn exit(code: ExitCode) -> ! {
+    log::logger().flush();
+    // SAFETY: port 0xf4 is QEMU's isa-debug-exit, absent elsewhere (a write to an unclaimed
+    // port is ignored); 0xcf9 is the PCI reset-control register (value 0x06: hard reset);
+    // 0x64 command 0xfe pulses the reset line. Stopping the machine is what we intend.
+    unsafe {
+        Port::<u32>::new(DEBUG_EXIT_PORT).write(code as u32);
+        Port::<u8>::new(0xcf9).write(0x06);
+        Port::<u8>::new(0x64).write(0xfe);
+    }
+    halt_forever()
+}
+
+/// Halts this CPU for good, with interrupts off.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

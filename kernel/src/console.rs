@@ -1,0 +1,74 @@
+//! The serial console and the `log` back end.
+//!
+//! Every line carries the time since boot and the CPU that wrote it, so interleaved output
+//! from many CPUs can still be read. Results records bypass the log levels: they are data
+//! for the runner (`abi::console::RECORD_PREFIX`), not messages.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use spin::Mutex;
+use uart_16550::SerialPort;
+
+use crate::time;
+
+/// COM1's base I/O port.
+const COM1: u16 = 0x3f8;
+
+static SERIAL: Mutex<Option<SerialPort>> = Mutex::new(None);
+static LEVEL: AtomicU8 = AtomicU8::new(log::LevelFilter::Info as u8);
+
+/// Starts the serial port and installs the logger. Called once, first thing, by the BSP.
+pub fn init() {
+    // SAFETY: COM1 at 0x3f8 is the PC's first serial port; only this module touches it.
+    let mut port = unsafe { SerialPort::new(COM1) };
+    port.init();
+    *SERIAL.lock() = Some(port);
+    static LOGGER: Logger = Logger;
+    // A second call would fail; there is none.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Trace);
+}
+
+/// Sets the most verbose level printed.
+pub fn set_level(level: log::LevelFilter) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// Writes formatted text to the console as one piece, not interleaved with other CPUs.
+pub fn write_fmt(args: fmt::Arguments) {
+    let mut guard = SERIAL.lock();
+    if let Some(port) = guard.as_mut() {
+        let _ = port.write_fmt(args);
+    }
+}
+
+/// Writes one results record line (a JSON object) for the runner.
+pub fn record(json: &str) {
+    write_fmt(format_args!("{}{}\n", abi::console::RECORD_PREFIX, json));
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() as u8 <= LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let ns = time::since_boot_ns();
+        write_fmt(format_args!(
+            "[{:5}.{:06}] cpu{} {:5} {}\n",
+            ns / 1_000_000_000,
+            (ns / 1000) % 1_000_000,
+            crate::cpu_index(),
+            record.level(),
+            record.args()
+        ));
+    }
+
+    fn flush(&self) {}
+}
