@@ -1,3 +1,10 @@
-//! Host-testable logic of the hypervisor.
+//! The hypervisor's logic that is not hardware, tested on the host with `cargo test -p
+//! kernel`: the command line, the physical memory map, the frame allocator.
+//!
+//! The freestanding binary (`main.rs`) wraps these in the hardware layer.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod frames;
+pub mod memmap;
