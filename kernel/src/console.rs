@@ -72,3 +72,13 @@ impl log::Log for Logger {
 
     fn flush(&self) {}
 }
+
+/// Takes the console back from whoever holds it, for a fatal report: the CPU that holds the
+/// lock may be the one that just faulted, or stopped for good.
+pub fn emergency() {
+    if SERIAL.is_locked() {
+        // SAFETY: only called on the way to stopping the machine; a line interleaved with
+        // another CPU's half-written one is better than a report never written.
+        unsafe { SERIAL.force_unlock() };
+    }
+}

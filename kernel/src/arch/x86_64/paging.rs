@@ -1,0 +1,53 @@
+//! The hypervisor's view of physical memory.
+//!
+//! All physical memory is mapped at [`PHYS_OFFSET`] (the direct map, as Linux's physmap):
+//! the boot code maps the first 4 GiB with 2 MiB pages, and [`extend_direct_map`] adds the
+//! rest. Physical addresses are turned into pointers only through [`phys_to_virt`].
+
+use x86_64::VirtAddr;
+
+/// Where physical address 0 appears in every address space (the first upper-half slot).
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+
+/// Bytes the boot page tables map in the direct map.
+pub const BOOT_DIRECT_MAP_BYTES: u64 = 4 << 30;
+
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+const GLOBAL: u64 = 1 << 8;
+
+/// The direct-map address of physical address `phys`.
+pub fn phys_to_virt(phys: u64) -> VirtAddr {
+    VirtAddr::new(PHYS_OFFSET + phys)
+}
+
+/// Extends the direct map up to `end` bytes of physical memory with 2 MiB pages, taking the
+/// page directories it needs from `take_frame` (zeroed by this function).
+///
+/// Covers at most 512 GiB (one PML4 slot), the most any QEMU configuration we run uses;
+/// anything beyond is left unmapped and reported by the return value (the bytes mapped).
+pub fn extend_direct_map(end: u64, mut take_frame: impl FnMut() -> Option<u64>) -> u64 {
+    let pml4 = crate::arch::boot::boot_pml4_phys();
+    // SAFETY: the boot PML4 and the PDPT its direct-map slot points to are page tables the
+    // boot code built in identity-mapped memory that nothing else uses; entries are only
+    // added for memory not mapped before, so no live translation changes.
+    unsafe {
+        let pml4 = phys_to_virt(pml4).as_mut_ptr::<u64>();
+        let pdpt_phys = *pml4.add(256) & 0x000f_ffff_ffff_f000;
+        let pdpt = phys_to_virt(pdpt_phys).as_mut_ptr::<u64>();
+        let gib = end.div_ceil(1 << 30).min(512);
+        for slot in (BOOT_DIRECT_MAP_BYTES >> 30)..gib {
+            let Some(pd_phys) = take_frame() else {
+                return slot << 30;
+            };
+            let pd = phys_to_virt(pd_phys).as_mut_ptr::<u64>();
+            for i in 0..512u64 {
+                *pd.add(i as usize) =
+                    ((slot << 30) + (i << 21)) | PRESENT | WRITABLE | HUGE | GLOBAL;
+            }
+            *pdpt.add(slot as usize) = pd_phys | PRESENT | WRITABLE;
+        }
+        gib.max(BOOT_DIRECT_MAP_BYTES >> 30) << 30
+    }
+}

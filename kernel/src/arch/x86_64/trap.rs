@@ -1,0 +1,271 @@
+//! Traps: the interrupt descriptor table, its 256 entry stubs, and the dispatcher.
+//!
+//! The stubs are generated in `global_asm!` (the stable toolchain has no `x86-interrupt`
+//! ABI; Tock's `handler_stubs.rs` does the same). Each pushes a zero where the CPU pushes no
+//! error code, then its vector, and jumps to `trap_common`, which saves every general
+//! register and calls [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
+//!
+//! Every vector runs on an IST stack. The prebuilt `core` assumes a red zone below the stack
+//! pointer, so an interrupt must never push onto a stack that Rust code is using; with IST
+//! the CPU always switches to a dedicated stack. Handlers run with interrupts off and never
+//! nest, except NMI, double fault and machine check, which have stacks of their own.
+
+use core::arch::global_asm;
+
+use abi::console::ExitCode;
+use x86_64::VirtAddr;
+
+/// IST slot (1-based, as the IDT encodes it) for ordinary traps and interrupts.
+pub const IST_TRAP: u16 = 1;
+/// IST slot for NMI.
+pub const IST_NMI: u16 = 2;
+/// IST slot for double fault.
+pub const IST_DOUBLE_FAULT: u16 = 3;
+/// IST slot for machine check.
+pub const IST_MACHINE_CHECK: u16 = 4;
+
+/// The registers saved on a trap, in the order `trap_common` pushes them (lowest address
+/// first), followed by what the stub and the CPU pushed.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    /// Whether the trap came from ring 3 (a guest).
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+// Vectors for which the CPU pushes an error code: #DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP,
+// #VC, #SX.
+global_asm!(
+    r#"
+    .macro trap_stub vector
+    .balign 16
+trap_stub_\vector:
+    .if (\vector == 8) || (\vector >= 10 && \vector <= 14) || (\vector == 17) || (\vector == 21) || (\vector == 29) || (\vector == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $\vector
+    jmp trap_common
+    .endm
+
+    .section .text.traps, "ax"
+    .altmacro
+    .set i, 0
+    .rept 256
+    trap_stub %i
+    .set i, i + 1
+    .endr
+
+trap_common:
+    testb $3, 24(%rsp)
+    jz 1f
+    swapgs
+1:  pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    cld
+    call trap_dispatch
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    testb $3, 24(%rsp)
+    jz 2f
+    swapgs
+2:  addq $16, %rsp
+    iretq
+
+    .macro stub_address vector
+    .quad trap_stub_\vector
+    .endm
+    .section .rodata.trap_stubs, "a"
+    .balign 8
+    .globl trap_stub_table
+trap_stub_table:
+    .set i, 0
+    .rept 256
+    stub_address %i
+    .set i, i + 1
+    .endr
+    .noaltmacro
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// The addresses of the 256 entry stubs, indexed by vector.
+    static trap_stub_table: [u64; 256];
+}
+
+/// One 64-bit interrupt gate. The `x86_64` crate's IDT types each exception's handler with
+/// the `x86-interrupt` ABI, which stable Rust lacks; 256 identical gates to our own stubs
+/// are simpler written out.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    /// A present ring-0 interrupt gate (IF cleared on entry) to `handler` on IST `ist`.
+    fn interrupt(handler: u64, ist: u16) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: super::gdt::KERNEL_CODE.0,
+            ist: ist as u8,
+            type_attr: 0x8e,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+static IDT: spin::Once<[Gate; 256]> = spin::Once::new();
+
+/// Builds the IDT (once, shared by every CPU) and loads it on this CPU.
+pub fn load_idt() {
+    let idt = IDT.call_once(|| {
+        core::array::from_fn(|vector| {
+            // SAFETY: `trap_stub_table` is immutable data emitted above.
+            let stub = unsafe { trap_stub_table[vector] };
+            let ist = match vector {
+                2 => IST_NMI,
+                8 => IST_DOUBLE_FAULT,
+                18 => IST_MACHINE_CHECK,
+                _ => IST_TRAP,
+            };
+            Gate::interrupt(stub, ist)
+        })
+    });
+    let pointer = x86_64::structures::DescriptorTablePointer {
+        limit: (core::mem::size_of_val(idt) - 1) as u16,
+        base: VirtAddr::from_ptr(idt.as_ptr()),
+    };
+    // SAFETY: `pointer` describes a static table of 256 valid gates whose stubs and IST
+    // slots are set up (this CPU's TSS is loaded before its IDT).
+    unsafe { x86_64::instructions::tables::lidt(&pointer) };
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range exceeded",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor segment overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack-segment fault",
+    "general protection fault",
+    "page fault",
+    "reserved",
+    "x87 floating-point error",
+    "alignment check",
+    "machine check",
+    "SIMD floating-point error",
+    "virtualization exception",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security exception",
+    "reserved",
+];
+
+/// Called by `trap_common` for every trap and interrupt, with interrupts off.
+#[unsafe(no_mangle)]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    match frame.vector {
+        0..=31 => crate::trap::exception(frame),
+        vector => crate::trap::interrupt(vector as u8, frame),
+    }
+}
+
+/// Reports an exception the hypervisor cannot recover from, and stops the machine.
+pub fn fatal_exception(frame: &TrapFrame) -> ! {
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    crate::console::emergency();
+    log::error!(
+        "unexpected exception {} ({}), error code {:#x}, at RIP {:#018x}, RSP {:#018x}, \
+         CR2 {:#018x}, {} mode",
+        frame.vector,
+        EXCEPTION_NAMES[frame.vector as usize % 32],
+        frame.error_code,
+        frame.rip,
+        frame.rsp,
+        cr2,
+        if frame.from_user() {
+            "guest"
+        } else {
+            "hypervisor"
+        },
+    );
+    super::exit(ExitCode::Failure)
+}
