@@ -1,9 +1,19 @@
 //! The interface Domino shares with everything outside it: guests (hypercall numbers, error
-//! codes, shared-page layouts) and the host-side runner (the console protocol and exit codes).
+//! codes, the guest address-space layout, shared pages, control operations, the experiment
+//! plan) and the host-side runner (the console protocol and exit codes).
 //!
-//! Nothing here has behaviour beyond plain data; both sides compile this same crate so they
-//! cannot drift apart.
+//! Both sides compile this same crate, so they cannot drift apart. Nothing here has
+//! behaviour beyond data and its encoding.
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod console;
+pub mod control;
+pub mod error;
+pub mod hypercall;
+pub mod layout;
+pub mod plan;
+pub mod shared;

@@ -1,0 +1,293 @@
+//! Domain0's control operations (`domctl`, `sysctl`), as postcard-encoded requests and
+//! replies.
+//!
+//! Control calls are rare and structured, so they travel as encoded messages rather than
+//! `#[repr(C)]` structs: the hypervisor copies the request bytes out of the guest and decodes
+//! them, so no guest pointer is ever trusted beyond one checked copy, and the format can grow
+//! without breaking old callers. The hot paths (yield, block, timer, console) use registers.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Errno;
+use crate::shared::MAX_ARGS;
+
+/// Identifies a domain. Domain0 is 0.
+pub type DomainId = u32;
+
+/// Per-domain scheduling parameters, named as `xl` names them. A policy reads those it
+/// knows: `weight` and `cap` (credit), `weight`, `warp_us`, `warpl_us`, `warpu_us` (bvt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedParams {
+    pub weight: u32,
+    /// Percent of one CPU; 0 for no cap.
+    pub cap: u32,
+    pub warp_us: u64,
+    pub warpl_us: u64,
+    pub warpu_us: u64,
+}
+
+impl Default for SchedParams {
+    fn default() -> Self {
+        SchedParams {
+            weight: 256,
+            cap: 0,
+            warp_us: 0,
+            warpl_us: 0,
+            warpu_us: 0,
+        }
+    }
+}
+
+/// One workload argument in a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgSpec<'a> {
+    pub name: &'a str,
+    pub value: u64,
+}
+
+/// A `domctl` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Domctl<'a> {
+    /// Builds a paused domain from the boot module's image `image`.
+    Create {
+        image: &'a str,
+        name: &'a str,
+        vcpus: u32,
+        memory_kib: u32,
+        sched: SchedParams,
+        args: [ArgSpec<'a>; MAX_ARGS],
+    },
+    SetSched {
+        domain: DomainId,
+        sched: SchedParams,
+    },
+    GetSched {
+        domain: DomainId,
+    },
+    Pause {
+        domain: DomainId,
+    },
+    Unpause {
+        domain: DomainId,
+    },
+    /// Kills the domain (if alive) and frees everything it holds. Its final figures stay
+    /// readable with `GetInfo` until then; afterwards the id is unknown.
+    Destroy {
+        domain: DomainId,
+    },
+    GetInfo {
+        domain: DomainId,
+    },
+}
+
+/// A `domctl` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomctlReply {
+    Created { domain: DomainId },
+    Sched(SchedParams),
+    Info(DomainInfo),
+    Done,
+}
+
+/// A domain's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainState {
+    /// Built, never unpaused, or paused by Domain0.
+    Paused,
+    /// At least one vCPU runnable, running or blocked.
+    Alive,
+    /// Ended; see [`DomainInfo::exit`].
+    Dead,
+}
+
+/// Why the hypervisor killed a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillReason {
+    /// It executed an instruction reserved to ring 0 (#GP on e.g. `hlt`, `cli`, `wrmsr`).
+    PrivilegedInstruction { rip: u64 },
+    /// It touched memory it does not own (a page fault in ring 3).
+    PageFault { addr: u64, rip: u64 },
+    /// Another exception in ring 3 (vector number).
+    Exception { vector: u8, rip: u64 },
+    /// The hypervisor could not give it memory it needed while running.
+    OutOfMemory,
+}
+
+impl fmt::Display for KillReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KillReason::PrivilegedInstruction { rip } => {
+                write!(f, "privileged instruction at {rip:#x}")
+            }
+            KillReason::PageFault { addr, rip } => {
+                write!(f, "page fault at {addr:#x} (rip {rip:#x})")
+            }
+            KillReason::Exception { vector, rip } => write!(f, "exception {vector} at {rip:#x}"),
+            KillReason::OutOfMemory => write!(f, "out of memory"),
+        }
+    }
+}
+
+/// How a dead domain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainExit {
+    /// Not dead yet.
+    Running,
+    /// It shut itself down with this code (0 = clean, see `hypercall::shutdown`).
+    Shutdown(u64),
+    /// The hypervisor killed it.
+    Killed(KillReason),
+    /// Domain0 destroyed it while alive.
+    Destroyed,
+}
+
+/// A domain's figures, summed over its vCPUs, since it was created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub domain: DomainId,
+    pub state: DomainState,
+    pub exit: DomainExit,
+    pub vcpus: u32,
+    pub sched: SchedParams,
+    pub cpu_ns: u64,
+    pub wait_ns: u64,
+    pub work: u64,
+    pub wakeups: u64,
+    pub wake_lat_p50_ns: u64,
+    pub wake_lat_p99_ns: u64,
+    pub wake_lat_max_ns: u64,
+    pub switches: u64,
+    pub migrations: u64,
+    /// Frames the domain holds (its memory and its page tables).
+    pub frames: u64,
+}
+
+/// A `sysctl` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sysctl<'a> {
+    /// The scheduling policy in force and the number of CPUs.
+    GetPolicy,
+    /// One CPU's figures.
+    CpuStats { cpu: u32 },
+    /// Frame allocator counts, to check that nothing leaked.
+    FrameCounts,
+    /// Writes one results record (a JSON object on one line) to the console protocol.
+    EmitRecord { json: &'a str },
+    /// Stops the machine with this exit status (0, 1 or 2: `console::ExitCode`).
+    Shutdown { code: u8 },
+}
+
+/// A `sysctl` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SysctlReply<'a> {
+    Policy {
+        name: &'a str,
+        cpus: u32,
+    },
+    CpuStats {
+        idle_ns: u64,
+        busy_ns: u64,
+        switches: u64,
+    },
+    Frames {
+        free: u64,
+        managed: u64,
+    },
+    Done,
+}
+
+/// Encodes a message into `buf`, returning the bytes used.
+pub fn encode<T: Serialize>(message: &T, buf: &mut [u8]) -> Result<usize, Errno> {
+    postcard::to_slice(message, buf)
+        .map(|used| used.len())
+        .map_err(|_| Errno::TooBig)
+}
+
+/// Decodes a message from `bytes`.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Errno> {
+    postcard::from_bytes(bytes).map_err(|_| Errno::Inval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let mut args = [ArgSpec::default(); MAX_ARGS];
+        args[0] = ArgSpec {
+            name: "period_us",
+            value: 1000,
+        };
+        let req = Domctl::Create {
+            image: "latency",
+            name: "lat0",
+            vcpus: 1,
+            memory_kib: 1024,
+            sched: SchedParams {
+                weight: 512,
+                ..SchedParams::default()
+            },
+            args,
+        };
+        let mut buf = [0u8; 512];
+        let n = encode(&req, &mut buf).unwrap();
+        assert_eq!(decode::<Domctl>(&buf[..n]).unwrap(), req);
+
+        let reply = SysctlReply::Policy {
+            name: "credit",
+            cpus: 4,
+        };
+        let n = encode(&reply, &mut buf).unwrap();
+        assert_eq!(decode::<SysctlReply>(&buf[..n]).unwrap(), reply);
+    }
+
+    #[test]
+    fn short_buffers_and_garbage_are_errors() {
+        let mut tiny = [0u8; 2];
+        assert_eq!(
+            encode(
+                &Sysctl::EmitRecord {
+                    json: "{\"kind\":\"run\"}"
+                },
+                &mut tiny
+            ),
+            Err(Errno::TooBig)
+        );
+        assert_eq!(decode::<Domctl>(&[0xff, 0xff, 0xff]), Err(Errno::Inval));
+    }
+
+    #[test]
+    fn kill_reasons_read_well() {
+        let r = KillReason::PageFault {
+            addr: 0xffff_8000_0000_0000,
+            rip: 0x401000,
+        };
+        let mut s = [0u8; 64];
+        let mut w = Writer {
+            buf: &mut s,
+            len: 0,
+        };
+        fmt::write(&mut w, format_args!("{r}")).unwrap();
+        let len = w.len;
+        assert_eq!(
+            &s[..len],
+            b"page fault at 0xffff800000000000 (rip 0x401000)"
+        );
+    }
+
+    struct Writer<'a> {
+        buf: &'a mut [u8],
+        len: usize,
+    }
+
+    impl fmt::Write for Writer<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+            Ok(())
+        }
+    }
+}

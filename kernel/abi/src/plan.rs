@@ -1,0 +1,203 @@
+//! The experiment plan: the spec, expanded by the runner into one entry per domain, that
+//! Domain0 carries out.
+//!
+//! The runner parses and validates the TOML spec on the host (`sched::spec`), then writes
+//! this plan, postcard-encoded, into the boot module; the hypervisor maps it read-only into
+//! Domain0 at [`crate::layout::PLAN`]. Domain0 needs no TOML parser, and every spec error is
+//! caught before boot.
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::SchedParams;
+
+/// Most domains a plan may hold (besides Domain0).
+pub const MAX_DOMAINS: usize = 1024;
+
+/// What a correct hypervisor does to a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// It runs until the end of the measured interval and is destroyed by Domain0.
+    Ok,
+    /// The hypervisor kills it (hostile workloads).
+    Killed,
+}
+
+/// One domain to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedDomain<'a> {
+    /// Its own name (`w3`).
+    pub name: &'a str,
+    /// The spec group it came from (`w`).
+    pub group: &'a str,
+    /// The workload, which is also the name of its image in the boot module.
+    pub workload: &'a str,
+    pub vcpus: u32,
+    pub memory_kib: u32,
+    pub sched: SchedParams,
+    pub expect: Expect,
+    /// First argument's index in [`Plan::args`], and how many.
+    pub args_start: u32,
+    pub args_len: u32,
+}
+
+/// The whole experiment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan<'a> {
+    pub name: &'a str,
+    pub duration_ms: u64,
+    pub warmup_ms: u64,
+    pub cpus: u32,
+    pub policy: &'a str,
+    /// Every planned domain, in spec order. Encoded as a sequence; Domain0 walks it with
+    /// [`Plan::domains`] without allocating.
+    #[serde(borrow)]
+    pub domains: Domains<'a>,
+    /// Workload arguments of all domains, as (name, value).
+    #[serde(borrow)]
+    pub args: Args<'a>,
+}
+
+/// The planned domains, as encoded bytes that decode lazily.
+pub type Domains<'a> = EncodedSeq<'a>;
+/// The workload arguments, as encoded bytes that decode lazily.
+pub type Args<'a> = EncodedSeq<'a>;
+
+/// A sequence stored as its own postcard encoding (a count, then each element), so that a
+/// reader without an allocator can walk it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedSeq<'a> {
+    pub count: u32,
+    #[serde(borrow)]
+    pub bytes: &'a [u8],
+}
+
+impl<'a> EncodedSeq<'a> {
+    /// Decodes the elements one by one; a malformed element ends the walk with an error.
+    pub fn iter<T: Deserialize<'a>>(
+        &self,
+    ) -> impl Iterator<Item = Result<T, postcard::Error>> + 'a {
+        let mut rest = self.bytes;
+        let mut left = self.count;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            match postcard::take_from_bytes::<T>(rest) {
+                Ok((item, tail)) => {
+                    rest = tail;
+                    Some(Ok(item))
+                }
+                Err(e) => {
+                    left = 0;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+}
+
+impl<'a> Plan<'a> {
+    /// The planned domains.
+    pub fn domains(&self) -> impl Iterator<Item = Result<PlannedDomain<'a>, postcard::Error>> + 'a {
+        self.domains.iter()
+    }
+
+    /// The arguments of one planned domain.
+    pub fn args_of(&self, d: &PlannedDomain<'a>) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        let (start, len) = (d.args_start as usize, d.args_len as usize);
+        self.args
+            .iter::<(&'a str, u64)>()
+            .skip(start)
+            .take(len)
+            .filter_map(Result::ok)
+    }
+}
+
+/// Encodes elements as the bytes of an [`EncodedSeq`] (host side, for the runner).
+#[cfg(feature = "alloc")]
+pub fn encode_seq<T: Serialize>(items: &[T]) -> Result<alloc::vec::Vec<u8>, postcard::Error> {
+    let mut out = alloc::vec::Vec::new();
+    for item in items {
+        out.extend(postcard::to_allocvec(item)?);
+    }
+    Ok(out)
+}
+
+/// Encodes a whole plan (host side, for the runner).
+#[cfg(feature = "alloc")]
+pub fn encode(plan: &Plan<'_>) -> Result<alloc::vec::Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(plan)
+}
+
+/// Decodes a plan from the bytes the hypervisor mapped.
+pub fn decode(bytes: &[u8]) -> Result<Plan<'_>, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn encode_seq<T: Serialize>(items: &[T]) -> Vec<u8> {
+        super::encode_seq(items).unwrap()
+    }
+
+    #[test]
+    fn plan_round_trips_and_walks_without_allocating() {
+        let d = |name, args_start, args_len| PlannedDomain {
+            name,
+            group: "w",
+            workload: "latency",
+            vcpus: 1,
+            memory_kib: 1024,
+            sched: SchedParams::default(),
+            expect: Expect::Ok,
+            args_start,
+            args_len,
+        };
+        let domains = encode_seq(&[d("w0", 0, 2), d("w1", 2, 1)]);
+        let args = encode_seq(&[("period_us", 1000u64), ("run_us", 50), ("period_us", 2000)]);
+        let plan = Plan {
+            name: "t",
+            duration_ms: 1000,
+            warmup_ms: 100,
+            cpus: 2,
+            policy: "credit",
+            domains: EncodedSeq {
+                count: 2,
+                bytes: &domains,
+            },
+            args: EncodedSeq {
+                count: 3,
+                bytes: &args,
+            },
+        };
+        let bytes = encode(&plan).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back, plan);
+        let ds: Vec<_> = back.domains().map(Result::unwrap).collect();
+        assert_eq!(ds.len(), 2);
+        assert_eq!(
+            back.args_of(&ds[0]).collect::<Vec<_>>(),
+            [("period_us", 1000), ("run_us", 50)]
+        );
+        assert_eq!(
+            back.args_of(&ds[1]).collect::<Vec<_>>(),
+            [("period_us", 2000)]
+        );
+    }
+
+    #[test]
+    fn truncated_sequence_reports_an_error() {
+        let seq = EncodedSeq {
+            count: 2,
+            bytes: &[1],
+        };
+        let items: Vec<Result<(u8, u8), _>> = seq.iter().collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
+    }
+}
