@@ -1,1 +1,394 @@
-fn main() {}
+//! `scripts/run`: boots one Domino experiment in QEMU, shows the hypervisor's log as it
+//! arrives, writes the results file, prints a summary, and exits 0 (ran as expected),
+//! 1 (failed run) or 2 (bad command line or spec, before anything boots).
+//!
+//! The steps, in order: the spec step (spec + flags → experiment, or exit 2); build the
+//! hypervisor; pick the accelerator (KVM only after a probe boot); make the GRUB ISO when
+//! asked; boot with a hard timeout; check the records; summarise.
+
+mod accel;
+mod artifacts;
+mod cli;
+mod console;
+mod experiment;
+mod qemu;
+mod results;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cli::{Accel, Args, Boot};
+use console::Line;
+use experiment::{BadInput, Experiment, Overrides};
+use qemu::{Ending, Launch, Media};
+use results::Results;
+
+/// Why the runner stops before or instead of a verdict from the hypervisor.
+enum Stop {
+    /// Exit 2: bad command line or spec; nothing was booted.
+    BadInput(String),
+    /// Exit 1: the run could not happen or did not end well.
+    Failed(String),
+}
+
+impl From<BadInput> for Stop {
+    fn from(e: BadInput) -> Stop {
+        Stop::BadInput(e.0)
+    }
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors and exits 2 itself, as DESIGN.md wants for a bad command line.
+    let args = Args::parse();
+    let status = match run(&args) {
+        Ok(status) => status,
+        Err(Stop::BadInput(msg)) => {
+            eprintln!("scripts/run: {msg}");
+            2
+        }
+        Err(Stop::Failed(msg)) => {
+            eprintln!("scripts/run: {msg}");
+            1
+        }
+    };
+    ExitCode::from(status)
+}
+
+fn run(args: &Args) -> Result<u8, Stop> {
+    if args.probe {
+        let kernel = hypervisor(args)?;
+        return Ok(match accel::probe_kvm(&kernel, args.machine) {
+            Ok(()) => {
+                println!("KVM is usable: the probe boot ran x87/SSE code and exited 0");
+                0
+            }
+            Err(why) => {
+                println!("KVM is not usable: {why}");
+                1
+            }
+        });
+    }
+
+    let exp = experiment::load(
+        args.spec.as_deref(),
+        &Overrides {
+            sched: args.sched.clone(),
+            cpus: args.cpus,
+            domains: args.domains,
+            workload: args.workload.clone(),
+            seconds: args.seconds,
+            memory_mib: args.memory,
+        },
+    )?;
+    let cmdline = kernel_cmdline(args, &exp)?;
+    if let Some(t) = args.timeout
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(Stop::BadInput(format!(
+            "--timeout {t}: must be a positive number of seconds"
+        )));
+    }
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => artifacts::repo_root()
+            .join("results")
+            .join(format!("{}.jsonl", exp.name)),
+    };
+
+    let kernel = hypervisor(args)?;
+    let (accel, accel_note) = choose_accel(args, &kernel)?;
+    let iso = match args.boot {
+        Boot::Pvh => None,
+        Boot::Grub => {
+            let iso = artifacts::target_dir().join("iso").join(format!(
+                "{}-{}.iso",
+                exp.name,
+                std::process::id()
+            ));
+            artifacts::make_iso(&kernel, &cmdline, &iso, args.quiet).map_err(Stop::Failed)?;
+            Some(iso)
+        }
+    };
+    let launch = Launch {
+        machine: args.machine,
+        accel,
+        cpu_model: args.cpu.clone().unwrap_or_else(|| {
+            match accel {
+                Accel::Kvm => accel::KVM_CPU,
+                Accel::Tcg => accel::TCG_CPU,
+            }
+            .into()
+        }),
+        cpus: exp.cpus,
+        memory_mib: exp.memory_mib,
+        media: match &iso {
+            None => Media::Pvh {
+                kernel: kernel.clone(),
+                cmdline: cmdline.clone(),
+                initrd: None,
+            },
+            Some(iso) => Media::Cdrom(iso.clone()),
+        },
+        extra: args.qemu_arg.clone(),
+    };
+    let timeout = match args.timeout {
+        Some(s) => Duration::from_secs_f64(s),
+        None => default_timeout(&exp, accel, args.boot),
+    };
+    if args.trace.is_some() {
+        eprintln!(
+            "scripts/run: --trace: the hypervisor does not emit trace events yet; no trace is written"
+        );
+    }
+
+    let mut results = Results::create(&out)
+        .map_err(|e| Stop::Failed(format!("cannot create {}: {e}", out.display())))?;
+    if !args.quiet {
+        println!(
+            "scripts/run: {} on {} CPUs ({}, {}, {} boot), cmdline `{cmdline}`, timeout {:.0} s",
+            exp.name,
+            exp.cpus,
+            args.machine.name(),
+            accel.name(),
+            args.boot.name(),
+            timeout.as_secs_f64()
+        );
+        println!("scripts/run: {}", launch.shell_line());
+    }
+    let mut write_error = None;
+    let outcome = qemu::boot(
+        &launch,
+        timeout,
+        |line| match line {
+            Line::Log(text) => {
+                if !args.quiet {
+                    println!("{text}");
+                }
+            }
+            Line::Record(json) => {
+                if !args.quiet {
+                    println!("{}{json}", abi::console::RECORD_PREFIX);
+                }
+                if let Err(e) = results.record(&json) {
+                    write_error.get_or_insert(e);
+                }
+            }
+        },
+        |line| {
+            if !args.quiet {
+                eprintln!("qemu: {line}");
+            }
+        },
+    )
+    .map_err(|e| Stop::Failed(format!("cannot start {}: {e}", qemu::QEMU)))?;
+    if let Some(iso) = iso {
+        let _ = std::fs::remove_file(iso);
+    }
+
+    let mut status = outcome.ending.status() as u8;
+    let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr);
+    if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Success) {
+        let problems = results::problems(results.records(), results.malformed(), exp.cpus);
+        if !problems.is_empty() {
+            status = 1;
+            verdict = format!("the hypervisor exited 0, but {}", problems.join("; "));
+        }
+    }
+    if let Some(e) = write_error {
+        status = 1;
+        verdict = format!("cannot write {}: {e}", out.display());
+    }
+    let _ = results.exit_record(
+        i32::from(status),
+        outcome.ending.cause(),
+        outcome.wall.as_nanos(),
+    );
+
+    println!("summary: {}", exp.name);
+    let boot =
+        results::boot_line(results.records(), exp.cpus).unwrap_or_else(|| "no boot record".into());
+    println!("  boot:    {boot}");
+    println!(
+        "  machine: {}, {} boot, {} ({}){}, {} MiB, {:.2} s wall",
+        args.machine.name(),
+        args.boot.name(),
+        accel.name(),
+        launch.cpu_model,
+        accel_note.map(|n| format!(" [{n}]")).unwrap_or_default(),
+        exp.memory_mib,
+        outcome.wall.as_secs_f64()
+    );
+    if exp.domains > 0 {
+        println!(
+            "  domains: {} requested; the hypervisor does not run domains yet",
+            exp.domains
+        );
+    }
+    println!(
+        "  results: {} ({} records)",
+        results.path().display(),
+        results.records().len()
+    );
+    println!("  exit:    {status} ({verdict})");
+    if status != 0 {
+        eprintln!("scripts/run: {verdict}");
+    }
+    Ok(status)
+}
+
+/// The hypervisor ELF: `--kernel`, or built by cargo (unless `--no-build`).
+fn hypervisor(args: &Args) -> Result<PathBuf, Stop> {
+    if let Some(elf) = &args.kernel {
+        return if elf.is_file() {
+            Ok(elf.clone())
+        } else {
+            Err(Stop::BadInput(format!(
+                "--kernel {}: no such file",
+                elf.display()
+            )))
+        };
+    }
+    if args.no_build {
+        let elf = artifacts::kernel_elf();
+        return if elf.is_file() {
+            Ok(elf)
+        } else {
+            Err(Stop::Failed(format!(
+                "--no-build: {} is not built",
+                elf.display()
+            )))
+        };
+    }
+    artifacts::build_kernel(args.quiet).map_err(Stop::Failed)
+}
+
+/// The kernel command line: the experiment's words, then `--append` (later words win in
+/// the hypervisor's parser). Only the `key=value` shape is checked here; keys and values
+/// are the hypervisor's to judge, and it exits 2 on one it does not know.
+fn kernel_cmdline(args: &Args, exp: &Experiment) -> Result<String, BadInput> {
+    let mut words = vec![
+        format!("loglevel={}", args.loglevel.name()),
+        format!("sched={}", exp.policy),
+    ];
+    for word in args.append.iter().flat_map(|a| a.split_whitespace()) {
+        match word.split_once('=') {
+            Some((key, _)) if !key.is_empty() => words.push(word.to_string()),
+            _ => {
+                return Err(BadInput(format!(
+                    "--append: `{word}` is not a key=value word (e.g. selftest=fault)"
+                )));
+            }
+        }
+    }
+    Ok(words.join(" "))
+}
+
+/// KVM or TCG, and a note on why when it is not what the user might expect.
+fn choose_accel(args: &Args, kernel: &std::path::Path) -> Result<(Accel, Option<String>), Stop> {
+    match args.accel {
+        Some(Accel::Tcg) => Ok((Accel::Tcg, None)),
+        Some(Accel::Kvm) => match accel::probe_kvm(kernel, args.machine) {
+            Ok(()) => Ok((Accel::Kvm, None)),
+            Err(why) => Err(Stop::Failed(format!(
+                "--accel kvm: KVM is not usable here: {why}"
+            ))),
+        },
+        None => match accel::probe_kvm(kernel, args.machine) {
+            Ok(()) => Ok((Accel::Kvm, None)),
+            Err(why) => {
+                eprintln!("scripts/run: using TCG: {why}");
+                Ok((Accel::Tcg, Some(format!("KVM not used: {why}"))))
+            }
+        },
+    }
+}
+
+/// The default hard timeout: the experiment's own length plus a boot margin that grows with
+/// the CPU count, steeply under TCG (every vCPU is a host thread on a few cores), plus time
+/// for GRUB to load the image from the ISO.
+fn default_timeout(exp: &Experiment, accel: Accel, boot: Boot) -> Duration {
+    let per_cpu_ms: u64 = match accel {
+        Accel::Tcg => 1000,
+        Accel::Kvm => 100,
+    };
+    let grub_ms = match boot {
+        Boot::Pvh => 0,
+        Boot::Grub => 30_000,
+    };
+    let boot_ms = 30_000 + u64::from(exp.cpus) * per_cpu_ms + grub_ms;
+    Duration::from_millis(boot_ms + exp.warmup_ms + exp.duration_ms * 2)
+}
+
+/// What an ending means, in words.
+fn ending_message(ending: &Ending, timeout: Duration, stderr: &[String]) -> String {
+    use abi::console::ExitCode as Code;
+    let qemu_said = || {
+        let tail: Vec<&str> = stderr
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", tail.join(" / "))
+        }
+    };
+    match ending {
+        Ending::Hypervisor(Code::Success) => "success".into(),
+        Ending::Hypervisor(Code::Failure) => {
+            "the hypervisor reported a failure; see its log".into()
+        }
+        Ending::Hypervisor(Code::BadInput) => {
+            "the hypervisor rejected its command line or spec; see its log".into()
+        }
+        Ending::Reset => "QEMU exited without the hypervisor's exit code: a triple fault, \
+                          reset or power-off"
+            .into(),
+        Ending::Qemu(code) => format!("QEMU failed with status {code}{}", qemu_said()),
+        Ending::Signal => format!("QEMU was killed by a signal{}", qemu_said()),
+        Ending::Timeout => format!(
+            "no exit within {:.0} s, QEMU killed (raise --timeout if the run needs longer)",
+            timeout.as_secs_f64()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_from_experiment_and_append() {
+        let args = Args::parse_from(["run", "--append", "selftest=fault  x=1", "--append", "y=2"]);
+        let exp = Experiment::default_experiment();
+        assert_eq!(
+            kernel_cmdline(&args, &exp).unwrap(),
+            "loglevel=info sched=credit selftest=fault x=1 y=2"
+        );
+        let args = Args::parse_from(["run", "--append", "bogus"]);
+        assert!(
+            kernel_cmdline(&args, &exp)
+                .unwrap_err()
+                .0
+                .contains("`bogus`")
+        );
+    }
+
+    #[test]
+    fn timeout_grows_with_cpus_and_tcg() {
+        let mut exp = Experiment::default_experiment();
+        exp.cpus = 1;
+        let small = default_timeout(&exp, Accel::Tcg, Boot::Pvh);
+        exp.cpus = 64;
+        let big = default_timeout(&exp, Accel::Tcg, Boot::Pvh);
+        assert!(big > small);
+        assert!(default_timeout(&exp, Accel::Kvm, Boot::Pvh) < big);
+        assert!(default_timeout(&exp, Accel::Tcg, Boot::Grub) > big);
+    }
+}
