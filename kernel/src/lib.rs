@@ -1,5 +1,6 @@
 //! The hypervisor's logic that is not hardware, tested on the host with `cargo test -p
-//! kernel`: the command line, the physical memory map, the frame allocator.
+//! kernel`: the command line, the physical memory map, the frame allocator, latency
+//! histograms, guest images.
 //!
 //! The freestanding binary (`main.rs`) wraps these in the hardware layer.
 #![cfg_attr(not(test), no_std)]
@@ -7,4 +8,6 @@
 
 pub mod cmdline;
 pub mod frames;
+pub mod histogram;
+pub mod image;
 pub mod memmap;

@@ -1,0 +1,147 @@
+//! A wake-up latency histogram with bounded relative error and no allocation.
+//!
+//! Buckets are log-linear, as in HdrHistogram: each power of two from 1 ns up is split into
+//! [`SUB_BUCKETS`] equal parts, so a recorded value is known to within 1/16 (6%) of itself,
+//! whatever its size, in a fixed 1 KiB per vCPU. Percentiles report the upper edge of the
+//! bucket that holds them (never below the true value); the maximum is kept exactly.
+
+/// Sub-buckets per power of two.
+const SUB_BUCKETS: usize = 16;
+const SUB_BITS: u32 = SUB_BUCKETS.trailing_zeros();
+/// Powers of two covered: values up to 2^40 ns (18 minutes); larger ones land in the last.
+const POWERS: usize = 40;
+const BUCKETS: usize = POWERS * SUB_BUCKETS;
+
+/// Counts of latencies in nanoseconds.
+#[derive(Clone)]
+pub struct Histogram {
+    counts: [u32; BUCKETS],
+    total: u64,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: [0; BUCKETS],
+            total: 0,
+            max: 0,
+        }
+    }
+}
+
+fn bucket_of(value: u64) -> usize {
+    if value < SUB_BUCKETS as u64 {
+        return value as usize;
+    }
+    let power = 63 - value.leading_zeros(); // >= SUB_BITS
+    let sub = (value >> (power - SUB_BITS)) as usize & (SUB_BUCKETS - 1);
+    (((power - SUB_BITS + 1) as usize) * SUB_BUCKETS + sub).min(BUCKETS - 1)
+}
+
+/// The largest value that falls in `bucket`.
+fn bucket_upper(bucket: usize) -> u64 {
+    if bucket < SUB_BUCKETS {
+        return bucket as u64;
+    }
+    let power = (bucket / SUB_BUCKETS) as u32 - 1 + SUB_BITS;
+    let sub = (bucket % SUB_BUCKETS) as u64;
+    let width = 1u64 << (power - SUB_BITS);
+    (1u64 << power) + (sub + 1) * width - 1
+}
+
+impl Histogram {
+    /// Records one latency.
+    pub fn record(&mut self, ns: u64) {
+        let b = bucket_of(ns);
+        self.counts[b] = self.counts[b].saturating_add(1);
+        self.total += 1;
+        self.max = self.max.max(ns);
+    }
+
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The largest latency recorded (0 if none).
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The `pct`-th percentile (0..=100), as the upper edge of its bucket capped at the
+    /// maximum; 0 if nothing was recorded.
+    pub fn percentile(&self, pct: u32) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = (self.total * u64::from(pct.min(100))).div_ceil(100).max(1);
+        let mut seen = 0u64;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += u64::from(count);
+            if seen >= rank {
+                // The last bucket is open-ended: only the maximum bounds it.
+                if bucket == BUCKETS - 1 {
+                    return self.max;
+                }
+                return bucket_upper(bucket).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_values_with_bounded_error() {
+        for v in [
+            0u64,
+            1,
+            15,
+            16,
+            17,
+            100,
+            999,
+            1_000_000,
+            123_456_789,
+            1 << 39,
+        ] {
+            let upper = bucket_upper(bucket_of(v));
+            assert!(upper >= v, "{v} above its bucket's top {upper}");
+            assert!(
+                upper - v <= v / 16 + 1,
+                "{v} in a bucket up to {upper}: error too large"
+            );
+        }
+    }
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut h = Histogram::default();
+        for v in 1..=1000u64 {
+            h.record(v * 1000); // 1 µs .. 1 ms
+        }
+        assert_eq!(h.count(), 1000);
+        assert_eq!(h.max(), 1_000_000);
+        let p50 = h.percentile(50);
+        assert!(
+            (500_000..=500_000 + 500_000 / 16).contains(&p50),
+            "p50 {p50}"
+        );
+        let p99 = h.percentile(99);
+        assert!((990_000..=1_000_000).contains(&p99), "p99 {p99}");
+        assert_eq!(h.percentile(100), 1_000_000);
+    }
+
+    #[test]
+    fn empty_histogram_reads_zero_and_outliers_keep_their_max() {
+        let mut h = Histogram::default();
+        assert_eq!(h.percentile(99), 0);
+        h.record(u64::MAX);
+        assert_eq!(h.max(), u64::MAX);
+        assert_eq!(h.percentile(50), u64::MAX);
+    }
+}
