@@ -1,0 +1,236 @@
+//! Inter-processor interrupts: reschedule, and running a function on another CPU.
+//!
+//! Call-function uses one mailbox per target CPU (Linux's `smp_call_function_single`, cut
+//! down to one slot): a caller claims the target's mailbox (IDLE → CLAIMED), writes the
+//! function and argument, publishes it (→ PENDING) and sends [`crate::vectors::CALL_FUNCTION`].
+//! The target, in its IPI handler, takes the call (PENDING → RUNNING), runs it, and either
+//! frees the mailbox (→ IDLE) or, when the caller waits, reports completion (→ DONE) and
+//! lets the caller free it. Callers to the same target queue on the claim.
+//!
+//! The hypervisor runs with interrupts off, so two CPUs calling each other would each wait
+//! for an IPI the other never takes. Every wait here therefore polls the waiting CPU's own
+//! mailbox; any spin loop in the kernel that may wait on another CPU should do the same by
+//! calling [`handle_call_function_ipi`].
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::percpu::{PerCpu, cpu_index};
+use crate::{MAX_CPUS, apic, vectors};
+
+const IDLE: u32 = 0;
+const CLAIMED: u32 = 1;
+const PENDING: u32 = 2;
+const RUNNING: u32 = 3;
+const DONE: u32 = 4;
+
+/// A function run on another CPU; receives the caller's argument.
+pub type CallFn = fn(usize);
+
+/// One CPU's call-function mailbox.
+pub struct Mailbox {
+    state: AtomicU32,
+    wait: AtomicBool,
+    func: AtomicPtr<()>,
+    arg: AtomicPtr<()>,
+}
+
+impl Mailbox {
+    /// An empty mailbox.
+    pub const fn new() -> Mailbox {
+        Mailbox {
+            state: AtomicU32::new(IDLE),
+            wait: AtomicBool::new(false),
+            func: AtomicPtr::new(core::ptr::null_mut()),
+            arg: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// Posts `func(arg)` to this mailbox and calls `notify` (which sends the IPI). With `wait`,
+    /// returns only when the function has run. `poll` runs while spinning (it should service
+    /// the calling CPU's own mailbox).
+    pub fn call(
+        &self,
+        func: CallFn,
+        arg: usize,
+        wait: bool,
+        notify: impl FnOnce(),
+        mut poll: impl FnMut(),
+    ) {
+        while self
+            .state
+            .compare_exchange_weak(IDLE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            poll();
+            core::hint::spin_loop();
+        }
+        self.func.store(func as *mut (), Ordering::Relaxed);
+        self.arg.store(arg as *mut (), Ordering::Relaxed);
+        self.wait.store(wait, Ordering::Relaxed);
+        self.state.store(PENDING, Ordering::Release);
+        notify();
+        if wait {
+            while self.state.load(Ordering::Acquire) != DONE {
+                poll();
+                core::hint::spin_loop();
+            }
+            self.state.store(IDLE, Ordering::Release);
+        }
+    }
+
+    /// Runs the posted call, if any. Returns whether one ran.
+    pub fn handle(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let func = self.func.load(Ordering::Relaxed);
+        let arg = self.arg.load(Ordering::Relaxed) as usize;
+        let wait = self.wait.load(Ordering::Relaxed);
+        // SAFETY: `func` was stored by `call` from a `CallFn` (a plain fn pointer) and the
+        // PENDING state, read with Acquire, makes that store visible.
+        let func: CallFn = unsafe { core::mem::transmute::<*mut (), CallFn>(func) };
+        func(arg);
+        self.state
+            .store(if wait { DONE } else { IDLE }, Ordering::Release);
+        true
+    }
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static MAILBOXES: PerCpu<Mailbox> =
+    PerCpu::from_array([const { CachePadded::new(Mailbox::new()) }; MAX_CPUS]);
+
+/// Runs `func(arg)` on CPU `cpu` (directly if that is the caller). With `wait`, returns after
+/// it ran; without, returns once it is posted (it runs when the target next takes IPIs or
+/// polls). `cpu` must be online.
+pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) {
+    let me = cpu_index();
+    if cpu == me {
+        func(arg);
+        return;
+    }
+    let dest = crate::startup::apic_id_of(cpu);
+    MAILBOXES.get(cpu).call(
+        func,
+        arg,
+        wait,
+        || apic::send_ipi(dest, vectors::CALL_FUNCTION),
+        || {
+            MAILBOXES.get(me).handle();
+        },
+    );
+}
+
+/// Runs the call posted to the calling CPU, if any. The kernel calls it from its
+/// [`vectors::CALL_FUNCTION`] handler (then sends the EOI), and from any spin loop that might
+/// wait for another CPU. Returns whether a call ran.
+pub fn handle_call_function_ipi() -> bool {
+    MAILBOXES.this().handle()
+}
+
+/// Asks CPU `cpu` to reschedule: the kernel's [`vectors::RESCHEDULE`] handler only sends the
+/// EOI and marks the CPU's softirq; the work happens on the way back to a guest.
+pub fn send_reschedule(cpu: usize) {
+    apic::send_ipi(crate::startup::apic_id_of(cpu), vectors::RESCHEDULE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+    fn bump(arg: usize) {
+        // SAFETY: the tests pass the address of an AtomicU64 that outlives every call.
+        unsafe { &*(arg as *const AtomicU64) }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn waiting_call_runs_before_return() {
+        let mbox = Arc::new(Mailbox::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = {
+            let (mbox, stop) = (mbox.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if !mbox.handle() {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let counter = AtomicU64::new(0);
+        for i in 1..=1000 {
+            mbox.call(
+                bump,
+                &counter as *const _ as usize,
+                true,
+                || {},
+                std::thread::yield_now,
+            );
+            assert_eq!(counter.load(Ordering::Relaxed), i);
+        }
+        stop.store(true, Ordering::Relaxed);
+        target.join().unwrap();
+    }
+
+    /// Every "CPU" calls every other one, waiting, while polling its own mailbox: the
+    /// protocol must neither deadlock (A waits on B while B waits on A) nor lose a call.
+    #[test]
+    fn all_to_all_calls_do_not_deadlock() {
+        const CPUS: usize = 6;
+        const CALLS: usize = 200;
+        let boxes: Arc<Vec<Mailbox>> = Arc::new((0..CPUS).map(|_| Mailbox::new()).collect());
+        let counters: Arc<Vec<AtomicU64>> =
+            Arc::new((0..CPUS).map(|_| AtomicU64::new(0)).collect());
+        let finished = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..CPUS)
+            .map(|me| {
+                let (boxes, counters, finished) =
+                    (boxes.clone(), counters.clone(), finished.clone());
+                std::thread::spawn(move || {
+                    for i in 0..CALLS {
+                        for target in (0..CPUS).filter(|&t| t != me) {
+                            let wait = i % 2 == 0;
+                            boxes[target].call(
+                                bump,
+                                &counters[target] as *const _ as usize,
+                                wait,
+                                || {},
+                                || {
+                                    boxes[me].handle();
+                                    // The host has fewer cores than threads: let others run.
+                                    std::thread::yield_now();
+                                },
+                            );
+                        }
+                    }
+                    finished.fetch_add(1, Ordering::AcqRel);
+                    // Keep serving others until everyone is done, then drain.
+                    while finished.load(Ordering::Acquire) < CPUS {
+                        boxes[me].handle();
+                        std::thread::yield_now();
+                    }
+                    while boxes[me].handle() {}
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        for c in counters.iter() {
+            assert_eq!(c.load(Ordering::Relaxed), ((CPUS - 1) * CALLS) as u64);
+        }
+    }
+}
