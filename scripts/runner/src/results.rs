@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use runner::first;
 use serde_json::Value;
 
 /// An open results file and what has been written to it.
@@ -63,11 +64,6 @@ impl Results {
     pub fn malformed(&self) -> &[String] {
         &self.malformed
     }
-}
-
-/// The first record of `kind` among `records`.
-pub fn first<'a>(records: &'a [Value], kind: &str) -> Option<&'a Value> {
-    records.iter().find(|r| r["kind"] == kind)
 }
 
 /// What is wrong with the records of a run the hypervisor called a success: no `boot`
