@@ -1,1 +1,368 @@
-#![no_std]
+//! Domino's scheduling policies: one trait, per-CPU runqueues, and the policies behind it.
+//!
+//! The unit of scheduling is a virtual CPU. A policy implements [`Policy`], a trait modelled
+//! on Xen's scheduler operations (`struct scheduler` in Xen's `xen/common/sched/private.h`):
+//! insert and remove a vCPU, wake, sleep, yield, pick the next vCPU and its slice for a CPU
+//! ([`Policy::schedule`]), choose a CPU for a waking vCPU ([`Policy::pick_cpu`]), periodic
+//! accounting ([`Policy::tick`]), per-domain and global parameters, statistics and a dump.
+//!
+//! The same policy objects run inside the no_std hypervisor and inside `schedsim`, the
+//! deterministic simulator of the `std` feature. Time is always passed in (nanoseconds); a
+//! policy never reads a clock, which is what makes the simulation exact.
+//!
+//! Policies here: [`rr`] (round-robin, Xen 2.0's `sched_rrobin`), [`credit`] (Xen's credit
+//! scheduler), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999) and [`fifo`], the
+//! small example that `README.md` walks through. [`registry`] builds any of them by name.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use core::fmt;
+
+pub mod bvt;
+pub mod credit;
+pub mod fifo;
+pub mod registry;
+pub mod rr;
+pub mod runq;
+
+#[cfg(feature = "std")]
+pub mod sim;
+#[cfg(feature = "std")]
+pub mod spec;
+
+/// A virtual CPU, named by a dense index that the caller chooses (`0..Topology::max_vcpus`).
+///
+/// The kernel uses the index of its own vCPU table, so mapping back is an array lookup; the
+/// policy keeps its per-vCPU state in an array of the same size, allocated once at creation,
+/// which is why no map lookup or allocation happens on wake or pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VcpuId(pub u32);
+
+/// A domain, named by a dense index that the caller chooses (`0..Topology::max_domains`).
+///
+/// Per-domain parameters (weight, cap, warp) live in a table indexed by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub u32);
+
+impl VcpuId {
+    /// The index as a `usize`, for table lookups.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl DomainId {
+    /// The index as a `usize`, for table lookups.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The size of the machine a policy is built for; every table is allocated from it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Physical CPUs, numbered `0..cpus`.
+    pub cpus: usize,
+    /// Upper bound (exclusive) on [`VcpuId`] indices.
+    pub max_vcpus: usize,
+    /// Upper bound (exclusive) on [`DomainId`] indices.
+    pub max_domains: usize,
+}
+
+/// What [`Policy::schedule`] decided for one CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The vCPU to run next, or `None` to idle. It may be the one that was running.
+    pub next: Option<VcpuId>,
+    /// Call `schedule` again on this CPU after at most this long; `None` means "no timer":
+    /// the CPU idles until a wake-up kicks it (or the policy's tick asks for a reschedule).
+    pub slice_ns: Option<u64>,
+    /// `next` was taken from another CPU's runqueue by this call (a steal).
+    pub migrated: bool,
+}
+
+/// What [`Policy::wake`] did with a waking vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wakeup {
+    /// The CPU whose runqueue now holds the vCPU (unchanged if it was already runnable).
+    pub cpu: usize,
+    /// A CPU that should call `schedule` soon (send it a reschedule IPI), if any: an idle CPU
+    /// that can take the work, or `cpu` itself when the waker should preempt.
+    pub kick: Option<usize>,
+}
+
+/// Counters every policy keeps (summed over CPUs), for results and the dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Calls to [`Policy::schedule`].
+    pub schedules: u64,
+    /// Wake-ups that made a sleeping vCPU runnable.
+    pub wakes: u64,
+    /// vCPUs taken from another CPU's runqueue.
+    pub steals: u64,
+    /// Steal attempts that found the peer's lock taken (Xen: `steal_trylock_failed`).
+    pub steal_lock_busy: u64,
+    /// Reschedule requests returned to the caller (wake kicks and tick kicks).
+    pub kicks: u64,
+}
+
+/// One tunable parameter: its `xl` name, its default and its allowed range (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// The name, as `xl` spells it, with its unit as a suffix (`tslice_ms`, `warp_us`).
+    pub name: &'static str,
+    /// The value a new domain (or the policy) starts with.
+    pub default: u64,
+    /// Smallest allowed value.
+    pub min: u64,
+    /// Largest allowed value.
+    pub max: u64,
+    /// One line for error messages and `--help` output.
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    /// Checks `value` against the range, naming the parameter in the error.
+    pub fn check(&self, value: u64) -> Result<(), Error> {
+        if value < self.min || value > self.max {
+            return Err(Error::OutOfRange {
+                param: self.name,
+                value,
+                min: self.min,
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The static description of a policy: what the registry lists and the spec parser checks.
+#[derive(Debug)]
+pub struct PolicyInfo {
+    /// The name used in specs and on the command line (`[sched] policy = "credit"`).
+    pub name: &'static str,
+    /// One line describing it.
+    pub summary: &'static str,
+    /// Per-domain parameters (`weight`, `cap`, ...).
+    pub domain_params: &'static [ParamSpec],
+    /// Global parameters (`tslice_ms`, ...).
+    pub global_params: &'static [ParamSpec],
+}
+
+impl PolicyInfo {
+    /// The per-domain parameter called `name`, if this policy has one.
+    pub fn domain_param(&self, name: &str) -> Option<&'static ParamSpec> {
+        self.domain_params.iter().find(|p| p.name == name)
+    }
+
+    /// The global parameter called `name`, if this policy has one.
+    pub fn global_param(&self, name: &str) -> Option<&'static ParamSpec> {
+        self.global_params.iter().find(|p| p.name == name)
+    }
+}
+
+/// Everything that can go wrong when driving a policy; each message says what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No policy of that name is registered.
+    UnknownPolicy {
+        /// The name asked for.
+        name: String,
+    },
+    /// The policy has no parameter of that name.
+    UnknownParam {
+        /// The policy asked.
+        policy: &'static str,
+        /// The parameter asked for.
+        param: String,
+        /// What the policy accepts in that place.
+        allowed: &'static [ParamSpec],
+    },
+    /// A parameter value outside its range.
+    OutOfRange {
+        /// The parameter.
+        param: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A vCPU index at or beyond `Topology::max_vcpus`, or not inserted.
+    NoSuchVcpu(VcpuId),
+    /// A domain index at or beyond `Topology::max_domains`, or not added.
+    NoSuchDomain(DomainId),
+    /// A CPU index at or beyond `Topology::cpus`.
+    NoSuchCpu(usize),
+    /// The vCPU or domain is already present.
+    AlreadyPresent,
+    /// The operation needs the vCPU asleep (remove) or the domain empty (remove_domain).
+    Busy,
+    /// A topology with zero CPUs, or more than [`runq::MAX_CPUS`].
+    BadTopology,
+}
+
+fn list_params(f: &mut fmt::Formatter<'_>, allowed: &[ParamSpec]) -> fmt::Result {
+    if allowed.is_empty() {
+        return write!(f, "none");
+    }
+    for (i, p) in allowed.iter().enumerate() {
+        if i > 0 {
+            write!(f, ", ")?;
+        }
+        write!(f, "{} ({}..={}, default {})", p.name, p.min, p.max, p.default)?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnknownPolicy { name } => {
+                write!(f, "unknown policy `{name}`; allowed: ")?;
+                for (i, info) in registry::POLICIES.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{}", info.name)?;
+                }
+                Ok(())
+            }
+            Error::UnknownParam { policy, param, allowed } => {
+                write!(f, "policy `{policy}` has no parameter `{param}`; allowed: ")?;
+                list_params(f, allowed)
+            }
+            Error::OutOfRange { param, value, min, max } => {
+                write!(f, "{param} = {value} is out of range; allowed: {min}..={max}")
+            }
+            Error::NoSuchVcpu(v) => write!(f, "no such vCPU {}", v.0),
+            Error::NoSuchDomain(d) => write!(f, "no such domain {}", d.0),
+            Error::NoSuchCpu(c) => write!(f, "no such CPU {c}"),
+            Error::AlreadyPresent => write!(f, "already present"),
+            Error::Busy => write!(f, "busy: the vCPU must be asleep, the domain empty"),
+            Error::BadTopology => write!(
+                f,
+                "bad topology: allowed 1..={} CPUs and at least one vCPU and domain",
+                runq::MAX_CPUS
+            ),
+        }
+    }
+}
+
+/// A scheduling policy: the operations the hypervisor (and `schedsim`) drive it with.
+///
+/// Every method takes `&self` and may be called from any CPU at the same time: the policy
+/// locks its own per-CPU runqueues (one cache-padded spin lock each, never a global lock on
+/// wake or pick) and allocates only in [`Policy::add_domain`] and [`Policy::insert_vcpu`].
+///
+/// The contract with the caller (the kernel's vCPU state machine):
+/// - a vCPU starts asleep after `insert_vcpu`; `wake` makes it runnable, `sleep` makes it
+///   not runnable (blocked or paused). Redundant calls are harmless.
+/// - `schedule(cpu, now)` is called on `cpu` when the slice it returned last expires, when
+///   the vCPU running there went to sleep or yielded, and when a kick for `cpu` arrives. Its
+///   answer is what runs on `cpu` until the next call; the policy remembers it as the CPU's
+///   current vCPU and charges it from timestamps on the next call.
+/// - a vCPU picked on CPU b may have been running on CPU a an instant before (a steal right
+///   after it was descheduled): the caller must wait until its register state is saved on a
+///   before loading it on b, as Xen does with `is_running`/`context_saved`.
+/// - `tick(cpu, now, kick)` runs every [`Policy::tick_period_ns`] on every CPU, if `Some`.
+pub trait Policy: Send + Sync {
+    /// The static description: name and parameters.
+    fn info(&self) -> &'static PolicyInfo;
+
+    /// Registers a domain and its per-domain parameters (unknown names are errors). Allocates.
+    /// The default, for policies without per-domain state, only checks the names.
+    fn add_domain(&self, domain: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
+        params.iter().try_for_each(|(name, value)| self.set_domain_param(domain, name, *value))
+    }
+
+    /// Forgets a domain; all its vCPUs must have been removed.
+    fn remove_domain(&self, domain: DomainId) -> Result<(), Error> {
+        let _ = domain;
+        Ok(())
+    }
+
+    /// Registers a vCPU of `domain`, asleep, with `cpu` as its initial CPU. May allocate.
+    fn insert_vcpu(&self, vcpu: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error>;
+
+    /// Forgets a vCPU; it must be asleep and not running on any CPU.
+    fn remove_vcpu(&self, vcpu: VcpuId) -> Result<(), Error>;
+
+    /// Makes a vCPU runnable: puts it on a runqueue and says which CPU to kick, if any.
+    fn wake(&self, vcpu: VcpuId, now: u64) -> Wakeup;
+
+    /// Makes a vCPU not runnable. Returns the CPU it is running on, which must reschedule.
+    fn sleep(&self, vcpu: VcpuId, now: u64) -> Option<usize>;
+
+    /// The running vCPU gives up the rest of its slice; the caller then calls `schedule` on
+    /// the returned CPU (the one it runs on), if any.
+    fn yield_now(&self, vcpu: VcpuId, now: u64) -> Option<usize>;
+
+    /// Decides what runs next on `cpu`: requeues or retires the current vCPU, picks the next
+    /// one (stealing from peers if the policy load-balances that way) and its slice.
+    fn schedule(&self, cpu: usize, now: u64) -> Decision;
+
+    /// The CPU a waking vCPU should be queued on (Xen's `pick_resource`).
+    fn pick_cpu(&self, vcpu: VcpuId, now: u64) -> usize;
+
+    /// The period at which [`Policy::tick`] should run on every CPU, if the policy needs it.
+    fn tick_period_ns(&self) -> Option<u64> {
+        None
+    }
+
+    /// Periodic accounting on `cpu`. Calls `kick(c)` for every CPU that must reschedule.
+    fn tick(&self, cpu: usize, now: u64, kick: &mut dyn FnMut(usize)) {
+        let _ = (cpu, now, kick);
+    }
+
+    /// Sets one per-domain parameter. The default suits a policy without parameters: every
+    /// name is an error listing what is allowed (nothing).
+    fn set_domain_param(&self, domain: DomainId, name: &str, value: u64) -> Result<(), Error> {
+        let _ = (domain, value);
+        let info = self.info();
+        find_param(info.name, info.domain_params, name).map(|_| ())
+    }
+
+    /// Reads one per-domain parameter (default: the declared default).
+    fn domain_param(&self, domain: DomainId, name: &str) -> Result<u64, Error> {
+        let _ = domain;
+        let info = self.info();
+        find_param(info.name, info.domain_params, name).map(|p| p.default)
+    }
+
+    /// Sets one global parameter (default: as `set_domain_param`).
+    fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
+        let _ = value;
+        let info = self.info();
+        find_param(info.name, info.global_params, name).map(|_| ())
+    }
+
+    /// Reads one global parameter (default: the declared default).
+    fn global_param(&self, name: &str) -> Result<u64, Error> {
+        let info = self.info();
+        find_param(info.name, info.global_params, name).map(|p| p.default)
+    }
+
+    /// Counters since creation.
+    fn stats(&self) -> Stats;
+
+    /// A human-readable dump of the runqueues (Xen's `'r'` debug key).
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result;
+}
+
+/// Looks `name` up in `params`, returning the spec or the error that lists what is allowed.
+pub fn find_param(
+    policy: &'static str,
+    params: &'static [ParamSpec],
+    name: &str,
+) -> Result<&'static ParamSpec, Error> {
+    params.iter().find(|p| p.name == name).ok_or_else(|| Error::UnknownParam {
+        policy,
+        param: String::from(name),
+        allowed: params,
+    })
+}

@@ -1,0 +1,491 @@
+//! Borrowed virtual time (Duda & Cheriton, SOSP 1999), as Xen 1.x/2.0 used it
+//! (`xen/common/sched_bvt.c`), extended to balance load across CPUs.
+//!
+//! The rules, from the paper:
+//! - Each vCPU has an *actual virtual time* (AVT) that advances by its run time divided by
+//!   its weight, charged in units of the *minimum charging unit* (`mcu_us`). The runnable
+//!   vCPU with the smallest *effective virtual time* (EVT) runs.
+//! - EVT = AVT − W while the vCPU is *warped* (W = `warp_us`), else AVT. A vCPU warps when
+//!   it wakes, for at most L = `warpl_us` of real time (0 = no limit), and after unwarping
+//!   may not warp again until U = `warpu_us` has passed. Warp is how a latency-sensitive
+//!   domain jumps the queue without getting more than its share in the long run.
+//! - A waking vCPU's AVT is raised to at least the CPU's *scheduler virtual time* (SVT, the
+//!   smallest AVT of its runnable vCPUs), so sleeping does not bank credit.
+//! - A waker preempts the current vCPU only if its EVT is lower by more than the *context
+//!   switch allowance* C (`ctx_allow_us`) converted to the current vCPU's virtual time,
+//!   EVT_new < EVT_curr − C / w_curr. The same allowance sets the slice: the picked vCPU runs
+//!   until it would pass the runner-up's EVT by C.
+//!
+//! Virtual time units: running `t` ns advances AVT by `t × 65536 / weight`; a warp of
+//! `warp_us` is worth `warp_us` of the domain's own run time. Xen 1.x charged whole MCUs per
+//! run; we carry the remainder, so charging is in MCU steps yet exact over time.
+//!
+//! Multi-core: Xen's BVT never moved a vCPU between CPUs. Domino keeps one virtual time
+//! scale across CPUs, publishes each queue's head EVT, and when a CPU picks it pulls a
+//! peer's head instead of its own if the peer's is lower by more than the allowance (an
+//! idle CPU takes the lowest head). A heavily loaded CPU's virtual time advances slowly, so
+//! its vCPUs become the lowest and get pulled: load spreads by weight, and a migrating vCPU
+//! keeps its AVT, hence its place in line.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::runq::{AtomicNs, CpuQueue, Domains, Place, RunQueue, Runqueues, VcpuState};
+use crate::{
+    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
+    find_param,
+};
+
+/// Virtual time advanced by one ns of run time at weight 1.
+pub const VT_ONE: u64 = 1 << 16;
+
+const WEIGHT: ParamSpec = ParamSpec {
+    name: "weight",
+    default: 256,
+    min: 1,
+    max: 65535,
+    doc: "relative share of CPU time (virtual time advances by run time / weight)",
+};
+const WARP_US: ParamSpec = ParamSpec {
+    name: "warp_us",
+    default: 0,
+    min: 0,
+    max: 10_000_000,
+    doc: "warp W: how far a waking vCPU jumps back in virtual time; 0 = never warps",
+};
+const WARPL_US: ParamSpec = ParamSpec {
+    name: "warpl_us",
+    default: 0,
+    min: 0,
+    max: 10_000_000,
+    doc: "warp limit L: longest real time a vCPU stays warped; 0 = no limit",
+};
+const WARPU_US: ParamSpec = ParamSpec {
+    name: "warpu_us",
+    default: 0,
+    min: 0,
+    max: 10_000_000,
+    doc: "unwarp requirement U: time unwarped before it may warp again",
+};
+const CTX_ALLOW_US: ParamSpec = ParamSpec {
+    name: "ctx_allow_us",
+    default: 5000,
+    min: 0,
+    max: 1_000_000,
+    doc: "context switch allowance C",
+};
+const MCU_US: ParamSpec =
+    ParamSpec { name: "mcu_us", default: 100, min: 1, max: 100_000, doc: "minimum charging unit" };
+
+/// BVT's description.
+pub static INFO: PolicyInfo = PolicyInfo {
+    name: "bvt",
+    summary: "borrowed virtual time (Duda & Cheriton 1999): weights, warp for latency",
+    domain_params: &[WEIGHT, WARP_US, WARPL_US, WARPU_US],
+    global_params: &[CTX_ALLOW_US, MCU_US],
+};
+
+/// Per-domain parameters, copied into each vCPU so the hot paths never lock the domain.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    weight: u64,
+    warp_ns: u64,
+    warpl_ns: u64,
+    warpu_ns: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { weight: WEIGHT.default, warp_ns: 0, warpl_ns: 0, warpu_ns: 0 }
+    }
+}
+
+/// Per-vCPU BVT state.
+#[derive(Debug, Default)]
+pub struct BvtVcpu {
+    avt: u64,
+    evt: u64,
+    /// Run time not yet charged to `avt` (always < one MCU).
+    uncharged_ns: u64,
+    warped: bool,
+    warp_start_ns: u64,
+    /// When it last unwarped (`None`: never warped).
+    unwarped_ns: Option<u64>,
+    p: Params,
+}
+
+impl BvtVcpu {
+    fn vt(&self, ns: u64) -> u64 {
+        ns.saturating_mul(VT_ONE) / self.p.weight
+    }
+
+    /// Charges `ran_ns` in whole MCUs, carrying the remainder.
+    fn charge(&mut self, ran_ns: u64, mcu_ns: u64) {
+        let owed = self.uncharged_ns + ran_ns;
+        let charged = owed - owed % mcu_ns;
+        self.uncharged_ns = owed - charged;
+        self.avt = self.avt.saturating_add(self.vt(charged));
+    }
+
+    /// Xen's `__calc_evt`: EVT from AVT and the warp state, unwarping past the limit.
+    fn calc_evt(&mut self, now: u64) {
+        if self.warped && self.p.warpl_ns != 0 && now - self.warp_start_ns >= self.p.warpl_ns {
+            self.warped = false;
+            self.unwarped_ns = Some(now);
+        }
+        self.evt =
+            if self.warped { self.avt.saturating_sub(self.vt(self.p.warp_ns)) } else { self.avt };
+    }
+
+    /// On wake-up: warp if allowed by the unwarp requirement.
+    fn try_warp(&mut self, now: u64) {
+        if self.p.warp_ns == 0 {
+            self.warped = false;
+            return;
+        }
+        let rested = self.unwarped_ns.is_none_or(|t| now - t >= self.p.warpu_ns);
+        if !self.warped && rested {
+            self.warped = true;
+            self.warp_start_ns = now;
+        }
+    }
+}
+
+/// A queued vCPU: ordered by EVT, FIFO among equals.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    evt: u64,
+    avt: u64,
+    warped: bool,
+    v: VcpuId,
+}
+
+/// One CPU's queue, sorted by EVT, and its scheduler virtual time.
+#[derive(Debug, Default)]
+pub struct BvtQueue {
+    q: VecDeque<Entry>,
+    /// Queued entries that are warped (then EVT order is not AVT order).
+    warped: usize,
+    /// Scheduler virtual time: the smallest AVT of the runnable vCPUs, never decreasing.
+    svt: u64,
+    /// The running vCPU's EVT when picked, and its weight, for the wake-up preemption test.
+    curr_evt: u64,
+    curr_weight: u64,
+}
+
+impl BvtQueue {
+    fn push(&mut self, e: Entry) {
+        let at = self.q.partition_point(|x| x.evt <= e.evt);
+        self.q.insert(at, e);
+        self.warped += usize::from(e.warped);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let e = self.q.pop_front()?;
+        self.warped -= usize::from(e.warped);
+        Some(e)
+    }
+
+    fn head_key(&self) -> u64 {
+        self.q.front().map_or(u64::MAX, |e| e.evt)
+    }
+
+    fn min_avt(&self) -> Option<u64> {
+        if self.warped == 0 {
+            self.q.front().map(|e| e.avt)
+        } else {
+            self.q.iter().map(|e| e.avt).min()
+        }
+    }
+}
+
+impl RunQueue for BvtQueue {
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+    fn remove(&mut self, v: VcpuId) -> bool {
+        match self.q.iter().position(|e| e.v == v) {
+            Some(i) => {
+                let e = self.q.remove(i).expect("index from position");
+                self.warped -= usize::from(e.warped);
+                true
+            }
+            None => false,
+        }
+    }
+    fn reserve(&mut self, additional: usize) {
+        self.q.reserve(additional)
+    }
+}
+
+/// The BVT scheduler.
+pub struct Bvt {
+    rqs: Runqueues<BvtQueue, BvtVcpu>,
+    doms: Domains<(Params, Vec<VcpuId>)>,
+    ctx_allow_ns: AtomicNs,
+    mcu_ns: AtomicNs,
+}
+
+fn entry(v: VcpuId, s: &BvtVcpu) -> Entry {
+    Entry { evt: s.evt, avt: s.avt, warped: s.warped, v }
+}
+
+impl Bvt {
+    /// A BVT scheduler for `topo` with the defaults.
+    pub fn new(topo: &Topology) -> Result<Self, Error> {
+        Ok(Bvt {
+            rqs: Runqueues::new(topo, BvtQueue::default)?,
+            doms: Domains::new(topo),
+            ctx_allow_ns: AtomicNs::new(CTX_ALLOW_US.default * 1000),
+            mcu_ns: AtomicNs::new(MCU_US.default * 1000),
+        })
+    }
+
+    fn publish(&self, cpu: usize, rq: &CpuQueue<BvtQueue>) {
+        self.rqs.publish(cpu, rq, rq.q.head_key());
+    }
+
+    /// The allowance C in the virtual time of a vCPU of weight `w`.
+    fn allow_vt(&self, w: u64) -> u64 {
+        self.ctx_allow_ns.get().saturating_mul(VT_ONE) / w.max(1)
+    }
+
+    fn set_param(p: &mut Params, name: &str, value: u64) {
+        match name {
+            "weight" => p.weight = value,
+            "warp_us" => p.warp_ns = value * 1000,
+            "warpl_us" => p.warpl_ns = value * 1000,
+            _ => p.warpu_ns = value * 1000,
+        }
+    }
+}
+
+impl Policy for Bvt {
+    fn info(&self) -> &'static PolicyInfo {
+        &INFO
+    }
+
+    fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
+        let mut p = Params::default();
+        for (name, value) in params {
+            find_param(INFO.name, INFO.domain_params, name)?.check(*value)?;
+            Self::set_param(&mut p, name, *value);
+        }
+        self.doms.add(d, (p, Vec::new()))
+    }
+
+    fn remove_domain(&self, d: DomainId) -> Result<(), Error> {
+        self.doms.remove(d, |(_, vcpus)| vcpus.is_empty())
+    }
+
+    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
+        self.rqs.check(v)?;
+        let mut g = self.doms.lock(domain)?;
+        let (p, vcpus) = g.as_mut().ok_or(Error::NoSuchDomain(domain))?;
+        vcpus.try_reserve(1).map_err(|_| Error::Busy)?;
+        // Start at the CPU's virtual time, as if it had just woken there.
+        let svt = self.rqs.lock_cpu(cpu.min(self.rqs.ncpus() - 1)).q.svt;
+        let data = BvtVcpu { avt: svt, evt: svt, p: *p, ..BvtVcpu::default() };
+        self.rqs.insert(v, domain, cpu, data)?;
+        vcpus.push(v);
+        Ok(())
+    }
+
+    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
+        self.rqs.check(v)?;
+        let domain = self.rqs.lock_home(v).2.domain;
+        let mut g = self.doms.lock(domain)?;
+        self.rqs.remove(v)?;
+        if let Some((_, vcpus)) = g.as_mut() {
+            vcpus.retain(|&x| x != v);
+        }
+        Ok(())
+    }
+
+    fn wake(&self, v: VcpuId, now: u64) -> Wakeup {
+        self.rqs.wake_with(v, |cpu, rq, vs| {
+            let s = &mut vs.data;
+            s.avt = s.avt.max(rq.q.svt);
+            s.try_warp(now);
+            s.calc_evt(now);
+            vs.place = Place::Queued;
+            rq.q.push(entry(v, &vs.data));
+            self.publish(cpu, rq);
+            // Preempt if EVT_new < EVT_curr − C / w_curr (the current vCPU's EVT advanced
+            // by what it ran so far).
+            let Some(_) = rq.curr else { return Some(cpu) };
+            let w = rq.q.curr_weight.max(1);
+            let ran_vt = now.saturating_sub(rq.curr_since).saturating_mul(VT_ONE) / w;
+            let curr_evt = rq.q.curr_evt.saturating_add(ran_vt);
+            if vs.data.evt.saturating_add(self.allow_vt(w)) < curr_evt {
+                return Some(cpu);
+            }
+            self.rqs.idlers.find_after(cpu)
+        })
+    }
+
+    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.sleep(v, |cpu, rq| self.publish(cpu, rq))
+    }
+
+    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.yield_now(v)
+    }
+
+    fn schedule(&self, cpu: usize, now: u64) -> Decision {
+        let mcu = self.mcu_ns.get();
+        let mut rq = self.rqs.lock_cpu(cpu);
+        rq.stats.schedules += 1;
+        if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
+            let ran = now.saturating_sub(rq.curr_since);
+            vs.data.charge(ran, mcu);
+            vs.data.calc_evt(now);
+            if vs.runnable {
+                vs.place = Place::Queued;
+                let e = entry(prev, &vs.data);
+                if vs.yielded && !rq.q.q.is_empty() {
+                    // Yield: behind the current head, keeping its virtual time.
+                    rq.q.q.insert(1, e);
+                    rq.q.warped += usize::from(e.warped);
+                } else {
+                    rq.q.push(e);
+                }
+            } else {
+                vs.place = Place::Off;
+            }
+            vs.yielded = false;
+        }
+        // Pull from the peer with the lowest head EVT if it beats ours by the allowance
+        // (any queued vCPU will do if we have none).
+        let local = rq.q.head_key();
+        let mut best: Option<(usize, u64)> = None;
+        let n = self.rqs.ncpus();
+        for i in 1..n {
+            let peer = (cpu + i) % n;
+            let key = self.rqs.key(peer);
+            if self.rqs.nr_runnable(peer) >= 2 && key != u64::MAX && best.is_none_or(|b| key < b.1)
+            {
+                best = Some((peer, key));
+            }
+        }
+        let mut next = None;
+        let mut migrated = false;
+        if let Some((peer, key)) = best {
+            let beats =
+                local == u64::MAX || key.saturating_add(self.allow_vt(WEIGHT.default)) < local;
+            if beats {
+                let republish = |p, prq: &CpuQueue<BvtQueue>| self.publish(p, prq);
+                let mut choose = |_, prq: &mut CpuQueue<BvtQueue>| {
+                    if prq.q.head_key() >= local {
+                        return None;
+                    }
+                    prq.q.pop().map(|e| e.v)
+                };
+                let mut adopt = |_: &mut VcpuState<BvtVcpu>| {};
+                next = self.rqs.steal_from(
+                    cpu,
+                    &mut rq,
+                    peer,
+                    now,
+                    &mut choose,
+                    &mut adopt,
+                    &republish,
+                );
+                migrated = next.is_some();
+            }
+        }
+        if next.is_none() {
+            next = rq.q.pop().map(|e| e.v);
+        }
+        let Some(v) = next else {
+            self.publish(cpu, &rq);
+            return Decision { next: None, slice_ns: None, migrated: false };
+        };
+        let mut vs = self.rqs.lock_vcpu(v);
+        self.rqs.dispatch(&mut rq, &mut vs, v, now);
+        let s = &vs.data;
+        // SVT: smallest AVT among the runnable vCPUs here; it never goes back.
+        let min_avt = rq.q.min_avt().map_or(s.avt, |m| m.min(s.avt));
+        rq.q.svt = rq.q.svt.max(min_avt);
+        rq.q.curr_evt = s.evt;
+        rq.q.curr_weight = s.p.weight;
+        // Run until passing the runner-up's EVT by the allowance; a warped vCPU no longer
+        // than its warp limit.
+        let allow = self.ctx_allow_ns.get();
+        let mut slice = match rq.q.q.front() {
+            Some(e) => (e.evt.saturating_sub(s.evt)).saturating_mul(s.p.weight) / VT_ONE + allow,
+            None => allow,
+        };
+        if s.warped && s.p.warpl_ns != 0 {
+            slice = slice.min((s.warp_start_ns + s.p.warpl_ns).saturating_sub(now).max(mcu));
+        }
+        drop(vs);
+        self.publish(cpu, &rq);
+        Decision { next, slice_ns: Some(slice.max(mcu)), migrated }
+    }
+
+    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
+        let home = self.rqs.home(v);
+        self.rqs.idle_cpu_for(home).unwrap_or(home)
+    }
+
+    fn set_domain_param(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {
+        find_param(INFO.name, INFO.domain_params, name)?.check(value)?;
+        let mut g = self.doms.lock(d)?;
+        let (p, vcpus) = g.as_mut().ok_or(Error::NoSuchDomain(d))?;
+        Self::set_param(p, name, value);
+        for &v in vcpus.iter() {
+            let (_, _rq, mut vs) = self.rqs.lock_home(v);
+            vs.data.p = *p;
+        }
+        Ok(())
+    }
+
+    fn domain_param(&self, d: DomainId, name: &str) -> Result<u64, Error> {
+        let spec = find_param(INFO.name, INFO.domain_params, name)?;
+        self.doms.with(d, |(p, _)| match spec.name {
+            "weight" => p.weight,
+            "warp_us" => p.warp_ns / 1000,
+            "warpl_us" => p.warpl_ns / 1000,
+            _ => p.warpu_ns / 1000,
+        })
+    }
+
+    fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
+        let spec = find_param(INFO.name, INFO.global_params, name)?;
+        spec.check(value)?;
+        match spec.name {
+            "ctx_allow_us" => self.ctx_allow_ns.set(value * 1000),
+            _ => self.mcu_ns.set(value * 1000),
+        }
+        Ok(())
+    }
+
+    fn global_param(&self, name: &str) -> Result<u64, Error> {
+        let spec = find_param(INFO.name, INFO.global_params, name)?;
+        Ok(match spec.name {
+            "ctx_allow_us" => self.ctx_allow_ns.get() / 1000,
+            _ => self.mcu_ns.get() / 1000,
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        self.rqs.stats()
+    }
+
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        writeln!(
+            out,
+            "bvt: ctx_allow {} us, mcu {} us",
+            self.ctx_allow_ns.get() / 1000,
+            self.mcu_ns.get() / 1000
+        )?;
+        self.rqs.dump(out, |o, q| {
+            write!(o, " svt={}", q.svt)?;
+            q.q.iter().try_for_each(|e| {
+                write!(o, " v{}(evt={}{})", e.v.0, e.evt, if e.warped { ",warped" } else { "" })
+            })
+        })
+    }
+}

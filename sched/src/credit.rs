@@ -1,0 +1,620 @@
+//! Xen's credit scheduler (`xen/common/sched/credit.c`, Ackaouy 2006), rule for rule.
+//!
+//! Why it works the way it does:
+//! - Each domain has a `weight` and an optional `cap` (% of one CPU). Every accounting
+//!   period (one time slice, 30 ms) the master CPU hands out `10 credits/ms × slice × CPUs`
+//!   among the *active* vCPUs in proportion to their domains' weights (`csched_acct`).
+//! - Running costs 10 credits per ms, charged from timestamps at every schedule and tick
+//!   (`burn_credits`), not by sampling who runs when the tick fires: a vCPU that yields or
+//!   sleeps just before every tick still pays for every nanosecond it ran.
+//! - Priorities: BOOST (woke up while UNDER) > UNDER (credit ≥ 0) > OVER (credit < 0) >
+//!   IDLE. Each CPU's queue is kept in priority order, FIFO within a priority. BOOST is
+//!   dropped at the first tick that finds the vCPU running (`csched_unit_acct`), so only
+//!   vCPUs that run briefly and block keep it: that is what gives I/O and latency-sensitive
+//!   domains short wake-up latency without breaking fairness.
+//! - A capped domain whose vCPU falls below `-cap credits` is *parked*: held off the
+//!   runqueues until accounting brings its credit back to ≥ 0 (then it is unparked, not
+//!   boosted).
+//! - Credit is bounded: below `-credits_per_tslice` it is clamped; above
+//!   `+credits_per_tslice` the vCPU stops being active (stops earning) and its credit is
+//!   halved. A vCPU becomes active again at the first tick that finds it running.
+//! - `ratelimit_us`: a vCPU that has run less than this is not descheduled for another one
+//!   (unless it yielded); the waker runs when the rate limit expires.
+//! - Load balancing (`csched_load_balance`): when the local head is OVER or the CPU would
+//!   idle, peers are visited in order from the next CPU, each *try*-locked, and the first
+//!   queued vCPU of strictly higher priority is stolen. A wake-up kicks the vCPU's CPU if it
+//!   idles or if the waker outranks the running vCPU and nobody idles; otherwise it kicks
+//!   one idle CPU (`__runq_tickle`, with `tickle_one_idle`), which then steals it.
+//! - Accounting changes priorities of queued vCPUs without touching the queues; each CPU
+//!   re-sorts its queue at its next tick (`csched_runq_sort`), as Xen does.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::runq::{AtomicNs, CpuQueue, Domains, Place, RunQueue, Runqueues, VcpuState};
+use crate::{
+    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
+    find_param,
+};
+
+/// Credits earned and burnt per millisecond of CPU (Xen's `CSCHED_CREDITS_PER_MSEC`).
+pub const CREDITS_PER_MSEC: u64 = 10;
+/// Ticks per time slice (Xen's `CSCHED_TICKS_PER_TSLICE`): a 30 ms slice has 10 ms ticks.
+pub const TICKS_PER_TSLICE: u64 = 3;
+const MS: u64 = 1_000_000;
+
+const WEIGHT: ParamSpec = ParamSpec {
+    name: "weight",
+    default: 256,
+    min: 1,
+    max: 65535,
+    doc: "relative share of CPU time",
+};
+const CAP: ParamSpec = ParamSpec {
+    name: "cap",
+    default: 0,
+    min: 0,
+    max: 25_500,
+    doc: "most CPU the domain may use, in % of one CPU; 0 = no cap",
+};
+const TSLICE_MS: ParamSpec = ParamSpec {
+    name: "tslice_ms",
+    default: 30,
+    min: 1,
+    max: 1000,
+    doc: "time slice, also the accounting period",
+};
+const RATELIMIT_US: ParamSpec = ParamSpec {
+    name: "ratelimit_us",
+    default: 1000,
+    min: 0,
+    max: 500_000,
+    doc: "minimum run time before a vCPU can be descheduled for another; 0 = off",
+};
+
+/// Credit's description: `weight` and `cap` per domain, `tslice_ms` and `ratelimit_us`.
+pub static INFO: PolicyInfo = PolicyInfo {
+    name: "credit",
+    summary: "Xen's credit scheduler: weights, caps, BOOST/UNDER/OVER, 30 ms slices",
+    domain_params: &[WEIGHT, CAP],
+    global_params: &[TSLICE_MS, RATELIMIT_US],
+};
+
+/// A credit priority; lower value = served first. Queues are indexed by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pri {
+    /// Woke up while UNDER.
+    Boost = 0,
+    /// Credit ≥ 0.
+    Under = 1,
+    /// Credit < 0.
+    Over = 2,
+    /// Nothing to run (the idle vCPU's priority in Xen).
+    Idle = 3,
+}
+
+/// Per-vCPU credit state.
+#[derive(Debug, Default)]
+pub struct CreditVcpu {
+    credit: i64,
+    pri: Option<Pri>,
+    /// Nanoseconds × credits not yet charged (the remainder of the last burn).
+    residual: u64,
+    /// Charged up to this time.
+    start_ns: u64,
+    /// Earning credits (on the active list, in Xen's terms).
+    active: bool,
+    /// Held off the runqueues by its domain's cap.
+    parked: bool,
+}
+
+impl CreditVcpu {
+    fn pri(&self) -> Pri {
+        self.pri.unwrap_or(Pri::Under)
+    }
+
+    /// `burn_credits`: charge the time since `start_ns` at 10 credits/ms, exactly.
+    fn burn(&mut self, now: u64) {
+        if now <= self.start_ns {
+            return;
+        }
+        let val = (now - self.start_ns) * CREDITS_PER_MSEC + self.residual;
+        self.credit -= (val / MS) as i64;
+        self.residual = val % MS;
+        self.start_ns = now;
+    }
+}
+
+/// One CPU's queue: a FIFO per priority, which is Xen's priority-ordered list without the
+/// insertion walk.
+#[derive(Debug, Default)]
+pub struct CreditQueue {
+    by_pri: [VecDeque<VcpuId>; 3],
+    /// Priority of the running vCPU (`Idle` when none), for the wake-up tickle.
+    curr_pri: Option<Pri>,
+    /// The accounting epoch this queue was last sorted for (`runq_sort_last`).
+    sorted_epoch: u32,
+}
+
+impl CreditQueue {
+    /// `__runq_insert`: behind everything of the same or higher priority; a vCPU that
+    /// yielded goes one step further, behind the first vCPU of lower priority, if any.
+    fn insert(&mut self, v: VcpuId, pri: Pri, yielded: bool) {
+        let p = (pri as usize).min(2);
+        if yielded && let Some(lower) = (p + 1..3).find(|&i| !self.by_pri[i].is_empty()) {
+            self.by_pri[lower].insert(1, v);
+            return;
+        }
+        self.by_pri[p].push_back(v);
+    }
+
+    fn head_pri(&self) -> Pri {
+        match self.by_pri.iter().position(|q| !q.is_empty()) {
+            Some(0) => Pri::Boost,
+            Some(1) => Pri::Under,
+            Some(_) => Pri::Over,
+            None => Pri::Idle,
+        }
+    }
+
+    fn pop(&mut self) -> Option<VcpuId> {
+        self.by_pri.iter_mut().find_map(|q| q.pop_front())
+    }
+}
+
+impl RunQueue for CreditQueue {
+    fn len(&self) -> usize {
+        self.by_pri.iter().map(VecDeque::len).sum()
+    }
+    fn remove(&mut self, v: VcpuId) -> bool {
+        self.by_pri.iter_mut().any(|q| RunQueue::remove(q, v))
+    }
+    fn reserve(&mut self, additional: usize) {
+        for q in &mut self.by_pri {
+            q.reserve(additional);
+        }
+    }
+}
+
+/// Per-domain record.
+#[derive(Debug)]
+struct CreditDom {
+    weight: u32,
+    cap: u32,
+    vcpus: Vec<VcpuId>,
+    /// Active vCPUs, counted by the first pass of the last accounting.
+    active: u32,
+}
+
+/// The credit scheduler.
+pub struct Credit {
+    rqs: Runqueues<CreditQueue, CreditVcpu>,
+    doms: Domains<CreditDom>,
+    tslice_ns: AtomicNs,
+    ratelimit_ns: AtomicNs,
+    next_acct_ns: AtomicNs,
+    /// Bumped by every accounting pass; CPUs re-sort their queue when it changes.
+    sort_epoch: AtomicU32,
+    /// Serialises accounting passes (Xen's private scheduler lock); never taken on wake or
+    /// pick, and always before any runqueue lock.
+    acct_lock: spin::mutex::SpinMutex<()>,
+}
+
+impl Credit {
+    /// A credit scheduler for `topo` with Xen's defaults.
+    pub fn new(topo: &Topology) -> Result<Self, Error> {
+        Ok(Credit {
+            rqs: Runqueues::new(topo, CreditQueue::default)?,
+            doms: Domains::new(topo),
+            tslice_ns: AtomicNs::new(TSLICE_MS.default * MS),
+            ratelimit_ns: AtomicNs::new(RATELIMIT_US.default * 1000),
+            next_acct_ns: AtomicNs::new(0),
+            sort_epoch: AtomicU32::new(0),
+            acct_lock: spin::mutex::SpinMutex::new(()),
+        })
+    }
+
+    fn credits_per_tslice(&self) -> i64 {
+        (CREDITS_PER_MSEC * self.tslice_ns.get() / MS) as i64
+    }
+
+    fn publish(&self, cpu: usize, rq: &CpuQueue<CreditQueue>) {
+        self.rqs.publish(cpu, rq, rq.q.head_pri() as u64);
+    }
+
+    /// `__runq_tickle`: which CPU, if any, must reschedule now that `pri` was queued on
+    /// `cpu`.
+    fn tickle(&self, cpu: usize, rq: &CpuQueue<CreditQueue>, pri: Pri) -> Option<usize> {
+        let cur = rq.q.curr_pri.unwrap_or(Pri::Idle);
+        let idler = self.rqs.idlers.find_after(cpu).filter(|&c| c != cpu);
+        if cur == Pri::Idle || (idler.is_none() && pri < cur) { Some(cpu) } else { idler }
+    }
+
+    /// Puts a runnable, unparked vCPU that is off the queues onto its home queue.
+    fn enqueue(
+        &self,
+        cpu: usize,
+        rq: &mut CpuQueue<CreditQueue>,
+        vs: &mut VcpuState<CreditVcpu>,
+        v: VcpuId,
+    ) -> Option<usize> {
+        if vs.data.parked {
+            return None;
+        }
+        vs.place = Place::Queued;
+        let pri = vs.data.pri();
+        rq.q.insert(v, pri, false);
+        self.publish(cpu, rq);
+        self.tickle(cpu, rq, pri)
+    }
+
+    /// `csched_runq_sort`: rebuild the per-priority FIFOs from current priorities, keeping
+    /// the relative order (each entry is visited once; no allocation).
+    fn runq_sort(&self, cpu: usize, rq: &mut CpuQueue<CreditQueue>) {
+        let epoch = self.sort_epoch.load(Ordering::Acquire);
+        if rq.q.sorted_epoch == epoch {
+            return;
+        }
+        rq.q.sorted_epoch = epoch;
+        let lens = [0, 1, 2].map(|i| rq.q.by_pri[i].len());
+        for (i, &n) in lens.iter().enumerate() {
+            for _ in 0..n {
+                let Some(v) = rq.q.by_pri[i].pop_front() else {
+                    break;
+                };
+                let pri = self.rqs.lock_vcpu(v).data.pri();
+                rq.q.by_pri[(pri as usize).min(2)].push_back(v);
+            }
+        }
+        self.publish(cpu, rq);
+    }
+
+    /// `csched_acct`: hand out one slice worth of credits to the active vCPUs.
+    fn acct(&self, kick: &mut dyn FnMut(usize)) {
+        let _serial = self.acct_lock.lock();
+        let per_tslice = self.credits_per_tslice();
+        // Pass 1: count active vCPUs and the total active weight.
+        let mut weight_total: i64 = 0;
+        for d in 0..self.doms.capacity() {
+            let Ok(mut g) = self.doms.lock(DomainId(d as u32)) else {
+                continue;
+            };
+            let Some(dom) = g.as_mut() else { continue };
+            dom.active = 0;
+            for &v in &dom.vcpus {
+                let (_, _rq, vs) = self.rqs.lock_home(v);
+                dom.active += u32::from(vs.data.active);
+            }
+            weight_total += i64::from(dom.weight) * i64::from(dom.active);
+        }
+        self.sort_epoch.fetch_add(1, Ordering::AcqRel);
+        if weight_total == 0 {
+            return;
+        }
+        let mut credit_total = per_tslice * self.rqs.ncpus() as i64;
+        let mut weight_left = weight_total;
+        // Pass 2: distribute.
+        for d in 0..self.doms.capacity() {
+            let Ok(g) = self.doms.lock(DomainId(d as u32)) else {
+                continue;
+            };
+            let Some(dom) = g.as_ref() else { continue };
+            if dom.active == 0 {
+                continue;
+            }
+            let active = i64::from(dom.active);
+            let weight = i64::from(dom.weight);
+            weight_left -= weight * active;
+            let mut credit_peak = active * per_tslice;
+            let mut credit_cap = 0;
+            if dom.cap != 0 {
+                credit_cap = (i64::from(dom.cap) * per_tslice + 99) / 100;
+                credit_peak = credit_peak.min(credit_cap);
+                // Xen: "FIXME -- set cap per-unit as well...?" — the cap split evenly.
+                credit_cap = (credit_cap + active - 1) / active;
+            }
+            let mut credit_fair =
+                (credit_total * weight * active + weight_total - 1) / weight_total;
+            if credit_fair >= credit_peak {
+                // Capped (or more than it can use): give the rest to the domains after it.
+                if weight_left != 0 {
+                    credit_total += ((credit_fair - credit_peak) * weight_total + weight_left - 1)
+                        / weight_left;
+                }
+                credit_fair = credit_peak;
+            }
+            let credit_fair = (credit_fair + active - 1) / active;
+            for &v in &dom.vcpus {
+                let (cpu, mut rq, mut vs) = self.rqs.lock_home(v);
+                if !vs.data.active {
+                    continue;
+                }
+                vs.data.credit += credit_fair;
+                let credit = vs.data.credit;
+                if credit < 0 {
+                    vs.data.pri = Some(Pri::Over);
+                    if dom.cap != 0 && credit < -credit_cap && !vs.data.parked {
+                        vs.data.parked = true;
+                        match vs.place {
+                            Place::Queued => {
+                                RunQueue::remove(&mut rq.q, v);
+                                vs.place = Place::Off;
+                                self.publish(cpu, &rq);
+                            }
+                            Place::Running => kick(cpu),
+                            Place::Off => {}
+                        }
+                    }
+                    vs.data.credit = credit.max(-per_tslice);
+                } else {
+                    vs.data.pri = Some(Pri::Under);
+                    if vs.data.parked {
+                        vs.data.parked = false;
+                        if vs.runnable
+                            && vs.place == Place::Off
+                            && let Some(c) = self.enqueue(cpu, &mut rq, &mut vs, v)
+                        {
+                            kick(c);
+                        }
+                    }
+                    if credit > per_tslice {
+                        // Stops earning; halved so it restarts "a little bit ahead".
+                        vs.data.active = false;
+                        vs.data.credit = credit / 2;
+                    }
+                }
+                if vs.place == Place::Running {
+                    rq.q.curr_pri = Some(vs.data.pri());
+                }
+            }
+        }
+    }
+
+    fn domain_spec(name: &str) -> Result<&'static ParamSpec, Error> {
+        find_param(INFO.name, INFO.domain_params, name)
+    }
+}
+
+impl Policy for Credit {
+    fn info(&self) -> &'static PolicyInfo {
+        &INFO
+    }
+
+    fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
+        for (name, value) in params {
+            Self::domain_spec(name)?.check(*value)?;
+        }
+        self.doms.add(
+            d,
+            CreditDom { weight: WEIGHT.default as u32, cap: 0, vcpus: Vec::new(), active: 0 },
+        )?;
+        for (name, value) in params {
+            self.set_domain_param(d, name, *value)?;
+        }
+        Ok(())
+    }
+
+    fn remove_domain(&self, d: DomainId) -> Result<(), Error> {
+        self.doms.remove(d, |dom| dom.vcpus.is_empty())
+    }
+
+    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
+        self.rqs.check(v)?;
+        // Domain lock first (before any runqueue lock), as Xen's private lock.
+        let mut g = self.doms.lock(domain)?;
+        let dom = g.as_mut().ok_or(Error::NoSuchDomain(domain))?;
+        dom.vcpus.try_reserve(1).map_err(|_| Error::Busy)?;
+        self.rqs.insert(v, domain, cpu, CreditVcpu::default())?;
+        dom.vcpus.push(v);
+        Ok(())
+    }
+
+    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
+        self.rqs.check(v)?;
+        let domain = {
+            let (_, _rq, vs) = self.rqs.lock_home(v);
+            vs.domain
+        };
+        let mut g = self.doms.lock(domain)?;
+        self.rqs.remove(v)?;
+        if let Some(dom) = g.as_mut() {
+            dom.vcpus.retain(|&x| x != v);
+        }
+        Ok(())
+    }
+
+    fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
+        self.rqs.wake_with(v, |cpu, rq, vs| {
+            // BOOST on wake for UNDER vCPUs, but not for one a cap had parked (Xen:
+            // csched_unit_wake).
+            if vs.data.pri() == Pri::Under && !vs.data.parked {
+                vs.data.pri = Some(Pri::Boost);
+            }
+            self.enqueue(cpu, rq, vs, v)
+        })
+    }
+
+    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.sleep(v, |cpu, rq| self.publish(cpu, rq))
+    }
+
+    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.yield_now(v)
+    }
+
+    fn schedule(&self, cpu: usize, now: u64) -> Decision {
+        let tslice = self.tslice_ns.get();
+        let ratelimit = self.ratelimit_ns.get();
+        let mut rq = self.rqs.lock_cpu(cpu);
+        rq.stats.schedules += 1;
+        if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
+            vs.data.burn(now);
+            let runtime = now.saturating_sub(rq.curr_since);
+            let runnable = vs.runnable && !vs.data.parked;
+            if !vs.yielded && ratelimit > 0 && runnable && runtime < ratelimit {
+                // Rate limit: keep it until it has run `ratelimit`.
+                let since = rq.curr_since;
+                self.rqs.dispatch(&mut rq, &mut vs, prev, since);
+                self.publish(cpu, &rq);
+                return Decision {
+                    next: Some(prev),
+                    slice_ns: Some(ratelimit - runtime),
+                    migrated: false,
+                };
+            }
+            if runnable {
+                vs.place = Place::Queued;
+                let pri = vs.data.pri();
+                let yielded = vs.yielded;
+                rq.q.insert(prev, pri, yielded);
+            } else {
+                vs.place = Place::Off;
+            }
+            vs.yielded = false;
+        }
+        // Local head; if it has no credit left (OVER) or there is none, look for more
+        // urgent work on the peers first (csched_load_balance).
+        let local = rq.q.head_pri();
+        let mut migrated = false;
+        let mut next = None;
+        if local >= Pri::Over {
+            let republish = |peer, prq: &CpuQueue<CreditQueue>| self.publish(peer, prq);
+            let mut choose = |_, prq: &mut CpuQueue<CreditQueue>| {
+                // Never from a CPU that idles: it is about to take its queue itself.
+                if prq.curr.is_none() || prq.q.head_pri() >= local {
+                    return None;
+                }
+                prq.q.pop()
+            };
+            let n = self.rqs.ncpus();
+            for i in 1..n {
+                let peer = (cpu + i) % n;
+                if self.rqs.nr_runnable(peer) < 2 || self.rqs.key(peer) >= local as u64 {
+                    continue;
+                }
+                next = self.rqs.steal_from(
+                    cpu,
+                    &mut rq,
+                    peer,
+                    now,
+                    &mut choose,
+                    &mut |_: &mut VcpuState<CreditVcpu>| {},
+                    &republish,
+                );
+                if next.is_some() {
+                    migrated = true;
+                    break;
+                }
+            }
+        }
+        if next.is_none() {
+            next = rq.q.pop();
+            if let Some(v) = next {
+                let mut vs = self.rqs.lock_vcpu(v);
+                self.rqs.dispatch(&mut rq, &mut vs, v, now);
+            }
+        }
+        match next {
+            Some(v) => {
+                let mut vs = self.rqs.lock_vcpu(v);
+                vs.data.start_ns = now;
+                rq.q.curr_pri = Some(vs.data.pri());
+            }
+            None => rq.q.curr_pri = None,
+        }
+        self.publish(cpu, &rq);
+        Decision { next, slice_ns: next.map(|_| tslice), migrated }
+    }
+
+    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
+        let home = self.rqs.home(v);
+        self.rqs.idle_cpu_for(home).unwrap_or(home)
+    }
+
+    fn tick_period_ns(&self) -> Option<u64> {
+        Some(self.tslice_ns.get() / TICKS_PER_TSLICE)
+    }
+
+    fn tick(&self, cpu: usize, now: u64, kick: &mut dyn FnMut(usize)) {
+        {
+            let mut rq = self.rqs.lock_cpu(cpu);
+            // csched_tick → csched_unit_acct: charge the running vCPU, drop its BOOST (it
+            // is using real CPU, so it is no longer "latency-sensitive"), and put it back on
+            // the active list if it had left it.
+            if let Some(v) = rq.curr {
+                let mut vs = self.rqs.lock_vcpu(v);
+                if vs.data.pri() == Pri::Boost {
+                    vs.data.pri = Some(Pri::Under);
+                }
+                vs.data.burn(now);
+                vs.data.active = true;
+                rq.q.curr_pri = Some(vs.data.pri());
+            }
+            self.runq_sort(cpu, &mut rq);
+        }
+        // The master CPU (0) runs the accounting once per slice (Xen's master_ticker).
+        if cpu == 0 && now >= self.next_acct_ns.get() {
+            let period = self.tslice_ns.get();
+            self.next_acct_ns.set(now - now % period + period);
+            self.acct(kick);
+        }
+    }
+
+    fn set_domain_param(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {
+        let spec = Self::domain_spec(name)?;
+        spec.check(value)?;
+        self.doms.with(d, |dom| match spec.name {
+            "weight" => dom.weight = value as u32,
+            _ => dom.cap = value as u32,
+        })
+    }
+
+    fn domain_param(&self, d: DomainId, name: &str) -> Result<u64, Error> {
+        let spec = Self::domain_spec(name)?;
+        self.doms.with(d, |dom| match spec.name {
+            "weight" => u64::from(dom.weight),
+            _ => u64::from(dom.cap),
+        })
+    }
+
+    fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
+        let spec = find_param(INFO.name, INFO.global_params, name)?;
+        spec.check(value)?;
+        match spec.name {
+            "tslice_ms" => self.tslice_ns.set(value * MS),
+            _ => self.ratelimit_ns.set(value * 1000),
+        }
+        Ok(())
+    }
+
+    fn global_param(&self, name: &str) -> Result<u64, Error> {
+        let spec = find_param(INFO.name, INFO.global_params, name)?;
+        Ok(match spec.name {
+            "tslice_ms" => self.tslice_ns.get() / MS,
+            _ => self.ratelimit_ns.get() / 1000,
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        self.rqs.stats()
+    }
+
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        writeln!(
+            out,
+            "credit: tslice {} ms, ratelimit {} us, sort epoch {}",
+            self.tslice_ns.get() / MS,
+            self.ratelimit_ns.get() / 1000,
+            self.sort_epoch.load(Ordering::Relaxed)
+        )?;
+        self.rqs.dump(out, |o, q| {
+            for (name, fifo) in ["boost", "under", "over"].iter().zip(&q.by_pri) {
+                write!(o, " {name}:")?;
+                fifo.iter().try_for_each(|v| write!(o, " v{}", v.0))?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! FIFO: the smallest complete policy, the example that README.md walks through.
+//!
+//! Each CPU runs its own queue in arrival order; a vCPU runs until it blocks or yields (no
+//! time slice, so a CPU-bound vCPU keeps its CPU); an idle CPU steals the head of the first
+//! peer queue that has one; a wake-up kicks an idle CPU. Locking, stealing and bookkeeping
+//! come from [`crate::runq`]; parameters use the trait's defaults (FIFO has none). To start
+//! a new policy, copy this file and add it to `registry::ENTRIES`.
+
+use alloc::collections::VecDeque;
+use core::fmt;
+
+use crate::runq::{CpuQueue, Place, Runqueues};
+use crate::{Decision, DomainId, Error, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup};
+
+/// FIFO's description: no parameters at all.
+pub static INFO: PolicyInfo = PolicyInfo {
+    name: "fifo",
+    summary: "per-CPU first-in first-out, run to block; the example policy",
+    domain_params: &[],
+    global_params: &[],
+};
+
+/// First in, first out, per CPU. No per-vCPU data (`()`).
+pub struct Fifo {
+    rqs: Runqueues<VecDeque<VcpuId>, ()>,
+}
+
+impl Fifo {
+    /// A FIFO scheduler for `topo`.
+    pub fn new(topo: &Topology) -> Result<Self, Error> {
+        Ok(Fifo { rqs: Runqueues::new(topo, VecDeque::new)? })
+    }
+}
+
+impl Policy for Fifo {
+    fn info(&self) -> &'static PolicyInfo {
+        &INFO
+    }
+    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
+        self.rqs.insert(v, domain, cpu, ())
+    }
+    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
+        self.rqs.remove(v).map(|_| ())
+    }
+    fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
+        self.rqs.wake_with(v, |cpu, rq, vs| {
+            vs.place = Place::Queued;
+            rq.q.push_back(v);
+            self.rqs.publish(cpu, rq, 0);
+            self.rqs.idle_cpu_for(cpu) // an idle CPU will run it (stealing it if need be)
+        })
+    }
+    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.sleep(v, |cpu, rq| self.rqs.publish(cpu, rq, 0))
+    }
+    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.yield_now(v)
+    }
+    fn schedule(&self, cpu: usize, now: u64) -> Decision {
+        let mut rq = self.rqs.lock_cpu(cpu);
+        rq.stats.schedules += 1;
+        if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
+            vs.place = if vs.runnable { Place::Queued } else { Place::Off };
+            // Nothing preempts in FIFO: the runner stays at the front unless it yielded.
+            match (vs.runnable, vs.yielded) {
+                (true, false) => rq.q.push_front(prev),
+                (true, true) => rq.q.push_back(prev),
+                (false, _) => {}
+            }
+        }
+        let local = rq.q.pop_front();
+        let next = local.map(|v| self.rqs.dispatch_vcpu(&mut rq, v, now)).or_else(|| {
+            let pop_head = |_, peer: &mut CpuQueue<VecDeque<VcpuId>>| peer.q.pop_front();
+            let publish = |c, peer: &CpuQueue<VecDeque<VcpuId>>| self.rqs.publish(c, peer, 0);
+            self.rqs.steal(cpu, &mut rq, now, 2, pop_head, |_| {}, publish)
+        });
+        self.rqs.publish(cpu, &rq, 0);
+        Decision { next, slice_ns: None, migrated: next.is_some() && local.is_none() }
+    }
+    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
+        let home = self.rqs.home(v);
+        self.rqs.idle_cpu_for(home).unwrap_or(home)
+    }
+    fn stats(&self) -> Stats {
+        self.rqs.stats()
+    }
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        self.rqs.dump(out, |o, q| q.iter().try_for_each(|v| write!(o, " v{}", v.0)))
+    }
+}

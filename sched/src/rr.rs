@@ -1,0 +1,175 @@
+//! Round-robin with a fixed slice: Xen 2.0's `sched_rrobin`, on per-CPU queues.
+//!
+//! Xen's round-robin kept one FIFO per CPU and rotated it every `slice`; it had no load
+//! balancing. Ours adds the one thing a multi-core experiment cannot do without: an idle
+//! CPU steals the head of a peer's queue, and a wake-up kicks an idle CPU, so no CPU idles
+//! while another has work queued. There are no weights: every vCPU gets the same slice.
+//! A running vCPU is never preempted before its slice ends (a kick finds it still within
+//! its slice and lets it continue), which is what gives round-robin its long wake-up
+//! latencies under load: a waker waits for everything queued ahead of it.
+
+use alloc::collections::VecDeque;
+use core::fmt;
+
+use crate::runq::{AtomicNs, Place, Runqueues};
+use crate::{
+    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
+    find_param,
+};
+
+const SLICE_MS: ParamSpec = ParamSpec {
+    name: "slice_ms",
+    default: 10,
+    min: 1,
+    max: 10_000,
+    doc: "time slice every vCPU gets in turn",
+};
+
+/// Round-robin's description: one global knob, `slice_ms`.
+pub static INFO: PolicyInfo = PolicyInfo {
+    name: "rr",
+    summary: "round-robin with a fixed slice (Xen 2.0 sched_rrobin); per-CPU FIFO, idle CPUs steal",
+    domain_params: &[],
+    global_params: &[SLICE_MS],
+};
+
+/// Round-robin: per-CPU FIFO queues rotated every `slice_ms`.
+pub struct RoundRobin {
+    rqs: Runqueues<VecDeque<VcpuId>, ()>,
+    slice_ns: AtomicNs,
+}
+
+impl RoundRobin {
+    /// A round-robin scheduler for `topo` with the default slice.
+    pub fn new(topo: &Topology) -> Result<Self, Error> {
+        Ok(RoundRobin {
+            rqs: Runqueues::new(topo, VecDeque::new)?,
+            slice_ns: AtomicNs::new(SLICE_MS.default * 1_000_000),
+        })
+    }
+}
+
+impl Policy for RoundRobin {
+    fn info(&self) -> &'static PolicyInfo {
+        &INFO
+    }
+
+    fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
+        for (name, value) in params {
+            self.set_domain_param(d, name, *value)?;
+        }
+        Ok(())
+    }
+
+    fn remove_domain(&self, _: DomainId) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
+        self.rqs.insert(v, domain, cpu, ())
+    }
+
+    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
+        self.rqs.remove(v).map(|_| ())
+    }
+
+    fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
+        // Xen's rrobin: append to the queue of the vCPU's CPU; kick it only if it idles.
+        // We also kick another idle CPU, which steals the newcomer.
+        self.rqs.wake_with(v, |cpu, rq, vs| {
+            vs.place = Place::Queued;
+            rq.q.push_back(v);
+            self.rqs.publish(cpu, rq, 0);
+            self.rqs.idle_cpu_for(cpu)
+        })
+    }
+
+    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.sleep(v, |cpu, rq| self.rqs.publish(cpu, rq, 0))
+    }
+
+    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.yield_now(v)
+    }
+
+    fn schedule(&self, cpu: usize, now: u64) -> Decision {
+        let slice = self.slice_ns.get();
+        let mut rq = self.rqs.lock_cpu(cpu);
+        rq.stats.schedules += 1;
+        if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
+            let end = rq.curr_since.saturating_add(slice);
+            if vs.runnable && !vs.yielded && now < end {
+                // Still inside its slice (a spurious kick): let it finish the slice.
+                let since = rq.curr_since;
+                self.rqs.dispatch(&mut rq, &mut vs, prev, since);
+                self.rqs.publish(cpu, &rq, 0);
+                return Decision { next: Some(prev), slice_ns: Some(end - now), migrated: false };
+            }
+            if vs.runnable {
+                vs.place = Place::Queued;
+                rq.q.push_back(prev);
+            } else {
+                vs.place = Place::Off;
+            }
+        }
+        let mut migrated = false;
+        let next = match rq.q.pop_front() {
+            Some(v) => {
+                let mut vs = self.rqs.lock_vcpu(v);
+                self.rqs.dispatch(&mut rq, &mut vs, v, now);
+                Some(v)
+            }
+            None => {
+                // Idle: take the longest-waiting vCPU of the first peer that has one queued.
+                let republish = |peer, prq: &_| self.rqs.publish(peer, prq, 0);
+                let got = self.rqs.steal(
+                    cpu,
+                    &mut rq,
+                    now,
+                    2,
+                    |_, prq| prq.q.pop_front(),
+                    |_| {},
+                    republish,
+                );
+                migrated = got.is_some();
+                got
+            }
+        };
+        self.rqs.publish(cpu, &rq, 0);
+        Decision { next, slice_ns: next.map(|_| slice), migrated }
+    }
+
+    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
+        let home = self.rqs.home(v);
+        self.rqs.idle_cpu_for(home).unwrap_or(home)
+    }
+
+    fn set_domain_param(&self, _: DomainId, name: &str, _: u64) -> Result<(), Error> {
+        find_param(INFO.name, INFO.domain_params, name).map(|_| ())
+    }
+
+    fn domain_param(&self, _: DomainId, name: &str) -> Result<u64, Error> {
+        find_param(INFO.name, INFO.domain_params, name).map(|p| p.default)
+    }
+
+    fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
+        let p = find_param(INFO.name, INFO.global_params, name)?;
+        p.check(value)?;
+        self.slice_ns.set(value * 1_000_000);
+        Ok(())
+    }
+
+    fn global_param(&self, name: &str) -> Result<u64, Error> {
+        find_param(INFO.name, INFO.global_params, name)?;
+        Ok(self.slice_ns.get() / 1_000_000)
+    }
+
+    fn stats(&self) -> Stats {
+        self.rqs.stats()
+    }
+
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        writeln!(out, "rr: slice {} ms", self.slice_ns.get() / 1_000_000)?;
+        self.rqs.dump(out, |o, q| q.iter().try_for_each(|v| write!(o, " v{}", v.0)))
+    }
+}
