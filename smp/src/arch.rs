@@ -154,6 +154,17 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Enables interrupts and halts until one arrives, then disables them again: the idle wait
+/// of a CPU that has nothing to do (an IPI or the timer wakes it). `sti` delays interrupts by
+/// one instruction, so none can slip in between it and `hlt` and be missed. The handler runs
+/// on the current stack: this `asm!` is not `nostack`, so the compiler keeps nothing in the
+/// red zone across it.
+pub fn wait_for_interrupt() {
+    // SAFETY: the kernel's IDT handles every vector that can arrive; enabling interrupts for
+    // the length of the `hlt` is the purpose of the call.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem)) };
+}
+
 /// IA32_GS_BASE: the GS base used in the kernel (IA32_KERNEL_GS_BASE is the one `swapgs`
 /// exchanges it with).
 pub const IA32_GS_BASE: u32 = 0xC000_0101;
