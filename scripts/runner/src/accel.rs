@@ -17,7 +17,7 @@ use crate::cli::{Accel, Machine};
 use crate::qemu::{self, Ending, Launch, Media};
 
 /// How long a probe boot may take. A working KVM finishes it in well under a second.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The CPU model under KVM: the host's, minus the MSR QEMU 7.2 cannot always migrate.
 pub const KVM_CPU: &str = "host,-arch-capabilities";

@@ -212,15 +212,17 @@ fn run(args: &Args) -> Result<u8, Stop> {
         results::boot_line(results.records(), exp.cpus).unwrap_or_else(|| "no boot record".into());
     println!("  boot:    {boot}");
     println!(
-        "  machine: {}, {} boot, {} ({}){}, {} MiB, {:.2} s wall",
+        "  machine: {}, {} boot, {} MiB, {} (cpu {}), {:.2} s wall",
         args.machine.name(),
         args.boot.name(),
+        exp.memory_mib,
         accel.name(),
         launch.cpu_model,
-        accel_note.map(|n| format!(" [{n}]")).unwrap_or_default(),
-        exp.memory_mib,
         outcome.wall.as_secs_f64()
     );
+    if let Some(note) = accel_note {
+        println!("  accel:   {note}");
+    }
     if exp.domains > 0 {
         println!(
             "  domains: {} requested; the hypervisor does not run domains yet",
@@ -300,7 +302,7 @@ fn choose_accel(args: &Args, kernel: &std::path::Path) -> Result<(Accel, Option<
             Ok(()) => Ok((Accel::Kvm, None)),
             Err(why) => {
                 eprintln!("scripts/run: using TCG: {why}");
-                Ok((Accel::Tcg, Some(format!("KVM not used: {why}"))))
+                Ok((Accel::Tcg, Some(format!("TCG, because {why}"))))
             }
         },
     }

@@ -25,7 +25,11 @@ const MACHINES: [&str; 2] = ["pc", "q35"];
 enum Expect {
     /// Exit 0; a boot record with every CPU online, an APIC mode and a boot time; the
     /// runner's exit record says the hypervisor ended the run with 0.
-    Boot { cpus: u32, accel: &'static str },
+    Boot {
+        cpus: u32,
+        accel: &'static str,
+        protocol: &'static str,
+    },
     /// The hypervisor itself ended the run with this status (the exit record says so).
     HypervisorExit(i32),
     /// Exit 2 before anything boots, with a message naming `field`; no results file.
@@ -67,7 +71,11 @@ fn boot_matrix(accel: &'static str, cases: &mut Vec<Case>) {
                         "--cpus",
                         &n,
                     ],
-                    Expect::Boot { cpus, accel },
+                    Expect::Boot {
+                        cpus,
+                        accel,
+                        protocol: if boot == "pvh" { "pvh" } else { "multiboot2" },
+                    },
                 ));
             }
         }
@@ -117,6 +125,7 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
         Expect::Boot {
             cpus: 2,
             accel: "tcg",
+            protocol: "pvh",
         },
     ));
     let bad = spec("bad-cpus.toml", &good.replace("cpus = 2", "cpus = 0"))?;
@@ -182,7 +191,11 @@ fn check(
         Ok(())
     };
     match expect {
-        Expect::Boot { cpus, accel } => {
+        Expect::Boot {
+            cpus,
+            accel,
+            protocol,
+        } => {
             if status != Some(0) {
                 return Err(format!("exit status {}, expected 0", shown(status)));
             }
@@ -198,6 +211,14 @@ fn check(
                 return Err(format!(
                     "boot_ns {} is not a count of nanoseconds",
                     boot["boot_ns"]
+                ));
+            }
+            // Not required by DESIGN.md, but when the hypervisor says how it was booted, it
+            // must be the way this case booted it.
+            if !boot["protocol"].is_null() && boot["protocol"] != *protocol {
+                return Err(format!(
+                    "protocol {}, expected {protocol:?}",
+                    boot["protocol"]
                 ));
             }
             if boot["accel"] != *accel {
