@@ -23,7 +23,7 @@ pub struct Args {
     /// Experiment spec (TOML). Without it, the default experiment runs.
     pub spec: Option<PathBuf>,
 
-    /// Scheduling policy (rr, credit, bvt); overrides `[sched] policy`.
+    /// Scheduling policy (a name in sched's registry: rr, credit, bvt, ...); overrides `[sched] policy`.
     #[arg(long, value_name = "POLICY")]
     pub sched: Option<String>,
 

@@ -136,7 +136,7 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             field: "machine.cpus",
         },
     ));
-    let bad = spec("bad-policy.toml", &good.replace("\"rr\"", "\"fifo\""))?;
+    let bad = spec("bad-policy.toml", &good.replace("\"rr\"", "\"lottery\""))?;
     cases.push(case(
         "bad-spec/sched.policy",
         &["--accel", "tcg", &bad],
@@ -146,7 +146,7 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
     ));
     cases.push(case(
         "bad-flag/--sched",
-        &["--sched", "fifo"],
+        &["--sched", "lottery"],
         Expect::BadInput { field: "--sched" },
     ));
     cases.push(case(
