@@ -6,6 +6,11 @@
 
 use core::fmt;
 
+use arrayvec::ArrayVec;
+
+/// Most `sched.NAME=VALUE` words kept.
+pub const MAX_SCHED_PARAMS: usize = 8;
+
 /// Most verbose log level printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -29,12 +34,14 @@ pub enum SelfTest {
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootOptions<'a> {
     pub loglevel: LogLevel,
     /// The scheduling policy's name, one of the names the caller allows.
     pub sched: &'a str,
     pub selftest: SelfTest,
+    /// The policy's global parameters, from `sched.NAME=VALUE` words (checked by the policy).
+    pub sched_params: ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>,
 }
 
 /// What was wrong with the command line.
@@ -50,10 +57,12 @@ pub enum CmdlineError<'a> {
         value: &'a str,
         allowed: &'a [&'a str],
     },
+    /// A `sched.NAME` value that is not a non-negative integer, or too many of them.
+    BadSchedParam { key: &'a str, value: &'a str },
 }
 
 /// The keys the command line knows, for error messages.
-pub const KEYS: &[&str] = &["loglevel", "sched", "selftest"];
+pub const KEYS: &[&str] = &["loglevel", "sched", "sched.<param>", "selftest"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const SELF_TESTS: &[&str] = &["none", "fault", "probe"];
 
@@ -70,6 +79,10 @@ impl fmt::Display for CmdlineError<'_> {
                     List(KEYS)
                 )
             }
+            CmdlineError::BadSchedParam { key, value } => write!(
+                f,
+                "bad value `{value}` for `{key}`; allowed: an integer (at most {MAX_SCHED_PARAMS} sched.<param> words)"
+            ),
             CmdlineError::BadValue {
                 key,
                 value,
@@ -108,6 +121,7 @@ pub fn parse<'a>(
         loglevel: LogLevel::Info,
         sched: policies.first().copied().unwrap_or(""),
         selftest: SelfTest::None,
+        sched_params: ArrayVec::new(),
     };
     for word in line.split_ascii_whitespace() {
         let (key, value) = word
@@ -143,6 +157,16 @@ pub fn parse<'a>(
                     "probe" => SelfTest::Probe,
                     _ => return Err(bad(SELF_TESTS)),
                 }
+            }
+            _ if key.starts_with("sched.") && key.len() > "sched.".len() => {
+                let param = &key["sched.".len()..];
+                let number = value
+                    .parse::<u64>()
+                    .map_err(|_| CmdlineError::BadSchedParam { key, value })?;
+                options
+                    .sched_params
+                    .try_push((param, number))
+                    .map_err(|_| CmdlineError::BadSchedParam { key, value })?;
             }
             _ => return Err(CmdlineError::UnknownKey { key }),
         }
@@ -208,6 +232,30 @@ mod tests {
         );
         let msg = parse("loglevel=loud", POLICIES).unwrap_err().to_string();
         assert!(msg.contains("error, warn, info, debug, trace"), "{msg}");
+    }
+
+    #[test]
+    fn sched_params_are_collected_as_integers() {
+        let o = parse(
+            "sched=credit sched.tslice_ms=5 sched.ratelimit_us=0",
+            POLICIES,
+        )
+        .unwrap();
+        assert_eq!(
+            o.sched_params.as_slice(),
+            [("tslice_ms", 5), ("ratelimit_us", 0)]
+        );
+        let msg = parse("sched.tslice_ms=fast", POLICIES)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`fast`") && msg.contains("sched.tslice_ms"),
+            "{msg}"
+        );
+        assert_eq!(
+            parse("sched.=1", POLICIES).unwrap_err(),
+            CmdlineError::UnknownKey { key: "sched." }
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let ns = time::since_boot_ns();
+        let ns = time::now_ns();
         write_fmt(format_args!(
             "[{:5}.{:06}] cpu{} {:5} {}\n",
             ns / 1_000_000_000,

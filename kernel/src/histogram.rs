@@ -59,6 +59,15 @@ impl Histogram {
         self.max = self.max.max(ns);
     }
 
+    /// Adds every latency recorded in `other` to this histogram.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
     /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.total
@@ -134,6 +143,17 @@ mod tests {
         let p99 = h.percentile(99);
         assert!((990_000..=1_000_000).contains(&p99), "p99 {p99}");
         assert_eq!(h.percentile(100), 1_000_000);
+    }
+
+    #[test]
+    fn merged_histograms_hold_both() {
+        let (mut a, mut b) = (Histogram::default(), Histogram::default());
+        (0..90).for_each(|_| a.record(1000));
+        (0..10).for_each(|_| b.record(1_000_000));
+        a.merge(&b);
+        assert_eq!((a.count(), a.max()), (100, 1_000_000));
+        assert!(a.percentile(50) <= 1000 + 1000 / 16);
+        assert!(a.percentile(99) >= 1_000_000 - 1_000_000 / 16);
     }
 
     #[test]

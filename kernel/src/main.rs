@@ -9,22 +9,62 @@
 extern crate alloc;
 
 mod arch;
+mod boot_module;
 mod bootinfo;
 mod console;
+mod control;
+mod domain;
+mod hypercall;
 mod memory;
+mod schedule;
 mod selftest;
 mod time;
 mod trap;
 
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use abi::console::ExitCode;
 use kernel::cmdline::{self, LogLevel, SelfTest};
 
-/// The scheduling policies this build knows, the default first.
-const POLICIES: &[&str] = &["credit", "rr", "bvt"];
+/// Physical page of the AP start-up trampoline (kept out of the frame allocator with the
+/// rest of the first megabyte).
+const TRAMPOLINE_PHYS: u64 = 0x8000;
+
+/// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
+static PERCPU_READY: AtomicBool = AtomicBool::new(false);
+
+/// Application processors that finished their own set-up.
+static APS_READY: AtomicUsize = AtomicUsize::new(0);
 
 /// The index of the CPU running this code (0 on the bootstrap CPU).
 pub fn cpu_index() -> usize {
-    0
+    if PERCPU_READY.load(Ordering::Relaxed) {
+        smp::percpu::cpu_index()
+    } else {
+        0
+    }
+}
+
+/// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
+fn init_this_cpu(cpu_index: usize) {
+    arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
+    let _tables = arch::gdt::init_this_cpu();
+    arch::trap::load_idt();
+    arch::entry::init_syscall();
+}
+
+/// The Rust entry of every application processor, called by the `smp` trampoline.
+extern "C" fn ap_entry(cpu_index: usize) -> ! {
+    init_this_cpu(cpu_index);
+    // SAFETY: `apic::init_bsp` and `timer::init_bsp` ran on the BSP before it started us;
+    // interrupts are off; each is called once on this CPU.
+    unsafe {
+        smp::apic::init_this_cpu();
+        smp::timer::init_this_cpu();
+    }
+    log::debug!("CPU {cpu_index} (APIC id {}) ready", smp::apic::id());
+    APS_READY.fetch_add(1, Ordering::AcqRel);
+    arch::entry::go_idle()
 }
 
 /// The `boot` results record (DESIGN.md "Results").
@@ -60,7 +100,13 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
             arch::exit(ExitCode::Failure);
         }
     };
-    let options = match cmdline::parse(&info.cmdline, POLICIES) {
+    // The policies this build knows, Xen's default (credit) first.
+    let mut policies: arrayvec::ArrayVec<&str, 16> =
+        sched::registry::POLICIES.iter().map(|p| p.name).collect();
+    if let Some(i) = policies.iter().position(|p| *p == "credit") {
+        policies[..=i].rotate_right(1);
+    }
+    let options = match cmdline::parse(&info.cmdline, &policies) {
         Ok(options) => options,
         Err(e) => {
             log::error!("{e}");
@@ -92,24 +138,137 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         mem.heap_bytes >> 20,
         mem.frames
     );
-    let _tables = arch::gdt::init_this_cpu();
-    arch::trap::load_idt();
+    if let Some(module) = info.module {
+        boot_module::init(module);
+    }
+    init_this_cpu(0);
+    PERCPU_READY.store(true, Ordering::Relaxed);
     if options.selftest == SelfTest::Fault {
         log::info!("self-test: taking a page fault on purpose");
         selftest::page_fault();
     }
 
+    let Some(rsdp) = info.rsdp else {
+        log::error!("the boot loader gave no ACPI RSDP: cannot find the CPUs");
+        arch::exit(ExitCode::Failure);
+    };
+    // SAFETY: all physical memory below 4 GiB is direct-mapped at PHYS_OFFSET, and the ACPI
+    // tables are in reserved memory nothing has reused.
+    let topology = match unsafe { smp::discover(rsdp, arch::paging::PHYS_OFFSET) } {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("cannot read the ACPI MADT: {e:?}");
+            arch::exit(ExitCode::Failure);
+        }
+    };
+    if topology.has_8259 {
+        arch::cpu::mask_8259();
+    }
+    // SAFETY: on the BSP, interrupts off, once; the local APIC page is direct-mapped
+    // uncached (0xFE00_0000..4 GiB in the boot tables).
+    let apic_mode =
+        unsafe { smp::apic::init_bsp(topology.local_apic_phys, arch::paging::PHYS_OFFSET) };
+    // SAFETY: on the BSP before any other CPU runs, interrupts off; nothing else uses the
+    // PIT or the PM timer.
+    let tsc_hz = match unsafe { smp::time::calibrate_tsc(topology.pm_timer) } {
+        Ok(hz) => hz,
+        Err(smp::time::CalibrationError::Unstable { median_hz }) => {
+            log::warn!("TSC calibration unstable; using the median, {median_hz} Hz");
+            smp::time::set_tsc_hz(median_hz);
+            median_hz
+        }
+        Err(e) => {
+            log::error!("cannot calibrate the TSC: {e:?}");
+            arch::exit(ExitCode::Failure);
+        }
+    };
+    // SAFETY: on the BSP, interrupts off, after the APIC and the TSC calibration.
+    let timer_mode = unsafe { smp::timer::init_bsp() };
+    log::info!(
+        "{} CPUs in the MADT, local APIC in {} mode, TSC {} MHz, timer {:?}",
+        topology.cpus.len(),
+        apic_mode.as_str(),
+        tsc_hz / 1_000_000,
+        timer_mode
+    );
+
+    let sched_topology = sched::Topology {
+        cpus: topology.cpus.len(),
+        max_vcpus: domain::MAX_VCPUS_TOTAL,
+        max_domains: domain::MAX_DOMAINS,
+    };
+    let policy = match sched::registry::build(options.sched, &sched_topology, &options.sched_params)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("cannot build the scheduling policy: {e}");
+            arch::exit(ExitCode::BadInput);
+        }
+    };
+    schedule::init(policy);
+
+    let config = smp::startup::StartConfig {
+        trampoline_phys: TRAMPOLINE_PHYS,
+        phys_offset: arch::paging::PHYS_OFFSET,
+        cr3: arch::boot::boot_pml4_phys(),
+        entry: ap_entry,
+        timeout_us: 1_000_000,
+        delays: smp::startup::StartupDelays::for_this_cpu(),
+    };
+    // SAFETY: on the BSP, interrupts off, after the APIC and TSC set-up; the trampoline page
+    // is reserved (below 1 MiB) and identity-mapped by the boot PML4, which also maps the
+    // kernel and the direct map where the stacks live; `ap_entry` initialises each AP.
+    let online = match unsafe {
+        smp::startup::start_aps(&topology, &config, |_| {
+            arch::gdt::new_stack(arch::percpu::KERNEL_STACK_BYTES).as_u64()
+        })
+    } {
+        Ok(set) => set,
+        Err(e) => {
+            log::error!("cannot start the other CPUs: {e:?}");
+            arch::exit(ExitCode::Failure);
+        }
+    };
+    // `start_aps` returns once each AP has left the trampoline; wait for their own set-up.
+    while APS_READY.load(Ordering::Acquire) + 1 < online.len() {
+        smp::ipi::handle_call_function_ipi();
+        core::hint::spin_loop();
+    }
+    let boot_ns = time::now_ns();
+    log::info!(
+        "{} of {} CPUs online after {} µs",
+        online.len(),
+        topology.cpus.len(),
+        boot_ns / 1000
+    );
+
     record(&BootRecord {
         kind: "boot",
-        cpus_online: 1,
-        cpus_found: 1,
-        apic: "xapic",
-        boot_ns: time::since_boot_ns(),
+        cpus_online: online.len(),
+        cpus_found: topology.cpus.len(),
+        apic: apic_mode.as_str(),
+        boot_ns,
         accel: arch::cpu::accelerator(),
         protocol: info.protocol,
         memory_bytes: mem.usable_bytes,
     });
-    arch::exit(ExitCode::Success)
+
+    match (
+        boot_module::file("dom0"),
+        boot_module::file(kernel::image::PLAN_FILE),
+    ) {
+        (Some(image), Some(plan)) => {
+            if let Err(e) = control::start_domain0(image, plan) {
+                log::error!("cannot build Domain0: {e:?}");
+                arch::exit(ExitCode::Failure);
+            }
+        }
+        _ => {
+            log::info!("no experiment in the boot module: boot only");
+            arch::exit(ExitCode::Success);
+        }
+    }
+    arch::entry::go_idle()
 }
 
 #[panic_handler]

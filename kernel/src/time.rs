@@ -1,32 +1,25 @@
-//! Hypervisor time: nanoseconds since the first boot instruction, from the TSC.
+//! Hypervisor time: system time in nanoseconds since the first boot instruction, from the
+//! TSC as calibrated by `smp::time`.
 //!
-//! Until the TSC is calibrated against a fixed-frequency clock, time reads as zero.
-
-use core::sync::atomic::{AtomicU64, Ordering};
+//! Until the TSC is calibrated, time reads as zero. Guests compute the same clock from the
+//! shared-info page (`abi::shared::TimeInfo`).
 
 use crate::arch;
 
-static TSC_HZ: AtomicU64 = AtomicU64::new(0);
-
-/// Records the calibrated TSC frequency.
-pub fn set_tsc_hz(hz: u64) {
-    TSC_HZ.store(hz, Ordering::Relaxed);
-}
-
 /// The calibrated TSC frequency, or 0 before calibration.
 pub fn tsc_hz() -> u64 {
-    TSC_HZ.load(Ordering::Relaxed)
+    smp::time::tsc_hz()
 }
 
-/// Converts a TSC interval to nanoseconds (0 before calibration).
-pub fn tsc_to_ns(ticks: u64) -> u64 {
-    match tsc_hz() {
-        0 => 0,
-        hz => (u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64,
+/// Nanoseconds since the first boot instruction (system time).
+pub fn now_ns() -> u64 {
+    if tsc_hz() == 0 {
+        return 0;
     }
+    smp::time::ticks_to_ns(arch::cpu::rdtsc().wrapping_sub(arch::boot::entry_tsc()))
 }
 
-/// Nanoseconds since the first boot instruction.
-pub fn since_boot_ns() -> u64 {
-    tsc_to_ns(arch::cpu::rdtsc().wrapping_sub(arch::boot::entry_tsc()))
+/// Arms this CPU's one-shot timer for system time `at_ns`.
+pub fn arm_timer_at(at_ns: u64) {
+    smp::timer::arm_at(arch::boot::entry_tsc().wrapping_add(smp::time::ns_to_ticks(at_ns)));
 }

@@ -56,3 +56,13 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// Masks every line of both 8259 PICs: Domino takes interrupts from the local APIC only.
+pub fn mask_8259() {
+    // SAFETY: ports 0x21 and 0xa1 are the 8259 data ports; writing 0xff masks all lines and
+    // touches nothing else.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xff);
+        Port::<u8>::new(0xa1).write(0xff);
+    }
+}

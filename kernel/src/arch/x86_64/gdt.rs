@@ -31,7 +31,7 @@ pub const USER_CODE: SegmentSelector = SegmentSelector(0x28 | 3);
 const IST_STACK_BYTES: usize = 16 * 1024;
 
 /// A zeroed, 16-byte aligned stack; returns its top.
-fn new_stack(bytes: usize) -> VirtAddr {
+pub fn new_stack(bytes: usize) -> VirtAddr {
     #[repr(C, align(16))]
     struct Chunk([u8; 16]);
     let stack: &'static mut [Chunk] = Box::leak((0..bytes / 16).map(|_| Chunk([0; 16])).collect());

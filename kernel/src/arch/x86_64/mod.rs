@@ -1,10 +1,15 @@
-//! x86_64: boot entries, descriptor tables, traps, paging, and processor controls.
+//! x86_64: boot entries, descriptor tables, traps and entry code, paging and address
+//! spaces, FPU state, per-CPU area, and processor controls.
 
+pub mod addrspace;
 pub mod boot;
 pub mod cpu;
+pub mod entry;
+pub mod fpu;
 pub mod gdt;
 pub mod mem;
 pub mod paging;
+pub mod percpu;
 pub mod trap;
 
 pub use cpu::{exit, halt_forever};

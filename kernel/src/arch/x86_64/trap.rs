@@ -1,16 +1,13 @@
 //! Traps: the interrupt descriptor table, its 256 entry stubs, and the dispatcher.
 //!
-//! The stubs are generated in `global_asm!` (the stable toolchain has no `x86-interrupt`
-//! ABI; Tock's `handler_stubs.rs` does the same). Each pushes a zero where the CPU pushes no
-//! error code, then its vector, and jumps to `trap_common`, which saves every general
-//! register and calls [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
+//! The stubs live in `entry.rs`. Each pushes a zero where the CPU pushes no error code, then
+//! its vector, and jumps to `trap_common`, which saves every general register and calls
+//! [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
 //!
 //! Every vector runs on an IST stack. The prebuilt `core` assumes a red zone below the stack
 //! pointer, so an interrupt must never push onto a stack that Rust code is using; with IST
 //! the CPU always switches to a dedicated stack. Handlers run with interrupts off and never
 //! nest, except NMI, double fault and machine check, which have stacks of their own.
-
-use core::arch::global_asm;
 
 use abi::console::ExitCode;
 use x86_64::VirtAddr;
@@ -27,7 +24,7 @@ pub const IST_MACHINE_CHECK: u16 = 4;
 /// The registers saved on a trap, in the order `trap_common` pushes them (lowest address
 /// first), followed by what the stub and the CPU pushed.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -59,89 +56,6 @@ impl TrapFrame {
         self.cs & 3 == 3
     }
 }
-
-// Vectors for which the CPU pushes an error code: #DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP,
-// #VC, #SX.
-global_asm!(
-    r#"
-    .macro trap_stub vector
-    .balign 16
-trap_stub_\vector:
-    .if (\vector == 8) || (\vector >= 10 && \vector <= 14) || (\vector == 17) || (\vector == 21) || (\vector == 29) || (\vector == 30)
-    .else
-    pushq $0
-    .endif
-    pushq $\vector
-    jmp trap_common
-    .endm
-
-    .section .text.traps, "ax"
-    .altmacro
-    .set i, 0
-    .rept 256
-    trap_stub %i
-    .set i, i + 1
-    .endr
-
-trap_common:
-    testb $3, 24(%rsp)
-    jz 1f
-    swapgs
-1:  pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, %rdi
-    cld
-    call trap_dispatch
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
-    testb $3, 24(%rsp)
-    jz 2f
-    swapgs
-2:  addq $16, %rsp
-    iretq
-
-    .macro stub_address vector
-    .quad trap_stub_\vector
-    .endm
-    .section .rodata.trap_stubs, "a"
-    .balign 8
-    .globl trap_stub_table
-trap_stub_table:
-    .set i, 0
-    .rept 256
-    stub_address %i
-    .set i, i + 1
-    .endr
-    .noaltmacro
-"#,
-    options(att_syntax)
-);
 
 unsafe extern "C" {
     /// The addresses of the 256 entry stubs, indexed by vector.

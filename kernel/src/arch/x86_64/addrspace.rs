@@ -1,0 +1,200 @@
+//! A domain's address space: its own PML4, the hypervisor's upper half shared.
+//!
+//! Every frame the address space holds, guest pages and page tables alike, is recorded, so
+//! that dropping it returns each one to the frame allocator: destroying a domain cannot leak
+//! memory. Guest pages come one frame at a time from wherever the allocator finds them: as
+//! in the paper, a domain's memory need not be contiguous.
+
+use alloc::vec::Vec;
+
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame,
+    Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::paging::{PHYS_OFFSET, phys_to_virt};
+use crate::memory;
+
+/// How a guest page may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub writable: bool,
+    pub executable: bool,
+}
+
+/// Out of frames while building the address space.
+#[derive(Debug)]
+pub struct OutOfMemory;
+
+/// Hands frames to the page-table code and remembers them.
+struct Recorder<'a>(&'a mut Vec<u64>);
+
+// SAFETY: every frame returned comes from the frame allocator, unused by anyone else, and
+// is recorded so that it is freed exactly once, when the address space is dropped.
+unsafe impl FrameAllocator<Size4KiB> for Recorder<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        let phys = memory::alloc_frame()?;
+        self.0.push(phys);
+        Some(PhysFrame::containing_address(PhysAddr::new(phys)))
+    }
+}
+
+/// A guest address space.
+pub struct AddressSpace {
+    pml4: u64,
+    /// Every frame owned: the PML4, lower-level tables and guest pages.
+    frames: Vec<u64>,
+}
+
+/// Zeroes a frame through the direct map.
+fn zero_frame(phys: u64) {
+    // SAFETY: `phys` is a frame just taken from the allocator, owned by the caller, and
+    // direct-mapped.
+    unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
+}
+
+impl AddressSpace {
+    /// An address space with nothing in the lower half and the hypervisor's upper half.
+    pub fn new() -> Result<AddressSpace, OutOfMemory> {
+        let pml4 = memory::alloc_frame().ok_or(OutOfMemory)?;
+        zero_frame(pml4);
+        let kernel = super::boot::boot_pml4_phys();
+        // SAFETY: both tables are direct-mapped frames; the new one is ours alone, the
+        // kernel's upper-half entries are only read. Sharing them (rather than copying the
+        // tables below) keeps later changes to the direct map visible everywhere.
+        unsafe {
+            let dst = phys_to_virt(pml4).as_mut_ptr::<u64>();
+            let src = phys_to_virt(kernel).as_ptr::<u64>();
+            core::ptr::copy_nonoverlapping(src.add(256), dst.add(256), 256);
+        }
+        Ok(AddressSpace {
+            pml4,
+            frames: alloc::vec![pml4],
+        })
+    }
+
+    fn mapper(&mut self) -> OffsetPageTable<'_> {
+        // SAFETY: `pml4` is this address space's own top-level table, direct-mapped at
+        // PHYS_OFFSET, and `&mut self` makes this the only mapper for it.
+        unsafe {
+            let table = &mut *phys_to_virt(self.pml4).as_mut_ptr::<PageTable>();
+            OffsetPageTable::new(table, VirtAddr::new(PHYS_OFFSET))
+        }
+    }
+
+    /// Maps a fresh zeroed frame at the page `va` with `access`, for ring 3, and returns the
+    /// frame's physical address. An already-mapped page is returned as it is.
+    pub fn map_new(&mut self, va: u64, access: Access) -> Result<u64, OutOfMemory> {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+        if let Ok(frame) = x86_64::structures::paging::Translate::translate_addr(
+            &self.mapper(),
+            page.start_address(),
+        )
+        .ok_or(())
+        {
+            return Ok(frame.as_u64());
+        }
+        let phys = memory::alloc_frame().ok_or(OutOfMemory)?;
+        zero_frame(phys);
+        self.frames.push(phys);
+        let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
+        if access.writable {
+            flags |= Flags::WRITABLE;
+        }
+        if !access.executable {
+            flags |= Flags::NO_EXECUTE;
+        }
+        let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+        let mut tables = core::mem::take(&mut self.frames);
+        // SAFETY: the frame is fresh and zeroed, the page was unmapped, and the address
+        // space is not loaded on any CPU while it is being built (a running domain's
+        // mappings are not changed here), so no stale TLB entry can exist.
+        let result = unsafe {
+            self.mapper()
+                .map_to(page, frame, flags, &mut Recorder(&mut tables))
+        };
+        self.frames = tables;
+        match result {
+            Ok(flush) => {
+                flush.ignore();
+                Ok(phys)
+            }
+            Err(_) => Err(OutOfMemory),
+        }
+    }
+
+    /// Copies `bytes` into the guest pages starting at `va` (already mapped by `map_new`).
+    pub fn write(&mut self, va: u64, bytes: &[u8]) {
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = va + done as u64;
+            let page_left = (4096 - (at % 4096)) as usize;
+            let n = page_left.min(bytes.len() - done);
+            let phys = self
+                .map_new(
+                    at,
+                    Access {
+                        writable: false,
+                        executable: false,
+                    },
+                )
+                .expect("page mapped before write");
+            // SAFETY: `phys` is a frame of this address space, direct-mapped; the copy stays
+            // within the page (`n <= page_left`).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    bytes[done..].as_ptr(),
+                    phys_to_virt(phys + at % 4096).as_mut_ptr(),
+                    n,
+                );
+            }
+            done += n;
+        }
+    }
+
+    /// Frames held, page tables included.
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Loads this address space on the current CPU.
+    pub fn activate(&self) {
+        let frame = PhysFrame::containing_address(PhysAddr::new(self.pml4));
+        // SAFETY: the PML4 maps the hypervisor's upper half exactly as every other address
+        // space does, so the code and data in use stay mapped across the switch.
+        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    }
+
+    /// The physical address of the PML4.
+    pub fn pml4(&self) -> u64 {
+        self.pml4
+    }
+}
+
+/// Loads the hypervisor's own address space (no guest mapped) on the current CPU.
+pub fn activate_kernel() {
+    let frame = PhysFrame::containing_address(PhysAddr::new(super::boot::boot_pml4_phys()));
+    // SAFETY: the boot PML4 maps the hypervisor's upper half like every address space.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        for &frame in &self.frames {
+            if let Err(e) = memory::free_frame(frame) {
+                log::error!("address space frame {frame:#x} could not be freed: {e:?}");
+            }
+        }
+    }
+}
+
+/// Loads the address space whose PML4 is at `pml4` on the current CPU.
+pub fn activate_pml4(pml4: u64) {
+    let frame = PhysFrame::containing_address(PhysAddr::new(pml4));
+    // SAFETY: `pml4` is the PML4 of a live domain (its vCPU is claimed by this CPU, so the
+    // domain cannot be destroyed under us), and it maps the hypervisor's upper half like
+    // every address space.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+}

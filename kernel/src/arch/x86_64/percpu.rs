@@ -1,0 +1,74 @@
+//! This CPU's area, reached through GS: the `smp` header first, then the few fields the
+//! entry code in `entry.rs` reads at fixed offsets.
+//!
+//! Everything the scheduler keeps per CPU lives elsewhere (`crate::schedule`); this struct
+//! holds only what assembly must find without a lock.
+
+use alloc::boxed::Box;
+
+use smp::percpu::CpuHeader;
+
+/// The GS area of one CPU.
+#[repr(C)]
+pub struct CpuArea {
+    pub header: CpuHeader,
+    /// Top of this CPU's kernel stack: hypercalls run on it, and so does the idle loop.
+    pub kernel_stack_top: u64,
+    /// The guest's RSP while a hypercall runs (`syscall` does not switch stacks).
+    pub user_rsp: u64,
+    /// FPU save area of the vCPU running here (0 when none): asynchronous entries from
+    /// ring 3 save the guest's x87/SSE state into it before any Rust code runs.
+    pub cur_fpu: u64,
+    /// Non-zero when the way back to ring 3 must restore the FPU state from `cur_fpu`
+    /// (after an asynchronous entry or a domain switch); zero when it must scrub the
+    /// vector registers instead (a hypercall that returns to the same vCPU).
+    pub fpu_restore: u64,
+}
+
+/// GS offset of [`CpuArea::kernel_stack_top`].
+pub const KERNEL_STACK_TOP: usize = core::mem::offset_of!(CpuArea, kernel_stack_top);
+/// GS offset of [`CpuArea::user_rsp`].
+pub const USER_RSP: usize = core::mem::offset_of!(CpuArea, user_rsp);
+/// GS offset of [`CpuArea::cur_fpu`].
+pub const CUR_FPU: usize = core::mem::offset_of!(CpuArea, cur_fpu);
+/// GS offset of [`CpuArea::fpu_restore`].
+pub const FPU_RESTORE: usize = core::mem::offset_of!(CpuArea, fpu_restore);
+
+/// Bytes of each CPU's kernel stack.
+pub const KERNEL_STACK_BYTES: usize = 64 * 1024;
+
+/// Allocates this CPU's area and kernel stack and points GS at it.
+pub fn install(cpu_index: usize, apic_id: u32) {
+    let stack_top = super::gdt::new_stack(KERNEL_STACK_BYTES).as_u64();
+    let area = Box::leak(Box::new(CpuArea {
+        header: CpuHeader::new(cpu_index, apic_id),
+        kernel_stack_top: stack_top,
+        user_rsp: 0,
+        cur_fpu: 0,
+        fpu_restore: 0,
+    }));
+    // SAFETY: the area is leaked (lives forever) and belongs to this CPU alone; nothing
+    // relied on the previous GS base.
+    unsafe { smp::percpu::install(&raw mut area.header) };
+}
+
+fn area() -> *mut CpuArea {
+    smp::percpu::this_cpu().cast()
+}
+
+/// The top of this CPU's kernel stack.
+pub fn kernel_stack_top() -> u64 {
+    // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
+    // reads or writes it, with interrupts off.
+    unsafe { (*area()).kernel_stack_top }
+}
+
+/// Tells the exit path which FPU area belongs to the vCPU now running here, and whether to
+/// load it on the way out.
+pub fn set_fpu(area_ptr: u64, restore: bool) {
+    // SAFETY: as in `kernel_stack_top`.
+    unsafe {
+        (*area()).cur_fpu = area_ptr;
+        (*area()).fpu_restore = u64::from(restore);
+    }
+}

@@ -1,0 +1,301 @@
+//! Domain0's control operations (`domctl`, `sysctl`) and the end of domains.
+//!
+//! Requests arrive postcard-encoded (`abi::control`), are copied out of the caller once and
+//! decoded there; replies are encoded into a hypervisor buffer and copied back.
+
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use abi::console::ExitCode;
+use abi::control::{
+    self, DomainExit, DomainId, DomainState, Domctl, DomctlReply, KillReason, SchedParams, Sysctl,
+    SysctlReply,
+};
+use abi::error::Errno;
+use arrayvec::ArrayVec;
+use sched::{DomainId as PolicyDomain, VcpuId};
+
+use crate::domain::{self, Domain, DomainConfig, VcpuState};
+use crate::hypercall::{copy_from_guest, copy_to_guest};
+use crate::{arch, boot_module, console, memory, schedule, time};
+
+/// Largest request or reply.
+const MESSAGE_BYTES: usize = 4096;
+
+/// Handles one `domctl` (`is_domctl`) or `sysctl` call from Domain0.
+pub fn call(
+    is_domctl: bool,
+    req_ptr: u64,
+    req_len: u64,
+    reply_ptr: u64,
+    reply_cap: u64,
+) -> Result<u64, Errno> {
+    if req_len as usize > MESSAGE_BYTES {
+        return Err(Errno::TooBig);
+    }
+    let mut request = [0u8; MESSAGE_BYTES];
+    let request = &mut request[..req_len as usize];
+    copy_from_guest(request, req_ptr)?;
+    let mut reply = [0u8; MESSAGE_BYTES];
+    let used = if is_domctl {
+        let reply_msg = domctl(control::decode(request)?)?;
+        control::encode(&reply_msg, &mut reply)?
+    } else {
+        let mut name_buf = [0u8; 32];
+        let reply_msg = sysctl(control::decode(request)?, &mut name_buf)?;
+        control::encode(&reply_msg, &mut reply)?
+    };
+    if used as u64 > reply_cap {
+        return Err(Errno::TooBig);
+    }
+    copy_to_guest(reply_ptr, &reply[..used])?;
+    Ok(used as u64)
+}
+
+fn policy_params(sched: &SchedParams) -> ArrayVec<(&'static str, u64), 5> {
+    let info = schedule::policy().info();
+    let all = [
+        ("weight", u64::from(sched.weight)),
+        ("cap", u64::from(sched.cap)),
+        ("warp_us", sched.warp_us),
+        ("warpl_us", sched.warpl_us),
+        ("warpu_us", sched.warpu_us),
+    ];
+    all.into_iter()
+        .filter(|(name, _)| info.domain_param(name).is_some())
+        .collect()
+}
+
+fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
+    let now = time::now_ns();
+    match request {
+        Domctl::Create {
+            image,
+            name,
+            vcpus,
+            memory_kib,
+            sched,
+            args,
+        } => {
+            let image_bytes = boot_module::file(image).ok_or(Errno::Inval)?;
+            let args: ArrayVec<(&str, u64), { abi::shared::MAX_ARGS }> = args
+                .iter()
+                .filter(|a| !a.name.is_empty())
+                .map(|a| (a.name, a.value))
+                .collect();
+            let config = DomainConfig {
+                name,
+                image: image_bytes,
+                vcpus,
+                memory_kib,
+                sched,
+                args: &args,
+                privileged: false,
+                plan: None,
+            };
+            let domain = domain::create(&config).map_err(|e| {
+                log::warn!("cannot create domain {name} from image {image}: {e:?}");
+                match e {
+                    domain::CreateError::OutOfMemory | domain::CreateError::TooManyDomains => {
+                        Errno::NoMem
+                    }
+                    _ => Errno::Inval,
+                }
+            })?;
+            if let Err(e) = register(&domain, &sched) {
+                log::warn!("policy refused domain {name}: {e}");
+                destroy(&domain);
+                return Err(Errno::Inval);
+            }
+            Ok(DomctlReply::Created { domain: domain.id })
+        }
+        Domctl::SetSched { domain, sched } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            for (name, value) in policy_params(&sched) {
+                schedule::policy()
+                    .set_domain_param(PolicyDomain(d.id), name, value)
+                    .map_err(|_| Errno::Inval)?;
+            }
+            *d.sched.lock() = sched;
+            Ok(DomctlReply::Done)
+        }
+        Domctl::GetSched { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            let params = *d.sched.lock();
+            Ok(DomctlReply::Sched(params))
+        }
+        Domctl::Pause { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            if d.life.lock().state == DomainState::Alive {
+                d.life.lock().state = DomainState::Paused;
+                for v in &d.vcpus {
+                    schedule::stop(v, VcpuState::Paused, now);
+                }
+            }
+            Ok(DomctlReply::Done)
+        }
+        Domctl::Unpause { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            {
+                let mut life = d.life.lock();
+                if life.state != DomainState::Paused {
+                    return Ok(DomctlReply::Done);
+                }
+                life.state = DomainState::Alive;
+            }
+            for v in &d.vcpus {
+                schedule::unpause(v, now);
+            }
+            Ok(DomctlReply::Done)
+        }
+        Domctl::Destroy { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            if d.privileged {
+                return Err(Errno::Busy);
+            }
+            end_domain(&d, DomainExit::Destroyed);
+            destroy(&d);
+            Ok(DomctlReply::Done)
+        }
+        Domctl::GetInfo { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            Ok(DomctlReply::Info(d.info(now)))
+        }
+    }
+}
+
+fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a>, Errno> {
+    match request {
+        Sysctl::GetPolicy => Ok(SysctlReply::Policy {
+            name: schedule::policy().info().name,
+            cpus: smp::startup::online().len() as u32,
+        }),
+        Sysctl::CpuStats { cpu } => {
+            if !smp::startup::online().contains(cpu as usize) {
+                return Err(Errno::Inval);
+            }
+            let f = schedule::cpu_figures(cpu as usize);
+            Ok(SysctlReply::CpuStats {
+                idle_ns: f.idle_ns,
+                busy_ns: f.busy_ns,
+                switches: f.switches,
+            })
+        }
+        Sysctl::FrameCounts => {
+            let (free, managed) = memory::frame_counts();
+            Ok(SysctlReply::Frames {
+                free: free as u64,
+                managed: managed as u64,
+            })
+        }
+        Sysctl::EmitRecord { json } => {
+            if json.contains('\n') || !json.starts_with('{') {
+                return Err(Errno::Inval);
+            }
+            console::record(json);
+            Ok(SysctlReply::Done)
+        }
+        Sysctl::Shutdown { code } => {
+            let code = match code {
+                0 => ExitCode::Success,
+                2 => ExitCode::BadInput,
+                _ => ExitCode::Failure,
+            };
+            log::info!("Domain0 shuts the machine down: {code:?}");
+            arch::exit(code)
+        }
+    }
+}
+
+/// Registers a new domain and its vCPUs with the policy.
+fn register(domain: &Domain, sched: &SchedParams) -> Result<(), sched::Error> {
+    let policy = schedule::policy();
+    policy.add_domain(PolicyDomain(domain.id), &policy_params(sched))?;
+    let cpus = smp::startup::online().len().max(1);
+    for v in &domain.vcpus {
+        // Spread a domain's vCPUs over the CPUs from the start; the policy moves them later.
+        let cpu = (domain.id as usize + v.index as usize) % cpus;
+        policy.insert_vcpu(VcpuId(v.id), PolicyDomain(domain.id), cpu)?;
+    }
+    Ok(())
+}
+
+/// Builds Domain0 from the boot module and starts it.
+pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateError> {
+    let sched = SchedParams::default();
+    let config = DomainConfig {
+        name: "dom0",
+        image,
+        vcpus: 1,
+        memory_kib: 64 * 1024,
+        sched,
+        args: &[],
+        privileged: true,
+        plan: Some(plan),
+    };
+    let d = domain::create(&config)?;
+    register(&d, &sched).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
+    d.life.lock().state = DomainState::Alive;
+    for v in &d.vcpus {
+        schedule::unpause(v, time::now_ns());
+    }
+    Ok(())
+}
+
+/// Ends a domain (shutdown, kill or destroy): every vCPU stops for good. Its figures stay
+/// readable until Domain0 destroys it.
+pub fn end_domain(domain: &Domain, exit: DomainExit) {
+    {
+        let mut life = domain.life.lock();
+        if life.state == DomainState::Dead {
+            return;
+        }
+        life.state = DomainState::Dead;
+        life.exit = exit;
+    }
+    let now = time::now_ns();
+    for v in &domain.vcpus {
+        v.timer_deadline.store(0, Ordering::Release);
+        schedule::stop(v, VcpuState::Dead, now);
+    }
+    if domain.privileged {
+        log::error!("Domain0 ended ({exit:?}): the experiment cannot go on");
+        arch::exit(ExitCode::Failure);
+    }
+}
+
+/// A guest asked to end itself.
+pub fn shutdown_domain(id: DomainId, code: u64) {
+    if let Some(d) = domain::domain(id) {
+        log::info!("domain {} ({}) shut down with code {code}", d.id, d.name);
+        end_domain(&d, DomainExit::Shutdown(code));
+    }
+}
+
+/// The hypervisor kills a misbehaving guest.
+pub fn kill_domain(id: DomainId, reason: KillReason) {
+    if let Some(d) = domain::domain(id) {
+        log::warn!("domain {} ({}) killed: {reason}", d.id, d.name);
+        end_domain(&d, DomainExit::Killed(reason));
+    }
+}
+
+/// Frees a dead domain once none of its vCPUs is on a CPU: the policy forgets it, the
+/// tables drop it, and its address space returns every frame.
+fn destroy(domain: &Domain) {
+    while domain.on_cpu() {
+        core::hint::spin_loop();
+    }
+    let policy = schedule::policy();
+    let ids: Vec<u32> = domain.vcpus.iter().map(|v| v.id).collect();
+    for id in ids {
+        if let Err(e) = policy.remove_vcpu(VcpuId(id)) {
+            log::error!("policy kept vCPU {id} of domain {}: {e}", domain.id);
+        }
+    }
+    if let Err(e) = policy.remove_domain(PolicyDomain(domain.id)) {
+        log::error!("policy kept domain {}: {e}", domain.id);
+    }
+    domain.life.lock().space = None;
+    domain::remove(domain);
+}

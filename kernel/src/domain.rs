@@ -1,0 +1,404 @@
+//! Domains and their virtual CPUs: creation from an image, the state machine, accounting,
+//! and destruction that returns every frame.
+//!
+//! A vCPU moves between these states (the policy, in `sched`, only ever sees the
+//! runnable/not-runnable distinction through `wake` and `sleep`):
+//!
+//! ```text
+//!  Paused --unpause--> Runnable <--pick/preempt--> Running --block--> Blocked
+//!     ^                   ^                          |  |                 |
+//!     +------pause--------+----------wake (timer) ---+--+-----------------+
+//!                                                    any --kill/shutdown--> Dead
+//! ```
+//!
+//! The kernel, not the policy, guarantees that a vCPU never runs on two CPUs at once: a CPU
+//! claims a vCPU with a compare-and-swap on `running_on` before loading its registers.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use abi::control::{DomainExit, DomainId, DomainInfo, DomainState, SchedParams};
+use abi::layout;
+use abi::shared::{
+    Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, name_bytes,
+};
+use arrayvec::ArrayString;
+use kernel::histogram::Histogram;
+use kernel::image;
+use spin::{Mutex, RwLock};
+
+use crate::arch::addrspace::{Access, AddressSpace};
+use crate::arch::fpu::FpuState;
+use crate::arch::gdt::{USER_CODE, USER_DATA};
+use crate::arch::paging::phys_to_virt;
+use crate::arch::trap::TrapFrame;
+use crate::time;
+
+/// `running_on` value of a vCPU that runs nowhere.
+pub const NOT_RUNNING: usize = usize::MAX;
+
+/// Most domains alive at once, Domain0 included (DESIGN.md aims for 1024 guests).
+pub const MAX_DOMAINS: usize = 1025;
+/// Most vCPUs alive at once, over all domains.
+pub const MAX_VCPUS_TOTAL: usize = 4096;
+
+/// What a vCPU is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuState {
+    Paused,
+    Runnable,
+    Running,
+    Blocked,
+    Dead,
+}
+
+/// Figures kept per vCPU.
+#[derive(Clone, Default)]
+pub struct VcpuStats {
+    pub cpu_ns: u64,
+    pub wait_ns: u64,
+    pub wakeups: u64,
+    pub switches: u64,
+    pub migrations: u64,
+    pub latency: Histogram,
+    /// When it last started running (valid while Running).
+    pub run_start: u64,
+    /// When it last became runnable without running (valid while Runnable).
+    pub runnable_since: u64,
+    /// Set at a wake-up, cleared when it next runs: the wake-up latency's start.
+    pub woke_at: Option<u64>,
+    pub last_cpu: Option<usize>,
+}
+
+/// A virtual CPU.
+pub struct Vcpu {
+    /// Global index, the policy's `VcpuId`.
+    pub id: u32,
+    pub domain: DomainId,
+    /// Index within its domain.
+    pub index: u32,
+    /// The domain's PML4, loaded when this vCPU runs.
+    pub pml4: u64,
+    pub state: Mutex<VcpuState>,
+    /// Saved registers while not running.
+    pub regs: Mutex<TrapFrame>,
+    /// Saved x87/SSE state; its address is handed to the entry code while running.
+    pub fpu: Box<FpuState>,
+    pub running_on: AtomicUsize,
+    /// Absolute system time of the one-shot timer (0: none).
+    pub timer_deadline: AtomicU64,
+    pub stats: Mutex<VcpuStats>,
+}
+
+/// Mutable part of a domain.
+pub struct DomainLife {
+    pub state: DomainState,
+    pub exit: DomainExit,
+    /// Dropped (frames freed) at destruction.
+    pub space: Option<AddressSpace>,
+}
+
+/// A domain.
+pub struct Domain {
+    pub id: DomainId,
+    pub name: ArrayString<NAME_BYTES>,
+    pub privileged: bool,
+    pub vcpus: Vec<Arc<Vcpu>>,
+    pub counters_phys: u64,
+    pub sched: Mutex<SchedParams>,
+    pub life: Mutex<DomainLife>,
+}
+
+/// Why a domain could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    Image(image::ImageError),
+    OutOfMemory,
+    TooManyDomains,
+    BadParameter(&'static str),
+}
+
+/// All domains, indexed by id.
+static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
+/// All vCPUs, indexed by global id.
+static VCPUS: RwLock<Vec<Option<Arc<Vcpu>>>> = RwLock::new(Vec::new());
+
+/// Looks a domain up.
+pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
+    DOMAINS.read().get(id as usize).cloned().flatten()
+}
+
+/// Looks a vCPU up by global id.
+pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
+    VCPUS.read().get(id as usize).cloned().flatten()
+}
+
+/// Every live domain id.
+pub fn domain_ids() -> Vec<DomainId> {
+    DOMAINS.read().iter().flatten().map(|d| d.id).collect()
+}
+
+/// A free slot index in a table, growing it up to `max`.
+fn free_slot<T>(table: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
+    if let Some(i) = table.iter().position(Option::is_none) {
+        return Some(i);
+    }
+    (table.len() < max).then(|| {
+        table.push(None);
+        table.len() - 1
+    })
+}
+
+/// What to build.
+pub struct DomainConfig<'a> {
+    pub name: &'a str,
+    pub image: &'a [u8],
+    pub vcpus: u32,
+    pub memory_kib: u32,
+    pub sched: SchedParams,
+    pub args: &'a [(&'a str, u64)],
+    pub privileged: bool,
+    /// Bytes mapped read-only at `layout::PLAN` (Domain0's plan).
+    pub plan: Option<&'a [u8]>,
+}
+
+fn time_info() -> TimeInfo {
+    let hz = time::tsc_hz().max(1);
+    TimeInfo {
+        version: 2,
+        pad: 0,
+        tsc_timestamp: crate::arch::boot::entry_tsc(),
+        system_time_ns: 0,
+        tsc_mul: ((1_000_000_000u128 << 32) / u128::from(hz)) as u64,
+    }
+}
+
+/// Builds a paused domain: address space, image, stacks, shared pages, vCPUs.
+pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
+    if config.vcpus == 0 || config.vcpus as usize > MAX_VCPUS {
+        return Err(CreateError::BadParameter("vcpus"));
+    }
+    if config.name.is_empty() || config.name.len() > NAME_BYTES {
+        return Err(CreateError::BadParameter("name"));
+    }
+    let (entry, segments) = image::segments(config.image).map_err(CreateError::Image)?;
+    let oom = |_| CreateError::OutOfMemory;
+    let mut space = AddressSpace::new().map_err(oom)?;
+    for seg in segments {
+        let access = Access {
+            writable: seg.writable,
+            executable: seg.executable,
+        };
+        let mut page = seg.vaddr & !0xfff;
+        while page < seg.vaddr + seg.mem_bytes {
+            space.map_new(page, access).map_err(oom)?;
+            page += 4096;
+        }
+        let file =
+            &config.image[seg.file_offset as usize..(seg.file_offset + seg.file_bytes) as usize];
+        space.write(seg.vaddr, file);
+    }
+    let data = Access {
+        writable: true,
+        executable: false,
+    };
+    let read_only = Access {
+        writable: false,
+        executable: false,
+    };
+    for v in 0..u64::from(config.vcpus) {
+        let top = layout::STACK_TOP - v * layout::STACK_STRIDE;
+        let mut page = top - layout::STACK_BYTES;
+        while page < top {
+            space.map_new(page, data).map_err(oom)?;
+            page += 4096;
+        }
+    }
+    let shared_phys = space.map_new(layout::SHARED_INFO, read_only).map_err(oom)?;
+    let counters_phys = space.map_new(layout::COUNTERS, data).map_err(oom)?;
+    if let Some(plan) = config.plan {
+        if plan.len() as u64 > layout::PLAN_LIMIT {
+            return Err(CreateError::BadParameter("plan"));
+        }
+        let mut page = layout::PLAN;
+        while page < layout::PLAN + plan.len() as u64 {
+            space.map_new(page, read_only).map_err(oom)?;
+            page += 4096;
+        }
+        space.write(layout::PLAN, plan);
+    }
+    if (space.frames() as u64) * 4 > u64::from(config.memory_kib) {
+        log::warn!(
+            "domain {}: image, stacks and tables take {} KiB, more than its memory_kib = {}",
+            config.name,
+            space.frames() * 4,
+            config.memory_kib
+        );
+        return Err(CreateError::BadParameter("memory_kib"));
+    }
+
+    let mut domains = DOMAINS.write();
+    let mut vcpus = VCPUS.write();
+    let id = free_slot(&mut domains, MAX_DOMAINS).ok_or(CreateError::TooManyDomains)? as DomainId;
+
+    let mut args = [Arg::default(); MAX_ARGS];
+    for (slot, (name, value)) in args.iter_mut().zip(config.args) {
+        *slot = Arg {
+            name: name_bytes(name),
+            value: *value,
+        };
+    }
+    let info = SharedInfo {
+        domain_id: id,
+        vcpus: config.vcpus,
+        name: name_bytes(config.name),
+        time: time_info(),
+        args,
+        plan_bytes: config.plan.map_or(0, |p| p.len() as u64),
+    };
+    // SAFETY: `shared_phys` is a frame of this domain's address space, direct-mapped, and
+    // 4 KiB is more than `SharedInfo` (checked at compile time below).
+    unsafe {
+        phys_to_virt(shared_phys)
+            .as_mut_ptr::<SharedInfo>()
+            .write(info)
+    };
+    const _: () = assert!(
+        core::mem::size_of::<SharedInfo>() <= 4096 && core::mem::size_of::<Counters>() <= 4096
+    );
+
+    let pml4 = space.pml4();
+    let mut vcpu_list = Vec::new();
+    for index in 0..config.vcpus {
+        let Some(slot) = free_slot(&mut vcpus, MAX_VCPUS_TOTAL) else {
+            // Undo the slots claimed so far; `space` is dropped, freeing its frames.
+            for v in &vcpu_list {
+                let v: &Arc<Vcpu> = v;
+                vcpus[v.id as usize] = None;
+            }
+            return Err(CreateError::TooManyDomains);
+        };
+        let frame = TrapFrame {
+            rip: entry,
+            cs: u64::from(USER_CODE.0),
+            rflags: 0x202,
+            rsp: layout::STACK_TOP - u64::from(index) * layout::STACK_STRIDE,
+            ss: u64::from(USER_DATA.0),
+            rdi: u64::from(index),
+            ..TrapFrame::default()
+        };
+        let v = Arc::new(Vcpu {
+            id: slot as u32,
+            domain: id,
+            index,
+            pml4,
+            state: Mutex::new(VcpuState::Paused),
+            regs: Mutex::new(frame),
+            fpu: Box::new(FpuState::initial()),
+            running_on: AtomicUsize::new(NOT_RUNNING),
+            timer_deadline: AtomicU64::new(0),
+            stats: Mutex::new(VcpuStats::default()),
+        });
+        vcpus[slot] = Some(v.clone());
+        vcpu_list.push(v);
+    }
+    let mut name = ArrayString::new();
+    name.push_str(config.name);
+    let domain = Arc::new(Domain {
+        id,
+        name,
+        privileged: config.privileged,
+        vcpus: vcpu_list,
+        counters_phys,
+        sched: Mutex::new(config.sched),
+        life: Mutex::new(DomainLife {
+            state: DomainState::Paused,
+            exit: DomainExit::Running,
+            space: Some(space),
+        }),
+    });
+    domains[id as usize] = Some(domain.clone());
+    Ok(domain)
+}
+
+impl Domain {
+    /// The work counters the guest wrote, summed over its vCPUs.
+    pub fn work(&self) -> u64 {
+        (0..self.vcpus.len())
+            .map(|i| {
+                let at = self.counters_phys + (i * 8) as u64;
+                // SAFETY: the counters frame belongs to this domain until it is destroyed,
+                // which cannot happen while `self` is borrowed from the table; a racy read
+                // of a guest-written counter is what we want (volatile, 8-byte aligned).
+                unsafe { phys_to_virt(at).as_ptr::<u64>().read_volatile() }
+            })
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// The figures `domctl GetInfo` reports.
+    pub fn info(&self, now: u64) -> DomainInfo {
+        let life = self.life.lock();
+        let mut info = DomainInfo {
+            domain: self.id,
+            state: life.state,
+            exit: life.exit,
+            vcpus: self.vcpus.len() as u32,
+            sched: *self.sched.lock(),
+            cpu_ns: 0,
+            wait_ns: 0,
+            work: self.work(),
+            wakeups: 0,
+            wake_lat_p50_ns: 0,
+            wake_lat_p99_ns: 0,
+            wake_lat_max_ns: 0,
+            switches: 0,
+            migrations: 0,
+            frames: life.space.as_ref().map_or(0, |s| s.frames() as u64),
+        };
+        drop(life);
+        let mut merged = Histogram::default();
+        for v in &self.vcpus {
+            let state = *v.state.lock();
+            let s = v.stats.lock();
+            info.cpu_ns += s.cpu_ns
+                + if state == VcpuState::Running {
+                    now.saturating_sub(s.run_start)
+                } else {
+                    0
+                };
+            info.wait_ns += s.wait_ns
+                + if state == VcpuState::Runnable {
+                    now.saturating_sub(s.runnable_since)
+                } else {
+                    0
+                };
+            info.wakeups += s.wakeups;
+            info.switches += s.switches;
+            info.migrations += s.migrations;
+            merged.merge(&s.latency);
+        }
+        info.wake_lat_p50_ns = merged.percentile(50);
+        info.wake_lat_p99_ns = merged.percentile(99);
+        info.wake_lat_max_ns = merged.max();
+        info
+    }
+
+    /// Whether any vCPU is still on a CPU.
+    pub fn on_cpu(&self) -> bool {
+        self.vcpus
+            .iter()
+            .any(|v| v.running_on.load(Ordering::Acquire) != NOT_RUNNING)
+    }
+}
+
+/// Removes a domain from the tables. The caller has made sure no vCPU of it runs anywhere;
+/// dropping the last reference frees its address space.
+pub fn remove(domain: &Domain) {
+    let mut vcpus = VCPUS.write();
+    for v in &domain.vcpus {
+        vcpus[v.id as usize] = None;
+    }
+    DOMAINS.write()[domain.id as usize] = None;
+}

@@ -1,0 +1,137 @@
+//! Hypercall dispatch: from the `syscall` entry to the handler of each number.
+//!
+//! Every guest pointer is checked to lie in the guest's half before it is touched, and is
+//! touched only through `arch::entry::copy_guest`, which survives an unmapped page: a wild
+//! pointer gets `Errno::Fault`, never a hypervisor crash.
+
+use abi::error::Errno;
+use abi::hypercall::{self, SchedOp, VcpuOp};
+use abi::layout::USER_LIMIT;
+
+use crate::arch::entry::copy_guest;
+use crate::arch::trap::TrapFrame;
+use crate::domain::{self, Vcpu, VcpuState};
+use crate::{control, schedule, time};
+
+/// Most bytes of one console write taken at once.
+const CONSOLE_CHUNK: usize = 256;
+
+/// Whether `[addr, addr + len)` lies within the guest's half.
+fn guest_range_ok(addr: u64, len: u64) -> bool {
+    addr.checked_add(len).is_some_and(|end| end <= USER_LIMIT)
+}
+
+/// Copies `dst.len()` bytes from guest address `src`.
+pub fn copy_from_guest(dst: &mut [u8], src: u64) -> Result<(), Errno> {
+    if !guest_range_ok(src, dst.len() as u64) {
+        return Err(Errno::Fault);
+    }
+    // SAFETY: `dst` is hypervisor memory of the right length; `src` lies in the guest half
+    // of the address space loaded now (the caller's), and faults there are recovered.
+    unsafe { copy_guest(dst.as_mut_ptr(), src as *const u8, dst.len()) }.map_err(|()| Errno::Fault)
+}
+
+/// Copies `src` to guest address `dst`.
+pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
+    if !guest_range_ok(dst, src.len() as u64) {
+        return Err(Errno::Fault);
+    }
+    // SAFETY: as in `copy_from_guest`, the other way round. Writes to read-only guest pages
+    // fault (CR0.WP is set) and are recovered too.
+    unsafe { copy_guest(dst as *mut u8, src.as_ptr(), src.len()) }.map_err(|()| Errno::Fault)
+}
+
+/// Called by the `syscall` entry. Returns non-zero when the frame was rewritten for another
+/// vCPU (the exit path must then use `iretq`).
+#[unsafe(no_mangle)]
+extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    let Some(vcpu) = schedule::current() else {
+        panic!("hypercall with no vCPU on this CPU");
+    };
+    let result = match handle(&vcpu, frame) {
+        Ok(value) => value as i64,
+        Err(e) => e.to_ret(),
+    };
+    frame.rax = result as u64;
+    drop(vcpu);
+    if schedule::must_reschedule() {
+        return u64::from(schedule::reschedule(frame, true));
+    }
+    0
+}
+
+fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
+    let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
+    match frame.rax {
+        hypercall::CONSOLE_WRITE => console_write(vcpu, a0, a1),
+        hypercall::SCHED_OP => sched_op(vcpu, a0, a1),
+        hypercall::SET_TIMER => {
+            schedule::set_timer(vcpu, a0);
+            Ok(0)
+        }
+        hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
+        hypercall::DOMCTL | hypercall::SYSCTL => {
+            let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+            if !domain.privileged {
+                return Err(Errno::Perm);
+            }
+            control::call(frame.rax == hypercall::DOMCTL, a0, a1, a2, a3)
+        }
+        _ => Err(Errno::NoSys),
+    }
+}
+
+fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
+    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    let mut buf = [0u8; CONSOLE_CHUNK];
+    let n = (len as usize).min(CONSOLE_CHUNK);
+    copy_from_guest(&mut buf[..n], ptr)?;
+    let text = core::str::from_utf8(&buf[..n]).unwrap_or("(not UTF-8)");
+    for line in text.split_terminator('\n') {
+        log::info!("[{}] {}", domain.name, line);
+    }
+    Ok(n as u64)
+}
+
+fn sched_op(vcpu: &Vcpu, op: u64, arg: u64) -> Result<u64, Errno> {
+    let now = time::now_ns();
+    match SchedOp::from_raw(op).ok_or(Errno::NoSys)? {
+        SchedOp::Yield => {
+            schedule::yield_current(vcpu, now);
+            Ok(0)
+        }
+        SchedOp::Block => {
+            let deadline = vcpu
+                .timer_deadline
+                .load(core::sync::atomic::Ordering::Acquire);
+            if deadline != 0 && deadline <= now {
+                // The timer already fired in all but name: do not sleep past it.
+                vcpu.timer_deadline
+                    .store(0, core::sync::atomic::Ordering::Release);
+                return Ok(0);
+            }
+            schedule::stop(vcpu, VcpuState::Blocked, now);
+            Ok(0)
+        }
+        SchedOp::Shutdown => {
+            control::shutdown_domain(vcpu.domain, arg);
+            Ok(0)
+        }
+    }
+}
+
+fn vcpu_op(vcpu: &Vcpu, op: u64, which: u64) -> Result<u64, Errno> {
+    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    let now = time::now_ns();
+    match VcpuOp::from_raw(op).ok_or(Errno::NoSys)? {
+        VcpuOp::Up => {
+            let target = domain.vcpus.get(which as usize).ok_or(Errno::Inval)?;
+            schedule::unpause(target, now);
+            Ok(0)
+        }
+        VcpuOp::Down => {
+            schedule::stop(vcpu, VcpuState::Paused, now);
+            Ok(0)
+        }
+    }
+}

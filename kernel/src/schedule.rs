@@ -1,0 +1,455 @@
+//! The scheduler's hardware side: what runs on each CPU, when, and the switch itself.
+//!
+//! The policy (crate `sched`) decides; this module carries decisions out. It runs on the way
+//! back to a guest (Xen's softirq model): after a hypercall or interrupt from ring 3, if this
+//! CPU must reschedule, [`reschedule`] asks the policy for the next vCPU, saves the current
+//! one's registers, rewrites the trap frame with the next one's, and the common exit path
+//! enters it. A CPU with nothing to run sits in [`idle_loop`] with `sti; hlt`.
+//!
+//! Timers: each CPU has one one-shot hardware timer, armed for the earliest of: the end of
+//! the current slice, the policy's next accounting tick, and the earliest vCPU timer set on
+//! this CPU.
+
+use alloc::boxed::Box;
+use alloc::collections::BinaryHeap;
+use alloc::sync::Arc;
+use core::cmp::Reverse;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use sched::{Policy, VcpuId};
+use smp::percpu::PerCpu;
+use spin::{Mutex, Once};
+
+use crate::arch;
+use crate::arch::trap::TrapFrame;
+use crate::domain::{self, NOT_RUNNING, Vcpu, VcpuState};
+use crate::time;
+
+/// Per-CPU scheduling state, touched only by its own CPU (the lock is never contended; it
+/// exists so that the code stays safe).
+struct CpuSched {
+    current: Option<Arc<Vcpu>>,
+    /// When the current slice ends (system ns), if a vCPU runs.
+    slice_end: Option<u64>,
+    /// When the policy's accounting tick is next due.
+    next_tick: Option<u64>,
+    /// vCPU timers set on this CPU: (deadline, vCPU id); stale entries are skipped.
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    idle_ns: u64,
+    busy_ns: u64,
+    switches: u64,
+}
+
+/// Per-CPU figures for `sysctl CpuStats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuFigures {
+    pub idle_ns: u64,
+    pub busy_ns: u64,
+    pub switches: u64,
+}
+
+static POLICY: Once<Box<dyn Policy>> = Once::new();
+static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
+static NEED_RESCHED: Once<PerCpu<AtomicBool>> = Once::new();
+/// Per-CPU time spent idle, readable from any CPU.
+static IDLE: Once<PerCpu<Mutex<(u64, Option<u64>)>>> = Once::new();
+
+/// Room reserved in each CPU's timer heap, so that setting a timer never allocates.
+const TIMER_SLOTS: usize = domain::MAX_VCPUS_TOTAL;
+
+/// Installs the policy and the per-CPU state. Called once by the BSP before any CPU
+/// schedules.
+pub fn init(policy: Box<dyn Policy>) {
+    let tick = policy.tick_period_ns();
+    POLICY.call_once(|| policy);
+    CPUS.call_once(|| {
+        PerCpu::from_fn(|_| {
+            Mutex::new(CpuSched {
+                current: None,
+                slice_end: None,
+                next_tick: tick,
+                timers: BinaryHeap::new(),
+                idle_ns: 0,
+                busy_ns: 0,
+                switches: 0,
+            })
+        })
+    });
+    NEED_RESCHED.call_once(|| PerCpu::from_fn(|_| AtomicBool::new(false)));
+    IDLE.call_once(|| PerCpu::from_fn(|_| Mutex::new((0, None))));
+}
+
+/// The policy in force.
+pub fn policy() -> &'static dyn Policy {
+    &**POLICY.get().expect("scheduler initialised")
+}
+
+fn cpus() -> &'static PerCpu<Mutex<CpuSched>> {
+    CPUS.get().expect("scheduler initialised")
+}
+
+fn this_cpu() -> usize {
+    smp::percpu::cpu_index()
+}
+
+/// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI.
+pub fn kick(cpu: usize) {
+    NEED_RESCHED
+        .get()
+        .expect("scheduler initialised")
+        .get(cpu)
+        .store(true, Ordering::Release);
+    if cpu != this_cpu() {
+        smp::ipi::send_reschedule(cpu);
+    }
+}
+
+/// Marks this CPU as needing to reschedule on the way out.
+pub fn request_resched() {
+    kick(this_cpu());
+}
+
+fn take_need_resched() -> bool {
+    NEED_RESCHED
+        .get()
+        .expect("scheduler initialised")
+        .this()
+        .swap(false, Ordering::AcqRel)
+}
+
+/// A blocked vCPU becomes runnable (timer or event); the policy queues it and may ask for a
+/// CPU to be kicked.
+pub fn wake(v: &Vcpu, now: u64) {
+    {
+        let mut state = v.state.lock();
+        if *state != VcpuState::Blocked {
+            return;
+        }
+        *state = VcpuState::Runnable;
+        let mut s = v.stats.lock();
+        s.wakeups += 1;
+        s.woke_at = Some(now);
+        s.runnable_since = now;
+    }
+    if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
+        kick(cpu);
+    }
+}
+
+/// A paused vCPU is started (domain unpause).
+pub fn unpause(v: &Vcpu, now: u64) {
+    {
+        let mut state = v.state.lock();
+        if *state != VcpuState::Paused {
+            return;
+        }
+        *state = VcpuState::Runnable;
+        v.stats.lock().runnable_since = now;
+    }
+    if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
+        kick(cpu);
+    }
+}
+
+/// Takes a vCPU off the runqueues into `to` (Blocked, Paused or Dead); kicks the CPU it runs
+/// on, if any, so that it switches away.
+pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
+    let was = {
+        let mut state = v.state.lock();
+        let was = *state;
+        if was == VcpuState::Dead || (was == to) {
+            return;
+        }
+        *state = to;
+        if was == VcpuState::Runnable {
+            let mut s = v.stats.lock();
+            s.wait_ns += now.saturating_sub(s.runnable_since);
+        }
+        was
+    };
+    if matches!(was, VcpuState::Runnable | VcpuState::Running) {
+        if let Some(cpu) = policy().sleep(VcpuId(v.id), now) {
+            kick(cpu);
+        }
+    }
+}
+
+/// The current vCPU gives up its slice.
+pub fn yield_current(v: &Vcpu, now: u64) {
+    if let Some(cpu) = policy().yield_now(VcpuId(v.id), now) {
+        kick(cpu);
+    }
+}
+
+/// The vCPU running on this CPU, if any.
+pub fn current() -> Option<Arc<Vcpu>> {
+    cpus().this().lock().current.clone()
+}
+
+/// Arms a vCPU's one-shot timer on this CPU.
+pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
+    v.timer_deadline.store(deadline_ns, Ordering::Release);
+    if deadline_ns != 0 {
+        let mut cs = cpus().this().lock();
+        if cs.timers.len() < TIMER_SLOTS {
+            cs.timers.push(Reverse((deadline_ns, v.id)));
+        }
+        drop(cs);
+        arm_timer(time::now_ns());
+    }
+}
+
+/// Fires what is due on this CPU: vCPU timers, the policy tick, the end of the slice.
+fn run_timers(now: u64) {
+    let cpu = this_cpu();
+    loop {
+        let due = {
+            let mut cs = cpus().this().lock();
+            match cs.timers.peek() {
+                Some(Reverse((deadline, _))) if *deadline <= now => {
+                    cs.timers.pop().map(|Reverse(t)| t)
+                }
+                _ => None,
+            }
+        };
+        let Some((deadline, id)) = due else { break };
+        if let Some(v) = domain::vcpu(id) {
+            if v.timer_deadline
+                .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                wake(&v, now);
+            }
+        }
+    }
+    let tick_due = {
+        let mut cs = cpus().this().lock();
+        let due = cs.next_tick.is_some_and(|t| t <= now);
+        if let (true, Some(period)) = (due, policy().tick_period_ns()) {
+            cs.next_tick = Some(now + period);
+        }
+        if cs.slice_end.is_some_and(|end| end <= now) {
+            cs.slice_end = None;
+            NEED_RESCHED
+                .get()
+                .expect("scheduler initialised")
+                .this()
+                .store(true, Ordering::Release);
+        }
+        due
+    };
+    if tick_due {
+        policy().tick(cpu, now, &mut |c| kick(c));
+    }
+}
+
+/// Programs this CPU's hardware timer for its earliest pending event.
+fn arm_timer(now: u64) {
+    let cs = cpus().this().lock();
+    let earliest = [
+        cs.slice_end,
+        cs.next_tick,
+        cs.timers.peek().map(|Reverse((d, _))| *d),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    drop(cs);
+    match earliest {
+        Some(at) => time::arm_timer_at(at.max(now + 1000)),
+        None => smp::timer::disarm(),
+    }
+}
+
+/// The timer interrupt, on whatever this CPU was doing.
+pub fn on_timer_interrupt() {
+    let now = time::now_ns();
+    run_timers(now);
+    arm_timer(now);
+}
+
+/// Whether this CPU must reschedule before returning to its guest.
+pub fn must_reschedule() -> bool {
+    take_need_resched()
+}
+
+/// Saves the current vCPU (its registers from `frame`), lets the policy choose, and loads
+/// the choice into `frame`. Returns whether the frame now holds a different vCPU. If there
+/// is nothing to run, does not return: the CPU goes idle.
+pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
+    let cpu = this_cpu();
+    let now = time::now_ns();
+    let prev = cpus().this().lock().current.clone();
+    if let Some(p) = &prev {
+        // Save first: once the policy has the vCPU back, another CPU may pick it, and it
+        // waits for `running_on` to clear before loading what we save here.
+        *p.regs.lock() = frame.clone();
+        if from_hypercall {
+            // SAFETY-free: the vCPU is ours (running here); the box is its own FPU area.
+            save_fpu_scrubbed(p);
+        }
+    }
+    run_timers(now);
+    let decision = policy().schedule(cpu, now);
+    let next = decision.next.and_then(|id| domain::vcpu(id.0));
+    let same = match (&prev, &next) {
+        (Some(p), Some(n)) => Arc::ptr_eq(p, n),
+        _ => false,
+    };
+    {
+        let mut cs = cpus().this().lock();
+        cs.slice_end = decision.slice_ns.map(|s| now + s);
+    }
+    if same {
+        arm_timer(now);
+        return false;
+    }
+    if let Some(p) = prev {
+        switch_out(&p, now);
+    }
+    match next {
+        Some(n) => {
+            switch_in(&n, cpu, now);
+            *frame = n.regs.lock().clone();
+            cpus().this().lock().current = Some(n);
+            arm_timer(now);
+            true
+        }
+        None => {
+            arch::addrspace::activate_kernel();
+            arch::percpu::set_fpu(0, false);
+            cpus().this().lock().current = None;
+            arch::entry::go_idle()
+        }
+    }
+}
+
+fn save_fpu_scrubbed(v: &Vcpu) {
+    let area = &*v.fpu as *const arch::fpu::FpuState as *mut arch::fpu::FpuState;
+    // SAFETY: the vCPU runs on this CPU, so nothing else reads or writes its FPU area now
+    // (the entry code writes it only for the vCPU current on this CPU).
+    unsafe { (*area).save_scrubbed() };
+}
+
+/// Accounting and release of the vCPU leaving this CPU. The caller switches CR3 away from
+/// its address space before anything can free it: `running_on` is cleared last.
+fn switch_out(v: &Vcpu, now: u64) {
+    let still_runnable = {
+        let mut state = v.state.lock();
+        let runnable = *state == VcpuState::Running;
+        if runnable {
+            *state = VcpuState::Runnable;
+        }
+        runnable
+    };
+    {
+        let mut s = v.stats.lock();
+        let ran = now.saturating_sub(s.run_start);
+        s.cpu_ns += ran;
+        cpus().this().lock().busy_ns += ran;
+        if still_runnable {
+            s.runnable_since = now;
+        }
+    }
+    // The next vCPU's CR3 (or the kernel's) is loaded by `switch_in`/the idle path before
+    // another CPU can see `running_on` clear and free this address space: load the kernel's
+    // now, which is always safe.
+    arch::addrspace::activate_kernel();
+    v.running_on.store(NOT_RUNNING, Ordering::Release);
+}
+
+/// Claims a vCPU for this CPU, loads its address space and FPU area, and accounts.
+fn switch_in(v: &Vcpu, cpu: usize, now: u64) {
+    // Another CPU may still be saving it (it gave it back to the policy a moment ago).
+    let mut spins = 0u64;
+    while v
+        .running_on
+        .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        spins += 1;
+        if spins > 1_000_000_000 {
+            panic!(
+                "vCPU {} never left CPU {}: it would run on two CPUs",
+                v.id,
+                v.running_on.load(Ordering::Relaxed)
+            );
+        }
+        core::hint::spin_loop();
+    }
+    *v.state.lock() = VcpuState::Running;
+    {
+        let mut s = v.stats.lock();
+        s.wait_ns += now.saturating_sub(s.runnable_since);
+        if let Some(woke) = s.woke_at.take() {
+            s.latency.record(now.saturating_sub(woke));
+        }
+        s.switches += 1;
+        if s.last_cpu.is_some_and(|c| c != cpu) {
+            s.migrations += 1;
+        }
+        s.last_cpu = Some(cpu);
+        s.run_start = now;
+    }
+    cpus().this().lock().switches += 1;
+    arch::addrspace::activate_pml4(v.pml4);
+    arch::percpu::set_fpu(&*v.fpu as *const _ as u64, true);
+}
+
+/// This CPU's figures.
+pub fn cpu_figures(cpu: usize) -> CpuFigures {
+    let cs = cpus().get(cpu).lock();
+    let (idle, since) = *IDLE.get().expect("scheduler initialised").get(cpu).lock();
+    let idle_ns = idle + since.map_or(0, |s| time::now_ns().saturating_sub(s));
+    CpuFigures {
+        idle_ns,
+        busy_ns: cs.busy_ns,
+        switches: cs.switches,
+    }
+}
+
+/// The loop a CPU runs when it has no vCPU: check for work, else sleep until an interrupt.
+#[unsafe(no_mangle)]
+extern "C" fn idle_loop() -> ! {
+    let cpu = this_cpu();
+    let idle = IDLE.get().expect("scheduler initialised").this();
+    loop {
+        let now = time::now_ns();
+        take_need_resched();
+        run_timers(now);
+        let decision = policy().schedule(cpu, now);
+        if let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) {
+            {
+                let mut i = idle.lock();
+                if let Some(since) = i.1.take() {
+                    i.0 += now.saturating_sub(since);
+                }
+            }
+            switch_in(&n, cpu, now);
+            let frame = n.regs.lock().clone();
+            {
+                let mut cs = cpus().this().lock();
+                cs.slice_end = decision.slice_ns.map(|s| now + s);
+                cs.current = Some(n);
+            }
+            arm_timer(now);
+            arch::entry::enter_guest(&frame);
+        }
+        {
+            let mut i = idle.lock();
+            if i.1.is_none() {
+                i.1 = Some(now);
+            }
+        }
+        arm_timer(now);
+        if !NEED_RESCHED
+            .get()
+            .expect("scheduler initialised")
+            .this()
+            .load(Ordering::Acquire)
+        {
+            x86_64::instructions::interrupts::enable_and_hlt();
+            x86_64::instructions::interrupts::disable();
+        }
+    }
+}
