@@ -1,0 +1,301 @@
+//! `dom0`: Domain0, which carries out the experiment plan and reports what every domain got.
+//!
+//! Step by step (README.md "Domain0"):
+//! 1. decode the plan at `layout::PLAN` and check every planned domain (exit status 2 if
+//!    the plan is bad);
+//! 2. ask the policy in force and the CPU count, and record the frame counts;
+//! 3. create every planned domain (paused), then unpause them all;
+//! 4. sleep `warmup_ms`; snapshot every domain (`GetInfo`) and every CPU (`CpuStats`);
+//! 5. sleep `duration_ms`; snapshot again;
+//! 6. write the `run` record and one `domain` record per domain (deltas over the interval);
+//! 7. check each domain against its `expect`, destroy every domain, check that every frame
+//!    came back;
+//! 8. print one line per problem and shut the machine down: 0 if all went as expected,
+//!    1 otherwise.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+
+use abi::console::ExitCode;
+use abi::error::Errno;
+use abi::layout::{PLAN, PLAN_LIMIT};
+use abi::plan::{self, MAX_DOMAINS, Plan, PlannedDomain};
+use workloads::control;
+use workloads::report::{self, CpuStats, DomainRun, FrameCounts, RunSummary, Verdict};
+use workloads::time::{now_ns, sleep_ns, sleep_until};
+use workloads::{entry, println, rt, shared};
+
+entry!(main);
+
+/// Domain0's heap: its bookkeeping for up to `MAX_DOMAINS` domains fits well within this.
+const HEAP_BYTES: usize = 1 << 20;
+static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
+
+/// How long teardown waits for a busy domain or for frames to come back.
+const SETTLE_MS: u64 = 200;
+
+fn main(vcpu: usize) -> u64 {
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    // SAFETY: only vCPU 0 gets here, once; nothing else refers to HEAP.
+    rt::init_heap(unsafe { &mut *addr_of_mut!(HEAP) });
+    let code = run();
+    let err = control::shutdown_machine(code);
+    println!("dom0: cannot shut the machine down ({err:?}); shutting myself down");
+    u64::from(code)
+}
+
+/// The plan's bytes, as the hypervisor mapped them.
+fn plan_bytes() -> &'static [u8] {
+    let len = shared::plan_bytes().min(PLAN_LIMIT) as usize;
+    // SAFETY: the hypervisor maps `plan_bytes` bytes (at most PLAN_LIMIT) read-only at PLAN
+    // for Domain0's whole life and never changes them (entry contract).
+    unsafe { core::slice::from_raw_parts(PLAN as *const u8, len) }
+}
+
+fn run() -> u8 {
+    let bytes = plan_bytes();
+    let plan = match plan::decode(bytes) {
+        Ok(plan) => plan,
+        Err(e) => {
+            println!("dom0: bad plan: cannot decode {} bytes: {e}", bytes.len());
+            return ExitCode::BadInput as u8;
+        }
+    };
+    let planned = match checked_domains(&plan) {
+        Ok(planned) => planned,
+        Err(message) => {
+            println!("dom0: {message}");
+            return ExitCode::BadInput as u8;
+        }
+    };
+
+    let mut verdict = Verdict::default();
+    let (policy, cpus) = match control::policy() {
+        Ok(p) => p,
+        Err(e) => return fatal("sysctl GetPolicy", e),
+    };
+    if policy != plan.policy {
+        verdict.fail(alloc::format!(
+            "policy in force is {policy}, the plan asks for {}",
+            plan.policy
+        ));
+    }
+    let frames_before = match control::frame_counts() {
+        Ok(f) => f,
+        Err(e) => return fatal("sysctl FrameCounts", e),
+    };
+    println!(
+        "dom0: experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
+        plan.name,
+        planned.len(),
+        plan.warmup_ms,
+        plan.duration_ms
+    );
+
+    let mut runs = Vec::with_capacity(planned.len());
+    if create_all(&plan, planned, &mut runs, &mut verdict) {
+        measure(&plan, &policy, cpus, &mut runs, &mut verdict);
+    }
+    teardown(&runs, frames_before, &mut verdict);
+
+    for problem in &verdict.problems {
+        println!("dom0: FAIL: {problem}");
+    }
+    if verdict.problems.is_empty() {
+        println!(
+            "dom0: PASS: all {} domains ended as expected; every frame returned",
+            runs.len()
+        );
+    }
+    verdict.code()
+}
+
+/// Reports a control call that failed where the run cannot go on; the exit status for it.
+fn fatal(what: &str, e: Errno) -> u8 {
+    println!("dom0: FAIL: {what}: {e:?}");
+    ExitCode::Failure as u8
+}
+
+/// The planned domains, each checked against what the ABI can carry.
+fn checked_domains<'a>(plan: &Plan<'a>) -> Result<Vec<PlannedDomain<'a>>, alloc::string::String> {
+    let planned = plan
+        .domains()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| alloc::format!("bad plan: malformed domain list: {e}"))?;
+    if planned.len() != plan.domains.count as usize || planned.len() > MAX_DOMAINS {
+        return Err(alloc::format!(
+            "bad plan: {} domains; at most {MAX_DOMAINS}",
+            plan.domains.count
+        ));
+    }
+    for d in &planned {
+        report::validate(plan, d).map_err(|e| alloc::format!("{e}"))?;
+    }
+    Ok(planned)
+}
+
+/// Creates every planned domain (paused), then unpauses them all so they start together.
+/// Returns false, with the problem in `verdict`, if any step failed.
+fn create_all<'a>(
+    plan: &Plan<'a>,
+    planned: Vec<PlannedDomain<'a>>,
+    runs: &mut Vec<DomainRun<'a>>,
+    verdict: &mut Verdict,
+) -> bool {
+    let start = now_ns();
+    for d in planned {
+        let id = match control::create(&report::create_request(plan, &d)) {
+            Ok(id) => id,
+            Err(e) => {
+                verdict.fail(alloc::format!(
+                    "cannot create domain `{}` (workload {}, {} vCPUs, {} KiB): {e:?}",
+                    d.name,
+                    d.workload,
+                    d.vcpus,
+                    d.memory_kib
+                ));
+                return false;
+            }
+        };
+        let info = match control::info(id) {
+            Ok(info) => info,
+            Err(e) => {
+                verdict.fail(alloc::format!("GetInfo of new domain `{}`: {e:?}", d.name));
+                // Still ours to destroy.
+                let _ = control::destroy(id);
+                return false;
+            }
+        };
+        runs.push(DomainRun {
+            planned: d,
+            id,
+            before: info,
+            after: info,
+        });
+    }
+    let created = now_ns();
+    for r in runs.iter() {
+        if let Err(e) = control::unpause(r.id) {
+            verdict.fail(alloc::format!("cannot unpause `{}`: {e:?}", r.planned.name));
+            return false;
+        }
+    }
+    let started = now_ns();
+    println!(
+        "dom0: created {} domains in {} us, started them in {} us",
+        runs.len(),
+        (created - start) / 1000,
+        (started - created) / 1000
+    );
+    true
+}
+
+/// Takes every domain's figures (into `before` or `after`).
+fn snapshot_domains(runs: &mut [DomainRun<'_>], after: bool, verdict: &mut Verdict) {
+    for r in runs {
+        match control::info(r.id) {
+            Ok(info) if after => r.after = info,
+            Ok(info) => r.before = info,
+            Err(e) => verdict.fail(alloc::format!("GetInfo of `{}`: {e:?}", r.planned.name)),
+        }
+    }
+}
+
+/// Takes every CPU's figures.
+fn snapshot_cpus(cpus: u32, verdict: &mut Verdict) -> Vec<CpuStats> {
+    (0..cpus)
+        .map(|cpu| {
+            control::cpu_stats(cpu).unwrap_or_else(|e| {
+                verdict.fail(alloc::format!("CpuStats of CPU {cpu}: {e:?}"));
+                CpuStats::default()
+            })
+        })
+        .collect()
+}
+
+/// The warm-up, the measured interval, the records, and each domain's fate.
+fn measure(
+    plan: &Plan<'_>,
+    policy: &str,
+    cpus: u32,
+    runs: &mut [DomainRun<'_>],
+    verdict: &mut Verdict,
+) {
+    sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
+    let t0 = now_ns();
+    snapshot_domains(runs, false, verdict);
+    let cpus_before = snapshot_cpus(cpus, verdict);
+    sleep_until(t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000)));
+    let t1 = now_ns();
+    snapshot_domains(runs, true, verdict);
+    let cpus_after = snapshot_cpus(cpus, verdict);
+
+    let summary = RunSummary {
+        name: plan.name,
+        policy,
+        cpus,
+        domains: runs.len(),
+        duration_ns: t1 - t0,
+        idle_ns: report::idle_ns(&cpus_before, &cpus_after),
+    };
+    emit(&report::run_record(&summary), verdict);
+    for r in runs.iter() {
+        emit(&report::domain_record(r), verdict);
+    }
+    for r in runs.iter() {
+        if let Err(m) = report::check(r.planned.expect, r.after.exit) {
+            verdict.fail(alloc::format!(
+                "domain `{}` ({}): {m}",
+                r.planned.name,
+                r.planned.workload
+            ));
+        }
+    }
+}
+
+fn emit(json: &str, verdict: &mut Verdict) {
+    if let Err(e) = control::emit_record(json) {
+        verdict.fail(alloc::format!("cannot emit a record ({e:?}): {json}"));
+    }
+}
+
+/// Destroys every domain (retrying while one is busy being torn down elsewhere), then checks
+/// that the frame allocator has every frame back, giving a deferred teardown time to finish.
+fn teardown(runs: &[DomainRun<'_>], before: FrameCounts, verdict: &mut Verdict) {
+    let deadline = now_ns() + SETTLE_MS * 1_000_000;
+    for r in runs {
+        loop {
+            match control::destroy(r.id) {
+                Ok(()) => break,
+                Err(Errno::Busy) if now_ns() < deadline => sleep_ns(1_000_000),
+                Err(e) => {
+                    verdict.fail(alloc::format!("cannot destroy `{}`: {e:?}", r.planned.name));
+                    break;
+                }
+            }
+        }
+    }
+    let deadline = now_ns() + SETTLE_MS * 1_000_000;
+    loop {
+        match control::frame_counts() {
+            Ok(after) if after == before || now_ns() >= deadline => {
+                if let Err(leak) = report::check_frames(before, after) {
+                    verdict.fail(leak);
+                }
+                return;
+            }
+            Ok(_) => sleep_ns(1_000_000),
+            Err(e) => {
+                verdict.fail(alloc::format!("sysctl FrameCounts at the end: {e:?}"));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `latency`: a periodic task that measures how late the hypervisor wakes it.
+//!
+//! Every `period_us` (default 1000) it arms its one-shot timer for the next period boundary
+//! and blocks; on waking, lateness = now - deadline; then it runs on the CPU for `run_us`
+//! (default 100) and counts one unit of `work` per completed period. Periods it overran are
+//! skipped, not made up. With `periods` (default 0 = forever) it stops after that many
+//! periods per vCPU, prints its lateness (average and maximum) and shuts down cleanly;
+//! `report_every` (default 0 = never) prints the same every that many periods. The
+//! hypervisor measures wake-up latency itself (`wake_lat_*` in the results); this is the
+//! guest's view of it. Every vCPU runs its own loop. Expected fate: ok.
+#![no_std]
+#![no_main]
+
+use workloads::time::{now_ns, sleep_until, spin_until};
+use workloads::{entry, println, shared, work};
+
+entry!(main);
+
+/// Lateness figures of one vCPU.
+struct Lateness {
+    periods: u64,
+    sum_ns: u64,
+    max_ns: u64,
+    skipped: u64,
+}
+
+impl Lateness {
+    fn print(&self, vcpu: usize) {
+        let avg = self.sum_ns.checked_div(self.periods).unwrap_or(0);
+        println!(
+            "vcpu {vcpu}: {} periods, lateness avg {avg} ns, max {} ns, {} periods skipped",
+            self.periods, self.max_ns, self.skipped
+        );
+    }
+}
+
+fn main(vcpu: usize) -> u64 {
+    let period_ns = shared::arg("period_us", 1000).max(1) * 1000;
+    let run_ns = shared::arg("run_us", 100) * 1000;
+    let periods = shared::arg("periods", 0);
+    let report_every = shared::arg("report_every", 0);
+    let mut stats = Lateness {
+        periods: 0,
+        sum_ns: 0,
+        max_ns: 0,
+        skipped: 0,
+    };
+    let mut state = u64::from(shared::domain_id()) ^ vcpu as u64;
+    let mut deadline = now_ns() + period_ns;
+    while periods == 0 || stats.periods < periods {
+        sleep_until(deadline);
+        let woke = now_ns();
+        let late = woke.saturating_sub(deadline);
+        stats.sum_ns += late;
+        stats.max_ns = stats.max_ns.max(late);
+        spin_until(woke + run_ns, || state = work::unit(state, 64));
+        shared::add_work(vcpu, 1);
+        stats.periods += 1;
+        if report_every != 0 && stats.periods.is_multiple_of(report_every) {
+            stats.print(vcpu);
+        }
+        // The next boundary still ahead; boundaries already past are skipped.
+        deadline += period_ns;
+        let now = now_ns();
+        if now >= deadline {
+            let behind = (now - deadline) / period_ns + 1;
+            stats.skipped += behind;
+            deadline += behind * period_ns;
+        }
+    }
+    stats.print(vcpu);
+    0
+}

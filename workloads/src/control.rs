@@ -1,0 +1,123 @@
+//! Domain0's control calls, typed: each encodes a `domctl`/`sysctl` request with postcard,
+//! makes the hypercall, and decodes the reply it expects (a reply of another kind is
+//! reported as `Errno::Inval`).
+
+use alloc::string::{String, ToString};
+
+use abi::control::{self, DomainId, DomainInfo, Domctl, DomctlReply, Sysctl, SysctlReply};
+use abi::error::Errno;
+
+use crate::hypercall;
+use crate::report::{CpuStats, FrameCounts};
+
+/// Largest encoded request (a results record is the biggest, well under this).
+const REQUEST_BYTES: usize = 4096;
+/// Largest encoded reply (`DomainInfo` is about 100 bytes).
+const REPLY_BYTES: usize = 512;
+
+fn call<R>(
+    hypercall: fn(&[u8], &mut [u8]) -> Result<usize, Errno>,
+    request: &impl serde::Serialize,
+    decode: impl FnOnce(&[u8]) -> Result<R, Errno>,
+) -> Result<R, Errno> {
+    let mut req = [0u8; REQUEST_BYTES];
+    let len = control::encode(request, &mut req)?;
+    let mut reply = [0u8; REPLY_BYTES];
+    let got = hypercall(&req[..len], &mut reply)?;
+    decode(&reply[..got])
+}
+
+fn domctl(request: &Domctl<'_>) -> Result<DomctlReply, Errno> {
+    call(hypercall::domctl, request, |bytes| {
+        control::decode::<DomctlReply>(bytes)
+    })
+}
+
+fn done(reply: DomctlReply) -> Result<(), Errno> {
+    match reply {
+        DomctlReply::Done => Ok(()),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// Builds a paused domain; returns its id.
+pub fn create(request: &Domctl<'_>) -> Result<DomainId, Errno> {
+    match domctl(request)? {
+        DomctlReply::Created { domain } => Ok(domain),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// Lets a domain's vCPUs run.
+pub fn unpause(domain: DomainId) -> Result<(), Errno> {
+    done(domctl(&Domctl::Unpause { domain })?)
+}
+
+/// Kills a domain if alive and frees everything it holds.
+pub fn destroy(domain: DomainId) -> Result<(), Errno> {
+    done(domctl(&Domctl::Destroy { domain })?)
+}
+
+/// A domain's figures since creation.
+pub fn info(domain: DomainId) -> Result<DomainInfo, Errno> {
+    match domctl(&Domctl::GetInfo { domain })? {
+        DomctlReply::Info(info) => Ok(info),
+        _ => Err(Errno::Inval),
+    }
+}
+
+fn sysctl<R>(
+    request: &Sysctl<'_>,
+    pick: impl FnOnce(SysctlReply<'_>) -> Option<R>,
+) -> Result<R, Errno> {
+    call(hypercall::sysctl, request, |bytes| {
+        pick(control::decode::<SysctlReply<'_>>(bytes)?).ok_or(Errno::Inval)
+    })
+}
+
+/// The scheduling policy in force, and the number of CPUs.
+pub fn policy() -> Result<(String, u32), Errno> {
+    sysctl(&Sysctl::GetPolicy, |r| match r {
+        SysctlReply::Policy { name, cpus } => Some((name.to_string(), cpus)),
+        _ => None,
+    })
+}
+
+/// One CPU's figures since boot.
+pub fn cpu_stats(cpu: u32) -> Result<CpuStats, Errno> {
+    sysctl(&Sysctl::CpuStats { cpu }, |r| match r {
+        SysctlReply::CpuStats {
+            idle_ns,
+            busy_ns,
+            switches,
+        } => Some(CpuStats {
+            idle_ns,
+            busy_ns,
+            switches,
+        }),
+        _ => None,
+    })
+}
+
+/// The frame allocator's counts.
+pub fn frame_counts() -> Result<FrameCounts, Errno> {
+    sysctl(&Sysctl::FrameCounts, |r| match r {
+        SysctlReply::Frames { free, managed } => Some(FrameCounts { free, managed }),
+        _ => None,
+    })
+}
+
+/// Writes one results record (a JSON object) for the runner.
+pub fn emit_record(json: &str) -> Result<(), Errno> {
+    sysctl(&Sysctl::EmitRecord { json }, |r| {
+        matches!(r, SysctlReply::Done).then_some(())
+    })
+}
+
+/// Stops the machine with exit status `code`; returns only if the hypervisor refused.
+pub fn shutdown_machine(code: u8) -> Errno {
+    match sysctl(&Sysctl::Shutdown { code }, |_| Some(())) {
+        Ok(()) => Errno::Inval,
+        Err(e) => e,
+    }
+}

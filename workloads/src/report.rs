@@ -1,0 +1,515 @@
+//! Domain0's bookkeeping, as plain functions tested on the host: checking the plan, building
+//! the create requests, the results records (DESIGN.md "Results"), and the verdict.
+//!
+//! Figures in a `domain` record are deltas over the measured interval (the snapshot after
+//! minus the snapshot before), except the wake-up latency percentiles, which the hypervisor
+//! keeps as a histogram since creation and which are taken as they are at the end.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl};
+use abi::plan::{Expect, Plan, PlannedDomain};
+use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
+
+use crate::json::Object;
+
+/// Longest argument name the shared-info page holds (`abi::shared::Arg::name`).
+pub const ARG_NAME_BYTES: usize = 16;
+
+/// One CPU's figures (`Sysctl::CpuStats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    pub idle_ns: u64,
+    pub busy_ns: u64,
+    pub switches: u64,
+}
+
+/// The frame allocator's counts (`Sysctl::FrameCounts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub free: u64,
+    pub managed: u64,
+}
+
+/// A plan Domain0 cannot carry out; the message names the domain and the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad plan: {}", self.0)
+    }
+}
+
+/// Checks one planned domain against what the ABI can carry.
+pub fn validate(plan: &Plan<'_>, d: &PlannedDomain<'_>) -> Result<(), PlanError> {
+    let bad =
+        |field: &str, what: String| Err(PlanError(format!("domain `{}`: {field} {what}", d.name)));
+    if d.name.is_empty() || d.name.len() > NAME_BYTES {
+        return bad("name", format!("must be 1 to {NAME_BYTES} bytes"));
+    }
+    if d.workload.is_empty() {
+        return bad("workload", "is empty".into());
+    }
+    if d.vcpus == 0 || d.vcpus as usize > MAX_VCPUS {
+        return bad("vcpus", format!("is {}; allowed 1 to {MAX_VCPUS}", d.vcpus));
+    }
+    if d.memory_kib == 0 {
+        return bad("memory_kib", "is 0".into());
+    }
+    if d.args_len as usize > MAX_ARGS {
+        return bad(
+            "args",
+            format!("has {} entries; at most {MAX_ARGS}", d.args_len),
+        );
+    }
+    let mut found = 0;
+    for (name, _) in plan.args_of(d) {
+        if name.is_empty() || name.len() > ARG_NAME_BYTES {
+            return bad(
+                "args",
+                format!("name `{name}` must be 1 to {ARG_NAME_BYTES} bytes"),
+            );
+        }
+        found += 1;
+    }
+    if found != d.args_len {
+        return bad("args", "are malformed in the plan".into());
+    }
+    Ok(())
+}
+
+/// The `Domctl::Create` request for a planned domain.
+pub fn create_request<'a>(plan: &Plan<'a>, d: &PlannedDomain<'a>) -> Domctl<'a> {
+    let mut args = [ArgSpec::default(); MAX_ARGS];
+    for (slot, (name, value)) in args.iter_mut().zip(plan.args_of(d)) {
+        *slot = ArgSpec { name, value };
+    }
+    Domctl::Create {
+        image: d.workload,
+        name: d.name,
+        vcpus: d.vcpus,
+        memory_kib: d.memory_kib,
+        sched: d.sched,
+        args,
+    }
+}
+
+/// A domain's `exit` field: `ok`, or `killed: <reason>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitText(pub DomainExit);
+
+impl fmt::Display for ExitText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            DomainExit::Running | DomainExit::Shutdown(0) => f.write_str("ok"),
+            DomainExit::Shutdown(code) => write!(f, "killed: crashed (shutdown code {code})"),
+            DomainExit::Killed(reason) => write!(f, "killed: {reason}"),
+            DomainExit::Destroyed => f.write_str("killed: destroyed"),
+        }
+    }
+}
+
+/// A domain that did not end as its `expect` said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub expect: Expect,
+    pub exit: DomainExit,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.expect, self.exit) {
+            (Expect::Killed, DomainExit::Running) => {
+                f.write_str("expected to be killed, but it is still running")
+            }
+            (Expect::Killed, DomainExit::Shutdown(0)) => {
+                f.write_str("expected to be killed, but it shut down cleanly")
+            }
+            (Expect::Killed, exit) => {
+                write!(
+                    f,
+                    "expected to be killed by the hypervisor, but ended {}",
+                    ExitText(exit)
+                )
+            }
+            (Expect::Ok, exit) => write!(f, "expected ok, but ended {}", ExitText(exit)),
+        }
+    }
+}
+
+/// Whether a domain ended as expected: `ok` means alive at the end or shut down cleanly;
+/// `killed` means killed by the hypervisor (a crash shutdown is neither).
+pub fn check(expect: Expect, exit: DomainExit) -> Result<(), Mismatch> {
+    let met = match expect {
+        Expect::Ok => matches!(exit, DomainExit::Running | DomainExit::Shutdown(0)),
+        Expect::Killed => matches!(exit, DomainExit::Killed(_)),
+    };
+    if met {
+        Ok(())
+    } else {
+        Err(Mismatch { expect, exit })
+    }
+}
+
+/// One domain's part in the run: what was planned and the two snapshots.
+#[derive(Clone, Debug)]
+pub struct DomainRun<'a> {
+    pub planned: PlannedDomain<'a>,
+    pub id: DomainId,
+    pub before: DomainInfo,
+    pub after: DomainInfo,
+}
+
+/// The `domain` record.
+pub fn domain_record(r: &DomainRun<'_>) -> String {
+    let (b, a) = (&r.before, &r.after);
+    let d = |f: fn(&DomainInfo) -> u64| f(a).saturating_sub(f(b));
+    let mut s = String::new();
+    let mut o = Object::new(&mut s);
+    o.str("kind", "domain")
+        .u64("id", u64::from(r.id))
+        .str("name", r.planned.name)
+        .str("group", r.planned.group)
+        .str("workload", r.planned.workload)
+        .u64("vcpus", u64::from(r.planned.vcpus))
+        .u64("weight", u64::from(r.planned.sched.weight))
+        .u64("cap", u64::from(r.planned.sched.cap))
+        .u64("cpu_ns", d(|i| i.cpu_ns))
+        .u64("wait_ns", d(|i| i.wait_ns))
+        .u64("work", d(|i| i.work))
+        .u64("wakeups", d(|i| i.wakeups))
+        .u64("wake_lat_p50_ns", a.wake_lat_p50_ns)
+        .u64("wake_lat_p99_ns", a.wake_lat_p99_ns)
+        .u64("wake_lat_max_ns", a.wake_lat_max_ns)
+        .u64("switches", d(|i| i.switches))
+        .u64("migrations", d(|i| i.migrations))
+        .display("exit", ExitText(a.exit));
+    o.finish();
+    s
+}
+
+/// What the `run` record says.
+#[derive(Clone, Debug)]
+pub struct RunSummary<'a> {
+    pub name: &'a str,
+    pub policy: &'a str,
+    pub cpus: u32,
+    /// Domains in the plan (Domain0 not counted).
+    pub domains: usize,
+    /// The measured interval as it actually was.
+    pub duration_ns: u64,
+    /// Idle time summed over every CPU during the interval.
+    pub idle_ns: u64,
+}
+
+/// The `run` record.
+pub fn run_record(r: &RunSummary<'_>) -> String {
+    let mut s = String::new();
+    let mut o = Object::new(&mut s);
+    o.str("kind", "run")
+        .str("name", r.name)
+        .str("engine", "domino")
+        .str("policy", r.policy)
+        .u64("cpus", u64::from(r.cpus))
+        .u64("domains", r.domains as u64)
+        .u64("duration_ns", r.duration_ns)
+        .u64("idle_ns", r.idle_ns);
+    o.finish();
+    s
+}
+
+/// Idle time over the interval, summed over CPUs (pairs of before/after snapshots).
+pub fn idle_ns(before: &[CpuStats], after: &[CpuStats]) -> u64 {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.idle_ns.saturating_sub(b.idle_ns))
+        .sum()
+}
+
+/// Whether every frame came back: the counts after destroying every domain must equal those
+/// before the first was created.
+pub fn check_frames(before: FrameCounts, after: FrameCounts) -> Result<(), String> {
+    if before == after {
+        Ok(())
+    } else if before.managed != after.managed {
+        Err(format!(
+            "frames managed changed from {} to {}",
+            before.managed, after.managed
+        ))
+    } else {
+        let lost = before.free as i128 - after.free as i128;
+        Err(format!(
+            "frame leak: {lost} frames not returned ({} free before, {} after)",
+            before.free, after.free
+        ))
+    }
+}
+
+/// The run's problems, one line each; none means exit status 0.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    pub fn fail(&mut self, problem: String) {
+        self.problems.push(problem);
+    }
+
+    /// The machine's exit status (`abi::console::ExitCode`): 0 if all went as expected.
+    pub fn code(&self) -> u8 {
+        if self.problems.is_empty() {
+            abi::console::ExitCode::Success as u8
+        } else {
+            abi::console::ExitCode::Failure as u8
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::control::{DomainState, KillReason, SchedParams};
+    use abi::plan::EncodedSeq;
+
+    fn planned(name: &'static str, args_start: u32, args_len: u32) -> PlannedDomain<'static> {
+        PlannedDomain {
+            name,
+            group: "w",
+            workload: "latency",
+            vcpus: 1,
+            memory_kib: 1024,
+            sched: SchedParams {
+                weight: 512,
+                cap: 50,
+                ..SchedParams::default()
+            },
+            expect: Expect::Ok,
+            args_start,
+            args_len,
+        }
+    }
+
+    fn with_plan<R>(args: &[(&str, u64)], f: impl FnOnce(&Plan<'_>) -> R) -> R {
+        let bytes = abi::plan::encode_seq(args).unwrap();
+        let plan = Plan {
+            name: "t",
+            duration_ms: 1000,
+            warmup_ms: 100,
+            cpus: 2,
+            policy: "credit",
+            domains: EncodedSeq {
+                count: 0,
+                bytes: &[],
+            },
+            args: EncodedSeq {
+                count: args.len() as u32,
+                bytes: &bytes,
+            },
+        };
+        f(&plan)
+    }
+
+    fn info(cpu_ns: u64, work: u64, exit: DomainExit) -> DomainInfo {
+        DomainInfo {
+            domain: 3,
+            state: DomainState::Alive,
+            exit,
+            vcpus: 1,
+            sched: SchedParams::default(),
+            cpu_ns,
+            wait_ns: cpu_ns / 2,
+            work,
+            wakeups: work,
+            wake_lat_p50_ns: 1_000,
+            wake_lat_p99_ns: 9_000,
+            wake_lat_max_ns: 20_000,
+            switches: work * 2,
+            migrations: 1,
+            frames: 300,
+        }
+    }
+
+    #[test]
+    fn create_request_carries_the_domain_and_its_args() {
+        with_plan(&[("x", 1), ("period_us", 500), ("run_us", 50)], |plan| {
+            let d = planned("w0", 1, 2);
+            assert_eq!(validate(plan, &d), Ok(()));
+            let Domctl::Create {
+                image,
+                name,
+                vcpus,
+                sched,
+                args,
+                ..
+            } = create_request(plan, &d)
+            else {
+                panic!("not a create request");
+            };
+            assert_eq!(
+                (image, name, vcpus, sched.weight),
+                ("latency", "w0", 1, 512)
+            );
+            assert_eq!(
+                args[0],
+                ArgSpec {
+                    name: "period_us",
+                    value: 500
+                }
+            );
+            assert_eq!(
+                args[1],
+                ArgSpec {
+                    name: "run_us",
+                    value: 50
+                }
+            );
+            assert_eq!(args[2], ArgSpec::default());
+        });
+    }
+
+    #[test]
+    fn bad_plans_name_the_domain_and_field() {
+        with_plan(&[("a_name_longer_than_16", 1)], |plan| {
+            let e = validate(plan, &planned("w1", 0, 1)).unwrap_err();
+            assert!(e.to_string().contains("`w1`: args"), "{e}");
+            let mut d = planned("w2", 0, 0);
+            d.vcpus = 0;
+            let e = validate(plan, &d).unwrap_err();
+            assert!(e.to_string().contains("`w2`: vcpus is 0"), "{e}");
+            // Claims more args than the plan holds.
+            let e = validate(plan, &planned("w3", 1, 1)).unwrap_err();
+            assert!(e.to_string().contains("malformed"), "{e}");
+            let e = validate(plan, &planned("w4", 0, 9)).unwrap_err();
+            assert!(e.to_string().contains("at most 8"), "{e}");
+        });
+    }
+
+    #[test]
+    fn exit_texts() {
+        let pf = KillReason::PageFault {
+            addr: 0x3000_0000,
+            rip: 0x401000,
+        };
+        let cases = [
+            (DomainExit::Running, "ok"),
+            (DomainExit::Shutdown(0), "ok"),
+            (DomainExit::Shutdown(1), "killed: crashed (shutdown code 1)"),
+            (
+                DomainExit::Killed(pf),
+                "killed: page fault at 0x30000000 (rip 0x401000)",
+            ),
+            (
+                DomainExit::Killed(KillReason::PrivilegedInstruction { rip: 0x401234 }),
+                "killed: privileged instruction at 0x401234",
+            ),
+            (DomainExit::Destroyed, "killed: destroyed"),
+        ];
+        for (exit, text) in cases {
+            assert_eq!(ExitText(exit).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn expectations() {
+        let killed = DomainExit::Killed(KillReason::OutOfMemory);
+        assert!(check(Expect::Ok, DomainExit::Running).is_ok());
+        assert!(check(Expect::Ok, DomainExit::Shutdown(0)).is_ok());
+        assert!(check(Expect::Ok, DomainExit::Shutdown(1)).is_err());
+        assert!(check(Expect::Ok, killed).is_err());
+        assert!(check(Expect::Killed, killed).is_ok());
+        assert!(check(Expect::Killed, DomainExit::Shutdown(2)).is_err());
+        let m = check(Expect::Killed, DomainExit::Running).unwrap_err();
+        assert_eq!(
+            m.to_string(),
+            "expected to be killed, but it is still running"
+        );
+        let m = check(Expect::Ok, killed).unwrap_err();
+        assert_eq!(
+            m.to_string(),
+            "expected ok, but ended killed: out of memory"
+        );
+    }
+
+    #[test]
+    fn domain_record_has_deltas_and_final_latencies() {
+        let mut d = planned("w\"0", 0, 0);
+        d.group = "w";
+        let run = DomainRun {
+            planned: d,
+            id: 7,
+            before: info(1_000, 10, DomainExit::Running),
+            after: info(5_000, 25, DomainExit::Running),
+        };
+        assert_eq!(
+            domain_record(&run),
+            concat!(
+                r#"{"kind":"domain","id":7,"name":"w\"0","group":"w","workload":"latency","#,
+                r#""vcpus":1,"weight":512,"cap":50,"cpu_ns":4000,"wait_ns":2000,"work":15,"#,
+                r#""wakeups":15,"wake_lat_p50_ns":1000,"wake_lat_p99_ns":9000,"#,
+                r#""wake_lat_max_ns":20000,"switches":30,"migrations":0,"exit":"ok"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn run_record_and_idle_sum() {
+        let b = [
+            CpuStats {
+                idle_ns: 100,
+                ..CpuStats::default()
+            },
+            CpuStats {
+                idle_ns: 50,
+                ..CpuStats::default()
+            },
+        ];
+        let a = [
+            CpuStats {
+                idle_ns: 300,
+                ..CpuStats::default()
+            },
+            CpuStats {
+                idle_ns: 60,
+                ..CpuStats::default()
+            },
+        ];
+        let idle = idle_ns(&b, &a);
+        assert_eq!(idle, 210);
+        let r = RunSummary {
+            name: "default",
+            policy: "credit",
+            cpus: 2,
+            domains: 4,
+            duration_ns: 1_000_000,
+            idle_ns: idle,
+        };
+        assert_eq!(
+            run_record(&r),
+            concat!(
+                r#"{"kind":"run","name":"default","engine":"domino","policy":"credit","#,
+                r#""cpus":2,"domains":4,"duration_ns":1000000,"idle_ns":210}"#
+            )
+        );
+    }
+
+    #[test]
+    fn frames_and_verdict() {
+        let f = |free| FrameCounts {
+            free,
+            managed: 1000,
+        };
+        assert_eq!(check_frames(f(900), f(900)), Ok(()));
+        let e = check_frames(f(900), f(897)).unwrap_err();
+        assert!(e.contains("3 frames not returned"), "{e}");
+        let mut v = Verdict::default();
+        assert_eq!(v.code(), 0);
+        v.fail("x".into());
+        assert_eq!(v.code(), 1);
+    }
+}
