@@ -198,7 +198,8 @@ mod tests {
             BootOptions {
                 loglevel: LogLevel::Debug,
                 sched: "bvt",
-                selftest: SelfTest::Fault
+                selftest: SelfTest::Fault,
+                sched_params: ArrayVec::new(),
             }
         );
         assert_eq!(
