@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(err, CmdlineError::UnknownKey { key: "bogus" });
         let msg = err.to_string();
         assert!(
-            msg.contains("`bogus`") && msg.contains("loglevel, sched, selftest"),
+            msg.contains("`bogus`") && msg.contains("loglevel, sched, sched.<param>, selftest"),
             "{msg}"
         );
     }
