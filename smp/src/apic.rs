@@ -112,10 +112,17 @@ pub unsafe fn init_bsp(lapic_phys: u64, phys_offset: u64) -> Mode {
     } else {
         MODE_XAPIC
     };
-    XAPIC_BASE.store(
-        phys_offset.wrapping_add(lapic_phys & !0xFFF),
-        Ordering::Relaxed,
-    );
+    // IA32_APIC_BASE is what the hardware decodes; firmware that moved the APIC and forgot
+    // the MADT would otherwise have us write to nothing.
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no side effects.
+    let msr_phys = unsafe { arch::rdmsr(IA32_APIC_BASE) } & 0x000F_FFFF_FFFF_F000;
+    let base = if msr_phys != 0 && msr_phys != lapic_phys & !0xFFF {
+        log::warn!("local APIC at {msr_phys:#x} (IA32_APIC_BASE), MADT says {lapic_phys:#x}");
+        msr_phys
+    } else {
+        lapic_phys & !0xFFF
+    };
+    XAPIC_BASE.store(phys_offset.wrapping_add(base), Ordering::Relaxed);
     MODE.store(mode, Ordering::Release);
     // SAFETY: the mode and mapping are now set up as `init_this_cpu` requires, and the caller
     // runs on the BSP with interrupts off.

@@ -113,12 +113,15 @@ static MAILBOXES: PerCpu<Mailbox> =
 
 /// Runs `func(arg)` on CPU `cpu` (directly if that is the caller). With `wait`, returns after
 /// it ran; without, returns once it is posted (it runs when the target next takes IPIs or
-/// polls). `cpu` must be online.
-pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) {
+/// polls). Returns `false`, doing nothing, if `cpu` is not online.
+pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) -> bool {
     let me = cpu_index();
     if cpu == me {
         func(arg);
-        return;
+        return true;
+    }
+    if !crate::startup::is_online(cpu) {
+        return false;
     }
     let dest = crate::startup::apic_id_of(cpu);
     MAILBOXES.get(cpu).call(
@@ -130,6 +133,7 @@ pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) {
             MAILBOXES.get(me).handle();
         },
     );
+    true
 }
 
 /// Runs the call posted to the calling CPU, if any. The kernel calls it from its
@@ -140,9 +144,14 @@ pub fn handle_call_function_ipi() -> bool {
 }
 
 /// Asks CPU `cpu` to reschedule: the kernel's [`vectors::RESCHEDULE`] handler only sends the
-/// EOI and marks the CPU's softirq; the work happens on the way back to a guest.
-pub fn send_reschedule(cpu: usize) {
+/// EOI and marks the CPU's softirq; the work happens on the way back to a guest. Returns
+/// `false`, sending nothing, if `cpu` is not online (an unknown id could be the broadcast).
+pub fn send_reschedule(cpu: usize) -> bool {
+    if !crate::startup::is_online(cpu) {
+        return false;
+    }
     apic::send_ipi(crate::startup::apic_id_of(cpu), vectors::RESCHEDULE);
+    true
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub fn online() -> CpuSet {
     set
 }
 
+/// Whether CPU index `cpu` came online.
+pub fn is_online(cpu: usize) -> bool {
+    cpu < MAX_CPUS && ONLINE[cpu / 64].load(Ordering::Acquire) & (1 << (cpu % 64)) != 0
+}
+
 fn mark_online(cpu: usize) {
     ONLINE[cpu / 64].fetch_or(1 << (cpu % 64), Ordering::Release);
 }

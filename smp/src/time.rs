@@ -164,10 +164,11 @@ pub fn delay_us(us: u64) {
 pub enum CalibrationError {
     /// The PIT's OUT2 never rose and there is no PM timer.
     NoReferenceClock,
-    /// Three rounds of measurements each spread over more than 1%; the last round's median
-    /// is given so the caller may still use it (with [`set_tsc_hz`]).
+    /// Fewer than three windows with sharp edges agreed within 0.1% (a heavily loaded or
+    /// misbehaving host); the median of all windows is given so the caller may still use it (with
+    /// [`set_tsc_hz`]).
     Unstable {
-        /// Median of the last round.
+        /// Median of every window measured.
         median_hz: u64,
     },
 }
@@ -178,119 +179,197 @@ pub const PIT_HZ: u64 = 1_193_182;
 pub const PM_TIMER_HZ: u64 = 3_579_545;
 /// Length of one calibration window: 10 ms, like Linux's.
 const WINDOW_MS: u64 = 10;
-/// Windows measured; the median is kept (a descheduled vCPU only ever lengthens one).
-const WINDOWS: usize = 5;
+/// Sharp windows that must agree (within [`AGREEMENT`]) before we stop measuring.
+const WANTED: usize = 3;
+/// Windows tried at most (0.24 s at worst; 30 ms when the first three agree).
+const ATTEMPTS: usize = 24;
+/// Windows agree when within 1/`AGREEMENT` of each other (0.1%).
+const AGREEMENT: u64 = 1000;
+/// A window is sharp when the TSC brackets around its start and end events add up to less
+/// than 1/`SHARPNESS` of it (0.2%: 20 µs of a 10 ms window).
+const SHARPNESS: u64 = 500;
+
+/// One calibration window, in TSC ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// TSC ticks between the middles of the start and end brackets.
+    pub ticks: u64,
+    /// Width of the start bracket plus the end bracket: how blurred the edges are.
+    pub blur: u64,
+    /// TSC frequency this window implies.
+    pub hz: u64,
+}
+
+impl Window {
+    /// From TSC readings around the start event (`s0`, `s1`) and around the end event
+    /// (`e0`: last read before it was seen, `e1`: first after), for a reference interval of
+    /// `ref_ticks` at `ref_hz`.
+    pub fn new(s0: u64, s1: u64, e0: u64, e1: u64, ref_ticks: u64, ref_hz: u64) -> Window {
+        let start = s0 / 2 + s1 / 2;
+        let end = e0 / 2 + e1 / 2;
+        let ticks = end.saturating_sub(start);
+        let blur = (s1 - s0) + (e1 - e0);
+        let hz = (u128::from(ticks) * u128::from(ref_hz) / u128::from(ref_ticks.max(1))) as u64;
+        Window { ticks, blur, hz }
+    }
+
+    /// Whether the edges are sharp enough to trust.
+    pub fn is_sharp(&self) -> bool {
+        self.blur.saturating_mul(SHARPNESS) <= self.ticks
+    }
+}
 
 /// Measures the TSC frequency and installs it ([`set_tsc_hz`]); returns it.
+///
+/// Each window's start and end are bracketed by TSC reads, and only windows with sharp
+/// edges count: on a loaded host a vCPU may be descheduled between the event and the TSC
+/// read, which used to shift calibrations under TCG by up to 25%. Being descheduled in the
+/// middle of a window is harmless (both clocks keep running).
 ///
 /// # Safety
 /// Call on the BSP with interrupts off, before other CPUs run and while nothing else uses
 /// PIT channel 2, port 0x61, or (for the fallback) the PM timer port.
 pub unsafe fn calibrate_tsc(pm_timer: Option<PmTimer>) -> Result<u64, CalibrationError> {
-    const ROUNDS: usize = 3;
-    let mut samples = [0u64; WINDOWS];
-    for round in 1..=ROUNDS {
-        for s in samples.iter_mut() {
-            // SAFETY: the caller gives us exclusive use of PIT channel 2 and port 0x61.
-            *s = match unsafe { pit_window() } {
-                Some(hz) => hz,
-                None => match pm_timer {
-                    // SAFETY: the caller gives us exclusive use of the PM timer port.
-                    Some(t) => unsafe { pm_timer_window(t) },
-                    None => return Err(CalibrationError::NoReferenceClock),
-                },
-            };
-        }
-        if let Some(hz) = median_if_stable(&mut samples) {
+    let mut windows = [Window {
+        ticks: 0,
+        blur: 0,
+        hz: 0,
+    }; ATTEMPTS];
+    let mut taken = 0;
+    while taken < ATTEMPTS && choose_hz(&windows[..taken]).is_err() {
+        // SAFETY: the caller gives us exclusive use of PIT channel 2 and port 0x61.
+        windows[taken] = match unsafe { pit_window() } {
+            Some(w) => w,
+            None => match pm_timer {
+                // SAFETY: the caller gives us exclusive use of the PM timer port.
+                Some(t) => unsafe { pm_timer_window(t) },
+                None => return Err(CalibrationError::NoReferenceClock),
+            },
+        };
+        taken += 1;
+    }
+    match choose_hz(&windows[..taken]) {
+        Ok(hz) => {
             set_tsc_hz(hz);
-            return Ok(hz);
+            Ok(hz)
         }
-        log::warn!("TSC calibration round {round}: windows disagree: {samples:?}");
+        Err(median_hz) => {
+            log::warn!(
+                "TSC calibration: no agreement among {:?}",
+                &windows[..taken]
+            );
+            Err(CalibrationError::Unstable { median_hz })
+        }
     }
-    Err(CalibrationError::Unstable {
-        median_hz: samples[WINDOWS / 2],
-    })
 }
 
-/// The median of `samples` if the middle three agree within 1%, else `None`.
-pub fn median_if_stable(samples: &mut [u64]) -> Option<u64> {
-    samples.sort_unstable();
-    let n = samples.len();
-    if n == 0 {
-        return None;
+/// The frequency most sharp windows agree on: the median of the largest group of at least
+/// [`WANTED`] sharp windows within 0.1% of each other. Otherwise `Err` with the median of all
+/// windows (0 if none).
+///
+/// A plurality rather than a plain median, because under TCG on a nested host the guest
+/// TSC itself sometimes jumps by milliseconds (the host thread moved to a CPU whose TSC is
+/// offset): such a window can have sharp edges and still be 20% off.
+pub fn choose_hz(windows: &[Window]) -> Result<u64, u64> {
+    let mut sharp = [0u64; ATTEMPTS];
+    let mut all = [0u64; ATTEMPTS];
+    let windows = &windows[..windows.len().min(ATTEMPTS)];
+    let mut n = 0;
+    for (i, w) in windows.iter().enumerate() {
+        all[i] = w.hz;
+        if w.is_sharp() {
+            sharp[n] = w.hz;
+            n += 1;
+        }
     }
-    let mid = samples[n / 2];
-    let (lo, hi) = (
-        samples[(n / 2).saturating_sub(1)],
-        samples[(n / 2 + 1).min(n - 1)],
-    );
-    if mid == 0 || (hi - lo) > mid / 100 {
-        return None;
+    let all = &mut all[..windows.len()];
+    all.sort_unstable();
+    let fallback = all.get(all.len() / 2).copied().unwrap_or(0);
+    let sharp = &mut sharp[..n];
+    sharp.sort_unstable();
+    // Largest run sharp[lo..hi] with sharp[hi - 1] - sharp[lo] within the agreement.
+    let (mut best_lo, mut best_len, mut hi) = (0, 0, 0);
+    for lo in 0..n {
+        hi = hi.max(lo);
+        while hi < n && sharp[hi] - sharp[lo] <= sharp[lo] / AGREEMENT {
+            hi += 1;
+        }
+        if hi - lo > best_len {
+            (best_lo, best_len) = (lo, hi - lo);
+        }
     }
-    Some(mid)
+    if best_len < WANTED {
+        return Err(fallback);
+    }
+    Ok(sharp[best_lo + best_len / 2])
 }
 
-/// One PIT window: returns the TSC frequency, or `None` if OUT2 never rose.
+/// One PIT window, or `None` if OUT2 never rose (no working PIT).
 ///
 /// # Safety
 /// Exclusive use of PIT channel 2 and port 0x61.
-unsafe fn pit_window() -> Option<u64> {
+unsafe fn pit_window() -> Option<Window> {
     let latch = PIT_HZ * WINDOW_MS / 1000;
     // SAFETY: the caller owns PIT channel 2 and port 0x61. Port 0x61: bit 0 gates channel 2,
     // bit 1 would drive the speaker (kept off). Port 0x43 command 0xB0: channel 2, low byte
     // then high byte, mode 0 (interrupt on terminal count: OUT2 rises when the count ends),
     // binary. The count starts when the high byte is written with the gate up.
-    let (start, end) = unsafe {
+    unsafe {
         arch::outb(0x61, (arch::inb(0x61) & !0x02) | 0x01);
         arch::outb(0x43, 0xB0);
         arch::outb(0x42, latch as u8);
+        let s0 = arch::rdtsc();
         arch::outb(0x42, (latch >> 8) as u8);
-        let start = arch::rdtsc();
-        let mut end = start;
-        let mut polls: u64 = 0;
+        let s1 = arch::rdtsc();
+        let mut e0 = s1;
         // Each port read takes about a microsecond on hardware; 10 million is seconds.
-        while arch::inb(0x61) & 0x20 == 0 {
-            end = arch::rdtsc();
-            polls += 1;
-            if polls > 10_000_000 {
-                return None;
+        for _ in 0..10_000_000u32 {
+            if arch::inb(0x61) & 0x20 != 0 {
+                let e1 = arch::rdtsc();
+                // OUT2 high at once means it never went low: no PIT behind the port.
+                if e0 == s1 {
+                    return None;
+                }
+                return Some(Window::new(s0, s1, e0, e1, latch, PIT_HZ));
             }
+            e0 = arch::rdtsc();
         }
-        (start, end)
-    };
-    if polls_too_few(start, end) {
-        return None;
+        None
     }
-    Some((u128::from(end - start) * u128::from(PIT_HZ) / u128::from(latch)) as u64)
 }
 
-/// A window that ended at once means OUT2 was stuck high (no working PIT).
-fn polls_too_few(start: u64, end: u64) -> bool {
-    end.wrapping_sub(start) < 1000
-}
-
-/// One PM timer window of about [`WINDOW_MS`]: returns the TSC frequency.
+/// One PM timer window of about [`WINDOW_MS`].
 ///
 /// # Safety
 /// Exclusive use of the PM timer port.
-unsafe fn pm_timer_window(t: PmTimer) -> u64 {
+unsafe fn pm_timer_window(t: PmTimer) -> Window {
     // Only 24 bits are guaranteed; a 10 ms window is far from the 4.7 s wrap.
     let mask: u32 = if t.is_32_bit { u32::MAX } else { 0xFF_FFFF };
     let ticks = (PM_TIMER_HZ * WINDOW_MS / 1000) as u32;
     // SAFETY: reading the PM timer has no side effects; the caller owns the port.
     unsafe {
-        let p0 = arch::inl(t.port) & mask;
-        let t0 = arch::rdtsc();
-        let mut p1;
+        // Wait for a tick edge so the start is sharp, bracketing the read that sees it.
+        let first = arch::inl(t.port) & mask;
+        let (mut s0, mut s1, mut p0);
         loop {
+            s0 = arch::rdtsc();
+            p0 = arch::inl(t.port) & mask;
+            s1 = arch::rdtsc();
+            if p0 != first {
+                break;
+            }
+        }
+        let (mut e0, mut e1, mut p1);
+        loop {
+            e0 = arch::rdtsc();
             p1 = arch::inl(t.port) & mask;
+            e1 = arch::rdtsc();
             if p1.wrapping_sub(p0) & mask >= ticks {
                 break;
             }
         }
-        let t1 = arch::rdtsc();
         let elapsed = u64::from(p1.wrapping_sub(p0) & mask);
-        (u128::from(t1 - t0) * u128::from(PM_TIMER_HZ) / u128::from(elapsed)) as u64
+        Window::new(s0, s1, e0, e1, elapsed, PM_TIMER_HZ)
     }
 }
 
@@ -353,12 +432,49 @@ mod tests {
         assert_eq!(slow.ticks_to_ns(u64::MAX), u64::MAX);
     }
 
+    fn window(hz: u64, blur: u64) -> Window {
+        // A 10 ms window (one tick of a 100 Hz reference) at `hz`, edges blurred by `blur`.
+        let ticks = hz / 100;
+        Window::new(
+            1_000,
+            1_000 + blur / 2,
+            1_000 + ticks,
+            1_000 + ticks + blur / 2,
+            1,
+            100,
+        )
+    }
+
     #[test]
-    fn median_rejects_spread() {
-        assert_eq!(median_if_stable(&mut [100, 101, 100, 5, 1000]), Some(100));
-        assert_eq!(median_if_stable(&mut [100, 150, 200]), None);
-        assert_eq!(median_if_stable(&mut [42]), Some(42));
-        assert_eq!(median_if_stable(&mut []), None);
+    fn windows_measure_between_bracket_middles() {
+        let w = Window::new(100, 200, 10_100, 10_300, 100, 1_000);
+        assert_eq!((w.ticks, w.blur, w.hz), (10_050, 300, 100_500));
+        assert!(!w.is_sharp());
+        let w = window(2_600_000_000, 1_000);
+        assert!(w.is_sharp());
+        assert!(w.hz.abs_diff(2_600_000_000) < 2_600_000);
+    }
+
+    #[test]
+    fn blurred_windows_are_ignored() {
+        // Sharp windows near 2.6 GHz, wild ones whose edges were blurred, and sharp ones
+        // that are off because the TSC itself jumped (as seen under TCG on this host).
+        let mut ws = vec![
+            window(1_950_000_000, 10_000_000),
+            window(2_750_000_000, 9_000_000),
+            window(3_130_135_914, 10_016),
+            window(3_107_765_077, 24_562),
+        ];
+        assert!(choose_hz(&ws).is_err());
+        for hz in [2_599_990_000, 2_600_010_000] {
+            ws.push(window(hz, 2_000));
+        }
+        // Two agreeing sharp windows are not enough.
+        assert!(choose_hz(&ws).is_err());
+        ws.push(window(2_600_000_000, 2_000));
+        let hz = choose_hz(&ws).unwrap();
+        assert!(hz.abs_diff(2_600_000_000) < 100_000, "{hz}");
+        assert_eq!(choose_hz(&[]), Err(0));
     }
 
     #[test]
