@@ -208,7 +208,8 @@ impl Window {
         let start = s0 / 2 + s1 / 2;
         let end = e0 / 2 + e1 / 2;
         let ticks = end.saturating_sub(start);
-        let blur = (s1 - s0) + (e1 - e0);
+        // Saturating: a TSC that steps backwards (seen under TCG) must not wrap.
+        let blur = s1.saturating_sub(s0).saturating_add(e1.saturating_sub(e0));
         let hz = (u128::from(ticks) * u128::from(ref_hz) / u128::from(ref_ticks.max(1))) as u64;
         Window { ticks, blur, hz }
     }
@@ -236,18 +237,29 @@ pub unsafe fn calibrate_tsc(pm_timer: Option<PmTimer>) -> Result<u64, Calibratio
         hz: 0,
     }; ATTEMPTS];
     let mut taken = 0;
+    let mut pit_works = true;
     while taken < ATTEMPTS && choose_hz(&windows[..taken]).is_err() {
-        // SAFETY: the caller gives us exclusive use of PIT channel 2 and port 0x61.
-        windows[taken] = match unsafe { pit_window() } {
-            Some(w) => w,
-            None => match pm_timer {
+        let pit = if pit_works {
+            // SAFETY: the caller gives us exclusive use of PIT channel 2 and port 0x61.
+            unsafe { pit_window() }
+        } else {
+            None
+        };
+        windows[taken] = match (pit, pm_timer) {
+            (Some(w), _) => w,
+            (None, Some(t)) => {
+                pit_works = false;
                 // SAFETY: the caller gives us exclusive use of the PM timer port.
-                Some(t) => unsafe { pm_timer_window(t) },
-                None => return Err(CalibrationError::NoReferenceClock),
-            },
+                unsafe { pm_timer_window(t) }
+            }
+            (None, None) => return Err(CalibrationError::NoReferenceClock),
         };
         taken += 1;
     }
+    log::debug!(
+        "TSC calibrated against the {} in {taken} windows",
+        if pit_works { "PIT" } else { "ACPI PM timer" }
+    );
     match choose_hz(&windows[..taken]) {
         Ok(hz) => {
             set_tsc_hz(hz);
@@ -322,8 +334,9 @@ unsafe fn pit_window() -> Option<Window> {
         arch::outb(0x42, (latch >> 8) as u8);
         let s1 = arch::rdtsc();
         let mut e0 = s1;
-        // Each port read takes about a microsecond on hardware; 10 million is seconds.
-        for _ in 0..10_000_000u32 {
+        // Give up after 0.4 s at 2.5 GHz (40 windows): no PIT behind port 0x61, or it is gated
+        // off; bounded by TSC ticks, since port reads may take microseconds each.
+        while e0.saturating_sub(s1) < 1_000_000_000 {
             if arch::inb(0x61) & 0x20 != 0 {
                 let e1 = arch::rdtsc();
                 // OUT2 high at once means it never went low: no PIT behind the port.
