@@ -248,11 +248,14 @@ pub fn send_ipi(dest: u32, vector: u8) {
     send_icr(dest, u32::from(vector));
 }
 
-/// Sends INIT (level assert) to `dest`, then the de-assert that pre-Pentium 4 APICs need
-/// (ignored by later ones, as Linux does).
+/// Sends INIT (level assert) to `dest`, then, in xAPIC mode, the de-assert that the
+/// 82489DX-era APICs need (ignored by later ones; Linux sends it too). x2APIC mode exists only
+/// on CPUs that never needed it, and the SDM lists INIT level de-assert as unsupported there.
 pub fn send_init(dest: u32) {
     send_icr(dest, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL);
-    send_icr(dest, ICR_INIT | ICR_TRIGGER_LEVEL);
+    if mode() == Mode::XApic {
+        send_icr(dest, ICR_INIT | ICR_TRIGGER_LEVEL);
+    }
 }
 
 /// Sends a STARTUP IPI to `dest`: the AP starts in real mode at `page << 12`.
