@@ -92,6 +92,7 @@ fn record(value: &impl serde::Serialize) {
 /// marker and the physical address of its boot information.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
+    arch::boot::save_boot_facts();
     console::init();
     let info = match bootinfo::read(marker, u64::from(info_phys)) {
         Ok(info) => info,

@@ -54,6 +54,10 @@ static NEED_RESCHED: Once<PerCpu<AtomicBool>> = Once::new();
 /// Per-CPU time spent idle, readable from any CPU.
 static IDLE: Once<PerCpu<Mutex<(u64, Option<u64>)>>> = Once::new();
 
+/// A vCPU's `timer_deadline` after its timer fired while it was not blocked: a time in the
+/// past, which makes its next block return at once.
+pub const FIRED: u64 = 1;
+
 /// Room reserved in each CPU's timer heap, so that setting a timer never allocates.
 const TIMER_SLOTS: usize = domain::MAX_VCPUS_TOTAL;
 
@@ -118,12 +122,12 @@ fn take_need_resched() -> bool {
 }
 
 /// A blocked vCPU becomes runnable (timer or event); the policy queues it and may ask for a
-/// CPU to be kicked.
-pub fn wake(v: &Vcpu, now: u64) {
+/// CPU to be kicked. Returns false if it was not blocked.
+pub fn wake(v: &Vcpu, now: u64) -> bool {
     {
         let mut state = v.state.lock();
         if *state != VcpuState::Blocked {
-            return;
+            return false;
         }
         *state = VcpuState::Runnable;
         let mut s = v.stats.lock();
@@ -134,6 +138,7 @@ pub fn wake(v: &Vcpu, now: u64) {
     if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
         kick(cpu);
     }
+    true
 }
 
 /// A paused vCPU is started (domain unpause).
@@ -217,8 +222,17 @@ fn run_timers(now: u64) {
             if v.timer_deadline
                 .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+                && !wake(&v, now)
             {
-                wake(&v, now);
+                // It fired while the vCPU was awake (between its set_timer and its block):
+                // leave a deadline in the past, so that the next block returns at once
+                // instead of sleeping through a wake-up that already happened.
+                let _ = v.timer_deadline.compare_exchange(
+                    0,
+                    FIRED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
             }
         }
     }

@@ -180,11 +180,22 @@ unsafe extern "C" {
     static boot_pml4: u8;
 }
 
+/// `boot_tsc`, copied into the higher half: guest address spaces do not map the
+/// identity-mapped boot section.
+static ENTRY_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Copies what the boot section recorded into the higher half. Called first thing by the
+/// Rust entry, while the boot page tables (with their identity map) are loaded.
+pub fn save_boot_facts() {
+    // SAFETY: `boot_tsc` was written once by the 32-bit entry, before any Rust code ran;
+    // its link address is identity-mapped in the boot page tables, which are loaded now.
+    let tsc = unsafe { core::ptr::read_volatile(&raw const boot_tsc) };
+    ENTRY_TSC.store(tsc, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// The TSC value read at the very first instruction of the boot, before any set-up.
 pub fn entry_tsc() -> u64 {
-    // SAFETY: `boot_tsc` is written once by the 32-bit entry, before any Rust code runs,
-    // and only read afterwards; its link address is identity-mapped.
-    unsafe { core::ptr::read_volatile(&raw const boot_tsc) }
+    ENTRY_TSC.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Physical address of the boot PML4 (linked at its physical address in `.boot.bss`).

@@ -166,16 +166,12 @@ syscall_entry:
     swapgs
     sysretq
 
-/* resume_frame(frame): copies a TrapFrame to the top of this CPU's kernel stack and leaves
-   through it. Used by the idle loop to enter a guest. */
+/* resume_frame(frame): leaves through the TrapFrame at `frame`, which becomes the stack.
+   Used by the idle loop to enter a guest: the frame is a local of the idle loop, on this
+   CPU's kernel stack, and nothing below it is needed any more. */
     .globl resume_frame
 resume_frame:
-    movq %rdi, %rsi
-    movq %gs:{kernel_stack_top}, %rsp
-    subq $176, %rsp
-    movq %rsp, %rdi
-    movl $22, %ecx
-    rep movsq
+    movq %rdi, %rsp
     jmp return_from_trap
 
 /* run_idle(): abandons the current stack for the top of this CPU's kernel stack and runs
@@ -234,9 +230,9 @@ unsafe extern "C" {
 
 /// Enters a guest with the registers in `frame`, from the idle loop.
 pub fn enter_guest(frame: &super::trap::TrapFrame) -> ! {
-    // SAFETY: the frame is copied before the stack is reset; the caller (the scheduler) has
-    // loaded the guest's CR3 and FPU pointer, and the frame holds ring-3 selectors and a
-    // guest RIP, so `iretq` enters the guest.
+    // SAFETY: the frame is on this CPU's kernel stack (a local of the idle loop), which is
+    // abandoned from here on; the caller (the scheduler) has loaded the guest's CR3 and FPU
+    // pointer, and the frame holds ring-3 selectors and a guest RIP, so `iretq` enters it.
     unsafe { resume_frame(frame) }
 }
 
