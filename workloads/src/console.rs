@@ -24,11 +24,16 @@ impl Console {
 
     /// Sends what is buffered.
     pub fn flush(&mut self) {
-        if self.len > 0 {
-            // Nothing useful to do if the console refuses output.
-            let _ = hypercall::console_write(&self.buf[..self.len]);
-            self.len = 0;
+        // The hypervisor may take fewer bytes than offered (it copies in chunks): send the
+        // rest. Nothing useful to do if the console refuses output.
+        let mut sent = 0;
+        while sent < self.len {
+            match hypercall::console_write(&self.buf[sent..self.len]) {
+                Ok(n) if n > 0 => sent += n as usize,
+                _ => break,
+            }
         }
+        self.len = 0;
     }
 }
 

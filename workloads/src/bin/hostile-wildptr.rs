@@ -1,8 +1,8 @@
 //! `hostile-wildptr`: passes wild pointers and forbidden requests to hypercalls. Each must
 //! fail with the right error and nothing else:
-//! - `console_write` of hypervisor memory, of an unmapped address, of a range that wraps
-//!   around the address space, and of an absurd length: `Errno::Fault` (`Inval` or `TooBig`
-//!   also accepted for the last two);
+//! - `console_write` of hypervisor memory, of an unmapped address and of a range that wraps
+//!   around the address space: `Errno::Fault` (`Inval` also accepted for the last); of 1 TiB
+//!   from its own image: `Fault`, `Inval`, `TooBig`, or a short write of its own bytes;
 //! - `domctl` with a request pointer into the hypervisor: `Perm` (or `Fault`);
 //! - a well-formed `domctl` (`GetInfo` of Domain0) and `sysctl` (`GetPolicy`, and
 //!   `Shutdown { code: 1 }`, which would end the run as failed if obeyed): `Perm`.
@@ -62,11 +62,20 @@ fn main(vcpu: usize) -> u64 {
         console_write_raw(u64::MAX - 15, 64),
         &[Fault, Inval],
     );
-    all &= expect(
-        "console_write of 1 TiB from our image",
-        console_write_raw(abi::layout::IMAGE_BASE, 1 << 40),
-        &[Fault, Inval, TooBig],
-    );
+    // The range runs far past our memory. Refusing it is right; so is a short write of
+    // bytes that are ours (the hypervisor copies in chunks, like POSIX `write`).
+    let huge = console_write_raw(abi::layout::IMAGE_BASE, 1 << 40);
+    all &= match huge {
+        Ok(n) if n < 1 << 20 => {
+            println!("ok: console_write of 1 TiB from our image: short write of {n} bytes");
+            true
+        }
+        got => expect(
+            "console_write of 1 TiB from our image",
+            got,
+            &[Fault, Inval, TooBig],
+        ),
+    };
 
     let mut reply = [0u8; 256];
     // SAFETY: the only memory the hypervisor may write is `reply`, ours and borrowed mutably.
