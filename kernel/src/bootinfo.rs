@@ -38,6 +38,21 @@ pub enum BootInfoError {
     CmdlineTooLong,
 }
 
+impl core::fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BootInfoError::UnknownProtocol(marker) => {
+                write!(f, "unknown boot protocol (marker {marker:#x})")
+            }
+            BootInfoError::BadMagic => write!(f, "hvm_start_info has a bad magic number"),
+            BootInfoError::Multiboot2(e) => write!(f, "bad multiboot2 information: {e:?}"),
+            BootInfoError::CmdlineTooLong => {
+                write!(f, "command line longer than {CMDLINE_BYTES} bytes")
+            }
+        }
+    }
+}
+
 /// `hvm_start_info`, version 1.
 #[repr(C)]
 struct HvmStartInfo {

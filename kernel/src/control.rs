@@ -94,7 +94,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 plan: None,
             };
             let domain = domain::create(&config).map_err(|e| {
-                log::warn!("cannot create domain {name} from image {image}: {e:?}");
+                log::warn!("cannot create domain {name} from image {image}: {e}");
                 match e {
                     domain::CreateError::OutOfMemory | domain::CreateError::TooManyDomains => {
                         Errno::NoMem

@@ -120,6 +120,22 @@ pub enum CreateError {
     BadParameter(&'static str),
 }
 
+impl core::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CreateError::Image(e) => write!(f, "bad image: {e}"),
+            CreateError::OutOfMemory => write!(f, "out of memory"),
+            CreateError::TooManyDomains => {
+                write!(
+                    f,
+                    "too many domains or vCPUs (at most {MAX_DOMAINS} and {MAX_VCPUS_TOTAL})"
+                )
+            }
+            CreateError::BadParameter(what) => write!(f, "bad {what}"),
+        }
+    }
+}
+
 /// All domains, indexed by id.
 static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
 /// All vCPUs, indexed by global id.
@@ -133,11 +149,6 @@ pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
 /// Looks a vCPU up by global id.
 pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
     VCPUS.read().get(id as usize).cloned().flatten()
-}
-
-/// Every live domain id.
-pub fn domain_ids() -> Vec<DomainId> {
-    DOMAINS.read().iter().flatten().map(|d| d.id).collect()
 }
 
 /// A free slot index in a table, growing it up to `max`.

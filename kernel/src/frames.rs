@@ -81,7 +81,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Returns a frame to the pool.
     pub fn free(&mut self, phys: u64) -> Result<(), FreeError> {
-        if phys % PAGE_SIZE != 0 {
+        if !phys.is_multiple_of(PAGE_SIZE) {
             return Err(FreeError::Unaligned(phys));
         }
         if !self

@@ -32,6 +32,22 @@ pub enum ImageError {
     Empty,
 }
 
+impl core::fmt::Display for ImageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ImageError::BadArchive => write!(f, "the boot module is not a ustar archive"),
+            ImageError::NotFound => write!(f, "no such image in the boot module"),
+            ImageError::NotElf => write!(f, "not a static x86_64 ELF executable"),
+            ImageError::Dynamic => write!(f, "dynamically linked (has an interpreter)"),
+            ImageError::BadSegment { vaddr } => write!(
+                f,
+                "segment or entry at {vaddr:#x} outside the guest image window {IMAGE_BASE:#x}..{IMAGE_LIMIT:#x}"
+            ),
+            ImageError::Empty => write!(f, "no loadable segment"),
+        }
+    }
+}
+
 /// One loadable segment, checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {

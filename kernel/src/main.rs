@@ -48,7 +48,7 @@ pub fn cpu_index() -> usize {
 /// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
 fn init_this_cpu(cpu_index: usize) {
     arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
-    let _tables = arch::gdt::init_this_cpu();
+    arch::gdt::init_this_cpu();
     arch::trap::load_idt();
     arch::entry::init_syscall();
 }
@@ -97,7 +97,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     let info = match bootinfo::read(marker, u64::from(info_phys)) {
         Ok(info) => info,
         Err(e) => {
-            log::error!("cannot read the boot information: {e:?}");
+            log::error!("cannot read the boot information: {e}");
             arch::exit(ExitCode::Failure);
         }
     };
@@ -260,7 +260,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     ) {
         (Some(image), Some(plan)) => {
             if let Err(e) = control::start_domain0(image, plan) {
-                log::error!("cannot build Domain0: {e:?}");
+                log::error!("cannot build Domain0: {e}");
                 arch::exit(ExitCode::Failure);
             }
         }

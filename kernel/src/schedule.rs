@@ -35,7 +35,6 @@ struct CpuSched {
     next_tick: Option<u64>,
     /// vCPU timers set on this CPU: (deadline, vCPU id); stale entries are skipped.
     timers: BinaryHeap<Reverse<(u64, u32)>>,
-    idle_ns: u64,
     busy_ns: u64,
     switches: u64,
 }
@@ -51,8 +50,15 @@ pub struct CpuFigures {
 static POLICY: Once<Box<dyn Policy>> = Once::new();
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
 static NEED_RESCHED: Once<PerCpu<AtomicBool>> = Once::new();
-/// Per-CPU time spent idle, readable from any CPU.
-static IDLE: Once<PerCpu<Mutex<(u64, Option<u64>)>>> = Once::new();
+/// Time a CPU spent idle: the total of finished idle periods, and when the current one began.
+#[derive(Default)]
+struct IdleClock {
+    total_ns: u64,
+    since: Option<u64>,
+}
+
+/// Per-CPU idle time, readable from any CPU.
+static IDLE: Once<PerCpu<Mutex<IdleClock>>> = Once::new();
 
 /// A vCPU's `timer_deadline` after its timer fired while it was not blocked: a time in the
 /// past, which makes its next block return at once.
@@ -73,14 +79,13 @@ pub fn init(policy: Box<dyn Policy>) {
                 slice_end: None,
                 next_tick: tick,
                 timers: BinaryHeap::new(),
-                idle_ns: 0,
                 busy_ns: 0,
                 switches: 0,
             })
         })
     });
     NEED_RESCHED.call_once(|| PerCpu::from_fn(|_| AtomicBool::new(false)));
-    IDLE.call_once(|| PerCpu::from_fn(|_| Mutex::new((0, None))));
+    IDLE.call_once(|| PerCpu::from_fn(|_| Mutex::new(IdleClock::default())));
 }
 
 /// The policy in force.
@@ -106,11 +111,6 @@ pub fn kick(cpu: usize) {
     if cpu != this_cpu() {
         smp::ipi::send_reschedule(cpu);
     }
-}
-
-/// Marks this CPU as needing to reschedule on the way out.
-pub fn request_resched() {
-    kick(this_cpu());
 }
 
 fn take_need_resched() -> bool {
@@ -172,10 +172,10 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
         }
         was
     };
-    if matches!(was, VcpuState::Runnable | VcpuState::Running) {
-        if let Some(cpu) = policy().sleep(VcpuId(v.id), now) {
-            kick(cpu);
-        }
+    if matches!(was, VcpuState::Runnable | VcpuState::Running)
+        && let Some(cpu) = policy().sleep(VcpuId(v.id), now)
+    {
+        kick(cpu);
     }
 }
 
@@ -218,22 +218,18 @@ fn run_timers(now: u64) {
             }
         };
         let Some((deadline, id)) = due else { break };
-        if let Some(v) = domain::vcpu(id) {
-            if v.timer_deadline
+        if let Some(v) = domain::vcpu(id)
+            && v.timer_deadline
                 .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-                && !wake(&v, now)
-            {
-                // It fired while the vCPU was awake (between its set_timer and its block):
-                // leave a deadline in the past, so that the next block returns at once
-                // instead of sleeping through a wake-up that already happened.
-                let _ = v.timer_deadline.compare_exchange(
-                    0,
-                    FIRED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
+            && !wake(&v, now)
+        {
+            // It fired while the vCPU was awake (between its set_timer and its block):
+            // leave a deadline in the past, so that the next block returns at once
+            // instead of sleeping through a wake-up that already happened.
+            let _ =
+                v.timer_deadline
+                    .compare_exchange(0, FIRED, Ordering::AcqRel, Ordering::Acquire);
         }
     }
     let tick_due = {
@@ -413,8 +409,8 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64) {
 /// This CPU's figures.
 pub fn cpu_figures(cpu: usize) -> CpuFigures {
     let cs = cpus().get(cpu).lock();
-    let (idle, since) = *IDLE.get().expect("scheduler initialised").get(cpu).lock();
-    let idle_ns = idle + since.map_or(0, |s| time::now_ns().saturating_sub(s));
+    let clock = IDLE.get().expect("scheduler initialised").get(cpu).lock();
+    let idle_ns = clock.total_ns + clock.since.map_or(0, |s| time::now_ns().saturating_sub(s));
     CpuFigures {
         idle_ns,
         busy_ns: cs.busy_ns,
@@ -435,8 +431,8 @@ extern "C" fn idle_loop() -> ! {
         if let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) {
             {
                 let mut i = idle.lock();
-                if let Some(since) = i.1.take() {
-                    i.0 += now.saturating_sub(since);
+                if let Some(since) = i.since.take() {
+                    i.total_ns += now.saturating_sub(since);
                 }
             }
             switch_in(&n, cpu, now);
@@ -451,8 +447,8 @@ extern "C" fn idle_loop() -> ! {
         }
         {
             let mut i = idle.lock();
-            if i.1.is_none() {
-                i.1 = Some(now);
+            if i.since.is_none() {
+                i.since = Some(now);
             }
         }
         arm_timer(now);

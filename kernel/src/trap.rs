@@ -17,12 +17,12 @@ const PAGE_FAULT: u64 = 14;
 
 /// An exception (vectors 0 to 31).
 pub fn exception(frame: &mut TrapFrame) {
-    if !frame.from_user() {
-        if frame.vector == PAGE_FAULT {
-            if let Some(fixup) = copy_fixup(frame.rip) {
-                frame.rip = fixup;
-                return;
-            }
+    if !frame.came_from_user() {
+        if frame.vector == PAGE_FAULT
+            && let Some(fixup) = copy_fixup(frame.rip)
+        {
+            frame.rip = fixup;
+            return;
         }
         fatal_exception(frame);
     }
@@ -66,7 +66,7 @@ pub fn interrupt(vector: u8, frame: &mut TrapFrame) {
             smp::apic::eoi();
         }
     }
-    if frame.from_user() && schedule::must_reschedule() {
+    if frame.came_from_user() && schedule::must_reschedule() {
         schedule::reschedule(frame, false);
     }
 }

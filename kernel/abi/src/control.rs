@@ -48,6 +48,10 @@ pub struct ArgSpec<'a> {
 }
 
 /// A `domctl` request.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a request lives for one hypercall; boxing `Create` would need an allocator in every guest"
+)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Domctl<'a> {
     /// Builds a paused domain from the boot module's image `image`.

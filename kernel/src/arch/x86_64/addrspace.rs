@@ -159,14 +159,6 @@ impl AddressSpace {
         self.frames.len()
     }
 
-    /// Loads this address space on the current CPU.
-    pub fn activate(&self) {
-        let frame = PhysFrame::containing_address(PhysAddr::new(self.pml4));
-        // SAFETY: the PML4 maps the hypervisor's upper half exactly as every other address
-        // space does, so the code and data in use stay mapped across the switch.
-        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-    }
-
     /// The physical address of the PML4.
     pub fn pml4(&self) -> u64 {
         self.pml4

@@ -246,7 +246,7 @@ pub fn go_idle() -> ! {
 
 /// If a page fault at `rip` happened inside the guest-memory copy, where to resume.
 pub fn copy_fixup(rip: u64) -> Option<u64> {
-    (rip == &raw const copy_user_insn as u64).then(|| &raw const copy_user_fixup as u64)
+    (rip == &raw const copy_user_insn as u64).then_some(&raw const copy_user_fixup as u64)
 }
 
 /// Copies between guest and hypervisor memory; `Err(())` if part of the guest range is
@@ -273,7 +273,7 @@ pub fn init_syscall() {
     // EFER.SCE was set by the boot code, and setting it again changes nothing else.
     unsafe {
         Efer::update(|f| *f |= EferFlags::SYSTEM_CALL_EXTENSIONS);
-        LStar::write(x86_64::VirtAddr::new(syscall_entry as usize as u64));
+        LStar::write(x86_64::VirtAddr::new(syscall_entry as *const () as u64));
         SFMask::write(
             RFlags::INTERRUPT_FLAG
                 | RFlags::TRAP_FLAG

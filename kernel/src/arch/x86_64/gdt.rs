@@ -38,20 +38,9 @@ pub fn new_stack(bytes: usize) -> VirtAddr {
     VirtAddr::from_ptr(stack.as_ptr()) + bytes as u64
 }
 
-/// This CPU's TSS, so that the ring-0 stack can be changed when a guest is scheduled.
-pub struct CpuTables {
-    tss: &'static mut TaskStateSegment,
-}
-
-impl CpuTables {
-    /// Sets the stack the CPU switches to when an interrupt arrives from ring 3.
-    pub fn set_kernel_stack(&mut self, top: VirtAddr) {
-        self.tss.privilege_stack_table[0] = top;
-    }
-}
-
-/// Builds and loads this CPU's GDT and TSS, with fresh interrupt stacks.
-pub fn init_this_cpu() -> CpuTables {
+/// Builds and loads this CPU's GDT and TSS, with fresh interrupt stacks. Every IDT gate
+/// names an IST slot, so the TSS's ring-0 stack (RSP0) is never used.
+pub fn init_this_cpu() {
     let tss: &'static mut TaskStateSegment = Box::leak(Box::new(TaskStateSegment::new()));
     for ist in [IST_TRAP, IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
         tss.interrupt_stack_table[usize::from(ist - 1)] = new_stack(IST_STACK_BYTES);
@@ -90,5 +79,4 @@ pub fn init_this_cpu() -> CpuTables {
         ES::set_reg(KERNEL_DATA);
         load_tss(tss_selector);
     }
-    CpuTables { tss }
 }

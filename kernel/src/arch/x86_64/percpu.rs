@@ -56,17 +56,11 @@ fn area() -> *mut CpuArea {
     smp::percpu::this_cpu().cast()
 }
 
-/// The top of this CPU's kernel stack.
-pub fn kernel_stack_top() -> u64 {
-    // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
-    // reads or writes it, with interrupts off.
-    unsafe { (*area()).kernel_stack_top }
-}
-
 /// Tells the exit path which FPU area belongs to the vCPU now running here, and whether to
 /// load it on the way out.
 pub fn set_fpu(area_ptr: u64, restore: bool) {
-    // SAFETY: as in `kernel_stack_top`.
+    // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
+    // reads or writes it, with interrupts off.
     unsafe {
         (*area()).cur_fpu = area_ptr;
         (*area()).fpu_restore = u64::from(restore);

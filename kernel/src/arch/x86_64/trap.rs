@@ -52,7 +52,7 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// Whether the trap came from ring 3 (a guest).
-    pub fn from_user(&self) -> bool {
+    pub fn came_from_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -175,7 +175,7 @@ pub fn fatal_exception(frame: &TrapFrame) -> ! {
         frame.rip,
         frame.rsp,
         cr2,
-        if frame.from_user() {
+        if frame.came_from_user() {
             "guest"
         } else {
             "hypervisor"
