@@ -138,14 +138,16 @@ impl BvtVcpu {
             if self.warped { self.avt.saturating_sub(self.vt(self.p.warp_ns)) } else { self.avt };
     }
 
-    /// On wake-up: warp if allowed by the unwarp requirement.
+    /// On wake-up: warp (again) if the unwarp requirement allows.
     fn try_warp(&mut self, now: u64) {
         if self.p.warp_ns == 0 {
             self.warped = false;
             return;
         }
         let rested = self.unwarped_ns.is_none_or(|t| now - t >= self.p.warpu_ns);
-        if !self.warped && rested {
+        // Xen's bvt_wake restarts the warp at every wake-up (`warped = now`): L limits how
+        // long one wake-up may run warped, not the warp over a vCPU's life.
+        if rested {
             self.warped = true;
             self.warp_start_ns = now;
         }
@@ -314,14 +316,17 @@ impl Policy for Bvt {
             self.publish(cpu, rq);
             // Preempt if EVT_new < EVT_curr − C / w_curr (the current vCPU's EVT advanced
             // by what it ran so far).
-            let Some(_) = rq.curr else { return Some(cpu) };
+            if rq.curr.is_none() {
+                self.rqs.idlers.claim(cpu);
+                return Some(cpu);
+            }
             let w = rq.q.curr_weight.max(1);
             let ran_vt = now.saturating_sub(rq.curr_since).saturating_mul(VT_ONE) / w;
             let curr_evt = rq.q.curr_evt.saturating_add(ran_vt);
             if vs.data.evt.saturating_add(self.allow_vt(w)) < curr_evt {
                 return Some(cpu);
             }
-            self.rqs.idlers.find_after(cpu)
+            self.rqs.idlers.claim_after(cpu)
         })
     }
 
@@ -427,7 +432,7 @@ impl Policy for Bvt {
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
         let home = self.rqs.home(v);
-        self.rqs.idle_cpu_for(home).unwrap_or(home)
+        self.rqs.nearest_idle(home)
     }
 
     fn set_domain_param(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {

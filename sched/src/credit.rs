@@ -199,7 +199,9 @@ pub struct Credit {
     sort_epoch: AtomicU32,
     /// Serialises accounting passes (Xen's private scheduler lock); never taken on wake or
     /// pick, and always before any runqueue lock.
-    acct_lock: spin::mutex::SpinMutex<()>,
+    /// Holds the system-wide credit balance left by the last pass (Xen's
+    /// `prv->credit_balance`): when negative, the next pass hands out that much more.
+    acct_lock: spin::mutex::SpinMutex<i64>,
 }
 
 impl Credit {
@@ -212,7 +214,7 @@ impl Credit {
             ratelimit_ns: AtomicNs::new(RATELIMIT_US.default * 1000),
             next_acct_ns: AtomicNs::new(0),
             sort_epoch: AtomicU32::new(0),
-            acct_lock: spin::mutex::SpinMutex::new(()),
+            acct_lock: spin::mutex::SpinMutex::new(0),
         })
     }
 
@@ -228,8 +230,15 @@ impl Credit {
     /// `cpu`.
     fn tickle(&self, cpu: usize, rq: &CpuQueue<CreditQueue>, pri: Pri) -> Option<usize> {
         let cur = rq.q.curr_pri.unwrap_or(Pri::Idle);
-        let idler = self.rqs.idlers.find_after(cpu).filter(|&c| c != cpu);
-        if cur == Pri::Idle || (idler.is_none() && pri < cur) { Some(cpu) } else { idler }
+        if cur == Pri::Idle {
+            self.rqs.idlers.claim(cpu);
+            return Some(cpu);
+        }
+        match self.rqs.idlers.claim_after(cpu) {
+            Some(idler) => Some(idler),
+            None if pri < cur => Some(cpu),
+            None => None,
+        }
     }
 
     /// Puts a runnable, unparked vCPU that is off the queues onto its home queue.
@@ -273,7 +282,7 @@ impl Credit {
 
     /// `csched_acct`: hand out one slice worth of credits to the active vCPUs.
     fn acct(&self, kick: &mut dyn FnMut(usize)) {
-        let _serial = self.acct_lock.lock();
+        let mut balance = self.acct_lock.lock();
         let per_tslice = self.credits_per_tslice();
         // Pass 1: count active vCPUs and the total active weight.
         let mut weight_total: i64 = 0;
@@ -291,9 +300,16 @@ impl Credit {
         }
         self.sort_epoch.fetch_add(1, Ordering::AcqRel);
         if weight_total == 0 {
+            *balance = 0;
             return;
         }
+        let prev_balance = *balance;
         let mut credit_total = per_tslice * self.rqs.ncpus() as i64;
+        // Converge the balance towards 0 when it drops negative.
+        if prev_balance < 0 {
+            credit_total -= prev_balance;
+        }
+        let mut credit_balance = 0;
         let mut weight_left = weight_total;
         // Pass 2: distribute.
         for d in 0..self.doms.capacity() {
@@ -307,7 +323,11 @@ impl Credit {
             let active = i64::from(dom.active);
             let weight = i64::from(dom.weight);
             weight_left -= weight * active;
+            // At most a full slice per active vCPU, more only while the balance is negative.
             let mut credit_peak = active * per_tslice;
+            if prev_balance < 0 {
+                credit_peak += (-prev_balance * weight * active + weight_total - 1) / weight_total;
+            }
             let mut credit_cap = 0;
             if dom.cap != 0 {
                 credit_cap = (i64::from(dom.cap) * per_tslice + 99) / 100;
@@ -368,8 +388,10 @@ impl Credit {
                 if vs.place == Place::Running {
                     rq.q.curr_pri = Some(vs.data.pri());
                 }
+                credit_balance += vs.data.credit;
             }
         }
+        *balance = credit_balance;
     }
 
     fn domain_spec(name: &str) -> Result<&'static ParamSpec, Error> {
@@ -451,6 +473,14 @@ impl Policy for Credit {
         rq.stats.schedules += 1;
         if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
             vs.data.burn(now);
+            // Domino, beyond Xen: a vCPU that was charged joins the active list here, not
+            // only when a tick finds it running. Otherwise a vCPU that always sleeps across
+            // the tick is never accounted, stays UNDER and is BOOSTed at every wake-up
+            // (the attack of Zhou et al., "Scheduler Vulnerabilities and Coordinated
+            // Attacks in Cloud Computing", 2011), timestamps or not.
+            if now > rq.curr_since {
+                vs.data.active = true;
+            }
             let runtime = now.saturating_sub(rq.curr_since);
             let runnable = vs.runnable && !vs.data.parked;
             if !vs.yielded && ratelimit > 0 && runnable && runtime < ratelimit {
@@ -530,7 +560,7 @@ impl Policy for Credit {
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
         let home = self.rqs.home(v);
-        self.rqs.idle_cpu_for(home).unwrap_or(home)
+        self.rqs.nearest_idle(home)
     }
 
     fn tick_period_ns(&self) -> Option<u64> {

@@ -79,7 +79,7 @@ impl Policy for Fifo {
     }
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
         let home = self.rqs.home(v);
-        self.rqs.idle_cpu_for(home).unwrap_or(home)
+        self.rqs.nearest_idle(home)
     }
     fn stats(&self) -> Stats {
         self.rqs.stats()

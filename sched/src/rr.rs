@@ -141,7 +141,7 @@ impl Policy for RoundRobin {
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
         let home = self.rqs.home(v);
-        self.rqs.idle_cpu_for(home).unwrap_or(home)
+        self.rqs.nearest_idle(home)
     }
 
     fn set_domain_param(&self, _: DomainId, name: &str, _: u64) -> Result<(), Error> {

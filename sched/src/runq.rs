@@ -153,6 +153,20 @@ impl Idlers {
     pub fn find_after(&self, start: usize) -> Option<usize> {
         (1..=self.ncpus).map(|i| (start + i) % self.ncpus).find(|&c| self.is_idle(c))
     }
+
+    /// Claims `cpu` if it is idle: clears its bit and says whether it was set. A kicked idle
+    /// CPU is marked busy at once, so two wake-ups kick two different idlers (Xen's
+    /// `__runq_tickle` clears the bits of the CPUs it tickles for the same reason); the
+    /// CPU's next `schedule` publishes its real state again.
+    pub fn claim(&self, cpu: usize) -> bool {
+        let bit = 1u64 << (cpu % 64);
+        self.words[cpu / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+    }
+
+    /// Claims the first idle CPU after `start` (cyclically, `start` itself last).
+    pub fn claim_after(&self, start: usize) -> Option<usize> {
+        (1..=self.ncpus).map(|i| (start + i) % self.ncpus).find(|&c| self.claim(c))
+    }
 }
 
 /// The shared skeleton: per-CPU runqueues, per-vCPU slots and the idle map.
@@ -399,10 +413,16 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
     }
 
     /// The CPU to kick for a vCPU queued on `home`: `home` if it idles, else the next idle
-    /// CPU (which will steal it), else none. This is what makes every policy here
+    /// CPU (which will steal it), else none. The CPU is claimed ([`Idlers::claim`]). This is what makes every policy here
     /// work-conserving on wake-up.
     pub fn idle_cpu_for(&self, home: usize) -> Option<usize> {
-        if self.idlers.is_idle(home) { Some(home) } else { self.idlers.find_after(home) }
+        if self.idlers.claim(home) { Some(home) } else { self.idlers.claim_after(home) }
+    }
+
+    /// Where a vCPU homed on `home` would best run now: `home` if idle, else the next idle
+    /// CPU, else `home` (a query: nothing is claimed).
+    pub fn nearest_idle(&self, home: usize) -> usize {
+        if self.idlers.is_idle(home) { home } else { self.idlers.find_after(home).unwrap_or(home) }
     }
 
     /// Takes the locked current vCPU of `rq` off the CPU: clears `curr` and returns it with

@@ -1,1 +1,897 @@
-//! placeholder
+//! `schedsim`: a deterministic discrete-event simulator that drives a policy through the
+//! [`Policy`] trait on a modelled machine and writes DESIGN.md's results records.
+//!
+//! The model, and why it is enough to compare policies:
+//! - N CPUs; switching, IPIs and scheduling decisions cost no simulated time, so what the
+//!   results show is the policy's decisions alone. A kick (IPI) is delivered at the instant
+//!   it is sent, after the event that sent it.
+//! - The simulator plays the kernel's part exactly as the trait's contract says: it calls
+//!   `schedule` when a slice expires, when the running vCPU blocks or yields, and on kicks;
+//!   `tick` every `tick_period_ns` on every CPU (ticks aligned to multiples of the period).
+//! - Workloads (see [`crate::spec::WORKLOADS`]) consume CPU time: a vCPU's next action
+//!   (block, yield) happens after it has *run* long enough, however it is preempted.
+//!   `cpu` never blocks; `latency` is released every `period_us` (phase-shifted per
+//!   domain), runs `run_us` and sleeps; `yield` runs until `before_us` before each
+//!   `tick_us` boundary, then yields (or sleeps `sleep_us`); `io` runs `burst_us` and
+//!   blocks for an exponentially distributed time of mean `block_us` (seeded RNG).
+//! - `hostile-*` workloads attack memory protection, which a scheduling simulator does not
+//!   model: schedsim treats them as killed at start (`exit = "killed: ..."`), which is
+//!   what a correct hypervisor does within microseconds.
+//! - Invariants checked at every instant: no vCPU is current on two CPUs; a policy never
+//!   picks a vCPU that is not runnable; and (work conservation, the "wasted cores" check)
+//!   no CPU idles while a runnable vCPU waits. The last is skipped for specs with caps,
+//!   since parking a capped vCPU is deliberate idling.
+//!
+//! Same spec and seed, same output, byte for byte: there is no other input (no clock, no
+//! hash-map order, no threads).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::spec::{DomainPlan, Expect, Spec};
+use crate::{DomainId, Policy, Stats, Topology, VcpuId, registry};
+
+/// Options beyond the spec.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Seed for the workloads' randomness (`io`).
+    pub seed: u64,
+    /// Collect a Chrome/Perfetto trace.
+    pub trace: bool,
+    /// Also collect per-domain CPU time in windows of this length (for fairness over time).
+    pub window_ns: Option<u64>,
+}
+
+/// The `run` record.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// Always "run".
+    pub kind: &'static str,
+    /// Spec name.
+    pub name: String,
+    /// Always "schedsim".
+    pub engine: &'static str,
+    /// Policy name.
+    pub policy: String,
+    /// CPUs.
+    pub cpus: u64,
+    /// Domains (all groups).
+    pub domains: u64,
+    /// Measured interval.
+    pub duration_ns: u64,
+    /// Warm-up before it.
+    pub warmup_ns: u64,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+/// One `domain` record.
+#[derive(Clone, Debug, Serialize)]
+pub struct DomainRecord {
+    /// Always "domain".
+    pub kind: &'static str,
+    /// Domain id (spec order).
+    pub id: u32,
+    /// Name (`w3`).
+    pub name: String,
+    /// Group name.
+    pub group: String,
+    /// Workload.
+    pub workload: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Weight (as given in the spec, 256 if absent).
+    pub weight: u64,
+    /// Cap (% of one CPU, 0 = none).
+    pub cap: u64,
+    /// Time on a CPU in the interval.
+    pub cpu_ns: u64,
+    /// Time runnable but not running in the interval.
+    pub wait_ns: u64,
+    /// The workload's progress: µs of CPU (`cpu`, `yield`), periods (`latency`), bursts
+    /// (`io`).
+    pub work: u64,
+    /// Wake-ups in the interval.
+    pub wakeups: u64,
+    /// Median wake-up latency (wake to first run).
+    pub wake_lat_p50_ns: u64,
+    /// 99th percentile wake-up latency.
+    pub wake_lat_p99_ns: u64,
+    /// Largest wake-up latency.
+    pub wake_lat_max_ns: u64,
+    /// Times a vCPU of it was switched in.
+    pub switches: u64,
+    /// Times a vCPU of it ran on a different CPU than the previous time.
+    pub migrations: u64,
+    /// "ok" or "killed: <reason>".
+    pub exit: String,
+}
+
+/// The `summary` record.
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryRecord {
+    /// Always "summary".
+    pub kind: &'static str,
+    /// Sum of every domain's work.
+    pub work_total: u64,
+    /// Jain's index of work / weight over the `cpu` domains (weights count only if the
+    /// policy has a `weight` parameter); null without `cpu` domains.
+    pub jain: Option<f64>,
+    /// Largest |share − expected| / expected of CPU time over the `cpu` domains, expected
+    /// shares being weighted max-min fair under the caps; null without `cpu` domains.
+    pub share_err_max: Option<f64>,
+    /// Idle CPU time in the interval, summed over CPUs.
+    pub idle_ns: u64,
+    /// Every domain ended as the spec expected.
+    pub expected: bool,
+    /// Invariant violations seen (0 for a correct policy).
+    pub violations: u64,
+}
+
+/// Invariant violations, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Violations {
+    /// A vCPU picked while current on another CPU.
+    pub double_run: u64,
+    /// A vCPU picked that was not runnable.
+    pub bad_pick: u64,
+    /// Instants where a CPU idled while a runnable vCPU waited.
+    pub wasted_core: u64,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// The `run` record.
+    pub run: RunRecord,
+    /// The `domain` records.
+    pub domains: Vec<DomainRecord>,
+    /// The `summary` record.
+    pub summary: SummaryRecord,
+    /// Invariant violations.
+    pub violations: Violations,
+    /// Policy counters.
+    pub stats: Stats,
+    /// Per window (if asked), per domain: CPU time in that window.
+    pub windows: Vec<Vec<u64>>,
+    /// Chrome trace JSON, if asked.
+    pub trace: Option<String>,
+}
+
+impl Output {
+    /// The results as JSON lines (run, domains, summary).
+    pub fn jsonl(&self) -> String {
+        let mut s = serde_json::to_string(&self.run).expect("serialise") + "\n";
+        for d in &self.domains {
+            s += &(serde_json::to_string(d).expect("serialise") + "\n");
+        }
+        s += &(serde_json::to_string(&self.summary).expect("serialise") + "\n");
+        s
+    }
+
+    /// Exit status for the runner: 0 if every domain ended as expected, else 1.
+    pub fn exit_code(&self) -> i32 {
+        if self.summary.expected { 0 } else { 1 }
+    }
+}
+
+/// A simulation that could not start (the spec's parameters were refused by the policy).
+#[derive(Clone, Debug)]
+pub struct SimError(pub String);
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SimError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// Slice expiry on a CPU, valid if the generation matches.
+    Timer(usize, u64),
+    /// Policy tick on a CPU.
+    Tick(usize),
+    /// A kick (IPI): reschedule.
+    Kick(usize),
+    /// A running vCPU reached its workload's next action, valid if the generation matches.
+    Action(usize, u64),
+    /// A sleeping vCPU wakes.
+    Wake(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Cpu,
+    Latency { period: u64, run: u64, phase: u64 },
+    Yield { tick: u64, before: u64, sleep: u64 },
+    Io { burst: u64, block_mean: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum St {
+    Asleep,
+    Waiting,
+    Running(usize),
+}
+
+struct Vcpu {
+    dom: usize,
+    idx: u32,
+    kind: Kind,
+    st: St,
+    since: u64,
+    /// CPU time still needed before the next action.
+    need: u64,
+    epoch: u64,
+    last_cpu: Option<usize>,
+    woke_at: Option<u64>,
+}
+
+#[derive(Default)]
+struct Acc {
+    cpu_ns: u64,
+    wait_ns: u64,
+    work: u64,
+    wakeups: u64,
+    lat: Vec<u64>,
+    switches: u64,
+    migrations: u64,
+}
+
+struct Cpu {
+    curr: Option<usize>,
+    since: u64,
+    timer_gen: u64,
+    kick_pending: bool,
+}
+
+/// splitmix64: small, fast, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Exponential with the given mean (at least 1 ns).
+    fn exp(&mut self, mean: u64) -> u64 {
+        let u = ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        ((-(u.ln()) * mean as f64) as u64).max(1)
+    }
+}
+
+struct Sim<'a> {
+    policy: Box<dyn Policy>,
+    plan: &'a [DomainPlan],
+    vcpus: Vec<Vcpu>,
+    cpus: Vec<Cpu>,
+    acc: Vec<Acc>,
+    events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    seq: u64,
+    now: u64,
+    t0: u64,
+    t1: u64,
+    window_ns: Option<u64>,
+    windows: Vec<Vec<u64>>,
+    idle_ns: u64,
+    rng: Rng,
+    viol: Violations,
+    check_conservation: bool,
+    trace: Option<String>,
+}
+
+const US: u64 = 1000;
+
+impl Sim<'_> {
+    fn push(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.events.push(Reverse((t, self.seq, ev)));
+    }
+
+    fn kick(&mut self, cpu: usize) {
+        if !self.cpus[cpu].kick_pending {
+            self.cpus[cpu].kick_pending = true;
+            let now = self.now;
+            self.push(now, Ev::Kick(cpu));
+        }
+    }
+
+    /// The part of [a, b) inside the measured interval.
+    fn clip(&self, a: u64, b: u64) -> u64 {
+        b.min(self.t1).saturating_sub(a.max(self.t0))
+    }
+
+    fn add_cpu_time(&mut self, dom: usize, a: u64, b: u64) {
+        self.acc[dom].cpu_ns += self.clip(a, b);
+        if let Some(w) = self.window_ns {
+            let (a, b) = (a.max(self.t0), b.min(self.t1));
+            let mut t = a;
+            while t < b {
+                let k = ((t - self.t0) / w) as usize;
+                let end = (self.t0 + (k as u64 + 1) * w).min(b);
+                if k < self.windows.len() {
+                    self.windows[k][dom] += end - t;
+                }
+                t = end;
+            }
+        }
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.t0 && t < self.t1
+    }
+
+    fn tid(&self, v: usize) -> u64 {
+        u64::from(self.plan[self.vcpus[v].dom].id) * 1000 + u64::from(self.vcpus[v].idx)
+    }
+
+    /// Takes `v` off `cpu` at `now`; `runnable` says whether it still wants to run.
+    fn deschedule(&mut self, v: usize, cpu: usize) {
+        let now = self.now;
+        let since = self.vcpus[v].since;
+        let dom = self.vcpus[v].dom;
+        self.add_cpu_time(dom, since, now);
+        if matches!(self.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
+            // work = µs of CPU; counted in ns here and divided at the end.
+            self.acc[dom].work += self.clip(since, now);
+        }
+        let vc = &mut self.vcpus[v];
+        if vc.need != u64::MAX {
+            vc.need = vc.need.saturating_sub(now - since);
+        }
+        vc.epoch += 1;
+        vc.since = now;
+        if vc.st == St::Running(cpu) {
+            vc.st = St::Waiting;
+        }
+        if let Some(tr) = &mut self.trace
+            && now > since
+        {
+            let tid = u64::from(self.plan[dom].id) * 1000 + u64::from(self.vcpus[v].idx);
+            let _ = write!(
+                tr,
+                "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}.{:03},\"dur\":{}.{:03}}},\n",
+                self.plan[dom].name,
+                self.vcpus[v].idx,
+                since / US,
+                since % US,
+                (now - since) / US,
+                (now - since) % US
+            );
+        }
+    }
+
+    fn dispatch(&mut self, v: usize, cpu: usize) {
+        let now = self.now;
+        let dom = self.vcpus[v].dom;
+        if let St::Running(other) = self.vcpus[v].st
+            && other != cpu
+        {
+            self.viol.double_run += 1;
+        }
+        if self.vcpus[v].st == St::Asleep {
+            self.viol.bad_pick += 1;
+        }
+        let waited = self.clip(self.vcpus[v].since, now);
+        self.acc[dom].wait_ns += waited;
+        if let Some(w) = self.vcpus[v].woke_at.take()
+            && self.in_window(w)
+        {
+            self.acc[dom].lat.push(now - w);
+        }
+        if self.in_window(now) {
+            self.acc[dom].switches += 1;
+            if self.vcpus[v].last_cpu.is_some_and(|c| c != cpu) {
+                self.acc[dom].migrations += 1;
+            }
+        }
+        let kind = self.vcpus[v].kind;
+        let vc = &mut self.vcpus[v];
+        vc.last_cpu = Some(cpu);
+        vc.st = St::Running(cpu);
+        vc.since = now;
+        vc.epoch += 1;
+        let _ = kind;
+        self.arm(v);
+    }
+
+    /// Schedules the running vCPU `v`'s next workload action.
+    fn arm(&mut self, v: usize) {
+        let now = self.now;
+        let vc = &mut self.vcpus[v];
+        vc.epoch += 1;
+        if let Kind::Yield { tick, before, .. } = vc.kind {
+            // The next point `before` ahead of a tick boundary, strictly in the future.
+            let mut point = (now / tick + 1) * tick - before.min(tick - 1);
+            if point <= now {
+                point += tick;
+            }
+            vc.need = point - now;
+        }
+        if vc.need != u64::MAX {
+            let (t, g) = (now.saturating_add(vc.need), vc.epoch);
+            self.push(t, Ev::Action(v, g));
+        }
+    }
+
+    fn schedule(&mut self, cpu: usize) {
+        self.cpus[cpu].kick_pending = false;
+        let d = self.policy.schedule(cpu, self.now);
+        let next = d.next.map(|v| v.index());
+        let prev = self.cpus[cpu].curr;
+        if prev != next {
+            if let Some(p) = prev {
+                self.deschedule(p, cpu);
+            } else {
+                self.idle_ns += self.clip(self.cpus[cpu].since, self.now);
+            }
+            if let Some(n) = next {
+                // A vCPU stolen from a CPU that has not yet switched away from it would be
+                // on two CPUs at once (dispatch counts it).
+                self.dispatch(n, cpu);
+            }
+            self.cpus[cpu].curr = next;
+            self.cpus[cpu].since = self.now;
+        }
+        self.cpus[cpu].timer_gen += 1;
+        if let Some(s) = d.slice_ns {
+            let (t, g) = (self.now + s.max(1), self.cpus[cpu].timer_gen);
+            self.push(t, Ev::Timer(cpu, g));
+        }
+    }
+
+    fn wake(&mut self, v: usize) {
+        let now = self.now;
+        let dom = self.vcpus[v].dom;
+        let vc = &mut self.vcpus[v];
+        if vc.st != St::Asleep {
+            return;
+        }
+        vc.st = St::Waiting;
+        vc.since = now;
+        vc.woke_at = Some(now);
+        if self.in_window(now) {
+            self.acc[dom].wakeups += 1;
+        }
+        if let Some(tr) = &mut self.trace {
+            let tid = u64::from(self.plan[dom].id) * 1000 + u64::from(self.vcpus[v].idx);
+            let _ = writeln!(
+                tr,
+                "{{\"name\":\"wake\",\"ph\":\"i\",\"s\":\"t\",\"pid\":{},\"tid\":{tid},\"ts\":{}.{:03}}},",
+                self.vcpus[v].last_cpu.unwrap_or(0),
+                now / US,
+                now % US
+            );
+        }
+        let w = self.policy.wake(VcpuId(v as u32), now);
+        if let Some(c) = w.kick {
+            self.kick(c);
+        }
+    }
+
+    /// The running vCPU `v` blocks until `until`.
+    fn block(&mut self, v: usize, until: u64) {
+        let now = self.now;
+        if let Some(cpu) = self.policy.sleep(VcpuId(v as u32), now) {
+            // Take it off the CPU right away, as a kernel does when its vCPU blocks.
+            self.vcpus[v].st = St::Asleep;
+            self.schedule(cpu);
+        }
+        self.vcpus[v].st = St::Asleep;
+        self.vcpus[v].since = now;
+        self.push(until, Ev::Wake(v));
+    }
+
+    fn action(&mut self, v: usize) {
+        let now = self.now;
+        let dom = self.vcpus[v].dom;
+        match self.vcpus[v].kind {
+            Kind::Cpu => {}
+            Kind::Latency { period, run, phase } => {
+                if self.in_window(now) {
+                    self.acc[dom].work += 1;
+                }
+                self.vcpus[v].need = run;
+                // The next release after now.
+                let next = phase + ((now.saturating_sub(phase)) / period + 1) * period;
+                self.block(v, next);
+            }
+            Kind::Yield { sleep, .. } => {
+                if sleep == 0 {
+                    if let Some(cpu) = self.policy.yield_now(VcpuId(v as u32), now) {
+                        self.schedule(cpu);
+                    }
+                } else {
+                    self.block(v, now + sleep);
+                }
+            }
+            Kind::Io { burst, block_mean } => {
+                if self.in_window(now) {
+                    self.acc[dom].work += 1;
+                }
+                self.vcpus[v].need = burst;
+                let t = now + self.rng.exp(block_mean);
+                self.block(v, t);
+            }
+        }
+    }
+
+    fn check_conservation(&mut self) {
+        if !self.check_conservation || !self.in_window(self.now) {
+            return;
+        }
+        let idle = self.cpus.iter().any(|c| c.curr.is_none());
+        if idle && self.vcpus.iter().any(|v| v.st == St::Waiting) {
+            self.viol.wasted_core += 1;
+        }
+    }
+}
+
+fn kind_of(p: &DomainPlan) -> Kind {
+    let arg = |k: &str| p.args.get(k).copied().unwrap_or(0);
+    match p.workload.as_str() {
+        "latency" => {
+            let period = arg("period_us").max(1) * US;
+            Kind::Latency {
+                period,
+                run: arg("run_us").max(1) * US,
+                // Spread releases of different domains over the period, deterministically.
+                phase: (u64::from(p.id) * 7919 * US) % period,
+            }
+        }
+        "yield" => Kind::Yield {
+            tick: arg("tick_us").max(1) * US,
+            before: arg("before_us") * US,
+            sleep: arg("sleep_us") * US,
+        },
+        "io" => {
+            Kind::Io { burst: arg("burst_us").max(1) * US, block_mean: arg("block_us").max(1) * US }
+        }
+        _ => Kind::Cpu,
+    }
+}
+
+/// Runs the experiment. The spec must be valid ([`Spec::validate`]).
+pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
+    let plan = spec.plan();
+    let cpus = spec.machine.cpus as usize;
+    let hostile = |p: &DomainPlan| p.workload.starts_with("hostile-");
+    let total_vcpus: usize = plan.iter().filter(|p| !hostile(p)).map(|p| p.vcpus as usize).sum();
+    let topo = Topology { cpus, max_vcpus: total_vcpus.max(1), max_domains: plan.len().max(1) };
+    let globals = spec.policy_globals();
+    let globals: Vec<(&str, u64)> = globals.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let policy = registry::build(&spec.sched.policy, &topo, &globals)
+        .map_err(|e| SimError(format!("{}: sched: {e}", spec.file)))?;
+    let t0 = spec.warmup_ms * 1_000_000;
+    let t1 = t0 + spec.duration_ms * 1_000_000;
+    // Parking a capped vCPU is deliberate idling: no work-conservation check then.
+    let capped = plan.iter().any(|p| p.cap > 0) && policy.info().domain_param("cap").is_some();
+    let nwin = opts.window_ns.map_or(0, |w| (t1 - t0).div_ceil(w) as usize);
+    let mut sim = Sim {
+        policy,
+        plan: &plan,
+        vcpus: Vec::new(),
+        cpus: (0..cpus)
+            .map(|_| Cpu { curr: None, since: 0, timer_gen: 0, kick_pending: false })
+            .collect(),
+        acc: plan.iter().map(|_| Acc::default()).collect(),
+        events: BinaryHeap::new(),
+        seq: 0,
+        now: 0,
+        t0,
+        t1,
+        window_ns: opts.window_ns,
+        windows: vec![vec![0; plan.len()]; nwin],
+        idle_ns: 0,
+        rng: Rng(opts.seed ^ 0x5eed_5eed_5eed_5eed),
+        viol: Violations::default(),
+        check_conservation: !capped,
+        trace: opts.trace.then(|| String::from("{\"traceEvents\":[\n")),
+    };
+    for (i, p) in plan.iter().enumerate() {
+        if hostile(p) {
+            continue;
+        }
+        let params: Vec<(&str, u64)> = p.params.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        sim.policy
+            .add_domain(DomainId(p.id), &params)
+            .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
+        let kind = kind_of(p);
+        for idx in 0..p.vcpus {
+            let v = sim.vcpus.len();
+            sim.policy
+                .insert_vcpu(VcpuId(v as u32), DomainId(p.id), v % cpus)
+                .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
+            let need = match kind {
+                Kind::Cpu | Kind::Yield { .. } => u64::MAX,
+                Kind::Latency { run, .. } => run,
+                Kind::Io { burst, .. } => burst,
+            };
+            sim.vcpus.push(Vcpu {
+                dom: i,
+                idx,
+                kind,
+                st: St::Asleep,
+                since: 0,
+                need,
+                epoch: 0,
+                last_cpu: None,
+                woke_at: None,
+            });
+            let start = match kind {
+                Kind::Latency { phase, .. } => phase,
+                _ => 0,
+            };
+            sim.push(start, Ev::Wake(v));
+        }
+    }
+    if let Some(tr) = &mut sim.trace {
+        for c in 0..cpus {
+            let _ = writeln!(
+                tr,
+                "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":{c},\"args\":{{\"name\":\"cpu{c}\"}}}},"
+            );
+        }
+    }
+    if let Some(period) = sim.policy.tick_period_ns() {
+        for c in 0..cpus {
+            sim.push(period, Ev::Tick(c));
+        }
+    }
+    while let Some(Reverse((t, _, ev))) = sim.events.pop() {
+        if t >= t1 {
+            break;
+        }
+        if t > sim.now {
+            sim.check_conservation();
+        }
+        sim.now = t;
+        match ev {
+            Ev::Timer(c, g) => {
+                if sim.cpus[c].timer_gen == g {
+                    sim.schedule(c);
+                }
+            }
+            Ev::Kick(c) => sim.schedule(c),
+            Ev::Tick(c) => {
+                let mut kicks = Vec::new();
+                sim.policy.tick(c, t, &mut |k| kicks.push(k));
+                for k in kicks {
+                    sim.kick(k);
+                }
+                let period = sim.policy.tick_period_ns().unwrap_or(10_000_000);
+                sim.push(t + period, Ev::Tick(c));
+            }
+            Ev::Action(v, g) => {
+                if sim.vcpus[v].epoch == g {
+                    // Account the run so far so `need` is exact, then act.
+                    let cpu = match sim.vcpus[v].st {
+                        St::Running(c) => c,
+                        _ => continue,
+                    };
+                    let since = sim.vcpus[v].since;
+                    let dom = sim.vcpus[v].dom;
+                    sim.add_cpu_time(dom, since, t);
+                    if matches!(sim.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
+                        sim.acc[dom].work += sim.clip(since, t);
+                    }
+                    sim.vcpus[v].since = t;
+                    sim.vcpus[v].need = 0;
+                    sim.action(v);
+                    // Still on the same CPU (a yield that picked it again): next action.
+                    if sim.vcpus[v].st == St::Running(cpu) && sim.cpus[cpu].curr == Some(v) {
+                        sim.arm(v);
+                    }
+                }
+            }
+            Ev::Wake(v) => sim.wake(v),
+        }
+    }
+    // Close the interval.
+    sim.now = t1;
+    for c in 0..cpus {
+        match sim.cpus[c].curr {
+            Some(v) => {
+                let (since, dom) = (sim.vcpus[v].since, sim.vcpus[v].dom);
+                sim.add_cpu_time(dom, since, t1);
+                if matches!(sim.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
+                    sim.acc[dom].work += sim.clip(since, t1);
+                }
+                let tid = sim.tid(v);
+                if let Some(tr) = &mut sim.trace {
+                    let _ = writeln!(
+                        tr,
+                        "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{c},\"tid\":{tid},\"ts\":{}.{:03},\"dur\":{}.{:03}}},",
+                        plan[dom].name,
+                        sim.vcpus[v].idx,
+                        since / US,
+                        since % US,
+                        (t1 - since) / US,
+                        (t1 - since) % US
+                    );
+                }
+            }
+            None => sim.idle_ns += sim.clip(sim.cpus[c].since, t1),
+        }
+    }
+    for v in 0..sim.vcpus.len() {
+        if sim.vcpus[v].st == St::Waiting {
+            let dom = sim.vcpus[v].dom;
+            sim.acc[dom].wait_ns += sim.clip(sim.vcpus[v].since, t1);
+        }
+    }
+    finish(spec, opts, &plan, sim)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Weighted max-min fair split of `total` among demands `limit` (water-filling).
+pub fn fair_shares(total: f64, weight: &[f64], limit: &[f64]) -> Vec<f64> {
+    let n = weight.len();
+    let mut alloc = vec![0.0; n];
+    let mut open: Vec<usize> = (0..n).collect();
+    let mut left = total;
+    while !open.is_empty() && left > 1e-9 {
+        let wsum: f64 = open.iter().map(|&i| weight[i]).sum();
+        let mut capped = Vec::new();
+        for &i in &open {
+            let give = left * weight[i] / wsum;
+            if alloc[i] + give >= limit[i] {
+                capped.push(i);
+            }
+        }
+        if capped.is_empty() {
+            for &i in &open {
+                alloc[i] += left * weight[i] / wsum;
+            }
+            break;
+        }
+        for &i in &capped {
+            left -= limit[i] - alloc[i];
+            alloc[i] = limit[i];
+        }
+        open.retain(|i| !capped.contains(i));
+    }
+    alloc
+}
+
+fn finish(
+    spec: &Spec,
+    opts: &Options,
+    plan: &[DomainPlan],
+    mut sim: Sim<'_>,
+) -> Result<Output, SimError> {
+    let policy_info = sim.policy.info();
+    let weighted = policy_info.domain_param("weight").is_some();
+    let mut domains = Vec::new();
+    let mut all_expected = true;
+    for (i, p) in plan.iter().enumerate() {
+        let a = &mut sim.acc[i];
+        a.lat.sort_unstable();
+        let hostile = p.workload.starts_with("hostile-");
+        let exit = if hostile {
+            "killed: hostile workload (schedsim does not model memory protection and kills hostile-* at start)".to_string()
+        } else {
+            "ok".to_string()
+        };
+        let expected = match p.expect {
+            Expect::Ok => !hostile,
+            Expect::Killed => hostile,
+        };
+        all_expected &= expected;
+        let work =
+            if matches!(p.workload.as_str(), "cpu" | "yield") { a.work / US } else { a.work };
+        domains.push(DomainRecord {
+            kind: "domain",
+            id: p.id,
+            name: p.name.clone(),
+            group: p.group.clone(),
+            workload: p.workload.clone(),
+            vcpus: p.vcpus,
+            weight: p.weight,
+            cap: p.cap,
+            cpu_ns: a.cpu_ns,
+            wait_ns: a.wait_ns,
+            work,
+            wakeups: a.wakeups,
+            wake_lat_p50_ns: percentile(&a.lat, 0.50),
+            wake_lat_p99_ns: percentile(&a.lat, 0.99),
+            wake_lat_max_ns: a.lat.last().copied().unwrap_or(0),
+            switches: a.switches,
+            migrations: a.migrations,
+            exit,
+        });
+    }
+    // Fairness over the cpu-bound domains.
+    let cpu_doms: Vec<usize> = (0..plan.len()).filter(|&i| plan[i].workload == "cpu").collect();
+    let w_eff = |i: usize| if weighted { plan[i].weight as f64 } else { 1.0 };
+    let (jain, share_err_max) = if cpu_doms.is_empty() {
+        (None, None)
+    } else {
+        let x: Vec<f64> = cpu_doms.iter().map(|&i| domains[i].work as f64 / w_eff(i)).collect();
+        let s: f64 = x.iter().sum();
+        let s2: f64 = x.iter().map(|v| v * v).sum();
+        let jain = if s2 > 0.0 { s * s / (x.len() as f64 * s2) } else { 1.0 };
+        let total: f64 = cpu_doms.iter().map(|&i| domains[i].cpu_ns as f64).sum();
+        let dur = (spec.duration_ms * 1_000_000) as f64;
+        let limit: Vec<f64> = cpu_doms
+            .iter()
+            .map(|&i| {
+                let cpus = plan[i].vcpus as f64;
+                let cap = if plan[i].cap > 0 { plan[i].cap as f64 / 100.0 } else { cpus };
+                cpus.min(cap) * dur
+            })
+            .collect();
+        let weights: Vec<f64> = cpu_doms.iter().map(|&i| w_eff(i)).collect();
+        let expect = fair_shares(total, &weights, &limit);
+        let err = cpu_doms
+            .iter()
+            .zip(&expect)
+            .filter(|(_, e)| **e > 0.0)
+            .map(|(&i, e)| (domains[i].cpu_ns as f64 - e).abs() / e)
+            .fold(0.0, f64::max);
+        (Some(jain), Some(err))
+    };
+    let v = sim.viol;
+    let summary = SummaryRecord {
+        kind: "summary",
+        work_total: domains.iter().map(|d| d.work).sum(),
+        jain,
+        share_err_max,
+        idle_ns: sim.idle_ns,
+        expected: all_expected,
+        violations: v.double_run + v.bad_pick + v.wasted_core,
+    };
+    let run = RunRecord {
+        kind: "run",
+        name: spec.name.clone(),
+        engine: "schedsim",
+        policy: spec.sched.policy.clone(),
+        cpus: spec.machine.cpus,
+        domains: plan.len() as u64,
+        duration_ns: spec.duration_ms * 1_000_000,
+        warmup_ns: spec.warmup_ms * 1_000_000,
+        seed: opts.seed,
+    };
+    let ncpus = spec.machine.cpus;
+    let trace = sim.trace.take().map(|mut t| {
+        for p in plan {
+            for idx in 0..p.vcpus {
+                let tid = u64::from(p.id) * 1000 + u64::from(idx);
+                for c in 0..ncpus {
+                    let _ = writeln!(
+                        t,
+                        "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{c},\"tid\":{tid},\"args\":{{\"name\":\"{}.{idx}\"}}}},",
+                        p.name
+                    );
+                }
+            }
+        }
+        // Close the array with a harmless metadata event (no trailing comma allowed).
+        t += "{\"name\":\"end\",\"ph\":\"M\",\"pid\":0,\"args\":{}}\n]}\n";
+        t
+    });
+    Ok(Output {
+        run,
+        domains,
+        summary,
+        violations: v,
+        stats: sim.policy.stats(),
+        windows: sim.windows,
+        trace,
+    })
+}

@@ -1,0 +1,260 @@
+//! The scheduling properties of issue 3, each checked in `schedsim` for every policy where
+//! it applies. Every run also asserts the simulator's invariants: no vCPU current on two
+//! CPUs, no pick of a sleeping vCPU (and, where checked, no wasted core).
+
+use sched::sim::{self, Options, Output};
+use sched::spec::Spec;
+
+fn spec(text: &str) -> Spec {
+    Spec::from_str(text, "<test>").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_with(s: &Spec, opts: &Options) -> Output {
+    let out = sim::run(s, opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.violations.double_run, 0, "{}: a vCPU ran on two CPUs", s.sched.policy);
+    assert_eq!(out.violations.bad_pick, 0, "{}: a sleeping vCPU was picked", s.sched.policy);
+    out
+}
+
+fn run(s: &Spec) -> Output {
+    run_with(s, &Options { seed: 1, ..Options::default() })
+}
+
+fn with_policy(text: &str, policy: &str) -> Spec {
+    let mut s = spec(text);
+    s.sched.policy = policy.into();
+    s.validate().unwrap();
+    s
+}
+
+fn share(out: &Output, i: usize) -> f64 {
+    let total: u64 = out.domains.iter().map(|d| d.cpu_ns).sum();
+    out.domains[i].cpu_ns as f64 / total as f64
+}
+
+const WEIGHTS: &str = include_str!("specs/fairness-weights.toml");
+
+#[test]
+fn proportional_share_bvt_within_one_percent() {
+    let out = run(&with_policy(WEIGHTS, "bvt"));
+    let err = out.summary.share_err_max.unwrap();
+    eprintln!("bvt share_err_max = {err:.4}");
+    assert!(err <= 0.01, "bvt: largest relative share error {err:.4} > 1%");
+}
+
+#[test]
+fn proportional_share_credit() {
+    // Not within 1%, and that is Xen's credit scheduler, not a bug: csched_acct clamps
+    // credit at ±one slice worth, so low-weight hogs have debt forgiven at the lower bound
+    // while high-weight ones stop earning and lose half their credit at the upper bound.
+    // With 30 ms slices and weights 1..8 on 2 CPUs that costs up to ~16% relative error
+    // (weight 1 gets 3.2% instead of 2.8%, weight 8 21.0% instead of 22.2%). BVT meets 1%.
+    let out = run(&with_policy(WEIGHTS, "credit"));
+    let err = out.summary.share_err_max.unwrap();
+    for (i, d) in out.domains.iter().enumerate() {
+        let expect = (i + 1) as f64 / 36.0;
+        eprintln!("credit {} share {:.4} expected {:.4}", d.name, share(&out, i), expect);
+        assert!((share(&out, i) - expect).abs() < 0.02, "{}: off by more than 2 points", d.name);
+    }
+    eprintln!("credit share_err_max = {err:.4}");
+    assert!(err <= 0.2, "credit: relative error {err:.4}");
+    assert!(out.summary.jain.unwrap() >= 0.99);
+}
+
+#[test]
+fn equal_shares_rr() {
+    let out = run(&with_policy(WEIGHTS, "rr"));
+    let err = out.summary.share_err_max.unwrap();
+    assert!(err <= 0.01, "rr: share error {err:.4}");
+}
+
+#[test]
+fn cap_is_respected() {
+    let text = r#"
+name = "caps"
+duration_ms = 10000
+warmup_ms = 500
+[machine]
+cpus = 2
+[sched]
+policy = "credit"
+[[domain]]
+name = "capped"
+workload = "cpu"
+cap = 20
+[[domain]]
+name = "free"
+count = 3
+workload = "cpu"
+"#;
+    let s = spec(text);
+    let out = run(&s);
+    let pct = 100.0 * out.domains[0].cpu_ns as f64 / (s.duration_ms as f64 * 1e6);
+    eprintln!("capped at 20%: got {pct:.2}% of one CPU");
+    assert!(pct <= 21.0, "cap 20 exceeded: {pct:.2}%");
+    assert!(pct >= 10.0, "cap far too strict: {pct:.2}%");
+}
+
+const MIXED: &str = r#"
+name = "mixed"
+duration_ms = 5000
+warmup_ms = 200
+[machine]
+cpus = 3
+[sched]
+policy = "credit"
+[[domain]]
+name = "hog"
+count = 4
+workload = "cpu"
+[[domain]]
+name = "io"
+count = 4
+workload = "io"
+[domain.args]
+burst_us = 300
+block_us = 3000
+[[domain]]
+name = "lat"
+count = 2
+workload = "latency"
+[[domain]]
+name = "y"
+workload = "yield"
+"#;
+
+#[test]
+fn work_conserving_every_policy() {
+    for policy in ["rr", "credit", "bvt", "fifo"] {
+        let out = run(&with_policy(MIXED, policy));
+        assert_eq!(out.violations.wasted_core, 0, "{policy}: a CPU idled while work waited");
+    }
+    // Also with fewer runnable vCPUs than CPUs most of the time.
+    let sparse = MIXED.replace("count = 4\nworkload = \"cpu\"", "count = 1\nworkload = \"cpu\"");
+    for policy in ["rr", "credit", "bvt", "fifo"] {
+        let out = run(&with_policy(&sparse, policy));
+        assert_eq!(out.violations.wasted_core, 0, "{policy} (sparse): wasted core");
+        assert!(out.summary.idle_ns > 0);
+    }
+}
+
+fn window_jain(out: &Output) -> f64 {
+    out.windows
+        .iter()
+        .map(|w| {
+            let s: f64 = w.iter().map(|&x| x as f64).sum();
+            let s2: f64 = w.iter().map(|&x| (x as f64) * (x as f64)).sum();
+            s * s / (w.len() as f64 * s2)
+        })
+        .fold(1.0, f64::min)
+}
+
+#[test]
+fn many_domains_jain_per_second() {
+    let text = r#"
+name = "many"
+duration_ms = 5000
+warmup_ms = 1000
+[machine]
+cpus = 7
+[sched]
+policy = "rr"
+# Credit only (rr and bvt ignore it): with Xen's 30 ms slices each of 128 domains gets one
+# to three slices a second, and a 1 s window cannot be fair to 1% (worst Jain ≈ 0.96).
+tslice_ms = 5
+[[domain]]
+name = "w"
+count = 128
+workload = "cpu"
+"#;
+    let opts = Options { seed: 1, trace: false, window_ns: Some(1_000_000_000) };
+    for policy in ["rr", "credit", "bvt"] {
+        let out = run_with(&with_policy(text, policy), &opts);
+        let j = window_jain(&out);
+        eprintln!("{policy}: 128 domains on 7 CPUs, worst 1 s Jain = {j:.4}");
+        assert!(j >= 0.99, "{policy}: Jain over a 1 s window {j:.4} < 0.99");
+    }
+}
+
+const LATENCY: &str = r#"
+name = "latency"
+duration_ms = 5000
+warmup_ms = 500
+[machine]
+cpus = 4
+[sched]
+policy = "rr"
+[[domain]]
+name = "lat"
+workload = "latency"
+[domain.sched]
+warp_us = 10000
+warpl_us = 2000
+[domain.args]
+period_us = 1000
+run_us = 20
+[[domain]]
+name = "hog"
+count = 63
+workload = "cpu"
+"#;
+
+#[test]
+fn latency_domain_among_hogs() {
+    let p99 = |policy: &str| {
+        let out = run(&with_policy(LATENCY, policy));
+        let d = &out.domains[0];
+        eprintln!(
+            "{policy}: latency p50 {} ns p99 {} ns max {} ns, {} wakeups, {} periods",
+            d.wake_lat_p50_ns, d.wake_lat_p99_ns, d.wake_lat_max_ns, d.wakeups, d.work
+        );
+        d.wake_lat_p99_ns
+    };
+    let (rr, credit, bvt) = (p99("rr"), p99("credit"), p99("bvt"));
+    eprintln!("p99 wake-up latency: rr {rr} ns, credit {credit} ns, bvt {bvt} ns");
+    assert!(bvt * 10 < rr, "bvt with warp should be far below rr");
+    assert!(credit * 10 < rr, "credit with BOOST should be far below rr");
+}
+
+#[test]
+fn yield_attacker_gets_no_more_than_its_share_under_credit() {
+    for sleep_us in [0, 200] {
+        let text = format!(
+            r#"
+name = "yield-attack"
+duration_ms = 10000
+warmup_ms = 1000
+[machine]
+cpus = 1
+[sched]
+policy = "credit"
+[[domain]]
+name = "attacker"
+workload = "yield"
+[domain.args]
+sleep_us = {sleep_us}
+[[domain]]
+name = "victim"
+count = 3
+workload = "cpu"
+"#
+        );
+        let out = run(&spec(&text));
+        let s = share(&out, 0);
+        eprintln!("yield attacker (sleep_us = {sleep_us}): share {s:.4} of the CPU (fair: 0.25)");
+        assert!(s <= 0.25 + 0.01, "attacker got {s:.4}");
+    }
+}
+
+#[test]
+fn deterministic() {
+    for policy in ["rr", "credit", "bvt"] {
+        let s = with_policy(MIXED, policy);
+        let o = Options { seed: 7, trace: true, window_ns: None };
+        let (a, b) = (run_with(&s, &o), run_with(&s, &o));
+        assert_eq!(a.jsonl(), b.jsonl(), "{policy}: results differ between two runs");
+        assert_eq!(a.trace, b.trace, "{policy}: traces differ");
+        let c = run_with(&s, &Options { seed: 8, ..o });
+        assert_ne!(a.jsonl(), c.jsonl(), "{policy}: the seed should matter for io");
+    }
+}
