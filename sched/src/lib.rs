@@ -15,6 +15,7 @@
 //! small example that `README.md` walks through. [`registry`] builds any of them by name.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -356,9 +356,9 @@ impl Sim<'_> {
             && now > since
         {
             let tid = u64::from(self.plan[dom].id) * 1000 + u64::from(self.vcpus[v].idx);
-            let _ = write!(
+            let _ = writeln!(
                 tr,
-                "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}.{:03},\"dur\":{}.{:03}}},\n",
+                "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}.{:03},\"dur\":{}.{:03}}},",
                 self.plan[dom].name,
                 self.vcpus[v].idx,
                 since / US,

@@ -485,7 +485,7 @@ impl Spec {
                 }
                 per_domain(&format!("sched.{k}"), k, v)?;
             }
-            for (k, _) in &g.args {
+            for k in g.args.keys() {
                 if !wl.args.iter().any(|(a, _)| a == k) {
                     let allowed: Vec<_> =
                         wl.args.iter().map(|(a, d)| format!("{a} (default {d})")).collect();

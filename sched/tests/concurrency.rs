@@ -1,0 +1,103 @@
+//! Policies under real concurrency: several threads play CPUs of the hypervisor, calling
+//! wake, sleep, yield, schedule and tick at once. The test passes if nothing deadlocks and
+//! no vCPU is ever loaded on two CPUs: like the kernel, a CPU that picks a vCPU still
+//! being switched away from elsewhere waits for that CPU to let go of it first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use sched::registry::ENTRIES;
+use sched::{DomainId, Topology, VcpuId};
+
+const NONE: usize = usize::MAX;
+
+#[test]
+fn hammer_every_policy() {
+    const CPUS: usize = 4;
+    const VCPUS: usize = 24;
+    for entry in ENTRIES {
+        let topo = Topology { cpus: CPUS, max_vcpus: VCPUS, max_domains: VCPUS };
+        let p: Arc<dyn sched::Policy> = Arc::from((entry.new)(&topo).unwrap());
+        for v in 0..VCPUS {
+            p.add_domain(DomainId(v as u32), &[]).unwrap();
+            p.insert_vcpu(VcpuId(v as u32), DomainId(v as u32), v % CPUS).unwrap();
+            p.wake(VcpuId(v as u32), 0);
+        }
+        let owner: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..VCPUS).map(|_| AtomicUsize::new(NONE)).collect());
+        let clock = Arc::new(AtomicU64::new(1));
+        let threads: Vec<_> = (0..CPUS)
+            .map(|cpu| {
+                let (p, owner, clock) = (p.clone(), owner.clone(), clock.clone());
+                std::thread::spawn(move || {
+                    let mut rng = 0x9e37_79b9u64 + cpu as u64;
+                    let mut curr: Option<VcpuId> = None;
+                    for _ in 0..20_000 {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let now = clock.fetch_add(1000, Ordering::Relaxed);
+                        let v = VcpuId((rng % VCPUS as u64) as u32);
+                        match rng % 7 {
+                            0 => {
+                                if let Some(c) = curr {
+                                    p.sleep(c, now);
+                                }
+                            }
+                            1 => {
+                                p.wake(v, now);
+                            }
+                            2 => {
+                                if let Some(c) = curr {
+                                    p.yield_now(c, now);
+                                }
+                            }
+                            3 => p.tick(cpu, now, &mut |_| {}),
+                            _ => {}
+                        }
+                        let next = p.schedule(cpu, now).next;
+                        if next != curr {
+                            if let Some(c) = curr {
+                                owner[c.index()].store(NONE, Ordering::Release);
+                            }
+                            if let Some(n) = next {
+                                let mut spins = 0u64;
+                                while owner[n.index()]
+                                    .compare_exchange(
+                                        NONE,
+                                        cpu,
+                                        Ordering::AcqRel,
+                                        Ordering::Acquire,
+                                    )
+                                    .is_err()
+                                {
+                                    spins += 1;
+                                    assert!(
+                                        spins < 50_000_000,
+                                        "vCPU {} stuck on another CPU",
+                                        n.0
+                                    );
+                                    std::hint::spin_loop();
+                                }
+                            }
+                            curr = next;
+                        }
+                        if rng % 11 == 0 {
+                            p.wake(v, now);
+                        }
+                    }
+                    if let Some(c) = curr {
+                        owner[c.index()].store(NONE, Ordering::Release);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut dump = String::new();
+        p.dump(&mut dump).unwrap();
+        assert!(dump.contains("cpu0"), "{}: {dump}", entry.info.name);
+        assert!(p.stats().schedules >= (CPUS * 20_000) as u64);
+    }
+}
