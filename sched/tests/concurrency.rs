@@ -82,7 +82,7 @@ fn hammer_every_policy() {
                             }
                             curr = next;
                         }
-                        if rng % 11 == 0 {
+                        if rng.is_multiple_of(11) {
                             p.wake(v, now);
                         }
                     }
