@@ -12,9 +12,6 @@ use elf::abi::{EM_X86_64, ET_EXEC, PF_W, PF_X, PT_INTERP, PT_LOAD};
 use elf::endian::LittleEndian;
 use tar_no_std::TarArchiveRef;
 
-/// The boot module's name for the experiment plan.
-pub const PLAN_FILE: &str = "plan";
-
 /// Why an image cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageError {

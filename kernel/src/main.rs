@@ -255,8 +255,8 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     });
 
     match (
-        boot_module::file("dom0"),
-        boot_module::file(kernel::image::PLAN_FILE),
+        boot_module::file(abi::plan::DOM0_IMAGE),
+        boot_module::file(abi::plan::FILE),
     ) {
         (Some(image), Some(plan)) => {
             if let Err(e) = control::start_domain0(image, plan) {

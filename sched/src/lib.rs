@@ -28,6 +28,7 @@ pub mod fifo;
 pub mod registry;
 pub mod rr;
 pub mod runq;
+pub mod summary;
 
 #[cfg(feature = "std")]
 pub mod sim;

@@ -32,6 +32,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::spec::{DomainPlan, Expect, Spec};
+use crate::summary::{self, DomainFigures, Fairness};
 use crate::{DomainId, Policy, Stats, Topology, VcpuId, registry};
 
 /// Options beyond the spec.
@@ -739,35 +740,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Weighted max-min fair split of `total` among demands `limit` (water-filling).
-pub fn fair_shares(total: f64, weight: &[f64], limit: &[f64]) -> Vec<f64> {
-    let n = weight.len();
-    let mut alloc = vec![0.0; n];
-    let mut open: Vec<usize> = (0..n).collect();
-    let mut left = total;
-    while !open.is_empty() && left > 1e-9 {
-        let wsum: f64 = open.iter().map(|&i| weight[i]).sum();
-        let mut capped = Vec::new();
-        for &i in &open {
-            let give = left * weight[i] / wsum;
-            if alloc[i] + give >= limit[i] {
-                capped.push(i);
-            }
-        }
-        if capped.is_empty() {
-            for &i in &open {
-                alloc[i] += left * weight[i] / wsum;
-            }
-            break;
-        }
-        for &i in &capped {
-            left -= limit[i] - alloc[i];
-            alloc[i] = limit[i];
-        }
-        open.retain(|i| !capped.contains(i));
-    }
-    alloc
-}
+pub use crate::summary::fair_shares;
 
 fn finish(
     spec: &Spec,
@@ -816,36 +789,20 @@ fn finish(
             exit,
         });
     }
-    // Fairness over the cpu-bound domains.
-    let cpu_doms: Vec<usize> = (0..plan.len()).filter(|&i| plan[i].workload == "cpu").collect();
-    let w_eff = |i: usize| if weighted { plan[i].weight as f64 } else { 1.0 };
-    let (jain, share_err_max) = if cpu_doms.is_empty() {
-        (None, None)
-    } else {
-        let x: Vec<f64> = cpu_doms.iter().map(|&i| domains[i].work as f64 / w_eff(i)).collect();
-        let s: f64 = x.iter().sum();
-        let s2: f64 = x.iter().map(|v| v * v).sum();
-        let jain = if s2 > 0.0 { s * s / (x.len() as f64 * s2) } else { 1.0 };
-        let total: f64 = cpu_doms.iter().map(|&i| domains[i].cpu_ns as f64).sum();
-        let dur = (spec.duration_ms * 1_000_000) as f64;
-        let limit: Vec<f64> = cpu_doms
-            .iter()
-            .map(|&i| {
-                let cpus = plan[i].vcpus as f64;
-                let cap = if plan[i].cap > 0 { plan[i].cap as f64 / 100.0 } else { cpus };
-                cpus.min(cap) * dur
-            })
-            .collect();
-        let weights: Vec<f64> = cpu_doms.iter().map(|&i| w_eff(i)).collect();
-        let expect = fair_shares(total, &weights, &limit);
-        let err = cpu_doms
-            .iter()
-            .zip(&expect)
-            .filter(|(_, e)| **e > 0.0)
-            .map(|(&i, e)| (domains[i].cpu_ns as f64 - e).abs() / e)
-            .fold(0.0, f64::max);
-        (Some(jain), Some(err))
-    };
+    // Fairness over the cpu-bound domains, computed as for every engine.
+    let figures: Vec<DomainFigures> = domains
+        .iter()
+        .map(|d| DomainFigures {
+            workload: &d.workload,
+            weight: d.weight,
+            cap: d.cap,
+            vcpus: d.vcpus,
+            work: d.work,
+            cpu_ns: d.cpu_ns,
+        })
+        .collect();
+    let Fairness { jain, share_err_max } =
+        summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted);
     let v = sim.viol;
     let summary = SummaryRecord {
         kind: "summary",

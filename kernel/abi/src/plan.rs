@@ -10,6 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::SchedParams;
 
+/// The plan's file name in the boot module (a ustar archive).
+pub const FILE: &str = "plan";
+/// Domain0's image name in the boot module; every other image is named by its workload.
+pub const DOM0_IMAGE: &str = "dom0";
+
+/// The error of encoding or decoding a plan (postcard's).
+pub use postcard::Error as CodecError;
+
 /// Most domains a plan may hold (besides Domain0).
 pub const MAX_DOMAINS: usize = 1024;
 

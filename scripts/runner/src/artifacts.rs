@@ -56,12 +56,43 @@ pub fn build_kernel(quiet: bool) -> Result<PathBuf, String> {
     Ok(elf)
 }
 
-/// Makes a GRUB multiboot2 ISO with `scripts/iso` that boots `kernel` with `cmdline`.
-pub fn make_iso(kernel: &Path, cmdline: &str, iso: &Path, quiet: bool) -> Result<(), String> {
+/// Builds the guest images (`cargo build --release -p workloads`), a no-op when up to date.
+/// A separate cargo invocation from the kernel's and the runner's: the guests are
+/// freestanding, and one invocation would unify the host crates' `std` features into them.
+pub fn build_workloads(quiet: bool) -> Result<(), String> {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(repo_root())
+        .args(["build", "--release", "-p", "workloads"]);
+    if quiet {
+        cargo.arg("--quiet");
+    }
+    let status = cargo
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("building the guest images failed (cargo build --release -p workloads)".into())
+    }
+}
+
+/// Makes a GRUB multiboot2 ISO with `scripts/iso` that boots `kernel` with `cmdline` and,
+/// if given, the boot module `module`.
+pub fn make_iso(
+    kernel: &Path,
+    module: Option<&Path>,
+    cmdline: &str,
+    iso: &Path,
+    quiet: bool,
+) -> Result<(), String> {
     let script = repo_root().join("scripts/iso");
     let mut cmd = Command::new(&script);
     if quiet {
         cmd.arg("--quiet").stdout(Stdio::null());
+    }
+    if let Some(module) = module {
+        cmd.arg("--module").arg(module);
     }
     cmd.arg("--kernel")
         .arg(kernel)

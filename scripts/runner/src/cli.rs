@@ -97,6 +97,11 @@ pub struct Args {
     #[arg(long)]
     pub no_build: bool,
 
+    /// Boot and report the CPUs, but run no experiment (no boot module is given, so the
+    /// hypervisor shuts down after bring-up).
+    #[arg(long)]
+    pub boot_only: bool,
+
     /// Only run the KVM probe: exit 0 if KVM is usable, 1 if not (with the reason).
     #[arg(long, conflicts_with_all = ["spec", "accel"])]
     pub probe: bool,

@@ -2,22 +2,13 @@
 //! [`Experiment`] the runner boots, or a [`BadInput`] that names the file, the field and what
 //! is allowed.
 //!
-//! The spec format belongs to `sched::spec` (the same file drives the hypervisor and
-//! schedsim). Until that parser lands, [`load`] reads the handful of fields the runner needs
-//! itself; when it lands, `load` becomes a thin call into it and nothing else here changes.
+//! The spec format belongs to `sched::spec`: the same parser and validation serve `schedsim`
+//! and this runner, so a spec means the same thing to both engines.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use toml::{Table, Value};
-
-/// The policies there are: the names in `sched`'s registry, the one list that the
-/// hypervisor, schedsim and this runner all use.
-pub fn policies() -> Vec<&'static str> {
-    sched::registry::POLICIES.iter().map(|p| p.name).collect()
-}
-/// The CPU range Domino supports (QEMU without interrupt remapping stops at 255 too).
-pub const CPUS: std::ops::RangeInclusive<u32> = 1..=255;
+use sched::spec::{self, DomainPlan, Spec};
 
 /// What the runner needs to know about the experiment it boots.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,25 +20,29 @@ pub struct Experiment {
     pub cpus: u32,
     pub memory_mib: u32,
     pub policy: String,
-    /// Domains over all groups.
+    /// Domains over all groups (Domain0 not counted).
     pub domains: u32,
     pub warmup_ms: u64,
     pub duration_ms: u64,
+    /// Every domain, resolved (`sched::spec::Spec::plan`): what Domain0 will create.
+    pub plan: Vec<DomainPlan>,
+    /// The policy's global parameters from `[sched]`, for the kernel's `sched.NAME=` words.
+    pub globals: Vec<(String, u64)>,
 }
 
-impl Experiment {
-    /// The experiment `scripts/run` boots without a spec.
-    pub fn default_experiment() -> Experiment {
-        Experiment {
-            name: "default".into(),
-            spec: None,
-            cpus: 2,
-            memory_mib: 512,
-            policy: "credit".into(),
-            domains: 0,
-            warmup_ms: 0,
-            duration_ms: 1000,
-        }
+fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experiment {
+    let plan = s.plan();
+    Experiment {
+        name: s.name.clone(),
+        spec: path,
+        cpus: s.machine.cpus as u32,
+        memory_mib: memory_mib.unwrap_or(s.machine.memory_mib as u32),
+        policy: s.sched.policy.clone(),
+        domains: plan.len() as u32,
+        warmup_ms: s.warmup_ms,
+        duration_ms: s.duration_ms,
+        globals: s.policy_globals(),
+        plan,
     }
 }
 
@@ -72,204 +67,53 @@ impl fmt::Display for BadInput {
     }
 }
 
-/// Reads the spec (if any), applies the overrides and validates the result.
-pub fn load(spec: Option<&Path>, overrides: &Overrides) -> Result<Experiment, BadInput> {
-    let mut exp = match spec {
-        None => Experiment::default_experiment(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| BadInput(format!("{}: cannot read the spec: {e}", path.display())))?;
-            let mut exp = parse(&text, &path.display().to_string())?;
-            exp.spec = Some(path.to_path_buf());
-            exp
-        }
-    };
-    apply(&mut exp, overrides)?;
-    Ok(exp)
+impl From<spec::SpecError> for BadInput {
+    fn from(e: spec::SpecError) -> BadInput {
+        BadInput(e.to_string())
+    }
 }
 
-fn apply(exp: &mut Experiment, o: &Overrides) -> Result<(), BadInput> {
-    if let Some(policy) = &o.sched {
-        check_policy("--sched", policy)?;
-        exp.policy = policy.clone();
-    }
-    if let Some(cpus) = o.cpus {
-        check_cpus("--cpus", cpus)?;
-        exp.cpus = cpus;
-    }
-    if let Some(domains) = o.domains {
-        exp.domains = domains;
-    }
-    if let Some(workload) = &o.workload
-        && workload.is_empty()
+/// Reads the spec (if any), applies the overrides and validates the result.
+pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> {
+    let mut s = match path {
+        None => Spec::default_spec(),
+        Some(path) => Spec::from_file(path)?,
+    };
+    if let Some(secs) = o.seconds
+        && !(secs.is_finite() && secs > 0.0)
     {
-        return Err(BadInput("--workload: must name a workload".into()));
+        return Err(BadInput(format!(
+            "--seconds {secs}: must be a positive number"
+        )));
     }
-    if let Some(s) = o.seconds {
-        if !(s.is_finite() && s > 0.0) {
-            return Err(BadInput(format!(
-                "--seconds {s}: must be a positive number"
-            )));
-        }
-        exp.duration_ms = (s * 1000.0).round() as u64;
+    if let Some(w) = &o.workload
+        && spec::workload(w).is_none()
+    {
+        let known: Vec<&str> = spec::WORKLOADS.iter().map(|w| w.name).collect();
+        return Err(BadInput(format!(
+            "--workload: `{w}` is not a workload; allowed: {}",
+            known.join(", ")
+        )));
     }
+    s.apply_overrides(&spec::Overrides {
+        sched: o.sched.clone(),
+        cpus: o.cpus.map(u64::from),
+        domains: o.domains.map(u64::from),
+        workload: o.workload.clone(),
+        seconds: o.seconds,
+    });
+    if o.sched.is_some() || o.cpus.is_some() || o.domains.is_some() {
+        // Name the flag rather than the spec field when a flag brought the bad value.
+        s.file = match path {
+            Some(p) => format!("{} (with command-line flags)", p.display()),
+            None => "<command line>".into(),
+        };
+    }
+    s.validate()?;
     if let Some(m) = o.memory_mib {
         check_memory("--memory", m)?;
-        exp.memory_mib = m;
     }
-    Ok(())
-}
-
-/// The interim reader for the fields the runner uses; `sched::spec` replaces it.
-fn parse(text: &str, file: &str) -> Result<Experiment, BadInput> {
-    let bad = |field: &str, what: String| BadInput(format!("{file}: {field}: {what}"));
-    let root: Table = text.parse().map_err(|e: toml::de::Error| {
-        BadInput(format!("{file}: not valid TOML: {}", e.message()))
-    })?;
-    let mut exp = Experiment::default_experiment();
-    for key in root.keys() {
-        if ![
-            "name",
-            "duration_ms",
-            "warmup_ms",
-            "machine",
-            "sched",
-            "domain",
-        ]
-        .contains(&key.as_str())
-        {
-            return Err(bad(
-                key,
-                "unknown field; allowed: name, duration_ms, warmup_ms, [machine], [sched], [[domain]]"
-                    .into(),
-            ));
-        }
-    }
-    match root.get("name") {
-        Some(Value::String(s)) if valid_name(s) => exp.name = s.clone(),
-        Some(v) => {
-            return Err(bad(
-                "name",
-                format!("{v} is not allowed; use letters, digits, '-', '_' or '.'"),
-            ));
-        }
-        None => {
-            return Err(bad(
-                "name",
-                "missing; every spec names its experiment".into(),
-            ));
-        }
-    }
-    if let Some(v) = root.get("duration_ms") {
-        exp.duration_ms = int(v).filter(|&n| n > 0).ok_or_else(|| {
-            bad(
-                "duration_ms",
-                format!("{v} is not allowed; a positive integer (milliseconds)"),
-            )
-        })?;
-    }
-    if let Some(v) = root.get("warmup_ms") {
-        exp.warmup_ms = int(v).ok_or_else(|| {
-            bad(
-                "warmup_ms",
-                format!("{v} is not allowed; an integer >= 0 (milliseconds)"),
-            )
-        })?;
-    }
-    if let Some(machine) = root.get("machine") {
-        let machine = machine
-            .as_table()
-            .ok_or_else(|| bad("machine", "must be a table".into()))?;
-        for (key, v) in machine {
-            let field = format!("machine.{key}");
-            match key.as_str() {
-                "cpus" => {
-                    let n = int(v).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-                    check_cpus(&format!("{file}: {field}"), n)?;
-                    exp.cpus = n;
-                }
-                "memory_mib" => {
-                    let n = int(v).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-                    check_memory(&format!("{file}: {field}"), n)?;
-                    exp.memory_mib = n;
-                }
-                _ => {
-                    return Err(bad(
-                        &field,
-                        "unknown field; allowed: cpus, memory_mib".into(),
-                    ));
-                }
-            }
-        }
-    }
-    if let Some(sched) = root.get("sched") {
-        let sched = sched
-            .as_table()
-            .ok_or_else(|| bad("sched", "must be a table".into()))?;
-        match sched.get("policy") {
-            Some(Value::String(p)) => check_policy(&format!("{file}: sched.policy"), p)?,
-            Some(v) => check_policy(&format!("{file}: sched.policy"), &v.to_string())?,
-            None => return Err(bad("sched.policy", "missing".into())),
-        }
-        exp.policy = sched["policy"].as_str().unwrap_or_default().to_string();
-    }
-    if let Some(groups) = root.get("domain") {
-        let groups = groups
-            .as_array()
-            .ok_or_else(|| bad("domain", "must be an array of tables ([[domain]])".into()))?;
-        exp.domains = 0;
-        for (i, g) in groups.iter().enumerate() {
-            let count = match g.get("count") {
-                None => 1,
-                Some(v) => int(v)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| {
-                        bad(
-                            &format!("domain[{i}].count"),
-                            format!("{v} is not allowed; an integer >= 1"),
-                        )
-                    })?,
-            };
-            exp.domains += count;
-        }
-    }
-    Ok(exp)
-}
-
-fn int(v: &Value) -> Option<u64> {
-    v.as_integer().and_then(|n| u64::try_from(n).ok())
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn check_policy(field: &str, policy: &str) -> Result<(), BadInput> {
-    let policies = policies();
-    if policies.contains(&policy) {
-        Ok(())
-    } else {
-        Err(BadInput(format!(
-            "{field}: `{policy}` is not a policy; allowed: {}",
-            policies.join(", ")
-        )))
-    }
-}
-
-fn check_cpus(field: &str, cpus: u32) -> Result<(), BadInput> {
-    if CPUS.contains(&cpus) {
-        Ok(())
-    } else {
-        Err(BadInput(format!(
-            "{field}: {cpus} CPUs is not allowed; {}..={}",
-            CPUS.start(),
-            CPUS.end()
-        )))
-    }
+    Ok(from_spec(s, path.map(Path::to_path_buf), o.memory_mib))
 }
 
 fn check_memory(field: &str, mib: u32) -> Result<(), BadInput> {
@@ -301,55 +145,103 @@ name = "w"
 count = 8
 workload = "cpu"
 weight = [1, 2, 3, 4, 5, 6, 7, 8]
-[domain.args]
-period_us = 1000
 "#;
+
+    fn write(text: &str) -> tempfile_path::TempSpec {
+        tempfile_path::TempSpec::new(text)
+    }
+
+    /// A spec file that removes itself.
+    mod tempfile_path {
+        pub struct TempSpec(pub std::path::PathBuf);
+        impl TempSpec {
+            pub fn new(text: &str) -> TempSpec {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "runner-spec-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&path, text).unwrap();
+                TempSpec(path)
+            }
+        }
+        impl Drop for TempSpec {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
 
     #[test]
     fn reads_the_design_example() {
-        let exp = parse(GOOD, "x.toml").unwrap();
+        let f = write(GOOD);
+        let exp = load(Some(&f.0), &Overrides::default()).unwrap();
         assert_eq!(exp.name, "fairness-weights");
         assert_eq!((exp.cpus, exp.memory_mib, exp.domains), (4, 1024, 8));
         assert_eq!((exp.warmup_ms, exp.duration_ms), (500, 5000));
         assert_eq!(exp.policy, "credit");
+        assert_eq!(exp.globals, [("tslice_ms".to_string(), 30)]);
+        assert_eq!(exp.plan[7].weight, 8);
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let err = parse(&GOOD.replace("cpus = 4", "cpus = 0"), "x.toml").unwrap_err();
+        let f = write(&GOOD.replace("cpus = 4", "cpus = 0"));
+        let err = load(Some(&f.0), &Overrides::default()).unwrap_err();
         assert!(
-            err.0.contains("x.toml") && err.0.contains("machine.cpus"),
+            err.0.contains(".toml") && err.0.contains("machine.cpus"),
             "{err}"
         );
-        let err = parse(&GOOD.replace("\"credit\"", "\"lottery\""), "x.toml").unwrap_err();
+        let f = write(&GOOD.replace("\"credit\"", "\"lottery\""));
+        let err = load(Some(&f.0), &Overrides::default()).unwrap_err();
         assert!(
-            err.0.contains("sched.policy") && err.0.contains("rr, credit, bvt"),
+            err.0.contains("sched.policy") && err.0.contains("credit"),
             "{err}"
         );
-        let err = parse(&format!("colour = 1\n{GOOD}"), "x.toml").unwrap_err();
-        assert!(err.0.contains("colour"), "{err}");
-        let err = parse(&GOOD.replace("count = 8", "count = 0"), "x.toml").unwrap_err();
-        assert!(err.0.contains("domain[0].count"), "{err}");
+        let f = write(&format!("colour = 1\n{GOOD}"));
+        assert!(
+            load(Some(&f.0), &Overrides::default())
+                .unwrap_err()
+                .0
+                .contains("colour")
+        );
     }
 
     #[test]
     fn flags_override_the_spec() {
-        let mut exp = parse(GOOD, "x.toml").unwrap();
+        let f = write(GOOD);
         let o = Overrides {
             sched: Some("bvt".into()),
             cpus: Some(64),
             seconds: Some(0.25),
             ..Overrides::default()
         };
-        apply(&mut exp, &o).unwrap();
+        let exp = load(Some(&f.0), &o).unwrap();
         assert_eq!(
-            (exp.policy.as_str(), exp.cpus, exp.duration_ms),
-            ("bvt", 64, 250)
+            (exp.policy.as_str(), exp.cpus, exp.duration_ms, exp.domains),
+            ("bvt", 64, 250, 8)
+        );
+        // Eight weights for three domains: the error names the field the flag broke.
+        let o = Overrides {
+            domains: Some(3),
+            ..Overrides::default()
+        };
+        let err = load(Some(&f.0), &o).unwrap_err();
+        assert!(
+            err.0.contains("command-line flags") && err.0.contains("domain[0].weight"),
+            "{err}"
         );
         let o = Overrides {
             cpus: Some(256),
             ..Overrides::default()
         };
-        assert!(apply(&mut exp, &o).unwrap_err().0.contains("--cpus"));
+        assert!(load(Some(&f.0), &o).unwrap_err().0.contains("machine.cpus"));
+        let o = Overrides {
+            workload: Some("dance".into()),
+            ..Overrides::default()
+        };
+        assert!(load(Some(&f.0), &o).unwrap_err().0.contains("--workload"));
     }
 }

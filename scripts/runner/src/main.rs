@@ -11,6 +11,7 @@ mod artifacts;
 mod cli;
 mod console;
 mod experiment;
+mod module;
 mod qemu;
 mod results;
 
@@ -99,6 +100,20 @@ fn run(args: &Args) -> Result<u8, Stop> {
     };
 
     let kernel = hypervisor(args)?;
+    let boot_module = if args.boot_only {
+        None
+    } else {
+        if !args.no_build {
+            artifacts::build_workloads(args.quiet).map_err(Stop::Failed)?;
+        }
+        let path = artifacts::target_dir().join("modules").join(format!(
+            "{}-{}.tar",
+            exp.name,
+            std::process::id()
+        ));
+        module::write(&exp, &module::images_dir(), &path).map_err(Stop::Failed)?;
+        Some(path)
+    };
     let (accel, accel_note) = choose_accel(args, &kernel)?;
     let iso = match args.boot {
         Boot::Pvh => None,
@@ -108,7 +123,8 @@ fn run(args: &Args) -> Result<u8, Stop> {
                 exp.name,
                 std::process::id()
             ));
-            artifacts::make_iso(&kernel, &cmdline, &iso, args.quiet).map_err(Stop::Failed)?;
+            artifacts::make_iso(&kernel, boot_module.as_deref(), &cmdline, &iso, args.quiet)
+                .map_err(Stop::Failed)?;
             Some(iso)
         }
     };
@@ -128,7 +144,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             None => Media::Pvh {
                 kernel: kernel.clone(),
                 cmdline: cmdline.clone(),
-                initrd: None,
+                initrd: boot_module.clone(),
             },
             Some(iso) => Media::Cdrom(iso.clone()),
         },
@@ -184,8 +200,8 @@ fn run(args: &Args) -> Result<u8, Stop> {
         },
     )
     .map_err(|e| Stop::Failed(format!("cannot start {}: {e}", qemu::QEMU)))?;
-    if let Some(iso) = iso {
-        let _ = std::fs::remove_file(iso);
+    for file in iso.iter().chain(&boot_module) {
+        let _ = std::fs::remove_file(file);
     }
 
     let mut status = outcome.ending.status() as u8;
@@ -200,6 +216,20 @@ fn run(args: &Args) -> Result<u8, Stop> {
     if let Some(e) = write_error {
         status = 1;
         verdict = format!("cannot write {}: {e}", out.display());
+    }
+    if boot_module.is_some() {
+        let weighted = sched::registry::info(&exp.policy)
+            .is_ok_and(|info| info.domain_param("weight").is_some());
+        if let Some(summary) = results::summary_record(results.records(), weighted, status == 0)
+            && let Err(e) = results.record(&summary.to_string())
+        {
+            status = 1;
+            verdict = format!("cannot write {}: {e}", out.display());
+        }
+        if status == 0 && runner::first(results.records(), "run").is_none() {
+            status = 1;
+            verdict = "the hypervisor exited 0 but Domain0 wrote no run record".into();
+        }
     }
     let _ = results.exit_record(
         i32::from(status),
@@ -223,11 +253,10 @@ fn run(args: &Args) -> Result<u8, Stop> {
     if let Some(note) = accel_note {
         println!("  accel:   {note}");
     }
-    if exp.domains > 0 {
-        println!(
-            "  domains: {} requested; the hypervisor does not run domains yet",
-            exp.domains
-        );
+    if boot_module.is_some() {
+        for line in results::domain_lines(results.records()) {
+            println!("  {line}");
+        }
     }
     println!(
         "  results: {} ({} records)",
@@ -275,6 +304,7 @@ fn kernel_cmdline(args: &Args, exp: &Experiment) -> Result<String, BadInput> {
         format!("loglevel={}", args.loglevel.name()),
         format!("sched={}", exp.policy),
     ];
+    words.extend(exp.globals.iter().map(|(k, v)| format!("sched.{k}={v}")));
     for word in args.append.iter().flat_map(|a| a.split_whitespace()) {
         match word.split_once('=') {
             Some((key, _)) if !key.is_empty() => words.push(word.to_string()),
@@ -368,7 +398,7 @@ mod tests {
     #[test]
     fn cmdline_from_experiment_and_append() {
         let args = Args::parse_from(["run", "--append", "selftest=fault  x=1", "--append", "y=2"]);
-        let exp = Experiment::default_experiment();
+        let exp = experiment::load(None, &Overrides::default()).unwrap();
         assert_eq!(
             kernel_cmdline(&args, &exp).unwrap(),
             "loglevel=info sched=credit selftest=fault x=1 y=2"
@@ -384,7 +414,7 @@ mod tests {
 
     #[test]
     fn timeout_grows_with_cpus_and_tcg() {
-        let mut exp = Experiment::default_experiment();
+        let mut exp = experiment::load(None, &Overrides::default()).unwrap();
         exp.cpus = 1;
         let small = default_timeout(&exp, Accel::Tcg, Boot::Pvh);
         exp.cpus = 64;

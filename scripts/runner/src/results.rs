@@ -66,6 +66,89 @@ impl Results {
     }
 }
 
+/// The `summary` record (DESIGN.md "Results") derived from the `run` and `domain` records,
+/// with the same fairness code as `schedsim` (`sched::summary`); `None` without a `run`
+/// record. `weighted`: whether the policy has a `weight` parameter. `expected`: whether
+/// every domain ended as the spec said (the hypervisor's verdict).
+pub fn summary_record(records: &[Value], weighted: bool, expected: bool) -> Option<Value> {
+    let run = first(records, "run")?;
+    let domains: Vec<&Value> = records.iter().filter(|r| r["kind"] == "domain").collect();
+    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let figures: Vec<sched::summary::DomainFigures> = domains
+        .iter()
+        .map(|d| sched::summary::DomainFigures {
+            workload: d["workload"].as_str().unwrap_or(""),
+            weight: num(d, "weight"),
+            cap: num(d, "cap"),
+            vcpus: num(d, "vcpus") as u32,
+            work: num(d, "work"),
+            cpu_ns: num(d, "cpu_ns"),
+        })
+        .collect();
+    let fair = sched::summary::fairness(&figures, num(run, "duration_ns"), weighted);
+    Some(serde_json::json!({
+        "kind": "summary",
+        "work_total": domains.iter().map(|d| num(d, "work")).sum::<u64>(),
+        "jain": fair.jain,
+        "share_err_max": fair.share_err_max,
+        "idle_ns": num(run, "idle_ns"),
+        "expected": expected,
+        "violations": 0,
+    }))
+}
+
+/// One line per domain group: how many, their share of the CPU time, their work.
+pub fn domain_lines(records: &[Value]) -> Vec<String> {
+    let domains: Vec<&Value> = records.iter().filter(|r| r["kind"] == "domain").collect();
+    let total: u64 = domains
+        .iter()
+        .map(|d| d["cpu_ns"].as_u64().unwrap_or(0))
+        .sum();
+    let mut groups: Vec<(&str, &str, u64, u64, u64, Vec<&str>)> = Vec::new();
+    for d in &domains {
+        let group = d["group"].as_str().unwrap_or("?");
+        let i = match groups.iter().position(|g| g.0 == group) {
+            Some(i) => i,
+            None => {
+                groups.push((
+                    group,
+                    d["workload"].as_str().unwrap_or("?"),
+                    0,
+                    0,
+                    0,
+                    Vec::new(),
+                ));
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[i];
+        g.2 += 1;
+        g.3 += d["cpu_ns"].as_u64().unwrap_or(0);
+        g.4 += d["work"].as_u64().unwrap_or(0);
+        if let Some(exit) = d["exit"].as_str().filter(|e| *e != "ok") {
+            g.5.push(exit);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, workload, n, cpu_ns, work, exits)| {
+            let share = if total > 0 {
+                100.0 * cpu_ns as f64 / total as f64
+            } else {
+                0.0
+            };
+            let mut line = format!(
+                "group {group}: {n} × {workload}, {share:.1}% of guest CPU time ({}), work {work}",
+                human_ns(cpu_ns)
+            );
+            if let Some(first) = exits.first() {
+                line += &format!("; {} not ok, e.g. {first}", exits.len());
+            }
+            line
+        })
+        .collect()
+}
+
 /// What is wrong with the records of a run the hypervisor called a success: no `boot`
 /// record, fewer CPUs online than asked for, a malformed record. Empty when all is well.
 pub fn problems(records: &[Value], malformed: &[String], cpus: u32) -> Vec<String> {
