@@ -97,6 +97,16 @@ pub fn summary_record(records: &[Value], weighted: bool, expected: bool) -> Opti
     }))
 }
 
+/// One domain group's totals, for the summary lines.
+struct GroupTotals<'a> {
+    name: &'a str,
+    workload: &'a str,
+    domains: u64,
+    cpu_ns: u64,
+    work: u64,
+    not_ok: Vec<&'a str>,
+}
+
 /// One line per domain group: how many, their share of the CPU time, their work.
 pub fn domain_lines(records: &[Value]) -> Vec<String> {
     let domains: Vec<&Value> = records.iter().filter(|r| r["kind"] == "domain").collect();
@@ -104,45 +114,49 @@ pub fn domain_lines(records: &[Value]) -> Vec<String> {
         .iter()
         .map(|d| d["cpu_ns"].as_u64().unwrap_or(0))
         .sum();
-    let mut groups: Vec<(&str, &str, u64, u64, u64, Vec<&str>)> = Vec::new();
+    let mut groups: Vec<GroupTotals> = Vec::new();
     for d in &domains {
-        let group = d["group"].as_str().unwrap_or("?");
-        let i = match groups.iter().position(|g| g.0 == group) {
+        let name = d["group"].as_str().unwrap_or("?");
+        let i = match groups.iter().position(|g| g.name == name) {
             Some(i) => i,
             None => {
-                groups.push((
-                    group,
-                    d["workload"].as_str().unwrap_or("?"),
-                    0,
-                    0,
-                    0,
-                    Vec::new(),
-                ));
+                groups.push(GroupTotals {
+                    name,
+                    workload: d["workload"].as_str().unwrap_or("?"),
+                    domains: 0,
+                    cpu_ns: 0,
+                    work: 0,
+                    not_ok: Vec::new(),
+                });
                 groups.len() - 1
             }
         };
         let g = &mut groups[i];
-        g.2 += 1;
-        g.3 += d["cpu_ns"].as_u64().unwrap_or(0);
-        g.4 += d["work"].as_u64().unwrap_or(0);
+        g.domains += 1;
+        g.cpu_ns += d["cpu_ns"].as_u64().unwrap_or(0);
+        g.work += d["work"].as_u64().unwrap_or(0);
         if let Some(exit) = d["exit"].as_str().filter(|e| *e != "ok") {
-            g.5.push(exit);
+            g.not_ok.push(exit);
         }
     }
     groups
         .into_iter()
-        .map(|(group, workload, n, cpu_ns, work, exits)| {
+        .map(|g| {
             let share = if total > 0 {
-                100.0 * cpu_ns as f64 / total as f64
+                100.0 * g.cpu_ns as f64 / total as f64
             } else {
                 0.0
             };
             let mut line = format!(
-                "group {group}: {n} × {workload}, {share:.1}% of guest CPU time ({}), work {work}",
-                human_ns(cpu_ns)
+                "group {}: {} × {}, {share:.1}% of guest CPU time ({}), work {}",
+                g.name,
+                g.domains,
+                g.workload,
+                human_ns(g.cpu_ns),
+                g.work
             );
-            if let Some(first) = exits.first() {
-                line += &format!("; {} not ok, e.g. {first}", exits.len());
+            if let Some(first) = g.not_ok.first() {
+                line += &format!("; {} not ok, e.g. {first}", g.not_ok.len());
             }
             line
         })
