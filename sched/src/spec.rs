@@ -56,10 +56,22 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         args: &[("burst_us", 500), ("block_us", 2000)],
         doc: "runs burst_us, then blocks for a random time of mean block_us; work = bursts",
     },
-    WorkloadInfo { name: "hostile-priv", args: &[], doc: "executes privileged instructions" },
+    WorkloadInfo {
+        name: "hostile-priv",
+        args: &[("insn", 0)],
+        doc: "executes a privileged instruction: insn 0 cli, 1 hlt, 2 out, 3 mov to cr3",
+    },
     WorkloadInfo { name: "hostile-hvread", args: &[], doc: "reads hypervisor memory" },
-    WorkloadInfo { name: "hostile-peerread", args: &[], doc: "reads another domain's memory" },
-    WorkloadInfo { name: "hostile-wildptr", args: &[], doc: "follows wild pointers" },
+    WorkloadInfo {
+        name: "hostile-peerread",
+        args: &[("target", 0)],
+        doc: "reads memory that is not its own: target 0 the direct map, 1 an unmapped address",
+    },
+    WorkloadInfo {
+        name: "hostile-wildptr",
+        args: &[("clean", 0)],
+        doc: "passes wild pointers to hypercalls (each must fail), then faults (clean = 1: exits)",
+    },
 ];
 
 /// The workload called `name`.

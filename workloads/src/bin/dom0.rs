@@ -47,7 +47,7 @@ fn main(vcpu: usize) -> u64 {
     rt::init_heap(unsafe { &mut *addr_of_mut!(HEAP) });
     let code = run();
     let err = control::shutdown_machine(code);
-    println!("dom0: cannot shut the machine down ({err:?}); shutting myself down");
+    println!("cannot shut the machine down ({err:?}); shutting myself down");
     u64::from(code)
 }
 
@@ -64,14 +64,14 @@ fn run() -> u8 {
     let plan = match plan::decode(bytes) {
         Ok(plan) => plan,
         Err(e) => {
-            println!("dom0: bad plan: cannot decode {} bytes: {e}", bytes.len());
+            println!("bad plan: cannot decode {} bytes: {e}", bytes.len());
             return ExitCode::BadInput as u8;
         }
     };
     let planned = match checked_domains(&plan) {
         Ok(planned) => planned,
         Err(message) => {
-            println!("dom0: {message}");
+            println!("{message}");
             return ExitCode::BadInput as u8;
         }
     };
@@ -92,7 +92,7 @@ fn run() -> u8 {
         Err(e) => return fatal("sysctl FrameCounts", e),
     };
     println!(
-        "dom0: experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
+        "experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
         plan.name,
         planned.len(),
         plan.warmup_ms,
@@ -106,11 +106,11 @@ fn run() -> u8 {
     teardown(&runs, frames_before, &mut verdict);
 
     for problem in &verdict.problems {
-        println!("dom0: FAIL: {problem}");
+        println!("FAIL: {problem}");
     }
     if verdict.problems.is_empty() {
         println!(
-            "dom0: PASS: all {} domains ended as expected; every frame returned",
+            "PASS: all {} domains ended as expected; every frame returned",
             runs.len()
         );
     }
@@ -119,7 +119,7 @@ fn run() -> u8 {
 
 /// Reports a control call that failed where the run cannot go on; the exit status for it.
 fn fatal(what: &str, e: Errno) -> u8 {
-    println!("dom0: FAIL: {what}: {e:?}");
+    println!("FAIL: {what}: {e:?}");
     ExitCode::Failure as u8
 }
 
@@ -189,7 +189,7 @@ fn create_all<'a>(
     }
     let started = now_ns();
     println!(
-        "dom0: created {} domains in {} us, started them in {} us",
+        "created {} domains in {} us, started them in {} us",
         runs.len(),
         (created - start) / 1000,
         (started - created) / 1000

@@ -12,8 +12,10 @@ use workloads::{entry, shared, work};
 entry!(main);
 
 fn main(vcpu: usize) -> u64 {
-    let burst_ns = shared::arg("burst_us", 200) * 1000;
-    let sleep_max_ns = shared::arg("sleep_us", 2000) * 1000;
+    // The arguments of `sched::spec`'s `io` workload: bursts of `burst_us`, then a block of
+    // a random length with mean `block_us` (uniform on 0..=2 × block_us).
+    let burst_ns = shared::arg("burst_us", 500) * 1000;
+    let sleep_max_ns = shared::arg("block_us", 2000) * 2000;
     let iters = shared::arg("unit_iters", work::UNIT_ITERS);
     let mut rng = Rng::new((u64::from(shared::domain_id()) << 16) ^ vcpu as u64);
     let mut state = rng.next_u64();

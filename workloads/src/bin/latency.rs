@@ -36,7 +36,7 @@ impl Lateness {
 
 fn main(vcpu: usize) -> u64 {
     let period_ns = shared::arg("period_us", 1000).max(1) * 1000;
-    let run_ns = shared::arg("run_us", 100) * 1000;
+    let run_ns = shared::arg("run_us", 20) * 1000;
     let periods = shared::arg("periods", 0);
     let report_every = shared::arg("report_every", 0);
     let mut stats = Lateness {

@@ -14,12 +14,18 @@ use workloads::{entry, hypercall, shared, work};
 entry!(main);
 
 fn main(vcpu: usize) -> u64 {
-    let run_ns = shared::arg("run_us", 9000) * 1000;
+    // The arguments of `sched::spec`'s `yield` workload: run until `before_us` before each
+    // `tick_us` boundary of system time (where a tick-sampling scheduler would look), then
+    // yield (`sleep_us` = 0) or sleep `sleep_us`, so as never to be seen running.
+    let tick_ns = shared::arg("tick_us", 10_000).max(1) * 1000;
+    let before_ns = shared::arg("before_us", 100) * 1000;
     let sleep = shared::arg("sleep_us", 0) * 1000;
     let iters = shared::arg("unit_iters", work::UNIT_ITERS);
     let mut state = (u64::from(shared::domain_id()) << 8) ^ vcpu as u64;
     loop {
-        let units = spin_until(now_ns() + run_ns, || {
+        let now = now_ns();
+        let next_tick = (now / tick_ns + 1) * tick_ns;
+        let units = spin_until(next_tick.saturating_sub(before_ns).max(now), || {
             state = work::unit(state, iters);
         });
         shared::add_work(vcpu, units);
