@@ -63,6 +63,7 @@ fn boot_matrix(accel: &'static str, cases: &mut Vec<Case>) {
                 cases.push(case(
                     format!("{accel}/{boot}/{machine}/cpus={cpus}"),
                     &[
+                        "--boot-only",
                         "--accel",
                         accel,
                         "--boot",
@@ -86,7 +87,7 @@ fn boot_matrix(accel: &'static str, cases: &mut Vec<Case>) {
 /// Runs that must fail, and how.
 fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io::Result<()> {
     fn with(extra: &[&'static str]) -> Vec<&'static str> {
-        ["--accel", "tcg", "--cpus", "1"]
+        ["--boot-only", "--accel", "tcg", "--cpus", "1"]
             .iter()
             .chain(extra)
             .copied()
@@ -113,7 +114,8 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
         Expect::HypervisorExit(1),
     ));
 
-    let good = "name = \"matrix-spec\"\nduration_ms = 100\n[machine]\ncpus = 2\n[sched]\npolicy = \"rr\"\n";
+    let good = "name = \"matrix-spec\"\nduration_ms = 100\n[machine]\ncpus = 2\n[sched]\npolicy = \"rr\"\n\
+                [[domain]]\nname = \"w\"\nworkload = \"cpu\"\n";
     let spec = |file: &str, text: &str| -> std::io::Result<String> {
         let path = dir.join(file);
         fs::write(&path, text)?;
@@ -127,6 +129,16 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             cpus: 2,
             accel: "tcg",
             protocol: "pvh",
+        },
+    ));
+    // The same experiment with its boot module loaded by GRUB (multiboot2 `module2`).
+    cases.push(case(
+        "tcg/grub/spec",
+        &["--accel", "tcg", "--boot", "grub", &good_path],
+        Expect::Boot {
+            cpus: 2,
+            accel: "tcg",
+            protocol: "multiboot2",
         },
     ));
     let bad = spec("bad-cpus.toml", &good.replace("cpus = 2", "cpus = 0"))?;
@@ -165,7 +177,7 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
     if !kvm_usable {
         cases.push(case(
             "kvm-forced-fails-fast",
-            &["--accel", "kvm", "--cpus", "1"],
+            &["--boot-only", "--accel", "kvm", "--cpus", "1"],
             Expect::FailsWithin(Duration::from_secs(20)),
         ));
     }
