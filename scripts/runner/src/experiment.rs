@@ -73,6 +73,23 @@ impl From<spec::SpecError> for BadInput {
     }
 }
 
+/// A validation error caused by a flag names the flag first (`--cpus: ...`), then where the
+/// spec stood, so the user knows which of the two to change.
+fn blame_flag(e: spec::SpecError, o: &Overrides) -> BadInput {
+    let flag = match e.path.as_str() {
+        "sched.policy" if o.sched.is_some() => Some("--sched"),
+        "machine.cpus" if o.cpus.is_some() => Some("--cpus"),
+        "duration_ms" if o.seconds.is_some() => Some("--seconds"),
+        p if p.starts_with("domain[0].workload") && o.workload.is_some() => Some("--workload"),
+        p if p.starts_with("domain[0]") && o.domains.is_some() => Some("--domains"),
+        _ => None,
+    };
+    match flag {
+        Some(flag) => BadInput(format!("{flag}: {e}")),
+        None => e.into(),
+    }
+}
+
 /// Reads the spec (if any), applies the overrides and validates the result.
 pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> {
     let mut s = match path {
@@ -102,14 +119,7 @@ pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> 
         workload: o.workload.clone(),
         seconds: o.seconds,
     });
-    if o.sched.is_some() || o.cpus.is_some() || o.domains.is_some() {
-        // Name the flag rather than the spec field when a flag brought the bad value.
-        s.file = match path {
-            Some(p) => format!("{} (with command-line flags)", p.display()),
-            None => "<command line>".into(),
-        };
-    }
-    s.validate()?;
+    s.validate().map_err(|e| blame_flag(e, o))?;
     if let Some(m) = o.memory_mib {
         check_memory("--memory", m)?;
     }
@@ -230,14 +240,20 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
         };
         let err = load(Some(&f.0), &o).unwrap_err();
         assert!(
-            err.0.contains("command-line flags") && err.0.contains("domain[0].weight"),
+            err.0.starts_with("--domains: ") && err.0.contains("domain[0].weight"),
             "{err}"
         );
         let o = Overrides {
             cpus: Some(256),
             ..Overrides::default()
         };
-        assert!(load(Some(&f.0), &o).unwrap_err().0.contains("machine.cpus"));
+        let err = load(Some(&f.0), &o).unwrap_err();
+        assert!(err.0.starts_with("--cpus: ") && err.0.contains("1..=255"), "{err}");
+        let o = Overrides {
+            sched: Some("lottery".into()),
+            ..Overrides::default()
+        };
+        assert!(load(None, &o).unwrap_err().0.starts_with("--sched: "));
         let o = Overrides {
             workload: Some("dance".into()),
             ..Overrides::default()
