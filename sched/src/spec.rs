@@ -57,6 +57,12 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         doc: "runs burst_us, then blocks for a random time of mean block_us; work = bursts",
     },
     WorkloadInfo {
+        name: "fpu",
+        args: &[("spins", 200_000)],
+        doc: "fills its vector registers, spins, checks none changed while preempted; \
+              work = clean checks (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "hostile-priv",
         args: &[("insn", 0)],
         doc: "executes a privileged instruction: insn 0 cli, 1 hlt, 2 out, 3 mov to cr3",

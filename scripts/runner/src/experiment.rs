@@ -248,7 +248,10 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
             ..Overrides::default()
         };
         let err = load(Some(&f.0), &o).unwrap_err();
-        assert!(err.0.starts_with("--cpus: ") && err.0.contains("1..=255"), "{err}");
+        assert!(
+            err.0.starts_with("--cpus: ") && err.0.contains("1..=255"),
+            "{err}"
+        );
         let o = Overrides {
             sched: Some("lottery".into()),
             ..Overrides::default()

@@ -186,6 +186,28 @@ fn latency_domain_runs(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// Every `fpu` domain checked its registers many times and never saw them change (a change
+/// ends the domain with a failure, which Domain0's verdict, the exit status, reports too).
+fn registers_never_leak(records: &[Value]) -> Result<String, String> {
+    let ds = domains(records);
+    if ds.len() != 4 {
+        return Err(format!("{} domain records, expected 4", ds.len()));
+    }
+    for d in &ds {
+        if d["exit"] != "ok" || num(d, "work") == 0 || num(d, "switches") < 10 {
+            return Err(format!(
+                "{} ended `{}` after {} checks and {} switches",
+                d["name"], d["exit"], d["work"], d["switches"]
+            ));
+        }
+    }
+    let checks: u64 = ds.iter().map(|d| num(d, "work")).sum();
+    let switches: u64 = ds.iter().map(|d| num(d, "switches")).sum();
+    Ok(format!(
+        "{checks} clean register checks across {switches} switches"
+    ))
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut add = |name: String, args: Vec<&str>, check: Check| {
@@ -216,6 +238,11 @@ fn cases() -> Vec<Case> {
         "hostile".into(),
         vec![&spec("hostile")],
         hostile_killed_others_fine,
+    );
+    add(
+        "fpu/no-leak".into(),
+        vec![&spec("fpu")],
+        registers_never_leak,
     );
     add(
         "yield-attack/credit".into(),
