@@ -1,0 +1,80 @@
+"""What the plot scripts share: reading sweep CSVs and results JSON lines, the figure style,
+and saving a PNG with its caption. Matplotlib runs headless (Agg)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One colour per policy, the same in every figure; engines differ by line style / marker.
+POLICY_COLOURS = {"rr": "tab:blue", "credit": "tab:orange", "bvt": "tab:green",
+                  "fifo": "tab:purple"}
+ENGINE_STYLE = {"schedsim": dict(linestyle="-", marker="o"),
+                "domino": dict(linestyle="--", marker="s")}
+
+
+def colour(policy: str) -> str:
+    return POLICY_COLOURS.get(policy, "tab:gray")
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of a sweep CSV (plots/sweep.py), numbers converted where they parse."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: number(v) for k, v in r.items()})
+    if not rows:
+        sys.exit(f"{path}: no rows")
+    return rows
+
+
+def number(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except (TypeError, ValueError):
+            pass
+    return v
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a results file (DESIGN.md "Results"); lines that are not JSON skipped."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def results_path(row: dict, csv_path: str | Path) -> Path:
+    """The JSON-lines file a CSV row came from (relative to the repository or absolute);
+    failing that, the file of the same name beside the CSV (checked-in copies)."""
+    p = Path(str(row["results"]))
+    for cand in (p if p.is_absolute() else ROOT / p,
+                 Path(csv_path).parent / row["engine"] / p.name, Path(csv_path).parent / p.name):
+        if cand.exists():
+            return cand
+    sys.exit(f"{csv_path}: results file {p} of {row['engine']} {row['policy']} not found")
+
+
+def save(fig, out: str | Path, caption: str | None = None) -> None:
+    """Writes the PNG (creating its folder), with `caption` in small type under the axes."""
+    if caption:
+        fig.text(0.01, 0.005, caption, fontsize=7, color="0.3", ha="left", va="bottom",
+                 wrap=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(out)

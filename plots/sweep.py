@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""The sweep driver behind scripts/sweep: runs a named matrix of experiment specs on
+schedsim and/or the hypervisor and writes one CSV row per run and domain group.
+
+Each point of a matrix is a complete spec, written out as TOML next to its results
+(DIR/ENGINE/POINT.toml, DIR/ENGINE/POINT.jsonl), so a point can be rerun by hand with the
+exact file that ran and both engines read the very same file. The matrices start from the
+specs in scripts/experiments/ and change only what the sweep names (policy, domain count,
+CPU count, one parameter). Standard library only (Python 3.11: tomllib).
+
+    scripts/sweep NAME [--engine schedsim|domino|both] [--quick] [--out DIR]
+                       [--sched P,P] [--values V,V] [--seconds S] [--list]
+
+Exit status: 0 every run exited 0; 1 a run failed (its row says so, the CSV is written all
+the same); 2 a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "scripts" / "experiments"
+
+# Columns of the CSV, in order. One row per (run, domain group). `param`/`value` name the
+# swept parameter of the matrix (e.g. domains = 16, neighbours = 4). Shares are fractions
+# of the whole machine (cpus × duration); `cpus_used` is the same in CPUs.
+COLUMNS = [
+    "sweep", "engine", "policy", "cpus", "domains", "param", "value", "variant",
+    "group", "workload", "count", "weight_sum", "cap", "cpu_ns", "cpu_share", "cpus_used",
+    "work", "work_per_s", "wake_lat_p50_ns", "wake_lat_p99_ns", "wake_lat_max_ns",
+    "jain", "share_err_max", "duration_ns", "exit", "status", "wall_s", "results",
+]
+
+
+@dataclass
+class Point:
+    """One run of a matrix: the spec to write and how to label it."""
+
+    policy: str
+    param: str
+    value: object
+    spec: dict
+    variant: str = ""  # a second dimension where a matrix has one (isolation: neighbour kind)
+
+    @property
+    def slug(self) -> str:
+        v = f"-{self.variant}" if self.variant else ""
+        return f"{self.policy}{v}-{self.param}-{self.value}"
+
+
+@dataclass
+class Matrix:
+    """A named sweep: a description and a function from options to points."""
+
+    name: str
+    about: str
+    points: callable
+    values: list = field(default_factory=list)
+    quick_values: list = field(default_factory=list)
+    policies: list = field(default_factory=list)
+
+
+def load_spec(name: str) -> dict:
+    with open(EXPERIMENTS / f"{name}.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def with_policy(spec: dict, policy: str) -> dict:
+    """A deep copy of `spec` under `policy`; the other policies' knobs stay (they are ignored)."""
+    s = json.loads(json.dumps(spec))
+    s.setdefault("sched", {})["policy"] = policy
+    return s
+
+
+# --- the matrices -------------------------------------------------------------------------
+
+
+def scaling_points(policies, values):
+    base = load_spec("scaling")
+    for p in policies:
+        for n in values:
+            s = with_policy(base, p)
+            s["domain"][0]["count"] = int(n)
+            yield Point(p, "domains", int(n), s)
+
+
+def weights_points(policies, values):
+    base = load_spec("weights")
+    for p in policies:
+        for cpus in values:
+            s = with_policy(base, p)
+            s["machine"]["cpus"] = int(cpus)
+            yield Point(p, "cpus", int(cpus), s)
+
+
+def latency_points(policies, values):
+    base = load_spec("latency")
+    for p in policies:
+        for hogs in values:
+            s = with_policy(base, p)
+            s["domain"][1]["count"] = int(hogs)
+            yield Point(p, "hogs", int(hogs), s)
+
+
+# Isolation: a victim cpu domain on 2 CPUs with N neighbours of one kind. Fair share of the
+# victim: min(1, 2 / (N + 1)) CPUs for hogs and yield attackers; 1 CPU for hostile tenants,
+# which a correct hypervisor kills at once.
+ISOLATION_KINDS = {
+    # kind: (workload, args, expect)
+    "hog": ("cpu", {}, "ok"),
+    "yield-attack": ("yield", {"tick_us": 10000, "before_us": 100}, "ok"),
+    "io": ("io", {}, "ok"),
+    "hostile": ("hostile-priv", {"insn": 0}, "killed"),
+}
+
+
+def isolation_points(policies, values):
+    for p in policies:
+        for kind, (workload, args, expect) in ISOLATION_KINDS.items():
+            for n in values:
+                s = {
+                    "name": "isolation",
+                    "duration_ms": 2000,
+                    "warmup_ms": 200,
+                    "machine": {"cpus": 2},
+                    "sched": {"policy": p},
+                    "domain": [{"name": "victim", "workload": "cpu"}],
+                }
+                if int(n) > 0:
+                    g = {"name": "n", "count": int(n), "workload": workload, "expect": expect}
+                    if args:
+                        g["args"] = dict(args)
+                    s["domain"].append(g)
+                yield Point(p, "neighbours", int(n), s, variant=kind)
+
+
+def caps_points(policies, values):
+    base = load_spec("caps")
+    for p in policies:
+        for cap in values:
+            s = with_policy(base, p)
+            s["domain"][0]["cap"] = int(cap)
+            yield Point(p, "cap", int(cap), s)
+
+
+MATRICES = {
+    m.name: m
+    for m in [
+        Matrix("scaling", "scaling.toml: 1..128 cpu domains on 4 CPUs (param: domains)",
+               scaling_points, [1, 2, 4, 8, 16, 32, 64, 128], [1, 4, 16],
+               ["rr", "credit", "bvt"]),
+        Matrix("weights", "weights.toml: weights 1..8 (param: cpus)",
+               weights_points, [2], [2], ["credit", "bvt"]),
+        Matrix("latency", "latency.toml: a latency domain among cpu hogs on 4 CPUs (param: hogs)",
+               latency_points, [15], [7], ["rr", "credit", "bvt"]),
+        Matrix("isolation", "a victim cpu domain on 2 CPUs next to N neighbours of each kind "
+               "(hog, yield-attack, io, hostile; param: neighbours)",
+               isolation_points, [0, 1, 2, 3, 4, 8, 16], [0, 2], ["rr", "credit", "bvt"]),
+        Matrix("caps", "caps.toml: the capped domain's cap (param: cap, % of one CPU)",
+               caps_points, [5, 10, 20, 40, 60, 80, 100], [10, 50], ["credit"]),
+    ]
+}
+
+# A test matrix: two tiny specs, for scripts/test.
+def tiny_points(policies, values):
+    base = load_spec("default")
+    for p in policies:
+        for n in values:
+            s = with_policy(base, p)
+            s["domain"][0]["count"] = int(n)
+            s["domain"].append({"name": "lat", "workload": "latency"})
+            yield Point(p, "domains", int(n), s)
+
+
+MATRICES["tiny"] = Matrix("tiny", "test matrix: default.toml plus a latency domain, 2 points",
+                          tiny_points, [1, 3], [1, 3], ["rr", "credit"])
+
+
+# --- writing a spec -----------------------------------------------------------------------
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # TOML basic strings accept JSON's escapes
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def toml_table(d: dict) -> list[str]:
+    return [f"{k} = {toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+
+
+def dump_spec(spec: dict) -> str:
+    """The spec as TOML: top-level keys, [machine], [sched], then each [[domain]] with its
+    [domain.args] and [domain.sched] (the only nesting the spec format has)."""
+    out = toml_table({k: v for k, v in spec.items() if k != "domain"})
+    for k, v in spec.items():
+        if isinstance(v, dict):
+            out += ["", f"[{k}]"] + toml_table(v)
+    for d in spec.get("domain", []):
+        out += ["", "[[domain]]"] + toml_table(d)
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out += [f"[domain.{k}]"] + toml_table(v)
+    return "\n".join(out) + "\n"
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def engine_command(engine: str, spec_path: Path, out: Path) -> list[str]:
+    if engine == "schedsim":
+        return [str(schedsim_binary()), str(spec_path), "--out", str(out)]
+    return [str(ROOT / "scripts" / "run"), str(spec_path), "--accel", "tcg", "--quiet",
+            "--out", str(out)]
+
+
+def schedsim_binary() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    if not target.is_absolute():
+        target = ROOT / target
+    return target / "release" / "schedsim"
+
+
+def display(path: Path) -> str:
+    """`path` relative to the repository when it is inside it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path.resolve())
+
+
+def read_records(path: Path) -> list[dict]:
+    recs = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    recs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    return recs
+
+
+def rows_of(sweep: str, engine: str, point: Point, path: Path, status: int, wall_s: float):
+    """The CSV rows of one run: one per domain group, or one `failed` row without results."""
+    recs = read_records(path)
+    run = next((r for r in recs if r.get("kind") == "run"), {})
+    summary = next((r for r in recs if r.get("kind") == "summary"), {})
+    domains = [r for r in recs if r.get("kind") == "domain"]
+    spec = point.spec
+    cpus = run.get("cpus", spec.get("machine", {}).get("cpus"))
+    duration = run.get("duration_ns") or 0
+    common = {
+        "sweep": sweep, "engine": engine, "policy": point.policy, "cpus": cpus,
+        "domains": run.get("domains", sum(d.get("count", 1) for d in spec["domain"])),
+        "param": point.param, "value": point.value, "variant": point.variant,
+        "jain": summary.get("jain", ""), "share_err_max": summary.get("share_err_max", ""),
+        "duration_ns": duration, "status": status, "wall_s": f"{wall_s:.2f}",
+        "results": display(path),
+    }
+    if not domains:
+        return [dict(common, group="", exit=f"failed: no domain records (status {status})")]
+    groups: dict[str, list[dict]] = {}
+    for d in domains:
+        groups.setdefault(d.get("group", d.get("name", "?")), []).append(d)
+    rows = []
+    for group, ds in groups.items():
+        cpu_ns = sum(d["cpu_ns"] for d in ds)
+        work = sum(d["work"] for d in ds)
+        machine_ns = (cpus or 1) * duration
+        bad = [d["exit"] for d in ds if d.get("exit") != "ok"]
+        rows.append(dict(
+            common,
+            group=group, workload=ds[0].get("workload", ""), count=len(ds),
+            weight_sum=sum(d.get("weight", 0) for d in ds), cap=ds[0].get("cap", 0),
+            cpu_ns=cpu_ns,
+            cpu_share=f"{cpu_ns / machine_ns:.6f}" if machine_ns else "",
+            cpus_used=f"{cpu_ns / duration:.6f}" if duration else "",
+            work=work, work_per_s=f"{work * 1e9 / duration:.1f}" if duration else "",
+            # p50: the median of the group's medians; p99 and max: the worst domain's.
+            wake_lat_p50_ns=int(statistics.median(d["wake_lat_p50_ns"] for d in ds)),
+            wake_lat_p99_ns=max(d["wake_lat_p99_ns"] for d in ds),
+            wake_lat_max_ns=max(d["wake_lat_max_ns"] for d in ds),
+            exit="ok" if not bad else f"{len(bad)} of {len(ds)} {bad[0]}",
+        ))
+    return rows
+
+
+class Progress:
+    """One line that rewrites itself on a terminal; plain lines otherwise (CI logs)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def show(self, text: str, final: bool = False):
+        line = f"[{self.done:>3}/{self.total}] {time.monotonic() - self.t0:6.1f} s  {text}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
+        elif final:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def parse_list(text: str | None) -> list[str] | None:
+    return [x for x in text.split(",") if x] if text else None
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="scripts/sweep", description="Run a named matrix of experiment specs.",
+        epilog="matrices: " + "; ".join(f"{m.name}: {m.about}" for m in MATRICES.values()))
+    ap.add_argument("name", nargs="?", help="the matrix (see --list)")
+    ap.add_argument("--engine", choices=["schedsim", "domino", "both"], default="schedsim")
+    ap.add_argument("--quick", action="store_true",
+                    help="short runs (0.3 s measured) and fewer points, for tests")
+    ap.add_argument("--out", help="output directory (default results/sweep-NAME)")
+    ap.add_argument("--sched", help="comma-separated policies (default: the matrix's)")
+    ap.add_argument("--values", help="comma-separated values of the swept parameter")
+    ap.add_argument("--seconds", type=float, help="measured interval of every run")
+    ap.add_argument("--list", action="store_true", help="list the matrices and their points")
+    args = ap.parse_args(argv)
+
+    if args.list or not args.name:
+        for m in MATRICES.values():
+            print(f"{m.name:10} {m.about}; policies {','.join(m.policies)}; "
+                  f"values {m.values} (--quick: {m.quick_values})")
+        return 0 if args.list else 2
+    matrix = MATRICES.get(args.name)
+    if matrix is None:
+        print(f"scripts/sweep: unknown sweep {args.name!r}; allowed: {', '.join(MATRICES)}",
+              file=sys.stderr)
+        return 2
+    policies = parse_list(args.sched) or matrix.policies
+    values = parse_list(args.values) or (matrix.quick_values if args.quick else matrix.values)
+    try:
+        values = [int(v) for v in values]
+    except ValueError:
+        print(f"scripts/sweep: --values: {args.values!r} is not a list of integers", file=sys.stderr)
+        return 2
+    engines = ["schedsim", "domino"] if args.engine == "both" else [args.engine]
+    out = Path(args.out or ROOT / "results" / f"sweep-{matrix.name}").resolve()
+
+    points = list(matrix.points(policies, values))
+    for p in points:
+        if args.seconds is not None:
+            p.spec["duration_ms"] = max(1, round(args.seconds * 1000))
+        elif args.quick:
+            p.spec["duration_ms"] = 300
+        if args.quick:
+            p.spec["warmup_ms"] = min(p.spec.get("warmup_ms", 500), 100)
+        p.spec["name"] = f"{matrix.name}-{p.slug}"
+
+    rows, failures = [], 0
+    progress = Progress(len(points) * len(engines))
+    for engine in engines:
+        (out / engine).mkdir(parents=True, exist_ok=True)
+        for p in points:
+            spec_path = out / engine / f"{p.slug}.toml"
+            res_path = out / engine / f"{p.slug}.jsonl"
+            spec_path.write_text(f"# written by scripts/sweep {matrix.name}\n" + dump_spec(p.spec))
+            res_path.unlink(missing_ok=True)
+            progress.show(f"{engine} {p.slug}")
+            t0 = time.monotonic()
+            proc = subprocess.run(engine_command(engine, spec_path, res_path), cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            wall = time.monotonic() - t0
+            progress.done += 1
+            if proc.returncode != 0:
+                failures += 1
+                (out / engine / f"{p.slug}.log").write_text(proc.stdout)
+                progress.show(f"{engine} {p.slug}: exit {proc.returncode} "
+                              f"(log: {display(out / engine / (p.slug + '.log'))})",
+                              final=True)
+            elif not progress.tty:
+                progress.show(f"{engine} {p.slug}: exit 0, {wall:.1f} s", final=True)
+            rows += rows_of(matrix.name, engine, p, res_path, proc.returncode, wall)
+    progress.show(f"{matrix.name}: {len(rows)} rows, {failures} failed runs", final=True)
+
+    csv_path = out / f"{matrix.name}.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    print(csv_path)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
