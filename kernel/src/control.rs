@@ -161,6 +161,24 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
             Ok(DomctlReply::Info(d.info(now)))
         }
+        Domctl::Wait { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            let caller = schedule::current().ok_or(Errno::Srch)?;
+            {
+                // Checked and registered under the same lock that `end_domain` takes, so
+                // the end cannot slip between the check and the registration.
+                let mut life = d.life.lock();
+                if life.state == DomainState::Dead {
+                    drop(life);
+                    return Ok(DomctlReply::Info(d.info(now)));
+                }
+                if !life.waiters.contains(&caller.id) {
+                    life.waiters.push(caller.id);
+                }
+            }
+            schedule::stop(&caller, VcpuState::Blocked, now);
+            Err(Errno::Busy)
+        }
     }
 }
 
@@ -170,6 +188,21 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             name: schedule::policy().info().name,
             cpus: smp::startup::online().len() as u32,
         }),
+        Sysctl::GetSchedParam { name } => {
+            let value = schedule::policy()
+                .global_param(name)
+                .map_err(|_| Errno::Inval)?;
+            Ok(SysctlReply::SchedParam { value })
+        }
+        Sysctl::SetSchedParam { name, value } => {
+            schedule::policy()
+                .set_global_param(name, value)
+                .map_err(|e| {
+                    log::warn!("sysctl SetSchedParam: {e}");
+                    Errno::Inval
+                })?;
+            Ok(SysctlReply::Done)
+        }
         Sysctl::CpuStats { cpu } => {
             if !smp::startup::online().contains(cpu as usize) {
                 return Err(Errno::Inval);
@@ -245,15 +278,21 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
 /// Ends a domain (shutdown, kill or destroy): every vCPU stops for good. Its figures stay
 /// readable until Domain0 destroys it.
 pub fn end_domain(domain: &Domain, exit: DomainExit) {
-    {
+    let now = time::now_ns();
+    let waiters = {
         let mut life = domain.life.lock();
         if life.state == DomainState::Dead {
             return;
         }
         life.state = DomainState::Dead;
         life.exit = exit;
+        core::mem::take(&mut life.waiters)
+    };
+    for id in waiters {
+        if let Some(v) = domain::vcpu(id) {
+            schedule::wake(&v, now);
+        }
     }
-    let now = time::now_ns();
     for v in &domain.vcpus {
         v.timer_deadline.store(0, Ordering::Release);
         schedule::stop(v, VcpuState::Dead, now);

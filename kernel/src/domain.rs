@@ -98,6 +98,8 @@ pub struct DomainLife {
     pub exit: DomainExit,
     /// Dropped (frames freed) at destruction.
     pub space: Option<AddressSpace>,
+    /// vCPUs blocked in `domctl Wait` on this domain, woken when it ends.
+    pub waiters: Vec<u32>,
 }
 
 /// A domain.
@@ -328,6 +330,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             state: DomainState::Paused,
             exit: DomainExit::Running,
             space: Some(space),
+            waiters: Vec::new(),
         }),
     });
     domains[id as usize] = Some(domain.clone());

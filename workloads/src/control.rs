@@ -66,6 +66,21 @@ pub fn info(domain: DomainId) -> Result<DomainInfo, Errno> {
     }
 }
 
+/// Waits until `domain` has ended, or until system time `deadline_ns`: its final figures,
+/// or `None` if it is still alive at the deadline. Blocks in the hypervisor meanwhile.
+pub fn wait(domain: DomainId, deadline_ns: u64) -> Result<Option<DomainInfo>, Errno> {
+    loop {
+        hypercall::set_timer(deadline_ns)?;
+        match domctl(&Domctl::Wait { domain }) {
+            Ok(DomctlReply::Info(info)) => return Ok(Some(info)),
+            Ok(_) => return Err(Errno::Inval),
+            Err(Errno::Busy) if crate::time::now_ns() < deadline_ns => continue,
+            Err(Errno::Busy) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn sysctl<R>(
     request: &Sysctl<'_>,
     pick: impl FnOnce(SysctlReply<'_>) -> Option<R>,

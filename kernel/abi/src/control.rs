@@ -84,6 +84,12 @@ pub enum Domctl<'a> {
     GetInfo {
         domain: DomainId,
     },
+    /// Waits for the domain to end: replies `Info` at once if it has, else blocks the
+    /// caller until it ends (or until the caller's timer or another wake-up) and fails with
+    /// `Errno::Busy`, so that a caller loops: `while Wait == Busy {}`.
+    Wait {
+        domain: DomainId,
+    },
 }
 
 /// A `domctl` reply.
@@ -173,6 +179,11 @@ pub struct DomainInfo {
 pub enum Sysctl<'a> {
     /// The scheduling policy in force and the number of CPUs.
     GetPolicy,
+    /// One global parameter of the policy in force (`xl sched-credit -s` shows them).
+    GetSchedParam { name: &'a str },
+    /// Sets one global parameter of the policy in force; an unknown name or a value out of
+    /// range is `Errno::Inval`.
+    SetSchedParam { name: &'a str, value: u64 },
     /// One CPU's figures.
     CpuStats { cpu: u32 },
     /// Frame allocator counts, to check that nothing leaked.
@@ -194,6 +205,9 @@ pub enum SysctlReply<'a> {
         idle_ns: u64,
         busy_ns: u64,
         switches: u64,
+    },
+    SchedParam {
+        value: u64,
     },
     Frames {
         free: u64,

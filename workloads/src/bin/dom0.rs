@@ -22,9 +22,10 @@ use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
 use abi::console::ExitCode;
+use abi::control::DomainExit;
 use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
-use abi::plan::{self, MAX_DOMAINS, Plan, PlannedDomain};
+use abi::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
 use workloads::control;
 use workloads::report::{self, CpuStats, DomainRun, FrameCounts, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
@@ -248,6 +249,18 @@ fn measure(
     emit(&report::run_record(&summary), verdict);
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);
+    }
+    // A domain that should be killed and is still alive gets a second to misbehave: wait
+    // for its end in the hypervisor rather than judge it too early.
+    let deadline = now_ns().saturating_add(1_000_000_000);
+    for r in runs.iter_mut() {
+        if r.planned.expect == Expect::Killed && r.after.exit == DomainExit::Running {
+            match control::wait(r.id, deadline) {
+                Ok(Some(info)) => r.after.exit = info.exit,
+                Ok(None) => {}
+                Err(e) => verdict.fail(alloc::format!("waiting for `{}`: {e:?}", r.planned.name)),
+            }
+        }
     }
     for r in runs.iter() {
         if let Err(m) = report::check(r.planned.expect, r.after.exit) {
