@@ -70,6 +70,7 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
             Ok(0)
         }
         hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
+        hypercall::NULL => Ok(0),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
             if !domain.privileged {

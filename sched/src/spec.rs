@@ -57,6 +57,12 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         doc: "runs burst_us, then blocks for a random time of mean block_us; work = bursts",
     },
     WorkloadInfo {
+        name: "switch",
+        args: &[],
+        doc: "yields in a loop (the domain-switch benchmark); work = yields \
+              (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "fpu",
         args: &[("spins", 200_000)],
         doc: "fills its vector registers, spins, checks none changed while preempted; \

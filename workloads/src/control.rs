@@ -122,6 +122,21 @@ pub fn frame_counts() -> Result<FrameCounts, Errno> {
     })
 }
 
+/// Serves the null hypercall by a bare `sysretq` on every CPU (`on`), or not (benchmarks).
+pub fn bench_floor(on: bool) -> Result<(), Errno> {
+    sysctl(&Sysctl::BenchFloor { on }, |r| {
+        matches!(r, SysctlReply::Done).then_some(())
+    })
+}
+
+/// TSC ticks the hypervisor took for `iters` rounds of the domain-switch floor.
+pub fn switch_floor_ticks(iters: u32) -> Result<u64, Errno> {
+    sysctl(&Sysctl::BenchSwitchFloor { iters }, |r| match r {
+        SysctlReply::Elapsed { tsc_ticks } => Some(tsc_ticks),
+        _ => None,
+    })
+}
+
 /// Writes one results record (a JSON object) for the runner.
 pub fn emit_record(json: &str) -> Result<(), Errno> {
     sysctl(&Sysctl::EmitRecord { json }, |r| {

@@ -74,6 +74,12 @@ fn sched_op(op: SchedOp, arg: u64) -> Result<u64, Errno> {
     result(unsafe { raw(nr::SCHED_OP, op as u64, arg, 0, 0, 0) })
 }
 
+/// The null hypercall: enters the hypervisor and comes straight back (benchmarks).
+pub fn null() {
+    // SAFETY: NULL reads and writes no guest memory.
+    let _ = unsafe { raw(nr::NULL, 0, 0, 0, 0, 0) };
+}
+
 /// Gives up the CPU; the vCPU stays runnable.
 pub fn yield_now() {
     // Yield cannot fail in a way the caller could act on.

@@ -222,6 +222,29 @@ pub fn run_record(r: &RunSummary<'_>) -> String {
     s
 }
 
+/// A `bench` record (DESIGN.md "Results"): `name`, an integer `value` in `unit`, and the
+/// reference it is to be read against, if any (`floor`, in the same unit).
+pub fn bench_record(name: &str, value: u64, unit: &str, floor: Option<u64>) -> String {
+    let mut s = String::new();
+    let mut o = Object::new(&mut s);
+    o.str("kind", "bench")
+        .str("name", name)
+        .u64("value", value)
+        .str("unit", unit);
+    if let Some(floor) = floor {
+        o.u64("floor", floor);
+    }
+    o.finish();
+    s
+}
+
+/// Nanoseconds per switch over an interval in which `cpus` CPUs were busy except for
+/// `idle_ns`, and made `switches` switches between them.
+pub fn ns_per_switch(cpus: u32, duration_ns: u64, idle_ns: u64, switches: u64) -> Option<u64> {
+    let busy = (u64::from(cpus) * duration_ns).saturating_sub(idle_ns);
+    (switches > 0).then(|| busy / switches)
+}
+
 /// Idle time over the interval, summed over CPUs (pairs of before/after snapshots).
 pub fn idle_ns(before: &[CpuStats], after: &[CpuStats]) -> u64 {
     before
@@ -277,6 +300,25 @@ mod tests {
     use abi::control::{DomainState, KillReason, SchedParams};
     use abi::plan::EncodedSeq;
 
+    #[test]
+    fn bench_records_name_their_floor() {
+        assert_eq!(
+            bench_record("null_hypercall", 310, "ns", Some(240)),
+            r#"{"kind":"bench","name":"null_hypercall","value":310,"unit":"ns","floor":240}"#
+        );
+        assert_eq!(
+            bench_record("create_128_domains", 9, "ms", None),
+            r#"{"kind":"bench","name":"create_128_domains","value":9,"unit":"ms"}"#
+        );
+    }
+
+    #[test]
+    fn switch_cost_is_busy_time_over_switches() {
+        assert_eq!(ns_per_switch(1, 1_000_000, 0, 1000), Some(1000));
+        assert_eq!(ns_per_switch(2, 1_000_000, 1_000_000, 500), Some(2000));
+        assert_eq!(ns_per_switch(1, 1_000_000, 0, 0), None);
+    }
+
     fn planned(name: &'static str, args_start: u32, args_len: u32) -> PlannedDomain<'static> {
         PlannedDomain {
             name,
@@ -311,6 +353,7 @@ mod tests {
                 count: args.len() as u32,
                 bytes: &bytes,
             },
+            bench: false,
         };
         f(&plan)
     }

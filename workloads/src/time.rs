@@ -33,6 +33,14 @@ pub fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// A TSC interval in nanoseconds, with the shared-info page's scale.
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    // SAFETY: the page is mapped for the domain's whole life (entry contract); the field is
+    // aligned and read with a volatile load.
+    let mul = unsafe { addr_of!((*crate::shared::info()).time.tsc_mul).read_volatile() };
+    ((u128::from(ticks) * u128::from(mul)) >> 32) as u64
+}
+
 /// The current system time in ns.
 pub fn now_ns() -> u64 {
     // SAFETY: only computes the field's address; the page is mapped for the domain's whole

@@ -190,6 +190,14 @@ pub enum Sysctl<'a> {
     FrameCounts,
     /// Writes one results record (a JSON object on one line) to the console protocol.
     EmitRecord { json: &'a str },
+    /// Benchmark support: while `on`, a [`crate::hypercall::NULL`] call on any CPU is served
+    /// by a bare `sysretq` at the `syscall` entry (one compare before it), the floor against
+    /// which the full path is measured. Every other hypercall still takes the full path.
+    BenchFloor { on: bool },
+    /// Benchmark support: the hypervisor times `iters` rounds of what a domain switch cannot
+    /// avoid (save and restore the general registers and the FPU state, reload CR3) and
+    /// replies with the TSC ticks they took.
+    BenchSwitchFloor { iters: u32 },
     /// Stops the machine with this exit status (0, 1 or 2: `console::ExitCode`).
     Shutdown { code: u8 },
 }
@@ -208,6 +216,9 @@ pub enum SysctlReply<'a> {
     },
     SchedParam {
         value: u64,
+    },
+    Elapsed {
+        tsc_ticks: u64,
     },
     Frames {
         free: u64,

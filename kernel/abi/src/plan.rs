@@ -63,6 +63,9 @@ pub struct Plan<'a> {
     /// Workload arguments of all domains, as (name, value).
     #[serde(borrow)]
     pub args: Args<'a>,
+    /// Whether Domain0 also runs the micro-benchmarks (null hypercall and its floor, the
+    /// domain-switch floor, domain creation) and writes `bench` records.
+    pub bench: bool,
 }
 
 /// The planned domains, as encoded bytes that decode lazily.
@@ -182,6 +185,7 @@ mod tests {
                 count: 3,
                 bytes: &args,
             },
+            bench: true,
         };
         let bytes = encode(&plan).unwrap();
         let back = decode(&bytes).unwrap();

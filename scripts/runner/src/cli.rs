@@ -97,6 +97,11 @@ pub struct Args {
     #[arg(long)]
     pub no_build: bool,
 
+    /// Domain0 also runs the micro-benchmarks (null hypercall and its floor, domain-switch
+    /// floor, domain creation) and writes `bench` records into the results.
+    #[arg(long, conflicts_with = "boot_only")]
+    pub bench: bool,
+
     /// Boot and report the CPUs, but run no experiment (no boot module is given, so the
     /// hypervisor shuts down after bring-up).
     #[arg(long)]

@@ -28,6 +28,8 @@ pub struct Experiment {
     pub plan: Vec<DomainPlan>,
     /// The policy's global parameters from `[sched]`, for the kernel's `sched.NAME=` words.
     pub globals: Vec<(String, u64)>,
+    /// Domain0 also runs the micro-benchmarks (`--bench`).
+    pub bench: bool,
 }
 
 fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experiment {
@@ -43,6 +45,7 @@ fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experim
         duration_ms: s.duration_ms,
         globals: s.policy_globals(),
         plan,
+        bench: false,
     }
 }
 

@@ -84,6 +84,8 @@ fn run(args: &Args) -> Result<u8, Stop> {
             memory_mib: args.memory,
         },
     )?;
+    let mut exp = exp;
+    exp.bench = args.bench;
     let cmdline = kernel_cmdline(args, &exp)?;
     if let Some(t) = args.timeout
         && !(t.is_finite() && t > 0.0)

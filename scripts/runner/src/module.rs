@@ -78,6 +78,7 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
             count: args.len() as u32,
             bytes: &arg_bytes,
         },
+        bench: exp.bench,
     };
     plan::encode(&plan).map_err(encode_err)
 }

@@ -100,9 +100,28 @@ fn run() -> u8 {
         plan.duration_ms
     );
 
+    let switch_floor_ns = if plan.bench {
+        micro_benchmarks(&mut verdict)
+    } else {
+        None
+    };
     let mut runs = Vec::with_capacity(planned.len());
-    if create_all(&plan, planned, &mut runs, &mut verdict) {
-        measure(&plan, &policy, cpus, &mut runs, &mut verdict);
+    if let Some(create_start_ns) = create_all(&plan, planned, &mut runs, &mut verdict) {
+        if plan.bench {
+            let name = alloc::format!("create_start_{}_domains", runs.len());
+            emit(
+                &report::bench_record(&name, create_start_ns, "ns", None),
+                &mut verdict,
+            );
+        }
+        measure(
+            &plan,
+            &policy,
+            cpus,
+            &mut runs,
+            &mut verdict,
+            switch_floor_ns,
+        );
     }
     teardown(&runs, frames_before, &mut verdict);
 
@@ -143,13 +162,14 @@ fn checked_domains<'a>(plan: &Plan<'a>) -> Result<Vec<PlannedDomain<'a>>, alloc:
 }
 
 /// Creates every planned domain (paused), then unpauses them all so they start together.
-/// Returns false, with the problem in `verdict`, if any step failed.
+/// Returns the time it took to create and start them all, or `None` (the problem in
+/// `verdict`) if any step failed.
 fn create_all<'a>(
     plan: &Plan<'a>,
     planned: Vec<PlannedDomain<'a>>,
     runs: &mut Vec<DomainRun<'a>>,
     verdict: &mut Verdict,
-) -> bool {
+) -> Option<u64> {
     let start = now_ns();
     for d in planned {
         let id = match control::create(&report::create_request(plan, &d)) {
@@ -162,7 +182,7 @@ fn create_all<'a>(
                     d.vcpus,
                     d.memory_kib
                 ));
-                return false;
+                return None;
             }
         };
         let info = match control::info(id) {
@@ -171,7 +191,7 @@ fn create_all<'a>(
                 verdict.fail(alloc::format!("GetInfo of new domain `{}`: {e:?}", d.name));
                 // Still ours to destroy.
                 let _ = control::destroy(id);
-                return false;
+                return None;
             }
         };
         runs.push(DomainRun {
@@ -185,7 +205,7 @@ fn create_all<'a>(
     for r in runs.iter() {
         if let Err(e) = control::unpause(r.id) {
             verdict.fail(alloc::format!("cannot unpause `{}`: {e:?}", r.planned.name));
-            return false;
+            return None;
         }
     }
     let started = now_ns();
@@ -195,7 +215,63 @@ fn create_all<'a>(
         (created - start) / 1000,
         (started - created) / 1000
     );
-    true
+    Some(started - start)
+}
+
+/// Null hypercalls per timed batch, and batches (the median is kept: TCG is noisy).
+const CALLS: u64 = 4000;
+const BATCHES: usize = 5;
+
+/// Nanoseconds per null hypercall, the median of [`BATCHES`] batches.
+fn time_null_hypercalls() -> u64 {
+    let mut per_call = [0u64; BATCHES];
+    for slot in per_call.iter_mut() {
+        let t0 = now_ns();
+        for _ in 0..CALLS {
+            workloads::hypercall::null();
+        }
+        *slot = (now_ns() - t0) / CALLS;
+    }
+    per_call.sort_unstable();
+    per_call[BATCHES / 2]
+}
+
+/// The micro-benchmarks of `--bench`: the null hypercall against the bare `syscall; sysretq`
+/// floor, and the hypervisor's domain-switch floor. Writes their `bench` records and returns
+/// the switch floor (ns), against which the measured switch cost is reported later.
+fn micro_benchmarks(verdict: &mut Verdict) -> Option<u64> {
+    let full = time_null_hypercalls();
+    if let Err(e) = control::bench_floor(true) {
+        verdict.fail(alloc::format!("sysctl BenchFloor: {e:?}"));
+        return None;
+    }
+    let floor = time_null_hypercalls();
+    if let Err(e) = control::bench_floor(false) {
+        verdict.fail(alloc::format!("sysctl BenchFloor off: {e:?}"));
+    }
+    emit(
+        &report::bench_record("null_hypercall", full, "ns", Some(floor)),
+        verdict,
+    );
+    emit(
+        &report::bench_record("syscall_sysret_floor", floor, "ns", None),
+        verdict,
+    );
+    const ITERS: u32 = 20_000;
+    match control::switch_floor_ticks(ITERS) {
+        Ok(ticks) => {
+            let ns = workloads::time::ticks_to_ns(ticks) / u64::from(ITERS);
+            emit(
+                &report::bench_record("domain_switch_floor", ns, "ns", None),
+                verdict,
+            );
+            Some(ns)
+        }
+        Err(e) => {
+            verdict.fail(alloc::format!("sysctl BenchSwitchFloor: {e:?}"));
+            None
+        }
+    }
 }
 
 /// Takes every domain's figures (into `before` or `after`).
@@ -228,6 +304,7 @@ fn measure(
     cpus: u32,
     runs: &mut [DomainRun<'_>],
     verdict: &mut Verdict,
+    switch_floor_ns: Option<u64>,
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     let t0 = now_ns();
@@ -249,6 +326,21 @@ fn measure(
     emit(&report::run_record(&summary), verdict);
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);
+    }
+    if plan.bench {
+        // With only `switch` domains on a CPU, its busy time is nothing but switching.
+        let switches = runs
+            .iter()
+            .map(|r| r.after.switches.saturating_sub(r.before.switches))
+            .sum();
+        if let Some(ns) =
+            report::ns_per_switch(cpus, summary.duration_ns, summary.idle_ns, switches)
+        {
+            emit(
+                &report::bench_record("ns_per_switch", ns, "ns", switch_floor_ns),
+                verdict,
+            );
+        }
     }
     // A domain that should be killed and is still alive gets a second to misbehave: wait
     // for its end in the hypervisor rather than judge it too early.

@@ -166,6 +166,15 @@ syscall_entry:
     swapgs
     sysretq
 
+/* syscall_floor: the benchmarks' floor, installed in LSTAR only while Domain0 measures it:
+   a NULL hypercall returns at once by `sysretq` (nothing saved, no stack touched); any other
+   number takes the full entry. */
+    .globl syscall_floor
+syscall_floor:
+    cmpq ${null_hypercall}, %rax
+    jne syscall_entry
+    sysretq
+
 /* resume_frame(frame): leaves through the TrapFrame at `frame`, which becomes the stack.
    Used by the idle loop to enter a guest: the frame is a local of the idle loop, on this
    CPU's kernel stack, and nothing below it is needed any more. */
@@ -216,6 +225,7 @@ trap_stub_table:
     user_data = const USER_DATA.0 as u64,
     user_code = const USER_CODE.0 as u64,
     syscall_vector = const SYSCALL_VECTOR,
+    null_hypercall = const abi::hypercall::NULL,
     options(att_syntax)
 );
 
@@ -226,6 +236,19 @@ unsafe extern "C" {
     static copy_user_insn: u8;
     static copy_user_fixup: u8;
     fn syscall_entry();
+    fn syscall_floor();
+}
+
+/// Points this CPU's `syscall` at the benchmark floor (`on`) or back at the full entry.
+pub fn set_syscall_floor(on: bool) {
+    let entry = if on {
+        syscall_floor as *const ()
+    } else {
+        syscall_entry as *const ()
+    };
+    // Both are complete `syscall` entries: the floor falls through to the full one for
+    // everything but the null hypercall.
+    x86_64::registers::model_specific::LStar::write(x86_64::VirtAddr::new(entry as u64));
 }
 
 /// Enters a guest with the registers in `frame`, from the idle loop.

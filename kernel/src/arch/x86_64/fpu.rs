@@ -38,6 +38,19 @@ impl FpuState {
             .clone()
     }
 
+    /// Saves the CPU's current x87/SSE state here.
+    pub fn save(&mut self) {
+        // SAFETY: `self.0` is a 64-byte aligned 512-byte buffer, as `fxsave64` requires.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
+    }
+
+    /// Loads this state into the CPU.
+    pub fn restore(&self) {
+        // SAFETY: the image was written by `fxsave64` (or is the initial one), so its
+        // reserved bits and MXCSR are valid; 64-byte aligned as `fxrstor64` requires.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+    }
+
     /// Saves the CPU's current x87/SSE state here, with the XMM registers zeroed: used when
     /// a vCPU leaves during a hypercall, when its XMM registers hold hypervisor data.
     pub fn save_scrubbed(&mut self) {
