@@ -19,6 +19,9 @@ use crate::domain::{self, Domain, DomainConfig, VcpuState};
 use crate::hypercall::{copy_from_guest, copy_to_guest};
 use crate::{arch, boot_module, console, memory, schedule, time};
 
+/// Every online CPU's figures at the last `TakeSnapshot`.
+static CPU_SNAPSHOT: spin::Mutex<Vec<(usize, schedule::CpuFigures)>> = spin::Mutex::new(Vec::new());
+
 /// Largest request or reply.
 const MESSAGE_BYTES: usize = 4096;
 
@@ -93,6 +96,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 privileged: false,
                 plan: None,
             };
+            let t0 = time::now_ns();
             let domain = domain::create(&config).map_err(|e| {
                 log::warn!("cannot create domain {name} from image {image}: {e}");
                 match e {
@@ -102,11 +106,18 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                     _ => Errno::Inval,
                 }
             })?;
+            let t1 = time::now_ns();
             if let Err(e) = register(&domain, &sched) {
                 log::warn!("policy refused domain {name}: {e}");
                 destroy(&domain);
                 return Err(Errno::Inval);
             }
+            log::debug!(
+                "create {}: build {} us, register {} us",
+                domain.id,
+                (t1 - t0) / 1000,
+                (time::now_ns() - t1) / 1000
+            );
             Ok(DomctlReply::Created { domain: domain.id })
         }
         Domctl::SetSched { domain, sched } => {
@@ -161,6 +172,31 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
             Ok(DomctlReply::Info(d.info(now)))
         }
+        Domctl::UnpauseAll => {
+            let mut started = 0;
+            for d in domain::all().iter().filter(|d| !d.privileged) {
+                {
+                    let mut life = d.life.lock();
+                    if life.state != DomainState::Paused {
+                        continue;
+                    }
+                    life.state = DomainState::Alive;
+                }
+                for v in &d.vcpus {
+                    schedule::unpause(v, now);
+                }
+                started += 1;
+            }
+            Ok(DomctlReply::Started {
+                count: started,
+                at_ns: now,
+            })
+        }
+        Domctl::GetSnapshot { domain } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            let info = *d.snapshot.lock();
+            info.map(DomctlReply::Info).ok_or(Errno::Srch)
+        }
         Domctl::Wait { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
             let caller = schedule::current().ok_or(Errno::Srch)?;
@@ -207,7 +243,34 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             if !smp::startup::online().contains(cpu as usize) {
                 return Err(Errno::Inval);
             }
-            let f = schedule::cpu_figures(cpu as usize);
+            let f = schedule::cpu_figures(cpu as usize, time::now_ns());
+            Ok(SysctlReply::CpuStats {
+                idle_ns: f.idle_ns,
+                busy_ns: f.busy_ns,
+                switches: f.switches,
+            })
+        }
+        Sysctl::TakeSnapshot => {
+            let now = time::now_ns();
+            for d in domain::all() {
+                let info = d.info(now);
+                *d.snapshot.lock() = Some(info);
+            }
+            let mut snap = CPU_SNAPSHOT.lock();
+            snap.clear();
+            snap.extend(
+                smp::startup::online()
+                    .iter()
+                    .map(|cpu| (cpu, schedule::cpu_figures(cpu, now))),
+            );
+            Ok(SysctlReply::Snapshot { at_ns: now })
+        }
+        Sysctl::CpuSnapshot { cpu } => {
+            let snap = CPU_SNAPSHOT.lock();
+            let (_, f) = snap
+                .iter()
+                .find(|(c, _)| *c == cpu as usize)
+                .ok_or(Errno::Inval)?;
             Ok(SysctlReply::CpuStats {
                 idle_ns: f.idle_ns,
                 busy_ns: f.busy_ns,

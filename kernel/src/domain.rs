@@ -111,6 +111,8 @@ pub struct Domain {
     pub counters_phys: u64,
     pub sched: Mutex<SchedParams>,
     pub life: Mutex<DomainLife>,
+    /// Its figures at the last snapshot (`sysctl TakeSnapshot`), if it existed then.
+    pub snapshot: Mutex<Option<DomainInfo>>,
 }
 
 /// Why a domain could not be created.
@@ -142,6 +144,11 @@ impl core::fmt::Display for CreateError {
 static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
 /// All vCPUs, indexed by global id.
 static VCPUS: RwLock<Vec<Option<Arc<Vcpu>>>> = RwLock::new(Vec::new());
+
+/// Every live domain.
+pub fn all() -> Vec<Arc<Domain>> {
+    DOMAINS.read().iter().flatten().cloned().collect()
+}
 
 /// Looks a domain up.
 pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
@@ -332,6 +339,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             space: Some(space),
             waiters: Vec::new(),
         }),
+        snapshot: Mutex::new(None),
     });
     domains[id as usize] = Some(domain.clone());
     Ok(domain)

@@ -406,11 +406,11 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64) {
     arch::percpu::set_fpu(&*v.fpu as *const _ as u64, true);
 }
 
-/// This CPU's figures.
-pub fn cpu_figures(cpu: usize) -> CpuFigures {
+/// A CPU's figures as of `now`.
+pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
     let cs = cpus().get(cpu).lock();
     let clock = IDLE.get().expect("scheduler initialised").get(cpu).lock();
-    let idle_ns = clock.total_ns + clock.since.map_or(0, |s| time::now_ns().saturating_sub(s));
+    let idle_ns = clock.total_ns + clock.since.map_or(0, |s| now.saturating_sub(s));
     CpuFigures {
         idle_ns,
         busy_ns: cs.busy_ns,

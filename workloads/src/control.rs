@@ -53,6 +53,47 @@ pub fn unpause(domain: DomainId) -> Result<(), Errno> {
     done(domctl(&Domctl::Unpause { domain })?)
 }
 
+/// Unpauses every paused domain but Domain0 at one instant; returns how many, and the
+/// instant (system ns).
+pub fn unpause_all() -> Result<(u32, u64), Errno> {
+    match domctl(&Domctl::UnpauseAll)? {
+        DomctlReply::Started { count, at_ns } => Ok((count, at_ns)),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// Records every domain's and CPU's figures at one instant; returns the instant (system ns).
+pub fn take_snapshot() -> Result<u64, Errno> {
+    sysctl(&Sysctl::TakeSnapshot, |r| match r {
+        SysctlReply::Snapshot { at_ns } => Some(at_ns),
+        _ => None,
+    })
+}
+
+/// A domain's figures at the last snapshot.
+pub fn snapshot(domain: DomainId) -> Result<DomainInfo, Errno> {
+    match domctl(&Domctl::GetSnapshot { domain })? {
+        DomctlReply::Info(info) => Ok(info),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// A CPU's figures at the last snapshot.
+pub fn cpu_snapshot(cpu: u32) -> Result<CpuStats, Errno> {
+    sysctl(&Sysctl::CpuSnapshot { cpu }, |r| match r {
+        SysctlReply::CpuStats {
+            idle_ns,
+            busy_ns,
+            switches,
+        } => Some(CpuStats {
+            idle_ns,
+            busy_ns,
+            switches,
+        }),
+        _ => None,
+    })
+}
+
 /// Kills a domain if alive and frees everything it holds.
 pub fn destroy(domain: DomainId) -> Result<(), Errno> {
     done(domctl(&Domctl::Destroy { domain })?)

@@ -90,14 +90,29 @@ pub enum Domctl<'a> {
     Wait {
         domain: DomainId,
     },
+    /// Unpauses every paused domain but Domain0 in one call, so that an experiment's domains
+    /// all start at the same instant (one by one, Domain0 would compete with the first ones
+    /// started for the CPU it needs to start the rest). Replies `Started`.
+    UnpauseAll,
+    /// The figures of a domain as the last `Sysctl::TakeSnapshot` recorded them.
+    GetSnapshot {
+        domain: DomainId,
+    },
 }
 
 /// A `domctl` reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DomctlReply {
-    Created { domain: DomainId },
+    Created {
+        domain: DomainId,
+    },
     Sched(SchedParams),
     Info(DomainInfo),
+    /// How many domains `UnpauseAll` started, and the instant it did (system ns).
+    Started {
+        count: u32,
+        at_ns: u64,
+    },
     Done,
 }
 
@@ -186,6 +201,13 @@ pub enum Sysctl<'a> {
     SetSchedParam { name: &'a str, value: u64 },
     /// One CPU's figures.
     CpuStats { cpu: u32 },
+    /// Records every domain's and every CPU's figures at one instant (the hypervisor is not
+    /// preempted while it does), for `Domctl::GetSnapshot` and `CpuSnapshot` to read: a
+    /// measurement's two ends then do not depend on when Domain0 got the CPU. Replies
+    /// `Snapshot` with the instant.
+    TakeSnapshot,
+    /// One CPU's figures as the last `TakeSnapshot` recorded them.
+    CpuSnapshot { cpu: u32 },
     /// Frame allocator counts, to check that nothing leaked.
     FrameCounts,
     /// Writes one results record (a JSON object on one line) to the console protocol.
@@ -216,6 +238,9 @@ pub enum SysctlReply<'a> {
     },
     SchedParam {
         value: u64,
+    },
+    Snapshot {
+        at_ns: u64,
     },
     Elapsed {
         tsc_ticks: u64,

@@ -202,13 +202,22 @@ fn create_all<'a>(
         });
     }
     let created = now_ns();
-    for r in runs.iter() {
-        if let Err(e) = control::unpause(r.id) {
-            verdict.fail(alloc::format!("cannot unpause `{}`: {e:?}", r.planned.name));
+    // The start instant is the hypervisor's: once the domains run, Domain0 may wait for the
+    // CPU before it can read a clock itself.
+    let started = match control::unpause_all() {
+        Ok((n, at)) if n as usize == runs.len() => at,
+        Ok((n, _)) => {
+            verdict.fail(alloc::format!(
+                "UnpauseAll started {n} domains, not {}",
+                runs.len()
+            ));
             return None;
         }
-    }
-    let started = now_ns();
+        Err(e) => {
+            verdict.fail(alloc::format!("cannot unpause the domains: {e:?}"));
+            return None;
+        }
+    };
     println!(
         "created {} domains in {} us, started them in {} us",
         runs.len(),
@@ -275,22 +284,29 @@ fn micro_benchmarks(verdict: &mut Verdict) -> Option<u64> {
 }
 
 /// Takes every domain's figures (into `before` or `after`).
-fn snapshot_domains(runs: &mut [DomainRun<'_>], after: bool, verdict: &mut Verdict) {
+/// Takes a snapshot of every domain and CPU at one instant (in the hypervisor) and reads
+/// the domains' part of it; returns the instant.
+fn snapshot_domains(runs: &mut [DomainRun<'_>], after: bool, verdict: &mut Verdict) -> u64 {
+    let at = control::take_snapshot().unwrap_or_else(|e| {
+        verdict.fail(alloc::format!("sysctl TakeSnapshot: {e:?}"));
+        now_ns()
+    });
     for r in runs {
-        match control::info(r.id) {
+        match control::snapshot(r.id) {
             Ok(info) if after => r.after = info,
             Ok(info) => r.before = info,
-            Err(e) => verdict.fail(alloc::format!("GetInfo of `{}`: {e:?}", r.planned.name)),
+            Err(e) => verdict.fail(alloc::format!("GetSnapshot of `{}`: {e:?}", r.planned.name)),
         }
     }
+    at
 }
 
-/// Takes every CPU's figures.
+/// Every CPU's figures from the last snapshot.
 fn snapshot_cpus(cpus: u32, verdict: &mut Verdict) -> Vec<CpuStats> {
     (0..cpus)
         .map(|cpu| {
-            control::cpu_stats(cpu).unwrap_or_else(|e| {
-                verdict.fail(alloc::format!("CpuStats of CPU {cpu}: {e:?}"));
+            control::cpu_snapshot(cpu).unwrap_or_else(|e| {
+                verdict.fail(alloc::format!("CpuSnapshot of CPU {cpu}: {e:?}"));
                 CpuStats::default()
             })
         })
@@ -307,12 +323,10 @@ fn measure(
     switch_floor_ns: Option<u64>,
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
-    let t0 = now_ns();
-    snapshot_domains(runs, false, verdict);
+    let t0 = snapshot_domains(runs, false, verdict);
     let cpus_before = snapshot_cpus(cpus, verdict);
     sleep_until(t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000)));
-    let t1 = now_ns();
-    snapshot_domains(runs, true, verdict);
+    let t1 = snapshot_domains(runs, true, verdict);
     let cpus_after = snapshot_cpus(cpus, verdict);
 
     let summary = RunSummary {
