@@ -45,15 +45,13 @@ pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
 /// vCPU (the exit path must then use `iretq`).
 #[unsafe(no_mangle)]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
-    let Some(vcpu) = schedule::current() else {
+    let Some(result) = schedule::with_current(|vcpu| handle(vcpu, frame)) else {
         panic!("hypercall with no vCPU on this CPU");
     };
-    let result = match handle(&vcpu, frame) {
-        Ok(value) => value as i64,
-        Err(e) => e.to_ret(),
+    frame.rax = match result {
+        Ok(value) => value,
+        Err(e) => e.to_ret() as u64,
     };
-    frame.rax = result as u64;
-    drop(vcpu);
     if schedule::must_reschedule() {
         return u64::from(schedule::reschedule(frame, true));
     }

@@ -114,6 +114,11 @@ pub fn kick(cpu: usize) {
 }
 
 fn take_need_resched() -> bool {
+    let flag = NEED_RESCHED.get().expect("scheduler initialised").this();
+    // A plain load first: the flag is almost always clear, and a swap is a locked bus cycle.
+    if !flag.load(Ordering::Relaxed) {
+        return false;
+    }
     NEED_RESCHED
         .get()
         .expect("scheduler initialised")
@@ -189,6 +194,17 @@ pub fn yield_current(v: &Vcpu, now: u64) {
 /// The vCPU running on this CPU, if any.
 pub fn current() -> Option<Arc<Vcpu>> {
     cpus().this().lock().current.clone()
+}
+
+/// Runs `f` on the vCPU running on this CPU, without taking the scheduler's lock: the
+/// hypercall path's way to its caller.
+pub fn with_current<R>(f: impl FnOnce(&Vcpu) -> R) -> Option<R> {
+    let ptr = arch::percpu::current() as *const Vcpu;
+    // SAFETY: the address is that of the `Arc<Vcpu>` this CPU's `CpuSched::current` holds
+    // (set by `switch_in`, cleared before it is released), and only this CPU changes it, with
+    // interrupts off; `f` cannot reschedule (`reschedule` takes the trap frame, which the
+    // caller holds), so the vCPU stays alive and current for the whole borrow.
+    unsafe { ptr.as_ref() }.map(f)
 }
 
 /// Arms a vCPU's one-shot timer on this CPU.
@@ -314,12 +330,12 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         arm_timer(now);
         return false;
     }
-    if let Some(p) = prev {
-        switch_out(&p, now);
+    if let Some(p) = &prev {
+        account_out(p, now);
     }
     match next {
         Some(n) => {
-            switch_in(&n, cpu, now);
+            switch_in(&n, cpu, now, prev.as_deref());
             *frame = n.regs.lock().clone();
             cpus().this().lock().current = Some(n);
             arm_timer(now);
@@ -327,7 +343,10 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         }
         None => {
             arch::addrspace::activate_kernel();
-            arch::percpu::set_fpu(0, false);
+            arch::percpu::set_current(0, 0, false);
+            if let Some(p) = &prev {
+                release(p);
+            }
             cpus().this().lock().current = None;
             arch::entry::go_idle()
         }
@@ -341,9 +360,9 @@ fn save_fpu_scrubbed(v: &Vcpu) {
     unsafe { (*area).save_scrubbed() };
 }
 
-/// Accounting and release of the vCPU leaving this CPU. The caller switches CR3 away from
-/// its address space before anything can free it: `running_on` is cleared last.
-fn switch_out(v: &Vcpu, now: u64) {
+/// Accounting for the vCPU leaving this CPU. It stays claimed (`running_on`) until
+/// [`release`], once this CPU no longer uses its address space.
+fn account_out(v: &Vcpu, now: u64) {
     let still_runnable = {
         let mut state = v.state.lock();
         let runnable = *state == VcpuState::Running;
@@ -352,40 +371,60 @@ fn switch_out(v: &Vcpu, now: u64) {
         }
         runnable
     };
-    {
-        let mut s = v.stats.lock();
-        let ran = now.saturating_sub(s.run_start);
-        s.cpu_ns += ran;
-        cpus().this().lock().busy_ns += ran;
-        if still_runnable {
-            s.runnable_since = now;
-        }
+    let mut s = v.stats.lock();
+    let ran = now.saturating_sub(s.run_start);
+    s.cpu_ns += ran;
+    cpus().this().lock().busy_ns += ran;
+    if still_runnable {
+        s.runnable_since = now;
     }
-    // The next vCPU's CR3 (or the kernel's) is loaded by `switch_in`/the idle path before
-    // another CPU can see `running_on` clear and free this address space: load the kernel's
-    // now, which is always safe.
-    arch::addrspace::activate_kernel();
+}
+
+/// Lets other CPUs run `v` (and its domain be freed): called only once this CPU's CR3 no
+/// longer points at its address space.
+fn release(v: &Vcpu) {
     v.running_on.store(NOT_RUNNING, Ordering::Release);
 }
 
-/// Claims a vCPU for this CPU, loads its address space and FPU area, and accounts.
-fn switch_in(v: &Vcpu, cpu: usize, now: u64) {
-    // Another CPU may still be saving it (it gave it back to the policy a moment ago).
-    let mut spins = 0u64;
-    while v
-        .running_on
-        .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        spins += 1;
-        if spins > 1_000_000_000 {
-            panic!(
-                "vCPU {} never left CPU {}: it would run on two CPUs",
-                v.id,
-                v.running_on.load(Ordering::Relaxed)
-            );
+/// Claims `v` for this CPU, loads its address space and FPU area, accounts, and releases
+/// `prev` (the vCPU leaving, if any) once its address space is no longer loaded.
+///
+/// The claim is a compare-and-swap on `running_on`: it fails while another CPU still has
+/// `v` (it gave it back to the policy a moment ago and is finishing its switch). Then this
+/// CPU first lets go of `prev`, on the kernel's page tables, so that two CPUs swapping their
+/// vCPUs cannot wait for each other; otherwise one CR3 load (none within a domain) switches.
+fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
+    let claim = || {
+        v.running_on
+            .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    };
+    let mut loaded = prev.map(|p| p.pml4);
+    if !claim() {
+        arch::addrspace::activate_kernel();
+        loaded = None;
+        if let Some(p) = prev.take() {
+            arch::percpu::set_current(0, 0, false);
+            release(p);
         }
-        core::hint::spin_loop();
+        let mut spins = 0u64;
+        while !claim() {
+            spins += 1;
+            if spins > 1_000_000_000 {
+                panic!(
+                    "vCPU {} never left CPU {}: it would run on two CPUs",
+                    v.id,
+                    v.running_on.load(Ordering::Relaxed)
+                );
+            }
+            core::hint::spin_loop();
+        }
+    }
+    if loaded != Some(v.pml4) {
+        arch::addrspace::activate_pml4(v.pml4);
+    }
+    if let Some(p) = prev {
+        release(p);
     }
     *v.state.lock() = VcpuState::Running;
     {
@@ -402,8 +441,7 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64) {
         s.run_start = now;
     }
     cpus().this().lock().switches += 1;
-    arch::addrspace::activate_pml4(v.pml4);
-    arch::percpu::set_fpu(&*v.fpu as *const _ as u64, true);
+    arch::percpu::set_current(v as *const Vcpu as u64, &*v.fpu as *const _ as u64, true);
 }
 
 /// A CPU's figures as of `now`.
@@ -435,7 +473,7 @@ extern "C" fn idle_loop() -> ! {
                     i.total_ns += now.saturating_sub(since);
                 }
             }
-            switch_in(&n, cpu, now);
+            switch_in(&n, cpu, now, None);
             let frame = n.regs.lock().clone();
             {
                 let mut cs = cpus().this().lock();

@@ -23,6 +23,9 @@ pub struct CpuArea {
     /// (after an asynchronous entry or a domain switch); zero when it must scrub the
     /// vector registers instead (a hypercall that returns to the same vCPU).
     pub fpu_restore: u64,
+    /// The vCPU running here (an `Arc<Vcpu>` the scheduler holds while it runs), as an
+    /// address, so that a hypercall finds its caller without a lock; 0 when idle.
+    pub current: u64,
 }
 
 /// GS offset of [`CpuArea::kernel_stack_top`].
@@ -46,6 +49,7 @@ pub fn install(cpu_index: usize, apic_id: u32) {
         user_rsp: 0,
         cur_fpu: 0,
         fpu_restore: 0,
+        current: 0,
     }));
     // SAFETY: the area is leaked (lives forever) and belongs to this CPU alone; nothing
     // relied on the previous GS base.
@@ -56,13 +60,20 @@ fn area() -> *mut CpuArea {
     smp::percpu::this_cpu().cast()
 }
 
-/// Tells the exit path which FPU area belongs to the vCPU now running here, and whether to
-/// load it on the way out.
-pub fn set_fpu(area_ptr: u64, restore: bool) {
+/// Records the vCPU now running here (`current`, 0 for none) and its FPU area, and whether
+/// the exit path must load that area on the way out.
+pub fn set_current(current: u64, fpu_area: u64, restore: bool) {
     // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
     // reads or writes it, with interrupts off.
     unsafe {
-        (*area()).cur_fpu = area_ptr;
+        (*area()).current = current;
+        (*area()).cur_fpu = fpu_area;
         (*area()).fpu_restore = u64::from(restore);
     }
+}
+
+/// The address recorded by [`set_current`] (0 for none).
+pub fn current() -> u64 {
+    // SAFETY: as in `set_current`.
+    unsafe { (*area()).current }
 }
