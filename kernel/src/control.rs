@@ -357,7 +357,16 @@ fn register(domain: &Domain, sched: &SchedParams) -> Result<(), sched::Error> {
 
 /// Builds Domain0 from the boot module and starts it.
 pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateError> {
-    let sched = SchedParams::default();
+    // Domain0 is the experiment's control plane: the largest weight the policy allows, so
+    // that it is served first whenever it needs the CPU (it sleeps through the interval).
+    let weight = schedule::policy()
+        .info()
+        .domain_param("weight")
+        .map_or(256, |p| p.max.min(u64::from(u32::MAX)) as u32);
+    let sched = SchedParams {
+        weight,
+        ..SchedParams::default()
+    };
     let config = DomainConfig {
         name: "dom0",
         image,

@@ -353,7 +353,14 @@ fn default_timeout(exp: &Experiment, accel: Accel, boot: Boot) -> Duration {
         Boot::Grub => 30_000,
     };
     let boot_ms = 30_000 + u64::from(exp.cpus) * per_cpu_ms + grub_ms;
-    Duration::from_millis(boot_ms + exp.warmup_ms + exp.duration_ms * 2)
+    // Domain0 creates, measures and tears down each domain while the others compete for
+    // the CPUs: under TCG that is most of a long run's time past a few hundred domains.
+    let per_domain_ms = match accel {
+        Accel::Tcg => 300,
+        Accel::Kvm => 30,
+    };
+    let domains_ms = u64::from(exp.domains) * per_domain_ms;
+    Duration::from_millis(boot_ms + domains_ms + exp.warmup_ms + exp.duration_ms * 2)
 }
 
 /// What an ending means, in words.
