@@ -73,6 +73,15 @@ pub fn read_records(path: &Path) -> Result<Vec<Value>, String> {
         .collect()
 }
 
+/// Prints how to rerun a failed case and the last lines of what the runner said.
+pub fn show_failure(args: &[String], out: &Path, output: &str) {
+    println!("      runner {} --out {}", args.join(" "), out.display());
+    let lines: Vec<&str> = output.lines().collect();
+    for line in &lines[lines.len().saturating_sub(12)..] {
+        println!("      | {line}");
+    }
+}
+
 /// The first record of `kind`.
 pub fn first<'a>(records: &'a [Value], kind: &str) -> Option<&'a Value> {
     records.iter().find(|r| r["kind"] == kind)

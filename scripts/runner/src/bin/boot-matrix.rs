@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use runner::{first, invoke, probe_kvm, read_records, sibling_runner};
+use runner::{first, invoke, probe_kvm, read_records, show_failure, sibling_runner};
 use serde_json::Value;
 
 /// CPU counts of the boot matrix (DESIGN.md: correct for 1 to 255 CPUs). Under TCG on
@@ -362,17 +362,7 @@ fn main() -> ExitCode {
             Err(why) => {
                 failed += 1;
                 println!("FAIL  {:<28} {:6.1} s  {why}", c.name, took.as_secs_f64());
-                println!("      runner {} --out {}", c.args.join(" "), out.display());
-                for line in log
-                    .lines()
-                    .rev()
-                    .take(12)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                {
-                    println!("      | {line}");
-                }
+                show_failure(&c.args, &out, &log);
             }
         }
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use runner::{first, invoke, read_records, sibling_runner};
+use runner::{first, invoke, read_records, show_failure, sibling_runner};
 use serde_json::Value;
 
 /// A check of one results file.
@@ -319,18 +319,7 @@ fn main() -> ExitCode {
                     c.name,
                     run.took.as_secs_f64()
                 );
-                println!("      runner {} --out {}", c.args.join(" "), out.display());
-                for line in run
-                    .output
-                    .lines()
-                    .rev()
-                    .take(12)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                {
-                    println!("      | {line}");
-                }
+                show_failure(&c.args, &out, &run.output);
             }
         }
     }
