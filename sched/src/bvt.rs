@@ -348,14 +348,19 @@ impl Policy for Bvt {
             vs.data.calc_evt(now);
             if vs.runnable {
                 vs.place = Place::Queued;
-                let e = entry(prev, &vs.data);
-                if vs.yielded && !rq.q.q.is_empty() {
-                    // Yield: behind the current head, keeping its virtual time.
-                    rq.q.q.insert(1, e);
-                    rq.q.warped += usize::from(e.warped);
-                } else {
-                    rq.q.push(e);
+                if vs.yielded
+                    && let Some(head) = rq.q.q.front()
+                    && head.evt > vs.data.evt
+                {
+                    // Yield: give up the lead in virtual time, and no more. Its AVT rises
+                    // until its EVT meets the head's, so it queues behind the head (FIFO
+                    // among equals) but ahead of every vCPU with a higher EVT. Merely
+                    // queueing it second while keeping its virtual time would let a crowd of
+                    // yielders take turns ahead of everyone else forever.
+                    vs.data.avt = vs.data.avt.saturating_add(head.evt - vs.data.evt);
+                    vs.data.calc_evt(now);
                 }
+                rq.q.push(entry(prev, &vs.data));
             } else {
                 vs.place = Place::Off;
             }

@@ -247,6 +247,40 @@ workload = "cpu"
 }
 
 #[test]
+fn yielders_cannot_starve_a_victim() {
+    // A crowd of yield attackers around one cpu-bound victim on 2 CPUs: whatever a policy
+    // does with yield, the victim keeps at least half of its fair share (2 CPUs / 9).
+    for policy in ["rr", "credit", "bvt"] {
+        let text = format!(
+            r#"
+name = "yield-crowd"
+duration_ms = 5000
+warmup_ms = 500
+[machine]
+cpus = 2
+[sched]
+policy = "{policy}"
+[[domain]]
+name = "victim"
+workload = "cpu"
+[[domain]]
+name = "attacker"
+count = 8
+workload = "yield"
+"#
+        );
+        let out = run(&spec(&text));
+        let victim_cpus = out.domains[0].cpu_ns as f64 / 5e9;
+        let fair = 2.0 / 9.0;
+        eprintln!("{policy}: victim among 8 yielders got {victim_cpus:.3} CPUs (fair {fair:.3})");
+        assert!(
+            victim_cpus >= fair / 2.0,
+            "{policy}: the victim got {victim_cpus:.3} CPUs, fair is {fair:.3}"
+        );
+    }
+}
+
+#[test]
 fn deterministic() {
     for policy in ["rr", "credit", "bvt"] {
         let s = with_policy(MIXED, policy);

@@ -208,6 +208,33 @@ fn registers_never_leak(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// The 2-vCPU domain got about twice the CPU time of each 1-vCPU domain (every vCPU had a
+/// CPU to itself), and both of its vCPUs worked.
+fn vcpus_each_get_a_cpu(records: &[Value]) -> Result<String, String> {
+    let ds = domains(records);
+    let pair = ds
+        .iter()
+        .find(|d| d["group"] == "pair")
+        .ok_or("no 2-vCPU domain")?;
+    let singles: Vec<&&Value> = ds.iter().filter(|d| d["group"] == "single").collect();
+    if num(pair, "vcpus") != 2 || singles.len() != 2 {
+        return Err(format!(
+            "expected one 2-vCPU and two 1-vCPU domains, got {}",
+            ds.len()
+        ));
+    }
+    let single_ns = singles.iter().map(|d| num(d, "cpu_ns")).sum::<u64>() as f64 / 2.0;
+    let ratio = num(pair, "cpu_ns") as f64 / single_ns.max(1.0);
+    if !(1.6..=2.4).contains(&ratio) {
+        return Err(format!(
+            "the 2-vCPU domain got {ratio:.2}× a 1-vCPU domain's CPU time, expected about 2"
+        ));
+    }
+    Ok(format!(
+        "2-vCPU domain: {ratio:.2}× the CPU time of a 1-vCPU domain"
+    ))
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut add = |name: String, args: Vec<&str>, check: Check| {
@@ -243,6 +270,11 @@ fn cases() -> Vec<Case> {
         "fpu/no-leak".into(),
         vec![&spec("fpu")],
         registers_never_leak,
+    );
+    add(
+        "vcpus/2+1+1".into(),
+        vec![&spec("vcpus")],
+        vcpus_each_get_a_cpu,
     );
     add(
         "yield-attack/credit".into(),
