@@ -335,28 +335,21 @@ impl Sim<'_> {
     }
 
     /// Takes `v` off `cpu` at `now`; `runnable` says whether it still wants to run.
-    fn deschedule(&mut self, v: usize, cpu: usize) {
-        let now = self.now;
+    /// Accounts `v`'s run on `cpu` from its `since` up to `until` (CPU time, work, the trace
+    /// interval) and restarts the count there. Every piece of running time passes through
+    /// here exactly once, so the trace's intervals add up to `cpu_ns`.
+    fn account_run(&mut self, v: usize, cpu: usize, until: u64) {
         let since = self.vcpus[v].since;
         let dom = self.vcpus[v].dom;
-        self.add_cpu_time(dom, since, now);
+        self.add_cpu_time(dom, since, until);
         if matches!(self.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
             // work = µs of CPU; counted in ns here and divided at the end.
-            self.acc[dom].work += self.clip(since, now);
+            self.acc[dom].work += self.clip(since, until);
         }
-        let vc = &mut self.vcpus[v];
-        if vc.need != u64::MAX {
-            vc.need = vc.need.saturating_sub(now - since);
-        }
-        vc.epoch += 1;
-        vc.since = now;
-        if vc.st == St::Running(cpu) {
-            vc.st = St::Waiting;
-        }
+        let tid = self.tid(v);
         if let Some(tr) = &mut self.trace
-            && now > since
+            && until > since
         {
-            let tid = u64::from(self.plan[dom].id) * 1000 + u64::from(self.vcpus[v].idx);
             let _ = writeln!(
                 tr,
                 "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}.{:03},\"dur\":{}.{:03}}},",
@@ -364,9 +357,24 @@ impl Sim<'_> {
                 self.vcpus[v].idx,
                 since / US,
                 since % US,
-                (now - since) / US,
-                (now - since) % US
+                (until - since) / US,
+                (until - since) % US
             );
+        }
+        self.vcpus[v].since = until;
+    }
+
+    fn deschedule(&mut self, v: usize, cpu: usize) {
+        let now = self.now;
+        let since = self.vcpus[v].since;
+        self.account_run(v, cpu, now);
+        let vc = &mut self.vcpus[v];
+        if vc.need != u64::MAX {
+            vc.need = vc.need.saturating_sub(now - since);
+        }
+        vc.epoch += 1;
+        if vc.st == St::Running(cpu) {
+            vc.st = St::Waiting;
         }
     }
 
@@ -678,13 +686,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                         St::Running(c) => c,
                         _ => continue,
                     };
-                    let since = sim.vcpus[v].since;
-                    let dom = sim.vcpus[v].dom;
-                    sim.add_cpu_time(dom, since, t);
-                    if matches!(sim.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
-                        sim.acc[dom].work += sim.clip(since, t);
-                    }
-                    sim.vcpus[v].since = t;
+                    sim.account_run(v, cpu, t);
                     sim.vcpus[v].need = 0;
                     sim.action(v);
                     // Still on the same CPU (a yield that picked it again): next action.
@@ -700,26 +702,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     sim.now = t1;
     for c in 0..cpus {
         match sim.cpus[c].curr {
-            Some(v) => {
-                let (since, dom) = (sim.vcpus[v].since, sim.vcpus[v].dom);
-                sim.add_cpu_time(dom, since, t1);
-                if matches!(sim.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
-                    sim.acc[dom].work += sim.clip(since, t1);
-                }
-                let tid = sim.tid(v);
-                if let Some(tr) = &mut sim.trace {
-                    let _ = writeln!(
-                        tr,
-                        "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{c},\"tid\":{tid},\"ts\":{}.{:03},\"dur\":{}.{:03}}},",
-                        plan[dom].name,
-                        sim.vcpus[v].idx,
-                        since / US,
-                        since % US,
-                        (t1 - since) / US,
-                        (t1 - since) % US
-                    );
-                }
-            }
+            Some(v) => sim.account_run(v, c, t1),
             None => sim.idle_ns += sim.clip(sim.cpus[c].since, t1),
         }
     }

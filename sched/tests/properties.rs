@@ -281,6 +281,34 @@ workload = "yield"
 }
 
 #[test]
+fn trace_intervals_add_up_to_cpu_time() {
+    // Every run interval goes into the trace once, including runs that end in a block.
+    for policy in ["rr", "credit", "bvt"] {
+        let s = with_policy(MIXED, policy);
+        let out = run_with(&s, &Options { seed: 3, trace: true, window_ns: None });
+        let trace: serde_json::Value = serde_json::from_str(out.trace.as_deref().unwrap()).unwrap();
+        let events = trace["traceEvents"].as_array().expect("traceEvents");
+        let (t0, t1) = (s.warmup_ms as f64 * 1e3, (s.warmup_ms + s.duration_ms) as f64 * 1e3);
+        let mut per_domain = vec![0.0f64; out.domains.len()];
+        for e in events.iter().filter(|e| e["ph"] == "X") {
+            let ts = e["ts"].as_f64().unwrap();
+            let (a, b) = (ts.max(t0), (ts + e["dur"].as_f64().unwrap()).min(t1));
+            if b > a {
+                per_domain[(e["tid"].as_u64().unwrap() / 1000) as usize] += (b - a) * 1e3;
+            }
+        }
+        for (d, traced) in out.domains.iter().zip(&per_domain) {
+            let cpu = d.cpu_ns as f64;
+            assert!(
+                (traced - cpu).abs() <= cpu * 0.01 + 1e3,
+                "{policy}: {} ran {cpu} ns, its trace intervals add up to {traced} ns",
+                d.name
+            );
+        }
+    }
+}
+
+#[test]
 fn deterministic() {
     for policy in ["rr", "credit", "bvt"] {
         let s = with_policy(MIXED, policy);
