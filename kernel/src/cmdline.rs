@@ -40,6 +40,8 @@ pub struct BootOptions<'a> {
     /// The scheduling policy's name, one of the names the caller allows.
     pub sched: &'a str,
     pub selftest: SelfTest,
+    /// Record a scheduling trace (`trace=on`), written out at shutdown.
+    pub trace: bool,
     /// The policy's global parameters, from `sched.NAME=VALUE` words (checked by the policy).
     pub sched_params: ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>,
 }
@@ -62,7 +64,8 @@ pub enum CmdlineError<'a> {
 }
 
 /// The keys the command line knows, for error messages.
-pub const KEYS: &[&str] = &["loglevel", "sched", "sched.<param>", "selftest"];
+pub const KEYS: &[&str] = &["loglevel", "sched", "sched.<param>", "selftest", "trace"];
+const ON_OFF: &[&str] = &["on", "off"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const SELF_TESTS: &[&str] = &["none", "fault", "probe"];
 
@@ -121,6 +124,7 @@ pub fn parse<'a>(
         loglevel: LogLevel::Info,
         sched: policies.first().copied().unwrap_or(""),
         selftest: SelfTest::None,
+        trace: false,
         sched_params: ArrayVec::new(),
     };
     for word in line.split_ascii_whitespace() {
@@ -149,6 +153,13 @@ pub fn parse<'a>(
                     .copied()
                     .find(|p| *p == value)
                     .ok_or(bad(policies))?;
+            }
+            "trace" => {
+                options.trace = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad(ON_OFF)),
+                }
             }
             "selftest" => {
                 options.selftest = match value {
@@ -199,6 +210,7 @@ mod tests {
                 loglevel: LogLevel::Debug,
                 sched: "bvt",
                 selftest: SelfTest::Fault,
+                trace: false,
                 sched_params: ArrayVec::new(),
             }
         );
@@ -206,6 +218,14 @@ mod tests {
             parse("selftest=probe", POLICIES).unwrap().selftest,
             SelfTest::Probe
         );
+    }
+
+    #[test]
+    fn trace_is_on_or_off() {
+        assert!(parse("trace=on", POLICIES).unwrap().trace);
+        assert!(!parse("trace=on trace=off", POLICIES).unwrap().trace);
+        let msg = parse("trace=yes", POLICIES).unwrap_err().to_string();
+        assert!(msg.contains("on, off"), "{msg}");
     }
 
     #[test]
@@ -219,7 +239,8 @@ mod tests {
         assert_eq!(err, CmdlineError::UnknownKey { key: "bogus" });
         let msg = err.to_string();
         assert!(
-            msg.contains("`bogus`") && msg.contains("loglevel, sched, sched.<param>, selftest"),
+            msg.contains("`bogus`")
+                && msg.contains("loglevel, sched, sched.<param>, selftest, trace"),
             "{msg}"
         );
     }

@@ -311,6 +311,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 2 => ExitCode::BadInput,
                 _ => ExitCode::Failure,
             };
+            crate::trace::dump();
             log::info!("Domain0 shuts the machine down: {code:?}");
             arch::exit(code)
         }

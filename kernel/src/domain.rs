@@ -87,6 +87,8 @@ pub struct Vcpu {
     /// Saved x87/SSE state; its address is handed to the entry code while running.
     pub fpu: Box<FpuState>,
     pub running_on: AtomicUsize,
+    /// Set when it yields, so that the trace can say why it stopped.
+    pub yielded: core::sync::atomic::AtomicBool,
     /// Absolute system time of the one-shot timer (0: none).
     pub timer_deadline: AtomicU64,
     pub stats: Mutex<VcpuStats>,
@@ -318,6 +320,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             regs: Mutex::new(frame),
             fpu: Box::new(FpuState::initial()),
             running_on: AtomicUsize::new(NOT_RUNNING),
+            yielded: core::sync::atomic::AtomicBool::new(false),
             timer_deadline: AtomicU64::new(0),
             stats: Mutex::new(VcpuStats::default()),
         });

@@ -19,6 +19,7 @@ mod memory;
 mod schedule;
 mod selftest;
 mod time;
+mod trace;
 mod trap;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -207,6 +208,9 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         }
     };
     schedule::init(policy);
+    if options.trace {
+        trace::enable(topology.cpus.len());
+    }
 
     let config = smp::startup::StartConfig {
         trampoline_phys: TRAMPOLINE_PHYS,

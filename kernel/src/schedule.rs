@@ -23,7 +23,8 @@ use spin::{Mutex, Once};
 use crate::arch;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, NOT_RUNNING, Vcpu, VcpuState};
-use crate::time;
+use crate::{time, trace};
+use abi::console::TraceEvent;
 
 /// Per-CPU scheduling state, touched only by its own CPU (the lock is never contended; it
 /// exists so that the code stays safe).
@@ -140,6 +141,7 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
         s.woke_at = Some(now);
         s.runnable_since = now;
     }
+    trace::record(TraceEvent::Wake, v, now);
     if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
         kick(cpu);
     }
@@ -156,6 +158,7 @@ pub fn unpause(v: &Vcpu, now: u64) {
         *state = VcpuState::Runnable;
         v.stats.lock().runnable_since = now;
     }
+    trace::record(TraceEvent::Wake, v, now);
     if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
         kick(cpu);
     }
@@ -186,6 +189,7 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
 
 /// The current vCPU gives up its slice.
 pub fn yield_current(v: &Vcpu, now: u64) {
+    v.yielded.store(true, Ordering::Relaxed);
     if let Some(cpu) = policy().yield_now(VcpuId(v.id), now) {
         kick(cpu);
     }
@@ -327,6 +331,10 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         cs.slice_end = decision.slice_ns.map(|s| now + s);
     }
     if same {
+        if let Some(p) = &prev {
+            // It yielded but was picked again: it did not stop.
+            p.yielded.store(false, Ordering::Relaxed);
+        }
         arm_timer(now);
         return false;
     }
@@ -363,14 +371,22 @@ fn save_fpu_scrubbed(v: &Vcpu) {
 /// Accounting for the vCPU leaving this CPU. It stays claimed (`running_on`) until
 /// [`release`], once this CPU no longer uses its address space.
 fn account_out(v: &Vcpu, now: u64) {
-    let still_runnable = {
+    let (still_runnable, why) = {
         let mut state = v.state.lock();
         let runnable = *state == VcpuState::Running;
         if runnable {
             *state = VcpuState::Runnable;
         }
-        runnable
+        let yielded = v.yielded.swap(false, Ordering::Relaxed);
+        let why = match *state {
+            VcpuState::Runnable if yielded => TraceEvent::Yield,
+            VcpuState::Runnable => TraceEvent::Preempt,
+            VcpuState::Dead => TraceEvent::Dead,
+            _ => TraceEvent::Block,
+        };
+        (runnable, why)
     };
+    trace::record(why, v, now);
     let mut s = v.stats.lock();
     let ran = now.saturating_sub(s.run_start);
     s.cpu_ns += ran;
@@ -440,6 +456,7 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
         s.last_cpu = Some(cpu);
         s.run_start = now;
     }
+    trace::record(TraceEvent::Run, v, now);
     cpus().this().lock().switches += 1;
     arch::percpu::set_current(v as *const Vcpu as u64, &*v.fpu as *const _ as u64, true);
 }

@@ -200,6 +200,8 @@ pub struct RunSummary<'a> {
     pub cpus: u32,
     /// Domains in the plan (Domain0 not counted).
     pub domains: usize,
+    /// When the measured interval began (system time, as in the trace).
+    pub start_ns: u64,
     /// The measured interval as it actually was.
     pub duration_ns: u64,
     /// Idle time summed over every CPU during the interval.
@@ -216,6 +218,7 @@ pub fn run_record(r: &RunSummary<'_>) -> String {
         .str("policy", r.policy)
         .u64("cpus", u64::from(r.cpus))
         .u64("domains", r.domains as u64)
+        .u64("start_ns", r.start_ns)
         .u64("duration_ns", r.duration_ns)
         .u64("idle_ns", r.idle_ns);
     o.finish();
@@ -529,6 +532,7 @@ mod tests {
             policy: "credit",
             cpus: 2,
             domains: 4,
+            start_ns: 500,
             duration_ns: 1_000_000,
             idle_ns: idle,
         };
@@ -536,7 +540,7 @@ mod tests {
             run_record(&r),
             concat!(
                 r#"{"kind":"run","name":"default","engine":"domino","policy":"credit","#,
-                r#""cpus":2,"domains":4,"duration_ns":1000000,"idle_ns":210}"#
+                r#""cpus":2,"domains":4,"start_ns":500,"duration_ns":1000000,"idle_ns":210}"#
             )
         );
     }

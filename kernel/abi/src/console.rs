@@ -9,6 +9,57 @@
 /// Marks a serial line that carries one JSON results record.
 pub const RECORD_PREFIX: &str = "@domino ";
 
+/// Marks a serial line that carries one scheduling-trace event, written when the machine
+/// shuts down if tracing is on (`trace=on`): `@trace CPU TS_NS EVENT DOMAIN VCPU`, with
+/// EVENT one of [`TraceEvent`]'s names. The runner turns these into Chrome trace JSON.
+pub const TRACE_PREFIX: &str = "@trace ";
+
+/// What a trace line says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// The vCPU starts running on the CPU.
+    Run,
+    /// It stops running, still runnable (end of slice, preempted).
+    Preempt,
+    /// It stops running because it yielded.
+    Yield,
+    /// It stops running because it blocked (or was paused).
+    Block,
+    /// It stops running because its domain ended.
+    Dead,
+    /// It became runnable (a wake-up; the CPU is where it happened).
+    Wake,
+}
+
+impl TraceEvent {
+    /// Every event, in the order of their codes.
+    pub const ALL: [TraceEvent; 6] = [
+        TraceEvent::Run,
+        TraceEvent::Preempt,
+        TraceEvent::Yield,
+        TraceEvent::Block,
+        TraceEvent::Dead,
+        TraceEvent::Wake,
+    ];
+
+    /// Its name on a trace line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TraceEvent::Run => "run",
+            TraceEvent::Preempt => "preempt",
+            TraceEvent::Yield => "yield",
+            TraceEvent::Block => "block",
+            TraceEvent::Dead => "dead",
+            TraceEvent::Wake => "wake",
+        }
+    }
+
+    /// The event called `name`.
+    pub fn from_name(name: &str) -> Option<TraceEvent> {
+        TraceEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
 /// I/O port of QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=4`).
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
@@ -46,6 +97,14 @@ impl ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_event_names_round_trip() {
+        for e in TraceEvent::ALL {
+            assert_eq!(TraceEvent::from_name(e.name()), Some(e));
+        }
+        assert_eq!(TraceEvent::from_name("sleep"), None);
+    }
 
     #[test]
     fn qemu_status_round_trips() {

@@ -1,7 +1,7 @@
 //! Reading the hypervisor's serial console: log lines for people, `@domino ` lines that
 //! carry one JSON results record each (the protocol in `abi::console`).
 
-use abi::console::RECORD_PREFIX;
+use abi::console::{RECORD_PREFIX, TRACE_PREFIX};
 
 /// One line of serial output, with every `\r` removed.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,6 +10,8 @@ pub enum Line {
     Log(String),
     /// The JSON after the record prefix, copied verbatim into the results file.
     Record(String),
+    /// One scheduling-trace event (after the trace prefix), for `--trace`.
+    Trace(String),
 }
 
 /// Classifies one raw serial line (without its `\n`). The serial port carries bytes, not
@@ -19,9 +21,12 @@ pub fn classify(raw: &[u8]) -> Line {
         .chars()
         .filter(|&c| c != '\r')
         .collect();
-    match text.strip_prefix(RECORD_PREFIX) {
-        Some(json) => Line::Record(json.to_string()),
-        None => Line::Log(text),
+    if let Some(json) = text.strip_prefix(RECORD_PREFIX) {
+        Line::Record(json.to_string())
+    } else if let Some(event) = text.strip_prefix(TRACE_PREFIX) {
+        Line::Trace(event.to_string())
+    } else {
+        Line::Log(text)
     }
 }
 

@@ -14,6 +14,7 @@ mod experiment;
 mod module;
 mod qemu;
 mod results;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -156,11 +157,6 @@ fn run(args: &Args) -> Result<u8, Stop> {
         Some(s) => Duration::from_secs_f64(s),
         None => default_timeout(&exp, accel, args.boot),
     };
-    if args.trace.is_some() {
-        eprintln!(
-            "scripts/run: --trace: the hypervisor does not emit trace events yet; no trace is written"
-        );
-    }
 
     let mut results = Results::create(&out)
         .map_err(|e| Stop::Failed(format!("cannot create {}: {e}", out.display())))?;
@@ -177,6 +173,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
         println!("scripts/run: {}", launch.shell_line());
     }
     let mut write_error = None;
+    let mut trace_lines = Vec::new();
     let outcome = qemu::boot(
         &launch,
         timeout,
@@ -194,6 +191,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
                     write_error.get_or_insert(e);
                 }
             }
+            Line::Trace(event) => trace_lines.push(event),
         },
         |line| {
             if !args.quiet {
@@ -231,6 +229,25 @@ fn run(args: &Args) -> Result<u8, Stop> {
         if status == 0 && runner::first(results.records(), "run").is_none() {
             status = 1;
             verdict = "the hypervisor exited 0 but Domain0 wrote no run record".into();
+        }
+    }
+    if let Some(path) = &args.trace {
+        let (json, bad) = trace::to_chrome(&trace_lines, results.records());
+        match std::fs::write(path, json) {
+            Ok(()) => println!(
+                "  trace:   {} ({} events{})",
+                path.display(),
+                trace_lines.len() - bad,
+                if bad > 0 {
+                    format!(", {bad} unreadable lines skipped")
+                } else {
+                    String::new()
+                }
+            ),
+            Err(e) => {
+                status = 1;
+                verdict = format!("cannot write the trace {}: {e}", path.display());
+            }
         }
     }
     let _ = results.exit_record(
@@ -307,6 +324,9 @@ fn kernel_cmdline(args: &Args, exp: &Experiment) -> Result<String, BadInput> {
         format!("sched={}", exp.policy),
     ];
     words.extend(exp.globals.iter().map(|(k, v)| format!("sched.{k}={v}")));
+    if args.trace.is_some() {
+        words.push("trace=on".into());
+    }
     for word in args.append.iter().flat_map(|a| a.split_whitespace()) {
         match word.split_once('=') {
             Some((key, _)) if !key.is_empty() => words.push(word.to_string()),

@@ -334,6 +334,7 @@ fn measure(
         policy,
         cpus,
         domains: runs.len(),
+        start_ns: t0,
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
     };

@@ -158,7 +158,7 @@ boot_pd:
     .section .bss.boot_stack, "aw", @nobits
     .balign 16
 boot_stack_bottom:
-    .skip 65536
+    .skip 262144
 boot_stack_top:
 
     .section .text.high_start, "ax"

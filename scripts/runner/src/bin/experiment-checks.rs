@@ -22,6 +22,123 @@ struct Case {
     name: String,
     args: Vec<String>,
     check: Check,
+    also: Also,
+}
+
+/// What a case checks beyond its results file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Also {
+    Nothing,
+    /// Run with `--trace` and check the trace against the results.
+    Trace,
+    /// Run the same spec and flags in schedsim and compare each domain's share.
+    Schedsim,
+}
+
+/// The trace is valid trace JSON, run intervals on a CPU never overlap, and each domain's
+/// run time summed from the trace over the measured interval is its `cpu_ns` within 1%.
+fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(trace).map_err(|e| format!("no trace file: {e}"))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("the trace is not JSON: {e}"))?;
+    let events = json["traceEvents"]
+        .as_array()
+        .ok_or("no traceEvents array")?;
+    let run = first(records, "run").ok_or("no run record")?;
+    let t0 = num(run, "start_ns") as f64 / 1e3;
+    let t1 = t0 + num(run, "duration_ns") as f64 / 1e3;
+    let mut per_cpu: std::collections::BTreeMap<u64, Vec<(f64, f64)>> = Default::default();
+    let mut per_domain: std::collections::BTreeMap<u64, f64> = Default::default();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        let (ts, dur) = (
+            e["ts"].as_f64().ok_or("X event without ts")?,
+            e["dur"].as_f64().ok_or("X event without dur")?,
+        );
+        per_cpu
+            .entry(e["pid"].as_u64().ok_or("X event without pid")?)
+            .or_default()
+            .push((ts, ts + dur));
+        let (a, b) = (ts.max(t0), (ts + dur).min(t1));
+        if b > a {
+            *per_domain
+                .entry(e["tid"].as_u64().ok_or("X event without tid")? / 1000)
+                .or_default() += (b - a) * 1e3;
+        }
+    }
+    for (cpu, intervals) in &mut per_cpu {
+        intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some(w) = intervals.windows(2).find(|w| w[1].0 < w[0].1 - 1e-3) {
+            return Err(format!(
+                "CPU {cpu}: run intervals overlap: {:?} and {:?}",
+                w[0], w[1]
+            ));
+        }
+    }
+    for d in domains(records) {
+        let cpu_ns = num(d, "cpu_ns") as f64;
+        let traced = per_domain.get(&num(d, "id")).copied().unwrap_or(0.0);
+        if (traced - cpu_ns).abs() > cpu_ns * 0.01 + 1e3 {
+            return Err(format!(
+                "{}: cpu_ns {cpu_ns}, but its trace intervals add up to {traced:.0} ns",
+                d["name"]
+            ));
+        }
+    }
+    let n: usize = per_cpu.values().map(Vec::len).sum();
+    Ok(format!(
+        "trace: {n} intervals, none overlapping, each domain's within 1% of cpu_ns"
+    ))
+}
+
+/// Runs the case's spec and flags in schedsim and checks that every domain's share of the
+/// CPU time is within 5 points of the hypervisor's.
+fn matches_schedsim(records: &[Value], args: &[String], out: &Path) -> Result<String, String> {
+    let sim_out = out.with_extension("schedsim.jsonl");
+    let flags: Vec<&String> = args
+        .iter()
+        .skip_while(|a| *a == "--accel" || *a == "tcg")
+        .collect();
+    let status = std::process::Command::new(sibling_runner().with_file_name("schedsim"))
+        .args(flags)
+        .arg("--out")
+        .arg(&sim_out)
+        .output()
+        .map_err(|e| format!("cannot run schedsim: {e}"))?;
+    if !status.status.success() {
+        return Err(format!(
+            "schedsim failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        ));
+    }
+    let sim = read_records(&sim_out)?;
+    let shares = |rs: &[Value]| -> Vec<(String, f64)> {
+        let ds = domains(rs);
+        let total: u64 = ds.iter().map(|d| num(d, "cpu_ns")).sum();
+        ds.iter()
+            .map(|d| {
+                (
+                    d["name"].as_str().unwrap_or("?").to_string(),
+                    100.0 * num(d, "cpu_ns") as f64 / total.max(1) as f64,
+                )
+            })
+            .collect()
+    };
+    let (hyp, sim) = (shares(records), shares(&sim));
+    let mut worst = 0.0f64;
+    for (name, share) in &hyp {
+        let other = sim
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or(format!("{name} is not in schedsim's results"))?
+            .1;
+        worst = worst.max((share - other).abs());
+        if (share - other).abs() > 5.0 {
+            return Err(format!(
+                "{name}: {share:.2}% on the hypervisor, {other:.2}% in schedsim"
+            ));
+        }
+    }
+    Ok(format!("schedsim agrees within {worst:.2} points"))
 }
 
 fn experiments_dir() -> PathBuf {
@@ -237,27 +354,43 @@ fn vcpus_each_get_a_cpu(records: &[Value]) -> Result<String, String> {
 
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
-    let mut add = |name: String, args: Vec<&str>, check: Check| {
+    let mut with = |name: String, args: Vec<&str>, check: Check, also: Also| {
         let mut all = vec!["--accel".to_string(), "tcg".into()];
         all.extend(args.into_iter().map(String::from));
         out.push(Case {
             name,
             args: all,
             check,
+            also,
         });
     };
+    for policy in ["credit", "bvt"] {
+        with(
+            format!("weights/1..8/{policy}"),
+            vec![&spec("weights"), "--sched", policy],
+            shares_follow_weights,
+            Also::Schedsim,
+        );
+    }
+    with(
+        "weights/trace".into(),
+        vec![&spec("weights"), "--seconds", "1"],
+        shares_follow_weights,
+        Also::Trace,
+    );
+    with(
+        "latency/trace".into(),
+        vec![&spec("latency"), "--sched", "bvt", "--seconds", "1"],
+        latency_domain_runs,
+        Also::Trace,
+    );
+    let mut add =
+        |name: String, args: Vec<&str>, check: Check| with(name, args, check, Also::Nothing);
     for policy in ["rr", "credit", "bvt"] {
         add(
             format!("scaling/128x4/{policy}"),
             vec![&spec("scaling"), "--sched", policy],
             all_progress_and_fair,
-        );
-    }
-    for policy in ["credit", "bvt"] {
-        add(
-            format!("weights/1..8/{policy}"),
-            vec![&spec("weights"), "--sched", policy, "--seconds", "3"],
-            shares_follow_weights,
         );
     }
     add("caps/credit".into(), vec![&spec("caps")], cap_holds);
@@ -330,9 +463,22 @@ fn main() -> ExitCode {
         .collect();
     for (i, c) in cases.iter().enumerate() {
         let out = dir.join(format!("{i}.jsonl"));
-        let run = invoke(&runner, &out, &c.args);
+        let trace = out.with_extension("trace.json");
+        let mut args = c.args.clone();
+        if c.also == Also::Trace {
+            args.extend(["--trace".to_string(), trace.display().to_string()]);
+        }
+        let run = invoke(&runner, &out, &args);
         let verdict = match run.status {
-            Some(0) => read_records(&out).and_then(|r| (c.check)(&r)),
+            Some(0) => read_records(&out).and_then(|r| {
+                let note = (c.check)(&r)?;
+                let more = match c.also {
+                    Also::Nothing => return Ok(note),
+                    Also::Trace => trace_matches(&r, &trace)?,
+                    Also::Schedsim => matches_schedsim(&r, &c.args, &out)?,
+                };
+                Ok(format!("{note}; {more}"))
+            }),
             status => Err(format!("exit status {status:?}, expected 0")),
         };
         match verdict {

@@ -1,0 +1,101 @@
+//! The scheduling trace: per-CPU buffers of timestamped events, in the manner of xentrace.
+//!
+//! With `trace=on` on the command line, the scheduler records every run start, every stop
+//! (and why: preempted, yielded, blocked, dead) and every wake-up into the buffer of the CPU
+//! where it happened. Recording takes this CPU's buffer lock (never contended: only its own
+//! CPU writes it) and appends 24 bytes to a buffer allocated up front, so it is cheap enough
+//! to leave on; a full buffer drops events and counts them. At shutdown the buffers go out on
+//! the console as `@trace` lines (`abi::console::TRACE_PREFIX`), which the runner turns into
+//! Chrome/Perfetto trace JSON.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use abi::console::{TRACE_PREFIX, TraceEvent};
+use crossbeam_utils::CachePadded;
+use spin::{Mutex, Once};
+
+use crate::console;
+use crate::domain::Vcpu;
+
+/// Events kept per CPU (24 bytes each).
+const EVENTS_PER_CPU: usize = 128 * 1024;
+
+#[derive(Clone, Copy)]
+struct Event {
+    ts_ns: u64,
+    domain: u32,
+    vcpu: u32,
+    event: TraceEvent,
+}
+
+#[derive(Default)]
+struct Buffer {
+    events: Vec<Event>,
+    dropped: u64,
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// One buffer per CPU, indexed by CPU index; on the heap, sized to the CPUs there are.
+static BUFFERS: Once<Vec<CachePadded<Mutex<Buffer>>>> = Once::new();
+
+/// Turns tracing on, with a buffer for each of the first `cpus` CPUs. Called once at boot.
+pub fn enable(cpus: usize) {
+    BUFFERS.call_once(|| {
+        (0..cpus)
+            .map(|_| {
+                CachePadded::new(Mutex::new(Buffer {
+                    events: Vec::with_capacity(EVENTS_PER_CPU),
+                    dropped: 0,
+                }))
+            })
+            .collect()
+    });
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// Records `event` for `v` at `now` on this CPU (nothing if tracing is off).
+pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(buffer) = BUFFERS.get().and_then(|b| b.get(smp::percpu::cpu_index())) else {
+        return;
+    };
+    let mut buffer = buffer.lock();
+    if buffer.events.len() < buffer.events.capacity() {
+        buffer.events.push(Event {
+            ts_ns: now,
+            domain: v.domain,
+            vcpu: v.index,
+            event,
+        });
+    } else {
+        buffer.dropped += 1;
+    }
+}
+
+/// Writes every recorded event to the console, CPU by CPU, and says how many were dropped.
+pub fn dump() {
+    if !ENABLED.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let Some(buffers) = BUFFERS.get() else { return };
+    let mut total = 0;
+    let mut dropped = 0;
+    for (cpu, buffer) in buffers.iter().enumerate() {
+        let buffer = buffer.lock();
+        for e in &buffer.events {
+            console::write_fmt(format_args!(
+                "{TRACE_PREFIX}{cpu} {} {} {} {}\n",
+                e.ts_ns,
+                e.event.name(),
+                e.domain,
+                e.vcpu
+            ));
+        }
+        total += buffer.events.len();
+        dropped += buffer.dropped;
+    }
+    log::info!("trace: {total} events written, {dropped} dropped (buffers full)");
+}

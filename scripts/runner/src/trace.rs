@@ -1,0 +1,158 @@
+//! `--trace FILE`: the hypervisor's scheduling events (`@trace` lines, `abi::console`) as
+//! Chrome/Perfetto trace-event JSON (DESIGN.md "Results"), the same shape `schedsim --trace`
+//! writes: `pid` = physical CPU, `tid` = domain × 1000 + vCPU, an `"X"` event per run
+//! interval (with why it ended in `args.end`), an instant `"i"` per wake-up. Timestamps are
+//! in µs of system time, the clock of the results' `start_ns`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use abi::console::TraceEvent;
+use serde_json::Value;
+
+/// One parsed trace line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Event {
+    cpu: u32,
+    ts_ns: u64,
+    event: TraceEvent,
+    domain: u32,
+    vcpu: u32,
+}
+
+fn parse(line: &str) -> Option<Event> {
+    let mut f = line.split_ascii_whitespace();
+    let event = Event {
+        cpu: f.next()?.parse().ok()?,
+        ts_ns: f.next()?.parse().ok()?,
+        event: TraceEvent::from_name(f.next()?)?,
+        domain: f.next()?.parse().ok()?,
+        vcpu: f.next()?.parse().ok()?,
+    };
+    f.next().is_none().then_some(event)
+}
+
+fn us(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+/// Builds the trace JSON from the `@trace` lines and the results records (for names).
+/// Lines that do not parse are counted in the returned number, not fatal.
+pub fn to_chrome(lines: &[String], records: &[Value]) -> (String, usize) {
+    let mut bad = 0;
+    let mut per_cpu: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
+    for line in lines {
+        match parse(line) {
+            Some(e) => per_cpu.entry(e.cpu).or_default().push(e),
+            None => bad += 1,
+        }
+    }
+    let names: BTreeMap<u64, &str> = records
+        .iter()
+        .filter(|r| r["kind"] == "domain")
+        .filter_map(|r| Some((r["id"].as_u64()?, r["name"].as_str()?)))
+        .collect();
+    let name = |domain: u32| {
+        names
+            .get(&u64::from(domain))
+            .copied()
+            .unwrap_or(if domain == 0 { "dom0" } else { "?" })
+    };
+    let mut out = String::from("{\"traceEvents\":[\n");
+    let mut threads = BTreeMap::new();
+    for (cpu, events) in &mut per_cpu {
+        events.sort_by_key(|e| e.ts_ns);
+        // The vCPU running on this CPU and since when.
+        let mut running: Option<Event> = None;
+        for e in events.iter() {
+            let tid = u64::from(e.domain) * 1000 + u64::from(e.vcpu);
+            threads.insert((*cpu, tid), format!("{}.{}", name(e.domain), e.vcpu));
+            match e.event {
+                TraceEvent::Run => running = Some(*e),
+                TraceEvent::Wake => {
+                    let _ = writeln!(
+                        out,
+                        "{{\"name\":\"wake\",\"ph\":\"i\",\"s\":\"t\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}}},",
+                        us(e.ts_ns)
+                    );
+                }
+                end => {
+                    if let Some(start) = running
+                        .take()
+                        .filter(|s| s.domain == e.domain && s.vcpu == e.vcpu)
+                    {
+                        let _ = writeln!(
+                            out,
+                            "{{\"name\":\"{}.{}\",\"ph\":\"X\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{},\"dur\":{},\"args\":{{\"end\":\"{}\"}}}},",
+                            name(e.domain),
+                            e.vcpu,
+                            us(start.ts_ns),
+                            us(e.ts_ns - start.ts_ns),
+                            end.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for ((cpu, tid), thread) in &threads {
+        let _ = writeln!(
+            out,
+            "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{cpu},\"tid\":{tid},\"args\":{{\"name\":\"{thread}\"}}}},"
+        );
+    }
+    for cpu in per_cpu.keys() {
+        let _ = writeln!(
+            out,
+            "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":{cpu},\"args\":{{\"name\":\"CPU {cpu}\"}}}},"
+        );
+    }
+    out += "{\"name\":\"end\",\"ph\":\"M\",\"pid\":0,\"args\":{}}\n]}\n";
+    (out, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn runs_become_intervals_and_wakes_instants() {
+        let lines: Vec<String> = [
+            "0 1000 wake 1 0",
+            "0 2000 run 1 0",
+            "1 2500 run 2 0",
+            "0 5000 block 1 0",
+            "1 9000 preempt 2 0",
+            "garbage",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let records = [
+            json!({"kind":"domain","id":1,"name":"lat0"}),
+            json!({"kind":"domain","id":2,"name":"w0"}),
+        ];
+        let (text, bad) = to_chrome(&lines, &records);
+        assert_eq!(bad, 1);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let events = v["traceEvents"].as_array().unwrap();
+        let x: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+        assert_eq!(x.len(), 2);
+        assert_eq!(
+            (
+                x[0]["name"].as_str(),
+                x[0]["tid"].as_u64(),
+                x[0]["ts"].as_f64(),
+                x[0]["dur"].as_f64()
+            ),
+            (Some("lat0.0"), Some(1000), Some(2.0), Some(3.0))
+        );
+        assert_eq!(x[0]["args"]["end"], "block");
+        assert_eq!(
+            (x[1]["pid"].as_u64(), x[1]["dur"].as_f64()),
+            (Some(1), Some(6.5))
+        );
+        assert_eq!(events.iter().filter(|e| e["ph"] == "i").count(), 1);
+    }
+}
