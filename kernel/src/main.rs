@@ -210,6 +210,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     schedule::init(policy);
     if options.trace {
         trace::enable(topology.cpus.len());
+        schedule::policy().set_trace_hook(trace::policy_hook);
     }
 
     let config = smp::startup::StartConfig {

@@ -54,6 +54,13 @@ pub fn enable(cpus: usize) {
     ENABLED.store(true, Ordering::Release);
 }
 
+/// The policy's trace hook (`sched::TraceHook`): its priority changes, as events.
+pub fn policy_hook(v: sched::VcpuId, what: &'static str, now: u64) {
+    if let (Some(event), Some(vcpu)) = (TraceEvent::from_name(what), crate::domain::vcpu(v.0)) {
+        record(event, &vcpu, now);
+    }
+}
+
 /// Records `event` for `v` at `now` on this CPU (nothing if tracing is off).
 pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
     if !ENABLED.load(Ordering::Relaxed) {

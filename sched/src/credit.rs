@@ -95,6 +95,18 @@ pub enum Pri {
     Idle = 3,
 }
 
+impl Pri {
+    /// Its name in traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pri::Boost => "boost",
+            Pri::Under => "under",
+            Pri::Over => "over",
+            Pri::Idle => "idle",
+        }
+    }
+}
+
 /// Per-vCPU credit state.
 #[derive(Debug, Default)]
 pub struct CreditVcpu {
@@ -202,6 +214,8 @@ pub struct Credit {
     /// Holds the system-wide credit balance left by the last pass (Xen's
     /// `prv->credit_balance`): when negative, the next pass hands out that much more.
     acct_lock: spin::mutex::SpinMutex<i64>,
+    /// Told of every priority change, for the hypervisor's trace.
+    trace: spin::mutex::SpinMutex<Option<crate::TraceHook>>,
 }
 
 impl Credit {
@@ -215,6 +229,7 @@ impl Credit {
             next_acct_ns: AtomicNs::new(0),
             sort_epoch: AtomicU32::new(0),
             acct_lock: spin::mutex::SpinMutex::new(0),
+            trace: spin::mutex::SpinMutex::new(None),
         })
     }
 
@@ -281,7 +296,18 @@ impl Credit {
     }
 
     /// `csched_acct`: hand out one slice worth of credits to the active vCPUs.
-    fn acct(&self, kick: &mut dyn FnMut(usize)) {
+    /// Sets a vCPU's priority class, telling the trace hook when it changes.
+    fn set_pri(&self, v: VcpuId, data: &mut CreditVcpu, pri: Pri, now: u64) {
+        if data.pri != Some(pri) {
+            data.pri = Some(pri);
+            let hook = *self.trace.lock();
+            if let Some(hook) = hook {
+                hook(v, pri.name(), now);
+            }
+        }
+    }
+
+    fn acct(&self, now: u64, kick: &mut dyn FnMut(usize)) {
         let mut balance = self.acct_lock.lock();
         let per_tslice = self.credits_per_tslice();
         // Pass 1: count active vCPUs and the total active weight.
@@ -354,7 +380,7 @@ impl Credit {
                 vs.data.credit += credit_fair;
                 let credit = vs.data.credit;
                 if credit < 0 {
-                    vs.data.pri = Some(Pri::Over);
+                    self.set_pri(v, &mut vs.data, Pri::Over, now);
                     if dom.cap != 0 && credit < -credit_cap && !vs.data.parked {
                         vs.data.parked = true;
                         match vs.place {
@@ -369,7 +395,7 @@ impl Credit {
                     }
                     vs.data.credit = credit.max(-per_tslice);
                 } else {
-                    vs.data.pri = Some(Pri::Under);
+                    self.set_pri(v, &mut vs.data, Pri::Under, now);
                     if vs.data.parked {
                         vs.data.parked = false;
                         if vs.runnable
@@ -447,12 +473,12 @@ impl Policy for Credit {
         Ok(())
     }
 
-    fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
+    fn wake(&self, v: VcpuId, now: u64) -> Wakeup {
         self.rqs.wake_with(v, |cpu, rq, vs| {
             // BOOST on wake for UNDER vCPUs, but not for one a cap had parked (Xen:
             // csched_unit_wake).
             if vs.data.pri() == Pri::Under && !vs.data.parked {
-                vs.data.pri = Some(Pri::Boost);
+                self.set_pri(v, &mut vs.data, Pri::Boost, now);
             }
             self.enqueue(cpu, rq, vs, v)
         })
@@ -576,7 +602,7 @@ impl Policy for Credit {
             if let Some(v) = rq.curr {
                 let mut vs = self.rqs.lock_vcpu(v);
                 if vs.data.pri() == Pri::Boost {
-                    vs.data.pri = Some(Pri::Under);
+                    self.set_pri(v, &mut vs.data, Pri::Under, now);
                 }
                 vs.data.burn(now);
                 vs.data.active = true;
@@ -588,7 +614,7 @@ impl Policy for Credit {
         if cpu == 0 && now >= self.next_acct_ns.get() {
             let period = self.tslice_ns.get();
             self.next_acct_ns.set(now - now % period + period);
-            self.acct(kick);
+            self.acct(now, kick);
         }
     }
 
@@ -625,6 +651,10 @@ impl Policy for Credit {
             "tslice_ms" => self.tslice_ns.get() / MS,
             _ => self.ratelimit_ns.get() / 1000,
         })
+    }
+
+    fn set_trace_hook(&self, hook: crate::TraceHook) {
+        *self.trace.lock() = Some(hook);
     }
 
     fn stats(&self) -> Stats {

@@ -255,6 +255,11 @@ impl fmt::Display for Error {
     }
 }
 
+/// A function the hypervisor gives a policy to hear of changes it cannot see from outside:
+/// `what` names the vCPU's new priority class (credit's `"boost"`, `"under"`, `"over"`),
+/// at time `now`. It must be cheap and must not call back into the policy.
+pub type TraceHook = fn(vcpu: VcpuId, what: &'static str, now: u64);
+
 /// A scheduling policy: the operations the hypervisor (and `schedsim`) drive it with.
 ///
 /// Every method takes `&self` and may be called from any CPU at the same time: the policy
@@ -347,6 +352,12 @@ pub trait Policy: Send + Sync {
     fn global_param(&self, name: &str) -> Result<u64, Error> {
         let info = self.info();
         find_param(info.name, info.global_params, name).map(|p| p.default)
+    }
+
+    /// Installs the trace hook (see [`TraceHook`]); policies without priority classes
+    /// ignore it.
+    fn set_trace_hook(&self, hook: TraceHook) {
+        let _ = hook;
     }
 
     /// Counters since creation.

@@ -29,17 +29,26 @@ pub enum TraceEvent {
     Dead,
     /// It became runnable (a wake-up; the CPU is where it happened).
     Wake,
+    /// The policy raised it to BOOST (credit: woke while UNDER).
+    Boost,
+    /// The policy put it in UNDER (credit: credit left, or its BOOST ended).
+    Under,
+    /// The policy put it in OVER (credit: out of credit).
+    Over,
 }
 
 impl TraceEvent {
     /// Every event, in the order of their codes.
-    pub const ALL: [TraceEvent; 6] = [
+    pub const ALL: [TraceEvent; 9] = [
         TraceEvent::Run,
         TraceEvent::Preempt,
         TraceEvent::Yield,
         TraceEvent::Block,
         TraceEvent::Dead,
         TraceEvent::Wake,
+        TraceEvent::Boost,
+        TraceEvent::Under,
+        TraceEvent::Over,
     ];
 
     /// Its name on a trace line.
@@ -51,6 +60,9 @@ impl TraceEvent {
             TraceEvent::Block => "block",
             TraceEvent::Dead => "dead",
             TraceEvent::Wake => "wake",
+            TraceEvent::Boost => "boost",
+            TraceEvent::Under => "under",
+            TraceEvent::Over => "over",
         }
     }
 

@@ -69,10 +69,16 @@ pub fn to_chrome(lines: &[String], records: &[Value]) -> (String, usize) {
             threads.insert((*cpu, tid), format!("{}.{}", name(e.domain), e.vcpu));
             match e.event {
                 TraceEvent::Run => running = Some(*e),
-                TraceEvent::Wake => {
+                TraceEvent::Wake | TraceEvent::Boost | TraceEvent::Under | TraceEvent::Over => {
                     let _ = writeln!(
                         out,
-                        "{{\"name\":\"wake\",\"ph\":\"i\",\"s\":\"t\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}}},",
+                        "{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}}},",
+                        e.event.name(),
+                        if e.event == TraceEvent::Wake {
+                            "wake"
+                        } else {
+                            "priority"
+                        },
                         us(e.ts_ns)
                     );
                 }
@@ -122,6 +128,7 @@ mod tests {
             "0 1000 wake 1 0",
             "0 2000 run 1 0",
             "1 2500 run 2 0",
+            "0 3000 over 1 0",
             "0 5000 block 1 0",
             "1 9000 preempt 2 0",
             "garbage",
@@ -153,6 +160,15 @@ mod tests {
             (x[1]["pid"].as_u64(), x[1]["dur"].as_f64()),
             (Some(1), Some(6.5))
         );
-        assert_eq!(events.iter().filter(|e| e["ph"] == "i").count(), 1);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["ph"] == "i" && e["name"] == "wake")
+                .count(),
+            1
+        );
+        assert_eq!(events.iter().filter(|e| e["cat"] == "priority").count(), 1);
+        // A priority change in the middle of a run does not end it.
+        assert_eq!(x[0]["dur"].as_f64(), Some(3.0));
     }
 }
