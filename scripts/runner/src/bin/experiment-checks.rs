@@ -85,8 +85,14 @@ fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
         }
     }
     let n: usize = per_cpu.values().map(Vec::len).sum();
+    // Credit has priority classes; its trace must show them changing.
+    let priority = events.iter().filter(|e| e["cat"] == "priority").count();
+    if run["policy"] == "credit" && priority == 0 {
+        return Err("a credit trace without a single priority change (BOOST/UNDER/OVER)".into());
+    }
     Ok(format!(
-        "trace: {n} intervals, none overlapping, each domain's within 1% of cpu_ns"
+        "trace: {n} intervals, none overlapping, each domain's within 1% of cpu_ns, \
+         {priority} priority changes"
     ))
 }
 
