@@ -284,6 +284,9 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 managed: managed as u64,
             })
         }
+        Sysctl::HeapUsed => Ok(SysctlReply::HeapUsed {
+            bytes: memory::heap_used() as u64,
+        }),
         Sysctl::EmitRecord { json } => {
             if json.contains('\n') || !json.starts_with('{') {
                 return Err(Errno::Inval);

@@ -116,6 +116,11 @@ pub fn free_frame(phys: u64) -> Result<(), FreeError> {
         .map_or(Err(FreeError::OutOfRange(phys)), |f| f.free(phys))
 }
 
+/// Bytes of the kernel heap in use.
+pub fn heap_used() -> usize {
+    HEAP.lock().used()
+}
+
 /// Frames free now, and frames the allocator manages.
 pub fn frame_counts() -> (usize, usize) {
     FRAMES

@@ -163,6 +163,14 @@ pub fn frame_counts() -> Result<FrameCounts, Errno> {
     })
 }
 
+/// Bytes of the hypervisor's heap in use.
+pub fn heap_used() -> Result<u64, Errno> {
+    sysctl(&Sysctl::HeapUsed, |r| match r {
+        SysctlReply::HeapUsed { bytes } => Some(bytes),
+        _ => None,
+    })
+}
+
 /// Serves the null hypercall by a bare `sysretq` on every CPU (`on`), or not (benchmarks).
 pub fn bench_floor(on: bool) -> Result<(), Errno> {
     sysctl(&Sysctl::BenchFloor { on }, |r| {

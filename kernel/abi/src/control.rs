@@ -210,6 +210,8 @@ pub enum Sysctl<'a> {
     CpuSnapshot { cpu: u32 },
     /// Frame allocator counts, to check that nothing leaked.
     FrameCounts,
+    /// Bytes of the hypervisor's heap in use (its own objects: domains, vCPUs, tables).
+    HeapUsed,
     /// Writes one results record (a JSON object on one line) to the console protocol.
     EmitRecord { json: &'a str },
     /// Benchmark support: while `on`, a [`crate::hypercall::NULL`] call on any CPU is served
@@ -244,6 +246,9 @@ pub enum SysctlReply<'a> {
     },
     Elapsed {
         tsc_ticks: u64,
+    },
+    HeapUsed {
+        bytes: u64,
     },
     Frames {
         free: u64,

@@ -106,6 +106,7 @@ fn run() -> u8 {
         None
     };
     let mut runs = Vec::with_capacity(planned.len());
+    let heap_before = control::heap_used();
     if let Some(create_start_ns) = create_all(&plan, planned, &mut runs, &mut verdict) {
         if plan.bench {
             let name = alloc::format!("create_start_{}_domains", runs.len());
@@ -113,6 +114,7 @@ fn run() -> u8 {
                 &report::bench_record(&name, create_start_ns, "ns", None),
                 &mut verdict,
             );
+            memory_per_domain(&runs, heap_before, frames_before, &mut verdict);
         }
         measure(
             &plan,
@@ -225,6 +227,39 @@ fn create_all<'a>(
         (started - created) / 1000
     );
     Some(started - start)
+}
+
+/// What each domain costs: the hypervisor's own heap (domain and vCPU objects, tables)
+/// beyond the domain's frames, and the frames (its memory and page tables), averaged over
+/// the domains just created.
+fn memory_per_domain(
+    runs: &[DomainRun<'_>],
+    heap_before: Result<u64, Errno>,
+    frames_before: FrameCounts,
+    verdict: &mut Verdict,
+) {
+    let n = runs.len() as u64;
+    if n == 0 {
+        return;
+    }
+    match (heap_before, control::heap_used(), control::frame_counts()) {
+        (Ok(before), Ok(after), Ok(frames)) => {
+            let heap = after.saturating_sub(before) / n;
+            emit(
+                &report::bench_record("hypervisor_bytes_per_domain", heap, "bytes", None),
+                verdict,
+            );
+            let frames = frames_before.free.saturating_sub(frames.free) / n;
+            emit(
+                &report::bench_record("frames_per_domain", frames, "frames", None),
+                verdict,
+            );
+        }
+        (a, b, c) => verdict.fail(alloc::format!(
+            "memory figures: {a:?} {b:?} {:?}",
+            c.map(|f| f.free)
+        )),
+    }
 }
 
 /// Null hypercalls per timed batch, and batches (the median is kept: TCG is noisy).
