@@ -408,6 +408,20 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
             schedule::wake(&v, now);
         }
     }
+    // Its event channels close: every far end goes back to unbound, so later sends to it
+    // fail cleanly.
+    let ports: alloc::vec::Vec<_> = domain.ports.lock().in_use().collect();
+    for (port, state) in ports {
+        let _ = domain.ports.lock().close(port);
+        if let kernel::event::Port::Interdomain {
+            remote,
+            port: rport,
+        } = state
+            && let Some(remote) = domain::domain(remote)
+        {
+            remote.ports.lock().peer_closed(rport, domain.id);
+        }
+    }
     for v in &domain.vcpus {
         v.timer_deadline.store(0, Ordering::Release);
         schedule::stop(v, VcpuState::Dead, now);

@@ -25,6 +25,7 @@ use abi::shared::{
     Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, name_bytes,
 };
 use arrayvec::ArrayString;
+use kernel::event::PortTable;
 use kernel::histogram::Histogram;
 use kernel::image;
 use spin::{Mutex, RwLock};
@@ -115,6 +116,8 @@ pub struct Domain {
     pub life: Mutex<DomainLife>,
     /// Its figures at the last snapshot (`sysctl TakeSnapshot`), if it existed then.
     pub snapshot: Mutex<Option<DomainInfo>>,
+    /// Its event-channel ports.
+    pub ports: Mutex<PortTable>,
 }
 
 /// Why a domain could not be created.
@@ -343,6 +346,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             waiters: Vec::new(),
         }),
         snapshot: Mutex::new(None),
+        ports: Mutex::new(PortTable::default()),
     });
     domains[id as usize] = Some(domain.clone());
     Ok(domain)
@@ -360,6 +364,42 @@ impl Domain {
                 unsafe { phys_to_virt(at).as_ptr::<u64>().read_volatile() }
             })
             .fold(0u64, u64::wrapping_add)
+    }
+
+    /// The counters page's event word `word`, shared with the guest.
+    fn event_word(&self, field: usize, word: usize) -> &core::sync::atomic::AtomicU64 {
+        let at = self.counters_phys + field as u64 + (word * 8) as u64;
+        // SAFETY: the counters frame belongs to this domain until it is destroyed, which
+        // cannot happen while `self` is borrowed from the table; the word is 8-byte aligned
+        // and inside the page (the offsets come from `Counters`'s layout), and the guest
+        // updates it only with atomic operations too, so an atomic view is sound.
+        unsafe { &*phys_to_virt(at).as_ptr::<core::sync::atomic::AtomicU64>() }
+    }
+
+    /// Marks `port` pending; returns whether it is unmasked (the domain should be woken).
+    pub fn set_pending(&self, port: u32) -> bool {
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        self.event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
+            .fetch_or(bit, Ordering::SeqCst);
+        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
+            .load(Ordering::SeqCst)
+            & bit
+            == 0
+    }
+
+    /// Whether any unmasked event is pending.
+    pub fn has_pending(&self) -> bool {
+        (0..abi::shared::MAX_PORTS / 64).any(|w| {
+            let pending = self
+                .event_word(core::mem::offset_of!(Counters, evtchn_pending), w)
+                .load(Ordering::SeqCst);
+            pending != 0
+                && pending
+                    & !self
+                        .event_word(core::mem::offset_of!(Counters, evtchn_mask), w)
+                        .load(Ordering::SeqCst)
+                    != 0
+        })
     }
 
     /// The figures `domctl GetInfo` reports.

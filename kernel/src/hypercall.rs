@@ -5,7 +5,7 @@
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
 use abi::error::Errno;
-use abi::hypercall::{self, SchedOp, VcpuOp};
+use abi::hypercall::{self, EvtchnOp, SchedOp, VcpuOp};
 use abi::layout::USER_LIMIT;
 
 use crate::arch::entry::copy_guest;
@@ -69,6 +69,7 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
         }
         hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
         hypercall::NULL => Ok(0),
+        hypercall::EVTCHN_OP => evtchn_op(vcpu, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
             if !domain.privileged {
@@ -110,10 +111,94 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64) -> Result<u64, Errno> {
                 return Ok(0);
             }
             schedule::stop(vcpu, VcpuState::Blocked, now);
+            // An event sent before the vCPU was marked blocked found nothing to wake: look
+            // again now that it is (the sender marks pending, then wakes; SeqCst on both).
+            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending()) {
+                schedule::wake(vcpu, now);
+            }
             Ok(0)
         }
         SchedOp::Shutdown => {
             control::shutdown_domain(vcpu.domain, arg);
+            Ok(0)
+        }
+    }
+}
+
+/// Event channels: allocate, bind, send, close (the port rules are in `kernel::event`).
+fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
+    use kernel::event::{Port, PortError};
+    let me = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    let alive = |id: u64| {
+        u32::try_from(id)
+            .ok()
+            .and_then(domain::domain)
+            .filter(|d| d.life.lock().state != abi::control::DomainState::Dead)
+            .ok_or(Errno::Srch)
+    };
+    let port_error = |e: PortError| match e {
+        PortError::Full => Errno::NoMem,
+        PortError::NotAllocated | PortError::WrongState => Errno::Inval,
+    };
+    match EvtchnOp::from_raw(op).ok_or(Errno::NoSys)? {
+        EvtchnOp::AllocUnbound => {
+            let remote = alive(a1)?;
+            me.ports
+                .lock()
+                .alloc_unbound(remote.id)
+                .map(u64::from)
+                .map_err(port_error)
+        }
+        EvtchnOp::BindInterdomain => {
+            let remote = alive(a1)?;
+            if remote.id == me.id {
+                return Err(Errno::Inval);
+            }
+            let rport = u32::try_from(a2).map_err(|_| Errno::Inval)?;
+            // Both tables at once, always the lower domain id first: no lock-order deadlock
+            // between two domains binding to each other.
+            let (mut mine, mut theirs) = if me.id < remote.id {
+                let m = me.ports.lock();
+                (m, remote.ports.lock())
+            } else {
+                let t = remote.ports.lock();
+                (me.ports.lock(), t)
+            };
+            let local = mine.alloc_bound(remote.id, rport).map_err(port_error)?;
+            if let Err(e) = theirs.accept(rport, me.id, local) {
+                mine.release(local);
+                return Err(port_error(e));
+            }
+            Ok(u64::from(local))
+        }
+        EvtchnOp::Send => {
+            let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let Port::Interdomain {
+                remote,
+                port: rport,
+            } = me.ports.lock().get(port)
+            else {
+                return Err(Errno::Inval);
+            };
+            let remote = domain::domain(remote).ok_or(Errno::Srch)?;
+            if remote.set_pending(rport)
+                && let Some(v) = remote.vcpus.first()
+            {
+                schedule::wake(v, time::now_ns());
+            }
+            Ok(0)
+        }
+        EvtchnOp::Close => {
+            let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let was = me.ports.lock().close(port).map_err(port_error)?;
+            if let Port::Interdomain {
+                remote,
+                port: rport,
+            } = was
+                && let Some(remote) = domain::domain(remote)
+            {
+                remote.ports.lock().peer_closed(rport, me.id);
+            }
             Ok(0)
         }
     }

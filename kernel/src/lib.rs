@@ -1,12 +1,15 @@
 //! The hypervisor's logic that is not hardware, tested on the host with `cargo test -p
 //! kernel`: the command line, the physical memory map, the frame allocator, latency
-//! histograms, guest images.
+//! histograms, guest images, event-channel ports.
 //!
 //! The freestanding binary (`main.rs`) wraps these in the hardware layer.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod cmdline;
+pub mod event;
 pub mod frames;
 pub mod histogram;
 pub mod image;

@@ -130,19 +130,26 @@ fn take_need_resched() -> bool {
 /// A blocked vCPU becomes runnable (timer or event); the policy queues it and may ask for a
 /// CPU to be kicked. Returns false if it was not blocked.
 pub fn wake(v: &Vcpu, now: u64) -> bool {
-    {
+    // The state lock is held across the policy call, here and in `unpause` and `stop`: a
+    // wake on one CPU racing a block on another must reach the policy in the same order as
+    // it changes the state, or the policy can end up believing asleep a vCPU the kernel
+    // believes runnable, and nobody wakes it again.
+    let kick_cpu = {
         let mut state = v.state.lock();
         if *state != VcpuState::Blocked {
             return false;
         }
         *state = VcpuState::Runnable;
-        let mut s = v.stats.lock();
-        s.wakeups += 1;
-        s.woke_at = Some(now);
-        s.runnable_since = now;
-    }
-    trace::record(TraceEvent::Wake, v, now);
-    if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
+        {
+            let mut s = v.stats.lock();
+            s.wakeups += 1;
+            s.woke_at = Some(now);
+            s.runnable_since = now;
+        }
+        trace::record(TraceEvent::Wake, v, now);
+        policy().wake(VcpuId(v.id), now).kick
+    };
+    if let Some(cpu) = kick_cpu {
         kick(cpu);
     }
     true
@@ -150,16 +157,17 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
 
 /// A paused vCPU is started (domain unpause).
 pub fn unpause(v: &Vcpu, now: u64) {
-    {
+    let kick_cpu = {
         let mut state = v.state.lock();
         if *state != VcpuState::Paused {
             return;
         }
         *state = VcpuState::Runnable;
         v.stats.lock().runnable_since = now;
-    }
-    trace::record(TraceEvent::Wake, v, now);
-    if let Some(cpu) = policy().wake(VcpuId(v.id), now).kick {
+        trace::record(TraceEvent::Wake, v, now);
+        policy().wake(VcpuId(v.id), now).kick
+    };
+    if let Some(cpu) = kick_cpu {
         kick(cpu);
     }
 }
@@ -167,7 +175,7 @@ pub fn unpause(v: &Vcpu, now: u64) {
 /// Takes a vCPU off the runqueues into `to` (Blocked, Paused or Dead); kicks the CPU it runs
 /// on, if any, so that it switches away.
 pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
-    let was = {
+    let kick_cpu = {
         let mut state = v.state.lock();
         let was = *state;
         if was == VcpuState::Dead || (was == to) {
@@ -178,11 +186,14 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
             let mut s = v.stats.lock();
             s.wait_ns += now.saturating_sub(s.runnable_since);
         }
-        was
+        // Under the state lock, as in `wake`.
+        if matches!(was, VcpuState::Runnable | VcpuState::Running) {
+            policy().sleep(VcpuId(v.id), now)
+        } else {
+            None
+        }
     };
-    if matches!(was, VcpuState::Runnable | VcpuState::Running)
-        && let Some(cpu) = policy().sleep(VcpuId(v.id), now)
-    {
+    if let Some(cpu) = kick_cpu {
         kick(cpu);
     }
 }

@@ -57,6 +57,12 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         doc: "runs burst_us, then blocks for a random time of mean block_us; work = bursts",
     },
     WorkloadInfo {
+        name: "ping",
+        args: &[("role", 0), ("pairs", 1)],
+        doc: "event-channel ping-pong: a group of pingers (role 0) then one of `pairs` pongers \
+              (role 1); work = round trips (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "switch",
         args: &[],
         doc: "yields in a loop (the domain-switch benchmark); work = yields \

@@ -107,6 +107,36 @@ pub fn set_timer(deadline_ns: u64) -> Result<u64, Errno> {
     result(unsafe { raw(nr::SET_TIMER, deadline_ns, 0, 0, 0, 0) })
 }
 
+fn evtchn(op: abi::hypercall::EvtchnOp, a1: u64, a2: u64) -> Result<u64, Errno> {
+    // SAFETY: no pointer is passed.
+    result(unsafe { raw(nr::EVTCHN_OP, op as u64, a1, a2, 0, 0) })
+}
+
+/// Allocates an event-channel port for domain `remote` to bind to; returns the port.
+pub fn evtchn_alloc_unbound(remote: u32) -> Result<u32, Errno> {
+    evtchn(abi::hypercall::EvtchnOp::AllocUnbound, u64::from(remote), 0).map(|p| p as u32)
+}
+
+/// Binds a new port to `remote_port` of domain `remote` (allocated for us); returns it.
+pub fn evtchn_bind(remote: u32, remote_port: u32) -> Result<u32, Errno> {
+    evtchn(
+        abi::hypercall::EvtchnOp::BindInterdomain,
+        u64::from(remote),
+        u64::from(remote_port),
+    )
+    .map(|p| p as u32)
+}
+
+/// Sends an event on `port`.
+pub fn evtchn_send(port: u32) -> Result<u64, Errno> {
+    evtchn(abi::hypercall::EvtchnOp::Send, u64::from(port), 0)
+}
+
+/// Closes `port`.
+pub fn evtchn_close(port: u32) -> Result<u64, Errno> {
+    evtchn(abi::hypercall::EvtchnOp::Close, u64::from(port), 0)
+}
+
 /// Starts vCPU `vcpu` of this domain (which is down) at the domain's entry point.
 pub fn vcpu_up(vcpu: usize) -> Result<u64, Errno> {
     // SAFETY: no pointer is passed.

@@ -78,6 +78,30 @@ pub fn add_work(vcpu: usize, n: u64) {
     }
 }
 
+/// Atomically clears `port`'s pending bit; returns whether it was set.
+pub fn take_event(port: u32) -> bool {
+    assert!(
+        (port as usize) < abi::shared::MAX_PORTS,
+        "port out of range"
+    );
+    let bit = 1u64 << (port % 64);
+    // SAFETY: the counters page is mapped read-write for the domain's whole life; the word is
+    // in bounds (checked above) and 8-byte aligned; the hypervisor sets bits in it with
+    // atomic operations too, so an atomic view of it is sound.
+    let word = unsafe {
+        &*(addr_of_mut!((*counters()).evtchn_pending[port as usize / 64])
+            as *const core::sync::atomic::AtomicU64)
+    };
+    word.fetch_and(!bit, core::sync::atomic::Ordering::SeqCst) & bit != 0
+}
+
+/// Waits (blocked in the hypervisor) until an event arrives on `port`, and consumes it.
+pub fn wait_event(port: u32) {
+    while !take_event(port) {
+        crate::hypercall::block();
+    }
+}
+
 /// vCPU `vcpu`'s `work` so far.
 pub fn work(vcpu: usize) -> u64 {
     assert!(vcpu < abi::shared::MAX_VCPUS, "vCPU index out of range");

@@ -29,6 +29,39 @@ pub const SYSCTL: u64 = 5;
 /// (the paper's "null call"), measured by the benchmarks.
 pub const NULL: u64 = 6;
 
+/// `evtchn_op(op, a1, a2)`: one of [`EvtchnOp`] on the calling domain's event channels.
+/// An event marks the port pending in the receiver's counters page and wakes its vCPU 0
+/// (and a `block`ed vCPU returns at once while an unmasked event is pending).
+pub const EVTCHN_OP: u64 = 7;
+
+/// Operations of [`EVTCHN_OP`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum EvtchnOp {
+    /// `(remote_domain)`: allocates a port for `remote_domain` to bind to; returns the port.
+    AllocUnbound = 0,
+    /// `(remote_domain, remote_port)`: binds a new port to `remote_port` of
+    /// `remote_domain`, which must have been allocated for us; returns the new port.
+    BindInterdomain = 1,
+    /// `(port)`: sends an event to the far end of `port`.
+    Send = 2,
+    /// `(port)`: closes `port`; the far end goes back to unbound.
+    Close = 3,
+}
+
+impl EvtchnOp {
+    /// Decodes an operation number.
+    pub fn from_raw(raw: u64) -> Option<EvtchnOp> {
+        match raw {
+            0 => Some(EvtchnOp::AllocUnbound),
+            1 => Some(EvtchnOp::BindInterdomain),
+            2 => Some(EvtchnOp::Send),
+            3 => Some(EvtchnOp::Close),
+            _ => None,
+        }
+    }
+}
+
 /// Operations of [`SCHED_OP`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]

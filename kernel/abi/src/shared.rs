@@ -11,6 +11,8 @@ pub const NAME_BYTES: usize = 32;
 pub const MAX_ARGS: usize = 8;
 /// Most vCPUs per domain.
 pub const MAX_VCPUS: usize = 64;
+/// Event-channel ports per domain (port 0 is never allocated).
+pub const MAX_PORTS: usize = 1024;
 
 /// The hypervisor's clock as a guest computes it without a hypercall, in the manner of
 /// Xen's `vcpu_time_info`: `system_time_ns + ((rdtsc() - tsc_timestamp) * tsc_mul) >> 32`.
@@ -56,6 +58,12 @@ pub struct SharedInfo {
 pub struct Counters {
     /// The workload's own progress count (units of work done), per vCPU.
     pub work: [u64; MAX_VCPUS],
+    /// Event-channel pending bits, one per port: set by the hypervisor when an event is
+    /// sent to the port, cleared by the guest (both with locked bit operations).
+    pub evtchn_pending: [u64; MAX_PORTS / 64],
+    /// Event-channel mask bits, one per port, set and cleared by the guest: an event on a
+    /// masked port stays pending but does not wake the domain.
+    pub evtchn_mask: [u64; MAX_PORTS / 64],
 }
 
 /// Looks an argument up by name in a shared-info argument list.

@@ -45,7 +45,7 @@ fn main(vcpu: usize) -> u64 {
     if vcpu != 0 {
         rt::park(vcpu);
     }
-    use Errno::{Fault, Inval, Perm, TooBig};
+    use Errno::{Fault, Inval, Perm, Srch, TooBig};
     let mut all = true;
     all &= expect(
         "console_write of hypervisor memory",
@@ -115,6 +115,18 @@ fn main(vcpu: usize) -> u64 {
         as_u64(hypercall::sysctl(&req[..n], &mut reply)),
         &[Perm],
     );
+
+    all &= expect(
+        "event send on a port never allocated",
+        hypercall::evtchn_send(999),
+        &[Inval],
+    );
+    all &= expect(
+        "event bind to a domain that does not exist",
+        hypercall::evtchn_bind(60_000, 1).map(u64::from),
+        &[Srch],
+    );
+    all &= expect("close of port 0", hypercall::evtchn_close(0), &[Inval]);
 
     if !all {
         println!("some hypercalls accepted what they must refuse");

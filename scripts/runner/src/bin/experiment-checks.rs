@@ -371,6 +371,33 @@ fn vcpus_each_get_a_cpu(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// Event channels: the pinger's round trips and the ponger's answers match (at most one in
+/// flight at each end of the interval), and there were plenty of them.
+fn every_event_arrives_once(records: &[Value]) -> Result<String, String> {
+    let ds = domains(records);
+    let work = |group: &str| {
+        ds.iter()
+            .find(|d| d["group"] == group)
+            .map(|d| num(d, "work"))
+    };
+    let (Some(ping), Some(pong)) = (work("pinger"), work("ponger")) else {
+        return Err("expected a pinger and a ponger".into());
+    };
+    if ping < 100 {
+        return Err(format!("only {ping} round trips"));
+    }
+    if ping.abs_diff(pong) > 2 {
+        return Err(format!(
+            "{ping} round trips but {pong} answers: events lost or doubled"
+        ));
+    }
+    let run = first(records, "run").ok_or("no run record")?;
+    Ok(format!(
+        "{ping} round trips, {} µs each",
+        num(run, "duration_ns") / ping / 1000
+    ))
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut with = |name: String, args: Vec<&str>, check: Check, also: Also| {
@@ -430,6 +457,13 @@ fn cases() -> Vec<Case> {
         vec![&spec("vcpus")],
         vcpus_each_get_a_cpu,
     );
+    for cpus in ["1", "2"] {
+        add(
+            format!("ping/cpus={cpus}"),
+            vec![&spec("ping"), "--cpus", cpus],
+            every_event_arrives_once,
+        );
+    }
     add(
         "yield-attack/credit".into(),
         vec![&spec("yield-attack")],

@@ -1,0 +1,208 @@
+//! Event-channel ports: the state machine of one domain's ports (Xen's `evtchn_*`), as pure
+//! logic, tested on the host. The hypervisor keeps one [`PortTable`] per domain and does the
+//! cross-domain steps (binding both ends, marking events pending, waking) around it.
+//!
+//! A port is free, unbound (allocated for one named remote domain to bind to), or bound to a
+//! port of another domain. Port 0 is never allocated, so a zero in a guest's variable never
+//! names a live port; ports are handed out lowest first, so the first allocation of a fresh
+//! domain is port 1 (the workloads rely on it to find their peer's port).
+
+use alloc::vec::Vec;
+
+use abi::control::DomainId;
+use abi::shared::MAX_PORTS;
+
+/// One port's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    Free,
+    /// Waiting for `remote` to bind to it.
+    Unbound {
+        remote: DomainId,
+    },
+    /// Connected to `port` of domain `remote`.
+    Interdomain {
+        remote: DomainId,
+        port: u32,
+    },
+}
+
+/// Why a port operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortError {
+    /// Every port is in use.
+    Full,
+    /// No such port, or it is free.
+    NotAllocated,
+    /// The port is not in the state the operation needs (e.g. binding to a bound port, or
+    /// to a port allocated for another domain).
+    WrongState,
+}
+
+/// A domain's ports, grown as they are allocated (most domains use one or two), up to
+/// [`MAX_PORTS`].
+#[derive(Clone, Debug, Default)]
+pub struct PortTable {
+    /// Index = port; index 0 is never handed out.
+    ports: Vec<Port>,
+}
+
+impl PortTable {
+    /// A port's state (`Free` for one out of range).
+    pub fn get(&self, port: u32) -> Port {
+        self.ports.get(port as usize).copied().unwrap_or(Port::Free)
+    }
+
+    fn alloc(&mut self, state: Port) -> Result<u32, PortError> {
+        if self.ports.is_empty() {
+            self.ports.push(Port::Free);
+        }
+        let free = match (1..self.ports.len()).find(|&p| self.ports[p] == Port::Free) {
+            Some(p) => p,
+            None if self.ports.len() < MAX_PORTS => {
+                self.ports.push(Port::Free);
+                self.ports.len() - 1
+            }
+            None => return Err(PortError::Full),
+        };
+        self.ports[free] = state;
+        Ok(free as u32)
+    }
+
+    /// Allocates a port for `remote` to bind to.
+    pub fn alloc_unbound(&mut self, remote: DomainId) -> Result<u32, PortError> {
+        self.alloc(Port::Unbound { remote })
+    }
+
+    /// Checks that `port` waits for `binder` and connects it to `binder`'s `binder_port`.
+    pub fn accept(
+        &mut self,
+        port: u32,
+        binder: DomainId,
+        binder_port: u32,
+    ) -> Result<(), PortError> {
+        match self.get(port) {
+            Port::Unbound { remote } if remote == binder => {
+                self.ports[port as usize] = Port::Interdomain {
+                    remote: binder,
+                    port: binder_port,
+                };
+                Ok(())
+            }
+            Port::Free => Err(PortError::NotAllocated),
+            _ => Err(PortError::WrongState),
+        }
+    }
+
+    /// Allocates a port already connected to `port` of `remote` (the binder's side).
+    pub fn alloc_bound(&mut self, remote: DomainId, port: u32) -> Result<u32, PortError> {
+        self.alloc(Port::Interdomain { remote, port })
+    }
+
+    /// Frees a port just allocated (undoing a bind that the other side refused).
+    pub fn release(&mut self, port: u32) {
+        if let Some(p) = self.ports.get_mut(port as usize) {
+            *p = Port::Free;
+        }
+    }
+
+    /// Closes `port`; returns what it was connected to, for the caller to unbind the far end.
+    pub fn close(&mut self, port: u32) -> Result<Port, PortError> {
+        match self.get(port) {
+            Port::Free => Err(PortError::NotAllocated),
+            state => {
+                self.ports[port as usize] = Port::Free;
+                Ok(state)
+            }
+        }
+    }
+
+    /// The far end closed: `port` goes back to waiting for that domain, as in Xen, so that a
+    /// send on it fails cleanly instead of reaching whatever reuses the far port.
+    pub fn peer_closed(&mut self, port: u32, remote: DomainId) {
+        if let Some(p) = self.ports.get_mut(port as usize)
+            && matches!(*p, Port::Interdomain { remote: r, .. } if r == remote)
+        {
+            *p = Port::Unbound { remote };
+        }
+    }
+
+    /// Every port in use, with its state (for closing them all when the domain dies).
+    pub fn in_use(&self) -> impl Iterator<Item = (u32, Port)> + '_ {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p != Port::Free)
+            .map(|(i, p)| (i as u32, *p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_port_is_one_and_binding_connects_both_ends() {
+        let (mut a, mut b) = (PortTable::default(), PortTable::default());
+        let pa = a.alloc_unbound(2).unwrap();
+        assert_eq!(pa, 1);
+        let pb = b.alloc_bound(1, pa).unwrap();
+        a.accept(pa, 2, pb).unwrap();
+        assert_eq!(
+            a.get(pa),
+            Port::Interdomain {
+                remote: 2,
+                port: pb
+            }
+        );
+        assert_eq!(
+            b.get(pb),
+            Port::Interdomain {
+                remote: 1,
+                port: pa
+            }
+        );
+    }
+
+    #[test]
+    fn only_the_named_domain_can_bind_and_only_once() {
+        let mut a = PortTable::default();
+        let p = a.alloc_unbound(2).unwrap();
+        assert_eq!(a.accept(p, 3, 1), Err(PortError::WrongState));
+        assert_eq!(a.accept(p, 2, 1), Ok(()));
+        assert_eq!(a.accept(p, 2, 1), Err(PortError::WrongState));
+        assert_eq!(a.accept(7, 2, 1), Err(PortError::NotAllocated));
+        assert_eq!(a.accept(u32::MAX, 2, 1), Err(PortError::NotAllocated));
+    }
+
+    #[test]
+    fn closing_frees_and_the_far_end_falls_back_to_unbound() {
+        let (mut a, mut b) = (PortTable::default(), PortTable::default());
+        let pa = a.alloc_unbound(2).unwrap();
+        let pb = b.alloc_bound(1, pa).unwrap();
+        a.accept(pa, 2, pb).unwrap();
+        assert_eq!(
+            b.close(pb),
+            Ok(Port::Interdomain {
+                remote: 1,
+                port: pa
+            })
+        );
+        a.peer_closed(pa, 2);
+        assert_eq!(a.get(pa), Port::Unbound { remote: 2 });
+        assert_eq!(b.close(pb), Err(PortError::NotAllocated));
+        assert_eq!(b.get(pb), Port::Free);
+        // A freed port is reused, lowest first.
+        assert_eq!(b.alloc_unbound(5), Ok(pb));
+    }
+
+    #[test]
+    fn table_fills_up() {
+        let mut a = PortTable::default();
+        for _ in 1..MAX_PORTS {
+            a.alloc_unbound(2).unwrap();
+        }
+        assert_eq!(a.alloc_unbound(2), Err(PortError::Full));
+        assert_eq!(a.in_use().count(), MAX_PORTS - 1);
+    }
+}
