@@ -369,10 +369,9 @@ impl Domain {
     /// The counters page's event word `word`, shared with the guest.
     fn event_word(&self, field: usize, word: usize) -> &core::sync::atomic::AtomicU64 {
         let at = self.counters_phys + field as u64 + (word * 8) as u64;
-        // SAFETY: the counters frame belongs to this domain until it is destroyed, which
-        // cannot happen while `self` is borrowed from the table; the word is 8-byte aligned
-        // and inside the page (the offsets come from `Counters`'s layout), and the guest
-        // updates it only with atomic operations too, so an atomic view is sound.
+        // The counters frame is this domain's until it is destroyed (not while `self` is
+        // borrowed); the word is aligned and inside the page (offsets from `Counters`).
+        // SAFETY: as above; the guest updates these words only atomically too.
         unsafe { &*phys_to_virt(at).as_ptr::<core::sync::atomic::AtomicU64>() }
     }
 

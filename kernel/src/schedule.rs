@@ -215,10 +215,9 @@ pub fn current() -> Option<Arc<Vcpu>> {
 /// hypercall path's way to its caller.
 pub fn with_current<R>(f: impl FnOnce(&Vcpu) -> R) -> Option<R> {
     let ptr = arch::percpu::current() as *const Vcpu;
-    // SAFETY: the address is that of the `Arc<Vcpu>` this CPU's `CpuSched::current` holds
-    // (set by `switch_in`, cleared before it is released), and only this CPU changes it, with
-    // interrupts off; `f` cannot reschedule (`reschedule` takes the trap frame, which the
-    // caller holds), so the vCPU stays alive and current for the whole borrow.
+    // The address is that of the `Arc<Vcpu>` this CPU's `CpuSched::current` holds (set by
+    // `switch_in`, cleared before release); only this CPU changes it, with interrupts off.
+    // SAFETY: as above; `f` cannot reschedule, so the vCPU stays alive for the borrow.
     unsafe { ptr.as_ref() }.map(f)
 }
 

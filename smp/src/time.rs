@@ -322,10 +322,10 @@ pub fn choose_hz(windows: &[Window]) -> Result<u64, u64> {
 /// Exclusive use of PIT channel 2 and port 0x61.
 unsafe fn pit_window() -> Option<Window> {
     let latch = PIT_HZ * WINDOW_MS / 1000;
-    // SAFETY: the caller owns PIT channel 2 and port 0x61. Port 0x61: bit 0 gates channel 2,
-    // bit 1 would drive the speaker (kept off). Port 0x43 command 0xB0: channel 2, low byte
-    // then high byte, mode 0 (interrupt on terminal count: OUT2 rises when the count ends),
-    // binary. The count starts when the high byte is written with the gate up.
+    // Port 0x61: bit 0 gates channel 2, bit 1 would drive the speaker (kept off). Port 0x43
+    // command 0xB0: channel 2, low then high byte, mode 0 (OUT2 rises when the count ends),
+    // binary; the count starts when the high byte is written with the gate up.
+    // SAFETY: the caller owns PIT channel 2 and port 0x61; the writes are as described.
     unsafe {
         arch::outb(0x61, (arch::inb(0x61) & !0x02) | 0x01);
         arch::outb(0x43, 0xB0);

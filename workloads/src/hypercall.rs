@@ -24,10 +24,9 @@ use abi::hypercall::{self as nr, SchedOp, VcpuOp};
 #[inline(always)]
 pub unsafe fn raw(number: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
     let ret: i64;
-    // SAFETY: `syscall` enters the hypervisor, which returns to the next instruction with
-    // only RAX, RCX, R11 and the caller-saved registers changed (all declared by
-    // `clobber_abi("C")`); it does not touch the guest stack. Memory it writes is covered by
-    // the caller's contract above.
+    // The hypervisor returns to the next instruction with only RAX, RCX, R11 and the
+    // caller-saved registers changed (`clobber_abi("C")`), and never touches this stack.
+    // SAFETY: as above; memory it writes is covered by the caller's contract.
     unsafe {
         asm!(
             "syscall",
