@@ -408,6 +408,11 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
             schedule::wake(&v, now);
         }
     }
+    if !domain.privileged
+        && let Some(dom0) = domain::domain(0)
+    {
+        dom0.send_virq(abi::hypercall::virq::DOM_EXC, now);
+    }
     // Its event channels close: every far end goes back to unbound, so later sends to it
     // fail cleanly.
     let ports: alloc::vec::Vec<_> = domain.ports.lock().in_use().collect();

@@ -386,6 +386,29 @@ impl Domain {
             == 0
     }
 
+    /// Sends virtual IRQ `virq`, if the domain bound a port to it; wakes its vCPU 0 if the
+    /// port is unmasked.
+    pub fn send_virq(&self, virq: u32, now: u64) {
+        let port = self.ports.lock().virq_port(virq);
+        if let Some(port) = port
+            && self.set_pending(port)
+            && let Some(v) = self.vcpus.first()
+        {
+            crate::schedule::wake(v, now);
+        }
+    }
+
+    /// Whether `port` is pending.
+    pub fn is_pending(&self, port: u32) -> bool {
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        word < abi::shared::MAX_PORTS / 64
+            && self
+                .event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
+                .load(Ordering::SeqCst)
+                & bit
+                != 0
+    }
+
     /// Whether any unmasked event is pending.
     pub fn has_pending(&self) -> bool {
         (0..abi::shared::MAX_PORTS / 64).any(|w| {

@@ -25,6 +25,10 @@ pub enum Port {
         remote: DomainId,
         port: u32,
     },
+    /// Bound to a virtual IRQ (`abi::hypercall::virq`).
+    Virq {
+        virq: u32,
+    },
 }
 
 /// Why a port operation failed.
@@ -97,6 +101,22 @@ impl PortTable {
     /// Allocates a port already connected to `port` of `remote` (the binder's side).
     pub fn alloc_bound(&mut self, remote: DomainId, port: u32) -> Result<u32, PortError> {
         self.alloc(Port::Interdomain { remote, port })
+    }
+
+    /// Binds a new port to virtual IRQ `virq`; one port per VIRQ.
+    pub fn bind_virq(&mut self, virq: u32) -> Result<u32, PortError> {
+        if self.virq_port(virq).is_some() {
+            return Err(PortError::WrongState);
+        }
+        self.alloc(Port::Virq { virq })
+    }
+
+    /// The port bound to `virq`, if any.
+    pub fn virq_port(&self, virq: u32) -> Option<u32> {
+        self.ports
+            .iter()
+            .position(|p| *p == Port::Virq { virq })
+            .map(|p| p as u32)
     }
 
     /// Frees a port just allocated (undoing a bind that the other side refused).
@@ -194,6 +214,17 @@ mod tests {
         assert_eq!(b.get(pb), Port::Free);
         // A freed port is reused, lowest first.
         assert_eq!(b.alloc_unbound(5), Ok(pb));
+    }
+
+    #[test]
+    fn a_virq_binds_once_and_is_found() {
+        let mut a = PortTable::default();
+        let p = a.bind_virq(0).unwrap();
+        assert_eq!(a.virq_port(0), Some(p));
+        assert_eq!(a.virq_port(1), None);
+        assert_eq!(a.bind_virq(0), Err(PortError::WrongState));
+        a.close(p).unwrap();
+        assert_eq!(a.virq_port(0), None);
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
     let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
     match frame.rax {
         hypercall::CONSOLE_WRITE => console_write(vcpu, a0, a1),
-        hypercall::SCHED_OP => sched_op(vcpu, a0, a1),
+        hypercall::SCHED_OP => sched_op(vcpu, a0, a1, a2),
         hypercall::SET_TIMER => {
             schedule::set_timer(vcpu, a0);
             Ok(0)
@@ -93,7 +93,7 @@ fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
     Ok(n as u64)
 }
 
-fn sched_op(vcpu: &Vcpu, op: u64, arg: u64) -> Result<u64, Errno> {
+fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
     match SchedOp::from_raw(op).ok_or(Errno::NoSys)? {
         SchedOp::Yield => {
@@ -114,6 +114,29 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64) -> Result<u64, Errno> {
             // An event sent before the vCPU was marked blocked found nothing to wake: look
             // again now that it is (the sender marks pending, then wakes; SeqCst on both).
             if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending()) {
+                schedule::wake(vcpu, now);
+            }
+            Ok(0)
+        }
+        SchedOp::Poll => {
+            const MAX_POLL: usize = 64;
+            let count = usize::try_from(arg2)
+                .ok()
+                .filter(|n| (1..=MAX_POLL).contains(n))
+                .ok_or(Errno::Inval)?;
+            let mut bytes = [0u8; MAX_POLL * 4];
+            copy_from_guest(&mut bytes[..count * 4], arg)?;
+            let ports = bytes[..count * 4]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+            let any_pending = |d: &domain::Domain| ports.clone().any(|p| d.is_pending(p));
+            if any_pending(&domain) {
+                return Ok(1);
+            }
+            schedule::stop(vcpu, VcpuState::Blocked, now);
+            // As for Block: an event sent before the vCPU was marked blocked.
+            if any_pending(&domain) || domain.has_pending() {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -187,6 +210,20 @@ fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 schedule::wake(v, time::now_ns());
             }
             Ok(0)
+        }
+        EvtchnOp::BindVirq => {
+            let virq = u32::try_from(a1)
+                .ok()
+                .filter(|v| *v < abi::hypercall::virq::COUNT)
+                .ok_or(Errno::Inval)?;
+            if virq == abi::hypercall::virq::DOM_EXC && !me.privileged {
+                return Err(Errno::Perm);
+            }
+            me.ports
+                .lock()
+                .bind_virq(virq)
+                .map(u64::from)
+                .map_err(port_error)
         }
         EvtchnOp::Close => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;

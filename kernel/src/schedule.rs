@@ -248,12 +248,18 @@ fn run_timers(now: u64) {
             }
         };
         let Some((deadline, id)) = due else { break };
-        if let Some(v) = domain::vcpu(id)
-            && v.timer_deadline
-                .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            && !wake(&v, now)
+        let Some(v) = domain::vcpu(id) else { continue };
+        if v.timer_deadline
+            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
         {
+            continue; // cancelled or re-armed since
+        }
+        // The timer virtual IRQ, for a domain that bound a port to it.
+        if let Some(d) = domain::domain(v.domain) {
+            d.send_virq(abi::hypercall::virq::TIMER, now);
+        }
+        if !wake(&v, now) {
             // It fired while the vCPU was awake (between its set_timer and its block):
             // leave a deadline in the past, so that the next block returns at once
             // instead of sleeping through a wake-up that already happened.

@@ -63,6 +63,12 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
               (role 1); work = round trips (the simulator runs it as cpu)",
     },
     WorkloadInfo {
+        name: "virq",
+        args: &[("period_us", 1000)],
+        doc: "takes a timer event every period_us through the timer VIRQ and poll; \
+              work = events (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "switch",
         args: &[],
         doc: "yields in a loop (the domain-switch benchmark); work = yields \

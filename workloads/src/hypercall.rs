@@ -126,6 +126,27 @@ pub fn evtchn_bind(remote: u32, remote_port: u32) -> Result<u32, Errno> {
     .map(|p| p as u32)
 }
 
+/// Binds a new port to virtual IRQ `virq` (`abi::hypercall::virq`); returns the port.
+pub fn evtchn_bind_virq(virq: u32) -> Result<u32, Errno> {
+    evtchn(abi::hypercall::EvtchnOp::BindVirq, u64::from(virq), 0).map(|p| p as u32)
+}
+
+/// Sleeps until one of `ports` is pending (or the timer or another event): see
+/// `abi::hypercall::SchedOp::Poll`. Returns whether one of them was pending at once.
+pub fn poll(ports: &[u32]) -> Result<u64, Errno> {
+    // SAFETY: the hypervisor only reads `ports`, a live slice, `ports.len()` elements long.
+    result(unsafe {
+        raw(
+            nr::SCHED_OP,
+            SchedOp::Poll as u64,
+            ports.as_ptr() as u64,
+            ports.len() as u64,
+            0,
+            0,
+        )
+    })
+}
+
 /// Sends an event on `port`.
 pub fn evtchn_send(port: u32) -> Result<u64, Errno> {
     evtchn(abi::hypercall::EvtchnOp::Send, u64::from(port), 0)

@@ -47,6 +47,18 @@ pub enum EvtchnOp {
     Send = 2,
     /// `(port)`: closes `port`; the far end goes back to unbound.
     Close = 3,
+    /// `(virq)`: binds a new port to virtual IRQ `virq` (see [`virq`]); returns the port.
+    BindVirq = 4,
+}
+
+/// Virtual IRQs: events the hypervisor itself sends, once a domain binds a port to them.
+pub mod virq {
+    /// The domain's one-shot timer fired (`set_timer`).
+    pub const TIMER: u32 = 0;
+    /// Some domain ended (shut down, killed or destroyed); Domain0 only.
+    pub const DOM_EXC: u32 = 1;
+    /// How many there are.
+    pub const COUNT: u32 = 2;
 }
 
 impl EvtchnOp {
@@ -57,6 +69,7 @@ impl EvtchnOp {
             1 => Some(EvtchnOp::BindInterdomain),
             2 => Some(EvtchnOp::Send),
             3 => Some(EvtchnOp::Close),
+            4 => Some(EvtchnOp::BindVirq),
             _ => None,
         }
     }
@@ -72,6 +85,10 @@ pub enum SchedOp {
     Block = 1,
     /// End the calling domain with exit code `arg` (0 = clean exit).
     Shutdown = 2,
+    /// `(ports_ptr, count)`: sleep until one of `count` (at most 64) event-channel ports,
+    /// an array of `u32` in guest memory, is pending; returns at once if one is. Like
+    /// `Block`, it may also return on the timer or another event: callers check and loop.
+    Poll = 3,
 }
 
 impl SchedOp {
@@ -81,6 +98,7 @@ impl SchedOp {
             0 => Some(SchedOp::Yield),
             1 => Some(SchedOp::Block),
             2 => Some(SchedOp::Shutdown),
+            3 => Some(SchedOp::Poll),
             _ => None,
         }
     }

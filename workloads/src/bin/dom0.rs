@@ -105,6 +105,16 @@ fn run() -> u8 {
     } else {
         None
     };
+    // Told by the hypervisor whenever a domain ends.
+    let dom_exc = match workloads::hypercall::evtchn_bind_virq(abi::hypercall::virq::DOM_EXC) {
+        Ok(port) => Some(port),
+        Err(e) => {
+            verdict.fail(alloc::format!(
+                "cannot bind the domain-exception VIRQ: {e:?}"
+            ));
+            None
+        }
+    };
     let mut runs = Vec::with_capacity(planned.len());
     let heap_before = control::heap_used();
     if let Some(create_start_ns) = create_all(&plan, planned, &mut runs, &mut verdict) {
@@ -123,6 +133,7 @@ fn run() -> u8 {
             &mut runs,
             &mut verdict,
             switch_floor_ns,
+            dom_exc,
         );
     }
     teardown(&runs, frames_before, &mut verdict);
@@ -356,6 +367,7 @@ fn measure(
     runs: &mut [DomainRun<'_>],
     verdict: &mut Verdict,
     switch_floor_ns: Option<u64>,
+    dom_exc: Option<u32>,
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     let t0 = snapshot_domains(runs, false, verdict);
@@ -403,6 +415,19 @@ fn measure(
                 Err(e) => verdict.fail(alloc::format!("waiting for `{}`: {e:?}", r.planned.name)),
             }
         }
+    }
+    // Any domain that ended must have been announced on the domain-exception VIRQ.
+    let ended = runs
+        .iter()
+        .filter(|r| r.after.exit != DomainExit::Running)
+        .count();
+    if ended > 0
+        && let Some(port) = dom_exc
+        && !shared::take_event(port)
+    {
+        verdict.fail(alloc::format!(
+            "{ended} domains ended but no domain-exception event arrived"
+        ));
     }
     for r in runs.iter() {
         if let Err(m) = report::check(r.planned.expect, r.after.exit) {
