@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use abi::control::{DomainExit, DomainId, DomainInfo, DomainState, SchedParams};
 use abi::layout;
 use abi::shared::{
-    Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, name_bytes,
+    Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, VcpuTime, name_bytes,
 };
 use arrayvec::ArrayString;
 use kernel::event::PortTable;
@@ -77,6 +77,8 @@ pub struct VcpuStats {
 pub struct Vcpu {
     /// Global index, the policy's `VcpuId`.
     pub id: u32,
+    /// Its domain's shared-info page, where its virtual time is published.
+    pub shared_phys: u64,
     pub domain: DomainId,
     /// Index within its domain.
     pub index: u32,
@@ -93,6 +95,37 @@ pub struct Vcpu {
     /// Absolute system time of the one-shot timer (0: none).
     pub timer_deadline: AtomicU64,
     pub stats: Mutex<VcpuStats>,
+}
+
+impl Vcpu {
+    /// Publishes its virtual time in the shared-info page: `ran_ns` so far, and whether it
+    /// runs since `since_ns`. Only the CPU switching it in or out writes it.
+    pub fn publish_time(&self, running: bool, ran_ns: u64, since_ns: u64) {
+        let base = self.shared_phys
+            + core::mem::offset_of!(SharedInfo, vcpu_time) as u64
+            + u64::from(self.index) * core::mem::size_of::<VcpuTime>() as u64;
+        let field = |offset: usize| phys_to_virt(base + offset as u64);
+        let version_at = field(core::mem::offset_of!(VcpuTime, version)).as_mut_ptr::<u32>();
+        // The slot lies in the domain's shared-info frame (index < MAX_VCPUS), which lives
+        // as long as the vCPU; the guest only reads it, under the version protocol.
+        // SAFETY: as above; aligned fields of a `#[repr(C)]` struct, volatile stores.
+        unsafe {
+            let version = version_at.read_volatile().wrapping_add(1);
+            version_at.write_volatile(version); // odd: being updated
+            core::sync::atomic::fence(Ordering::Release);
+            field(core::mem::offset_of!(VcpuTime, running))
+                .as_mut_ptr::<u32>()
+                .write_volatile(u32::from(running));
+            field(core::mem::offset_of!(VcpuTime, ran_ns))
+                .as_mut_ptr::<u64>()
+                .write_volatile(ran_ns);
+            field(core::mem::offset_of!(VcpuTime, since_ns))
+                .as_mut_ptr::<u64>()
+                .write_volatile(since_ns);
+            core::sync::atomic::fence(Ordering::Release);
+            version_at.write_volatile(version.wrapping_add(1)); // even: consistent
+        }
+    }
 }
 
 /// Mutable part of a domain.
@@ -282,6 +315,8 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         time: time_info(),
         args,
         plan_bytes: config.plan.map_or(0, |p| p.len() as u64),
+        wallclock_at_boot_ns: time::wallclock_at_boot_ns(),
+        vcpu_time: [VcpuTime::default(); MAX_VCPUS],
     };
     // SAFETY: `shared_phys` is a frame of this domain's address space, direct-mapped, and
     // 4 KiB is more than `SharedInfo` (checked at compile time below).
@@ -316,6 +351,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         };
         let v = Arc::new(Vcpu {
             id: slot as u32,
+            shared_phys,
             domain: id,
             index,
             pml4,

@@ -184,6 +184,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
             arch::exit(ExitCode::Failure);
         }
     };
+    time::init_wallclock();
     // SAFETY: on the BSP, interrupts off, after the APIC and the TSC calibration.
     let timer_mode = unsafe { smp::timer::init_bsp() };
     log::info!(

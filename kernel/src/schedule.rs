@@ -410,6 +410,7 @@ fn account_out(v: &Vcpu, now: u64) {
     if still_runnable {
         s.runnable_since = now;
     }
+    v.publish_time(false, s.cpu_ns, now);
 }
 
 /// Lets other CPUs run `v` (and its domain be freed): called only once this CPU's CR3 no
@@ -471,6 +472,7 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
         }
         s.last_cpu = Some(cpu);
         s.run_start = now;
+        v.publish_time(true, s.cpu_ns, now);
     }
     trace::record(TraceEvent::Run, v, now);
     cpus().this().lock().switches += 1;

@@ -19,6 +19,28 @@ pub fn now_ns() -> u64 {
     smp::time::ticks_to_ns(arch::cpu::rdtsc().wrapping_sub(arch::boot::entry_tsc()))
 }
 
+static WALLCLOCK_AT_BOOT_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Reads the real-time clock and records the wall-clock time of system time 0. Called
+/// once at boot, after TSC calibration.
+pub fn init_wallclock() {
+    let reading = arch::cpu::read_rtc();
+    match reading.unix_seconds() {
+        Some(secs) => {
+            let at_boot = (secs * 1_000_000_000).saturating_sub(now_ns());
+            WALLCLOCK_AT_BOOT_NS.store(at_boot, core::sync::atomic::Ordering::Relaxed);
+        }
+        None => {
+            log::warn!("the real-time clock reads nonsense ({reading:?}); wall-clock time is 1970")
+        }
+    }
+}
+
+/// Wall-clock time at system time 0, in ns since the Unix epoch (0 if unknown).
+pub fn wallclock_at_boot_ns() -> u64 {
+    WALLCLOCK_AT_BOOT_NS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Arms this CPU's one-shot timer for system time `at_ns`.
 pub fn arm_timer_at(at_ns: u64) {
     smp::timer::arm_at(arch::boot::entry_tsc().wrapping_add(smp::time::ns_to_ticks(at_ns)));

@@ -202,6 +202,10 @@ pub struct RunSummary<'a> {
     pub domains: usize,
     /// When the measured interval began (system time, as in the trace).
     pub start_ns: u64,
+    /// The same instant as wall-clock time (ns since the Unix epoch, UTC).
+    pub wallclock_start_ns: u64,
+    /// Domain0's own CPU time (its virtual time) at the end of the interval.
+    pub dom0_cpu_ns: u64,
     /// The measured interval as it actually was.
     pub duration_ns: u64,
     /// Idle time summed over every CPU during the interval.
@@ -219,6 +223,8 @@ pub fn run_record(r: &RunSummary<'_>) -> String {
         .u64("cpus", u64::from(r.cpus))
         .u64("domains", r.domains as u64)
         .u64("start_ns", r.start_ns)
+        .u64("wallclock_start_ns", r.wallclock_start_ns)
+        .u64("dom0_cpu_ns", r.dom0_cpu_ns)
         .u64("duration_ns", r.duration_ns)
         .u64("idle_ns", r.idle_ns);
     o.finish();
@@ -533,6 +539,8 @@ mod tests {
             cpus: 2,
             domains: 4,
             start_ns: 500,
+            wallclock_start_ns: 1_795_701_909_000_000_000,
+            dom0_cpu_ns: 42,
             duration_ns: 1_000_000,
             idle_ns: idle,
         };
@@ -540,7 +548,8 @@ mod tests {
             run_record(&r),
             concat!(
                 r#"{"kind":"run","name":"default","engine":"domino","policy":"credit","#,
-                r#""cpus":2,"domains":4,"start_ns":500,"duration_ns":1000000,"idle_ns":210}"#
+                r#""cpus":2,"domains":4,"start_ns":500,"wallclock_start_ns":1795701909000000000,"#,
+                r#""dom0_cpu_ns":42,"duration_ns":1000000,"idle_ns":210}"#
             )
         );
     }

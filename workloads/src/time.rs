@@ -33,6 +33,51 @@ pub fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// Wall-clock time: nanoseconds since the Unix epoch (UTC), to the second of the
+/// hypervisor's real-time clock reading at boot.
+pub fn wallclock_ns() -> u64 {
+    // SAFETY: the page is mapped for the domain's whole life (entry contract); the field is
+    // aligned and written once, before the domain starts.
+    let at_boot =
+        unsafe { addr_of!((*crate::shared::info()).wallclock_at_boot_ns).read_volatile() };
+    at_boot + now_ns()
+}
+
+/// vCPU `vcpu`'s own virtual time: the CPU time it has had, in ns.
+pub fn vcpu_time_ns(vcpu: usize) -> u64 {
+    assert!(vcpu < abi::shared::MAX_VCPUS, "vCPU index out of range");
+    // SAFETY: only computes the slot's address inside the mapped page (index checked).
+    let t = unsafe { addr_of!((*crate::shared::info()).vcpu_time[vcpu]) };
+    loop {
+        // SAFETY: the fields are mapped and aligned; volatile reads because the hypervisor
+        // rewrites them (odd versions mark an update in progress).
+        let version = unsafe { addr_of!((*t).version).read_volatile() };
+        if version & 1 != 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        compiler_fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let (running, ran, since) = unsafe {
+            (
+                addr_of!((*t).running).read_volatile(),
+                addr_of!((*t).ran_ns).read_volatile(),
+                addr_of!((*t).since_ns).read_volatile(),
+            )
+        };
+        let now = now_ns();
+        compiler_fence(Ordering::Acquire);
+        // SAFETY: as above.
+        if unsafe { addr_of!((*t).version).read_volatile() } == version {
+            return if running != 0 {
+                ran + now.saturating_sub(since)
+            } else {
+                ran
+            };
+        }
+    }
+}
+
 /// A TSC interval in nanoseconds, with the shared-info page's scale.
 pub fn ticks_to_ns(ticks: u64) -> u64 {
     // SAFETY: the page is mapped for the domain's whole life (entry contract); the field is

@@ -50,6 +50,23 @@ pub struct SharedInfo {
     pub args: [Arg; MAX_ARGS],
     /// Bytes of the plan at [`crate::layout::PLAN`] (Domain0 only; 0 elsewhere).
     pub plan_bytes: u64,
+    /// Wall-clock time at system time 0: nanoseconds since the Unix epoch (UTC), from the
+    /// real-time clock at boot (to the second). Wall time = this + system time.
+    pub wallclock_at_boot_ns: u64,
+    /// Each vCPU's own virtual time: the CPU time it has had (see [`VcpuTime`]).
+    pub vcpu_time: [VcpuTime; MAX_VCPUS],
+}
+
+/// A vCPU's virtual time, updated by the hypervisor when the vCPU starts and stops running,
+/// under the same odd/even `version` protocol as [`TimeInfo`]. Its virtual time now is
+/// `ran_ns`, plus `now - since_ns` while `running` is non-zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuTime {
+    pub version: u32,
+    pub running: u32,
+    pub ran_ns: u64,
+    pub since_ns: u64,
 }
 
 /// The guest-writable page at [`crate::layout::COUNTERS`].

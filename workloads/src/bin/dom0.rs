@@ -382,6 +382,8 @@ fn measure(
         cpus,
         domains: runs.len(),
         start_ns: t0,
+        wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),
+        dom0_cpu_ns: workloads::time::vcpu_time_ns(0),
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
     };

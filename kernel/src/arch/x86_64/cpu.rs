@@ -57,6 +57,51 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Reads the CMOS real-time clock, waiting out an update in progress and reading until two
+/// reads agree (the registers change under a reader at each second).
+pub fn read_rtc() -> kernel::rtc::RtcReading {
+    let read = |reg: u8| -> u8 {
+        // SAFETY: ports 0x70/0x71 are the CMOS index and data ports; selecting a clock
+        // register (NMI-disable bit clear, as it was) and reading it has no other effect.
+        unsafe {
+            Port::<u8>::new(0x70).write(reg);
+            Port::<u8>::new(0x71).read()
+        }
+    };
+    let snapshot = || {
+        while read(0x0a) & 0x80 != 0 {
+            core::hint::spin_loop();
+        }
+        [
+            read(0x00),
+            read(0x02),
+            read(0x04),
+            read(0x07),
+            read(0x08),
+            read(0x09),
+        ]
+    };
+    let mut regs = snapshot();
+    loop {
+        let again = snapshot();
+        if again == regs {
+            break;
+        }
+        regs = again;
+    }
+    let status_b = read(0x0b);
+    kernel::rtc::RtcReading {
+        seconds: regs[0],
+        minutes: regs[1],
+        hours: regs[2],
+        day: regs[3],
+        month: regs[4],
+        year: regs[5],
+        bcd: status_b & 0x04 == 0,
+        twelve_hour: status_b & 0x02 == 0,
+    }
+}
+
 /// Masks every line of both 8259 PICs: Domino takes interrupts from the local APIC only.
 pub fn mask_8259() {
     // SAFETY: ports 0x21 and 0xa1 are the 8259 data ports; writing 0xff masks all lines and

@@ -202,6 +202,36 @@ fn every_domain_ran(records: &[Value]) -> Result<String, String> {
     }
 }
 
+/// Every domain ran, and the hypervisor's clocks agree with the world: the run's wall-clock
+/// start (real-time clock at boot + system time) is within a day of the host's clock, and
+/// Domain0's own virtual time is positive and no more than the system time elapsed.
+fn domains_ran_and_clocks_agree(records: &[Value]) -> Result<String, String> {
+    let note = every_domain_ran(records)?;
+    let run = first(records, "run").ok_or("no run record")?;
+    let host_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos() as u64;
+    let wall = num(run, "wallclock_start_ns");
+    if wall.abs_diff(host_ns) > 86_400 * 1_000_000_000 {
+        return Err(format!(
+            "the run's wall-clock start {wall} ns is more than a day from the host's {host_ns} ns"
+        ));
+    }
+    let dom0 = num(run, "dom0_cpu_ns");
+    let elapsed = num(run, "start_ns") + num(run, "duration_ns");
+    if dom0 == 0 || dom0 > elapsed {
+        return Err(format!(
+            "Domain0's virtual time {dom0} ns, system time elapsed {elapsed} ns"
+        ));
+    }
+    Ok(format!(
+        "{note}; wall clock {} s from the host's, Domain0 ran {} µs",
+        wall.abs_diff(host_ns) / 1_000_000_000,
+        dom0 / 1000
+    ))
+}
+
 /// Each domain's share of the CPU time is within 3 points of w / Σw.
 fn shares_follow_weights(records: &[Value]) -> Result<String, String> {
     let ds = domains(records);
@@ -441,7 +471,7 @@ fn cases() -> Vec<Case> {
     with(
         "weights/trace".into(),
         vec![&spec("weights"), "--seconds", "1"],
-        every_domain_ran,
+        domains_ran_and_clocks_agree,
         Also::Trace,
     );
     with(
