@@ -331,7 +331,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         // waits for `running_on` to clear before loading what we save here.
         *p.regs.lock() = frame.clone();
         if from_hypercall {
-            // SAFETY-free: the vCPU is ours (running here); the box is its own FPU area.
+            // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
             save_fpu_scrubbed(p);
         }
     }
