@@ -34,6 +34,8 @@ struct CpuSched {
     slice_end: Option<u64>,
     /// When the policy's accounting tick is next due.
     next_tick: Option<u64>,
+    /// When the hardware timer is set to fire (system ns), if it is.
+    armed_at: Option<u64>,
     /// vCPU timers set on this CPU: (deadline, vCPU id); stale entries are skipped.
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     busy_ns: u64,
@@ -79,6 +81,7 @@ pub fn init(policy: Box<dyn Policy>) {
                 current: None,
                 slice_end: None,
                 next_tick: tick,
+                armed_at: None,
                 timers: BinaryHeap::new(),
                 busy_ns: 0,
                 switches: 0,
@@ -290,8 +293,12 @@ fn run_timers(now: u64) {
 }
 
 /// Programs this CPU's hardware timer for its earliest pending event.
+///
+/// The hardware is reprogrammed only when the earliest event moved earlier than what is
+/// armed (or what is armed has passed): a timer that fires early finds nothing due and
+/// re-arms, which is cheaper than an APIC write on every switch.
 fn arm_timer(now: u64) {
-    let cs = cpus().this().lock();
+    let mut cs = cpus().this().lock();
     let earliest = [
         cs.slice_end,
         cs.next_tick,
@@ -299,10 +306,17 @@ fn arm_timer(now: u64) {
     ]
     .into_iter()
     .flatten()
-    .min();
+    .min()
+    .map(|at| at.max(now + 1000));
+    let keep =
+        matches!((cs.armed_at, earliest), (Some(armed), Some(at)) if armed > now && armed <= at);
+    if keep {
+        return;
+    }
+    cs.armed_at = earliest;
     drop(cs);
     match earliest {
-        Some(at) => time::arm_timer_at(at.max(now + 1000)),
+        Some(at) => time::arm_timer_at(at),
         None => smp::timer::disarm(),
     }
 }
@@ -310,6 +324,8 @@ fn arm_timer(now: u64) {
 /// The timer interrupt, on whatever this CPU was doing.
 pub fn on_timer_interrupt() {
     let now = time::now_ns();
+    // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
+    cpus().this().lock().armed_at = None;
     run_timers(now);
     arm_timer(now);
 }
