@@ -475,7 +475,15 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
     if let Some(p) = prev {
         release(p);
     }
-    *v.state.lock() = VcpuState::Running;
+    {
+        // Only a runnable vCPU becomes running: another CPU may have paused or killed it
+        // between the policy's pick and now. Then it keeps that state, runs until the kick
+        // that CPU sent arrives, and is not made runnable again when it leaves.
+        let mut state = v.state.lock();
+        if *state == VcpuState::Runnable {
+            *state = VcpuState::Running;
+        }
+    }
     {
         let mut s = v.stats.lock();
         s.wait_ns += now.saturating_sub(s.runnable_since);

@@ -53,6 +53,24 @@ pub fn unpause(domain: DomainId) -> Result<(), Errno> {
     done(domctl(&Domctl::Unpause { domain })?)
 }
 
+/// Stops a domain's vCPUs until `unpause`.
+pub fn pause(domain: DomainId) -> Result<(), Errno> {
+    done(domctl(&Domctl::Pause { domain })?)
+}
+
+/// A domain's scheduling parameters.
+pub fn get_sched(domain: DomainId) -> Result<abi::control::SchedParams, Errno> {
+    match domctl(&Domctl::GetSched { domain })? {
+        DomctlReply::Sched(params) => Ok(params),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// Sets a domain's scheduling parameters.
+pub fn set_sched(domain: DomainId, sched: abi::control::SchedParams) -> Result<(), Errno> {
+    done(domctl(&Domctl::SetSched { domain, sched })?)
+}
+
 /// Unpauses every paused domain but Domain0 at one instant; returns how many, and the
 /// instant (system ns).
 pub fn unpause_all() -> Result<(u32, u64), Errno> {

@@ -273,6 +273,67 @@ fn memory_per_domain(
     }
 }
 
+/// Domains on which the control operations are exercised during the warm-up.
+const EXERCISED: usize = 4;
+
+/// Exercises the control operations on a few live domains, after the measured interval:
+/// each domain's parameters read back as planned and survive being set again; a paused
+/// domain stops getting CPU time and runs again once unpaused.
+fn exercise_control(runs: &[DomainRun<'_>], verdict: &mut Verdict) {
+    for r in runs.iter().take(EXERCISED) {
+        let name = r.planned.name;
+        match control::get_sched(r.id) {
+            Ok(params) if params == r.planned.sched => {}
+            Ok(params) => verdict.fail(alloc::format!(
+                "`{name}`: GetSched gives {params:?}, planned {:?}",
+                r.planned.sched
+            )),
+            Err(e) => verdict.fail(alloc::format!("`{name}`: GetSched: {e:?}")),
+        }
+        if let Err(e) = control::set_sched(r.id, r.planned.sched) {
+            verdict.fail(alloc::format!(
+                "`{name}`: SetSched of its own parameters: {e:?}"
+            ));
+        }
+        let alive = control::info(r.id).is_ok_and(|i| i.state == abi::control::DomainState::Alive);
+        if !alive {
+            continue; // a hostile domain already killed, say
+        }
+        if let Err(e) = control::pause(r.id) {
+            verdict.fail(alloc::format!("`{name}`: Pause: {e:?}"));
+            continue;
+        }
+        // Paused: no more CPU time, however long we wait, once its CPU has switched it out
+        // (its run so far is counted then). Under TCG the kick reaches an emulated CPU only
+        // when the host next runs its thread, so give that 20 ms.
+        sleep_ns(20_000_000);
+        let before = control::info(r.id);
+        sleep_ns(5_000_000);
+        let after = control::info(r.id);
+        match (before, after) {
+            (Ok(b), Ok(a))
+                if a.state == abi::control::DomainState::Paused && a.cpu_ns == b.cpu_ns => {}
+            (Ok(b), Ok(a)) => verdict.fail(alloc::format!(
+                "`{name}`: paused, yet state {:?} and CPU time {} -> {} ns",
+                a.state,
+                b.cpu_ns,
+                a.cpu_ns
+            )),
+            (b, a) => verdict.fail(alloc::format!(
+                "`{name}`: GetInfo while paused: {:?} {:?}",
+                b.err(),
+                a.err()
+            )),
+        }
+        if let Err(e) = control::unpause(r.id) {
+            verdict.fail(alloc::format!("`{name}`: Unpause: {e:?}"));
+        }
+        if !control::info(r.id).is_ok_and(|i| i.state == abi::control::DomainState::Alive) {
+            verdict.fail(alloc::format!("`{name}`: not alive again after Unpause"));
+        }
+    }
+}
+
 /// Null hypercalls per timed batch, and batches (the median is kept: TCG is noisy).
 const CALLS: u64 = 4000;
 const BATCHES: usize = 5;
@@ -375,6 +436,8 @@ fn measure(
     sleep_until(t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000)));
     let t1 = snapshot_domains(runs, true, verdict);
     let cpus_after = snapshot_cpus(cpus, verdict);
+    // After the interval, so as not to disturb what was measured.
+    exercise_control(runs, verdict);
 
     let summary = RunSummary {
         name: plan.name,
