@@ -181,7 +181,13 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
     let kick_cpu = {
         let mut state = v.state.lock();
         let was = *state;
-        if was == VcpuState::Dead || (was == to) {
+        // A vCPU blocks only from running (its own hypercall); if another CPU paused or
+        // killed it meanwhile, that stands: blocking must not turn Paused back into a
+        // state that a wake-up would make runnable.
+        if was == VcpuState::Dead
+            || was == to
+            || (to == VcpuState::Blocked && was == VcpuState::Paused)
+        {
             return;
         }
         *state = to;
