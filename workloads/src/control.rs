@@ -157,22 +157,6 @@ pub fn policy() -> Result<(String, u32), Errno> {
     })
 }
 
-/// One CPU's figures since boot.
-pub fn cpu_stats(cpu: u32) -> Result<CpuStats, Errno> {
-    sysctl(&Sysctl::CpuStats { cpu }, |r| match r {
-        SysctlReply::CpuStats {
-            idle_ns,
-            busy_ns,
-            switches,
-        } => Some(CpuStats {
-            idle_ns,
-            busy_ns,
-            switches,
-        }),
-        _ => None,
-    })
-}
-
 /// The frame allocator's counts.
 pub fn frame_counts() -> Result<FrameCounts, Errno> {
     sysctl(&Sysctl::FrameCounts, |r| match r {
