@@ -126,9 +126,205 @@ pub fn evtchn_bind(remote: u32, remote_port: u32) -> Result<u32, Errno> {
     .map(|p| p as u32)
 }
 
-/// Binds a new port to virtual IRQ `virq` (`abi::hypercall::virq`); returns the port.
+/// Binds a new port to virtual IRQ `virq` (`abi::hypercall::virq`) of vCPU 0; returns
+/// the port.
 pub fn evtchn_bind_virq(virq: u32) -> Result<u32, Errno> {
-    evtchn(abi::hypercall::EvtchnOp::BindVirq, u64::from(virq), 0).map(|p| p as u32)
+    evtchn_bind_virq_vcpu(virq, 0)
+}
+
+/// Binds a new port to virtual IRQ `virq` of vCPU `vcpu`; returns the port, which notifies
+/// that vCPU.
+pub fn evtchn_bind_virq_vcpu(virq: u32, vcpu: usize) -> Result<u32, Errno> {
+    evtchn(
+        abi::hypercall::EvtchnOp::BindVirq,
+        u64::from(virq),
+        vcpu as u64,
+    )
+    .map(|p| p as u32)
+}
+
+/// Makes events on `port` notify vCPU `vcpu` of this domain.
+pub fn evtchn_bind_vcpu(port: u32, vcpu: usize) -> Result<u64, Errno> {
+    evtchn(
+        abi::hypercall::EvtchnOp::BindVcpu,
+        u64::from(port),
+        vcpu as u64,
+    )
+}
+
+/// Unmasks `port`, notifying its vCPU if it is pending.
+pub fn evtchn_unmask(port: u32) -> Result<u64, Errno> {
+    evtchn(abi::hypercall::EvtchnOp::Unmask, u64::from(port), 0)
+}
+
+/// Registers this vCPU's event upcall entry (`abi::hypercall::SET_CALLBACK`); 0 removes it.
+/// The entry must follow the upcall convention of `abi::shared::UpcallFrame`, as
+/// [`crate::upcall`] does.
+pub fn set_callback(entry: u64) -> Result<u64, Errno> {
+    // SAFETY: no guest memory is touched by the call itself.
+    result(unsafe { raw(nr::SET_CALLBACK, entry, 0, 0, 0, 0) })
+}
+
+fn grant(op: abi::hypercall::GrantOp, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Errno> {
+    // SAFETY: the grant operations below pass no pointer, except `grant_copy`, which has its
+    // own wrapper.
+    result(unsafe { raw(nr::GRANT_OP, op as u64, a1, a2, a3, a4) })
+}
+
+/// Grants domain `grantee` access to this domain's page at `va` (read-only if `readonly`);
+/// returns the grant reference.
+pub fn grant_access(va: u64, grantee: u32, readonly: bool) -> Result<u32, Errno> {
+    grant(
+        abi::hypercall::GrantOp::Grant,
+        va,
+        u64::from(grantee),
+        u64::from(readonly),
+        0,
+    )
+    .map(|r| r as u32)
+}
+
+/// Revokes grant `gref`; `Errno::Busy` while the grantee has it mapped.
+pub fn grant_end(gref: u32) -> Result<u64, Errno> {
+    grant(abi::hypercall::GrantOp::End, u64::from(gref), 0, 0, 0)
+}
+
+/// Maps the frame `granter` granted as `gref` at `va` (a free page of
+/// `abi::layout::MAP_AREA`); returns the handle for [`grant_unmap`].
+///
+/// # Safety
+/// The page at `va` becomes memory another domain may change at any time: the caller must
+/// access it only with volatile or atomic operations, and must not hold references into
+/// `va` across [`grant_unmap`].
+pub unsafe fn grant_map(granter: u32, gref: u32, va: u64, readonly: bool) -> Result<u32, Errno> {
+    grant(
+        abi::hypercall::GrantOp::Map,
+        u64::from(granter),
+        u64::from(gref),
+        va,
+        u64::from(readonly),
+    )
+    .map(|h| h as u32)
+}
+
+/// Undoes a [`grant_map`].
+pub fn grant_unmap(handle: u32) -> Result<u64, Errno> {
+    grant(abi::hypercall::GrantOp::Unmap, u64::from(handle), 0, 0, 0)
+}
+
+/// Copies out of the frame `granter` granted as `gref`, from `offset`, into `buf`.
+pub fn grant_copy_from(granter: u32, gref: u32, offset: u32, buf: &mut [u8]) -> Result<u64, Errno> {
+    let copy = abi::mm::GrantCopy {
+        granter,
+        gref,
+        offset,
+        len: buf.len() as u32,
+        local: buf.as_mut_ptr() as u64,
+        to_grant: 0,
+        pad: 0,
+    };
+    // SAFETY: the hypervisor reads `copy` and writes `buf`, both live, `buf` borrowed
+    // mutably for the call.
+    result(unsafe {
+        raw(
+            nr::GRANT_OP,
+            abi::hypercall::GrantOp::Copy as u64,
+            &copy as *const _ as u64,
+            0,
+            0,
+            0,
+        )
+    })
+}
+
+/// Copies `buf` into the frame `granter` granted as `gref` (read-write), at `offset`.
+pub fn grant_copy_to(granter: u32, gref: u32, offset: u32, buf: &[u8]) -> Result<u64, Errno> {
+    let copy = abi::mm::GrantCopy {
+        granter,
+        gref,
+        offset,
+        len: buf.len() as u32,
+        local: buf.as_ptr() as u64,
+        to_grant: 1,
+        pad: 0,
+    };
+    // SAFETY: the hypervisor only reads `copy` and `buf`, both live.
+    result(unsafe {
+        raw(
+            nr::GRANT_OP,
+            abi::hypercall::GrantOp::Copy as u64,
+            &copy as *const _ as u64,
+            0,
+            0,
+            0,
+        )
+    })
+}
+
+fn memory(op: abi::hypercall::MemoryOp, list: u64, count: u64) -> Result<u64, Errno> {
+    // SAFETY: the caller's list (if any) is a live buffer of `count` frame numbers.
+    result(unsafe { raw(nr::MEMORY_OP, op as u64, list, count, 0, 0) })
+}
+
+/// Takes `frames.len()` more frames; their numbers are written to `frames`. Returns how
+/// many were taken.
+pub fn increase_reservation(frames: &mut [u64]) -> Result<usize, Errno> {
+    memory(
+        abi::hypercall::MemoryOp::IncreaseReservation,
+        frames.as_mut_ptr() as u64,
+        frames.len() as u64,
+    )
+    .map(|n| n as usize)
+}
+
+/// Gives back the frames listed; returns how many were given back.
+pub fn decrease_reservation(frames: &[u64]) -> Result<usize, Errno> {
+    memory(
+        abi::hypercall::MemoryOp::DecreaseReservation,
+        frames.as_ptr() as u64,
+        frames.len() as u64,
+    )
+    .map(|n| n as usize)
+}
+
+/// Frames this domain holds now.
+pub fn current_reservation() -> Result<u64, Errno> {
+    memory(abi::hypercall::MemoryOp::CurrentReservation, 0, 0)
+}
+
+/// The most frames this domain may hold.
+pub fn maximum_reservation() -> Result<u64, Errno> {
+    memory(abi::hypercall::MemoryOp::MaximumReservation, 0, 0)
+}
+
+/// Applies a batch of validated page-table updates; returns how many were applied.
+///
+/// # Safety
+/// Changing the page tables changes what the program's addresses mean: the caller must not
+/// unmap or remap memory that Rust code still refers to.
+pub unsafe fn mmu_update(updates: &[abi::mm::MmuUpdate]) -> Result<usize, Errno> {
+    // SAFETY: the hypervisor only reads `updates`, a live slice; the mapping changes are the
+    // caller's responsibility.
+    result(unsafe {
+        raw(
+            nr::MMU_UPDATE,
+            updates.as_ptr() as u64,
+            updates.len() as u64,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(|n| n as usize)
+}
+
+/// Sets the level-1 entry mapping `va` to `pte` (0 unmaps).
+///
+/// # Safety
+/// As for [`mmu_update`].
+pub unsafe fn update_va_mapping(va: u64, pte: u64) -> Result<u64, Errno> {
+    // SAFETY: no guest memory is read; the mapping change is the caller's responsibility.
+    result(unsafe { raw(nr::UPDATE_VA_MAPPING, va, pte, 0, 0, 0) })
 }
 
 /// Sleeps until one of `ports` is pending (or the timer or another event): see

@@ -30,9 +30,107 @@ pub const SYSCTL: u64 = 5;
 pub const NULL: u64 = 6;
 
 /// `evtchn_op(op, a1, a2)`: one of [`EvtchnOp`] on the calling domain's event channels.
-/// An event marks the port pending in the receiver's counters page and wakes its vCPU 0
-/// (and a `block`ed vCPU returns at once while an unmasked event is pending).
+/// An event marks the port pending in the receiver's counters page and, unless the port is
+/// masked, notifies the vCPU the port is bound to (vCPU 0 unless `BindVcpu` said otherwise):
+/// it sets that vCPU's `upcall_pending` and its word's bit in `pending_sel`
+/// ([`crate::shared::VcpuEvents`]), wakes it if it is blocked, and enters its upcall if it
+/// registered one. A `block`ed vCPU returns at once while an unmasked event is pending.
 pub const EVTCHN_OP: u64 = 7;
+
+/// `set_callback(entry)`: registers the calling vCPU's event upcall, the guest function the
+/// hypervisor enters on its way back to the guest while an unmasked event is pending for
+/// this vCPU (Xen's event callback); 0 unregisters it. See [`crate::shared::UpcallFrame`].
+pub const SET_CALLBACK: u64 = 8;
+/// `callback_return(frame)`: ends an upcall: the registers saved in the
+/// [`crate::shared::UpcallFrame`] at guest address `frame` are restored (along with the
+/// vector registers of an interrupted context) and the vCPU's upcall mask is cleared (Xen's
+/// `iret` hypercall). If another event is pending, the upcall is entered again at once.
+pub const CALLBACK_RETURN: u64 = 9;
+/// `grant_op(op, a1, a2, a3, a4)`: one of [`GrantOp`] on grant tables.
+pub const GRANT_OP: u64 = 10;
+/// `mmu_update(reqs_ptr, count)`: applies `count` (at most [`MMU_BATCH`])
+/// [`crate::mm::MmuUpdate`]s in order, each validated; returns how many were applied, or
+/// the error of the first refused one (those before it stay applied). TLBs are flushed
+/// wherever the domain runs before it returns.
+pub const MMU_UPDATE: u64 = 11;
+/// `update_va_mapping(va, pte)`: sets the level-1 entry that maps `va` in the caller's
+/// address space to `pte`, validated as an `mmu_update` of that entry, and flushes `va`
+/// from the TLBs that may hold it.
+pub const UPDATE_VA_MAPPING: u64 = 12;
+/// `memory_op(op, list_ptr, count)`: one of [`MemoryOp`] (memory reservation).
+pub const MEMORY_OP: u64 = 13;
+
+/// Most updates in one [`MMU_UPDATE`] call.
+pub const MMU_BATCH: u64 = 512;
+
+/// Operations of [`GRANT_OP`]. Grant references are small integers handed out lowest first
+/// from 1 (0 is never a valid reference), so a fresh domain's first grant is reference 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum GrantOp {
+    /// `(va, grantee, readonly)`: grants `grantee` access to the caller's page at `va` (a
+    /// data page the caller owns); `readonly` non-zero allows only read-only mappings and
+    /// copies from it. Returns the grant reference.
+    Grant = 0,
+    /// `(gref)`: revokes a grant. Fails with `Busy` while the grantee has it mapped (Xen's
+    /// rule: the granter retries after the grantee unmaps); the frame stays the granter's.
+    End = 1,
+    /// `(granter, gref, va, readonly)`: maps the granted frame at the caller's `va`, which
+    /// must be an unused page of [`crate::layout::MAP_AREA`]; read-only if `readonly` is
+    /// non-zero (required for a read-only grant). Returns a handle for `Unmap`.
+    Map = 2,
+    /// `(handle)`: undoes a `Map`; a second unmap of the same handle fails with `Inval`.
+    Unmap = 3,
+    /// `(copy_ptr)`: copies between a granted frame and the caller's memory, as described
+    /// by the [`crate::mm::GrantCopy`] at `copy_ptr`. Returns the bytes copied.
+    Copy = 4,
+}
+
+impl GrantOp {
+    /// Decodes an operation number.
+    pub fn from_raw(raw: u64) -> Option<GrantOp> {
+        match raw {
+            0 => Some(GrantOp::Grant),
+            1 => Some(GrantOp::End),
+            2 => Some(GrantOp::Map),
+            3 => Some(GrantOp::Unmap),
+            4 => Some(GrantOp::Copy),
+            _ => None,
+        }
+    }
+}
+
+/// Operations of [`MEMORY_OP`]. Frames are named by machine frame number (physical address
+/// / 4096), as in Xen's PV interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum MemoryOp {
+    /// `(list_ptr, count)`: takes `count` more zeroed frames, within the domain's
+    /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
+    /// Returns how many were taken (fewer if the limit or the machine ran out).
+    IncreaseReservation = 0,
+    /// `(list_ptr, count)`: gives back the `count` frames listed; each must be the
+    /// caller's and mapped nowhere. Returns how many were given back before the first
+    /// refused one (or the error, if the first is refused).
+    DecreaseReservation = 1,
+    /// `()`: frames the domain holds now, page tables and hypervisor-written pages included.
+    CurrentReservation = 2,
+    /// `()`: the most frames it may hold (`memory_kib` / 4).
+    MaximumReservation = 3,
+}
+
+impl MemoryOp {
+    /// Decodes an operation number.
+    pub fn from_raw(raw: u64) -> Option<MemoryOp> {
+        match raw {
+            0 => Some(MemoryOp::IncreaseReservation),
+            1 => Some(MemoryOp::DecreaseReservation),
+            2 => Some(MemoryOp::CurrentReservation),
+            3 => Some(MemoryOp::MaximumReservation),
+            _ => None,
+        }
+    }
+}
 
 /// Operations of [`EVTCHN_OP`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +145,17 @@ pub enum EvtchnOp {
     Send = 2,
     /// `(port)`: closes `port`; the far end goes back to unbound.
     Close = 3,
-    /// `(virq)`: binds a new port to virtual IRQ `virq` (see [`virq`]); returns the port.
+    /// `(virq, vcpu)`: binds a new port to virtual IRQ `virq` (see [`virq`]) of vCPU
+    /// `vcpu` (the timer is per vCPU; `DOM_EXC` goes to vCPU 0 whatever is named); returns
+    /// the port, which notifies `vcpu`.
     BindVirq = 4,
+    /// `(port, vcpu)`: events on `port` notify (wake, or upcall) vCPU `vcpu` of the calling
+    /// domain from now on, instead of vCPU 0.
+    BindVcpu = 5,
+    /// `(port)`: clears the port's mask bit and, if it is pending, notifies its vCPU as a
+    /// new event would (Xen's `EVTCHNOP_unmask`). Clearing the bit in the counters page by
+    /// hand also unmasks, but does not notify.
+    Unmask = 6,
 }
 
 /// Virtual IRQs: events the hypervisor itself sends, once a domain binds a port to them.
@@ -70,6 +177,8 @@ impl EvtchnOp {
             2 => Some(EvtchnOp::Send),
             3 => Some(EvtchnOp::Close),
             4 => Some(EvtchnOp::BindVirq),
+            5 => Some(EvtchnOp::BindVcpu),
+            6 => Some(EvtchnOp::Unmask),
             _ => None,
         }
     }

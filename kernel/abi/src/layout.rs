@@ -12,6 +12,14 @@ pub const IMAGE_LIMIT: u64 = 0x1000_0000;
 pub const SHARED_INFO: u64 = 0x1000_0000;
 /// The guest-writable counters page ([`crate::shared::Counters`]), read by the hypervisor.
 pub const COUNTERS: u64 = 0x1000_1000;
+/// Where a guest maps frames itself (`update_va_mapping`, `grant_op Map`): 2 MiB whose
+/// level-1 table the hypervisor builds, empty, at creation.
+pub const MAP_AREA: u64 = 0x3000_0000;
+/// Bytes of [`MAP_AREA`] (one level-1 table's worth).
+pub const MAP_AREA_BYTES: u64 = 2 << 20;
+/// The guest's page tables, mapped read-only one per page in the order of
+/// [`crate::shared::MemoryInfo::pt_window`]: a guest reads its own page tables here.
+pub const PT_WINDOW: u64 = 0x3020_0000;
 /// Domain0's read-only copy of the experiment plan ([`crate::plan::Plan`], postcard).
 pub const PLAN: u64 = 0x2000_0000;
 /// Largest plan the hypervisor maps.

@@ -15,5 +15,6 @@ pub mod control;
 pub mod error;
 pub mod hypercall;
 pub mod layout;
+pub mod mm;
 pub mod plan;
 pub mod shared;

@@ -13,6 +13,8 @@ pub const MAX_ARGS: usize = 8;
 pub const MAX_VCPUS: usize = 64;
 /// Event-channel ports per domain (port 0 is never allocated).
 pub const MAX_PORTS: usize = 1024;
+/// Most page tables listed in [`MemoryInfo::pt_window`].
+pub const PT_WINDOW_SLOTS: usize = 64;
 
 /// The hypervisor's clock as a guest computes it without a hypercall, in the manner of
 /// Xen's `vcpu_time_info`: `system_time_ns + ((rdtsc() - tsc_timestamp) * tsc_mul) >> 32`.
@@ -55,6 +57,61 @@ pub struct SharedInfo {
     pub wallclock_at_boot_ns: u64,
     /// Each vCPU's own virtual time: the CPU time it has had (see [`VcpuTime`]).
     pub vcpu_time: [VcpuTime; MAX_VCPUS],
+    /// The domain's page tables and memory limit.
+    pub memory: MemoryInfo,
+}
+
+/// Where a guest finds its page tables (Xen's `start_info` `pt_base` and friends).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryInfo {
+    /// Machine address of the level-4 table (what CR3 holds while the domain runs).
+    pub pt_root: u64,
+    /// The most frames the domain may hold (`memory_kib` / 4).
+    pub frames_limit: u64,
+    /// How many entries of `pt_window` are used.
+    pub pt_count: u64,
+    /// Machine addresses of the page tables built at creation: table `i` is mapped
+    /// read-only at `layout::PT_WINDOW + i * 4096`. Tables the guest adds later it maps
+    /// itself (read-only mappings of page tables are allowed).
+    pub pt_window: [u64; PT_WINDOW_SLOTS],
+}
+
+/// A vCPU's event-notification state in the counters page (Xen's `vcpu_info`): the
+/// hypervisor sets `upcall_pending` and a bit of `pending_sel` (bit `w` for pending word `w`)
+/// when it notifies the vCPU; the guest clears them as it handles events. While
+/// `upcall_mask` is non-zero no upcall is entered (the hypervisor sets it on entering one;
+/// `callback_return` clears it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuEvents {
+    pub upcall_pending: u8,
+    pub upcall_mask: u8,
+    pub pad: [u8; 6],
+    pub pending_sel: u64,
+}
+
+/// What the hypervisor pushes on the guest stack when it enters an upcall (Xen's bounce
+/// frame, here with every caller-saved register): the upcall starts with RSP pointing at
+/// it, 16-byte aligned, 128 bytes (the red zone) below the interrupted RSP. It hands its
+/// address to `callback_return`. Callee-saved registers are as they were, so an upcall
+/// written in Rust only needs to save the vector registers if it uses them: the hypervisor
+/// restores those of an interrupted context itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpcallFrame {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub rflags: u64,
+    pub rip: u64,
+    pub rsp: u64,
 }
 
 /// A vCPU's virtual time, updated by the hypervisor when the vCPU starts and stops running,
@@ -81,6 +138,8 @@ pub struct Counters {
     /// Event-channel mask bits, one per port, set and cleared by the guest: an event on a
     /// masked port stays pending but does not wake the domain.
     pub evtchn_mask: [u64; MAX_PORTS / 64],
+    /// Each vCPU's notification state.
+    pub vcpu_events: [VcpuEvents; MAX_VCPUS],
 }
 
 /// Looks an argument up by name in a shared-info argument list.
