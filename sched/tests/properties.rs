@@ -42,23 +42,41 @@ fn proportional_share_bvt_within_one_percent() {
     assert!(err <= 0.01, "bvt: largest relative share error {err:.4} > 1%");
 }
 
-#[test]
-fn proportional_share_credit() {
-    // Not within 1%, and that is Xen's credit scheduler, not a bug: csched_acct clamps
-    // credit at ±one slice worth, so low-weight hogs have debt forgiven at the lower bound
-    // while high-weight ones stop earning and lose half their credit at the upper bound.
-    // With 30 ms slices and weights 1..8 on 2 CPUs that costs up to ~16% relative error
-    // (weight 1 gets 3.2% instead of 2.8%, weight 8 21.0% instead of 22.2%). BVT meets 1%.
-    let out = run(&with_policy(WEIGHTS, "credit"));
-    let err = out.summary.share_err_max.unwrap();
+/// Prints each domain's share against w / Σw and returns the largest difference, in
+/// fractions of the whole machine (0.01 = one percentage point).
+fn weighted_share_err(out: &Output, label: &str) -> f64 {
+    let weight_total: u64 = out.domains.iter().map(|d| d.weight).sum();
+    let mut worst = 0.0f64;
     for (i, d) in out.domains.iter().enumerate() {
-        let expect = (i + 1) as f64 / 36.0;
-        eprintln!("credit {} share {:.4} expected {:.4}", d.name, share(&out, i), expect);
-        assert!((share(&out, i) - expect).abs() < 0.02, "{}: off by more than 2 points", d.name);
+        let expect = d.weight as f64 / weight_total as f64;
+        eprintln!("{label} {} share {:.4} expected {expect:.4}", d.name, share(out, i));
+        worst = worst.max((share(out, i) - expect).abs());
     }
-    eprintln!("credit share_err_max = {err:.4}");
-    assert!(err <= 0.2, "credit: relative error {err:.4}");
+    worst
+}
+
+#[test]
+fn proportional_share_credit_within_one_point() {
+    // The target: every share within one percentage point of the machine of w / Σw.
+    // Met with the default `credit_bound_tslices = 2`; see credit.rs for why Xen's bound of
+    // one slice misses it.
+    let out = run(&with_policy(WEIGHTS, "credit"));
+    let worst = weighted_share_err(&out, "credit");
+    eprintln!("credit: largest share error {:.2} points", 100.0 * worst);
+    assert!(worst <= 0.01, "credit: a share is {:.2} points off w / 36", 100.0 * worst);
     assert!(out.summary.jain.unwrap() >= 0.99);
+}
+
+#[test]
+fn proportional_share_credit_xen_bound() {
+    // Xen's exact bound (±one slice of credit) is still selectable; it misses the target by
+    // a little (1.4 points here) but stays within two.
+    let mut s = with_policy(WEIGHTS, "credit");
+    s.sched.knobs.insert("credit_bound_tslices".into(), 1);
+    s.validate().unwrap();
+    let worst = weighted_share_err(&run(&s), "credit (Xen bound)");
+    eprintln!("credit, credit_bound_tslices = 1: largest share error {:.2} points", 100.0 * worst);
+    assert!(worst <= 0.02, "credit (Xen bound): a share is {:.2} points off", 100.0 * worst);
 }
 
 #[test]
