@@ -10,11 +10,14 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod blkif;
 pub mod console;
 pub mod control;
 pub mod error;
 pub mod hypercall;
 pub mod layout;
 pub mod mm;
+pub mod netif;
 pub mod plan;
+pub mod ring;
 pub mod shared;
