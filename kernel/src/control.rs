@@ -411,7 +411,7 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
     if !domain.privileged
         && let Some(dom0) = domain::domain(0)
     {
-        dom0.send_virq(abi::hypercall::virq::DOM_EXC, now);
+        dom0.send_virq(abi::hypercall::virq::DOM_EXC, 0, now);
     }
     // Its event channels close: every far end goes back to unbound, so later sends to it
     // fail cleanly.

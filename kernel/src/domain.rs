@@ -79,6 +79,12 @@ pub struct Vcpu {
     pub id: u32,
     /// Its domain's shared-info page, where its virtual time is published.
     pub shared_phys: u64,
+    /// Its domain's counters page, where its event flags are (`VcpuEvents`).
+    pub counters_phys: u64,
+    /// Its event callback (0: none), entered when an event is pending (`crate::upcall`).
+    pub callback: AtomicU64,
+    /// What an upcall in progress keeps.
+    pub upcall: Mutex<crate::upcall::UpcallState>,
     pub domain: DomainId,
     /// Index within its domain.
     pub index: u32,
@@ -317,6 +323,12 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         plan_bytes: config.plan.map_or(0, |p| p.len() as u64),
         wallclock_at_boot_ns: time::wallclock_at_boot_ns(),
         vcpu_time: [VcpuTime::default(); MAX_VCPUS],
+        memory: abi::shared::MemoryInfo {
+            pt_root: 0,
+            frames_limit: u64::from(config.memory_kib / 4),
+            pt_count: 0,
+            pt_window: [0; abi::shared::PT_WINDOW_SLOTS],
+        },
     };
     // SAFETY: `shared_phys` is a frame of this domain's address space, direct-mapped, and
     // 4 KiB is more than `SharedInfo` (checked at compile time below).
@@ -352,6 +364,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         let v = Arc::new(Vcpu {
             id: slot as u32,
             shared_phys,
+            counters_phys,
+            callback: AtomicU64::new(0),
+            upcall: Mutex::new(crate::upcall::UpcallState::default()),
             domain: id,
             index,
             pml4,
@@ -422,16 +437,51 @@ impl Domain {
             == 0
     }
 
-    /// Sends virtual IRQ `virq`, if the domain bound a port to it; wakes its vCPU 0 if the
-    /// port is unmasked.
-    pub fn send_virq(&self, virq: u32, now: u64) {
-        let port = self.ports.lock().virq_port(virq);
-        if let Some(port) = port
-            && self.set_pending(port)
-            && let Some(v) = self.vcpus.first()
-        {
-            crate::schedule::wake(v, now);
+    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it.
+    pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
+        let port = self.ports.lock().virq_port(virq, vcpu);
+        if let Some(port) = port {
+            self.send_to_port(port, vcpu, now);
         }
+    }
+
+    /// An event on `port`: marks it pending and notifies the vCPU it is bound to.
+    pub fn send(&self, port: u32, now: u64) {
+        let vcpu = self.ports.lock().notify_vcpu(port);
+        self.send_to_port(port, vcpu, now);
+    }
+
+    /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
+    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to
+    /// the CPU it runs on if it takes upcalls, so that the upcall is entered at once.
+    pub fn send_to_port(&self, port: u32, vcpu: u32, now: u64) {
+        if self.set_pending(port) {
+            self.notify_vcpu(vcpu, port as usize / 64, now);
+        }
+    }
+
+    /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in
+    /// pending word `word`.
+    pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
+        let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
+            return;
+        };
+        crate::upcall::mark_pending(v, word);
+        if !crate::schedule::wake(v, now) && v.callback.load(Ordering::Relaxed) != 0 {
+            let cpu = v.running_on.load(Ordering::Acquire);
+            if cpu != NOT_RUNNING && cpu != smp::percpu::cpu_index() {
+                // It runs elsewhere: interrupt it, so that the way back enters the upcall.
+                smp::ipi::send_reschedule(cpu);
+            }
+        }
+    }
+
+    /// Clears `port`'s mask bit; returns whether it is pending (so its vCPU must be told).
+    pub fn unmask(&self, port: u32) -> bool {
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
+            .fetch_and(!bit, Ordering::SeqCst);
+        self.is_pending(port)
     }
 
     /// Whether `port` is pending.

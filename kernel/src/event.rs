@@ -49,6 +49,8 @@ pub enum PortError {
 pub struct PortTable {
     /// Index = port; index 0 is never handed out.
     ports: Vec<Port>,
+    /// The vCPU each port notifies (Xen's `notify_vcpu_id`), same index; 0 by default.
+    vcpus: Vec<u32>,
 }
 
 impl PortTable {
@@ -57,19 +59,38 @@ impl PortTable {
         self.ports.get(port as usize).copied().unwrap_or(Port::Free)
     }
 
+    /// The vCPU (index within the domain) an event on `port` notifies.
+    pub fn notify_vcpu(&self, port: u32) -> u32 {
+        self.vcpus.get(port as usize).copied().unwrap_or(0)
+    }
+
+    /// Makes `port`, which must be in use, notify vCPU `vcpu` from now on.
+    pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), PortError> {
+        match self.get(port) {
+            Port::Free => Err(PortError::NotAllocated),
+            _ => {
+                self.vcpus[port as usize] = vcpu;
+                Ok(())
+            }
+        }
+    }
+
     fn alloc(&mut self, state: Port) -> Result<u32, PortError> {
         if self.ports.is_empty() {
             self.ports.push(Port::Free);
+            self.vcpus.push(0);
         }
         let free = match (1..self.ports.len()).find(|&p| self.ports[p] == Port::Free) {
             Some(p) => p,
             None if self.ports.len() < MAX_PORTS => {
                 self.ports.push(Port::Free);
+                self.vcpus.push(0);
                 self.ports.len() - 1
             }
             None => return Err(PortError::Full),
         };
         self.ports[free] = state;
+        self.vcpus[free] = 0;
         Ok(free as u32)
     }
 
@@ -103,19 +124,23 @@ impl PortTable {
         self.alloc(Port::Interdomain { remote, port })
     }
 
-    /// Binds a new port to virtual IRQ `virq`; one port per VIRQ.
-    pub fn bind_virq(&mut self, virq: u32) -> Result<u32, PortError> {
-        if self.virq_port(virq).is_some() {
+    /// Binds a new port to virtual IRQ `virq` of vCPU `vcpu` (Xen's VIRQs are per vCPU:
+    /// each vCPU has its own timer); one port per VIRQ and vCPU.
+    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, PortError> {
+        if self.virq_port(virq, vcpu).is_some() {
             return Err(PortError::WrongState);
         }
-        self.alloc(Port::Virq { virq })
+        let port = self.alloc(Port::Virq { virq })?;
+        self.vcpus[port as usize] = vcpu;
+        Ok(port)
     }
 
-    /// The port bound to `virq`, if any.
-    pub fn virq_port(&self, virq: u32) -> Option<u32> {
+    /// The port bound to `virq` of vCPU `vcpu`, if any.
+    pub fn virq_port(&self, virq: u32, vcpu: u32) -> Option<u32> {
         self.ports
             .iter()
-            .position(|p| *p == Port::Virq { virq })
+            .zip(&self.vcpus)
+            .position(|(p, v)| *p == (Port::Virq { virq }) && *v == vcpu)
             .map(|p| p as u32)
     }
 
@@ -217,14 +242,35 @@ mod tests {
     }
 
     #[test]
-    fn a_virq_binds_once_and_is_found() {
+    fn a_virq_binds_once_per_vcpu_and_is_found() {
         let mut a = PortTable::default();
-        let p = a.bind_virq(0).unwrap();
-        assert_eq!(a.virq_port(0), Some(p));
-        assert_eq!(a.virq_port(1), None);
-        assert_eq!(a.bind_virq(0), Err(PortError::WrongState));
+        let p = a.bind_virq(0, 0).unwrap();
+        assert_eq!(a.virq_port(0, 0), Some(p));
+        assert_eq!(a.virq_port(1, 0), None);
+        assert_eq!(a.virq_port(0, 1), None);
+        assert_eq!(a.bind_virq(0, 0), Err(PortError::WrongState));
+        let q = a.bind_virq(0, 1).unwrap();
+        assert_ne!(p, q);
+        assert_eq!(a.virq_port(0, 1), Some(q));
+        assert_eq!(a.notify_vcpu(q), 1);
         a.close(p).unwrap();
-        assert_eq!(a.virq_port(0), None);
+        assert_eq!(a.virq_port(0, 0), None);
+        assert_eq!(a.virq_port(0, 1), Some(q));
+    }
+
+    #[test]
+    fn ports_notify_vcpu_0_until_rebound_and_reuse_resets_it() {
+        let mut a = PortTable::default();
+        let p = a.alloc_unbound(2).unwrap();
+        assert_eq!(a.notify_vcpu(p), 0);
+        a.bind_vcpu(p, 3).unwrap();
+        assert_eq!(a.notify_vcpu(p), 3);
+        assert_eq!(a.bind_vcpu(p + 1, 1), Err(PortError::NotAllocated));
+        a.close(p).unwrap();
+        assert_eq!(a.bind_vcpu(p, 1), Err(PortError::NotAllocated));
+        let again = a.alloc_unbound(2).unwrap();
+        assert_eq!(again, p);
+        assert_eq!(a.notify_vcpu(again), 0);
     }
 
     #[test]

@@ -45,6 +45,15 @@ pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
 /// vCPU (the exit path must then use `iretq`).
 #[unsafe(no_mangle)]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    if frame.rax == hypercall::CALLBACK_RETURN {
+        // Not a call that returns a value: the frame becomes the interrupted context, to be
+        // restored in full by the `iretq` path.
+        let Some(()) = schedule::with_current(|vcpu| crate::upcall::finish(vcpu, frame, frame.rdi))
+        else {
+            panic!("hypercall with no vCPU on this CPU");
+        };
+        return leave(frame, true);
+    }
     let Some(result) = schedule::with_current(|vcpu| handle(vcpu, frame)) else {
         panic!("hypercall with no vCPU on this CPU");
     };
@@ -52,10 +61,24 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
         Ok(value) => value,
         Err(e) => e.to_ret() as u64,
     };
+    leave(frame, false)
+}
+
+/// The end of every hypercall: a reschedule if one is due, then an upcall if the vCPU going
+/// back to the guest has an event waiting. Returns non-zero when the frame was rewritten
+/// (so the exit must restore it in full with `iretq`).
+fn leave(frame: &mut TrapFrame, mut rewritten: bool) -> u64 {
     if schedule::must_reschedule() {
-        return u64::from(schedule::reschedule(frame, true));
+        rewritten |= schedule::reschedule(frame, true);
     }
-    0
+    if schedule::with_current(|vcpu| crate::upcall::deliver(vcpu, frame)) == Some(true) {
+        rewritten = true;
+    }
+    // Entering the upcall may have killed the domain (a stack it could not take).
+    if schedule::must_reschedule() {
+        rewritten |= schedule::reschedule(frame, true);
+    }
+    u64::from(rewritten)
 }
 
 fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
@@ -69,6 +92,7 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
         }
         hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
         hypercall::NULL => Ok(0),
+        hypercall::SET_CALLBACK => crate::upcall::set_callback(vcpu, a0),
         hypercall::EVTCHN_OP => evtchn_op(vcpu, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
@@ -204,11 +228,7 @@ fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 return Err(Errno::Inval);
             };
             let remote = domain::domain(remote).ok_or(Errno::Srch)?;
-            if remote.set_pending(rport)
-                && let Some(v) = remote.vcpus.first()
-            {
-                schedule::wake(v, time::now_ns());
-            }
+            remote.send(rport, time::now_ns());
             Ok(0)
         }
         EvtchnOp::BindVirq => {
@@ -219,11 +239,44 @@ fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
             if virq == abi::hypercall::virq::DOM_EXC && !me.privileged {
                 return Err(Errno::Perm);
             }
+            // The domain-exception VIRQ is global: it always notifies vCPU 0.
+            let target = if virq == abi::hypercall::virq::DOM_EXC {
+                0
+            } else {
+                vcpu_index(&me, a2)?
+            };
             me.ports
                 .lock()
-                .bind_virq(virq)
+                .bind_virq(virq, target)
                 .map(u64::from)
                 .map_err(port_error)
+        }
+        EvtchnOp::BindVcpu => {
+            let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let target = vcpu_index(&me, a2)?;
+            if let Port::Virq { .. } = me.ports.lock().get(port) {
+                // Xen: VIRQs stay on the vCPU they were bound for.
+                return Err(Errno::Inval);
+            }
+            me.ports
+                .lock()
+                .bind_vcpu(port, target)
+                .map(|()| 0)
+                .map_err(port_error)
+        }
+        EvtchnOp::Unmask => {
+            let port = u32::try_from(a1)
+                .ok()
+                .filter(|p| (*p as usize) < abi::shared::MAX_PORTS)
+                .ok_or(Errno::Inval)?;
+            if me.ports.lock().get(port) == Port::Free {
+                return Err(Errno::Inval);
+            }
+            if me.unmask(port) {
+                let target = me.ports.lock().notify_vcpu(port);
+                me.notify_vcpu(target, port as usize / 64, time::now_ns());
+            }
+            Ok(0)
         }
         EvtchnOp::Close => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
@@ -239,6 +292,14 @@ fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
             Ok(0)
         }
     }
+}
+
+/// A vCPU index of `domain`, from a hypercall argument.
+fn vcpu_index(domain: &domain::Domain, raw: u64) -> Result<u32, Errno> {
+    u32::try_from(raw)
+        .ok()
+        .filter(|i| (*i as usize) < domain.vcpus.len())
+        .ok_or(Errno::Inval)
 }
 
 fn vcpu_op(vcpu: &Vcpu, op: u64, which: u64) -> Result<u64, Errno> {

@@ -21,6 +21,7 @@ mod selftest;
 mod time;
 mod trace;
 mod trap;
+mod upcall;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

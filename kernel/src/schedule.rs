@@ -266,7 +266,7 @@ fn run_timers(now: u64) {
         }
         // The timer virtual IRQ, for a domain that bound a port to it.
         if let Some(d) = domain::domain(v.domain) {
-            d.send_virq(abi::hypercall::virq::TIMER, now);
+            d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         if !wake(&v, now) {
             // It fired while the vCPU was awake (between its set_timer and its block):
@@ -352,8 +352,10 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         // Save first: once the policy has the vCPU back, another CPU may pick it, and it
         // waits for `running_on` to clear before loading what we save here.
         *p.regs.lock() = frame.clone();
-        if from_hypercall {
+        if from_hypercall && !arch::percpu::fpu_restore_pending() {
             // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
+            // (Unless the hypercall put the state to resume with in its FPU area already:
+            // `callback_return` does.)
             save_fpu_scrubbed(p);
         }
     }
@@ -539,7 +541,8 @@ extern "C" fn idle_loop() -> ! {
                 }
             }
             switch_in(&n, cpu, now, None);
-            let frame = n.regs.lock().clone();
+            let mut frame = n.regs.lock().clone();
+            crate::upcall::deliver(&n, &mut frame);
             {
                 let mut cs = cpus().this().lock();
                 cs.slice_end = decision.slice_ns.map(|s| now + s);

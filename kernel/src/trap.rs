@@ -66,7 +66,14 @@ pub fn interrupt(vector: u8, frame: &mut TrapFrame) {
             smp::apic::eoi();
         }
     }
-    if frame.came_from_user() && schedule::must_reschedule() {
-        schedule::reschedule(frame, false);
+    if frame.came_from_user() {
+        if schedule::must_reschedule() {
+            schedule::reschedule(frame, false);
+        }
+        schedule::with_current(|v| crate::upcall::deliver(v, frame));
+        // Entering the upcall may have killed the domain (a stack it could not take).
+        if schedule::must_reschedule() {
+            schedule::reschedule(frame, false);
+        }
     }
 }

@@ -69,6 +69,12 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
               work = events (the simulator runs it as cpu)",
     },
     WorkloadInfo {
+        name: "upcall",
+        args: &[("pairs", 1), ("spins", 20_000)],
+        doc: "the ponger of a ping pair, answering from its event upcall while its main loop \
+              checks its registers survive upcalls; work = answers (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "switch",
         args: &[],
         doc: "yields in a loop (the domain-switch benchmark); work = yields \

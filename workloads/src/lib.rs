@@ -28,6 +28,7 @@ pub mod report;
 pub mod rt;
 pub mod shared;
 pub mod time;
+pub mod upcall;
 pub mod work;
 
 #[cfg(not(test))]

@@ -138,6 +138,9 @@ pub enum KillReason {
     Exception { vector: u8, rip: u64 },
     /// The hypervisor could not give it memory it needed while running.
     OutOfMemory,
+    /// Its event upcall could not be entered (the stack below `rsp` was not writable) or
+    /// it ended one with a frame that was not a valid guest context.
+    BadUpcall { rip: u64, rsp: u64 },
 }
 
 impl fmt::Display for KillReason {
@@ -151,6 +154,9 @@ impl fmt::Display for KillReason {
             }
             KillReason::Exception { vector, rip } => write!(f, "exception {vector} at {rip:#x}"),
             KillReason::OutOfMemory => write!(f, "out of memory"),
+            KillReason::BadUpcall { rip, rsp } => {
+                write!(f, "bad event upcall (rip {rip:#x}, rsp {rsp:#x})")
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
-//! `virq`: takes its timer as an event: binds a port to the timer virtual IRQ, arms the
-//! one-shot timer every `period_us`, and sleeps in `poll` on that port; `work += 1` per
-//! timer event received. It checks the event path from the hypervisor's timer to a guest's
-//! port, and `poll`.
+//! `virq`: takes its timer as an event: each vCPU binds a port to its own timer virtual IRQ
+//! (VIRQs are per vCPU, as in Xen), arms its one-shot timer every `period_us`, and sleeps in
+//! `poll` on that port; `work += 1` on that vCPU per timer event received. It checks the
+//! event path from the hypervisor's timer to a guest's port and vCPU, and `poll`.
 //!
 //! Arguments: `period_us` (1000). Expected fate: ok.
 #![no_std]
@@ -9,16 +9,13 @@
 
 use abi::hypercall::virq;
 use workloads::time::now_ns;
-use workloads::{entry, hypercall, println, rt, shared};
+use workloads::{entry, hypercall, println, shared};
 
 entry!(main);
 
 fn main(vcpu: usize) -> u64 {
-    if vcpu != 0 {
-        rt::park(vcpu);
-    }
     let period_ns = shared::arg("period_us", 1000).max(1) * 1000;
-    let port = match hypercall::evtchn_bind_virq(virq::TIMER) {
+    let port = match hypercall::evtchn_bind_virq_vcpu(virq::TIMER, vcpu) {
         Ok(port) => port,
         Err(e) => {
             println!("cannot bind the timer VIRQ: {e:?}");
@@ -31,7 +28,7 @@ fn main(vcpu: usize) -> u64 {
         while !shared::take_event(port) {
             let _ = hypercall::poll(&[port]);
         }
-        shared::add_work(0, 1);
+        shared::add_work(vcpu, 1);
         next = (next + period_ns).max(now_ns());
     }
 }

@@ -77,3 +77,25 @@ pub fn current() -> u64 {
     // SAFETY: as in `set_current`.
     unsafe { (*area()).current }
 }
+
+/// Whether the way back to ring 3 will load the current vCPU's FPU area (its vector
+/// registers are live guest state there) rather than scrub them.
+pub fn fpu_restore_pending() -> bool {
+    // SAFETY: as in `set_current`.
+    unsafe { (*area()).fpu_restore != 0 }
+}
+
+/// Makes the way back to ring 3 load `state` as the current vCPU's vector registers: it is
+/// copied into the vCPU's FPU area (named by `cur_fpu`), and a restore is requested.
+pub fn restore_fpu_on_exit(state: &super::fpu::FpuState) {
+    // SAFETY: GS points at this CPU's live `CpuArea`; `cur_fpu` is the FPU area of the vCPU
+    // running here, which only this CPU touches while it runs (the entry code writes it on
+    // asynchronous entries, which cannot happen now: interrupts are off).
+    unsafe {
+        let area = (*area()).cur_fpu as *mut super::fpu::FpuState;
+        if !area.is_null() {
+            area.write(state.clone());
+            (*self::area()).fpu_restore = 1;
+        }
+    }
+}

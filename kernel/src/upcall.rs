@@ -1,0 +1,206 @@
+//! Event upcalls: entering a guest's event callback on the way back to it, and leaving one
+//! (`callback_return`), the way Xen delivers events to paravirtualized guests.
+//!
+//! Whenever a CPU is about to return to a vCPU that registered a callback, [`deliver`] looks
+//! at the vCPU's `upcall_pending` and `upcall_mask` in the counters page
+//! ([`abi::shared::VcpuEvents`]). If an event is pending and not masked, it pushes an
+//! [`UpcallFrame`] with the interrupted RIP, RSP, RFLAGS and every caller-saved register on
+//! the guest stack (below the red zone), masks further upcalls, and resumes the guest at the
+//! callback instead. The callback handles its events and calls `callback_return` with the
+//! frame's address, which [`finish`] restores.
+//!
+//! Vector registers: when the interrupted context was asynchronous (an interrupt or a
+//! switch, so its x87/SSE state is live guest state), a copy of that state is kept here and
+//! restored by `callback_return`, so a callback written in Rust may use SSE freely. When the
+//! upcall follows a hypercall, the vector registers were caller-saved anyway.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use abi::control::KillReason;
+use abi::layout::USER_LIMIT;
+use abi::shared::{Counters, UpcallFrame, VcpuEvents};
+
+use crate::arch::fpu::FpuState;
+use crate::arch::paging::phys_to_virt;
+use crate::arch::trap::TrapFrame;
+use crate::domain::Vcpu;
+use crate::hypercall::{copy_from_guest, copy_to_guest};
+use crate::{arch, control};
+
+/// The guest's red zone (System V ABI): the upcall frame goes below it.
+const RED_ZONE: u64 = 128;
+/// RFLAGS bits a guest may set: CF, PF, AF, ZF, SF, DF, OF (not TF, IOPL, NT, AC, ...).
+const USER_FLAGS: u64 = 0x0cd5;
+/// RFLAGS of a guest: interrupts on, and bit 1, which is always set.
+const BASE_FLAGS: u64 = 0x202;
+
+/// A vCPU's upcall state, kept by the hypervisor.
+#[derive(Default)]
+pub struct UpcallState {
+    /// The interrupted context's vector registers while an upcall that interrupted it runs.
+    saved_fpu: Option<Box<FpuState>>,
+}
+
+/// The `upcall_pending` or `upcall_mask` byte of vCPU `index` of the domain whose counters
+/// page is at `counters_phys`.
+fn flag(counters_phys: u64, index: u32, field: usize) -> &'static AtomicU8 {
+    let at = counters_phys
+        + core::mem::offset_of!(Counters, vcpu_events) as u64
+        + u64::from(index) * core::mem::size_of::<VcpuEvents>() as u64
+        + field as u64;
+    // The counters frame lives as long as the domain, which outlives its vCPUs' runs (the
+    // callers hold the vCPU on this CPU); `index` < MAX_VCPUS keeps it inside the page.
+    // SAFETY: as above; the guest updates these bytes too, and only atomically matters.
+    unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
+}
+
+fn pending(v: &Vcpu) -> &'static AtomicU8 {
+    flag(
+        v.counters_phys,
+        v.index,
+        core::mem::offset_of!(VcpuEvents, upcall_pending),
+    )
+}
+
+fn mask(v: &Vcpu) -> &'static AtomicU8 {
+    flag(
+        v.counters_phys,
+        v.index,
+        core::mem::offset_of!(VcpuEvents, upcall_mask),
+    )
+}
+
+/// Marks vCPU `v` as having an event to handle: its `upcall_pending`, and bit `word` of
+/// its `pending_sel`.
+pub fn mark_pending(v: &Vcpu, word: usize) {
+    let sel_at = v.counters_phys
+        + core::mem::offset_of!(Counters, vcpu_events) as u64
+        + u64::from(v.index) * core::mem::size_of::<VcpuEvents>() as u64
+        + core::mem::offset_of!(VcpuEvents, pending_sel) as u64;
+    // SAFETY: as in `flag`; the word is 8-byte aligned inside the counters page.
+    let sel = unsafe { &*phys_to_virt(sel_at).as_ptr::<core::sync::atomic::AtomicU64>() };
+    sel.fetch_or(1 << (word % 64), Ordering::SeqCst);
+    pending(v).store(1, Ordering::SeqCst);
+}
+
+/// If `v`, about to be resumed with `frame` on this CPU (its address space loaded), has an
+/// unmasked event pending and a callback, rewrites `frame` to enter the callback. Returns
+/// whether it did. A guest whose stack cannot take the frame is killed.
+pub fn deliver(v: &Vcpu, frame: &mut TrapFrame) -> bool {
+    let entry = v.callback.load(Ordering::Relaxed);
+    if entry == 0
+        || !frame.came_from_user()
+        || pending(v).load(Ordering::SeqCst) == 0
+        || mask(v).load(Ordering::SeqCst) != 0
+    {
+        return false;
+    }
+    let saved = UpcallFrame {
+        rax: frame.rax,
+        rcx: frame.rcx,
+        rdx: frame.rdx,
+        rsi: frame.rsi,
+        rdi: frame.rdi,
+        r8: frame.r8,
+        r9: frame.r9,
+        r10: frame.r10,
+        r11: frame.r11,
+        rflags: frame.rflags,
+        rip: frame.rip,
+        rsp: frame.rsp,
+    };
+    let at = frame
+        .rsp
+        .wrapping_sub(RED_ZONE + core::mem::size_of::<UpcallFrame>() as u64)
+        & !0xf;
+    if at >= frame.rsp || copy_to_guest(at, bytes_of(&saved)).is_err() {
+        control::kill_domain(
+            v.domain,
+            KillReason::BadUpcall {
+                rip: frame.rip,
+                rsp: frame.rsp,
+            },
+        );
+        return false;
+    }
+    mask(v).store(1, Ordering::SeqCst);
+    if arch::percpu::fpu_restore_pending() {
+        // The interrupted context's vector registers are live guest state (in `v.fpu`, to
+        // be loaded on the way out): keep a copy for `callback_return`.
+        let mut state = v.upcall.lock();
+        state.saved_fpu = Some(Box::new(v.fpu.as_ref().clone()));
+    }
+    frame.rip = entry;
+    frame.rsp = at;
+    frame.rdi = at;
+    frame.rflags = BASE_FLAGS;
+    true
+}
+
+/// `callback_return(frame_at)`: restores the context saved at guest address `frame_at` into
+/// `frame` and unmasks upcalls (the hypercall exit then enters the callback again if another
+/// event is pending).
+/// A bad frame kills the domain (the caller then reschedules).
+pub fn finish(v: &Vcpu, frame: &mut TrapFrame, frame_at: u64) {
+    let mut saved = UpcallFrame::default();
+    let ok = copy_from_guest(bytes_of_mut(&mut saved), frame_at).is_ok()
+        && saved.rip < USER_LIMIT
+        && saved.rsp < USER_LIMIT;
+    if !ok {
+        control::kill_domain(
+            v.domain,
+            KillReason::BadUpcall {
+                rip: saved.rip,
+                rsp: saved.rsp,
+            },
+        );
+        return;
+    }
+    frame.rax = saved.rax;
+    frame.rcx = saved.rcx;
+    frame.rdx = saved.rdx;
+    frame.rsi = saved.rsi;
+    frame.rdi = saved.rdi;
+    frame.r8 = saved.r8;
+    frame.r9 = saved.r9;
+    frame.r10 = saved.r10;
+    frame.r11 = saved.r11;
+    frame.rip = saved.rip;
+    frame.rsp = saved.rsp;
+    frame.rflags = (saved.rflags & USER_FLAGS) | BASE_FLAGS;
+    if let Some(fpu) = v.upcall.lock().saved_fpu.take() {
+        arch::percpu::restore_fpu_on_exit(&fpu);
+    }
+    mask(v).store(0, Ordering::SeqCst);
+}
+
+/// Registers (or with 0, removes) `v`'s callback.
+pub fn set_callback(v: &Vcpu, entry: u64) -> Result<u64, abi::error::Errno> {
+    if entry >= USER_LIMIT {
+        return Err(abi::error::Errno::Inval);
+    }
+    v.callback.store(entry, Ordering::Relaxed);
+    Ok(0)
+}
+
+fn bytes_of(frame: &UpcallFrame) -> &[u8] {
+    // SAFETY: `UpcallFrame` is `#[repr(C)]`, all `u64` fields, no padding: every byte is
+    // initialised, and the slice covers exactly the struct for the borrow's lifetime.
+    unsafe {
+        core::slice::from_raw_parts(
+            (frame as *const UpcallFrame).cast::<u8>(),
+            core::mem::size_of::<UpcallFrame>(),
+        )
+    }
+}
+
+fn bytes_of_mut(frame: &mut UpcallFrame) -> &mut [u8] {
+    // SAFETY: as in `bytes_of`; any byte pattern is a valid `UpcallFrame` (all `u64`s).
+    unsafe {
+        core::slice::from_raw_parts_mut(
+            (frame as *mut UpcallFrame).cast::<u8>(),
+            core::mem::size_of::<UpcallFrame>(),
+        )
+    }
+}
