@@ -27,6 +27,7 @@ pub mod json;
 pub mod report;
 pub mod rt;
 pub mod shared;
+pub mod split;
 pub mod time;
 pub mod upcall;
 pub mod work;
