@@ -457,6 +457,8 @@ pub fn kill_domain(id: DomainId, reason: KillReason) {
 /// tables drop it, and its address space returns every frame.
 fn destroy(domain: &Domain) {
     while domain.on_cpu() {
+        // Another CPU may be waiting for this one to flush its TLB.
+        smp::ipi::handle_call_function_ipi();
         core::hint::spin_loop();
     }
     let policy = schedule::policy();
@@ -469,6 +471,7 @@ fn destroy(domain: &Domain) {
     if let Err(e) = policy.remove_domain(PolicyDomain(domain.id)) {
         log::error!("policy kept domain {}: {e}", domain.id);
     }
+    crate::gnttab::release_all(domain);
     domain.life.lock().space = None;
     domain::remove(domain);
 }

@@ -157,6 +157,12 @@ pub struct Domain {
     pub snapshot: Mutex<Option<DomainInfo>>,
     /// Its event-channel ports.
     pub ports: Mutex<PortTable>,
+    /// The most frames it may hold (`memory_kib` / 4).
+    pub frames_limit: u64,
+    /// The grants it made to other domains.
+    pub grants: Mutex<kernel::grant::GrantTable>,
+    /// The grants of other domains it has mapped.
+    pub maptrack: Mutex<kernel::grant::MapTrack>,
 }
 
 /// Why a domain could not be created.
@@ -293,6 +299,12 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         }
         space.write(layout::PLAN, plan);
     }
+    // The empty level-1 table of the area where the guest maps frames itself, and, last,
+    // its page tables shown read-only in the window.
+    space.ensure_l1(layout::MAP_AREA).map_err(oom)?;
+    let pt_window = space
+        .map_tables_at(layout::PT_WINDOW, abi::shared::PT_WINDOW_SLOTS)
+        .map_err(oom)?;
     if (space.frames() as u64) * 4 > u64::from(config.memory_kib) {
         log::warn!(
             "domain {}: image, stacks and tables take {} KiB, more than its memory_kib = {}",
@@ -324,10 +336,10 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         wallclock_at_boot_ns: time::wallclock_at_boot_ns(),
         vcpu_time: [VcpuTime::default(); MAX_VCPUS],
         memory: abi::shared::MemoryInfo {
-            pt_root: 0,
+            pt_root: space.pml4(),
             frames_limit: u64::from(config.memory_kib / 4),
-            pt_count: 0,
-            pt_window: [0; abi::shared::PT_WINDOW_SLOTS],
+            pt_count: pt_window.len() as u64,
+            pt_window: core::array::from_fn(|i| pt_window.get(i).copied().unwrap_or(0)),
         },
     };
     // SAFETY: `shared_phys` is a frame of this domain's address space, direct-mapped, and
@@ -341,6 +353,26 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         core::mem::size_of::<SharedInfo>() <= 4096 && core::mem::size_of::<Counters>() <= 4096
     );
 
+    // From here the frame table owns the address space: its frames are the domain's, its
+    // tables validated like any the guest would build. Pages only the hypervisor writes may
+    // never be mapped writable.
+    let mut hv_readonly = alloc::vec![shared_phys];
+    if let Some(plan) = config.plan {
+        let mut page = layout::PLAN;
+        while page < layout::PLAN + plan.len() as u64 {
+            if let Some((l1, index)) = space.l1_entry(page) {
+                hv_readonly.push(crate::mmu::entry_target(l1, index));
+            }
+            page += 4096;
+        }
+    }
+    if let Err(e) = space.adopt(id, &hv_readonly) {
+        log::error!(
+            "domain {}: its initial page tables do not validate: {e}",
+            config.name
+        );
+        return Err(CreateError::BadParameter("page tables"));
+    }
     let pml4 = space.pml4();
     let mut vcpu_list = Vec::new();
     for index in 0..config.vcpus {
@@ -398,6 +430,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         }),
         snapshot: Mutex::new(None),
         ports: Mutex::new(PortTable::default()),
+        frames_limit: u64::from(config.memory_kib / 4),
+        grants: Mutex::new(kernel::grant::GrantTable::default()),
+        maptrack: Mutex::new(kernel::grant::MapTrack::default()),
     });
     domains[id as usize] = Some(domain.clone());
     Ok(domain)

@@ -93,6 +93,10 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
         hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
         hypercall::NULL => Ok(0),
         hypercall::SET_CALLBACK => crate::upcall::set_callback(vcpu, a0),
+        hypercall::GRANT_OP => crate::gnttab::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
+        hypercall::MMU_UPDATE => crate::mmu::mmu_update(vcpu, a0, a1),
+        hypercall::UPDATE_VA_MAPPING => crate::mmu::update_va_mapping(vcpu, a0, a1),
+        hypercall::MEMORY_OP => crate::mmu::memory_op(vcpu, a0, a1, a2),
         hypercall::EVTCHN_OP => evtchn_op(vcpu, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;

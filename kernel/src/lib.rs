@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod event;
 pub mod frames;
+pub mod grant;
 pub mod histogram;
 pub mod image;
 pub mod memmap;

@@ -226,6 +226,17 @@ impl FrameTable {
         Ok(())
     }
 
+    /// Takes a general reference on a frame `dom` owns (a grant holds one for its life, so
+    /// that the granter cannot give the frame back while another domain may still use it).
+    pub fn get_page(&mut self, mfn: u64, dom: DomainId) -> Result<(), MmError> {
+        let info = self.info(mfn).ok_or(MmError::BadFrame)?;
+        if info.owner != Some(dom) || info.refs == 0 {
+            return Err(MmError::NotOwner);
+        }
+        self.frame(mfn).refs += 1;
+        Ok(())
+    }
+
     /// Drops a general reference; true when it was the last one: the record is cleared and
     /// the caller must free the frame.
     pub fn put_page(&mut self, mfn: u64) -> bool {
@@ -846,6 +857,22 @@ mod tests {
         );
         let mut w2 = w.clone();
         assert_eq!(w2.op(|ft, mem| ft.pin_root(D1, t.l4, mem)), Err(Busy));
+    }
+
+    #[test]
+    fn a_grant_reference_keeps_a_frame_from_being_released() {
+        let (mut w, t, u) = world();
+        // data[3] is mapped read-only: unmap it, so only its allocation reference is left.
+        let idx = (0..512)
+            .find(|&i| w.mem.read(t.l1, i) & ADDRESS == t.data[3] << 12)
+            .unwrap();
+        assert_eq!(w.update(D1, t.l1, idx, 0), Ok(true));
+        assert_eq!(w.ft.get_page(u.data[0], D1), Err(NotOwner));
+        assert_eq!(w.ft.get_page(t.data[3], D1), Ok(()));
+        assert_eq!(w.ft.release(t.data[3], D1), Err(Busy));
+        assert!(!w.ft.put_page(t.data[3]));
+        assert_eq!(w.ft.release(t.data[3], D1), Ok(()));
+        assert_eq!(w.ft.get_page(t.data[3], D1), Err(NotOwner), "freed");
     }
 
     #[test]

@@ -474,6 +474,9 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
                     v.running_on.load(Ordering::Relaxed)
                 );
             }
+            // Another CPU may be waiting for this one to flush its TLB (a CPU flushing a
+            // domain's TLBs can be the one still holding `v`).
+            smp::ipi::handle_call_function_ipi();
             core::hint::spin_loop();
         }
     }

@@ -46,6 +46,31 @@ pub struct AddressSpace {
     pml4: u64,
     /// Every frame owned: the PML4, lower-level tables and guest pages.
     frames: Vec<u64>,
+    /// The domain that owns its frames in the frame table, once adopted
+    /// ([`AddressSpace::adopt`]); until then its frames are plain allocations.
+    owner: Option<abi::control::DomainId>,
+}
+
+/// Address bits of a page-table entry.
+const ENTRY_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// Flags of an entry pointing at a lower-level table the hypervisor built.
+const TABLE_FLAGS: u64 = 0x7; // present, writable, user
+
+/// Reads entry `index` of the table at `table`.
+fn read_entry(table: u64, index: usize) -> u64 {
+    // SAFETY: `table` is a page-table frame of a live address space, direct-mapped;
+    // `index` < 512 keeps the read inside it; an aligned 8-byte load is atomic.
+    unsafe {
+        phys_to_virt(table)
+            .as_ptr::<u64>()
+            .add(index)
+            .read_volatile()
+    }
+}
+
+/// The index of `va`'s entry at `level` (4 = PML4 .. 1 = L1).
+fn index_at(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
 /// Zeroes a frame through the direct map.
@@ -72,6 +97,7 @@ impl AddressSpace {
         Ok(AddressSpace {
             pml4,
             frames: alloc::vec![pml4],
+            owner: None,
         })
     }
 
@@ -159,6 +185,124 @@ impl AddressSpace {
         self.frames.len()
     }
 
+    /// The level-1 table and the index in it of the entry that maps `va`, if the tables
+    /// down to level 1 exist (no superpages: the hypervisor builds none, and refuses them).
+    pub fn l1_entry(&self, va: u64) -> Option<(u64, usize)> {
+        let mut table = self.pml4;
+        for level in (2..=4).rev() {
+            let entry = read_entry(table, index_at(va, level));
+            if entry & 1 == 0 || entry & (1 << 7) != 0 {
+                return None;
+            }
+            table = entry & ENTRY_ADDRESS;
+        }
+        Some((table, index_at(va, 1)))
+    }
+
+    /// Builds the tables down to the level-1 table covering `va`, empty, while the address
+    /// space is being built.
+    pub fn ensure_l1(&mut self, va: u64) -> Result<u64, OutOfMemory> {
+        let mut table = self.pml4;
+        for level in (2..=4).rev() {
+            let index = index_at(va, level);
+            let entry = read_entry(table, index);
+            table = if entry & 1 != 0 {
+                entry & ENTRY_ADDRESS
+            } else {
+                let fresh = memory::alloc_frame().ok_or(OutOfMemory)?;
+                zero_frame(fresh);
+                self.frames.push(fresh);
+                // SAFETY: `table` is one of this address space's tables, direct-mapped,
+                // not yet loaded on any CPU (creation time): no TLB can hold the entry.
+                unsafe {
+                    phys_to_virt(table)
+                        .as_mut_ptr::<u64>()
+                        .add(index)
+                        .write_volatile(fresh | TABLE_FLAGS)
+                };
+                fresh
+            };
+        }
+        Ok(table)
+    }
+
+    /// Every page table of the guest's half, the PML4 first, parents before children.
+    pub fn tables(&self) -> Vec<u64> {
+        let mut out = alloc::vec![self.pml4];
+        let mut level_tables = alloc::vec![self.pml4];
+        for level in (2..=4).rev() {
+            let mut next = Vec::new();
+            for &t in &level_tables {
+                let count = if level == 4 { 256 } else { 512 };
+                for i in 0..count {
+                    let e = read_entry(t, i);
+                    if e & 1 != 0 && e & (1 << 7) == 0 {
+                        next.push(e & ENTRY_ADDRESS);
+                    }
+                }
+            }
+            out.extend_from_slice(&next);
+            level_tables = next;
+        }
+        out
+    }
+
+    /// Maps every page table read-only at `window` (one page each, in the order of
+    /// [`AddressSpace::tables`]), so that the guest can read its own page tables; returns
+    /// the tables, at most `max`. Called last when building, after the window's own
+    /// level-1 table exists (so mapping adds no table).
+    pub fn map_tables_at(&mut self, window: u64, max: usize) -> Result<Vec<u64>, OutOfMemory> {
+        let l1 = self.ensure_l1(window)?;
+        let tables = self.tables();
+        let shown = &tables[..tables.len().min(max)];
+        for (i, &t) in shown.iter().enumerate() {
+            let va = window + (i as u64) * 4096;
+            let index = index_at(va, 1);
+            debug_assert_eq!(self.l1_entry(va).map(|(t, _)| t), Some(l1));
+            // Present, user, no-execute; not writable.
+            let entry = t | 0x5 | (1 << 63);
+            // SAFETY: as in `ensure_l1`: a table of this address space at creation time.
+            unsafe {
+                phys_to_virt(l1)
+                    .as_mut_ptr::<u64>()
+                    .add(index)
+                    .write_volatile(entry)
+            };
+        }
+        Ok(shown.to_vec())
+    }
+
+    /// Hands the address space to domain `owner`: its frames are recorded as the domain's in
+    /// the frame table (those in `hv_readonly` as pages only the hypervisor writes), and its
+    /// tables are validated and pinned, as any table a guest built would be. From now on the
+    /// tables change only through validated updates, and dropping the address space tears
+    /// them down through the frame table.
+    pub fn adopt(
+        &mut self,
+        owner: abi::control::DomainId,
+        hv_readonly: &[u64],
+    ) -> Result<(), kernel::mm::MmError> {
+        crate::mmu::adopt(owner, self.pml4, &self.frames, hv_readonly)?;
+        self.owner = Some(owner);
+        Ok(())
+    }
+
+    /// Records a frame the domain took (memory reservation), already assigned to it.
+    pub fn push_frame(&mut self, frame: u64) {
+        self.frames.push(frame);
+    }
+
+    /// Forgets a frame the domain gave back (already released in the frame table).
+    pub fn remove_frame(&mut self, frame: u64) -> bool {
+        match self.frames.iter().position(|&f| f == frame) {
+            Some(i) => {
+                self.frames.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The physical address of the PML4.
     pub fn pml4(&self) -> u64 {
         self.pml4
@@ -174,6 +318,12 @@ pub fn activate_kernel() {
 
 impl Drop for AddressSpace {
     fn drop(&mut self) {
+        if let Some(owner) = self.owner {
+            // Every reference its tables hold is dropped; frames still mapped by another
+            // domain (grants) stay until that domain unmaps them.
+            crate::mmu::teardown(owner, self.pml4, &self.frames);
+            return;
+        }
         for &frame in &self.frames {
             if let Err(e) = memory::free_frame(frame) {
                 log::error!("address space frame {frame:#x} could not be freed: {e:?}");

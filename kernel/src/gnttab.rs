@@ -1,0 +1,222 @@
+//! The `grant_op` hypercall: grants, their mapping and copying, and what a domain's death
+//! does to them. The bookkeeping rules are in `kernel::grant`; the page-table side in
+//! `kernel::mm` (through `crate::mmu`).
+//!
+//! Frame lifetimes: a grant holds a general reference on its frame, and a mapping holds one
+//! through the page-table entry, so a frame is freed only when no grant and no mapping
+//! remains, whichever domain dies first. Locks are taken in one order: the caller's `life`,
+//! then the granter's `grants`, then the frame table, then the caller's `maptrack`.
+
+use abi::error::Errno;
+use abi::hypercall::GrantOp;
+use abi::layout::{MAP_AREA, MAP_AREA_BYTES};
+use abi::mm::{GrantCopy, pte};
+use kernel::grant::{GrantError, Mapping};
+use kernel::mm::PageType;
+
+use crate::arch::paging::phys_to_virt;
+use crate::domain::{self, Domain, Vcpu};
+use crate::hypercall::{copy_from_guest, copy_to_guest};
+use crate::mmu;
+
+fn errno(e: GrantError) -> Errno {
+    match e {
+        GrantError::Busy => Errno::Busy,
+        GrantError::Full => Errno::NoMem,
+        GrantError::NotGrantee | GrantError::ReadOnly => Errno::Perm,
+        GrantError::NoSuchRef => Errno::Inval,
+    }
+}
+
+/// A live domain other than `me`, from a hypercall argument.
+fn other_domain(me: &Domain, raw: u64) -> Result<alloc::sync::Arc<Domain>, Errno> {
+    let d = u32::try_from(raw)
+        .ok()
+        .and_then(domain::domain)
+        .filter(|d| d.life.lock().state != abi::control::DomainState::Dead)
+        .ok_or(Errno::Srch)?;
+    if d.id == me.id {
+        return Err(Errno::Inval);
+    }
+    Ok(d)
+}
+
+/// `grant_op(op, a1, a2, a3, a4)`.
+pub fn grant_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Errno> {
+    let me = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    match GrantOp::from_raw(op).ok_or(Errno::NoSys)? {
+        GrantOp::Grant => grant(&me, a1, a2, a3 != 0),
+        GrantOp::End => {
+            let gref = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let frame = me.grants.lock().end(gref).map_err(errno)?;
+            // The granter still holds the frame (its allocation reference), so this never
+            // frees it.
+            let _ = mmu::with(|t, _| t.put_page(frame >> 12));
+            Ok(0)
+        }
+        GrantOp::Map => {
+            let gref = u32::try_from(a2).map_err(|_| Errno::Inval)?;
+            map(&me, a1, gref, a3, a4 != 0)
+        }
+        GrantOp::Unmap => {
+            let handle = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            unmap(&me, handle)
+        }
+        GrantOp::Copy => copy(&me, a1),
+    }
+}
+
+/// Grants `grantee` the caller's page at `va`.
+fn grant(me: &Domain, va: u64, grantee: u64, readonly: bool) -> Result<u64, Errno> {
+    let grantee = other_domain(me, grantee)?;
+    let life = me.life.lock();
+    let (l1, index) = life
+        .space
+        .as_ref()
+        .and_then(|s| s.l1_entry(va & !0xfff))
+        .ok_or(Errno::Inval)?;
+    let entry = mmu::with(|_, mem| kernel::mm::TableMemory::read(mem, l1 >> 12, index));
+    if entry & pte::PRESENT == 0 || entry & pte::GRANT_MAPPED != 0 {
+        return Err(Errno::Inval);
+    }
+    let frame = entry & pte::ADDRESS;
+    // Only a data page of its own: not a page table, not a page the hypervisor writes.
+    mmu::with(|t, _| {
+        let info = t.info(frame >> 12).ok_or(Errno::Inval)?;
+        if info.owner != Some(me.id) {
+            return Err(Errno::Perm);
+        }
+        if info.hv_readonly || !matches!(info.ty, PageType::None | PageType::Writable) {
+            return Err(Errno::Inval);
+        }
+        t.get_page(frame >> 12, me.id).map_err(mmu::errno)
+    })?;
+    match me.grants.lock().grant(frame, grantee.id, readonly) {
+        Ok(gref) => Ok(u64::from(gref)),
+        Err(e) => {
+            let _ = mmu::with(|t, _| t.put_page(frame >> 12));
+            Err(errno(e))
+        }
+    }
+}
+
+/// Maps grant `gref` of `granter` at the caller's `va`.
+fn map(me: &Domain, granter: u64, gref: u32, va: u64, readonly: bool) -> Result<u64, Errno> {
+    if va & 0xfff != 0 || !(MAP_AREA..MAP_AREA + MAP_AREA_BYTES).contains(&va) {
+        return Err(Errno::Inval);
+    }
+    let granter = other_domain(me, granter)?;
+    let life = me.life.lock();
+    let (l1, index) = life
+        .space
+        .as_ref()
+        .and_then(|s| s.l1_entry(va))
+        .ok_or(Errno::Inval)?;
+    let mut grants = granter.grants.lock();
+    let frame = grants.map(gref, me.id, !readonly).map_err(errno)?;
+    if let Err(e) =
+        mmu::with(|t, mem| t.map_grant(me.id, l1 >> 12, index, frame >> 12, !readonly, mem))
+    {
+        grants.unmap(gref, frame);
+        return Err(mmu::errno(e));
+    }
+    let mapping = Mapping {
+        granter: granter.id,
+        gref,
+        frame,
+        l1,
+        index,
+        writable: !readonly,
+    };
+    match me.maptrack.lock().add(mapping) {
+        Ok(handle) => Ok(u64::from(handle)),
+        Err(e) => {
+            // Nothing can have used the entry yet: no flush needed to take it back (the
+            // entry was not present before, so no TLB held it).
+            let _ = mmu::with(|t, mem| t.unmap_grant(l1 >> 12, index, frame >> 12, mem));
+            grants.unmap(gref, frame);
+            Err(errno(e))
+        }
+    }
+}
+
+/// Undoes mapping `handle`.
+fn unmap(me: &Domain, handle: u32) -> Result<u64, Errno> {
+    let m = me.maptrack.lock().take(handle).ok_or(Errno::Inval)?;
+    // `NotMapped`: the guest unlinked the level-1 table, which dropped the mapping's
+    // references already; only the granter's count is left to undo.
+    let freed =
+        mmu::with(|t, mem| t.unmap_grant(m.l1 >> 12, m.index, m.frame >> 12, mem)).unwrap_or(false);
+    if let Some(granter) = domain::domain(m.granter) {
+        granter.grants.lock().unmap(m.gref, m.frame);
+    }
+    mmu::flush_domain(me);
+    if freed {
+        // The granter died meanwhile: the mapping was the frame's last holder.
+        let _ = crate::memory::free_frame(m.frame);
+    }
+    Ok(0)
+}
+
+/// `grant_op Copy`.
+fn copy(me: &Domain, at: u64) -> Result<u64, Errno> {
+    let mut raw = [0u8; core::mem::size_of::<GrantCopy>()];
+    copy_from_guest(&mut raw, at)?;
+    let word = |i: usize| u32::from_le_bytes(raw[i * 4..i * 4 + 4].try_into().unwrap());
+    let c = GrantCopy {
+        granter: word(0),
+        gref: word(1),
+        offset: word(2),
+        len: word(3),
+        local: u64::from_le_bytes(raw[16..24].try_into().unwrap()),
+        to_grant: word(6),
+        pad: 0,
+    };
+    if u64::from(c.offset) + u64::from(c.len) > 4096 {
+        return Err(Errno::Inval);
+    }
+    let granter = other_domain(me, u64::from(c.granter))?;
+    let write = c.to_grant != 0;
+    // The granter's grant lock is held across the copy, so the grant cannot end (and the
+    // frame cannot be freed) under it.
+    let grants = granter.grants.lock();
+    let frame = grants.check(c.gref, me.id, write).map_err(errno)?;
+    if write {
+        // Writing through the direct map bypasses page types: make sure the frame did not
+        // become a page table of the granter since it was granted.
+        let ty = mmu::with(|t, _| t.info(frame >> 12).map(|i| i.ty));
+        if !matches!(ty, Some(PageType::None | PageType::Writable)) {
+            return Err(Errno::Inval);
+        }
+    }
+    let base = phys_to_virt(frame + u64::from(c.offset));
+    let len = c.len as usize;
+    if write {
+        // SAFETY: the frame is live (the grant holds it), direct-mapped, and not a page
+        // table (checked above); the range stays within it (offset + len <= 4096).
+        let dst = unsafe { core::slice::from_raw_parts_mut(base.as_mut_ptr::<u8>(), len) };
+        copy_from_guest(dst, c.local)?;
+    } else {
+        // SAFETY: as above, read only.
+        let src = unsafe { core::slice::from_raw_parts(base.as_ptr::<u8>(), len) };
+        copy_to_guest(c.local, src)?;
+    }
+    Ok(u64::from(c.len))
+}
+
+/// A domain is being destroyed: its grants end (their references dropped; frames still
+/// mapped by a grantee stay until it unmaps), and the grants it mapped are uncounted at
+/// their granters (its page tables, torn down next, drop the mappings' references).
+pub fn release_all(d: &Domain) {
+    let frames = d.grants.lock().drain();
+    let freed: alloc::vec::Vec<u64> =
+        mmu::with(|t, _| frames.into_iter().filter(|f| t.put_page(f >> 12)).collect());
+    for f in freed {
+        let _ = crate::memory::free_frame(f);
+    }
+    for m in d.maptrack.lock().drain() {
+        if let Some(granter) = domain::domain(m.granter) {
+            granter.grants.lock().unmap(m.gref, m.frame);
+        }
+    }
+}
