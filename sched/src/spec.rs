@@ -75,6 +75,22 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
               checks its registers survive upcalls; work = answers (the simulator runs it as cpu)",
     },
     WorkloadInfo {
+        name: "blk",
+        args: &[("role", 1), ("frontends", 2), ("mode", 0), ("writer_exits", 0), ("peer", 1)],
+        doc: "split block device: role 0 the RAM-disk backend of `frontends` frontends (the \
+              domains after it), 1 a frontend writing and checking its region (mode 0 \
+              sequential, 1 random; writer_exits 1: write once and exit), 2 a verifier of \
+              frontend `peer`'s data; work = requests (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
+        name: "net",
+        args: &[("role", 1), ("frontends", 2), ("size", 1500)],
+        doc: "split network device: role 0 the bridge backend of `frontends` frontends (the \
+              domains after it), 1 a frontend streaming `size`-byte packets to the next one \
+              and checking every packet; work = packets forwarded (backend), bytes received \
+              (frontend) (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "switch",
         args: &[],
         doc: "yields in a loop (the domain-switch benchmark); work = yields \
