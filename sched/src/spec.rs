@@ -118,6 +118,13 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         args: &[("clean", 0)],
         doc: "passes wild pointers to hypercalls (each must fail), then faults (clean = 1: exits)",
     },
+    WorkloadInfo {
+        name: "hostile-grant",
+        args: &[("role", 0)],
+        doc: "a granter (role 0) and its grantee (role 1, the domain after it) misusing each \
+              other's grants and event channels (each misuse must fail), then exiting; \
+              work = 1 once every check passed",
+    },
 ];
 
 /// The workload called `name`.

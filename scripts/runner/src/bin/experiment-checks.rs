@@ -456,6 +456,38 @@ fn timer_events_arrive(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
+/// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
+/// it got to the end, since `ok` also describes a domain still running), and the bystander
+/// ran on.
+fn grant_misuse_refused(records: &[Value]) -> Result<String, String> {
+    let ds = domains(records);
+    for group in ["granter", "grantee"] {
+        let d = ds
+            .iter()
+            .find(|d| d["group"] == group)
+            .ok_or(format!("no {group} domain"))?;
+        if d["exit"] != "ok" || num(d, "work") != 1 {
+            return Err(format!(
+                "the {group} ended `{}` with work {}, expected `ok` with work 1 (all checked)",
+                d["exit"].as_str().unwrap_or("?"),
+                num(d, "work")
+            ));
+        }
+    }
+    let bystander = ds
+        .iter()
+        .find(|d| d["group"] == "bystander")
+        .ok_or("no bystander domain")?;
+    if num(bystander, "work") == 0 {
+        return Err("the bystander made no progress".into());
+    }
+    Ok(format!(
+        "granter and grantee ended ok, bystander did {} units",
+        num(bystander, "work")
+    ))
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut with = |name: String, args: Vec<&str>, check: Check, also: Also| {
@@ -552,6 +584,7 @@ fn cases() -> Vec<Case> {
             latency_domain_runs,
         );
     }
+    add("grants".into(), vec![&spec("grants")], grant_misuse_refused);
     out
 }
 
