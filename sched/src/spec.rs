@@ -91,6 +91,19 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
               (frontend) (the simulator runs it as cpu)",
     },
     WorkloadInfo {
+        name: "mmu",
+        args: &[("batch", 16)],
+        doc: "maps and unmaps `batch` frames of its own with one mmu_update each way, in a \
+              loop; work = updates applied (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
+        name: "shootdown",
+        args: &[],
+        doc: "2 vCPUs: one remaps a page the other keeps reading, which must see the new \
+              frame once the remap returned (TLB shootdown); work = remaps confirmed \
+              (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "switch",
         args: &[],
         doc: "yields in a loop (the domain-switch benchmark); work = yields \
@@ -112,6 +125,12 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         name: "hostile-peerread",
         args: &[("target", 0)],
         doc: "reads memory that is not its own: target 0 the direct map, 1 an unmapped address",
+    },
+    WorkloadInfo {
+        name: "hostile-mm",
+        args: &[],
+        doc: "tries every forbidden page-table update and reservation; each must be refused \
+              (exits 0 if all were)",
     },
     WorkloadInfo {
         name: "hostile-wildptr",

@@ -24,6 +24,7 @@ pub mod control;
 pub mod hostile;
 pub mod hypercall;
 pub mod json;
+pub mod pagetable;
 pub mod report;
 pub mod rt;
 pub mod shared;

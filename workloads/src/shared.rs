@@ -95,6 +95,27 @@ pub fn take_event(port: u32) -> bool {
     word.fetch_and(!bit, core::sync::atomic::Ordering::SeqCst) & bit != 0
 }
 
+/// Masks (`true`) or unmasks `port` in the counters page: an event on a masked port stays
+/// pending but neither wakes a `block` nor enters an upcall. Unmasking this way does not
+/// notify an event already pending (`hypercall::evtchn_unmask` does).
+pub fn set_mask(port: u32, masked: bool) {
+    assert!(
+        (port as usize) < abi::shared::MAX_PORTS,
+        "port out of range"
+    );
+    let bit = 1u64 << (port % 64);
+    // SAFETY: as in `take_event`, for the mask word.
+    let word = unsafe {
+        &*(addr_of_mut!((*counters()).evtchn_mask[port as usize / 64])
+            as *const core::sync::atomic::AtomicU64)
+    };
+    if masked {
+        word.fetch_or(bit, core::sync::atomic::Ordering::SeqCst);
+    } else {
+        word.fetch_and(!bit, core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Waits (blocked in the hypervisor) until an event arrives on `port`, and consumes it.
 pub fn wait_event(port: u32) {
     while !take_event(port) {

@@ -105,9 +105,14 @@ fn run() -> u8 {
     } else {
         None
     };
-    // Told by the hypervisor whenever a domain ends.
+    // Told by the hypervisor whenever a domain ends. Read once, at the end: masked, so that
+    // a pending notice does not make every `block` of Domain0's sleeps return at once (it
+    // would spin on its CPU for the rest of the run).
     let dom_exc = match workloads::hypercall::evtchn_bind_virq(abi::hypercall::virq::DOM_EXC) {
-        Ok(port) => Some(port),
+        Ok(port) => {
+            shared::set_mask(port, true);
+            Some(port)
+        }
         Err(e) => {
             verdict.fail(alloc::format!(
                 "cannot bind the domain-exception VIRQ: {e:?}"

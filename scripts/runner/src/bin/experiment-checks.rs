@@ -232,7 +232,8 @@ fn domains_ran_and_clocks_agree(records: &[Value]) -> Result<String, String> {
     ))
 }
 
-/// Each domain's share of the CPU time is within 3 points of w / Σw.
+/// Each domain's share of the CPU time is within 2 points of w / Σw (the property tests
+/// hold schedsim to 1; TCG adds up to a point of noise over six seconds).
 fn shares_follow_weights(records: &[Value]) -> Result<String, String> {
     let ds = domains(records);
     let total: u64 = ds.iter().map(|d| num(d, "cpu_ns")).sum();
@@ -248,7 +249,7 @@ fn shares_follow_weights(records: &[Value]) -> Result<String, String> {
         let share = 100.0 * num(d, "cpu_ns") as f64 / total as f64;
         let target = 100.0 * num(d, "weight") as f64 / weights as f64;
         worst = worst.max((share - target).abs());
-        if (share - target).abs() > 3.0 {
+        if (share - target).abs() > 2.0 {
             return Err(format!(
                 "{} (weight {}): share {share:.2}%, target {target:.2}%",
                 d["name"], d["weight"]
@@ -288,6 +289,7 @@ fn hostile_killed_others_fine(records: &[Value]) -> Result<String, String> {
         ("physmap", "killed: page fault at 0xffff800000000000"),
         ("unmapped", "killed: page fault at 0x30000000"),
         ("wild", "killed: page fault"),
+        ("mm", "ok"),
         ("good", "ok"),
     ];
     let ds = domains(records);
@@ -311,10 +313,14 @@ fn hostile_killed_others_fine(records: &[Value]) -> Result<String, String> {
             ));
         }
     }
-    if ds.len() != 10 {
-        return Err(format!("{} domain records, expected 10", ds.len()));
+    if ds.len() != 11 {
+        return Err(format!("{} domain records, expected 11", ds.len()));
     }
-    Ok("8 hostile domains killed for the right reasons, 2 good ones ran".into())
+    Ok(
+        "8 hostile domains killed for the right reasons, every forbidden page-table update \
+         refused, 2 good ones ran"
+            .into(),
+    )
 }
 
 /// The attacker that yields before every tick gets no more than its fair quarter (+5 points).
@@ -398,6 +404,96 @@ fn vcpus_each_get_a_cpu(records: &[Value]) -> Result<String, String> {
     }
     Ok(format!(
         "2-vCPU domain: {ratio:.2}× the CPU time of a 1-vCPU domain"
+    ))
+}
+
+/// Every domain of the run ended `ok` and each of those in `groups` made progress.
+fn all_ok_and_progressed(records: &[Value], groups: &[&str]) -> Result<(), String> {
+    let ds = domains(records);
+    for d in &ds {
+        let exit = d["exit"].as_str().unwrap_or("");
+        if exit != "ok" {
+            return Err(format!("{} ended `{exit}`", d["name"]));
+        }
+    }
+    for g in groups {
+        let members: Vec<_> = ds.iter().filter(|d| d["group"] == *g).collect();
+        if members.is_empty() {
+            return Err(format!("no {g} domain"));
+        }
+        if let Some(d) = members.iter().find(|d| num(d, "work") == 0) {
+            return Err(format!("{} made no progress", d["name"]));
+        }
+    }
+    Ok(())
+}
+
+/// Batched page-table updates: every mmu domain kept mapping, checking and unmapping
+/// without a refusal; the note gives the CPU time per update for each batch size.
+fn page_table_updates_work(records: &[Value]) -> Result<String, String> {
+    all_ok_and_progressed(records, &["batch1", "batch16", "batch512"])?;
+    let notes: Vec<String> = domains(records)
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} ns/update",
+                d["group"].as_str().unwrap_or("?"),
+                num(d, "cpu_ns") / num(d, "work").max(1)
+            )
+        })
+        .collect();
+    Ok(notes.join(", "))
+}
+
+/// TLB shootdown: the reading vCPU saw every remap as soon as it returned (a stale read
+/// ends the domain with code 3).
+fn remaps_seen_at_once(records: &[Value]) -> Result<String, String> {
+    all_ok_and_progressed(records, &["shootdown"])?;
+    let d = domains(records)[0];
+    Ok(format!(
+        "{} remaps, each seen by the other vCPU's CPU at once",
+        num(d, "work")
+    ))
+}
+
+/// The split block device: every frontend's data read back intact (a wrong byte ends it
+/// with code 3), the writer's data outlived it (the verifier found it), the backend served.
+fn block_data_intact(records: &[Value]) -> Result<String, String> {
+    all_ok_and_progressed(records, &["blkback", "blkseq", "blkrand", "blkverify"])?;
+    let run = first(records, "run").ok_or("no run record")?;
+    let back = domains(records)
+        .into_iter()
+        .find(|d| d["group"] == "blkback")
+        .ok_or("no backend")?;
+    Ok(format!(
+        "{} requests served, {} per second",
+        num(back, "work"),
+        num(back, "work") * 1_000_000_000 / num(run, "duration_ns").max(1)
+    ))
+}
+
+/// The split network device: every packet arrived intact and in order at each frontend (a
+/// bad one ends it with code 3); the note gives each bridge's throughput.
+fn packets_intact(records: &[Value]) -> Result<String, String> {
+    all_ok_and_progressed(
+        records,
+        &["netback", "netfront", "netbacksmall", "netsmall"],
+    )?;
+    let run = first(records, "run").ok_or("no run record")?;
+    let secs = num(run, "duration_ns").max(1) as f64 / 1e9;
+    let rate = |group: &str| -> f64 {
+        domains(records)
+            .iter()
+            .filter(|d| d["group"] == group)
+            .map(|d| num(d, "work"))
+            .sum::<u64>() as f64
+            / secs
+            / 1e6
+    };
+    Ok(format!(
+        "1500-byte packets {:.1} MB/s, 500-byte packets {:.1} MB/s received",
+        rate("netfront"),
+        rate("netsmall")
     ))
 }
 
@@ -503,8 +599,8 @@ fn cases() -> Vec<Case> {
     for policy in ["credit", "bvt"] {
         with(
             format!("weights/1..8/{policy}"),
-            // Credit's shares wander by a point or two under TCG over a few seconds: measure
-            // long enough that the 3-point bound tests the policy, not the noise.
+            // Credit's shares wander by up to a point under TCG over a few seconds: measure
+            // long enough that the 2-point bound tests the policy, not the noise.
             vec![&spec("weights"), "--sched", policy, "--seconds", "6"],
             shares_follow_weights,
             Also::Schedsim,
@@ -573,6 +669,18 @@ fn cases() -> Vec<Case> {
         );
     }
     add(
+        "mmu/batches".into(),
+        vec![&spec("mmu")],
+        page_table_updates_work,
+    );
+    add(
+        "shootdown".into(),
+        vec![&spec("shootdown")],
+        remaps_seen_at_once,
+    );
+    add("blk".into(), vec![&spec("blk")], block_data_intact);
+    add("net".into(), vec![&spec("net")], packets_intact);
+    add(
         "yield-attack/credit".into(),
         vec![&spec("yield-attack")],
         attacker_no_more_than_fair,
@@ -584,7 +692,13 @@ fn cases() -> Vec<Case> {
             latency_domain_runs,
         );
     }
-    add("grants".into(), vec![&spec("grants")], grant_misuse_refused);
+    for cpus in ["1", "2"] {
+        add(
+            format!("grants/cpus={cpus}"),
+            vec![&spec("grants"), "--cpus", cpus],
+            grant_misuse_refused,
+        );
+    }
     out
 }
 
