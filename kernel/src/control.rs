@@ -73,6 +73,7 @@ fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Er
 const MESSAGE_BYTES: usize = 4096;
 
 /// Handles one `domctl` (`is_domctl`) or `sysctl` call from Domain0.
+#[inline(never)] // kept out of the hypercall fast path
 pub fn call(
     is_domctl: bool,
     req_ptr: u64,

@@ -42,6 +42,7 @@ fn other_domain(me: &Domain, raw: u64) -> Result<alloc::sync::Arc<Domain>, Errno
 }
 
 /// `grant_op(op, a1, a2, a3, a4)`.
+#[inline(never)] // kept out of the hypercall fast path
 pub fn grant_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Errno> {
     let me = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     match GrantOp::from_raw(op).ok_or(Errno::NoSys)? {

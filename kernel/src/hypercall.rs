@@ -73,10 +73,10 @@ fn leave(frame: &mut TrapFrame, mut rewritten: bool) -> u64 {
     }
     if schedule::with_current(|vcpu| crate::upcall::deliver(vcpu, frame)) == Some(true) {
         rewritten = true;
-    }
-    // Entering the upcall may have killed the domain (a stack it could not take).
-    if schedule::must_reschedule() {
-        rewritten |= schedule::reschedule(frame, true);
+        // Entering the upcall may have killed the domain (a stack it could not take).
+        if schedule::must_reschedule() {
+            schedule::reschedule(frame, true);
+        }
     }
     u64::from(rewritten)
 }
@@ -109,6 +109,7 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
     }
 }
 
+#[inline(never)] // kept out of the hypercall fast path
 fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
     let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     let mut buf = [0u8; CONSOLE_CHUNK];
@@ -177,6 +178,7 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
 }
 
 /// Event channels: allocate, bind, send, close (the port rules are in `kernel::event`).
+#[inline(never)] // kept out of the hypercall fast path
 fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
     use kernel::event::{Port, PortError};
     let me = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
@@ -306,6 +308,7 @@ fn vcpu_index(domain: &domain::Domain, raw: u64) -> Result<u32, Errno> {
         .ok_or(Errno::Inval)
 }
 
+#[inline(never)] // kept out of the hypercall fast path
 fn vcpu_op(vcpu: &Vcpu, op: u64, which: u64) -> Result<u64, Errno> {
     let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     let now = time::now_ns();

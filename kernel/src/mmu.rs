@@ -180,6 +180,7 @@ fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
 }
 
 /// `mmu_update(reqs, count)`.
+#[inline(never)] // kept out of the hypercall fast path
 pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Result<u64, Errno> {
     if count == 0 || count > MMU_BATCH {
         return Err(Errno::Inval);
@@ -226,6 +227,7 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Result<u64, Errno> {
 }
 
 /// `update_va_mapping(va, pte)`.
+#[inline(never)] // kept out of the hypercall fast path
 pub fn update_va_mapping(vcpu: &Vcpu, va: u64, pte: u64) -> Result<u64, Errno> {
     if va >= USER_LIMIT {
         return Err(Errno::Inval);
@@ -252,6 +254,7 @@ pub fn update_va_mapping(vcpu: &Vcpu, va: u64, pte: u64) -> Result<u64, Errno> {
 }
 
 /// `memory_op(op, list, count)`.
+#[inline(never)] // kept out of the hypercall fast path
 pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Errno> {
     let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     const CHUNK: usize = 64;

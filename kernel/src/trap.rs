@@ -70,9 +70,10 @@ pub fn interrupt(vector: u8, frame: &mut TrapFrame) {
         if schedule::must_reschedule() {
             schedule::reschedule(frame, false);
         }
-        schedule::with_current(|v| crate::upcall::deliver(v, frame));
         // Entering the upcall may have killed the domain (a stack it could not take).
-        if schedule::must_reschedule() {
+        if schedule::with_current(|v| crate::upcall::deliver(v, frame)) == Some(true)
+            && schedule::must_reschedule()
+        {
             schedule::reschedule(frame, false);
         }
     }

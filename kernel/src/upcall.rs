@@ -86,11 +86,17 @@ pub fn mark_pending(v: &Vcpu, word: usize) {
 
 /// If `v`, about to be resumed with `frame` on this CPU (its address space loaded), has an
 /// unmasked event pending and a callback, rewrites `frame` to enter the callback. Returns
-/// whether it did. A guest whose stack cannot take the frame is killed.
+/// whether it did, or killed the domain instead (a stack that cannot take the frame): then
+/// the caller must reschedule. Every return to a guest passes here, so the common case (no
+/// callback) is one load, inlined.
+#[inline(always)]
 pub fn deliver(v: &Vcpu, frame: &mut TrapFrame) -> bool {
     let entry = v.callback.load(Ordering::Relaxed);
-    if entry == 0
-        || !frame.came_from_user()
+    entry != 0 && enter(v, frame, entry)
+}
+
+fn enter(v: &Vcpu, frame: &mut TrapFrame, entry: u64) -> bool {
+    if !frame.came_from_user()
         || pending(v).load(Ordering::SeqCst) == 0
         || mask(v).load(Ordering::SeqCst) != 0
     {
@@ -122,7 +128,7 @@ pub fn deliver(v: &Vcpu, frame: &mut TrapFrame) -> bool {
                 rsp: frame.rsp,
             },
         );
-        return false;
+        return true;
     }
     mask(v).store(1, Ordering::SeqCst);
     if arch::percpu::fpu_restore_pending() {
