@@ -366,7 +366,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             page += 4096;
         }
     }
-    if let Err(e) = space.adopt(id, &hv_readonly) {
+    // The hypervisor writes the shared-info and counters pages for the domain's whole life:
+    // it holds them, so that a guest that unmaps one cannot give its frame back.
+    if let Err(e) = space.adopt(id, &hv_readonly, &[shared_phys, counters_phys]) {
         log::error!(
             "domain {}: its initial page tables do not validate: {e}",
             config.name

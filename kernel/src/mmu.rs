@@ -89,12 +89,17 @@ fn free_all(frames: impl IntoIterator<Item = u64>) {
 }
 
 /// Records a freshly built address space's frames as `owner`'s and validates and pins its
-/// tables. On failure the frames are plain allocations again (the caller drops the space).
+/// tables. Frames in `hv_readonly` are pages only the hypervisor writes (the guest may map
+/// them read-only); frames in `hv_held` are pages the hypervisor keeps writing through the
+/// direct map for the domain's whole life (shared info, counters): it holds a reference on
+/// each, so the guest can never give them back, even unmapped. On failure the frames are
+/// plain allocations again (the caller drops the space).
 pub fn adopt(
     owner: DomainId,
     pml4: u64,
     frames: &[u64],
     hv_readonly: &[u64],
+    hv_held: &[u64],
 ) -> Result<(), MmError> {
     with(|t, mem| {
         for (i, &f) in frames.iter().enumerate() {
@@ -111,15 +116,26 @@ pub fn adopt(
             }
             return Err(e);
         }
+        for &f in hv_held {
+            t.get_page(f >> 12, owner)
+                .expect("a frame of the address space just assigned");
+        }
         Ok(())
     })
 }
 
-/// A dead domain's address space: every reference its tables held is dropped, and every
-/// frame nobody else holds is freed (its vCPUs run nowhere: no TLB can reach them).
-pub fn teardown(owner: DomainId, pml4: u64, frames: &[u64]) {
+/// A dead domain's address space: the hypervisor's own references go, every reference its
+/// tables held is dropped, and every frame nobody else holds is freed (its vCPUs run
+/// nowhere: no TLB can reach them).
+pub fn teardown(owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]) {
     let mfns: Vec<u64> = frames.iter().map(|f| f >> 12).collect();
-    let freed = with(|t, mem| t.teardown(owner, pml4 >> 12, &mfns, mem));
+    let freed = with(|t, mem| {
+        for &f in hv_held {
+            // Never the last reference: the allocation reference is dropped below.
+            let _ = t.put_page(f >> 12);
+        }
+        t.teardown(owner, pml4 >> 12, &mfns, mem)
+    });
     free_all(freed);
 }
 

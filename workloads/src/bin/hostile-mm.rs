@@ -13,7 +13,9 @@
 //!   `update_va_mapping` of a hypervisor address: `Inval`;
 //! - a linked table cannot be mapped writable, but once unlinked it can (type tracking);
 //! - taking more frames than `memory_kib` allows gives only up to the limit, then none;
-//!   giving back a mapped frame, the root table or a frame it does not own is refused.
+//!   giving back a mapped frame, the root table or a frame it does not own is refused, and
+//!   so is giving back the counters or shared-info page once unmapped (the hypervisor keeps
+//!   writing them).
 //!
 //! It prints each result, then exits 0 if every check held, `hostile::CHECK_FAILED`
 //! otherwise. Expected fate: ok. vCPU 0 acts; other vCPUs park.
@@ -21,7 +23,7 @@
 #![no_main]
 
 use abi::error::Errno;
-use abi::layout::{MAP_AREA, SHARED_INFO};
+use abi::layout::{COUNTERS, MAP_AREA, SHARED_INFO};
 use abi::mm::{MmuUpdate, pte};
 use workloads::hypercall::{self, decrease_reservation, increase_reservation};
 use workloads::{entry, hostile, pagetable, println, rt};
@@ -123,8 +125,9 @@ fn main(vcpu: usize) -> u64 {
         update(slot(2), leaf & !pte::USER),
         Err(Errno::Inval),
     );
-    // A 2 MiB superpage in the level-2 entry after the map area's.
-    let l2_next = l2 + (pagetable::index_at(MAP_AREA, 2) as u64 + 1) * 8;
+    // A 2 MiB superpage in an unused level-2 entry: two after the map area's (the next one
+    // maps the page-table window).
+    let l2_next = l2 + (pagetable::index_at(MAP_AREA, 2) as u64 + 2) * 8;
     all &= check(
         "a superpage",
         update(
@@ -160,7 +163,7 @@ fn main(vcpu: usize) -> u64 {
         Err(Errno::Inval),
     );
 
-    // Type tracking: frame `mine[1]` linked as the level-1 table of the next 2 MiB is a page
+    // Type tracking: frame `mine[1]` linked as the level-1 table of that 2 MiB is a page
     // table, so it cannot be mapped writable; once unlinked, it is data again.
     let table = mine[1];
     all &= check(
@@ -212,6 +215,29 @@ fn main(vcpu: usize) -> u64 {
         decrease_reservation(&mine[1..2]).map(|n| n as u64),
         Err(Errno::Perm),
     );
+    // Pages the hypervisor writes for the domain's whole life cannot be given back, even
+    // once unmapped (it would write into a frame someone else then gets). Nothing between
+    // the unmap and the remap below touches them (printing is a hypercall).
+    for (name, va, writable) in [
+        ("the counters page", COUNTERS, true),
+        ("the shared-info page", SHARED_INFO, false),
+    ] {
+        let frame = pagetable::table_for(va, 1)
+            .and_then(|t| pagetable::read_entry(t, pagetable::index_at(va, 1)))
+            .unwrap_or(0)
+            & pte::ADDRESS;
+        // SAFETY: the page is remapped to the same frame right after; nothing reads or
+        // writes it meanwhile.
+        let unmapped = unsafe { hypercall::update_va_mapping(va, 0) };
+        let given = decrease_reservation(&[frame >> 12]).map(|n| n as u64);
+        // SAFETY: as above: the same frame back at the same address.
+        let remapped =
+            unsafe { hypercall::update_va_mapping(va, pagetable::leaf(frame >> 12, writable)) };
+        all &= check(name, unmapped, Ok(0));
+        all &= check("  given back once unmapped", given, Err(Errno::Busy));
+        all &= check("  mapped again", remapped, Ok(0));
+    }
+
     // Up to the limit, then nothing more.
     let held = hypercall::current_reservation().unwrap_or(0);
     let limit = hypercall::maximum_reservation().unwrap_or(0);

@@ -49,6 +49,8 @@ pub struct AddressSpace {
     /// The domain that owns its frames in the frame table, once adopted
     /// ([`AddressSpace::adopt`]); until then its frames are plain allocations.
     owner: Option<abi::control::DomainId>,
+    /// Frames the hypervisor holds a reference on while the domain lives.
+    held: Vec<u64>,
 }
 
 /// Address bits of a page-table entry.
@@ -98,6 +100,7 @@ impl AddressSpace {
             pml4,
             frames: alloc::vec![pml4],
             owner: None,
+            held: Vec::new(),
         })
     }
 
@@ -273,17 +276,20 @@ impl AddressSpace {
     }
 
     /// Hands the address space to domain `owner`: its frames are recorded as the domain's in
-    /// the frame table (those in `hv_readonly` as pages only the hypervisor writes), and its
-    /// tables are validated and pinned, as any table a guest built would be. From now on the
-    /// tables change only through validated updates, and dropping the address space tears
-    /// them down through the frame table.
+    /// the frame table (those in `hv_readonly` as pages only the hypervisor writes, those in
+    /// `hv_held` with a reference of the hypervisor's own, as it writes them for the
+    /// domain's whole life), and its tables are validated and pinned, as any table a guest
+    /// built would be. From now on the tables change only through validated updates, and
+    /// dropping the address space tears them down through the frame table.
     pub fn adopt(
         &mut self,
         owner: abi::control::DomainId,
         hv_readonly: &[u64],
+        hv_held: &[u64],
     ) -> Result<(), kernel::mm::MmError> {
-        crate::mmu::adopt(owner, self.pml4, &self.frames, hv_readonly)?;
+        crate::mmu::adopt(owner, self.pml4, &self.frames, hv_readonly, hv_held)?;
         self.owner = Some(owner);
+        self.held = hv_held.to_vec();
         Ok(())
     }
 
@@ -321,7 +327,7 @@ impl Drop for AddressSpace {
         if let Some(owner) = self.owner {
             // Every reference its tables hold is dropped; frames still mapped by another
             // domain (grants) stay until that domain unmaps them.
-            crate::mmu::teardown(owner, self.pml4, &self.frames);
+            crate::mmu::teardown(owner, self.pml4, &self.frames, &self.held);
             return;
         }
         for &frame in &self.frames {
