@@ -532,19 +532,33 @@ impl Domain {
                 != 0
     }
 
-    /// Whether any unmasked event is pending.
-    pub fn has_pending(&self) -> bool {
-        (0..abi::shared::MAX_PORTS / 64).any(|w| {
-            let pending = self
-                .event_word(core::mem::offset_of!(Counters, evtchn_pending), w)
-                .load(Ordering::SeqCst);
-            pending != 0
-                && pending
-                    & !self
-                        .event_word(core::mem::offset_of!(Counters, evtchn_mask), w)
-                        .load(Ordering::SeqCst)
-                    != 0
-        })
+    /// Whether an unmasked event is pending on a port that notifies vCPU `vcpu` (Xen's
+    /// `local_events_need_delivery`, by port rather than by the vCPU's upcall flag, which
+    /// guests that poll instead of taking upcalls never clear). A vCPU's `block` returns at
+    /// once while this holds: events for the domain's other vCPUs must not keep it awake.
+    pub fn has_pending_for(&self, vcpu: u32) -> bool {
+        let word = |field: usize, w: usize| self.event_word(field, w).load(Ordering::SeqCst);
+        let pending_field = core::mem::offset_of!(Counters, evtchn_pending);
+        let mask_field = core::mem::offset_of!(Counters, evtchn_mask);
+        for w in 0..abi::shared::MAX_PORTS / 64 {
+            let mut bits = word(pending_field, w);
+            if bits == 0 {
+                continue;
+            }
+            bits &= !word(mask_field, w);
+            if bits == 0 {
+                continue;
+            }
+            let ports = self.ports.lock();
+            while bits != 0 {
+                let port = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                if ports.notify_vcpu(port) == vcpu {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The figures `domctl GetInfo` reports.

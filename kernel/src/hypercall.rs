@@ -142,7 +142,7 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             schedule::stop(vcpu, VcpuState::Blocked, now);
             // An event sent before the vCPU was marked blocked found nothing to wake: look
             // again now that it is (the sender marks pending, then wakes; SeqCst on both).
-            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending()) {
+            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index)) {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -165,7 +165,7 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             }
             schedule::stop(vcpu, VcpuState::Blocked, now);
             // As for Block: an event sent before the vCPU was marked blocked.
-            if any_pending(&domain) || domain.has_pending() {
+            if any_pending(&domain) || domain.has_pending_for(vcpu.index) {
                 schedule::wake(vcpu, now);
             }
             Ok(0)

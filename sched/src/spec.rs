@@ -70,9 +70,17 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "upcall",
-        args: &[("pairs", 1), ("spins", 20_000)],
-        doc: "the ponger of a ping pair, answering from its event upcall while its main loop \
-              checks its registers survive upcalls; work = answers (the simulator runs it as cpu)",
+        args: &[
+            ("pairs", 1),
+            ("spins", 20_000),
+            ("vcpu", 0),
+            ("mask_every", 50),
+            ("mask_rounds", 20),
+        ],
+        doc: "the ponger of a ping pair, answering from its event upcall on vCPU `vcpu` while \
+              every vCPU checks its registers survive upcalls, and vCPU 0 masks the port now \
+              and then (no upcall meanwhile; unmask delivers); work = answers (the simulator \
+              runs it as cpu)",
     },
     WorkloadInfo {
         name: "blk",

@@ -37,17 +37,17 @@ unsafe extern "C" {
     fn domino_upcall_entry();
 }
 
-/// The program's event handler, as a `fn(u32)` address (0: none yet).
+/// The program's event handler, as a `fn(usize, u32)` address (0: none yet).
 static HANDLER: AtomicUsize = AtomicUsize::new(0);
 
 /// Upcalls entered so far, over all vCPUs.
 pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
 
-/// Registers `handler`, called once for each pending unmasked port (with the port's pending
-/// bit already cleared) from the upcall of vCPU `vcpu`, and registers the upcall entry for
-/// that vCPU. Other vCPUs that should take upcalls call this too.
-pub fn register(vcpu: usize, handler: fn(u32)) -> Result<u64, abi::error::Errno> {
-    let _ = vcpu;
+/// Registers `handler`, called as `handler(vcpu, port)` once for each pending unmasked port
+/// (with the port's pending bit already cleared) from the upcall of the vCPU that takes it,
+/// and registers the upcall entry for the calling vCPU. Every vCPU that should take upcalls
+/// calls this (with the same handler).
+pub fn register(handler: fn(usize, u32)) -> Result<u64, abi::error::Errno> {
     HANDLER.store(handler as usize, Ordering::Release);
     #[cfg(not(test))]
     return crate::hypercall::set_callback(domino_upcall_entry as *const () as u64);
@@ -105,9 +105,9 @@ extern "C" fn dispatch(frame: *mut UpcallFrame) {
                 bits &= bits - 1;
                 let port = (w * 64) as u32 + b;
                 if pending.fetch_and(!(1 << b), Ordering::SeqCst) & (1 << b) != 0 && handler != 0 {
-                    // SAFETY: `HANDLER` only ever holds a `fn(u32)` stored by `register`.
-                    let f: fn(u32) = unsafe { core::mem::transmute(handler) };
-                    f(port);
+                    // SAFETY: `HANDLER` only ever holds a `fn(usize, u32)` stored by `register`.
+                    let f: fn(usize, u32) = unsafe { core::mem::transmute(handler) };
+                    f(vcpu, port);
                 }
             }
         }

@@ -34,7 +34,8 @@ pub const NULL: u64 = 6;
 /// masked, notifies the vCPU the port is bound to (vCPU 0 unless `BindVcpu` said otherwise):
 /// it sets that vCPU's `upcall_pending` and its word's bit in `pending_sel`
 /// ([`crate::shared::VcpuEvents`]), wakes it if it is blocked, and enters its upcall if it
-/// registered one. A `block`ed vCPU returns at once while an unmasked event is pending.
+/// registered one. A vCPU's `block` returns at once while an unmasked event is pending on a
+/// port that notifies it.
 pub const EVTCHN_OP: u64 = 7;
 
 /// `set_callback(entry)`: registers the calling vCPU's event upcall, the guest function the
@@ -190,7 +191,8 @@ impl EvtchnOp {
 pub enum SchedOp {
     /// Give up the CPU; stay runnable.
     Yield = 0,
-    /// Sleep until the timer fires or an event arrives.
+    /// Sleep until the timer fires or an event for this vCPU arrives (returns at once while
+    /// an unmasked event is pending on a port that notifies this vCPU).
     Block = 1,
     /// End the calling domain with exit code `arg` (0 = clean exit).
     Shutdown = 2,
