@@ -164,7 +164,7 @@ fn main(vcpu: usize) -> u64 {
         if mask_rounds == 0 {
             continue;
         }
-        if masked_until == 0 && round % mask_every == 0 {
+        if masked_until == 0 && round.is_multiple_of(mask_every) {
             shared::set_mask(port, true);
             // An upcall already past its look at the mask may still answer once.
             handled_before_mask = WHILE_MASKED.load(Ordering::Relaxed);
