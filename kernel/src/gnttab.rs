@@ -146,8 +146,13 @@ fn unmap(me: &Domain, handle: u32) -> Result<u64, Errno> {
     let m = me.maptrack.lock().take(handle).ok_or(Errno::Inval)?;
     // `NotMapped`: the guest unlinked the level-1 table, which dropped the mapping's
     // references already; only the granter's count is left to undo.
-    let freed =
-        mmu::with(|t, mem| t.unmap_grant(m.l1 >> 12, m.index, m.frame >> 12, mem)).unwrap_or(false);
+    // The table must still be ours: one the guest unlinked (which cleared the entry) may
+    // since have been given back and become another domain's.
+    let freed = mmu::with(|t, mem| {
+        t.info(m.l1 >> 12).and_then(|i| i.owner) == Some(me.id)
+            && t.unmap_grant(m.l1 >> 12, m.index, m.frame >> 12, mem)
+                .unwrap_or(false)
+    });
     if let Some(granter) = domain::domain(m.granter) {
         granter.grants.lock().unmap(m.gref, m.frame);
     }
