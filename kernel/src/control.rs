@@ -19,8 +19,22 @@ use crate::domain::{self, Domain, DomainConfig, VcpuState};
 use crate::hypercall::{copy_from_guest, copy_to_guest};
 use crate::{arch, boot_module, console, memory, schedule, time};
 
-/// Every online CPU's figures at the last `TakeSnapshot`.
-static CPU_SNAPSHOT: spin::Mutex<Vec<(usize, schedule::CpuFigures)>> = spin::Mutex::new(Vec::new());
+/// Every online CPU's figures at the last `TakeSnapshot` into each slot.
+static CPU_SNAPSHOT: spin::Mutex<[Vec<(usize, schedule::CpuFigures)>; SLOTS]> =
+    spin::Mutex::new([const { Vec::new() }; SLOTS]);
+
+/// Snapshot slots.
+const SLOTS: usize = abi::control::SNAPSHOT_SLOTS as usize;
+
+/// A snapshot slot from a request.
+fn slot(raw: u8) -> Result<usize, Errno> {
+    let slot = usize::from(raw);
+    if slot < SLOTS {
+        Ok(slot)
+    } else {
+        Err(Errno::Inval)
+    }
+}
 
 /// Set while a snapshot holds the other CPUs still.
 static HOLD: AtomicBool = AtomicBool::new(false);
@@ -240,10 +254,31 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 at_ns: now,
             })
         }
-        Domctl::GetSnapshot { domain } => {
+        Domctl::GetSnapshot { domain, slot: raw } => {
+            let slot = slot(raw)?;
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
-            let info = *d.snapshot.lock();
+            let info = d.snapshot.lock()[slot];
             info.map(DomctlReply::Info).ok_or(Errno::Srch)
+        }
+        Domctl::PauseAll => {
+            let mut paused = 0;
+            for d in domain::all().iter().filter(|d| !d.privileged) {
+                {
+                    let mut life = d.life.lock();
+                    if life.state != DomainState::Alive {
+                        continue;
+                    }
+                    life.state = DomainState::Paused;
+                }
+                for v in &d.vcpus {
+                    schedule::stop(v, VcpuState::Paused, now);
+                }
+                paused += 1;
+            }
+            Ok(DomctlReply::Started {
+                count: paused,
+                at_ns: now,
+            })
         }
         Domctl::Wait { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
@@ -298,13 +333,15 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 switches: f.switches,
             })
         }
-        Sysctl::TakeSnapshot => with_other_cpus_held(|| {
+        Sysctl::TakeSnapshot { slot: raw } => with_other_cpus_held(|| {
+            let slot = slot(raw)?;
             let now = time::now_ns();
             for d in domain::all() {
                 let info = d.info(now);
-                *d.snapshot.lock() = Some(info);
+                d.snapshot.lock()[slot] = Some(info);
             }
-            let mut snap = CPU_SNAPSHOT.lock();
+            let mut snaps = CPU_SNAPSHOT.lock();
+            let snap = &mut snaps[slot];
             snap.clear();
             snap.extend(
                 smp::startup::online()
@@ -313,9 +350,10 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             );
             Ok(SysctlReply::Snapshot { at_ns: now })
         }),
-        Sysctl::CpuSnapshot { cpu } => {
-            let snap = CPU_SNAPSHOT.lock();
-            let (_, f) = snap
+        Sysctl::CpuSnapshot { cpu, slot: raw } => {
+            let slot = slot(raw)?;
+            let snaps = CPU_SNAPSHOT.lock();
+            let (_, f) = snaps[slot]
                 .iter()
                 .find(|(c, _)| *c == cpu as usize)
                 .ok_or(Errno::Inval)?;

@@ -153,8 +153,9 @@ pub struct Domain {
     pub counters_phys: u64,
     pub sched: Mutex<SchedParams>,
     pub life: Mutex<DomainLife>,
-    /// Its figures at the last snapshot (`sysctl TakeSnapshot`), if it existed then.
-    pub snapshot: Mutex<Option<DomainInfo>>,
+    /// Its figures at the last snapshot into each slot (`sysctl TakeSnapshot`), if it
+    /// existed then.
+    pub snapshot: Mutex<[Option<DomainInfo>; abi::control::SNAPSHOT_SLOTS as usize]>,
     /// Its event-channel ports.
     pub ports: Mutex<PortTable>,
     /// The most frames it may hold (`memory_kib` / 4).
@@ -430,7 +431,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             space: Some(space),
             waiters: Vec::new(),
         }),
-        snapshot: Mutex::new(None),
+        snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
         ports: Mutex::new(PortTable::default()),
         frames_limit: u64::from(config.memory_kib / 4),
         grants: Mutex::new(kernel::grant::GrantTable::default()),

@@ -80,25 +80,34 @@ pub fn unpause_all() -> Result<(u32, u64), Errno> {
     }
 }
 
-/// Records every domain's and CPU's figures at one instant; returns the instant (system ns).
-pub fn take_snapshot() -> Result<u64, Errno> {
-    sysctl(&Sysctl::TakeSnapshot, |r| match r {
+/// Pauses every running domain but Domain0 at one instant; returns how many.
+pub fn pause_all() -> Result<u32, Errno> {
+    match domctl(&Domctl::PauseAll)? {
+        DomctlReply::Started { count, .. } => Ok(count),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// Records every domain's and CPU's figures at one instant into `slot` (below
+/// `abi::control::SNAPSHOT_SLOTS`); returns the instant (system ns).
+pub fn take_snapshot(slot: u8) -> Result<u64, Errno> {
+    sysctl(&Sysctl::TakeSnapshot { slot }, |r| match r {
         SysctlReply::Snapshot { at_ns } => Some(at_ns),
         _ => None,
     })
 }
 
-/// A domain's figures at the last snapshot.
-pub fn snapshot(domain: DomainId) -> Result<DomainInfo, Errno> {
-    match domctl(&Domctl::GetSnapshot { domain })? {
+/// A domain's figures at the last snapshot into `slot`.
+pub fn snapshot(domain: DomainId, slot: u8) -> Result<DomainInfo, Errno> {
+    match domctl(&Domctl::GetSnapshot { domain, slot })? {
         DomctlReply::Info(info) => Ok(info),
         _ => Err(Errno::Inval),
     }
 }
 
-/// A CPU's figures at the last snapshot.
-pub fn cpu_snapshot(cpu: u32) -> Result<CpuStats, Errno> {
-    sysctl(&Sysctl::CpuSnapshot { cpu }, |r| match r {
+/// A CPU's figures at the last snapshot into `slot`.
+pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
+    sysctl(&Sysctl::CpuSnapshot { cpu, slot }, |r| match r {
         SysctlReply::CpuStats {
             idle_ns,
             busy_ns,

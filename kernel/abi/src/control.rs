@@ -94,11 +94,22 @@ pub enum Domctl<'a> {
     /// all start at the same instant (one by one, Domain0 would compete with the first ones
     /// started for the CPU it needs to start the rest). Replies `Started`.
     UnpauseAll,
-    /// The figures of a domain as the last `Sysctl::TakeSnapshot` recorded them.
+    /// The figures of a domain as the last `Sysctl::TakeSnapshot` into `slot` recorded them.
     GetSnapshot {
         domain: DomainId,
+        slot: u8,
     },
+    /// Pauses every running domain but Domain0 in one call: once a measurement's figures
+    /// are taken, Domain0 no longer competes with the domains for the CPU while it writes
+    /// records and tears down (at 1024 domains it would otherwise take minutes). Replies
+    /// `Started` with how many it paused.
+    PauseAll,
 }
+
+/// How many snapshots the hypervisor keeps (`Sysctl::TakeSnapshot`'s `slot`): one for each
+/// end of a measured interval, so that Domain0 reads both after the interval and the
+/// interval does not stretch while it reads the first.
+pub const SNAPSHOT_SLOTS: u8 = 2;
 
 /// A `domctl` reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,13 +218,13 @@ pub enum Sysctl<'a> {
     SetSchedParam { name: &'a str, value: u64 },
     /// One CPU's figures.
     CpuStats { cpu: u32 },
-    /// Records every domain's and every CPU's figures at one instant (the hypervisor is not
-    /// preempted while it does), for `Domctl::GetSnapshot` and `CpuSnapshot` to read: a
-    /// measurement's two ends then do not depend on when Domain0 got the CPU. Replies
-    /// `Snapshot` with the instant.
-    TakeSnapshot,
-    /// One CPU's figures as the last `TakeSnapshot` recorded them.
-    CpuSnapshot { cpu: u32 },
+    /// Records every domain's and every CPU's figures at one instant (the other CPUs are
+    /// held still meanwhile) into `slot` (below [`SNAPSHOT_SLOTS`]), for
+    /// `Domctl::GetSnapshot` and `CpuSnapshot` to read: a measurement's two ends then do not
+    /// depend on when Domain0 got the CPU. Replies `Snapshot` with the instant.
+    TakeSnapshot { slot: u8 },
+    /// One CPU's figures as the last `TakeSnapshot` into `slot` recorded them.
+    CpuSnapshot { cpu: u32, slot: u8 },
     /// Frame allocator counts, to check that nothing leaked.
     FrameCounts,
     /// Bytes of the hypervisor's heap in use (its own objects: domains, vCPUs, tables).

@@ -395,29 +395,31 @@ fn micro_benchmarks(verdict: &mut Verdict) -> Option<u64> {
     }
 }
 
-/// Takes every domain's figures (into `before` or `after`).
-/// Takes a snapshot of every domain and CPU at one instant (in the hypervisor) and reads
-/// the domains' part of it; returns the instant.
-fn snapshot_domains(runs: &mut [DomainRun<'_>], after: bool, verdict: &mut Verdict) -> u64 {
-    let at = control::take_snapshot().unwrap_or_else(|e| {
+/// Records every domain's and CPU's figures at one instant, in the hypervisor, into snapshot
+/// `slot`; returns the instant.
+fn take_snapshot(slot: u8, verdict: &mut Verdict) -> u64 {
+    control::take_snapshot(slot).unwrap_or_else(|e| {
         verdict.fail(alloc::format!("sysctl TakeSnapshot: {e:?}"));
         now_ns()
-    });
+    })
+}
+
+/// Reads every domain's figures from snapshot `slot` (slot 0 into `before`, 1 into `after`).
+fn read_domains(runs: &mut [DomainRun<'_>], slot: u8, verdict: &mut Verdict) {
     for r in runs {
-        match control::snapshot(r.id) {
-            Ok(info) if after => r.after = info,
+        match control::snapshot(r.id, slot) {
+            Ok(info) if slot == 1 => r.after = info,
             Ok(info) => r.before = info,
             Err(e) => verdict.fail(alloc::format!("GetSnapshot of `{}`: {e:?}", r.planned.name)),
         }
     }
-    at
 }
 
-/// Every CPU's figures from the last snapshot.
-fn snapshot_cpus(cpus: u32, verdict: &mut Verdict) -> Vec<CpuStats> {
+/// Every CPU's figures from snapshot `slot`.
+fn snapshot_cpus(cpus: u32, slot: u8, verdict: &mut Verdict) -> Vec<CpuStats> {
     (0..cpus)
         .map(|cpu| {
-            control::cpu_snapshot(cpu).unwrap_or_else(|e| {
+            control::cpu_snapshot(cpu, slot).unwrap_or_else(|e| {
                 verdict.fail(alloc::format!("CpuSnapshot of CPU {cpu}: {e:?}"));
                 CpuStats::default()
             })
@@ -436,13 +438,36 @@ fn measure(
     dom_exc: Option<u32>,
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
-    let t0 = snapshot_domains(runs, false, verdict);
-    let cpus_before = snapshot_cpus(cpus, verdict);
+    // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
+    // Domain0 a while when it competes with them, and must not stretch the interval.
+    let t0 = take_snapshot(0, verdict);
     sleep_until(t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000)));
-    let t1 = snapshot_domains(runs, true, verdict);
-    let cpus_after = snapshot_cpus(cpus, verdict);
+    let t1 = take_snapshot(1, verdict);
+    read_domains(runs, 0, verdict);
+    read_domains(runs, 1, verdict);
+    let cpus_before = snapshot_cpus(cpus, 0, verdict);
+    let cpus_after = snapshot_cpus(cpus, 1, verdict);
     // After the interval, so as not to disturb what was measured.
     exercise_control(runs, verdict);
+    // A domain that should be killed and is still alive gets a second to misbehave: wait
+    // for its end in the hypervisor rather than judge it too early. Its record keeps what
+    // the snapshot saw; the verdict uses how it ended.
+    let deadline = now_ns().saturating_add(1_000_000_000);
+    let mut ended_late = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        if r.planned.expect == Expect::Killed && r.after.exit == DomainExit::Running {
+            match control::wait(r.id, deadline) {
+                Ok(Some(info)) => ended_late.push((i, info.exit)),
+                Ok(None) => {}
+                Err(e) => verdict.fail(alloc::format!("waiting for `{}`: {e:?}", r.planned.name)),
+            }
+        }
+    }
+    // Nothing more is measured: the domains stop competing with Domain0 for the CPU while
+    // it writes the records and tears down (with 1024 hogs under credit that took minutes).
+    if let Err(e) = control::pause_all() {
+        verdict.fail(alloc::format!("PauseAll: {e:?}"));
+    }
 
     let summary = RunSummary {
         name: plan.name,
@@ -474,17 +499,8 @@ fn measure(
             );
         }
     }
-    // A domain that should be killed and is still alive gets a second to misbehave: wait
-    // for its end in the hypervisor rather than judge it too early.
-    let deadline = now_ns().saturating_add(1_000_000_000);
-    for r in runs.iter_mut() {
-        if r.planned.expect == Expect::Killed && r.after.exit == DomainExit::Running {
-            match control::wait(r.id, deadline) {
-                Ok(Some(info)) => r.after.exit = info.exit,
-                Ok(None) => {}
-                Err(e) => verdict.fail(alloc::format!("waiting for `{}`: {e:?}", r.planned.name)),
-            }
-        }
+    for (i, exit) in ended_late {
+        runs[i].after.exit = exit;
     }
     // Any domain that ended must have been announced on the domain-exception VIRQ.
     let ended = runs
