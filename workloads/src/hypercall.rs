@@ -214,41 +214,40 @@ pub fn grant_unmap(handle: u32) -> Result<u64, Errno> {
 
 /// Copies out of the frame `granter` granted as `gref`, from `offset`, into `buf`.
 pub fn grant_copy_from(granter: u32, gref: u32, offset: u32, buf: &mut [u8]) -> Result<u64, Errno> {
-    let copy = abi::mm::GrantCopy {
-        granter,
-        gref,
-        offset,
-        len: buf.len() as u32,
-        local: buf.as_mut_ptr() as u64,
-        to_grant: 0,
-        pad: 0,
-    };
-    // SAFETY: the hypervisor reads `copy` and writes `buf`, both live, `buf` borrowed
-    // mutably for the call.
-    result(unsafe {
-        raw(
-            nr::GRANT_OP,
-            abi::hypercall::GrantOp::Copy as u64,
-            &copy as *const _ as u64,
-            0,
-            0,
-            0,
-        )
-    })
+    let local = buf.as_mut_ptr() as u64;
+    // SAFETY: the hypervisor writes `buf`, borrowed mutably for the call.
+    unsafe { grant_copy(granter, gref, offset, local, buf.len(), false) }
 }
 
 /// Copies `buf` into the frame `granter` granted as `gref` (read-write), at `offset`.
 pub fn grant_copy_to(granter: u32, gref: u32, offset: u32, buf: &[u8]) -> Result<u64, Errno> {
+    // SAFETY: the hypervisor only reads `buf`.
+    unsafe { grant_copy(granter, gref, offset, buf.as_ptr() as u64, buf.len(), true) }
+}
+
+/// `grant_op Copy` of `len` bytes between a granted frame and the caller's memory at `local`.
+///
+/// # Safety
+/// `local..local + len` is a live buffer the caller may have written (`to_grant` false) or
+/// read (`to_grant` true) for the duration of the call.
+unsafe fn grant_copy(
+    granter: u32,
+    gref: u32,
+    offset: u32,
+    local: u64,
+    len: usize,
+    to_grant: bool,
+) -> Result<u64, Errno> {
     let copy = abi::mm::GrantCopy {
         granter,
         gref,
         offset,
-        len: buf.len() as u32,
-        local: buf.as_ptr() as u64,
-        to_grant: 1,
+        len: len as u32,
+        local,
+        to_grant: u32::from(to_grant),
         pad: 0,
     };
-    // SAFETY: the hypervisor only reads `copy` and `buf`, both live.
+    // SAFETY: the hypervisor reads `copy`, live for the call; `local` per the contract.
     result(unsafe {
         raw(
             nr::GRANT_OP,

@@ -25,6 +25,7 @@ pub mod hostile;
 pub mod hypercall;
 pub mod json;
 pub mod pagetable;
+pub mod regs;
 pub mod report;
 pub mod rt;
 pub mod shared;

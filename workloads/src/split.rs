@@ -102,10 +102,9 @@ impl Mapping {
 
     /// The page's words.
     pub fn words(&self) -> &[AtomicU64] {
-        // SAFETY: 1. `va` is page-aligned and the page is mapped (present, user) for as long
-        // as `self` lives, and the slice borrows `self`; 2. the other domain may change the
-        // page at any time, which atomics allow; 3. nothing else in this program refers to
-        // the page (contract of `new`).
+        // SAFETY: `va` is page-aligned and mapped while `self` lives (the slice borrows it);
+        // the other domain may change the page at any time, which atomics allow; nothing
+        // else here refers to the page (contract of `new`).
         unsafe { core::slice::from_raw_parts(self.va as *const AtomicU64, PAGE_WORDS) }
     }
 
