@@ -199,26 +199,12 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
         }
         Domctl::Pause { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
-            if d.life.lock().state == DomainState::Alive {
-                d.life.lock().state = DomainState::Paused;
-                for v in &d.vcpus {
-                    schedule::stop(v, VcpuState::Paused, now);
-                }
-            }
+            pause(&d, now);
             Ok(DomctlReply::Done)
         }
         Domctl::Unpause { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
-            {
-                let mut life = d.life.lock();
-                if life.state != DomainState::Paused {
-                    return Ok(DomctlReply::Done);
-                }
-                life.state = DomainState::Alive;
-            }
-            for v in &d.vcpus {
-                schedule::unpause(v, now);
-            }
+            unpause(&d, now);
             Ok(DomctlReply::Done)
         }
         Domctl::Destroy { domain } => {
@@ -235,22 +221,9 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             Ok(DomctlReply::Info(d.info(now)))
         }
         Domctl::UnpauseAll => {
-            let mut started = 0;
-            for d in domain::all().iter().filter(|d| !d.privileged) {
-                {
-                    let mut life = d.life.lock();
-                    if life.state != DomainState::Paused {
-                        continue;
-                    }
-                    life.state = DomainState::Alive;
-                }
-                for v in &d.vcpus {
-                    schedule::unpause(v, now);
-                }
-                started += 1;
-            }
+            let guests = domain::all().into_iter().filter(|d| !d.privileged);
             Ok(DomctlReply::Started {
-                count: started,
+                count: guests.filter(|d| unpause(d, now)).count() as u32,
                 at_ns: now,
             })
         }
@@ -261,22 +234,9 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             info.map(DomctlReply::Info).ok_or(Errno::Srch)
         }
         Domctl::PauseAll => {
-            let mut paused = 0;
-            for d in domain::all().iter().filter(|d| !d.privileged) {
-                {
-                    let mut life = d.life.lock();
-                    if life.state != DomainState::Alive {
-                        continue;
-                    }
-                    life.state = DomainState::Paused;
-                }
-                for v in &d.vcpus {
-                    schedule::stop(v, VcpuState::Paused, now);
-                }
-                paused += 1;
-            }
+            let guests = domain::all().into_iter().filter(|d| !d.privileged);
             Ok(DomctlReply::Started {
-                count: paused,
+                count: guests.filter(|d| pause(d, now)).count() as u32,
                 at_ns: now,
             })
         }
@@ -521,6 +481,36 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
         log::error!("Domain0 ended ({exit:?}): the experiment cannot go on");
         arch::exit(ExitCode::Failure);
     }
+}
+
+/// Pauses a running domain; returns whether it was running.
+fn pause(d: &Domain, now: u64) -> bool {
+    {
+        let mut life = d.life.lock();
+        if life.state != DomainState::Alive {
+            return false;
+        }
+        life.state = DomainState::Paused;
+    }
+    for v in &d.vcpus {
+        schedule::stop(v, VcpuState::Paused, now);
+    }
+    true
+}
+
+/// Unpauses a paused domain; returns whether it was paused.
+fn unpause(d: &Domain, now: u64) -> bool {
+    {
+        let mut life = d.life.lock();
+        if life.state != DomainState::Paused {
+            return false;
+        }
+        life.state = DomainState::Alive;
+    }
+    for v in &d.vcpus {
+        schedule::unpause(v, now);
+    }
+    true
 }
 
 /// A guest asked to end itself.

@@ -289,13 +289,15 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     }
     let shared_phys = space.map_new(layout::SHARED_INFO, read_only).map_err(oom)?;
     let counters_phys = space.map_new(layout::COUNTERS, data).map_err(oom)?;
+    // Pages only the hypervisor writes, which the guest may never map writable.
+    let mut hv_readonly = alloc::vec![shared_phys];
     if let Some(plan) = config.plan {
         if plan.len() as u64 > layout::PLAN_LIMIT {
             return Err(CreateError::BadParameter("plan"));
         }
         let mut page = layout::PLAN;
         while page < layout::PLAN + plan.len() as u64 {
-            space.map_new(page, read_only).map_err(oom)?;
+            hv_readonly.push(space.map_new(page, read_only).map_err(oom)?);
             page += 4096;
         }
         space.write(layout::PLAN, plan);
@@ -355,18 +357,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     );
 
     // From here the frame table owns the address space: its frames are the domain's, its
-    // tables validated like any the guest would build. Pages only the hypervisor writes may
-    // never be mapped writable.
-    let mut hv_readonly = alloc::vec![shared_phys];
-    if let Some(plan) = config.plan {
-        let mut page = layout::PLAN;
-        while page < layout::PLAN + plan.len() as u64 {
-            if let Some((l1, index)) = space.l1_entry(page) {
-                hv_readonly.push(crate::mmu::entry_target(l1, index));
-            }
-            page += 4096;
-        }
-    }
+    // tables validated like any the guest would build.
     // The hypervisor writes the shared-info and counters pages for the domain's whole life:
     // it holds them, so that a guest that unmaps one cannot give its frame back.
     if let Err(e) = space.adopt(id, &hv_readonly, &[shared_phys, counters_phys]) {

@@ -60,11 +60,6 @@ impl TableMemory for DirectMap {
     }
 }
 
-/// The frame (physical address) entry `index` of the level-1 table `l1` points at.
-pub fn entry_target(l1: u64, index: usize) -> u64 {
-    DirectMap.read(l1 >> 12, index) & abi::mm::pte::ADDRESS
-}
-
 /// Sets up the frame table for physical memory below `end`.
 pub fn init(end: u64) {
     *TABLE.lock() = Some(FrameTable::new(0, (end >> 12) as usize));
@@ -149,13 +144,13 @@ fn flush_this_cpu(_: usize) {
 /// one, and loads the hypervisor's CR3 before releasing otherwise.) Waits until each has.
 pub fn flush_domain(domain: &Domain) {
     let me = smp::percpu::cpu_index();
-    let mut done: Vec<usize> = Vec::new();
+    let mut done = smp::startup::CpuSet::new();
     for v in &domain.vcpus {
         let cpu = v.running_on.load(Ordering::Acquire);
-        if cpu == NOT_RUNNING || done.contains(&cpu) {
+        if cpu == NOT_RUNNING || done.contains(cpu) {
             continue;
         }
-        done.push(cpu);
+        done.insert(cpu);
         if cpu == me {
             flush_this_cpu(0);
         } else {

@@ -42,44 +42,35 @@ pub struct UpcallState {
     saved_fpu: Option<Box<FpuState>>,
 }
 
-/// The `upcall_pending` or `upcall_mask` byte of vCPU `index` of the domain whose counters
-/// page is at `counters_phys`.
-fn flag(counters_phys: u64, index: u32, field: usize) -> &'static AtomicU8 {
-    let at = counters_phys
+/// The physical address of field `field` (an offset in `VcpuEvents`) of `v`'s event state
+/// in its domain's counters page.
+fn event_field(v: &Vcpu, field: usize) -> u64 {
+    v.counters_phys
         + core::mem::offset_of!(Counters, vcpu_events) as u64
-        + u64::from(index) * core::mem::size_of::<VcpuEvents>() as u64
-        + field as u64;
-    // The counters frame lives as long as the domain, which outlives its vCPUs' runs (the
-    // callers hold the vCPU on this CPU); `index` < MAX_VCPUS keeps it inside the page.
+        + u64::from(v.index) * core::mem::size_of::<VcpuEvents>() as u64
+        + field as u64
+}
+
+fn pending(v: &Vcpu) -> &'static AtomicU8 {
+    let at = event_field(v, core::mem::offset_of!(VcpuEvents, upcall_pending));
+    // The counters frame lives (the hypervisor holds it) as long as the domain, which
+    // outlives its vCPUs' runs; `index` < MAX_VCPUS keeps the byte inside the page.
     // SAFETY: as above; the guest updates these bytes too, and only atomically matters.
     unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
 }
 
-fn pending(v: &Vcpu) -> &'static AtomicU8 {
-    flag(
-        v.counters_phys,
-        v.index,
-        core::mem::offset_of!(VcpuEvents, upcall_pending),
-    )
-}
-
 fn mask(v: &Vcpu) -> &'static AtomicU8 {
-    flag(
-        v.counters_phys,
-        v.index,
-        core::mem::offset_of!(VcpuEvents, upcall_mask),
-    )
+    let at = event_field(v, core::mem::offset_of!(VcpuEvents, upcall_mask));
+    // SAFETY: as in `pending`.
+    unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
 }
 
 /// Marks vCPU `v` as having an event to handle: its `upcall_pending`, and bit `word` of
 /// its `pending_sel`.
 pub fn mark_pending(v: &Vcpu, word: usize) {
-    let sel_at = v.counters_phys
-        + core::mem::offset_of!(Counters, vcpu_events) as u64
-        + u64::from(v.index) * core::mem::size_of::<VcpuEvents>() as u64
-        + core::mem::offset_of!(VcpuEvents, pending_sel) as u64;
-    // SAFETY: as in `flag`; the word is 8-byte aligned inside the counters page.
-    let sel = unsafe { &*phys_to_virt(sel_at).as_ptr::<core::sync::atomic::AtomicU64>() };
+    let at = event_field(v, core::mem::offset_of!(VcpuEvents, pending_sel));
+    // SAFETY: as in `pending`; the word is 8-byte aligned inside the counters page.
+    let sel = unsafe { &*phys_to_virt(at).as_ptr::<core::sync::atomic::AtomicU64>() };
     sel.fetch_or(1 << (word % 64), Ordering::SeqCst);
     pending(v).store(1, Ordering::SeqCst);
 }
