@@ -450,7 +450,7 @@ fn release(v: &Vcpu) {
 /// `v` (it gave it back to the policy a moment ago and is finishing its switch). Then this
 /// CPU first lets go of `prev`, on the kernel's page tables, so that two CPUs swapping their
 /// vCPUs cannot wait for each other; otherwise one CR3 load (none within a domain) switches.
-fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
+fn switch_in(v: &Vcpu, cpu: usize, mut now: u64, mut prev: Option<&Vcpu>) {
     let claim = || {
         v.running_on
             .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
@@ -479,6 +479,10 @@ fn switch_in(v: &Vcpu, cpu: usize, now: u64, mut prev: Option<&Vcpu>) {
             smp::ipi::handle_call_function_ipi();
             core::hint::spin_loop();
         }
+        // It starts running now, not when it was picked: under TCG the other CPU can take
+        // milliseconds to let go, and a snapshot taken meanwhile (the loop above serves
+        // its IPI) sees `v` not yet running, so its run time must not begin before.
+        now = time::now_ns();
     }
     if loaded != Some(v.pml4) {
         arch::addrspace::activate_pml4(v.pml4);
