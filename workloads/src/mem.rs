@@ -1,21 +1,15 @@
 //! The C memory routines that `core` and `alloc` call, and the unwinder symbols they name.
 //!
 //! On the host target the compiler expects libc to provide them; a freestanding guest has to.
-//! They are written with `rep movsb`/`rep stosb` in assembly so that the compiler cannot turn
-//! their own loops back into calls to themselves. Left out of test builds, where libc has them.
-
-use core::arch::asm;
+//! The copy and fill loops are the `cmem` crate's (see why there). Left out of test builds,
+//! where libc has them.
 
 /// # Safety
 /// `dst` and `src` are valid for `n` bytes and do not overlap (the C contract of `memcpy`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller upholds memcpy's contract; `rep movsb` copies exactly `n` bytes
-    // forwards, and the direction flag is clear (the SysV ABI requires it at every call).
-    unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the C contract of memcpy is `copy_forward`'s, and more.
+    unsafe { cmem::copy_forward(dst, src, n) };
     dst
 }
 
@@ -23,33 +17,17 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
 /// `dst` and `src` are valid for `n` bytes; they may overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    if (dst as usize).wrapping_sub(src as usize) >= n {
-        // `dst` is below `src`, or the ranges do not overlap: a forward copy never reads a
-        // byte it has already overwritten.
-        // SAFETY: as for memcpy, with the ranges the caller guarantees.
-        unsafe { memcpy(dst, src, n) }
-    } else {
-        // SAFETY: `dst > src` and they overlap, so `n > 0`; copying backwards from the last
-        // byte (direction flag set, then cleared again as the ABI requires) stays within the
-        // caller's ranges and never reads a byte already overwritten.
-        unsafe {
-            asm!("std", "rep movsb", "cld",
-                 inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _,
-                 inout("rsi") src.add(n - 1) => _, options(nostack));
-        }
-        dst
-    }
+    // SAFETY: the C contract of memmove is `copy`'s.
+    unsafe { cmem::copy(dst, src, n) };
+    dst
 }
 
 /// # Safety
 /// `dst` is valid for writes of `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees `dst..dst + n` is writable; the direction flag is clear.
-    unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") value as u8,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the C contract of memset is `fill`'s (C passes the byte as an int).
+    unsafe { cmem::fill(dst, value as u8, n) };
     dst
 }
 

@@ -1,21 +1,14 @@
 //! The C memory routines that `core` and `alloc` call.
 //!
 //! On the host target the compiler expects libc to provide them; a freestanding image has
-//! to. They are written with `rep movsb`/`rep stosb` in assembly so that the compiler cannot
-//! turn their own loops back into calls to themselves.
-
-use core::arch::asm;
+//! to. The copy and fill loops are the `cmem` crate's (see why there).
 
 /// # Safety
 /// `dst` and `src` are valid for `n` bytes and do not overlap (the C contract of `memcpy`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller upholds memcpy's contract; `rep movsb` copies exactly `n` bytes
-    // forwards and the direction flag is clear in all our code (the ABI requires it).
-    unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the C contract of memcpy is `copy_forward`'s, and more.
+    unsafe { cmem::copy_forward(dst, src, n) };
     dst
 }
 
@@ -23,31 +16,17 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
 /// `dst` and `src` are valid for `n` bytes; they may overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    if (dst as usize).wrapping_sub(src as usize) >= n {
-        // Forward copy is safe: `dst` is below `src` or the ranges do not overlap.
-        // SAFETY: as for memcpy; forward order never reads a byte already overwritten.
-        unsafe { memcpy(dst, src, n) }
-    } else {
-        // SAFETY: copy backwards with the direction flag set, restoring it afterwards;
-        // `dst + n - 1` and `src + n - 1` are within the caller's ranges.
-        unsafe {
-            asm!("std", "rep movsb", "cld",
-                 inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _,
-                 inout("rsi") src.add(n - 1) => _, options(nostack));
-        }
-        dst
-    }
+    // SAFETY: the C contract of memmove is `copy`'s.
+    unsafe { cmem::copy(dst, src, n) };
+    dst
 }
 
 /// # Safety
 /// `dst` is valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees `dst..dst + n` is writable.
-    unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") value as u8,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the C contract of memset is `fill`'s (C passes the byte as an int).
+    unsafe { cmem::fill(dst, value as u8, n) };
     dst
 }
 
