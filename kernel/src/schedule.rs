@@ -385,9 +385,10 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         Some(n) => {
             let prev = switch_in(&n, cpu, now, prev.as_deref());
             *frame = n.regs.lock().clone();
-            cpus().this().lock().current = Some(n.clone());
+            let pml4 = n.pml4;
+            cpus().this().lock().current = Some(n);
             arm_timer(now);
-            load_address_space(&n, prev);
+            load_address_space(pml4, prev);
             true
         }
         None => {
@@ -458,13 +459,17 @@ fn release(v: &Vcpu) {
 /// every page the hypervisor touches after it costs a page walk. Under TCG a domain switch
 /// costs 3.1 µs between two vCPUs of one domain (no CR3 load) and 8–9 µs between domains;
 /// loading CR3 last saved about 3% of the latter.
-fn switch_in<'a>(v: &Vcpu, cpu: usize, mut now: u64, prev: Option<&'a Vcpu>) -> Option<&'a Vcpu> {
+fn switch_in<'a>(
+    v: &Vcpu,
+    cpu: usize,
+    mut now: u64,
+    mut prev: Option<&'a Vcpu>,
+) -> Option<&'a Vcpu> {
     let claim = || {
         v.running_on
             .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     };
-    let mut prev = prev;
     if !claim() {
         arch::addrspace::activate_kernel();
         if let Some(p) = prev.take() {
@@ -520,11 +525,11 @@ fn switch_in<'a>(v: &Vcpu, cpu: usize, mut now: u64, prev: Option<&'a Vcpu>) -> 
     prev
 }
 
-/// Loads `v`'s address space, unless `prev` (still loaded) shares it, and then releases
-/// `prev`: only once this CPU's CR3 no longer points at its page tables.
-fn load_address_space(v: &Vcpu, prev: Option<&Vcpu>) {
-    if prev.is_none_or(|p| p.pml4 != v.pml4) {
-        arch::addrspace::activate_pml4(v.pml4);
+/// Loads the address space `pml4` (the next vCPU's), unless `prev` (still loaded) shares
+/// it, and then releases `prev`: only once this CPU's CR3 no longer points at its tables.
+fn load_address_space(pml4: u64, prev: Option<&Vcpu>) {
+    if prev.is_none_or(|p| p.pml4 != pml4) {
+        arch::addrspace::activate_pml4(pml4);
     }
     if let Some(p) = prev {
         release(p);
@@ -568,10 +573,10 @@ extern "C" fn idle_loop() -> ! {
                 cs.current = Some(n.clone());
             }
             arm_timer(now);
-            load_address_space(&n, None);
+            load_address_space(n.pml4, None);
             // After the load: the upcall frame goes onto the guest's stack.
             crate::upcall::deliver(&n, &mut frame);
-            drop(n);
+            drop(n); // `enter_guest` does not return; `current` holds the vCPU.
             arch::entry::enter_guest(&frame);
         }
         {
