@@ -48,16 +48,11 @@ pub fn vcpu_time_ns(vcpu: usize) -> u64 {
     assert!(vcpu < abi::shared::MAX_VCPUS, "vCPU index out of range");
     // SAFETY: only computes the slot's address inside the mapped page (index checked).
     let t = unsafe { addr_of!((*crate::shared::info()).vcpu_time[vcpu]) };
-    loop {
+    // SAFETY: only computes the field's address, as above.
+    let version = unsafe { addr_of!((*t).version) };
+    read_consistent(version, || {
         // SAFETY: the fields are mapped and aligned; volatile reads because the hypervisor
-        // rewrites them (odd versions mark an update in progress).
-        let version = unsafe { addr_of!((*t).version).read_volatile() };
-        if version & 1 != 0 {
-            core::hint::spin_loop();
-            continue;
-        }
-        compiler_fence(Ordering::Acquire);
-        // SAFETY: as above.
+        // rewrites them.
         let (running, ran, since) = unsafe {
             (
                 addr_of!((*t).running).read_volatile(),
@@ -65,17 +60,12 @@ pub fn vcpu_time_ns(vcpu: usize) -> u64 {
                 addr_of!((*t).since_ns).read_volatile(),
             )
         };
-        let now = now_ns();
-        compiler_fence(Ordering::Acquire);
-        // SAFETY: as above.
-        if unsafe { addr_of!((*t).version).read_volatile() } == version {
-            return if running != 0 {
-                ran + now.saturating_sub(since)
-            } else {
-                ran
-            };
+        if running != 0 {
+            ran + now_ns().saturating_sub(since)
+        } else {
+            ran
         }
-    }
+    })
 }
 
 /// A TSC interval in nanoseconds, with the shared-info page's scale.
@@ -91,31 +81,43 @@ pub fn now_ns() -> u64 {
     // SAFETY: only computes the field's address; the page is mapped for the domain's whole
     // life (entry contract).
     let t = unsafe { addr_of!((*crate::shared::info()).time) };
-    loop {
+    // SAFETY: only computes the field's address, as above.
+    let version = unsafe { addr_of!((*t).version) };
+    read_consistent(version, || {
         // SAFETY: the fields are mapped and aligned; volatile reads because the hypervisor
-        // rewrites them (the version protocol above makes a torn snapshot detectable).
-        let version = unsafe { addr_of!((*t).version).read_volatile() };
-        if version & 1 != 0 {
-            core::hint::spin_loop();
-            continue;
-        }
-        // x86 does not reorder loads with loads; the fences stop the compiler doing so.
-        compiler_fence(Ordering::Acquire);
-        // SAFETY: as above.
+        // rewrites them.
         let snapshot = unsafe {
             TimeInfo {
-                version,
+                version: 0,
                 pad: 0,
                 tsc_timestamp: addr_of!((*t).tsc_timestamp).read_volatile(),
                 system_time_ns: addr_of!((*t).system_time_ns).read_volatile(),
                 tsc_mul: addr_of!((*t).tsc_mul).read_volatile(),
             }
         };
-        let tsc = rdtsc();
+        ns_at(rdtsc(), &snapshot)
+    })
+}
+
+/// Runs `read` until it ran while the hypervisor-written `version` stayed the same even
+/// number (the hypervisor makes it odd while it rewrites the fields `read` looks at), and
+/// returns that result: the reader's half of the version protocol of the module docs.
+fn read_consistent<T>(version: *const u32, read: impl Fn() -> T) -> T {
+    loop {
+        // SAFETY: callers pass the address of a mapped, aligned version field in the
+        // shared-info page; volatile, because the hypervisor rewrites it.
+        let before = unsafe { version.read_volatile() };
+        if before & 1 != 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        // x86 does not reorder loads with loads; the fences stop the compiler doing so.
+        compiler_fence(Ordering::Acquire);
+        let value = read();
         compiler_fence(Ordering::Acquire);
         // SAFETY: as above.
-        if unsafe { addr_of!((*t).version).read_volatile() } == version {
-            return ns_at(tsc, &snapshot);
+        if unsafe { version.read_volatile() } == before {
+            return value;
         }
     }
 }
