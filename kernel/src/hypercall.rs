@@ -11,7 +11,9 @@ use abi::layout::USER_LIMIT;
 use crate::arch::entry::copy_guest;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, Vcpu, VcpuState};
+use crate::schedule::Next;
 use crate::{control, schedule, time};
+use abi::control::KillReason;
 
 /// Most bytes of one console write taken at once.
 const CONSOLE_CHUNK: usize = 256;
@@ -41,44 +43,51 @@ pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
     unsafe { copy_guest(dst as *mut u8, src.as_ptr(), src.len()) }.map_err(|()| Errno::Fault)
 }
 
-/// Called by the `syscall` entry. Returns non-zero when the frame was rewritten for another
-/// vCPU (the exit path must then use `iretq`).
+/// Called by the `syscall` entry. Returns what the exit path does: 0, back by `sysretq`;
+/// 1, the frame was rewritten (another vCPU, an upcall, a restored context), so back by
+/// `iretq`, which restores every register; 2, nothing to run: idle.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
-    if frame.rax == hypercall::CALLBACK_RETURN {
+    let next = if frame.rax == hypercall::CALLBACK_RETURN {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
         // restored in full by the `iretq` path.
         let Some(()) = schedule::with_current(|vcpu| crate::upcall::finish(vcpu, frame, frame.rdi))
         else {
             panic!("hypercall with no vCPU on this CPU");
         };
-        return leave(frame, true);
-    }
-    let Some(result) = schedule::with_current(|vcpu| handle(vcpu, frame)) else {
-        panic!("hypercall with no vCPU on this CPU");
+        Next::Switched
+    } else {
+        let Some(result) = schedule::with_current(|vcpu| handle(vcpu, frame)) else {
+            panic!("hypercall with no vCPU on this CPU");
+        };
+        frame.rax = match result {
+            Ok(value) => value,
+            Err(e) => e.to_ret() as u64,
+        };
+        Next::Same
     };
-    frame.rax = match result {
-        Ok(value) => value,
-        Err(e) => e.to_ret() as u64,
-    };
-    leave(frame, false)
+    exit_code(crate::trap::leave(frame, true, next))
 }
 
-/// The end of every hypercall: a reschedule if one is due, then an upcall if the vCPU going
-/// back to the guest has an event waiting. Returns non-zero when the frame was rewritten
-/// (so the exit must restore it in full with `iretq`).
-fn leave(frame: &mut TrapFrame, mut rewritten: bool) -> u64 {
-    if schedule::must_reschedule() {
-        rewritten |= schedule::reschedule(frame, true);
+/// Called by the compatibility-mode `syscall` entry (MSR_CSTAR), which no guest can reach:
+/// guests have no 32-bit code segment. If one ever does, it is killed. Returns 1 to idle,
+/// 0 to leave through the frame by `iretq`.
+#[unsafe(no_mangle)]
+extern "C" fn compat_syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    match schedule::current() {
+        Some(v) => control::kill_domain(v.domain, KillReason::CompatSyscall { rip: frame.rip }),
+        None => panic!("compatibility-mode syscall with no vCPU on this CPU"),
     }
-    if schedule::with_current(|vcpu| crate::upcall::deliver(vcpu, frame)) == Some(true) {
-        rewritten = true;
-        // Entering the upcall may have killed the domain (a stack it could not take).
-        if schedule::must_reschedule() {
-            schedule::reschedule(frame, true);
-        }
+    let next = schedule::reschedule(frame, true);
+    u64::from(crate::trap::leave(frame, true, next.then(Next::Switched)) == Next::Idle)
+}
+
+fn exit_code(next: Next) -> u64 {
+    match next {
+        Next::Same => 0,
+        Next::Switched => 1,
+        Next::Idle => 2,
     }
-    u64::from(rewritten)
 }
 
 fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {

@@ -52,9 +52,13 @@ pub fn cpu_index() -> usize {
 /// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
 fn init_this_cpu(cpu_index: usize) {
     arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
-    arch::gdt::init_this_cpu();
+    arch::gdt::init_this_cpu(arch::percpu::kernel_stack_top());
     arch::trap::load_idt();
     arch::entry::init_syscall();
+    let protections = arch::cpu::protect_this_cpu();
+    if cpu_index == 0 {
+        log::info!("guest isolation: {protections:?}");
+    }
 }
 
 /// The Rust entry of every application processor, called by the `smp` trampoline.

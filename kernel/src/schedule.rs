@@ -341,10 +341,35 @@ pub fn must_reschedule() -> bool {
     take_need_resched()
 }
 
+/// What the way out of the hypervisor does after [`reschedule`] (Hubris's `NextTask`: the
+/// scheduler decides and returns, and the entry code performs the switch, so no Rust frame
+/// is abandoned with something still to drop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Back to the vCPU that entered, with its frame as it is.
+    Same,
+    /// To the vCPU now in the frame (another one, or the same one restored in full).
+    Switched,
+    /// Nothing to run: the entry code jumps to the idle loop on a fresh stack. The frame
+    /// holds nothing any more.
+    Idle,
+}
+
+impl Next {
+    /// What the way out does after `self`, then `later`.
+    pub fn then(self, later: Next) -> Next {
+        match (self, later) {
+            (_, Next::Idle) | (Next::Idle, _) => Next::Idle,
+            (Next::Switched, _) | (_, Next::Switched) => Next::Switched,
+            (Next::Same, Next::Same) => Next::Same,
+        }
+    }
+}
+
 /// Saves the current vCPU (its registers from `frame`), lets the policy choose, and loads
-/// the choice into `frame`. Returns whether the frame now holds a different vCPU. If there
-/// is nothing to run, does not return: the CPU goes idle.
-pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
+/// the choice into `frame`. If there is nothing to run, the CPU is left with no current
+/// vCPU and the kernel's address space, and the caller must go idle ([`Next::Idle`]).
+pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let cpu = this_cpu();
     let now = time::now_ns();
     let prev = cpus().this().lock().current.clone();
@@ -376,7 +401,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
             p.yielded.store(false, Ordering::Relaxed);
         }
         arm_timer(now);
-        return false;
+        return Next::Same;
     }
     if let Some(p) = &prev {
         account_out(p, now);
@@ -389,7 +414,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
             cpus().this().lock().current = Some(n);
             arm_timer(now);
             load_address_space(pml4, prev);
-            true
+            Next::Switched
         }
         None => {
             arch::addrspace::activate_kernel();
@@ -398,7 +423,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
                 release(p);
             }
             cpus().this().lock().current = None;
-            arch::entry::go_idle()
+            Next::Idle
         }
     }
 }
@@ -592,8 +617,7 @@ extern "C" fn idle_loop() -> ! {
             .this()
             .load(Ordering::Acquire)
         {
-            x86_64::instructions::interrupts::enable_and_hlt();
-            x86_64::instructions::interrupts::disable();
+            arch::entry::wait_for_interrupt();
         }
     }
 }

@@ -56,6 +56,12 @@ pub fn install(cpu_index: usize, apic_id: u32) {
     unsafe { smp::percpu::install(&raw mut area.header) };
 }
 
+/// Top of this CPU's kernel stack.
+pub fn kernel_stack_top() -> x86_64::VirtAddr {
+    // SAFETY: as in `set_current`.
+    x86_64::VirtAddr::new(unsafe { (*area()).kernel_stack_top })
+}
+
 fn area() -> *mut CpuArea {
     smp::percpu::this_cpu().cast()
 }
