@@ -93,6 +93,9 @@ pub struct Vcpu {
     pub state: Mutex<VcpuState>,
     /// Saved registers while not running.
     pub regs: Mutex<TrapFrame>,
+    /// Its data segment selectors (DS, ES, FS, GS) while not running: a guest may load
+    /// them, and no other domain may see what it loaded.
+    pub selectors: AtomicU64,
     /// Saved x87/SSE state; its address is handed to the entry code while running.
     pub fpu: Box<FpuState>,
     pub running_on: AtomicUsize,
@@ -398,6 +401,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             pml4,
             state: Mutex::new(VcpuState::Paused),
             regs: Mutex::new(frame),
+            selectors: AtomicU64::new(0),
             fpu: Box::new(FpuState::initial()),
             running_on: AtomicUsize::new(NOT_RUNNING),
             yielded: core::sync::atomic::AtomicBool::new(false),

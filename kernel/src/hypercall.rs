@@ -139,19 +139,16 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             Ok(0)
         }
         SchedOp::Block => {
-            let deadline = vcpu
-                .timer_deadline
-                .load(core::sync::atomic::Ordering::Acquire);
-            if deadline != 0 && deadline <= now {
-                // The timer already fired in all but name: do not sleep past it.
-                vcpu.timer_deadline
-                    .store(0, core::sync::atomic::Ordering::Release);
+            if schedule::take_due_timer(vcpu, now) {
                 return Ok(0);
             }
             schedule::stop(vcpu, VcpuState::Blocked, now);
-            // An event sent before the vCPU was marked blocked found nothing to wake: look
-            // again now that it is (the sender marks pending, then wakes; SeqCst on both).
-            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index)) {
+            // An event sent or a timer fired before the vCPU was marked blocked found
+            // nothing to wake: look again now that it is (the sender marks pending, then
+            // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
+            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index))
+                || schedule::take_due_timer(vcpu, now)
+            {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -172,9 +169,18 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             if any_pending(&domain) {
                 return Ok(1);
             }
+            // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
+            // returns on the timeout too), or the vCPU would sleep forever.
+            if schedule::take_due_timer(vcpu, now) {
+                return Ok(0);
+            }
             schedule::stop(vcpu, VcpuState::Blocked, now);
-            // As for Block: an event sent before the vCPU was marked blocked.
-            if any_pending(&domain) || domain.has_pending_for(vcpu.index) {
+            // As for Block: an event sent or a timer fired before the vCPU was marked
+            // blocked.
+            if any_pending(&domain)
+                || domain.has_pending_for(vcpu.index)
+                || schedule::take_due_timer(vcpu, now)
+            {
                 schedule::wake(vcpu, now);
             }
             Ok(0)

@@ -37,6 +37,9 @@ const TRAMPOLINE_PHYS: u64 = 0x8000;
 /// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
 
+/// `selftest=hang`: CPU 1 hangs in the hypervisor once the experiment runs.
+static SELFTEST_HANG: AtomicBool = AtomicBool::new(false);
+
 /// Application processors that finished their own set-up.
 static APS_READY: AtomicUsize = AtomicUsize::new(0);
 
@@ -72,6 +75,9 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     }
     log::debug!("CPU {cpu_index} (APIC id {}) ready", smp::apic::id());
     APS_READY.fetch_add(1, Ordering::AcqRel);
+    if cpu_index == 1 && SELFTEST_HANG.load(Ordering::Acquire) {
+        selftest::hang();
+    }
     arch::entry::go_idle()
 }
 
@@ -156,6 +162,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         log::info!("self-test: taking a page fault on purpose");
         selftest::page_fault();
     }
+    SELFTEST_HANG.store(options.selftest == SelfTest::Hang, Ordering::Release);
 
     let Some(rsdp) = info.rsdp else {
         log::error!("the boot loader gave no ACPI RSDP: cannot find the CPUs");
@@ -282,6 +289,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
             arch::exit(ExitCode::Success);
         }
     }
+    schedule::arm_watchdog();
     arch::entry::go_idle()
 }
 

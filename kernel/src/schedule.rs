@@ -8,13 +8,17 @@
 //!
 //! Timers: each CPU has one one-shot hardware timer, armed for the earliest of: the end of
 //! the current slice, the policy's next accounting tick, and the earliest vCPU timer set on
-//! this CPU.
+//! this CPU. A vCPU's timer is one slot ([`TimerHeap`]): setting it again replaces it, so
+//! no guest can fill a CPU's timers and silence its neighbours'. A vCPU that moved has at
+//! most one stale slot on each CPU it set a timer on; it fires, finds the vCPU's deadline
+//! changed, and is dropped.
 
 use alloc::boxed::Box;
-use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
-use core::cmp::Reverse;
 use core::sync::atomic::{AtomicBool, Ordering};
+
+use kernel::timerheap::TimerHeap;
+use kernel::watchdog::{self, Watch};
 
 use sched::{Policy, VcpuId};
 use smp::percpu::PerCpu;
@@ -36,8 +40,11 @@ struct CpuSched {
     next_tick: Option<u64>,
     /// When the hardware timer is set to fire (system ns), if it is.
     armed_at: Option<u64>,
-    /// vCPU timers set on this CPU: (deadline, vCPU id); stale entries are skipped.
-    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// vCPU timers set on this CPU, one slot per vCPU.
+    timers: TimerHeap,
+    /// When this CPU next looks at the CPU it watches ([`kernel::watchdog`]).
+    next_watch: u64,
+    watch: Watch,
     busy_ns: u64,
     switches: u64,
 }
@@ -67,9 +74,6 @@ static IDLE: Once<PerCpu<Mutex<IdleClock>>> = Once::new();
 /// past, which makes its next block return at once.
 pub const FIRED: u64 = 1;
 
-/// Room reserved in each CPU's timer heap, so that setting a timer never allocates.
-const TIMER_SLOTS: usize = domain::MAX_VCPUS_TOTAL;
-
 /// Installs the policy and the per-CPU state. Called once by the BSP before any CPU
 /// schedules.
 pub fn init(policy: Box<dyn Policy>) {
@@ -82,7 +86,9 @@ pub fn init(policy: Box<dyn Policy>) {
                 slice_end: None,
                 next_tick: tick,
                 armed_at: None,
-                timers: BinaryHeap::new(),
+                timers: TimerHeap::new(domain::MAX_VCPUS_TOTAL),
+                next_watch: 0,
+                watch: Watch::default(),
                 busy_ns: 0,
                 switches: 0,
             })
@@ -230,16 +236,43 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu) -> R) -> Option<R> {
     unsafe { ptr.as_ref() }.map(f)
 }
 
-/// Arms a vCPU's one-shot timer on this CPU.
+/// Arms a vCPU's one-shot timer on this CPU, replacing the one it had (0: cancels it).
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     v.timer_deadline.store(deadline_ns, Ordering::Release);
-    if deadline_ns != 0 {
-        let mut cs = cpus().this().lock();
-        if cs.timers.len() < TIMER_SLOTS {
-            cs.timers.push(Reverse((deadline_ns, v.id)));
+    let mut cs = cpus().this().lock();
+    if deadline_ns == 0 {
+        cs.timers.cancel(v.id);
+        return;
+    }
+    cs.timers.set(v.id, deadline_ns);
+    drop(cs);
+    arm_timer(time::now_ns());
+}
+
+/// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
+/// counts as its wake-up and is consumed. Either it fired while the vCPU was awake
+/// ([`FIRED`]), or its deadline has passed and its interrupt has not come yet: then it
+/// fires here, its timer VIRQ sent as `run_timers` would have, so that a guest waiting for
+/// the VIRQ gets it and one waiting in `block` does not sleep past its deadline.
+pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
+    loop {
+        let deadline = v.timer_deadline.load(Ordering::Acquire);
+        if deadline == 0 || deadline > now {
+            return false;
         }
-        drop(cs);
-        arm_timer(time::now_ns());
+        if v.timer_deadline
+            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue; // `run_timers` on another CPU marked it FIRED meanwhile
+        }
+        if deadline != FIRED {
+            cpus().this().lock().timers.cancel(v.id);
+            if let Some(d) = domain::domain(v.domain) {
+                d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
+            }
+        }
+        return true;
     }
 }
 
@@ -247,19 +280,20 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
 fn run_timers(now: u64) {
     let cpu = this_cpu();
     loop {
-        let due = {
-            let mut cs = cpus().this().lock();
-            match cs.timers.peek() {
-                Some(Reverse((deadline, _))) if *deadline <= now => {
-                    cs.timers.pop().map(|Reverse(t)| t)
-                }
-                _ => None,
-            }
+        let due = cpus().this().lock().timers.pop_due(now);
+        let Some(kernel::timerheap::Entry {
+            deadline_ns: deadline,
+            id,
+        }) = due
+        else {
+            break;
         };
-        let Some((deadline, id)) = due else { break };
         let Some(v) = domain::vcpu(id) else { continue };
+        // FIRED first, then the wake: a vCPU on its way to block either is woken here or,
+        // checking again once it is marked blocked, finds FIRED and wakes itself
+        // ([`take_due_timer`]); in every order one of the two sees the other.
         if v.timer_deadline
-            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(deadline, FIRED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             continue; // cancelled or re-armed since
@@ -268,15 +302,18 @@ fn run_timers(now: u64) {
         if let Some(d) = domain::domain(v.domain) {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
-        if !wake(&v, now) {
-            // It fired while the vCPU was awake (between its set_timer and its block):
-            // leave a deadline in the past, so that the next block returns at once
-            // instead of sleeping through a wake-up that already happened.
+        if wake(&v, now) {
+            // It was blocked and now wakes: nothing is left to report. (Left FIRED, it
+            // would only make a later block return at once, which callers allow.)
             let _ =
                 v.timer_deadline
-                    .compare_exchange(0, FIRED, Ordering::AcqRel, Ordering::Acquire);
+                    .compare_exchange(FIRED, 0, Ordering::AcqRel, Ordering::Acquire);
         }
+        // Else it fired while the vCPU was awake (between its set_timer and its block):
+        // FIRED, a deadline in the past, makes the next block return at once instead of
+        // sleeping through a wake-up that already happened.
     }
+    watch_neighbour(cpu, now);
     let tick_due = {
         let mut cs = cpus().this().lock();
         let due = cs.next_tick.is_some_and(|t| t <= now);
@@ -298,6 +335,75 @@ fn run_timers(now: u64) {
     }
 }
 
+/// The watchdog, every [`watchdog::PERIOD_NS`]: looks at the next online CPU's transition
+/// count, and ends the run if that CPU has been in the hypervisor for
+/// [`watchdog::STUCK_NS`] without leaving: it is asked by NMI to report where it is, and
+/// the machine stops with a failure either way.
+fn watch_neighbour(cpu: usize, now: u64) {
+    if !WATCHDOG_ARMED.load(Ordering::Relaxed) {
+        return;
+    }
+    let stuck = {
+        let mut cs = cpus().this().lock();
+        if now < cs.next_watch {
+            return;
+        }
+        cs.next_watch = now + watchdog::PERIOD_NS;
+        let online = smp::startup::online();
+        let Some(next) = online
+            .iter()
+            .find(|&c| c > cpu)
+            .or_else(|| online.iter().next())
+            .filter(|&c| c != cpu)
+        else {
+            return;
+        };
+        let Some(count) = arch::percpu::transitions_of(next) else {
+            return;
+        };
+        cs.watch.observe(count, now).map(|ns| (next, ns))
+    };
+    if let Some((victim, ns)) = stuck {
+        crate::console::emergency();
+        log::error!(
+            "watchdog: CPU {victim} has been in the hypervisor for {} ms without leaving; \
+             asking it where (NMI)",
+            ns / 1_000_000
+        );
+        STUCK_CPU.store(victim, Ordering::Release);
+        smp::ipi::send_nmi(victim);
+        // Its NMI handler reports and stops the machine; if it cannot, stop it from here.
+        let until = time::now_ns() + 50_000_000;
+        while time::now_ns() < until {
+            core::hint::spin_loop();
+        }
+        log::error!("watchdog: CPU {victim} did not answer its NMI; stopping");
+        arch::exit(abi::console::ExitCode::Failure);
+    }
+}
+
+/// Set once the machine has booted (boot itself keeps the bootstrap CPU busy for longer).
+static WATCHDOG_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the watchdog: from now on every CPU watches the next one.
+pub fn arm_watchdog() {
+    WATCHDOG_ARMED.store(true, Ordering::Release);
+}
+
+/// Whether the watchdog runs yet.
+pub fn watchdog_armed() -> bool {
+    WATCHDOG_ARMED.load(Ordering::Acquire)
+}
+
+/// The CPU the watchdog found stuck (usize::MAX: none): its NMI is the watchdog's.
+static STUCK_CPU: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Whether an NMI on this CPU is the watchdog's (this CPU was found stuck).
+pub fn watchdog_nmi() -> bool {
+    STUCK_CPU.load(Ordering::Acquire) == this_cpu()
+}
+
 /// Programs this CPU's hardware timer for its earliest pending event.
 ///
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
@@ -308,7 +414,8 @@ fn arm_timer(now: u64) {
     let earliest = [
         cs.slice_end,
         cs.next_tick,
-        cs.timers.peek().map(|Reverse((d, _))| *d),
+        Some(cs.next_watch),
+        cs.timers.peek().map(|e| e.deadline_ns),
     ]
     .into_iter()
     .flatten()
@@ -377,6 +484,8 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         // Save first: once the policy has the vCPU back, another CPU may pick it, and it
         // waits for `running_on` to clear before loading what we save here.
         *p.regs.lock() = frame.clone();
+        p.selectors
+            .store(arch::selectors::save(), Ordering::Relaxed);
         if from_hypercall && !arch::percpu::fpu_restore_pending() {
             // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
             // (Unless the hypercall put the state to resume with in its FPU area already:
@@ -545,6 +654,7 @@ fn switch_in<'a>(
         v.publish_time(true, s.cpu_ns, now);
     }
     trace::record(TraceEvent::Run, v, now);
+    arch::selectors::restore(v.selectors.load(Ordering::Relaxed));
     cpus().this().lock().switches += 1;
     arch::percpu::set_current(v as *const Vcpu as u64, &*v.fpu as *const _ as u64, true);
     prev

@@ -14,11 +14,21 @@ use crate::schedule::{self, Next};
 use crate::{control, upcall};
 
 const DEBUG: u64 = 1;
+const NMI: u64 = 2;
 const GENERAL_PROTECTION: u64 = 13;
 const PAGE_FAULT: u64 = 14;
 
 /// An exception (vectors 0 to 31).
 pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
+    if vector == NMI {
+        if schedule::watchdog_nmi() {
+            log::error!("watchdog: this CPU was stuck in the hypervisor; where it was:");
+            fatal_exception(frame);
+        }
+        // Nothing else sends NMIs; one from elsewhere (a chipset) is not the guest's fault.
+        log::warn!("NMI ignored (rip {:#x})", frame.rip);
+        return Next::Same;
+    }
     if !frame.came_from_user() {
         if vector == PAGE_FAULT
             && let Some(fixup) = copy_fixup(frame.rip)

@@ -154,6 +154,17 @@ pub fn send_reschedule(cpu: usize) -> bool {
     true
 }
 
+/// Sends an NMI to CPU `cpu`, which takes it even with interrupts off (the watchdog's way to
+/// ask a stuck CPU where it is). Returns `false`, sending nothing, if `cpu` is not online.
+pub fn send_nmi(cpu: usize) -> bool {
+    if !crate::startup::is_online(cpu) {
+        return false;
+    }
+    const DELIVERY_NMI: u32 = 0b100 << 8;
+    apic::send_icr(crate::startup::apic_id_of(cpu), DELIVERY_NMI);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

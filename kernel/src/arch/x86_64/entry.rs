@@ -17,7 +17,7 @@
 use core::arch::global_asm;
 
 use super::gdt::{USER_CODE, USER_DATA};
-use super::percpu::{CUR_FPU, FPU_RESTORE, KERNEL_STACK_TOP, USER_RSP};
+use super::percpu::{CUR_FPU, FPU_RESTORE, KERNEL_STACK_TOP, TRANSITIONS, USER_RSP};
 use super::trap::TrapFrame;
 
 /// The `vector` value of a frame built by the `syscall` entry.
@@ -106,6 +106,7 @@ trap_common:
     testb $3, 24(%rsp)
     jz trap_from_hypervisor
     swapgs
+    incq %gs:{transitions}
     push_gprs
     /* Nothing of the guest's RFLAGS stays in force: interrupt delivery clears TF, NT and IF
        but not AC (which would switch SMAP off) or DF. */
@@ -133,6 +134,7 @@ return_from_trap:
     jmp 4f
 3:  scrub_xmm
 4:  pop_gprs
+    incq %gs:{transitions}
     swapgs
     addq $16, %rsp
     iretq
@@ -167,6 +169,7 @@ trap_from_hypervisor:
     .globl syscall_entry
 syscall_entry:
     swapgs
+    incq %gs:{transitions}
     movq %rsp, %gs:{user_rsp}
     movq %gs:{kernel_stack_top}, %rsp
     pushq ${user_data}
@@ -198,6 +201,7 @@ syscall_entry:
     movq 16(%rsp), %rcx
     movq 32(%rsp), %r11
     movq 40(%rsp), %rsp
+    incq %gs:{transitions}
     swapgs
     sysretq
 
@@ -207,6 +211,7 @@ syscall_entry:
     .globl compat_syscall_entry
 compat_syscall_entry:
     swapgs
+    incq %gs:{transitions}
     movq %rsp, %gs:{user_rsp}
     movq %gs:{kernel_stack_top}, %rsp
     pushq ${user_data}
@@ -274,9 +279,11 @@ copy_user_fixup:
    red zone of the caller is live). */
     .globl idle_halt
 idle_halt:
+    incq %gs:{transitions}
     sti
     hlt
     cli
+    incq %gs:{transitions}
     ret
 
     .macro stub_address vector
@@ -296,6 +303,7 @@ trap_stub_table:
     cur_fpu = const CUR_FPU,
     fpu_restore = const FPU_RESTORE,
     user_rsp = const USER_RSP,
+    transitions = const TRANSITIONS,
     kernel_stack_top = const KERNEL_STACK_TOP,
     user_data = const USER_DATA.0 as u64,
     user_code = const USER_CODE.0 as u64,
