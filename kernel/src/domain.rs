@@ -167,7 +167,16 @@ pub struct Domain {
     pub grants: Mutex<kernel::grant::GrantTable>,
     /// The grants of other domains it has mapped.
     pub maptrack: Mutex<kernel::grant::MapTrack>,
+    /// Its console output quota (bytes), for an unprivileged domain.
+    pub console_quota: Mutex<kernel::ratelimit::TokenBucket>,
+    /// Console bytes refused over the quota.
+    pub console_refused: AtomicU64,
 }
+
+/// Console output a guest may write at once, in bytes: a page of text.
+pub const CONSOLE_BURST_BYTES: u64 = 8192;
+/// Console output a guest may write a second, in bytes, once its burst is spent.
+pub const CONSOLE_BYTES_PER_SEC: u64 = 4096;
 
 /// Why a domain could not be created.
 #[derive(Debug)]
@@ -431,6 +440,11 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         frames_limit: u64::from(config.memory_kib / 4),
         grants: Mutex::new(kernel::grant::GrantTable::default()),
         maptrack: Mutex::new(kernel::grant::MapTrack::default()),
+        console_quota: Mutex::new(kernel::ratelimit::TokenBucket::new(
+            CONSOLE_BURST_BYTES,
+            CONSOLE_BYTES_PER_SEC,
+        )),
+        console_refused: AtomicU64::new(0),
     });
     domains[id as usize] = Some(domain.clone());
     Ok(domain)
