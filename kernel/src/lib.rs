@@ -6,6 +6,11 @@
 //! The freestanding binary (`main.rs`) wraps these in the hardware layer.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+// A hypercall runs with the guest's MXCSR and x87 control word in force (they are
+// callee-saved in the hypercall ABI, so the entry leaves them): a guest that unmasks
+// floating-point exceptions would turn any float operation here into a #XM in ring 0.
+// So the hypervisor does no floating-point arithmetic at all.
+#![deny(clippy::float_arithmetic)]
 
 extern crate alloc;
 

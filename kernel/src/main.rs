@@ -5,6 +5,11 @@
 //! memory, descriptor tables, CPU discovery and start-up, then the run itself.
 #![no_std]
 #![no_main]
+// A hypercall runs with the guest's MXCSR and x87 control word in force (they are
+// callee-saved in the hypercall ABI, so the entry leaves them): a guest that unmasks
+// floating-point exceptions would turn any float operation here into a #XM in ring 0.
+// So the hypervisor does no floating-point arithmetic at all.
+#![deny(clippy::float_arithmetic)]
 
 extern crate alloc;
 

@@ -37,6 +37,10 @@
 //! path to restore it. A hypercall saves nothing, since vector registers are caller-saved in
 //! the hypercall ABI; its exit path scrubs them unless a restore was requested.
 //!
+//! MXCSR and the x87 control word stay the guest's during a hypercall (callee-saved in the
+//! ABI): the hypervisor does no floating-point arithmetic (`clippy::float_arithmetic` is
+//! denied), so a guest that unmasks floating-point exceptions cannot raise one in ring 0.
+//!
 //! The watchdog's count (`percpu::CpuArea::transitions`) moves by one at every entry from
 //! and exit to a guest, and around the idle `hlt`.
 
@@ -256,11 +260,14 @@ compat_syscall_entry:
 
 /* syscall_floor: the benchmarks' floor, installed in LSTAR only while Domain0 measures it:
    a NULL hypercall returns at once by `sysretq` (nothing saved, no stack touched); any other
-   number takes the full entry. */
+   number takes the full entry, and so does a return address past the guest's half (bit 47:
+   a `syscall` in the last two bytes below it), which `sysretq` must never get (XSA-7). */
     .globl syscall_floor
 syscall_floor:
     cmpq ${null_hypercall}, %rax
     jne syscall_entry
+    btq $47, %rcx
+    jc syscall_entry
     sysretq
 
 /* resume_frame(frame): leaves through the TrapFrame at `frame`, which becomes the stack.
