@@ -381,6 +381,9 @@ fn switch_floor(iters: u32) -> u64 {
     let (pml4, flags) = x86_64::registers::control::Cr3::read();
     let start = crate::arch::cpu::rdtsc();
     for i in 0..iters {
+        if i % 1024 == 0 {
+            arch::percpu::touch_watchdog(); // a long loop on purpose
+        }
         live.rax = u64::from(i);
         saved.clone_from(black_box(&live));
         fpu.save();
