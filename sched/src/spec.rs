@@ -248,6 +248,14 @@ pub fn image_bytes(workload: &str) -> u64 {
     }
 }
 
+/// The fewest vCPUs a workload works with, and why (it fails at start with fewer).
+pub fn min_vcpus(workload: &str) -> (u64, &'static str) {
+    match workload {
+        "shootdown" => (2, "one vCPU remaps a page the other keeps reading"),
+        _ => (1, ""),
+    }
+}
+
 /// Bytes Domain0's image may span (1 MiB of it is its heap); checked like [`image_bytes`].
 pub const DOM0_IMAGE_BYTES: u64 = 2 << 20;
 
@@ -728,6 +736,17 @@ impl Spec {
             ));
         };
         range(self, &at("vcpus"), g.vcpus, 1, limits::MAX_VCPUS as u64)?;
+        let (least, why) = min_vcpus(&g.workload);
+        if g.vcpus < least {
+            return Err(self.err(
+                at("vcpus"),
+                format!(
+                    "`{}` needs at least {least} vCPUs ({why}); allowed: {least}..={}",
+                    g.workload,
+                    limits::MAX_VCPUS
+                ),
+            ));
+        }
         range(self, &at("memory_kib"), g.memory_kib, 64, 1 << 30)?;
         let per_domain = |field: &str, name: &str, v: &PerDomain| -> Result<(), SpecError> {
             if let PerDomain::Each(vs) = v

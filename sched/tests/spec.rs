@@ -191,6 +191,10 @@ fn vcpus_per_domain_and_in_all() {
         "name = \"w\"\nworkload = \"cpu\"\nvcpus = 65\nmemory_kib = 8192",
     ));
     assert!(e.contains("domain[0].vcpus") && e.contains("1..=64"), "{e}");
+    // A workload that needs two.
+    let e = err(&one_group("credit", 2, 1024, "name = \"s\"\nworkload = \"shootdown\""));
+    assert!(e.contains("domain[0].vcpus") && e.contains("at least 2 vCPUs"), "{e}");
+    ok(&one_group("credit", 2, 1024, "name = \"s\"\nworkload = \"shootdown\"\nvcpus = 2"));
     // 4095 vCPUs besides Domain0's is the most: 1023 × 4 + 3.
     let spec = |last: u64| {
         format!(
