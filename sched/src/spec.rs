@@ -677,7 +677,7 @@ impl Spec {
         if self.domains.is_empty() {
             return Err(self.err("domain", "at least one [[domain]] group is required"));
         }
-        let total: u64 = self.domains.iter().map(|g| g.count).sum();
+        let total = self.domains.iter().fold(0u64, |n, g| n.saturating_add(g.count));
         if total > MAX_DOMAINS {
             return Err(self.err(
                 "domain",

@@ -191,6 +191,13 @@ fn vcpus_per_domain_and_in_all() {
         "name = \"w\"\nworkload = \"cpu\"\nvcpus = 65\nmemory_kib = 8192",
     ));
     assert!(e.contains("domain[0].vcpus") && e.contains("1..=64"), "{e}");
+    // Absurd counts are refused, not overflowed.
+    let huge = format!(
+        "name = \"t\"\n[[domain]]\nname = \"a\"\ncount = {m}\nworkload = \"cpu\"\n\
+         [[domain]]\nname = \"b\"\ncount = {m}\nworkload = \"cpu\"\n",
+        m = i64::MAX
+    );
+    assert!(err(&huge).contains("allowed: 1..=1024"));
     // A workload that needs two.
     let e = err(&one_group("credit", 2, 1024, "name = \"s\"\nworkload = \"shootdown\""));
     assert!(e.contains("domain[0].vcpus") && e.contains("at least 2 vCPUs"), "{e}");
