@@ -42,10 +42,11 @@
 //! entries must then name data frames or tables already in use ([`Depth::One`]), and the
 //! last link to a table may go only once the table is empty ([`MmError::TooDeep`]
 //! otherwise). Guests build trees top-down (link an empty table, then fill it) and tear
-//! them down bottom-up. The hypervisor's own trees (a domain's initial tables) are
-//! validated whole at creation, and torn down whole at destruction, on Domain0's time.
+//! them down bottom-up. And a domain has at most [`MAX_TABLES`] frames in use as tables
+//! (`NoMem` past that), so tearing down a whole domain at destruction, which the
+//! hypervisor does in one go on Domain0's time, devalidates at most that many tables.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -132,6 +133,8 @@ pub enum MmError {
     /// (more than one table's worth of work in one update), or drop the last link to a
     /// table that still has entries: see "Bounded work" above.
     TooDeep,
+    /// The domain has [`MAX_TABLES`] page tables already.
+    TooManyTables,
 }
 
 impl fmt::Display for MmError {
@@ -149,6 +152,7 @@ impl fmt::Display for MmError {
             MmError::Busy => "frame or entry is in use",
             MmError::Misaligned => "entry address not 8-byte aligned",
             MmError::NotMapped => "grant is not mapped there",
+            MmError::TooManyTables => "the domain has as many page tables as it may",
             MmError::TooDeep => {
                 "more than one table to validate or devalidate: link empty tables, then \
                  fill them; empty a table before its last link goes"
@@ -211,7 +215,14 @@ pub struct FrameTable {
     pinned: BTreeSet<u64>,
     /// Frames freed as a side effect of devalidation, not yet handed to the caller.
     freed: Vec<u64>,
+    /// Frames each domain has in use as page tables (at most [`MAX_TABLES`]).
+    tables: BTreeMap<DomainId, u32>,
 }
+
+/// Frames a domain may have in use as page tables at once: 512 tables map 1 GiB in 4 KiB
+/// pages, far more than any guest here needs, and bound what one update or a teardown can
+/// devalidate to 512 tables' entries (see "Bounded work").
+pub const MAX_TABLES: u32 = 512;
 
 impl FrameTable {
     /// A table for frames `first_mfn .. first_mfn + count`, all free.
@@ -221,7 +232,13 @@ impl FrameTable {
             frames: alloc::vec![FrameInfo::default(); count],
             pinned: BTreeSet::new(),
             freed: Vec::new(),
+            tables: BTreeMap::new(),
         }
+    }
+
+    /// Frames `dom` has in use as page tables.
+    pub fn tables_of(&self, dom: DomainId) -> u32 {
+        self.tables.get(&dom).copied().unwrap_or(0)
     }
 
     fn slot(&self, mfn: u64) -> Option<usize> {
@@ -506,10 +523,19 @@ impl FrameTable {
             info.type_count = 1;
             return Ok(());
         };
+        let owner = info.owner;
+        if let (Some(_), Some(owner)) = (ty.level(), owner) {
+            let count = self.tables.entry(owner).or_insert(0);
+            if *count >= MAX_TABLES {
+                return Err(MmError::TooManyTables);
+            }
+            *count += 1;
+        }
+        let info = self.frame(mfn);
         // Typed before validation: an entry reaching back here sees a live frame.
         info.ty = ty;
         info.type_count = 1;
-        let (Some(level), Some(owner)) = (ty.level(), info.owner) else {
+        let (Some(level), Some(owner)) = (ty.level(), owner) else {
             return Ok(());
         };
         // Xen's alloc_lN_table: validate every entry, undoing on the first failure.
@@ -528,10 +554,21 @@ impl FrameTable {
                 let info = self.frame(mfn);
                 info.ty = PageType::None;
                 info.type_count = 0;
+                self.untable(owner);
                 return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// One page table of `owner` fewer.
+    fn untable(&mut self, owner: DomainId) {
+        if let Some(count) = self.tables.get_mut(&owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.tables.remove(&owner);
+            }
+        }
     }
 
     /// Drops a type reference (Xen's `put_page_type`); the last one of a table type
@@ -544,7 +581,11 @@ impl FrameTable {
             return;
         }
         let ty = core::mem::take(&mut info.ty);
+        let owner = info.owner;
         let Some(level) = ty.level() else { return };
+        if let Some(owner) = owner {
+            self.untable(owner);
+        }
         for i in 0..guest_entries(level) {
             let entry = mem.read(mfn, i);
             if is_present(entry) {
@@ -680,9 +721,17 @@ mod tests {
             }
         }
 
+        /// A world with `count` frames instead of `COUNT`.
+        fn with_frames(count: usize) -> World {
+            World {
+                ft: FrameTable::new(FIRST, count),
+                ..World::new()
+            }
+        }
+
         fn alloc(&mut self, dom: DomainId) -> Option<u64> {
-            let mfn =
-                (FIRST..FIRST + COUNT as u64).find(|&m| self.ft.info(m).unwrap().refs == 0)?;
+            let count = self.ft.frames.len() as u64;
+            let mfn = (FIRST..FIRST + count).find(|&m| self.ft.info(m).unwrap().refs == 0)?;
             self.ft.assign(mfn, dom, false).unwrap();
             self.mem.0.remove(&mfn); // a freshly allocated frame holds junk; zeroes will do
             self.allocated.insert(mfn, dom);
@@ -1138,6 +1187,42 @@ mod tests {
     }
 
     #[test]
+    fn a_domain_has_at_most_max_tables_page_tables() {
+        let mut w = World::with_frames(MAX_TABLES as usize + 64);
+        let (t, _) = (w.build(D1), w.build(D2));
+        let start = w.ft.tables_of(D1);
+        assert!(start > 0 && start < 8, "{start}");
+        // Empty L1s linked into the L2 (and, past its 511 free entries, into a second L2).
+        let mut linked = Vec::new();
+        let mut l2 = t.l2;
+        let mut index = 1;
+        while w.ft.tables_of(D1) < MAX_TABLES {
+            if index == 512 {
+                let next = w.alloc(D1).unwrap();
+                assert_eq!(w.update(D1, t.l3, 1, link(next)), Ok(false));
+                (l2, index) = (next, 0);
+                continue;
+            }
+            let f = w.alloc(D1).unwrap();
+            assert_eq!(w.update(D1, l2, index, link(f)), Ok(false));
+            linked.push((l2, index));
+            index += 1;
+        }
+        let f = w.alloc(D1).unwrap();
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, l2, index, link(f)), Err(TooManyTables));
+        assert_eq!(w.ft.frames, before, "a refused link changes nothing");
+        // One table fewer makes room for one more.
+        let (table, i) = linked.pop().unwrap();
+        assert_eq!(w.update(D1, table, i, 0), Ok(true));
+        assert_eq!(w.update(D1, l2, index, link(f)), Ok(false));
+        // Another domain's quota is its own; a teardown gives the whole count back.
+        assert!(w.ft.tables_of(D2) < 8);
+        w.teardown(D1);
+        assert_eq!(w.ft.tables_of(D1), 0);
+    }
+
+    #[test]
     fn hypervisor_written_pages_map_read_only_only() {
         let (mut w, t, _) = world();
         let s = w.alloc(D1).unwrap();
@@ -1368,6 +1453,15 @@ mod tests {
                         assert_eq!(freed.contains(&m), b.refs > 0 && a.refs == 0, "{m:#x}");
                     }
                 }
+                // Each domain's page-table count is exactly its frames typed as tables.
+                let mut typed: BTreeMap<DomainId, u32> = BTreeMap::new();
+                for f in &w.ft.frames {
+                    if let (Some(_), Some(owner), true) = (f.ty.level(), f.owner, f.type_count > 0)
+                    {
+                        *typed.entry(owner).or_default() += 1;
+                    }
+                }
+                assert_eq!(typed, w.ft.tables, "page tables per domain");
             }
             println!("seed {seed}: {outcomes:?}, {} domains", next_dom - 1);
             // The sequence must actually exercise both outcomes of the interesting operations.

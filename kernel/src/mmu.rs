@@ -164,6 +164,7 @@ pub fn errno(e: MmError) -> Errno {
     match e {
         MmError::Busy => Errno::Busy,
         MmError::NotOwner => Errno::Perm,
+        MmError::TooManyTables => Errno::NoMem,
         _ => Errno::Inval,
     }
 }
