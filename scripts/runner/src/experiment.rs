@@ -30,6 +30,8 @@ pub struct Experiment {
     pub globals: Vec<(String, u64)>,
     /// Domain0 also runs the micro-benchmarks (`--bench`).
     pub bench: bool,
+    /// `[churn]`: domain lifetimes instead of a measured interval.
+    pub churn: Option<spec::Churn>,
 }
 
 fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experiment {
@@ -46,6 +48,7 @@ fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experim
         globals: s.policy_globals(),
         plan,
         bench: false,
+        churn: s.churn.clone(),
     }
 }
 
