@@ -49,6 +49,7 @@ fn hold_here(_: usize) {
     HELD.fetch_add(1, Ordering::AcqRel);
     while HOLD.load(Ordering::Acquire) {
         arch::percpu::touch_watchdog(); // held on purpose, not stuck
+        schedule::watch_while_waiting();
         core::hint::spin_loop();
     }
     HELD.fetch_sub(1, Ordering::AcqRel);
@@ -72,12 +73,12 @@ fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Er
     }
     while HELD.load(Ordering::Acquire) < others {
         // A CPU on its way here may be waiting for this one (a TLB flush).
-        smp::ipi::handle_call_function_ipi();
-        core::hint::spin_loop();
+        schedule::wait_for_other_cpu();
     }
     let result = f();
     HOLD.store(false, Ordering::Release);
     while HELD.load(Ordering::Acquire) != 0 {
+        schedule::watch_while_waiting();
         core::hint::spin_loop();
     }
     SNAPSHOTTING.store(false, Ordering::Release);
@@ -299,6 +300,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             let slot = slot(raw)?;
             let now = time::now_ns();
             for d in domain::all() {
+                arch::percpu::touch_watchdog(); // 1024 domains take a while under TCG
                 let info = d.info(now);
                 d.snapshot.lock()[slot] = Some(info);
             }
@@ -382,6 +384,9 @@ fn switch_floor(iters: u32) -> u64 {
     let (pml4, flags) = x86_64::registers::control::Cr3::read();
     let start = crate::arch::cpu::rdtsc();
     for i in 0..iters {
+        if i % 1024 == 0 {
+            arch::percpu::touch_watchdog(); // a long loop on purpose
+        }
         live.rax = u64::from(i);
         saved.clone_from(black_box(&live));
         fpu.save();
@@ -424,7 +429,7 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
         name: "dom0",
         image,
         vcpus: 1,
-        memory_kib: 64 * 1024,
+        memory_kib: sched::limits::DOM0_MEMORY_KIB,
         sched,
         args: &[],
         privileged: true,
@@ -575,9 +580,8 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
             return Err(Errno::Busy);
         }
         // Another CPU may be waiting for this one to flush its TLB.
-        smp::ipi::handle_call_function_ipi();
+        schedule::wait_for_other_cpu();
         arch::percpu::touch_watchdog(); // bounded by DESTROY_WAIT_NS
-        core::hint::spin_loop();
     }
     match policy.remove_domain(PolicyDomain(domain.id)) {
         Ok(()) | Err(sched::Error::NoSuchDomain(_)) => {}

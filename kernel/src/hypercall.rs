@@ -124,6 +124,25 @@ fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
     let mut buf = [0u8; CONSOLE_CHUNK];
     let n = (len as usize).min(CONSOLE_CHUNK);
     copy_from_guest(&mut buf[..n], ptr)?;
+    // Every domain shares one serial port, written with interrupts off: an unprivileged
+    // domain gets a quota (`domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`),
+    // and output over it is refused with `Again`, said once in the log.
+    if !domain.privileged && !domain.console_quota.lock().take(n as u64, time::now_ns()) {
+        use core::sync::atomic::Ordering;
+        if domain
+            .console_refused
+            .fetch_add(n as u64, Ordering::Relaxed)
+            == 0
+        {
+            log::warn!(
+                "[{}] console output over its quota ({} bytes, then {} a second): refused",
+                domain.name,
+                domain::CONSOLE_BURST_BYTES,
+                domain::CONSOLE_BYTES_PER_SEC
+            );
+        }
+        return Err(Errno::Again);
+    }
     let text = core::str::from_utf8(&buf[..n]).unwrap_or("(not UTF-8)");
     for line in text.split_terminator('\n') {
         log::info!("[{}] {}", domain.name, line);

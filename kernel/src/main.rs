@@ -5,6 +5,11 @@
 //! memory, descriptor tables, CPU discovery and start-up, then the run itself.
 #![no_std]
 #![no_main]
+// A hypercall runs with the guest's MXCSR and x87 control word in force (they are
+// callee-saved in the hypercall ABI, so the entry leaves them): a guest that unmasks
+// floating-point exceptions would turn any float operation here into a #XM in ring 0.
+// So the hypervisor does no floating-point arithmetic at all.
+#![deny(clippy::float_arithmetic)]
 
 extern crate alloc;
 
@@ -262,6 +267,26 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         topology.cpus.len(),
         boot_ns / 1000
     );
+
+    // The spec validator's model of the heap (sched::limits) must not be below what bring-up
+    // took; say so loudly if it is, since specs it accepts could then fail after boot.
+    let heap_used = memory::heap_used() as u64;
+    let heap_model = sched::limits::heap_demand(
+        &sched::limits::Demand {
+            cpus: online.len() as u64,
+            trace: options.trace,
+            ..sched::limits::Demand::default()
+        },
+        mem.usable_bytes >> 20,
+    );
+    log::info!(
+        "heap: {} KiB used after bring-up, {} KiB in sched::limits' model",
+        heap_used >> 10,
+        heap_model >> 10
+    );
+    if heap_used > heap_model {
+        log::warn!("heap: bring-up took more than sched::limits models; raise its figures");
+    }
 
     record(&BootRecord {
         kind: "boot",

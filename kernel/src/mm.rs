@@ -32,7 +32,18 @@
 //!
 //! Grant mappings carry the `GRANT_MAPPED` bit, which guests can neither write nor
 //! overwrite; only [`FrameTable::unmap_grant`] removes them, or the devalidation of the L1
-//! that holds them, which clears them.
+//! that holds them (at domain teardown), which clears them.
+//!
+//! **Bounded work.** The hypervisor is not preemptible, so no single guest update may do
+//! more than a table's worth of work (XSA-45's class: a guest that links a prepared tree
+//! of L2s, each full of L1s, made one `mmu_update` validate millions of entries and held
+//! its CPU for seconds). Xen makes validation preemptible with continuations; Domino bounds
+//! it instead: a guest update may validate the one table it links (512 entries), whose own
+//! entries must then name data frames or tables already in use ([`Depth::One`]), and the
+//! last link to a table may go only once the table is empty ([`MmError::TooDeep`]
+//! otherwise). Guests build trees top-down (link an empty table, then fill it) and tear
+//! them down bottom-up. The hypervisor's own trees (a domain's initial tables) are
+//! validated whole at creation, and torn down whole at destruction, on Domain0's time.
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
@@ -117,6 +128,10 @@ pub enum MmError {
     Busy,
     Misaligned,
     NotMapped,
+    /// A guest update would validate a table whose own entries name tables not yet in use
+    /// (more than one table's worth of work in one update), or drop the last link to a
+    /// table that still has entries: see "Bounded work" above.
+    TooDeep,
 }
 
 impl fmt::Display for MmError {
@@ -134,7 +149,35 @@ impl fmt::Display for MmError {
             MmError::Busy => "frame or entry is in use",
             MmError::Misaligned => "entry address not 8-byte aligned",
             MmError::NotMapped => "grant is not mapped there",
+            MmError::TooDeep => {
+                "more than one table to validate or devalidate: link empty tables, then \
+                 fill them; empty a table before its last link goes"
+            }
         })
+    }
+}
+
+/// How many levels of not-yet-validated tables one operation may validate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Depth {
+    /// The hypervisor's own trees (a domain's initial tables, pinned at creation).
+    Unbounded,
+    /// A guest's update: the table it links may be validated (512 entries), and that
+    /// table's entries must name tables already in use (`One` becomes `None` below it).
+    One,
+    /// Nothing more may be validated.
+    None,
+}
+
+impl Depth {
+    /// The depth left for the entries of a table validated at this depth; `None` when no
+    /// table may be validated here.
+    fn below(self) -> Option<Depth> {
+        match self {
+            Depth::Unbounded => Some(Depth::Unbounded),
+            Depth::One => Some(Depth::None),
+            Depth::None => None,
+        }
     }
 }
 
@@ -284,7 +327,7 @@ impl FrameTable {
         if self.pinned.contains(&root) {
             return Err(MmError::Busy);
         }
-        self.get_type(root, PageType::L4, mem)?;
+        self.get_type(root, PageType::L4, mem, Depth::Unbounded)?;
         self.frame(root).refs += 1;
         self.pinned.insert(root);
         Ok(())
@@ -317,8 +360,18 @@ impl FrameTable {
         }
         // New references first, so rewriting an entry with the same target never lets the
         // target's counts touch zero (and never devalidates or frees it).
+        // Bounded work: the last link to a table goes only once the table is empty, so that
+        // dropping it devalidates one table's worth of entries at most.
+        if is_present(old) && level > 1 {
+            let target = target_of(old);
+            let last_link =
+                self.info(target).is_some_and(|i| i.type_count == 1) && target_of(val) != target;
+            if last_link && (0..guest_entries(level - 1)).any(|i| is_present(mem.read(target, i))) {
+                return Err(MmError::TooDeep);
+            }
+        }
         if is_present(val) {
-            self.get_entry(level, val, dom, mem)?;
+            self.get_entry(level, val, dom, mem, Depth::One)?;
         }
         mem.write(table, index, val);
         if is_present(old) {
@@ -366,7 +419,7 @@ impl FrameTable {
             if info.hv_readonly {
                 return Err(MmError::Reserved);
             }
-            self.get_type(target, PageType::Writable, mem)?;
+            self.get_type(target, PageType::Writable, mem, Depth::One)?;
             val |= pte::WRITABLE;
         }
         self.frame(target).refs += 1;
@@ -429,12 +482,13 @@ impl FrameTable {
     }
 
     /// Takes a type reference (Xen's `get_page_type`); the first reference of a table type
-    /// validates the table.
+    /// validates the table, if `depth` allows validating one more level.
     fn get_type(
         &mut self,
         mfn: u64,
         ty: PageType,
         mem: &mut impl TableMemory,
+        depth: Depth,
     ) -> Result<(), MmError> {
         let info = self.frame(mfn);
         if info.type_count > 0 {
@@ -444,6 +498,14 @@ impl FrameTable {
             info.type_count += 1;
             return Ok(());
         }
+        let Some(below) = depth.below() else {
+            if ty.level().is_some() {
+                return Err(MmError::TooDeep);
+            }
+            info.ty = ty;
+            info.type_count = 1;
+            return Ok(());
+        };
         // Typed before validation: an entry reaching back here sees a live frame.
         info.ty = ty;
         info.type_count = 1;
@@ -456,7 +518,7 @@ impl FrameTable {
             if !is_present(entry) {
                 continue;
             }
-            if let Err(e) = self.get_entry(level, entry, owner, mem) {
+            if let Err(e) = self.get_entry(level, entry, owner, mem, below) {
                 for j in 0..i {
                     let entry = mem.read(mfn, j);
                     if is_present(entry) {
@@ -503,6 +565,7 @@ impl FrameTable {
         entry: u64,
         dom: DomainId,
         mem: &mut impl TableMemory,
+        depth: Depth,
     ) -> Result<(), MmError> {
         if (level == 2 || level == 3) && entry & pte::HUGE_OR_PAT != 0 {
             return Err(MmError::Superpage);
@@ -523,10 +586,10 @@ impl FrameTable {
                 if info.hv_readonly {
                     return Err(MmError::Reserved);
                 }
-                self.get_type(target, PageType::Writable, mem)?;
+                self.get_type(target, PageType::Writable, mem, depth)?;
             }
         } else {
-            self.get_type(target, PageType::table(level - 1), mem)?;
+            self.get_type(target, PageType::table(level - 1), mem, depth)?;
         }
         self.frame(target).refs += 1;
         Ok(())
@@ -985,7 +1048,16 @@ mod tests {
         assert_eq!(w.update(D1, t.l2, 1, 0), Ok(true));
         assert_eq!(w.ft.info(t.l1).unwrap().type_count, 1);
         assert_eq!(w.update(D1, t.l1, 10, rw(t.l1)), Err(WrongType));
-        // The last unlink drops everything the L1 held; it may then be written.
+        // The last link goes only once the table is empty (bounded work per update) ...
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, t.l2, 0, 0), Err(TooDeep));
+        assert_eq!(w.ft.frames, before, "a refused unlink changes nothing");
+        for i in 0..512 {
+            if w.mem.read(t.l1, i) & PRESENT != 0 {
+                assert_eq!(w.update(D1, t.l1, i, 0), Ok(true));
+            }
+        }
+        // ... and then it devalidates the L1, which may then be written.
         assert_eq!(w.update(D1, t.l2, 0, 0), Ok(true));
         assert_eq!(w.ft.info(t.l1).unwrap(), idle(D1, 1));
         assert_eq!(w.ft.info(t.data[0]).unwrap().refs, 1);
@@ -1028,11 +1100,39 @@ mod tests {
         w.mem.write(c, 0, rw(d));
         w.mem.write(c, 511, ro(d) | GLOBAL);
         w.mem.write(l2, 3, link(c));
-        assert_eq!(w.update(D1, t.l3, 1, link(l2)), Err(Reserved));
-        w.mem.write(c, 511, 0);
+        // A whole prepared subtree is more than one table's work for one update.
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, t.l3, 1, link(l2)), Err(TooDeep));
+        assert_eq!(w.ft.frames, before);
+        // Built top-down instead: the L2 empty, then each L1 linked into it.
+        let filled: Vec<(usize, u64)> = (0..4).map(|i| (i, w.mem.read(l2, i))).collect();
+        for (i, _) in &filled {
+            w.mem.write(l2, *i, 0);
+        }
         assert_eq!(w.update(D1, t.l3, 1, link(l2)), Ok(false));
+        for &(i, entry) in &filled[..3] {
+            assert_eq!(w.update(D1, l2, i, entry), Ok(false));
+        }
+        // The bad L1 fails deep in its validation: every reference it took is undone.
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, l2, 3, link(c)), Err(Reserved));
+        assert_eq!(w.ft.frames, before);
+        w.mem.write(c, 511, 0);
+        assert_eq!(w.update(D1, l2, 3, link(c)), Ok(false));
         assert_eq!(w.ft.info(a).unwrap().type_count, 2);
         assert_eq!(w.ft.info(d).unwrap().type_count, 2);
+        // Torn down bottom-up: each table emptied before its last link goes.
+        assert_eq!(w.update(D1, t.l3, 1, 0), Err(TooDeep));
+        for l1 in [a, b, c] {
+            for i in 0..512 {
+                if w.mem.read(l1, i) & PRESENT != 0 {
+                    assert_eq!(w.update(D1, l1, i, 0), Ok(true));
+                }
+            }
+        }
+        for i in 0..4 {
+            assert_eq!(w.update(D1, l2, i, 0), Ok(true));
+        }
         assert_eq!(w.update(D1, t.l3, 1, 0), Ok(true));
         assert_eq!(w.ft.info(d).unwrap(), idle(D1, 1));
     }
@@ -1118,17 +1218,17 @@ mod tests {
 
     #[test]
     fn a_grantee_dropping_its_mapping_implicitly_frees_the_dead_owners_frame() {
-        // By unlinking the L1 that holds it ...
+        // By unmapping it (the L1 that holds it cannot go while it does) ...
         let (mut w, t, u) = world();
         w.grant(D2, u.l1, 30, t.data[3], false).unwrap();
         w.teardown(D1);
-        assert_eq!(w.update(D2, u.l2, 0, 0), Ok(true));
-        assert_eq!(w.ft.take_freed(), vec![t.data[3]]);
+        assert_eq!(w.update(D2, u.l2, 0, 0), Err(TooDeep));
         assert_eq!(
-            w.mem.read(u.l1, 30),
-            0,
-            "the grant entry is cleared with its table"
+            w.unmap(u.l1, 30, t.data[3]),
+            Ok(true),
+            "the dead owner's frame is free"
         );
+        assert_eq!(w.mem.read(u.l1, 30), 0);
         assert_eq!(w.unmap(u.l1, 30, t.data[3]), Err(NotMapped));
         // ... or by dying.
         let (mut w, t, u) = world();

@@ -337,7 +337,7 @@ fn run_timers(now: u64) {
 
 /// The watchdog, every [`watchdog::PERIOD_NS`]: looks at the next online CPU's transition
 /// count, and ends the run if that CPU has been in the hypervisor for
-/// [`watchdog::STUCK_NS`] without leaving: it is asked by NMI to report where it is, and
+/// [`stuck_limit_ns`] without leaving: it is asked by NMI to report where it is, and
 /// the machine stops with a failure either way.
 fn watch_neighbour(cpu: usize, now: u64) {
     if !WATCHDOG_ARMED.load(Ordering::Relaxed) {
@@ -361,7 +361,9 @@ fn watch_neighbour(cpu: usize, now: u64) {
         let Some(count) = arch::percpu::transitions_of(next) else {
             return;
         };
-        cs.watch.observe(count, now).map(|ns| (next, ns))
+        cs.watch
+            .observe(count, now, stuck_limit_ns())
+            .map(|ns| (next, ns))
     };
     if let Some((victim, ns)) = stuck {
         crate::console::emergency();
@@ -382,12 +384,37 @@ fn watch_neighbour(cpu: usize, now: u64) {
     }
 }
 
+/// How long a CPU may stay in the hypervisor: [`watchdog::STUCK_NS`], or
+/// [`watchdog::STUCK_NS_TCG`] under QEMU's TCG.
+fn stuck_limit_ns() -> u64 {
+    static LIMIT: Once<u64> = Once::new();
+    *LIMIT.call_once(|| match arch::cpu::accelerator() {
+        "tcg" => watchdog::STUCK_NS_TCG,
+        _ => watchdog::STUCK_NS,
+    })
+}
+
 /// Set once the machine has booted (boot itself keeps the bootstrap CPU busy for longer).
 static WATCHDOG_ARMED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the watchdog: from now on every CPU watches the next one.
 pub fn arm_watchdog() {
+    smp::ipi::set_wait_hook(watch_while_waiting);
     WATCHDOG_ARMED.store(true, Ordering::Release);
+}
+
+/// Waits a moment for another CPU, from a spin loop: serves calls posted to this CPU (the
+/// other CPU may be waiting for this one, e.g. for a TLB flush) and keeps watching the next
+/// CPU, so that a CPU waiting for a stuck one can still report it.
+pub fn wait_for_other_cpu() {
+    smp::ipi::handle_call_function_ipi();
+    watch_while_waiting();
+    core::hint::spin_loop();
+}
+
+/// The watchdog's look at the next CPU, from a wait loop (`smp`'s wait hook).
+pub fn watch_while_waiting() {
+    watch_neighbour(this_cpu(), time::now_ns());
 }
 
 /// Whether the watchdog runs yet.
@@ -622,8 +649,7 @@ fn switch_in<'a>(
             }
             // Another CPU may be waiting for this one to flush its TLB (a CPU flushing a
             // domain's TLBs can be the one still holding `v`).
-            smp::ipi::handle_call_function_ipi();
-            core::hint::spin_loop();
+            wait_for_other_cpu();
         }
         // It starts running now, not when it was picked: under TCG the other CPU can take
         // milliseconds to let go, and a snapshot taken meanwhile (the loop above serves

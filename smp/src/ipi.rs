@@ -131,9 +131,29 @@ pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) -> bool {
         || apic::send_ipi(dest, vectors::CALL_FUNCTION),
         || {
             MAILBOXES.get(me).handle();
+            run_wait_hook();
         },
     );
     true
+}
+
+/// What a CPU runs, besides serving calls, while it waits in a spin loop for another CPU.
+static WAIT_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets what a CPU runs while it waits for another one in [`call_on`] (the kernel's
+/// watchdog: a CPU waiting for a stuck one must still be able to report it).
+pub fn set_wait_hook(hook: fn()) {
+    WAIT_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// Runs the wait hook, if one is set. Every spin loop that waits for another CPU calls it.
+pub fn run_wait_hook() {
+    let hook = WAIT_HOOK.load(Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: only `set_wait_hook` stores here, and it stores a `fn()`.
+        let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+        hook();
+    }
 }
 
 /// Runs the call posted to the calling CPU, if any. The kernel calls it from its

@@ -1,18 +1,48 @@
 //! Every way into and out of the hypervisor, in assembly: the 256 trap stubs, the `syscall`
-//! entry, the return to a guest, the jump to the idle loop, and the fault-tolerant copy
-//! to and from guest memory.
+//! entries, the return to a guest, the jump to the idle loop, the idle `hlt`, and the
+//! fault-tolerant copy to and from guest memory.
 //!
 //! One frame layout serves all entries: [`super::trap::TrapFrame`], the CPU's interrupt frame
 //! with our vector and error code below it and the fifteen general registers below that. The
-//! `syscall` entry builds the same frame by hand, so a vCPU's state is the same whichever
-//! way it entered, and switching to another vCPU is a matter of rewriting the frame before
-//! the common exit path pops it (Xen's model: the hypervisor is not preemptible and never
-//! keeps a stack per vCPU).
+//! `syscall` entry builds the same frame by hand, at the same place (the top of this CPU's
+//! kernel stack), so a vCPU's state is the same whichever way it entered, and switching to
+//! another vCPU is a matter of rewriting the frame before the common exit path pops it
+//! (Xen's model: the hypervisor is not preemptible and never keeps a stack per vCPU).
+//!
+//! # Entry and exit paths, and what each sanitises
+//!
+//! Everything a guest controls on the way in is either saved and left untouched, or
+//! cleared before Rust code runs; everything on the way out is checked
+//! (`trap::exit_frame_ok`) so that neither `sysretq` nor `iretq` can fault in ring 0.
+//!
+//! | path | stack | GS | RFLAGS in the hypervisor | other |
+//! |---|---|---|---|---|
+//! | `syscall` from 64-bit mode (`syscall_entry`, LSTAR) | kernel stack | `swapgs` | SFMASK clears every flag (NT, AC, TF, DF, IF, IOPL, RF, ID, arithmetic) | RCX/R11 kept in the frame |
+//! | `syscall` from compat mode (`compat_syscall_entry`, CSTAR) | kernel stack | `swapgs` | as above | unreachable (no 32-bit user code segment); kills the caller |
+//! | `sysenter` | — | — | — | SYSENTER_CS = 0: #GP, kills the caller |
+//! | exception or interrupt from ring 3 (`trap_common`) | kernel stack (TSS.RSP0) | `swapgs` | `popfq` of 0x2: all clear (delivery clears only TF, NT, IF, RF; AC and DF would survive) | x87/SSE saved (`fxsave64`) before any Rust code |
+//! | `int N`, `int3`, `into`, `int1` from ring 3 | kernel stack | `swapgs` | as above | every gate has DPL 0: #GP with the gate in the error code, kills the caller (`KillReason::SoftwareInterrupt`) |
+//! | exception or interrupt in ring 0 (`trap_from_hypervisor`) | the current stack | paranoid: the GS base is read and swapped if it is a guest's (a fault after the exit's `swapgs`) | all clear | only idle-loop interrupts and guest-copy page faults are expected |
+//! | NMI, #DB, #DF, #MC | IST stacks of their own | as for their ring | all clear | #DB on the first instruction of `syscall_entry` (a guest's TF) is ignored; NMI is the watchdog's |
+//! | back to a guest by `sysretq` | — | `swapgs` | the guest's R11 | RIP checked canonical first (XSA-7), else `iretq`; vector registers scrubbed |
+//! | back to a guest by `iretq` (`return_from_trap`) | — | `swapgs` | the frame's | frame checked (guest selectors, RIP in the guest half, IF on, IOPL 0); x87/SSE restored or scrubbed |
+//! | vCPU switch (`schedule::reschedule`) | — | — | — | general, x87/SSE registers and DS/ES/FS/GS selectors saved and restored per vCPU; CR3 loaded |
+//! | guest memory (`copy_user`) | — | — | AC set for the copy alone (SMAP) | a fault resumes at the fix-up: `Errno::Fault` |
+//!
+//! CPU protections (`cpu::protect_this_cpu`): SMEP, SMAP and UMIP wherever the CPU has them;
+//! FSGSBASE and TSD off. The upper half of every address space is supervisor-only.
 //!
 //! FPU state: an asynchronous entry from ring 3 saves it (`fxsave64` to the current vCPU's
 //! area, named in the per-CPU area) before any Rust code can clobber it, and asks the exit
 //! path to restore it. A hypercall saves nothing, since vector registers are caller-saved in
 //! the hypercall ABI; its exit path scrubs them unless a restore was requested.
+//!
+//! MXCSR and the x87 control word stay the guest's during a hypercall (callee-saved in the
+//! ABI): the hypervisor does no floating-point arithmetic (`clippy::float_arithmetic` is
+//! denied), so a guest that unmasks floating-point exceptions cannot raise one in ring 0.
+//!
+//! The watchdog's count (`percpu::CpuArea::transitions`) moves by one at every entry from
+//! and exit to a guest, and around the idle `hlt`.
 
 use core::arch::global_asm;
 
@@ -230,11 +260,14 @@ compat_syscall_entry:
 
 /* syscall_floor: the benchmarks' floor, installed in LSTAR only while Domain0 measures it:
    a NULL hypercall returns at once by `sysretq` (nothing saved, no stack touched); any other
-   number takes the full entry. */
+   number takes the full entry, and so does a return address past the guest's half (bit 47:
+   a `syscall` in the last two bytes below it), which `sysretq` must never get (XSA-7). */
     .globl syscall_floor
 syscall_floor:
     cmpq ${null_hypercall}, %rax
     jne syscall_entry
+    btq $47, %rcx
+    jc syscall_entry
     sysretq
 
 /* resume_frame(frame): leaves through the TrapFrame at `frame`, which becomes the stack.

@@ -63,12 +63,16 @@ impl TrapFrame {
 
 /// Checks a frame about to be restored to ring 3 (by `sysretq` or `iretq`, neither of which
 /// may fault in ring 0): guest selectors, a RIP in the guest's half (canonical, so `sysretq`
-/// cannot fault on it), interrupts on, IOPL 0, not virtual-8086. Hardware-made frames always
+/// cannot fault on it), a canonical RSP, interrupts on, IOPL 0, not virtual-8086. Hardware-made frames always
 /// pass; the check is for frames the hypervisor built or rewrote from what a guest gave it.
 pub fn exit_frame_ok(frame: &TrapFrame) -> Result<(), abi::control::KillReason> {
     use x86_64::registers::rflags::RFlags;
     let must_be_clear = RFlags::IOPL_HIGH | RFlags::IOPL_LOW | RFlags::VIRTUAL_8086_MODE;
+    // RSP may be anything canonical (a guest's stack is its business); `iretq` with a
+    // non-canonical one is not something to find out about in ring 0.
+    let rsp_canonical = matches!(frame.rsp >> 47, 0 | 0x1_ffff);
     let ok = frame.rip < abi::layout::USER_LIMIT
+        && rsp_canonical
         && frame.cs == u64::from(super::gdt::USER_CODE.0)
         && frame.ss == u64::from(super::gdt::USER_DATA.0)
         && frame.rflags & RFlags::INTERRUPT_FLAG.bits() != 0
