@@ -146,6 +146,25 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         doc: "passes wild pointers to hypercalls (each must fail), then faults (clean = 1: exits)",
     },
     WorkloadInfo {
+        name: "fuzz",
+        args: &[
+            ("mode", 0),
+            ("seed", 1),
+            ("calls", 0),
+            ("avoid", 0),
+            ("exc", 255),
+            ("delay_ms", 0),
+            ("ops", 0),
+            ("trace", 0),
+        ],
+        doc: "mode 0: a seeded hypercall fuzzer (random calls, arguments, registers and RFLAGS; \
+              every result checked against the ABI), `calls` calls per domain (0 = forever), \
+              then exits; mode 1: a bystander checking its memory and registers never change; \
+              mode 2: fuzzes, then raises exception class `exc` (255: from the seed) and must \
+              be killed; `avoid` steers around known holes; work = calls (bystander: rounds) \
+              (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "hostile-grant",
         args: &[("role", 0)],
         doc: "a granter (role 0) and its grantee (role 1, the domain after it) misusing each \

@@ -21,6 +21,7 @@ extern crate alloc;
 
 pub mod console;
 pub mod control;
+pub mod fuzz;
 pub mod hostile;
 pub mod hypercall;
 pub mod json;
