@@ -630,7 +630,12 @@ fn issue(vcpu: usize, seed: u64, index: u64, call: &Call) {
         let _ = hypercall::set_callback(0);
     }
     if call.arm_timer {
-        let _ = hypercall::set_timer(time::now_ns() + BLOCK_NS);
+        let now = time::now_ns();
+        let _ = hypercall::set_timer(if call.arm_past {
+            now - 1
+        } else {
+            now + BLOCK_NS
+        });
     }
     // SAFETY: as above.
     unsafe {
@@ -649,7 +654,7 @@ fn issue(vcpu: usize, seed: u64, index: u64, call: &Call) {
         (*slot).frame = if is_return { payload_addr } else { 0 };
     }
     // Time one call in eight (reading the time costs about what a null call does).
-    let timed = index % 8 == 0;
+    let timed = index.is_multiple_of(8);
     let t0 = if timed { time::rdtsc() } else { 0 };
     // SAFETY: this vCPU's slot; the call reads and writes only this vCPU's payload and
     // scratch buffers, its own frames (unused by Rust code) and what the hypervisor owns.
@@ -850,8 +855,29 @@ fn on_event(_vcpu: usize, port: u32) {
 /// An event upcall must arrive: the timer VIRQ bound to this vCPU, the timer armed, the
 /// upcall unmasked, and a null call (whose exit delivers) in a loop, for up to 100 ms.
 fn upcall_check(seed: u64, vcpu: usize, index: u64) {
-    let Ok(port) = hypercall::evtchn_bind_virq_vcpu(nr::virq::TIMER, vcpu) else {
-        return; // out of ports: the campaign holds too many
+    // The campaign may hold this vCPU's timer VIRQ already, or every port: close the ports
+    // it holds (with one vCPU, the table knows them all) and try again.
+    let port = match hypercall::evtchn_bind_virq_vcpu(nr::virq::TIMER, vcpu) {
+        Ok(port) => port,
+        Err(_) => {
+            while let Some(p) = PORTS.pick(&mut Rng::new(index)) {
+                let _ = hypercall::evtchn_close(p as u32);
+                PORTS.remove(p);
+            }
+            match hypercall::evtchn_bind_virq_vcpu(nr::virq::TIMER, vcpu) {
+                Ok(port) => port,
+                Err(e) => {
+                    report_check(
+                        seed,
+                        vcpu,
+                        index,
+                        "binding the timer VIRQ failed with every port closed",
+                    );
+                    let _ = e;
+                    return;
+                }
+            }
+        }
     };
     if upcall::register(on_event).is_err() {
         report_check(seed, vcpu, index, "set_callback of the upcall entry failed");
@@ -861,11 +887,16 @@ fn upcall_check(seed: u64, vcpu: usize, index: u64) {
     UPCALL_PORT.store(port, Ordering::Relaxed);
     shared::set_mask(port, false);
     let before = UPCALLS_SEEN.load(Ordering::Relaxed);
-    let deadline = time::now_ns() + 100_000_000;
+    // 100 ms of this vCPU's own time: time it spends descheduled does not count.
+    let deadline = time::vcpu_time_ns(vcpu) + 100_000_000;
     let _ = hypercall::set_timer(time::now_ns() + 10_000);
     set_upcall_mask(vcpu, false);
-    while UPCALLS_SEEN.load(Ordering::Relaxed) == before && time::now_ns() < deadline {
+    loop {
+        // Every return from a hypercall delivers a pending upcall.
         hypercall::null();
+        if UPCALLS_SEEN.load(Ordering::Relaxed) != before || time::vcpu_time_ns(vcpu) > deadline {
+            break;
+        }
     }
     set_upcall_mask(vcpu, true);
     let _ = hypercall::set_callback(0);
@@ -875,7 +906,7 @@ fn upcall_check(seed: u64, vcpu: usize, index: u64) {
             seed,
             vcpu,
             index,
-            "no upcall within 100 ms of the timer VIRQ's deadline",
+            "no upcall within 100 ms of its own CPU time after the timer VIRQ's deadline",
         );
     }
 }
@@ -1194,7 +1225,7 @@ fn raise(seed: u64) -> u64 {
     });
     let vector = (seed.wrapping_add(me) % 256) as u8;
     println!("fuzz: seed {seed} domain {me} raises {exc:?} (int vector {vector}): expect killed");
-    // SAFETY (for every arm): each act ends this domain (that is the point) or, if the
+    // SAFETY: for every arm, the act ends this domain (that is the point) or, if the
     // hypervisor wrongly lets it go on, returns here without having written anything but
     // registers and this vCPU's own stack.
     unsafe {

@@ -260,8 +260,11 @@ pub struct Call {
     pub args: [u64; 5],
     pub oracle: Oracle,
     pub effect: Effect,
-    /// Arm the timer [`BLOCK_NS`] ahead first: the call may sleep.
+    /// The call may sleep: arm the timer first, [`BLOCK_NS`] ahead or, with
+    /// `arm_past`, at a deadline already past (the ABI says the timer then fires at once
+    /// and a `block` returns at once; `poll` returns on the timer too).
     pub arm_timer: bool,
+    pub arm_past: bool,
 }
 
 impl Call {
@@ -273,6 +276,7 @@ impl Call {
             oracle,
             effect: Effect::None,
             arm_timer: false,
+            arm_past: false,
         }
     }
 
@@ -664,6 +668,7 @@ fn sched(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
                 Oracle::exactly(0),
             );
             c.arm_timer = true;
+            c.arm_past = r.one_in(4);
             c
         }
         Op::Poll => {
@@ -671,10 +676,10 @@ fn sched(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
             match r.below(4) {
                 0 | 1 if may_sleep => {
                     let count = if r.one_in(8) { 64 } else { 1 + r.below(8) };
-                    for i in 0..(count as usize).div_ceil(2) {
+                    for w in payload.iter_mut().take((count as usize).div_ceil(2)) {
                         let a = port(r, objs).0 as u32;
                         let b = port(r, objs).0 as u32;
-                        payload[i] = u64::from(a) | u64::from(b) << 32;
+                        *w = u64::from(a) | u64::from(b) << 32;
                     }
                     let mut c = Call::new(
                         op,
@@ -683,6 +688,7 @@ fn sched(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
                         Oracle::either(0, 1, ErrSet::of(&[Inval])),
                     );
                     c.arm_timer = true;
+                    c.arm_past = r.one_in(4);
                     c
                 }
                 2 => Call::new(
@@ -1305,7 +1311,7 @@ fn mmu_request(r: &mut Rng, env: &Env, objs: &impl Objects) -> (u64, u64, bool) 
                 0 => f.map_l1.max(f.root) + 1 + r.below(7),
                 1 => (foreign_mfn(r) << 12) + r.below(512) * 8,
                 2 => pte::ADDRESS + r.below(512) * 8,
-                _ => u64::MAX & !7,
+                _ => !7,
             };
             (ptr, r.next_u64(), true)
         }
@@ -1375,7 +1381,7 @@ fn update_va(r: &mut Rng, env: &Env, objs: &impl Objects) -> Call {
                     USER_LIMIT,
                     0xffff_8000_0000_0000 + a,
                     0xffff_ffff_8000_0000,
-                    u64::MAX & !0xfff,
+                    !0xfff,
                     0x5000_0000_0000 + b,
                 ]),
                 if r.one_in(2) {

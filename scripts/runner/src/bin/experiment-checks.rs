@@ -584,6 +584,80 @@ fn grant_misuse_refused(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// A fuzzing campaign (`fuzz` domains of `experiments/NAME.toml`) held: the run's exit status
+/// (checked before this) says the hypervisor never faulted and Domain0 found every frame
+/// back and every domain ending as expected; here, from the records, each fuzzer's `work` is
+/// exactly the `calls` its spec gave (it issued them all, got no result its oracles refuse,
+/// and was not stalled), one that was to raise an exception (`mode = 2`) was killed and the
+/// others ended `ok`, and every bystander (`mode = 1`) ended `ok` and made progress.
+fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
+    let spec = sched::spec::Spec::from_file(experiments_dir().join(format!("{name}.toml")))
+        .map_err(|e| e.to_string())?;
+    let plan = spec.plan();
+    let ds = domains(records);
+    if ds.len() != plan.len() {
+        return Err(format!(
+            "{} domain records for {} planned",
+            ds.len(),
+            plan.len()
+        ));
+    }
+    let (mut calls, mut fuzzers, mut bystanders, mut rounds) = (0, 0, 0, 0);
+    for d in &ds {
+        let name = d["name"].as_str().unwrap_or("?");
+        let p = plan
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or(format!("{name} is not in the spec"))?;
+        if p.workload != "fuzz" {
+            continue;
+        }
+        let arg = |k: &str| p.args.get(k).copied().unwrap_or(0);
+        let exit = d["exit"].as_str().unwrap_or("");
+        let work = num(d, "work");
+        match arg("mode") {
+            1 => {
+                if exit != "ok" || work == 0 {
+                    return Err(format!(
+                        "bystander {name} ended `{exit}` after {work} rounds: it must end ok and \
+                         progress"
+                    ));
+                }
+                bystanders += 1;
+                rounds += work;
+            }
+            mode => {
+                let killed = mode == 2;
+                if killed != exit.starts_with("killed:") || (!killed && exit != "ok") {
+                    return Err(format!(
+                        "fuzzer {name} ended `{exit}`, expected {}",
+                        if killed { "killed: ..." } else { "ok" }
+                    ));
+                }
+                if work != arg("calls") {
+                    return Err(format!(
+                        "fuzzer {name} issued {work} calls of {} (stalled, or an oracle failed)",
+                        arg("calls")
+                    ));
+                }
+                fuzzers += 1;
+                calls += work;
+            }
+        }
+    }
+    if fuzzers == 0 {
+        return Err("no fuzzing domain in the spec".into());
+    }
+    Ok(format!(
+        "{fuzzers} fuzzers issued {calls} hypercalls, all results as the ABI allows; \
+         {bystanders} bystanders intact after {rounds} rounds"
+    ))
+}
+
+fn fuzz_short_campaign(records: &[Value]) -> Result<String, String> {
+    fuzz_campaign(records, "fuzz")
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut with = |name: String, args: Vec<&str>, check: Check, also: Also| {
@@ -692,6 +766,11 @@ fn cases() -> Vec<Case> {
             latency_domain_runs,
         );
     }
+    add(
+        "fuzz/short".into(),
+        vec![&spec("fuzz")],
+        fuzz_short_campaign,
+    );
     for cpus in ["1", "2"] {
         add(
             format!("grants/cpus={cpus}"),
