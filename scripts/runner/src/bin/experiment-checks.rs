@@ -658,6 +658,53 @@ fn fuzz_short_campaign(records: &[Value]) -> Result<String, String> {
     fuzz_campaign(records, "fuzz")
 }
 
+/// Every exception class (`fuzz-exceptions.toml`: 25 classes, and `int N` for all 256 N)
+/// killed its raiser, and only it: the `good` domain progressed (the exit status, checked
+/// before, says the hypervisor survived and every frame came back).
+fn exceptions_kill_only_their_raisers(records: &[Value]) -> Result<String, String> {
+    let ds = domains(records);
+    let mut reasons = std::collections::BTreeSet::new();
+    let (mut exc, mut int) = (0, 0);
+    for d in &ds {
+        let exit = d["exit"].as_str().unwrap_or("");
+        match d["group"].as_str().unwrap_or("") {
+            "good" => {
+                if exit != "ok" || num(d, "work") == 0 {
+                    return Err(format!(
+                        "the good domain ended `{exit}` after {} units",
+                        d["work"]
+                    ));
+                }
+            }
+            group @ ("exc" | "int") => {
+                let Some(reason) = exit.strip_prefix("killed: ") else {
+                    return Err(format!("{} ended `{exit}`, expected killed", d["name"]));
+                };
+                // "page fault at 0x... (rip ...)" -> "page fault"
+                let kind = reason
+                    .split([' ', '('])
+                    .take_while(|w| !w.is_empty() && *w != "at");
+                reasons.insert(kind.collect::<Vec<_>>().join(" "));
+                if group == "exc" {
+                    exc += 1;
+                } else {
+                    int += 1;
+                }
+            }
+            other => return Err(format!("unexpected group {other}")),
+        }
+    }
+    if (exc, int) != (25, 256) {
+        return Err(format!(
+            "{exc} exception and {int} int N domains, expected 25 and 256"
+        ));
+    }
+    Ok(format!(
+        "25 exception classes and int 0..255 each killed its raiser ({}); the good domain ran",
+        reasons.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut with = |name: String, args: Vec<&str>, check: Check, also: Also| {
@@ -770,6 +817,12 @@ fn cases() -> Vec<Case> {
         "fuzz/short".into(),
         vec![&spec("fuzz")],
         fuzz_short_campaign,
+    );
+    add(
+        "fuzz/exceptions".into(),
+        // A hang (a class that reaches ring 0) should not cost the default two minutes.
+        vec![&spec("fuzz-exceptions"), "--timeout", "60"],
+        exceptions_kill_only_their_raisers,
     );
     for cpus in ["1", "2"] {
         add(
