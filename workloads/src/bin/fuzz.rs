@@ -327,6 +327,14 @@ impl<const N: usize> Table<N> {
         })
     }
 
+    /// How many values it holds.
+    fn len(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
     /// A value in the table, from a random slot on, if there is any.
     fn pick(&self, r: &mut Rng) -> Option<u64> {
         let start = r.below(N as u64) as usize;
@@ -797,8 +805,39 @@ fn effect(vcpu: usize, effect: Effect, value: u64) {
     }
 }
 
+/// Keeps some objects on offer to the neighbours (ids ± 1), so that their random maps,
+/// copies and binds meet something: grants of its grant pages (references are handed out
+/// lowest first, where the neighbours' guesses fall) and ports allocated for them.
+fn offer(me: u32, index: u64) {
+    let mut r = Rng::new(index);
+    let mut tries = 0;
+    while GREFS.len() < GRANT_PAGES && tries < 2 * GRANT_PAGES {
+        tries += 1;
+        let page = &GRANTS[r.below(GRANT_PAGES as u64) as usize];
+        let to = if r.one_in(2) { me + 1 } else { me - 1 };
+        if let Ok(gref) = hypercall::grant_access(page.va(), to, r.one_in(3))
+            && !GREFS.insert(u64::from(gref))
+        {
+            let _ = hypercall::grant_end(gref);
+        }
+    }
+    tries = 0;
+    while PORTS.len() < 8 && tries < 16 {
+        tries += 1;
+        let to = if r.one_in(2) { me + 1 } else { me - 1 };
+        if let Ok(port) = hypercall::evtchn_alloc_unbound(to)
+            && !PORTS.insert(u64::from(port))
+        {
+            let _ = hypercall::evtchn_close(port);
+        }
+    }
+}
+
 /// The structured checks between random calls.
 fn structured(vcpu: usize, vcpus: usize, seed: u64, index: u64, text_sum: u64) {
+    if vcpu == 0 && index.is_multiple_of(256) {
+        offer(shared::domain_id(), seed ^ index);
+    }
     if index % 4096 == 4095 {
         clear_pending();
     }

@@ -154,11 +154,11 @@ const WEIGHTS: [(Op, u32); OPS] = [
     (Op::EvBad, 1),
     (Op::Callback, 3),
     (Op::CallbackReturn, 2),
-    (Op::Grant, 5),
-    (Op::GrantEnd, 4),
-    (Op::GrantMap, 6),
+    (Op::Grant, 4),
+    (Op::GrantEnd, 2),
+    (Op::GrantMap, 8),
     (Op::GrantUnmap, 4),
-    (Op::GrantCopy, 4),
+    (Op::GrantCopy, 5),
     (Op::GrantBad, 1),
     (Op::Mmu, 6),
     (Op::Uva, 5),
@@ -429,7 +429,8 @@ fn port(r: &mut Rng, objs: &impl Objects) -> (u64, bool) {
     }
 }
 
-/// A grant reference another domain may have granted, or one that never is valid.
+/// A grant reference another domain may have granted (they are handed out lowest first, and
+/// a fuzzer holds a few at a time), or one that never is valid.
 fn foreign_gref(r: &mut Rng) -> (u64, bool) {
     if r.one_in(5) {
         (
@@ -437,7 +438,7 @@ fn foreign_gref(r: &mut Rng) -> (u64, bool) {
             false,
         )
     } else {
-        (1 + r.below(12), true)
+        (1 + r.below(8), true)
     }
 }
 
@@ -900,7 +901,9 @@ fn evtchn(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects) -> Call {
             let (rport, valid) = if r.one_in(5) {
                 (r.pick(&[0, 1024, u64::from(u32::MAX), 1 << 32 | 1]), false)
             } else {
-                (1 + r.below(16), true)
+                // Ports are handed out lowest first too; a fuzzer holds up to 64.
+                let span = if r.one_in(4) { 64 } else { 8 };
+                (1 + r.below(span), true)
             };
             let oracle = if who == Who::Other && valid {
                 Oracle::either(
@@ -1068,7 +1071,11 @@ fn grant(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
             let (va, own, only_ro) = grant_va(r, env);
             let (d, who) = domain(r, env);
             let junk = num(r) | 1;
-            let readonly = if only_ro { junk } else { r.pick(&[0, 1, junk]) };
+            let readonly = if only_ro {
+                junk
+            } else {
+                r.pick(&[0, 0, 1, junk])
+            };
             let oracle = if own && who == Who::Other {
                 Oracle::either(
                     1,
