@@ -129,6 +129,11 @@ static MEM: Mem = Mem([const {
 /// Pages granted to neighbours.
 static GRANTS: [SharedPage; GRANT_PAGES] = [const { SharedPage::new() }; GRANT_PAGES];
 
+unsafe extern "C" {
+    /// The end of the image, page-aligned (link.ld): the page after it is not mapped.
+    static __image_end: u8;
+}
+
 /// What a valid console write prints (read-only data).
 static TEXT: &[u8; 64] = b"fuzz: a console line from the fuzzer, printed as it is written.\n";
 
@@ -494,6 +499,7 @@ fn campaign(vcpu: usize, c: Campaign) -> u64 {
         scratch,
         text: TEXT.as_ptr() as u64,
         text_len: TEXT.len() as u64,
+        image_end: &raw const __image_end as u64,
         grant_pages: core::array::from_fn(|i| GRANTS[i].va()),
         facts: facts(vcpu),
     };

@@ -51,6 +51,9 @@ pub struct Env {
     /// Printable read-only bytes (what a valid console write prints).
     pub text: u64,
     pub text_len: u64,
+    /// The end of the image (page-aligned): the page after it is not mapped, so a buffer
+    /// that ends there straddles the end of mapped memory (only for calls that read it).
+    pub image_end: u64,
     /// Page-aligned writable pages of the domain's own, to grant.
     pub grant_pages: [u64; GRANT_PAGES],
     pub facts: Facts,
@@ -365,6 +368,14 @@ pub fn is_wild(p: u64) -> bool {
         || p >= USER_LIMIT - 64
 }
 
+/// A buffer of `unit`-byte items that starts in mapped memory (the image's last bytes) and
+/// runs past its end; returns its address and how many whole items are mapped (1..=4).
+/// Only for calls that read the buffer: the bytes there are the image's own.
+fn straddle(r: &mut Rng, env: &Env, unit: u64) -> (u64, u64) {
+    let mapped = 1 + r.below(4);
+    (env.image_end - mapped * unit, mapped)
+}
+
 /// A stack pointer for the entry state: wild, somewhere in (or past) the stacks at any
 /// alignment, or an edge value.
 fn wild_rsp(r: &mut Rng) -> u64 {
@@ -638,6 +649,17 @@ fn console(r: &mut Rng, env: &Env) -> Call {
             0,
             Oracle::either(0, 0, ErrSet::of(&[Fault, Inval])),
         ),
+        // Running off the end of mapped memory: a fault, or a short write of what is mapped.
+        9..=12 if env.image_end != 0 => {
+            let unit = 1 + r.below(16);
+            let (ptr, mapped) = straddle(r, env, unit);
+            let mapped = mapped * unit;
+            (
+                ptr,
+                mapped + 1 + r.below(4096),
+                Oracle::either(0, mapped, ErrSet::of(&[Fault, Inval, TooBig])),
+            )
+        }
         _ => (
             wild(r),
             num_nonzero(r),
@@ -704,6 +726,19 @@ fn sched(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
                     ],
                     Oracle::fails(ErrSet::of(&[Inval, Fault])),
                 ),
+                3 if may_sleep && env.image_end != 0 => {
+                    // The port list runs off the end of mapped memory.
+                    let (ptr, mapped) = straddle(r, env, 4);
+                    let count = mapped + 1 + r.below(8);
+                    let mut c = Call::new(
+                        op,
+                        nr::SCHED_OP,
+                        [SchedOp::Poll as u64, ptr, count, num(r), num(r)],
+                        Oracle::either(0, 1, ErrSet::of(&[Fault, Inval])),
+                    );
+                    c.arm_timer = true;
+                    c
+                }
                 _ => Call::new(
                     op,
                     nr::SCHED_OP,
@@ -1350,6 +1385,13 @@ fn mmu(r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64]) -> Call
         )
     } else if r.one_in(8) {
         (wild(r), n, Oracle::fails(ErrSet::of(&[Fault, Inval])))
+    } else if r.one_in(16) && env.image_end != 0 {
+        // The requests run off the end of mapped memory: the mapped ones are the image's
+        // own bytes, which may be anything; none past the end may be applied.
+        let (ptr, mapped) = straddle(r, env, 16);
+        let count = mapped + 1 + r.below(40);
+        let oracle = Oracle::either(1, mapped, ERRS.with(ErrSet::of(&[Fault])));
+        (ptr, count, oracle)
     } else if first_refused == 0 {
         (env.payload, n, Oracle::fails(ERRS))
     } else {
@@ -1564,6 +1606,7 @@ mod tests {
             scratch: SCRATCH,
             text: TEXT,
             text_len: 200,
+            image_end: 0x48_0000,
             grant_pages: core::array::from_fn(|i| 0x42_0000 + i as u64 * 4096),
             facts: Facts {
                 root: ROOT,
@@ -1705,10 +1748,21 @@ mod tests {
     #[test]
     fn wild_pointers_and_impossible_objects_never_may_succeed() {
         let e = env(0, 1);
+        let mut straddles = 0;
         for (c, payload) in calls(5, &e, 100_000) {
             let ok = c.oracle.ok.is_some();
             match c.nr {
                 nr::CONSOLE_WRITE if is_wild(c.args[0]) && c.args[1] > 0 => assert!(!ok),
+                // Straddling the end of mapped memory: never more than what is mapped.
+                nr::CONSOLE_WRITE | nr::MMU_UPDATE
+                    if (e.image_end - 4096..e.image_end).contains(&c.args[0]) =>
+                {
+                    straddles += 1;
+                    let unit = if c.nr == nr::MMU_UPDATE { 16 } else { 1 };
+                    let mapped = (e.image_end - c.args[0]) / unit;
+                    assert!(c.args[1] > mapped, "{c:?}");
+                    assert!(c.oracle.ok.is_none_or(|(_, hi)| hi <= mapped), "{c:?}");
+                }
                 nr::DOMCTL | nr::SYSCTL => assert!(!ok),
                 n if n > nr::MEMORY_OP => assert!(!ok),
                 nr::EVTCHN_OP if c.args[0] == EvtchnOp::Send as u64 && c.args[1] >= 1024 => {
@@ -1743,6 +1797,10 @@ mod tests {
                 _ => {}
             }
         }
+        assert!(
+            straddles > 100,
+            "{straddles} calls straddle the end of mapped memory"
+        );
     }
 
     #[test]
