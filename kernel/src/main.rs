@@ -5,6 +5,11 @@
 //! memory, descriptor tables, CPU discovery and start-up, then the run itself.
 #![no_std]
 #![no_main]
+// A hypercall runs with the guest's MXCSR and x87 control word in force (they are
+// callee-saved in the hypercall ABI, so the entry leaves them): a guest that unmasks
+// floating-point exceptions would turn any float operation here into a #XM in ring 0.
+// So the hypervisor does no floating-point arithmetic at all.
+#![deny(clippy::float_arithmetic)]
 
 extern crate alloc;
 
@@ -37,6 +42,9 @@ const TRAMPOLINE_PHYS: u64 = 0x8000;
 /// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
 
+/// `selftest=hang`: CPU 1 hangs in the hypervisor once the experiment runs.
+static SELFTEST_HANG: AtomicBool = AtomicBool::new(false);
+
 /// Application processors that finished their own set-up.
 static APS_READY: AtomicUsize = AtomicUsize::new(0);
 
@@ -52,9 +60,13 @@ pub fn cpu_index() -> usize {
 /// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
 fn init_this_cpu(cpu_index: usize) {
     arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
-    arch::gdt::init_this_cpu();
+    arch::gdt::init_this_cpu(arch::percpu::kernel_stack_top());
     arch::trap::load_idt();
     arch::entry::init_syscall();
+    let protections = arch::cpu::protect_this_cpu();
+    if cpu_index == 0 {
+        log::info!("guest isolation: {protections:?}");
+    }
 }
 
 /// The Rust entry of every application processor, called by the `smp` trampoline.
@@ -68,6 +80,9 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     }
     log::debug!("CPU {cpu_index} (APIC id {}) ready", smp::apic::id());
     APS_READY.fetch_add(1, Ordering::AcqRel);
+    if cpu_index == 1 && SELFTEST_HANG.load(Ordering::Acquire) {
+        selftest::hang();
+    }
     arch::entry::go_idle()
 }
 
@@ -152,6 +167,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         log::info!("self-test: taking a page fault on purpose");
         selftest::page_fault();
     }
+    SELFTEST_HANG.store(options.selftest == SelfTest::Hang, Ordering::Release);
 
     let Some(rsdp) = info.rsdp else {
         log::error!("the boot loader gave no ACPI RSDP: cannot find the CPUs");
@@ -252,6 +268,26 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         boot_ns / 1000
     );
 
+    // The spec validator's model of the heap (sched::limits) must not be below what bring-up
+    // took; say so loudly if it is, since specs it accepts could then fail after boot.
+    let heap_used = memory::heap_used() as u64;
+    let heap_model = sched::limits::heap_demand(
+        &sched::limits::Demand {
+            cpus: online.len() as u64,
+            trace: options.trace,
+            ..sched::limits::Demand::default()
+        },
+        mem.usable_bytes >> 20,
+    );
+    log::info!(
+        "heap: {} KiB used after bring-up, {} KiB in sched::limits' model",
+        heap_used >> 10,
+        heap_model >> 10
+    );
+    if heap_used > heap_model {
+        log::warn!("heap: bring-up took more than sched::limits models; raise its figures");
+    }
+
     record(&BootRecord {
         kind: "boot",
         cpus_online: online.len(),
@@ -278,6 +314,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
             arch::exit(ExitCode::Success);
         }
     }
+    schedule::arm_watchdog();
     arch::entry::go_idle()
 }
 

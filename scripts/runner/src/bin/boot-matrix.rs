@@ -141,6 +141,14 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             protocol: "multiboot2",
         },
     ));
+    // CPU 1 hangs in the hypervisor once the experiment runs: the watchdog of CPU 0 must
+    // find it and stop the machine with a failure within a second, long before the
+    // runner's timeout (without the watchdog this case runs into that timeout).
+    cases.push(case(
+        "tcg/selftest-hang",
+        &["--accel", "tcg", &good_path, "--append", "selftest=hang"],
+        Expect::FailsWithin(Duration::from_secs(10)),
+    ));
     let bad = spec("bad-cpus.toml", &good.replace("cpus = 2", "cpus = 0"))?;
     cases.push(case(
         "bad-spec/machine.cpus",
@@ -157,6 +165,50 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             field: "sched.policy",
         },
     ));
+    // Limits the hypervisor or Domain0 would only hit after boot (sched::limits): refused
+    // before it, naming the field.
+    let with_group = |group: &str| good.replace("name = \"w\"\nworkload = \"cpu\"\n", group);
+    for (file, field, text) in [
+        (
+            "long-name.toml",
+            "domain[0].name",
+            with_group(&format!(
+                "name = \"{}\"\ncount = 11\nworkload = \"cpu\"\n",
+                "w".repeat(31)
+            )),
+        ),
+        (
+            "small-memory.toml",
+            "domain[0].memory_kib",
+            with_group("name = \"w\"\nworkload = \"cpu\"\nvcpus = 64\n"),
+        ),
+        (
+            "vcpus-in-all.toml",
+            "6400 vCPUs in all",
+            with_group(
+                "name = \"w\"\ncount = 100\nworkload = \"cpu\"\nvcpus = 64\nmemory_kib = 8192\n",
+            ),
+        ),
+        (
+            "small-machine.toml",
+            "machine.memory_mib",
+            with_group("name = \"w\"\ncount = 100\nworkload = \"cpu\"\nvcpus = 4\n")
+                .replace("cpus = 2\n", "cpus = 2\nmemory_mib = 64\n"),
+        ),
+        (
+            "fifo-hogs.toml",
+            "never preempts",
+            with_group("name = \"w\"\ncount = 4\nworkload = \"cpu\"\n")
+                .replace("\"rr\"", "\"fifo\""),
+        ),
+    ] {
+        let bad = spec(file, &text)?;
+        cases.push(case(
+            format!("bad-spec/{}", file.trim_end_matches(".toml")),
+            &["--accel", "tcg", &bad],
+            Expect::BadInput { field },
+        ));
+    }
     cases.push(case(
         "bad-flag/--sched",
         &["--sched", "lottery"],
