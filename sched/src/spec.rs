@@ -247,6 +247,11 @@ pub fn runs(workload: &str, args: &BTreeMap<String, u64>, vcpus: u64) -> Runs {
             run_ns: arg("burst_us").saturating_mul(US),
         },
         "blk" if arg("role") == 2 || (arg("role") == 1 && arg("writer_exits") != 0) => Runs::Ends,
+        // A bystander spins; a fuzzer without an end mostly runs (its sleeps are 20 µs); a
+        // fuzzer with `calls` ends, and mode 2 is killed.
+        "fuzz" if arg("mode") == 1 || (arg("mode") == 0 && arg("calls") == 0) => {
+            Runs::Hog { vcpus: vcpus.min(4) }
+        }
         "ping" | "blk" | "net" => Runs::Events,
         _ => Runs::Ends,
     }
@@ -262,6 +267,8 @@ pub fn image_bytes(workload: &str) -> u64 {
         "blk" => 2 << 20,
         // Its rings and packet buffers.
         "net" => 512 << 10,
+        // Per-vCPU call buffers, pages to grant and the bystander's watched memory: 284 KiB.
+        "fuzz" => 384 << 10,
         // The others are 20 to 50 KiB.
         _ => 128 << 10,
     }

@@ -1228,10 +1228,11 @@ enum Exc {
     Sysret,
     IretqToRing0,
     Wrmsr,
+    SyscallNonCanonicalRsp,
 }
 
 impl Exc {
-    const COUNT: u64 = 25;
+    const COUNT: u64 = 26;
 
     fn from(n: u64) -> Exc {
         use Exc::*;
@@ -1261,6 +1262,7 @@ impl Exc {
             Sysret,
             IretqToRing0,
             Wrmsr,
+            SyscallNonCanonicalRsp,
         ];
         ALL[(n % Exc::COUNT) as usize]
     }
@@ -1404,6 +1406,16 @@ fn raise(seed: u64) -> u64 {
                 out("rax") _, out("rcx") _
             ),
             Exc::Wrmsr => asm!("wrmsr", in("ecx") 0xc000_0082u32, in("eax") 0, in("edx") 0),
+            Exc::SyscallNonCanonicalRsp => asm!(
+                // A null call with RSP non-canonical: the frame it would return to is not a
+                // valid guest context.
+                "mov r12, rsp",
+                "mov rsp, 0x0000800000001000",
+                "syscall",
+                "mov rsp, r12",
+                inlateout("rax") nr::NULL => _,
+                out("rcx") _, out("r11") _, out("r12") _,
+            ),
         }
     }
     hostile::survived("an exception that should have ended it")

@@ -18,7 +18,7 @@
 //! than what it may write. These are checked by the tests below over many calls.
 
 use abi::control::{Domctl, Sysctl};
-use abi::error::Errno::{Busy, Fault, Inval, NoMem, NoSys, Perm, Srch, TooBig};
+use abi::error::Errno::{Again, Busy, Fault, Inval, NoMem, NoSys, Perm, Srch, TooBig};
 use abi::hypercall::{self as nr, EvtchnOp, GrantOp, MemoryOp, SchedOp, VcpuOp};
 use abi::layout::{
     IMAGE_BASE, MAP_AREA, MAP_AREA_BYTES, PT_WINDOW, SHARED_INFO, STACK_BYTES, STACK_TOP,
@@ -376,14 +376,21 @@ fn straddle(r: &mut Rng, env: &Env, unit: u64) -> (u64, u64) {
     (env.image_end - mapped * unit, mapped)
 }
 
+/// `v` made canonical (bits 63..48 copies of bit 47).
+pub fn canonical(v: u64) -> u64 {
+    (((v << 16) as i64) >> 16) as u64
+}
+
 /// A stack pointer for the entry state: wild, somewhere in (or past) the stacks at any
-/// alignment, or an edge value.
+/// alignment, or an edge value; always canonical, since a hypercall made with a
+/// non-canonical RSP ends the domain (its return frame is refused: `mode` 2's
+/// `SyscallNonCanonicalRsp`).
 fn wild_rsp(r: &mut Rng) -> u64 {
-    match r.below(3) {
+    canonical(match r.below(3) {
         0 => wild(r),
         1 => STACK_TOP - r.below(4 * STACK_BYTES),
         _ => r.pick(&EDGES),
-    }
+    })
 }
 
 /// Who a domain argument names.
@@ -632,6 +639,8 @@ pub fn call(r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64]) ->
     }
 }
 
+/// `console_write`: an unprivileged domain's output is rate-limited (`Again` over its
+/// quota, whichever check comes first).
 fn console(r: &mut Rng, env: &Env) -> Call {
     let (ptr, len, oracle) = match r.below(64) {
         // A real line, rarely: each one is logged.
@@ -641,13 +650,13 @@ fn console(r: &mut Rng, env: &Env) -> Call {
             (
                 env.text + off,
                 len,
-                Oracle::either(0, len, ErrSet::of(&[NoMem, Busy, TooBig])),
+                Oracle::either(0, len, ErrSet::of(&[NoMem, Busy, TooBig, Again])),
             )
         }
         1..=8 => (
             if r.one_in(2) { wild(r) } else { env.text },
             0,
-            Oracle::either(0, 0, ErrSet::of(&[Fault, Inval])),
+            Oracle::either(0, 0, ErrSet::of(&[Fault, Inval, Again])),
         ),
         // Running off the end of mapped memory: a fault, or a short write of what is mapped.
         9..=12 if env.image_end != 0 => {
@@ -657,13 +666,13 @@ fn console(r: &mut Rng, env: &Env) -> Call {
             (
                 ptr,
                 mapped + 1 + r.below(4096),
-                Oracle::either(0, mapped, ErrSet::of(&[Fault, Inval, TooBig])),
+                Oracle::either(0, mapped, ErrSet::of(&[Fault, Inval, TooBig, Again])),
             )
         }
         _ => (
             wild(r),
             num_nonzero(r),
-            Oracle::fails(ErrSet::of(&[Fault, Inval, TooBig])),
+            Oracle::fails(ErrSet::of(&[Fault, Inval, TooBig, Again])),
         ),
     };
     Call::new(
@@ -1858,6 +1867,7 @@ mod tests {
         for _ in 0..10_000 {
             let s = entry(&mut r, &e);
             assert_eq!(s.flags & flags::TF, 0);
+            assert_eq!(canonical(s.rsp), s.rsp, "a non-canonical RSP");
             nt |= s.flags & flags::NT != 0;
         }
         assert!(nt);

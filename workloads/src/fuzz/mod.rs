@@ -108,7 +108,7 @@ pub fn vcpu_seed(seed: u64, domain: u32, vcpu: u32) -> u64 {
 }
 
 /// Every error code of the ABI, in the order of [`ErrSet`]'s bits.
-const ERRNOS: [Errno; 8] = [
+const ERRNOS: [Errno; 9] = [
     Errno::Perm,
     Errno::Srch,
     Errno::NoMem,
@@ -117,11 +117,12 @@ const ERRNOS: [Errno; 8] = [
     Errno::Inval,
     Errno::NoSys,
     Errno::TooBig,
+    Errno::Again,
 ];
 
 /// A set of error codes.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct ErrSet(u8);
+pub struct ErrSet(u16);
 
 impl ErrSet {
     /// No error allowed.
@@ -129,7 +130,7 @@ impl ErrSet {
 
     /// The set of `errs`.
     pub const fn of(errs: &[Errno]) -> ErrSet {
-        let mut bits = 0u8;
+        let mut bits = 0u16;
         let mut i = 0;
         while i < errs.len() {
             bits |= Self::bit(errs[i]);
@@ -138,7 +139,7 @@ impl ErrSet {
         ErrSet(bits)
     }
 
-    const fn bit(e: Errno) -> u8 {
+    const fn bit(e: Errno) -> u16 {
         match e {
             Errno::Perm => 1,
             Errno::Srch => 2,
@@ -148,6 +149,7 @@ impl ErrSet {
             Errno::Inval => 32,
             Errno::NoSys => 64,
             Errno::TooBig => 128,
+            Errno::Again => 256,
         }
     }
 
