@@ -14,9 +14,10 @@
 //!   domain), runs `run_us` and sleeps; `yield` runs until `before_us` before each
 //!   `tick_us` boundary, then yields (or sleeps `sleep_us`); `io` runs `burst_us` and
 //!   blocks for an exponentially distributed time of mean `block_us` (seeded RNG).
-//! - `hostile-*` workloads attack memory protection, which a scheduling simulator does not
-//!   model: schedsim treats them as killed at start (`exit = "killed: ..."`), which is
-//!   what a correct hypervisor does within microseconds.
+//! - `hostile-*` workloads (and `fuzz` in mode 2, which ends by raising an exception) attack
+//!   memory protection, which a scheduling simulator does not model: schedsim treats them
+//!   as killed at start (`exit = "killed: ..."`), which is what a correct hypervisor does
+//!   within microseconds. Other `fuzz` domains run as `cpu`.
 //! - Invariants checked at every instant: no vCPU is current on two CPUs; a policy never
 //!   picks a vCPU that is not runnable; and (work conservation, the "wasted cores" check)
 //!   no CPU idles while a runnable vCPU waits. The last is skipped for specs with caps,
@@ -571,6 +572,14 @@ fn kind_of(p: &DomainPlan) -> Kind {
     }
 }
 
+/// Whether the domain attacks what a scheduling simulator does not model, so that schedsim
+/// kills it at start: a `hostile-*` workload, or a `fuzz` domain in mode 2 (which raises an
+/// exception after its calls).
+fn killed_at_start(p: &DomainPlan) -> bool {
+    p.workload.starts_with("hostile-")
+        || (p.workload == "fuzz" && p.args.get("mode").copied() == Some(2))
+}
+
 /// Runs the experiment. The spec must be valid ([`Spec::validate`]).
 pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     if spec.churn.is_some() {
@@ -583,7 +592,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     }
     let plan = spec.plan();
     let cpus = spec.machine.cpus as usize;
-    let hostile = |p: &DomainPlan| p.workload.starts_with("hostile-");
+    let hostile = killed_at_start;
     let total_vcpus: usize = plan.iter().filter(|p| !hostile(p)).map(|p| p.vcpus as usize).sum();
     let topo = Topology { cpus, max_vcpus: total_vcpus.max(1), max_domains: plan.len().max(1) };
     let globals = spec.policy_globals();
@@ -750,9 +759,9 @@ fn finish(
     for (i, p) in plan.iter().enumerate() {
         let a = &mut sim.acc[i];
         a.lat.sort_unstable();
-        let hostile = p.workload.starts_with("hostile-");
+        let hostile = killed_at_start(p);
         let exit = if hostile {
-            "killed: hostile workload (schedsim does not model memory protection and kills hostile-* at start)".to_string()
+            "killed: hostile workload (schedsim does not model memory protection and kills hostile-* and fuzz mode 2 at start)".to_string()
         } else {
             "ok".to_string()
         };

@@ -160,6 +160,25 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         doc: "passes wild pointers to hypercalls (each must fail), then faults (clean = 1: exits)",
     },
     WorkloadInfo {
+        name: "fuzz",
+        args: &[
+            ("mode", 0),
+            ("seed", 1),
+            ("calls", 0),
+            ("avoid", 0),
+            ("exc", 255),
+            ("delay_ms", 0),
+            ("ops", 0),
+            ("trace", 0),
+        ],
+        doc: "mode 0: a seeded hypercall fuzzer (random calls, arguments, registers and RFLAGS; \
+              every result checked against the ABI), `calls` calls per domain (0 = forever), \
+              then exits; mode 1: a bystander checking its memory and registers never change; \
+              mode 2: fuzzes, then raises exception class `exc` (255: from the seed) and must \
+              be killed; `avoid` steers around known holes; work = calls (bystander: rounds) \
+              (the simulator runs it as cpu)",
+    },
+    WorkloadInfo {
         name: "hostile-grant",
         args: &[("role", 0)],
         doc: "a granter (role 0) and its grantee (role 1, the domain after it) misusing each \
@@ -228,6 +247,11 @@ pub fn runs(workload: &str, args: &BTreeMap<String, u64>, vcpus: u64) -> Runs {
             run_ns: arg("burst_us").saturating_mul(US),
         },
         "blk" if arg("role") == 2 || (arg("role") == 1 && arg("writer_exits") != 0) => Runs::Ends,
+        // A bystander spins; a fuzzer without an end mostly runs (its sleeps are 20 µs); a
+        // fuzzer with `calls` ends, and mode 2 is killed.
+        "fuzz" if arg("mode") == 1 || (arg("mode") == 0 && arg("calls") == 0) => {
+            Runs::Hog { vcpus: vcpus.min(4) }
+        }
         "ping" | "blk" | "net" => Runs::Events,
         _ => Runs::Ends,
     }
@@ -243,6 +267,8 @@ pub fn image_bytes(workload: &str) -> u64 {
         "blk" => 2 << 20,
         // Its rings and packet buffers.
         "net" => 512 << 10,
+        // Per-vCPU call buffers, pages to grant and the bystander's watched memory: 284 KiB.
+        "fuzz" => 384 << 10,
         // The others are 20 to 50 KiB.
         _ => 128 << 10,
     }

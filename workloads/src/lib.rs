@@ -22,6 +22,7 @@ extern crate alloc;
 pub mod churn;
 pub mod console;
 pub mod control;
+pub mod fuzz;
 pub mod hostile;
 pub mod hypercall;
 pub mod json;

@@ -650,6 +650,127 @@ fn churn_back_at_baseline(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// A fuzzing campaign (`fuzz` domains of `experiments/NAME.toml`) held: the run's exit status
+/// (checked before this) says the hypervisor never faulted and Domain0 found every frame
+/// back and every domain ending as expected; here, from the records, each fuzzer's `work` is
+/// exactly the `calls` its spec gave (it issued them all, got no result its oracles refuse,
+/// and was not stalled), one that was to raise an exception (`mode = 2`) was killed and the
+/// others ended `ok`, and every bystander (`mode = 1`) ended `ok` and made progress.
+fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
+    let spec = sched::spec::Spec::from_file(experiments_dir().join(format!("{name}.toml")))
+        .map_err(|e| e.to_string())?;
+    let plan = spec.plan();
+    let ds = domains(records);
+    if ds.len() != plan.len() {
+        return Err(format!(
+            "{} domain records for {} planned",
+            ds.len(),
+            plan.len()
+        ));
+    }
+    let (mut calls, mut fuzzers, mut bystanders, mut rounds) = (0, 0, 0, 0);
+    for d in &ds {
+        let name = d["name"].as_str().unwrap_or("?");
+        let p = plan
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or(format!("{name} is not in the spec"))?;
+        if p.workload != "fuzz" {
+            continue;
+        }
+        let arg = |k: &str| p.args.get(k).copied().unwrap_or(0);
+        let exit = d["exit"].as_str().unwrap_or("");
+        let work = num(d, "work");
+        match arg("mode") {
+            1 => {
+                if exit != "ok" || work == 0 {
+                    return Err(format!(
+                        "bystander {name} ended `{exit}` after {work} rounds: it must end ok and \
+                         progress"
+                    ));
+                }
+                bystanders += 1;
+                rounds += work;
+            }
+            mode => {
+                let killed = mode == 2;
+                if killed != exit.starts_with("killed:") || (!killed && exit != "ok") {
+                    return Err(format!(
+                        "fuzzer {name} ended `{exit}`, expected {}",
+                        if killed { "killed: ..." } else { "ok" }
+                    ));
+                }
+                if work != arg("calls") {
+                    return Err(format!(
+                        "fuzzer {name} issued {work} calls of {} (stalled, or an oracle failed)",
+                        arg("calls")
+                    ));
+                }
+                fuzzers += 1;
+                calls += work;
+            }
+        }
+    }
+    if fuzzers == 0 {
+        return Err("no fuzzing domain in the spec".into());
+    }
+    Ok(format!(
+        "{fuzzers} fuzzers issued {calls} hypercalls, all results as the ABI allows; \
+         {bystanders} bystanders intact after {rounds} rounds"
+    ))
+}
+
+fn fuzz_short_campaign(records: &[Value]) -> Result<String, String> {
+    fuzz_campaign(records, "fuzz")
+}
+
+/// Every exception class (`fuzz-exceptions.toml`: 26 classes, and `int N` for all 256 N)
+/// killed its raiser, and only it: the `good` domain progressed (the exit status, checked
+/// before, says the hypervisor survived and every frame came back).
+fn exceptions_kill_only_their_raisers(records: &[Value]) -> Result<String, String> {
+    let ds = domains(records);
+    let mut reasons = std::collections::BTreeSet::new();
+    let (mut exc, mut int) = (0, 0);
+    for d in &ds {
+        let exit = d["exit"].as_str().unwrap_or("");
+        match d["group"].as_str().unwrap_or("") {
+            "good" => {
+                if exit != "ok" || num(d, "work") == 0 {
+                    return Err(format!(
+                        "the good domain ended `{exit}` after {} units",
+                        d["work"]
+                    ));
+                }
+            }
+            group @ ("exc" | "int") => {
+                let Some(reason) = exit.strip_prefix("killed: ") else {
+                    return Err(format!("{} ended `{exit}`, expected killed", d["name"]));
+                };
+                // "page fault at 0x... (rip ...)" -> "page fault"
+                let kind = reason
+                    .split([' ', '('])
+                    .take_while(|w| !w.is_empty() && *w != "at" && !w.starts_with("0x"));
+                reasons.insert(kind.collect::<Vec<_>>().join(" "));
+                if group == "exc" {
+                    exc += 1;
+                } else {
+                    int += 1;
+                }
+            }
+            other => return Err(format!("unexpected group {other}")),
+        }
+    }
+    if (exc, int) != (26, 256) {
+        return Err(format!(
+            "{exc} exception and {int} int N domains, expected 26 and 256"
+        ));
+    }
+    Ok(format!(
+        "26 exception classes and int 0..255 each killed its raiser ({}); the good domain ran",
+        reasons.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut with = |name: String, args: Vec<&str>, check: Check, also: Also| {
@@ -758,6 +879,17 @@ fn cases() -> Vec<Case> {
             latency_domain_runs,
         );
     }
+    add(
+        "fuzz/short".into(),
+        vec![&spec("fuzz")],
+        fuzz_short_campaign,
+    );
+    add(
+        "fuzz/exceptions".into(),
+        // A hang (a class that reaches ring 0) should not cost the default two minutes.
+        vec![&spec("fuzz-exceptions"), "--timeout", "60"],
+        exceptions_kill_only_their_raisers,
+    );
     for cpus in ["1", "2"] {
         add(
             format!("grants/cpus={cpus}"),
