@@ -148,11 +148,14 @@ def isolation_points(policies, values):
 # Isolation on the hypervisor (issue 10): two bystanders, a cpu-bound `victim` and a
 # `lat` latency domain (wakes every 1 ms, runs 100 us), on 2 CPUs next to N neighbours of
 # one hostile kind that stay alive and attack for the whole interval (fuzzers, yield
-# attackers) or are killed at once (hostile). The figure sets each bystander's CPU time
-# against its max-min fair share given what the others used, and its p99 wake-up latency
-# against the same bystanders alone (N = 0).
+# attackers) or are killed at once (hostile), and as a reference N benign cpu hogs. The
+# figure sets the victim's CPU time against its max-min fair share given what the others
+# used, and the latency domain's p99 wake-up latency against its own alone (N = 0) and
+# beside as many benign hogs.
 HOSTILE_KINDS = {
-    # kind: (workload, args, expect)
+    # kind: (workload, args, expect); `hog` is the benign reference: as many cpu-bound
+    # neighbours, which a latency domain also waits behind under a proportional policy.
+    "hog": ("cpu", {}, "ok"),
     "fuzz": ("fuzz", {"mode": 0, "calls": 0}, "ok"),
     "yield-attack": ("yield", {"tick_us": 10000, "before_us": 100}, "ok"),
     "hostile": ("hostile-priv", {"insn": 0}, "killed"),
