@@ -31,6 +31,9 @@ pub enum SelfTest {
     /// Execute x87 and SSE instructions right after early set-up, then exit with success:
     /// the accelerator probe of DESIGN.md (a broken nested KVM hangs here).
     Probe,
+    /// CPU 1 stays in the hypervisor for good once the experiment has started: the
+    /// watchdog must notice and end the run with a failure.
+    Hang,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -67,7 +70,7 @@ pub enum CmdlineError<'a> {
 pub const KEYS: &[&str] = &["loglevel", "sched", "sched.<param>", "selftest", "trace"];
 const ON_OFF: &[&str] = &["on", "off"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
-const SELF_TESTS: &[&str] = &["none", "fault", "probe"];
+const SELF_TESTS: &[&str] = &["none", "fault", "probe", "hang"];
 
 impl fmt::Display for CmdlineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,6 +169,7 @@ pub fn parse<'a>(
                     "none" => SelfTest::None,
                     "fault" => SelfTest::Fault,
                     "probe" => SelfTest::Probe,
+                    "hang" => SelfTest::Hang,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }

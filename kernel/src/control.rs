@@ -48,6 +48,8 @@ static SNAPSHOTTING: AtomicBool = AtomicBool::new(false);
 fn hold_here(_: usize) {
     HELD.fetch_add(1, Ordering::AcqRel);
     while HOLD.load(Ordering::Acquire) {
+        arch::percpu::touch_watchdog(); // held on purpose, not stuck
+        schedule::watch_while_waiting();
         core::hint::spin_loop();
     }
     HELD.fetch_sub(1, Ordering::AcqRel);
@@ -71,12 +73,12 @@ fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Er
     }
     while HELD.load(Ordering::Acquire) < others {
         // A CPU on its way here may be waiting for this one (a TLB flush).
-        smp::ipi::handle_call_function_ipi();
-        core::hint::spin_loop();
+        schedule::wait_for_other_cpu();
     }
     let result = f();
     HOLD.store(false, Ordering::Release);
     while HELD.load(Ordering::Acquire) != 0 {
+        schedule::watch_while_waiting();
         core::hint::spin_loop();
     }
     SNAPSHOTTING.store(false, Ordering::Release);
@@ -171,7 +173,8 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             let t1 = time::now_ns();
             if let Err(e) = register(&domain, &sched) {
                 log::warn!("policy refused domain {name}: {e}");
-                destroy(&domain);
+                // It never ran, so nothing holds it: this cannot be refused.
+                destroy(&domain)?;
                 return Err(Errno::Inval);
             }
             log::debug!(
@@ -213,7 +216,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 return Err(Errno::Busy);
             }
             end_domain(&d, DomainExit::Destroyed);
-            destroy(&d);
+            destroy(&d)?;
             Ok(DomctlReply::Done)
         }
         Domctl::GetInfo { domain } => {
@@ -297,6 +300,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             let slot = slot(raw)?;
             let now = time::now_ns();
             for d in domain::all() {
+                arch::percpu::touch_watchdog(); // 1024 domains take a while under TCG
                 let info = d.info(now);
                 d.snapshot.lock()[slot] = Some(info);
             }
@@ -379,6 +383,9 @@ fn switch_floor(iters: u32) -> u64 {
     let (pml4, flags) = x86_64::registers::control::Cr3::read();
     let start = crate::arch::cpu::rdtsc();
     for i in 0..iters {
+        if i % 1024 == 0 {
+            arch::percpu::touch_watchdog(); // a long loop on purpose
+        }
         live.rax = u64::from(i);
         saved.clone_from(black_box(&live));
         fpu.save();
@@ -529,25 +536,56 @@ pub fn kill_domain(id: DomainId, reason: KillReason) {
     }
 }
 
-/// Frees a dead domain once none of its vCPUs is on a CPU: the policy forgets it, the
-/// tables drop it, and its address space returns every frame.
-fn destroy(domain: &Domain) {
-    while domain.on_cpu() {
-        // Another CPU may be waiting for this one to flush its TLB.
-        smp::ipi::handle_call_function_ipi();
-        core::hint::spin_loop();
-    }
+/// How long [`destroy`] waits for the CPUs still holding a dead domain's vCPUs to let go
+/// before it refuses (they are kicked, so under TCG this is milliseconds at most).
+const DESTROY_WAIT_NS: u64 = 5_000_000_000;
+
+/// Frees a dead domain once the policy has let go of every vCPU and none is on a CPU: the
+/// policy forgets it, the tables drop it, and its address space returns every frame.
+///
+/// A vCPU can be held past its death in two ways, and destroy waits out both: picked by the
+/// policy on another CPU but not yet claimed there (the policy still has it as running, so
+/// it refuses to remove it), and claimed (`running_on`), until that CPU, kicked by
+/// `end_domain`, switches away. The removal comes first: once the policy has forgotten a
+/// vCPU nobody can pick it again, so when `running_on` then clears, it is for good. If the
+/// CPUs do not let go in [`DESTROY_WAIT_NS`], nothing is freed and the caller gets `Busy`
+/// (the domain stays dead; destroy can be asked again).
+fn destroy(domain: &Domain) -> Result<(), Errno> {
     let policy = schedule::policy();
-    let ids: Vec<u32> = domain.vcpus.iter().map(|v| v.id).collect();
-    for id in ids {
-        if let Err(e) = policy.remove_vcpu(VcpuId(id)) {
-            log::error!("policy kept vCPU {id} of domain {}: {e}", domain.id);
+    let started = time::now_ns();
+    let mut removed = alloc::vec![false; domain.vcpus.len()];
+    loop {
+        for (v, done) in domain.vcpus.iter().zip(removed.iter_mut()) {
+            if !*done {
+                *done = match policy.remove_vcpu(VcpuId(v.id)) {
+                    Ok(()) | Err(sched::Error::NoSuchVcpu(_)) => true,
+                    Err(_) => false,
+                };
+            }
         }
+        if removed.iter().all(|d| *d) && !domain.on_cpu() {
+            break;
+        }
+        if time::now_ns().saturating_sub(started) > DESTROY_WAIT_NS {
+            log::error!(
+                "destroy of domain {} refused: a CPU still holds one of its vCPUs",
+                domain.id
+            );
+            return Err(Errno::Busy);
+        }
+        // Another CPU may be waiting for this one to flush its TLB.
+        schedule::wait_for_other_cpu();
+        arch::percpu::touch_watchdog(); // bounded by DESTROY_WAIT_NS
     }
-    if let Err(e) = policy.remove_domain(PolicyDomain(domain.id)) {
-        log::error!("policy kept domain {}: {e}", domain.id);
+    match policy.remove_domain(PolicyDomain(domain.id)) {
+        Ok(()) | Err(sched::Error::NoSuchDomain(_)) => {}
+        Err(e) => {
+            log::error!("policy kept domain {}: {e}", domain.id);
+            return Err(Errno::Busy);
+        }
     }
     crate::gnttab::release_all(domain);
     domain.life.lock().space = None;
     domain::remove(domain);
+    Ok(())
 }

@@ -93,6 +93,9 @@ pub struct Vcpu {
     pub state: Mutex<VcpuState>,
     /// Saved registers while not running.
     pub regs: Mutex<TrapFrame>,
+    /// Its data segment selectors (DS, ES, FS, GS) while not running: a guest may load
+    /// them, and no other domain may see what it loaded.
+    pub selectors: AtomicU64,
     /// Saved x87/SSE state; its address is handed to the entry code while running.
     pub fpu: Box<FpuState>,
     pub running_on: AtomicUsize,
@@ -164,7 +167,16 @@ pub struct Domain {
     pub grants: Mutex<kernel::grant::GrantTable>,
     /// The grants of other domains it has mapped.
     pub maptrack: Mutex<kernel::grant::MapTrack>,
+    /// Its console output quota (bytes), for an unprivileged domain.
+    pub console_quota: Mutex<kernel::ratelimit::TokenBucket>,
+    /// Console bytes refused over the quota.
+    pub console_refused: AtomicU64,
 }
+
+/// Console output a guest may write at once, in bytes: a page of text.
+pub const CONSOLE_BURST_BYTES: u64 = 8192;
+/// Console output a guest may write a second, in bytes, once its burst is spent.
+pub const CONSOLE_BYTES_PER_SEC: u64 = 4096;
 
 /// Why a domain could not be created.
 #[derive(Debug)]
@@ -398,6 +410,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             pml4,
             state: Mutex::new(VcpuState::Paused),
             regs: Mutex::new(frame),
+            selectors: AtomicU64::new(0),
             fpu: Box::new(FpuState::initial()),
             running_on: AtomicUsize::new(NOT_RUNNING),
             yielded: core::sync::atomic::AtomicBool::new(false),
@@ -427,6 +440,11 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         frames_limit: u64::from(config.memory_kib / 4),
         grants: Mutex::new(kernel::grant::GrantTable::default()),
         maptrack: Mutex::new(kernel::grant::MapTrack::default()),
+        console_quota: Mutex::new(kernel::ratelimit::TokenBucket::new(
+            CONSOLE_BURST_BYTES,
+            CONSOLE_BYTES_PER_SEC,
+        )),
+        console_refused: AtomicU64::new(0),
     });
     domains[id as usize] = Some(domain.clone());
     Ok(domain)

@@ -11,7 +11,9 @@ use abi::layout::USER_LIMIT;
 use crate::arch::entry::copy_guest;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, Vcpu, VcpuState};
+use crate::schedule::Next;
 use crate::{control, schedule, time};
+use abi::control::KillReason;
 
 /// Most bytes of one console write taken at once.
 const CONSOLE_CHUNK: usize = 256;
@@ -41,44 +43,51 @@ pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
     unsafe { copy_guest(dst as *mut u8, src.as_ptr(), src.len()) }.map_err(|()| Errno::Fault)
 }
 
-/// Called by the `syscall` entry. Returns non-zero when the frame was rewritten for another
-/// vCPU (the exit path must then use `iretq`).
+/// Called by the `syscall` entry. Returns what the exit path does: 0, back by `sysretq`;
+/// 1, the frame was rewritten (another vCPU, an upcall, a restored context), so back by
+/// `iretq`, which restores every register; 2, nothing to run: idle.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
-    if frame.rax == hypercall::CALLBACK_RETURN {
+    let next = if frame.rax == hypercall::CALLBACK_RETURN {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
         // restored in full by the `iretq` path.
         let Some(()) = schedule::with_current(|vcpu| crate::upcall::finish(vcpu, frame, frame.rdi))
         else {
             panic!("hypercall with no vCPU on this CPU");
         };
-        return leave(frame, true);
-    }
-    let Some(result) = schedule::with_current(|vcpu| handle(vcpu, frame)) else {
-        panic!("hypercall with no vCPU on this CPU");
+        Next::Switched
+    } else {
+        let Some(result) = schedule::with_current(|vcpu| handle(vcpu, frame)) else {
+            panic!("hypercall with no vCPU on this CPU");
+        };
+        frame.rax = match result {
+            Ok(value) => value,
+            Err(e) => e.to_ret() as u64,
+        };
+        Next::Same
     };
-    frame.rax = match result {
-        Ok(value) => value,
-        Err(e) => e.to_ret() as u64,
-    };
-    leave(frame, false)
+    exit_code(crate::trap::leave(frame, true, next))
 }
 
-/// The end of every hypercall: a reschedule if one is due, then an upcall if the vCPU going
-/// back to the guest has an event waiting. Returns non-zero when the frame was rewritten
-/// (so the exit must restore it in full with `iretq`).
-fn leave(frame: &mut TrapFrame, mut rewritten: bool) -> u64 {
-    if schedule::must_reschedule() {
-        rewritten |= schedule::reschedule(frame, true);
+/// Called by the compatibility-mode `syscall` entry (MSR_CSTAR), which no guest can reach:
+/// guests have no 32-bit code segment. If one ever does, it is killed. Returns 1 to idle,
+/// 0 to leave through the frame by `iretq`.
+#[unsafe(no_mangle)]
+extern "C" fn compat_syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    match schedule::current() {
+        Some(v) => control::kill_domain(v.domain, KillReason::CompatSyscall { rip: frame.rip }),
+        None => panic!("compatibility-mode syscall with no vCPU on this CPU"),
     }
-    if schedule::with_current(|vcpu| crate::upcall::deliver(vcpu, frame)) == Some(true) {
-        rewritten = true;
-        // Entering the upcall may have killed the domain (a stack it could not take).
-        if schedule::must_reschedule() {
-            schedule::reschedule(frame, true);
-        }
+    let next = schedule::reschedule(frame, true);
+    u64::from(crate::trap::leave(frame, true, next.then(Next::Switched)) == Next::Idle)
+}
+
+fn exit_code(next: Next) -> u64 {
+    match next {
+        Next::Same => 0,
+        Next::Switched => 1,
+        Next::Idle => 2,
     }
-    u64::from(rewritten)
 }
 
 fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
@@ -115,6 +124,25 @@ fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
     let mut buf = [0u8; CONSOLE_CHUNK];
     let n = (len as usize).min(CONSOLE_CHUNK);
     copy_from_guest(&mut buf[..n], ptr)?;
+    // Every domain shares one serial port, written with interrupts off: an unprivileged
+    // domain gets a quota (`domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`),
+    // and output over it is refused with `Again`, said once in the log.
+    if !domain.privileged && !domain.console_quota.lock().take(n as u64, time::now_ns()) {
+        use core::sync::atomic::Ordering;
+        if domain
+            .console_refused
+            .fetch_add(n as u64, Ordering::Relaxed)
+            == 0
+        {
+            log::warn!(
+                "[{}] console output over its quota ({} bytes, then {} a second): refused",
+                domain.name,
+                domain::CONSOLE_BURST_BYTES,
+                domain::CONSOLE_BYTES_PER_SEC
+            );
+        }
+        return Err(Errno::Again);
+    }
     let text = core::str::from_utf8(&buf[..n]).unwrap_or("(not UTF-8)");
     for line in text.split_terminator('\n') {
         log::info!("[{}] {}", domain.name, line);
@@ -130,19 +158,16 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             Ok(0)
         }
         SchedOp::Block => {
-            let deadline = vcpu
-                .timer_deadline
-                .load(core::sync::atomic::Ordering::Acquire);
-            if deadline != 0 && deadline <= now {
-                // The timer already fired in all but name: do not sleep past it.
-                vcpu.timer_deadline
-                    .store(0, core::sync::atomic::Ordering::Release);
+            if schedule::take_due_timer(vcpu, now) {
                 return Ok(0);
             }
             schedule::stop(vcpu, VcpuState::Blocked, now);
-            // An event sent before the vCPU was marked blocked found nothing to wake: look
-            // again now that it is (the sender marks pending, then wakes; SeqCst on both).
-            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index)) {
+            // An event sent or a timer fired before the vCPU was marked blocked found
+            // nothing to wake: look again now that it is (the sender marks pending, then
+            // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
+            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index))
+                || schedule::take_due_timer(vcpu, now)
+            {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -163,9 +188,18 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             if any_pending(&domain) {
                 return Ok(1);
             }
+            // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
+            // returns on the timeout too), or the vCPU would sleep forever.
+            if schedule::take_due_timer(vcpu, now) {
+                return Ok(0);
+            }
             schedule::stop(vcpu, VcpuState::Blocked, now);
-            // As for Block: an event sent before the vCPU was marked blocked.
-            if any_pending(&domain) || domain.has_pending_for(vcpu.index) {
+            // As for Block: an event sent or a timer fired before the vCPU was marked
+            // blocked.
+            if any_pending(&domain)
+                || domain.has_pending_for(vcpu.index)
+                || schedule::take_due_timer(vcpu, now)
+            {
                 schedule::wake(vcpu, now);
             }
             Ok(0)

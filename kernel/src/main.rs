@@ -5,6 +5,11 @@
 //! memory, descriptor tables, CPU discovery and start-up, then the run itself.
 #![no_std]
 #![no_main]
+// A hypercall runs with the guest's MXCSR and x87 control word in force (they are
+// callee-saved in the hypercall ABI, so the entry leaves them): a guest that unmasks
+// floating-point exceptions would turn any float operation here into a #XM in ring 0.
+// So the hypervisor does no floating-point arithmetic at all.
+#![deny(clippy::float_arithmetic)]
 
 extern crate alloc;
 
@@ -37,6 +42,9 @@ const TRAMPOLINE_PHYS: u64 = 0x8000;
 /// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
 
+/// `selftest=hang`: CPU 1 hangs in the hypervisor once the experiment runs.
+static SELFTEST_HANG: AtomicBool = AtomicBool::new(false);
+
 /// Application processors that finished their own set-up.
 static APS_READY: AtomicUsize = AtomicUsize::new(0);
 
@@ -52,9 +60,13 @@ pub fn cpu_index() -> usize {
 /// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
 fn init_this_cpu(cpu_index: usize) {
     arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
-    arch::gdt::init_this_cpu();
+    arch::gdt::init_this_cpu(arch::percpu::kernel_stack_top());
     arch::trap::load_idt();
     arch::entry::init_syscall();
+    let protections = arch::cpu::protect_this_cpu();
+    if cpu_index == 0 {
+        log::info!("guest isolation: {protections:?}");
+    }
 }
 
 /// The Rust entry of every application processor, called by the `smp` trampoline.
@@ -68,6 +80,9 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     }
     log::debug!("CPU {cpu_index} (APIC id {}) ready", smp::apic::id());
     APS_READY.fetch_add(1, Ordering::AcqRel);
+    if cpu_index == 1 && SELFTEST_HANG.load(Ordering::Acquire) {
+        selftest::hang();
+    }
     arch::entry::go_idle()
 }
 
@@ -152,6 +167,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         log::info!("self-test: taking a page fault on purpose");
         selftest::page_fault();
     }
+    SELFTEST_HANG.store(options.selftest == SelfTest::Hang, Ordering::Release);
 
     let Some(rsdp) = info.rsdp else {
         log::error!("the boot loader gave no ACPI RSDP: cannot find the CPUs");
@@ -278,6 +294,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
             arch::exit(ExitCode::Success);
         }
     }
+    schedule::arm_watchdog();
     arch::entry::go_idle()
 }
 

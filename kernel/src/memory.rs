@@ -105,12 +105,17 @@ pub fn init(info: &BootInfo) -> MemoryReport {
 }
 
 /// Takes a free frame; its contents are whatever it held before.
+///
+/// Building or tearing down a large domain is one hypercall that can take longer than the
+/// watchdog allows under TCG; each frame taken or given back counts as progress.
 pub fn alloc_frame() -> Option<u64> {
+    crate::arch::percpu::touch_watchdog();
     FRAMES.lock().as_mut()?.alloc()
 }
 
 /// Returns a frame to the pool.
 pub fn free_frame(phys: u64) -> Result<(), FreeError> {
+    crate::arch::percpu::touch_watchdog();
     FRAMES
         .lock()
         .as_mut()

@@ -205,7 +205,13 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Result<u64, Errno> {
     'all: while done < count {
         let n = ((count - done) as usize).min(CHUNK);
         let mut buf = [0u8; CHUNK * 16];
-        copy_from_guest(&mut buf[..n * size], reqs + done * size as u64)?;
+        // A fault part-way must still leave through the flush below: updates of earlier
+        // chunks may have removed translations (a `?` here once returned with them still
+        // in the TLB, and the frame they mapped could then be freed and reused).
+        if let Err(e) = copy_from_guest(&mut buf[..n * size], reqs + done * size as u64) {
+            result = Err(e);
+            break 'all;
+        }
         for c in buf[..n * size].chunks_exact(size) {
             let word = |i: usize| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap());
             let update = MmuUpdate {
@@ -323,7 +329,10 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
             while done < count {
                 let n = ((count - done) as usize).min(CHUNK);
                 let mut buf = [0u8; CHUNK * 8];
-                copy_from_guest(&mut buf[..n * 8], list + done * 8)?;
+                if let Err(e) = copy_from_guest(&mut buf[..n * 8], list + done * 8) {
+                    // What was given back stays given back: say how much.
+                    return if done == 0 { Err(e) } else { Ok(done) };
+                }
                 for c in buf[..n * 8].chunks_exact(8) {
                     let mfn = u64::from_le_bytes(c.try_into().unwrap());
                     if let Err(e) = give_back(&domain, &[mfn]) {

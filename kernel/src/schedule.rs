@@ -8,13 +8,17 @@
 //!
 //! Timers: each CPU has one one-shot hardware timer, armed for the earliest of: the end of
 //! the current slice, the policy's next accounting tick, and the earliest vCPU timer set on
-//! this CPU.
+//! this CPU. A vCPU's timer is one slot ([`TimerHeap`]): setting it again replaces it, so
+//! no guest can fill a CPU's timers and silence its neighbours'. A vCPU that moved has at
+//! most one stale slot on each CPU it set a timer on; it fires, finds the vCPU's deadline
+//! changed, and is dropped.
 
 use alloc::boxed::Box;
-use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
-use core::cmp::Reverse;
 use core::sync::atomic::{AtomicBool, Ordering};
+
+use kernel::timerheap::TimerHeap;
+use kernel::watchdog::{self, Watch};
 
 use sched::{Policy, VcpuId};
 use smp::percpu::PerCpu;
@@ -36,8 +40,11 @@ struct CpuSched {
     next_tick: Option<u64>,
     /// When the hardware timer is set to fire (system ns), if it is.
     armed_at: Option<u64>,
-    /// vCPU timers set on this CPU: (deadline, vCPU id); stale entries are skipped.
-    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// vCPU timers set on this CPU, one slot per vCPU.
+    timers: TimerHeap,
+    /// When this CPU next looks at the CPU it watches ([`kernel::watchdog`]).
+    next_watch: u64,
+    watch: Watch,
     busy_ns: u64,
     switches: u64,
 }
@@ -67,9 +74,6 @@ static IDLE: Once<PerCpu<Mutex<IdleClock>>> = Once::new();
 /// past, which makes its next block return at once.
 pub const FIRED: u64 = 1;
 
-/// Room reserved in each CPU's timer heap, so that setting a timer never allocates.
-const TIMER_SLOTS: usize = domain::MAX_VCPUS_TOTAL;
-
 /// Installs the policy and the per-CPU state. Called once by the BSP before any CPU
 /// schedules.
 pub fn init(policy: Box<dyn Policy>) {
@@ -82,7 +86,9 @@ pub fn init(policy: Box<dyn Policy>) {
                 slice_end: None,
                 next_tick: tick,
                 armed_at: None,
-                timers: BinaryHeap::new(),
+                timers: TimerHeap::new(domain::MAX_VCPUS_TOTAL),
+                next_watch: 0,
+                watch: Watch::default(),
                 busy_ns: 0,
                 switches: 0,
             })
@@ -230,16 +236,43 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu) -> R) -> Option<R> {
     unsafe { ptr.as_ref() }.map(f)
 }
 
-/// Arms a vCPU's one-shot timer on this CPU.
+/// Arms a vCPU's one-shot timer on this CPU, replacing the one it had (0: cancels it).
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     v.timer_deadline.store(deadline_ns, Ordering::Release);
-    if deadline_ns != 0 {
-        let mut cs = cpus().this().lock();
-        if cs.timers.len() < TIMER_SLOTS {
-            cs.timers.push(Reverse((deadline_ns, v.id)));
+    let mut cs = cpus().this().lock();
+    if deadline_ns == 0 {
+        cs.timers.cancel(v.id);
+        return;
+    }
+    cs.timers.set(v.id, deadline_ns);
+    drop(cs);
+    arm_timer(time::now_ns());
+}
+
+/// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
+/// counts as its wake-up and is consumed. Either it fired while the vCPU was awake
+/// ([`FIRED`]), or its deadline has passed and its interrupt has not come yet: then it
+/// fires here, its timer VIRQ sent as `run_timers` would have, so that a guest waiting for
+/// the VIRQ gets it and one waiting in `block` does not sleep past its deadline.
+pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
+    loop {
+        let deadline = v.timer_deadline.load(Ordering::Acquire);
+        if deadline == 0 || deadline > now {
+            return false;
         }
-        drop(cs);
-        arm_timer(time::now_ns());
+        if v.timer_deadline
+            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue; // `run_timers` on another CPU marked it FIRED meanwhile
+        }
+        if deadline != FIRED {
+            cpus().this().lock().timers.cancel(v.id);
+            if let Some(d) = domain::domain(v.domain) {
+                d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
+            }
+        }
+        return true;
     }
 }
 
@@ -247,19 +280,20 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
 fn run_timers(now: u64) {
     let cpu = this_cpu();
     loop {
-        let due = {
-            let mut cs = cpus().this().lock();
-            match cs.timers.peek() {
-                Some(Reverse((deadline, _))) if *deadline <= now => {
-                    cs.timers.pop().map(|Reverse(t)| t)
-                }
-                _ => None,
-            }
+        let due = cpus().this().lock().timers.pop_due(now);
+        let Some(kernel::timerheap::Entry {
+            deadline_ns: deadline,
+            id,
+        }) = due
+        else {
+            break;
         };
-        let Some((deadline, id)) = due else { break };
         let Some(v) = domain::vcpu(id) else { continue };
+        // FIRED first, then the wake: a vCPU on its way to block either is woken here or,
+        // checking again once it is marked blocked, finds FIRED and wakes itself
+        // ([`take_due_timer`]); in every order one of the two sees the other.
         if v.timer_deadline
-            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(deadline, FIRED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             continue; // cancelled or re-armed since
@@ -268,15 +302,18 @@ fn run_timers(now: u64) {
         if let Some(d) = domain::domain(v.domain) {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
-        if !wake(&v, now) {
-            // It fired while the vCPU was awake (between its set_timer and its block):
-            // leave a deadline in the past, so that the next block returns at once
-            // instead of sleeping through a wake-up that already happened.
+        if wake(&v, now) {
+            // It was blocked and now wakes: nothing is left to report. (Left FIRED, it
+            // would only make a later block return at once, which callers allow.)
             let _ =
                 v.timer_deadline
-                    .compare_exchange(0, FIRED, Ordering::AcqRel, Ordering::Acquire);
+                    .compare_exchange(FIRED, 0, Ordering::AcqRel, Ordering::Acquire);
         }
+        // Else it fired while the vCPU was awake (between its set_timer and its block):
+        // FIRED, a deadline in the past, makes the next block return at once instead of
+        // sleeping through a wake-up that already happened.
     }
+    watch_neighbour(cpu, now);
     let tick_due = {
         let mut cs = cpus().this().lock();
         let due = cs.next_tick.is_some_and(|t| t <= now);
@@ -298,6 +335,102 @@ fn run_timers(now: u64) {
     }
 }
 
+/// The watchdog, every [`watchdog::PERIOD_NS`]: looks at the next online CPU's transition
+/// count, and ends the run if that CPU has been in the hypervisor for
+/// [`stuck_limit_ns`] without leaving: it is asked by NMI to report where it is, and
+/// the machine stops with a failure either way.
+fn watch_neighbour(cpu: usize, now: u64) {
+    if !WATCHDOG_ARMED.load(Ordering::Relaxed) {
+        return;
+    }
+    let stuck = {
+        let mut cs = cpus().this().lock();
+        if now < cs.next_watch {
+            return;
+        }
+        cs.next_watch = now + watchdog::PERIOD_NS;
+        let online = smp::startup::online();
+        let Some(next) = online
+            .iter()
+            .find(|&c| c > cpu)
+            .or_else(|| online.iter().next())
+            .filter(|&c| c != cpu)
+        else {
+            return;
+        };
+        let Some(count) = arch::percpu::transitions_of(next) else {
+            return;
+        };
+        cs.watch
+            .observe(count, now, stuck_limit_ns())
+            .map(|ns| (next, ns))
+    };
+    if let Some((victim, ns)) = stuck {
+        crate::console::emergency();
+        log::error!(
+            "watchdog: CPU {victim} has been in the hypervisor for {} ms without leaving; \
+             asking it where (NMI)",
+            ns / 1_000_000
+        );
+        STUCK_CPU.store(victim, Ordering::Release);
+        smp::ipi::send_nmi(victim);
+        // Its NMI handler reports and stops the machine; if it cannot, stop it from here.
+        let until = time::now_ns() + 50_000_000;
+        while time::now_ns() < until {
+            core::hint::spin_loop();
+        }
+        log::error!("watchdog: CPU {victim} did not answer its NMI; stopping");
+        arch::exit(abi::console::ExitCode::Failure);
+    }
+}
+
+/// How long a CPU may stay in the hypervisor: [`watchdog::STUCK_NS`], or
+/// [`watchdog::STUCK_NS_TCG`] under QEMU's TCG.
+fn stuck_limit_ns() -> u64 {
+    static LIMIT: Once<u64> = Once::new();
+    *LIMIT.call_once(|| match arch::cpu::accelerator() {
+        "tcg" => watchdog::STUCK_NS_TCG,
+        _ => watchdog::STUCK_NS,
+    })
+}
+
+/// Set once the machine has booted (boot itself keeps the bootstrap CPU busy for longer).
+static WATCHDOG_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the watchdog: from now on every CPU watches the next one.
+pub fn arm_watchdog() {
+    smp::ipi::set_wait_hook(watch_while_waiting);
+    WATCHDOG_ARMED.store(true, Ordering::Release);
+}
+
+/// Waits a moment for another CPU, from a spin loop: serves calls posted to this CPU (the
+/// other CPU may be waiting for this one, e.g. for a TLB flush) and keeps watching the next
+/// CPU, so that a CPU waiting for a stuck one can still report it.
+pub fn wait_for_other_cpu() {
+    smp::ipi::handle_call_function_ipi();
+    watch_while_waiting();
+    core::hint::spin_loop();
+}
+
+/// The watchdog's look at the next CPU, from a wait loop (`smp`'s wait hook).
+pub fn watch_while_waiting() {
+    watch_neighbour(this_cpu(), time::now_ns());
+}
+
+/// Whether the watchdog runs yet.
+pub fn watchdog_armed() -> bool {
+    WATCHDOG_ARMED.load(Ordering::Acquire)
+}
+
+/// The CPU the watchdog found stuck (usize::MAX: none): its NMI is the watchdog's.
+static STUCK_CPU: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Whether an NMI on this CPU is the watchdog's (this CPU was found stuck).
+pub fn watchdog_nmi() -> bool {
+    STUCK_CPU.load(Ordering::Acquire) == this_cpu()
+}
+
 /// Programs this CPU's hardware timer for its earliest pending event.
 ///
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
@@ -308,7 +441,8 @@ fn arm_timer(now: u64) {
     let earliest = [
         cs.slice_end,
         cs.next_tick,
-        cs.timers.peek().map(|Reverse((d, _))| *d),
+        Some(cs.next_watch),
+        cs.timers.peek().map(|e| e.deadline_ns),
     ]
     .into_iter()
     .flatten()
@@ -341,10 +475,35 @@ pub fn must_reschedule() -> bool {
     take_need_resched()
 }
 
+/// What the way out of the hypervisor does after [`reschedule`] (Hubris's `NextTask`: the
+/// scheduler decides and returns, and the entry code performs the switch, so no Rust frame
+/// is abandoned with something still to drop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Back to the vCPU that entered, with its frame as it is.
+    Same,
+    /// To the vCPU now in the frame (another one, or the same one restored in full).
+    Switched,
+    /// Nothing to run: the entry code jumps to the idle loop on a fresh stack. The frame
+    /// holds nothing any more.
+    Idle,
+}
+
+impl Next {
+    /// What the way out does after `self`, then `later`.
+    pub fn then(self, later: Next) -> Next {
+        match (self, later) {
+            (_, Next::Idle) | (Next::Idle, _) => Next::Idle,
+            (Next::Switched, _) | (_, Next::Switched) => Next::Switched,
+            (Next::Same, Next::Same) => Next::Same,
+        }
+    }
+}
+
 /// Saves the current vCPU (its registers from `frame`), lets the policy choose, and loads
-/// the choice into `frame`. Returns whether the frame now holds a different vCPU. If there
-/// is nothing to run, does not return: the CPU goes idle.
-pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
+/// the choice into `frame`. If there is nothing to run, the CPU is left with no current
+/// vCPU and the kernel's address space, and the caller must go idle ([`Next::Idle`]).
+pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let cpu = this_cpu();
     let now = time::now_ns();
     let prev = cpus().this().lock().current.clone();
@@ -352,6 +511,8 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
         // Save first: once the policy has the vCPU back, another CPU may pick it, and it
         // waits for `running_on` to clear before loading what we save here.
         *p.regs.lock() = frame.clone();
+        p.selectors
+            .store(arch::selectors::save(), Ordering::Relaxed);
         if from_hypercall && !arch::percpu::fpu_restore_pending() {
             // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
             // (Unless the hypercall put the state to resume with in its FPU area already:
@@ -376,7 +537,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
             p.yielded.store(false, Ordering::Relaxed);
         }
         arm_timer(now);
-        return false;
+        return Next::Same;
     }
     if let Some(p) = &prev {
         account_out(p, now);
@@ -389,7 +550,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
             cpus().this().lock().current = Some(n);
             arm_timer(now);
             load_address_space(pml4, prev);
-            true
+            Next::Switched
         }
         None => {
             arch::addrspace::activate_kernel();
@@ -398,7 +559,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> bool {
                 release(p);
             }
             cpus().this().lock().current = None;
-            arch::entry::go_idle()
+            Next::Idle
         }
     }
 }
@@ -488,8 +649,7 @@ fn switch_in<'a>(
             }
             // Another CPU may be waiting for this one to flush its TLB (a CPU flushing a
             // domain's TLBs can be the one still holding `v`).
-            smp::ipi::handle_call_function_ipi();
-            core::hint::spin_loop();
+            wait_for_other_cpu();
         }
         // It starts running now, not when it was picked: under TCG the other CPU can take
         // milliseconds to let go, and a snapshot taken meanwhile (the loop above serves
@@ -520,6 +680,7 @@ fn switch_in<'a>(
         v.publish_time(true, s.cpu_ns, now);
     }
     trace::record(TraceEvent::Run, v, now);
+    arch::selectors::restore(v.selectors.load(Ordering::Relaxed));
     cpus().this().lock().switches += 1;
     arch::percpu::set_current(v as *const Vcpu as u64, &*v.fpu as *const _ as u64, true);
     prev
@@ -592,8 +753,7 @@ extern "C" fn idle_loop() -> ! {
             .this()
             .load(Ordering::Acquire)
         {
-            x86_64::instructions::interrupts::enable_and_hlt();
-            x86_64::instructions::interrupts::disable();
+            arch::entry::wait_for_interrupt();
         }
     }
 }

@@ -41,3 +41,15 @@ pub fn page_fault() -> ! {
     let value = unsafe { unmapped.read_volatile() };
     panic!("reading unmapped memory returned {value:#x} instead of faulting");
 }
+
+/// Stays in the hypervisor for good, interrupts off, once the watchdog is armed: the
+/// watchdog of another CPU must find this CPU stuck, and its NMI must stop the machine.
+pub fn hang() -> ! {
+    while !crate::schedule::watchdog_armed() {
+        core::hint::spin_loop();
+    }
+    log::info!("self-test: CPU 1 now hangs in the hypervisor on purpose");
+    loop {
+        core::hint::spin_loop();
+    }
+}

@@ -93,6 +93,7 @@ pub fn dump() {
     for (cpu, buffer) in buffers.iter().enumerate() {
         let buffer = buffer.lock();
         for e in &buffer.events {
+            crate::arch::percpu::touch_watchdog(); // seconds of output at the end of a run
             console::write_fmt(format_args!(
                 "{TRACE_PREFIX}{cpu} {} {} {} {}\n",
                 e.ts_ns,

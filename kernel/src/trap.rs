@@ -9,24 +9,48 @@
 use abi::control::KillReason;
 
 use crate::arch::entry::copy_fixup;
-use crate::arch::trap::{TrapFrame, fatal_exception};
-use crate::{control, schedule};
+use crate::arch::trap::{TrapFrame, exit_frame_ok, fatal_exception};
+use crate::schedule::{self, Next};
+use crate::{control, upcall};
 
+const DEBUG: u64 = 1;
+const NMI: u64 = 2;
 const GENERAL_PROTECTION: u64 = 13;
 const PAGE_FAULT: u64 = 14;
 
 /// An exception (vectors 0 to 31).
-pub fn exception(frame: &mut TrapFrame) {
+pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
+    if vector == NMI {
+        if schedule::watchdog_nmi() {
+            log::error!("watchdog: this CPU was stuck in the hypervisor; where it was:");
+            fatal_exception(frame);
+        }
+        // Nothing else sends NMIs; one from elsewhere (a chipset) is not the guest's fault.
+        log::warn!("NMI ignored (rip {:#x})", frame.rip);
+        return Next::Same;
+    }
     if !frame.came_from_user() {
-        if frame.vector == PAGE_FAULT
+        if vector == PAGE_FAULT
             && let Some(fixup) = copy_fixup(frame.rip)
         {
             frame.rip = fixup;
-            return;
+            return Next::Same;
+        }
+        if vector == DEBUG && crate::arch::entry::is_syscall_entry(frame.rip) {
+            // A single-step trap raised by a guest's TF on the `syscall` that entered the
+            // hypervisor: the CPU reports it on our first instruction (SFMASK has already
+            // cleared TF, so it does not repeat). Nothing to step: carry on.
+            return Next::Same;
         }
         fatal_exception(frame);
     }
-    let reason = match frame.vector {
+    let reason = match vector {
+        // An `int N` through a gate a guest may not use reports the gate in its error code:
+        // the vector, and bit 1 set (IDT).
+        GENERAL_PROTECTION if frame.error_code & 0b11 == 0b10 => KillReason::SoftwareInterrupt {
+            vector: (frame.error_code >> 3) as u8,
+            rip: frame.rip,
+        },
         GENERAL_PROTECTION => KillReason::PrivilegedInstruction { rip: frame.rip },
         PAGE_FAULT => KillReason::PageFault {
             addr: x86_64::registers::control::Cr2::read_raw(),
@@ -42,11 +66,12 @@ pub fn exception(frame: &mut TrapFrame) {
         None => fatal_exception(frame),
     }
     // The killed vCPU is no longer runnable: switch to something else.
-    schedule::reschedule(frame, false);
+    let next = schedule::reschedule(frame, false);
+    leave(frame, false, next)
 }
 
 /// An external interrupt or IPI (vectors 32 to 255).
-pub fn interrupt(vector: u8, frame: &mut TrapFrame) {
+pub fn interrupt(vector: u8, frame: &mut TrapFrame) -> Next {
     match vector {
         smp::vectors::TIMER => {
             smp::apic::eoi();
@@ -60,21 +85,50 @@ pub fn interrupt(vector: u8, frame: &mut TrapFrame) {
             smp::ipi::handle_call_function_ipi();
             smp::apic::eoi();
         }
-        smp::vectors::SPURIOUS => return,
+        smp::vectors::SPURIOUS => return Next::Same,
         other => {
             log::warn!("unexpected interrupt vector {other:#x}");
             smp::apic::eoi();
         }
     }
     if frame.came_from_user() {
-        if schedule::must_reschedule() {
-            schedule::reschedule(frame, false);
-        }
-        // Entering the upcall may have killed the domain (a stack it could not take).
-        if schedule::with_current(|v| crate::upcall::deliver(v, frame)) == Some(true)
-            && schedule::must_reschedule()
-        {
-            schedule::reschedule(frame, false);
+        leave(frame, false, Next::Same)
+    } else {
+        Next::Same
+    }
+}
+
+/// The way back to a guest, shared by every entry from ring 3 (hypercall, exception,
+/// interrupt): a reschedule if one is due, the event upcall if the vCPU going back has one
+/// waiting, and a last check of the frame that will be restored. `next` is what the entry
+/// has done to the frame so far.
+pub fn leave(frame: &mut TrapFrame, from_hypercall: bool, mut next: Next) -> Next {
+    if next == Next::Idle {
+        return next;
+    }
+    if schedule::must_reschedule() {
+        next = next.then(schedule::reschedule(frame, from_hypercall));
+        if next == Next::Idle {
+            return next;
         }
     }
+    if schedule::with_current(|vcpu| upcall::deliver(vcpu, frame)) == Some(true) {
+        next = next.then(Next::Switched);
+        // Entering the upcall may have killed the domain (a stack it could not take).
+        if schedule::must_reschedule() {
+            next = next.then(schedule::reschedule(frame, from_hypercall));
+        }
+    }
+    // Whatever the frame now holds goes to ring 3 through `sysretq` or `iretq`: neither may
+    // fault in ring 0. A frame that fails the check kills its domain.
+    while next != Next::Idle
+        && let Err(reason) = exit_frame_ok(frame)
+    {
+        match schedule::current() {
+            Some(v) => control::kill_domain(v.domain, reason),
+            None => fatal_exception(frame),
+        }
+        next = next.then(schedule::reschedule(frame, from_hypercall));
+    }
+    next
 }

@@ -131,9 +131,29 @@ pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) -> bool {
         || apic::send_ipi(dest, vectors::CALL_FUNCTION),
         || {
             MAILBOXES.get(me).handle();
+            run_wait_hook();
         },
     );
     true
+}
+
+/// What a CPU runs, besides serving calls, while it waits in a spin loop for another CPU.
+static WAIT_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets what a CPU runs while it waits for another one in [`call_on`] (the kernel's
+/// watchdog: a CPU waiting for a stuck one must still be able to report it).
+pub fn set_wait_hook(hook: fn()) {
+    WAIT_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// Runs the wait hook, if one is set. Every spin loop that waits for another CPU calls it.
+pub fn run_wait_hook() {
+    let hook = WAIT_HOOK.load(Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: only `set_wait_hook` stores here, and it stores a `fn()`.
+        let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+        hook();
+    }
 }
 
 /// Runs the call posted to the calling CPU, if any. The kernel calls it from its
@@ -151,6 +171,17 @@ pub fn send_reschedule(cpu: usize) -> bool {
         return false;
     }
     apic::send_ipi(crate::startup::apic_id_of(cpu), vectors::RESCHEDULE);
+    true
+}
+
+/// Sends an NMI to CPU `cpu`, which takes it even with interrupts off (the watchdog's way to
+/// ask a stuck CPU where it is). Returns `false`, sending nothing, if `cpu` is not online.
+pub fn send_nmi(cpu: usize) -> bool {
+    if !crate::startup::is_online(cpu) {
+        return false;
+    }
+    const DELIVERY_NMI: u32 = 0b100 << 8;
+    apic::send_icr(crate::startup::apic_id_of(cpu), DELIVERY_NMI);
     true
 }
 

@@ -152,6 +152,14 @@ pub enum KillReason {
     /// Its event upcall could not be entered (the stack below `rsp` was not writable) or
     /// it ended one with a frame that was not a valid guest context.
     BadUpcall { rip: u64, rsp: u64 },
+    /// A software interrupt (`int N`, `int3`, `into`): no gate is open to ring 3.
+    SoftwareInterrupt { vector: u8, rip: u64 },
+    /// The context it would return to is not a valid guest context: `rip` is not in the
+    /// guest's half (a `syscall` in the last two bytes of it returns to the first
+    /// non-canonical address, where Intel's `sysret` faults in ring 0: XSA-7).
+    BadReturn { rip: u64 },
+    /// It executed `syscall` in compatibility (32-bit) mode, which guests cannot reach.
+    CompatSyscall { rip: u64 },
 }
 
 impl fmt::Display for KillReason {
@@ -167,6 +175,13 @@ impl fmt::Display for KillReason {
             KillReason::OutOfMemory => write!(f, "out of memory"),
             KillReason::BadUpcall { rip, rsp } => {
                 write!(f, "bad event upcall (rip {rip:#x}, rsp {rsp:#x})")
+            }
+            KillReason::SoftwareInterrupt { vector, rip } => {
+                write!(f, "software interrupt {vector:#x} at {rip:#x}")
+            }
+            KillReason::BadReturn { rip } => write!(f, "bad return address {rip:#x}"),
+            KillReason::CompatSyscall { rip } => {
+                write!(f, "syscall from compatibility mode at {rip:#x}")
             }
         }
     }

@@ -22,6 +22,8 @@ pub enum Errno {
     NoSys = 38,
     /// The reply does not fit the buffer given.
     TooBig = 7,
+    /// Over a rate quota (console output): try again later.
+    Again = 11,
 }
 
 impl Errno {
@@ -41,6 +43,7 @@ impl Errno {
             Errno::Inval,
             Errno::NoSys,
             Errno::TooBig,
+            Errno::Again,
         ]
         .into_iter()
         .find(|e| e.to_ret() == ret)

@@ -174,11 +174,20 @@ fn run(args: &Args) -> Result<u8, Stop> {
     }
     let mut write_error = None;
     let mut trace_lines = Vec::new();
+    // The hypervisor's last error lines, to say why a failed run failed even when the log
+    // is not shown (--quiet, the test drivers).
+    let mut errors: Vec<String> = Vec::new();
     let outcome = qemu::boot(
         &launch,
         timeout,
         |line| match line {
             Line::Log(text) => {
+                if text.contains(" ERROR ") {
+                    if errors.len() == 4 {
+                        errors.remove(0);
+                    }
+                    errors.push(text.split(" ERROR ").nth(1).unwrap_or(&text).to_string());
+                }
                 if !args.quiet {
                     println!("{text}");
                 }
@@ -206,6 +215,9 @@ fn run(args: &Args) -> Result<u8, Stop> {
 
     let mut status = outcome.ending.status() as u8;
     let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr);
+    if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Failure) && !errors.is_empty() {
+        verdict = format!("the hypervisor reported a failure: {}", errors.join(" / "));
+    }
     if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Success) {
         let problems = results::problems(results.records(), results.malformed(), exp.cpus);
         if !problems.is_empty() {

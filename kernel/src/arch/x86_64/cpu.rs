@@ -4,6 +4,41 @@
 use abi::console::{DEBUG_EXIT_PORT, ExitCode};
 use x86_64::instructions::port::Port;
 
+/// What [`protect_this_cpu`] turned on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Protections {
+    pub smep: bool,
+    pub smap: bool,
+    pub umip: bool,
+}
+
+/// Turns on this CPU's protections of the hypervisor from its guests, where the CPU has
+/// them (QEMU's `-cpu max` does): SMEP (ring 0 never executes a guest page), SMAP (ring 0
+/// touches a guest page only inside the guest-memory copy, which sets RFLAGS.AC) and UMIP
+/// (`sgdt`, `sidt`, `sldt`, `smsw`, `str` fault in ring 3 instead of telling a guest where
+/// the hypervisor's tables are). FSGSBASE stays off, so a guest cannot set its own FS or GS
+/// base (the entry code tells the hypervisor's GS base from a guest's by its sign), and TSD
+/// off (guests read the TSC, as the time protocol expects).
+pub fn protect_this_cpu() -> Protections {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    let leaf7 = core::arch::x86_64::__cpuid_count(7, 0);
+    let have = Protections {
+        smep: leaf7.ebx & (1 << 7) != 0,
+        smap: leaf7.ebx & (1 << 20) != 0,
+        umip: leaf7.ecx & (1 << 2) != 0,
+    };
+    let mut flags = Cr4::read();
+    flags.set(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, have.smep);
+    flags.set(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION, have.smap);
+    flags.set(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION, have.umip);
+    flags.remove(Cr4Flags::FSGSBASE | Cr4Flags::TIMESTAMP_DISABLE);
+    // SAFETY: the hypervisor never executes guest pages, and touches them only through
+    // `copy_user`, which sets AC; it uses none of the instructions UMIP restricts in ring 3,
+    // nor RDFSBASE and friends.
+    unsafe { Cr4::write(flags) };
+    have
+}
+
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects and is allowed at CPL 0 whatever CR4.TSD says.

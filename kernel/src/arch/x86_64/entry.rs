@@ -1,23 +1,54 @@
 //! Every way into and out of the hypervisor, in assembly: the 256 trap stubs, the `syscall`
-//! entry, the return to a guest, the jump to the idle loop, and the fault-tolerant copy
-//! to and from guest memory.
+//! entries, the return to a guest, the jump to the idle loop, the idle `hlt`, and the
+//! fault-tolerant copy to and from guest memory.
 //!
 //! One frame layout serves all entries: [`super::trap::TrapFrame`], the CPU's interrupt frame
 //! with our vector and error code below it and the fifteen general registers below that. The
-//! `syscall` entry builds the same frame by hand, so a vCPU's state is the same whichever
-//! way it entered, and switching to another vCPU is a matter of rewriting the frame before
-//! the common exit path pops it (Xen's model: the hypervisor is not preemptible and never
-//! keeps a stack per vCPU).
+//! `syscall` entry builds the same frame by hand, at the same place (the top of this CPU's
+//! kernel stack), so a vCPU's state is the same whichever way it entered, and switching to
+//! another vCPU is a matter of rewriting the frame before the common exit path pops it
+//! (Xen's model: the hypervisor is not preemptible and never keeps a stack per vCPU).
+//!
+//! # Entry and exit paths, and what each sanitises
+//!
+//! Everything a guest controls on the way in is either saved and left untouched, or
+//! cleared before Rust code runs; everything on the way out is checked
+//! (`trap::exit_frame_ok`) so that neither `sysretq` nor `iretq` can fault in ring 0.
+//!
+//! | path | stack | GS | RFLAGS in the hypervisor | other |
+//! |---|---|---|---|---|
+//! | `syscall` from 64-bit mode (`syscall_entry`, LSTAR) | kernel stack | `swapgs` | SFMASK clears every flag (NT, AC, TF, DF, IF, IOPL, RF, ID, arithmetic) | RCX/R11 kept in the frame |
+//! | `syscall` from compat mode (`compat_syscall_entry`, CSTAR) | kernel stack | `swapgs` | as above | unreachable (no 32-bit user code segment); kills the caller |
+//! | `sysenter` | — | — | — | SYSENTER_CS = 0: #GP, kills the caller |
+//! | exception or interrupt from ring 3 (`trap_common`) | kernel stack (TSS.RSP0) | `swapgs` | `popfq` of 0x2: all clear (delivery clears only TF, NT, IF, RF; AC and DF would survive) | x87/SSE saved (`fxsave64`) before any Rust code |
+//! | `int N`, `int3`, `into`, `int1` from ring 3 | kernel stack | `swapgs` | as above | every gate has DPL 0: #GP with the gate in the error code, kills the caller (`KillReason::SoftwareInterrupt`) |
+//! | exception or interrupt in ring 0 (`trap_from_hypervisor`) | the current stack | paranoid: the GS base is read and swapped if it is a guest's (a fault after the exit's `swapgs`) | all clear | only idle-loop interrupts and guest-copy page faults are expected |
+//! | NMI, #DB, #DF, #MC | IST stacks of their own | as for their ring | all clear | #DB on the first instruction of `syscall_entry` (a guest's TF) is ignored; NMI is the watchdog's |
+//! | back to a guest by `sysretq` | — | `swapgs` | the guest's R11 | RIP checked canonical first (XSA-7), else `iretq`; vector registers scrubbed |
+//! | back to a guest by `iretq` (`return_from_trap`) | — | `swapgs` | the frame's | frame checked (guest selectors, RIP in the guest half, IF on, IOPL 0); x87/SSE restored or scrubbed |
+//! | vCPU switch (`schedule::reschedule`) | — | — | — | general, x87/SSE registers and DS/ES/FS/GS selectors saved and restored per vCPU; CR3 loaded |
+//! | guest memory (`copy_user`) | — | — | AC set for the copy alone (SMAP) | a fault resumes at the fix-up: `Errno::Fault` |
+//!
+//! CPU protections (`cpu::protect_this_cpu`): SMEP, SMAP and UMIP wherever the CPU has them;
+//! FSGSBASE and TSD off. The upper half of every address space is supervisor-only.
 //!
 //! FPU state: an asynchronous entry from ring 3 saves it (`fxsave64` to the current vCPU's
 //! area, named in the per-CPU area) before any Rust code can clobber it, and asks the exit
 //! path to restore it. A hypercall saves nothing, since vector registers are caller-saved in
 //! the hypercall ABI; its exit path scrubs them unless a restore was requested.
+//!
+//! MXCSR and the x87 control word stay the guest's during a hypercall (callee-saved in the
+//! ABI): the hypervisor does no floating-point arithmetic (`clippy::float_arithmetic` is
+//! denied), so a guest that unmasks floating-point exceptions cannot raise one in ring 0.
+//!
+//! The watchdog's count (`percpu::CpuArea::transitions`) moves by one at every entry from
+//! and exit to a guest, and around the idle `hlt`.
 
 use core::arch::global_asm;
 
 use super::gdt::{USER_CODE, USER_DATA};
-use super::percpu::{CUR_FPU, FPU_RESTORE, KERNEL_STACK_TOP, USER_RSP};
+use super::percpu::{CUR_FPU, FPU_RESTORE, KERNEL_STACK_TOP, TRANSITIONS, USER_RSP};
+use super::trap::TrapFrame;
 
 /// The `vector` value of a frame built by the `syscall` entry.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -98,29 +129,33 @@ trap_stub_\vector:
     pxor %xmm15, %xmm15
     .endm
 
-/* Stack on arrival: vector, error code, RIP, CS, RFLAGS, RSP, SS. CS is at 24(%rsp). */
+/* Stack on arrival: vector, error code, RIP, CS, RFLAGS, RSP, SS. From ring 3 the CPU has
+   switched to this CPU's kernel stack (TSS.RSP0); from ring 0 it pushed onto the current
+   stack (only NMI, #DB, #DF and #MC use IST stacks of their own). */
 trap_common:
     testb $3, 24(%rsp)
-    jz 1f
+    jz trap_from_hypervisor
     swapgs
-1:  push_gprs
-    /* CS is now at 144(%rsp): 15 registers, vector, error code, RIP. */
-    testb $3, 144(%rsp)
-    jz 2f
+    incq %gs:{transitions}
+    push_gprs
+    /* Nothing of the guest's RFLAGS stays in force: interrupt delivery clears TF, NT and IF
+       but not AC (which would switch SMAP off) or DF. */
+    pushq $2
+    popfq
     movq %gs:{cur_fpu}, %rax
     testq %rax, %rax
     jz 2f
     fxsave64 (%rax)
     movq $1, %gs:{fpu_restore}
 2:  movq %rsp, %rdi
-    cld
     call trap_dispatch
+    testq %rax, %rax
+    jnz run_idle
 
-/* The common way out. %rsp points at a TrapFrame, possibly rewritten for another vCPU. */
+/* The common way back to a guest. %rsp points at a TrapFrame with ring-3 selectors,
+   possibly rewritten for another vCPU, and checked by `exit_frame_ok`. */
     .globl return_from_trap
 return_from_trap:
-    testb $3, 144(%rsp)
-    jz 4f
     cmpq $0, %gs:{fpu_restore}
     je 3f
     movq %gs:{cur_fpu}, %rax
@@ -129,16 +164,42 @@ return_from_trap:
     jmp 4f
 3:  scrub_xmm
 4:  pop_gprs
-    testb $3, 24(%rsp)
-    jz 5f
+    incq %gs:{transitions}
     swapgs
-5:  addq $16, %rsp
+    addq $16, %rsp
     iretq
 
-/* syscall: RCX = guest RIP, R11 = guest RFLAGS, RSP still the guest's, IF cleared by FMASK. */
+/* A trap taken in the hypervisor: the idle loop's `hlt`, a fault in the guest-memory copy,
+   or a bug. GS is not trusted (Linux's paranoid entry): a fault on the exit path after
+   `swapgs`, or on the first instruction of `syscall_entry`, finds the guest's GS base, so
+   the kernel's is put back if it is not there (every kernel GS base is a higher-half
+   address; a guest's is always below it, since CR4.FSGSBASE stays off), and bit 63 of the
+   frame's vector records that it must be swapped back. */
+trap_from_hypervisor:
+    push_gprs
+    pushq $2
+    popfq
+    movl $0xc0000101, %ecx
+    rdmsr
+    testl %edx, %edx
+    js 6f
+    swapgs
+    btsq $63, {vector}(%rsp)
+6:  movq %rsp, %rdi
+    call trap_dispatch
+    btrq $63, {vector}(%rsp)
+    jnc 7f
+    swapgs
+7:  pop_gprs
+    addq $16, %rsp
+    iretq
+
+/* syscall from 64-bit mode: RCX = guest RIP, R11 = guest RFLAGS, RSP still the guest's,
+   and RFLAGS already masked by SFMASK (every flag that matters to ring 0 cleared). */
     .globl syscall_entry
 syscall_entry:
     swapgs
+    incq %gs:{transitions}
     movq %rsp, %gs:{user_rsp}
     movq %gs:{kernel_stack_top}, %rsp
     pushq ${user_data}
@@ -150,29 +211,63 @@ syscall_entry:
     pushq ${syscall_vector}
     push_gprs
     movq %rsp, %rdi
-    cld
     call syscall_dispatch
-    /* Non-zero: the frame now holds a vCPU that did not enter by syscall, or the FPU must
-       be restored: leave by iretq, which restores every register. */
-    testq %rax, %rax
-    jnz return_from_trap
+    /* 0: back by sysretq; 1: the frame holds a vCPU that did not enter by syscall, or the
+       FPU must be restored: leave by iretq, which restores every register; 2: nothing to
+       run here, so idle. */
+    cmpq $1, %rax
+    je return_from_trap
+    ja run_idle
     cmpq $0, %gs:{fpu_restore}
     jne return_from_trap
+    /* Never sysretq to a non-canonical RIP: Intel CPUs raise #GP in ring 0 with the guest's
+       stack (XSA-7, CVE-2012-0217). `exit_frame_ok` already refused such a frame; this is
+       the last line, as in Xen's restore_all_guest. */
+    movq {rip}(%rsp), %rax
+    shrq $47, %rax
+    jnz return_from_trap
     scrub_xmm
     pop_gprs
     movq 16(%rsp), %rcx
     movq 32(%rsp), %r11
     movq 40(%rsp), %rsp
+    incq %gs:{transitions}
     swapgs
     sysretq
 
+/* syscall from compatibility mode (MSR_CSTAR). Guests have no 32-bit code segment, so this
+   cannot happen; if it ever does, the caller is killed rather than trusted: it gets the
+   same frame as a 64-bit hypercall, and `compat_syscall_dispatch` kills its domain. */
+    .globl compat_syscall_entry
+compat_syscall_entry:
+    swapgs
+    incq %gs:{transitions}
+    movq %rsp, %gs:{user_rsp}
+    movq %gs:{kernel_stack_top}, %rsp
+    pushq ${user_data}
+    pushq %gs:{user_rsp}
+    pushq %r11
+    pushq ${user_code}
+    pushq %rcx
+    pushq $0
+    pushq ${syscall_vector}
+    push_gprs
+    movq %rsp, %rdi
+    call compat_syscall_dispatch
+    testq %rax, %rax
+    jnz run_idle
+    jmp return_from_trap
+
 /* syscall_floor: the benchmarks' floor, installed in LSTAR only while Domain0 measures it:
    a NULL hypercall returns at once by `sysretq` (nothing saved, no stack touched); any other
-   number takes the full entry. */
+   number takes the full entry, and so does a return address past the guest's half (bit 47:
+   a `syscall` in the last two bytes below it), which `sysretq` must never get (XSA-7). */
     .globl syscall_floor
 syscall_floor:
     cmpq ${null_hypercall}, %rax
     jne syscall_entry
+    btq $47, %rcx
+    jc syscall_entry
     sysretq
 
 /* resume_frame(frame): leaves through the TrapFrame at `frame`, which becomes the stack.
@@ -192,16 +287,36 @@ run_idle:
     ud2
 
 /* copy_user(dst, src, len) -> bytes not copied. A page fault on the marked instruction
-   resumes at the fix-up, with RCX holding the bytes left. */
+   resumes at the fix-up, with RCX holding the bytes left. RFLAGS.AC is set for the copy
+   alone: with SMAP on, it is the only place ring 0 may touch a guest page (`stac`/`clac`
+   done with pushfq/popfq, which every CPU has, SMAP or not). */
     .globl copy_user, copy_user_insn, copy_user_fixup
 copy_user:
+    pushfq
+    orq ${ac}, (%rsp)
+    popfq
     movq %rdx, %rcx
 copy_user_insn:
     rep movsb
     xorl %eax, %eax
+8:  pushfq
+    andq $~{ac}, (%rsp)
+    popfq
     ret
 copy_user_fixup:
     movq %rcx, %rax
+    jmp 8b
+
+/* idle_halt(): waits for an interrupt with interrupts on, then turns them off. The
+   interrupt is taken on this stack, below the caller's frame (an `extern "C"` call, so no
+   red zone of the caller is live). */
+    .globl idle_halt
+idle_halt:
+    incq %gs:{transitions}
+    sti
+    hlt
+    cli
+    incq %gs:{transitions}
     ret
 
     .macro stub_address vector
@@ -221,10 +336,14 @@ trap_stub_table:
     cur_fpu = const CUR_FPU,
     fpu_restore = const FPU_RESTORE,
     user_rsp = const USER_RSP,
+    transitions = const TRANSITIONS,
     kernel_stack_top = const KERNEL_STACK_TOP,
     user_data = const USER_DATA.0 as u64,
     user_code = const USER_CODE.0 as u64,
     syscall_vector = const SYSCALL_VECTOR,
+    vector = const core::mem::offset_of!(TrapFrame, vector),
+    rip = const core::mem::offset_of!(TrapFrame, rip),
+    ac = const 1u64 << 18,
     null_hypercall = const abi::hypercall::NULL,
     options(att_syntax)
 );
@@ -233,9 +352,11 @@ unsafe extern "C" {
     fn resume_frame(frame: *const super::trap::TrapFrame) -> !;
     fn run_idle() -> !;
     fn copy_user(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    fn idle_halt();
     static copy_user_insn: u8;
     static copy_user_fixup: u8;
     fn syscall_entry();
+    fn compat_syscall_entry();
     fn syscall_floor();
 }
 
@@ -267,6 +388,21 @@ pub fn go_idle() -> ! {
     unsafe { run_idle() }
 }
 
+/// Sleeps until the next interrupt (which is handled before this returns), interrupts on
+/// only while halted.
+pub fn wait_for_interrupt() {
+    // SAFETY: interrupts are taken on the current stack below this call, which holds no
+    // live data below its stack pointer; every handler returns here with RFLAGS restored
+    // by `iretq`, and `cli` turns interrupts off again before returning.
+    unsafe { idle_halt() }
+}
+
+/// Whether `rip` is the first instruction of the 64-bit `syscall` entry, where a #DB from a
+/// guest's TF is reported.
+pub fn is_syscall_entry(rip: u64) -> bool {
+    rip == syscall_entry as *const () as u64
+}
+
 /// If a page fault at `rip` happened inside the guest-memory copy, where to resume.
 pub fn copy_fixup(rip: u64) -> Option<u64> {
     (rip == &raw const copy_user_insn as u64).then_some(&raw const copy_user_fixup as u64)
@@ -287,22 +423,30 @@ pub unsafe fn copy_guest(dst: *mut u8, src: *const u8, len: usize) -> Result<(),
     }
 }
 
-/// Points `syscall` at our entry: STAR selectors, LSTAR entry, and the RFLAGS bits to clear
-/// on entry (IF, so the hypervisor runs with interrupts off; TF, DF, AC).
+/// Points `syscall` at our entry: STAR selectors, LSTAR entry, CSTAR (compatibility mode)
+/// at the entry that kills its caller, SYSENTER disabled, and the RFLAGS bits cleared on
+/// entry: every flag but the reserved bit 1, as Linux's `syscall_init` does, so that nothing
+/// a guest sets with `popfq` (NT, AC, TF, DF, IOPL is not settable but is cleared too) is in
+/// force while the hypervisor runs. NT would make the hypervisor's own `iretq` a task
+/// return (#GP); AC would switch SMAP off; TF would single-step the hypervisor.
 pub fn init_syscall() {
-    use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
-    use x86_64::registers::rflags::RFlags;
-    // SAFETY: the selectors match the GDT layout of `gdt.rs`; the entry is the stub above;
-    // EFER.SCE was set by the boot code, and setting it again changes nothing else.
+    use x86_64::registers::model_specific::{Efer, EferFlags, LStar, Msr, SFMask, Star};
+    const IA32_CSTAR: u32 = 0xc000_0083;
+    const IA32_SYSENTER_CS: u32 = 0x174;
+    const IA32_SYSENTER_ESP: u32 = 0x175;
+    const IA32_SYSENTER_EIP: u32 = 0x176;
+    // SAFETY: the selectors match the GDT layout of `gdt.rs`; the entries are the stubs
+    // above; EFER.SCE was set by the boot code, and setting it again changes nothing else.
+    // A SYSENTER_CS of 0 makes `sysenter` raise #GP (a guest fault, which kills it), and
+    // `sysenter` is #UD in long mode on AMD anyway.
     unsafe {
         Efer::update(|f| *f |= EferFlags::SYSTEM_CALL_EXTENSIONS);
         LStar::write(x86_64::VirtAddr::new(syscall_entry as *const () as u64));
-        SFMask::write(
-            RFlags::INTERRUPT_FLAG
-                | RFlags::TRAP_FLAG
-                | RFlags::DIRECTION_FLAG
-                | RFlags::ALIGNMENT_CHECK,
-        );
+        Msr::new(IA32_CSTAR).write(compat_syscall_entry as *const () as u64);
+        for msr in [IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP] {
+            Msr::new(msr).write(0);
+        }
+        SFMask::write(SYSCALL_CLEARED_FLAGS);
     }
     Star::write(
         super::gdt::USER_CODE,
@@ -312,3 +456,8 @@ pub fn init_syscall() {
     )
     .expect("GDT layout matches what syscall/sysret require");
 }
+
+/// The RFLAGS bits `syscall` clears (SFMASK): all of them (bit 1 is reserved and always
+/// reads 1).
+pub const SYSCALL_CLEARED_FLAGS: x86_64::registers::rflags::RFlags =
+    x86_64::registers::rflags::RFlags::from_bits_truncate(!0x2);

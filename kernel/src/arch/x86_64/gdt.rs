@@ -14,13 +14,16 @@ use x86_64::registers::segmentation::SegmentSelector;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 
-use super::trap::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, IST_TRAP};
+use super::trap::{IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 
 /// Ring-0 code segment (the STAR kernel base).
 pub const KERNEL_CODE: SegmentSelector = SegmentSelector(0x08);
 /// Ring-0 data segment.
 pub const KERNEL_DATA: SegmentSelector = SegmentSelector(0x10);
-/// The STAR user base: a 32-bit ring-3 code segment that `sysret` never uses.
+/// The STAR user base, which only a 32-bit `sysret` would use (we never do): its descriptor
+/// is null, so guests have no 32-bit code segment at all. A far jump or return to it faults
+/// (and kills the guest); with no compatibility-mode code, no guest can reach `MSR_CSTAR`,
+/// whose entry kills its caller anyway.
 pub const USER_BASE: SegmentSelector = SegmentSelector(0x18 | 3);
 /// Ring-3 data segment (USER_BASE + 8).
 pub const USER_DATA: SegmentSelector = SegmentSelector(0x20 | 3);
@@ -38,11 +41,15 @@ pub fn new_stack(bytes: usize) -> VirtAddr {
     VirtAddr::from_ptr(stack.as_ptr()) + bytes as u64
 }
 
-/// Builds and loads this CPU's GDT and TSS, with fresh interrupt stacks. Every IDT gate
-/// names an IST slot, so the TSS's ring-0 stack (RSP0) is never used.
-pub fn init_this_cpu() {
+/// Builds and loads this CPU's GDT and TSS, with fresh interrupt stacks. A trap from ring 3
+/// lands on `kernel_stack_top` (RSP0), where hypercalls run too, so the frame of whatever
+/// entered from a guest is always in one place and a fault taken while handling it (a
+/// guest-memory copy) nests below it instead of overwriting it; NMI, #DB, #DF and #MC have
+/// IST stacks of their own, since they can arrive where the stack is not to be trusted.
+pub fn init_this_cpu(kernel_stack_top: VirtAddr) {
     let tss: &'static mut TaskStateSegment = Box::leak(Box::new(TaskStateSegment::new()));
-    for ist in [IST_TRAP, IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
+    tss.privilege_stack_table[0] = kernel_stack_top;
+    for ist in [IST_DEBUG, IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
         tss.interrupt_stack_table[usize::from(ist - 1)] = new_stack(IST_STACK_BYTES);
     }
     // SAFETY: the TSS is leaked, so it lives as long as the GDT that points at it, and only
@@ -53,8 +60,8 @@ pub fn init_this_cpu() {
     let selectors = [
         gdt.append(Descriptor::kernel_code_segment()),
         gdt.append(Descriptor::kernel_data_segment()),
-        // 32-bit ring-3 code: present, DPL 3, readable, 4 GiB limit.
-        gdt.append(Descriptor::UserSegment(0x00cf_fa00_0000_ffff)),
+        // The STAR user base: null (no 32-bit code segment).
+        gdt.append(Descriptor::UserSegment(0)),
         gdt.append(Descriptor::user_data_segment()),
         gdt.append(Descriptor::user_code_segment()),
     ];

@@ -1,5 +1,6 @@
 //! x86_64: boot entries, descriptor tables, traps and entry code, paging and address
-//! spaces, FPU state, per-CPU area, and processor controls.
+//! spaces, FPU state and data segment selectors (per vCPU), per-CPU area, and processor
+//! controls.
 
 pub mod addrspace;
 pub mod boot;
@@ -10,6 +11,7 @@ pub mod gdt;
 pub mod mem;
 pub mod paging;
 pub mod percpu;
+pub mod selectors;
 pub mod trap;
 
 pub use cpu::{exit, halt_forever};

@@ -5,6 +5,7 @@
 //! holds only what assembly must find without a lock.
 
 use alloc::boxed::Box;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use smp::percpu::CpuHeader;
 
@@ -26,7 +27,14 @@ pub struct CpuArea {
     /// The vCPU running here (an `Arc<Vcpu>` the scheduler holds while it runs), as an
     /// address, so that a hypercall finds its caller without a lock; 0 when idle.
     pub current: u64,
+    /// Transitions between the hypervisor and a guest or `hlt`, counted by the entry code
+    /// (odd: in the hypervisor and not halted); read by the watchdog of another CPU.
+    pub transitions: AtomicU64,
 }
+
+/// Every CPU's area, for the watchdog (null until the CPU installs it).
+static AREAS: [AtomicPtr<CpuArea>; smp::MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; smp::MAX_CPUS];
 
 /// GS offset of [`CpuArea::kernel_stack_top`].
 pub const KERNEL_STACK_TOP: usize = core::mem::offset_of!(CpuArea, kernel_stack_top);
@@ -34,6 +42,8 @@ pub const KERNEL_STACK_TOP: usize = core::mem::offset_of!(CpuArea, kernel_stack_
 pub const USER_RSP: usize = core::mem::offset_of!(CpuArea, user_rsp);
 /// GS offset of [`CpuArea::cur_fpu`].
 pub const CUR_FPU: usize = core::mem::offset_of!(CpuArea, cur_fpu);
+/// GS offset of [`CpuArea::transitions`].
+pub const TRANSITIONS: usize = core::mem::offset_of!(CpuArea, transitions);
 /// GS offset of [`CpuArea::fpu_restore`].
 pub const FPU_RESTORE: usize = core::mem::offset_of!(CpuArea, fpu_restore);
 
@@ -50,10 +60,34 @@ pub fn install(cpu_index: usize, apic_id: u32) {
         cur_fpu: 0,
         fpu_restore: 0,
         current: 0,
+        // Odd: this CPU is in the hypervisor (booting).
+        transitions: AtomicU64::new(1),
     }));
+    AREAS[cpu_index].store(&raw mut *area, Ordering::Release);
     // SAFETY: the area is leaked (lives forever) and belongs to this CPU alone; nothing
     // relied on the previous GS base.
     unsafe { smp::percpu::install(&raw mut area.header) };
+}
+
+/// CPU `cpu`'s transition count ([`CpuArea::transitions`]), if it has an area.
+pub fn transitions_of(cpu: usize) -> Option<u64> {
+    let area = AREAS.get(cpu)?.load(Ordering::Acquire);
+    // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the field is
+    // atomic, so reading it while its CPU changes it is sound.
+    (!area.is_null()).then(|| unsafe { &(*area).transitions }.load(Ordering::Relaxed))
+}
+
+/// Tells the watchdog this CPU is making progress in a legitimately long stretch in the
+/// hypervisor (the count moves by two, keeping its parity).
+pub fn touch_watchdog() {
+    // SAFETY: as in `set_current`; the field is atomic.
+    unsafe { &(*area()).transitions }.fetch_add(2, Ordering::Relaxed);
+}
+
+/// Top of this CPU's kernel stack.
+pub fn kernel_stack_top() -> x86_64::VirtAddr {
+    // SAFETY: as in `set_current`.
+    x86_64::VirtAddr::new(unsafe { (*area()).kernel_stack_top })
 }
 
 fn area() -> *mut CpuArea {

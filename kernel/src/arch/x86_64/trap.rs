@@ -4,16 +4,20 @@
 //! its vector, and jumps to `trap_common`, which saves every general register and calls
 //! [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
 //!
-//! Every vector runs on an IST stack. The prebuilt `core` assumes a red zone below the stack
-//! pointer, so an interrupt must never push onto a stack that Rust code is using; with IST
-//! the CPU always switches to a dedicated stack. Handlers run with interrupts off and never
-//! nest, except NMI, double fault and machine check, which have stacks of their own.
+//! Stacks: a trap from ring 3 lands on this CPU's kernel stack (TSS.RSP0), where the
+//! `syscall` entry puts its frame too, and every handler runs there with interrupts off. A
+//! trap in ring 0 pushes onto the stack in use: only interrupts in the idle loop's `hlt`
+//! (an `asm!` block that may use the stack, so no red zone is live) and page faults in the
+//! guest-memory copy (assembly, no red zone) are expected there; anything else is fatal.
+//! NMI, #DB, double fault and machine check use IST stacks, since they can arrive at an
+//! instruction whose stack is not the hypervisor's (#DB or NMI on the first instruction of
+//! the `syscall` entry, where RSP is still the guest's).
 
 use abi::console::ExitCode;
 use x86_64::VirtAddr;
 
-/// IST slot (1-based, as the IDT encodes it) for ordinary traps and interrupts.
-pub const IST_TRAP: u16 = 1;
+/// IST slot (1-based, as the IDT encodes it) for #DB.
+pub const IST_DEBUG: u16 = 1;
 /// IST slot for NMI.
 pub const IST_NMI: u16 = 2;
 /// IST slot for double fault.
@@ -54,6 +58,29 @@ impl TrapFrame {
     /// Whether the trap came from ring 3 (a guest).
     pub fn came_from_user(&self) -> bool {
         self.cs & 3 == 3
+    }
+}
+
+/// Checks a frame about to be restored to ring 3 (by `sysretq` or `iretq`, neither of which
+/// may fault in ring 0): guest selectors, a RIP in the guest's half (canonical, so `sysretq`
+/// cannot fault on it), a canonical RSP, interrupts on, IOPL 0, not virtual-8086. Hardware-made frames always
+/// pass; the check is for frames the hypervisor built or rewrote from what a guest gave it.
+pub fn exit_frame_ok(frame: &TrapFrame) -> Result<(), abi::control::KillReason> {
+    use x86_64::registers::rflags::RFlags;
+    let must_be_clear = RFlags::IOPL_HIGH | RFlags::IOPL_LOW | RFlags::VIRTUAL_8086_MODE;
+    // RSP may be anything canonical (a guest's stack is its business); `iretq` with a
+    // non-canonical one is not something to find out about in ring 0.
+    let rsp_canonical = matches!(frame.rsp >> 47, 0 | 0x1_ffff);
+    let ok = frame.rip < abi::layout::USER_LIMIT
+        && rsp_canonical
+        && frame.cs == u64::from(super::gdt::USER_CODE.0)
+        && frame.ss == u64::from(super::gdt::USER_DATA.0)
+        && frame.rflags & RFlags::INTERRUPT_FLAG.bits() != 0
+        && frame.rflags & must_be_clear.bits() == 0;
+    if ok {
+        Ok(())
+    } else {
+        Err(abi::control::KillReason::BadReturn { rip: frame.rip })
     }
 }
 
@@ -101,10 +128,11 @@ pub fn load_idt() {
             // SAFETY: `trap_stub_table` is immutable data emitted above.
             let stub = unsafe { trap_stub_table[vector] };
             let ist = match vector {
+                1 => IST_DEBUG,
                 2 => IST_NMI,
                 8 => IST_DOUBLE_FAULT,
                 18 => IST_MACHINE_CHECK,
-                _ => IST_TRAP,
+                _ => 0, // TSS.RSP0 from ring 3, the current stack from ring 0
             };
             Gate::interrupt(stub, ist)
         })
@@ -153,13 +181,17 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
-/// Called by `trap_common` for every trap and interrupt, with interrupts off.
+/// Called by `trap_common` for every trap and interrupt, with interrupts off. Returns 1 when
+/// the CPU has nothing to run (the entry code then jumps to the idle loop on a fresh
+/// stack), 0 to leave through the frame. Bit 63 of `vector` is the entry code's own (GS was
+/// swapped on entry from ring 0).
 #[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    match frame.vector {
-        0..=31 => crate::trap::exception(frame),
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
+    let next = match frame.vector & 0xff {
+        vector @ 0..=31 => crate::trap::exception(frame, vector),
         vector => crate::trap::interrupt(vector as u8, frame),
-    }
+    };
+    u64::from(next == crate::schedule::Next::Idle)
 }
 
 /// Reports an exception the hypervisor cannot recover from, and stops the machine.
@@ -169,8 +201,8 @@ pub fn fatal_exception(frame: &TrapFrame) -> ! {
     log::error!(
         "unexpected exception {} ({}), error code {:#x}, at RIP {:#018x}, RSP {:#018x}, \
          CR2 {:#018x}, {} mode",
-        frame.vector,
-        EXCEPTION_NAMES[frame.vector as usize % 32],
+        frame.vector & 0xff,
+        EXCEPTION_NAMES[(frame.vector & 0xff) as usize % 32],
         frame.error_code,
         frame.rip,
         frame.rsp,

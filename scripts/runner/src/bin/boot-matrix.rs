@@ -141,6 +141,14 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             protocol: "multiboot2",
         },
     ));
+    // CPU 1 hangs in the hypervisor once the experiment runs: the watchdog of CPU 0 must
+    // find it and stop the machine with a failure within a second, long before the
+    // runner's timeout (without the watchdog this case runs into that timeout).
+    cases.push(case(
+        "tcg/selftest-hang",
+        &["--accel", "tcg", &good_path, "--append", "selftest=hang"],
+        Expect::FailsWithin(Duration::from_secs(10)),
+    ));
     let bad = spec("bad-cpus.toml", &good.replace("cpus = 2", "cpus = 0"))?;
     cases.push(case(
         "bad-spec/machine.cpus",
