@@ -1,7 +1,7 @@
 //! `xtf`: runs the XTF-style hostile suite one case at a time and prints what each case did.
 //!
 //! ```text
-//! target/release/xtf [--runner PATH] [--timeout S] [--keep DIR] [SPEC...] [--only CASE...]
+//! target/release/xtf [--runner PATH] [--kernel ELF] [--timeout S] [--keep DIR] [SPEC...] [--only CASE...]
 //! ```
 //!
 //! For each spec (default: every `scripts/experiments/xtf-*.toml`), each case (a group, or a
@@ -10,6 +10,7 @@
 //! per group: `PASS`/`FAIL`, the case, how its domains ended, and the run's exit status (a run
 //! that hangs the machine ends in a timeout, and every case of it fails). The grouped specs
 //! are what `experiment-checks` runs; this is for telling which case breaks the machine.
+//! `--kernel` boots another hypervisor ELF (an older build, to see which cases a fix closed).
 //! The last line is `N passed, N failed`; the exit status is 0 when nothing failed.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,9 @@ use runner::{invoke_with, read_records, sibling_runner};
 use sched::spec::Spec;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: xtf [--runner PATH] [--timeout S] [--keep DIR] [SPEC...] [--only CASE...]");
+    eprintln!(
+        "usage: xtf [--runner PATH] [--kernel ELF] [--timeout S] [--keep DIR] [SPEC...] [--only CASE...]"
+    );
     ExitCode::from(2)
 }
 
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let mut runner = sibling_runner();
     let mut timeout = "30".to_string();
     let mut keep: Option<PathBuf> = None;
+    let mut kernel: Option<String> = None;
     let mut specs: Vec<PathBuf> = Vec::new();
     let mut only: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -44,6 +48,10 @@ fn main() -> ExitCode {
                     eprintln!("xtf: --timeout needs a number of seconds > 0");
                     return ExitCode::from(2);
                 }
+            },
+            "--kernel" => match args.next() {
+                Some(k) => kernel = Some(k),
+                None => return usage(),
             },
             "--keep" => match args.next() {
                 Some(d) => keep = Some(d.into()),
@@ -126,13 +134,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             let _ = std::fs::remove_file(&out);
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "--accel".into(),
                 "tcg".into(),
                 "--timeout".into(),
                 timeout.clone(),
-                file.display().to_string(),
             ];
+            if let Some(k) = &kernel {
+                args.extend(["--kernel".into(), k.clone()]);
+            }
+            args.push(file.display().to_string());
             let run = invoke_with(&runner, &out, &args, false);
             let _ = std::fs::write(&log, &run.output);
             let status = run.status.map_or("none".to_string(), |s| s.to_string());
