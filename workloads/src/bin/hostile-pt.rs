@@ -18,6 +18,7 @@
 //! | 10 | stale-tlb | unmaps a page in an `mmu_update` batch whose tail is unmapped (the call fails part way), gives the frame back, then reads the page: the translation must be gone | killed: page fault |
 //! | 11 | callback-return-wild | `callback_return` with a frame in the hypervisor's half | killed: bad event upcall |
 //! | 12 | callback-return-noncanonical | `callback_return` with a saved RIP of 0x0000_8000_0000_0000 | killed: bad event upcall |
+//! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -67,6 +68,7 @@ fn main(vcpu: usize) -> u64 {
             Some(0x0000_8000_0000_0000),
         ),
         13 => callback_return_flags(),
+        14 => validate_bomb(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -1012,5 +1014,119 @@ fn callback_return_flags() -> u64 {
         0,
     );
     c.eq("IF after callback_return", flags & (1 << 9), 1 << 9);
+    c.verdict()
+}
+
+/// Writes `words` from the start of frame `mfn`, through a temporary writable mapping at
+/// the map area's first page.
+fn fill_words(mfn: u64, words: impl Iterator<Item = u64>) -> Result<(), Errno> {
+    // SAFETY: the map area's first page is used by nothing else in this case.
+    unsafe { hypercall::update_va_mapping(MAP_AREA, pagetable::leaf(mfn, true)) }?;
+    for (i, w) in words.take(512).enumerate() {
+        // SAFETY: mapped just above, writable, ours; i < 512.
+        unsafe { (MAP_AREA as *mut u64).add(i).write_volatile(w) };
+    }
+    // SAFETY: nothing refers to the page any more.
+    unsafe { hypercall::update_va_mapping(MAP_AREA, 0) }?;
+    Ok(())
+}
+
+/// Takes `n` frames into `out`.
+fn take(out: &mut [u64]) -> Result<(), Errno> {
+    let mut n = 0;
+    while n < out.len() {
+        let k = (out.len() - n).min(64);
+        match hypercall::increase_reservation(&mut out[n..n + k])? {
+            0 => return Err(Errno::NoMem),
+            got => n += got,
+        }
+    }
+    Ok(())
+}
+
+fn validate_bomb() -> u64 {
+    const CASE: &str = "pt-preempt";
+    const MOST_SETS: usize = 64;
+    // The frame numbers of the L1 tables: up to 64 pages of them, in pages of its own mapped
+    // at L4 entry 101 (a static array would sit in every hostile-pt image).
+    const LIST_VA: u64 = 101 << 39;
+    let room = hypercall::maximum_reservation()
+        .unwrap_or(0)
+        .saturating_sub(hypercall::current_reservation().unwrap_or(0))
+        .saturating_sub(600);
+    let sets = ((room / 513) as usize).clamp(1, MOST_SETS);
+    let mut known = None;
+    for page in 0..sets as u64 {
+        let mapped = xtf::take_frame()
+            .and_then(|f| xtf::map_page(LIST_VA + page * 4096, f, true, false, known));
+        match mapped {
+            Ok(b) => known = Some(b),
+            Err(e) => return xtf::error(CASE, format_args!("mapping the list: {e:?}")),
+        }
+    }
+    // SAFETY: `sets` pages at LIST_VA were just mapped writable, ours, used by nothing else.
+    let l1s = unsafe { core::slice::from_raw_parts_mut(LIST_VA as *mut u64, 512 * sets) };
+    static mut L2S: [u64; 512] = [0; 512];
+    // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
+    let l2s = unsafe { &mut *core::ptr::addr_of_mut!(L2S) };
+    let data = match xtf::take_frame() {
+        Ok(f) => f,
+        Err(e) => return xtf::error(CASE, format_args!("a frame: {e:?}")),
+    };
+    let (l3, built) = match (xtf::take_frame(), take(l1s), take(l2s)) {
+        (Ok(l3), Ok(()), Ok(())) => (l3, true),
+        _ => (0, false),
+    };
+    if !built {
+        return xtf::error(
+            CASE,
+            format_args!("not enough memory (memory_kib >= 6144 needed)"),
+        );
+    }
+    let ro = pte::PRESENT | pte::USER | pte::NO_EXECUTE;
+    let link = pte::PRESENT | pte::USER | pte::WRITABLE;
+    let start = time::now_ns();
+    let mut ok = true;
+    for &l1 in l1s.iter() {
+        ok &= fill_words(l1, core::iter::repeat((data << 12) | ro)).is_ok();
+    }
+    // L2 number j names L1 set j % sets: every L1 is validated, each set by the first L2
+    // that names it.
+    for (j, &l2) in l2s.iter().enumerate() {
+        let set = &l1s[(j % sets) * 512..(j % sets + 1) * 512];
+        ok &= fill_words(l2, set.iter().map(|&l1| (l1 << 12) | link)).is_ok();
+    }
+    ok &= fill_words(l3, l2s.iter().map(|&l2| (l2 << 12) | link)).is_ok();
+    if !ok {
+        return xtf::error(CASE, format_args!("filling the tables"));
+    }
+    println!(
+        "{} frames filled in {} ms ({sets} sets of 512 L1 tables, {} entries to validate); linking",
+        l1s.len() + 514,
+        (time::now_ns() - start) / 1_000_000,
+        (sets + 1) * 512 * 512 + 512
+    );
+    let root = pagetable::root();
+    let t0 = time::now_ns();
+    let linked = update(root + SCRATCH_L4 * 8, (l3 << 12) | link);
+    let t1 = time::now_ns();
+    let unlinked = update(root + SCRATCH_L4 * 8, 0);
+    let t2 = time::now_ns();
+    println!(
+        "link: {linked:?} in {} ms; unlink: {unlinked:?} in {} ms",
+        (t1 - t0) / 1_000_000,
+        (t2 - t1) / 1_000_000
+    );
+    let mut c = Checks::new(CASE);
+    c.one_of(
+        "linking the tree",
+        linked,
+        &[Ok(1), Err(Errno::Busy), Err(Errno::TooBig)],
+    );
+    c.eq(
+        "unlinking it",
+        unlinked,
+        if linked.is_ok() { Ok(1) } else { Ok(0) },
+    );
     c.verdict()
 }

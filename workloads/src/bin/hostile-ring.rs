@@ -33,6 +33,8 @@
 //! | 30..=33 | upcall-unmapped, upcall-readonly, upcall-kernel, upcall-noncanonical | an event upcall registered, the timer VIRQ due, RSP pointed at an unmapped page, a read-only page, the hypervisor's half, a non-canonical address, spinning in ring 3 (the upcall is entered from the timer interrupt) | killed: bad event upcall |
 //! | 34 | upcall-hypercall | the same with RSP unmapped, in a loop of null hypercalls (entered on the way out of `syscall`) | killed: bad event upcall |
 //! | 37 | upcall-idle | RSP unmapped, then `block` until the timer: the upcall is due when the idle loop enters the vCPU again | killed: bad event upcall, and the killed vCPU never runs again |
+//! | 38 | tf-syscall | RFLAGS.TF set by `popfq` right before a `syscall`: the CPU reports the single-step trap on the hypervisor's first instruction, in ring 0 | killed: exception 1 (after the return, single-stepping), the machine running on |
+//! | 39 | tf-movss-syscall | the same with a `mov ss` between them (the trap is held over the `mov ss` shadow onto the `syscall`, CVE-2018-8897's shape) | killed: exception 1 |
 //! | 35 | wrmsr | `wrmsr` to LSTAR | killed |
 //! | 36 | invlpg | `invlpg` | killed |
 //! | 100 | int-n | `int N` (0xcd N), N = the domain's index in its group (`int0`..`int255`) | killed |
@@ -207,6 +209,7 @@ fn main(vcpu: usize) -> u64 {
         27 => seg_loads(),
         28 => seg_bad(),
         30..=34 | 37 => upcall_bad_stack(case),
+        38 | 39 => tf_syscall(case == 39),
         100 => int_n(),
         _ => xtf::error("hostile-ring", format_args!("no case {case}")),
     }
@@ -715,4 +718,47 @@ fn upcall_bad_stack(case: u64) -> u64 {
             asm!("mov rsp, {rsp}", "2:", "jmp 2b", rsp = in(reg) rsp, options(noreturn))
         },
     }
+}
+
+/// Single-stepping into a `syscall`: the trap lands on the hypervisor's entry.
+fn tf_syscall(movss: bool) -> u64 {
+    let name = if movss {
+        "tf-movss-syscall"
+    } else {
+        "tf-syscall"
+    };
+    xtf::expect_killed(name, "a single-step trap after the hypercall (exception 1)");
+    // SAFETY: sets TF and makes a null hypercall; the trap after it kills the domain. Should
+    // it survive, TF is cleared again and nothing but RAX, RCX, R11 changed.
+    unsafe {
+        if movss {
+            asm!(
+                "mov {ss:e}, ss",
+                "pushfq",
+                "or qword ptr [rsp], 0x100",
+                "popfq",
+                "mov ss, {ss:e}",
+                "syscall",
+                "pushfq",
+                "and qword ptr [rsp], ~0x100",
+                "popfq",
+                ss = out(reg) _,
+                inlateout("rax") nr::NULL => _,
+                out("rcx") _, out("r11") _,
+            )
+        } else {
+            asm!(
+                "pushfq",
+                "or qword ptr [rsp], 0x100",
+                "popfq",
+                "syscall",
+                "pushfq",
+                "and qword ptr [rsp], ~0x100",
+                "popfq",
+                inlateout("rax") nr::NULL => _,
+                out("rcx") _, out("r11") _,
+            )
+        }
+    }
+    xtf::survived(name, format_args!("a single-stepped syscall"))
 }

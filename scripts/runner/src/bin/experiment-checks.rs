@@ -710,7 +710,7 @@ fn cases() -> Vec<Case> {
     }
     // The XTF-style hostile suite (scripts/runner/src/xtf.rs says what each case must end as;
     // `target/release/xtf` runs them one at a time).
-    for suite in ["ring", "int", "mem", "sched", "isolation"] {
+    for suite in ["ring", "int", "mem", "sched", "isolation", "preempt"] {
         with(
             format!("xtf/{suite}"),
             vec![&spec(&format!("xtf-{suite}"))],
