@@ -117,6 +117,8 @@ pub const CASES: &[Case] = &[
     ok("callback-return-flags"),
     // Long operations (xtf-preempt).
     ok("pt-preempt"),
+    ok("pt-unlink"),
+    ok("pt-teardown"),
     // Scheduler abuse, exhaustion, lifetimes (xtf-sched).
     ok("timer-storm"),
     ok("poll-after-fired"),

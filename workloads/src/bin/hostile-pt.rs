@@ -19,6 +19,8 @@
 //! | 11 | callback-return-wild | `callback_return` with a frame in the hypervisor's half | killed: bad event upcall |
 //! | 12 | callback-return-noncanonical | `callback_return` with a saved RIP of 0x0000_8000_0000_0000 | killed: bad event upcall |
 //! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
+//! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set), then unlinked in one call | SUCCESS if the machine survives |
+//! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -68,7 +70,9 @@ fn main(vcpu: usize) -> u64 {
             Some(0x0000_8000_0000_0000),
         ),
         13 => callback_return_flags(),
-        14 => validate_bomb(),
+        14 => validate_bomb(Bomb::Link),
+        15 => validate_bomb(Bomb::Unlink),
+        16 => validate_bomb(Bomb::Teardown),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -1044,8 +1048,24 @@ fn take(out: &mut [u64]) -> Result<(), Errno> {
     Ok(())
 }
 
-fn validate_bomb() -> u64 {
-    const CASE: &str = "pt-preempt";
+/// How `validate_bomb` links and unlinks its tree.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bomb {
+    /// One call links it all, one unlinks it all.
+    Link,
+    /// Linked one L2 at a time (each call validates at most one set of L1 tables), then one
+    /// call unlinks it all.
+    Unlink,
+    /// Linked one L2 at a time, then the domain exits: its teardown releases it all.
+    Teardown,
+}
+
+fn validate_bomb(mode: Bomb) -> u64 {
+    let case = match mode {
+        Bomb::Link => "pt-preempt",
+        Bomb::Unlink => "pt-unlink",
+        Bomb::Teardown => "pt-teardown",
+    };
     const MOST_SETS: usize = 64;
     // The frame numbers of the L1 tables: up to 64 pages of them, in pages of its own mapped
     // at L4 entry 101 (a static array would sit in every hostile-pt image).
@@ -1061,7 +1081,7 @@ fn validate_bomb() -> u64 {
             .and_then(|f| xtf::map_page(LIST_VA + page * 4096, f, true, false, known));
         match mapped {
             Ok(b) => known = Some(b),
-            Err(e) => return xtf::error(CASE, format_args!("mapping the list: {e:?}")),
+            Err(e) => return xtf::error(case, format_args!("mapping the list: {e:?}")),
         }
     }
     // SAFETY: `sets` pages at LIST_VA were just mapped writable, ours, used by nothing else.
@@ -1071,7 +1091,7 @@ fn validate_bomb() -> u64 {
     let l2s = unsafe { &mut *core::ptr::addr_of_mut!(L2S) };
     let data = match xtf::take_frame() {
         Ok(f) => f,
-        Err(e) => return xtf::error(CASE, format_args!("a frame: {e:?}")),
+        Err(e) => return xtf::error(case, format_args!("a frame: {e:?}")),
     };
     let (l3, built) = match (xtf::take_frame(), take(l1s), take(l2s)) {
         (Ok(l3), Ok(()), Ok(())) => (l3, true),
@@ -1079,7 +1099,7 @@ fn validate_bomb() -> u64 {
     };
     if !built {
         return xtf::error(
-            CASE,
+            case,
             format_args!("not enough memory (memory_kib >= 6144 needed)"),
         );
     }
@@ -1098,7 +1118,7 @@ fn validate_bomb() -> u64 {
     }
     ok &= fill_words(l3, l2s.iter().map(|&l2| (l2 << 12) | link)).is_ok();
     if !ok {
-        return xtf::error(CASE, format_args!("filling the tables"));
+        return xtf::error(case, format_args!("filling the tables"));
     }
     println!(
         "{} frames filled in {} ms ({sets} sets of 512 L1 tables, {} entries to validate); linking",
@@ -1107,6 +1127,41 @@ fn validate_bomb() -> u64 {
         (sets + 1) * 512 * 512 + 512
     );
     let root = pagetable::root();
+    let mut c = Checks::new(case);
+    if mode != Bomb::Link {
+        // Bottom-up in small steps: the empty L3 first, then one L2 per call.
+        let t0 = time::now_ns();
+        ok = fill_words(l3, core::iter::repeat(0)).is_ok()
+            && update(root + SCRATCH_L4 * 8, (l3 << 12) | link).is_ok();
+        let mut longest = 0;
+        for (j, &l2) in l2s.iter().enumerate() {
+            let t = time::now_ns();
+            ok &= update((l3 << 12) + j as u64 * 8, (l2 << 12) | link).is_ok();
+            longest = longest.max(time::now_ns() - t);
+        }
+        println!(
+            "linked one L2 at a time in {} ms (longest call {} ms)",
+            (time::now_ns() - t0) / 1_000_000,
+            longest / 1_000_000
+        );
+        c.that(format_args!("the tree linked in steps"), ok);
+        if mode == Bomb::Teardown {
+            // Its teardown, when Domain0 destroys it, releases the whole tree.
+            return c.verdict();
+        }
+        let t1 = time::now_ns();
+        let unlinked = update(root + SCRATCH_L4 * 8, 0);
+        println!(
+            "unlink: {unlinked:?} in {} ms",
+            (time::now_ns() - t1) / 1_000_000
+        );
+        c.one_of(
+            "unlinking the tree",
+            unlinked,
+            &[Ok(1), Err(Errno::Busy), Err(Errno::Again)],
+        );
+        return c.verdict();
+    }
     let t0 = time::now_ns();
     let linked = update(root + SCRATCH_L4 * 8, (l3 << 12) | link);
     let t1 = time::now_ns();
@@ -1117,7 +1172,6 @@ fn validate_bomb() -> u64 {
         (t1 - t0) / 1_000_000,
         (t2 - t1) / 1_000_000
     );
-    let mut c = Checks::new(CASE);
     c.one_of(
         "linking the tree",
         linked,
