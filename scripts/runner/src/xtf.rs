@@ -115,6 +115,7 @@ pub const CASES: &[Case] = &[
     killed("callback-return-wild", "bad event upcall"),
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),
+    ok("args-edges"),
     // Long operations (xtf-preempt).
     ok("pt-preempt"),
     ok("pt-unlink"),
@@ -128,6 +129,10 @@ pub const CASES: &[Case] = &[
     ok("exhaust-grants"),
     ok("exhaust-memory"),
     ok("virq-flood"),
+    ok("timer-edges"),
+    ok("console-flood"),
+    ok("shutdown-race"),
+    killed("kill-race", "exception 6 "),
     ok("flood-a"),
     with("flood-b", Want::Success, "flood-a"),
     ok("port-aba-a"),

@@ -21,6 +21,7 @@
 //! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
 //! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set), then unlinked in one call | SUCCESS if the machine survives |
 //! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
+//! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -73,6 +74,7 @@ fn main(vcpu: usize) -> u64 {
         14 => validate_bomb(Bomb::Link),
         15 => validate_bomb(Bomb::Unlink),
         16 => validate_bomb(Bomb::Teardown),
+        17 => args_edges(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -676,45 +678,8 @@ fn hcall_pointers() -> u64 {
     c.verdict()
 }
 
-fn fmt_what(call: &str, what: &str) -> alloc_free::Line {
-    alloc_free::Line::of(format_args!("{call} with {what}"))
-}
-
-/// A formatted line without an allocator (the guest has no heap).
-mod alloc_free {
-    use core::fmt::Write;
-
-    pub struct Line {
-        buf: [u8; 120],
-        len: usize,
-    }
-
-    impl Line {
-        pub fn of(args: core::fmt::Arguments<'_>) -> Line {
-            let mut l = Line {
-                buf: [0; 120],
-                len: 0,
-            };
-            let _ = l.write_fmt(args);
-            l
-        }
-    }
-
-    impl Write for Line {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            let n = s.len().min(self.buf.len() - self.len);
-            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-            self.len += n;
-            Ok(())
-        }
-    }
-
-    impl core::ops::Deref for Line {
-        type Target = str;
-        fn deref(&self) -> &str {
-            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-        }
-    }
+fn fmt_what(call: &str, what: &str) -> xtf::Line {
+    xtf::Line::of(format_args!("{call} with {what}"))
 }
 
 fn hcall_lengths() -> u64 {
@@ -1182,5 +1147,115 @@ fn validate_bomb(mode: Bomb) -> u64 {
         unlinked,
         if linked.is_ok() { Ok(1) } else { Ok(0) },
     );
+    c.verdict()
+}
+
+fn args_edges() -> u64 {
+    use abi::hypercall::{EvtchnOp, GrantOp, VcpuOp};
+    let mut c = Checks::new("args-edges");
+    let me = u64::from(shared::domain_id());
+    let edges = [
+        0u64,
+        1023,
+        1024,
+        4095,
+        65535,
+        u64::from(u32::MAX),
+        1 << 32,
+        u64::MAX,
+    ];
+    let mut oks = 0;
+    for op in [
+        EvtchnOp::Send,
+        EvtchnOp::Close,
+        EvtchnOp::Unmask,
+        EvtchnOp::BindVcpu,
+    ] {
+        for &p in &edges {
+            let got = raw(nr::EVTCHN_OP, op as u64, p, 0, 0, 0);
+            oks += u64::from(got.is_ok());
+            c.that(
+                format_args!("evtchn {op:?} port {p:#x}: {got:?}"),
+                got.is_err(),
+            );
+        }
+    }
+    for &d in &[me, 999, u64::from(u32::MAX), u64::MAX] {
+        for op in [EvtchnOp::AllocUnbound, EvtchnOp::BindInterdomain] {
+            let got = raw(nr::EVTCHN_OP, op as u64, d, 1, 0, 0);
+            // Allocating a port for itself is allowed (a loopback); close it again.
+            if let (EvtchnOp::AllocUnbound, true, Ok(p)) = (op, d == me, got) {
+                let _ = hypercall::evtchn_close(p as u32);
+                continue;
+            }
+            c.that(
+                format_args!("evtchn {op:?} domain {d:#x}: {got:?}"),
+                got.is_err(),
+            );
+        }
+    }
+    for &v in &edges {
+        let got = raw(nr::EVTCHN_OP, EvtchnOp::BindVirq as u64, v, 0, 0, 0);
+        if v == 0 {
+            // The timer VIRQ: a real port; close it.
+            if let Ok(p) = got {
+                let _ = hypercall::evtchn_close(p as u32);
+            }
+            continue;
+        }
+        c.that(
+            format_args!("evtchn BindVirq {v:#x}: {got:?}"),
+            got.is_err(),
+        );
+        let got = raw(nr::EVTCHN_OP, EvtchnOp::BindVirq as u64, 0, v, 0, 0);
+        c.that(
+            format_args!("evtchn BindVirq timer on vCPU {v:#x}: {got:?}"),
+            got.is_err(),
+        );
+    }
+    for &g in &edges {
+        let got = raw(nr::GRANT_OP, GrantOp::End as u64, g, 0, 0, 0);
+        c.that(format_args!("grant End {g:#x}: {got:?}"), got.is_err());
+        let got = raw(nr::GRANT_OP, GrantOp::Unmap as u64, g, 0, 0, 0);
+        c.that(format_args!("grant Unmap {g:#x}: {got:?}"), got.is_err());
+        for &d in &[0u64, me, 999, u64::MAX] {
+            let got = raw(nr::GRANT_OP, GrantOp::Map as u64, d, g, MAP_AREA, 1);
+            c.that(
+                format_args!("grant Map domain {d:#x} ref {g:#x}: {got:?}"),
+                got.is_err(),
+            );
+        }
+    }
+    static PAGE: workloads::split::SharedPage = workloads::split::SharedPage::new();
+    for &d in &[me, 999, u64::from(u32::MAX), u64::MAX] {
+        let got = raw(nr::GRANT_OP, GrantOp::Grant as u64, PAGE.va(), d, 0, 0);
+        c.that(
+            format_args!("grant to domain {d:#x}: {got:?}"),
+            got.is_err(),
+        );
+    }
+    for &v in &[2u64, 64, 65, u64::from(u32::MAX), u64::MAX] {
+        let got = raw(nr::VCPU_OP, VcpuOp::Up as u64, v, 0, 0, 0);
+        c.that(format_args!("vcpu Up {v:#x}: {got:?}"), got.is_err());
+    }
+    // A frame listed twice: given back once, then refused; the count follows.
+    let held = hypercall::current_reservation().unwrap_or(0);
+    match xtf::take_frame() {
+        Ok(f) => {
+            let got = hypercall::decrease_reservation(&[f, f]);
+            c.one_of(
+                "giving back one frame listed twice",
+                got,
+                &[Ok(1), Err(Perm)],
+            );
+            c.eq(
+                "  frames held afterwards",
+                hypercall::current_reservation().unwrap_or(0),
+                held,
+            );
+        }
+        Err(e) => return xtf::error("args-edges", format_args!("a frame: {e:?}")),
+    }
+    println!("{oks} edge calls succeeded");
     c.verdict()
 }

@@ -13,6 +13,10 @@
 //! | 5 | exhaust-grants | grants one page to Domain0 until refused, ends them all, grants as many again | SUCCESS |
 //! | 6 | exhaust-memory | takes frames until none is left within its limit, gives them all back, twice: the same count each time | SUCCESS |
 //! | 7 | virq-flood | timer VIRQ with an upcall: `rounds` past deadlines, each an event and an upcall | SUCCESS |
+//! | 8 | timer-edges | deadlines 2^64 - 1, 2^64 - 2, 2^63, 1 and 0 (cancel), polls on ports 0, 1023, 1024 and 2^32 - 1: then a timer 1 ms ahead must still fire, and `poll` on a due timer return | SUCCESS |
+//! | 9 | shutdown-race | vCPU 1 loops over page-table updates, grants, events and reservations while vCPU 0 shuts the domain down 20 ms in (2 vCPUs; a spec runs several): every frame must come back | SUCCESS (printed before the shutdown) |
+//! | 10 | kill-race | the same, but vCPU 0 gets the domain killed (`ud2`) | killed: exception 6 |
+//! | 11 | console-flood | 400 console lines of 200 bytes at once (80 KB): the console quota must refuse some (`Again`), and the domain carry on | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -42,6 +46,7 @@ fn main(vcpu: usize) -> u64 {
     match case {
         0 => timer_storm(vcpu, rounds),
         2 => yield_storm(vcpu),
+        9 | 10 => end_race(vcpu, case == 10),
         _ if vcpu != 0 => rt::park(vcpu),
         1 => poll_after_fired(),
         3 => block_storm(rounds),
@@ -49,6 +54,8 @@ fn main(vcpu: usize) -> u64 {
         5 => exhaust_grants(),
         6 => exhaust_memory(),
         7 => virq_flood(rounds),
+        8 => timer_edges(),
+        11 => console_flood(),
         _ => xtf::error("hostile-sched", format_args!("no case {case}")),
     }
 }
@@ -319,5 +326,96 @@ fn virq_flood(rounds: u64) -> u64 {
         format_args!("some upcalls were taken ({events})"),
         events > 0,
     );
+    c.verdict()
+}
+
+fn timer_edges() -> u64 {
+    let mut c = Checks::new("timer-edges");
+    for d in [u64::MAX, u64::MAX - 1, 1 << 63, 1, 0] {
+        c.that(
+            format_args!("set_timer({d:#x}) accepted"),
+            hypercall::set_timer(d).is_ok(),
+        );
+    }
+    let deadline = time::now_ns() + 1_000_000;
+    let _ = hypercall::set_timer(deadline);
+    while time::now_ns() < deadline {
+        hypercall::block();
+    }
+    c.that(
+        format_args!("a timer 1 ms ahead fired after the edge deadlines"),
+        true,
+    );
+    let _ = hypercall::set_timer(1);
+    let got = hypercall::poll(&[0, 1023, 1024, u32::MAX]);
+    c.that(
+        format_args!("poll on edge ports with a due timer returned: {got:?}"),
+        true,
+    );
+    c.verdict()
+}
+
+/// vCPU 1 keeps the hypervisor busy on the domain's objects while vCPU 0 ends the domain.
+fn end_race(vcpu: usize, kill: bool) -> u64 {
+    let name = if kill { "kill-race" } else { "shutdown-race" };
+    if vcpu == 1 {
+        static PAGE: workloads::split::SharedPage = workloads::split::SharedPage::new();
+        let slot = workloads::pagetable::entry_address(abi::layout::MAP_AREA, 1);
+        let mut frames = [0u64; 4];
+        loop {
+            if let Ok(n) = hypercall::increase_reservation(&mut frames) {
+                if let Some(slot) = slot {
+                    for &f in &frames[..n] {
+                        let _ = xtf::update(slot, workloads::pagetable::leaf(f, true));
+                        let _ = xtf::update(slot, 0);
+                    }
+                }
+                let _ = hypercall::decrease_reservation(&frames[..n]);
+            }
+            if let Ok(g) = PAGE.grant(0, true) {
+                let _ = hypercall::grant_end(g);
+            }
+            if let Ok(p) = hypercall::evtchn_alloc_unbound(0) {
+                let _ = hypercall::evtchn_close(p);
+            }
+            let _ = hypercall::set_timer(time::now_ns() + 1_000_000);
+        }
+    }
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    time::sleep_ns(20_000_000);
+    if kill {
+        xtf::expect_killed(name, "ud2 (exception 6) while vCPU 1 is in hypercalls");
+        // SAFETY: #UD in ring 3 kills the domain; that is the case.
+        unsafe { core::arch::asm!("ud2") };
+        return xtf::survived(name, format_args!("ud2"));
+    }
+    xtf::success(
+        name,
+        format_args!("shutting down while vCPU 1 is in hypercalls"),
+    )
+}
+
+fn console_flood() -> u64 {
+    let mut c = Checks::new("console-flood");
+    let mut line = [b'#'; 200];
+    line[199] = b'\n';
+    let (mut written, mut again, mut other) = (0u64, 0u64, 0u64);
+    for _ in 0..400 {
+        match hypercall::console_write(&line) {
+            Ok(_) => written += 1,
+            Err(Errno::Again) => again += 1,
+            Err(_) => other += 1,
+        }
+    }
+    println!(
+        "console flood: {written} lines written, {again} refused with Again, {other} other errors"
+    );
+    c.that(
+        format_args!("the quota refused some lines ({again})"),
+        again > 0,
+    );
+    c.eq("other errors", other, 0);
     c.verdict()
 }
