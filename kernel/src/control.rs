@@ -428,7 +428,7 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
         name: "dom0",
         image,
         vcpus: 1,
-        memory_kib: 64 * 1024,
+        memory_kib: sched::limits::DOM0_MEMORY_KIB,
         sched,
         args: &[],
         privileged: true,

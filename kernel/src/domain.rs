@@ -40,10 +40,28 @@ use crate::time;
 /// `running_on` value of a vCPU that runs nowhere.
 pub const NOT_RUNNING: usize = usize::MAX;
 
-/// Most domains alive at once, Domain0 included (DESIGN.md aims for 1024 guests).
-pub const MAX_DOMAINS: usize = 1025;
-/// Most vCPUs alive at once, over all domains.
-pub const MAX_VCPUS_TOTAL: usize = 4096;
+/// Most domains alive at once, Domain0 included (DESIGN.md aims for 1024 guests). Defined
+/// in `sched::limits`, which the spec validator reads too, so both refuse the same specs.
+pub const MAX_DOMAINS: usize = sched::limits::MAX_DOMAINS;
+/// Most vCPUs alive at once, over all domains (`sched::limits`, as above).
+pub const MAX_VCPUS_TOTAL: usize = sched::limits::MAX_VCPUS_TOTAL;
+
+// The guest-ABI limits live in `abi` (guests cannot see `sched`); the spec validator checks
+// specs against their twins in `sched::limits` (which cannot see `abi`). They must agree.
+const _: () = {
+    use sched::limits as l;
+    assert!(NAME_BYTES == l::NAME_BYTES);
+    assert!(MAX_VCPUS == l::MAX_VCPUS);
+    assert!(MAX_ARGS == l::MAX_ARGS);
+    const fn len_of<const N: usize>(_: fn(&Arg) -> &[u8; N]) -> usize {
+        N
+    }
+    assert!(len_of(|a| &a.name) == l::ARG_NAME_BYTES);
+    assert!(layout::STACK_BYTES == l::STACK_BYTES);
+    assert!(layout::STACK_STRIDE == l::STACK_STRIDE);
+    assert!(abi::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
+    assert!(l::MAX_GUEST_DOMAINS < MAX_DOMAINS);
+};
 
 /// What a vCPU is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +284,23 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     if config.name.is_empty() || config.name.len() > NAME_BYTES {
         return Err(CreateError::BadParameter("name"));
     }
+    // What building it takes, by the model the spec validator uses: refuse before building
+    // if its memory cannot hold that.
+    let span = image::span(config.image).map_err(CreateError::Image)?;
+    let plan_bytes = config.plan.map_or(0, |p| p.len() as u64);
+    let model = sched::limits::domain_frames(span, u64::from(config.vcpus), plan_bytes);
+    if sched::limits::kib_for_frames(model) > u64::from(config.memory_kib) {
+        log::warn!(
+            "domain {}: image ({} KiB), {} vCPU stacks, tables and shared pages need {} KiB, \
+             more than its memory_kib = {}",
+            config.name,
+            span >> 10,
+            config.vcpus,
+            sched::limits::kib_for_frames(model),
+            config.memory_kib
+        );
+        return Err(CreateError::BadParameter("memory_kib"));
+    }
     let (entry, segments) = image::segments(config.image).map_err(CreateError::Image)?;
     let oom = |_| CreateError::OutOfMemory;
     let mut space = AddressSpace::new().map_err(oom)?;
@@ -320,6 +355,15 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     let pt_window = space
         .map_tables_at(layout::PT_WINDOW, abi::shared::PT_WINDOW_SLOTS)
         .map_err(oom)?;
+    if space.frames() as u64 > model {
+        // The model must never ask for less than this: the validator relies on it.
+        log::error!(
+            "domain {}: built with {} frames, more than the {model} of sched::limits::domain_frames",
+            config.name,
+            space.frames()
+        );
+        return Err(CreateError::BadParameter("memory model"));
+    }
     if (space.frames() as u64) * 4 > u64::from(config.memory_kib) {
         log::warn!(
             "domain {}: image, stacks and tables take {} KiB, more than its memory_kib = {}",

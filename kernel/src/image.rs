@@ -124,6 +124,16 @@ pub fn segments(image: &[u8]) -> Result<(u64, impl Iterator<Item = Segment> + '_
     ))
 }
 
+/// Bytes the image spans in memory once loaded: from the page of its lowest segment to the
+/// end of its highest (bss included). What `sched::limits::domain_frames` counts it as.
+pub fn span(image: &[u8]) -> Result<u64, ImageError> {
+    let (_, segments) = segments(image)?;
+    let (lo, hi) = segments.fold((u64::MAX, 0), |(lo, hi), s| {
+        (lo.min(s.vaddr & !0xfff), hi.max(s.vaddr + s.mem_bytes))
+    });
+    Ok(hi.saturating_sub(lo))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +178,13 @@ mod tests {
             (IMAGE_BASE, 0x2000, 120)
         );
         assert!(segs[0].executable && !segs[0].writable);
+    }
+
+    #[test]
+    fn span_runs_from_the_lowest_page_to_the_end_of_the_bss() {
+        let image = elf(PT_LOAD, IMAGE_BASE + 0x10, 0x2000, IMAGE_BASE + 0x10);
+        assert_eq!(span(&image), Ok(0x2010));
+        assert_eq!(span(b"not an elf"), Err(ImageError::NotElf));
     }
 
     #[test]

@@ -268,6 +268,26 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         boot_ns / 1000
     );
 
+    // The spec validator's model of the heap (sched::limits) must not be below what bring-up
+    // took; say so loudly if it is, since specs it accepts could then fail after boot.
+    let heap_used = memory::heap_used() as u64;
+    let heap_model = sched::limits::heap_demand(
+        &sched::limits::Demand {
+            cpus: online.len() as u64,
+            trace: options.trace,
+            ..sched::limits::Demand::default()
+        },
+        mem.usable_bytes >> 20,
+    );
+    log::info!(
+        "heap: {} KiB used after bring-up, {} KiB in sched::limits' model",
+        heap_used >> 10,
+        heap_model >> 10
+    );
+    if heap_used > heap_model {
+        log::warn!("heap: bring-up took more than sched::limits models; raise its figures");
+    }
+
     record(&BootRecord {
         kind: "boot",
         cpus_online: online.len(),

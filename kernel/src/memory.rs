@@ -69,8 +69,9 @@ pub fn init(info: &BootInfo) -> MemoryReport {
     }
 
     // A quarter of memory for the heap (per-CPU stacks and tables, domain objects), within
-    // bounds that suit both a 64 MiB test machine and a large host.
-    let heap_bytes = (usable_bytes / 4).clamp(8 << 20, 512 << 20) & !(PAGE_SIZE - 1);
+    // bounds that suit both a 64 MiB test machine and a large host; the spec validator's
+    // memory model uses the same function.
+    let heap_bytes = sched::limits::heap_bytes(usable_bytes);
     let heap = map
         .take(heap_bytes, 2 << 20, LOW_MEMORY_END)
         .expect("no room for the kernel heap");

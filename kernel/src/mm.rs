@@ -32,9 +32,21 @@
 //!
 //! Grant mappings carry the `GRANT_MAPPED` bit, which guests can neither write nor
 //! overwrite; only [`FrameTable::unmap_grant`] removes them, or the devalidation of the L1
-//! that holds them, which clears them.
+//! that holds them (at domain teardown), which clears them.
+//!
+//! **Bounded work.** The hypervisor is not preemptible, so no single guest update may do
+//! more than a table's worth of work (XSA-45's class: a guest that links a prepared tree
+//! of L2s, each full of L1s, made one `mmu_update` validate millions of entries and held
+//! its CPU for seconds). Xen makes validation preemptible with continuations; Domino bounds
+//! it instead: a guest update may validate the one table it links (512 entries), whose own
+//! entries must then name data frames or tables already in use ([`Depth::One`]), and the
+//! last link to a table may go only once the table is empty ([`MmError::TooDeep`]
+//! otherwise). Guests build trees top-down (link an empty table, then fill it) and tear
+//! them down bottom-up. And a domain has at most [`MAX_TABLES`] frames in use as tables
+//! (`NoMem` past that), so tearing down a whole domain at destruction, which the
+//! hypervisor does in one go on Domain0's time, devalidates at most that many tables.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -117,6 +129,12 @@ pub enum MmError {
     Busy,
     Misaligned,
     NotMapped,
+    /// A guest update would validate a table whose own entries name tables not yet in use
+    /// (more than one table's worth of work in one update), or drop the last link to a
+    /// table that still has entries: see "Bounded work" above.
+    TooDeep,
+    /// The domain has [`MAX_TABLES`] page tables already.
+    TooManyTables,
 }
 
 impl fmt::Display for MmError {
@@ -134,7 +152,36 @@ impl fmt::Display for MmError {
             MmError::Busy => "frame or entry is in use",
             MmError::Misaligned => "entry address not 8-byte aligned",
             MmError::NotMapped => "grant is not mapped there",
+            MmError::TooManyTables => "the domain has as many page tables as it may",
+            MmError::TooDeep => {
+                "more than one table to validate or devalidate: link empty tables, then \
+                 fill them; empty a table before its last link goes"
+            }
         })
+    }
+}
+
+/// How many levels of not-yet-validated tables one operation may validate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Depth {
+    /// The hypervisor's own trees (a domain's initial tables, pinned at creation).
+    Unbounded,
+    /// A guest's update: the table it links may be validated (512 entries), and that
+    /// table's entries must name tables already in use (`One` becomes `None` below it).
+    One,
+    /// Nothing more may be validated.
+    None,
+}
+
+impl Depth {
+    /// The depth left for the entries of a table validated at this depth; `None` when no
+    /// table may be validated here.
+    fn below(self) -> Option<Depth> {
+        match self {
+            Depth::Unbounded => Some(Depth::Unbounded),
+            Depth::One => Some(Depth::None),
+            Depth::None => None,
+        }
     }
 }
 
@@ -168,7 +215,14 @@ pub struct FrameTable {
     pinned: BTreeSet<u64>,
     /// Frames freed as a side effect of devalidation, not yet handed to the caller.
     freed: Vec<u64>,
+    /// Frames each domain has in use as page tables (at most [`MAX_TABLES`]).
+    tables: BTreeMap<DomainId, u32>,
 }
+
+/// Frames a domain may have in use as page tables at once: 512 tables map 1 GiB in 4 KiB
+/// pages, far more than any guest here needs, and bound what one update or a teardown can
+/// devalidate to 512 tables' entries (see "Bounded work").
+pub const MAX_TABLES: u32 = 512;
 
 impl FrameTable {
     /// A table for frames `first_mfn .. first_mfn + count`, all free.
@@ -178,7 +232,13 @@ impl FrameTable {
             frames: alloc::vec![FrameInfo::default(); count],
             pinned: BTreeSet::new(),
             freed: Vec::new(),
+            tables: BTreeMap::new(),
         }
+    }
+
+    /// Frames `dom` has in use as page tables.
+    pub fn tables_of(&self, dom: DomainId) -> u32 {
+        self.tables.get(&dom).copied().unwrap_or(0)
     }
 
     fn slot(&self, mfn: u64) -> Option<usize> {
@@ -284,7 +344,7 @@ impl FrameTable {
         if self.pinned.contains(&root) {
             return Err(MmError::Busy);
         }
-        self.get_type(root, PageType::L4, mem)?;
+        self.get_type(root, PageType::L4, mem, Depth::Unbounded)?;
         self.frame(root).refs += 1;
         self.pinned.insert(root);
         Ok(())
@@ -317,8 +377,18 @@ impl FrameTable {
         }
         // New references first, so rewriting an entry with the same target never lets the
         // target's counts touch zero (and never devalidates or frees it).
+        // Bounded work: the last link to a table goes only once the table is empty, so that
+        // dropping it devalidates one table's worth of entries at most.
+        if is_present(old) && level > 1 {
+            let target = target_of(old);
+            let last_link =
+                self.info(target).is_some_and(|i| i.type_count == 1) && target_of(val) != target;
+            if last_link && (0..guest_entries(level - 1)).any(|i| is_present(mem.read(target, i))) {
+                return Err(MmError::TooDeep);
+            }
+        }
         if is_present(val) {
-            self.get_entry(level, val, dom, mem)?;
+            self.get_entry(level, val, dom, mem, Depth::One)?;
         }
         mem.write(table, index, val);
         if is_present(old) {
@@ -366,7 +436,7 @@ impl FrameTable {
             if info.hv_readonly {
                 return Err(MmError::Reserved);
             }
-            self.get_type(target, PageType::Writable, mem)?;
+            self.get_type(target, PageType::Writable, mem, Depth::One)?;
             val |= pte::WRITABLE;
         }
         self.frame(target).refs += 1;
@@ -429,12 +499,13 @@ impl FrameTable {
     }
 
     /// Takes a type reference (Xen's `get_page_type`); the first reference of a table type
-    /// validates the table.
+    /// validates the table, if `depth` allows validating one more level.
     fn get_type(
         &mut self,
         mfn: u64,
         ty: PageType,
         mem: &mut impl TableMemory,
+        depth: Depth,
     ) -> Result<(), MmError> {
         let info = self.frame(mfn);
         if info.type_count > 0 {
@@ -444,10 +515,27 @@ impl FrameTable {
             info.type_count += 1;
             return Ok(());
         }
+        let Some(below) = depth.below() else {
+            if ty.level().is_some() {
+                return Err(MmError::TooDeep);
+            }
+            info.ty = ty;
+            info.type_count = 1;
+            return Ok(());
+        };
+        let owner = info.owner;
+        if let (Some(_), Some(owner)) = (ty.level(), owner) {
+            let count = self.tables.entry(owner).or_insert(0);
+            if *count >= MAX_TABLES {
+                return Err(MmError::TooManyTables);
+            }
+            *count += 1;
+        }
+        let info = self.frame(mfn);
         // Typed before validation: an entry reaching back here sees a live frame.
         info.ty = ty;
         info.type_count = 1;
-        let (Some(level), Some(owner)) = (ty.level(), info.owner) else {
+        let (Some(level), Some(owner)) = (ty.level(), owner) else {
             return Ok(());
         };
         // Xen's alloc_lN_table: validate every entry, undoing on the first failure.
@@ -456,7 +544,7 @@ impl FrameTable {
             if !is_present(entry) {
                 continue;
             }
-            if let Err(e) = self.get_entry(level, entry, owner, mem) {
+            if let Err(e) = self.get_entry(level, entry, owner, mem, below) {
                 for j in 0..i {
                     let entry = mem.read(mfn, j);
                     if is_present(entry) {
@@ -466,10 +554,21 @@ impl FrameTable {
                 let info = self.frame(mfn);
                 info.ty = PageType::None;
                 info.type_count = 0;
+                self.untable(owner);
                 return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// One page table of `owner` fewer.
+    fn untable(&mut self, owner: DomainId) {
+        if let Some(count) = self.tables.get_mut(&owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.tables.remove(&owner);
+            }
+        }
     }
 
     /// Drops a type reference (Xen's `put_page_type`); the last one of a table type
@@ -482,7 +581,11 @@ impl FrameTable {
             return;
         }
         let ty = core::mem::take(&mut info.ty);
+        let owner = info.owner;
         let Some(level) = ty.level() else { return };
+        if let Some(owner) = owner {
+            self.untable(owner);
+        }
         for i in 0..guest_entries(level) {
             let entry = mem.read(mfn, i);
             if is_present(entry) {
@@ -503,6 +606,7 @@ impl FrameTable {
         entry: u64,
         dom: DomainId,
         mem: &mut impl TableMemory,
+        depth: Depth,
     ) -> Result<(), MmError> {
         if (level == 2 || level == 3) && entry & pte::HUGE_OR_PAT != 0 {
             return Err(MmError::Superpage);
@@ -523,10 +627,10 @@ impl FrameTable {
                 if info.hv_readonly {
                     return Err(MmError::Reserved);
                 }
-                self.get_type(target, PageType::Writable, mem)?;
+                self.get_type(target, PageType::Writable, mem, depth)?;
             }
         } else {
-            self.get_type(target, PageType::table(level - 1), mem)?;
+            self.get_type(target, PageType::table(level - 1), mem, depth)?;
         }
         self.frame(target).refs += 1;
         Ok(())
@@ -617,9 +721,17 @@ mod tests {
             }
         }
 
+        /// A world with `count` frames instead of `COUNT`.
+        fn with_frames(count: usize) -> World {
+            World {
+                ft: FrameTable::new(FIRST, count),
+                ..World::new()
+            }
+        }
+
         fn alloc(&mut self, dom: DomainId) -> Option<u64> {
-            let mfn =
-                (FIRST..FIRST + COUNT as u64).find(|&m| self.ft.info(m).unwrap().refs == 0)?;
+            let count = self.ft.frames.len() as u64;
+            let mfn = (FIRST..FIRST + count).find(|&m| self.ft.info(m).unwrap().refs == 0)?;
             self.ft.assign(mfn, dom, false).unwrap();
             self.mem.0.remove(&mfn); // a freshly allocated frame holds junk; zeroes will do
             self.allocated.insert(mfn, dom);
@@ -985,7 +1097,16 @@ mod tests {
         assert_eq!(w.update(D1, t.l2, 1, 0), Ok(true));
         assert_eq!(w.ft.info(t.l1).unwrap().type_count, 1);
         assert_eq!(w.update(D1, t.l1, 10, rw(t.l1)), Err(WrongType));
-        // The last unlink drops everything the L1 held; it may then be written.
+        // The last link goes only once the table is empty (bounded work per update) ...
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, t.l2, 0, 0), Err(TooDeep));
+        assert_eq!(w.ft.frames, before, "a refused unlink changes nothing");
+        for i in 0..512 {
+            if w.mem.read(t.l1, i) & PRESENT != 0 {
+                assert_eq!(w.update(D1, t.l1, i, 0), Ok(true));
+            }
+        }
+        // ... and then it devalidates the L1, which may then be written.
         assert_eq!(w.update(D1, t.l2, 0, 0), Ok(true));
         assert_eq!(w.ft.info(t.l1).unwrap(), idle(D1, 1));
         assert_eq!(w.ft.info(t.data[0]).unwrap().refs, 1);
@@ -1028,13 +1149,77 @@ mod tests {
         w.mem.write(c, 0, rw(d));
         w.mem.write(c, 511, ro(d) | GLOBAL);
         w.mem.write(l2, 3, link(c));
-        assert_eq!(w.update(D1, t.l3, 1, link(l2)), Err(Reserved));
-        w.mem.write(c, 511, 0);
+        // A whole prepared subtree is more than one table's work for one update.
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, t.l3, 1, link(l2)), Err(TooDeep));
+        assert_eq!(w.ft.frames, before);
+        // Built top-down instead: the L2 empty, then each L1 linked into it.
+        let filled: Vec<(usize, u64)> = (0..4).map(|i| (i, w.mem.read(l2, i))).collect();
+        for (i, _) in &filled {
+            w.mem.write(l2, *i, 0);
+        }
         assert_eq!(w.update(D1, t.l3, 1, link(l2)), Ok(false));
+        for &(i, entry) in &filled[..3] {
+            assert_eq!(w.update(D1, l2, i, entry), Ok(false));
+        }
+        // The bad L1 fails deep in its validation: every reference it took is undone.
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, l2, 3, link(c)), Err(Reserved));
+        assert_eq!(w.ft.frames, before);
+        w.mem.write(c, 511, 0);
+        assert_eq!(w.update(D1, l2, 3, link(c)), Ok(false));
         assert_eq!(w.ft.info(a).unwrap().type_count, 2);
         assert_eq!(w.ft.info(d).unwrap().type_count, 2);
+        // Torn down bottom-up: each table emptied before its last link goes.
+        assert_eq!(w.update(D1, t.l3, 1, 0), Err(TooDeep));
+        for l1 in [a, b, c] {
+            for i in 0..512 {
+                if w.mem.read(l1, i) & PRESENT != 0 {
+                    assert_eq!(w.update(D1, l1, i, 0), Ok(true));
+                }
+            }
+        }
+        for i in 0..4 {
+            assert_eq!(w.update(D1, l2, i, 0), Ok(true));
+        }
         assert_eq!(w.update(D1, t.l3, 1, 0), Ok(true));
         assert_eq!(w.ft.info(d).unwrap(), idle(D1, 1));
+    }
+
+    #[test]
+    fn a_domain_has_at_most_max_tables_page_tables() {
+        let mut w = World::with_frames(MAX_TABLES as usize + 64);
+        let (t, _) = (w.build(D1), w.build(D2));
+        let start = w.ft.tables_of(D1);
+        assert!(start > 0 && start < 8, "{start}");
+        // Empty L1s linked into the L2 (and, past its 511 free entries, into a second L2).
+        let mut linked = Vec::new();
+        let mut l2 = t.l2;
+        let mut index = 1;
+        while w.ft.tables_of(D1) < MAX_TABLES {
+            if index == 512 {
+                let next = w.alloc(D1).unwrap();
+                assert_eq!(w.update(D1, t.l3, 1, link(next)), Ok(false));
+                (l2, index) = (next, 0);
+                continue;
+            }
+            let f = w.alloc(D1).unwrap();
+            assert_eq!(w.update(D1, l2, index, link(f)), Ok(false));
+            linked.push((l2, index));
+            index += 1;
+        }
+        let f = w.alloc(D1).unwrap();
+        let before = w.ft.frames.clone();
+        assert_eq!(w.update(D1, l2, index, link(f)), Err(TooManyTables));
+        assert_eq!(w.ft.frames, before, "a refused link changes nothing");
+        // One table fewer makes room for one more.
+        let (table, i) = linked.pop().unwrap();
+        assert_eq!(w.update(D1, table, i, 0), Ok(true));
+        assert_eq!(w.update(D1, l2, index, link(f)), Ok(false));
+        // Another domain's quota is its own; a teardown gives the whole count back.
+        assert!(w.ft.tables_of(D2) < 8);
+        w.teardown(D1);
+        assert_eq!(w.ft.tables_of(D1), 0);
     }
 
     #[test]
@@ -1118,17 +1303,17 @@ mod tests {
 
     #[test]
     fn a_grantee_dropping_its_mapping_implicitly_frees_the_dead_owners_frame() {
-        // By unlinking the L1 that holds it ...
+        // By unmapping it (the L1 that holds it cannot go while it does) ...
         let (mut w, t, u) = world();
         w.grant(D2, u.l1, 30, t.data[3], false).unwrap();
         w.teardown(D1);
-        assert_eq!(w.update(D2, u.l2, 0, 0), Ok(true));
-        assert_eq!(w.ft.take_freed(), vec![t.data[3]]);
+        assert_eq!(w.update(D2, u.l2, 0, 0), Err(TooDeep));
         assert_eq!(
-            w.mem.read(u.l1, 30),
-            0,
-            "the grant entry is cleared with its table"
+            w.unmap(u.l1, 30, t.data[3]),
+            Ok(true),
+            "the dead owner's frame is free"
         );
+        assert_eq!(w.mem.read(u.l1, 30), 0);
         assert_eq!(w.unmap(u.l1, 30, t.data[3]), Err(NotMapped));
         // ... or by dying.
         let (mut w, t, u) = world();
@@ -1268,6 +1453,15 @@ mod tests {
                         assert_eq!(freed.contains(&m), b.refs > 0 && a.refs == 0, "{m:#x}");
                     }
                 }
+                // Each domain's page-table count is exactly its frames typed as tables.
+                let mut typed: BTreeMap<DomainId, u32> = BTreeMap::new();
+                for f in &w.ft.frames {
+                    if let (Some(_), Some(owner), true) = (f.ty.level(), f.owner, f.type_count > 0)
+                    {
+                        *typed.entry(owner).or_default() += 1;
+                    }
+                }
+                assert_eq!(typed, w.ft.tables, "page tables per domain");
             }
             println!("seed {seed}: {outcomes:?}, {} domains", next_dom - 1);
             // The sequence must actually exercise both outcomes of the interesting operations.

@@ -164,6 +164,7 @@ pub fn errno(e: MmError) -> Errno {
     match e {
         MmError::Busy => Errno::Busy,
         MmError::NotOwner => Errno::Perm,
+        MmError::TooManyTables => Errno::NoMem,
         _ => Errno::Inval,
     }
 }
@@ -275,6 +276,8 @@ pub fn update_va_mapping(vcpu: &Vcpu, va: u64, pte: u64) -> Result<u64, Errno> {
 pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Errno> {
     let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     const CHUNK: usize = 64;
+    // Bounded work per call (zeroing 512 frames is the most): the caller asks again.
+    let count = count.min(abi::hypercall::MMU_BATCH);
     match MemoryOp::from_raw(op).ok_or(Errno::NoSys)? {
         MemoryOp::CurrentReservation => {
             let life = domain.life.lock();

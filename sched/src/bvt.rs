@@ -84,6 +84,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     summary: "borrowed virtual time (Duda & Cheriton 1999): weights, warp for latency",
     domain_params: &[WEIGHT, WARP_US, WARPL_US, WARPU_US],
     global_params: &[CTX_ALLOW_US, MCU_US],
+    preempts: true,
 };
 
 /// Per-domain parameters, copied into each vCPU so the hot paths never lock the domain.

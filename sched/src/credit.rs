@@ -103,6 +103,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     summary: "Xen's credit scheduler: weights, caps, BOOST/UNDER/OVER, 30 ms slices",
     domain_params: &[WEIGHT, CAP],
     global_params: &[TSLICE_MS, RATELIMIT_US, BOUND_TSLICES],
+    preempts: true,
 };
 
 /// A credit priority; lower value = served first. Queues are indexed by it.

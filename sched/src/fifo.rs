@@ -18,6 +18,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     summary: "per-CPU first-in first-out, run to block; the example policy",
     domain_params: &[],
     global_params: &[],
+    preempts: false,
 };
 
 /// First in, first out, per CPU. No per-vCPU data (`()`).

@@ -25,6 +25,7 @@ use core::fmt;
 pub mod bvt;
 pub mod credit;
 pub mod fifo;
+pub mod limits;
 pub mod registry;
 pub mod rr;
 pub mod runq;
@@ -152,6 +153,11 @@ pub struct PolicyInfo {
     pub domain_params: &'static [ParamSpec],
     /// Global parameters (`tslice_ms`, ...).
     pub global_params: &'static [ParamSpec],
+    /// Whether a running vCPU that never blocks or yields is ever taken off its CPU for
+    /// another one (a time slice, or a preempting wake-up). Without that, such vCPUs keep
+    /// their CPUs for good: the spec validator refuses an experiment where they would hold
+    /// every CPU, since Domain0 could then never run again to end it.
+    pub preempts: bool,
 }
 
 impl PolicyInfo {

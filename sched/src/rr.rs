@@ -31,6 +31,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     summary: "round-robin with a fixed slice (Xen 2.0 sched_rrobin); per-CPU FIFO, idle CPUs steal",
     domain_params: &[],
     global_params: &[SLICE_MS],
+    preempts: true,
 };
 
 /// Round-robin: per-CPU FIFO queues rotated every `slice_ms`.

@@ -31,7 +31,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::spec::{DomainPlan, Expect, Spec};
+use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
 use crate::{DomainId, Policy, Stats, Topology, VcpuId, registry};
 
@@ -160,6 +160,9 @@ pub struct Output {
     pub windows: Vec<Vec<u64>>,
     /// Chrome trace JSON, if asked.
     pub trace: Option<String>,
+    /// Domains the spec expects to make progress that made none ([`crate::spec::starved`]):
+    /// one message each, naming the domain. Any makes the run a failure.
+    pub starved: Vec<String>,
 }
 
 impl Output {
@@ -735,6 +738,7 @@ fn finish(
     let weighted = policy_info.domain_param("weight").is_some();
     let mut domains = Vec::new();
     let mut all_expected = true;
+    let mut starved_domains = Vec::new();
     for (i, p) in plan.iter().enumerate() {
         let a = &mut sim.acc[i];
         a.lat.sort_unstable();
@@ -749,6 +753,17 @@ fn finish(
             Expect::Killed => hostile,
         };
         all_expected &= expected;
+        // The simulator counts timer wake-ups only for the workloads it models with timers
+        // (it runs `virq` as `cpu`).
+        let timers = match kind_of(p) {
+            Kind::Latency { .. } | Kind::Io { .. } => true,
+            Kind::Yield { sleep, .. } => sleep > 0,
+            Kind::Cpu => false,
+        };
+        let got = Progress { cpu_ns: a.cpu_ns, wait_ns: a.wait_ns, wakeups: a.wakeups };
+        if expected && let Some(why) = starved(p, spec.duration_ms * 1_000_000, &got, timers) {
+            starved_domains.push(why);
+        }
         let work =
             if matches!(p.workload.as_str(), "cpu" | "yield") { a.work / US } else { a.work };
         domains.push(DomainRecord {
@@ -793,7 +808,7 @@ fn finish(
         jain,
         share_err_max,
         idle_ns: sim.idle_ns,
-        expected: all_expected,
+        expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
     };
     let run = RunRecord {
@@ -833,5 +848,6 @@ fn finish(
         stats: sim.policy.stats(),
         windows: sim.windows,
         trace,
+        starved: starved_domains,
     })
 }

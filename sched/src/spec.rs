@@ -11,6 +11,13 @@
 //! other per-domain parameter (`warp_us = 2000`). A knob or parameter that belongs to
 //! *another* registered policy is accepted and ignored, so one spec can be swept across
 //! policies with `--sched`; a name no policy knows is an error.
+//!
+//! Validation also checks every limit the hypervisor and Domain0 enforce ([`crate::limits`]:
+//! name lengths, vCPUs per domain and in all, domains in all, the memory a domain needs for
+//! its workload's image, stacks, page tables and reservations, the machine's memory for all
+//! of them and the hypervisor's heap), and refuses an experiment a policy cannot run (a
+//! policy that never preempts, with vCPUs that never block or yield on every CPU), so that a
+//! spec that passes here does not fail after boot for any of these reasons.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,13 +25,20 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits;
 use crate::registry;
 use crate::{ParamSpec, PolicyInfo};
 
-/// Largest number of domains in one experiment (DESIGN.md's goal).
-pub const MAX_DOMAINS: u64 = 1024;
+/// Largest number of domains in one experiment (DESIGN.md's goal), Domain0 not counted.
+pub const MAX_DOMAINS: u64 = limits::MAX_GUEST_DOMAINS as u64;
 /// Largest number of CPUs.
 pub const MAX_CPUS: u64 = 255;
+/// Longest experiment name, in bytes: it names the results file, and travels in the plan and
+/// in Domain0's `run` record (one control message of at most 4 KiB).
+pub const MAX_NAME_BYTES: usize = 128;
+/// Largest machine, in MiB: beyond about 85 GiB the hypervisor's frame table (24 bytes per
+/// frame) would not fit its heap (at most 512 MiB), so 64 GiB, as `scripts/run --memory`.
+pub const MAX_MEMORY_MIB: u64 = 64 << 10;
 
 /// A workload the project knows, and its integer arguments (`[domain.args]`) with defaults.
 #[derive(Debug)]
@@ -196,6 +210,116 @@ pub fn workload(name: &str) -> Option<&'static WorkloadInfo> {
     WORKLOADS.iter().find(|w| w.name == name)
 }
 
+/// How a workload uses its vCPUs, as far as scheduling and progress are concerned
+/// (workloads/README.md "Programs").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runs {
+    /// `vcpus` of its vCPUs are always runnable and never block or yield (`cpu`, `fpu`,
+    /// `mmu`, `shootdown`, `upcall`): under a policy that never preempts, each keeps its CPU.
+    Hog {
+        /// How many of its vCPUs do (the others park).
+        vcpus: u64,
+    },
+    /// Always runnable, but yields now and then (`switch`, `yield` with `sleep_us = 0`).
+    Yields,
+    /// Sleeps on its own timer between bursts of at most `run_ns` of CPU time, at least
+    /// once every `period_ns` (`latency`, `io`, `virq`, `yield` with `sleep_us`): a run in
+    /// which it never woke means its timer never fired, or it never ran.
+    Timer {
+        /// Longest time between two wake-ups.
+        period_ns: u64,
+        /// Longest CPU time it runs between two sleeps.
+        run_ns: u64,
+    },
+    /// Blocks until another domain sends it an event (`ping`, `blk`, `net`).
+    Events,
+    /// Ends by itself or is killed early (`hostile-*`, a `blk` writer or verifier): no
+    /// progress is expected over the measured interval. Also any workload not listed.
+    Ends,
+}
+
+/// How `workload` with its arguments (defaults filled in) on `vcpus` vCPUs runs.
+pub fn runs(workload: &str, args: &BTreeMap<String, u64>, vcpus: u64) -> Runs {
+    const US: u64 = 1000;
+    let arg = |name: &str| args.get(name).copied().unwrap_or(0);
+    match workload {
+        "cpu" | "fpu" | "upcall" => Runs::Hog { vcpus },
+        "mmu" => Runs::Hog { vcpus: 1 },
+        "shootdown" => Runs::Hog { vcpus: vcpus.min(2) },
+        "switch" => Runs::Yields,
+        "yield" if arg("sleep_us") == 0 => Runs::Yields,
+        "yield" => Runs::Timer {
+            period_ns: arg("tick_us").max(1).saturating_add(arg("sleep_us")).saturating_mul(US),
+            run_ns: arg("tick_us").max(1).saturating_mul(US),
+        },
+        "latency" => Runs::Timer {
+            period_ns: arg("period_us").max(1).saturating_add(arg("run_us")).saturating_mul(US),
+            run_ns: arg("run_us").saturating_mul(US),
+        },
+        "virq" => Runs::Timer { period_ns: arg("period_us").max(1).saturating_mul(US), run_ns: 0 },
+        "io" => Runs::Timer {
+            period_ns: arg("burst_us")
+                .saturating_add(arg("block_us").saturating_mul(2))
+                .max(1)
+                .saturating_mul(US),
+            run_ns: arg("burst_us").saturating_mul(US),
+        },
+        "blk" if arg("role") == 2 || (arg("role") == 1 && arg("writer_exits") != 0) => Runs::Ends,
+        "ping" | "blk" | "net" => Runs::Events,
+        _ => Runs::Ends,
+    }
+}
+
+/// Bytes a workload's image may span in memory, from its lowest page to the end of its last
+/// segment (bss included): the bound the memory check assumes. The runner refuses to boot
+/// an image larger than this, so the bound is checked whenever an image is used; a new
+/// workload gets the default until it needs more.
+pub fn image_bytes(workload: &str) -> u64 {
+    match workload {
+        // A 1 MiB RAM disk in its bss.
+        "blk" => 2 << 20,
+        // Its rings and packet buffers.
+        "net" => 512 << 10,
+        // The others are 20 to 50 KiB.
+        _ => 128 << 10,
+    }
+}
+
+/// The fewest vCPUs a workload works with, and why (it fails at start with fewer).
+pub fn min_vcpus(workload: &str) -> (u64, &'static str) {
+    match workload {
+        "shootdown" => (2, "one vCPU remaps a page the other keeps reading"),
+        _ => (1, ""),
+    }
+}
+
+/// Bytes Domain0's image may span (1 MiB of it is its heap); checked like [`image_bytes`].
+pub const DOM0_IMAGE_BYTES: u64 = 2 << 20;
+
+/// Frames a workload takes from the hypervisor while it runs (memory reservations), beyond
+/// those it was built with.
+pub fn reserved_frames(workload: &str, args: &BTreeMap<String, u64>) -> u64 {
+    match workload {
+        // `batch` frames, clamped to an mmu_update batch as the workload does.
+        "mmu" => args.get("batch").copied().unwrap_or(16).clamp(1, 512),
+        // Two frames it remaps in turn.
+        "shootdown" => 2,
+        _ => 0,
+    }
+}
+
+/// Frames one domain of `workload` with `vcpus` vCPUs needs: what the hypervisor builds
+/// ([`limits::domain_frames`]) and what the workload reserves later.
+pub fn frames_needed(workload: &str, args: &BTreeMap<String, u64>, vcpus: u64) -> u64 {
+    limits::domain_frames(image_bytes(workload), vcpus, 0) + reserved_frames(workload, args)
+}
+
+/// Bytes of Domain0's plan, at most, for `domains` domains (names, workloads, parameters and
+/// up to `MAX_ARGS` arguments each, postcard-encoded).
+pub const fn plan_bytes_bound(domains: u64) -> u64 {
+    4096 + domains * 512
+}
+
 /// A whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -338,6 +462,12 @@ pub struct Group {
     /// What should happen to it.
     #[serde(default = "default_expect")]
     pub expect: Expect,
+    /// Whether each domain must make progress over the measured interval (with `expect =
+    /// "ok"`): get CPU time, and wake from its timer if it sleeps on one. A run in which such
+    /// a domain was starved fails. `false` for a group that may legitimately get nothing in
+    /// the interval (many domains, a short interval, long slices).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub expect_progress: bool,
     /// Other per-domain policy parameters (`warp_us`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sched: BTreeMap<String, PerDomain>,
@@ -354,6 +484,12 @@ fn default_memory_kib() -> u64 {
 }
 fn default_expect() -> Expect {
     Expect::Ok
+}
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A spec error: file, field path, and what is wrong and allowed.
@@ -393,6 +529,8 @@ pub struct Overrides {
     pub workload: Option<String>,
     /// `--seconds S`: `duration_ms = S × 1000`.
     pub seconds: Option<f64>,
+    /// `--memory MIB` (`scripts/run`): `machine.memory_mib`.
+    pub memory_mib: Option<u64>,
 }
 
 /// One domain of the experiment, with its group's settings resolved for it.
@@ -418,6 +556,8 @@ pub struct DomainPlan {
     pub memory_kib: u64,
     /// Expected fate.
     pub expect: Expect,
+    /// Whether it must make progress over the measured interval ([`Group::expect_progress`]).
+    pub expect_progress: bool,
     /// Workload arguments with defaults filled in.
     pub args: BTreeMap<String, u64>,
     /// Per-domain parameters for the chosen policy (only those it has).
@@ -427,6 +567,14 @@ pub struct DomainPlan {
 impl Spec {
     /// Reads and parses a spec file, then validates it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
+        let spec = Spec::read(path)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Reads and parses a spec file without validating values (for callers that apply
+    /// command-line overrides first: a flag may be what makes the experiment possible).
+    pub fn read(path: impl AsRef<Path>) -> Result<Spec, SpecError> {
         let path = path.as_ref();
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
@@ -434,7 +582,7 @@ impl Spec {
             path: String::new(),
             msg: format!("cannot read: {e}"),
         })?;
-        Spec::from_str(&text, &file)
+        Spec::parse(&text, &file)
     }
 
     /// Parses spec text (named `file_name` in errors), then validates it.
@@ -485,6 +633,7 @@ impl Spec {
                 cap: None,
                 memory_kib: default_memory_kib(),
                 expect: Expect::Ok,
+                expect_progress: true,
                 sched: BTreeMap::new(),
                 args: BTreeMap::new(),
             }],
@@ -504,6 +653,9 @@ impl Spec {
         }
         if let Some(n) = o.cpus {
             self.machine.cpus = n;
+        }
+        if let Some(m) = o.memory_mib {
+            self.machine.memory_mib = m;
         }
         if let Some(n) = o.domains
             && let Some(g) = self.domains.first_mut()
@@ -541,10 +693,20 @@ impl Spec {
         if !name_ok(&self.name) {
             return Err(self.err("name", "must be non-empty, of letters, digits, '-', '_', '.'"));
         }
+        if self.name.len() > MAX_NAME_BYTES {
+            return Err(self.err(
+                "name",
+                format!(
+                    "is {} bytes long; allowed: at most {MAX_NAME_BYTES} (it names the results \
+                     file and Domain0's run record)",
+                    self.name.len()
+                ),
+            ));
+        }
         range(self, "duration_ms", self.duration_ms, 1, 3_600_000)?;
         range(self, "warmup_ms", self.warmup_ms, 0, 600_000)?;
         range(self, "machine.cpus", self.machine.cpus, 1, MAX_CPUS)?;
-        range(self, "machine.memory_mib", self.machine.memory_mib, 16, 1 << 20)?;
+        range(self, "machine.memory_mib", self.machine.memory_mib, 16, MAX_MEMORY_MIB)?;
         let policy = self.policy()?;
         for (k, &v) in &self.sched.knobs {
             check_param(self, &format!("sched.{k}"), k, v, policy, Scope::Global)?;
@@ -552,85 +714,254 @@ impl Spec {
         if self.domains.is_empty() {
             return Err(self.err("domain", "at least one [[domain]] group is required"));
         }
-        let total: u64 = self.domains.iter().map(|g| g.count).sum();
+        let total = self.domains.iter().fold(0u64, |n, g| n.saturating_add(g.count));
         if total > MAX_DOMAINS {
-            return Err(
-                self.err("domain", format!("{total} domains in all; allowed: 1..={MAX_DOMAINS}"))
-            );
+            return Err(self.err(
+                "domain",
+                format!(
+                    "{total} domains in all; allowed: 1..={MAX_DOMAINS} (the hypervisor holds \
+                     {} domains, one of them Domain0)",
+                    limits::MAX_DOMAINS
+                ),
+            ));
         }
         for (i, g) in self.domains.iter().enumerate() {
-            let at = |f: &str| format!("domain[{i}].{f}");
-            if !name_ok(&g.name) {
+            self.validate_group(i, g, policy)?;
+        }
+        self.validate_totals(policy)
+    }
+
+    /// Checks one `[[domain]]` group.
+    fn validate_group(&self, i: usize, g: &Group, policy: &PolicyInfo) -> Result<(), SpecError> {
+        let at = |f: &str| format!("domain[{i}].{f}");
+        let name_ok = |s: &str| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !name_ok(&g.name) {
+            return Err(
+                self.err(at("name"), "must be non-empty, of letters, digits, '-', '_', '.'")
+            );
+        }
+        if self.domains[..i].iter().any(|h| h.name == g.name) {
+            return Err(
+                self.err(at("name"), format!("`{}` names two groups; names must differ", g.name))
+            );
+        }
+        range(self, &at("count"), g.count, 1, MAX_DOMAINS)?;
+        // Domains are named <group><index>: the longest name must fit the hypervisor's.
+        let longest = format!("{}{}", g.name, g.count - 1);
+        if longest.len() > limits::NAME_BYTES {
+            let digits = (g.count - 1).to_string().len();
+            return Err(self.err(
+                at("name"),
+                format!(
+                    "`{}` with count = {} names its last domain `{longest}`, {} bytes; allowed: \
+                     domain names of at most {} bytes, so a group name of at most {} bytes here",
+                    g.name,
+                    g.count,
+                    longest.len(),
+                    limits::NAME_BYTES,
+                    limits::NAME_BYTES.saturating_sub(digits)
+                ),
+            ));
+        }
+        let Some(wl) = workload(&g.workload) else {
+            let names: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
+            return Err(self.err(
+                at("workload"),
+                format!("unknown workload `{}`; allowed: {}", g.workload, names.join(", ")),
+            ));
+        };
+        range(self, &at("vcpus"), g.vcpus, 1, limits::MAX_VCPUS as u64)?;
+        let (least, why) = min_vcpus(&g.workload);
+        if g.vcpus < least {
+            return Err(self.err(
+                at("vcpus"),
+                format!(
+                    "`{}` needs at least {least} vCPUs ({why}); allowed: {least}..={}",
+                    g.workload,
+                    limits::MAX_VCPUS
+                ),
+            ));
+        }
+        range(self, &at("memory_kib"), g.memory_kib, 64, 1 << 30)?;
+        let per_domain = |field: &str, name: &str, v: &PerDomain| -> Result<(), SpecError> {
+            if let PerDomain::Each(vs) = v
+                && vs.len() as u64 != g.count
+            {
+                return Err(self.err(
+                    at(field),
+                    format!(
+                        "has {} values but count is {}; allowed: one value, or one per domain",
+                        vs.len(),
+                        g.count
+                    ),
+                ));
+            }
+            for x in v.values() {
+                check_param(self, &at(field), name, x, policy, Scope::Domain)?;
+            }
+            Ok(())
+        };
+        if let Some(w) = &g.weight {
+            per_domain("weight", "weight", w)?;
+        }
+        if let Some(c) = &g.cap {
+            per_domain("cap", "cap", c)?;
+            for x in c.values() {
+                range(self, &at("cap"), x, 0, 100 * g.vcpus)?;
+            }
+        }
+        for (k, v) in &g.sched {
+            if k == "weight" || k == "cap" {
                 return Err(
-                    self.err(at("name"), "must be non-empty, of letters, digits, '-', '_', '.'")
+                    self.err(at(&format!("sched.{k}")), format!("write it as domain[{i}].{k}"))
                 );
             }
-            if self.domains[..i].iter().any(|h| h.name == g.name) {
-                return Err(self
-                    .err(at("name"), format!("`{}` names two groups; names must differ", g.name)));
-            }
-            range(self, &at("count"), g.count, 1, MAX_DOMAINS)?;
-            let Some(wl) = workload(&g.workload) else {
-                let names: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
+            per_domain(&format!("sched.{k}"), k, v)?;
+        }
+        for k in g.args.keys() {
+            if !wl.args.iter().any(|(a, _)| a == k) {
+                let allowed: Vec<_> =
+                    wl.args.iter().map(|(a, d)| format!("{a} (default {d})")).collect();
+                let allowed = if allowed.is_empty() { "none".into() } else { allowed.join(", ") };
                 return Err(self.err(
-                    at("workload"),
-                    format!("unknown workload `{}`; allowed: {}", g.workload, names.join(", ")),
+                    at(&format!("args.{k}")),
+                    format!("workload `{}` takes no argument `{k}`; allowed: {allowed}", wl.name),
                 ));
+            }
+        }
+        // What the hypervisor builds for each domain, and what the workload reserves later,
+        // must fit its memory_kib (the hypervisor refuses to create it otherwise).
+        let args = group_args(g);
+        let need = limits::kib_for_frames(frames_needed(&g.workload, &args, g.vcpus));
+        if g.memory_kib < need {
+            let reserved = reserved_frames(&g.workload, &args);
+            return Err(self.err(
+                at("memory_kib"),
+                format!(
+                    "{} KiB cannot hold a `{}` domain with {} vCPU{}: it needs {need} KiB (its \
+                     image, up to {} KiB; {} KiB of stack per vCPU; page tables and shared \
+                     pages{}); allowed: {need}..={}",
+                    g.memory_kib,
+                    g.workload,
+                    g.vcpus,
+                    if g.vcpus == 1 { "" } else { "s" },
+                    image_bytes(&g.workload) >> 10,
+                    limits::STACK_BYTES >> 10,
+                    if reserved > 0 {
+                        format!("; {} KiB it reserves as it runs", limits::kib_for_frames(reserved))
+                    } else {
+                        String::new()
+                    },
+                    1u64 << 30
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks what the experiment asks of the whole machine: vCPUs in all, memory and heap,
+    /// and whether the policy can run it at all.
+    fn validate_totals(&self, policy: &PolicyInfo) -> Result<(), SpecError> {
+        let vcpus: u64 = self.domains.iter().map(|g| g.count * g.vcpus).sum();
+        if vcpus > limits::MAX_GUEST_VCPUS as u64 {
+            return Err(self.err(
+                "domain",
+                format!(
+                    "{vcpus} vCPUs in all (count × vcpus over the groups); allowed: at most {} \
+                     (the hypervisor runs {} vCPUs, {} of them Domain0's)",
+                    limits::MAX_GUEST_VCPUS,
+                    limits::MAX_VCPUS_TOTAL,
+                    limits::DOM0_VCPUS
+                ),
+            ));
+        }
+        let demand = self.demand(false);
+        let mib = self.machine.memory_mib;
+        if !limits::fits(&demand, mib) {
+            let supply = limits::supply(mib);
+            let allowed = match limits::smallest_machine_mib(&demand, MAX_MEMORY_MIB) {
+                Some(m) => format!("at least {m} MiB, or fewer or smaller domains"),
+                None => format!(
+                    "no machine up to {MAX_MEMORY_MIB} MiB holds it: fewer or smaller domains"
+                ),
             };
-            range(self, &at("vcpus"), g.vcpus, 1, 64)?;
-            range(self, &at("memory_kib"), g.memory_kib, 64, 1 << 30)?;
-            let per_domain = |field: &str, name: &str, v: &PerDomain| -> Result<(), SpecError> {
-                if let PerDomain::Each(vs) = v
-                    && vs.len() as u64 != g.count
-                {
-                    return Err(self.err(
-                        at(field),
-                        format!(
-                            "has {} values but count is {}; allowed: one value, or one per domain",
-                            vs.len(),
-                            g.count
-                        ),
-                    ));
+            return Err(self.err(
+                "machine.memory_mib",
+                format!(
+                    "{mib} MiB is too small: the domains need {} MiB of frames (images, stacks, \
+                     page tables, shared pages, reservations; Domain0's included), and {mib} MiB \
+                     leaves {} MiB for them; the hypervisor's heap needs {} MiB ({} CPUs, {} \
+                     domains, {} vCPUs) of the {} MiB it gets; allowed: {allowed}",
+                    (demand.frames * limits::PAGE_BYTES).div_ceil(1 << 20),
+                    (supply.frames * limits::PAGE_BYTES) >> 20,
+                    limits::heap_demand(&demand, mib).div_ceil(1 << 20),
+                    demand.cpus,
+                    demand.domains,
+                    demand.vcpus,
+                    supply.heap_bytes >> 20
+                ),
+            ));
+        }
+        // A policy that never preempts leaves a vCPU that never blocks or yields on its CPU
+        // for good: with one on every CPU, nothing else runs again, Domain0 included, and
+        // the run could only end at the runner's timeout.
+        if !policy.preempts {
+            let mut hogs = 0;
+            let mut groups = Vec::new();
+            for g in self.domains.iter().filter(|g| g.expect == Expect::Ok) {
+                if let Runs::Hog { vcpus } = runs(&g.workload, &group_args(g), g.vcpus) {
+                    hogs += g.count * vcpus;
+                    groups.push(format!("{} × `{}` ({})", g.count, g.name, g.workload));
                 }
-                for x in v.values() {
-                    check_param(self, &at(field), name, x, policy, Scope::Domain)?;
-                }
-                Ok(())
-            };
-            if let Some(w) = &g.weight {
-                per_domain("weight", "weight", w)?;
             }
-            if let Some(c) = &g.cap {
-                per_domain("cap", "cap", c)?;
-                for x in c.values() {
-                    range(self, &at("cap"), x, 0, 100 * g.vcpus)?;
-                }
-            }
-            for (k, v) in &g.sched {
-                if k == "weight" || k == "cap" {
-                    return Err(
-                        self.err(at(&format!("sched.{k}")), format!("write it as domain[{i}].{k}"))
-                    );
-                }
-                per_domain(&format!("sched.{k}"), k, v)?;
-            }
-            for k in g.args.keys() {
-                if !wl.args.iter().any(|(a, _)| a == k) {
-                    let allowed: Vec<_> =
-                        wl.args.iter().map(|(a, d)| format!("{a} (default {d})")).collect();
-                    let allowed =
-                        if allowed.is_empty() { "none".into() } else { allowed.join(", ") };
-                    return Err(self.err(
-                        at(&format!("args.{k}")),
-                        format!(
-                            "workload `{}` takes no argument `{k}`; allowed: {allowed}",
-                            wl.name
-                        ),
-                    ));
-                }
+            let cpus = self.machine.cpus;
+            if hogs >= cpus {
+                let preempting: Vec<_> =
+                    registry::POLICIES.iter().filter(|p| p.preempts).map(|p| p.name).collect();
+                return Err(self.err(
+                    "sched.policy",
+                    format!(
+                        "`{}` never preempts a running vCPU, and {hogs} vCPUs of workloads that \
+                         never block or yield ({}) would hold all {cpus} CPUs for good: \
+                         Domain0 could never run again to end the measured interval and write \
+                         the results (nor could any other domain); allowed: at most {} such \
+                         vCPUs under `{}`, or more CPUs, or a policy that preempts ({})",
+                        policy.name,
+                        groups.join(", "),
+                        cpus - 1,
+                        policy.name,
+                        preempting.join(", ")
+                    ),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// What the experiment asks of the machine, Domain0 included; `trace`: whether the
+    /// hypervisor traces (its buffers take heap). Call on a validated spec.
+    pub fn demand(&self, trace: bool) -> limits::Demand {
+        let domains: u64 = self.domains.iter().map(|g| g.count).sum();
+        let vcpus: u64 = self.domains.iter().map(|g| g.count * g.vcpus).sum();
+        let guest_frames: u64 = self
+            .domains
+            .iter()
+            .map(|g| g.count * frames_needed(&g.workload, &group_args(g), g.vcpus))
+            .sum();
+        let dom0_frames = limits::domain_frames(
+            DOM0_IMAGE_BYTES,
+            limits::DOM0_VCPUS as u64,
+            plan_bytes_bound(domains),
+        );
+        limits::Demand {
+            cpus: self.machine.cpus,
+            domains: domains + 1,
+            vcpus: vcpus + limits::DOM0_VCPUS as u64,
+            frames: guest_frames + dom0_frames,
+            trace,
+        }
     }
 
     /// The chosen policy's global knobs given in the spec (others' are dropped).
@@ -649,7 +980,6 @@ impl Spec {
         let policy = self.policy().ok();
         let mut out = Vec::new();
         for (gi, g) in self.domains.iter().enumerate() {
-            let wl = workload(&g.workload);
             for i in 0..g.count as usize {
                 let mut params = Vec::new();
                 let mut add = |name: &str, v: u64| {
@@ -666,10 +996,7 @@ impl Spec {
                 for (k, v) in &g.sched {
                     add(k, v.get(i));
                 }
-                let mut args: BTreeMap<String, u64> = wl
-                    .map(|w| w.args.iter().map(|(a, d)| (a.to_string(), *d)).collect())
-                    .unwrap_or_default();
-                args.extend(g.args.iter().map(|(k, v)| (k.clone(), *v)));
+                let args = group_args(g);
                 out.push(DomainPlan {
                     id: out.len() as u32,
                     name: format!("{}{}", g.name, i),
@@ -681,6 +1008,7 @@ impl Spec {
                     cap: g.cap.as_ref().map_or(0, |c| c.get(i)),
                     memory_kib: g.memory_kib,
                     expect: g.expect,
+                    expect_progress: g.expect_progress,
                     args,
                     params,
                 });
@@ -688,6 +1016,77 @@ impl Spec {
         }
         out
     }
+}
+
+/// What an engine measured of one domain over the measured interval, for [`starved`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Time on a CPU.
+    pub cpu_ns: u64,
+    /// Time runnable, not running.
+    pub wait_ns: u64,
+    /// Wake-ups.
+    pub wakeups: u64,
+}
+
+/// Why a domain the spec expects to make progress did not, over a measured interval of
+/// `duration_ns` (DESIGN.md: a run never claims success for a domain it starved), or `None`.
+/// Checked for a domain with `expect = "ok"` and `expect_progress` (the default) whose
+/// workload does not end by itself ([`Runs::Ends`]): it must have had CPU time; and if it
+/// sleeps on its own timer, the interval is at least two of its periods, and it ran long
+/// enough to go to sleep, it must have woken at least once (`timers`: whether the engine
+/// counts that workload's timer wake-ups; schedsim runs some as `cpu`).
+pub fn starved(p: &DomainPlan, duration_ns: u64, got: &Progress, timers: bool) -> Option<String> {
+    if p.expect != Expect::Ok || !p.expect_progress {
+        return None;
+    }
+    let how = runs(&p.workload, &p.args, u64::from(p.vcpus));
+    if how == Runs::Ends {
+        return None;
+    }
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let hint = "set expect_progress = false in its [[domain]] group if that is intended";
+    if got.cpu_ns == 0 {
+        let runnable = if got.wait_ns > 0 {
+            format!(", although it was runnable for {:.1} ms of it", ms(got.wait_ns))
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            "domain `{}` ({}) got no CPU time in the {:.1} ms measured interval{runnable}: it \
+             was starved ({hint})",
+            p.name,
+            p.workload,
+            ms(duration_ns)
+        ));
+    }
+    if let Runs::Timer { period_ns, run_ns } = how
+        && timers
+        && got.wakeups == 0
+        && duration_ns >= period_ns.saturating_mul(2)
+        && got.cpu_ns >= run_ns
+    {
+        return Some(format!(
+            "domain `{}` ({}) never woke in the {:.1} ms measured interval although it sleeps \
+             on its timer at least every {:.1} ms and ran {:.1} ms: its timer never fired, or it \
+             was kept from running ({hint})",
+            p.name,
+            p.workload,
+            ms(duration_ns),
+            ms(period_ns),
+            ms(got.cpu_ns)
+        ));
+    }
+    None
+}
+
+/// A group's workload arguments, with the workload's defaults filled in.
+fn group_args(g: &Group) -> BTreeMap<String, u64> {
+    let mut args: BTreeMap<String, u64> = workload(&g.workload)
+        .map(|w| w.args.iter().map(|(a, d)| (a.to_string(), *d)).collect())
+        .unwrap_or_default();
+    args.extend(g.args.iter().map(|(k, v)| (k.clone(), *v)));
+    args
 }
 
 fn range(spec: &Spec, path: &str, v: u64, min: u64, max: u64) -> Result<(), SpecError> {

@@ -133,3 +133,246 @@ fn example_specs_are_valid() {
         Spec::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// A spec of one `[[domain]]` group (TOML lines after `[[domain]]`), on `cpus` CPUs under
+/// `policy`, on a machine of `memory_mib`.
+fn one_group(policy: &str, cpus: u64, memory_mib: u64, group: &str) -> String {
+    format!(
+        "name = \"t\"\n[machine]\ncpus = {cpus}\nmemory_mib = {memory_mib}\n[sched]\n\
+         policy = \"{policy}\"\n[[domain]]\n{group}\n"
+    )
+}
+
+fn ok(text: &str) -> Spec {
+    Spec::from_str(text, "exp.toml").unwrap_or_else(|e| panic!("should be accepted: {e}"))
+}
+
+#[test]
+fn generated_domain_names_fit_the_hypervisors_32_bytes() {
+    // Domains are named <group><index>: 30 bytes + "99" is 32, + "100" is 33.
+    let name = "g".repeat(30);
+    ok(&one_group(
+        "credit",
+        2,
+        1024,
+        &format!("name = \"{name}\"\ncount = 100\nworkload = \"cpu\""),
+    ));
+    let e = err(&one_group(
+        "credit",
+        2,
+        1024,
+        &format!("name = \"{name}\"\ncount = 101\nworkload = \"cpu\""),
+    ));
+    assert!(e.starts_with("exp.toml: domain[0].name:"), "{e}");
+    assert!(e.contains(&format!("`{name}100`, 33 bytes")) && e.contains("at most 32"), "{e}");
+    assert!(e.contains("at most 29 bytes here"), "{e}");
+    // A single domain: the name plus "0".
+    let e = err(&one_group(
+        "credit",
+        2,
+        1024,
+        &format!("name = \"{}\"\nworkload = \"cpu\"", "g".repeat(32)),
+    ));
+    assert!(e.contains("domain[0].name") && e.contains("33 bytes"), "{e}");
+    // The experiment's own name.
+    let e = err(&format!(
+        "name = \"{}\"\n[[domain]]\nname = \"w\"\nworkload = \"cpu\"\n",
+        "n".repeat(129)
+    ));
+    assert!(e.starts_with("exp.toml: name:") && e.contains("at most 128"), "{e}");
+}
+
+#[test]
+fn vcpus_per_domain_and_in_all() {
+    let e = err(&one_group(
+        "credit",
+        2,
+        1024,
+        "name = \"w\"\nworkload = \"cpu\"\nvcpus = 65\nmemory_kib = 8192",
+    ));
+    assert!(e.contains("domain[0].vcpus") && e.contains("1..=64"), "{e}");
+    // Absurd counts are refused, not overflowed.
+    let huge = format!(
+        "name = \"t\"\n[[domain]]\nname = \"a\"\ncount = {m}\nworkload = \"cpu\"\n\
+         [[domain]]\nname = \"b\"\ncount = {m}\nworkload = \"cpu\"\n",
+        m = i64::MAX
+    );
+    assert!(err(&huge).contains("allowed: 1..=1024"));
+    // A workload that needs two.
+    let e = err(&one_group("credit", 2, 1024, "name = \"s\"\nworkload = \"shootdown\""));
+    assert!(e.contains("domain[0].vcpus") && e.contains("at least 2 vCPUs"), "{e}");
+    ok(&one_group("credit", 2, 1024, "name = \"s\"\nworkload = \"shootdown\"\nvcpus = 2"));
+    // 4095 vCPUs besides Domain0's is the most: 1023 × 4 + 3.
+    let spec = |last: u64| {
+        format!(
+            "name = \"t\"\n[[domain]]\nname = \"a\"\ncount = 1023\nworkload = \"cpu\"\nvcpus = 4\n\
+             [[domain]]\nname = \"b\"\nworkload = \"cpu\"\nvcpus = {last}\n"
+        )
+    };
+    ok(&spec(3));
+    let e = err(&spec(4));
+    assert!(e.starts_with("exp.toml: domain:") && e.contains("4096 vCPUs in all"), "{e}");
+    assert!(e.contains("at most 4095"), "{e}");
+    // 100 domains of 64 vCPUs: refused before memory is even considered.
+    let e = err(&one_group(
+        "credit",
+        2,
+        65536,
+        "name = \"w\"\ncount = 100\nworkload = \"cpu\"\nvcpus = 64\nmemory_kib = 8192",
+    ));
+    assert!(e.contains("6400 vCPUs in all"), "{e}");
+}
+
+#[test]
+fn memory_kib_must_hold_image_stacks_tables_and_reservations() {
+    use sched::limits;
+    use sched::spec::frames_needed;
+    use std::collections::BTreeMap;
+    // 64 vCPUs need 64 stacks of 64 KiB: the default 1024 KiB is far too small.
+    let e = err(&one_group("credit", 2, 1024, "name = \"w\"\nworkload = \"cpu\"\nvcpus = 64"));
+    assert!(e.starts_with("exp.toml: domain[0].memory_kib: 1024 KiB"), "{e}");
+    let need = limits::kib_for_frames(frames_needed("cpu", &BTreeMap::new(), 64));
+    assert!(need > 64 * 64, "{need}");
+    assert!(e.contains(&format!("allowed: {need}..=")), "{e}");
+    // Exactly enough is accepted, one frame less is not.
+    let group =
+        |kib: u64| format!("name = \"w\"\nworkload = \"cpu\"\nvcpus = 64\nmemory_kib = {kib}");
+    ok(&one_group("credit", 2, 1024, &group(need)));
+    err(&one_group("credit", 2, 1024, &group(need - 4)));
+    // mmu reserves `batch` frames as it runs: 512 do not fit in 1024 KiB.
+    let mmu = |kib: u64| {
+        format!("name = \"m\"\nworkload = \"mmu\"\nmemory_kib = {kib}\n[domain.args]\nbatch = 512")
+    };
+    let e = err(&one_group("credit", 1, 1024, &mmu(1024)));
+    assert!(e.contains("domain[0].memory_kib") && e.contains("2048 KiB it reserves"), "{e}");
+    let args: BTreeMap<String, u64> = [("batch".to_string(), 512)].into();
+    let need = limits::kib_for_frames(frames_needed("mmu", &args, 1));
+    ok(&one_group("credit", 1, 1024, &mmu(need)));
+    err(&one_group("credit", 1, 1024, &mmu(need - 4)));
+}
+
+#[test]
+fn the_machine_must_hold_every_domain_and_the_hypervisors_heap() {
+    use sched::limits;
+    let group = "name = \"w\"\ncount = 1024\nworkload = \"cpu\"\nvcpus = 2";
+    let spec = ok(&one_group("credit", 4, 1024, group));
+    let smallest = limits::smallest_machine_mib(&spec.demand(false), 65536).unwrap();
+    assert!(smallest > 16 && smallest < 1024, "{smallest}");
+    ok(&one_group("credit", 4, smallest, group));
+    let e = err(&one_group("credit", 4, smallest - 1, group));
+    assert!(e.starts_with("exp.toml: machine.memory_mib:"), "{e}");
+    assert!(e.contains(&format!("allowed: at least {smallest} MiB")), "{e}");
+    // Larger than the hypervisor's frame table allows.
+    let e = err(&one_group("credit", 2, 65537, "name = \"w\"\nworkload = \"cpu\""));
+    assert!(e.contains("machine.memory_mib") && e.contains("16..=65536"), "{e}");
+}
+
+#[test]
+fn fifo_with_a_hog_on_every_cpu_is_refused_with_the_reason() {
+    let hogs = |n: u64| format!("name = \"w\"\ncount = {n}\nworkload = \"cpu\"");
+    ok(&one_group("fifo", 2, 1024, &hogs(1)));
+    let e = err(&one_group("fifo", 2, 1024, &hogs(4)));
+    assert!(e.starts_with("exp.toml: sched.policy:"), "{e}");
+    assert!(e.contains("never preempts") && e.contains("Domain0 could never run"), "{e}");
+    assert!(e.contains("at most 1 such vCPUs") && e.contains("rr, credit, bvt"), "{e}");
+    // vCPUs count, not domains.
+    let e = err(&one_group("fifo", 2, 1024, "name = \"w\"\nworkload = \"cpu\"\nvcpus = 2"));
+    assert!(e.contains("2 vCPUs of workloads"), "{e}");
+    // The same hogs under a preempting policy, or with a CPU to spare, are fine.
+    ok(&one_group("credit", 2, 1024, &hogs(4)));
+    ok(&one_group("fifo", 5, 1024, &hogs(4)));
+    // Yielders and sleepers give the CPU back; hostile domains are killed at once.
+    ok(&one_group("fifo", 1, 1024, "name = \"s\"\ncount = 4\nworkload = \"switch\""));
+    ok(&one_group("fifo", 1, 1024, "name = \"l\"\ncount = 4\nworkload = \"latency\""));
+    ok(&one_group(
+        "fifo",
+        1,
+        1024,
+        "name = \"h\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"",
+    ));
+    // A flag that fixes it is applied before validation.
+    let mut s = Spec::parse(&one_group("fifo", 2, 1024, &hogs(4)), "exp.toml").unwrap();
+    s.validate().unwrap_err();
+    s.apply_overrides(&Overrides { sched: Some("rr".into()), ..Overrides::default() });
+    s.validate().unwrap();
+}
+
+#[test]
+fn expect_progress_is_read_and_written() {
+    let s = ok(&one_group(
+        "credit",
+        2,
+        1024,
+        "name = \"w\"\nworkload = \"cpu\"\nexpect_progress = false",
+    ));
+    assert!(!s.plan()[0].expect_progress);
+    assert!(s.to_toml().contains("expect_progress = false"));
+    assert_eq!(Spec::from_str(&s.to_toml(), "exp.toml").unwrap(), s);
+    let s = ok(&one_group("credit", 2, 1024, "name = \"w\"\nworkload = \"cpu\""));
+    assert!(s.plan()[0].expect_progress, "on by default");
+    let e =
+        err(&one_group("credit", 2, 1024, "name = \"w\"\nworkload = \"cpu\"\nexpect_progress = 0"));
+    assert!(e.contains("domain[0].expect_progress") || e.contains("expect_progress"), "{e}");
+}
+
+#[test]
+fn starved_domains_are_named() {
+    use sched::spec::{Progress, starved};
+    let s = ok(&format!(
+        "{}[[domain]]\nname = \"lat\"\nworkload = \"latency\"\n\
+         [[domain]]\nname = \"quiet\"\nworkload = \"cpu\"\nexpect_progress = false\n\
+         [[domain]]\nname = \"bad\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"\n\
+         [[domain]]\nname = \"v\"\nworkload = \"virq\"\n",
+        one_group("credit", 2, 1024, "name = \"w\"\nworkload = \"cpu\"")
+    ));
+    let plan = s.plan();
+    let second = 1_000_000_000;
+    let ran = Progress { cpu_ns: 5_000_000, wait_ns: 1_000, wakeups: 900 };
+    let none = Progress { cpu_ns: 0, wait_ns: second, wakeups: 0 };
+    assert_eq!(starved(&plan[0], second, &ran, true), None);
+    let why = starved(&plan[0], second, &none, true).unwrap();
+    assert!(why.contains("`w0` (cpu) got no CPU time") && why.contains("runnable"), "{why}");
+    assert!(why.contains("expect_progress = false"), "{why}");
+    // A latency domain that ran but never woke: its timer never fired.
+    let no_wake = Progress { wakeups: 0, ..ran };
+    let why = starved(&plan[1], second, &no_wake, true).unwrap();
+    assert!(why.contains("`lat0` (latency) never woke"), "{why}");
+    assert_eq!(starved(&plan[1], second, &ran, true), None);
+    // ... unless the engine does not count its timer, the interval is shorter than two
+    // periods (1.02 ms each), or it has not yet run long enough to sleep (20 µs).
+    assert_eq!(starved(&plan[1], second, &no_wake, false), None);
+    assert_eq!(starved(&plan[1], 2_000_000, &no_wake, true), None);
+    let barely = Progress { cpu_ns: 10_000, ..no_wake };
+    assert_eq!(starved(&plan[1], second, &barely, true), None);
+    // The spec said otherwise; a domain expected to be killed; a cpu domain never wakes.
+    assert_eq!(starved(&plan[2], second, &none, true), None);
+    assert_eq!(starved(&plan[3], second, &none, true), None);
+    assert_eq!(starved(&plan[0], second, &no_wake, true), None);
+    // virq sleeps on its timer VIRQ.
+    assert!(starved(&plan[4], second, &no_wake, true).is_some());
+}
+
+#[test]
+fn project_experiments_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/experiments");
+    let mut n = 0;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let path = f.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Spec::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n > 10, "{n} specs in {dir}");
+}
+
+#[test]
+fn every_workload_fits_the_abi() {
+    use sched::limits::{ARG_NAME_BYTES, MAX_ARGS};
+    for w in sched::spec::WORKLOADS {
+        assert!(w.args.len() <= MAX_ARGS, "{} takes {} arguments", w.name, w.args.len());
+        for (a, _) in w.args {
+            assert!(!a.is_empty() && a.len() <= ARG_NAME_BYTES, "{}: argument `{a}`", w.name);
+        }
+    }
+}

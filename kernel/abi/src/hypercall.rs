@@ -108,11 +108,13 @@ impl GrantOp {
 pub enum MemoryOp {
     /// `(list_ptr, count)`: takes `count` more zeroed frames, within the domain's
     /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
-    /// Returns how many were taken (fewer if the limit or the machine ran out).
+    /// Returns how many were taken (fewer if the limit or the machine ran out, and at most
+    /// [`MMU_BATCH`] a call: the hypervisor is not preemptible, so one call's work is
+    /// bounded; ask again for the rest).
     IncreaseReservation = 0,
     /// `(list_ptr, count)`: gives back the `count` frames listed; each must be the
     /// caller's and mapped nowhere. Returns how many were given back before the first
-    /// refused one (or the error, if the first is refused).
+    /// refused one (or the error, if the first is refused); at most [`MMU_BATCH`] a call.
     DecreaseReservation = 1,
     /// `()`: frames the domain holds now, page tables and hypervisor-written pages included.
     CurrentReservation = 2,

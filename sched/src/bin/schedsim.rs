@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let spec = Spec::from_file(&args.spec).and_then(|mut s| {
+    let spec = Spec::read(&args.spec).and_then(|mut s| {
         s.apply_overrides(&args.over);
         s.validate()?;
         Ok(s)
@@ -126,6 +126,9 @@ fn main() -> ExitCode {
     if out.summary.violations > 0 {
         eprintln!("schedsim: the policy broke an invariant: {:?}", out.violations);
         return ExitCode::from(1);
+    }
+    for why in &out.starved {
+        eprintln!("schedsim: {why}");
     }
     if out.exit_code() != 0 {
         eprintln!("schedsim: a domain did not end as the spec expected");

@@ -30,15 +30,17 @@ pub struct Experiment {
     pub globals: Vec<(String, u64)>,
     /// Domain0 also runs the micro-benchmarks (`--bench`).
     pub bench: bool,
+    /// What it asks of the machine (`sched::limits`), without tracing.
+    pub demand: sched::limits::Demand,
 }
 
-fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experiment {
+fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
     let plan = s.plan();
     Experiment {
         name: s.name.clone(),
         spec: path,
         cpus: s.machine.cpus as u32,
-        memory_mib: memory_mib.unwrap_or(s.machine.memory_mib as u32),
+        memory_mib: s.machine.memory_mib as u32,
         policy: s.sched.policy.clone(),
         domains: plan.len() as u32,
         warmup_ms: s.warmup_ms,
@@ -46,6 +48,7 @@ fn from_spec(s: Spec, path: Option<PathBuf>, memory_mib: Option<u32>) -> Experim
         globals: s.policy_globals(),
         plan,
         bench: false,
+        demand: s.demand(false),
     }
 }
 
@@ -82,6 +85,7 @@ fn blame_flag(e: spec::SpecError, o: &Overrides) -> BadInput {
     let flag = match e.path.as_str() {
         "sched.policy" if o.sched.is_some() => Some("--sched"),
         "machine.cpus" if o.cpus.is_some() => Some("--cpus"),
+        "machine.memory_mib" if o.memory_mib.is_some() => Some("--memory"),
         "duration_ms" if o.seconds.is_some() => Some("--seconds"),
         p if p.starts_with("domain[0].workload") && o.workload.is_some() => Some("--workload"),
         p if p.starts_with("domain[0]") && o.domains.is_some() => Some("--domains"),
@@ -97,7 +101,8 @@ fn blame_flag(e: spec::SpecError, o: &Overrides) -> BadInput {
 pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> {
     let mut s = match path {
         None => Spec::default_spec(),
-        Some(path) => Spec::from_file(path)?,
+        // Validated once the flags are applied: a flag may be what makes it possible.
+        Some(path) => Spec::read(path)?,
     };
     if let Some(secs) = o.seconds
         && !(secs.is_finite() && secs > 0.0)
@@ -121,20 +126,22 @@ pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> 
         domains: o.domains.map(u64::from),
         workload: o.workload.clone(),
         seconds: o.seconds,
+        memory_mib: o.memory_mib.map(u64::from),
     });
-    s.validate().map_err(|e| blame_flag(e, o))?;
     if let Some(m) = o.memory_mib {
         check_memory("--memory", m)?;
     }
-    Ok(from_spec(s, path.map(Path::to_path_buf), o.memory_mib))
+    s.validate().map_err(|e| blame_flag(e, o))?;
+    Ok(from_spec(s, path.map(Path::to_path_buf)))
 }
 
 fn check_memory(field: &str, mib: u32) -> Result<(), BadInput> {
-    if (64..=65536).contains(&mib) {
+    let max = spec::MAX_MEMORY_MIB;
+    if (64..=max).contains(&u64::from(mib)) {
         Ok(())
     } else {
         Err(BadInput(format!(
-            "{field}: {mib} MiB is not allowed; 64..=65536"
+            "{field}: {mib} MiB is not allowed; 64..={max}"
         )))
     }
 }
@@ -265,5 +272,43 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
             ..Overrides::default()
         };
         assert!(load(Some(&f.0), &o).unwrap_err().0.contains("--workload"));
+    }
+
+    #[test]
+    fn limits_are_checked_after_the_flags() {
+        // Too small a machine for 128 domains of 8 vCPUs: blamed on --memory when it was
+        // given, and fixed by a larger --memory.
+        let f = write(
+            &GOOD
+                .replace("count = 8", "count = 128\nvcpus = 8\nmemory_kib = 1024")
+                .replace("weight = [1, 2, 3, 4, 5, 6, 7, 8]", "weight = 256"),
+        );
+        let o = |m| Overrides {
+            memory_mib: Some(m),
+            ..Overrides::default()
+        };
+        let e = load(Some(&f.0), &o(64)).unwrap_err().0;
+        assert!(
+            e.starts_with("--memory: ") && e.contains("machine.memory_mib"),
+            "{e}"
+        );
+        let exp = load(Some(&f.0), &o(1024)).unwrap();
+        assert_eq!(exp.memory_mib, 1024);
+        // A fifo spec refused on its own is fine once --sched changes the policy.
+        let fifo = write(
+            &GOOD
+                .replace("\"credit\"", "\"fifo\"")
+                .replace("tslice_ms = 30\n", ""),
+        );
+        let e = load(Some(&fifo.0), &Overrides::default()).unwrap_err().0;
+        assert!(
+            e.contains("sched.policy") && e.contains("never preempts"),
+            "{e}"
+        );
+        let o = Overrides {
+            sched: Some("credit".into()),
+            ..Overrides::default()
+        };
+        load(Some(&fifo.0), &o).unwrap();
     }
 }

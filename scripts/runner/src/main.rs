@@ -101,6 +101,10 @@ fn run(args: &Args) -> Result<u8, Stop> {
             .join("results")
             .join(format!("{}.jsonl", exp.name)),
     };
+    check_out(&out, args.out.is_some())?;
+    if args.trace.is_some() {
+        check_trace_memory(&exp)?;
+    }
 
     let kernel = hypervisor(args)?;
     let boot_module = if args.boot_only {
@@ -214,12 +218,18 @@ fn run(args: &Args) -> Result<u8, Stop> {
     }
 
     let mut status = outcome.ending.status() as u8;
-    let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr);
+    let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr, &exp.policy);
     if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Failure) && !errors.is_empty() {
         verdict = format!("the hypervisor reported a failure: {}", errors.join(" / "));
     }
     if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Success) {
-        let problems = results::problems(results.records(), results.malformed(), exp.cpus);
+        let mut problems = results::problems(results.records(), results.malformed(), exp.cpus);
+        if boot_module.is_some() {
+            problems.extend(results::starved_summary(&results::starved(
+                results.records(),
+                &exp.plan,
+            )));
+        }
         if !problems.is_empty() {
             status = 1;
             verdict = format!("the hypervisor exited 0, but {}", problems.join("; "));
@@ -299,6 +309,70 @@ fn run(args: &Args) -> Result<u8, Stop> {
         eprintln!("scripts/run: {verdict}");
     }
     Ok(status)
+}
+
+/// The results file must be a file: a directory there (or a file where its directory
+/// should be) is a bad `--out`, refused before anything boots.
+fn check_out(out: &std::path::Path, flag: bool) -> Result<(), BadInput> {
+    let what = if flag { "--out" } else { "the results file" };
+    if out.is_dir() {
+        return Err(BadInput(format!(
+            "{what} {}: is a directory; allowed: a file path (JSON Lines), e.g. {}",
+            out.display(),
+            out.join("results.jsonl").display()
+        )));
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+        && dir.ancestors().any(std::path::Path::is_file)
+    {
+        return Err(BadInput(format!(
+            "{what} {}: {} is a file, so it cannot hold the results; allowed: a file path \
+             in a directory",
+            out.display(),
+            dir.ancestors()
+                .find(|a| a.is_file())
+                .unwrap_or(dir)
+                .display()
+        )));
+    }
+    Ok(())
+}
+
+/// With `--trace` the hypervisor keeps an event buffer per CPU on its heap: the machine
+/// must still hold everything (`sched::limits`), or the run would fail after boot.
+fn check_trace_memory(exp: &Experiment) -> Result<(), BadInput> {
+    use sched::limits::Demand;
+    let demand = Demand {
+        trace: true,
+        ..exp.demand
+    };
+    let mib = u64::from(exp.memory_mib);
+    if sched::limits::fits(&demand, mib) {
+        return Ok(());
+    }
+    let supply = sched::limits::supply(mib);
+    let max_mib = sched::spec::MAX_MEMORY_MIB;
+    let allowed = match sched::limits::smallest_machine_mib(&demand, max_mib) {
+        Some(m) => format!("--memory {m} or more, or fewer CPUs"),
+        None => {
+            let best = (1..u64::from(exp.cpus)).rev().find_map(|cpus| {
+                sched::limits::smallest_machine_mib(&Demand { cpus, ..demand }, max_mib)
+                    .map(|m| (cpus, m))
+            });
+            match best {
+                Some((cpus, m)) => format!("at most {cpus} CPUs with --trace (and --memory {m})"),
+                None => "no tracing on this experiment".into(),
+            }
+        }
+    };
+    Err(BadInput(format!(
+        "--trace: tracing keeps {} MiB of events per CPU on the hypervisor's heap; with {} CPUs \
+         it needs {} MiB of the {} MiB a {mib} MiB machine gives it; allowed: {allowed}",
+        sched::limits::TRACE_BYTES_PER_CPU >> 20,
+        exp.cpus,
+        sched::limits::heap_demand(&demand, mib).div_ceil(1 << 20),
+        supply.heap_bytes >> 20
+    )))
 }
 
 /// The hypervisor ELF: `--kernel`, or built by cargo (unless `--no-build`).
@@ -395,8 +469,8 @@ fn default_timeout(exp: &Experiment, accel: Accel, boot: Boot) -> Duration {
     Duration::from_millis(boot_ms + domains_ms + exp.warmup_ms + exp.duration_ms * 2)
 }
 
-/// What an ending means, in words.
-fn ending_message(ending: &Ending, timeout: Duration, stderr: &[String]) -> String {
+/// What an ending means, in words; `policy` says why a run may hang.
+fn ending_message(ending: &Ending, timeout: Duration, stderr: &[String], policy: &str) -> String {
     use abi::console::ExitCode as Code;
     let qemu_said = || {
         let tail: Vec<&str> = stderr
@@ -425,10 +499,20 @@ fn ending_message(ending: &Ending, timeout: Duration, stderr: &[String]) -> Stri
             .into(),
         Ending::Qemu(code) => format!("QEMU failed with status {code}{}", qemu_said()),
         Ending::Signal => format!("QEMU was killed by a signal{}", qemu_said()),
-        Ending::Timeout => format!(
-            "no exit within {:.0} s, QEMU killed (raise --timeout if the run needs longer)",
-            timeout.as_secs_f64()
-        ),
+        Ending::Timeout => {
+            let why = if sched::registry::info(policy).is_ok_and(|p| !p.preempts) {
+                format!(
+                    "; `{policy}` never preempts, so vCPUs that never block can keep Domain0 \
+                     from ever running again to end the run"
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "no exit within {:.0} s, QEMU killed (raise --timeout if the run needs longer){why}",
+                timeout.as_secs_f64()
+            )
+        }
     }
 }
 
@@ -451,6 +535,68 @@ mod tests {
                 .0
                 .contains("`bogus`")
         );
+    }
+
+    #[test]
+    fn out_must_be_a_file_path() {
+        let dir = std::env::temp_dir().join(format!("runner-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = check_out(&dir, true).unwrap_err().0;
+        assert!(
+            e.starts_with("--out ") && e.contains("is a directory"),
+            "{e}"
+        );
+        check_out(&dir.join("r.jsonl"), true).unwrap();
+        check_out(&dir.join("new/sub/r.jsonl"), true).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_out(&file.join("r.jsonl"), true).unwrap_err().0;
+        assert!(e.contains("is a file"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tracing_needs_heap_for_every_cpu() {
+        let mut exp = experiment::load(None, &Overrides::default()).unwrap();
+        check_trace_memory(&exp).unwrap();
+        // 64 CPUs with 3 MiB of trace each do not fit a 256 MiB machine's 62 MiB heap.
+        exp.cpus = 64;
+        exp.demand.cpus = 64;
+        exp.memory_mib = 256;
+        let e = check_trace_memory(&exp).unwrap_err().0;
+        assert!(
+            e.starts_with("--trace: ") && e.contains("or fewer CPUs"),
+            "{e}"
+        );
+        let mib: u32 = e
+            .split("--memory ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        exp.memory_mib = mib;
+        check_trace_memory(&exp).unwrap();
+        exp.memory_mib = mib - 1;
+        check_trace_memory(&exp).unwrap_err();
+        // 255 CPUs' buffers outgrow the largest heap (512 MiB) whatever the memory.
+        exp.cpus = 255;
+        exp.demand.cpus = 255;
+        let e = check_trace_memory(&exp).unwrap_err().0;
+        assert!(e.contains("CPUs with --trace (and --memory "), "{e}");
+    }
+
+    #[test]
+    fn timeout_names_a_policy_that_never_preempts() {
+        let m = ending_message(&Ending::Timeout, Duration::from_secs(9), &[], "fifo");
+        assert!(
+            m.contains("`fifo` never preempts") && m.contains("Domain0"),
+            "{m}"
+        );
+        let m = ending_message(&Ending::Timeout, Duration::from_secs(9), &[], "credit");
+        assert!(!m.contains("preempt"), "{m}");
     }
 
     #[test]

@@ -103,17 +103,75 @@ pub fn write(exp: &Experiment, images: &Path, out: &Path) -> Result<(), String> 
             .append_data(&mut header, name, data)
             .map_err(|e| format!("cannot write {}: {e}", out.display()))
     };
-    add(plan::FILE, &plan_bytes(exp)?)?;
+    let plan = plan_bytes(exp)?;
+    if plan.len() as u64 > abi::layout::PLAN_LIMIT {
+        return Err(format!(
+            "the plan is {} bytes, more than the {} the hypervisor maps for Domain0",
+            plan.len(),
+            abi::layout::PLAN_LIMIT
+        ));
+    }
+    add(plan::FILE, &plan)?;
     for name in names {
         let path = images.join(name);
         let data = std::fs::read(&path).map_err(|e| {
             format!("guest image {} is missing ({e}); build it with `cargo build --release -p workloads`", path.display())
         })?;
+        check_image_span(name, &path, &data)?;
         add(name, &data)?;
     }
     archive
         .finish()
         .map_err(|e| format!("cannot write {}: {e}", out.display()))
+}
+
+/// The spec validator sized every domain's memory for an image of at most
+/// `sched::spec::image_bytes` (Domain0's: `DOM0_IMAGE_BYTES`): an image that spans more
+/// would make that check wrong, so it is not booted.
+fn check_image_span(name: &str, path: &Path, data: &[u8]) -> Result<(), String> {
+    let bound = if name == plan::DOM0_IMAGE {
+        spec::DOM0_IMAGE_BYTES
+    } else {
+        spec::image_bytes(name)
+    };
+    let span = elf_span(data).ok_or_else(|| format!("{} is not an ELF64 image", path.display()))?;
+    if span > bound {
+        return Err(format!(
+            "guest image {} spans {} KiB in memory, more than the {} KiB the spec validator \
+             assumes for `{name}`: raise its bound in sched::spec::image_bytes",
+            path.display(),
+            span.div_ceil(1024),
+            bound >> 10
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes an ELF64 image spans once loaded: from the page of its lowest PT_LOAD segment to
+/// the end of its highest (bss included), as the hypervisor counts it; `None` if it is not
+/// a little-endian ELF64 file with loadable segments.
+pub fn elf_span(data: &[u8]) -> Option<u64> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
+    if data.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        const PT_LOAD: u32 = 1;
+        if u32_at(ph)? != PT_LOAD {
+            continue;
+        }
+        let (vaddr, memsz) = (u64_at(ph + 16)?, u64_at(ph + 40)?);
+        lo = lo.min(vaddr & !0xfff);
+        hi = hi.max(vaddr.checked_add(memsz)?);
+    }
+    (hi > 0).then(|| hi - lo)
 }
 
 #[cfg(test)]
@@ -132,5 +190,56 @@ mod tests {
         assert_eq!(first.name, exp.plan[0].name);
         assert_eq!(first.workload, exp.plan[0].workload);
         assert_eq!(first.sched.weight as u64, exp.plan[0].weight);
+    }
+
+    /// An ELF64 header and `loads` PT_LOAD program headers (vaddr, memsz).
+    fn elf(loads: &[(u64, u64)]) -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        b[0x38..0x3a].copy_from_slice(&(loads.len() as u16 + 1).to_le_bytes());
+        // A non-loadable header first (PT_NOTE), which must not count.
+        let mut note = vec![0u8; 56];
+        note[..4].copy_from_slice(&4u32.to_le_bytes());
+        note[16..24].copy_from_slice(&0x9000_0000u64.to_le_bytes());
+        b.extend(note);
+        for &(vaddr, memsz) in loads {
+            let mut ph = vec![0u8; 56];
+            ph[..4].copy_from_slice(&1u32.to_le_bytes());
+            ph[16..24].copy_from_slice(&vaddr.to_le_bytes());
+            ph[40..48].copy_from_slice(&memsz.to_le_bytes());
+            b.extend(ph);
+        }
+        b
+    }
+
+    #[test]
+    fn image_span_is_checked_against_the_validators_bound() {
+        let small = elf(&[(0x40_0000, 0x1e4a), (0x40_3000, 0x130)]);
+        assert_eq!(elf_span(&small), Some(0x3130));
+        assert_eq!(elf_span(b"not an elf"), None);
+        let path = Path::new("cpu");
+        assert!(check_image_span("cpu", path, &small).is_ok());
+        let big = elf(&[(0x40_0000, spec::image_bytes("cpu") + 1)]);
+        let e = check_image_span("cpu", path, &big).unwrap_err();
+        assert!(e.contains("sched::spec::image_bytes"), "{e}");
+        // Domain0 has its own, larger bound.
+        assert!(check_image_span("dom0", path, &big).is_ok());
+    }
+
+    #[test]
+    fn the_built_images_fit_their_bounds() {
+        // Only where the guests are built (scripts/test builds them before the QEMU cases).
+        let dir = images_dir();
+        for name in spec::WORKLOADS
+            .iter()
+            .map(|w| w.name)
+            .chain([plan::DOM0_IMAGE])
+        {
+            if let Ok(data) = std::fs::read(dir.join(name)) {
+                check_image_span(name, &dir.join(name), &data).unwrap();
+            }
+        }
     }
 }

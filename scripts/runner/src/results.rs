@@ -181,6 +181,55 @@ pub fn problems(records: &[Value], malformed: &[String], cpus: u32) -> Vec<Strin
     out
 }
 
+/// Domains the spec expected to make progress that made none over the measured interval
+/// (`sched::spec::starved`, the same rule `schedsim` applies), one message each naming the
+/// domain: a run never claims success for a domain it starved. Domains are matched to the
+/// plan by name; the interval is the `run` record's `duration_ns`.
+pub fn starved(records: &[Value], plan: &[sched::spec::DomainPlan]) -> Vec<String> {
+    let Some(run) = first(records, "run") else {
+        return Vec::new(); // reported elsewhere
+    };
+    let duration_ns = run["duration_ns"].as_u64().unwrap_or(0);
+    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    records
+        .iter()
+        .filter(|r| r["kind"] == "domain" && r["exit"] == "ok")
+        .filter_map(|d| {
+            let p = plan.iter().find(|p| d["name"] == p.name.as_str())?;
+            let got = sched::spec::Progress {
+                cpu_ns: num(d, "cpu_ns"),
+                wait_ns: num(d, "wait_ns"),
+                wakeups: num(d, "wakeups"),
+            };
+            sched::spec::starved(p, duration_ns, &got, true)
+        })
+        .collect()
+}
+
+/// The starved domains in a few lines: the first three in full, then how many more and
+/// their names (a short run of 1024 domains may starve hundreds).
+pub fn starved_summary(starved: &[String]) -> Vec<String> {
+    const FULL: usize = 3;
+    const NAMED: usize = 20;
+    let mut out: Vec<String> = starved.iter().take(FULL).cloned().collect();
+    if starved.len() > FULL {
+        let rest = &starved[FULL..];
+        // Each message starts with "domain `NAME`".
+        let names: Vec<&str> = rest
+            .iter()
+            .filter_map(|m| m.split('`').nth(1))
+            .take(NAMED)
+            .collect();
+        let more = if rest.len() > NAMED { ", ..." } else { "" };
+        out.push(format!(
+            "{} more domains were starved likewise: {}{more}",
+            rest.len(),
+            names.join(", ")
+        ));
+    }
+    out
+}
+
 /// Nanoseconds as a short human figure.
 pub fn human_ns(ns: u64) -> String {
     match ns {
@@ -250,6 +299,88 @@ mod tests {
         assert_eq!(r.malformed(), ["not json"]);
         assert_eq!(first(r.records(), "exit").unwrap()["cause"], "hypervisor");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The plan of a spec's `[[domain]]` groups (TOML after the first `[[domain]]`).
+    fn plan(groups: &str) -> Vec<sched::spec::DomainPlan> {
+        let text = format!("name = \"t\"\nduration_ms = 1000\n[[domain]]\n{groups}");
+        sched::spec::Spec::from_str(&text, "t.toml").unwrap().plan()
+    }
+
+    fn domain(name: &str, workload: &str, cpu_ns: u64, wakeups: u64, exit: &str) -> Value {
+        json!({"kind":"domain","name":name,"workload":workload,"cpu_ns":cpu_ns,
+               "wait_ns":900_000_000u64,"wakeups":wakeups,"exit":exit})
+    }
+
+    #[test]
+    fn starved_domains_fail_the_run_by_name() {
+        let plan = plan(
+            "name = \"w\"\ncount = 2\nworkload = \"cpu\"\n\
+             [[domain]]\nname = \"lat\"\nworkload = \"latency\"\n\
+             [[domain]]\nname = \"idle\"\nworkload = \"cpu\"\nexpect_progress = false\n\
+             [[domain]]\nname = \"cli\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"",
+        );
+        let run = json!({"kind":"run","duration_ns":1_000_000_000u64});
+        let good = vec![
+            run.clone(),
+            domain("w0", "cpu", 400_000_000, 0, "ok"),
+            domain("w1", "cpu", 400_000_000, 0, "ok"),
+            domain("lat0", "latency", 30_000_000, 950, "ok"),
+            domain("idle0", "cpu", 0, 0, "ok"),
+            domain(
+                "cli0",
+                "hostile-priv",
+                0,
+                0,
+                "killed: privileged instruction at 0x401000",
+            ),
+        ];
+        assert!(
+            starved(&good, &plan).is_empty(),
+            "{:?}",
+            starved(&good, &plan)
+        );
+        let mut bad = good.clone();
+        bad[2] = domain("w1", "cpu", 0, 0, "ok");
+        bad[3] = domain("lat0", "latency", 30_000_000, 0, "ok");
+        let found = starved(&bad, &plan);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("domain `w1` (cpu) got no CPU time"),
+            "{}",
+            found[0]
+        );
+        assert!(found[0].contains("runnable for 900.0 ms"), "{}", found[0]);
+        assert!(
+            found[1].starts_with("domain `lat0` (latency) never woke"),
+            "{}",
+            found[1]
+        );
+        // A domain that already failed its expectation is reported by Domain0, not here.
+        bad[2] = domain(
+            "w1",
+            "cpu",
+            0,
+            0,
+            "killed: page fault at 0x0 (rip 0x401000)",
+        );
+        assert_eq!(starved(&bad, &plan).len(), 1);
+        // Without a run record there is no interval to judge.
+        assert!(starved(&bad[1..], &plan).is_empty());
+        // Hundreds of them: three in full, then the count and some names.
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("domain `w{i}` (cpu) got none"))
+            .collect();
+        let lines = starved_summary(&many);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], "domain `w0` (cpu) got none");
+        assert!(
+            lines[3].starts_with("97 more domains were starved likewise: w3, w4,"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[3].ends_with("w22, ..."), "{}", lines[3]);
+        assert_eq!(starved_summary(&many[..2]).len(), 2);
     }
 
     #[test]

@@ -165,6 +165,50 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             field: "sched.policy",
         },
     ));
+    // Limits the hypervisor or Domain0 would only hit after boot (sched::limits): refused
+    // before it, naming the field.
+    let with_group = |group: &str| good.replace("name = \"w\"\nworkload = \"cpu\"\n", group);
+    for (file, field, text) in [
+        (
+            "long-name.toml",
+            "domain[0].name",
+            with_group(&format!(
+                "name = \"{}\"\ncount = 11\nworkload = \"cpu\"\n",
+                "w".repeat(31)
+            )),
+        ),
+        (
+            "small-memory.toml",
+            "domain[0].memory_kib",
+            with_group("name = \"w\"\nworkload = \"cpu\"\nvcpus = 64\n"),
+        ),
+        (
+            "vcpus-in-all.toml",
+            "6400 vCPUs in all",
+            with_group(
+                "name = \"w\"\ncount = 100\nworkload = \"cpu\"\nvcpus = 64\nmemory_kib = 8192\n",
+            ),
+        ),
+        (
+            "small-machine.toml",
+            "machine.memory_mib",
+            with_group("name = \"w\"\ncount = 100\nworkload = \"cpu\"\nvcpus = 4\n")
+                .replace("cpus = 2\n", "cpus = 2\nmemory_mib = 64\n"),
+        ),
+        (
+            "fifo-hogs.toml",
+            "never preempts",
+            with_group("name = \"w\"\ncount = 4\nworkload = \"cpu\"\n")
+                .replace("\"rr\"", "\"fifo\""),
+        ),
+    ] {
+        let bad = spec(file, &text)?;
+        cases.push(case(
+            format!("bad-spec/{}", file.trim_end_matches(".toml")),
+            &["--accel", "tcg", &bad],
+            Expect::BadInput { field },
+        ));
+    }
     cases.push(case(
         "bad-flag/--sched",
         &["--sched", "lottery"],
