@@ -116,6 +116,8 @@ pub const CASES: &[Case] = &[
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),
     ok("args-edges"),
+    ok("pt-bounded"),
+    ok("pt-bypass"),
     // Long operations (xtf-preempt).
     ok("pt-preempt"),
     ok("pt-unlink"),

@@ -5,7 +5,9 @@
 //!
 //! | case | name | act | right ending |
 //! |---|---|---|---|
-//! | 0 | pt-bits | on tables of its own (L4 entry 100 down to a data page), each of bits 0-11 and 52-63 toggled in a valid entry at every level: accepted exactly when the ABI allows the bit (`abi::mm::pte::GUEST_ALLOWED`, user bit required, no superpage), refused ones leave the entry as it was | SUCCESS |
+//! | 0 | pt-bits | on tables of its own (L4 entry 100 down to a data page), each of bits 0-11 and 52-63 toggled in a valid entry at every level: accepted exactly when the ABI allows the bit (`abi::mm::pte::GUEST_ALLOWED`, user bit required, no superpage, and no present bit cleared on the only link to a table that is not empty), refused ones leave the entry as it was | SUCCESS |
+//! | 19 | pt-bypass | a tree built top-down within the rules (an L3, an L2, then as many L1 tables as the page-table quota allows, each filled with 512 entries by `mmu_update`), then the L3's only link replaced by itself with the present bit cleared: refused, or else the time that one update took to devalidate it all is printed; torn down bottom-up either way (needs `memory_kib` >= 4096) | SUCCESS |
+//! | 18 | pt-bounded | the only link to a table that is not empty dropped by writing 0, by clearing only the present bit, and by clearing it along with other bits: each refused (a table loses its last link only once empty, so no update devalidates more than one table); then the tree torn down bottom-up | SUCCESS |
 //! | 1 | pt-linear | self-maps and cross-level links: an L3, L2 or L1 entry pointing at its own table, an L2 entry at the L3 above it, an L3 entry at the root; an L1 entry mapping its own table read-only is allowed, writable is not | SUCCESS |
 //! | 2 | pt-writable | every page table of its own (those in the window and those it built) mapped writable, through `mmu_update` and `update_va_mapping`, and granted read-write to Domain0: refused; the shared-info page granted: refused | SUCCESS |
 //! | 3 | pt-batch | interleaved batches: a frame mapped writable then linked as a table in one batch (the second refused, the first kept), 512 updates mapping and unmapping one page (all applied), 513 updates and 0 updates (refused) | SUCCESS |
@@ -19,7 +21,7 @@
 //! | 11 | callback-return-wild | `callback_return` with a frame in the hypervisor's half | killed: bad event upcall |
 //! | 12 | callback-return-noncanonical | `callback_return` with a saved RIP of 0x0000_8000_0000_0000 | killed: bad event upcall |
 //! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
-//! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set), then unlinked in one call | SUCCESS if the machine survives |
+//! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set, until a quota on page tables refuses with `NoMem`), then unlinked in one call | SUCCESS if the machine survives |
 //! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
 //! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
@@ -75,6 +77,8 @@ fn main(vcpu: usize) -> u64 {
         15 => validate_bomb(Bomb::Unlink),
         16 => validate_bomb(Bomb::Teardown),
         17 => args_edges(),
+        18 => pt_bounded(),
+        19 => pt_bypass(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -138,10 +142,16 @@ fn pt_bits() -> u64 {
         for bit in (0..12).chain(52..64) {
             let val = valid ^ (1u64 << bit);
             let present = val & pte::PRESENT != 0;
-            let allowed = !present
-                || (val & !pte::GUEST_ALLOWED == 0
+            // Clearing P of an L4, L3 or L2 entry drops the only link to a table that is
+            // not empty: refused (bounded work: a table loses its last link only once
+            // empty), whatever else the entry still holds.
+            let allowed = if present {
+                val & !pte::GUEST_ALLOWED == 0
                     && val & pte::USER != 0
-                    && !(matches!(level, 2 | 3) && val & pte::HUGE_OR_PAT != 0));
+                    && !(matches!(level, 2 | 3) && val & pte::HUGE_OR_PAT != 0)
+            } else {
+                level == 1
+            };
             let got = update(at, val);
             let ok = if allowed {
                 got == Ok(1)
@@ -154,9 +164,10 @@ fn pt_bits() -> u64 {
             );
             // Refused: the entry must be as it was; accepted: put it back.
             if got.is_ok() {
+                let back = update(at, valid);
                 c.that(
-                    format_args!("L{level} entry restored after bit {bit}"),
-                    update(at, valid) == Ok(1),
+                    format_args!("L{level} entry restored after bit {bit}: {back:?}"),
+                    back == Ok(1),
                 );
             } else if level < 4 {
                 let table = if level == 1 {
@@ -1099,17 +1110,31 @@ fn validate_bomb(mode: Bomb) -> u64 {
         ok = fill_words(l3, core::iter::repeat(0)).is_ok()
             && update(root + SCRATCH_L4 * 8, (l3 << 12) | link).is_ok();
         let mut longest = 0;
+        let mut linked = 0;
+        let mut refused = None;
         for (j, &l2) in l2s.iter().enumerate() {
             let t = time::now_ns();
-            ok &= update((l3 << 12) + j as u64 * 8, (l2 << 12) | link).is_ok();
+            let got = update((l3 << 12) + j as u64 * 8, (l2 << 12) | link);
             longest = longest.max(time::now_ns() - t);
+            match got {
+                Ok(_) => linked += 1,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
         }
         println!(
-            "linked one L2 at a time in {} ms (longest call {} ms)",
+            "linked {linked} L2 tables one at a time in {} ms (longest call {} ms), then {refused:?}",
             (time::now_ns() - t0) / 1_000_000,
             longest / 1_000_000
         );
-        c.that(format_args!("the tree linked in steps"), ok);
+        // All of them, or up to a quota on page tables (NoMem).
+        c.that(format_args!("the empty L3 linked"), ok);
+        c.that(
+            format_args!("linking in steps: {linked} linked, then {refused:?}"),
+            matches!(refused, None | Some(Errno::NoMem)),
+        );
         if mode == Bomb::Teardown {
             // Its teardown, when Domain0 destroys it, releases the whole tree.
             return c.verdict();
@@ -1137,16 +1162,18 @@ fn validate_bomb(mode: Bomb) -> u64 {
         (t1 - t0) / 1_000_000,
         (t2 - t1) / 1_000_000
     );
+    // Linked, or refused (a quota on page tables: NoMem; or Busy, TooBig).
     c.one_of(
         "linking the tree",
         linked,
-        &[Ok(1), Err(Errno::Busy), Err(Errno::TooBig)],
+        &[
+            Ok(1),
+            Err(Errno::NoMem),
+            Err(Errno::Busy),
+            Err(Errno::TooBig),
+        ],
     );
-    c.eq(
-        "unlinking it",
-        unlinked,
-        if linked.is_ok() { Ok(1) } else { Ok(0) },
-    );
+    c.eq("unlinking it", unlinked, Ok(1));
     c.verdict()
 }
 
@@ -1257,5 +1284,126 @@ fn args_edges() -> u64 {
         Err(e) => return xtf::error("args-edges", format_args!("a frame: {e:?}")),
     }
     println!("{oks} edge calls succeeded");
+    c.verdict()
+}
+
+fn pt_bounded() -> u64 {
+    let mut c = Checks::new("pt-bounded");
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error("pt-bounded", format_args!("building tables: {e:?}")),
+    };
+    let root = pagetable::root();
+    for (level, at, old) in [
+        (4, root + SCRATCH_L4 * 8, s.l3 | LINK),
+        (3, s.l3, s.l2 | LINK),
+        (2, s.l2, s.l1 | LINK),
+    ] {
+        for (how, val) in [
+            ("0", 0),
+            ("the present bit cleared", old & !pte::PRESENT),
+            (
+                "the present and writable bits cleared",
+                old & !(pte::PRESENT | pte::WRITABLE),
+            ),
+            (
+                "the present bit cleared, NX set",
+                (old & !pte::PRESENT) | pte::NO_EXECUTE,
+            ),
+        ] {
+            let got = update(at, val);
+            c.that(
+                format_args!(
+                    "L{level} link to a table in use replaced by {how}: {got:?}, want refused"
+                ),
+                got.is_err(),
+            );
+            if got.is_ok() {
+                // Put it back as it was if the hypervisor lets it (it may not: the table
+                // below was devalidated whole).
+                let back = update(at, old);
+                println!("  linked again: {back:?}");
+            }
+        }
+    }
+    // Bottom-up, each step empties a table before its last link goes.
+    c.eq("the data page unmapped", update(s.l1, 0), Ok(1));
+    c.eq("the L1 unlinked", update(s.l2, 0), Ok(1));
+    c.eq("the L2 unlinked", update(s.l3, 0), Ok(1));
+    c.eq("the L3 unlinked", update(root + SCRATCH_L4 * 8, 0), Ok(1));
+    c.verdict()
+}
+
+fn pt_bypass() -> u64 {
+    const CASE: &str = "pt-bypass";
+    let mut c = Checks::new(CASE);
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
+    };
+    let root = pagetable::root();
+    let ro = pagetable::leaf(s.data, false);
+    // L1 tables: link an empty one into the L2, fill it, until the quota says no.
+    static mut L1S: [u64; 512] = [0; 512];
+    // SAFETY: vCPU 0 alone runs this case, once.
+    let l1s = unsafe { &mut *core::ptr::addr_of_mut!(L1S) };
+    l1s[0] = s.l1;
+    let mut n = 1;
+    let mut fill = [MmuUpdate::default(); 512];
+    let t0 = time::now_ns();
+    while n < 512 {
+        let Ok(f) = xtf::take_frame() else { break };
+        if update(s.l2 + n as u64 * 8, (f << 12) | LINK).is_err() {
+            let _ = hypercall::decrease_reservation(&[f]);
+            break;
+        }
+        for (i, u) in fill.iter_mut().enumerate() {
+            *u = MmuUpdate {
+                ptr: (f << 12) + i as u64 * 8,
+                val: ro,
+            };
+        }
+        // SAFETY: fills a table of its own with read-only mappings of its own data frame.
+        if unsafe { hypercall::mmu_update(&fill) } != Ok(512) {
+            return xtf::error(CASE, format_args!("filling L1 table {n}"));
+        }
+        l1s[n] = f;
+        n += 1;
+    }
+    println!(
+        "{n} L1 tables of 512 entries built top-down in {} ms",
+        (time::now_ns() - t0) / 1_000_000
+    );
+    let t1 = time::now_ns();
+    let got = update(root + SCRATCH_L4 * 8, (s.l3 | LINK) & !pte::PRESENT);
+    let took = time::now_ns() - t1;
+    println!(
+        "the L3's only link with the present bit cleared: {got:?} in {} ms ({} entries below it)",
+        took / 1_000_000,
+        n * 512
+    );
+    c.that(
+        format_args!(
+            "dropping the link to a tree in use by clearing its present bit: {got:?}, want refused"
+        ),
+        got.is_err(),
+    );
+    if got.is_err() {
+        // Bottom-up: empty each L1, unlink it, then the L2, the L3.
+        let mut ok = true;
+        for (k, &f) in l1s[..n].iter().enumerate() {
+            for (i, u) in fill.iter_mut().enumerate() {
+                *u = MmuUpdate {
+                    ptr: (f << 12) + i as u64 * 8,
+                    val: 0,
+                };
+            }
+            // SAFETY: unmaps its own read-only mappings.
+            ok &= unsafe { hypercall::mmu_update(&fill) }.is_ok();
+            ok &= update(s.l2 + k as u64 * 8, 0).is_ok();
+        }
+        ok &= update(s.l3, 0).is_ok() && update(root + SCRATCH_L4 * 8, 0).is_ok();
+        c.that(format_args!("the tree torn down bottom-up"), ok);
+    }
     c.verdict()
 }
