@@ -1350,7 +1350,7 @@ fn pt_bypass() -> u64 {
     static mut L1S: [u64; 512] = [0; 512];
     // SAFETY: vCPU 0 alone runs this case, once.
     let l1s = unsafe { &mut *core::ptr::addr_of_mut!(L1S) };
-    l1s[0] = s.l1;
+    l1s[0] = s.l1 >> 12;
     let mut n = 1;
     let mut fill = [MmuUpdate::default(); 512];
     let t0 = time::now_ns();
@@ -1402,11 +1402,18 @@ fn pt_bypass() -> u64 {
                 };
             }
             // SAFETY: unmaps its own read-only mappings.
-            ok &= unsafe { hypercall::mmu_update(&fill) }.is_ok();
-            ok &= update(s.l2 + k as u64 * 8, 0).is_ok();
+            let emptied = unsafe { hypercall::mmu_update(&fill) };
+            let unlinked = update(s.l2 + k as u64 * 8, 0);
+            if ok && (emptied.is_err() || unlinked.is_err()) {
+                println!("L1 table {k}: emptied {emptied:?}, unlinked {unlinked:?}");
+                ok = false;
+            }
         }
-        ok &= update(s.l3, 0).is_ok() && update(root + SCRATCH_L4 * 8, 0).is_ok();
-        c.that(format_args!("the tree torn down bottom-up"), ok);
+        let (l2, l3) = (update(s.l3, 0), update(root + SCRATCH_L4 * 8, 0));
+        c.that(
+            format_args!("the tree torn down bottom-up (L2 unlinked {l2:?}, L3 {l3:?})"),
+            ok && l2.is_ok() && l3.is_ok(),
+        );
     }
     c.verdict()
 }
