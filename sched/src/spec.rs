@@ -185,6 +185,43 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
               other's grants and event channels (each misuse must fail), then exiting; \
               work = 1 once every check passed",
     },
+    WorkloadInfo {
+        name: "hostile-ring",
+        args: &[("case", 0)],
+        doc: "the XTF-style suite's ring transitions: compatibility mode and MSR_CSTAR, RFLAGS \
+              (NT, TF, AC, DF), the sysret hole, int N, ring-0 and UMIP instructions, segment \
+              loads, upcalls to a bad stack; `case` picks one (workloads/src/bin/hostile-ring.rs)",
+    },
+    WorkloadInfo {
+        name: "hostile-pt",
+        args: &[("case", 0)],
+        doc: "the XTF-style suite's page tables (every PTE bit at every level, self-maps, \
+              tables made writable, batches, VA 0, a stale TLB), hypercall arguments (numbers, \
+              wild pointers, huge lengths), fresh frames scrubbed; `case` picks one \
+              (workloads/src/bin/hostile-pt.rs)",
+    },
+    WorkloadInfo {
+        name: "hostile-sched",
+        args: &[("case", 0), ("rounds", 100_000)],
+        doc: "the XTF-style suite's scheduler abuse (timer, yield, block and VIRQ storms, poll \
+              after a fired timer) and exhaustion (ports, grants, memory); `case` picks one, \
+              `rounds` sizes the storms (workloads/src/bin/hostile-sched.rs)",
+    },
+    WorkloadInfo {
+        name: "hostile-pair",
+        args: &[("case", 0), ("role", 0), ("rounds", 100_000)],
+        doc: "the XTF-style suite's two-domain cases: A (role 0) and B (role 1, the domain after \
+              it): an event flood, a port and a grant reference reused under the peer, segment \
+              selectors left for the next domain on a CPU; `case` picks one \
+              (workloads/src/bin/hostile-pair.rs)",
+    },
+    WorkloadInfo {
+        name: "hostile-regs",
+        args: &[("role", 0)],
+        doc: "the XTF-style suite's register leak: role 0 fills every register and selector and \
+              spins and yields; role 1 checks what each of its vCPUs got at entry, restarting \
+              vCPU 1 twenty times (workloads/src/bin/hostile-regs.rs)",
+    },
 ];
 
 /// The workload called `name`.

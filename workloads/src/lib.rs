@@ -35,6 +35,7 @@ pub mod split;
 pub mod time;
 pub mod upcall;
 pub mod work;
+pub mod xtf;
 
 #[cfg(not(test))]
 mod mem;

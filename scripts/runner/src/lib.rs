@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod xtf;
+
 /// The `runner` binary next to the running tool (cargo builds them into one directory).
 pub fn sibling_runner() -> PathBuf {
     std::env::current_exe()
@@ -26,9 +28,17 @@ pub struct Run {
 
 /// Runs `runner --no-build --quiet --out OUT ARGS...` to its end.
 pub fn invoke(runner: &Path, out: &Path, args: &[String]) -> Run {
+    invoke_with(runner, out, args, true)
+}
+
+/// Runs `runner --no-build [--quiet] --out OUT ARGS...` to its end; without `quiet` the
+/// output holds the hypervisor's log, guests' console lines included.
+pub fn invoke_with(runner: &Path, out: &Path, args: &[String], quiet: bool) -> Run {
     let start = Instant::now();
     let result = Command::new(runner)
-        .args(["--no-build", "--quiet", "--out"])
+        .arg("--no-build")
+        .args(quiet.then_some("--quiet"))
+        .arg("--out")
         .arg(out)
         .args(args)
         .output();

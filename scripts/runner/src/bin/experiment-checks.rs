@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use runner::{first, invoke, read_records, show_failure, sibling_runner};
+use runner::{first, invoke_with, read_records, show_failure, sibling_runner};
 use serde_json::Value;
 
 /// A check of one results file.
@@ -34,6 +34,9 @@ enum Also {
     Trace,
     /// Run the same spec and flags in schedsim and compare each domain's share.
     Schedsim,
+    /// Run with the hypervisor's log and judge every case of the XTF-style suite by its
+    /// ending and its console line (`runner::xtf`).
+    Xtf,
 }
 
 /// The trace is valid trace JSON, run intervals on a CPU never overlap, and each domain's
@@ -585,6 +588,12 @@ fn grant_misuse_refused(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// A run of the XTF-style suite wrote its run record (the cases are judged by `Also::Xtf`).
+fn suite_ran(records: &[Value]) -> Result<String, String> {
+    let run = first(records, "run").ok_or("no run record")?;
+    Ok(format!("{} domains", num(run, "domains")))
+}
+
 /// Churn (`churn.toml`): Domain0's own checks passed (the exit status says every check found
 /// the frames, ports, grants, mappings and heap exactly at their baseline), and its `bench`
 /// records show that the run did what it is for: every lifetime of the spec, each way of
@@ -898,6 +907,16 @@ fn cases() -> Vec<Case> {
         );
     }
     add("churn".into(), vec![&spec("churn")], churn_back_at_baseline);
+    // The XTF-style hostile suite (scripts/runner/src/xtf.rs says what each case must end as;
+    // `target/release/xtf` runs them one at a time).
+    for suite in ["ring", "int", "mem", "sched", "isolation", "preempt"] {
+        with(
+            format!("xtf/{suite}"),
+            vec![&spec(&format!("xtf-{suite}"))],
+            suite_ran,
+            Also::Xtf,
+        );
+    }
     out
 }
 
@@ -945,7 +964,7 @@ fn main() -> ExitCode {
         if c.also == Also::Trace {
             args.extend(["--trace".to_string(), trace.display().to_string()]);
         }
-        let run = invoke(&runner, &out, &args);
+        let run = invoke_with(&runner, &out, &args, c.also != Also::Xtf);
         let verdict = match run.status {
             Some(0) => read_records(&out).and_then(|r| {
                 let note = (c.check)(&r)?;
@@ -953,9 +972,17 @@ fn main() -> ExitCode {
                     Also::Nothing => return Ok(note),
                     Also::Trace => trace_matches(&r, &trace)?,
                     Also::Schedsim => matches_schedsim(&r, &c.args, &out)?,
+                    Also::Xtf => runner::xtf::verdict(&r, &run.output)?,
                 };
                 Ok(format!("{note}; {more}"))
             }),
+            // The suite's cases say which of them made the run fail.
+            status if c.also == Also::Xtf => Err(format!(
+                "exit status {status:?}, expected 0; {}",
+                read_records(&out)
+                    .and_then(|r| runner::xtf::verdict(&r, &run.output))
+                    .unwrap_or_else(|e| e)
+            )),
             status => Err(format!("exit status {status:?}, expected 0")),
         };
         match verdict {

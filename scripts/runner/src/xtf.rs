@@ -1,0 +1,349 @@
+//! The XTF-style hostile suite's expectations (scripts/experiments/xtf-*.toml, guests in
+//! workloads/src/bin/hostile-{ring,pt,sched,pair,regs}.rs) and the reading of a run of it.
+//!
+//! Every case is a group of a spec, named after the case. A guest reports one of XTF's four
+//! outcomes on the console (`[<domain>] xtf: <case>: SUCCESS|FAILURE|ERROR|SKIP: ...`, see
+//! `workloads::xtf`) and ends accordingly; a case whose right ending is a kill says so only by
+//! being killed. A case holds when its domains end as [`CASES`] says:
+//! - [`Want::Success`]: the domain ended `ok` and printed `SUCCESS` (or `SKIP`, which is
+//!   reported): `ok` alone is not enough, since a guest stuck in a call that never returns is
+//!   `ok` too;
+//! - [`Want::Killed`]: the domain was killed by the hypervisor, with a reason starting with the
+//!   given text (never `crashed`, which is a guest's own FAILURE or ERROR exit).
+//!
+//! The bystanders (`by-cpu`, `by-lat`) must have progressed: the CPU hog did work, the latency
+//! domain woke up at least [`MIN_WAKEUPS`] times in the interval (about 190 next to three CPU
+//! hogs under TCG, 0 when a timer flood silenced it).
+
+use serde_json::Value;
+
+/// What a case must end as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Ends `ok` with `SUCCESS` (or `SKIP`) on the console.
+    Success,
+    /// Killed by the hypervisor; the reason starts with this (empty: any reason).
+    Killed(&'static str),
+}
+
+/// One case: its group name, what it must end as, and the group it runs with when run
+/// alone (the first group of a pair; itself otherwise).
+pub struct Case {
+    pub group: &'static str,
+    pub want: Want,
+    pub unit: &'static str,
+}
+
+const fn ok(group: &'static str) -> Case {
+    Case {
+        group,
+        want: Want::Success,
+        unit: group,
+    }
+}
+
+const fn killed(group: &'static str, reason: &'static str) -> Case {
+    Case {
+        group,
+        want: Want::Killed(reason),
+        unit: group,
+    }
+}
+
+const fn with(group: &'static str, want: Want, unit: &'static str) -> Case {
+    Case { group, want, unit }
+}
+
+/// Every case of the suite.
+pub const CASES: &[Case] = &[
+    // Ring transitions (xtf-ring, xtf-int).
+    killed("compat-syscall", ""),
+    killed("compat-ring0", ""),
+    killed("compat-int80", ""),
+    killed("iret-compat", ""),
+    ok("nt-yield"),
+    ok("nt-calls"),
+    ok("flags"),
+    killed("tf", "exception 1 "),
+    killed("sysret-null", ""),
+    killed("sysret-block", ""),
+    killed("int3", ""),
+    killed("into", "exception 6 "),
+    killed("icebp", "exception "),
+    killed("swapgs", "privileged instruction"),
+    killed("sysret", "privileged instruction"),
+    // #GP on real CPUs; QEMU 7.2 pops the frame with a supervisor access, which SMAP refuses
+    // with a page fault on the guest's stack (a legitimate ring-3 `iretq` dies the same way).
+    killed("iret-ring0", ""),
+    killed("iret-noncanonical", ""),
+    killed("mov-dr7", "privileged instruction"),
+    killed("mov-dr6", "privileged instruction"),
+    killed("lgdt", "privileged instruction"),
+    killed("lidt", "privileged instruction"),
+    killed("ltr", "privileged instruction"),
+    killed("sgdt", "privileged instruction"),
+    killed("sidt", "privileged instruction"),
+    killed("sldt", "privileged instruction"),
+    killed("str", "privileged instruction"),
+    killed("smsw", "privileged instruction"),
+    ok("seg-loads"),
+    killed("seg-bad", ""),
+    killed("sysenter", ""),
+    killed("upcall-unmapped", "bad event upcall"),
+    killed("upcall-readonly", "bad event upcall"),
+    killed("upcall-kernel", "bad event upcall"),
+    killed("upcall-noncanonical", "bad event upcall"),
+    killed("upcall-hypercall", "bad event upcall"),
+    killed("upcall-idle", "bad event upcall"),
+    killed("wrmsr", "privileged instruction"),
+    killed("invlpg", "privileged instruction"),
+    killed("tf-syscall", "exception 1 "),
+    killed("tf-movss-syscall", "exception 1 "),
+    killed("int", ""),
+    // Page tables, hypercall arguments, fresh memory (xtf-mem).
+    ok("pt-bits"),
+    ok("pt-linear"),
+    ok("pt-writable"),
+    ok("pt-batch"),
+    ok("pt-va0"),
+    ok("hcall-numbers"),
+    ok("hcall-pointers"),
+    ok("hcall-lengths"),
+    ok("fresh-frames"),
+    with("dirty", Want::Success, "fresh-frames"),
+    killed("stale-tlb", "page fault"),
+    killed("callback-return-wild", "bad event upcall"),
+    killed("callback-return-noncanonical", "bad event upcall"),
+    ok("callback-return-flags"),
+    ok("args-edges"),
+    ok("pt-bounded"),
+    ok("pt-bypass"),
+    // Long operations (xtf-preempt).
+    ok("pt-preempt"),
+    ok("pt-unlink"),
+    ok("pt-teardown"),
+    // Scheduler abuse, exhaustion, lifetimes (xtf-sched).
+    ok("timer-storm"),
+    ok("poll-after-fired"),
+    ok("yield-storm"),
+    ok("block-storm"),
+    ok("exhaust-ports"),
+    ok("exhaust-grants"),
+    ok("exhaust-memory"),
+    ok("virq-flood"),
+    ok("timer-edges"),
+    ok("console-flood"),
+    ok("shutdown-race"),
+    killed("kill-race", "exception 6 "),
+    ok("flood-a"),
+    with("flood-b", Want::Success, "flood-a"),
+    ok("port-aba-a"),
+    with("port-aba-b", Want::Success, "port-aba-a"),
+    ok("grant-aba-a"),
+    with("grant-aba-b", Want::Success, "grant-aba-a"),
+    // What one domain leaves on a CPU (xtf-isolation).
+    ok("sel-a"),
+    with("sel-b", Want::Success, "sel-a"),
+    ok("regs-filler"),
+    with("regs-check", Want::Success, "regs-filler"),
+];
+
+/// The groups of a spec that are not cases.
+pub const BYSTANDERS: &[&str] = &["by-cpu", "by-lat"];
+
+/// Fewest wake-ups of the latency bystander in the measured interval.
+pub const MIN_WAKEUPS: u64 = 20;
+
+/// The case of group `group`.
+pub fn case(group: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.group == group)
+}
+
+/// How one domain of a case ended, read from its record and the console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub domain: String,
+    pub group: String,
+    /// The record's `exit`.
+    pub exit: String,
+    /// The outcome word of its last `xtf:` line (SUCCESS, FAILURE, ERROR, SKIP), if any.
+    pub said: Option<String>,
+    /// Whether this is what the case must end as.
+    pub held: bool,
+    /// Why not, or a note (SKIP).
+    pub why: String,
+}
+
+/// The outcome word of domain `name`'s last `xtf:` console line, with the line.
+fn last_word<'a>(console: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
+    let tag = format!("[{name}] xtf: ");
+    console.lines().rev().find_map(|line| {
+        let rest = &line[line.find(&tag)? + tag.len()..];
+        // `<case>: <WORD>: <detail>`
+        let mut parts = rest.splitn(3, ": ");
+        let _case = parts.next()?;
+        let word = parts.next()?;
+        ["SUCCESS", "FAILURE", "ERROR", "SKIP"]
+            .contains(&word)
+            .then_some((word, rest))
+    })
+}
+
+/// How every case domain of a run ended (bystanders left out); an error for a group that is
+/// neither a case nor a bystander.
+pub fn outcomes(records: &[Value], console: &str) -> Result<Vec<Outcome>, String> {
+    let mut out = Vec::new();
+    for d in records.iter().filter(|r| r["kind"] == "domain") {
+        let group = d["group"].as_str().unwrap_or("");
+        if BYSTANDERS.contains(&group) {
+            continue;
+        }
+        let c = case(group).ok_or(format!("group `{group}` is not a case of the suite"))?;
+        let name = d["name"].as_str().unwrap_or("").to_string();
+        let exit = d["exit"].as_str().unwrap_or("").to_string();
+        let said = last_word(console, &name);
+        let (held, why) = match c.want {
+            Want::Success => match (exit.as_str(), said) {
+                ("ok", Some(("SUCCESS", _))) => (true, String::new()),
+                ("ok", Some(("SKIP", line))) => (true, format!("skipped: {line}")),
+                ("ok", None) => (false, "ended ok but never reported (stuck?)".into()),
+                (_, Some((_, line))) => (false, format!("ended `{exit}`: {line}")),
+                (_, None) => (false, format!("ended `{exit}`")),
+            },
+            Want::Killed(reason) => {
+                let want = format!("killed: {reason}");
+                if exit.starts_with(&want) && !exit.starts_with("killed: crashed") {
+                    (true, String::new())
+                } else {
+                    let line = said.map_or(String::new(), |(_, l)| format!(": {l}"));
+                    (false, format!("ended `{exit}`, expected `{want}...`{line}"))
+                }
+            }
+        };
+        out.push(Outcome {
+            domain: name,
+            group: group.to_string(),
+            exit,
+            said: said.map(|(w, _)| w.to_string()),
+            held,
+            why,
+        });
+    }
+    Ok(out)
+}
+
+/// The bystanders progressed: the CPU hog did work, the latency domain woke up.
+pub fn bystanders_progressed(records: &[Value]) -> Result<String, String> {
+    let num = |d: &Value, k: &str| d[k].as_u64().unwrap_or(0);
+    let mut note = Vec::new();
+    for d in records.iter().filter(|r| r["kind"] == "domain") {
+        match d["group"].as_str() {
+            Some("by-cpu") if num(d, "work") == 0 => {
+                return Err(format!("the CPU bystander {} did no work", d["name"]));
+            }
+            Some("by-cpu") => note.push(format!("by-cpu work {}", num(d, "work"))),
+            Some("by-lat") if num(d, "wakeups") < MIN_WAKEUPS => {
+                return Err(format!(
+                    "the latency bystander {} woke up {} times, fewer than {MIN_WAKEUPS}",
+                    d["name"],
+                    num(d, "wakeups")
+                ));
+            }
+            Some("by-lat") => note.push(format!("by-lat {} wake-ups", num(d, "wakeups"))),
+            _ => {}
+        }
+    }
+    Ok(note.join(", "))
+}
+
+/// Every case of a run ended as it must and the bystanders progressed; the note says how
+/// many held and which were skipped.
+pub fn verdict(records: &[Value], console: &str) -> Result<String, String> {
+    let all = outcomes(records, console)?;
+    if all.is_empty() {
+        return Err("no case has a record: the run stopped before Domain0 wrote them".into());
+    }
+    let wrong: Vec<String> = all
+        .iter()
+        .filter(|o| !o.held)
+        .map(|o| format!("{}: {}", o.domain, o.why))
+        .collect();
+    if !wrong.is_empty() {
+        return Err(format!(
+            "{} of {} cases wrong: {}",
+            wrong.len(),
+            all.len(),
+            wrong.join("; ")
+        ));
+    }
+    let by = bystanders_progressed(records)?;
+    let skipped = all
+        .iter()
+        .filter(|o| o.said.as_deref() == Some("SKIP"))
+        .count();
+    Ok(format!(
+        "{} cases held ({skipped} skipped); {by}",
+        all.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, group: &str, exit: &str) -> Value {
+        serde_json::json!({"kind": "domain", "name": name, "group": group, "exit": exit,
+                           "work": 5, "wakeups": 100})
+    }
+
+    #[test]
+    fn success_needs_the_console_line() {
+        let r = [rec("nt-yield0", "nt-yield", "ok")];
+        let o = outcomes(&r, "").unwrap();
+        assert!(!o[0].held, "ok without SUCCESS is a stuck guest");
+        let console = "[ 0.1] cpu0 INFO  [nt-yield0] xtf: nt-yield: SUCCESS: 2 checks held\n";
+        assert!(outcomes(&r, console).unwrap()[0].held);
+        let console = "[nt-yield0] xtf: nt-yield: FAILURE: 1 of 2 checks went wrong\n";
+        assert!(!outcomes(&r, console).unwrap()[0].held);
+        // Another domain's line does not count.
+        let console = "[nt-yield1] xtf: nt-yield: SUCCESS: 2 checks held\n";
+        assert!(!outcomes(&r, console).unwrap()[0].held);
+    }
+
+    #[test]
+    fn kills_need_the_reason_and_never_a_crash() {
+        let o = |exit: &str| outcomes(&[rec("tf0", "tf", exit)], "").unwrap()[0].held;
+        assert!(o("killed: exception 1 at 0x401000"));
+        assert!(!o("killed: exception 13 at 0x401000"));
+        assert!(!o("ok"));
+        let any = |exit: &str| outcomes(&[rec("int7", "int", exit)], "").unwrap()[0].held;
+        assert!(any("killed: privileged instruction at 0x40"));
+        assert!(!any("killed: crashed (shutdown code 2)"));
+    }
+
+    #[test]
+    fn unknown_groups_and_silent_bystanders_fail() {
+        assert!(outcomes(&[rec("x0", "x", "ok")], "").is_err());
+        let mut lat = rec("by-lat0", "by-lat", "ok");
+        lat["wakeups"] = 0.into();
+        assert!(bystanders_progressed(&[lat]).is_err());
+        assert!(bystanders_progressed(&[rec("by-lat0", "by-lat", "ok")]).is_ok());
+    }
+
+    #[test]
+    fn every_case_is_named_once_and_units_are_cases() {
+        for (i, c) in CASES.iter().enumerate() {
+            assert!(
+                CASES[..i].iter().all(|d| d.group != c.group),
+                "{} twice",
+                c.group
+            );
+            assert!(
+                case(c.unit).is_some(),
+                "{}: unit {} is no case",
+                c.group,
+                c.unit
+            );
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `hostile-pair`: the cases of the XTF-style hostile suite that take two domains, A (`role`
+//! 0) and B (`role` 1, the domain right after A in the spec, so B = A + 1). Argument `case`
+//! picks one; both ends report as `workloads::xtf` describes.
+//!
+//! | case | name | act | right ending |
+//! |---|---|---|---|
+//! | 0 | event-flood | A sends `rounds` (100000) events on an interdomain port as fast as it can; B takes them in an upcall until A is gone | SUCCESS (both; bystanders keep waking) |
+//! | 1 | port-aba | B binds to A's port; A closes it and allocates the same number again for Domain0; B's sends on its old port must fail and reach nothing, binding to the reused number must fail | SUCCESS (both) |
+//! | 2 | grant-aba | A grants B a page, B maps and unmaps it, A ends the grant and grants another page to Domain0 under the same reference: B can neither map nor copy it | SUCCESS (both) |
+//! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
+//!
+//! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
+//! acts; other vCPUs park.
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::error::Errno::{self, Inval, Perm};
+use abi::layout::MAP_AREA;
+use workloads::split::SharedPage;
+use workloads::xtf::{self, Checks};
+use workloads::{entry, hypercall, println, rt, shared, time, upcall};
+
+entry!(main);
+
+/// The port A allocates for B (a fresh domain's first port).
+const PORT: u32 = 1;
+const STEP_NS: u64 = 3_000_000_000;
+
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+static X: SharedPage = SharedPage::new();
+static Y: SharedPage = SharedPage::new();
+
+fn main(vcpu: usize) -> u64 {
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    let case = shared::arg("case", 0);
+    let role = shared::arg("role", 0);
+    let me = shared::domain_id();
+    let name = ["event-flood", "port-aba", "grant-aba", "selector-leak"]
+        .get(case as usize)
+        .copied()
+        .unwrap_or("hostile-pair");
+    match (case, role) {
+        (0, 0) => flood_sender(name, me + 1),
+        (0, _) => flood_receiver(name, me - 1),
+        (1, 0) => port_aba_a(name, me + 1),
+        (1, _) => port_aba_b(name, me - 1),
+        (2, 0) => grant_aba_a(name, me + 1),
+        (2, _) => grant_aba_b(name, me - 1),
+        (3, 0) => selector_attacker(),
+        (3, _) => selector_victim(),
+        _ => xtf::error(name, format_args!("no case {case} role {role}")),
+    }
+}
+
+/// A: allocates port 1 for `peer`. B: binds to it, retrying until A has allocated it.
+fn connect(role_a: bool, peer: u32) -> Result<u32, Errno> {
+    if role_a {
+        return hypercall::evtchn_alloc_unbound(peer);
+    }
+    let until = time::now_ns() + STEP_NS;
+    loop {
+        match hypercall::evtchn_bind(peer, PORT) {
+            Ok(p) => return Ok(p),
+            Err(_) if time::now_ns() < until => time::sleep_ns(1_000_000),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits up to [`STEP_NS`] for an event on `port`.
+fn wait(port: u32) -> bool {
+    let until = time::now_ns() + STEP_NS;
+    while time::now_ns() < until {
+        if shared::take_event(port) {
+            return true;
+        }
+        let _ = hypercall::set_timer(time::now_ns() + 1_000_000);
+        hypercall::block();
+    }
+    false
+}
+
+fn flood_sender(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("event-flood");
+    let Ok(port) = connect(true, peer) else {
+        return xtf::error(name, format_args!("no port"));
+    };
+    if !wait(port) {
+        return xtf::error(name, format_args!("the receiver never said it was ready"));
+    }
+    let rounds = shared::arg("rounds", 100_000);
+    let start = time::now_ns();
+    let mut failed = 0u64;
+    for _ in 0..rounds {
+        if hypercall::evtchn_send(port).is_err() {
+            failed += 1;
+        }
+    }
+    println!(
+        "{rounds} sends in {} ms",
+        (time::now_ns() - start) / 1_000_000
+    );
+    c.eq("sends refused", failed, 0);
+    c.verdict()
+}
+
+fn count_event(_: usize, _: u32) {
+    EVENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn flood_receiver(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("event-flood");
+    let Ok(port) = connect(false, peer) else {
+        return xtf::error(name, format_args!("cannot bind to the sender"));
+    };
+    if let Err(e) = upcall::register(count_event) {
+        return xtf::error(name, format_args!("registering the upcall: {e:?}"));
+    }
+    let _ = hypercall::evtchn_send(port);
+    // Flooded until the sender is gone: its end closes, and a send back fails.
+    let until = time::now_ns() + 3 * STEP_NS;
+    let mut spins = 0u64;
+    while time::now_ns() < until {
+        spins += 1;
+        if spins.is_multiple_of(4096) && hypercall::evtchn_send(port).is_err() {
+            break;
+        }
+    }
+    let events = EVENTS.load(Ordering::Relaxed);
+    println!("{events} upcalls while flooded");
+    c.that(format_args!("events arrived ({events})"), events > 0);
+    c.verdict()
+}
+
+fn port_aba_a(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("port-aba");
+    let Ok(p) = connect(true, peer) else {
+        return xtf::error(name, format_args!("no port"));
+    };
+    if !wait(p) {
+        return xtf::error(name, format_args!("the peer never bound"));
+    }
+    c.eq("closing the bound port", hypercall::evtchn_close(p), Ok(0));
+    let q = match hypercall::evtchn_alloc_unbound(0) {
+        Ok(q) => q,
+        Err(e) => return xtf::error(name, format_args!("a new port: {e:?}")),
+    };
+    println!(
+        "closed port {p}, allocated port {q} for Domain0 (reused: {})",
+        p == q
+    );
+    let until = time::now_ns() + 600_000_000;
+    let mut reached = false;
+    while time::now_ns() < until {
+        reached |= shared::take_event(q);
+        time::sleep_ns(1_000_000);
+    }
+    c.that(
+        format_args!("no event reached the reused port {q}"),
+        !reached,
+    );
+    c.verdict()
+}
+
+fn port_aba_b(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("port-aba");
+    let Ok(pb) = connect(false, peer) else {
+        return xtf::error(name, format_args!("cannot bind"));
+    };
+    c.eq("the first send", hypercall::evtchn_send(pb), Ok(0));
+    time::sleep_ns(200_000_000);
+    let mut ok = 0;
+    for _ in 0..100 {
+        if hypercall::evtchn_send(pb).is_ok() {
+            ok += 1;
+        }
+    }
+    c.eq("sends accepted after the peer closed its end", ok, 0);
+    c.one_of(
+        "binding to the reused port (allocated for Domain0)",
+        hypercall::evtchn_bind(peer, PORT),
+        &[Err(Inval), Err(Perm)],
+    );
+    c.verdict()
+}
+
+fn grant_aba_a(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("grant-aba");
+    let g1 = match X.grant(peer, false) {
+        Ok(g) => g,
+        Err(e) => return xtf::error(name, format_args!("granting: {e:?}")),
+    };
+    let Ok(port) = connect(true, peer) else {
+        return xtf::error(name, format_args!("no port"));
+    };
+    if !wait(port) {
+        return xtf::error(name, format_args!("the peer never mapped and unmapped"));
+    }
+    c.eq("ending the grant", hypercall::grant_end(g1), Ok(0));
+    for w in Y.words() {
+        w.store(0x5ec2_e75e_c2e7_5ec2, Ordering::Relaxed);
+    }
+    let g2 = match Y.grant(0, false) {
+        Ok(g) => g,
+        Err(e) => return xtf::error(name, format_args!("granting again: {e:?}")),
+    };
+    println!(
+        "reference {g1} ended, {g2} granted to Domain0 (reused: {})",
+        g1 == g2
+    );
+    let _ = hypercall::evtchn_send(port);
+    let _ = wait(port);
+    c.that(format_args!("the peer finished"), true);
+    c.verdict()
+}
+
+fn grant_aba_b(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("grant-aba");
+    let Ok(port) = connect(false, peer) else {
+        return xtf::error(name, format_args!("cannot bind"));
+    };
+    // SAFETY: MAP_AREA is used by nothing else here; the page is read only atomically.
+    let h = unsafe { hypercall::grant_map(peer, 1, MAP_AREA, false) };
+    c.that(format_args!("mapping the granted page: {h:?}"), h.is_ok());
+    if let Ok(h) = h {
+        c.eq("unmapping it", hypercall::grant_unmap(h), Ok(0));
+    }
+    let _ = hypercall::evtchn_send(port);
+    if !wait(port) {
+        return xtf::error(name, format_args!("the granter never re-granted"));
+    }
+    // SAFETY: as above; a mapping made wrongly is unmapped at once, never read.
+    let again = unsafe { hypercall::grant_map(peer, 1, MAP_AREA, true) };
+    c.one_of(
+        "mapping the reused reference",
+        again.map(|_| 0),
+        &[Err(Perm), Err(Inval)],
+    );
+    if let Ok(h) = again {
+        let _ = hypercall::grant_unmap(h);
+    }
+    let mut buf = [0u8; 16];
+    let copy = hypercall::grant_copy_from(peer, 1, 0, &mut buf);
+    c.one_of(
+        "copying from the reused reference",
+        copy,
+        &[Err(Perm), Err(Inval)],
+    );
+    c.that(
+        format_args!("no secret copied ({:x?})", &buf[..8]),
+        buf[0] != 0xc2,
+    );
+    let _ = hypercall::evtchn_send(port);
+    c.verdict()
+}
+
+fn read_sel() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reads four selectors.
+    unsafe {
+        asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+             out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack))
+    };
+    [ds, es, fs, gs]
+}
+
+fn load_sel(s: [u16; 4]) {
+    // SAFETY: loads selectors the caller checked with `verr`; in 64-bit mode they change
+    // nothing Rust relies on (the FS and GS bases become 0; nothing here uses them).
+    unsafe {
+        asm!("mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}", "mov gs, {3:x}",
+             in(reg) s[0], in(reg) s[1], in(reg) s[2], in(reg) s[3], options(nomem, nostack))
+    };
+}
+
+fn readable(sel: u16) -> bool {
+    let ok: u8;
+    // SAFETY: `verr` only sets ZF.
+    unsafe { asm!("verr {0:x}", "setz {1}", in(reg) sel, out(reg_byte) ok) };
+    ok != 0
+}
+
+/// The selector A loads: the 64-bit user code segment (readable) if the CPU lets ring 3
+/// load it into a data register, else the user data segment.
+fn attacker_selector() -> u16 {
+    if readable(0x2b) { 0x2b } else { 0x23 }
+}
+
+fn selector_attacker() -> u64 {
+    let sel = attacker_selector();
+    let until = time::now_ns() + 800_000_000;
+    let mut rounds = 0u64;
+    while time::now_ns() < until {
+        load_sel([sel; 4]);
+        let spin = time::now_ns() + 50_000;
+        while time::now_ns() < spin {
+            core::hint::spin_loop();
+        }
+        hypercall::yield_now();
+        rounds += 1;
+    }
+    load_sel([0; 4]);
+    xtf::success(
+        "selector-leak",
+        format_args!("attacker loaded {sel:#x} into DS, ES, FS, GS {rounds} times"),
+    )
+}
+
+fn selector_victim() -> u64 {
+    let mut c = Checks::new("selector-leak");
+    let theirs = attacker_selector();
+    let start = read_sel();
+    println!("selectors at start: DS, ES, FS, GS = {start:#x?}");
+    c.that(
+        format_args!("no selector at start is the attacker's {theirs:#x}: {start:#x?}"),
+        !start.contains(&theirs),
+    );
+    // Its own: the null selector and, where the attacker uses 0x2b, the data segment.
+    let mine = if theirs == 0x2b {
+        [0x23, 0, 0x23, 0]
+    } else {
+        [0, 0, 0, 0]
+    };
+    load_sel(mine);
+    let until = time::now_ns() + 800_000_000;
+    let (mut rounds, mut changed) = (0u64, 0u64);
+    let mut seen = mine;
+    while time::now_ns() < until {
+        hypercall::yield_now();
+        let now = read_sel();
+        if now != mine {
+            changed += 1;
+            seen = now;
+            load_sel(mine);
+        }
+        rounds += 1;
+    }
+    c.that(
+        format_args!(
+            "its selectors {mine:#x?} changed behind its back {changed} times in {rounds} \
+             yields (last seen {seen:#x?})"
+        ),
+        changed == 0,
+    );
+    load_sel([0; 4]);
+    c.verdict()
+}

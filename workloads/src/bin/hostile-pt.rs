@@ -1,0 +1,1419 @@
+//! `hostile-pt`: the page-table, hypercall-argument and fresh-memory classes of the XTF-style
+//! hostile suite (what `hostile-mm` and `hostile-wildptr` do not cover). Argument `case`
+//! picks one; each ends as `workloads::xtf` describes (`scripts/runner/src/xtf.rs` has the
+//! right ending of each).
+//!
+//! | case | name | act | right ending |
+//! |---|---|---|---|
+//! | 0 | pt-bits | on tables of its own (L4 entry 100 down to a data page), each of bits 0-11 and 52-63 toggled in a valid entry at every level: accepted exactly when the ABI allows the bit (`abi::mm::pte::GUEST_ALLOWED`, user bit required, no superpage, and no present bit cleared on the only link to a table that is not empty), refused ones leave the entry as it was | SUCCESS |
+//! | 19 | pt-bypass | a tree built top-down within the rules (an L3, an L2, then as many L1 tables as the page-table quota allows, each filled with 512 entries by `mmu_update`), then the L3's only link replaced by itself with the present bit cleared: refused, or else the time that one update took to devalidate it all is printed; torn down bottom-up either way (needs `memory_kib` >= 4096) | SUCCESS |
+//! | 18 | pt-bounded | the only link to a table that is not empty dropped by writing 0, by clearing only the present bit, and by clearing it along with other bits: each refused (a table loses its last link only once empty, so no update devalidates more than one table); then the tree torn down bottom-up | SUCCESS |
+//! | 1 | pt-linear | self-maps and cross-level links: an L3, L2 or L1 entry pointing at its own table, an L2 entry at the L3 above it, an L3 entry at the root; an L1 entry mapping its own table read-only is allowed, writable is not | SUCCESS |
+//! | 2 | pt-writable | every page table of its own (those in the window and those it built) mapped writable, through `mmu_update` and `update_va_mapping`, and granted read-write to Domain0: refused; the shared-info page granted: refused | SUCCESS |
+//! | 3 | pt-batch | interleaved batches: a frame mapped writable then linked as a table in one batch (the second refused, the first kept), 512 updates mapping and unmapping one page (all applied), 513 updates and 0 updates (refused) | SUCCESS |
+//! | 4 | pt-va0 | a page of its own mapped at VA 0: readable and callable from ring 3, and `console_write` from it works (SMAP with `stac`) | SUCCESS |
+//! | 5 | hcall-numbers | every hypercall number from 14 to 4096 and large ones (2^32 + 6, 2^63 + 6, 2^64 - 1), every operation out of range of each multiplexed call: `NoSys` (or `Inval`) | SUCCESS |
+//! | 6 | hcall-pointers | hypervisor, non-canonical, unmapped, straddling, wrapping and top-of-half pointers to every call that takes one: `Fault`; a list it cannot write back costs it no frames | SUCCESS |
+//! | 7 | hcall-lengths | huge lengths and counts (console, poll, mmu_update, memory_op, grant copy): an error or a short result, never more than asked | SUCCESS |
+//! | 8 | fresh-frames | takes every frame it may, checks each reads as zeroes, gives them back, for 600 ms (beside `dirty`) | SUCCESS |
+//! | 9 | dirty | takes every frame it may, fills them with 0xa5, gives them back, for 600 ms | SUCCESS |
+//! | 10 | stale-tlb | unmaps a page in an `mmu_update` batch whose tail is unmapped (the call fails part way), gives the frame back, then reads the page: the translation must be gone | killed: page fault |
+//! | 11 | callback-return-wild | `callback_return` with a frame in the hypervisor's half | killed: bad event upcall |
+//! | 12 | callback-return-noncanonical | `callback_return` with a saved RIP of 0x0000_8000_0000_0000 | killed: bad event upcall |
+//! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
+//! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set, until a quota on page tables refuses with `NoMem`), then unlinked in one call | SUCCESS if the machine survives |
+//! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
+//! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
+//! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
+//!
+//! vCPU 0 acts; other vCPUs park.
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+
+use abi::error::Errno::{self, Fault, Inval, NoSys, Perm};
+use abi::hypercall as nr;
+use abi::layout::{MAP_AREA, PT_WINDOW, SHARED_INFO, STACK_BYTES, STACK_TOP, USER_LIMIT};
+use abi::mm::{MmuUpdate, pte};
+use abi::shared::UpcallFrame;
+use workloads::xtf::{self, Checks};
+use workloads::{entry, hypercall, pagetable, println, rt, shared, time};
+
+entry!(main);
+
+/// L4 index of the tables the page-table cases build.
+const SCRATCH_L4: u64 = 100;
+/// The VA those tables map.
+const SCRATCH_VA: u64 = SCRATCH_L4 << 39;
+/// Where a case maps one of its scratch tables read-only to read it.
+const PEEK: u64 = MAP_AREA + 16 * 4096;
+
+fn main(vcpu: usize) -> u64 {
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    let case = shared::arg("case", 0);
+    match case {
+        0 => pt_bits(),
+        1 => pt_linear(),
+        2 => pt_writable(),
+        3 => pt_batch(),
+        4 => pt_va0(),
+        5 => hcall_numbers(),
+        6 => hcall_pointers(),
+        7 => hcall_lengths(),
+        8 => frames(false),
+        9 => frames(true),
+        10 => stale_tlb(),
+        11 => callback_return_bad("callback-return-wild", 0xffff_8000_0000_1000, None),
+        12 => callback_return_bad(
+            "callback-return-noncanonical",
+            0,
+            Some(0x0000_8000_0000_0000),
+        ),
+        13 => callback_return_flags(),
+        14 => validate_bomb(Bomb::Link),
+        15 => validate_bomb(Bomb::Unlink),
+        16 => validate_bomb(Bomb::Teardown),
+        17 => args_edges(),
+        18 => pt_bounded(),
+        19 => pt_bypass(),
+        _ => xtf::error("hostile-pt", format_args!("no case {case}")),
+    }
+}
+
+fn update(ptr: u64, val: u64) -> Result<u64, Errno> {
+    xtf::update(ptr, val)
+}
+
+fn raw(number: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Errno> {
+    // SAFETY: every call here either names memory of this program that nothing else uses at
+    // the time, or an address that must be refused.
+    hypercall::result(unsafe { hypercall::raw(number, a0, a1, a2, a3, a4) })
+}
+
+/// Scratch tables: L3 at root[100], L2 at L3[0], L1 at L2[0], a data page at L1[0].
+struct Scratch {
+    l3: u64,
+    l2: u64,
+    l1: u64,
+    data: u64,
+}
+
+const LINK: u64 = pte::PRESENT | pte::USER | pte::WRITABLE;
+
+fn build_scratch() -> Result<Scratch, Errno> {
+    let data = xtf::take_frame()?;
+    let built = xtf::map_page(SCRATCH_VA, data, true, false, None)?;
+    Ok(Scratch {
+        l3: built.tables[2],
+        l2: built.tables[1],
+        l1: built.tables[0],
+        data,
+    })
+}
+
+/// Reads entry `index` of the table at machine address `table` by mapping it read-only.
+fn peek(table: u64, index: u64) -> Option<u64> {
+    // SAFETY: PEEK is used only here; a page table may be mapped read-only.
+    unsafe { hypercall::update_va_mapping(PEEK, pagetable::leaf(table >> 12, false)) }.ok()?;
+    // SAFETY: mapped just above, read-only; the hypervisor writes entries atomically.
+    let v = unsafe { ((PEEK + index * 8) as *const u64).read_volatile() };
+    // SAFETY: nothing refers to PEEK any more.
+    let _ = unsafe { hypercall::update_va_mapping(PEEK, 0) };
+    Some(v)
+}
+
+fn pt_bits() -> u64 {
+    let mut c = Checks::new("pt-bits");
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error("pt-bits", format_args!("building tables: {e:?}")),
+    };
+    let root = pagetable::root();
+    let levels = [
+        (4u32, root + SCRATCH_L4 * 8, s.l3 | LINK),
+        (3, s.l3, s.l2 | LINK),
+        (2, s.l2, s.l1 | LINK),
+        (1, s.l1, pagetable::leaf(s.data, true)),
+    ];
+    for (level, at, valid) in levels {
+        for bit in (0..12).chain(52..64) {
+            let val = valid ^ (1u64 << bit);
+            let present = val & pte::PRESENT != 0;
+            // Clearing P of an L4, L3 or L2 entry drops the only link to a table that is
+            // not empty: refused (bounded work: a table loses its last link only once
+            // empty), whatever else the entry still holds.
+            let allowed = if present {
+                val & !pte::GUEST_ALLOWED == 0
+                    && val & pte::USER != 0
+                    && !(matches!(level, 2 | 3) && val & pte::HUGE_OR_PAT != 0)
+            } else {
+                level == 1
+            };
+            let got = update(at, val);
+            let ok = if allowed {
+                got == Ok(1)
+            } else {
+                got == Err(Inval)
+            };
+            c.that(
+                format_args!("L{level} entry {valid:#x} with bit {bit} toggled: got {got:?}, allowed {allowed}"),
+                ok,
+            );
+            // Refused: the entry must be as it was; accepted: put it back.
+            if got.is_ok() {
+                let back = update(at, valid);
+                c.that(
+                    format_args!("L{level} entry restored after bit {bit}: {back:?}"),
+                    back == Ok(1),
+                );
+            } else if level < 4 {
+                let table = if level == 1 {
+                    s.l1
+                } else if level == 2 {
+                    s.l2
+                } else {
+                    s.l3
+                };
+                let now = peek(table, 0);
+                c.that(
+                    format_args!("L{level} entry unchanged after refused bit {bit}: {now:x?}"),
+                    now == Some(valid),
+                );
+            }
+        }
+    }
+    // The data page is still reachable and writable through the scratch tables.
+    // SAFETY: SCRATCH_VA maps our own data page, writable.
+    let seen = unsafe {
+        (SCRATCH_VA as *mut u64).write_volatile(0x5a5a);
+        (SCRATCH_VA as *const u64).read_volatile()
+    };
+    c.eq("the scratch page still maps its frame", seen, 0x5a5a);
+    c.verdict()
+}
+
+fn pt_linear() -> u64 {
+    let mut c = Checks::new("pt-linear");
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error("pt-linear", format_args!("building tables: {e:?}")),
+    };
+    let root = pagetable::root();
+    let ro = pte::PRESENT | pte::USER;
+    for (what, at, val) in [
+        (
+            "an L3 entry pointing at its own table",
+            s.l3 + 8,
+            s.l3 | LINK,
+        ),
+        (
+            "an L3 entry pointing at its own table, read-only",
+            s.l3 + 8,
+            s.l3 | ro,
+        ),
+        (
+            "an L2 entry pointing at its own table",
+            s.l2 + 8,
+            s.l2 | LINK,
+        ),
+        (
+            "an L2 entry pointing at the L3 above it",
+            s.l2 + 8,
+            s.l3 | LINK,
+        ),
+        ("an L3 entry pointing at the root", s.l3 + 8, root | LINK),
+        ("an L2 entry pointing at the root", s.l2 + 8, root | LINK),
+        (
+            "an L4 entry pointing at the scratch L2",
+            root + 101 * 8,
+            s.l2 | LINK,
+        ),
+        (
+            "an L4 entry pointing at the scratch L1",
+            root + 101 * 8,
+            s.l1 | LINK,
+        ),
+        (
+            "an L3 entry pointing at the scratch L1",
+            s.l3 + 8,
+            s.l1 | LINK,
+        ),
+        (
+            "an L1 entry mapping its own table writable",
+            s.l1 + 8,
+            pagetable::leaf(s.l1 >> 12, true),
+        ),
+        (
+            "an L1 entry mapping the root writable",
+            s.l1 + 8,
+            pagetable::leaf(root >> 12, true),
+        ),
+    ] {
+        c.eq(what, update(at, val), Err(Inval));
+    }
+    c.eq(
+        "an L1 entry mapping its own table read-only",
+        update(s.l1 + 8, pagetable::leaf(s.l1 >> 12, false)),
+        Ok(1),
+    );
+    // SAFETY: SCRATCH_VA + 4096 maps the L1 table read-only: read its first entry.
+    let first = unsafe { ((SCRATCH_VA + 4096) as *const u64).read_volatile() };
+    c.eq(
+        "  which reads back its first entry",
+        first & pte::ADDRESS,
+        s.data << 12,
+    );
+    c.eq("  and unmapped", update(s.l1 + 8, 0), Ok(1));
+    c.verdict()
+}
+
+fn pt_writable() -> u64 {
+    let mut c = Checks::new("pt-writable");
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error("pt-writable", format_args!("building tables: {e:?}")),
+    };
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return xtf::error("pt-writable", format_args!("no map-area table"));
+    };
+    let info = shared_memory_info();
+    let mut tables: [u64; 80] = [0; 80];
+    let n = (info.0 as usize).min(64);
+    tables[..n].copy_from_slice(&info.1[..n]);
+    tables[n] = s.l3;
+    tables[n + 1] = s.l2;
+    tables[n + 2] = s.l1;
+    for &t in &tables[..n + 3] {
+        let mfn = t >> 12;
+        c.eq(
+            "a page table mapped writable (mmu_update)",
+            update(slot, pagetable::leaf(mfn, true)),
+            Err(Inval),
+        );
+        // SAFETY: refused, or (wrongly) a mapping nothing uses, undone below.
+        let uva = unsafe { hypercall::update_va_mapping(MAP_AREA, pagetable::leaf(mfn, true)) };
+        c.eq(
+            "a page table mapped writable (update_va_mapping)",
+            uva,
+            Err(Inval),
+        );
+        if uva.is_ok() {
+            // SAFETY: as above.
+            let _ = unsafe { hypercall::update_va_mapping(MAP_AREA, 0) };
+        }
+        // Mapped read-only (allowed), then granted read-write to Domain0: refused.
+        c.eq(
+            "  mapped read-only",
+            update(slot, pagetable::leaf(mfn, false)),
+            Ok(1),
+        );
+        let g = hypercall::grant_access(MAP_AREA, 0, false);
+        c.one_of(
+            "  granted read-write to Domain0",
+            g,
+            &[Err(Inval), Err(Perm)],
+        );
+        if let Ok(gref) = g {
+            let _ = hypercall::grant_end(gref);
+        }
+        c.eq("  unmapped", update(slot, 0), Ok(1));
+    }
+    // The shared-info page (the hypervisor writes it) granted, read-only mapping first.
+    let g = hypercall::grant_access(SHARED_INFO, 0, false);
+    c.one_of(
+        "the shared-info page granted read-write",
+        g,
+        &[Err(Inval), Err(Perm)],
+    );
+    let g = hypercall::grant_access(SHARED_INFO, 0, true);
+    c.one_of(
+        "the shared-info page granted read-only",
+        g,
+        &[Err(Inval), Err(Perm)],
+    );
+    let g = hypercall::grant_access(PT_WINDOW, 0, true);
+    c.one_of(
+        "a page of the table window granted",
+        g,
+        &[Err(Inval), Err(Perm)],
+    );
+    c.verdict()
+}
+
+/// (pt_count, pt_window) from the shared-info page.
+fn shared_memory_info() -> (u64, [u64; 64]) {
+    let mut out = [0u64; 64];
+    let count = (0..64)
+        .take_while(|&i| {
+            let t = pagetable_window_entry(i);
+            if let Some(t) = t {
+                out[i] = t;
+            }
+            t.is_some()
+        })
+        .count();
+    (count as u64, out)
+}
+
+fn pagetable_window_entry(i: usize) -> Option<u64> {
+    let info = SHARED_INFO as *const abi::shared::SharedInfo;
+    // SAFETY: the shared-info page is mapped read-only for the domain's life; `memory` is
+    // written once before the domain starts.
+    let (count, table) = unsafe {
+        let m = core::ptr::addr_of!((*info).memory);
+        (
+            core::ptr::addr_of!((*m).pt_count).read_volatile() as usize,
+            core::ptr::addr_of!((*m).pt_window[i % 64]).read_volatile(),
+        )
+    };
+    (i < count).then_some(table)
+}
+
+fn pt_batch() -> u64 {
+    let mut c = Checks::new("pt-batch");
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error("pt-batch", format_args!("building tables: {e:?}")),
+    };
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return xtf::error("pt-batch", format_args!("no map-area table"));
+    };
+    let f = match xtf::take_frame() {
+        Ok(f) => f,
+        Err(e) => return xtf::error("pt-batch", format_args!("taking a frame: {e:?}")),
+    };
+    let batch = |u: &[MmuUpdate]| {
+        // SAFETY: the updates touch the map area and the scratch tables only.
+        unsafe { hypercall::mmu_update(u) }
+    };
+    // Map F writable, then link it as a table in the same batch: the second is refused, the
+    // first stays.
+    let got = batch(&[
+        MmuUpdate {
+            ptr: slot,
+            val: pagetable::leaf(f, true),
+        },
+        MmuUpdate {
+            ptr: s.l2 + 8,
+            val: (f << 12) | LINK,
+        },
+    ]);
+    c.one_of(
+        "map F writable + link F as L1, one batch",
+        got,
+        &[Ok(1), Err(Inval)],
+    );
+    // SAFETY: the map area's first page maps F, writable (the first update stayed).
+    let w = unsafe {
+        (MAP_AREA as *mut u64).write_volatile(7);
+        (MAP_AREA as *const u64).read_volatile()
+    };
+    c.eq("  F is mapped writable after the batch", w, 7);
+    // SAFETY: as above; F must be all zeroes (empty entries) to become a table.
+    unsafe { (MAP_AREA as *mut u64).write_volatile(0) };
+    c.eq("  F is not linked", peek(s.l2, 1), Some(0));
+    // Unlink nothing, unmap F, link it, map it writable again: 2 applied, then refused.
+    let got = batch(&[
+        MmuUpdate { ptr: slot, val: 0 },
+        MmuUpdate {
+            ptr: s.l2 + 8,
+            val: (f << 12) | LINK,
+        },
+        MmuUpdate {
+            ptr: slot + 8,
+            val: pagetable::leaf(f, true),
+        },
+    ]);
+    c.eq("unmap F + link F as L1 + map F writable", got, Ok(2));
+    c.eq(
+        "  F is linked",
+        peek(s.l2, 1).map(|e| e & pte::ADDRESS),
+        Some(f << 12),
+    );
+    c.eq(
+        "  and not mapped",
+        pagetable::read_entry(slot & !0xfff, 1).map(|e| e & 1),
+        Some(0),
+    );
+    c.eq("unlink F", update(s.l2 + 8, 0), Ok(1));
+    // 512 updates: map and unmap F in turn.
+    let mut many = [MmuUpdate::default(); 513];
+    for (i, u) in many.iter_mut().enumerate() {
+        *u = MmuUpdate {
+            ptr: slot + 16,
+            val: if i % 2 == 0 {
+                pagetable::leaf(f, true)
+            } else {
+                0
+            },
+        };
+    }
+    c.eq("512 updates", batch(&many[..512]), Ok(512));
+    c.eq("513 updates", batch(&many), Err(Inval));
+    c.eq("0 updates", batch(&many[..0]), Err(Inval));
+    // A refused update in the middle of a long batch: the ones before it stay.
+    many[300] = MmuUpdate {
+        ptr: s.l2 + 8,
+        val: (f << 12) | LINK | pte::GLOBAL,
+    };
+    let got = batch(&many[..512]);
+    c.one_of(
+        "512 updates, the 301st refused",
+        got,
+        &[Ok(300), Err(Inval)],
+    );
+    c.eq(
+        "  the 300 before it applied (F unmapped again)",
+        pagetable::read_entry(slot & !0xfff, 2).map(|e| e & 1),
+        Some(0),
+    );
+    c.verdict()
+}
+
+fn pt_va0() -> u64 {
+    let mut c = Checks::new("pt-va0");
+    let f = match xtf::take_frame() {
+        Ok(f) => f,
+        Err(e) => return xtf::error("pt-va0", format_args!("taking a frame: {e:?}")),
+    };
+    let mut code = [0u8; 64];
+    code[0] = 0xb8; // mov eax, 0x1234; ret
+    code[1..5].copy_from_slice(&0x1234u32.to_le_bytes());
+    code[5] = 0xc3;
+    code[16..16 + 16].copy_from_slice(b"(printed from 0)");
+    code[32] = b'\n';
+    if let Err(e) = xtf::fill_frame(f, 0, &code) {
+        return xtf::error("pt-va0", format_args!("filling: {e:?}"));
+    }
+    if let Err(e) = xtf::map_page(0, f, false, true, None) {
+        return xtf::error("pt-va0", format_args!("mapping VA 0: {e:?}"));
+    }
+    let byte: u8;
+    // SAFETY: VA 0 maps our page now; reading it is reading our memory. Done in assembly:
+    // in Rust a null pointer may not be read.
+    unsafe { asm!("mov {0}, byte ptr [0]", out(reg_byte) byte) };
+    c.eq("the first byte at VA 0", byte, 0xb8);
+    let ret: u64;
+    // SAFETY: calls the `mov eax, 0x1234; ret` just mapped at VA 0.
+    unsafe { asm!("xor eax, eax", "call {z}", z = in(reg) 0u64, out("rax") ret, clobber_abi("C")) };
+    c.eq("code called at VA 0", ret, 0x1234);
+    c.eq(
+        "console_write from VA 16",
+        raw(nr::CONSOLE_WRITE, 16, 17, 0, 0, 0),
+        Ok(17),
+    );
+    c.eq(
+        "console_write of 0 bytes at VA 0",
+        raw(nr::CONSOLE_WRITE, 0, 0, 0, 0, 0),
+        Ok(0),
+    );
+    c.verdict()
+}
+
+fn hcall_numbers() -> u64 {
+    let mut c = Checks::new("hcall-numbers");
+    let mut wrong = 0;
+    for n in (14..=4096u64).chain([
+        (1 << 32) | nr::NULL,
+        (1 << 63) | nr::NULL,
+        (1 << 32) | nr::SCHED_OP,
+        u64::MAX,
+        u64::MAX - 1,
+    ]) {
+        let got = raw(n, 0, 0, 0, 0, 0);
+        if got != Err(NoSys) {
+            wrong += 1;
+            c.that(
+                format_args!("hypercall {n:#x}: got {got:?}, want NoSys"),
+                false,
+            );
+        }
+    }
+    c.eq(
+        "numbers 14..=4096 and large ones not refused with NoSys",
+        wrong,
+        0,
+    );
+    for (name, number, first_bad) in [
+        ("sched_op", nr::SCHED_OP, 4u64),
+        ("vcpu_op", nr::VCPU_OP, 2),
+        ("evtchn_op", nr::EVTCHN_OP, 7),
+        ("grant_op", nr::GRANT_OP, 5),
+        ("memory_op", nr::MEMORY_OP, 4),
+    ] {
+        for op in [first_bad, first_bad + 1, 255, 1 << 32, 1 << 63, u64::MAX] {
+            let got = raw(number, op, 0, 0, 0, 0);
+            c.that(
+                format_args!("{name} op {op:#x}: got {got:?}, want NoSys or Inval"),
+                matches!(got, Err(NoSys | Inval)),
+            );
+        }
+    }
+    c.verdict()
+}
+
+/// Addresses no call may touch: (name, address).
+const WILD: [(&str, u64); 8] = [
+    ("the direct map", 0xffff_8000_0000_0000),
+    ("the hypervisor's image", 0xffff_ffff_8010_0000),
+    ("the first non-canonical address", 0x0000_8000_0000_0000),
+    ("a high non-canonical address", 0x8000_0000_0000_0000),
+    ("an unmapped page", 0x5000_0000),
+    ("the top of the lower half", USER_LIMIT - 8),
+    ("a wrapping range", u64::MAX - 7),
+    (
+        "below vCPU 0's stack (guard page)",
+        STACK_TOP - STACK_BYTES - 8,
+    ),
+];
+
+fn hcall_pointers() -> u64 {
+    let mut c = Checks::new("hcall-pointers");
+    let held = hypercall::current_reservation();
+    for (what, p) in WILD {
+        c.eq(
+            &fmt_what("console_write", what),
+            raw(nr::CONSOLE_WRITE, p, 16, 0, 0, 0),
+            Err(Fault),
+        );
+        c.eq(
+            &fmt_what("poll", what),
+            raw(nr::SCHED_OP, nr::SchedOp::Poll as u64, p, 4, 0, 0),
+            Err(Fault),
+        );
+        c.eq(
+            &fmt_what("mmu_update", what),
+            raw(nr::MMU_UPDATE, p, 2, 0, 0, 0),
+            Err(Fault),
+        );
+        c.eq(
+            &fmt_what("increase_reservation list", what),
+            raw(
+                nr::MEMORY_OP,
+                nr::MemoryOp::IncreaseReservation as u64,
+                p,
+                2,
+                0,
+                0,
+            ),
+            Err(Fault),
+        );
+        c.eq(
+            &fmt_what("decrease_reservation list", what),
+            raw(
+                nr::MEMORY_OP,
+                nr::MemoryOp::DecreaseReservation as u64,
+                p,
+                2,
+                0,
+                0,
+            ),
+            Err(Fault),
+        );
+        c.eq(
+            &fmt_what("grant copy descriptor", what),
+            raw(nr::GRANT_OP, nr::GrantOp::Copy as u64, p, 0, 0, 0),
+            Err(Fault),
+        );
+        c.one_of(
+            &fmt_what("set_callback", what),
+            raw(nr::SET_CALLBACK, p, 0, 0, 0, 0),
+            &[Err(Inval), Ok(0)],
+        );
+        let _ = raw(nr::SET_CALLBACK, 0, 0, 0, 0, 0);
+        c.one_of(
+            &fmt_what("grant_access", what),
+            raw(nr::GRANT_OP, nr::GrantOp::Grant as u64, p, 0, 0, 0),
+            &[Err(Inval), Err(Fault)],
+        );
+        // An empty entry in its own half is a legitimate unmap; elsewhere, refused.
+        let allowed: &[Result<u64, Errno>] = if p < USER_LIMIT {
+            &[Err(Inval), Ok(0)]
+        } else {
+            &[Err(Inval)]
+        };
+        c.one_of(
+            &fmt_what("update_va_mapping", what),
+            raw(nr::UPDATE_VA_MAPPING, p, 0, 0, 0, 0),
+            allowed,
+        );
+    }
+    // Lists the hypervisor must write but cannot: read-only pages of its own.
+    for (what, p) in [
+        ("the shared-info page (read-only)", SHARED_INFO),
+        ("its own code (read-only)", abi::layout::IMAGE_BASE),
+        ("the page-table window (read-only)", PT_WINDOW),
+    ] {
+        c.eq(
+            &fmt_what("increase_reservation list", what),
+            raw(
+                nr::MEMORY_OP,
+                nr::MemoryOp::IncreaseReservation as u64,
+                p,
+                3,
+                0,
+                0,
+            ),
+            Err(Fault),
+        );
+        let copy = abi::mm::GrantCopy {
+            granter: 0,
+            gref: 1,
+            offset: 0,
+            len: 8,
+            local: p,
+            to_grant: 0,
+            pad: 0,
+        };
+        c.one_of(
+            &fmt_what("grant copy into", what),
+            raw(
+                nr::GRANT_OP,
+                nr::GrantOp::Copy as u64,
+                &copy as *const _ as u64,
+                0,
+                0,
+                0,
+            ),
+            &[Err(Fault), Err(Perm), Err(Inval), Err(Errno::Srch)],
+        );
+    }
+    c.eq(
+        "frames held after the refused reservations",
+        hypercall::current_reservation(),
+        held,
+    );
+    c.verdict()
+}
+
+fn fmt_what(call: &str, what: &str) -> xtf::Line {
+    xtf::Line::of(format_args!("{call} with {what}"))
+}
+
+fn hcall_lengths() -> u64 {
+    let mut c = Checks::new("hcall-lengths");
+    let msg = b"(a console line of 24 b)\n";
+    for len in [u64::MAX, 1 << 40, 1 << 20, 4097] {
+        let got = raw(nr::CONSOLE_WRITE, msg.as_ptr() as u64, len, 0, 0, 0);
+        c.that(
+            format_args!("console_write of {len:#x} bytes from a 25-byte buffer: {got:?}"),
+            matches!(got, Err(Fault | Inval) | Ok(1..=256)),
+        );
+    }
+    let ports = [1u32; 4];
+    for count in [0u64, 65, 1 << 32, u64::MAX] {
+        c.eq(
+            &fmt_what("poll", "a bad count"),
+            raw(
+                nr::SCHED_OP,
+                nr::SchedOp::Poll as u64,
+                ports.as_ptr() as u64,
+                count,
+                0,
+                0,
+            ),
+            Err(Inval),
+        );
+    }
+    let updates = [MmuUpdate::default(); 2];
+    for count in [0u64, 513, 1 << 32, u64::MAX] {
+        c.eq(
+            &fmt_what("mmu_update", "a bad count"),
+            raw(nr::MMU_UPDATE, updates.as_ptr() as u64, count, 0, 0, 0),
+            Err(Inval),
+        );
+    }
+    // A huge reservation count into a list that ends 8 entries before an unmapped page:
+    // frames whose numbers could not be written must not be charged, and nothing beyond
+    // the limit is taken.
+    let held = hypercall::current_reservation();
+    let list_va = MAP_AREA + 5 * 4096;
+    let list_frame = match xtf::take_frame() {
+        Ok(f) => f,
+        Err(e) => return xtf::error("hcall-lengths", format_args!("taking a frame: {e:?}")),
+    };
+    // SAFETY: map-area page 5 is used by nothing else.
+    if unsafe { hypercall::update_va_mapping(list_va, pagetable::leaf(list_frame, true)) }.is_err()
+    {
+        return xtf::error("hcall-lengths", format_args!("mapping the list page"));
+    }
+    let held_with_list = hypercall::current_reservation();
+    let got = raw(
+        nr::MEMORY_OP,
+        nr::MemoryOp::IncreaseReservation as u64,
+        list_va + 4096 - 64,
+        u64::MAX,
+        0,
+        0,
+    );
+    c.one_of(
+        "increase_reservation of 2^64 - 1 frames into an 8-entry list",
+        got,
+        &[Err(Fault), Ok(0)],
+    );
+    c.eq(
+        "  frames held afterwards",
+        hypercall::current_reservation(),
+        held_with_list,
+    );
+    // SAFETY: nothing refers to the page.
+    let _ = unsafe { hypercall::update_va_mapping(list_va, 0) };
+    let _ = hypercall::decrease_reservation(&[list_frame]);
+    c.eq(
+        "frames held once the list page is given back",
+        hypercall::current_reservation(),
+        held,
+    );
+    let mut list = [0u64; 8];
+    c.one_of(
+        "decrease_reservation of 2^64 - 1 frames from a list of garbage",
+        raw(
+            nr::MEMORY_OP,
+            nr::MemoryOp::DecreaseReservation as u64,
+            MAP_AREA,
+            u64::MAX,
+            0,
+            0,
+        ),
+        &[Err(Fault), Err(Perm), Err(Inval)],
+    );
+    let copy = abi::mm::GrantCopy {
+        granter: 0,
+        gref: 1,
+        offset: 0,
+        len: u32::MAX,
+        local: list.as_mut_ptr() as u64,
+        to_grant: 0,
+        pad: 0,
+    };
+    c.one_of(
+        "grant copy of 2^32 - 1 bytes",
+        raw(
+            nr::GRANT_OP,
+            nr::GrantOp::Copy as u64,
+            &copy as *const _ as u64,
+            0,
+            0,
+            0,
+        ),
+        &[Err(Inval), Err(Perm), Err(Errno::Srch)],
+    );
+    let copy = abi::mm::GrantCopy {
+        offset: u32::MAX,
+        len: 2,
+        ..copy
+    };
+    c.one_of(
+        "grant copy at offset 2^32 - 1",
+        raw(
+            nr::GRANT_OP,
+            nr::GrantOp::Copy as u64,
+            &copy as *const _ as u64,
+            0,
+            0,
+            0,
+        ),
+        &[Err(Inval), Err(Perm), Err(Errno::Srch)],
+    );
+    c.verdict()
+}
+
+/// Takes every frame it may, in rounds, for 600 ms: `dirty` fills them with 0xa5 before
+/// giving them back; otherwise each must read as zeroes (a frame is scrubbed between owners).
+fn frames(dirty: bool) -> u64 {
+    let name = if dirty { "dirty" } else { "fresh-frames" };
+    let mut c = Checks::new(if dirty { "dirty" } else { "fresh-frames" });
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return xtf::error(name, format_args!("no map-area table"));
+    };
+    let until = time::now_ns() + 600_000_000;
+    let (mut rounds, mut checked, mut dirty_words) = (0u64, 0u64, 0u64);
+    let mut list = [0u64; 64];
+    while time::now_ns() < until {
+        let n = match hypercall::increase_reservation(&mut list) {
+            Ok(n) => n,
+            Err(e) => return xtf::error(name, format_args!("increase_reservation: {e:?}")),
+        };
+        for &f in &list[..n] {
+            if update(slot, pagetable::leaf(f, true)).is_err() {
+                return xtf::error(name, format_args!("mapping frame {f:#x}"));
+            }
+            let page = MAP_AREA as *mut u64;
+            for i in 0..512 {
+                // SAFETY: the map area's first page maps frame `f`, ours, writable.
+                unsafe {
+                    if dirty {
+                        page.add(i).write_volatile(0xa5a5_a5a5_a5a5_a5a5);
+                    } else if page.add(i).read_volatile() != 0 {
+                        dirty_words += 1;
+                    }
+                }
+            }
+            checked += 1;
+            let _ = update(slot, 0);
+        }
+        if hypercall::decrease_reservation(&list[..n]) != Ok(n) {
+            return xtf::error(name, format_args!("decrease_reservation failed"));
+        }
+        rounds += 1;
+        shared::add_work(0, 1);
+    }
+    println!(
+        "{rounds} rounds, {checked} frames {}",
+        if dirty { "dirtied" } else { "checked" }
+    );
+    c.eq("words not zero in fresh frames", dirty_words, 0);
+    c.that(format_args!("some frames were taken"), checked > 0);
+    c.verdict()
+}
+
+/// A batch that unmaps a page and then runs into an unmapped page of its own list: the
+/// hypervisor applied the first updates, so it must flush before failing.
+fn stale_tlb() -> u64 {
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return xtf::error("stale-tlb", format_args!("no map-area table"));
+    };
+    let (f, list_frame) = match (xtf::take_frame(), xtf::take_frame()) {
+        (Ok(f), Ok(l)) => (f, l),
+        _ => return xtf::error("stale-tlb", format_args!("taking frames")),
+    };
+    // The list: 32 updates at the end of map-area page 1 (mapped), more in page 2
+    // (unmapped). The first unmaps page 0; the others rewrite page 3's empty entry.
+    let list_va = MAP_AREA + 4096;
+    let mut ok = update(slot + 8, pagetable::leaf(list_frame, true)).is_ok();
+    ok &= update(slot, pagetable::leaf(f, true)).is_ok();
+    if !ok {
+        return xtf::error("stale-tlb", format_args!("mapping pages"));
+    }
+    let first = list_va + 4096 - 32 * 16;
+    for i in 0..32u64 {
+        let u = if i == 0 {
+            MmuUpdate { ptr: slot, val: 0 }
+        } else {
+            MmuUpdate {
+                ptr: slot + 24,
+                val: 0,
+            }
+        };
+        // SAFETY: page 1 of the map area maps `list_frame`, writable, ours.
+        unsafe { ((first + i * 16) as *mut MmuUpdate).write_volatile(u) };
+    }
+    // SAFETY: page 0 maps `f`: write it, so that the translation is cached.
+    unsafe { (MAP_AREA as *mut u64).write_volatile(0x1111) };
+    xtf::expect_killed(
+        "stale-tlb",
+        "a page fault on the page unmapped by the failed batch",
+    );
+    let (ret, seen): (i64, u64);
+    // SAFETY: the batch and the read right after it, with nothing in between that could
+    // switch address spaces; a fault on the read is the right ending.
+    unsafe {
+        asm!(
+            "syscall",
+            "mov {seen}, qword ptr [{page}]",
+            page = in(reg) MAP_AREA,
+            seen = lateout(reg) seen,
+            inlateout("rax") nr::MMU_UPDATE => ret,
+            in("rdi") first,
+            in("rsi") 40u64,
+            out("rcx") _, out("r11") _,
+            options(nostack),
+        );
+    }
+    // Still reachable: give the frame back, and show it is written through a stale entry.
+    let back = hypercall::decrease_reservation(&[f]);
+    // SAFETY: this is the hole being shown: the page is (wrongly) still reachable.
+    unsafe { (MAP_AREA as *mut u64).write_volatile(0xdead_beef) };
+    xtf::failure(
+        "stale-tlb",
+        format_args!(
+            "the page unmapped by a batch that failed ({ret}) was still reachable (read {seen:#x}); \
+             after giving its frame back ({back:?}) it was written through the stale translation"
+        ),
+    )
+}
+
+fn callback_return_bad(case: &str, frame_at: u64, rip: Option<u64>) -> u64 {
+    let mut frame = UpcallFrame {
+        rsp: STACK_TOP - 4096,
+        ..UpcallFrame::default()
+    };
+    let at = match rip {
+        Some(r) => {
+            frame.rip = r;
+            &frame as *const UpcallFrame as u64
+        }
+        None => frame_at,
+    };
+    xtf::expect_killed(case, "bad event upcall");
+    let got = raw(nr::CALLBACK_RETURN, at, 0, 0, 0, 0);
+    xtf::survived(
+        case,
+        format_args!("callback_return with a bad frame ({got:?})"),
+    )
+}
+
+fn callback_return_flags() -> u64 {
+    let mut c = Checks::new("callback-return-flags");
+    let mut frame = UpcallFrame::default();
+    let flags: u64;
+    // SAFETY: `callback_return` resumes at label 2 with the stack pointer saved in the frame
+    // (this one), with RFLAGS from the frame as sanitised by the hypervisor.
+    unsafe {
+        asm!(
+            "lea rax, [rip + 2f]",
+            "mov [rdi + {rip_off}], rax",
+            "mov [rdi + {rsp_off}], rsp",
+            "mov qword ptr [rdi + {fl_off}], -1",
+            "mov eax, {cr}",
+            "syscall",
+            "ud2",
+            "2:",
+            "pushfq",
+            "pop rdx",
+            in("rdi") &mut frame as *mut UpcallFrame,
+            rip_off = const core::mem::offset_of!(UpcallFrame, rip),
+            rsp_off = const core::mem::offset_of!(UpcallFrame, rsp),
+            fl_off = const core::mem::offset_of!(UpcallFrame, rflags),
+            cr = const nr::CALLBACK_RETURN,
+            out("rdx") flags,
+            clobber_abi("C"),
+        );
+    }
+    // DF may come back set: clear it before any Rust code runs string instructions.
+    // SAFETY: clears DF only.
+    unsafe { asm!("cld") };
+    const FORBIDDEN: u64 =
+        (3 << 12) | (1 << 14) | (1 << 8) | (1 << 18) | (1 << 21) | (1 << 16) | (1 << 17);
+    c.eq(
+        "IOPL, NT, TF, AC, ID, RF, VM after callback_return",
+        flags & FORBIDDEN,
+        0,
+    );
+    c.eq("IF after callback_return", flags & (1 << 9), 1 << 9);
+    c.verdict()
+}
+
+/// Writes `words` from the start of frame `mfn`, through a temporary writable mapping at
+/// the map area's first page.
+fn fill_words(mfn: u64, words: impl Iterator<Item = u64>) -> Result<(), Errno> {
+    // SAFETY: the map area's first page is used by nothing else in this case.
+    unsafe { hypercall::update_va_mapping(MAP_AREA, pagetable::leaf(mfn, true)) }?;
+    for (i, w) in words.take(512).enumerate() {
+        // SAFETY: mapped just above, writable, ours; i < 512.
+        unsafe { (MAP_AREA as *mut u64).add(i).write_volatile(w) };
+    }
+    // SAFETY: nothing refers to the page any more.
+    unsafe { hypercall::update_va_mapping(MAP_AREA, 0) }?;
+    Ok(())
+}
+
+/// Takes `n` frames into `out`.
+fn take(out: &mut [u64]) -> Result<(), Errno> {
+    let mut n = 0;
+    while n < out.len() {
+        let k = (out.len() - n).min(64);
+        match hypercall::increase_reservation(&mut out[n..n + k])? {
+            0 => return Err(Errno::NoMem),
+            got => n += got,
+        }
+    }
+    Ok(())
+}
+
+/// How `validate_bomb` links and unlinks its tree.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bomb {
+    /// One call links it all, one unlinks it all.
+    Link,
+    /// Linked one L2 at a time (each call validates at most one set of L1 tables), then one
+    /// call unlinks it all.
+    Unlink,
+    /// Linked one L2 at a time, then the domain exits: its teardown releases it all.
+    Teardown,
+}
+
+fn validate_bomb(mode: Bomb) -> u64 {
+    let case = match mode {
+        Bomb::Link => "pt-preempt",
+        Bomb::Unlink => "pt-unlink",
+        Bomb::Teardown => "pt-teardown",
+    };
+    const MOST_SETS: usize = 64;
+    // The frame numbers of the L1 tables: up to 64 pages of them, in pages of its own mapped
+    // at L4 entry 101 (a static array would sit in every hostile-pt image).
+    const LIST_VA: u64 = 101 << 39;
+    let room = hypercall::maximum_reservation()
+        .unwrap_or(0)
+        .saturating_sub(hypercall::current_reservation().unwrap_or(0))
+        .saturating_sub(600);
+    let sets = ((room / 513) as usize).clamp(1, MOST_SETS);
+    let mut known = None;
+    for page in 0..sets as u64 {
+        let mapped = xtf::take_frame()
+            .and_then(|f| xtf::map_page(LIST_VA + page * 4096, f, true, false, known));
+        match mapped {
+            Ok(b) => known = Some(b),
+            Err(e) => return xtf::error(case, format_args!("mapping the list: {e:?}")),
+        }
+    }
+    // SAFETY: `sets` pages at LIST_VA were just mapped writable, ours, used by nothing else.
+    let l1s = unsafe { core::slice::from_raw_parts_mut(LIST_VA as *mut u64, 512 * sets) };
+    static mut L2S: [u64; 512] = [0; 512];
+    // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
+    let l2s = unsafe { &mut *core::ptr::addr_of_mut!(L2S) };
+    let data = match xtf::take_frame() {
+        Ok(f) => f,
+        Err(e) => return xtf::error(case, format_args!("a frame: {e:?}")),
+    };
+    let (l3, built) = match (xtf::take_frame(), take(l1s), take(l2s)) {
+        (Ok(l3), Ok(()), Ok(())) => (l3, true),
+        _ => (0, false),
+    };
+    if !built {
+        return xtf::error(
+            case,
+            format_args!("not enough memory (memory_kib >= 6144 needed)"),
+        );
+    }
+    let ro = pte::PRESENT | pte::USER | pte::NO_EXECUTE;
+    let link = pte::PRESENT | pte::USER | pte::WRITABLE;
+    let start = time::now_ns();
+    let mut ok = true;
+    for &l1 in l1s.iter() {
+        ok &= fill_words(l1, core::iter::repeat((data << 12) | ro)).is_ok();
+    }
+    // L2 number j names L1 set j % sets: every L1 is validated, each set by the first L2
+    // that names it.
+    for (j, &l2) in l2s.iter().enumerate() {
+        let set = &l1s[(j % sets) * 512..(j % sets + 1) * 512];
+        ok &= fill_words(l2, set.iter().map(|&l1| (l1 << 12) | link)).is_ok();
+    }
+    ok &= fill_words(l3, l2s.iter().map(|&l2| (l2 << 12) | link)).is_ok();
+    if !ok {
+        return xtf::error(case, format_args!("filling the tables"));
+    }
+    println!(
+        "{} frames filled in {} ms ({sets} sets of 512 L1 tables, {} entries to validate); linking",
+        l1s.len() + 514,
+        (time::now_ns() - start) / 1_000_000,
+        (sets + 1) * 512 * 512 + 512
+    );
+    let root = pagetable::root();
+    let mut c = Checks::new(case);
+    if mode != Bomb::Link {
+        // Bottom-up in small steps: the empty L3 first, then one L2 per call.
+        let t0 = time::now_ns();
+        ok = fill_words(l3, core::iter::repeat(0)).is_ok()
+            && update(root + SCRATCH_L4 * 8, (l3 << 12) | link).is_ok();
+        let mut longest = 0;
+        let mut linked = 0;
+        let mut refused = None;
+        for (j, &l2) in l2s.iter().enumerate() {
+            let t = time::now_ns();
+            let got = update((l3 << 12) + j as u64 * 8, (l2 << 12) | link);
+            longest = longest.max(time::now_ns() - t);
+            match got {
+                Ok(_) => linked += 1,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        println!(
+            "linked {linked} L2 tables one at a time in {} ms (longest call {} ms), then {refused:?}",
+            (time::now_ns() - t0) / 1_000_000,
+            longest / 1_000_000
+        );
+        // All of them, or up to a quota on page tables (NoMem), or none: a prepared table
+        // naming tables not in use is more than one table's work (Inval).
+        c.that(format_args!("the empty L3 linked"), ok);
+        c.that(
+            format_args!("linking in steps: {linked} linked, then {refused:?}"),
+            matches!(refused, None | Some(Errno::NoMem | Errno::Inval)),
+        );
+        if mode == Bomb::Teardown {
+            // Its teardown, when Domain0 destroys it, releases the whole tree.
+            return c.verdict();
+        }
+        let t1 = time::now_ns();
+        let unlinked = update(root + SCRATCH_L4 * 8, 0);
+        println!(
+            "unlink: {unlinked:?} in {} ms",
+            (time::now_ns() - t1) / 1_000_000
+        );
+        c.one_of(
+            "unlinking the tree",
+            unlinked,
+            &[Ok(1), Err(Errno::Busy), Err(Errno::Again)],
+        );
+        return c.verdict();
+    }
+    let t0 = time::now_ns();
+    let linked = update(root + SCRATCH_L4 * 8, (l3 << 12) | link);
+    let t1 = time::now_ns();
+    let unlinked = update(root + SCRATCH_L4 * 8, 0);
+    let t2 = time::now_ns();
+    println!(
+        "link: {linked:?} in {} ms; unlink: {unlinked:?} in {} ms",
+        (t1 - t0) / 1_000_000,
+        (t2 - t1) / 1_000_000
+    );
+    // Linked, or refused: more than one table's work (Inval), a quota on page tables
+    // (NoMem), Busy or TooBig.
+    c.one_of(
+        "linking the tree",
+        linked,
+        &[
+            Ok(1),
+            Err(Errno::Inval),
+            Err(Errno::NoMem),
+            Err(Errno::Busy),
+            Err(Errno::TooBig),
+        ],
+    );
+    c.eq("unlinking it", unlinked, Ok(1));
+    c.verdict()
+}
+
+fn args_edges() -> u64 {
+    use abi::hypercall::{EvtchnOp, GrantOp, VcpuOp};
+    let mut c = Checks::new("args-edges");
+    let me = u64::from(shared::domain_id());
+    let edges = [
+        0u64,
+        1023,
+        1024,
+        4095,
+        65535,
+        u64::from(u32::MAX),
+        1 << 32,
+        u64::MAX,
+    ];
+    let mut oks = 0;
+    for op in [
+        EvtchnOp::Send,
+        EvtchnOp::Close,
+        EvtchnOp::Unmask,
+        EvtchnOp::BindVcpu,
+    ] {
+        for &p in &edges {
+            let got = raw(nr::EVTCHN_OP, op as u64, p, 0, 0, 0);
+            oks += u64::from(got.is_ok());
+            c.that(
+                format_args!("evtchn {op:?} port {p:#x}: {got:?}"),
+                got.is_err(),
+            );
+        }
+    }
+    for &d in &[me, 999, u64::from(u32::MAX), u64::MAX] {
+        for op in [EvtchnOp::AllocUnbound, EvtchnOp::BindInterdomain] {
+            let got = raw(nr::EVTCHN_OP, op as u64, d, 1, 0, 0);
+            // Allocating a port for itself is allowed (a loopback); close it again.
+            if let (EvtchnOp::AllocUnbound, true, Ok(p)) = (op, d == me, got) {
+                let _ = hypercall::evtchn_close(p as u32);
+                continue;
+            }
+            c.that(
+                format_args!("evtchn {op:?} domain {d:#x}: {got:?}"),
+                got.is_err(),
+            );
+        }
+    }
+    for &v in &edges {
+        let got = raw(nr::EVTCHN_OP, EvtchnOp::BindVirq as u64, v, 0, 0, 0);
+        if v == 0 {
+            // The timer VIRQ: a real port; close it.
+            if let Ok(p) = got {
+                let _ = hypercall::evtchn_close(p as u32);
+            }
+            continue;
+        }
+        c.that(
+            format_args!("evtchn BindVirq {v:#x}: {got:?}"),
+            got.is_err(),
+        );
+        let got = raw(nr::EVTCHN_OP, EvtchnOp::BindVirq as u64, 0, v, 0, 0);
+        c.that(
+            format_args!("evtchn BindVirq timer on vCPU {v:#x}: {got:?}"),
+            got.is_err(),
+        );
+    }
+    for &g in &edges {
+        let got = raw(nr::GRANT_OP, GrantOp::End as u64, g, 0, 0, 0);
+        c.that(format_args!("grant End {g:#x}: {got:?}"), got.is_err());
+        let got = raw(nr::GRANT_OP, GrantOp::Unmap as u64, g, 0, 0, 0);
+        c.that(format_args!("grant Unmap {g:#x}: {got:?}"), got.is_err());
+        for &d in &[0u64, me, 999, u64::MAX] {
+            let got = raw(nr::GRANT_OP, GrantOp::Map as u64, d, g, MAP_AREA, 1);
+            c.that(
+                format_args!("grant Map domain {d:#x} ref {g:#x}: {got:?}"),
+                got.is_err(),
+            );
+        }
+    }
+    static PAGE: workloads::split::SharedPage = workloads::split::SharedPage::new();
+    for &d in &[me, 999, u64::from(u32::MAX), u64::MAX] {
+        let got = raw(nr::GRANT_OP, GrantOp::Grant as u64, PAGE.va(), d, 0, 0);
+        c.that(
+            format_args!("grant to domain {d:#x}: {got:?}"),
+            got.is_err(),
+        );
+    }
+    for &v in &[2u64, 64, 65, u64::from(u32::MAX), u64::MAX] {
+        let got = raw(nr::VCPU_OP, VcpuOp::Up as u64, v, 0, 0, 0);
+        c.that(format_args!("vcpu Up {v:#x}: {got:?}"), got.is_err());
+    }
+    // A frame listed twice: given back once, then refused; the count follows.
+    let held = hypercall::current_reservation().unwrap_or(0);
+    match xtf::take_frame() {
+        Ok(f) => {
+            let got = hypercall::decrease_reservation(&[f, f]);
+            c.one_of(
+                "giving back one frame listed twice",
+                got,
+                &[Ok(1), Err(Perm)],
+            );
+            c.eq(
+                "  frames held afterwards",
+                hypercall::current_reservation().unwrap_or(0),
+                held,
+            );
+        }
+        Err(e) => return xtf::error("args-edges", format_args!("a frame: {e:?}")),
+    }
+    println!("{oks} edge calls succeeded");
+    c.verdict()
+}
+
+fn pt_bounded() -> u64 {
+    let mut c = Checks::new("pt-bounded");
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error("pt-bounded", format_args!("building tables: {e:?}")),
+    };
+    let root = pagetable::root();
+    for (level, at, old) in [
+        (4, root + SCRATCH_L4 * 8, s.l3 | LINK),
+        (3, s.l3, s.l2 | LINK),
+        (2, s.l2, s.l1 | LINK),
+    ] {
+        for (how, val) in [
+            ("0", 0),
+            ("the present bit cleared", old & !pte::PRESENT),
+            (
+                "the present and writable bits cleared",
+                old & !(pte::PRESENT | pte::WRITABLE),
+            ),
+            (
+                "the present bit cleared, NX set",
+                (old & !pte::PRESENT) | pte::NO_EXECUTE,
+            ),
+        ] {
+            let got = update(at, val);
+            c.that(
+                format_args!(
+                    "L{level} link to a table in use replaced by {how}: {got:?}, want refused"
+                ),
+                got.is_err(),
+            );
+            if got.is_ok() {
+                // Put it back as it was if the hypervisor lets it (it may not: the table
+                // below was devalidated whole).
+                let back = update(at, old);
+                println!("  linked again: {back:?}");
+            }
+        }
+    }
+    // Bottom-up, each step empties a table before its last link goes.
+    c.eq("the data page unmapped", update(s.l1, 0), Ok(1));
+    c.eq("the L1 unlinked", update(s.l2, 0), Ok(1));
+    c.eq("the L2 unlinked", update(s.l3, 0), Ok(1));
+    c.eq("the L3 unlinked", update(root + SCRATCH_L4 * 8, 0), Ok(1));
+    c.verdict()
+}
+
+fn pt_bypass() -> u64 {
+    const CASE: &str = "pt-bypass";
+    let mut c = Checks::new(CASE);
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
+    };
+    let root = pagetable::root();
+    let ro = pagetable::leaf(s.data, false);
+    // L1 tables: link an empty one into the L2, fill it, until the quota says no.
+    static mut L1S: [u64; 512] = [0; 512];
+    // SAFETY: vCPU 0 alone runs this case, once.
+    let l1s = unsafe { &mut *core::ptr::addr_of_mut!(L1S) };
+    l1s[0] = s.l1 >> 12;
+    let mut n = 1;
+    let mut fill = [MmuUpdate::default(); 512];
+    let t0 = time::now_ns();
+    while n < 512 {
+        let Ok(f) = xtf::take_frame() else { break };
+        if update(s.l2 + n as u64 * 8, (f << 12) | LINK).is_err() {
+            let _ = hypercall::decrease_reservation(&[f]);
+            break;
+        }
+        for (i, u) in fill.iter_mut().enumerate() {
+            *u = MmuUpdate {
+                ptr: (f << 12) + i as u64 * 8,
+                val: ro,
+            };
+        }
+        // SAFETY: fills a table of its own with read-only mappings of its own data frame.
+        if unsafe { hypercall::mmu_update(&fill) } != Ok(512) {
+            return xtf::error(CASE, format_args!("filling L1 table {n}"));
+        }
+        l1s[n] = f;
+        n += 1;
+    }
+    println!(
+        "{n} L1 tables of 512 entries built top-down in {} ms",
+        (time::now_ns() - t0) / 1_000_000
+    );
+    let t1 = time::now_ns();
+    let got = update(root + SCRATCH_L4 * 8, (s.l3 | LINK) & !pte::PRESENT);
+    let took = time::now_ns() - t1;
+    println!(
+        "the L3's only link with the present bit cleared: {got:?} in {} ms ({} entries below it)",
+        took / 1_000_000,
+        n * 512
+    );
+    c.that(
+        format_args!(
+            "dropping the link to a tree in use by clearing its present bit: {got:?}, want refused"
+        ),
+        got.is_err(),
+    );
+    if got.is_err() {
+        // Bottom-up: empty each L1, unlink it, then the L2, the L3.
+        let mut ok = true;
+        for (k, &f) in l1s[..n].iter().enumerate() {
+            for (i, u) in fill.iter_mut().enumerate() {
+                *u = MmuUpdate {
+                    ptr: (f << 12) + i as u64 * 8,
+                    val: 0,
+                };
+            }
+            // SAFETY: unmaps its own read-only mappings.
+            let emptied = unsafe { hypercall::mmu_update(&fill) };
+            let unlinked = update(s.l2 + k as u64 * 8, 0);
+            if ok && (emptied.is_err() || unlinked.is_err()) {
+                println!("L1 table {k}: emptied {emptied:?}, unlinked {unlinked:?}");
+                ok = false;
+            }
+        }
+        let (l2, l3) = (update(s.l3, 0), update(root + SCRATCH_L4 * 8, 0));
+        c.that(
+            format_args!("the tree torn down bottom-up (L2 unlinked {l2:?}, L3 {l3:?})"),
+            ok && l2.is_ok() && l3.is_ok(),
+        );
+    }
+    c.verdict()
+}

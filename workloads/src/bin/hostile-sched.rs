@@ -1,0 +1,421 @@
+//! `hostile-sched`: the scheduler-abuse and exhaustion classes of the XTF-style hostile
+//! suite. Argument `case` picks one, `rounds` (100000) sizes the storms; each ends as
+//! `workloads::xtf` describes (`scripts/runner/src/xtf.rs` has the right ending of each).
+//! Their bystanders (a `latency` domain beside them) must keep waking up.
+//!
+//! | case | name | act | right ending |
+//! |---|---|---|---|
+//! | 0 | timer-storm | every vCPU sets `rounds` timers, far-future and past deadlines in turn, then arms one 1 ms ahead and blocks: that last one must fire (one timer slot per vCPU: a re-arm replaces it); repeated for 600 ms | SUCCESS |
+//! | 1 | poll-after-fired | a timer that fires while the vCPU is awake, then `poll` on a port that never fires: `poll` must return as `block` does | SUCCESS |
+//! | 2 | yield-storm | every vCPU yields in a loop for 600 ms | SUCCESS |
+//! | 3 | block-storm | `rounds` times: a past deadline, then `block` (must return at once) | SUCCESS |
+//! | 4 | exhaust-ports | allocates ports until refused (`NoMem`), closes them all, allocates as many again | SUCCESS |
+//! | 5 | exhaust-grants | grants one page to Domain0 until refused, ends them all, grants as many again | SUCCESS |
+//! | 6 | exhaust-memory | takes frames until none is left within its limit, gives them all back, twice: the same count each time | SUCCESS |
+//! | 7 | virq-flood | timer VIRQ with an upcall: `rounds` past deadlines, each an event and an upcall | SUCCESS |
+//! | 8 | timer-edges | deadlines 2^64 - 1, 2^64 - 2, 2^63, 1 and 0 (cancel), polls on ports 0, 1023, 1024 and 2^32 - 1: then a timer 1 ms ahead must still fire, and `poll` on a due timer return | SUCCESS |
+//! | 9 | shutdown-race | vCPU 1 loops over page-table updates, grants, events and reservations while vCPU 0 shuts the domain down 20 ms in (2 vCPUs; a spec runs several): every frame must come back | SUCCESS (printed before the shutdown) |
+//! | 10 | kill-race | the same, but vCPU 0 gets the domain killed (`ud2`) | killed: exception 6 |
+//! | 11 | console-flood | 400 console lines of 200 bytes at once (80 KB): the console quota must refuse some (`Again`), and the domain carry on | SUCCESS |
+//!
+//! vCPU 0 reports; in the storms every vCPU acts.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::error::Errno;
+use workloads::xtf::{self, Checks};
+use workloads::{entry, hypercall, println, rt, shared, time, upcall};
+
+entry!(main);
+
+/// vCPUs other than 0 that finished their part of a storm.
+static DONE: AtomicU64 = AtomicU64::new(0);
+/// vCPUs whose last timer never fired within 1 s (the run would hang instead, but a block
+/// may also return on something else).
+static LATE: AtomicU64 = AtomicU64::new(0);
+/// Upcalls taken in `virq-flood`.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+
+const STORM_NS: u64 = 600_000_000;
+
+fn main(vcpu: usize) -> u64 {
+    let case = shared::arg("case", 0);
+    let rounds = shared::arg("rounds", 100_000);
+    match case {
+        0 => timer_storm(vcpu, rounds),
+        2 => yield_storm(vcpu),
+        9 | 10 => end_race(vcpu, case == 10),
+        _ if vcpu != 0 => rt::park(vcpu),
+        1 => poll_after_fired(),
+        3 => block_storm(rounds),
+        4 => exhaust_ports(),
+        5 => exhaust_grants(),
+        6 => exhaust_memory(),
+        7 => virq_flood(rounds),
+        8 => timer_edges(),
+        11 => console_flood(),
+        _ => xtf::error("hostile-sched", format_args!("no case {case}")),
+    }
+}
+
+/// vCPU 0 waits for the others to finish their part, then reports with `verdict`.
+fn join(vcpu: usize, verdict: impl FnOnce() -> u64) -> u64 {
+    if vcpu != 0 {
+        DONE.fetch_add(1, Ordering::SeqCst);
+        rt::park(vcpu);
+    }
+    let others = u64::from(shared::vcpus()) - 1;
+    while DONE.load(Ordering::SeqCst) < others {
+        hypercall::yield_now();
+    }
+    verdict()
+}
+
+fn timer_storm(vcpu: usize, rounds: u64) -> u64 {
+    let start = time::now_ns();
+    let (mut storms, mut sets) = (0u64, 0u64);
+    while time::now_ns() < start + STORM_NS {
+        let now = time::now_ns();
+        for i in 0..rounds {
+            let deadline = if i % 2 == 0 {
+                now + 1_000_000_000_000 + i
+            } else {
+                1 + i
+            };
+            let _ = hypercall::set_timer(deadline);
+        }
+        sets += rounds;
+        // The last armed timer replaces all of those: it must fire.
+        let deadline = time::now_ns() + 1_000_000;
+        let _ = hypercall::set_timer(deadline);
+        while time::now_ns() < deadline {
+            hypercall::block();
+        }
+        if time::now_ns() > deadline + 1_000_000_000 {
+            LATE.fetch_add(1, Ordering::SeqCst);
+        }
+        storms += 1;
+        shared::add_work(vcpu, 1);
+    }
+    println!("vCPU {vcpu}: {storms} storms, {sets} timers set, each last one fired");
+    join(vcpu, || {
+        let mut c = Checks::new("timer-storm");
+        c.eq(
+            "vCPUs whose last timer was over 1 s late",
+            LATE.load(Ordering::SeqCst),
+            0,
+        );
+        c.verdict()
+    })
+}
+
+fn yield_storm(vcpu: usize) -> u64 {
+    let start = time::now_ns();
+    let mut n = 0u64;
+    while time::now_ns() < start + STORM_NS {
+        hypercall::yield_now();
+        n += 1;
+        if n.is_multiple_of(1024) {
+            shared::add_work(vcpu, 1024);
+        }
+    }
+    println!("vCPU {vcpu}: {n} yields");
+    join(vcpu, || {
+        xtf::success("yield-storm", format_args!("survived its own yields"))
+    })
+}
+
+fn poll_after_fired() -> u64 {
+    let mut c = Checks::new("poll-after-fired");
+    // A port nobody will ever send on: unbound, for Domain0.
+    let port = match hypercall::evtchn_alloc_unbound(0) {
+        Ok(p) => p,
+        Err(e) => return xtf::error("poll-after-fired", format_args!("a port: {e:?}")),
+    };
+    for (what, with_poll) in [("block", false), ("poll", true)] {
+        let deadline = time::now_ns() + 100_000;
+        let _ = hypercall::set_timer(deadline);
+        // Awake while it fires.
+        time::spin_until(deadline + 2_000_000, core::hint::spin_loop);
+        println!("timer fired while awake; now {what} (a hang here is the failure)");
+        if with_poll {
+            let _ = hypercall::poll(&[port]);
+        } else {
+            hypercall::block();
+        }
+        c.that(
+            format_args!("{what} returned after a timer that had fired"),
+            true,
+        );
+    }
+    c.verdict()
+}
+
+fn block_storm(rounds: u64) -> u64 {
+    let mut c = Checks::new("block-storm");
+    let start = time::now_ns();
+    for i in 0..rounds {
+        let _ = hypercall::set_timer(1 + i);
+        hypercall::block();
+    }
+    let took = time::now_ns() - start;
+    println!(
+        "{rounds} blocks on past deadlines in {} ms",
+        took / 1_000_000
+    );
+    c.that(format_args!("every block returned"), true);
+    c.verdict()
+}
+
+fn exhaust_ports() -> u64 {
+    let mut c = Checks::new("exhaust-ports");
+    let mut ports = [0u32; abi::shared::MAX_PORTS];
+    let mut counts = [0usize; 2];
+    for count in &mut counts {
+        let mut n = 0;
+        let err = loop {
+            if n == ports.len() {
+                break None;
+            }
+            match hypercall::evtchn_alloc_unbound(0) {
+                Ok(p) => {
+                    ports[n] = p;
+                    n += 1;
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        match err {
+            Some(e) => c.one_of(
+                "the refusal once out of ports",
+                e,
+                &[Errno::NoMem, Errno::TooBig],
+            ),
+            None => c.that(format_args!("ports are bounded by MAX_PORTS"), false),
+        };
+        *count = n;
+        for &p in &ports[..n] {
+            if hypercall::evtchn_close(p).is_err() {
+                c.that(format_args!("closing port {p}"), false);
+            }
+        }
+    }
+    println!("ports allocated: {counts:?}");
+    c.eq("ports the second time", counts[1], counts[0]);
+    c.that(
+        format_args!("{} ports within MAX_PORTS", counts[0]),
+        counts[0] > 0 && counts[0] < abi::shared::MAX_PORTS,
+    );
+    c.verdict()
+}
+
+fn exhaust_grants() -> u64 {
+    let mut c = Checks::new("exhaust-grants");
+    static PAGE: workloads::split::SharedPage = workloads::split::SharedPage::new();
+    let va = PAGE.va();
+    const MOST: usize = 65536;
+    let mut counts = [0usize; 2];
+    let mut first = 0u32;
+    for count in &mut counts {
+        let mut n = 0usize;
+        let err = loop {
+            match hypercall::grant_access(va, 0, true) {
+                Ok(g) if n < MOST => {
+                    if n == 0 {
+                        first = g;
+                    }
+                    n += 1;
+                }
+                Ok(_) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        match err {
+            Some(e) => c.one_of(
+                "the refusal once out of grants",
+                e,
+                &[Errno::NoMem, Errno::TooBig],
+            ),
+            None => c.that(format_args!("grants are bounded (over {MOST})"), false),
+        };
+        *count = n;
+        // References are handed out lowest first: end first..first + n.
+        let mut ended = 0;
+        for g in first..first + n as u32 {
+            if hypercall::grant_end(g).is_ok() {
+                ended += 1;
+            }
+        }
+        c.eq("grants ended", ended, n);
+    }
+    println!("grants made: {counts:?}");
+    c.eq("grants the second time", counts[1], counts[0]);
+    c.verdict()
+}
+
+fn exhaust_memory() -> u64 {
+    let mut c = Checks::new("exhaust-memory");
+    let held = hypercall::current_reservation();
+    let mut counts = [0usize; 2];
+    let mut all = [0u64; 1024];
+    for count in &mut counts {
+        let mut n = 0;
+        loop {
+            let room = all.len() - n;
+            match hypercall::increase_reservation(&mut all[n..n + room.min(64)]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => {
+                    c.that(format_args!("increase_reservation failed: {e:?}"), false);
+                    break;
+                }
+            }
+            if n == all.len() {
+                break;
+            }
+        }
+        *count = n;
+        c.eq(
+            "frames at the limit",
+            hypercall::current_reservation(),
+            hypercall::maximum_reservation(),
+        );
+        c.eq(
+            "frames given back",
+            hypercall::decrease_reservation(&all[..n]),
+            Ok(n),
+        );
+    }
+    println!("frames taken: {counts:?}");
+    c.eq("frames the second time", counts[1], counts[0]);
+    c.eq(
+        "frames held at the end",
+        hypercall::current_reservation(),
+        held,
+    );
+    c.verdict()
+}
+
+fn count_event(_: usize, _: u32) {
+    EVENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn virq_flood(rounds: u64) -> u64 {
+    let mut c = Checks::new("virq-flood");
+    if let Err(e) = hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+        return xtf::error("virq-flood", format_args!("binding the timer VIRQ: {e:?}"));
+    }
+    if let Err(e) = upcall::register(count_event) {
+        return xtf::error("virq-flood", format_args!("registering the upcall: {e:?}"));
+    }
+    for i in 0..rounds {
+        let _ = hypercall::set_timer(1 + i);
+        if i.is_multiple_of(64) {
+            hypercall::null();
+        }
+    }
+    let until = time::now_ns() + 10_000_000;
+    while time::now_ns() < until {
+        hypercall::null();
+    }
+    let events = EVENTS.load(Ordering::Relaxed);
+    println!("{rounds} timers fired at once, {events} upcalls");
+    c.that(
+        format_args!("some upcalls were taken ({events})"),
+        events > 0,
+    );
+    c.verdict()
+}
+
+fn timer_edges() -> u64 {
+    let mut c = Checks::new("timer-edges");
+    for d in [u64::MAX, u64::MAX - 1, 1 << 63, 1, 0] {
+        c.that(
+            format_args!("set_timer({d:#x}) accepted"),
+            hypercall::set_timer(d).is_ok(),
+        );
+    }
+    let deadline = time::now_ns() + 1_000_000;
+    let _ = hypercall::set_timer(deadline);
+    while time::now_ns() < deadline {
+        hypercall::block();
+    }
+    c.that(
+        format_args!("a timer 1 ms ahead fired after the edge deadlines"),
+        true,
+    );
+    let _ = hypercall::set_timer(1);
+    let got = hypercall::poll(&[0, 1023, 1024, u32::MAX]);
+    c.that(
+        format_args!("poll on edge ports with a due timer returned: {got:?}"),
+        true,
+    );
+    c.verdict()
+}
+
+/// vCPU 1 keeps the hypervisor busy on the domain's objects while vCPU 0 ends the domain.
+fn end_race(vcpu: usize, kill: bool) -> u64 {
+    let name = if kill { "kill-race" } else { "shutdown-race" };
+    if vcpu == 1 {
+        static PAGE: workloads::split::SharedPage = workloads::split::SharedPage::new();
+        let slot = workloads::pagetable::entry_address(abi::layout::MAP_AREA, 1);
+        let mut frames = [0u64; 4];
+        loop {
+            if let Ok(n) = hypercall::increase_reservation(&mut frames) {
+                if let Some(slot) = slot {
+                    for &f in &frames[..n] {
+                        let _ = xtf::update(slot, workloads::pagetable::leaf(f, true));
+                        let _ = xtf::update(slot, 0);
+                    }
+                }
+                let _ = hypercall::decrease_reservation(&frames[..n]);
+            }
+            if let Ok(g) = PAGE.grant(0, true) {
+                let _ = hypercall::grant_end(g);
+            }
+            if let Ok(p) = hypercall::evtchn_alloc_unbound(0) {
+                let _ = hypercall::evtchn_close(p);
+            }
+            let _ = hypercall::set_timer(time::now_ns() + 1_000_000);
+        }
+    }
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    time::sleep_ns(20_000_000);
+    if kill {
+        xtf::expect_killed(name, "ud2 (exception 6) while vCPU 1 is in hypercalls");
+        // SAFETY: #UD in ring 3 kills the domain; that is the case.
+        unsafe { core::arch::asm!("ud2") };
+        return xtf::survived(name, format_args!("ud2"));
+    }
+    xtf::success(
+        name,
+        format_args!("shutting down while vCPU 1 is in hypercalls"),
+    )
+}
+
+fn console_flood() -> u64 {
+    let mut c = Checks::new("console-flood");
+    let mut line = [b'#'; 200];
+    line[199] = b'\n';
+    let (mut written, mut again, mut other) = (0u64, 0u64, 0u64);
+    for _ in 0..400 {
+        match hypercall::console_write(&line) {
+            Ok(_) => written += 1,
+            Err(Errno::Again) => again += 1,
+            Err(_) => other += 1,
+        }
+    }
+    println!(
+        "console flood: {written} lines written, {again} refused with Again, {other} other errors"
+    );
+    c.that(
+        format_args!("the quota refused some lines ({again})"),
+        again > 0,
+    );
+    c.eq("other errors", other, 0);
+    c.verdict()
+}
