@@ -4,7 +4,7 @@
 //! decoded there; replies are encoded into a hypervisor buffer and copied back.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::console::ExitCode;
 use abi::control::{
@@ -36,51 +36,18 @@ fn slot(raw: u8) -> Result<usize, Errno> {
     }
 }
 
-/// Set while a snapshot holds the other CPUs still.
-static HOLD: AtomicBool = AtomicBool::new(false);
-/// CPUs spinning in [`hold_here`].
-static HELD: AtomicUsize = AtomicUsize::new(0);
 /// Whether a snapshot is being taken (there is one Domain0 vCPU to ask, but be sure).
 static SNAPSHOTTING: AtomicBool = AtomicBool::new(false);
 
-/// Runs on another CPU, from its call-function IPI: spins until the snapshot is taken.
-/// A CPU takes IPIs only in a guest, idle, or in a wait loop, never holding a lock.
-fn hold_here(_: usize) {
-    HELD.fetch_add(1, Ordering::AcqRel);
-    while HOLD.load(Ordering::Acquire) {
-        arch::percpu::touch_watchdog(); // held on purpose, not stuck
-        schedule::watch_while_waiting();
-        core::hint::spin_loop();
-    }
-    HELD.fetch_sub(1, Ordering::AcqRel);
-}
-
-/// Runs `f` while every other online CPU spins in its IPI handler (Linux's
-/// `stop_machine`, cut down), so that what `f` reads of all domains, their guest-written
-/// `work` counters included, is one instant's. Under TCG an emulated CPU can stall for
+/// Runs `f` while every other online CPU is held still (`smp::ipi::hold_others`, a cut-down
+/// `stop_machine`), so that what `f` reads of all domains, their guest-written `work`
+/// counters included, is one instant's. Under TCG an emulated CPU can stall for
 /// milliseconds while another runs on, so reading domains one after the other would not be.
 fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Errno> {
     if SNAPSHOTTING.swap(true, Ordering::AcqRel) {
         return Err(Errno::Busy);
     }
-    let me = smp::percpu::cpu_index();
-    HOLD.store(true, Ordering::Release);
-    let mut others = 0;
-    for cpu in smp::startup::online().iter().filter(|&c| c != me) {
-        if smp::ipi::call_on(cpu, hold_here, 0, false) {
-            others += 1;
-        }
-    }
-    while HELD.load(Ordering::Acquire) < others {
-        // A CPU on its way here may be waiting for this one (a TLB flush).
-        schedule::wait_for_other_cpu();
-    }
-    let result = f();
-    HOLD.store(false, Ordering::Release);
-    while HELD.load(Ordering::Acquire) != 0 {
-        schedule::watch_while_waiting();
-        core::hint::spin_loop();
-    }
+    let result = smp::ipi::hold_others(f);
     SNAPSHOTTING.store(false, Ordering::Release);
     result
 }

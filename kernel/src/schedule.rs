@@ -400,6 +400,8 @@ static WATCHDOG_ARMED: AtomicBool = AtomicBool::new(false);
 /// Starts the watchdog: from now on every CPU watches the next one.
 pub fn arm_watchdog() {
     smp::ipi::set_wait_hook(watch_while_waiting);
+    // Held still for a snapshot: not stuck.
+    smp::ipi::set_hold_hook(arch::percpu::touch_watchdog);
     WATCHDOG_ARMED.store(true, Ordering::Release);
 }
 

@@ -12,7 +12,7 @@
 //! mailbox; any spin loop in the kernel that may wait on another CPU should do the same by
 //! calling [`handle_call_function_ipi`].
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -130,7 +130,7 @@ pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) -> bool {
         wait,
         || apic::send_ipi(dest, vectors::CALL_FUNCTION),
         || {
-            MAILBOXES.get(me).handle();
+            handle_call_function_ipi();
             run_wait_hook();
         },
     );
@@ -160,7 +160,73 @@ pub fn run_wait_hook() {
 /// [`vectors::CALL_FUNCTION`] handler (then sends the EOI), and from any spin loop that might
 /// wait for another CPU. Returns whether a call ran.
 pub fn handle_call_function_ipi() -> bool {
+    hold_here_if_asked();
     MAILBOXES.this().handle()
+}
+
+/// Set while [`hold_others`] holds every other CPU.
+static HOLD: AtomicBool = AtomicBool::new(false);
+/// The CPU holding the others (usize::MAX: none).
+static HOLDER: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// CPUs spinning in [`hold_here_if_asked`].
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// What a held CPU runs while it spins (the kernel's: "this CPU is held, not stuck").
+static HOLD_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets what a CPU runs while [`hold_others`] holds it.
+pub fn set_hold_hook(hook: fn()) {
+    HOLD_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// Runs `f` while every other online CPU spins with interrupts off (Linux's `stop_machine`,
+/// cut down), so that what `f` reads is one instant's. The hold is a flag and a plain
+/// call-function IPI, not a mailbox call: a CPU takes it wherever it takes calls (its IPI
+/// handler, or any spin loop that waits for another CPU), and posting it never waits for a
+/// busy mailbox. (It once went through the mailboxes: a CPU held while its own TLB-flush
+/// call to another CPU was still DONE but not yet collected kept that CPU's mailbox busy, and
+/// the holder waited on it forever; found by the fuzzer on 4 CPUs.) The caller must make
+/// sure no two CPUs hold at once.
+pub fn hold_others<R>(f: impl FnOnce() -> R) -> R {
+    let me = cpu_index();
+    HOLDER.store(me, Ordering::Release);
+    HOLD.store(true, Ordering::Release);
+    let mut others = 0;
+    for cpu in crate::startup::online().iter().filter(|&c| c != me) {
+        apic::send_ipi(crate::startup::apic_id_of(cpu), vectors::CALL_FUNCTION);
+        others += 1;
+    }
+    while HELD.load(Ordering::Acquire) < others {
+        // A CPU on its way here may be waiting for this one (a TLB flush).
+        MAILBOXES.get(me).handle();
+        run_wait_hook();
+        core::hint::spin_loop();
+    }
+    let result = f();
+    HOLD.store(false, Ordering::Release);
+    while HELD.load(Ordering::Acquire) != 0 {
+        run_wait_hook();
+        core::hint::spin_loop();
+    }
+    HOLDER.store(usize::MAX, Ordering::Release);
+    result
+}
+
+/// Spins here while another CPU holds this one ([`hold_others`]).
+fn hold_here_if_asked() {
+    if !HOLD.load(Ordering::Acquire) || HOLDER.load(Ordering::Acquire) == cpu_index() {
+        return;
+    }
+    HELD.fetch_add(1, Ordering::AcqRel);
+    let hook = HOLD_HOOK.load(Ordering::Acquire);
+    while HOLD.load(Ordering::Acquire) {
+        if !hook.is_null() {
+            // SAFETY: only `set_hold_hook` stores here, and it stores a `fn()`.
+            let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+            hook();
+        }
+        core::hint::spin_loop();
+    }
+    HELD.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Asks CPU `cpu` to reschedule: the kernel's [`vectors::RESCHEDULE`] handler only sends the
