@@ -145,6 +145,47 @@ def isolation_points(policies, values):
                 yield Point(p, "neighbours", int(n), s, variant=kind)
 
 
+# Isolation on the hypervisor (issue 10): two bystanders, a cpu-bound `victim` and a
+# `lat` latency domain (wakes every 1 ms, runs 100 us), on 2 CPUs next to N neighbours of
+# one hostile kind that stay alive and attack for the whole interval (fuzzers, yield
+# attackers) or are killed at once (hostile), and as a reference N benign cpu hogs. The
+# figure sets the victim's CPU time against its max-min fair share given what the others
+# used, and the latency domain's p99 wake-up latency against its own alone (N = 0) and
+# beside as many benign hogs.
+HOSTILE_KINDS = {
+    # kind: (workload, args, expect); `hog` is the benign reference: as many cpu-bound
+    # neighbours, which a latency domain also waits behind under a proportional policy.
+    "hog": ("cpu", {}, "ok"),
+    "fuzz": ("fuzz", {"mode": 0, "calls": 0}, "ok"),
+    "yield-attack": ("yield", {"tick_us": 10000, "before_us": 100}, "ok"),
+    "hostile": ("hostile-priv", {"insn": 0}, "killed"),
+}
+
+
+def hostile_points(policies, values):
+    for p in policies:
+        for kind, (workload, args, expect) in HOSTILE_KINDS.items():
+            for n in values:
+                s = {
+                    "name": "isolation-hv",
+                    "duration_ms": 2000,
+                    "warmup_ms": 300,
+                    "machine": {"cpus": 2},
+                    "sched": {"policy": p},
+                    "domain": [
+                        {"name": "victim", "workload": "cpu"},
+                        {"name": "lat", "workload": "latency",
+                         "args": {"period_us": 1000, "run_us": 100}},
+                    ],
+                }
+                if int(n) > 0:
+                    g = {"name": "n", "count": int(n), "workload": workload, "expect": expect}
+                    if args:
+                        g["args"] = dict(args)
+                    s["domain"].append(g)
+                yield Point(p, "neighbours", int(n), s, variant=kind)
+
+
 def caps_points(policies, values):
     base = load_spec("caps")
     for p in policies:
@@ -167,6 +208,10 @@ MATRICES = {
         Matrix("isolation", "a victim cpu domain on 2 CPUs next to N neighbours of each kind "
                "(hog, yield-attack, io, hostile; param: neighbours)",
                isolation_points, [0, 1, 2, 3, 4, 8, 16], [0, 2], ["rr", "credit", "bvt"]),
+        Matrix("isolation-hv", "bystanders (a cpu and a latency domain) on 2 CPUs next to N "
+               "hostile neighbours that stay (fuzz, yield-attack) or are killed (hostile); "
+               "for the hypervisor (param: neighbours)",
+               hostile_points, [0, 1, 4, 16], [0, 4], ["credit"]),
         Matrix("caps", "caps.toml: the capped domain's cap (param: cap, % of one CPU)",
                caps_points, [5, 10, 20, 40, 60, 80, 100], [10, 50], ["credit"]),
     ]

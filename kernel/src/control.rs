@@ -337,6 +337,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
         Sysctl::HeapUsed => Ok(SysctlReply::HeapUsed {
             bytes: memory::heap_used() as u64,
         }),
+        Sysctl::Resources => Ok(SysctlReply::Resources(domain::resource_counts())),
         Sysctl::EmitRecord { json } => {
             if json.contains('\n') || !json.starts_with('{') {
                 return Err(Errno::Inval);
@@ -434,6 +435,11 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
         privileged: true,
         plan: Some(plan),
     };
+    // The CPU snapshot slots get their room now, not at the first snapshot, so that the heap
+    // Domain0 measures before its guests come is the heap it finds once they are gone.
+    for slot in CPU_SNAPSHOT.lock().iter_mut() {
+        slot.reserve_exact(smp::startup::online().len());
+    }
     let d = domain::create(&config)?;
     register(&d, &sched).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
     d.life.lock().state = DomainState::Alive;

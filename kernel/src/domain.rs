@@ -376,6 +376,12 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
 
     let mut domains = DOMAINS.write();
     let mut vcpus = VCPUS.write();
+    // Both tables get their full size with the first domain (Domain0, at boot), so that they
+    // never grow later: the heap the hypervisor uses with every guest gone is what it was
+    // before the first guest came, which Domain0 checks.
+    let (nd, nv) = (domains.len(), vcpus.len());
+    domains.reserve_exact(MAX_DOMAINS.saturating_sub(nd));
+    vcpus.reserve_exact(MAX_VCPUS_TOTAL.saturating_sub(nv));
     let id = free_slot(&mut domains, MAX_DOMAINS).ok_or(CreateError::TooManyDomains)? as DomainId;
 
     let mut args = [Arg::default(); MAX_ARGS];
@@ -669,6 +675,22 @@ impl Domain {
             .iter()
             .any(|v| v.running_on.load(Ordering::Acquire) != NOT_RUNNING)
     }
+}
+
+/// What every live domain holds, summed (`sysctl Resources`): Domain0 checks that with the
+/// guests gone these are back where they were.
+pub fn resource_counts() -> abi::control::ResourceCounts {
+    let mut c = abi::control::ResourceCounts {
+        vcpus: VCPUS.read().iter().flatten().count() as u32,
+        ..Default::default()
+    };
+    for d in all() {
+        c.domains += 1;
+        c.ports += d.ports.lock().in_use().count() as u32;
+        c.grants += d.grants.lock().len() as u32;
+        c.grant_maps += d.maptrack.lock().len() as u32;
+    }
+    c
 }
 
 /// Removes a domain from the tables. The caller has made sure no vCPU of it runs anywhere;

@@ -381,8 +381,10 @@ impl FrameTable {
         // dropping it devalidates one table's worth of entries at most.
         if is_present(old) && level > 1 {
             let target = target_of(old);
-            let last_link =
-                self.info(target).is_some_and(|i| i.type_count == 1) && target_of(val) != target;
+            // The new value keeps the link only if it is present and names the same table
+            // (a cleared present bit with the old address is an unlink too).
+            let keeps_link = is_present(val) && target_of(val) == target;
+            let last_link = self.info(target).is_some_and(|i| i.type_count == 1) && !keeps_link;
             if last_link && (0..guest_entries(level - 1)).any(|i| is_present(mem.read(target, i))) {
                 return Err(MmError::TooDeep);
             }
@@ -1097,9 +1099,13 @@ mod tests {
         assert_eq!(w.update(D1, t.l2, 1, 0), Ok(true));
         assert_eq!(w.ft.info(t.l1).unwrap().type_count, 1);
         assert_eq!(w.update(D1, t.l1, 10, rw(t.l1)), Err(WrongType));
-        // The last link goes only once the table is empty (bounded work per update) ...
+        // The last link goes only once the table is empty (bounded work per update), whether
+        // the entry is cleared or only loses its present bit ...
         let before = w.ft.frames.clone();
-        assert_eq!(w.update(D1, t.l2, 0, 0), Err(TooDeep));
+        let old = w.mem.read(t.l2, 0);
+        for val in [0, old & !PRESENT, (old & !PRESENT) | NO_EXECUTE] {
+            assert_eq!(w.update(D1, t.l2, 0, val), Err(TooDeep), "{val:#x}");
+        }
         assert_eq!(w.ft.frames, before, "a refused unlink changes nothing");
         for i in 0..512 {
             if w.mem.read(t.l1, i) & PRESENT != 0 {

@@ -45,10 +45,11 @@ pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
         fatal_exception(frame);
     }
     let reason = match vector {
-        // An `int N` through a gate a guest may not use reports the gate in its error code:
-        // the vector, and bit 1 set (IDT).
+        // An `int N` through a gate a guest may not use reports the gate in its error code
+        // (bit 1: IDT). The instruction itself names the vector exactly; the error code
+        // does on hardware (vector * 8) but not under QEMU 7.2's TCG (vector * 16).
         GENERAL_PROTECTION if frame.error_code & 0b11 == 0b10 => KillReason::SoftwareInterrupt {
-            vector: (frame.error_code >> 3) as u8,
+            vector: software_interrupt_vector(frame.rip).unwrap_or((frame.error_code >> 3) as u8),
             rip: frame.rip,
         },
         GENERAL_PROTECTION => KillReason::PrivilegedInstruction { rip: frame.rip },
@@ -68,6 +69,19 @@ pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
     // The killed vCPU is no longer runnable: switch to something else.
     let next = schedule::reschedule(frame, false);
     leave(frame, false, next)
+}
+
+/// The vector of the software-interrupt instruction at guest address `rip` (`int N`,
+/// `int3`, `into`), read from the guest's memory; `None` if it is not one or cannot be read.
+fn software_interrupt_vector(rip: u64) -> Option<u8> {
+    let mut insn = [0u8; 2];
+    crate::hypercall::copy_from_guest(&mut insn, rip).ok()?;
+    match insn {
+        [0xcd, vector] => Some(vector),
+        [0xcc, _] => Some(3),
+        [0xce, _] => Some(4),
+        _ => None,
+    }
 }
 
 /// An external interrupt or IPI (vectors 32 to 255).

@@ -217,8 +217,8 @@ impl RunQueue for BvtQueue {
             None => false,
         }
     }
-    fn reserve(&mut self, additional: usize) {
-        self.q.reserve(additional)
+    fn fit(&mut self, room: usize) {
+        crate::runq::fit_deque(&mut self.q, room)
     }
 }
 

@@ -207,9 +207,9 @@ impl RunQueue for CreditQueue {
     fn remove(&mut self, v: VcpuId) -> bool {
         self.by_pri.iter_mut().any(|q| RunQueue::remove(q, v))
     }
-    fn reserve(&mut self, additional: usize) {
+    fn fit(&mut self, room: usize) {
         for q in &mut self.by_pri {
-            q.reserve(additional);
+            crate::runq::fit_deque(q, room);
         }
     }
 }

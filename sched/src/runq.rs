@@ -19,7 +19,10 @@
 //! the new home's runqueue lock and the vCPU's lock, i.e. only in a steal.
 //!
 //! Every table is allocated once, from the [`Topology`], when the policy is created;
-//! runqueue storage grows in `insert_vcpu` (reserve), never on wake or pick.
+//! runqueue storage is resized in `insert_vcpu` and `remove_vcpu` ([`RunQueue::fit`]), never
+//! on wake or pick. Its size is a function of the number of vCPUs present and nothing else
+//! (the next power of two), so once the domains of a run are gone the policy holds exactly the
+//! heap it held before they came: Domain0 checks the hypervisor's heap against that.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -100,8 +103,19 @@ pub trait RunQueue {
     }
     /// Removes `v` wherever it is in the queue; false if it was not there.
     fn remove(&mut self, v: VcpuId) -> bool;
-    /// Makes room for `additional` more entries (called at insert time only).
-    fn reserve(&mut self, additional: usize);
+    /// Sizes the storage for exactly `room` entries (never fewer than are queued), growing
+    /// or shrinking it. Called at insert and remove time only, never on wake or pick.
+    fn fit(&mut self, room: usize);
+}
+
+/// [`RunQueue::fit`] for a `VecDeque`: capacity exactly `room` (or the length, if larger).
+pub fn fit_deque<T>(q: &mut VecDeque<T>, room: usize) {
+    let room = room.max(q.len());
+    if q.capacity() < room {
+        q.reserve_exact(room - q.len());
+    } else if q.capacity() > room {
+        q.shrink_to(room);
+    }
 }
 
 impl RunQueue for VecDeque<VcpuId> {
@@ -117,8 +131,8 @@ impl RunQueue for VecDeque<VcpuId> {
             None => false,
         }
     }
-    fn reserve(&mut self, additional: usize) {
-        VecDeque::reserve(self, additional)
+    fn fit(&mut self, room: usize) {
+        fit_deque(self, room)
     }
 }
 
@@ -306,15 +320,15 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         if cpu >= self.cpus.len() {
             return Err(Error::NoSuchCpu(cpu));
         }
-        // Reserve first: a vCPU may end up queued on any CPU after steals.
-        let n = self.inserted.fetch_add(1, Ordering::AcqRel) + 1;
-        for c in &self.cpus {
-            c.lock.lock().q.reserve(n);
-        }
+        // Room first: a vCPU may end up queued on any CPU after steals.
+        self.inserted.fetch_add(1, Ordering::AcqRel);
+        self.refit();
         let slot = &self.vcpus[v.index()];
         let mut vs = slot.state.lock();
         if vs.present {
+            drop(vs);
             self.inserted.fetch_sub(1, Ordering::AcqRel);
+            self.refit();
             return Err(Error::AlreadyPresent);
         }
         slot.home.store(cpu, Ordering::Release);
@@ -332,16 +346,33 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
     /// Removes `v`, which must be asleep and not running; returns its domain.
     pub fn remove(&self, v: VcpuId) -> Result<DomainId, Error> {
         self.check(v)?;
-        let (_cpu, _rq, mut vs) = self.lock_home(v);
-        if !vs.present {
-            return Err(Error::NoSuchVcpu(v));
+        let domain = {
+            let (_cpu, _rq, mut vs) = self.lock_home(v);
+            if !vs.present {
+                return Err(Error::NoSuchVcpu(v));
+            }
+            if vs.place != Place::Off || vs.runnable {
+                return Err(Error::Busy);
+            }
+            vs.present = false;
+            self.inserted.fetch_sub(1, Ordering::AcqRel);
+            vs.domain
+        };
+        // One runqueue lock at a time, as everywhere.
+        self.refit();
+        Ok(domain)
+    }
+
+    /// Sizes every runqueue for the vCPUs present now: room for the next power of two of
+    /// their number. The count is read under each queue's lock, so of an insert and a remove
+    /// racing, the one that takes a queue's lock last sizes it for both: no queue is left
+    /// smaller than the vCPUs that may be queued on it.
+    fn refit(&self) {
+        for c in &self.cpus {
+            let mut rq = c.lock.lock();
+            let n = self.inserted.load(Ordering::Acquire);
+            rq.q.fit(n.max(1).next_power_of_two());
         }
-        if vs.place != Place::Off || vs.runnable {
-            return Err(Error::Busy);
-        }
-        vs.present = false;
-        self.inserted.fetch_sub(1, Ordering::AcqRel);
-        Ok(vs.domain)
     }
 
     /// The common part of `sleep`: marks `v` not runnable and takes it off its runqueue.
@@ -641,5 +672,49 @@ impl Flag {
     /// Writes it.
     pub fn set(&self, v: bool) {
         self.0.store(v, Ordering::Release)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capacities(rqs: &Runqueues<VecDeque<VcpuId>, ()>) -> Vec<usize> {
+        (0..rqs.ncpus()).map(|c| rqs.lock_cpu(c).q.capacity()).collect()
+    }
+
+    #[test]
+    fn runqueue_room_follows_the_vcpus_present_and_comes_back() {
+        let topo = Topology { cpus: 3, max_vcpus: 64, max_domains: 8 };
+        let rqs: Runqueues<VecDeque<VcpuId>, ()> = Runqueues::new(&topo, VecDeque::new).unwrap();
+        rqs.insert(VcpuId(0), DomainId(0), 0, ()).unwrap();
+        let alone = capacities(&rqs);
+        assert_eq!(alone, [1, 1, 1]);
+        for v in 1..=20 {
+            rqs.insert(VcpuId(v), DomainId(1), v as usize % 3, ()).unwrap();
+            // Room for every vCPU present on every CPU, so that a wake never allocates.
+            assert!(capacities(&rqs).iter().all(|&c| c > v as usize), "{:?}", capacities(&rqs));
+        }
+        assert_eq!(capacities(&rqs), [32, 32, 32]);
+        assert_eq!(rqs.insert(VcpuId(5), DomainId(1), 0, ()), Err(Error::AlreadyPresent));
+        assert_eq!(capacities(&rqs), [32, 32, 32]);
+        for v in (1..=20).rev() {
+            rqs.remove(VcpuId(v)).unwrap();
+        }
+        // Whatever came and went, the same room as before: the heap is back.
+        assert_eq!(capacities(&rqs), alone);
+    }
+
+    #[test]
+    fn fit_never_drops_what_is_queued() {
+        let mut q: VecDeque<u32> = (0..10).collect();
+        fit_deque(&mut q, 4);
+        assert_eq!(q.capacity(), 10);
+        assert_eq!(q, (0..10).collect::<VecDeque<_>>());
+        fit_deque(&mut q, 16);
+        assert_eq!(q.capacity(), 16);
+        q.clear();
+        fit_deque(&mut q, 1);
+        assert_eq!(q.capacity(), 1);
     }
 }

@@ -582,6 +582,14 @@ fn killed_at_start(p: &DomainPlan) -> bool {
 
 /// Runs the experiment. The spec must be valid ([`Spec::validate`]).
 pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
+    if spec.churn.is_some() {
+        return Err(SimError(format!(
+            "{}: churn: domain lifetimes (creation and teardown) run only on the hypervisor \
+             (scripts/run); schedsim simulates a measured interval, so drop [churn] to \
+             simulate the same domains",
+            spec.file
+        )));
+    }
     let plan = spec.plan();
     let cpus = spec.machine.cpus as usize;
     let hostile = killed_at_start;

@@ -330,6 +330,10 @@ pub struct Spec {
     /// Groups of identical domains, in order (`[[domain]]`).
     #[serde(default, rename = "domain")]
     pub domains: Vec<Group>,
+    /// `[churn]`: Domain0 runs domain lifetimes instead of a measured interval (hypervisor
+    /// only; schedsim refuses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Churn>,
     /// The file it came from, for error messages (not part of the TOML).
     #[serde(skip)]
     pub file: String,
@@ -387,6 +391,38 @@ impl Default for Sched {
         Sched { policy: default_policy(), knobs: BTreeMap::new() }
     }
 }
+
+/// `[churn]`: domain lifetimes. Each round creates every planned domain (the `[[domain]]`
+/// groups, in order, paused), unpauses most of them, destroys some at once, lets the round
+/// run up to `run_ms`, then destroys the rest: running, paused first, never started, or
+/// after the hypervisor killed them (hostile ones). `duration_ms` and `warmup_ms` are not
+/// used. Every `check_every` lifetimes, and at the end, the hypervisor's frames, event
+/// ports, grants and heap must be back where they were before the first round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    /// Domain lifetimes in all (rounds × planned domains, the last round cut short).
+    pub lifetimes: u64,
+    /// Longest a round runs before its survivors are destroyed; each round draws 0..=run_ms.
+    #[serde(default = "default_churn_run_ms")]
+    pub run_ms: u64,
+    /// Lifetimes between the checks that every count is back at its baseline.
+    #[serde(default = "default_churn_check_every")]
+    pub check_every: u64,
+    /// Seed of the per-lifetime choices (how each domain ends, how long a round runs).
+    #[serde(default = "one")]
+    pub seed: u64,
+}
+
+fn default_churn_run_ms() -> u64 {
+    20
+}
+fn default_churn_check_every() -> u64 {
+    1000
+}
+
+/// Most lifetimes one churn run may ask for.
+pub const MAX_CHURN_LIFETIMES: u64 = 10_000_000;
 
 /// A value given once for the whole group, or once per domain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -626,6 +662,7 @@ impl Spec {
                 sched: BTreeMap::new(),
                 args: BTreeMap::new(),
             }],
+            churn: None,
             file: "<default spec>".into(),
         }
     }
@@ -702,6 +739,11 @@ impl Spec {
         }
         if self.domains.is_empty() {
             return Err(self.err("domain", "at least one [[domain]] group is required"));
+        }
+        if let Some(c) = &self.churn {
+            range(self, "churn.lifetimes", c.lifetimes, 1, MAX_CHURN_LIFETIMES)?;
+            range(self, "churn.run_ms", c.run_ms, 0, 60_000)?;
+            range(self, "churn.check_every", c.check_every, 1, MAX_CHURN_LIFETIMES)?;
         }
         let total = self.domains.iter().fold(0u64, |n, g| n.saturating_add(g.count));
         if total > MAX_DOMAINS {

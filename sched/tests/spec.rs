@@ -134,6 +134,36 @@ fn example_specs_are_valid() {
     }
 }
 
+#[test]
+fn churn_table_parses_with_defaults_and_checks_its_ranges() {
+    let s = Spec::from_str(&format!("{GOOD}\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
+    let c = s.churn.clone().expect("a churn table");
+    assert_eq!((c.lifetimes, c.run_ms, c.check_every, c.seed), (300, 20, 1000, 1));
+    let again = Spec::from_str(&s.to_toml(), "exp.toml").unwrap();
+    assert_eq!(again, s);
+    assert!(Spec::from_str(GOOD, "exp.toml").unwrap().churn.is_none());
+
+    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 0\n"));
+    assert!(e.contains("exp.toml: churn.lifetimes: 0 is out of range; allowed: 1..="), "{e}");
+    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 10\ncheck_every = 0\n"));
+    assert!(e.contains("churn.check_every") && e.contains("allowed: 1..="), "{e}");
+    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 10\nrun_ms = 100000\n"));
+    assert!(e.contains("churn.run_ms") && e.contains("0..=60000"), "{e}");
+    let e = err(&format!("{GOOD}\n[churn]\nrun_ms = 5\n"));
+    assert!(e.contains("lifetimes"), "{e}");
+    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 10\ncycles = 5\n"));
+    assert!(e.contains("cycles"), "{e}");
+}
+
+#[test]
+fn schedsim_refuses_churn() {
+    let s = Spec::from_str(&format!("{GOOD}\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
+    let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None };
+    let Err(e) = sched::sim::run(&s, &opts) else { panic!("schedsim must refuse churn") };
+    let e = e.to_string();
+    assert!(e.contains("exp.toml: churn:") && e.contains("hypervisor"), "{e}");
+}
+
 /// A spec of one `[[domain]]` group (TOML lines after `[[domain]]`), on `cpus` CPUs under
 /// `policy`, on a machine of `memory_mib`.
 fn one_group(policy: &str, cpus: u64, memory_mib: u64, group: &str) -> String {

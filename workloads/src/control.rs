@@ -4,11 +4,13 @@
 
 use alloc::string::{String, ToString};
 
-use abi::control::{self, DomainId, DomainInfo, Domctl, DomctlReply, Sysctl, SysctlReply};
+use abi::control::{
+    self, DomainId, DomainInfo, Domctl, DomctlReply, ResourceCounts, Sysctl, SysctlReply,
+};
 use abi::error::Errno;
 
 use crate::hypercall;
-use crate::report::{CpuStats, FrameCounts};
+use crate::report::{CpuStats, Figures, FrameCounts};
 
 /// Largest encoded request (a results record is the biggest, well under this).
 const REQUEST_BYTES: usize = 4096;
@@ -179,6 +181,23 @@ pub fn heap_used() -> Result<u64, Errno> {
     sysctl(&Sysctl::HeapUsed, |r| match r {
         SysctlReply::HeapUsed { bytes } => Some(bytes),
         _ => None,
+    })
+}
+
+/// What the live domains hold, summed over all of them.
+pub fn resources() -> Result<ResourceCounts, Errno> {
+    sysctl(&Sysctl::Resources, |r| match r {
+        SysctlReply::Resources(counts) => Some(counts),
+        _ => None,
+    })
+}
+
+/// The counts that must come back once every guest is gone: heap, frames, resources.
+pub fn figures() -> Result<Figures, Errno> {
+    Ok(Figures {
+        heap_bytes: heap_used()?,
+        frames: frame_counts()?,
+        resources: resources()?,
     })
 }
 

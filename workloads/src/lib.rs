@@ -19,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod churn;
 pub mod console;
 pub mod control;
 pub mod fuzz;

@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl};
+use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl, ResourceCounts};
 use abi::plan::{Expect, Plan, PlannedDomain};
 use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
 
@@ -282,6 +282,45 @@ pub fn check_frames(before: FrameCounts, after: FrameCounts) -> Result<(), Strin
     }
 }
 
+/// The hypervisor's counts that must come back once every guest is gone: its heap, the
+/// frame allocator's counts, and what the live domains hold (ports, grants, mappings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub heap_bytes: u64,
+    pub frames: FrameCounts,
+    pub resources: ResourceCounts,
+}
+
+impl Figures {
+    /// Every count that differs from `base`, one line each (empty when all are back).
+    pub fn differences(&self, base: &Figures) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(leak) = check_frames(base.frames, self.frames) {
+            out.push(leak);
+        }
+        if self.heap_bytes != base.heap_bytes {
+            let grew = self.heap_bytes as i128 - base.heap_bytes as i128;
+            out.push(format!(
+                "heap: {grew:+} bytes ({} in use before, {} after)",
+                base.heap_bytes, self.heap_bytes
+            ));
+        }
+        let (b, a) = (base.resources, self.resources);
+        for (what, before, after) in [
+            ("domains", b.domains, a.domains),
+            ("vCPUs", b.vcpus, a.vcpus),
+            ("event-channel ports in use", b.ports, a.ports),
+            ("grants in use", b.grants, a.grants),
+            ("grant mappings held", b.grant_maps, a.grant_maps),
+        ] {
+            if before != after {
+                out.push(format!("{what}: {before} before, {after} after"));
+            }
+        }
+        out
+    }
+}
+
 /// The run's problems, one line each; none means exit status 0.
 #[derive(Clone, Debug, Default)]
 pub struct Verdict {
@@ -363,6 +402,7 @@ mod tests {
                 bytes: &bytes,
             },
             bench: false,
+            churn: None,
         };
         f(&plan)
     }
@@ -567,5 +607,40 @@ mod tests {
         assert_eq!(v.code(), 0);
         v.fail("x".into());
         assert_eq!(v.code(), 1);
+    }
+
+    #[test]
+    fn figures_name_every_count_that_did_not_come_back() {
+        let base = Figures {
+            heap_bytes: 40_000,
+            frames: FrameCounts {
+                free: 900,
+                managed: 1000,
+            },
+            resources: ResourceCounts {
+                domains: 1,
+                vcpus: 1,
+                ports: 1,
+                grants: 0,
+                grant_maps: 0,
+            },
+        };
+        assert!(base.differences(&base).is_empty());
+        let mut now = base;
+        now.heap_bytes += 1_536; // one vCPU object, say
+        now.resources.grants = 2;
+        let d = now.differences(&base);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("+1536 bytes"), "{d:?}");
+        assert!(d[1].contains("grants in use: 0 before, 2 after"), "{d:?}");
+        now = base;
+        now.heap_bytes -= 8;
+        now.frames.free -= 1;
+        now.resources.ports = 3;
+        let d = now.differences(&base);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].contains("1 frames not returned"), "{d:?}");
+        assert!(d[1].contains("-8 bytes"), "{d:?}");
+        assert!(d[2].contains("ports in use: 1 before, 3 after"), "{d:?}");
     }
 }

@@ -256,6 +256,24 @@ pub enum Sysctl<'a> {
     BenchSwitchFloor { iters: u32 },
     /// Stops the machine with this exit status (0, 1 or 2: `console::ExitCode`).
     Shutdown { code: u8 },
+    /// What the live domains hold, summed ([`ResourceCounts`]), to check that a dead
+    /// domain's objects went with it.
+    Resources,
+}
+
+/// What every live domain holds, summed over all of them (Domain0 included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceCounts {
+    /// Live domains (dead ones not yet destroyed count).
+    pub domains: u32,
+    /// Their vCPUs.
+    pub vcpus: u32,
+    /// Event-channel ports in use.
+    pub ports: u32,
+    /// Grants made (grant-table entries in use).
+    pub grants: u32,
+    /// Grants of others mapped (maptrack entries in use).
+    pub grant_maps: u32,
 }
 
 /// A `sysctl` reply.
@@ -287,6 +305,7 @@ pub enum SysctlReply<'a> {
         managed: u64,
     },
     Done,
+    Resources(ResourceCounts),
 }
 
 /// Encodes a message into `buf`, returning the bytes used.

@@ -66,6 +66,21 @@ pub struct Plan<'a> {
     /// Whether Domain0 also runs the micro-benchmarks (null hypercall and its floor, the
     /// domain-switch floor, domain creation) and writes `bench` records.
     pub bench: bool,
+    /// Churn instead of a measured interval: rounds of the planned domains' lifetimes.
+    pub churn: Option<Churn>,
+}
+
+/// The spec's `[churn]` (`sched::spec::Churn`): Domain0 creates and destroys the planned
+/// domains in rounds, `lifetimes` domains in all, checking every `check_every` lifetimes
+/// that the hypervisor's frames, ports, grants and heap are back at their baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Churn {
+    pub lifetimes: u64,
+    /// Longest a round runs before its survivors are destroyed (each draws 0..=run_ms).
+    pub run_ms: u64,
+    pub check_every: u64,
+    /// Seed of the per-lifetime choices.
+    pub seed: u64,
 }
 
 /// The planned domains, as encoded bytes that decode lazily.
@@ -186,6 +201,12 @@ mod tests {
                 bytes: &args,
             },
             bench: true,
+            churn: Some(Churn {
+                lifetimes: 300,
+                run_ms: 20,
+                check_every: 100,
+                seed: 7,
+            }),
         };
         let bytes = encode(&plan).unwrap();
         let back = decode(&bytes).unwrap();

@@ -30,6 +30,8 @@ pub struct Experiment {
     pub globals: Vec<(String, u64)>,
     /// Domain0 also runs the micro-benchmarks (`--bench`).
     pub bench: bool,
+    /// `[churn]`: domain lifetimes instead of a measured interval.
+    pub churn: Option<spec::Churn>,
     /// What it asks of the machine (`sched::limits`), without tracing.
     pub demand: sched::limits::Demand,
 }
@@ -48,6 +50,7 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         globals: s.policy_globals(),
         plan,
         bench: false,
+        churn: s.churn.clone(),
         demand: s.demand(false),
     }
 }

@@ -466,7 +466,19 @@ fn default_timeout(exp: &Experiment, accel: Accel, boot: Boot) -> Duration {
         Accel::Kvm => 30,
     };
     let domains_ms = u64::from(exp.domains) * per_domain_ms;
-    Duration::from_millis(boot_ms + domains_ms + exp.warmup_ms + exp.duration_ms * 2)
+    let Some(churn) = &exp.churn else {
+        return Duration::from_millis(boot_ms + domains_ms + exp.warmup_ms + exp.duration_ms * 2);
+    };
+    // A churn run is lifetimes, not an interval: each costs a creation, part of a round's
+    // run and a destruction (under TCG 2-5 ms; a generous 30 here).
+    let per_lifetime_ms = match accel {
+        Accel::Tcg => 30,
+        Accel::Kvm => 3,
+    };
+    let rounds = churn.lifetimes.div_ceil(u64::from(exp.domains.max(1)));
+    Duration::from_millis(
+        boot_ms + domains_ms + churn.lifetimes * per_lifetime_ms + rounds * churn.run_ms,
+    )
 }
 
 /// What an ending means, in words; `policy` says why a run may hang.
@@ -609,5 +621,13 @@ mod tests {
         assert!(big > small);
         assert!(default_timeout(&exp, Accel::Kvm, Boot::Pvh) < big);
         assert!(default_timeout(&exp, Accel::Tcg, Boot::Grub) > big);
+        // A churn run's length is its lifetimes, not its (unused) interval.
+        exp.churn = Some(sched::spec::Churn {
+            lifetimes: 10_000,
+            run_ms: 20,
+            check_every: 1000,
+            seed: 1,
+        });
+        assert!(default_timeout(&exp, Accel::Tcg, Boot::Pvh) > Duration::from_secs(300));
     }
 }

@@ -79,6 +79,12 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
             bytes: &arg_bytes,
         },
         bench: exp.bench,
+        churn: exp.churn.as_ref().map(|c| plan::Churn {
+            lifetimes: c.lifetimes,
+            run_ms: c.run_ms,
+            check_every: c.check_every,
+            seed: c.seed,
+        }),
     };
     plan::encode(&plan).map_err(encode_err)
 }
@@ -190,6 +196,27 @@ mod tests {
         assert_eq!(first.name, exp.plan[0].name);
         assert_eq!(first.workload, exp.plan[0].workload);
         assert_eq!(first.sched.weight as u64, exp.plan[0].weight);
+        assert_eq!(plan.churn, None);
+    }
+
+    #[test]
+    fn plan_carries_the_churn() {
+        let spec =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/churn.toml");
+        let exp = load(Some(&spec), &Overrides::default()).unwrap();
+        let churn = exp.churn.clone().expect("churn.toml has [churn]");
+        let plan_bytes = plan_bytes(&exp).unwrap();
+        let plan = plan::decode(&plan_bytes).unwrap();
+        assert_eq!(
+            plan.churn,
+            Some(plan::Churn {
+                lifetimes: churn.lifetimes,
+                run_ms: churn.run_ms,
+                check_every: churn.check_every,
+                seed: churn.seed,
+            })
+        );
+        assert_eq!(plan.domains.count as usize, exp.plan.len());
     }
 
     /// An ELF64 header and `loads` PT_LOAD program headers (vaddr, memsz).

@@ -3,15 +3,21 @@
 //! Step by step (README.md "Domain0"):
 //! 1. decode the plan at `layout::PLAN` and check every planned domain (exit status 2 if
 //!    the plan is bad);
-//! 2. ask the policy in force and the CPU count, and record the frame counts;
+//! 2. ask the policy in force and the CPU count, and record the hypervisor's figures (its
+//!    heap, the frame counts, the ports and grants live domains hold);
 //! 3. create every planned domain (paused), then unpause them all;
 //! 4. sleep `warmup_ms`; snapshot every domain (`GetInfo`) and every CPU (`CpuStats`);
 //! 5. sleep `duration_ms`; snapshot again;
 //! 6. write the `run` record and one `domain` record per domain (deltas over the interval);
-//! 7. check each domain against its `expect`, destroy every domain, check that every frame
-//!    came back;
+//! 7. check each domain against its `expect`, destroy every domain, check that every frame,
+//!    port, grant and byte of the hypervisor's heap came back (exactly: nothing the
+//!    hypervisor keeps grows with the domains it has seen);
 //! 8. print one line per problem and shut the machine down: 0 if all went as expected,
 //!    1 otherwise.
+//!
+//! A plan with `churn` replaces steps 3 to 7 with domain lifetimes in rounds
+//! (`workloads::churn`), checked against the same figures, and writes the `run` record and
+//! the churn's `bench` records.
 #![no_std]
 #![no_main]
 
@@ -26,9 +32,9 @@ use abi::control::DomainExit;
 use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
 use abi::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
-use workloads::control;
-use workloads::report::{self, CpuStats, DomainRun, FrameCounts, RunSummary, Verdict};
+use workloads::report::{self, CpuStats, DomainRun, Figures, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
+use workloads::{churn, control};
 use workloads::{entry, println, rt, shared};
 
 entry!(main);
@@ -37,7 +43,7 @@ entry!(main);
 const HEAP_BYTES: usize = 1 << 20;
 static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
 
-/// How long teardown waits for a busy domain or for frames to come back.
+/// How long teardown asks again when destroying a domain is refused as busy.
 const SETTLE_MS: u64 = 200;
 
 fn main(vcpu: usize) -> u64 {
@@ -88,10 +94,6 @@ fn run() -> u8 {
             plan.policy
         ));
     }
-    let frames_before = match control::frame_counts() {
-        Ok(f) => f,
-        Err(e) => return fatal("sysctl FrameCounts", e),
-    };
     println!(
         "experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
         plan.name,
@@ -120,8 +122,26 @@ fn run() -> u8 {
             None
         }
     };
+    // What must be back once the guests are gone: taken with Domain0 alone, after its own
+    // set-up (the port above).
+    let base = match control::figures() {
+        Ok(f) => f,
+        Err(e) => return fatal("sysctl FrameCounts/HeapUsed/Resources", e),
+    };
+    if let Some(churn) = plan.churn {
+        run_churn(&plan, &policy, cpus, &planned, &churn, &base, &mut verdict);
+        for problem in &verdict.problems {
+            println!("FAIL: {problem}");
+        }
+        if verdict.problems.is_empty() {
+            println!(
+                "PASS: {} lifetimes; every frame, port, grant and heap byte came back",
+                churn.lifetimes
+            );
+        }
+        return verdict.code();
+    }
     let mut runs = Vec::with_capacity(planned.len());
-    let heap_before = control::heap_used();
     if let Some(create_start_ns) = create_all(&plan, planned, &mut runs, &mut verdict) {
         if plan.bench {
             let name = alloc::format!("create_start_{}_domains", runs.len());
@@ -129,7 +149,7 @@ fn run() -> u8 {
                 &report::bench_record(&name, create_start_ns, "ns", None),
                 &mut verdict,
             );
-            memory_per_domain(&runs, heap_before, frames_before, &mut verdict);
+            memory_per_domain(&runs, &base, &mut verdict);
         }
         measure(
             &plan,
@@ -141,18 +161,77 @@ fn run() -> u8 {
             dom_exc,
         );
     }
-    teardown(&runs, frames_before, &mut verdict);
+    teardown(&runs, &base, &mut verdict);
 
     for problem in &verdict.problems {
         println!("FAIL: {problem}");
     }
     if verdict.problems.is_empty() {
         println!(
-            "PASS: all {} domains ended as expected; every frame returned",
+            "PASS: all {} domains ended as expected; every frame, port, grant and heap byte \
+             came back",
             runs.len()
         );
     }
     verdict.code()
+}
+
+/// The churn of the plan (`workloads::churn`): its lifetimes, then the `run` record (the
+/// churn as the interval, its lifetimes as the domains) and the churn's `bench` records.
+fn run_churn(
+    plan: &Plan<'_>,
+    policy: &str,
+    cpus: u32,
+    planned: &[PlannedDomain<'_>],
+    c: &plan::Churn,
+    base: &Figures,
+    verdict: &mut Verdict,
+) {
+    println!(
+        "churn: {} lifetimes in rounds of {} domains, each round up to {} ms, checked every \
+         {} lifetimes against: heap {} bytes, {} frames free, {:?}",
+        c.lifetimes,
+        planned.len(),
+        c.run_ms,
+        c.check_every,
+        base.heap_bytes,
+        base.frames.free,
+        base.resources
+    );
+    let t0 = take_snapshot(0, verdict);
+    let (lifetimes, tally) = churn::run(plan, planned, c, base, verdict);
+    let t1 = take_snapshot(1, verdict);
+    let idle_ns = report::idle_ns(
+        &snapshot_cpus(cpus, 0, verdict),
+        &snapshot_cpus(cpus, 1, verdict),
+    );
+    let summary = RunSummary {
+        name: plan.name,
+        policy,
+        cpus,
+        domains: lifetimes as usize,
+        start_ns: t0,
+        wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),
+        dom0_cpu_ns: workloads::time::vcpu_time_ns(0),
+        duration_ns: t1 - t0,
+        idle_ns,
+    };
+    emit(&report::run_record(&summary), verdict);
+    for record in tally.records(lifetimes, t1 - t0, base.heap_bytes) {
+        emit(&record, verdict);
+    }
+    println!(
+        "churn: {lifetimes} lifetimes in {} ms ({} checks, {} off the baseline); ended {:?} \
+         (after unpause, running, paused, unstarted, killed); at most {} ports, {} grants, \
+         {} grant mappings in use",
+        (t1 - t0) / 1_000_000,
+        tally.checks,
+        tally.checks_failed,
+        tally.ended,
+        tally.max_ports,
+        tally.max_grants,
+        tally.max_grant_maps
+    );
 }
 
 /// Reports a control call that failed where the run cannot go on; the exit status for it.
@@ -248,18 +327,14 @@ fn create_all<'a>(
 /// What each domain costs: the hypervisor's own heap (domain and vCPU objects, tables)
 /// beyond the domain's frames, and the frames (its memory and page tables), averaged over
 /// the domains just created.
-fn memory_per_domain(
-    runs: &[DomainRun<'_>],
-    heap_before: Result<u64, Errno>,
-    frames_before: FrameCounts,
-    verdict: &mut Verdict,
-) {
+fn memory_per_domain(runs: &[DomainRun<'_>], base: &Figures, verdict: &mut Verdict) {
     let n = runs.len() as u64;
     if n == 0 {
         return;
     }
-    match (heap_before, control::heap_used(), control::frame_counts()) {
-        (Ok(before), Ok(after), Ok(frames)) => {
+    let (before, frames_before) = (base.heap_bytes, base.frames);
+    match (control::heap_used(), control::frame_counts()) {
+        (Ok(after), Ok(frames)) => {
             let heap = after.saturating_sub(before) / n;
             emit(
                 &report::bench_record("hypervisor_bytes_per_domain", heap, "bytes", None),
@@ -271,9 +346,9 @@ fn memory_per_domain(
                 verdict,
             );
         }
-        (a, b, c) => verdict.fail(alloc::format!(
-            "memory figures: {a:?} {b:?} {:?}",
-            c.map(|f| f.free)
+        (a, b) => verdict.fail(alloc::format!(
+            "memory figures: {a:?} {:?}",
+            b.map(|f| f.free)
         )),
     }
 }
@@ -533,8 +608,9 @@ fn emit(json: &str, verdict: &mut Verdict) {
 }
 
 /// Destroys every domain (retrying while one is busy being torn down elsewhere), then checks
-/// that the frame allocator has every frame back, giving a deferred teardown time to finish.
-fn teardown(runs: &[DomainRun<'_>], before: FrameCounts, verdict: &mut Verdict) {
+/// that every frame, port, grant and byte of the hypervisor's heap is back to `base`, giving
+/// the CPUs a moment to drop their last references.
+fn teardown(runs: &[DomainRun<'_>], base: &Figures, verdict: &mut Verdict) {
     let deadline = now_ns() + SETTLE_MS * 1_000_000;
     for r in runs {
         loop {
@@ -548,20 +624,12 @@ fn teardown(runs: &[DomainRun<'_>], before: FrameCounts, verdict: &mut Verdict) 
             }
         }
     }
-    let deadline = now_ns() + SETTLE_MS * 1_000_000;
-    loop {
-        match control::frame_counts() {
-            Ok(after) if after == before || now_ns() >= deadline => {
-                if let Err(leak) = report::check_frames(before, after) {
-                    verdict.fail(leak);
-                }
-                return;
-            }
-            Ok(_) => sleep_ns(1_000_000),
-            Err(e) => {
-                verdict.fail(alloc::format!("sysctl FrameCounts at the end: {e:?}"));
-                return;
+    match churn::settle(base, churn::SETTLE_NS) {
+        Ok((_, left)) => {
+            for difference in left {
+                verdict.fail(alloc::format!("after teardown, {difference}"));
             }
         }
+        Err(e) => verdict.fail(alloc::format!("the figures at the end: {e:?}")),
     }
 }

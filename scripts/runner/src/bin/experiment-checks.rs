@@ -2,7 +2,8 @@
 //! `scripts/experiments/` on the hypervisor under TCG, through `runner` as a user would, and
 //! checks what each results file says: every domain progressed, shares follow weights, caps
 //! hold, hostile guests are killed with the right reason while the others run on, and Domain0
-//! found every frame returned (its verdict is the exit status). The last line of output is
+//! found every frame, port, grant and heap byte returned (its verdict is the exit status);
+//! domain lifetimes in churn come back to the same baseline. The last line of output is
 //! `N passed, N failed`.
 //!
 //! Bounds are looser than the performance targets of DESIGN.md on purpose: TCG on two host
@@ -584,6 +585,71 @@ fn grant_misuse_refused(records: &[Value]) -> Result<String, String> {
     ))
 }
 
+/// Churn (`churn.toml`): Domain0's own checks passed (the exit status says every check found
+/// the frames, ports, grants, mappings and heap exactly at their baseline), and its `bench`
+/// records show that the run did what it is for: every lifetime of the spec, each way of
+/// ending one (right after unpause, running, paused, never started, killed), event ports and
+/// grants in use, and no heap growth.
+fn churn_back_at_baseline(records: &[Value]) -> Result<String, String> {
+    let spec = sched::spec::Spec::from_file(spec("churn")).map_err(|e| e.to_string())?;
+    let churn = spec.churn.ok_or("churn.toml has no [churn] table")?;
+    let bench = |name: &str| -> Result<u64, String> {
+        records
+            .iter()
+            .find(|r| r["kind"] == "bench" && r["name"] == name)
+            .and_then(|r| r["value"].as_u64())
+            .ok_or(format!("no `{name}` bench record"))
+    };
+    let lifetimes = bench("churn_lifetimes")?;
+    if lifetimes != churn.lifetimes {
+        return Err(format!(
+            "{lifetimes} lifetimes, the spec asks for {}",
+            churn.lifetimes
+        ));
+    }
+    let growth = bench("churn_heap_growth_per_1000")?;
+    if growth != 0 {
+        return Err(format!(
+            "the heap grew by {growth} bytes per 1000 lifetimes"
+        ));
+    }
+    let checks = bench("churn_checks")?;
+    if checks < churn.lifetimes / churn.check_every {
+        return Err(format!(
+            "{checks} checks of the figures; one every {} lifetimes makes at least {}",
+            churn.check_every,
+            churn.lifetimes / churn.check_every
+        ));
+    }
+    let mut ends = Vec::new();
+    for end in ["after_unpause", "running", "paused", "unstarted", "killed"] {
+        let n = bench(&format!("churn_end_{end}"))?;
+        if n == 0 {
+            return Err(format!("no lifetime ended `{end}`"));
+        }
+        ends.push(n);
+    }
+    if ends.iter().sum::<u64>() != lifetimes {
+        return Err(format!(
+            "the ends {ends:?} do not add up to {lifetimes} lifetimes"
+        ));
+    }
+    let (ports, grants) = (bench("churn_max_ports")?, bench("churn_max_grants")?);
+    // Domain0 holds one port of its own.
+    if ports < 2 || grants == 0 {
+        return Err(format!(
+            "at most {ports} ports and {grants} grants in use: the pairs never connected"
+        ));
+    }
+    Ok(format!(
+        "{lifetimes} lifetimes ({}/s), {checks} checks all at baseline, ended {ends:?} \
+         (after unpause, running, paused, unstarted, killed), up to {ports} ports, {grants} \
+         grants, {} mappings",
+        bench("churn_lifetimes_per_s")?,
+        bench("churn_max_grant_maps")?
+    ))
+}
+
 /// A fuzzing campaign (`fuzz` domains of `experiments/NAME.toml`) held: the run's exit status
 /// (checked before this) says the hypervisor never faulted or hung (the watchdog) and Domain0
 /// found every frame back and every domain ending as expected; here, from the records, each
@@ -845,6 +911,7 @@ fn cases() -> Vec<Case> {
             grant_misuse_refused,
         );
     }
+    add("churn".into(), vec![&spec("churn")], churn_back_at_baseline);
     out
 }
 
