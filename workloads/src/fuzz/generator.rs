@@ -1242,8 +1242,9 @@ fn grant_copy(r: &mut Rng, env: &Env, payload: &mut [u64]) -> Call {
     let to_grant = r.pick(&[0, 1, 0x8000_0000, u64::from(u32::MAX)]);
     let (local, local_ok) = match r.below(6) {
         0..=3 => (env.scratch + r.below(SCRATCH_BYTES - 4096), true),
-        // Read-only: fine to copy from, never to write.
-        4 => (env.text, to_grant != 0),
+        // Read-only: fine to copy from, never to write (a copy of 0 bytes writes nothing).
+        4 => (env.text, to_grant != 0 || len == 0),
+        // Nothing of it may be touched: only a copy of 0 bytes may succeed.
         _ => (wild(r), len == 0),
     };
     payload[0] = (granter & 0xffff_ffff) | gref << 32;
@@ -1780,7 +1781,12 @@ mod tests {
                 nr::GRANT_OP if c.args[0] == GrantOp::Copy as u64 => {
                     let local = payload[2];
                     let len = payload[1] >> 32;
+                    let to_grant = payload[3] & 0xffff_ffff != 0;
                     if is_wild(local) && len > 0 || is_wild(c.args[1]) {
+                        assert!(!ok, "{c:?}");
+                    }
+                    // Out of a granted page into read-only memory: never, unless 0 bytes.
+                    if local == TEXT && !to_grant && len > 0 {
                         assert!(!ok, "{c:?}");
                     }
                 }
@@ -1810,6 +1816,32 @@ mod tests {
             straddles > 100,
             "{straddles} calls straddle the end of mapped memory"
         );
+    }
+
+    #[test]
+    fn a_valid_grant_copy_of_nothing_may_succeed_wherever_it_points() {
+        // Found by the fuzzer itself on the hypervisor (seed 7, bench-fuzz): a copy of 0 bytes
+        // out of a valid grant into read-only memory succeeded with 0, which the ABI allows
+        // (nothing is written), but the oracle had refused any success.
+        let e = env(0, 1);
+        let mut r = Rng::new(17);
+        let mut seen = 0;
+        for _ in 0..400_000 {
+            let mut payload = vec![0u64; PAYLOAD_WORDS];
+            let c = grant_copy(&mut r, &e, &mut payload);
+            let (granter, gref) = (payload[0] & 0xffff_ffff, payload[0] >> 32);
+            let (offset, len) = (payload[1] & 0xffff_ffff, payload[1] >> 32);
+            if len == 0
+                && c.args[1] == PAYLOAD
+                && offset <= 4096
+                && (1..=8).contains(&gref)
+                && [2, 4].contains(&granter)
+            {
+                seen += 1;
+                assert!(c.oracle.ok.is_some(), "{c:?} {:x?}", &payload[..4]);
+            }
+        }
+        assert!(seen > 10, "{seen} valid copies of 0 bytes");
     }
 
     #[test]

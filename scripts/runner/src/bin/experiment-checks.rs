@@ -660,11 +660,13 @@ fn churn_back_at_baseline(records: &[Value]) -> Result<String, String> {
 }
 
 /// A fuzzing campaign (`fuzz` domains of `experiments/NAME.toml`) held: the run's exit status
-/// (checked before this) says the hypervisor never faulted and Domain0 found every frame
-/// back and every domain ending as expected; here, from the records, each fuzzer's `work` is
-/// exactly the `calls` its spec gave (it issued them all, got no result its oracles refuse,
-/// and was not stalled), one that was to raise an exception (`mode = 2`) was killed and the
-/// others ended `ok`, and every bystander (`mode = 1`) ended `ok` and made progress.
+/// (checked before this) says the hypervisor never faulted or hung (the watchdog) and Domain0
+/// found every frame back and every domain ending as expected; here, from the records, each
+/// fuzzer's `work` is exactly the `calls` its spec gave (it issued them all, got no result
+/// its oracles refuse, and was not stalled), or, without an end (`calls = 0`), is not zero
+/// (a violation would have ended it: `ok` is required); one that was to raise an exception
+/// (`mode = 2`) was killed and the others ended `ok`; every bystander (`mode = 1`) ended `ok`
+/// and made progress.
 fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
     let spec = sched::spec::Spec::from_file(experiments_dir().join(format!("{name}.toml")))
         .map_err(|e| e.to_string())?;
@@ -709,7 +711,10 @@ fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
                         if killed { "killed: ..." } else { "ok" }
                     ));
                 }
-                if work != arg("calls") {
+                if arg("calls") == 0 && work == 0 {
+                    return Err(format!("fuzzer {name} (without an end) issued no call"));
+                }
+                if arg("calls") != 0 && work != arg("calls") {
                     return Err(format!(
                         "fuzzer {name} issued {work} calls of {} (stalled, or an oracle failed)",
                         arg("calls")
@@ -731,6 +736,10 @@ fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
 
 fn fuzz_short_campaign(records: &[Value]) -> Result<String, String> {
     fuzz_campaign(records, "fuzz")
+}
+
+fn fuzz_smp_campaign(records: &[Value]) -> Result<String, String> {
+    fuzz_campaign(records, "fuzz-smp")
 }
 
 /// Every exception class (`fuzz-exceptions.toml`: 26 classes, and `int N` for all 256 N)
@@ -892,6 +901,11 @@ fn cases() -> Vec<Case> {
         "fuzz/short".into(),
         vec![&spec("fuzz")],
         fuzz_short_campaign,
+    );
+    add(
+        "fuzz/smp".into(),
+        vec![&spec("fuzz-smp")],
+        fuzz_smp_campaign,
     );
     add(
         "fuzz/exceptions".into(),
