@@ -125,17 +125,19 @@ ISOLATION_KINDS = {
 }
 
 
-def isolation_points(policies, values):
+def neighbour_points(name, kinds, bystanders, warmup_ms, policies, values):
+    """Points of an isolation matrix: `bystanders` on 2 CPUs next to N neighbours of each
+    kind in `kinds` (workload, args, expect)."""
     for p in policies:
-        for kind, (workload, args, expect) in ISOLATION_KINDS.items():
+        for kind, (workload, args, expect) in kinds.items():
             for n in values:
                 s = {
-                    "name": "isolation",
+                    "name": name,
                     "duration_ms": 2000,
-                    "warmup_ms": 200,
+                    "warmup_ms": warmup_ms,
                     "machine": {"cpus": 2},
                     "sched": {"policy": p},
-                    "domain": [{"name": "victim", "workload": "cpu"}],
+                    "domain": [dict(b) for b in bystanders],
                 }
                 if int(n) > 0:
                     g = {"name": "n", "count": int(n), "workload": workload, "expect": expect}
@@ -143,6 +145,11 @@ def isolation_points(policies, values):
                         g["args"] = dict(args)
                     s["domain"].append(g)
                 yield Point(p, "neighbours", int(n), s, variant=kind)
+
+
+def isolation_points(policies, values):
+    victim = [{"name": "victim", "workload": "cpu"}]
+    yield from neighbour_points("isolation", ISOLATION_KINDS, victim, 200, policies, values)
 
 
 # Isolation on the hypervisor (issue 10): two bystanders, a cpu-bound `victim` and a
@@ -163,27 +170,12 @@ HOSTILE_KINDS = {
 
 
 def hostile_points(policies, values):
-    for p in policies:
-        for kind, (workload, args, expect) in HOSTILE_KINDS.items():
-            for n in values:
-                s = {
-                    "name": "isolation-hv",
-                    "duration_ms": 2000,
-                    "warmup_ms": 300,
-                    "machine": {"cpus": 2},
-                    "sched": {"policy": p},
-                    "domain": [
-                        {"name": "victim", "workload": "cpu"},
-                        {"name": "lat", "workload": "latency",
-                         "args": {"period_us": 1000, "run_us": 100}},
-                    ],
-                }
-                if int(n) > 0:
-                    g = {"name": "n", "count": int(n), "workload": workload, "expect": expect}
-                    if args:
-                        g["args"] = dict(args)
-                    s["domain"].append(g)
-                yield Point(p, "neighbours", int(n), s, variant=kind)
+    bystanders = [
+        {"name": "victim", "workload": "cpu"},
+        {"name": "lat", "workload": "latency", "args": {"period_us": 1000, "run_us": 100}},
+    ]
+    yield from neighbour_points("isolation-hv", HOSTILE_KINDS, bystanders, 300, policies,
+                                values)
 
 
 def caps_points(policies, values):
@@ -209,7 +201,8 @@ MATRICES = {
                "(hog, yield-attack, io, hostile; param: neighbours)",
                isolation_points, [0, 1, 2, 3, 4, 8, 16], [0, 2], ["rr", "credit", "bvt"]),
         Matrix("isolation-hv", "bystanders (a cpu and a latency domain) on 2 CPUs next to N "
-               "hostile neighbours that stay (fuzz, yield-attack) or are killed (hostile); "
+               "hostile neighbours that stay (fuzz, yield-attack) or are killed (hostile), and "
+               "benign cpu hogs as the reference; "
                "for the hypervisor (param: neighbours)",
                hostile_points, [0, 1, 4, 16], [0, 4], ["credit"]),
         Matrix("caps", "caps.toml: the capped domain's cap (param: cap, % of one CPU)",

@@ -121,6 +121,8 @@ pub struct Vcpu {
     pub yielded: core::sync::atomic::AtomicBool,
     /// Absolute system time of the one-shot timer (0: none).
     pub timer_deadline: AtomicU64,
+    /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
+    pub trace_events: core::sync::atomic::AtomicU32,
     pub stats: Mutex<VcpuStats>,
 }
 
@@ -465,6 +467,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             running_on: AtomicUsize::new(NOT_RUNNING),
             yielded: core::sync::atomic::AtomicBool::new(false),
             timer_deadline: AtomicU64::new(0),
+            trace_events: core::sync::atomic::AtomicU32::new(0),
             stats: Mutex::new(VcpuStats::default()),
         });
         vcpus[slot] = Some(v.clone());

@@ -21,6 +21,11 @@ use crate::domain::Vcpu;
 /// Events kept per CPU (24 bytes each).
 const EVENTS_PER_CPU: usize = 128 * 1024;
 
+/// Events kept per vCPU over the whole run: trace space is charged to the vCPU whose events
+/// fill it, so a guest in a yield storm loses its own events past this, not its
+/// neighbours' (a latency domain waking every millisecond makes about 3,000 a second).
+pub const EVENTS_PER_VCPU: u32 = 16 * 1024;
+
 #[derive(Clone, Copy)]
 struct Event {
     ts_ns: u64,
@@ -33,6 +38,8 @@ struct Event {
 struct Buffer {
     events: Vec<Event>,
     dropped: u64,
+    /// Events not kept because their vCPU had used its [`EVENTS_PER_VCPU`].
+    over_quota: u64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -47,6 +54,7 @@ pub fn enable(cpus: usize) {
                 CachePadded::new(Mutex::new(Buffer {
                     events: Vec::with_capacity(EVENTS_PER_CPU),
                     dropped: 0,
+                    over_quota: 0,
                 }))
             })
             .collect()
@@ -70,6 +78,10 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
         return;
     };
     let mut buffer = buffer.lock();
+    if v.trace_events.fetch_add(1, Ordering::Relaxed) >= EVENTS_PER_VCPU {
+        buffer.over_quota += 1;
+        return;
+    }
     if buffer.events.len() < buffer.events.capacity() {
         buffer.events.push(Event {
             ts_ns: now,
@@ -90,6 +102,7 @@ pub fn dump() {
     let Some(buffers) = BUFFERS.get() else { return };
     let mut total = 0;
     let mut dropped = 0;
+    let mut over_quota = 0;
     for (cpu, buffer) in buffers.iter().enumerate() {
         let buffer = buffer.lock();
         for e in &buffer.events {
@@ -104,6 +117,10 @@ pub fn dump() {
         }
         total += buffer.events.len();
         dropped += buffer.dropped;
+        over_quota += buffer.over_quota;
     }
-    log::info!("trace: {total} events written, {dropped} dropped (buffers full)");
+    log::info!(
+        "trace: {total} events written, {dropped} dropped (buffers full), {over_quota} over \
+         their vCPU's quota of {EVENTS_PER_VCPU}"
+    );
 }

@@ -194,10 +194,10 @@ trap_from_hypervisor:
     addq $16, %rsp
     iretq
 
-/* syscall from 64-bit mode: RCX = guest RIP, R11 = guest RFLAGS, RSP still the guest's,
-   and RFLAGS already masked by SFMASK (every flag that matters to ring 0 cleared). */
-    .globl syscall_entry
-syscall_entry:
+/* The frame a `syscall` entry builds by hand, the same as a trap's from ring 3: onto this
+   CPU's kernel stack, the guest's SS, RSP, RFLAGS (R11), CS and RIP (RCX), an error code of
+   0, the vector SYSCALL_VECTOR, then every general register. */
+    .macro syscall_frame
     swapgs
     incq %gs:{transitions}
     movq %rsp, %gs:{user_rsp}
@@ -210,6 +210,13 @@ syscall_entry:
     pushq $0
     pushq ${syscall_vector}
     push_gprs
+    .endm
+
+/* syscall from 64-bit mode: RCX = guest RIP, R11 = guest RFLAGS, RSP still the guest's,
+   and RFLAGS already masked by SFMASK (every flag that matters to ring 0 cleared). */
+    .globl syscall_entry
+syscall_entry:
+    syscall_frame
     movq %rsp, %rdi
     call syscall_dispatch
     /* 0: back by sysretq; 1: the frame holds a vCPU that did not enter by syscall, or the
@@ -240,18 +247,7 @@ syscall_entry:
    same frame as a 64-bit hypercall, and `compat_syscall_dispatch` kills its domain. */
     .globl compat_syscall_entry
 compat_syscall_entry:
-    swapgs
-    incq %gs:{transitions}
-    movq %rsp, %gs:{user_rsp}
-    movq %gs:{kernel_stack_top}, %rsp
-    pushq ${user_data}
-    pushq %gs:{user_rsp}
-    pushq %r11
-    pushq ${user_code}
-    pushq %rcx
-    pushq $0
-    pushq ${syscall_vector}
-    push_gprs
+    syscall_frame
     movq %rsp, %rdi
     call compat_syscall_dispatch
     testq %rax, %rax

@@ -37,11 +37,24 @@ enum Also {
     /// Run with the hypervisor's log and judge every case of the XTF-style suite by its
     /// ending and its console line (`runner::xtf`).
     Xtf,
+    /// Run with `--trace`: group `storm` was cut short by its trace quota, the rest match.
+    TraceQuota,
 }
 
 /// The trace is valid trace JSON, run intervals on a CPU never overlap, and each domain's
 /// run time summed from the trace over the measured interval is its `cpu_ns` within 1%.
 fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
+    trace_matches_but(records, trace, None)
+}
+
+/// As [`trace_matches`], except that the domains of group `storm` (if any) must have had
+/// their trace cut short by the per-vCPU trace quota (less than half their `cpu_ns` traced),
+/// while everyone else's still adds up: a storm of events fills no one else's trace space.
+fn trace_matches_but(
+    records: &[Value],
+    trace: &Path,
+    storm: Option<&str>,
+) -> Result<String, String> {
     let text = std::fs::read_to_string(trace).map_err(|e| format!("no trace file: {e}"))?;
     let json: Value =
         serde_json::from_str(&text).map_err(|e| format!("the trace is not JSON: {e}"))?;
@@ -81,6 +94,16 @@ fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
     for d in domains(records) {
         let cpu_ns = num(d, "cpu_ns") as f64;
         let traced = per_domain.get(&num(d, "id")).copied().unwrap_or(0.0);
+        if storm.is_some_and(|g| d["group"] == g) {
+            if traced > cpu_ns * 0.5 {
+                return Err(format!(
+                    "{}: {traced:.0} of its {cpu_ns} ns traced: the storm was not cut short \
+                     by its trace quota",
+                    d["name"]
+                ));
+            }
+            continue;
+        }
         if (traced - cpu_ns).abs() > cpu_ns * 0.01 + 1e3 {
             return Err(format!(
                 "{}: cpu_ns {cpu_ns}, but its trace intervals add up to {traced:.0} ns",
@@ -94,8 +117,11 @@ fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
     if run["policy"] == "credit" && priority == 0 {
         return Err("a credit trace without a single priority change (BOOST/UNDER/OVER)".into());
     }
+    let cut = storm.map_or(String::new(), |g| {
+        format!(" (but {g}'s, cut short by its quota)")
+    });
     Ok(format!(
-        "trace: {n} intervals, none overlapping, each domain's within 1% of cpu_ns, \
+        "trace: {n} intervals, none overlapping, each domain's within 1% of cpu_ns{cut}, \
          {priority} priority changes"
     ))
 }
@@ -818,6 +844,12 @@ fn cases() -> Vec<Case> {
         Also::Trace,
     );
     with(
+        "trace/quota".into(),
+        vec![&spec("trace-quota")],
+        domains_ran_and_clocks_agree,
+        Also::TraceQuota,
+    );
+    with(
         "latency/trace".into(),
         vec![&spec("latency"), "--sched", "bvt", "--seconds", "1"],
         latency_domain_runs,
@@ -975,7 +1007,7 @@ fn main() -> ExitCode {
         let out = dir.join(format!("{i}.jsonl"));
         let trace = out.with_extension("trace.json");
         let mut args = c.args.clone();
-        if c.also == Also::Trace {
+        if matches!(c.also, Also::Trace | Also::TraceQuota) {
             args.extend(["--trace".to_string(), trace.display().to_string()]);
         }
         let run = invoke_with(&runner, &out, &args, c.also != Also::Xtf);
@@ -985,6 +1017,7 @@ fn main() -> ExitCode {
                 let more = match c.also {
                     Also::Nothing => return Ok(note),
                     Also::Trace => trace_matches(&r, &trace)?,
+                    Also::TraceQuota => trace_matches_but(&r, &trace, Some("storm"))?,
                     Also::Schedsim => matches_schedsim(&r, &c.args, &out)?,
                     Also::Xtf => runner::xtf::verdict(&r, &run.output)?,
                 };
