@@ -513,8 +513,6 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         // Save first: once the policy has the vCPU back, another CPU may pick it, and it
         // waits for `running_on` to clear before loading what we save here.
         *p.regs.lock() = frame.clone();
-        p.selectors
-            .store(arch::selectors::save(), Ordering::Relaxed);
         if from_hypercall && !arch::percpu::fpu_restore_pending() {
             // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
             // (Unless the hypercall put the state to resume with in its FPU area already:
@@ -542,6 +540,9 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         return Next::Same;
     }
     if let Some(p) = &prev {
+        // The CPU still holds its selectors (nothing has loaded another vCPU's yet).
+        p.selectors
+            .store(arch::selectors::save(), Ordering::Relaxed);
         account_out(p, now);
     }
     match next {
