@@ -221,7 +221,9 @@ impl SchedOp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]
 pub enum VcpuOp {
-    /// Start a vCPU of this domain that is down, at the domain's entry point.
+    /// Start a vCPU of this domain that is down: one that never ran starts at the domain's
+    /// entry point; one that went down with `Down` resumes where it called it (its `Down`
+    /// returns 0). A vCPU that is up already is left as it is.
     Up = 0,
     /// Take the calling vCPU down (it stops being scheduled until brought up again).
     Down = 1,
