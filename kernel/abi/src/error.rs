@@ -32,21 +32,22 @@ impl Errno {
         -(self as i64)
     }
 
+    /// Every error code, once.
+    pub const ALL: [Errno; 9] = [
+        Errno::Perm,
+        Errno::Srch,
+        Errno::NoMem,
+        Errno::Fault,
+        Errno::Busy,
+        Errno::Inval,
+        Errno::NoSys,
+        Errno::TooBig,
+        Errno::Again,
+    ];
+
     /// Decodes a negative return value.
     pub fn from_ret(ret: i64) -> Option<Errno> {
-        [
-            Errno::Perm,
-            Errno::Srch,
-            Errno::NoMem,
-            Errno::Fault,
-            Errno::Busy,
-            Errno::Inval,
-            Errno::NoSys,
-            Errno::TooBig,
-            Errno::Again,
-        ]
-        .into_iter()
-        .find(|e| e.to_ret() == ret)
+        Errno::ALL.into_iter().find(|e| e.to_ret() == ret)
     }
 }
 

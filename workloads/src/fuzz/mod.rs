@@ -110,17 +110,7 @@ pub fn vcpu_seed(seed: u64, domain: u32, vcpu: u32) -> u64 {
 }
 
 /// Every error code of the ABI, in the order of [`ErrSet`]'s bits.
-const ERRNOS: [Errno; 9] = [
-    Errno::Perm,
-    Errno::Srch,
-    Errno::NoMem,
-    Errno::Fault,
-    Errno::Busy,
-    Errno::Inval,
-    Errno::NoSys,
-    Errno::TooBig,
-    Errno::Again,
-];
+const ERRNOS: [Errno; 9] = Errno::ALL;
 
 /// A set of error codes.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
