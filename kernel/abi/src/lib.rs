@@ -19,5 +19,7 @@ pub mod layout;
 pub mod mm;
 pub mod netif;
 pub mod plan;
+#[cfg(feature = "alloc")]
+pub mod results;
 pub mod ring;
 pub mod shared;
