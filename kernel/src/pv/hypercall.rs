@@ -1,0 +1,156 @@
+//! Hypercall dispatch: from the `syscall` entry to the handler of each number.
+//!
+//! Every guest pointer is checked to lie in the guest's half before it is touched, and is
+//! touched only through `arch::entry::copy_guest`, which survives an unmapped page: a wild
+//! pointer gets `Errno::Fault`, never a hypervisor crash.
+
+use abi::error::Errno;
+use abi::hypercall::{self, SchedOp, VcpuOp};
+
+use crate::arch::trap::TrapFrame;
+use crate::domain::{self, Vcpu, VcpuState};
+use crate::mm::guest::copy_from_guest;
+use crate::pv::control;
+use crate::{schedule, time};
+
+/// Most bytes of one console write taken at once.
+const CONSOLE_CHUNK: usize = 256;
+
+/// Carries out the hypercall in `frame` for `vcpu` (`trap::syscall_dispatch` calls it).
+pub fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
+    let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
+    match frame.rax {
+        hypercall::CONSOLE_WRITE => console_write(vcpu, a0, a1),
+        hypercall::SCHED_OP => sched_op(vcpu, a0, a1, a2),
+        hypercall::SET_TIMER => {
+            schedule::set_timer(vcpu, a0);
+            Ok(0)
+        }
+        hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
+        hypercall::NULL => Ok(0),
+        hypercall::SET_CALLBACK => crate::pv::upcall::set_callback(vcpu, a0),
+        hypercall::GRANT_OP => crate::pv::grant_table::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
+        hypercall::MMU_UPDATE => crate::pv::mmu::mmu_update(vcpu, a0, a1),
+        hypercall::UPDATE_VA_MAPPING => crate::pv::mmu::update_va_mapping(vcpu, a0, a1),
+        hypercall::MEMORY_OP => crate::pv::mmu::memory_op(vcpu, a0, a1, a2),
+        hypercall::EVTCHN_OP => crate::domain::event_channel::evtchn_op(vcpu, a0, a1, a2),
+        hypercall::DOMCTL | hypercall::SYSCTL => {
+            let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+            if !domain.privileged {
+                return Err(Errno::Perm);
+            }
+            control::call(frame.rax == hypercall::DOMCTL, a0, a1, a2, a3)
+        }
+        _ => Err(Errno::NoSys),
+    }
+}
+
+#[inline(never)] // kept out of the hypercall fast path
+fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
+    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    let mut buf = [0u8; CONSOLE_CHUNK];
+    let n = (len as usize).min(CONSOLE_CHUNK);
+    copy_from_guest(&mut buf[..n], ptr)?;
+    // Every domain shares one serial port, written with interrupts off: an unprivileged
+    // domain gets a quota (`domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`),
+    // and output over it is refused with `Again`, said once in the log.
+    if !domain.privileged && !domain.console_quota.lock().take(n as u64, time::now_ns()) {
+        use core::sync::atomic::Ordering;
+        if domain
+            .console_refused
+            .fetch_add(n as u64, Ordering::Relaxed)
+            == 0
+        {
+            log::warn!(
+                "[{}] console output over its quota ({} bytes, then {} a second): refused",
+                domain.name,
+                domain::CONSOLE_BURST_BYTES,
+                domain::CONSOLE_BYTES_PER_SEC
+            );
+        }
+        return Err(Errno::Again);
+    }
+    let text = core::str::from_utf8(&buf[..n]).unwrap_or("(not UTF-8)");
+    for line in text.split_terminator('\n') {
+        log::info!("[{}] {}", domain.name, line);
+    }
+    Ok(n as u64)
+}
+
+fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
+    let now = time::now_ns();
+    match SchedOp::from_raw(op).ok_or(Errno::NoSys)? {
+        SchedOp::Yield => {
+            schedule::yield_current(vcpu, now);
+            Ok(0)
+        }
+        SchedOp::Block => {
+            if schedule::take_due_timer(vcpu, now) {
+                return Ok(0);
+            }
+            schedule::stop(vcpu, VcpuState::Blocked, now);
+            // An event sent or a timer fired before the vCPU was marked blocked found
+            // nothing to wake: look again now that it is (the sender marks pending, then
+            // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
+            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index))
+                || schedule::take_due_timer(vcpu, now)
+            {
+                schedule::wake(vcpu, now);
+            }
+            Ok(0)
+        }
+        SchedOp::Poll => {
+            const MAX_POLL: usize = 64;
+            let count = usize::try_from(arg2)
+                .ok()
+                .filter(|n| (1..=MAX_POLL).contains(n))
+                .ok_or(Errno::Inval)?;
+            let mut bytes = [0u8; MAX_POLL * 4];
+            copy_from_guest(&mut bytes[..count * 4], arg)?;
+            let ports = bytes[..count * 4]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+            let any_pending = |d: &domain::Domain| ports.clone().any(|p| d.is_pending(p));
+            if any_pending(&domain) {
+                return Ok(1);
+            }
+            // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
+            // returns on the timeout too), or the vCPU would sleep forever.
+            if schedule::take_due_timer(vcpu, now) {
+                return Ok(0);
+            }
+            schedule::stop(vcpu, VcpuState::Blocked, now);
+            // As for Block: an event sent or a timer fired before the vCPU was marked
+            // blocked.
+            if any_pending(&domain)
+                || domain.has_pending_for(vcpu.index)
+                || schedule::take_due_timer(vcpu, now)
+            {
+                schedule::wake(vcpu, now);
+            }
+            Ok(0)
+        }
+        SchedOp::Shutdown => {
+            control::shutdown_domain(vcpu.domain, arg);
+            Ok(0)
+        }
+    }
+}
+
+#[inline(never)] // kept out of the hypercall fast path
+fn vcpu_op(vcpu: &Vcpu, op: u64, which: u64) -> Result<u64, Errno> {
+    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    let now = time::now_ns();
+    match VcpuOp::from_raw(op).ok_or(Errno::NoSys)? {
+        VcpuOp::Up => {
+            let target = domain.vcpus.get(which as usize).ok_or(Errno::Inval)?;
+            schedule::unpause(target, now);
+            Ok(0)
+        }
+        VcpuOp::Down => {
+            schedule::stop(vcpu, VcpuState::Paused, now);
+            Ok(0)
+        }
+    }
+}
