@@ -5,8 +5,8 @@
 //! the order the types below declare them. Every writer serialises these types: the
 //! hypervisor (`boot`), Domain0 (`run`, `domain`, `bench`), `schedsim` (`run`, `domain`,
 //! `summary`), `schedbench` and `bench-boot` (`bench`), and the runner (`summary`, `exit`).
-//! Every reader (the runner, `experiment-checks`, `boot-matrix`, `xtf`, `bench-boot`)
-//! parses into them. So a field a writer leaves out or misspells is a compile error, and one
+//! Every reader (the runner, `experiment-checks`, `boot-matrix`, `xtf`, `bench-boot`,
+//! `results-check`) parses into them. So a field a writer leaves out or misspells is a compile error, and one
 //! missing from or misspelled in a file is a parse error that names it, never a silent 0:
 //! - every struct refuses unknown fields (`deny_unknown_fields`);
 //! - a required field has no default; a required field that may be `null` (a figure with
@@ -497,8 +497,9 @@ impl<'de> Deserialize<'de> for Figure {
 pub struct Window {
     /// From the start of the interval to the window's end.
     pub t_ns: u64,
-    /// The domain's id and name, as in its `domain` record.
+    /// The domain's id, as in its `domain` record.
     pub id: u32,
+    /// The domain's name.
     pub name: String,
     pub cpu_ns: u64,
     pub wait_ns: u64,
