@@ -34,7 +34,7 @@ use kerncore::image;
 use spin::{Mutex, RwLock};
 
 use crate::arch::addrspace::{Access, AddressSpace};
-use crate::arch::fpu::FpuState;
+use crate::arch::fpu::{FpuArea, FpuState};
 use crate::arch::gdt::{USER_CODE, USER_DATA};
 use crate::arch::paging::phys_to_virt;
 use crate::arch::trap::TrapFrame;
@@ -118,7 +118,7 @@ pub struct Vcpu {
     /// them, and no other domain may see what it loaded.
     pub selectors: AtomicU64,
     /// Saved x87/SSE state; its address is handed to the entry code while running.
-    pub fpu: Box<FpuState>,
+    pub fpu: Box<FpuArea>,
     pub running_on: AtomicUsize,
     /// Set when it yields, so that the trace can say why it stopped.
     pub yielded: core::sync::atomic::AtomicBool,
@@ -466,7 +466,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             state: Mutex::new(VcpuState::Paused),
             regs: Mutex::new(frame),
             selectors: AtomicU64::new(0),
-            fpu: Box::new(FpuState::initial()),
+            fpu: Box::new(FpuArea::new()),
             running_on: AtomicUsize::new(NOT_RUNNING),
             yielded: core::sync::atomic::AtomicBool::new(false),
             timer_deadline: AtomicU64::new(0),

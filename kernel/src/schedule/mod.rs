@@ -235,10 +235,10 @@ pub fn current() -> Option<Arc<Vcpu>> {
 /// Runs `f` on the vCPU running on this CPU, without taking the scheduler's lock: the
 /// hypercall path's way to its caller.
 pub fn with_current<R>(f: impl FnOnce(&Vcpu) -> R) -> Option<R> {
-    let ptr = arch::percpu::current() as *const Vcpu;
-    // The address is that of the `Arc<Vcpu>` this CPU's `CpuSched::current` holds (set by
-    // `switch_in`, cleared before release); only this CPU changes it, with interrupts off.
-    // SAFETY: as above; `f` cannot reschedule, so the vCPU stays alive for the borrow.
+    let ptr = arch::percpu::current().cast::<Vcpu>();
+    // SAFETY: `switch_in` recorded the vCPU with `set_current`, promising it stays alive
+    // until the next `set_current` on this CPU; `f` cannot reschedule (it gets no frame),
+    // so that does not happen during the borrow.
     unsafe { ptr.as_ref() }.map(f)
 }
 
@@ -465,7 +465,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         }
         None => {
             arch::addrspace::activate_kernel();
-            arch::percpu::set_current(0, 0, false);
+            arch::percpu::clear_current();
             if let Some(p) = &prev {
                 release(p);
             }
@@ -475,11 +475,11 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     }
 }
 
+/// Saves the leaving vCPU's FPU state, scrubbed; `v` is the vCPU still recorded as current
+/// on this CPU (`arch::percpu::set_current`), whose FPU area is the one saved into.
 fn save_fpu_scrubbed(v: &Vcpu) {
-    let area = &*v.fpu as *const arch::fpu::FpuState as *mut arch::fpu::FpuState;
-    // SAFETY: the vCPU runs on this CPU, so nothing else reads or writes its FPU area now
-    // (the entry code writes it only for the vCPU current on this CPU).
-    unsafe { (*area).save_scrubbed() };
+    debug_assert!(core::ptr::eq(arch::percpu::current().cast::<Vcpu>(), v));
+    arch::percpu::save_current_fpu_scrubbed();
 }
 
 /// Accounting for the vCPU leaving this CPU. It stays claimed (`running_on`) until
@@ -545,7 +545,7 @@ fn switch_in<'a>(
     if !claim() {
         arch::addrspace::activate_kernel();
         if let Some(p) = prev.take() {
-            arch::percpu::set_current(0, 0, false);
+            arch::percpu::clear_current();
             release(p);
         }
         let mut spins = 0u64;
@@ -593,7 +593,11 @@ fn switch_in<'a>(
     trace::record(TraceEvent::Run, v, now);
     arch::selectors::restore(v.selectors.load(Ordering::Relaxed));
     cpus().this().lock().switches += 1;
-    arch::percpu::set_current(v as *const Vcpu as u64, &*v.fpu as *const _ as u64, true);
+    // SAFETY: `v` stays alive and unmoved until the next `set_current` here: the caller
+    // stores its `Arc` in `CpuSched::current`, which is cleared only after the records
+    // are (`clear_current`, or `set_current` for the next vCPU). Its FPU area is this CPU's
+    // alone meanwhile: `v` is claimed (`running_on`) above.
+    unsafe { arch::percpu::set_current((v as *const Vcpu).cast(), v.fpu.as_ptr(), true) };
     prev
 }
 
