@@ -6,7 +6,7 @@
 //! the memory the loader used can be reused afterwards; only the boot module stays where it is.
 
 use arrayvec::{ArrayString, ArrayVec};
-use kernel::memmap::{MAX_RANGES, Range, Region, RegionKind};
+use kerncore::memmap::{MAX_RANGES, Range, Region, RegionKind};
 
 use crate::arch::boot::{MULTIBOOT2_MARKER, PVH_MARKER};
 use crate::arch::paging::phys_to_virt;

@@ -14,26 +14,20 @@
 extern crate alloc;
 
 mod arch;
-mod boot_module;
 mod bootinfo;
 mod console;
-mod control;
 mod domain;
-mod gnttab;
-mod hypercall;
-mod memory;
-mod mmu;
+mod mm;
+mod pv;
 mod schedule;
 mod selftest;
 mod time;
-mod trace;
 mod trap;
-mod upcall;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use abi::console::ExitCode;
-use kernel::cmdline::{self, LogLevel, SelfTest};
+use kerncore::cmdline::{self, LogLevel, SelfTest};
 
 /// Physical page of the AP start-up trampoline (kept out of the frame allocator with the
 /// rest of the first megabyte).
@@ -151,7 +145,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         arch::exit(ExitCode::Success);
     }
 
-    let mem = memory::init(&info);
+    let mem = mm::frames::init(&info);
     log::info!(
         "memory: {} MiB usable, {} MiB heap, {} free frames",
         mem.usable_bytes >> 20,
@@ -159,7 +153,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         mem.frames
     );
     if let Some(module) = info.module {
-        boot_module::init(module);
+        domain::boot_module::init(module);
     }
     init_this_cpu(0);
     PERCPU_READY.store(true, Ordering::Relaxed);
@@ -229,8 +223,8 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     };
     schedule::init(policy);
     if options.trace {
-        trace::enable(topology.cpus.len());
-        schedule::policy().set_trace_hook(trace::policy_hook);
+        schedule::trace::enable(topology.cpus.len());
+        schedule::policy().set_trace_hook(schedule::trace::policy_hook);
     }
 
     let config = smp::startup::StartConfig {
@@ -270,7 +264,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
 
     // The spec validator's model of the heap (sched::limits) must not be below what bring-up
     // took; say so loudly if it is, since specs it accepts could then fail after boot.
-    let heap_used = memory::heap_used() as u64;
+    let heap_used = mm::frames::heap_used() as u64;
     let heap_model = sched::limits::heap_demand(
         &sched::limits::Demand {
             cpus: online.len() as u64,
@@ -300,11 +294,11 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     });
 
     match (
-        boot_module::file(abi::plan::DOM0_IMAGE),
-        boot_module::file(abi::plan::FILE),
+        domain::boot_module::file(abi::plan::DOM0_IMAGE),
+        domain::boot_module::file(abi::plan::FILE),
     ) {
         (Some(image), Some(plan)) => {
-            if let Err(e) = control::start_domain0(image, plan) {
+            if let Err(e) = domain::control::start_domain0(image, plan) {
                 log::error!("cannot build Domain0: {e}");
                 arch::exit(ExitCode::Failure);
             }

@@ -10,8 +10,9 @@ use abi::control::KillReason;
 
 use crate::arch::entry::copy_fixup;
 use crate::arch::trap::{TrapFrame, exit_frame_ok, fatal_exception};
+use crate::domain::control;
+use crate::pv::upcall;
 use crate::schedule::{self, Next};
-use crate::{control, upcall};
 
 const DEBUG: u64 = 1;
 const NMI: u64 = 2;
@@ -75,7 +76,7 @@ pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
 /// `int3`, `into`), read from the guest's memory; `None` if it is not one or cannot be read.
 fn software_interrupt_vector(rip: u64) -> Option<u8> {
     let mut insn = [0u8; 2];
-    crate::hypercall::copy_from_guest(&mut insn, rip).ok()?;
+    crate::pv::hypercall::copy_from_guest(&mut insn, rip).ok()?;
     match insn {
         [0xcd, vector] => Some(vector),
         [0xcc, _] => Some(3),

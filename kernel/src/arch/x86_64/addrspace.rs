@@ -15,7 +15,7 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::paging::{PHYS_OFFSET, phys_to_virt};
-use crate::memory;
+use crate::mm::frames;
 
 /// How a guest page may be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ struct Recorder<'a>(&'a mut Vec<u64>);
 // is recorded so that it is freed exactly once, when the address space is dropped.
 unsafe impl FrameAllocator<Size4KiB> for Recorder<'_> {
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
-        let phys = memory::alloc_frame()?;
+        let phys = frames::alloc_frame()?;
         self.0.push(phys);
         Some(PhysFrame::containing_address(PhysAddr::new(phys)))
     }
@@ -85,7 +85,7 @@ fn zero_frame(phys: u64) {
 impl AddressSpace {
     /// An address space with nothing in the lower half and the hypervisor's upper half.
     pub fn new() -> Result<AddressSpace, OutOfMemory> {
-        let pml4 = memory::alloc_frame().ok_or(OutOfMemory)?;
+        let pml4 = frames::alloc_frame().ok_or(OutOfMemory)?;
         zero_frame(pml4);
         let kernel = super::boot::boot_pml4_phys();
         // SAFETY: both tables are direct-mapped frames; the new one is ours alone, the
@@ -125,7 +125,7 @@ impl AddressSpace {
         {
             return Ok(frame.as_u64());
         }
-        let phys = memory::alloc_frame().ok_or(OutOfMemory)?;
+        let phys = frames::alloc_frame().ok_or(OutOfMemory)?;
         zero_frame(phys);
         self.frames.push(phys);
         let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
@@ -212,7 +212,7 @@ impl AddressSpace {
             table = if entry & 1 != 0 {
                 entry & ENTRY_ADDRESS
             } else {
-                let fresh = memory::alloc_frame().ok_or(OutOfMemory)?;
+                let fresh = frames::alloc_frame().ok_or(OutOfMemory)?;
                 zero_frame(fresh);
                 self.frames.push(fresh);
                 // SAFETY: `table` is one of this address space's tables, direct-mapped,
@@ -286,8 +286,8 @@ impl AddressSpace {
         owner: abi::control::DomainId,
         hv_readonly: &[u64],
         hv_held: &[u64],
-    ) -> Result<(), kernel::mm::MmError> {
-        crate::mmu::adopt(owner, self.pml4, &self.frames, hv_readonly, hv_held)?;
+    ) -> Result<(), kerncore::frame_table::MmError> {
+        crate::mm::mmu::adopt(owner, self.pml4, &self.frames, hv_readonly, hv_held)?;
         self.owner = Some(owner);
         self.held = hv_held.to_vec();
         Ok(())
@@ -327,11 +327,11 @@ impl Drop for AddressSpace {
         if let Some(owner) = self.owner {
             // Every reference its tables hold is dropped; frames still mapped by another
             // domain (grants) stay until that domain unmaps them.
-            crate::mmu::teardown(owner, self.pml4, &self.frames, &self.held);
+            crate::mm::mmu::teardown(owner, self.pml4, &self.frames, &self.held);
             return;
         }
         for &frame in &self.frames {
-            if let Err(e) = memory::free_frame(frame) {
+            if let Err(e) = frames::free_frame(frame) {
                 log::error!("address space frame {frame:#x} could not be freed: {e:?}");
             }
         }

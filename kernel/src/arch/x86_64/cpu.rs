@@ -94,7 +94,7 @@ pub fn halt_forever() -> ! {
 
 /// Reads the CMOS real-time clock, waiting out an update in progress and reading until two
 /// reads agree (the registers change under a reader at each second).
-pub fn read_rtc() -> kernel::rtc::RtcReading {
+pub fn read_rtc() -> kerncore::rtc::RtcReading {
     let read = |reg: u8| -> u8 {
         // SAFETY: ports 0x70/0x71 are the CMOS index and data ports; selecting a clock
         // register (NMI-disable bit clear, as it was) and reading it has no other effect.
@@ -125,7 +125,7 @@ pub fn read_rtc() -> kernel::rtc::RtcReading {
         regs = again;
     }
     let status_b = read(0x0b);
-    kernel::rtc::RtcReading {
+    kerncore::rtc::RtcReading {
         seconds: regs[0],
         minutes: regs[1],
         hours: regs[2],

@@ -10,9 +10,10 @@ use abi::layout::USER_LIMIT;
 
 use crate::arch::entry::copy_guest;
 use crate::arch::trap::TrapFrame;
+use crate::domain::control;
 use crate::domain::{self, Vcpu, VcpuState};
 use crate::schedule::Next;
-use crate::{control, schedule, time};
+use crate::{schedule, time};
 use abi::control::KillReason;
 
 /// Most bytes of one console write taken at once.
@@ -51,7 +52,8 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
     let next = if frame.rax == hypercall::CALLBACK_RETURN {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
         // restored in full by the `iretq` path.
-        let Some(()) = schedule::with_current(|vcpu| crate::upcall::finish(vcpu, frame, frame.rdi))
+        let Some(()) =
+            schedule::with_current(|vcpu| crate::pv::upcall::finish(vcpu, frame, frame.rdi))
         else {
             panic!("hypercall with no vCPU on this CPU");
         };
@@ -101,11 +103,11 @@ fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
         }
         hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
         hypercall::NULL => Ok(0),
-        hypercall::SET_CALLBACK => crate::upcall::set_callback(vcpu, a0),
-        hypercall::GRANT_OP => crate::gnttab::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
-        hypercall::MMU_UPDATE => crate::mmu::mmu_update(vcpu, a0, a1),
-        hypercall::UPDATE_VA_MAPPING => crate::mmu::update_va_mapping(vcpu, a0, a1),
-        hypercall::MEMORY_OP => crate::mmu::memory_op(vcpu, a0, a1, a2),
+        hypercall::SET_CALLBACK => crate::pv::upcall::set_callback(vcpu, a0),
+        hypercall::GRANT_OP => crate::pv::grant_table::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
+        hypercall::MMU_UPDATE => crate::mm::mmu::mmu_update(vcpu, a0, a1),
+        hypercall::UPDATE_VA_MAPPING => crate::mm::mmu::update_va_mapping(vcpu, a0, a1),
+        hypercall::MEMORY_OP => crate::mm::mmu::memory_op(vcpu, a0, a1, a2),
         hypercall::EVTCHN_OP => evtchn_op(vcpu, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
@@ -211,10 +213,10 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
     }
 }
 
-/// Event channels: allocate, bind, send, close (the port rules are in `kernel::event`).
+/// Event channels: allocate, bind, send, close (the port rules are in `kerncore::event`).
 #[inline(never)] // kept out of the hypercall fast path
 fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
-    use kernel::event::{Port, PortError};
+    use kerncore::event::{Port, PortError};
     let me = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     let alive = |id: u64| {
         u32::try_from(id)

@@ -1,4 +1,4 @@
-//! Guest memory management: the hypervisor's frame table (`kernel::mm`, the rules) over real
+//! Guest memory management: the hypervisor's frame table (`kerncore::frame_table`, the rules) over real
 //! memory, TLB shootdowns, and the hypercalls that change a guest's page tables
 //! (`mmu_update`, `update_va_mapping`) and its reservation (`memory_op`).
 //!
@@ -22,13 +22,13 @@ use abi::error::Errno;
 use abi::hypercall::{MMU_BATCH, MemoryOp};
 use abi::layout::USER_LIMIT;
 use abi::mm::MmuUpdate;
-use kernel::mm::{FrameTable, MmError, TableMemory};
+use kerncore::frame_table::{FrameTable, MmError, TableMemory};
 use spin::Mutex;
 
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, NOT_RUNNING, Vcpu};
-use crate::hypercall::{copy_from_guest, copy_to_guest};
-use crate::memory;
+use crate::mm::frames;
+use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
 
 static TABLE: Mutex<Option<FrameTable>> = Mutex::new(None);
 
@@ -77,7 +77,7 @@ pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMap) -> R) -> R {
 /// Frees frames the frame table says nobody holds any more. Callers flush TLBs first.
 fn free_all(frames: impl IntoIterator<Item = u64>) {
     for mfn in frames {
-        if let Err(e) = memory::free_frame(mfn << 12) {
+        if let Err(e) = frames::free_frame(mfn << 12) {
             log::error!("frame {mfn:#x} could not be freed: {e:?}");
         }
     }
@@ -296,14 +296,14 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
                         && done + (n as u64) < count
                         && (space.frames() as u64) < domain.frames_limit
                     {
-                        let Some(phys) = memory::alloc_frame() else {
+                        let Some(phys) = frames::alloc_frame() else {
                             break;
                         };
                         // SAFETY: a frame just taken from the allocator, direct-mapped,
                         // ours alone until assigned below.
                         unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
                         if with(|t, _| t.assign(phys >> 12, domain.id, false)).is_err() {
-                            let _ = memory::free_frame(phys);
+                            let _ = frames::free_frame(phys);
                             break;
                         }
                         space.push_frame(phys);

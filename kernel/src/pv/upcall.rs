@@ -21,12 +21,13 @@ use abi::control::KillReason;
 use abi::layout::USER_LIMIT;
 use abi::shared::{Counters, UpcallFrame, VcpuEvents};
 
+use crate::arch;
 use crate::arch::fpu::FpuState;
 use crate::arch::paging::phys_to_virt;
 use crate::arch::trap::TrapFrame;
 use crate::domain::Vcpu;
-use crate::hypercall::{copy_from_guest, copy_to_guest};
-use crate::{arch, control};
+use crate::domain::control;
+use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
 
 /// The guest's red zone (System V ABI): the upcall frame goes below it.
 const RED_ZONE: u64 = 128;

@@ -14,6 +14,9 @@
 //! The kernel, not the policy, guarantees that a vCPU never runs on two CPUs at once: a CPU
 //! claims a vCPU with a compare-and-swap on `running_on` before loading its registers.
 
+pub mod boot_module;
+pub mod control;
+
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -25,9 +28,9 @@ use abi::shared::{
     Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, VcpuTime, name_bytes,
 };
 use arrayvec::ArrayString;
-use kernel::event::PortTable;
-use kernel::histogram::Histogram;
-use kernel::image;
+use kerncore::event::PortTable;
+use kerncore::histogram::Histogram;
+use kerncore::image;
 use spin::{Mutex, RwLock};
 
 use crate::arch::addrspace::{Access, AddressSpace};
@@ -99,10 +102,10 @@ pub struct Vcpu {
     pub shared_phys: u64,
     /// Its domain's counters page, where its event flags are (`VcpuEvents`).
     pub counters_phys: u64,
-    /// Its event callback (0: none), entered when an event is pending (`crate::upcall`).
+    /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
     pub callback: AtomicU64,
     /// What an upcall in progress keeps.
-    pub upcall: Mutex<crate::upcall::UpcallState>,
+    pub upcall: Mutex<crate::pv::upcall::UpcallState>,
     pub domain: DomainId,
     /// Index within its domain.
     pub index: u32,
@@ -184,11 +187,11 @@ pub struct Domain {
     /// The most frames it may hold (`memory_kib` / 4).
     pub frames_limit: u64,
     /// The grants it made to other domains.
-    pub grants: Mutex<kernel::grant::GrantTable>,
+    pub grants: Mutex<kerncore::grant::GrantTable>,
     /// The grants of other domains it has mapped.
-    pub maptrack: Mutex<kernel::grant::MapTrack>,
+    pub maptrack: Mutex<kerncore::grant::MapTrack>,
     /// Its console output quota (bytes), for an unprivileged domain.
-    pub console_quota: Mutex<kernel::ratelimit::TokenBucket>,
+    pub console_quota: Mutex<kerncore::ratelimit::TokenBucket>,
     /// Console bytes refused over the quota.
     pub console_refused: AtomicU64,
 }
@@ -456,7 +459,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             shared_phys,
             counters_phys,
             callback: AtomicU64::new(0),
-            upcall: Mutex::new(crate::upcall::UpcallState::default()),
+            upcall: Mutex::new(crate::pv::upcall::UpcallState::default()),
             domain: id,
             index,
             pml4,
@@ -491,9 +494,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
         ports: Mutex::new(PortTable::default()),
         frames_limit: u64::from(config.memory_kib / 4),
-        grants: Mutex::new(kernel::grant::GrantTable::default()),
-        maptrack: Mutex::new(kernel::grant::MapTrack::default()),
-        console_quota: Mutex::new(kernel::ratelimit::TokenBucket::new(
+        grants: Mutex::new(kerncore::grant::GrantTable::default()),
+        maptrack: Mutex::new(kerncore::grant::MapTrack::default()),
+        console_quota: Mutex::new(kerncore::ratelimit::TokenBucket::new(
             CONSOLE_BURST_BYTES,
             CONSOLE_BYTES_PER_SEC,
         )),
@@ -566,7 +569,7 @@ impl Domain {
         let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
             return;
         };
-        crate::upcall::mark_pending(v, word);
+        crate::pv::upcall::mark_pending(v, word);
         if !crate::schedule::wake(v, now) && v.callback.load(Ordering::Relaxed) != 0 {
             let cpu = v.running_on.load(Ordering::Acquire);
             if cpu != NOT_RUNNING && cpu != smp::percpu::cpu_index() {

@@ -5,8 +5,8 @@
 //! carved from what remains, and every other frame goes to the allocator, which counts them
 //! so that tests can check that nothing leaks.
 
-use kernel::frames::{FrameAllocator, FreeError};
-use kernel::memmap::{PAGE_SIZE, UsableMap};
+use kerncore::frame_alloc::{FrameAllocator, FreeError};
+use kerncore::memmap::{PAGE_SIZE, UsableMap};
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
@@ -91,7 +91,7 @@ pub fn init(info: &BootInfo) -> MemoryReport {
     let bitmap = unsafe {
         core::slice::from_raw_parts_mut(phys_to_virt(bitmap_phys).as_mut_ptr::<u64>(), words)
     };
-    crate::mmu::init(map.end());
+    crate::mm::mmu::init(map.end());
     let mut frames = FrameAllocator::new(bitmap);
     for range in map.ranges() {
         frames.add_range(range.start, range.end);

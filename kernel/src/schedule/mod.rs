@@ -17,8 +17,8 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use kernel::timerheap::TimerHeap;
-use kernel::watchdog::{self, Watch};
+use kerncore::timerheap::TimerHeap;
+use kerncore::watchdog::{self, Watch};
 
 use sched::{Policy, VcpuId};
 use smp::percpu::PerCpu;
@@ -27,7 +27,8 @@ use spin::{Mutex, Once};
 use crate::arch;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, NOT_RUNNING, Vcpu, VcpuState};
-use crate::{time, trace};
+use crate::time;
+pub mod trace;
 use abi::console::TraceEvent;
 
 /// Per-CPU scheduling state, touched only by its own CPU (the lock is never contended; it
@@ -42,7 +43,7 @@ struct CpuSched {
     armed_at: Option<u64>,
     /// vCPU timers set on this CPU, one slot per vCPU.
     timers: TimerHeap,
-    /// When this CPU next looks at the CPU it watches ([`kernel::watchdog`]).
+    /// When this CPU next looks at the CPU it watches ([`kerncore::watchdog`]).
     next_watch: u64,
     watch: Watch,
     busy_ns: u64,
@@ -281,7 +282,7 @@ fn run_timers(now: u64) {
     let cpu = this_cpu();
     loop {
         let due = cpus().this().lock().timers.pop_due(now);
-        let Some(kernel::timerheap::Entry {
+        let Some(kerncore::timerheap::Entry {
             deadline_ns: deadline,
             id,
         }) = due
@@ -728,7 +729,7 @@ extern "C" fn idle_loop() -> ! {
             // of the guest half, say) must not reach `iretq`. Its domain is killed before
             // this CPU claims the vCPU; the policy then retires it.
             if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
-                crate::control::kill_domain(n.domain, reason);
+                crate::domain::control::kill_domain(n.domain, reason);
                 continue;
             }
             {
@@ -747,7 +748,7 @@ extern "C" fn idle_loop() -> ! {
             arm_timer(now);
             load_address_space(n.pml4, None);
             // After the load: the upcall frame goes onto the guest's stack.
-            crate::upcall::deliver(&n, &mut frame);
+            crate::pv::upcall::deliver(&n, &mut frame);
             drop(n); // `enter_guest` does not return; `current` holds the vCPU.
             arch::entry::enter_guest(&frame);
         }

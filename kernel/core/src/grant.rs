@@ -1,7 +1,7 @@
 //! Grant tables: one domain lets another map or copy one of its frames (Xen's
 //! `grant_table.c`), as pure bookkeeping tested on the host. The hypervisor keeps a
 //! [`GrantTable`] per granting domain and a [`MapTrack`] per mapping domain, and does the
-//! page-table and frame-reference work around them (`crate::mm` in the library, the
+//! page-table and frame-reference work around them (`crate::frame_table` here, the
 //! hypervisor's `grant` glue):
 //!
 //! - a grant holds a general reference on its frame, so the granter cannot give the frame

@@ -4,7 +4,7 @@
 use spin::Once;
 
 use crate::arch::paging::phys_to_virt;
-use kernel::memmap::Range;
+use kerncore::memmap::Range;
 
 static MODULE: Once<&'static [u8]> = Once::new();
 
@@ -23,5 +23,5 @@ pub fn init(range: Range) {
 
 /// A file of the archive, if the module exists and holds it.
 pub fn file(name: &str) -> Option<&'static [u8]> {
-    kernel::image::find(MODULE.get()?, name).ok()
+    kerncore::image::find(MODULE.get()?, name).ok()
 }

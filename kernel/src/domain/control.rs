@@ -15,9 +15,11 @@ use abi::error::Errno;
 use arrayvec::ArrayVec;
 use sched::{DomainId as PolicyDomain, VcpuId};
 
+use super::boot_module;
 use crate::domain::{self, Domain, DomainConfig, VcpuState};
-use crate::hypercall::{copy_from_guest, copy_to_guest};
-use crate::{arch, boot_module, console, memory, schedule, time};
+use crate::mm::frames;
+use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
+use crate::{arch, console, schedule, time};
 
 /// Every online CPU's figures at the last `TakeSnapshot` into each slot.
 static CPU_SNAPSHOT: spin::Mutex<[Vec<(usize, schedule::CpuFigures)>; SLOTS]> =
@@ -295,14 +297,14 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             })
         }
         Sysctl::FrameCounts => {
-            let (free, managed) = memory::frame_counts();
+            let (free, managed) = frames::frame_counts();
             Ok(SysctlReply::Frames {
                 free: free as u64,
                 managed: managed as u64,
             })
         }
         Sysctl::HeapUsed => Ok(SysctlReply::HeapUsed {
-            bytes: memory::heap_used() as u64,
+            bytes: frames::heap_used() as u64,
         }),
         Sysctl::Resources => Ok(SysctlReply::Resources(domain::resource_counts())),
         Sysctl::EmitRecord { json } => {
@@ -332,7 +334,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 2 => ExitCode::BadInput,
                 _ => ExitCode::Failure,
             };
-            crate::trace::dump();
+            crate::schedule::trace::dump();
             log::info!("Domain0 shuts the machine down: {code:?}");
             arch::exit(code)
         }
@@ -444,7 +446,7 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
     let ports: alloc::vec::Vec<_> = domain.ports.lock().in_use().collect();
     for (port, state) in ports {
         let _ = domain.ports.lock().close(port);
-        if let kernel::event::Port::Interdomain {
+        if let kerncore::event::Port::Interdomain {
             remote,
             port: rport,
         } = state
@@ -557,7 +559,7 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
             return Err(Errno::Busy);
         }
     }
-    crate::gnttab::release_all(domain);
+    crate::pv::grant_table::release_all(domain);
     domain.life.lock().space = None;
     domain::remove(domain);
     Ok(())

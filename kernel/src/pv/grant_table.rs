@@ -1,6 +1,6 @@
 //! The `grant_op` hypercall: grants, their mapping and copying, and what a domain's death
-//! does to them. The bookkeeping rules are in `kernel::grant`; the page-table side in
-//! `kernel::mm` (through `crate::mmu`).
+//! does to them. The bookkeeping rules are in `kerncore::grant`; the page-table side in
+//! `kerncore::frame_table` (through `crate::mm::mmu`).
 //!
 //! Frame lifetimes: a grant holds a general reference on its frame, and a mapping holds one
 //! through the page-table entry, so a frame is freed only when no grant and no mapping
@@ -11,13 +11,13 @@ use abi::error::Errno;
 use abi::hypercall::GrantOp;
 use abi::layout::{MAP_AREA, MAP_AREA_BYTES};
 use abi::mm::{GrantCopy, pte};
-use kernel::grant::{GrantError, Mapping};
-use kernel::mm::PageType;
+use kerncore::frame_table::PageType;
+use kerncore::grant::{GrantError, Mapping};
 
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
-use crate::hypercall::{copy_from_guest, copy_to_guest};
-use crate::mmu;
+use crate::mm::mmu;
+use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
 
 fn errno(e: GrantError) -> Errno {
     match e {
@@ -76,7 +76,7 @@ fn grant(me: &Domain, va: u64, grantee: u64, readonly: bool) -> Result<u64, Errn
         .as_ref()
         .and_then(|s| s.l1_entry(va & !0xfff))
         .ok_or(Errno::Inval)?;
-    let entry = mmu::with(|_, mem| kernel::mm::TableMemory::read(mem, l1 >> 12, index));
+    let entry = mmu::with(|_, mem| kerncore::frame_table::TableMemory::read(mem, l1 >> 12, index));
     if entry & pte::PRESENT == 0 || entry & pte::GRANT_MAPPED != 0 {
         return Err(Errno::Inval);
     }
@@ -159,7 +159,7 @@ fn unmap(me: &Domain, handle: u32) -> Result<u64, Errno> {
     mmu::flush_domain(me);
     if freed {
         // The granter died meanwhile: the mapping was the frame's last holder.
-        let _ = crate::memory::free_frame(m.frame);
+        let _ = crate::mm::frames::free_frame(m.frame);
     }
     Ok(0)
 }
@@ -218,7 +218,7 @@ pub fn release_all(d: &Domain) {
     let freed: alloc::vec::Vec<u64> =
         mmu::with(|t, _| frames.into_iter().filter(|f| t.put_page(f >> 12)).collect());
     for f in freed {
-        let _ = crate::memory::free_frame(f);
+        let _ = crate::mm::frames::free_frame(f);
     }
     for m in d.maptrack.lock().drain() {
         if let Some(granter) = domain::domain(m.granter) {

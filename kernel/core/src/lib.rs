@@ -1,0 +1,41 @@
+//! `kerncore`: the hypervisor's logic that is not hardware, tested on the host with `cargo
+//! test -p kerncore` (Hubris's `sys/kerncore` in spirit). Each module is a data structure or
+//! a rule with no hardware and no unsafe; the hypervisor (`kernel/src`) keeps one instance
+//! where it belongs and does the machine's part around it:
+//!
+//! | module | what | used by (in `kernel/src`) |
+//! |---|---|---|
+//! | [`cmdline`] | the hypervisor's command line | `main.rs` |
+//! | [`memmap`] | the physical memory map | `mm/frames.rs` |
+//! | [`frame_alloc`] | the frame allocator (a bitmap) | `mm/frames.rs` |
+//! | [`frame_table`] | owners, page types and reference counts of every frame; validated page-table updates (Xen's `mm.c` rules) | `mm/mmu.rs` |
+//! | [`event`] | one domain's event-channel port table | `pv/event_channel.rs` |
+//! | [`grant`] | grant tables and map tracks | `pv/grant_table.rs` |
+//! | [`image`] | guest ELF images and the boot archive | `domain/` |
+//! | [`histogram`] | wake-up latency histograms | `domain/`, `schedule/` |
+//! | [`timerheap`] | the per-CPU timer heap, one slot per vCPU | `schedule/` |
+//! | [`watchdog`] | the watchdog's rule | `schedule/watchdog.rs` |
+//! | [`ratelimit`] | token buckets (the console's) | `pv/hypercall.rs` |
+//! | [`rtc`] | the real-time clock's arithmetic | `time.rs` |
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+// A hypercall runs with the guest's MXCSR and x87 control word in force (they are
+// callee-saved in the hypercall ABI, so the entry leaves them): a guest that unmasks
+// floating-point exceptions would turn any float operation here into a #XM in ring 0.
+// So the hypervisor does no floating-point arithmetic at all.
+#![deny(clippy::float_arithmetic)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod event;
+pub mod frame_alloc;
+pub mod frame_table;
+pub mod grant;
+pub mod histogram;
+pub mod image;
+pub mod memmap;
+pub mod ratelimit;
+pub mod rtc;
+pub mod timerheap;
+pub mod watchdog;
