@@ -1,4 +1,4 @@
-//! The command line of `scripts/run` (DESIGN.md "Commands"), parsed with clap.
+//! The command line of `scripts/run` (docs/DESIGN.md "Commands"), parsed with clap.
 //!
 //! The experiment flags (`--sched`, `--cpus`, `--domains`, `--workload`, `--seconds`)
 //! override the spec and are checked by the spec step, so that one place knows what is
