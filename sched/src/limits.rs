@@ -12,12 +12,12 @@
 //!   [`ARG_NAME_BYTES`], [`STACK_BYTES`], [`STACK_STRIDE`], [`MAX_GUEST_DOMAINS`]) must stay
 //!   in `abi`, which the guests compile (they cannot see `sched`); they are repeated here and
 //!   the kernel asserts at compile time that each equals its `abi` twin
-//!   (`kernel/src/domain.rs`), so the two cannot drift apart.
+//!   (`kernel/src/domain/mod.rs`), so the two cannot drift apart.
 //!
 //! The memory model is conservative: it may ask for a few frames more than the hypervisor
 //! builds, never fewer. The kernel computes [`domain_frames`] for every domain it creates,
 //! refuses the domain if its `memory_kib` cannot hold it, and checks after building that
-//! the frames it really took are within the model (`kernel/src/domain.rs`, `create`).
+//! the frames it really took are within the model (`kernel/src/domain/mod.rs`, `create`).
 
 /// Bytes of a page and of a frame.
 pub const PAGE_BYTES: u64 = 4096;
@@ -54,7 +54,7 @@ const fn l1_tables(bytes: u64) -> u64 {
     if bytes == 0 { 0 } else { bytes.div_ceil(L1_SPAN) + 1 }
 }
 
-/// Frames the hypervisor takes to build a domain (`kernel/src/domain.rs`, `create`), at
+/// Frames the hypervisor takes to build a domain (`kernel/src/domain/mod.rs`, `create`), at
 /// most, for an image spanning `image_bytes` from its lowest page to the end of its last
 /// segment, `vcpus` vCPUs and (Domain0 only) a plan of `plan_bytes`.
 ///
@@ -88,7 +88,7 @@ pub const fn kib_for_frames(frames: u64) -> u64 {
 }
 
 /// The hypervisor's heap for `usable_bytes` of RAM: a quarter, within bounds that suit both
-/// a 64 MiB test machine and a large host, in whole pages (`kernel/src/memory.rs`).
+/// a 64 MiB test machine and a large host, in whole pages (`kernel/src/mm/frames.rs`).
 pub const fn heap_bytes(usable_bytes: u64) -> u64 {
     let quarter = usable_bytes / 4;
     let clamped = if quarter < MIN_HEAP_BYTES {

@@ -15,7 +15,7 @@
 //! claims a vCPU with a compare-and-swap on `running_on` before loading its registers.
 
 pub mod boot_module;
-pub mod control;
+pub mod event_channel;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -105,7 +105,7 @@ pub struct Vcpu {
     /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
     pub callback: AtomicU64,
     /// What an upcall in progress keeps.
-    pub upcall: Mutex<crate::pv::upcall::UpcallState>,
+    pub upcall: Mutex<UpcallState>,
     pub domain: DomainId,
     /// Index within its domain.
     pub index: u32,
@@ -308,7 +308,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     }
     let (entry, segments) = image::segments(config.image).map_err(CreateError::Image)?;
     let oom = |_| CreateError::OutOfMemory;
-    let mut space = AddressSpace::new().map_err(oom)?;
+    let mut space = AddressSpace::new(&crate::mm::MACHINE).map_err(oom)?;
     for seg in segments {
         let access = Access {
             writable: seg.writable,
@@ -459,7 +459,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             shared_phys,
             counters_phys,
             callback: AtomicU64::new(0),
-            upcall: Mutex::new(crate::pv::upcall::UpcallState::default()),
+            upcall: Mutex::new(UpcallState::default()),
             domain: id,
             index,
             pml4,
@@ -506,7 +506,47 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     Ok(domain)
 }
 
+/// A vCPU's upcall state, kept by the hypervisor (`crate::pv::upcall`).
+#[derive(Default)]
+pub struct UpcallState {
+    /// The interrupted context's vector registers while an upcall that interrupted it runs.
+    pub saved_fpu: Option<Box<FpuState>>,
+}
+
+fn flush_this_cpu(_: usize) {
+    x86_64::instructions::tlb::flush_all();
+}
+
 impl Domain {
+    /// Flushes the TLB of every CPU that may hold translations of this domain's address space:
+    /// those running one of its vCPUs. (A CPU with its CR3 loaded always has one of its vCPUs
+    /// claimed in `running_on`: `switch_in` claims the next vCPU before releasing the previous
+    /// one, and loads the hypervisor's CR3 before releasing otherwise.) Waits until each has.
+    pub fn flush_tlbs(&self) {
+        let me = smp::percpu::cpu_index();
+        let mut done = smp::startup::CpuSet::new();
+        for v in &self.vcpus {
+            let cpu = v.running_on.load(Ordering::Acquire);
+            if cpu == NOT_RUNNING || done.contains(cpu) {
+                continue;
+            }
+            done.insert(cpu);
+            if cpu == me {
+                flush_this_cpu(0);
+            } else {
+                smp::ipi::call_on(cpu, flush_this_cpu, 0, true);
+            }
+        }
+    }
+
+    /// A vCPU index of this domain, from a hypercall argument.
+    pub fn vcpu_index(&self, raw: u64) -> Result<u32, abi::error::Errno> {
+        u32::try_from(raw)
+            .ok()
+            .filter(|i| (*i as usize) < self.vcpus.len())
+            .ok_or(abi::error::Errno::Inval)
+    }
+
     /// The work counters the guest wrote, summed over its vCPUs.
     pub fn work(&self) -> u64 {
         (0..self.vcpus.len())
@@ -518,113 +558,6 @@ impl Domain {
                 unsafe { phys_to_virt(at).as_ptr::<u64>().read_volatile() }
             })
             .fold(0u64, u64::wrapping_add)
-    }
-
-    /// The counters page's event word `word`, shared with the guest.
-    fn event_word(&self, field: usize, word: usize) -> &core::sync::atomic::AtomicU64 {
-        let at = self.counters_phys + field as u64 + (word * 8) as u64;
-        // The counters frame is this domain's until it is destroyed (not while `self` is
-        // borrowed); the word is aligned and inside the page (offsets from `Counters`).
-        // SAFETY: as above; the guest updates these words only atomically too.
-        unsafe { &*phys_to_virt(at).as_ptr::<core::sync::atomic::AtomicU64>() }
-    }
-
-    /// Marks `port` pending; returns whether it is unmasked (the domain should be woken).
-    pub fn set_pending(&self, port: u32) -> bool {
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        self.event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
-            .fetch_or(bit, Ordering::SeqCst);
-        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
-            .load(Ordering::SeqCst)
-            & bit
-            == 0
-    }
-
-    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it.
-    pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
-        let port = self.ports.lock().virq_port(virq, vcpu);
-        if let Some(port) = port {
-            self.send_to_port(port, vcpu, now);
-        }
-    }
-
-    /// An event on `port`: marks it pending and notifies the vCPU it is bound to.
-    pub fn send(&self, port: u32, now: u64) {
-        let vcpu = self.ports.lock().notify_vcpu(port);
-        self.send_to_port(port, vcpu, now);
-    }
-
-    /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
-    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to
-    /// the CPU it runs on if it takes upcalls, so that the upcall is entered at once.
-    pub fn send_to_port(&self, port: u32, vcpu: u32, now: u64) {
-        if self.set_pending(port) {
-            self.notify_vcpu(vcpu, port as usize / 64, now);
-        }
-    }
-
-    /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in
-    /// pending word `word`.
-    pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
-        let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
-            return;
-        };
-        crate::pv::upcall::mark_pending(v, word);
-        if !crate::schedule::wake(v, now) && v.callback.load(Ordering::Relaxed) != 0 {
-            let cpu = v.running_on.load(Ordering::Acquire);
-            if cpu != NOT_RUNNING && cpu != smp::percpu::cpu_index() {
-                // It runs elsewhere: interrupt it, so that the way back enters the upcall.
-                smp::ipi::send_reschedule(cpu);
-            }
-        }
-    }
-
-    /// Clears `port`'s mask bit; returns whether it is pending (so its vCPU must be told).
-    pub fn unmask(&self, port: u32) -> bool {
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
-            .fetch_and(!bit, Ordering::SeqCst);
-        self.is_pending(port)
-    }
-
-    /// Whether `port` is pending.
-    pub fn is_pending(&self, port: u32) -> bool {
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        word < abi::shared::MAX_PORTS / 64
-            && self
-                .event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
-                .load(Ordering::SeqCst)
-                & bit
-                != 0
-    }
-
-    /// Whether an unmasked event is pending on a port that notifies vCPU `vcpu` (Xen's
-    /// `local_events_need_delivery`, by port rather than by the vCPU's upcall flag, which
-    /// guests that poll instead of taking upcalls never clear). A vCPU's `block` returns at
-    /// once while this holds: events for the domain's other vCPUs must not keep it awake.
-    pub fn has_pending_for(&self, vcpu: u32) -> bool {
-        let word = |field: usize, w: usize| self.event_word(field, w).load(Ordering::SeqCst);
-        let pending_field = core::mem::offset_of!(Counters, evtchn_pending);
-        let mask_field = core::mem::offset_of!(Counters, evtchn_mask);
-        for w in 0..abi::shared::MAX_PORTS / 64 {
-            let mut bits = word(pending_field, w);
-            if bits == 0 {
-                continue;
-            }
-            bits &= !word(mask_field, w);
-            if bits == 0 {
-                continue;
-            }
-            let ports = self.ports.lock();
-            while bits != 0 {
-                let port = (w * 64) as u32 + bits.trailing_zeros();
-                bits &= bits - 1;
-                if ports.notify_vcpu(port) == vcpu {
-                    return true;
-                }
-            }
-        }
-        false
     }
 
     /// The figures `domctl GetInfo` reports.

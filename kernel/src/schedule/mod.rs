@@ -18,7 +18,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use kerncore::timerheap::TimerHeap;
-use kerncore::watchdog::{self, Watch};
+use kerncore::watchdog::Watch;
 
 use sched::{Policy, VcpuId};
 use smp::percpu::PerCpu;
@@ -29,7 +29,12 @@ use crate::arch::trap::TrapFrame;
 use crate::domain::{self, NOT_RUNNING, Vcpu, VcpuState};
 use crate::time;
 pub mod trace;
+pub mod watchdog;
+
 use abi::console::TraceEvent;
+use abi::control::{DomainId, KillReason};
+use watchdog::watch_neighbour;
+pub use watchdog::{arm_watchdog, wait_for_other_cpu, watchdog_armed, watchdog_nmi};
 
 /// Per-CPU scheduling state, touched only by its own CPU (the lock is never contended; it
 /// exists so that the code stays safe).
@@ -336,104 +341,6 @@ fn run_timers(now: u64) {
     }
 }
 
-/// The watchdog, every [`watchdog::PERIOD_NS`]: looks at the next online CPU's transition
-/// count, and ends the run if that CPU has been in the hypervisor for
-/// [`stuck_limit_ns`] without leaving: it is asked by NMI to report where it is, and
-/// the machine stops with a failure either way.
-fn watch_neighbour(cpu: usize, now: u64) {
-    if !WATCHDOG_ARMED.load(Ordering::Relaxed) {
-        return;
-    }
-    let stuck = {
-        let mut cs = cpus().this().lock();
-        if now < cs.next_watch {
-            return;
-        }
-        cs.next_watch = now + watchdog::PERIOD_NS;
-        let online = smp::startup::online();
-        let Some(next) = online
-            .iter()
-            .find(|&c| c > cpu)
-            .or_else(|| online.iter().next())
-            .filter(|&c| c != cpu)
-        else {
-            return;
-        };
-        let Some(count) = arch::percpu::transitions_of(next) else {
-            return;
-        };
-        cs.watch
-            .observe(count, now, stuck_limit_ns())
-            .map(|ns| (next, ns))
-    };
-    if let Some((victim, ns)) = stuck {
-        crate::console::emergency();
-        log::error!(
-            "watchdog: CPU {victim} has been in the hypervisor for {} ms without leaving; \
-             asking it where (NMI)",
-            ns / 1_000_000
-        );
-        STUCK_CPU.store(victim, Ordering::Release);
-        smp::ipi::send_nmi(victim);
-        // Its NMI handler reports and stops the machine; if it cannot, stop it from here.
-        let until = time::now_ns() + 50_000_000;
-        while time::now_ns() < until {
-            core::hint::spin_loop();
-        }
-        log::error!("watchdog: CPU {victim} did not answer its NMI; stopping");
-        arch::exit(abi::console::ExitCode::Failure);
-    }
-}
-
-/// How long a CPU may stay in the hypervisor: [`watchdog::STUCK_NS`], or
-/// [`watchdog::STUCK_NS_TCG`] under QEMU's TCG.
-fn stuck_limit_ns() -> u64 {
-    static LIMIT: Once<u64> = Once::new();
-    *LIMIT.call_once(|| match arch::cpu::accelerator() {
-        "tcg" => watchdog::STUCK_NS_TCG,
-        _ => watchdog::STUCK_NS,
-    })
-}
-
-/// Set once the machine has booted (boot itself keeps the bootstrap CPU busy for longer).
-static WATCHDOG_ARMED: AtomicBool = AtomicBool::new(false);
-
-/// Starts the watchdog: from now on every CPU watches the next one.
-pub fn arm_watchdog() {
-    smp::ipi::set_wait_hook(watch_while_waiting);
-    // Held still for a snapshot: not stuck.
-    smp::ipi::set_hold_hook(arch::percpu::touch_watchdog);
-    WATCHDOG_ARMED.store(true, Ordering::Release);
-}
-
-/// Waits a moment for another CPU, from a spin loop: serves calls posted to this CPU (the
-/// other CPU may be waiting for this one, e.g. for a TLB flush) and keeps watching the next
-/// CPU, so that a CPU waiting for a stuck one can still report it.
-pub fn wait_for_other_cpu() {
-    smp::ipi::handle_call_function_ipi();
-    watch_while_waiting();
-    core::hint::spin_loop();
-}
-
-/// The watchdog's look at the next CPU, from a wait loop (`smp`'s wait hook).
-pub fn watch_while_waiting() {
-    watch_neighbour(this_cpu(), time::now_ns());
-}
-
-/// Whether the watchdog runs yet.
-pub fn watchdog_armed() -> bool {
-    WATCHDOG_ARMED.load(Ordering::Acquire)
-}
-
-/// The CPU the watchdog found stuck (usize::MAX: none): its NMI is the watchdog's.
-static STUCK_CPU: core::sync::atomic::AtomicUsize =
-    core::sync::atomic::AtomicUsize::new(usize::MAX);
-
-/// Whether an NMI on this CPU is the watchdog's (this CPU was found stuck).
-pub fn watchdog_nmi() -> bool {
-    STUCK_CPU.load(Ordering::Acquire) == this_cpu()
-}
-
 /// Programs this CPU's hardware timer for its earliest pending event.
 ///
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
@@ -713,59 +620,66 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
     }
 }
 
-/// The loop a CPU runs when it has no vCPU: check for work, else sleep until an interrupt.
-#[unsafe(no_mangle)]
-extern "C" fn idle_loop() -> ! {
+/// What the idle loop (`crate::trap::idle_loop`) does next.
+pub enum IdleStep {
+    /// Nothing to run: sleep until an interrupt ([`idle_sleep`]).
+    Sleep,
+    /// The policy picked a vCPU whose saved frame must not reach `iretq`; kill its domain
+    /// (the policy then retires it) and look again.
+    Refuse(DomainId, KillReason),
+    /// This CPU switched to the vCPU and loaded its address space: enter it with the frame.
+    Enter(Arc<Vcpu>, TrapFrame),
+}
+
+/// One look for work by an idle CPU: due timers, then the policy.
+pub fn idle_step(now: u64) -> IdleStep {
     let cpu = this_cpu();
-    let idle = IDLE.get().expect("scheduler initialised").this();
-    loop {
-        let now = time::now_ns();
-        take_need_resched();
-        run_timers(now);
-        let decision = policy().schedule(cpu, now);
-        if let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) {
-            // The same check as every other way back to a guest (`trap::leave`): a frame
-            // saved while another vCPU was switched in (a `syscall` in the last two bytes
-            // of the guest half, say) must not reach `iretq`. Its domain is killed before
-            // this CPU claims the vCPU; the policy then retires it.
-            if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
-                crate::domain::control::kill_domain(n.domain, reason);
-                continue;
-            }
-            {
-                let mut i = idle.lock();
-                if let Some(since) = i.since.take() {
-                    i.total_ns += now.saturating_sub(since);
-                }
-            }
-            switch_in(&n, cpu, now, None);
-            let mut frame = n.regs.lock().clone();
-            {
-                let mut cs = cpus().this().lock();
-                cs.slice_end = decision.slice_ns.map(|s| now + s);
-                cs.current = Some(n.clone());
-            }
-            arm_timer(now);
-            load_address_space(n.pml4, None);
-            // After the load: the upcall frame goes onto the guest's stack.
-            crate::pv::upcall::deliver(&n, &mut frame);
-            drop(n); // `enter_guest` does not return; `current` holds the vCPU.
-            arch::entry::enter_guest(&frame);
+    take_need_resched();
+    run_timers(now);
+    let decision = policy().schedule(cpu, now);
+    let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) else {
+        return IdleStep::Sleep;
+    };
+    // The same check as every other way back to a guest (`trap::leave`): a frame saved while
+    // another vCPU was switched in (a `syscall` in the last two bytes of the guest half,
+    // say) must not reach `iretq`. Its domain is killed before this CPU claims the vCPU.
+    if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
+        return IdleStep::Refuse(n.domain, reason);
+    }
+    {
+        let mut i = IDLE.get().expect("scheduler initialised").this().lock();
+        if let Some(since) = i.since.take() {
+            i.total_ns += now.saturating_sub(since);
         }
-        {
-            let mut i = idle.lock();
-            if i.since.is_none() {
-                i.since = Some(now);
-            }
+    }
+    switch_in(&n, cpu, now, None);
+    let frame = n.regs.lock().clone();
+    {
+        let mut cs = cpus().this().lock();
+        cs.slice_end = decision.slice_ns.map(|s| now + s);
+        cs.current = Some(n.clone());
+    }
+    arm_timer(now);
+    load_address_space(n.pml4, None);
+    IdleStep::Enter(n, frame)
+}
+
+/// Sleeps until an interrupt, unless a reschedule is already asked for; idle time is
+/// counted from `now`.
+pub fn idle_sleep(now: u64) {
+    {
+        let mut i = IDLE.get().expect("scheduler initialised").this().lock();
+        if i.since.is_none() {
+            i.since = Some(now);
         }
-        arm_timer(now);
-        if !NEED_RESCHED
-            .get()
-            .expect("scheduler initialised")
-            .this()
-            .load(Ordering::Acquire)
-        {
-            arch::entry::wait_for_interrupt();
-        }
+    }
+    arm_timer(now);
+    if !NEED_RESCHED
+        .get()
+        .expect("scheduler initialised")
+        .this()
+        .load(Ordering::Acquire)
+    {
+        arch::entry::wait_for_interrupt();
     }
 }

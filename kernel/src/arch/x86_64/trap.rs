@@ -2,7 +2,7 @@
 //!
 //! The stubs live in `entry.rs`. Each pushes a zero where the CPU pushes no error code, then
 //! its vector, and jumps to `trap_common`, which saves every general register and calls
-//! [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
+//! `trap_dispatch` (in `crate::trap`, above this layer) with a pointer to the resulting [`TrapFrame`].
 //!
 //! Stacks: a trap from ring 3 lands on this CPU's kernel stack (TSS.RSP0), where the
 //! `syscall` entry puts its frame too, and every handler runs there with interrupts off. A
@@ -181,23 +181,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
-/// Called by `trap_common` for every trap and interrupt, with interrupts off. Returns 1 when
-/// the CPU has nothing to run (the entry code then jumps to the idle loop on a fresh
-/// stack), 0 to leave through the frame. Bit 63 of `vector` is the entry code's own (GS was
-/// swapped on entry from ring 0).
-#[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
-    let next = match frame.vector & 0xff {
-        vector @ 0..=31 => crate::trap::exception(frame, vector),
-        vector => crate::trap::interrupt(vector as u8, frame),
-    };
-    u64::from(next == crate::schedule::Next::Idle)
-}
-
-/// Reports an exception the hypervisor cannot recover from, and stops the machine.
+/// Reports an exception the hypervisor cannot recover from, and stops the machine. The
+/// caller has made the console usable first (`console::emergency`).
 pub fn fatal_exception(frame: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
-    crate::console::emergency();
     log::error!(
         "unexpected exception {} ({}), error code {:#x}, at RIP {:#018x}, RSP {:#018x}, \
          CR2 {:#018x}, {} mode",
