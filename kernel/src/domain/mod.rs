@@ -43,7 +43,7 @@ use crate::time;
 /// `running_on` value of a vCPU that runs nowhere.
 pub const NOT_RUNNING: usize = usize::MAX;
 
-/// Most domains alive at once, Domain0 included (DESIGN.md aims for 1024 guests). Defined
+/// Most domains alive at once, Domain0 included (docs/DESIGN.md aims for 1024 guests). Defined
 /// in `sched::limits`, which the spec validator reads too, so both refuse the same specs.
 pub const MAX_DOMAINS: usize = sched::limits::MAX_DOMAINS;
 /// Most vCPUs alive at once, over all domains (`sched::limits`, as above).

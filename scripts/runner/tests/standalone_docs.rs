@@ -23,16 +23,6 @@ const SHARED: &str = concat!("..", "/shared");
 /// Absolute paths of the build machines.
 const MACHINE: &str = concat!("/wo", "rk/");
 
-/// Files under `kernel/src` that still cite the design by its bare name, left to the lead,
-/// who is reworking `kernel/src` (issue 11) and fixes them there.
-/// Each entry must still exist and still hold a bare citation, so this list can only shrink:
-/// once a file is moved or fixed, its entry fails the test until it is removed.
-const PENDING: &[&str] = &[
-    "kernel/src/pv/control.rs",
-    "kernel/src/domain/mod.rs",
-    "kernel/src/main.rs",
-];
-
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_.-/".contains(c)
 }
@@ -231,7 +221,6 @@ fn check_tree(root: &Path) -> Vec<String> {
             "{DOC} is missing: the repository's copy of the design"
         ));
     }
-    let mut pending_seen = BTreeSet::new();
     for file in files(root) {
         let Ok(bytes) = std::fs::read(root.join(&file)) else {
             continue;
@@ -240,28 +229,7 @@ fn check_tree(root: &Path) -> Vec<String> {
             continue; // binary (figures)
         }
         let text = String::from_utf8_lossy(&bytes);
-        let found = problems_in(root, &file, &text, design.as_deref());
-        let rel = file.to_string_lossy().replace('\\', "/");
-        if PENDING.contains(&rel.as_str()) {
-            let (bare, other): (Vec<_>, Vec<_>) = found
-                .into_iter()
-                .partition(|p| p.contains("without its path"));
-            if !bare.is_empty() {
-                pending_seen.insert(rel);
-            }
-            out.extend(other);
-        } else {
-            out.extend(found);
-        }
-    }
-    for p in PENDING {
-        if !pending_seen.contains(*p) {
-            out.push(format!(
-                "{p} is in PENDING (scripts/runner/tests/standalone_docs.rs) but holds no bare \
-                 citation any more (fixed, or moved): remove it from the list, and fix the \
-                 moved file's citations (`{DOC}`)"
-            ));
-        }
+        out.extend(problems_in(root, &file, &text, design.as_deref()));
     }
     out
 }
@@ -384,14 +352,11 @@ fn a_walk_finds_the_files_of_a_tree_without_git() {
         ("target/c.rs", &format!("// {NAME}\n")),
     ]);
     let found = check_tree(&tree.0);
-    // The bare citation in a/b.rs, not the one in target/; and every PENDING entry stale.
+    // The bare citation in a/b.rs, not the one in target/.
     assert!(
         found.iter().any(|p| p.starts_with("a/b.rs:1:")),
         "{found:?}"
     );
     assert!(!found.iter().any(|p| p.contains("target")), "{found:?}");
-    assert_eq!(
-        found.iter().filter(|p| p.contains("is in PENDING")).count(),
-        PENDING.len()
-    );
+    assert_eq!(found.len(), 1, "{found:?}");
 }

@@ -105,11 +105,7 @@ fn area() -> *mut CpuArea {
 /// - `fpu` is written by the entry code on every asynchronous entry from ring 3 and by
 ///   [`restore_fpu_on_exit`], and read by the exit path: it must be valid for writes of an
 ///   `FpuState` and used by nothing else until then (its vCPU is claimed by this CPU).
-pub unsafe fn set_current(
-    current: *const (),
-    fpu: *mut super::fpu::FpuState,
-    restore: bool,
-) {
+pub unsafe fn set_current(current: *const (), fpu: *mut super::fpu::FpuState, restore: bool) {
     // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
     // reads or writes it, with interrupts off.
     unsafe {
