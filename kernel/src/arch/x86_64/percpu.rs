@@ -27,6 +27,8 @@ pub struct CpuArea {
     /// The vCPU running here (an `Arc<Vcpu>` the scheduler holds while it runs), as an
     /// address, so that a hypercall finds its caller without a lock; 0 when idle.
     pub current: u64,
+    /// Its domain (an `Arc<Domain>` the scheduler holds while it runs), likewise.
+    pub current_domain: u64,
     /// Transitions between the hypervisor and a guest or `hlt`, counted by the entry code
     /// (odd: in the hypervisor and not halted); read by the watchdog of another CPU.
     pub transitions: AtomicU64,
@@ -60,6 +62,7 @@ pub fn install(cpu_index: usize, apic_id: u32) {
         cur_fpu: 0,
         fpu_restore: 0,
         current: 0,
+        current_domain: 0,
         // Odd: this CPU is in the hypervisor (booting).
         transitions: AtomicU64::new(1),
     }));
@@ -94,22 +97,29 @@ fn area() -> *mut CpuArea {
     smp::percpu::this_cpu().cast()
 }
 
-/// Records the vCPU now running here (null for none) and its FPU area (null for none), and
-/// whether the exit path must load that area on the way out.
+/// Records the vCPU now running here and its domain (null for none) and its FPU area (null
+/// for none), and whether the exit path must load that area on the way out.
 ///
 /// # Safety
 /// This creates two aliases that outlive the call, until the next `set_current` on this
 /// CPU (Hubris's `set_current_task` in spirit):
-/// - `current` is dereferenced by [`current`]'s users (`schedule::with_current`): the caller
-///   keeps the object alive and unmoved until then (the scheduler holds an `Arc` of it);
+/// - `current` and `domain` are dereferenced by [`current`]'s users
+///   (`schedule::with_current`): the caller keeps both objects alive and unmoved until then
+///   (the scheduler holds an `Arc` of each);
 /// - `fpu` is written by the entry code on every asynchronous entry from ring 3 and by
 ///   [`restore_fpu_on_exit`], and read by the exit path: it must be valid for writes of an
 ///   `FpuState` and used by nothing else until then (its vCPU is claimed by this CPU).
-pub unsafe fn set_current(current: *const (), fpu: *mut super::fpu::FpuState, restore: bool) {
+pub unsafe fn set_current(
+    current: *const (),
+    domain: *const (),
+    fpu: *mut super::fpu::FpuState,
+    restore: bool,
+) {
     // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
     // reads or writes it, with interrupts off.
     unsafe {
         (*area()).current = current as u64;
+        (*area()).current_domain = domain as u64;
         (*area()).cur_fpu = fpu as u64;
         (*area()).fpu_restore = u64::from(restore);
     }
@@ -118,14 +128,26 @@ pub unsafe fn set_current(current: *const (), fpu: *mut super::fpu::FpuState, re
 /// This CPU's records cleared: no vCPU runs here.
 pub fn clear_current() {
     // SAFETY: null pointers create no alias.
-    unsafe { set_current(core::ptr::null(), core::ptr::null_mut(), false) }
+    unsafe {
+        set_current(
+            core::ptr::null(),
+            core::ptr::null(),
+            core::ptr::null_mut(),
+            false,
+        )
+    }
 }
 
-/// The object recorded by [`set_current`] (null for none). Dereferencing it is sound for
-/// as long as [`set_current`]'s caller promised.
-pub fn current() -> *const () {
+/// The objects recorded by [`set_current`]: the current vCPU and its domain (null for
+/// none). Dereferencing them is sound for as long as [`set_current`]'s caller promised.
+pub fn current() -> (*const (), *const ()) {
     // SAFETY: GS points at this CPU's live `CpuArea`.
-    unsafe { (*area()).current as *const () }
+    unsafe {
+        (
+            (*area()).current as *const (),
+            (*area()).current_domain as *const (),
+        )
+    }
 }
 
 /// Whether the way back to ring 3 will load the current vCPU's FPU area (its vector
