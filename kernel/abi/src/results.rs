@@ -1,5 +1,5 @@
-//! The results contract (DESIGN.md "Results"): every kind of record a results file holds, as
-//! one Rust type each, written and read through serde.
+//! The results contract (docs/DESIGN.md "Results"): every kind of record a results file
+//! holds, as one Rust type each, written and read through serde.
 //!
 //! A results file is JSON Lines: one [`Record`] per line, `"kind"` first, then the fields in
 //! the order the types below declare them. Every writer serialises these types: the

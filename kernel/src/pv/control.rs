@@ -343,7 +343,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
 
 /// Times `iters` rounds of the part of a domain switch that no implementation can skip: copy
 /// the general registers out and back (a trap frame each way), save and restore the FPU
-/// state, and reload CR3 (which flushes the non-global TLB entries). The floor of DESIGN.md's
+/// state, and reload CR3 (which flushes the non-global TLB entries). The floor of docs/DESIGN.md's
 /// domain-switch target.
 fn switch_floor(iters: u32) -> u64 {
     use core::hint::black_box;
