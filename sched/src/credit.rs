@@ -237,7 +237,8 @@ pub struct Credit {
     sort_epoch: AtomicU32,
     /// Serialises accounting passes (Xen's private scheduler lock); never taken on wake or
     /// pick, and always before any runqueue lock.
-    /// Holds the system-wide credit balance left by the last pass (Xen's
+    ///
+    /// What it holds is the system-wide credit balance the last pass left (Xen's
     /// `prv->credit_balance`): when negative, the next pass hands out that much more.
     acct_lock: spin::mutex::SpinMutex<i64>,
     /// Told of every priority change, for the hypervisor's trace.
@@ -327,7 +328,6 @@ impl Credit {
         self.publish(cpu, rq);
     }
 
-    /// `csched_acct`: hand out one slice worth of credits to the active vCPUs.
     /// Sets a vCPU's priority class, telling the trace hook when it changes.
     fn set_pri(&self, v: VcpuId, data: &mut CreditVcpu, pri: Pri, now: u64) {
         if data.pri != Some(pri) {
@@ -339,6 +339,12 @@ impl Credit {
         }
     }
 
+    /// `csched_acct`: hands out one slice worth of credits to the active vCPUs, by weight
+    /// and under the caps, and sets their priorities from the result. Parks a capped vCPU
+    /// that went too far into debt (kicking its CPU if it runs) and unparks one back at
+    /// zero (kicking a CPU to run it); clamps debt at the bound, and takes a vCPU above it
+    /// off the active list with its credit halved. Runs on the master CPU's tick, once per
+    /// slice.
     fn acct(&self, now: u64, kick: &mut dyn FnMut(usize)) {
         let mut balance = self.acct_lock.lock();
         let per_tslice = self.credits_per_tslice();
