@@ -22,14 +22,23 @@ extern crate alloc;
 use alloc::string::String;
 use core::fmt;
 
-pub mod bvt;
-pub mod credit;
-pub mod fifo;
 pub mod limits;
 pub mod registry;
-pub mod rr;
 pub mod runq;
 pub mod summary;
+
+// Every policy, in the order listings show them: the one place to register one. Each entry
+// is `module::Type`: `src/module.rs` holds `pub static INFO: PolicyInfo` and `Type`, with
+// `Type::new(&Topology) -> Result<Type, Error>` and `impl Policy for Type`. This declares
+// the module and adds it to `registry::ENTRIES`, which `schedsim`, the spec validator, the
+// hypervisor's `sched=` option, the property tests, the experiment checks, the sweeps and
+// the plots all read.
+registry::register! {
+    rr::RoundRobin,
+    credit::Credit,
+    bvt::Bvt,
+    fifo::Fifo,
+}
 
 #[cfg(feature = "std")]
 pub mod sim;
@@ -235,11 +244,11 @@ impl fmt::Display for Error {
         match self {
             Error::UnknownPolicy { name } => {
                 write!(f, "unknown policy `{name}`; allowed: ")?;
-                for (i, info) in registry::POLICIES.iter().enumerate() {
+                for (i, name) in registry::names().enumerate() {
                     if i > 0 {
                         write!(f, ", ")?;
                     }
-                    write!(f, "{}", info.name)?;
+                    write!(f, "{name}")?;
                 }
                 Ok(())
             }

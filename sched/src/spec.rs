@@ -987,7 +987,7 @@ impl Spec {
             let cpus = self.machine.cpus;
             if hogs >= cpus {
                 let preempting: Vec<_> =
-                    registry::POLICIES.iter().filter(|p| p.preempts).map(|p| p.name).collect();
+                    registry::policies().filter(|p| p.preempts).map(|p| p.name).collect();
                 return Err(self.err(
                     "sched.policy",
                     format!(
@@ -1188,7 +1188,7 @@ fn check_param(
     scope: Scope,
 ) -> Result<(), SpecError> {
     let found = params_of(policy, scope).iter().find(|p| p.name == name).or_else(|| {
-        registry::POLICIES.iter().flat_map(|i| params_of(i, scope)).find(|p| p.name == name)
+        registry::policies().flat_map(|i| params_of(i, scope)).find(|p| p.name == name)
     });
     match found {
         Some(p) => range(spec, path, v, p.min, p.max),
@@ -1205,8 +1205,7 @@ fn check_param(
                         .join(", ")
                 }
             };
-            let others: Vec<_> = registry::POLICIES
-                .iter()
+            let others: Vec<_> = registry::policies()
                 .filter(|i| i.name != policy.name)
                 .map(|i| format!("{}: {}", i.name, list(params_of(i, scope))))
                 .collect();
