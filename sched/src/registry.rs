@@ -91,4 +91,36 @@ mod tests {
         }
         assert!(matches!(info("nope"), Err(Error::UnknownPolicy { .. })));
     }
+
+    #[test]
+    fn every_policys_domain_params_fit_the_hypervisors_control_abi() {
+        for info in policies() {
+            if let Err(e) = crate::limits::domain_params_fit(info) {
+                panic!("{e}");
+            }
+        }
+        const MANY: [crate::ParamSpec; crate::limits::MAX_DOMAIN_PARAMS + 1] =
+            [WEIGHT; crate::limits::MAX_DOMAIN_PARAMS + 1];
+        const LONG: [crate::ParamSpec; 1] =
+            [crate::ParamSpec { name: "a_name_well_over_24_bytes", ..WEIGHT }];
+        let msg = |domain_params: &'static [crate::ParamSpec]| {
+            let info = PolicyInfo {
+                name: "x",
+                summary: "",
+                domain_params,
+                global_params: &[],
+                preempts: true,
+            };
+            crate::limits::domain_params_fit(&info).unwrap_err().to_string()
+        };
+        assert_eq!(
+            msg(&MANY),
+            "policy `x` declares 9 per-domain parameters; allowed: at most 8 (what the \
+             hypervisor's control ABI carries per domain)"
+        );
+        assert!(msg(&LONG).contains("`a_name_well_over_24_bytes` is 25 bytes long"));
+    }
+
+    const WEIGHT: crate::ParamSpec =
+        crate::ParamSpec { name: "weight", default: 1, min: 1, max: 2, doc: "" };
 }

@@ -771,6 +771,7 @@ impl Spec {
         range(self, "machine.cpus", self.machine.cpus, 1, MAX_CPUS)?;
         range(self, "machine.memory_mib", self.machine.memory_mib, 16, MAX_MEMORY_MIB)?;
         let policy = self.policy()?;
+        limits::domain_params_fit(policy).map_err(|e| self.err("sched.policy", e.to_string()))?;
         for (k, &v) in &self.sched.knobs {
             check_param(self, &format!("sched.{k}"), k, v, policy, Scope::Global)?;
         }

@@ -176,8 +176,8 @@ pub fn domain_record(r: &DomainRun<'_>) -> String {
         .str("group", r.planned.group)
         .str("workload", r.planned.workload)
         .u64("vcpus", u64::from(r.planned.vcpus))
-        .u64("weight", u64::from(r.planned.sched.weight))
-        .u64("cap", u64::from(r.planned.sched.cap))
+        .u64("weight", u64::from(r.planned.weight))
+        .u64("cap", u64::from(r.planned.cap))
         .u64("cpu_ns", d(|i| i.cpu_ns))
         .u64("wait_ns", d(|i| i.wait_ns))
         .u64("work", d(|i| i.work))
@@ -374,11 +374,9 @@ mod tests {
             workload: "latency",
             vcpus: 1,
             memory_kib: 1024,
-            sched: SchedParams {
-                weight: 512,
-                cap: 50,
-                ..SchedParams::default()
-            },
+            sched: SchedParams::from_pairs([("weight", 512), ("cap", 50)]).unwrap(),
+            weight: 512,
+            cap: 50,
             expect: Expect::Ok,
             args_start,
             args_len,
@@ -444,8 +442,8 @@ mod tests {
                 panic!("not a create request");
             };
             assert_eq!(
-                (image, name, vcpus, sched.weight),
-                ("latency", "w0", 1, 512)
+                (image, name, vcpus, sched.get("weight")),
+                ("latency", "w0", 1, Some(512))
             );
             assert_eq!(
                 args[0],

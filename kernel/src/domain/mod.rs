@@ -64,6 +64,8 @@ const _: () = {
     assert!(layout::STACK_STRIDE == l::STACK_STRIDE);
     assert!(abi::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
     assert!(l::MAX_GUEST_DOMAINS < MAX_DOMAINS);
+    assert!(abi::control::MAX_SCHED_PARAMS == l::MAX_DOMAIN_PARAMS);
+    assert!(abi::control::SCHED_PARAM_NAME_BYTES == l::PARAM_NAME_BYTES);
 };
 
 /// What a vCPU is doing.
