@@ -80,7 +80,7 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     arch::entry::go_idle()
 }
 
-/// The `boot` results record (DESIGN.md "Results").
+/// The `boot` results record (docs/DESIGN.md "Results").
 #[derive(serde::Serialize)]
 struct BootRecord<'a> {
     kind: &'a str,
@@ -297,7 +297,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         domain::boot_module::file(abi::plan::FILE),
     ) {
         (Some(image), Some(plan)) => {
-            if let Err(e) = domain::control::start_domain0(image, plan) {
+            if let Err(e) = pv::control::start_domain0(image, plan) {
                 log::error!("cannot build Domain0: {e}");
                 arch::exit(ExitCode::Failure);
             }

@@ -9,10 +9,79 @@
 use abi::control::KillReason;
 
 use crate::arch::entry::copy_fixup;
-use crate::arch::trap::{TrapFrame, exit_frame_ok, fatal_exception};
-use crate::domain::control;
-use crate::pv::upcall;
-use crate::schedule::{self, Next};
+use crate::arch::trap::{TrapFrame, exit_frame_ok};
+use crate::pv::control;
+use crate::pv::{hypercall, upcall};
+use crate::schedule::{self, IdleStep, Next};
+
+/// Called by `trap_common` for every trap and interrupt, with interrupts off. Returns 1 when
+/// the CPU has nothing to run (the entry code then jumps to the idle loop on a fresh
+/// stack), 0 to leave through the frame. Bit 63 of `vector` is the entry code's own (GS was
+/// swapped on entry from ring 0).
+#[unsafe(no_mangle)]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
+    let next = match frame.vector & 0xff {
+        vector @ 0..=31 => exception(frame, vector),
+        vector => interrupt(vector as u8, frame),
+    };
+    u64::from(next == Next::Idle)
+}
+
+/// Called by the `syscall` entry. Returns what the exit path does: 0, back by `sysretq`;
+/// 1, the frame was rewritten (another vCPU, an upcall, a restored context), so back by
+/// `iretq`, which restores every register; 2, nothing to run: idle.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    let next = if frame.rax == abi::hypercall::CALLBACK_RETURN {
+        // Not a call that returns a value: the frame becomes the interrupted context, to be
+        // restored in full by the `iretq` path.
+        let Some(()) =
+            schedule::with_current(|vcpu, _| crate::pv::upcall::finish(vcpu, frame, frame.rdi))
+        else {
+            panic!("hypercall with no vCPU on this CPU");
+        };
+        Next::Switched
+    } else {
+        let Some(result) =
+            schedule::with_current(|vcpu, domain| hypercall::handle(vcpu, domain, frame))
+        else {
+            panic!("hypercall with no vCPU on this CPU");
+        };
+        frame.rax = match result {
+            Ok(value) => value,
+            Err(e) => e.to_ret() as u64,
+        };
+        Next::Same
+    };
+    exit_code(leave(frame, true, next))
+}
+
+/// Called by the compatibility-mode `syscall` entry (MSR_CSTAR), which no guest can reach:
+/// guests have no 32-bit code segment. If one ever does, it is killed. Returns 1 to idle,
+/// 0 to leave through the frame by `iretq`.
+#[unsafe(no_mangle)]
+extern "C" fn compat_syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    match schedule::current() {
+        Some(v) => control::kill_domain(v.domain, KillReason::CompatSyscall { rip: frame.rip }),
+        None => panic!("compatibility-mode syscall with no vCPU on this CPU"),
+    }
+    let next = schedule::reschedule(frame, true);
+    u64::from(leave(frame, true, next.then(Next::Switched)) == Next::Idle)
+}
+
+fn exit_code(next: Next) -> u64 {
+    match next {
+        Next::Same => 0,
+        Next::Switched => 1,
+        Next::Idle => 2,
+    }
+}
+
+/// Reports an exception the hypervisor cannot recover from, and stops the machine.
+fn fatal_exception(frame: &TrapFrame) -> ! {
+    crate::console::emergency();
+    crate::arch::trap::fatal_exception(frame)
+}
 
 const DEBUG: u64 = 1;
 const NMI: u64 = 2;
@@ -76,7 +145,7 @@ pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
 /// `int3`, `into`), read from the guest's memory; `None` if it is not one or cannot be read.
 fn software_interrupt_vector(rip: u64) -> Option<u8> {
     let mut insn = [0u8; 2];
-    crate::pv::hypercall::copy_from_guest(&mut insn, rip).ok()?;
+    crate::mm::guest::copy_from_guest(&mut insn, rip).ok()?;
     match insn {
         [0xcd, vector] => Some(vector),
         [0xcc, _] => Some(3),
@@ -127,7 +196,7 @@ pub fn leave(frame: &mut TrapFrame, from_hypercall: bool, mut next: Next) -> Nex
             return next;
         }
     }
-    if schedule::with_current(|vcpu| upcall::deliver(vcpu, frame)) == Some(true) {
+    if schedule::with_current(|vcpu, _| upcall::deliver(vcpu, frame)) == Some(true) {
         next = next.then(Next::Switched);
         // Entering the upcall may have killed the domain (a stack it could not take).
         if schedule::must_reschedule() {
@@ -146,4 +215,24 @@ pub fn leave(frame: &mut TrapFrame, from_hypercall: bool, mut next: Next) -> Nex
         next = next.then(schedule::reschedule(frame, from_hypercall));
     }
     next
+}
+
+/// The loop a CPU runs when it has no vCPU: look for work, else sleep until an interrupt.
+/// The entry code jumps here, on a fresh stack, whenever an entry ends in [`Next::Idle`].
+#[unsafe(no_mangle)]
+extern "C" fn idle_loop() -> ! {
+    loop {
+        let now = crate::time::now_ns();
+        match schedule::idle_step(now) {
+            IdleStep::Enter(vcpu, mut frame) => {
+                // After the address space is loaded: the upcall frame goes onto the guest's
+                // stack.
+                upcall::deliver(&vcpu, &mut frame);
+                drop(vcpu); // `enter_guest` does not return; `current` holds the vCPU.
+                crate::arch::entry::enter_guest(&frame);
+            }
+            IdleStep::Refuse(domain, reason) => control::kill_domain(domain, reason),
+            IdleStep::Sleep => schedule::idle_sleep(now),
+        }
+    }
 }

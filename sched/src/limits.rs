@@ -2,7 +2,7 @@
 //! need, in the one crate that both the hypervisor and the spec validator can see.
 //!
 //! Why here: the spec validator ([`crate::spec`], shared by `schedsim` and the runner) must
-//! refuse before boot everything the hypervisor or Domain0 would refuse after it. DESIGN.md's
+//! refuse before boot everything the hypervisor or Domain0 would refuse after it. docs/DESIGN.md's
 //! dependency rule lets `sched` use nothing of ours, so it cannot read `abi`; the kernel
 //! uses both. So:
 //! - limits that are the hypervisor's alone ([`MAX_DOMAINS`], [`MAX_VCPUS_TOTAL`],
@@ -113,7 +113,7 @@ const fn l1_tables(bytes: u64) -> u64 {
     if bytes == 0 { 0 } else { bytes.div_ceil(L1_SPAN) + 1 }
 }
 
-/// Frames the hypervisor takes to build a domain (`kernel/src/domain.rs`, `create`), at
+/// Frames the hypervisor takes to build a domain (`kernel/src/domain/mod.rs`, `create`), at
 /// most, for an image spanning `image_bytes` from its lowest page to the end of its last
 /// segment, `vcpus` vCPUs and (Domain0 only) a plan of `plan_bytes`.
 ///
@@ -147,7 +147,7 @@ pub const fn kib_for_frames(frames: u64) -> u64 {
 }
 
 /// The hypervisor's heap for `usable_bytes` of RAM: a quarter, within bounds that suit both
-/// a 64 MiB test machine and a large host, in whole pages (`kernel/src/memory.rs`).
+/// a 64 MiB test machine and a large host, in whole pages (`kernel/src/mm/frames.rs`).
 pub const fn heap_bytes(usable_bytes: u64) -> u64 {
     let quarter = usable_bytes / 4;
     let clamped = if quarter < MIN_HEAP_BYTES {

@@ -15,10 +15,10 @@
 //! claims a vCPU with a compare-and-swap on `running_on` before loading its registers.
 
 pub mod boot_module;
-pub mod control;
+pub mod event_channel;
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -34,7 +34,7 @@ use kerncore::image;
 use spin::{Mutex, RwLock};
 
 use crate::arch::addrspace::{Access, AddressSpace};
-use crate::arch::fpu::FpuState;
+use crate::arch::fpu::{FpuArea, FpuState};
 use crate::arch::gdt::{USER_CODE, USER_DATA};
 use crate::arch::paging::phys_to_virt;
 use crate::arch::trap::TrapFrame;
@@ -43,7 +43,7 @@ use crate::time;
 /// `running_on` value of a vCPU that runs nowhere.
 pub const NOT_RUNNING: usize = usize::MAX;
 
-/// Most domains alive at once, Domain0 included (DESIGN.md aims for 1024 guests). Defined
+/// Most domains alive at once, Domain0 included (docs/DESIGN.md aims for 1024 guests). Defined
 /// in `sched::limits`, which the spec validator reads too, so both refuse the same specs.
 pub const MAX_DOMAINS: usize = sched::limits::MAX_DOMAINS;
 /// Most vCPUs alive at once, over all domains (`sched::limits`, as above).
@@ -107,8 +107,11 @@ pub struct Vcpu {
     /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
     pub callback: AtomicU64,
     /// What an upcall in progress keeps.
-    pub upcall: Mutex<crate::pv::upcall::UpcallState>,
+    pub upcall: Mutex<UpcallState>,
     pub domain: DomainId,
+    /// Its domain, reached without the domain table: the `Domain` owns its vCPUs, so this
+    /// is weak; [`Vcpu::domain`] upgrades it.
+    dom: Weak<Domain>,
     /// Index within its domain.
     pub index: u32,
     /// The domain's PML4, loaded when this vCPU runs.
@@ -120,7 +123,7 @@ pub struct Vcpu {
     /// them, and no other domain may see what it loaded.
     pub selectors: AtomicU64,
     /// Saved x87/SSE state; its address is handed to the entry code while running.
-    pub fpu: Box<FpuState>,
+    pub fpu: Box<FpuArea>,
     pub running_on: AtomicUsize,
     /// Set when it yields, so that the trace can say why it stopped.
     pub yielded: core::sync::atomic::AtomicBool,
@@ -132,6 +135,16 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// Its domain, while it exists (no table lookup, no global lock).
+    pub fn domain(&self) -> Option<Arc<Domain>> {
+        self.dom.upgrade()
+    }
+
+    /// Whether `domain` is its domain.
+    pub fn belongs_to(&self, domain: &Arc<Domain>) -> bool {
+        core::ptr::eq(self.dom.as_ptr(), Arc::as_ptr(domain))
+    }
+
     /// Publishes its virtual time in the shared-info page: `ran_ns` so far, and whether it
     /// runs since `since_ns`. Only the CPU switching it in or out writes it.
     pub fn publish_time(&self, running: bool, ran_ns: u64, since_ns: u64) {
@@ -249,6 +262,24 @@ pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
 }
 
 /// A free slot index in a table, growing it up to `max`.
+/// The `n` lowest free slots of `table` (growing it up to `max`), or `None` if there are not
+/// that many; the table is unchanged then.
+fn free_slots<T>(table: &mut Vec<Option<T>>, max: usize, n: usize) -> Option<Vec<usize>> {
+    let mut slots: Vec<usize> = (0..table.len())
+        .filter(|&i| table[i].is_none())
+        .take(n)
+        .collect();
+    let grow = n - slots.len();
+    if table.len() + grow > max {
+        return None;
+    }
+    for _ in 0..grow {
+        table.push(None);
+        slots.push(table.len() - 1);
+    }
+    Some(slots)
+}
+
 fn free_slot<T>(table: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
     if let Some(i) = table.iter().position(Option::is_none) {
         return Some(i);
@@ -310,7 +341,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     }
     let (entry, segments) = image::segments(config.image).map_err(CreateError::Image)?;
     let oom = |_| CreateError::OutOfMemory;
-    let mut space = AddressSpace::new().map_err(oom)?;
+    let mut space = AddressSpace::new(&crate::mm::MACHINE).map_err(oom)?;
     for seg in segments {
         let access = Access {
             writable: seg.writable,
@@ -437,78 +468,121 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         return Err(CreateError::BadParameter("page tables"));
     }
     let pml4 = space.pml4();
-    let mut vcpu_list = Vec::new();
-    for index in 0..config.vcpus {
-        let Some(slot) = free_slot(&mut vcpus, MAX_VCPUS_TOTAL) else {
-            // Undo the slots claimed so far; `space` is dropped, freeing its frames.
-            for v in &vcpu_list {
-                let v: &Arc<Vcpu> = v;
-                vcpus[v.id as usize] = None;
-            }
-            return Err(CreateError::TooManyDomains);
-        };
-        let frame = TrapFrame {
-            rip: entry,
-            cs: u64::from(USER_CODE.0),
-            rflags: 0x202,
-            rsp: layout::STACK_TOP - u64::from(index) * layout::STACK_STRIDE,
-            ss: u64::from(USER_DATA.0),
-            rdi: u64::from(index),
-            ..TrapFrame::default()
-        };
-        let v = Arc::new(Vcpu {
-            id: slot as u32,
-            shared_phys,
-            counters_phys,
-            callback: AtomicU64::new(0),
-            upcall: Mutex::new(crate::pv::upcall::UpcallState::default()),
-            domain: id,
-            index,
-            pml4,
-            state: Mutex::new(VcpuState::Paused),
-            regs: Mutex::new(frame),
-            selectors: AtomicU64::new(0),
-            fpu: Box::new(FpuState::initial()),
-            running_on: AtomicUsize::new(NOT_RUNNING),
-            yielded: core::sync::atomic::AtomicBool::new(false),
-            timer_deadline: AtomicU64::new(0),
-            trace_events: core::sync::atomic::AtomicU32::new(0),
-            stats: Mutex::new(VcpuStats::default()),
-        });
-        vcpus[slot] = Some(v.clone());
-        vcpu_list.push(v);
-    }
+    // The vCPUs' global slots first, so that nothing below can fail. (Failing here drops
+    // `space`, freeing its frames.)
+    let slots = free_slots(&mut vcpus, MAX_VCPUS_TOTAL, config.vcpus as usize)
+        .ok_or(CreateError::TooManyDomains)?;
     let mut name = ArrayString::new();
     name.push_str(config.name);
-    let domain = Arc::new(Domain {
-        id,
-        name,
-        privileged: config.privileged,
-        vcpus: vcpu_list,
-        counters_phys,
-        sched: Mutex::new(config.sched),
-        life: Mutex::new(DomainLife {
-            state: DomainState::Paused,
-            exit: DomainExit::Running,
-            space: Some(space),
-            waiters: Vec::new(),
-        }),
-        snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
-        ports: Mutex::new(PortTable::default()),
-        frames_limit: u64::from(config.memory_kib / 4),
-        grants: Mutex::new(kerncore::grant::GrantTable::default()),
-        maptrack: Mutex::new(kerncore::grant::MapTrack::default()),
-        console_quota: Mutex::new(kerncore::ratelimit::TokenBucket::new(
-            CONSOLE_BURST_BYTES,
-            CONSOLE_BYTES_PER_SEC,
-        )),
-        console_refused: AtomicU64::new(0),
+    let domain = Arc::new_cyclic(|dom: &Weak<Domain>| {
+        let vcpu_list = slots
+            .iter()
+            .zip(0..config.vcpus)
+            .map(|(&slot, index)| {
+                let frame = TrapFrame {
+                    rip: entry,
+                    cs: u64::from(USER_CODE.0),
+                    rflags: 0x202,
+                    rsp: layout::STACK_TOP - u64::from(index) * layout::STACK_STRIDE,
+                    ss: u64::from(USER_DATA.0),
+                    rdi: u64::from(index),
+                    ..TrapFrame::default()
+                };
+                Arc::new(Vcpu {
+                    id: slot as u32,
+                    shared_phys,
+                    counters_phys,
+                    callback: AtomicU64::new(0),
+                    upcall: Mutex::new(UpcallState::default()),
+                    domain: id,
+                    dom: dom.clone(),
+                    index,
+                    pml4,
+                    state: Mutex::new(VcpuState::Paused),
+                    regs: Mutex::new(frame),
+                    selectors: AtomicU64::new(0),
+                    fpu: Box::new(FpuArea::new()),
+                    running_on: AtomicUsize::new(NOT_RUNNING),
+                    yielded: core::sync::atomic::AtomicBool::new(false),
+                    timer_deadline: AtomicU64::new(0),
+                    trace_events: core::sync::atomic::AtomicU32::new(0),
+                    stats: Mutex::new(VcpuStats::default()),
+                })
+            })
+            .collect();
+        Domain {
+            id,
+            name,
+            privileged: config.privileged,
+            vcpus: vcpu_list,
+            counters_phys,
+            sched: Mutex::new(config.sched),
+            life: Mutex::new(DomainLife {
+                state: DomainState::Paused,
+                exit: DomainExit::Running,
+                space: Some(space),
+                waiters: Vec::new(),
+            }),
+            snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
+            ports: Mutex::new(PortTable::default()),
+            frames_limit: u64::from(config.memory_kib / 4),
+            grants: Mutex::new(kerncore::grant::GrantTable::default()),
+            maptrack: Mutex::new(kerncore::grant::MapTrack::default()),
+            console_quota: Mutex::new(kerncore::ratelimit::TokenBucket::new(
+                CONSOLE_BURST_BYTES,
+                CONSOLE_BYTES_PER_SEC,
+            )),
+            console_refused: AtomicU64::new(0),
+        }
     });
+    for v in &domain.vcpus {
+        vcpus[v.id as usize] = Some(v.clone());
+    }
     domains[id as usize] = Some(domain.clone());
     Ok(domain)
 }
 
+/// A vCPU's upcall state, kept by the hypervisor (`crate::pv::upcall`).
+#[derive(Default)]
+pub struct UpcallState {
+    /// The interrupted context's vector registers while an upcall that interrupted it runs.
+    pub saved_fpu: Option<Box<FpuState>>,
+}
+
+fn flush_this_cpu(_: usize) {
+    x86_64::instructions::tlb::flush_all();
+}
+
 impl Domain {
+    /// Flushes the TLB of every CPU that may hold translations of this domain's address space:
+    /// those running one of its vCPUs. (A CPU with its CR3 loaded always has one of its vCPUs
+    /// claimed in `running_on`: `switch_in` claims the next vCPU before releasing the previous
+    /// one, and loads the hypervisor's CR3 before releasing otherwise.) Waits until each has.
+    pub fn flush_tlbs(&self) {
+        let me = smp::percpu::cpu_index();
+        let mut done = smp::startup::CpuSet::new();
+        for v in &self.vcpus {
+            let cpu = v.running_on.load(Ordering::Acquire);
+            if cpu == NOT_RUNNING || done.contains(cpu) {
+                continue;
+            }
+            done.insert(cpu);
+            if cpu == me {
+                flush_this_cpu(0);
+            } else {
+                smp::ipi::call_on(cpu, flush_this_cpu, 0, true);
+            }
+        }
+    }
+
+    /// A vCPU index of this domain, from a hypercall argument.
+    pub fn vcpu_index(&self, raw: u64) -> Result<u32, abi::error::Errno> {
+        u32::try_from(raw)
+            .ok()
+            .filter(|i| (*i as usize) < self.vcpus.len())
+            .ok_or(abi::error::Errno::Inval)
+    }
+
     /// The work counters the guest wrote, summed over its vCPUs.
     pub fn work(&self) -> u64 {
         (0..self.vcpus.len())
@@ -520,113 +594,6 @@ impl Domain {
                 unsafe { phys_to_virt(at).as_ptr::<u64>().read_volatile() }
             })
             .fold(0u64, u64::wrapping_add)
-    }
-
-    /// The counters page's event word `word`, shared with the guest.
-    fn event_word(&self, field: usize, word: usize) -> &core::sync::atomic::AtomicU64 {
-        let at = self.counters_phys + field as u64 + (word * 8) as u64;
-        // The counters frame is this domain's until it is destroyed (not while `self` is
-        // borrowed); the word is aligned and inside the page (offsets from `Counters`).
-        // SAFETY: as above; the guest updates these words only atomically too.
-        unsafe { &*phys_to_virt(at).as_ptr::<core::sync::atomic::AtomicU64>() }
-    }
-
-    /// Marks `port` pending; returns whether it is unmasked (the domain should be woken).
-    pub fn set_pending(&self, port: u32) -> bool {
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        self.event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
-            .fetch_or(bit, Ordering::SeqCst);
-        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
-            .load(Ordering::SeqCst)
-            & bit
-            == 0
-    }
-
-    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it.
-    pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
-        let port = self.ports.lock().virq_port(virq, vcpu);
-        if let Some(port) = port {
-            self.send_to_port(port, vcpu, now);
-        }
-    }
-
-    /// An event on `port`: marks it pending and notifies the vCPU it is bound to.
-    pub fn send(&self, port: u32, now: u64) {
-        let vcpu = self.ports.lock().notify_vcpu(port);
-        self.send_to_port(port, vcpu, now);
-    }
-
-    /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
-    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to
-    /// the CPU it runs on if it takes upcalls, so that the upcall is entered at once.
-    pub fn send_to_port(&self, port: u32, vcpu: u32, now: u64) {
-        if self.set_pending(port) {
-            self.notify_vcpu(vcpu, port as usize / 64, now);
-        }
-    }
-
-    /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in
-    /// pending word `word`.
-    pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
-        let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
-            return;
-        };
-        crate::pv::upcall::mark_pending(v, word);
-        if !crate::schedule::wake(v, now) && v.callback.load(Ordering::Relaxed) != 0 {
-            let cpu = v.running_on.load(Ordering::Acquire);
-            if cpu != NOT_RUNNING && cpu != smp::percpu::cpu_index() {
-                // It runs elsewhere: interrupt it, so that the way back enters the upcall.
-                smp::ipi::send_reschedule(cpu);
-            }
-        }
-    }
-
-    /// Clears `port`'s mask bit; returns whether it is pending (so its vCPU must be told).
-    pub fn unmask(&self, port: u32) -> bool {
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
-            .fetch_and(!bit, Ordering::SeqCst);
-        self.is_pending(port)
-    }
-
-    /// Whether `port` is pending.
-    pub fn is_pending(&self, port: u32) -> bool {
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        word < abi::shared::MAX_PORTS / 64
-            && self
-                .event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
-                .load(Ordering::SeqCst)
-                & bit
-                != 0
-    }
-
-    /// Whether an unmasked event is pending on a port that notifies vCPU `vcpu` (Xen's
-    /// `local_events_need_delivery`, by port rather than by the vCPU's upcall flag, which
-    /// guests that poll instead of taking upcalls never clear). A vCPU's `block` returns at
-    /// once while this holds: events for the domain's other vCPUs must not keep it awake.
-    pub fn has_pending_for(&self, vcpu: u32) -> bool {
-        let word = |field: usize, w: usize| self.event_word(field, w).load(Ordering::SeqCst);
-        let pending_field = core::mem::offset_of!(Counters, evtchn_pending);
-        let mask_field = core::mem::offset_of!(Counters, evtchn_mask);
-        for w in 0..abi::shared::MAX_PORTS / 64 {
-            let mut bits = word(pending_field, w);
-            if bits == 0 {
-                continue;
-            }
-            bits &= !word(mask_field, w);
-            if bits == 0 {
-                continue;
-            }
-            let ports = self.ports.lock();
-            while bits != 0 {
-                let port = (w * 64) as u32 + bits.trailing_zeros();
-                bits &= bits - 1;
-                if ports.notify_vcpu(port) == vcpu {
-                    return true;
-                }
-            }
-        }
-        false
     }
 
     /// The figures `domctl GetInfo` reports.

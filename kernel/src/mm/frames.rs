@@ -91,7 +91,7 @@ pub fn init(info: &BootInfo) -> MemoryReport {
     let bitmap = unsafe {
         core::slice::from_raw_parts_mut(phys_to_virt(bitmap_phys).as_mut_ptr::<u64>(), words)
     };
-    crate::mm::mmu::init(map.end());
+    crate::mm::frame_table::init(map.end());
     let mut frames = FrameAllocator::new(bitmap);
     for range in map.ranges() {
         frames.add_range(range.start, range.end);

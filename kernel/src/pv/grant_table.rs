@@ -1,6 +1,6 @@
 //! The `grant_op` hypercall: grants, their mapping and copying, and what a domain's death
 //! does to them. The bookkeeping rules are in `kerncore::grant`; the page-table side in
-//! `kerncore::frame_table` (through `crate::mm::mmu`).
+//! `kerncore::frame_table` (through `crate::mm::frame_table`).
 //!
 //! Frame lifetimes: a grant holds a general reference on its frame, and a mapping holds one
 //! through the page-table entry, so a frame is freed only when no grant and no mapping
@@ -16,8 +16,8 @@ use kerncore::grant::{GrantError, Mapping};
 
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
-use crate::mm::mmu;
-use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
+use crate::mm::frame_table as mmu;
+use crate::mm::guest::{copy_from_guest, copy_to_guest};
 
 fn errno(e: GrantError) -> Errno {
     match e {
@@ -156,7 +156,7 @@ fn unmap(me: &Domain, handle: u32) -> Result<u64, Errno> {
     if let Some(granter) = domain::domain(m.granter) {
         granter.grants.lock().unmap(m.gref, m.frame);
     }
-    mmu::flush_domain(me);
+    me.flush_tlbs();
     if freed {
         // The granter died meanwhile: the mapping was the frame's last holder.
         let _ = crate::mm::frames::free_frame(m.frame);

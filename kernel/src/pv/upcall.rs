@@ -15,19 +15,17 @@
 //! upcall follows a hypercall, the vector registers were caller-saved anyway.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 
 use abi::control::KillReason;
 use abi::layout::USER_LIMIT;
-use abi::shared::{Counters, UpcallFrame, VcpuEvents};
+use abi::shared::UpcallFrame;
 
 use crate::arch;
-use crate::arch::fpu::FpuState;
-use crate::arch::paging::phys_to_virt;
 use crate::arch::trap::TrapFrame;
 use crate::domain::Vcpu;
-use crate::domain::control;
-use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
+use crate::mm::guest::{copy_from_guest, copy_to_guest};
+use crate::pv::control;
 
 /// The guest's red zone (System V ABI): the upcall frame goes below it.
 const RED_ZONE: u64 = 128;
@@ -35,46 +33,6 @@ const RED_ZONE: u64 = 128;
 const USER_FLAGS: u64 = 0x0cd5;
 /// RFLAGS of a guest: interrupts on, and bit 1, which is always set.
 const BASE_FLAGS: u64 = 0x202;
-
-/// A vCPU's upcall state, kept by the hypervisor.
-#[derive(Default)]
-pub struct UpcallState {
-    /// The interrupted context's vector registers while an upcall that interrupted it runs.
-    saved_fpu: Option<Box<FpuState>>,
-}
-
-/// The physical address of field `field` (an offset in `VcpuEvents`) of `v`'s event state
-/// in its domain's counters page.
-fn event_field(v: &Vcpu, field: usize) -> u64 {
-    v.counters_phys
-        + core::mem::offset_of!(Counters, vcpu_events) as u64
-        + u64::from(v.index) * core::mem::size_of::<VcpuEvents>() as u64
-        + field as u64
-}
-
-fn pending(v: &Vcpu) -> &'static AtomicU8 {
-    let at = event_field(v, core::mem::offset_of!(VcpuEvents, upcall_pending));
-    // The counters frame lives (the hypervisor holds it) as long as the domain, which
-    // outlives its vCPUs' runs; `index` < MAX_VCPUS keeps the byte inside the page.
-    // SAFETY: as above; the guest updates these bytes too, and only atomically matters.
-    unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
-}
-
-fn mask(v: &Vcpu) -> &'static AtomicU8 {
-    let at = event_field(v, core::mem::offset_of!(VcpuEvents, upcall_mask));
-    // SAFETY: as in `pending`.
-    unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
-}
-
-/// Marks vCPU `v` as having an event to handle: its `upcall_pending`, and bit `word` of
-/// its `pending_sel`.
-pub fn mark_pending(v: &Vcpu, word: usize) {
-    let at = event_field(v, core::mem::offset_of!(VcpuEvents, pending_sel));
-    // SAFETY: as in `pending`; the word is 8-byte aligned inside the counters page.
-    let sel = unsafe { &*phys_to_virt(at).as_ptr::<core::sync::atomic::AtomicU64>() };
-    sel.fetch_or(1 << (word % 64), Ordering::SeqCst);
-    pending(v).store(1, Ordering::SeqCst);
-}
 
 /// If `v`, about to be resumed with `frame` on this CPU (its address space loaded), has an
 /// unmasked event pending and a callback, rewrites `frame` to enter the callback. Returns
@@ -89,8 +47,8 @@ pub fn deliver(v: &Vcpu, frame: &mut TrapFrame) -> bool {
 
 fn enter(v: &Vcpu, frame: &mut TrapFrame, entry: u64) -> bool {
     if !frame.came_from_user()
-        || pending(v).load(Ordering::SeqCst) == 0
-        || mask(v).load(Ordering::SeqCst) != 0
+        || v.upcall_pending().load(Ordering::SeqCst) == 0
+        || v.upcall_mask().load(Ordering::SeqCst) != 0
     {
         return false;
     }
@@ -122,12 +80,12 @@ fn enter(v: &Vcpu, frame: &mut TrapFrame, entry: u64) -> bool {
         );
         return true;
     }
-    mask(v).store(1, Ordering::SeqCst);
+    v.upcall_mask().store(1, Ordering::SeqCst);
     if arch::percpu::fpu_restore_pending() {
         // The interrupted context's vector registers are live guest state (in `v.fpu`, to
         // be loaded on the way out): keep a copy for `callback_return`.
         let mut state = v.upcall.lock();
-        state.saved_fpu = Some(Box::new(v.fpu.as_ref().clone()));
+        state.saved_fpu = arch::percpu::current_fpu_snapshot().map(Box::new);
     }
     frame.rip = entry;
     frame.rsp = at;
@@ -170,7 +128,7 @@ pub fn finish(v: &Vcpu, frame: &mut TrapFrame, frame_at: u64) {
     if let Some(fpu) = v.upcall.lock().saved_fpu.take() {
         arch::percpu::restore_fpu_on_exit(&fpu);
     }
-    mask(v).store(0, Ordering::SeqCst);
+    v.upcall_mask().store(0, Ordering::SeqCst);
 }
 
 /// Registers (or with 0, removes) `v`'s callback.

@@ -14,8 +14,31 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
+use abi::control::DomainId;
+use kerncore::frame_table::MmError;
+
 use super::paging::{PHYS_OFFSET, phys_to_virt};
-use crate::mm::frames;
+
+/// Where an address space's frames come from and go back to: the hypervisor's frame
+/// allocator and frame table, which live above this layer (`crate::mm::Machine`).
+pub trait FrameSource: Sync {
+    /// A free frame's physical address, or `None` when memory is exhausted.
+    fn alloc(&self) -> Option<u64>;
+    /// Returns a frame taken with [`FrameSource::alloc`] and never handed to the frame table.
+    fn free(&self, phys: u64);
+    /// Records `frames` as `owner`'s in the frame table and validates and pins the tables
+    /// under `pml4` (see [`AddressSpace::adopt`]).
+    fn adopt(
+        &self,
+        owner: DomainId,
+        pml4: u64,
+        frames: &[u64],
+        hv_readonly: &[u64],
+        hv_held: &[u64],
+    ) -> Result<(), MmError>;
+    /// Drops every reference an adopted space holds and frees what nobody else holds.
+    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]);
+}
 
 /// How a guest page may be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,26 +52,27 @@ pub struct Access {
 pub struct OutOfMemory;
 
 /// Hands frames to the page-table code and remembers them.
-struct Recorder<'a>(&'a mut Vec<u64>);
+struct Recorder<'a>(&'static dyn FrameSource, &'a mut Vec<u64>);
 
 // SAFETY: every frame returned comes from the frame allocator, unused by anyone else, and
 // is recorded so that it is freed exactly once, when the address space is dropped.
 unsafe impl FrameAllocator<Size4KiB> for Recorder<'_> {
     fn allocate_frame(&mut self) -> Option<PhysFrame> {
-        let phys = frames::alloc_frame()?;
-        self.0.push(phys);
+        let phys = self.0.alloc()?;
+        self.1.push(phys);
         Some(PhysFrame::containing_address(PhysAddr::new(phys)))
     }
 }
 
 /// A guest address space.
 pub struct AddressSpace {
+    source: &'static dyn FrameSource,
     pml4: u64,
     /// Every frame owned: the PML4, lower-level tables and guest pages.
     frames: Vec<u64>,
     /// The domain that owns its frames in the frame table, once adopted
     /// ([`AddressSpace::adopt`]); until then its frames are plain allocations.
-    owner: Option<abi::control::DomainId>,
+    owner: Option<DomainId>,
     /// Frames the hypervisor holds a reference on while the domain lives.
     held: Vec<u64>,
 }
@@ -84,8 +108,8 @@ fn zero_frame(phys: u64) {
 
 impl AddressSpace {
     /// An address space with nothing in the lower half and the hypervisor's upper half.
-    pub fn new() -> Result<AddressSpace, OutOfMemory> {
-        let pml4 = frames::alloc_frame().ok_or(OutOfMemory)?;
+    pub fn new(source: &'static dyn FrameSource) -> Result<AddressSpace, OutOfMemory> {
+        let pml4 = source.alloc().ok_or(OutOfMemory)?;
         zero_frame(pml4);
         let kernel = super::boot::boot_pml4_phys();
         // SAFETY: both tables are direct-mapped frames; the new one is ours alone, the
@@ -97,6 +121,7 @@ impl AddressSpace {
             core::ptr::copy_nonoverlapping(src.add(256), dst.add(256), 256);
         }
         Ok(AddressSpace {
+            source,
             pml4,
             frames: alloc::vec![pml4],
             owner: None,
@@ -125,7 +150,7 @@ impl AddressSpace {
         {
             return Ok(frame.as_u64());
         }
-        let phys = frames::alloc_frame().ok_or(OutOfMemory)?;
+        let phys = self.source.alloc().ok_or(OutOfMemory)?;
         zero_frame(phys);
         self.frames.push(phys);
         let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
@@ -137,12 +162,13 @@ impl AddressSpace {
         }
         let frame = PhysFrame::containing_address(PhysAddr::new(phys));
         let mut tables = core::mem::take(&mut self.frames);
+        let source = self.source;
         // SAFETY: the frame is fresh and zeroed, the page was unmapped, and the address
         // space is not loaded on any CPU while it is being built (a running domain's
         // mappings are not changed here), so no stale TLB entry can exist.
         let result = unsafe {
             self.mapper()
-                .map_to(page, frame, flags, &mut Recorder(&mut tables))
+                .map_to(page, frame, flags, &mut Recorder(source, &mut tables))
         };
         self.frames = tables;
         match result {
@@ -212,7 +238,7 @@ impl AddressSpace {
             table = if entry & 1 != 0 {
                 entry & ENTRY_ADDRESS
             } else {
-                let fresh = frames::alloc_frame().ok_or(OutOfMemory)?;
+                let fresh = self.source.alloc().ok_or(OutOfMemory)?;
                 zero_frame(fresh);
                 self.frames.push(fresh);
                 // SAFETY: `table` is one of this address space's tables, direct-mapped,
@@ -283,11 +309,12 @@ impl AddressSpace {
     /// dropping the address space tears them down through the frame table.
     pub fn adopt(
         &mut self,
-        owner: abi::control::DomainId,
+        owner: DomainId,
         hv_readonly: &[u64],
         hv_held: &[u64],
-    ) -> Result<(), kerncore::frame_table::MmError> {
-        crate::mm::mmu::adopt(owner, self.pml4, &self.frames, hv_readonly, hv_held)?;
+    ) -> Result<(), MmError> {
+        self.source
+            .adopt(owner, self.pml4, &self.frames, hv_readonly, hv_held)?;
         self.owner = Some(owner);
         self.held = hv_held.to_vec();
         Ok(())
@@ -327,13 +354,12 @@ impl Drop for AddressSpace {
         if let Some(owner) = self.owner {
             // Every reference its tables hold is dropped; frames still mapped by another
             // domain (grants) stay until that domain unmaps them.
-            crate::mm::mmu::teardown(owner, self.pml4, &self.frames, &self.held);
+            self.source
+                .teardown(owner, self.pml4, &self.frames, &self.held);
             return;
         }
         for &frame in &self.frames {
-            if let Err(e) = frames::free_frame(frame) {
-                log::error!("address space frame {frame:#x} could not be freed: {e:?}");
-            }
+            self.source.free(frame);
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The stubs live in `entry.rs`. Each pushes a zero where the CPU pushes no error code, then
 //! its vector, and jumps to `trap_common`, which saves every general register and calls
-//! [`trap_dispatch`] with a pointer to the resulting [`TrapFrame`].
+//! `trap_dispatch` (in `crate::trap`, above this layer) with a pointer to the resulting [`TrapFrame`].
 //!
 //! Stacks: a trap from ring 3 lands on this CPU's kernel stack (TSS.RSP0), where the
 //! `syscall` entry puts its frame too, and every handler runs there with interrupts off. A
@@ -52,6 +52,65 @@ pub struct TrapFrame {
     pub rflags: u64,
     pub rsp: u64,
     pub ss: u64,
+}
+
+/// Byte offsets the entry assembly (`entry.rs`) uses, named as Xen names its `UREGS_*`:
+/// from the `vector` slot, which is where RSP points when a stub jumps to `trap_common` (the
+/// CPU's frame and the stub's two words are all that is on the stack) and again once the
+/// exit path has popped the general registers.
+pub mod frame {
+    use core::mem::offset_of;
+
+    use super::TrapFrame;
+
+    const fn from_vector(field: usize) -> usize {
+        field - offset_of!(TrapFrame, vector)
+    }
+
+    /// The saved RIP.
+    pub const RIP: usize = from_vector(offset_of!(TrapFrame, rip));
+    /// The saved CS (its low two bits are the ring the trap came from).
+    pub const CS: usize = from_vector(offset_of!(TrapFrame, cs));
+    /// The saved RFLAGS.
+    pub const RFLAGS: usize = from_vector(offset_of!(TrapFrame, rflags));
+    /// The saved RSP.
+    pub const RSP: usize = from_vector(offset_of!(TrapFrame, rsp));
+    /// What `iretq` needs above the vector and error code: skip this many bytes first.
+    pub const IRET_FRAME: usize = RIP;
+    /// From the frame's base (the last general register pushed) to the vector slot.
+    pub const VECTOR: usize = offset_of!(TrapFrame, vector);
+
+    // `push_gprs` pushes RAX first and R15 last, after the stub's vector and error code and
+    // the CPU's (or `syscall_frame`'s) RIP, CS, RFLAGS, RSP, SS: the struct must match.
+    const _: () = {
+        let gprs = [
+            offset_of!(TrapFrame, r15),
+            offset_of!(TrapFrame, r14),
+            offset_of!(TrapFrame, r13),
+            offset_of!(TrapFrame, r12),
+            offset_of!(TrapFrame, r11),
+            offset_of!(TrapFrame, r10),
+            offset_of!(TrapFrame, r9),
+            offset_of!(TrapFrame, r8),
+            offset_of!(TrapFrame, rbp),
+            offset_of!(TrapFrame, rdi),
+            offset_of!(TrapFrame, rsi),
+            offset_of!(TrapFrame, rdx),
+            offset_of!(TrapFrame, rcx),
+            offset_of!(TrapFrame, rbx),
+            offset_of!(TrapFrame, rax),
+        ];
+        let mut i = 0;
+        while i < gprs.len() {
+            assert!(gprs[i] == i * 8);
+            i += 1;
+        }
+        assert!(VECTOR == 15 * 8);
+        assert!(offset_of!(TrapFrame, error_code) == VECTOR + 8);
+        assert!(RIP == 16 && CS == 24 && RFLAGS == 32 && RSP == 40);
+        assert!(offset_of!(TrapFrame, ss) == VECTOR + 48);
+        assert!(core::mem::size_of::<TrapFrame>() == VECTOR + 56);
+    };
 }
 
 impl TrapFrame {
@@ -181,23 +240,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
-/// Called by `trap_common` for every trap and interrupt, with interrupts off. Returns 1 when
-/// the CPU has nothing to run (the entry code then jumps to the idle loop on a fresh
-/// stack), 0 to leave through the frame. Bit 63 of `vector` is the entry code's own (GS was
-/// swapped on entry from ring 0).
-#[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
-    let next = match frame.vector & 0xff {
-        vector @ 0..=31 => crate::trap::exception(frame, vector),
-        vector => crate::trap::interrupt(vector as u8, frame),
-    };
-    u64::from(next == crate::schedule::Next::Idle)
-}
-
-/// Reports an exception the hypervisor cannot recover from, and stops the machine.
+/// Reports an exception the hypervisor cannot recover from, and stops the machine. The
+/// caller has made the console usable first (`console::emergency`).
 pub fn fatal_exception(frame: &TrapFrame) -> ! {
     let cr2 = x86_64::registers::control::Cr2::read_raw();
-    crate::console::emergency();
     log::error!(
         "unexpected exception {} ({}), error code {:#x}, at RIP {:#018x}, RSP {:#018x}, \
          CR2 {:#018x}, {} mode",

@@ -15,10 +15,10 @@ use abi::error::Errno;
 use arrayvec::ArrayVec;
 use sched::{DomainId as PolicyDomain, VcpuId};
 
-use super::boot_module;
+use crate::domain::boot_module;
 use crate::domain::{self, Domain, DomainConfig, VcpuState};
 use crate::mm::frames;
-use crate::pv::hypercall::{copy_from_guest, copy_to_guest};
+use crate::mm::guest::{copy_from_guest, copy_to_guest};
 use crate::{arch, console, schedule, time};
 
 /// Every online CPU's figures at the last `TakeSnapshot` into each slot.
@@ -349,7 +349,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
 
 /// Times `iters` rounds of the part of a domain switch that no implementation can skip: copy
 /// the general registers out and back (a trap frame each way), save and restore the FPU
-/// state, and reload CR3 (which flushes the non-global TLB entries). The floor of DESIGN.md's
+/// state, and reload CR3 (which flushes the non-global TLB entries). The floor of docs/DESIGN.md's
 /// domain-switch target.
 fn switch_floor(iters: u32) -> u64 {
     use core::hint::black_box;

@@ -1,0 +1,285 @@
+//! Event channels (Xen's `event_channel.c`), all of them: the `evtchn_op` hypercall
+//! (allocate, bind, send, unmask, close), marking a port pending in a domain's counters page
+//! and notifying the vCPU it is bound to (upcall flags, a wake-up, an IPI). The port state
+//! machine is `kerncore::event::PortTable`, one per domain.
+//!
+//! It lives in `domain/`, not `pv/`, because the scheduler's timers (`VIRQ_TIMER`) and a
+//! domain's death (`VIRQ_DOM_EXC`) raise events too; `pv::hypercall` only dispatches here.
+
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use abi::error::Errno;
+use abi::hypercall::EvtchnOp;
+use abi::shared::{Counters, VcpuEvents};
+
+use super::{Domain, NOT_RUNNING, Vcpu};
+use crate::arch::paging::phys_to_virt;
+use crate::{domain, time};
+
+/// `evtchn_op`: allocate, bind, send, unmask, close (the port rules are in `kerncore::event`).
+#[inline(never)] // kept out of the hypercall fast path
+pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
+    use kerncore::event::{Port, PortError};
+    let alive = |id: u64| {
+        u32::try_from(id)
+            .ok()
+            .and_then(domain::domain)
+            .filter(|d| d.life.lock().state != abi::control::DomainState::Dead)
+            .ok_or(Errno::Srch)
+    };
+    let port_error = |e: PortError| match e {
+        PortError::Full => Errno::NoMem,
+        PortError::NotAllocated | PortError::WrongState => Errno::Inval,
+    };
+    match EvtchnOp::from_raw(op).ok_or(Errno::NoSys)? {
+        EvtchnOp::AllocUnbound => {
+            let remote = alive(a1)?;
+            me.ports
+                .lock()
+                .alloc_unbound(remote.id)
+                .map(u64::from)
+                .map_err(port_error)
+        }
+        EvtchnOp::BindInterdomain => {
+            let remote = alive(a1)?;
+            if remote.id == me.id {
+                return Err(Errno::Inval);
+            }
+            let rport = u32::try_from(a2).map_err(|_| Errno::Inval)?;
+            // Both tables at once, always the lower domain id first: no lock-order deadlock
+            // between two domains binding to each other.
+            let (mut mine, mut theirs) = if me.id < remote.id {
+                let m = me.ports.lock();
+                (m, remote.ports.lock())
+            } else {
+                let t = remote.ports.lock();
+                (me.ports.lock(), t)
+            };
+            let local = mine.alloc_bound(remote.id, rport).map_err(port_error)?;
+            if let Err(e) = theirs.accept(rport, me.id, local) {
+                mine.release(local);
+                return Err(port_error(e));
+            }
+            Ok(u64::from(local))
+        }
+        EvtchnOp::Send => {
+            let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let Port::Interdomain {
+                remote,
+                port: rport,
+            } = me.ports.lock().get(port)
+            else {
+                return Err(Errno::Inval);
+            };
+            let remote = domain::domain(remote).ok_or(Errno::Srch)?;
+            remote.send(rport, time::now_ns());
+            Ok(0)
+        }
+        EvtchnOp::BindVirq => {
+            let virq = u32::try_from(a1)
+                .ok()
+                .filter(|v| *v < abi::hypercall::virq::COUNT)
+                .ok_or(Errno::Inval)?;
+            if virq == abi::hypercall::virq::DOM_EXC && !me.privileged {
+                return Err(Errno::Perm);
+            }
+            // The domain-exception VIRQ is global: it always notifies vCPU 0.
+            let target = if virq == abi::hypercall::virq::DOM_EXC {
+                0
+            } else {
+                me.vcpu_index(a2)?
+            };
+            me.ports
+                .lock()
+                .bind_virq(virq, target)
+                .map(u64::from)
+                .map_err(port_error)
+        }
+        EvtchnOp::BindVcpu => {
+            let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let target = me.vcpu_index(a2)?;
+            if let Port::Virq { .. } = me.ports.lock().get(port) {
+                // Xen: VIRQs stay on the vCPU they were bound for.
+                return Err(Errno::Inval);
+            }
+            me.ports
+                .lock()
+                .bind_vcpu(port, target)
+                .map(|()| 0)
+                .map_err(port_error)
+        }
+        EvtchnOp::Unmask => {
+            let port = u32::try_from(a1)
+                .ok()
+                .filter(|p| (*p as usize) < abi::shared::MAX_PORTS)
+                .ok_or(Errno::Inval)?;
+            if me.ports.lock().get(port) == Port::Free {
+                return Err(Errno::Inval);
+            }
+            if me.unmask(port) {
+                let target = me.ports.lock().notify_vcpu(port);
+                me.notify_vcpu(target, port as usize / 64, time::now_ns());
+            }
+            Ok(0)
+        }
+        EvtchnOp::Close => {
+            let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
+            let was = me.ports.lock().close(port).map_err(port_error)?;
+            if let Port::Interdomain {
+                remote,
+                port: rport,
+            } = was
+                && let Some(remote) = domain::domain(remote)
+            {
+                remote.ports.lock().peer_closed(rport, me.id);
+            }
+            Ok(0)
+        }
+    }
+}
+
+impl Domain {
+    /// The counters page's event word `word`, shared with the guest.
+    fn event_word(&self, field: usize, word: usize) -> &AtomicU64 {
+        let at = self.counters_phys + field as u64 + (word * 8) as u64;
+        // The counters frame is this domain's until it is destroyed (not while `self` is
+        // borrowed); the word is aligned and inside the page (offsets from `Counters`).
+        // SAFETY: as above; the guest updates these words only atomically too.
+        unsafe { &*phys_to_virt(at).as_ptr::<AtomicU64>() }
+    }
+
+    /// Marks `port` pending; returns whether it is unmasked (the domain should be woken).
+    pub fn set_pending(&self, port: u32) -> bool {
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        self.event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
+            .fetch_or(bit, Ordering::SeqCst);
+        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
+            .load(Ordering::SeqCst)
+            & bit
+            == 0
+    }
+
+    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it.
+    pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
+        let port = self.ports.lock().virq_port(virq, vcpu);
+        if let Some(port) = port {
+            self.send_to_port(port, vcpu, now);
+        }
+    }
+
+    /// An event on `port`: marks it pending and notifies the vCPU it is bound to.
+    pub fn send(&self, port: u32, now: u64) {
+        let vcpu = self.ports.lock().notify_vcpu(port);
+        self.send_to_port(port, vcpu, now);
+    }
+
+    /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
+    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to
+    /// the CPU it runs on if it takes upcalls, so that the upcall is entered at once.
+    pub fn send_to_port(&self, port: u32, vcpu: u32, now: u64) {
+        if self.set_pending(port) {
+            self.notify_vcpu(vcpu, port as usize / 64, now);
+        }
+    }
+
+    /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in
+    /// pending word `word`.
+    pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
+        let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
+            return;
+        };
+        v.mark_pending(word);
+        if !crate::schedule::wake(v, now) && v.callback.load(Ordering::Relaxed) != 0 {
+            let cpu = v.running_on.load(Ordering::Acquire);
+            if cpu != NOT_RUNNING && cpu != smp::percpu::cpu_index() {
+                // It runs elsewhere: interrupt it, so that the way back enters the upcall.
+                smp::ipi::send_reschedule(cpu);
+            }
+        }
+    }
+
+    /// Clears `port`'s mask bit; returns whether it is pending (so its vCPU must be told).
+    pub fn unmask(&self, port: u32) -> bool {
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        self.event_word(core::mem::offset_of!(Counters, evtchn_mask), word)
+            .fetch_and(!bit, Ordering::SeqCst);
+        self.is_pending(port)
+    }
+
+    /// Whether `port` is pending.
+    pub fn is_pending(&self, port: u32) -> bool {
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        word < abi::shared::MAX_PORTS / 64
+            && self
+                .event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
+                .load(Ordering::SeqCst)
+                & bit
+                != 0
+    }
+
+    /// Whether an unmasked event is pending on a port that notifies vCPU `vcpu` (Xen's
+    /// `local_events_need_delivery`, by port rather than by the vCPU's upcall flag, which
+    /// guests that poll instead of taking upcalls never clear). A vCPU's `block` returns at
+    /// once while this holds: events for the domain's other vCPUs must not keep it awake.
+    pub fn has_pending_for(&self, vcpu: u32) -> bool {
+        let word = |field: usize, w: usize| self.event_word(field, w).load(Ordering::SeqCst);
+        let pending_field = core::mem::offset_of!(Counters, evtchn_pending);
+        let mask_field = core::mem::offset_of!(Counters, evtchn_mask);
+        for w in 0..abi::shared::MAX_PORTS / 64 {
+            let mut bits = word(pending_field, w);
+            if bits == 0 {
+                continue;
+            }
+            bits &= !word(mask_field, w);
+            if bits == 0 {
+                continue;
+            }
+            let ports = self.ports.lock();
+            while bits != 0 {
+                let port = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                if ports.notify_vcpu(port) == vcpu {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Vcpu {
+    /// The physical address of field `field` (an offset in `VcpuEvents`) of `v`'s event state
+    /// in its domain's counters page.
+    fn event_field(&self, field: usize) -> u64 {
+        self.counters_phys
+            + core::mem::offset_of!(Counters, vcpu_events) as u64
+            + u64::from(self.index) * core::mem::size_of::<VcpuEvents>() as u64
+            + field as u64
+    }
+
+    /// Its `upcall_pending` flag in the counters page.
+    pub fn upcall_pending(&self) -> &AtomicU8 {
+        let at = self.event_field(core::mem::offset_of!(VcpuEvents, upcall_pending));
+        // The counters frame lives (the hypervisor holds it) as long as the domain, which
+        // outlives its vCPUs' runs; `index` < MAX_VCPUS keeps the byte inside the page.
+        // SAFETY: as above; the guest updates these bytes too, and only atomically matters.
+        unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
+    }
+
+    /// Its `upcall_mask` flag in the counters page.
+    pub fn upcall_mask(&self) -> &AtomicU8 {
+        let at = self.event_field(core::mem::offset_of!(VcpuEvents, upcall_mask));
+        // SAFETY: as in `pending`.
+        unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
+    }
+
+    /// Marks vCPU `v` as having an event to handle: its `upcall_pending`, and bit `word` of
+    /// its `pending_sel`.
+    pub fn mark_pending(&self, word: usize) {
+        let at = self.event_field(core::mem::offset_of!(VcpuEvents, pending_sel));
+        // SAFETY: as in `pending`; the word is 8-byte aligned inside the counters page.
+        let sel = unsafe { &*phys_to_virt(at).as_ptr::<AtomicU64>() };
+        sel.fetch_or(1 << (word % 64), Ordering::SeqCst);
+        self.upcall_pending().store(1, Ordering::SeqCst);
+    }
+}
