@@ -38,6 +38,7 @@ registry::register! {
     credit::Credit,
     bvt::Bvt,
     fifo::Fifo,
+    stride::Stride,
 }
 
 #[cfg(feature = "std")]

@@ -43,7 +43,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use crossbeam_utils::CachePadded;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
-use crate::{DomainId, Error, Stats, Topology, VcpuId, Wakeup};
+use crate::{DomainId, Error, ParamSpec, PolicyInfo, Stats, Topology, VcpuId, Wakeup};
 
 use core::ops::{Deref, DerefMut};
 
@@ -819,6 +819,67 @@ impl<D> Domains<D> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Every domain's values of a policy's per-domain parameters, readable without a lock: the
+/// table behind `add_domain`, `set_domain_param` and `domain_param`, and what the hot paths
+/// read ([`DomainParams::value`]). Values are checked against the declared ranges.
+pub struct DomainParams {
+    policy: &'static str,
+    specs: &'static [ParamSpec],
+    values: Vec<AtomicU64>,
+}
+
+impl DomainParams {
+    /// A table for `topo.max_domains` domains of the policy `info`, every value at its
+    /// default.
+    pub fn new(topo: &Topology, info: &'static PolicyInfo) -> Self {
+        let specs = info.domain_params;
+        let values = (0..topo.max_domains)
+            .flat_map(|_| specs.iter().map(|p| AtomicU64::new(p.default)))
+            .collect();
+        DomainParams { policy: info.name, specs, values }
+    }
+
+    fn slot(&self, d: DomainId, i: usize) -> Result<&AtomicU64, Error> {
+        self.values.get(d.index() * self.specs.len() + i).ok_or(Error::NoSuchDomain(d))
+    }
+
+    fn index(&self, name: &str) -> Result<usize, Error> {
+        let spec = crate::find_param(self.policy, self.specs, name)?;
+        Ok(self.specs.iter().position(|p| p.name == spec.name).unwrap_or(0))
+    }
+
+    /// `add_domain`: every parameter of `d` back to its default, then `params`, all checked
+    /// before any is set.
+    pub fn add(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
+        for (name, value) in params {
+            self.specs[self.index(name)?].check(*value)?;
+        }
+        for (i, spec) in self.specs.iter().enumerate() {
+            self.slot(d, i)?.store(spec.default, Ordering::Relaxed);
+        }
+        params.iter().try_for_each(|(name, value)| self.set(d, name, *value))
+    }
+
+    /// `set_domain_param`: checks the name and the range, then sets it.
+    pub fn set(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {
+        let i = self.index(name)?;
+        self.specs[i].check(value)?;
+        self.slot(d, i)?.store(value, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `domain_param`: the value of `name` for `d`.
+    pub fn get(&self, d: DomainId, name: &str) -> Result<u64, Error> {
+        Ok(self.slot(d, self.index(name)?)?.load(Ordering::Relaxed))
+    }
+
+    /// The value of the `i`-th declared parameter (`PolicyInfo::domain_params[i]`) of `d`,
+    /// for the hot paths: no lock, no name lookup. `d` must be a domain the policy was given.
+    pub fn value(&self, d: DomainId, i: usize) -> u64 {
+        self.slot(d, i).map_or(self.specs[i].default, |v| v.load(Ordering::Relaxed))
     }
 }
 

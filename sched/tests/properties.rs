@@ -338,6 +338,23 @@ fn latency_domain_among_hogs() {
 }
 
 #[test]
+fn stride_lag_lets_a_latency_domain_rejoin_ahead() {
+    // Stride's own per-domain parameter: with `lag_us` of a quantum, the latency domain
+    // rejoins a quantum ahead and preempts; without, it waits its turn behind 63 hogs.
+    let lat = |lag_us: u64| {
+        let text =
+            LATENCY.replace("warpl_us = 2000", &format!("warpl_us = 2000\nlag_us = {lag_us}"));
+        let out = run(&with_policy(&text, "stride"));
+        let d = &out.domains[0];
+        eprintln!("stride, lag_us = {lag_us}: p99 {} ns, {} periods", d.wake_lat_p99_ns, d.work);
+        (d.wake_lat_p99_ns, d.work)
+    };
+    let ((p99_none, work_none), (p99_lag, work_lag)) = (lat(0), lat(10_000));
+    assert!(p99_lag * 10 < p99_none, "lag_us should cut the p99 wake-up latency");
+    assert!(work_lag > work_none * 10, "lag_us should let it keep its period");
+}
+
+#[test]
 fn yield_attacker_gets_no_more_than_its_share_under_credit() {
     for sleep_us in [0, 200] {
         let text = format!(
