@@ -1,10 +1,10 @@
-//! FIFO: the smallest complete policy, the example that README.md walks through.
+//! FIFO: the smallest complete policy.
 //!
 //! Each CPU runs its own queue in arrival order; a vCPU runs until it blocks or yields (no
 //! time slice, so a CPU-bound vCPU keeps its CPU); an idle CPU steals the head of the first
 //! peer queue that has one; a wake-up kicks an idle CPU. Locking, stealing and bookkeeping
-//! come from [`crate::runq`]; parameters use the trait's defaults (FIFO has none). To start
-//! a new policy, copy this file and add it to `registry::ENTRIES`.
+//! come from [`crate::runq`]; parameters use the trait's defaults (FIFO has none). README.md
+//! walks through a weighted policy with slices and balancing, `stride.rs`.
 
 use alloc::collections::VecDeque;
 use core::fmt;

@@ -11,8 +11,10 @@
 //! policy never reads a clock, which is what makes the simulation exact.
 //!
 //! Policies here: [`rr`] (round-robin, Xen 2.0's `sched_rrobin`), [`credit`] (Xen's credit
-//! scheduler), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999) and [`fifo`], the
-//! small example that `README.md` walks through. [`registry`] builds any of them by name.
+//! scheduler), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999), [`fifo`] (the
+//! smallest complete policy) and [`stride`] (stride scheduling, Waldspurger & Weihl 1995,
+//! which `README.md` writes from an empty file). [`registry`] builds any of them by name;
+//! the `register!` list below is the one place a policy is registered.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -300,6 +302,16 @@ pub type TraceHook = fn(vcpu: VcpuId, what: &'static str, now: u64);
 ///   that `schedule` returns is never still in use elsewhere, and the caller may load it at
 ///   once, without waiting for another CPU.
 /// - `tick(cpu, now, kick)` runs every [`Policy::tick_period_ns`] on every CPU, if `Some`.
+///
+/// Writing one (`README.md`, "Writing a new policy", walks through `stride.rs`): build on
+/// [`runq::Runqueues`], whose helpers keep the rules every policy here relies on, which a
+/// policy that goes around them must keep itself: lock a runqueue before a vCPU homed
+/// there, a second runqueue only with `try_lock`; publish every queue change to the peers
+/// (the lock guard does); claim an idle CPU before kicking it, so two wake-ups kick two
+/// CPUs ([`runq::Runqueues::kick_for`]); kick an idle peer rather than preempt the waker's
+/// home CPU; hand out no vCPU before its `context_saved` ([`runq::Runqueues::steal`]);
+/// allocate only in `add_domain` and `insert_vcpu`. Then add it to `register!` in
+/// `lib.rs`, the one registration.
 pub trait Policy: Send + Sync {
     /// The static description: name and parameters.
     fn info(&self) -> &'static PolicyInfo;

@@ -108,7 +108,7 @@ pub struct DomainRecord {
     pub switches: u64,
     /// Times a vCPU of it ran on a different CPU than the previous time.
     pub migrations: u64,
-    /// "ok" or "killed: <reason>".
+    /// `"ok"` or `"killed: <reason>"`.
     pub exit: String,
 }
 
