@@ -8,10 +8,12 @@ pub mod cpu;
 pub mod entry;
 pub mod fpu;
 pub mod gdt;
-pub mod mem;
 pub mod paging;
 pub mod percpu;
 pub mod selectors;
 pub mod trap;
 
-pub use cpu::{exit, halt_forever};
+pub use cpu::exit;
+
+// `memcpy` & co. and the unwinder symbols, from the `cmem` crate (shared with the guests).
+cmem::export_c_symbols!();
