@@ -10,20 +10,28 @@ from pathlib import Path
 
 import matplotlib
 
+import registry
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# One colour per policy, the same in every figure; engines differ by line style / marker.
-POLICY_COLOURS = {"rr": "tab:blue", "credit": "tab:orange", "bvt": "tab:green",
-                  "fifo": "tab:purple"}
+# One colour per policy, the same in every figure, by the policy's place in the registry
+# (plots/registry.py): rr blue, credit orange, bvt green, fifo purple, then the next
+# registered policies in turn. Gray is for a name the registry does not know. Engines
+# differ by line style / marker.
+PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown",
+           "tab:pink", "tab:olive", "tab:cyan"]
 ENGINE_STYLE = {"schedsim": dict(linestyle="-", marker="o"),
                 "domino": dict(linestyle="--", marker="s")}
 
 
 def colour(policy: str) -> str:
-    return POLICY_COLOURS.get(policy, "tab:gray")
+    names = registry.names()
+    if policy not in names:
+        return "tab:gray"
+    return PALETTE[names.index(policy) % len(PALETTE)]
 
 
 def read_csv(path: str | Path) -> list[dict]:

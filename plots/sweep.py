@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "scripts" / "experiments"
@@ -61,14 +62,32 @@ class Point:
 
 @dataclass
 class Matrix:
-    """A named sweep: a description and a function from options to points."""
+    """A named sweep: a description and a function from options to points. `policies`
+    gives the default policies: a function of the registry (`plots/registry.py`), so a new
+    policy is swept by every matrix it suits, or a fixed list."""
 
     name: str
     about: str
     points: callable
     values: list = field(default_factory=list)
     quick_values: list = field(default_factory=list)
-    policies: list = field(default_factory=list)
+    policies: callable | list = field(default_factory=list)
+
+    def default_policies(self) -> list[str]:
+        return self.policies() if callable(self.policies) else list(self.policies)
+
+
+def preempting() -> list[str]:
+    """Policies that can run cpu-bound domains on every CPU (the others would keep them)."""
+    return registry.names(preempts=True)
+
+
+def weighted() -> list[str]:
+    return registry.names(domain_param="weight")
+
+
+def capped() -> list[str]:
+    return registry.names(domain_param="cap")
 
 
 def load_spec(name: str) -> dict:
@@ -191,22 +210,23 @@ MATRICES = {
     m.name: m
     for m in [
         Matrix("scaling", "scaling.toml: 1..128 cpu domains on 4 CPUs (param: domains)",
-               scaling_points, [1, 2, 4, 8, 16, 32, 64, 128], [1, 4, 16],
-               ["rr", "credit", "bvt"]),
+               scaling_points, [1, 2, 4, 8, 16, 32, 64, 128], [1, 4, 16], preempting),
         Matrix("weights", "weights.toml: weights 1..8 (param: cpus)",
-               weights_points, [2], [2], ["credit", "bvt"]),
+               weights_points, [2], [2], weighted),
         Matrix("latency", "latency.toml: a latency domain among cpu hogs on 4 CPUs (param: hogs)",
-               latency_points, [15], [7], ["rr", "credit", "bvt"]),
+               latency_points, [15], [7], preempting),
         Matrix("isolation", "a victim cpu domain on 2 CPUs next to N neighbours of each kind "
                "(hog, yield-attack, io, hostile; param: neighbours)",
-               isolation_points, [0, 1, 2, 3, 4, 8, 16], [0, 2], ["rr", "credit", "bvt"]),
+               isolation_points, [0, 1, 2, 3, 4, 8, 16], [0, 2], preempting),
         Matrix("isolation-hv", "bystanders (a cpu and a latency domain) on 2 CPUs next to N "
                "hostile neighbours that stay (fuzz, yield-attack) or are killed (hostile), and "
                "benign cpu hogs as the reference; "
                "for the hypervisor (param: neighbours)",
+               # Credit alone by default: every point boots the hypervisor; the schedsim
+               # matrix `isolation` covers every policy (--sched P,P runs others here).
                hostile_points, [0, 1, 4, 16], [0, 4], ["credit"]),
         Matrix("caps", "caps.toml: the capped domain's cap (param: cap, % of one CPU)",
-               caps_points, [5, 10, 20, 40, 60, 80, 100], [10, 50], ["credit"]),
+               caps_points, [5, 10, 20, 40, 60, 80, 100], [10, 50], capped),
     ]
 }
 
@@ -221,6 +241,7 @@ def tiny_points(policies, values):
             yield Point(p, "domains", int(n), s)
 
 
+# Two fixed policies: a fixture for plots/selftest, whose expected rows name them.
 MATRICES["tiny"] = Matrix("tiny", "test matrix: default.toml plus a latency domain, 2 points",
                           tiny_points, [1, 3], [1, 3], ["rr", "credit"])
 
@@ -269,11 +290,7 @@ def engine_command(engine: str, spec_path: Path, out: Path) -> list[str]:
             "--out", str(out)]
 
 
-def schedsim_binary() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    if not target.is_absolute():
-        target = ROOT / target
-    return target / "release" / "schedsim"
+schedsim_binary = registry.schedsim_binary
 
 
 def display(path: Path) -> str:
@@ -384,7 +401,7 @@ def main(argv: list[str]) -> int:
 
     if args.list or not args.name:
         for m in MATRICES.values():
-            print(f"{m.name:10} {m.about}; policies {','.join(m.policies)}; "
+            print(f"{m.name:10} {m.about}; policies {','.join(m.default_policies())}; "
                   f"values {m.values} (--quick: {m.quick_values})")
         return 0 if args.list else 2
     matrix = MATRICES.get(args.name)
@@ -392,7 +409,7 @@ def main(argv: list[str]) -> int:
         print(f"scripts/sweep: unknown sweep {args.name!r}; allowed: {', '.join(MATRICES)}",
               file=sys.stderr)
         return 2
-    policies = parse_list(args.sched) or matrix.policies
+    policies = parse_list(args.sched) or matrix.default_policies()
     values = parse_list(args.values) or (matrix.quick_values if args.quick else matrix.values)
     try:
         values = [int(v) for v in values]

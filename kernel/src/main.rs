@@ -103,8 +103,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         }
     };
     // The policies this build knows, Xen's default (credit) first.
-    let mut policies: arrayvec::ArrayVec<&str, 16> =
-        sched::registry::POLICIES.iter().map(|p| p.name).collect();
+    let mut policies: arrayvec::ArrayVec<&str, 16> = sched::registry::names().collect();
     if let Some(i) = policies.iter().position(|p| *p == "credit") {
         policies[..=i].rotate_right(1);
     }

@@ -31,7 +31,9 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::runq::{AtomicNs, CpuQueue, Domains, Place, RunQueue, Runqueues, VcpuState};
+use crate::runq::{
+    AtomicNs, CpuQueue, Domains, Enqueued, Order, Place, RunQueue, Runqueues, Steal,
+};
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
     find_param,
@@ -220,6 +222,10 @@ impl RunQueue for BvtQueue {
     fn fit(&mut self, room: usize) {
         crate::runq::fit_deque(&mut self.q, room)
     }
+    /// The head's EVT (`u64::MAX` when empty): peers pull the lowest.
+    fn key(&self) -> u64 {
+        self.head_key()
+    }
 }
 
 /// The BVT scheduler.
@@ -243,10 +249,6 @@ impl Bvt {
             ctx_allow_ns: AtomicNs::new(CTX_ALLOW_US.default * 1000),
             mcu_ns: AtomicNs::new(MCU_US.default * 1000),
         })
-    }
-
-    fn publish(&self, cpu: usize, rq: &CpuQueue<BvtQueue>) {
-        self.rqs.publish(cpu, rq, rq.q.head_key());
     }
 
     /// The allowance C in the virtual time of a vCPU of weight `w`.
@@ -307,32 +309,30 @@ impl Policy for Bvt {
     }
 
     fn wake(&self, v: VcpuId, now: u64) -> Wakeup {
-        self.rqs.wake_with(v, |cpu, rq, vs| {
+        self.rqs.wake_with(v, |rq, vs| {
             let s = &mut vs.data;
             s.avt = s.avt.max(rq.q.svt);
             s.try_warp(now);
             s.calc_evt(now);
-            vs.place = Place::Queued;
             rq.q.push(entry(v, &vs.data));
-            self.publish(cpu, rq);
+            let Some(_) = rq.curr() else {
+                return Enqueued::Preempt; // the home CPU idles: it runs it
+            };
             // Preempt if EVT_new < EVT_curr − C / w_curr (the current vCPU's EVT advanced
             // by what it ran so far).
-            if rq.curr.is_none() {
-                self.rqs.idlers.claim(cpu);
-                return Some(cpu);
-            }
             let w = rq.q.curr_weight.max(1);
-            let ran_vt = now.saturating_sub(rq.curr_since).saturating_mul(VT_ONE) / w;
+            let ran_vt = now.saturating_sub(rq.curr_since()).saturating_mul(VT_ONE) / w;
             let curr_evt = rq.q.curr_evt.saturating_add(ran_vt);
             if vs.data.evt.saturating_add(self.allow_vt(w)) < curr_evt {
-                return Some(cpu);
+                Enqueued::Preempt
+            } else {
+                Enqueued::Queued
             }
-            self.rqs.idlers.claim_after(cpu)
         })
     }
 
     fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v, |cpu, rq| self.publish(cpu, rq))
+        self.rqs.sleep(v)
     }
 
     fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
@@ -341,10 +341,9 @@ impl Policy for Bvt {
 
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
         let mcu = self.mcu_ns.get();
-        let mut rq = self.rqs.lock_cpu(cpu);
-        rq.stats.schedules += 1;
+        let mut rq = self.rqs.lock_for_schedule(cpu);
         if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
-            let ran = now.saturating_sub(rq.curr_since);
+            let ran = now.saturating_sub(rq.curr_since());
             vs.data.charge(ran, mcu);
             vs.data.calc_evt(now);
             if vs.runnable {
@@ -370,47 +369,19 @@ impl Policy for Bvt {
         // Pull from the peer with the lowest head EVT if it beats ours by the allowance
         // (any queued vCPU will do if we have none).
         let local = rq.q.head_key();
-        let mut best: Option<(usize, u64)> = None;
-        let n = self.rqs.ncpus();
-        for i in 1..n {
-            let peer = (cpu + i) % n;
-            let key = self.rqs.key(peer);
-            if self.rqs.nr_runnable(peer) >= 2 && key != u64::MAX && best.is_none_or(|b| key < b.1)
-            {
-                best = Some((peer, key));
-            }
-        }
-        let mut next = None;
-        let mut migrated = false;
-        if let Some((peer, key)) = best {
-            let beats =
-                local == u64::MAX || key.saturating_add(self.allow_vt(WEIGHT.default)) < local;
-            if beats {
-                let republish = |p, prq: &CpuQueue<BvtQueue>| self.publish(p, prq);
-                let mut choose = |_, prq: &mut CpuQueue<BvtQueue>| {
-                    if prq.q.head_key() >= local {
-                        return None;
-                    }
-                    prq.q.pop().map(|e| e.v)
-                };
-                let mut adopt = |_: &mut VcpuState<BvtVcpu>| {};
-                next = self.rqs.steal_from(
-                    cpu,
-                    &mut rq,
-                    peer,
-                    now,
-                    &mut choose,
-                    &mut adopt,
-                    &republish,
-                );
-                migrated = next.is_some();
-            }
-        }
+        let key_below = if local == u64::MAX {
+            u64::MAX
+        } else {
+            local.saturating_sub(self.allow_vt(WEIGHT.default))
+        };
+        let take = |peer: &mut CpuQueue<BvtQueue>| peer.q.pop().map(|e| e.v);
+        let how = Steal { key_below, order: Order::LowestKey, ..Steal::default() };
+        let mut next = self.rqs.steal(cpu, &mut rq, now, how, take);
+        let migrated = next.is_some();
         if next.is_none() {
             next = rq.q.pop().map(|e| e.v);
         }
         let Some(v) = next else {
-            self.publish(cpu, &rq);
             return Decision { next: None, slice_ns: None, migrated: false };
         };
         let mut vs = self.rqs.lock_vcpu(v);
@@ -432,8 +403,11 @@ impl Policy for Bvt {
             slice = slice.min((s.warp_start_ns + s.p.warpl_ns).saturating_sub(now).max(mcu));
         }
         drop(vs);
-        self.publish(cpu, &rq);
         Decision { next, slice_ns: Some(slice.max(mcu)), migrated }
+    }
+
+    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.context_saved(cpu, v)
     }
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {

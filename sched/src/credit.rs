@@ -47,7 +47,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::runq::{AtomicNs, CpuQueue, Domains, Place, RunQueue, Runqueues, VcpuState};
+use crate::runq::{
+    AtomicNs, CpuQueue, Domains, Enqueued, Place, RunQueue, Runqueues, Steal, VcpuState,
+};
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
     find_param,
@@ -212,6 +214,10 @@ impl RunQueue for CreditQueue {
             crate::runq::fit_deque(q, room);
         }
     }
+    /// The head's priority (`Idle` when empty): peers steal only higher priorities.
+    fn key(&self) -> u64 {
+        self.head_pri() as u64
+    }
 }
 
 /// Per-domain record.
@@ -237,7 +243,8 @@ pub struct Credit {
     sort_epoch: AtomicU32,
     /// Serialises accounting passes (Xen's private scheduler lock); never taken on wake or
     /// pick, and always before any runqueue lock.
-    /// Holds the system-wide credit balance left by the last pass (Xen's
+    ///
+    /// What it holds is the system-wide credit balance the last pass left (Xen's
     /// `prv->credit_balance`): when negative, the next pass hands out that much more.
     acct_lock: spin::mutex::SpinMutex<i64>,
     /// Told of every priority change, for the hypervisor's trace.
@@ -269,46 +276,25 @@ impl Credit {
         self.credits_per_tslice() * i64::from(self.bound_tslices.load(Ordering::Relaxed))
     }
 
-    fn publish(&self, cpu: usize, rq: &CpuQueue<CreditQueue>) {
-        self.rqs.publish(cpu, rq, rq.q.head_pri() as u64);
-    }
-
-    /// `__runq_tickle`: which CPU, if any, must reschedule now that `pri` was queued on
-    /// `cpu`.
-    fn tickle(&self, cpu: usize, rq: &CpuQueue<CreditQueue>, pri: Pri) -> Option<usize> {
-        let cur = rq.q.curr_pri.unwrap_or(Pri::Idle);
-        if cur == Pri::Idle {
-            self.rqs.idlers.claim(cpu);
-            return Some(cpu);
-        }
-        match self.rqs.idlers.claim_after(cpu) {
-            Some(idler) => Some(idler),
-            None if pri < cur => Some(cpu),
-            None => None,
-        }
-    }
-
-    /// Puts a runnable, unparked vCPU that is off the queues onto its home queue.
+    /// Puts a runnable vCPU that is off the queues onto its home queue, unless its cap
+    /// parked it. It preempts the home CPU's vCPU (if no CPU idles: `__runq_tickle`, with
+    /// `tickle_one_idle`, which [`Runqueues::kick_for`] follows) if it outranks it.
     fn enqueue(
-        &self,
-        cpu: usize,
         rq: &mut CpuQueue<CreditQueue>,
         vs: &mut VcpuState<CreditVcpu>,
         v: VcpuId,
-    ) -> Option<usize> {
+    ) -> Enqueued {
         if vs.data.parked {
-            return None;
+            return Enqueued::Held;
         }
-        vs.place = Place::Queued;
         let pri = vs.data.pri();
         rq.q.insert(v, pri, false);
-        self.publish(cpu, rq);
-        self.tickle(cpu, rq, pri)
+        if pri < rq.q.curr_pri.unwrap_or(Pri::Idle) { Enqueued::Preempt } else { Enqueued::Queued }
     }
 
     /// `csched_runq_sort`: rebuild the per-priority FIFOs from current priorities, keeping
     /// the relative order (each entry is visited once; no allocation).
-    fn runq_sort(&self, cpu: usize, rq: &mut CpuQueue<CreditQueue>) {
+    fn runq_sort(&self, rq: &mut CpuQueue<CreditQueue>) {
         let epoch = self.sort_epoch.load(Ordering::Acquire);
         if rq.q.sorted_epoch == epoch {
             return;
@@ -324,10 +310,8 @@ impl Credit {
                 rq.q.by_pri[(pri as usize).min(2)].push_back(v);
             }
         }
-        self.publish(cpu, rq);
     }
 
-    /// `csched_acct`: hand out one slice worth of credits to the active vCPUs.
     /// Sets a vCPU's priority class, telling the trace hook when it changes.
     fn set_pri(&self, v: VcpuId, data: &mut CreditVcpu, pri: Pri, now: u64) {
         if data.pri != Some(pri) {
@@ -339,6 +323,12 @@ impl Credit {
         }
     }
 
+    /// `csched_acct`: hands out one slice worth of credits to the active vCPUs, by weight
+    /// and under the caps, and sets their priorities from the result. Parks a capped vCPU
+    /// that went too far into debt (kicking its CPU if it runs) and unparks one back at
+    /// zero (kicking a CPU to run it); clamps debt at the bound, and takes a vCPU above it
+    /// off the active list with its credit halved. Runs on the master CPU's tick, once per
+    /// slice.
     fn acct(&self, now: u64, kick: &mut dyn FnMut(usize)) {
         let mut balance = self.acct_lock.lock();
         let per_tslice = self.credits_per_tslice();
@@ -420,7 +410,6 @@ impl Credit {
                             Place::Queued => {
                                 RunQueue::remove(&mut rq.q, v);
                                 vs.place = Place::Off;
-                                self.publish(cpu, &rq);
                             }
                             Place::Running => kick(cpu),
                             Place::Off => {}
@@ -432,11 +421,12 @@ impl Credit {
                     self.set_pri(v, &mut vs.data, Pri::Under, now);
                     if vs.data.parked {
                         vs.data.parked = false;
-                        if vs.runnable
-                            && vs.place == Place::Off
-                            && let Some(c) = self.enqueue(cpu, &mut rq, &mut vs, v)
-                        {
-                            kick(c);
+                        if vs.runnable && vs.place == Place::Off {
+                            let how = Self::enqueue(&mut rq, &mut vs, v);
+                            vs.place = Place::Queued;
+                            if let Some(c) = self.rqs.kick_for(cpu, &rq, how == Enqueued::Preempt) {
+                                kick(c);
+                            }
                         }
                     }
                     if credit > bound {
@@ -509,18 +499,18 @@ impl Policy for Credit {
     }
 
     fn wake(&self, v: VcpuId, now: u64) -> Wakeup {
-        self.rqs.wake_with(v, |cpu, rq, vs| {
+        self.rqs.wake_with(v, |rq, vs| {
             // BOOST on wake for UNDER vCPUs, but not for one a cap had parked (Xen:
             // csched_unit_wake).
             if vs.data.pri() == Pri::Under && !vs.data.parked {
                 self.set_pri(v, &mut vs.data, Pri::Boost, now);
             }
-            self.enqueue(cpu, rq, vs, v)
+            Self::enqueue(rq, vs, v)
         })
     }
 
     fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v, |cpu, rq| self.publish(cpu, rq))
+        self.rqs.sleep(v)
     }
 
     fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
@@ -530,8 +520,7 @@ impl Policy for Credit {
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
         let tslice = self.tslice_ns.get();
         let ratelimit = self.ratelimit_ns.get();
-        let mut rq = self.rqs.lock_cpu(cpu);
-        rq.stats.schedules += 1;
+        let mut rq = self.rqs.lock_for_schedule(cpu);
         if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
             vs.data.burn(now);
             // Domino, beyond Xen: a vCPU that was charged joins the active list here, not
@@ -539,16 +528,15 @@ impl Policy for Credit {
             // the tick is never accounted, stays UNDER and is BOOSTed at every wake-up
             // (the attack of Zhou et al., "Scheduler Vulnerabilities and Coordinated
             // Attacks in Cloud Computing", 2011), timestamps or not.
-            if now > rq.curr_since {
+            if now > rq.curr_since() {
                 vs.data.active = true;
             }
-            let runtime = now.saturating_sub(rq.curr_since);
+            let runtime = now.saturating_sub(rq.curr_since());
             let runnable = vs.runnable && !vs.data.parked;
             if !vs.yielded && ratelimit > 0 && runnable && runtime < ratelimit {
                 // Rate limit: keep it until it has run `ratelimit`.
-                let since = rq.curr_since;
+                let since = rq.curr_since();
                 self.rqs.dispatch(&mut rq, &mut vs, prev, since);
-                self.publish(cpu, &rq);
                 return Decision {
                     next: Some(prev),
                     slice_ns: Some(ratelimit - runtime),
@@ -571,34 +559,21 @@ impl Policy for Credit {
         let mut migrated = false;
         let mut next = None;
         if local >= Pri::Over {
-            let republish = |peer, prq: &CpuQueue<CreditQueue>| self.publish(peer, prq);
-            let mut choose = |_, prq: &mut CpuQueue<CreditQueue>| {
-                // Never from a CPU that idles: it is about to take its queue itself.
-                if prq.curr.is_none() || prq.q.head_pri() >= local {
-                    return None;
-                }
-                prq.q.pop()
+            // The first peer, from the next CPU on, with a queued vCPU of strictly higher
+            // priority (a lower key), but never from a CPU that idles: it is about to take
+            // its queue itself.
+            let take = |peer: &mut CpuQueue<CreditQueue>| {
+                peer.curr()?;
+                peer.q.pop()
             };
-            let n = self.rqs.ncpus();
-            for i in 1..n {
-                let peer = (cpu + i) % n;
-                if self.rqs.nr_runnable(peer) < 2 || self.rqs.key(peer) >= local as u64 {
-                    continue;
-                }
-                next = self.rqs.steal_from(
-                    cpu,
-                    &mut rq,
-                    peer,
-                    now,
-                    &mut choose,
-                    &mut |_: &mut VcpuState<CreditVcpu>| {},
-                    &republish,
-                );
-                if next.is_some() {
-                    migrated = true;
-                    break;
-                }
-            }
+            next = self.rqs.steal(
+                cpu,
+                &mut rq,
+                now,
+                Steal { key_below: local as u64, ..Steal::default() },
+                take,
+            );
+            migrated = next.is_some();
         }
         if next.is_none() {
             next = rq.q.pop();
@@ -615,8 +590,11 @@ impl Policy for Credit {
             }
             None => rq.q.curr_pri = None,
         }
-        self.publish(cpu, &rq);
         Decision { next, slice_ns: next.map(|_| tslice), migrated }
+    }
+
+    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.context_saved(cpu, v)
     }
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
@@ -634,7 +612,7 @@ impl Policy for Credit {
             // csched_tick → csched_unit_acct: charge the running vCPU, drop its BOOST (it
             // is using real CPU, so it is no longer "latency-sensitive"), and put it back on
             // the active list if it had left it.
-            if let Some(v) = rq.curr {
+            if let Some(v) = rq.curr() {
                 let mut vs = self.rqs.lock_vcpu(v);
                 if vs.data.pri() == Pri::Boost {
                     self.set_pri(v, &mut vs.data, Pri::Under, now);
@@ -643,7 +621,7 @@ impl Policy for Credit {
                 vs.data.active = true;
                 rq.q.curr_pri = Some(vs.data.pri());
             }
-            self.runq_sort(cpu, &mut rq);
+            self.runq_sort(&mut rq);
         }
         // The master CPU (0) runs the accounting once per slice (Xen's master_ticker).
         if cpu == 0 && now >= self.next_acct_ns.get() {

@@ -1,15 +1,15 @@
-//! FIFO: the smallest complete policy, the example that README.md walks through.
+//! FIFO: the smallest complete policy.
 //!
 //! Each CPU runs its own queue in arrival order; a vCPU runs until it blocks or yields (no
 //! time slice, so a CPU-bound vCPU keeps its CPU); an idle CPU steals the head of the first
 //! peer queue that has one; a wake-up kicks an idle CPU. Locking, stealing and bookkeeping
-//! come from [`crate::runq`]; parameters use the trait's defaults (FIFO has none). To start
-//! a new policy, copy this file and add it to `registry::ENTRIES`.
+//! come from [`crate::runq`]; parameters use the trait's defaults (FIFO has none). README.md
+//! walks through a weighted policy with slices and balancing, `stride.rs`.
 
 use alloc::collections::VecDeque;
 use core::fmt;
 
-use crate::runq::{CpuQueue, Place, Runqueues};
+use crate::runq::{CpuQueue, Enqueued, Place, Runqueues, Steal};
 use crate::{Decision, DomainId, Error, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup};
 
 /// FIFO's description: no parameters at all.
@@ -44,22 +44,19 @@ impl Policy for Fifo {
         self.rqs.remove(v).map(|_| ())
     }
     fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
-        self.rqs.wake_with(v, |cpu, rq, vs| {
-            vs.place = Place::Queued;
+        self.rqs.wake_with(v, |rq, _| {
             rq.q.push_back(v);
-            self.rqs.publish(cpu, rq, 0);
-            self.rqs.idle_cpu_for(cpu) // an idle CPU will run it (stealing it if need be)
+            Enqueued::Queued // an idle CPU will run it (stealing it if need be)
         })
     }
     fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v, |cpu, rq| self.rqs.publish(cpu, rq, 0))
+        self.rqs.sleep(v)
     }
     fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
         self.rqs.yield_now(v)
     }
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
-        let mut rq = self.rqs.lock_cpu(cpu);
-        rq.stats.schedules += 1;
+        let mut rq = self.rqs.lock_for_schedule(cpu);
         if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
             vs.place = if vs.runnable { Place::Queued } else { Place::Off };
             // Nothing preempts in FIFO: the runner stays at the front unless it yielded.
@@ -71,12 +68,13 @@ impl Policy for Fifo {
         }
         let local = rq.q.pop_front();
         let next = local.map(|v| self.rqs.dispatch_vcpu(&mut rq, v, now)).or_else(|| {
-            let pop_head = |_, peer: &mut CpuQueue<VecDeque<VcpuId>>| peer.q.pop_front();
-            let publish = |c, peer: &CpuQueue<VecDeque<VcpuId>>| self.rqs.publish(c, peer, 0);
-            self.rqs.steal(cpu, &mut rq, now, 2, pop_head, |_| {}, publish)
+            let pop_head = |peer: &mut CpuQueue<VecDeque<VcpuId>>| peer.q.pop_front();
+            self.rqs.steal(cpu, &mut rq, now, Steal::default(), pop_head)
         });
-        self.rqs.publish(cpu, &rq, 0);
         Decision { next, slice_ns: None, migrated: next.is_some() && local.is_none() }
+    }
+    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.context_saved(cpu, v)
     }
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
         let home = self.rqs.home(v);

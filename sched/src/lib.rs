@@ -11,8 +11,10 @@
 //! policy never reads a clock, which is what makes the simulation exact.
 //!
 //! Policies here: [`rr`] (round-robin, Xen 2.0's `sched_rrobin`), [`credit`] (Xen's credit
-//! scheduler), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999) and [`fifo`], the
-//! small example that `README.md` walks through. [`registry`] builds any of them by name.
+//! scheduler), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999), [`fifo`] (the
+//! smallest complete policy) and [`stride`] (stride scheduling, Waldspurger & Weihl 1995,
+//! which `README.md` writes from an empty file). [`registry`] builds any of them by name;
+//! the `register!` list below is the one place a policy is registered.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,14 +24,24 @@ extern crate alloc;
 use alloc::string::String;
 use core::fmt;
 
-pub mod bvt;
-pub mod credit;
-pub mod fifo;
 pub mod limits;
 pub mod registry;
-pub mod rr;
 pub mod runq;
 pub mod summary;
+
+// Every policy, in the order listings show them: the one place to register one. Each entry
+// is `module::Type`: `src/module.rs` holds `pub static INFO: PolicyInfo` and `Type`, with
+// `Type::new(&Topology) -> Result<Type, Error>` and `impl Policy for Type`. This declares
+// the module and adds it to `registry::ENTRIES`, which `schedsim`, the spec validator, the
+// hypervisor's `sched=` option, the property tests, the experiment checks, the sweeps and
+// the plots all read.
+registry::register! {
+    rr::RoundRobin,
+    credit::Credit,
+    bvt::Bvt,
+    fifo::Fifo,
+    stride::Stride,
+}
 
 #[cfg(feature = "std")]
 pub mod sim;
@@ -108,6 +120,9 @@ pub struct Stats {
     pub steals: u64,
     /// Steal attempts that found the peer's lock taken (Xen: `steal_trylock_failed`).
     pub steal_lock_busy: u64,
+    /// Steal attempts refused because the peer was still switching away from a vCPU (before
+    /// its [`Policy::context_saved`]).
+    pub steal_mid_switch: u64,
     /// Reschedule requests returned to the caller (wake kicks and tick kicks).
     pub kicks: u64,
 }
@@ -232,11 +247,11 @@ impl fmt::Display for Error {
         match self {
             Error::UnknownPolicy { name } => {
                 write!(f, "unknown policy `{name}`; allowed: ")?;
-                for (i, info) in registry::POLICIES.iter().enumerate() {
+                for (i, name) in registry::names().enumerate() {
                     if i > 0 {
                         write!(f, ", ")?;
                     }
-                    write!(f, "{}", info.name)?;
+                    write!(f, "{name}")?;
                 }
                 Ok(())
             }
@@ -279,10 +294,24 @@ pub type TraceHook = fn(vcpu: VcpuId, what: &'static str, now: u64);
 ///   the vCPU running there went to sleep or yielded, and when a kick for `cpu` arrives. Its
 ///   answer is what runs on `cpu` until the next call; the policy remembers it as the CPU's
 ///   current vCPU and charges it from timestamps on the next call.
-/// - a vCPU picked on CPU b may have been running on CPU a an instant before (a steal right
-///   after it was descheduled): the caller must wait until its register state is saved on a
-///   before loading it on b, as Xen does with `is_running`/`context_saved`.
+/// - when `schedule(cpu, ..)` returns a vCPU other than the one that ran on `cpu` (or
+///   `None`), that one, `prev`, is still on `cpu` until the caller has saved its registers
+///   and `cpu` no longer uses its address space. Then the caller calls
+///   [`Policy::context_saved`]`(cpu, prev, now)`, and kicks the CPU it returns, if any
+///   (Xen's `context_saved`). Until then the policy gives `prev` to no other CPU; so a vCPU
+///   that `schedule` returns is never still in use elsewhere, and the caller may load it at
+///   once, without waiting for another CPU.
 /// - `tick(cpu, now, kick)` runs every [`Policy::tick_period_ns`] on every CPU, if `Some`.
+///
+/// Writing one (`README.md`, "Writing a new policy", walks through `stride.rs`): build on
+/// [`runq::Runqueues`], whose helpers keep the rules every policy here relies on, which a
+/// policy that goes around them must keep itself: lock a runqueue before a vCPU homed
+/// there, a second runqueue only with `try_lock`; publish every queue change to the peers
+/// (the lock guard does); claim an idle CPU before kicking it, so two wake-ups kick two
+/// CPUs ([`runq::Runqueues::kick_for`]); kick an idle peer rather than preempt the waker's
+/// home CPU; hand out no vCPU before its `context_saved` ([`runq::Runqueues::steal`]);
+/// allocate only in `add_domain` and `insert_vcpu`. Then add it to `register!` in
+/// `lib.rs`, the one registration.
 pub trait Policy: Send + Sync {
     /// The static description: name and parameters.
     fn info(&self) -> &'static PolicyInfo;
@@ -318,6 +347,27 @@ pub trait Policy: Send + Sync {
     /// Decides what runs next on `cpu`: requeues or retires the current vCPU, picks the next
     /// one (stealing from peers if the policy load-balances that way) and its slice.
     fn schedule(&self, cpu: usize, now: u64) -> Decision;
+
+    /// `vcpu`, which the last `schedule(cpu, ..)` switched away from, is saved: its
+    /// registers are stored and `cpu` no longer uses its address space, so any CPU may run
+    /// it now (Xen's `context_saved`). Returns a CPU to kick, if any (one that could not
+    /// take `vcpu`, or the work queued behind it, while it was leaving).
+    ///
+    /// The kernel calls it once per switch away from a vCPU, on `cpu`, after the switch and
+    /// before `cpu`'s next `schedule` (see the trait's contract); `schedule` itself is not
+    /// the moment, since the leaving vCPU's registers are still being saved or its address
+    /// space is still loaded then. A call for a vCPU that is not leaving `cpu` does nothing.
+    ///
+    /// Policies built on [`runq::Runqueues`] forward it to
+    /// [`runq::Runqueues::context_saved`], which lifts the ban on stealing from `cpu` that
+    /// `schedule` put in place. The default does nothing: right for a policy that never
+    /// moves a vCPU off the CPU it last ran on. (A policy on `Runqueues` that does not
+    /// forward stays correct, since `cpu`'s next `schedule` lifts the ban too, but peers
+    /// cannot steal from `cpu` until then.)
+    fn context_saved(&self, cpu: usize, vcpu: VcpuId, now: u64) -> Option<usize> {
+        let _ = (cpu, vcpu, now);
+        None
+    }
 
     /// The CPU a waking vCPU should be queued on (Xen's `pick_resource`).
     fn pick_cpu(&self, vcpu: VcpuId, now: u64) -> usize;

@@ -9,15 +9,68 @@
 //!   [`DOM0_MEMORY_KIB`], the heap size, the memory model) are defined here and the kernel
 //!   uses these very constants and functions: one definition;
 //! - limits that are also the guest ABI ([`NAME_BYTES`], [`MAX_VCPUS`], [`MAX_ARGS`],
-//!   [`ARG_NAME_BYTES`], [`STACK_BYTES`], [`STACK_STRIDE`], [`MAX_GUEST_DOMAINS`]) must stay
-//!   in `abi`, which the guests compile (they cannot see `sched`); they are repeated here and
-//!   the kernel asserts at compile time that each equals its `abi` twin
-//!   (`kernel/src/domain/mod.rs`), so the two cannot drift apart.
+//!   [`ARG_NAME_BYTES`], [`STACK_BYTES`], [`STACK_STRIDE`], [`MAX_GUEST_DOMAINS`],
+//!   [`MAX_DOMAIN_PARAMS`], [`PARAM_NAME_BYTES`]) must stay in `abi`, which the guests
+//!   compile (they cannot see `sched`); they are repeated here and the kernel asserts at
+//!   compile time that each equals its `abi` twin (`kernel/src/domain/mod.rs`), so the two
+//!   cannot drift apart.
 //!
 //! The memory model is conservative: it may ask for a few frames more than the hypervisor
 //! builds, never fewer. The kernel computes [`domain_frames`] for every domain it creates,
 //! refuses the domain if its `memory_kib` cannot hold it, and checks after building that
 //! the frames it really took are within the model (`kernel/src/domain/mod.rs`, `create`).
+
+/// A policy whose per-domain parameters the hypervisor cannot carry
+/// ([`domain_params_fit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamsDoNotFit {
+    /// More than [`MAX_DOMAIN_PARAMS`].
+    TooMany {
+        /// The policy.
+        policy: &'static str,
+        /// How many it declares.
+        declared: usize,
+    },
+    /// A name longer than [`PARAM_NAME_BYTES`].
+    NameTooLong {
+        /// The policy.
+        policy: &'static str,
+        /// The parameter.
+        name: &'static str,
+    },
+}
+
+impl core::fmt::Display for ParamsDoNotFit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ParamsDoNotFit::TooMany { policy, declared } => write!(
+                f,
+                "policy `{policy}` declares {declared} per-domain parameters; allowed: at most \
+                 {MAX_DOMAIN_PARAMS} (what the hypervisor's control ABI carries per domain)"
+            ),
+            ParamsDoNotFit::NameTooLong { policy, name } => write!(
+                f,
+                "policy `{policy}`'s per-domain parameter `{name}` is {} bytes long; allowed: \
+                 at most {PARAM_NAME_BYTES} (what the hypervisor's control ABI carries)",
+                name.len()
+            ),
+        }
+    }
+}
+
+/// Whether the hypervisor can carry every per-domain parameter `info` declares: at most
+/// [`MAX_DOMAIN_PARAMS`] of them, each name at most [`PARAM_NAME_BYTES`] long. The spec
+/// validator checks the policy in force; the registry's tests check every policy.
+pub fn domain_params_fit(info: &crate::PolicyInfo) -> Result<(), ParamsDoNotFit> {
+    let policy = info.name;
+    if info.domain_params.len() > MAX_DOMAIN_PARAMS {
+        return Err(ParamsDoNotFit::TooMany { policy, declared: info.domain_params.len() });
+    }
+    match info.domain_params.iter().find(|p| p.name.len() > PARAM_NAME_BYTES) {
+        Some(p) => Err(ParamsDoNotFit::NameTooLong { policy, name: p.name }),
+        None => Ok(()),
+    }
+}
 
 /// Bytes of a page and of a frame.
 pub const PAGE_BYTES: u64 = 4096;
@@ -29,6 +82,12 @@ pub const MAX_VCPUS: usize = 64;
 pub const MAX_ARGS: usize = 8;
 /// Longest workload-argument name, in bytes (`abi::shared::Arg::name`).
 pub const ARG_NAME_BYTES: usize = 16;
+/// Most per-domain scheduling parameters the hypervisor carries for a domain
+/// (`abi::control::MAX_SCHED_PARAMS`): a policy may declare no more.
+pub const MAX_DOMAIN_PARAMS: usize = 8;
+/// Longest per-domain scheduling parameter name, in bytes
+/// (`abi::control::SCHED_PARAM_NAME_BYTES`).
+pub const PARAM_NAME_BYTES: usize = 24;
 /// Most domains an experiment may create, besides Domain0 (`abi::plan::MAX_DOMAINS`).
 pub const MAX_GUEST_DOMAINS: usize = 1024;
 /// Most domains alive at once in the hypervisor, Domain0 included.

@@ -11,7 +11,7 @@
 use alloc::collections::VecDeque;
 use core::fmt;
 
-use crate::runq::{AtomicNs, Place, Runqueues};
+use crate::runq::{AtomicNs, Enqueued, Place, Runqueues, Steal};
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
     find_param,
@@ -77,16 +77,14 @@ impl Policy for RoundRobin {
     fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
         // Xen's rrobin: append to the queue of the vCPU's CPU; kick it only if it idles.
         // We also kick another idle CPU, which steals the newcomer.
-        self.rqs.wake_with(v, |cpu, rq, vs| {
-            vs.place = Place::Queued;
+        self.rqs.wake_with(v, |rq, _| {
             rq.q.push_back(v);
-            self.rqs.publish(cpu, rq, 0);
-            self.rqs.idle_cpu_for(cpu)
+            Enqueued::Queued
         })
     }
 
     fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v, |cpu, rq| self.rqs.publish(cpu, rq, 0))
+        self.rqs.sleep(v)
     }
 
     fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
@@ -95,15 +93,13 @@ impl Policy for RoundRobin {
 
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
         let slice = self.slice_ns.get();
-        let mut rq = self.rqs.lock_cpu(cpu);
-        rq.stats.schedules += 1;
+        let mut rq = self.rqs.lock_for_schedule(cpu);
         if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
-            let end = rq.curr_since.saturating_add(slice);
+            let end = rq.curr_since().saturating_add(slice);
             if vs.runnable && !vs.yielded && now < end {
                 // Still inside its slice (a spurious kick): let it finish the slice.
-                let since = rq.curr_since;
+                let since = rq.curr_since();
                 self.rqs.dispatch(&mut rq, &mut vs, prev, since);
-                self.rqs.publish(cpu, &rq, 0);
                 return Decision { next: Some(prev), slice_ns: Some(end - now), migrated: false };
             }
             if vs.runnable {
@@ -122,22 +118,17 @@ impl Policy for RoundRobin {
             }
             None => {
                 // Idle: take the longest-waiting vCPU of the first peer that has one queued.
-                let republish = |peer, prq: &_| self.rqs.publish(peer, prq, 0);
-                let got = self.rqs.steal(
-                    cpu,
-                    &mut rq,
-                    now,
-                    2,
-                    |_, prq| prq.q.pop_front(),
-                    |_| {},
-                    republish,
-                );
+                let got =
+                    self.rqs.steal(cpu, &mut rq, now, Steal::default(), |peer| peer.q.pop_front());
                 migrated = got.is_some();
                 got
             }
         };
-        self.rqs.publish(cpu, &rq, 0);
         Decision { next, slice_ns: next.map(|_| slice), migrated }
+    }
+
+    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
+        self.rqs.context_saved(cpu, v)
     }
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {

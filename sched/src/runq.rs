@@ -18,6 +18,18 @@
 //! `unit_schedule_lock` loop). The home changes only under the old home's runqueue lock,
 //! the new home's runqueue lock and the vCPU's lock, i.e. only in a steal.
 //!
+//! What peers read without a lock (a CPU's load, its head key, whether it idles) is
+//! published by the lock guard itself: [`CpuGuard`] stores the load and the queue's
+//! [`RunQueue::key`] when it unlocks, so no change to a queue can go unpublished. Whether a
+//! CPU idles is published only by its own `schedule` ([`Runqueues::lock_for_schedule`]):
+//! between two of them the bit belongs to the wake-ups that claim it ([`Idlers::claim`]).
+//!
+//! A vCPU that a CPU's `schedule` has just switched away from is *leaving* that CPU until
+//! the caller reports it saved ([`Runqueues::context_saved`], Xen's `context_saved`), or
+//! until that CPU schedules again: meanwhile no other CPU may steal from that CPU, so a
+//! policy built on these helpers never hands out a vCPU whose registers are still on
+//! another CPU. A steal refused for that reason makes `context_saved` kick an idle CPU.
+//!
 //! Every table is allocated once, from the [`Topology`], when the policy is created;
 //! runqueue storage is resized in `insert_vcpu` and `remove_vcpu` ([`RunQueue::fit`]), never
 //! on wake or pick. Its size is a function of the number of vCPUs present and nothing else
@@ -31,7 +43,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use crossbeam_utils::CachePadded;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
-use crate::{DomainId, Error, Stats, Topology, VcpuId, Wakeup};
+use crate::{DomainId, Error, ParamSpec, PolicyInfo, Stats, Topology, VcpuId, Wakeup};
+
+use core::ops::{Deref, DerefMut};
 
 /// The largest machine a policy can be built for (docs/DESIGN.md: 1 to 255 CPUs).
 pub const MAX_CPUS: usize = 256;
@@ -74,13 +88,36 @@ pub struct Slot<S> {
 #[derive(Debug)]
 pub struct CpuQueue<Q> {
     /// The vCPU that `schedule` last returned for this CPU, if any.
-    pub curr: Option<VcpuId>,
-    /// When `curr` was picked (ns), for charging and rate limiting.
-    pub curr_since: u64,
+    curr: Option<VcpuId>,
+    /// When `curr` was picked (ns).
+    curr_since: u64,
+    /// The vCPU this CPU's last `schedule` switched away from, until `context_saved`.
+    leaving: Option<VcpuId>,
+    /// A peer's steal was refused while `leaving` was set (so `context_saved` kicks one).
+    refused: bool,
     /// The policy's queue.
     pub q: Q,
     /// Counters, kept under the lock so they cost no atomics.
     pub stats: Stats,
+}
+
+impl<Q> CpuQueue<Q> {
+    /// The vCPU that `schedule` last returned for this CPU, if any (changed only by
+    /// [`Runqueues::take_curr`] and [`Runqueues::dispatch`]).
+    pub fn curr(&self) -> Option<VcpuId> {
+        self.curr
+    }
+
+    /// When `curr` was picked (ns), for charging and rate limiting.
+    pub fn curr_since(&self) -> u64 {
+        self.curr_since
+    }
+
+    /// The vCPU this CPU is still switching away from (picked elsewhere by nobody until the
+    /// caller's `context_saved`), if any.
+    pub fn leaving(&self) -> Option<VcpuId> {
+        self.leaving
+    }
 }
 
 /// One CPU's runqueue: the lock plus figures that peers read without locking.
@@ -106,6 +143,13 @@ pub trait RunQueue {
     /// Sizes the storage for exactly `room` entries (never fewer than are queued), growing
     /// or shrinking it. Called at insert and remove time only, never on wake or pick.
     fn fit(&mut self, room: usize);
+    /// A summary of the head of the queue that peers read without the lock, to choose whom
+    /// to steal from ([`Steal::key_below`], [`Order::LowestKey`]): lower is more urgent
+    /// (credit: the head's priority; BVT: its effective virtual time). Published whenever
+    /// the runqueue lock is released. The default: 0, or `u64::MAX` when empty.
+    fn key(&self) -> u64 {
+        if self.is_empty() { u64::MAX } else { 0 }
+    }
 }
 
 /// [`RunQueue::fit`] for a `VecDeque`: capacity exactly `room` (or the length, if larger).
@@ -183,6 +227,51 @@ impl Idlers {
     }
 }
 
+/// What a policy did with a waking vCPU: the answer of the closure given to
+/// [`Runqueues::wake_with`], from which the helper chooses the CPU to kick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Held off the queues (credit: a vCPU parked by its cap); nothing is kicked.
+    Held,
+    /// Queued, to wait its turn: an idle CPU is kicked to run it, if there is one.
+    Queued,
+    /// Queued, and more urgent than what its home CPU runs: an idle CPU is kicked to run
+    /// it if there is one, else the home CPU to preempt ([`Runqueues::kick_for`]).
+    Preempt,
+}
+
+/// The order in which [`Runqueues::steal`] visits the peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// From `cpu + 1` on, cyclically; the first peer that yields a vCPU wins (Xen's
+    /// `csched_load_balance`).
+    NextCpu,
+    /// Only the peer with the lowest published key (the first of equals in `NextCpu`
+    /// order), e.g. the earliest virtual time.
+    LowestKey,
+}
+
+/// Which peers are worth stealing from ([`Runqueues::steal`]). `Steal::default()` has the
+/// usual limits; change a field with struct update syntax:
+/// `Steal { key_below: k, ..Steal::default() }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steal {
+    /// Only from a peer with at least this many runnable vCPUs, queued plus running.
+    /// Default 2: a peer's only vCPU stays where it is.
+    pub min_runnable: usize,
+    /// Only from a peer whose queue's [`RunQueue::key`] is below this. Default `u64::MAX`:
+    /// any peer with something queued.
+    pub key_below: u64,
+    /// The order of the visit. Default [`Order::NextCpu`].
+    pub order: Order,
+}
+
+impl Default for Steal {
+    fn default() -> Self {
+        Steal { min_runnable: 2, key_below: u64::MAX, order: Order::NextCpu }
+    }
+}
+
 /// The shared skeleton: per-CPU runqueues, per-vCPU slots and the idle map.
 pub struct Runqueues<Q, S> {
     cpus: Vec<CachePadded<Cpu<Q>>>,
@@ -192,8 +281,50 @@ pub struct Runqueues<Q, S> {
     inserted: AtomicUsize,
 }
 
-/// A runqueue lock guard.
-pub type CpuGuard<'a, Q> = SpinMutexGuard<'a, CpuQueue<Q>>;
+/// A runqueue lock guard. Dereferences to the [`CpuQueue`]; when it unlocks, it publishes
+/// the CPU's load (queued plus running) and the queue's [`RunQueue::key`] for peers to read
+/// without the lock, and, if it was taken by [`Runqueues::lock_for_schedule`], whether the
+/// CPU idles. There is no other way to publish, so no change can be forgotten.
+pub struct CpuGuard<'a, Q: RunQueue> {
+    inner: SpinMutexGuard<'a, CpuQueue<Q>>,
+    cpu: &'a Cpu<Q>,
+    idlers: &'a Idlers,
+    index: usize,
+    schedule: bool,
+}
+
+impl<Q: RunQueue> CpuGuard<'_, Q> {
+    /// The CPU whose runqueue this is.
+    pub fn cpu(&self) -> usize {
+        self.index
+    }
+}
+
+impl<Q: RunQueue> Deref for CpuGuard<'_, Q> {
+    type Target = CpuQueue<Q>;
+    fn deref(&self) -> &CpuQueue<Q> {
+        &self.inner
+    }
+}
+
+impl<Q: RunQueue> DerefMut for CpuGuard<'_, Q> {
+    fn deref_mut(&mut self) -> &mut CpuQueue<Q> {
+        &mut self.inner
+    }
+}
+
+impl<Q: RunQueue> Drop for CpuGuard<'_, Q> {
+    fn drop(&mut self) {
+        let rq = &*self.inner;
+        let n = rq.q.len() + usize::from(rq.curr.is_some());
+        self.cpu.nr_runnable.store(n, Ordering::Relaxed);
+        self.cpu.key.store(rq.q.key(), Ordering::Relaxed);
+        if self.schedule {
+            self.idlers.set(self.index, rq.curr.is_none());
+        }
+    }
+}
+
 /// A vCPU lock guard.
 pub type VcpuGuard<'a, S> = SpinMutexGuard<'a, VcpuState<S>>;
 
@@ -209,6 +340,8 @@ impl<Q: RunQueue, S: Default> Runqueues<Q, S> {
                     lock: SpinMutex::new(CpuQueue {
                         curr: None,
                         curr_since: 0,
+                        leaving: None,
+                        refused: false,
                         q: queue(),
                         stats: Stats::default(),
                     }),
@@ -246,14 +379,31 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         self.cpus.len()
     }
 
-    /// Locks `cpu`'s runqueue.
+    fn guard<'a>(&'a self, cpu: usize, inner: SpinMutexGuard<'a, CpuQueue<Q>>) -> CpuGuard<'a, Q> {
+        CpuGuard { inner, cpu: &self.cpus[cpu], idlers: &self.idlers, index: cpu, schedule: false }
+    }
+
+    /// Locks `cpu`'s runqueue (the guard publishes what changed when it unlocks).
     pub fn lock_cpu(&self, cpu: usize) -> CpuGuard<'_, Q> {
-        self.cpus[cpu].lock.lock()
+        self.guard(cpu, self.cpus[cpu].lock.lock())
+    }
+
+    /// Locks `cpu`'s runqueue for its `schedule`, the one call that decides what `cpu`
+    /// runs: counts the call, ends the switch its previous `schedule` began (if the caller
+    /// did not report it with `context_saved`, this CPU has finished it anyway by now), and
+    /// when it unlocks also publishes whether `cpu` idles.
+    pub fn lock_for_schedule(&self, cpu: usize) -> CpuGuard<'_, Q> {
+        let mut rq = self.lock_cpu(cpu);
+        rq.schedule = true;
+        rq.stats.schedules += 1;
+        rq.leaving = None;
+        rq.refused = false;
+        rq
     }
 
     /// Tries to lock a peer's runqueue (the only way to hold two runqueue locks).
     pub fn try_lock_cpu(&self, cpu: usize) -> Option<CpuGuard<'_, Q>> {
-        self.cpus[cpu].lock.try_lock()
+        self.cpus[cpu].lock.try_lock().map(|g| self.guard(cpu, g))
     }
 
     /// Queued plus running vCPUs on `cpu`, as last published (racy, for balancing only).
@@ -264,15 +414,6 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
     /// The policy-defined head key of `cpu`, as last published (racy, for balancing only).
     pub fn key(&self, cpu: usize) -> u64 {
         self.cpus[cpu].key.load(Ordering::Relaxed)
-    }
-
-    /// Publishes `cpu`'s load and head key from its locked queue, and its idle bit.
-    /// Call it after every change to `q` or `curr`, before unlocking.
-    pub fn publish(&self, cpu: usize, rq: &CpuQueue<Q>, key: u64) {
-        let n = rq.q.len() + usize::from(rq.curr.is_some());
-        self.cpus[cpu].nr_runnable.store(n, Ordering::Relaxed);
-        self.cpus[cpu].key.store(key, Ordering::Relaxed);
-        self.idlers.set(cpu, rq.curr.is_none());
     }
 
     /// The vCPU's home CPU as last stored (take the locks with [`Self::lock_home`] to rely
@@ -297,7 +438,7 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         let slot = &self.vcpus[v.index()];
         loop {
             let cpu = slot.home.load(Ordering::Acquire);
-            let rq = self.cpus[cpu].lock.lock();
+            let rq = self.lock_cpu(cpu);
             let vs = slot.state.lock();
             if slot.home.load(Ordering::Acquire) == cpu {
                 return (cpu, rq, vs);
@@ -375,14 +516,9 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         }
     }
 
-    /// The common part of `sleep`: marks `v` not runnable and takes it off its runqueue.
-    /// Returns the CPU it is running on (which must reschedule), and calls `on_dequeue`
-    /// with the locked queue when it was queued (so the policy can republish its key).
-    pub fn sleep(
-        &self,
-        v: VcpuId,
-        on_dequeue: impl FnOnce(usize, &mut CpuQueue<Q>),
-    ) -> Option<usize> {
+    /// `sleep`, complete: marks `v` not runnable and takes it off its runqueue. Returns the
+    /// CPU it is running on, which must reschedule.
+    pub fn sleep(&self, v: VcpuId) -> Option<usize> {
         if self.check(v).is_err() {
             return None;
         }
@@ -396,7 +532,6 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
             Place::Queued => {
                 rq.q.remove(v);
                 vs.place = Place::Off;
-                on_dequeue(cpu, &mut rq);
                 None
             }
             Place::Off => None,
@@ -416,13 +551,16 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         None
     }
 
-    /// The common part of `wake`: if `v` is asleep, marks it runnable and lets `enqueue`
-    /// put it on its home queue (`enqueue` returns the CPU to kick, if any). A vCPU that is
-    /// still running (it slept and woke before its CPU rescheduled) just stays runnable.
+    /// `wake`, but for where the vCPU goes in the queue: if `v` is asleep, marks it runnable
+    /// and lets `enqueue` put it on its home CPU's queue (the locked `rq`), then chooses the
+    /// CPU to kick with [`Self::kick_for`]. `enqueue` says what it did ([`Enqueued`]); for
+    /// `Queued` and `Preempt` the vCPU's place becomes [`Place::Queued`]. A vCPU that is
+    /// still running or queued (it slept and woke before its CPU rescheduled) just stays
+    /// runnable, and `enqueue` is not called.
     pub fn wake_with(
         &self,
         v: VcpuId,
-        enqueue: impl FnOnce(usize, &mut CpuQueue<Q>, &mut VcpuState<S>) -> Option<usize>,
+        enqueue: impl FnOnce(&mut CpuQueue<Q>, &mut VcpuState<S>) -> Enqueued,
     ) -> Wakeup {
         if self.check(v).is_err() {
             return Wakeup { cpu: 0, kick: None };
@@ -434,7 +572,13 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         vs.runnable = true;
         rq.stats.wakes += 1;
         let kick = match vs.place {
-            Place::Off => enqueue(cpu, &mut rq, &mut vs),
+            Place::Off => match enqueue(&mut rq, &mut vs) {
+                Enqueued::Held => None,
+                how => {
+                    vs.place = Place::Queued;
+                    self.kick_for(cpu, &rq, how == Enqueued::Preempt)
+                }
+            },
             Place::Queued | Place::Running => None,
         };
         if kick.is_some() {
@@ -443,11 +587,27 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         Wakeup { cpu, kick }
     }
 
-    /// The CPU to kick for a vCPU queued on `home`: `home` if it idles, else the next idle
-    /// CPU (which will steal it), else none. The CPU is claimed ([`Idlers::claim`]). This is what makes every policy here
-    /// work-conserving on wake-up.
-    pub fn idle_cpu_for(&self, home: usize) -> Option<usize> {
-        if self.idlers.claim(home) { Some(home) } else { self.idlers.claim_after(home) }
+    /// The CPU to kick now that a vCPU was queued on `home` (whose locked queue is `rq`),
+    /// by the two rules that keep every policy here work-conserving:
+    ///
+    /// 1. *Claim a kicked idle CPU first.* Only an idle CPU whose bit this call clears
+    ///    ([`Idlers::claim`]) is kicked to run the newcomer: `home` if it idles, else the
+    ///    next idle peer, which will steal it. A CPU already claimed by another wake-up is
+    ///    busy from now on as far as wake-ups go, so two wake-ups kick two idle CPUs.
+    /// 2. *Prefer an idle peer over preempting the home CPU.* Only if no CPU idles is
+    ///    `home` kicked to preempt its current vCPU, and only if `preempt` (the newcomer is
+    ///    more urgent, by the policy's own rule). Preempting while a peer idles would leave
+    ///    the preempted vCPU queued next to an idle CPU that nobody kicks.
+    ///
+    /// Returns the CPU to kick, if any.
+    pub fn kick_for(&self, home: usize, rq: &CpuQueue<Q>, preempt: bool) -> Option<usize> {
+        if rq.curr.is_none() && self.idlers.claim(home) {
+            return Some(home);
+        }
+        if let Some(idle) = self.idlers.claim_after(home) {
+            return Some(idle);
+        }
+        (preempt && rq.curr.is_some()).then_some(home)
     }
 
     /// Where a vCPU homed on `home` would best run now: `home` if idle, else the next idle
@@ -456,10 +616,12 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         if self.idlers.is_idle(home) { home } else { self.idlers.find_after(home).unwrap_or(home) }
     }
 
-    /// Takes the locked current vCPU of `rq` off the CPU: clears `curr` and returns it with
-    /// its lock held, or `None` if the CPU was idle.
+    /// Takes the locked current vCPU of `rq` off the CPU (in `schedule`): clears `curr` and
+    /// returns it with its lock held, or `None` if the CPU was idle. Unless `schedule`
+    /// dispatches it again, it is *leaving* this CPU until `context_saved`.
     pub fn take_curr<'a>(&'a self, rq: &mut CpuQueue<Q>) -> Option<(VcpuId, VcpuGuard<'a, S>)> {
         let prev = rq.curr.take()?;
+        rq.leaving = Some(prev);
         Some((prev, self.lock_vcpu(prev)))
     }
 
@@ -469,6 +631,32 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         vs.yielded = false;
         rq.curr = Some(v);
         rq.curr_since = now;
+        if rq.leaving == Some(v) {
+            rq.leaving = None; // picked again: it never left
+        }
+    }
+
+    /// The caller has finished switching `v` off `cpu` (its state is saved, `cpu` no
+    /// longer uses it): from now on another CPU may take it. Returns an idle CPU to kick if
+    /// a peer's steal from `cpu` was refused meanwhile and `cpu` still has vCPUs queued.
+    /// What [`crate::Policy::context_saved`] does for a policy built on these helpers.
+    pub fn context_saved(&self, cpu: usize, v: VcpuId) -> Option<usize> {
+        if cpu >= self.cpus.len() {
+            return None;
+        }
+        let mut rq = self.lock_cpu(cpu);
+        if rq.leaving != Some(v) {
+            return None;
+        }
+        rq.leaving = None;
+        if !core::mem::take(&mut rq.refused) || rq.q.is_empty() {
+            return None;
+        }
+        let kick = self.idlers.claim_after(cpu);
+        if kick.is_some() {
+            rq.stats.kicks += 1;
+        }
+        kick
     }
 
     /// Locks `v` (just taken off `rq`'s queue) and dispatches it; returns `v`.
@@ -478,58 +666,69 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         v
     }
 
-    /// Steals one vCPU for `cpu` (whose runqueue the caller holds as `rq`): visits peers from
-    /// `cpu + 1` on (Xen's `csched_load_balance` order), skips those whose published load is
-    /// below `min_runnable`, and tries each with [`Self::steal_from`].
-    #[allow(clippy::too_many_arguments)] // reason: the three policy hooks are the point
+    /// Steals one vCPU for `cpu` (whose runqueue the caller holds as `rq`, locked for its
+    /// `schedule`): visits the peers in `how.order`, skips those whose published load or
+    /// key `how` rules out, try-locks each (a busy lock is skipped and counted, as Xen's
+    /// `steal_trylock_failed`), skips a peer still switching away from a vCPU (before its
+    /// `context_saved`: see the module doc), checks load and key again under the lock, and
+    /// lets `take` remove a vCPU from the peer's locked queue (or decline with `None`). The
+    /// vCPU's home becomes `cpu` and it is dispatched there. Returns it, or `None`.
     pub fn steal(
         &self,
         cpu: usize,
         rq: &mut CpuQueue<Q>,
         now: u64,
-        min_runnable: usize,
-        mut choose: impl FnMut(usize, &mut CpuQueue<Q>) -> Option<VcpuId>,
-        mut adopt: impl FnMut(&mut VcpuState<S>),
-        republish: impl Fn(usize, &CpuQueue<Q>),
+        how: Steal,
+        mut take: impl FnMut(&mut CpuQueue<Q>) -> Option<VcpuId>,
     ) -> Option<VcpuId> {
         let n = self.cpus.len();
-        for i in 1..n {
-            let peer = (cpu + i) % n;
-            if self.nr_runnable(peer) < min_runnable {
-                continue;
+        let worth = |peer: usize| {
+            self.nr_runnable(peer) >= how.min_runnable && self.key(peer) < how.key_below
+        };
+        let mut peers = (1..n).map(|i| (cpu + i) % n).filter(|&p| worth(p));
+        match how.order {
+            Order::NextCpu => {
+                peers.find_map(|peer| self.steal_from(cpu, rq, peer, now, how, &mut take))
             }
-            let got = self.steal_from(cpu, rq, peer, now, &mut choose, &mut adopt, &republish);
-            if got.is_some() {
-                return got;
+            Order::LowestKey => {
+                let mut best: Option<(usize, u64)> = None;
+                for peer in peers {
+                    let key = self.key(peer);
+                    if best.is_none_or(|b| key < b.1) {
+                        best = Some((peer, key));
+                    }
+                }
+                self.steal_from(cpu, rq, best?.0, now, how, &mut take)
             }
         }
-        None
     }
 
-    /// Tries to steal one vCPU from `peer` for `cpu`: try-locks the peer (a busy lock is
-    /// skipped and counted, as Xen's `steal_trylock_failed`), lets `choose` remove a vCPU
-    /// from the peer's queue, makes `cpu` its home, runs `adopt` with its lock held and
-    /// dispatches it on `cpu`.
-    #[allow(clippy::too_many_arguments)] // reason: the three policy hooks are the point
-    pub fn steal_from(
+    fn steal_from(
         &self,
         cpu: usize,
         rq: &mut CpuQueue<Q>,
         peer: usize,
         now: u64,
-        choose: &mut impl FnMut(usize, &mut CpuQueue<Q>) -> Option<VcpuId>,
-        adopt: &mut impl FnMut(&mut VcpuState<S>),
-        republish: &impl Fn(usize, &CpuQueue<Q>),
+        how: Steal,
+        take: &mut impl FnMut(&mut CpuQueue<Q>) -> Option<VcpuId>,
     ) -> Option<VcpuId> {
         let Some(mut prq) = self.try_lock_cpu(peer) else {
             rq.stats.steal_lock_busy += 1;
             return None;
         };
-        let v = choose(peer, &mut prq)?;
-        republish(peer, &prq);
+        if prq.leaving.is_some() {
+            prq.refused = true;
+            rq.stats.steal_mid_switch += 1;
+            return None;
+        }
+        let load = prq.q.len() + usize::from(prq.curr.is_some());
+        if load < how.min_runnable || prq.q.key() >= how.key_below {
+            return None;
+        }
+        let v = take(&mut prq)?;
+        drop(prq);
         let mut vs = self.lock_vcpu(v);
         self.set_home(v, &vs, cpu);
-        adopt(&mut vs);
         self.dispatch(rq, &mut vs, v, now);
         rq.stats.steals += 1;
         Some(v)
@@ -544,6 +743,7 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
             s.wakes += rq.stats.wakes;
             s.steals += rq.stats.steals;
             s.steal_lock_busy += rq.stats.steal_lock_busy;
+            s.steal_mid_switch += rq.stats.steal_mid_switch;
             s.kicks += rq.stats.kicks;
         }
         s
@@ -619,6 +819,67 @@ impl<D> Domains<D> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Every domain's values of a policy's per-domain parameters, readable without a lock: the
+/// table behind `add_domain`, `set_domain_param` and `domain_param`, and what the hot paths
+/// read ([`DomainParams::value`]). Values are checked against the declared ranges.
+pub struct DomainParams {
+    policy: &'static str,
+    specs: &'static [ParamSpec],
+    values: Vec<AtomicU64>,
+}
+
+impl DomainParams {
+    /// A table for `topo.max_domains` domains of the policy `info`, every value at its
+    /// default.
+    pub fn new(topo: &Topology, info: &'static PolicyInfo) -> Self {
+        let specs = info.domain_params;
+        let values = (0..topo.max_domains)
+            .flat_map(|_| specs.iter().map(|p| AtomicU64::new(p.default)))
+            .collect();
+        DomainParams { policy: info.name, specs, values }
+    }
+
+    fn slot(&self, d: DomainId, i: usize) -> Result<&AtomicU64, Error> {
+        self.values.get(d.index() * self.specs.len() + i).ok_or(Error::NoSuchDomain(d))
+    }
+
+    fn index(&self, name: &str) -> Result<usize, Error> {
+        let spec = crate::find_param(self.policy, self.specs, name)?;
+        Ok(self.specs.iter().position(|p| p.name == spec.name).unwrap_or(0))
+    }
+
+    /// `add_domain`: every parameter of `d` back to its default, then `params`, all checked
+    /// before any is set.
+    pub fn add(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
+        for (name, value) in params {
+            self.specs[self.index(name)?].check(*value)?;
+        }
+        for (i, spec) in self.specs.iter().enumerate() {
+            self.slot(d, i)?.store(spec.default, Ordering::Relaxed);
+        }
+        params.iter().try_for_each(|(name, value)| self.set(d, name, *value))
+    }
+
+    /// `set_domain_param`: checks the name and the range, then sets it.
+    pub fn set(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {
+        let i = self.index(name)?;
+        self.specs[i].check(value)?;
+        self.slot(d, i)?.store(value, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `domain_param`: the value of `name` for `d`.
+    pub fn get(&self, d: DomainId, name: &str) -> Result<u64, Error> {
+        Ok(self.slot(d, self.index(name)?)?.load(Ordering::Relaxed))
+    }
+
+    /// The value of the `i`-th declared parameter (`PolicyInfo::domain_params[i]`) of `d`,
+    /// for the hot paths: no lock, no name lookup. `d` must be a domain the policy was given.
+    pub fn value(&self, d: DomainId, i: usize) -> u64 {
+        self.slot(d, i).map_or(self.specs[i].default, |v| v.load(Ordering::Relaxed))
     }
 }
 
@@ -703,6 +964,84 @@ mod tests {
         }
         // Whatever came and went, the same room as before: the heap is back.
         assert_eq!(capacities(&rqs), alone);
+    }
+
+    type Fifo = Runqueues<VecDeque<VcpuId>, ()>;
+
+    fn wake(rqs: &Fifo, v: u32, preempt: bool) -> Wakeup {
+        let how = if preempt { Enqueued::Preempt } else { Enqueued::Queued };
+        rqs.wake_with(VcpuId(v), |rq, _| {
+            rq.q.push_back(VcpuId(v));
+            how
+        })
+    }
+
+    /// A FIFO `schedule`: the runner goes to the back, the head runs; an idle CPU steals.
+    fn schedule(rqs: &Fifo, cpu: usize, now: u64) -> Option<VcpuId> {
+        let mut rq = rqs.lock_for_schedule(cpu);
+        if let Some((prev, mut vs)) = rqs.take_curr(&mut rq) {
+            vs.place = if vs.runnable { Place::Queued } else { Place::Off };
+            if vs.runnable {
+                rq.q.push_back(prev);
+            }
+        }
+        match rq.q.pop_front() {
+            Some(v) => Some(rqs.dispatch_vcpu(&mut rq, v, now)),
+            None => rqs.steal(cpu, &mut rq, now, Steal::default(), |p| p.q.pop_front()),
+        }
+    }
+
+    fn fifo(cpus: usize, homes: &[usize]) -> Fifo {
+        let topo = Topology { cpus, max_vcpus: homes.len(), max_domains: 1 };
+        let rqs = Runqueues::new(&topo, VecDeque::new).unwrap();
+        for (v, &home) in homes.iter().enumerate() {
+            rqs.insert(VcpuId(v as u32), DomainId(0), home, ()).unwrap();
+        }
+        rqs
+    }
+
+    #[test]
+    fn a_leaving_vcpu_is_stolen_only_after_context_saved() {
+        let rqs = fifo(2, &[0, 0]);
+        assert_eq!(wake(&rqs, 0, false).kick, Some(0));
+        assert_eq!(schedule(&rqs, 0, 1), Some(VcpuId(0)));
+        wake(&rqs, 1, false);
+        // CPU 0's slice ends: v0 goes behind v1 and is leaving CPU 0 until saved.
+        assert_eq!(schedule(&rqs, 0, 2), Some(VcpuId(1)));
+        assert_eq!(rqs.lock_cpu(0).leaving(), Some(VcpuId(0)));
+        assert_eq!(rqs.nr_runnable(0), 2);
+        // The idle CPU 1 may not take it yet, nor anything else of CPU 0's.
+        assert_eq!(schedule(&rqs, 1, 2), None);
+        assert_eq!(rqs.stats().steal_mid_switch, 1);
+        assert_eq!(rqs.home(VcpuId(0)), 0);
+        // Saved: a report for another vCPU changes nothing; the right one kicks CPU 1,
+        // which was refused, and CPU 1 now takes v0.
+        assert_eq!(rqs.context_saved(0, VcpuId(1)), None);
+        assert_eq!(rqs.context_saved(0, VcpuId(0)), Some(1));
+        assert_eq!(rqs.context_saved(0, VcpuId(0)), None);
+        assert_eq!(schedule(&rqs, 1, 3), Some(VcpuId(0)));
+        assert_eq!(rqs.home(VcpuId(0)), 1);
+        // A vCPU picked again never leaves; CPU 0's next schedule ends any switch anyway.
+        assert_eq!(schedule(&rqs, 0, 4), Some(VcpuId(1)));
+        assert_eq!(rqs.lock_cpu(0).leaving(), None);
+    }
+
+    #[test]
+    fn wake_ups_claim_idle_cpus_before_preempting() {
+        let rqs = fifo(3, &[0, 1, 0, 0]);
+        assert_eq!(wake(&rqs, 0, false).kick, Some(0));
+        assert_eq!(schedule(&rqs, 0, 1), Some(VcpuId(0)));
+        // CPU 0 runs v0; CPUs 1 and 2 idle. An urgent v2 homed on CPU 0 goes to an idle peer,
+        // not over v0; a second wake-up claims the other idle CPU, not the same one again.
+        assert_eq!(wake(&rqs, 2, true).kick, Some(1));
+        assert_eq!(wake(&rqs, 3, true).kick, Some(2));
+        assert_eq!(schedule(&rqs, 1, 2), Some(VcpuId(2)));
+        assert_eq!(schedule(&rqs, 2, 2), Some(VcpuId(3)));
+        // Nobody idles now: an urgent wake-up preempts its home CPU, an ordinary one waits.
+        assert_eq!(wake(&rqs, 1, false).kick, None);
+        assert_eq!(rqs.sleep(VcpuId(1)), None);
+        assert_eq!(wake(&rqs, 1, true).kick, Some(1));
+        assert_eq!(rqs.stats().kicks, 4);
     }
 
     #[test]

@@ -358,6 +358,13 @@ impl Sim<'_> {
         let d = self.policy.schedule(cpu, self.now);
         let next = d.next.map(|v| v.index());
         let prev = self.cpus[cpu].curr;
+        if prev != next
+            && let Some(p) = prev
+            && let Some(c) = self.policy.context_saved(cpu, VcpuId(p as u32), self.now)
+        {
+            // Switches take no time here: the leaving vCPU is saved at once.
+            self.kick(c);
+        }
         if prev != next {
             if let Some(p) = prev {
                 self.deschedule(p, cpu);

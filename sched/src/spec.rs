@@ -771,6 +771,7 @@ impl Spec {
         range(self, "machine.cpus", self.machine.cpus, 1, MAX_CPUS)?;
         range(self, "machine.memory_mib", self.machine.memory_mib, 16, MAX_MEMORY_MIB)?;
         let policy = self.policy()?;
+        limits::domain_params_fit(policy).map_err(|e| self.err("sched.policy", e.to_string()))?;
         for (k, &v) in &self.sched.knobs {
             check_param(self, &format!("sched.{k}"), k, v, policy, Scope::Global)?;
         }
@@ -987,7 +988,7 @@ impl Spec {
             let cpus = self.machine.cpus;
             if hogs >= cpus {
                 let preempting: Vec<_> =
-                    registry::POLICIES.iter().filter(|p| p.preempts).map(|p| p.name).collect();
+                    registry::policies().filter(|p| p.preempts).map(|p| p.name).collect();
                 return Err(self.err(
                     "sched.policy",
                     format!(
@@ -1189,7 +1190,7 @@ fn check_param(
     scope: Scope,
 ) -> Result<(), SpecError> {
     let found = params_of(policy, scope).iter().find(|p| p.name == name).or_else(|| {
-        registry::POLICIES.iter().flat_map(|i| params_of(i, scope)).find(|p| p.name == name)
+        registry::policies().flat_map(|i| params_of(i, scope)).find(|p| p.name == name)
     });
     match found {
         Some(p) => range(spec, path, v, p.min, p.max),
@@ -1206,8 +1207,7 @@ fn check_param(
                         .join(", ")
                 }
             };
-            let others: Vec<_> = registry::POLICIES
-                .iter()
+            let others: Vec<_> = registry::policies()
                 .filter(|i| i.name != policy.name)
                 .map(|i| format!("{}: {}", i.name, list(params_of(i, scope))))
                 .collect();

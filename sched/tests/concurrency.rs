@@ -1,7 +1,9 @@
 //! Policies under real concurrency: several threads play CPUs of the hypervisor, calling
-//! wake, sleep, yield, schedule and tick at once. The test passes if nothing deadlocks and
-//! no vCPU is ever loaded on two CPUs: like the kernel, a CPU that picks a vCPU still
-//! being switched away from elsewhere waits for that CPU to let go of it first.
+//! wake, sleep, yield, schedule, tick and context_saved at once. The test passes if nothing
+//! deadlocks and every vCPU a CPU picks is free at once: each thread claims what it picks
+//! with one compare-and-swap, as the kernel's `switch_in` does, lets go of the vCPU it
+//! switched away from and only then reports it saved (`context_saved`). A pick of a vCPU
+//! still held by another CPU, which the kernel would have to wait out, fails the test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -57,28 +59,30 @@ fn hammer_every_policy() {
                         }
                         let next = p.schedule(cpu, now).next;
                         if next != curr {
-                            if let Some(c) = curr {
-                                owner[c.index()].store(NONE, Ordering::Release);
-                            }
                             if let Some(n) = next {
-                                let mut spins = 0u64;
-                                while owner[n.index()]
-                                    .compare_exchange(
-                                        NONE,
-                                        cpu,
-                                        Ordering::AcqRel,
-                                        Ordering::Acquire,
-                                    )
-                                    .is_err()
-                                {
-                                    spins += 1;
-                                    assert!(
-                                        spins < 50_000_000,
-                                        "vCPU {} stuck on another CPU",
+                                let claimed = owner[n.index()].compare_exchange(
+                                    NONE,
+                                    cpu,
+                                    Ordering::AcqRel,
+                                    Ordering::Acquire,
+                                );
+                                if let Err(other) = claimed {
+                                    panic!(
+                                        "{}: CPU {cpu} picked vCPU {} while CPU {other} still \
+                                         held it (before its context_saved)",
+                                        p.info().name,
                                         n.0
                                     );
+                                }
+                            }
+                            if let Some(c) = curr {
+                                // The switch itself: saving registers, loading CR3. Long
+                                // enough that peers try to steal meanwhile.
+                                for _ in 0..200 {
                                     std::hint::spin_loop();
                                 }
+                                owner[c.index()].store(NONE, Ordering::Release);
+                                p.context_saved(cpu, c, now);
                             }
                             curr = next;
                         }

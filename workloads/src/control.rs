@@ -14,8 +14,9 @@ use crate::report::{CpuStats, Figures, FrameCounts};
 
 /// Largest encoded request (a results record is the biggest, well under this).
 const REQUEST_BYTES: usize = 4096;
-/// Largest encoded reply (`DomainInfo` is about 100 bytes).
-const REPLY_BYTES: usize = 512;
+/// Largest encoded reply: `DomainInfo` is about 100 bytes plus its scheduling parameters,
+/// at most 8 pairs of up to 35 bytes each (`abi::control::SchedParams`).
+const REPLY_BYTES: usize = 1024;
 
 fn call<R>(
     hypercall: fn(&[u8], &mut [u8]) -> Result<usize, Errno>,

@@ -187,8 +187,8 @@ pub fn domain(r: &DomainRun<'_>) -> results::Domain {
         group: r.planned.group.into(),
         workload: r.planned.workload.into(),
         vcpus: r.planned.vcpus,
-        weight: u64::from(r.planned.sched.weight),
-        cap: u64::from(r.planned.sched.cap),
+        weight: u64::from(r.planned.weight),
+        cap: u64::from(r.planned.cap),
         cpu_ns: d(|i| i.cpu_ns),
         wait_ns: d(|i| i.wait_ns),
         work: d(|i| i.work),
@@ -403,11 +403,9 @@ mod tests {
             workload: "latency",
             vcpus: 1,
             memory_kib: 1024,
-            sched: SchedParams {
-                weight: 512,
-                cap: 50,
-                ..SchedParams::default()
-            },
+            sched: SchedParams::from_pairs([("weight", 512), ("cap", 50)]).unwrap(),
+            weight: 512,
+            cap: 50,
             expect: Expect::Ok,
             args_start,
             args_len,
@@ -473,8 +471,8 @@ mod tests {
                 panic!("not a create request");
             };
             assert_eq!(
-                (image, name, vcpus, sched.weight),
-                ("latency", "w0", 1, 512)
+                (image, name, vcpus, sched.get("weight")),
+                ("latency", "w0", 1, Some(512))
             );
             assert_eq!(
                 args[0],

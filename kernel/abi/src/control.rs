@@ -16,27 +16,199 @@ use crate::shared::MAX_ARGS;
 /// Identifies a domain. Domain0 is 0.
 pub type DomainId = u32;
 
-/// Per-domain scheduling parameters, named as `xl` names them. A policy reads those it
-/// knows: `weight` and `cap` (credit), `weight`, `warp_us`, `warpl_us`, `warpu_us` (bvt).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchedParams {
-    pub weight: u32,
-    /// Percent of one CPU; 0 for no cap.
-    pub cap: u32,
-    pub warp_us: u64,
-    pub warpl_us: u64,
-    pub warpu_us: u64,
+/// Most per-domain scheduling parameters a domain carries ([`SchedParams`]).
+pub const MAX_SCHED_PARAMS: usize = 8;
+/// Longest per-domain scheduling parameter name, in bytes.
+pub const SCHED_PARAM_NAME_BYTES: usize = 24;
+
+/// One per-domain scheduling parameter: a name and its value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SchedParam {
+    name: [u8; SCHED_PARAM_NAME_BYTES],
+    len: u8,
+    value: u64,
 }
 
-impl Default for SchedParams {
+impl SchedParam {
+    const EMPTY: SchedParam = SchedParam {
+        name: [0; SCHED_PARAM_NAME_BYTES],
+        len: 0,
+        value: 0,
+    };
+
+    fn name(&self) -> &str {
+        // Only `SchedParams::push` writes names, from a `&str` cut at its own length.
+        core::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// A domain's scheduling parameters: up to [`MAX_SCHED_PARAMS`] (name, value) pairs, named
+/// as the policy in force declares them (`xl`'s spelling with the unit: `weight`, `cap`,
+/// `warp_us`, or any name a new policy declares). Those not given take the policy's
+/// defaults, so an empty list means "all defaults". The hypervisor hands every pair to the
+/// policy, which refuses (`Errno::Inval`) a name it does not declare or a value out of
+/// range; names, count and length are checked when a list is built ([`SchedParams::push`])
+/// and when one is decoded.
+///
+/// Encoded as a sequence of `(name, value)` in the order given.
+#[derive(Clone, Copy, Default)]
+pub struct SchedParams {
+    len: u8,
+    entries: [SchedParam; MAX_SCHED_PARAMS],
+}
+
+impl Default for SchedParam {
     fn default() -> Self {
-        SchedParams {
-            weight: 256,
-            cap: 0,
-            warp_us: 0,
-            warpl_us: 0,
-            warpu_us: 0,
+        SchedParam::EMPTY
+    }
+}
+
+/// Why a [`SchedParams`] cannot hold a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedParamError {
+    /// Already [`MAX_SCHED_PARAMS`] pairs.
+    TooMany,
+    /// A name of this many bytes: longer than [`SCHED_PARAM_NAME_BYTES`].
+    NameTooLong(usize),
+    /// An empty name.
+    EmptyName,
+    /// The name is already in the list.
+    Duplicate,
+}
+
+impl fmt::Display for SchedParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchedParamError::TooMany => write!(
+                f,
+                "too many per-domain scheduling parameters; allowed: at most {MAX_SCHED_PARAMS}"
+            ),
+            SchedParamError::NameTooLong(len) => write!(
+                f,
+                "the name is {len} bytes; allowed: at most {SCHED_PARAM_NAME_BYTES}"
+            ),
+            SchedParamError::EmptyName => write!(f, "the name is empty"),
+            SchedParamError::Duplicate => write!(f, "given twice"),
         }
+    }
+}
+
+impl SchedParams {
+    /// No parameters: every one at the policy's default.
+    pub const fn new() -> Self {
+        SchedParams {
+            len: 0,
+            entries: [SchedParam::EMPTY; MAX_SCHED_PARAMS],
+        }
+    }
+
+    /// The list of `pairs`, in order; the first pair that does not fit is an error.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Result<Self, (&'a str, SchedParamError)> {
+        let mut params = SchedParams::new();
+        for (name, value) in pairs {
+            params.push(name, value).map_err(|e| (name, e))?;
+        }
+        Ok(params)
+    }
+
+    /// Adds `name = value` at the end.
+    pub fn push(&mut self, name: &str, value: u64) -> Result<(), SchedParamError> {
+        if name.is_empty() {
+            return Err(SchedParamError::EmptyName);
+        }
+        if name.len() > SCHED_PARAM_NAME_BYTES {
+            return Err(SchedParamError::NameTooLong(name.len()));
+        }
+        if self.get(name).is_some() {
+            return Err(SchedParamError::Duplicate);
+        }
+        let slot = self
+            .entries
+            .get_mut(usize::from(self.len))
+            .ok_or(SchedParamError::TooMany)?;
+        slot.name[..name.len()].copy_from_slice(name.as_bytes());
+        slot.len = name.len() as u8;
+        slot.value = value;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The value given for `name`, if any.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The pairs, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.entries[..usize::from(self.len)]
+            .iter()
+            .map(|p| (p.name(), p.value))
+    }
+
+    /// How many pairs.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// No pairs at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl PartialEq for SchedParams {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for SchedParams {}
+
+impl fmt::Debug for SchedParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for SchedParams {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for pair in self.iter() {
+            seq.serialize_element(&pair)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SchedParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = SchedParams;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "at most {MAX_SCHED_PARAMS} distinct (name, value) pairs, names of 1 to \
+                     {SCHED_PARAM_NAME_BYTES} bytes"
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SchedParams, A::Error> {
+                let mut params = SchedParams::new();
+                while let Some((name, value)) = seq.next_element::<(&'de str, u64)>()? {
+                    params.push(name, value).map_err(|_| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Str(name), &self)
+                    })?;
+                }
+                Ok(params)
+            }
+        }
+        deserializer.deserialize_seq(Pairs)
     }
 }
 
@@ -336,10 +508,7 @@ mod tests {
             name: "lat0",
             vcpus: 1,
             memory_kib: 1024,
-            sched: SchedParams {
-                weight: 512,
-                ..SchedParams::default()
-            },
+            sched: SchedParams::from_pairs([("weight", 512), ("quantum_us", 300)]).unwrap(),
             args,
         };
         let mut buf = [0u8; 512];
@@ -352,6 +521,60 @@ mod tests {
         };
         let n = encode(&reply, &mut buf).unwrap();
         assert_eq!(decode::<SysctlReply>(&buf[..n]).unwrap(), reply);
+    }
+
+    #[test]
+    fn sched_params_take_any_declared_name_within_bounds() {
+        let mut p = SchedParams::new();
+        assert!(p.is_empty());
+        p.push("weight", 512).unwrap();
+        p.push("a_new_policys_own_param", 7).unwrap();
+        assert_eq!(p.get("a_new_policys_own_param"), Some(7));
+        assert_eq!(p.get("cap"), None);
+        assert_eq!(p.push("weight", 1), Err(SchedParamError::Duplicate));
+        assert_eq!(p.push("", 1), Err(SchedParamError::EmptyName));
+        let long = "a_name_longer_than_24_bytes";
+        assert_eq!(
+            p.push(long, 1),
+            Err(SchedParamError::NameTooLong(long.len()))
+        );
+        for i in 2..MAX_SCHED_PARAMS {
+            let name = ["p2", "p3", "p4", "p5", "p6", "p7"][i - 2];
+            p.push(name, i as u64).unwrap();
+        }
+        assert_eq!(p.push("one_more", 1), Err(SchedParamError::TooMany));
+        assert_eq!(p.len(), MAX_SCHED_PARAMS);
+        // A failed push leaves the list as it was.
+        assert_eq!(p.iter().count(), MAX_SCHED_PARAMS);
+        let mut buf = [0u8; 512];
+        let n = encode(&p, &mut buf).unwrap();
+        assert_eq!(decode::<SchedParams>(&buf[..n]).unwrap(), p);
+        assert_eq!(
+            SchedParams::from_pairs([("weight", 1), ("weight", 2)]),
+            Err(("weight", SchedParamError::Duplicate))
+        );
+        let msg = alloc::string::ToString::to_string(&SchedParamError::NameTooLong(30));
+        assert_eq!(msg, "the name is 30 bytes; allowed: at most 24");
+    }
+
+    #[test]
+    fn a_decoded_list_is_held_to_the_same_bounds() {
+        // Encoded by hand: nine pairs, a name too long, a duplicate.
+        let mut buf = [0u8; 512];
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        let pairs: [(&str, u64); 9] = core::array::from_fn(|i| (names[i], i as u64));
+        let n = encode(&&pairs[..], &mut buf).unwrap();
+        assert_eq!(decode::<SchedParams>(&buf[..n]), Err(Errno::Inval));
+        let n = encode(&&pairs[..8], &mut buf).unwrap();
+        assert_eq!(decode::<SchedParams>(&buf[..n]).unwrap().len(), 8);
+        let n = encode(&&[("w", 1u64), ("x", 2)][..], &mut buf).unwrap();
+        let two = decode::<SchedParams>(&buf[..n]).unwrap();
+        assert_eq!(two, SchedParams::from_pairs([("w", 1), ("x", 2)]).unwrap());
+        let long = "x".repeat(SCHED_PARAM_NAME_BYTES + 1);
+        let n = encode(&&[(long.as_str(), 1u64)][..], &mut buf).unwrap();
+        assert_eq!(decode::<SchedParams>(&buf[..n]), Err(Errno::Inval));
+        let n = encode(&&[("w", 1u64), ("w", 2)][..], &mut buf).unwrap();
+        assert_eq!(decode::<SchedParams>(&buf[..n]), Err(Errno::Inval));
     }
 
     #[test]

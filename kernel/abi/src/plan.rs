@@ -41,7 +41,13 @@ pub struct PlannedDomain<'a> {
     pub workload: &'a str,
     pub vcpus: u32,
     pub memory_kib: u32,
+    /// The per-domain parameters of the policy in force that the spec gives (the others
+    /// take the policy's defaults).
     pub sched: SchedParams,
+    /// The weight and the cap (% of one CPU) the spec gives, 256 and 0 if it gives none,
+    /// whatever the policy: what the `domain` record reports.
+    pub weight: u32,
+    pub cap: u32,
     pub expect: Expect,
     /// First argument's index in [`Plan::args`], and how many.
     pub args_start: u32,
@@ -179,7 +185,9 @@ mod tests {
             workload: "latency",
             vcpus: 1,
             memory_kib: 1024,
-            sched: SchedParams::default(),
+            sched: SchedParams::from_pairs([("weight", 512)]).unwrap(),
+            weight: 512,
+            cap: 0,
             expect: Expect::Ok,
             args_start,
             args_len,

@@ -11,8 +11,10 @@
 //!                                                    any --kill/shutdown--> Dead
 //! ```
 //!
-//! The kernel, not the policy, guarantees that a vCPU never runs on two CPUs at once: a CPU
-//! claims a vCPU with a compare-and-swap on `running_on` before loading its registers.
+//! A vCPU never runs on two CPUs at once: a CPU claims a vCPU with a compare-and-swap on
+//! `running_on` before loading its registers, and releases it once switched away, when it
+//! tells the policy (`context_saved`); the policy gives it to no other CPU before then, so
+//! the claim never has to wait.
 
 pub mod boot_module;
 pub mod event_channel;
@@ -64,6 +66,8 @@ const _: () = {
     assert!(layout::STACK_STRIDE == l::STACK_STRIDE);
     assert!(abi::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
     assert!(l::MAX_GUEST_DOMAINS < MAX_DOMAINS);
+    assert!(abi::control::MAX_SCHED_PARAMS == l::MAX_DOMAIN_PARAMS);
+    assert!(abi::control::SCHED_PARAM_NAME_BYTES == l::PARAM_NAME_BYTES);
 };
 
 /// What a vCPU is doing.

@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::console::ExitCode;
 use abi::control::{
-    self, DomainExit, DomainId, DomainState, Domctl, DomctlReply, KillReason, SchedParams, Sysctl,
-    SysctlReply,
+    self, DomainExit, DomainId, DomainState, Domctl, DomctlReply, KillReason, MAX_SCHED_PARAMS,
+    SchedParams, Sysctl, SysctlReply,
 };
 use abi::error::Errno;
 use arrayvec::ArrayVec;
@@ -88,17 +88,22 @@ pub fn call(
     Ok(used as u64)
 }
 
-fn policy_params(sched: &SchedParams) -> ArrayVec<(&'static str, u64), 5> {
+/// `sched` as the policy in force takes it, each pair checked against the parameters it
+/// declares: a name it does not declare, or a value out of range, is refused (with a
+/// warning that names it and what is allowed) before anything changes.
+fn policy_params(sched: &SchedParams) -> Result<ArrayVec<(&str, u64), MAX_SCHED_PARAMS>, Errno> {
     let info = schedule::policy().info();
-    let all = [
-        ("weight", u64::from(sched.weight)),
-        ("cap", u64::from(sched.cap)),
-        ("warp_us", sched.warp_us),
-        ("warpl_us", sched.warpl_us),
-        ("warpu_us", sched.warpu_us),
-    ];
-    all.into_iter()
-        .filter(|(name, _)| info.domain_param(name).is_some())
+    sched
+        .iter()
+        .map(|(name, value)| {
+            sched::find_param(info.name, info.domain_params, name)
+                .and_then(|p| p.check(value))
+                .map(|()| (name, value))
+                .map_err(|e| {
+                    log::warn!("scheduling parameters refused: {e}");
+                    Errno::Inval
+                })
+        })
         .collect()
 }
 
@@ -113,6 +118,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             sched,
             args,
         } => {
+            let params = policy_params(&sched)?;
             let image_bytes = boot_module::file(image).ok_or(Errno::Inval)?;
             let args: ArrayVec<(&str, u64), { abi::shared::MAX_ARGS }> = args
                 .iter()
@@ -140,7 +146,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 }
             })?;
             let t1 = time::now_ns();
-            if let Err(e) = register(&domain, &sched) {
+            if let Err(e) = register(&domain, &params) {
                 log::warn!("policy refused domain {name}: {e}");
                 // It never ran, so nothing holds it: this cannot be refused.
                 destroy(&domain)?;
@@ -156,7 +162,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
         }
         Domctl::SetSched { domain, sched } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
-            for (name, value) in policy_params(&sched) {
+            for (name, value) in policy_params(&sched)? {
                 schedule::policy()
                     .set_domain_param(PolicyDomain(d.id), name, value)
                     .map_err(|_| Errno::Inval)?;
@@ -370,9 +376,9 @@ fn switch_floor(iters: u32) -> u64 {
 }
 
 /// Registers a new domain and its vCPUs with the policy.
-fn register(domain: &Domain, sched: &SchedParams) -> Result<(), sched::Error> {
+fn register(domain: &Domain, params: &[(&str, u64)]) -> Result<(), sched::Error> {
     let policy = schedule::policy();
-    policy.add_domain(PolicyDomain(domain.id), &policy_params(sched))?;
+    policy.add_domain(PolicyDomain(domain.id), params)?;
     let cpus = smp::startup::online().len().max(1);
     for v in &domain.vcpus {
         // Spread a domain's vCPUs over the CPUs from the start; the policy moves them later.
@@ -386,14 +392,12 @@ fn register(domain: &Domain, sched: &SchedParams) -> Result<(), sched::Error> {
 pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateError> {
     // Domain0 is the experiment's control plane: the largest weight the policy allows, so
     // that it is served first whenever it needs the CPU (it sleeps through the interval).
-    let weight = schedule::policy()
-        .info()
-        .domain_param("weight")
-        .map_or(256, |p| p.max.min(u64::from(u32::MAX)) as u32);
-    let sched = SchedParams {
-        weight,
-        ..SchedParams::default()
-    };
+    let mut sched = SchedParams::new();
+    if let Some(weight) = schedule::policy().info().domain_param("weight") {
+        sched
+            .push(weight.name, weight.max)
+            .map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
+    }
     let config = DomainConfig {
         name: "dom0",
         image,
@@ -410,7 +414,9 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
         slot.reserve_exact(smp::startup::online().len());
     }
     let d = domain::create(&config)?;
-    register(&d, &sched).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
+    let params =
+        policy_params(&sched).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
+    register(&d, &params).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
     d.life.lock().state = DomainState::Alive;
     for v in &d.vcpus {
         schedule::unpause(v, time::now_ns());

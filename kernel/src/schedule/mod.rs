@@ -447,8 +447,8 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let mut cs = cpus().this().lock();
     let prev = cs.current.clone();
     if let Some(p) = &prev {
-        // Save first: once the policy has the vCPU back, another CPU may pick it, and it
-        // waits for `running_on` to clear before loading what we save here.
+        // Save first: the registers must be in place by `release`, after which the policy
+        // may give the vCPU to another CPU, which loads them without waiting.
         *p.regs.lock() = frame.clone();
         if from_hypercall && !arch::percpu::fpu_restore_pending() {
             // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
@@ -552,19 +552,25 @@ fn account_out(v: &Vcpu, now: u64) {
 }
 
 /// Lets other CPUs run `v` (and its domain be freed): called only once this CPU's CR3 no
-/// longer points at its address space.
+/// longer points at its address space. Then tells the policy (`context_saved`): until
+/// now it has given `v` to no other CPU, which is why [`switch_in`] never waits.
 fn release(v: &Vcpu) {
     v.running_on.store(NOT_RUNNING, Ordering::Release);
+    let now = time::now_ns();
+    if let Some(cpu) = policy().context_saved(this_cpu(), VcpuId(v.id), now) {
+        kick(cpu);
+    }
 }
 
 /// Claims `v` for this CPU and accounts its start. Returns `prev` (the vCPU leaving, if
-/// any) when it is still to be released, which [`load_address_space`] does once `v`'s
-/// address space is loaded.
+/// any), still to be released, which [`load_address_space`] does once `v`'s address space
+/// is loaded.
 ///
-/// The claim is a compare-and-swap on `running_on`: it fails while another CPU still has
-/// `v` (it gave it back to the policy a moment ago and is finishing its switch). Then this
-/// CPU first lets go of `prev`, on the kernel's page tables, so that two CPUs swapping their
-/// vCPUs cannot wait for each other.
+/// The claim is a compare-and-swap on `running_on`, and it cannot fail: a CPU that switches
+/// away from a vCPU holds it until [`release`], which is when it tells the policy
+/// (`Policy::context_saved`), and the policy hands that vCPU to no other CPU before then
+/// (`sched::Policy`'s contract). So nothing here waits for another CPU; a failed claim is a
+/// policy that broke the contract, and stops the machine before a vCPU runs on two CPUs.
 ///
 /// The address space is loaded last, after all of the switch's bookkeeping: a CR3 load
 /// flushes the TLB (under TCG all of it, global pages and QEMU's jump cache included), so
@@ -575,38 +581,19 @@ fn switch_in<'a>(
     v: &Vcpu,
     domain: &Domain,
     cpu: usize,
-    mut now: u64,
-    mut prev: Option<&'a Vcpu>,
+    now: u64,
+    prev: Option<&'a Vcpu>,
 ) -> Option<&'a Vcpu> {
-    let claim = || {
+    if let Err(holder) =
         v.running_on
             .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    };
-    if !claim() {
-        arch::addrspace::activate_kernel();
-        if let Some(p) = prev.take() {
-            arch::percpu::clear_current();
-            release(p);
-        }
-        let mut spins = 0u64;
-        while !claim() {
-            spins += 1;
-            if spins > 1_000_000_000 {
-                panic!(
-                    "vCPU {} never left CPU {}: it would run on two CPUs",
-                    v.id,
-                    v.running_on.load(Ordering::Relaxed)
-                );
-            }
-            // Another CPU may be waiting for this one to flush its TLB (a CPU flushing a
-            // domain's TLBs can be the one still holding `v`).
-            wait_for_other_cpu();
-        }
-        // It starts running now, not when it was picked: under TCG the other CPU can take
-        // milliseconds to let go, and a snapshot taken meanwhile (the loop above serves
-        // its IPI) sees `v` not yet running, so its run time must not begin before.
-        now = time::now_ns();
+    {
+        panic!(
+            "policy {} picked vCPU {} for CPU {cpu} while CPU {holder} still held it (before \
+             its context_saved): it would run on two CPUs",
+            policy().info().name,
+            v.id
+        );
     }
     {
         // Only a runnable vCPU becomes running: another CPU may have paused or killed it

@@ -1,8 +1,8 @@
 //! `schedbench`: the cost of scheduling decisions on the host, as JSON lines.
 //!
-//! For every registered policy: wake + pick with 1, 16, 128 and 1024 vCPUs on one
-//! runqueue, and a steal on a 64-CPU machine where only the last peer has queued work
-//! (the whole peer scan plus one steal). Prints one
+//! For every registered policy: wake + pick (+ the `context_saved` report the kernel makes
+//! once switched) with 1, 16, 128 and 1024 vCPUs on one runqueue, and a steal on a 64-CPU
+//! machine where only the last peer has queued work (the whole peer scan plus one steal). Prints one
 //! `{"kind":"bench","name":...,"value":...,"unit":"ns"}` line per figure (the median of
 //! several rounds). Numbers are reported, never asserted.
 //!
@@ -55,6 +55,7 @@ fn wake_pick(entry: &sched::registry::Entry, n: usize, iters: u32) -> f64 {
             let v = curr.expect("something runs");
             p.sleep(v, now);
             curr = p.schedule(0, now).next;
+            black_box(p.context_saved(0, v, now)); // the kernel's report once switched
             black_box(p.wake(v, now));
             if curr.is_none() {
                 curr = p.schedule(0, now).next;
@@ -89,6 +90,7 @@ fn steal(entry: &sched::registry::Entry, iters: usize) -> f64 {
         let t = Instant::now();
         p.sleep(curr, now);
         let d = p.schedule(0, now);
+        black_box(p.context_saved(0, curr, now));
         samples.push(t.elapsed().as_nanos() as f64);
         curr = match d.next {
             Some(v) => v,

@@ -2,10 +2,16 @@
 //!
 //! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]`
+//! `schedsim --list-policies`
 //!
 //! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
 //! prints a short table, and exits 0 if every domain ended as the spec expected, 1 if not
 //! (or if the policy broke an invariant), 2 for a bad command line or spec.
+//!
+//! `--list-policies` prints the registry (`sched::registry::ENTRIES`) as JSON lines, one
+//! policy a line in registry order: `{"kind":"policy","name","summary","preempts",
+//! "domain_params":[{"name","default","min","max","doc"}],"global_params":[...]}`. Scripts
+//! that are not Rust (the sweeps, the plots) read the policies from it.
 
 use std::process::ExitCode;
 
@@ -13,7 +19,34 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-                [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]";
+                [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
+       schedsim --list-policies";
+
+/// The registry as JSON lines (see the module doc).
+fn list_policies() -> String {
+    let params = |ps: &[sched::ParamSpec]| -> Vec<serde_json::Value> {
+        ps.iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name, "default": p.default, "min": p.min, "max": p.max, "doc": p.doc,
+                })
+            })
+            .collect()
+    };
+    let mut out = String::new();
+    for info in sched::registry::policies() {
+        let line = serde_json::json!({
+            "kind": "policy",
+            "name": info.name,
+            "summary": info.summary,
+            "preempts": info.preempts,
+            "domain_params": params(info.domain_params),
+            "global_params": params(info.global_params),
+        });
+        out += &(line.to_string() + "\n");
+    }
+    out
+}
 
 struct Args {
     spec: String,
@@ -55,6 +88,10 @@ fn parse_args() -> Result<Args, String> {
                     return Err(format!("--seconds: {v} is out of range; allowed: (0, 3600]"));
                 }
                 a.over.seconds = Some(s);
+            }
+            "--list-policies" => {
+                print!("{}", list_policies());
+                std::process::exit(0);
             }
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown flag `{s}`")),

@@ -815,7 +815,23 @@ fn cases() -> Vec<Case> {
             also,
         });
     };
-    for policy in ["credit", "bvt"] {
+    // Policies come from the registry, chosen by what they declare, so a new one is run
+    // here with no change: weights for every policy with a `weight`, caps for every policy
+    // with a `cap`, scaling and latency (cpu-bound hogs on every CPU) for every policy that
+    // preempts.
+    let weighted: Vec<&str> = sched::registry::policies()
+        .filter(|p| p.domain_param("weight").is_some())
+        .map(|p| p.name)
+        .collect();
+    let preempting: Vec<&str> = sched::registry::policies()
+        .filter(|p| p.preempts)
+        .map(|p| p.name)
+        .collect();
+    let capped: Vec<&str> = sched::registry::policies()
+        .filter(|p| p.domain_param("cap").is_some())
+        .map(|p| p.name)
+        .collect();
+    for &policy in &weighted {
         with(
             format!("weights/1..8/{policy}"),
             // Credit's shares wander by up to a point under TCG over a few seconds: measure
@@ -847,7 +863,7 @@ fn cases() -> Vec<Case> {
         |name: String, args: Vec<&str>, check: Check| with(name, args, check, Also::Nothing);
     // Jain over work carries TCG's noise (a domain's work per CPU-second varies with how
     // the host schedules the emulated CPUs); six seconds average it well below the bound.
-    for policy in ["rr", "credit", "bvt"] {
+    for &policy in &preempting {
         add(
             format!("scaling/128x4/{policy}"),
             vec![&spec("scaling"), "--sched", policy, "--seconds", "6"],
@@ -856,11 +872,13 @@ fn cases() -> Vec<Case> {
     }
     // Credit enforces caps at each accounting pass, so over a few seconds the capped share
     // wanders by a point around the cap under TCG; six seconds average that out.
-    add(
-        "caps/credit".into(),
-        vec![&spec("caps"), "--seconds", "6"],
-        cap_holds,
-    );
+    for &policy in &capped {
+        add(
+            format!("caps/{policy}"),
+            vec![&spec("caps"), "--sched", policy, "--seconds", "6"],
+            cap_holds,
+        );
+    }
     add(
         "hostile".into(),
         vec![&spec("hostile")],
@@ -910,7 +928,7 @@ fn cases() -> Vec<Case> {
         vec![&spec("yield-attack")],
         attacker_no_more_than_fair,
     );
-    for policy in ["rr", "credit", "bvt"] {
+    for &policy in &preempting {
         add(
             format!("latency/{policy}"),
             vec![&spec("latency"), "--sched", policy, "--seconds", "2"],
