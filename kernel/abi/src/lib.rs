@@ -18,6 +18,7 @@ pub mod hypercall;
 pub mod layout;
 pub mod mm;
 pub mod netif;
+mod numbered;
 pub mod plan;
 pub mod ring;
 pub mod shared;
