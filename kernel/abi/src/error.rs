@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 crate::numbered_enum! {
     /// Why a hypercall failed.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum Errno: i64 {
         /// The caller lacks the privilege (a domctl from a domain other than Domain0).
         Perm = 1,

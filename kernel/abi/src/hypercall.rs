@@ -67,7 +67,6 @@ pub const MMU_BATCH: u64 = 512;
 crate::numbered_enum! {
     /// Operations of [`GRANT_OP`]. Grant references are small integers handed out lowest first
     /// from 1 (0 is never a valid reference), so a fresh domain's first grant is reference 1.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum GrantOp: u64 {
         /// `(va, grantee, readonly)`: grants `grantee` access to the caller's page at `va` (a
         /// data page the caller owns); `readonly` non-zero allows only read-only mappings and
@@ -91,7 +90,6 @@ crate::numbered_enum! {
 crate::numbered_enum! {
     /// Operations of [`MEMORY_OP`]. Frames are named by machine frame number (physical address
     /// / 4096), as in Xen's PV interface.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum MemoryOp: u64 {
         /// `(list_ptr, count)`: takes `count` more zeroed frames, within the domain's
         /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
@@ -112,7 +110,6 @@ crate::numbered_enum! {
 
 crate::numbered_enum! {
     /// Operations of [`EVTCHN_OP`].
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum EvtchnOp: u64 {
         /// `(remote_domain)`: allocates a port for `remote_domain` to bind to; returns the port.
         AllocUnbound = 0,
@@ -149,7 +146,6 @@ pub mod virq {
 
 crate::numbered_enum! {
     /// Operations of [`SCHED_OP`].
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum SchedOp: u64 {
         /// Give up the CPU; stay runnable.
         Yield = 0,
@@ -167,7 +163,6 @@ crate::numbered_enum! {
 
 crate::numbered_enum! {
     /// Operations of [`VCPU_OP`].
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum VcpuOp: u64 {
         /// Start a vCPU of this domain that is down: one that never ran starts at the domain's
         /// entry point; one that went down with `Down` resumes where it called it (its `Down`

@@ -4,12 +4,12 @@
 /// Declares a fieldless enum whose variants stand for fixed numbers (hypercall operations,
 /// error codes, a guest argument's choices), and with it, written out from that one list:
 /// - `ALL`, every variant in the order declared;
-/// - `from_raw`, the variant a number stands for, `None` for any other number.
+/// - `from_raw`, the variant a number stands for, `None` for any other number;
+/// - the derives `Clone, Copy, Debug, PartialEq, Eq` (further ones may be given).
 ///
 /// ```
 /// abi::numbered_enum! {
 ///     /// What a light shows.
-///     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 ///     pub enum Light: u8 {
 ///         Red = 0,
 ///         Green = 2,
@@ -21,8 +21,7 @@
 /// assert_eq!(Light::Green as u8, 2);
 /// ```
 ///
-/// The enum is `#[repr]` of the number type, so `variant as u64` (say) is its number. It
-/// must derive `Clone` and `Copy` (`ALL` is an array of them).
+/// The enum is `#[repr]` of the number type, so `variant as u64` (say) is its number.
 #[macro_export]
 macro_rules! numbered_enum {
     (
@@ -35,6 +34,7 @@ macro_rules! numbered_enum {
         }
     ) => {
         $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr($repr)]
         $vis enum $name {
             $(
