@@ -1311,16 +1311,7 @@ fn raise(seed: u64) -> u64 {
                 "mov rsp, rax",
                 out("rax") _
             ),
-            Exc::TrapFlag => asm!(
-                "pushfq",
-                "or qword ptr [rsp], 0x100",
-                "popfq",
-                "nop",
-                "nop",
-                "pushfq",
-                "and qword ptr [rsp], -0x101",
-                "popfq"
-            ),
+            Exc::TrapFlag => hostile::single_step(),
             Exc::TrapFlagSyscall => asm!(
                 "pushfq",
                 "or qword ptr [rsp], 0x100",
