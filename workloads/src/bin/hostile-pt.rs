@@ -570,9 +570,12 @@ fn hcall_numbers() -> u64 {
     c.verdict()
 }
 
-/// Calls that read or write memory at the address they are given: (name, the call at that
-/// address). A wild address must fail with `Fault`.
-const TOUCHING: [(&str, fn(u64) -> Result<u64, Errno>); 6] = [
+/// A hypercall made with the address it is given.
+type AtAddress = fn(u64) -> Result<u64, Errno>;
+
+/// Calls that read or write memory at the address they are given: (name, the call). A wild
+/// address must fail with `Fault`.
+const TOUCHING: [(&str, AtAddress); 6] = [
     ("console_write", |p| raw(nr::CONSOLE_WRITE, p, 16, 0, 0, 0)),
     ("poll", |p| poll(p, 4)),
     ("mmu_update", |p| raw(nr::MMU_UPDATE, p, 2, 0, 0, 0)),
