@@ -1,5 +1,5 @@
-//! Helpers for the hostile workloads: touching memory by address, and the shutdown codes that
-//! make a hypervisor's failure to stop them visible.
+//! Helpers for the hostile workloads: touching memory by address, single-stepping, and the
+//! shutdown codes that make a hypervisor's failure to stop them visible.
 //!
 //! A hostile program does something a correct hypervisor kills it for. If it is still alive
 //! afterwards it shuts down with [`SURVIVED`], which Domain0 reports as
@@ -27,6 +27,27 @@ pub fn load(addr: u64) -> u64 {
              options(nostack, readonly, preserves_flags));
     }
     value
+}
+
+/// Single-steps: sets the trap flag (RFLAGS.TF) over two `nop`s, then clears it. The debug
+/// trap after the first `nop` must end the domain; if the hypervisor lets it go on, this
+/// returns with the flags as they were.
+#[inline(never)]
+pub fn single_step() {
+    // SAFETY: changes only RFLAGS.TF, on this vCPU's stack, and puts it back. The trap ends
+    // the domain, which is intended.
+    unsafe {
+        asm!(
+            "pushfq",
+            "or qword ptr [rsp], 0x100",
+            "popfq",
+            "nop",
+            "nop",
+            "pushfq",
+            "and qword ptr [rsp], ~0x100",
+            "popfq"
+        )
+    };
 }
 
 /// Reports that the domain survived `what`, and returns the shutdown code that says so.

@@ -48,9 +48,22 @@ cmem::export_c_symbols!();
 /// RSP is that vCPU's stack top and RDI its index. `_start` calls `main(vcpu)` through
 /// [`rt::run`], which shuts the domain down with the returned code (0 = clean exit); `_start`
 /// itself never returns.
+///
+/// `workloads::entry!(start: f, prologue: ["push rax", ...])` is the raw form, for a program
+/// that must see the registers it was started with: `_start` runs the prologue's assembly
+/// lines first, then calls `extern "C" fn f(..) -> !` as above, with RBP and RSP as they are
+/// for `main` and every other register as the prologue left it.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
+        $crate::entry!(start: __domino_entry);
+
+        extern "C" fn __domino_entry(vcpu: usize) -> ! {
+            let main: fn(usize) -> u64 = $main;
+            $crate::rt::run(vcpu, main)
+        }
+    };
+    (start: $entry:path $(, prologue: [$($line:literal),* $(,)?])? $(,)?) => {
         // The stack top is 16-byte aligned by contract; realign anyway, since the `call`
         // below must leave RSP = 8 (mod 16) at the callee's entry as the SysV ABI requires.
         // RBP = 0 ends frame-pointer walks here.
@@ -59,19 +72,15 @@ macro_rules! entry {
             ".globl _start",
             ".type _start, @function",
             "_start:",
+            $($($line,)*)?
             "xor ebp, ebp",
             "and rsp, -16",
             "call {entry}",
             "ud2",
             ".size _start, . - _start",
             ".popsection",
-            entry = sym __domino_entry,
+            entry = sym $entry,
         );
-
-        extern "C" fn __domino_entry(vcpu: usize) -> ! {
-            let main: fn(usize) -> u64 = $main;
-            $crate::rt::run(vcpu, main)
-        }
     };
 }
 

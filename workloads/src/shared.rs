@@ -8,6 +8,7 @@
 //! borrowed.
 
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::layout;
 use abi::shared::{self as page, Arg, Counters, MAX_ARGS, NAME_BYTES, SharedInfo};
@@ -78,41 +79,48 @@ pub fn add_work(vcpu: usize, n: u64) {
     }
 }
 
-/// Atomically clears `port`'s pending bit; returns whether it was set.
-pub fn take_event(port: u32) -> bool {
+/// The counters page's two bitmaps of event-channel ports.
+#[derive(Clone, Copy)]
+enum Ports {
+    Pending,
+    Masked,
+}
+
+/// `port`'s word in the counters page's bitmap `ports`, as an atomic, and its bit there.
+fn port_bit(ports: Ports, port: u32) -> (&'static AtomicU64, u64) {
     assert!(
         (port as usize) < abi::shared::MAX_PORTS,
         "port out of range"
     );
-    let bit = 1u64 << (port % 64);
+    let i = port as usize / 64;
     // SAFETY: the counters page is mapped read-write for the domain's whole life; the word is
     // in bounds (checked above) and 8-byte aligned; the hypervisor sets bits in it with
     // atomic operations too, so an atomic view of it is sound.
     let word = unsafe {
-        &*(addr_of_mut!((*counters()).evtchn_pending[port as usize / 64])
-            as *const core::sync::atomic::AtomicU64)
+        let word = match ports {
+            Ports::Pending => addr_of_mut!((*counters()).evtchn_pending[i]),
+            Ports::Masked => addr_of_mut!((*counters()).evtchn_mask[i]),
+        };
+        &*(word as *const AtomicU64)
     };
-    word.fetch_and(!bit, core::sync::atomic::Ordering::SeqCst) & bit != 0
+    (word, 1 << (port % 64))
+}
+
+/// Atomically clears `port`'s pending bit; returns whether it was set.
+pub fn take_event(port: u32) -> bool {
+    let (word, bit) = port_bit(Ports::Pending, port);
+    word.fetch_and(!bit, Ordering::SeqCst) & bit != 0
 }
 
 /// Masks (`true`) or unmasks `port` in the counters page: an event on a masked port stays
 /// pending but neither wakes a `block` nor enters an upcall. Unmasking this way does not
 /// notify an event already pending (`hypercall::evtchn_unmask` does).
 pub fn set_mask(port: u32, masked: bool) {
-    assert!(
-        (port as usize) < abi::shared::MAX_PORTS,
-        "port out of range"
-    );
-    let bit = 1u64 << (port % 64);
-    // SAFETY: as in `take_event`, for the mask word.
-    let word = unsafe {
-        &*(addr_of_mut!((*counters()).evtchn_mask[port as usize / 64])
-            as *const core::sync::atomic::AtomicU64)
-    };
+    let (word, bit) = port_bit(Ports::Masked, port);
     if masked {
-        word.fetch_or(bit, core::sync::atomic::Ordering::SeqCst);
+        word.fetch_or(bit, Ordering::SeqCst);
     } else {
-        word.fetch_and(!bit, core::sync::atomic::Ordering::SeqCst);
+        word.fetch_and(!bit, Ordering::SeqCst);
     }
 }
 

@@ -15,7 +15,7 @@
 //! range): the backend checks a request with [`BlkRequest::check`] and answers `Error` or
 //! `NotSupported`.
 
-use crate::ring::{BackRing, FrontRing, Message};
+use crate::ring::{BackRing, FrontRing, Message, coded_field, packed_message};
 
 /// Bytes of a sector.
 pub const SECTOR_BYTES: usize = 512;
@@ -88,6 +88,9 @@ impl BlkStatus {
         }
     }
 }
+
+coded_field!(BlkOp as u8);
+coded_field!(BlkStatus as i16);
 
 /// Part of one granted page: sectors `first_sect..=last_sect` of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -233,20 +236,11 @@ pub struct BlkResponse {
     pub status: BlkStatus,
 }
 
-impl Message for BlkResponse {
-    const WORDS: usize = 2;
-
-    fn encode(&self, w: &mut [u64]) {
-        w[0] = self.id;
-        w[1] = u64::from(self.op.to_raw()) | u64::from(self.status.to_raw() as u16) << 8;
-    }
-
-    fn decode(w: &[u64]) -> BlkResponse {
-        BlkResponse {
-            id: w[0],
-            op: BlkOp::from_raw(w[1] as u8),
-            status: BlkStatus::from_raw((w[1] >> 8) as u16 as i16),
-        }
+packed_message! {
+    BlkResponse, 2 words {
+        id: w[0],
+        op: w[1],
+        status: w[1] >> 8,
     }
 }
 
@@ -289,6 +283,22 @@ mod tests {
         }
         assert_eq!(BlkRequest::WORDS, 11);
         assert_eq!(BlkFrontRing::SIZE, 32);
+    }
+
+    /// A response's words are those the module's slot encoding describes.
+    #[test]
+    fn responses_hold_the_documented_words() {
+        let mut w = [u64::MAX; 2];
+        BlkResponse {
+            id: 9,
+            op: BlkOp::Write,
+            status: BlkStatus::NotSupported,
+        }
+        .encode(&mut w);
+        assert_eq!(w, [9, 0xfffe << 8 | 1]);
+        let rsp = BlkResponse::decode(&[5, 0xffff_ffff_ff00 << 8 | 7]);
+        assert_eq!(rsp.op, BlkOp::Other(7));
+        assert_eq!(rsp.status, BlkStatus::Error);
     }
 
     #[test]

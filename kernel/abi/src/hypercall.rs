@@ -64,101 +64,74 @@ pub const MEMORY_OP: u64 = 13;
 /// Most updates in one [`MMU_UPDATE`] call.
 pub const MMU_BATCH: u64 = 512;
 
-/// Operations of [`GRANT_OP`]. Grant references are small integers handed out lowest first
-/// from 1 (0 is never a valid reference), so a fresh domain's first grant is reference 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum GrantOp {
-    /// `(va, grantee, readonly)`: grants `grantee` access to the caller's page at `va` (a
-    /// data page the caller owns); `readonly` non-zero allows only read-only mappings and
-    /// copies from it. Returns the grant reference.
-    Grant = 0,
-    /// `(gref)`: revokes a grant. Fails with `Busy` while the grantee has it mapped (Xen's
-    /// rule: the granter retries after the grantee unmaps); the frame stays the granter's.
-    End = 1,
-    /// `(granter, gref, va, readonly)`: maps the granted frame at the caller's `va`, which
-    /// must be an unused page of [`crate::layout::MAP_AREA`]; read-only if `readonly` is
-    /// non-zero (required for a read-only grant). Returns a handle for `Unmap`.
-    Map = 2,
-    /// `(handle)`: undoes a `Map`; a second unmap of the same handle fails with `Inval`.
-    Unmap = 3,
-    /// `(copy_ptr)`: copies between a granted frame and the caller's memory, as described
-    /// by the [`crate::mm::GrantCopy`] at `copy_ptr`. Returns the bytes copied.
-    Copy = 4,
-}
-
-impl GrantOp {
-    /// Decodes an operation number.
-    pub fn from_raw(raw: u64) -> Option<GrantOp> {
-        match raw {
-            0 => Some(GrantOp::Grant),
-            1 => Some(GrantOp::End),
-            2 => Some(GrantOp::Map),
-            3 => Some(GrantOp::Unmap),
-            4 => Some(GrantOp::Copy),
-            _ => None,
-        }
+crate::numbered_enum! {
+    /// Operations of [`GRANT_OP`]. Grant references are small integers handed out lowest first
+    /// from 1 (0 is never a valid reference), so a fresh domain's first grant is reference 1.
+    pub enum GrantOp: u64 {
+        /// `(va, grantee, readonly)`: grants `grantee` access to the caller's page at `va` (a
+        /// data page the caller owns); `readonly` non-zero allows only read-only mappings and
+        /// copies from it. Returns the grant reference.
+        Grant = 0,
+        /// `(gref)`: revokes a grant. Fails with `Busy` while the grantee has it mapped (Xen's
+        /// rule: the granter retries after the grantee unmaps); the frame stays the granter's.
+        End = 1,
+        /// `(granter, gref, va, readonly)`: maps the granted frame at the caller's `va`, which
+        /// must be an unused page of [`crate::layout::MAP_AREA`]; read-only if `readonly` is
+        /// non-zero (required for a read-only grant). Returns a handle for `Unmap`.
+        Map = 2,
+        /// `(handle)`: undoes a `Map`; a second unmap of the same handle fails with `Inval`.
+        Unmap = 3,
+        /// `(copy_ptr)`: copies between a granted frame and the caller's memory, as described
+        /// by the [`crate::mm::GrantCopy`] at `copy_ptr`. Returns the bytes copied.
+        Copy = 4,
     }
 }
 
-/// Operations of [`MEMORY_OP`]. Frames are named by machine frame number (physical address
-/// / 4096), as in Xen's PV interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum MemoryOp {
-    /// `(list_ptr, count)`: takes `count` more zeroed frames, within the domain's
-    /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
-    /// Returns how many were taken (fewer if the limit or the machine ran out, and at most
-    /// [`MMU_BATCH`] a call: the hypervisor is not preemptible, so one call's work is
-    /// bounded; ask again for the rest).
-    IncreaseReservation = 0,
-    /// `(list_ptr, count)`: gives back the `count` frames listed; each must be the
-    /// caller's and mapped nowhere. Returns how many were given back before the first
-    /// refused one (or the error, if the first is refused); at most [`MMU_BATCH`] a call.
-    DecreaseReservation = 1,
-    /// `()`: frames the domain holds now, page tables and hypervisor-written pages included.
-    CurrentReservation = 2,
-    /// `()`: the most frames it may hold (`memory_kib` / 4).
-    MaximumReservation = 3,
-}
-
-impl MemoryOp {
-    /// Decodes an operation number.
-    pub fn from_raw(raw: u64) -> Option<MemoryOp> {
-        match raw {
-            0 => Some(MemoryOp::IncreaseReservation),
-            1 => Some(MemoryOp::DecreaseReservation),
-            2 => Some(MemoryOp::CurrentReservation),
-            3 => Some(MemoryOp::MaximumReservation),
-            _ => None,
-        }
+crate::numbered_enum! {
+    /// Operations of [`MEMORY_OP`]. Frames are named by machine frame number (physical address
+    /// / 4096), as in Xen's PV interface.
+    pub enum MemoryOp: u64 {
+        /// `(list_ptr, count)`: takes `count` more zeroed frames, within the domain's
+        /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
+        /// Returns how many were taken (fewer if the limit or the machine ran out, and at most
+        /// [`MMU_BATCH`] a call: the hypervisor is not preemptible, so one call's work is
+        /// bounded; ask again for the rest).
+        IncreaseReservation = 0,
+        /// `(list_ptr, count)`: gives back the `count` frames listed; each must be the
+        /// caller's and mapped nowhere. Returns how many were given back before the first
+        /// refused one (or the error, if the first is refused); at most [`MMU_BATCH`] a call.
+        DecreaseReservation = 1,
+        /// `()`: frames the domain holds now, page tables and hypervisor-written pages included.
+        CurrentReservation = 2,
+        /// `()`: the most frames it may hold (`memory_kib` / 4).
+        MaximumReservation = 3,
     }
 }
 
-/// Operations of [`EVTCHN_OP`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum EvtchnOp {
-    /// `(remote_domain)`: allocates a port for `remote_domain` to bind to; returns the port.
-    AllocUnbound = 0,
-    /// `(remote_domain, remote_port)`: binds a new port to `remote_port` of
-    /// `remote_domain`, which must have been allocated for us; returns the new port.
-    BindInterdomain = 1,
-    /// `(port)`: sends an event to the far end of `port`.
-    Send = 2,
-    /// `(port)`: closes `port`; the far end goes back to unbound.
-    Close = 3,
-    /// `(virq, vcpu)`: binds a new port to virtual IRQ `virq` (see [`virq`]) of vCPU
-    /// `vcpu` (the timer is per vCPU; `DOM_EXC` goes to vCPU 0 whatever is named); returns
-    /// the port, which notifies `vcpu`.
-    BindVirq = 4,
-    /// `(port, vcpu)`: events on `port` notify (wake, or upcall) vCPU `vcpu` of the calling
-    /// domain from now on, instead of vCPU 0.
-    BindVcpu = 5,
-    /// `(port)`: clears the port's mask bit and, if it is pending, notifies its vCPU as a
-    /// new event would (Xen's `EVTCHNOP_unmask`). Clearing the bit in the counters page by
-    /// hand also unmasks, but does not notify.
-    Unmask = 6,
+crate::numbered_enum! {
+    /// Operations of [`EVTCHN_OP`].
+    pub enum EvtchnOp: u64 {
+        /// `(remote_domain)`: allocates a port for `remote_domain` to bind to; returns the port.
+        AllocUnbound = 0,
+        /// `(remote_domain, remote_port)`: binds a new port to `remote_port` of
+        /// `remote_domain`, which must have been allocated for us; returns the new port.
+        BindInterdomain = 1,
+        /// `(port)`: sends an event to the far end of `port`.
+        Send = 2,
+        /// `(port)`: closes `port`; the far end goes back to unbound.
+        Close = 3,
+        /// `(virq, vcpu)`: binds a new port to virtual IRQ `virq` (see [`virq`]) of vCPU
+        /// `vcpu` (the timer is per vCPU; `DOM_EXC` goes to vCPU 0 whatever is named); returns
+        /// the port, which notifies `vcpu`.
+        BindVirq = 4,
+        /// `(port, vcpu)`: events on `port` notify (wake, or upcall) vCPU `vcpu` of the calling
+        /// domain from now on, instead of vCPU 0.
+        BindVcpu = 5,
+        /// `(port)`: clears the port's mask bit and, if it is pending, notifies its vCPU as a
+        /// new event would (Xen's `EVTCHNOP_unmask`). Clearing the bit in the counters page by
+        /// hand also unmasks, but does not notify.
+        Unmask = 6,
+    }
 }
 
 /// Virtual IRQs: events the hypervisor itself sends, once a domain binds a port to them.
@@ -171,72 +144,32 @@ pub mod virq {
     pub const COUNT: u32 = 2;
 }
 
-impl EvtchnOp {
-    /// Decodes an operation number.
-    pub fn from_raw(raw: u64) -> Option<EvtchnOp> {
-        match raw {
-            0 => Some(EvtchnOp::AllocUnbound),
-            1 => Some(EvtchnOp::BindInterdomain),
-            2 => Some(EvtchnOp::Send),
-            3 => Some(EvtchnOp::Close),
-            4 => Some(EvtchnOp::BindVirq),
-            5 => Some(EvtchnOp::BindVcpu),
-            6 => Some(EvtchnOp::Unmask),
-            _ => None,
-        }
+crate::numbered_enum! {
+    /// Operations of [`SCHED_OP`].
+    pub enum SchedOp: u64 {
+        /// Give up the CPU; stay runnable.
+        Yield = 0,
+        /// Sleep until the timer fires or an event for this vCPU arrives (returns at once while
+        /// an unmasked event is pending on a port that notifies this vCPU).
+        Block = 1,
+        /// End the calling domain with exit code `arg` (0 = clean exit).
+        Shutdown = 2,
+        /// `(ports_ptr, count)`: sleep until one of `count` (at most 64) event-channel ports,
+        /// an array of `u32` in guest memory, is pending; returns at once if one is. Like
+        /// `Block`, it may also return on the timer or another event: callers check and loop.
+        Poll = 3,
     }
 }
 
-/// Operations of [`SCHED_OP`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum SchedOp {
-    /// Give up the CPU; stay runnable.
-    Yield = 0,
-    /// Sleep until the timer fires or an event for this vCPU arrives (returns at once while
-    /// an unmasked event is pending on a port that notifies this vCPU).
-    Block = 1,
-    /// End the calling domain with exit code `arg` (0 = clean exit).
-    Shutdown = 2,
-    /// `(ports_ptr, count)`: sleep until one of `count` (at most 64) event-channel ports,
-    /// an array of `u32` in guest memory, is pending; returns at once if one is. Like
-    /// `Block`, it may also return on the timer or another event: callers check and loop.
-    Poll = 3,
-}
-
-impl SchedOp {
-    /// Decodes an operation number.
-    pub fn from_raw(raw: u64) -> Option<SchedOp> {
-        match raw {
-            0 => Some(SchedOp::Yield),
-            1 => Some(SchedOp::Block),
-            2 => Some(SchedOp::Shutdown),
-            3 => Some(SchedOp::Poll),
-            _ => None,
-        }
-    }
-}
-
-/// Operations of [`VCPU_OP`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum VcpuOp {
-    /// Start a vCPU of this domain that is down: one that never ran starts at the domain's
-    /// entry point; one that went down with `Down` resumes where it called it (its `Down`
-    /// returns 0). A vCPU that is up already is left as it is.
-    Up = 0,
-    /// Take the calling vCPU down (it stops being scheduled until brought up again).
-    Down = 1,
-}
-
-impl VcpuOp {
-    /// Decodes an operation number.
-    pub fn from_raw(raw: u64) -> Option<VcpuOp> {
-        match raw {
-            0 => Some(VcpuOp::Up),
-            1 => Some(VcpuOp::Down),
-            _ => None,
-        }
+crate::numbered_enum! {
+    /// Operations of [`VCPU_OP`].
+    pub enum VcpuOp: u64 {
+        /// Start a vCPU of this domain that is down: one that never ran starts at the domain's
+        /// entry point; one that went down with `Down` resumes where it called it (its `Down`
+        /// returns 0). A vCPU that is up already is left as it is.
+        Up = 0,
+        /// Take the calling vCPU down (it stops being scheduled until brought up again).
+        Down = 1,
     }
 }
 
@@ -244,4 +177,36 @@ impl VcpuOp {
 pub mod shutdown {
     /// The guest runtime's panic handler.
     pub const CRASH: u64 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Debug;
+
+    /// The numbers of a multiplexed call's operations run from 0 without a gap (the
+    /// hypervisor refuses the first number past them: `hostile-pt` probes it), and each
+    /// decodes to its operation.
+    fn dense<T: Copy + PartialEq + Debug>(
+        all: &[T],
+        number: fn(T) -> u64,
+        decode: fn(u64) -> Option<T>,
+    ) {
+        for (i, &op) in all.iter().enumerate() {
+            assert_eq!(number(op), i as u64, "{op:?}");
+            assert_eq!(decode(i as u64), Some(op));
+        }
+        assert_eq!(decode(all.len() as u64), None);
+        assert_eq!(decode(1 << 32), None);
+        assert_eq!(decode(u64::MAX), None);
+    }
+
+    #[test]
+    fn operation_numbers_are_dense_and_decode() {
+        dense(&GrantOp::ALL, |op| op as u64, GrantOp::from_raw);
+        dense(&MemoryOp::ALL, |op| op as u64, MemoryOp::from_raw);
+        dense(&EvtchnOp::ALL, |op| op as u64, EvtchnOp::from_raw);
+        dense(&SchedOp::ALL, |op| op as u64, SchedOp::from_raw);
+        dense(&VcpuOp::ALL, |op| op as u64, VcpuOp::from_raw);
+    }
 }

@@ -18,6 +18,7 @@ pub mod hypercall;
 pub mod layout;
 pub mod mm;
 pub mod netif;
+mod numbered;
 pub mod plan;
 #[cfg(feature = "alloc")]
 pub mod results;

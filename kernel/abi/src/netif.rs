@@ -16,7 +16,7 @@
 //!
 //! The transmit ring has 128 slots, the receive ring 256.
 
-use crate::ring::{BackRing, FrontRing, Message};
+use crate::ring::{BackRing, FrontRing, coded_field, packed_message};
 
 /// Largest packet, in bytes.
 pub const MTU: usize = 1500;
@@ -54,6 +54,8 @@ impl NetStatus {
     }
 }
 
+coded_field!(NetStatus as i16);
+
 /// Asks the backend to send `len` bytes at `offset` of the page granted as `gref`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxRequest {
@@ -78,22 +80,13 @@ impl TxRequest {
     }
 }
 
-impl Message for TxRequest {
-    const WORDS: usize = 2;
-
-    fn encode(&self, w: &mut [u64]) {
-        w[0] = u64::from(self.gref) | u64::from(self.offset) << 32 | u64::from(self.len) << 48;
-        w[1] = u64::from(self.id) | u64::from(self.flags) << 16;
-    }
-
-    fn decode(w: &[u64]) -> TxRequest {
-        TxRequest {
-            gref: w[0] as u32,
-            offset: (w[0] >> 32) as u16,
-            len: (w[0] >> 48) as u16,
-            id: w[1] as u16,
-            flags: (w[1] >> 16) as u16,
-        }
+packed_message! {
+    TxRequest, 2 words {
+        gref: w[0],
+        offset: w[0] >> 32,
+        len: w[0] >> 48,
+        id: w[1],
+        flags: w[1] >> 16,
     }
 }
 
@@ -104,18 +97,10 @@ pub struct TxResponse {
     pub status: NetStatus,
 }
 
-impl Message for TxResponse {
-    const WORDS: usize = 1;
-
-    fn encode(&self, w: &mut [u64]) {
-        w[0] = u64::from(self.id) | u64::from(self.status.to_raw() as u16) << 16;
-    }
-
-    fn decode(w: &[u64]) -> TxResponse {
-        TxResponse {
-            id: w[0] as u16,
-            status: NetStatus::from_raw((w[0] >> 16) as u16 as i16),
-        }
+packed_message! {
+    TxResponse, 1 word {
+        id: w[0],
+        status: w[0] >> 16,
     }
 }
 
@@ -127,18 +112,10 @@ pub struct RxRequest {
     pub gref: u32,
 }
 
-impl Message for RxRequest {
-    const WORDS: usize = 1;
-
-    fn encode(&self, w: &mut [u64]) {
-        w[0] = u64::from(self.id) | u64::from(self.gref) << 32;
-    }
-
-    fn decode(w: &[u64]) -> RxRequest {
-        RxRequest {
-            id: w[0] as u16,
-            gref: (w[0] >> 32) as u32,
-        }
+packed_message! {
+    RxRequest, 1 word {
+        id: w[0],
+        gref: w[0] >> 32,
     }
 }
 
@@ -186,23 +163,12 @@ impl RxResponse {
     }
 }
 
-impl Message for RxResponse {
-    const WORDS: usize = 1;
-
-    fn encode(&self, w: &mut [u64]) {
-        w[0] = u64::from(self.id)
-            | u64::from(self.offset) << 16
-            | u64::from(self.status as u16) << 32
-            | u64::from(self.flags) << 48;
-    }
-
-    fn decode(w: &[u64]) -> RxResponse {
-        RxResponse {
-            id: w[0] as u16,
-            offset: (w[0] >> 16) as u16,
-            status: (w[0] >> 32) as u16 as i16,
-            flags: (w[0] >> 48) as u16,
-        }
+packed_message! {
+    RxResponse, 1 word {
+        id: w[0],
+        offset: w[0] >> 16,
+        status: w[0] >> 32,
+        flags: w[0] >> 48,
     }
 }
 
@@ -218,6 +184,7 @@ pub type RxBackRing<'a> = BackRing<'a, RxRequest, RxResponse>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Message;
 
     fn roundtrip<M: Message>(m: &M) -> M {
         let mut w = [0u64; 4];
@@ -251,6 +218,47 @@ mod tests {
         assert_eq!(rsp.packet_len(), Ok(MTU));
         assert_eq!(TxFrontRing::SIZE, 128);
         assert_eq!(RxFrontRing::SIZE, 256);
+    }
+
+    /// The words are those the module's slot encoding describes.
+    #[test]
+    fn slots_hold_the_documented_words() {
+        let mut w = [0u64; 2];
+        TxRequest {
+            gref: 0x1234_5678,
+            offset: 0x9abc,
+            len: 0x0def,
+            id: 0x1111,
+            flags: 0x2222,
+        }
+        .encode(&mut w);
+        assert_eq!(w, [0x0def_9abc_1234_5678, 0x2222_1111]);
+        let mut w = [u64::MAX];
+        TxResponse {
+            id: 7,
+            status: NetStatus::Dropped,
+        }
+        .encode(&mut w);
+        assert_eq!(w, [0xfffe_0007]);
+        RxRequest {
+            id: 3,
+            gref: 0x8000_0001,
+        }
+        .encode(&mut w);
+        assert_eq!(w, [0x8000_0001_0000_0003]);
+        RxResponse {
+            id: 1,
+            offset: 2,
+            status: -1,
+            flags: 4,
+        }
+        .encode(&mut w);
+        assert_eq!(w, [0x0004_ffff_0002_0001]);
+        // Bits no field uses are ignored.
+        assert_eq!(
+            TxRequest::decode(&[0x0def_9abc_1234_5678, 0xffff_ffff_2222_1111]).flags,
+            0x2222
+        );
     }
 
     #[test]

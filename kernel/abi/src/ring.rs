@@ -63,6 +63,89 @@ pub trait Message: Sized {
     fn decode(words: &[u64]) -> Self;
 }
 
+/// A value that sits at a bit offset of a slot word (see [`packed_message!`]).
+pub(crate) trait Field: Copy {
+    /// Its bits, zero-extended to a word.
+    fn to_bits(self) -> u64;
+    /// The value of the low bits of `bits`, as many as its width (any word decodes).
+    fn from_bits(bits: u64) -> Self;
+}
+
+macro_rules! unsigned_field {
+    ($($t:ty),*) => {
+        $(impl Field for $t {
+            fn to_bits(self) -> u64 {
+                u64::from(self)
+            }
+
+            fn from_bits(bits: u64) -> $t {
+                bits as $t
+            }
+        })*
+    };
+}
+
+unsigned_field!(u8, u16, u32, u64);
+
+/// A signed status, as its 16 bits.
+impl Field for i16 {
+    fn to_bits(self) -> u64 {
+        u64::from(self as u16)
+    }
+
+    fn from_bits(bits: u64) -> i16 {
+        bits as u16 as i16
+    }
+}
+
+/// Implements [`Field`] for a type that travels as a code of type `$raw`, through its
+/// `to_raw` and `from_raw`.
+macro_rules! coded_field {
+    ($t:ty as $raw:ty) => {
+        impl $crate::ring::Field for $t {
+            fn to_bits(self) -> u64 {
+                $crate::ring::Field::to_bits(self.to_raw())
+            }
+
+            fn from_bits(bits: u64) -> $t {
+                <$t>::from_raw(<$raw as $crate::ring::Field>::from_bits(bits))
+            }
+        }
+    };
+}
+pub(crate) use coded_field;
+
+/// Implements [`Message`] for a struct each of whose fields sits at a bit offset of one
+/// word of the slot, listed as it is decoded: `field: w[word] >> shift` (no shift for bit 0).
+/// Encoding writes each field's bits into its word (every word starts at zero); decoding
+/// takes them back, truncated to the field's width, so any words decode.
+macro_rules! packed_message {
+    ($ty:ident, 1 word { $($fields:tt)* }) => {
+        $crate::ring::packed_message!($ty, 1 words { $($fields)* });
+    };
+    (
+        $ty:ident, $words:literal words {
+            $($field:ident: w[$word:literal] $(>> $shift:literal)?),* $(,)?
+        }
+    ) => {
+        impl $crate::ring::Message for $ty {
+            const WORDS: usize = $words;
+
+            fn encode(&self, w: &mut [u64]) {
+                w.fill(0);
+                $(w[$word] |= $crate::ring::Field::to_bits(self.$field) $(<< $shift)?;)*
+            }
+
+            fn decode(w: &[u64]) -> $ty {
+                $ty {
+                    $($field: $crate::ring::Field::from_bits(w[$word] $(>> $shift)?),)*
+                }
+            }
+        }
+    };
+}
+pub(crate) use packed_message;
+
 /// Slots of a ring whose slots are `slot_words` words: the largest power of two that fits in
 /// the page after the header.
 pub const fn ring_size(slot_words: usize) -> u32 {

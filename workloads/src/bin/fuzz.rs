@@ -1207,71 +1207,46 @@ fn callee_saved_survive_yield(pattern: u64) -> Option<(usize, u64, u64)> {
         .map(|(r, (w, g))| (*r, *w, *g))
 }
 
-/// The exceptions and hostile acts of `mode` 2, each of which must end the domain.
-#[derive(Clone, Copy, Debug)]
-enum Exc {
-    Ud2,
-    Int3,
-    IntN,
-    DivideByZero,
-    DivideOverflow,
-    JumpNonCanonical,
-    JumpHypervisor,
-    JumpUnmapped,
-    ExecuteStack,
-    MisalignedStackSse,
-    PushNonCanonicalRsp,
-    PushHypervisorRsp,
-    TrapFlag,
-    TrapFlagSyscall,
-    TrapFlagMovSsSyscall,
-    Icebp,
-    BadCallbackReturn,
-    UpcallOnWildStack,
-    StackOverflow,
-    CompatSyscall,
-    Hlt,
-    Swapgs,
-    Sysret,
-    IretqToRing0,
-    Wrmsr,
-    SyscallNonCanonicalRsp,
+abi::numbered_enum! {
+    /// The exceptions and hostile acts of `mode` 2, each of which must end the domain; the
+    /// number is the one argument `exc` names.
+    enum Exc: u64 {
+        Ud2 = 0,
+        Int3 = 1,
+        IntN = 2,
+        DivideByZero = 3,
+        DivideOverflow = 4,
+        JumpNonCanonical = 5,
+        JumpHypervisor = 6,
+        JumpUnmapped = 7,
+        ExecuteStack = 8,
+        MisalignedStackSse = 9,
+        PushNonCanonicalRsp = 10,
+        PushHypervisorRsp = 11,
+        TrapFlag = 12,
+        TrapFlagSyscall = 13,
+        TrapFlagMovSsSyscall = 14,
+        Icebp = 15,
+        BadCallbackReturn = 16,
+        UpcallOnWildStack = 17,
+        StackOverflow = 18,
+        CompatSyscall = 19,
+        Hlt = 20,
+        Swapgs = 21,
+        Sysret = 22,
+        IretqToRing0 = 23,
+        Wrmsr = 24,
+        SyscallNonCanonicalRsp = 25,
+    }
 }
 
 impl Exc {
-    const COUNT: u64 = 26;
+    /// How many there are.
+    const COUNT: u64 = Exc::ALL.len() as u64;
 
+    /// The act `n` names, modulo [`Exc::COUNT`].
     fn from(n: u64) -> Exc {
-        use Exc::*;
-        const ALL: [Exc; Exc::COUNT as usize] = [
-            Ud2,
-            Int3,
-            IntN,
-            DivideByZero,
-            DivideOverflow,
-            JumpNonCanonical,
-            JumpHypervisor,
-            JumpUnmapped,
-            ExecuteStack,
-            MisalignedStackSse,
-            PushNonCanonicalRsp,
-            PushHypervisorRsp,
-            TrapFlag,
-            TrapFlagSyscall,
-            TrapFlagMovSsSyscall,
-            Icebp,
-            BadCallbackReturn,
-            UpcallOnWildStack,
-            StackOverflow,
-            CompatSyscall,
-            Hlt,
-            Swapgs,
-            Sysret,
-            IretqToRing0,
-            Wrmsr,
-            SyscallNonCanonicalRsp,
-        ];
-        ALL[(n % Exc::COUNT) as usize]
+        Exc::ALL[(n % Exc::COUNT) as usize]
     }
 }
 
@@ -1336,16 +1311,7 @@ fn raise(seed: u64) -> u64 {
                 "mov rsp, rax",
                 out("rax") _
             ),
-            Exc::TrapFlag => asm!(
-                "pushfq",
-                "or qword ptr [rsp], 0x100",
-                "popfq",
-                "nop",
-                "nop",
-                "pushfq",
-                "and qword ptr [rsp], -0x101",
-                "popfq"
-            ),
+            Exc::TrapFlag => hostile::single_step(),
             Exc::TrapFlagSyscall => asm!(
                 "pushfq",
                 "or qword ptr [rsp], 0x100",

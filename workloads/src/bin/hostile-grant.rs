@@ -143,12 +143,13 @@ impl Checks {
 }
 
 /// Waits for the peer's event on `port`, at most [`STEP_TIMEOUT_NS`]; false (after saying
-/// so) if it never came.
-fn wait_peer(port: u32, step: &str) -> bool {
+/// so, and counting it wrong) if it never came.
+fn wait_peer(c: &mut Checks, port: u32, step: &str) -> bool {
     let deadline = time::now_ns() + STEP_TIMEOUT_NS;
     while !shared::take_event(port) {
         if time::now_ns() >= deadline {
             println!("WRONG: no event from the peer before {step}");
+            c.wrong += 1;
             return false;
         }
         // Either the timer or the event ends the block; the loop re-checks both.
@@ -163,6 +164,13 @@ fn notify(c: &mut Checks, port: u32) {
     if hypercall::evtchn_send(port).is_err() {
         c.that("event to the peer", false);
     }
+}
+
+/// Hands the peer its next step (an event on `port`), then waits for the event that starts
+/// `step`, as [`wait_peer`].
+fn hand_over(c: &mut Checks, port: u32, step: &str) -> bool {
+    notify(c, port);
+    wait_peer(c, port, step)
 }
 
 /// Word `i` of the mapped page at `va`.
@@ -234,8 +242,7 @@ fn granter(me: u32, c: &mut Checks) {
         }
     };
     c.that("the first port is port 1", port == PORT);
-    if !wait_peer(port, "step 3") {
-        c.wrong += 1;
+    if !wait_peer(c, port, "step 3") {
         return;
     }
 
@@ -251,9 +258,7 @@ fn granter(me: u32, c: &mut Checks) {
         hypercall::grant_end(1),
         &[Busy],
     );
-    notify(c, port);
-    if !wait_peer(port, "step 5") {
-        c.wrong += 1;
+    if !hand_over(c, port, "step 5") {
         return;
     }
 
@@ -357,9 +362,7 @@ fn grantee(me: u32, c: &mut Checks) {
                 .all(|(i, w)| w == b_word(8 + i).to_le_bytes()),
         );
     }
-    notify(c, port);
-    if !wait_peer(port, "step 4") {
-        c.wrong += 1;
+    if !hand_over(c, port, "step 4") {
         return;
     }
 
@@ -377,9 +380,7 @@ fn grantee(me: u32, c: &mut Checks) {
         hypercall::grant_unmap(77),
         &[Inval],
     );
-    notify(c, port);
-    if !wait_peer(port, "step 6") {
-        c.wrong += 1;
+    if !hand_over(c, port, "step 6") {
         return;
     }
 

@@ -93,6 +93,21 @@ fn raw(number: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, 
     hypercall::result(unsafe { hypercall::raw(number, a0, a1, a2, a3, a4) })
 }
 
+/// `memory_op(op, list, count)`, whatever the list and count.
+fn memory_op(op: nr::MemoryOp, list: u64, count: u64) -> Result<u64, Errno> {
+    raw(nr::MEMORY_OP, op as u64, list, count, 0, 0)
+}
+
+/// `grant_op(Copy)` with the descriptor at `desc`, whatever is there.
+fn grant_copy(desc: u64) -> Result<u64, Errno> {
+    raw(nr::GRANT_OP, nr::GrantOp::Copy as u64, desc, 0, 0, 0)
+}
+
+/// `sched_op(Poll)` on `count` ports at `ports`, whatever is there.
+fn poll(ports: u64, count: u64) -> Result<u64, Errno> {
+    raw(nr::SCHED_OP, nr::SchedOp::Poll as u64, ports, count, 0, 0)
+}
+
 /// Scratch tables: L3 at root[100], L2 at L3[0], L1 at L2[0], a data page at L1[0].
 struct Scratch {
     l3: u64,
@@ -555,6 +570,24 @@ fn hcall_numbers() -> u64 {
     c.verdict()
 }
 
+/// A hypercall made with the address it is given.
+type AtAddress = fn(u64) -> Result<u64, Errno>;
+
+/// Calls that read or write memory at the address they are given: (name, the call). A wild
+/// address must fail with `Fault`.
+const TOUCHING: [(&str, AtAddress); 6] = [
+    ("console_write", |p| raw(nr::CONSOLE_WRITE, p, 16, 0, 0, 0)),
+    ("poll", |p| poll(p, 4)),
+    ("mmu_update", |p| raw(nr::MMU_UPDATE, p, 2, 0, 0, 0)),
+    ("increase_reservation list", |p| {
+        memory_op(nr::MemoryOp::IncreaseReservation, p, 2)
+    }),
+    ("decrease_reservation list", |p| {
+        memory_op(nr::MemoryOp::DecreaseReservation, p, 2)
+    }),
+    ("grant copy descriptor", grant_copy),
+];
+
 /// Addresses no call may touch: (name, address).
 const WILD: [(&str, u64); 8] = [
     ("the direct map", 0xffff_8000_0000_0000),
@@ -574,50 +607,9 @@ fn hcall_pointers() -> u64 {
     let mut c = Checks::new("hcall-pointers");
     let held = hypercall::current_reservation();
     for (what, p) in WILD {
-        c.eq(
-            &fmt_what("console_write", what),
-            raw(nr::CONSOLE_WRITE, p, 16, 0, 0, 0),
-            Err(Fault),
-        );
-        c.eq(
-            &fmt_what("poll", what),
-            raw(nr::SCHED_OP, nr::SchedOp::Poll as u64, p, 4, 0, 0),
-            Err(Fault),
-        );
-        c.eq(
-            &fmt_what("mmu_update", what),
-            raw(nr::MMU_UPDATE, p, 2, 0, 0, 0),
-            Err(Fault),
-        );
-        c.eq(
-            &fmt_what("increase_reservation list", what),
-            raw(
-                nr::MEMORY_OP,
-                nr::MemoryOp::IncreaseReservation as u64,
-                p,
-                2,
-                0,
-                0,
-            ),
-            Err(Fault),
-        );
-        c.eq(
-            &fmt_what("decrease_reservation list", what),
-            raw(
-                nr::MEMORY_OP,
-                nr::MemoryOp::DecreaseReservation as u64,
-                p,
-                2,
-                0,
-                0,
-            ),
-            Err(Fault),
-        );
-        c.eq(
-            &fmt_what("grant copy descriptor", what),
-            raw(nr::GRANT_OP, nr::GrantOp::Copy as u64, p, 0, 0, 0),
-            Err(Fault),
-        );
+        for (call, at) in TOUCHING {
+            c.eq(&fmt_what(call, what), at(p), Err(Fault));
+        }
         c.one_of(
             &fmt_what("set_callback", what),
             raw(nr::SET_CALLBACK, p, 0, 0, 0, 0),
@@ -649,14 +641,7 @@ fn hcall_pointers() -> u64 {
     ] {
         c.eq(
             &fmt_what("increase_reservation list", what),
-            raw(
-                nr::MEMORY_OP,
-                nr::MemoryOp::IncreaseReservation as u64,
-                p,
-                3,
-                0,
-                0,
-            ),
+            memory_op(nr::MemoryOp::IncreaseReservation, p, 3),
             Err(Fault),
         );
         let copy = abi::mm::GrantCopy {
@@ -670,14 +655,7 @@ fn hcall_pointers() -> u64 {
         };
         c.one_of(
             &fmt_what("grant copy into", what),
-            raw(
-                nr::GRANT_OP,
-                nr::GrantOp::Copy as u64,
-                &copy as *const _ as u64,
-                0,
-                0,
-                0,
-            ),
+            grant_copy(&copy as *const _ as u64),
             &[Err(Fault), Err(Perm), Err(Inval), Err(Errno::Srch)],
         );
     }
@@ -707,14 +685,7 @@ fn hcall_lengths() -> u64 {
     for count in [0u64, 65, 1 << 32, u64::MAX] {
         c.eq(
             &fmt_what("poll", "a bad count"),
-            raw(
-                nr::SCHED_OP,
-                nr::SchedOp::Poll as u64,
-                ports.as_ptr() as u64,
-                count,
-                0,
-                0,
-            ),
+            poll(ports.as_ptr() as u64, count),
             Err(Inval),
         );
     }
@@ -741,13 +712,10 @@ fn hcall_lengths() -> u64 {
         return xtf::error("hcall-lengths", format_args!("mapping the list page"));
     }
     let held_with_list = hypercall::current_reservation();
-    let got = raw(
-        nr::MEMORY_OP,
-        nr::MemoryOp::IncreaseReservation as u64,
+    let got = memory_op(
+        nr::MemoryOp::IncreaseReservation,
         list_va + 4096 - 64,
         u64::MAX,
-        0,
-        0,
     );
     c.one_of(
         "increase_reservation of 2^64 - 1 frames into an 8-entry list",
@@ -770,14 +738,7 @@ fn hcall_lengths() -> u64 {
     let mut list = [0u64; 8];
     c.one_of(
         "decrease_reservation of 2^64 - 1 frames from a list of garbage",
-        raw(
-            nr::MEMORY_OP,
-            nr::MemoryOp::DecreaseReservation as u64,
-            MAP_AREA,
-            u64::MAX,
-            0,
-            0,
-        ),
+        memory_op(nr::MemoryOp::DecreaseReservation, MAP_AREA, u64::MAX),
         &[Err(Fault), Err(Perm), Err(Inval)],
     );
     let copy = abi::mm::GrantCopy {
@@ -791,14 +752,7 @@ fn hcall_lengths() -> u64 {
     };
     c.one_of(
         "grant copy of 2^32 - 1 bytes",
-        raw(
-            nr::GRANT_OP,
-            nr::GrantOp::Copy as u64,
-            &copy as *const _ as u64,
-            0,
-            0,
-            0,
-        ),
+        grant_copy(&copy as *const _ as u64),
         &[Err(Inval), Err(Perm), Err(Errno::Srch)],
     );
     let copy = abi::mm::GrantCopy {
@@ -808,14 +762,7 @@ fn hcall_lengths() -> u64 {
     };
     c.one_of(
         "grant copy at offset 2^32 - 1",
-        raw(
-            nr::GRANT_OP,
-            nr::GrantOp::Copy as u64,
-            &copy as *const _ as u64,
-            0,
-            0,
-            0,
-        ),
+        grant_copy(&copy as *const _ as u64),
         &[Err(Inval), Err(Perm), Err(Errno::Srch)],
     );
     c.verdict()

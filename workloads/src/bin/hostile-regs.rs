@@ -15,7 +15,6 @@
 #![no_std]
 #![no_main]
 
-use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::layout::{STACK_STRIDE, STACK_TOP};
@@ -47,34 +46,27 @@ const GPR_NAMES: [&str; 15] = [
     "rax",
 ];
 
-global_asm!(
-    ".pushsection .text._start, \"ax\", @progbits",
-    ".globl _start",
-    ".type _start, @function",
-    "_start:",
-    "pushfq",
-    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
-    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
-    "sub rsp, 280",
-    ".irp r, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
-    "movdqu [rsp + 16 * \\r], xmm\\r",
-    ".endr",
-    "stmxcsr [rsp + 256]",
-    "fnstcw [rsp + 260]",
-    "mov ax, ds", "mov [rsp + 262], ax",
-    "mov ax, es", "mov [rsp + 264], ax",
-    "mov ax, fs", "mov [rsp + 266], ax",
-    "mov ax, gs", "mov [rsp + 268], ax",
-    "mov ax, ss", "mov [rsp + 270], ax",
-    "mov ax, cs", "mov [rsp + 272], ax",
-    "mov rsi, rsp",
-    "xor ebp, ebp",
-    "and rsp, -16",
-    "call {entry}",
-    "ud2",
-    ".size _start, . - _start",
-    ".popsection",
-    entry = sym regs_entry,
+workloads::entry!(
+    start: regs_entry,
+    prologue: [
+        "pushfq",
+        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+        "push r8", "push r9", "push r10", "push r11",
+        "push r12", "push r13", "push r14", "push r15",
+        "sub rsp, 280",
+        ".irp r, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+        "movdqu [rsp + 16 * \\r], xmm\\r",
+        ".endr",
+        "stmxcsr [rsp + 256]",
+        "fnstcw [rsp + 260]",
+        "mov ax, ds", "mov [rsp + 262], ax",
+        "mov ax, es", "mov [rsp + 264], ax",
+        "mov ax, fs", "mov [rsp + 266], ax",
+        "mov ax, gs", "mov [rsp + 268], ax",
+        "mov ax, ss", "mov [rsp + 270], ax",
+        "mov ax, cs", "mov [rsp + 272], ax",
+        "mov rsi, rsp",
+    ]
 );
 
 const _: () = assert!(core::mem::size_of::<Entry>() == 280 + 16 * 8);

@@ -50,7 +50,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use abi::hypercall as nr;
 use abi::layout::SHARED_INFO;
 use workloads::xtf::{self, Checks};
-use workloads::{entry, hypercall, println, rt, shared, time, upcall};
+use workloads::{entry, hostile, hypercall, println, rt, shared, time, upcall};
 
 entry!(main);
 
@@ -185,19 +185,7 @@ fn main(vcpu: usize) -> u64 {
         6 => flags(),
         7 => {
             xtf::expect_killed("tf", "single-step trap (exception 1)");
-            // SAFETY: sets TF; the trap after the next instruction kills the domain.
-            unsafe {
-                asm!(
-                    "pushfq",
-                    "or qword ptr [rsp], 0x100",
-                    "popfq",
-                    "nop",
-                    "nop",
-                    "pushfq",
-                    "and qword ptr [rsp], ~0x100",
-                    "popfq"
-                )
-            };
+            hostile::single_step();
             xtf::survived("tf", format_args!("single-stepping"))
         }
         8 => sysret_hole("sysret-null", nr::NULL),

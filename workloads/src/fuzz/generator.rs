@@ -331,6 +331,13 @@ const EDGES: [u64; 38] = [
     -14i64 as u64,
 ];
 
+/// An operation number a multiplexed call with operations `all` must refuse: the two past
+/// its last, `valid` with a high bit set (the hypervisor must not truncate), 2^63, 2^64 - 1.
+fn bad_op<T>(r: &mut Rng, all: &[T], valid: u64) -> u64 {
+    let past = all.len() as u64;
+    r.pick(&[past, past + 1, 1 << 32 | valid, 1 << 63, u64::MAX])
+}
+
 /// A number: an edge value, a small one, or random bits of random width.
 pub fn num(r: &mut Rng) -> u64 {
     match r.below(4) {
@@ -842,7 +849,7 @@ fn vcpu(op: Op, r: &mut Rng, env: &Env) -> Call {
             Op::VcpuBad,
             nr::VCPU_OP,
             [
-                r.pick(&[2, 3, 1 << 32 | VcpuOp::Down as u64, 1 << 63, u64::MAX]),
+                bad_op(r, &VcpuOp::ALL, VcpuOp::Down as u64),
                 num(r),
                 num(r),
                 num(r),
@@ -1023,7 +1030,7 @@ fn evtchn(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects) -> Call {
             Op::EvBad,
             nr::EVTCHN_OP,
             [
-                r.pick(&[7, 8, 1 << 32 | EvtchnOp::Send as u64, 1 << 63, u64::MAX]),
+                bad_op(r, &EvtchnOp::ALL, EvtchnOp::Send as u64),
                 port(r, objs).0,
                 num(r),
                 num(r),
@@ -1209,7 +1216,7 @@ fn grant(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
             Op::GrantBad,
             nr::GRANT_OP,
             [
-                r.pick(&[5, 6, 1 << 32 | GrantOp::Map as u64, 1 << 63, u64::MAX]),
+                bad_op(r, &GrantOp::ALL, GrantOp::Map as u64),
                 num(r),
                 num(r),
                 MAP_AREA,
