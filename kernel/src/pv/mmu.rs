@@ -19,17 +19,23 @@ use abi::mm::MmuUpdate;
 
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
-use crate::mm::frame_table::{errno, free_all, with};
+use crate::mm::frame_table::{DirectMap, errno, free_all, table};
 use crate::mm::frames;
 use crate::mm::guest::{copy_from_guest, copy_to_guest};
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
 /// was present).
 fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
-    let (stale, freed) = with(|t, mem| {
-        let stale = t.update_entry(domain.id, update.ptr, update.val, mem);
-        (stale, t.take_freed())
-    });
+    // Frames whose last reference the update dropped (an unlinked L1 held the last mapping
+    // of a dead granter's frame): freed once no TLB can reach them.
+    let mut freed = Vec::new();
+    let stale = table().update_entry(
+        domain.id,
+        update.ptr,
+        update.val,
+        &mut DirectMap,
+        &mut freed,
+    );
     if !freed.is_empty() {
         domain.flush_tlbs();
         free_all(freed);
@@ -156,7 +162,7 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
                         // SAFETY: a frame just taken from the allocator, direct-mapped,
                         // ours alone until assigned below.
                         unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
-                        if with(|t, _| t.assign(phys >> 12, domain.id, false)).is_err() {
+                        if table().assign(phys >> 12, domain.id, false).is_err() {
                             let _ = frames::free_frame(phys);
                             break;
                         }
@@ -208,7 +214,7 @@ fn give_back(domain: &Domain, mfns: &[u64]) -> Result<(), Errno> {
     let mut life = domain.life.lock();
     let space = life.space.as_mut().ok_or(Errno::Srch)?;
     for &mfn in mfns {
-        with(|t, _| t.release(mfn, domain.id)).map_err(errno)?;
+        table().release(mfn, domain.id).map_err(errno)?;
         space.remove_frame(mfn << 12);
         free_all([mfn]);
     }
