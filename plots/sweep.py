@@ -298,37 +298,42 @@ def read_records(path: Path) -> list[dict]:
 
 
 def rows_of(sweep: str, engine: str, point: Point, path: Path, status: int, wall_s: float):
-    """The CSV rows of one run: one per domain group, or one `failed` row without results."""
+    """The CSV rows of one run: one per domain group, or one `failed` row without results.
+
+    The records are those of `abi::results` (kernel/abi/src/results.rs), written by schedsim
+    and the runner through its types: a field they always write is indexed here, so one
+    that is missing stops the sweep with its name instead of reading as 0."""
     recs = read_records(path)
-    run = next((r for r in recs if r.get("kind") == "run"), {})
-    summary = next((r for r in recs if r.get("kind") == "summary"), {})
-    domains = [r for r in recs if r.get("kind") == "domain"]
+    run = next((r for r in recs if r["kind"] == "run"), None)
+    summary = next((r for r in recs if r["kind"] == "summary"), None)
+    domains = [r for r in recs if r["kind"] == "domain"]
     spec = point.spec
-    cpus = run.get("cpus", spec.get("machine", {}).get("cpus"))
-    duration = run.get("duration_ns") or 0
+    cpus = run["cpus"] if run else spec.get("machine", {}).get("cpus")
+    duration = run["duration_ns"] if run else 0
     common = {
         "sweep": sweep, "engine": engine, "policy": point.policy, "cpus": cpus,
-        "domains": run.get("domains", sum(d.get("count", 1) for d in spec["domain"])),
+        "domains": run["domains"] if run else sum(d.get("count", 1) for d in spec["domain"]),
         "param": point.param, "value": point.value, "variant": point.variant,
-        "jain": summary.get("jain", ""), "share_err_max": summary.get("share_err_max", ""),
+        "jain": summary["jain"] if summary else "",
+        "share_err_max": summary["share_err_max"] if summary else "",
         "duration_ns": duration, "status": status, "wall_s": f"{wall_s:.2f}",
         "results": display(path),
     }
-    if not domains:
+    if not domains or run is None:
         return [dict(common, group="", exit=f"failed: no domain records (status {status})")]
     groups: dict[str, list[dict]] = {}
     for d in domains:
-        groups.setdefault(d.get("group", d.get("name", "?")), []).append(d)
+        groups.setdefault(d["group"], []).append(d)
     rows = []
     for group, ds in groups.items():
         cpu_ns = sum(d["cpu_ns"] for d in ds)
         work = sum(d["work"] for d in ds)
         machine_ns = (cpus or 1) * duration
-        bad = [d["exit"] for d in ds if d.get("exit") != "ok"]
+        bad = [d["exit"] for d in ds if d["exit"] != "ok"]
         rows.append(dict(
             common,
-            group=group, workload=ds[0].get("workload", ""), count=len(ds),
-            weight_sum=sum(d.get("weight", 0) for d in ds), cap=ds[0].get("cap", 0),
+            group=group, workload=ds[0]["workload"], count=len(ds),
+            weight_sum=sum(d["weight"] for d in ds), cap=ds[0]["cap"],
             cpu_ns=cpu_ns,
             cpu_share=f"{cpu_ns / machine_ns:.6f}" if machine_ns else "",
             cpus_used=f"{cpu_ns / duration:.6f}" if duration else "",

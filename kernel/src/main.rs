@@ -27,6 +27,7 @@ mod trap;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use abi::console::ExitCode;
+use abi::results::{Apic, Boot, Record};
 use kerncore::cmdline::{self, LogLevel, SelfTest};
 
 /// Physical page of the AP start-up trampoline (kept out of the frame allocator with the
@@ -80,24 +81,11 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     arch::entry::go_idle()
 }
 
-/// The `boot` results record (docs/DESIGN.md "Results").
-#[derive(serde::Serialize)]
-struct BootRecord<'a> {
-    kind: &'a str,
-    cpus_online: usize,
-    cpus_found: usize,
-    apic: &'a str,
-    boot_ns: u64,
-    accel: &'a str,
-    protocol: &'a str,
-    memory_bytes: u64,
-}
-
-/// Writes one results record for the runner.
-fn record(value: &impl serde::Serialize) {
-    match serde_json::to_string(value) {
+/// Writes one results record (`abi::results`) for the runner.
+fn record(r: &Record) {
+    match serde_json::to_string(r) {
         Ok(json) => console::record(&json),
-        Err(e) => log::error!("cannot encode a results record: {e}"),
+        Err(e) => log::error!("cannot encode a {} record: {e}", r.kind()),
     }
 }
 
@@ -282,16 +270,24 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         log::warn!("heap: bring-up took more than sched::limits models; raise its figures");
     }
 
-    record(&BootRecord {
-        kind: "boot",
-        cpus_online: online.len(),
-        cpus_found: topology.cpus.len(),
-        apic: apic_mode.as_str(),
-        boot_ns,
-        accel: arch::cpu::accelerator(),
-        protocol: info.protocol,
-        memory_bytes: mem.usable_bytes,
-    });
+    let apic = match apic_mode {
+        smp::apic::Mode::X2Apic => Some(Apic::X2apic),
+        smp::apic::Mode::XApic => Some(Apic::Xapic),
+        smp::apic::Mode::Off => None,
+    };
+    match apic {
+        Some(apic) => record(&Record::Boot(Boot {
+            cpus_online: online.len() as u32,
+            cpus_found: topology.cpus.len() as u32,
+            apic,
+            boot_ns,
+            accel: arch::cpu::accelerator().into(),
+            protocol: info.protocol.into(),
+            memory_bytes: mem.usable_bytes,
+        })),
+        // The runner fails a run without a boot record.
+        None => log::error!("the local APIC is off after bring-up: no boot record"),
+    }
 
     match (
         domain::boot_module::file(abi::plan::DOM0_IMAGE),

@@ -30,7 +30,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use abi::results::{Domain, Engine, Outcome, Record, Run, Summary};
 
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
@@ -45,92 +45,6 @@ pub struct Options {
     pub trace: bool,
     /// Also collect per-domain CPU time in windows of this length (for fairness over time).
     pub window_ns: Option<u64>,
-}
-
-/// The `run` record.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunRecord {
-    /// Always "run".
-    pub kind: &'static str,
-    /// Spec name.
-    pub name: String,
-    /// Always "schedsim".
-    pub engine: &'static str,
-    /// Policy name.
-    pub policy: String,
-    /// CPUs.
-    pub cpus: u64,
-    /// Domains (all groups).
-    pub domains: u64,
-    /// Measured interval.
-    pub duration_ns: u64,
-    /// Warm-up before it.
-    pub warmup_ns: u64,
-    /// RNG seed.
-    pub seed: u64,
-}
-
-/// One `domain` record.
-#[derive(Clone, Debug, Serialize)]
-pub struct DomainRecord {
-    /// Always "domain".
-    pub kind: &'static str,
-    /// Domain id (spec order).
-    pub id: u32,
-    /// Name (`w3`).
-    pub name: String,
-    /// Group name.
-    pub group: String,
-    /// Workload.
-    pub workload: String,
-    /// vCPUs.
-    pub vcpus: u32,
-    /// Weight (as given in the spec, 256 if absent).
-    pub weight: u64,
-    /// Cap (% of one CPU, 0 = none).
-    pub cap: u64,
-    /// Time on a CPU in the interval.
-    pub cpu_ns: u64,
-    /// Time runnable but not running in the interval.
-    pub wait_ns: u64,
-    /// The workload's progress: µs of CPU (`cpu`, `yield`), periods (`latency`), bursts
-    /// (`io`).
-    pub work: u64,
-    /// Wake-ups in the interval.
-    pub wakeups: u64,
-    /// Median wake-up latency (wake to first run).
-    pub wake_lat_p50_ns: u64,
-    /// 99th percentile wake-up latency.
-    pub wake_lat_p99_ns: u64,
-    /// Largest wake-up latency.
-    pub wake_lat_max_ns: u64,
-    /// Times a vCPU of it was switched in.
-    pub switches: u64,
-    /// Times a vCPU of it ran on a different CPU than the previous time.
-    pub migrations: u64,
-    /// "ok" or "killed: <reason>".
-    pub exit: String,
-}
-
-/// The `summary` record.
-#[derive(Clone, Debug, Serialize)]
-pub struct SummaryRecord {
-    /// Always "summary".
-    pub kind: &'static str,
-    /// Sum of every domain's work.
-    pub work_total: u64,
-    /// Jain's index of work / weight over the `cpu` domains (weights count only if the
-    /// policy has a `weight` parameter); null without `cpu` domains.
-    pub jain: Option<f64>,
-    /// Largest |share − expected| / expected of CPU time over the `cpu` domains, expected
-    /// shares being weighted max-min fair under the caps; null without `cpu` domains.
-    pub share_err_max: Option<f64>,
-    /// Idle CPU time in the interval, summed over CPUs.
-    pub idle_ns: u64,
-    /// Every domain ended as the spec expected.
-    pub expected: bool,
-    /// Invariant violations seen (0 for a correct policy).
-    pub violations: u64,
 }
 
 /// Invariant violations, by kind.
@@ -148,11 +62,11 @@ pub struct Violations {
 #[derive(Clone, Debug)]
 pub struct Output {
     /// The `run` record.
-    pub run: RunRecord,
+    pub run: Run,
     /// The `domain` records.
-    pub domains: Vec<DomainRecord>,
+    pub domains: Vec<Domain>,
     /// The `summary` record.
-    pub summary: SummaryRecord,
+    pub summary: Summary,
     /// Invariant violations.
     pub violations: Violations,
     /// Policy counters.
@@ -167,13 +81,17 @@ pub struct Output {
 }
 
 impl Output {
-    /// The results as JSON lines (run, domains, summary).
+    /// The results as JSON lines (run, domains, summary), records of `abi::results`.
     pub fn jsonl(&self) -> String {
-        let mut s = serde_json::to_string(&self.run).expect("serialise") + "\n";
-        for d in &self.domains {
-            s += &(serde_json::to_string(d).expect("serialise") + "\n");
+        let records = std::iter::once(Record::Run(self.run.clone()))
+            .chain(self.domains.iter().cloned().map(Record::Domain))
+            .chain([Record::Summary(self.summary.clone())]);
+        let mut s = String::new();
+        for r in records {
+            // These types always encode (no maps, no non-string keys).
+            s += &serde_json::to_string(&r).expect("a results record encodes");
+            s.push('\n');
         }
-        s += &(serde_json::to_string(&self.summary).expect("serialise") + "\n");
         s
     }
 
@@ -761,9 +679,9 @@ fn finish(
         a.lat.sort_unstable();
         let hostile = killed_at_start(p);
         let exit = if hostile {
-            "killed: hostile workload (schedsim does not model memory protection and kills hostile-* and fuzz mode 2 at start)".to_string()
+            Outcome::Killed("hostile workload (schedsim does not model memory protection and kills hostile-* and fuzz mode 2 at start)".into())
         } else {
-            "ok".to_string()
+            Outcome::Ok
         };
         let expected = match p.expect {
             Expect::Ok => !hostile,
@@ -783,8 +701,7 @@ fn finish(
         }
         let work =
             if matches!(p.workload.as_str(), "cpu" | "yield") { a.work / US } else { a.work };
-        domains.push(DomainRecord {
-            kind: "domain",
+        domains.push(Domain {
             id: p.id,
             name: p.name.clone(),
             group: p.group.clone(),
@@ -802,6 +719,8 @@ fn finish(
             switches: a.switches,
             migrations: a.migrations,
             exit,
+            pool: None,
+            wake_lat_hist: None,
         });
     }
     // Fairness over the cpu-bound domains, computed as for every engine.
@@ -819,8 +738,7 @@ fn finish(
     let Fairness { jain, share_err_max } =
         summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted);
     let v = sim.viol;
-    let summary = SummaryRecord {
-        kind: "summary",
+    let summary = Summary {
         work_total: domains.iter().map(|d| d.work).sum(),
         jain,
         share_err_max,
@@ -828,16 +746,21 @@ fn finish(
         expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
     };
-    let run = RunRecord {
-        kind: "run",
+    let run = Run {
         name: spec.name.clone(),
-        engine: "schedsim",
+        engine: Engine::Schedsim,
         policy: spec.sched.policy.clone(),
-        cpus: spec.machine.cpus,
+        // The spec allows at most 255.
+        cpus: u32::try_from(spec.machine.cpus).unwrap_or(u32::MAX),
         domains: plan.len() as u64,
+        start_ns: None,
+        wallclock_start_ns: None,
+        dom0_cpu_ns: None,
         duration_ns: spec.duration_ms * 1_000_000,
-        warmup_ns: spec.warmup_ms * 1_000_000,
-        seed: opts.seed,
+        idle_ns: sim.idle_ns,
+        warmup_ns: Some(spec.warmup_ms * 1_000_000),
+        seed: Some(opts.seed),
+        pools: None,
     };
     let ncpus = spec.machine.cpus;
     let trace = sim.trace.take().map(|mut t| {
@@ -867,4 +790,34 @@ fn finish(
         trace,
         starved: starved_domains,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What schedsim writes is the results contract: every line reads back as the record
+    /// it was made from, and a hostile domain's exit is `killed: <reason>`.
+    #[test]
+    fn results_are_the_typed_records() {
+        let text = "name = \"t\"\nduration_ms = 200\n[machine]\ncpus = 2\n[sched]\n\
+                    policy = \"credit\"\n[[domain]]\nname = \"w\"\ncount = 3\nworkload = \"cpu\"\n\
+                    [[domain]]\nname = \"bad\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"\n";
+        let spec = Spec::from_str(text, "t.toml").unwrap();
+        let out = run(&spec, &Options { seed: 3, ..Options::default() }).unwrap();
+        let records: Vec<Record> = out
+            .jsonl()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        let mut want = vec![Record::Run(out.run.clone())];
+        want.extend(out.domains.iter().cloned().map(Record::Domain));
+        want.push(Record::Summary(out.summary.clone()));
+        assert_eq!(records, want);
+        let Record::Run(run) = &records[0] else { panic!("the first record is not the run") };
+        assert_eq!((run.engine, run.cpus, run.seed), (Engine::Schedsim, 2, Some(3)));
+        assert_eq!(run.idle_ns, out.summary.idle_ns);
+        assert!(out.domains[3].exit.killed().is_some_and(|why| why.starts_with("hostile")));
+        assert!(out.domains[..3].iter().all(|d| d.exit.is_ok() && d.cpu_ns > 0));
+    }
 }

@@ -10,7 +10,7 @@
 //! - a panic handler that prints and shuts the domain down with `shutdown::CRASH`, and a global
 //!   allocator whose heap a program hands over with [`rt::init_heap`] (Domain0 does).
 //!
-//! What is logic rather than hardware (JSON records, Domain0's bookkeeping, the unit of CPU
+//! What is logic rather than hardware (Domain0's bookkeeping and results records, the unit of CPU
 //! work) is in plain modules tested on the host with `cargo test -p workloads`; in test builds
 //! the crate links `std` and leaves out everything that would clash with it (the memory
 //! routines, the panic handler, the allocator).
@@ -25,7 +25,6 @@ pub mod control;
 pub mod fuzz;
 pub mod hostile;
 pub mod hypercall;
-pub mod json;
 pub mod pagetable;
 pub mod regs;
 pub mod report;

@@ -1,20 +1,20 @@
 //! Domain0's bookkeeping, as plain functions tested on the host: checking the plan, building
-//! the create requests, the results records (docs/DESIGN.md "Results"), and the verdict.
+//! the create requests, the results records (docs/DESIGN.md "Results", typed in
+//! `abi::results`), and the verdict.
 //!
 //! Figures in a `domain` record are deltas over the measured interval (the snapshot after
 //! minus the snapshot before), except the wake-up latency percentiles, which the hypervisor
 //! keeps as a histogram since creation and which are taken as they are at the end.
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
 use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl, ResourceCounts};
 use abi::plan::{Expect, Plan, PlannedDomain};
+use abi::results::{self, Bench, Engine, Figure, Outcome, Record};
 use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
-
-use crate::json::Object;
 
 /// Longest argument name the shared-info page holds (`abi::shared::Arg::name`).
 pub const ARG_NAME_BYTES: usize = 16;
@@ -99,17 +99,22 @@ pub fn create_request<'a>(plan: &Plan<'a>, d: &PlannedDomain<'a>) -> Domctl<'a> 
 }
 
 /// A domain's `exit` field: `ok`, or `killed: <reason>`.
+pub fn outcome(exit: DomainExit) -> Outcome {
+    match exit {
+        DomainExit::Running | DomainExit::Shutdown(0) => Outcome::Ok,
+        DomainExit::Shutdown(code) => Outcome::Killed(format!("crashed (shutdown code {code})")),
+        DomainExit::Killed(reason) => Outcome::Killed(reason.to_string()),
+        DomainExit::Destroyed => Outcome::Killed("destroyed".into()),
+    }
+}
+
+/// A domain's exit as its record says it: `ok`, or `killed: <reason>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitText(pub DomainExit);
 
 impl fmt::Display for ExitText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            DomainExit::Running | DomainExit::Shutdown(0) => f.write_str("ok"),
-            DomainExit::Shutdown(code) => write!(f, "killed: crashed (shutdown code {code})"),
-            DomainExit::Killed(reason) => write!(f, "killed: {reason}"),
-            DomainExit::Destroyed => f.write_str("killed: destroyed"),
-        }
+        outcome(self.0).fmt(f)
     }
 }
 
@@ -164,32 +169,44 @@ pub struct DomainRun<'a> {
     pub after: DomainInfo,
 }
 
+/// One record as a line of the results file (without the newline): the JSON of
+/// `abi::results`, `kind` first.
+pub fn line(r: &Record) -> String {
+    // These types always encode (no maps, no non-string keys); should one ever fail, the
+    // text is not an object, which the hypervisor refuses, and Domain0's verdict says so.
+    serde_json::to_string(r).unwrap_or_else(|e| format!("cannot encode a {} record: {e}", r.kind()))
+}
+
 /// The `domain` record.
-pub fn domain_record(r: &DomainRun<'_>) -> String {
+pub fn domain(r: &DomainRun<'_>) -> results::Domain {
     let (b, a) = (&r.before, &r.after);
     let d = |f: fn(&DomainInfo) -> u64| f(a).saturating_sub(f(b));
-    let mut s = String::new();
-    let mut o = Object::new(&mut s);
-    o.str("kind", "domain")
-        .u64("id", u64::from(r.id))
-        .str("name", r.planned.name)
-        .str("group", r.planned.group)
-        .str("workload", r.planned.workload)
-        .u64("vcpus", u64::from(r.planned.vcpus))
-        .u64("weight", u64::from(r.planned.sched.weight))
-        .u64("cap", u64::from(r.planned.sched.cap))
-        .u64("cpu_ns", d(|i| i.cpu_ns))
-        .u64("wait_ns", d(|i| i.wait_ns))
-        .u64("work", d(|i| i.work))
-        .u64("wakeups", d(|i| i.wakeups))
-        .u64("wake_lat_p50_ns", a.wake_lat_p50_ns)
-        .u64("wake_lat_p99_ns", a.wake_lat_p99_ns)
-        .u64("wake_lat_max_ns", a.wake_lat_max_ns)
-        .u64("switches", d(|i| i.switches))
-        .u64("migrations", d(|i| i.migrations))
-        .display("exit", ExitText(a.exit));
-    o.finish();
-    s
+    results::Domain {
+        id: r.id,
+        name: r.planned.name.into(),
+        group: r.planned.group.into(),
+        workload: r.planned.workload.into(),
+        vcpus: r.planned.vcpus,
+        weight: u64::from(r.planned.sched.weight),
+        cap: u64::from(r.planned.sched.cap),
+        cpu_ns: d(|i| i.cpu_ns),
+        wait_ns: d(|i| i.wait_ns),
+        work: d(|i| i.work),
+        wakeups: d(|i| i.wakeups),
+        wake_lat_p50_ns: a.wake_lat_p50_ns,
+        wake_lat_p99_ns: a.wake_lat_p99_ns,
+        wake_lat_max_ns: a.wake_lat_max_ns,
+        switches: d(|i| i.switches),
+        migrations: d(|i| i.migrations),
+        exit: outcome(a.exit),
+        pool: None,
+        wake_lat_hist: None,
+    }
+}
+
+/// The `domain` record's line.
+pub fn domain_record(r: &DomainRun<'_>) -> String {
+    line(&Record::Domain(domain(r)))
 }
 
 /// What the `run` record says.
@@ -213,38 +230,38 @@ pub struct RunSummary<'a> {
 }
 
 /// The `run` record.
-pub fn run_record(r: &RunSummary<'_>) -> String {
-    let mut s = String::new();
-    let mut o = Object::new(&mut s);
-    o.str("kind", "run")
-        .str("name", r.name)
-        .str("engine", "domino")
-        .str("policy", r.policy)
-        .u64("cpus", u64::from(r.cpus))
-        .u64("domains", r.domains as u64)
-        .u64("start_ns", r.start_ns)
-        .u64("wallclock_start_ns", r.wallclock_start_ns)
-        .u64("dom0_cpu_ns", r.dom0_cpu_ns)
-        .u64("duration_ns", r.duration_ns)
-        .u64("idle_ns", r.idle_ns);
-    o.finish();
-    s
+pub fn run(r: &RunSummary<'_>) -> results::Run {
+    results::Run {
+        name: r.name.into(),
+        engine: Engine::Domino,
+        policy: r.policy.into(),
+        cpus: r.cpus,
+        domains: r.domains as u64,
+        start_ns: Some(r.start_ns),
+        wallclock_start_ns: Some(r.wallclock_start_ns),
+        dom0_cpu_ns: Some(r.dom0_cpu_ns),
+        duration_ns: r.duration_ns,
+        idle_ns: r.idle_ns,
+        warmup_ns: None,
+        seed: None,
+        pools: None,
+    }
 }
 
-/// A `bench` record (docs/DESIGN.md "Results"): `name`, an integer `value` in `unit`, and the
-/// reference it is to be read against, if any (`floor`, in the same unit).
+/// The `run` record's line.
+pub fn run_record(r: &RunSummary<'_>) -> String {
+    line(&Record::Run(run(r)))
+}
+
+/// A `bench` record's line (docs/DESIGN.md "Results"): `name`, an integer `value` in `unit`,
+/// and the reference it is to be read against, if any (`floor`, in the same unit).
 pub fn bench_record(name: &str, value: u64, unit: &str, floor: Option<u64>) -> String {
-    let mut s = String::new();
-    let mut o = Object::new(&mut s);
-    o.str("kind", "bench")
-        .str("name", name)
-        .u64("value", value)
-        .str("unit", unit);
-    if let Some(floor) = floor {
-        o.u64("floor", floor);
-    }
-    o.finish();
-    s
+    line(&Record::Bench(Bench::new(
+        name,
+        Figure::Int(value),
+        unit,
+        floor.map(Figure::Int),
+    )))
 }
 
 /// Nanoseconds per switch over an interval in which `cpus` CPUs were busy except for
@@ -358,6 +375,18 @@ mod tests {
             bench_record("create_128_domains", 9, "ms", None),
             r#"{"kind":"bench","name":"create_128_domains","value":9,"unit":"ms"}"#
         );
+        let Record::Bench(b) = parse(&bench_record("null_hypercall", 310, "ns", Some(240))) else {
+            panic!("not a bench record");
+        };
+        assert_eq!(
+            (b.value, b.floor, b.unit.as_str()),
+            (Figure::Int(310), Some(Figure::Int(240)), "ns")
+        );
+    }
+
+    /// A line Domain0 wrote, read as every reader of the results reads it.
+    fn parse(line: &str) -> Record {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
     #[test]
@@ -547,6 +576,31 @@ mod tests {
                 r#""wake_lat_max_ns":20000,"switches":30,"migrations":0,"exit":"ok"}"#
             )
         );
+        assert_eq!(parse(&domain_record(&run)), Record::Domain(domain(&run)));
+        let Record::Domain(d) = parse(&domain_record(&run)) else {
+            panic!("not a domain record");
+        };
+        assert_eq!((d.name.as_str(), d.cpu_ns, d.work), ("w\"0", 4000, 15));
+        // Every way a domain ends reads back as the contract's `exit`.
+        for (exit, want) in [
+            (DomainExit::Shutdown(0), Outcome::Ok),
+            (
+                DomainExit::Shutdown(3),
+                Outcome::Killed("crashed (shutdown code 3)".into()),
+            ),
+            (
+                DomainExit::Killed(KillReason::OutOfMemory),
+                Outcome::Killed("out of memory".into()),
+            ),
+            (DomainExit::Destroyed, Outcome::Killed("destroyed".into())),
+        ] {
+            let mut r = run.clone();
+            r.after.exit = exit;
+            let Record::Domain(d) = parse(&domain_record(&r)) else {
+                panic!("not a domain record");
+            };
+            assert_eq!(d.exit, want);
+        }
     }
 
     #[test]
@@ -591,6 +645,14 @@ mod tests {
                 r#""cpus":2,"domains":4,"start_ns":500,"wallclock_start_ns":1795701909000000000,"#,
                 r#""dom0_cpu_ns":42,"duration_ns":1000000,"idle_ns":210}"#
             )
+        );
+        let Record::Run(back) = parse(&run_record(&r)) else {
+            panic!("not a run record");
+        };
+        assert_eq!(back, run(&r));
+        assert_eq!(
+            (back.engine, back.start_ns, back.idle_ns),
+            (Engine::Domino, Some(500), 210)
         );
     }
 

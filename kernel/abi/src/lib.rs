@@ -1,6 +1,6 @@
 //! The interface Domino shares with everything outside it: guests (hypercall numbers, error
 //! codes, the guest address-space layout, shared pages, control operations, the experiment
-//! plan) and the host-side runner (the console protocol and exit codes).
+//! plan) and the host-side runner (the console protocol, exit codes and results records).
 //!
 //! Both sides compile this same crate, so they cannot drift apart. Nothing here has
 //! behaviour beyond data and its encoding.
@@ -19,5 +19,7 @@ pub mod layout;
 pub mod mm;
 pub mod netif;
 pub mod plan;
+#[cfg(feature = "alloc")]
+pub mod results;
 pub mod ring;
 pub mod shared;

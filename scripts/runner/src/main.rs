@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use abi::results::{Record, Records};
 use clap::Parser;
 
 use cli::{Accel, Args, Boot};
@@ -243,12 +244,12 @@ fn run(args: &Args) -> Result<u8, Stop> {
         let weighted = sched::registry::info(&exp.policy)
             .is_ok_and(|info| info.domain_param("weight").is_some());
         if let Some(summary) = results::summary_record(results.records(), weighted, status == 0)
-            && let Err(e) = results.record(&summary.to_string())
+            && let Err(e) = results.push(Record::Summary(summary))
         {
             status = 1;
             verdict = format!("cannot write {}: {e}", out.display());
         }
-        if status == 0 && runner::first(results.records(), "run").is_none() {
+        if status == 0 && results.records().run().is_none() {
             status = 1;
             verdict = "the hypervisor exited 0 but Domain0 wrote no run record".into();
         }

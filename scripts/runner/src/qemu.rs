@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use abi::console::{DEBUG_EXIT_PORT, ExitCode};
+use abi::results::Cause;
 
 use crate::cli::{Accel, Machine};
 use crate::console::{self, Line};
@@ -160,14 +161,14 @@ impl Ending {
         }
     }
 
-    /// One word for the results file's `exit` record.
-    pub fn cause(&self) -> &'static str {
+    /// What ended the run, for the results file's `exit` record.
+    pub fn cause(&self) -> Cause {
         match self {
-            Ending::Hypervisor(_) => "hypervisor",
-            Ending::Reset => "reset",
-            Ending::Qemu(_) => "qemu",
-            Ending::Signal => "signal",
-            Ending::Timeout => "timeout",
+            Ending::Hypervisor(_) => Cause::Hypervisor,
+            Ending::Reset => Cause::Reset,
+            Ending::Qemu(_) => Cause::Qemu,
+            Ending::Signal => Cause::Signal,
+            Ending::Timeout => Cause::Timeout,
         }
     }
 }

@@ -1,20 +1,21 @@
-//! The results file (JSON Lines, docs/DESIGN.md "Results"): the hypervisor's records copied
-//! verbatim as they arrive, then one `exit` record of the runner's own saying how the run
-//! ended; and the checks and the summary the runner derives from them.
+//! The results file (JSON Lines, docs/DESIGN.md "Results", typed in `abi::results`): the
+//! hypervisor's records copied verbatim as they arrive, then the runner's own `summary` and
+//! `exit` records; and the checks and the summary the runner derives from them.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use runner::first;
-use serde_json::Value;
+use abi::results::{Cause, Exit, Record, Records, Summary};
+use runner::{parse_record, record_line};
 
 /// An open results file and what has been written to it.
 pub struct Results {
     path: PathBuf,
     file: File,
-    records: Vec<Value>,
-    /// Records that were not a JSON object with a `kind` (still copied, but a failed run).
+    records: Vec<Record>,
+    /// Lines that are not records of the contract (still copied, but a failed run), each
+    /// with what is wrong with it.
     malformed: Vec<String>,
 }
 
@@ -40,24 +41,30 @@ impl Results {
     pub fn record(&mut self, json: &str) -> io::Result<()> {
         writeln!(self.file, "{json}")?;
         self.file.flush()?;
-        match serde_json::from_str::<Value>(json) {
-            Ok(v) if v.get("kind").and_then(Value::as_str).is_some() => self.records.push(v),
-            _ => self.malformed.push(json.to_string()),
+        match parse_record(json) {
+            Ok(r) => self.records.push(r),
+            Err(e) => self.malformed.push(format!("{e}: {json}")),
         }
         Ok(())
     }
 
-    /// Appends the runner's `exit` record: the exit status of `scripts/run`, what ended the
-    /// run (`hypervisor`, `timeout`, `reset`, `qemu`, `signal`) and the host wall time.
-    pub fn exit_record(&mut self, status: i32, cause: &str, wall_ns: u128) -> io::Result<()> {
-        let cause = Value::from(cause);
-        self.record(&format!(
-            r#"{{"kind":"exit","status":{status},"cause":{cause},"wall_ns":{wall_ns}}}"#
-        ))
+    /// Appends a record of the runner's own.
+    pub fn push(&mut self, r: Record) -> io::Result<()> {
+        self.record(&record_line(&r))
     }
 
-    /// The well-formed records so far.
-    pub fn records(&self) -> &[Value] {
+    /// Appends the runner's `exit` record: the exit status of `scripts/run`, what ended the
+    /// run and the host wall time.
+    pub fn exit_record(&mut self, status: i32, cause: Cause, wall_ns: u128) -> io::Result<()> {
+        self.push(Record::Exit(Exit {
+            status,
+            cause,
+            wall_ns: u64::try_from(wall_ns).unwrap_or(u64::MAX),
+        }))
+    }
+
+    /// The records so far that follow the contract.
+    pub fn records(&self) -> &[Record] {
         &self.records
     }
 
@@ -70,31 +77,28 @@ impl Results {
 /// with the same fairness code as `schedsim` (`sched::summary`); `None` without a `run`
 /// record. `weighted`: whether the policy has a `weight` parameter. `expected`: whether
 /// every domain ended as the spec said (the hypervisor's verdict).
-pub fn summary_record(records: &[Value], weighted: bool, expected: bool) -> Option<Value> {
-    let run = first(records, "run")?;
-    let domains: Vec<&Value> = records.iter().filter(|r| r["kind"] == "domain").collect();
-    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
-    let figures: Vec<sched::summary::DomainFigures> = domains
-        .iter()
+pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Option<Summary> {
+    let run = records.run()?;
+    let figures: Vec<sched::summary::DomainFigures> = records
+        .domains()
         .map(|d| sched::summary::DomainFigures {
-            workload: d["workload"].as_str().unwrap_or(""),
-            weight: num(d, "weight"),
-            cap: num(d, "cap"),
-            vcpus: num(d, "vcpus") as u32,
-            work: num(d, "work"),
-            cpu_ns: num(d, "cpu_ns"),
+            workload: &d.workload,
+            weight: d.weight,
+            cap: d.cap,
+            vcpus: d.vcpus,
+            work: d.work,
+            cpu_ns: d.cpu_ns,
         })
         .collect();
-    let fair = sched::summary::fairness(&figures, num(run, "duration_ns"), weighted);
-    Some(serde_json::json!({
-        "kind": "summary",
-        "work_total": domains.iter().map(|d| num(d, "work")).sum::<u64>(),
-        "jain": fair.jain,
-        "share_err_max": fair.share_err_max,
-        "idle_ns": num(run, "idle_ns"),
-        "expected": expected,
-        "violations": 0,
-    }))
+    let fair = sched::summary::fairness(&figures, run.duration_ns, weighted);
+    Some(Summary {
+        work_total: records.domains().map(|d| d.work).sum(),
+        jain: fair.jain,
+        share_err_max: fair.share_err_max,
+        idle_ns: run.idle_ns,
+        expected,
+        violations: 0,
+    })
 }
 
 /// One domain group's totals, for the summary lines.
@@ -104,25 +108,20 @@ struct GroupTotals<'a> {
     domains: u64,
     cpu_ns: u64,
     work: u64,
-    not_ok: Vec<&'a str>,
+    not_ok: Vec<String>,
 }
 
 /// One line per domain group: how many, their share of the CPU time, their work.
-pub fn domain_lines(records: &[Value]) -> Vec<String> {
-    let domains: Vec<&Value> = records.iter().filter(|r| r["kind"] == "domain").collect();
-    let total: u64 = domains
-        .iter()
-        .map(|d| d["cpu_ns"].as_u64().unwrap_or(0))
-        .sum();
+pub fn domain_lines(records: &[Record]) -> Vec<String> {
+    let total: u64 = records.domains().map(|d| d.cpu_ns).sum();
     let mut groups: Vec<GroupTotals> = Vec::new();
-    for d in &domains {
-        let name = d["group"].as_str().unwrap_or("?");
-        let i = match groups.iter().position(|g| g.name == name) {
+    for d in records.domains() {
+        let i = match groups.iter().position(|g| g.name == d.group) {
             Some(i) => i,
             None => {
                 groups.push(GroupTotals {
-                    name,
-                    workload: d["workload"].as_str().unwrap_or("?"),
+                    name: &d.group,
+                    workload: &d.workload,
                     domains: 0,
                     cpu_ns: 0,
                     work: 0,
@@ -133,10 +132,10 @@ pub fn domain_lines(records: &[Value]) -> Vec<String> {
         };
         let g = &mut groups[i];
         g.domains += 1;
-        g.cpu_ns += d["cpu_ns"].as_u64().unwrap_or(0);
-        g.work += d["work"].as_u64().unwrap_or(0);
-        if let Some(exit) = d["exit"].as_str().filter(|e| *e != "ok") {
-            g.not_ok.push(exit);
+        g.cpu_ns += d.cpu_ns;
+        g.work += d.work;
+        if !d.exit.is_ok() {
+            g.not_ok.push(d.exit.to_string());
         }
     }
     groups
@@ -164,19 +163,19 @@ pub fn domain_lines(records: &[Value]) -> Vec<String> {
 }
 
 /// What is wrong with the records of a run the hypervisor called a success: no `boot`
-/// record, fewer CPUs online than asked for, a malformed record. Empty when all is well.
-pub fn problems(records: &[Value], malformed: &[String], cpus: u32) -> Vec<String> {
+/// record, fewer CPUs online than asked for, a line that is not a record of the contract.
+/// Empty when all is well.
+pub fn problems(records: &[Record], malformed: &[String], cpus: u32) -> Vec<String> {
     let mut out: Vec<String> = malformed
         .iter()
-        .map(|m| format!("a results record is not a JSON object with a \"kind\": {m}"))
+        .map(|m| format!("a results line is not a record of the contract: {m}"))
         .collect();
-    match first(records, "boot") {
+    match records.boot() {
         None => out.push("the hypervisor wrote no boot record".into()),
-        Some(boot) => match boot["cpus_online"].as_u64() {
-            Some(n) if n == u64::from(cpus) => {}
-            Some(n) => out.push(format!("{n} of {cpus} CPUs came online")),
-            None => out.push("the boot record has no cpus_online".into()),
-        },
+        Some(boot) if boot.cpus_online != cpus => {
+            out.push(format!("{} of {cpus} CPUs came online", boot.cpus_online));
+        }
+        Some(_) => {}
     }
     out
 }
@@ -185,23 +184,21 @@ pub fn problems(records: &[Value], malformed: &[String], cpus: u32) -> Vec<Strin
 /// (`sched::spec::starved`, the same rule `schedsim` applies), one message each naming the
 /// domain: a run never claims success for a domain it starved. Domains are matched to the
 /// plan by name; the interval is the `run` record's `duration_ns`.
-pub fn starved(records: &[Value], plan: &[sched::spec::DomainPlan]) -> Vec<String> {
-    let Some(run) = first(records, "run") else {
+pub fn starved(records: &[Record], plan: &[sched::spec::DomainPlan]) -> Vec<String> {
+    let Some(run) = records.run() else {
         return Vec::new(); // reported elsewhere
     };
-    let duration_ns = run["duration_ns"].as_u64().unwrap_or(0);
-    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
     records
-        .iter()
-        .filter(|r| r["kind"] == "domain" && r["exit"] == "ok")
+        .domains()
+        .filter(|d| d.exit.is_ok())
         .filter_map(|d| {
-            let p = plan.iter().find(|p| d["name"] == p.name.as_str())?;
+            let p = plan.iter().find(|p| p.name == d.name)?;
             let got = sched::spec::Progress {
-                cpu_ns: num(d, "cpu_ns"),
-                wait_ns: num(d, "wait_ns"),
-                wakeups: num(d, "wakeups"),
+                cpu_ns: d.cpu_ns,
+                wait_ns: d.wait_ns,
+                wakeups: d.wakeups,
             };
-            sched::spec::starved(p, duration_ns, &got, true)
+            sched::spec::starved(p, run.duration_ns, &got, true)
         })
         .collect()
 }
@@ -241,32 +238,32 @@ pub fn human_ns(ns: u64) -> String {
 }
 
 /// The boot record's facts in one line, or `None` without a boot record.
-pub fn boot_line(records: &[Value], cpus: u32) -> Option<String> {
-    let boot = first(records, "boot")?;
-    let field = |k: &str| match &boot[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => "?".into(),
-        v => v.to_string(),
-    };
-    let boot_ns = boot["boot_ns"]
-        .as_u64()
-        .map(human_ns)
-        .unwrap_or_else(|| "?".into());
+pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
+    let boot = records.boot()?;
     Some(format!(
-        "{} of {cpus} CPUs online, {} APIC, all online {boot_ns} after entry, accel {}",
-        field("cpus_online"),
-        field("apic"),
-        field("accel")
+        "{} of {cpus} CPUs online, {} APIC, all online {} after entry, accel {}",
+        boot.cpus_online,
+        boot.apic.name(),
+        human_ns(boot.boot_ns),
+        boot.accel
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use abi::results::{Apic, Boot, Domain, Engine, Outcome, Run};
 
-    fn boot(cpus: u64) -> Value {
-        json!({"kind":"boot","cpus_online":cpus,"apic":"xapic","boot_ns":12_345_678,"accel":"tcg"})
+    fn boot(cpus: u32) -> Record {
+        Record::Boot(Boot {
+            cpus_online: cpus,
+            cpus_found: cpus,
+            apic: Apic::Xapic,
+            boot_ns: 12_345_678,
+            accel: "tcg".into(),
+            protocol: "pvh".into(),
+            memory_bytes: 1 << 30,
+        })
     }
 
     #[test]
@@ -285,19 +282,34 @@ mod tests {
     }
 
     #[test]
-    fn records_are_copied_verbatim() {
+    fn records_are_copied_verbatim_and_read_by_the_contract() {
         let dir = std::env::temp_dir().join(format!("runner-results-{}", std::process::id()));
         let path = dir.join("sub/r.jsonl");
         let mut r = Results::create(&path).unwrap();
-        r.record(r#"{"kind":"boot", "cpus_online":1}"#).unwrap();
+        let spaced = record_line(&boot(1)).replace(',', ", ");
+        r.record(&spaced).unwrap();
         r.record("not json").unwrap();
-        r.exit_record(0, "hypervisor", 5).unwrap();
+        // A field missing: copied, but not a record; the message names the field.
+        r.record(r#"{"kind":"boot","cpus_online":1}"#).unwrap();
+        r.exit_record(0, Cause::Hypervisor, 5).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines[0], r#"{"kind":"boot", "cpus_online":1}"#);
+        assert_eq!(lines[0], spaced);
         assert_eq!(lines[1], "not json");
-        assert_eq!(r.malformed(), ["not json"]);
-        assert_eq!(first(r.records(), "exit").unwrap()["cause"], "hypervisor");
+        assert_eq!(
+            lines[3],
+            r#"{"kind":"exit","status":0,"cause":"hypervisor","wall_ns":5}"#
+        );
+        assert_eq!(r.records().len(), 2);
+        assert_eq!(r.records()[0], boot(1));
+        assert_eq!(r.records().exit().unwrap().cause, Cause::Hypervisor);
+        assert_eq!(r.malformed().len(), 2);
+        assert!(r.malformed()[0].ends_with(": not json"));
+        assert!(
+            r.malformed()[1].starts_with("a `boot` record: missing field `cpus_found`"),
+            "{}",
+            r.malformed()[1]
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -307,9 +319,50 @@ mod tests {
         sched::spec::Spec::from_str(&text, "t.toml").unwrap().plan()
     }
 
-    fn domain(name: &str, workload: &str, cpu_ns: u64, wakeups: u64, exit: &str) -> Value {
-        json!({"kind":"domain","name":name,"workload":workload,"cpu_ns":cpu_ns,
-               "wait_ns":900_000_000u64,"wakeups":wakeups,"exit":exit})
+    fn domain(name: &str, workload: &str, cpu_ns: u64, wakeups: u64, exit: &str) -> Record {
+        let exit = match exit.strip_prefix("killed: ") {
+            Some(why) => Outcome::Killed(why.into()),
+            None => Outcome::Ok,
+        };
+        Record::Domain(Domain {
+            id: 1,
+            name: name.into(),
+            group: name.trim_end_matches(char::is_numeric).into(),
+            workload: workload.into(),
+            vcpus: 1,
+            weight: 256,
+            cap: 0,
+            cpu_ns,
+            wait_ns: 900_000_000,
+            work: cpu_ns / 1000,
+            wakeups,
+            wake_lat_p50_ns: 0,
+            wake_lat_p99_ns: 0,
+            wake_lat_max_ns: 0,
+            switches: 0,
+            migrations: 0,
+            exit,
+            pool: None,
+            wake_lat_hist: None,
+        })
+    }
+
+    fn run(duration_ns: u64) -> Record {
+        Record::Run(Run {
+            name: "t".into(),
+            engine: Engine::Domino,
+            policy: "credit".into(),
+            cpus: 2,
+            domains: 5,
+            start_ns: Some(1),
+            wallclock_start_ns: Some(2),
+            dom0_cpu_ns: Some(3),
+            duration_ns,
+            idle_ns: 7,
+            warmup_ns: None,
+            seed: None,
+            pools: None,
+        })
     }
 
     #[test]
@@ -320,9 +373,8 @@ mod tests {
              [[domain]]\nname = \"idle\"\nworkload = \"cpu\"\nexpect_progress = false\n\
              [[domain]]\nname = \"cli\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"",
         );
-        let run = json!({"kind":"run","duration_ns":1_000_000_000u64});
         let good = vec![
-            run.clone(),
+            run(1_000_000_000),
             domain("w0", "cpu", 400_000_000, 0, "ok"),
             domain("w1", "cpu", 400_000_000, 0, "ok"),
             domain("lat0", "latency", 30_000_000, 950, "ok"),
@@ -381,6 +433,26 @@ mod tests {
         );
         assert!(lines[3].ends_with("w22, ..."), "{}", lines[3]);
         assert_eq!(starved_summary(&many[..2]).len(), 2);
+    }
+
+    #[test]
+    fn the_summary_is_derived_from_the_records() {
+        let records = [
+            run(1_000_000_000),
+            domain("w0", "cpu", 400_000_000, 0, "ok"),
+            domain("w1", "cpu", 400_000_000, 0, "ok"),
+        ];
+        let s = summary_record(&records, true, true).unwrap();
+        assert_eq!((s.work_total, s.idle_ns, s.expected), (800_000, 7, true));
+        assert!(s.jain.unwrap() > 0.999, "{s:?}");
+        assert!(summary_record(&records[1..], true, true).is_none());
+        let lines = domain_lines(&records);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("group w: 2 × cpu, 100.0%"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

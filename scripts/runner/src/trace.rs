@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use abi::console::TraceEvent;
-use serde_json::Value;
+use abi::results::{Record, Records};
 
 /// One parsed trace line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ fn us(ns: u64) -> String {
 
 /// Builds the trace JSON from the `@trace` lines and the results records (for names).
 /// Lines that do not parse are counted in the returned number, not fatal.
-pub fn to_chrome(lines: &[String], records: &[Value]) -> (String, usize) {
+pub fn to_chrome(lines: &[String], records: &[Record]) -> (String, usize) {
     let mut bad = 0;
     let mut per_cpu: BTreeMap<u32, Vec<Event>> = BTreeMap::new();
     for line in lines {
@@ -47,14 +47,10 @@ pub fn to_chrome(lines: &[String], records: &[Value]) -> (String, usize) {
             None => bad += 1,
         }
     }
-    let names: BTreeMap<u64, &str> = records
-        .iter()
-        .filter(|r| r["kind"] == "domain")
-        .filter_map(|r| Some((r["id"].as_u64()?, r["name"].as_str()?)))
-        .collect();
+    let names: BTreeMap<u32, &str> = records.domains().map(|d| (d.id, d.name.as_str())).collect();
     let name = |domain: u32| {
         names
-            .get(&u64::from(domain))
+            .get(&domain)
             .copied()
             .unwrap_or(if domain == 0 { "dom0" } else { "?" })
     };
@@ -120,7 +116,14 @@ pub fn to_chrome(lines: &[String], records: &[Value]) -> (String, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::Value;
+
+    fn domain(id: u32, name: &str) -> Record {
+        let line = format!(
+            r#"{{"kind":"domain","id":{id},"name":"{name}","group":"g","workload":"cpu","vcpus":1,"weight":256,"cap":0,"cpu_ns":0,"wait_ns":0,"work":0,"wakeups":0,"wake_lat_p50_ns":0,"wake_lat_p99_ns":0,"wake_lat_max_ns":0,"switches":0,"migrations":0,"exit":"ok"}}"#
+        );
+        runner::parse_record(&line).unwrap()
+    }
 
     #[test]
     fn runs_become_intervals_and_wakes_instants() {
@@ -136,10 +139,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let records = [
-            json!({"kind":"domain","id":1,"name":"lat0"}),
-            json!({"kind":"domain","id":2,"name":"w0"}),
-        ];
+        let records = [domain(1, "lat0"), domain(2, "w0")];
         let (text, bad) = to_chrome(&lines, &records);
         assert_eq!(bad, 1);
         let v: Value = serde_json::from_str(&text).unwrap();

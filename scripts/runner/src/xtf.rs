@@ -15,7 +15,7 @@
 //! domain woke up at least [`MIN_WAKEUPS`] times in the interval (about 190 next to three CPU
 //! hogs under TCG, 0 when a timer flood silenced it).
 
-use serde_json::Value;
+use abi::results::{Record, Records};
 
 /// What a case must end as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,16 +195,16 @@ fn last_word<'a>(console: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
 
 /// How every case domain of a run ended (bystanders left out); an error for a group that is
 /// neither a case nor a bystander.
-pub fn outcomes(records: &[Value], console: &str) -> Result<Vec<Outcome>, String> {
+pub fn outcomes(records: &[Record], console: &str) -> Result<Vec<Outcome>, String> {
     let mut out = Vec::new();
-    for d in records.iter().filter(|r| r["kind"] == "domain") {
-        let group = d["group"].as_str().unwrap_or("");
+    for d in records.domains() {
+        let group = d.group.as_str();
         if BYSTANDERS.contains(&group) {
             continue;
         }
         let c = case(group).ok_or(format!("group `{group}` is not a case of the suite"))?;
-        let name = d["name"].as_str().unwrap_or("").to_string();
-        let exit = d["exit"].as_str().unwrap_or("").to_string();
+        let name = d.name.clone();
+        let exit = d.exit.to_string();
         let said = last_word(console, &name);
         let (held, why) = match c.want {
             Want::Success => match (exit.as_str(), said) {
@@ -237,23 +237,21 @@ pub fn outcomes(records: &[Value], console: &str) -> Result<Vec<Outcome>, String
 }
 
 /// The bystanders progressed: the CPU hog did work, the latency domain woke up.
-pub fn bystanders_progressed(records: &[Value]) -> Result<String, String> {
-    let num = |d: &Value, k: &str| d[k].as_u64().unwrap_or(0);
+pub fn bystanders_progressed(records: &[Record]) -> Result<String, String> {
     let mut note = Vec::new();
-    for d in records.iter().filter(|r| r["kind"] == "domain") {
-        match d["group"].as_str() {
-            Some("by-cpu") if num(d, "work") == 0 => {
-                return Err(format!("the CPU bystander {} did no work", d["name"]));
+    for d in records.domains() {
+        match d.group.as_str() {
+            "by-cpu" if d.work == 0 => {
+                return Err(format!("the CPU bystander {} did no work", d.name));
             }
-            Some("by-cpu") => note.push(format!("by-cpu work {}", num(d, "work"))),
-            Some("by-lat") if num(d, "wakeups") < MIN_WAKEUPS => {
+            "by-cpu" => note.push(format!("by-cpu work {}", d.work)),
+            "by-lat" if d.wakeups < MIN_WAKEUPS => {
                 return Err(format!(
                     "the latency bystander {} woke up {} times, fewer than {MIN_WAKEUPS}",
-                    d["name"],
-                    num(d, "wakeups")
+                    d.name, d.wakeups
                 ));
             }
-            Some("by-lat") => note.push(format!("by-lat {} wake-ups", num(d, "wakeups"))),
+            "by-lat" => note.push(format!("by-lat {} wake-ups", d.wakeups)),
             _ => {}
         }
     }
@@ -262,7 +260,7 @@ pub fn bystanders_progressed(records: &[Value]) -> Result<String, String> {
 
 /// Every case of a run ended as it must and the bystanders progressed; the note says how
 /// many held and which were skipped.
-pub fn verdict(records: &[Value], console: &str) -> Result<String, String> {
+pub fn verdict(records: &[Record], console: &str) -> Result<String, String> {
     let all = outcomes(records, console)?;
     if all.is_empty() {
         return Err("no case has a record: the run stopped before Domain0 wrote them".into());
@@ -294,10 +292,34 @@ pub fn verdict(records: &[Value], console: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::results;
 
-    fn rec(name: &str, group: &str, exit: &str) -> Value {
-        serde_json::json!({"kind": "domain", "name": name, "group": group, "exit": exit,
-                           "work": 5, "wakeups": 100})
+    fn rec(name: &str, group: &str, exit: &str) -> Record {
+        let exit = match exit.strip_prefix("killed: ") {
+            Some(why) => results::Outcome::Killed(why.into()),
+            None => results::Outcome::Ok,
+        };
+        Record::Domain(results::Domain {
+            id: 1,
+            name: name.into(),
+            group: group.into(),
+            workload: "hostile-ring".into(),
+            vcpus: 1,
+            weight: 256,
+            cap: 0,
+            cpu_ns: 1000,
+            wait_ns: 0,
+            work: 5,
+            wakeups: 100,
+            wake_lat_p50_ns: 0,
+            wake_lat_p99_ns: 0,
+            wake_lat_max_ns: 0,
+            switches: 1,
+            migrations: 0,
+            exit,
+            pool: None,
+            wake_lat_hist: None,
+        })
     }
 
     #[test]
@@ -329,7 +351,9 @@ mod tests {
     fn unknown_groups_and_silent_bystanders_fail() {
         assert!(outcomes(&[rec("x0", "x", "ok")], "").is_err());
         let mut lat = rec("by-lat0", "by-lat", "ok");
-        lat["wakeups"] = 0.into();
+        if let Record::Domain(d) = &mut lat {
+            d.wakeups = 0;
+        }
         assert!(bystanders_progressed(&[lat]).is_err());
         assert!(bystanders_progressed(&[rec("by-lat0", "by-lat", "ok")]).is_ok());
     }

@@ -5,7 +5,8 @@
 
 use std::process::ExitCode;
 
-use runner::{first, invoke, probe_kvm, read_records, sibling_runner};
+use abi::results::{Bench, Figure, Record, Records};
+use runner::{invoke, probe_kvm, read_records, record_line, sibling_runner};
 
 struct Options {
     cpus: Vec<u32>,
@@ -89,16 +90,22 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .collect();
             let run = invoke(&runner, &out, &args);
-            let boot_ns = read_records(&out)
-                .ok()
-                .and_then(|r| first(&r, "boot").and_then(|b| b["boot_ns"].as_u64()));
+            let boot_ns = read_records(&out).and_then(|r| {
+                r.boot()
+                    .map(|b| b.boot_ns)
+                    .ok_or_else(|| "no boot record".to_string())
+            });
             match (run.status, boot_ns) {
-                (Some(0), Some(ns)) => {
+                (Some(0), Ok(ns)) => {
                     samples.push(ns);
                     walls.push(run.took.as_nanos() as u64);
                 }
-                _ => {
-                    eprintln!("bench-boot: the {cpus}-CPU boot failed:");
+                (status, boot_ns) => {
+                    let why = match (status, boot_ns) {
+                        (Some(0), Err(e)) => e,
+                        (status, _) => format!("exit status {status:?}"),
+                    };
+                    eprintln!("bench-boot: the {cpus}-CPU boot failed ({why}):");
                     for line in run
                         .output
                         .lines()
@@ -127,10 +134,20 @@ fn main() -> ExitCode {
             opts.repeat,
             wall as f64 / 1e9
         );
-        println!(
-            r#"{{"kind":"bench","name":"boot_all_cpus_online/cpus={cpus}","value":{boot},"unit":"ns","cpus":{cpus},"accel":"{accel}","machine":"{}","samples":{:?},"wall_ns":{wall}}}"#,
-            opts.machine, samples
-        );
+        let bench = Bench {
+            cpus: Some(cpus),
+            accel: Some(accel.clone()),
+            machine: Some(opts.machine.clone()),
+            samples: Some(samples),
+            wall_ns: Some(wall),
+            ..Bench::new(
+                format!("boot_all_cpus_online/cpus={cpus}"),
+                Figure::Int(boot),
+                "ns",
+                None,
+            )
+        };
+        println!("{}", record_line(&Record::Bench(bench)));
     }
     let _ = std::fs::remove_file(&out);
     if failed {

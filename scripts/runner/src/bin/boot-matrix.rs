@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use runner::{first, invoke, probe_kvm, read_records, show_failure, sibling_runner};
-use serde_json::Value;
+use abi::results::{Cause, Record, Records};
+use runner::{invoke, probe_kvm, read_records, show_failure, sibling_runner};
 
 /// CPU counts of the boot matrix (docs/DESIGN.md: correct for 1 to 255 CPUs). Under TCG on
 /// two host cores a boot takes about 0.2 s at 8 CPUs and 4 to 5 s at 255, so the matrix is
@@ -245,12 +245,11 @@ fn check(
     log: &str,
 ) -> Result<(), String> {
     let records = || read_records(out);
-    let first = |records: &[Value], kind: &str| first(records, kind).cloned();
-    let exit_record = |records: &[Value], want: i32| -> Result<(), String> {
-        let exit = first(records, "exit").ok_or("no exit record")?;
-        if exit["status"] != want || exit["cause"] != "hypervisor" {
+    let exit_record = |records: &[Record], want: i32| -> Result<(), String> {
+        let exit = records.exit().ok_or("no exit record")?;
+        if exit.status != want || exit.cause != Cause::Hypervisor {
             return Err(format!(
-                "exit record {exit}, expected status {want} from the hypervisor"
+                "exit record {exit:?}, expected status {want} from the hypervisor"
             ));
         }
         Ok(())
@@ -264,30 +263,18 @@ fn check(
             if status != Some(0) {
                 return Err(format!("exit status {}, expected 0", shown(status)));
             }
+            // The record's types hold the APIC mode to xapic or x2apic and the boot time
+            // to a count of nanoseconds.
             let records = records()?;
-            let boot = first(&records, "boot").ok_or("no boot record")?;
-            if boot["cpus_online"] != *cpus {
-                return Err(format!("cpus_online {} of {cpus}", boot["cpus_online"]));
+            let boot = records.boot().ok_or("no boot record")?;
+            if boot.cpus_online != *cpus {
+                return Err(format!("cpus_online {} of {cpus}", boot.cpus_online));
             }
-            if !(boot["apic"] == "xapic" || boot["apic"] == "x2apic") {
-                return Err(format!("apic {}, expected xapic or x2apic", boot["apic"]));
+            if boot.protocol != *protocol {
+                return Err(format!("protocol {}, expected {protocol:?}", boot.protocol));
             }
-            if !boot["boot_ns"].is_u64() {
-                return Err(format!(
-                    "boot_ns {} is not a count of nanoseconds",
-                    boot["boot_ns"]
-                ));
-            }
-            // Not required by docs/DESIGN.md, but when the hypervisor says how it was booted, it
-            // must be the way this case booted it.
-            if !boot["protocol"].is_null() && boot["protocol"] != *protocol {
-                return Err(format!(
-                    "protocol {}, expected {protocol:?}",
-                    boot["protocol"]
-                ));
-            }
-            if boot["accel"] != *accel {
-                return Err(format!("accel {}, expected {accel:?}", boot["accel"]));
+            if boot.accel != *accel {
+                return Err(format!("accel {}, expected {accel:?}", boot.accel));
             }
             exit_record(&records, 0)
         }

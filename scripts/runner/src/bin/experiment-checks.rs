@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use runner::{first, invoke_with, read_records, show_failure, sibling_runner};
+use abi::results::{Domain, Record, Records};
+use runner::{invoke_with, read_records, show_failure, sibling_runner};
 use serde_json::Value;
 
 /// A check of one results file.
-type Check = fn(&[Value]) -> Result<String, String>;
+type Check = fn(&[Record]) -> Result<String, String>;
 
 struct Case {
     name: String,
@@ -43,7 +44,7 @@ enum Also {
 
 /// The trace is valid trace JSON, run intervals on a CPU never overlap, and each domain's
 /// run time summed from the trace over the measured interval is its `cpu_ns` within 1%.
-fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
+fn trace_matches(records: &[Record], trace: &Path) -> Result<String, String> {
     trace_matches_but(records, trace, None)
 }
 
@@ -51,7 +52,7 @@ fn trace_matches(records: &[Value], trace: &Path) -> Result<String, String> {
 /// their trace cut short by the per-vCPU trace quota (less than half their `cpu_ns` traced),
 /// while everyone else's still adds up: a storm of events fills no one else's trace space.
 fn trace_matches_but(
-    records: &[Value],
+    records: &[Record],
     trace: &Path,
     storm: Option<&str>,
 ) -> Result<String, String> {
@@ -61,9 +62,9 @@ fn trace_matches_but(
     let events = json["traceEvents"]
         .as_array()
         .ok_or("no traceEvents array")?;
-    let run = first(records, "run").ok_or("no run record")?;
-    let t0 = num(run, "start_ns") as f64 / 1e3;
-    let t1 = t0 + num(run, "duration_ns") as f64 / 1e3;
+    let run = records.run().ok_or("no run record")?;
+    let t0 = hypervisor_only(run.start_ns, "start_ns")? as f64 / 1e3;
+    let t1 = t0 + run.duration_ns as f64 / 1e3;
     let mut per_cpu: std::collections::BTreeMap<u64, Vec<(f64, f64)>> = Default::default();
     let mut per_domain: std::collections::BTreeMap<u64, f64> = Default::default();
     for e in events.iter().filter(|e| e["ph"] == "X") {
@@ -92,14 +93,14 @@ fn trace_matches_but(
         }
     }
     for d in domains(records) {
-        let cpu_ns = num(d, "cpu_ns") as f64;
-        let traced = per_domain.get(&num(d, "id")).copied().unwrap_or(0.0);
-        if storm.is_some_and(|g| d["group"] == g) {
+        let cpu_ns = d.cpu_ns as f64;
+        let traced = per_domain.get(&u64::from(d.id)).copied().unwrap_or(0.0);
+        if storm.is_some_and(|g| d.group == g) {
             if traced > cpu_ns * 0.5 {
                 return Err(format!(
                     "{}: {traced:.0} of its {cpu_ns} ns traced: the storm was not cut short \
                      by its trace quota",
-                    d["name"]
+                    d.name
                 ));
             }
             continue;
@@ -107,14 +108,14 @@ fn trace_matches_but(
         if (traced - cpu_ns).abs() > cpu_ns * 0.01 + 1e3 {
             return Err(format!(
                 "{}: cpu_ns {cpu_ns}, but its trace intervals add up to {traced:.0} ns",
-                d["name"]
+                d.name
             ));
         }
     }
     let n: usize = per_cpu.values().map(Vec::len).sum();
     // Credit has priority classes; its trace must show them changing.
     let priority = events.iter().filter(|e| e["cat"] == "priority").count();
-    if run["policy"] == "credit" && priority == 0 {
+    if run.policy == "credit" && priority == 0 {
         return Err("a credit trace without a single priority change (BOOST/UNDER/OVER)".into());
     }
     let cut = storm.map_or(String::new(), |g| {
@@ -128,7 +129,7 @@ fn trace_matches_but(
 
 /// Runs the case's spec and flags in schedsim and checks that every domain's share of the
 /// CPU time is within 5 points of the hypervisor's.
-fn matches_schedsim(records: &[Value], args: &[String], out: &Path) -> Result<String, String> {
+fn matches_schedsim(records: &[Record], args: &[String], out: &Path) -> Result<String, String> {
     let sim_out = out.with_extension("schedsim.jsonl");
     let flags: Vec<&String> = args
         .iter()
@@ -147,14 +148,14 @@ fn matches_schedsim(records: &[Value], args: &[String], out: &Path) -> Result<St
         ));
     }
     let sim = read_records(&sim_out)?;
-    let shares = |rs: &[Value]| -> Vec<(String, f64)> {
+    let shares = |rs: &[Record]| -> Vec<(String, f64)> {
         let ds = domains(rs);
-        let total: u64 = ds.iter().map(|d| num(d, "cpu_ns")).sum();
+        let total: u64 = ds.iter().map(|d| d.cpu_ns).sum();
         ds.iter()
             .map(|d| {
                 (
-                    d["name"].as_str().unwrap_or("?").to_string(),
-                    100.0 * num(d, "cpu_ns") as f64 / total.max(1) as f64,
+                    d.name.clone(),
+                    100.0 * d.cpu_ns as f64 / total.max(1) as f64,
                 )
             })
             .collect()
@@ -188,31 +189,31 @@ fn spec(name: &str) -> String {
         .to_string()
 }
 
-fn domains(records: &[Value]) -> Vec<&Value> {
-    records.iter().filter(|r| r["kind"] == "domain").collect()
+fn domains(records: &[Record]) -> Vec<&Domain> {
+    records.domains().collect()
 }
 
-fn num(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
+/// A field of the run record that only the hypervisor writes: an error if it is missing.
+fn hypervisor_only(field: Option<u64>, name: &str) -> Result<u64, String> {
+    field.ok_or_else(|| format!("the run record has no {name}, which the hypervisor writes"))
 }
 
-fn summary(records: &[Value]) -> Result<&Value, String> {
-    first(records, "summary").ok_or_else(|| "no summary record".into())
+fn summary(records: &[Record]) -> Result<&abi::results::Summary, String> {
+    records.summary().ok_or_else(|| "no summary record".into())
 }
 
 /// Every domain of a `cpu` group made progress and Jain's index of work is at least 0.98.
-fn all_progress_and_fair(records: &[Value]) -> Result<String, String> {
+fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
     if ds.len() != 128 {
         return Err(format!("{} domain records, expected 128", ds.len()));
     }
-    if let Some(d) = ds
-        .iter()
-        .find(|d| num(d, "work") == 0 || num(d, "cpu_ns") == 0)
-    {
-        return Err(format!("domain {} made no progress: {d}", d["name"]));
+    if let Some(d) = ds.iter().find(|d| d.work == 0 || d.cpu_ns == 0) {
+        return Err(format!("domain {} made no progress: {d:?}", d.name));
     }
-    let jain = summary(records)?["jain"].as_f64().ok_or("no jain")?;
+    let jain = summary(records)?
+        .jain
+        .ok_or("jain is null: no cpu domain was measured")?;
     if jain < 0.98 {
         return Err(format!("Jain's index {jain:.4} < 0.98"));
     }
@@ -220,13 +221,10 @@ fn all_progress_and_fair(records: &[Value]) -> Result<String, String> {
 }
 
 /// Every domain ran and worked (for cases whose point lies elsewhere).
-fn every_domain_ran(records: &[Value]) -> Result<String, String> {
+fn every_domain_ran(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
-    match ds
-        .iter()
-        .find(|d| num(d, "cpu_ns") == 0 || num(d, "work") == 0)
-    {
-        Some(d) => Err(format!("{} never ran", d["name"])),
+    match ds.iter().find(|d| d.cpu_ns == 0 || d.work == 0) {
+        Some(d) => Err(format!("{} never ran", d.name)),
         None if ds.is_empty() => Err("no domain records".into()),
         None => Ok(format!("{} domains ran", ds.len())),
     }
@@ -235,21 +233,21 @@ fn every_domain_ran(records: &[Value]) -> Result<String, String> {
 /// Every domain ran, and the hypervisor's clocks agree with the world: the run's wall-clock
 /// start (real-time clock at boot + system time) is within a day of the host's clock, and
 /// Domain0's own virtual time is positive and no more than the system time elapsed.
-fn domains_ran_and_clocks_agree(records: &[Value]) -> Result<String, String> {
+fn domains_ran_and_clocks_agree(records: &[Record]) -> Result<String, String> {
     let note = every_domain_ran(records)?;
-    let run = first(records, "run").ok_or("no run record")?;
+    let run = records.run().ok_or("no run record")?;
     let host_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_nanos() as u64;
-    let wall = num(run, "wallclock_start_ns");
+    let wall = hypervisor_only(run.wallclock_start_ns, "wallclock_start_ns")?;
     if wall.abs_diff(host_ns) > 86_400 * 1_000_000_000 {
         return Err(format!(
             "the run's wall-clock start {wall} ns is more than a day from the host's {host_ns} ns"
         ));
     }
-    let dom0 = num(run, "dom0_cpu_ns");
-    let elapsed = num(run, "start_ns") + num(run, "duration_ns");
+    let dom0 = hypervisor_only(run.dom0_cpu_ns, "dom0_cpu_ns")?;
+    let elapsed = hypervisor_only(run.start_ns, "start_ns")? + run.duration_ns;
     if dom0 == 0 || dom0 > elapsed {
         return Err(format!(
             "Domain0's virtual time {dom0} ns, system time elapsed {elapsed} ns"
@@ -264,10 +262,10 @@ fn domains_ran_and_clocks_agree(records: &[Value]) -> Result<String, String> {
 
 /// Each domain's share of the CPU time is within 2 points of w / Σw (the property tests
 /// hold schedsim to 1; TCG adds up to a point of noise over six seconds).
-fn shares_follow_weights(records: &[Value]) -> Result<String, String> {
+fn shares_follow_weights(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
-    let total: u64 = ds.iter().map(|d| num(d, "cpu_ns")).sum();
-    let weights: u64 = ds.iter().map(|d| num(d, "weight")).sum();
+    let total: u64 = ds.iter().map(|d| d.cpu_ns).sum();
+    let weights: u64 = ds.iter().map(|d| d.weight).sum();
     if ds.len() != 8 || total == 0 || weights == 0 {
         return Err(format!(
             "{} domains, {total} ns, weights {weights}",
@@ -276,13 +274,13 @@ fn shares_follow_weights(records: &[Value]) -> Result<String, String> {
     }
     let mut worst = 0.0f64;
     for d in &ds {
-        let share = 100.0 * num(d, "cpu_ns") as f64 / total as f64;
-        let target = 100.0 * num(d, "weight") as f64 / weights as f64;
+        let share = 100.0 * d.cpu_ns as f64 / total as f64;
+        let target = 100.0 * d.weight as f64 / weights as f64;
         worst = worst.max((share - target).abs());
         if (share - target).abs() > 2.0 {
             return Err(format!(
                 "{} (weight {}): share {share:.2}%, target {target:.2}%",
-                d["name"], d["weight"]
+                d.name, d.weight
             ));
         }
     }
@@ -290,13 +288,13 @@ fn shares_follow_weights(records: &[Value]) -> Result<String, String> {
 }
 
 /// The capped domain stays within its cap (20% of a CPU) plus one point.
-fn cap_holds(records: &[Value]) -> Result<String, String> {
-    let run = first(records, "run").ok_or("no run record")?;
+fn cap_holds(records: &[Record]) -> Result<String, String> {
+    let run = records.run().ok_or("no run record")?;
     let capped = domains(records)
         .into_iter()
-        .find(|d| d["group"] == "capped")
+        .find(|d| d.group == "capped")
         .ok_or("no capped domain")?;
-    let pct = 100.0 * num(capped, "cpu_ns") as f64 / num(run, "duration_ns").max(1) as f64;
+    let pct = 100.0 * capped.cpu_ns as f64 / run.duration_ns.max(1) as f64;
     if pct > 21.0 {
         return Err(format!("capped domain got {pct:.2}% of a CPU, cap 20%"));
     }
@@ -309,7 +307,7 @@ fn cap_holds(records: &[Value]) -> Result<String, String> {
 }
 
 /// Each hostile domain was killed, with the reason its act deserves; the good ones ran on.
-fn hostile_killed_others_fine(records: &[Value]) -> Result<String, String> {
+fn hostile_killed_others_fine(records: &[Record]) -> Result<String, String> {
     let want = [
         ("cli", "killed: privileged instruction"),
         ("hlt", "killed: privileged instruction"),
@@ -324,22 +322,19 @@ fn hostile_killed_others_fine(records: &[Value]) -> Result<String, String> {
     ];
     let ds = domains(records);
     for d in &ds {
-        let group = d["group"].as_str().unwrap_or("");
-        let exit = d["exit"].as_str().unwrap_or("");
+        let group = d.group.as_str();
+        let exit = d.exit.to_string();
         let (_, prefix) = want
             .iter()
             .find(|(g, _)| *g == group)
             .ok_or(format!("unexpected group {group}"))?;
         if !exit.starts_with(prefix) {
-            return Err(format!(
-                "{} ended `{exit}`, expected `{prefix}...`",
-                d["name"]
-            ));
+            return Err(format!("{} ended `{exit}`, expected `{prefix}...`", d.name));
         }
-        if group == "good" && num(d, "work") == 0 {
+        if group == "good" && d.work == 0 {
             return Err(format!(
                 "{} made no progress next to hostile neighbours",
-                d["name"]
+                d.name
             ));
         }
     }
@@ -354,14 +349,14 @@ fn hostile_killed_others_fine(records: &[Value]) -> Result<String, String> {
 }
 
 /// The attacker that yields before every tick gets no more than its fair quarter (+5 points).
-fn attacker_no_more_than_fair(records: &[Value]) -> Result<String, String> {
+fn attacker_no_more_than_fair(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
-    let total: u64 = ds.iter().map(|d| num(d, "cpu_ns")).sum();
+    let total: u64 = ds.iter().map(|d| d.cpu_ns).sum();
     let attacker = ds
         .iter()
-        .find(|d| d["group"] == "attacker")
+        .find(|d| d.group == "attacker")
         .ok_or("no attacker")?;
-    let share = 100.0 * num(attacker, "cpu_ns") as f64 / total.max(1) as f64;
+    let share = 100.0 * attacker.cpu_ns as f64 / total.max(1) as f64;
     if share > 30.0 {
         return Err(format!(
             "the yield attacker got {share:.1}% of the CPU; fair is 25%"
@@ -371,40 +366,37 @@ fn attacker_no_more_than_fair(records: &[Value]) -> Result<String, String> {
 }
 
 /// The latency domain woke up and ran every period (it made progress among the hogs).
-fn latency_domain_runs(records: &[Value]) -> Result<String, String> {
+fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
     let lat = domains(records)
         .into_iter()
-        .find(|d| d["group"] == "lat")
+        .find(|d| d.group == "lat")
         .ok_or("no latency domain")?;
-    if num(lat, "wakeups") == 0 || num(lat, "work") == 0 {
-        return Err(format!("the latency domain never woke or ran: {lat}"));
+    if lat.wakeups == 0 || lat.work == 0 {
+        return Err(format!("the latency domain never woke or ran: {lat:?}"));
     }
     Ok(format!(
         "{} wake-ups, p50 {} ns, p99 {} ns, max {} ns",
-        num(lat, "wakeups"),
-        num(lat, "wake_lat_p50_ns"),
-        num(lat, "wake_lat_p99_ns"),
-        num(lat, "wake_lat_max_ns")
+        lat.wakeups, lat.wake_lat_p50_ns, lat.wake_lat_p99_ns, lat.wake_lat_max_ns
     ))
 }
 
 /// Every `fpu` domain checked its registers many times and never saw them change (a change
 /// ends the domain with a failure, which Domain0's verdict, the exit status, reports too).
-fn registers_never_leak(records: &[Value]) -> Result<String, String> {
+fn registers_never_leak(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
     if ds.len() != 4 {
         return Err(format!("{} domain records, expected 4", ds.len()));
     }
     for d in &ds {
-        if d["exit"] != "ok" || num(d, "work") == 0 || num(d, "switches") < 10 {
+        if !d.exit.is_ok() || d.work == 0 || d.switches < 10 {
             return Err(format!(
                 "{} ended `{}` after {} checks and {} switches",
-                d["name"], d["exit"], d["work"], d["switches"]
+                d.name, d.exit, d.work, d.switches
             ));
         }
     }
-    let checks: u64 = ds.iter().map(|d| num(d, "work")).sum();
-    let switches: u64 = ds.iter().map(|d| num(d, "switches")).sum();
+    let checks: u64 = ds.iter().map(|d| d.work).sum();
+    let switches: u64 = ds.iter().map(|d| d.switches).sum();
     Ok(format!(
         "{checks} clean register checks across {switches} switches"
     ))
@@ -412,21 +404,21 @@ fn registers_never_leak(records: &[Value]) -> Result<String, String> {
 
 /// The 2-vCPU domain got about twice the CPU time of each 1-vCPU domain (every vCPU had a
 /// CPU to itself), and both of its vCPUs worked.
-fn vcpus_each_get_a_cpu(records: &[Value]) -> Result<String, String> {
+fn vcpus_each_get_a_cpu(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
     let pair = ds
         .iter()
-        .find(|d| d["group"] == "pair")
+        .find(|d| d.group == "pair")
         .ok_or("no 2-vCPU domain")?;
-    let singles: Vec<&&Value> = ds.iter().filter(|d| d["group"] == "single").collect();
-    if num(pair, "vcpus") != 2 || singles.len() != 2 {
+    let singles: Vec<&&Domain> = ds.iter().filter(|d| d.group == "single").collect();
+    if pair.vcpus != 2 || singles.len() != 2 {
         return Err(format!(
             "expected one 2-vCPU and two 1-vCPU domains, got {}",
             ds.len()
         ));
     }
-    let single_ns = singles.iter().map(|d| num(d, "cpu_ns")).sum::<u64>() as f64 / 2.0;
-    let ratio = num(pair, "cpu_ns") as f64 / single_ns.max(1.0);
+    let single_ns = singles.iter().map(|d| d.cpu_ns).sum::<u64>() as f64 / 2.0;
+    let ratio = pair.cpu_ns as f64 / single_ns.max(1.0);
     if !(1.6..=2.4).contains(&ratio) {
         return Err(format!(
             "the 2-vCPU domain got {ratio:.2}× a 1-vCPU domain's CPU time, expected about 2"
@@ -438,21 +430,21 @@ fn vcpus_each_get_a_cpu(records: &[Value]) -> Result<String, String> {
 }
 
 /// Every domain of the run ended `ok` and each of those in `groups` made progress.
-fn all_ok_and_progressed(records: &[Value], groups: &[&str]) -> Result<(), String> {
+fn all_ok_and_progressed(records: &[Record], groups: &[&str]) -> Result<(), String> {
     let ds = domains(records);
     for d in &ds {
-        let exit = d["exit"].as_str().unwrap_or("");
+        let exit = d.exit.to_string();
         if exit != "ok" {
-            return Err(format!("{} ended `{exit}`", d["name"]));
+            return Err(format!("{} ended `{exit}`", d.name));
         }
     }
     for g in groups {
-        let members: Vec<_> = ds.iter().filter(|d| d["group"] == *g).collect();
+        let members: Vec<_> = ds.iter().filter(|d| d.group == *g).collect();
         if members.is_empty() {
             return Err(format!("no {g} domain"));
         }
-        if let Some(d) = members.iter().find(|d| num(d, "work") == 0) {
-            return Err(format!("{} made no progress", d["name"]));
+        if let Some(d) = members.iter().find(|d| d.work == 0) {
+            return Err(format!("{} made no progress", d.name));
         }
     }
     Ok(())
@@ -460,15 +452,15 @@ fn all_ok_and_progressed(records: &[Value], groups: &[&str]) -> Result<(), Strin
 
 /// Batched page-table updates: every mmu domain kept mapping, checking and unmapping
 /// without a refusal; the note gives the CPU time per update for each batch size.
-fn page_table_updates_work(records: &[Value]) -> Result<String, String> {
+fn page_table_updates_work(records: &[Record]) -> Result<String, String> {
     all_ok_and_progressed(records, &["batch1", "batch16", "batch512"])?;
     let notes: Vec<String> = domains(records)
         .iter()
         .map(|d| {
             format!(
                 "{} {} ns/update",
-                d["group"].as_str().unwrap_or("?"),
-                num(d, "cpu_ns") / num(d, "work").max(1)
+                d.group.as_str(),
+                d.cpu_ns / d.work.max(1)
             )
         })
         .collect();
@@ -477,45 +469,45 @@ fn page_table_updates_work(records: &[Value]) -> Result<String, String> {
 
 /// TLB shootdown: the reading vCPU saw every remap as soon as it returned (a stale read
 /// ends the domain with code 3).
-fn remaps_seen_at_once(records: &[Value]) -> Result<String, String> {
+fn remaps_seen_at_once(records: &[Record]) -> Result<String, String> {
     all_ok_and_progressed(records, &["shootdown"])?;
     let d = domains(records)[0];
     Ok(format!(
         "{} remaps, each seen by the other vCPU's CPU at once",
-        num(d, "work")
+        d.work
     ))
 }
 
 /// The split block device: every frontend's data read back intact (a wrong byte ends it
 /// with code 3), the writer's data outlived it (the verifier found it), the backend served.
-fn block_data_intact(records: &[Value]) -> Result<String, String> {
+fn block_data_intact(records: &[Record]) -> Result<String, String> {
     all_ok_and_progressed(records, &["blkback", "blkseq", "blkrand", "blkverify"])?;
-    let run = first(records, "run").ok_or("no run record")?;
+    let run = records.run().ok_or("no run record")?;
     let back = domains(records)
         .into_iter()
-        .find(|d| d["group"] == "blkback")
+        .find(|d| d.group == "blkback")
         .ok_or("no backend")?;
     Ok(format!(
         "{} requests served, {} per second",
-        num(back, "work"),
-        num(back, "work") * 1_000_000_000 / num(run, "duration_ns").max(1)
+        back.work,
+        back.work * 1_000_000_000 / run.duration_ns.max(1)
     ))
 }
 
 /// The split network device: every packet arrived intact and in order at each frontend (a
 /// bad one ends it with code 3); the note gives each bridge's throughput.
-fn packets_intact(records: &[Value]) -> Result<String, String> {
+fn packets_intact(records: &[Record]) -> Result<String, String> {
     all_ok_and_progressed(
         records,
         &["netback", "netfront", "netbacksmall", "netsmall"],
     )?;
-    let run = first(records, "run").ok_or("no run record")?;
-    let secs = num(run, "duration_ns").max(1) as f64 / 1e9;
+    let run = records.run().ok_or("no run record")?;
+    let secs = run.duration_ns.max(1) as f64 / 1e9;
     let rate = |group: &str| -> f64 {
         domains(records)
             .iter()
-            .filter(|d| d["group"] == group)
-            .map(|d| num(d, "work"))
+            .filter(|d| d.group == group)
+            .map(|d| d.work)
             .sum::<u64>() as f64
             / secs
             / 1e6
@@ -529,13 +521,9 @@ fn packets_intact(records: &[Value]) -> Result<String, String> {
 
 /// Event channels: the pinger's round trips and the ponger's answers match (at most one in
 /// flight at each end of the interval), and there were plenty of them.
-fn every_event_arrives_once(records: &[Value]) -> Result<String, String> {
+fn every_event_arrives_once(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
-    let work = |group: &str| {
-        ds.iter()
-            .find(|d| d["group"] == group)
-            .map(|d| num(d, "work"))
-    };
+    let work = |group: &str| ds.iter().find(|d| d.group == group).map(|d| d.work);
     let (Some(ping), Some(pong)) = (work("pinger"), work("ponger")) else {
         return Err("expected a pinger and a ponger".into());
     };
@@ -547,31 +535,31 @@ fn every_event_arrives_once(records: &[Value]) -> Result<String, String> {
             "{ping} round trips but {pong} answers: events lost or doubled"
         ));
     }
-    let run = first(records, "run").ok_or("no run record")?;
+    let run = records.run().ok_or("no run record")?;
     Ok(format!(
         "{ping} round trips, {} µs each",
-        num(run, "duration_ns") / ping / 1000
+        run.duration_ns / ping / 1000
     ))
 }
 
 /// Each vCPU of the timer-VIRQ domains took about one event per period (between a half and
 /// all of them: late wake-ups under TCG skip periods, never add them). The 2-vCPU domain
 /// has a timer VIRQ per vCPU, so it takes twice as many.
-fn timer_events_arrive(records: &[Value]) -> Result<String, String> {
-    let run = first(records, "run").ok_or("no run record")?;
-    let periods = num(run, "duration_ns") / 1_000_000;
+fn timer_events_arrive(records: &[Record]) -> Result<String, String> {
+    let run = records.run().ok_or("no run record")?;
+    let periods = run.duration_ns / 1_000_000;
     let mut notes = Vec::new();
     for group in ["timer", "timer2"] {
         let d = domains(records)
             .into_iter()
-            .find(|d| d["group"] == group)
+            .find(|d| d.group == group)
             .ok_or(format!("no {group} domain"))?;
-        let expected = periods * num(d, "vcpus");
-        let events = num(d, "work");
+        let expected = periods * u64::from(d.vcpus);
+        let events = d.work;
         if events * 2 < expected || events > expected + 4 {
             return Err(format!(
                 "{group}: {events} timer events in {periods} periods of 1 ms on {} vCPUs",
-                num(d, "vcpus")
+                d.vcpus
             ));
         }
         notes.push(format!("{group} {events}/{expected}"));
@@ -586,38 +574,37 @@ fn timer_events_arrive(records: &[Value]) -> Result<String, String> {
 /// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
 /// it got to the end, since `ok` also describes a domain still running), and the bystander
 /// ran on.
-fn grant_misuse_refused(records: &[Value]) -> Result<String, String> {
+fn grant_misuse_refused(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
     for group in ["granter", "grantee"] {
         let d = ds
             .iter()
-            .find(|d| d["group"] == group)
+            .find(|d| d.group == group)
             .ok_or(format!("no {group} domain"))?;
-        if d["exit"] != "ok" || num(d, "work") != 1 {
+        if !d.exit.is_ok() || d.work != 1 {
             return Err(format!(
                 "the {group} ended `{}` with work {}, expected `ok` with work 1 (all checked)",
-                d["exit"].as_str().unwrap_or("?"),
-                num(d, "work")
+                d.exit, d.work
             ));
         }
     }
     let bystander = ds
         .iter()
-        .find(|d| d["group"] == "bystander")
+        .find(|d| d.group == "bystander")
         .ok_or("no bystander domain")?;
-    if num(bystander, "work") == 0 {
+    if bystander.work == 0 {
         return Err("the bystander made no progress".into());
     }
     Ok(format!(
         "granter and grantee ended ok, bystander did {} units",
-        num(bystander, "work")
+        bystander.work
     ))
 }
 
 /// A run of the XTF-style suite wrote its run record (the cases are judged by `Also::Xtf`).
-fn suite_ran(records: &[Value]) -> Result<String, String> {
-    let run = first(records, "run").ok_or("no run record")?;
-    Ok(format!("{} domains", num(run, "domains")))
+fn suite_ran(records: &[Record]) -> Result<String, String> {
+    let run = records.run().ok_or("no run record")?;
+    Ok(format!("{} domains", run.domains))
 }
 
 /// Churn (`churn.toml`): Domain0's own checks passed (the exit status says every check found
@@ -625,15 +612,16 @@ fn suite_ran(records: &[Value]) -> Result<String, String> {
 /// records show that the run did what it is for: every lifetime of the spec, each way of
 /// ending one (right after unpause, running, paused, never started, killed), event ports and
 /// grants in use, and no heap growth.
-fn churn_back_at_baseline(records: &[Value]) -> Result<String, String> {
+fn churn_back_at_baseline(records: &[Record]) -> Result<String, String> {
     let spec = sched::spec::Spec::from_file(spec("churn")).map_err(|e| e.to_string())?;
     let churn = spec.churn.ok_or("churn.toml has no [churn] table")?;
     let bench = |name: &str| -> Result<u64, String> {
-        records
-            .iter()
-            .find(|r| r["kind"] == "bench" && r["name"] == name)
-            .and_then(|r| r["value"].as_u64())
-            .ok_or(format!("no `{name}` bench record"))
+        let b = records
+            .bench(name)
+            .ok_or(format!("no `{name}` bench record"))?;
+        b.value
+            .as_u64()
+            .ok_or(format!("`{name}`: {} is not a count", b.value))
     };
     let lifetimes = bench("churn_lifetimes")?;
     if lifetimes != churn.lifetimes {
@@ -693,7 +681,7 @@ fn churn_back_at_baseline(records: &[Value]) -> Result<String, String> {
 /// (a violation would have ended it: `ok` is required); one that was to raise an exception
 /// (`mode = 2`) was killed and the others ended `ok`; every bystander (`mode = 1`) ended `ok`
 /// and made progress.
-fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
+fn fuzz_campaign(records: &[Record], name: &str) -> Result<String, String> {
     let spec = sched::spec::Spec::from_file(experiments_dir().join(format!("{name}.toml")))
         .map_err(|e| e.to_string())?;
     let plan = spec.plan();
@@ -707,7 +695,7 @@ fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
     }
     let (mut calls, mut fuzzers, mut bystanders, mut rounds) = (0, 0, 0, 0);
     for d in &ds {
-        let name = d["name"].as_str().unwrap_or("?");
+        let name = d.name.as_str();
         let p = plan
             .iter()
             .find(|p| p.name == name)
@@ -716,8 +704,8 @@ fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
             continue;
         }
         let arg = |k: &str| p.args.get(k).copied().unwrap_or(0);
-        let exit = d["exit"].as_str().unwrap_or("");
-        let work = num(d, "work");
+        let exit = d.exit.to_string();
+        let work = d.work;
         match arg("mode") {
             1 => {
                 if exit != "ok" || work == 0 {
@@ -760,35 +748,35 @@ fn fuzz_campaign(records: &[Value], name: &str) -> Result<String, String> {
     ))
 }
 
-fn fuzz_short_campaign(records: &[Value]) -> Result<String, String> {
+fn fuzz_short_campaign(records: &[Record]) -> Result<String, String> {
     fuzz_campaign(records, "fuzz")
 }
 
-fn fuzz_smp_campaign(records: &[Value]) -> Result<String, String> {
+fn fuzz_smp_campaign(records: &[Record]) -> Result<String, String> {
     fuzz_campaign(records, "fuzz-smp")
 }
 
 /// Every exception class (`fuzz-exceptions.toml`: 26 classes, and `int N` for all 256 N)
 /// killed its raiser, and only it: the `good` domain progressed (the exit status, checked
 /// before, says the hypervisor survived and every frame came back).
-fn exceptions_kill_only_their_raisers(records: &[Value]) -> Result<String, String> {
+fn exceptions_kill_only_their_raisers(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
     let mut reasons = std::collections::BTreeSet::new();
     let (mut exc, mut int) = (0, 0);
     for d in &ds {
-        let exit = d["exit"].as_str().unwrap_or("");
-        match d["group"].as_str().unwrap_or("") {
+        let exit = d.exit.to_string();
+        match d.group.as_str() {
             "good" => {
-                if exit != "ok" || num(d, "work") == 0 {
+                if exit != "ok" || d.work == 0 {
                     return Err(format!(
                         "the good domain ended `{exit}` after {} units",
-                        d["work"]
+                        d.work
                     ));
                 }
             }
             group @ ("exc" | "int") => {
                 let Some(reason) = exit.strip_prefix("killed: ") else {
-                    return Err(format!("{} ended `{exit}`, expected killed", d["name"]));
+                    return Err(format!("{} ended `{exit}`, expected killed", d.name));
                 };
                 // "page fault at 0x... (rip ...)" -> "page fault"
                 let kind = reason

@@ -147,7 +147,11 @@ fn main() -> ExitCode {
             let run = invoke_with(&runner, &out, &args, false);
             let _ = std::fs::write(&log, &run.output);
             let status = run.status.map_or("none".to_string(), |s| s.to_string());
-            let records = read_records(&out).unwrap_or_default();
+            // A results file that is not the contract's says why in place of each case.
+            let (records, unreadable) = match read_records(&out) {
+                Ok(r) => (r, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
             let groups: Vec<&str> = one
                 .domains
                 .iter()
@@ -167,7 +171,9 @@ fn main() -> ExitCode {
             for g in groups {
                 let mine: Vec<&xtf::Outcome> = outcomes.iter().filter(|o| o.group == g).collect();
                 let held = !mine.is_empty() && mine.iter().all(|o| o.held);
-                let how = if mine.is_empty() {
+                let how = if let Some(e) = &unreadable {
+                    format!("unreadable results: {e}")
+                } else if mine.is_empty() {
                     format!("no record ({tail})")
                 } else {
                     let mut seen: Vec<String> = Vec::new();
