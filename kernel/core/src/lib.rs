@@ -8,7 +8,7 @@
 //! | [`cmdline`] | the hypervisor's command line | `main.rs` |
 //! | [`memmap`] | the physical memory map | `mm/frames.rs` |
 //! | [`frame_alloc`] | the frame allocator (a bitmap) | `mm/frames.rs` |
-//! | [`frame_table`] | owners, page types and reference counts of every frame; validated page-table updates (Xen's `mm.c` rules) | `mm/frame_table.rs`, `pv/mmu.rs` |
+//! | [`frame_table`] | owners, page types and reference counts of every frame; validated page-table updates (Xen's `mm.c` rules), lock-free per frame | `mm/frame_table.rs`, `pv/mmu.rs`, `pv/grant_table.rs` |
 //! | [`event`] | one domain's event-channel port table | `pv/event_channel.rs` |
 //! | [`grant`] | grant tables and map tracks | `pv/grant_table.rs` |
 //! | [`image`] | guest ELF images and the boot archive | `domain/` |

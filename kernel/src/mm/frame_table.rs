@@ -3,22 +3,28 @@
 //! through the direct map, and what domain creation and death do with it (adopt a built
 //! address space, tear one down). The hypercalls that change it are in `pv/mmu.rs`.
 //!
-//! One lock guards the frame table. It is never held while waiting for another CPU: a TLB
-//! shootdown waits for every CPU running the domain to flush, and such a CPU may be spinning
-//! on that lock with interrupts off. So updates are applied under the lock, and flushes
-//! happen between them, with no lock held.
+//! No lock guards the frame table as a whole: each frame's counts are updated by
+//! compare-and-swap, and a page table's entries are rewritten under that table's own lock
+//! bit (see "Concurrency" in `kerncore::frame_table`), so updates on different CPUs, to
+//! different tables, go on at once. Those per-frame locks are taken and released inside one
+//! frame-table call and never held while waiting for another CPU: a TLB shootdown waits for
+//! every CPU running the domain to flush, and such a CPU may be spinning on a frame's lock
+//! with interrupts off. So flushes happen between frame-table calls, never inside one.
 
 use alloc::vec::Vec;
 
 use abi::control::DomainId;
 use abi::error::Errno;
 use kerncore::frame_table::{FrameTable, MmError, TableMemory};
-use spin::Mutex;
+use spin::Once;
 
 use crate::arch::paging::phys_to_virt;
 use crate::mm::frames;
 
-static TABLE: Mutex<Option<FrameTable>> = Mutex::new(None);
+static TABLE: Once<FrameTable> = Once::new();
+
+// Every domain id the hypervisor hands out has its page tables counted.
+const _: () = assert!(sched::limits::MAX_DOMAINS <= kerncore::frame_table::DOMAIN_IDS as usize);
 
 /// Page-table entries through the direct map.
 pub struct DirectMap;
@@ -37,8 +43,8 @@ impl TableMemory for DirectMap {
 
     fn write(&mut self, mfn: u64, index: usize, value: u64) {
         // SAFETY: as in `read`; the frame is a page table the frame table validated (or is
-        // validating), which only the hypervisor writes, under the frame-table lock; an
-        // aligned 8-byte store is atomic for the page walker.
+        // validating), which only the hypervisor writes, and only the CPU holding its lock
+        // (or validating it) at that; an aligned 8-byte store is atomic for the page walker.
         unsafe {
             phys_to_virt(mfn << 12)
                 .as_mut_ptr::<u64>()
@@ -50,16 +56,12 @@ impl TableMemory for DirectMap {
 
 /// Sets up the frame table for physical memory below `end`.
 pub fn init(end: u64) {
-    *TABLE.lock() = Some(FrameTable::new(0, (end >> 12) as usize));
+    TABLE.call_once(|| FrameTable::new(0, (end >> 12) as usize));
 }
 
-/// Runs `f` on the frame table, under its lock.
-pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMap) -> R) -> R {
-    let mut table = TABLE.lock();
-    f(
-        table.as_mut().expect("frame table set up at boot"),
-        &mut DirectMap,
-    )
+/// The frame table, shared by every CPU.
+pub fn table() -> &'static FrameTable {
+    TABLE.get().expect("frame table set up at boot")
 }
 
 /// Frees frames the frame table says nobody holds any more. Callers flush TLBs first.
@@ -75,7 +77,8 @@ pub fn free_all(frames: impl IntoIterator<Item = u64>) {
 /// tables. Frames in `hv_readonly` are pages only the hypervisor writes (the guest may map
 /// them read-only); frames in `hv_held` are pages the hypervisor keeps writing through the
 /// direct map for the domain's whole life (shared info, counters): it holds a reference on
-/// each, so the guest can never give them back, even unmapped. On failure the frames are
+/// each, so the guest can never give them back, even unmapped, nor make them page tables
+/// (its event words written there would become entries). On failure the frames are
 /// plain allocations again (the caller drops the space).
 pub fn adopt(
     owner: DomainId,
@@ -84,42 +87,40 @@ pub fn adopt(
     hv_readonly: &[u64],
     hv_held: &[u64],
 ) -> Result<(), MmError> {
-    with(|t, mem| {
-        for (i, &f) in frames.iter().enumerate() {
-            if let Err(e) = t.assign(f >> 12, owner, hv_readonly.contains(&f)) {
-                for &g in &frames[..i] {
-                    let _ = t.release(g >> 12, owner);
-                }
-                return Err(e);
-            }
-        }
-        if let Err(e) = t.pin_root(owner, pml4 >> 12, mem) {
-            for &g in frames {
+    let t = table();
+    for (i, &f) in frames.iter().enumerate() {
+        if let Err(e) = t.assign(f >> 12, owner, hv_readonly.contains(&f)) {
+            for &g in &frames[..i] {
                 let _ = t.release(g >> 12, owner);
             }
             return Err(e);
         }
-        for &f in hv_held {
-            t.get_page(f >> 12, owner)
-                .expect("a frame of the address space just assigned");
+    }
+    if let Err(e) = t.pin_root(owner, pml4 >> 12, &mut DirectMap) {
+        for &g in frames {
+            let _ = t.release(g >> 12, owner);
         }
-        Ok(())
-    })
+        return Err(e);
+    }
+    for &f in hv_held {
+        // Held for writing: never a page table from now on (its writes would forge entries).
+        t.hold(f >> 12, owner)
+            .expect("a data frame of the address space just assigned");
+    }
+    Ok(())
 }
 
 /// A dead domain's address space: the hypervisor's own references go, every reference its
 /// tables held is dropped, and every frame nobody else holds is freed (its vCPUs run
 /// nowhere: no TLB can reach them).
 pub fn teardown(owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]) {
+    let t = table();
     let mfns: Vec<u64> = frames.iter().map(|f| f >> 12).collect();
-    let freed = with(|t, mem| {
-        for &f in hv_held {
-            // Never the last reference: the allocation reference is dropped below.
-            let _ = t.put_page(f >> 12);
-        }
-        t.teardown(owner, pml4 >> 12, &mfns, mem)
-    });
-    free_all(freed);
+    for &f in hv_held {
+        // Never the last reference: the allocation reference is dropped below.
+        let _ = t.put_page(f >> 12);
+    }
+    free_all(t.teardown(owner, pml4 >> 12, &mfns, &mut DirectMap));
 }
 
 /// An error of the frame table as a hypercall's.
@@ -128,6 +129,8 @@ pub fn errno(e: MmError) -> Errno {
         MmError::Busy => Errno::Busy,
         MmError::NotOwner => Errno::Perm,
         MmError::TooManyTables => Errno::NoMem,
+        // Every other refusal is a bad argument, `BadOwner` included (the hypervisor's
+        // domain ids are all below `DOMAIN_IDS`: checked at compile time above).
         _ => Errno::Inval,
     }
 }

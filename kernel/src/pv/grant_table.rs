@@ -5,18 +5,28 @@
 //! Frame lifetimes: a grant holds a general reference on its frame, and a mapping holds one
 //! through the page-table entry, so a frame is freed only when no grant and no mapping
 //! remains, whichever domain dies first. Locks are taken in one order: the caller's `life`,
-//! then the granter's `grants`, then the frame table, then the caller's `maptrack`.
+//! then the granter's `grants`, then the caller's `maptrack`. The frame table has no lock
+//! of its own to order: its per-frame locks are taken and released inside each of its calls
+//! (`kerncore::frame_table`, "Concurrency").
+//!
+//! TLBs: a mapping's entry is cleared first, then every CPU running the mapper flushes, and
+//! only then does the granter's grant table stop counting the mapping: until that count is
+//! zero the granter cannot end the grant, so the frame cannot be given back and reused while
+//! a TLB may still reach it. No flush happens with a lock held (a CPU being asked to flush
+//! may be spinning on that lock with interrupts off).
+
+use alloc::vec::Vec;
 
 use abi::error::Errno;
 use abi::hypercall::GrantOp;
 use abi::layout::{MAP_AREA, MAP_AREA_BYTES};
 use abi::mm::{GrantCopy, pte};
-use kerncore::frame_table::PageType;
+use kerncore::frame_table::{PageType, TableMemory};
 use kerncore::grant::{GrantError, Mapping};
 
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
-use crate::mm::frame_table as mmu;
+use crate::mm::frame_table::{self as mmu, DirectMap, free_all, table};
 use crate::mm::guest::{copy_from_guest, copy_to_guest};
 
 fn errno(e: GrantError) -> Errno {
@@ -52,7 +62,7 @@ pub fn grant_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Res
             let frame = me.grants.lock().end(gref).map_err(errno)?;
             // The granter still holds the frame (its allocation reference), so this never
             // frees it.
-            let _ = mmu::with(|t, _| t.put_page(frame >> 12));
+            let _ = table().put_page(frame >> 12);
             Ok(0)
         }
         GrantOp::Map => {
@@ -76,26 +86,27 @@ fn grant(me: &Domain, va: u64, grantee: u64, readonly: bool) -> Result<u64, Errn
         .as_ref()
         .and_then(|s| s.l1_entry(va & !0xfff))
         .ok_or(Errno::Inval)?;
-    let entry = mmu::with(|_, mem| kerncore::frame_table::TableMemory::read(mem, l1 >> 12, index));
+    // Read without a lock: another vCPU may change the entry, but whatever frame it names
+    // is checked below, with a reference held.
+    let entry = DirectMap.read(l1 >> 12, index);
     if entry & pte::PRESENT == 0 || entry & pte::GRANT_MAPPED != 0 {
         return Err(Errno::Inval);
     }
     let frame = entry & pte::ADDRESS;
-    // Only a data page of its own: not a page table, not a page the hypervisor writes.
-    mmu::with(|t, _| {
-        let info = t.info(frame >> 12).ok_or(Errno::Inval)?;
-        if info.owner != Some(me.id) {
-            return Err(Errno::Perm);
-        }
-        if info.hv_readonly || !matches!(info.ty, PageType::None | PageType::Writable) {
-            return Err(Errno::Inval);
-        }
-        t.get_page(frame >> 12, me.id).map_err(mmu::errno)
-    })?;
+    let t = table();
+    t.get_page(frame >> 12, me.id).map_err(mmu::errno)?;
+    // Only a data page of its own: not a page table, not a page the hypervisor writes. (It
+    // may still become a page table later: mapping it writable, or copying into it, takes a
+    // `Writable` type reference then, which that would refuse.)
+    let info = t.info(frame >> 12).ok_or(Errno::Inval)?;
+    if info.hv_readonly || !matches!(info.ty, PageType::None | PageType::Writable) {
+        let _ = t.put_page(frame >> 12);
+        return Err(Errno::Inval);
+    }
     match me.grants.lock().grant(frame, grantee.id, readonly) {
         Ok(gref) => Ok(u64::from(gref)),
         Err(e) => {
-            let _ = mmu::with(|t, _| t.put_page(frame >> 12));
+            let _ = t.put_page(frame >> 12);
             Err(errno(e))
         }
     }
@@ -115,52 +126,79 @@ fn map(me: &Domain, granter: u64, gref: u32, va: u64, readonly: bool) -> Result<
         .ok_or(Errno::Inval)?;
     let mut grants = granter.grants.lock();
     let frame = grants.map(gref, me.id, !readonly).map_err(errno)?;
-    if let Err(e) =
-        mmu::with(|t, mem| t.map_grant(me.id, l1 >> 12, index, frame >> 12, !readonly, mem))
-    {
-        grants.unmap(gref, frame);
-        return Err(mmu::errno(e));
-    }
-    let mapping = Mapping {
-        granter: granter.id,
-        gref,
-        frame,
-        l1,
+    // Frames freed on the way: only if another vCPU unlinked this L1 as it was written.
+    let mut freed = Vec::new();
+    let (l1_mfn, mfn) = (l1 >> 12, frame >> 12);
+    let mapped = table().map_grant(
+        me.id,
+        l1_mfn,
         index,
-        writable: !readonly,
-    };
-    match me.maptrack.lock().add(mapping) {
-        Ok(handle) => Ok(u64::from(handle)),
+        mfn,
+        !readonly,
+        &mut DirectMap,
+        &mut freed,
+    );
+    let result = match mapped {
         Err(e) => {
-            // Nothing can have used the entry yet: no flush needed to take it back (the
-            // entry was not present before, so no TLB held it).
-            let _ = mmu::with(|t, mem| t.unmap_grant(l1 >> 12, index, frame >> 12, mem));
             grants.unmap(gref, frame);
-            Err(errno(e))
+            Err(mmu::errno(e))
         }
+        Ok(()) => {
+            let mapping = Mapping {
+                granter: granter.id,
+                gref,
+                frame,
+                l1,
+                index,
+                writable: !readonly,
+            };
+            let added = me.maptrack.lock().add(mapping);
+            match added {
+                Ok(handle) => Ok(u64::from(handle)),
+                Err(e) => {
+                    // Taken back; another vCPU may have reached the entry meanwhile, so the
+                    // grant stays counted as mapped until the flush below.
+                    let _ =
+                        table().unmap_grant(me.id, l1_mfn, index, mfn, &mut DirectMap, &mut freed);
+                    drop((grants, life));
+                    me.flush_tlbs();
+                    granter.grants.lock().unmap(gref, frame);
+                    free_all(freed);
+                    return Err(errno(e));
+                }
+            }
+        }
+    };
+    drop((grants, life));
+    if !freed.is_empty() {
+        me.flush_tlbs();
+        free_all(freed);
     }
+    result
 }
 
 /// Undoes mapping `handle`.
 fn unmap(me: &Domain, handle: u32) -> Result<u64, Errno> {
     let m = me.maptrack.lock().take(handle).ok_or(Errno::Inval)?;
     // `NotMapped`: the guest unlinked the level-1 table, which dropped the mapping's
-    // references already; only the granter's count is left to undo.
-    // The table must still be ours: one the guest unlinked (which cleared the entry) may
-    // since have been given back and become another domain's.
-    let freed = mmu::with(|t, mem| {
-        t.info(m.l1 >> 12).and_then(|i| i.owner) == Some(me.id)
-            && t.unmap_grant(m.l1 >> 12, m.index, m.frame >> 12, mem)
-                .unwrap_or(false)
-    });
+    // references already; only the granter's count is left to undo. (The frame table checks
+    // the table is still ours: one the guest unlinked may since have been given back and
+    // become another domain's.) `freed`: the granter died meanwhile, and the mapping was the
+    // frame's last holder.
+    let mut freed = Vec::new();
+    let _ = table().unmap_grant(
+        me.id,
+        m.l1 >> 12,
+        m.index,
+        m.frame >> 12,
+        &mut DirectMap,
+        &mut freed,
+    );
+    me.flush_tlbs();
     if let Some(granter) = domain::domain(m.granter) {
         granter.grants.lock().unmap(m.gref, m.frame);
     }
-    me.flush_tlbs();
-    if freed {
-        // The granter died meanwhile: the mapping was the frame's last holder.
-        let _ = crate::mm::frames::free_frame(m.frame);
-    }
+    free_all(freed);
     Ok(0)
 }
 
@@ -187,21 +225,22 @@ fn copy(me: &Domain, at: u64) -> Result<u64, Errno> {
     // frame cannot be freed) under it.
     let grants = granter.grants.lock();
     let frame = grants.check(c.gref, me.id, write).map_err(errno)?;
-    if write {
-        // Writing through the direct map bypasses page types: make sure the frame did not
-        // become a page table of the granter since it was granted.
-        let ty = mmu::with(|t, _| t.info(frame >> 12).map(|i| i.ty));
-        if !matches!(ty, Some(PageType::None | PageType::Writable)) {
-            return Err(Errno::Inval);
-        }
-    }
     let base = phys_to_virt(frame + u64::from(c.offset));
     let len = c.len as usize;
     if write {
+        // Writing through the direct map bypasses page types: a `Writable` type reference,
+        // held for the copy, keeps the frame from becoming a page table of the granter
+        // meanwhile (and is refused if it already is one).
+        table()
+            .get_page_writable(frame >> 12, granter.id)
+            .map_err(|_| Errno::Inval)?;
         // SAFETY: the frame is live (the grant holds it), direct-mapped, and not a page
-        // table (checked above); the range stays within it (offset + len <= 4096).
+        // table (the type reference); the range stays within it (offset + len <= 4096).
         let dst = unsafe { core::slice::from_raw_parts_mut(base.as_mut_ptr::<u8>(), len) };
-        copy_from_guest(dst, c.local)?;
+        let copied = copy_from_guest(dst, c.local);
+        // Never the last reference: the grant holds one, and its lock is held.
+        let _ = table().put_page_writable(frame >> 12);
+        copied?;
     } else {
         // SAFETY: as above, read only.
         let src = unsafe { core::slice::from_raw_parts(base.as_ptr::<u8>(), len) };
@@ -215,11 +254,14 @@ fn copy(me: &Domain, at: u64) -> Result<u64, Errno> {
 /// their granters (its page tables, torn down next, drop the mappings' references).
 pub fn release_all(d: &Domain) {
     let frames = d.grants.lock().drain();
-    let freed: alloc::vec::Vec<u64> =
-        mmu::with(|t, _| frames.into_iter().filter(|f| t.put_page(f >> 12)).collect());
-    for f in freed {
-        let _ = crate::mm::frames::free_frame(f);
-    }
+    let t = table();
+    // A grant's reference is its frame's last only if nothing maps the frame any more.
+    free_all(
+        frames
+            .into_iter()
+            .map(|f| f >> 12)
+            .filter(|&mfn| t.put_page(mfn)),
+    );
     for m in d.maptrack.lock().drain() {
         if let Some(granter) = domain::domain(m.granter) {
             granter.grants.lock().unmap(m.gref, m.frame);

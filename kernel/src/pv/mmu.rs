@@ -9,6 +9,16 @@
 //! page table becoming writable), those TLBs are flushed; and always before the hypercall
 //! returns, so the guest never sees a stale translation after an update it made, and a
 //! frame is never handed back to the allocator while a TLB may still reach it.
+//!
+//! Across vCPUs of one domain, updating at once on two CPUs: a frame given back
+//! (`DecreaseReservation`) is freed only after a flush that follows its release, so another
+//! vCPU's removal of its last mapping, not yet flushed, cannot outlive it. What is not
+//! closed (nor was it under the frame table's former global lock): one vCPU removing the
+//! last writable mapping of a frame while another, before the first flushes, links that
+//! frame as a page table; until the flush, any CPU running the domain (the linker's own
+//! included) could still write it through a stale TLB entry. Xen closes this with a TLB-flush timestamp per page,
+//! checked when a type is taken from count zero (`get_page_type`), flushing the CPUs that
+//! may hold it first.
 
 use alloc::vec::Vec;
 
@@ -19,17 +29,23 @@ use abi::mm::MmuUpdate;
 
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
-use crate::mm::frame_table::{errno, free_all, with};
+use crate::mm::frame_table::{DirectMap, errno, free_all, table};
 use crate::mm::frames;
 use crate::mm::guest::{copy_from_guest, copy_to_guest};
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
 /// was present).
 fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
-    let (stale, freed) = with(|t, mem| {
-        let stale = t.update_entry(domain.id, update.ptr, update.val, mem);
-        (stale, t.take_freed())
-    });
+    // Frames whose last reference the update dropped (an unlinked L1 held the last mapping
+    // of a dead granter's frame): freed once no TLB can reach them.
+    let mut freed = Vec::new();
+    let stale = table().update_entry(
+        domain.id,
+        update.ptr,
+        update.val,
+        &mut DirectMap,
+        &mut freed,
+    );
     if !freed.is_empty() {
         domain.flush_tlbs();
         free_all(freed);
@@ -156,7 +172,7 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
                         // SAFETY: a frame just taken from the allocator, direct-mapped,
                         // ours alone until assigned below.
                         unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
-                        if with(|t, _| t.assign(phys >> 12, domain.id, false)).is_err() {
+                        if table().assign(phys >> 12, domain.id, false).is_err() {
                             let _ = frames::free_frame(phys);
                             break;
                         }
@@ -190,12 +206,14 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
                     // What was given back stays given back: say how much.
                     return if done == 0 { Err(e) } else { Ok(done) };
                 }
-                for c in buf[..n * 8].chunks_exact(8) {
-                    let mfn = u64::from_le_bytes(c.try_into().unwrap());
-                    if let Err(e) = give_back(&domain, &[mfn]) {
-                        return if done == 0 { Err(e) } else { Ok(done) };
-                    }
-                    done += 1;
+                let mut mfns = [0u64; CHUNK];
+                for (m, c) in mfns.iter_mut().zip(buf[..n * 8].chunks_exact(8)) {
+                    *m = u64::from_le_bytes(c.try_into().unwrap());
+                }
+                let (given, result) = give_back(&domain, &mfns[..n]);
+                done += given as u64;
+                if let Err(e) = result {
+                    return if done == 0 { Err(e) } else { Ok(done) };
                 }
             }
             Ok(done)
@@ -203,14 +221,30 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
     }
 }
 
-/// Returns frames the domain holds and nothing maps to the allocator.
-fn give_back(domain: &Domain, mfns: &[u64]) -> Result<(), Errno> {
-    let mut life = domain.life.lock();
-    let space = life.space.as_mut().ok_or(Errno::Srch)?;
-    for &mfn in mfns {
-        with(|t, _| t.release(mfn, domain.id)).map_err(errno)?;
-        space.remove_frame(mfn << 12);
-        free_all([mfn]);
+/// Returns frames the domain holds and nothing maps to the allocator, in order until the
+/// first refused one: how many went, and the refusal if any.
+///
+/// Nothing maps them now, but another vCPU of the domain may have removed the last mapping
+/// of one a moment ago and not yet flushed (it flushes before its hypercall returns): the
+/// TLBs of the CPUs running the domain are flushed after the release (which could not
+/// succeed before that removal) and before the frames can be handed to anyone else.
+fn give_back(domain: &Domain, mfns: &[u64]) -> (usize, Result<(), Errno>) {
+    let mut given = 0;
+    let result = {
+        let mut life = domain.life.lock();
+        match life.space.as_mut() {
+            None => Err(Errno::Srch),
+            Some(space) => mfns.iter().try_for_each(|&mfn| {
+                table().release(mfn, domain.id).map_err(errno)?;
+                space.remove_frame(mfn << 12);
+                given += 1;
+                Ok(())
+            }),
+        }
+    };
+    if given > 0 {
+        domain.flush_tlbs();
+        free_all(mfns[..given].iter().copied());
     }
-    Ok(())
+    (given, result)
 }

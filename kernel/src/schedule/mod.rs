@@ -130,6 +130,7 @@ pub fn init(policy: Box<dyn Policy>) {
     });
     NEED_RESCHED.call_once(|| PerCpu::from_fn(|_| AtomicBool::new(false)));
     COUNTERS.call_once(|| PerCpu::from_fn(|_| CpuCounters::default()));
+    watchdog::init();
 }
 
 /// The policy in force.

@@ -23,9 +23,19 @@ struct WatchState {
 
 static WATCH: Once<PerCpu<WatchState>> = Once::new();
 
+/// Builds every CPU's watch state. Called once by the BSP at start-up, on its boot stack:
+/// the table (a cache line for each possible CPU) is built on the stack before it moves into
+/// place, more than a CPU's 64 KiB kernel stack could take besides what is already on it.
+/// Built lazily by the first timer there, it overflowed that stack into the heap below it
+/// and corrupted the allocator's free list (seen as another CPU structure handed out twice).
+pub(super) fn init() {
+    WATCH.call_once(|| PerCpu::from_fn(|_| WatchState::default()));
+}
+
 fn watch_state() -> &'static WatchState {
     WATCH
-        .call_once(|| PerCpu::from_fn(|_| WatchState::default()))
+        .get()
+        .expect("watchdog state built at start-up")
         .this()
 }
 

@@ -121,6 +121,7 @@ pub const CASES: &[Case] = &[
     ok("args-edges"),
     ok("pt-bounded"),
     ok("pt-bypass"),
+    ok("pt-hv-pages"),
     // Long operations (xtf-preempt).
     ok("pt-preempt"),
     ok("pt-unlink"),

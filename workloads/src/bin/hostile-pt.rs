@@ -24,6 +24,7 @@
 //! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set, until a quota on page tables refuses with `NoMem`), then unlinked in one call | SUCCESS if the machine survives |
 //! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
 //! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
+//! | 20 | pt-hv-pages | the pages the hypervisor writes linked as an L1 table: the shared-info page, the counters page while mapped writable, and the counters page unmapped (then mapped back): each refused, since the hypervisor's writes (time, pending-event bits) would become entries | SUCCESS |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -34,7 +35,7 @@ use core::arch::asm;
 
 use abi::error::Errno::{self, Fault, Inval, NoSys, Perm};
 use abi::hypercall as nr;
-use abi::layout::{MAP_AREA, PT_WINDOW, SHARED_INFO, STACK_BYTES, STACK_TOP, USER_LIMIT};
+use abi::layout::{COUNTERS, MAP_AREA, PT_WINDOW, SHARED_INFO, STACK_BYTES, STACK_TOP, USER_LIMIT};
 use abi::mm::{MmuUpdate, pte};
 use abi::shared::UpcallFrame;
 use workloads::xtf::{self, Checks};
@@ -79,6 +80,7 @@ fn main(vcpu: usize) -> u64 {
         17 => args_edges(),
         18 => pt_bounded(),
         19 => pt_bypass(),
+        20 => pt_hv_pages(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -1362,5 +1364,60 @@ fn pt_bypass() -> u64 {
             ok && l2.is_ok() && l3.is_ok(),
         );
     }
+    c.verdict()
+}
+
+/// Case 20: a page the hypervisor writes through its own mapping can never become a page
+/// table. The counters page is the sharp one: the guest may write it (it did, while it was
+/// mapped writable, so it could have prepared non-present entries there), and the
+/// hypervisor sets pending-event bits in it, which would make such entries present.
+fn pt_hv_pages() -> u64 {
+    const CASE: &str = "pt-hv-pages";
+    let mut c = Checks::new(CASE);
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
+    };
+    let mfn_of = |va: u64| {
+        let table = pagetable::table_for(va, 1)?;
+        let e = pagetable::read_entry(table, pagetable::index_at(va, 1))?;
+        (e & pte::PRESENT != 0).then_some((e & pte::ADDRESS) >> 12)
+    };
+    let (Some(shared), Some(counters)) = (mfn_of(SHARED_INFO), mfn_of(COUNTERS)) else {
+        return xtf::error(
+            CASE,
+            format_args!("the shared-info or counters page is not mapped"),
+        );
+    };
+    // Entry 1 of the scratch L2 links an L1.
+    let slot = s.l2 + 8;
+    c.eq(
+        "the shared-info page linked as an L1",
+        update(slot, (shared << 12) | LINK),
+        Err(Inval),
+    );
+    c.eq(
+        "the counters page linked as an L1 while mapped writable",
+        update(slot, (counters << 12) | LINK),
+        Err(Inval),
+    );
+    // Unmapped, its last writable mapping is gone: it is still the hypervisor's to write.
+    // This vCPU alone runs (the others are parked) and no upcall handler is installed, so
+    // nothing touches the counters page until it is mapped back.
+    // SAFETY: see above.
+    let unmapped = unsafe { hypercall::update_va_mapping(COUNTERS, 0) };
+    let linked = update(slot, (counters << 12) | LINK);
+    if linked.is_ok() {
+        let _ = update(slot, 0);
+    }
+    // SAFETY: its own page, mapped back where the runtime expects it.
+    let back = unsafe { hypercall::update_va_mapping(COUNTERS, pagetable::leaf(counters, true)) };
+    c.eq("the counters page unmapped", unmapped, Ok(0));
+    c.eq(
+        "the counters page, unmapped, linked as an L1",
+        linked,
+        Err(Inval),
+    );
+    c.eq("the counters page mapped back", back, Ok(0));
     c.verdict()
 }
