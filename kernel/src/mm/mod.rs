@@ -1,11 +1,15 @@
-//! Machine memory: the heap and the frame allocator over the usable map (`frames`), the frame
-//! table over real memory (`frame_table`), and copies to and from guest memory (`guest`).
+//! Machine memory: the heap and the frame allocator over the usable map (`frames`) and the
+//! frame table over real memory (`frame_table`).
 //!
 //! See this folder's README for what it may use.
 
 pub mod frame_table;
 pub mod frames;
-pub mod guest;
+
+/// Guest-memory copies are `crate::arch::guest`; this name is kept only for the files still
+/// importing it from here (`trap.rs`, `pv/mmu.rs`, `pv/grant_table.rs`, which are being
+/// reworked elsewhere): import from `arch::guest` instead, and remove this once they do.
+pub use crate::arch::guest;
 
 use abi::control::DomainId;
 use kerncore::frame_table::MmError;

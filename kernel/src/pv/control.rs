@@ -15,10 +15,10 @@ use abi::error::Errno;
 use arrayvec::ArrayVec;
 use sched::{DomainId as PolicyDomain, VcpuId};
 
+use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::domain::boot_module;
 use crate::domain::{self, Domain, DomainConfig, VcpuState};
 use crate::mm::frames;
-use crate::mm::guest::{copy_from_guest, copy_to_guest};
 use crate::{arch, console, schedule, time};
 
 /// Every online CPU's figures at the last `TakeSnapshot` into each slot.

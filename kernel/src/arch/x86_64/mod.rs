@@ -1,5 +1,5 @@
 //! x86_64: boot entries, descriptor tables, traps and entry code, paging and address
-//! spaces, FPU state and data segment selectors (per vCPU), per-CPU area, and processor
+//! spaces, guest-memory copies, FPU state and data segment selectors (per vCPU), per-CPU area, and processor
 //! controls.
 
 pub mod addrspace;
@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod entry;
 pub mod fpu;
 pub mod gdt;
+pub mod guest;
 pub mod mem;
 pub mod paging;
 pub mod percpu;
