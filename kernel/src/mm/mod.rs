@@ -45,7 +45,14 @@ impl FrameSource for Machine {
         frame_table::adopt(owner, pml4, frames, hv_readonly, hv_held)
     }
 
-    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]) {
-        frame_table::teardown(owner, pml4, frames, hv_held);
+    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64]) {
+        // The held frames' own references go with their `HeldPage`s (`put`), not here.
+        frame_table::teardown(owner, pml4, frames, &[]);
+    }
+
+    fn put(&self, phys: u64) {
+        if frame_table::with(|t, _| t.put_page(phys >> 12)) {
+            frame_table::free_all([phys >> 12]);
+        }
     }
 }
