@@ -13,8 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("arch", &[]),
     ("time", &["arch"]),
     ("console", &["time"]),
-    ("bootinfo", &["arch"]),
-    ("mm", &["arch", "bootinfo"]),
+    ("mm", &["arch"]),
     ("domain", &["arch", "mm", "schedule", "time"]),
     ("schedule", &["arch", "console", "domain", "time"]),
     (

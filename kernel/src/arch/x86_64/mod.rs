@@ -4,6 +4,8 @@
 
 pub mod addrspace;
 pub mod boot;
+pub mod bootinfo;
+pub mod bootmem;
 pub mod cpu;
 pub mod entry;
 pub mod fpu;
@@ -12,6 +14,7 @@ pub mod guest;
 pub mod mem;
 pub mod paging;
 pub mod percpu;
+pub mod platform;
 pub mod selectors;
 pub mod trap;
 
