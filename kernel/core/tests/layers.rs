@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("arch", &[]),
     ("time", &["arch"]),
-    ("console", &["time"]),
+    ("console", &["arch", "time"]),
     ("mm", &["arch"]),
     ("domain", &["arch", "mm", "schedule", "time"]),
     ("schedule", &["arch", "console", "domain", "time"]),
@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pv",
         &["arch", "console", "domain", "mm", "schedule", "time"],
     ),
-    ("selftest", &["schedule"]),
+    ("selftest", &["arch", "schedule"]),
     ("trap", &["arch", "console", "mm", "pv", "schedule", "time"]),
 ];
 

@@ -3,6 +3,7 @@
 //! controls.
 
 pub mod addrspace;
+pub mod bench;
 pub mod boot;
 pub mod bootinfo;
 pub mod bootmem;
@@ -16,6 +17,8 @@ pub mod paging;
 pub mod percpu;
 pub mod platform;
 pub mod selectors;
+pub mod selftest;
+pub mod serial;
 pub mod trap;
 
 pub use cpu::{exit, halt_forever};
