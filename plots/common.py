@@ -47,7 +47,7 @@ def number(v: str):
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """The records of a results file (DESIGN.md "Results"); lines that are not JSON skipped."""
+    """The records of a results file (docs/DESIGN.md "Results"); lines that are not JSON skipped."""
     out = []
     for line in Path(path).read_text().splitlines():
         if line.startswith("{"):

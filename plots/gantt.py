@@ -4,7 +4,7 @@ bar per run interval, coloured by domain; wake-ups as ticks.
 
     plots/plot gantt TRACE.json --out FIG.png [--start-ms T] [--ms 300]
 
-Input: Chrome/Perfetto trace-event JSON as DESIGN.md fixes it (`schedsim --trace`, and
+Input: Chrome/Perfetto trace-event JSON as docs/DESIGN.md fixes it (`schedsim --trace`, and
 `scripts/run --trace` once the hypervisor records traces): pid = physical CPU, tid = domain
 × 1000 + vCPU, "X" events (ts, dur in µs) for run intervals, "i" instants for wake-ups,
 "M" metadata naming CPUs (process_name) and vCPUs (thread_name). Either the object form
@@ -69,7 +69,7 @@ def main():
                   loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(cpus) > 2 else -0.35))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     save(fig, args.out, "Bars: a vCPU running on that CPU; ticks: wake-ups. "
-         "From the trace's \"X\" and \"i\" events (DESIGN.md traces).")
+         "From the trace's \"X\" and \"i\" events (docs/DESIGN.md traces).")
 
 
 if __name__ == "__main__":

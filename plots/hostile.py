@@ -11,8 +11,8 @@ tick, hostile = tenants that execute a privileged instruction and are killed at 
 Top: the victim's CPU time over its max-min fair share of the CPU time the domains got
 (switching and idle time are nobody's), where every other domain's demand is what it used
 (a neighbour that used less than the water level wanted no more; one that used more took
-it from someone). DESIGN.md's target: at least 0.99. Bottom: the latency domain's p99
-wake-up latency over its own at N = 0 (DESIGN.md: at most 1.2), and dotted, the same
+it from someone). docs/DESIGN.md's target: at least 0.99. Bottom: the latency domain's p99
+wake-up latency over its own at N = 0 (docs/DESIGN.md: at most 1.2), and dotted, the same
 beside N benign cpu hogs (kind `hog`): under a proportional policy a latency domain waits
 behind busy neighbours whatever they are, so the gap between the two curves is what the
 hostility itself costs.

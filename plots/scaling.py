@@ -5,7 +5,7 @@ cpu-bound domains, one line per policy (and per engine when the CSV has both).
     plots/plot scaling SWEEP.csv [SWEEP.csv...] --out FIG.png
 
 Input: the CSV of `scripts/sweep scaling`. Throughput is the cpu group's work per second,
-divided by the same policy's and engine's throughput at domains = cpus (the DESIGN.md
+divided by the same policy's and engine's throughput at domains = cpus (the docs/DESIGN.md
 target: 128 domains on N CPUs keep >= 99% of what N domains get), so the two engines' work
 units (µs of CPU in schedsim, ~13 µs steps in the hypervisor) share one axis.
 """

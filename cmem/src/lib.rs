@@ -1,7 +1,9 @@
-//! The bodies of the C memory routines (`memcpy`, `memmove`, `memset`) that `core` and
-//! `alloc` call, for the freestanding hypervisor and guests. Each binary exports them under
-//! the C names itself (`kernel/src/arch/x86_64/mem.rs`, `workloads/src/mem.rs`), so that
-//! host test builds, where libc has them, link nothing extra.
+//! The bodies of the C memory routines (`memcpy`, `memmove`, `memset`, `memcmp`) that `core`
+//! and `alloc` call, for the freestanding hypervisor and guests, and the one macro,
+//! [`export_c_symbols!`], that exports them under the C names together with the unwinder
+//! symbols the prebuilt `core` and `alloc` name. Each binary invokes the macro itself
+//! (`kernel/src/arch/x86_64/mod.rs`, `workloads/src/lib.rs`), so that host test builds,
+//! where libc and `std` have these symbols, link nothing extra.
 //!
 //! They move 32 bytes per loop iteration, then 8, then single bytes, in assembly, so the
 //! compiler cannot turn their loops back into calls to themselves. Not `rep movsb`: QEMU's
@@ -264,6 +266,117 @@ mod tests {
                     "past, len {len}"
                 );
             }
+        }
+    }
+}
+
+/// Compares `n` bytes of `a` and `b` as C's `memcmp` does: the difference of the first
+/// differing bytes, or 0.
+///
+/// # Safety
+/// `a` and `b` are valid for reads of `n` bytes.
+#[inline(always)]
+pub unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: `i < n` and both ranges are valid for `n` bytes. Volatile reads keep the
+        // compiler from recognising this loop as a call to memcmp itself.
+        let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Exports `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` under their C names, built on
+/// this crate's loops, and the two unwinder symbols the prebuilt `core` and `alloc` name
+/// though every crate here is built with `panic = "abort"` (`rust_eh_personality`,
+/// `_Unwind_Resume`: never called; the second traps with `ud2` if it ever is, which kills a
+/// guest and stops the hypervisor with a report). Invoke it once in a freestanding binary,
+/// outside test builds.
+#[macro_export]
+macro_rules! export_c_symbols {
+    () => {
+        /// # Safety
+        /// `dst` and `src` are valid for `n` bytes and do not overlap (C's `memcpy`).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+            // SAFETY: the C contract of memcpy is `copy_forward`'s, and more.
+            unsafe { $crate::copy_forward(dst, src, n) };
+            dst
+        }
+
+        /// # Safety
+        /// `dst` and `src` are valid for `n` bytes; they may overlap (C's `memmove`).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+            // SAFETY: the C contract of memmove is `copy`'s.
+            unsafe { $crate::copy(dst, src, n) };
+            dst
+        }
+
+        /// # Safety
+        /// `dst` is valid for writes of `n` bytes (C's `memset`).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn memset(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
+            // SAFETY: the C contract of memset is `fill`'s (C passes the byte as an int).
+            unsafe { $crate::fill(dst, value as u8, n) };
+            dst
+        }
+
+        /// # Safety
+        /// `a` and `b` are valid for reads of `n` bytes (C's `memcmp`).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+            // SAFETY: the C contract of memcmp is `compare`'s.
+            unsafe { $crate::compare(a, b, n) }
+        }
+
+        /// # Safety
+        /// `a` and `b` are valid for reads of `n` bytes (C's `bcmp`).
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+            // SAFETY: the C contract of bcmp is memcmp's, with less said about the result.
+            unsafe { $crate::compare(a, b, n) }
+        }
+
+        /// Never called: the prebuilt `core` names the unwinder's personality routine.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn rust_eh_personality() {}
+
+        /// Never called, for the same reason (the prebuilt `alloc`); traps if it ever is.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn _Unwind_Resume() -> ! {
+            // SAFETY: `ud2` only raises an invalid-opcode exception.
+            unsafe { core::arch::asm!("ud2", options(noreturn)) }
+        }
+    };
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::compare;
+
+    #[test]
+    fn compare_is_memcmp() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"", b""),
+            (b"abc", b"abc"),
+            (b"abc", b"abd"),
+            (b"abd", b"abc"),
+            (b"\x00\xff", b"\x00\x01"),
+        ];
+        for (a, b) in cases {
+            // SAFETY: both slices are valid for their common length.
+            let got = unsafe { compare(a.as_ptr(), b.as_ptr(), a.len()) };
+            let want = a
+                .iter()
+                .zip(b)
+                .find(|(x, y)| x != y)
+                .map_or(0, |(x, y)| i32::from(*x) - i32::from(*y));
+            assert_eq!(got, want, "{a:?} {b:?}");
         }
     }
 }

@@ -70,7 +70,7 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     arch::entry::go_idle()
 }
 
-/// The `boot` results record (DESIGN.md "Results").
+/// The `boot` results record (docs/DESIGN.md "Results").
 #[derive(serde::Serialize)]
 struct BootRecord<'a> {
     kind: &'a str,

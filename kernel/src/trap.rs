@@ -36,13 +36,15 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
         // restored in full by the `iretq` path.
         let Some(()) =
-            schedule::with_current(|vcpu| crate::pv::upcall::finish(vcpu, frame, frame.rdi))
+            schedule::with_current(|vcpu, _| crate::pv::upcall::finish(vcpu, frame, frame.rdi))
         else {
             panic!("hypercall with no vCPU on this CPU");
         };
         Next::Switched
     } else {
-        let Some(result) = schedule::with_current(|vcpu| hypercall::handle(vcpu, frame)) else {
+        let Some(result) =
+            schedule::with_current(|vcpu, domain| hypercall::handle(vcpu, domain, frame))
+        else {
             panic!("hypercall with no vCPU on this CPU");
         };
         frame.rax = match result {
@@ -194,7 +196,7 @@ pub fn leave(frame: &mut TrapFrame, from_hypercall: bool, mut next: Next) -> Nex
             return next;
         }
     }
-    if schedule::with_current(|vcpu| upcall::deliver(vcpu, frame)) == Some(true) {
+    if schedule::with_current(|vcpu, _| upcall::deliver(vcpu, frame)) == Some(true) {
         next = next.then(Next::Switched);
         // Entering the upcall may have killed the domain (a stack it could not take).
         if schedule::must_reschedule() {

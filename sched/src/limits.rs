@@ -2,7 +2,7 @@
 //! need, in the one crate that both the hypervisor and the spec validator can see.
 //!
 //! Why here: the spec validator ([`crate::spec`], shared by `schedsim` and the runner) must
-//! refuse before boot everything the hypervisor or Domain0 would refuse after it. DESIGN.md's
+//! refuse before boot everything the hypervisor or Domain0 would refuse after it. docs/DESIGN.md's
 //! dependency rule lets `sched` use nothing of ours, so it cannot read `abi`; the kernel
 //! uses both. So:
 //! - limits that are the hypervisor's alone ([`MAX_DOMAINS`], [`MAX_VCPUS_TOTAL`],

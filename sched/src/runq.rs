@@ -33,7 +33,7 @@ use spin::mutex::{SpinMutex, SpinMutexGuard};
 
 use crate::{DomainId, Error, Stats, Topology, VcpuId, Wakeup};
 
-/// The largest machine a policy can be built for (DESIGN.md: 1 to 255 CPUs).
+/// The largest machine a policy can be built for (docs/DESIGN.md: 1 to 255 CPUs).
 pub const MAX_CPUS: usize = 256;
 
 /// Where a vCPU is, as far as its policy knows.

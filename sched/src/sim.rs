@@ -1,5 +1,5 @@
 //! `schedsim`: a deterministic discrete-event simulator that drives a policy through the
-//! [`Policy`] trait on a modelled machine and writes DESIGN.md's results records.
+//! [`Policy`] trait on a modelled machine and writes docs/DESIGN.md's results records.
 //!
 //! The model, and why it is enough to compare policies:
 //! - N CPUs; switching, IPIs and scheduling decisions cost no simulated time, so what the

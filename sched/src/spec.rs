@@ -1,4 +1,4 @@
-//! The experiment spec of DESIGN.md ("Experiment spec"): parsing, overrides, validation.
+//! The experiment spec of docs/DESIGN.md ("Experiment spec"): parsing, overrides, validation.
 //!
 //! One TOML file drives the hypervisor (through `scripts/run`) and `schedsim`, so both read
 //! it through this module. Parsing rejects unknown fields and wrong types; [`Spec::validate`]
@@ -7,7 +7,7 @@
 //! with status 2.
 //!
 //! Policy parameters: `[sched]` holds `policy` and that policy's global knobs; a
-//! `[[domain]]` group has `weight` and `cap` (DESIGN.md) and a `[domain.sched]` table for any
+//! `[[domain]]` group has `weight` and `cap` (docs/DESIGN.md) and a `[domain.sched]` table for any
 //! other per-domain parameter (`warp_us = 2000`). A knob or parameter that belongs to
 //! *another* registered policy is accepted and ignored, so one spec can be swept across
 //! policies with `--sched`; a name no policy knows is an error.
@@ -29,7 +29,7 @@ use crate::limits;
 use crate::registry;
 use crate::{ParamSpec, PolicyInfo};
 
-/// Largest number of domains in one experiment (DESIGN.md's goal), Domain0 not counted.
+/// Largest number of domains in one experiment (docs/DESIGN.md's goal), Domain0 not counted.
 pub const MAX_DOMAINS: u64 = limits::MAX_GUEST_DOMAINS as u64;
 /// Largest number of CPUs.
 pub const MAX_CPUS: u64 = 255;
@@ -1098,7 +1098,8 @@ pub struct Progress {
 }
 
 /// Why a domain the spec expects to make progress did not, over a measured interval of
-/// `duration_ns` (DESIGN.md: a run never claims success for a domain it starved), or `None`.
+/// `duration_ns` (docs/DESIGN.md "Exit status": a run never claims success for a domain it
+/// starved), or `None`.
 /// Checked for a domain with `expect = "ok"` and `expect_progress` (the default) whose
 /// workload does not end by itself ([`Runs::Ends`]): it must have had CPU time; and if it
 /// sleeps on its own timer, the interval is at least two of its periods, and it ran long

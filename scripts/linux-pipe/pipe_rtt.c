@@ -1,6 +1,7 @@
 /*
- * pipe_rtt: the Linux reference for Domino's event-channel round trip (DESIGN.md,
- * "event-channel round trip, one CPU": ratio to a Linux pipe round trip on the same QEMU).
+ * pipe_rtt: the Linux reference for Domino's event-channel round trip
+ * (docs/DESIGN.md "Performance targets", row "event-channel round trip, one CPU": ratio to
+ * a Linux pipe round trip on the same QEMU).
  *
  * Runs as /init (PID 1) of a Linux guest that scripts/linux-pipe/run boots in QEMU. Two
  * processes bounce one byte over two pipes, WARMUP round trips and then ROUNDS timed ones

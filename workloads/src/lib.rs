@@ -37,8 +37,10 @@ pub mod upcall;
 pub mod work;
 pub mod xtf;
 
+// `memcpy` & co. and the unwinder symbols, from the `cmem` crate (shared with the
+// hypervisor); left out of test builds, where libc and `std` have them.
 #[cfg(not(test))]
-mod mem;
+cmem::export_c_symbols!();
 
 /// Declares a guest program's entry: `workloads::entry!(main)` with
 /// `fn main(vcpu: usize) -> u64`.

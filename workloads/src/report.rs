@@ -1,5 +1,5 @@
 //! Domain0's bookkeeping, as plain functions tested on the host: checking the plan, building
-//! the create requests, the results records (DESIGN.md "Results"), and the verdict.
+//! the create requests, the results records (docs/DESIGN.md "Results"), and the verdict.
 //!
 //! Figures in a `domain` record are deltas over the measured interval (the snapshot after
 //! minus the snapshot before), except the wake-up latency percentiles, which the hypervisor
@@ -231,7 +231,7 @@ pub fn run_record(r: &RunSummary<'_>) -> String {
     s
 }
 
-/// A `bench` record (DESIGN.md "Results"): `name`, an integer `value` in `unit`, and the
+/// A `bench` record (docs/DESIGN.md "Results"): `name`, an integer `value` in `unit`, and the
 /// reference it is to be read against, if any (`floor`, in the same unit).
 pub fn bench_record(name: &str, value: u64, unit: &str, floor: Option<u64>) -> String {
     let mut s = String::new();

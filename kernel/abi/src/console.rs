@@ -2,7 +2,7 @@
 //!
 //! The hypervisor writes text lines to the first serial port. Most are log lines for people.
 //! A line that starts with [`RECORD_PREFIX`] carries one results record (a JSON object,
-//! DESIGN.md "Results"); the runner copies the JSON after the prefix, unchanged, into the
+//! docs/DESIGN.md "Results"); the runner copies the JSON after the prefix, unchanged, into the
 //! results file. The machine ends by writing an [`ExitCode`] to QEMU's `isa-debug-exit`
 //! device, which makes QEMU exit with status `(code << 1) | 1`.
 
@@ -76,7 +76,7 @@ impl TraceEvent {
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
 /// How a run ended, as the hypervisor reports it. The values are the exit statuses that
-/// `scripts/run` gives its caller (DESIGN.md "Exit status").
+/// `scripts/run` gives its caller (docs/DESIGN.md "Exit status").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExitCode {

@@ -5,7 +5,7 @@
 //! result comes back in RAX: zero or a positive value on success, a negative
 //! [`crate::error::Errno`] on failure. RCX and R11 are clobbered by the instruction; every
 //! vector register (x87, SSE) is caller-saved, so the hypervisor saves FPU state only on
-//! asynchronous entries and domain switches (DESIGN.md).
+//! asynchronous entries and domain switches (docs/DESIGN.md).
 
 /// `console_write(ptr, len)`: writes bytes to the hypervisor console, as one line per `\n`,
 /// prefixed with the domain's name.

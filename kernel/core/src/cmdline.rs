@@ -29,7 +29,7 @@ pub enum SelfTest {
     /// Take an unexpected exception after the descriptor tables are up.
     Fault,
     /// Execute x87 and SSE instructions right after early set-up, then exit with success:
-    /// the accelerator probe of DESIGN.md (a broken nested KVM hangs here).
+    /// the accelerator probe of docs/DESIGN.md (a broken nested KVM hangs here).
     Probe,
     /// CPU 1 stays in the hypervisor for good once the experiment has started: the
     /// watchdog must notice and end the run with a failure.

@@ -29,7 +29,8 @@ const NOT_YET_IN_ARCH: &[(&str, &str)] = &[
     ),
     (
         "schedule/mod.rs",
-        "`with_current` dereferencing the per-CPU current vCPU; the FPU save on a switch",
+        "`with_current` dereferencing the per-CPU current vCPU and domain; `set_current` in \
+         the switch",
     ),
 ];
 

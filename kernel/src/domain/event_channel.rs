@@ -17,9 +17,8 @@ use crate::{domain, time};
 
 /// `evtchn_op`: allocate, bind, send, unmask, close (the port rules are in `kerncore::event`).
 #[inline(never)] // kept out of the hypercall fast path
-pub fn evtchn_op(vcpu: &Vcpu, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
+pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
     use kerncore::event::{Port, PortError};
-    let me = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
     let alive = |id: u64| {
         u32::try_from(id)
             .ok()

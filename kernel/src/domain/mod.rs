@@ -18,7 +18,7 @@ pub mod boot_module;
 pub mod event_channel;
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -34,7 +34,7 @@ use kerncore::image;
 use spin::{Mutex, RwLock};
 
 use crate::arch::addrspace::{Access, AddressSpace, HeldPage};
-use crate::arch::fpu::FpuState;
+use crate::arch::fpu::{FpuArea, FpuState};
 use crate::arch::gdt::{USER_CODE, USER_DATA};
 use crate::arch::guest::Plain;
 use crate::arch::trap::TrapFrame;
@@ -43,7 +43,7 @@ use crate::time;
 /// `running_on` value of a vCPU that runs nowhere.
 pub const NOT_RUNNING: usize = usize::MAX;
 
-/// Most domains alive at once, Domain0 included (DESIGN.md aims for 1024 guests). Defined
+/// Most domains alive at once, Domain0 included (docs/DESIGN.md aims for 1024 guests). Defined
 /// in `sched::limits`, which the spec validator reads too, so both refuse the same specs.
 pub const MAX_DOMAINS: usize = sched::limits::MAX_DOMAINS;
 /// Most vCPUs alive at once, over all domains (`sched::limits`, as above).
@@ -107,6 +107,9 @@ pub struct Vcpu {
     /// What an upcall in progress keeps.
     pub upcall: Mutex<UpcallState>,
     pub domain: DomainId,
+    /// Its domain, reached without the domain table: the `Domain` owns its vCPUs, so this
+    /// is weak; [`Vcpu::domain`] upgrades it.
+    dom: Weak<Domain>,
     /// Index within its domain.
     pub index: u32,
     /// The domain's PML4, loaded when this vCPU runs.
@@ -118,7 +121,7 @@ pub struct Vcpu {
     /// them, and no other domain may see what it loaded.
     pub selectors: AtomicU64,
     /// Saved x87/SSE state; its address is handed to the entry code while running.
-    pub fpu: Box<FpuState>,
+    pub fpu: Box<FpuArea>,
     pub running_on: AtomicUsize,
     /// Set when it yields, so that the trace can say why it stopped.
     pub yielded: core::sync::atomic::AtomicBool,
@@ -130,6 +133,16 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// Its domain, while it exists (no table lookup, no global lock).
+    pub fn domain(&self) -> Option<Arc<Domain>> {
+        self.dom.upgrade()
+    }
+
+    /// Whether `domain` is its domain.
+    pub fn belongs_to(&self, domain: &Arc<Domain>) -> bool {
+        core::ptr::eq(self.dom.as_ptr(), Arc::as_ptr(domain))
+    }
+
     /// Publishes its virtual time in the shared-info page: `ran_ns` so far, and whether it
     /// runs since `since_ns`. Only the CPU switching it in or out writes it.
     pub fn publish_time(&self, running: bool, ran_ns: u64, since_ns: u64) {
@@ -245,6 +258,24 @@ pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
 }
 
 /// A free slot index in a table, growing it up to `max`.
+/// The `n` lowest free slots of `table` (growing it up to `max`), or `None` if there are not
+/// that many; the table is unchanged then.
+fn free_slots<T>(table: &mut Vec<Option<T>>, max: usize, n: usize) -> Option<Vec<usize>> {
+    let mut slots: Vec<usize> = (0..table.len())
+        .filter(|&i| table[i].is_none())
+        .take(n)
+        .collect();
+    let grow = n - slots.len();
+    if table.len() + grow > max {
+        return None;
+    }
+    for _ in 0..grow {
+        table.push(None);
+        slots.push(table.len() - 1);
+    }
+    Some(slots)
+}
+
 fn free_slot<T>(table: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
     if let Some(i) = table.iter().position(Option::is_none) {
         return Some(i);
@@ -430,73 +461,76 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     };
     shared.write(0, info.as_bytes());
     let pml4 = space.pml4();
-    let mut vcpu_list = Vec::new();
-    for index in 0..config.vcpus {
-        let Some(slot) = free_slot(&mut vcpus, MAX_VCPUS_TOTAL) else {
-            // Undo the slots claimed so far; `space` is dropped, freeing its frames.
-            for v in &vcpu_list {
-                let v: &Arc<Vcpu> = v;
-                vcpus[v.id as usize] = None;
-            }
-            return Err(CreateError::TooManyDomains);
-        };
-        let frame = TrapFrame {
-            rip: entry,
-            cs: u64::from(USER_CODE.0),
-            rflags: 0x202,
-            rsp: layout::STACK_TOP - u64::from(index) * layout::STACK_STRIDE,
-            ss: u64::from(USER_DATA.0),
-            rdi: u64::from(index),
-            ..TrapFrame::default()
-        };
-        let v = Arc::new(Vcpu {
-            id: slot as u32,
-            shared: shared.clone(),
-            counters: counters.clone(),
-            callback: AtomicU64::new(0),
-            upcall: Mutex::new(UpcallState::default()),
-            domain: id,
-            index,
-            pml4,
-            state: Mutex::new(VcpuState::Paused),
-            regs: Mutex::new(frame),
-            selectors: AtomicU64::new(0),
-            fpu: Box::new(FpuState::initial()),
-            running_on: AtomicUsize::new(NOT_RUNNING),
-            yielded: core::sync::atomic::AtomicBool::new(false),
-            timer_deadline: AtomicU64::new(0),
-            trace_events: core::sync::atomic::AtomicU32::new(0),
-            stats: Mutex::new(VcpuStats::default()),
-        });
-        vcpus[slot] = Some(v.clone());
-        vcpu_list.push(v);
-    }
+    // The vCPUs' global slots first, so that nothing below can fail. (Failing here drops
+    // `space`, freeing its frames.)
+    let slots = free_slots(&mut vcpus, MAX_VCPUS_TOTAL, config.vcpus as usize)
+        .ok_or(CreateError::TooManyDomains)?;
     let mut name = ArrayString::new();
     name.push_str(config.name);
-    let domain = Arc::new(Domain {
-        id,
-        name,
-        privileged: config.privileged,
-        vcpus: vcpu_list,
-        counters,
-        sched: Mutex::new(config.sched),
-        life: Mutex::new(DomainLife {
-            state: DomainState::Paused,
-            exit: DomainExit::Running,
-            space: Some(space),
-            waiters: Vec::new(),
-        }),
-        snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
-        ports: Mutex::new(PortTable::default()),
-        frames_limit: u64::from(config.memory_kib / 4),
-        grants: Mutex::new(kerncore::grant::GrantTable::default()),
-        maptrack: Mutex::new(kerncore::grant::MapTrack::default()),
-        console_quota: Mutex::new(kerncore::ratelimit::TokenBucket::new(
-            CONSOLE_BURST_BYTES,
-            CONSOLE_BYTES_PER_SEC,
-        )),
-        console_refused: AtomicU64::new(0),
+    let domain = Arc::new_cyclic(|dom: &Weak<Domain>| {
+        let vcpu_list = slots
+            .iter()
+            .zip(0..config.vcpus)
+            .map(|(&slot, index)| {
+                let frame = TrapFrame {
+                    rip: entry,
+                    cs: u64::from(USER_CODE.0),
+                    rflags: 0x202,
+                    rsp: layout::STACK_TOP - u64::from(index) * layout::STACK_STRIDE,
+                    ss: u64::from(USER_DATA.0),
+                    rdi: u64::from(index),
+                    ..TrapFrame::default()
+                };
+                Arc::new(Vcpu {
+                    id: slot as u32,
+                    shared: shared.clone(),
+                    counters: counters.clone(),
+                    callback: AtomicU64::new(0),
+                    upcall: Mutex::new(UpcallState::default()),
+                    domain: id,
+                    dom: dom.clone(),
+                    index,
+                    pml4,
+                    state: Mutex::new(VcpuState::Paused),
+                    regs: Mutex::new(frame),
+                    selectors: AtomicU64::new(0),
+                    fpu: Box::new(FpuArea::new()),
+                    running_on: AtomicUsize::new(NOT_RUNNING),
+                    yielded: core::sync::atomic::AtomicBool::new(false),
+                    timer_deadline: AtomicU64::new(0),
+                    trace_events: core::sync::atomic::AtomicU32::new(0),
+                    stats: Mutex::new(VcpuStats::default()),
+                })
+            })
+            .collect();
+        Domain {
+            id,
+            name,
+            privileged: config.privileged,
+            vcpus: vcpu_list,
+            counters: counters.clone(),
+            sched: Mutex::new(config.sched),
+            life: Mutex::new(DomainLife {
+                state: DomainState::Paused,
+                exit: DomainExit::Running,
+                space: Some(space),
+                waiters: Vec::new(),
+            }),
+            snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
+            ports: Mutex::new(PortTable::default()),
+            frames_limit: u64::from(config.memory_kib / 4),
+            grants: Mutex::new(kerncore::grant::GrantTable::default()),
+            maptrack: Mutex::new(kerncore::grant::MapTrack::default()),
+            console_quota: Mutex::new(kerncore::ratelimit::TokenBucket::new(
+                CONSOLE_BURST_BYTES,
+                CONSOLE_BYTES_PER_SEC,
+            )),
+            console_refused: AtomicU64::new(0),
+        }
     });
+    for v in &domain.vcpus {
+        vcpus[v.id as usize] = Some(v.clone());
+    }
     domains[id as usize] = Some(domain.clone());
     Ok(domain)
 }

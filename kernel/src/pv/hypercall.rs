@@ -9,7 +9,7 @@ use abi::hypercall::{self, SchedOp, VcpuOp};
 
 use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
-use crate::domain::{self, Vcpu, VcpuState};
+use crate::domain::{Domain, Vcpu, VcpuState};
 use crate::pv::control;
 use crate::{schedule, time};
 
@@ -17,25 +17,24 @@ use crate::{schedule, time};
 const CONSOLE_CHUNK: usize = 256;
 
 /// Carries out the hypercall in `frame` for `vcpu` (`trap::syscall_dispatch` calls it).
-pub fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
+pub fn handle(vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Result<u64, Errno> {
     let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
     match frame.rax {
-        hypercall::CONSOLE_WRITE => console_write(vcpu, a0, a1),
-        hypercall::SCHED_OP => sched_op(vcpu, a0, a1, a2),
+        hypercall::CONSOLE_WRITE => console_write(domain, a0, a1),
+        hypercall::SCHED_OP => sched_op(vcpu, domain, a0, a1, a2),
         hypercall::SET_TIMER => {
             schedule::set_timer(vcpu, a0);
             Ok(0)
         }
-        hypercall::VCPU_OP => vcpu_op(vcpu, a0, a1),
+        hypercall::VCPU_OP => vcpu_op(vcpu, domain, a0, a1),
         hypercall::NULL => Ok(0),
         hypercall::SET_CALLBACK => crate::pv::upcall::set_callback(vcpu, a0),
         hypercall::GRANT_OP => crate::pv::grant_table::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
         hypercall::MMU_UPDATE => crate::pv::mmu::mmu_update(vcpu, a0, a1),
         hypercall::UPDATE_VA_MAPPING => crate::pv::mmu::update_va_mapping(vcpu, a0, a1),
         hypercall::MEMORY_OP => crate::pv::mmu::memory_op(vcpu, a0, a1, a2),
-        hypercall::EVTCHN_OP => crate::domain::event_channel::evtchn_op(vcpu, a0, a1, a2),
+        hypercall::EVTCHN_OP => crate::domain::event_channel::evtchn_op(domain, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
-            let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
             if !domain.privileged {
                 return Err(Errno::Perm);
             }
@@ -46,13 +45,12 @@ pub fn handle(vcpu: &Vcpu, frame: &TrapFrame) -> Result<u64, Errno> {
 }
 
 #[inline(never)] // kept out of the hypercall fast path
-fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
-    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
     let mut buf = [0u8; CONSOLE_CHUNK];
     let n = (len as usize).min(CONSOLE_CHUNK);
     copy_from_guest(&mut buf[..n], ptr)?;
     // Every domain shares one serial port, written with interrupts off: an unprivileged
-    // domain gets a quota (`domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`),
+    // domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`),
     // and output over it is refused with `Again`, said once in the log.
     if !domain.privileged && !domain.console_quota.lock().take(n as u64, time::now_ns()) {
         use core::sync::atomic::Ordering;
@@ -64,8 +62,8 @@ fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
             log::warn!(
                 "[{}] console output over its quota ({} bytes, then {} a second): refused",
                 domain.name,
-                domain::CONSOLE_BURST_BYTES,
-                domain::CONSOLE_BYTES_PER_SEC
+                crate::domain::CONSOLE_BURST_BYTES,
+                crate::domain::CONSOLE_BYTES_PER_SEC
             );
         }
         return Err(Errno::Again);
@@ -77,7 +75,7 @@ fn console_write(vcpu: &Vcpu, ptr: u64, len: u64) -> Result<u64, Errno> {
     Ok(n as u64)
 }
 
-fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
+fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
     match SchedOp::from_raw(op).ok_or(Errno::NoSys)? {
         SchedOp::Yield => {
@@ -92,9 +90,7 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             // An event sent or a timer fired before the vCPU was marked blocked found
             // nothing to wake: look again now that it is (the sender marks pending, then
             // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
-            if domain::domain(vcpu.domain).is_some_and(|d| d.has_pending_for(vcpu.index))
-                || schedule::take_due_timer(vcpu, now)
-            {
+            if domain.has_pending_for(vcpu.index) || schedule::take_due_timer(vcpu, now) {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -110,9 +106,8 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             let ports = bytes[..count * 4]
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
-            let any_pending = |d: &domain::Domain| ports.clone().any(|p| d.is_pending(p));
-            if any_pending(&domain) {
+            let any_pending = |d: &Domain| ports.clone().any(|p| d.is_pending(p));
+            if any_pending(domain) {
                 return Ok(1);
             }
             // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
@@ -123,7 +118,7 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
             schedule::stop(vcpu, VcpuState::Blocked, now);
             // As for Block: an event sent or a timer fired before the vCPU was marked
             // blocked.
-            if any_pending(&domain)
+            if any_pending(domain)
                 || domain.has_pending_for(vcpu.index)
                 || schedule::take_due_timer(vcpu, now)
             {
@@ -139,8 +134,7 @@ fn sched_op(vcpu: &Vcpu, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
 }
 
 #[inline(never)] // kept out of the hypercall fast path
-fn vcpu_op(vcpu: &Vcpu, op: u64, which: u64) -> Result<u64, Errno> {
-    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+fn vcpu_op(vcpu: &Vcpu, domain: &Domain, op: u64, which: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
     match VcpuOp::from_raw(op).ok_or(Errno::NoSys)? {
         VcpuOp::Up => {

@@ -85,7 +85,7 @@ fn enter(v: &Vcpu, frame: &mut TrapFrame, entry: u64) -> bool {
         // The interrupted context's vector registers are live guest state (in `v.fpu`, to
         // be loaded on the way out): keep a copy for `callback_return`.
         let mut state = v.upcall.lock();
-        state.saved_fpu = Some(Box::new(v.fpu.as_ref().clone()));
+        state.saved_fpu = arch::percpu::current_fpu_snapshot().map(Box::new);
     }
     frame.rip = entry;
     frame.rsp = at;

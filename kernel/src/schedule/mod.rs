@@ -15,10 +15,9 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kerncore::timerheap::TimerHeap;
-use kerncore::watchdog::Watch;
 
 use sched::{Policy, VcpuId};
 use smp::percpu::PerCpu;
@@ -26,7 +25,7 @@ use spin::{Mutex, Once};
 
 use crate::arch;
 use crate::arch::trap::TrapFrame;
-use crate::domain::{self, NOT_RUNNING, Vcpu, VcpuState};
+use crate::domain::{self, Domain, NOT_RUNNING, Vcpu, VcpuState};
 use crate::time;
 pub mod trace;
 pub mod watchdog;
@@ -40,6 +39,8 @@ pub use watchdog::{arm_watchdog, wait_for_other_cpu, watchdog_armed, watchdog_nm
 /// exists so that the code stays safe).
 struct CpuSched {
     current: Option<Arc<Vcpu>>,
+    /// The current vCPU's domain, held while it runs here (the per-CPU area names it too).
+    current_domain: Option<Arc<Domain>>,
     /// When the current slice ends (system ns), if a vCPU runs.
     slice_end: Option<u64>,
     /// When the policy's accounting tick is next due.
@@ -48,11 +49,49 @@ struct CpuSched {
     armed_at: Option<u64>,
     /// vCPU timers set on this CPU, one slot per vCPU.
     timers: TimerHeap,
-    /// When this CPU next looks at the CPU it watches ([`kerncore::watchdog`]).
-    next_watch: u64,
-    watch: Watch,
-    busy_ns: u64,
-    switches: u64,
+}
+
+/// A CPU's figures, written by that CPU alone and read by any (`sysctl CpuStats`): atomics,
+/// so that a reader never takes another CPU's lock.
+struct CpuCounters {
+    busy_ns: AtomicU64,
+    switches: AtomicU64,
+    /// Idle time of finished idle periods.
+    idle_total_ns: AtomicU64,
+    /// When the current idle period began ([`NOT_IDLE`]: it is not idle).
+    idle_since: AtomicU64,
+}
+
+/// [`CpuCounters::idle_since`] of a CPU that is not idle.
+const NOT_IDLE: u64 = u64::MAX;
+
+impl Default for CpuCounters {
+    fn default() -> Self {
+        CpuCounters {
+            busy_ns: AtomicU64::new(0),
+            switches: AtomicU64::new(0),
+            idle_total_ns: AtomicU64::new(0),
+            idle_since: AtomicU64::new(NOT_IDLE),
+        }
+    }
+}
+
+impl CpuCounters {
+    /// An idle period begins at `now`, unless one is under way.
+    fn idle_from(&self, now: u64) {
+        if self.idle_since.load(Ordering::Relaxed) == NOT_IDLE {
+            self.idle_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The idle period under way, if any, ends at `now`.
+    fn busy_from(&self, now: u64) {
+        let since = self.idle_since.swap(NOT_IDLE, Ordering::Relaxed);
+        if since != NOT_IDLE {
+            self.idle_total_ns
+                .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Per-CPU figures for `sysctl CpuStats`.
@@ -66,15 +105,7 @@ pub struct CpuFigures {
 static POLICY: Once<Box<dyn Policy>> = Once::new();
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
 static NEED_RESCHED: Once<PerCpu<AtomicBool>> = Once::new();
-/// Time a CPU spent idle: the total of finished idle periods, and when the current one began.
-#[derive(Default)]
-struct IdleClock {
-    total_ns: u64,
-    since: Option<u64>,
-}
-
-/// Per-CPU idle time, readable from any CPU.
-static IDLE: Once<PerCpu<Mutex<IdleClock>>> = Once::new();
+static COUNTERS: Once<PerCpu<CpuCounters>> = Once::new();
 
 /// A vCPU's `timer_deadline` after its timer fired while it was not blocked: a time in the
 /// past, which makes its next block return at once.
@@ -89,19 +120,16 @@ pub fn init(policy: Box<dyn Policy>) {
         PerCpu::from_fn(|_| {
             Mutex::new(CpuSched {
                 current: None,
+                current_domain: None,
                 slice_end: None,
                 next_tick: tick,
                 armed_at: None,
                 timers: TimerHeap::new(domain::MAX_VCPUS_TOTAL),
-                next_watch: 0,
-                watch: Watch::default(),
-                busy_ns: 0,
-                switches: 0,
             })
         })
     });
     NEED_RESCHED.call_once(|| PerCpu::from_fn(|_| AtomicBool::new(false)));
-    IDLE.call_once(|| PerCpu::from_fn(|_| Mutex::new(IdleClock::default())));
+    COUNTERS.call_once(|| PerCpu::from_fn(|_| CpuCounters::default()));
 }
 
 /// The policy in force.
@@ -111,6 +139,10 @@ pub fn policy() -> &'static dyn Policy {
 
 fn cpus() -> &'static PerCpu<Mutex<CpuSched>> {
     CPUS.get().expect("scheduler initialised")
+}
+
+fn counters() -> &'static PerCpu<CpuCounters> {
+    COUNTERS.get().expect("scheduler initialised")
 }
 
 fn this_cpu() -> usize {
@@ -232,14 +264,16 @@ pub fn current() -> Option<Arc<Vcpu>> {
     cpus().this().lock().current.clone()
 }
 
-/// Runs `f` on the vCPU running on this CPU, without taking the scheduler's lock: the
-/// hypercall path's way to its caller.
-pub fn with_current<R>(f: impl FnOnce(&Vcpu) -> R) -> Option<R> {
-    let ptr = arch::percpu::current() as *const Vcpu;
-    // The address is that of the `Arc<Vcpu>` this CPU's `CpuSched::current` holds (set by
-    // `switch_in`, cleared before release); only this CPU changes it, with interrupts off.
-    // SAFETY: as above; `f` cannot reschedule, so the vCPU stays alive for the borrow.
-    unsafe { ptr.as_ref() }.map(f)
+/// Runs `f` on the vCPU running on this CPU and its domain, without a lock or a reference
+/// count: the hypercall path's way to its caller.
+pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
+    let (vcpu, domain) = arch::percpu::current();
+    let (vcpu, domain) = (vcpu.cast::<Vcpu>(), domain.cast::<Domain>());
+    // SAFETY: `switch_in` recorded both with `set_current`, promising they stay alive until
+    // the next `set_current` on this CPU (`CpuSched::current` and `current_domain` hold
+    // them); `f` cannot reschedule (it gets no frame), so that does not happen during the
+    // borrow.
+    unsafe { Some(f(vcpu.as_ref()?, domain.as_ref()?)) }
 }
 
 /// Arms a vCPU's one-shot timer on this CPU, replacing the one it had (0: cancels it).
@@ -251,8 +285,7 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
         return;
     }
     cs.timers.set(v.id, deadline_ns);
-    drop(cs);
-    arm_timer(time::now_ns());
+    arm_timer(&mut cs, time::now_ns());
 }
 
 /// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
@@ -274,7 +307,7 @@ pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
         }
         if deadline != FIRED {
             cpus().this().lock().timers.cancel(v.id);
-            if let Some(d) = domain::domain(v.domain) {
+            if let Some(d) = v.domain() {
                 d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
             }
         }
@@ -282,18 +315,15 @@ pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
     }
 }
 
-/// Fires what is due on this CPU: vCPU timers, the policy tick, the end of the slice.
-fn run_timers(now: u64) {
+/// Fires what is due on this CPU: vCPU timers, the policy tick, the end of the slice. `cs`
+/// is this CPU's state, locked by the caller; waking a vCPU and kicking a CPU never take it.
+fn run_timers(cs: &mut CpuSched, now: u64) {
     let cpu = this_cpu();
-    loop {
-        let due = cpus().this().lock().timers.pop_due(now);
-        let Some(kerncore::timerheap::Entry {
-            deadline_ns: deadline,
-            id,
-        }) = due
-        else {
-            break;
-        };
+    while let Some(kerncore::timerheap::Entry {
+        deadline_ns: deadline,
+        id,
+    }) = cs.timers.pop_due(now)
+    {
         let Some(v) = domain::vcpu(id) else { continue };
         // FIRED first, then the wake: a vCPU on its way to block either is woken here or,
         // checking again once it is marked blocked, finds FIRED and wakes itself
@@ -305,7 +335,7 @@ fn run_timers(now: u64) {
             continue; // cancelled or re-armed since
         }
         // The timer virtual IRQ, for a domain that bound a port to it.
-        if let Some(d) = domain::domain(v.domain) {
+        if let Some(d) = v.domain() {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         if wake(&v, now) {
@@ -320,22 +350,18 @@ fn run_timers(now: u64) {
         // sleeping through a wake-up that already happened.
     }
     watch_neighbour(cpu, now);
-    let tick_due = {
-        let mut cs = cpus().this().lock();
-        let due = cs.next_tick.is_some_and(|t| t <= now);
-        if let (true, Some(period)) = (due, policy().tick_period_ns()) {
-            cs.next_tick = Some(now + period);
-        }
-        if cs.slice_end.is_some_and(|end| end <= now) {
-            cs.slice_end = None;
-            NEED_RESCHED
-                .get()
-                .expect("scheduler initialised")
-                .this()
-                .store(true, Ordering::Release);
-        }
-        due
-    };
+    let tick_due = cs.next_tick.is_some_and(|t| t <= now);
+    if let (true, Some(period)) = (tick_due, policy().tick_period_ns()) {
+        cs.next_tick = Some(now + period);
+    }
+    if cs.slice_end.is_some_and(|end| end <= now) {
+        cs.slice_end = None;
+        NEED_RESCHED
+            .get()
+            .expect("scheduler initialised")
+            .this()
+            .store(true, Ordering::Release);
+    }
     if tick_due {
         policy().tick(cpu, now, &mut |c| kick(c));
     }
@@ -346,12 +372,11 @@ fn run_timers(now: u64) {
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
 /// armed (or what is armed has passed): a timer that fires early finds nothing due and
 /// re-arms, which is cheaper than an APIC write on every switch.
-fn arm_timer(now: u64) {
-    let mut cs = cpus().this().lock();
+fn arm_timer(cs: &mut CpuSched, now: u64) {
     let earliest = [
         cs.slice_end,
         cs.next_tick,
-        Some(cs.next_watch),
+        Some(watchdog::next_watch()),
         cs.timers.peek().map(|e| e.deadline_ns),
     ]
     .into_iter()
@@ -364,7 +389,6 @@ fn arm_timer(now: u64) {
         return;
     }
     cs.armed_at = earliest;
-    drop(cs);
     match earliest {
         Some(at) => time::arm_timer_at(at),
         None => smp::timer::disarm(),
@@ -374,10 +398,11 @@ fn arm_timer(now: u64) {
 /// The timer interrupt, on whatever this CPU was doing.
 pub fn on_timer_interrupt() {
     let now = time::now_ns();
+    let mut cs = cpus().this().lock();
     // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
-    cpus().this().lock().armed_at = None;
-    run_timers(now);
-    arm_timer(now);
+    cs.armed_at = None;
+    run_timers(&mut cs, now);
+    arm_timer(&mut cs, now);
 }
 
 /// Whether this CPU must reschedule before returning to its guest.
@@ -416,7 +441,11 @@ impl Next {
 pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let cpu = this_cpu();
     let now = time::now_ns();
-    let prev = cpus().this().lock().current.clone();
+    // This CPU's state, locked once for the whole decision and switch and handed down. Only
+    // this CPU takes it: other CPUs read its figures from `COUNTERS`, and nothing this path
+    // calls (the policy, wake-ups, kicks, IPI handlers served while waiting) locks it.
+    let mut cs = cpus().this().lock();
+    let prev = cs.current.clone();
     if let Some(p) = &prev {
         // Save first: once the policy has the vCPU back, another CPU may pick it, and it
         // waits for `running_on` to clear before loading what we save here.
@@ -428,23 +457,20 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             save_fpu_scrubbed(p);
         }
     }
-    run_timers(now);
+    run_timers(&mut cs, now);
     let decision = policy().schedule(cpu, now);
     let next = decision.next.and_then(|id| domain::vcpu(id.0));
     let same = match (&prev, &next) {
         (Some(p), Some(n)) => Arc::ptr_eq(p, n),
         _ => false,
     };
-    {
-        let mut cs = cpus().this().lock();
-        cs.slice_end = decision.slice_ns.map(|s| now + s);
-    }
+    cs.slice_end = decision.slice_ns.map(|s| now + s);
     if same {
         if let Some(p) = &prev {
             // It yielded but was picked again: it did not stop.
             p.yielded.store(false, Ordering::Relaxed);
         }
-        arm_timer(now);
+        arm_timer(&mut cs, now);
         return Next::Same;
     }
     if let Some(p) = &prev {
@@ -455,31 +481,45 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     }
     match next {
         Some(n) => {
-            let prev = switch_in(&n, cpu, now, prev.as_deref());
+            let domain = domain_of(&mut cs, &n);
+            let prev = switch_in(&n, &domain, cpu, now, prev.as_deref());
             *frame = n.regs.lock().clone();
             let pml4 = n.pml4;
-            cpus().this().lock().current = Some(n);
-            arm_timer(now);
+            cs.current = Some(n);
+            cs.current_domain = Some(domain);
+            arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
             Next::Switched
         }
         None => {
             arch::addrspace::activate_kernel();
-            arch::percpu::set_current(0, 0, false);
+            arch::percpu::clear_current();
             if let Some(p) = &prev {
                 release(p);
             }
-            cpus().this().lock().current = None;
+            cs.current = None;
+            cs.current_domain = None;
             Next::Idle
         }
     }
 }
 
+/// The domain of `n`, about to run here: the one already held when `n` belongs to the
+/// domain that ran here last (no reference-count traffic between vCPUs of one domain).
+fn domain_of(cs: &mut CpuSched, n: &Vcpu) -> Arc<Domain> {
+    match cs.current_domain.take() {
+        Some(d) if n.belongs_to(&d) => d,
+        _ => n
+            .domain()
+            .expect("a picked vCPU's domain lives until destroyed, which waits for the policy"),
+    }
+}
+
+/// Saves the leaving vCPU's FPU state, scrubbed; `v` is the vCPU still recorded as current
+/// on this CPU (`arch::percpu::set_current`), whose FPU area is the one saved into.
 fn save_fpu_scrubbed(v: &Vcpu) {
-    let area = &*v.fpu as *const arch::fpu::FpuState as *mut arch::fpu::FpuState;
-    // SAFETY: the vCPU runs on this CPU, so nothing else reads or writes its FPU area now
-    // (the entry code writes it only for the vCPU current on this CPU).
-    unsafe { (*area).save_scrubbed() };
+    debug_assert!(core::ptr::eq(arch::percpu::current().0.cast::<Vcpu>(), v));
+    arch::percpu::save_current_fpu_scrubbed();
 }
 
 /// Accounting for the vCPU leaving this CPU. It stays claimed (`running_on`) until
@@ -504,7 +544,7 @@ fn account_out(v: &Vcpu, now: u64) {
     let mut s = v.stats.lock();
     let ran = now.saturating_sub(s.run_start);
     s.cpu_ns += ran;
-    cpus().this().lock().busy_ns += ran;
+    counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
     if still_runnable {
         s.runnable_since = now;
     }
@@ -533,6 +573,7 @@ fn release(v: &Vcpu) {
 /// loading CR3 last saved about 3% of the latter.
 fn switch_in<'a>(
     v: &Vcpu,
+    domain: &Domain,
     cpu: usize,
     mut now: u64,
     mut prev: Option<&'a Vcpu>,
@@ -545,7 +586,7 @@ fn switch_in<'a>(
     if !claim() {
         arch::addrspace::activate_kernel();
         if let Some(p) = prev.take() {
-            arch::percpu::set_current(0, 0, false);
+            arch::percpu::clear_current();
             release(p);
         }
         let mut spins = 0u64;
@@ -592,8 +633,19 @@ fn switch_in<'a>(
     }
     trace::record(TraceEvent::Run, v, now);
     arch::selectors::restore(v.selectors.load(Ordering::Relaxed));
-    cpus().this().lock().switches += 1;
-    arch::percpu::set_current(v as *const Vcpu as u64, &*v.fpu as *const _ as u64, true);
+    counters().this().switches.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `v` and `domain` stay alive and unmoved until the next `set_current` here: the
+    // caller stores their `Arc`s in `CpuSched::current` and `current_domain`, which are
+    // cleared only after the records are (`clear_current`, or `set_current` for the next
+    // vCPU). Its FPU area is this CPU's alone meanwhile: `v` is claimed (`running_on`) above.
+    unsafe {
+        arch::percpu::set_current(
+            (v as *const Vcpu).cast(),
+            (domain as *const Domain).cast(),
+            v.fpu.as_ptr(),
+            true,
+        )
+    };
     prev
 }
 
@@ -608,15 +660,19 @@ fn load_address_space(pml4: u64, prev: Option<&Vcpu>) {
     }
 }
 
-/// A CPU's figures as of `now`.
+/// A CPU's figures as of `now`, from its atomics: no lock of that CPU is taken.
 pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
-    let cs = cpus().get(cpu).lock();
-    let clock = IDLE.get().expect("scheduler initialised").get(cpu).lock();
-    let idle_ns = clock.total_ns + clock.since.map_or(0, |s| now.saturating_sub(s));
+    let c = counters().get(cpu);
+    let since = c.idle_since.load(Ordering::Relaxed);
+    let current_idle = if since == NOT_IDLE {
+        0
+    } else {
+        now.saturating_sub(since)
+    };
     CpuFigures {
-        idle_ns,
-        busy_ns: cs.busy_ns,
-        switches: cs.switches,
+        idle_ns: c.idle_total_ns.load(Ordering::Relaxed) + current_idle,
+        busy_ns: c.busy_ns.load(Ordering::Relaxed),
+        switches: c.switches.load(Ordering::Relaxed),
     }
 }
 
@@ -635,7 +691,8 @@ pub enum IdleStep {
 pub fn idle_step(now: u64) -> IdleStep {
     let cpu = this_cpu();
     take_need_resched();
-    run_timers(now);
+    let mut cs = cpus().this().lock();
+    run_timers(&mut cs, now);
     let decision = policy().schedule(cpu, now);
     let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) else {
         return IdleStep::Sleep;
@@ -646,20 +703,14 @@ pub fn idle_step(now: u64) -> IdleStep {
     if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
         return IdleStep::Refuse(n.domain, reason);
     }
-    {
-        let mut i = IDLE.get().expect("scheduler initialised").this().lock();
-        if let Some(since) = i.since.take() {
-            i.total_ns += now.saturating_sub(since);
-        }
-    }
-    switch_in(&n, cpu, now, None);
+    counters().this().busy_from(now);
+    let domain = domain_of(&mut cs, &n);
+    switch_in(&n, &domain, cpu, now, None);
     let frame = n.regs.lock().clone();
-    {
-        let mut cs = cpus().this().lock();
-        cs.slice_end = decision.slice_ns.map(|s| now + s);
-        cs.current = Some(n.clone());
-    }
-    arm_timer(now);
+    cs.slice_end = decision.slice_ns.map(|s| now + s);
+    cs.current = Some(n.clone());
+    cs.current_domain = Some(domain);
+    arm_timer(&mut cs, now);
     load_address_space(n.pml4, None);
     IdleStep::Enter(n, frame)
 }
@@ -667,13 +718,8 @@ pub fn idle_step(now: u64) -> IdleStep {
 /// Sleeps until an interrupt, unless a reschedule is already asked for; idle time is
 /// counted from `now`.
 pub fn idle_sleep(now: u64) {
-    {
-        let mut i = IDLE.get().expect("scheduler initialised").this().lock();
-        if i.since.is_none() {
-            i.since = Some(now);
-        }
-    }
-    arm_timer(now);
+    counters().this().idle_from(now);
+    arm_timer(&mut cpus().this().lock(), now);
     if !NEED_RESCHED
         .get()
         .expect("scheduler initialised")

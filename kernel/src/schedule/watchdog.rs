@@ -3,12 +3,36 @@
 //! count has not moved for [`stuck_limit_ns`] (the rule is `kerncore::watchdog`), the
 //! stuck CPU is asked by NMI where it is and the run stops with a failure.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use kerncore::watchdog;
-use spin::Once;
+use kerncore::watchdog::{self, Watch};
+use smp::percpu::PerCpu;
+use spin::{Mutex, Once};
 
 use crate::{arch, time};
+
+/// Each CPU's watch on its neighbour: its own CPU alone touches it, from the timer and from
+/// wait loops (which may run while the CPU's scheduler state is locked, hence a lock of its
+/// own).
+#[derive(Default)]
+struct WatchState {
+    /// When this CPU next looks at the CPU it watches ([`kerncore::watchdog`]).
+    next_watch: AtomicU64,
+    watch: Mutex<Watch>,
+}
+
+static WATCH: Once<PerCpu<WatchState>> = Once::new();
+
+fn watch_state() -> &'static WatchState {
+    WATCH
+        .call_once(|| PerCpu::from_fn(|_| WatchState::default()))
+        .this()
+}
+
+/// When this CPU next looks at its neighbour (the hardware timer must fire by then).
+pub(super) fn next_watch() -> u64 {
+    watch_state().next_watch.load(Ordering::Relaxed)
+}
 
 /// The watchdog, every [`watchdog::PERIOD_NS`]: looks at the next online CPU's transition
 /// count, and ends the run if that CPU has been in the hypervisor for
@@ -18,12 +42,14 @@ pub(super) fn watch_neighbour(cpu: usize, now: u64) {
     if !WATCHDOG_ARMED.load(Ordering::Relaxed) {
         return;
     }
+    let state = watch_state();
     let stuck = {
-        let mut cs = super::cpus().this().lock();
-        if now < cs.next_watch {
+        if now < state.next_watch.load(Ordering::Relaxed) {
             return;
         }
-        cs.next_watch = now + watchdog::PERIOD_NS;
+        state
+            .next_watch
+            .store(now + watchdog::PERIOD_NS, Ordering::Relaxed);
         let online = smp::startup::online();
         let Some(next) = online
             .iter()
@@ -36,7 +62,9 @@ pub(super) fn watch_neighbour(cpu: usize, now: u64) {
         let Some(count) = arch::percpu::transitions_of(next) else {
             return;
         };
-        cs.watch
+        state
+            .watch
+            .lock()
             .observe(count, now, stuck_limit_ns())
             .map(|ns| (next, ns))
     };

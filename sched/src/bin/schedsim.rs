@@ -3,7 +3,7 @@
 //! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]`
 //!
-//! Writes the results JSON lines of DESIGN.md (default `results/<name>.schedsim.jsonl`),
+//! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
 //! prints a short table, and exits 0 if every domain ended as the spec expected, 1 if not
 //! (or if the policy broke an invariant), 2 for a bad command line or spec.
 

@@ -1,8 +1,8 @@
 //! Choosing the accelerator: KVM only after a probe boot proves it runs our code.
 //!
 //! Some hosts offer a `/dev/kvm` that opens fine and then hangs the guest at its first x87
-//! or SSE instruction (nested KVM on the build machines, DESIGN.md "The machine
-//! underneath"). So before trusting KVM, the runner boots the hypervisor once with
+//! or SSE instruction (nested KVM on the build machines: docs/DESIGN.md
+//! "The machine underneath"). So before trusting KVM, the runner boots the hypervisor once with
 //! `selftest=probe`: it executes x87 and SSE instructions right after early init and exits
 //! 0. If that does not happen within [`PROBE_TIMEOUT`], KVM is not used, and the reason is
 //! one line for the user.

@@ -1,4 +1,4 @@
-//! The command line of `scripts/run` (DESIGN.md "Commands"), parsed with clap.
+//! The command line of `scripts/run` (docs/DESIGN.md "Commands"), parsed with clap.
 //!
 //! The experiment flags (`--sched`, `--cpus`, `--domains`, `--workload`, `--seconds`)
 //! override the spec and are checked by the spec step, so that one place knows what is
@@ -31,11 +31,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub cpus: Option<u32>,
 
-    /// Number of domains; overrides the spec's domain count.
+    /// Number of domains of the spec's first `[[domain]]` group; overrides its `count`.
     #[arg(long, value_name = "N")]
     pub domains: Option<u32>,
 
-    /// Workload of every domain group; overrides `workload` in the spec.
+    /// Workload of the spec's first `[[domain]]` group; overrides its `workload` (and drops
+    /// its arguments the new workload does not take).
     #[arg(long, value_name = "W")]
     pub workload: Option<String>,
 

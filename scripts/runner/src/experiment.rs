@@ -55,7 +55,8 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
     }
 }
 
-/// Command-line flags that override the spec (DESIGN.md: "Flags override the spec").
+/// Command-line flags that override the spec (docs/DESIGN.md "Commands": "Flags override
+/// the spec").
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub sched: Option<String>,

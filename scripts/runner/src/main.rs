@@ -43,7 +43,7 @@ impl From<BadInput> for Stop {
 }
 
 fn main() -> ExitCode {
-    // clap prints usage errors and exits 2 itself, as DESIGN.md wants for a bad command line.
+    // clap prints usage errors and exits 2 itself, as docs/DESIGN.md wants for a bad command line.
     let args = Args::parse();
     let status = match run(&args) {
         Ok(status) => status,

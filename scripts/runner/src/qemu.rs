@@ -152,7 +152,7 @@ impl Ending {
         }
     }
 
-    /// The runner's exit status for this ending (DESIGN.md "Exit status").
+    /// The runner's exit status for this ending (docs/DESIGN.md "Exit status").
     pub fn status(&self) -> i32 {
         match self {
             Ending::Hypervisor(code) => *code as i32,

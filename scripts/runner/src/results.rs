@@ -1,4 +1,4 @@
-//! The results file (JSON Lines, DESIGN.md "Results"): the hypervisor's records copied
+//! The results file (JSON Lines, docs/DESIGN.md "Results"): the hypervisor's records copied
 //! verbatim as they arrive, then one `exit` record of the runner's own saying how the run
 //! ended; and the checks and the summary the runner derives from them.
 
@@ -66,7 +66,7 @@ impl Results {
     }
 }
 
-/// The `summary` record (DESIGN.md "Results") derived from the `run` and `domain` records,
+/// The `summary` record (docs/DESIGN.md "Results") derived from the `run` and `domain` records,
 /// with the same fairness code as `schedsim` (`sched::summary`); `None` without a `run`
 /// record. `weighted`: whether the policy has a `weight` parameter. `expected`: whether
 /// every domain ended as the spec said (the hypervisor's verdict).

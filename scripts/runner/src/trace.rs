@@ -1,5 +1,5 @@
 //! `--trace FILE`: the hypervisor's scheduling events (`@trace` lines, `abi::console`) as
-//! Chrome/Perfetto trace-event JSON (DESIGN.md "Results"), the same shape `schedsim --trace`
+//! Chrome/Perfetto trace-event JSON (docs/DESIGN.md "Results"), the same shape `schedsim --trace`
 //! writes: `pid` = physical CPU, `tid` = domain × 1000 + vCPU, an `"X"` event per run
 //! interval (with why it ended in `args.end`), an instant `"i"` per wake-up. Timestamps are
 //! in µs of system time, the clock of the results' `start_ns`.

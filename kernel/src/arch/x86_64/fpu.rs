@@ -7,6 +7,7 @@
 //! domain's data, or the hypervisor's, into another.
 
 use core::arch::asm;
+use core::cell::UnsafeCell;
 
 /// An `fxsave64` image.
 #[repr(C, align(64))]
@@ -57,5 +58,40 @@ impl FpuState {
         // SAFETY: `self.0` is a 64-byte aligned 512-byte buffer, as `fxsave64` requires.
         unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
         self.0[XMM_BYTES].fill(0);
+    }
+}
+
+/// A vCPU's x87/SSE save area. It is written behind Rust's back: by the entry code, which
+/// `fxsave64`s an interrupted guest's state into the area the per-CPU area names
+/// (`percpu::set_current`), and read by the exit path's `fxrstor64`. Hence the cell.
+///
+/// Only the CPU that has the owning vCPU claimed (its `running_on`) touches the area; the
+/// claim is a compare-and-swap (acquire) and the release a store (release), so one CPU's
+/// accesses happen before the next one's. Rust code reaches the contents only through the
+/// per-CPU area (`percpu::save_current_fpu_scrubbed`, `current_fpu_snapshot`,
+/// `restore_fpu_on_exit`), for the vCPU recorded there by `percpu::set_current`, whose
+/// contract is exactly that exclusivity.
+#[repr(transparent)]
+pub struct FpuArea(UnsafeCell<FpuState>);
+
+// SAFETY: shared between CPUs only as described on the type: accessed by one CPU at a time,
+// the one with the owning vCPU claimed, with the claim ordering the accesses.
+unsafe impl Sync for FpuArea {}
+
+impl FpuArea {
+    /// An area holding the state of a freshly reset FPU.
+    pub fn new() -> FpuArea {
+        FpuArea(UnsafeCell::new(FpuState::initial()))
+    }
+
+    /// The area's address, for the per-CPU area (`percpu::set_current`) and the entry code.
+    pub fn as_ptr(&self) -> *mut FpuState {
+        self.0.get()
+    }
+}
+
+impl Default for FpuArea {
+    fn default() -> Self {
+        Self::new()
     }
 }

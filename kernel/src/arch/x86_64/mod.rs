@@ -12,7 +12,6 @@ pub mod entry;
 pub mod fpu;
 pub mod gdt;
 pub mod guest;
-pub mod mem;
 pub mod paging;
 pub mod percpu;
 pub mod platform;
@@ -21,4 +20,7 @@ pub mod selftest;
 pub mod serial;
 pub mod trap;
 
-pub use cpu::{exit, halt_forever};
+pub use cpu::exit;
+
+// `memcpy` & co. and the unwinder symbols, from the `cmem` crate (shared with the guests).
+cmem::export_c_symbols!();

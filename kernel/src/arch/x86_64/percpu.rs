@@ -27,6 +27,8 @@ pub struct CpuArea {
     /// The vCPU running here (an `Arc<Vcpu>` the scheduler holds while it runs), as an
     /// address, so that a hypercall finds its caller without a lock; 0 when idle.
     pub current: u64,
+    /// Its domain (an `Arc<Domain>` the scheduler holds while it runs), likewise.
+    pub current_domain: u64,
     /// Transitions between the hypervisor and a guest or `hlt`, counted by the entry code
     /// (odd: in the hypervisor and not halted); read by the watchdog of another CPU.
     pub transitions: AtomicU64,
@@ -60,6 +62,7 @@ pub fn install(cpu_index: usize, apic_id: u32) {
         cur_fpu: 0,
         fpu_restore: 0,
         current: 0,
+        current_domain: 0,
         // Odd: this CPU is in the hypervisor (booting).
         transitions: AtomicU64::new(1),
     }));
@@ -94,37 +97,72 @@ fn area() -> *mut CpuArea {
     smp::percpu::this_cpu().cast()
 }
 
-/// Records the vCPU now running here (`current`, 0 for none) and its FPU area, and whether
-/// the exit path must load that area on the way out.
-pub fn set_current(current: u64, fpu_area: u64, restore: bool) {
+/// Records the vCPU now running here and its domain (null for none) and its FPU area (null
+/// for none), and whether the exit path must load that area on the way out.
+///
+/// # Safety
+/// This creates two aliases that outlive the call, until the next `set_current` on this
+/// CPU (Hubris's `set_current_task` in spirit):
+/// - `current` and `domain` are dereferenced by [`current`]'s users
+///   (`schedule::with_current`): the caller keeps both objects alive and unmoved until then
+///   (the scheduler holds an `Arc` of each);
+/// - `fpu` is written by the entry code on every asynchronous entry from ring 3 and by
+///   [`restore_fpu_on_exit`], and read by the exit path: it must be valid for writes of an
+///   `FpuState` and used by nothing else until then (its vCPU is claimed by this CPU).
+pub unsafe fn set_current(
+    current: *const (),
+    domain: *const (),
+    fpu: *mut super::fpu::FpuState,
+    restore: bool,
+) {
     // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
     // reads or writes it, with interrupts off.
     unsafe {
-        (*area()).current = current;
-        (*area()).cur_fpu = fpu_area;
+        (*area()).current = current as u64;
+        (*area()).current_domain = domain as u64;
+        (*area()).cur_fpu = fpu as u64;
         (*area()).fpu_restore = u64::from(restore);
     }
 }
 
-/// The address recorded by [`set_current`] (0 for none).
-pub fn current() -> u64 {
-    // SAFETY: as in `set_current`.
-    unsafe { (*area()).current }
+/// This CPU's records cleared: no vCPU runs here.
+pub fn clear_current() {
+    // SAFETY: null pointers create no alias.
+    unsafe {
+        set_current(
+            core::ptr::null(),
+            core::ptr::null(),
+            core::ptr::null_mut(),
+            false,
+        )
+    }
+}
+
+/// The objects recorded by [`set_current`]: the current vCPU and its domain (null for
+/// none). Dereferencing them is sound for as long as [`set_current`]'s caller promised.
+pub fn current() -> (*const (), *const ()) {
+    // SAFETY: GS points at this CPU's live `CpuArea`.
+    unsafe {
+        (
+            (*area()).current as *const (),
+            (*area()).current_domain as *const (),
+        )
+    }
 }
 
 /// Whether the way back to ring 3 will load the current vCPU's FPU area (its vector
 /// registers are live guest state there) rather than scrub them.
 pub fn fpu_restore_pending() -> bool {
-    // SAFETY: as in `set_current`.
+    // SAFETY: GS points at this CPU's live `CpuArea`.
     unsafe { (*area()).fpu_restore != 0 }
 }
 
 /// Makes the way back to ring 3 load `state` as the current vCPU's vector registers: it is
 /// copied into the vCPU's FPU area (named by `cur_fpu`), and a restore is requested.
 pub fn restore_fpu_on_exit(state: &super::fpu::FpuState) {
-    // SAFETY: GS points at this CPU's live `CpuArea`; `cur_fpu` is the FPU area of the vCPU
-    // running here, which only this CPU touches while it runs (the entry code writes it on
-    // asynchronous entries, which cannot happen now: interrupts are off).
+    // SAFETY: GS points at this CPU's live `CpuArea`; `cur_fpu` is null or the FPU area that
+    // `set_current`'s caller made this CPU's alone until the next `set_current`; the entry
+    // code, its other writer, cannot run now (interrupts are off).
     unsafe {
         let area = (*area()).cur_fpu as *mut super::fpu::FpuState;
         if !area.is_null() {
@@ -132,4 +170,24 @@ pub fn restore_fpu_on_exit(state: &super::fpu::FpuState) {
             (*self::area()).fpu_restore = 1;
         }
     }
+}
+
+/// Saves this CPU's x87/SSE state, XMM registers zeroed, into the FPU area of the vCPU
+/// recorded here (a vCPU leaving during a hypercall: its XMM registers hold hypervisor
+/// data). Nothing happens when none is recorded.
+pub fn save_current_fpu_scrubbed() {
+    // SAFETY: `cur_fpu` is null or the area `set_current`'s caller made this CPU's alone
+    // until the next `set_current`; interrupts are off, so the entry code is not using it.
+    unsafe {
+        let fpu = (*area()).cur_fpu as *mut super::fpu::FpuState;
+        if let Some(fpu) = fpu.as_mut() {
+            fpu.save_scrubbed();
+        }
+    }
+}
+
+/// A copy of the FPU area of the vCPU recorded here, if any.
+pub fn current_fpu_snapshot() -> Option<super::fpu::FpuState> {
+    // SAFETY: as in `save_current_fpu_scrubbed`; only read here.
+    unsafe { ((*area()).cur_fpu as *const super::fpu::FpuState).as_ref() }.cloned()
 }

@@ -54,6 +54,65 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+/// Byte offsets the entry assembly (`entry.rs`) uses, named as Xen names its `UREGS_*`:
+/// from the `vector` slot, which is where RSP points when a stub jumps to `trap_common` (the
+/// CPU's frame and the stub's two words are all that is on the stack) and again once the
+/// exit path has popped the general registers.
+pub mod frame {
+    use core::mem::offset_of;
+
+    use super::TrapFrame;
+
+    const fn from_vector(field: usize) -> usize {
+        field - offset_of!(TrapFrame, vector)
+    }
+
+    /// The saved RIP.
+    pub const RIP: usize = from_vector(offset_of!(TrapFrame, rip));
+    /// The saved CS (its low two bits are the ring the trap came from).
+    pub const CS: usize = from_vector(offset_of!(TrapFrame, cs));
+    /// The saved RFLAGS.
+    pub const RFLAGS: usize = from_vector(offset_of!(TrapFrame, rflags));
+    /// The saved RSP.
+    pub const RSP: usize = from_vector(offset_of!(TrapFrame, rsp));
+    /// What `iretq` needs above the vector and error code: skip this many bytes first.
+    pub const IRET_FRAME: usize = RIP;
+    /// From the frame's base (the last general register pushed) to the vector slot.
+    pub const VECTOR: usize = offset_of!(TrapFrame, vector);
+
+    // `push_gprs` pushes RAX first and R15 last, after the stub's vector and error code and
+    // the CPU's (or `syscall_frame`'s) RIP, CS, RFLAGS, RSP, SS: the struct must match.
+    const _: () = {
+        let gprs = [
+            offset_of!(TrapFrame, r15),
+            offset_of!(TrapFrame, r14),
+            offset_of!(TrapFrame, r13),
+            offset_of!(TrapFrame, r12),
+            offset_of!(TrapFrame, r11),
+            offset_of!(TrapFrame, r10),
+            offset_of!(TrapFrame, r9),
+            offset_of!(TrapFrame, r8),
+            offset_of!(TrapFrame, rbp),
+            offset_of!(TrapFrame, rdi),
+            offset_of!(TrapFrame, rsi),
+            offset_of!(TrapFrame, rdx),
+            offset_of!(TrapFrame, rcx),
+            offset_of!(TrapFrame, rbx),
+            offset_of!(TrapFrame, rax),
+        ];
+        let mut i = 0;
+        while i < gprs.len() {
+            assert!(gprs[i] == i * 8);
+            i += 1;
+        }
+        assert!(VECTOR == 15 * 8);
+        assert!(offset_of!(TrapFrame, error_code) == VECTOR + 8);
+        assert!(RIP == 16 && CS == 24 && RFLAGS == 32 && RSP == 40);
+        assert!(offset_of!(TrapFrame, ss) == VECTOR + 48);
+        assert!(core::mem::size_of::<TrapFrame>() == VECTOR + 56);
+    };
+}
+
 impl TrapFrame {
     /// Whether the trap came from ring 3 (a guest).
     pub fn came_from_user(&self) -> bool {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use runner::{first, invoke, probe_kvm, read_records, show_failure, sibling_runner};
 use serde_json::Value;
 
-/// CPU counts of the boot matrix (DESIGN.md: correct for 1 to 255 CPUs). Under TCG on
+/// CPU counts of the boot matrix (docs/DESIGN.md: correct for 1 to 255 CPUs). Under TCG on
 /// two host cores a boot takes about 0.2 s at 8 CPUs and 4 to 5 s at 255, so the matrix is
 /// complete rather than pruned, except that 255 is booted through PVH only.
 const CPUS: [u32; 6] = [1, 2, 4, 8, 64, 255];
@@ -278,7 +278,7 @@ fn check(
                     boot["boot_ns"]
                 ));
             }
-            // Not required by DESIGN.md, but when the hypervisor says how it was booted, it
+            // Not required by docs/DESIGN.md, but when the hypervisor says how it was booted, it
             // must be the way this case booted it.
             if !boot["protocol"].is_null() && boot["protocol"] != *protocol {
                 return Err(format!(

@@ -6,7 +6,7 @@
 //! domain lifetimes in churn come back to the same baseline. The last line of output is
 //! `N passed, N failed`.
 //!
-//! Bounds are looser than the performance targets of DESIGN.md on purpose: TCG on two host
+//! Bounds are looser than the performance targets of docs/DESIGN.md on purpose: TCG on two host
 //! cores is noisy, and these are tests of behaviour; `scripts/bench` reports the figures.
 
 use std::path::{Path, PathBuf};
