@@ -4,26 +4,17 @@
 //! from many CPUs can still be read. Results records bypass the log levels: they are data
 //! for the runner (`abi::console::RECORD_PREFIX`), not messages.
 
-use core::fmt::{self, Write};
+use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use spin::Mutex;
-use uart_16550::SerialPort;
-
+use crate::arch::serial;
 use crate::time;
 
-/// COM1's base I/O port.
-const COM1: u16 = 0x3f8;
-
-static SERIAL: Mutex<Option<SerialPort>> = Mutex::new(None);
 static LEVEL: AtomicU8 = AtomicU8::new(log::LevelFilter::Info as u8);
 
 /// Starts the serial port and installs the logger. Called once, first thing, by the BSP.
 pub fn init() {
-    // SAFETY: COM1 at 0x3f8 is the PC's first serial port; only this module touches it.
-    let mut port = unsafe { SerialPort::new(COM1) };
-    port.init();
-    *SERIAL.lock() = Some(port);
+    serial::init();
     static LOGGER: Logger = Logger;
     // A second call would fail; there is none.
     let _ = log::set_logger(&LOGGER);
@@ -37,10 +28,7 @@ pub fn set_level(level: log::LevelFilter) {
 
 /// Writes formatted text to the console as one piece, not interleaved with other CPUs.
 pub fn write_fmt(args: fmt::Arguments) {
-    let mut guard = SERIAL.lock();
-    if let Some(port) = guard.as_mut() {
-        let _ = port.write_fmt(args);
-    }
+    serial::write_fmt(args);
 }
 
 /// Writes one results record line (a JSON object) for the runner.
@@ -76,9 +64,7 @@ impl log::Log for Logger {
 /// Takes the console back from whoever holds it, for a fatal report: the CPU that holds the
 /// lock may be the one that just faulted, or stopped for good.
 pub fn emergency() {
-    if SERIAL.is_locked() {
-        // SAFETY: only called on the way to stopping the machine; a line interleaved with
-        // another CPU's half-written one is better than a report never written.
-        unsafe { SERIAL.force_unlock() };
-    }
+    // A line interleaved with another CPU's half-written one is better than a report never
+    // written.
+    serial::break_lock();
 }

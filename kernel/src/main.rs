@@ -14,7 +14,6 @@
 extern crate alloc;
 
 mod arch;
-mod bootinfo;
 mod console;
 mod domain;
 mod mm;
@@ -29,10 +28,6 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use abi::console::ExitCode;
 use abi::results::{Apic, Boot, Record};
 use kerncore::cmdline::{self, LogLevel, SelfTest};
-
-/// Physical page of the AP start-up trampoline (kept out of the frame allocator with the
-/// rest of the first megabyte).
-const TRAMPOLINE_PHYS: u64 = 0x8000;
 
 /// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
@@ -67,12 +62,7 @@ fn init_this_cpu(cpu_index: usize) {
 /// The Rust entry of every application processor, called by the `smp` trampoline.
 extern "C" fn ap_entry(cpu_index: usize) -> ! {
     init_this_cpu(cpu_index);
-    // SAFETY: `apic::init_bsp` and `timer::init_bsp` ran on the BSP before it started us;
-    // interrupts are off; each is called once on this CPU.
-    unsafe {
-        smp::apic::init_this_cpu();
-        smp::timer::init_this_cpu();
-    }
+    arch::platform::init_this_ap();
     log::debug!("CPU {cpu_index} (APIC id {}) ready", smp::apic::id());
     APS_READY.fetch_add(1, Ordering::AcqRel);
     if cpu_index == 1 && SELFTEST_HANG.load(Ordering::Acquire) {
@@ -89,13 +79,12 @@ fn record(r: &Record) {
     }
 }
 
-/// The Rust entry of the bootstrap CPU, called by the boot code with the boot protocol's
-/// marker and the physical address of its boot information.
+/// The Rust entry of the bootstrap CPU, called by the boot code (`arch/x86_64/boot.rs`).
 #[unsafe(no_mangle)]
-extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
+extern "C" fn kernel_entry() -> ! {
     arch::boot::save_boot_facts();
     console::init();
-    let info = match bootinfo::read(marker, u64::from(info_phys)) {
+    let info = match arch::bootinfo::read() {
         Ok(info) => info,
         Err(e) => {
             log::error!("cannot read the boot information: {e}");
@@ -132,16 +121,17 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         arch::exit(ExitCode::Success);
     }
 
-    let mem = mm::frames::init(&info);
+    let memory = arch::bootmem::BootMemory::claim(&info);
+    if let Some(module) = memory.module() {
+        domain::boot_module::init(module);
+    }
+    let mem = mm::frames::init(memory);
     log::info!(
         "memory: {} MiB usable, {} MiB heap, {} free frames",
         mem.usable_bytes >> 20,
         mem.heap_bytes >> 20,
         mem.frames
     );
-    if let Some(module) = info.module {
-        domain::boot_module::init(module);
-    }
     init_this_cpu(0);
     PERCPU_READY.store(true, Ordering::Relaxed);
     if options.selftest == SelfTest::Fault {
@@ -150,15 +140,13 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     }
     SELFTEST_HANG.store(options.selftest == SelfTest::Hang, Ordering::Release);
 
-    let Some(rsdp) = info.rsdp else {
-        log::error!("the boot loader gave no ACPI RSDP: cannot find the CPUs");
-        arch::exit(ExitCode::Failure);
-    };
-    // SAFETY: all physical memory below 4 GiB is direct-mapped at PHYS_OFFSET, and the ACPI
-    // tables are in reserved memory nothing has reused.
-    let topology = match unsafe { smp::discover(rsdp, arch::paging::PHYS_OFFSET) } {
+    let topology = match arch::platform::discover(&info) {
         Ok(t) => t,
-        Err(e) => {
+        Err(arch::platform::DiscoverError::NoRsdp) => {
+            log::error!("the boot loader gave no ACPI RSDP: cannot find the CPUs");
+            arch::exit(ExitCode::Failure);
+        }
+        Err(arch::platform::DiscoverError::Acpi(e)) => {
             log::error!("cannot read the ACPI MADT: {e:?}");
             arch::exit(ExitCode::Failure);
         }
@@ -166,13 +154,8 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
     if topology.has_8259 {
         arch::cpu::mask_8259();
     }
-    // SAFETY: on the BSP, interrupts off, once; the local APIC page is direct-mapped
-    // uncached (0xFE00_0000..4 GiB in the boot tables).
-    let apic_mode =
-        unsafe { smp::apic::init_bsp(topology.local_apic_phys, arch::paging::PHYS_OFFSET) };
-    // SAFETY: on the BSP before any other CPU runs, interrupts off; nothing else uses the
-    // PIT or the PM timer.
-    let tsc_hz = match unsafe { smp::time::calibrate_tsc(topology.pm_timer) } {
+    let apic_mode = arch::platform::init_apic(&topology);
+    let tsc_hz = match arch::platform::calibrate_tsc(&topology) {
         Ok(hz) => hz,
         Err(smp::time::CalibrationError::Unstable { median_hz }) => {
             log::warn!("TSC calibration unstable; using the median, {median_hz} Hz");
@@ -185,8 +168,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         }
     };
     time::init_wallclock();
-    // SAFETY: on the BSP, interrupts off, after the APIC and the TSC calibration.
-    let timer_mode = unsafe { smp::timer::init_bsp() };
+    let timer_mode = arch::platform::init_timer();
     log::info!(
         "{} CPUs in the MADT, local APIC in {} mode, TSC {} MHz, timer {:?}",
         topology.cpus.len(),
@@ -214,22 +196,7 @@ extern "C" fn kernel_entry(marker: u32, info_phys: u32) -> ! {
         schedule::policy().set_trace_hook(schedule::trace::policy_hook);
     }
 
-    let config = smp::startup::StartConfig {
-        trampoline_phys: TRAMPOLINE_PHYS,
-        phys_offset: arch::paging::PHYS_OFFSET,
-        cr3: arch::boot::boot_pml4_phys(),
-        entry: ap_entry,
-        timeout_us: 1_000_000,
-        delays: smp::startup::StartupDelays::for_this_cpu(),
-    };
-    // SAFETY: on the BSP, interrupts off, after the APIC and TSC set-up; the trampoline page
-    // is reserved (below 1 MiB) and identity-mapped by the boot PML4, which also maps the
-    // kernel and the direct map where the stacks live; `ap_entry` initialises each AP.
-    let online = match unsafe {
-        smp::startup::start_aps(&topology, &config, |_| {
-            arch::gdt::new_stack(arch::percpu::KERNEL_STACK_BYTES).as_u64()
-        })
-    } {
+    let online = match arch::platform::start_aps(&topology, ap_entry) {
         Ok(set) => set,
         Err(e) => {
             log::error!("cannot start the other CPUs: {e:?}");

@@ -145,7 +145,7 @@ pub fn exception(frame: &mut TrapFrame, vector: u64) -> Next {
 /// `int3`, `into`), read from the guest's memory; `None` if it is not one or cannot be read.
 fn software_interrupt_vector(rip: u64) -> Option<u8> {
     let mut insn = [0u8; 2];
-    crate::mm::guest::copy_from_guest(&mut insn, rip).ok()?;
+    crate::arch::guest::copy_from_guest(&mut insn, rip).ok()?;
     match insn {
         [0xcd, vector] => Some(vector),
         [0xcc, _] => Some(3),

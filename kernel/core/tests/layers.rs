@@ -12,16 +12,15 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("arch", &[]),
     ("time", &["arch"]),
-    ("console", &["time"]),
-    ("bootinfo", &["arch"]),
-    ("mm", &["arch", "bootinfo"]),
+    ("console", &["arch", "time"]),
+    ("mm", &["arch"]),
     ("domain", &["arch", "mm", "schedule", "time"]),
     ("schedule", &["arch", "console", "domain", "time"]),
     (
         "pv",
         &["arch", "console", "domain", "mm", "schedule", "time"],
     ),
-    ("selftest", &["schedule"]),
+    ("selftest", &["arch", "schedule"]),
     ("trap", &["arch", "console", "mm", "pv", "schedule", "time"]),
 ];
 

@@ -13,7 +13,6 @@ use abi::hypercall::EvtchnOp;
 use abi::shared::{Counters, VcpuEvents};
 
 use super::{Domain, NOT_RUNNING, Vcpu};
-use crate::arch::paging::phys_to_virt;
 use crate::{domain, time};
 
 /// `evtchn_op`: allocate, bind, send, unmask, close (the port rules are in `kerncore::event`).
@@ -141,11 +140,7 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
 impl Domain {
     /// The counters page's event word `word`, shared with the guest.
     fn event_word(&self, field: usize, word: usize) -> &AtomicU64 {
-        let at = self.counters_phys + field as u64 + (word * 8) as u64;
-        // The counters frame is this domain's until it is destroyed (not while `self` is
-        // borrowed); the word is aligned and inside the page (offsets from `Counters`).
-        // SAFETY: as above; the guest updates these words only atomically too.
-        unsafe { &*phys_to_virt(at).as_ptr::<AtomicU64>() }
+        self.counters.atomic_u64(field + word * 8)
     }
 
     /// Marks `port` pending; returns whether it is unmasked (the domain should be woken).
@@ -248,37 +243,32 @@ impl Domain {
 }
 
 impl Vcpu {
-    /// The physical address of field `field` (an offset in `VcpuEvents`) of `v`'s event state
-    /// in its domain's counters page.
-    fn event_field(&self, field: usize) -> u64 {
-        self.counters_phys
-            + core::mem::offset_of!(Counters, vcpu_events) as u64
-            + u64::from(self.index) * core::mem::size_of::<VcpuEvents>() as u64
-            + field as u64
+    /// The offset of field `field` (an offset in `VcpuEvents`) of its event state in its
+    /// domain's counters page.
+    fn event_field(&self, field: usize) -> usize {
+        core::mem::offset_of!(Counters, vcpu_events)
+            + self.index as usize * core::mem::size_of::<VcpuEvents>()
+            + field
     }
 
-    /// Its `upcall_pending` flag in the counters page.
+    /// Its `upcall_pending` flag in the counters page (the guest clears it).
     pub fn upcall_pending(&self) -> &AtomicU8 {
-        let at = self.event_field(core::mem::offset_of!(VcpuEvents, upcall_pending));
-        // The counters frame lives (the hypervisor holds it) as long as the domain, which
-        // outlives its vCPUs' runs; `index` < MAX_VCPUS keeps the byte inside the page.
-        // SAFETY: as above; the guest updates these bytes too, and only atomically matters.
-        unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
+        self.counters
+            .atomic_u8(self.event_field(core::mem::offset_of!(VcpuEvents, upcall_pending)))
     }
 
     /// Its `upcall_mask` flag in the counters page.
     pub fn upcall_mask(&self) -> &AtomicU8 {
-        let at = self.event_field(core::mem::offset_of!(VcpuEvents, upcall_mask));
-        // SAFETY: as in `pending`.
-        unsafe { &*phys_to_virt(at).as_ptr::<AtomicU8>() }
+        self.counters
+            .atomic_u8(self.event_field(core::mem::offset_of!(VcpuEvents, upcall_mask)))
     }
 
     /// Marks vCPU `v` as having an event to handle: its `upcall_pending`, and bit `word` of
     /// its `pending_sel`.
     pub fn mark_pending(&self, word: usize) {
-        let at = self.event_field(core::mem::offset_of!(VcpuEvents, pending_sel));
-        // SAFETY: as in `pending`; the word is 8-byte aligned inside the counters page.
-        let sel = unsafe { &*phys_to_virt(at).as_ptr::<AtomicU64>() };
+        let sel = self
+            .counters
+            .atomic_u64(self.event_field(core::mem::offset_of!(VcpuEvents, pending_sel)));
         sel.fetch_or(1 << (word % 64), Ordering::SeqCst);
         self.upcall_pending().store(1, Ordering::SeqCst);
     }

@@ -35,10 +35,10 @@ use kerncore::histogram::Histogram;
 use kerncore::image;
 use spin::{Mutex, RwLock};
 
-use crate::arch::addrspace::{Access, AddressSpace};
+use crate::arch::addrspace::{Access, AddressSpace, HeldPage};
 use crate::arch::fpu::{FpuArea, FpuState};
 use crate::arch::gdt::{USER_CODE, USER_DATA};
-use crate::arch::paging::phys_to_virt;
+use crate::arch::guest::Plain;
 use crate::arch::trap::TrapFrame;
 use crate::time;
 
@@ -103,9 +103,9 @@ pub struct Vcpu {
     /// Global index, the policy's `VcpuId`.
     pub id: u32,
     /// Its domain's shared-info page, where its virtual time is published.
-    pub shared_phys: u64,
+    pub shared: Arc<HeldPage>,
     /// Its domain's counters page, where its event flags are (`VcpuEvents`).
-    pub counters_phys: u64,
+    pub counters: Arc<HeldPage>,
     /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
     pub callback: AtomicU64,
     /// What an upcall in progress keeps.
@@ -150,30 +150,27 @@ impl Vcpu {
     /// Publishes its virtual time in the shared-info page: `ran_ns` so far, and whether it
     /// runs since `since_ns`. Only the CPU switching it in or out writes it.
     pub fn publish_time(&self, running: bool, ran_ns: u64, since_ns: u64) {
-        let base = self.shared_phys
-            + core::mem::offset_of!(SharedInfo, vcpu_time) as u64
-            + u64::from(self.index) * core::mem::size_of::<VcpuTime>() as u64;
-        let field = |offset: usize| phys_to_virt(base + offset as u64);
-        let version_at = field(core::mem::offset_of!(VcpuTime, version)).as_mut_ptr::<u32>();
-        // The slot lies in the domain's shared-info frame (index < MAX_VCPUS), which lives
-        // as long as the vCPU; the guest only reads it, under the version protocol.
-        // SAFETY: as above; aligned fields of a `#[repr(C)]` struct, volatile stores.
-        unsafe {
-            let version = version_at.read_volatile().wrapping_add(1);
-            version_at.write_volatile(version); // odd: being updated
-            core::sync::atomic::fence(Ordering::Release);
-            field(core::mem::offset_of!(VcpuTime, running))
-                .as_mut_ptr::<u32>()
-                .write_volatile(u32::from(running));
-            field(core::mem::offset_of!(VcpuTime, ran_ns))
-                .as_mut_ptr::<u64>()
-                .write_volatile(ran_ns);
-            field(core::mem::offset_of!(VcpuTime, since_ns))
-                .as_mut_ptr::<u64>()
-                .write_volatile(since_ns);
-            core::sync::atomic::fence(Ordering::Release);
-            version_at.write_volatile(version.wrapping_add(1)); // even: consistent
-        }
+        // The guest only reads the slot, under the version protocol.
+        let base = core::mem::offset_of!(SharedInfo, vcpu_time)
+            + self.index as usize * core::mem::size_of::<VcpuTime>();
+        let field = |offset: usize| base + offset;
+        let version_at = self
+            .shared
+            .atomic_u32(field(core::mem::offset_of!(VcpuTime, version)));
+        let version = version_at.load(Ordering::Relaxed).wrapping_add(1);
+        version_at.store(version, Ordering::Relaxed); // odd: being updated
+        core::sync::atomic::fence(Ordering::Release);
+        self.shared
+            .atomic_u32(field(core::mem::offset_of!(VcpuTime, running)))
+            .store(u32::from(running), Ordering::Relaxed);
+        self.shared
+            .atomic_u64(field(core::mem::offset_of!(VcpuTime, ran_ns)))
+            .store(ran_ns, Ordering::Relaxed);
+        self.shared
+            .atomic_u64(field(core::mem::offset_of!(VcpuTime, since_ns)))
+            .store(since_ns, Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+        version_at.store(version.wrapping_add(1), Ordering::Relaxed); // even: consistent
     }
 }
 
@@ -193,7 +190,8 @@ pub struct Domain {
     pub name: ArrayString<NAME_BYTES>,
     pub privileged: bool,
     pub vcpus: Vec<Arc<Vcpu>>,
-    pub counters_phys: u64,
+    /// Its counters page (`abi::shared::Counters`): work counters and event bits.
+    pub counters: Arc<HeldPage>,
     pub sched: Mutex<SchedParams>,
     pub life: Mutex<DomainLife>,
     /// Its figures at the last snapshot into each slot (`sysctl TakeSnapshot`), if it
@@ -447,13 +445,6 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             pt_window: core::array::from_fn(|i| pt_window.get(i).copied().unwrap_or(0)),
         },
     };
-    // SAFETY: `shared_phys` is a frame of this domain's address space, direct-mapped, and
-    // 4 KiB is more than `SharedInfo` (checked at compile time below).
-    unsafe {
-        phys_to_virt(shared_phys)
-            .as_mut_ptr::<SharedInfo>()
-            .write(info)
-    };
     const _: () = assert!(
         core::mem::size_of::<SharedInfo>() <= 4096 && core::mem::size_of::<Counters>() <= 4096
     );
@@ -462,13 +453,17 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     // tables validated like any the guest would build.
     // The hypervisor writes the shared-info and counters pages for the domain's whole life:
     // it holds them, so that a guest that unmaps one cannot give its frame back.
-    if let Err(e) = space.adopt(id, &hv_readonly, &[shared_phys, counters_phys]) {
-        log::error!(
-            "domain {}: its initial page tables do not validate: {e}",
-            config.name
-        );
-        return Err(CreateError::BadParameter("page tables"));
-    }
+    let [shared, counters] = match space.adopt(id, &hv_readonly, [shared_phys, counters_phys]) {
+        Ok(held) => held.map(Arc::new),
+        Err(e) => {
+            log::error!(
+                "domain {}: its initial page tables do not validate: {e}",
+                config.name
+            );
+            return Err(CreateError::BadParameter("page tables"));
+        }
+    };
+    shared.write(0, info.as_bytes());
     let pml4 = space.pml4();
     // The vCPUs' global slots first, so that nothing below can fail. (Failing here drops
     // `space`, freeing its frames.)
@@ -492,8 +487,8 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                 };
                 Arc::new(Vcpu {
                     id: slot as u32,
-                    shared_phys,
-                    counters_phys,
+                    shared: shared.clone(),
+                    counters: counters.clone(),
                     callback: AtomicU64::new(0),
                     upcall: Mutex::new(UpcallState::default()),
                     domain: id,
@@ -517,7 +512,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             name,
             privileged: config.privileged,
             vcpus: vcpu_list,
-            counters_phys,
+            counters: counters.clone(),
             sched: Mutex::new(config.sched),
             life: Mutex::new(DomainLife {
                 state: DomainState::Paused,
@@ -587,13 +582,11 @@ impl Domain {
 
     /// The work counters the guest wrote, summed over its vCPUs.
     pub fn work(&self) -> u64 {
+        // A racy read of a guest-written counter is what we want.
         (0..self.vcpus.len())
             .map(|i| {
-                let at = self.counters_phys + (i * 8) as u64;
-                // SAFETY: the counters frame belongs to this domain until it is destroyed,
-                // which cannot happen while `self` is borrowed from the table; a racy read
-                // of a guest-written counter is what we want (volatile, 8-byte aligned).
-                unsafe { phys_to_virt(at).as_ptr::<u64>().read_volatile() }
+                self.counters
+                    .read_u64(core::mem::offset_of!(Counters, work) + i * 8)
             })
             .fold(0u64, u64::wrapping_add)
     }

@@ -1,11 +1,10 @@
-//! Machine memory: the heap and the frame allocator over the usable map (`frames`), the frame
-//! table over real memory (`frame_table`), and copies to and from guest memory (`guest`).
+//! Machine memory: the heap and the frame allocator over the usable map (`frames`) and the
+//! frame table over real memory (`frame_table`).
 //!
 //! See this folder's README for what it may use.
 
 pub mod frame_table;
 pub mod frames;
-pub mod guest;
 
 use abi::control::DomainId;
 use kerncore::frame_table::MmError;
@@ -41,7 +40,14 @@ impl FrameSource for Machine {
         frame_table::adopt(owner, pml4, frames, hv_readonly, hv_held)
     }
 
-    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]) {
-        frame_table::teardown(owner, pml4, frames, hv_held);
+    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64]) {
+        // The held frames' own references go with their `HeldPage`s (`put`), not here.
+        frame_table::teardown(owner, pml4, frames, &[]);
+    }
+
+    fn put(&self, phys: u64) {
+        if frame_table::table().put_page(phys >> 12) {
+            frame_table::free_all([phys >> 12]);
+        }
     }
 }

@@ -15,10 +15,10 @@ use abi::error::Errno;
 use arrayvec::ArrayVec;
 use sched::{DomainId as PolicyDomain, VcpuId};
 
+use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::domain::boot_module;
 use crate::domain::{self, Domain, DomainConfig, VcpuState};
 use crate::mm::frames;
-use crate::mm::guest::{copy_from_guest, copy_to_guest};
 use crate::{arch, console, schedule, time};
 
 /// Every online CPU's figures at the last `TakeSnapshot` into each slot.
@@ -332,7 +332,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             Ok(SysctlReply::Done)
         }
         Sysctl::BenchSwitchFloor { iters } => Ok(SysctlReply::Elapsed {
-            tsc_ticks: switch_floor(iters),
+            tsc_ticks: arch::bench::switch_floor(iters),
         }),
         Sysctl::Shutdown { code } => {
             let code = match code {
@@ -345,34 +345,6 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             arch::exit(code)
         }
     }
-}
-
-/// Times `iters` rounds of the part of a domain switch that no implementation can skip: copy
-/// the general registers out and back (a trap frame each way), save and restore the FPU
-/// state, and reload CR3 (which flushes the non-global TLB entries). The floor of docs/DESIGN.md's
-/// domain-switch target.
-fn switch_floor(iters: u32) -> u64 {
-    use core::hint::black_box;
-    let mut live = crate::arch::trap::TrapFrame::default();
-    let mut saved = crate::arch::trap::TrapFrame::default();
-    let mut fpu = alloc::boxed::Box::new(crate::arch::fpu::FpuState::initial());
-    let (pml4, flags) = x86_64::registers::control::Cr3::read();
-    let start = crate::arch::cpu::rdtsc();
-    for i in 0..iters {
-        if i % 1024 == 0 {
-            arch::percpu::touch_watchdog(); // a long loop on purpose
-        }
-        live.rax = u64::from(i);
-        saved.clone_from(black_box(&live));
-        fpu.save();
-        // SAFETY: reloading the CR3 value in force changes no mapping; it only flushes the
-        // TLB, which is the cost being measured.
-        unsafe { x86_64::registers::control::Cr3::write(pml4, flags) };
-        fpu.restore();
-        live.clone_from(black_box(&saved));
-    }
-    black_box(&live);
-    crate::arch::cpu::rdtsc() - start
 }
 
 /// Registers a new domain and its vCPUs with the policy.

@@ -24,10 +24,10 @@ use abi::mm::{GrantCopy, pte};
 use kerncore::frame_table::{PageType, TableMemory};
 use kerncore::grant::{GrantError, Mapping};
 
+use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
 use crate::mm::frame_table::{self as mmu, DirectMap, free_all, table};
-use crate::mm::guest::{copy_from_guest, copy_to_guest};
 
 fn errno(e: GrantError) -> Errno {
     match e {

@@ -1,15 +1,15 @@
 //! Hypercall dispatch: from the `syscall` entry to the handler of each number.
 //!
 //! Every guest pointer is checked to lie in the guest's half before it is touched, and is
-//! touched only through `arch::entry::copy_guest`, which survives an unmapped page: a wild
+//! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
 use abi::error::Errno;
 use abi::hypercall::{self, SchedOp, VcpuOp};
 
+use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{Domain, Vcpu, VcpuState};
-use crate::mm::guest::copy_from_guest;
 use crate::pv::control;
 use crate::{schedule, time};
 

@@ -27,11 +27,11 @@ use abi::hypercall::{MMU_BATCH, MemoryOp};
 use abi::layout::USER_LIMIT;
 use abi::mm::MmuUpdate;
 
+use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::arch::paging::phys_to_virt;
 use crate::domain::{self, Domain, Vcpu};
 use crate::mm::frame_table::{DirectMap, errno, free_all, table};
 use crate::mm::frames;
-use crate::mm::guest::{copy_from_guest, copy_to_guest};
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
 /// was present).

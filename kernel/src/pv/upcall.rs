@@ -22,9 +22,9 @@ use abi::layout::USER_LIMIT;
 use abi::shared::UpcallFrame;
 
 use crate::arch;
+use crate::arch::guest::{Plain, copy_from_guest, copy_value_to_guest};
 use crate::arch::trap::TrapFrame;
 use crate::domain::Vcpu;
-use crate::mm::guest::{copy_from_guest, copy_to_guest};
 use crate::pv::control;
 
 /// The guest's red zone (System V ABI): the upcall frame goes below it.
@@ -70,7 +70,7 @@ fn enter(v: &Vcpu, frame: &mut TrapFrame, entry: u64) -> bool {
         .rsp
         .wrapping_sub(RED_ZONE + core::mem::size_of::<UpcallFrame>() as u64)
         & !0xf;
-    if at >= frame.rsp || copy_to_guest(at, bytes_of(&saved)).is_err() {
+    if at >= frame.rsp || copy_value_to_guest(at, &saved).is_err() {
         control::kill_domain(
             v.domain,
             KillReason::BadUpcall {
@@ -100,7 +100,7 @@ fn enter(v: &Vcpu, frame: &mut TrapFrame, entry: u64) -> bool {
 /// A bad frame kills the domain (the caller then reschedules).
 pub fn finish(v: &Vcpu, frame: &mut TrapFrame, frame_at: u64) {
     let mut saved = UpcallFrame::default();
-    let ok = copy_from_guest(bytes_of_mut(&mut saved), frame_at).is_ok()
+    let ok = copy_from_guest(saved.as_bytes_mut(), frame_at).is_ok()
         && saved.rip < USER_LIMIT
         && saved.rsp < USER_LIMIT;
     if !ok {
@@ -138,25 +138,4 @@ pub fn set_callback(v: &Vcpu, entry: u64) -> Result<u64, abi::error::Errno> {
     }
     v.callback.store(entry, Ordering::Relaxed);
     Ok(0)
-}
-
-fn bytes_of(frame: &UpcallFrame) -> &[u8] {
-    // SAFETY: `UpcallFrame` is `#[repr(C)]`, all `u64` fields, no padding: every byte is
-    // initialised, and the slice covers exactly the struct for the borrow's lifetime.
-    unsafe {
-        core::slice::from_raw_parts(
-            (frame as *const UpcallFrame).cast::<u8>(),
-            core::mem::size_of::<UpcallFrame>(),
-        )
-    }
-}
-
-fn bytes_of_mut(frame: &mut UpcallFrame) -> &mut [u8] {
-    // SAFETY: as in `bytes_of`; any byte pattern is a valid `UpcallFrame` (all `u64`s).
-    unsafe {
-        core::slice::from_raw_parts_mut(
-            (frame as *mut UpcallFrame).cast::<u8>(),
-            core::mem::size_of::<UpcallFrame>(),
-        )
-    }
 }

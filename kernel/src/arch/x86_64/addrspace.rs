@@ -4,8 +4,13 @@
 //! that dropping it returns each one to the frame allocator: destroying a domain cannot leak
 //! memory. Guest pages come one frame at a time from wherever the allocator finds them: as
 //! in the paper, a domain's memory need not be contiguous.
+//!
+//! The few frames of a domain that the hypervisor itself reads and writes for the domain's
+//! whole life (its shared-info and counters pages) are reached only through a [`HeldPage`],
+//! which holds the frame for as long as it exists.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::{
@@ -27,7 +32,10 @@ pub trait FrameSource: Sync {
     /// Returns a frame taken with [`FrameSource::alloc`] and never handed to the frame table.
     fn free(&self, phys: u64);
     /// Records `frames` as `owner`'s in the frame table and validates and pins the tables
-    /// under `pml4` (see [`AddressSpace::adopt`]).
+    /// under `pml4` (see [`AddressSpace::adopt`]). Each frame of `hv_held` gets one more
+    /// reference, the hypervisor's own, which only [`FrameSource::put`] drops: until then
+    /// the frame is never freed nor given back by the guest, whatever happens to the address
+    /// space.
     fn adopt(
         &self,
         owner: DomainId,
@@ -36,8 +44,12 @@ pub trait FrameSource: Sync {
         hv_readonly: &[u64],
         hv_held: &[u64],
     ) -> Result<(), MmError>;
-    /// Drops every reference an adopted space holds and frees what nobody else holds.
-    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]);
+    /// Drops every reference an adopted space holds and frees what nobody else holds (not
+    /// the hypervisor's references on its held frames: see [`FrameSource::put`]).
+    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64]);
+    /// Drops the hypervisor's reference on a held frame (taken by [`FrameSource::adopt`]),
+    /// and frees the frame if that was the last reference.
+    fn put(&self, phys: u64);
 }
 
 /// How a guest page may be used.
@@ -73,8 +85,6 @@ pub struct AddressSpace {
     /// The domain that owns its frames in the frame table, once adopted
     /// ([`AddressSpace::adopt`]); until then its frames are plain allocations.
     owner: Option<DomainId>,
-    /// Frames the hypervisor holds a reference on while the domain lives.
-    held: Vec<u64>,
 }
 
 /// Address bits of a page-table entry.
@@ -125,7 +135,6 @@ impl AddressSpace {
             pml4,
             frames: alloc::vec![pml4],
             owner: None,
-            held: Vec::new(),
         })
     }
 
@@ -302,22 +311,36 @@ impl AddressSpace {
     }
 
     /// Hands the address space to domain `owner`: its frames are recorded as the domain's in
-    /// the frame table (those in `hv_readonly` as pages only the hypervisor writes, those in
-    /// `hv_held` with a reference of the hypervisor's own, as it writes them for the
-    /// domain's whole life), and its tables are validated and pinned, as any table a guest
-    /// built would be. From now on the tables change only through validated updates, and
-    /// dropping the address space tears them down through the frame table.
-    pub fn adopt(
+    /// the frame table (those in `hv_readonly` as pages only the hypervisor writes), and its
+    /// tables are validated and pinned, as any table a guest built would be. From now on the
+    /// tables change only through validated updates, and dropping the address space tears
+    /// them down through the frame table.
+    ///
+    /// The frames of `hv_held` (distinct frames of this address space) are pages the
+    /// hypervisor reads and writes for the domain's whole life: each comes back as a
+    /// [`HeldPage`], which holds a reference on it until the last handle is dropped.
+    ///
+    /// # Panics
+    /// If the space was adopted before, or `hv_held` names a frame that is not its own or
+    /// names one twice.
+    pub fn adopt<const N: usize>(
         &mut self,
         owner: DomainId,
         hv_readonly: &[u64],
-        hv_held: &[u64],
-    ) -> Result<(), MmError> {
+        hv_held: [u64; N],
+    ) -> Result<[HeldPage; N], MmError> {
+        assert!(self.owner.is_none(), "an address space is adopted once");
+        for (i, phys) in hv_held.iter().enumerate() {
+            assert!(
+                self.frames.contains(phys) && !hv_held[..i].contains(phys),
+                "held frame {phys:#x} is not a distinct frame of this address space"
+            );
+        }
         self.source
-            .adopt(owner, self.pml4, &self.frames, hv_readonly, hv_held)?;
+            .adopt(owner, self.pml4, &self.frames, hv_readonly, &hv_held)?;
         self.owner = Some(owner);
-        self.held = hv_held.to_vec();
-        Ok(())
+        let source = self.source;
+        Ok(hv_held.map(|phys| HeldPage { phys, source }))
     }
 
     /// Records a frame the domain took (memory reservation), already assigned to it.
@@ -354,8 +377,7 @@ impl Drop for AddressSpace {
         if let Some(owner) = self.owner {
             // Every reference its tables hold is dropped; frames still mapped by another
             // domain (grants) stay until that domain unmaps them.
-            self.source
-                .teardown(owner, self.pml4, &self.frames, &self.held);
+            self.source.teardown(owner, self.pml4, &self.frames);
             return;
         }
         for &frame in &self.frames {
@@ -371,4 +393,89 @@ pub fn activate_pml4(pml4: u64) {
     // domain cannot be destroyed under us), and it maps the hypervisor's upper half like
     // every address space.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+}
+
+/// A frame of a domain that the hypervisor reads and writes for the domain's whole life
+/// (the shared-info and counters pages, `abi::shared`), made by [`AddressSpace::adopt`].
+///
+/// Why its accesses are sound, once for all of them:
+/// - **The memory is live.** The handle owns a reference on the frame in the frame table,
+///   taken by `adopt` and dropped only by the handle's `Drop`. While any reference is held
+///   the frame is never freed to the allocator: a guest cannot give it back (a frame with
+///   more than its allocation reference is never released), and tearing the address space
+///   down leaves it allocated. So the frame stays this domain's RAM, direct-mapped (the
+///   allocator hands out only direct-mapped frames), for the handle's whole life, and every
+///   reference an accessor returns borrows the handle.
+/// - **No access is out of the page or misaligned.** Every accessor checks that the field
+///   lies inside the 4 KiB frame and is aligned for its type, and panics otherwise (offsets
+///   come from `offset_of!` on `abi::shared`'s `#[repr(C)]` types).
+/// - **No data race.** The hypervisor touches the page only through atomics (a plain
+///   [`HeldPage::write`] is byte-wise atomic too), and there is one handle per frame
+///   (`adopt` refuses a frame twice, and a frame belongs to one address space), shared by
+///   `Arc`. The guest may write the page at any time from its own mapping (the counters
+///   page is guest-writable): like a device's DMA, that is outside the Rust program, and
+///   atomic accesses are what such memory needs. Every bit pattern is a valid integer.
+///
+/// The frame table must also keep a held frame from ever becoming a page table, since the
+/// hypervisor writes it without validation: that is `crate::mm`'s part of the contract.
+pub struct HeldPage {
+    phys: u64,
+    source: &'static dyn FrameSource,
+}
+
+impl HeldPage {
+    /// The address of `size` bytes at `offset`, checked to lie in the frame and to be
+    /// aligned to `size` (a power of two).
+    fn at(&self, offset: usize, size: usize) -> *mut u8 {
+        assert!(
+            offset.is_multiple_of(size) && offset.checked_add(size).is_some_and(|end| end <= 4096),
+            "field of {size} bytes at {offset:#x} of a held page"
+        );
+        phys_to_virt(self.phys + offset as u64).as_mut_ptr::<u8>()
+    }
+
+    /// The byte at `offset`, as an atomic.
+    pub fn atomic_u8(&self, offset: usize) -> &AtomicU8 {
+        // SAFETY: in the frame, which lives as long as `self` (see the type's doc); any
+        // alignment suits a byte; accessed only atomically by the hypervisor.
+        unsafe { AtomicU8::from_ptr(self.at(offset, 1)) }
+    }
+
+    /// The 4-byte word at `offset` (4-byte aligned), as an atomic.
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: as in `atomic_u8`; `at` checked the alignment.
+        unsafe { AtomicU32::from_ptr(self.at(offset, 4).cast()) }
+    }
+
+    /// The 8-byte word at `offset` (8-byte aligned), as an atomic.
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: as in `atomic_u8`; `at` checked the alignment.
+        unsafe { AtomicU64::from_ptr(self.at(offset, 8).cast()) }
+    }
+
+    /// Reads the 8-byte word at `offset`, which the guest may be changing (a relaxed load).
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        self.atomic_u64(offset).load(Ordering::Relaxed)
+    }
+
+    /// Writes `bytes` at `offset`, one relaxed atomic byte store each (so a guest reading
+    /// meanwhile sees old or new bytes, nothing worse); used to fill a page once.
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= 4096),
+            "{} bytes at {offset:#x} of a held page",
+            bytes.len()
+        );
+        for (i, &b) in bytes.iter().enumerate() {
+            self.atomic_u8(offset + i).store(b, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for HeldPage {
+    fn drop(&mut self) {
+        self.source.put(self.phys);
+    }
 }

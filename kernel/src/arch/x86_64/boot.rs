@@ -4,9 +4,10 @@
 //! we name in the image: PVH through the Xen ELF note `XEN_ELFNOTE_PHYS32_ENTRY` (QEMU's
 //! `-kernel`), multiboot2 through the entry-address tag of the multiboot2 header (GRUB).
 //! They differ only in where the boot information is and how it is marked, so each entry
-//! records (protocol marker, information address) and both share the rest: build the boot
-//! page tables, enable SSE (the prebuilt `core` uses it), enter long mode, jump to the higher
-//! half and call [`super::super::super::kernel_entry`] on the boot stack.
+//! records (protocol marker, information address), which [`handoff`] returns later, and both
+//! share the rest: build the boot page tables, enable SSE (the prebuilt `core` uses it),
+//! enter long mode, jump to the higher half and call `kernel_entry` (in `main.rs`) on the
+//! boot stack.
 //!
 //! The boot page tables map, with 2 MiB pages:
 //! - the first 4 GiB of physical memory at 0 (identity, for this code and the AP trampoline),
@@ -67,6 +68,8 @@ start32_common:
     rdtsc
     movl %eax, boot_tsc
     movl %edx, boot_tsc + 4
+    movl %edi, boot_marker
+    movl %esi, boot_info_phys
 
     /* PD entries: 2048 x 2 MiB covering 4 GiB; the last 16 (0xFE00_0000..) uncached */
     xorl %ecx, %ecx
@@ -142,6 +145,11 @@ boot_gdt_ptr:
     .balign 8
 boot_tsc:
     .quad 0
+    .globl boot_marker, boot_info_phys
+boot_marker:
+    .long 0
+boot_info_phys:
+    .long 0
 
     .section .boot.bss, "aw", @nobits
     .balign 4096
@@ -165,8 +173,6 @@ boot_stack_top:
 high_start:
     leaq boot_stack_top(%rip), %rsp
     xorl %ebp, %ebp
-    movl %edi, %edi
-    movl %esi, %esi
     call kernel_entry
     ud2
 "#,
@@ -176,6 +182,11 @@ high_start:
 unsafe extern "C" {
     /// The TSC at the first boot instruction, stored by the 32-bit entry (identity-mapped).
     static boot_tsc: u64;
+    /// The boot protocol's marker ([`PVH_MARKER`] or [`MULTIBOOT2_MARKER`]), stored by the
+    /// 32-bit entry.
+    static boot_marker: u32;
+    /// The physical address of the boot information (EBX at entry), stored likewise.
+    static boot_info_phys: u32;
     /// The boot PML4 (identity-mapped physical address = its link address).
     static boot_pml4: u8;
 }
@@ -183,14 +194,35 @@ unsafe extern "C" {
 /// `boot_tsc`, copied into the higher half: guest address spaces do not map the
 /// identity-mapped boot section.
 static ENTRY_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// `boot_marker` and `boot_info_phys`, likewise (`marker << 32 | address`).
+static HANDOFF: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Copies what the boot section recorded into the higher half. Called first thing by the
 /// Rust entry, while the boot page tables (with their identity map) are loaded.
 pub fn save_boot_facts() {
-    // SAFETY: `boot_tsc` was written once by the 32-bit entry, before any Rust code ran;
-    // its link address is identity-mapped in the boot page tables, which are loaded now.
-    let tsc = unsafe { core::ptr::read_volatile(&raw const boot_tsc) };
+    // SAFETY: `boot_tsc`, `boot_marker` and `boot_info_phys` were written once by the 32-bit
+    // entry, before any Rust code ran, and nothing writes them since; their link addresses
+    // are identity-mapped in the boot page tables, which are loaded until the first guest
+    // address space (and none is before this runs, first thing).
+    let (tsc, marker, info) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const boot_tsc),
+            core::ptr::read_volatile(&raw const boot_marker),
+            core::ptr::read_volatile(&raw const boot_info_phys),
+        )
+    };
     ENTRY_TSC.store(tsc, core::sync::atomic::Ordering::Relaxed);
+    HANDOFF.store(
+        u64::from(marker) << 32 | u64::from(info),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// What the loader handed over: the protocol's marker and the physical address of its boot
+/// information (`bootinfo` reads it).
+pub(super) fn handoff() -> (u32, u64) {
+    let v = HANDOFF.load(core::sync::atomic::Ordering::Relaxed);
+    ((v >> 32) as u32, v & 0xffff_ffff)
 }
 
 /// The TSC value read at the very first instruction of the boot, before any set-up.

@@ -23,15 +23,23 @@ pub fn phys_to_virt(phys: u64) -> VirtAddr {
 }
 
 /// Extends the direct map up to `end` bytes of physical memory with 2 MiB pages, taking the
-/// page directories it needs from `take_frame` (zeroed by this function).
+/// page directories it needs from `take_frame` (every entry of each is written here).
 ///
 /// Covers at most 512 GiB (one PML4 slot), the most any QEMU configuration we run uses;
 /// anything beyond is left unmapped and reported by the return value (the bytes mapped).
-pub fn extend_direct_map(end: u64, mut take_frame: impl FnMut() -> Option<u64>) -> u64 {
+///
+/// # Safety
+/// Called once, at boot, before any other CPU runs; every frame `take_frame` returns is
+/// free RAM below [`BOOT_DIRECT_MAP_BYTES`] that nothing else uses, now or later.
+pub(super) unsafe fn extend_direct_map(
+    end: u64,
+    mut take_frame: impl FnMut() -> Option<u64>,
+) -> u64 {
     let pml4 = crate::arch::boot::boot_pml4_phys();
     // SAFETY: the boot PML4 and the PDPT its direct-map slot points to are page tables the
     // boot code built in identity-mapped memory that nothing else uses; entries are only
-    // added for memory not mapped before, so no live translation changes.
+    // added for memory not mapped before, so no live translation changes; the new page
+    // directories are the caller's free frames, already direct-mapped.
     unsafe {
         let pml4 = phys_to_virt(pml4).as_mut_ptr::<u64>();
         let pdpt_phys = *pml4.add(256) & 0x000f_ffff_ffff_f000;

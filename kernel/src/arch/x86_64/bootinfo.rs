@@ -4,29 +4,39 @@
 //! an E820-style memory map, the RSDP and a list of modules. Multiboot2 hands over tags with
 //! the same facts (the `multiboot2` crate reads them). Everything is copied out at once, so
 //! the memory the loader used can be reused afterwards; only the boot module stays where it is.
+//!
+//! Why reading the loader's structures through the direct map is sound: their address is
+//! the one the loader handed to the boot code ([`super::boot::handoff`]), never one a caller
+//! gives; the loader put them in RAM below 4 GiB, which the boot page tables direct-map; and
+//! [`read`] runs once, before [`super::bootmem::BootMemory::claim`] (which needs its
+//! [`BootInfo`]), so nothing of the hypervisor has been put in that memory yet and nothing
+//! writes it while it is read.
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use arrayvec::{ArrayString, ArrayVec};
 use kerncore::memmap::{MAX_RANGES, Range, Region, RegionKind};
 
-use crate::arch::boot::{MULTIBOOT2_MARKER, PVH_MARKER};
-use crate::arch::paging::phys_to_virt;
+use super::boot::{MULTIBOOT2_MARKER, PVH_MARKER};
+use super::paging::phys_to_virt;
 
 /// Longest command line kept.
 const CMDLINE_BYTES: usize = 1024;
 
-/// The facts the boot loader gave us.
+/// The facts the boot loader gave us. Only [`read`] makes one, so the physical addresses
+/// in it are the loader's (arch reads memory at them).
 pub struct BootInfo {
     /// "pvh" or "multiboot2".
     pub protocol: &'static str,
     pub cmdline: ArrayString<CMDLINE_BYTES>,
-    pub regions: ArrayVec<Region, MAX_RANGES>,
+    pub(super) regions: ArrayVec<Region, MAX_RANGES>,
     /// Physical address of the ACPI RSDP, if the loader gave one.
-    pub rsdp: Option<u64>,
+    pub(super) rsdp: Option<u64>,
     /// The first boot module (the experiment archive), if any.
-    pub module: Option<Range>,
+    pub(super) module: Option<Range>,
     /// Memory the boot information itself occupies, still needed while ACPI is read
     /// (multiboot2 keeps its RSDP copy there).
-    pub info: Range,
+    pub(super) info: Range,
 }
 
 /// Why the boot information could not be read.
@@ -84,8 +94,19 @@ struct HvmMemmapEntry {
     reserved: u32,
 }
 
-/// Reads the boot information the entry code was given.
-pub fn read(marker: u32, info_phys: u64) -> Result<BootInfo, BootInfoError> {
+/// Set by the first [`read`].
+static READ: AtomicBool = AtomicBool::new(false);
+
+/// Reads the boot information the loader handed to the boot code.
+///
+/// # Panics
+/// On a second call: the loader's memory may have been reused by then.
+pub fn read() -> Result<BootInfo, BootInfoError> {
+    assert!(
+        !READ.swap(true, Ordering::AcqRel),
+        "the boot information is read once"
+    );
+    let (marker, info_phys) = super::boot::handoff();
     match marker {
         PVH_MARKER => read_pvh(info_phys),
         MULTIBOOT2_MARKER => read_multiboot2(info_phys),
@@ -101,7 +122,7 @@ fn copy_c_string(phys: u64) -> Result<ArrayString<CMDLINE_BYTES>, BootInfoError>
     }
     for i in 0..CMDLINE_BYTES as u64 {
         // SAFETY: the loader placed a NUL-terminated string at `phys`, in RAM covered by the
-        // direct map; we stop at its NUL.
+        // direct map and unused by the hypervisor (see the module doc); we stop at its NUL.
         let byte = unsafe { phys_to_virt(phys + i).as_ptr::<u8>().read() };
         if byte == 0 {
             return Ok(out);
@@ -114,7 +135,8 @@ fn copy_c_string(phys: u64) -> Result<ArrayString<CMDLINE_BYTES>, BootInfoError>
 
 fn read_pvh(info_phys: u64) -> Result<BootInfo, BootInfoError> {
     // SAFETY: the PVH entry passed the address of `hvm_start_info` in EBX; it is RAM in the
-    // direct map and nothing has overwritten it yet.
+    // direct map and nothing has overwritten it yet (see the module doc). A `u32`/`u64`
+    // struct: any bits are valid, and the loader aligns it (8 bytes).
     let info = unsafe { &*phys_to_virt(info_phys).as_ptr::<HvmStartInfo>() };
     if info.magic != PVH_MARKER {
         return Err(BootInfoError::BadMagic);
