@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Each module, and the modules it may use (`main.rs` may use all of them).
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -24,20 +24,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("trap", &["arch", "console", "mm", "pv", "schedule", "time"]),
 ];
 
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).expect("kernel/src is readable") {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+mod common;
+use common::{rust_files, src};
 
 /// The top-level module a file belongs to: `mm/frames.rs` -> `mm`, `time.rs` -> `time`.
 fn module_of(root: &Path, file: &Path) -> String {

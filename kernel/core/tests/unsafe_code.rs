@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 
 /// Files outside `arch/` that still hold `unsafe`, and what: to be moved behind arch's safe
 /// functions. Remove an entry when its file is clean (the test says so).
@@ -34,20 +33,8 @@ const NOT_YET_IN_ARCH: &[(&str, &str)] = &[
     ),
 ];
 
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).expect("kernel/src is readable") {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+mod common;
+use common::{rust_files, src};
 
 /// `text` with comments, string literals and character literals blanked out (newlines
 /// kept, so line numbers still match): only code is left to search.
