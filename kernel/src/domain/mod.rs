@@ -280,16 +280,6 @@ fn free_slots<T>(table: &mut Vec<Option<T>>, max: usize, n: usize) -> Option<Vec
     Some(slots)
 }
 
-fn free_slot<T>(table: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
-    if let Some(i) = table.iter().position(Option::is_none) {
-        return Some(i);
-    }
-    (table.len() < max).then(|| {
-        table.push(None);
-        table.len() - 1
-    })
-}
-
 /// What to build.
 pub struct DomainConfig<'a> {
     pub name: &'a str,
@@ -420,7 +410,8 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     let (nd, nv) = (domains.len(), vcpus.len());
     domains.reserve_exact(MAX_DOMAINS.saturating_sub(nd));
     vcpus.reserve_exact(MAX_VCPUS_TOTAL.saturating_sub(nv));
-    let id = free_slot(&mut domains, MAX_DOMAINS).ok_or(CreateError::TooManyDomains)? as DomainId;
+    let id =
+        free_slots(&mut domains, MAX_DOMAINS, 1).ok_or(CreateError::TooManyDomains)?[0] as DomainId;
 
     let mut args = [Arg::default(); MAX_ARGS];
     for (slot, (name, value)) in args.iter_mut().zip(config.args) {

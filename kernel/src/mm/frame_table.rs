@@ -18,6 +18,7 @@ use abi::error::Errno;
 use kerncore::frame_table::{FrameTable, MmError, TableMemory};
 use spin::Once;
 
+use crate::arch::addrspace::FrameSource;
 use crate::arch::paging::phys_to_virt;
 use crate::mm::frames;
 
@@ -73,54 +74,75 @@ pub fn free_all(frames: impl IntoIterator<Item = u64>) {
     }
 }
 
-/// Records a freshly built address space's frames as `owner`'s and validates and pins its
-/// tables. Frames in `hv_readonly` are pages only the hypervisor writes (the guest may map
-/// them read-only); frames in `hv_held` are pages the hypervisor keeps writing through the
-/// direct map for the domain's whole life (shared info, counters): it holds a reference on
-/// each, so the guest can never give them back, even unmapped, nor make them page tables
-/// (its event words written there would become entries). On failure the frames are
-/// plain allocations again (the caller drops the space).
-pub fn adopt(
-    owner: DomainId,
-    pml4: u64,
-    frames: &[u64],
-    hv_readonly: &[u64],
-    hv_held: &[u64],
-) -> Result<(), MmError> {
-    let t = table();
-    for (i, &f) in frames.iter().enumerate() {
-        if let Err(e) = t.assign(f >> 12, owner, hv_readonly.contains(&f)) {
-            for &g in &frames[..i] {
+/// Real memory, as the frame source of guest address spaces: the frame allocator and this
+/// frame table.
+pub struct Machine;
+
+/// The one instance domains build their address spaces from.
+pub static MACHINE: Machine = Machine;
+
+impl FrameSource for Machine {
+    fn alloc(&self) -> Option<u64> {
+        frames::alloc_frame()
+    }
+
+    fn free(&self, phys: u64) {
+        if let Err(e) = frames::free_frame(phys) {
+            log::error!("address space frame {phys:#x} could not be freed: {e:?}");
+        }
+    }
+
+    /// Frames in `hv_readonly` are pages only the hypervisor writes (the guest may map them
+    /// read-only); frames in `hv_held` are pages the hypervisor keeps writing through the
+    /// direct map for the domain's whole life (shared info, counters): it holds a
+    /// reference on each, so the guest can never give them back, even unmapped, nor make
+    /// them page tables (its event words written there would become entries). On failure
+    /// the frames are plain allocations again (the caller drops the space).
+    fn adopt(
+        &self,
+        owner: DomainId,
+        pml4: u64,
+        frames: &[u64],
+        hv_readonly: &[u64],
+        hv_held: &[u64],
+    ) -> Result<(), MmError> {
+        let t = table();
+        for (i, &f) in frames.iter().enumerate() {
+            if let Err(e) = t.assign(f >> 12, owner, hv_readonly.contains(&f)) {
+                for &g in &frames[..i] {
+                    let _ = t.release(g >> 12, owner);
+                }
+                return Err(e);
+            }
+        }
+        if let Err(e) = t.pin_root(owner, pml4 >> 12, &mut DirectMap) {
+            for &g in frames {
                 let _ = t.release(g >> 12, owner);
             }
             return Err(e);
         }
-    }
-    if let Err(e) = t.pin_root(owner, pml4 >> 12, &mut DirectMap) {
-        for &g in frames {
-            let _ = t.release(g >> 12, owner);
+        for &f in hv_held {
+            // Held for writing: never a page table from now on (its writes would forge
+            // entries).
+            t.hold(f >> 12, owner)
+                .expect("a data frame of the address space just assigned");
         }
-        return Err(e);
+        Ok(())
     }
-    for &f in hv_held {
-        // Held for writing: never a page table from now on (its writes would forge entries).
-        t.hold(f >> 12, owner)
-            .expect("a data frame of the address space just assigned");
-    }
-    Ok(())
-}
 
-/// A dead domain's address space: the hypervisor's own references go, every reference its
-/// tables held is dropped, and every frame nobody else holds is freed (its vCPUs run
-/// nowhere: no TLB can reach them).
-pub fn teardown(owner: DomainId, pml4: u64, frames: &[u64], hv_held: &[u64]) {
-    let t = table();
-    let mfns: Vec<u64> = frames.iter().map(|f| f >> 12).collect();
-    for &f in hv_held {
-        // Never the last reference: the allocation reference is dropped below.
-        let _ = t.put_page(f >> 12);
+    /// Every reference the dead domain's tables held is dropped, and every frame nobody else
+    /// holds is freed (its vCPUs run nowhere: no TLB can reach them). The hypervisor's own
+    /// references on held frames go with their `HeldPage`s ([`FrameSource::put`]).
+    fn teardown(&self, owner: DomainId, pml4: u64, frames: &[u64]) {
+        let mfns: Vec<u64> = frames.iter().map(|f| f >> 12).collect();
+        free_all(table().teardown(owner, pml4 >> 12, &mfns, &mut DirectMap));
     }
-    free_all(t.teardown(owner, pml4 >> 12, &mfns, &mut DirectMap));
+
+    fn put(&self, phys: u64) {
+        if table().put_page(phys >> 12) {
+            free_all([phys >> 12]);
+        }
+    }
 }
 
 /// An error of the frame table as a hypercall's.

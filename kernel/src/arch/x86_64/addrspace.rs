@@ -25,7 +25,7 @@ use kerncore::frame_table::MmError;
 use super::paging::{PHYS_OFFSET, phys_to_virt};
 
 /// Where an address space's frames come from and go back to: the hypervisor's frame
-/// allocator and frame table, which live above this layer (`crate::mm::Machine`).
+/// allocator and frame table, which live above this layer (`crate::mm::frame_table::Machine`).
 pub trait FrameSource: Sync {
     /// A free frame's physical address, or `None` when memory is exhausted.
     fn alloc(&self) -> Option<u64>;
