@@ -177,11 +177,11 @@ extern "C" fn kernel_entry() -> ! {
         timer_mode
     );
 
-    let sched_topology = sched::Topology {
-        cpus: topology.cpus.len(),
-        max_vcpus: domain::MAX_VCPUS_TOTAL,
-        max_domains: domain::MAX_DOMAINS,
-    };
+    let sched_topology = sched::Topology::flat(
+        topology.cpus.len(),
+        domain::MAX_VCPUS_TOTAL,
+        domain::MAX_DOMAINS,
+    );
     let policy = match sched::registry::build(options.sched, &sched_topology, &options.sched_params)
     {
         Ok(p) => p,

@@ -76,7 +76,21 @@ impl DomainId {
     }
 }
 
+/// Where one CPU sits in the machine: its socket and its core (a core's id is unique in the
+/// machine, not only within its socket). Two hardware threads of one core share a core id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuPlace {
+    /// The socket (package) the CPU belongs to.
+    pub socket: u16,
+    /// The core the CPU belongs to, numbered across the whole machine.
+    pub core: u16,
+}
+
 /// The size of the machine a policy is built for; every table is allocated from it once.
+///
+/// Build it with [`Topology::flat`] (one socket, every CPU its own core) or
+/// [`Topology::shaped`] (QEMU's `-smp sockets=,cores=,threads=` numbering); the hypervisor
+/// fills [`Topology::places`] from each CPU's APIC id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Topology {
     /// Physical CPUs, numbered `0..cpus`.
@@ -85,6 +99,40 @@ pub struct Topology {
     pub max_vcpus: usize,
     /// Upper bound (exclusive) on [`DomainId`] indices.
     pub max_domains: usize,
+    /// Each CPU's socket and core; entries at and beyond `cpus` are unused. Policies that
+    /// share runqueues between CPUs (credit2's `runqueue = "core" | "socket"`) group by it.
+    pub places: [CpuPlace; runq::MAX_CPUS],
+}
+
+impl Topology {
+    /// `cpus` CPUs in one socket, each its own core: the shape when nothing else is known.
+    pub fn flat(cpus: usize, max_vcpus: usize, max_domains: usize) -> Topology {
+        Topology::shaped(cpus, max_vcpus, max_domains, cpus.max(1), 1)
+    }
+
+    /// `cpus` CPUs numbered the way QEMU's `-smp cpus,sockets=S,cores=C,threads=T` numbers
+    /// them: CPU `i` is thread `i % T` of core `i / T`, in socket `i / (C * T)` (`cores` is
+    /// C, per socket; `threads` is T, per core; zero counts are taken as 1).
+    pub fn shaped(
+        cpus: usize,
+        max_vcpus: usize,
+        max_domains: usize,
+        cores: usize,
+        threads: usize,
+    ) -> Topology {
+        let (cores, threads) = (cores.max(1), threads.max(1));
+        let mut places = [CpuPlace::default(); runq::MAX_CPUS];
+        for (i, place) in places.iter_mut().enumerate().take(cpus.min(runq::MAX_CPUS)) {
+            *place =
+                CpuPlace { socket: (i / (cores * threads)) as u16, core: (i / threads) as u16 };
+        }
+        Topology { cpus, max_vcpus, max_domains, places }
+    }
+
+    /// Where CPU `cpu` sits (`cpu` below [`Topology::cpus`]).
+    pub fn place(&self, cpu: usize) -> CpuPlace {
+        self.places[cpu]
+    }
 }
 
 /// What [`Policy::schedule`] decided for one CPU.
@@ -434,4 +482,20 @@ pub fn find_param(
         param: String::from(name),
         allowed: params,
     })
+}
+
+#[cfg(test)]
+mod topology_tests {
+    use super::*;
+
+    #[test]
+    fn shaped_numbers_cpus_as_qemu_smp_does() {
+        // -smp 8,sockets=2,cores=2,threads=2
+        let t = Topology::shaped(8, 1, 1, 2, 2);
+        let got: alloc::vec::Vec<(u16, u16)> =
+            (0..8).map(|c| (t.place(c).socket, t.place(c).core)).collect();
+        assert_eq!(got, [(0, 0), (0, 0), (0, 1), (0, 1), (1, 2), (1, 2), (1, 3), (1, 3)]);
+        let flat = Topology::flat(3, 1, 1);
+        assert_eq!((flat.place(2).socket, flat.place(2).core), (0, 2));
+    }
 }

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn every_entry_builds_under_its_own_name() {
-        let topo = Topology { cpus: 2, max_vcpus: 4, max_domains: 4 };
+        let topo = Topology::flat(2, 4, 4);
         let mut seen = alloc::vec::Vec::new();
         for e in ENTRIES {
             assert!(!seen.contains(&e.info.name), "{} registered twice", e.info.name);

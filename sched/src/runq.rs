@@ -946,7 +946,7 @@ mod tests {
 
     #[test]
     fn runqueue_room_follows_the_vcpus_present_and_comes_back() {
-        let topo = Topology { cpus: 3, max_vcpus: 64, max_domains: 8 };
+        let topo = Topology::flat(3, 64, 8);
         let rqs: Runqueues<VecDeque<VcpuId>, ()> = Runqueues::new(&topo, VecDeque::new).unwrap();
         rqs.insert(VcpuId(0), DomainId(0), 0, ()).unwrap();
         let alone = capacities(&rqs);
@@ -992,7 +992,7 @@ mod tests {
     }
 
     fn fifo(cpus: usize, homes: &[usize]) -> Fifo {
-        let topo = Topology { cpus, max_vcpus: homes.len(), max_domains: 1 };
+        let topo = Topology::flat(cpus, homes.len(), 1);
         let rqs = Runqueues::new(&topo, VecDeque::new).unwrap();
         for (v, &home) in homes.iter().enumerate() {
             rqs.insert(VcpuId(v as u32), DomainId(0), home, ()).unwrap();

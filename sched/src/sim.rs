@@ -519,7 +519,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     let cpus = spec.machine.cpus as usize;
     let hostile = killed_at_start;
     let total_vcpus: usize = plan.iter().filter(|p| !hostile(p)).map(|p| p.vcpus as usize).sum();
-    let topo = Topology { cpus, max_vcpus: total_vcpus.max(1), max_domains: plan.len().max(1) };
+    let topo = Topology::flat(cpus, total_vcpus.max(1), plan.len().max(1));
     let globals = spec.policy_globals();
     let globals: Vec<(&str, u64)> = globals.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let policy = registry::build(&spec.sched.policy, &topo, &globals)

@@ -18,7 +18,7 @@ fn hammer_every_policy() {
     const CPUS: usize = 4;
     const VCPUS: usize = 24;
     for entry in ENTRIES {
-        let topo = Topology { cpus: CPUS, max_vcpus: VCPUS, max_domains: VCPUS };
+        let topo = Topology::flat(CPUS, VCPUS, VCPUS);
         let p: Arc<dyn sched::Policy> = Arc::from((entry.new)(&topo).unwrap());
         for v in 0..VCPUS {
             p.add_domain(DomainId(v as u32), &[]).unwrap();

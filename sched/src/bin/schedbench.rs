@@ -29,7 +29,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn build(entry: &sched::registry::Entry, cpus: usize, vcpus: usize) -> Box<dyn Policy> {
-    let topo = Topology { cpus, max_vcpus: vcpus, max_domains: vcpus };
+    let topo = Topology::flat(cpus, vcpus, vcpus);
     let p = (entry.new)(&topo).expect("policy");
     for v in 0..vcpus {
         p.add_domain(DomainId(v as u32), &[]).expect("domain");
