@@ -48,6 +48,7 @@ const WEIGHT: ParamSpec = ParamSpec {
     min: 1,
     max: 65535,
     doc: "relative share of CPU time (virtual time advances by run time / weight)",
+    choices: &[],
 };
 const WARP_US: ParamSpec = ParamSpec {
     name: "warp_us",
@@ -55,6 +56,7 @@ const WARP_US: ParamSpec = ParamSpec {
     min: 0,
     max: 10_000_000,
     doc: "warp W: how far a waking vCPU jumps back in virtual time; 0 = never warps",
+    choices: &[],
 };
 const WARPL_US: ParamSpec = ParamSpec {
     name: "warpl_us",
@@ -62,6 +64,7 @@ const WARPL_US: ParamSpec = ParamSpec {
     min: 0,
     max: 10_000_000,
     doc: "warp limit L: longest real time a vCPU stays warped; 0 = no limit",
+    choices: &[],
 };
 const WARPU_US: ParamSpec = ParamSpec {
     name: "warpu_us",
@@ -69,6 +72,7 @@ const WARPU_US: ParamSpec = ParamSpec {
     min: 0,
     max: 10_000_000,
     doc: "unwarp requirement U: time unwarped before it may warp again",
+    choices: &[],
 };
 const CTX_ALLOW_US: ParamSpec = ParamSpec {
     name: "ctx_allow_us",
@@ -76,9 +80,16 @@ const CTX_ALLOW_US: ParamSpec = ParamSpec {
     min: 0,
     max: 1_000_000,
     doc: "context switch allowance C",
+    choices: &[],
 };
-const MCU_US: ParamSpec =
-    ParamSpec { name: "mcu_us", default: 100, min: 1, max: 100_000, doc: "minimum charging unit" };
+const MCU_US: ParamSpec = ParamSpec {
+    name: "mcu_us",
+    default: 100,
+    min: 1,
+    max: 100_000,
+    doc: "minimum charging unit",
+    choices: &[],
+};
 
 /// BVT's description.
 pub static INFO: PolicyInfo = PolicyInfo {

@@ -67,6 +67,7 @@ const WEIGHT: ParamSpec = ParamSpec {
     min: 1,
     max: 65535,
     doc: "relative share of CPU time",
+    choices: &[],
 };
 const CAP: ParamSpec = ParamSpec {
     name: "cap",
@@ -74,6 +75,7 @@ const CAP: ParamSpec = ParamSpec {
     min: 0,
     max: 25_500,
     doc: "most CPU the domain may use, in % of one CPU; 0 = no cap",
+    choices: &[],
 };
 const TSLICE_MS: ParamSpec = ParamSpec {
     name: "tslice_ms",
@@ -81,6 +83,7 @@ const TSLICE_MS: ParamSpec = ParamSpec {
     min: 1,
     max: 1000,
     doc: "time slice, also the accounting period",
+    choices: &[],
 };
 const RATELIMIT_US: ParamSpec = ParamSpec {
     name: "ratelimit_us",
@@ -88,6 +91,7 @@ const RATELIMIT_US: ParamSpec = ParamSpec {
     min: 0,
     max: 500_000,
     doc: "minimum run time before a vCPU can be descheduled for another; 0 = off",
+    choices: &[],
 };
 /// Domino's, not Xen's (which has 1 built in): see the module documentation.
 const BOUND_TSLICES: ParamSpec = ParamSpec {
@@ -96,6 +100,7 @@ const BOUND_TSLICES: ParamSpec = ParamSpec {
     min: 1,
     max: 100,
     doc: "credit is kept within ± this many slices' worth; 1 = Xen",
+    choices: &[],
 };
 
 /// Credit's description: `weight` and `cap` per domain; `tslice_ms`, `ratelimit_us` and

@@ -188,6 +188,10 @@ pub struct ParamSpec {
     pub max: u64,
     /// One line for error messages and `--help` output.
     pub doc: &'static str,
+    /// For a parameter whose values are names (credit2's `runqueue`): the names, in value
+    /// order, so value `i` means `choices[i]` and `min..=max` must lie within
+    /// `0..choices.len()`. Empty for a number.
+    pub choices: &'static [&'static str],
 }
 
 impl ParamSpec {

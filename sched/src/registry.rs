@@ -122,5 +122,5 @@ mod tests {
     }
 
     const WEIGHT: crate::ParamSpec =
-        crate::ParamSpec { name: "weight", default: 1, min: 1, max: 2, doc: "" };
+        crate::ParamSpec { name: "weight", default: 1, min: 1, max: 2, doc: "", choices: &[] };
 }

@@ -23,6 +23,7 @@ const SLICE_MS: ParamSpec = ParamSpec {
     min: 1,
     max: 10_000,
     doc: "time slice every vCPU gets in turn",
+    choices: &[],
 };
 
 /// Round-robin's description: one global knob, `slice_ms`.

@@ -38,6 +38,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
             min: 1,
             max: 65535,
             doc: "tickets: the domain's share of CPU time is its weight over the sum of weights",
+            choices: &[],
         },
         ParamSpec {
             name: "lag_us",
@@ -45,6 +46,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
             min: 0,
             max: 1_000_000,
             doc: "how far ahead (in its own run time) a waking vCPU may rejoin; 0 = none",
+            choices: &[],
         },
     ],
     global_params: &[ParamSpec {
@@ -53,6 +55,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
         min: 100,
         max: 1_000_000,
         doc: "the quantum: how long a picked vCPU runs",
+        choices: &[],
     }],
     preempts: true,
 };
