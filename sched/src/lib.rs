@@ -38,6 +38,7 @@ pub mod summary;
 registry::register! {
     rr::RoundRobin,
     credit::Credit,
+    credit2::Credit2,
     bvt::Bvt,
     fifo::Fifo,
     stride::Stride,

@@ -66,7 +66,7 @@ fn errors_name_file_field_and_allowed() {
     assert!(e.contains("weight"), "lists the allowed fields: {e}");
 
     let e = err(&GOOD.replace("policy = \"credit\"", "policy = \"cfs\""));
-    assert!(e.contains("sched.policy") && e.contains("rr, credit, bvt"), "{e}");
+    assert!(e.contains("sched.policy") && e.contains("rr, credit, credit2, bvt"), "{e}");
 
     let e = err(&GOOD.replace("tslice_ms = 30", "tslice = 30"));
     assert!(e.contains("sched.tslice") && e.contains("tslice_ms (1..=1000"), "{e}");
@@ -304,7 +304,7 @@ fn fifo_with_a_hog_on_every_cpu_is_refused_with_the_reason() {
     let e = err(&one_group("fifo", 2, 1024, &hogs(4)));
     assert!(e.starts_with("exp.toml: sched.policy:"), "{e}");
     assert!(e.contains("never preempts") && e.contains("Domain0 could never run"), "{e}");
-    assert!(e.contains("at most 1 such vCPUs") && e.contains("rr, credit, bvt"), "{e}");
+    assert!(e.contains("at most 1 such vCPUs") && e.contains("rr, credit, credit2, bvt"), "{e}");
     // vCPUs count, not domains.
     let e = err(&one_group("fifo", 2, 1024, "name = \"w\"\nworkload = \"cpu\"\nvcpus = 2"));
     assert!(e.contains("2 vCPUs of workloads"), "{e}");
