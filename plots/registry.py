@@ -31,7 +31,9 @@ def schedsim_binary() -> Path:
 @functools.cache
 def policies() -> list[dict]:
     """Every policy: `name`, `summary`, `preempts`, `domain_params` and `global_params`
-    (each a list of `name`, `default`, `min`, `max`, `doc`), in registry order."""
+    (each a list of `name`, `default`, `min`, `max`, `doc`, `choices`: the names of a
+    parameter whose values are names, value i meaning choices[i], else empty), in registry
+    order."""
     binary = schedsim_binary()
     if not binary.exists():
         subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path",

@@ -414,9 +414,55 @@ pub struct Sched {
     /// A registered policy name.
     #[serde(default = "default_policy")]
     pub policy: String,
-    /// Global knobs by `xl` name.
-    #[serde(flatten)]
+    /// Global knobs by `xl` name. A knob whose values are names (`ParamSpec::choices`,
+    /// credit2's `runqueue = "core"`) may be written as its name; it is kept as its index.
+    #[serde(flatten, deserialize_with = "knobs_by_name")]
     pub knobs: BTreeMap<String, u64>,
+}
+
+/// `[sched]`'s knobs: numbers as they are, names turned into their index in the
+/// `choices` of the registered global parameter of that name.
+fn knobs_by_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, u64>, D::Error> {
+    use serde::de::Error as _;
+    let raw: BTreeMap<String, toml::Value> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let value = match &v {
+                toml::Value::Integer(n) if *n >= 0 => *n as u64,
+                toml::Value::String(name) => choice_index(&k, name).map_err(D::Error::custom)?,
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "`{k}`: expected a non-negative integer{}, found `{other}`",
+                        choices_of(&k)
+                            .map(|c| format!(" or one of {}", c.join(", ")))
+                            .unwrap_or_default()
+                    )));
+                }
+            };
+            Ok((k, value))
+        })
+        .collect()
+}
+
+/// The names a global parameter called `name` takes, if some registered policy declares it
+/// with `choices`.
+fn choices_of(name: &str) -> Option<&'static [&'static str]> {
+    registry::policies()
+        .flat_map(|i| i.global_params)
+        .find(|p| p.name == name && !p.choices.is_empty())
+        .map(|p| p.choices)
+}
+
+/// The index of `value` among the names of the global parameter `name`.
+fn choice_index(name: &str, value: &str) -> Result<u64, String> {
+    let Some(choices) = choices_of(name) else {
+        return Err(format!("`{name}`: expected a non-negative integer, found the name `{value}`"));
+    };
+    choices.iter().position(|c| *c == value).map(|i| i as u64).ok_or_else(|| {
+        format!("`{name} = \"{value}\"` is not one of its names; allowed: {}", choices.join(", "))
+    })
 }
 
 fn default_policy() -> String {
@@ -1193,6 +1239,19 @@ fn check_param(
         registry::policies().flat_map(|i| params_of(i, scope)).find(|p| p.name == name)
     });
     match found {
+        Some(p) if !p.choices.is_empty() && (v < p.min || v > p.max) => {
+            let names = &p.choices
+                [(p.min as usize).min(p.choices.len())..(p.max as usize + 1).min(p.choices.len())];
+            Err(spec.err(
+                path,
+                format!(
+                    "{v} is out of range; allowed: {} (or their index, {}..={})",
+                    names.join(", "),
+                    p.min,
+                    p.max
+                ),
+            ))
+        }
         Some(p) => range(spec, path, v, p.min, p.max),
         None => {
             let list = |ps: &[ParamSpec]| {

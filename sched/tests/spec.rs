@@ -406,3 +406,46 @@ fn every_workload_fits_the_abi() {
         }
     }
 }
+
+#[test]
+fn a_knob_whose_values_are_names_takes_a_name_and_keeps_its_index() {
+    // credit2's `runqueue` (ParamSpec::choices): the name in the spec, its index for the
+    // policy, the kernel command line (`sched.runqueue=1`) and the effective spec.
+    let text = GOOD
+        .replace("policy = \"credit\"", "policy = \"credit2\"")
+        .replace("tslice_ms = 30", "runqueue = \"core\"\nratelimit_us = 500");
+    let s = Spec::from_str(&text, "exp.toml").unwrap();
+    assert_eq!(s.sched.knobs["runqueue"], 1);
+    let globals = s.policy_globals();
+    assert!(globals.contains(&("runqueue".to_string(), 1)), "{globals:?}");
+    assert!(globals.contains(&("ratelimit_us".to_string(), 500)), "{globals:?}");
+    // The effective spec carries the index, which parses back to the same.
+    let again = Spec::from_str(&s.to_toml(), "exp.toml").unwrap();
+    assert_eq!(again.sched.knobs["runqueue"], 1);
+    // Every name, in order.
+    for (i, name) in ["cpu", "core", "socket", "all"].iter().enumerate() {
+        let t = text.replace("\"core\"", &format!("\"{name}\""));
+        assert_eq!(Spec::from_str(&t, "exp.toml").unwrap().sched.knobs["runqueue"], i as u64);
+    }
+    // Also accepted while another policy is chosen (and then ignored), as any knob.
+    let other = text.replace("policy = \"credit2\"", "policy = \"bvt\"");
+    assert!(Spec::from_str(&other, "exp.toml").unwrap().policy_globals().is_empty());
+}
+
+#[test]
+fn a_bad_name_is_refused_with_the_field_and_the_names_allowed() {
+    let text = GOOD
+        .replace("policy = \"credit\"", "policy = \"credit2\"")
+        .replace("tslice_ms = 30", "runqueue = \"cores\"");
+    let e = err(&text);
+    assert!(e.starts_with("exp.toml: sched:") && e.contains("runqueue"), "{e}");
+    assert!(e.contains("`cores`") || e.contains("\"cores\""), "{e}");
+    assert!(e.contains("allowed: cpu, core, socket, all"), "{e}");
+    let e = err(&text.replace("\"cores\"", "7"));
+    assert!(e.contains("sched.runqueue") && e.contains("allowed: cpu, core, socket, all"), "{e}");
+    let e = err(&text.replace("\"cores\"", "true"));
+    assert!(e.contains("runqueue") && e.contains("cpu, core, socket, all"), "{e}");
+    // A number-only knob given a name.
+    let e = err(&text.replace("runqueue = \"cores\"", "ratelimit_us = \"fast\""));
+    assert!(e.contains("ratelimit_us") && e.contains("integer"), "{e}");
+}

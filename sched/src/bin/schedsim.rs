@@ -10,7 +10,9 @@
 //!
 //! `--list-policies` prints the registry (`sched::registry::ENTRIES`) as JSON lines, one
 //! policy a line in registry order: `{"kind":"policy","name","summary","preempts",
-//! "domain_params":[{"name","default","min","max","doc"}],"global_params":[...]}`. Scripts
+//! "domain_params":[{"name","default","min","max","doc","choices"}],"global_params":[...]}`
+//! (`choices`: the names of a parameter whose values are names, value `i` being
+//! `choices[i]`; empty for a number). Scripts
 //! that are not Rust (the sweeps, the plots) read the policies from it.
 
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ fn list_policies() -> String {
             .map(|p| {
                 serde_json::json!({
                     "name": p.name, "default": p.default, "min": p.min, "max": p.max, "doc": p.doc,
+                    "choices": p.choices,
                 })
             })
             .collect()

@@ -211,6 +211,25 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
     }
 
     #[test]
+    fn a_named_knob_reaches_the_kernel_as_its_index() {
+        // credit2's `runqueue = "core"` is `sched.runqueue=1` on the command line.
+        let text = GOOD
+            .replace("policy = \"credit\"", "policy = \"credit2\"")
+            .replace("tslice_ms = 30", "runqueue = \"core\"");
+        let f = write(&text);
+        let exp = load(Some(&f.0), &Overrides::default()).unwrap();
+        assert_eq!(exp.globals, [("runqueue".to_string(), 1)]);
+        let f = write(&text.replace("\"core\"", "\"cores\""));
+        let e = load(Some(&f.0), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("runqueue") && e.contains("allowed: cpu, core, socket, all"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let f = write(&GOOD.replace("cpus = 4", "cpus = 0"));
         let err = load(Some(&f.0), &Overrides::default()).unwrap_err();
