@@ -205,6 +205,8 @@ struct Svc {
     /// `CSFLAG_unit_yield`.
     yielded: bool,
     on_runq: bool,
+    /// Counted in its runqueue's `load` and `weights`.
+    counted: bool,
     /// `tickled_cpu`.
     tickled_cpu: Option<usize>,
     /// `budget` (`i64::MAX`: no cap) and `budget_quota`.
@@ -233,6 +235,7 @@ impl Svc {
             migrate_to: None,
             yielded: false,
             on_runq: false,
+            counted: false,
             tickled_cpu: None,
             budget: i64::MAX,
             budget_quota: 0,
@@ -259,12 +262,11 @@ struct Slot {
     state: SpinMutex<Svc>,
 }
 
-/// One assigned vCPU in a runqueue's `svc` list, with what the balancer and
-/// `update_max_weight` read without locking it.
+/// One assigned vCPU in a runqueue's `svc` list, with what the balancer reads without
+/// locking it.
 #[derive(Clone, Copy, Debug)]
 struct Assigned {
     v: VcpuId,
-    weight: u32,
     /// `avgload` as of the balancer's last look.
     avgload: i64,
     /// `unit_is_migrateable`, as of the balancer's last look.
@@ -297,7 +299,12 @@ struct RqData {
     runq: Vec<(i64, VcpuId)>,
     /// `svc`: every vCPU assigned here.
     svc: Vec<Assigned>,
+    /// The largest weight among the runnable vCPUs (see `weights`).
     max_weight: u32,
+    /// The weights of the vCPUs counted in `load` (queued, running, switching away), as
+    /// (weight, how many), by weight: Domino's `max_weight` is the last one's (see
+    /// `Credit2::load_change`).
+    weights: Vec<(u32, u32)>,
     /// `load`, `load_last_update`, `avgload`, `b_avgload`.
     load: i64,
     load_last_update: i64,
@@ -375,13 +382,20 @@ impl RqData {
         s.on_runq = false;
     }
 
-    /// `update_max_weight`.
-    fn update_max_weight(&mut self, new_weight: u32, old_weight: u32) {
-        if new_weight > self.max_weight {
-            self.max_weight = new_weight;
-        } else if old_weight == self.max_weight {
-            self.max_weight = self.svc.iter().map(|a| a.weight).max().unwrap_or(1).max(1);
+    /// Counts a runnable vCPU of weight `w` in (`add`) or out; returns the new largest.
+    fn count_weight(&mut self, w: u32, add: bool) -> u32 {
+        match self.weights.binary_search_by_key(&w, |e| e.0) {
+            Ok(i) if add => self.weights[i].1 += 1,
+            Ok(i) => {
+                self.weights[i].1 -= 1;
+                if self.weights[i].1 == 0 {
+                    self.weights.remove(i);
+                }
+            }
+            Err(i) if add => self.weights.insert(i, (w, 1)),
+            Err(_) => {}
         }
+        self.weights.last().map_or(1, |e| e.0)
     }
 
     /// `update_runq_load`: the decaying average of the number of runnable vCPUs.
@@ -402,8 +416,7 @@ impl RqData {
 
     /// `_runq_assign`.
     fn assign(&mut self, v: VcpuId, s: &Svc) {
-        self.svc.push(Assigned { v, weight: s.weight, avgload: s.avgload, movable: true });
-        self.update_max_weight(s.weight, 0);
+        self.svc.push(Assigned { v, avgload: s.avgload, movable: true });
         self.b_avgload += s.avgload;
     }
 
@@ -412,7 +425,6 @@ impl RqData {
         if let Some(i) = self.svc.iter().position(|a| a.v == v) {
             self.svc.swap_remove(i);
         }
-        self.update_max_weight(0, s.weight);
         self.b_avgload = (self.b_avgload - s.avgload).max(0);
     }
 
@@ -689,6 +701,50 @@ impl Credit2 {
             let room = self.inserted.load(Ordering::Acquire).max(1).next_power_of_two();
             fit(&mut g.runq, room);
             fit(&mut g.svc, room);
+            fit(&mut g.weights, room);
+        }
+    }
+
+    /// `update_load` for `v` (whose lock the caller holds as `s`) joining (`change` 1) or
+    /// leaving (-1) the runnable vCPUs of `rq`, and `max_weight` with it.
+    ///
+    /// Domino's `max_weight` is the largest weight among the vCPUs counted in the
+    /// runqueue's load (queued, running, switching away), not among every vCPU assigned to
+    /// it as Xen's `update_max_weight` has it. The reason: a vCPU of weight ratio r to the
+    /// largest burns r × `MIN_TIMER` of credit in its shortest slice, and once that passes
+    /// 2 × `CREDIT_INIT` (r ≥ 40) every slice ends at `CREDIT_MIN`, where all such vCPUs
+    /// are equal: weights stop mattering. Domino's Domain0 has weight 65535 (so that it is
+    /// served first) and sleeps through experiments; counted while asleep it made guests of
+    /// weights 1..8 share equally. Running vCPUs are charged at the old rate before the
+    /// largest weight changes, so each nanosecond is charged at the rate in force then.
+    fn load_change(&self, rq: &mut RqData, v: VcpuId, s: &mut Svc, change: i64, now: u64) {
+        let w = self.w();
+        rq.update_load(change, now, w);
+        update_svc_load(s, change, now, w);
+        let add = change > 0;
+        if add == s.counted {
+            return;
+        }
+        s.counted = add;
+        let new = rq.count_weight(s.weight, add);
+        if new != rq.max_weight {
+            self.burn_running(rq, v, s, now);
+            rq.max_weight = new;
+        }
+    }
+
+    /// Charges every vCPU running on `rq`'s CPUs up to `now` (`held`, locked by the caller
+    /// as `hs`, through its guard).
+    fn burn_running(&self, rq: &RqData, held: VcpuId, hs: &mut Svc, now: u64) {
+        for pc in &rq.pcpu {
+            match pc.curr {
+                Some(c) if c == held => rq.burn(hs, now),
+                Some(c) => {
+                    let mut cs = self.lock_vcpu(c);
+                    rq.burn(&mut cs, now);
+                }
+                None => {}
+            }
         }
     }
 
@@ -773,8 +829,7 @@ impl Credit2 {
             s.parked = true;
             if s.on_runq {
                 rq.runq_remove(v, s);
-                rq.update_load(-1, now, self.w());
-                update_svc_load(s, -1, now, self.w());
+                self.load_change(rq, v, s, -1, now);
             }
             if !b.parked.contains(&v) && b.parked.len() < b.parked.capacity() {
                 b.parked.push(v);
@@ -809,8 +864,7 @@ impl Credit2 {
                 // Between the decision that parked it and its context_saved.
                 s.delayed_runq_add = s.runnable;
             } else if s.runnable && !s.on_runq {
-                rq.update_load(1, now, self.w());
-                update_svc_load(&mut s, 1, now, self.w());
+                self.load_change(&mut rq, v, &mut s, 1, now);
                 rq.runq_insert(v, &mut s);
                 if let Some(c) = self.runq_tickle(&mut rq, &mut s, now) {
                     if first.is_none() {
@@ -872,11 +926,11 @@ impl Credit2 {
         let on_runq = s.on_runq;
         if on_runq {
             from.runq_remove(v, &mut s);
-            from.update_load(-1, now, self.w());
+            self.load_change(from, v, &mut s, -1, now);
         }
         self.move_to(from, to, v, &mut s);
         if on_runq {
-            to.update_load(1, now, self.w());
+            self.load_change(to, v, &mut s, 1, now);
             to.runq_insert(v, &mut s);
             if let Some(c) = self.runq_tickle(to, &mut s, now) {
                 self.kick_later(c);
@@ -1088,30 +1142,26 @@ impl Credit2 {
         s: &mut Svc,
         now: u64,
     ) -> (Option<usize>, usize) {
-        let w = self.w();
         s.scheduled = false;
         let unpark = if s.has_cap() && s.budget > 0 { self.return_budget(s) } else { 0 };
         let add = core::mem::take(&mut s.delayed_runq_add) && s.can_run();
         if let Some(t) = s.migrate_to.take() {
             // The balancer's request (CSFLAG_runq_migrate_request): Xen's vcpu_migrate
             // after the context is saved. Only with the target's lock, else it stays.
-            rq.update_load(-1, now, w);
-            update_svc_load(s, -1, now, w);
+            self.load_change(rq, v, s, -1, now);
             if t != r
                 && let Some(mut tg) = self.rqs[t].lock.try_lock()
             {
                 self.move_to(rq, &mut tg, v, s);
                 if add {
-                    tg.update_load(1, now, w);
-                    update_svc_load(s, 1, now, w);
+                    self.load_change(&mut tg, v, s, 1, now);
                     tg.runq_insert(v, s);
                     return (self.runq_tickle(&mut tg, s, now), unpark);
                 }
                 return (None, unpark);
             }
             if add {
-                rq.update_load(1, now, w);
-                update_svc_load(s, 1, now, w);
+                self.load_change(rq, v, s, 1, now);
                 rq.runq_insert(v, s);
                 return (self.runq_tickle(rq, s, now), unpark);
             }
@@ -1121,8 +1171,7 @@ impl Credit2 {
             rq.runq_insert(v, s);
             return (self.runq_tickle(rq, s, now), unpark);
         }
-        rq.update_load(-1, now, w);
-        update_svc_load(s, -1, now, w);
+        self.load_change(rq, v, s, -1, now);
         (None, unpark)
     }
 
@@ -1367,9 +1416,7 @@ impl Policy for Credit2 {
             s.delayed_runq_add = true;
             return Wakeup { cpu, kick: None };
         }
-        let w = self.w();
-        rq.update_load(1, now, w);
-        update_svc_load(&mut s, 1, now, w);
+        self.load_change(&mut rq, v, &mut s, 1, now);
         rq.runq_insert(v, &mut s);
         let kick = self.runq_tickle(&mut rq, &mut s, now);
         Wakeup { cpu: s.cpu, kick }
@@ -1390,9 +1437,7 @@ impl Policy for Credit2 {
             return Some(s.cpu);
         }
         if s.on_runq {
-            let w = self.w();
-            rq.update_load(-1, now, w);
-            update_svc_load(&mut s, -1, now, w);
+            self.load_change(&mut rq, v, &mut s, -1, now);
             rq.runq_remove(v, &mut s);
         } else {
             s.delayed_runq_add = false;
@@ -1612,11 +1657,12 @@ impl Policy for Credit2 {
             // "Update weights for units, and max_weight for runqueues on which they reside"
             for &v in &m.vcpus {
                 let (_, mut rq, mut s) = self.lock_home(v);
-                s.weight = new;
-                if let Some(a) = rq.svc.iter_mut().find(|a| a.v == v) {
-                    a.weight = new;
+                if s.counted {
+                    rq.count_weight(old, false);
+                    // As Xen's update_max_weight here, without charging the runners first.
+                    rq.max_weight = rq.count_weight(new, true);
                 }
-                rq.update_max_weight(new, old);
+                s.weight = new;
             }
         } else {
             self.set_cap(d, &mut m, value as u32);
@@ -1780,15 +1826,16 @@ mod tests {
             c.add_domain(DomainId(v), &[("weight", if v == 2 { 512 } else { 256 })]).unwrap();
             c.insert_vcpu(VcpuId(v), DomainId(v), 0).unwrap();
         }
-        // v2 (weight 512) stays asleep: it is assigned, so it counts for max_weight and
-        // gets the reset too, clipped at init + carry-over.
+        // v2 (weight 512) stays asleep: it does not count for max_weight (Domino's rule,
+        // see `load_change`), but it is assigned, so it gets the reset too, clipped at
+        // init + carry-over.
         c.wake(VcpuId(0), 0);
         c.wake(VcpuId(1), 0);
         let credits = || [0, 1, 2].map(|v| c.lock_vcpu(VcpuId(v)).credit);
         let mut now = 0;
         let mut before = credits();
-        // Each decision runs a vCPU at least the rate limit (1 ms), burning 2 ms of credit
-        // (max weight 512 / 256): the first epoch ends within about 10 decisions.
+        // Each decision runs a vCPU at least the rate limit (1 ms), burning 1 ms of credit:
+        // the first epoch ends within about 20 decisions.
         for _ in 0..40 {
             now = drive(&c, now, 1);
             let after = credits();
@@ -1842,9 +1889,13 @@ mod tests {
         c.insert_vcpu(VcpuId(1), DomainId(1), 0).unwrap();
         c.wake(VcpuId(0), 0);
         assert_eq!(c.schedule(0, 0).next, Some(VcpuId(0)));
-        c.sleep(VcpuId(0), 1_000_000);
-        c.schedule(0, 1_000_000);
-        // 1 ms of running at half the largest weight burns 2 ms of credit.
-        assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_INIT - 2 * MS);
+        // Alone, it burns at its own weight's rate: the largest weight of the runnable.
+        c.tick(0, 1_000_000, &mut |_| {});
+        c.wake(VcpuId(1), 1_000_000);
+        assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_INIT - MS);
+        c.sleep(VcpuId(0), 2_000_000);
+        c.schedule(0, 2_000_000);
+        // With v1 (weight 512) runnable, 1 ms more at half the largest weight burns 2 ms.
+        assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_INIT - 3 * MS);
     }
 }

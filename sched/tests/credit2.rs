@@ -281,3 +281,29 @@ fn the_arrangement_is_fixed_once_vcpus_are_placed() {
     assert!(p.set_global_param("runqueue", 4).is_err());
     p.set_global_param("ratelimit_us", 0).unwrap();
 }
+
+#[test]
+fn a_heavy_sleeper_does_not_flatten_the_weights_of_the_others() {
+    // As Domain0 on the hypervisor (weight 65535, asleep through the interval): a domain of
+    // the largest weight that wakes every 100 ms for 20 µs. Were its weight the runqueue's
+    // `max_weight` while it sleeps (Xen's rule), every guest slice would end at CREDIT_MIN
+    // and weights 1..8 would share equally.
+    let text = "name = \"c2-sleeper\"\nduration_ms = 6000\nwarmup_ms = 500\n[machine]\ncpus = 2\n\
+                [sched]\npolicy = \"credit2\"\n[[domain]]\nname = \"w\"\ncount = 8\n\
+                workload = \"cpu\"\nweight = [1, 2, 3, 4, 5, 6, 7, 8]\n[[domain]]\n\
+                name = \"ctl\"\nworkload = \"latency\"\nweight = 65535\n[domain.args]\n\
+                period_us = 100000\nrun_us = 20\n";
+    let mut out = run(&spec(text), None);
+    out.domains.retain(|d| !d.name.starts_with("ctl"));
+    let worst = worst_points(&out);
+    let ratio = out.domains[7].cpu_ns as f64 / out.domains[0].cpu_ns as f64;
+    eprintln!(
+        "credit2 weights 1..8 beside a weight-65535 domain waking every 100 ms: worst {worst:.3} \
+         points, weight 8 / weight 1 = {ratio:.2}"
+    );
+    assert!(ratio > 6.0, "weights flattened: 8 vs 1 got {ratio:.2}x");
+    // Each wake-up still costs some precision: while the heavy vCPU waits (the rate limit)
+    // the guests running burn at 65535 / w and end their slices at CREDIT_MIN, where their
+    // debts are cut alike (1.3 points measured, against 0.13 without the sleeper).
+    assert!(worst <= 1.5, "{worst:.3} points");
+}
