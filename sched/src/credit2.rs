@@ -42,6 +42,7 @@
 //! runqueue lock"). No global lock on wake or pick; nothing allocates there either (queues
 //! are sized in `insert_vcpu`, `remove_vcpu`, as `runq.rs` does).
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -294,9 +295,10 @@ struct RqData {
     idle: u64,
     tickled: u64,
     smt_idle: u64,
-    /// `runq`: (credit, vCPU), ascending, the head (most credit) last; equal credits in
-    /// arrival order (the later one further from the head).
-    runq: Vec<(i64, VcpuId)>,
+    /// `runq`: (credit, vCPU), the head (most credit) first; equal credits in arrival
+    /// order. A deque: the head leaves from the front, and a vCPU that just ran (little
+    /// credit) joins near the back, so neither moves the rest.
+    runq: VecDeque<(i64, VcpuId)>,
     /// `svc`: every vCPU assigned here.
     svc: Vec<Assigned>,
     /// The largest weight among the runnable vCPUs (see `weights`).
@@ -360,20 +362,21 @@ impl RqData {
     }
 
     fn head_credit(&self) -> Option<i64> {
-        self.runq.last().map(|e| e.0)
+        self.runq.front().map(|e| e.0)
     }
 
     /// `runq_insert`: behind every vCPU with as much credit or more.
     fn runq_insert(&mut self, v: VcpuId, s: &mut Svc) {
-        let at = self.runq.partition_point(|e| e.0 < s.credit);
+        let at = self.runq.partition_point(|e| e.0 >= s.credit);
         self.runq.insert(at, (s.credit, v));
         s.on_runq = true;
     }
 
     /// `runq_remove`.
     fn runq_remove(&mut self, v: VcpuId, s: &mut Svc) {
-        let lo = self.runq.partition_point(|e| e.0 < s.credit);
+        let lo = self.runq.partition_point(|e| e.0 > s.credit);
         let at = (lo..self.runq.len())
+            .take_while(|&i| self.runq[i].0 == s.credit)
             .find(|&i| self.runq[i].1 == v)
             .or_else(|| self.runq.iter().position(|e| e.1 == v));
         if let Some(i) = at {
@@ -578,8 +581,8 @@ enum Pick {
     Curr,
     /// Idle.
     Idle,
-    /// A queued vCPU.
-    Queued(VcpuId),
+    /// A queued vCPU, and where it is in the queue.
+    Queued(VcpuId, usize),
 }
 
 impl Credit2 {
@@ -699,7 +702,7 @@ impl Credit2 {
         for rq in &self.rqs {
             let mut g = rq.lock.lock();
             let room = self.inserted.load(Ordering::Acquire).max(1).next_power_of_two();
-            fit(&mut g.runq, room);
+            crate::runq::fit_deque(&mut g.runq, room);
             fit(&mut g.svc, room);
             fit(&mut g.weights, room);
         }
@@ -739,9 +742,13 @@ impl Credit2 {
         for pc in &rq.pcpu {
             match pc.curr {
                 Some(c) if c == held => rq.burn(hs, now),
+                // Every vCPU of `rq` is locked only under `rq`'s lock, which we hold: a busy
+                // lock is one our caller holds, the current vCPU of a CPU in its `schedule`,
+                // which was charged up to `now` already.
                 Some(c) => {
-                    let mut cs = self.lock_vcpu(c);
-                    rq.burn(&mut cs, now);
+                    if let Some(mut cs) = self.vcpus[c.index()].state.try_lock() {
+                        rq.burn(&mut cs, now);
+                    }
                 }
                 None => {}
             }
@@ -1042,19 +1049,19 @@ impl Credit2 {
         }
     }
 
-    /// `runq_candidate`: what `p` (position in `rq`) runs next.
+    /// `runq_candidate`: what `p` (position in `rq`) runs next; `scurr` is the state of the
+    /// vCPU that ran there, locked by the caller.
     fn runq_candidate(
         &self,
         rq: &mut RqData,
-        scurr: Option<VcpuId>,
+        scurr: Option<&mut Svc>,
         p: usize,
         now: u64,
     ) -> Pick {
         let cpu = rq.pcpu[p].cpu;
         let ratelimit = self.ratelimit_ns.get();
         let (mut yielded, mut snext_credit, mut pick) = (false, IDLE_CREDIT, Pick::Idle);
-        if let Some(c) = scurr {
-            let mut s = self.lock_vcpu(c);
+        if let Some(s) = scurr {
             yielded = core::mem::take(&mut s.yielded);
             // The rate limit keeps it (unless it yields).
             if !yielded
@@ -1070,9 +1077,8 @@ impl Credit2 {
             }
         }
         let resist = self.migrate_resist_ns.get() as i64;
-        let mut i = rq.runq.len();
-        while i > 0 {
-            i -= 1;
+        let mut i = 0;
+        while i < rq.runq.len() {
             let (credit, v) = rq.runq[i];
             // Only a vCPU with more credit (or anyone, if the current one yields).
             if !yielded && credit <= snext_credit {
@@ -1084,18 +1090,23 @@ impl Credit2 {
                 && t != cpu
                 && rq.pos_of(t).is_some_and(|tp| rq.tickled & (1 << tp) != 0)
             {
+                i += 1;
                 continue;
             }
             // From another CPU only if it beats ours by the migration resistance.
             if s.cpu != cpu && snext_credit + resist > credit {
+                i += 1;
                 continue;
             }
-            // Budget last: grabbing it is a side effect (may park it and unqueue it; the
-            // entries below `i` do not move).
+            // Budget last: grabbing it is a side effect (it may park the vCPU and take it
+            // off the queue, and the next one is then at `i`).
             if s.has_cap() && !self.grab_budget(rq, v, &mut s, now) {
+                if s.on_runq {
+                    i += 1;
+                }
                 continue;
             }
-            pick = Pick::Queued(v);
+            pick = Pick::Queued(v, i);
             break;
         }
         pick
@@ -1209,6 +1220,16 @@ impl Credit2 {
                 }
             }
         }
+    }
+
+    /// Runs `balance_load` for `cpu`'s runqueue at `now`, as a credit reset there does:
+    /// for benchmarks and tests. Returns how many vCPUs it moved or asked to move.
+    pub fn balance_now(&self, cpu: usize, now: u64) -> u64 {
+        let r = self.c2r[cpu].load(Ordering::Acquire);
+        let mut rq = self.rqs[r].lock.lock();
+        let before = rq.stats.steals;
+        self.balance_load(&mut rq, now);
+        rq.stats.steals - before
     }
 
     fn domain_spec(name: &str) -> Result<&'static ParamSpec, Error> {
@@ -1472,10 +1493,7 @@ impl Policy for Credit2 {
         let mut kick_after = None;
         if let Some(l) = rq.pcpu[p].leaving.take() {
             let mut s = self.lock_vcpu(l);
-            let (k, _) = self.saved(r, &mut rq, l, &mut s, now);
-            if let Some(k) = k {
-                kick_after = Some(k);
-            }
+            kick_after = self.saved(r, &mut rq, l, &mut s, now).0;
         }
         // "Clear tickled bit now that we've been scheduled"
         if rq.tickled & (1 << p) != 0 {
@@ -1484,58 +1502,70 @@ impl Policy for Credit2 {
             rq.smt_idle_set(p, idlers);
         }
         let scurr = rq.pcpu[p].curr;
+        // The current vCPU, locked for the whole decision (but the reset).
+        let mut cg = scurr.map(|c| self.lock_vcpu(c));
         // Update credits (and budget); a capped vCPU out of budget grabs more or is parked.
-        let mut scurr_can_run = false;
-        if let Some(c) = scurr {
-            let mut s = self.lock_vcpu(c);
-            rq.burn(&mut s, now);
+        if let (Some(c), Some(s)) = (scurr, cg.as_deref_mut()) {
+            rq.burn(s, now);
             if s.budget <= 0 {
-                self.grab_budget(&mut rq, c, &mut s, now);
+                self.grab_budget(&mut rq, c, s, now);
             }
-            scurr_can_run = s.can_run();
         }
-        let pick = self.runq_candidate(&mut rq, scurr, p, now);
-        let snext = match pick {
-            Pick::Curr => scurr,
-            Pick::Idle => None,
-            Pick::Queued(v) => Some(v),
+        let pick = self.runq_candidate(&mut rq, cg.as_deref_mut(), p, now);
+        let (snext, at) = match pick {
+            Pick::Curr => (scurr, 0),
+            Pick::Idle => (None, 0),
+            Pick::Queued(v, i) => (Some(v), i),
         };
-        if snext != scurr
-            && let Some(c) = scurr
-            && scurr_can_run
-        {
-            self.lock_vcpu(c).delayed_runq_add = true;
+        let switching = snext != scurr;
+        // Switching from a runnable vCPU: back onto the runqueue at context_saved.
+        if switching && let Some(s) = cg.as_deref_mut() {
+            s.delayed_runq_add = s.can_run();
         }
         let mut migrated = false;
         let slice = if let Some(n) = snext {
-            let mut s = self.lock_vcpu(n);
-            if snext != scurr {
-                rq.runq_remove(n, &mut s);
-                s.scheduled = true;
-            } else {
-                rq.update_load(0, now, w);
-                update_svc_load(&mut s, 0, now, w);
-            }
+            let mut ng = switching.then(|| self.lock_vcpu(n));
+            let credit = {
+                let s = match ng.as_deref_mut() {
+                    Some(s) => s,
+                    None => cg.as_deref_mut().expect("the current vCPU continues"),
+                };
+                if switching {
+                    if rq.runq.get(at).is_some_and(|e| e.1 == n) {
+                        rq.runq.remove(at);
+                        s.on_runq = false;
+                    } else {
+                        rq.runq_remove(n, s);
+                    }
+                    s.scheduled = true;
+                } else {
+                    rq.update_load(0, now, w);
+                    update_svc_load(s, 0, now, w);
+                }
+                s.credit
+            };
             if rq.idle & (1 << p) != 0 {
                 rq.idle &= !(1 << p);
                 rq.smt_idle_clear(p);
             }
             // The epoch ends when the picked vCPU and the head have no credit left.
-            let top_credit = rq.head_credit().map_or(s.credit, |h| h.max(s.credit));
+            let top_credit = rq.head_credit().map_or(credit, |h| h.max(credit));
             if top_credit <= CREDIT_RESET {
-                let credit = s.credit;
-                drop(s);
+                drop(ng.take());
+                drop(cg.take());
                 self.reset_credit(&mut rq, now, credit);
                 self.balance_load(&mut rq, now);
-                s = self.lock_vcpu(n);
+                cg = scurr.map(|c| self.lock_vcpu(c));
+                ng = switching.then(|| self.lock_vcpu(n));
             }
             // After the reset, or it would capture a negative credit.
-            let inflight = match scurr {
-                Some(c) if c != n => {
-                    let cs = self.lock_vcpu(c);
-                    if cs.delayed_runq_add { cs.credit } else { 0 }
-                }
+            let inflight = match cg.as_deref() {
+                Some(cs) if switching && cs.delayed_runq_add => cs.credit,
                 _ => 0,
+            };
+            let s = match ng.as_deref_mut() {
+                Some(s) => s,
+                None => cg.as_deref_mut().expect("the current vCPU continues"),
             };
             s.start_time = now;
             s.tickled_cpu = None;
@@ -1545,8 +1575,8 @@ impl Policy for Credit2 {
                 migrated = true;
             }
             s.running = true;
-            let continuing = (snext == scurr).then_some(rq.pcpu[p].since);
-            Some(self.runtime(&rq, &s, continuing, now, inflight))
+            let continuing = (!switching).then_some(rq.pcpu[p].since);
+            Some(self.runtime(&rq, s, continuing, now, inflight))
         } else {
             if rq.idle & (1 << p) == 0 {
                 rq.idle |= 1 << p;
@@ -1557,14 +1587,15 @@ impl Policy for Credit2 {
             rq.update_load(0, now, w);
             None
         };
-        if snext != scurr {
-            if let Some(c) = scurr {
-                self.lock_vcpu(c).running = false;
+        if switching {
+            if let Some(s) = cg.as_deref_mut() {
+                s.running = false;
             }
             rq.pcpu[p].leaving = scurr;
             rq.pcpu[p].curr = snext;
             rq.pcpu[p].since = now;
         }
+        drop(cg);
         drop(rq);
         if let Some(k) = kick_after {
             self.kick_later(k);
@@ -1762,7 +1793,7 @@ impl Policy for Credit2 {
                 }
             }
             write!(out, "  runq:")?;
-            for &(credit, v) in g.runq.iter().rev() {
+            for &(credit, v) in g.runq.iter() {
                 write!(out, " v{}({credit})", v.0)?;
             }
             writeln!(out)?;

@@ -2,7 +2,8 @@
 //!
 //! For every registered policy: wake + pick (+ the `context_saved` report the kernel makes
 //! once switched) with 1, 16, 128 and 1024 vCPUs on one runqueue, and a steal on a 64-CPU
-//! machine where only the last peer has queued work (the whole peer scan plus one steal). Prints one
+//! machine where only the last peer has queued work (the whole peer scan plus one steal), and
+//! credit2's load balance (`balance_load`) at 64 and 255 CPUs. Prints one
 //! `{"kind":"bench","name":...,"value":...,"unit":"ns"}` line per figure (the median of
 //! several rounds). Numbers are reported, never asserted.
 //!
@@ -100,6 +101,46 @@ fn steal(entry: &sched::registry::Entry, iters: usize) -> f64 {
     median(samples)
 }
 
+/// credit2's `balance_load` on a `cpus`-CPU machine with runqueues of up to 16 CPUs (Xen's
+/// default): every CPU runs a vCPU and CPU 0's runqueue has 4 more queued, so the balancer
+/// scans every runqueue and pushes one vCPU to the least loaded. Reports ns per balance (a
+/// fresh machine each round, built outside the timing), and ns per balance once the loads
+/// are even (the scan alone).
+fn credit2_balance(cpus: usize, iters: usize) -> (f64, f64) {
+    let n = cpus + 4;
+    let build = || {
+        let topo = Topology::flat(cpus, n, n);
+        let p = sched::credit2::Credit2::new(&topo).expect("credit2");
+        for v in 0..n {
+            let cpu = if v < cpus { v } else { 0 };
+            p.add_domain(DomainId(v as u32), &[]).expect("domain");
+            p.insert_vcpu(VcpuId(v as u32), DomainId(v as u32), cpu).expect("insert");
+            p.wake(VcpuId(v as u32), 1_000);
+            if v < cpus {
+                p.schedule(cpu, 1_000);
+            }
+        }
+        p
+    };
+    let now = 2_000_000_000u64;
+    let mut moving = Vec::with_capacity(iters);
+    let mut even = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let p = build();
+        let t = Instant::now();
+        let moved = black_box(p.balance_now(0, now));
+        moving.push(t.elapsed().as_nanos() as f64);
+        assert!(moved > 0, "the balancer moved nothing");
+        for i in 0..8 {
+            p.balance_now(0, now + i);
+        }
+        let t = Instant::now();
+        black_box(p.balance_now(0, now + 10));
+        even.push(t.elapsed().as_nanos() as f64);
+    }
+    (median(moving), median(even))
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let iters = if quick { 2_000 } else { 20_000 };
@@ -109,5 +150,10 @@ fn main() {
             emit(&format!("sched.{name}.wake_pick.{n}vcpus"), wake_pick(entry, n, iters));
         }
         emit(&format!("sched.{name}.steal.64cpus"), steal(entry, if quick { 200 } else { 2_000 }));
+    }
+    for cpus in [64, 255] {
+        let (moving, even) = credit2_balance(cpus, if quick { 50 } else { 300 });
+        emit(&format!("sched.credit2.balance.{cpus}cpus"), moving);
+        emit(&format!("sched.credit2.balance_even.{cpus}cpus"), even);
     }
 }
