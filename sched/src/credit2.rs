@@ -1663,6 +1663,10 @@ impl Policy for Credit2 {
 
     fn tick(&self, cpu: usize, now: u64, kick: &mut dyn FnMut(usize)) {
         for (wi, word) in self.pending.iter().enumerate() {
+            // Read first: a swap on every tick of every CPU would bounce the line.
+            if word.load(Ordering::Acquire) == 0 {
+                continue;
+            }
             let mut bits = word.swap(0, Ordering::AcqRel);
             while bits != 0 {
                 kick(wi * 64 + bits.trailing_zeros() as usize);

@@ -11,7 +11,7 @@
 //! policy never reads a clock, which is what makes the simulation exact.
 //!
 //! Policies here: [`rr`] (round-robin, Xen 2.0's `sched_rrobin`), [`credit`] (Xen's credit
-//! scheduler), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999), [`fifo`] (the
+//! scheduler), [`credit2`] (Xen's credit2), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999), [`fifo`] (the
 //! smallest complete policy) and [`stride`] (stride scheduling, Waldspurger & Weihl 1995,
 //! which `README.md` writes from an empty file). [`registry`] builds any of them by name;
 //! the `register!` list below is the one place a policy is registered.
