@@ -1063,15 +1063,15 @@ impl Credit2 {
         let (mut yielded, mut snext_credit, mut pick) = (false, IDLE_CREDIT, Pick::Idle);
         if let Some(s) = scurr {
             yielded = core::mem::take(&mut s.yielded);
+            // One the balancer asked to move stops here (Xen: `_VPF_migrating` makes it not
+            // runnable until `context_saved` moves it).
+            let stays = s.can_run() && s.migrate_to.is_none();
             // The rate limit keeps it (unless it yields).
-            if !yielded
-                && ratelimit > 0
-                && s.can_run()
-                && now.saturating_sub(rq.pcpu[p].since) < ratelimit
+            if !yielded && ratelimit > 0 && stays && now.saturating_sub(rq.pcpu[p].since) < ratelimit
             {
                 return Pick::Curr;
             }
-            if s.can_run() {
+            if stays {
                 snext_credit = s.credit;
                 pick = Pick::Curr;
             }

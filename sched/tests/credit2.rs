@@ -307,3 +307,95 @@ fn a_heavy_sleeper_does_not_flatten_the_weights_of_the_others() {
     // debts are cut alike (1.3 points measured, against 0.13 without the sleeper).
     assert!(worst <= 1.5, "{worst:.3} points");
 }
+
+#[test]
+fn hammer_with_a_runqueue_per_cpu() {
+    // tests/concurrency.rs's hammer, on four runqueues so that balancing, migration requests
+    // and moves between runqueues race with wake-ups and decisions: nothing deadlocks, and
+    // no CPU picks a vCPU another still holds (before its context_saved).
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    const CPUS: usize = 4;
+    const VCPUS: usize = 24;
+    const NONE: usize = usize::MAX;
+    let topo = Topology::flat(CPUS, VCPUS, VCPUS);
+    let p: Arc<dyn Policy> =
+        Arc::from(registry::build("credit2", &topo, &[("runqueue", 0)]).unwrap());
+    for v in 0..VCPUS {
+        let weight = 256 * (1 + v as u64 % 3);
+        p.add_domain(DomainId(v as u32), &[("weight", weight)]).unwrap();
+        // All on CPU 0's runqueue: the balancer has work to do.
+        p.insert_vcpu(VcpuId(v as u32), DomainId(v as u32), if v < 20 { 0 } else { v % CPUS })
+            .unwrap();
+        p.wake(VcpuId(v as u32), 0);
+    }
+    let owner: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..VCPUS).map(|_| AtomicUsize::new(NONE)).collect());
+    let clock = Arc::new(AtomicU64::new(1));
+    let threads: Vec<_> = (0..CPUS)
+        .map(|cpu| {
+            let (p, owner, clock) = (p.clone(), owner.clone(), clock.clone());
+            std::thread::spawn(move || {
+                let mut rng = 0x2545_f491u64 + cpu as u64;
+                let mut curr: Option<VcpuId> = None;
+                for _ in 0..20_000 {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let now = clock.fetch_add(20_000, Ordering::Relaxed);
+                    let v = VcpuId((rng % VCPUS as u64) as u32);
+                    match rng % 9 {
+                        0 => {
+                            if let Some(c) = curr {
+                                p.sleep(c, now);
+                            }
+                        }
+                        1 | 2 => {
+                            p.wake(v, now);
+                        }
+                        3 => {
+                            if let Some(c) = curr {
+                                p.yield_now(c, now);
+                            }
+                        }
+                        4 => p.tick(cpu, now, &mut |_| {}),
+                        _ => {}
+                    }
+                    let next = p.schedule(cpu, now).next;
+                    if next != curr {
+                        if let Some(n) = next
+                            && let Err(other) = owner[n.index()].compare_exchange(
+                                NONE,
+                                cpu,
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            )
+                        {
+                            panic!("CPU {cpu} picked vCPU {} still held by CPU {other}", n.0);
+                        }
+                        if let Some(c) = curr {
+                            for _ in 0..200 {
+                                std::hint::spin_loop();
+                            }
+                            owner[c.index()].store(NONE, Ordering::Release);
+                            p.context_saved(cpu, c, now);
+                        }
+                        curr = next;
+                    }
+                }
+                if let Some(c) = curr {
+                    owner[c.index()].store(NONE, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = p.stats();
+    eprintln!("credit2 hammer, a runqueue per CPU: {stats:?}");
+    assert!(stats.steals > 0, "the balancer never moved anything");
+    let mut dump = String::new();
+    p.dump(&mut dump).unwrap();
+    assert!(dump.contains("rq3"), "{dump}");
+}
