@@ -531,7 +531,8 @@ fn arrange(topo: &Topology, opt: u64, max_cpus: usize) -> Vec<Vec<usize>> {
     let max_cpus_runq = (n / min_rqs).max(1);
     let same_socket = |a: usize, b: usize| topo.place(a).socket == topo.place(b).socket;
     let same_core = |a: usize, b: usize| same_socket(a, b) && topo.place(a).core == topo.place(b).core;
-    let nr_siblings = |c: usize| (0..n).filter(|&o| same_core(o, c)).count();
+    let siblings: Vec<usize> = (0..n).map(|c| (0..n).filter(|&o| same_core(o, c)).count()).collect();
+    let nr_siblings = |c: usize| siblings[c];
     let mut rqs: Vec<Vec<usize>> = Vec::new();
     for cpu in 0..n {
         let mut valid: Option<usize> = None;

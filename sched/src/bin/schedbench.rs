@@ -7,7 +7,8 @@
 //! `{"kind":"bench","name":...,"value":...,"unit":"ns"}` line per figure (the median of
 //! several rounds). Numbers are reported, never asserted.
 //!
-//! `cargo run --release -p sched --bin schedbench [-- --quick]`
+//! `cargo run --release -p sched --bin schedbench [-- --quick] [POLICY...]` (policy names
+//! pick those; default every policy)
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -143,15 +144,18 @@ fn credit2_balance(cpus: usize, iters: usize) -> (f64, f64) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Policy names given pick those (default: every policy).
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let picked = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let iters = if quick { 2_000 } else { 20_000 };
-    for entry in ENTRIES {
+    for entry in ENTRIES.iter().filter(|e| picked(e.info.name)) {
         let name = entry.info.name;
         for n in [1, 16, 128, 1024] {
             emit(&format!("sched.{name}.wake_pick.{n}vcpus"), wake_pick(entry, n, iters));
         }
         emit(&format!("sched.{name}.steal.64cpus"), steal(entry, if quick { 200 } else { 2_000 }));
     }
-    for cpus in [64, 255] {
+    for cpus in [64, 255].into_iter().filter(|_| picked("credit2")) {
         let (moving, even) = credit2_balance(cpus, if quick { 50 } else { 300 });
         emit(&format!("sched.credit2.balance.{cpus}cpus"), moving);
         emit(&format!("sched.credit2.balance_even.{cpus}cpus"), even);
