@@ -250,6 +250,11 @@ extern "C" fn kernel_entry() -> ! {
             accel: arch::cpu::accelerator().into(),
             protocol: info.protocol.into(),
             memory_bytes: mem.usable_bytes,
+            topology: None,
+            sockets: None,
+            cores: None,
+            threads: None,
+            places: None,
         })),
         // The runner fails a run without a boot record.
         None => log::error!("the local APIC is off after bring-up: no boot record"),

@@ -245,6 +245,9 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         warmup_ns: None,
         seed: None,
         pools: None,
+        sockets: None,
+        cores: None,
+        threads: None,
     }
 }
 

@@ -170,6 +170,25 @@ pub struct Boot {
     pub protocol: String,
     /// Usable memory found in the firmware's memory map.
     pub memory_bytes: u64,
+    /// Optional: where the CPU topology came from: `cpuid-0x1f` or `cpuid-0xb` (extended
+    /// topology leaves), `cpuid-1` (leaf 1's logical count and leaf 4's core count), or
+    /// `flat` (nothing: one socket, each CPU its own core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
+    /// Optional: sockets found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u32>,
+    /// Optional: cores per socket (the most in any socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Optional: hardware threads per core (the most in any core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Optional: each CPU, by index, as `[APIC id, socket, core]`, sockets and cores numbered
+    /// densely from 0 (cores across the whole machine): what the scheduler's
+    /// `Topology::places` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub places: Option<Vec<[u32; 3]>>,
 }
 
 /// The local APIC mode of a `boot` record.
@@ -238,6 +257,15 @@ pub struct Run {
     /// Optional (specs with `[[pool]]`): every pool of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pools: Option<Vec<Pool>>,
+    /// Optional: the machine's sockets (the spec's `machine.sockets`, default filled in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u32>,
+    /// Optional: cores per socket (`machine.cores`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Optional: hardware threads per core (`machine.threads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
 }
 
 /// One CPU pool of a `run` record.
@@ -595,8 +623,13 @@ mod tests {
                     accel: "tcg".into(),
                     protocol: "pvh".into(),
                     memory_bytes: 1 << 30,
+                    topology: Some("cpuid-0xb".into()),
+                    sockets: Some(2),
+                    cores: Some(2),
+                    threads: Some(1),
+                    places: Some(vec![[0, 0, 0], [1, 0, 1], [2, 1, 2], [3, 1, 3]]),
                 }),
-                &[],
+                &["topology", "sockets", "cores", "threads", "places"],
             ),
             (
                 Record::Run(Run {
@@ -617,6 +650,9 @@ mod tests {
                         cpus: vec![0, 1],
                         policy: "rr".into(),
                     }]),
+                    sockets: Some(2),
+                    cores: Some(1),
+                    threads: Some(1),
                 }),
                 &[
                     "start_ns",
@@ -625,6 +661,9 @@ mod tests {
                     "warmup_ns",
                     "seed",
                     "pools",
+                    "sockets",
+                    "cores",
+                    "threads",
                 ],
             ),
             (Record::Domain(domain()), &["pool", "wake_lat_hist"]),

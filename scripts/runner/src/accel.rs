@@ -38,6 +38,7 @@ pub fn probe_kvm(kernel: &Path, machine: Machine) -> Result<(), String> {
         accel: Accel::Kvm,
         cpu_model: KVM_CPU.into(),
         cpus: 1,
+        shape: None,
         memory_mib: 256,
         media: Media::Pvh {
             kernel: kernel.to_path_buf(),

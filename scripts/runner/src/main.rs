@@ -147,6 +147,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             .into()
         }),
         cpus: exp.cpus,
+        shape: Some(exp.shape),
         memory_mib: exp.memory_mib,
         media: match &iso {
             None => Media::Pvh {

@@ -263,6 +263,11 @@ mod tests {
             accel: "tcg".into(),
             protocol: "pvh".into(),
             memory_bytes: 1 << 30,
+            topology: None,
+            sockets: None,
+            cores: None,
+            threads: None,
+            places: None,
         })
     }
 
@@ -362,6 +367,9 @@ mod tests {
             warmup_ns: None,
             seed: None,
             pools: None,
+            sockets: None,
+            cores: None,
+            threads: None,
         })
     }
 
