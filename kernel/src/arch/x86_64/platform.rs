@@ -179,3 +179,20 @@ pub fn init_this_ap() {
         smp::timer::init_this_cpu();
     }
 }
+
+/// Where each CPU of `topology` sits: the APIC id field widths from the calling CPU's
+/// CPUID (`smp::cpu_topology::detect`, Xen's rules), applied to every APIC id the MADT
+/// lists. Each AP checks its own CPUID against it ([`this_cpu_topology`]).
+pub fn cpu_layout(topology: &Topology) -> smp::cpu_topology::Layout {
+    let ids: arrayvec::ArrayVec<u32, { smp::MAX_CPUS }> =
+        topology.cpus.iter().map(|c| c.apic_id).collect();
+    smp::cpu_topology::layout(smp::cpu_topology::detect(smp::arch::cpuid), &ids)
+}
+
+/// The calling CPU's own view: its APIC id (CPUID's) and the field widths its CPUID reports.
+pub fn this_cpu_topology() -> (u32, smp::cpu_topology::Widths) {
+    (
+        smp::arch::cpuid_apic_id(),
+        smp::cpu_topology::detect(smp::arch::cpuid),
+    )
+}
