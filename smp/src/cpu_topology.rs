@@ -20,6 +20,9 @@
 //!   logical processors of a package; the package field is `get_count_order(count)` bits
 //!   wide, the thread field `get_count_order(count / x86_max_cores)`, where `x86_max_cores`
 //!   is CPUID.4:EAX[31:26] + 1 (Intel) or CPUID.80000008h:ECX[7:0] + 1 (AMD, Hygon), else 1.
+//!   AMD's count is of logical processors, so there the thread field comes from TOPOEXT's
+//!   leaf 8000001Eh (EBX[15:8] + 1 threads per core, Xen's `amd_get_topology`), and without
+//!   TOPOEXT every logical processor counts as a core.
 //!   Without HTT each CPU is a package of one (Xen's `phys_proc_id = apicid`).
 //! - **Flat** when CPUID offers none of these (no leaf 1): one socket, every CPU its own core.
 //!
@@ -159,22 +162,44 @@ fn legacy(cpuid: &impl Fn(u32, u32) -> Cpuid, max_leaf: u32) -> Widths {
         };
     }
     let cores = max_cores(cpuid, max_leaf).clamp(1, logical);
+    // AMD's core count (NC) counts logical processors; with TOPOEXT, leaf 8000001Eh says
+    // how many threads share a core (Xen's `amd_get_topology`).
+    let threads = amd_threads_per_core(cpuid)
+        .unwrap_or(logical / cores)
+        .clamp(1, logical);
     Widths {
-        smt_shift: count_order(logical / cores),
+        smt_shift: count_order(threads),
         pkg_shift: count_order(logical),
         source: Source::Leaf1,
     }
 }
 
+fn vendor_is(cpuid: &impl Fn(u32, u32) -> Cpuid, name: &[u8; 12]) -> bool {
+    let v = cpuid(0, 0);
+    v.ebx.to_le_bytes() == name[0..4]
+        && v.edx.to_le_bytes() == name[4..8]
+        && v.ecx.to_le_bytes() == name[8..12]
+}
+
+fn is_amd(cpuid: &impl Fn(u32, u32) -> Cpuid) -> bool {
+    vendor_is(cpuid, b"AuthenticAMD") || vendor_is(cpuid, b"HygonGenuine")
+}
+
+/// Threads per core from AMD's leaf 8000001Eh EBX[15:8] + 1, if TOPOEXT
+/// (CPUID.80000001h:ECX[22]) says the leaf is there.
+fn amd_threads_per_core(cpuid: &impl Fn(u32, u32) -> Cpuid) -> Option<u32> {
+    if !is_amd(cpuid)
+        || cpuid(0x8000_0000, 0).eax < 0x8000_001E
+        || cpuid(0x8000_0001, 0).ecx & (1 << 22) == 0
+    {
+        return None;
+    }
+    Some(((cpuid(0x8000_001E, 0).ebx >> 8) & 0xFF) + 1)
+}
+
 /// Cores per package: Xen's `num_cpu_cores` (Intel, leaf 4) or AMD's NC field.
 fn max_cores(cpuid: &impl Fn(u32, u32) -> Cpuid, max_leaf: u32) -> u32 {
-    let v = cpuid(0, 0);
-    let vendor = |s: &[u8; 12]| {
-        v.ebx.to_le_bytes() == s[0..4]
-            && v.edx.to_le_bytes() == s[4..8]
-            && v.ecx.to_le_bytes() == s[8..12]
-    };
-    if vendor(b"GenuineIntel") && max_leaf >= 4 {
+    if vendor_is(cpuid, b"GenuineIntel") && max_leaf >= 4 {
         let r = cpuid(4, 0);
         // EAX[4:0] is the cache type; 0 means leaf 4 describes nothing.
         return if r.eax & 0x1F != 0 {
@@ -183,9 +208,7 @@ fn max_cores(cpuid: &impl Fn(u32, u32) -> Cpuid, max_leaf: u32) -> u32 {
             1
         };
     }
-    if (vendor(b"AuthenticAMD") || vendor(b"HygonGenuine"))
-        && cpuid(0x8000_0000, 0).eax >= 0x8000_0008
-    {
+    if is_amd(cpuid) && cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
         return (cpuid(0x8000_0008, 0).ecx & 0xFF) + 1;
     }
     1
@@ -403,14 +426,17 @@ mod tests {
             .set(1, 0, [0, 4 << 16, 0, 1 << 28])
             .set(0x8000_0000, 0, [0x8000_0008, 0, 0, 0])
             .set(0x8000_0008, 0, [0, 0, 3, 0]);
-        assert_eq!(
-            detect(f.cpuid()),
-            Widths {
-                smt_shift: 0,
-                pkg_shift: 2,
-                source: Source::Leaf1
-            }
-        );
+        let w = detect(f.cpuid());
+        assert_eq!((w.smt_shift, w.pkg_shift, w.source), (0, 2, Source::Leaf1));
+        // With TOPOEXT, 8000001Eh says two threads share each core.
+        let f = f
+            .set(0x8000_0000, 0, [0x8000_001E, 0, 0, 0])
+            .set(0x8000_0001, 0, [0, 0, 1 << 22, 0])
+            .set(0x8000_001E, 0, [0, 1 << 8, 0, 0]);
+        let w = detect(f.cpuid());
+        assert_eq!((w.smt_shift, w.pkg_shift), (1, 2));
+        let l = layout(w, &[0, 1, 2, 3, 4]);
+        assert_eq!(pairs(&l), [(0, 0), (0, 0), (0, 1), (0, 1), (1, 2)]);
     }
 
     #[test]

@@ -45,6 +45,8 @@ enum Expect {
         sockets: u32,
         cores: u32,
         threads: u32,
+        /// The CPUID leaves the hypervisor must have read it from (`boot.topology`).
+        source: &'static str,
     },
 }
 
@@ -161,7 +163,19 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
     // The CPU topology: the hypervisor reads each CPU's socket and core from CPUID and the
     // APIC ids; 2 × 3 × 2 has holes in the APIC ids (cores and threads are not powers of
     // two in the same field widths) and hardware threads.
-    for (sockets, cores, threads) in [(2, 2, 1), (2, 3, 2)] {
+    // The last case hides leaf 0Bh (`level=0xa`) from an Intel-flavoured CPU: the fallback
+    // to leaf 1's logical count and leaf 4's core count must give the same places.
+    for (sockets, cores, threads, cpu, source) in [
+        (2, 2, 1, None, "cpuid-0xb"),
+        (2, 3, 2, None, "cpuid-0xb"),
+        (
+            2,
+            3,
+            2,
+            Some("max,vendor=GenuineIntel,level=0xa"),
+            "cpuid-1",
+        ),
+    ] {
         let machine = format!(
             "cpus = {}\nsockets = {sockets}\ncores = {cores}\nthreads = {threads}\n",
             sockets * cores * threads
@@ -171,13 +185,18 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
             &format!("{name}.toml"),
             &good.replace("cpus = 2\n", &machine),
         )?;
+        let mut args = vec!["--boot-only", "--accel", "tcg", &path];
+        if let Some(cpu) = cpu {
+            args.extend(["--cpu", cpu]);
+        }
         cases.push(case(
-            format!("tcg/{name}"),
-            &["--boot-only", "--accel", "tcg", &path],
+            format!("tcg/{name}/{source}"),
+            &args,
             Expect::Shape {
                 sockets,
                 cores,
                 threads,
+                source,
             },
         ));
     }
@@ -343,6 +362,7 @@ fn check(
             sockets,
             cores,
             threads,
+            source,
         } => {
             if status != Some(0) {
                 return Err(format!("exit status {}, expected 0", shown(status)));
@@ -352,6 +372,12 @@ fn check(
             let cpus = sockets * cores * threads;
             if boot.cpus_online != cpus {
                 return Err(format!("cpus_online {} of {cpus}", boot.cpus_online));
+            }
+            if boot.topology.as_deref() != Some(*source) {
+                return Err(format!(
+                    "topology read from {:?}, expected {source}",
+                    boot.topology
+                ));
             }
             let got = (boot.sockets, boot.cores, boot.threads);
             if got != (Some(*sockets), Some(*cores), Some(*threads)) {
