@@ -180,6 +180,28 @@ pub fn problems(records: &[Record], malformed: &[String], cpus: u32) -> Vec<Stri
     out
 }
 
+/// Whether the hypervisor found the CPU topology QEMU was given (`shape`: sockets, cores
+/// per socket, threads per core): a policy that shares runqueues by core or socket would
+/// otherwise run a different machine than the spec's. `None` when they agree or the `boot`
+/// record says nothing of the topology.
+pub fn topology_problem(records: &[Record], shape: (u32, u32, u32)) -> Option<String> {
+    let boot = records.boot()?;
+    let found = (boot.sockets?, boot.cores?, boot.threads?);
+    (found != shape).then(|| {
+        format!(
+            "the hypervisor found {} socket(s) × {} core(s) × {} thread(s) (from {}), QEMU \
+             was given sockets={},cores={},threads={}",
+            found.0,
+            found.1,
+            found.2,
+            boot.topology.as_deref().unwrap_or("?"),
+            shape.0,
+            shape.1,
+            shape.2
+        )
+    })
+}
+
 /// Domains the spec expected to make progress that made none over the measured interval
 /// (`sched::spec::starved`, the same rule `schedsim` applies), one message each naming the
 /// domain: a run never claims success for a domain it starved. Domains are matched to the
@@ -240,8 +262,15 @@ pub fn human_ns(ns: u64) -> String {
 /// The boot record's facts in one line, or `None` without a boot record.
 pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
     let boot = records.boot()?;
+    let shape = match (boot.sockets, boot.cores, boot.threads) {
+        (Some(s), Some(c), Some(t)) => format!(
+            ", {s} socket(s) × {c} core(s) × {t} thread(s) ({})",
+            boot.topology.as_deref().unwrap_or("?")
+        ),
+        _ => String::new(),
+    };
     Some(format!(
-        "{} of {cpus} CPUs online, {} APIC, all online {} after entry, accel {}",
+        "{} of {cpus} CPUs online{shape}, {} APIC, all online {} after entry, accel {}",
         boot.cpus_online,
         boot.apic.name(),
         human_ns(boot.boot_ns),
@@ -269,6 +298,35 @@ mod tests {
             threads: None,
             places: None,
         })
+    }
+
+    #[test]
+    fn a_topology_other_than_qemus_is_a_problem() {
+        let with = |sockets, cores| {
+            let Record::Boot(mut b) = boot(4) else {
+                unreachable!()
+            };
+            (b.topology, b.sockets, b.cores, b.threads) = (
+                Some("cpuid-0xb".into()),
+                Some(sockets),
+                Some(cores),
+                Some(1),
+            );
+            vec![Record::Boot(b)]
+        };
+        assert_eq!(topology_problem(&with(2, 2), (2, 2, 1)), None);
+        let p = topology_problem(&with(1, 4), (2, 2, 1)).unwrap();
+        assert!(
+            p.contains("1 socket(s) × 4 core(s)") && p.contains("sockets=2,cores=2"),
+            "{p}"
+        );
+        // A boot record without the topology (an older hypervisor) is not judged.
+        assert_eq!(topology_problem(&[boot(4)], (2, 2, 1)), None);
+        assert!(
+            boot_line(&with(2, 2), 4)
+                .unwrap()
+                .contains("2 socket(s) × 2 core(s) × 1 thread(s) (cpuid-0xb)")
+        );
     }
 
     #[test]
