@@ -276,7 +276,7 @@ pub fn layout(widths: Widths, apic_ids: &[u32]) -> Layout {
     let mut cores_in = [0u32; MAX_CPUS];
     for &core in &cores {
         let pkg = core
-            .checked_shr(widths.pkg_shift - widths.smt_shift)
+            .checked_shr(widths.pkg_shift.saturating_sub(widths.smt_shift))
             .unwrap_or(0);
         cores_in[usize::from(rank(&pkgs, pkg))] += 1;
     }
@@ -365,6 +365,28 @@ mod tests {
             (l.sockets, l.cores_per_socket, l.threads_per_core),
             (2, 2, 1)
         );
+    }
+
+    #[test]
+    fn every_small_qemu_shape_is_numbered_as_smp_orders_cpus() {
+        // sched::Topology::shaped's rule: CPU i is in socket i / (C × T), core i / T.
+        for sockets in 1..=4 {
+            for cores in 1..=9 {
+                for threads in 1..=4 {
+                    let f = qemu_leaf_b(Fake::new(b"AuthenticAMD", 0x0D), 0x0B, cores, threads);
+                    let l = layout(detect(f.cpuid()), &qemu_ids(sockets, cores, threads));
+                    let n = sockets * cores * threads;
+                    let want: Vec<(u16, u16)> = (0..n)
+                        .map(|i| ((i / (cores * threads)) as u16, (i / threads) as u16))
+                        .collect();
+                    assert_eq!(pairs(&l), want, "{sockets}x{cores}x{threads}");
+                    assert_eq!(
+                        (l.sockets, l.cores_per_socket, l.threads_per_core),
+                        (sockets, cores, threads)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
