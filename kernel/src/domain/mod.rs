@@ -64,7 +64,7 @@ const _: () = {
     assert!(len_of(|a| &a.name) == l::ARG_NAME_BYTES);
     assert!(layout::STACK_BYTES == l::STACK_BYTES);
     assert!(layout::STACK_STRIDE == l::STACK_STRIDE);
-    assert!(abi::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
+    assert!(abi::tool::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
     assert!(l::MAX_GUEST_DOMAINS < MAX_DOMAINS);
     assert!(abi::control::MAX_SCHED_PARAMS == l::MAX_DOMAIN_PARAMS);
     assert!(abi::control::SCHED_PARAM_NAME_BYTES == l::PARAM_NAME_BYTES);

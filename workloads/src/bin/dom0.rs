@@ -27,11 +27,11 @@ use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
-use abi::console::ExitCode;
 use abi::control::DomainExit;
 use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
-use abi::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
+use abi::tool::console::ExitCode;
+use abi::tool::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
 use workloads::report::{self, CpuStats, DomainRun, Figures, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
 use workloads::{churn, control};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use abi::results::{Domain, Record, Records};
+use abi::tool::results::{Domain, Record, Records};
 use runner::{invoke_with, read_records, show_failure, sibling_runner};
 use serde_json::Value;
 
@@ -198,7 +198,7 @@ fn hypervisor_only(field: Option<u64>, name: &str) -> Result<u64, String> {
     field.ok_or_else(|| format!("the run record has no {name}, which the hypervisor writes"))
 }
 
-fn summary(records: &[Record]) -> Result<&abi::results::Summary, String> {
+fn summary(records: &[Record]) -> Result<&abi::tool::results::Summary, String> {
     records.summary().ok_or_else(|| "no summary record".into())
 }
 
