@@ -25,8 +25,8 @@ mod trap;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use abi::console::ExitCode;
-use abi::results::{Apic, Boot, Record};
+use abi::tool::console::ExitCode;
+use abi::tool::results::{Apic, Boot, Record};
 use kerncore::cmdline::{self, LogLevel, SelfTest};
 
 /// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
@@ -102,7 +102,7 @@ fn check_place(cpu_index: usize) {
     }
 }
 
-/// Writes one results record (`abi::results`) for the runner.
+/// Writes one results record (`abi::tool::results`) for the runner.
 fn record(r: &Record) {
     match serde_json::to_string(r) {
         Ok(json) => console::record(&json),
@@ -320,8 +320,8 @@ extern "C" fn kernel_entry() -> ! {
     }
 
     match (
-        domain::boot_module::file(abi::plan::DOM0_IMAGE),
-        domain::boot_module::file(abi::plan::FILE),
+        domain::boot_module::file(abi::tool::plan::DOM0_IMAGE),
+        domain::boot_module::file(abi::tool::plan::FILE),
     ) {
         (Some(image), Some(plan)) => {
             if let Err(e) = pv::control::start_domain0(image, plan) {

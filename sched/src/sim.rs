@@ -30,7 +30,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 
-use abi::results::{Domain, Engine, Outcome, Record, Run, Summary};
+use abi::tool::results::{Domain, Engine, Outcome, Record, Run, Summary};
 
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
@@ -81,7 +81,7 @@ pub struct Output {
 }
 
 impl Output {
-    /// The results as JSON lines (run, domains, summary), records of `abi::results`.
+    /// The results as JSON lines (run, domains, summary), records of `abi::tool::results`.
     pub fn jsonl(&self) -> String {
         let records = std::iter::once(Record::Run(self.run.clone()))
             .chain(self.domains.iter().cloned().map(Record::Domain))

@@ -319,8 +319,9 @@ pub fn min_vcpus(workload: &str) -> (u64, &'static str) {
     }
 }
 
-/// Bytes Domain0's image may span (1 MiB of it is its heap); checked like [`image_bytes`].
-pub const DOM0_IMAGE_BYTES: u64 = 2 << 20;
+/// Bytes Domain0's image may span (8 MiB of it is its heap, sized for 1024 domains' figures);
+/// checked like [`image_bytes`].
+pub const DOM0_IMAGE_BYTES: u64 = 10 << 20;
 
 /// Frames a workload takes from the hypervisor while it runs (memory reservations), beyond
 /// those it was built with.

@@ -1,6 +1,6 @@
 //! Domain0's bookkeeping, as plain functions tested on the host: checking the plan, building
 //! the create requests, the results records (docs/DESIGN.md "Results", typed in
-//! `abi::results`), and the verdict.
+//! `abi::tool::results`), and the verdict.
 //!
 //! Figures in a `domain` record are deltas over the measured interval (the snapshot after
 //! minus the snapshot before), except the wake-up latency percentiles, which the hypervisor
@@ -12,9 +12,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl, ResourceCounts};
-use abi::plan::{Expect, Plan, PlannedDomain};
-use abi::results::{self, Bench, Engine, Figure, Outcome, Record};
 use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
+use abi::tool::plan::{Expect, Plan, PlannedDomain};
+use abi::tool::results::{self, Bench, Engine, Figure, Outcome, Record};
 
 /// Longest argument name the shared-info page holds (`abi::shared::Arg::name`).
 pub const ARG_NAME_BYTES: usize = 16;
@@ -170,7 +170,7 @@ pub struct DomainRun<'a> {
 }
 
 /// One record as a line of the results file (without the newline): the JSON of
-/// `abi::results`, `kind` first.
+/// `abi::tool::results`, `kind` first.
 pub fn line(r: &Record) -> String {
     // These types always encode (no maps, no non-string keys); should one ever fail, the
     // text is not an object, which the hypervisor refuses, and Domain0's verdict says so.
@@ -352,12 +352,12 @@ impl Verdict {
         self.problems.push(problem);
     }
 
-    /// The machine's exit status (`abi::console::ExitCode`): 0 if all went as expected.
+    /// The machine's exit status (`abi::tool::console::ExitCode`): 0 if all went as expected.
     pub fn code(&self) -> u8 {
         if self.problems.is_empty() {
-            abi::console::ExitCode::Success as u8
+            abi::tool::console::ExitCode::Success as u8
         } else {
-            abi::console::ExitCode::Failure as u8
+            abi::tool::console::ExitCode::Failure as u8
         }
     }
 }
@@ -366,7 +366,7 @@ impl Verdict {
 mod tests {
     use super::*;
     use abi::control::{DomainState, KillReason, SchedParams};
-    use abi::plan::EncodedSeq;
+    use abi::tool::plan::EncodedSeq;
 
     #[test]
     fn bench_records_name_their_floor() {
@@ -416,7 +416,7 @@ mod tests {
     }
 
     fn with_plan<R>(args: &[(&str, u64)], f: impl FnOnce(&Plan<'_>) -> R) -> R {
-        let bytes = abi::plan::encode_seq(args).unwrap();
+        let bytes = abi::tool::plan::encode_seq(args).unwrap();
         let plan = Plan {
             name: "t",
             duration_ms: 1000,

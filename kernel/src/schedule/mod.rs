@@ -30,8 +30,8 @@ use crate::time;
 pub mod trace;
 pub mod watchdog;
 
-use abi::console::TraceEvent;
 use abi::control::{DomainId, KillReason};
+use abi::tool::console::TraceEvent;
 use watchdog::watch_neighbour;
 pub use watchdog::{arm_watchdog, wait_for_other_cpu, watchdog_armed, watchdog_nmi};
 

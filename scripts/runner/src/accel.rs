@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 use std::time::Duration;
 
-use abi::console::ExitCode;
+use abi::tool::console::ExitCode;
 
 use crate::cli::{Accel, Machine};
 use crate::qemu::{self, Ending, Launch, Media};

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use abi::console::{DEBUG_EXIT_PORT, ExitCode};
-use abi::results::Cause;
+use abi::tool::console::{DEBUG_EXIT_PORT, ExitCode};
+use abi::tool::results::Cause;
 
 use crate::cli::{Accel, Machine};
 use crate::console::{self, Line};

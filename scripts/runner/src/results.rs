@@ -1,4 +1,4 @@
-//! The results file (JSON Lines, docs/DESIGN.md "Results", typed in `abi::results`): the
+//! The results file (JSON Lines, docs/DESIGN.md "Results", typed in `abi::tool::results`): the
 //! hypervisor's records copied verbatim as they arrive, then the runner's own `summary` and
 //! `exit` records; and the checks and the summary the runner derives from them.
 
@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use abi::results::{Cause, Exit, Record, Records, Summary};
+use abi::tool::results::{Cause, Exit, Record, Records, Summary};
 use runner::{parse_record, record_line};
 
 /// An open results file and what has been written to it.
@@ -281,7 +281,7 @@ pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi::results::{Apic, Boot, Domain, Engine, Outcome, Run};
+    use abi::tool::results::{Apic, Boot, Domain, Engine, Outcome, Run};
 
     fn boot(cpus: u32) -> Record {
         Record::Boot(Boot {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use abi::results::{Cause, Record, Records};
+use abi::tool::results::{Cause, Record, Records};
 use runner::{invoke, probe_kvm, read_records, show_failure, sibling_runner};
 
 /// CPU counts of the boot matrix (docs/DESIGN.md: correct for 1 to 255 CPUs). Under TCG on

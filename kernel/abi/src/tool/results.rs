@@ -16,7 +16,7 @@
 //!   said to be optional in its doc.
 //!
 //! Why here, in `abi`: the records are the payload of the console protocol
-//! ([`crate::console::RECORD_PREFIX`]), written inside the machine and read on the host, so
+//! ([`crate::tool::console::RECORD_PREFIX`]), written inside the machine and read on the host, so
 //! they belong with the rest of what both sides compile (this crate's purpose). `abi` is
 //! `no_std` and forbids unsafe code, so the hypervisor and the no_std Domain0 use it as
 //! they are, and it already depends on serde (for the plan and control messages). The
