@@ -215,6 +215,8 @@ pub struct RunSummary<'a> {
     pub name: &'a str,
     pub policy: &'a str,
     pub cpus: u32,
+    /// The plan's machine shape: sockets, cores per socket, threads per core.
+    pub shape: [u32; 3],
     /// Domains in the plan (Domain0 not counted).
     pub domains: usize,
     /// When the measured interval began (system time, as in the trace).
@@ -245,9 +247,9 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         warmup_ns: None,
         seed: None,
         pools: None,
-        sockets: None,
-        cores: None,
-        threads: None,
+        sockets: Some(r.shape[0]),
+        cores: Some(r.shape[1]),
+        threads: Some(r.shape[2]),
     }
 }
 
@@ -422,6 +424,7 @@ mod tests {
             duration_ms: 1000,
             warmup_ms: 100,
             cpus: 2,
+            shape: [1, 2, 1],
             policy: "credit",
             domains: EncodedSeq {
                 count: 0,
@@ -632,6 +635,7 @@ mod tests {
             name: "default",
             policy: "credit",
             cpus: 2,
+            shape: [2, 1, 1],
             domains: 4,
             start_ns: 500,
             wallclock_start_ns: 1_795_701_909_000_000_000,
@@ -644,7 +648,8 @@ mod tests {
             concat!(
                 r#"{"kind":"run","name":"default","engine":"domino","policy":"credit","#,
                 r#""cpus":2,"domains":4,"start_ns":500,"wallclock_start_ns":1795701909000000000,"#,
-                r#""dom0_cpu_ns":42,"duration_ns":1000000,"idle_ns":210}"#
+                r#""dom0_cpu_ns":42,"duration_ns":1000000,"idle_ns":210,"sockets":2,"cores":1,"#,
+                r#""threads":1}"#
             )
         );
         let Record::Run(back) = parse(&run_record(&r)) else {

@@ -30,10 +30,10 @@ use abi::shared::{
     Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, VcpuTime, name_bytes,
 };
 use arrayvec::ArrayString;
+use crossbeam_utils::CachePadded;
 use kerncore::event::PortTable;
 use kerncore::histogram::Histogram;
 use kerncore::image;
-use crossbeam_utils::CachePadded;
 use spin::{Mutex, Once, RwLock};
 
 use crate::arch::addrspace::{Access, AddressSpace, HeldPage};

@@ -59,6 +59,7 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
         duration_ms: exp.duration_ms,
         warmup_ms: exp.warmup_ms,
         cpus: exp.cpus,
+        shape: [exp.shape.0, exp.shape.1, exp.shape.2],
         policy: &exp.policy,
         domains: EncodedSeq {
             count: domains.len() as u32,
