@@ -238,7 +238,7 @@ extern "C" fn kernel_entry() -> ! {
             arch::exit(ExitCode::BadInput);
         }
     };
-    schedule::init(policy);
+    schedule::init(policy, topology.cpus.len());
     if options.trace {
         schedule::trace::enable(topology.cpus.len());
         schedule::policy().set_trace_hook(schedule::trace::policy_hook);
@@ -314,6 +314,8 @@ extern "C" fn kernel_entry() -> ! {
                     .map(|p| [p.apic_id, u32::from(p.socket), u32::from(p.core)])
                     .collect(),
             ),
+            heap_bytes: Some(heap_used),
+            heap_model_bytes: Some(heap_model),
         })),
         // The runner fails a run without a boot record.
         None => log::error!("the local APIC is off after bring-up: no boot record"),

@@ -202,6 +202,22 @@ pub fn topology_problem(records: &[Record], shape: (u32, u32, u32)) -> Option<St
     })
 }
 
+/// Whether the hypervisor's heap after bring-up exceeded what the spec validator's memory
+/// model (`sched::limits`) allows for it: the validator could then accept a spec that does
+/// not fit the machine. `None` when it did not, or the `boot` record does not say.
+pub fn heap_problem(records: &[Record]) -> Option<String> {
+    let boot = records.boot()?;
+    let (used, model) = (boot.heap_bytes?, boot.heap_model_bytes?);
+    (used > model).then(|| {
+        format!(
+            "the hypervisor's heap after bring-up is {} KiB, more than the {} KiB that \
+             sched::limits models for it: raise the model's figures, or find what grew",
+            used >> 10,
+            model >> 10
+        )
+    })
+}
+
 /// Domains the spec expected to make progress that made none over the measured interval
 /// (`sched::spec::starved`, the same rule `schedsim` applies), one message each naming the
 /// domain: a run never claims success for a domain it starved. Domains are matched to the
@@ -297,7 +313,24 @@ mod tests {
             cores: None,
             threads: None,
             places: None,
+            heap_bytes: None,
+            heap_model_bytes: None,
         })
+    }
+
+    #[test]
+    fn a_heap_beyond_the_model_is_a_problem() {
+        let with = |used, model| {
+            let Record::Boot(mut b) = boot(4) else {
+                unreachable!()
+            };
+            (b.heap_bytes, b.heap_model_bytes) = (Some(used), Some(model));
+            vec![Record::Boot(b)]
+        };
+        assert_eq!(heap_problem(&with(2 << 20, 5 << 20)), None);
+        let p = heap_problem(&with(20 << 20, 5 << 20)).unwrap();
+        assert!(p.contains("20480 KiB") && p.contains("5120 KiB"), "{p}");
+        assert_eq!(heap_problem(&[boot(4)]), None);
     }
 
     #[test]

@@ -189,6 +189,14 @@ pub struct Boot {
     /// `Topology::places` holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub places: Option<Vec<[u32; 3]>>,
+    /// Optional: the hypervisor's heap in use once every CPU is up, before any domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes: Option<u64>,
+    /// Optional: what the spec validator's memory model (`sched::limits::heap_demand`)
+    /// allows for that; a run whose `heap_bytes` is larger fails, since the validator could
+    /// then accept specs that do not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_model_bytes: Option<u64>,
 }
 
 /// The local APIC mode of a `boot` record.
@@ -628,8 +636,18 @@ mod tests {
                     cores: Some(2),
                     threads: Some(1),
                     places: Some(vec![[0, 0, 0], [1, 0, 1], [2, 1, 2], [3, 1, 3]]),
+                    heap_bytes: Some(2 << 20),
+                    heap_model_bytes: Some(5 << 20),
                 }),
-                &["topology", "sockets", "cores", "threads", "places"],
+                &[
+                    "topology",
+                    "sockets",
+                    "cores",
+                    "threads",
+                    "places",
+                    "heap_bytes",
+                    "heap_model_bytes",
+                ],
             ),
             (
                 Record::Run(Run {
