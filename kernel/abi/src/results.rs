@@ -26,6 +26,7 @@
 //! Figures are integers, in the unit their name ends with (`_ns`, `_bytes`); shares and
 //! indexes are decimals.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -373,6 +374,12 @@ pub struct Summary {
     pub expected: bool,
     /// Invariant violations seen (schedsim's checks; 0 from the hypervisor's runner).
     pub violations: u64,
+    /// Optional (schedsim): the policy's own counters over the measured interval, by name
+    /// (`sched::Policy::counters`; credit: `acct_periods`, `credits_handed`,
+    /// `credits_rounded_up`, `debt_forgiven`, `debt_forgiven_credits`, `stopped_earning`,
+    /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_counters: Option<BTreeMap<String, u64>>,
 }
 
 /// `bench`: one benchmark figure, beside the reference it is to be read against.
@@ -636,8 +643,9 @@ mod tests {
                     idle_ns: 5,
                     expected: true,
                     violations: 0,
+                    policy_counters: Some(BTreeMap::from([("acct_periods".into(), 3)])),
                 }),
-                &[],
+                &["policy_counters"],
             ),
             (
                 Record::Bench(Bench {
@@ -838,6 +846,7 @@ mod tests {
             idle_ns: 0,
             expected: false,
             violations: 0,
+            policy_counters: None,
         };
         let line = serde_json::to_string(&Record::Summary(s.clone())).unwrap();
         assert_eq!(
