@@ -536,7 +536,11 @@ impl Credit {
                             }
                         }
                     }
-                    if credit > bound {
+                    // With `exact_credit`, only a vCPU that does not want the CPU (is not
+                    // runnable) stops earning: one waiting in the queue is owed its share
+                    // however long the queue (a heavy vCPU waiting behind 40 others on a
+                    // CPU crosses a slice's worth before its turn).
+                    if credit > bound && (!exact || !vs.runnable) {
                         // Xen: "Upper bound on credits means vCPU stops earning"; halved so it
                         // restarts "a little bit ahead". With `exact_credit` it keeps it.
                         vs.data.active = false;
