@@ -47,7 +47,7 @@ def main():
     series = defaultdict(dict)
     for (engine, policy, variant, x), e in errs.items():
         series[(engine, policy, variant)][x] = e
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.2, 4.4))
     ax.axhline(1.0, color="black", linewidth=1, linestyle=":", label="1 point")
     for (engine, policy, variant), pts in sorted(series.items()):
         xs = sorted(pts)
@@ -61,7 +61,7 @@ def main():
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_title("Weighted shares under consolidation")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     save(fig, args.out, "Heavy class should get 2/3 of the CPU time. credit xen: Xen's rounding "
          "and clamps; credit exact: exact_credit = 1. 5 ms slices for every policy.")

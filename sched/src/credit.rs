@@ -41,6 +41,15 @@
 //! high weights to low ones: weights 1..8 on 2 CPUs came out at +1.0 to -1.4 points of w/36.
 //! With ±600 both walls are rarely reached and the error is below 0.3 points (README.md);
 //! `credit_bound_tslices = 1` restores Xen's exact behaviour.
+//!
+//! Under consolidation (many domains per CPU) that is not enough: Xen rounds each domain's
+//! and each vCPU's share up (7 credits for 6.25, 13 for 12.5 at 96 domains), the excess
+//! lifts every credit to the upper bound, where halving takes it back from the vCPUs with
+//! the most, the heavy ones; with 5 ms slices every vCPU stays UNDER and the weights are
+//! ignored. [`CreditCounters`] count each of these (`policy_counters` in results), and
+//! `exact_credit = 1` (Domino's) keeps the structure with exact shares: fractions carried
+//! (1/2^32 credit), debt carried, credit above the bound kept, and a runnable vCPU never
+//! taken off the active list. README.md, "Consolidation", has the measurements.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
