@@ -52,6 +52,8 @@ pub enum Record {
     Window(Window),
     /// A timeline event applied (spec `[[event]]`).
     Event(Event),
+    /// The policy's own counters since boot (the hypervisor, as it shuts down).
+    Counters(Counters),
     /// How the run ended (written last, by the runner).
     Exit(Exit),
 }
@@ -67,6 +69,7 @@ impl Record {
             Record::Bench(_) => "bench",
             Record::Window(_) => "window",
             Record::Event(_) => "event",
+            Record::Counters(_) => "counters",
             Record::Exit(_) => "exit",
         }
     }
@@ -87,6 +90,7 @@ impl Record {
             "bench" => Bench::deserialize(body).map(Record::Bench),
             "window" => Window::deserialize(body).map(Record::Window),
             "event" => Event::deserialize(body).map(Record::Event),
+            "counters" => Counters::deserialize(body).map(Record::Counters),
             "exit" => Exit::deserialize(body).map(Record::Exit),
             _ => return None,
         })
@@ -532,6 +536,20 @@ pub struct Event {
     pub error: Option<String>,
 }
 
+/// `counters`: the scheduling policy's own counters (`sched::Policy::counters`; credit: how
+/// often its clamps fired and what its rounding cost), by name, since boot (warm-up and
+/// Domain0's setup included). Written by the hypervisor as it shuts down, for a policy that
+/// keeps any. (schedsim writes the same counters over the measured interval as the
+/// summary's `policy_counters`.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// The policy (`credit`).
+    pub policy: String,
+    /// Each counter by name.
+    pub counters: BTreeMap<String, u64>,
+}
+
 /// `exit`: how the run ended, written last by the runner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -684,6 +702,13 @@ mod tests {
                 &[],
             ),
             (
+                Record::Counters(Counters {
+                    policy: "credit".into(),
+                    counters: BTreeMap::from([("credit_halved".into(), 2)]),
+                }),
+                &[],
+            ),
+            (
                 Record::Exit(Exit {
                     status: 1,
                     cause: Cause::Timeout,
@@ -745,7 +770,7 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "boot", "run", "domain", "summary", "bench", "window", "event", "exit"
+                "boot", "run", "domain", "summary", "bench", "window", "event", "counters", "exit"
             ]
         );
     }

@@ -325,6 +325,30 @@ fn classes_follow_weights(records: &[Record]) -> Result<String, String> {
         }
         notes.push(format!("weight {w}: {share:.2}% of {target:.2}%"));
     }
+    // Credit (with `exact_credit = 1`, the spec's) reports its counters as it shuts down:
+    // it accounted, and neither rounded up nor halved.
+    let run = records.run().ok_or("no run record")?;
+    if run.policy == "credit" {
+        let c = records
+            .iter()
+            .find_map(|r| match r {
+                Record::Counters(c) => Some(&c.counters),
+                _ => None,
+            })
+            .ok_or("credit wrote no counters record")?;
+        let get = |k: &str| {
+            c.get(k)
+                .copied()
+                .ok_or(format!("counters has no {k}: {c:?}"))
+        };
+        if get("acct_periods")? == 0
+            || get("credits_rounded_up")? != 0
+            || get("credit_halved")? != 0
+        {
+            return Err(format!("exact credit's counters: {c:?}"));
+        }
+        notes.push(format!("{} accounting periods", get("acct_periods")?));
+    }
     Ok(notes.join(", "))
 }
 
