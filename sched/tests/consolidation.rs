@@ -186,3 +186,69 @@ fn exact_credit_keeps_a_waiting_vcpu_earning_above_the_bound() {
         assert!(err <= 1.0, "{domains} domains on {cpus} CPUs: {err:.2} points (> 1)");
     }
 }
+
+/// Stride on the hypervisor starved whole domains at 96 domains on 4 CPUs (no CPU time in
+/// 6 s, in 3 of 6 runs of `consolidation/96x4/stride`; one domain ran 491 ms in one go):
+/// per-CPU virtual times drift apart (a vCPU that ran alone on a CPU, as Domain0 does while
+/// it creates the domains, takes that CPU's virtual time far ahead), and the advanced CPU
+/// keeps stealing its peers' lower passes and running each until it catches up, while its
+/// own vCPUs wait. Starting a newcomer at the least advanced CPU's virtual time
+/// (`Stride::insert_vcpu`) made the hypervisor case pass 10 runs of 10; it does not cure
+/// the cause, which this test shows: vCPU 0 runs alone on CPU 0 for a second, then four
+/// vCPUs arrive on CPU 1 and one on CPU 0, which wakes at CPU 0's virtual time and gets
+/// nothing in the next 200 ms. Ignored until stride has one virtual time across CPUs (or
+/// renormalises a stolen pass and balances by load); run with `--ignored` to see it.
+#[test]
+#[ignore = "known stride bug: per-CPU virtual times drift apart (see the doc comment)"]
+fn stride_newcomer_on_an_advanced_cpu_is_not_held_back() {
+    use sched::{DomainId, VcpuId, registry};
+    let topo = sched::Topology::flat(2, 8, 8);
+    let p = registry::build("stride", &topo, &[("quantum_us", 5000)]).unwrap();
+    const Q: u64 = 5_000_000;
+    let mut curr: [Option<VcpuId>; 2] = [None, None];
+    let mut ran = [0u64; 8];
+    // One scheduling step on `cpu`: what runs next, the switch completed, its quantum
+    // counted.
+    fn step(
+        p: &dyn sched::Policy,
+        cpu: usize,
+        now: u64,
+        curr: &mut [Option<VcpuId>; 2],
+        ran: &mut [u64; 8],
+    ) {
+        let d = p.schedule(cpu, now);
+        if let Some(prev) = curr[cpu]
+            && d.next != Some(prev)
+        {
+            p.context_saved(cpu, prev, now);
+        }
+        curr[cpu] = d.next;
+        if let Some(v) = d.next {
+            ran[v.0 as usize] += Q;
+        }
+    }
+    p.add_domain(DomainId(0), &[("weight", 256)]).unwrap();
+    p.insert_vcpu(VcpuId(0), DomainId(0), 0).unwrap();
+    p.wake(VcpuId(0), 0);
+    let mut now = 0;
+    while now < 1_000_000_000 {
+        step(p.as_ref(), 0, now, &mut curr, &mut ran);
+        step(p.as_ref(), 1, now, &mut curr, &mut ran);
+        now += Q;
+    }
+    for (v, cpu) in [(1, 1), (2, 1), (3, 1), (4, 1), (5, 0)] {
+        p.add_domain(DomainId(v), &[("weight", 512)]).unwrap();
+        p.insert_vcpu(VcpuId(v), DomainId(v), cpu).unwrap();
+        p.wake(VcpuId(v), now);
+    }
+    let end = now + 200_000_000;
+    ran = [0; 8];
+    while now < end {
+        step(p.as_ref(), 0, now, &mut curr, &mut ran);
+        step(p.as_ref(), 1, now, &mut curr, &mut ran);
+        now += Q;
+    }
+    eprintln!("CPU time in the 200 ms after the newcomers arrived, per vCPU: {ran:?}");
+    assert!(ran[5] > 0, "the newcomer on the advanced CPU never ran: {ran:?}");
+    assert!((1..=4).all(|v| ran[v] > 0), "a newcomer never ran: {ran:?}");
+}
