@@ -206,6 +206,29 @@ def caps_points(policies, values):
             yield Point(p, "cap", int(cap), s)
 
 
+# Consolidation (issue 12): consolidation.toml's two weight classes (half the domains at
+# 256, half at 512; 5 ms slices for every policy) on 4 CPUs, as the domains per CPU grow.
+# Credit runs twice: as Xen wrote it (variant `xen`, exact_credit = 0) and with exact
+# shares (variant `exact`); plots/consolidation.py draws the largest class share error.
+CONSOLIDATION_CPUS = 4
+
+
+def consolidation_points(policies, values):
+    base = load_spec("consolidation")
+    for p in policies:
+        variants = {"xen": 0, "exact": 1} if p == "credit" else {"": None}
+        for variant, exact in variants.items():
+            for per_cpu in values:
+                s = with_policy(base, p)
+                s["machine"]["cpus"] = CONSOLIDATION_CPUS
+                if exact is not None:
+                    s["sched"]["exact_credit"] = exact
+                n = int(per_cpu) * CONSOLIDATION_CPUS
+                s["domain"][0]["count"] = n // 2
+                s["domain"][1]["count"] = n - n // 2
+                yield Point(p, "domains_per_cpu", int(per_cpu), s, variant=variant)
+
+
 MATRICES = {
     m.name: m
     for m in [
@@ -227,6 +250,10 @@ MATRICES = {
                hostile_points, [0, 1, 4, 16], [0, 4], ["credit"]),
         Matrix("caps", "caps.toml: the capped domain's cap (param: cap, % of one CPU)",
                caps_points, [5, 10, 20, 40, 60, 80, 100], [10, 50], capped),
+        Matrix("consolidation", "consolidation.toml: two weight classes (256, 512) on 4 CPUs, "
+               "credit as Xen's (variant xen) and with exact_credit = 1 (variant exact) "
+               "(param: domains_per_cpu)",
+               consolidation_points, [2, 4, 8, 16, 24, 32], [2, 24], weighted),
     ]
 }
 

@@ -41,6 +41,15 @@
 //! high weights to low ones: weights 1..8 on 2 CPUs came out at +1.0 to -1.4 points of w/36.
 //! With ±600 both walls are rarely reached and the error is below 0.3 points (README.md);
 //! `credit_bound_tslices = 1` restores Xen's exact behaviour.
+//!
+//! Under consolidation (many domains per CPU) that is not enough: Xen rounds each domain's
+//! and each vCPU's share up (7 credits for 6.25, 13 for 12.5 at 96 domains), the excess
+//! lifts every credit to the upper bound, where halving takes it back from the vCPUs with
+//! the most, the heavy ones; with 5 ms slices every vCPU stays UNDER and the weights are
+//! ignored. [`CreditCounters`] count each of these (`policy_counters` in results), and
+//! `exact_credit = 1` (Domino's) keeps the structure with exact shares: fractions carried
+//! (1/2^32 credit), debt carried, credit above the bound kept, and a runnable vCPU never
+//! taken off the active list. README.md, "Consolidation", has the measurements.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -103,13 +112,25 @@ const BOUND_TSLICES: ParamSpec = ParamSpec {
     choices: &[],
 };
 
-/// Credit's description: `weight` and `cap` per domain; `tslice_ms`, `ratelimit_us` and
-/// `credit_bound_tslices` globally.
+/// Domino's, not Xen's: credit1's structure with proportional shares (module documentation).
+const EXACT_CREDIT: ParamSpec = ParamSpec {
+    name: "exact_credit",
+    default: 0,
+    min: 0,
+    max: 1,
+    doc: "1 = hand out each vCPU's exact share (fractions carried, not rounded up), carry \
+          debt instead of forgiving it, keep credit above the bound instead of halving it; \
+          0 = Xen",
+    choices: &[],
+};
+
+/// Credit's description: `weight` and `cap` per domain; `tslice_ms`, `ratelimit_us`,
+/// `credit_bound_tslices` and `exact_credit` globally.
 pub static INFO: PolicyInfo = PolicyInfo {
     name: "credit",
     summary: "Xen's credit scheduler: weights, caps, BOOST/UNDER/OVER, 30 ms slices",
     domain_params: &[WEIGHT, CAP],
-    global_params: &[TSLICE_MS, RATELIMIT_US, BOUND_TSLICES],
+    global_params: &[TSLICE_MS, RATELIMIT_US, BOUND_TSLICES, EXACT_CREDIT],
     preempts: true,
 };
 
@@ -145,6 +166,9 @@ pub struct CreditVcpu {
     pri: Option<Pri>,
     /// Nanoseconds × credits not yet charged (the remainder of the last burn).
     residual: u64,
+    /// With `exact_credit`: the fraction of a credit owed but not yet handed out, in
+    /// 1/2^32 credits.
+    frac: u64,
     /// Charged up to this time.
     start_ns: u64,
     /// Earning credits (on the active list, in Xen's terms).
@@ -235,6 +259,61 @@ struct CreditDom {
     active: u32,
 }
 
+/// Fraction bits of the exact shares (1/2^32 credit).
+const FRAC_BITS: u32 = 32;
+
+/// How often credit1's clamps fired and what its rounding cost, since creation
+/// ([`Policy::counters`]; schedsim writes them over the measured interval).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreditCounters {
+    /// Accounting passes (`csched_acct`), one per slice.
+    pub acct_periods: u64,
+    /// Credits handed out, summed over vCPUs and passes.
+    pub credits_handed: u64,
+    /// Of those, credits beyond the exact weighted share: Xen's rounding up of each
+    /// domain's and each vCPU's share (0 with `exact_credit`).
+    pub credits_rounded_up: u64,
+    /// Times a vCPU's debt went below the bound and the rest was forgiven (Xen's lower
+    /// clamp; never with `exact_credit`).
+    pub debt_forgiven: u64,
+    /// Credits of debt forgiven.
+    pub debt_forgiven_credits: u64,
+    /// Times a vCPU's credit went above the bound and it stopped earning (Xen's upper
+    /// clamp; also with `exact_credit`, which keeps the credit).
+    pub stopped_earning: u64,
+    /// Of those, times its credit was halved (never with `exact_credit`).
+    pub credit_halved: u64,
+    /// Credits taken by halving.
+    pub credit_halved_credits: u64,
+}
+
+impl CreditCounters {
+    /// Each counter with its name, as results carry them.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("acct_periods", self.acct_periods),
+            ("credits_handed", self.credits_handed),
+            ("credits_rounded_up", self.credits_rounded_up),
+            ("debt_forgiven", self.debt_forgiven),
+            ("debt_forgiven_credits", self.debt_forgiven_credits),
+            ("stopped_earning", self.stopped_earning),
+            ("credit_halved", self.credit_halved),
+            ("credit_halved_credits", self.credit_halved_credits),
+        ]
+    }
+}
+
+/// What the accounting lock guards.
+#[derive(Debug, Default)]
+struct Acct {
+    /// The system-wide credit balance the last pass left (Xen's `prv->credit_balance`):
+    /// when negative, the next pass hands out that much more.
+    balance: i64,
+    counters: CreditCounters,
+    /// Credits handed out beyond the exact shares, in 1/2^32 credits.
+    rounded_fx: i128,
+}
+
 /// The credit scheduler.
 pub struct Credit {
     rqs: Runqueues<CreditQueue, CreditVcpu>,
@@ -243,15 +322,14 @@ pub struct Credit {
     ratelimit_ns: AtomicNs,
     /// `credit_bound_tslices`: credit stays within ± this many slices' worth.
     bound_tslices: AtomicU32,
+    /// `exact_credit`: 1 = exact shares, debt carried, no halving.
+    exact: AtomicU32,
     next_acct_ns: AtomicNs,
     /// Bumped by every accounting pass; CPUs re-sort their queue when it changes.
     sort_epoch: AtomicU32,
     /// Serialises accounting passes (Xen's private scheduler lock); never taken on wake or
-    /// pick, and always before any runqueue lock.
-    ///
-    /// What it holds is the system-wide credit balance the last pass left (Xen's
-    /// `prv->credit_balance`): when negative, the next pass hands out that much more.
-    acct_lock: spin::mutex::SpinMutex<i64>,
+    /// pick, and always before any runqueue lock. It holds the balance and the counters.
+    acct_lock: spin::mutex::SpinMutex<Acct>,
     /// Told of every priority change, for the hypervisor's trace.
     trace: spin::mutex::SpinMutex<Option<crate::TraceHook>>,
 }
@@ -265,9 +343,10 @@ impl Credit {
             tslice_ns: AtomicNs::new(TSLICE_MS.default * MS),
             ratelimit_ns: AtomicNs::new(RATELIMIT_US.default * 1000),
             bound_tslices: AtomicU32::new(BOUND_TSLICES.default as u32),
+            exact: AtomicU32::new(EXACT_CREDIT.default as u32),
             next_acct_ns: AtomicNs::new(0),
             sort_epoch: AtomicU32::new(0),
-            acct_lock: spin::mutex::SpinMutex::new(0),
+            acct_lock: spin::mutex::SpinMutex::new(Acct::default()),
             trace: spin::mutex::SpinMutex::new(None),
         })
     }
@@ -335,7 +414,8 @@ impl Credit {
     /// off the active list with its credit halved. Runs on the master CPU's tick, once per
     /// slice.
     fn acct(&self, now: u64, kick: &mut dyn FnMut(usize)) {
-        let mut balance = self.acct_lock.lock();
+        let mut acct = self.acct_lock.lock();
+        let exact = self.exact.load(Ordering::Relaxed) != 0;
         let per_tslice = self.credits_per_tslice();
         let bound = self.credit_bound();
         // Pass 1: count active vCPUs and the total active weight.
@@ -353,16 +433,21 @@ impl Credit {
             weight_total += i64::from(dom.weight) * i64::from(dom.active);
         }
         self.sort_epoch.fetch_add(1, Ordering::AcqRel);
+        acct.counters.acct_periods += 1;
         if weight_total == 0 {
-            *balance = 0;
+            acct.balance = 0;
             return;
         }
-        let prev_balance = *balance;
+        let prev_balance = acct.balance;
         let mut credit_total = per_tslice * self.rqs.ncpus() as i64;
         // Converge the balance towards 0 when it drops negative.
         if prev_balance < 0 {
             credit_total -= prev_balance;
         }
+        // The same arithmetic without rounding, in 1/2^32 credits (`FRAC`): what each vCPU
+        // is owed exactly. `exact_credit = 1` hands out this; Xen rounds up at each division,
+        // and `credits_rounded_up` counts the difference.
+        let mut credit_total_fx = i128::from(credit_total) << FRAC_BITS;
         let mut credit_balance = 0;
         let mut weight_left = weight_total;
         // Pass 2: distribute.
@@ -400,12 +485,33 @@ impl Credit {
                 credit_fair = credit_peak;
             }
             let credit_fair = (credit_fair + active - 1) / active;
+            // The exact share, per vCPU, in 1/2^32 credits.
+            let (wt, wa) = (i128::from(weight_total), i128::from(weight * active));
+            let peak_fx = i128::from(credit_peak) << FRAC_BITS;
+            let mut fair_fx = credit_total_fx * wa / wt;
+            if fair_fx >= peak_fx {
+                if weight_left != 0 {
+                    credit_total_fx += (fair_fx - peak_fx) * wt / i128::from(weight_left);
+                }
+                fair_fx = peak_fx;
+            }
+            let fair_fx = fair_fx / i128::from(active);
             for &v in &dom.vcpus {
                 let (cpu, mut rq, mut vs) = self.rqs.lock_home(v);
                 if !vs.data.active {
                     continue;
                 }
-                vs.data.credit += credit_fair;
+                if exact {
+                    // Whole credits now, the fraction carried to the next period.
+                    let owed = fair_fx + i128::from(vs.data.frac);
+                    vs.data.credit += (owed >> FRAC_BITS) as i64;
+                    vs.data.frac = (owed & ((1 << FRAC_BITS) - 1)) as u64;
+                    acct.counters.credits_handed += (owed >> FRAC_BITS) as u64;
+                } else {
+                    vs.data.credit += credit_fair;
+                    acct.counters.credits_handed += credit_fair.max(0) as u64;
+                    acct.rounded_fx += (i128::from(credit_fair) << FRAC_BITS) - fair_fx;
+                }
                 let credit = vs.data.credit;
                 if credit < 0 {
                     self.set_pri(v, &mut vs.data, Pri::Over, now);
@@ -420,8 +526,13 @@ impl Credit {
                             Place::Off => {}
                         }
                     }
-                    // Xen: "Lower bound on credits" (debt beyond it is forgiven).
-                    vs.data.credit = credit.max(-bound);
+                    // Xen: "Lower bound on credits" (debt beyond it is forgiven). With
+                    // `exact_credit` the debt is carried.
+                    if credit < -bound && !exact {
+                        vs.data.credit = -bound;
+                        acct.counters.debt_forgiven += 1;
+                        acct.counters.debt_forgiven_credits += (-bound - credit) as u64;
+                    }
                 } else {
                     self.set_pri(v, &mut vs.data, Pri::Under, now);
                     if vs.data.parked {
@@ -434,11 +545,20 @@ impl Credit {
                             }
                         }
                     }
-                    if credit > bound {
+                    // With `exact_credit`, only a vCPU that does not want the CPU (is not
+                    // runnable) stops earning: one waiting in the queue is owed its share
+                    // however long the queue (a heavy vCPU waiting behind 40 others on a
+                    // CPU crosses a slice's worth before its turn).
+                    if credit > bound && (!exact || !vs.runnable) {
                         // Xen: "Upper bound on credits means vCPU stops earning"; halved so it
-                        // restarts "a little bit ahead".
+                        // restarts "a little bit ahead". With `exact_credit` it keeps it.
                         vs.data.active = false;
-                        vs.data.credit = credit / 2;
+                        acct.counters.stopped_earning += 1;
+                        if !exact {
+                            vs.data.credit = credit / 2;
+                            acct.counters.credit_halved += 1;
+                            acct.counters.credit_halved_credits += (credit - credit / 2) as u64;
+                        }
                     }
                 }
                 if vs.place == Place::Running {
@@ -447,7 +567,8 @@ impl Credit {
                 credit_balance += vs.data.credit;
             }
         }
-        *balance = credit_balance;
+        acct.balance = credit_balance;
+        acct.counters.credits_rounded_up = (acct.rounded_fx.max(0) >> FRAC_BITS) as u64;
     }
 
     fn domain_spec(name: &str) -> Result<&'static ParamSpec, Error> {
@@ -659,6 +780,7 @@ impl Policy for Credit {
         match spec.name {
             "tslice_ms" => self.tslice_ns.set(value * MS),
             "ratelimit_us" => self.ratelimit_ns.set(value * 1000),
+            "exact_credit" => self.exact.store(value as u32, Ordering::Relaxed),
             _ => self.bound_tslices.store(value as u32, Ordering::Relaxed),
         }
         Ok(())
@@ -669,6 +791,7 @@ impl Policy for Credit {
         Ok(match spec.name {
             "tslice_ms" => self.tslice_ns.get() / MS,
             "ratelimit_us" => self.ratelimit_ns.get() / 1000,
+            "exact_credit" => u64::from(self.exact.load(Ordering::Relaxed)),
             _ => u64::from(self.bound_tslices.load(Ordering::Relaxed)),
         })
     }
@@ -681,13 +804,21 @@ impl Policy for Credit {
         self.rqs.stats()
     }
 
+    fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
+        let c = self.acct_lock.lock().counters;
+        for (name, value) in c.named() {
+            out(name, value);
+        }
+    }
+
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         writeln!(
             out,
-            "credit: tslice {} ms, ratelimit {} us, bound {} slices, sort epoch {}",
+            "credit: tslice {} ms, ratelimit {} us, bound {} slices, exact {}, sort epoch {}",
             self.tslice_ns.get() / MS,
             self.ratelimit_ns.get() / 1000,
             self.bound_tslices.load(Ordering::Relaxed),
+            self.exact.load(Ordering::Relaxed),
             self.sort_epoch.load(Ordering::Relaxed)
         )?;
         self.rqs.dump(out, |o, q| {

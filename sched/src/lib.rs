@@ -472,6 +472,11 @@ pub trait Policy: Send + Sync {
     /// Counters since creation.
     fn stats(&self) -> Stats;
 
+    /// The policy's own counters since creation, each with its name (credit: how often its
+    /// clamps fired and what its rounding cost); results carry them as the summary's
+    /// `policy_counters`. None by default.
+    fn counters(&self, _out: &mut dyn FnMut(&'static str, u64)) {}
+
     /// A human-readable dump of the runqueues (Xen's `'r'` debug key).
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result;
 }

@@ -27,7 +27,7 @@
 //! hash-map order, no threads).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 
 use abi::tool::results::{Domain, Engine, Outcome, Record, Run, Summary};
@@ -209,6 +209,17 @@ struct Sim<'a> {
     viol: Violations,
     check_conservation: bool,
     trace: Option<String>,
+    /// The policy's counters when the measured interval began.
+    counters_t0: Option<BTreeMap<String, u64>>,
+}
+
+/// The policy's own counters now, by name.
+fn policy_counters(policy: &dyn Policy) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    policy.counters(&mut |name, value| {
+        out.insert(String::from(name), value);
+    });
+    out
 }
 
 const US: u64 = 1000;
@@ -560,6 +571,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         viol: Violations::default(),
         check_conservation: !capped,
         trace: opts.trace.then(|| String::from("{\"traceEvents\":[\n")),
+        counters_t0: None,
     };
     for (i, p) in plan.iter().enumerate() {
         if hostile(p) {
@@ -614,6 +626,9 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     while let Some(Reverse((t, _, ev))) = sim.events.pop() {
         if t >= t1 {
             break;
+        }
+        if t >= t0 && sim.counters_t0.is_none() {
+            sim.counters_t0 = Some(policy_counters(sim.policy.as_ref()));
         }
         if t > sim.now {
             sim.check_conservation();
@@ -756,6 +771,12 @@ fn finish(
     let Fairness { jain, share_err_max } =
         summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted);
     let v = sim.viol;
+    // The policy's counters over the measured interval.
+    let start = sim.counters_t0.take().unwrap_or_default();
+    let mut counters = policy_counters(sim.policy.as_ref());
+    for (name, value) in &mut counters {
+        *value = value.saturating_sub(start.get(name).copied().unwrap_or(0));
+    }
     let summary = Summary {
         work_total: domains.iter().map(|d| d.work).sum(),
         jain,
@@ -763,6 +784,7 @@ fn finish(
         idle_ns: sim.idle_ns,
         expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
+        policy_counters: (!counters.is_empty()).then_some(counters),
     };
     let shape = spec.machine.shape().ok();
     let run = Run {

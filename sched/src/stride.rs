@@ -148,8 +148,11 @@ impl Policy for Stride {
         Ok(self.quantum_ns.get() / 1000)
     }
     fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
-        // It starts at the CPU's virtual time, as if it had just woken there.
-        let vtime = (cpu < self.rqs.ncpus()).then(|| self.rqs.lock_cpu(cpu).q.vtime);
+        // It starts at the lowest virtual time of any CPU, as if it had just woken on the
+        // least advanced one: a CPU where one vCPU ran alone (Domain0, while it creates the
+        // others) is far ahead, and a newcomer placed there would wait until every other
+        // CPU caught up, while that CPU ran what it stole from them.
+        let vtime = (0..self.rqs.ncpus()).map(|c| self.rqs.lock_cpu(c).q.vtime).min();
         self.rqs.insert(v, domain, cpu, vtime.unwrap_or(0))
     }
     fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {

@@ -341,6 +341,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 _ => ExitCode::Failure,
             };
             crate::schedule::trace::dump();
+            crate::schedule::record_policy_counters();
             log::info!("Domain0 shuts the machine down: {code:?}");
             arch::exit(code)
         }

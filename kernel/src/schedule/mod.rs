@@ -146,6 +146,27 @@ pub fn policy() -> &'static dyn Policy {
     &**POLICY.get().expect("scheduler initialised")
 }
 
+/// Writes the policy's own counters since boot (credit's clamps and rounding) as a
+/// `counters` results record, if it keeps any. Called as the machine shuts down.
+pub fn record_policy_counters() {
+    let Some(p) = POLICY.get() else { return };
+    let mut counters = alloc::collections::BTreeMap::new();
+    p.counters(&mut |name, value| {
+        counters.insert(alloc::string::String::from(name), value);
+    });
+    if counters.is_empty() {
+        return;
+    }
+    let r = abi::results::Record::Counters(abi::results::Counters {
+        policy: p.info().name.into(),
+        counters,
+    });
+    match serde_json::to_string(&r) {
+        Ok(json) => crate::console::record(&json),
+        Err(e) => log::error!("cannot encode the counters record: {e}"),
+    }
+}
+
 fn cpus() -> &'static PerCpu<Mutex<CpuSched>> {
     CPUS.get().expect("scheduler initialised")
 }

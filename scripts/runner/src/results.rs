@@ -98,6 +98,7 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
         idle_ns: run.idle_ns,
         expected,
         violations: 0,
+        policy_counters: None,
     })
 }
 

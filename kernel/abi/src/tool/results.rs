@@ -26,6 +26,7 @@
 //! Figures are integers, in the unit their name ends with (`_ns`, `_bytes`); shares and
 //! indexes are decimals.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -51,6 +52,8 @@ pub enum Record {
     Window(Window),
     /// A timeline event applied (spec `[[event]]`).
     Event(Event),
+    /// The policy's own counters since boot (the hypervisor, as it shuts down).
+    Counters(Counters),
     /// How the run ended (written last, by the runner).
     Exit(Exit),
 }
@@ -66,6 +69,7 @@ impl Record {
             Record::Bench(_) => "bench",
             Record::Window(_) => "window",
             Record::Event(_) => "event",
+            Record::Counters(_) => "counters",
             Record::Exit(_) => "exit",
         }
     }
@@ -86,6 +90,7 @@ impl Record {
             "bench" => Bench::deserialize(body).map(Record::Bench),
             "window" => Window::deserialize(body).map(Record::Window),
             "event" => Event::deserialize(body).map(Record::Event),
+            "counters" => Counters::deserialize(body).map(Record::Counters),
             "exit" => Exit::deserialize(body).map(Record::Exit),
             _ => return None,
         })
@@ -409,6 +414,12 @@ pub struct Summary {
     pub expected: bool,
     /// Invariant violations seen (schedsim's checks; 0 from the hypervisor's runner).
     pub violations: u64,
+    /// Optional (schedsim): the policy's own counters over the measured interval, by name
+    /// (`sched::Policy::counters`; credit: `acct_periods`, `credits_handed`,
+    /// `credits_rounded_up`, `debt_forgiven`, `debt_forgiven_credits`, `stopped_earning`,
+    /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_counters: Option<BTreeMap<String, u64>>,
 }
 
 /// `bench`: one benchmark figure, beside the reference it is to be read against.
@@ -561,6 +572,20 @@ pub struct Event {
     pub error: Option<String>,
 }
 
+/// `counters`: the scheduling policy's own counters (`sched::Policy::counters`; credit: how
+/// often its clamps fired and what its rounding cost), by name, since boot (warm-up and
+/// Domain0's setup included). Written by the hypervisor as it shuts down, for a policy that
+/// keeps any. (schedsim writes the same counters over the measured interval as the
+/// summary's `policy_counters`.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// The policy (`credit`).
+    pub policy: String,
+    /// Each counter by name.
+    pub counters: BTreeMap<String, u64>,
+}
+
 /// `exit`: how the run ended, written last by the runner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -693,8 +718,9 @@ mod tests {
                     idle_ns: 5,
                     expected: true,
                     violations: 0,
+                    policy_counters: Some(BTreeMap::from([("acct_periods".into(), 3)])),
                 }),
-                &[],
+                &["policy_counters"],
             ),
             (
                 Record::Bench(Bench {
@@ -729,6 +755,13 @@ mod tests {
                     what: "set weight=1024".into(),
                     ok: false,
                     error: Some("no such domain".into()),
+                }),
+                &[],
+            ),
+            (
+                Record::Counters(Counters {
+                    policy: "credit".into(),
+                    counters: BTreeMap::from([("credit_halved".into(), 2)]),
                 }),
                 &[],
             ),
@@ -794,7 +827,7 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "boot", "run", "domain", "summary", "bench", "window", "event", "exit"
+                "boot", "run", "domain", "summary", "bench", "window", "event", "counters", "exit"
             ]
         );
     }
@@ -895,6 +928,7 @@ mod tests {
             idle_ns: 0,
             expected: false,
             violations: 0,
+            policy_counters: None,
         };
         let line = serde_json::to_string(&Record::Summary(s.clone())).unwrap();
         assert_eq!(
