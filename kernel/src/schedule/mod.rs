@@ -157,7 +157,7 @@ pub fn record_policy_counters() {
     if counters.is_empty() {
         return;
     }
-    let r = abi::results::Record::Counters(abi::results::Counters {
+    let r = abi::tool::results::Record::Counters(abi::tool::results::Counters {
         policy: p.info().name.into(),
         counters,
     });
