@@ -380,6 +380,38 @@ fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `scripts/experiments/rtds.toml`: the domain served 2 ms every 10 ms (group `rt`) got at
+/// least its 20% of one CPU, less one job at the edges of the measured interval, and never
+/// waited longer than its 10 ms period to run after a wake-up, among 127 neighbours.
+fn rtds_guarantee_holds(records: &[Record]) -> Result<String, String> {
+    const PERIOD_NS: u64 = 10_000_000;
+    const BUDGET_NS: u64 = 2_000_000;
+    let run = records.run().ok_or("no run record")?;
+    let rt = domains(records)
+        .into_iter()
+        .find(|d| d.group == "rt")
+        .ok_or("no `rt` domain")?;
+    let guaranteed = run.duration_ns / PERIOD_NS * BUDGET_NS;
+    let pct = 100.0 * rt.cpu_ns as f64 / run.duration_ns.max(1) as f64;
+    if rt.cpu_ns + BUDGET_NS < guaranteed {
+        return Err(format!(
+            "`rt` got {pct:.2}% of a CPU ({} of its {} periods), guaranteed 20%",
+            rt.work,
+            run.duration_ns / PERIOD_NS
+        ));
+    }
+    if rt.wakeups == 0 || rt.wake_lat_max_ns > PERIOD_NS {
+        return Err(format!(
+            "`rt` waited up to {} ns after a wake-up ({} wake-ups), beyond its period of {PERIOD_NS} ns",
+            rt.wake_lat_max_ns, rt.wakeups
+        ));
+    }
+    Ok(format!(
+        "`rt` got {pct:.2}% of a CPU, wake-up latency p50 {} ns, p99 {} ns, max {} ns",
+        rt.wake_lat_p50_ns, rt.wake_lat_p99_ns, rt.wake_lat_max_ns
+    ))
+}
+
 /// Every `fpu` domain checked its registers many times and never saw them change (a change
 /// ends the domain with a failure, which Domain0's verdict, the exit status, reports too).
 fn registers_never_leak(records: &[Record]) -> Result<String, String> {
@@ -858,6 +890,14 @@ fn cases() -> Vec<Case> {
         vec![&spec("latency"), "--sched", "bvt", "--seconds", "1"],
         latency_domain_runs,
         Also::Trace,
+    );
+    // RTDS's guarantee (a domain served 2 ms every 10 ms among 127 neighbours), and the
+    // shares against schedsim's.
+    with(
+        "rtds/guarantee".into(),
+        vec![&spec("rtds")],
+        rtds_guarantee_holds,
+        Also::Schedsim,
     );
     let mut add =
         |name: String, args: Vec<&str>, check: Check| with(name, args, check, Also::Nothing);
