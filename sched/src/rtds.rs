@@ -215,13 +215,9 @@ impl<K: Ord + Copy> Heap<K> {
     }
 }
 
-/// The runqueue's order: level, then deadline (rt.c's `compare_unit_priority`), then the
-/// shorter period, then arrival (rt.c's `deadline_queue_insert` queues a vCPU behind all its
-/// equals). The period is ours: deadlines tie whenever periods divide each other (a 1 ms
-/// server's every tenth deadline is a 10 ms server's), and behind the tie a 1 ms server
-/// waited its whole period in one wake-up of ten (p99 wake-up latency 1 ms among 15 hogs on
-/// 4 CPUs, a tenth of its periods lost); the tighter server first, it waits for nobody.
-type RunKey = (u32, u64, u64, u64);
+/// The runqueue's order: level, then deadline, then arrival (rt.c's `compare_unit_priority`
+/// and `deadline_queue_insert`, which queues a vCPU behind its equals).
+type RunKey = (u32, u64, u64);
 /// The replenishment order of queued vCPUs whose priority a replenishment raises: deadline,
 /// then arrival.
 type ReplKey = (u64, u64);
@@ -255,9 +251,7 @@ struct Server {
     cur_deadline: u64,
     last_start: u64,
     priority_level: u32,
-    /// The period its current deadline was set with (a tie-breaker, [`RunKey`]).
-    period: u64,
-    /// When it last arrived on the queues (wake, context_saved): the last tie-breaker.
+    /// When it last arrived on the queues (wake, context_saved): the tie-breaker.
     seq: u64,
 }
 
@@ -273,14 +267,12 @@ impl Server {
         cur_deadline: 0,
         last_start: 0,
         priority_level: 0,
-        period: 0,
         seq: 0,
     };
 
-    /// Its priority as a key: lower is higher priority (`compare_unit_priority`, and the
-    /// shorter period on a tie: [`RunKey`]).
-    fn prio(&self) -> (u32, u64, u64) {
-        (self.priority_level, self.cur_deadline, self.period)
+    /// Its priority as a key: lower is higher priority (`compare_unit_priority`).
+    fn prio(&self) -> (u32, u64) {
+        (self.priority_level, self.cur_deadline)
     }
 }
 
@@ -401,7 +393,6 @@ impl State {
         s.last_start = now;
         s.cur_budget = p.budget;
         s.priority_level = 0;
-        s.period = period;
     }
 
     /// rt.c's `burn_budget`: charges the time since `last_start`; a spent budget either
@@ -429,7 +420,7 @@ impl State {
         let s = self.servers[v.index()];
         let seq = s.seq;
         let raised_later = if s.cur_budget > 0 || p.extratime {
-            self.runq.push((s.priority_level, s.cur_deadline, s.period, seq), v);
+            self.runq.push((s.priority_level, s.cur_deadline, seq), v);
             self.servers[v.index()].place = Place::Queued;
             s.priority_level > 0
         } else {
@@ -465,7 +456,7 @@ impl State {
             self.runq_insert(v, p);
             raised += 1;
         }
-        while let Some(((0, deadline, _, _), v)) = self.runq.peek() {
+        while let Some(((0, deadline, _), v)) = self.runq.peek() {
             if deadline > now {
                 break;
             }
@@ -483,7 +474,7 @@ impl State {
     fn tickle(&mut self, new: VcpuId) -> Option<usize> {
         let n = self.cpus.len();
         let home = self.servers[new.index()].cpu.min(n - 1);
-        let mut lowest: Option<(usize, (u32, u64, u64))> = None;
+        let mut lowest: Option<(usize, (u32, u64))> = None;
         for c in (0..n).map(|i| (home + i) % n) {
             let cpu = self.cpus[c];
             if cpu.tickled {
@@ -727,7 +718,7 @@ impl Policy for Rtds {
         // there a tie is the fair point to rotate (8 equal vCPUs on 2 CPUs in overload: kept
         // on ties, the vCPUs running at each period's end got 6 ms a period for good, the
         // others 4).
-        let head = st.runq.peek().map(|(k, v)| ((k.0, k.1, k.2), v));
+        let head = st.runq.peek().map(|(k, v)| ((k.0, k.1), v));
         let keep = prev.filter(|p| {
             let s = st.servers[p.index()];
             s.runnable && s.cur_budget > 0 && head.is_none_or(|(h, _)| s.prio() < h)
