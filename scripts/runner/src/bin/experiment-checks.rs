@@ -380,35 +380,39 @@ fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
     ))
 }
 
-/// `scripts/experiments/rtds.toml`: the domain served 2 ms every 10 ms (group `rt`) got at
-/// least its 20% of one CPU, less one job at the edges of the measured interval, and never
-/// waited longer than its 10 ms period to run after a wake-up, among 127 neighbours.
+/// `scripts/experiments/rtds.toml`: two domains served 2 ms every 10 ms among 126
+/// neighbours. `rtcpu` (cpu-bound, no extra time) got its 20% of one CPU and no more (within a
+/// point: TCG's timer lateness at each budget's end); `rt` (1.5 ms of work every 10 ms)
+/// completed at least 95% of its periods and its median wake-up latency is within its period.
+/// Its maximum is reported, not bounded: on TCG a host that deschedules QEMU's threads shows
+/// up as latency (schedsim's test bounds the maximum by the period).
 fn rtds_guarantee_holds(records: &[Record]) -> Result<String, String> {
     const PERIOD_NS: u64 = 10_000_000;
-    const BUDGET_NS: u64 = 2_000_000;
     let run = records.run().ok_or("no run record")?;
-    let rt = domains(records)
-        .into_iter()
-        .find(|d| d.group == "rt")
-        .ok_or("no `rt` domain")?;
-    let guaranteed = run.duration_ns / PERIOD_NS * BUDGET_NS;
-    let pct = 100.0 * rt.cpu_ns as f64 / run.duration_ns.max(1) as f64;
-    if rt.cpu_ns + BUDGET_NS < guaranteed {
+    let group = |name: &str| {
+        domains(records)
+            .into_iter()
+            .find(|d| d.group == name)
+            .ok_or(format!("no `{name}` domain"))
+    };
+    let (rt, rtcpu) = (group("rt")?, group("rtcpu")?);
+    let pct = 100.0 * rtcpu.cpu_ns as f64 / run.duration_ns.max(1) as f64;
+    if !(19.0..=21.0).contains(&pct) {
         return Err(format!(
-            "`rt` got {pct:.2}% of a CPU ({} of its {} periods), guaranteed 20%",
-            rt.work,
-            run.duration_ns / PERIOD_NS
+            "`rtcpu` got {pct:.2}% of a CPU; its budget is 20% (2 ms every 10 ms)"
         ));
     }
-    if rt.wakeups == 0 || rt.wake_lat_max_ns > PERIOD_NS {
+    let periods = run.duration_ns / PERIOD_NS;
+    if rt.work * 100 < periods * 95 || rt.wake_lat_p50_ns > PERIOD_NS {
         return Err(format!(
-            "`rt` waited up to {} ns after a wake-up ({} wake-ups), beyond its period of {PERIOD_NS} ns",
-            rt.wake_lat_max_ns, rt.wakeups
+            "`rt` completed {} of {periods} periods, wake-up latency p50 {} ns (period {PERIOD_NS} ns)",
+            rt.work, rt.wake_lat_p50_ns
         ));
     }
     Ok(format!(
-        "`rt` got {pct:.2}% of a CPU, wake-up latency p50 {} ns, p99 {} ns, max {} ns",
-        rt.wake_lat_p50_ns, rt.wake_lat_p99_ns, rt.wake_lat_max_ns
+        "`rtcpu` got {pct:.2}% of a CPU; `rt` completed {} of {periods} periods, wake-up \
+         latency p50 {} ns, p99 {} ns, max {} ns",
+        rt.work, rt.wake_lat_p50_ns, rt.wake_lat_p99_ns, rt.wake_lat_max_ns
     ))
 }
 
