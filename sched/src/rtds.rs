@@ -714,16 +714,22 @@ impl Policy for Rtds {
             }
         }
         st.replenish(now, &self.params);
-        // rt_schedule: charge the vCPU that ran (burn_budget), after the replenishments its
-        // period's end brought (repl_timer_handler resets last_start to the deadline).
+        // rt_schedule: charge the vCPU that ran (burn_budget). If its period ended meanwhile
+        // (this call came late), first charge its run up to the deadline to that period, then
+        // replenish as repl_timer_handler would have at the deadline (last_start moves there)
+        // and charge the rest to the new one.
         let prev = st.cpus[cpu].curr.take();
         if let Some(p) = prev {
             let params = self.params_of(st.servers[p.index()].domain);
-            while now >= st.servers[p.index()].cur_deadline {
-                let at = st.servers[p.index()].cur_deadline;
-                st.update_deadline(p, at, params);
+            loop {
+                let deadline = st.servers[p.index()].cur_deadline;
+                if now < deadline {
+                    st.burn_budget(p, now, params);
+                    break;
+                }
+                st.burn_budget(p, deadline, params);
+                st.update_deadline(p, deadline, params);
             }
-            st.burn_budget(p, now, params);
         }
         // The queue's best, unless the vCPU that ran has budget left and strictly higher
         // priority (rt_schedule keeps scurr only if compare_unit_priority(scurr, snext) > 0).
