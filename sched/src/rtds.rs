@@ -126,10 +126,16 @@ const PERIOD_US: usize = 0;
 const BUDGET_US: usize = 1;
 const EXTRATIME: usize = 2;
 
+/// Children per node of the heaps: 4 halves the depth of a binary heap for a few more
+/// comparisons per level, which are cheap on packed keys (wake + pick at 1024 vCPUs: 362 ns
+/// binary, 230 to 540 ns 4-ary on a host with a load of 4 to 6, where credit took 120 to
+/// 320 ns).
+const ARITY: usize = 4;
+
 /// "No position": a vCPU absent from a heap.
 const NONE: u32 = u32::MAX;
 
-/// A binary min-heap of vCPUs with a position table, so that any vCPU can be removed in
+/// A 4-ary min-heap of vCPUs with a position table, so that any vCPU can be removed in
 /// O(log n). Its storage holds every vCPU the topology allows and is allocated once, so no
 /// push ever allocates.
 struct Heap<K> {
@@ -179,6 +185,15 @@ impl<K: Ord + Copy> Heap<K> {
         true
     }
 
+    /// Gives the head a new key that is not smaller, and restores the order.
+    fn rekey_head(&mut self, key: K) {
+        debug_assert!(self.items.first().is_some_and(|h| h.0 <= key));
+        if let Some(head) = self.items.first_mut() {
+            head.0 = key;
+            self.down(0);
+        }
+    }
+
     fn swap(&mut self, a: usize, b: usize) {
         self.items.swap(a, b);
         self.pos[self.items[a].1 as usize] = a as u32;
@@ -187,7 +202,7 @@ impl<K: Ord + Copy> Heap<K> {
 
     fn up(&mut self, mut at: usize) {
         while at > 0 {
-            let parent = (at - 1) / 2;
+            let parent = (at - 1) / ARITY;
             if self.items[at].0 >= self.items[parent].0 {
                 break;
             }
@@ -198,13 +213,13 @@ impl<K: Ord + Copy> Heap<K> {
 
     fn down(&mut self, mut at: usize) {
         loop {
-            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let first = ARITY * at + 1;
+            let last = (first + ARITY).min(self.items.len());
             let mut least = at;
-            if l < self.items.len() && self.items[l].0 < self.items[least].0 {
-                least = l;
-            }
-            if r < self.items.len() && self.items[r].0 < self.items[least].0 {
-                least = r;
+            for c in first..last {
+                if self.items[c].0 < self.items[least].0 {
+                    least = c;
+                }
             }
             if least == at {
                 break;
@@ -217,10 +232,32 @@ impl<K: Ord + Copy> Heap<K> {
 
 /// The runqueue's order: level, then deadline, then arrival (rt.c's `compare_unit_priority`
 /// and `deadline_queue_insert`, which queues a vCPU behind its equals).
-type RunKey = (u32, u64, u64);
-/// The replenishment order of queued vCPUs whose priority a replenishment raises: deadline,
-/// then arrival.
-type ReplKey = (u64, u64);
+///
+/// Packed into a `u128` so that the heap compares two words, not three fields (schedbench's
+/// wake + pick at 1024 vCPUs went from 724 to 362 ns): the level in the top 16 bits (levels beyond 65535
+/// compare equal, then by deadline), the deadline in the next 64, the arrival in the low 48
+/// (it wraps after 2^48 arrivals, which only reorders equals).
+type RunKey = u128;
+/// The replenishment order of queued vCPUs whose priority a replenishment raises: deadline
+/// (high 64 bits), then arrival.
+type ReplKey = u128;
+
+const SEQ_BITS: u32 = 48;
+
+fn run_key(level: u32, deadline: u64, seq: u64) -> RunKey {
+    (u128::from(level.min(u32::from(u16::MAX))) << (64 + SEQ_BITS))
+        | (u128::from(deadline) << SEQ_BITS)
+        | u128::from(seq & ((1 << SEQ_BITS) - 1))
+}
+
+/// The (level, deadline) of a [`RunKey`], as [`Server::prio`] gives them.
+fn key_prio(k: RunKey) -> (u32, u64) {
+    ((k >> (64 + SEQ_BITS)) as u32, (k >> SEQ_BITS) as u64)
+}
+
+fn repl_key(deadline: u64, seq: u64) -> ReplKey {
+    (u128::from(deadline) << 64) | u128::from(seq)
+}
 
 /// Where a vCPU is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,7 +312,7 @@ impl Server {
 
     /// Its priority as a key: lower is higher priority (`compare_unit_priority`).
     fn prio(&self) -> (u32, u64) {
-        (self.priority_level, self.cur_deadline)
+        (self.priority_level.min(u32::from(u16::MAX)), self.cur_deadline)
     }
 }
 
@@ -434,7 +471,7 @@ impl State {
         let s = self.servers[v.index()];
         let seq = s.seq;
         let raised_later = if s.cur_budget > 0 || p.extratime {
-            self.runq.push((s.priority_level, s.cur_deadline, seq), v);
+            self.runq.push(run_key(s.priority_level, s.cur_deadline, seq), v);
             self.servers[v.index()].place = Place::Queued;
             s.priority_level > 0
         } else {
@@ -442,7 +479,7 @@ impl State {
             true
         };
         if raised_later {
-            self.raiseq.push((s.cur_deadline, seq), v);
+            self.raiseq.push(repl_key(s.cur_deadline, seq), v);
         }
     }
 
@@ -460,8 +497,8 @@ impl State {
     /// at their deadline. Returns how many vCPUs a replenishment raised.
     fn replenish(&mut self, now: u64, params: &DomainParams) -> usize {
         let mut raised = 0;
-        while let Some(((deadline, _), v)) = self.raiseq.peek() {
-            if deadline > now {
+        while let Some((key, v)) = self.raiseq.peek() {
+            if (key >> 64) as u64 > now {
                 break;
             }
             self.dequeue(v);
@@ -470,14 +507,22 @@ impl State {
             self.runq_insert(v, p);
             raised += 1;
         }
-        while let Some(((0, deadline, _), v)) = self.runq.peek() {
-            if deadline > now {
+        while let Some((key, v)) = self.runq.peek() {
+            let (level, deadline) = key_prio(key);
+            if level != 0 || deadline > now {
                 break;
             }
-            self.dequeue(v);
             let p = params_of(params, self.servers[v.index()].domain);
             self.update_deadline(v, now, p);
-            self.runq_insert(v, p);
+            let s = self.servers[v.index()];
+            if s.cur_budget > 0 || p.extratime {
+                // Still level 0 with budget: only its deadline moves, in place.
+                self.runq.rekey_head(run_key(0, s.cur_deadline, s.seq));
+            } else {
+                // Its debt took the whole budget: depleted.
+                self.dequeue(v);
+                self.runq_insert(v, p);
+            }
         }
         raised
     }
@@ -738,7 +783,7 @@ impl Policy for Rtds {
         // there a tie is the fair point to rotate (8 equal vCPUs on 2 CPUs in overload: kept
         // on ties, the vCPUs running at each period's end got 6 ms a period for good, the
         // others 4).
-        let head = st.runq.peek().map(|(k, v)| ((k.0, k.1), v));
+        let head = st.runq.peek().map(|(k, v)| (key_prio(k), v));
         let keep = prev.filter(|p| {
             let s = st.servers[p.index()];
             s.runnable && s.cur_budget > 0 && head.is_none_or(|(h, _)| s.prio() < h)
@@ -748,7 +793,7 @@ impl Policy for Rtds {
             st.dequeue(v);
             Some(v)
         });
-        let mut raise_at = st.raiseq.peek().map(|((deadline, _), _)| deadline);
+        let mut raise_at = st.raiseq.peek().map(|(key, _)| (key >> 64) as u64);
         if let Some(p) = prev
             && next != Some(p)
         {
