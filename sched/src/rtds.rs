@@ -57,6 +57,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::fmt;
 use spin::mutex::SpinMutex;
 
@@ -282,6 +283,9 @@ struct Server {
     place: Place,
     /// rt.c's `RTDS_delayed_runq_add`: queue it at `context_saved`.
     delayed_add: bool,
+    /// Switched away before it ran at all: requeued in its old place among equals, not as
+    /// a new arrival.
+    unrun: bool,
     /// The CPU it last ran on (or was inserted on): tickles look there first.
     cpu: usize,
     cur_budget: u64,
@@ -301,6 +305,7 @@ impl Server {
         runnable: false,
         place: Place::Off,
         delayed_add: false,
+        unrun: false,
         cpu: 0,
         cur_budget: 0,
         cur_deadline: 0,
@@ -325,6 +330,8 @@ struct PerCpu {
     leaving: Option<VcpuId>,
     /// rt.c's `prv->tickled`: kicked since its last `schedule`.
     tickled: bool,
+    /// When `curr` was dispatched here.
+    since: u64,
 }
 
 /// Everything, under the one lock (rt.c's `struct rt_private`).
@@ -533,7 +540,9 @@ impl State {
     fn tickle(&mut self, new: VcpuId) -> Option<usize> {
         let n = self.cpus.len();
         let home = self.servers[new.index()].cpu.min(n - 1);
-        let mut lowest: Option<(usize, (u32, u64))> = None;
+        // (CPU, (its vCPU's priority, how long it has run)) of the lowest so far.
+        type Lowest = (usize, ((u32, u64), Reverse<u64>));
+        let mut lowest: Option<Lowest> = None;
         for c in (0..n).map(|i| (home + i) % n) {
             let cpu = self.cpus[c];
             if cpu.tickled {
@@ -542,12 +551,14 @@ impl State {
             let Some(curr) = cpu.curr else {
                 return Some(self.tickled(c));
             };
-            let prio = self.servers[curr.index()].prio();
+            // The lowest priority; among equals the one that has run longest (rt.c takes the
+            // first it meets, which may be a vCPU dispatched this instant).
+            let prio = (self.servers[curr.index()].prio(), Reverse(cpu.since));
             if lowest.is_none_or(|(_, low)| prio > low) {
                 lowest = Some((c, prio));
             }
         }
-        let (c, low) = lowest?;
+        let (c, (low, _)) = lowest?;
         (self.servers[new.index()].prio() < low).then(|| self.tickled(c))
     }
 
@@ -566,8 +577,19 @@ impl State {
             return None;
         }
         s.place = Place::Off;
+        let unrun = core::mem::take(&mut s.unrun);
         if core::mem::take(&mut s.delayed_add) && s.runnable {
             let p = params_of(params, s.domain);
+            if unrun {
+                // Preempted the instant it was dispatched (a tickle and a replenishment at
+                // once): it keeps its place, or the same vCPU could lose its turn at every
+                // such instant for good (3 of 63 hogs beside a 1 ms latency domain never ran
+                // in schedsim, whose events fall on the same instants period after period).
+                self.runq_insert(v, p);
+                return (self.servers[v.index()].place == Place::Queued)
+                    .then(|| self.tickle(v))
+                    .flatten();
+            }
             return self.queue_and_tickle(v, p);
         }
         None
@@ -799,8 +821,10 @@ impl Policy for Rtds {
         {
             // Switched away from: it stays scheduled, on no queue, until context_saved.
             st.cpus[cpu].leaving = Some(p);
+            let ran = now > st.cpus[cpu].since;
             let s = &mut st.servers[p.index()];
             s.delayed_add = s.runnable;
+            s.unrun = !ran;
             // Queued at context_saved; if its replenishment will raise it (depleted, or on
             // extra time), this CPU comes back for it then.
             if s.runnable && (s.cur_budget == 0 || s.priority_level > 0) {
@@ -820,6 +844,9 @@ impl Policy for Rtds {
         // raises a queued vCPU, whichever comes first.
         let end = now.saturating_add(s.cur_budget).min(s.cur_deadline);
         let end = raise_at.map_or(end, |r| end.min(r));
+        if prev != next {
+            st.cpus[cpu].since = now;
+        }
         st.cpus[cpu].curr = Some(n);
         Decision { next, slice_ns: Some(end.saturating_sub(now).max(1)), migrated }
     }
