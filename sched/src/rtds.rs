@@ -54,6 +54,15 @@
 //! - Per-domain parameters only (`xl sched-rtds -d`); rt.c also takes them per vCPU (`-v`).
 //! - rt.c has no `yield` hook, so a yield only makes the CPU decide again: a yielding vCPU
 //!   that still has the highest priority runs on.
+//! - Fairness among equals, which rt.c leaves to chance: a deadline tie goes to the vCPU that
+//!   waited longest (a replenishment is not an arrival; `State::arrive`), the running vCPU
+//!   keeps its CPU only with strictly higher priority, a vCPU preempted the instant it was
+//!   dispatched keeps its place, and a tickle among equally low running vCPUs preempts the
+//!   one that has run longest. Without these, in overload, some vCPUs of equal parameters
+//!   got four times others' CPU, or none at all (sched/tests/rtds.rs, properties.rs).
+//! - Without extra time, time run beyond the budget (a late timer) is debt paid from the next
+//!   periods, and a late decision charges the run before a deadline to the period that ended
+//!   (`burn_budget`, `schedule`); rt.c forgives both.
 
 use alloc::vec;
 use alloc::vec::Vec;
