@@ -173,7 +173,7 @@ fn overload_voids_the_guarantee() {
 fn the_rtds_experiment_keeps_its_guarantee() {
     // scripts/experiments/rtds.toml, two domains served 2 ms every 10 ms among 126
     // cpu-bound neighbours on 2 CPUs: `rtcpu` (cpu-bound, no extra time) gets exactly its 20%
-    // of a CPU; `rt` (1.5 ms of work every 10 ms) completes every period and never waits
+    // of a CPU; `rt` (1 ms of work every 10 ms) completes every period and never waits
     // longer than its period after a wake-up. (The hypervisor's side: experiment-checks
     // `rtds/guarantee`.)
     let out = run(include_str!("../../scripts/experiments/rtds.toml"));
