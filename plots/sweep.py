@@ -317,7 +317,7 @@ def read_records(path: Path) -> list[dict]:
 def rows_of(sweep: str, engine: str, point: Point, path: Path, status: int, wall_s: float):
     """The CSV rows of one run: one per domain group, or one `failed` row without results.
 
-    The records are those of `abi::results` (kernel/abi/src/results.rs), written by schedsim
+    The records are those of `abi::tool::results` (kernel/abi/src/tool/results.rs), written by schedsim
     and the runner through its types: a field they always write is indexed here, so one
     that is missing stops the sweep with its name instead of reading as 0."""
     recs = read_records(path)

@@ -40,7 +40,7 @@ def window(results):
         for line in f:
             r = json.loads(line)
             if r["kind"] == "run":
-                # abi::results: the hypervisor's run record has start_ns (system time, the
+                # abi::tool::results: the hypervisor's run record has start_ns (system time, the
                 # trace's clock), schedsim's has warmup_ns (its trace starts at 0).
                 start = r["start_ns"] if r["engine"] == "domino" else r["warmup_ns"]
                 return start / 1e3, (start + r["duration_ns"]) / 1e3

@@ -2,7 +2,7 @@
 //!
 //! Every line carries the time since boot and the CPU that wrote it, so interleaved output
 //! from many CPUs can still be read. Results records bypass the log levels: they are data
-//! for the runner (`abi::console::RECORD_PREFIX`), not messages.
+//! for the runner (`abi::tool::console::RECORD_PREFIX`), not messages.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -33,7 +33,11 @@ pub fn write_fmt(args: fmt::Arguments) {
 
 /// Writes one results record line (a JSON object) for the runner.
 pub fn record(json: &str) {
-    write_fmt(format_args!("{}{}\n", abi::console::RECORD_PREFIX, json));
+    write_fmt(format_args!(
+        "{}{}\n",
+        abi::tool::console::RECORD_PREFIX,
+        json
+    ));
 }
 
 struct Logger;

@@ -25,8 +25,8 @@ mod trap;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use abi::console::ExitCode;
-use abi::results::{Apic, Boot, Record};
+use abi::tool::console::ExitCode;
+use abi::tool::results::{Apic, Boot, Record};
 use kerncore::cmdline::{self, LogLevel, SelfTest};
 
 /// Set once the bootstrap CPU has its per-CPU area; APs install theirs before logging.
@@ -37,6 +37,12 @@ static SELFTEST_HANG: AtomicBool = AtomicBool::new(false);
 
 /// Application processors that finished their own set-up.
 static APS_READY: AtomicUsize = AtomicUsize::new(0);
+
+/// Where each CPU sits, as the bootstrap CPU found it (before the APs start).
+static CPU_LAYOUT: spin::Once<smp::cpu_topology::Layout> = spin::Once::new();
+
+/// APs whose own CPUID disagrees with the place the bootstrap CPU gave them.
+static MISPLACED_CPUS: AtomicUsize = AtomicUsize::new(0);
 
 /// The index of the CPU running this code (0 on the bootstrap CPU).
 pub fn cpu_index() -> usize {
@@ -63,6 +69,7 @@ fn init_this_cpu(cpu_index: usize) {
 extern "C" fn ap_entry(cpu_index: usize) -> ! {
     init_this_cpu(cpu_index);
     arch::platform::init_this_ap();
+    check_place(cpu_index);
     log::debug!("CPU {cpu_index} (APIC id {}) ready", smp::apic::id());
     APS_READY.fetch_add(1, Ordering::AcqRel);
     if cpu_index == 1 && SELFTEST_HANG.load(Ordering::Acquire) {
@@ -71,7 +78,31 @@ extern "C" fn ap_entry(cpu_index: usize) -> ! {
     arch::entry::go_idle()
 }
 
-/// Writes one results record (`abi::results`) for the runner.
+/// Checks, on an AP, that its own CPUID agrees with the place the bootstrap CPU gave it
+/// from the MADT: the same APIC id and the same field widths (so the same socket and core).
+fn check_place(cpu_index: usize) {
+    let Some(layout) = CPU_LAYOUT.get() else {
+        return;
+    };
+    let (apic_id, widths) = arch::platform::this_cpu_topology();
+    match layout.places.get(cpu_index) {
+        Some(p) if p.apic_id == apic_id && widths == layout.widths => log::debug!(
+            "CPU {cpu_index} (APIC id {apic_id}): socket {}, core {}",
+            p.socket,
+            p.core
+        ),
+        place => {
+            MISPLACED_CPUS.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "CPU {cpu_index}: its CPUID says APIC id {apic_id}, widths {widths:?}; the \
+                 bootstrap CPU placed it at {place:?} with {:?}",
+                layout.widths
+            );
+        }
+    }
+}
+
+/// Writes one results record (`abi::tool::results`) for the runner.
 fn record(r: &Record) {
     match serde_json::to_string(r) {
         Ok(json) => console::record(&json),
@@ -177,11 +208,28 @@ extern "C" fn kernel_entry() -> ! {
         timer_mode
     );
 
-    let sched_topology = sched::Topology::flat(
+    // The policy is built before the APs start, so each CPU's place comes from its MADT
+    // APIC id and the bootstrap CPU's CPUID; each AP checks it on arrival (`check_place`).
+    let layout = CPU_LAYOUT.call_once(|| arch::platform::cpu_layout(&topology));
+    log::info!(
+        "CPU topology ({}): {} socket(s) × {} core(s) × {} thread(s); [APIC id, socket, core]: {:?}",
+        layout.widths.source.name(),
+        layout.sockets,
+        layout.cores_per_socket,
+        layout.threads_per_core,
+        PlacesLog(&layout.places)
+    );
+    let mut sched_topology = sched::Topology::flat(
         topology.cpus.len(),
         domain::MAX_VCPUS_TOTAL,
         domain::MAX_DOMAINS,
     );
+    for (slot, p) in sched_topology.places.iter_mut().zip(&layout.places) {
+        *slot = sched::CpuPlace {
+            socket: p.socket,
+            core: p.core,
+        };
+    }
     let policy = match sched::registry::build(options.sched, &sched_topology, &options.sched_params)
     {
         Ok(p) => p,
@@ -190,7 +238,7 @@ extern "C" fn kernel_entry() -> ! {
             arch::exit(ExitCode::BadInput);
         }
     };
-    schedule::init(policy);
+    schedule::init(policy, topology.cpus.len());
     if options.trace {
         schedule::trace::enable(topology.cpus.len());
         schedule::policy().set_trace_hook(schedule::trace::policy_hook);
@@ -215,6 +263,11 @@ extern "C" fn kernel_entry() -> ! {
         topology.cpus.len(),
         boot_ns / 1000
     );
+
+    let misplaced = MISPLACED_CPUS.load(Ordering::Relaxed);
+    if misplaced > 0 {
+        log::warn!("{misplaced} CPU(s) disagree with their place in the CPU topology");
+    }
 
     // The spec validator's model of the heap (sched::limits) must not be below what bring-up
     // took; say so loudly if it is, since specs it accepts could then fail after boot.
@@ -250,14 +303,27 @@ extern "C" fn kernel_entry() -> ! {
             accel: arch::cpu::accelerator().into(),
             protocol: info.protocol.into(),
             memory_bytes: mem.usable_bytes,
+            topology: Some(layout.widths.source.name().into()),
+            sockets: Some(layout.sockets),
+            cores: Some(layout.cores_per_socket),
+            threads: Some(layout.threads_per_core),
+            places: Some(
+                layout
+                    .places
+                    .iter()
+                    .map(|p| [p.apic_id, u32::from(p.socket), u32::from(p.core)])
+                    .collect(),
+            ),
+            heap_bytes: Some(heap_used),
+            heap_model_bytes: Some(heap_model),
         })),
         // The runner fails a run without a boot record.
         None => log::error!("the local APIC is off after bring-up: no boot record"),
     }
 
     match (
-        domain::boot_module::file(abi::plan::DOM0_IMAGE),
-        domain::boot_module::file(abi::plan::FILE),
+        domain::boot_module::file(abi::tool::plan::DOM0_IMAGE),
+        domain::boot_module::file(abi::tool::plan::FILE),
     ) {
         (Some(image), Some(plan)) => {
             if let Err(e) = pv::control::start_domain0(image, plan) {
@@ -279,4 +345,19 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     console::emergency();
     log::error!("hypervisor panic: {info}");
     arch::exit(ExitCode::Failure)
+}
+
+/// The places as `[APIC id, socket, core]` triples, for the boot log.
+struct PlacesLog<'a>(&'a [smp::cpu_topology::Place]);
+
+impl core::fmt::Debug for PlacesLog<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|p| [p.apic_id, u32::from(p.socket), u32::from(p.core)]),
+            )
+            .finish()
+    }
 }

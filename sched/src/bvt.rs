@@ -16,6 +16,11 @@
 //!   EVT_new < EVT_curr − C / w_curr. The same allowance sets the slice: the picked vCPU runs
 //!   until it would pass the runner-up's EVT by C.
 //!
+//! - Crowds (ours, not the paper's): with `latency_us` set (default 20 ms), C shrinks to
+//!   `latency_us` / the CPU's runnable vCPUs, never below one MCU, as Linux CFS divides
+//!   `sched_latency` by `nr_running` down to `min_granularity`. A fixed C = 5 ms makes one
+//!   round of 256 vCPUs on a CPU last 1.3 s; `latency_us = 0` keeps the paper's fixed C.
+//!
 //! Virtual time units: running `t` ns advances AVT by `t × 65536 / weight`; a warp of
 //! `warp_us` is worth `warp_us` of the domain's own run time. Xen 1.x charged whole MCUs per
 //! run; we carry the remainder, so charging is in MCU steps yet exact over time.
@@ -82,6 +87,15 @@ const CTX_ALLOW_US: ParamSpec = ParamSpec {
     doc: "context switch allowance C",
     choices: &[],
 };
+const LATENCY_US: ParamSpec = ParamSpec {
+    name: "latency_us",
+    default: 20_000,
+    min: 0,
+    max: 10_000_000,
+    doc: "time in which every runnable vCPU of a CPU should run once: the allowance C shrinks \
+          to latency_us / runnable vCPUs there, never below mcu_us; 0 = C fixed (the paper)",
+    choices: &[],
+};
 const MCU_US: ParamSpec = ParamSpec {
     name: "mcu_us",
     default: 100,
@@ -96,7 +110,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     name: "bvt",
     summary: "borrowed virtual time (Duda & Cheriton 1999): weights, warp for latency",
     domain_params: &[WEIGHT, WARP_US, WARPL_US, WARPU_US],
-    global_params: &[CTX_ALLOW_US, MCU_US],
+    global_params: &[CTX_ALLOW_US, LATENCY_US, MCU_US],
     preempts: true,
 };
 
@@ -244,6 +258,7 @@ pub struct Bvt {
     rqs: Runqueues<BvtQueue, BvtVcpu>,
     doms: Domains<(Params, Vec<VcpuId>)>,
     ctx_allow_ns: AtomicNs,
+    latency_ns: AtomicNs,
     mcu_ns: AtomicNs,
 }
 
@@ -258,13 +273,28 @@ impl Bvt {
             rqs: Runqueues::new(topo, BvtQueue::default)?,
             doms: Domains::new(topo),
             ctx_allow_ns: AtomicNs::new(CTX_ALLOW_US.default * 1000),
+            latency_ns: AtomicNs::new(LATENCY_US.default * 1000),
             mcu_ns: AtomicNs::new(MCU_US.default * 1000),
         })
     }
 
-    /// The allowance C in the virtual time of a vCPU of weight `w`.
-    fn allow_vt(&self, w: u64) -> u64 {
-        self.ctx_allow_ns.get().saturating_mul(VT_ONE) / w.max(1)
+    /// The allowance C (ns of real time) on a CPU with `runnable` vCPUs (the running one
+    /// included). With `latency_us` set it shrinks as the load grows, so that every vCPU
+    /// runs once within that time (Linux CFS's `sched_latency` over `nr_running`), but never
+    /// below one MCU (CFS's `min_granularity`): at 256 vCPUs a CPU, C = 5 ms would make a
+    /// round last 1.3 s, and a 1 s window would leave most of them without any CPU.
+    fn allow(&self, runnable: usize) -> u64 {
+        let c = self.ctx_allow_ns.get();
+        match self.latency_ns.get() {
+            0 => c,
+            latency => c.min((latency / runnable.max(1) as u64).max(self.mcu_ns.get())),
+        }
+    }
+
+    /// The allowance C on a CPU with `runnable` vCPUs, in the virtual time of a vCPU of
+    /// weight `w`.
+    fn allow_vt(&self, w: u64, runnable: usize) -> u64 {
+        self.allow(runnable).saturating_mul(VT_ONE) / w.max(1)
     }
 
     fn set_param(p: &mut Params, name: &str, value: u64) {
@@ -334,7 +364,7 @@ impl Policy for Bvt {
             let w = rq.q.curr_weight.max(1);
             let ran_vt = now.saturating_sub(rq.curr_since()).saturating_mul(VT_ONE) / w;
             let curr_evt = rq.q.curr_evt.saturating_add(ran_vt);
-            if vs.data.evt.saturating_add(self.allow_vt(w)) < curr_evt {
+            if vs.data.evt.saturating_add(self.allow_vt(w, rq.q.q.len() + 1)) < curr_evt {
                 Enqueued::Preempt
             } else {
                 Enqueued::Queued
@@ -383,7 +413,7 @@ impl Policy for Bvt {
         let key_below = if local == u64::MAX {
             u64::MAX
         } else {
-            local.saturating_sub(self.allow_vt(WEIGHT.default))
+            local.saturating_sub(self.allow_vt(WEIGHT.default, rq.q.q.len()))
         };
         let take = |peer: &mut CpuQueue<BvtQueue>| peer.q.pop().map(|e| e.v);
         let how = Steal { key_below, order: Order::LowestKey, ..Steal::default() };
@@ -405,7 +435,7 @@ impl Policy for Bvt {
         rq.q.curr_weight = s.p.weight;
         // Run until passing the runner-up's EVT by the allowance; a warped vCPU no longer
         // than its warp limit.
-        let allow = self.ctx_allow_ns.get();
+        let allow = self.allow(rq.q.q.len() + 1);
         let mut slice = match rq.q.q.front() {
             Some(e) => (e.evt.saturating_sub(s.evt)).saturating_mul(s.p.weight) / VT_ONE + allow,
             None => allow,
@@ -453,6 +483,7 @@ impl Policy for Bvt {
         spec.check(value)?;
         match spec.name {
             "ctx_allow_us" => self.ctx_allow_ns.set(value * 1000),
+            "latency_us" => self.latency_ns.set(value * 1000),
             _ => self.mcu_ns.set(value * 1000),
         }
         Ok(())
@@ -462,6 +493,7 @@ impl Policy for Bvt {
         let spec = find_param(INFO.name, INFO.global_params, name)?;
         Ok(match spec.name {
             "ctx_allow_us" => self.ctx_allow_ns.get() / 1000,
+            "latency_us" => self.latency_ns.get() / 1000,
             _ => self.mcu_ns.get() / 1000,
         })
     }
@@ -473,8 +505,9 @@ impl Policy for Bvt {
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         writeln!(
             out,
-            "bvt: ctx_allow {} us, mcu {} us",
+            "bvt: ctx_allow {} us, latency {} us, mcu {} us",
             self.ctx_allow_ns.get() / 1000,
+            self.latency_ns.get() / 1000,
             self.mcu_ns.get() / 1000
         )?;
         self.rqs.dump(out, |o, q| {

@@ -88,7 +88,7 @@ pub const MAX_DOMAIN_PARAMS: usize = 8;
 /// Longest per-domain scheduling parameter name, in bytes
 /// (`abi::control::SCHED_PARAM_NAME_BYTES`).
 pub const PARAM_NAME_BYTES: usize = 24;
-/// Most domains an experiment may create, besides Domain0 (`abi::plan::MAX_DOMAINS`).
+/// Most domains an experiment may create, besides Domain0 (`abi::tool::plan::MAX_DOMAINS`).
 pub const MAX_GUEST_DOMAINS: usize = 1024;
 /// Most domains alive at once in the hypervisor, Domain0 included.
 pub const MAX_DOMAINS: usize = MAX_GUEST_DOMAINS + 1;

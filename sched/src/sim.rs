@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 
-use abi::results::{Domain, Engine, Outcome, Record, Run, Summary};
+use abi::tool::results::{Domain, Engine, Outcome, Record, Run, Summary};
 
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
@@ -82,7 +82,7 @@ pub struct Output {
 }
 
 impl Output {
-    /// The results as JSON lines (run, domains, summary), records of `abi::results`.
+    /// The results as JSON lines (run, domains, summary), records of `abi::tool::results`.
     pub fn jsonl(&self) -> String {
         let records = std::iter::once(Record::Run(self.run.clone()))
             .chain(self.domains.iter().cloned().map(Record::Domain))
@@ -520,7 +520,18 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     let cpus = spec.machine.cpus as usize;
     let hostile = killed_at_start;
     let total_vcpus: usize = plan.iter().filter(|p| !hostile(p)).map(|p| p.vcpus as usize).sum();
-    let topo = Topology::flat(cpus, total_vcpus.max(1), plan.len().max(1));
+    // Validation checked the shape; a hand-built spec that skipped it runs flat.
+    let shape = spec.machine.shape().ok();
+    let topo = match shape {
+        Some(sh) => Topology::shaped(
+            cpus,
+            total_vcpus.max(1),
+            plan.len().max(1),
+            sh.cores as usize,
+            sh.threads as usize,
+        ),
+        None => Topology::flat(cpus, total_vcpus.max(1), plan.len().max(1)),
+    };
     let globals = spec.policy_globals();
     let globals: Vec<(&str, u64)> = globals.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let policy = registry::build(&spec.sched.policy, &topo, &globals)
@@ -757,6 +768,7 @@ fn finish(
         expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
     };
+    let shape = spec.machine.shape().ok();
     let run = Run {
         name: spec.name.clone(),
         engine: Engine::Schedsim,
@@ -772,6 +784,9 @@ fn finish(
         warmup_ns: Some(spec.warmup_ms * 1_000_000),
         seed: Some(opts.seed),
         pools: None,
+        sockets: shape.map(|sh| sh.sockets as u32),
+        cores: shape.map(|sh| sh.cores as u32),
+        threads: shape.map(|sh| sh.threads as u32),
     };
     let ncpus = spec.machine.cpus;
     let trace = sim.trace.take().map(|mut t| {

@@ -319,8 +319,9 @@ pub fn min_vcpus(workload: &str) -> (u64, &'static str) {
     }
 }
 
-/// Bytes Domain0's image may span (1 MiB of it is its heap); checked like [`image_bytes`].
-pub const DOM0_IMAGE_BYTES: u64 = 2 << 20;
+/// Bytes Domain0's image may span (8 MiB of it is its heap, sized for 1024 domains' figures);
+/// checked like [`image_bytes`].
+pub const DOM0_IMAGE_BYTES: u64 = 10 << 20;
 
 /// Frames a workload takes from the hypervisor while it runs (memory reservations), beyond
 /// those it was built with.
@@ -393,6 +394,124 @@ pub struct Machine {
     /// Guest-physical memory of the machine.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Sockets (packages), as QEMU's `-smp sockets=`; 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u64>,
+    /// Cores per socket, as QEMU's `-smp cores=`; `cpus / (sockets × threads)` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u64>,
+    /// Hardware threads per core, as QEMU's `-smp threads=`; 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u64>,
+}
+
+/// The machine's CPU topology, QEMU's `-smp cpus,sockets=S,cores=C,threads=T`:
+/// `cpus = sockets × cores × threads`, `cores` per socket and `threads` per core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Sockets (packages).
+    pub sockets: u64,
+    /// Cores in each socket.
+    pub cores: u64,
+    /// Hardware threads in each core.
+    pub threads: u64,
+}
+
+impl Shape {
+    /// CPUs in all.
+    pub fn cpus(&self) -> u64 {
+        self.sockets * self.cores * self.threads
+    }
+
+    /// The highest APIC id QEMU gives a CPU of this shape: it packs thread, core and socket
+    /// into bit fields each as wide as its count needs (`apicid_from_topo_ids` in QEMU's
+    /// `include/hw/i386/topology.h`), so ids run past `cpus - 1` when cores or threads are
+    /// not powers of two.
+    pub fn max_apic_id(&self) -> u64 {
+        let bits = |n: u64| 64 - n.saturating_sub(1).leading_zeros() as u64;
+        let (t_bits, c_bits) = (bits(self.threads), bits(self.cores));
+        ((self.sockets - 1) << (c_bits + t_bits))
+            | ((self.cores - 1) << t_bits)
+            | (self.threads - 1)
+    }
+
+    /// QEMU's `-smp` value for it.
+    pub fn smp(&self) -> String {
+        format!(
+            "{},sockets={},cores={},threads={}",
+            self.cpus(),
+            self.sockets,
+            self.cores,
+            self.threads
+        )
+    }
+}
+
+/// The highest APIC id the hypervisor can start a CPU at: xAPIC destinations are 8 bits,
+/// 0xFF the broadcast (QEMU's TCG `max` CPU has no x2APIC).
+pub const MAX_APIC_ID: u64 = 254;
+
+impl Machine {
+    /// The CPU topology, defaults filled in: sockets and threads 1, cores
+    /// `cpus / (sockets × threads)`. Errors (the field at fault, the message) when the
+    /// counts do not multiply to `cpus`, or a count is out of range.
+    pub fn shape(&self) -> Result<Shape, (&'static str, String)> {
+        let count = |field: &'static str, v: Option<u64>| match v {
+            Some(n) if !(1..=MAX_CPUS).contains(&n) => {
+                Err((field, format!("{n} is out of range; allowed: 1..={MAX_CPUS}")))
+            }
+            _ => Ok(v),
+        };
+        let sockets = count("machine.sockets", self.sockets)?.unwrap_or(1);
+        let threads = count("machine.threads", self.threads)?.unwrap_or(1);
+        let cpus = self.cpus;
+        let shape = match count("machine.cores", self.cores)? {
+            Some(cores) => {
+                let shape = Shape { sockets, cores, threads };
+                if shape.cpus() != cpus {
+                    return Err((
+                        "machine.cores",
+                        format!(
+                            "sockets {sockets} × cores {cores} × threads {threads} = {} CPUs, \
+                             but cpus = {cpus}; allowed: counts whose product is cpus (leave \
+                             cores out to have it computed as cpus / (sockets × threads))",
+                            shape.cpus()
+                        ),
+                    ));
+                }
+                shape
+            }
+            None => {
+                if !cpus.is_multiple_of(sockets * threads) {
+                    return Err((
+                        "machine.cpus",
+                        format!(
+                            "{cpus} CPUs cannot be split into {sockets} socket(s) of cores of \
+                             {threads} thread(s); allowed: a multiple of sockets × threads = {}",
+                            sockets * threads
+                        ),
+                    ));
+                }
+                Shape { sockets, cores: cpus / (sockets * threads), threads }
+            }
+        };
+        if shape.max_apic_id() > MAX_APIC_ID {
+            return Err((
+                "machine.cores",
+                format!(
+                    "QEMU numbers the CPUs of sockets {} × cores {} × threads {} up to APIC id \
+                     {} (each count rounded up to a power of two); allowed: shapes whose \
+                     highest APIC id is at most {MAX_APIC_ID} (xAPIC), e.g. powers of two for \
+                     cores and threads",
+                    shape.sockets,
+                    shape.cores,
+                    shape.threads,
+                    shape.max_apic_id()
+                ),
+            ));
+        }
+        Ok(shape)
+    }
 }
 
 fn default_cpus() -> u64 {
@@ -404,7 +523,13 @@ fn default_memory_mib() -> u64 {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine { cpus: default_cpus(), memory_mib: default_memory_mib() }
+        Machine {
+            cpus: default_cpus(),
+            memory_mib: default_memory_mib(),
+            sockets: None,
+            cores: None,
+            threads: None,
+        }
     }
 }
 
@@ -770,6 +895,7 @@ impl Spec {
         range(self, "warmup_ms", self.warmup_ms, 0, 600_000)?;
         range(self, "machine.cpus", self.machine.cpus, 1, MAX_CPUS)?;
         range(self, "machine.memory_mib", self.machine.memory_mib, 16, MAX_MEMORY_MIB)?;
+        self.machine.shape().map_err(|(field, msg)| self.err(field, msg))?;
         let policy = self.policy()?;
         limits::domain_params_fit(policy).map_err(|e| self.err("sched.policy", e.to_string()))?;
         for (k, &v) in &self.sched.knobs {

@@ -122,6 +122,54 @@ fn overrides_then_validate() {
 }
 
 #[test]
+fn machine_shape_defaults_and_errors() {
+    use sched::spec::Shape;
+    let shape = |machine: &str| {
+        let text = GOOD.replace("cpus = 4\n", machine);
+        Spec::from_str(&text, "exp.toml").map(|s| s.machine.shape().unwrap())
+    };
+    let is = |sockets, cores, threads| Ok(Shape { sockets, cores, threads });
+    assert_eq!(shape("cpus = 4\n"), is(1, 4, 1), "flat by default");
+    assert_eq!(shape("cpus = 4\nsockets = 2\n"), is(2, 2, 1), "cores computed");
+    assert_eq!(shape("cpus = 8\nsockets = 2\nthreads = 2\n"), is(2, 2, 2));
+    assert_eq!(shape("cpus = 6\nsockets = 2\ncores = 3\n"), is(2, 3, 1));
+    assert_eq!(is(2, 3, 1).unwrap().smp(), "6,sockets=2,cores=3,threads=1");
+
+    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 4\nsockets = 2\ncores = 4\n"));
+    assert!(e.contains("machine.cores") && e.contains("= 8 CPUs, but cpus = 4"), "{e}");
+    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 6\nsockets = 4\n"));
+    assert!(e.contains("machine.cpus") && e.contains("a multiple of sockets × threads = 4"), "{e}");
+    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 4\nthreads = 0\n"));
+    assert!(e.contains("machine.threads") && e.contains("1..=255"), "{e}");
+    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 4\nsocket = 2\n"));
+    assert!(e.contains("socket") && e.contains("sockets"), "{e}");
+    // 5 sockets of 50 cores: QEMU's APIC ids reach 4 << 6 | 49 = 305, beyond xAPIC.
+    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 250\nsockets = 5\n"));
+    assert!(e.contains("APIC id 305") && e.contains("at most 254"), "{e}");
+}
+
+#[test]
+fn cpus_flag_recomputes_cores_or_is_refused() {
+    let with = |machine: &str, cpus: u64| {
+        let mut s = Spec::parse(&GOOD.replace("cpus = 4\n", machine), "exp.toml").unwrap();
+        s.apply_overrides(&Overrides { cpus: Some(cpus), ..Overrides::default() });
+        s.validate().map(|()| s.machine.shape().unwrap()).map_err(|e| e.to_string())
+    };
+    // Only sockets given: cores follow --cpus.
+    let shape = with("cpus = 4\nsockets = 2\n", 8).unwrap();
+    assert_eq!((shape.sockets, shape.cores, shape.threads), (2, 4, 1));
+    // Cores given: --cpus must agree with them.
+    let e = with("cpus = 4\nsockets = 2\ncores = 2\n", 8).unwrap_err();
+    assert!(e.contains("machine.cores") && e.contains("but cpus = 8"), "{e}");
+    let e = with("cpus = 4\nsockets = 2\n", 3).unwrap_err();
+    assert!(e.contains("machine.cpus") && e.contains("multiple of sockets × threads = 2"), "{e}");
+    // The shape survives the TOML round trip (Domain0 gets the effective spec as TOML).
+    let s =
+        Spec::from_str(&GOOD.replace("cpus = 4\n", "cpus = 4\nsockets = 2\n"), "e.toml").unwrap();
+    assert_eq!(Spec::from_str(&s.to_toml(), "e.toml").unwrap(), s);
+}
+
+#[test]
 fn default_spec_is_valid() {
     Spec::default_spec().validate().unwrap();
 }
@@ -162,6 +210,18 @@ fn schedsim_refuses_churn() {
     let Err(e) = sched::sim::run(&s, &opts) else { panic!("schedsim must refuse churn") };
     let e = e.to_string();
     assert!(e.contains("exp.toml: churn:") && e.contains("hypervisor"), "{e}");
+}
+
+#[test]
+fn schedsim_runs_and_reports_the_shape() {
+    let text = GOOD
+        .replace("cpus = 4\n", "cpus = 4\nsockets = 2\n")
+        .replace("duration_ms = 5000", "duration_ms = 50")
+        .replace("warmup_ms = 500", "warmup_ms = 0");
+    let s = Spec::from_str(&text, "exp.toml").unwrap();
+    let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None };
+    let run = sched::sim::run(&s, &opts).unwrap().run;
+    assert_eq!((run.cpus, run.sockets, run.cores, run.threads), (4, Some(2), Some(2), Some(1)));
 }
 
 /// A spec of one `[[domain]]` group (TOML lines after `[[domain]]`), on `cpus` CPUs under

@@ -11,6 +11,7 @@
 pub mod apic;
 pub mod arch;
 pub mod barrier;
+pub mod cpu_topology;
 pub mod ipi;
 pub mod madt;
 pub mod percpu;

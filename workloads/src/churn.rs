@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 
 use abi::control::{DomainExit, DomainId};
 use abi::error::Errno;
-use abi::plan::{Churn, Expect, Plan, PlannedDomain};
+use abi::tool::plan::{Churn, Expect, Plan, PlannedDomain};
 
 use crate::control;
 use crate::report::{self, Figures, Verdict};

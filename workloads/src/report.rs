@@ -1,6 +1,6 @@
 //! Domain0's bookkeeping, as plain functions tested on the host: checking the plan, building
 //! the create requests, the results records (docs/DESIGN.md "Results", typed in
-//! `abi::results`), and the verdict.
+//! `abi::tool::results`), and the verdict.
 //!
 //! Figures in a `domain` record are deltas over the measured interval (the snapshot after
 //! minus the snapshot before), except the wake-up latency percentiles, which the hypervisor
@@ -12,9 +12,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl, ResourceCounts};
-use abi::plan::{Expect, Plan, PlannedDomain};
-use abi::results::{self, Bench, Engine, Figure, Outcome, Record};
 use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
+use abi::tool::plan::{Expect, Plan, PlannedDomain};
+use abi::tool::results::{self, Bench, Engine, Figure, Outcome, Record};
 
 /// Longest argument name the shared-info page holds (`abi::shared::Arg::name`).
 pub const ARG_NAME_BYTES: usize = 16;
@@ -170,7 +170,7 @@ pub struct DomainRun<'a> {
 }
 
 /// One record as a line of the results file (without the newline): the JSON of
-/// `abi::results`, `kind` first.
+/// `abi::tool::results`, `kind` first.
 pub fn line(r: &Record) -> String {
     // These types always encode (no maps, no non-string keys); should one ever fail, the
     // text is not an object, which the hypervisor refuses, and Domain0's verdict says so.
@@ -215,6 +215,8 @@ pub struct RunSummary<'a> {
     pub name: &'a str,
     pub policy: &'a str,
     pub cpus: u32,
+    /// The plan's machine shape: sockets, cores per socket, threads per core.
+    pub shape: [u32; 3],
     /// Domains in the plan (Domain0 not counted).
     pub domains: usize,
     /// When the measured interval began (system time, as in the trace).
@@ -245,6 +247,9 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         warmup_ns: None,
         seed: None,
         pools: None,
+        sockets: Some(r.shape[0]),
+        cores: Some(r.shape[1]),
+        threads: Some(r.shape[2]),
     }
 }
 
@@ -349,12 +354,12 @@ impl Verdict {
         self.problems.push(problem);
     }
 
-    /// The machine's exit status (`abi::console::ExitCode`): 0 if all went as expected.
+    /// The machine's exit status (`abi::tool::console::ExitCode`): 0 if all went as expected.
     pub fn code(&self) -> u8 {
         if self.problems.is_empty() {
-            abi::console::ExitCode::Success as u8
+            abi::tool::console::ExitCode::Success as u8
         } else {
-            abi::console::ExitCode::Failure as u8
+            abi::tool::console::ExitCode::Failure as u8
         }
     }
 }
@@ -363,7 +368,7 @@ impl Verdict {
 mod tests {
     use super::*;
     use abi::control::{DomainState, KillReason, SchedParams};
-    use abi::plan::EncodedSeq;
+    use abi::tool::plan::EncodedSeq;
 
     #[test]
     fn bench_records_name_their_floor() {
@@ -413,12 +418,13 @@ mod tests {
     }
 
     fn with_plan<R>(args: &[(&str, u64)], f: impl FnOnce(&Plan<'_>) -> R) -> R {
-        let bytes = abi::plan::encode_seq(args).unwrap();
+        let bytes = abi::tool::plan::encode_seq(args).unwrap();
         let plan = Plan {
             name: "t",
             duration_ms: 1000,
             warmup_ms: 100,
             cpus: 2,
+            shape: [1, 2, 1],
             policy: "credit",
             domains: EncodedSeq {
                 count: 0,
@@ -629,6 +635,7 @@ mod tests {
             name: "default",
             policy: "credit",
             cpus: 2,
+            shape: [2, 1, 1],
             domains: 4,
             start_ns: 500,
             wallclock_start_ns: 1_795_701_909_000_000_000,
@@ -641,7 +648,8 @@ mod tests {
             concat!(
                 r#"{"kind":"run","name":"default","engine":"domino","policy":"credit","#,
                 r#""cpus":2,"domains":4,"start_ns":500,"wallclock_start_ns":1795701909000000000,"#,
-                r#""dom0_cpu_ns":42,"duration_ns":1000000,"idle_ns":210}"#
+                r#""dom0_cpu_ns":42,"duration_ns":1000000,"idle_ns":210,"sockets":2,"cores":1,"#,
+                r#""threads":1}"#
             )
         );
         let Record::Run(back) = parse(&run_record(&r)) else {

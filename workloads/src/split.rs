@@ -17,13 +17,13 @@
 //!    at its own pages of `abi::layout::MAP_AREA` ([`map_slot`]) and serves.
 //!
 //! Pages shared with another domain are only ever touched through atomics (`&[AtomicU64]`,
-//! what `abi::ring` takes): a frontend's are [`SharedPage`] statics in its image, a
+//! what `abi::io::ring` takes): a frontend's are [`SharedPage`] statics in its image, a
 //! backend's are [`Mapping`]s.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::error::Errno;
-use abi::ring::PAGE_WORDS;
+use abi::io::ring::PAGE_WORDS;
 
 use crate::{hypercall, println, shared, time};
 
@@ -55,7 +55,7 @@ impl SharedPage {
         SharedPage([const { AtomicU64::new(0) }; PAGE_WORDS])
     }
 
-    /// Its words, for `abi::ring` or for data.
+    /// Its words, for `abi::io::ring` or for data.
     pub fn words(&self) -> &[AtomicU64] {
         &self.0
     }
@@ -220,7 +220,7 @@ pub fn mix64(mut x: u64) -> u64 {
 }
 
 /// Words in a 512-byte sector.
-pub const SECTOR_WORDS: usize = abi::blkif::SECTOR_BYTES / 8;
+pub const SECTOR_WORDS: usize = abi::io::blkif::SECTOR_BYTES / 8;
 
 /// Word `word` of disk sector `sector` as written in generation `generation` (`blk`): every
 /// byte depends on all three, so a sector from the wrong place or time never passes.
@@ -331,8 +331,8 @@ mod tests {
 
     #[test]
     fn packets_check_out_and_damage_is_found() {
-        for len in [PACKET_HEADER, 60, 500, abi::netif::MTU] {
-            let mut buf = [0u8; abi::netif::MTU];
+        for len in [PACKET_HEADER, 60, 500, abi::io::netif::MTU] {
+            let mut buf = [0u8; abi::io::netif::MTU];
             let p = &mut buf[..len];
             write_packet(p, 2, 1, 77);
             let h = PacketHeader {

@@ -426,7 +426,7 @@ pub enum Sysctl<'a> {
     /// avoid (save and restore the general registers and the FPU state, reload CR3) and
     /// replies with the TSC ticks they took.
     BenchSwitchFloor { iters: u32 },
-    /// Stops the machine with this exit status (0, 1 or 2: `console::ExitCode`).
+    /// Stops the machine with this exit status (0, 1 or 2: `tool::console::ExitCode`).
     Shutdown { code: u8 },
     /// What the live domains hold, summed ([`ResourceCounts`]), to check that a dead
     /// domain's objects went with it.

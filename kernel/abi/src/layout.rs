@@ -20,7 +20,7 @@ pub const MAP_AREA_BYTES: u64 = 2 << 20;
 /// The guest's page tables, mapped read-only one per page in the order of
 /// [`crate::shared::MemoryInfo::pt_window`]: a guest reads its own page tables here.
 pub const PT_WINDOW: u64 = 0x3020_0000;
-/// Domain0's read-only copy of the experiment plan ([`crate::plan::Plan`], postcard).
+/// Domain0's read-only copy of the experiment plan ([`crate::tool::plan::Plan`], postcard).
 pub const PLAN: u64 = 0x2000_0000;
 /// Largest plan the hypervisor maps.
 pub const PLAN_LIMIT: u64 = 1 << 20;

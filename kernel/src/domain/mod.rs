@@ -30,10 +30,11 @@ use abi::shared::{
     Arg, Counters, MAX_ARGS, MAX_VCPUS, NAME_BYTES, SharedInfo, TimeInfo, VcpuTime, name_bytes,
 };
 use arrayvec::ArrayString;
+use crossbeam_utils::CachePadded;
 use kerncore::event::PortTable;
 use kerncore::histogram::Histogram;
 use kerncore::image;
-use spin::{Mutex, RwLock};
+use spin::{Mutex, Once, RwLock};
 
 use crate::arch::addrspace::{Access, AddressSpace, HeldPage};
 use crate::arch::fpu::{FpuArea, FpuState};
@@ -64,7 +65,7 @@ const _: () = {
     assert!(len_of(|a| &a.name) == l::ARG_NAME_BYTES);
     assert!(layout::STACK_BYTES == l::STACK_BYTES);
     assert!(layout::STACK_STRIDE == l::STACK_STRIDE);
-    assert!(abi::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
+    assert!(abi::tool::plan::MAX_DOMAINS == l::MAX_GUEST_DOMAINS);
     assert!(l::MAX_GUEST_DOMAINS < MAX_DOMAINS);
     assert!(abi::control::MAX_SCHED_PARAMS == l::MAX_DOMAIN_PARAMS);
     assert!(abi::control::SCHED_PARAM_NAME_BYTES == l::PARAM_NAME_BYTES);
@@ -243,8 +244,24 @@ impl core::fmt::Display for CreateError {
 
 /// All domains, indexed by id.
 static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
-/// All vCPUs, indexed by global id.
-static VCPUS: RwLock<Vec<Option<Arc<Vcpu>>>> = RwLock::new(Vec::new());
+/// Which global vCPU ids are taken ([`free_slots`] hands them out): creation and removal
+/// only.
+static VCPU_IDS: Mutex<Vec<Option<()>>> = Mutex::new(Vec::new());
+/// All vCPUs, indexed by global id, each slot behind a lock of its own: looking one up (the
+/// switch does, for every vCPU it loads) touches that slot's cache line alone, never a lock
+/// that every CPU shares. Allocated whole with the first domain.
+static VCPUS: Once<Box<[VcpuSlot]>> = Once::new();
+
+/// One global vCPU id's slot.
+type VcpuSlot = CachePadded<RwLock<Option<Arc<Vcpu>>>>;
+
+fn vcpu_slots() -> &'static [VcpuSlot] {
+    VCPUS.call_once(|| {
+        (0..MAX_VCPUS_TOTAL)
+            .map(|_| CachePadded::new(RwLock::new(None)))
+            .collect()
+    })
+}
 
 /// Every live domain.
 pub fn all() -> Vec<Arc<Domain>> {
@@ -258,7 +275,7 @@ pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
 
 /// Looks a vCPU up by global id.
 pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
-    VCPUS.read().get(id as usize).cloned().flatten()
+    VCPUS.get()?.get(id as usize)?.read().clone()
 }
 
 /// A free slot index in a table, growing it up to `max`.
@@ -403,8 +420,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     }
 
     let mut domains = DOMAINS.write();
-    let mut vcpus = VCPUS.write();
-    // Both tables get their full size with the first domain (Domain0, at boot), so that they
+    let mut vcpus = VCPU_IDS.lock();
+    vcpu_slots();
+    // The tables get their full size with the first domain (Domain0, at boot), so that they
     // never grow later: the heap the hypervisor uses with every guest gone is what it was
     // before the first guest came, which Domain0 checks.
     let (nd, nv) = (domains.len(), vcpus.len());
@@ -524,7 +542,8 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         }
     });
     for v in &domain.vcpus {
-        vcpus[v.id as usize] = Some(v.clone());
+        vcpus[v.id as usize] = Some(());
+        *vcpu_slots()[v.id as usize].write() = Some(v.clone());
     }
     domains[id as usize] = Some(domain.clone());
     Ok(domain)
@@ -642,7 +661,7 @@ impl Domain {
 /// guests gone these are back where they were.
 pub fn resource_counts() -> abi::control::ResourceCounts {
     let mut c = abi::control::ResourceCounts {
-        vcpus: VCPUS.read().iter().flatten().count() as u32,
+        vcpus: VCPU_IDS.lock().iter().flatten().count() as u32,
         ..Default::default()
     };
     for d in all() {
@@ -657,8 +676,9 @@ pub fn resource_counts() -> abi::control::ResourceCounts {
 /// Removes a domain from the tables. The caller has made sure no vCPU of it runs anywhere;
 /// dropping the last reference frees its address space.
 pub fn remove(domain: &Domain) {
-    let mut vcpus = VCPUS.write();
+    let mut vcpus = VCPU_IDS.lock();
     for v in &domain.vcpus {
+        *vcpu_slots()[v.id as usize].write() = None;
         vcpus[v.id as usize] = None;
     }
     DOMAINS.write()[domain.id as usize] = None;

@@ -15,45 +15,17 @@ use alloc::vec::Vec;
 
 use abi::control::DomainId;
 use abi::error::Errno;
-use kerncore::frame_table::{FrameTable, MmError, TableMemory};
+use kerncore::frame_table::{FrameTable, MmError};
 use spin::Once;
 
 use crate::arch::addrspace::FrameSource;
-use crate::arch::paging::phys_to_virt;
+use crate::arch::paging::DirectMap;
 use crate::mm::frames;
 
 static TABLE: Once<FrameTable> = Once::new();
 
 // Every domain id the hypervisor hands out has its page tables counted.
 const _: () = assert!(sched::limits::MAX_DOMAINS <= kerncore::frame_table::DOMAIN_IDS as usize);
-
-/// Page-table entries through the direct map.
-pub struct DirectMap;
-
-impl TableMemory for DirectMap {
-    fn read(&self, mfn: u64, index: usize) -> u64 {
-        // SAFETY: the frame table only names frames it covers, which are direct-mapped RAM;
-        // `index` < 512 keeps the access inside the frame; aligned 8-byte loads are atomic.
-        unsafe {
-            phys_to_virt(mfn << 12)
-                .as_ptr::<u64>()
-                .add(index % 512)
-                .read_volatile()
-        }
-    }
-
-    fn write(&mut self, mfn: u64, index: usize, value: u64) {
-        // SAFETY: as in `read`; the frame is a page table the frame table validated (or is
-        // validating), which only the hypervisor writes, and only the CPU holding its lock
-        // (or validating it) at that; an aligned 8-byte store is atomic for the page walker.
-        unsafe {
-            phys_to_virt(mfn << 12)
-                .as_mut_ptr::<u64>()
-                .add(index % 512)
-                .write_volatile(value)
-        }
-    }
-}
 
 /// Sets up the frame table for physical memory below `end`.
 pub fn init(end: u64) {
@@ -140,6 +112,28 @@ impl FrameSource for Machine {
 
     fn put(&self, phys: u64) {
         if table().put_page(phys >> 12) {
+            free_all([phys >> 12]);
+        }
+    }
+
+    /// A writable access takes a general and a `Writable` type reference: the frame cannot
+    /// become a page table of its owner while the hypervisor writes it (and is refused if it
+    /// is one); a read takes a general reference.
+    fn access(&self, phys: u64, owner: DomainId, write: bool) -> Result<(), MmError> {
+        if write {
+            table().get_page_writable(phys >> 12, owner)
+        } else {
+            table().get_page(phys >> 12, owner)
+        }
+    }
+
+    fn end_access(&self, phys: u64, write: bool) {
+        let last = if write {
+            table().put_page_writable(phys >> 12)
+        } else {
+            table().put_page(phys >> 12)
+        };
+        if last {
             free_all([phys >> 12]);
         }
     }

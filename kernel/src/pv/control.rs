@@ -6,12 +6,12 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use abi::console::ExitCode;
 use abi::control::{
     self, DomainExit, DomainId, DomainState, Domctl, DomctlReply, KillReason, MAX_SCHED_PARAMS,
     SchedParams, Sysctl, SysctlReply,
 };
 use abi::error::Errno;
+use abi::tool::console::ExitCode;
 use arrayvec::ArrayVec;
 use sched::{DomainId as PolicyDomain, VcpuId};
 

@@ -24,10 +24,11 @@ use abi::mm::{GrantCopy, pte};
 use kerncore::frame_table::{PageType, TableMemory};
 use kerncore::grant::{GrantError, Mapping};
 
-use crate::arch::guest::{copy_from_guest, copy_to_guest};
-use crate::arch::paging::phys_to_virt;
+use crate::arch::addrspace::FrameAccess;
+use crate::arch::guest::copy_from_guest;
+use crate::arch::paging::DirectMap;
 use crate::domain::{self, Domain, Vcpu};
-use crate::mm::frame_table::{self as mmu, DirectMap, free_all, table};
+use crate::mm::frame_table::{self as mmu, MACHINE, free_all, table};
 
 fn errno(e: GrantError) -> Errno {
     match e {
@@ -221,30 +222,18 @@ fn copy(me: &Domain, at: u64) -> Result<u64, Errno> {
     }
     let granter = other_domain(me, u64::from(c.granter))?;
     let write = c.to_grant != 0;
-    // The granter's grant lock is held across the copy, so the grant cannot end (and the
-    // frame cannot be freed) under it.
+    // The granter's grant lock is held across the copy, so the grant cannot end under it;
+    // the access holds the frame besides. A writable access also keeps the frame from
+    // becoming one of the granter's page tables meanwhile (writing through the direct map
+    // bypasses page types), and is refused if it already is one.
     let grants = granter.grants.lock();
     let frame = grants.check(c.gref, me.id, write).map_err(errno)?;
-    let base = phys_to_virt(frame + u64::from(c.offset));
-    let len = c.len as usize;
+    let access = FrameAccess::new(&MACHINE, frame, granter.id, write).map_err(|_| Errno::Inval)?;
+    let (offset, len) = (c.offset as usize, c.len as usize);
     if write {
-        // Writing through the direct map bypasses page types: a `Writable` type reference,
-        // held for the copy, keeps the frame from becoming a page table of the granter
-        // meanwhile (and is refused if it already is one).
-        table()
-            .get_page_writable(frame >> 12, granter.id)
-            .map_err(|_| Errno::Inval)?;
-        // SAFETY: the frame is live (the grant holds it), direct-mapped, and not a page
-        // table (the type reference); the range stays within it (offset + len <= 4096).
-        let dst = unsafe { core::slice::from_raw_parts_mut(base.as_mut_ptr::<u8>(), len) };
-        let copied = copy_from_guest(dst, c.local);
-        // Never the last reference: the grant holds one, and its lock is held.
-        let _ = table().put_page_writable(frame >> 12);
-        copied?;
+        access.copy_from_guest(offset, len, c.local)?;
     } else {
-        // SAFETY: as above, read only.
-        let src = unsafe { core::slice::from_raw_parts(base.as_ptr::<u8>(), len) };
-        copy_to_guest(c.local, src)?;
+        access.copy_to_guest(offset, len, c.local)?;
     }
     Ok(u64::from(c.len))
 }

@@ -27,10 +27,11 @@ use abi::hypercall::{MMU_BATCH, MemoryOp};
 use abi::layout::USER_LIMIT;
 use abi::mm::MmuUpdate;
 
+use crate::arch::addrspace::alloc_zeroed;
 use crate::arch::guest::{copy_from_guest, copy_to_guest};
-use crate::arch::paging::phys_to_virt;
+use crate::arch::paging::DirectMap;
 use crate::domain::{self, Domain, Vcpu};
-use crate::mm::frame_table::{DirectMap, errno, free_all, table};
+use crate::mm::frame_table::{MACHINE, errno, free_all, table};
 use crate::mm::frames;
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
@@ -166,12 +167,9 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Result<u64, Err
                         && done + (n as u64) < count
                         && (space.frames() as u64) < domain.frames_limit
                     {
-                        let Some(phys) = frames::alloc_frame() else {
+                        let Some(phys) = alloc_zeroed(&MACHINE) else {
                             break;
                         };
-                        // SAFETY: a frame just taken from the allocator, direct-mapped,
-                        // ours alone until assigned below.
-                        unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
                         if table().assign(phys >> 12, domain.id, false).is_err() {
                             let _ = frames::free_frame(phys);
                             break;

@@ -30,8 +30,8 @@ use crate::time;
 pub mod trace;
 pub mod watchdog;
 
-use abi::console::TraceEvent;
 use abi::control::{DomainId, KillReason};
+use abi::tool::console::TraceEvent;
 use watchdog::watch_neighbour;
 pub use watchdog::{arm_watchdog, wait_for_other_cpu, watchdog_armed, watchdog_nmi};
 
@@ -111,20 +111,28 @@ static COUNTERS: Once<PerCpu<CpuCounters>> = Once::new();
 /// past, which makes its next block return at once.
 pub const FIRED: u64 = 1;
 
-/// Installs the policy and the per-CPU state. Called once by the BSP before any CPU
-/// schedules.
-pub fn init(policy: Box<dyn Policy>) {
+/// Installs the policy and the per-CPU state for a machine of `cpus` CPUs. Called once by
+/// the BSP before any CPU schedules.
+pub fn init(policy: Box<dyn Policy>, cpus: usize) {
     let tick = policy.tick_period_ns();
     POLICY.call_once(|| policy);
     CPUS.call_once(|| {
-        PerCpu::from_fn(|_| {
+        // Every slot of the per-CPU array exists, but only the machine's CPUs get a timer
+        // heap sized for every vCPU (72 KiB each): for all `smp::MAX_CPUS` slots that took
+        // 18 MiB of heap on any machine.
+        PerCpu::from_fn(|cpu| {
+            let ids = if cpu < cpus {
+                domain::MAX_VCPUS_TOTAL
+            } else {
+                0
+            };
             Mutex::new(CpuSched {
                 current: None,
                 current_domain: None,
                 slice_end: None,
                 next_tick: tick,
                 armed_at: None,
-                timers: TimerHeap::new(domain::MAX_VCPUS_TOTAL),
+                timers: TimerHeap::new(ids),
             })
         })
     });

@@ -5,13 +5,13 @@
 //! where it happened. Recording takes this CPU's buffer lock (never contended: only its own
 //! CPU writes it) and appends 24 bytes to a buffer allocated up front, so it is cheap enough
 //! to leave on; a full buffer drops events and counts them. At shutdown the buffers go out on
-//! the console as `@trace` lines (`abi::console::TRACE_PREFIX`), which the runner turns into
+//! the console as `@trace` lines (`abi::tool::console::TRACE_PREFIX`), which the runner turns into
 //! Chrome/Perfetto trace JSON.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use abi::console::{TRACE_PREFIX, TraceEvent};
+use abi::tool::console::{TRACE_PREFIX, TraceEvent};
 use crossbeam_utils::CachePadded;
 use spin::{Mutex, Once};
 

@@ -93,7 +93,7 @@ pub(super) fn watch_neighbour(cpu: usize, now: u64) {
             core::hint::spin_loop();
         }
         log::error!("watchdog: CPU {victim} did not answer its NMI; stopping");
-        arch::exit(abi::console::ExitCode::Failure);
+        arch::exit(abi::tool::console::ExitCode::Failure);
     }
 }
 

@@ -11,11 +11,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use abi::results::{Bench, Figure, Record};
+use abi::tool::results::{Bench, Figure, Record};
 use sched::registry::ENTRIES;
 use sched::{DomainId, Policy, Topology, VcpuId};
 
-/// Prints one `bench` record (`abi::results`), to a tenth of a nanosecond: a median of
+/// Prints one `bench` record (`abi::tool::results`), to a tenth of a nanosecond: a median of
 /// timings is no more precise than that.
 fn emit(name: &str, ns: f64) {
     let value = Figure::Real((ns * 10.0).round() / 10.0);

@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 use std::time::Duration;
 
-use abi::console::ExitCode;
+use abi::tool::console::ExitCode;
 
 use crate::cli::{Accel, Machine};
 use crate::qemu::{self, Ending, Launch, Media};
@@ -38,6 +38,7 @@ pub fn probe_kvm(kernel: &Path, machine: Machine) -> Result<(), String> {
         accel: Accel::Kvm,
         cpu_model: KVM_CPU.into(),
         cpus: 1,
+        shape: None,
         memory_mib: 256,
         media: Media::Pvh {
             kernel: kernel.to_path_buf(),

@@ -1,7 +1,7 @@
 //! Reading the hypervisor's serial console: log lines for people, `@domino ` lines that
-//! carry one JSON results record each (the protocol in `abi::console`).
+//! carry one JSON results record each (the protocol in `abi::tool::console`).
 
-use abi::console::{RECORD_PREFIX, TRACE_PREFIX};
+use abi::tool::console::{RECORD_PREFIX, TRACE_PREFIX};
 
 /// One line of serial output, with every `\r` removed.
 #[derive(Debug, PartialEq, Eq)]

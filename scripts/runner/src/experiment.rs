@@ -18,6 +18,9 @@ pub struct Experiment {
     /// The spec file, if there is one.
     pub spec: Option<PathBuf>,
     pub cpus: u32,
+    /// The CPU topology, `(sockets, cores per socket, threads per core)` (`[machine]`,
+    /// defaults filled in), for QEMU's `-smp`.
+    pub shape: (u32, u32, u32),
     pub memory_mib: u32,
     pub policy: String,
     /// Domains over all groups (Domain0 not counted).
@@ -42,6 +45,12 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         name: s.name.clone(),
         spec: path,
         cpus: s.machine.cpus as u32,
+        // Validated: the shape is consistent (flat for the built-in spec).
+        shape: s
+            .machine
+            .shape()
+            .map(|sh| (sh.sockets as u32, sh.cores as u32, sh.threads as u32))
+            .unwrap_or((1, s.machine.cpus as u32, 1)),
         memory_mib: s.machine.memory_mib as u32,
         policy: s.sched.policy.clone(),
         domains: plan.len() as u32,
@@ -88,7 +97,7 @@ impl From<spec::SpecError> for BadInput {
 fn blame_flag(e: spec::SpecError, o: &Overrides) -> BadInput {
     let flag = match e.path.as_str() {
         "sched.policy" if o.sched.is_some() => Some("--sched"),
-        "machine.cpus" if o.cpus.is_some() => Some("--cpus"),
+        "machine.cpus" | "machine.cores" if o.cpus.is_some() => Some("--cpus"),
         "machine.memory_mib" if o.memory_mib.is_some() => Some("--memory"),
         "duration_ms" if o.seconds.is_some() => Some("--seconds"),
         p if p.starts_with("domain[0].workload") && o.workload.is_some() => Some("--workload"),
@@ -231,6 +240,29 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
                 .0
                 .contains("colour")
         );
+    }
+
+    #[test]
+    fn the_shape_reaches_qemu_and_cpus_recomputes_it() {
+        let f = write(&GOOD.replace("cpus = 4", "cpus = 4\nsockets = 2"));
+        assert_eq!(
+            load(Some(&f.0), &Overrides::default()).unwrap().shape,
+            (2, 2, 1)
+        );
+        let o = Overrides {
+            cpus: Some(8),
+            ..Overrides::default()
+        };
+        let exp = load(Some(&f.0), &o).unwrap();
+        assert_eq!((exp.cpus, exp.shape), (8, (2, 4, 1)));
+        // Cores fixed in the spec: --cpus must agree, and the error blames the flag.
+        let f = write(&GOOD.replace("cpus = 4", "cpus = 4\nsockets = 2\ncores = 2"));
+        let err = load(Some(&f.0), &o).unwrap_err();
+        assert!(
+            err.0.starts_with("--cpus: ") && err.0.contains("machine.cores"),
+            "{err}"
+        );
+        assert_eq!(load(None, &Overrides::default()).unwrap().shape, (1, 2, 1));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use abi::results::Record;
+use abi::tool::results::Record;
 use serde_json::Value;
 
 pub mod xtf;
@@ -76,7 +76,7 @@ pub fn probe_kvm(runner: &Path) -> (bool, String) {
     }
 }
 
-/// Every record of a results file, in the contract's types (`abi::results`); an error names
+/// Every record of a results file, in the contract's types (`abi::tool::results`); an error names
 /// the first line that does not follow it, and what is wrong with it.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("no results file: {e}"))?;
@@ -135,7 +135,7 @@ pub fn show_failure(args: &[String], out: &Path, output: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi::results::Records;
+    use abi::tool::results::Records;
 
     const DOMAIN: &str = r#"{"kind":"domain","id":1,"name":"w0","group":"w","workload":"cpu","vcpus":1,"weight":256,"cap":0,"cpu_ns":10,"wait_ns":0,"work":3,"wakeups":0,"wake_lat_p50_ns":0,"wake_lat_p99_ns":0,"wake_lat_max_ns":0,"switches":1,"migrations":0,"exit":"ok"}"#;
 

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use abi::results::{Record, Records};
+use abi::tool::results::{Record, Records};
 use clap::Parser;
 
 use cli::{Accel, Args, Boot};
@@ -147,6 +147,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             .into()
         }),
         cpus: exp.cpus,
+        shape: Some(exp.shape),
         memory_mib: exp.memory_mib,
         media: match &iso {
             None => Media::Pvh {
@@ -199,7 +200,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             }
             Line::Record(json) => {
                 if !args.quiet {
-                    println!("{}{json}", abi::console::RECORD_PREFIX);
+                    println!("{}{json}", abi::tool::console::RECORD_PREFIX);
                 }
                 if let Err(e) = results.record(&json) {
                     write_error.get_or_insert(e);
@@ -220,11 +221,15 @@ fn run(args: &Args) -> Result<u8, Stop> {
 
     let mut status = outcome.ending.status() as u8;
     let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr, &exp.policy);
-    if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Failure) && !errors.is_empty() {
+    if outcome.ending == Ending::Hypervisor(abi::tool::console::ExitCode::Failure)
+        && !errors.is_empty()
+    {
         verdict = format!("the hypervisor reported a failure: {}", errors.join(" / "));
     }
-    if outcome.ending == Ending::Hypervisor(abi::console::ExitCode::Success) {
+    if outcome.ending == Ending::Hypervisor(abi::tool::console::ExitCode::Success) {
         let mut problems = results::problems(results.records(), results.malformed(), exp.cpus);
+        problems.extend(results::topology_problem(results.records(), exp.shape));
+        problems.extend(results::heap_problem(results.records()));
         if boot_module.is_some() {
             problems.extend(results::starved_summary(&results::starved(
                 results.records(),
@@ -484,7 +489,7 @@ fn default_timeout(exp: &Experiment, accel: Accel, boot: Boot) -> Duration {
 
 /// What an ending means, in words; `policy` says why a run may hang.
 fn ending_message(ending: &Ending, timeout: Duration, stderr: &[String], policy: &str) -> String {
-    use abi::console::ExitCode as Code;
+    use abi::tool::console::ExitCode as Code;
     let qemu_said = || {
         let tail: Vec<&str> = stderr
             .iter()

@@ -2,14 +2,14 @@
 //!
 //! The hypervisor reads it from QEMU's `-initrd` (or GRUB's `module2`): Domain0's image
 //! (`dom0`), one image per workload the experiment uses (named by the workload), and `plan`,
-//! the spec expanded into one entry per domain (`abi::plan`, postcard). Domain0 carries the
+//! the spec expanded into one entry per domain (`abi::tool::plan`, postcard). Domain0 carries the
 //! plan out; it never sees TOML.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use abi::control::SchedParams;
-use abi::plan::{self, EncodedSeq, Expect, Plan, PlannedDomain};
+use abi::tool::plan::{self, EncodedSeq, Expect, Plan, PlannedDomain};
 use sched::spec::{self, DomainPlan};
 
 use crate::experiment::Experiment;
@@ -59,6 +59,7 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
         duration_ms: exp.duration_ms,
         warmup_ms: exp.warmup_ms,
         cpus: exp.cpus,
+        shape: [exp.shape.0, exp.shape.1, exp.shape.2],
         policy: &exp.policy,
         domains: EncodedSeq {
             count: domains.len() as u32,

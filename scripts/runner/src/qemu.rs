@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use abi::console::{DEBUG_EXIT_PORT, ExitCode};
-use abi::results::Cause;
+use abi::tool::console::{DEBUG_EXIT_PORT, ExitCode};
+use abi::tool::results::Cause;
 
 use crate::cli::{Accel, Machine};
 use crate::console::{self, Line};
@@ -42,6 +42,10 @@ pub struct Launch {
     pub accel: Accel,
     pub cpu_model: String,
     pub cpus: u32,
+    /// `Some((sockets, cores, threads))`: `-smp cpus,sockets=,cores=,threads=` (cores per
+    /// socket, threads per core; their product is `cpus`). `None`: `-smp cpus`, QEMU's own
+    /// default shape (QEMU 7.2's machines: one socket of `cpus` cores).
+    pub shape: Option<(u32, u32, u32)>,
     pub memory_mib: u32,
     pub media: Media,
     /// Passed through as is, last.
@@ -60,7 +64,13 @@ impl Launch {
         push("-cpu");
         push(&self.cpu_model);
         push("-smp");
-        push(&self.cpus.to_string());
+        match self.shape {
+            Some((sockets, cores, threads)) => push(&format!(
+                "{},sockets={sockets},cores={cores},threads={threads}",
+                self.cpus
+            )),
+            None => push(&self.cpus.to_string()),
+        }
         push("-m");
         push(&format!("{}M", self.memory_mib));
         match &self.media {
@@ -316,6 +326,7 @@ mod tests {
             accel: Accel::Tcg,
             cpu_model: "max".into(),
             cpus: 8,
+            shape: None,
             memory_mib: 512,
             media,
             extra: vec!["-s".into()],
@@ -338,6 +349,16 @@ mod tests {
         assert!(args.contains(&"-no-reboot".to_string()));
         assert_eq!(args.last().unwrap(), "-s");
         assert!(l.shell_line().contains("-append 'loglevel=info sched=rr'"));
+    }
+
+    #[test]
+    fn smp_carries_the_shape() {
+        let mut l = launch(Media::Cdrom("x.iso".into()));
+        l.shape = Some((2, 2, 2));
+        let args = l.args();
+        let at = args.iter().position(|a| a == "-smp").unwrap();
+        assert_eq!(args[at + 1], "8,sockets=2,cores=2,threads=2");
+        assert_eq!(args.iter().filter(|a| *a == "-smp").count(), 1);
     }
 
     #[test]

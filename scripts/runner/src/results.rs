@@ -1,4 +1,4 @@
-//! The results file (JSON Lines, docs/DESIGN.md "Results", typed in `abi::results`): the
+//! The results file (JSON Lines, docs/DESIGN.md "Results", typed in `abi::tool::results`): the
 //! hypervisor's records copied verbatim as they arrive, then the runner's own `summary` and
 //! `exit` records; and the checks and the summary the runner derives from them.
 
@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use abi::results::{Cause, Exit, Record, Records, Summary};
+use abi::tool::results::{Cause, Exit, Record, Records, Summary};
 use runner::{parse_record, record_line};
 
 /// An open results file and what has been written to it.
@@ -180,6 +180,44 @@ pub fn problems(records: &[Record], malformed: &[String], cpus: u32) -> Vec<Stri
     out
 }
 
+/// Whether the hypervisor found the CPU topology QEMU was given (`shape`: sockets, cores
+/// per socket, threads per core): a policy that shares runqueues by core or socket would
+/// otherwise run a different machine than the spec's. `None` when they agree or the `boot`
+/// record says nothing of the topology.
+pub fn topology_problem(records: &[Record], shape: (u32, u32, u32)) -> Option<String> {
+    let boot = records.boot()?;
+    let found = (boot.sockets?, boot.cores?, boot.threads?);
+    (found != shape).then(|| {
+        format!(
+            "the hypervisor found {} socket(s) × {} core(s) × {} thread(s) (from {}), QEMU \
+             was given sockets={},cores={},threads={}",
+            found.0,
+            found.1,
+            found.2,
+            boot.topology.as_deref().unwrap_or("?"),
+            shape.0,
+            shape.1,
+            shape.2
+        )
+    })
+}
+
+/// Whether the hypervisor's heap after bring-up exceeded what the spec validator's memory
+/// model (`sched::limits`) allows for it: the validator could then accept a spec that does
+/// not fit the machine. `None` when it did not, or the `boot` record does not say.
+pub fn heap_problem(records: &[Record]) -> Option<String> {
+    let boot = records.boot()?;
+    let (used, model) = (boot.heap_bytes?, boot.heap_model_bytes?);
+    (used > model).then(|| {
+        format!(
+            "the hypervisor's heap after bring-up is {} KiB, more than the {} KiB that \
+             sched::limits models for it: raise the model's figures, or find what grew",
+            used >> 10,
+            model >> 10
+        )
+    })
+}
+
 /// Domains the spec expected to make progress that made none over the measured interval
 /// (`sched::spec::starved`, the same rule `schedsim` applies), one message each naming the
 /// domain: a run never claims success for a domain it starved. Domains are matched to the
@@ -240,8 +278,15 @@ pub fn human_ns(ns: u64) -> String {
 /// The boot record's facts in one line, or `None` without a boot record.
 pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
     let boot = records.boot()?;
+    let shape = match (boot.sockets, boot.cores, boot.threads) {
+        (Some(s), Some(c), Some(t)) => format!(
+            ", {s} socket(s) × {c} core(s) × {t} thread(s) ({})",
+            boot.topology.as_deref().unwrap_or("?")
+        ),
+        _ => String::new(),
+    };
     Some(format!(
-        "{} of {cpus} CPUs online, {} APIC, all online {} after entry, accel {}",
+        "{} of {cpus} CPUs online{shape}, {} APIC, all online {} after entry, accel {}",
         boot.cpus_online,
         boot.apic.name(),
         human_ns(boot.boot_ns),
@@ -252,7 +297,7 @@ pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi::results::{Apic, Boot, Domain, Engine, Outcome, Run};
+    use abi::tool::results::{Apic, Boot, Domain, Engine, Outcome, Run};
 
     fn boot(cpus: u32) -> Record {
         Record::Boot(Boot {
@@ -263,7 +308,58 @@ mod tests {
             accel: "tcg".into(),
             protocol: "pvh".into(),
             memory_bytes: 1 << 30,
+            topology: None,
+            sockets: None,
+            cores: None,
+            threads: None,
+            places: None,
+            heap_bytes: None,
+            heap_model_bytes: None,
         })
+    }
+
+    #[test]
+    fn a_heap_beyond_the_model_is_a_problem() {
+        let with = |used, model| {
+            let Record::Boot(mut b) = boot(4) else {
+                unreachable!()
+            };
+            (b.heap_bytes, b.heap_model_bytes) = (Some(used), Some(model));
+            vec![Record::Boot(b)]
+        };
+        assert_eq!(heap_problem(&with(2 << 20, 5 << 20)), None);
+        let p = heap_problem(&with(20 << 20, 5 << 20)).unwrap();
+        assert!(p.contains("20480 KiB") && p.contains("5120 KiB"), "{p}");
+        assert_eq!(heap_problem(&[boot(4)]), None);
+    }
+
+    #[test]
+    fn a_topology_other_than_qemus_is_a_problem() {
+        let with = |sockets, cores| {
+            let Record::Boot(mut b) = boot(4) else {
+                unreachable!()
+            };
+            (b.topology, b.sockets, b.cores, b.threads) = (
+                Some("cpuid-0xb".into()),
+                Some(sockets),
+                Some(cores),
+                Some(1),
+            );
+            vec![Record::Boot(b)]
+        };
+        assert_eq!(topology_problem(&with(2, 2), (2, 2, 1)), None);
+        let p = topology_problem(&with(1, 4), (2, 2, 1)).unwrap();
+        assert!(
+            p.contains("1 socket(s) × 4 core(s)") && p.contains("sockets=2,cores=2"),
+            "{p}"
+        );
+        // A boot record without the topology (an older hypervisor) is not judged.
+        assert_eq!(topology_problem(&[boot(4)], (2, 2, 1)), None);
+        assert!(
+            boot_line(&with(2, 2), 4)
+                .unwrap()
+                .contains("2 socket(s) × 2 core(s) × 1 thread(s) (cpuid-0xb)")
+        );
     }
 
     #[test]
@@ -362,6 +458,9 @@ mod tests {
             warmup_ns: None,
             seed: None,
             pools: None,
+            sockets: None,
+            cores: None,
+            threads: None,
         })
     }
 

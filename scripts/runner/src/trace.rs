@@ -1,4 +1,4 @@
-//! `--trace FILE`: the hypervisor's scheduling events (`@trace` lines, `abi::console`) as
+//! `--trace FILE`: the hypervisor's scheduling events (`@trace` lines, `abi::tool::console`) as
 //! Chrome/Perfetto trace-event JSON (docs/DESIGN.md "Results"), the same shape `schedsim --trace`
 //! writes: `pid` = physical CPU, `tid` = domain × 1000 + vCPU, an `"X"` event per run
 //! interval (with why it ended in `args.end`), an instant `"i"` per wake-up. Timestamps are
@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use abi::console::TraceEvent;
-use abi::results::{Record, Records};
+use abi::tool::console::TraceEvent;
+use abi::tool::results::{Record, Records};
 
 /// One parsed trace line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 //! domain woke up at least [`MIN_WAKEUPS`] times in the interval (about 190 next to three CPU
 //! hogs under TCG, 0 when a timer flood silenced it).
 
-use abi::results::{Record, Records};
+use abi::tool::results::{Record, Records};
 
 /// What a case must end as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,7 +292,7 @@ pub fn verdict(records: &[Record], console: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi::results;
+    use abi::tool::results;
 
     fn rec(name: &str, group: &str, exit: &str) -> Record {
         let exit = match exit.strip_prefix("killed: ") {

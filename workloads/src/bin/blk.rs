@@ -1,5 +1,5 @@
 //! `blk`: a split block device. One backend domain keeps a RAM disk and serves the block
-//! rings (`abi::blkif`) of its frontends, which write patterns, read them back and check
+//! rings (`abi::io::blkif`) of its frontends, which write patterns, read them back and check
 //! every byte.
 //!
 //! Handshake (no XenStore; `workloads::split` has the details): the backend group (one
@@ -38,8 +38,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::blkif::{BlkBackRing, SECTORS_PER_PAGE};
-use abi::blkif::{BlkFrontRing, BlkOp, BlkRequest, BlkResponse, BlkStatus, MAX_SEGMENTS, Segment};
+use abi::io::blkif::{BlkBackRing, SECTORS_PER_PAGE};
+use abi::io::blkif::{
+    BlkFrontRing, BlkOp, BlkRequest, BlkResponse, BlkStatus, MAX_SEGMENTS, Segment,
+};
 use workloads::split::{self, EXIT_DATA, EXIT_SETUP, Mapping, Rng, SECTOR_WORDS, SharedPage};
 use workloads::{entry, hypercall, println, rt, shared, time};
 

@@ -27,11 +27,11 @@ use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
-use abi::console::ExitCode;
 use abi::control::DomainExit;
 use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
-use abi::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
+use abi::tool::console::ExitCode;
+use abi::tool::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
 use workloads::report::{self, CpuStats, DomainRun, Figures, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
 use workloads::{churn, control};
@@ -39,8 +39,16 @@ use workloads::{entry, println, rt, shared};
 
 entry!(main);
 
-/// Domain0's heap: its bookkeeping for up to `MAX_DOMAINS` domains fits well within this.
-const HEAP_BYTES: usize = 1 << 20;
+/// Domain0's heap: its bookkeeping for up to `abi::tool::plan::MAX_DOMAINS` domains, the
+/// largest part of which is two `DomainInfo` snapshots of each (one at each end of the
+/// measured interval, `report::Measured`), with room to spare for the plan and the records.
+/// (At 1 MiB, 1024 domains ran it out once `DomainInfo` grew a list of scheduling
+/// parameters.)
+const HEAP_BYTES: usize = 8 << 20;
+const _: () = assert!(
+    HEAP_BYTES >= 4 * abi::tool::plan::MAX_DOMAINS * size_of::<abi::control::DomainInfo>(),
+    "Domain0's heap cannot hold its figures of every domain"
+);
 static mut HEAP: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
 
 /// How long teardown asks again when destroying a domain is refused as busy.
@@ -209,6 +217,7 @@ fn run_churn(
         name: plan.name,
         policy,
         cpus,
+        shape: plan.shape,
         domains: lifetimes as usize,
         start_ns: t0,
         wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),
@@ -548,6 +557,7 @@ fn measure(
         name: plan.name,
         policy,
         cpus,
+        shape: plan.shape,
         domains: runs.len(),
         start_ns: t0,
         wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),

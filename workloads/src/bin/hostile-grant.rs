@@ -34,8 +34,8 @@
 use core::sync::atomic::Ordering;
 
 use abi::error::Errno::{self, Busy, Inval, Perm, Srch};
+use abi::io::ring::PAGE_WORDS;
 use abi::layout::MAP_AREA;
-use abi::ring::PAGE_WORDS;
 use workloads::split::{SharedPage, mix64};
 use workloads::{entry, hostile, hypercall, println, rt, shared, time};
 

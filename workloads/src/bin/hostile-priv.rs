@@ -23,7 +23,7 @@ fn main(vcpu: usize) -> u64 {
         1 => unsafe { asm!("hlt", options(nomem, nostack)) },
         // SAFETY: #GP in ring 3 without I/O permission; it touches no guest memory.
         2 => unsafe {
-            asm!("out dx, al", in("dx") abi::console::DEBUG_EXIT_PORT, in("al") 0u8,
+            asm!("out dx, al", in("dx") abi::tool::console::DEBUG_EXIT_PORT, in("al") 0u8,
                  options(nomem, nostack))
         },
         3 => {

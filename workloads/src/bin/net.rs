@@ -33,7 +33,7 @@
 #![no_std]
 #![no_main]
 
-use abi::netif::{
+use abi::io::netif::{
     MTU, NetStatus, RxBackRing, RxFrontRing, RxRequest, RxResponse, TxBackRing, TxFrontRing,
     TxRequest, TxResponse,
 };

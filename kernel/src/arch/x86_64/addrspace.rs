@@ -50,6 +50,96 @@ pub trait FrameSource: Sync {
     /// Drops the hypervisor's reference on a held frame (taken by [`FrameSource::adopt`]),
     /// and frees the frame if that was the last reference.
     fn put(&self, phys: u64);
+    /// Takes a reference on `owner`'s data frame `phys` for the hypervisor to read (and, if
+    /// `write`, to write) through the direct map for a moment ([`FrameAccess`]): until
+    /// [`FrameSource::end_access`], the frame is not freed and, if `write`, is not and
+    /// cannot become a page table.
+    fn access(&self, phys: u64, owner: DomainId, write: bool) -> Result<(), MmError>;
+    /// Drops what [`FrameSource::access`] took (freeing the frame if that was the last
+    /// reference).
+    fn end_access(&self, phys: u64, write: bool);
+}
+
+/// Takes a free frame from `source` and zeroes it: a fresh page for a guest, with nothing
+/// left in it from its last user.
+pub fn alloc_zeroed(source: &dyn FrameSource) -> Option<u64> {
+    let phys = source.alloc()?;
+    // SAFETY: a frame `alloc` just returned is free RAM, direct-mapped (the allocator hands
+    // out only direct-mapped frames), and the caller's alone until it hands it on.
+    unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
+    Some(phys)
+}
+
+/// A moment's access to a domain's data frame through the direct map, for a grant copy:
+/// the frame is held (not freed, and if writable not a page table) until the access drops.
+///
+/// Copies are plain byte moves with no Rust reference to the frame: the owner may be
+/// writing it from another CPU at the same time, as a device would.
+pub struct FrameAccess<'a> {
+    phys: u64,
+    write: bool,
+    source: &'a dyn FrameSource,
+}
+
+impl<'a> FrameAccess<'a> {
+    /// Holds `owner`'s frame `phys` (page-aligned) for reading, and for writing if `write`.
+    pub fn new(
+        source: &'a dyn FrameSource,
+        phys: u64,
+        owner: DomainId,
+        write: bool,
+    ) -> Result<Self, MmError> {
+        source.access(phys & !0xfff, owner, write)?;
+        Ok(FrameAccess {
+            phys: phys & !0xfff,
+            write,
+            source,
+        })
+    }
+
+    /// The direct-map address of `len` bytes at `offset`, checked to lie in the frame.
+    fn at(&self, offset: usize, len: usize) -> Result<*mut u8, abi::error::Errno> {
+        if offset.checked_add(len).is_none_or(|end| end > 4096) {
+            return Err(abi::error::Errno::Inval);
+        }
+        Ok(phys_to_virt(self.phys + offset as u64).as_mut_ptr::<u8>())
+    }
+
+    /// Copies `len` bytes from guest address `src` (in the address space loaded now) into
+    /// the frame at `offset`. The access must be writable.
+    pub fn copy_from_guest(
+        &self,
+        offset: usize,
+        len: usize,
+        src: u64,
+    ) -> Result<(), abi::error::Errno> {
+        assert!(self.write, "a copy into a frame held for reading");
+        let dst = self.at(offset, len)?;
+        // SAFETY: `dst..dst + len` lies in the frame (`at`), which is held, direct-mapped and
+        // not a page table (the writable access) until `self` drops; no Rust reference to
+        // it exists.
+        unsafe { super::guest::copy_from_guest_raw(dst, len, src) }
+    }
+
+    /// Copies `len` bytes of the frame at `offset` to guest address `dst` (in the address
+    /// space loaded now).
+    pub fn copy_to_guest(
+        &self,
+        offset: usize,
+        len: usize,
+        dst: u64,
+    ) -> Result<(), abi::error::Errno> {
+        let src = self.at(offset, len)?;
+        // SAFETY: `src..src + len` lies in the frame (`at`), held and direct-mapped until
+        // `self` drops.
+        unsafe { super::guest::copy_to_guest_raw(dst, src, len) }
+    }
+}
+
+impl Drop for FrameAccess<'_> {
+    fn drop(&mut self) {
+        self.source.end_access(self.phys, self.write);
+    }
 }
 
 /// How a guest page may be used.

@@ -1,7 +1,7 @@
 //! Small processor facts and controls: identity of the emulator or hypervisor we run on,
 //! the TSC, and stopping the machine.
 
-use abi::console::{DEBUG_EXIT_PORT, ExitCode};
+use abi::tool::console::{DEBUG_EXIT_PORT, ExitCode};
 use x86_64::instructions::port::Port;
 
 /// What [`protect_this_cpu`] turned on.

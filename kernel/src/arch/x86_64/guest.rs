@@ -40,6 +40,31 @@ pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
     unsafe { copy_guest(dst as *mut u8, src.as_ptr(), src.len()) }.map_err(|()| Errno::Fault)
 }
 
+/// Copies `len` bytes from guest address `src` to hypervisor memory at `dst`.
+///
+/// # Safety
+/// `dst` is valid for writes of `len` bytes, and nothing holds a Rust reference to them
+/// (another CPU or a guest may write them too: the copy is plain byte moves, as a device's).
+pub(super) unsafe fn copy_from_guest_raw(dst: *mut u8, len: usize, src: u64) -> Result<(), Errno> {
+    if !guest_range_ok(src, len as u64) {
+        return Err(Errno::Fault);
+    }
+    // SAFETY: `dst` per the contract; `src` as in `copy_from_guest`.
+    unsafe { copy_guest(dst, src as *const u8, len) }.map_err(|()| Errno::Fault)
+}
+
+/// Copies `len` bytes of hypervisor memory at `src` to guest address `dst`.
+///
+/// # Safety
+/// `src` is valid for reads of `len` bytes.
+pub(super) unsafe fn copy_to_guest_raw(dst: u64, src: *const u8, len: usize) -> Result<(), Errno> {
+    if !guest_range_ok(dst, len as u64) {
+        return Err(Errno::Fault);
+    }
+    // SAFETY: `src` per the contract; `dst` as in `copy_to_guest`.
+    unsafe { copy_guest(dst as *mut u8, src, len) }.map_err(|()| Errno::Fault)
+}
+
 /// Copies `value`'s bytes to guest address `dst`.
 pub fn copy_value_to_guest<T: Plain>(dst: u64, value: &T) -> Result<(), Errno> {
     copy_to_guest(dst, value.as_bytes())

@@ -4,6 +4,7 @@
 //! the boot code maps the first 4 GiB with 2 MiB pages, and [`extend_direct_map`] adds the
 //! rest. Physical addresses are turned into pointers only through [`phys_to_virt`].
 
+use kerncore::frame_table::TableMemory;
 use x86_64::VirtAddr;
 
 /// Where physical address 0 appears in every address space (the first upper-half slot).
@@ -57,5 +58,40 @@ pub(super) unsafe fn extend_direct_map(
             *pdpt.add(slot as usize) = pd_phys | PRESENT | WRITABLE;
         }
         gib.max(BOOT_DIRECT_MAP_BYTES >> 30) << 30
+    }
+}
+
+/// Page-table entries read and written through the direct map: the frame table's access to
+/// the tables it validates (`kerncore::frame_table::TableMemory`).
+///
+/// Sound because of the frame table's contract: it names only frames it covers, which are
+/// direct-mapped RAM, and writes only tables it has validated or is validating, which no
+/// guest can write (a validated table is never mapped writable) and which only the CPU
+/// holding the table's lock touches.
+pub struct DirectMap;
+
+impl TableMemory for DirectMap {
+    fn read(&self, mfn: u64, index: usize) -> u64 {
+        // SAFETY: a frame the frame table covers is direct-mapped RAM; `index % 512` keeps
+        // the access inside the frame; an aligned 8-byte load is atomic, and the volatile
+        // read makes no claim on what else may write the word.
+        unsafe {
+            phys_to_virt(mfn << 12)
+                .as_ptr::<u64>()
+                .add(index % 512)
+                .read_volatile()
+        }
+    }
+
+    fn write(&mut self, mfn: u64, index: usize, value: u64) {
+        // SAFETY: as in `read`; the frame is a page table the frame table validated (or is
+        // validating), which only the hypervisor writes, and only the CPU holding its lock
+        // (or validating it) at that; an aligned 8-byte store is atomic for the page walker.
+        unsafe {
+            phys_to_virt(mfn << 12)
+                .as_mut_ptr::<u64>()
+                .add(index % 512)
+                .write_volatile(value)
+        }
     }
 }

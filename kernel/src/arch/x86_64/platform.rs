@@ -179,3 +179,36 @@ pub fn init_this_ap() {
         smp::timer::init_this_cpu();
     }
 }
+
+/// Where each CPU of `topology` sits: the APIC id field widths from the calling CPU's
+/// CPUID (`smp::cpu_topology::detect`, Xen's rules), applied to every APIC id the MADT
+/// lists. Each AP checks its own CPUID against it ([`this_cpu_topology`]).
+pub fn cpu_layout(topology: &Topology) -> smp::cpu_topology::Layout {
+    let ids: arrayvec::ArrayVec<u32, { smp::MAX_CPUS }> =
+        topology.cpus.iter().map(|c| c.apic_id).collect();
+    let raw = |leaf: u32, sub: u32| {
+        let r = smp::arch::cpuid(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    let max_leaf = smp::arch::max_leaf();
+    log::debug!(
+        "CPUID: max leaf {max_leaf:#x}, leaf 1 {:x?}, leaf 0xb.0 {:x?}, 0xb.1 {:x?}, 0x1f.0 {:x?}",
+        raw(1, 0),
+        raw(0x0B, 0),
+        raw(0x0B, 1),
+        if max_leaf >= 0x1F {
+            raw(0x1F, 0)
+        } else {
+            [0; 4]
+        }
+    );
+    smp::cpu_topology::layout(smp::cpu_topology::detect(smp::arch::cpuid), &ids)
+}
+
+/// The calling CPU's own view: its APIC id (CPUID's) and the field widths its CPUID reports.
+pub fn this_cpu_topology() -> (u32, smp::cpu_topology::Widths) {
+    (
+        smp::arch::cpuid_apic_id(),
+        smp::cpu_topology::detect(smp::arch::cpuid),
+    )
+}

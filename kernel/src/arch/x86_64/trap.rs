@@ -13,7 +13,7 @@
 //! instruction whose stack is not the hypervisor's (#DB or NMI on the first instruction of
 //! the `syscall` entry, where RSP is still the guest's).
 
-use abi::console::ExitCode;
+use abi::tool::console::ExitCode;
 use x86_64::VirtAddr;
 
 /// IST slot (1-based, as the IDT encodes it) for #DB.

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use abi::results::{Bench, Figure, Record, Records};
+use abi::tool::results::{Bench, Figure, Record, Records};
 use runner::{invoke, probe_kvm, read_records, record_line, sibling_runner};
 
 struct Options {

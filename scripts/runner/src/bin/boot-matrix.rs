@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use abi::results::{Cause, Record, Records};
+use abi::tool::results::{Cause, Record, Records};
 use runner::{invoke, probe_kvm, read_records, show_failure, sibling_runner};
 
 /// CPU counts of the boot matrix (docs/DESIGN.md: correct for 1 to 255 CPUs). Under TCG on
@@ -37,6 +37,17 @@ enum Expect {
     BadInput { field: &'static str },
     /// Exit 1 within this time (no hang).
     FailsWithin(Duration),
+    /// Exit 0; a boot record whose CPU topology is QEMU's `-smp sockets=,cores=,threads=`
+    /// (the spec's `[machine]`): that many sockets, cores per socket and threads per core,
+    /// and every CPU at the APIC id QEMU gives it, in the socket and core that
+    /// `sched::Topology::shaped` (schedsim's numbering) puts it in.
+    Shape {
+        sockets: u32,
+        cores: u32,
+        threads: u32,
+        /// The CPUID leaves the hypervisor must have read it from (`boot.topology`).
+        source: &'static str,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +159,57 @@ fn failure_cases(dir: &Path, kvm_usable: bool, cases: &mut Vec<Case>) -> std::io
         "tcg/selftest-hang",
         &["--accel", "tcg", &good_path, "--append", "selftest=hang"],
         Expect::FailsWithin(Duration::from_secs(10)),
+    ));
+    // The CPU topology: the hypervisor reads each CPU's socket and core from CPUID and the
+    // APIC ids; 2 × 3 × 2 has holes in the APIC ids (cores and threads are not powers of
+    // two in the same field widths) and hardware threads.
+    // The last case hides leaf 0Bh (`level=0xa`) from an Intel-flavoured CPU: the fallback
+    // to leaf 1's logical count and leaf 4's core count must give the same places.
+    for (sockets, cores, threads, cpu, source) in [
+        (2, 2, 1, None, "cpuid-0xb"),
+        (2, 3, 2, None, "cpuid-0xb"),
+        (
+            2,
+            3,
+            2,
+            Some("max,vendor=GenuineIntel,level=0xa"),
+            "cpuid-1",
+        ),
+    ] {
+        let machine = format!(
+            "cpus = {}\nsockets = {sockets}\ncores = {cores}\nthreads = {threads}\n",
+            sockets * cores * threads
+        );
+        let name = format!("topology-{sockets}x{cores}x{threads}");
+        let path = spec(
+            &format!("{name}.toml"),
+            &good.replace("cpus = 2\n", &machine),
+        )?;
+        let mut args = vec!["--boot-only", "--accel", "tcg", &path];
+        if let Some(cpu) = cpu {
+            args.extend(["--cpu", cpu]);
+        }
+        cases.push(case(
+            format!("tcg/{name}/{source}"),
+            &args,
+            Expect::Shape {
+                sockets,
+                cores,
+                threads,
+                source,
+            },
+        ));
+    }
+    let bad = spec(
+        "bad-shape.toml",
+        &good.replace("cpus = 2\n", "cpus = 4\nsockets = 2\ncores = 4\n"),
+    )?;
+    cases.push(case(
+        "bad-spec/machine.cores",
+        &["--accel", "tcg", &bad],
+        Expect::BadInput {
+            field: "machine.cores",
+        },
     ));
     let bad = spec("bad-cpus.toml", &good.replace("cpus = 2", "cpus = 0"))?;
     cases.push(case(
@@ -295,6 +357,58 @@ fn check(
                 return Err(format!("the message does not name `{field}`"));
             }
             Ok(())
+        }
+        Expect::Shape {
+            sockets,
+            cores,
+            threads,
+            source,
+        } => {
+            if status != Some(0) {
+                return Err(format!("exit status {}, expected 0", shown(status)));
+            }
+            let records = records()?;
+            let boot = records.boot().ok_or("no boot record")?;
+            let cpus = sockets * cores * threads;
+            if boot.cpus_online != cpus {
+                return Err(format!("cpus_online {} of {cpus}", boot.cpus_online));
+            }
+            if boot.topology.as_deref() != Some(*source) {
+                return Err(format!(
+                    "topology read from {:?}, expected {source}",
+                    boot.topology
+                ));
+            }
+            let got = (boot.sockets, boot.cores, boot.threads);
+            if got != (Some(*sockets), Some(*cores), Some(*threads)) {
+                return Err(format!(
+                    "boot record's (sockets, cores, threads) {got:?}, expected \
+                     ({sockets}, {cores}, {threads})"
+                ));
+            }
+            let shaped =
+                sched::Topology::shaped(cpus as usize, 1, 1, *cores as usize, *threads as usize);
+            // QEMU's APIC ids (`apicid_from_topo_ids`): thread, core and socket fields,
+            // each as wide as its count needs.
+            let bits = |n: u32| 32 - (n - 1).leading_zeros();
+            let (t_bits, c_bits) = (bits(*threads), bits(*cores));
+            let want: Vec<[u32; 3]> = (0..cpus)
+                .map(|i| {
+                    let (s, c, t) = (i / (cores * threads), i / threads % cores, i % threads);
+                    let place = shaped.place(i as usize);
+                    [
+                        (s << (c_bits + t_bits)) | (c << t_bits) | t,
+                        u32::from(place.socket),
+                        u32::from(place.core),
+                    ]
+                })
+                .collect();
+            match &boot.places {
+                Some(places) if *places == want => exit_record(&records, 0),
+                got => Err(format!(
+                    "places [APIC id, socket, core] {got:?}, expected {want:?}"
+                )),
+            }
         }
         Expect::FailsWithin(limit) => {
             if status != Some(1) {

@@ -1,5 +1,5 @@
 //! `results-check FILE...`: reads each results file into the contract's records
-//! (`abi::results`, through `runner::read_records`) and says how many of each kind it holds,
+//! (`abi::tool::results`, through `runner::read_records`) and says how many of each kind it holds,
 //! or which line does not follow the contract and why (the field missing, misspelled or of
 //! the wrong type). For files written by tools outside the Rust types (the Python steps of
 //! `scripts/bench`). Exit status: 0 every file is well-formed, 1 one is not, 2 no file given.

@@ -102,13 +102,13 @@ impl Field for i16 {
 /// `to_raw` and `from_raw`.
 macro_rules! coded_field {
     ($t:ty as $raw:ty) => {
-        impl $crate::ring::Field for $t {
+        impl $crate::io::ring::Field for $t {
             fn to_bits(self) -> u64 {
-                $crate::ring::Field::to_bits(self.to_raw())
+                $crate::io::ring::Field::to_bits(self.to_raw())
             }
 
             fn from_bits(bits: u64) -> $t {
-                <$t>::from_raw(<$raw as $crate::ring::Field>::from_bits(bits))
+                <$t>::from_raw(<$raw as $crate::io::ring::Field>::from_bits(bits))
             }
         }
     };
@@ -121,24 +121,24 @@ pub(crate) use coded_field;
 /// takes them back, truncated to the field's width, so any words decode.
 macro_rules! packed_message {
     ($ty:ident, 1 word { $($fields:tt)* }) => {
-        $crate::ring::packed_message!($ty, 1 words { $($fields)* });
+        $crate::io::ring::packed_message!($ty, 1 words { $($fields)* });
     };
     (
         $ty:ident, $words:literal words {
             $($field:ident: w[$word:literal] $(>> $shift:literal)?),* $(,)?
         }
     ) => {
-        impl $crate::ring::Message for $ty {
+        impl $crate::io::ring::Message for $ty {
             const WORDS: usize = $words;
 
             fn encode(&self, w: &mut [u64]) {
                 w.fill(0);
-                $(w[$word] |= $crate::ring::Field::to_bits(self.$field) $(<< $shift)?;)*
+                $(w[$word] |= $crate::io::ring::Field::to_bits(self.$field) $(<< $shift)?;)*
             }
 
             fn decode(w: &[u64]) -> $ty {
                 $ty {
-                    $($field: $crate::ring::Field::from_bits(w[$word] $(>> $shift)?),)*
+                    $($field: $crate::io::ring::Field::from_bits(w[$word] $(>> $shift)?),)*
                 }
             }
         }

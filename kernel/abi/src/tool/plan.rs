@@ -61,6 +61,9 @@ pub struct Plan<'a> {
     pub duration_ms: u64,
     pub warmup_ms: u64,
     pub cpus: u32,
+    /// The machine's shape QEMU was given: sockets, cores per socket, threads per core
+    /// (`sched::spec::Shape`), for the `run` record.
+    pub shape: [u32; 3],
     pub policy: &'a str,
     /// Every planned domain, in spec order. Encoded as a sequence; Domain0 walks it with
     /// [`Plan::domains`] without allocating.
@@ -199,6 +202,7 @@ mod tests {
             duration_ms: 1000,
             warmup_ms: 100,
             cpus: 2,
+            shape: [1, 2, 1],
             policy: "credit",
             domains: EncodedSeq {
                 count: 2,

@@ -16,7 +16,7 @@
 //!   said to be optional in its doc.
 //!
 //! Why here, in `abi`: the records are the payload of the console protocol
-//! ([`crate::console::RECORD_PREFIX`]), written inside the machine and read on the host, so
+//! ([`crate::tool::console::RECORD_PREFIX`]), written inside the machine and read on the host, so
 //! they belong with the rest of what both sides compile (this crate's purpose). `abi` is
 //! `no_std` and forbids unsafe code, so the hypervisor and the no_std Domain0 use it as
 //! they are, and it already depends on serde (for the plan and control messages). The
@@ -170,6 +170,33 @@ pub struct Boot {
     pub protocol: String,
     /// Usable memory found in the firmware's memory map.
     pub memory_bytes: u64,
+    /// Optional: where the CPU topology came from: `cpuid-0x1f` or `cpuid-0xb` (extended
+    /// topology leaves), `cpuid-1` (leaf 1's logical count and leaf 4's core count), or
+    /// `flat` (nothing: one socket, each CPU its own core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
+    /// Optional: sockets found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u32>,
+    /// Optional: cores per socket (the most in any socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Optional: hardware threads per core (the most in any core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Optional: each CPU, by index, as `[APIC id, socket, core]`, sockets and cores numbered
+    /// densely from 0 (cores across the whole machine): what the scheduler's
+    /// `Topology::places` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub places: Option<Vec<[u32; 3]>>,
+    /// Optional: the hypervisor's heap in use once every CPU is up, before any domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes: Option<u64>,
+    /// Optional: what the spec validator's memory model (`sched::limits::heap_demand`)
+    /// allows for that; a run whose `heap_bytes` is larger fails, since the validator could
+    /// then accept specs that do not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_model_bytes: Option<u64>,
 }
 
 /// The local APIC mode of a `boot` record.
@@ -238,6 +265,15 @@ pub struct Run {
     /// Optional (specs with `[[pool]]`): every pool of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pools: Option<Vec<Pool>>,
+    /// Optional: the machine's sockets (the spec's `machine.sockets`, default filled in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u32>,
+    /// Optional: cores per socket (`machine.cores`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Optional: hardware threads per core (`machine.threads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
 }
 
 /// One CPU pool of a `run` record.
@@ -595,8 +631,23 @@ mod tests {
                     accel: "tcg".into(),
                     protocol: "pvh".into(),
                     memory_bytes: 1 << 30,
+                    topology: Some("cpuid-0xb".into()),
+                    sockets: Some(2),
+                    cores: Some(2),
+                    threads: Some(1),
+                    places: Some(vec![[0, 0, 0], [1, 0, 1], [2, 1, 2], [3, 1, 3]]),
+                    heap_bytes: Some(2 << 20),
+                    heap_model_bytes: Some(5 << 20),
                 }),
-                &[],
+                &[
+                    "topology",
+                    "sockets",
+                    "cores",
+                    "threads",
+                    "places",
+                    "heap_bytes",
+                    "heap_model_bytes",
+                ],
             ),
             (
                 Record::Run(Run {
@@ -617,6 +668,9 @@ mod tests {
                         cpus: vec![0, 1],
                         policy: "rr".into(),
                     }]),
+                    sockets: Some(2),
+                    cores: Some(1),
+                    threads: Some(1),
                 }),
                 &[
                     "start_ns",
@@ -625,6 +679,9 @@ mod tests {
                     "warmup_ns",
                     "seed",
                     "pools",
+                    "sockets",
+                    "cores",
+                    "threads",
                 ],
             ),
             (Record::Domain(domain()), &["pool", "wake_lat_hist"]),

@@ -16,7 +16,7 @@
 //!
 //! The transmit ring has 128 slots, the receive ring 256.
 
-use crate::ring::{BackRing, FrontRing, coded_field, packed_message};
+use crate::io::ring::{BackRing, FrontRing, coded_field, packed_message};
 
 /// Largest packet, in bytes.
 pub const MTU: usize = 1500;
@@ -184,7 +184,7 @@ pub type RxBackRing<'a> = BackRing<'a, RxRequest, RxResponse>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Message;
+    use crate::io::ring::Message;
 
     fn roundtrip<M: Message>(m: &M) -> M {
         let mut w = [0u64; 4];

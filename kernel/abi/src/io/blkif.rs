@@ -1,4 +1,4 @@
-//! The split block device: requests and responses on its [`crate::ring`] (Xen's
+//! The split block device: requests and responses on its [`crate::io::ring`] (Xen's
 //! `public/io/blkif.h`, simplified).
 //!
 //! A request reads or writes a run of consecutive 512-byte sectors from `sector` on; the data
@@ -15,7 +15,7 @@
 //! range): the backend checks a request with [`BlkRequest::check`] and answers `Error` or
 //! `NotSupported`.
 
-use crate::ring::{BackRing, FrontRing, Message, coded_field, packed_message};
+use crate::io::ring::{BackRing, FrontRing, Message, coded_field, packed_message};
 
 /// Bytes of a sector.
 pub const SECTOR_BYTES: usize = 512;
