@@ -397,7 +397,7 @@ fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
 
 /// `scripts/experiments/rtds.toml`: two domains served 2 ms every 10 ms among 126
 /// neighbours. `rtcpu` (cpu-bound, no extra time) got between 10% and 25% of one CPU: far
-/// above the 1/128 of the machine (1.6% of a CPU) a proportional policy gives it, and not
+/// above the 1/128 of the machine (2% of a CPU under credit in schedsim) a proportional policy gives it, and not
 /// much above its budget (schedsim: exactly 20%; under TCG on a host with a load of 5 to 7
 /// on 2 cores: 15% to 19%, since a stalled QEMU thread counts as run time and the
 /// hypervisor's own work after each switch runs on the vCPUs' time). `rt` (1 ms of work every
