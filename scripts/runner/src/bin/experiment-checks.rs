@@ -397,10 +397,10 @@ fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
 
 /// `scripts/experiments/rtds.toml`: two domains served 2 ms every 10 ms among 126
 /// neighbours. `rtcpu` (cpu-bound, no extra time) got between 10% and 25% of one CPU: far
-/// above the 1/128 of the machine (2% of a CPU under credit in schedsim) a proportional policy gives it, and not
-/// much above its budget (schedsim: exactly 20%; under TCG on a host with a load of 5 to 7
-/// on 2 cores: 15% to 19%, since a stalled QEMU thread counts as run time and the
-/// hypervisor's own work after each switch runs on the vCPUs' time). `rt` (1 ms of work every
+/// above the 1/128 of the machine a proportional policy gives it (credit in schedsim: 2% of
+/// a CPU), and not much above its budget (schedsim: exactly 20%; under TCG on a host with a
+/// load of 5 to 7 on 2 cores: 15% to 19%, since a stalled QEMU thread counts as run time and
+/// the hypervisor's own work after each switch runs on the vCPUs' time). `rt` (1 ms of work every
 /// 10 ms) woke and worked, and its median wake-up latency is within its period. How many of
 /// its periods it completed and its maximum latency are reported, not bounded: on this host
 /// they went from 244 of 300 and 12 ms to 93 of 300 and 80 ms from one run to the next, as
