@@ -11,9 +11,11 @@
 //! policy never reads a clock, which is what makes the simulation exact.
 //!
 //! Policies here: [`rr`] (round-robin, Xen 2.0's `sched_rrobin`), [`credit`] (Xen's credit
-//! scheduler), [`credit2`] (Xen's credit2), [`bvt`] (borrowed virtual time, Duda & Cheriton, SOSP 1999), [`fifo`] (the
-//! smallest complete policy) and [`stride`] (stride scheduling, Waldspurger & Weihl 1995,
-//! which `README.md` writes from an empty file). [`registry`] builds any of them by name;
+//! scheduler), [`credit2`] (Xen's credit2), [`bvt`] (borrowed virtual time, Duda &
+//! Cheriton, SOSP 1999), [`fifo`] (the smallest complete policy), [`stride`] (stride
+//! scheduling, Waldspurger & Weihl 1995, which `README.md` writes from an empty file) and
+//! [`rtds`] (Xen's real-time deferrable server, global EDF). [`registry`] builds any of
+//! them by name;
 //! the `register!` list below is the one place a policy is registered.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
@@ -42,6 +44,7 @@ registry::register! {
     bvt::Bvt,
     fifo::Fifo,
     stride::Stride,
+    rtds::Rtds,
 }
 
 #[cfg(feature = "std")]
@@ -280,6 +283,17 @@ pub enum Error {
     Busy,
     /// A topology with zero CPUs, or more than [`runq::MAX_CPUS`].
     BadTopology,
+    /// A parameter above another that bounds it (rtds: `budget_us` ≤ `period_us`).
+    NotAtMost {
+        /// The parameter.
+        param: &'static str,
+        /// Its value.
+        value: u64,
+        /// The parameter that bounds it.
+        limit: &'static str,
+        /// That one's value.
+        limit_value: u64,
+    },
 }
 
 fn list_params(f: &mut fmt::Formatter<'_>, allowed: &[ParamSpec]) -> fmt::Result {
@@ -320,6 +334,11 @@ impl fmt::Display for Error {
             Error::NoSuchCpu(c) => write!(f, "no such CPU {c}"),
             Error::AlreadyPresent => write!(f, "already present"),
             Error::Busy => write!(f, "busy: the vCPU must be asleep, the domain empty"),
+            Error::NotAtMost { param, value, limit, limit_value } => write!(
+                f,
+                "{param} = {value} is larger than {limit} = {limit_value}; allowed: {param} \
+                 at most {limit}"
+            ),
             Error::BadTopology => write!(
                 f,
                 "bad topology: allowed 1..={} CPUs and at least one vCPU and domain",

@@ -21,7 +21,8 @@
 //! - Invariants checked at every instant: no vCPU is current on two CPUs; a policy never
 //!   picks a vCPU that is not runnable; and (work conservation, the "wasted cores" check)
 //!   no CPU idles while a runnable vCPU waits. The last is skipped for specs with caps,
-//!   since parking a capped vCPU is deliberate idling.
+//!   since parking a capped vCPU is deliberate idling, and for rtds domains without
+//!   `extratime` (a vCPU that spent its budget waits for its next period).
 //!
 //! Same spec and seed, same output, byte for byte: there is no other input (no clock, no
 //! hash-map order, no threads).
@@ -548,8 +549,11 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         .map_err(|e| SimError(format!("{}: sched: {e}", spec.file)))?;
     let t0 = spec.warmup_ms * 1_000_000;
     let t1 = t0 + spec.duration_ms * 1_000_000;
-    // Parking a capped vCPU is deliberate idling: no work-conservation check then.
-    let capped = plan.iter().any(|p| p.cap > 0) && policy.info().domain_param("cap").is_some();
+    // Parking a capped vCPU, or an rtds vCPU without extra time that spent its budget, is
+    // deliberate idling: no work-conservation check then. (A plan carries only the
+    // parameters of the policy in force.)
+    let capped = (plan.iter().any(|p| p.cap > 0) && policy.info().domain_param("cap").is_some())
+        || plan.iter().flat_map(|p| &p.params).any(|(k, v)| k == "extratime" && *v == 0);
     let nwin = opts.window_ns.map_or(0, |w| (t1 - t0).div_ceil(w) as usize);
     let mut sim = Sim {
         policy,

@@ -1072,6 +1072,28 @@ impl Spec {
                 ));
             }
         }
+        // What the policy checks across one domain's parameters (rtds: budget_us at most
+        // period_us), tried on a one-domain instance of it, so both engines refuse the spec
+        // before anything runs.
+        if (0..g.count as usize).any(|k| !group_params(g, k, policy).is_empty()) {
+            let topo = crate::Topology::flat(1, 1, 1);
+            let probe = registry::build(policy.name, &topo, &[])
+                .map_err(|e| self.err("sched.policy", e.to_string()))?;
+            for k in 0..g.count as usize {
+                let params = group_params(g, k, policy);
+                let params: Vec<(&str, u64)> =
+                    params.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                probe.add_domain(crate::DomainId(0), &params).map_err(|e| {
+                    let which = if g.count > 1 {
+                        format!("domain `{}{k}`: ", g.name)
+                    } else {
+                        String::new()
+                    };
+                    self.err(at("sched"), format!("{which}{e}"))
+                })?;
+                let _ = probe.remove_domain(crate::DomainId(0));
+            }
+        }
         // What the hypervisor builds for each domain, and what the workload reserves later,
         // must fit its memory_kib (the hypervisor refuses to create it otherwise).
         let args = group_args(g);
@@ -1222,21 +1244,7 @@ impl Spec {
         let mut out = Vec::new();
         for (gi, g) in self.domains.iter().enumerate() {
             for i in 0..g.count as usize {
-                let mut params = Vec::new();
-                let mut add = |name: &str, v: u64| {
-                    if policy.is_some_and(|p| p.domain_param(name).is_some()) {
-                        params.push((name.to_string(), v));
-                    }
-                };
-                if let Some(w) = &g.weight {
-                    add("weight", w.get(i));
-                }
-                if let Some(c) = &g.cap {
-                    add("cap", c.get(i));
-                }
-                for (k, v) in &g.sched {
-                    add(k, v.get(i));
-                }
+                let params = policy.map_or_else(Vec::new, |p| group_params(g, i, p));
                 let args = group_args(g);
                 out.push(DomainPlan {
                     id: out.len() as u32,
@@ -1320,6 +1328,27 @@ pub fn starved(p: &DomainPlan, duration_ns: u64, got: &Progress, timers: bool) -
         ));
     }
     None
+}
+
+/// The per-domain parameters `policy` gets for the `i`-th domain of group `g` (those of
+/// other policies dropped).
+fn group_params(g: &Group, i: usize, policy: &PolicyInfo) -> Vec<(String, u64)> {
+    let mut params = Vec::new();
+    let mut add = |name: &str, v: u64| {
+        if policy.domain_param(name).is_some() {
+            params.push((name.to_string(), v));
+        }
+    };
+    if let Some(w) = &g.weight {
+        add("weight", w.get(i));
+    }
+    if let Some(c) = &g.cap {
+        add("cap", c.get(i));
+    }
+    for (k, v) in &g.sched {
+        add(k, v.get(i));
+    }
+    params
 }
 
 /// A group's workload arguments, with the workload's defaults filled in.

@@ -509,3 +509,49 @@ fn a_bad_name_is_refused_with_the_field_and_the_names_allowed() {
     let e = err(&text.replace("runqueue = \"cores\"", "ratelimit_us = \"fast\""));
     assert!(e.contains("ratelimit_us") && e.contains("integer"), "{e}");
 }
+
+#[test]
+fn rtds_parameters_flow_by_name_and_budget_must_fit_the_period() {
+    let text = |policy: &str, budget: u64| {
+        format!(
+            r#"
+name = "rt"
+[sched]
+policy = "{policy}"
+[[domain]]
+name = "rt"
+count = 2
+workload = "cpu"
+weight = 512
+[domain.sched]
+period_us = 10000
+budget_us = [2000, {budget}]
+extratime = 0
+"#
+        )
+    };
+    // Under rtds: the three parameters reach the plan; the weight (which rtds has not) is
+    // dropped from the parameters but still reported.
+    let s = ok(&text("rtds", 3000));
+    let plan = s.plan();
+    assert_eq!(
+        plan[1].params,
+        vec![
+            ("budget_us".to_string(), 3000),
+            ("extratime".to_string(), 0),
+            ("period_us".to_string(), 10000)
+        ]
+    );
+    assert_eq!(plan[1].weight, 512);
+    // A budget above the period is refused before anything runs, naming both.
+    let e = err(&text("rtds", 20000));
+    assert!(e.contains("exp.toml") && e.contains("domain[0].sched"), "{e}");
+    assert!(e.contains("rt1") && e.contains("budget_us = 20000"), "{e}");
+    assert!(e.contains("period_us = 10000"), "{e}");
+    // Under credit the rtds parameters are someone else's: accepted, ignored, weight kept.
+    let s = ok(&text("credit", 20000));
+    assert_eq!(s.plan()[1].params, vec![("weight".to_string(), 512)]);
+    // RTDS_MIN: 10 µs.
+    let e = err(&text("rtds", 9));
+    assert!(e.contains("budget_us") && e.contains("10..="), "{e}");
+}

@@ -712,6 +712,9 @@ pub fn idle_step(now: u64) -> IdleStep {
     run_timers(&mut cs, now);
     let decision = policy().schedule(cpu, now);
     let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) else {
+        // Nothing to run, but the policy may want to decide again at a set time (rtds: when
+        // a depleted vCPU's budget comes back): `slice_ns` holds for an idle CPU too.
+        cs.slice_end = decision.slice_ns.map(|s| now + s);
         return IdleStep::Sleep;
     };
     // The same check as every other way back to a guest (`trap::leave`): a frame saved while

@@ -460,6 +460,48 @@ fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `scripts/experiments/rtds.toml`: two domains served 2 ms every 10 ms among 126
+/// neighbours. `rtcpu` (cpu-bound, no extra time) got between 10% and 25% of one CPU: far
+/// above the 1/128 of the machine a proportional policy gives it (credit in schedsim: 2% of
+/// a CPU), and not much above its budget (schedsim: exactly 20%; under TCG on a host with a
+/// load of 5 to 7 on 2 cores: 15% to 19%, since a stalled QEMU thread counts as run time and
+/// the hypervisor's own work after each switch runs on the vCPUs' time). `rt` (1 ms of work every
+/// 10 ms) woke and worked, and its median wake-up latency is within its period. How many of
+/// its periods it completed and its maximum latency are reported, not bounded: on this host
+/// they went from 244 of 300 and 12 ms to 93 of 300 and 80 ms from one run to the next, as
+/// the host descheduled QEMU's threads (schedsim's test, on the same spec, asserts every
+/// period and a maximum within the period).
+fn rtds_guarantee_holds(records: &[Record]) -> Result<String, String> {
+    const PERIOD_NS: u64 = 10_000_000;
+    let run = records.run().ok_or("no run record")?;
+    let group = |name: &str| {
+        domains(records)
+            .into_iter()
+            .find(|d| d.group == name)
+            .ok_or(format!("no `{name}` domain"))
+    };
+    let (rt, rtcpu) = (group("rt")?, group("rtcpu")?);
+    let pct = 100.0 * rtcpu.cpu_ns as f64 / run.duration_ns.max(1) as f64;
+    if !(10.0..=25.0).contains(&pct) {
+        return Err(format!(
+            "`rtcpu` got {pct:.2}% of a CPU; its budget is 20% (2 ms every 10 ms)"
+        ));
+    }
+    let periods = run.duration_ns / PERIOD_NS;
+    if rt.work == 0 || rt.wakeups == 0 || rt.wake_lat_p50_ns > PERIOD_NS {
+        return Err(format!(
+            "`rt` completed {} of {periods} periods in {} wake-ups, wake-up latency p50 {} ns \
+             (period {PERIOD_NS} ns)",
+            rt.work, rt.wakeups, rt.wake_lat_p50_ns
+        ));
+    }
+    Ok(format!(
+        "`rtcpu` got {pct:.2}% of a CPU; `rt` completed {} of {periods} periods, wake-up \
+         latency p50 {} ns, p99 {} ns, max {} ns",
+        rt.work, rt.wake_lat_p50_ns, rt.wake_lat_p99_ns, rt.wake_lat_max_ns
+    ))
+}
+
 /// Every `fpu` domain checked its registers many times and never saw them change (a change
 /// ends the domain with a failure, which Domain0's verdict, the exit status, reports too).
 fn registers_never_leak(records: &[Record]) -> Result<String, String> {
@@ -955,6 +997,14 @@ fn cases() -> Vec<Case> {
         vec![&spec("latency"), "--sched", "bvt", "--seconds", "1"],
         latency_domain_runs,
         Also::Trace,
+    );
+    // RTDS's guarantee (domains served 2 ms every 10 ms among 126 neighbours). Not compared
+    // with schedsim's shares: under TCG `rt`'s share follows the host's load (see the check).
+    with(
+        "rtds/guarantee".into(),
+        vec![&spec("rtds")],
+        rtds_guarantee_holds,
+        Also::Nothing,
     );
     let mut add =
         |name: String, args: Vec<&str>, check: Check| with(name, args, check, Also::Nothing);
