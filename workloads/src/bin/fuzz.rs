@@ -1443,19 +1443,28 @@ fn upcall_on_wild_stack() {
     let _ = upcall::register(on_event);
     shared::set_mask(port, false);
     set_upcall_mask(0, false);
-    let _ = hypercall::set_timer(time::now_ns() + 1_000_000);
+    // The timer is armed from inside the wild-stack window: armed before it, the event could
+    // come (on the good stack, if this vCPU was preempted for a millisecond on the way) and
+    // leave nothing to fire during the spin, which then ran for seconds unkilled (seen about
+    // once in ten runs of fuzz/exceptions on 2 CPUs).
+    let deadline = time::now_ns() + 1_000_000;
     // SAFETY: spins with a wild RSP until the upcall (or a bug) ends us; RSP is restored
-    // after a bounded spin if neither happens.
+    // after a bounded spin if neither happens. `syscall` does not touch the stack, and the
+    // hypervisor keeps R12 (callee-saved) across it.
     unsafe {
         asm!(
-            "mov rax, rsp",
+            "mov r12, rsp",
             "mov rsp, 0xffff800000001000",
+            "syscall",
             "mov rcx, 2000000000",
             "2:",
             "dec rcx",
             "jnz 2b",
-            "mov rsp, rax",
-            out("rax") _, out("rcx") _
+            "mov rsp, r12",
+            inlateout("rax") nr::SET_TIMER => _,
+            in("rdi") deadline,
+            out("r12") _,
+            clobber_abi("C"),
         );
     }
 }
