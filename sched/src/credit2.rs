@@ -1756,13 +1756,7 @@ impl Policy for Credit2 {
     fn stats(&self) -> Stats {
         let mut t = Stats::default();
         for rq in &self.rqs {
-            let g = rq.lock.lock();
-            t.schedules += g.stats.schedules;
-            t.wakes += g.stats.wakes;
-            t.steals += g.stats.steals;
-            t.steal_lock_busy += g.stats.steal_lock_busy;
-            t.steal_mid_switch += g.stats.steal_mid_switch;
-            t.kicks += g.stats.kicks;
+            t += rq.lock.lock().stats;
         }
         t
     }

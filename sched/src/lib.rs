@@ -179,6 +179,18 @@ pub struct Stats {
     pub kicks: u64,
 }
 
+impl core::ops::AddAssign for Stats {
+    /// Adds another runqueue's counters (policies sum theirs for [`Policy::stats`]).
+    fn add_assign(&mut self, o: Stats) {
+        self.schedules += o.schedules;
+        self.wakes += o.wakes;
+        self.steals += o.steals;
+        self.steal_lock_busy += o.steal_lock_busy;
+        self.steal_mid_switch += o.steal_mid_switch;
+        self.kicks += o.kicks;
+    }
+}
+
 /// One tunable parameter: its `xl` name, its default and its allowed range (inclusive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParamSpec {

@@ -738,13 +738,7 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
         for c in &self.cpus {
-            let rq = c.lock.lock();
-            s.schedules += rq.stats.schedules;
-            s.wakes += rq.stats.wakes;
-            s.steals += rq.stats.steals;
-            s.steal_lock_busy += rq.stats.steal_lock_busy;
-            s.steal_mid_switch += rq.stats.steal_mid_switch;
-            s.kicks += rq.stats.kicks;
+            s += c.lock.lock().stats;
         }
         s
     }
