@@ -40,6 +40,14 @@ pub fn record(json: &str) {
     ));
 }
 
+/// Writes one typed results record (`abi::tool::results`) for the runner.
+pub fn write_record(r: &abi::tool::results::Record) {
+    match serde_json::to_string(r) {
+        Ok(json) => record(&json),
+        Err(e) => log::error!("cannot encode a {} record: {e}", r.kind()),
+    }
+}
+
 struct Logger;
 
 impl log::Log for Logger {

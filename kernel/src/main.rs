@@ -102,14 +102,6 @@ fn check_place(cpu_index: usize) {
     }
 }
 
-/// Writes one results record (`abi::tool::results`) for the runner.
-fn record(r: &Record) {
-    match serde_json::to_string(r) {
-        Ok(json) => console::record(&json),
-        Err(e) => log::error!("cannot encode a {} record: {e}", r.kind()),
-    }
-}
-
 /// The Rust entry of the bootstrap CPU, called by the boot code (`arch/x86_64/boot.rs`).
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry() -> ! {
@@ -295,7 +287,7 @@ extern "C" fn kernel_entry() -> ! {
         smp::apic::Mode::Off => None,
     };
     match apic {
-        Some(apic) => record(&Record::Boot(Boot {
+        Some(apic) => console::write_record(&Record::Boot(Boot {
             cpus_online: online.len() as u32,
             cpus_found: topology.cpus.len() as u32,
             apic,

@@ -161,10 +161,7 @@ pub fn record_policy_counters() {
         policy: p.info().name.into(),
         counters,
     });
-    match serde_json::to_string(&r) {
-        Ok(json) => crate::console::record(&json),
-        Err(e) => log::error!("cannot encode the counters record: {e}"),
-    }
+    crate::console::write_record(&r);
 }
 
 fn cpus() -> &'static PerCpu<Mutex<CpuSched>> {
