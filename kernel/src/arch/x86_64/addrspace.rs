@@ -60,8 +60,8 @@ pub trait FrameSource: Sync {
     fn end_access(&self, phys: u64, write: bool);
 }
 
-/// Takes a free frame from `source` and zeroes it: a fresh page for a guest, with nothing
-/// left in it from its last user.
+/// Takes a free frame from `source` and zeroes it: a fresh page (a guest's, or one of its
+/// page tables) with nothing left in it from its last user.
 pub fn alloc_zeroed(source: &dyn FrameSource) -> Option<u64> {
     let phys = source.alloc()?;
     // SAFETY: a frame `alloc` just returned is free RAM, direct-mapped (the allocator hands
@@ -199,18 +199,10 @@ fn index_at(va: u64, level: u32) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
-/// Zeroes a frame through the direct map.
-fn zero_frame(phys: u64) {
-    // SAFETY: `phys` is a frame just taken from the allocator, owned by the caller, and
-    // direct-mapped.
-    unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
-}
-
 impl AddressSpace {
     /// An address space with nothing in the lower half and the hypervisor's upper half.
     pub fn new(source: &'static dyn FrameSource) -> Result<AddressSpace, OutOfMemory> {
-        let pml4 = source.alloc().ok_or(OutOfMemory)?;
-        zero_frame(pml4);
+        let pml4 = alloc_zeroed(source).ok_or(OutOfMemory)?;
         let kernel = super::boot::boot_pml4_phys();
         // SAFETY: both tables are direct-mapped frames; the new one is ours alone, the
         // kernel's upper-half entries are only read. Sharing them (rather than copying the
@@ -249,8 +241,7 @@ impl AddressSpace {
         {
             return Ok(frame.as_u64());
         }
-        let phys = self.source.alloc().ok_or(OutOfMemory)?;
-        zero_frame(phys);
+        let phys = alloc_zeroed(self.source).ok_or(OutOfMemory)?;
         self.frames.push(phys);
         let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
         if access.writable {
@@ -337,8 +328,7 @@ impl AddressSpace {
             table = if entry & 1 != 0 {
                 entry & ENTRY_ADDRESS
             } else {
-                let fresh = self.source.alloc().ok_or(OutOfMemory)?;
-                zero_frame(fresh);
+                let fresh = alloc_zeroed(self.source).ok_or(OutOfMemory)?;
                 self.frames.push(fresh);
                 // SAFETY: `table` is one of this address space's tables, direct-mapped,
                 // not yet loaded on any CPU (creation time): no TLB can hold the entry.
