@@ -21,35 +21,29 @@ fn guest_range_ok(addr: u64, len: u64) -> bool {
 
 /// Copies `dst.len()` bytes from guest address `src`.
 pub fn copy_from_guest(dst: &mut [u8], src: u64) -> Result<(), Errno> {
-    if !guest_range_ok(src, dst.len() as u64) {
-        return Err(Errno::Fault);
-    }
-    // SAFETY: `dst` is hypervisor memory of the right length, borrowed mutably; `src` lies
-    // in the guest half of the address space loaded now (the caller's), which holds no
-    // hypervisor object, and faults there are recovered by the copy's fix-up.
-    unsafe { copy_guest(dst.as_mut_ptr(), src as *const u8, dst.len()) }.map_err(|()| Errno::Fault)
+    // SAFETY: `dst` is hypervisor memory of the right length, borrowed mutably.
+    unsafe { copy_from_guest_raw(dst.as_mut_ptr(), dst.len(), src) }
 }
 
 /// Copies `src` to guest address `dst`.
 pub fn copy_to_guest(dst: u64, src: &[u8]) -> Result<(), Errno> {
-    if !guest_range_ok(dst, src.len() as u64) {
-        return Err(Errno::Fault);
-    }
-    // SAFETY: as in `copy_from_guest`, the other way round. Writes to read-only guest pages
-    // fault (CR0.WP is set) and are recovered too.
-    unsafe { copy_guest(dst as *mut u8, src.as_ptr(), src.len()) }.map_err(|()| Errno::Fault)
+    // SAFETY: `src` is hypervisor memory of the right length, borrowed.
+    unsafe { copy_to_guest_raw(dst, src.as_ptr(), src.len()) }
 }
 
 /// Copies `len` bytes from guest address `src` to hypervisor memory at `dst`.
 ///
 /// # Safety
-/// `dst` is valid for writes of `len` bytes, and nothing holds a Rust reference to them
-/// (another CPU or a guest may write them too: the copy is plain byte moves, as a device's).
+/// `dst` is valid for writes of `len` bytes, and nothing else writes them through a Rust
+/// reference meanwhile (another CPU or a guest may write them too, as they may a
+/// `FrameAccess` frame: the copy is plain byte moves, as a device's).
 pub(super) unsafe fn copy_from_guest_raw(dst: *mut u8, len: usize, src: u64) -> Result<(), Errno> {
     if !guest_range_ok(src, len as u64) {
         return Err(Errno::Fault);
     }
-    // SAFETY: `dst` per the contract; `src` as in `copy_from_guest`.
+    // SAFETY: `dst` per the contract; `src` lies in the guest half of the address space
+    // loaded now (the caller's), which holds no hypervisor object, and faults there are
+    // recovered by the copy's fix-up.
     unsafe { copy_guest(dst, src as *const u8, len) }.map_err(|()| Errno::Fault)
 }
 
@@ -61,7 +55,8 @@ pub(super) unsafe fn copy_to_guest_raw(dst: u64, src: *const u8, len: usize) -> 
     if !guest_range_ok(dst, len as u64) {
         return Err(Errno::Fault);
     }
-    // SAFETY: `src` per the contract; `dst` as in `copy_to_guest`.
+    // SAFETY: `src` per the contract; `dst` as in `copy_from_guest_raw`, the other way
+    // round. Writes to read-only guest pages fault (CR0.WP is set) and are recovered too.
     unsafe { copy_guest(dst as *mut u8, src, len) }.map_err(|()| Errno::Fault)
 }
 
