@@ -421,7 +421,6 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
 
     let mut domains = DOMAINS.write();
     let mut vcpus = VCPU_IDS.lock();
-    vcpu_slots();
     // The tables get their full size with the first domain (Domain0, at boot), so that they
     // never grow later: the heap the hypervisor uses with every guest gone is what it was
     // before the first guest came, which Domain0 checks.
