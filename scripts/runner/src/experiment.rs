@@ -35,6 +35,8 @@ pub struct Experiment {
     pub bench: bool,
     /// `[churn]`: domain lifetimes instead of a measured interval.
     pub churn: Option<spec::Churn>,
+    /// `window_ms`: a `window` record per domain per window (0 = none).
+    pub window_ms: u64,
     /// What it asks of the machine (`sched::limits`), without tracing.
     pub demand: sched::limits::Demand,
 }
@@ -60,6 +62,7 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         plan,
         bench: false,
         churn: s.churn.clone(),
+        window_ms: s.window_ms,
         demand: s.demand(false),
     }
 }

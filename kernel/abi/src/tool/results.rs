@@ -328,10 +328,26 @@ pub struct Domain {
     /// Optional (specs with `[[pool]]`): its pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
-    /// Optional (specs with `[[pool]]`): wake-up latencies as `[upper_bound_ns, count]`
-    /// pairs, log2 buckets from 1 µs, empty buckets left out.
+    /// Optional (written by the hypervisor and schedsim): every wake-up latency as
+    /// `[upper_bound_ns, count]` pairs in increasing order, log2 buckets from 1 µs
+    /// (`abi::control::wake_lat_bucket`: a bucket counts latencies below its bound and at
+    /// least half of it, the first everything below 1024 ns), empty buckets left out
+    /// ([`wake_lat_hist`]). Over the same span as the percentiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_lat_hist: Option<Vec<(u64, u64)>>,
+}
+
+/// A `domain` record's `wake_lat_hist` from counts per bucket (`abi::control::
+/// WAKE_LAT_BUCKETS` of them, bucket `i` below `wake_lat_upper_ns(i)`): the non-empty ones,
+/// as `(upper_bound_ns, count)`.
+pub fn wake_lat_hist(counts: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
+    counts
+        .into_iter()
+        .take(crate::control::WAKE_LAT_BUCKETS)
+        .enumerate()
+        .filter(|&(_, n)| n > 0)
+        .map(|(i, n)| (crate::control::wake_lat_upper_ns(i), n))
+        .collect()
 }
 
 /// A domain's `exit`: `"ok"` or `"killed: <reason>"`.
