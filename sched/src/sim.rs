@@ -259,7 +259,13 @@ impl Sim<'_> {
 
     /// Adds the part of [a, b) inside the measured interval to `dom`'s windows, split at
     /// their boundaries: `field` picks the figure.
-    fn add_to_windows(&mut self, dom: usize, a: u64, b: u64, field: fn(&mut WindowAcc) -> &mut u64) {
+    fn add_to_windows(
+        &mut self,
+        dom: usize,
+        a: u64,
+        b: u64,
+        field: fn(&mut WindowAcc) -> &mut u64,
+    ) {
         let Some(w) = self.window_ns else { return };
         let (a, b) = (a.max(self.t0), b.min(self.t1));
         let mut t = a;
@@ -589,8 +595,10 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     // parameters of the policy in force.)
     let capped = (plan.iter().any(|p| p.cap > 0) && policy.info().domain_param("cap").is_some())
         || plan.iter().flat_map(|p| &p.params).any(|(k, v)| k == "extratime" && *v == 0);
-    let window_ns =
-        opts.window_ns.or((spec.window_ms > 0).then(|| spec.window_ms * 1_000_000)).filter(|&w| w > 0);
+    let window_ns = opts
+        .window_ns
+        .or((spec.window_ms > 0).then(|| spec.window_ms * 1_000_000))
+        .filter(|&w| w > 0);
     let nwin = window_ns.map_or(0, |w| (t1 - t0).div_ceil(w) as usize);
     let mut sim = Sim {
         policy,
@@ -968,13 +976,18 @@ mod tests {
             assert!(mine.iter().all(|w| w.cpu_ns <= 100_000_000));
             let hist = d.wake_lat_hist.as_ref().unwrap();
             assert!(hist.windows(2).all(|p| p[0].0 < p[1].0));
-            assert!(hist.iter().all(|&(upper, count)| count > 0 && upper.is_power_of_two() && upper >= 1024));
+            assert!(
+                hist.iter()
+                    .all(|&(upper, count)| count > 0 && upper.is_power_of_two() && upper >= 1024)
+            );
             if d.workload == "latency" {
                 let count: u64 = hist.iter().map(|&(_, c)| c).sum();
                 assert!(count > 0 && count <= d.wakeups, "{count} of {}", d.wakeups);
                 // The largest latency lies in the last bucket.
                 let &(upper, _) = hist.last().unwrap();
-                assert!(d.wake_lat_max_ns < upper && (upper == 1024 || d.wake_lat_max_ns >= upper / 2));
+                assert!(
+                    d.wake_lat_max_ns < upper && (upper == 1024 || d.wake_lat_max_ns >= upper / 2)
+                );
             }
         }
         // Written after the domains, before the summary; each reads back.

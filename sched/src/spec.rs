@@ -1003,7 +1003,13 @@ impl Spec {
                 "a [churn] has no measured interval to cut into windows; allowed: 0 with [churn]",
             ));
         }
-        range(self, "window_ms", self.window_ms, MIN_WINDOW_MS, self.duration_ms.max(MIN_WINDOW_MS))?;
+        range(
+            self,
+            "window_ms",
+            self.window_ms,
+            MIN_WINDOW_MS,
+            self.duration_ms.max(MIN_WINDOW_MS),
+        )?;
         let windows = self.duration_ms.div_ceil(self.window_ms);
         let records = windows.saturating_mul(domains);
         if records > MAX_WINDOW_RECORDS {
@@ -1015,7 +1021,9 @@ impl Spec {
                      until the interval ends), so window_ms >= {}",
                     self.window_ms,
                     self.duration_ms,
-                    self.duration_ms.div_ceil(MAX_WINDOW_RECORDS / domains.max(1)).max(MIN_WINDOW_MS)
+                    self.duration_ms
+                        .div_ceil(MAX_WINDOW_RECORDS / domains.max(1))
+                        .max(MIN_WINDOW_MS)
                 ),
             ));
         }

@@ -567,10 +567,9 @@ fn window_ms_is_checked_against_the_interval_and_the_record_budget() {
     let e = err(&with("window_ms = 6000"));
     assert!(e.contains("window_ms") && e.contains("10..=5000"), "{e}");
     // 1001 domains in 10 ms windows: past the record budget; the message says what fits.
-    let big = GOOD.replace("count = 8", "count = 1000").replace(
-        "weight = [1, 2, 3, 4, 5, 6, 7, 8]",
-        "weight = 1",
-    );
+    let big = GOOD
+        .replace("count = 8", "count = 1000")
+        .replace("weight = [1, 2, 3, 4, 5, 6, 7, 8]", "weight = 1");
     let e = err(&format!("window_ms = 10\n{big}"));
     assert!(e.contains("window_ms") && e.contains("at most 65536") && e.contains(">= 77"), "{e}");
     assert!(Spec::from_str(&format!("window_ms = 77\n{big}"), "exp.toml").is_ok());

@@ -6,7 +6,7 @@
 //! bucket that holds them (never below the true value); the maximum is kept exactly.
 //! [`Histogram::log2_buckets`] exports the counts in the results' coarser log2 buckets.
 
-use abi::control::{WAKE_LAT_BUCKETS, wake_lat_bucket, wake_lat_upper_ns};
+use abi::control::{WAKE_LAT_BUCKETS, wake_lat_bucket};
 
 /// Sub-buckets per power of two.
 const SUB_BUCKETS: usize = 16;
@@ -135,6 +135,7 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::control::wake_lat_upper_ns;
 
     #[test]
     fn buckets_cover_values_with_bounded_error() {

@@ -56,6 +56,9 @@ pub enum Record {
     Counters(Counters),
     /// How the run ended (written last, by the runner).
     Exit(Exit),
+    /// How far Domain0 is (creating the domains, measuring), for the console's progress
+    /// line; no result.
+    Progress(Progress),
 }
 
 impl Record {
@@ -71,6 +74,7 @@ impl Record {
             Record::Event(_) => "event",
             Record::Counters(_) => "counters",
             Record::Exit(_) => "exit",
+            Record::Progress(_) => "progress",
         }
     }
 
@@ -92,6 +96,7 @@ impl Record {
             "event" => Event::deserialize(body).map(Record::Event),
             "counters" => Counters::deserialize(body).map(Record::Counters),
             "exit" => Exit::deserialize(body).map(Record::Exit),
+            "progress" => Progress::deserialize(body).map(Record::Progress),
             _ => return None,
         })
     }
@@ -643,6 +648,27 @@ impl Cause {
     }
 }
 
+/// `progress`: how far Domain0 is, written as it goes (the console's progress line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub phase: Phase,
+    /// How far: domains created, or ms of the interval measured.
+    pub done: u64,
+    /// Out of: domains to create, or ms to measure.
+    pub total: u64,
+}
+
+/// What Domain0 is doing in a `progress` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Creating the domains (`done` of `total` domains).
+    Create,
+    /// Measuring (`done` of `total` ms of the interval).
+    Measure,
+}
+
 /// A required field whose value may be `null`: serde reads a missing `Option` field as
 /// `None`, which would let a writer drop the field unnoticed; through this it must be there.
 fn nullable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -789,6 +815,14 @@ mod tests {
                 }),
                 &[],
             ),
+            (
+                Record::Progress(Progress {
+                    phase: Phase::Measure,
+                    done: 1000,
+                    total: 4000,
+                }),
+                &[],
+            ),
         ]
     }
 
@@ -843,7 +877,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "boot", "run", "domain", "summary", "bench", "window", "event", "counters", "exit"
+                "boot", "run", "domain", "summary", "bench", "window", "event", "counters", "exit",
+                "progress"
             ]
         );
     }
@@ -972,6 +1007,18 @@ mod tests {
         assert_eq!(got.value, Figure::Real(45.0));
         assert_eq!(got.value.as_u64(), None);
         assert_eq!(serde_json::to_string(&Record::Bench(got)).unwrap(), real);
+    }
+
+    #[test]
+    fn latency_histograms_keep_the_non_empty_buckets_with_their_bounds() {
+        let mut counts = [0u64; crate::control::WAKE_LAT_BUCKETS + 3];
+        (counts[0], counts[2], counts[31], counts[33]) = (4, 1, 2, 9);
+        // Beyond the contract's buckets nothing is read.
+        assert_eq!(
+            wake_lat_hist(counts),
+            [(1024, 4), (4096, 1), (1024 << 31, 2)]
+        );
+        assert!(wake_lat_hist([0u64; 4]).is_empty());
     }
 
     #[test]
