@@ -860,6 +860,16 @@ fn finish(
     for (name, value) in &mut counters {
         *value = value.saturating_sub(start.get(name).copied().unwrap_or(0));
     }
+    let window_records = window_records(plan, &sim, spec.duration_ms * 1_000_000);
+    let window_jain = {
+        let records: Vec<Record> = domains
+            .iter()
+            .cloned()
+            .map(Record::Domain)
+            .chain(window_records.iter().cloned().map(Record::Window))
+            .collect();
+        crate::windows::window_jain(&records, weighted)
+    };
     let summary = Summary {
         work_total: domains.iter().map(|d| d.work).sum(),
         jain,
@@ -868,6 +878,7 @@ fn finish(
         expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
         policy_counters: (!counters.is_empty()).then_some(counters),
+        window_jain: (!window_records.is_empty() && !window_jain.is_empty()).then_some(window_jain),
     };
     let shape = spec.machine.shape().ok();
     let run = Run {
@@ -889,7 +900,6 @@ fn finish(
         cores: shape.map(|sh| sh.cores as u32),
         threads: shape.map(|sh| sh.threads as u32),
     };
-    let window_records = window_records(plan, &sim, spec.duration_ms * 1_000_000);
     let ncpus = spec.machine.cpus;
     let trace = sim.trace.take().map(|mut t| {
         for p in plan {
@@ -999,6 +1009,11 @@ mod tests {
         assert_eq!(kinds.iter().filter(|k| *k == "window").count(), 3 * n);
         assert_eq!(kinds.last().map(String::as_str), Some("summary"));
         assert_eq!(kinds[n + 1], "window");
+        // The summary has one Jain's index per window; the windows are consistent.
+        assert_eq!(out.summary.window_jain.as_ref().map(Vec::len), Some(3));
+        let records: Vec<Record> =
+            out.jsonl().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(crate::windows::problems(&records), Vec::<String>::new());
         // Without window_ms, none.
         let plain = Spec::from_str(&text.replace("window_ms = 100\n", ""), "t.toml").unwrap();
         assert!(run(&plain, &Options::default()).unwrap().window_records.is_empty());

@@ -230,6 +230,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
         let mut problems = results::problems(results.records(), results.malformed(), exp.cpus);
         problems.extend(results::topology_problem(results.records(), exp.shape));
         problems.extend(results::heap_problem(results.records()));
+        problems.extend(sched::windows::problems(results.records()));
         if boot_module.is_some() {
             problems.extend(results::starved_summary(&results::starved(
                 results.records(),

@@ -99,6 +99,7 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
         expected,
         violations: 0,
         policy_counters: None,
+        window_jain: Some(sched::windows::window_jain(records, weighted)).filter(|j| !j.is_empty()),
     })
 }
 

@@ -441,6 +441,10 @@ pub struct Summary {
     /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_counters: Option<BTreeMap<String, u64>>,
+    /// Optional (runs with `window_ms`, both engines): Jain's index of CPU time / weight
+    /// over the `cpu` domains in each window, in order (`sched::windows::window_jain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_jain: Option<Vec<f64>>,
 }
 
 /// `bench`: one benchmark figure, beside the reference it is to be read against.
@@ -761,8 +765,9 @@ mod tests {
                     expected: true,
                     violations: 0,
                     policy_counters: Some(BTreeMap::from([("acct_periods".into(), 3)])),
+                    window_jain: Some(vec![0.5, 0.999]),
                 }),
-                &["policy_counters"],
+                &["policy_counters", "window_jain"],
             ),
             (
                 Record::Bench(Bench {
@@ -980,6 +985,7 @@ mod tests {
             expected: false,
             violations: 0,
             policy_counters: None,
+            window_jain: None,
         };
         let line = serde_json::to_string(&Record::Summary(s.clone())).unwrap();
         assert_eq!(
