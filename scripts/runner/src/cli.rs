@@ -90,6 +90,13 @@ pub struct Args {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Show everything the machine says: the hypervisor's own log lines and every raw
+    /// `@domino {...}` record (by default: a progress line, warnings, the domains' console
+    /// lines and each timeline event, then a summary per group; the records always go to
+    /// the results file).
+    #[arg(long, short, conflicts_with = "quiet")]
+    pub verbose: bool,
+
     /// Boot this hypervisor ELF instead of building target/release/domino.
     #[arg(long, value_name = "ELF")]
     pub kernel: Option<PathBuf>,

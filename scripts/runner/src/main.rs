@@ -16,6 +16,7 @@ mod qemu;
 mod results;
 mod trace;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -180,6 +181,11 @@ fn run(args: &Args) -> Result<u8, Stop> {
     }
     let mut write_error = None;
     let mut trace_lines = Vec::new();
+    let mut progress = console::Progress::new(std::io::stdout().is_terminal());
+    let show_progress = !args.quiet && !args.verbose;
+    if show_progress {
+        progress.show(format!("booting {} CPUs ({})", exp.cpus, accel.name()));
+    }
     // The hypervisor's last error lines, to say why a failed run failed even when the log
     // is not shown (--quiet, the test drivers).
     let mut errors: Vec<String> = Vec::new();
@@ -194,16 +200,27 @@ fn run(args: &Args) -> Result<u8, Stop> {
                     }
                     errors.push(text.split(" ERROR ").nth(1).unwrap_or(&text).to_string());
                 }
-                if !args.quiet {
+                if args.verbose {
                     println!("{text}");
+                } else if show_progress && console::shown_by_default(&text) {
+                    progress.line(&text);
                 }
             }
             Line::Record(json) => {
-                if !args.quiet {
+                if args.verbose {
                     println!("{}{json}", abi::tool::console::RECORD_PREFIX);
                 }
+                let before = results.records().len();
                 if let Err(e) = results.record(&json) {
                     write_error.get_or_insert(e);
+                }
+                if show_progress && let Some(r) = results.records()[before..].first() {
+                    if let Some(text) = console::progress_text(r) {
+                        progress.show(text);
+                    }
+                    if let Some(text) = console::event_line(r) {
+                        progress.line(&text);
+                    }
                 }
             }
             Line::Trace(event) => trace_lines.push(event),
@@ -219,6 +236,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
         let _ = std::fs::remove_file(file);
     }
 
+    progress.finish();
     let mut status = outcome.ending.status() as u8;
     let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr, &exp.policy);
     if outcome.ending == Ending::Hypervisor(abi::tool::console::ExitCode::Failure)
@@ -302,7 +320,9 @@ fn run(args: &Args) -> Result<u8, Stop> {
         println!("  accel:   {note}");
     }
     if boot_module.is_some() {
-        for line in results::domain_lines(results.records()) {
+        let weighted = sched::registry::info(&exp.policy)
+            .is_ok_and(|info| info.domain_param("weight").is_some());
+        for line in console::group_lines(results.records(), weighted) {
             println!("  {line}");
         }
     }
