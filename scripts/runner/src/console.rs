@@ -178,7 +178,13 @@ const LARGE_GROUP: usize = 8;
 pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
     let domains: Vec<&Domain> = records.domains().collect();
     let total: u64 = domains.iter().map(|d| d.cpu_ns).sum();
-    let weight = |d: &Domain| if weighted { d.weight.max(1) as f64 } else { 1.0 };
+    let weight = |d: &Domain| {
+        if weighted {
+            d.weight.max(1) as f64
+        } else {
+            1.0
+        }
+    };
     // The fair target of each cpu domain, out of what the cpu domains got.
     let duration = records.run().map_or(0, |r| r.duration_ns) as f64;
     let cpu: Vec<&&Domain> = domains.iter().filter(|d| d.workload == "cpu").collect();
@@ -189,7 +195,11 @@ pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
         &cpu.iter()
             .map(|d| {
                 let cpus = f64::from(d.vcpus);
-                let cap = if d.cap > 0 { d.cap as f64 / 100.0 } else { cpus };
+                let cap = if d.cap > 0 {
+                    d.cap as f64 / 100.0
+                } else {
+                    cpus
+                };
                 cpus.min(cap) * duration
             })
             .collect::<Vec<_>>(),
@@ -243,11 +253,7 @@ pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
         let wakeups: u64 = ds.iter().map(|d| d.wakeups).sum();
         match (hist_percentile(&hist, 0.5), hist_percentile(&hist, 0.99)) {
             (Some(p50), Some(p99)) => {
-                line += &format!(
-                    ", wake-up p50 < {}, p99 < {}",
-                    human_ns(p50),
-                    human_ns(p99)
-                )
+                line += &format!(", wake-up p50 < {}, p99 < {}", human_ns(p50), human_ns(p99))
             }
             _ if wakeups > 0 => {
                 let p99 = ds.iter().map(|d| d.wake_lat_p99_ns).max().unwrap_or(0);
@@ -258,14 +264,14 @@ pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
         let killed: Vec<&Domain> = ds.iter().copied().filter(|d| !d.exit.is_ok()).collect();
         match killed.first() {
             None => line += ", all ok",
-            Some(first) => {
-                line += &format!(", {} of {} {}", killed.len(), ds.len(), first.exit)
-            }
+            Some(first) => line += &format!(", {} of {} {}", killed.len(), ds.len(), first.exit),
         }
         out.push(line);
         if ds.len() > LARGE_GROUP {
             let mut by: Vec<&Domain> = ds.clone();
-            by.sort_by(|a, b| (b.cpu_ns as f64 / weight(b)).total_cmp(&(a.cpu_ns as f64 / weight(a))));
+            by.sort_by(|a, b| {
+                (b.cpu_ns as f64 / weight(b)).total_cmp(&(a.cpu_ns as f64 / weight(a)))
+            });
             let show = |ds: &[&Domain]| {
                 ds.iter()
                     .map(|d| format!("{} {:.2}%", d.name, pct(d.cpu_ns as f64)))
@@ -320,7 +326,9 @@ mod tests {
 
     #[test]
     fn only_warnings_and_domain_lines_by_default() {
-        assert!(shown_by_default("[    2.7] cpu0 INFO  [dom0] PASS: all 4 domains"));
+        assert!(shown_by_default(
+            "[    2.7] cpu0 INFO  [dom0] PASS: all 4 domains"
+        ));
         assert!(shown_by_default("[    2.7] cpu1 INFO  [w3] hello"));
         assert!(shown_by_default("[    0.1] cpu0 WARN  heap low"));
         assert!(shown_by_default("[    0.1] cpu0 ERROR dead"));
@@ -333,7 +341,12 @@ mod tests {
             id: name[1..].parse().unwrap(),
             name: name.into(),
             group: name[..1].into(),
-            workload: if name.starts_with('l') { "latency" } else { "cpu" }.into(),
+            workload: if name.starts_with('l') {
+                "latency"
+            } else {
+                "cpu"
+            }
+            .into(),
             vcpus: 1,
             weight,
             cap: 0,
@@ -378,10 +391,20 @@ mod tests {
             let cpu = if i == 4 { 360_000_000 } else { 180_000_000 };
             records.push(domain(&format!("w{i}"), 256, cpu, vec![]));
         }
-        records.push(domain("l10", 256, 20_000_000, vec![(1024, 90), (65536, 10)]));
+        records.push(domain(
+            "l10",
+            256,
+            20_000_000,
+            vec![(1024, 90), (65536, 10)],
+        ));
         let lines = group_lines(&records, true);
         assert_eq!(lines.len(), 3, "{lines:?}");
-        assert!(lines[0].starts_with("group w: 10 × cpu, 99.0% of guest CPU time (target 99.0%), Jain 0.9"), "{}", lines[0]);
+        assert!(
+            lines[0]
+                .starts_with("group w: 10 × cpu, 99.0% of guest CPU time (target 99.0%), Jain 0.9"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[0].ends_with(", all ok"), "{}", lines[0]);
         assert!(lines[1].starts_with("  top w4 18.00%, "), "{}", lines[1]);
         assert!(lines[1].contains("; bottom "), "{}", lines[1]);
@@ -391,7 +414,10 @@ mod tests {
             lines[2]
         );
         assert_eq!(hist_percentile(&[(1024, 90), (65536, 10)], 0.9), Some(1024));
-        assert_eq!(hist_percentile(&[(1024, 90), (65536, 10)], 0.91), Some(65536));
+        assert_eq!(
+            hist_percentile(&[(1024, 90), (65536, 10)], 0.91),
+            Some(65536)
+        );
         assert_eq!(hist_percentile(&[], 0.5), None);
     }
 
