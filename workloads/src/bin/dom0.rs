@@ -287,7 +287,7 @@ fn create_all<'a>(
     let every = total.div_ceil(16).max(1);
     for d in planned {
         let done = runs.len() as u64;
-        if done % every == 0 {
+        if done.is_multiple_of(every) {
             emit(
                 &windows::progress_record(Phase::Create, done, total),
                 verdict,
@@ -743,9 +743,9 @@ impl Timeline {
         for record in w.records(&ids) {
             emit(&record, verdict);
         }
-        if self.ticks > 0 {
+        if let Some(per_tick) = self.cost_ns.checked_div(self.ticks) {
             emit(
-                &report::bench_record("window_dom0_cpu_ns", self.cost_ns / self.ticks, "ns", None),
+                &report::bench_record("window_dom0_cpu_ns", per_tick, "ns", None),
                 verdict,
             );
             emit(
