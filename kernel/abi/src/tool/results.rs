@@ -3,8 +3,8 @@
 //!
 //! A results file is JSON Lines: one [`Record`] per line, `"kind"` first, then the fields in
 //! the order the types below declare them. Every writer serialises these types: the
-//! hypervisor (`boot`), Domain0 (`run`, `domain`, `bench`), `schedsim` (`run`, `domain`,
-//! `summary`), `schedbench` and `bench-boot` (`bench`), and the runner (`summary`, `exit`).
+//! hypervisor (`boot`, `counters`), Domain0 (`run`, `domain`, `window`, `bench`,
+//! `progress`), `schedsim` (`run`, `domain`, `window`, `summary`), `schedbench` and `bench-boot` (`bench`), and the runner (`summary`, `exit`).
 //! Every reader (the runner, `experiment-checks`, `boot-matrix`, `xtf`, `bench-boot`,
 //! `results-check`) parses into them. So a field a writer leaves out or misspells is a compile error, and one
 //! missing from or misspelled in a file is a parse error that names it, never a silent 0:
