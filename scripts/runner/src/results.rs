@@ -55,11 +55,21 @@ impl Results {
 
     /// Appends the runner's `exit` record: the exit status of `scripts/run`, what ended the
     /// run and the host wall time.
-    pub fn exit_record(&mut self, status: i32, cause: Cause, wall_ns: u128) -> io::Result<()> {
+    /// `host`: the host's cores and the other work on it during the run, when known.
+    pub fn exit_record(
+        &mut self,
+        status: i32,
+        cause: Cause,
+        wall_ns: u128,
+        host: Option<(u32, f64)>,
+    ) -> io::Result<()> {
         self.push(Record::Exit(Exit {
             status,
             cause,
             wall_ns: u64::try_from(wall_ns).unwrap_or(u64::MAX),
+            host_cores: host.map(|h| h.0),
+            // To a hundredth of a core: the figure is no more precise than the tick.
+            host_other_load: host.map(|h| (h.1 * 100.0).round() / 100.0),
         }))
     }
 
@@ -388,14 +398,15 @@ mod tests {
         r.record("not json").unwrap();
         // A field missing: copied, but not a record; the message names the field.
         r.record(r#"{"kind":"boot","cpus_online":1}"#).unwrap();
-        r.exit_record(0, Cause::Hypervisor, 5).unwrap();
+        r.exit_record(0, Cause::Hypervisor, 5, Some((2, 0.123)))
+            .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines[0], spaced);
         assert_eq!(lines[1], "not json");
         assert_eq!(
             lines[3],
-            r#"{"kind":"exit","status":0,"cause":"hypervisor","wall_ns":5}"#
+            r#"{"kind":"exit","status":0,"cause":"hypervisor","wall_ns":5,"host_cores":2,"host_other_load":0.12}"#
         );
         assert_eq!(r.records().len(), 2);
         assert_eq!(r.records()[0], boot(1));

@@ -587,7 +587,7 @@ pub struct Counters {
 }
 
 /// `exit`: how the run ended, written last by the runner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exit {
     /// The exit status of `scripts/run` (0, 1 or 2).
@@ -596,6 +596,14 @@ pub struct Exit {
     pub cause: Cause,
     /// The host's wall time from starting QEMU to its exit.
     pub wall_ns: u64,
+    /// The host's cores (QEMU runs each emulated CPU as a host thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cores: Option<u32>,
+    /// Other work on the host while QEMU ran, in cores busy on average (all busy time less
+    /// the runner's and QEMU's): with the emulated CPUs it tells whether QEMU's CPU threads
+    /// had a core each (scripts/runner `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_other_load: Option<f64>,
 }
 
 /// What ended a run.
@@ -770,8 +778,10 @@ mod tests {
                     status: 1,
                     cause: Cause::Timeout,
                     wall_ns: 3_000_000_000,
+                    host_cores: Some(2),
+                    host_other_load: Some(0.25),
                 }),
-                &[],
+                &["host_cores", "host_other_load"],
             ),
         ]
     }
