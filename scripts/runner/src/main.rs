@@ -307,6 +307,9 @@ fn run(args: &Args) -> Result<u8, Stop> {
     if let Some(note) = accel_note {
         println!("  accel:   {note}");
     }
+    if let Some(line) = results::slice_line(results.records()) {
+        println!("  slices:  {line}");
+    }
     if let Some(note) = host::contention(cores, exp.cpus, other_load.unwrap_or(0.0)) {
         println!("  host:    {note}");
     }

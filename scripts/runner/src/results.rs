@@ -305,6 +305,24 @@ pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
     ))
 }
 
+/// How late the hypervisor's timer ended the policy's slices over the interval (the `run`
+/// record's `slice_late_*`), or `None` when the run did not say.
+pub fn slice_line(records: &[Record]) -> Option<String> {
+    let run = records.run()?;
+    let hist = run.slice_late_hist.as_ref()?;
+    let ended: u64 = hist.iter().map(|&(_, n)| n).sum();
+    let bound = |ns: Option<u64>| match ns {
+        Some(u64::MAX) => "> 32.8 ms".to_string(),
+        Some(ns) => format!("≤ {}", human_ns(ns)),
+        None => "?".into(),
+    };
+    Some(format!(
+        "{ended} ended by the timer, late by p50 {}, p99 {}",
+        bound(run.slice_late_p50_ns),
+        bound(run.slice_late_p99_ns)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +491,9 @@ mod tests {
             sockets: None,
             cores: None,
             threads: None,
+            slice_late_hist: None,
+            slice_late_p50_ns: None,
+            slice_late_p99_ns: None,
         })
     }
 
