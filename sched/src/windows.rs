@@ -204,6 +204,9 @@ mod tests {
             sockets: None,
             cores: None,
             threads: None,
+            slice_late_hist: None,
+            slice_late_p50_ns: None,
+            slice_late_p99_ns: None,
         })
     }
 
