@@ -214,4 +214,15 @@ fn print_table(out: &sim::Output) {
         s.idle_ns as f64 / 1e6,
         s.work_total
     );
+    if let Some(jain) = s.window_jain.as_ref().filter(|j| !j.is_empty()) {
+        let mut sorted = jain.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "windows={} window_jain min={:.4} median={:.4} max={:.4}",
+            jain.len(),
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1]
+        );
+    }
 }
