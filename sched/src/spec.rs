@@ -782,6 +782,8 @@ pub struct Overrides {
     pub seconds: Option<f64>,
     /// `--memory MIB` (`scripts/run`): `machine.memory_mib`.
     pub memory_mib: Option<u64>,
+    /// `--window-ms MS`: `window_ms` (0 = none).
+    pub window_ms: Option<u64>,
 }
 
 /// One domain of the experiment, with its group's settings resolved for it.
@@ -926,6 +928,9 @@ impl Spec {
         }
         if let Some(s) = o.seconds {
             self.duration_ms = (s * 1000.0).round().max(0.0) as u64;
+        }
+        if let Some(w) = o.window_ms {
+            self.window_ms = w;
         }
     }
 

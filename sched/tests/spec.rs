@@ -573,6 +573,13 @@ fn window_ms_is_checked_against_the_interval_and_the_record_budget() {
     let e = err(&format!("window_ms = 10\n{big}"));
     assert!(e.contains("window_ms") && e.contains("at most 65536") && e.contains(">= 77"), "{e}");
     assert!(Spec::from_str(&format!("window_ms = 77\n{big}"), "exp.toml").is_ok());
+    // `--window-ms` sets it, or turns it off.
+    let mut o = Spec::from_str(GOOD, "exp.toml").unwrap();
+    o.apply_overrides(&Overrides { window_ms: Some(250), ..Overrides::default() });
+    o.validate().unwrap();
+    assert_eq!(o.window_ms, 250);
+    o.apply_overrides(&Overrides { window_ms: Some(0), ..Overrides::default() });
+    assert_eq!(o.window_ms, 0);
     // Written back out (sweeps hand specs on as files) only when set.
     assert!(s.to_toml().contains("window_ms = 100"));
     assert!(!Spec::from_str(GOOD, "exp.toml").unwrap().to_toml().contains("window_ms"));

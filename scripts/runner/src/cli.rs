@@ -44,6 +44,11 @@ pub struct Args {
     #[arg(long, value_name = "S")]
     pub seconds: Option<f64>,
 
+    /// Results over time: a `window` record per domain per window of this many ms (0 =
+    /// none); overrides `window_ms`.
+    #[arg(long, value_name = "MS")]
+    pub window_ms: Option<u64>,
+
     /// Accelerator. Default: KVM if /dev/kvm passes a probe boot, else TCG.
     /// A forced `kvm` that fails the probe is an error.
     #[arg(long, value_enum)]

@@ -86,6 +86,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             workload: args.workload.clone(),
             seconds: args.seconds,
             memory_mib: args.memory,
+            window_ms: args.window_ms,
         },
     )?;
     let mut exp = exp;
