@@ -543,7 +543,8 @@ fn measure(
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
-    // Domain0 a while when it competes with them, and must not stretch the interval.
+    // Domain0 a while when it competes with them, and must not stretch the interval. (With
+    // windows, the start and each boundary are read at once: the boundaries share slot 1.)
     let t0 = take_snapshot(0, verdict);
     let mut timeline = Timeline::start(plan, runs, t0, verdict);
     let end = t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000));
