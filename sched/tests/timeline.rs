@@ -6,6 +6,8 @@ use sched::spec::Spec;
 
 const MS: u64 = 1_000_000;
 
+// `..Options::default()`: the options grow (other engines' settings).
+#[allow(clippy::needless_update)]
 fn run(text: &str, window_ms: u64) -> Output {
     let spec = Spec::from_str(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let out = sim::run(

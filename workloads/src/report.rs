@@ -436,6 +436,10 @@ mod tests {
             },
             bench: false,
             churn: None,
+            events: EncodedSeq {
+                count: 0,
+                bytes: &[],
+            },
         };
         f(&plan)
     }

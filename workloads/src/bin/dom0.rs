@@ -91,6 +91,13 @@ fn run() -> u8 {
         }
     };
 
+    let mut timeline = match workloads::timeline::Timeline::new(&plan, planned.len()) {
+        Ok(t) => t,
+        Err(message) => {
+            println!("{message}");
+            return ExitCode::BadInput as u8;
+        }
+    };
     let mut verdict = Verdict::default();
     let (policy, cpus) = match control::policy() {
         Ok(p) => p,
@@ -150,7 +157,13 @@ fn run() -> u8 {
         return verdict.code();
     }
     let mut runs = Vec::with_capacity(planned.len());
-    if let Some(create_start_ns) = create_all(&plan, planned, &mut runs, &mut verdict) {
+    if let Some(create_start_ns) = create_all(
+        &plan,
+        planned,
+        &|i| timeline.held(i),
+        &mut runs,
+        &mut verdict,
+    ) {
         if plan.bench {
             let name = alloc::format!("create_start_{}_domains", runs.len());
             emit(
@@ -167,6 +180,7 @@ fn run() -> u8 {
             &mut verdict,
             switch_floor_ns,
             dom_exc,
+            &mut timeline,
         );
     }
     teardown(&runs, &base, &mut verdict);
@@ -268,16 +282,20 @@ fn checked_domains<'a>(plan: &Plan<'a>) -> Result<Vec<PlannedDomain<'a>>, alloc:
 }
 
 /// Creates every planned domain (paused), then unpauses them all so they start together.
+/// Those `held` for a timeline's `start` event are created after that, and stay paused.
 /// Returns the time it took to create and start them all, or `None` (the problem in
 /// `verdict`) if any step failed.
 fn create_all<'a>(
     plan: &Plan<'a>,
     planned: Vec<PlannedDomain<'a>>,
+    held: &dyn Fn(usize) -> bool,
     runs: &mut Vec<DomainRun<'a>>,
     verdict: &mut Verdict,
 ) -> Option<u64> {
     let start = now_ns();
-    for d in planned {
+    let (later, now): (Vec<_>, Vec<_>) =
+        planned.into_iter().enumerate().partition(|(i, _)| held(*i));
+    for (_, d) in now {
         let id = match control::create(&report::create_request(plan, &d)) {
             Ok(id) => id,
             Err(e) => {
@@ -330,6 +348,29 @@ fn create_all<'a>(
         (created - start) / 1000,
         (started - created) / 1000
     );
+    // The held ones, in plan order: each goes in at its plan index (those before it are in).
+    for (i, d) in later {
+        let made = control::create(&report::create_request(plan, &d))
+            .and_then(|id| control::info(id).map(|info| (id, info)));
+        match made {
+            Ok((id, info)) => runs.insert(
+                i.min(runs.len()),
+                DomainRun {
+                    planned: d,
+                    id,
+                    before: info,
+                    after: info,
+                },
+            ),
+            Err(e) => {
+                verdict.fail(alloc::format!(
+                    "cannot create domain `{}` (held for its start event): {e:?}",
+                    d.name
+                ));
+                return None;
+            }
+        }
+    }
     Some(started - start)
 }
 
@@ -511,7 +552,9 @@ fn snapshot_cpus(cpus: u32, slot: u8, verdict: &mut Verdict) -> Vec<CpuStats> {
         .collect()
 }
 
-/// The warm-up, the measured interval, the records, and each domain's fate.
+/// The warm-up, the measured interval (and the timeline's events in it), the records, and
+/// each domain's fate.
+#[allow(clippy::too_many_arguments)] // each is one of the run's parts; no bundle reads better
 fn measure(
     plan: &Plan<'_>,
     policy: &str,
@@ -520,12 +563,21 @@ fn measure(
     verdict: &mut Verdict,
     switch_floor_ns: Option<u64>,
     dom_exc: Option<u32>,
+    timeline: &mut workloads::timeline::Timeline<'_>,
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
     // Domain0 a while when it competes with them, and must not stretch the interval.
     let t0 = take_snapshot(0, verdict);
-    sleep_until(t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000)));
+    let end = t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000));
+    // The timeline: apply every event due, sleep until the next one (or the end).
+    let ids: Vec<_> = runs.iter().map(|r| r.id).collect();
+    let mut next = timeline.begin(t0);
+    while let Some(at) = next.filter(|&at| at < end) {
+        sleep_until(at);
+        next = timeline.apply_due(now_ns(), &|i| ids[i]);
+    }
+    sleep_until(end);
     let t1 = take_snapshot(1, verdict);
     read_domains(runs, 0, verdict);
     read_domains(runs, 1, verdict);
@@ -566,6 +618,12 @@ fn measure(
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
     };
     emit(&report::run_record(&summary), verdict);
+    for line in timeline.records() {
+        emit(&line, verdict);
+    }
+    for problem in timeline.failures() {
+        verdict.fail(problem);
+    }
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);
     }
