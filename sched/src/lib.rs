@@ -27,6 +27,7 @@ use alloc::string::String;
 use core::fmt;
 
 pub mod limits;
+pub mod pools;
 pub mod registry;
 pub mod runq;
 pub mod summary;
