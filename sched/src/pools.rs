@@ -56,13 +56,33 @@ pub enum PoolError {
     /// The policy is not registered.
     UnknownPolicy(String),
     /// The CPU is in a pool already.
-    CpuTaken { cpu: usize, pool: PoolId },
+    CpuTaken {
+        /// The CPU.
+        cpu: usize,
+        /// Its pool.
+        pool: PoolId,
+    },
     /// The CPU is not in that pool.
-    CpuNotInPool { cpu: usize, pool: PoolId },
+    CpuNotInPool {
+        /// The CPU.
+        cpu: usize,
+        /// The pool named.
+        pool: PoolId,
+    },
     /// The pool holds domains.
-    HasDomains { pool: PoolId, domains: usize },
+    HasDomains {
+        /// The pool.
+        pool: PoolId,
+        /// How many (live ones, for a CPU's removal).
+        domains: usize,
+    },
     /// The pool holds CPUs.
-    HasCpus { pool: PoolId, cpus: usize },
+    HasCpus {
+        /// The pool.
+        pool: PoolId,
+        /// How many.
+        cpus: usize,
+    },
     /// The pool has no CPU to run a domain on.
     NoCpus(PoolId),
     /// The operation would leave the first pool (Domain0's) without a CPU, destroy it, or
@@ -122,7 +142,9 @@ pub const MAX_NAME_BYTES: usize = 32;
 /// One pool.
 #[derive(Clone, Debug)]
 pub struct Pool {
+    /// Its name.
     pub name: String,
+    /// Its policy.
     pub policy: &'static PolicyInfo,
     /// Machine numbers of its CPUs, ascending: local CPU `i` of its policy instance is
     /// `cpus[i]`.
@@ -144,9 +166,13 @@ struct DomainEntry {
 /// CPUs, unpause.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
+    /// The domain.
     pub domain: u32,
+    /// The pool it leaves.
     pub from: PoolId,
+    /// The pool it joins.
     pub to: PoolId,
+    /// Its parameters that `to`'s policy takes.
     pub params: Vec<(String, u64)>,
 }
 
@@ -155,10 +181,15 @@ pub struct Move {
 /// with its parameters (`params`, in `domains` order), insert their vCPUs, unpause.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Swap {
+    /// The pool.
     pub pool: PoolId,
+    /// Its new policy.
     pub policy: &'static str,
+    /// The knobs the new policy gets.
     pub knobs: Vec<(String, u64)>,
+    /// The domains in the pool.
     pub domains: Vec<u32>,
+    /// Each domain's parameters that the new policy takes.
     pub params: Vec<Vec<(String, u64)>>,
 }
 
