@@ -68,6 +68,20 @@ impl<'a> Timeline<'a> {
         })
     }
 
+    /// The parameters of the last `set` the timeline applied to planned domain `i`, if any:
+    /// what the hypervisor holds for it now (`SetSched` replaces a domain's list).
+    pub fn last_set(&self, i: usize) -> Option<abi::control::SchedParams> {
+        self.events[..self.next]
+            .iter()
+            .zip(&self.applied)
+            .rev()
+            .filter(|(e, r)| r.ok && (e.first as usize..(e.first + e.count) as usize).contains(&i))
+            .find_map(|(e, _)| match e.op {
+                EventOp::Set(p) => Some(p),
+                _ => None,
+            })
+    }
+
     /// Whether there are events at all.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()

@@ -407,20 +407,25 @@ fn memory_per_domain(runs: &[DomainRun<'_>], base: &Figures, verdict: &mut Verdi
 const EXERCISED: usize = 4;
 
 /// Exercises the control operations on a few live domains, after the measured interval:
-/// each domain's parameters read back as planned and survive being set again; a paused
-/// domain stops getting CPU time and runs again once unpaused.
-fn exercise_control(runs: &[DomainRun<'_>], verdict: &mut Verdict) {
-    for r in runs.iter().take(EXERCISED) {
+/// each domain's parameters read back as planned (or as the timeline last set them,
+/// `timeline_set`) and survive being set again; a paused domain stops getting CPU time and
+/// runs again once unpaused.
+fn exercise_control(
+    runs: &[DomainRun<'_>],
+    timeline_set: &dyn Fn(usize) -> Option<abi::control::SchedParams>,
+    verdict: &mut Verdict,
+) {
+    for (i, r) in runs.iter().enumerate().take(EXERCISED) {
         let name = r.planned.name;
+        let want = timeline_set(i).unwrap_or(r.planned.sched);
         match control::get_sched(r.id) {
-            Ok(params) if params == r.planned.sched => {}
+            Ok(params) if params == want => {}
             Ok(params) => verdict.fail(alloc::format!(
-                "`{name}`: GetSched gives {params:?}, planned {:?}",
-                r.planned.sched
+                "`{name}`: GetSched gives {params:?}, planned {want:?}"
             )),
             Err(e) => verdict.fail(alloc::format!("`{name}`: GetSched: {e:?}")),
         }
-        if let Err(e) = control::set_sched(r.id, r.planned.sched) {
+        if let Err(e) = control::set_sched(r.id, want) {
             verdict.fail(alloc::format!(
                 "`{name}`: SetSched of its own parameters: {e:?}"
             ));
@@ -584,7 +589,7 @@ fn measure(
     let cpus_before = snapshot_cpus(cpus, 0, verdict);
     let cpus_after = snapshot_cpus(cpus, 1, verdict);
     // After the interval, so as not to disturb what was measured.
-    exercise_control(runs, verdict);
+    exercise_control(runs, &|i| timeline.last_set(i), verdict);
     // A domain that should be killed and is still alive gets a second to misbehave: wait
     // for its end in the hypervisor rather than judge it too early. Its record keeps what
     // the snapshot saw; the verdict uses how it ended.
