@@ -483,6 +483,51 @@ impl Pools {
     }
 }
 
+/// Sets several parameters of `domain` in `policy` as one change: every name and range is
+/// checked first; then they are set, a parameter the policy refuses in the order given
+/// (rtds's `period_us` below the old `budget_us`) being tried again after the others; if
+/// they cannot all be set, those set are put back and the policy's error returned. So a
+/// control call never leaves a domain half-changed (the kernel's `SetSched`).
+pub fn set_domain_params(
+    policy: &dyn crate::Policy,
+    domain: crate::DomainId,
+    params: &[(&str, u64)],
+) -> Result<(), Error> {
+    let info = policy.info();
+    for (name, value) in params {
+        crate::find_param(info.name, info.domain_params, name)?.check(*value)?;
+    }
+    let old: Vec<(&str, u64)> = params
+        .iter()
+        .map(|(name, _)| policy.domain_param(domain, name).map(|v| (*name, v)))
+        .collect::<Result<_, _>>()?;
+    // Each pass sets what it can; a pass that sets nothing ends it.
+    let apply = |pairs: &[(&str, u64)]| -> Result<(), Error> {
+        let mut pending: Vec<(&str, u64)> = pairs.to_vec();
+        while !pending.is_empty() {
+            let mut refused = None;
+            let before = pending.len();
+            pending.retain(|(name, value)| match policy.set_domain_param(domain, name, *value) {
+                Ok(()) => false,
+                Err(e) => {
+                    refused = Some(e);
+                    true
+                }
+            });
+            if pending.len() == before
+                && let Some(e) = refused
+            {
+                return Err(e);
+            }
+        }
+        Ok(())
+    };
+    apply(params).inspect_err(|_| {
+        // Back to where it was: the old values were a valid whole.
+        let _ = apply(&old);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,6 +691,36 @@ mod tests {
         p.add_cpu(q, 1).unwrap();
         assert!(matches!(p.move_domain(1, q), Err(PoolError::Param(_))));
         assert_eq!(p.pool_of(1), Some(PoolId(0)));
+    }
+
+    #[test]
+    fn several_parameters_are_set_as_one_change_or_not_at_all() {
+        use crate::{DomainId, Policy};
+        let rtds = registry::build("rtds", &Topology::flat(1, 1, 1), &[]).unwrap();
+        let d = DomainId(0);
+        rtds.add_domain(d, &[("period_us", 10_000), ("budget_us", 4000)]).unwrap();
+        let now = |p: &dyn Policy| {
+            (p.domain_param(d, "period_us").unwrap(), p.domain_param(d, "budget_us").unwrap())
+        };
+        // Period first would be below the old budget: set anyway, in the order that works.
+        set_domain_params(rtds.as_ref(), d, &[("period_us", 1000), ("budget_us", 800)]).unwrap();
+        assert_eq!(now(rtds.as_ref()), (1000, 800));
+        set_domain_params(rtds.as_ref(), d, &[("budget_us", 5000), ("period_us", 6000)]).unwrap();
+        assert_eq!(now(rtds.as_ref()), (6000, 5000));
+        // A whole that is not valid: nothing changes, the policy says why.
+        let e = set_domain_params(rtds.as_ref(), d, &[("period_us", 2000), ("extratime", 0)])
+            .unwrap_err();
+        assert!(e.to_string().contains("budget_us"), "{e}");
+        assert_eq!(now(rtds.as_ref()), (6000, 5000));
+        assert_eq!(rtds.domain_param(d, "extratime").unwrap(), 1, "extratime put back");
+        // A name or range refused before anything is set.
+        assert!(
+            set_domain_params(rtds.as_ref(), d, &[("period_us", 7000), ("weight", 1)]).is_err()
+        );
+        assert!(
+            set_domain_params(rtds.as_ref(), d, &[("period_us", 7000), ("budget_us", 1)]).is_err()
+        );
+        assert_eq!(now(rtds.as_ref()), (6000, 5000));
     }
 
     #[test]
