@@ -1,5 +1,5 @@
 //! The example experiments that move (`scripts/experiments/{pools,arrival,reweight,
-//! policy-swap}.toml`) in the simulator: each change takes effect in the 100 ms windows
+//! policy-swap,departure}.toml`) in the simulator: each change takes effect in the 100 ms windows
 //! after its event, and not before. (The hypervisor's runs are checked by
 //! `experiment-checks`.)
 
@@ -90,4 +90,16 @@ fn arrivals_run_from_their_start_and_not_before() {
         let (got, tol) = (cpus(&out, d, w, 40), (0.15 * fair).max(0.015));
         near("arrival", &format!("new{i} from its start"), got, fair, tol);
     }
+}
+
+#[test]
+fn departure_destroys_and_pauses_at_their_time() {
+    let out = run("departure");
+    // w3 runs until 1 s (window 10), w2 stops from 2 s to 3 s.
+    near("departure", "w3 before", cpus(&out, 3, 0, 10), 0.5, 0.03);
+    assert_eq!(cpus(&out, 3, 10, 40), 0.0, "w3 ran after its destroy");
+    near("departure", "w2 between", cpus(&out, 2, 11, 20), 2.0 / 3.0, 0.05);
+    assert_eq!(cpus(&out, 2, 20, 30), 0.0, "w2 ran while paused");
+    near("departure", "w0 while w2 paused", cpus(&out, 0, 20, 30), 1.0, 0.02);
+    near("departure", "w2 after", cpus(&out, 2, 31, 40), 2.0 / 3.0, 0.05);
 }

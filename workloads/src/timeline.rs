@@ -14,7 +14,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use abi::control::DomainId;
+use abi::control::{DomainId, DomainInfo};
 use abi::error::Errno;
 use abi::tool::plan::{EventOp, Plan, PlannedEvent};
 use abi::tool::results::{self, Record};
@@ -31,6 +31,9 @@ pub struct Timeline<'a> {
     t0: Option<u64>,
     /// What was applied, in order.
     applied: Vec<results::Event>,
+    /// Domains destroyed by an event: plan index, figures at the start of the interval
+    /// (snapshot 0) and just before the destroy.
+    destroyed: Vec<(usize, DomainInfo, DomainInfo)>,
 }
 
 impl<'a> Timeline<'a> {
@@ -58,6 +61,7 @@ impl<'a> Timeline<'a> {
             next: 0,
             t0: None,
             applied: Vec::new(),
+            destroyed: Vec::new(),
         })
     }
 
@@ -80,6 +84,15 @@ impl<'a> Timeline<'a> {
                 EventOp::Set(p) => Some(p),
                 _ => None,
             })
+    }
+
+    /// The figures of planned domain `i` if an event destroyed it: at the start of the
+    /// interval and just before it was destroyed (what its record reports).
+    pub fn destroyed(&self, i: usize) -> Option<(DomainInfo, DomainInfo)> {
+        self.destroyed
+            .iter()
+            .find(|(d, _, _)| *d == i)
+            .map(|(_, b, a)| (*b, *a))
     }
 
     /// Whether there are events at all.
@@ -110,7 +123,7 @@ impl<'a> Timeline<'a> {
         {
             let e = self.events[self.next];
             self.next += 1;
-            let result = apply(&e, id);
+            let result = apply(&e, id, &mut self.destroyed);
             let applied = crate::time::now_ns();
             self.applied.push(results::Event {
                 at_ns: at - t0,
@@ -169,7 +182,11 @@ impl<'a> Timeline<'a> {
 /// One event through the control hypercalls: each of its domains in turn, or the global
 /// knobs. The hypervisor validates each call before it changes anything; an event over a
 /// group stops at the first domain refused, and says which.
-fn apply(e: &PlannedEvent<'_>, id: &dyn Fn(usize) -> DomainId) -> Result<(), String> {
+fn apply(
+    e: &PlannedEvent<'_>,
+    id: &dyn Fn(usize) -> DomainId,
+    destroyed: &mut Vec<(usize, DomainInfo, DomainInfo)>,
+) -> Result<(), String> {
     let domains = e.first as usize..(e.first + e.count) as usize;
     let each = |f: &dyn Fn(DomainId) -> Result<(), Errno>| -> Result<(), String> {
         for d in domains.clone() {
@@ -188,5 +205,20 @@ fn apply(e: &PlannedEvent<'_>, id: &dyn Fn(usize) -> DomainId) -> Result<(), Str
         }
         EventOp::Pause => each(&|d| control::pause(d)),
         EventOp::Unpause | EventOp::Start => each(&|d| control::unpause(d)),
+        EventOp::Destroy => {
+            // Paused first, so that its figures are final; read from the snapshot taken at
+            // the start of the interval and as they are now; then destroyed.
+            for d in domains {
+                let figures = control::pause(id(d))
+                    .and_then(|()| control::snapshot(id(d), 0))
+                    .and_then(|before| control::info(id(d)).map(|after| (before, after)));
+                let (before, after) =
+                    figures.map_err(|err| alloc::format!("domain {}: {err:?}", id(d)))?;
+                control::destroy(id(d))
+                    .map_err(|err| alloc::format!("domain {}: destroy: {err:?}", id(d)))?;
+                destroyed.push((d, before, after));
+            }
+            Ok(())
+        }
     }
 }

@@ -68,8 +68,8 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
 }
 
 /// What the hypervisor's Domain0 does not run yet of a valid spec, refused before boot
-/// (exit 2) naming the field: CPU pools, and events that move a domain, replace a policy
-/// or destroy a domain. schedsim runs them all.
+/// (exit 2) naming the field: CPU pools, and events that move a domain or replace a
+/// policy. schedsim runs them all.
 fn hypervisor_supports(s: &Spec) -> Result<(), BadInput> {
     let schedsim = "schedsim runs it (cargo run --release -p sched --bin schedsim -- SPEC)";
     if s.has_pools() {
@@ -84,14 +84,12 @@ fn hypervisor_supports(s: &Spec) -> Result<(), BadInput> {
             ("move_to", "moving a domain between pools")
         } else if e.policy.is_some() {
             ("policy", "replacing a pool's policy")
-        } else if e.action == Some(sched::timeline::Action::Destroy) {
-            ("action", "destroying a domain in the measured interval")
         } else {
             continue;
         };
         return Err(BadInput(format!(
             "{}: event[{i}].{field}: {what} runs only in schedsim so far; allowed here: set, \
-             or action = \"pause\" | \"unpause\" | \"start\"; {schedsim}",
+             or action = \"pause\" | \"unpause\" | \"start\" | \"destroy\"; {schedsim}",
             s.file
         )));
     }
@@ -273,6 +271,17 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
             (0, 8, 100)
         );
         assert_eq!(events[1].what, "set weight=9");
+        let f = write(&format!(
+            "{GOOD}[[event]]\nat_ms = 9\ntarget = \"w1\"\naction = \"destroy\"\n"
+        ));
+        let exp = load(Some(&f.0), &Overrides::default()).unwrap();
+        let bytes = crate::module::plan_bytes(&exp).unwrap();
+        let plan = abi::tool::plan::decode(&bytes).unwrap();
+        let e = plan.events().next().unwrap().unwrap();
+        assert_eq!(
+            (e.op, e.first, e.count),
+            (abi::tool::plan::EventOp::Destroy, 1, 1)
+        );
         for (extra, field) in [
             ("[[pool]]\nname = \"p\"\ncpus = 4\n", "pool:"),
             (
@@ -280,8 +289,8 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
                 "event[0].policy:",
             ),
             (
-                "[[event]]\nat_ms = 9\ntarget = \"w1\"\naction = \"destroy\"\n",
-                "event[0].action:",
+                "[[event]]\nat_ms = 9\ntarget = \"w1\"\nmove_to = \"default\"\n",
+                "event[0].move_to:",
             ),
         ] {
             let f = write(&format!("{GOOD}{extra}"));

@@ -43,6 +43,7 @@ fn planned_events(exp: &Experiment) -> Result<Vec<plan::PlannedEvent<'_>>, Strin
             (_, Op::Pause) => plan::EventOp::Pause,
             (_, Op::Unpause) => plan::EventOp::Unpause,
             (_, Op::Start) => plan::EventOp::Start,
+            (_, Op::Destroy) => plan::EventOp::Destroy,
             (_, op) => {
                 return Err(format!(
                     "event[{}]: `{op:?}` is not run by the hypervisor's Domain0",

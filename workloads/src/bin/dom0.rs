@@ -183,7 +183,12 @@ fn run() -> u8 {
             &mut timeline,
         );
     }
-    teardown(&runs, &base, &mut verdict);
+    teardown(
+        &runs,
+        &|i| timeline.destroyed(i).is_some(),
+        &base,
+        &mut verdict,
+    );
 
     for problem in &verdict.problems {
         println!("FAIL: {problem}");
@@ -413,12 +418,15 @@ const EXERCISED: usize = 4;
 /// runs again once unpaused.
 fn exercise_control(
     runs: &[DomainRun<'_>],
-    timeline_set: &dyn Fn(usize) -> Option<abi::control::SchedParams>,
+    timeline: &workloads::timeline::Timeline<'_>,
     verdict: &mut Verdict,
 ) {
     for (i, r) in runs.iter().enumerate().take(EXERCISED) {
+        if timeline.destroyed(i).is_some() {
+            continue;
+        }
         let name = r.planned.name;
-        let want = timeline_set(i).unwrap_or(r.planned.sched);
+        let want = timeline.last_set(i).unwrap_or(r.planned.sched);
         match control::get_sched(r.id) {
             Ok(params) if params == want => {}
             Ok(params) => verdict.fail(alloc::format!(
@@ -535,9 +543,15 @@ fn take_snapshot(slot: u8, verdict: &mut Verdict) -> u64 {
     })
 }
 
-/// Reads every domain's figures from snapshot `slot` (slot 0 into `before`, 1 into `after`).
-fn read_domains(runs: &mut [DomainRun<'_>], slot: u8, verdict: &mut Verdict) {
-    for r in runs {
+/// Reads every domain's figures from snapshot `slot` (slot 0 into `before`, 1 into `after`),
+/// but those `gone` (destroyed by the timeline).
+fn read_domains(
+    runs: &mut [DomainRun<'_>],
+    gone: &dyn Fn(usize) -> bool,
+    slot: u8,
+    verdict: &mut Verdict,
+) {
+    for (_, r) in runs.iter_mut().enumerate().filter(|(i, _)| !gone(*i)) {
         match control::snapshot(r.id, slot) {
             Ok(info) if slot == 1 => r.after = info,
             Ok(info) => r.before = info,
@@ -585,19 +599,28 @@ fn measure(
     }
     sleep_until(end);
     let t1 = take_snapshot(1, verdict);
-    read_domains(runs, 0, verdict);
-    read_domains(runs, 1, verdict);
+    let gone = |i: usize| timeline.destroyed(i).is_some();
+    read_domains(runs, &gone, 0, verdict);
+    read_domains(runs, &gone, 1, verdict);
+    for (i, r) in runs.iter_mut().enumerate() {
+        if let Some((before, after)) = timeline.destroyed(i) {
+            (r.before, r.after) = (before, after);
+        }
+    }
     let cpus_before = snapshot_cpus(cpus, 0, verdict);
     let cpus_after = snapshot_cpus(cpus, 1, verdict);
     // After the interval, so as not to disturb what was measured.
-    exercise_control(runs, &|i| timeline.last_set(i), verdict);
+    exercise_control(runs, timeline, verdict);
     // A domain that should be killed and is still alive gets a second to misbehave: wait
     // for its end in the hypervisor rather than judge it too early. Its record keeps what
     // the snapshot saw; the verdict uses how it ended.
     let deadline = now_ns().saturating_add(1_000_000_000);
     let mut ended_late = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        if r.planned.expect == Expect::Killed && r.after.exit == DomainExit::Running {
+        if r.planned.expect == Expect::Killed
+            && r.after.exit == DomainExit::Running
+            && timeline.destroyed(i).is_none()
+        {
             match control::wait(r.id, deadline) {
                 Ok(Some(info)) => ended_late.push((i, info.exit)),
                 Ok(None) => {}
@@ -685,9 +708,15 @@ fn emit(json: &str, verdict: &mut Verdict) {
 /// Destroys every domain (retrying while one is busy being torn down elsewhere), then checks
 /// that every frame, port, grant and byte of the hypervisor's heap is back to `base`, giving
 /// the CPUs a moment to drop their last references.
-fn teardown(runs: &[DomainRun<'_>], base: &Figures, verdict: &mut Verdict) {
+fn teardown(
+    runs: &[DomainRun<'_>],
+    gone: &dyn Fn(usize) -> bool,
+    base: &Figures,
+    verdict: &mut Verdict,
+) {
     let deadline = now_ns() + SETTLE_MS * 1_000_000;
-    for r in runs {
+    // Those a timeline event destroyed are gone already.
+    for (_, r) in runs.iter().enumerate().filter(|(i, _)| !gone(*i)) {
         loop {
             match control::destroy(r.id) {
                 Ok(()) => break,

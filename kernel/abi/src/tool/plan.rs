@@ -97,6 +97,8 @@ pub enum EventOp {
     Unpause,
     /// Start each target domain: created paused with `start = "event"`, now unpaused.
     Start,
+    /// Destroy each target domain: Domain0 keeps its figures up to then (its record's).
+    Destroy,
 }
 
 /// One `[[event]]`, resolved (`sched::timeline::Step`).

@@ -334,8 +334,9 @@ fn applied_events(records: &[Record]) -> Result<Vec<(&abi::tool::results::Event,
 
 /// reweight.toml: w0's weight doubles (256 to 512) halfway through; over the interval it
 /// gets 0.5 CPU before and 0.8 after, the others 0.5 and 0.4: w0's share of the domains'
-/// CPU time is 0.325. Had the change come at the start it would be 0.4; never, 0.25. Within
-/// 3 points, measured from the event's actual time.
+/// CPU time is 0.325 (from the event's actual time). Had the change come at the start it
+/// would be 0.4; never, 0.25: w0 must be closer to the timeline's share than halfway to
+/// either (3.75 points; under TCG on a loaded host credit gave 29.4–32.0%).
 fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, String> {
     let events = applied_events(records)?;
     let [(event, late)] = events[..] else {
@@ -354,7 +355,8 @@ fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, 
     // CPUs w0 gets over the interval, over the 2 CPUs all four share.
     let want = (0.5 * at + 0.8 * (1.0 - at)) / 2.0;
     let got = ds[0].cpu_ns as f64 / total as f64;
-    if (got - want).abs() > 0.03 {
+    let (never, at_start) = (0.5 / 2.0, 0.8 / 2.0);
+    if (got - want).abs() >= (want - never).abs().min((at_start - want).abs()) / 2.0 {
         return Err(format!(
             "w0 got {:.1}% of the CPU time; with its weight doubled at {:.0} ms: {:.1}%",
             100.0 * got,
@@ -366,6 +368,65 @@ fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, 
         "w0 {:.1}% (want {:.1}%); event {} us late",
         100.0 * got,
         100.0 * want,
+        late / 1000
+    ))
+}
+
+/// departure.toml: 4 hogs on 2 CPUs; `w3` destroyed at 1 s, `w2` paused from 2 s to 3 s.
+/// Each domain gets, within 15% (or 50 ms), the CPU time its fair share of the 2 CPUs
+/// among the domains running gives, segment by segment between the events' actual times
+/// (credit under TCG on a loaded host was seen 11% apart between two equal hogs; an event
+/// ignored would be 36% off for `w2`, 290% for `w3`).
+fn departures_and_pauses_take_effect_at_their_time(records: &[Record]) -> Result<String, String> {
+    let events = applied_events(records)?;
+    let duration = records
+        .run()
+        .map(|r| r.duration_ns)
+        .ok_or("no run record")?;
+    let ds = domains(records);
+    let mut running: Vec<bool> = vec![true; ds.len()];
+    let mut want = vec![0.0f64; ds.len()];
+    let mut from = 0u64;
+    let mut segments: Vec<(u64, &str, &str)> = events
+        .iter()
+        .map(|(e, _)| {
+            (
+                e.applied_ns.unwrap_or(0),
+                e.target.as_str(),
+                e.what.as_str(),
+            )
+        })
+        .collect();
+    segments.push((duration, "", ""));
+    for (to, target, what) in segments {
+        let n = running.iter().filter(|r| **r).count().max(1) as f64;
+        for (d, r) in running.iter().enumerate() {
+            if *r {
+                want[d] += (2.0 / n).min(1.0) * to.saturating_sub(from) as f64;
+            }
+        }
+        from = to;
+        if let Some(d) = ds.iter().position(|d| d.name == target) {
+            running[d] = what == "unpause";
+        }
+    }
+    let mut worst = 0.0f64;
+    for (d, w) in ds.iter().zip(&want) {
+        let got = d.cpu_ns as f64;
+        worst = worst.max((got - w).abs() / w);
+        if (got - w).abs() > (0.15 * w).max(50e6) {
+            return Err(format!(
+                "{} got {:.1} ms of CPU; its share between the events is {:.1} ms",
+                d.name,
+                got / 1e6,
+                w / 1e6
+            ));
+        }
+    }
+    let late = events.iter().map(|(_, l)| *l).max().unwrap_or(0);
+    Ok(format!(
+        "largest error {:.1}%; latest event {} us late",
+        100.0 * worst,
         late / 1000
     ))
 }
@@ -1108,6 +1169,12 @@ fn cases() -> Vec<Case> {
         vec![&spec("reweight")],
         weight_change_takes_effect_at_its_time,
         Also::Schedsim(4),
+    );
+    with(
+        "timeline/departure".into(),
+        vec![&spec("departure")],
+        departures_and_pauses_take_effect_at_their_time,
+        Also::Schedsim(3),
     );
     with(
         "timeline/arrival".into(),
