@@ -27,6 +27,7 @@ use alloc::string::String;
 use core::fmt;
 
 pub mod limits;
+pub mod pools;
 pub mod registry;
 pub mod runq;
 pub mod summary;
@@ -51,6 +52,8 @@ registry::register! {
 pub mod sim;
 #[cfg(feature = "std")]
 pub mod spec;
+#[cfg(feature = "std")]
+pub mod timeline;
 #[cfg(feature = "std")]
 pub mod windows;
 
@@ -138,6 +141,25 @@ impl Topology {
     /// Where CPU `cpu` sits (`cpu` below [`Topology::cpus`]).
     pub fn place(&self, cpu: usize) -> CpuPlace {
         self.places[cpu]
+    }
+
+    /// The topology a pool of the CPUs `cpus` (machine numbers) sees: CPU `i` of the pool is
+    /// `cpus[i]` of the machine, in its socket and core (a policy instance of a CPU pool
+    /// works on local numbers `0..cpus.len()`). Machine numbers beyond this topology's CPUs
+    /// are placed in socket and core 0.
+    pub fn subset(&self, cpus: &[usize]) -> Topology {
+        let mut places = [CpuPlace::default(); runq::MAX_CPUS];
+        for (place, &c) in places.iter_mut().zip(cpus) {
+            if c < self.cpus.min(runq::MAX_CPUS) {
+                *place = self.places[c];
+            }
+        }
+        Topology {
+            cpus: cpus.len(),
+            max_vcpus: self.max_vcpus,
+            max_domains: self.max_domains,
+            places,
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use abi::tool::results::{self, Domain, Engine, Outcome, Record, Run, Summary, Wi
 
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
+use crate::timeline::{Op, Step, Targets, knobs_for, merge_param, params_for};
 use crate::{DomainId, Policy, Stats, Topology, VcpuId, registry};
 
 /// Options beyond the spec.
@@ -82,12 +83,18 @@ pub struct Output {
     /// Domains the spec expects to make progress that made none ([`crate::spec::starved`]):
     /// one message each, naming the domain. Any makes the run a failure.
     pub starved: Vec<String>,
+    /// The `event` records of the spec's timeline, in the order they were applied.
+    pub events: Vec<results::Event>,
+    /// Per domain: the machine CPUs it ran on in the measured interval (bit `c` for CPU `c`
+    /// below 128), for checks of where a domain ran.
+    pub ran_on: Vec<u128>,
 }
 
 impl Output {
     /// The results as JSON lines (run, domains, windows, summary), records of `abi::tool::results`.
     pub fn jsonl(&self) -> String {
         let records = std::iter::once(Record::Run(self.run.clone()))
+            .chain(self.events.iter().cloned().map(Record::Event))
             .chain(self.domains.iter().cloned().map(Record::Domain))
             .chain(self.window_records.iter().cloned().map(Record::Window))
             .chain([Record::Summary(self.summary.clone())]);
@@ -122,14 +129,16 @@ impl std::error::Error for SimError {}
 enum Ev {
     /// Slice expiry on a CPU, valid if the generation matches.
     Timer(usize, u64),
-    /// Policy tick on a CPU.
-    Tick(usize),
+    /// Policy tick on a CPU, valid if its pool's tick generation matches.
+    Tick(usize, u64),
     /// A kick (IPI): reschedule.
     Kick(usize),
     /// A running vCPU reached its workload's next action, valid if the generation matches.
     Action(usize, u64),
     /// A sleeping vCPU wakes.
     Wake(usize),
+    /// The timeline's step of this index is due.
+    Step(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +167,12 @@ struct Vcpu {
     epoch: u64,
     last_cpu: Option<usize>,
     woke_at: Option<u64>,
+    /// Paused (an event, a move, a policy swap, or `start = "event"` not yet started):
+    /// off the policy's runqueues until unpaused.
+    paused: bool,
+    /// While paused: whether its workload wants to run (it was runnable, or its wake-up
+    /// came), so unpausing wakes it.
+    want_run: bool,
 }
 
 #[derive(Default)]
@@ -169,6 +184,8 @@ struct Acc {
     lat: Vec<u64>,
     switches: u64,
     migrations: u64,
+    /// Machine CPUs it ran on in the interval (bit per CPU below 128).
+    ran_on: u128,
 }
 
 /// One domain's figures in one window (`work` of cpu-bound workloads in ns, as in [`Acc`]).
@@ -204,8 +221,38 @@ impl Rng {
     }
 }
 
-struct Sim<'a> {
+/// A CPU pool: its own policy instance over its CPUs, which it numbers `0..cpus.len()`.
+struct SimPool {
     policy: Box<dyn Policy>,
+    /// Machine numbers of its CPUs (local CPU `i` is `cpus[i]`).
+    cpus: Vec<usize>,
+    /// Its global knobs as last set (carried to a new policy by name).
+    knobs: Vec<(String, u64)>,
+    /// Bumped when its policy is replaced, so the old policy's ticks stop.
+    tick_gen: u64,
+    /// Its policy's counters when the measured interval began (or when it was installed).
+    counters_t0: Option<BTreeMap<String, u64>>,
+}
+
+struct Sim<'a> {
+    pools: Vec<SimPool>,
+    /// Each machine CPU's pool, if any (a CPU in no pool idles).
+    cpu_pool: Vec<Option<usize>>,
+    /// Each machine CPU's number in its pool.
+    cpu_local: Vec<usize>,
+    /// Each domain's pool.
+    dom_pool: Vec<usize>,
+    /// Each domain's parameters by name (carried across pools and policies).
+    dom_params: Vec<Vec<(String, u64)>>,
+    /// Each domain's vCPUs (indices into `vcpus`); emptied when it is destroyed.
+    dom_vcpus: Vec<Vec<usize>>,
+    /// The machine's topology (pools take subsets of it).
+    topo: Topology,
+    steps: Vec<Step>,
+    events_out: Vec<results::Event>,
+    /// Counters of policies replaced during the interval, over their time in it.
+    retired_counters: BTreeMap<String, u64>,
+    retired_stats: Stats,
     plan: &'a [DomainPlan],
     vcpus: Vec<Vcpu>,
     cpus: Vec<Cpu>,
@@ -223,8 +270,8 @@ struct Sim<'a> {
     viol: Violations,
     check_conservation: bool,
     trace: Option<String>,
-    /// The policy's counters when the measured interval began.
-    counters_t0: Option<BTreeMap<String, u64>>,
+    /// Whether the measured interval's counters were taken.
+    counters_taken: bool,
 }
 
 /// The policy's own counters now, by name.
@@ -370,6 +417,7 @@ impl Sim<'_> {
             self.acc[dom].lat.push(now - w);
         }
         if self.in_window(now) {
+            self.acc[dom].ran_on |= 1u128.checked_shl(cpu as u32).unwrap_or(0);
             self.acc[dom].switches += 1;
             if self.vcpus[v].last_cpu.is_some_and(|c| c != cpu) {
                 self.acc[dom].migrations += 1;
@@ -404,16 +452,30 @@ impl Sim<'_> {
         }
     }
 
+    /// The pool of vCPU `v` (its domain's).
+    fn vpool(&self, v: usize) -> usize {
+        self.dom_pool[self.vcpus[v].dom]
+    }
+
+    /// The machine number of CPU `local` of pool `p`.
+    fn global(&self, p: usize, local: usize) -> usize {
+        self.pools[p].cpus[local]
+    }
+
     fn schedule(&mut self, cpu: usize) {
         self.cpus[cpu].kick_pending = false;
-        let d = self.policy.schedule(cpu, self.now);
+        let Some(pool) = self.cpu_pool[cpu] else { return };
+        let local = self.cpu_local[cpu];
+        let d = self.pools[pool].policy.schedule(local, self.now);
         let next = d.next.map(|v| v.index());
         let prev = self.cpus[cpu].curr;
         if prev != next
             && let Some(p) = prev
-            && let Some(c) = self.policy.context_saved(cpu, VcpuId(p as u32), self.now)
+            && let Some(c) =
+                self.pools[pool].policy.context_saved(local, VcpuId(p as u32), self.now)
         {
             // Switches take no time here: the leaving vCPU is saved at once.
+            let c = self.global(pool, c);
             self.kick(c);
         }
         if prev != next {
@@ -444,6 +506,10 @@ impl Sim<'_> {
         if vc.st != St::Asleep {
             return;
         }
+        if vc.paused {
+            vc.want_run = true;
+            return;
+        }
         vc.st = St::Waiting;
         vc.since = now;
         vc.woke_at = Some(now);
@@ -460,8 +526,10 @@ impl Sim<'_> {
                 now % US
             );
         }
-        let w = self.policy.wake(VcpuId(v as u32), now);
+        let p = self.vpool(v);
+        let w = self.pools[p].policy.wake(VcpuId(v as u32), now);
         if let Some(c) = w.kick {
+            let c = self.global(p, c);
             self.kick(c);
         }
     }
@@ -469,9 +537,11 @@ impl Sim<'_> {
     /// The running vCPU `v` blocks until `until`.
     fn block(&mut self, v: usize, until: u64) {
         let now = self.now;
-        if let Some(cpu) = self.policy.sleep(VcpuId(v as u32), now) {
+        let p = self.vpool(v);
+        if let Some(cpu) = self.pools[p].policy.sleep(VcpuId(v as u32), now) {
             // Take it off the CPU right away, as a kernel does when its vCPU blocks.
             self.vcpus[v].st = St::Asleep;
+            let cpu = self.global(p, cpu);
             self.schedule(cpu);
         }
         self.vcpus[v].st = St::Asleep;
@@ -496,7 +566,9 @@ impl Sim<'_> {
             }
             Kind::Yield { sleep, .. } => {
                 if sleep == 0 {
-                    if let Some(cpu) = self.policy.yield_now(VcpuId(v as u32), now) {
+                    let p = self.vpool(v);
+                    if let Some(cpu) = self.pools[p].policy.yield_now(VcpuId(v as u32), now) {
+                        let cpu = self.global(p, cpu);
                         self.schedule(cpu);
                     }
                 } else {
@@ -515,13 +587,233 @@ impl Sim<'_> {
         }
     }
 
+    /// Takes vCPU `v` off the CPUs and its policy's runqueues until [`Sim::unpause`]
+    /// (Xen's `vcpu_pause`): a running vCPU leaves its CPU at once, a waiting one its
+    /// runqueue; a sleeping one stays asleep, and its wake-up is held.
+    fn pause(&mut self, v: usize) {
+        if self.vcpus[v].paused {
+            return;
+        }
+        let now = self.now;
+        self.vcpus[v].paused = true;
+        self.vcpus[v].woke_at = None;
+        match self.vcpus[v].st {
+            St::Asleep => self.vcpus[v].want_run = false,
+            St::Waiting => {
+                let p = self.vpool(v);
+                let _ = self.pools[p].policy.sleep(VcpuId(v as u32), now);
+                let dom = self.vcpus[v].dom;
+                self.acc[dom].wait_ns += self.clip(self.vcpus[v].since, now);
+                let vc = &mut self.vcpus[v];
+                vc.st = St::Asleep;
+                vc.want_run = true;
+                vc.since = now;
+                vc.epoch += 1;
+            }
+            St::Running(on) => {
+                let p = self.vpool(v);
+                let cpu = self.pools[p].policy.sleep(VcpuId(v as u32), now);
+                self.vcpus[v].st = St::Asleep;
+                // The CPU it runs on reschedules (the policy says which; it is `on`).
+                let cpu = cpu.map_or(on, |c| self.global(p, c));
+                self.schedule(cpu);
+                let vc = &mut self.vcpus[v];
+                vc.st = St::Asleep;
+                vc.want_run = true;
+                vc.since = now;
+            }
+        }
+    }
+
+    /// Undoes [`Sim::pause`]: a vCPU that wants to run wakes.
+    fn unpause(&mut self, v: usize) {
+        if !self.vcpus[v].paused {
+            return;
+        }
+        self.vcpus[v].paused = false;
+        if std::mem::take(&mut self.vcpus[v].want_run) {
+            self.wake(v);
+        }
+    }
+
+    /// Puts domain `d`'s (paused) vCPUs into pool `p`'s policy, spread over its CPUs, with
+    /// the parameters the policy takes.
+    fn join(&mut self, d: usize, p: usize) -> Result<(), String> {
+        let policy = &self.pools[p].policy;
+        let params = params_for(policy.info(), &self.dom_params[d]);
+        let params: Vec<(&str, u64)> = params.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let id = DomainId(self.plan[d].id);
+        policy.add_domain(id, &params).map_err(|e| e.to_string())?;
+        let n = self.pools[p].cpus.len();
+        for (k, &v) in self.dom_vcpus[d].iter().enumerate() {
+            policy.insert_vcpu(VcpuId(v as u32), id, (d + k) % n).map_err(|e| e.to_string())?;
+        }
+        self.dom_pool[d] = p;
+        Ok(())
+    }
+
+    /// Takes domain `d`'s (paused) vCPUs out of its pool's policy.
+    fn leave(&mut self, d: usize) -> Result<(), String> {
+        let p = self.dom_pool[d];
+        let policy = &self.pools[p].policy;
+        for &v in &self.dom_vcpus[d] {
+            policy.remove_vcpu(VcpuId(v as u32)).map_err(|e| e.to_string())?;
+        }
+        policy.remove_domain(DomainId(self.plan[d].id)).map_err(|e| e.to_string())
+    }
+
+    /// Applies the timeline's step `i` now and writes its `event` record.
+    fn apply_step(&mut self, i: usize) {
+        let step = self.steps[i].clone();
+        let now = self.now;
+        let result = match (&step.targets, &step.op) {
+            (Targets::Pool(p), Op::Set(kv)) => kv.iter().try_for_each(|(k, v)| {
+                merge_param(&mut self.pools[*p].knobs, k, *v);
+                self.pools[*p].policy.set_global_param(k, *v).map_err(|e| e.to_string())
+            }),
+            (Targets::Pool(p), Op::Policy(name)) => self.swap_policy(*p, name),
+            (Targets::Domains(ids), op) => ids.iter().try_for_each(|&d| {
+                let d = d as usize;
+                let vcpus = self.dom_vcpus[d].clone();
+                match op {
+                    Op::Set(kv) => kv.iter().try_for_each(|(k, v)| {
+                        merge_param(&mut self.dom_params[d], k, *v);
+                        let p = self.dom_pool[d];
+                        self.pools[p]
+                            .policy
+                            .set_domain_param(DomainId(self.plan[d].id), k, *v)
+                            .map_err(|e| e.to_string())
+                    }),
+                    Op::Pause => {
+                        vcpus.iter().for_each(|&v| self.pause(v));
+                        Ok(())
+                    }
+                    Op::Unpause | Op::Start => {
+                        vcpus.iter().for_each(|&v| self.unpause(v));
+                        Ok(())
+                    }
+                    Op::Destroy => {
+                        vcpus.iter().for_each(|&v| self.pause(v));
+                        let left = self.leave(d);
+                        // Gone: no later move or swap takes it along.
+                        self.dom_vcpus[d].clear();
+                        left
+                    }
+                    Op::MoveTo(to) => {
+                        // Xen's sched_move_domain: pause, leave the old policy, join the
+                        // new one spread over its CPUs, unpause.
+                        let was: Vec<bool> = vcpus.iter().map(|&v| self.vcpus[v].paused).collect();
+                        vcpus.iter().for_each(|&v| self.pause(v));
+                        self.leave(d)?;
+                        self.join(d, *to)?;
+                        for (&v, was) in vcpus.iter().zip(was) {
+                            if !was {
+                                self.unpause(v);
+                            }
+                        }
+                        Ok(())
+                    }
+                    Op::Policy(_) => Err("a policy is replaced in a pool, not a domain".into()),
+                }
+            }),
+            (Targets::Pool(_), _) => Err("this applies to domains, not a pool".into()),
+        };
+        self.events_out.push(results::Event {
+            at_ns: step.at_ns,
+            applied_ns: Some(now - self.t0),
+            target: step.target,
+            what: step.what,
+            ok: result.is_ok(),
+            error: result.err(),
+        });
+    }
+
+    /// Replaces pool `p`'s policy: its domains are paused and leave the old instance, a new
+    /// instance of `name` takes the pool's CPUs and the knobs it has, they join it and are
+    /// unpaused.
+    fn swap_policy(&mut self, p: usize, name: &str) -> Result<(), String> {
+        let doms: Vec<usize> = (0..self.plan.len())
+            .filter(|&d| self.dom_pool[d] == p && !self.dom_vcpus[d].is_empty())
+            .collect();
+        let mut was = Vec::new();
+        for &d in &doms {
+            for v in self.dom_vcpus[d].clone() {
+                was.push((v, self.vcpus[v].paused));
+                self.pause(v);
+            }
+        }
+        for &d in &doms {
+            self.leave(d)?;
+        }
+        let knobs = {
+            let info = crate::registry::info(name).map_err(|e| e.to_string())?;
+            knobs_for(info, &self.pools[p].knobs)
+        };
+        let globals: Vec<(&str, u64)> = knobs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let topo = self.topo.subset(&self.pools[p].cpus);
+        let policy = registry::build(name, &topo, &globals).map_err(|e| e.to_string())?;
+        let old = std::mem::replace(&mut self.pools[p].policy, policy);
+        if let Some(start) = self.pools[p].counters_t0.take() {
+            for (k, v) in policy_counters(old.as_ref()) {
+                *self.retired_counters.entry(k.clone()).or_default() +=
+                    v.saturating_sub(start.get(&k).copied().unwrap_or(0));
+            }
+        }
+        self.retired_stats += old.stats();
+        if self.counters_taken {
+            self.pools[p].counters_t0 = Some(policy_counters(self.pools[p].policy.as_ref()));
+        }
+        self.pools[p].knobs = knobs;
+        self.pools[p].tick_gen += 1;
+        let cpus = self.pools[p].cpus.clone();
+        for &c in &cpus {
+            // The old policy's slices end here; every CPU asks the new one.
+            self.cpus[c].timer_gen += 1;
+            if let Some(tr) = &mut self.trace {
+                let _ = writeln!(
+                    tr,
+                    "{{\"name\":\"policy {name}\",\"ph\":\"i\",\"s\":\"p\",\"pid\":{c},\"tid\":0,\"ts\":{}.{:03}}},",
+                    self.now / US,
+                    self.now % US
+                );
+            }
+        }
+        if let Some(period) = self.pools[p].policy.tick_period_ns() {
+            let g = self.pools[p].tick_gen;
+            for &c in &cpus {
+                let t = (self.now / period + 1) * period;
+                self.push(t, Ev::Tick(c, g));
+            }
+        }
+        for &d in &doms {
+            self.join(d, p)?;
+        }
+        for (v, was) in was {
+            if !was {
+                self.unpause(v);
+            }
+        }
+        for &c in &cpus {
+            self.kick(c);
+        }
+        Ok(())
+    }
+
     fn check_conservation(&mut self) {
         if !self.check_conservation || !self.in_window(self.now) {
             return;
         }
-        let idle = self.cpus.iter().any(|c| c.curr.is_none());
-        if idle && self.vcpus.iter().any(|v| v.st == St::Waiting) {
-            self.viol.wasted_core += 1;
+        // Within a pool: a CPU of one pool idling while another pool's vCPU waits is the
+        // partition, not waste.
+        for p in 0..self.pools.len() {
+            let idle = self.pools[p].cpus.iter().any(|&c| self.cpus[c].curr.is_none());
+            if idle
+                && (0..self.vcpus.len())
+                    .any(|v| self.vcpus[v].st == St::Waiting && self.vpool(v) == p)
+            {
+                self.viol.wasted_core += 1;
+                return;
+            }
         }
     }
 }
@@ -584,24 +876,58 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         ),
         None => Topology::flat(cpus, total_vcpus.max(1), plan.len().max(1)),
     };
-    let globals = spec.policy_globals();
-    let globals: Vec<(&str, u64)> = globals.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let policy = registry::build(&spec.sched.policy, &topo, &globals)
-        .map_err(|e| SimError(format!("{}: sched: {e}", spec.file)))?;
+    // One policy instance per pool, over its own CPUs (`[sched]` alone: one pool of all).
+    let pool_plans = spec.pool_plans();
+    let mut pools = Vec::new();
+    let mut cpu_pool = vec![None; cpus];
+    let mut cpu_local = vec![0; cpus];
+    for (i, pp) in pool_plans.iter().enumerate() {
+        let globals: Vec<(&str, u64)> = pp.knobs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let at = if spec.has_pools() { format!("pool[{i}]") } else { "sched".into() };
+        let policy = registry::build(&pp.policy, &topo.subset(&pp.cpus), &globals)
+            .map_err(|e| SimError(format!("{}: {at}: {e}", spec.file)))?;
+        for (local, &c) in pp.cpus.iter().enumerate() {
+            cpu_pool[c] = Some(i);
+            cpu_local[c] = local;
+        }
+        pools.push(SimPool {
+            policy,
+            cpus: pp.cpus.clone(),
+            knobs: pp.knobs.clone(),
+            tick_gen: 0,
+            counters_t0: None,
+        });
+    }
+    let steps = spec.timeline();
     let t0 = spec.warmup_ms * 1_000_000;
     let t1 = t0 + spec.duration_ms * 1_000_000;
     // Parking a capped vCPU, or an rtds vCPU without extra time that spent its budget, is
     // deliberate idling: no work-conservation check then. (A plan carries only the
     // parameters of the policy in force.)
-    let capped = (plan.iter().any(|p| p.cap > 0) && policy.info().domain_param("cap").is_some())
-        || plan.iter().flat_map(|p| &p.params).any(|(k, v)| k == "extratime" && *v == 0);
+    let set_values = steps.iter().filter_map(|s| match &s.op {
+        Op::Set(kv) => Some(kv.iter()),
+        _ => None,
+    });
+    let given: Vec<&(String, u64)> =
+        plan.iter().flat_map(|p| &p.all_params).chain(set_values.flatten()).collect();
+    let capped = given.iter().any(|(k, v)| (k == "cap" && *v > 0) || (k == "extratime" && *v == 0));
     let window_ns = opts
         .window_ns
         .or((spec.window_ms > 0).then(|| spec.window_ms * 1_000_000))
         .filter(|&w| w > 0);
     let nwin = window_ns.map_or(0, |w| (t1 - t0).div_ceil(w) as usize);
     let mut sim = Sim {
-        policy,
+        pools,
+        cpu_pool,
+        cpu_local,
+        dom_pool: plan.iter().map(|p| p.pool).collect(),
+        dom_params: plan.iter().map(|p| p.all_params.clone()).collect(),
+        dom_vcpus: vec![Vec::new(); plan.len()],
+        topo,
+        steps,
+        events_out: Vec::new(),
+        retired_counters: BTreeMap::new(),
+        retired_stats: Stats::default(),
         plan: &plan,
         vcpus: Vec::new(),
         cpus: (0..cpus)
@@ -620,22 +946,25 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         viol: Violations::default(),
         check_conservation: !capped,
         trace: opts.trace.then(|| String::from("{\"traceEvents\":[\n")),
-        counters_t0: None,
+        counters_taken: false,
     };
     for (i, p) in plan.iter().enumerate() {
         if hostile(p) {
             continue;
         }
         let params: Vec<(&str, u64)> = p.params.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        sim.policy
+        sim.pools[p.pool]
+            .policy
             .add_domain(DomainId(p.id), &params)
             .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
         let kind = kind_of(p);
         for idx in 0..p.vcpus {
             let v = sim.vcpus.len();
-            sim.policy
-                .insert_vcpu(VcpuId(v as u32), DomainId(p.id), v % cpus)
+            let pool = &sim.pools[p.pool];
+            pool.policy
+                .insert_vcpu(VcpuId(v as u32), DomainId(p.id), v % pool.cpus.len())
                 .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
+            sim.dom_vcpus[i].push(v);
             let need = match kind {
                 Kind::Cpu | Kind::Yield { .. } => u64::MAX,
                 Kind::Latency { run, .. } => run,
@@ -651,6 +980,9 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 epoch: 0,
                 last_cpu: None,
                 woke_at: None,
+                // `start = "event"`: created paused; its first wake-up waits for the start.
+                paused: p.start_on_event,
+                want_run: false,
             });
             let start = match kind {
                 Kind::Latency { phase, .. } => phase,
@@ -667,17 +999,26 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             );
         }
     }
-    if let Some(period) = sim.policy.tick_period_ns() {
-        for c in 0..cpus {
-            sim.push(period, Ev::Tick(c));
+    for p in 0..sim.pools.len() {
+        if let Some(period) = sim.pools[p].policy.tick_period_ns() {
+            for c in sim.pools[p].cpus.clone() {
+                sim.push(period, Ev::Tick(c, 0));
+            }
         }
+    }
+    for i in 0..sim.steps.len() {
+        let at = t0 + sim.steps[i].at_ns;
+        sim.push(at, Ev::Step(i));
     }
     while let Some(Reverse((t, _, ev))) = sim.events.pop() {
         if t >= t1 {
             break;
         }
-        if t >= t0 && sim.counters_t0.is_none() {
-            sim.counters_t0 = Some(policy_counters(sim.policy.as_ref()));
+        if t >= t0 && !sim.counters_taken {
+            sim.counters_taken = true;
+            for p in &mut sim.pools {
+                p.counters_t0 = Some(policy_counters(p.policy.as_ref()));
+            }
         }
         if t > sim.now {
             sim.check_conservation();
@@ -690,15 +1031,21 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 }
             }
             Ev::Kick(c) => sim.schedule(c),
-            Ev::Tick(c) => {
+            Ev::Tick(c, g) => {
+                let Some(p) = sim.cpu_pool[c] else { continue };
+                if sim.pools[p].tick_gen != g {
+                    continue;
+                }
                 let mut kicks = Vec::new();
-                sim.policy.tick(c, t, &mut |k| kicks.push(k));
+                sim.pools[p].policy.tick(sim.cpu_local[c], t, &mut |k| kicks.push(k));
                 for k in kicks {
+                    let k = sim.global(p, k);
                     sim.kick(k);
                 }
-                let period = sim.policy.tick_period_ns().unwrap_or(10_000_000);
-                sim.push(t + period, Ev::Tick(c));
+                let period = sim.pools[p].policy.tick_period_ns().unwrap_or(10_000_000);
+                sim.push(t + period, Ev::Tick(c, g));
             }
+            Ev::Step(i) => sim.apply_step(i),
             Ev::Action(v, g) => {
                 if sim.vcpus[v].epoch == g {
                     // Account the run so far so `need` is exact, then act.
@@ -785,8 +1132,8 @@ fn finish(
     plan: &[DomainPlan],
     mut sim: Sim<'_>,
 ) -> Result<Output, SimError> {
-    let policy_info = sim.policy.info();
-    let weighted = policy_info.domain_param("weight").is_some();
+    let pool_plans = spec.pool_plans();
+    let weighted = sim.pools.iter().any(|p| p.policy.info().domain_param("weight").is_some());
     let mut domains = Vec::new();
     let mut all_expected = true;
     let mut starved_domains = Vec::new();
@@ -835,7 +1182,7 @@ fn finish(
             switches: a.switches,
             migrations: a.migrations,
             exit,
-            pool: None,
+            pool: spec.has_pools().then(|| pool_plans[sim.dom_pool[i]].name.clone()),
             wake_lat_hist: Some(lat_hist(&a.lat)),
         });
     }
@@ -855,10 +1202,14 @@ fn finish(
         summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted);
     let v = sim.viol;
     // The policy's counters over the measured interval.
-    let start = sim.counters_t0.take().unwrap_or_default();
-    let mut counters = policy_counters(sim.policy.as_ref());
-    for (name, value) in &mut counters {
-        *value = value.saturating_sub(start.get(name).copied().unwrap_or(0));
+    // Summed over the pools (and the policies replaced during the interval).
+    let mut counters = std::mem::take(&mut sim.retired_counters);
+    for p in &mut sim.pools {
+        let start = p.counters_t0.take().unwrap_or_default();
+        for (name, value) in policy_counters(p.policy.as_ref()) {
+            *counters.entry(name.clone()).or_default() +=
+                value.saturating_sub(start.get(&name).copied().unwrap_or(0));
+        }
     }
     let window_records = window_records(plan, &sim, spec.duration_ms * 1_000_000);
     let window_jain = {
@@ -884,7 +1235,7 @@ fn finish(
     let run = Run {
         name: spec.name.clone(),
         engine: Engine::Schedsim,
-        policy: spec.sched.policy.clone(),
+        policy: pool_plans[0].policy.clone(),
         // The spec allows at most 255.
         cpus: u32::try_from(spec.machine.cpus).unwrap_or(u32::MAX),
         domains: plan.len() as u64,
@@ -895,7 +1246,16 @@ fn finish(
         idle_ns: sim.idle_ns,
         warmup_ns: Some(spec.warmup_ms * 1_000_000),
         seed: Some(opts.seed),
-        pools: None,
+        pools: spec.has_pools().then(|| {
+            pool_plans
+                .iter()
+                .map(|p| results::Pool {
+                    name: p.name.clone(),
+                    cpus: p.cpus.iter().map(|&c| c as u32).collect(),
+                    policy: p.policy.clone(),
+                })
+                .collect()
+        }),
         sockets: shape.map(|sh| sh.sockets as u32),
         cores: shape.map(|sh| sh.cores as u32),
         threads: shape.map(|sh| sh.threads as u32),
@@ -926,11 +1286,16 @@ fn finish(
         domains,
         summary,
         violations: v,
-        stats: sim.policy.stats(),
+        stats: sim.pools.iter().fold(sim.retired_stats, |mut s, p| {
+            s += p.policy.stats();
+            s
+        }),
         windows: sim.windows.iter().map(|w| w.iter().map(|d| d.cpu_ns).collect()).collect(),
         window_records,
         trace,
         starved: starved_domains,
+        events: sim.events_out,
+        ran_on: sim.acc.iter().map(|a| a.ran_on).collect(),
     })
 }
 

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 use crate::registry;
+use crate::timeline::{Event, Pool, Start, params_for};
 use crate::{ParamSpec, PolicyInfo};
 
 /// Largest number of domains in one experiment (docs/DESIGN.md's goal), Domain0 not counted.
@@ -378,6 +379,13 @@ pub struct Spec {
     /// interval ends).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub window_ms: u64,
+    /// `[[pool]]`: CPU pools, each with its own policy (`crate::timeline`); none: one pool
+    /// `default` of every CPU under `[sched]`.
+    #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<Pool>,
+    /// `[[event]]`: the timeline (`crate::timeline`).
+    #[serde(default, rename = "event", skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
     /// The file it came from, for error messages (not part of the TOML).
     #[serde(skip)]
     pub file: String,
@@ -565,7 +573,7 @@ pub struct Sched {
 
 /// `[sched]`'s knobs: numbers as they are, names turned into their index in the
 /// `choices` of the registered global parameter of that name.
-fn knobs_by_name<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn knobs_by_name<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, u64>, D::Error> {
     use serde::de::Error as _;
@@ -725,6 +733,12 @@ pub struct Group {
     /// Workload arguments.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub args: BTreeMap<String, u64>,
+    /// Its pool's name (`[[pool]]`); the first pool when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// `"event"`: created paused, started by an `[[event]]` with `action = "start"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
 }
 
 fn one() -> u64 {
@@ -813,8 +827,15 @@ pub struct DomainPlan {
     pub expect_progress: bool,
     /// Workload arguments with defaults filled in.
     pub args: BTreeMap<String, u64>,
-    /// Per-domain parameters for the chosen policy (only those it has).
+    /// Per-domain parameters for the policy of its pool at boot (only those it has).
     pub params: Vec<(String, u64)>,
+    /// Every per-domain parameter the spec gives it, whatever the policy (`weight`, `cap`,
+    /// `[domain.sched]`): what it carries to another pool or policy.
+    pub all_params: Vec<(String, u64)>,
+    /// Its pool's index in [`Spec::pool_plans`].
+    pub pool: usize,
+    /// Created paused, started by an event (`start = "event"`).
+    pub start_on_event: bool,
 }
 
 impl Spec {
@@ -889,9 +910,13 @@ impl Spec {
                 expect_progress: true,
                 sched: BTreeMap::new(),
                 args: BTreeMap::new(),
+                pool: None,
+                start: None,
             }],
             churn: None,
             window_ms: 0,
+            pools: Vec::new(),
+            events: Vec::new(),
             file: "<default spec>".into(),
         }
     }
@@ -905,6 +930,12 @@ impl Spec {
     pub fn apply_overrides(&mut self, o: &Overrides) {
         if let Some(p) = &o.sched {
             self.sched.policy = p.clone();
+            // Every pool runs it; their knobs it does not take are dropped.
+            let info = registry::info(p).ok();
+            for pool in &mut self.pools {
+                pool.policy = Some(p.clone());
+                pool.sched.retain(|k, _| info.is_some_and(|i| i.global_param(k).is_some()));
+            }
         }
         if let Some(n) = o.cpus {
             self.machine.cpus = n;
@@ -934,7 +965,7 @@ impl Spec {
         }
     }
 
-    fn err(&self, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
+    pub(crate) fn err(&self, path: impl Into<String>, msg: impl Into<String>) -> SpecError {
         SpecError { file: self.file.clone(), path: path.into(), msg: msg.into() }
     }
 
@@ -991,10 +1022,27 @@ impl Spec {
                 ),
             ));
         }
-        for (i, g) in self.domains.iter().enumerate() {
-            self.validate_group(i, g, policy)?;
+        if self.churn.is_some() && (!self.pools.is_empty() || !self.events.is_empty()) {
+            let what = if self.pools.is_empty() { "event" } else { "pool" };
+            return Err(self.err(
+                what,
+                "[churn] runs domain lifetimes, not a measured interval; allowed: no [[pool]] \
+                 or [[event]] beside [churn]",
+            ));
         }
-        self.validate_totals(policy)
+        let pools = self.resolve_pools()?;
+        self.validate_group_pools(&pools)?;
+        for (i, g) in self.domains.iter().enumerate() {
+            self.validate_group(i, g, self.group_policy(g)?)?;
+        }
+        // Domain0 runs in the first pool.
+        let first = match self.pools.first() {
+            Some(_) => registry::info(&pools[0].policy)
+                .map_err(|e| self.err("pool[0].policy", e.to_string()))?,
+            None => policy,
+        };
+        self.validate_totals(first, pools[0].cpus.len() as u64)?;
+        self.resolve_timeline(&pools).map(|_| ())
     }
 
     /// Checks `window_ms` against the interval and the domains.
@@ -1189,7 +1237,7 @@ impl Spec {
 
     /// Checks what the experiment asks of the whole machine: vCPUs in all, memory and heap,
     /// and whether the policy can run it at all.
-    fn validate_totals(&self, policy: &PolicyInfo) -> Result<(), SpecError> {
+    fn validate_totals(&self, policy: &PolicyInfo, dom0_cpus: u64) -> Result<(), SpecError> {
         let vcpus: u64 = self.domains.iter().map(|g| g.count * g.vcpus).sum();
         if vcpus > limits::MAX_GUEST_VCPUS as u64 {
             return Err(self.err(
@@ -1236,13 +1284,15 @@ impl Spec {
         if !policy.preempts {
             let mut hogs = 0;
             let mut groups = Vec::new();
-            for g in self.domains.iter().filter(|g| g.expect == Expect::Ok) {
+            for g in
+                self.domains.iter().filter(|g| g.expect == Expect::Ok && self.group_pool(g) == 0)
+            {
                 if let Runs::Hog { vcpus } = runs(&g.workload, &group_args(g), g.vcpus) {
                     hogs += g.count * vcpus;
                     groups.push(format!("{} × `{}` ({})", g.count, g.name, g.workload));
                 }
             }
-            let cpus = self.machine.cpus;
+            let cpus = dom0_cpus;
             if hogs >= cpus {
                 let preempting: Vec<_> =
                     registry::policies().filter(|p| p.preempts).map(|p| p.name).collect();
@@ -1303,11 +1353,12 @@ impl Spec {
 
     /// Every domain, in order, with its group's values resolved.
     pub fn plan(&self) -> Vec<DomainPlan> {
-        let policy = self.policy().ok();
         let mut out = Vec::new();
         for (gi, g) in self.domains.iter().enumerate() {
+            let policy = self.group_policy(g).ok();
             for i in 0..g.count as usize {
-                let params = policy.map_or_else(Vec::new, |p| group_params(g, i, p));
+                let all_params = group_all_params(g, i);
+                let params = policy.map_or_else(Vec::new, |p| params_for(p, &all_params));
                 let args = group_args(g);
                 out.push(DomainPlan {
                     id: out.len() as u32,
@@ -1323,6 +1374,9 @@ impl Spec {
                     expect_progress: g.expect_progress,
                     args,
                     params,
+                    all_params,
+                    pool: self.group_pool(g),
+                    start_on_event: g.start == Some(Start::Event),
                 });
             }
         }
@@ -1414,6 +1468,26 @@ fn group_params(g: &Group, i: usize, policy: &PolicyInfo) -> Vec<(String, u64)> 
     params
 }
 
+/// Every per-domain parameter the spec gives the `i`-th domain of group `g`, of any policy.
+fn group_all_params(g: &Group, i: usize) -> Vec<(String, u64)> {
+    let mut params = Vec::new();
+    if let Some(w) = &g.weight {
+        params.push(("weight".to_string(), w.get(i)));
+    }
+    if let Some(c) = &g.cap {
+        params.push(("cap".to_string(), c.get(i)));
+    }
+    for (k, v) in &g.sched {
+        params.push((k.clone(), v.get(i)));
+    }
+    params
+}
+
+/// Whether `s` is a good name (experiment, group, pool): letters, digits, '-', '_', '.'.
+pub(crate) fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// A group's workload arguments, with the workload's defaults filled in.
 fn group_args(g: &Group) -> BTreeMap<String, u64> {
     let mut args: BTreeMap<String, u64> = workload(&g.workload)
@@ -1423,7 +1497,7 @@ fn group_args(g: &Group) -> BTreeMap<String, u64> {
     args
 }
 
-fn range(spec: &Spec, path: &str, v: u64, min: u64, max: u64) -> Result<(), SpecError> {
+pub(crate) fn range(spec: &Spec, path: &str, v: u64, min: u64, max: u64) -> Result<(), SpecError> {
     if v < min || v > max {
         return Err(spec.err(path, format!("{v} is out of range; allowed: {min}..={max}")));
     }
@@ -1431,7 +1505,7 @@ fn range(spec: &Spec, path: &str, v: u64, min: u64, max: u64) -> Result<(), Spec
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Scope {
+pub(crate) enum Scope {
     Global,
     Domain,
 }
@@ -1445,7 +1519,7 @@ fn params_of(info: &PolicyInfo, scope: Scope) -> &'static [ParamSpec] {
 
 /// A parameter is checked against the chosen policy if it has it, else against any other
 /// registered policy that has it (and then ignored); a name nobody knows is an error.
-fn check_param(
+pub(crate) fn check_param(
     spec: &Spec,
     path: &str,
     name: &str,

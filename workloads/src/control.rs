@@ -163,6 +163,14 @@ fn sysctl<R>(
     })
 }
 
+/// Sets one global knob of the policy in force (`tslice_ms`, ...).
+pub fn set_sched_param(name: &str, value: u64) -> Result<(), Errno> {
+    sysctl(&Sysctl::SetSchedParam { name, value }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
 /// The scheduling policy in force, and the number of CPUs.
 pub fn policy() -> Result<(String, u32), Errno> {
     sysctl(&Sysctl::GetPolicy, |r| match r {

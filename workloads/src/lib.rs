@@ -32,6 +32,7 @@ pub mod rt;
 pub mod shared;
 pub mod split;
 pub mod time;
+pub mod timeline;
 pub mod upcall;
 pub mod windows;
 pub mod work;

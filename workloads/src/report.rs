@@ -482,6 +482,10 @@ mod tests {
             bench: false,
             churn: None,
             window_ms: 0,
+            events: EncodedSeq {
+                count: 0,
+                bytes: &[],
+            },
         };
         f(&plan)
     }

@@ -162,11 +162,14 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
         }
         Domctl::SetSched { domain, sched } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
-            for (name, value) in policy_params(&sched)? {
-                schedule::policy()
-                    .set_domain_param(PolicyDomain(d.id), name, value)
-                    .map_err(|_| Errno::Inval)?;
-            }
+            // All or nothing: checked whole, set in an order the policy accepts, or put
+            // back (`sched::pools::set_domain_params`).
+            let params = policy_params(&sched)?;
+            sched::pools::set_domain_params(schedule::policy(), PolicyDomain(d.id), &params)
+                .map_err(|e| {
+                    log::warn!("SetSched of domain {}: {e}", d.id);
+                    Errno::Inval
+                })?;
             *d.sched.lock() = sched;
             Ok(DomctlReply::Done)
         }

@@ -39,6 +39,8 @@ pub struct Experiment {
     pub window_ms: u64,
     /// What it asks of the machine (`sched::limits`), without tracing.
     pub demand: sched::limits::Demand,
+    /// The timeline (`[[event]]`), resolved, in the order Domain0 applies it.
+    pub timeline: Vec<sched::timeline::Step>,
 }
 
 fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
@@ -64,7 +66,37 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         churn: s.churn.clone(),
         window_ms: s.window_ms,
         demand: s.demand(false),
+        timeline: s.timeline(),
     }
+}
+
+/// What the hypervisor's Domain0 does not run yet of a valid spec, refused before boot
+/// (exit 2) naming the field: CPU pools, and events that move a domain or replace a
+/// policy. schedsim runs them all.
+fn hypervisor_supports(s: &Spec) -> Result<(), BadInput> {
+    let schedsim = "schedsim runs it (cargo run --release -p sched --bin schedsim -- SPEC)";
+    if s.has_pools() {
+        return Err(BadInput(format!(
+            "{}: pool: CPU pools run only in schedsim so far (the hypervisor schedules one \
+             pool of every CPU); allowed here: no [[pool]]; {schedsim}",
+            s.file
+        )));
+    }
+    for (i, e) in s.events.iter().enumerate() {
+        let (field, what) = if e.move_to.is_some() {
+            ("move_to", "moving a domain between pools")
+        } else if e.policy.is_some() {
+            ("policy", "replacing a pool's policy")
+        } else {
+            continue;
+        };
+        return Err(BadInput(format!(
+            "{}: event[{i}].{field}: {what} runs only in schedsim so far; allowed here: set, \
+             or action = \"pause\" | \"unpause\" | \"start\" | \"destroy\"; {schedsim}",
+            s.file
+        )));
+    }
+    Ok(())
 }
 
 /// Command-line flags that override the spec (docs/DESIGN.md "Commands": "Flags override
@@ -151,6 +183,7 @@ pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> 
         check_memory("--memory", m)?;
     }
     s.validate().map_err(|e| blame_flag(e, o))?;
+    hypervisor_supports(&s)?;
     Ok(from_spec(s, path.map(Path::to_path_buf)))
 }
 
@@ -223,6 +256,55 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
         assert_eq!(exp.policy, "credit");
         assert_eq!(exp.globals, [("tslice_ms".to_string(), 30)]);
         assert_eq!(exp.plan[7].weight, 8);
+    }
+
+    #[test]
+    fn the_timeline_reaches_the_plan_and_what_the_hypervisor_cannot_run_is_refused() {
+        let timed = format!(
+            "{GOOD}[[event]]\nat_ms = 100\ntarget = \"w\"\nset = {{ weight = 9 }}\n\
+             [[event]]\nat_ms = 50\ntarget = \"w2\"\naction = \"pause\"\n"
+        );
+        let f = write(&timed);
+        let exp = load(Some(&f.0), &Overrides::default()).unwrap();
+        assert_eq!(exp.timeline.len(), 2);
+        assert_eq!(exp.timeline[0].what, "pause");
+        let bytes = crate::module::plan_bytes(&exp).unwrap();
+        let plan = abi::tool::plan::decode(&bytes).unwrap();
+        let events: Vec<_> = plan.events().map(Result::unwrap).collect();
+        assert_eq!((events[0].first, events[0].count), (2, 1));
+        assert_eq!(
+            (events[1].first, events[1].count, events[1].at_ms),
+            (0, 8, 100)
+        );
+        assert_eq!(events[1].what, "set weight=9");
+        let f = write(&format!(
+            "{GOOD}[[event]]\nat_ms = 9\ntarget = \"w1\"\naction = \"destroy\"\n"
+        ));
+        let exp = load(Some(&f.0), &Overrides::default()).unwrap();
+        let bytes = crate::module::plan_bytes(&exp).unwrap();
+        let plan = abi::tool::plan::decode(&bytes).unwrap();
+        let e = plan.events().next().unwrap().unwrap();
+        assert_eq!(
+            (e.op, e.first, e.count),
+            (abi::tool::plan::EventOp::Destroy, 1, 1)
+        );
+        for (extra, field) in [
+            ("[[pool]]\nname = \"p\"\ncpus = 4\n", "pool:"),
+            (
+                "[[event]]\nat_ms = 9\ntarget = \"default\"\npolicy = \"bvt\"\n",
+                "event[0].policy:",
+            ),
+            (
+                "[[event]]\nat_ms = 9\ntarget = \"w1\"\nmove_to = \"default\"\n",
+                "event[0].move_to:",
+            ),
+        ] {
+            let f = write(&format!("{GOOD}{extra}"));
+            let e = load(Some(&f.0), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains("schedsim"), "{e}");
+        }
     }
 
     #[test]

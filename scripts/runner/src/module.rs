@@ -27,6 +27,55 @@ fn sched_params(d: &DomainPlan) -> Result<SchedParams, String> {
         .map_err(|(name, e)| format!("domain {}: scheduling parameter `{name}`: {e}", d.name))
 }
 
+/// The timeline as Domain0 applies it: each event's domains as a run of plan indices (a
+/// group's domains are consecutive), its parameters as the control ABI carries them.
+fn planned_events(exp: &Experiment) -> Result<Vec<plan::PlannedEvent<'_>>, String> {
+    use sched::timeline::{Op, Targets};
+    let mut out = Vec::new();
+    for step in &exp.timeline {
+        let params = |kv: &[(String, u64)]| {
+            SchedParams::from_pairs(kv.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(|(name, e)| format!("event[{}]: parameter `{name}`: {e}", step.index))
+        };
+        let op = match (&step.targets, &step.op) {
+            (Targets::Pool(_), Op::Set(kv)) => plan::EventOp::SetGlobal(params(kv)?),
+            (Targets::Domains(_), Op::Set(kv)) => plan::EventOp::Set(params(kv)?),
+            (_, Op::Pause) => plan::EventOp::Pause,
+            (_, Op::Unpause) => plan::EventOp::Unpause,
+            (_, Op::Start) => plan::EventOp::Start,
+            (_, Op::Destroy) => plan::EventOp::Destroy,
+            (_, op) => {
+                return Err(format!(
+                    "event[{}]: `{op:?}` is not run by the hypervisor's Domain0",
+                    step.index
+                ));
+            }
+        };
+        let (first, count) = match &step.targets {
+            Targets::Domains(ids) => {
+                let first = ids.first().copied().unwrap_or(0);
+                if ids.iter().enumerate().any(|(k, &d)| d != first + k as u32) {
+                    return Err(format!(
+                        "event[{}]: its domains are not consecutive",
+                        step.index
+                    ));
+                }
+                (first, ids.len() as u32)
+            }
+            Targets::Pool(_) => (0, 0),
+        };
+        out.push(plan::PlannedEvent {
+            at_ms: step.at_ns / 1_000_000,
+            target: &step.target,
+            what: &step.what,
+            op,
+            first,
+            count,
+        });
+    }
+    Ok(out)
+}
+
 /// The plan's bytes for `exp`.
 pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
     let mut domains = Vec::new();
@@ -52,6 +101,8 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
         });
     }
     let encode_err = |e: plan::CodecError| format!("cannot encode the plan: {e}");
+    let events = planned_events(exp)?;
+    let event_bytes = plan::encode_seq(&events).map_err(encode_err)?;
     let domain_bytes = plan::encode_seq(&domains).map_err(encode_err)?;
     let arg_bytes = plan::encode_seq(&args).map_err(encode_err)?;
     let plan = Plan {
@@ -77,6 +128,10 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
             seed: c.seed,
         }),
         window_ms: exp.window_ms,
+        events: EncodedSeq {
+            count: events.len() as u32,
+            bytes: &event_bytes,
+        },
     };
     plan::encode(&plan).map_err(encode_err)
 }

@@ -96,6 +96,13 @@ fn run() -> u8 {
         }
     };
 
+    let mut timeline = match workloads::timeline::Timeline::new(&plan, planned.len()) {
+        Ok(t) => t,
+        Err(message) => {
+            println!("{message}");
+            return ExitCode::BadInput as u8;
+        }
+    };
     let mut verdict = Verdict::default();
     let (policy, cpus) = match control::policy() {
         Ok(p) => p,
@@ -155,7 +162,13 @@ fn run() -> u8 {
         return verdict.code();
     }
     let mut runs = Vec::with_capacity(planned.len());
-    if let Some(create_start_ns) = create_all(&plan, planned, &mut runs, &mut verdict) {
+    if let Some(create_start_ns) = create_all(
+        &plan,
+        planned,
+        &|i| timeline.held(i),
+        &mut runs,
+        &mut verdict,
+    ) {
         if plan.bench {
             let name = alloc::format!("create_start_{}_domains", runs.len());
             emit(
@@ -172,9 +185,15 @@ fn run() -> u8 {
             &mut verdict,
             switch_floor_ns,
             dom_exc,
+            &mut timeline,
         );
     }
-    teardown(&runs, &base, &mut verdict);
+    teardown(
+        &runs,
+        &|i| timeline.destroyed(i).is_some(),
+        &base,
+        &mut verdict,
+    );
 
     for problem in &verdict.problems {
         println!("FAIL: {problem}");
@@ -274,11 +293,13 @@ fn checked_domains<'a>(plan: &Plan<'a>) -> Result<Vec<PlannedDomain<'a>>, alloc:
 }
 
 /// Creates every planned domain (paused), then unpauses them all so they start together.
+/// Those `held` for a timeline's `start` event are created after that, and stay paused.
 /// Returns the time it took to create and start them all, or `None` (the problem in
 /// `verdict`) if any step failed.
 fn create_all<'a>(
     plan: &Plan<'a>,
     planned: Vec<PlannedDomain<'a>>,
+    held: &dyn Fn(usize) -> bool,
     runs: &mut Vec<DomainRun<'a>>,
     verdict: &mut Verdict,
 ) -> Option<u64> {
@@ -286,7 +307,9 @@ fn create_all<'a>(
     let total = planned.len() as u64;
     // A `progress` record every sixteenth of the domains (the console's "creating n of N").
     let every = total.div_ceil(16).max(1);
-    for d in planned {
+    let (later, now): (Vec<_>, Vec<_>) =
+        planned.into_iter().enumerate().partition(|(i, _)| held(*i));
+    for (_, d) in now {
         let done = runs.len() as u64;
         if done.is_multiple_of(every) {
             emit(
@@ -350,6 +373,29 @@ fn create_all<'a>(
         (created - start) / 1000,
         (started - created) / 1000
     );
+    // The held ones, in plan order: each goes in at its plan index (those before it are in).
+    for (i, d) in later {
+        let made = control::create(&report::create_request(plan, &d))
+            .and_then(|id| control::info(id).map(|info| (id, info)));
+        match made {
+            Ok((id, info)) => runs.insert(
+                i.min(runs.len()),
+                DomainRun {
+                    planned: d,
+                    id,
+                    before: info,
+                    after: info,
+                },
+            ),
+            Err(e) => {
+                verdict.fail(alloc::format!(
+                    "cannot create domain `{}` (held for its start event): {e:?}",
+                    d.name
+                ));
+                return None;
+            }
+        }
+    }
     Some(started - start)
 }
 
@@ -386,20 +432,28 @@ fn memory_per_domain(runs: &[DomainRun<'_>], base: &Figures, verdict: &mut Verdi
 const EXERCISED: usize = 4;
 
 /// Exercises the control operations on a few live domains, after the measured interval:
-/// each domain's parameters read back as planned and survive being set again; a paused
-/// domain stops getting CPU time and runs again once unpaused.
-fn exercise_control(runs: &[DomainRun<'_>], verdict: &mut Verdict) {
-    for r in runs.iter().take(EXERCISED) {
+/// each domain's parameters read back as planned (or as the timeline last set them,
+/// `timeline_set`) and survive being set again; a paused domain stops getting CPU time and
+/// runs again once unpaused.
+fn exercise_control(
+    runs: &[DomainRun<'_>],
+    timeline: &workloads::timeline::Timeline<'_>,
+    verdict: &mut Verdict,
+) {
+    for (i, r) in runs.iter().enumerate().take(EXERCISED) {
+        if timeline.destroyed(i).is_some() {
+            continue;
+        }
         let name = r.planned.name;
+        let want = timeline.last_set(i).unwrap_or(r.planned.sched);
         match control::get_sched(r.id) {
-            Ok(params) if params == r.planned.sched => {}
+            Ok(params) if params == want => {}
             Ok(params) => verdict.fail(alloc::format!(
-                "`{name}`: GetSched gives {params:?}, planned {:?}",
-                r.planned.sched
+                "`{name}`: GetSched gives {params:?}, planned {want:?}"
             )),
             Err(e) => verdict.fail(alloc::format!("`{name}`: GetSched: {e:?}")),
         }
-        if let Err(e) = control::set_sched(r.id, r.planned.sched) {
+        if let Err(e) = control::set_sched(r.id, want) {
             verdict.fail(alloc::format!(
                 "`{name}`: SetSched of its own parameters: {e:?}"
             ));
@@ -508,9 +562,15 @@ fn take_snapshot(slot: u8, verdict: &mut Verdict) -> u64 {
     })
 }
 
-/// Reads every domain's figures from snapshot `slot` (slot 0 into `before`, 1 into `after`).
-fn read_domains(runs: &mut [DomainRun<'_>], slot: u8, verdict: &mut Verdict) {
-    for r in runs {
+/// Reads every domain's figures from snapshot `slot` (slot 0 into `before`, 1 into `after`),
+/// but those `gone` (destroyed by the timeline).
+fn read_domains(
+    runs: &mut [DomainRun<'_>],
+    gone: &dyn Fn(usize) -> bool,
+    slot: u8,
+    verdict: &mut Verdict,
+) {
+    for (_, r) in runs.iter_mut().enumerate().filter(|(i, _)| !gone(*i)) {
         match control::snapshot(r.id, slot) {
             Ok(info) if slot == 1 => r.after = info,
             Ok(info) => r.before = info,
@@ -531,7 +591,9 @@ fn snapshot_cpus(cpus: u32, slot: u8, verdict: &mut Verdict) -> Vec<CpuStats> {
         .collect()
 }
 
-/// The warm-up, the measured interval, the records, and each domain's fate.
+/// The warm-up, the measured interval (and the timeline's events in it), the records, and
+/// each domain's fate.
+#[allow(clippy::too_many_arguments)] // each is one of the run's parts; no bundle reads better
 fn measure(
     plan: &Plan<'_>,
     policy: &str,
@@ -540,42 +602,64 @@ fn measure(
     verdict: &mut Verdict,
     switch_floor_ns: Option<u64>,
     dom_exc: Option<u32>,
+    timeline: &mut workloads::timeline::Timeline<'_>,
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
     // Domain0 a while when it competes with them, and must not stretch the interval. (With
     // windows, the start and each boundary are read at once: the boundaries share slot 1.)
     let t0 = take_snapshot(0, verdict);
-    let mut timeline = Timeline::start(plan, runs, t0, verdict);
+    let mut bounds = Boundaries::start(plan, runs, t0, verdict);
     let end = t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000));
+    // Wake at each window boundary (or each second, for progress) and at each event of the
+    // timeline: apply every event due, then take the boundary if it is reached.
+    let ids: Vec<_> = runs.iter().map(|r| r.id).collect();
+    let mut next_event = timeline.begin(t0);
     loop {
-        let deadline = windows::next_tick(t0, end, timeline.step_ns, now_ns());
+        let tick = windows::next_tick(t0, end, bounds.step_ns, now_ns());
+        let event = next_event.filter(|&at| at < end).unwrap_or(u64::MAX);
+        let deadline = tick.min(event);
         if deadline >= end {
             break;
         }
         sleep_until(deadline);
-        timeline.tick(plan, runs, t0, deadline, verdict);
+        if event <= deadline {
+            next_event = timeline.apply_due(now_ns(), &|i| ids[i]);
+        }
+        if tick <= deadline {
+            let gone = |i: usize| timeline.destroyed(i).is_some();
+            bounds.tick(plan, runs, &gone, t0, tick, verdict);
+        }
     }
     sleep_until(end);
     let t1 = take_snapshot(1, verdict);
-    if timeline.windows.is_none() {
-        read_domains(runs, 0, verdict);
+    let gone = |i: usize| timeline.destroyed(i).is_some();
+    if bounds.windows.is_none() {
+        read_domains(runs, &gone, 0, verdict);
     }
-    read_domains(runs, 1, verdict);
-    if let Some(w) = &mut timeline.windows {
+    read_domains(runs, &gone, 1, verdict);
+    for (i, r) in runs.iter_mut().enumerate() {
+        if let Some((before, after)) = timeline.destroyed(i) {
+            (r.before, r.after) = (before, after);
+        }
+    }
+    if let Some(w) = &mut bounds.windows {
         w.close(t1 - t0, runs.iter().map(|r| &r.after));
     }
     let cpus_before = snapshot_cpus(cpus, 0, verdict);
     let cpus_after = snapshot_cpus(cpus, 1, verdict);
     // After the interval, so as not to disturb what was measured.
-    exercise_control(runs, verdict);
+    exercise_control(runs, timeline, verdict);
     // A domain that should be killed and is still alive gets a second to misbehave: wait
     // for its end in the hypervisor rather than judge it too early. Its record keeps what
     // the snapshot saw; the verdict uses how it ended.
     let deadline = now_ns().saturating_add(1_000_000_000);
     let mut ended_late = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        if r.planned.expect == Expect::Killed && r.after.exit == DomainExit::Running {
+        if r.planned.expect == Expect::Killed
+            && r.after.exit == DomainExit::Running
+            && timeline.destroyed(i).is_none()
+        {
             match control::wait(r.id, deadline) {
                 Ok(Some(info)) => ended_late.push((i, info.exit)),
                 Ok(None) => {}
@@ -603,10 +687,16 @@ fn measure(
         slice_late: report::slice_late(&cpus_before, &cpus_after),
     };
     emit(&report::run_record(&summary), verdict);
+    for line in timeline.records() {
+        emit(&line, verdict);
+    }
+    for problem in timeline.failures() {
+        verdict.fail(problem);
+    }
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);
     }
-    timeline.write(runs, verdict);
+    bounds.write(runs, verdict);
     if plan.bench {
         // With only `switch` domains on a CPU, its busy time is nothing but switching.
         let switches = runs
@@ -651,7 +741,7 @@ fn measure(
 
 /// Domain0's wake-ups during the measured interval: at each window boundary (`window_ms`),
 /// else each second, for the `window` records and the `progress` records.
-struct Timeline {
+struct Boundaries {
     /// Between wake-ups.
     step_ns: u64,
     /// The windows so far, if the plan asks for them.
@@ -669,7 +759,7 @@ struct Timeline {
 /// Between `progress` records while measuring.
 const PROGRESS_NS: u64 = 1_000_000_000;
 
-impl Timeline {
+impl Boundaries {
     /// At the start of the interval, `t0` (snapshot 0 just taken): with windows, every
     /// domain's figures then are read now, as the first window's start.
     fn start(plan: &Plan<'_>, runs: &mut [DomainRun<'_>], t0: u64, verdict: &mut Verdict) -> Self {
@@ -678,10 +768,10 @@ impl Timeline {
             verdict,
         );
         let windows = (plan.window_ms > 0).then(|| {
-            read_domains(runs, 0, verdict);
+            read_domains(runs, &|_| false, 0, verdict);
             Windows::new(runs.iter().map(|r| &r.before))
         });
-        Timeline {
+        Boundaries {
             step_ns: match plan.window_ms {
                 0 => PROGRESS_NS,
                 ms => ms.saturating_mul(1_000_000),
@@ -701,6 +791,7 @@ impl Timeline {
         &mut self,
         plan: &Plan<'_>,
         runs: &[DomainRun<'_>],
+        gone: &dyn Fn(usize) -> bool,
         t0: u64,
         deadline: u64,
         verdict: &mut Verdict,
@@ -708,7 +799,9 @@ impl Timeline {
         let cpu_before = workloads::time::vcpu_time_ns(0);
         let at = if let Some(w) = &mut self.windows {
             let at = take_snapshot(1, verdict);
-            for (r, info) in runs.iter().zip(self.now.iter_mut()) {
+            // A destroyed domain keeps the figures it had (its windows stop there).
+            let live = runs.iter().zip(self.now.iter_mut()).enumerate();
+            for (_, (r, info)) in live.filter(|(i, _)| !gone(*i)) {
                 match control::snapshot(r.id, 1) {
                     Ok(i) => *info = i,
                     Err(e) => {
@@ -768,9 +861,15 @@ fn emit(json: &str, verdict: &mut Verdict) {
 /// Destroys every domain (retrying while one is busy being torn down elsewhere), then checks
 /// that every frame, port, grant and byte of the hypervisor's heap is back to `base`, giving
 /// the CPUs a moment to drop their last references.
-fn teardown(runs: &[DomainRun<'_>], base: &Figures, verdict: &mut Verdict) {
+fn teardown(
+    runs: &[DomainRun<'_>],
+    gone: &dyn Fn(usize) -> bool,
+    base: &Figures,
+    verdict: &mut Verdict,
+) {
     let deadline = now_ns() + SETTLE_MS * 1_000_000;
-    for r in runs {
+    // Those a timeline event destroyed are gone already.
+    for (_, r) in runs.iter().enumerate().filter(|(i, _)| !gone(*i)) {
         loop {
             match control::destroy(r.id) {
                 Ok(()) => break,

@@ -80,6 +80,54 @@ pub struct Plan<'a> {
     /// Results over time: a `window` record per domain per window of this many ms of the
     /// measured interval (0 = none).
     pub window_ms: u64,
+    /// The spec's timeline (`[[event]]`), in the order Domain0 applies it: a sequence of
+    /// [`PlannedEvent`]s.
+    #[serde(borrow)]
+    pub events: Events<'a>,
+}
+
+/// What one event of the timeline does (`sched::timeline::Op`; the operations Domain0
+/// applies through the control hypercalls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventOp {
+    /// Set these per-domain parameters of each target domain (`SetSched`).
+    Set(SchedParams),
+    /// Set these global knobs of the target pool's policy (`SetSchedParam`).
+    SetGlobal(SchedParams),
+    /// `Pause` each target domain.
+    Pause,
+    /// `Unpause` each target domain.
+    Unpause,
+    /// Start each target domain: created paused with `start = "event"`, now unpaused.
+    Start,
+    /// Destroy each target domain: Domain0 keeps its figures up to then (its record's).
+    Destroy,
+}
+
+/// One `[[event]]`, resolved (`sched::timeline::Step`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedEvent<'a> {
+    /// When, from the start of the measured interval.
+    pub at_ms: u64,
+    /// The target as the spec names it (a group, a domain or a pool), for the record.
+    pub target: &'a str,
+    /// What it does in words (`set weight=1024`), for the record.
+    pub what: &'a str,
+    pub op: EventOp,
+    /// The domains it applies to: plan indices `first..first + count` (a group's domains
+    /// are consecutive); none for a pool target.
+    pub first: u32,
+    pub count: u32,
+}
+
+/// The timeline, as encoded bytes that decode lazily.
+pub type Events<'a> = EncodedSeq<'a>;
+
+impl<'a> Plan<'a> {
+    /// The timeline's events, in the order they are applied.
+    pub fn events(&self) -> impl Iterator<Item = Result<PlannedEvent<'a>, postcard::Error>> + 'a {
+        self.events.iter()
+    }
 }
 
 /// The spec's `[churn]` (`sched::spec::Churn`): Domain0 creates and destroys the planned
@@ -200,6 +248,15 @@ mod tests {
         };
         let domains = encode_seq(&[d("w0", 0, 2), d("w1", 2, 1)]);
         let args = encode_seq(&[("period_us", 1000u64), ("run_us", 50), ("period_us", 2000)]);
+        let event = PlannedEvent {
+            at_ms: 500,
+            target: "w",
+            what: "set weight=1024",
+            op: EventOp::Set(SchedParams::from_pairs([("weight", 1024)]).unwrap()),
+            first: 0,
+            count: 2,
+        };
+        let events = encode_seq(&[event]);
         let plan = Plan {
             name: "t",
             duration_ms: 1000,
@@ -223,6 +280,10 @@ mod tests {
                 seed: 7,
             }),
             window_ms: 100,
+            events: EncodedSeq {
+                count: 1,
+                bytes: &events,
+            },
         };
         let bytes = encode(&plan).unwrap();
         let back = decode(&bytes).unwrap();
@@ -237,6 +298,8 @@ mod tests {
             back.args_of(&ds[1]).collect::<Vec<_>>(),
             [("period_us", 2000)]
         );
+        let es: Vec<_> = back.events().map(Result::unwrap).collect();
+        assert_eq!(es, [event]);
     }
 
     #[test]

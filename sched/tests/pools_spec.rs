@@ -1,0 +1,260 @@
+//! `[[pool]]`, a group's `pool` and `start`, and `[[event]]` in the spec: what is accepted,
+//! how it resolves, and every refusal naming file, field and what is allowed.
+
+use sched::spec::Spec;
+use sched::timeline::{Op, Targets};
+
+fn err(text: &str) -> String {
+    Spec::from_str(text, "exp.toml").expect_err("should be rejected").to_string()
+}
+
+const GOOD: &str = r#"
+name = "pools"
+duration_ms = 3000
+[machine]
+cpus = 3
+[sched]
+policy = "credit"
+tslice_ms = 10
+[[pool]]
+name = "lat"
+cpus = 1
+policy = "rr"
+[pool.sched]
+slice_ms = 5
+[[pool]]
+name = "bulk"
+cpus = 2
+policy = "credit"
+[[domain]]
+name = "w"
+count = 4
+workload = "cpu"
+pool = "bulk"
+[[domain]]
+name = "r"
+count = 2
+workload = "cpu"
+pool = "lat"
+[[domain]]
+name = "late"
+count = 2
+workload = "cpu"
+pool = "bulk"
+start = "event"
+[[event]]
+at_ms = 1000
+target = "w3"
+set = { weight = 1024 }
+[[event]]
+at_ms = 500
+target = "late"
+action = "start"
+[[event]]
+at_ms = 1500
+target = "r1"
+move_to = "bulk"
+[[event]]
+at_ms = 2000
+target = "lat"
+policy = "credit2"
+[[event]]
+at_ms = 2500
+target = "lat"
+set = { ratelimit_us = 500 }
+"#;
+
+#[test]
+fn pools_and_events_resolve() {
+    let s = Spec::from_str(GOOD, "exp.toml").unwrap();
+    let pools = s.pool_plans();
+    assert_eq!(pools.len(), 2);
+    assert_eq!((pools[0].name.as_str(), &pools[0].cpus[..]), ("lat", &[0][..]));
+    assert_eq!((pools[1].name.as_str(), &pools[1].cpus[..]), ("bulk", &[1, 2][..]));
+    // `[sched]`'s knob goes to the pool whose policy takes it; the pool's own beside it.
+    assert_eq!(pools[0].knobs, vec![("slice_ms".to_string(), 5)]);
+    assert_eq!(pools[1].knobs, vec![("tslice_ms".to_string(), 10)]);
+    let plan = s.plan();
+    assert_eq!(plan[0].pool, 1);
+    assert_eq!(plan[4].pool, 0);
+    assert!(plan[6].start_on_event && !plan[0].start_on_event);
+    let t = s.timeline();
+    // In time order, not file order.
+    let at: Vec<u64> = t.iter().map(|e| e.at_ns / 1_000_000).collect();
+    assert_eq!(at, [500, 1000, 1500, 2000, 2500]);
+    assert_eq!(t[0].targets, Targets::Domains(vec![6, 7]));
+    assert_eq!(t[0].op, Op::Start);
+    assert_eq!(t[1].op, Op::Set(vec![("weight".into(), 1024)]));
+    assert_eq!(t[1].what, "set weight=1024");
+    assert_eq!(t[2].op, Op::MoveTo(1));
+    assert_eq!(t[2].what, "move_to bulk");
+    assert_eq!(t[3].targets, Targets::Pool(0));
+    assert_eq!(t[3].what, "policy credit2");
+    // After the swap, credit2's knob is good for `lat`.
+    assert_eq!(t[4].op, Op::Set(vec![("ratelimit_us".into(), 500)]));
+    // Round trip through TOML.
+    assert_eq!(Spec::from_str(&s.to_toml(), "exp.toml").unwrap(), s);
+}
+
+#[test]
+fn without_pools_one_default_pool_holds_every_cpu() {
+    let text = "name = \"t\"\n[machine]\ncpus = 3\n[[domain]]\nname = \"w\"\nworkload = \"cpu\"\n\
+                [[event]]\nat_ms = 10\ntarget = \"default\"\nset = { tslice_ms = 5 }\n";
+    let s = Spec::from_str(text, "exp.toml").unwrap();
+    let pools = s.pool_plans();
+    assert_eq!(pools.len(), 1);
+    assert_eq!((pools[0].name.as_str(), &pools[0].cpus[..]), ("default", &[0, 1, 2][..]));
+    assert_eq!(s.timeline()[0].targets, Targets::Pool(0));
+    assert!(!s.has_pools());
+}
+
+#[test]
+fn cpu_lists_and_free_cpus() {
+    let s = Spec::from_str(
+        &GOOD.replace("cpus = 1\npolicy = \"rr\"", "cpus = [2]\npolicy = \"rr\""),
+        "exp.toml",
+    )
+    .unwrap();
+    let pools = s.pool_plans();
+    assert_eq!(&pools[0].cpus[..], &[2]);
+    // The count takes the lowest CPUs left.
+    assert_eq!(&pools[1].cpus[..], &[0, 1]);
+}
+
+#[test]
+fn pool_errors_name_the_field() {
+    let e = err(&GOOD.replace("pool = \"lat\"", "pool = \"fast\""));
+    assert!(e.starts_with("exp.toml: domain[1].pool: unknown pool `fast`"), "{e}");
+    assert!(e.contains("lat, bulk"), "{e}");
+
+    let e = err(&GOOD.replace("cpus = 2\npolicy = \"credit\"", "cpus = 3\npolicy = \"credit\""));
+    assert!(e.starts_with("exp.toml: pool[1].cpus:"), "{e}");
+    assert!(e.contains("2 of the machine's 3"), "{e}");
+
+    let e =
+        err(&GOOD.replace("cpus = 2\npolicy = \"credit\"", "cpus = [0, 1]\npolicy = \"credit\""));
+    assert!(e.starts_with("exp.toml: pool[1].cpus: CPU 0 is already in pool `lat`"), "{e}");
+
+    let e =
+        err(&GOOD.replace("cpus = 2\npolicy = \"credit\"", "cpus = [1, 5]\npolicy = \"credit\""));
+    assert!(e.starts_with("exp.toml: pool[1].cpus: CPU 5 does not exist"), "{e}");
+    assert!(e.contains("0..=2"), "{e}");
+
+    let e = err(&GOOD.replace("cpus = 1\npolicy = \"rr\"", "cpus = 0\npolicy = \"rr\""));
+    assert!(e.starts_with("exp.toml: pool[0].cpus:"), "{e}");
+
+    let e = err(&GOOD.replace("cpus = 1\npolicy = \"rr\"", "cpus = []\npolicy = \"rr\""));
+    assert!(e.starts_with("exp.toml: pool[0].cpus: is empty"), "{e}");
+
+    let e = err(&GOOD.replace("slice_ms = 5", "tslice_ms = 5"));
+    assert!(e.starts_with("exp.toml: pool[0].sched.tslice_ms:"), "{e}");
+    assert!(e.contains("`rr`") && e.contains("slice_ms (1..="), "{e}");
+
+    let e = err(&GOOD.replace("policy = \"rr\"", "policy = \"cfs\""));
+    assert!(e.starts_with("exp.toml: pool[0].policy:") && e.contains("credit2"), "{e}");
+
+    let e = err(&GOOD.replace("name = \"bulk\"", "name = \"lat\""));
+    assert!(e.starts_with("exp.toml: pool[1].name:") && e.contains("two pools"), "{e}");
+
+    let e = err(&GOOD.replace("name = \"lat\"", "name = \"w2\""));
+    assert!(e.starts_with("exp.toml: pool[0].name:") && e.contains("ambiguous"), "{e}");
+}
+
+#[test]
+fn event_errors_name_the_field() {
+    let e = err(&GOOD.replace("target = \"w3\"", "target = \"w9\""));
+    assert!(e.starts_with("exp.toml: event[0].target: unknown target `w9`"), "{e}");
+    assert!(e.contains("w, r, late") && e.contains("lat, bulk"), "{e}");
+
+    let e = err(&GOOD.replace("at_ms = 1000", "at_ms = 3000"));
+    assert!(
+        e.starts_with("exp.toml: event[0].at_ms: 3000 is outside the measured interval"),
+        "{e}"
+    );
+    assert!(e.contains("0..=2999"), "{e}");
+
+    let e = err(
+        &GOOD.replace("set = { weight = 1024 }", "set = { weight = 1024 }\naction = \"pause\"")
+    );
+    assert!(e.starts_with("exp.toml: event[0]: gives set and action"), "{e}");
+    assert!(e.contains("exactly one of set, action, move_to, policy"), "{e}");
+
+    let e = err(&GOOD.replace("set = { weight = 1024 }", ""));
+    assert!(e.starts_with("exp.toml: event[0]: gives none"), "{e}");
+
+    // A parameter the pool's policy does not take: rr has no weight.
+    let e = err(&GOOD.replace("target = \"w3\"", "target = \"r0\""));
+    assert!(e.starts_with("exp.toml: event[0].set.weight:"), "{e}");
+    assert!(e.contains("`rr`") && e.contains("allowed: none"), "{e}");
+
+    let e = err(&GOOD.replace("set = { weight = 1024 }", "set = { weight = 0 }"));
+    assert!(e.starts_with("exp.toml: event[0].set.weight:") && e.contains("1..=65535"), "{e}");
+
+    // A pool knob of the policy before the swap: at 2500 ms `lat` runs credit2.
+    let e = err(&GOOD.replace("ratelimit_us = 500", "slice_ms = 3"));
+    assert!(e.starts_with("exp.toml: event[4].set.slice_ms:"), "{e}");
+    assert!(e.contains("`credit2` then"), "{e}");
+
+    let e = err(&GOOD.replace("move_to = \"bulk\"", "move_to = \"nowhere\""));
+    assert!(e.starts_with("exp.toml: event[2].move_to: unknown pool `nowhere`"), "{e}");
+
+    let e = err(&GOOD.replace("policy = \"credit2\"", "policy = \"cfs\""));
+    assert!(e.starts_with("exp.toml: event[3].policy:") && e.contains("rtds"), "{e}");
+
+    let e = err(&GOOD.replace("target = \"lat\"\npolicy", "target = \"w\"\npolicy"));
+    assert!(e.starts_with("exp.toml: event[3].target: `w` is not a pool"), "{e}");
+
+    let e = err(&GOOD.replace("target = \"r1\"", "target = \"lat\""));
+    assert!(e.starts_with("exp.toml: event[2].target: `lat` is a pool"), "{e}");
+
+    // `start` twice; `start` on a domain that starts with the others; never started.
+    let e = err(&GOOD.replace(
+        "target = \"w3\"\nset = { weight = 1024 }",
+        "target = \"late\"\naction = \"start\"",
+    ));
+    assert!(e.starts_with("exp.toml: event[0].action: domain `late0` is already started"), "{e}");
+    let e = err(&GOOD.replace("target = \"late\"", "target = \"w\""));
+    assert!(e.starts_with("exp.toml: event[1].action: domain `w0` is already started"), "{e}");
+    let e = err(&GOOD.replace("target = \"late\"", "target = \"late0\""));
+    assert!(e.starts_with("exp.toml: domain[2].start: domain `late1` waits for an event"), "{e}");
+
+    // Pausing a domain not started yet; anything after a destroy.
+    let e = err(&GOOD.replace("at_ms = 500", "at_ms = 1200").replace(
+        "target = \"w3\"\nset = { weight = 1024 }",
+        "target = \"late1\"\naction = \"pause\"",
+    ));
+    assert!(e.starts_with("exp.toml: event[0].action: domain `late1` is not started yet"), "{e}");
+    let e = err(&GOOD.replace(
+        "target = \"w3\"\nset = { weight = 1024 }",
+        "target = \"r1\"\naction = \"destroy\"",
+    ));
+    assert!(
+        e.starts_with("exp.toml: event[2].target: domain `r1` was destroyed by event[0]"),
+        "{e}"
+    );
+
+    let e = err(&GOOD.replace("action = \"start\"", "action = \"restart\""));
+    assert!(e.contains("event[1].action") && e.contains("unpause"), "{e}");
+}
+
+#[test]
+fn a_non_preempting_swap_that_would_lock_domain0_out_is_refused() {
+    // Two hogs in the first pool of two CPUs: fifo would never give Domain0 a CPU again.
+    let text = "name = \"t\"\n[machine]\ncpus = 3\n[[pool]]\nname = \"p\"\ncpus = 2\n\
+                [[pool]]\nname = \"q\"\ncpus = 1\n[[domain]]\nname = \"w\"\ncount = 2\n\
+                workload = \"cpu\"\n[[event]]\nat_ms = 10\ntarget = \"p\"\npolicy = \"fifo\"\n";
+    let e = err(text);
+    assert!(e.starts_with("exp.toml: event[0].policy: `fifo` never preempts"), "{e}");
+    // In another pool it is the experiment's business.
+    Spec::from_str(&text.replace("target = \"p\"", "target = \"q\""), "exp.toml").unwrap();
+}
+
+#[test]
+fn sched_override_runs_every_pool_under_it() {
+    let mut s = Spec::parse(GOOD, "exp.toml").unwrap();
+    s.apply_overrides(&sched::spec::Overrides { sched: Some("bvt".into()), ..Default::default() });
+    // rr's slice_ms is dropped; w3's weight is a bvt parameter too, credit2's ratelimit is
+    // set after the swap to credit2.
+    s.validate().unwrap();
+    assert!(s.pool_plans().iter().all(|p| p.policy == "bvt"));
+}
