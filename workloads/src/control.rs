@@ -100,6 +100,15 @@ pub fn take_snapshot(slot: u8) -> Result<u64, Errno> {
     })
 }
 
+/// As [`take_snapshot`], with the other CPUs running on (`Sysctl::TakeSnapshotLive`): for
+/// window boundaries.
+pub fn take_snapshot_live(slot: u8) -> Result<u64, Errno> {
+    sysctl(&Sysctl::TakeSnapshotLive { slot }, |r| match r {
+        SysctlReply::Snapshot { at_ns } => Some(at_ns),
+        _ => None,
+    })
+}
+
 /// A domain's figures at the last snapshot into `slot`.
 pub fn snapshot(domain: DomainId, slot: u8) -> Result<DomainInfo, Errno> {
     match domctl(&Domctl::GetSnapshot { domain, slot })? {

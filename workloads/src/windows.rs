@@ -1,9 +1,11 @@
 //! Results over time (spec `window_ms`, docs/DESIGN.md "Pools, timelines and time series"):
 //! Domain0's bookkeeping of the `window` records, tested on the host.
 //!
-//! At each window boundary Domain0 takes one of the hypervisor's atomic snapshots of every
-//! domain (`sysctl TakeSnapshot`, the other CPUs held still) and hands each domain's
-//! figures to [`Windows::close`], which keeps the deltas against the boundary before. The
+//! At each window boundary Domain0 takes one of the hypervisor's snapshots of every domain
+//! at one instant (`sysctl TakeSnapshotLive`: the other CPUs run on, as holding them at
+//! every boundary would charge the hold to the vCPUs it stopped; the interval's two ends
+//! are `TakeSnapshot`s, with the CPUs held) and hands each domain's figures to
+//! [`Windows::close`], which keeps the deltas against the boundary before. The
 //! records are written only once the interval is over ([`Windows::records`]), so that
 //! writing them does not disturb what they measure; `sched::spec::MAX_WINDOW_RECORDS`
 //! bounds what is kept.

@@ -462,6 +462,15 @@ pub enum Sysctl<'a> {
     /// What the live domains hold, summed ([`ResourceCounts`]), to check that a dead
     /// domain's objects went with it.
     Resources,
+    /// As `TakeSnapshot`, but the other CPUs run on: every figure is taken at one instant
+    /// (the reply's), read domain after domain, so what a running guest does during the
+    /// read (at most its length, about 1.5 ms for 128 domains under TCG) may land on either
+    /// side of the instant. For window boundaries: holding every CPU at each one stalls
+    /// them all for as long as the slowest takes to answer (10 to 40 ms on a busy TCG
+    /// host), and that time is charged to the vCPUs they were running, which skews the
+    /// very shares the windows measure. Successive snapshots still tile: each window is
+    /// the difference of two, so windows sum to the interval exactly.
+    TakeSnapshotLive { slot: u8 },
 }
 
 /// What every live domain holds, summed over all of them (Domain0 included).

@@ -27,6 +27,7 @@
 
 extern crate alloc;
 
+pub mod account;
 pub mod cmdline;
 pub mod event;
 pub mod frame_alloc;

@@ -81,6 +81,8 @@ pub enum VcpuState {
     Dead,
 }
 
+pub use kerncore::account::{Doing, Past};
+
 /// Figures kept per vCPU.
 #[derive(Clone, Default)]
 pub struct VcpuStats {
@@ -97,6 +99,48 @@ pub struct VcpuStats {
     /// Set at a wake-up, cleared when it next runs: the wake-up latency's start.
     pub woke_at: Option<u64>,
     pub last_cpu: Option<usize>,
+    /// What `cpu_ns` and `wait_ns` grow with since the last change ([`VcpuStats::change`]).
+    pub doing: Doing,
+    /// When that last change was.
+    pub changed_at: u64,
+    /// The account as it stood just before that change: what [`VcpuStats::at`] reads for an
+    /// instant before it (a live snapshot, `Sysctl::TakeSnapshotLive`, reads each vCPU a
+    /// little after its instant).
+    pub before: Past,
+}
+
+impl VcpuStats {
+    /// The account changes at `now` to `doing` (the caller then updates `cpu_ns`, `wait_ns`,
+    /// `run_start` or `runnable_since` as the change requires): what it was is kept.
+    pub fn change(&mut self, now: u64, doing: Doing) {
+        self.before = Past {
+            cpu_ns: self.cpu_ns,
+            wait_ns: self.wait_ns,
+            doing: self.doing,
+            since: self.since(),
+        };
+        self.doing = doing;
+        self.changed_at = now;
+    }
+
+    fn since(&self) -> u64 {
+        match self.doing {
+            Doing::Running => self.run_start,
+            Doing::Waiting => self.runnable_since,
+            Doing::Neither => self.changed_at,
+        }
+    }
+
+    /// `(cpu_ns, wait_ns)` as they stood at `t` (`kerncore::account`).
+    pub fn at(&self, t: u64) -> (u64, u64) {
+        let now = Past {
+            cpu_ns: self.cpu_ns,
+            wait_ns: self.wait_ns,
+            doing: self.doing,
+            since: self.since(),
+        };
+        kerncore::account::at(now, self.changed_at, self.before, t)
+    }
 }
 
 /// A virtual CPU.
@@ -624,20 +668,10 @@ impl Domain {
         drop(life);
         let mut merged = Histogram::default();
         for v in &self.vcpus {
-            let state = *v.state.lock();
             let s = v.stats.lock();
-            info.cpu_ns += s.cpu_ns
-                + if state == VcpuState::Running {
-                    now.saturating_sub(s.run_start)
-                } else {
-                    0
-                };
-            info.wait_ns += s.wait_ns
-                + if state == VcpuState::Runnable {
-                    now.saturating_sub(s.runnable_since)
-                } else {
-                    0
-                };
+            let (cpu_ns, wait_ns) = s.at(now);
+            info.cpu_ns += cpu_ns;
+            info.wait_ns += wait_ns;
             info.wakeups += s.wakeups;
             info.switches += s.switches;
             info.migrations += s.migrations;

@@ -54,6 +54,26 @@ fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Er
     result
 }
 
+/// Records every domain's and CPU's figures at one instant into snapshot `slot`
+/// (`Sysctl::TakeSnapshot`, with the other CPUs held, or `TakeSnapshotLive`, without).
+fn take_snapshot(slot: usize) -> SysctlReply<'static> {
+    let now = time::now_ns();
+    for d in domain::all() {
+        arch::percpu::touch_watchdog(); // 1024 domains take a while under TCG
+        let info = d.info(now);
+        d.snapshot.lock()[slot] = Some(info);
+    }
+    let mut snaps = CPU_SNAPSHOT.lock();
+    let snap = &mut snaps[slot];
+    snap.clear();
+    snap.extend(
+        smp::startup::online()
+            .iter()
+            .map(|cpu| (cpu, schedule::cpu_figures(cpu, now))),
+    );
+    SysctlReply::Snapshot { at_ns: now }
+}
+
 /// Largest request or reply.
 const MESSAGE_BYTES: usize = 4096;
 
@@ -275,24 +295,11 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 slice_late: f.slice_late,
             })
         }
-        Sysctl::TakeSnapshot { slot: raw } => with_other_cpus_held(|| {
+        Sysctl::TakeSnapshot { slot: raw } => {
             let slot = slot(raw)?;
-            let now = time::now_ns();
-            for d in domain::all() {
-                arch::percpu::touch_watchdog(); // 1024 domains take a while under TCG
-                let info = d.info(now);
-                d.snapshot.lock()[slot] = Some(info);
-            }
-            let mut snaps = CPU_SNAPSHOT.lock();
-            let snap = &mut snaps[slot];
-            snap.clear();
-            snap.extend(
-                smp::startup::online()
-                    .iter()
-                    .map(|cpu| (cpu, schedule::cpu_figures(cpu, now))),
-            );
-            Ok(SysctlReply::Snapshot { at_ns: now })
-        }),
+            with_other_cpus_held(|| Ok(take_snapshot(slot)))
+        }
+        Sysctl::TakeSnapshotLive { slot: raw } => Ok(take_snapshot(slot(raw)?)),
         Sysctl::CpuSnapshot { cpu, slot: raw } => {
             let slot = slot(raw)?;
             let snaps = CPU_SNAPSHOT.lock();

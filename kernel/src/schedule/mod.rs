@@ -26,7 +26,7 @@ use spin::{Mutex, Once};
 
 use crate::arch;
 use crate::arch::trap::TrapFrame;
-use crate::domain::{self, Domain, NOT_RUNNING, Vcpu, VcpuState};
+use crate::domain::{self, Doing, Domain, NOT_RUNNING, Vcpu, VcpuState};
 use crate::time;
 pub mod trace;
 pub mod watchdog;
@@ -224,6 +224,7 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
             let mut s = v.stats.lock();
             s.wakeups += 1;
             s.woke_at = Some(now);
+            s.change(now, Doing::Waiting);
             s.runnable_since = now;
         }
         trace::record(TraceEvent::Wake, v, now);
@@ -243,7 +244,11 @@ pub fn unpause(v: &Vcpu, now: u64) {
             return;
         }
         *state = VcpuState::Runnable;
-        v.stats.lock().runnable_since = now;
+        {
+            let mut s = v.stats.lock();
+            s.change(now, Doing::Waiting);
+            s.runnable_since = now;
+        }
         trace::record(TraceEvent::Wake, v, now);
         policy().wake(VcpuId(v.id), now).kick
     };
@@ -270,6 +275,7 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
         *state = to;
         if was == VcpuState::Runnable {
             let mut s = v.stats.lock();
+            s.change(now, Doing::Neither);
             s.wait_ns += now.saturating_sub(s.runnable_since);
         }
         // Under the state lock, as in `wake`.
@@ -579,6 +585,14 @@ fn account_out(v: &Vcpu, now: u64) {
     };
     trace::record(why, v, now);
     let mut s = v.stats.lock();
+    s.change(
+        now,
+        if still_runnable {
+            Doing::Waiting
+        } else {
+            Doing::Neither
+        },
+    );
     let ran = now.saturating_sub(s.run_start);
     s.cpu_ns += ran;
     counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
@@ -643,6 +657,7 @@ fn switch_in<'a>(
     }
     {
         let mut s = v.stats.lock();
+        s.change(now, Doing::Running);
         s.wait_ns += now.saturating_sub(s.runnable_since);
         if let Some(woke) = s.woke_at.take() {
             s.latency.record(now.saturating_sub(woke));

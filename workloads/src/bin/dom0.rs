@@ -798,7 +798,12 @@ impl Boundaries {
     ) {
         let cpu_before = workloads::time::vcpu_time_ns(0);
         let at = if let Some(w) = &mut self.windows {
-            let at = take_snapshot(1, verdict);
+            // Live: holding every CPU at each boundary would charge the hold to the vCPUs
+            // it stopped (`Sysctl::TakeSnapshotLive`). The interval's ends stay held.
+            let at = control::take_snapshot_live(1).unwrap_or_else(|e| {
+                verdict.fail(alloc::format!("sysctl TakeSnapshotLive: {e:?}"));
+                now_ns()
+            });
             // A destroyed domain keeps the figures it had (its windows stop there).
             let live = runs.iter().zip(self.now.iter_mut()).enumerate();
             for (_, (r, info)) in live.filter(|(i, _)| !gone(*i)) {
