@@ -48,6 +48,8 @@ registry::register! {
 }
 
 #[cfg(feature = "std")]
+pub mod cost;
+#[cfg(feature = "std")]
 pub mod sim;
 #[cfg(feature = "std")]
 pub mod spec;

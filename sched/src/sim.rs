@@ -33,6 +33,7 @@ use std::fmt::Write as _;
 
 use abi::tool::results::{Domain, Engine, Outcome, Record, Run, Summary};
 
+use crate::cost::Profile;
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
 use crate::{DomainId, Policy, Stats, Topology, VcpuId, registry};
@@ -46,6 +47,8 @@ pub struct Options {
     pub trace: bool,
     /// Also collect per-domain CPU time in windows of this length (for fairness over time).
     pub window_ns: Option<u64>,
+    /// The machine's costs ([`crate::cost`]); the default is the ideal machine.
+    pub costs: Profile,
 }
 
 /// Invariant violations, by kind.
@@ -154,6 +157,8 @@ struct Vcpu {
     epoch: u64,
     last_cpu: Option<usize>,
     woke_at: Option<u64>,
+    /// Cost model: the vCPU is on its CPU but does no work before this (a switch, a stall).
+    ready_at: u64,
 }
 
 #[derive(Default)]
@@ -172,6 +177,10 @@ struct Cpu {
     since: u64,
     timer_gen: u64,
     kick_pending: bool,
+    /// Cost model: when the pending kick arrives.
+    kick_at: u64,
+    /// Cost model: paid before this CPU's next decision takes effect (a block hypercall).
+    extra_pre: u64,
 }
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -184,6 +193,10 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1).
+    fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
     /// Exponential with the given mean (at least 1 ns).
     fn exp(&mut self, mean: u64) -> u64 {
@@ -212,6 +225,13 @@ struct Sim<'a> {
     trace: Option<String>,
     /// The policy's counters when the measured interval began.
     counters_t0: Option<BTreeMap<String, u64>>,
+    /// Cost model ([`crate::cost`]): the profile, the policy's decision cost, and what the
+    /// decision being carried out costs before the picked vCPU is installed.
+    costs: Profile,
+    decision_ns: u64,
+    pre: u64,
+    /// Draws for kick delays that vary (a stream of its own: the workloads' draws stay put).
+    kick_rng: Rng,
 }
 
 /// The policy's own counters now, by name.
@@ -232,11 +252,45 @@ impl Sim<'_> {
     }
 
     fn kick(&mut self, cpu: usize) {
-        if !self.cpus[cpu].kick_pending {
+        self.kick_from(cpu, None);
+    }
+
+    /// A kick sent from `from` (if known): it arrives `kick_ns` later unless local.
+    fn kick_from(&mut self, cpu: usize, from: Option<usize>) {
+        self.kick_after(cpu, from, 0);
+    }
+
+    /// A kick made `after` ns from now (the sender's work before it).
+    fn kick_after(&mut self, cpu: usize, from: Option<usize>, after: u64) {
+        let rng = &mut self.kick_rng;
+        let at = self.now + after + self.costs.kick_delay(from, cpu, &mut || rng.uniform());
+        if !self.cpus[cpu].kick_pending || at < self.cpus[cpu].kick_at {
             self.cpus[cpu].kick_pending = true;
-            let now = self.now;
-            self.push(now, Ev::Kick(cpu));
+            self.cpus[cpu].kick_at = at;
+            self.push(at, Ev::Kick(cpu));
         }
+    }
+
+    /// Cost model: where `v`'s work starts (or resumes) once on a CPU.
+    fn work_from(&self, v: usize) -> u64 {
+        self.vcpus[v].since.max(self.vcpus[v].ready_at)
+    }
+
+    /// Cost model: the vCPU `v`, running on `cpu`, does no work for the next `ns` (the
+    /// hypervisor works on its CPU); its next action moves back by as much.
+    fn stall(&mut self, v: usize, cpu: usize, ns: u64) {
+        if ns == 0 {
+            return;
+        }
+        let now = self.now;
+        let done = now.saturating_sub(self.work_from(v));
+        self.account_run(v, cpu, now);
+        let vc = &mut self.vcpus[v];
+        if vc.need != u64::MAX {
+            vc.need = vc.need.saturating_sub(done);
+        }
+        vc.ready_at = vc.ready_at.max(now) + ns;
+        self.arm(v);
     }
 
     /// The part of [a, b) inside the measured interval.
@@ -278,7 +332,7 @@ impl Sim<'_> {
         self.add_cpu_time(dom, since, until);
         if matches!(self.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
             // work = µs of CPU; counted in ns here and divided at the end.
-            self.acc[dom].work += self.clip(since, until);
+            self.acc[dom].work += self.clip(self.work_from(v), until);
         }
         let tid = self.tid(v);
         if let Some(tr) = &mut self.trace
@@ -300,11 +354,11 @@ impl Sim<'_> {
 
     fn deschedule(&mut self, v: usize, cpu: usize) {
         let now = self.now;
-        let since = self.vcpus[v].since;
+        let done = now.saturating_sub(self.work_from(v));
         self.account_run(v, cpu, now);
         let vc = &mut self.vcpus[v];
         if vc.need != u64::MAX {
-            vc.need = vc.need.saturating_sub(now - since);
+            vc.need = vc.need.saturating_sub(done);
         }
         vc.epoch += 1;
         if vc.st == St::Running(cpu) {
@@ -328,8 +382,12 @@ impl Sim<'_> {
         if let Some(w) = self.vcpus[v].woke_at.take()
             && self.in_window(w)
         {
-            self.acc[dom].lat.push(now - w);
+            // Installed once the decision's costs are paid (zero on the ideal machine).
+            self.acc[dom].lat.push(now + self.pre - w);
         }
+        let same_domain = self.cpus[cpu].curr.is_some_and(|p| self.vcpus[p].dom == dom);
+        let migrated = self.vcpus[v].last_cpu.is_some_and(|c| c != cpu);
+        self.vcpus[v].ready_at = now + self.pre + self.costs.switch_ns(same_domain, migrated);
         if self.in_window(now) {
             self.acc[dom].switches += 1;
             if self.vcpus[v].last_cpu.is_some_and(|c| c != cpu) {
@@ -340,7 +398,8 @@ impl Sim<'_> {
         let vc = &mut self.vcpus[v];
         vc.last_cpu = Some(cpu);
         vc.st = St::Running(cpu);
-        vc.since = now;
+        // On the CPU (its cpu_ns counting) once the decision's costs are paid.
+        vc.since = now + self.pre;
         vc.epoch += 1;
         let _ = kind;
         self.arm(v);
@@ -348,7 +407,8 @@ impl Sim<'_> {
 
     /// Schedules the running vCPU `v`'s next workload action.
     fn arm(&mut self, v: usize) {
-        let now = self.now;
+        // Work starts once the switch (or a stall) is paid: at `now` on the ideal machine.
+        let now = self.now.max(self.vcpus[v].ready_at);
         let vc = &mut self.vcpus[v];
         vc.epoch += 1;
         if let Kind::Yield { tick, before, .. } = vc.kind {
@@ -370,12 +430,20 @@ impl Sim<'_> {
         let d = self.policy.schedule(cpu, self.now);
         let next = d.next.map(|v| v.index());
         let prev = self.cpus[cpu].curr;
+        self.pre = self.decision_ns + std::mem::take(&mut self.cpus[cpu].extra_pre);
         if prev != next
             && let Some(p) = prev
             && let Some(c) = self.policy.context_saved(cpu, VcpuId(p as u32), self.now)
         {
             // Switches take no time here: the leaving vCPU is saved at once.
-            self.kick(c);
+            self.kick_from(c, Some(cpu));
+        }
+        if prev == next
+            && let Some(p) = prev
+        {
+            // The same vCPU goes on: the decision's cost is its stall.
+            let pre = self.pre;
+            self.stall(p, cpu, pre);
         }
         if prev != next {
             if let Some(p) = prev {
@@ -393,7 +461,7 @@ impl Sim<'_> {
         }
         self.cpus[cpu].timer_gen += 1;
         if let Some(s) = d.slice_ns {
-            let (t, g) = (self.now + s.max(1), self.cpus[cpu].timer_gen);
+            let (t, g) = (self.costs.timer(self.now + s.max(1)), self.cpus[cpu].timer_gen);
             self.push(t, Ev::Timer(cpu, g));
         }
     }
@@ -421,9 +489,18 @@ impl Sim<'_> {
                 now % US
             );
         }
+        // Cost model: the wake is handled where the sleeper last ran (its timer's CPU),
+        // which is busy with it for `wake_ns` before the kick goes out.
+        let from = self.vcpus[v].last_cpu;
+        let ns = self.costs.wake_ns;
+        if let Some(c) = from
+            && let Some(r) = self.cpus[c].curr
+        {
+            self.stall(r, c, ns);
+        }
         let w = self.policy.wake(VcpuId(v as u32), now);
         if let Some(c) = w.kick {
-            self.kick(c);
+            self.kick_after(c, from, ns);
         }
     }
 
@@ -433,11 +510,19 @@ impl Sim<'_> {
         if let Some(cpu) = self.policy.sleep(VcpuId(v as u32), now) {
             // Take it off the CPU right away, as a kernel does when its vCPU blocks.
             self.vcpus[v].st = St::Asleep;
+            // Cost model: the block hypercall runs on the blocking vCPU's time, and the CPU
+            // decides what comes next only after it.
+            let (dom, ns) = (self.vcpus[v].dom, self.costs.block_ns);
+            if ns > 0 {
+                self.add_cpu_time(dom, now, now + ns);
+            }
+            self.cpus[cpu].extra_pre = ns;
             self.schedule(cpu);
         }
         self.vcpus[v].st = St::Asleep;
         self.vcpus[v].since = now;
-        self.push(until, Ev::Wake(v));
+        let at = self.costs.timer(until);
+        self.push(at, Ev::Wake(v));
     }
 
     fn action(&mut self, v: usize) {
@@ -560,7 +645,14 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         plan: &plan,
         vcpus: Vec::new(),
         cpus: (0..cpus)
-            .map(|_| Cpu { curr: None, since: 0, timer_gen: 0, kick_pending: false })
+            .map(|_| Cpu {
+                curr: None,
+                since: 0,
+                timer_gen: 0,
+                kick_pending: false,
+                kick_at: 0,
+                extra_pre: 0,
+            })
             .collect(),
         acc: plan.iter().map(|_| Acc::default()).collect(),
         events: BinaryHeap::new(),
@@ -576,6 +668,10 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         check_conservation: !capped,
         trace: opts.trace.then(|| String::from("{\"traceEvents\":[\n")),
         counters_t0: None,
+        decision_ns: opts.costs.decision(&spec.sched.policy),
+        costs: opts.costs.clone(),
+        pre: 0,
+        kick_rng: Rng(opts.seed ^ 0x4b1c_4b1c_4b1c_4b1c),
     };
     for (i, p) in plan.iter().enumerate() {
         if hostile(p) {
@@ -606,6 +702,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 epoch: 0,
                 last_cpu: None,
                 woke_at: None,
+                ready_at: 0,
             });
             let start = match kind {
                 Kind::Latency { phase, .. } => phase,

@@ -1,12 +1,16 @@
 //! `schedsim`: run an experiment spec through a policy on a simulated machine.
 //!
-//! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
+//! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check] [--profile FILE]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]`
 //! `schedsim --list-policies`
 //!
 //! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
 //! prints a short table, and exits 0 if every domain ended as the spec expected, 1 if not
-//! (or if the policy broke an invariant), 2 for a bad command line or spec.
+//! (or if the policy broke an invariant), 2 for a bad command line, spec or profile.
+//!
+//! `--profile FILE` (or `[sim] profile = "FILE"` in the spec; the flag wins) runs on a
+//! machine with the costs of a profile from `scripts/calibrate` (`sched::cost`);
+//! `--profile ideal`, or none, is the ideal machine (every cost zero).
 //!
 //! `--list-policies` prints the registry (`sched::registry::ENTRIES`) as JSON lines, one
 //! policy a line in registry order: `{"kind":"policy","name","summary","preempts",
@@ -21,6 +25,7 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
+                [--profile FILE|ideal]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
        schedsim --list-policies";
 
@@ -57,6 +62,7 @@ struct Args {
     trace: Option<String>,
     seed: u64,
     check: bool,
+    profile: Option<String>,
     over: Overrides,
 }
 
@@ -68,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
         trace: None,
         seed: 1,
         check: false,
+        profile: None,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -80,6 +87,9 @@ fn parse_args() -> Result<Args, String> {
             "--trace" => a.trace = Some(it.next().ok_or("--trace needs a file")?),
             "--seed" => a.seed = num("--seed", it.next())?,
             "--check" => a.check = true,
+            "--profile" => {
+                a.profile = Some(it.next().ok_or("--profile needs a file (or `ideal`)")?)
+            }
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
             "--domains" => a.over.domains = Some(num("--domains", it.next())?),
@@ -131,11 +141,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let profile_path = args.profile.clone().or_else(|| spec.profile_path());
+    let costs = match profile_path.as_deref().map(sched::cost::Profile::load) {
+        None => sched::cost::Profile::ideal(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!("schedsim: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
         println!("{}: ok ({} domains, policy {})", args.spec, spec.plan().len(), spec.sched.policy);
         return ExitCode::SUCCESS;
     }
-    let opts = Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None };
+    let ideal = costs.is_ideal();
+    let name = costs.name.clone();
+    let opts = Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None, costs };
     let out = match sim::run(&spec, &opts) {
         Ok(o) => o,
         Err(e) => {
@@ -162,6 +183,9 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     print_table(&out);
+    if !ideal {
+        println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
+    }
     println!("results: {path}");
     if out.summary.violations > 0 {
         eprintln!("schedsim: the policy broke an invariant: {:?}", out.violations);
