@@ -17,6 +17,7 @@
 //! | `ipi_ns` | ns | added to a kick of another CPU than the one that makes it (the inter-processor interrupt, waking a halted CPU); a timer wake is made on the CPU where its sleeper last ran |
 //! | `timer_granularity_ns` | ns | every timer (slice expiry, a sleeper's wake-up) fires at its deadline rounded up to a multiple of this (0 = exact) |
 //! | `timer_slack_ns` | ns | and then this much later |
+//! | `slice_slack_ns` | ns | a slice's end (the policy's own timer) fires this much later again: under TCG on a loaded host slices ran 1–2 ms long while sleepers woke on time |
 //! | `wake_ns` | ns | the hypervisor's work to wake a vCPU, taken from the vCPU running where the wake is handled |
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
 //! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
@@ -55,6 +56,8 @@ pub struct Profile {
     pub timer_granularity_ns: u64,
     /// Timers fire this much after their (rounded) deadline.
     pub timer_slack_ns: u64,
+    /// A slice's end fires this much later still.
+    pub slice_slack_ns: u64,
     /// The hypervisor's cost of a wake, taken from the CPU that handles it.
     pub wake_ns: u64,
     /// The block hypercall, before the CPU's next decision.
@@ -87,7 +90,7 @@ impl fmt::Display for ProfileError {
 impl std::error::Error for ProfileError {}
 
 /// The `[costs]` keys, in the order of the file scripts/calibrate writes, each with what it is.
-pub const COST_KEYS: [(&str, &str); 10] = [
+pub const COST_KEYS: [(&str, &str); 11] = [
     ("switch_same_domain_ns", "a switch between two vCPUs of one domain"),
     ("switch_cross_domain_ns", "a switch between domains, or from idle"),
     ("migration_ns", "extra when the incoming vCPU last ran on another CPU"),
@@ -96,6 +99,7 @@ pub const COST_KEYS: [(&str, &str); 10] = [
     ("ipi_ns", "added to a kick of another CPU (an inter-processor interrupt)"),
     ("timer_granularity_ns", "timers fire at multiples of this (0 = exact)"),
     ("timer_slack_ns", "timers fire this much after their rounded deadline"),
+    ("slice_slack_ns", "a slice's end fires this much later again"),
     ("wake_ns", "the hypervisor's cost of a wake, on the CPU that handles it"),
     ("block_ns", "the block hypercall, before the CPU's next decision"),
 ];
@@ -179,6 +183,7 @@ impl Profile {
                             "ipi_ns" => &mut p.ipi_ns,
                             "timer_granularity_ns" => &mut p.timer_granularity_ns,
                             "timer_slack_ns" => &mut p.timer_slack_ns,
+                            "slice_slack_ns" => &mut p.slice_slack_ns,
                             "wake_ns" => &mut p.wake_ns,
                             "block_ns" => &mut p.block_ns,
                             _ => {
@@ -231,6 +236,7 @@ impl Profile {
             self.ipi_ns,
             self.timer_granularity_ns,
             self.timer_slack_ns,
+            self.slice_slack_ns,
             self.wake_ns,
             self.block_ns,
         ];
@@ -249,6 +255,11 @@ impl Profile {
         let g = self.timer_granularity_ns;
         let rounded = if g > 1 { t.div_ceil(g).saturating_mul(g) } else { t };
         rounded.saturating_add(self.timer_slack_ns)
+    }
+
+    /// When a slice set to end at `t` ends.
+    pub fn slice_end(&self, t: u64) -> u64 {
+        self.timer(t).saturating_add(self.slice_slack_ns)
     }
 
     /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its

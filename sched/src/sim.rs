@@ -461,7 +461,7 @@ impl Sim<'_> {
         }
         self.cpus[cpu].timer_gen += 1;
         if let Some(s) = d.slice_ns {
-            let (t, g) = (self.costs.timer(self.now + s.max(1)), self.cpus[cpu].timer_gen);
+            let (t, g) = (self.costs.slice_end(self.now + s.max(1)), self.cpus[cpu].timer_gen);
             self.push(t, Ev::Timer(cpu, g));
         }
     }

@@ -85,6 +85,7 @@ fn a_switch_cost_lowers_a_cpu_domains_work_in_proportion() {
 }
 
 /// Timer slack stretches every slice: 1 ms slices that fire 0.5 ms late switch 1/1.5 as often.
+/// Slice slack does the same to slices alone; sleepers' timers stay on time.
 #[test]
 fn timer_slack_stretches_slices() {
     let s = spec(TWO_HOGS);
@@ -92,6 +93,8 @@ fn timer_slack_stretches_slices() {
     let ideal = switches(Profile::ideal());
     let late = switches(Profile { timer_slack_ns: 500_000, ..Profile::default() });
     assert!((late / ideal - 1.0 / 1.5).abs() < 0.02, "{late} against {ideal}");
+    let long = switches(Profile { slice_slack_ns: 500_000, ..Profile::default() });
+    assert_eq!(long, late);
     let coarse = switches(Profile { timer_granularity_ns: 4_000_000, ..Profile::default() });
     assert!((coarse / ideal - 0.25).abs() < 0.02, "{coarse} against {ideal}");
 }
@@ -192,4 +195,16 @@ fn the_command_reads_profiles() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("missing.toml"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Timer slack makes a sleeper late (a 1 ms period woken 1.2 ms late runs every other
+/// period); slice slack leaves sleepers alone.
+#[test]
+fn timer_slack_delays_sleepers_and_slice_slack_does_not() {
+    let s = spec(LATENCY);
+    let wakeups = |p: Profile| run(&s, p).domains[0].wakeups;
+    let ideal = wakeups(Profile::ideal());
+    assert_eq!(wakeups(Profile { slice_slack_ns: 1_200_000, ..Profile::default() }), ideal);
+    let late = wakeups(Profile { timer_slack_ns: 1_200_000, ..Profile::default() });
+    assert!((late as f64 / ideal as f64 - 0.5).abs() < 0.02, "{late} against {ideal}");
 }
