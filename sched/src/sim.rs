@@ -34,6 +34,7 @@ use std::fmt::Write as _;
 use abi::tool::results::{Domain, Engine, Outcome, Record, Run, Summary};
 
 use crate::cost::Profile;
+use crate::replay::{Arrivals, Replay};
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
 use crate::{DomainId, Policy, Stats, Topology, VcpuId, registry};
@@ -49,6 +50,9 @@ pub struct Options {
     pub window_ns: Option<u64>,
     /// The machine's costs ([`crate::cost`]); the default is the ideal machine.
     pub costs: Profile,
+    /// Replay a hypervisor trace's arrivals ([`crate::replay`]) instead of the workloads
+    /// of the domains that woke up in it (all but `cpu` domains).
+    pub replay: Option<Replay>,
 }
 
 /// Invariant violations, by kind.
@@ -134,9 +138,22 @@ enum Ev {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Cpu,
-    Latency { period: u64, run: u64, phase: u64 },
-    Yield { tick: u64, before: u64, sleep: u64 },
-    Io { burst: u64, block_mean: u64 },
+    Latency {
+        period: u64,
+        run: u64,
+        phase: u64,
+    },
+    Yield {
+        tick: u64,
+        before: u64,
+        sleep: u64,
+    },
+    Io {
+        burst: u64,
+        block_mean: u64,
+    },
+    /// Replayed arrivals ([`crate::replay`]): index into `Sim::replayed`.
+    Replay(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +249,8 @@ struct Sim<'a> {
     pre: u64,
     /// Draws for kick delays that vary (a stream of its own: the workloads' draws stay put).
     kick_rng: Rng,
+    /// Replayed vCPUs: their arrivals and the index of the current one.
+    replayed: Vec<(Arrivals, usize)>,
 }
 
 /// The policy's own counters now, by name.
@@ -556,6 +575,27 @@ impl Sim<'_> {
                 let t = now + self.rng.exp(block_mean);
                 self.block(v, t);
             }
+            Kind::Replay(r) => {
+                // A burst done: sleep until the next recorded wake-up; if that has passed
+                // (this run served the burst more slowly), its demand runs on at once.
+                if self.in_window(now) {
+                    self.acc[dom].work += 1;
+                }
+                let (arrivals, k) = &mut self.replayed[r];
+                *k += 1;
+                match arrivals.get(*k).copied() {
+                    Some((t, demand)) => {
+                        self.vcpus[v].need = demand;
+                        if t > now {
+                            self.block(v, t);
+                        }
+                    }
+                    None => {
+                        self.vcpus[v].need = u64::MAX;
+                        self.block(v, u64::MAX);
+                    }
+                }
+            }
         }
     }
 
@@ -672,6 +712,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         costs: opts.costs.clone(),
         pre: 0,
         kick_rng: Rng(opts.seed ^ 0x4b1c_4b1c_4b1c_4b1c),
+        replayed: Vec::new(),
     };
     for (i, p) in plan.iter().enumerate() {
         if hostile(p) {
@@ -681,8 +722,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         sim.policy
             .add_domain(DomainId(p.id), &params)
             .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
-        let kind = kind_of(p);
         for idx in 0..p.vcpus {
+            let mut kind = kind_of(p);
+            let arrivals = opts.replay.as_ref().and_then(|r| r.arrivals(&p.name, idx));
+            if let Some(a) = arrivals.filter(|_| kind != Kind::Cpu) {
+                kind = Kind::Replay(sim.replayed.len());
+                sim.replayed.push((a.clone(), 0));
+            }
             let v = sim.vcpus.len();
             sim.policy
                 .insert_vcpu(VcpuId(v as u32), DomainId(p.id), v % cpus)
@@ -691,6 +737,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 Kind::Cpu | Kind::Yield { .. } => u64::MAX,
                 Kind::Latency { run, .. } => run,
                 Kind::Io { burst, .. } => burst,
+                Kind::Replay(r) => sim.replayed[r].0[0].1,
             };
             sim.vcpus.push(Vcpu {
                 dom: i,
@@ -706,6 +753,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             });
             let start = match kind {
                 Kind::Latency { phase, .. } => phase,
+                Kind::Replay(r) => sim.replayed[r].0[0].0,
                 _ => 0,
             };
             sim.push(start, Ev::Wake(v));
@@ -828,6 +876,7 @@ fn finish(
             Kind::Latency { .. } | Kind::Io { .. } => true,
             Kind::Yield { sleep, .. } => sleep > 0,
             Kind::Cpu => false,
+            Kind::Replay(_) => true,
         };
         let got = Progress { cpu_ns: a.cpu_ns, wait_ns: a.wait_ns, wakeups: a.wakeups };
         if expected && let Some(why) = starved(p, spec.duration_ms * 1_000_000, &got, timers) {

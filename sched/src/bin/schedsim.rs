@@ -2,6 +2,7 @@
 //!
 //! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check] [--profile FILE]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]`
+//! `schedsim --replay TRACE.json SPEC.toml [flags as above]`
 //! `schedsim --list-policies`
 //!
 //! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
@@ -11,6 +12,11 @@
 //! `--profile FILE` (or `[sim] profile = "FILE"` in the spec; the flag wins) runs on a
 //! machine with the costs of a profile from `scripts/calibrate` (`sched::cost`);
 //! `--profile ideal`, or none, is the ideal machine (every cost zero).
+//!
+//! `--replay TRACE.json`: the domains that woke up in a hypervisor trace (`scripts/run
+//! --trace`) replay their recorded wake-ups and CPU bursts under the spec's policy instead
+//! of running their workloads (`sched::replay`); results default to
+//! `results/<name>.replay.jsonl`.
 //!
 //! `--list-policies` prints the registry (`sched::registry::ENTRIES`) as JSON lines, one
 //! policy a line in registry order: `{"kind":"policy","name","summary","preempts",
@@ -25,7 +31,7 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-                [--profile FILE|ideal]
+                [--profile FILE|ideal] [--replay TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
        schedsim --list-policies";
 
@@ -63,6 +69,7 @@ struct Args {
     seed: u64,
     check: bool,
     profile: Option<String>,
+    replay: Option<String>,
     over: Overrides,
 }
 
@@ -75,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 1,
         check: false,
         profile: None,
+        replay: None,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -87,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
             "--trace" => a.trace = Some(it.next().ok_or("--trace needs a file")?),
             "--seed" => a.seed = num("--seed", it.next())?,
             "--check" => a.check = true,
+            "--replay" => a.replay = Some(it.next().ok_or("--replay needs a trace file")?),
             "--profile" => {
                 a.profile = Some(it.next().ok_or("--profile needs a file (or `ideal`)")?)
             }
@@ -150,13 +159,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("schedsim: --replay {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
         println!("{}: ok ({} domains, policy {})", args.spec, spec.plan().len(), spec.sched.policy);
         return ExitCode::SUCCESS;
     }
     let ideal = costs.is_ideal();
     let name = costs.name.clone();
-    let opts = Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None, costs };
+    let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
+    let opts =
+        Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None, costs, replay };
     let out = match sim::run(&spec, &opts) {
         Ok(o) => o,
         Err(e) => {
@@ -164,7 +182,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let path = args.out.unwrap_or_else(|| format!("results/{}.schedsim.jsonl", spec.name));
+    let suffix = if replayed.is_some() { "replay" } else { "schedsim" };
+    let path = args.out.unwrap_or_else(|| format!("results/{}.{suffix}.jsonl", spec.name));
     let write = |path: &str, text: &str| -> Result<(), String> {
         if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
         {
@@ -183,6 +202,9 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     print_table(&out);
+    if let Some((file, n)) = &replayed {
+        println!("replayed: the arrivals of {n} vCPU(s) from {file} (cpu domains run as cpu)");
+    }
     if !ideal {
         println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
     }

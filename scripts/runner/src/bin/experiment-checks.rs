@@ -84,14 +84,10 @@ fn calibrated_profile(dir: &Path) -> Result<PathBuf, String> {
         .clone()
 }
 
-/// The log2 bucket of a latency, as the `wake_lat_hist` buckets count (upper bounds 1 µs,
-/// 2 µs, 4 µs, ...): the smallest k with ns <= 1000 × 2^k.
+/// The log2 bucket of a latency, as the hypervisor's latency histogram counts (its
+/// percentiles are bucket bounds such as 65535): k for ns in [2^(k-1), 2^k).
 fn log2_bucket(ns: u64) -> i32 {
-    let mut k = 0;
-    while 1000u64 << k < ns && k < 40 {
-        k += 1;
-    }
-    k
+    64 - ns.leading_zeros() as i32
 }
 
 /// Calibrated schedsim against this hypervisor run: shares within `points` of each other,
