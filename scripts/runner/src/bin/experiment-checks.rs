@@ -47,6 +47,9 @@ enum Also {
     /// target (within 30%, or the same log2 bucket), not asserted: they are timings, which
     /// no test here asserts on a shared host (README, "Cost profiles", has the gaps).
     Calibrated(u32),
+    /// Run with `--trace`, replay the trace under the run's own policy in calibrated
+    /// schedsim (`schedsim --replay`), and compare as [`Also::Calibrated`] does.
+    Replay(u32),
 }
 
 /// The cost profile the calibrated comparisons use: the one shipped for TCG
@@ -97,6 +100,7 @@ fn matches_calibrated(
     args: &[String],
     out: &Path,
     points: u32,
+    replay: Option<&Path>,
 ) -> Result<String, String> {
     let sim_out = out.with_extension("calibrated.jsonl");
     let profile = calibrated_profile(out.parent().unwrap_or(Path::new(".")))?;
@@ -106,6 +110,7 @@ fn matches_calibrated(
         .collect();
     let run = std::process::Command::new(sibling_runner().with_file_name("schedsim"))
         .args(flags)
+        .args(replay.iter().flat_map(|t| [Path::new("--replay"), t]))
         .arg("--profile")
         .arg(&profile)
         .arg("--out")
@@ -141,9 +146,12 @@ fn matches_calibrated(
             ));
         }
     }
-    let mut notes = vec![format!(
-        "calibrated schedsim's shares within {worst:.2} points"
-    )];
+    let what = if replay.is_some() {
+        "the trace replayed in calibrated schedsim"
+    } else {
+        "calibrated schedsim"
+    };
+    let mut notes = vec![format!("{what}: shares within {worst:.2} points")];
     let sim_domains = domains(&sim);
     for d in domains(records)
         .into_iter()
@@ -1166,6 +1174,20 @@ fn cases() -> Vec<Case> {
             Also::Calibrated(2),
         );
     }
+    with(
+        "replay/latency/bvt".into(),
+        vec![
+            &spec("latency"),
+            "--sched",
+            "bvt",
+            "--cpus",
+            "2",
+            "--seconds",
+            "2",
+        ],
+        latency_domain_runs,
+        Also::Replay(2),
+    );
     for policy in ["bvt", "credit"] {
         with(
             format!("simvshyp/weights/{policy}"),
@@ -1334,7 +1356,7 @@ fn main() -> ExitCode {
         let out = dir.join(format!("{i}.jsonl"));
         let trace = out.with_extension("trace.json");
         let mut args = c.args.clone();
-        if matches!(c.also, Also::Trace | Also::TraceQuota) {
+        if matches!(c.also, Also::Trace | Also::TraceQuota | Also::Replay(_)) {
             args.extend(["--trace".to_string(), trace.display().to_string()]);
         }
         let run = invoke_with(&runner, &out, &args, c.also != Also::Xtf);
@@ -1346,7 +1368,12 @@ fn main() -> ExitCode {
                     Also::Trace => trace_matches(&r, &trace)?,
                     Also::TraceQuota => trace_matches_but(&r, &trace, Some("storm"))?,
                     Also::Schedsim(points) => matches_schedsim(&r, &c.args, &out, points)?,
-                    Also::Calibrated(points) => matches_calibrated(&r, &c.args, &out, points)?,
+                    Also::Calibrated(points) => {
+                        matches_calibrated(&r, &c.args, &out, points, None)?
+                    }
+                    Also::Replay(points) => {
+                        matches_calibrated(&r, &c.args, &out, points, Some(&trace))?
+                    }
                     Also::Xtf => runner::xtf::verdict(&r, &run.output)?,
                 };
                 Ok(format!("{note}; {more}"))
