@@ -17,7 +17,8 @@
 //! | `ipi_ns` | ns | added to a kick of another CPU than the one that makes it (the inter-processor interrupt, waking a halted CPU); a timer wake is made on the CPU where its sleeper last ran |
 //! | `timer_granularity_ns` | ns | every timer (slice expiry, a sleeper's wake-up) fires at its deadline rounded up to a multiple of this (0 = exact) |
 //! | `timer_slack_ns` | ns | and then this much later |
-//! | `slice_slack_ns` | ns | a slice's end (the policy's own timer) fires this much later again: under TCG on a loaded host slices ran 1–2 ms long while sleepers woke on time |
+//! | `slice_slack_ns` | ns | a slice's end (the policy's own timer) fires this much later again, as a median (the hypervisor's `slice_late_p50_ns`): under TCG on a loaded host slices ended late by tens of µs to milliseconds while sleepers woke on time |
+//! | `slice_slack_p99_ns` | ns | its 99th percentile: if above `slice_slack_ns`, each slice's lateness is drawn from the log-normal with that median and 99th percentile, as for kicks; 0 = always `slice_slack_ns` |
 //! | `wake_ns` | ns | the hypervisor's work to wake a vCPU, taken from the vCPU running where the wake is handled |
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
 //! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
@@ -56,8 +57,10 @@ pub struct Profile {
     pub timer_granularity_ns: u64,
     /// Timers fire this much after their (rounded) deadline.
     pub timer_slack_ns: u64,
-    /// A slice's end fires this much later still.
+    /// A slice's end fires this much later still (median).
     pub slice_slack_ns: u64,
+    /// Its 99th percentile (0 or at most `slice_slack_ns`: fixed).
+    pub slice_slack_p99_ns: u64,
     /// The hypervisor's cost of a wake, taken from the CPU that handles it.
     pub wake_ns: u64,
     /// The block hypercall, before the CPU's next decision.
@@ -90,7 +93,7 @@ impl fmt::Display for ProfileError {
 impl std::error::Error for ProfileError {}
 
 /// The `[costs]` keys, in the order of the file scripts/calibrate writes, each with what it is.
-pub const COST_KEYS: [(&str, &str); 11] = [
+pub const COST_KEYS: [(&str, &str); 12] = [
     ("switch_same_domain_ns", "a switch between two vCPUs of one domain"),
     ("switch_cross_domain_ns", "a switch between domains, or from idle"),
     ("migration_ns", "extra when the incoming vCPU last ran on another CPU"),
@@ -99,7 +102,8 @@ pub const COST_KEYS: [(&str, &str); 11] = [
     ("ipi_ns", "added to a kick of another CPU (an inter-processor interrupt)"),
     ("timer_granularity_ns", "timers fire at multiples of this (0 = exact)"),
     ("timer_slack_ns", "timers fire this much after their rounded deadline"),
-    ("slice_slack_ns", "a slice's end fires this much later again"),
+    ("slice_slack_ns", "a slice's end fires this much later again, median"),
+    ("slice_slack_p99_ns", "the slice slack's 99th percentile (0 = always slice_slack_ns)"),
     ("wake_ns", "the hypervisor's cost of a wake, on the CPU that handles it"),
     ("block_ns", "the block hypercall, before the CPU's next decision"),
 ];
@@ -184,6 +188,7 @@ impl Profile {
                             "timer_granularity_ns" => &mut p.timer_granularity_ns,
                             "timer_slack_ns" => &mut p.timer_slack_ns,
                             "slice_slack_ns" => &mut p.slice_slack_ns,
+                            "slice_slack_p99_ns" => &mut p.slice_slack_p99_ns,
                             "wake_ns" => &mut p.wake_ns,
                             "block_ns" => &mut p.block_ns,
                             _ => {
@@ -237,6 +242,7 @@ impl Profile {
             self.timer_granularity_ns,
             self.timer_slack_ns,
             self.slice_slack_ns,
+            self.slice_slack_p99_ns,
             self.wake_ns,
             self.block_ns,
         ];
@@ -257,9 +263,10 @@ impl Profile {
         rounded.saturating_add(self.timer_slack_ns)
     }
 
-    /// When a slice set to end at `t` ends.
-    pub fn slice_end(&self, t: u64) -> u64 {
-        self.timer(t).saturating_add(self.slice_slack_ns)
+    /// When a slice set to end at `t` ends (`uniform` as for [`Profile::kick_delay`]).
+    pub fn slice_end(&self, t: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        let slack = lognormal(self.slice_slack_ns, self.slice_slack_p99_ns, uniform);
+        self.timer(t).saturating_add(slack)
     }
 
     /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its
@@ -279,22 +286,25 @@ impl Profile {
         uniform: &mut dyn FnMut() -> f64,
     ) -> u64 {
         let ipi = if from == Some(to) { 0 } else { self.ipi_ns };
-        let base = if self.kick_p99_ns > self.kick_ns && self.kick_ns > 0 {
-            // Log-normal with median kick_ns and 99th percentile kick_p99_ns (z99 = 2.3263).
-            let sigma = (self.kick_p99_ns as f64 / self.kick_ns as f64).ln() / 2.326_348;
-            let (u1, u2) = (uniform(), uniform());
-            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-            ((self.kick_ns as f64) * (sigma * z).exp()).min(MAX_NS as f64) as u64
-        } else {
-            self.kick_ns
-        };
-        base + ipi
+        lognormal(self.kick_ns, self.kick_p99_ns, uniform) + ipi
     }
 
     /// The decision cost of `policy`.
     pub fn decision(&self, policy: &str) -> u64 {
         self.decision_ns.get(policy).copied().unwrap_or(0)
     }
+}
+
+/// `p50`, or if `p99` is above it a draw from the log-normal distribution with that median
+/// and 99th percentile (z99 = 2.3263); `uniform` is called only then.
+fn lognormal(p50: u64, p99: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
+    if p99 <= p50 || p50 == 0 {
+        return p50;
+    }
+    let sigma = (p99 as f64 / p50 as f64).ln() / 2.326_348;
+    let (u1, u2) = (uniform(), uniform());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    ((p50 as f64) * (sigma * z).exp()).min(MAX_NS as f64) as u64
 }
 
 #[cfg(test)]

@@ -480,7 +480,9 @@ impl Sim<'_> {
         }
         self.cpus[cpu].timer_gen += 1;
         if let Some(s) = d.slice_ns {
-            let (t, g) = (self.costs.slice_end(self.now + s.max(1)), self.cpus[cpu].timer_gen);
+            let rng = &mut self.kick_rng;
+            let end = self.costs.slice_end(self.now + s.max(1), &mut || rng.uniform());
+            let (t, g) = (end, self.cpus[cpu].timer_gen);
             self.push(t, Ev::Timer(cpu, g));
         }
     }

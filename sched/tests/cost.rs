@@ -95,6 +95,17 @@ fn timer_slack_stretches_slices() {
     assert!((late / ideal - 1.0 / 1.5).abs() < 0.02, "{late} against {ideal}");
     let long = switches(Profile { slice_slack_ns: 500_000, ..Profile::default() });
     assert_eq!(long, late);
+    // A slack that varies: log-normal, median 100 µs and p99 5 ms (mean about 0.6 ms; a
+    // slice re-armed by a reschedule draws again, so turns average a little less).
+    let fixed = switches(Profile { slice_slack_ns: 100_000, ..Profile::default() });
+    assert!((ideal / fixed - 1.1).abs() < 0.02, "{fixed} against {ideal}");
+    let varied = switches(Profile {
+        slice_slack_ns: 100_000,
+        slice_slack_p99_ns: 5_000_000,
+        ..Profile::default()
+    });
+    let turn = ideal / varied; // in 1 ms units
+    assert!((1.3..1.8).contains(&turn), "a turn lasted {turn} ms on average");
     let coarse = switches(Profile { timer_granularity_ns: 4_000_000, ..Profile::default() });
     assert!((coarse / ideal - 0.25).abs() < 0.02, "{coarse} against {ideal}");
 }
