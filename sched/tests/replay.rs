@@ -87,3 +87,34 @@ fn the_same_arrivals_under_another_policy() {
     assert!(lat.wakeups > 300, "{lat:?}");
     assert!(lat.wake_lat_p99_ns > 100_000, "{lat:?}");
 }
+
+/// `schedsim --replay`: a file that is not a trace exits 2 naming it; a trace replays and
+/// says what it replayed.
+#[test]
+fn the_command_replays_or_refuses() {
+    let dir = std::env::temp_dir().join(format!("schedsim-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{\"traceEvents\": 3}").unwrap();
+    let out = dir.join("r.jsonl");
+    let schedsim = |trace: &std::path::Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
+            .arg("--replay")
+            .arg(trace)
+            .arg(fixture("replay-small.toml"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        (o.status.code(), text)
+    };
+    let (code, text) = schedsim(&bad);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(bad.to_str().unwrap()) && text.contains("traceEvents"), "{text}");
+    let (code, text) = schedsim(std::path::Path::new(&fixture("replay-small.trace.json")));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("replayed: the arrivals in"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -203,7 +203,9 @@ fn main() -> ExitCode {
     }
     print_table(&out);
     if let Some((file, n)) = &replayed {
-        println!("replayed: the arrivals of {n} vCPU(s) from {file} (cpu domains run as cpu)");
+        println!(
+            "replayed: the arrivals in {file} ({n} vCPU(s) woke up in it; those of cpu domains run as cpu)"
+        );
     }
     if !ideal {
         println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
