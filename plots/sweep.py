@@ -10,6 +10,7 @@ CPU count, one parameter). Standard library only (Python 3.11: tomllib).
 
     scripts/sweep NAME [--engine schedsim|domino|both] [--quick] [--out DIR]
                        [--sched P,P] [--values V,V] [--seconds S] [--list]
+                       [--profile FILE]   (schedsim on a cost profile, scripts/calibrate)
 
 Exit status: 0 every run exited 0; 1 a run failed (its row says so, the CSV is written all
 the same); 2 a bad command line.
@@ -324,9 +325,10 @@ def dump_spec(spec: dict) -> str:
 # --- running ------------------------------------------------------------------------------
 
 
-def engine_command(engine: str, spec_path: Path, out: Path) -> list[str]:
+def engine_command(engine: str, spec_path: Path, out: Path, profile=None) -> list[str]:
     if engine == "schedsim":
-        return [str(schedsim_binary()), str(spec_path), "--out", str(out)]
+        extra = ["--profile", str(profile)] if profile else []
+        return [str(schedsim_binary()), str(spec_path), "--out", str(out)] + extra
     return [str(ROOT / "scripts" / "run"), str(spec_path), "--accel", "tcg", "--quiet",
             "--out", str(out)]
 
@@ -437,6 +439,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sched", help="comma-separated policies (default: the matrix's)")
     ap.add_argument("--values", help="comma-separated values of the swept parameter")
     ap.add_argument("--seconds", type=float, help="measured interval of every run")
+    ap.add_argument("--profile", help="schedsim's cost profile (scripts/calibrate); "
+                    "default: the ideal machine")
     ap.add_argument("--list", action="store_true", help="list the matrices and their points")
     args = ap.parse_args(argv)
 
@@ -481,7 +485,9 @@ def main(argv: list[str]) -> int:
             res_path.unlink(missing_ok=True)
             progress.show(f"{engine} {p.slug}")
             t0 = time.monotonic()
-            proc = subprocess.run(engine_command(engine, spec_path, res_path), cwd=ROOT,
+            command = engine_command(engine, spec_path, res_path,
+                                     Path(args.profile).resolve() if args.profile else None)
+            proc = subprocess.run(command, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             wall = time.monotonic() - t0
             progress.done += 1

@@ -49,6 +49,10 @@ registry::register! {
 }
 
 #[cfg(feature = "std")]
+pub mod cost;
+#[cfg(feature = "std")]
+pub mod replay;
+#[cfg(feature = "std")]
 pub mod sim;
 #[cfg(feature = "std")]
 pub mod spec;

@@ -33,6 +33,8 @@ use std::fmt::Write as _;
 
 use abi::tool::results::{self, Domain, Engine, Outcome, Record, Run, Summary, Window};
 
+use crate::cost::Profile;
+use crate::replay::{Arrivals, Replay};
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
 use crate::timeline::{Op, Step, Targets, knobs_for, merge_param, params_for};
@@ -48,6 +50,11 @@ pub struct Options {
     /// Windows of this length (for fairness over time), whatever the spec's `window_ms`
     /// says; `None`: the spec's `window_ms`, if any.
     pub window_ns: Option<u64>,
+    /// The machine's costs ([`crate::cost`]); the default is the ideal machine.
+    pub costs: Profile,
+    /// Replay a hypervisor trace's arrivals ([`crate::replay`]) instead of the workloads
+    /// of the domains that woke up in it (all but `cpu` domains).
+    pub replay: Option<Replay>,
 }
 
 /// Invariant violations, by kind.
@@ -144,9 +151,22 @@ enum Ev {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Cpu,
-    Latency { period: u64, run: u64, phase: u64 },
-    Yield { tick: u64, before: u64, sleep: u64 },
-    Io { burst: u64, block_mean: u64 },
+    Latency {
+        period: u64,
+        run: u64,
+        phase: u64,
+    },
+    Yield {
+        tick: u64,
+        before: u64,
+        sleep: u64,
+    },
+    Io {
+        burst: u64,
+        block_mean: u64,
+    },
+    /// Replayed arrivals ([`crate::replay`]): index into `Sim::replayed`.
+    Replay(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +193,8 @@ struct Vcpu {
     /// While paused: whether its workload wants to run (it was runnable, or its wake-up
     /// came), so unpausing wakes it.
     want_run: bool,
+    /// Cost model: the vCPU is on its CPU but does no work before this (a switch, a stall).
+    ready_at: u64,
 }
 
 #[derive(Default)]
@@ -201,6 +223,10 @@ struct Cpu {
     since: u64,
     timer_gen: u64,
     kick_pending: bool,
+    /// Cost model: when the pending kick arrives.
+    kick_at: u64,
+    /// Cost model: paid before this CPU's next decision takes effect (a block hypercall).
+    extra_pre: u64,
 }
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -213,6 +239,10 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1).
+    fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
     /// Exponential with the given mean (at least 1 ns).
     fn exp(&mut self, mean: u64) -> u64 {
@@ -272,6 +302,15 @@ struct Sim<'a> {
     trace: Option<String>,
     /// Whether the measured interval's counters were taken.
     counters_taken: bool,
+    /// Cost model ([`crate::cost`]): the profile, and what the decision being carried out
+    /// costs before the picked vCPU is installed (the pool's policy's decision cost, and a
+    /// block's hypercall).
+    costs: Profile,
+    pre: u64,
+    /// Draws for kick delays that vary (a stream of its own: the workloads' draws stay put).
+    kick_rng: Rng,
+    /// Replayed vCPUs: their arrivals and the index of the current one.
+    replayed: Vec<(Arrivals, usize)>,
 }
 
 /// The policy's own counters now, by name.
@@ -292,11 +331,45 @@ impl Sim<'_> {
     }
 
     fn kick(&mut self, cpu: usize) {
-        if !self.cpus[cpu].kick_pending {
+        self.kick_from(cpu, None);
+    }
+
+    /// A kick sent from `from` (if known): it arrives `kick_ns` later unless local.
+    fn kick_from(&mut self, cpu: usize, from: Option<usize>) {
+        self.kick_after(cpu, from, 0);
+    }
+
+    /// A kick made `after` ns from now (the sender's work before it).
+    fn kick_after(&mut self, cpu: usize, from: Option<usize>, after: u64) {
+        let rng = &mut self.kick_rng;
+        let at = self.now + after + self.costs.kick_delay(from, cpu, &mut || rng.uniform());
+        if !self.cpus[cpu].kick_pending || at < self.cpus[cpu].kick_at {
             self.cpus[cpu].kick_pending = true;
-            let now = self.now;
-            self.push(now, Ev::Kick(cpu));
+            self.cpus[cpu].kick_at = at;
+            self.push(at, Ev::Kick(cpu));
         }
+    }
+
+    /// Cost model: where `v`'s work starts (or resumes) once on a CPU.
+    fn work_from(&self, v: usize) -> u64 {
+        self.vcpus[v].since.max(self.vcpus[v].ready_at)
+    }
+
+    /// Cost model: the vCPU `v`, running on `cpu`, does no work for the next `ns` (the
+    /// hypervisor works on its CPU); its next action moves back by as much.
+    fn stall(&mut self, v: usize, cpu: usize, ns: u64) {
+        if ns == 0 {
+            return;
+        }
+        let now = self.now;
+        let done = now.saturating_sub(self.work_from(v));
+        self.account_run(v, cpu, now);
+        let vc = &mut self.vcpus[v];
+        if vc.need != u64::MAX {
+            vc.need = vc.need.saturating_sub(done);
+        }
+        vc.ready_at = vc.ready_at.max(now) + ns;
+        self.arm(v);
     }
 
     /// The part of [a, b) inside the measured interval.
@@ -364,8 +437,9 @@ impl Sim<'_> {
         self.add_cpu_time(dom, since, until);
         if matches!(self.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
             // work = µs of CPU; counted in ns here and divided at the end.
-            self.acc[dom].work += self.clip(since, until);
-            self.add_to_windows(dom, since, until, |w| &mut w.work);
+            let from = self.work_from(v);
+            self.acc[dom].work += self.clip(from, until);
+            self.add_to_windows(dom, from, until, |w| &mut w.work);
         }
         let tid = self.tid(v);
         if let Some(tr) = &mut self.trace
@@ -387,11 +461,11 @@ impl Sim<'_> {
 
     fn deschedule(&mut self, v: usize, cpu: usize) {
         let now = self.now;
-        let since = self.vcpus[v].since;
+        let done = now.saturating_sub(self.work_from(v));
         self.account_run(v, cpu, now);
         let vc = &mut self.vcpus[v];
         if vc.need != u64::MAX {
-            vc.need = vc.need.saturating_sub(now - since);
+            vc.need = vc.need.saturating_sub(done);
         }
         vc.epoch += 1;
         if vc.st == St::Running(cpu) {
@@ -414,8 +488,12 @@ impl Sim<'_> {
         if let Some(w) = self.vcpus[v].woke_at.take()
             && self.in_window(w)
         {
-            self.acc[dom].lat.push(now - w);
+            // Installed once the decision's costs are paid (zero on the ideal machine).
+            self.acc[dom].lat.push(now + self.pre - w);
         }
+        let same_domain = self.cpus[cpu].curr.is_some_and(|p| self.vcpus[p].dom == dom);
+        let migrated = self.vcpus[v].last_cpu.is_some_and(|c| c != cpu);
+        self.vcpus[v].ready_at = now + self.pre + self.costs.switch_ns(same_domain, migrated);
         if self.in_window(now) {
             self.acc[dom].ran_on |= 1u128.checked_shl(cpu as u32).unwrap_or(0);
             self.acc[dom].switches += 1;
@@ -427,7 +505,8 @@ impl Sim<'_> {
         let vc = &mut self.vcpus[v];
         vc.last_cpu = Some(cpu);
         vc.st = St::Running(cpu);
-        vc.since = now;
+        // On the CPU (its cpu_ns counting) once the decision's costs are paid.
+        vc.since = now + self.pre;
         vc.epoch += 1;
         let _ = kind;
         self.arm(v);
@@ -435,7 +514,8 @@ impl Sim<'_> {
 
     /// Schedules the running vCPU `v`'s next workload action.
     fn arm(&mut self, v: usize) {
-        let now = self.now;
+        // Work starts once the switch (or a stall) is paid: at `now` on the ideal machine.
+        let now = self.now.max(self.vcpus[v].ready_at);
         let vc = &mut self.vcpus[v];
         vc.epoch += 1;
         if let Kind::Yield { tick, before, .. } = vc.kind {
@@ -469,6 +549,8 @@ impl Sim<'_> {
         let d = self.pools[pool].policy.schedule(local, self.now);
         let next = d.next.map(|v| v.index());
         let prev = self.cpus[cpu].curr;
+        let decision_ns = self.costs.decision(self.pools[pool].policy.info().name);
+        self.pre = decision_ns + std::mem::take(&mut self.cpus[cpu].extra_pre);
         if prev != next
             && let Some(p) = prev
             && let Some(c) =
@@ -476,7 +558,14 @@ impl Sim<'_> {
         {
             // Switches take no time here: the leaving vCPU is saved at once.
             let c = self.global(pool, c);
-            self.kick(c);
+            self.kick_from(c, Some(cpu));
+        }
+        if prev == next
+            && let Some(p) = prev
+        {
+            // The same vCPU goes on: the decision's cost is its stall.
+            let pre = self.pre;
+            self.stall(p, cpu, pre);
         }
         if prev != next {
             if let Some(p) = prev {
@@ -494,7 +583,9 @@ impl Sim<'_> {
         }
         self.cpus[cpu].timer_gen += 1;
         if let Some(s) = d.slice_ns {
-            let (t, g) = (self.now + s.max(1), self.cpus[cpu].timer_gen);
+            let rng = &mut self.kick_rng;
+            let end = self.costs.slice_end(self.now + s.max(1), &mut || rng.uniform());
+            let (t, g) = (end, self.cpus[cpu].timer_gen);
             self.push(t, Ev::Timer(cpu, g));
         }
     }
@@ -526,11 +617,20 @@ impl Sim<'_> {
                 now % US
             );
         }
+        // Cost model: the wake is handled where the sleeper last ran (its timer's CPU),
+        // which is busy with it for `wake_ns` before the kick goes out.
+        let from = self.vcpus[v].last_cpu;
+        let ns = self.costs.wake_ns;
+        if let Some(c) = from
+            && let Some(r) = self.cpus[c].curr
+        {
+            self.stall(r, c, ns);
+        }
         let p = self.vpool(v);
         let w = self.pools[p].policy.wake(VcpuId(v as u32), now);
         if let Some(c) = w.kick {
             let c = self.global(p, c);
-            self.kick(c);
+            self.kick_after(c, from, ns);
         }
     }
 
@@ -542,11 +642,19 @@ impl Sim<'_> {
             // Take it off the CPU right away, as a kernel does when its vCPU blocks.
             self.vcpus[v].st = St::Asleep;
             let cpu = self.global(p, cpu);
+            // Cost model: the block hypercall runs on the blocking vCPU's time, and the CPU
+            // decides what comes next only after it.
+            let (dom, ns) = (self.vcpus[v].dom, self.costs.block_ns);
+            if ns > 0 {
+                self.add_cpu_time(dom, now, now + ns);
+            }
+            self.cpus[cpu].extra_pre = ns;
             self.schedule(cpu);
         }
         self.vcpus[v].st = St::Asleep;
         self.vcpus[v].since = now;
-        self.push(until, Ev::Wake(v));
+        let at = self.costs.timer(until);
+        self.push(at, Ev::Wake(v));
     }
 
     fn action(&mut self, v: usize) {
@@ -583,6 +691,27 @@ impl Sim<'_> {
                 self.vcpus[v].need = burst;
                 let t = now + self.rng.exp(block_mean);
                 self.block(v, t);
+            }
+            Kind::Replay(r) => {
+                // A burst done: sleep until the next recorded wake-up; if that has passed
+                // (this run served the burst more slowly), its demand runs on at once.
+                if self.in_window(now) {
+                    self.acc[dom].work += 1;
+                }
+                let (arrivals, k) = &mut self.replayed[r];
+                *k += 1;
+                match arrivals.get(*k).copied() {
+                    Some((t, demand)) => {
+                        self.vcpus[v].need = demand;
+                        if t > now {
+                            self.block(v, t);
+                        }
+                    }
+                    None => {
+                        self.vcpus[v].need = u64::MAX;
+                        self.block(v, u64::MAX);
+                    }
+                }
             }
         }
     }
@@ -931,7 +1060,14 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         plan: &plan,
         vcpus: Vec::new(),
         cpus: (0..cpus)
-            .map(|_| Cpu { curr: None, since: 0, timer_gen: 0, kick_pending: false })
+            .map(|_| Cpu {
+                curr: None,
+                since: 0,
+                timer_gen: 0,
+                kick_pending: false,
+                kick_at: 0,
+                extra_pre: 0,
+            })
             .collect(),
         acc: plan.iter().map(|_| Acc::default()).collect(),
         events: BinaryHeap::new(),
@@ -947,6 +1083,10 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         check_conservation: !capped,
         trace: opts.trace.then(|| String::from("{\"traceEvents\":[\n")),
         counters_taken: false,
+        costs: opts.costs.clone(),
+        pre: 0,
+        kick_rng: Rng(opts.seed ^ 0x4b1c_4b1c_4b1c_4b1c),
+        replayed: Vec::new(),
     };
     for (i, p) in plan.iter().enumerate() {
         if hostile(p) {
@@ -957,8 +1097,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             .policy
             .add_domain(DomainId(p.id), &params)
             .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
-        let kind = kind_of(p);
         for idx in 0..p.vcpus {
+            let mut kind = kind_of(p);
+            let arrivals = opts.replay.as_ref().and_then(|r| r.arrivals(&p.name, idx));
+            if let Some(a) = arrivals.filter(|_| kind != Kind::Cpu) {
+                kind = Kind::Replay(sim.replayed.len());
+                sim.replayed.push((a.clone(), 0));
+            }
             let v = sim.vcpus.len();
             let pool = &sim.pools[p.pool];
             pool.policy
@@ -969,6 +1114,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 Kind::Cpu | Kind::Yield { .. } => u64::MAX,
                 Kind::Latency { run, .. } => run,
                 Kind::Io { burst, .. } => burst,
+                Kind::Replay(r) => sim.replayed[r].0[0].1,
             };
             sim.vcpus.push(Vcpu {
                 dom: i,
@@ -983,9 +1129,11 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 // `start = "event"`: created paused; its first wake-up waits for the start.
                 paused: p.start_on_event,
                 want_run: false,
+                ready_at: 0,
             });
             let start = match kind {
                 Kind::Latency { phase, .. } => phase,
+                Kind::Replay(r) => sim.replayed[r].0[0].0,
                 _ => 0,
             };
             sim.push(start, Ev::Wake(v));
@@ -1157,6 +1305,7 @@ fn finish(
             Kind::Latency { .. } | Kind::Io { .. } => true,
             Kind::Yield { sleep, .. } => sleep > 0,
             Kind::Cpu => false,
+            Kind::Replay(_) => true,
         };
         let got = Progress { cpu_ns: a.cpu_ns, wait_ns: a.wait_ns, wakeups: a.wakeups };
         if expected && let Some(why) = starved(p, spec.duration_ms * 1_000_000, &got, timers) {

@@ -386,6 +386,9 @@ pub struct Spec {
     /// `[[event]]`: the timeline (`crate::timeline`).
     #[serde(default, rename = "event", skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// `[sim]`: schedsim's own settings (the hypervisor ignores them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim: Option<SimSettings>,
     /// The file it came from, for error messages (not part of the TOML).
     #[serde(skip)]
     pub file: String,
@@ -408,6 +411,29 @@ fn default_duration_ms() -> u64 {
 }
 fn default_warmup_ms() -> u64 {
     500
+}
+
+/// `[sim]`: settings for schedsim alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSettings {
+    /// A cost profile ([`crate::cost`]): `"ideal"`, or a file from `scripts/calibrate`,
+    /// relative to the spec's folder unless absolute. `schedsim --profile` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+impl Spec {
+    /// The cost profile the spec names (`[sim] profile`), resolved against the spec's
+    /// folder; `None` if it names none.
+    pub fn profile_path(&self) -> Option<String> {
+        let p = self.sim.as_ref()?.profile.as_ref()?;
+        if p == "ideal" || Path::new(p).is_absolute() {
+            return Some(p.clone());
+        }
+        let dir = Path::new(&self.file).parent().filter(|d| !d.as_os_str().is_empty());
+        Some(dir.map_or_else(|| p.clone(), |d| d.join(p).display().to_string()))
+    }
 }
 
 /// `[machine]`.
@@ -917,6 +943,7 @@ impl Spec {
             window_ms: 0,
             pools: Vec::new(),
             events: Vec::new(),
+            sim: None,
             file: "<default spec>".into(),
         }
     }

@@ -12,7 +12,7 @@ fn spec(text: &str) -> Spec {
 }
 
 fn run(s: &Spec, window_ns: Option<u64>) -> Output {
-    let out = sim::run(s, &Options { seed: 1, trace: false, window_ns })
+    let out = sim::run(s, &Options { seed: 1, trace: false, window_ns, ..Default::default() })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.violations.double_run, 0, "a vCPU ran on two CPUs");
     assert_eq!(out.violations.bad_pick, 0, "a sleeping vCPU was picked");

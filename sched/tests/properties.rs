@@ -288,7 +288,8 @@ name = "w"
 count = 128
 workload = "cpu"
 "#;
-    let opts = Options { seed: 1, trace: false, window_ns: Some(1_000_000_000) };
+    let opts =
+        Options { seed: 1, trace: false, window_ns: Some(1_000_000_000), ..Default::default() };
     for p in preempting() {
         let out = run_with(&with_policy(text, p.name), &opts);
         let j = window_jain(&out);
@@ -424,7 +425,8 @@ fn trace_intervals_add_up_to_cpu_time() {
     for p in every_policy() {
         let policy = p.name;
         let s = mixed_for(p);
-        let out = run_with(&s, &Options { seed: 3, trace: true, window_ns: None });
+        let out =
+            run_with(&s, &Options { seed: 3, trace: true, window_ns: None, ..Default::default() });
         let trace: serde_json::Value = serde_json::from_str(out.trace.as_deref().unwrap()).unwrap();
         let events = trace["traceEvents"].as_array().expect("traceEvents");
         let (t0, t1) = (s.warmup_ms as f64 * 1e3, (s.warmup_ms + s.duration_ms) as f64 * 1e3);
@@ -452,11 +454,11 @@ fn deterministic() {
     for p in every_policy() {
         let policy = p.name;
         let s = mixed_for(p);
-        let o = Options { seed: 7, trace: true, window_ns: None };
+        let o = Options { seed: 7, trace: true, window_ns: None, ..Default::default() };
         let (a, b) = (run_with(&s, &o), run_with(&s, &o));
         assert_eq!(a.jsonl(), b.jsonl(), "{policy}: results differ between two runs");
         assert_eq!(a.trace, b.trace, "{policy}: traces differ");
-        let c = run_with(&s, &Options { seed: 8, ..o });
+        let c = run_with(&s, &Options { seed: 8, ..o.clone() });
         assert_ne!(a.jsonl(), c.jsonl(), "{policy}: the seed should matter for io");
     }
 }

@@ -206,7 +206,7 @@ fn churn_table_parses_with_defaults_and_checks_its_ranges() {
 #[test]
 fn schedsim_refuses_churn() {
     let s = Spec::from_str(&format!("{GOOD}\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
-    let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None };
+    let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None, ..Default::default() };
     let Err(e) = sched::sim::run(&s, &opts) else { panic!("schedsim must refuse churn") };
     let e = e.to_string();
     assert!(e.contains("exp.toml: churn:") && e.contains("hypervisor"), "{e}");
@@ -219,7 +219,7 @@ fn schedsim_runs_and_reports_the_shape() {
         .replace("duration_ms = 5000", "duration_ms = 50")
         .replace("warmup_ms = 500", "warmup_ms = 0");
     let s = Spec::from_str(&text, "exp.toml").unwrap();
-    let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None };
+    let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None, ..Default::default() };
     let run = sched::sim::run(&s, &opts).unwrap().run;
     assert_eq!((run.cpus, run.sockets, run.cores, run.threads), (4, Some(2), Some(2), Some(1)));
 }

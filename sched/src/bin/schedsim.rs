@@ -1,12 +1,22 @@
 //! `schedsim`: run an experiment spec through a policy on a simulated machine.
 //!
-//! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-//!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S] [--window-ms MS]`
+//! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check] [--profile FILE]
+//!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S] [--window-ms MS]
+//! `schedsim --replay TRACE.json SPEC.toml [flags as above]`
 //! `schedsim --list-policies`
 //!
 //! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
 //! prints a short table, and exits 0 if every domain ended as the spec expected, 1 if not
-//! (or if the policy broke an invariant), 2 for a bad command line or spec.
+//! (or if the policy broke an invariant), 2 for a bad command line, spec or profile.
+//!
+//! `--profile FILE` (or `[sim] profile = "FILE"` in the spec; the flag wins) runs on a
+//! machine with the costs of a profile from `scripts/calibrate` (`sched::cost`);
+//! `--profile ideal`, or none, is the ideal machine (every cost zero).
+//!
+//! `--replay TRACE.json`: the domains that woke up in a hypervisor trace (`scripts/run
+//! --trace`) replay their recorded wake-ups and CPU bursts under the spec's policy instead
+//! of running their workloads (`sched::replay`); results default to
+//! `results/<name>.replay.jsonl`.
 //!
 //! `--list-policies` prints the registry (`sched::registry::ENTRIES`) as JSON lines, one
 //! policy a line in registry order: `{"kind":"policy","name","summary","preempts",
@@ -21,6 +31,7 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
+                [--profile FILE|ideal] [--replay TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
                 [--window-ms MS]
        schedsim --list-policies";
@@ -58,6 +69,8 @@ struct Args {
     trace: Option<String>,
     seed: u64,
     check: bool,
+    profile: Option<String>,
+    replay: Option<String>,
     over: Overrides,
 }
 
@@ -69,6 +82,8 @@ fn parse_args() -> Result<Args, String> {
         trace: None,
         seed: 1,
         check: false,
+        profile: None,
+        replay: None,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -81,6 +96,10 @@ fn parse_args() -> Result<Args, String> {
             "--trace" => a.trace = Some(it.next().ok_or("--trace needs a file")?),
             "--seed" => a.seed = num("--seed", it.next())?,
             "--check" => a.check = true,
+            "--replay" => a.replay = Some(it.next().ok_or("--replay needs a trace file")?),
+            "--profile" => {
+                a.profile = Some(it.next().ok_or("--profile needs a file (or `ideal`)")?)
+            }
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
             "--domains" => a.over.domains = Some(num("--domains", it.next())?),
@@ -133,11 +152,31 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let profile_path = args.profile.clone().or_else(|| spec.profile_path());
+    let costs = match profile_path.as_deref().map(sched::cost::Profile::load) {
+        None => sched::cost::Profile::ideal(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!("schedsim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("schedsim: --replay {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
         println!("{}: ok ({} domains, policy {})", args.spec, spec.plan().len(), spec.sched.policy);
         return ExitCode::SUCCESS;
     }
-    let opts = Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None };
+    let ideal = costs.is_ideal();
+    let name = costs.name.clone();
+    let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
+    let opts =
+        Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None, costs, replay };
     let out = match sim::run(&spec, &opts) {
         Ok(o) => o,
         Err(e) => {
@@ -145,7 +184,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let path = args.out.unwrap_or_else(|| format!("results/{}.schedsim.jsonl", spec.name));
+    let suffix = if replayed.is_some() { "replay" } else { "schedsim" };
+    let path = args.out.unwrap_or_else(|| format!("results/{}.{suffix}.jsonl", spec.name));
     let write = |path: &str, text: &str| -> Result<(), String> {
         if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
         {
@@ -164,6 +204,14 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     print_table(&out);
+    if let Some((file, n)) = &replayed {
+        println!(
+            "replayed: the arrivals in {file} ({n} vCPU(s) woke up in it; those of cpu domains run as cpu)"
+        );
+    }
+    if !ideal {
+        println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
+    }
     println!("results: {path}");
     if out.summary.violations > 0 {
         eprintln!("schedsim: the policy broke an invariant: {:?}", out.violations);

@@ -1,0 +1,358 @@
+//! schedsim's cost model: what switching, kicking, timers, hypercalls and the policy's own
+//! decisions cost on a real machine, as a *profile* (TOML) that `scripts/calibrate` measures
+//! and `schedsim --profile FILE` (or `[sim] profile = "FILE"` in a spec) loads.
+//!
+//! Every term is a parameter in nanoseconds; every default is zero, which is the ideal
+//! machine schedsim modelled before profiles existed (`profile = "ideal"`), and with which
+//! it gives the same output byte for byte. How each term enters the simulation
+//! ([`crate::sim`] applies them):
+//!
+//! | key | units | where it is paid |
+//! |---|---|---|
+//! | `switch_same_domain_ns` | ns | a CPU switches between two vCPUs of one domain: the incoming vCPU is on the CPU (its `cpu_ns` counts) but does no work for this long |
+//! | `switch_cross_domain_ns` | ns | the same, between domains or from idle (an address-space switch) |
+//! | `migration_ns` | ns | added to the switch when the incoming vCPU last ran on another CPU (cold caches) |
+//! | `kick_ns` | ns | a kick (a request to reschedule) takes effect this long after it is made, as a median: the interrupt that carried the wake, the exit path that acts on it |
+//! | `kick_p99_ns` | ns | the kick's 99th percentile: if above `kick_ns`, each kick's delay is drawn from the log-normal distribution with that median and 99th percentile (seeded, so runs stay reproducible); 0 = always `kick_ns` |
+//! | `ipi_ns` | ns | added to a kick of another CPU than the one that makes it (the inter-processor interrupt, waking a halted CPU); a timer wake is made on the CPU where its sleeper last ran |
+//! | `timer_granularity_ns` | ns | every timer (slice expiry, a sleeper's wake-up) fires at its deadline rounded up to a multiple of this (0 = exact) |
+//! | `timer_slack_ns` | ns | and then this much later |
+//! | `slice_slack_ns` | ns | a slice's end (the policy's own timer) fires this much later again, as a median (the hypervisor's `slice_late_p50_ns`): under TCG on a loaded host slices ended late by tens of µs to milliseconds while sleepers woke on time |
+//! | `slice_slack_p99_ns` | ns | its 99th percentile: if above `slice_slack_ns`, each slice's lateness is drawn from the log-normal with that median and 99th percentile, as for kicks; 0 = always `slice_slack_ns` |
+//! | `wake_ns` | ns | the hypervisor's work to wake a vCPU, taken from the vCPU running where the wake is handled |
+//! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
+//! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
+//!
+//! Wake-up latency, as the hypervisor measures it, runs from the wake to the moment the
+//! picked vCPU is installed on the CPU: it includes kick, block and decision costs, not the
+//! switch (which the hypervisor does after recording it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use crate::registry;
+
+/// Largest value of any term: 100 ms (beyond it a "cost" is a different machine).
+pub const MAX_NS: u64 = 100_000_000;
+
+/// A cost profile (all nanoseconds). [`Profile::default`] is the ideal machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// The profile's name (`ideal`, or the file's `profile` key, or the file name).
+    pub name: String,
+    /// A switch between two vCPUs of one domain.
+    pub switch_same_domain_ns: u64,
+    /// A switch between domains (or from idle).
+    pub switch_cross_domain_ns: u64,
+    /// Extra for a vCPU that last ran on another CPU.
+    pub migration_ns: u64,
+    /// From a kick to the target CPU's reschedule (median).
+    pub kick_ns: u64,
+    /// Its 99th percentile (0 or at most `kick_ns`: fixed).
+    pub kick_p99_ns: u64,
+    /// Extra for a kick of another CPU (an IPI).
+    pub ipi_ns: u64,
+    /// Timers fire at multiples of this (0 = exact).
+    pub timer_granularity_ns: u64,
+    /// Timers fire this much after their (rounded) deadline.
+    pub timer_slack_ns: u64,
+    /// A slice's end fires this much later still (median).
+    pub slice_slack_ns: u64,
+    /// Its 99th percentile (0 or at most `slice_slack_ns`: fixed).
+    pub slice_slack_p99_ns: u64,
+    /// The hypervisor's cost of a wake, taken from the CPU that handles it.
+    pub wake_ns: u64,
+    /// The block hypercall, before the CPU's next decision.
+    pub block_ns: u64,
+    /// Each policy's decision cost, by policy name (absent = 0).
+    pub decision_ns: BTreeMap<String, u64>,
+}
+
+/// A profile that could not be read: the file, the key, what is wrong and allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileError {
+    /// The profile file.
+    pub file: String,
+    /// The key (`costs.kick_ns`, `decision_ns.credit`); empty for the file as a whole.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub msg: String,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "profile {}: {}", self.file, self.msg)
+        } else {
+            write!(f, "profile {}: {}: {}", self.file, self.key, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
+/// The `[costs]` keys, in the order of the file scripts/calibrate writes, each with what it is.
+pub const COST_KEYS: [(&str, &str); 12] = [
+    ("switch_same_domain_ns", "a switch between two vCPUs of one domain"),
+    ("switch_cross_domain_ns", "a switch between domains, or from idle"),
+    ("migration_ns", "extra when the incoming vCPU last ran on another CPU"),
+    ("kick_ns", "from a kick to the target CPU's reschedule, median"),
+    ("kick_p99_ns", "the kick's 99th percentile (0 = always kick_ns)"),
+    ("ipi_ns", "added to a kick of another CPU (an inter-processor interrupt)"),
+    ("timer_granularity_ns", "timers fire at multiples of this (0 = exact)"),
+    ("timer_slack_ns", "timers fire this much after their rounded deadline"),
+    ("slice_slack_ns", "a slice's end fires this much later again, median"),
+    ("slice_slack_p99_ns", "the slice slack's 99th percentile (0 = always slice_slack_ns)"),
+    ("wake_ns", "the hypervisor's cost of a wake, on the CPU that handles it"),
+    ("block_ns", "the block hypercall, before the CPU's next decision"),
+];
+
+impl Profile {
+    /// The ideal machine: every cost zero.
+    pub fn ideal() -> Profile {
+        Profile { name: "ideal".into(), ..Profile::default() }
+    }
+
+    /// Whether every term is zero.
+    pub fn is_ideal(&self) -> bool {
+        let Profile { name: _, decision_ns, .. } = self;
+        decision_ns.values().all(|&v| v == 0)
+            && Profile { name: String::new(), decision_ns: BTreeMap::new(), ..self.clone() }
+                == Profile::default()
+    }
+
+    /// `ideal`, or the profile in the file at `path`.
+    pub fn load(path: &str) -> Result<Profile, ProfileError> {
+        if path == "ideal" {
+            return Ok(Profile::ideal());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
+            file: path.into(),
+            key: String::new(),
+            msg: format!(
+                "cannot read: {e} (a profile is a TOML file from scripts/calibrate, or \"ideal\")"
+            ),
+        })?;
+        Profile::parse(&text, path)
+    }
+
+    /// Parses profile text (named `file` in errors).
+    pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
+        let err = |key: &str, msg: String| ProfileError { file: file.into(), key: key.into(), msg };
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| err("", e.message().to_string()))?;
+        let stem = Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned());
+        let mut p =
+            Profile { name: stem.unwrap_or_else(|| "profile".into()), ..Profile::default() };
+        let ns = |key: &str, v: &toml::Value| -> Result<u64, ProfileError> {
+            match v.as_integer() {
+                Some(n) if (0..=MAX_NS as i64).contains(&n) => Ok(n as u64),
+                Some(n) => {
+                    Err(err(key, format!("{n} is out of range; allowed: 0..={MAX_NS} (ns)")))
+                }
+                None => {
+                    Err(err(key, format!("`{v}` is not an integer; allowed: 0..={MAX_NS} (ns)")))
+                }
+            }
+        };
+        for (k, v) in &table {
+            match k.as_str() {
+                "profile" => {
+                    p.name = v
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| {
+                            err("profile", "must be a non-empty string (a name)".into())
+                        })?
+                        .into();
+                }
+                // Free text: where and how it was measured.
+                "measured" => {
+                    v.as_str().ok_or_else(|| err("measured", "must be a string".into()))?;
+                }
+                "costs" => {
+                    let t = v.as_table().ok_or_else(|| {
+                        err("costs", "must be a table ([costs]) of nanosecond values".into())
+                    })?;
+                    for (ck, cv) in t {
+                        let key = format!("costs.{ck}");
+                        let n = ns(&key, cv)?;
+                        let slot = match ck.as_str() {
+                            "switch_same_domain_ns" => &mut p.switch_same_domain_ns,
+                            "switch_cross_domain_ns" => &mut p.switch_cross_domain_ns,
+                            "migration_ns" => &mut p.migration_ns,
+                            "kick_ns" => &mut p.kick_ns,
+                            "kick_p99_ns" => &mut p.kick_p99_ns,
+                            "ipi_ns" => &mut p.ipi_ns,
+                            "timer_granularity_ns" => &mut p.timer_granularity_ns,
+                            "timer_slack_ns" => &mut p.timer_slack_ns,
+                            "slice_slack_ns" => &mut p.slice_slack_ns,
+                            "slice_slack_p99_ns" => &mut p.slice_slack_p99_ns,
+                            "wake_ns" => &mut p.wake_ns,
+                            "block_ns" => &mut p.block_ns,
+                            _ => {
+                                let names: Vec<&str> = COST_KEYS.iter().map(|(n, _)| *n).collect();
+                                return Err(err(
+                                    &key,
+                                    format!("unknown cost; allowed: {}", names.join(", ")),
+                                ));
+                            }
+                        };
+                        *slot = n;
+                    }
+                }
+                "decision_ns" => {
+                    let t = v.as_table().ok_or_else(|| {
+                        err("decision_ns", "must be a table ([decision_ns]) of policy = ns".into())
+                    })?;
+                    for (policy, cv) in t {
+                        let key = format!("decision_ns.{policy}");
+                        if registry::info(policy).is_err() {
+                            let names: Vec<&str> = registry::policies().map(|i| i.name).collect();
+                            return Err(err(
+                                &key,
+                                format!("no policy `{policy}`; allowed: {}", names.join(", ")),
+                            ));
+                        }
+                        p.decision_ns.insert(policy.clone(), ns(&key, cv)?);
+                    }
+                }
+                _ => {
+                    return Err(err(
+                        k,
+                        "unknown key; allowed: profile, measured, [costs], [decision_ns]".into(),
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The profile as TOML, in the form [`Profile::parse`] reads.
+    pub fn to_toml(&self, measured: &str) -> String {
+        let mut s = format!("profile = {:?}\nmeasured = {:?}\n\n[costs]\n", self.name, measured);
+        let vals = [
+            self.switch_same_domain_ns,
+            self.switch_cross_domain_ns,
+            self.migration_ns,
+            self.kick_ns,
+            self.kick_p99_ns,
+            self.ipi_ns,
+            self.timer_granularity_ns,
+            self.timer_slack_ns,
+            self.slice_slack_ns,
+            self.slice_slack_p99_ns,
+            self.wake_ns,
+            self.block_ns,
+        ];
+        for ((k, doc), v) in COST_KEYS.iter().zip(vals) {
+            s += &format!("{k} = {v}  # {doc}\n");
+        }
+        s += "\n[decision_ns]  # each policy's wake + pick (schedbench)\n";
+        for (k, v) in &self.decision_ns {
+            s += &format!("{k} = {v}\n");
+        }
+        s
+    }
+
+    /// When a timer set for `t` fires.
+    pub fn timer(&self, t: u64) -> u64 {
+        let g = self.timer_granularity_ns;
+        let rounded = if g > 1 { t.div_ceil(g).saturating_mul(g) } else { t };
+        rounded.saturating_add(self.timer_slack_ns)
+    }
+
+    /// When a slice set to end at `t` ends (`uniform` as for [`Profile::kick_delay`]).
+    pub fn slice_end(&self, t: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        let slack = lognormal(self.slice_slack_ns, self.slice_slack_p99_ns, uniform);
+        self.timer(t).saturating_add(slack)
+    }
+
+    /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its
+    /// domain, `migrated` if it last ran on another CPU.
+    pub fn switch_ns(&self, same_domain: bool, migrated: bool) -> u64 {
+        let base =
+            if same_domain { self.switch_same_domain_ns } else { self.switch_cross_domain_ns };
+        base + if migrated { self.migration_ns } else { 0 }
+    }
+
+    /// How long after it is made a kick from `from` (if known) takes effect on `to`;
+    /// `uniform` draws are in (0, 1), used only when the kick's delay varies.
+    pub fn kick_delay(
+        &self,
+        from: Option<usize>,
+        to: usize,
+        uniform: &mut dyn FnMut() -> f64,
+    ) -> u64 {
+        let ipi = if from == Some(to) { 0 } else { self.ipi_ns };
+        lognormal(self.kick_ns, self.kick_p99_ns, uniform) + ipi
+    }
+
+    /// The decision cost of `policy`.
+    pub fn decision(&self, policy: &str) -> u64 {
+        self.decision_ns.get(policy).copied().unwrap_or(0)
+    }
+}
+
+/// `p50`, or if `p99` is above it a draw from the log-normal distribution with that median
+/// and 99th percentile (z99 = 2.3263); `uniform` is called only then.
+fn lognormal(p50: u64, p99: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
+    if p99 <= p50 || p50 == 0 {
+        return p50;
+    }
+    let sigma = (p99 as f64 / p50 as f64).ln() / 2.326_348;
+    let (u1, u2) = (uniform(), uniform());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    ((p50 as f64) * (sigma * z).exp()).min(MAX_NS as f64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_reads_back_and_zero_is_ideal() {
+        let text = "profile = \"t\"\nmeasured = \"here\"\n[costs]\nkick_ns = 5000\n\
+                    timer_granularity_ns = 1000\ntimer_slack_ns = 7\n[decision_ns]\ncredit = 300\n";
+        let p = Profile::parse(text, "t.toml").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.kick_ns, p.decision("credit"), p.decision("bvt")),
+            ("t", 5000, 300, 0)
+        );
+        assert!(!p.is_ideal());
+        assert_eq!(p.timer(1), 1007);
+        assert_eq!(p.timer(2000), 2007);
+        let mut u = || 0.5;
+        assert_eq!(p.kick_delay(Some(1), 1, &mut u), 5000);
+        let q = Profile { ipi_ns: 100, ..p.clone() };
+        assert_eq!(q.kick_delay(Some(0), 1, &mut u), 5100);
+        assert_eq!(q.kick_delay(None, 1, &mut u), 5100);
+        assert_eq!(Profile::parse(&p.to_toml("here"), "x.toml").unwrap(), p);
+        assert!(Profile::ideal().is_ideal());
+        let zero =
+            Profile::parse("[costs]\nkick_ns = 0\n[decision_ns]\nrr = 0\n", "z.toml").unwrap();
+        assert!(zero.is_ideal());
+        assert_eq!(zero.timer(12345), 12345);
+    }
+
+    #[test]
+    fn bad_profiles_name_the_file_the_key_and_the_range() {
+        let e = Profile::parse("[costs]\nkick_ns = -1\n", "p.toml").unwrap_err();
+        assert_eq!((e.file.as_str(), e.key.as_str()), ("p.toml", "costs.kick_ns"));
+        assert!(e.to_string().contains("0..=100000000"), "{e}");
+        let e = Profile::parse("[costs]\nkick_ns = 200000000\n", "p.toml").unwrap_err();
+        assert!(e.msg.contains("out of range"), "{e}");
+        let e = Profile::parse("[costs]\nkik_ns = 1\n", "p.toml").unwrap_err();
+        assert_eq!(e.key, "costs.kik_ns");
+        assert!(e.msg.contains("kick_ns"), "{e}");
+        let e = Profile::parse("[decision_ns]\nnope = 1\n", "p.toml").unwrap_err();
+        assert!(e.msg.contains("credit"), "{e}");
+        let e = Profile::parse("[costs]\nkick_ns = \"x\"\n", "p.toml").unwrap_err();
+        assert!(e.msg.contains("not an integer"), "{e}");
+        let e = Profile::parse("colour = 1\n", "p.toml").unwrap_err();
+        assert_eq!(e.key, "colour");
+        let e = Profile::load("/nonexistent/profile.toml").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/profile.toml"), "{e}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Trace-driven replay (`schedsim --replay TRACE.json SPEC`): a hypervisor trace's arrivals
+//! under any policy — "what would credit2 have done on exactly this run?".
+//!
+//! The trace (`scripts/run --trace FILE`, Chrome trace-event JSON: `"X"` run intervals with
+//! `pid` = CPU and `tid` = domain × 1000 + vCPU, `"i"` instants named `wake`, `thread_name`
+//! metadata naming each `tid` `<domain>.<vcpu>`) gives each vCPU its wake-ups and the CPU
+//! time it ran after each: a *burst*. A vCPU with wake-ups in the trace is replayed: it
+//! starts when its first run interval started and needs the CPU time it ran before its
+//! first wake-up, then at each recorded wake-up it wakes needing that burst's CPU time, and
+//! blocks when it has had it. If a burst is still unfinished when the next recorded wake-up
+//! comes (the policy under test served it more slowly), the next burst's demand is added
+//! and it runs on. Every other vCPU (one that never woke in the trace, e.g. a `cpu` hog)
+//! runs the spec's workload as usual. The spec names the domains (matched to the trace by
+//! name), the policy, the CPUs and the interval; times are shifted so that the first guest
+//! run interval of the trace is schedsim's time 0 (domains start together in both).
+//!
+//! The bursts carry what the hypervisor spent around each run (switch, hypercalls): replay
+//! on the ideal machine, or on a profile whose switch and block costs are small beside them.
+
+use std::collections::BTreeMap;
+
+/// One vCPU's recorded arrivals: `(time, CPU demand)` in ns, in time order, the first being
+/// its start.
+pub type Arrivals = Vec<(u64, u64)>;
+
+/// Every replayed vCPU's arrivals, by `(domain name, vCPU index)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The arrivals.
+    pub vcpus: BTreeMap<(String, u32), Arrivals>,
+    /// The trace file (for messages).
+    pub file: String,
+}
+
+fn ns(v: &serde_json::Value) -> Option<u64> {
+    v.as_f64().map(|us| (us * 1000.0).round() as u64)
+}
+
+impl Replay {
+    /// Reads a trace file.
+    pub fn load(path: &str) -> Result<Replay, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+        Replay::parse(&text, path)
+    }
+
+    /// Parses trace JSON (named `file` in errors).
+    pub fn parse(text: &str, file: &str) -> Result<Replay, String> {
+        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            format!("{file}: not trace JSON ({e}); expected scripts/run --trace output")
+        })?;
+        let events = json["traceEvents"]
+            .as_array()
+            .ok_or(format!("{file}: no traceEvents array (expected scripts/run --trace output)"))?;
+        let mut names: BTreeMap<u64, (String, u32)> = BTreeMap::new();
+        for e in events.iter().filter(|e| e["ph"] == "M" && e["name"] == "thread_name") {
+            let (Some(tid), Some(name)) = (e["tid"].as_u64(), e["args"]["name"].as_str()) else {
+                continue;
+            };
+            if let Some((dom, idx)) = name.rsplit_once('.')
+                && let Ok(idx) = idx.parse()
+            {
+                names.insert(tid, (dom.to_string(), idx));
+            }
+        }
+        // Per tid: run intervals and wake-ups.
+        let mut runs: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut wakes: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for e in events {
+            let Some(tid) = e["tid"].as_u64() else { continue };
+            if tid < 1000 {
+                continue; // Domain0
+            }
+            match (e["ph"].as_str(), e["name"].as_str()) {
+                (Some("X"), _) => {
+                    let (Some(ts), Some(dur)) = (ns(&e["ts"]), ns(&e["dur"])) else {
+                        return Err(format!("{file}: an X event without ts or dur: {e}"));
+                    };
+                    runs.entry(tid).or_default().push((ts, dur));
+                }
+                (Some("i"), Some("wake")) => {
+                    let ts = ns(&e["ts"]).ok_or(format!("{file}: a wake without ts: {e}"))?;
+                    wakes.entry(tid).or_default().push(ts);
+                }
+                _ => {}
+            }
+        }
+        let origin = runs.values().flatten().map(|r| r.0).min().ok_or(format!(
+            "{file}: no guest run intervals (expected scripts/run --trace output of a run)"
+        ))?;
+        let mut out = Replay { vcpus: BTreeMap::new(), file: file.into() };
+        for (tid, mut ws) in wakes {
+            let Some(mut rs) = runs.remove(&tid) else { continue };
+            let name = names
+                .get(&tid)
+                .cloned()
+                .ok_or(format!("{file}: tid {tid} has wake-ups but no thread_name"))?;
+            ws.sort_unstable();
+            rs.sort_unstable();
+            let start = rs[0].0;
+            let mut arrivals: Arrivals = vec![(start - origin, 0)];
+            arrivals.extend(ws.iter().filter(|&&w| w >= start).map(|&w| (w - origin, 0)));
+            // Each run interval's time goes to the last arrival at or before its start.
+            let mut k = 0;
+            for (ts, dur) in rs {
+                while k + 1 < arrivals.len() && arrivals[k + 1].0 <= ts - origin {
+                    k += 1;
+                }
+                arrivals[k].1 += dur;
+            }
+            for a in &mut arrivals {
+                a.1 = a.1.max(1);
+            }
+            out.vcpus.insert(name, arrivals);
+        }
+        if out.vcpus.is_empty() {
+            return Err(format!("{file}: no guest vCPU woke up in this trace: nothing to replay"));
+        }
+        Ok(out)
+    }
+
+    /// The arrivals of domain `name`'s vCPU `idx`, if replayed.
+    pub fn arrivals(&self, name: &str, idx: u32) -> Option<&Arrivals> {
+        self.vcpus.get(&(name.to_string(), idx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_are_the_run_time_between_wake_ups() {
+        let trace = r#"{"traceEvents":[
+{"name":"thread_name","ph":"M","pid":0,"tid":1000,"args":{"name":"lat0.0"}},
+{"name":"thread_name","ph":"M","pid":0,"tid":2000,"args":{"name":"hog0.0"}},
+{"name":"dom0.0","ph":"X","pid":0,"tid":0,"ts":1.0,"dur":5.0},
+{"name":"hog0.0","ph":"X","pid":0,"tid":2000,"ts":10.0,"dur":100.0},
+{"name":"lat0.0","ph":"X","pid":1,"tid":1000,"ts":12.0,"dur":3.0},
+{"name":"wake","ph":"i","s":"t","pid":1,"tid":1000,"ts":50.0},
+{"name":"lat0.0","ph":"X","pid":1,"tid":1000,"ts":51.0,"dur":2.0},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":60.0,"dur":4.5},
+{"name":"wake","ph":"i","s":"t","pid":1,"tid":1000,"ts":100.0},
+{"name":"wake","ph":"i","s":"t","pid":1,"tid":2000,"ts":100.0}
+]}"#;
+        let r = Replay::parse(trace, "t.json").unwrap();
+        assert_eq!(
+            r.arrivals("lat0", 0).unwrap(),
+            &vec![(2_000, 3_000), (40_000, 6_500), (90_000, 1)]
+        );
+        // hog0 woke once but never ran after: its only arrival is its start.
+        assert_eq!(r.arrivals("hog0", 0).unwrap(), &vec![(0, 100_000), (90_000, 1)]);
+        assert!(Replay::parse("{}", "x.json").unwrap_err().contains("x.json"));
+        assert!(Replay::parse("nope", "x.json").unwrap_err().contains("not trace JSON"));
+    }
+}

@@ -1,0 +1,221 @@
+//! schedsim's cost model (`sched::cost`): each term shows up where it should, and the ideal
+//! profile gives the results schedsim gave before profiles existed, byte for byte.
+
+use std::process::Command;
+
+use sched::cost::Profile;
+use sched::sim::{self, Options, Output};
+use sched::spec::{Overrides, Spec};
+
+fn spec(text: &str) -> Spec {
+    Spec::from_str(text, "cost.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(s: &Spec, costs: Profile) -> Output {
+    let out = sim::run(s, &Options { seed: 1, costs, ..Options::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.violations.double_run + out.violations.bad_pick, 0, "{:?}", out.violations);
+    out
+}
+
+fn experiment(name: &str, over: &Overrides) -> Spec {
+    let path = format!("{}/../scripts/experiments/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let mut s = Spec::read(&path).unwrap_or_else(|e| panic!("{e}"));
+    s.apply_overrides(over);
+    s.validate().unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+/// The ideal profile reproduces schedsim's output from before the cost model (fixtures
+/// written by the build before it: `schedsim SPEC --seconds 1 [--cpus 2 --sched P]`).
+#[test]
+fn the_ideal_profile_gives_the_old_results_byte_for_byte() {
+    let cases = [
+        ("weights", None, None, "ideal-weights-credit.jsonl"),
+        ("latency", Some(2), Some("bvt"), "ideal-latency-bvt.jsonl"),
+        ("latency", Some(2), Some("credit"), "ideal-latency-credit.jsonl"),
+    ];
+    for (name, cpus, policy, fixture) in cases {
+        let over = Overrides {
+            cpus,
+            sched: policy.map(String::from),
+            seconds: Some(1.0),
+            ..Overrides::default()
+        };
+        let s = experiment(name, &over);
+        let want = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{fixture}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert_eq!(run(&s, Profile::ideal()).jsonl(), want, "{fixture}");
+        // A profile file of zeros is the ideal machine too.
+        let zeros =
+            Profile::parse("[costs]\nkick_ns = 0\n[decision_ns]\ncredit = 0\n", "z.toml").unwrap();
+        assert_eq!(run(&s, zeros).jsonl(), want, "{fixture}, zeros");
+    }
+}
+
+const TWO_HOGS: &str = "name = \"t\"\nduration_ms = 2000\nwarmup_ms = 100\n[machine]\ncpus = 1\n\
+                        [sched]\npolicy = \"rr\"\nslice_ms = 1\n[[domain]]\nname = \"h\"\n\
+                        count = 2\nworkload = \"cpu\"\n";
+
+/// Two hogs take turns on one CPU every 1 ms: a 100 µs switch costs each 10% of its work,
+/// and not of its CPU time (it is on the CPU while switched to).
+#[test]
+fn a_switch_cost_lowers_a_cpu_domains_work_in_proportion() {
+    let s = spec(TWO_HOGS);
+    let ideal = run(&s, Profile::ideal());
+    for (cost, same) in [(100_000, false), (250_000, false), (100_000, true)] {
+        let p = if same {
+            // The hogs are different domains: a same-domain cost must not apply.
+            Profile { switch_same_domain_ns: cost, ..Profile::default() }
+        } else {
+            Profile { switch_cross_domain_ns: cost, ..Profile::default() }
+        };
+        let out = run(&s, p);
+        for (d, i) in out.domains.iter().zip(&ideal.domains) {
+            let ratio = d.work as f64 / i.work as f64;
+            let want = if same { 1.0 } else { 1.0 - cost as f64 / 1e6 };
+            assert!((ratio - want).abs() < 0.01, "{cost} ns: work ratio {ratio:.4}, want {want}");
+            let cpu = d.cpu_ns as f64 / i.cpu_ns as f64;
+            assert!((cpu - 1.0).abs() < 0.01, "{cost} ns: cpu_ns ratio {cpu:.4}");
+        }
+    }
+}
+
+/// Timer slack stretches every slice: 1 ms slices that fire 0.5 ms late switch 1/1.5 as often.
+/// Slice slack does the same to slices alone; sleepers' timers stay on time.
+#[test]
+fn timer_slack_stretches_slices() {
+    let s = spec(TWO_HOGS);
+    let switches = |p: Profile| run(&s, p).domains.iter().map(|d| d.switches).sum::<u64>() as f64;
+    let ideal = switches(Profile::ideal());
+    let late = switches(Profile { timer_slack_ns: 500_000, ..Profile::default() });
+    assert!((late / ideal - 1.0 / 1.5).abs() < 0.02, "{late} against {ideal}");
+    let long = switches(Profile { slice_slack_ns: 500_000, ..Profile::default() });
+    assert_eq!(long, late);
+    // A slack that varies: log-normal, median 100 µs and p99 5 ms (mean about 0.6 ms; a
+    // slice re-armed by a reschedule draws again, so turns average a little less).
+    let fixed = switches(Profile { slice_slack_ns: 100_000, ..Profile::default() });
+    assert!((ideal / fixed - 1.1).abs() < 0.02, "{fixed} against {ideal}");
+    let varied = switches(Profile {
+        slice_slack_ns: 100_000,
+        slice_slack_p99_ns: 5_000_000,
+        ..Profile::default()
+    });
+    let turn = ideal / varied; // in 1 ms units
+    assert!((1.3..1.8).contains(&turn), "a turn lasted {turn} ms on average");
+    let coarse = switches(Profile { timer_granularity_ns: 4_000_000, ..Profile::default() });
+    assert!((coarse / ideal - 0.25).abs() < 0.02, "{coarse} against {ideal}");
+}
+
+const LATENCY: &str = "name = \"t\"\nduration_ms = 2000\nwarmup_ms = 100\n[machine]\ncpus = 2\n\
+                       [sched]\npolicy = \"bvt\"\n[[domain]]\nname = \"lat\"\n\
+                       workload = \"latency\"\n[domain.sched]\nwarp_us = 10000\n\
+                       [domain.args]\nperiod_us = 1000\nrun_us = 20\n[[domain]]\nname = \"hog\"\n\
+                       count = 3\nworkload = \"cpu\"\n";
+
+/// A warped waker preempts at once on the ideal machine (latency 0); with kicks that take
+/// 40 µs, and a decision of 1 µs, it waits that long.
+#[test]
+fn kick_delay_shows_up_in_wake_latency() {
+    let s = spec(LATENCY);
+    let lat = |p: Profile| {
+        let d = run(&s, p).domains[0].clone();
+        assert!(d.wakeups > 1500, "{d:?}");
+        (d.wake_lat_p50_ns, d.wake_lat_p99_ns)
+    };
+    assert_eq!(lat(Profile::ideal()), (0, 0));
+    let mut p = Profile { kick_ns: 40_000, ..Profile::default() };
+    p.decision_ns.insert("bvt".into(), 1_000);
+    let (p50, p99) = lat(p.clone());
+    assert_eq!(p50, 41_000, "p99 {p99}");
+    // The waker preempts where it slept, which its timer's CPU kicks itself: no IPI.
+    assert_eq!(lat(Profile { ipi_ns: 30_000, ..p.clone() }).0, 41_000);
+    // A kick that varies: median and 99th percentile as asked (within sampling error).
+    let (p50, p99) = lat(Profile { kick_p99_ns: 160_000, ..p });
+    assert!((36_000..=46_000).contains(&p50), "p50 {p50}");
+    assert!((120_000..=210_000).contains(&p99), "p99 {p99}");
+}
+
+/// The block hypercall runs on the blocker's time; a wake's cost on the running vCPU's.
+#[test]
+fn hypercall_costs_are_charged_where_they_run() {
+    let s = spec(LATENCY);
+    let ideal = run(&s, Profile::ideal());
+    let out = run(&s, Profile { block_ns: 50_000, ..Profile::default() });
+    let (d, i) = (&out.domains[0], &ideal.domains[0]);
+    let extra = (d.cpu_ns - i.cpu_ns) as f64 / d.wakeups as f64;
+    assert!((extra - 50_000.0).abs() < 2_000.0, "{extra} ns more per wake-up");
+    // The wake is handled on the CPU where the waker slept, running a hog: that hog loses
+    // the time, and the waker, preempting it, runs only after.
+    let out = run(&s, Profile { wake_ns: 100_000, ..Profile::default() });
+    let hog_work = |o: &Output| o.domains[1..].iter().map(|d| d.work).sum::<u64>() as f64;
+    let lost = hog_work(&ideal) - hog_work(&out); // µs
+    let per_wake = lost * 1000.0 / out.domains[0].wakeups as f64;
+    assert!((90_000.0..=110_000.0).contains(&per_wake), "hogs lost {per_wake} ns per wake-up");
+    assert_eq!(out.domains[0].wake_lat_p50_ns, 100_000);
+}
+
+/// `schedsim --profile` and `[sim] profile`: a bad profile exits 2 naming the file, the key
+/// and the range; a good one is used (and the flag wins over the spec).
+#[test]
+fn the_command_reads_profiles() {
+    let dir = std::env::temp_dir().join(format!("schedsim-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[costs]\nkick_ns = -5\n").unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "profile = \"slow\"\n[costs]\nswitch_cross_domain_ns = 100000\n")
+        .unwrap();
+    let spec_path = dir.join("s.toml");
+    std::fs::write(&spec_path, format!("{TWO_HOGS}[sim]\nprofile = \"good.toml\"\n")).unwrap();
+    let schedsim = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_schedsim")).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (sp, bp) = (spec_path.to_str().unwrap(), bad.to_str().unwrap());
+    let res = dir.join("r.jsonl");
+    let rs = res.to_str().unwrap();
+    let (code, text) = schedsim(&[sp, "--profile", bp, "--out", rs]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(bp) && text.contains("costs.kick_ns") && text.contains("0..="), "{text}");
+    let (code, text) = schedsim(&[sp, "--out", rs]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("cost profile: slow"), "{text}");
+    let work = |path: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"domain\""))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["work"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    let slow = work(rs);
+    let (code, text) = schedsim(&[sp, "--profile", "ideal", "--out", rs]);
+    assert_eq!(code, Some(0), "{text}");
+    let fast = work(rs);
+    assert!((slow as f64 / fast as f64 - 0.9).abs() < 0.01, "{slow} against {fast}");
+    std::fs::write(&spec_path, format!("{TWO_HOGS}[sim]\nprofile = \"missing.toml\"\n")).unwrap();
+    let (code, text) = schedsim(&[sp, "--out", rs]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("missing.toml"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Timer slack makes a sleeper late (a 1 ms period woken 1.2 ms late runs every other
+/// period); slice slack leaves sleepers alone.
+#[test]
+fn timer_slack_delays_sleepers_and_slice_slack_does_not() {
+    let s = spec(LATENCY);
+    let wakeups = |p: Profile| run(&s, p).domains[0].wakeups;
+    let ideal = wakeups(Profile::ideal());
+    assert_eq!(wakeups(Profile { slice_slack_ns: 1_200_000, ..Profile::default() }), ideal);
+    let late = wakeups(Profile { timer_slack_ns: 1_200_000, ..Profile::default() });
+    assert!((late as f64 / ideal as f64 - 0.5).abs() < 0.02, "{late} against {ideal}");
+}
