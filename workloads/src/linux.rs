@@ -311,20 +311,25 @@ pub fn sleep_until(deadline_ns: u64) {
         slept = true;
     }
     if slept {
-        record_wake(now_ns().saturating_sub(deadline_ns));
+        record_wake(deadline_ns, now_ns());
     }
 }
 
-/// Counts one wake-up of `ns` latency in the wake-up page.
-pub fn record_wake(ns: u64) {
+/// Counts one wake-up, due at `due_ns` and running at `now_ns`, in the wake-up page, unless
+/// it was due before the page's epoch (`abi::tool::linux::EPOCH_NS`).
+pub fn record_wake(due_ns: u64, now_ns: u64) {
     let stats = STATS.load(Ordering::Acquire);
     if stats.is_null() {
         return;
     }
+    let ns = now_ns.saturating_sub(due_ns);
     // SAFETY: STATS points to the wake-up page, FILE_BYTES - STATS_OFFSET bytes of u64
     // words, mapped for the process's life; every index below is within HIST + HIST_BUCKETS
     // words (2,112 bytes of the page's 4,096).
     let word = |i: usize| unsafe { &*stats.add(i) };
+    if due_ns < word(contract::EPOCH_NS).load(Ordering::Relaxed) {
+        return;
+    }
     word(contract::WAKEUPS).fetch_add(1, Ordering::Relaxed);
     word(contract::WAKE_MAX_NS).fetch_max(ns, Ordering::Relaxed);
     word(contract::HIST + contract::bucket(ns)).fetch_add(1, Ordering::Relaxed);
@@ -385,7 +390,7 @@ pub fn wait_event(_port: u32) {
             _ => exit(2),
         }
     }
-    record_wake(now_ns().saturating_sub(u64::from_ne_bytes(buf)));
+    record_wake(u64::from_ne_bytes(buf), now_ns());
 }
 
 // The Linux back end lays the Domino pages out in one page each.

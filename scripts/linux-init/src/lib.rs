@@ -150,13 +150,15 @@ pub fn outcome(code: Option<i32>, signal: Option<i32>) -> Outcome {
     }
 }
 
-/// Median, 99th percentile and largest wake-up latency from a domain's wake-up page.
+/// Median, 99th percentile and largest wake-up latency from a domain's wake-up page: the
+/// percentiles are their buckets' upper bounds (at most 25% above), never above the largest.
 pub fn wake_latencies(stats: &[u64]) -> (u64, u64, u64) {
     let hist = &stats[contract::HIST..contract::HIST + contract::HIST_BUCKETS];
+    let max = stats[contract::WAKE_MAX_NS];
     (
-        contract::percentile(hist, 500),
-        contract::percentile(hist, 990),
-        stats[contract::WAKE_MAX_NS],
+        contract::percentile(hist, 500).min(max),
+        contract::percentile(hist, 990).min(max),
+        max,
     )
 }
 
@@ -250,5 +252,9 @@ mod tests {
         assert_eq!(p50, contract::bucket_upper(contract::bucket(50_000)));
         assert_eq!(p99, p50);
         assert_eq!(max, 9_000_000);
+        // Two of 100 at the largest: the 99th percentile is in its bucket, capped at it.
+        stats[contract::HIST + contract::bucket(9_000_000)] = 2;
+        let (_, p99, _) = wake_latencies(&stats);
+        assert_eq!(p99, 9_000_000);
     }
 }

@@ -13,6 +13,7 @@
 //!    `cpu.stat` usage, each process's `/proc/PID/schedstat` (wait time, time slices) and
 //!    `/proc/PID/sched` (migrations), the work and wake-up counts from the counters file,
 //!    and thaws. The interval runs from the thaw after snapshot 0 to the freeze of snapshot 1;
+//!    the wake-up figures start afresh at snapshot 0 (`abi::tool::linux::EPOCH_NS`);
 //! 4. ends every domain (`cgroup.kill`), prints the `run` and `domain` records, and exits the
 //!    machine through QEMU's `isa-debug-exit` with 0 (every domain ended as expected) or 1.
 
@@ -55,7 +56,7 @@ struct Domain {
     expect: Expect,
     cgroup: String,
     /// The counters file, mapped shared (FILE_BYTES).
-    counters: *const u64,
+    counters: *mut u64,
     procs: Vec<Child>,
 }
 
@@ -77,6 +78,17 @@ impl Domain {
         // SAFETY: `counters` maps FILE_BYTES of the memfd for init's whole life, aligned; the
         // workloads write these words with atomic or aligned 8-byte stores.
         unsafe { std::ptr::read_volatile(self.counters.add(i)) }
+    }
+
+    /// Starts the wake-up page afresh at CLOCK_MONOTONIC `epoch_ns` (the domain is frozen).
+    fn reset_wakeups(&self, epoch_ns: u64) {
+        for i in 0..contract::HIST + contract::HIST_BUCKETS {
+            let value = if i == contract::EPOCH_NS { epoch_ns } else { 0 };
+            // SAFETY: as in `word`; the domain's processes are frozen, so nothing races.
+            unsafe {
+                std::ptr::write_volatile(self.counters.add(contract::STATS_OFFSET / 8 + i), value)
+            };
+        }
     }
 
     fn figures(&self) -> Figures {
@@ -131,6 +143,17 @@ fn mount(source: &str, target: &str, fstype: &str) {
     let (s, t, f) = (c(source), c(target), c(fstype));
     // SAFETY: three live C strings and no data; mount only reads them.
     unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
+}
+
+/// CLOCK_MONOTONIC, the workloads' clock.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live timespec the call fills.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn now_ns(start: Instant) -> u64 {
@@ -223,7 +246,7 @@ fn idle_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn memfd(name: &str) -> Result<(OwnedFd, *const u64), String> {
+fn memfd(name: &str) -> Result<(OwnedFd, *mut u64), String> {
     let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
     // SAFETY: a live C string; the new fd is owned below.
     let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
@@ -242,7 +265,7 @@ fn memfd(name: &str) -> Result<(OwnedFd, *const u64), String> {
         libc::mmap(
             std::ptr::null_mut(),
             contract::FILE_BYTES,
-            libc::PROT_READ,
+            libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
             0,
@@ -251,7 +274,7 @@ fn memfd(name: &str) -> Result<(OwnedFd, *const u64), String> {
     if p == libc::MAP_FAILED {
         return Err(format!("mmap: {}", std::io::Error::last_os_error()));
     }
-    Ok((fd, p as *const u64))
+    Ok((fd, p as *mut u64))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -418,6 +441,10 @@ fn run() -> Result<bool, String> {
     std::thread::sleep(Duration::from_millis(plan.warmup_ms));
     freeze(true)?;
     let before: Vec<Figures> = domains.iter().map(Domain::figures).collect();
+    let epoch = monotonic_ns();
+    for d in &domains {
+        d.reset_wakeups(epoch);
+    }
     freeze(false)?;
     let t0 = Instant::now();
     let idle0 = idle_ns();
@@ -459,7 +486,7 @@ fn run() -> Result<bool, String> {
             cpu_ns: a.cpu_ns.saturating_sub(b.cpu_ns),
             wait_ns: a.wait_ns.saturating_sub(b.wait_ns),
             work: a.work.wrapping_sub(b.work),
-            wakeups: a.wakeups.saturating_sub(b.wakeups),
+            wakeups: a.wakeups, // the page started afresh at snapshot 0
             wake_lat_p50_ns: p50,
             wake_lat_p99_ns: p99,
             wake_lat_max_ns: max,

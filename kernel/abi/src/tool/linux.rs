@@ -29,6 +29,11 @@ pub const STATS_OFFSET: usize = PAGE;
 pub const WAKEUPS: usize = 0;
 /// Word index: the largest wake-up latency so far, in ns.
 pub const WAKE_MAX_NS: usize = 1;
+/// Word index: wake-ups due before this CLOCK_MONOTONIC instant are not recorded. `/init`
+/// clears the page and sets this at the start of the measured interval (while the domains
+/// are frozen), so the figures cover the interval, and a sleeper whose deadline passed while
+/// it was frozen for a snapshot does not count the freeze as its latency.
+pub const EPOCH_NS: usize = 2;
 /// Word index of the first histogram bucket.
 pub const HIST: usize = 8;
 /// Histogram buckets: four per power of two of nanoseconds (see [`bucket`]).
