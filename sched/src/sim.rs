@@ -809,6 +809,9 @@ fn finish(
         sockets: shape.map(|sh| sh.sockets as u32),
         cores: shape.map(|sh| sh.cores as u32),
         threads: shape.map(|sh| sh.threads as u32),
+        slice_late_hist: None,
+        slice_late_p50_ns: None,
+        slice_late_p99_ns: None,
     };
     let ncpus = spec.machine.cpus;
     let trace = sim.trace.take().map(|mut t| {

@@ -115,10 +115,12 @@ pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
             idle_ns,
             busy_ns,
             switches,
+            slice_late,
         } => Some(CpuStats {
             idle_ns,
             busy_ns,
             switches,
+            slice_late,
         }),
         _ => None,
     })

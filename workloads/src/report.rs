@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl, ResourceCounts};
+use abi::control::{SLICE_LATE_BUCKETS, slice_late_bound_ns};
 use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
 use abi::tool::plan::{Expect, Plan, PlannedDomain};
 use abi::tool::results::{self, Bench, Engine, Figure, Outcome, Record};
@@ -25,6 +26,8 @@ pub struct CpuStats {
     pub idle_ns: u64,
     pub busy_ns: u64,
     pub switches: u64,
+    /// Slices ended by the timer, by how late (`abi::control::slice_late_bucket`).
+    pub slice_late: [u64; SLICE_LATE_BUCKETS],
 }
 
 /// The frame allocator's counts (`Sysctl::FrameCounts`).
@@ -229,6 +232,8 @@ pub struct RunSummary<'a> {
     pub duration_ns: u64,
     /// Idle time summed over every CPU during the interval.
     pub idle_ns: u64,
+    /// Slices ended by the timer during the interval, every CPU, by how late.
+    pub slice_late: [u64; SLICE_LATE_BUCKETS],
 }
 
 /// The `run` record.
@@ -250,7 +255,45 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         sockets: Some(r.shape[0]),
         cores: Some(r.shape[1]),
         threads: Some(r.shape[2]),
+        slice_late_hist: r.slice_late.iter().any(|&n| n > 0).then(|| {
+            (0..SLICE_LATE_BUCKETS)
+                .filter(|&k| r.slice_late[k] > 0)
+                .map(|k| (slice_late_bound_ns(k).unwrap_or(u64::MAX), r.slice_late[k]))
+                .collect()
+        }),
+        slice_late_p50_ns: slice_late_percentile(&r.slice_late, 50),
+        slice_late_p99_ns: slice_late_percentile(&r.slice_late, 99),
     }
+}
+
+/// The upper bound (ns) of the bucket that holds the `p`th percentile of slice lateness
+/// (u64::MAX for the last, unbounded bucket); `None` when no slice ended by the timer.
+pub fn slice_late_percentile(counts: &[u64; SLICE_LATE_BUCKETS], p: u64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The smallest bucket whose cumulative count reaches p% of the total.
+    let want = (total * p).div_ceil(100).max(1);
+    let mut seen = 0;
+    for (k, &n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return Some(slice_late_bound_ns(k).unwrap_or(u64::MAX));
+        }
+    }
+    None
+}
+
+/// Slices ended late over the interval, summed over CPUs (pairs of before/after snapshots).
+pub fn slice_late(before: &[CpuStats], after: &[CpuStats]) -> [u64; SLICE_LATE_BUCKETS] {
+    let mut sum = [0; SLICE_LATE_BUCKETS];
+    for (b, a) in before.iter().zip(after) {
+        for (k, s) in sum.iter_mut().enumerate() {
+            *s += a.slice_late[k].saturating_sub(b.slice_late[k]);
+        }
+    }
+    sum
 }
 
 /// The `run` record's line.
@@ -631,6 +674,11 @@ mod tests {
         ];
         let idle = idle_ns(&b, &a);
         assert_eq!(idle, 210);
+        assert_eq!(
+            slice_late(&b, &a),
+            [0; SLICE_LATE_BUCKETS],
+            "no slice ended late"
+        );
         let r = RunSummary {
             name: "default",
             policy: "credit",
@@ -642,6 +690,7 @@ mod tests {
             dom0_cpu_ns: 42,
             duration_ns: 1_000_000,
             idle_ns: idle,
+            slice_late: slice_late(&b, &a),
         };
         assert_eq!(
             run_record(&r),
@@ -660,6 +709,26 @@ mod tests {
             (back.engine, back.start_ns, back.idle_ns),
             (Engine::Domino, Some(500), 210)
         );
+    }
+
+    #[test]
+    fn slice_lateness_is_summed_over_cpus_and_read_as_percentiles() {
+        let at = |counts: &[(usize, u64)]| {
+            let mut s = CpuStats::default();
+            for &(k, n) in counts {
+                s.slice_late[k] = n;
+            }
+            s
+        };
+        // Two CPUs: 90 slices within 1 µs, 9 within 4 µs, one later than 32.8 ms.
+        let before = [at(&[(0, 10)]), at(&[(2, 1)])];
+        let after = [at(&[(0, 60), (2, 5)]), at(&[(0, 40), (2, 5), (16, 1)])];
+        let late = slice_late(&before, &after);
+        assert_eq!((late[0], late[2], late[16]), (90, 9, 1));
+        assert_eq!(slice_late_percentile(&late, 50), Some(1000));
+        assert_eq!(slice_late_percentile(&late, 99), Some(4000));
+        assert_eq!(slice_late_percentile(&late, 100), Some(u64::MAX));
+        assert_eq!(slice_late_percentile(&[0; SLICE_LATE_BUCKETS], 50), None);
     }
 
     #[test]

@@ -448,6 +448,26 @@ pub struct ResourceCounts {
     pub grant_maps: u32,
 }
 
+/// Buckets of a CPU's slice-end lateness (`SysctlReply::CpuStats::slice_late`): bucket k
+/// counts the slices that ended at most 2^k µs after the time the policy gave them (k = 0
+/// to 15, 1 µs to 32.8 ms), the last one those later still.
+pub const SLICE_LATE_BUCKETS: usize = 17;
+
+/// The bucket of a slice that ended `late_ns` after it should have.
+pub fn slice_late_bucket(late_ns: u64) -> usize {
+    let us = late_ns.div_ceil(1000);
+    if us <= 1 {
+        return 0;
+    }
+    // The smallest k with 2^k >= us.
+    ((64 - (us - 1).leading_zeros()) as usize).min(SLICE_LATE_BUCKETS - 1)
+}
+
+/// The largest lateness (ns) bucket `k` holds; `None` for the last, unbounded one.
+pub fn slice_late_bound_ns(k: usize) -> Option<u64> {
+    (k + 1 < SLICE_LATE_BUCKETS).then(|| 1000u64 << k)
+}
+
 /// A `sysctl` reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SysctlReply<'a> {
@@ -459,6 +479,9 @@ pub enum SysctlReply<'a> {
         idle_ns: u64,
         busy_ns: u64,
         switches: u64,
+        /// How late the timer ended each slice the policy asked for, counted in
+        /// [`SLICE_LATE_BUCKETS`] log2 buckets ([`slice_late_bucket`]).
+        slice_late: [u64; SLICE_LATE_BUCKETS],
     },
     SchedParam {
         value: u64,
@@ -495,6 +518,26 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slice_lateness_lands_in_the_bucket_whose_bound_holds_it() {
+        assert_eq!(slice_late_bucket(0), 0);
+        assert_eq!(slice_late_bucket(1000), 0);
+        assert_eq!(slice_late_bucket(1001), 1);
+        assert_eq!(slice_late_bucket(2000), 1);
+        assert_eq!(slice_late_bucket(3_000_000), 12); // 3 ms <= 4.096 ms
+        assert_eq!(slice_late_bucket(u64::MAX), SLICE_LATE_BUCKETS - 1);
+        for late in [1, 999, 1500, 70_000, 32_768_000, 32_768_001, 10_000_000_000] {
+            let k = slice_late_bucket(late);
+            match slice_late_bound_ns(k) {
+                Some(bound) => assert!(late <= bound, "{late} in {k}"),
+                None => assert!(late > 1000 << (SLICE_LATE_BUCKETS - 2), "{late}"),
+            }
+            if k > 0 {
+                assert!(late > slice_late_bound_ns(k - 1).unwrap(), "{late} in {k}");
+            }
+        }
+    }
 
     #[test]
     fn requests_and_replies_round_trip() {

@@ -269,6 +269,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 idle_ns: f.idle_ns,
                 busy_ns: f.busy_ns,
                 switches: f.switches,
+                slice_late: f.slice_late,
             })
         }
         Sysctl::TakeSnapshot { slot: raw } => with_other_cpus_held(|| {
@@ -300,6 +301,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
                 idle_ns: f.idle_ns,
                 busy_ns: f.busy_ns,
                 switches: f.switches,
+                slice_late: f.slice_late,
             })
         }
         Sysctl::FrameCounts => {

@@ -17,6 +17,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use abi::control::{SLICE_LATE_BUCKETS, slice_late_bucket};
 use kerncore::timerheap::TimerHeap;
 
 use sched::{Policy, VcpuId};
@@ -60,6 +61,9 @@ struct CpuCounters {
     idle_total_ns: AtomicU64,
     /// When the current idle period began ([`NOT_IDLE`]: it is not idle).
     idle_since: AtomicU64,
+    /// How late the timer ended the slices the policy gave, in log2 buckets
+    /// (`abi::control::slice_late_bucket`): what a slice really lasts on this machine.
+    slice_late: [AtomicU64; SLICE_LATE_BUCKETS],
 }
 
 /// [`CpuCounters::idle_since`] of a CPU that is not idle.
@@ -72,6 +76,7 @@ impl Default for CpuCounters {
             switches: AtomicU64::new(0),
             idle_total_ns: AtomicU64::new(0),
             idle_since: AtomicU64::new(NOT_IDLE),
+            slice_late: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct CpuFigures {
     pub idle_ns: u64,
     pub busy_ns: u64,
     pub switches: u64,
+    pub slice_late: [u64; SLICE_LATE_BUCKETS],
 }
 
 static POLICY: Once<Box<dyn Policy>> = Once::new();
@@ -381,7 +387,11 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
     if let (true, Some(period)) = (tick_due, policy().tick_period_ns()) {
         cs.next_tick = Some(now + period);
     }
-    if cs.slice_end.is_some_and(|end| end <= now) {
+    if let Some(end) = cs.slice_end.filter(|&end| end <= now) {
+        // The timer's delay, and whatever kept this CPU from taking it (interrupts off in
+        // the hypervisor; under emulation, the host not running this CPU's thread).
+        counters().get(cpu).slice_late[slice_late_bucket(now - end)]
+            .fetch_add(1, Ordering::Relaxed);
         cs.slice_end = None;
         NEED_RESCHED
             .get()
@@ -687,6 +697,7 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
         idle_ns: c.idle_total_ns.load(Ordering::Relaxed) + current_idle,
         busy_ns: c.busy_ns.load(Ordering::Relaxed),
         switches: c.switches.load(Ordering::Relaxed),
+        slice_late: core::array::from_fn(|k| c.slice_late[k].load(Ordering::Relaxed)),
     }
 }
 

@@ -515,6 +515,10 @@ fn run() -> Result<bool, String> {
         sockets: Some(plan.shape[0]),
         cores: Some(plan.shape[1]),
         threads: Some(plan.shape[2]),
+        // The hypervisor's timer lateness at slice ends; Linux has no such figure here.
+        slice_late_hist: None,
+        slice_late_p50_ns: None,
+        slice_late_p99_ns: None,
     }));
     for r in &records {
         emit(r);

@@ -310,6 +310,7 @@ pub fn run(args: &Args) -> Result<u8, Stop> {
     }
     let mut write_error = None;
     let mut errors: Vec<String> = Vec::new();
+    let ticks_before = crate::host::Ticks::now();
     let outcome = qemu::boot(
         &launch,
         timeout,
@@ -381,10 +382,15 @@ pub fn run(args: &Args) -> Result<u8, Stop> {
         status = 1;
         verdict = format!("cannot write {}: {e}", out.display());
     }
+    let cores = crate::host::cores();
+    let other_load = ticks_before
+        .zip(crate::host::Ticks::now())
+        .map(|(a, b)| a.other_load(&b, outcome.wall));
     let _ = results.exit_record(
         i32::from(status),
         outcome.ending.cause(),
         outcome.wall.as_nanos(),
+        other_load.map(|load| (cores, load)),
     );
 
     println!("summary: {} (engine linux)", exp.name);
@@ -408,6 +414,9 @@ pub fn run(args: &Args) -> Result<u8, Stop> {
     );
     if let Some(note) = accel_note {
         println!("  accel:   {note}");
+    }
+    if let Some(note) = crate::host::contention(cores, exp.cpus, other_load.unwrap_or(0.0)) {
+        println!("  host:    {note}");
     }
     for line in results::domain_lines(results.records()) {
         println!("  {line}");

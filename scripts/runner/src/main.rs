@@ -11,6 +11,7 @@ mod artifacts;
 mod cli;
 mod console;
 mod experiment;
+mod host;
 mod linux;
 mod module;
 mod qemu;
@@ -193,6 +194,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
     // The hypervisor's last error lines, to say why a failed run failed even when the log
     // is not shown (--quiet, the test drivers).
     let mut errors: Vec<String> = Vec::new();
+    let ticks_before = host::Ticks::now();
     let outcome = qemu::boot(
         &launch,
         timeout,
@@ -288,10 +290,15 @@ fn run(args: &Args) -> Result<u8, Stop> {
             }
         }
     }
+    let cores = host::cores();
+    let other_load = ticks_before
+        .zip(host::Ticks::now())
+        .map(|(a, b)| a.other_load(&b, outcome.wall));
     let _ = results.exit_record(
         i32::from(status),
         outcome.ending.cause(),
         outcome.wall.as_nanos(),
+        other_load.map(|load| (cores, load)),
     );
 
     println!("summary: {}", exp.name);
@@ -309,6 +316,12 @@ fn run(args: &Args) -> Result<u8, Stop> {
     );
     if let Some(note) = accel_note {
         println!("  accel:   {note}");
+    }
+    if let Some(line) = results::slice_line(results.records()) {
+        println!("  slices:  {line}");
+    }
+    if let Some(note) = host::contention(cores, exp.cpus, other_load.unwrap_or(0.0)) {
+        println!("  host:    {note}");
     }
     if boot_module.is_some() {
         for line in results::domain_lines(results.records()) {

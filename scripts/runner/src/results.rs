@@ -55,11 +55,21 @@ impl Results {
 
     /// Appends the runner's `exit` record: the exit status of `scripts/run`, what ended the
     /// run and the host wall time.
-    pub fn exit_record(&mut self, status: i32, cause: Cause, wall_ns: u128) -> io::Result<()> {
+    /// `host`: the host's cores and the other work on it during the run, when known.
+    pub fn exit_record(
+        &mut self,
+        status: i32,
+        cause: Cause,
+        wall_ns: u128,
+        host: Option<(u32, f64)>,
+    ) -> io::Result<()> {
         self.push(Record::Exit(Exit {
             status,
             cause,
             wall_ns: u64::try_from(wall_ns).unwrap_or(u64::MAX),
+            host_cores: host.map(|h| h.0),
+            // To a hundredth of a core: the figure is no more precise than the tick.
+            host_other_load: host.map(|h| (h.1 * 100.0).round() / 100.0),
         }))
     }
 
@@ -295,6 +305,24 @@ pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
     ))
 }
 
+/// How late the hypervisor's timer ended the policy's slices over the interval (the `run`
+/// record's `slice_late_*`), or `None` when the run did not say.
+pub fn slice_line(records: &[Record]) -> Option<String> {
+    let run = records.run()?;
+    let hist = run.slice_late_hist.as_ref()?;
+    let ended: u64 = hist.iter().map(|&(_, n)| n).sum();
+    let bound = |ns: Option<u64>| match ns {
+        Some(u64::MAX) => "> 32.8 ms".to_string(),
+        Some(ns) => format!("≤ {}", human_ns(ns)),
+        None => "?".into(),
+    };
+    Some(format!(
+        "{ended} ended by the timer, late by p50 {}, p99 {}",
+        bound(run.slice_late_p50_ns),
+        bound(run.slice_late_p99_ns)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,14 +416,15 @@ mod tests {
         r.record("not json").unwrap();
         // A field missing: copied, but not a record; the message names the field.
         r.record(r#"{"kind":"boot","cpus_online":1}"#).unwrap();
-        r.exit_record(0, Cause::Hypervisor, 5).unwrap();
+        r.exit_record(0, Cause::Hypervisor, 5, Some((2, 0.123)))
+            .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines[0], spaced);
         assert_eq!(lines[1], "not json");
         assert_eq!(
             lines[3],
-            r#"{"kind":"exit","status":0,"cause":"hypervisor","wall_ns":5}"#
+            r#"{"kind":"exit","status":0,"cause":"hypervisor","wall_ns":5,"host_cores":2,"host_other_load":0.12}"#
         );
         assert_eq!(r.records().len(), 2);
         assert_eq!(r.records()[0], boot(1));
@@ -462,6 +491,9 @@ mod tests {
             sockets: None,
             cores: None,
             threads: None,
+            slice_late_hist: None,
+            slice_late_p50_ns: None,
+            slice_late_p99_ns: None,
         })
     }
 

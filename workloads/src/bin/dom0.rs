@@ -209,9 +209,9 @@ fn run_churn(
     let t0 = take_snapshot(0, verdict);
     let (lifetimes, tally) = churn::run(plan, planned, c, base, verdict);
     let t1 = take_snapshot(1, verdict);
-    let idle_ns = report::idle_ns(
-        &snapshot_cpus(cpus, 0, verdict),
-        &snapshot_cpus(cpus, 1, verdict),
+    let (cpus_before, cpus_after) = (
+        snapshot_cpus(cpus, 0, verdict),
+        snapshot_cpus(cpus, 1, verdict),
     );
     let summary = RunSummary {
         name: plan.name,
@@ -223,7 +223,8 @@ fn run_churn(
         wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),
         dom0_cpu_ns: workloads::time::vcpu_time_ns(0),
         duration_ns: t1 - t0,
-        idle_ns,
+        idle_ns: report::idle_ns(&cpus_before, &cpus_after),
+        slice_late: report::slice_late(&cpus_before, &cpus_after),
     };
     emit(&report::run_record(&summary), verdict);
     for record in tally.records(lifetimes, t1 - t0, base.heap_bytes) {
@@ -564,6 +565,7 @@ fn measure(
         dom0_cpu_ns: workloads::time::vcpu_time_ns(0),
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
+        slice_late: report::slice_late(&cpus_before, &cpus_after),
     };
     emit(&report::run_record(&summary), verdict);
     for r in runs.iter() {

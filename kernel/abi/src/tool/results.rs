@@ -279,6 +279,19 @@ pub struct Run {
     /// Optional: hardware threads per core (`machine.threads`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
+    /// Optional (the hypervisor only): how late the timer ended the slices the policy gave,
+    /// over the interval and every CPU, `[[upper_bound_ns, count], ...]` in log2 buckets
+    /// from 1 µs (empty ones left out; the last bound, u64::MAX, holds those later than
+    /// 32.8 ms). What a slice really lasted: an emulated CPU whose host thread waits for a
+    /// core ends its slices late (scripts/runner's `host:` note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_late_hist: Option<Vec<(u64, u64)>>,
+    /// Optional (the hypervisor only): the median and 99th percentile of that lateness,
+    /// as the upper bounds of their buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_late_p50_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_late_p99_ns: Option<u64>,
 }
 
 /// One CPU pool of a `run` record.
@@ -587,7 +600,7 @@ pub struct Counters {
 }
 
 /// `exit`: how the run ended, written last by the runner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exit {
     /// The exit status of `scripts/run` (0, 1 or 2).
@@ -596,6 +609,14 @@ pub struct Exit {
     pub cause: Cause,
     /// The host's wall time from starting QEMU to its exit.
     pub wall_ns: u64,
+    /// The host's cores (QEMU runs each emulated CPU as a host thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cores: Option<u32>,
+    /// Other work on the host while QEMU ran, in cores busy on average (all busy time less
+    /// the runner's and QEMU's): with the emulated CPUs it tells whether QEMU's CPU threads
+    /// had a core each (scripts/runner `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_other_load: Option<f64>,
 }
 
 /// What ended a run.
@@ -696,6 +717,9 @@ mod tests {
                     sockets: Some(2),
                     cores: Some(1),
                     threads: Some(1),
+                    slice_late_hist: Some(vec![(1000, 3), (u64::MAX, 1)]),
+                    slice_late_p50_ns: Some(1000),
+                    slice_late_p99_ns: Some(u64::MAX),
                 }),
                 &[
                     "start_ns",
@@ -707,6 +731,9 @@ mod tests {
                     "sockets",
                     "cores",
                     "threads",
+                    "slice_late_hist",
+                    "slice_late_p50_ns",
+                    "slice_late_p99_ns",
                 ],
             ),
             (Record::Domain(domain()), &["pool", "wake_lat_hist"]),
@@ -770,8 +797,10 @@ mod tests {
                     status: 1,
                     cause: Cause::Timeout,
                     wall_ns: 3_000_000_000,
+                    host_cores: Some(2),
+                    host_other_load: Some(0.25),
                 }),
-                &[],
+                &["host_cores", "host_other_load"],
             ),
         ]
     }
