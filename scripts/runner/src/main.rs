@@ -672,6 +672,33 @@ mod tests {
     }
 
     #[test]
+    fn other_engines_refuse_hypervisor_only_flags() {
+        let refused = |argv: &[&str]| match check_engine_flags(&Args::parse_from(argv)) {
+            Err(Stop::BadInput(msg)) => msg,
+            Err(Stop::Failed(msg)) => panic!("failed, not refused: {msg}"),
+            Ok(()) => String::new(),
+        };
+        let msg = refused(&["run", "--engine", "linux", "--bench", "--trace", "t.json"]);
+        assert!(
+            msg.starts_with("--engine linux: --bench, --trace only apply to --engine domino"),
+            "{msg}"
+        );
+        // The QEMU knobs are the Linux engine's too, not schedsim's.
+        assert_eq!(
+            refused(&[
+                "run", "--engine", "linux", "--accel", "tcg", "--memory", "512"
+            ]),
+            ""
+        );
+        let msg = refused(&["run", "--engine", "schedsim", "--accel", "tcg"]);
+        assert!(msg.contains("--accel only apply"), "{msg}");
+        assert_eq!(
+            refused(&["run", "--engine", "schedsim", "--seconds", "1"]),
+            ""
+        );
+    }
+
+    #[test]
     fn out_must_be_a_file_path() {
         let dir = std::env::temp_dir().join(format!("runner-out-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
