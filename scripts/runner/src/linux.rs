@@ -270,7 +270,10 @@ pub fn run(args: &Args) -> Result<u8, Stop> {
         Some(a) => (a, None),
         None => crate::choose_accel(args, &crate::hypervisor(args)?)?,
     };
-    let cmdline = "console=ttyS0 quiet panic=-1 rdinit=/init".to_string();
+    // The TSC as the clock, as Domino's: under TCG Linux would otherwise pick the HPET, whose
+    // every read is an emulated MMIO access.
+    let cmdline =
+        "console=ttyS0 quiet panic=-1 rdinit=/init tsc=reliable clocksource=tsc".to_string();
     let launch = Launch {
         machine: args.machine,
         accel,
