@@ -27,6 +27,9 @@ use crate::{artifacts, module};
 /// The workloads with a Linux build (the same list as `linux_init::LINUX_WORKLOADS`).
 pub const WORKLOADS: [&str; 6] = ["cpu", "latency", "yield", "io", "switch", "ping"];
 
+/// The least memory Debian's 6.1 kernel boots the initramfs in (96 MiB does, 64 MiB panics).
+pub const MIN_MEMORY_MIB: u32 = 96;
+
 /// The target triple the Linux builds name, so that they land in their own directory.
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
@@ -57,6 +60,19 @@ pub fn check(exp: &Experiment) -> Result<(), BadInput> {
                 .collect::<Vec<_>>()
                 .join(", "),
             WORKLOADS.join(", ")
+        )));
+    }
+    if exp.memory_mib < MIN_MEMORY_MIB {
+        let where_ = exp
+            .spec
+            .as_ref()
+            .map_or("the default experiment".into(), |p| p.display().to_string());
+        return Err(BadInput(format!(
+            "{where_}: machine.memory_mib (or --memory) {} MiB: too small for Debian's kernel \
+             and the initramfs under --engine linux (64 MiB panics at boot); allowed: {}..={}",
+            exp.memory_mib,
+            MIN_MEMORY_MIB,
+            sched::spec::MAX_MEMORY_MIB
         )));
     }
     if exp.churn.is_some() {
@@ -464,6 +480,21 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_machine_too_small_for_linux() {
+        let small = Overrides {
+            memory_mib: Some(64),
+            ..Overrides::default()
+        };
+        let e = check(&load(None, &small).unwrap()).unwrap_err().0;
+        assert!(e.contains("64 MiB") && e.contains("allowed: 96..="), "{e}");
+        let enough = Overrides {
+            memory_mib: Some(96),
+            ..Overrides::default()
+        };
+        check(&load(None, &enough).unwrap()).unwrap();
     }
 
     #[test]
