@@ -58,6 +58,9 @@ struct Domain {
     /// The counters file, mapped shared (FILE_BYTES).
     counters: *mut u64,
     procs: Vec<Child>,
+    /// How the domain ended, if one of its processes has: as under Domino, where the first
+    /// vCPU to shut down ends the whole domain, `/init` then ends the others.
+    ended: Option<Outcome>,
 }
 
 /// One domain's figures at a snapshot.
@@ -292,7 +295,56 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     })
 }
 
+/// Reaps the domain's processes that have ended; the first ending is the domain's, and the
+/// domain's other processes are ended with it (`cgroup.kill`).
+fn reap(d: &mut Domain) {
+    for p in &mut d.procs {
+        if let Ok(Some(status)) = p.try_wait()
+            && d.ended.is_none()
+        {
+            d.ended = Some(linux_init::outcome(status.code(), status.signal()));
+            let _ = write(&format!("{}/cgroup.kill", d.cgroup), "1");
+        }
+    }
+}
+
+/// Sleeps until `deadline`, reaping the domains' processes as they end (SIGCHLD, blocked
+/// since `run` began, wakes it).
+fn wait_until(deadline: Instant, domains: &mut [Domain]) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let timeout = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: a live signal set and timespec; no siginfo is asked for.
+        let woke = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout)
+        };
+        if woke == libc::SIGCHLD {
+            for d in domains.iter_mut() {
+                reap(d);
+            }
+        }
+    }
+}
+
 fn run() -> Result<bool, String> {
+    // SIGCHLD is taken with sigtimedwait (`wait_until`); the children get an empty signal
+    // mask from `Command`.
+    // SAFETY: a live signal set; blocking SIGCHLD in this single-threaded process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
     mount("proc", "/proc", "proc");
     mount("sysfs", "/sys", "sysfs");
     mount("devtmpfs", "/dev", "devtmpfs");
@@ -431,6 +483,7 @@ fn run() -> Result<bool, String> {
             cgroup,
             counters,
             procs,
+            ended: None,
         });
     }
     drop(pipes); // the children hold their ends
@@ -443,7 +496,10 @@ fn run() -> Result<bool, String> {
         (now_ns(start) - created) as f64 / 1e6
     );
 
-    std::thread::sleep(Duration::from_millis(plan.warmup_ms));
+    wait_until(
+        Instant::now() + Duration::from_millis(plan.warmup_ms),
+        &mut domains,
+    );
     freeze(true)?;
     let before: Vec<Figures> = domains.iter().map(Domain::figures).collect();
     let epoch = monotonic_ns();
@@ -453,7 +509,7 @@ fn run() -> Result<bool, String> {
     freeze(false)?;
     let t0 = Instant::now();
     let idle0 = idle_ns();
-    std::thread::sleep(Duration::from_millis(plan.duration_ms));
+    wait_until(t0 + Duration::from_millis(plan.duration_ms), &mut domains);
     write(&format!("{DOMAINS}/cgroup.freeze"), "1")?;
     let duration_ns = t0.elapsed().as_nanos() as u64;
     let idle1 = idle_ns();
@@ -463,14 +519,8 @@ fn run() -> Result<bool, String> {
     let mut ok = true;
     let mut records = Vec::new();
     for ((d, b), a) in domains.iter_mut().zip(&before).zip(&after) {
-        let mut exit = Outcome::Ok;
-        for p in &mut d.procs {
-            if let Ok(Some(status)) = p.try_wait()
-                && exit.is_ok()
-            {
-                exit = linux_init::outcome(status.code(), status.signal());
-            }
-        }
+        reap(d);
+        let exit = d.ended.clone().unwrap_or(Outcome::Ok);
         let expected = match d.expect {
             Expect::Ok => exit.is_ok(),
             Expect::Killed => !exit.is_ok(),
