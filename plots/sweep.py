@@ -229,6 +229,17 @@ def consolidation_points(policies, values):
                 yield Point(p, "domains_per_cpu", int(per_cpu), s, variant=variant)
 
 
+# Results over time: windows.toml (cpu domains and a latency domain on 4 CPUs, 1 s
+# windows), the cpu group's count varied; plots/window_jain.py draws Jain per window.
+def windows_points(policies, values):
+    base = load_spec("windows")
+    for p in policies:
+        for n in values:
+            s = with_policy(base, p)
+            s["domain"][0]["count"] = int(n)
+            yield Point(p, "domains", int(n), s)
+
+
 MATRICES = {
     m.name: m
     for m in [
@@ -254,6 +265,9 @@ MATRICES = {
                "credit as Xen's (variant xen) and with exact_credit = 1 (variant exact) "
                "(param: domains_per_cpu)",
                consolidation_points, [2, 4, 8, 16, 24, 32], [2, 24], weighted),
+        Matrix("windows", "windows.toml: 1 s windows, N cpu domains and a latency domain on "
+               "4 CPUs, Jain per window (param: domains)",
+               windows_points, [128], [16], preempting),
     ]
 }
 

@@ -51,6 +51,8 @@ registry::register! {
 pub mod sim;
 #[cfg(feature = "std")]
 pub mod spec;
+#[cfg(feature = "std")]
+pub mod windows;
 
 /// A virtual CPU, named by a dense index that the caller chooses (`0..Topology::max_vcpus`).
 ///

@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 
-use abi::tool::results::{Domain, Engine, Outcome, Record, Run, Summary};
+use abi::tool::results::{self, Domain, Engine, Outcome, Record, Run, Summary, Window};
 
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
@@ -44,7 +44,8 @@ pub struct Options {
     pub seed: u64,
     /// Collect a Chrome/Perfetto trace.
     pub trace: bool,
-    /// Also collect per-domain CPU time in windows of this length (for fairness over time).
+    /// Windows of this length (for fairness over time), whatever the spec's `window_ms`
+    /// says; `None`: the spec's `window_ms`, if any.
     pub window_ns: Option<u64>,
 }
 
@@ -74,6 +75,8 @@ pub struct Output {
     pub stats: Stats,
     /// Per window (if asked), per domain: CPU time in that window.
     pub windows: Vec<Vec<u64>>,
+    /// The `window` records (if asked), window by window, each in domain order.
+    pub window_records: Vec<Window>,
     /// Chrome trace JSON, if asked.
     pub trace: Option<String>,
     /// Domains the spec expects to make progress that made none ([`crate::spec::starved`]):
@@ -82,10 +85,11 @@ pub struct Output {
 }
 
 impl Output {
-    /// The results as JSON lines (run, domains, summary), records of `abi::tool::results`.
+    /// The results as JSON lines (run, domains, windows, summary), records of `abi::tool::results`.
     pub fn jsonl(&self) -> String {
         let records = std::iter::once(Record::Run(self.run.clone()))
             .chain(self.domains.iter().cloned().map(Record::Domain))
+            .chain(self.window_records.iter().cloned().map(Record::Window))
             .chain([Record::Summary(self.summary.clone())]);
         let mut s = String::new();
         for r in records {
@@ -167,6 +171,14 @@ struct Acc {
     migrations: u64,
 }
 
+/// One domain's figures in one window (`work` of cpu-bound workloads in ns, as in [`Acc`]).
+#[derive(Clone, Copy, Default)]
+struct WindowAcc {
+    cpu_ns: u64,
+    wait_ns: u64,
+    work: u64,
+}
+
 struct Cpu {
     curr: Option<usize>,
     since: u64,
@@ -204,7 +216,8 @@ struct Sim<'a> {
     t0: u64,
     t1: u64,
     window_ns: Option<u64>,
-    windows: Vec<Vec<u64>>,
+    /// Per window, per domain: what it got in that window.
+    windows: Vec<Vec<WindowAcc>>,
     idle_ns: u64,
     rng: Rng,
     viol: Violations,
@@ -244,20 +257,46 @@ impl Sim<'_> {
         b.min(self.t1).saturating_sub(a.max(self.t0))
     }
 
+    /// Adds the part of [a, b) inside the measured interval to `dom`'s windows, split at
+    /// their boundaries: `field` picks the figure.
+    fn add_to_windows(
+        &mut self,
+        dom: usize,
+        a: u64,
+        b: u64,
+        field: fn(&mut WindowAcc) -> &mut u64,
+    ) {
+        let Some(w) = self.window_ns else { return };
+        let (a, b) = (a.max(self.t0), b.min(self.t1));
+        let mut t = a;
+        while t < b {
+            let k = ((t - self.t0) / w) as usize;
+            let end = (self.t0 + (k as u64 + 1) * w).min(b);
+            if let Some(win) = self.windows.get_mut(k) {
+                *field(&mut win[dom]) += end - t;
+            }
+            t = end;
+        }
+    }
+
+    /// Adds `n` to `dom`'s figure in the window holding instant `t` (inside the interval).
+    fn add_at(&mut self, dom: usize, t: u64, n: u64, field: fn(&mut WindowAcc) -> &mut u64) {
+        if let Some(w) = self.window_ns
+            && self.in_window(t)
+            && let Some(win) = self.windows.get_mut(((t - self.t0) / w) as usize)
+        {
+            *field(&mut win[dom]) += n;
+        }
+    }
+
     fn add_cpu_time(&mut self, dom: usize, a: u64, b: u64) {
         self.acc[dom].cpu_ns += self.clip(a, b);
-        if let Some(w) = self.window_ns {
-            let (a, b) = (a.max(self.t0), b.min(self.t1));
-            let mut t = a;
-            while t < b {
-                let k = ((t - self.t0) / w) as usize;
-                let end = (self.t0 + (k as u64 + 1) * w).min(b);
-                if k < self.windows.len() {
-                    self.windows[k][dom] += end - t;
-                }
-                t = end;
-            }
-        }
+        self.add_to_windows(dom, a, b, |w| &mut w.cpu_ns);
+    }
+
+    fn add_wait_time(&mut self, dom: usize, a: u64, b: u64) {
+        self.acc[dom].wait_ns += self.clip(a, b);
+        self.add_to_windows(dom, a, b, |w| &mut w.wait_ns);
     }
 
     fn in_window(&self, t: u64) -> bool {
@@ -279,6 +318,7 @@ impl Sim<'_> {
         if matches!(self.vcpus[v].kind, Kind::Cpu | Kind::Yield { .. }) {
             // work = µs of CPU; counted in ns here and divided at the end.
             self.acc[dom].work += self.clip(since, until);
+            self.add_to_windows(dom, since, until, |w| &mut w.work);
         }
         let tid = self.tid(v);
         if let Some(tr) = &mut self.trace
@@ -323,8 +363,7 @@ impl Sim<'_> {
         if self.vcpus[v].st == St::Asleep {
             self.viol.bad_pick += 1;
         }
-        let waited = self.clip(self.vcpus[v].since, now);
-        self.acc[dom].wait_ns += waited;
+        self.add_wait_time(dom, self.vcpus[v].since, now);
         if let Some(w) = self.vcpus[v].woke_at.take()
             && self.in_window(w)
         {
@@ -448,6 +487,7 @@ impl Sim<'_> {
             Kind::Latency { period, run, phase } => {
                 if self.in_window(now) {
                     self.acc[dom].work += 1;
+                    self.add_at(dom, now, 1, |w| &mut w.work);
                 }
                 self.vcpus[v].need = run;
                 // The next release after now.
@@ -466,6 +506,7 @@ impl Sim<'_> {
             Kind::Io { burst, block_mean } => {
                 if self.in_window(now) {
                     self.acc[dom].work += 1;
+                    self.add_at(dom, now, 1, |w| &mut w.work);
                 }
                 self.vcpus[v].need = burst;
                 let t = now + self.rng.exp(block_mean);
@@ -554,7 +595,11 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     // parameters of the policy in force.)
     let capped = (plan.iter().any(|p| p.cap > 0) && policy.info().domain_param("cap").is_some())
         || plan.iter().flat_map(|p| &p.params).any(|(k, v)| k == "extratime" && *v == 0);
-    let nwin = opts.window_ns.map_or(0, |w| (t1 - t0).div_ceil(w) as usize);
+    let window_ns = opts
+        .window_ns
+        .or((spec.window_ms > 0).then(|| spec.window_ms * 1_000_000))
+        .filter(|&w| w > 0);
+    let nwin = window_ns.map_or(0, |w| (t1 - t0).div_ceil(w) as usize);
     let mut sim = Sim {
         policy,
         plan: &plan,
@@ -568,8 +613,8 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         now: 0,
         t0,
         t1,
-        window_ns: opts.window_ns,
-        windows: vec![vec![0; plan.len()]; nwin],
+        window_ns,
+        windows: vec![vec![WindowAcc::default(); plan.len()]; nwin],
         idle_ns: 0,
         rng: Rng(opts.seed ^ 0x5eed_5eed_5eed_5eed),
         viol: Violations::default(),
@@ -684,7 +729,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     for v in 0..sim.vcpus.len() {
         if sim.vcpus[v].st == St::Waiting {
             let dom = sim.vcpus[v].dom;
-            sim.acc[dom].wait_ns += sim.clip(sim.vcpus[v].since, t1);
+            sim.add_wait_time(dom, sim.vcpus[v].since, t1);
         }
     }
     finish(spec, opts, &plan, sim)
@@ -699,6 +744,40 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 pub use crate::summary::fair_shares;
+
+/// Latencies as the `domain` record's `wake_lat_hist`: counts in `abi::control`'s log2
+/// buckets from 1 µs, the empty ones left out.
+fn lat_hist(latencies: &[u64]) -> Vec<(u64, u64)> {
+    let mut counts = [0u64; abi::control::WAKE_LAT_BUCKETS];
+    for &ns in latencies {
+        counts[abi::control::wake_lat_bucket(ns)] += 1;
+    }
+    results::wake_lat_hist(counts)
+}
+
+/// The `window` records: per window, per domain (in plan order), what it got in it; `t_ns`
+/// is the window's end from the start of the interval (the last window ends with it).
+/// Work of cpu-bound workloads is µs of CPU, as in the `domain` record (rounded down per
+/// window, so the windows may sum to a little less than the total).
+fn window_records(plan: &[DomainPlan], sim: &Sim<'_>, duration_ns: u64) -> Vec<Window> {
+    let Some(w) = sim.window_ns else { return Vec::new() };
+    let mut out = Vec::with_capacity(sim.windows.len() * plan.len());
+    for (k, win) in sim.windows.iter().enumerate() {
+        let t_ns = ((k as u64 + 1) * w).min(duration_ns);
+        for (p, d) in plan.iter().zip(win) {
+            let per_us = matches!(p.workload.as_str(), "cpu" | "yield");
+            out.push(Window {
+                t_ns,
+                id: p.id,
+                name: p.name.clone(),
+                cpu_ns: d.cpu_ns,
+                wait_ns: d.wait_ns,
+                work: if per_us { d.work / US } else { d.work },
+            });
+        }
+    }
+    out
+}
 
 fn finish(
     spec: &Spec,
@@ -757,7 +836,7 @@ fn finish(
             migrations: a.migrations,
             exit,
             pool: None,
-            wake_lat_hist: None,
+            wake_lat_hist: Some(lat_hist(&a.lat)),
         });
     }
     // Fairness over the cpu-bound domains, computed as for every engine.
@@ -781,6 +860,16 @@ fn finish(
     for (name, value) in &mut counters {
         *value = value.saturating_sub(start.get(name).copied().unwrap_or(0));
     }
+    let window_records = window_records(plan, &sim, spec.duration_ms * 1_000_000);
+    let window_jain = {
+        let records: Vec<Record> = domains
+            .iter()
+            .cloned()
+            .map(Record::Domain)
+            .chain(window_records.iter().cloned().map(Record::Window))
+            .collect();
+        crate::windows::window_jain(&records, weighted)
+    };
     let summary = Summary {
         work_total: domains.iter().map(|d| d.work).sum(),
         jain,
@@ -789,6 +878,7 @@ fn finish(
         expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
         policy_counters: (!counters.is_empty()).then_some(counters),
+        window_jain: (!window_records.is_empty() && !window_jain.is_empty()).then_some(window_jain),
     };
     let shape = spec.machine.shape().ok();
     let run = Run {
@@ -837,7 +927,8 @@ fn finish(
         summary,
         violations: v,
         stats: sim.policy.stats(),
-        windows: sim.windows,
+        windows: sim.windows.iter().map(|w| w.iter().map(|d| d.cpu_ns).collect()).collect(),
+        window_records,
         trace,
         starved: starved_domains,
     })
@@ -870,5 +961,64 @@ mod tests {
         assert_eq!(run.idle_ns, out.summary.idle_ns);
         assert!(out.domains[3].exit.killed().is_some_and(|why| why.starts_with("hostile")));
         assert!(out.domains[..3].iter().all(|d| d.exit.is_ok() && d.cpu_ns > 0));
+    }
+
+    /// With `window_ms`, the `window` records cover the interval window by window and add
+    /// up to each domain's totals; every domain carries its latency histogram, whose counts
+    /// are its latency samples.
+    #[test]
+    fn windows_add_up_and_histograms_hold_every_latency() {
+        let text = "name = \"t\"\nduration_ms = 250\nwarmup_ms = 50\nwindow_ms = 100\n\
+                    [machine]\ncpus = 2\n[sched]\npolicy = \"credit\"\n\
+                    [[domain]]\nname = \"w\"\ncount = 3\nworkload = \"cpu\"\n\
+                    [[domain]]\nname = \"l\"\nworkload = \"latency\"\n";
+        let spec = Spec::from_str(text, "t.toml").unwrap();
+        let out = run(&spec, &Options { seed: 3, ..Options::default() }).unwrap();
+        let n = out.domains.len();
+        assert_eq!(out.window_records.len(), 3 * n, "windows of 100, 100 and 50 ms");
+        let ends: Vec<u64> = out.window_records.iter().step_by(n).map(|w| w.t_ns).collect();
+        assert_eq!(ends, [100_000_000, 200_000_000, 250_000_000]);
+        for d in &out.domains {
+            let mine: Vec<&Window> = out.window_records.iter().filter(|w| w.id == d.id).collect();
+            assert_eq!(mine.len(), 3);
+            assert_eq!(mine.iter().map(|w| w.cpu_ns).sum::<u64>(), d.cpu_ns, "{}", d.name);
+            assert_eq!(mine.iter().map(|w| w.wait_ns).sum::<u64>(), d.wait_ns, "{}", d.name);
+            let work: u64 = mine.iter().map(|w| w.work).sum();
+            assert!(work <= d.work && d.work - work < 3, "{}: {work} of {}", d.name, d.work);
+            // Two CPUs, so no window holds more CPU time than twice its length.
+            assert!(mine.iter().all(|w| w.cpu_ns <= 100_000_000));
+            let hist = d.wake_lat_hist.as_ref().unwrap();
+            assert!(hist.windows(2).all(|p| p[0].0 < p[1].0));
+            assert!(
+                hist.iter()
+                    .all(|&(upper, count)| count > 0 && upper.is_power_of_two() && upper >= 1024)
+            );
+            if d.workload == "latency" {
+                let count: u64 = hist.iter().map(|&(_, c)| c).sum();
+                assert!(count > 0 && count <= d.wakeups, "{count} of {}", d.wakeups);
+                // The largest latency lies in the last bucket.
+                let &(upper, _) = hist.last().unwrap();
+                assert!(
+                    d.wake_lat_max_ns < upper && (upper == 1024 || d.wake_lat_max_ns >= upper / 2)
+                );
+            }
+        }
+        // Written after the domains, before the summary; each reads back.
+        let kinds: Vec<String> = out
+            .jsonl()
+            .lines()
+            .map(|l| serde_json::from_str::<Record>(l).unwrap().kind().to_string())
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "window").count(), 3 * n);
+        assert_eq!(kinds.last().map(String::as_str), Some("summary"));
+        assert_eq!(kinds[n + 1], "window");
+        // The summary has one Jain's index per window; the windows are consistent.
+        assert_eq!(out.summary.window_jain.as_ref().map(Vec::len), Some(3));
+        let records: Vec<Record> =
+            out.jsonl().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(crate::windows::problems(&records), Vec::<String>::new());
+        // Without window_ms, none.
+        let plain = Spec::from_str(&text.replace("window_ms = 100\n", ""), "t.toml").unwrap();
+        assert!(run(&plain, &Options::default()).unwrap().window_records.is_empty());
     }
 }

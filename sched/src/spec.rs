@@ -372,10 +372,28 @@ pub struct Spec {
     /// only; schedsim refuses it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<Churn>,
+    /// Results over time: a `window` record per domain per window of this many ms of the
+    /// measured interval, the last one shorter if it does not divide `duration_ms` (0 =
+    /// none). At most [`MAX_WINDOW_RECORDS`] records in all (Domain0 keeps them until the
+    /// interval ends).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub window_ms: u64,
     /// The file it came from, for error messages (not part of the TOML).
     #[serde(skip)]
     pub file: String,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Most `window` records a run may produce (windows × domains): Domain0 holds them until
+/// the measured interval ends, so that writing them does not disturb it.
+pub const MAX_WINDOW_RECORDS: u64 = 65_536;
+
+/// Shortest window (`window_ms`): Domain0 takes a snapshot of every domain at each
+/// boundary, which holds every other CPU still for a moment.
+pub const MIN_WINDOW_MS: u64 = 10;
 
 fn default_duration_ms() -> u64 {
     5000
@@ -764,6 +782,8 @@ pub struct Overrides {
     pub seconds: Option<f64>,
     /// `--memory MIB` (`scripts/run`): `machine.memory_mib`.
     pub memory_mib: Option<u64>,
+    /// `--window-ms MS`: `window_ms` (0 = none).
+    pub window_ms: Option<u64>,
 }
 
 /// One domain of the experiment, with its group's settings resolved for it.
@@ -871,6 +891,7 @@ impl Spec {
                 args: BTreeMap::new(),
             }],
             churn: None,
+            window_ms: 0,
             file: "<default spec>".into(),
         }
     }
@@ -907,6 +928,9 @@ impl Spec {
         }
         if let Some(s) = o.seconds {
             self.duration_ms = (s * 1000.0).round().max(0.0) as u64;
+        }
+        if let Some(w) = o.window_ms {
+            self.window_ms = w;
         }
     }
 
@@ -956,6 +980,7 @@ impl Spec {
             range(self, "churn.check_every", c.check_every, 1, MAX_CHURN_LIFETIMES)?;
         }
         let total = self.domains.iter().fold(0u64, |n, g| n.saturating_add(g.count));
+        self.validate_windows(total)?;
         if total > MAX_DOMAINS {
             return Err(self.err(
                 "domain",
@@ -970,6 +995,44 @@ impl Spec {
             self.validate_group(i, g, policy)?;
         }
         self.validate_totals(policy)
+    }
+
+    /// Checks `window_ms` against the interval and the domains.
+    fn validate_windows(&self, domains: u64) -> Result<(), SpecError> {
+        if self.window_ms == 0 {
+            return Ok(());
+        }
+        if self.churn.is_some() {
+            return Err(self.err(
+                "window_ms",
+                "a [churn] has no measured interval to cut into windows; allowed: 0 with [churn]",
+            ));
+        }
+        range(
+            self,
+            "window_ms",
+            self.window_ms,
+            MIN_WINDOW_MS,
+            self.duration_ms.max(MIN_WINDOW_MS),
+        )?;
+        let windows = self.duration_ms.div_ceil(self.window_ms);
+        let records = windows.saturating_mul(domains);
+        if records > MAX_WINDOW_RECORDS {
+            return Err(self.err(
+                "window_ms",
+                format!(
+                    "{} ms windows over {} ms and {domains} domains make {records} window \
+                     records; allowed: at most {MAX_WINDOW_RECORDS} (Domain0 keeps them \
+                     until the interval ends), so window_ms >= {}",
+                    self.window_ms,
+                    self.duration_ms,
+                    self.duration_ms
+                        .div_ceil(MAX_WINDOW_RECORDS / domains.max(1))
+                        .max(MIN_WINDOW_MS)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks one `[[domain]]` group.

@@ -555,3 +555,32 @@ extratime = 0
     let e = err(&text("rtds", 9));
     assert!(e.contains("budget_us") && e.contains("10..="), "{e}");
 }
+
+#[test]
+fn window_ms_is_checked_against_the_interval_and_the_record_budget() {
+    let with = |extra: &str| format!("{extra}\n{GOOD}");
+    let s = Spec::from_str(&with("window_ms = 100"), "exp.toml").unwrap();
+    assert_eq!(s.window_ms, 100);
+    assert_eq!(Spec::from_str(GOOD, "exp.toml").unwrap().window_ms, 0);
+    let e = err(&with("window_ms = 5"));
+    assert!(e.contains("window_ms") && e.contains("allowed: 10..=5000"), "{e}");
+    let e = err(&with("window_ms = 6000"));
+    assert!(e.contains("window_ms") && e.contains("10..=5000"), "{e}");
+    // 1001 domains in 10 ms windows: past the record budget; the message says what fits.
+    let big = GOOD
+        .replace("count = 8", "count = 1000")
+        .replace("weight = [1, 2, 3, 4, 5, 6, 7, 8]", "weight = 1");
+    let e = err(&format!("window_ms = 10\n{big}"));
+    assert!(e.contains("window_ms") && e.contains("at most 65536") && e.contains(">= 77"), "{e}");
+    assert!(Spec::from_str(&format!("window_ms = 77\n{big}"), "exp.toml").is_ok());
+    // `--window-ms` sets it, or turns it off.
+    let mut o = Spec::from_str(GOOD, "exp.toml").unwrap();
+    o.apply_overrides(&Overrides { window_ms: Some(250), ..Overrides::default() });
+    o.validate().unwrap();
+    assert_eq!(o.window_ms, 250);
+    o.apply_overrides(&Overrides { window_ms: Some(0), ..Overrides::default() });
+    assert_eq!(o.window_ms, 0);
+    // Written back out (sweeps hand specs on as files) only when set.
+    assert!(s.to_toml().contains("window_ms = 100"));
+    assert!(!Spec::from_str(GOOD, "exp.toml").unwrap().to_toml().contains("window_ms"));
+}

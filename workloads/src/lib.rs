@@ -35,6 +35,7 @@ pub mod shared;
 pub mod split;
 pub mod time;
 pub mod upcall;
+pub mod windows;
 pub mod work;
 pub mod xtf;
 

@@ -203,7 +203,9 @@ pub fn domain(r: &DomainRun<'_>) -> results::Domain {
         migrations: d(|i| i.migrations),
         exit: outcome(a.exit),
         pool: None,
-        wake_lat_hist: None,
+        wake_lat_hist: Some(results::wake_lat_hist(
+            a.wake_lat_hist.iter().map(|&n| u64::from(n)),
+        )),
     }
 }
 
@@ -479,6 +481,7 @@ mod tests {
             },
             bench: false,
             churn: None,
+            window_ms: 0,
         };
         f(&plan)
     }
@@ -500,6 +503,11 @@ mod tests {
             switches: work * 2,
             migrations: 1,
             frames: 300,
+            wake_lat_hist: {
+                let mut h = [0; abi::control::WAKE_LAT_BUCKETS];
+                (h[0], h[3]) = (2, work as u32);
+                h
+            },
         }
     }
 
@@ -620,7 +628,8 @@ mod tests {
                 r#"{"kind":"domain","id":7,"name":"w\"0","group":"w","workload":"latency","#,
                 r#""vcpus":1,"weight":512,"cap":50,"cpu_ns":4000,"wait_ns":2000,"work":15,"#,
                 r#""wakeups":15,"wake_lat_p50_ns":1000,"wake_lat_p99_ns":9000,"#,
-                r#""wake_lat_max_ns":20000,"switches":30,"migrations":0,"exit":"ok"}"#
+                r#""wake_lat_max_ns":20000,"switches":30,"migrations":0,"exit":"ok","#,
+                r#""wake_lat_hist":[[1024,2],[8192,25]]}"#
             )
         );
         assert_eq!(parse(&domain_record(&run)), Record::Domain(domain(&run)));

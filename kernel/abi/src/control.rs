@@ -284,6 +284,11 @@ pub enum Domctl<'a> {
 pub const SNAPSHOT_SLOTS: u8 = 2;
 
 /// A `domctl` reply.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "`Info` carries the latency histogram; a reply lives for one hypercall, and \
+              boxing it would need an allocator in every guest"
+)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DomctlReply {
     Created {
@@ -391,6 +396,32 @@ pub struct DomainInfo {
     pub migrations: u64,
     /// Frames the domain holds (its memory and its page tables).
     pub frames: u64,
+    /// Every wake-up latency since creation, in log2 buckets ([`wake_lat_bucket`]): the
+    /// `domain` record's `wake_lat_hist`.
+    pub wake_lat_hist: [u32; WAKE_LAT_BUCKETS],
+}
+
+/// Buckets of [`DomainInfo::wake_lat_hist`]: bucket `i` counts latencies below
+/// [`wake_lat_upper_ns`]`(i)` = 1024 << i ns and at least half that (bucket 0 everything
+/// below 1024 ns, "1 µs"; the last bucket, up to 2^41 ns, also everything larger).
+pub const WAKE_LAT_BUCKETS: usize = 32;
+
+/// The exclusive upper bound of wake-up latency bucket `i` (1024 << i ns).
+pub const fn wake_lat_upper_ns(i: usize) -> u64 {
+    1024 << i
+}
+
+/// The wake-up latency bucket of a latency of `ns` nanoseconds.
+pub const fn wake_lat_bucket(ns: u64) -> usize {
+    if ns < 1024 {
+        return 0;
+    }
+    let b = (64 - ns.leading_zeros() - 10) as usize;
+    if b < WAKE_LAT_BUCKETS {
+        b
+    } else {
+        WAKE_LAT_BUCKETS - 1
+    }
 }
 
 /// A `sysctl` request.
@@ -518,6 +549,20 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wake_latency_buckets_are_powers_of_two_from_1024_ns() {
+        assert_eq!(wake_lat_bucket(0), 0);
+        assert_eq!(wake_lat_bucket(1023), 0);
+        for i in 1..WAKE_LAT_BUCKETS {
+            let lower = wake_lat_upper_ns(i - 1);
+            assert_eq!(wake_lat_bucket(lower), i, "{lower}");
+            assert_eq!(wake_lat_bucket(lower - 1), i - 1, "{lower}");
+            assert_eq!(wake_lat_bucket(wake_lat_upper_ns(i) - 1), i);
+        }
+        assert_eq!(wake_lat_upper_ns(0), 1024);
+        assert_eq!(wake_lat_bucket(u64::MAX), WAKE_LAT_BUCKETS - 1);
+    }
 
     #[test]
     fn slice_lateness_lands_in_the_bucket_whose_bound_holds_it() {

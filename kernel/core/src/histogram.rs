@@ -4,6 +4,9 @@
 //! [`SUB_BUCKETS`] equal parts, so a recorded value is known to within 1/16 (6%) of itself,
 //! whatever its size, in a fixed 1 KiB per vCPU. Percentiles report the upper edge of the
 //! bucket that holds them (never below the true value); the maximum is kept exactly.
+//! [`Histogram::log2_buckets`] exports the counts in the results' coarser log2 buckets.
+
+use abi::control::{WAKE_LAT_BUCKETS, wake_lat_bucket};
 
 /// Sub-buckets per power of two.
 const SUB_BUCKETS: usize = 16;
@@ -37,6 +40,16 @@ fn bucket_of(value: u64) -> usize {
     let power = 63 - value.leading_zeros(); // >= SUB_BITS
     let sub = (value >> (power - SUB_BITS)) as usize & (SUB_BUCKETS - 1);
     (((power - SUB_BITS + 1) as usize) * SUB_BUCKETS + sub).min(BUCKETS - 1)
+}
+
+/// The smallest value that falls in `bucket`.
+fn bucket_lower(bucket: usize) -> u64 {
+    if bucket < SUB_BUCKETS {
+        return bucket as u64;
+    }
+    let power = (bucket / SUB_BUCKETS) as u32 - 1 + SUB_BITS;
+    let sub = (bucket % SUB_BUCKETS) as u64;
+    (1u64 << power) + sub * (1u64 << (power - SUB_BITS))
 }
 
 /// The largest value that falls in `bucket`.
@@ -78,6 +91,25 @@ impl Histogram {
         self.max
     }
 
+    /// The counts in `abi::control`'s log2 buckets from 1 µs (`wake_lat_bucket`): exact,
+    /// since no bucket here straddles a power of two (each lies within [2^p, 2^(p+1)), or
+    /// holds one value below 16); the last, open-ended bucket goes to the last log2 one.
+    pub fn log2_buckets(&self) -> [u32; WAKE_LAT_BUCKETS] {
+        let mut out = [0u32; WAKE_LAT_BUCKETS];
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let to = if bucket == BUCKETS - 1 {
+                WAKE_LAT_BUCKETS - 1
+            } else {
+                wake_lat_bucket(bucket_lower(bucket))
+            };
+            out[to] = out[to].saturating_add(count);
+        }
+        out
+    }
+
     /// The `pct`-th percentile (0..=100), as the upper edge of its bucket capped at the
     /// maximum; 0 if nothing was recorded.
     pub fn percentile(&self, pct: u32) -> u64 {
@@ -103,6 +135,7 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::control::wake_lat_upper_ns;
 
     #[test]
     fn buckets_cover_values_with_bounded_error() {
@@ -154,6 +187,59 @@ mod tests {
         assert_eq!((a.count(), a.max()), (100, 1_000_000));
         assert!(a.percentile(50) <= 1000 + 1000 / 16);
         assert!(a.percentile(99) >= 1_000_000 - 1_000_000 / 16);
+    }
+
+    #[test]
+    fn bucket_edges_meet() {
+        for b in 0..BUCKETS - 1 {
+            assert!(bucket_lower(b) <= bucket_upper(b), "{b}");
+            assert_eq!(bucket_upper(b) + 1, bucket_lower(b + 1), "{b}");
+            assert_eq!(bucket_of(bucket_lower(b)), b);
+            assert_eq!(bucket_of(bucket_upper(b)), b);
+        }
+    }
+
+    #[test]
+    fn log2_export_bounds_conserve_counts_and_skip_nothing() {
+        let mut h = Histogram::default();
+        // Values on both sides of every log2 bound from 1 µs up, and below it.
+        let mut values = alloc_free_values();
+        values.sort_unstable();
+        for &v in &values {
+            h.record(v);
+        }
+        let log2 = h.log2_buckets();
+        let total: u64 = log2.iter().map(|&n| u64::from(n)).sum();
+        assert_eq!(total, h.count(), "counts conserved");
+        // Each value lands in the bucket whose bound is above it and whose half is not.
+        let mut want = [0u32; WAKE_LAT_BUCKETS];
+        for &v in &values {
+            let i = (0..WAKE_LAT_BUCKETS)
+                .find(|&i| v < wake_lat_upper_ns(i))
+                .unwrap_or(WAKE_LAT_BUCKETS - 1);
+            assert!(i == 0 || v >= wake_lat_upper_ns(i) / 2, "{v}");
+            want[i] += 1;
+        }
+        assert_eq!(log2, want);
+        // Empty buckets stay empty (none is left out or made up).
+        assert_eq!(log2[20..].iter().filter(|&&n| n > 0).count(), 0);
+        assert_eq!(Histogram::default().log2_buckets(), [0; WAKE_LAT_BUCKETS]);
+        // The open-ended top bucket goes to the last log2 bucket.
+        let mut big = Histogram::default();
+        big.record(u64::MAX);
+        assert_eq!(big.log2_buckets()[WAKE_LAT_BUCKETS - 1], 1);
+    }
+
+    /// 0, 1, 15, 16, 500, 1023, then 2^k - 1 and 2^k for k = 10..=20 (a fixed array, no
+    /// allocator needed).
+    fn alloc_free_values() -> [u64; 28] {
+        let mut out = [0u64; 28];
+        out[..6].copy_from_slice(&[0, 1, 15, 16, 500, 1023]);
+        for (i, k) in (10..=20).enumerate() {
+            out[6 + 2 * i] = (1u64 << k) - 1;
+            out[7 + 2 * i] = 1u64 << k;
+        }
+        out
     }
 
     #[test]

@@ -619,6 +619,7 @@ impl Domain {
             switches: 0,
             migrations: 0,
             frames: life.space.as_ref().map_or(0, |s| s.frames() as u64),
+            wake_lat_hist: [0; abi::control::WAKE_LAT_BUCKETS],
         };
         drop(life);
         let mut merged = Histogram::default();
@@ -645,6 +646,7 @@ impl Domain {
         info.wake_lat_p50_ns = merged.percentile(50);
         info.wake_lat_p99_ns = merged.percentile(99);
         info.wake_lat_max_ns = merged.max();
+        info.wake_lat_hist = merged.log2_buckets();
         info
     }
 

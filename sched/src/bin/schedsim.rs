@@ -1,7 +1,7 @@
 //! `schedsim`: run an experiment spec through a policy on a simulated machine.
 //!
 //! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-//!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]`
+//!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S] [--window-ms MS]`
 //! `schedsim --list-policies`
 //!
 //! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
@@ -22,6 +22,7 @@ use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
+                [--window-ms MS]
        schedsim --list-policies";
 
 /// The registry as JSON lines (see the module doc).
@@ -92,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
                 }
                 a.over.seconds = Some(s);
             }
+            "--window-ms" => a.over.window_ms = Some(num("--window-ms", it.next())?),
             "--list-policies" => {
                 print!("{}", list_policies());
                 std::process::exit(0);
@@ -214,4 +216,15 @@ fn print_table(out: &sim::Output) {
         s.idle_ns as f64 / 1e6,
         s.work_total
     );
+    if let Some(jain) = s.window_jain.as_ref().filter(|j| !j.is_empty()) {
+        let mut sorted = jain.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "windows={} window_jain min={:.4} median={:.4} max={:.4}",
+            jain.len(),
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1]
+        );
+    }
 }

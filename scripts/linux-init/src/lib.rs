@@ -162,6 +162,24 @@ pub fn wake_latencies(stats: &[u64]) -> (u64, u64, u64) {
     )
 }
 
+/// The `domain` record's `wake_lat_hist` (log2 buckets from 1 µs, `abi::control::
+/// wake_lat_bucket`) from a wake-up page: each of its buckets lies within one power of two,
+/// so it falls whole into one log2 bucket.
+pub fn wake_lat_hist(stats: &[u64]) -> Vec<(u64, u64)> {
+    let hist = &stats[contract::HIST..contract::HIST + contract::HIST_BUCKETS];
+    let mut counts = [0u64; abi::control::WAKE_LAT_BUCKETS];
+    for (i, &n) in hist.iter().enumerate() {
+        let lowest = if i == 0 {
+            0
+        } else {
+            contract::bucket_upper(i - 1).saturating_add(1)
+        };
+        let b = abi::control::wake_lat_bucket(lowest).min(counts.len() - 1);
+        counts[b] += n;
+    }
+    abi::tool::results::wake_lat_hist(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +274,21 @@ mod tests {
         stats[contract::HIST + contract::bucket(9_000_000)] = 2;
         let (_, p99, _) = wake_latencies(&stats);
         assert_eq!(p99, 9_000_000);
+        // The same wake-ups in the records' log2 buckets: 50 µs below 65536 ns, 9 ms below
+        // 2^24 ns; one below 1 µs in the first.
+        stats[contract::HIST + contract::bucket(700)] = 1;
+        assert_eq!(
+            wake_lat_hist(&stats),
+            [(1024, 1), (65_536, 100), (1 << 24, 2)]
+        );
+        // Every fine bucket lies within one log2 bucket.
+        for i in 1..=contract::bucket(u64::MAX) {
+            let lowest = contract::bucket_upper(i - 1) + 1;
+            assert_eq!(
+                abi::control::wake_lat_bucket(lowest),
+                abi::control::wake_lat_bucket(contract::bucket_upper(i)),
+                "bucket {i}"
+            );
+        }
     }
 }

@@ -529,7 +529,8 @@ fn run() -> Result<bool, String> {
             println!("linux-init: FAIL: domain {} ended {exit}", d.name);
             ok = false;
         }
-        let (p50, p99, max) = linux_init::wake_latencies(&d.stats());
+        let stats = d.stats();
+        let (p50, p99, max) = linux_init::wake_latencies(&stats);
         records.push(Record::Domain(results::Domain {
             id: d.id,
             name: d.name.clone(),
@@ -549,7 +550,7 @@ fn run() -> Result<bool, String> {
             migrations: a.migrations.saturating_sub(b.migrations),
             exit,
             pool: None,
-            wake_lat_hist: None,
+            wake_lat_hist: Some(linux_init::wake_lat_hist(&stats)),
         }));
     }
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

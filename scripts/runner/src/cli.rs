@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, value_name = "S")]
     pub seconds: Option<f64>,
 
+    /// Results over time: a `window` record per domain per window of this many ms (0 =
+    /// none); overrides `window_ms`.
+    #[arg(long, value_name = "MS")]
+    pub window_ms: Option<u64>,
+
     /// Accelerator. Default: KVM if /dev/kvm passes a probe boot, else TCG.
     /// A forced `kvm` that fails the probe is an error.
     #[arg(long, value_enum)]
@@ -95,6 +100,13 @@ pub struct Args {
     /// Do not show the hypervisor's log lines; only the summary and errors.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Show everything the machine says: the hypervisor's own log lines and every raw
+    /// `@domino {...}` record (by default: a progress line, warnings, the domains' console
+    /// lines and each timeline event, then a summary per group; the records always go to
+    /// the results file).
+    #[arg(long, short, conflicts_with = "quiet")]
+    pub verbose: bool,
 
     /// Boot this hypervisor ELF instead of building target/release/domino.
     #[arg(long, value_name = "ELF")]

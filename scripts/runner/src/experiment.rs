@@ -35,6 +35,8 @@ pub struct Experiment {
     pub bench: bool,
     /// `[churn]`: domain lifetimes instead of a measured interval.
     pub churn: Option<spec::Churn>,
+    /// `window_ms`: a `window` record per domain per window (0 = none).
+    pub window_ms: u64,
     /// What it asks of the machine (`sched::limits`), without tracing.
     pub demand: sched::limits::Demand,
 }
@@ -60,6 +62,7 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         plan,
         bench: false,
         churn: s.churn.clone(),
+        window_ms: s.window_ms,
         demand: s.demand(false),
     }
 }
@@ -74,6 +77,7 @@ pub struct Overrides {
     pub workload: Option<String>,
     pub seconds: Option<f64>,
     pub memory_mib: Option<u32>,
+    pub window_ms: Option<u64>,
 }
 
 /// A bad spec or flag: the message names where, which field, and what is allowed.
@@ -100,6 +104,7 @@ fn blame_flag(e: spec::SpecError, o: &Overrides) -> BadInput {
         "machine.cpus" | "machine.cores" if o.cpus.is_some() => Some("--cpus"),
         "machine.memory_mib" if o.memory_mib.is_some() => Some("--memory"),
         "duration_ms" if o.seconds.is_some() => Some("--seconds"),
+        "window_ms" if o.window_ms.is_some() => Some("--window-ms"),
         p if p.starts_with("domain[0].workload") && o.workload.is_some() => Some("--workload"),
         p if p.starts_with("domain[0]") && o.domains.is_some() => Some("--domains"),
         _ => None,
@@ -140,6 +145,7 @@ pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> 
         workload: o.workload.clone(),
         seconds: o.seconds,
         memory_mib: o.memory_mib.map(u64::from),
+        window_ms: o.window_ms,
     });
     if let Some(m) = o.memory_mib {
         check_memory("--memory", m)?;
@@ -322,6 +328,21 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
             ..Overrides::default()
         };
         assert!(load(None, &o).unwrap_err().0.starts_with("--sched: "));
+        // --window-ms reaches the plan, and a bad one is blamed on the flag.
+        let o = Overrides {
+            window_ms: Some(100),
+            ..Overrides::default()
+        };
+        assert_eq!(load(Some(&f.0), &o).unwrap().window_ms, 100);
+        let o = Overrides {
+            window_ms: Some(5),
+            ..Overrides::default()
+        };
+        let err = load(Some(&f.0), &o).unwrap_err();
+        assert!(
+            err.0.starts_with("--window-ms: ") && err.0.contains("window_ms"),
+            "{err}"
+        );
         let o = Overrides {
             workload: Some("dance".into()),
             ..Overrides::default()

@@ -32,13 +32,14 @@ pub fn invoke(runner: &Path, out: &Path, args: &[String]) -> Run {
     invoke_with(runner, out, args, true)
 }
 
-/// Runs `runner --no-build [--quiet] --out OUT ARGS...` to its end; without `quiet` the
-/// output holds the hypervisor's log, guests' console lines included.
+/// Runs `runner --no-build --quiet|--verbose --out OUT ARGS...` to its end; without `quiet`
+/// the output holds the hypervisor's whole log, guests' console lines included, and every
+/// record.
 pub fn invoke_with(runner: &Path, out: &Path, args: &[String], quiet: bool) -> Run {
     let start = Instant::now();
     let result = Command::new(runner)
         .arg("--no-build")
-        .args(quiet.then_some("--quiet"))
+        .arg(if quiet { "--quiet" } else { "--verbose" })
         .arg("--out")
         .arg(out)
         .args(args)

@@ -75,6 +75,13 @@ pub fn check(exp: &Experiment) -> Result<(), BadInput> {
             sched::spec::MAX_MEMORY_MIB
         )));
     }
+    if exp.window_ms > 0 {
+        return Err(BadInput(format!(
+            "window_ms (or --window-ms) {}: --engine linux writes no window records yet; \
+             allowed: 0",
+            exp.window_ms
+        )));
+    }
     if exp.churn.is_some() {
         return Err(BadInput(
             "[churn]: --engine linux measures intervals only; allowed: a spec without [churn]"
@@ -437,7 +444,7 @@ pub fn run(args: &Args) -> Result<u8, Stop> {
     if let Some(note) = crate::host::contention(cores, exp.cpus, other_load.unwrap_or(0.0)) {
         println!("  host:    {note}");
     }
-    for line in results::domain_lines(results.records()) {
+    for line in crate::console::group_lines(results.records(), true) {
         println!("  {line}");
     }
     println!(

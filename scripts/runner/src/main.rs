@@ -18,6 +18,7 @@ mod qemu;
 mod results;
 mod trace;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -95,6 +96,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             workload: args.workload.clone(),
             seconds: args.seconds,
             memory_mib: args.memory,
+            window_ms: args.window_ms,
         },
     )?;
     let mut exp = exp;
@@ -191,6 +193,11 @@ fn run(args: &Args) -> Result<u8, Stop> {
     }
     let mut write_error = None;
     let mut trace_lines = Vec::new();
+    let mut progress = console::Progress::new(std::io::stdout().is_terminal());
+    let show_progress = !args.quiet && !args.verbose;
+    if show_progress {
+        progress.show(format!("booting {} CPUs ({})", exp.cpus, accel.name()));
+    }
     // The hypervisor's last error lines, to say why a failed run failed even when the log
     // is not shown (--quiet, the test drivers).
     let mut errors: Vec<String> = Vec::new();
@@ -206,16 +213,27 @@ fn run(args: &Args) -> Result<u8, Stop> {
                     }
                     errors.push(text.split(" ERROR ").nth(1).unwrap_or(&text).to_string());
                 }
-                if !args.quiet {
+                if args.verbose {
                     println!("{text}");
+                } else if show_progress && console::shown_by_default(&text) {
+                    progress.line(&text);
                 }
             }
             Line::Record(json) => {
-                if !args.quiet {
+                if args.verbose {
                     println!("{}{json}", abi::tool::console::RECORD_PREFIX);
                 }
+                let before = results.records().len();
                 if let Err(e) = results.record(&json) {
                     write_error.get_or_insert(e);
+                }
+                if show_progress && let Some(r) = results.records()[before..].first() {
+                    if let Some(text) = console::progress_text(r) {
+                        progress.show(text);
+                    }
+                    if let Some(text) = console::event_line(r) {
+                        progress.line(&text);
+                    }
                 }
             }
             Line::Trace(event) => trace_lines.push(event),
@@ -231,6 +249,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
         let _ = std::fs::remove_file(file);
     }
 
+    progress.finish();
     let mut status = outcome.ending.status() as u8;
     let mut verdict = ending_message(&outcome.ending, timeout, &outcome.stderr, &exp.policy);
     if outcome.ending == Ending::Hypervisor(abi::tool::console::ExitCode::Failure)
@@ -242,6 +261,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
         let mut problems = results::problems(results.records(), results.malformed(), exp.cpus);
         problems.extend(results::topology_problem(results.records(), exp.shape));
         problems.extend(results::heap_problem(results.records()));
+        problems.extend(sched::windows::problems(results.records()));
         if boot_module.is_some() {
             problems.extend(results::starved_summary(&results::starved(
                 results.records(),
@@ -324,7 +344,9 @@ fn run(args: &Args) -> Result<u8, Stop> {
         println!("  host:    {note}");
     }
     if boot_module.is_some() {
-        for line in results::domain_lines(results.records()) {
+        let weighted = sched::registry::info(&exp.policy)
+            .is_ok_and(|info| info.domain_param("weight").is_some());
+        for line in console::group_lines(results.records(), weighted) {
             println!("  {line}");
         }
     }
@@ -415,6 +437,9 @@ fn schedsim(args: &Args) -> Result<u8, Stop> {
     if let Some(s) = args.seconds {
         cmd.arg("--seconds").arg(s.to_string());
     }
+    if let Some(ms) = args.window_ms {
+        cmd.arg("--window-ms").arg(ms.to_string());
+    }
     let status = cmd
         .status()
         .map_err(|e| Stop::Failed(format!("cannot run {}: {e}", bin.display())))?;
@@ -430,6 +455,7 @@ fn overrides(args: &Args) -> Overrides {
         workload: args.workload.clone(),
         seconds: args.seconds,
         memory_mib: args.memory,
+        window_ms: args.window_ms,
     }
 }
 

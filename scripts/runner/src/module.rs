@@ -76,6 +76,7 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
             check_every: c.check_every,
             seed: c.seed,
         }),
+        window_ms: exp.window_ms,
     };
     plan::encode(&plan).map_err(encode_err)
 }

@@ -109,68 +109,8 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
         expected,
         violations: 0,
         policy_counters: None,
+        window_jain: Some(sched::windows::window_jain(records, weighted)).filter(|j| !j.is_empty()),
     })
-}
-
-/// One domain group's totals, for the summary lines.
-struct GroupTotals<'a> {
-    name: &'a str,
-    workload: &'a str,
-    domains: u64,
-    cpu_ns: u64,
-    work: u64,
-    not_ok: Vec<String>,
-}
-
-/// One line per domain group: how many, their share of the CPU time, their work.
-pub fn domain_lines(records: &[Record]) -> Vec<String> {
-    let total: u64 = records.domains().map(|d| d.cpu_ns).sum();
-    let mut groups: Vec<GroupTotals> = Vec::new();
-    for d in records.domains() {
-        let i = match groups.iter().position(|g| g.name == d.group) {
-            Some(i) => i,
-            None => {
-                groups.push(GroupTotals {
-                    name: &d.group,
-                    workload: &d.workload,
-                    domains: 0,
-                    cpu_ns: 0,
-                    work: 0,
-                    not_ok: Vec::new(),
-                });
-                groups.len() - 1
-            }
-        };
-        let g = &mut groups[i];
-        g.domains += 1;
-        g.cpu_ns += d.cpu_ns;
-        g.work += d.work;
-        if !d.exit.is_ok() {
-            g.not_ok.push(d.exit.to_string());
-        }
-    }
-    groups
-        .into_iter()
-        .map(|g| {
-            let share = if total > 0 {
-                100.0 * g.cpu_ns as f64 / total as f64
-            } else {
-                0.0
-            };
-            let mut line = format!(
-                "group {}: {} × {}, {share:.1}% of guest CPU time ({}), work {}",
-                g.name,
-                g.domains,
-                g.workload,
-                human_ns(g.cpu_ns),
-                g.work
-            );
-            if let Some(first) = g.not_ok.first() {
-                line += &format!("; {} not ok, e.g. {first}", g.not_ok.len());
-            }
-            line
-        })
-        .collect()
 }
 
 /// What is wrong with the records of a run the hypervisor called a success: no `boot`
@@ -578,13 +518,6 @@ mod tests {
         assert_eq!((s.work_total, s.idle_ns, s.expected), (800_000, 7, true));
         assert!(s.jain.unwrap() > 0.999, "{s:?}");
         assert!(summary_record(&records[1..], true, true).is_none());
-        let lines = domain_lines(&records);
-        assert_eq!(lines.len(), 1);
-        assert!(
-            lines[0].starts_with("group w: 2 × cpu, 100.0%"),
-            "{}",
-            lines[0]
-        );
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //!    heap, the frame counts, the ports and grants live domains hold);
 //! 3. create every planned domain (paused), then unpause them all;
 //! 4. sleep `warmup_ms`; snapshot every domain (`GetInfo`) and every CPU (`CpuStats`);
-//! 5. sleep `duration_ms`; snapshot again;
-//! 6. write the `run` record and one `domain` record per domain (deltas over the interval);
+//! 5. measure `duration_ms`, waking at each window boundary (`window_ms`: snapshot every
+//!    domain, keep the deltas, `workloads::windows`) and each second (a `progress` record);
+//!    snapshot again at the end;
+//! 6. write the `run` record, one `domain` record per domain (deltas over the interval) and
+//!    the `window` records;
 //! 7. check each domain against its `expect`, destroy every domain, check that every frame,
 //!    port, grant and byte of the hypervisor's heap came back (exactly: nothing the
 //!    hypervisor keeps grows with the domains it has seen);
@@ -32,8 +35,10 @@ use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
 use abi::tool::console::ExitCode;
 use abi::tool::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
+use abi::tool::results::Phase;
 use workloads::report::{self, CpuStats, DomainRun, Figures, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
+use workloads::windows::{self, Windows};
 use workloads::{churn, control};
 use workloads::{entry, println, rt, shared};
 
@@ -278,7 +283,17 @@ fn create_all<'a>(
     verdict: &mut Verdict,
 ) -> Option<u64> {
     let start = now_ns();
+    let total = planned.len() as u64;
+    // A `progress` record every sixteenth of the domains (the console's "creating n of N").
+    let every = total.div_ceil(16).max(1);
     for d in planned {
+        let done = runs.len() as u64;
+        if done.is_multiple_of(every) {
+            emit(
+                &windows::progress_record(Phase::Create, done, total),
+                verdict,
+            );
+        }
         let id = match control::create(&report::create_request(plan, &d)) {
             Ok(id) => id,
             Err(e) => {
@@ -308,6 +323,10 @@ fn create_all<'a>(
             after: info,
         });
     }
+    emit(
+        &windows::progress_record(Phase::Create, total, total),
+        verdict,
+    );
     let created = now_ns();
     // The start instant is the hypervisor's: once the domains run, Domain0 may wait for the
     // CPU before it can read a clock itself.
@@ -524,12 +543,28 @@ fn measure(
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
-    // Domain0 a while when it competes with them, and must not stretch the interval.
+    // Domain0 a while when it competes with them, and must not stretch the interval. (With
+    // windows, the start and each boundary are read at once: the boundaries share slot 1.)
     let t0 = take_snapshot(0, verdict);
-    sleep_until(t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000)));
+    let mut timeline = Timeline::start(plan, runs, t0, verdict);
+    let end = t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000));
+    loop {
+        let deadline = windows::next_tick(t0, end, timeline.step_ns, now_ns());
+        if deadline >= end {
+            break;
+        }
+        sleep_until(deadline);
+        timeline.tick(plan, runs, t0, deadline, verdict);
+    }
+    sleep_until(end);
     let t1 = take_snapshot(1, verdict);
-    read_domains(runs, 0, verdict);
+    if timeline.windows.is_none() {
+        read_domains(runs, 0, verdict);
+    }
     read_domains(runs, 1, verdict);
+    if let Some(w) = &mut timeline.windows {
+        w.close(t1 - t0, runs.iter().map(|r| &r.after));
+    }
     let cpus_before = snapshot_cpus(cpus, 0, verdict);
     let cpus_after = snapshot_cpus(cpus, 1, verdict);
     // After the interval, so as not to disturb what was measured.
@@ -571,6 +606,7 @@ fn measure(
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);
     }
+    timeline.write(runs, verdict);
     if plan.bench {
         // With only `switch` domains on a CPU, its busy time is nothing but switching.
         let switches = runs
@@ -609,6 +645,116 @@ fn measure(
                 r.planned.name,
                 r.planned.workload
             ));
+        }
+    }
+}
+
+/// Domain0's wake-ups during the measured interval: at each window boundary (`window_ms`),
+/// else each second, for the `window` records and the `progress` records.
+struct Timeline {
+    /// Between wake-ups.
+    step_ns: u64,
+    /// The windows so far, if the plan asks for them.
+    windows: Option<Windows>,
+    /// Every domain's figures at the last boundary's snapshot (reused from window to window).
+    now: Vec<abi::control::DomainInfo>,
+    /// When the last `progress` record was written.
+    last_progress_ns: u64,
+    /// What the boundaries cost Domain0: CPU time, and how late the snapshots were taken.
+    cost_ns: u64,
+    late_max_ns: u64,
+    ticks: u64,
+}
+
+/// Between `progress` records while measuring.
+const PROGRESS_NS: u64 = 1_000_000_000;
+
+impl Timeline {
+    /// At the start of the interval, `t0` (snapshot 0 just taken): with windows, every
+    /// domain's figures then are read now, as the first window's start.
+    fn start(plan: &Plan<'_>, runs: &mut [DomainRun<'_>], t0: u64, verdict: &mut Verdict) -> Self {
+        emit(
+            &windows::progress_record(Phase::Measure, 0, plan.duration_ms),
+            verdict,
+        );
+        let windows = (plan.window_ms > 0).then(|| {
+            read_domains(runs, 0, verdict);
+            Windows::new(runs.iter().map(|r| &r.before))
+        });
+        Timeline {
+            step_ns: match plan.window_ms {
+                0 => PROGRESS_NS,
+                ms => ms.saturating_mul(1_000_000),
+            },
+            now: runs.iter().map(|r| r.before).collect(),
+            windows,
+            last_progress_ns: t0,
+            cost_ns: 0,
+            late_max_ns: 0,
+            ticks: 0,
+        }
+    }
+
+    /// A boundary planned for `deadline`: the window that ends there (snapshot 1, read at
+    /// once), then a `progress` record if a second has passed.
+    fn tick(
+        &mut self,
+        plan: &Plan<'_>,
+        runs: &[DomainRun<'_>],
+        t0: u64,
+        deadline: u64,
+        verdict: &mut Verdict,
+    ) {
+        let cpu_before = workloads::time::vcpu_time_ns(0);
+        let at = if let Some(w) = &mut self.windows {
+            let at = take_snapshot(1, verdict);
+            for (r, info) in runs.iter().zip(self.now.iter_mut()) {
+                match control::snapshot(r.id, 1) {
+                    Ok(i) => *info = i,
+                    Err(e) => {
+                        verdict.fail(alloc::format!("GetSnapshot of `{}`: {e:?}", r.planned.name))
+                    }
+                }
+            }
+            w.close(at.saturating_sub(t0), &self.now);
+            self.late_max_ns = self.late_max_ns.max(at.saturating_sub(deadline));
+            at
+        } else {
+            now_ns()
+        };
+        if at.saturating_sub(self.last_progress_ns) >= PROGRESS_NS || self.windows.is_none() {
+            self.last_progress_ns = at;
+            emit(
+                &windows::progress_record(
+                    Phase::Measure,
+                    at.saturating_sub(t0) / 1_000_000,
+                    plan.duration_ms,
+                ),
+                verdict,
+            );
+        }
+        self.cost_ns += workloads::time::vcpu_time_ns(0).saturating_sub(cpu_before);
+        self.ticks += 1;
+    }
+
+    /// The `window` records, and what taking them cost Domain0 (`bench` records
+    /// `window_dom0_cpu_ns`, its CPU time per boundary, and `window_late_max_ns`, the
+    /// latest a boundary's snapshot was taken after its planned instant).
+    fn write(&self, runs: &[DomainRun<'_>], verdict: &mut Verdict) {
+        let Some(w) = &self.windows else { return };
+        let ids: Vec<(u32, &str)> = runs.iter().map(|r| (r.id, r.planned.name)).collect();
+        for record in w.records(&ids) {
+            emit(&record, verdict);
+        }
+        if let Some(per_tick) = self.cost_ns.checked_div(self.ticks) {
+            emit(
+                &report::bench_record("window_dom0_cpu_ns", per_tick, "ns", None),
+                verdict,
+            );
+            emit(
+                &report::bench_record("window_late_max_ns", self.late_max_ns, "ns", None),
+                verdict,
+            );
         }
     }
 }

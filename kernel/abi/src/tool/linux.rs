@@ -57,7 +57,8 @@ pub const fn bucket_upper(i: usize) -> u64 {
     }
     let e = i / 4 + 1;
     let sub = (i % 4) as u64;
-    if e >= 63 && sub == 3 {
+    // The last bucket a u64 reaches (251) ends at u64::MAX; the four after it stay empty.
+    if e >= 64 || (e == 63 && sub == 3) {
         return u64::MAX;
     }
     ((5 + sub) << (e - 2)) - 1

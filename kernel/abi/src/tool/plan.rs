@@ -77,6 +77,9 @@ pub struct Plan<'a> {
     pub bench: bool,
     /// Churn instead of a measured interval: rounds of the planned domains' lifetimes.
     pub churn: Option<Churn>,
+    /// Results over time: a `window` record per domain per window of this many ms of the
+    /// measured interval (0 = none).
+    pub window_ms: u64,
 }
 
 /// The spec's `[churn]` (`sched::spec::Churn`): Domain0 creates and destroys the planned
@@ -219,6 +222,7 @@ mod tests {
                 check_every: 100,
                 seed: 7,
             }),
+            window_ms: 100,
         };
         let bytes = encode(&plan).unwrap();
         let back = decode(&bytes).unwrap();

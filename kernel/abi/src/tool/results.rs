@@ -3,8 +3,8 @@
 //!
 //! A results file is JSON Lines: one [`Record`] per line, `"kind"` first, then the fields in
 //! the order the types below declare them. Every writer serialises these types: the
-//! hypervisor (`boot`), Domain0 (`run`, `domain`, `bench`), `schedsim` (`run`, `domain`,
-//! `summary`), `schedbench` and `bench-boot` (`bench`), and the runner (`summary`, `exit`).
+//! hypervisor (`boot`, `counters`), Domain0 (`run`, `domain`, `window`, `bench`,
+//! `progress`), `schedsim` (`run`, `domain`, `window`, `summary`), `schedbench` and `bench-boot` (`bench`), and the runner (`summary`, `exit`).
 //! Every reader (the runner, `experiment-checks`, `boot-matrix`, `xtf`, `bench-boot`,
 //! `results-check`) parses into them. So a field a writer leaves out or misspells is a compile error, and one
 //! missing from or misspelled in a file is a parse error that names it, never a silent 0:
@@ -56,6 +56,9 @@ pub enum Record {
     Counters(Counters),
     /// How the run ended (written last, by the runner).
     Exit(Exit),
+    /// How far Domain0 is (creating the domains, measuring), for the console's progress
+    /// line; no result.
+    Progress(Progress),
 }
 
 impl Record {
@@ -71,6 +74,7 @@ impl Record {
             Record::Event(_) => "event",
             Record::Counters(_) => "counters",
             Record::Exit(_) => "exit",
+            Record::Progress(_) => "progress",
         }
     }
 
@@ -92,6 +96,7 @@ impl Record {
             "event" => Event::deserialize(body).map(Record::Event),
             "counters" => Counters::deserialize(body).map(Record::Counters),
             "exit" => Exit::deserialize(body).map(Record::Exit),
+            "progress" => Progress::deserialize(body).map(Record::Progress),
             _ => return None,
         })
     }
@@ -341,10 +346,26 @@ pub struct Domain {
     /// Optional (specs with `[[pool]]`): its pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
-    /// Optional (specs with `[[pool]]`): wake-up latencies as `[upper_bound_ns, count]`
-    /// pairs, log2 buckets from 1 µs, empty buckets left out.
+    /// Optional (written by the hypervisor and schedsim): every wake-up latency as
+    /// `[upper_bound_ns, count]` pairs in increasing order, log2 buckets from 1 µs
+    /// (`abi::control::wake_lat_bucket`: a bucket counts latencies below its bound and at
+    /// least half of it, the first everything below 1024 ns), empty buckets left out
+    /// ([`wake_lat_hist`]). Over the same span as the percentiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_lat_hist: Option<Vec<(u64, u64)>>,
+}
+
+/// A `domain` record's `wake_lat_hist` from counts per bucket (`abi::control::
+/// WAKE_LAT_BUCKETS` of them, bucket `i` below `wake_lat_upper_ns(i)`): the non-empty ones,
+/// as `(upper_bound_ns, count)`.
+pub fn wake_lat_hist(counts: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
+    counts
+        .into_iter()
+        .take(crate::control::WAKE_LAT_BUCKETS)
+        .enumerate()
+        .filter(|&(_, n)| n > 0)
+        .map(|(i, n)| (crate::control::wake_lat_upper_ns(i), n))
+        .collect()
 }
 
 /// A domain's `exit`: `"ok"` or `"killed: <reason>"`.
@@ -433,6 +454,10 @@ pub struct Summary {
     /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_counters: Option<BTreeMap<String, u64>>,
+    /// Optional (runs with `window_ms`, both engines): Jain's index of CPU time / weight
+    /// over the `cpu` domains in each window, in order (`sched::windows::window_jain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_jain: Option<Vec<f64>>,
 }
 
 /// `bench`: one benchmark figure, beside the reference it is to be read against.
@@ -648,6 +673,27 @@ impl Cause {
     }
 }
 
+/// `progress`: how far Domain0 is, written as it goes (the console's progress line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub phase: Phase,
+    /// How far: domains created, or ms of the interval measured.
+    pub done: u64,
+    /// Out of: domains to create, or ms to measure.
+    pub total: u64,
+}
+
+/// What Domain0 is doing in a `progress` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Creating the domains (`done` of `total` domains).
+    Create,
+    /// Measuring (`done` of `total` ms of the interval).
+    Measure,
+}
+
 /// A required field whose value may be `null`: serde reads a missing `Option` field as
 /// `None`, which would let a writer drop the field unnoticed; through this it must be there.
 fn nullable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -746,8 +792,9 @@ mod tests {
                     expected: true,
                     violations: 0,
                     policy_counters: Some(BTreeMap::from([("acct_periods".into(), 3)])),
+                    window_jain: Some(vec![0.5, 0.999]),
                 }),
-                &["policy_counters"],
+                &["policy_counters", "window_jain"],
             ),
             (
                 Record::Bench(Bench {
@@ -801,6 +848,14 @@ mod tests {
                     host_other_load: Some(0.25),
                 }),
                 &["host_cores", "host_other_load"],
+            ),
+            (
+                Record::Progress(Progress {
+                    phase: Phase::Measure,
+                    done: 1000,
+                    total: 4000,
+                }),
+                &[],
             ),
         ]
     }
@@ -856,7 +911,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "boot", "run", "domain", "summary", "bench", "window", "event", "counters", "exit"
+                "boot", "run", "domain", "summary", "bench", "window", "event", "counters", "exit",
+                "progress"
             ]
         );
     }
@@ -958,6 +1014,7 @@ mod tests {
             expected: false,
             violations: 0,
             policy_counters: None,
+            window_jain: None,
         };
         let line = serde_json::to_string(&Record::Summary(s.clone())).unwrap();
         assert_eq!(
@@ -985,6 +1042,18 @@ mod tests {
         assert_eq!(got.value, Figure::Real(45.0));
         assert_eq!(got.value.as_u64(), None);
         assert_eq!(serde_json::to_string(&Record::Bench(got)).unwrap(), real);
+    }
+
+    #[test]
+    fn latency_histograms_keep_the_non_empty_buckets_with_their_bounds() {
+        let mut counts = [0u64; crate::control::WAKE_LAT_BUCKETS + 3];
+        (counts[0], counts[2], counts[31], counts[33]) = (4, 1, 2, 9);
+        // Beyond the contract's buckets nothing is read.
+        assert_eq!(
+            wake_lat_hist(counts),
+            [(1024, 4), (4096, 1), (1024 << 31, 2)]
+        );
+        assert!(wake_lat_hist([0u64; 4]).is_empty());
     }
 
     #[test]

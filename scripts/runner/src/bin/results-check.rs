@@ -2,7 +2,8 @@
 //! (`abi::tool::results`, through `runner::read_records`) and says how many of each kind it holds,
 //! or which line does not follow the contract and why (the field missing, misspelled or of
 //! the wrong type). For files written by tools outside the Rust types (the Python steps of
-//! `scripts/bench`). Exit status: 0 every file is well-formed, 1 one is not, 2 no file given.
+//! `scripts/bench`). A file with `window` records is also held to `sched::windows::problems`
+//! (the windows tile the interval and add up to each domain's record). Exit status: 0 every file is well-formed, 1 one is not, 2 no file given.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +27,10 @@ fn main() -> ExitCode {
                 }
                 let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 println!("{file}: {} records ({})", records.len(), kinds.join(", "));
+                for problem in sched::windows::problems(&records) {
+                    eprintln!("results-check: {file}: {problem}");
+                    bad = true;
+                }
             }
             Err(e) => {
                 eprintln!("results-check: {e}");

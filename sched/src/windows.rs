@@ -1,0 +1,269 @@
+//! Results over time (spec `window_ms`): what a run's `window` records say, the same code
+//! for every engine. `schedsim` and the runner put [`window_jain`] into the `summary`
+//! record; the runner, `results-check` and the experiment checks hold the records to
+//! [`problems`].
+//!
+//! Fairness per window is Jain's index of CPU time / weight over the `cpu` domains (weights
+//! count only when the policy has them): the share each got of what the window handed
+//! out. (The `summary`'s `jain` is of work / weight over the whole interval; within a
+//! window CPU time is what the scheduler decides, while the work a domain reports lags
+//! it by up to one unit of work.)
+
+use std::collections::BTreeMap;
+
+use abi::tool::results::{Domain, Record, Records, Window};
+
+/// Jain's index of `x`: (Σx)² / (n Σx²), 1 for equal values; 1 for none or all zero.
+pub fn jain(x: &[f64]) -> f64 {
+    let s: f64 = x.iter().sum();
+    let s2: f64 = x.iter().map(|v| v * v).sum();
+    if s2 > 0.0 { s * s / (x.len() as f64 * s2) } else { 1.0 }
+}
+
+/// The windows of a run, in order: each window's end (`t_ns`) and its records.
+pub fn by_window(records: &[Record]) -> Vec<(u64, Vec<&Window>)> {
+    let mut out: Vec<(u64, Vec<&Window>)> = Vec::new();
+    for r in records {
+        if let Record::Window(w) = r {
+            match out.last_mut() {
+                Some((t, ws)) if *t == w.t_ns => ws.push(w),
+                _ => out.push((w.t_ns, vec![w])),
+            }
+        }
+    }
+    out
+}
+
+/// Jain's index of CPU time / weight over the `cpu` domains, per window, in order; empty
+/// without windows or `cpu` domains. `weighted`: whether the policy has a `weight`.
+pub fn window_jain(records: &[Record], weighted: bool) -> Vec<f64> {
+    let weight: BTreeMap<u32, f64> = records
+        .domains()
+        .filter(|d| d.workload == "cpu")
+        .map(|d| (d.id, if weighted { d.weight.max(1) as f64 } else { 1.0 }))
+        .collect();
+    if weight.is_empty() {
+        return Vec::new();
+    }
+    by_window(records)
+        .iter()
+        .map(|(_, ws)| {
+            let x: Vec<f64> = ws
+                .iter()
+                .filter_map(|w| weight.get(&w.id).map(|wt| w.cpu_ns as f64 / wt))
+                .collect();
+            jain(&x)
+        })
+        .collect()
+}
+
+/// Slack allowed when a window's figures are compared with its length: 1% and 100 µs (an
+/// engine's clocks and the snapshot's instant are not perfectly aligned).
+fn slack(ns: u64) -> u64 {
+    ns / 100 + 100_000
+}
+
+/// What is wrong with a run's `window` records, one line each (empty when all is well, or
+/// when there are none): windows must tile the interval (ends increasing, the last at the
+/// `run` record's `duration_ns`), hold every domain once each, give no domain more CPU
+/// plus waiting time than its vCPUs had in the window nor the machine more CPU time than
+/// its CPUs had, and add up to each domain's `domain` record (CPU and waiting time within
+/// 0.1% and 1 µs per window; work within 0.1% and one unit per window, since schedsim
+/// rounds each window's µs of work down).
+pub fn problems(records: &[Record]) -> Vec<String> {
+    let windows = by_window(records);
+    let mut out = Vec::new();
+    if windows.is_empty() {
+        return out;
+    }
+    let Some(run) = records.run() else {
+        return vec!["window records without a run record".into()];
+    };
+    let domains: BTreeMap<u32, &Domain> = records.domains().map(|d| (d.id, d)).collect();
+    let mut sums: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
+    let mut start = 0u64;
+    for (k, (end, ws)) in windows.iter().enumerate() {
+        if *end <= start && k > 0 {
+            out.push(format!(
+                "window {k} ends at {end} ns, not after the window before ({start} ns)"
+            ));
+        }
+        let len = end.saturating_sub(start);
+        let mut seen = BTreeMap::new();
+        let mut cpu_total = 0u64;
+        for w in ws {
+            if seen.insert(w.id, ()).is_some() {
+                out.push(format!("window {k} (to {end} ns) holds domain {} twice", w.name));
+            }
+            let Some(d) = domains.get(&w.id) else {
+                out.push(format!("window {k}: domain id {} has no domain record", w.id));
+                continue;
+            };
+            let room = len.saturating_mul(u64::from(d.vcpus));
+            if w.cpu_ns + w.wait_ns > room + slack(room) {
+                out.push(format!(
+                    "window {k} (to {end} ns): `{}` got {} ns of CPU and waited {} ns, more \
+                     than its {} vCPU(s) had in {len} ns",
+                    w.name, w.cpu_ns, w.wait_ns, d.vcpus
+                ));
+            }
+            cpu_total += w.cpu_ns;
+            let s = sums.entry(w.id).or_default();
+            (s.0, s.1, s.2) = (s.0 + w.cpu_ns, s.1 + w.wait_ns, s.2 + w.work);
+        }
+        if seen.len() != domains.len() {
+            out.push(format!(
+                "window {k} (to {end} ns) holds {} domains, the run {}",
+                seen.len(),
+                domains.len()
+            ));
+        }
+        let machine = len.saturating_mul(u64::from(run.cpus));
+        if cpu_total > machine + slack(machine) {
+            out.push(format!(
+                "window {k} (to {end} ns): the domains got {cpu_total} ns of CPU, more than \
+                 {} CPUs had in {len} ns",
+                run.cpus
+            ));
+        }
+        start = *end;
+    }
+    if start.abs_diff(run.duration_ns) > slack(0) {
+        out.push(format!(
+            "the last window ends at {start} ns, the interval at {} ns",
+            run.duration_ns
+        ));
+    }
+    let n = windows.len() as u64;
+    for (id, (cpu, wait, work)) in &sums {
+        let Some(d) = domains.get(id) else { continue };
+        for (what, got, want, per_window) in [
+            ("cpu_ns", *cpu, d.cpu_ns, 1_000),
+            ("wait_ns", *wait, d.wait_ns, 1_000),
+            ("work", *work, d.work, 1),
+        ] {
+            if got.abs_diff(want) > want / 1000 + per_window * n {
+                out.push(format!(
+                    "`{}`: its windows' {what} add up to {got}, its domain record says {want}",
+                    d.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::tool::results::{Engine, Outcome, Run};
+
+    fn domain(id: u32, weight: u64, cpu_ns: u64, work: u64) -> Record {
+        Record::Domain(Domain {
+            id,
+            name: format!("w{id}"),
+            group: "w".into(),
+            workload: "cpu".into(),
+            vcpus: 1,
+            weight,
+            cap: 0,
+            cpu_ns,
+            wait_ns: 0,
+            work,
+            wakeups: 0,
+            wake_lat_p50_ns: 0,
+            wake_lat_p99_ns: 0,
+            wake_lat_max_ns: 0,
+            switches: 0,
+            migrations: 0,
+            exit: Outcome::Ok,
+            pool: None,
+            wake_lat_hist: None,
+        })
+    }
+
+    fn window(t_ns: u64, id: u32, cpu_ns: u64, work: u64) -> Record {
+        Record::Window(Window { t_ns, id, name: format!("w{id}"), cpu_ns, wait_ns: 0, work })
+    }
+
+    fn run(duration_ns: u64) -> Record {
+        Record::Run(Run {
+            name: "t".into(),
+            engine: Engine::Schedsim,
+            policy: "credit".into(),
+            cpus: 1,
+            domains: 2,
+            start_ns: None,
+            wallclock_start_ns: None,
+            dom0_cpu_ns: None,
+            duration_ns,
+            idle_ns: 0,
+            warmup_ns: None,
+            seed: None,
+            pools: None,
+            sockets: None,
+            cores: None,
+            threads: None,
+            slice_late_hist: None,
+            slice_late_p50_ns: None,
+            slice_late_p99_ns: None,
+        })
+    }
+
+    /// Two domains of weights 1 and 3 on one CPU over two 100 ms windows: fair in the
+    /// second, all to one in the first.
+    fn sample() -> Vec<Record> {
+        vec![
+            run(200_000_000),
+            domain(1, 1, 25_000_000 + 100_000_000, 125),
+            domain(2, 3, 75_000_000, 75),
+            window(100_000_000, 1, 100_000_000, 100),
+            window(100_000_000, 2, 0, 0),
+            window(200_000_000, 1, 25_000_000, 25),
+            window(200_000_000, 2, 75_000_000, 75),
+        ]
+    }
+
+    #[test]
+    fn jain_per_window_weighs_cpu_time() {
+        assert_eq!(jain(&[1.0, 1.0, 1.0]), 1.0);
+        assert_eq!(jain(&[]), 1.0);
+        assert!((jain(&[1.0, 0.0]) - 0.5).abs() < 1e-12);
+        let j = window_jain(&sample(), true);
+        assert_eq!(j.len(), 2);
+        assert!((j[0] - 0.5).abs() < 1e-12, "{j:?}");
+        assert!((j[1] - 1.0).abs() < 1e-12, "{j:?}");
+        // Without weights the second window is 25:75, not fair.
+        assert!(window_jain(&sample(), false)[1] < 0.9);
+        assert!(window_jain(&sample()[..3], true).is_empty());
+    }
+
+    #[test]
+    fn consistent_windows_have_no_problems() {
+        assert_eq!(problems(&sample()), Vec::<String>::new());
+        assert!(problems(&sample()[..3]).is_empty(), "no windows, nothing to check");
+    }
+
+    #[test]
+    fn every_inconsistency_is_named() {
+        let mut r = sample();
+        // More CPU than one CPU had in the window, and the sums then disagree.
+        r[3] = window(100_000_000, 1, 150_000_000, 100);
+        let p = problems(&r);
+        assert!(p.iter().any(|m| m.contains("more than its 1 vCPU(s)")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("more than 1 CPUs")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("`w1`: its windows' cpu_ns add up")), "{p:?}");
+        // A domain missing from a window, the last window short of the interval.
+        let mut r = sample();
+        r.remove(6);
+        r[0] = run(300_000_000);
+        let p = problems(&r);
+        assert!(p.iter().any(|m| m.contains("holds 1 domains, the run 2")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("the interval at 300000000")), "{p:?}");
+        // Work that does not add up.
+        let mut r = sample();
+        r[5] = window(200_000_000, 1, 25_000_000, 5);
+        let p = problems(&r);
+        assert!(p.iter().any(|m| m.contains("work add up to 105")), "{p:?}");
+    }
+}
