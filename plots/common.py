@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan"]
 ENGINE_STYLE = {"schedsim": dict(linestyle="-", marker="o"),
-                "domino": dict(linestyle="--", marker="s")}
+                "domino": dict(linestyle="--", marker="s"),
+                # Linux's own scheduler (cfs or eevdf: grey, not a registry colour).
+                "linux": dict(linestyle=":", marker="^")}
 
 
 def colour(policy: str) -> str:

@@ -69,8 +69,11 @@ def main():
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
+    linux = any(engine == "linux" for engine, *_ in runs)
     save(fig, args.out, "One marker per domain and run; hollow squares: the hypervisor, "
-         "filled circles: schedsim. On the line = exactly its weight's share.")
+         "filled circles: schedsim" + ("; triangles: Linux (cpu.weight; its own clock and "
+                                      "interval, README \"Linux as a baseline\")" if linux else "")
+         + ". On the line = exactly its weight's share.")
 
 
 if __name__ == "__main__":

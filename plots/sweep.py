@@ -8,7 +8,7 @@ exact file that ran and both engines read the very same file. The matrices start
 specs in scripts/experiments/ and change only what the sweep names (policy, domain count,
 CPU count, one parameter). Standard library only (Python 3.11: tomllib).
 
-    scripts/sweep NAME [--engine schedsim|domino|both] [--quick] [--out DIR]
+    scripts/sweep NAME [--engine schedsim|domino|both|linux|all] [--quick] [--out DIR]
                        [--sched P,P] [--values V,V] [--seconds S] [--list]
                        [--profile FILE]   (schedsim on a cost profile, scripts/calibrate)
 
@@ -325,12 +325,16 @@ def dump_spec(spec: dict) -> str:
 # --- running ------------------------------------------------------------------------------
 
 
+# The workloads with a Linux build (scripts/runner/src/linux.rs, `WORKLOADS`).
+LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping"}
+
 def engine_command(engine: str, spec_path: Path, out: Path, profile=None) -> list[str]:
     if engine == "schedsim":
         extra = ["--profile", str(profile)] if profile else []
         return [str(schedsim_binary()), str(spec_path), "--out", str(out)] + extra
-    return [str(ROOT / "scripts" / "run"), str(spec_path), "--accel", "tcg", "--quiet",
-            "--out", str(out)]
+    # domino, or linux: the same spec on Linux (its own scheduler, whatever the policy).
+    return [str(ROOT / "scripts" / "run"), str(spec_path), "--engine", engine, "--accel", "tcg",
+            "--quiet", "--out", str(out)]
 
 
 schedsim_binary = registry.schedsim_binary
@@ -370,8 +374,10 @@ def rows_of(sweep: str, engine: str, point: Point, path: Path, status: int, wall
     spec = point.spec
     cpus = run["cpus"] if run else spec.get("machine", {}).get("cpus")
     duration = run["duration_ns"] if run else 0
+    # Linux runs its own scheduler whatever the point's policy: its run record names it.
+    policy = run["policy"] if engine == "linux" and run else point.policy
     common = {
-        "sweep": sweep, "engine": engine, "policy": point.policy, "cpus": cpus,
+        "sweep": sweep, "engine": engine, "policy": policy, "cpus": cpus,
         "domains": run["domains"] if run else sum(d.get("count", 1) for d in spec["domain"]),
         "param": point.param, "value": point.value, "variant": point.variant,
         "jain": summary["jain"] if summary else "",
@@ -432,7 +438,10 @@ def main(argv: list[str]) -> int:
         prog="scripts/sweep", description="Run a named matrix of experiment specs.",
         epilog="matrices: " + "; ".join(f"{m.name}: {m.about}" for m in MATRICES.values()))
     ap.add_argument("name", nargs="?", help="the matrix (see --list)")
-    ap.add_argument("--engine", choices=["schedsim", "domino", "both"], default="schedsim")
+    ap.add_argument("--engine", choices=["schedsim", "domino", "both", "linux", "all"],
+                    default="schedsim",
+                    help="both: schedsim and domino; all: the three; linux runs each point "
+                         "once, whatever its policy (Linux's own scheduler)")
     ap.add_argument("--quick", action="store_true",
                     help="short runs (0.3 s measured) and fewer points, for tests")
     ap.add_argument("--out", help="output directory (default results/sweep-NAME)")
@@ -461,7 +470,8 @@ def main(argv: list[str]) -> int:
     except ValueError:
         print(f"scripts/sweep: --values: {args.values!r} is not a list of integers", file=sys.stderr)
         return 2
-    engines = ["schedsim", "domino"] if args.engine == "both" else [args.engine]
+    engines = {"both": ["schedsim", "domino"],
+               "all": ["schedsim", "domino", "linux"]}.get(args.engine, [args.engine])
     out = Path(args.out or ROOT / "results" / f"sweep-{matrix.name}").resolve()
 
     points = list(matrix.points(policies, values))
@@ -474,11 +484,24 @@ def main(argv: list[str]) -> int:
             p.spec["warmup_ms"] = min(p.spec.get("warmup_ms", 500), 100)
         p.spec["name"] = f"{matrix.name}-{p.slug}"
 
+    # Linux has one scheduler: each point once (the first policy's), not once per policy;
+    # points with a workload that has no Linux build (the hypervisor's own tests) are left out.
+    linux_points, seen, no_linux = [], set(), set()
+    for p in points:
+        missing = {d["workload"] for d in p.spec["domain"]} - LINUX_WORKLOADS
+        if missing:
+            no_linux |= missing
+        elif (p.param, p.value, p.variant) not in seen:
+            seen.add((p.param, p.value, p.variant))
+            linux_points.append(p)
+    if "linux" in engines and no_linux:
+        print(f"scripts/sweep: linux: points with {', '.join(sorted(no_linux))} left out "
+              f"(no Linux build)", file=sys.stderr)
     rows, failures = [], 0
-    progress = Progress(len(points) * len(engines))
+    progress = Progress(sum(len(linux_points if e == "linux" else points) for e in engines))
     for engine in engines:
         (out / engine).mkdir(parents=True, exist_ok=True)
-        for p in points:
+        for p in linux_points if engine == "linux" else points:
             spec_path = out / engine / f"{p.slug}.toml"
             res_path = out / engine / f"{p.slug}.jsonl"
             spec_path.write_text(f"# written by scripts/sweep {matrix.name}\n" + dump_spec(p.spec))

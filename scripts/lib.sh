@@ -67,3 +67,44 @@ ensure_grub() {
     ensure_packages grub-mkrescue:grub-common /usr/lib/grub/i386-pc/multiboot2.mod:grub-pc-bin \
         xorriso:xorriso mformat:mtools
 }
+
+# linux_kernel: prints the path of Debian's kernel image (the package linux-image-amd64
+# depends on), fetched with `apt-get download` into the target directory and unpacked there
+# with dpkg-deb when missing; never installed on the host. Messages go to stderr.
+# For the Linux engine (scripts/run --engine linux) and scripts/linux-pipe.
+linux_kernel() {
+    local dir found pkg
+    dir="$(target_dir)/linux-kernel"
+    found="$(compgen -G "$dir/boot/vmlinuz-*" | sort -V | tail -n 1)" || true
+    if [[ -n "$found" ]]; then
+        printf '%s\n' "$found"
+        return 0
+    fi
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo -n)
+    # The image package the meta-package names, e.g. linux-image-6.1.0-57-amd64.
+    image_package() {
+        apt-cache depends linux-image-amd64 2>/dev/null |
+            sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\).*$/\1/p' | head -n 1
+    }
+    pkg="$(image_package)"
+    if [[ -z "$pkg" ]]; then
+        echo "scripts: updating apt's package lists to find linux-image-amd64 ..." >&2
+        "${sudo[@]}" apt-get update -qq >&2 || return 1
+        pkg="$(image_package)"
+    fi
+    if [[ -z "$pkg" ]]; then
+        echo "scripts: apt knows no linux-image-amd64 to take the kernel from" >&2
+        return 1
+    fi
+    echo "scripts: fetching $pkg (Debian's kernel, not installed) into $dir ..." >&2
+    rm -rf "$dir/deb"
+    mkdir -p "$dir/deb"
+    (cd "$dir/deb" && apt-get download -qq "$pkg" >&2) || return 1
+    dpkg-deb --fsys-tarfile "$dir"/deb/*.deb | tar -x -C "$dir" --wildcards './boot/vmlinuz-*' ||
+        return 1
+    rm -rf "$dir/deb"
+    found="$(compgen -G "$dir/boot/vmlinuz-*" | sort -V | tail -n 1)" || true
+    [[ -n "$found" ]] || { echo "scripts: $pkg held no /boot/vmlinuz-*" >&2; return 1; }
+    printf '%s\n' "$found"
+}

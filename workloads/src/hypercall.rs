@@ -54,6 +54,7 @@ pub fn result(ret: i64) -> Result<u64, Errno> {
 }
 
 /// Writes `bytes` to the hypervisor console; it prefixes each line with the domain's name.
+#[cfg(not(feature = "linux"))]
 pub fn console_write(bytes: &[u8]) -> Result<u64, Errno> {
     // SAFETY: the hypervisor only reads `bytes`, which is a live slice.
     result(unsafe {
@@ -68,6 +69,7 @@ pub fn console_write(bytes: &[u8]) -> Result<u64, Errno> {
     })
 }
 
+#[cfg_attr(feature = "linux", allow(dead_code))]
 fn sched_op(op: SchedOp, arg: u64) -> Result<u64, Errno> {
     // SAFETY: no pointer is passed.
     result(unsafe { raw(nr::SCHED_OP, op as u64, arg, 0, 0, 0) })
@@ -80,6 +82,7 @@ pub fn null() {
 }
 
 /// Gives up the CPU; the vCPU stays runnable.
+#[cfg(not(feature = "linux"))]
 pub fn yield_now() {
     // Yield cannot fail in a way the caller could act on.
     let _ = sched_op(SchedOp::Yield, 0);
@@ -87,12 +90,14 @@ pub fn yield_now() {
 
 /// Sleeps until this vCPU's timer fires or an event arrives. May return at once (a timer
 /// already expired, a pending event) or spuriously: callers re-check their condition.
+#[cfg(not(feature = "linux"))]
 pub fn block() {
     let _ = sched_op(SchedOp::Block, 0);
 }
 
 /// Ends the whole domain with `code` (0 = clean exit, `abi::hypercall::shutdown::CRASH` for
 /// a panic). Never returns; if the hypervisor refused, the vCPU spins in `block`.
+#[cfg(not(feature = "linux"))]
 pub fn shutdown(code: u64) -> ! {
     let _ = sched_op(SchedOp::Shutdown, code);
     loop {
@@ -112,11 +117,13 @@ fn evtchn(op: abi::hypercall::EvtchnOp, a1: u64, a2: u64) -> Result<u64, Errno> 
 }
 
 /// Allocates an event-channel port for domain `remote` to bind to; returns the port.
+#[cfg(not(feature = "linux"))]
 pub fn evtchn_alloc_unbound(remote: u32) -> Result<u32, Errno> {
     evtchn(abi::hypercall::EvtchnOp::AllocUnbound, u64::from(remote), 0).map(|p| p as u32)
 }
 
 /// Binds a new port to `remote_port` of domain `remote` (allocated for us); returns it.
+#[cfg(not(feature = "linux"))]
 pub fn evtchn_bind(remote: u32, remote_port: u32) -> Result<u32, Errno> {
     evtchn(
         abi::hypercall::EvtchnOp::BindInterdomain,
@@ -343,6 +350,7 @@ pub fn poll(ports: &[u32]) -> Result<u64, Errno> {
 }
 
 /// Sends an event on `port`.
+#[cfg(not(feature = "linux"))]
 pub fn evtchn_send(port: u32) -> Result<u64, Errno> {
     evtchn(abi::hypercall::EvtchnOp::Send, u64::from(port), 0)
 }
@@ -359,6 +367,7 @@ pub fn vcpu_up(vcpu: usize) -> Result<u64, Errno> {
 }
 
 /// Takes the calling vCPU (`vcpu` is its index) down.
+#[cfg(not(feature = "linux"))]
 pub fn vcpu_down(vcpu: usize) -> Result<u64, Errno> {
     // SAFETY: no pointer is passed.
     result(unsafe { raw(nr::VCPU_OP, VcpuOp::Down as u64, vcpu as u64, 0, 0, 0) })
@@ -395,6 +404,13 @@ fn control(number: u64, request: &[u8], reply: &mut [u8]) -> Result<usize, Errno
     }
     Ok(len)
 }
+
+// The Linux back end (feature `linux`, `crate::linux`): the same calls as Linux system calls.
+#[cfg(feature = "linux")]
+pub use crate::linux::{
+    block, console_write, evtchn_alloc_unbound, evtchn_bind, evtchn_send, shutdown, vcpu_down,
+    yield_now,
+};
 
 #[cfg(test)]
 mod tests {

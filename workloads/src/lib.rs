@@ -25,6 +25,8 @@ pub mod control;
 pub mod fuzz;
 pub mod hostile;
 pub mod hypercall;
+#[cfg(any(feature = "linux", test))]
+pub mod linux;
 pub mod pagetable;
 pub mod regs;
 pub mod report;
@@ -55,6 +57,7 @@ cmem::export_c_symbols!();
 /// that must see the registers it was started with: `_start` runs the prologue's assembly
 /// lines first, then calls `extern "C" fn f(..) -> !` as above, with RBP and RSP as they are
 /// for `main` and every other register as the prologue left it.
+#[cfg(not(feature = "linux"))]
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
@@ -83,6 +86,37 @@ macro_rules! entry {
             ".popsection",
             entry = sym $entry,
         );
+    };
+}
+
+/// `entry!` of the Linux back end (feature `linux`, [`linux`]): `_start` is the process's
+/// entry, with RSP at `argc`; it hands that to [`linux::start`], which reads the arguments,
+/// maps the shared pages and runs `main` for the vCPU `argv` names. The raw form has no Linux
+/// build (the programs that use it are refused by the Linux engine).
+#[cfg(feature = "linux")]
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        ::core::arch::global_asm!(
+            ".pushsection .text._start, \"ax\", @progbits",
+            ".globl _start",
+            ".type _start, @function",
+            "_start:",
+            "xor ebp, ebp",
+            "mov rdi, rsp",
+            "and rsp, -16",
+            "call {entry}",
+            "ud2",
+            ".size _start, . - _start",
+            ".popsection",
+            entry = sym __domino_entry,
+        );
+
+        extern "C" fn __domino_entry(sp: *const u64) -> ! {
+            let main: fn(usize) -> u64 = $main;
+            // SAFETY: `_start` passes the stack pointer the kernel started the process with.
+            unsafe { $crate::linux::start(sp, main) }
+        }
     };
 }
 

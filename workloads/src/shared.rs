@@ -125,6 +125,7 @@ pub fn set_mask(port: u32, masked: bool) {
 }
 
 /// Waits (blocked in the hypervisor) until an event arrives on `port`, and consumes it.
+#[cfg(not(feature = "linux"))]
 pub fn wait_event(port: u32) {
     while !take_event(port) {
         crate::hypercall::block();
@@ -137,3 +138,7 @@ pub fn work(vcpu: usize) -> u64 {
     // SAFETY: as for `add_work`.
     unsafe { addr_of!((*counters()).work[vcpu]).read_volatile() }
 }
+
+// The Linux back end (feature `linux`): the event arrives over a pipe.
+#[cfg(feature = "linux")]
+pub use crate::linux::wait_event;

@@ -10,6 +10,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 
 use abi::shared::TimeInfo;
 
+#[cfg(not(feature = "linux"))]
 use crate::hypercall;
 
 /// The system time at TSC value `tsc`, in ns: `system_time_ns + (tsc - tsc_timestamp) *
@@ -77,6 +78,7 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
 }
 
 /// The current system time in ns.
+#[cfg(not(feature = "linux"))]
 pub fn now_ns() -> u64 {
     // SAFETY: only computes the field's address; the page is mapped for the domain's whole
     // life (entry contract).
@@ -123,6 +125,7 @@ fn read_consistent<T>(version: *const u32, read: impl Fn() -> T) -> T {
 }
 
 /// Blocks until the system time is at least `deadline_ns`, on this vCPU's one-shot timer.
+#[cfg(not(feature = "linux"))]
 pub fn sleep_until(deadline_ns: u64) {
     while now_ns() < deadline_ns {
         // An error (none is expected) would make `block` return at once: the loop then spins
@@ -148,6 +151,10 @@ pub fn spin_until(deadline_ns: u64, mut unit: impl FnMut()) -> u64 {
     }
     units
 }
+
+// The Linux back end (feature `linux`): CLOCK_MONOTONIC and clock_nanosleep.
+#[cfg(feature = "linux")]
+pub use crate::linux::{now_ns, sleep_until};
 
 #[cfg(test)]
 mod tests {

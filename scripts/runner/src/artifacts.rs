@@ -77,6 +77,26 @@ pub fn build_workloads(quiet: bool) -> Result<(), String> {
     }
 }
 
+/// `cargo build --release ARGS...` in the repository (a no-op when up to date).
+pub fn cargo_build(args: &[&str], quiet: bool) -> Result<(), String> {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(repo_root())
+        .args(["build", "--release"])
+        .args(args);
+    if quiet {
+        cargo.arg("--quiet");
+    }
+    let status = cargo
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build --release {} failed", args.join(" ")))
+    }
+}
+
 /// Makes a GRUB multiboot2 ISO with `scripts/iso` that boots `kernel` with `cmdline` and,
 /// if given, the boot module `module`.
 pub fn make_iso(

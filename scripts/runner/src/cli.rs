@@ -23,6 +23,12 @@ pub struct Args {
     /// Experiment spec (TOML). Without it, the default experiment runs.
     pub spec: Option<PathBuf>,
 
+    /// What runs the experiment: the hypervisor (`domino`), the simulator (`schedsim`, the
+    /// `schedsim` binary with the same spec and flags), or Linux (`linux`: every domain a
+    /// process group in its own cgroup v2, Debian's kernel in the same QEMU configuration).
+    #[arg(long, value_enum, default_value_t = Engine::Domino)]
+    pub engine: Engine,
+
     /// Scheduling policy (a name in sched's registry: rr, credit, bvt, ...); overrides `[sched] policy`.
     #[arg(long, value_name = "POLICY")]
     pub sched: Option<String>,
@@ -127,6 +133,24 @@ pub struct Args {
     /// Extra argument passed to QEMU as is; may be repeated (e.g. --qemu-arg=-s).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_arg: Vec<String>,
+}
+
+/// What runs an experiment (docs/DESIGN.md "Commands").
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    Domino,
+    Schedsim,
+    Linux,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Domino => "domino",
+            Engine::Schedsim => "schedsim",
+            Engine::Linux => "linux",
+        }
+    }
 }
 
 /// A QEMU accelerator.
@@ -242,6 +266,20 @@ mod tests {
         assert_eq!(args.accel, Some(Accel::Tcg));
         assert_eq!(args.machine, Machine::Pc);
         assert_eq!(args.append, ["selftest=fault loglevel=debug"]);
+    }
+
+    #[test]
+    fn engine_defaults_to_domino_and_names_the_allowed_values() {
+        assert_eq!(Args::parse_from(["run"]).engine, Engine::Domino);
+        let args = Args::try_parse_from(["run", "--engine", "linux", "x.toml"]).unwrap();
+        assert_eq!(args.engine, Engine::Linux);
+        let e = Args::try_parse_from(["run", "--engine", "xen"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--engine") && msg.contains("domino, schedsim, linux"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Experiment {
     pub demand: sched::limits::Demand,
     /// The timeline (`[[event]]`), resolved, in the order Domain0 applies it.
     pub timeline: Vec<sched::timeline::Step>,
+    /// Whether the spec has `[[pool]]`s (only schedsim runs them so far).
+    pub pools: bool,
 }
 
 fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
@@ -67,33 +69,35 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         window_ms: s.window_ms,
         demand: s.demand(false),
         timeline: s.timeline(),
+        pools: s.has_pools(),
     }
 }
 
 /// What the hypervisor's Domain0 does not run yet of a valid spec, refused before boot
 /// (exit 2) naming the field: CPU pools, and events that move a domain or replace a
 /// policy. schedsim runs them all.
-fn hypervisor_supports(s: &Spec) -> Result<(), BadInput> {
-    let schedsim = "schedsim runs it (cargo run --release -p sched --bin schedsim -- SPEC)";
-    if s.has_pools() {
+pub fn hypervisor_supports(exp: &Experiment) -> Result<(), BadInput> {
+    let file = exp
+        .spec
+        .as_ref()
+        .map_or("the default experiment".into(), |p| p.display().to_string());
+    let schedsim = "schedsim runs it (scripts/run --engine schedsim SPEC)";
+    if exp.pools {
         return Err(BadInput(format!(
-            "{}: pool: CPU pools run only in schedsim so far (the hypervisor schedules one \
-             pool of every CPU); allowed here: no [[pool]]; {schedsim}",
-            s.file
+            "{file}: pool: CPU pools run only in schedsim so far (the hypervisor schedules one \
+             pool of every CPU); allowed here: no [[pool]]; {schedsim}"
         )));
     }
-    for (i, e) in s.events.iter().enumerate() {
-        let (field, what) = if e.move_to.is_some() {
-            ("move_to", "moving a domain between pools")
-        } else if e.policy.is_some() {
-            ("policy", "replacing a pool's policy")
-        } else {
-            continue;
+    for step in &exp.timeline {
+        let (field, what) = match step.op {
+            sched::timeline::Op::MoveTo(_) => ("move_to", "moving a domain between pools"),
+            sched::timeline::Op::Policy(_) => ("policy", "replacing a pool's policy"),
+            _ => continue,
         };
         return Err(BadInput(format!(
-            "{}: event[{i}].{field}: {what} runs only in schedsim so far; allowed here: set, \
-             or action = \"pause\" | \"unpause\" | \"start\" | \"destroy\"; {schedsim}",
-            s.file
+            "{file}: event[{}].{field}: {what} runs only in schedsim so far; allowed here: \
+             set, or action = \"pause\" | \"unpause\" | \"start\" | \"destroy\"; {schedsim}",
+            step.index
         )));
     }
     Ok(())
@@ -183,7 +187,6 @@ pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Experiment, BadInput> 
         check_memory("--memory", m)?;
     }
     s.validate().map_err(|e| blame_flag(e, o))?;
-    hypervisor_supports(&s)?;
     Ok(from_spec(s, path.map(Path::to_path_buf)))
 }
 
@@ -299,10 +302,10 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
                 "event[0].move_to:",
             ),
         ] {
+            // A valid spec (schedsim runs it), refused for the hypervisor.
             let f = write(&format!("{GOOD}{extra}"));
-            let e = load(Some(&f.0), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let exp = load(Some(&f.0), &Overrides::default()).unwrap();
+            let e = hypervisor_supports(&exp).unwrap_err().to_string();
             assert!(e.contains(field) && e.contains("schedsim"), "{e}");
         }
     }

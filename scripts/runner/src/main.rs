@@ -12,6 +12,7 @@ mod cli;
 mod console;
 mod experiment;
 mod host;
+mod linux;
 mod module;
 mod qemu;
 mod results;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use abi::tool::results::{Record, Records};
 use clap::Parser;
 
-use cli::{Accel, Args, Boot};
+use cli::{Accel, Args, Boot, Engine};
 use console::Line;
 use experiment::{BadInput, Experiment, Overrides};
 use qemu::{Ending, Launch, Media};
@@ -77,6 +78,15 @@ fn run(args: &Args) -> Result<u8, Stop> {
         });
     }
 
+    if args.engine != Engine::Domino {
+        check_engine_flags(args)?;
+    }
+    match args.engine {
+        Engine::Domino => {}
+        Engine::Schedsim => return schedsim(args),
+        Engine::Linux => return linux::run(args),
+    }
+
     let exp = experiment::load(
         args.spec.as_deref(),
         &Overrides {
@@ -89,6 +99,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
             window_ms: args.window_ms,
         },
     )?;
+    experiment::hypervisor_supports(&exp)?;
     let mut exp = exp;
     exp.bench = args.bench;
     let cmdline = kernel_cmdline(args, &exp)?;
@@ -352,6 +363,103 @@ fn run(args: &Args) -> Result<u8, Stop> {
     Ok(status)
 }
 
+/// The flags that only the hypervisor understands, refused (exit 2) with another engine.
+fn check_engine_flags(args: &Args) -> Result<(), Stop> {
+    let engine = args.engine.name();
+    let mut domino_only: Vec<&str> = Vec::new();
+    let mut flag = |given: bool, name: &'static str| {
+        if given {
+            domino_only.push(name);
+        }
+    };
+    flag(args.bench, "--bench");
+    flag(args.boot_only, "--boot-only");
+    flag(args.kernel.is_some(), "--kernel");
+    flag(!args.append.is_empty(), "--append");
+    flag(args.boot == Boot::Grub, "--boot grub");
+    flag(args.trace.is_some(), "--trace");
+    if args.engine == Engine::Schedsim {
+        // schedsim boots nothing: the QEMU knobs mean nothing to it.
+        flag(args.accel.is_some(), "--accel");
+        flag(args.memory.is_some(), "--memory");
+        flag(args.cpu.is_some(), "--cpu");
+        flag(args.timeout.is_some(), "--timeout");
+        flag(!args.qemu_arg.is_empty(), "--qemu-arg");
+        flag(args.machine != cli::Machine::Q35, "--machine");
+    }
+    if domino_only.is_empty() {
+        return Ok(());
+    }
+    Err(Stop::BadInput(format!(
+        "--engine {engine}: {} only apply to --engine domino; allowed with {engine}: the spec, \
+         --sched, --cpus, --domains, --workload, --seconds, --out{}",
+        domino_only.join(", "),
+        if args.engine == Engine::Linux {
+            ", --accel, --memory, --cpu, --machine, --timeout, --qemu-arg, --quiet, --no-build"
+        } else {
+            ", --quiet, --no-build"
+        }
+    )))
+}
+
+/// `--engine schedsim`: the simulator's own binary, with the same spec and flags; its exit
+/// status is the run's. The spec is checked here first, so a bad one exits 2 the same way.
+fn schedsim(args: &Args) -> Result<u8, Stop> {
+    let exp = experiment::load(args.spec.as_deref(), &overrides(args))?;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => artifacts::repo_root()
+            .join("results")
+            .join(format!("{}.schedsim.jsonl", exp.name)),
+    };
+    check_out(&out, args.out.is_some())?;
+    let spec = match &args.spec {
+        Some(spec) => spec.clone(),
+        None => artifacts::repo_root().join("scripts/experiments/default.toml"),
+    };
+    let bin = artifacts::target_dir().join("release/schedsim");
+    if !args.no_build {
+        artifacts::cargo_build(&["-p", "sched", "--bin", "schedsim"], args.quiet)
+            .map_err(Stop::Failed)?;
+    }
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg(&spec).arg("--out").arg(&out);
+    if let Some(p) = &args.sched {
+        cmd.args(["--sched", p]);
+    }
+    for (flag, value) in [("--cpus", args.cpus), ("--domains", args.domains)] {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v.to_string());
+        }
+    }
+    if let Some(w) = &args.workload {
+        cmd.args(["--workload", w]);
+    }
+    if let Some(s) = args.seconds {
+        cmd.arg("--seconds").arg(s.to_string());
+    }
+    if let Some(ms) = args.window_ms {
+        cmd.arg("--window-ms").arg(ms.to_string());
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Stop::Failed(format!("cannot run {}: {e}", bin.display())))?;
+    Ok(status.code().map_or(1, |c| c.clamp(0, 255) as u8))
+}
+
+/// The spec overrides the command line gives.
+fn overrides(args: &Args) -> Overrides {
+    Overrides {
+        sched: args.sched.clone(),
+        cpus: args.cpus,
+        domains: args.domains,
+        workload: args.workload.clone(),
+        seconds: args.seconds,
+        memory_mib: args.memory,
+        window_ms: args.window_ms,
+    }
+}
+
 /// The results file must be a file: a directory there (or a file where its directory
 /// should be) is a bad `--out`, refused before anything boots.
 fn check_out(out: &std::path::Path, flag: bool) -> Result<(), BadInput> {
@@ -587,6 +695,33 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("`bogus`")
+        );
+    }
+
+    #[test]
+    fn other_engines_refuse_hypervisor_only_flags() {
+        let refused = |argv: &[&str]| match check_engine_flags(&Args::parse_from(argv)) {
+            Err(Stop::BadInput(msg)) => msg,
+            Err(Stop::Failed(msg)) => panic!("failed, not refused: {msg}"),
+            Ok(()) => String::new(),
+        };
+        let msg = refused(&["run", "--engine", "linux", "--bench", "--trace", "t.json"]);
+        assert!(
+            msg.starts_with("--engine linux: --bench, --trace only apply to --engine domino"),
+            "{msg}"
+        );
+        // The QEMU knobs are the Linux engine's too, not schedsim's.
+        assert_eq!(
+            refused(&[
+                "run", "--engine", "linux", "--accel", "tcg", "--memory", "512"
+            ]),
+            ""
+        );
+        let msg = refused(&["run", "--engine", "schedsim", "--accel", "tcg"]);
+        assert!(msg.contains("--accel only apply"), "{msg}");
+        assert_eq!(
+            refused(&["run", "--engine", "schedsim", "--seconds", "1"]),
+            ""
         );
     }
 

@@ -7,6 +7,7 @@
 //! - [`results`] (with the `alloc` feature): every results record as a Rust type.
 
 pub mod console;
+pub mod linux;
 pub mod plan;
 #[cfg(feature = "alloc")]
 pub mod results;

@@ -1246,6 +1246,71 @@ fn exceptions_kill_only_their_raisers(records: &[Record]) -> Result<String, Stri
     ))
 }
 
+/// The Linux engine's records (`--engine linux`, linux-mix.toml): the run is Linux's, every
+/// domain ran and progressed, the ping pair lost no event, the sleepers measured wake-ups
+/// (median <= 99th percentile <= the largest, to the histogram's bucket), the capped hog
+/// stayed near its cap, and the runner's summary is there.
+fn linux_engine_records(records: &[Record]) -> Result<String, String> {
+    use abi::tool::results::Engine;
+    let run = records.run().ok_or("no run record")?;
+    if run.engine != Engine::Linux {
+        return Err(format!(
+            "the run record says engine {:?}, not linux",
+            run.engine
+        ));
+    }
+    summary(records)?;
+    let ds = domains(records);
+    if ds.len() != 8 {
+        return Err(format!("{} domain records, expected 8", ds.len()));
+    }
+    for d in &ds {
+        if !d.exit.is_ok() || d.cpu_ns == 0 || d.work == 0 {
+            return Err(format!(
+                "{} ({}) ended `{}` with cpu_ns {} and work {}",
+                d.name, d.workload, d.exit, d.cpu_ns, d.work
+            ));
+        }
+    }
+    let by = |group: &str| ds.iter().find(|d| d.group == group).copied();
+    let (Some(ping), Some(pong)) = (by("pinger"), by("ponger")) else {
+        return Err("expected a pinger and a ponger".into());
+    };
+    // At any instant the two counts differ by at most one either way (each side counts
+    // after its own send or receive), so over an interval by at most two.
+    if ping.work.abs_diff(pong.work) > 2 {
+        return Err(format!(
+            "{} round trips but {} answers: events lost or doubled",
+            ping.work, pong.work
+        ));
+    }
+    for g in ["pinger", "ponger", "lat", "io"] {
+        let d = by(g).ok_or(format!("no domain of group {g}"))?;
+        let bound = d.wake_lat_max_ns + d.wake_lat_max_ns / 4 + 1;
+        if d.wakeups == 0 || d.wake_lat_p50_ns > d.wake_lat_p99_ns || d.wake_lat_p99_ns > bound {
+            return Err(format!(
+                "{}: {} wake-ups, p50 {} ns, p99 {} ns, max {} ns",
+                d.name, d.wakeups, d.wake_lat_p50_ns, d.wake_lat_p99_ns, d.wake_lat_max_ns
+            ));
+        }
+    }
+    let capped = by("capped").ok_or("no capped domain")?;
+    let share = capped.cpu_ns as f64 / run.duration_ns as f64;
+    if share > 0.30 {
+        return Err(format!(
+            "the domain capped at 20% had {:.1}% of a CPU",
+            share * 100.0
+        ));
+    }
+    Ok(format!(
+        "policy {}, {} round trips, capped hog at {:.1}% of a CPU, latency p50 {} us",
+        run.policy,
+        ping.work,
+        share * 100.0,
+        by("lat").map_or(0, |d| d.wake_lat_p50_ns / 1000)
+    ))
+}
+
 /// Results over time (`windows.toml`, `window_ms`): the windows tile the interval, hold
 /// every domain once each and add up to its `domain` record (`sched::windows::problems`);
 /// there are no more windows than planned (a boundary Domain0 reaches after the next one
@@ -1569,6 +1634,13 @@ fn cases() -> Vec<Case> {
         );
     }
     add("churn".into(), vec![&spec("churn")], churn_back_at_baseline);
+    // The Linux engine, once: Debian's kernel with the workloads' Linux builds (scripts/test
+    // builds them; the runner fetches the kernel when it is missing).
+    add(
+        "linux/mix".into(),
+        vec!["--engine", "linux", &spec("linux-mix")],
+        linux_engine_records,
+    );
     // The XTF-style hostile suite (scripts/runner/src/xtf.rs says what each case must end as;
     // `target/release/xtf` runs them one at a time).
     for suite in ["ring", "int", "mem", "sched", "isolation", "preempt"] {
