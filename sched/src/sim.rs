@@ -493,7 +493,14 @@ impl Sim<'_> {
         }
         let same_domain = self.cpus[cpu].curr.is_some_and(|p| self.vcpus[p].dom == dom);
         let migrated = self.vcpus[v].last_cpu.is_some_and(|c| c != cpu);
-        self.vcpus[v].ready_at = now + self.pre + self.costs.switch_ns(same_domain, migrated);
+        // A replayed burst is the run the hypervisor traced, whose interval already holds
+        // the switch into it: it pays no modelled switch on top (`crate::replay`).
+        let switch = if matches!(self.vcpus[v].kind, Kind::Replay(_)) {
+            0
+        } else {
+            self.costs.switch_ns(same_domain, migrated)
+        };
+        self.vcpus[v].ready_at = now + self.pre + switch;
         if self.in_window(now) {
             self.acc[dom].ran_on |= 1u128.checked_shl(cpu as u32).unwrap_or(0);
             self.acc[dom].switches += 1;
@@ -644,7 +651,9 @@ impl Sim<'_> {
             let cpu = self.global(p, cpu);
             // Cost model: the block hypercall runs on the blocking vCPU's time, and the CPU
             // decides what comes next only after it.
-            let (dom, ns) = (self.vcpus[v].dom, self.costs.block_ns);
+            // Not for a replayed burst: its traced run already ended with the block.
+            let replayed = matches!(self.vcpus[v].kind, Kind::Replay(_));
+            let (dom, ns) = (self.vcpus[v].dom, if replayed { 0 } else { self.costs.block_ns });
             if ns > 0 {
                 self.add_cpu_time(dom, now, now + ns);
             }
