@@ -636,15 +636,21 @@ fn classes_follow_weights(records: &[Record]) -> Result<String, String> {
     if let Some(d) = ds.iter().find(|d| d.cpu_ns == 0) {
         return Err(format!("{} got no CPU time", d.name));
     }
-    // The target is 1 point. credit2 misses it here, under TCG only (0.06 points in
-    // schedsim): with 4 emulated CPUs on 2 host cores a CPU reschedules about every 3 ms
-    // whatever slice credit2 asks for (1 ms), so a light vCPU (burning twice as fast) runs
-    // into CREDIT_MIN, Xen's floor at -10 ms, and its debt beyond is forgiven. (Not the
-    // reset's clip of surplus: lifting it changed nothing; without the floor the light
-    // class got 26%.) Measured 1.2-1.7 points off; its bound here is 2.5 until that is
-    // solved (issue 12's note), so a regression beyond it still fails.
+    // The target is 1 point. credit2 misses it where the emulated CPUs outnumber the host's
+    // cores (0.06 points in schedsim; within 0.2 on 2 CPUs of this 2-core host): QEMU's CPU
+    // threads then wait for a core and the guest's slices end late (the run record's
+    // `slice_late_*`: a median of 2 ms with 4 CPUs here, 64 µs with 2), so a light vCPU,
+    // burning credit twice as fast, runs into CREDIT_MIN, Xen's floor at -10 ms, and its
+    // debt beyond is forgiven. (Not the reset's clip of surplus: lifting it changed nothing;
+    // without the floor the light class got 26%.) Measured 1.2-1.7 points off there; the
+    // bound is 2.5 in that case only, so a regression beyond it still fails.
     let run = records.run().ok_or("no run record")?;
-    let bound = if run.policy == "credit2" { 2.5 } else { 1.0 };
+    let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let bound = if run.policy == "credit2" && run.cpus > host_cores {
+        2.5
+    } else {
+        1.0
+    };
     let mut classes: Vec<u64> = ds.iter().map(|d| d.weight).collect();
     classes.sort_unstable();
     classes.dedup();
@@ -1434,6 +1440,22 @@ fn cases() -> Vec<Case> {
             Also::Schedsim(2),
         );
     }
+    // credit2 on 2 CPUs, where this 2-core host gives each emulated CPU a core and slices
+    // end on time: the 1-point bound holds (33.27-33.49% for the light class, target 33.33).
+    with(
+        "consolidation/96x2/credit2".into(),
+        vec![
+            &spec("consolidation"),
+            "--sched",
+            "credit2",
+            "--cpus",
+            "2",
+            "--seconds",
+            "6",
+        ],
+        classes_follow_weights,
+        Also::Schedsim(2),
+    );
     // Timelines (issue 13): a weight changed, tenants arriving, applied by Domain0 on time;
     // the same files in schedsim (pools.toml and policy-swap.toml run there only so far:
     // sched/tests/experiments_timeline.rs).
