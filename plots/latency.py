@@ -17,7 +17,7 @@ import argparse
 
 from common import ENGINE_STYLE, colour, plt, read_csv, read_jsonl, results_path, save
 
-ENGINES = ["schedsim", "domino"]
+ENGINES = ["schedsim", "domino", "linux"]
 
 
 def histogram(row, csv_path):
