@@ -270,20 +270,8 @@ fn default_timeout(exp: &Experiment, accel: Accel) -> Duration {
 pub fn run(args: &Args) -> Result<u8, Stop> {
     let exp = crate::experiment::load(args.spec.as_deref(), &crate::overrides(args))?;
     check(&exp)?;
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t > 0.0)
-    {
-        return Err(Stop::BadInput(format!(
-            "--timeout {t}: must be a positive number of seconds"
-        )));
-    }
-    let out = match &args.out {
-        Some(out) => out.clone(),
-        None => artifacts::repo_root()
-            .join("results")
-            .join(format!("{}.linux.jsonl", exp.name)),
-    };
-    crate::check_out(&out, args.out.is_some())?;
+    crate::check_timeout(args)?;
+    let out = crate::results_file(args, &exp.name, "linux.jsonl")?;
 
     if !args.no_build {
         build(args.quiet).map_err(Stop::Failed)?;

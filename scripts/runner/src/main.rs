@@ -87,36 +87,12 @@ fn run(args: &Args) -> Result<u8, Stop> {
         Engine::Linux => return linux::run(args),
     }
 
-    let exp = experiment::load(
-        args.spec.as_deref(),
-        &Overrides {
-            sched: args.sched.clone(),
-            cpus: args.cpus,
-            domains: args.domains,
-            workload: args.workload.clone(),
-            seconds: args.seconds,
-            memory_mib: args.memory,
-            window_ms: args.window_ms,
-        },
-    )?;
+    let mut exp = experiment::load(args.spec.as_deref(), &overrides(args))?;
     experiment::hypervisor_supports(&exp)?;
-    let mut exp = exp;
     exp.bench = args.bench;
     let cmdline = kernel_cmdline(args, &exp)?;
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t > 0.0)
-    {
-        return Err(Stop::BadInput(format!(
-            "--timeout {t}: must be a positive number of seconds"
-        )));
-    }
-    let out = match &args.out {
-        Some(out) => out.clone(),
-        None => artifacts::repo_root()
-            .join("results")
-            .join(format!("{}.jsonl", exp.name)),
-    };
-    check_out(&out, args.out.is_some())?;
+    check_timeout(args)?;
+    let out = results_file(args, &exp.name, "jsonl")?;
     if args.trace.is_some() {
         check_trace_memory(&exp)?;
     }
@@ -406,13 +382,7 @@ fn check_engine_flags(args: &Args) -> Result<(), Stop> {
 /// status is the run's. The spec is checked here first, so a bad one exits 2 the same way.
 fn schedsim(args: &Args) -> Result<u8, Stop> {
     let exp = experiment::load(args.spec.as_deref(), &overrides(args))?;
-    let out = match &args.out {
-        Some(out) => out.clone(),
-        None => artifacts::repo_root()
-            .join("results")
-            .join(format!("{}.schedsim.jsonl", exp.name)),
-    };
-    check_out(&out, args.out.is_some())?;
+    let out = results_file(args, &exp.name, "schedsim.jsonl")?;
     let spec = match &args.spec {
         Some(spec) => spec.clone(),
         None => artifacts::repo_root().join("scripts/experiments/default.toml"),
@@ -458,6 +428,28 @@ fn overrides(args: &Args) -> Overrides {
         memory_mib: args.memory,
         window_ms: args.window_ms,
     }
+}
+
+/// `--timeout`, if given, must be a positive number of seconds.
+fn check_timeout(args: &Args) -> Result<(), Stop> {
+    match args.timeout {
+        Some(t) if !(t.is_finite() && t > 0.0) => Err(Stop::BadInput(format!(
+            "--timeout {t}: must be a positive number of seconds"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Where the results go: `--out`, else `results/NAME.EXT`, refused if it is a directory.
+fn results_file(args: &Args, name: &str, ext: &str) -> Result<std::path::PathBuf, BadInput> {
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => artifacts::repo_root()
+            .join("results")
+            .join(format!("{name}.{ext}")),
+    };
+    check_out(&out, args.out.is_some())?;
+    Ok(out)
 }
 
 /// The results file must be a file: a directory there (or a file where its directory
