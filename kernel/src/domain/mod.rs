@@ -172,6 +172,13 @@ pub struct Vcpu {
     /// Saved x87/SSE state; its address is handed to the entry code while running.
     pub fpu: Box<FpuArea>,
     pub running_on: AtomicUsize,
+    /// The policy instance that schedules it (`schedule::cpupool`; `NO_INSTANCE` until it
+    /// is registered). Changed only while it is paused and off every CPU.
+    pub sched_instance: core::sync::atomic::AtomicU32,
+    /// Set when it joined a new instance while running (Domain0 replacing its own pool's
+    /// policy): that instance has it asleep, and wakes it once it leaves its CPU
+    /// (`schedule::release`), if it is runnable then.
+    pub adopt: core::sync::atomic::AtomicBool,
     /// Set when it yields, so that the trace can say why it stopped.
     pub yielded: core::sync::atomic::AtomicBool,
     /// Absolute system time of the one-shot timer (0: none).
@@ -552,6 +559,8 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     selectors: AtomicU64::new(0),
                     fpu: Box::new(FpuArea::new()),
                     running_on: AtomicUsize::new(NOT_RUNNING),
+                    sched_instance: core::sync::atomic::AtomicU32::new(u32::MAX),
+                    adopt: core::sync::atomic::AtomicBool::new(false),
                     yielded: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),

@@ -35,7 +35,7 @@ use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
 use abi::tool::console::ExitCode;
 use abi::tool::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
-use abi::tool::results::Phase;
+use abi::tool::results::{self, Phase};
 use workloads::report::{self, CpuStats, DomainRun, Figures, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
 use workloads::windows::{self, Windows};
@@ -114,6 +114,17 @@ fn run() -> u8 {
             plan.policy
         ));
     }
+    // The CPU pools the hypervisor was booted with (the plan's, in its order).
+    let mut pools = Vec::new();
+    for p in 0..plan.pools {
+        match control::pool_info(p) {
+            Ok((name, policy, cpus)) => {
+                println!("pool {name}: {policy} on CPUs {cpus:?}");
+                pools.push(results::Pool { name, cpus, policy });
+            }
+            Err(e) => return fatal("sysctl PoolInfo", e),
+        }
+    }
     println!(
         "experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
         plan.name,
@@ -186,6 +197,7 @@ fn run() -> u8 {
             switch_floor_ns,
             dom_exc,
             &mut timeline,
+            &pools,
         );
     }
     teardown(
@@ -249,6 +261,7 @@ fn run_churn(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
+        pools: None,
     };
     emit(&report::run_record(&summary), verdict);
     for record in tally.records(lifetimes, t1 - t0, base.heap_bytes) {
@@ -344,6 +357,7 @@ fn create_all<'a>(
             id,
             before: info,
             after: info,
+            pool: None,
         });
     }
     emit(
@@ -385,6 +399,7 @@ fn create_all<'a>(
                     id,
                     before: info,
                     after: info,
+                    pool: None,
                 },
             ),
             Err(e) => {
@@ -603,6 +618,7 @@ fn measure(
     switch_floor_ns: Option<u64>,
     dom_exc: Option<u32>,
     timeline: &mut workloads::timeline::Timeline<'_>,
+    pools: &[results::Pool],
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
@@ -685,6 +701,7 @@ fn measure(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
+        pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);
     for line in timeline.records() {
@@ -692,6 +709,12 @@ fn measure(
     }
     for problem in timeline.failures() {
         verdict.fail(problem);
+    }
+    for (i, r) in runs.iter_mut().enumerate() {
+        if !pools.is_empty() {
+            let p = timeline.pool_of(i, r.planned.pool) as usize;
+            r.pool = pools.get(p).map(|p| p.name.clone());
+        }
     }
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);
