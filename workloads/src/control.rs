@@ -209,6 +209,38 @@ pub fn pool_info(pool: u32) -> Result<(String, String, alloc::vec::Vec<u32>), Er
     })
 }
 
+/// Creates an empty pool under `policy`; returns its number.
+pub fn pool_create(name: &str, policy: &str) -> Result<u32, Errno> {
+    sysctl(&Sysctl::PoolCreate { name, policy }, |r| match r {
+        SysctlReply::PoolCreated { pool } => Some(pool),
+        _ => None,
+    })
+}
+
+/// Destroys a pool with no CPU and no domain.
+pub fn pool_destroy(pool: u32) -> Result<(), Errno> {
+    sysctl(&Sysctl::PoolDestroy { pool }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Adds a free CPU to a pool.
+pub fn pool_add_cpu(pool: u32, cpu: u32) -> Result<(), Errno> {
+    sysctl(&Sysctl::PoolAddCpu { pool, cpu }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Takes a CPU out of a pool (it idles).
+pub fn pool_remove_cpu(pool: u32, cpu: u32) -> Result<(), Errno> {
+    sysctl(&Sysctl::PoolRemoveCpu { pool, cpu }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
 /// Moves a domain to pool `pool`.
 pub fn move_to_pool(domain: DomainId, pool: u32) -> Result<(), Errno> {
     done(domctl(&Domctl::MoveToPool { domain, pool })?)

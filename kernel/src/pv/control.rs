@@ -167,6 +167,21 @@ fn create_params<'a>(
     })
 }
 
+/// Sets one global knob of pool `pool`'s policy, and keeps it in the pools' state (carried
+/// to a later policy of the pool that takes it).
+fn set_pool_param(pool: u32, name: &str, value: u64) -> Result<(), Errno> {
+    let mut pools = cpupool::pools();
+    let inst = pool_instance(pool)?;
+    inst.policy.set_global_param(name, value).map_err(|e| {
+        log::warn!("sysctl SetPoolParam: {e}");
+        Errno::Inval
+    })?;
+    let heap = frames::heap_used();
+    let stored = pools.set_knobs(PoolId(pool), &[(name, value)]);
+    cpupool::kept(heap, frames::heap_used());
+    stored.map_err(|e| pool_refused("SetPoolParam", &e))
+}
+
 /// A pool operation refused by the pools' rules (`sched::pools`), logged with why.
 fn pool_refused(what: &str, e: &PoolError) -> Errno {
     log::warn!("{what} refused: {e}");
@@ -365,16 +380,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
             })
         }
         Sysctl::SetPoolParam { pool, name, value } => {
-            let mut pools = cpupool::pools();
-            let inst = pool_instance(pool)?;
-            inst.policy.set_global_param(name, value).map_err(|e| {
-                log::warn!("sysctl SetPoolParam: {e}");
-                Errno::Inval
-            })?;
-            let heap = frames::heap_used();
-            let stored = pools.set_knobs(PoolId(pool), &[(name, value)]);
-            cpupool::kept(heap, frames::heap_used());
-            stored.map_err(|e| pool_refused("SetPoolParam", &e))?;
+            set_pool_param(pool, name, value)?;
             Ok(SysctlReply::Done)
         }
         Sysctl::PoolCreate { name, policy } => {
@@ -423,12 +429,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
             Ok(SysctlReply::SchedParam { value })
         }
         Sysctl::SetSchedParam { name, value } => {
-            schedule::policy()
-                .set_global_param(name, value)
-                .map_err(|e| {
-                    log::warn!("sysctl SetSchedParam: {e}");
-                    Errno::Inval
-                })?;
+            set_pool_param(0, name, value)?;
             Ok(SysctlReply::Done)
         }
         Sysctl::CpuStats { cpu } => {

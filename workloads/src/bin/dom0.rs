@@ -125,6 +125,9 @@ fn run() -> u8 {
             Err(e) => return fatal("sysctl PoolInfo", e),
         }
     }
+    if pools.len() >= 2 {
+        pool_control_check(&pools, &mut verdict);
+    }
     println!(
         "experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
         plan.name,
@@ -282,6 +285,90 @@ fn run_churn(
 }
 
 /// Reports a control call that failed where the run cannot go on; the exit status for it.
+/// The pool control hypercalls the timeline does not use, tried before any guest exists
+/// and undone: Xen's refusals (`cpupool.c`) each get their error and change nothing, and a
+/// CPU goes from the last pool into a new one and back (each change rebuilds a policy
+/// instance). Problems go to the verdict; the pools end as they began.
+fn pool_control_check(pools: &[results::Pool], verdict: &mut Verdict) {
+    let mut fail =
+        |what: alloc::string::String| verdict.fail(alloc::format!("pool control: {what}"));
+    let n = pools.len() as u32;
+    let refusals: [(&str, Result<(), Errno>, Errno); 5] = [
+        (
+            "destroying the first pool",
+            control::pool_destroy(0),
+            Errno::Busy,
+        ),
+        (
+            "moving Domain0",
+            control::move_to_pool(0, n - 1),
+            Errno::Busy,
+        ),
+        (
+            "a pool that does not exist",
+            control::pool_info(n + 7).map(|_| ()),
+            Errno::Srch,
+        ),
+        (
+            "adding a CPU another pool holds",
+            control::pool_add_cpu(n - 1, pools[0].cpus[0]),
+            Errno::Inval,
+        ),
+        (
+            "a policy nobody registered",
+            control::pool_create("probe", "no-such-policy").map(|_| ()),
+            Errno::Inval,
+        ),
+    ];
+    for (what, got, want) in refusals {
+        if got != Err(want) {
+            fail(alloc::format!("{what}: {got:?}, want Err({want:?})"));
+        }
+    }
+    let last = &pools[pools.len() - 1];
+    let (Some(&cpu), true) = (last.cpus.last(), last.cpus.len() >= 2) else {
+        return; // no CPU to lend without emptying a pool
+    };
+    let probe = match control::pool_create("probe", &last.policy) {
+        Ok(p) => p,
+        Err(e) => return fail(alloc::format!("PoolCreate: {e:?}")),
+    };
+    let steps = [
+        ("removing a CPU", control::pool_remove_cpu(n - 1, cpu)),
+        ("adding it to a new pool", control::pool_add_cpu(probe, cpu)),
+    ];
+    for (what, got) in steps {
+        if let Err(e) = got {
+            fail(alloc::format!("{what}: {e:?}"));
+        }
+    }
+    match control::pool_info(probe) {
+        Ok((_, _, cpus)) if cpus == [cpu] => {}
+        other => fail(alloc::format!(
+            "the new pool holds {other:?}, not CPU {cpu}"
+        )),
+    }
+    if control::pool_destroy(probe) != Err(Errno::Busy) {
+        fail("a pool holding a CPU was destroyed".into());
+    }
+    let back = [
+        ("taking the CPU back", control::pool_remove_cpu(probe, cpu)),
+        ("returning it", control::pool_add_cpu(n - 1, cpu)),
+        ("destroying the empty pool", control::pool_destroy(probe)),
+    ];
+    for (what, got) in back {
+        if let Err(e) = got {
+            fail(alloc::format!("{what}: {e:?}"));
+        }
+    }
+    match control::pool_info(n - 1) {
+        Ok((_, _, cpus)) if cpus == last.cpus => {
+            println!("pool control: refusals and a CPU lent and back, ok")
+        }
+        other => fail(alloc::format!("pool {} ended as {other:?}", last.name)),
+    }
+}
+
 fn fatal(what: &str, e: Errno) -> u8 {
     println!("FAIL: {what}: {e:?}");
     ExitCode::Failure as u8

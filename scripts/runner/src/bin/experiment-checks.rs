@@ -512,6 +512,113 @@ fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, 
     ))
 }
 
+/// Each domain's CPU time against `want` (ns), within `tolerance` of it: the worst as a
+/// note, or the first that misses.
+fn cpu_times_match(ds: &[&Domain], want: &[f64], tolerance: f64) -> Result<String, String> {
+    let mut worst = 0.0f64;
+    for (d, &w) in ds.iter().zip(want) {
+        let off = (d.cpu_ns as f64 - w).abs() / w;
+        if off > tolerance {
+            return Err(format!(
+                "{} ran {:.0} ms; its pool, weight and the events give {:.0} ms (±{:.0}%)",
+                d.name,
+                d.cpu_ns as f64 / 1e6,
+                w / 1e6,
+                100.0 * tolerance
+            ));
+        }
+        worst = worst.max(off);
+    }
+    Ok(format!(
+        "every domain within {:.1}% of its CPU time",
+        100.0 * worst
+    ))
+}
+
+/// pools.toml on the hypervisor: `rrpool` (rr, CPU 0) holds `lat0`, `lat1` and Domain0;
+/// `creditpool` (credit, CPUs 1 and 2) the four `bulk` of weights 1, 1, 2, 2, and `lat1`
+/// from its move at 2 s. Until the move each `lat` gets half of CPU 0; then `lat0` all of it
+/// and `lat1` 256/1792 of two CPUs; the bulk domains their weights' part of two CPUs, of
+/// 1536 weight before and 1792 after. Within 15% each (in one pool of three CPUs `lat0`
+/// would get half of that; a move ignored would put `lat0` 25% and `lat1` 36% off). The run
+/// and domain records name the pools as the hypervisor has them.
+fn pools_isolate_and_a_move_takes_effect(records: &[Record]) -> Result<String, String> {
+    let run = records.run().ok_or("no run record")?;
+    let pools: Vec<(String, Vec<u32>, String)> = run
+        .pools
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.cpus.clone(), p.policy.clone()))
+        .collect();
+    let want_pools = [
+        ("rrpool".to_string(), vec![0], "rr".to_string()),
+        ("creditpool".to_string(), vec![1, 2], "credit".to_string()),
+    ];
+    if pools != want_pools {
+        return Err(format!("run.pools {pools:?}, not {want_pools:?}"));
+    }
+    let events = applied_events(records)?;
+    let [(event, late)] = events[..] else {
+        return Err(format!("{} event records, not 1", events.len()));
+    };
+    let ds = domains(records);
+    let names: Vec<(&str, Option<&str>)> = ds
+        .iter()
+        .map(|d| (d.name.as_str(), d.pool.as_deref()))
+        .collect();
+    let want_names = [
+        ("lat0", Some("rrpool")),
+        ("lat1", Some("creditpool")),
+        ("bulk0", Some("creditpool")),
+        ("bulk1", Some("creditpool")),
+        ("bulk2", Some("creditpool")),
+        ("bulk3", Some("creditpool")),
+    ];
+    if names != want_names {
+        return Err(format!("domains and pools {names:?}, not {want_names:?}"));
+    }
+    let d = run.duration_ns as f64;
+    let a = event.applied_ns.unwrap_or(0) as f64;
+    let b = d - a;
+    let bulk = |w: f64| a * 2.0 * w / 1536.0 + b * 2.0 * w / 1792.0;
+    let want = [
+        a * 0.5 + b,
+        a * 0.5 + b * 2.0 * 256.0 / 1792.0,
+        bulk(256.0),
+        bulk(256.0),
+        bulk(512.0),
+        bulk(512.0),
+    ];
+    let note = cpu_times_match(&ds, &want, 0.15)?;
+    Ok(format!("{note}; move {} us late", late / 1000))
+}
+
+/// policy-swap.toml on the hypervisor: four hogs of weights 128, 128, 384, 384 on 2 CPUs
+/// under rr (half a CPU each) until the pool's policy becomes credit at 2 s (a quarter and
+/// three quarters). The pool is Domain0's own, so this also checks that Domain0 goes on
+/// running after it replaced the policy it runs under. Within 15% each (a swap ignored
+/// would leave `w0` 33% over, `w2` 20% under).
+fn policy_swap_takes_effect(records: &[Record]) -> Result<String, String> {
+    let events = applied_events(records)?;
+    let [(event, late)] = events[..] else {
+        return Err(format!("{} event records, not 1", events.len()));
+    };
+    let run = records.run().ok_or("no run record")?;
+    let ds = domains(records);
+    let d = run.duration_ns as f64;
+    let a = event.applied_ns.unwrap_or(0) as f64;
+    let b = d - a;
+    let want: Vec<f64> = [128.0, 128.0, 384.0, 384.0]
+        .iter()
+        .map(|w| a * 0.5 + b * 2.0 * w / 1024.0)
+        .collect();
+    if ds.len() != 4 {
+        return Err(format!("{} domains, not 4", ds.len()));
+    }
+    let note = cpu_times_match(&ds, &want, 0.15)?;
+    Ok(format!("{note}; swap {} us late", late / 1000))
+}
+
 /// departure.toml: 4 hogs on 2 CPUs; `w3` destroyed at 1 s, `w2` paused from 2 s to 3 s.
 /// Each domain gets, within 15% (or 50 ms), the CPU time its fair share of the 2 CPUs
 /// among the domains running gives, segment by segment between the events' actual times
@@ -1456,9 +1563,21 @@ fn cases() -> Vec<Case> {
         classes_follow_weights,
         Also::Schedsim(2),
     );
-    // Timelines (issue 13): a weight changed, tenants arriving, applied by Domain0 on time;
-    // the same files in schedsim (pools.toml and policy-swap.toml run there only so far:
-    // sched/tests/experiments_timeline.rs).
+    // Timelines (issue 13): a weight changed, tenants arriving, CPU pools, a domain moved
+    // between pools and a pool's policy replaced, applied by Domain0 on time; the same files
+    // in schedsim (and sched/tests/experiments_timeline.rs).
+    with(
+        "pools/rr+credit".into(),
+        vec![&spec("pools")],
+        pools_isolate_and_a_move_takes_effect,
+        Also::Schedsim(3),
+    );
+    with(
+        "timeline/policy-swap".into(),
+        vec![&spec("policy-swap")],
+        policy_swap_takes_effect,
+        Also::Schedsim(3),
+    );
     with(
         "timeline/reweight".into(),
         vec![&spec("reweight")],
