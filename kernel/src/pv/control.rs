@@ -614,12 +614,14 @@ fn move_to_pool(d: &Domain, pool: u32, now: u64) -> Result<(), Errno> {
             let _ = register(d, from, &[]);
         }
         if was_running {
-            unpause(d, now);
+            unpause(d, time::now_ns());
         }
         return Err(e);
     }
     if was_running {
-        unpause(d, now);
+        // Now, not when the call began: the wait for the CPUs to let go is not the
+        // domain's waiting time.
+        unpause(d, time::now_ns());
     }
     Ok(())
 }
@@ -727,6 +729,8 @@ fn change_pool(
             }
         }
     }
+    // Now, not when the call began (see `move_to_pool`).
+    let now = time::now_ns();
     for (d, was) in domains.iter().zip(running) {
         if was {
             unpause(d, now);

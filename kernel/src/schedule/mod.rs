@@ -715,19 +715,24 @@ fn switch_in<'a>(
             v.id
         );
     }
-    {
+    let was_runnable = {
         // Only a runnable vCPU becomes running: another CPU may have paused or killed it
         // between the policy's pick and now. Then it keeps that state, runs until the kick
         // that CPU sent arrives, and is not made runnable again when it leaves.
         let mut state = v.state.lock();
-        if *state == VcpuState::Runnable {
+        let runnable = *state == VcpuState::Runnable;
+        if runnable {
             *state = VcpuState::Running;
         }
-    }
+        runnable
+    };
     {
         let mut s = v.stats.lock();
         s.change(now, Doing::Running);
-        s.wait_ns += now.saturating_sub(s.runnable_since);
+        if was_runnable {
+            // (A vCPU stopped since the pick had its wait counted up to then by `stop`.)
+            s.wait_ns += now.saturating_sub(s.runnable_since);
+        }
         if let Some(woke) = s.woke_at.take() {
             s.latency.record(now.saturating_sub(woke));
         }

@@ -726,12 +726,16 @@ fn measure(
             break;
         }
         sleep_until(deadline);
-        if event <= deadline {
-            next_event = timeline.apply_due(now_ns(), &|i| ids[i]);
-        }
+        // A boundary due with an event is taken first: the window ends as the event comes,
+        // and its live snapshot does not read the burst of state changes the event makes
+        // (a swap pauses, moves and unpauses every domain of a pool), which a vCPU's one
+        // kept past state (`VcpuStats::before`) cannot undo.
         if tick <= deadline {
             let gone = |i: usize| timeline.destroyed(i).is_some();
             bounds.tick(plan, runs, &gone, t0, tick, verdict);
+        }
+        if event <= deadline {
+            next_event = timeline.apply_due(now_ns(), &|i| ids[i]);
         }
     }
     sleep_until(end);

@@ -512,36 +512,75 @@ fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, 
     ))
 }
 
-/// Each domain's CPU time against `want` (ns), within `tolerance` of it: the worst as a
-/// note, or the first that misses.
-fn cpu_times_match(ds: &[&Domain], want: &[f64], tolerance: f64) -> Result<String, String> {
-    let mut worst = 0.0f64;
-    for (d, &w) in ds.iter().zip(want) {
-        let off = (d.cpu_ns as f64 - w).abs() / w;
-        if off > tolerance {
-            return Err(format!(
-                "{} ran {:.0} ms; its pool, weight and the events give {:.0} ms (±{:.0}%)",
-                d.name,
-                d.cpu_ns as f64 / 1e6,
-                w / 1e6,
-                100.0 * tolerance
-            ));
+/// Domain `name`'s CPU time in the windows that lie wholly within `from..to` (ns from the
+/// start of the interval), in CPUs (1.0 = a whole CPU); `None` if no window does.
+fn window_cpus(records: &[Record], name: &str, from: u64, to: u64) -> Option<f64> {
+    let mut start = 0;
+    let (mut ns, mut span) = (0u64, 0u64);
+    for w in records.iter().filter_map(|r| match r {
+        Record::Window(w) if w.name == name => Some(w),
+        _ => None,
+    }) {
+        if start >= from && w.t_ns <= to {
+            ns += w.cpu_ns;
+            span += w.t_ns - start;
         }
-        worst = worst.max(off);
+        start = w.t_ns;
+    }
+    (span > 0).then(|| ns as f64 / span as f64)
+}
+
+/// Checks that each `(domain, before, after)` got `before` CPUs in the windows before the
+/// one event and `after` in those from 500 ms after it was applied (a change that takes
+/// effect, and not before), each within `tolerance` of the CPUs wanted. The first 250 ms
+/// are left out (the domains start), as is the settling after the event.
+fn windows_before_and_after(
+    records: &[Record],
+    want: &[(&str, f64, f64)],
+    tolerance: f64,
+) -> Result<String, String> {
+    let events = applied_events(records)?;
+    let [(event, late)] = events[..] else {
+        return Err(format!("{} event records, not 1", events.len()));
+    };
+    let end = records.run().ok_or("no run record")?.duration_ns;
+    let at = event.applied_ns.unwrap_or(0);
+    let mut worst = 0.0f64;
+    for &(name, before, after) in want {
+        for (when, from, to, cpus) in [
+            ("before", 250_000_000, at, before),
+            ("after", at + 500_000_000, end, after),
+        ] {
+            let got = window_cpus(records, name, from, to)
+                .ok_or(format!("{name}: no window {when} the event"))?;
+            let off = (got - cpus).abs() / cpus;
+            if off > tolerance {
+                return Err(format!(
+                    "{name} got {got:.3} CPUs in the windows {when} `{}` (applied at {} ms), \
+                     want {cpus:.3} ± {:.0}%",
+                    event.what,
+                    at / 1_000_000,
+                    100.0 * tolerance
+                ));
+            }
+            worst = worst.max(off);
+        }
     }
     Ok(format!(
-        "every domain within {:.1}% of its CPU time",
-        100.0 * worst
+        "each domain within {:.1}% of its share before and after `{}` ({} us late)",
+        100.0 * worst,
+        event.what,
+        late / 1000
     ))
 }
 
-/// pools.toml on the hypervisor: `rrpool` (rr, CPU 0) holds `lat0`, `lat1` and Domain0;
-/// `creditpool` (credit, CPUs 1 and 2) the four `bulk` of weights 1, 1, 2, 2, and `lat1`
-/// from its move at 2 s. Until the move each `lat` gets half of CPU 0; then `lat0` all of it
-/// and `lat1` 256/1792 of two CPUs; the bulk domains their weights' part of two CPUs, of
-/// 1536 weight before and 1792 after. Within 15% each (in one pool of three CPUs `lat0`
-/// would get half of that; a move ignored would put `lat0` 25% and `lat1` 36% off). The run
-/// and domain records name the pools as the hypervisor has them.
+/// pools.toml on the hypervisor, in 250 ms windows: `rrpool` (rr, CPU 0) holds `lat0`,
+/// `lat1` and Domain0; `creditpool` (credit, CPUs 1 and 2) the four `bulk` of weights 1, 1,
+/// 2, 2, and `lat1` from its move at 2 s. Before the move each `lat` gets half of CPU 0 and
+/// the bulk domains their weights' part of two CPUs; after it `lat0` gets all of CPU 0 and
+/// `lat1` its part (256 of 1792) of the other two. Within 15% (in one pool of three CPUs
+/// `lat0` would get 0.375; a move ignored would leave it at 0.5). The run and domain records
+/// name the pools as the hypervisor has them.
 fn pools_isolate_and_a_move_takes_effect(records: &[Record]) -> Result<String, String> {
     let run = records.run().ok_or("no run record")?;
     let pools: Vec<(String, Vec<u32>, String)> = run
@@ -557,12 +596,7 @@ fn pools_isolate_and_a_move_takes_effect(records: &[Record]) -> Result<String, S
     if pools != want_pools {
         return Err(format!("run.pools {pools:?}, not {want_pools:?}"));
     }
-    let events = applied_events(records)?;
-    let [(event, late)] = events[..] else {
-        return Err(format!("{} event records, not 1", events.len()));
-    };
-    let ds = domains(records);
-    let names: Vec<(&str, Option<&str>)> = ds
+    let names: Vec<(&str, Option<&str>)> = domains(records)
         .iter()
         .map(|d| (d.name.as_str(), d.pool.as_deref()))
         .collect();
@@ -577,46 +611,38 @@ fn pools_isolate_and_a_move_takes_effect(records: &[Record]) -> Result<String, S
     if names != want_names {
         return Err(format!("domains and pools {names:?}, not {want_names:?}"));
     }
-    let d = run.duration_ns as f64;
-    let a = event.applied_ns.unwrap_or(0) as f64;
-    let b = d - a;
-    let bulk = |w: f64| a * 2.0 * w / 1536.0 + b * 2.0 * w / 1792.0;
-    let want = [
-        a * 0.5 + b,
-        a * 0.5 + b * 2.0 * 256.0 / 1792.0,
-        bulk(256.0),
-        bulk(256.0),
-        bulk(512.0),
-        bulk(512.0),
-    ];
-    let note = cpu_times_match(&ds, &want, 0.15)?;
-    Ok(format!("{note}; move {} us late", late / 1000))
+    let bulk = |w: f64| (2.0 * w / 1536.0, 2.0 * w / 1792.0);
+    let (light, heavy) = (bulk(256.0), bulk(512.0));
+    windows_before_and_after(
+        records,
+        &[
+            ("lat0", 0.5, 1.0),
+            ("lat1", 0.5, 2.0 * 256.0 / 1792.0),
+            ("bulk0", light.0, light.1),
+            ("bulk1", light.0, light.1),
+            ("bulk2", heavy.0, heavy.1),
+            ("bulk3", heavy.0, heavy.1),
+        ],
+        0.15,
+    )
 }
 
-/// policy-swap.toml on the hypervisor: four hogs of weights 128, 128, 384, 384 on 2 CPUs
-/// under rr (half a CPU each) until the pool's policy becomes credit at 2 s (a quarter and
-/// three quarters). The pool is Domain0's own, so this also checks that Domain0 goes on
-/// running after it replaced the policy it runs under. Within 15% each (a swap ignored
-/// would leave `w0` 33% over, `w2` 20% under).
+/// policy-swap.toml on the hypervisor, in 250 ms windows: four hogs of weights 128, 128, 384,
+/// 384 on 2 CPUs under rr (half a CPU each) until the pool's policy becomes credit at 2 s (a
+/// quarter and three quarters). The pool is Domain0's own, so this also checks that Domain0
+/// goes on running after it replaced the policy it runs under. Within 15% (a swap ignored
+/// would leave `w0` at twice its share, `w2` a third under).
 fn policy_swap_takes_effect(records: &[Record]) -> Result<String, String> {
-    let events = applied_events(records)?;
-    let [(event, late)] = events[..] else {
-        return Err(format!("{} event records, not 1", events.len()));
-    };
-    let run = records.run().ok_or("no run record")?;
-    let ds = domains(records);
-    let d = run.duration_ns as f64;
-    let a = event.applied_ns.unwrap_or(0) as f64;
-    let b = d - a;
-    let want: Vec<f64> = [128.0, 128.0, 384.0, 384.0]
-        .iter()
-        .map(|w| a * 0.5 + b * 2.0 * w / 1024.0)
-        .collect();
-    if ds.len() != 4 {
-        return Err(format!("{} domains, not 4", ds.len()));
-    }
-    let note = cpu_times_match(&ds, &want, 0.15)?;
-    Ok(format!("{note}; swap {} us late", late / 1000))
+    windows_before_and_after(
+        records,
+        &[
+            ("w0", 0.5, 0.25),
+            ("w1", 0.5, 0.25),
+            ("w2", 0.5, 0.75),
+            ("w3", 0.5, 0.75),
+        ],
+        0.15,
+    )
 }
 
 /// departure.toml: 4 hogs on 2 CPUs; `w3` destroyed at 1 s, `w2` paused from 2 s to 3 s.
@@ -1568,13 +1594,13 @@ fn cases() -> Vec<Case> {
     // in schedsim (and sched/tests/experiments_timeline.rs).
     with(
         "pools/rr+credit".into(),
-        vec![&spec("pools")],
+        vec![&spec("pools"), "--window-ms", "250"],
         pools_isolate_and_a_move_takes_effect,
         Also::Schedsim(3),
     );
     with(
         "timeline/policy-swap".into(),
-        vec![&spec("policy-swap")],
+        vec![&spec("policy-swap"), "--window-ms", "250"],
         policy_swap_takes_effect,
         Also::Schedsim(3),
     );
