@@ -401,6 +401,10 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
             Ok(SysctlReply::Done)
         }
         Sysctl::PoolAddCpu { pool, cpu } => {
+            if !smp::startup::online().contains(cpu as usize) {
+                log::warn!("PoolAddCpu refused: CPU {cpu} is not online");
+                return Err(Errno::Inval);
+            }
             change_pool(pool, "PoolAddCpu", |p| {
                 p.add_cpu(PoolId(pool), cpu as usize)
             })?;
