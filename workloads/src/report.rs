@@ -270,6 +270,7 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         }),
         slice_late_p50_ns: slice_late_percentile(&r.slice_late, 50),
         slice_late_p99_ns: slice_late_percentile(&r.slice_late, 99),
+        profile: None,
     }
 }
 

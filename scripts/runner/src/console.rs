@@ -440,6 +440,7 @@ mod tests {
             slice_late_hist: None,
             slice_late_p50_ns: None,
             slice_late_p99_ns: None,
+            profile: None,
         })];
         // Ten equal cpu domains but one gets twice the others; one latency domain.
         for i in 0..10 {
