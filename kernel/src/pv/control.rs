@@ -293,6 +293,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
         Domctl::Pause { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
             pause(&d, now);
+            wait_off_cpu(&d);
             Ok(DomctlReply::Done)
         }
         Domctl::Unpause { domain } => {
@@ -332,11 +333,14 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             Ok(DomctlReply::Done)
         }
         Domctl::PauseAll => {
-            let guests = domain::all().into_iter().filter(|d| !d.privileged);
-            Ok(DomctlReply::Started {
-                count: guests.filter(|d| pause(d, now)).count() as u32,
-                at_ns: now,
-            })
+            let guests: Vec<_> = domain::all()
+                .into_iter()
+                .filter(|d| !d.privileged)
+                .collect();
+            let count = guests.iter().filter(|d| pause(d, now)).count() as u32;
+            // All stopped first, then waited for, so that the waits overlap.
+            guests.iter().for_each(|d| wait_off_cpu(d));
+            Ok(DomctlReply::Started { count, at_ns: now })
         }
         Domctl::Wait { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
@@ -845,6 +849,26 @@ fn pause(d: &Domain, now: u64) -> bool {
         schedule::stop(v, VcpuState::Paused, now);
     }
     true
+}
+
+/// Waits until no CPU runs a vCPU of `d` (Xen's `vcpu_sleep_sync` in `domain_pause`): once
+/// a pause returns, the domain's CPU time no longer grows. Each CPU holding one was kicked
+/// by `stop`; under TCG it may take the host some milliseconds to run that CPU's thread.
+/// Bounded by [`DESTROY_WAIT_NS`] (then logged: the pause stands, the CPU is stuck).
+fn wait_off_cpu(d: &Domain) {
+    let started = time::now_ns();
+    while d.on_cpu() {
+        if time::now_ns().saturating_sub(started) > DESTROY_WAIT_NS {
+            log::error!(
+                "domain {}: paused, but a CPU still runs one of its vCPUs",
+                d.id
+            );
+            return;
+        }
+        // Another CPU may be waiting for this one to flush its TLB.
+        schedule::wait_for_other_cpu();
+        arch::percpu::touch_watchdog(); // bounded by DESTROY_WAIT_NS
+    }
 }
 
 /// Unpauses a paused domain; returns whether it was paused.

@@ -626,6 +626,9 @@ fn account_out(v: &Vcpu, now: u64) {
     };
     trace::record(why, v, now);
     let mut s = v.stats.lock();
+    // A vCPU paused or killed between its pick and its claim was switched in without
+    // becoming running (`switch_in`): that run is not its CPU time.
+    let was_running = s.doing == Doing::Running;
     s.change(
         now,
         if still_runnable {
@@ -634,7 +637,11 @@ fn account_out(v: &Vcpu, now: u64) {
             Doing::Neither
         },
     );
-    let ran = now.saturating_sub(s.run_start);
+    let ran = if was_running {
+        now.saturating_sub(s.run_start)
+    } else {
+        0
+    };
     s.cpu_ns += ran;
     counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
     if still_runnable {
@@ -726,11 +733,20 @@ fn switch_in<'a>(
         }
         runnable
     };
+    if !was_runnable {
+        // Stopped since the pick (its wait counted up to then by `stop`): it leaves at this
+        // CPU's next entry to the hypervisor (the kick its stopper sent, at the latest),
+        // and the run is not its CPU time (`account_out`).
+        NEED_RESCHED
+            .get()
+            .expect("scheduler initialised")
+            .this()
+            .store(true, Ordering::Release);
+    }
     {
         let mut s = v.stats.lock();
-        s.change(now, Doing::Running);
         if was_runnable {
-            // (A vCPU stopped since the pick had its wait counted up to then by `stop`.)
+            s.change(now, Doing::Running);
             s.wait_ns += now.saturating_sub(s.runnable_since);
         }
         if let Some(woke) = s.woke_at.take() {

@@ -568,10 +568,8 @@ fn exercise_control(
             verdict.fail(alloc::format!("`{name}`: Pause: {e:?}"));
             continue;
         }
-        // Paused: no more CPU time, however long we wait, once its CPU has switched it out
-        // (its run so far is counted then). Under TCG the kick reaches an emulated CPU only
-        // when the host next runs its thread, so give that 20 ms.
-        sleep_ns(20_000_000);
+        // Paused: no more CPU time, however long we wait. `Pause` returns once no CPU runs
+        // the domain (Xen's `domain_pause` is synchronous too), so from its return on.
         let before = control::info(r.id);
         sleep_ns(5_000_000);
         let after = control::info(r.id);
