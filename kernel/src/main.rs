@@ -231,6 +231,7 @@ extern "C" fn kernel_entry() -> ! {
         }
     };
     schedule::init(policy, topology.cpus.len());
+    mm::shared_image::set_enabled(options.share_images);
     if options.trace {
         schedule::trace::enable(topology.cpus.len());
         schedule::policy().set_trace_hook(schedule::trace::policy_hook);

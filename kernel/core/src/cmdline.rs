@@ -47,6 +47,9 @@ pub struct BootOptions<'a> {
     pub trace: bool,
     /// The policy's global parameters, from `sched.NAME=VALUE` words (checked by the policy).
     pub sched_params: ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>,
+    /// Load the read-only segments of a guest image once and map them into every domain
+    /// built from it (`share_images=on`, the default), or give each domain its own copy.
+    pub share_images: bool,
 }
 
 /// What was wrong with the command line.
@@ -67,7 +70,14 @@ pub enum CmdlineError<'a> {
 }
 
 /// The keys the command line knows, for error messages.
-pub const KEYS: &[&str] = &["loglevel", "sched", "sched.<param>", "selftest", "trace"];
+pub const KEYS: &[&str] = &[
+    "loglevel",
+    "sched",
+    "sched.<param>",
+    "selftest",
+    "share_images",
+    "trace",
+];
 const ON_OFF: &[&str] = &["on", "off"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const SELF_TESTS: &[&str] = &["none", "fault", "probe", "hang"];
@@ -129,6 +139,7 @@ pub fn parse<'a>(
         selftest: SelfTest::None,
         trace: false,
         sched_params: ArrayVec::new(),
+        share_images: true,
     };
     for word in line.split_ascii_whitespace() {
         let (key, value) = word
@@ -159,6 +170,13 @@ pub fn parse<'a>(
             }
             "trace" => {
                 options.trace = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad(ON_OFF)),
+                }
+            }
+            "share_images" => {
+                options.share_images = match value {
                     "on" => true,
                     "off" => false,
                     _ => return Err(bad(ON_OFF)),
@@ -203,11 +221,16 @@ mod tests {
         assert_eq!(o.loglevel, LogLevel::Info);
         assert_eq!(o.sched, "credit");
         assert_eq!(o.selftest, SelfTest::None);
+        assert!(o.share_images, "sharing image frames is the default");
     }
 
     #[test]
     fn every_key_is_read() {
-        let o = parse("sched=bvt loglevel=debug  selftest=fault", POLICIES).unwrap();
+        let o = parse(
+            "sched=bvt loglevel=debug  selftest=fault share_images=off",
+            POLICIES,
+        )
+        .unwrap();
         assert_eq!(
             o,
             BootOptions {
@@ -216,6 +239,7 @@ mod tests {
                 selftest: SelfTest::Fault,
                 trace: false,
                 sched_params: ArrayVec::new(),
+                share_images: false,
             }
         );
         assert_eq!(
@@ -233,6 +257,16 @@ mod tests {
     }
 
     #[test]
+    fn share_images_is_on_or_off() {
+        assert!(parse("share_images=on", POLICIES).unwrap().share_images);
+        let msg = parse("share_images=no", POLICIES).unwrap_err().to_string();
+        assert!(
+            msg.contains("share_images") && msg.contains("on, off"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn later_words_win() {
         assert_eq!(parse("sched=rr sched=bvt", POLICIES).unwrap().sched, "bvt");
     }
@@ -244,7 +278,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("`bogus`")
-                && msg.contains("loglevel, sched, sched.<param>, selftest, trace"),
+                && msg.contains("loglevel, sched, sched.<param>, selftest, share_images, trace"),
             "{msg}"
         );
     }
