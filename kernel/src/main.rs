@@ -263,6 +263,7 @@ extern "C" fn kernel_entry() -> ! {
     for p in &boot_pools {
         log::info!("pool {}: {} on CPUs {:?}", p.name, p.policy, p.cpus);
     }
+    mm::shared_image::set_enabled(options.share_images);
     if options.trace {
         schedule::trace::enable(topology.cpus.len());
         schedule::cpupool::enable_trace();

@@ -69,6 +69,9 @@ pub struct BootOptions<'a> {
     /// CPU pools, in the order their first word names them; the first holds Domain0. None:
     /// one pool of every CPU under `sched` with `sched_params`.
     pub pools: ArrayVec<BootPool<'a>, MAX_BOOT_POOLS>,
+    /// Load the read-only segments of a guest image once and map them into every domain
+    /// built from it (`share_images=on`, the default), or give each domain its own copy.
+    pub share_images: bool,
 }
 
 /// What was wrong with the command line.
@@ -99,6 +102,7 @@ pub const KEYS: &[&str] = &[
     "sched",
     "sched.<param>",
     "selftest",
+    "share_images",
     "trace",
 ];
 const ON_OFF: &[&str] = &["on", "off"];
@@ -164,6 +168,7 @@ pub fn parse<'a>(
         trace: false,
         sched_params: ArrayVec::new(),
         pools: ArrayVec::new(),
+        share_images: true,
     };
     for word in line.split_ascii_whitespace() {
         let (key, value) = word
@@ -194,6 +199,13 @@ pub fn parse<'a>(
             }
             "trace" => {
                 options.trace = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad(ON_OFF)),
+                }
+            }
+            "share_images" => {
+                options.share_images = match value {
                     "on" => true,
                     "off" => false,
                     _ => return Err(bad(ON_OFF)),
@@ -329,11 +341,16 @@ mod tests {
         assert_eq!(o.loglevel, LogLevel::Info);
         assert_eq!(o.sched, "credit");
         assert_eq!(o.selftest, SelfTest::None);
+        assert!(o.share_images, "sharing image frames is the default");
     }
 
     #[test]
     fn every_key_is_read() {
-        let o = parse("sched=bvt loglevel=debug  selftest=fault", POLICIES).unwrap();
+        let o = parse(
+            "sched=bvt loglevel=debug  selftest=fault share_images=off",
+            POLICIES,
+        )
+        .unwrap();
         assert_eq!(
             o,
             BootOptions {
@@ -343,6 +360,7 @@ mod tests {
                 trace: false,
                 sched_params: ArrayVec::new(),
                 pools: ArrayVec::new(),
+                share_images: false,
             }
         );
         assert_eq!(
@@ -360,6 +378,16 @@ mod tests {
     }
 
     #[test]
+    fn share_images_is_on_or_off() {
+        assert!(parse("share_images=on", POLICIES).unwrap().share_images);
+        let msg = parse("share_images=no", POLICIES).unwrap_err().to_string();
+        assert!(
+            msg.contains("share_images") && msg.contains("on, off"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn later_words_win() {
         assert_eq!(parse("sched=rr sched=bvt", POLICIES).unwrap().sched, "bvt");
     }
@@ -372,7 +400,7 @@ mod tests {
         assert!(
             msg.contains("`bogus`")
                 && msg.contains("loglevel, pool.<name>.policy")
-                && msg.contains("sched.<param>, selftest, trace"),
+                && msg.contains("sched.<param>, selftest, share_images, trace"),
             "{msg}"
         );
     }
