@@ -705,10 +705,7 @@ fn change_pool(
     if result.is_ok()
         && let (Some(d), Some(inst)) = (dom0.first(), cpupool::of_pool(PoolId(pool)))
     {
-        let mut sched = SchedParams::new();
-        if let Some(weight) = inst.policy.info().domain_param("weight") {
-            let _ = sched.push(weight.name, weight.max);
-        }
+        let sched = dom0_sched(inst.policy.info());
         let params = policy_params(&*inst.policy, &sched).unwrap_or_default();
         // Domain0 stays in the new instance for good (and in the retired one): what it
         // takes there is kept, not a leak.
@@ -750,16 +747,20 @@ fn change_pool(
     result
 }
 
+/// Domain0's scheduling parameters under `policy`. It is the experiment's control plane:
+/// the largest weight the policy allows, so that it is served first whenever it needs the
+/// CPU (it sleeps through the interval). One rule for boot and for a swap of its pool.
+fn dom0_sched(policy: &sched::PolicyInfo) -> SchedParams {
+    let mut sched = SchedParams::new();
+    if let Some(weight) = policy.domain_param("weight") {
+        let _ = sched.push(weight.name, weight.max);
+    }
+    sched
+}
+
 /// Builds Domain0 from the boot module and starts it.
 pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateError> {
-    // Domain0 is the experiment's control plane: the largest weight the policy allows, so
-    // that it is served first whenever it needs the CPU (it sleeps through the interval).
-    let mut sched = SchedParams::new();
-    if let Some(weight) = cpupool::first().policy.info().domain_param("weight") {
-        sched
-            .push(weight.name, weight.max)
-            .map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
-    }
+    let sched = dom0_sched(cpupool::first().policy.info());
     let config = DomainConfig {
         name: "dom0",
         image,

@@ -560,8 +560,10 @@ fn exercise_control(
                 "`{name}`: SetSched of its own parameters: {e:?}"
             ));
         }
-        let alive = control::info(r.id).is_ok_and(|i| i.state == abi::control::DomainState::Alive);
-        if !alive {
+        // Every domain was paused when the interval ended (`PauseAll`): this one runs again
+        // for its checks, and is paused again after them.
+        let ended = control::info(r.id).is_ok_and(|i| i.state == abi::control::DomainState::Dead);
+        if ended || control::unpause(r.id).is_err() {
             continue; // a hostile domain already killed, say
         }
         if let Err(e) = control::pause(r.id) {
@@ -594,6 +596,7 @@ fn exercise_control(
         if !control::info(r.id).is_ok_and(|i| i.state == abi::control::DomainState::Alive) {
             verdict.fail(alloc::format!("`{name}`: not alive again after Unpause"));
         }
+        let _ = control::pause(r.id);
     }
 }
 
@@ -738,6 +741,13 @@ fn measure(
     }
     sleep_until(end);
     let t1 = take_snapshot(1, verdict);
+    // Nothing more is measured: the domains stop competing with Domain0 for the CPU while
+    // it reads their figures, writes the records and tears down. First thing: under a
+    // policy that gives Domain0 no precedence (credit2, where it has the default weight),
+    // 1024 hogs made each of its preemptions a wait of a whole round.
+    if let Err(e) = control::pause_all() {
+        verdict.fail(alloc::format!("PauseAll: {e:?}"));
+    }
     let gone = |i: usize| timeline.destroyed(i).is_some();
     if bounds.windows.is_none() {
         read_domains(runs, &gone, 0, verdict);
@@ -760,11 +770,18 @@ fn measure(
     // the snapshot saw; the verdict uses how it ended.
     let deadline = now_ns().saturating_add(1_000_000_000);
     let mut ended_late = Vec::new();
-    for (i, r) in runs.iter().enumerate() {
-        if r.planned.expect == Expect::Killed
+    let still = |i: usize, r: &DomainRun<'_>| {
+        r.planned.expect == Expect::Killed
             && r.after.exit == DomainExit::Running
             && timeline.destroyed(i).is_none()
-        {
+    };
+    for (i, r) in runs.iter().enumerate() {
+        if still(i, r) {
+            let _ = control::unpause(r.id); // paused with the others at the end
+        }
+    }
+    for (i, r) in runs.iter().enumerate() {
+        if still(i, r) {
             match control::wait(r.id, deadline) {
                 Ok(Some(info)) => ended_late.push((i, info.exit)),
                 Ok(None) => {}
@@ -772,8 +789,7 @@ fn measure(
             }
         }
     }
-    // Nothing more is measured: the domains stop competing with Domain0 for the CPU while
-    // it writes the records and tears down (with 1024 hogs under credit that took minutes).
+    // The domains let run again for the checks above stop again.
     if let Err(e) = control::pause_all() {
         verdict.fail(alloc::format!("PauseAll: {e:?}"));
     }
