@@ -141,6 +141,7 @@ const EXTRATIME: usize = 2;
 /// binary, 230 to 540 ns 4-ary on a host with a load of 4 to 6, where credit took 120 to
 /// 320 ns).
 const ARITY: usize = 4;
+const _: () = assert!(ARITY == 4, "Heap::down's tournament compares four children");
 
 /// "No position": a vCPU absent from a heap.
 const NONE: u32 = u32::MAX;
@@ -148,18 +149,31 @@ const NONE: u32 = u32::MAX;
 /// A 4-ary min-heap of vCPUs with a position table, so that any vCPU can be removed in
 /// O(log n). Its storage holds every vCPU the topology allows and is allocated once, so no
 /// push ever allocates.
+///
+/// Keys and vCPUs are kept in two arrays (a node's four children's keys are one cache line
+/// of `u128`s, not two of padded `(u128, u32)` pairs), and a sift moves a hole rather than
+/// swapping: each level costs one key move and one position update instead of two of each.
+/// The layout after every operation is the one the swapping heap gave (the same child is
+/// chosen at every level, the first of the least), so queue order and `dump` are unchanged
+/// (wake + pick at 1024 vCPUs as schedbench does it: 2134 to 1723 instructions a round under
+/// cachegrind; best of 15 timed runs on a loaded host, 382-463 ns to 290 ns).
 struct Heap<K> {
-    items: Vec<(K, u32)>,
+    keys: Vec<K>,
+    ids: Vec<u32>,
     pos: Vec<u32>,
 }
 
 impl<K: Ord + Copy> Heap<K> {
     fn new(max_vcpus: usize) -> Self {
-        Heap { items: Vec::with_capacity(max_vcpus), pos: vec![NONE; max_vcpus] }
+        Heap {
+            keys: Vec::with_capacity(max_vcpus),
+            ids: Vec::with_capacity(max_vcpus),
+            pos: vec![NONE; max_vcpus],
+        }
     }
 
     fn len(&self) -> usize {
-        self.items.len()
+        self.keys.len()
     }
 
     fn contains(&self, v: VcpuId) -> bool {
@@ -167,15 +181,20 @@ impl<K: Ord + Copy> Heap<K> {
     }
 
     fn peek(&self) -> Option<(K, VcpuId)> {
-        self.items.first().map(|&(k, v)| (k, VcpuId(v)))
+        Some((*self.keys.first()?, VcpuId(self.ids[0])))
+    }
+
+    /// The vCPUs in heap order (for `dump`).
+    fn vcpus(&self) -> impl Iterator<Item = VcpuId> + '_ {
+        self.ids.iter().map(|&v| VcpuId(v))
     }
 
     fn push(&mut self, key: K, v: VcpuId) {
-        debug_assert!(!self.contains(v) && self.items.len() < self.items.capacity());
-        self.items.push((key, v.0));
-        let at = self.items.len() - 1;
-        self.pos[v.index()] = at as u32;
-        self.up(at);
+        debug_assert!(!self.contains(v) && self.keys.len() < self.keys.capacity());
+        self.keys.push(key);
+        self.ids.push(v.0);
+        let at = self.keys.len() - 1;
+        self.up(at, key, v.0);
     }
 
     fn remove(&mut self, v: VcpuId) -> bool {
@@ -185,58 +204,80 @@ impl<K: Ord + Copy> Heap<K> {
         }
         let at = at as usize;
         self.pos[v.index()] = NONE;
-        let last = self.items.pop().expect("a vCPU with a position is in the heap");
-        if at < self.items.len() {
-            self.items[at] = last;
-            self.pos[last.1 as usize] = at as u32;
-            self.down(at);
-            self.up(at);
+        let key = self.keys.pop().expect("a vCPU with a position is in the heap");
+        let id = self.ids.pop().expect("ids and keys have one length");
+        if at < self.keys.len() {
+            // The last one fills the gap: down if a child beats it, else up.
+            if !self.down(at, key, id) {
+                self.up(at, key, id);
+            }
         }
         true
     }
 
     /// Gives the head a new key that is not smaller, and restores the order.
     fn rekey_head(&mut self, key: K) {
-        debug_assert!(self.items.first().is_some_and(|h| h.0 <= key));
-        if let Some(head) = self.items.first_mut() {
-            head.0 = key;
-            self.down(0);
+        debug_assert!(self.keys.first().is_some_and(|&h| h <= key));
+        if let Some(&id) = self.ids.first() {
+            self.down(0, key, id);
         }
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.items.swap(a, b);
-        self.pos[self.items[a].1 as usize] = a as u32;
-        self.pos[self.items[b].1 as usize] = b as u32;
-    }
-
-    fn up(&mut self, mut at: usize) {
+    /// Places `(key, id)` at the hole `at` or above it.
+    fn up(&mut self, mut at: usize, key: K, id: u32) {
         while at > 0 {
             let parent = (at - 1) / ARITY;
-            if self.items[at].0 >= self.items[parent].0 {
+            if key >= self.keys[parent] {
                 break;
             }
-            self.swap(at, parent);
+            self.keys[at] = self.keys[parent];
+            self.ids[at] = self.ids[parent];
+            self.pos[self.ids[at] as usize] = at as u32;
             at = parent;
         }
+        self.keys[at] = key;
+        self.ids[at] = id;
+        self.pos[id as usize] = at as u32;
     }
 
-    fn down(&mut self, mut at: usize) {
+    /// Places `(key, id)` at the hole `at` or below it, moving up the least child (the
+    /// first of equals) while it is smaller. Returns whether it moved.
+    fn down(&mut self, start: usize, key: K, id: u32) -> bool {
+        let len = self.keys.len();
+        let mut at = start;
         loop {
             let first = ARITY * at + 1;
-            let last = (first + ARITY).min(self.items.len());
-            let mut least = at;
-            for c in first..last {
-                if self.items[c].0 < self.items[least].0 {
-                    least = c;
-                }
-            }
-            if least == at {
+            if first >= len {
                 break;
             }
-            self.swap(at, least);
+            let (least, least_key) = if first + ARITY <= len {
+                // All four: a tournament, the earlier of equals winning each match.
+                let c = &self.keys[first..first + ARITY];
+                let a = if c[1] < c[0] { 1 } else { 0 };
+                let b = if c[3] < c[2] { 3 } else { 2 };
+                let w = if c[b] < c[a] { b } else { a };
+                (first + w, c[w])
+            } else {
+                let mut least = first;
+                for c in first + 1..len {
+                    if self.keys[c] < self.keys[least] {
+                        least = c;
+                    }
+                }
+                (least, self.keys[least])
+            };
+            if least_key >= key {
+                break;
+            }
+            self.keys[at] = least_key;
+            self.ids[at] = self.ids[least];
+            self.pos[self.ids[at] as usize] = at as u32;
             at = least;
         }
+        self.keys[at] = key;
+        self.ids[at] = id;
+        self.pos[id as usize] = at as u32;
+        at != start
     }
 }
 
@@ -926,14 +967,14 @@ impl Policy for Rtds {
             writeln!(out, "{}", if c.tickled { " (tickled)" } else { "" })?;
         }
         write!(out, "runq (heap order):")?;
-        for &(_, v) in &st.runq.items {
-            show(out, VcpuId(v))?;
+        for v in st.runq.vcpus() {
+            show(out, v)?;
         }
         writeln!(out)?;
         write!(out, "depleted:")?;
-        for &(_, v) in &st.raiseq.items {
-            if st.servers[v as usize].place == Place::Depleted {
-                show(out, VcpuId(v))?;
+        for v in st.raiseq.vcpus() {
+            if st.servers[v.index()].place == Place::Depleted {
+                show(out, v)?;
             }
         }
         writeln!(out)
