@@ -215,11 +215,44 @@ impl<K: Ord + Copy> Heap<K> {
         true
     }
 
-    /// Gives the head a new key that is not smaller, and restores the order.
-    fn rekey_head(&mut self, key: K) {
-        debug_assert!(self.keys.first().is_some_and(|&h| h <= key));
-        if let Some(&id) = self.ids.first() {
-            self.down(0, key, id);
+    /// Gives every vCPU whose key is `due` the larger key `rekey` returns, and restores the
+    /// order. The due ones are a subtree at the top (a parent's key is no larger than its
+    /// children's), found breadth first into `scratch` (allocated once, as large as the
+    /// heap can be); then each sifts down, the last first, so that every sift starts above
+    /// two valid heaps (Floyd's heap construction, over the due subtree only). For one due
+    /// vCPU that is a re-key of the head; for all of them, a heap construction: O(n), not
+    /// the O(n log n) of re-keying the head once per due vCPU.
+    fn rekey_top(
+        &mut self,
+        scratch: &mut Vec<u32>,
+        due: impl Fn(K) -> bool,
+        mut rekey: impl FnMut(VcpuId) -> K,
+    ) {
+        scratch.clear();
+        if self.keys.first().is_none_or(|&k| !due(k)) {
+            return;
+        }
+        scratch.push(0);
+        let len = self.keys.len();
+        let mut i = 0;
+        while i < scratch.len() {
+            let first = ARITY * scratch[i] as usize + 1;
+            for c in first..(first + ARITY).min(len) {
+                if due(self.keys[c]) {
+                    scratch.push(c as u32);
+                }
+            }
+            i += 1;
+        }
+        for &at in scratch.iter() {
+            let at = at as usize;
+            let key = rekey(VcpuId(self.ids[at]));
+            debug_assert!(key >= self.keys[at]);
+            self.keys[at] = key;
+        }
+        for &at in scratch.iter().rev() {
+            let at = at as usize;
+            self.down(at, self.keys[at], self.ids[at]);
         }
     }
 
@@ -396,6 +429,10 @@ struct State {
     cpus: Vec<PerCpu>,
     /// Arrival counter: FIFO among equal keys.
     seq: u64,
+    /// Room for [`State::replenish`]'s due vCPUs (positions in `runq`) and for those of
+    /// them that end up depleted: allocated here, once, as large as `runq` can be.
+    scratch: Vec<u32>,
+    depleted: Vec<u32>,
     stats: Stats,
     /// Tickles the tick sent because a `schedule` could not.
     late_tickles: u64,
@@ -433,6 +470,8 @@ impl Rtds {
                 raiseq: Heap::new(topo.max_vcpus),
                 cpus: vec![PerCpu::default(); topo.cpus],
                 seq: 0,
+                scratch: Vec::with_capacity(topo.max_vcpus),
+                depleted: Vec::with_capacity(topo.max_vcpus),
                 stats: Stats::default(),
                 late_tickles: 0,
             }),
@@ -477,25 +516,7 @@ impl State {
     /// rt.c's `rt_update_deadline`: the deadline moves to the end of the period that holds
     /// `now`, with the whole budget and level 0.
     fn update_deadline(&mut self, v: VcpuId, now: u64, p: Params) {
-        let s = &mut self.servers[v.index()];
-        let period = p.period.max(1);
-        if s.cur_deadline.saturating_add(period << UPDATE_LIMIT_SHIFT) > now {
-            while s.cur_deadline <= now {
-                s.cur_deadline += period;
-            }
-        } else {
-            let count = (now - s.cur_deadline) / period + 1;
-            s.cur_deadline += count * period;
-        }
-        s.last_start = now;
-        s.cur_budget = p.budget;
-        s.priority_level = 0;
-        if !p.extratime {
-            // Ours: an overrun of the last periods is paid from this one's budget.
-            let paid = s.debt.min(p.budget);
-            s.debt -= paid;
-            s.cur_budget -= paid;
-        }
+        update_deadline(&mut self.servers[v.index()], now, p);
     }
 
     /// rt.c's `burn_budget`: charges the time since `last_start`; a spent budget either
@@ -564,22 +585,32 @@ impl State {
             self.runq_insert(v, p);
             raised += 1;
         }
-        while let Some((key, v)) = self.runq.peek() {
-            let (level, deadline) = key_prio(key);
-            if level != 0 || deadline > now {
-                break;
+        // Every due one at once (after a deadline that many share, all of them): each gets
+        // its new period and stays queued at level 0, its deadline moved; one whose debt
+        // took the whole budget is depleted, and moved once the order is restored. The
+        // order in which they are replenished changes nothing: each one's new state is its
+        // own, and no two keys are equal (the arrival breaks ties).
+        let due = |k: RunKey| {
+            let (level, deadline) = key_prio(k);
+            level == 0 && deadline <= now
+        };
+        let State { runq, servers, scratch, depleted, .. } = self;
+        depleted.clear();
+        runq.rekey_top(scratch, due, |v| {
+            let p = params_of(params, servers[v.index()].domain);
+            update_deadline(&mut servers[v.index()], now, p);
+            let s = &servers[v.index()];
+            if s.cur_budget == 0 && !p.extratime {
+                depleted.push(v.0);
             }
+            run_key(0, s.cur_deadline, s.seq)
+        });
+        for i in 0..self.depleted.len() {
+            // Its debt took the whole budget: depleted.
+            let v = VcpuId(self.depleted[i]);
             let p = params_of(params, self.servers[v.index()].domain);
-            self.update_deadline(v, now, p);
-            let s = self.servers[v.index()];
-            if s.cur_budget > 0 || p.extratime {
-                // Still level 0 with budget: only its deadline moves, in place.
-                self.runq.rekey_head(run_key(0, s.cur_deadline, s.seq));
-            } else {
-                // Its debt took the whole budget: depleted.
-                self.dequeue(v);
-                self.runq_insert(v, p);
-            }
+            self.dequeue(v);
+            self.runq_insert(v, p);
         }
         raised
     }
@@ -652,6 +683,28 @@ impl State {
         self.arrive(v);
         self.runq_insert(v, p);
         if self.servers[v.index()].place == Place::Queued { self.tickle(v) } else { None }
+    }
+}
+
+/// rt.c's `rt_update_deadline` for one server (see [`State::update_deadline`]).
+fn update_deadline(s: &mut Server, now: u64, p: Params) {
+    let period = p.period.max(1);
+    if s.cur_deadline.saturating_add(period << UPDATE_LIMIT_SHIFT) > now {
+        while s.cur_deadline <= now {
+            s.cur_deadline += period;
+        }
+    } else {
+        let count = (now - s.cur_deadline) / period + 1;
+        s.cur_deadline += count * period;
+    }
+    s.last_start = now;
+    s.cur_budget = p.budget;
+    s.priority_level = 0;
+    if !p.extratime {
+        // Ours: an overrun of the last periods is paid from this one's budget.
+        let paid = s.debt.min(p.budget);
+        s.debt -= paid;
+        s.cur_budget -= paid;
     }
 }
 
