@@ -1050,6 +1050,60 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    /// The heap against a sorted reference: random pushes, removals and top re-keys (some
+    /// due vCPUs, none, or all of them), then every pop in key order.
+    #[test]
+    fn the_heap_pops_in_key_order_after_removals_and_top_rekeys() {
+        let mut x = 0x2545_f491_u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..200 {
+            let n = 1 + rnd(300) as usize;
+            let mut h: Heap<u64> = Heap::new(n);
+            let mut reference: Vec<(u64, u32)> = Vec::new();
+            for v in 0..n as u32 {
+                // Unique keys, as the runqueue's are (the arrival breaks ties).
+                let k = rnd(1000) * 1024 + u64::from(v);
+                h.push(k, VcpuId(v));
+                reference.push((k, v));
+            }
+            for _ in 0..rnd(n as u64 / 2 + 1) {
+                let v = rnd(n as u64) as u32;
+                let was = reference.iter().position(|e| e.1 == v);
+                assert_eq!(h.remove(VcpuId(v)), was.is_some());
+                if let Some(i) = was {
+                    reference.remove(i);
+                }
+            }
+            // Due: keys below a bound (none, some, or all of them, by round).
+            let bound = match round % 3 {
+                0 => 0,
+                1 => rnd(1000) * 1024,
+                _ => u64::MAX,
+            };
+            let due = reference.iter().filter(|e| e.0 < bound).count();
+            let mut scratch = Vec::with_capacity(n);
+            let mut moved = 0;
+            h.rekey_top(&mut scratch, |k| k < bound, |v| {
+                moved += 1;
+                let e = reference.iter_mut().find(|e| e.1 == v.0).unwrap();
+                e.0 += (1 + rnd(500)) * 1024;
+                e.0
+            });
+            assert_eq!(moved, due, "round {round}: every due key re-keyed, once");
+            reference.sort();
+            for &(k, v) in &reference {
+                assert_eq!(h.peek(), Some((k, VcpuId(v))), "round {round}");
+                assert!(h.remove(VcpuId(v)));
+            }
+            assert_eq!(h.len(), 0);
+        }
+    }
+
     #[test]
     fn budget_above_period_is_refused_naming_both() {
         let p = rtds(1, &[&[]]);
