@@ -6,7 +6,8 @@
 
 Input: `bench` records named `sched.POLICY.wake_pick.Nvcpus` (one wake plus one pick, and
 the `context_saved` report, with N runnable vCPUs on one runqueue), `sched.POLICY.steal.64cpus`
-(an idle CPU scanning 63 peers and stealing from the last), and
+(an idle CPU scanning 63 peers and stealing from the last; for credit2, which never picks
+from another runqueue, CPU 0 taking a vCPU placed on CPU 63 from one 64-CPU runqueue), and
 `sched.credit2.balance[_even].Ncpus` (credit2's `balance_load` over runqueues of 16 CPUs,
 moving a vCPU, or with loads already even). Other records are ignored.
 

@@ -365,10 +365,16 @@ impl RqData {
         self.runq.front().map(|e| e.0)
     }
 
-    /// `runq_insert`: behind every vCPU with as much credit or more.
+    /// `runq_insert`: behind every vCPU with as much credit or more. A vCPU that has just
+    /// run usually has the least credit and joins at the back: that case is checked first
+    /// (the same place the search finds, without the search or `insert`'s general path).
     fn runq_insert(&mut self, v: VcpuId, s: &mut Svc) {
-        let at = self.runq.partition_point(|e| e.0 >= s.credit);
-        self.runq.insert(at, (s.credit, v));
+        if self.runq.back().is_none_or(|e| e.0 >= s.credit) {
+            self.runq.push_back((s.credit, v));
+        } else {
+            let at = self.runq.partition_point(|e| e.0 >= s.credit);
+            self.runq.insert(at, (s.credit, v));
+        }
         s.on_runq = true;
     }
 
@@ -1532,7 +1538,10 @@ impl Policy for Credit2 {
                     None => cg.as_deref_mut().expect("the current vCPU continues"),
                 };
                 if switching {
-                    if rq.runq.get(at).is_some_and(|e| e.1 == n) {
+                    if at == 0 && rq.runq.front().is_some_and(|e| e.1 == n) {
+                        rq.runq.pop_front();
+                        s.on_runq = false;
+                    } else if rq.runq.get(at).is_some_and(|e| e.1 == n) {
                         rq.runq.remove(at);
                         s.on_runq = false;
                     } else {
