@@ -222,18 +222,51 @@ extern "C" fn kernel_entry() -> ! {
             core: p.core,
         };
     }
-    let policy = match sched::registry::build(options.sched, &sched_topology, &options.sched_params)
-    {
-        Ok(p) => p,
-        Err(e) => {
-            log::error!("cannot build the scheduling policy: {e}");
-            arch::exit(ExitCode::BadInput);
-        }
+    // The CPU pools, each with its policy instance (one pool of every CPU when the command
+    // line names none), built before the APs start so every CPU finds its pool.
+    let all_cpus: alloc::vec::Vec<usize> = (0..topology.cpus.len()).collect();
+    let boot_pools: alloc::vec::Vec<schedule::cpupool::BootPool<'_>> = if options.pools.is_empty() {
+        alloc::vec![schedule::cpupool::BootPool {
+            name: "default",
+            policy: options.sched,
+            cpus: all_cpus,
+            knobs: options.sched_params.to_vec(),
+        }]
+    } else {
+        options
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| schedule::cpupool::BootPool {
+                name: p.name,
+                policy: p.policy.unwrap_or(options.sched),
+                cpus: p.cpus.iter().map(|&c| usize::from(c)).collect(),
+                // `sched.<param>` words are the first pool's knobs, under its own.
+                knobs: if i == 0 {
+                    options
+                        .sched_params
+                        .iter()
+                        .chain(&p.knobs)
+                        .copied()
+                        .collect()
+                } else {
+                    p.knobs.to_vec()
+                },
+            })
+            .collect()
     };
-    schedule::init(policy, topology.cpus.len());
+    schedule::init(topology.cpus.len());
+    if let Err(e) = schedule::cpupool::init(sched_topology, &boot_pools) {
+        log::error!("cannot build the CPU pools and their policies: {e}");
+        arch::exit(ExitCode::BadInput);
+    }
+    for p in &boot_pools {
+        log::info!("pool {}: {} on CPUs {:?}", p.name, p.policy, p.cpus);
+    }
+    mm::shared_image::set_enabled(options.share_images);
     if options.trace {
         schedule::trace::enable(topology.cpus.len());
-        schedule::policy().set_trace_hook(schedule::trace::policy_hook);
+        schedule::cpupool::enable_trace();
     }
 
     let online = match arch::platform::start_aps(&topology, ap_entry) {

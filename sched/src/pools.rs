@@ -265,6 +265,12 @@ impl Pools {
         self.domains.get(&d).map(|e| e.pool)
     }
 
+    /// Domain `d`'s parameters that its pool's policy takes.
+    pub fn params_taken(&self, d: u32) -> Option<Vec<(String, u64)>> {
+        let e = self.domains.get(&d)?;
+        Some(taken(self.pool(e.pool)?.policy, &e.params))
+    }
+
     /// Domains in pool `p`, ascending.
     pub fn domains_in(&self, p: PoolId) -> Vec<u32> {
         self.domains.iter().filter(|(_, e)| e.pool == p).map(|(&d, _)| d).collect()

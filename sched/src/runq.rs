@@ -369,7 +369,12 @@ impl<Q: RunQueue, S: Default> Runqueues<Q, S> {
         for c in 0..topo.cpus {
             idlers.set(c, true);
         }
-        Ok(Runqueues { cpus, vcpus, idlers, inserted: AtomicUsize::new(0) })
+        let rqs = Runqueues { cpus, vcpus, idlers, inserted: AtomicUsize::new(0) };
+        // The room an empty machine keeps (`refit`'s for no vCPU), from the start: a policy
+        // instance whose first vCPUs come and go (a CPU pool's, whose domains all left) is
+        // then back at its first heap, not one room per queue above it.
+        rqs.refit();
+        Ok(rqs)
     }
 }
 
@@ -942,9 +947,14 @@ mod tests {
     fn runqueue_room_follows_the_vcpus_present_and_comes_back() {
         let topo = Topology::flat(3, 64, 8);
         let rqs: Runqueues<VecDeque<VcpuId>, ()> = Runqueues::new(&topo, VecDeque::new).unwrap();
+        let empty = capacities(&rqs);
         rqs.insert(VcpuId(0), DomainId(0), 0, ()).unwrap();
         let alone = capacities(&rqs);
         assert_eq!(alone, [1, 1, 1]);
+        // An instance no vCPU ever joined has the room one that all left has.
+        rqs.remove(VcpuId(0)).unwrap();
+        assert_eq!(capacities(&rqs), empty);
+        rqs.insert(VcpuId(0), DomainId(0), 0, ()).unwrap();
         for v in 1..=20 {
             rqs.insert(VcpuId(v), DomainId(1), v as usize % 3, ()).unwrap();
             // Room for every vCPU present on every CPU, so that a wake never allocates.

@@ -1420,6 +1420,7 @@ fn finish(
         slice_late_hist: None,
         slice_late_p50_ns: None,
         slice_late_p99_ns: None,
+        profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;
     let trace = sim.trace.take().map(|mut t| {

@@ -152,7 +152,7 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "hostile-mm",
-        args: &[],
+        args: &[("shared_code", 1)],
         doc: "tries every forbidden page-table update and reservation; each must be refused \
               (exits 0 if all were)",
     },

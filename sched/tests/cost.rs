@@ -196,9 +196,19 @@ fn the_command_reads_profiles() {
             })
             .sum()
     };
+    let profile_of = |path: &str| -> Option<String> {
+        std::fs::read_to_string(path).unwrap().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["kind"] == "run").then(|| v["profile"].as_str().map(String::from)).flatten()
+        })
+    };
+    // The run record names the machine it models; the ideal one leaves it out (its
+    // records are byte for byte those of before profiles).
+    assert_eq!(profile_of(rs).as_deref(), Some("slow"));
     let slow = work(rs);
     let (code, text) = schedsim(&[sp, "--profile", "ideal", "--out", rs]);
     assert_eq!(code, Some(0), "{text}");
+    assert_eq!(profile_of(rs), None);
     let fast = work(rs);
     assert!((slow as f64 / fast as f64 - 0.9).abs() < 0.01, "{slow} against {fast}");
     std::fs::write(&spec_path, format!("{TWO_HOGS}[sim]\nprofile = \"missing.toml\"\n")).unwrap();

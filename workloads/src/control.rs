@@ -180,6 +180,72 @@ pub fn set_sched_param(name: &str, value: u64) -> Result<(), Errno> {
     })
 }
 
+/// Sets one global knob of pool `pool`'s policy.
+pub fn set_pool_param(pool: u32, name: &str, value: u64) -> Result<(), Errno> {
+    sysctl(&Sysctl::SetPoolParam { pool, name, value }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Replaces pool `pool`'s policy.
+pub fn set_pool_policy(pool: u32, policy: &str) -> Result<(), Errno> {
+    sysctl(&Sysctl::SetPoolPolicy { pool, policy }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Pool `pool`'s name, policy and CPUs, as the hypervisor has them.
+pub fn pool_info(pool: u32) -> Result<(String, String, alloc::vec::Vec<u32>), Errno> {
+    sysctl(&Sysctl::PoolInfo { pool }, |r| match r {
+        SysctlReply::Pool { name, policy, cpus } => {
+            let list = (0..64 * cpus.len() as u32)
+                .filter(|&c| cpus[c as usize / 64] & (1 << (c % 64)) != 0)
+                .collect();
+            Some((name.to_string(), policy.to_string(), list))
+        }
+        _ => None,
+    })
+}
+
+/// Creates an empty pool under `policy`; returns its number.
+pub fn pool_create(name: &str, policy: &str) -> Result<u32, Errno> {
+    sysctl(&Sysctl::PoolCreate { name, policy }, |r| match r {
+        SysctlReply::PoolCreated { pool } => Some(pool),
+        _ => None,
+    })
+}
+
+/// Destroys a pool with no CPU and no domain.
+pub fn pool_destroy(pool: u32) -> Result<(), Errno> {
+    sysctl(&Sysctl::PoolDestroy { pool }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Adds a free CPU to a pool.
+pub fn pool_add_cpu(pool: u32, cpu: u32) -> Result<(), Errno> {
+    sysctl(&Sysctl::PoolAddCpu { pool, cpu }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Takes a CPU out of a pool (it idles).
+pub fn pool_remove_cpu(pool: u32, cpu: u32) -> Result<(), Errno> {
+    sysctl(&Sysctl::PoolRemoveCpu { pool, cpu }, |r| match r {
+        SysctlReply::Done => Some(()),
+        _ => None,
+    })
+}
+
+/// Moves a domain to pool `pool`.
+pub fn move_to_pool(domain: DomainId, pool: u32) -> Result<(), Errno> {
+    done(domctl(&Domctl::MoveToPool { domain, pool })?)
+}
+
 /// The scheduling policy in force, and the number of CPUs.
 pub fn policy() -> Result<(String, u32), Errno> {
     sysctl(&Sysctl::GetPolicy, |r| match r {
@@ -196,10 +262,13 @@ pub fn frame_counts() -> Result<FrameCounts, Errno> {
     })
 }
 
-/// Bytes of the hypervisor's heap in use.
+/// Bytes of the hypervisor's heap in use, less the policy instances installed since boot.
 pub fn heap_used() -> Result<u64, Errno> {
     sysctl(&Sysctl::HeapUsed, |r| match r {
-        SysctlReply::HeapUsed { bytes } => Some(bytes),
+        // The policy instances a pool change installed stay for good: not a leak.
+        SysctlReply::HeapUsed { bytes, policies } => {
+            Some((bytes as i64).saturating_sub(policies).max(0) as u64)
+        }
         _ => None,
     })
 }

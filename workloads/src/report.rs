@@ -98,6 +98,7 @@ pub fn create_request<'a>(plan: &Plan<'a>, d: &PlannedDomain<'a>) -> Domctl<'a> 
         memory_kib: d.memory_kib,
         sched: d.sched,
         args,
+        pool: d.pool,
     }
 }
 
@@ -170,6 +171,8 @@ pub struct DomainRun<'a> {
     pub id: DomainId,
     pub before: DomainInfo,
     pub after: DomainInfo,
+    /// Its pool's name at the end (specs with `[[pool]]` only).
+    pub pool: Option<String>,
 }
 
 /// One record as a line of the results file (without the newline): the JSON of
@@ -202,7 +205,7 @@ pub fn domain(r: &DomainRun<'_>) -> results::Domain {
         switches: d(|i| i.switches),
         migrations: d(|i| i.migrations),
         exit: outcome(a.exit),
-        pool: None,
+        pool: r.pool.clone(),
         wake_lat_hist: Some(results::wake_lat_hist(
             a.wake_lat_hist.iter().map(|&n| u64::from(n)),
         )),
@@ -236,6 +239,8 @@ pub struct RunSummary<'a> {
     pub idle_ns: u64,
     /// Slices ended by the timer during the interval, every CPU, by how late.
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
+    /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
+    pub pools: Option<Vec<results::Pool>>,
 }
 
 /// The `run` record.
@@ -253,7 +258,7 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         idle_ns: r.idle_ns,
         warmup_ns: None,
         seed: None,
-        pools: None,
+        pools: r.pools.clone(),
         sockets: Some(r.shape[0]),
         cores: Some(r.shape[1]),
         threads: Some(r.shape[2]),
@@ -265,6 +270,7 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         }),
         slice_late_p50_ns: slice_late_percentile(&r.slice_late, 50),
         slice_late_p99_ns: slice_late_percentile(&r.slice_late, 99),
+        profile: None,
     }
 }
 
@@ -457,6 +463,7 @@ mod tests {
             weight: 512,
             cap: 50,
             expect: Expect::Ok,
+            pool: 0,
             args_start,
             args_len,
         }
@@ -486,6 +493,7 @@ mod tests {
                 count: 0,
                 bytes: &[],
             },
+            pools: 0,
         };
         f(&plan)
     }
@@ -621,6 +629,7 @@ mod tests {
         let mut d = planned("w\"0", 0, 0);
         d.group = "w";
         let run = DomainRun {
+            pool: None,
             planned: d,
             id: 7,
             before: info(1_000, 10, DomainExit::Running),
@@ -693,6 +702,7 @@ mod tests {
             "no slice ended late"
         );
         let r = RunSummary {
+            pools: None,
             name: "default",
             policy: "credit",
             cpus: 2,

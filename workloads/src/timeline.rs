@@ -95,6 +95,22 @@ impl<'a> Timeline<'a> {
             .map(|(_, b, a)| (*b, *a))
     }
 
+    /// The pool planned domain `i` is in after the events applied so far (`start` its
+    /// planned one): what its record reports.
+    pub fn pool_of(&self, i: usize, start: u32) -> u32 {
+        self.events[..self.next]
+            .iter()
+            .zip(&self.applied)
+            .rev()
+            .filter(|(e, r)| {
+                r.ok && e.op == EventOp::MoveTo
+                    && (e.first as usize..(e.first + e.count) as usize).contains(&i)
+            })
+            .map(|(e, _)| e.pool)
+            .next()
+            .unwrap_or(start)
+    }
+
     /// Whether there are events at all.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
@@ -198,11 +214,14 @@ fn apply(
         EventOp::Set(params) => each(&|d| control::set_sched(d, params)),
         EventOp::SetGlobal(params) => {
             for (name, value) in params.iter() {
-                control::set_sched_param(name, value)
+                control::set_pool_param(e.pool, name, value)
                     .map_err(|err| alloc::format!("{name} = {value}: {err:?}"))?;
             }
             Ok(())
         }
+        EventOp::MoveTo => each(&|d| control::move_to_pool(d, e.pool)),
+        EventOp::SetPolicy => control::set_pool_policy(e.pool, e.policy)
+            .map_err(|err| alloc::format!("pool {}: policy {}: {err:?}", e.pool, e.policy)),
         EventOp::Pause => each(&|d| control::pause(d)),
         EventOp::Unpause | EventOp::Start => each(&|d| control::unpause(d)),
         EventOp::Destroy => {

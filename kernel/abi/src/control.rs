@@ -234,6 +234,8 @@ pub enum Domctl<'a> {
         memory_kib: u32,
         sched: SchedParams,
         args: [ArgSpec<'a>; MAX_ARGS],
+        /// The CPU pool it joins (0: Domain0's, the first).
+        pool: u32,
     },
     SetSched {
         domain: DomainId,
@@ -276,6 +278,14 @@ pub enum Domctl<'a> {
     /// records and tears down (at 1024 domains it would otherwise take minutes). Replies
     /// `Started` with how many it paused.
     PauseAll,
+    /// Moves the domain to another CPU pool (Xen's `xl cpupool-migrate`): it is paused, its
+    /// vCPUs leave the old pool's policy and join the new one's spread over its CPUs, with
+    /// the parameters it has that the new policy takes, and it is unpaused if it ran.
+    /// Domain0 and dying domains do not move; a pool with no CPU takes no domain.
+    MoveToPool {
+        domain: DomainId,
+        pool: u32,
+    },
 }
 
 /// How many snapshots the hypervisor keeps (`Sysctl::TakeSnapshot`'s `slot`): one for each
@@ -471,7 +481,31 @@ pub enum Sysctl<'a> {
     /// very shares the windows measure. Successive snapshots still tile: each window is
     /// the difference of two, so windows sum to the interval exactly.
     TakeSnapshotLive { slot: u8 },
+    /// A CPU pool's name, policy and CPUs (Xen's `xl cpupool-list`); `Errno::Srch` for a
+    /// pool that does not exist. Replies `Pool`.
+    PoolInfo { pool: u32 },
+    /// Sets one global knob of a pool's policy (`SetSchedParam` sets the first pool's).
+    SetPoolParam {
+        pool: u32,
+        name: &'a str,
+        value: u64,
+    },
+    /// Creates an empty pool (no CPU yet) under `policy` (`xl cpupool-create`); replies
+    /// `PoolCreated` with its number.
+    PoolCreate { name: &'a str, policy: &'a str },
+    /// Destroys a pool holding no CPU and no domain (never the first).
+    PoolDestroy { pool: u32 },
+    /// Adds a free CPU to a pool (`xl cpupool-cpu-add`).
+    PoolAddCpu { pool: u32, cpu: u32 },
+    /// Takes a CPU out of a pool; it idles until added to one (`xl cpupool-cpu-remove`).
+    PoolRemoveCpu { pool: u32, cpu: u32 },
+    /// Replaces a pool's policy, its domains and all (their parameters carry over by name,
+    /// its knobs that the new policy takes too). Not the first pool's: Domain0 runs there.
+    SetPoolPolicy { pool: u32, policy: &'a str },
 }
+
+/// Most CPUs a `SysctlReply::Pool` describes.
+pub const POOL_CPU_WORDS: usize = 4;
 
 /// What every live domain holds, summed over all of them (Domain0 included).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,6 +568,11 @@ pub enum SysctlReply<'a> {
     },
     HeapUsed {
         bytes: u64,
+        /// Of `bytes`, what the CPU pools' changes since boot hold for good (a pool's policy
+        /// replaced or its CPUs changed builds an instance kept for the rest of the boot; a
+        /// pool's knobs and the pools' own state grow or shrink), so that a leak check can
+        /// leave them out. Negative when they gave back more than they took.
+        policies: i64,
     },
     Frames {
         free: u64,
@@ -541,6 +580,15 @@ pub enum SysctlReply<'a> {
     },
     Done,
     Resources(ResourceCounts),
+    Pool {
+        name: &'a str,
+        policy: &'a str,
+        /// Its CPUs as a bitmap: CPU `c` is bit `c % 64` of word `c / 64`.
+        cpus: [u64; POOL_CPU_WORDS],
+    },
+    PoolCreated {
+        pool: u32,
+    },
 }
 
 /// Encodes a message into `buf`, returning the bytes used.
@@ -607,6 +655,7 @@ mod tests {
             memory_kib: 1024,
             sched: SchedParams::from_pairs([("weight", 512), ("quantum_us", 300)]).unwrap(),
             args,
+            pool: 1,
         };
         let mut buf = [0u8; 512];
         let n = encode(&req, &mut buf).unwrap();

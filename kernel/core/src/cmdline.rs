@@ -8,8 +8,27 @@ use core::fmt;
 
 use arrayvec::ArrayVec;
 
-/// Most `sched.NAME=VALUE` words kept.
+/// Most `sched.NAME=VALUE` words kept (and most knobs of one pool).
 pub const MAX_SCHED_PARAMS: usize = 8;
+
+/// Most CPU pools the command line declares (`sched::pools::MAX_POOLS` bounds them again).
+pub const MAX_BOOT_POOLS: usize = 8;
+
+/// Highest CPU number a pool's `cpus` may name, plus one.
+pub const MAX_POOL_CPUS: usize = 256;
+
+/// A CPU pool from `pool.NAME.policy`, `pool.NAME.cpus` and `pool.NAME.KNOB` words, as Xen's
+/// `xl cpupool-create` takes them (name, scheduler, cpus), built before Domain0 starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootPool<'a> {
+    pub name: &'a str,
+    /// Its policy (`None`: the `sched` word's).
+    pub policy: Option<&'a str>,
+    /// Its CPUs, ascending, each once.
+    pub cpus: ArrayVec<u16, MAX_POOL_CPUS>,
+    /// Its global knobs (checked by the policy).
+    pub knobs: ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>,
+}
 
 /// Most verbose log level printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +66,12 @@ pub struct BootOptions<'a> {
     pub trace: bool,
     /// The policy's global parameters, from `sched.NAME=VALUE` words (checked by the policy).
     pub sched_params: ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>,
+    /// CPU pools, in the order their first word names them; the first holds Domain0. None:
+    /// one pool of every CPU under `sched` with `sched_params`.
+    pub pools: ArrayVec<BootPool<'a>, MAX_BOOT_POOLS>,
+    /// Load the read-only segments of a guest image once and map them into every domain
+    /// built from it (`share_images=on`, the default), or give each domain its own copy.
+    pub share_images: bool,
 }
 
 /// What was wrong with the command line.
@@ -64,10 +89,22 @@ pub enum CmdlineError<'a> {
     },
     /// A `sched.NAME` value that is not a non-negative integer, or too many of them.
     BadSchedParam { key: &'a str, value: &'a str },
+    /// A `pool.NAME.…` word that is wrong (`why` says how).
+    BadPool { key: &'a str, why: &'static str },
 }
 
 /// The keys the command line knows, for error messages.
-pub const KEYS: &[&str] = &["loglevel", "sched", "sched.<param>", "selftest", "trace"];
+pub const KEYS: &[&str] = &[
+    "loglevel",
+    "pool.<name>.policy",
+    "pool.<name>.cpus",
+    "pool.<name>.<param>",
+    "sched",
+    "sched.<param>",
+    "selftest",
+    "share_images",
+    "trace",
+];
 const ON_OFF: &[&str] = &["on", "off"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const SELF_TESTS: &[&str] = &["none", "fault", "probe", "hang"];
@@ -89,6 +126,7 @@ impl fmt::Display for CmdlineError<'_> {
                 f,
                 "bad value `{value}` for `{key}`; allowed: an integer (at most {MAX_SCHED_PARAMS} sched.<param> words)"
             ),
+            CmdlineError::BadPool { key, why } => write!(f, "command line key `{key}`: {why}"),
             CmdlineError::BadValue {
                 key,
                 value,
@@ -129,6 +167,8 @@ pub fn parse<'a>(
         selftest: SelfTest::None,
         trace: false,
         sched_params: ArrayVec::new(),
+        pools: ArrayVec::new(),
+        share_images: true,
     };
     for word in line.split_ascii_whitespace() {
         let (key, value) = word
@@ -164,6 +204,13 @@ pub fn parse<'a>(
                     _ => return Err(bad(ON_OFF)),
                 }
             }
+            "share_images" => {
+                options.share_images = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad(ON_OFF)),
+                }
+            }
             "selftest" => {
                 options.selftest = match value {
                     "none" => SelfTest::None,
@@ -183,10 +230,101 @@ pub fn parse<'a>(
                     .try_push((param, number))
                     .map_err(|_| CmdlineError::BadSchedParam { key, value })?;
             }
+            _ if key.starts_with("pool.") => pool_word(&mut options.pools, key, value, policies)?,
             _ => return Err(CmdlineError::UnknownKey { key }),
         }
     }
+    if let Some(p) = options.pools.iter().find(|p| p.cpus.is_empty()) {
+        return Err(CmdlineError::BadPool {
+            key: p.name,
+            why: "a pool needs a `pool.<name>.cpus` word (e.g. pool.rt.cpus=2-3)",
+        });
+    }
     Ok(options)
+}
+
+/// One `pool.NAME.FIELD=VALUE` word: declares pool NAME on first sight.
+fn pool_word<'a>(
+    pools: &mut ArrayVec<BootPool<'a>, MAX_BOOT_POOLS>,
+    key: &'a str,
+    value: &'a str,
+    policies: &'a [&'a str],
+) -> Result<(), CmdlineError<'a>> {
+    let bad = |why| CmdlineError::BadPool { key, why };
+    // The field is after the last dot: a pool's name may hold dots, a field never does.
+    let (name, field) = key["pool.".len()..]
+        .rsplit_once('.')
+        .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        .ok_or(bad(
+            "the form is pool.<name>.policy, pool.<name>.cpus or pool.<name>.<param>",
+        ))?;
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(bad("a pool name is letters, digits, `_`, `-` and `.`"));
+    }
+    let i = match pools.iter().position(|p| p.name == name) {
+        Some(i) => i,
+        None => {
+            pools
+                .try_push(BootPool {
+                    name,
+                    policy: None,
+                    cpus: ArrayVec::new(),
+                    knobs: ArrayVec::new(),
+                })
+                .map_err(|_| bad("too many pools (at most 8)"))?;
+            pools.len() - 1
+        }
+    };
+    let pool = &mut pools[i];
+    match field {
+        "policy" => {
+            pool.policy = Some(policies.iter().copied().find(|p| *p == value).ok_or(
+                CmdlineError::BadValue {
+                    key,
+                    value,
+                    allowed: policies,
+                },
+            )?);
+        }
+        "cpus" => {
+            pool.cpus = cpu_list(value).ok_or(bad(
+                "a CPU list is numbers and ranges below 256, ascending, e.g. 0,2-3",
+            ))?
+        }
+        param => {
+            let number = value
+                .parse::<u64>()
+                .map_err(|_| CmdlineError::BadSchedParam { key, value })?;
+            pool.knobs
+                .try_push((param, number))
+                .map_err(|_| CmdlineError::BadSchedParam { key, value })?;
+        }
+    }
+    Ok(())
+}
+
+/// `0,2-3` as CPUs 0, 2 and 3: ascending, each once, each below [`MAX_POOL_CPUS`].
+fn cpu_list(text: &str) -> Option<ArrayVec<u16, MAX_POOL_CPUS>> {
+    let mut cpus = ArrayVec::<u16, MAX_POOL_CPUS>::new();
+    for part in text.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<u16>().ok()?, hi.parse::<u16>().ok()?),
+            None => {
+                let c = part.parse::<u16>().ok()?;
+                (c, c)
+            }
+        };
+        if lo > hi || usize::from(hi) >= MAX_POOL_CPUS || cpus.last().is_some_and(|&l| l >= lo) {
+            return None;
+        }
+        for c in lo..=hi {
+            cpus.push(c);
+        }
+    }
+    Some(cpus)
 }
 
 #[cfg(test)]
@@ -203,11 +341,16 @@ mod tests {
         assert_eq!(o.loglevel, LogLevel::Info);
         assert_eq!(o.sched, "credit");
         assert_eq!(o.selftest, SelfTest::None);
+        assert!(o.share_images, "sharing image frames is the default");
     }
 
     #[test]
     fn every_key_is_read() {
-        let o = parse("sched=bvt loglevel=debug  selftest=fault", POLICIES).unwrap();
+        let o = parse(
+            "sched=bvt loglevel=debug  selftest=fault share_images=off",
+            POLICIES,
+        )
+        .unwrap();
         assert_eq!(
             o,
             BootOptions {
@@ -216,6 +359,8 @@ mod tests {
                 selftest: SelfTest::Fault,
                 trace: false,
                 sched_params: ArrayVec::new(),
+                pools: ArrayVec::new(),
+                share_images: false,
             }
         );
         assert_eq!(
@@ -233,6 +378,16 @@ mod tests {
     }
 
     #[test]
+    fn share_images_is_on_or_off() {
+        assert!(parse("share_images=on", POLICIES).unwrap().share_images);
+        let msg = parse("share_images=no", POLICIES).unwrap_err().to_string();
+        assert!(
+            msg.contains("share_images") && msg.contains("on, off"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn later_words_win() {
         assert_eq!(parse("sched=rr sched=bvt", POLICIES).unwrap().sched, "bvt");
     }
@@ -244,7 +399,8 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("`bogus`")
-                && msg.contains("loglevel, sched, sched.<param>, selftest, trace"),
+                && msg.contains("loglevel, pool.<name>.policy")
+                && msg.contains("sched.<param>, selftest, share_images, trace"),
             "{msg}"
         );
     }
@@ -290,5 +446,42 @@ mod tests {
             parse("quiet", POLICIES).unwrap_err(),
             CmdlineError::NotKeyValue { word: "quiet" }
         );
+    }
+
+    #[test]
+    fn pools_are_declared_by_their_words_in_order() {
+        let o = parse(
+            "sched=credit pool.main.cpus=0-1 pool.rt.policy=rr pool.rt.cpus=2,3 pool.main.tslice_ms=5",
+            POLICIES,
+        )
+        .unwrap();
+        assert_eq!(o.pools.len(), 2);
+        assert_eq!(o.pools[0].name, "main");
+        assert_eq!(o.pools[0].policy, None);
+        assert_eq!(o.pools[0].cpus.as_slice(), [0, 1]);
+        assert_eq!(o.pools[0].knobs.as_slice(), [("tslice_ms", 5)]);
+        assert_eq!(o.pools[1].policy, Some("rr"));
+        assert_eq!(o.pools[1].cpus.as_slice(), [2, 3]);
+        assert!(parse("sched=rr", POLICIES).unwrap().pools.is_empty());
+    }
+
+    #[test]
+    fn bad_pool_words_are_named() {
+        for (line, says) in [
+            ("pool.rt.policy=rr", "needs a `pool.<name>.cpus`"),
+            ("pool.rt.cpus=3-2", "ascending"),
+            ("pool.rt.cpus=0,0", "ascending"),
+            ("pool.rt.cpus=x", "a CPU list"),
+            ("pool.rt.cpus=300", "below 256"),
+            ("pool..cpus=1", "the form is"),
+            ("pool.rt=1", "the form is"),
+            ("pool.r:t.cpus=1", "a pool name is"),
+            ("pool.a.b.cpus=1 pool.a.b.policy=fifo", "credit, rr, bvt"),
+            ("pool.rt.cpus=1 pool.rt.policy=fifo", "credit, rr, bvt"),
+            ("pool.rt.cpus=1 pool.rt.tslice_ms=x", "pool.rt.tslice_ms"),
+        ] {
+            let msg = parse(line, POLICIES).unwrap_err().to_string();
+            assert!(msg.contains(says), "{line}: {msg}");
+        }
     }
 }

@@ -30,6 +30,18 @@
 //! bypass the per-frame types of the 512 frames it covers (XSA-148). The hypervisor's half
 //! of every L4 (entries 256..512) is never looked at here.
 //!
+//! **Shared image frames.** The read-only segments of a guest image (text, rodata) are
+//! loaded once per image and mapped by every domain built from it, so that an emulator
+//! keying translated code by physical address translates it once (see `kernel/src/mm`).
+//! Such a frame has no domain as owner: its owner is [`SHARED_OWNER`], and it is
+//! hypervisor-read-only ([`FrameTable::assign_shared`]), so every rule keyed on ownership
+//! refuses it to every guest (no writable mapping, no page table, no grant, no hold, no
+//! release). One rule lets it in: a read-only L1 entry in a tree the hypervisor built and
+//! pinned at creation ([`FrameTable::pin_root`]). A guest can drop such a mapping but never
+//! make one (its updates name only its own frames), so a guest cannot even read another
+//! image's frames. The allocation reference is the image's, dropped with `put_page` when
+//! its last domain has gone; the frame is freed when its last mapping has gone too.
+//!
 //! Grant mappings carry the `GRANT_MAPPED` bit, which guests can neither write nor
 //! overwrite; only [`FrameTable::unmap_grant`] removes them, or the devalidation of the L1
 //! that holds them (at domain teardown), which clears them.
@@ -377,6 +389,9 @@ enum Step {
 /// this.
 pub const DOMAIN_IDS: u32 = 4096;
 
+/// The owner of a frame of a shared image ([`FrameTable::assign_shared`]): no domain.
+pub const SHARED_OWNER: DomainId = DOMAIN_IDS;
+
 /// The frame table: one word per machine frame of a contiguous range (see "Concurrency").
 #[derive(Debug)]
 pub struct FrameTable {
@@ -474,6 +489,17 @@ impl FrameTable {
             .map_err(|_| MmError::Busy)
     }
 
+    /// A frame just taken from the allocator for a shared image: owned by no domain
+    /// ([`SHARED_OWNER`]), read-only to every guest, with the image's allocation reference
+    /// (dropped with [`FrameTable::put_page`]). See "Shared image frames".
+    pub fn assign_shared(&self, mfn: u64) -> Result<(), MmError> {
+        let word = self.word(mfn).ok_or(MmError::BadFrame)?;
+        let assigned = (u64::from(SHARED_OWNER) + 1) << OWNER_SHIFT | HV_READONLY | 1;
+        word.compare_exchange(0, assigned, AcqRel, Acquire)
+            .map(|_| ())
+            .map_err(|_| MmError::Busy)
+    }
+
     /// The owner gives back a frame that nothing maps (memory reservation decrease); the
     /// caller then returns it to its allocator.
     pub fn release(&self, mfn: u64, owner: DomainId) -> Result<(), MmError> {
@@ -533,6 +559,23 @@ impl FrameTable {
                 Step::Set((w + 1) | set)
             }
         })
+    }
+
+    /// Takes a general reference on a frame `dom` owns or on a shared image frame, for a
+    /// read-only entry of a tree the hypervisor built.
+    fn get_readable(&self, mfn: u64, dom: DomainId) -> Result<(), MmError> {
+        let word = self.word(mfn).ok_or(MmError::BadFrame)?;
+        self.cas(word, |w| {
+            let owner = owner_of(w);
+            if refs_of(w) == 0 || (owner != Some(dom) && owner != Some(SHARED_OWNER)) {
+                Step::Fail(MmError::NotOwner)
+            } else if refs_of(w) == REFS as u32 {
+                Step::Fail(MmError::Busy)
+            } else {
+                Step::Set(w + 1)
+            }
+        })
+        .map(|_| ())
     }
 
     /// Drops a general reference; true when it was the last one: the record is cleared and
@@ -1037,6 +1080,11 @@ impl FrameTable {
         }
         let target = target_of(entry);
         let ty = match level {
+            // A shared image frame only in a tree the hypervisor built ("Shared image
+            // frames"): a guest's own update never names one.
+            1 if entry & pte::WRITABLE == 0 && depth == Depth::Unbounded => {
+                return self.get_readable(target, dom);
+            }
             1 if entry & pte::WRITABLE == 0 => {
                 return self.get_ref(target, Some(dom), 0).map(|_| ());
             }
@@ -1171,7 +1219,38 @@ mod tests {
             Some(mfn)
         }
 
+        /// A frame of a shared image: owned by no domain, with the image's reference.
+        fn alloc_shared(&mut self) -> u64 {
+            let count = self.ft.frame_count() as u64;
+            let mfn = (FIRST..FIRST + count)
+                .find(|&m| self.ft.info(m).unwrap().refs == 0)
+                .unwrap();
+            self.ft.assign_shared(mfn).unwrap();
+            self.allocated.insert(mfn, SHARED_OWNER);
+            mfn
+        }
+
+        /// The image drops its reference on its shared frames (its last domain has gone);
+        /// returns those that became free.
+        fn drop_image(&mut self, frames: &[u64]) -> BTreeSet<u64> {
+            let mut freed = BTreeSet::new();
+            for &m in frames {
+                assert_eq!(self.allocated.remove(&m), Some(SHARED_OWNER));
+                if self.ft.put_page(m) {
+                    freed.insert(m);
+                }
+            }
+            self.check();
+            freed
+        }
+
         fn build(&mut self, dom: DomainId) -> Tree {
+            self.build_sharing(dom, &[])
+        }
+
+        /// `build`, with `shared` also mapped read-only and executable at L1 entries 5..
+        /// (in the hypervisor's own tree, pinned at creation).
+        fn build_sharing(&mut self, dom: DomainId, shared: &[u64]) -> Tree {
             let mut f = || self.alloc(dom).unwrap();
             let t = Tree {
                 l4: f(),
@@ -1191,6 +1270,9 @@ mod tests {
             }
             self.mem.write(t.l1, 3, ro(t.data[3]));
             self.mem.write(t.l1, 4, ro(t.l1));
+            for (i, &m) in shared.iter().enumerate() {
+                self.mem.write(t.l1, 5 + i, ro(m) & !NO_EXECUTE);
+            }
             self.ft.pin_root(dom, t.l4, &mut self.mem).unwrap();
             self.roots.insert(dom, t.l4);
             self.check();
@@ -1351,7 +1433,7 @@ mod tests {
                 } else if e & WRITABLE != 0 {
                     types.entry(t).or_default().push(PageType::Writable);
                 }
-                if !is_grant(e) {
+                if !is_grant(e) && self.ft.info(t).unwrap().owner != Some(SHARED_OWNER) {
                     assert_eq!(
                         self.ft.info(t).unwrap().owner,
                         self.ft.info(table).unwrap().owner
@@ -1757,6 +1839,110 @@ mod tests {
         assert_eq!(w.update(D1, t.l2, 1, link(f)), Ok(false));
         let hv = w.alloc_as(D1, true).unwrap();
         assert_eq!(w.ft.get_page_writable(hv, D1), Err(Reserved));
+    }
+
+    /// Two domains built from one image map its two shared frames read-only.
+    fn sharing_world() -> (World, Tree, Tree, [u64; 2]) {
+        let mut w = World::new();
+        let shared = [w.alloc_shared(), w.alloc_shared()];
+        let (a, b) = (w.build_sharing(D1, &shared), w.build_sharing(D2, &shared));
+        (w, a, b, shared)
+    }
+
+    #[test]
+    fn shared_image_frames_are_mapped_read_only_by_every_domain_built_from_the_image() {
+        let (w, _, _, [s0, s1]) = sharing_world();
+        for m in [s0, s1] {
+            let info = w.ft.info(m).unwrap();
+            assert_eq!(info.owner, Some(SHARED_OWNER));
+            assert!(info.hv_readonly);
+            // The image's reference and one entry of each domain.
+            assert_eq!((info.refs, info.ty), (3, PageType::None));
+        }
+    }
+
+    #[test]
+    fn a_shared_image_frame_is_freed_only_when_its_last_user_has_gone() {
+        // Domains first, then the image.
+        let (mut w, _, _, shared) = sharing_world();
+        assert!(w.teardown(D1).iter().all(|m| !shared.contains(m)));
+        assert_eq!(w.ft.info(shared[0]).unwrap().refs, 2);
+        assert!(w.teardown(D2).iter().all(|m| !shared.contains(m)));
+        assert_eq!(w.drop_image(&shared), shared.into_iter().collect());
+        // The image's reference first (its last domain being destroyed), then the tables.
+        let (mut w, _, _, shared) = sharing_world();
+        w.teardown(D1);
+        assert_eq!(w.drop_image(&shared), BTreeSet::new());
+        let freed = w.teardown(D2);
+        assert!(shared.iter().all(|m| freed.contains(m)), "{freed:?}");
+        for m in shared {
+            assert_eq!(w.ft.info(m), Some(FrameInfo::default()));
+        }
+    }
+
+    #[test]
+    fn a_guest_can_drop_a_shared_mapping_but_never_make_one() {
+        let (mut w, a, _, [s0, s1]) = sharing_world();
+        // Not writable, over its own mapping or anywhere else.
+        assert_eq!(w.update(D1, a.l1, 5, rw(s0)), Err(NotOwner));
+        assert_eq!(w.update(D1, a.l1, 9, rw(s0)), Err(NotOwner));
+        // Not read-only either: its updates name its own frames only.
+        assert_eq!(w.update(D1, a.l1, 9, ro(s1)), Err(NotOwner));
+        assert_eq!(w.update(D1, a.l1, 5, ro(s0)), Err(NotOwner));
+        // Unmapping is fine, and then the slot cannot take it back.
+        assert_eq!(w.update(D1, a.l1, 5, 0), Ok(true));
+        assert_eq!(w.ft.info(s0).unwrap().refs, 2);
+        assert_eq!(w.update(D1, a.l1, 5, ro(s0)), Err(NotOwner));
+        // Nor can an L1 it links and validates hold one.
+        let l1 = w.alloc(D1).unwrap();
+        w.mem.write(l1, 0, ro(s1));
+        assert_eq!(w.update(D1, a.l2, 1, link(l1)), Err(NotOwner));
+    }
+
+    #[test]
+    fn a_shared_image_frame_is_never_a_table_nor_writable_nor_given_away() {
+        let (mut w, a, _, [s0, _]) = sharing_world();
+        // Not a page table, at any level.
+        assert_eq!(w.update(D1, a.l2, 1, link(s0)), Err(NotOwner));
+        assert_eq!(w.update(D1, a.l4, 1, link(s0)), Err(NotOwner));
+        assert_eq!(w.op(|ft, mem, _| ft.pin_root(D1, s0, mem)), Err(NotOwner));
+        // Not granted (a grant takes a reference on the granter's own frame), not written
+        // by the hypervisor on a guest's behalf, not held, not released (ballooned out).
+        assert_eq!(w.ft.get_page(s0, D1), Err(NotOwner));
+        assert_eq!(w.ft.get_page_writable(s0, D1), Err(NotOwner));
+        assert_eq!(w.ft.hold(s0, D1), Err(NotOwner));
+        assert_eq!(w.release(s0, D1), Err(NotOwner));
+        assert_eq!(w.release(s0, SHARED_OWNER), Err(Busy));
+        // And a writable grant mapping naming it (as if the grant check, which wants the
+        // granter's own frame, were skipped) is refused: it is hypervisor-read-only.
+        let b_l1 = w.build(3).l1;
+        assert_eq!(w.grant(3, b_l1, 20, s0, true), Err(Reserved));
+    }
+
+    #[test]
+    fn a_tree_the_hypervisor_builds_may_not_map_a_shared_frame_writable() {
+        let mut w = World::new();
+        let s = w.alloc_shared();
+        let t = w.build_sharing(D1, &[s]);
+        // A second domain whose initial tree (wrongly) maps it writable is refused.
+        let l4 = w.alloc(D2).unwrap();
+        let (l3, l2, l1) = (
+            w.alloc(D2).unwrap(),
+            w.alloc(D2).unwrap(),
+            w.alloc(D2).unwrap(),
+        );
+        w.mem.write(l4, 0, link(l3));
+        w.mem.write(l3, 0, link(l2));
+        w.mem.write(l2, 0, link(l1));
+        w.mem.write(l1, 0, rw(s));
+        assert_eq!(w.op(|ft, mem, _| ft.pin_root(D2, l4, mem)), Err(NotOwner));
+        // Nor as a table of that tree.
+        w.mem.write(l1, 0, 0);
+        w.mem.write(l2, 1, link(s));
+        assert_eq!(w.op(|ft, mem, _| ft.pin_root(D2, l4, mem)), Err(NotOwner));
+        // The first domain's read-only mapping is untouched.
+        assert_eq!(w.ft.info(s).unwrap().refs, 2);
+        assert_eq!(w.update(D1, t.l1, 5, 0), Ok(true));
     }
 
     #[test]

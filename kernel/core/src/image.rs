@@ -134,6 +134,61 @@ pub fn span(image: &[u8]) -> Result<u64, ImageError> {
     Ok(hi.saturating_sub(lo))
 }
 
+/// A page of an image that can be shared by every domain built from it: covered by
+/// read-only segments only (text, rodata), so loaded once per image and mapped read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedPage {
+    pub va: u64,
+    /// Whether a segment covering it is executable.
+    pub executable: bool,
+}
+
+/// The pages of a checked image that no writable segment touches, in address order: what
+/// the domain builder loads once per image (a page also touched by a writable segment, and
+/// the bss, stay each domain's own).
+pub fn shared_pages(image: &[u8]) -> Result<alloc::vec::Vec<SharedPage>, ImageError> {
+    let (_, segments) = segments(image)?;
+    let segments: alloc::vec::Vec<Segment> = segments.collect();
+    let touches = |s: &Segment, page: u64| s.vaddr < page + 4096 && page < s.vaddr + s.mem_bytes;
+    let mut pages: alloc::vec::Vec<SharedPage> = alloc::vec::Vec::new();
+    for seg in segments.iter().filter(|s| !s.writable) {
+        let mut page = seg.vaddr & !0xfff;
+        while page < seg.vaddr + seg.mem_bytes {
+            if !segments.iter().any(|s| s.writable && touches(s, page)) {
+                match pages.iter_mut().find(|p| p.va == page) {
+                    Some(p) => p.executable |= seg.executable,
+                    None => pages.push(SharedPage {
+                        va: page,
+                        executable: seg.executable,
+                    }),
+                }
+            }
+            page += 4096;
+        }
+    }
+    pages.sort_unstable_by_key(|p| p.va);
+    Ok(pages)
+}
+
+/// Copies into `page` (4096 zeroed bytes) what the checked image's segments load at the
+/// page `va`: the file bytes of every segment that covers part of it.
+pub fn fill_page(image: &[u8], va: u64, page: &mut [u8]) -> Result<(), ImageError> {
+    let (_, segments) = segments(image)?;
+    for seg in segments {
+        let (lo, hi) = (
+            seg.vaddr.max(va),
+            (seg.vaddr + seg.file_bytes).min(va + 4096),
+        );
+        if lo < hi {
+            let from = (seg.file_offset + (lo - seg.vaddr)) as usize;
+            let to = (lo - va) as usize;
+            let n = (hi - lo) as usize;
+            page[to..to + n].copy_from_slice(&image[from..from + n]);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +219,103 @@ mod tests {
         b.extend_from_slice(&memsz.to_le_bytes());
         b.extend_from_slice(&0x1000u64.to_le_bytes());
         b
+    }
+
+    /// An ELF64 executable with `segs` = (vaddr, file bytes, mem bytes, flags), each loaded
+    /// from the next page-aligned file offset from 0x1000; segment i's bytes are all `i + 1`.
+    fn elf_of(segs: &[(u64, u64, u64, u32)]) -> Vec<u8> {
+        let offsets: Vec<u64> = segs
+            .iter()
+            .scan(0x1000, |at, s| {
+                let here = *at;
+                *at += s.1.next_multiple_of(0x1000);
+                Some(here)
+            })
+            .collect();
+        let mut b = Vec::new();
+        b.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&62u16.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&segs[0].0.to_le_bytes());
+        b.extend_from_slice(&64u64.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&64u16.to_le_bytes());
+        b.extend_from_slice(&56u16.to_le_bytes());
+        b.extend_from_slice(&(segs.len() as u16).to_le_bytes());
+        b.extend_from_slice(&[0; 6]);
+        for (i, &(vaddr, file, mem, flags)) in segs.iter().enumerate() {
+            b.extend_from_slice(&PT_LOAD.to_le_bytes());
+            b.extend_from_slice(&flags.to_le_bytes());
+            b.extend_from_slice(&offsets[i].to_le_bytes());
+            b.extend_from_slice(&vaddr.to_le_bytes());
+            b.extend_from_slice(&vaddr.to_le_bytes());
+            b.extend_from_slice(&file.to_le_bytes());
+            b.extend_from_slice(&mem.to_le_bytes());
+            b.extend_from_slice(&0x1000u64.to_le_bytes());
+        }
+        for (i, &(_, file, _, _)) in segs.iter().enumerate() {
+            b.resize(offsets[i] as usize, 0);
+            b.extend(core::iter::repeat_n(i as u8 + 1, file as usize));
+        }
+        b
+    }
+
+    #[test]
+    fn only_pages_no_writable_segment_touches_are_shared() {
+        const R: u32 = 4;
+        const RX: u32 = 5;
+        const RW: u32 = 6;
+        let b = IMAGE_BASE;
+        // text: 2.5 pages; rodata in the next page; data starting in rodata's page's
+        // successor but sharing the page of a second read-only segment.
+        let image = elf_of(&[
+            (b, 0x2800, 0x2800, RX),
+            (b + 0x3000, 0x100, 0x100, R),
+            (b + 0x5000, 0x100, 0x100, R),
+            (b + 0x5800, 0x100, 0x900, RW),
+        ]);
+        let pages = shared_pages(&image).unwrap();
+        let shared = |va, executable| SharedPage { va, executable };
+        assert_eq!(
+            pages,
+            [
+                shared(b, true),
+                shared(b + 0x1000, true),
+                shared(b + 0x2000, true),
+                shared(b + 0x3000, false),
+            ],
+            "the page read-only and writable segments share stays private"
+        );
+        let mut page = [0u8; 4096];
+        fill_page(&image, b + 0x2000, &mut page).unwrap();
+        assert!(page[..0x800].iter().all(|&x| x == 1));
+        assert!(page[0x800..].iter().all(|&x| x == 0), "past the file bytes");
+        let mut page = [0u8; 4096];
+        fill_page(&image, b + 0x5000, &mut page).unwrap();
+        assert!(page[..0x100].iter().all(|&x| x == 3));
+        assert!(
+            page[0x800..0x900].iter().all(|&x| x == 4),
+            "both segments' bytes"
+        );
+        assert_eq!(shared_pages(b"junk").err(), Some(ImageError::NotElf));
+    }
+
+    #[test]
+    fn two_read_only_segments_in_one_page_share_it_executable_if_either_is() {
+        let b = IMAGE_BASE;
+        let image = elf_of(&[(b, 0x100, 0x100, 4), (b + 0x800, 0x100, 0x100, 5)]);
+        assert_eq!(
+            shared_pages(&image).unwrap(),
+            [SharedPage {
+                va: b,
+                executable: true
+            }]
+        );
+        let mut page = [0u8; 4096];
+        fill_page(&image, b, &mut page).unwrap();
+        assert_eq!((page[0], page[0x800], page[0x400]), (1, 2, 0));
     }
 
     #[test]

@@ -172,6 +172,13 @@ pub struct Vcpu {
     /// Saved x87/SSE state; its address is handed to the entry code while running.
     pub fpu: Box<FpuArea>,
     pub running_on: AtomicUsize,
+    /// The policy instance that schedules it (`schedule::cpupool`; `NO_INSTANCE` until it
+    /// is registered). Changed only while it is paused and off every CPU.
+    pub sched_instance: core::sync::atomic::AtomicU32,
+    /// Set when it joined a new instance while running (Domain0 replacing its own pool's
+    /// policy): that instance has it asleep, and wakes it once it leaves its CPU
+    /// (`schedule::release`), if it is runnable then.
+    pub adopt: core::sync::atomic::AtomicBool,
     /// Set when it yields, so that the trace can say why it stopped.
     pub yielded: core::sync::atomic::AtomicBool,
     /// Absolute system time of the one-shot timer (0: none).
@@ -393,6 +400,22 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     let (entry, segments) = image::segments(config.image).map_err(CreateError::Image)?;
     let oom = |_| CreateError::OutOfMemory;
     let mut space = AddressSpace::new(&crate::mm::MACHINE).map_err(oom)?;
+    // The pages only read-only segments cover are the image's, loaded once and mapped
+    // read-only into every domain built from it (`crate::mm::shared_image`); the rest is
+    // the domain's own.
+    let shared = boot_module::holds(config.image)
+        .then(|| crate::mm::shared_image::acquire(config.image))
+        .flatten()
+        .unwrap_or_default();
+    if !shared.is_empty() {
+        space.share(shared.iter().map(|p| p.1).collect());
+    }
+    for &(page, phys) in &shared {
+        space
+            .map_shared(page.va, phys, page.executable)
+            .map_err(oom)?;
+    }
+    let is_shared = |page: u64| shared.iter().any(|p| p.0.va == page);
     for seg in segments {
         let access = Access {
             writable: seg.writable,
@@ -400,12 +423,22 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         };
         let mut page = seg.vaddr & !0xfff;
         while page < seg.vaddr + seg.mem_bytes {
-            space.map_new(page, access).map_err(oom)?;
+            if !is_shared(page) {
+                space.map_new(page, access).map_err(oom)?;
+            }
             page += 4096;
         }
-        let file =
-            &config.image[seg.file_offset as usize..(seg.file_offset + seg.file_bytes) as usize];
-        space.write(seg.vaddr, file);
+        // The file bytes of its own pages, a page at a time.
+        let file_end = seg.vaddr + seg.file_bytes;
+        let mut at = seg.vaddr;
+        while at < file_end {
+            let next = ((at & !0xfff) + 4096).min(file_end);
+            if !is_shared(at & !0xfff) {
+                let from = (seg.file_offset + (at - seg.vaddr)) as usize;
+                space.write(at, &config.image[from..from + (next - at) as usize]);
+            }
+            at = next;
+        }
     }
     let data = Access {
         writable: true,
@@ -552,6 +585,8 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     selectors: AtomicU64::new(0),
                     fpu: Box::new(FpuArea::new()),
                     running_on: AtomicUsize::new(NOT_RUNNING),
+                    sched_instance: core::sync::atomic::AtomicU32::new(u32::MAX),
+                    adopt: core::sync::atomic::AtomicBool::new(false),
                     yielded: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),

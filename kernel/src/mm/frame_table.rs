@@ -127,6 +127,10 @@ impl FrameSource for Machine {
         }
     }
 
+    fn release_shared(&self, frames: &[u64]) {
+        crate::mm::shared_image::release(frames);
+    }
+
     fn end_access(&self, phys: u64, write: bool) {
         let last = if write {
             table().put_page_writable(phys >> 12)

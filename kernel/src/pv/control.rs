@@ -19,7 +19,9 @@ use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::domain::boot_module;
 use crate::domain::{self, Domain, DomainConfig, VcpuState};
 use crate::mm::frames;
+use crate::schedule::cpupool;
 use crate::{arch, console, schedule, time};
+use sched::pools::{PoolError, PoolId};
 
 /// Every online CPU's figures at the last `TakeSnapshot` into each slot.
 static CPU_SNAPSHOT: spin::Mutex<[Vec<(usize, schedule::CpuFigures)>; SLOTS]> =
@@ -108,11 +110,14 @@ pub fn call(
     Ok(used as u64)
 }
 
-/// `sched` as the policy in force takes it, each pair checked against the parameters it
-/// declares: a name it does not declare, or a value out of range, is refused (with a
-/// warning that names it and what is allowed) before anything changes.
-fn policy_params(sched: &SchedParams) -> Result<ArrayVec<(&str, u64), MAX_SCHED_PARAMS>, Errno> {
-    let info = schedule::policy().info();
+/// `sched` as `policy` takes it, each pair checked against the parameters it declares: a
+/// name it does not declare, or a value out of range, is refused (with a warning that names
+/// it and what is allowed) before anything changes.
+fn policy_params<'a>(
+    policy: &dyn sched::Policy,
+    sched: &'a SchedParams,
+) -> Result<ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>, Errno> {
+    let info = policy.info();
     sched
         .iter()
         .map(|(name, value)| {
@@ -127,6 +132,75 @@ fn policy_params(sched: &SchedParams) -> Result<ArrayVec<(&str, u64), MAX_SCHED_
         .collect()
 }
 
+/// A new domain's parameters: those `policy` (its pool's) declares, checked by it, for the
+/// policy; the rest are kept for a later pool or policy (a domain carries its parameters by
+/// name), each checked against a policy that declares it. A name no registered policy
+/// declares, or a value out of every declaring policy's range, is refused (logged).
+fn create_params<'a>(
+    policy: &dyn sched::Policy,
+    sched: &'a SchedParams,
+) -> Result<ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>, Errno> {
+    let info = policy.info();
+    let mut taken = SchedParams::new();
+    for (name, value) in sched.iter() {
+        if info.domain_param(name).is_some() {
+            taken.push(name, value).map_err(|_| Errno::Inval)?;
+            continue;
+        }
+        let known = sched::registry::policies()
+            .filter_map(|p| p.domain_param(name))
+            .any(|spec| spec.check(value).is_ok());
+        if !known {
+            log::warn!(
+                "scheduling parameter {name} = {value} refused: no policy takes it with that \
+                 value"
+            );
+            return Err(Errno::Inval);
+        }
+    }
+    policy_params(policy, &taken).map(|pairs| {
+        // Borrowed from `sched`, not from `taken`: the same names, in the same order.
+        pairs
+            .iter()
+            .filter_map(|(n, v)| sched.iter().find(|(m, _)| m == n).map(|(m, _)| (m, *v)))
+            .collect()
+    })
+}
+
+/// Sets one global knob of pool `pool`'s policy, and keeps it in the pools' state (carried
+/// to a later policy of the pool that takes it).
+fn set_pool_param(pool: u32, name: &str, value: u64) -> Result<(), Errno> {
+    let mut pools = cpupool::pools();
+    let inst = pool_instance(pool)?;
+    inst.policy.set_global_param(name, value).map_err(|e| {
+        log::warn!("sysctl SetPoolParam: {e}");
+        Errno::Inval
+    })?;
+    let heap = frames::heap_used();
+    let stored = pools.set_knobs(PoolId(pool), &[(name, value)]);
+    cpupool::kept(heap, frames::heap_used());
+    stored.map_err(|e| pool_refused("SetPoolParam", &e))
+}
+
+/// A pool operation refused by the pools' rules (`sched::pools`), logged with why.
+fn pool_refused(what: &str, e: &PoolError) -> Errno {
+    log::warn!("{what} refused: {e}");
+    match e {
+        PoolError::NoSuchPool(_) | PoolError::NoSuchDomain(_) => Errno::Srch,
+        PoolError::HasDomains { .. }
+        | PoolError::HasCpus { .. }
+        | PoolError::Domain0
+        | PoolError::Dying(_) => Errno::Busy,
+        PoolError::Full => Errno::NoMem,
+        _ => Errno::Inval,
+    }
+}
+
+/// The instance pool `pool` runs, or `Srch`.
+fn pool_instance(pool: u32) -> Result<&'static cpupool::Instance, Errno> {
+    cpupool::of_pool(PoolId(pool)).ok_or(Errno::Srch)
+}
+
 fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
     let now = time::now_ns();
     match request {
@@ -137,8 +211,10 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             memory_kib,
             sched,
             args,
+            pool,
         } => {
-            let params = policy_params(&sched)?;
+            let inst = pool_instance(pool)?;
+            let params = create_params(&*inst.policy, &sched)?;
             let image_bytes = boot_module::file(image).ok_or(Errno::Inval)?;
             let args: ArrayVec<(&str, u64), { abi::shared::MAX_ARGS }> = args
                 .iter()
@@ -166,7 +242,14 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 }
             })?;
             let t1 = time::now_ns();
-            if let Err(e) = register(&domain, &params) {
+            let owned: Vec<(alloc::string::String, u64)> =
+                sched.iter().map(|(k, v)| (k.into(), v)).collect();
+            if let Err(e) = cpupool::pools().add_domain(domain.id, PoolId(pool), &owned) {
+                let errno = pool_refused("create", &e);
+                destroy(&domain)?;
+                return Err(errno);
+            }
+            if let Err(e) = register(&domain, inst, &params) {
                 log::warn!("policy refused domain {name}: {e}");
                 // It never ran, so nothing holds it: this cannot be refused.
                 destroy(&domain)?;
@@ -184,12 +267,21 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
             // All or nothing: checked whole, set in an order the policy accepts, or put
             // back (`sched::pools::set_domain_params`).
-            let params = policy_params(&sched)?;
-            sched::pools::set_domain_params(schedule::policy(), PolicyDomain(d.id), &params)
-                .map_err(|e| {
+            let mut pools = cpupool::pools();
+            let inst = d
+                .vcpus
+                .first()
+                .and_then(|v| cpupool::of_vcpu(v))
+                .ok_or(Errno::Srch)?;
+            let params = policy_params(&*inst.policy, &sched)?;
+            sched::pools::set_domain_params(&*inst.policy, PolicyDomain(d.id), &params).map_err(
+                |e| {
                     log::warn!("SetSched of domain {}: {e}", d.id);
                     Errno::Inval
-                })?;
+                },
+            )?;
+            // Kept by name, to carry into another pool or policy.
+            let _ = pools.set_params(d.id, &params);
             *d.sched.lock() = sched;
             Ok(DomctlReply::Done)
         }
@@ -201,6 +293,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
         Domctl::Pause { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
             pause(&d, now);
+            wait_off_cpu(&d);
             Ok(DomctlReply::Done)
         }
         Domctl::Unpause { domain } => {
@@ -234,12 +327,20 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             let info = d.snapshot.lock()[slot];
             info.map(DomctlReply::Info).ok_or(Errno::Srch)
         }
+        Domctl::MoveToPool { domain, pool } => {
+            let d = domain::domain(domain).ok_or(Errno::Srch)?;
+            move_to_pool(&d, pool, now)?;
+            Ok(DomctlReply::Done)
+        }
         Domctl::PauseAll => {
-            let guests = domain::all().into_iter().filter(|d| !d.privileged);
-            Ok(DomctlReply::Started {
-                count: guests.filter(|d| pause(d, now)).count() as u32,
-                at_ns: now,
-            })
+            let guests: Vec<_> = domain::all()
+                .into_iter()
+                .filter(|d| !d.privileged)
+                .collect();
+            let count = guests.iter().filter(|d| pause(d, now)).count() as u32;
+            // All stopped first, then waited for, so that the waits overlap.
+            guests.iter().for_each(|d| wait_off_cpu(d));
+            Ok(DomctlReply::Started { count, at_ns: now })
         }
         Domctl::Wait { domain } => {
             let d = domain::domain(domain).ok_or(Errno::Srch)?;
@@ -262,10 +363,71 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
     }
 }
 
-fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a>, Errno> {
+fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply<'a>, Errno> {
     match request {
+        Sysctl::PoolInfo { pool } => {
+            let (name, policy, cpus) = cpupool::describe(PoolId(pool)).ok_or(Errno::Srch)?;
+            let n = name.len().min(name_buf.len());
+            name_buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+            let name = core::str::from_utf8(&name_buf[..n]).map_err(|_| Errno::Inval)?;
+            let mut bits = [0u64; control::POOL_CPU_WORDS];
+            for c in cpus
+                .into_iter()
+                .filter(|&c| c < 64 * control::POOL_CPU_WORDS)
+            {
+                bits[c / 64] |= 1 << (c % 64);
+            }
+            Ok(SysctlReply::Pool {
+                name,
+                policy,
+                cpus: bits,
+            })
+        }
+        Sysctl::SetPoolParam { pool, name, value } => {
+            set_pool_param(pool, name, value)?;
+            Ok(SysctlReply::Done)
+        }
+        Sysctl::PoolCreate { name, policy } => {
+            let mut pools = cpupool::pools();
+            let heap = frames::heap_used();
+            let made = pools.create(name, policy);
+            cpupool::kept(heap, frames::heap_used());
+            let id = made.map_err(|e| pool_refused("PoolCreate", &e))?;
+            Ok(SysctlReply::PoolCreated { pool: id.0 })
+        }
+        Sysctl::PoolDestroy { pool } => {
+            let mut pools = cpupool::pools();
+            let heap = frames::heap_used();
+            let gone = pools.destroy(PoolId(pool));
+            cpupool::kept(heap, frames::heap_used());
+            gone.map_err(|e| pool_refused("PoolDestroy", &e))?;
+            cpupool::forget_pool(PoolId(pool));
+            Ok(SysctlReply::Done)
+        }
+        Sysctl::PoolAddCpu { pool, cpu } => {
+            if !smp::startup::online().contains(cpu as usize) {
+                log::warn!("PoolAddCpu refused: CPU {cpu} is not online");
+                return Err(Errno::Inval);
+            }
+            change_pool(pool, "PoolAddCpu", |p| {
+                p.add_cpu(PoolId(pool), cpu as usize)
+            })?;
+            Ok(SysctlReply::Done)
+        }
+        Sysctl::PoolRemoveCpu { pool, cpu } => {
+            change_pool(pool, "PoolRemoveCpu", |p| {
+                p.remove_cpu(PoolId(pool), cpu as usize)
+            })?;
+            Ok(SysctlReply::Done)
+        }
+        Sysctl::SetPoolPolicy { pool, policy } => {
+            change_pool(pool, "SetPoolPolicy", |p| {
+                p.set_policy(PoolId(pool), policy).map(|_| ())
+            })?;
+            Ok(SysctlReply::Done)
+        }
         Sysctl::GetPolicy => Ok(SysctlReply::Policy {
-            name: schedule::policy().info().name,
+            name: cpupool::first().name(),
             cpus: smp::startup::online().len() as u32,
         }),
         Sysctl::GetSchedParam { name } => {
@@ -275,12 +437,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
             Ok(SysctlReply::SchedParam { value })
         }
         Sysctl::SetSchedParam { name, value } => {
-            schedule::policy()
-                .set_global_param(name, value)
-                .map_err(|e| {
-                    log::warn!("sysctl SetSchedParam: {e}");
-                    Errno::Inval
-                })?;
+            set_pool_param(0, name, value)?;
             Ok(SysctlReply::Done)
         }
         Sysctl::CpuStats { cpu } => {
@@ -323,6 +480,7 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
         }
         Sysctl::HeapUsed => Ok(SysctlReply::HeapUsed {
             bytes: frames::heap_used() as u64,
+            policies: cpupool::runtime_bytes(),
         }),
         Sysctl::Resources => Ok(SysctlReply::Resources(domain::resource_counts())),
         Sysctl::EmitRecord { json } => {
@@ -360,17 +518,236 @@ fn sysctl<'a>(request: Sysctl, _name: &'a mut [u8; 32]) -> Result<SysctlReply<'a
     }
 }
 
-/// Registers a new domain and its vCPUs with the policy.
-fn register(domain: &Domain, params: &[(&str, u64)]) -> Result<(), sched::Error> {
-    let policy = schedule::policy();
+/// Registers a new (or moving) domain and its vCPUs with the policy instance `inst`; each
+/// vCPU then belongs to it.
+fn register(
+    domain: &Domain,
+    inst: &'static cpupool::Instance,
+    params: &[(&str, u64)],
+) -> Result<(), sched::Error> {
+    let policy = &*inst.policy;
     policy.add_domain(PolicyDomain(domain.id), params)?;
-    let cpus = smp::startup::online().len().max(1);
+    let cpus = inst.cpus.len().max(1);
+    let index = cpupool::index_of_pool(inst.pool);
     for v in &domain.vcpus {
         // Spread a domain's vCPUs over the CPUs from the start; the policy moves them later.
         let cpu = (domain.id as usize + v.index as usize) % cpus;
         policy.insert_vcpu(VcpuId(v.id), PolicyDomain(domain.id), cpu)?;
+        v.sched_instance.store(index, Ordering::Release);
     }
     Ok(())
+}
+
+/// Takes a domain's vCPUs out of the instance that holds them, once no CPU holds any (the
+/// domain is paused or dead, so none is picked again), then the domain. `Busy` if a CPU
+/// does not let go within [`DESTROY_WAIT_NS`] (what is removed stays removed).
+fn unregister(domain: &Domain) -> Result<(), Errno> {
+    let Some(inst) = domain.vcpus.first().and_then(|v| cpupool::of_vcpu(v)) else {
+        return Ok(()); // never registered
+    };
+    let policy = &*inst.policy;
+    let started = time::now_ns();
+    let mut removed = alloc::vec![false; domain.vcpus.len()];
+    loop {
+        for (v, done) in domain.vcpus.iter().zip(removed.iter_mut()) {
+            if !*done {
+                *done = match policy.remove_vcpu(VcpuId(v.id)) {
+                    Ok(()) | Err(sched::Error::NoSuchVcpu(_)) => true,
+                    Err(_) => false,
+                };
+            }
+        }
+        if removed.iter().all(|d| *d) && !domain.on_cpu() {
+            break;
+        }
+        if time::now_ns().saturating_sub(started) > DESTROY_WAIT_NS {
+            log::error!(
+                "domain {}: a CPU still holds one of its vCPUs; it cannot leave its policy",
+                domain.id
+            );
+            return Err(Errno::Busy);
+        }
+        // Another CPU may be waiting for this one to flush its TLB.
+        schedule::wait_for_other_cpu();
+        arch::percpu::touch_watchdog(); // bounded by DESTROY_WAIT_NS
+    }
+    match policy.remove_domain(PolicyDomain(domain.id)) {
+        Ok(()) | Err(sched::Error::NoSuchDomain(_)) => {}
+        Err(e) => {
+            log::error!("policy kept domain {}: {e}", domain.id);
+            return Err(Errno::Busy);
+        }
+    }
+    for v in &domain.vcpus {
+        v.sched_instance
+            .store(cpupool::NO_INSTANCE, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// `Domctl::MoveToPool` (Xen's `sched_move_domain`): checked by the pools' rules first, then
+/// the domain is paused, leaves its pool's policy, joins `pool`'s with the parameters it
+/// has that that policy takes, and is unpaused if it ran.
+fn move_to_pool(d: &Domain, pool: u32, now: u64) -> Result<(), Errno> {
+    if d.life.lock().state == DomainState::Dead {
+        log::warn!("MoveToPool refused: domain {} has ended", d.id);
+        return Err(Errno::Busy);
+    }
+    let mut pools = cpupool::pools();
+    let Some(mv) = pools
+        .move_domain(d.id, PoolId(pool))
+        .map_err(|e| pool_refused("MoveToPool", &e))?
+    else {
+        return Ok(()); // there already
+    };
+    let to = pool_instance(pool)?;
+    let was_running = pause(d, now);
+    let params: Vec<(&str, u64)> = mv.params.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let moved = unregister(d).and_then(|()| {
+        register(d, to, &params).map_err(|e| {
+            log::error!(
+                "MoveToPool: pool {pool}'s policy refused domain {}: {e}",
+                d.id
+            );
+            Errno::Inval
+        })
+    });
+    if let Err(e) = moved {
+        // Back where it was (the rules said it could move; a CPU that would not let go or
+        // a policy that changed its mind since is the only way here).
+        let _ = pools.move_domain(d.id, mv.from);
+        if d.vcpus.iter().all(|v| cpupool::of_vcpu(v).is_none())
+            && let Ok(from) = pool_instance(mv.from.0)
+        {
+            let _ = register(d, from, &[]);
+        }
+        if was_running {
+            unpause(d, time::now_ns());
+        }
+        return Err(e);
+    }
+    if was_running {
+        // Now, not when the call began: the wait for the CPUs to let go is not the
+        // domain's waiting time.
+        unpause(d, time::now_ns());
+    }
+    Ok(())
+}
+
+/// A change to pool `pool`'s CPUs or policy (`op`, on the pools' state, says which and
+/// checks it), carried out as Xen's `cpupool.c` does for a pool's scheduler: every domain
+/// of the pool is paused and leaves the old instance, a new instance of the pool's policy
+/// (now) is built over its CPUs (now) with its knobs, the CPUs point at it (a CPU that left
+/// the pool idles), the domains join it with their parameters, and those that ran are
+/// unpaused. Domain0's pool, the first, keeps its policy and CPUs from boot: Domain0 is the
+/// one asking, and cannot leave the instance it runs in meanwhile.
+fn change_pool(
+    pool: u32,
+    what: &str,
+    op: impl FnOnce(&mut sched::pools::Pools) -> Result<(), PoolError>,
+) -> Result<(), Errno> {
+    let now = time::now_ns();
+    let mut pools = cpupool::pools();
+    let before = pools.clone();
+    let heap = frames::heap_used();
+    op(&mut pools).map_err(|e| pool_refused(what, &e))?;
+    cpupool::kept(heap, frames::heap_used());
+    let p = pools.pool(PoolId(pool)).ok_or(Errno::Srch)?.clone();
+    let old_cpus = cpupool::of_pool(PoolId(pool))
+        .map(|i| i.cpus.clone())
+        .unwrap_or_default();
+    // Domain0 (the caller, running here) stays put while the others leave: it cannot be
+    // paused, and the old instance has it running. It joins the new instance asleep and is
+    // woken there once it leaves this CPU (`Vcpu::adopt`); the old instance is retired.
+    let (dom0, domains): (Vec<_>, Vec<_>) = pools
+        .domains_in(PoolId(pool))
+        .into_iter()
+        .filter_map(domain::domain)
+        .partition(|d| d.privileged);
+    let running: Vec<bool> = domains.iter().map(|d| pause(d, now)).collect();
+    let mut left = Ok(());
+    for d in &domains {
+        left = left.and(unregister(d));
+    }
+    let knobs: Vec<(&str, u64)> = p.knobs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let built = match left {
+        Err(e) => Err(e),
+        Ok(()) if p.cpus.is_empty() => Ok(None),
+        Ok(()) => {
+            let heap = frames::heap_used();
+            let installed = cpupool::install(PoolId(pool), p.policy.name, &p.cpus, &knobs);
+            cpupool::kept(heap, frames::heap_used());
+            installed.map(Some).map_err(|e| {
+                log::warn!("{what} refused: {e}");
+                Errno::Inval
+            })
+        }
+    };
+    let result = match built {
+        Ok(index) => {
+            // CPUs that left the pool idle; the pool's CPUs take the new instance.
+            for &c in old_cpus.iter().filter(|c| !p.cpus.contains(c)) {
+                cpupool::free_cpu(c);
+            }
+            match index {
+                Some(i) => cpupool::attach_cpus(i),
+                None => cpupool::forget_pool(PoolId(pool)),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let heap = frames::heap_used();
+            *pools = before;
+            cpupool::kept(heap, frames::heap_used());
+            Err(e)
+        }
+    };
+    if result.is_ok()
+        && let (Some(d), Some(inst)) = (dom0.first(), cpupool::of_pool(PoolId(pool)))
+    {
+        let mut sched = SchedParams::new();
+        if let Some(weight) = inst.policy.info().domain_param("weight") {
+            let _ = sched.push(weight.name, weight.max);
+        }
+        let params = policy_params(&*inst.policy, &sched).unwrap_or_default();
+        // Domain0 stays in the new instance for good (and in the retired one): what it
+        // takes there is kept, not a leak.
+        let heap = frames::heap_used();
+        let joined = register(d, inst, &params);
+        cpupool::kept(heap, frames::heap_used());
+        match joined {
+            Ok(()) => d
+                .vcpus
+                .iter()
+                .for_each(|v| v.adopt.store(true, Ordering::Release)),
+            Err(e) => log::error!("{what}: Domain0 could not join pool {pool}'s policy: {e}"),
+        }
+    }
+    // Each domain back into the pool's instance (the new one, or the old one on failure).
+    if let Some(inst) = cpupool::of_pool(PoolId(pool)) {
+        for d in &domains {
+            if d.vcpus.iter().all(|v| cpupool::of_vcpu(v).is_none()) {
+                let params: Vec<(alloc::string::String, u64)> =
+                    pools.params_taken(d.id).unwrap_or_default();
+                let pairs: Vec<(&str, u64)> =
+                    params.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                if let Err(e) = register(d, inst, &pairs) {
+                    log::error!("{what}: domain {} could not rejoin pool {pool}: {e}", d.id);
+                }
+            }
+        }
+    }
+    // Now, not when the call began (see `move_to_pool`).
+    let now = time::now_ns();
+    for (d, was) in domains.iter().zip(running) {
+        if was {
+            unpause(d, now);
+        }
+    }
+    for &c in old_cpus.iter().chain(&p.cpus) {
+        schedule::kick(c);
+    }
+    result
 }
 
 /// Builds Domain0 from the boot module and starts it.
@@ -378,7 +755,7 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
     // Domain0 is the experiment's control plane: the largest weight the policy allows, so
     // that it is served first whenever it needs the CPU (it sleeps through the interval).
     let mut sched = SchedParams::new();
-    if let Some(weight) = schedule::policy().info().domain_param("weight") {
+    if let Some(weight) = cpupool::first().policy.info().domain_param("weight") {
         sched
             .push(weight.name, weight.max)
             .map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
@@ -399,9 +776,11 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
         slot.reserve_exact(smp::startup::online().len());
     }
     let d = domain::create(&config)?;
-    let params =
-        policy_params(&sched).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
-    register(&d, &params).map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
+    let inst = cpupool::first();
+    let params = policy_params(&*inst.policy, &sched)
+        .map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
+    register(&d, inst, &params)
+        .map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
     d.life.lock().state = DomainState::Alive;
     for v in &d.vcpus {
         schedule::unpause(v, time::now_ns());
@@ -420,6 +799,7 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
         }
         life.state = DomainState::Dead;
         life.exit = exit;
+
         core::mem::take(&mut life.waiters)
     };
     for id in waiters {
@@ -471,6 +851,26 @@ fn pause(d: &Domain, now: u64) -> bool {
     true
 }
 
+/// Waits until no CPU runs a vCPU of `d` (Xen's `vcpu_sleep_sync` in `domain_pause`): once
+/// a pause returns, the domain's CPU time no longer grows. Each CPU holding one was kicked
+/// by `stop`; under TCG it may take the host some milliseconds to run that CPU's thread.
+/// Bounded by [`DESTROY_WAIT_NS`] (then logged: the pause stands, the CPU is stuck).
+fn wait_off_cpu(d: &Domain) {
+    let started = time::now_ns();
+    while d.on_cpu() {
+        if time::now_ns().saturating_sub(started) > DESTROY_WAIT_NS {
+            log::error!(
+                "domain {}: paused, but a CPU still runs one of its vCPUs",
+                d.id
+            );
+            return;
+        }
+        // Another CPU may be waiting for this one to flush its TLB.
+        schedule::wait_for_other_cpu();
+        arch::percpu::touch_watchdog(); // bounded by DESTROY_WAIT_NS
+    }
+}
+
 /// Unpauses a paused domain; returns whether it was paused.
 fn unpause(d: &Domain, now: u64) -> bool {
     {
@@ -517,39 +917,8 @@ const DESTROY_WAIT_NS: u64 = 5_000_000_000;
 /// CPUs do not let go in [`DESTROY_WAIT_NS`], nothing is freed and the caller gets `Busy`
 /// (the domain stays dead; destroy can be asked again).
 fn destroy(domain: &Domain) -> Result<(), Errno> {
-    let policy = schedule::policy();
-    let started = time::now_ns();
-    let mut removed = alloc::vec![false; domain.vcpus.len()];
-    loop {
-        for (v, done) in domain.vcpus.iter().zip(removed.iter_mut()) {
-            if !*done {
-                *done = match policy.remove_vcpu(VcpuId(v.id)) {
-                    Ok(()) | Err(sched::Error::NoSuchVcpu(_)) => true,
-                    Err(_) => false,
-                };
-            }
-        }
-        if removed.iter().all(|d| *d) && !domain.on_cpu() {
-            break;
-        }
-        if time::now_ns().saturating_sub(started) > DESTROY_WAIT_NS {
-            log::error!(
-                "destroy of domain {} refused: a CPU still holds one of its vCPUs",
-                domain.id
-            );
-            return Err(Errno::Busy);
-        }
-        // Another CPU may be waiting for this one to flush its TLB.
-        schedule::wait_for_other_cpu();
-        arch::percpu::touch_watchdog(); // bounded by DESTROY_WAIT_NS
-    }
-    match policy.remove_domain(PolicyDomain(domain.id)) {
-        Ok(()) | Err(sched::Error::NoSuchDomain(_)) => {}
-        Err(e) => {
-            log::error!("policy kept domain {}: {e}", domain.id);
-            return Err(Errno::Busy);
-        }
-    }
+    unregister(domain)?;
+    let _ = cpupool::pools().remove_domain(domain.id);
     crate::pv::grant_table::release_all(domain);
     domain.life.lock().space = None;
     domain::remove(domain);

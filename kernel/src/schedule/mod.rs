@@ -13,7 +13,6 @@
 //! most one stale slot on each CPU it set a timer on; it fires, finds the vCPU's deadline
 //! changed, and is dropped.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -28,6 +27,7 @@ use crate::arch;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, Doing, Domain, NOT_RUNNING, Vcpu, VcpuState};
 use crate::time;
+pub mod cpupool;
 pub mod trace;
 pub mod watchdog;
 
@@ -46,6 +46,9 @@ struct CpuSched {
     slice_end: Option<u64>,
     /// When the policy's accounting tick is next due.
     next_tick: Option<u64>,
+    /// This CPU's `cpupool` entry when `next_tick` was set: a new instance (a policy swap,
+    /// the CPU moved to another pool) brings its own tick.
+    tick_entry: u64,
     /// When the hardware timer is set to fire (system ns), if it is.
     armed_at: Option<u64>,
     /// vCPU timers set on this CPU, one slot per vCPU.
@@ -108,7 +111,6 @@ pub struct CpuFigures {
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
 }
 
-static POLICY: Once<Box<dyn Policy>> = Once::new();
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
 static NEED_RESCHED: Once<PerCpu<AtomicBool>> = Once::new();
 static COUNTERS: Once<PerCpu<CpuCounters>> = Once::new();
@@ -117,11 +119,9 @@ static COUNTERS: Once<PerCpu<CpuCounters>> = Once::new();
 /// past, which makes its next block return at once.
 pub const FIRED: u64 = 1;
 
-/// Installs the policy and the per-CPU state for a machine of `cpus` CPUs. Called once by
-/// the BSP before any CPU schedules.
-pub fn init(policy: Box<dyn Policy>, cpus: usize) {
-    let tick = policy.tick_period_ns();
-    POLICY.call_once(|| policy);
+/// Installs the per-CPU state for a machine of `cpus` CPUs (the policies are the pools',
+/// [`cpupool::init`]). Called once by the BSP before any CPU schedules.
+pub fn init(cpus: usize) {
     CPUS.call_once(|| {
         // Every slot of the per-CPU array exists, but only the machine's CPUs get a timer
         // heap sized for every vCPU (72 KiB each): for all `smp::MAX_CPUS` slots that took
@@ -136,7 +136,8 @@ pub fn init(policy: Box<dyn Policy>, cpus: usize) {
                 current: None,
                 current_domain: None,
                 slice_end: None,
-                next_tick: tick,
+                next_tick: None,
+                tick_entry: NO_TICK_ENTRY,
                 armed_at: None,
                 timers: TimerHeap::new(ids),
             })
@@ -147,15 +148,23 @@ pub fn init(policy: Box<dyn Policy>, cpus: usize) {
     watchdog::init();
 }
 
-/// The policy in force.
+/// [`CpuSched::tick_entry`] before the first look at the CPU's pool.
+const NO_TICK_ENTRY: u64 = u64::MAX - 1;
+
+/// The first pool's policy (Domain0's; the machine's when there is one pool).
 pub fn policy() -> &'static dyn Policy {
-    &**POLICY.get().expect("scheduler initialised")
+    &*cpupool::first().policy
 }
 
-/// Writes the policy's own counters since boot (credit's clamps and rounding) as a
+/// Writes each pool's policy's own counters since boot (credit's clamps and rounding) as a
 /// `counters` results record, if it keeps any. Called as the machine shuts down.
 pub fn record_policy_counters() {
-    let Some(p) = POLICY.get() else { return };
+    for inst in cpupool::current_instances() {
+        record_counters_of(&*inst.policy);
+    }
+}
+
+fn record_counters_of(p: &dyn Policy) {
     let mut counters = alloc::collections::BTreeMap::new();
     p.counters(&mut |name, value| {
         counters.insert(alloc::string::String::from(name), value);
@@ -194,6 +203,13 @@ pub fn kick(cpu: usize) {
     }
 }
 
+/// Calls `f` on the policy instance that schedules `v` and turns the local CPU it may name
+/// (one to kick) into the machine's number; `None` for a vCPU no instance holds.
+fn vcpu_policy(v: &Vcpu, f: impl FnOnce(&dyn Policy) -> Option<usize>) -> Option<usize> {
+    let inst = cpupool::of_vcpu(v)?;
+    f(&*inst.policy).map(|local| inst.global(local))
+}
+
 fn take_need_resched() -> bool {
     let flag = NEED_RESCHED.get().expect("scheduler initialised").this();
     // A plain load first: the flag is almost always clear, and a swap is a locked bus cycle.
@@ -228,7 +244,7 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
             s.runnable_since = now;
         }
         trace::record(TraceEvent::Wake, v, now);
-        policy().wake(VcpuId(v.id), now).kick
+        vcpu_policy(v, |p| p.wake(VcpuId(v.id), now).kick)
     };
     if let Some(cpu) = kick_cpu {
         kick(cpu);
@@ -250,7 +266,7 @@ pub fn unpause(v: &Vcpu, now: u64) {
             s.runnable_since = now;
         }
         trace::record(TraceEvent::Wake, v, now);
-        policy().wake(VcpuId(v.id), now).kick
+        vcpu_policy(v, |p| p.wake(VcpuId(v.id), now).kick)
     };
     if let Some(cpu) = kick_cpu {
         kick(cpu);
@@ -280,7 +296,7 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
         }
         // Under the state lock, as in `wake`.
         if matches!(was, VcpuState::Runnable | VcpuState::Running) {
-            policy().sleep(VcpuId(v.id), now)
+            vcpu_policy(v, |p| p.sleep(VcpuId(v.id), now))
         } else {
             None
         }
@@ -293,7 +309,7 @@ pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
 /// The current vCPU gives up its slice.
 pub fn yield_current(v: &Vcpu, now: u64) {
     v.yielded.store(true, Ordering::Relaxed);
-    if let Some(cpu) = policy().yield_now(VcpuId(v.id), now) {
+    if let Some(cpu) = vcpu_policy(v, |p| p.yield_now(VcpuId(v.id), now)) {
         kick(cpu);
     }
 }
@@ -389,8 +405,18 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         // sleeping through a wake-up that already happened.
     }
     watch_neighbour(cpu, now);
+    let here = cpupool::of_cpu(cpu);
+    let entry = here.map_or(u64::MAX, |h| h.entry);
+    if entry != cs.tick_entry {
+        // A new instance for this CPU (boot, a policy swap): its own tick, from now.
+        cs.tick_entry = entry;
+        cs.next_tick = here
+            .and_then(|h| h.inst.policy.tick_period_ns())
+            .map(|p| now + p);
+    }
     let tick_due = cs.next_tick.is_some_and(|t| t <= now);
-    if let (true, Some(period)) = (tick_due, policy().tick_period_ns()) {
+    let period = here.and_then(|h| h.inst.policy.tick_period_ns());
+    if let (true, Some(period)) = (tick_due, period) {
         cs.next_tick = Some(now + period);
     }
     if let Some(end) = cs.slice_end.filter(|&end| end <= now) {
@@ -405,8 +431,10 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
             .this()
             .store(true, Ordering::Release);
     }
-    if tick_due {
-        policy().tick(cpu, now, &mut |c| kick(c));
+    if let (true, Some(h)) = (tick_due, here) {
+        h.inst
+            .policy
+            .tick(h.local, now, &mut |c| kick(h.inst.global(c)));
     }
 }
 
@@ -501,7 +529,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         }
     }
     run_timers(&mut cs, now);
-    let decision = policy().schedule(cpu, now);
+    let decision = decide(cpu, now);
     let next = decision.next.and_then(|id| domain::vcpu(id.0));
     let same = match (&prev, &next) {
         (Some(p), Some(n)) => Arc::ptr_eq(p, n),
@@ -547,6 +575,19 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     }
 }
 
+/// What this CPU's pool's policy picks for it (`cpu` is the machine's number); a CPU in no
+/// pool idles with no timer.
+fn decide(cpu: usize, now: u64) -> sched::Decision {
+    match cpupool::of_cpu(cpu) {
+        Some(h) => h.inst.policy.schedule(h.local, now),
+        None => sched::Decision {
+            next: None,
+            slice_ns: None,
+            migrated: false,
+        },
+    }
+}
+
 /// The domain of `n`, about to run here: the one already held when `n` belongs to the
 /// domain that ran here last (no reference-count traffic between vCPUs of one domain).
 fn domain_of(cs: &mut CpuSched, n: &Vcpu) -> Arc<Domain> {
@@ -585,6 +626,9 @@ fn account_out(v: &Vcpu, now: u64) {
     };
     trace::record(why, v, now);
     let mut s = v.stats.lock();
+    // A vCPU paused or killed between its pick and its claim was switched in without
+    // becoming running (`switch_in`): that run is not its CPU time.
+    let was_running = s.doing == Doing::Running;
     s.change(
         now,
         if still_runnable {
@@ -593,7 +637,11 @@ fn account_out(v: &Vcpu, now: u64) {
             Doing::Neither
         },
     );
-    let ran = now.saturating_sub(s.run_start);
+    let ran = if was_running {
+        now.saturating_sub(s.run_start)
+    } else {
+        0
+    };
     s.cpu_ns += ran;
     counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
     if still_runnable {
@@ -604,12 +652,40 @@ fn account_out(v: &Vcpu, now: u64) {
 
 /// Lets other CPUs run `v` (and its domain be freed): called only once this CPU's CR3 no
 /// longer points at its address space. Then tells the policy (`context_saved`): until
-/// now it has given `v` to no other CPU, which is why [`switch_in`] never waits.
+/// now it has given `v` to no other CPU, which is why [`switch_in`] never waits. (Or, for
+/// a vCPU adopted by a new instance while it ran, wakes it there.)
 fn release(v: &Vcpu) {
     v.running_on.store(NOT_RUNNING, Ordering::Release);
     let now = time::now_ns();
-    if let Some(cpu) = policy().context_saved(this_cpu(), VcpuId(v.id), now) {
-        kick(cpu);
+    if v.adopt.swap(false, Ordering::AcqRel) {
+        // It joined a new instance while it ran here (`cpupool` swap of its own pool): that
+        // one has it asleep, and no other CPU could take it until now. The old one is
+        // retired, so it gets no `context_saved`.
+        let kick_cpu = {
+            let state = v.state.lock();
+            if *state == VcpuState::Runnable {
+                vcpu_policy(v, |p| p.wake(VcpuId(v.id), now).kick)
+            } else {
+                None
+            }
+        };
+        if let Some(c) = kick_cpu {
+            kick(c);
+        }
+        return;
+    }
+    // The instance that gave `v` to this CPU: `v`'s, as long as this CPU is still in it (a
+    // vCPU changes instance only once paused and off every CPU, or, Domain0 in its own
+    // pool's swap, with `adopt` set).
+    let cpu = this_cpu();
+    let Some(inst) = cpupool::of_vcpu(v) else {
+        return;
+    };
+    let Some(local) = inst.cpus.iter().position(|&c| c == cpu) else {
+        return;
+    };
+    if let Some(c) = inst.policy.context_saved(local, VcpuId(v.id), now) {
+        kick(inst.global(c));
     }
 }
 
@@ -642,23 +718,37 @@ fn switch_in<'a>(
         panic!(
             "policy {} picked vCPU {} for CPU {cpu} while CPU {holder} still held it (before \
              its context_saved): it would run on two CPUs",
-            policy().info().name,
+            cpupool::of_vcpu(v).map_or("?", |i| i.name()),
             v.id
         );
     }
-    {
+    let was_runnable = {
         // Only a runnable vCPU becomes running: another CPU may have paused or killed it
         // between the policy's pick and now. Then it keeps that state, runs until the kick
         // that CPU sent arrives, and is not made runnable again when it leaves.
         let mut state = v.state.lock();
-        if *state == VcpuState::Runnable {
+        let runnable = *state == VcpuState::Runnable;
+        if runnable {
             *state = VcpuState::Running;
         }
+        runnable
+    };
+    if !was_runnable {
+        // Stopped since the pick (its wait counted up to then by `stop`): it leaves at this
+        // CPU's next entry to the hypervisor (the kick its stopper sent, at the latest),
+        // and the run is not its CPU time (`account_out`).
+        NEED_RESCHED
+            .get()
+            .expect("scheduler initialised")
+            .this()
+            .store(true, Ordering::Release);
     }
     {
         let mut s = v.stats.lock();
-        s.change(now, Doing::Running);
-        s.wait_ns += now.saturating_sub(s.runnable_since);
+        if was_runnable {
+            s.change(now, Doing::Running);
+            s.wait_ns += now.saturating_sub(s.runnable_since);
+        }
         if let Some(woke) = s.woke_at.take() {
             s.latency.record(now.saturating_sub(woke));
         }
@@ -733,7 +823,7 @@ pub fn idle_step(now: u64) -> IdleStep {
     take_need_resched();
     let mut cs = cpus().this().lock();
     run_timers(&mut cs, now);
-    let decision = policy().schedule(cpu, now);
+    let decision = decide(cpu, now);
     let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) else {
         // Nothing to run, but the policy may want to decide again at a set time (rtds: when
         // a depleted vCPU's budget comes back): `slice_ns` holds for an idle CPU too.

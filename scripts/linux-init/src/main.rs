@@ -578,6 +578,7 @@ fn run() -> Result<bool, String> {
         slice_late_hist: None,
         slice_late_p50_ns: None,
         slice_late_p99_ns: None,
+        profile: None,
     }));
     for r in &records {
         emit(r);

@@ -185,29 +185,81 @@ pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
             1.0
         }
     };
-    // The fair target of each cpu domain, out of what the cpu domains got.
+    // The fair target of each cpu domain, out of what the cpu domains got (of its pool, when
+    // the run has pools: each pool's CPUs are shared among its own domains, under its own
+    // policy's weights or none). A domain moved or a policy replaced during the run has no
+    // single target: none is shown then.
     let duration = records.run().map_or(0, |r| r.duration_ns) as f64;
+    let pools = records
+        .run()
+        .and_then(|r| r.pools.as_deref())
+        .unwrap_or(&[]);
+    let changed = records.iter().any(|r| {
+        matches!(r, Record::Event(e) if e.what.starts_with("move_to") || e.what.starts_with("policy"))
+    });
     let cpu: Vec<&&Domain> = domains.iter().filter(|d| d.workload == "cpu").collect();
-    let cpu_total: f64 = cpu.iter().map(|d| d.cpu_ns as f64).sum();
-    let targets = sched::summary::fair_shares(
-        cpu_total,
-        &cpu.iter().map(|d| weight(d)).collect::<Vec<_>>(),
-        &cpu.iter()
-            .map(|d| {
-                let cpus = f64::from(d.vcpus);
-                let cap = if d.cap > 0 {
-                    d.cap as f64 / 100.0
-                } else {
-                    cpus
-                };
-                cpus.min(cap) * duration
-            })
-            .collect::<Vec<_>>(),
-    );
+    let mut targets = vec![f64::NAN; cpu.len()];
+    let pool_names: Vec<Option<&str>> = if pools.is_empty() {
+        vec![None]
+    } else {
+        pools.iter().map(|p| Some(p.name.as_str())).collect()
+    };
+    for (k, pool) in pool_names.iter().enumerate() {
+        let members: Vec<usize> = (0..cpu.len())
+            .filter(|&i| pool.is_none() || cpu[i].pool.as_deref() == *pool)
+            .collect();
+        let pool_weighted = match pools.get(k) {
+            Some(p) => sched::registry::info(&p.policy)
+                .is_ok_and(|info| info.domain_param("weight").is_some()),
+            None => weighted,
+        };
+        let w = |d: &Domain| {
+            if pool_weighted {
+                d.weight.max(1) as f64
+            } else {
+                1.0
+            }
+        };
+        // A pool's part of what the cpu domains got: its part of the pools' CPUs.
+        let cpu_total: f64 = cpu.iter().map(|d| d.cpu_ns as f64).sum();
+        let pool_total = match pools.get(k) {
+            Some(p) => {
+                let all: usize = pools.iter().map(|q| q.cpus.len()).sum();
+                cpu_total * p.cpus.len() as f64 / all.max(1) as f64
+            }
+            None => cpu_total,
+        };
+        let shares = sched::summary::fair_shares(
+            pool_total,
+            &members.iter().map(|&i| w(cpu[i])).collect::<Vec<_>>(),
+            &members
+                .iter()
+                .map(|&i| {
+                    let d = cpu[i];
+                    let cpus = f64::from(d.vcpus);
+                    let cap = if d.cap > 0 {
+                        d.cap as f64 / 100.0
+                    } else {
+                        cpus
+                    };
+                    cpus.min(cap) * duration
+                })
+                .collect::<Vec<_>>(),
+        );
+        for (&i, t) in members.iter().zip(shares) {
+            targets[i] = t;
+        }
+    }
+    let targets: Vec<f64> = if changed {
+        vec![f64::NAN; cpu.len()]
+    } else {
+        targets
+    };
     let target_of = |d: &Domain| {
         cpu.iter()
             .position(|c| std::ptr::eq(**c, d))
             .map(|i| targets[i])
+            .filter(|t| !t.is_nan())
     };
     let pct = |ns: f64| {
         if total > 0 {
@@ -388,6 +440,7 @@ mod tests {
             slice_late_hist: None,
             slice_late_p50_ns: None,
             slice_late_p99_ns: None,
+            profile: None,
         })];
         // Ten equal cpu domains but one gets twice the others; one latency domain.
         for i in 0..10 {

@@ -41,8 +41,11 @@ pub struct Experiment {
     pub demand: sched::limits::Demand,
     /// The timeline (`[[event]]`), resolved, in the order Domain0 applies it.
     pub timeline: Vec<sched::timeline::Step>,
-    /// Whether the spec has `[[pool]]`s (only schedsim runs them so far).
+    /// Whether the spec has `[[pool]]`s.
     pub pools: bool,
+    /// Its pools, resolved (`Spec::pool_plans`; one `default` of every CPU without any):
+    /// the kernel's `pool.<name>.*` words, the first holding Domain0.
+    pub pool_plans: Vec<sched::timeline::PoolPlan>,
 }
 
 fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
@@ -70,37 +73,8 @@ fn from_spec(s: Spec, path: Option<PathBuf>) -> Experiment {
         demand: s.demand(false),
         timeline: s.timeline(),
         pools: s.has_pools(),
+        pool_plans: s.pool_plans(),
     }
-}
-
-/// What the hypervisor's Domain0 does not run yet of a valid spec, refused before boot
-/// (exit 2) naming the field: CPU pools, and events that move a domain or replace a
-/// policy. schedsim runs them all.
-pub fn hypervisor_supports(exp: &Experiment) -> Result<(), BadInput> {
-    let file = exp
-        .spec
-        .as_ref()
-        .map_or("the default experiment".into(), |p| p.display().to_string());
-    let schedsim = "schedsim runs it (scripts/run --engine schedsim SPEC)";
-    if exp.pools {
-        return Err(BadInput(format!(
-            "{file}: pool: CPU pools run only in schedsim so far (the hypervisor schedules one \
-             pool of every CPU); allowed here: no [[pool]]; {schedsim}"
-        )));
-    }
-    for step in &exp.timeline {
-        let (field, what) = match step.op {
-            sched::timeline::Op::MoveTo(_) => ("move_to", "moving a domain between pools"),
-            sched::timeline::Op::Policy(_) => ("policy", "replacing a pool's policy"),
-            _ => continue,
-        };
-        return Err(BadInput(format!(
-            "{file}: event[{}].{field}: {what} runs only in schedsim so far; allowed here: \
-             set, or action = \"pause\" | \"unpause\" | \"start\" | \"destroy\"; {schedsim}",
-            step.index
-        )));
-    }
-    Ok(())
 }
 
 /// Command-line flags that override the spec (docs/DESIGN.md "Commands": "Flags override
@@ -291,23 +265,27 @@ weight = [1, 2, 3, 4, 5, 6, 7, 8]
             (e.op, e.first, e.count),
             (abi::tool::plan::EventOp::Destroy, 1, 1)
         );
-        for (extra, field) in [
-            ("[[pool]]\nname = \"p\"\ncpus = 4\n", "pool:"),
-            (
-                "[[event]]\nat_ms = 9\ntarget = \"default\"\npolicy = \"bvt\"\n",
-                "event[0].policy:",
-            ),
-            (
-                "[[event]]\nat_ms = 9\ntarget = \"w1\"\nmove_to = \"default\"\n",
-                "event[0].move_to:",
-            ),
-        ] {
-            // A valid spec (schedsim runs it), refused for the hypervisor.
-            let f = write(&format!("{GOOD}{extra}"));
-            let exp = load(Some(&f.0), &Overrides::default()).unwrap();
-            let e = hypervisor_supports(&exp).unwrap_err().to_string();
-            assert!(e.contains(field) && e.contains("schedsim"), "{e}");
-        }
+        // Pools, a move and a swap reach the plan with the pool each names, and the kernel's
+        // command line with every pool's words.
+        let f = write(&format!(
+            "{GOOD}[[pool]]\nname = \"p\"\ncpus = 2\n[[pool]]\nname = \"q\"\ncpus = 2\n\
+             policy = \"rr\"\n[[event]]\nat_ms = 9\ntarget = \"w1\"\nmove_to = \"q\"\n\
+             [[event]]\nat_ms = 10\ntarget = \"q\"\npolicy = \"bvt\"\n"
+        ));
+        let exp = load(Some(&f.0), &Overrides::default()).unwrap();
+        assert_eq!(exp.pool_plans.len(), 2);
+        let bytes = crate::module::plan_bytes(&exp).unwrap();
+        let plan = abi::tool::plan::decode(&bytes).unwrap();
+        assert_eq!((plan.pools, plan.policy), (2, "credit"));
+        let events: Vec<_> = plan.events().map(Result::unwrap).collect();
+        assert_eq!(
+            (events[0].op, events[0].pool, events[0].first),
+            (abi::tool::plan::EventOp::MoveTo, 1, 1)
+        );
+        assert_eq!(
+            (events[1].op, events[1].pool, events[1].policy),
+            (abi::tool::plan::EventOp::SetPolicy, 1, "bvt")
+        );
     }
 
     #[test]

@@ -88,7 +88,6 @@ fn run(args: &Args) -> Result<u8, Stop> {
     }
 
     let mut exp = experiment::load(args.spec.as_deref(), &overrides(args))?;
-    experiment::hypervisor_supports(&exp)?;
     exp.bench = args.bench;
     let cmdline = kernel_cmdline(args, &exp)?;
     check_timeout(args)?;
@@ -550,7 +549,22 @@ fn kernel_cmdline(args: &Args, exp: &Experiment) -> Result<String, BadInput> {
         format!("loglevel={}", args.loglevel.name()),
         format!("sched={}", exp.policy),
     ];
-    words.extend(exp.globals.iter().map(|(k, v)| format!("sched.{k}={v}")));
+    if exp.pools {
+        // Every pool in the spec's order, the first Domain0's, each with its policy, CPUs
+        // and knobs resolved (`Spec::pool_plans`).
+        for p in &exp.pool_plans {
+            let cpus: Vec<String> = p.cpus.iter().map(usize::to_string).collect();
+            words.push(format!("pool.{}.policy={}", p.name, p.policy));
+            words.push(format!("pool.{}.cpus={}", p.name, cpus.join(",")));
+            words.extend(
+                p.knobs
+                    .iter()
+                    .map(|(k, v)| format!("pool.{}.{k}={v}", p.name)),
+            );
+        }
+    } else {
+        words.extend(exp.globals.iter().map(|(k, v)| format!("sched.{k}={v}")));
+    }
     if args.trace.is_some() {
         words.push("trace=on".into());
     }

@@ -19,12 +19,17 @@ pub fn images_dir() -> PathBuf {
     crate::artifacts::target_dir().join("release")
 }
 
-/// The per-domain scheduling parameters the spec gives for the policy in force
-/// (`DomainPlan::params`: those the policy declares); the policy's defaults stand for the
-/// rest. The spec validator has checked them against the control ABI's bounds.
+/// Every per-domain scheduling parameter the spec gives (`DomainPlan::all_params`): the
+/// hypervisor gives its pool's policy those it declares (its defaults stand for the rest)
+/// and keeps the others for a later pool or policy. The spec validator has checked them
+/// against the control ABI's bounds.
 fn sched_params(d: &DomainPlan) -> Result<SchedParams, String> {
-    SchedParams::from_pairs(d.params.iter().map(|(name, value)| (name.as_str(), *value)))
-        .map_err(|(name, e)| format!("domain {}: scheduling parameter `{name}`: {e}", d.name))
+    SchedParams::from_pairs(
+        d.all_params
+            .iter()
+            .map(|(name, value)| (name.as_str(), *value)),
+    )
+    .map_err(|(name, e)| format!("domain {}: scheduling parameter `{name}`: {e}", d.name))
 }
 
 /// The timeline as Domain0 applies it: each event's domains as a run of plan indices (a
@@ -44,12 +49,17 @@ fn planned_events(exp: &Experiment) -> Result<Vec<plan::PlannedEvent<'_>>, Strin
             (_, Op::Unpause) => plan::EventOp::Unpause,
             (_, Op::Start) => plan::EventOp::Start,
             (_, Op::Destroy) => plan::EventOp::Destroy,
-            (_, op) => {
-                return Err(format!(
-                    "event[{}]: `{op:?}` is not run by the hypervisor's Domain0",
-                    step.index
-                ));
-            }
+            (_, Op::MoveTo(_)) => plan::EventOp::MoveTo,
+            (_, Op::Policy(_)) => plan::EventOp::SetPolicy,
+        };
+        // The pool the event names: its target, or where `move_to` sends its domains.
+        let pool = match (&step.targets, &step.op) {
+            (_, Op::MoveTo(p)) | (Targets::Pool(p), _) => *p as u32,
+            _ => 0,
+        };
+        let policy = match &step.op {
+            Op::Policy(name) => name.as_str(),
+            _ => "",
         };
         let (first, count) = match &step.targets {
             Targets::Domains(ids) => {
@@ -71,6 +81,8 @@ fn planned_events(exp: &Experiment) -> Result<Vec<plan::PlannedEvent<'_>>, Strin
             op,
             first,
             count,
+            pool,
+            policy,
         });
     }
     Ok(out)
@@ -96,6 +108,7 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
                 spec::Expect::Ok => Expect::Ok,
                 spec::Expect::Killed => Expect::Killed,
             },
+            pool: d.pool as u32,
             args_start: start,
             args_len: args.len() as u32 - start,
         });
@@ -111,7 +124,8 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
         warmup_ms: exp.warmup_ms,
         cpus: exp.cpus,
         shape: [exp.shape.0, exp.shape.1, exp.shape.2],
-        policy: &exp.policy,
+        // The first pool's: Domain0's, and the `run` record's.
+        policy: exp.pool_plans.first().map_or(&exp.policy, |p| &p.policy),
         domains: EncodedSeq {
             count: domains.len() as u32,
             bytes: &domain_bytes,
@@ -131,6 +145,11 @@ pub fn plan_bytes(exp: &Experiment) -> Result<Vec<u8>, String> {
         events: EncodedSeq {
             count: events.len() as u32,
             bytes: &event_bytes,
+        },
+        pools: if exp.pools {
+            exp.pool_plans.len() as u32
+        } else {
+            0
         },
     };
     plan::encode(&plan).map_err(encode_err)
@@ -244,7 +263,7 @@ mod tests {
         assert_eq!(first.workload, exp.plan[0].workload);
         assert_eq!(u64::from(first.weight), exp.plan[0].weight);
         let given: Vec<_> = exp.plan[0]
-            .params
+            .all_params
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
@@ -254,10 +273,11 @@ mod tests {
 
     #[test]
     fn any_per_domain_parameter_a_policy_declares_reaches_the_plan() {
-        // Not one of the names the hypervisor used to know: a new policy's own parameter
-        // (the spec validator passes on only those the policy in force declares).
+        // Not one of the names the hypervisor used to know: a new policy's own parameter.
+        // Every parameter the spec gives travels (the hypervisor gives the domain's pool's
+        // policy those it declares and keeps the rest for another pool or policy).
         let mut exp = load(None, &Overrides::default()).unwrap();
-        exp.plan[0].params = vec![("weight".into(), 3), ("lag_limit_us".into(), 1500)];
+        exp.plan[0].all_params = vec![("weight".into(), 3), ("lag_limit_us".into(), 1500)];
         let bytes = plan_bytes(&exp).unwrap();
         let plan = plan::decode(&bytes).unwrap();
         let first = plan.domains().next().unwrap().unwrap();
@@ -265,7 +285,7 @@ mod tests {
         assert_eq!(first.sched.get("weight"), Some(3));
         assert_eq!(first.sched.len(), 2);
         // Beyond the control ABI's bounds: an error naming the domain and the parameter.
-        exp.plan[0].params = vec![("x".repeat(25), 1)];
+        exp.plan[0].all_params = vec![("x".repeat(25), 1)];
         let err = plan_bytes(&exp).unwrap_err();
         assert!(
             err.contains(&exp.plan[0].name) && err.contains("is 25 bytes"),

@@ -434,6 +434,7 @@ mod tests {
             slice_late_hist: None,
             slice_late_p50_ns: None,
             slice_late_p99_ns: None,
+            profile: None,
         })
     }
 

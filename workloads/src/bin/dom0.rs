@@ -35,7 +35,7 @@ use abi::error::Errno;
 use abi::layout::{PLAN, PLAN_LIMIT};
 use abi::tool::console::ExitCode;
 use abi::tool::plan::{self, Expect, MAX_DOMAINS, Plan, PlannedDomain};
-use abi::tool::results::Phase;
+use abi::tool::results::{self, Phase};
 use workloads::report::{self, CpuStats, DomainRun, Figures, RunSummary, Verdict};
 use workloads::time::{now_ns, sleep_ns, sleep_until};
 use workloads::windows::{self, Windows};
@@ -114,6 +114,20 @@ fn run() -> u8 {
             plan.policy
         ));
     }
+    // The CPU pools the hypervisor was booted with (the plan's, in its order).
+    let mut pools = Vec::new();
+    for p in 0..plan.pools {
+        match control::pool_info(p) {
+            Ok((name, policy, cpus)) => {
+                println!("pool {name}: {policy} on CPUs {cpus:?}");
+                pools.push(results::Pool { name, cpus, policy });
+            }
+            Err(e) => return fatal("sysctl PoolInfo", e),
+        }
+    }
+    if pools.len() >= 2 {
+        pool_control_check(&pools, &mut verdict);
+    }
     println!(
         "experiment `{}`: {} domains, policy {policy} on {cpus} CPUs, {} ms warm-up, {} ms measured",
         plan.name,
@@ -186,6 +200,7 @@ fn run() -> u8 {
             switch_floor_ns,
             dom_exc,
             &mut timeline,
+            &pools,
         );
     }
     teardown(
@@ -249,6 +264,7 @@ fn run_churn(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
+        pools: None,
     };
     emit(&report::run_record(&summary), verdict);
     for record in tally.records(lifetimes, t1 - t0, base.heap_bytes) {
@@ -269,6 +285,90 @@ fn run_churn(
 }
 
 /// Reports a control call that failed where the run cannot go on; the exit status for it.
+/// The pool control hypercalls the timeline does not use, tried before any guest exists
+/// and undone: Xen's refusals (`cpupool.c`) each get their error and change nothing, and a
+/// CPU goes from the last pool into a new one and back (each change rebuilds a policy
+/// instance). Problems go to the verdict; the pools end as they began.
+fn pool_control_check(pools: &[results::Pool], verdict: &mut Verdict) {
+    let mut fail =
+        |what: alloc::string::String| verdict.fail(alloc::format!("pool control: {what}"));
+    let n = pools.len() as u32;
+    let refusals: [(&str, Result<(), Errno>, Errno); 5] = [
+        (
+            "destroying the first pool",
+            control::pool_destroy(0),
+            Errno::Busy,
+        ),
+        (
+            "moving Domain0",
+            control::move_to_pool(0, n - 1),
+            Errno::Busy,
+        ),
+        (
+            "a pool that does not exist",
+            control::pool_info(n + 7).map(|_| ()),
+            Errno::Srch,
+        ),
+        (
+            "adding a CPU another pool holds",
+            control::pool_add_cpu(n - 1, pools[0].cpus[0]),
+            Errno::Inval,
+        ),
+        (
+            "a policy nobody registered",
+            control::pool_create("probe", "no-such-policy").map(|_| ()),
+            Errno::Inval,
+        ),
+    ];
+    for (what, got, want) in refusals {
+        if got != Err(want) {
+            fail(alloc::format!("{what}: {got:?}, want Err({want:?})"));
+        }
+    }
+    let last = &pools[pools.len() - 1];
+    let (Some(&cpu), true) = (last.cpus.last(), last.cpus.len() >= 2) else {
+        return; // no CPU to lend without emptying a pool
+    };
+    let probe = match control::pool_create("probe", &last.policy) {
+        Ok(p) => p,
+        Err(e) => return fail(alloc::format!("PoolCreate: {e:?}")),
+    };
+    let steps = [
+        ("removing a CPU", control::pool_remove_cpu(n - 1, cpu)),
+        ("adding it to a new pool", control::pool_add_cpu(probe, cpu)),
+    ];
+    for (what, got) in steps {
+        if let Err(e) = got {
+            fail(alloc::format!("{what}: {e:?}"));
+        }
+    }
+    match control::pool_info(probe) {
+        Ok((_, _, cpus)) if cpus == [cpu] => {}
+        other => fail(alloc::format!(
+            "the new pool holds {other:?}, not CPU {cpu}"
+        )),
+    }
+    if control::pool_destroy(probe) != Err(Errno::Busy) {
+        fail("a pool holding a CPU was destroyed".into());
+    }
+    let back = [
+        ("taking the CPU back", control::pool_remove_cpu(probe, cpu)),
+        ("returning it", control::pool_add_cpu(n - 1, cpu)),
+        ("destroying the empty pool", control::pool_destroy(probe)),
+    ];
+    for (what, got) in back {
+        if let Err(e) = got {
+            fail(alloc::format!("{what}: {e:?}"));
+        }
+    }
+    match control::pool_info(n - 1) {
+        Ok((_, _, cpus)) if cpus == last.cpus => {
+            println!("pool control: refusals and a CPU lent and back, ok")
+        }
+        other => fail(alloc::format!("pool {} ended as {other:?}", last.name)),
+    }
+}
+
 fn fatal(what: &str, e: Errno) -> u8 {
     println!("FAIL: {what}: {e:?}");
     ExitCode::Failure as u8
@@ -344,6 +444,7 @@ fn create_all<'a>(
             id,
             before: info,
             after: info,
+            pool: None,
         });
     }
     emit(
@@ -385,6 +486,7 @@ fn create_all<'a>(
                     id,
                     before: info,
                     after: info,
+                    pool: None,
                 },
             ),
             Err(e) => {
@@ -466,10 +568,8 @@ fn exercise_control(
             verdict.fail(alloc::format!("`{name}`: Pause: {e:?}"));
             continue;
         }
-        // Paused: no more CPU time, however long we wait, once its CPU has switched it out
-        // (its run so far is counted then). Under TCG the kick reaches an emulated CPU only
-        // when the host next runs its thread, so give that 20 ms.
-        sleep_ns(20_000_000);
+        // Paused: no more CPU time, however long we wait. `Pause` returns once no CPU runs
+        // the domain (Xen's `domain_pause` is synchronous too), so from its return on.
         let before = control::info(r.id);
         sleep_ns(5_000_000);
         let after = control::info(r.id);
@@ -603,6 +703,7 @@ fn measure(
     switch_floor_ns: Option<u64>,
     dom_exc: Option<u32>,
     timeline: &mut workloads::timeline::Timeline<'_>,
+    pools: &[results::Pool],
 ) {
     sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
@@ -623,12 +724,16 @@ fn measure(
             break;
         }
         sleep_until(deadline);
-        if event <= deadline {
-            next_event = timeline.apply_due(now_ns(), &|i| ids[i]);
-        }
+        // A boundary due with an event is taken first: the window ends as the event comes,
+        // and its live snapshot does not read the burst of state changes the event makes
+        // (a swap pauses, moves and unpauses every domain of a pool), which a vCPU's one
+        // kept past state (`VcpuStats::before`) cannot undo.
         if tick <= deadline {
             let gone = |i: usize| timeline.destroyed(i).is_some();
             bounds.tick(plan, runs, &gone, t0, tick, verdict);
+        }
+        if event <= deadline {
+            next_event = timeline.apply_due(now_ns(), &|i| ids[i]);
         }
     }
     sleep_until(end);
@@ -685,6 +790,7 @@ fn measure(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
+        pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);
     for line in timeline.records() {
@@ -692,6 +798,12 @@ fn measure(
     }
     for problem in timeline.failures() {
         verdict.fail(problem);
+    }
+    for (i, r) in runs.iter_mut().enumerate() {
+        if !pools.is_empty() {
+            let p = timeline.pool_of(i, r.planned.pool) as usize;
+            r.pool = pools.get(p).map(|p| p.name.clone());
+        }
     }
     for r in runs.iter() {
         emit(&report::domain_record(r), verdict);

@@ -16,6 +16,10 @@
 //!   giving back a mapped frame, the root table or a frame it does not own is refused, and
 //!   so is giving back the counters or shared-info page once unmapped (the hypervisor keeps
 //!   writing them).
+//! - its code page, which the hypervisor loads once for every domain of its image and maps
+//!   read-only (`shared_code = 1`, the default; 0 when run with `share_images=off`): mapped
+//!   writable, mapped again even read-only, linked as a page table, given back, granted:
+//!   each `Perm` (the frame is no domain's), and the page still reads as before.
 //!
 //! It prints each result, then exits 0 if every check held, `hostile::CHECK_FAILED`
 //! otherwise. Expected fate: ok. vCPU 0 acts; other vCPUs park.
@@ -188,6 +192,10 @@ fn main(vcpu: usize) -> u64 {
         Err(Errno::Inval),
     );
 
+    if workloads::shared::arg("shared_code", 1) != 0 {
+        all &= shared_code(slot(5), l2_next);
+    }
+
     // Reservation: a mapped frame and the root cannot be given back, nor a frame not ours.
     all &= check(
         "giving back a mapped frame",
@@ -281,4 +289,55 @@ fn main(vcpu: usize) -> u64 {
     } else {
         hostile::CHECK_FAILED
     }
+}
+
+/// Everything a guest might do with a frame of its image's shared code, each refused with
+/// `Perm`: `slot` is a free entry of the map area's level-1 table, `l2_slot` a free level-2
+/// entry.
+fn shared_code(slot: u64, l2_slot: u64) -> bool {
+    let code = main as *const () as u64 & !0xfff;
+    let frame = pagetable::table_for(code, 1)
+        .and_then(|t| pagetable::read_entry(t, pagetable::index_at(code, 1)))
+        .unwrap_or(0);
+    let mfn = (frame & pte::ADDRESS) >> 12;
+    let before = hostile::load(code);
+    let mut all = check(
+        "its code page is mapped read-only",
+        Ok(frame & (pte::PRESENT | pte::WRITABLE)),
+        Ok(pte::PRESENT),
+    );
+    all &= check(
+        "its shared code frame mapped writable",
+        update(slot, pagetable::leaf(mfn, true)),
+        Err(Errno::Perm),
+    );
+    all &= check(
+        "its shared code frame mapped again read-only",
+        update(slot, pagetable::leaf(mfn, false)),
+        Err(Errno::Perm),
+    );
+    all &= check(
+        "its shared code frame linked as a level-1 table",
+        update(
+            l2_slot,
+            (mfn << 12) | pte::PRESENT | pte::USER | pte::WRITABLE,
+        ),
+        Err(Errno::Perm),
+    );
+    all &= check(
+        "giving back its shared code frame",
+        decrease_reservation(&[mfn]).map(|n| n as u64),
+        Err(Errno::Perm),
+    );
+    all &= check(
+        "granting its shared code page to Domain0",
+        hypercall::grant_access(code, 0, true).map(u64::from),
+        Err(Errno::Perm),
+    );
+    all &= check(
+        "its code page reads as before",
+        Ok(hostile::load(code)),
+        Ok(before),
+    );
+    all
 }

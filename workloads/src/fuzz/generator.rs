@@ -871,8 +871,12 @@ fn control(op: Op, r: &mut Rng, env: &Env, payload: &mut [u64]) -> Call {
     let mut bytes = [0u8; 128];
     let neighbour = env.domain + 1;
     let encoded = if op == Op::Domctl {
-        let req = match r.below(8) {
+        let req = match r.below(9) {
             0 => Domctl::Destroy { domain: neighbour },
+            7 => Domctl::MoveToPool {
+                domain: neighbour,
+                pool: r.below(3) as u32,
+            },
             1 => Domctl::Pause { domain: neighbour },
             2 => Domctl::Unpause { domain: 0 },
             3 => Domctl::GetInfo { domain: 0 },
@@ -886,8 +890,25 @@ fn control(op: Op, r: &mut Rng, env: &Env, payload: &mut [u64]) -> Call {
         };
         abi::control::encode(&req, &mut bytes)
     } else {
-        let req = match r.below(8) {
+        let req = match r.below(15) {
             0 => Sysctl::Shutdown { code: 1 },
+            8 => Sysctl::SetPoolPolicy {
+                pool: 0,
+                policy: "rr",
+            },
+            9 => Sysctl::PoolRemoveCpu { pool: 0, cpu: 0 },
+            10 => Sysctl::PoolAddCpu { pool: 0, cpu: 1 },
+            11 => Sysctl::PoolCreate {
+                name: "evil",
+                policy: "fifo",
+            },
+            12 => Sysctl::PoolDestroy { pool: 1 },
+            13 => Sysctl::SetPoolParam {
+                pool: 0,
+                name: "tslice_ms",
+                value: 1,
+            },
+            14 => Sysctl::PoolInfo { pool: 0 },
             1 => Sysctl::GetPolicy,
             2 => Sysctl::FrameCounts,
             3 => Sysctl::SetSchedParam {

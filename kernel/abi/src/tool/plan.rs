@@ -49,6 +49,8 @@ pub struct PlannedDomain<'a> {
     pub weight: u32,
     pub cap: u32,
     pub expect: Expect,
+    /// The CPU pool it starts in: an index into the spec's `[[pool]]`s (0 without any).
+    pub pool: u32,
     /// First argument's index in [`Plan::args`], and how many.
     pub args_start: u32,
     pub args_len: u32,
@@ -84,6 +86,9 @@ pub struct Plan<'a> {
     /// [`PlannedEvent`]s.
     #[serde(borrow)]
     pub events: Events<'a>,
+    /// How many `[[pool]]`s the spec has (0: none, one pool of every CPU). The hypervisor
+    /// was booted with them (`pool.<name>.*` command-line words), in this order.
+    pub pools: u32,
 }
 
 /// What one event of the timeline does (`sched::timeline::Op`; the operations Domain0
@@ -102,6 +107,11 @@ pub enum EventOp {
     Start,
     /// Destroy each target domain: Domain0 keeps its figures up to then (its record's).
     Destroy,
+    /// Move each target domain to pool [`PlannedEvent::pool`] (`MoveToPool`).
+    MoveTo,
+    /// Replace pool [`PlannedEvent::pool`]'s policy with [`PlannedEvent::policy`]
+    /// (`SetPoolPolicy`).
+    SetPolicy,
 }
 
 /// One `[[event]]`, resolved (`sched::timeline::Step`).
@@ -118,6 +128,10 @@ pub struct PlannedEvent<'a> {
     /// are consecutive); none for a pool target.
     pub first: u32,
     pub count: u32,
+    /// The pool a pool target, `MoveTo` or `SetPolicy` names (0 otherwise).
+    pub pool: u32,
+    /// The policy `SetPolicy` installs ("" otherwise).
+    pub policy: &'a str,
 }
 
 /// The timeline, as encoded bytes that decode lazily.
@@ -243,6 +257,7 @@ mod tests {
             weight: 512,
             cap: 0,
             expect: Expect::Ok,
+            pool: 0,
             args_start,
             args_len,
         };
@@ -255,6 +270,8 @@ mod tests {
             op: EventOp::Set(SchedParams::from_pairs([("weight", 1024)]).unwrap()),
             first: 0,
             count: 2,
+            pool: 0,
+            policy: "",
         };
         let events = encode_seq(&[event]);
         let plan = Plan {
@@ -284,6 +301,7 @@ mod tests {
                 count: 1,
                 bytes: &events,
             },
+            pools: 0,
         };
         let bytes = encode(&plan).unwrap();
         let back = decode(&bytes).unwrap();

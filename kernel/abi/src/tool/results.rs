@@ -297,6 +297,11 @@ pub struct Run {
     pub slice_late_p50_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice_late_p99_ns: Option<u64>,
+    /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
+    /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
+    /// name), so that a result says which machine it models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// One CPU pool of a `run` record.
@@ -766,6 +771,7 @@ mod tests {
                     slice_late_hist: Some(vec![(1000, 3), (u64::MAX, 1)]),
                     slice_late_p50_ns: Some(1000),
                     slice_late_p99_ns: Some(u64::MAX),
+                    profile: None,
                 }),
                 &[
                     "start_ns",

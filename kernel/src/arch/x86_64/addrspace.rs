@@ -58,6 +58,9 @@ pub trait FrameSource: Sync {
     /// Drops what [`FrameSource::access`] took (freeing the frame if that was the last
     /// reference).
     fn end_access(&self, phys: u64, write: bool);
+    /// The address space that mapped the shared image frames `frames` (the frames of one
+    /// image, see [`AddressSpace::share`]) is gone: one user of that image fewer.
+    fn release_shared(&self, frames: &[u64]);
 }
 
 /// Takes a free frame from `source` and zeroes it: a fresh page (a guest's, or one of its
@@ -67,6 +70,17 @@ pub fn alloc_zeroed(source: &dyn FrameSource) -> Option<u64> {
     // SAFETY: a frame `alloc` just returned is free RAM, direct-mapped (the allocator hands
     // out only direct-mapped frames), and the caller's alone until it hands it on.
     unsafe { phys_to_virt(phys).as_mut_ptr::<u8>().write_bytes(0, 4096) };
+    Some(phys)
+}
+
+/// Takes a free frame from `source`, zeroes it, and lets `fill` write it (a page of a shared
+/// image, loaded once).
+pub fn alloc_filled(source: &dyn FrameSource, fill: impl FnOnce(&mut [u8])) -> Option<u64> {
+    let phys = alloc_zeroed(source)?;
+    // SAFETY: as in `alloc_zeroed`: free RAM, direct-mapped, and the caller's alone until it
+    // hands it on, so this is the only reference to those 4096 bytes.
+    let page = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(phys).as_mut_ptr(), 4096) };
+    fill(page);
     Some(phys)
 }
 
@@ -175,6 +189,8 @@ pub struct AddressSpace {
     /// The domain that owns its frames in the frame table, once adopted
     /// ([`AddressSpace::adopt`]); until then its frames are plain allocations.
     owner: Option<DomainId>,
+    /// The frames of a shared image it uses ([`AddressSpace::share`]), owned by no domain.
+    shared: Vec<u64>,
 }
 
 /// Address bits of a page-table entry.
@@ -217,6 +233,7 @@ impl AddressSpace {
             pml4,
             frames: alloc::vec![pml4],
             owner: None,
+            shared: Vec::new(),
         })
     }
 
@@ -268,6 +285,41 @@ impl AddressSpace {
             }
             Err(_) => Err(OutOfMemory),
         }
+    }
+
+    /// Records that this address space uses the frames of one shared image (a user of it,
+    /// which dropping the space gives up: [`FrameSource::release_shared`]); called once,
+    /// before any of them is mapped with [`AddressSpace::map_shared`].
+    pub fn share(&mut self, frames: Vec<u64>) {
+        assert!(self.shared.is_empty(), "one shared image per address space");
+        self.shared = frames;
+    }
+
+    /// Maps the shared image frame `phys` (one of [`AddressSpace::share`]'s) at the page
+    /// `va`, read-only, for ring 3, while building. Not counted in [`AddressSpace::frames`]:
+    /// it is no domain's.
+    pub fn map_shared(&mut self, va: u64, phys: u64, executable: bool) -> Result<(), OutOfMemory> {
+        assert!(
+            self.owner.is_none() && self.shared.contains(&phys),
+            "a shared frame is mapped while building, after `share`"
+        );
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+        let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
+        if !executable {
+            flags |= Flags::NO_EXECUTE;
+        }
+        let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+        let mut tables = core::mem::take(&mut self.frames);
+        let source = self.source;
+        // SAFETY: the frame holds the image's bytes and is mapped read-only (nothing the
+        // guest does through this mapping changes it); the address space is not loaded on
+        // any CPU while it is being built, so no stale TLB entry can exist.
+        let result = unsafe {
+            self.mapper()
+                .map_to(page, frame, flags, &mut Recorder(source, &mut tables))
+        };
+        self.frames = tables;
+        result.map(|flush| flush.ignore()).map_err(|_| OutOfMemory)
     }
 
     /// Copies `bytes` into the guest pages starting at `va` (already mapped by `map_new`).
@@ -458,10 +510,13 @@ impl Drop for AddressSpace {
             // Every reference its tables hold is dropped; frames still mapped by another
             // domain (grants) stay until that domain unmaps them.
             self.source.teardown(owner, self.pml4, &self.frames);
-            return;
+        } else {
+            for &frame in &self.frames {
+                self.source.free(frame);
+            }
         }
-        for &frame in &self.frames {
-            self.source.free(frame);
+        if !self.shared.is_empty() {
+            self.source.release_shared(&self.shared);
         }
     }
 }

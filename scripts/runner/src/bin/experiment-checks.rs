@@ -479,7 +479,7 @@ fn applied_events(records: &[Record]) -> Result<Vec<(&abi::tool::results::Event,
 /// either (3.75 points; under TCG on a loaded host credit gave 29.4–32.0%).
 fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, String> {
     let events = applied_events(records)?;
-    let [(event, late)] = events[..] else {
+    let [(event, _)] = events[..] else {
         return Err(format!("{} event records, not 1", events.len()));
     };
     let ds = domains(records);
@@ -504,12 +504,155 @@ fn weight_change_takes_effect_at_its_time(records: &[Record]) -> Result<String, 
             100.0 * want
         ));
     }
+    // And in its 250 ms windows: 0.5 of a CPU each before, 0.8 and 0.4 after.
+    let windows = windows_before_and_after(
+        records,
+        &[
+            ("w0", 0.5, 0.8),
+            ("w1", 0.5, 0.4),
+            ("w2", 0.5, 0.4),
+            ("w3", 0.5, 0.4),
+        ],
+        0.15,
+    )?;
     Ok(format!(
-        "w0 {:.1}% (want {:.1}%); event {} us late",
+        "w0 {:.1}% (want {:.1}%); {windows}",
         100.0 * got,
         100.0 * want,
+    ))
+}
+
+/// Domain `name`'s CPU time in the windows that lie wholly within `from..to` (ns from the
+/// start of the interval), in CPUs (1.0 = a whole CPU); `None` if no window does.
+fn window_cpus(records: &[Record], name: &str, from: u64, to: u64) -> Option<f64> {
+    let mut start = 0;
+    let (mut ns, mut span) = (0u64, 0u64);
+    for w in records.iter().filter_map(|r| match r {
+        Record::Window(w) if w.name == name => Some(w),
+        _ => None,
+    }) {
+        if start >= from && w.t_ns <= to {
+            ns += w.cpu_ns;
+            span += w.t_ns - start;
+        }
+        start = w.t_ns;
+    }
+    (span > 0).then(|| ns as f64 / span as f64)
+}
+
+/// Checks that each `(domain, before, after)` got `before` CPUs in the windows before the
+/// one event and `after` in those from 500 ms after it was applied (a change that takes
+/// effect, and not before), each within `tolerance` of the CPUs wanted. The first 250 ms
+/// are left out (the domains start), as is the settling after the event.
+fn windows_before_and_after(
+    records: &[Record],
+    want: &[(&str, f64, f64)],
+    tolerance: f64,
+) -> Result<String, String> {
+    let events = applied_events(records)?;
+    let [(event, late)] = events[..] else {
+        return Err(format!("{} event records, not 1", events.len()));
+    };
+    let end = records.run().ok_or("no run record")?.duration_ns;
+    let at = event.applied_ns.unwrap_or(0);
+    let mut worst = 0.0f64;
+    for &(name, before, after) in want {
+        for (when, from, to, cpus) in [
+            ("before", 250_000_000, at, before),
+            ("after", at + 500_000_000, end, after),
+        ] {
+            let got = window_cpus(records, name, from, to)
+                .ok_or(format!("{name}: no window {when} the event"))?;
+            let off = (got - cpus).abs() / cpus;
+            if off > tolerance {
+                return Err(format!(
+                    "{name} got {got:.3} CPUs in the windows {when} `{}` (applied at {} ms), \
+                     want {cpus:.3} ± {:.0}%",
+                    event.what,
+                    at / 1_000_000,
+                    100.0 * tolerance
+                ));
+            }
+            worst = worst.max(off);
+        }
+    }
+    Ok(format!(
+        "each domain within {:.1}% of its share before and after `{}` ({} us late)",
+        100.0 * worst,
+        event.what,
         late / 1000
     ))
+}
+
+/// pools.toml on the hypervisor, in 250 ms windows: `rrpool` (rr, CPU 0) holds `lat0`,
+/// `lat1` and Domain0; `creditpool` (credit, CPUs 1 and 2) the four `bulk` of weights 1, 1,
+/// 2, 2, and `lat1` from its move at 2 s. Before the move each `lat` gets half of CPU 0 and
+/// the bulk domains their weights' part of two CPUs; after it `lat0` gets all of CPU 0 and
+/// `lat1` its part (256 of 1792) of the other two. Within 15% (in one pool of three CPUs
+/// `lat0` would get 0.375; a move ignored would leave it at 0.5). The run and domain records
+/// name the pools as the hypervisor has them.
+fn pools_isolate_and_a_move_takes_effect(records: &[Record]) -> Result<String, String> {
+    let run = records.run().ok_or("no run record")?;
+    let pools: Vec<(String, Vec<u32>, String)> = run
+        .pools
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.cpus.clone(), p.policy.clone()))
+        .collect();
+    let want_pools = [
+        ("rrpool".to_string(), vec![0], "rr".to_string()),
+        ("creditpool".to_string(), vec![1, 2], "credit".to_string()),
+    ];
+    if pools != want_pools {
+        return Err(format!("run.pools {pools:?}, not {want_pools:?}"));
+    }
+    let names: Vec<(&str, Option<&str>)> = domains(records)
+        .iter()
+        .map(|d| (d.name.as_str(), d.pool.as_deref()))
+        .collect();
+    let want_names = [
+        ("lat0", Some("rrpool")),
+        ("lat1", Some("creditpool")),
+        ("bulk0", Some("creditpool")),
+        ("bulk1", Some("creditpool")),
+        ("bulk2", Some("creditpool")),
+        ("bulk3", Some("creditpool")),
+    ];
+    if names != want_names {
+        return Err(format!("domains and pools {names:?}, not {want_names:?}"));
+    }
+    let bulk = |w: f64| (2.0 * w / 1536.0, 2.0 * w / 1792.0);
+    let (light, heavy) = (bulk(256.0), bulk(512.0));
+    windows_before_and_after(
+        records,
+        &[
+            ("lat0", 0.5, 1.0),
+            ("lat1", 0.5, 2.0 * 256.0 / 1792.0),
+            ("bulk0", light.0, light.1),
+            ("bulk1", light.0, light.1),
+            ("bulk2", heavy.0, heavy.1),
+            ("bulk3", heavy.0, heavy.1),
+        ],
+        0.15,
+    )
+}
+
+/// policy-swap.toml on the hypervisor, in 250 ms windows: four hogs of weights 128, 128, 384,
+/// 384 on 2 CPUs under rr (half a CPU each) until the pool's policy becomes credit at 2 s (a
+/// quarter and three quarters). The pool is Domain0's own, so this also checks that Domain0
+/// goes on running after it replaced the policy it runs under. Within 15% (a swap ignored
+/// would leave `w0` at twice its share, `w2` a third under).
+fn policy_swap_takes_effect(records: &[Record]) -> Result<String, String> {
+    windows_before_and_after(
+        records,
+        &[
+            ("w0", 0.5, 0.25),
+            ("w1", 0.5, 0.25),
+            ("w2", 0.5, 0.75),
+            ("w3", 0.5, 0.75),
+        ],
+        0.15,
+    )
 }
 
 /// departure.toml: 4 hogs on 2 CPUs; `w3` destroyed at 1 s, `w2` paused from 2 s to 3 s.
@@ -1526,12 +1669,24 @@ fn cases() -> Vec<Case> {
         classes_follow_weights,
         Also::Schedsim(2),
     );
-    // Timelines (issue 13): a weight changed, tenants arriving, applied by Domain0 on time;
-    // the same files in schedsim (pools.toml and policy-swap.toml run there only so far:
-    // sched/tests/experiments_timeline.rs).
+    // Timelines (issue 13): a weight changed, tenants arriving, CPU pools, a domain moved
+    // between pools and a pool's policy replaced, applied by Domain0 on time; the same files
+    // in schedsim (and sched/tests/experiments_timeline.rs).
+    with(
+        "pools/rr+credit".into(),
+        vec![&spec("pools"), "--window-ms", "250"],
+        pools_isolate_and_a_move_takes_effect,
+        Also::Schedsim(3),
+    );
+    with(
+        "timeline/policy-swap".into(),
+        vec![&spec("policy-swap"), "--window-ms", "250"],
+        policy_swap_takes_effect,
+        Also::Schedsim(3),
+    );
     with(
         "timeline/reweight".into(),
-        vec![&spec("reweight")],
+        vec![&spec("reweight"), "--window-ms", "250"],
         weight_change_takes_effect_at_its_time,
         Also::Schedsim(4),
     );
