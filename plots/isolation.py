@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Isolation figure: a victim cpu domain's CPU time as neighbours of one kind are added,
-one panel per kind, one line per policy (and engine), with the victim's fair share.
+one panel per kind, one line per policy (and engine, Linux's included: it has no hostile
+panel line, since hostile tenants have no Linux build), with the victim's fair share.
 
     plots/plot isolation SWEEP.csv... --out FIG.png [--victim victim]
 
@@ -49,9 +50,13 @@ def main():
     axes[0][0].set_ylim(0, 1.1)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    linux = any(r["engine"] == "linux" for r in rows)
     save(fig, args.out, f"A cpu-bound victim on {rows[0]['cpus']} CPUs (scripts/sweep "
          "isolation). Dotted: its fair share, min(1, cpus / (1 + N)) CPUs; hostile "
-         "tenants are killed, so there it is 1 CPU.")
+         "tenants are killed, so there it is 1 CPU."
+         + (" Linux (its fair scheduler, every domain a cgroup) runs the hog, yield-attack "
+            "and io cases; hostile tenants test the hypervisor and have no Linux build."
+            if linux else ""))
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ def dump_spec(spec: dict) -> str:
 
 
 # The workloads with a Linux build (scripts/runner/src/linux.rs, `WORKLOADS`).
-LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping"}
+LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping", "blk", "net"}
 
 def engine_command(engine: str, spec_path: Path, out: Path, profile=None) -> list[str]:
     if engine == "schedsim":

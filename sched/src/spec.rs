@@ -128,8 +128,9 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "switch",
-        args: &[],
-        doc: "yields in a loop (the domain-switch benchmark); work = yields \
+        args: &[("ws_kib", 0)],
+        doc: "yields in a loop (the domain-switch benchmark), reading `ws_kib` KiB (0..=64) of \
+              its own working set before each yield; work = yields \
               (the simulator runs it as cpu)",
     },
     WorkloadInfo {
@@ -307,6 +308,8 @@ pub fn image_bytes(workload: &str) -> u64 {
         "net" => 512 << 10,
         // Per-vCPU call buffers, pages to grant and the bystander's watched memory: 284 KiB.
         "fuzz" => 384 << 10,
+        // Four 64 KiB working sets (`ws_kib`) in its bss: 265 KiB.
+        "switch" => 384 << 10,
         // The others are 20 to 50 KiB.
         _ => 128 << 10,
     }

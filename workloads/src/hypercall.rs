@@ -180,6 +180,7 @@ fn grant(op: abi::hypercall::GrantOp, a1: u64, a2: u64, a3: u64, a4: u64) -> Res
 
 /// Grants domain `grantee` access to this domain's page at `va` (read-only if `readonly`);
 /// returns the grant reference.
+#[cfg(not(feature = "linux"))]
 pub fn grant_access(va: u64, grantee: u32, readonly: bool) -> Result<u32, Errno> {
     grant(
         abi::hypercall::GrantOp::Grant,
@@ -203,6 +204,7 @@ pub fn grant_end(gref: u32) -> Result<u64, Errno> {
 /// The page at `va` becomes memory another domain may change at any time: the caller must
 /// access it only with volatile or atomic operations, and must not hold references into
 /// `va` across [`grant_unmap`].
+#[cfg(not(feature = "linux"))]
 pub unsafe fn grant_map(granter: u32, gref: u32, va: u64, readonly: bool) -> Result<u32, Errno> {
     grant(
         abi::hypercall::GrantOp::Map,
@@ -215,11 +217,13 @@ pub unsafe fn grant_map(granter: u32, gref: u32, va: u64, readonly: bool) -> Res
 }
 
 /// Undoes a [`grant_map`].
+#[cfg(not(feature = "linux"))]
 pub fn grant_unmap(handle: u32) -> Result<u64, Errno> {
     grant(abi::hypercall::GrantOp::Unmap, u64::from(handle), 0, 0, 0)
 }
 
 /// Copies out of the frame `granter` granted as `gref`, from `offset`, into `buf`.
+#[cfg(not(feature = "linux"))]
 pub fn grant_copy_from(granter: u32, gref: u32, offset: u32, buf: &mut [u8]) -> Result<u64, Errno> {
     let local = buf.as_mut_ptr() as u64;
     // SAFETY: the hypervisor writes `buf`, borrowed mutably for the call.
@@ -227,6 +231,7 @@ pub fn grant_copy_from(granter: u32, gref: u32, offset: u32, buf: &mut [u8]) -> 
 }
 
 /// Copies `buf` into the frame `granter` granted as `gref` (read-write), at `offset`.
+#[cfg(not(feature = "linux"))]
 pub fn grant_copy_to(granter: u32, gref: u32, offset: u32, buf: &[u8]) -> Result<u64, Errno> {
     // SAFETY: the hypervisor only reads `buf`.
     unsafe { grant_copy(granter, gref, offset, buf.as_ptr() as u64, buf.len(), true) }
@@ -237,6 +242,7 @@ pub fn grant_copy_to(granter: u32, gref: u32, offset: u32, buf: &[u8]) -> Result
 /// # Safety
 /// `local..local + len` is a live buffer the caller may have written (`to_grant` false) or
 /// read (`to_grant` true) for the duration of the call.
+#[cfg(not(feature = "linux"))]
 unsafe fn grant_copy(
     granter: u32,
     gref: u32,
@@ -335,6 +341,7 @@ pub unsafe fn update_va_mapping(va: u64, pte: u64) -> Result<u64, Errno> {
 
 /// Sleeps until one of `ports` is pending (or the timer or another event): see
 /// `abi::hypercall::SchedOp::Poll`. Returns whether one of them was pending at once.
+#[cfg(not(feature = "linux"))]
 pub fn poll(ports: &[u32]) -> Result<u64, Errno> {
     // SAFETY: the hypervisor only reads `ports`, a live slice, `ports.len()` elements long.
     result(unsafe {
@@ -408,8 +415,8 @@ fn control(number: u64, request: &[u8], reply: &mut [u8]) -> Result<usize, Errno
 // The Linux back end (feature `linux`, `crate::linux`): the same calls as Linux system calls.
 #[cfg(feature = "linux")]
 pub use crate::linux::{
-    block, console_write, evtchn_alloc_unbound, evtchn_bind, evtchn_send, shutdown, vcpu_down,
-    yield_now,
+    block, console_write, evtchn_alloc_unbound, evtchn_bind, evtchn_send, grant_access,
+    grant_copy_from, grant_copy_to, grant_map, grant_unmap, poll, shutdown, vcpu_down, yield_now,
 };
 
 #[cfg(test)]

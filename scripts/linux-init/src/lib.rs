@@ -20,7 +20,9 @@ pub const CPU_WEIGHT_MAX: u64 = 10_000;
 pub const CPU_MAX_PERIOD_US: u64 = 100_000;
 
 /// The workloads with a Linux build (`workloads`, feature `linux`).
-pub const LINUX_WORKLOADS: [&str; 6] = ["cpu", "latency", "yield", "io", "switch", "ping"];
+pub const LINUX_WORKLOADS: [&str; 8] = [
+    "cpu", "latency", "yield", "io", "switch", "ping", "blk", "net",
+];
 
 /// `cpu.weight` for each of the plan's weights (see the module doc).
 pub fn cpu_weights(weights: &[u64]) -> Vec<u64> {

@@ -5,7 +5,8 @@
 //! 1. mounts /proc, /sys, /dev and cgroup2, prints a `boot` record;
 //! 2. makes a cgroup per domain under `/sys/fs/cgroup/domains` (controller `cpu`) with
 //!    `cpu.weight` and `cpu.max` from the plan (`linux_init::cpu_weights`, `cpu_max`), a
-//!    counters file (memfd) and, for `ping` pairs, two pipes;
+//!    domain file in the tmpfs at `/run/domains` (counters, and the event ports and grants
+//!    of `blk` and `net`: `abi::tool::linux`) and, for `ping` pairs, two pipes;
 //!    starts one process per vCPU and moves it into its cgroup while `domains` is frozen,
 //!    then thaws it: they start together (each ran for a moment before it was moved);
 //! 3. waits `warmup_ms`, takes snapshot 0, waits `duration_ms`, takes snapshot 1. A snapshot
@@ -78,7 +79,7 @@ impl Domain {
     /// Word `i` of the counters file.
     fn word(&self, i: usize) -> u64 {
         assert!(i < contract::FILE_BYTES / 8);
-        // SAFETY: `counters` maps FILE_BYTES of the memfd for init's whole life, aligned; the
+        // SAFETY: `counters` maps FILE_BYTES of the domain file for init's whole life, aligned; the
         // workloads write these words with atomic or aligned 8-byte stores.
         unsafe { std::ptr::read_volatile(self.counters.add(i)) }
     }
@@ -249,20 +250,21 @@ fn idle_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn memfd(name: &str) -> Result<(OwnedFd, *mut u64), String> {
-    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: a live C string; the new fd is owned below.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: ftruncate on our own fd.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), contract::FILE_BYTES as libc::off_t) } != 0 {
-        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: a fresh shared mapping of the whole file, chosen by the kernel; it stays mapped
+/// Domain `id`'s file in the tmpfs at `DOMAIN_DIR` (`abi::tool::linux`): its counters and
+/// wake-up pages, its table and grant pages; the other domains open it by name (split
+/// devices). Returns the descriptor and init's mapping of the first FILE_BYTES.
+fn domain_file(id: u32) -> Result<(OwnedFd, *mut u64), String> {
+    let path = format!("{}/{id}", contract::DOMAIN_DIR);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    file.set_len(contract::DOMAIN_FILE_BYTES as u64)
+        .map_err(|e| format!("{path}: setting its length: {e}"))?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: a fresh shared mapping of the file's head, chosen by the kernel; it stays mapped
     // for init's life (never unmapped), so the pointer stays valid.
     let p = unsafe {
         libc::mmap(
@@ -275,7 +277,7 @@ fn memfd(name: &str) -> Result<(OwnedFd, *mut u64), String> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
     }
     Ok((fd, p as *mut u64))
 }
@@ -349,6 +351,7 @@ fn run() -> Result<bool, String> {
     mount("sysfs", "/sys", "sysfs");
     mount("devtmpfs", "/dev", "devtmpfs");
     mount("cgroup2", CGROUP, "cgroup2");
+    mount("tmpfs", contract::DOMAIN_DIR, "tmpfs");
     // Hold descriptors 3..=5, so that no file of init's lands there and a child's dup2 onto
     // them always makes a fresh descriptor without close-on-exec.
     let _held: Vec<fs::File> = (0..3)
@@ -426,7 +429,7 @@ fn run() -> Result<bool, String> {
             &format!("{cgroup}/cpu.max"),
             &linux_init::cpu_max(u64::from(d.cap)),
         )?;
-        let (fd, counters) = memfd(d.name)?;
+        let (fd, counters) = domain_file(id)?;
         let procs_file = fs::OpenOptions::new()
             .write(true)
             .open(format!("{cgroup}/cgroup.procs"))

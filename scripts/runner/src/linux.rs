@@ -25,7 +25,9 @@ use crate::results::{self, Results};
 use crate::{artifacts, module};
 
 /// The workloads with a Linux build (the same list as `linux_init::LINUX_WORKLOADS`).
-pub const WORKLOADS: [&str; 6] = ["cpu", "latency", "yield", "io", "switch", "ping"];
+pub const WORKLOADS: [&str; 8] = [
+    "cpu", "latency", "yield", "io", "switch", "ping", "blk", "net",
+];
 
 /// The least memory Debian's 6.1 kernel boots the initramfs in (96 MiB does, 64 MiB panics).
 pub const MIN_MEMORY_MIB: u32 = 96;
@@ -472,15 +474,21 @@ mod tests {
             &spec,
             "name = \"h\"\n[[domain]]\nname = \"a\"\nworkload = \"cpu\"\n\
              [[domain]]\nname = \"b\"\nworkload = \"mmu\"\n\
-             [[domain]]\nname = \"c\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"\n",
+             [[domain]]\nname = \"c\"\nworkload = \"hostile-priv\"\nexpect = \"killed\"\n\
+             [[domain]]\nname = \"d\"\nworkload = \"blk\"\nmemory_kib = 4096\n\
+             [[domain]]\nname = \"e\"\nworkload = \"net\"\n\
+             [[domain]]\nname = \"f\"\nworkload = \"shootdown\"\nvcpus = 2\n\
+             [[domain]]\nname = \"g\"\nworkload = \"hostile-grant\"\n",
         )
         .unwrap();
         let exp = load(Some(&spec), &Overrides::default()).unwrap();
         let e = check(&exp).unwrap_err().0;
         assert!(
             e.contains("h.toml")
-                && e.contains("`mmu`, `hostile-priv`")
-                && e.contains("allowed: cpu"),
+                && e.contains("`mmu`, `hostile-priv`, `shootdown`, `hostile-grant`")
+                && !e.contains("`blk`")
+                && e.contains("allowed: cpu")
+                && e.contains("blk, net"),
             "{e}"
         );
         std::fs::remove_dir_all(dir).unwrap();

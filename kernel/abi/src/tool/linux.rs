@@ -10,6 +10,91 @@
 //! `crate::shared::Counters` (the workload adds to `work[vcpu]`), its second page holds the
 //! wake-up figures as `u64` words at the indexes below ([`STATS_OFFSET`]). A `ping` domain
 //! also gets [`SEND_FD`] and [`RECV_FD`], the two ends of the pipes to its partner.
+//!
+//! Split devices (`blk`, `net`): the counters file is a file of the tmpfs at [`DOMAIN_DIR`],
+//! named by the domain's id, [`DOMAIN_FILE_BYTES`] long, so that the other domains can open
+//! it. After the two pages above come the table page ([`TABLE_OFFSET`]: the domain's event
+//! ports and grants, words below) and its grant pages ([`GRANT_OFFSET`]: grant reference `r`
+//! is page `r - 1`). A granted page of the program becomes a shared mapping of its grant page;
+//! a grantee maps that page or copies to and from it; an event sets the port's pending bit in
+//! the receiver's counters page and wakes the receiver's futex ([`EVENT_SEQ`]). The workloads
+//! keep the rules the hypervisor enforces (a grant names its grantee and whether it is
+//! read-only; a port is bound only by the domain it was allocated for); Linux itself does
+//! not (every domain's file is open to every other).
+
+/// The tmpfs directory of the domains' files (`/init` mounts it): `DOMAIN_DIR/<id>`.
+pub const DOMAIN_DIR: &str = "/run/domains";
+/// Byte offset of the table page in a domain's file.
+pub const TABLE_OFFSET: usize = 2 * PAGE;
+/// Byte offset of the first grant page (grant reference 1).
+pub const GRANT_OFFSET: usize = 3 * PAGE;
+/// Grants a domain can make (references 1..=MAX_GRANTS).
+pub const MAX_GRANTS: usize = 64;
+/// Ports a domain can have (1..MAX_LINUX_PORTS).
+pub const MAX_LINUX_PORTS: usize = 128;
+/// The length of a domain's file (sparse: pages never written take no memory).
+pub const DOMAIN_FILE_BYTES: usize = GRANT_OFFSET + MAX_GRANTS * PAGE;
+/// Word index in the table page: the event futex (its low 32 bits), bumped by every event
+/// sent to the domain.
+pub const EVENT_SEQ: usize = 0;
+/// Word index in the table page: CLOCK_MONOTONIC of the last event sent to the domain (the
+/// wake-up a waiter records runs from it).
+pub const EVENT_SENT_NS: usize = 1;
+/// Word index in the table page of port 0's entry ([`port_entry`]).
+pub const PORTS: usize = 8;
+/// Word index in the table page of grant 1's entry ([`grant_entry`]).
+pub const GRANTS: usize = PORTS + MAX_LINUX_PORTS;
+
+/// A port entry: 0 free; allocated for `remote` to bind; or bound to `remote`'s `remote_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    Free,
+    Unbound { remote: u32 },
+    Bound { remote: u32, remote_port: u32 },
+}
+
+const UNBOUND: u64 = 1 << 62;
+const BOUND: u64 = 2 << 62;
+
+/// A port entry as its table word.
+pub const fn port_entry(p: Port) -> u64 {
+    match p {
+        Port::Free => 0,
+        Port::Unbound { remote } => UNBOUND | remote as u64,
+        Port::Bound {
+            remote,
+            remote_port,
+        } => BOUND | (remote_port as u64) << 32 | remote as u64,
+    }
+}
+
+/// A table word as a port entry.
+pub const fn port_of(word: u64) -> Port {
+    match word >> 62 {
+        1 => Port::Unbound {
+            remote: word as u32,
+        },
+        2 => Port::Bound {
+            remote: word as u32,
+            remote_port: ((word >> 32) as u32) & 0x3fff_ffff,
+        },
+        _ => Port::Free,
+    }
+}
+
+/// A grant entry's word: valid, to `grantee`, read-only or not (0 = no grant).
+pub const fn grant_entry(grantee: u32, readonly: bool) -> u64 {
+    1 << 63 | (readonly as u64) << 62 | grantee as u64
+}
+
+/// A grant entry: `(grantee, readonly)`, or `None` for no grant.
+pub const fn grant_of(word: u64) -> Option<(u32, bool)> {
+    if word >> 63 == 0 {
+        None
+    } else {
+        Some((word as u32, (word >> 62) & 1 == 1))
+    }
+}
 
 /// The counters file (a memfd), shared by `/init` and the domain's processes.
 pub const COUNTERS_FD: i32 = 3;
@@ -102,6 +187,24 @@ mod tests {
                 bucket_upper(i)
             );
         }
+    }
+
+    #[test]
+    fn table_entries_round_trip() {
+        for p in [
+            Port::Free,
+            Port::Unbound { remote: 7 },
+            Port::Bound {
+                remote: u32::MAX,
+                remote_port: 127,
+            },
+        ] {
+            assert_eq!(port_of(port_entry(p)), p);
+        }
+        assert_eq!(grant_of(0), None);
+        assert_eq!(grant_of(grant_entry(0, true)), Some((0, true)));
+        assert_eq!(grant_of(grant_entry(9, false)), Some((9, false)));
+        const { assert!(GRANTS + MAX_GRANTS <= PAGE / 8) };
     }
 
     #[test]

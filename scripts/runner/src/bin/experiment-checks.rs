@@ -1460,6 +1460,76 @@ fn linux_engine_records(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// The split devices on the Linux engine: the run says linux; every blk and net domain
+/// ended ok (a wrong byte or packet ends a frontend with code 3), the writer included, and
+/// each that keeps running did work; the backends' requests served and packets forwarded
+/// add up to what their frontends report; the frontends that wait on events recorded
+/// wake-ups with ordered percentiles.
+fn linux_split_devices(records: &[Record]) -> Result<String, String> {
+    use abi::tool::results::Engine;
+    let run = records.run().ok_or("no run record")?;
+    if run.engine != Engine::Linux {
+        return Err(format!(
+            "the run record says engine {:?}, not linux",
+            run.engine
+        ));
+    }
+    summary(records)?;
+    let ds = domains(records);
+    if ds.len() != 8 {
+        return Err(format!("{} domain records, expected 8", ds.len()));
+    }
+    all_ok_and_progressed(records, &["blkback", "blkseq", "blkrand", "blkverify"])?;
+    all_ok_and_progressed(records, &["netback", "netfront"])?;
+    let writer = ds
+        .iter()
+        .find(|d| d.group == "blkwriter")
+        .ok_or("no blkwriter")?;
+    if !writer.exit.is_ok() {
+        return Err(format!("the writer ended `{}`", writer.exit));
+    }
+    let sum = |group: &str| -> u64 {
+        ds.iter()
+            .filter(|d| d.group.starts_with(group) && d.group != format!("{group}back"))
+            .map(|d| d.work)
+            .sum()
+    };
+    let one = |group: &str| ds.iter().find(|d| d.group == group).map_or(0, |d| d.work);
+    // Both sides count inside the same interval, a batch or a ring's worth apart at its ends.
+    let (served, completed) = (one("blkback"), sum("blk"));
+    if served.abs_diff(completed) > 4 * 16 {
+        return Err(format!(
+            "the blk backend served {served} requests, its frontends completed {completed}"
+        ));
+    }
+    let forwarded = one("netback");
+    let received: u64 = sum("net") / 1500;
+    if forwarded.abs_diff(received) > 4 * 16 {
+        return Err(format!(
+            "the bridge forwarded {forwarded} packets, its frontends received {received}"
+        ));
+    }
+    for d in ds
+        .iter()
+        .filter(|d| d.group == "blkseq" || d.group == "netfront")
+    {
+        let bound = d.wake_lat_max_ns + d.wake_lat_max_ns / 4 + 1;
+        if d.wakeups == 0 || d.wake_lat_p50_ns > d.wake_lat_p99_ns || d.wake_lat_p99_ns > bound {
+            return Err(format!(
+                "{}: {} wake-ups, p50 {} ns, p99 {} ns, max {} ns",
+                d.name, d.wakeups, d.wake_lat_p50_ns, d.wake_lat_p99_ns, d.wake_lat_max_ns
+            ));
+        }
+    }
+    let secs = run.duration_ns.max(1) as f64 / 1e9;
+    Ok(format!(
+        "policy {}, blk {:.0} requests/s, net {:.1} MB/s received",
+        run.policy,
+        served as f64 / secs,
+        sum("net") as f64 / secs / 1e6
+    ))
+}
+
 /// Results over time (`windows.toml`, `window_ms`): the windows tile the interval, hold
 /// every domain once each and add up to its `domain` record (`sched::windows::problems`);
 /// there are no more windows than planned (a boundary Domain0 reaches after the next one
@@ -1817,6 +1887,11 @@ fn cases() -> Vec<Case> {
         "linux/mix".into(),
         vec!["--engine", "linux", &spec("linux-mix")],
         linux_engine_records,
+    );
+    add(
+        "linux/split".into(),
+        vec!["--engine", "linux", &spec("linux-split")],
+        linux_split_devices,
     );
     // The XTF-style hostile suite (scripts/runner/src/xtf.rs says what each case must end as;
     // `target/release/xtf` runs them one at a time).
