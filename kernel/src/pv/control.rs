@@ -132,11 +132,11 @@ fn policy_params<'a>(
         .collect()
 }
 
-/// A new domain's parameters: those `policy` (its pool's) declares, checked by it, for the
-/// policy; the rest are kept for a later pool or policy (a domain carries its parameters by
-/// name), each checked against a policy that declares it. A name no registered policy
+/// A domain's parameters, at creation or `SetSched`: those `policy` (its pool's) declares,
+/// checked by it, for the policy; the rest are kept for a later pool or policy (a domain
+/// carries its parameters by name), each checked against a policy that declares it. A name no registered policy
 /// declares, or a value out of every declaring policy's range, is refused (logged).
-fn create_params<'a>(
+fn carried_params<'a>(
     policy: &dyn sched::Policy,
     sched: &'a SchedParams,
 ) -> Result<ArrayVec<(&'a str, u64), MAX_SCHED_PARAMS>, Errno> {
@@ -214,7 +214,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             pool,
         } => {
             let inst = pool_instance(pool)?;
-            let params = create_params(&*inst.policy, &sched)?;
+            let params = carried_params(&*inst.policy, &sched)?;
             let image_bytes = boot_module::file(image).ok_or(Errno::Inval)?;
             let args: ArrayVec<(&str, u64), { abi::shared::MAX_ARGS }> = args
                 .iter()
@@ -273,7 +273,9 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                 .first()
                 .and_then(|v| cpupool::of_vcpu(v))
                 .ok_or(Errno::Srch)?;
-            let params = policy_params(&*inst.policy, &sched)?;
+            // The parameters its pool's policy takes are set; the others are kept for a
+            // later pool or policy, as at creation.
+            let params = carried_params(&*inst.policy, &sched)?;
             sched::pools::set_domain_params(&*inst.policy, PolicyDomain(d.id), &params).map_err(
                 |e| {
                     log::warn!("SetSched of domain {}: {e}", d.id);

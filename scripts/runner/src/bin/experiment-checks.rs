@@ -1395,11 +1395,9 @@ fn exceptions_kill_only_their_raisers(records: &[Record]) -> Result<String, Stri
     ))
 }
 
-/// The Linux engine's records (`--engine linux`, linux-mix.toml): the run is Linux's, every
-/// domain ran and progressed, the ping pair lost no event, the sleepers measured wake-ups
-/// (median <= 99th percentile <= the largest, to the histogram's bucket), the capped hog
-/// stayed near its cap, and the runner's summary is there.
-fn linux_engine_records(records: &[Record]) -> Result<String, String> {
+/// A Linux engine run's domain records: the run record says linux, the runner's summary
+/// is there, and there are `n` domains.
+fn linux_run(records: &[Record], n: usize) -> Result<Vec<&Domain>, String> {
     use abi::tool::results::Engine;
     let run = records.run().ok_or("no run record")?;
     if run.engine != Engine::Linux {
@@ -1410,9 +1408,19 @@ fn linux_engine_records(records: &[Record]) -> Result<String, String> {
     }
     summary(records)?;
     let ds = domains(records);
-    if ds.len() != 8 {
-        return Err(format!("{} domain records, expected 8", ds.len()));
+    if ds.len() != n {
+        return Err(format!("{} domain records, expected {n}", ds.len()));
     }
+    Ok(ds)
+}
+
+/// The Linux engine's records (`--engine linux`, linux-mix.toml): the run is Linux's, every
+/// domain ran and progressed, the ping pair lost no event, the sleepers measured wake-ups
+/// (median <= 99th percentile <= the largest, to the histogram's bucket), the capped hog
+/// stayed near its cap, and the runner's summary is there.
+fn linux_engine_records(records: &[Record]) -> Result<String, String> {
+    let ds = linux_run(records, 8)?;
+    let run = records.run().ok_or("no run record")?;
     for d in &ds {
         if !d.exit.is_ok() || d.cpu_ns == 0 || d.work == 0 {
             return Err(format!(
@@ -1466,19 +1474,8 @@ fn linux_engine_records(records: &[Record]) -> Result<String, String> {
 /// add up to what their frontends report; the frontends that wait on events recorded
 /// wake-ups with ordered percentiles.
 fn linux_split_devices(records: &[Record]) -> Result<String, String> {
-    use abi::tool::results::Engine;
+    let ds = linux_run(records, 8)?;
     let run = records.run().ok_or("no run record")?;
-    if run.engine != Engine::Linux {
-        return Err(format!(
-            "the run record says engine {:?}, not linux",
-            run.engine
-        ));
-    }
-    summary(records)?;
-    let ds = domains(records);
-    if ds.len() != 8 {
-        return Err(format!("{} domain records, expected 8", ds.len()));
-    }
     all_ok_and_progressed(records, &["blkback", "blkseq", "blkrand", "blkverify"])?;
     all_ok_and_progressed(records, &["netback", "netfront"])?;
     let writer = ds
