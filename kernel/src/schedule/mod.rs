@@ -628,7 +628,7 @@ fn account_out(v: &Vcpu, now: u64) {
     let mut s = v.stats.lock();
     // A vCPU paused or killed between its pick and its claim was switched in without
     // becoming running (`switch_in`): that run is not its CPU time.
-    let was_running = s.doing == Doing::Running;
+    let unclaimed = core::mem::take(&mut s.unclaimed_run);
     s.change(
         now,
         if still_runnable {
@@ -637,10 +637,10 @@ fn account_out(v: &Vcpu, now: u64) {
             Doing::Neither
         },
     );
-    let ran = if was_running {
-        now.saturating_sub(s.run_start)
-    } else {
+    let ran = if unclaimed {
         0
+    } else {
+        now.saturating_sub(s.run_start)
     };
     s.cpu_ns += ran;
     counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
@@ -745,6 +745,7 @@ fn switch_in<'a>(
     }
     {
         let mut s = v.stats.lock();
+        s.unclaimed_run = !was_runnable;
         if was_runnable {
             s.change(now, Doing::Running);
             s.wait_ns += now.saturating_sub(s.runnable_since);
