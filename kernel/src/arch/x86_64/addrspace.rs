@@ -268,23 +268,33 @@ impl AddressSpace {
             flags |= Flags::NO_EXECUTE;
         }
         let frame = PhysFrame::containing_address(PhysAddr::new(phys));
-        let mut tables = core::mem::take(&mut self.frames);
-        let source = self.source;
         // SAFETY: the frame is fresh and zeroed, the page was unmapped, and the address
         // space is not loaded on any CPU while it is being built (a running domain's
         // mappings are not changed here), so no stale TLB entry can exist.
+        unsafe { self.map_building(page, frame, flags) }.map(|()| phys)
+    }
+
+    /// Maps `page` to `frame` with `flags` while building, the page-table frames it takes
+    /// recorded as this space's.
+    ///
+    /// # Safety
+    /// The frame must be safe for the guest to reach with `flags`, and the address space
+    /// must not be loaded on any CPU (so no stale TLB entry can exist for `page`).
+    unsafe fn map_building(
+        &mut self,
+        page: Page<Size4KiB>,
+        frame: PhysFrame<Size4KiB>,
+        flags: Flags,
+    ) -> Result<(), OutOfMemory> {
+        let mut tables = core::mem::take(&mut self.frames);
+        let source = self.source;
+        // SAFETY: the caller's promise (this function's `# Safety`).
         let result = unsafe {
             self.mapper()
                 .map_to(page, frame, flags, &mut Recorder(source, &mut tables))
         };
         self.frames = tables;
-        match result {
-            Ok(flush) => {
-                flush.ignore();
-                Ok(phys)
-            }
-            Err(_) => Err(OutOfMemory),
-        }
+        result.map(|flush| flush.ignore()).map_err(|_| OutOfMemory)
     }
 
     /// Records that this address space uses the frames of one shared image (a user of it,
@@ -309,17 +319,10 @@ impl AddressSpace {
             flags |= Flags::NO_EXECUTE;
         }
         let frame = PhysFrame::containing_address(PhysAddr::new(phys));
-        let mut tables = core::mem::take(&mut self.frames);
-        let source = self.source;
         // SAFETY: the frame holds the image's bytes and is mapped read-only (nothing the
         // guest does through this mapping changes it); the address space is not loaded on
         // any CPU while it is being built, so no stale TLB entry can exist.
-        let result = unsafe {
-            self.mapper()
-                .map_to(page, frame, flags, &mut Recorder(source, &mut tables))
-        };
-        self.frames = tables;
-        result.map(|flush| flush.ignore()).map_err(|_| OutOfMemory)
+        unsafe { self.map_building(page, frame, flags) }
     }
 
     /// Copies `bytes` into the guest pages starting at `va` (already mapped by `map_new`).
