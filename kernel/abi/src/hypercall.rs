@@ -168,7 +168,8 @@ crate::numbered_enum! {
         /// entry point; one that went down with `Down` resumes where it called it (its `Down`
         /// returns 0). A vCPU that is up already is left as it is.
         Up = 0,
-        /// Take the calling vCPU down (it stops being scheduled until brought up again).
+        /// Take the calling vCPU down (it stops being scheduled until brought up again; its
+        /// domain's pauses and unpauses leave it down, as a blocked vCPU stays blocked).
         Down = 1,
     }
 }

@@ -17,6 +17,7 @@
 //! | [`watchdog`] | the watchdog's rule | `schedule/watchdog.rs` |
 //! | [`ratelimit`] | token buckets (the console's) | `pv/hypercall.rs` |
 //! | [`rtc`] | the real-time clock's arithmetic | `time.rs` |
+//! | [`runstate`] | a vCPU's run state: pause, block and down kept apart, as Xen's pause count and pause flags | `domain/`, `schedule/` |
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 // A hypercall runs with the guest's MXCSR and x87 control word in force (they are
@@ -38,5 +39,6 @@ pub mod image;
 pub mod memmap;
 pub mod ratelimit;
 pub mod rtc;
+pub mod runstate;
 pub mod timerheap;
 pub mod watchdog;

@@ -1,13 +1,18 @@
 //! Domains and their virtual CPUs: creation from an image, the state machine, accounting,
 //! and destruction that returns every frame.
 //!
-//! A vCPU moves between these states (the policy, in `sched`, only ever sees the
-//! runnable/not-runnable distinction through `wake` and `sleep`):
+//! A vCPU's state is `kerncore::runstate::RunState` (here `VcpuState`), whose rules keep a
+//! domain's pause, a vCPU's sleep and a vCPU taken down apart, as Xen's pause count and pause
+//! flags do: an unpause makes runnable only what was runnable before the pause (or woke
+//! during it). The policy, in `sched`, only ever sees runnable or not, through `wake` and
+//! `sleep` (`kerncore::runstate::Tell`).
 //!
 //! ```text
 //!  Paused --unpause--> Runnable <--pick/preempt--> Running --block--> Blocked
-//!     ^                   ^                          |  |                 |
-//!     +------pause--------+----------wake (timer) ---+--+-----------------+
+//!   {blocked: false}      ^                          |  |                 |
+//!     ^                   +----------wake (timer) ---+--+-----------------+
+//!     +------pause (a sleeper: Paused {blocked: true}, back to Blocked at unpause)
+//!  Running --VcpuOp::Down--> Down --VcpuOp::Up--> Runnable (pauses leave Down alone)
 //!                                                    any --kill/shutdown--> Dead
 //! ```
 //!
@@ -71,15 +76,8 @@ const _: () = {
     assert!(abi::control::SCHED_PARAM_NAME_BYTES == l::PARAM_NAME_BYTES);
 };
 
-/// What a vCPU is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VcpuState {
-    Paused,
-    Runnable,
-    Running,
-    Blocked,
-    Dead,
-}
+/// What a vCPU is doing (`kerncore::runstate`).
+pub use kerncore::runstate::{RunState as VcpuState, Stop, Tell};
 
 pub use kerncore::account::{Doing, Past};
 
@@ -583,7 +581,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     dom: dom.clone(),
                     index,
                     pml4,
-                    state: Mutex::new(VcpuState::Paused),
+                    state: Mutex::new(VcpuState::CREATED),
                     regs: Mutex::new(frame),
                     selectors: AtomicU64::new(0),
                     fpu: Box::new(FpuArea::new()),

@@ -17,7 +17,7 @@ use sched::{DomainId as PolicyDomain, VcpuId};
 
 use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::domain::boot_module;
-use crate::domain::{self, Domain, DomainConfig, VcpuState};
+use crate::domain::{self, Domain, DomainConfig, Stop};
 use crate::mm::frames;
 use crate::schedule::cpupool;
 use crate::{arch, console, schedule, time};
@@ -359,7 +359,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                     life.waiters.push(caller.id);
                 }
             }
-            schedule::stop(&caller, VcpuState::Blocked, now);
+            schedule::stop(&caller, Stop::Block, now);
             Err(Errno::Busy)
         }
     }
@@ -831,7 +831,7 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
     }
     for v in &domain.vcpus {
         v.timer_deadline.store(0, Ordering::Release);
-        schedule::stop(v, VcpuState::Dead, now);
+        schedule::stop(v, Stop::Kill, now);
     }
     if domain.privileged {
         log::error!("Domain0 ended ({exit:?}): the experiment cannot go on");
@@ -849,7 +849,7 @@ fn pause(d: &Domain, now: u64) -> bool {
         life.state = DomainState::Paused;
     }
     for v in &d.vcpus {
-        schedule::stop(v, VcpuState::Paused, now);
+        schedule::stop(v, Stop::Pause, now);
     }
     true
 }

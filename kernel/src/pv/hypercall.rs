@@ -4,12 +4,13 @@
 //! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
+use abi::control::DomainState;
 use abi::error::Errno;
 use abi::hypercall::{self, SchedOp, VcpuOp};
 
 use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
-use crate::domain::{Domain, Vcpu, VcpuState};
+use crate::domain::{Domain, Stop, Vcpu};
 use crate::pv::control;
 use crate::{schedule, time};
 
@@ -86,7 +87,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             if schedule::take_due_timer(vcpu, now) {
                 return Ok(0);
             }
-            schedule::stop(vcpu, VcpuState::Blocked, now);
+            schedule::stop(vcpu, Stop::Block, now);
             // An event sent or a timer fired before the vCPU was marked blocked found
             // nothing to wake: look again now that it is (the sender marks pending, then
             // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
@@ -115,7 +116,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             if schedule::take_due_timer(vcpu, now) {
                 return Ok(0);
             }
-            schedule::stop(vcpu, VcpuState::Blocked, now);
+            schedule::stop(vcpu, Stop::Block, now);
             // As for Block: an event sent or a timer fired before the vCPU was marked
             // blocked.
             if any_pending(domain)
@@ -139,11 +140,14 @@ fn vcpu_op(vcpu: &Vcpu, domain: &Domain, op: u64, which: u64) -> Result<u64, Err
     match VcpuOp::from_raw(op).ok_or(Errno::NoSys)? {
         VcpuOp::Up => {
             let target = domain.vcpus.get(which as usize).ok_or(Errno::Inval)?;
-            schedule::unpause(target, now);
+            // Under the life lock that a pause takes to mark the domain paused, so that a
+            // vCPU brought up while Domain0 pauses its domain comes up paused, not running.
+            let life = domain.life.lock();
+            schedule::up(target, life.state == DomainState::Paused, now);
             Ok(0)
         }
         VcpuOp::Down => {
-            schedule::stop(vcpu, VcpuState::Paused, now);
+            schedule::stop(vcpu, Stop::Down, now);
             Ok(0)
         }
     }

@@ -25,7 +25,7 @@ use spin::{Mutex, Once};
 
 use crate::arch;
 use crate::arch::trap::TrapFrame;
-use crate::domain::{self, Doing, Domain, NOT_RUNNING, Vcpu, VcpuState};
+use crate::domain::{self, Doing, Domain, NOT_RUNNING, Stop, Tell, Vcpu, VcpuState};
 use crate::time;
 pub mod cpupool;
 pub mod trace;
@@ -224,7 +224,8 @@ fn take_need_resched() -> bool {
 }
 
 /// A blocked vCPU becomes runnable (timer or event); the policy queues it and may ask for a
-/// CPU to be kicked. Returns false if it was not blocked.
+/// CPU to be kicked. Returns false if it was not asleep. A vCPU asleep in a paused domain
+/// keeps the wake-up for the unpause (`kerncore::runstate`).
 pub fn wake(v: &Vcpu, now: u64) -> bool {
     // The state lock is held across the policy call, here and in `unpause` and `stop`: a
     // wake on one CPU racing a block on another must reach the policy in the same order as
@@ -232,19 +233,20 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
     // believes runnable, and nobody wakes it again.
     let kick_cpu = {
         let mut state = v.state.lock();
-        if *state != VcpuState::Blocked {
+        let Some((next, tell)) = state.wake() else {
             return false;
-        }
-        *state = VcpuState::Runnable;
+        };
+        *state = next;
         {
             let mut s = v.stats.lock();
             s.wakeups += 1;
             s.woke_at = Some(now);
-            s.change(now, Doing::Waiting);
-            s.runnable_since = now;
+            if tell == Tell::Wake {
+                s.change(now, Doing::Waiting);
+                s.runnable_since = now;
+            }
         }
-        trace::record(TraceEvent::Wake, v, now);
-        vcpu_policy(v, |p| p.wake(VcpuId(v.id), now).kick)
+        tell_policy(v, tell, now)
     };
     if let Some(cpu) = kick_cpu {
         kick(cpu);
@@ -252,57 +254,90 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
     true
 }
 
-/// A paused vCPU is started (domain unpause).
+/// A paused vCPU goes back to what it was before the pause (domain unpause): runnable, or,
+/// if it was asleep and nothing woke it meanwhile, asleep.
 pub fn unpause(v: &Vcpu, now: u64) {
     let kick_cpu = {
         let mut state = v.state.lock();
-        if *state != VcpuState::Paused {
+        let Some((next, tell)) = state.unpause() else {
             return;
-        }
-        *state = VcpuState::Runnable;
-        {
+        };
+        *state = next;
+        if tell == Tell::Wake {
             let mut s = v.stats.lock();
             s.change(now, Doing::Waiting);
             s.runnable_since = now;
+            // Woken while paused: its wake-up latency counts from now, not from a wake-up
+            // that no CPU could have served.
+            if s.woke_at.is_some() {
+                s.woke_at = Some(now);
+            }
         }
-        trace::record(TraceEvent::Wake, v, now);
-        vcpu_policy(v, |p| p.wake(VcpuId(v.id), now).kick)
+        tell_policy(v, tell, now)
     };
     if let Some(cpu) = kick_cpu {
         kick(cpu);
     }
 }
 
-/// Takes a vCPU off the runqueues into `to` (Blocked, Paused or Dead); kicks the CPU it runs
-/// on, if any, so that it switches away.
-pub fn stop(v: &Vcpu, to: VcpuState, now: u64) {
+/// A vCPU its domain took down comes up (`VcpuOp::Up`): runnable, or paused if its domain
+/// is paused now (`domain_paused`, read by the caller under the domain's life lock, which
+/// it holds, so that a pause cannot slip in between).
+pub fn up(v: &Vcpu, domain_paused: bool, now: u64) {
+    let kick_cpu = {
+        let mut state = v.state.lock();
+        let Some((next, tell)) = state.up(domain_paused) else {
+            return;
+        };
+        *state = next;
+        if tell == Tell::Wake {
+            let mut s = v.stats.lock();
+            s.change(now, Doing::Waiting);
+            s.runnable_since = now;
+        }
+        tell_policy(v, tell, now)
+    };
+    if let Some(cpu) = kick_cpu {
+        kick(cpu);
+    }
+}
+
+/// Takes a vCPU off the runqueues (`why`: it blocks, its domain pauses, it goes down, or it
+/// dies); kicks the CPU it runs on, if any, so that it switches away.
+pub fn stop(v: &Vcpu, why: Stop, now: u64) {
     let kick_cpu = {
         let mut state = v.state.lock();
         let was = *state;
         // A vCPU blocks only from running (its own hypercall); if another CPU paused or
-        // killed it meanwhile, that stands: blocking must not turn Paused back into a
-        // state that a wake-up would make runnable.
-        if was == VcpuState::Dead
-            || was == to
-            || (to == VcpuState::Blocked && was == VcpuState::Paused)
-        {
+        // killed it meanwhile, that stands (`RunState::stop`: a block after a pause is a
+        // paused sleep, which the unpause does not wake).
+        let Some((next, tell)) = was.stop(why) else {
             return;
-        }
-        *state = to;
+        };
+        *state = next;
         if was == VcpuState::Runnable {
             let mut s = v.stats.lock();
             s.change(now, Doing::Neither);
             s.wait_ns += now.saturating_sub(s.runnable_since);
         }
         // Under the state lock, as in `wake`.
-        if matches!(was, VcpuState::Runnable | VcpuState::Running) {
-            vcpu_policy(v, |p| p.sleep(VcpuId(v.id), now))
-        } else {
-            None
-        }
+        tell_policy(v, tell, now)
     };
     if let Some(cpu) = kick_cpu {
         kick(cpu);
+    }
+}
+
+/// Tells `v`'s policy instance what a state change means for it (`tell`), with `v`'s state
+/// lock held by the caller; returns the CPU to kick.
+fn tell_policy(v: &Vcpu, tell: Tell, now: u64) -> Option<usize> {
+    match tell {
+        Tell::Nothing => None,
+        Tell::Wake => {
+            trace::record(TraceEvent::Wake, v, now);
+            vcpu_policy(v, |p| p.wake(VcpuId(v.id), now).kick)
+        }
+        Tell::Sleep => vcpu_policy(v, |p| p.sleep(VcpuId(v.id), now)),
     }
 }
 
@@ -681,8 +716,14 @@ fn release(v: &Vcpu) {
     let Some(inst) = cpupool::of_vcpu(v) else {
         return;
     };
-    let Some(local) = inst.cpus.iter().position(|&c| c == cpu) else {
-        return;
+    // This CPU's number there: one atomic while the CPU map still points at that instance
+    // (always, but during a pool change), else a search of its CPUs.
+    let local = match cpupool::of_cpu(cpu) {
+        Some(here) if core::ptr::eq(here.inst, inst) => here.local,
+        _ => match inst.cpus.iter().position(|&c| c == cpu) {
+            Some(local) => local,
+            None => return,
+        },
     };
     if let Some(c) = inst.policy.context_saved(local, VcpuId(v.id), now) {
         kick(inst.global(c));

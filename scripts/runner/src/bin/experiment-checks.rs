@@ -41,6 +41,9 @@ enum Also {
     Xtf,
     /// Run with `--trace`: group `storm` was cut short by its trace quota, the rest match.
     TraceQuota,
+    /// Run with `--trace`: the trace matches, and the sleepers of `pause-sleepers.toml`
+    /// never ran again once asleep ([`sleepers_stay_asleep`]).
+    Sleepers,
     /// Run the same spec and flags in schedsim on a calibrated cost profile
     /// ([`calibrated_profile`]): every domain's share within this many points of the
     /// hypervisor's; each latency domain's p50 and p99 wake-up latency reported against the
@@ -266,6 +269,54 @@ fn trace_matches_but(
         "trace: {n} intervals, none overlapping, each domain's within 1% of cpu_ns{cut}, \
          {priority} priority changes"
     ))
+}
+
+/// `scripts/experiments/pause-sleepers.toml`: the two pool swaps paused and unpaused every
+/// domain, and neither sleeper ran again once asleep: `sleeper0`'s vCPU (its timer 10 s
+/// away) and `shootdown0`'s vCPU 2 (down) each have one run in the whole trace, the one
+/// that put it to sleep. The awake vCPUs kept running across the swaps.
+fn sleepers_stay_asleep(records: &[Record], trace: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(trace).map_err(|e| format!("no trace file: {e}"))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("the trace is not JSON: {e}"))?;
+    let events = json["traceEvents"]
+        .as_array()
+        .ok_or("no traceEvents array")?;
+    let id = |name: &str| {
+        domains(records)
+            .into_iter()
+            .find(|d| d.name == name)
+            .map(|d| u64::from(d.id))
+            .ok_or(format!("no domain {name}"))
+    };
+    let runs = |tid: u64| {
+        events
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["tid"].as_u64() == Some(tid))
+            .count()
+    };
+    let (sleeper, shootdown, hog) = (id("sleeper0")?, id("shootdown0")?, id("hog0")?);
+    // The swaps happened: the hog ran under both policies, before and after each.
+    let hog_runs = runs(hog * 1000);
+    if hog_runs < 3 {
+        return Err(format!(
+            "the hog ran {hog_runs} times: the swaps cannot be judged"
+        ));
+    }
+    let mut notes = Vec::new();
+    for (what, tid) in [
+        ("sleeper0 (blocked, timer 10 s away)", sleeper * 1000),
+        ("shootdown0's vCPU 2 (down)", shootdown * 1000 + 2),
+    ] {
+        let n = runs(tid);
+        if n != 1 {
+            return Err(format!(
+                "{what} ran {n} times; once, to go to sleep, is all it may: an unpause woke it"
+            ));
+        }
+        notes.push(format!("{what} ran once"));
+    }
+    Ok(format!("{} across two pool swaps", notes.join(", ")))
 }
 
 /// Runs the case's spec and flags in schedsim and checks that every domain's share of the
@@ -1694,6 +1745,15 @@ fn cases() -> Vec<Case> {
         Also::Schedsim(3),
     );
     with(
+        "pause/sleepers".into(),
+        vec![&spec("pause-sleepers")],
+        |r| match r.run() {
+            Some(_) => Ok("ok".into()),
+            None => Err("no run record".into()),
+        },
+        Also::Sleepers,
+    );
+    with(
         "timeline/policy-swap".into(),
         vec![&spec("policy-swap"), "--window-ms", "250"],
         policy_swap_takes_effect,
@@ -1962,7 +2022,10 @@ fn main() -> ExitCode {
         let out = dir.join(format!("{i}.jsonl"));
         let trace = out.with_extension("trace.json");
         let mut args = c.args.clone();
-        if matches!(c.also, Also::Trace | Also::TraceQuota | Also::Replay(_)) {
+        if matches!(
+            c.also,
+            Also::Trace | Also::TraceQuota | Also::Replay(_) | Also::Sleepers
+        ) {
             args.extend(["--trace".to_string(), trace.display().to_string()]);
         }
         let run = invoke_with(&runner, &out, &args, c.also != Also::Xtf);
@@ -1973,6 +2036,11 @@ fn main() -> ExitCode {
                     Also::Nothing => return Ok(note),
                     Also::Trace => trace_matches(&r, &trace)?,
                     Also::TraceQuota => trace_matches_but(&r, &trace, Some("storm"))?,
+                    Also::Sleepers => format!(
+                        "{}; {}",
+                        sleepers_stay_asleep(&r, &trace)?,
+                        trace_matches(&r, &trace)?
+                    ),
                     Also::Schedsim(points) => matches_schedsim(&r, &c.args, &out, points)?,
                     Also::Calibrated(points) => {
                         matches_calibrated(&r, &c.args, &out, points, None)?
