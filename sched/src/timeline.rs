@@ -422,6 +422,7 @@ impl Spec {
         let mut order: Vec<usize> = (0..self.events.len()).collect();
         order.sort_by_key(|&i| self.events[i].at_ms);
         let mut steps = Vec::new();
+        let mut swaps = 0;
         for i in order {
             let e = &self.events[i];
             let at = |f: &str| format!("event[{i}].{f}");
@@ -677,6 +678,23 @@ impl Spec {
                             ),
                         ));
                     }
+                }
+                // Each swap builds a policy instance, which the hypervisor never frees (a
+                // CPU may still be inside the old one): one boot holds so many.
+                swaps += 1;
+                let needed = pools.len() + swaps;
+                if needed > crate::limits::MAX_POLICY_INSTANCES {
+                    return Err(self.err(
+                        at("policy"),
+                        format!(
+                            "this is policy swap {swaps}; with {} pool(s) the run needs {needed} \
+                             policy instances, and one boot holds at most {} (a replaced one \
+                             is never freed); allowed: at most {} policy events",
+                            pools.len(),
+                            crate::limits::MAX_POLICY_INSTANCES,
+                            crate::limits::MAX_POLICY_INSTANCES - pools.len()
+                        ),
+                    ));
                 }
                 knobs[p] = knobs_for(policy, &knobs[p]);
                 policies[p] = new.clone();

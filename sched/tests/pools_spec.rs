@@ -258,3 +258,27 @@ fn sched_override_runs_every_pool_under_it() {
     s.validate().unwrap();
     assert!(s.pool_plans().iter().all(|p| p.policy == "bvt"));
 }
+
+#[test]
+fn more_policy_swaps_than_one_boot_holds_are_refused_before_boot() {
+    // One pool (the default) plus 31 swaps: 32 instances, the most one boot installs.
+    let swaps = |n: usize| {
+        let mut text = String::from(
+            "name = \"t\"\nduration_ms = 1000\n[machine]\ncpus = 2\n[sched]\npolicy = \"rr\"\n\
+             [[domain]]\nname = \"w\"\nworkload = \"cpu\"\n",
+        );
+        for i in 0..n {
+            let policy = if i % 2 == 0 { "credit" } else { "rr" };
+            text += &format!(
+                "[[event]]\nat_ms = {}\ntarget = \"default\"\npolicy = \"{policy}\"\n",
+                10 + 10 * i
+            );
+        }
+        text
+    };
+    let most = sched::limits::MAX_POLICY_INSTANCES - 1;
+    Spec::from_str(&swaps(most), "exp.toml").unwrap();
+    let e = err(&swaps(most + 1));
+    assert!(e.starts_with(&format!("exp.toml: event[{most}].policy: this is policy swap")), "{e}");
+    assert!(e.contains(&format!("allowed: at most {most} policy events")), "{e}");
+}

@@ -47,7 +47,7 @@ impl Instance {
 }
 
 /// Most instances one boot installs: the boot pools plus every later swap.
-pub const MAX_INSTANCES: usize = 32;
+pub const MAX_INSTANCES: usize = sched::limits::MAX_POLICY_INSTANCES;
 
 /// A vCPU or CPU with no instance.
 pub const NO_INSTANCE: u32 = u32::MAX;
