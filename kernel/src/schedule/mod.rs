@@ -227,25 +227,87 @@ fn take_need_resched() -> bool {
 /// CPU to be kicked. Returns false if it was not asleep. A vCPU asleep in a paused domain
 /// keeps the wake-up for the unpause (`kerncore::runstate`).
 pub fn wake(v: &Vcpu, now: u64) -> bool {
-    // The state lock is held across the policy call, here and in `unpause` and `stop`: a
-    // wake on one CPU racing a block on another must reach the policy in the same order as
-    // it changes the state, or the policy can end up believing asleep a vCPU the kernel
-    // believes runnable, and nobody wakes it again.
+    change_state(v, now, VcpuState::wake, |s, _, tell| {
+        s.wakeups += 1;
+        s.woke_at = Some(now);
+        if tell == Tell::Wake {
+            becomes_runnable(s, now);
+        }
+    })
+}
+
+/// A paused vCPU goes back to what it was before the pause (domain unpause): runnable, or,
+/// if it was asleep and nothing woke it meanwhile, asleep.
+pub fn unpause(v: &Vcpu, now: u64) {
+    change_state(v, now, VcpuState::unpause, |s, _, tell| {
+        if tell == Tell::Wake {
+            becomes_runnable(s, now);
+            // Woken while paused: its wake-up latency counts from now, not from a wake-up
+            // that no CPU could have served.
+            if s.woke_at.is_some() {
+                s.woke_at = Some(now);
+            }
+        }
+    });
+}
+
+/// A vCPU its domain took down comes up (`VcpuOp::Up`): runnable, or paused if its domain
+/// is paused now (`domain_paused`, read by the caller under the domain's life lock, which
+/// it holds, so that a pause cannot slip in between).
+pub fn up(v: &Vcpu, domain_paused: bool, now: u64) {
+    change_state(
+        v,
+        now,
+        |state| state.up(domain_paused),
+        |s, _, tell| {
+            if tell == Tell::Wake {
+                becomes_runnable(s, now);
+            }
+        },
+    );
+}
+
+/// Takes a vCPU off the runqueues (`why`: it blocks, its domain pauses, it goes down, or it
+/// dies); kicks the CPU it runs on, if any, so that it switches away. A vCPU blocks only
+/// from running (its own hypercall); if another CPU paused or killed it meanwhile, that
+/// stands (`RunState::stop`: a block after a pause is a paused sleep, which the unpause
+/// does not wake).
+pub fn stop(v: &Vcpu, why: Stop, now: u64) {
+    change_state(
+        v,
+        now,
+        |state| state.stop(why),
+        |s, was, _| {
+            if was == VcpuState::Runnable {
+                s.change(now, Doing::Neither);
+                s.wait_ns += now.saturating_sub(s.runnable_since);
+            }
+        },
+    );
+}
+
+/// Moves `v` by `rule` (`kerncore::runstate`); if it moves, lets `figures` update its
+/// figures (given the state it left and what the policy hears), tells the policy and kicks
+/// the CPU the policy names. Returns whether it moved.
+///
+/// The state lock is held across the policy call: a wake on one CPU racing a block on
+/// another must reach the policy in the same order as it changes the state, or the policy
+/// can end up believing asleep a vCPU the kernel believes runnable, and nobody wakes it
+/// again.
+fn change_state(
+    v: &Vcpu,
+    now: u64,
+    rule: impl FnOnce(VcpuState) -> Option<(VcpuState, Tell)>,
+    figures: impl FnOnce(&mut domain::VcpuStats, VcpuState, Tell),
+) -> bool {
     let kick_cpu = {
         let mut state = v.state.lock();
-        let Some((next, tell)) = state.wake() else {
+        let was = *state;
+        let Some((next, tell)) = rule(was) else {
             return false;
         };
         *state = next;
-        {
-            let mut s = v.stats.lock();
-            s.wakeups += 1;
-            s.woke_at = Some(now);
-            if tell == Tell::Wake {
-                s.change(now, Doing::Waiting);
-                s.runnable_since = now;
-            }
-        }
+        figures(&mut v.stats.lock(), was, tell);
         tell_policy(v, tell, now)
     };
     if let Some(cpu) = kick_cpu {
@@ -254,78 +316,10 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
     true
 }
 
-/// A paused vCPU goes back to what it was before the pause (domain unpause): runnable, or,
-/// if it was asleep and nothing woke it meanwhile, asleep.
-pub fn unpause(v: &Vcpu, now: u64) {
-    let kick_cpu = {
-        let mut state = v.state.lock();
-        let Some((next, tell)) = state.unpause() else {
-            return;
-        };
-        *state = next;
-        if tell == Tell::Wake {
-            let mut s = v.stats.lock();
-            s.change(now, Doing::Waiting);
-            s.runnable_since = now;
-            // Woken while paused: its wake-up latency counts from now, not from a wake-up
-            // that no CPU could have served.
-            if s.woke_at.is_some() {
-                s.woke_at = Some(now);
-            }
-        }
-        tell_policy(v, tell, now)
-    };
-    if let Some(cpu) = kick_cpu {
-        kick(cpu);
-    }
-}
-
-/// A vCPU its domain took down comes up (`VcpuOp::Up`): runnable, or paused if its domain
-/// is paused now (`domain_paused`, read by the caller under the domain's life lock, which
-/// it holds, so that a pause cannot slip in between).
-pub fn up(v: &Vcpu, domain_paused: bool, now: u64) {
-    let kick_cpu = {
-        let mut state = v.state.lock();
-        let Some((next, tell)) = state.up(domain_paused) else {
-            return;
-        };
-        *state = next;
-        if tell == Tell::Wake {
-            let mut s = v.stats.lock();
-            s.change(now, Doing::Waiting);
-            s.runnable_since = now;
-        }
-        tell_policy(v, tell, now)
-    };
-    if let Some(cpu) = kick_cpu {
-        kick(cpu);
-    }
-}
-
-/// Takes a vCPU off the runqueues (`why`: it blocks, its domain pauses, it goes down, or it
-/// dies); kicks the CPU it runs on, if any, so that it switches away.
-pub fn stop(v: &Vcpu, why: Stop, now: u64) {
-    let kick_cpu = {
-        let mut state = v.state.lock();
-        let was = *state;
-        // A vCPU blocks only from running (its own hypercall); if another CPU paused or
-        // killed it meanwhile, that stands (`RunState::stop`: a block after a pause is a
-        // paused sleep, which the unpause does not wake).
-        let Some((next, tell)) = was.stop(why) else {
-            return;
-        };
-        *state = next;
-        if was == VcpuState::Runnable {
-            let mut s = v.stats.lock();
-            s.change(now, Doing::Neither);
-            s.wait_ns += now.saturating_sub(s.runnable_since);
-        }
-        // Under the state lock, as in `wake`.
-        tell_policy(v, tell, now)
-    };
-    if let Some(cpu) = kick_cpu {
-        kick(cpu);
-    }
+/// A vCPU's figures as it becomes runnable at `now`: waiting from now.
+fn becomes_runnable(s: &mut domain::VcpuStats, now: u64) {
+    s.change(now, Doing::Waiting);
+    s.runnable_since = now;
 }
 
 /// Tells `v`'s policy instance what a state change means for it (`tell`), with `v`'s state

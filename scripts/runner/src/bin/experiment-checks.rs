@@ -192,6 +192,17 @@ fn trace_matches(records: &[Record], trace: &Path) -> Result<String, String> {
     trace_matches_but(records, trace, None)
 }
 
+/// The `traceEvents` of the trace file `trace` (Chrome/Perfetto trace JSON).
+fn trace_events(trace: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(trace).map_err(|e| format!("no trace file: {e}"))?;
+    let mut json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("the trace is not JSON: {e}"))?;
+    match json["traceEvents"].take() {
+        Value::Array(events) => Ok(events),
+        _ => Err("no traceEvents array".into()),
+    }
+}
+
 /// As [`trace_matches`], except that the domains of group `storm` (if any) must have had
 /// their trace cut short by the per-vCPU trace quota (less than half their `cpu_ns` traced),
 /// while everyone else's still adds up: a storm of events fills no one else's trace space.
@@ -200,12 +211,7 @@ fn trace_matches_but(
     trace: &Path,
     storm: Option<&str>,
 ) -> Result<String, String> {
-    let text = std::fs::read_to_string(trace).map_err(|e| format!("no trace file: {e}"))?;
-    let json: Value =
-        serde_json::from_str(&text).map_err(|e| format!("the trace is not JSON: {e}"))?;
-    let events = json["traceEvents"]
-        .as_array()
-        .ok_or("no traceEvents array")?;
+    let events = trace_events(trace)?;
     let run = records.run().ok_or("no run record")?;
     let t0 = hypervisor_only(run.start_ns, "start_ns")? as f64 / 1e3;
     let t1 = t0 + run.duration_ns as f64 / 1e3;
@@ -276,12 +282,7 @@ fn trace_matches_but(
 /// away) and `shootdown0`'s vCPU 2 (down) each have one run in the whole trace, the one
 /// that put it to sleep. The awake vCPUs kept running across the swaps.
 fn sleepers_stay_asleep(records: &[Record], trace: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(trace).map_err(|e| format!("no trace file: {e}"))?;
-    let json: Value =
-        serde_json::from_str(&text).map_err(|e| format!("the trace is not JSON: {e}"))?;
-    let events = json["traceEvents"]
-        .as_array()
-        .ok_or("no traceEvents array")?;
+    let events = trace_events(trace)?;
     let id = |name: &str| {
         domains(records)
             .into_iter()
@@ -1748,7 +1749,7 @@ fn cases() -> Vec<Case> {
         "pause/sleepers".into(),
         vec![&spec("pause-sleepers")],
         |r| match r.run() {
-            Some(_) => Ok("ok".into()),
+            Some(run) => Ok(format!("{} under {}", run.name, run.policy)),
             None => Err("no run record".into()),
         },
         Also::Sleepers,
