@@ -184,6 +184,10 @@ pub struct Vcpu {
     pub adopt: core::sync::atomic::AtomicBool,
     /// Set when it yields, so that the trace can say why it stopped.
     pub yielded: core::sync::atomic::AtomicBool,
+    /// Taken down by its own `vcpu_op Down` (Xen's `_VPF_down`), apart from its domain's
+    /// pause (Xen's `pause_count`): `vcpu_op Up` clears only this, and a domain unpause
+    /// starts only vCPUs that are not down. Changed under the domain's `life` lock.
+    pub down: core::sync::atomic::AtomicBool,
     /// Absolute system time of the one-shot timer (0: none).
     pub timer_deadline: AtomicU64,
     /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
@@ -591,6 +595,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     sched_instance: core::sync::atomic::AtomicU32::new(u32::MAX),
                     adopt: core::sync::atomic::AtomicBool::new(false),
                     yielded: core::sync::atomic::AtomicBool::new(false),
+                    down: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),
                     stats: Mutex::new(VcpuStats::default()),

@@ -883,7 +883,8 @@ fn unpause(d: &Domain, now: u64) -> bool {
         }
         life.state = DomainState::Alive;
     }
-    for v in &d.vcpus {
+    // Not the vCPUs the guest took down itself (`vcpu_op Down`): `vcpu_op Up` starts those.
+    for v in d.vcpus.iter().filter(|v| !v.down.load(Ordering::Acquire)) {
         schedule::unpause(v, now);
     }
     true

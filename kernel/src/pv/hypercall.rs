@@ -4,6 +4,9 @@
 //! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
+use core::sync::atomic::Ordering;
+
+use abi::control::DomainState;
 use abi::error::Errno;
 use abi::hypercall::{self, SchedOp, VcpuOp};
 
@@ -137,12 +140,28 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
 fn vcpu_op(vcpu: &Vcpu, domain: &Domain, op: u64, which: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
     match VcpuOp::from_raw(op).ok_or(Errno::NoSys)? {
+        // Down and paused are two things, as in Xen (`_VPF_down` beside the domain's
+        // `pause_count`, `common/domain.c`): `Up` undoes the guest's own `Down` only. It once
+        // unpaused any paused vCPU of its domain, Domain0's pause included: while Domain0
+        // stopped a domain's vCPUs one by one, one not yet stopped started those already
+        // stopped again, and the domain ran through its pause while Domain0 spun in the
+        // pause's wait for its CPUs to let go (`xtf-pause.toml`).
         VcpuOp::Up => {
             let target = domain.vcpus.get(which as usize).ok_or(Errno::Inval)?;
-            schedule::unpause(target, now);
+            // Under the `life` lock, which a domain pause and unpause change the state
+            // under: either the domain is running and the vCPU starts now, or the unpause
+            // that comes later starts it (its `down` is clear).
+            let life = domain.life.lock();
+            if target.down.swap(false, Ordering::AcqRel) && life.state == DomainState::Alive {
+                schedule::unpause(target, now);
+            }
             Ok(0)
         }
         VcpuOp::Down => {
+            {
+                let _life = domain.life.lock();
+                vcpu.down.store(true, Ordering::Release);
+            }
             schedule::stop(vcpu, VcpuState::Paused, now);
             Ok(0)
         }
