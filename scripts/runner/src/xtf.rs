@@ -122,6 +122,7 @@ pub const CASES: &[Case] = &[
     ok("pt-bounded"),
     ok("pt-bypass"),
     ok("pt-hv-pages"),
+    ok("pt-shared-image"),
     // Long operations (xtf-preempt).
     ok("pt-preempt"),
     ok("pt-unlink"),

@@ -25,6 +25,7 @@
 //! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
 //! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
 //! | 20 | pt-hv-pages | the pages the hypervisor writes linked as an L1 table: the shared-info page, the counters page while mapped writable, and the counters page unmapped (then mapped back): each refused, since the hypervisor's writes (time, pending-event bits) would become entries | SUCCESS |
+//! | 21 | pt-shared-image | its own text page, whose frame the image's domains share read-only (`share_images=on`, the default; a run with `off` fails it): that frame mapped again read-only, its entry rewritten writable or as it is, the frame linked as an L1, granted to Domain0, given back, and written by the hypervisor (`memory_op` writing a frame list over it): each refused, the page's bytes unchanged and no frame lost. Two domains of the image run it at once | SUCCESS |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -81,6 +82,7 @@ fn main(vcpu: usize) -> u64 {
         18 => pt_bounded(),
         19 => pt_bypass(),
         20 => pt_hv_pages(),
+        21 => pt_shared_image(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -1419,5 +1421,99 @@ fn pt_hv_pages() -> u64 {
         Err(Inval),
     );
     c.eq("the counters page mapped back", back, Ok(0));
+    c.verdict()
+}
+
+/// FNV-1a of the 4096 bytes of the page at `va`.
+fn page_sum(va: u64) -> u64 {
+    (0..4096u64).fold(0xcbf2_9ce4_8422_2325, |h, i| {
+        // SAFETY: `va` is a mapped page of this program's image, read only.
+        let b = unsafe { ((va + i) as *const u8).read_volatile() };
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Case 21: the frames of the image's read-only pages are shared by every domain built from
+/// the image (`kernel/src/mm/shared_image.rs`) and owned by none: this domain may read its
+/// own text through the mapping the hypervisor made, and do nothing else with the frame.
+/// A write would reach every domain of the image (Domain0's bystanders included, when the
+/// image is theirs too); a second mapping or a page-table use would outlive the image's
+/// count of users.
+fn pt_shared_image() -> u64 {
+    const CASE: &str = "pt-shared-image";
+    let mut c = Checks::new(CASE);
+    let s = match build_scratch() {
+        Ok(s) => s,
+        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
+    };
+    let text = (pt_shared_image as *const () as u64) & !0xfff;
+    let Some(at) = pagetable::entry_address(text, 1) else {
+        return xtf::error(
+            CASE,
+            format_args!("no L1 entry for the text page {text:#x}"),
+        );
+    };
+    let entry_now = || pagetable::read_entry(at & !0xfff, ((at & 0xfff) / 8) as usize);
+    let Some(entry) = entry_now().filter(|e| e & pte::PRESENT != 0) else {
+        return xtf::error(CASE, format_args!("the text page {text:#x} is not mapped"));
+    };
+    let mfn = (entry & pte::ADDRESS) >> 12;
+    let sum = page_sum(text);
+    let frames = hypercall::current_reservation();
+    println!("text page {text:#x}: frame {mfn:#x}, entry {entry:#x}");
+    c.that(
+        format_args!("the text page's entry is read-only ({entry:#x})"),
+        entry & pte::WRITABLE == 0,
+    );
+    let again = MAP_AREA + 2 * 4096;
+    // SAFETY: a page of the map area nothing uses; must be refused.
+    let mapped =
+        unsafe { hypercall::update_va_mapping(again, (entry & !pte::WRITABLE) | pte::NO_EXECUTE) };
+    if mapped.is_ok() {
+        // SAFETY: as above.
+        let _ = unsafe { hypercall::update_va_mapping(again, 0) };
+    }
+    c.eq(
+        "the shared frame mapped again, read-only",
+        mapped,
+        Err(Perm),
+    );
+    c.eq(
+        "its entry rewritten writable",
+        update(at, entry | pte::WRITABLE),
+        Err(Perm),
+    );
+    c.eq("its entry rewritten as it is", update(at, entry), Err(Perm));
+    c.eq("its entry after the rewrites", entry_now(), Some(entry));
+    // Entry 1 of the scratch L2 links an L1.
+    let linked = update(s.l2 + 8, (mfn << 12) | LINK);
+    if linked.is_ok() {
+        let _ = update(s.l2 + 8, 0);
+    }
+    c.eq("the shared frame linked as an L1", linked, Err(Perm));
+    let granted = raw(nr::GRANT_OP, nr::GrantOp::Grant as u64, text, 0, 1, 0);
+    if let Ok(g) = granted {
+        let _ = hypercall::grant_end(g as u32);
+    }
+    c.eq("the text page granted to Domain0", granted, Err(Perm));
+    c.eq(
+        "the shared frame given back",
+        hypercall::decrease_reservation(&[mfn]),
+        Err(Perm),
+    );
+    // The hypervisor writes the frames it hands out over the list: through the guest's
+    // read-only mapping, which must stop it (CR0.WP).
+    c.eq(
+        "memory_op IncreaseReservation writing its list over the text page",
+        memory_op(nr::MemoryOp::IncreaseReservation, text, 4),
+        Err(Fault),
+    );
+    c.eq(
+        "memory_op IncreaseReservation writing its list over the text page's last bytes",
+        memory_op(nr::MemoryOp::IncreaseReservation, text + 4096 - 8, 1),
+        Err(Fault),
+    );
+    c.eq("the text page's bytes", page_sum(text), sum);
+    c.eq("frames held", hypercall::current_reservation(), frames);
     c.verdict()
 }
