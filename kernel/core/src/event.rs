@@ -51,6 +51,8 @@ pub struct PortTable {
     ports: Vec<Port>,
     /// The vCPU each port notifies (Xen's `notify_vcpu_id`), same index; 0 by default.
     vcpus: Vec<u32>,
+    /// Its domain has died ([`PortTable::close_all`]): no port is allocated or bound again.
+    closed: bool,
 }
 
 impl PortTable {
@@ -76,6 +78,9 @@ impl PortTable {
     }
 
     fn alloc(&mut self, state: Port) -> Result<u32, PortError> {
+        if self.closed {
+            return Err(PortError::WrongState);
+        }
         if self.ports.is_empty() {
             self.ports.push(Port::Free);
             self.vcpus.push(0);
@@ -170,6 +175,22 @@ impl PortTable {
         {
             *p = Port::Unbound { remote };
         }
+    }
+
+    /// The domain dies: every port in use is closed and returned with the state it had, in
+    /// one step under the caller's lock, and none is allocated or bound from now on (Xen's
+    /// `evtchn_destroy`, which closes them once `d->is_dying` is set, so no new binding can
+    /// slip in). Closing them one by one from a list taken first left a window: a vCPU of
+    /// the dying domain still running on another CPU, or a peer binding to it, bound a port
+    /// after the list was taken, and that binding outlived the domain (the peer's end stayed
+    /// bound to its id, which the next domain given that id then received events on).
+    pub fn close_all(&mut self) -> Vec<(u32, Port)> {
+        self.closed = true;
+        let open: Vec<(u32, Port)> = self.in_use().collect();
+        for &(port, _) in &open {
+            self.ports[port as usize] = Port::Free;
+        }
+        open
     }
 
     /// Every port in use, with its state (for closing them all when the domain dies).
@@ -281,5 +302,36 @@ mod tests {
         }
         assert_eq!(a.alloc_unbound(2), Err(PortError::Full));
         assert_eq!(a.in_use().count(), MAX_PORTS - 1);
+    }
+
+    #[test]
+    fn a_dead_domains_table_closes_every_port_at_once_and_takes_no_more() {
+        let (mut a, mut b) = (PortTable::default(), PortTable::default());
+        let pa = a.alloc_unbound(2).unwrap();
+        let pb = b.alloc_bound(1, pa).unwrap();
+        a.accept(pa, 2, pb).unwrap();
+        let spare = a.alloc_unbound(2).unwrap();
+        let virq = a.bind_virq(0, 0).unwrap();
+        let closed = a.close_all();
+        assert_eq!(
+            closed,
+            alloc::vec![
+                (
+                    pa,
+                    Port::Interdomain {
+                        remote: 2,
+                        port: pb
+                    }
+                ),
+                (spare, Port::Unbound { remote: 2 }),
+                (virq, Port::Virq { virq: 0 }),
+            ]
+        );
+        assert_eq!(a.in_use().count(), 0);
+        // Neither its own vCPUs nor a peer can bind to it any more.
+        assert_eq!(a.alloc_unbound(2), Err(PortError::WrongState));
+        assert_eq!(a.alloc_bound(2, pb), Err(PortError::WrongState));
+        assert_eq!(a.bind_virq(1, 0), Err(PortError::WrongState));
+        assert_eq!(a.accept(spare, 2, 7), Err(PortError::NotAllocated));
     }
 }

@@ -815,11 +815,11 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
     {
         dom0.send_virq(abi::hypercall::virq::DOM_EXC, 0, now);
     }
-    // Its event channels close: every far end goes back to unbound, so later sends to it
-    // fail cleanly.
-    let ports: alloc::vec::Vec<_> = domain.ports.lock().in_use().collect();
-    for (port, state) in ports {
-        let _ = domain.ports.lock().close(port);
+    // Its event channels close, all at once and for good (`PortTable::close_all`): every far
+    // end goes back to unbound, so later sends to it fail cleanly, and a vCPU of it still
+    // running elsewhere, or a peer, can bind nothing new to it.
+    let ports = domain.ports.lock().close_all();
+    for (_, state) in ports {
         if let kerncore::event::Port::Interdomain {
             remote,
             port: rport,

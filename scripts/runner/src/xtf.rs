@@ -146,6 +146,8 @@ pub const CASES: &[Case] = &[
     with("flood-b", Want::Success, "flood-a"),
     ok("port-aba-a"),
     with("port-aba-b", Want::Success, "port-aba-a"),
+    killed("dying-bind-a", "exception 6 "),
+    with("dying-bind-b", Want::Success, "dying-bind-a"),
     ok("grant-aba-a"),
     with("grant-aba-b", Want::Success, "grant-aba-a"),
     // What one domain leaves on a CPU (xtf-isolation).
