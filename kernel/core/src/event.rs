@@ -13,6 +13,9 @@ use abi::control::DomainId;
 use abi::shared::MAX_PORTS;
 
 /// One port's state.
+/// The remote of a port whose remote is gone ([`PortTable::orphan`]): no domain's id.
+pub const NO_DOMAIN: DomainId = DomainId::MAX;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     Free,
@@ -193,6 +196,22 @@ impl PortTable {
         open
     }
 
+    /// `remote` is gone (destroyed): ports unbound for it, or still bound to it, become
+    /// unbound for no domain ([`NO_DOMAIN`]), so that the next domain given its id (ids are
+    /// reused, the lowest free one) cannot bind to them and receive this domain's events.
+    /// Returns how many there were.
+    pub fn orphan(&mut self, remote: DomainId) -> usize {
+        let mut n = 0;
+        for p in &mut self.ports {
+            if matches!(*p, Port::Unbound { remote: r } | Port::Interdomain { remote: r, .. } if r == remote)
+            {
+                *p = Port::Unbound { remote: NO_DOMAIN };
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Every port in use, with its state (for closing them all when the domain dies).
     pub fn in_use(&self) -> impl Iterator<Item = (u32, Port)> + '_ {
         self.ports
@@ -333,5 +352,21 @@ mod tests {
         assert_eq!(a.alloc_bound(2, pb), Err(PortError::WrongState));
         assert_eq!(a.bind_virq(1, 0), Err(PortError::WrongState));
         assert_eq!(a.accept(spare, 2, 7), Err(PortError::NotAllocated));
+    }
+
+    #[test]
+    fn ports_for_a_destroyed_domain_cannot_be_bound_by_the_next_one_with_its_id() {
+        let mut a = PortTable::default();
+        let for_gone = a.alloc_unbound(7).unwrap();
+        let bound = a.alloc_bound(7, 3).unwrap();
+        let for_other = a.alloc_unbound(8).unwrap();
+        assert_eq!(a.orphan(7), 2);
+        // A new domain 7 binds to neither.
+        assert_eq!(a.accept(for_gone, 7, 1), Err(PortError::WrongState));
+        assert_eq!(a.accept(bound, 7, 1), Err(PortError::WrongState));
+        assert_eq!(a.get(bound), Port::Unbound { remote: NO_DOMAIN });
+        assert_eq!(a.accept(for_other, 8, 1), Ok(()));
+        // The owner still closes them.
+        assert!(a.close(for_gone).is_ok());
     }
 }

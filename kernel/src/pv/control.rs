@@ -926,5 +926,15 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
     crate::pv::grant_table::release_all(domain);
     domain.life.lock().space = None;
     domain::remove(domain);
+    // Its id is free now, and the next domain created gets it (the lowest free id): what
+    // other domains still hold for this one, grants and ports unbound for it, must not
+    // become that domain's (`GrantTable::orphan`, `PortTable::orphan`). Xen hands out
+    // domids in increasing order, which keeps one from being reused soon; Domino reuses ids
+    // at once. Grants and ports made for this domain after the walk are refused by their
+    // callers, which look again at its state once they have made them.
+    for d in domain::all() {
+        d.grants.lock().orphan(domain.id);
+        d.ports.lock().orphan(domain.id);
+    }
     Ok(())
 }
