@@ -17,7 +17,7 @@
 //! | 9 | shutdown-race | vCPU 1 loops over page-table updates, grants, events and reservations while vCPU 0 shuts the domain down 20 ms in (2 vCPUs; a spec runs several): every frame must come back | SUCCESS (printed before the shutdown) |
 //! | 10 | kill-race | the same, but vCPU 0 gets the domain killed (`ud2`) | killed: exception 6 |
 //! | 11 | console-flood | 400 console lines of 200 bytes at once (80 KB): the console quota must refuse some (`Again`), and the domain carry on | SUCCESS |
-//! | 12 | pause-escape | 6 vCPUs (2 to 8), each calling `vcpu_op Up` on the other in a loop while Domain0 pauses the domain 3 times for 300 ms, 500 ms apart (the timeline of `xtf-pause.toml`): each vCPU must see every pause as a stop of at least 200 ms, within 3 s of its start; a `vcpu_op Up` that unpauses what Domain0 paused lets the domain run through its pauses | SUCCESS |
+//! | 12 | pause-escape | 6 vCPUs (2 to 8), each calling `vcpu_op Up` on the other in a loop while Domain0 pauses the domain 3 times for 300 ms, 500 ms apart (the timeline of `xtf-pause.toml`): each vCPU must see every pause as a stop of at least 200 ms, and run on until 3.2 s after its start, through a move to another pool; a `vcpu_op Up` that unpauses what Domain0 paused lets the domain run through its pauses | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -437,8 +437,9 @@ const PAUSES: u64 = 3;
 /// apart: `_VPF_down` and `pause_count`). Each vCPU counts the stops it sees.
 fn pause_escape(vcpu: usize) -> u64 {
     // What `xtf-pause.toml`'s timeline does: 3 pauses of 300 ms, 500 ms apart (so that every vCPU runs between
-    // two, and each pause is a stop of its own), within its first 2.2 s.
-    let (pauses, gap_ns, deadline_ns) = (PAUSES, 200_000_000, 3_000_000_000u64);
+    // two, and each pause is a stop of its own), within its first 2.2 s; a move to
+    // another pool at 2.5 s.
+    let (pauses, gap_ns, deadline_ns) = (PAUSES, 200_000_000, 3_200_000_000u64);
     let n = shared::vcpus() as usize;
     if !(2..=MAX_VCPUS).contains(&n) {
         if vcpu != 0 {
@@ -460,8 +461,9 @@ fn pause_escape(vcpu: usize) -> u64 {
             GAPS[vcpu].fetch_add(1, Ordering::SeqCst);
         }
         last = now;
-        let seen = |v: usize| GAPS[v].load(Ordering::SeqCst);
-        if now >= until || (0..n).all(|v| seen(v) >= pauses) {
+        // On until the deadline, whatever it has seen: the timeline moves the domain to
+        // another pool meanwhile, and it must run on there.
+        if now >= until {
             break;
         }
         for other in (0..n).filter(|&o| o != vcpu) {
