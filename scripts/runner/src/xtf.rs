@@ -127,6 +127,7 @@ pub const CASES: &[Case] = &[
     ok("pt-preempt"),
     ok("pt-unlink"),
     ok("pt-teardown"),
+    ok("pt-batch-link"),
     // Scheduler abuse, exhaustion, lifetimes (xtf-sched).
     ok("timer-storm"),
     ok("poll-after-fired"),
