@@ -166,7 +166,8 @@ crate::numbered_enum! {
     pub enum VcpuOp: u64 {
         /// Start a vCPU of this domain that is down: one that never ran starts at the domain's
         /// entry point; one that went down with `Down` resumes where it called it (its `Down`
-        /// returns 0). A vCPU that is up already is left as it is.
+        /// returns 0). A vCPU that is up already is left as it is. Only `Down` is undone:
+        /// while Domain0 has the domain paused, a vCPU brought up starts at its unpause.
         Up = 0,
         /// Take the calling vCPU down (it stops being scheduled until brought up again; its
         /// domain's pauses and unpauses leave it down, as a blocked vCPU stays blocked).

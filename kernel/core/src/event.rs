@@ -13,6 +13,9 @@ use abi::control::DomainId;
 use abi::shared::MAX_PORTS;
 
 /// One port's state.
+/// The remote of a port whose remote is gone ([`PortTable::orphan`]): no domain's id.
+pub const NO_DOMAIN: DomainId = DomainId::MAX;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     Free,
@@ -51,6 +54,8 @@ pub struct PortTable {
     ports: Vec<Port>,
     /// The vCPU each port notifies (Xen's `notify_vcpu_id`), same index; 0 by default.
     vcpus: Vec<u32>,
+    /// Its domain has died ([`PortTable::close_all`]): no port is allocated or bound again.
+    closed: bool,
 }
 
 impl PortTable {
@@ -76,6 +81,9 @@ impl PortTable {
     }
 
     fn alloc(&mut self, state: Port) -> Result<u32, PortError> {
+        if self.closed {
+            return Err(PortError::WrongState);
+        }
         if self.ports.is_empty() {
             self.ports.push(Port::Free);
             self.vcpus.push(0);
@@ -170,6 +178,38 @@ impl PortTable {
         {
             *p = Port::Unbound { remote };
         }
+    }
+
+    /// The domain dies: every port in use is closed and returned with the state it had, in
+    /// one step under the caller's lock, and none is allocated or bound from now on (Xen's
+    /// `evtchn_destroy`, which closes them once `d->is_dying` is set, so no new binding can
+    /// slip in). Closing them one by one from a list taken first left a window: a vCPU of
+    /// the dying domain still running on another CPU, or a peer binding to it, bound a port
+    /// after the list was taken, and that binding outlived the domain (the peer's end stayed
+    /// bound to its id, which the next domain given that id then received events on).
+    pub fn close_all(&mut self) -> Vec<(u32, Port)> {
+        self.closed = true;
+        let open: Vec<(u32, Port)> = self.in_use().collect();
+        for &(port, _) in &open {
+            self.ports[port as usize] = Port::Free;
+        }
+        open
+    }
+
+    /// `remote` is gone (destroyed): ports unbound for it, or still bound to it, become
+    /// unbound for no domain ([`NO_DOMAIN`]), so that the next domain given its id (ids are
+    /// reused, the lowest free one) cannot bind to them and receive this domain's events.
+    /// Returns how many there were.
+    pub fn orphan(&mut self, remote: DomainId) -> usize {
+        let mut n = 0;
+        for p in &mut self.ports {
+            if matches!(*p, Port::Unbound { remote: r } | Port::Interdomain { remote: r, .. } if r == remote)
+            {
+                *p = Port::Unbound { remote: NO_DOMAIN };
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Every port in use, with its state (for closing them all when the domain dies).
@@ -281,5 +321,52 @@ mod tests {
         }
         assert_eq!(a.alloc_unbound(2), Err(PortError::Full));
         assert_eq!(a.in_use().count(), MAX_PORTS - 1);
+    }
+
+    #[test]
+    fn a_dead_domains_table_closes_every_port_at_once_and_takes_no_more() {
+        let (mut a, mut b) = (PortTable::default(), PortTable::default());
+        let pa = a.alloc_unbound(2).unwrap();
+        let pb = b.alloc_bound(1, pa).unwrap();
+        a.accept(pa, 2, pb).unwrap();
+        let spare = a.alloc_unbound(2).unwrap();
+        let virq = a.bind_virq(0, 0).unwrap();
+        let closed = a.close_all();
+        assert_eq!(
+            closed,
+            alloc::vec![
+                (
+                    pa,
+                    Port::Interdomain {
+                        remote: 2,
+                        port: pb
+                    }
+                ),
+                (spare, Port::Unbound { remote: 2 }),
+                (virq, Port::Virq { virq: 0 }),
+            ]
+        );
+        assert_eq!(a.in_use().count(), 0);
+        // Neither its own vCPUs nor a peer can bind to it any more.
+        assert_eq!(a.alloc_unbound(2), Err(PortError::WrongState));
+        assert_eq!(a.alloc_bound(2, pb), Err(PortError::WrongState));
+        assert_eq!(a.bind_virq(1, 0), Err(PortError::WrongState));
+        assert_eq!(a.accept(spare, 2, 7), Err(PortError::NotAllocated));
+    }
+
+    #[test]
+    fn ports_for_a_destroyed_domain_cannot_be_bound_by_the_next_one_with_its_id() {
+        let mut a = PortTable::default();
+        let for_gone = a.alloc_unbound(7).unwrap();
+        let bound = a.alloc_bound(7, 3).unwrap();
+        let for_other = a.alloc_unbound(8).unwrap();
+        assert_eq!(a.orphan(7), 2);
+        // A new domain 7 binds to neither.
+        assert_eq!(a.accept(for_gone, 7, 1), Err(PortError::WrongState));
+        assert_eq!(a.accept(bound, 7, 1), Err(PortError::WrongState));
+        assert_eq!(a.get(bound), Port::Unbound { remote: NO_DOMAIN });
+        assert_eq!(a.accept(for_other, 8, 1), Ok(()));
+        // The owner still closes them.
+        assert!(a.close(for_gone).is_ok());
     }
 }

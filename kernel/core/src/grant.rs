@@ -22,6 +22,9 @@ use abi::control::DomainId;
 /// Most grants one domain may have at once, and most mappings one domain may hold.
 pub const MAX_GRANTS: usize = 1024;
 
+/// The grantee of a grant whose grantee is gone ([`GrantTable::orphan`]): no domain's id.
+pub const NO_GRANTEE: DomainId = DomainId::MAX;
+
 /// One grant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -91,6 +94,21 @@ impl GrantTable {
     }
 
     /// The grant `gref`, if any.
+    /// Grants to `grantee`, a domain that is gone, name no domain from now on
+    /// ([`NO_GRANTEE`]): domain ids are reused (the lowest free one), and the next domain
+    /// given that id must not map or copy what was granted to the one before. The granter
+    /// still ends them as before. Returns how many there were.
+    pub fn orphan(&mut self, grantee: DomainId) -> usize {
+        let mut n = 0;
+        for g in self.grants.iter_mut().flatten() {
+            if g.grantee == grantee {
+                g.grantee = NO_GRANTEE;
+                n += 1;
+            }
+        }
+        n
+    }
+
     pub fn get(&self, gref: u32) -> Option<Grant> {
         self.grants.get(gref as usize).copied().flatten()
     }
@@ -318,5 +336,19 @@ mod tests {
             m.add(mapping(1)).unwrap();
         }
         assert_eq!(m.add(mapping(1)), Err(GrantError::Full));
+    }
+
+    #[test]
+    fn grants_to_a_destroyed_domain_reach_no_domain_given_its_id_later() {
+        let mut t = GrantTable::default();
+        let to_gone = t.grant(0x5000, 7, false).unwrap();
+        let to_other = t.grant(0x6000, 8, true).unwrap();
+        assert_eq!(t.orphan(7), 1);
+        // A new domain 7 (the id reused) can neither map nor copy it.
+        assert_eq!(t.map(to_gone, 7, false), Err(GrantError::NotGrantee));
+        assert_eq!(t.check(to_gone, 7, true), Err(GrantError::NotGrantee));
+        // Other grants are untouched, and the granter still ends its own.
+        assert_eq!(t.check(to_other, 8, false), Ok(0x6000));
+        assert_eq!(t.end(to_gone), Ok(0x5000));
     }
 }

@@ -33,11 +33,19 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
     match EvtchnOp::from_raw(op).ok_or(Errno::NoSys)? {
         EvtchnOp::AllocUnbound => {
             let remote = alive(a1)?;
-            me.ports
+            let port = me
+                .ports
                 .lock()
                 .alloc_unbound(remote.id)
-                .map(u64::from)
-                .map_err(port_error)
+                .map_err(port_error)?;
+            // The remote died since it was looked up: its destroy may have orphaned the
+            // ports unbound for it before this one (`control::destroy`), and the next domain
+            // given its id could bind to it. Taken back.
+            if remote.life.lock().state == abi::control::DomainState::Dead {
+                me.ports.lock().release(port);
+                return Err(Errno::Srch);
+            }
+            Ok(u64::from(port))
         }
         EvtchnOp::BindInterdomain => {
             let remote = alive(a1)?;

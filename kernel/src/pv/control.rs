@@ -815,11 +815,11 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
     {
         dom0.send_virq(abi::hypercall::virq::DOM_EXC, 0, now);
     }
-    // Its event channels close: every far end goes back to unbound, so later sends to it
-    // fail cleanly.
-    let ports: alloc::vec::Vec<_> = domain.ports.lock().in_use().collect();
-    for (port, state) in ports {
-        let _ = domain.ports.lock().close(port);
+    // Its event channels close, all at once and for good (`PortTable::close_all`): every far
+    // end goes back to unbound, so later sends to it fail cleanly, and a vCPU of it still
+    // running elsewhere, or a peer, can bind nothing new to it.
+    let ports = domain.ports.lock().close_all();
+    for (_, state) in ports {
         if let kerncore::event::Port::Interdomain {
             remote,
             port: rport,
@@ -883,6 +883,8 @@ fn unpause(d: &Domain, now: u64) -> bool {
         }
         life.state = DomainState::Alive;
     }
+    // Each goes back to what it was before the pause (`kerncore::runstate`): one the guest
+    // took down itself (`vcpu_op Down`) stays down for `vcpu_op Up`, a sleeper stays asleep.
     for v in &d.vcpus {
         schedule::unpause(v, now);
     }
@@ -925,5 +927,15 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
     crate::pv::grant_table::release_all(domain);
     domain.life.lock().space = None;
     domain::remove(domain);
+    // Its id is free now, and the next domain created gets it (the lowest free id): what
+    // other domains still hold for this one, grants and ports unbound for it, must not
+    // become that domain's (`GrantTable::orphan`, `PortTable::orphan`). Xen hands out
+    // domids in increasing order, which keeps one from being reused soon; Domino reuses ids
+    // at once. Grants and ports made for this domain after the walk are refused by their
+    // callers, which look again at its state once they have made them.
+    for d in domain::all() {
+        d.grants.lock().orphan(domain.id);
+        d.ports.lock().orphan(domain.id);
+    }
     Ok(())
 }

@@ -104,7 +104,18 @@ fn grant(me: &Domain, va: u64, grantee: u64, readonly: bool) -> Result<u64, Errn
         let _ = t.put_page(frame >> 12);
         return Err(Errno::Inval);
     }
-    match me.grants.lock().grant(frame, grantee.id, readonly) {
+    let made = me.grants.lock().grant(frame, grantee.id, readonly);
+    drop(life);
+    match made {
+        // The grantee died since it was looked up: its destroy may have orphaned its grants
+        // before this one was made (`control::destroy`), and its id would then pass this one
+        // to the next domain given it. Taken back.
+        Ok(gref) if grantee.life.lock().state == abi::control::DomainState::Dead => {
+            if let Ok(frame) = me.grants.lock().end(gref) {
+                let _ = t.put_page(frame >> 12);
+            }
+            Err(Errno::Srch)
+        }
         Ok(gref) => Ok(u64::from(gref)),
         Err(e) => {
             let _ = t.put_page(frame >> 12);

@@ -138,10 +138,18 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
 fn vcpu_op(vcpu: &Vcpu, domain: &Domain, op: u64, which: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
     match VcpuOp::from_raw(op).ok_or(Errno::NoSys)? {
+        // Down and paused are two things, as in Xen (`_VPF_down` beside the domain's
+        // `pause_count`, `common/domain.c`; here `kerncore::runstate`): `Up` undoes the guest's
+        // own `Down` only. It once
+        // unpaused any paused vCPU of its domain, Domain0's pause included: while Domain0
+        // stopped a domain's vCPUs one by one, one not yet stopped started those already
+        // stopped again, and the domain ran through its pause while Domain0 spun in the
+        // pause's wait for its CPUs to let go (`xtf-pause.toml`).
         VcpuOp::Up => {
             let target = domain.vcpus.get(which as usize).ok_or(Errno::Inval)?;
             // Under the life lock that a pause takes to mark the domain paused, so that a
-            // vCPU brought up while Domain0 pauses its domain comes up paused, not running.
+            // vCPU brought up while Domain0 pauses its domain comes up paused, not running
+            // (`kerncore::runstate`: `up` acts on a vCPU that is down, nothing else).
             let life = domain.life.lock();
             schedule::up(target, life.state == DomainState::Paused, now);
             Ok(0)

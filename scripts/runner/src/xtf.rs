@@ -122,10 +122,12 @@ pub const CASES: &[Case] = &[
     ok("pt-bounded"),
     ok("pt-bypass"),
     ok("pt-hv-pages"),
+    ok("pt-shared-image"),
     // Long operations (xtf-preempt).
     ok("pt-preempt"),
     ok("pt-unlink"),
     ok("pt-teardown"),
+    ok("pt-batch-link"),
     // Scheduler abuse, exhaustion, lifetimes (xtf-sched).
     ok("timer-storm"),
     ok("poll-after-fired"),
@@ -137,12 +139,16 @@ pub const CASES: &[Case] = &[
     ok("virq-flood"),
     ok("timer-edges"),
     ok("console-flood"),
+    // Domain0's pause against the guest's own vCPU operations (xtf-pause).
+    ok("pause-escape"),
     ok("shutdown-race"),
     killed("kill-race", "exception 6 "),
     ok("flood-a"),
     with("flood-b", Want::Success, "flood-a"),
     ok("port-aba-a"),
     with("port-aba-b", Want::Success, "port-aba-a"),
+    killed("dying-bind-a", "exception 6 "),
+    with("dying-bind-b", Want::Success, "dying-bind-a"),
     ok("grant-aba-a"),
     with("grant-aba-b", Want::Success, "grant-aba-a"),
     // What one domain leaves on a CPU (xtf-isolation).
@@ -179,10 +185,17 @@ pub struct Outcome {
 }
 
 /// The outcome word of domain `name`'s last `xtf:` console line, with the line.
+///
+/// Only a line the domain wrote itself counts: the hypervisor logs a domain's console output
+/// as `[time] cpuN INFO  [name] text`, so the tag must open the message (the text after the
+/// first ` INFO  `; a line without one is taken whole). Anywhere in the line, a hostile
+/// domain that printed `[victim0] xtf: case: SUCCESS` would have written its neighbour's
+/// verdict, and a neighbour it had left stuck, never reporting, would have passed.
 fn last_word<'a>(console: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
     let tag = format!("[{name}] xtf: ");
     console.lines().rev().find_map(|line| {
-        let rest = &line[line.find(&tag)? + tag.len()..];
+        let message = line.split_once(" INFO  ").map_or(line, |(_, m)| m);
+        let rest = message.strip_prefix(tag.as_str())?;
         // `<case>: <WORD>: <detail>`
         let mut parts = rest.splitn(3, ": ");
         let _case = parts.next()?;
@@ -334,6 +347,25 @@ mod tests {
         // Another domain's line does not count.
         let console = "[nt-yield1] xtf: nt-yield: SUCCESS: 2 checks held\n";
         assert!(!outcomes(&r, console).unwrap()[0].held);
+    }
+
+    #[test]
+    fn a_domain_cannot_write_another_domains_verdict() {
+        let r = [rec("nt-yield0", "nt-yield", "ok")];
+        // What the hypervisor logs when domain `evil0` writes the victim's line to its own
+        // console: the victim never reported (stuck), and must not pass.
+        for forged in [
+            "[ 0.2] cpu1 INFO  [evil0] [nt-yield0] xtf: nt-yield: SUCCESS: forged\n",
+            "[ 0.2] cpu1 INFO  [evil0] x INFO  [nt-yield0] xtf: nt-yield: SUCCESS: forged\n",
+        ] {
+            assert!(!outcomes(&r, forged).unwrap()[0].held, "{forged}");
+        }
+        // Nor override the victim's own FAILURE after it.
+        let console = "[ 0.1] cpu0 INFO  [nt-yield0] xtf: nt-yield: FAILURE: 1 of 2 checks went wrong\n\
+                       [ 0.2] cpu1 INFO  [evil0] [nt-yield0] xtf: nt-yield: SUCCESS: forged\n";
+        let o = outcomes(&r, console).unwrap();
+        assert_eq!(o[0].said.as_deref(), Some("FAILURE"));
+        assert!(!o[0].held);
     }
 
     #[test]

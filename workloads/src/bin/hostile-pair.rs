@@ -7,6 +7,7 @@
 //! | 0 | event-flood | A sends `rounds` (100000) events on an interdomain port as fast as it can; B takes them in an upcall until A is gone | SUCCESS (both; bystanders keep waking) |
 //! | 1 | port-aba | B binds to A's port; A closes it and allocates the same number again for Domain0; B's sends on its old port must fail and reach nothing, binding to the reused number must fail | SUCCESS (both) |
 //! | 2 | grant-aba | A grants B a page, B maps and unmaps it, A ends the grant and grants another page to Domain0 under the same reference: B can neither map nor copy it | SUCCESS (both) |
+//! | 4 | dying-bind | four A's (2 vCPUs each, the group right before B): vCPU 1 binds to B's ports for it and closes its end, in a loop, while vCPU 0 allocates 1000 ports (its death closes each: a long window) and gets its domain killed (`ud2`); once each A is dead (`alloc_unbound` for it refused), every port of B must be unbound: a send on it refused (`Inval`), never delivered to a dead domain, nor, once its id is reused, to the next domain given it | A: killed: exception 6; B: SUCCESS |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -34,16 +35,25 @@ static X: SharedPage = SharedPage::new();
 static Y: SharedPage = SharedPage::new();
 
 fn main(vcpu: usize) -> u64 {
-    if vcpu != 0 {
-        rt::park(vcpu);
-    }
     let case = shared::arg("case", 0);
     let role = shared::arg("role", 0);
     let me = shared::domain_id();
-    let name = ["event-flood", "port-aba", "grant-aba", "selector-leak"]
-        .get(case as usize)
-        .copied()
-        .unwrap_or("hostile-pair");
+    if case == 4 && role == 0 {
+        return dying_bind_a(vcpu, me);
+    }
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    let name = [
+        "event-flood",
+        "port-aba",
+        "grant-aba",
+        "selector-leak",
+        "dying-bind",
+    ]
+    .get(case as usize)
+    .copied()
+    .unwrap_or("hostile-pair");
     match (case, role) {
         (0, 0) => flood_sender(name, me + 1),
         (0, _) => flood_receiver(name, me - 1),
@@ -53,6 +63,7 @@ fn main(vcpu: usize) -> u64 {
         (2, _) => grant_aba_b(name, me - 1),
         (3, 0) => selector_attacker(),
         (3, _) => selector_victim(),
+        (4, _) => dying_bind_b(me),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -348,5 +359,102 @@ fn selector_victim() -> u64 {
         changed == 0,
     );
     load_sel([0; 4]);
+    c.verdict()
+}
+
+/// The A's of `dying-bind`, the group right before B.
+const DYING: u32 = 4;
+/// Ports B allocates for each A.
+const DYING_PORTS: u32 = 8;
+/// Set by an A's vCPU 1 once it has bound at least once.
+static BOUND: AtomicU64 = AtomicU64::new(0);
+
+/// A (the `index_in_group`-th of [`DYING`]): vCPU 1 binds to its ports at B and closes its
+/// end, over and over; vCPU 0 dies in the middle of it. The event channels a domain holds
+/// close when it dies (`end_domain`): a bind that lands after that must be refused, or B is
+/// left with a port bound to a dead domain's id, which the next domain given that id
+/// inherits.
+fn dying_bind_a(vcpu: usize, me: u32) -> u64 {
+    const CASE: &str = "dying-bind";
+    let index = xtf::index_in_group() as u32;
+    let b = me + (DYING - index);
+    let first = 1 + index * DYING_PORTS;
+    if vcpu == 1 {
+        loop {
+            for p in first..first + DYING_PORTS {
+                if let Ok(local) = hypercall::evtchn_bind(b, p) {
+                    BOUND.fetch_add(1, Ordering::SeqCst);
+                    let _ = hypercall::evtchn_close(local);
+                }
+            }
+        }
+    }
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    let until = time::now_ns() + STEP_NS;
+    while BOUND.load(Ordering::SeqCst) == 0 && time::now_ns() < until {
+        hypercall::yield_now();
+    }
+    if BOUND.load(Ordering::SeqCst) == 0 {
+        return xtf::error(CASE, format_args!("vCPU 1 never bound to B's ports"));
+    }
+    // Many ports of its own, for Domain0: its death closes each, which takes a while, and
+    // vCPU 1 keeps binding meanwhile.
+    let mut held = 0;
+    while held < 1000 && hypercall::evtchn_alloc_unbound(0).is_ok() {
+        held += 1;
+    }
+    time::sleep_ns(30_000_000);
+    xtf::expect_killed(CASE, "ud2 (exception 6) while vCPU 1 binds to B's ports");
+    // Dies while vCPU 1 is seen binding on the other CPU, now.
+    let until = time::now_ns() + STEP_NS;
+    let mut seen = BOUND.load(Ordering::SeqCst);
+    loop {
+        let now = BOUND.load(Ordering::SeqCst);
+        if now.wrapping_sub(seen) >= 2 || time::now_ns() > until {
+            break;
+        }
+        if now == seen {
+            core::hint::spin_loop();
+        } else {
+            seen = now - 1;
+        }
+    }
+    // SAFETY: #UD in ring 3 kills the domain; that is the case.
+    unsafe { asm!("ud2") };
+    xtf::survived(CASE, format_args!("ud2"))
+}
+
+/// B: allocates [`DYING_PORTS`] ports for each A, waits for every A to be dead, then checks
+/// that none of its ports is still bound.
+fn dying_bind_b(me: u32) -> u64 {
+    const CASE: &str = "dying-bind";
+    let mut c = Checks::new(CASE);
+    let first_a = me - DYING;
+    for a in first_a..me {
+        for _ in 0..DYING_PORTS {
+            if let Err(e) = hypercall::evtchn_alloc_unbound(a) {
+                return xtf::error(CASE, format_args!("allocating a port for {a}: {e:?}"));
+            }
+        }
+    }
+    let until = time::now_ns() + 3 * STEP_NS;
+    let dead = |a: u32| hypercall::evtchn_alloc_unbound(a) == Err(Errno::Srch);
+    while !(first_a..me).all(dead) && time::now_ns() < until {
+        time::sleep_ns(5_000_000);
+    }
+    // Their vCPUs leave their CPUs within a kick.
+    time::sleep_ns(50_000_000);
+    c.that(format_args!("every A is dead"), (first_a..me).all(dead));
+    let mut bound = 0;
+    for p in 1..=DYING * DYING_PORTS {
+        let sent = hypercall::evtchn_send(p);
+        if sent != Err(Inval) {
+            println!("port {p}: send {sent:?}, want Err(Inval)");
+            bound += 1;
+        }
+    }
+    c.eq("ports still bound to a dead domain", bound, 0);
     c.verdict()
 }

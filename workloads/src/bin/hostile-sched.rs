@@ -17,6 +17,7 @@
 //! | 9 | shutdown-race | vCPU 1 loops over page-table updates, grants, events and reservations while vCPU 0 shuts the domain down 20 ms in (2 vCPUs; a spec runs several): every frame must come back | SUCCESS (printed before the shutdown) |
 //! | 10 | kill-race | the same, but vCPU 0 gets the domain killed (`ud2`) | killed: exception 6 |
 //! | 11 | console-flood | 400 console lines of 200 bytes at once (80 KB): the console quota must refuse some (`Again`), and the domain carry on | SUCCESS |
+//! | 12 | pause-escape | 6 vCPUs (2 to 8), each calling `vcpu_op Up` on the other in a loop while Domain0 pauses the domain 3 times for 300 ms, 500 ms apart (the timeline of `xtf-pause.toml`): each vCPU must see every pause as a stop of at least 200 ms, and run on until 3.2 s after its start, through a move to another pool; a `vcpu_op Up` that unpauses what Domain0 paused lets the domain run through its pauses | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -47,6 +48,7 @@ fn main(vcpu: usize) -> u64 {
         0 => timer_storm(vcpu, rounds),
         2 => yield_storm(vcpu),
         9 | 10 => end_race(vcpu, case == 10),
+        12 => pause_escape(vcpu),
         _ if vcpu != 0 => rt::park(vcpu),
         1 => poll_after_fired(),
         3 => block_storm(rounds),
@@ -418,4 +420,75 @@ fn console_flood() -> u64 {
     );
     c.eq("other errors", other, 0);
     c.verdict()
+}
+
+/// Pauses each vCPU of `pause-escape` saw (stops of at least `gap_ms`), by vCPU.
+static GAPS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// vCPUs `pause-escape` takes.
+const MAX_VCPUS: usize = 8;
+/// When vCPU 0 started (both loop until `deadline_ms` after it).
+static START: AtomicU64 = AtomicU64::new(0);
+/// Pauses `xtf-pause.toml` makes.
+const PAUSES: u64 = 3;
+
+/// Each vCPU tries to bring the other back up all the time: Domain0's pause stops the vCPUs
+/// one after the other, so the one stopped second, still running, sees the first paused.
+/// `vcpu_op Up` may undo the guest's own `Down`, never Domain0's pause (Xen keeps the two
+/// apart: `_VPF_down` and `pause_count`). Each vCPU counts the stops it sees.
+fn pause_escape(vcpu: usize) -> u64 {
+    // What `xtf-pause.toml`'s timeline does: 3 pauses of 300 ms, 500 ms apart (so that every vCPU runs between
+    // two, and each pause is a stop of its own), within its first 2.2 s; a move to
+    // another pool at 2.5 s.
+    let (pauses, gap_ns, deadline_ns) = (PAUSES, 200_000_000, 3_200_000_000u64);
+    let n = shared::vcpus() as usize;
+    if !(2..=MAX_VCPUS).contains(&n) {
+        if vcpu != 0 {
+            rt::park(vcpu);
+        }
+        return xtf::error("pause-escape", format_args!("needs 2 to {MAX_VCPUS} vCPUs"));
+    }
+    if vcpu == 0 {
+        START.store(time::now_ns(), Ordering::SeqCst);
+    }
+    while START.load(Ordering::SeqCst) == 0 {
+        core::hint::spin_loop();
+    }
+    let until = START.load(Ordering::SeqCst) + deadline_ns;
+    let (mut last, mut ups) = (time::now_ns(), 0u64);
+    loop {
+        let now = time::now_ns();
+        if now.saturating_sub(last) >= gap_ns {
+            GAPS[vcpu].fetch_add(1, Ordering::SeqCst);
+        }
+        last = now;
+        // On until the deadline, whatever it has seen: the timeline moves the domain to
+        // another pool meanwhile, and it must run on there.
+        if now >= until {
+            break;
+        }
+        for other in (0..n).filter(|&o| o != vcpu) {
+            let _ = hypercall::vcpu_up(other);
+            ups += 1;
+        }
+        shared::add_work(vcpu, 1);
+    }
+    println!(
+        "vCPU {vcpu}: {ups} vcpu_op Up calls, {} stops seen",
+        GAPS[vcpu].load(Ordering::SeqCst)
+    );
+    join(vcpu, || {
+        let mut c = Checks::new("pause-escape");
+        for (v, gaps) in GAPS.iter().enumerate().take(n) {
+            let seen = gaps.load(Ordering::SeqCst);
+            c.that(
+                format_args!(
+                    "vCPU {v} stopped for each of the {pauses} pauses Domain0 made (stops of \
+                     {} ms or more seen: {seen})",
+                    gap_ns / 1_000_000
+                ),
+                seen >= pauses,
+            );
+        }
+        c.verdict()
+    })
 }

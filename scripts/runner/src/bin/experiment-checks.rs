@@ -1971,7 +1971,15 @@ fn cases() -> Vec<Case> {
     );
     // The XTF-style hostile suite (scripts/runner/src/xtf.rs says what each case must end as;
     // `target/release/xtf` runs them one at a time).
-    for suite in ["ring", "int", "mem", "sched", "isolation", "preempt"] {
+    for suite in [
+        "ring",
+        "int",
+        "mem",
+        "sched",
+        "isolation",
+        "preempt",
+        "pause",
+    ] {
         with(
             format!("xtf/{suite}"),
             vec![&spec(&format!("xtf-{suite}"))],
