@@ -162,8 +162,8 @@ def breadth(args):
     load = (f"other host work during the hypervisor runs {min(loads):.1f}–{max(loads):.1f} "
             f"cores (median {sorted(loads)[len(loads) // 2]:.1f}) on 2" if loads
             else "host load not recorded")
-    save(fig, args.out, "Calibrated schedsim (scripts/profiles/tcg.toml) against the hypervisor "
-         "under QEMU TCG, one short run each. Top: bars per policy, one per CPU count (1, 2, "
+    save(fig, args.out, f"Calibrated schedsim ({args.caption_profile}) against the "
+         "hypervisor under QEMU TCG, one short run each. Top: bars per policy, one per CPU count (1, 2, "
          "4 from the left; 2 CPUs solid), the dashed line is the 2-point target; black ticks: "
          f"the ideal machine. Bottom: latency ratio, the band is ±30%. {load}: the latency "
          "carries that load, shares are the robust part.")
@@ -185,6 +185,8 @@ def main():
     ap.add_argument("--calibrated", nargs="+", default=[],
                     help="results of schedsim --profile FILE, paired like the others")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--caption-profile", default="scripts/profiles/tcg.toml",
+                    help="what the calibrated runs ran on, for the sweep figure's caption")
     args = ap.parse_args()
     if sweep_rows(args.inputs):
         return breadth(args)

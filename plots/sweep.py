@@ -11,6 +11,8 @@ CPU count, one parameter). Standard library only (Python 3.11: tomllib).
     scripts/sweep NAME [--engine schedsim|domino|both|linux|all] [--quick] [--out DIR]
                        [--sched P,P] [--values V,V] [--seconds S] [--list]
                        [--profile FILE]   (schedsim on a cost profile, scripts/calibrate)
+                       [--slice-late-from DIR]  (and each point's slice lateness from the
+                                                 hypervisor run of a sweep in DIR)
 
 Exit status: 0 every run exited 0; 1 a run failed (its row says so, the CSV is written all
 the same); 2 a bad command line.
@@ -377,9 +379,11 @@ def dump_spec(spec: dict) -> str:
 # The workloads with a Linux build (scripts/runner/src/linux.rs, `WORKLOADS`).
 LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping", "blk", "net"}
 
-def engine_command(engine: str, spec_path: Path, out: Path, profile=None) -> list[str]:
+def engine_command(engine: str, spec_path: Path, out: Path, profile=None,
+                   slice_late=None) -> list[str]:
     if engine == "schedsim":
         extra = ["--profile", str(profile)] if profile else []
+        extra += ["--slice-late-from", str(slice_late)] if slice_late else []
         return [str(schedsim_binary()), str(spec_path), "--out", str(out)] + extra
     # domino, or linux: the same spec on Linux (its own scheduler, whatever the policy).
     return [str(ROOT / "scripts" / "run"), str(spec_path), "--engine", engine, "--accel", "tcg",
@@ -504,6 +508,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, help="measured interval of every run")
     ap.add_argument("--profile", help="schedsim's cost profile (scripts/calibrate); "
                     "default: the ideal machine")
+    ap.add_argument("--slice-late-from", metavar="DIR",
+                    help="schedsim takes each point's slice lateness from the hypervisor's "
+                    "run of the same point in DIR (a sweep's --out with --engine domino): "
+                    "the host's load during that run (schedsim --slice-late-from)")
     ap.add_argument("--list", action="store_true", help="list the matrices and their points")
     args = ap.parse_args(argv)
 
@@ -562,8 +570,16 @@ def main(argv: list[str]) -> int:
             res_path.unlink(missing_ok=True)
             progress.show(f"{engine} {p.slug}")
             t0 = time.monotonic()
+            late = None
+            if args.slice_late_from and engine == "schedsim":
+                late = Path(args.slice_late_from).resolve() / "domino" / f"{p.slug}.jsonl"
+                if not late.exists():
+                    print(f"scripts/sweep: --slice-late-from: no hypervisor run {display(late)}; "
+                          f"{p.slug} runs on the profile's slice lateness", file=sys.stderr)
+                    late = None
             command = engine_command(engine, spec_path, res_path,
-                                     Path(args.profile).resolve() if args.profile else None)
+                                     Path(args.profile).resolve() if args.profile else None,
+                                     late)
             proc = subprocess.run(command, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             wall = time.monotonic() - t0
