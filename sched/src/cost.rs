@@ -258,13 +258,26 @@ impl Profile {
 
     /// The profile with the slice lateness of one hypervisor run: its run record's
     /// `slice_late_p50_ns` and `slice_late_p99_ns`, which are log2 bucket bounds (the
-    /// bucket's upper end; `u64::MAX` past the last bucket), each taken at its bucket's
-    /// geometric middle as `scripts/calibrate` does, and at most [`MAX_NS`]. Slice ends are
-    /// the one term that follows the host's load run by run under emulation (a QEMU CPU
-    /// thread waiting for a host core ends slices late by milliseconds), and a policy whose
-    /// wakers wait for a slice to end (credit's and credit2's rate limit) inherits it.
-    pub fn with_slice_lateness(&self, p50_bound: u64, p99_bound: u64) -> Profile {
-        let mid = |b: u64| ((b as f64 / std::f64::consts::SQRT_2) as u64).min(MAX_NS);
+    /// bucket's upper end), each taken at its bucket's geometric middle as
+    /// `scripts/calibrate` does; a percentile past the last bucket (`u64::MAX`) is taken at
+    /// that bucket's lower end, `overflow_from` (the least it can be: the histogram says no
+    /// more). At most [`MAX_NS`]. Slice ends are the one term that follows the host's load
+    /// run by run under emulation (a QEMU CPU thread waiting for a host core ends slices late
+    /// by milliseconds), and a policy whose wakers wait for a slice to end (credit's and
+    /// credit2's rate limit) inherits it.
+    pub fn with_slice_lateness(
+        &self,
+        p50_bound: u64,
+        p99_bound: u64,
+        overflow_from: u64,
+    ) -> Profile {
+        let mid = |b: u64| {
+            if b == u64::MAX {
+                overflow_from.min(MAX_NS)
+            } else {
+                ((b as f64 / std::f64::consts::SQRT_2) as u64).min(MAX_NS)
+            }
+        };
         Profile {
             slice_slack_ns: mid(p50_bound),
             slice_slack_p99_ns: mid(p99_bound),
@@ -355,8 +368,9 @@ mod tests {
     #[test]
     fn a_runs_slice_lateness_replaces_the_profiles() {
         let p = Profile { kick_ns: 5, slice_slack_ns: 1, ..Profile::default() };
-        let q = p.with_slice_lateness(64_000, u64::MAX);
-        assert_eq!((q.slice_slack_ns, q.slice_slack_p99_ns, q.kick_ns), (45_254, MAX_NS, 5));
+        let q = p.with_slice_lateness(64_000, u64::MAX, 32_768_000);
+        assert_eq!((q.slice_slack_ns, q.slice_slack_p99_ns, q.kick_ns), (45_254, 32_768_000, 5));
+        assert_eq!(p.with_slice_lateness(u64::MAX, u64::MAX, u64::MAX).slice_slack_ns, MAX_NS);
     }
 
     #[test]

@@ -142,7 +142,9 @@ fn parse_args() -> Result<Args, String> {
 
 /// A hypervisor run's slice lateness (`slice_late_p50_ns`, `slice_late_p99_ns` of its `run`
 /// record), for `--slice-late-from`.
-fn slice_lateness(path: &str) -> Result<(u64, u64), String> {
+/// With the last finite bucket bound of its `slice_late_hist` (where a percentile past the
+/// histogram starts).
+fn slice_lateness(path: &str) -> Result<(u64, u64, u64), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
     let run = text
         .lines()
@@ -154,7 +156,15 @@ fn slice_lateness(path: &str) -> Result<(u64, u64), String> {
             "{path}: the run record has no `{k}` (a hypervisor run's; schedsim's have none)"
         ))
     };
-    Ok((field("slice_late_p50_ns")?, field("slice_late_p99_ns")?))
+    let last = run["slice_late_hist"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b[0].as_u64())
+        .filter(|&b| b != u64::MAX)
+        .max()
+        .unwrap_or(u64::MAX);
+    Ok((field("slice_late_p50_ns")?, field("slice_late_p99_ns")?, last))
 }
 
 fn main() -> ExitCode {
@@ -191,7 +201,7 @@ fn main() -> ExitCode {
     };
     let costs = match args.slice_late_from.as_deref().map(slice_lateness).transpose() {
         Ok(None) => costs,
-        Ok(Some((p50, p99))) => costs.with_slice_lateness(p50, p99),
+        Ok(Some((p50, p99, last))) => costs.with_slice_lateness(p50, p99, last),
         Err(e) => {
             eprintln!("schedsim: --slice-late-from {e}");
             return ExitCode::from(2);
