@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `switch_same_domain_ns` | ns | a CPU switches between two vCPUs of one domain: the incoming vCPU is on the CPU (its `cpu_ns` counts) but does no work for this long |
 //! | `switch_cross_domain_ns` | ns | the same, between domains or from idle (an address-space switch) |
-//! | `migration_ns` | ns | added to the switch when the incoming vCPU last ran on another CPU (cold caches) |
+//! | `migration_ns` | ns | added to the switch when the incoming vCPU last ran on another CPU (the remote pick; on hardware, cold caches) |
 //! | `kick_ns` | ns | a kick (a request to reschedule) takes effect this long after it is made, as a median: the interrupt that carried the wake, the exit path that acts on it |
 //! | `kick_p99_ns` | ns | the kick's 99th percentile: if above `kick_ns`, each kick's delay is drawn from the log-normal distribution with that median and 99th percentile (seeded, so runs stay reproducible); 0 = always `kick_ns` |
 //! | `ipi_ns` | ns | added to a kick of another CPU than the one that makes it (the inter-processor interrupt, waking a halted CPU); a timer wake is made on the CPU where its sleeper last ran |
@@ -21,7 +21,7 @@
 //! | `slice_slack_p99_ns` | ns | its 99th percentile: if above `slice_slack_ns`, each slice's lateness is drawn from the log-normal with that median and 99th percentile, as for kicks; 0 = always `slice_slack_ns` |
 //! | `wake_ns` | ns | the hypervisor's work to wake a vCPU, taken from the vCPU running where the wake is handled |
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
-//! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
+//! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (its own part of a switch, from instructions counted on the hypervisor under `-icount`; or wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
 //!
 //! Wake-up latency, as the hypervisor measures it, runs from the wake to the moment the
 //! picked vCPU is installed on the CPU: it includes kick, block and decision costs, not the
