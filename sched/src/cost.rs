@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `switch_same_domain_ns` | ns | a CPU switches between two vCPUs of one domain: the incoming vCPU is on the CPU (its `cpu_ns` counts) but does no work for this long |
 //! | `switch_cross_domain_ns` | ns | the same, between domains or from idle (an address-space switch) |
-//! | `migration_ns` | ns | added to the switch when the incoming vCPU last ran on another CPU (cold caches) |
+//! | `migration_ns` | ns | added to the switch when the incoming vCPU last ran on another CPU (the remote pick; on hardware, cold caches) |
 //! | `kick_ns` | ns | a kick (a request to reschedule) takes effect this long after it is made, as a median: the interrupt that carried the wake, the exit path that acts on it |
 //! | `kick_p99_ns` | ns | the kick's 99th percentile: if above `kick_ns`, each kick's delay is drawn from the log-normal distribution with that median and 99th percentile (seeded, so runs stay reproducible); 0 = always `kick_ns` |
 //! | `ipi_ns` | ns | added to a kick of another CPU than the one that makes it (the inter-processor interrupt, waking a halted CPU); a timer wake is made on the CPU where its sleeper last ran |
@@ -21,7 +21,7 @@
 //! | `slice_slack_p99_ns` | ns | its 99th percentile: if above `slice_slack_ns`, each slice's lateness is drawn from the log-normal with that median and 99th percentile, as for kicks; 0 = always `slice_slack_ns` |
 //! | `wake_ns` | ns | the hypervisor's work to wake a vCPU, taken from the vCPU running where the wake is handled |
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
-//! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
+//! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (its own part of a switch, from instructions counted on the hypervisor under `-icount`; or wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
 //!
 //! Wake-up latency, as the hypervisor measures it, runs from the wake to the moment the
 //! picked vCPU is installed on the CPU: it includes kick, block and decision costs, not the
@@ -256,6 +256,35 @@ impl Profile {
         s
     }
 
+    /// The profile with the slice lateness of one hypervisor run: its run record's
+    /// `slice_late_p50_ns` and `slice_late_p99_ns`, which are log2 bucket bounds (the
+    /// bucket's upper end), each taken at its bucket's geometric middle as
+    /// `scripts/calibrate` does; a percentile past the last bucket (`u64::MAX`) is taken at
+    /// that bucket's lower end, `overflow_from` (the least it can be: the histogram says no
+    /// more). At most [`MAX_NS`]. Slice ends are the one term that follows the host's load
+    /// run by run under emulation (a QEMU CPU thread waiting for a host core ends slices late
+    /// by milliseconds), and a policy whose wakers wait for a slice to end (credit's and
+    /// credit2's rate limit) inherits it.
+    pub fn with_slice_lateness(
+        &self,
+        p50_bound: u64,
+        p99_bound: u64,
+        overflow_from: u64,
+    ) -> Profile {
+        let mid = |b: u64| {
+            if b == u64::MAX {
+                overflow_from.min(MAX_NS)
+            } else {
+                ((b as f64 / std::f64::consts::SQRT_2) as u64).min(MAX_NS)
+            }
+        };
+        Profile {
+            slice_slack_ns: mid(p50_bound),
+            slice_slack_p99_ns: mid(p99_bound),
+            ..self.clone()
+        }
+    }
+
     /// When a timer set for `t` fires.
     pub fn timer(&self, t: u64) -> u64 {
         let g = self.timer_granularity_ns;
@@ -334,6 +363,14 @@ mod tests {
             Profile::parse("[costs]\nkick_ns = 0\n[decision_ns]\nrr = 0\n", "z.toml").unwrap();
         assert!(zero.is_ideal());
         assert_eq!(zero.timer(12345), 12345);
+    }
+
+    #[test]
+    fn a_runs_slice_lateness_replaces_the_profiles() {
+        let p = Profile { kick_ns: 5, slice_slack_ns: 1, ..Profile::default() };
+        let q = p.with_slice_lateness(64_000, u64::MAX, 32_768_000);
+        assert_eq!((q.slice_slack_ns, q.slice_slack_p99_ns, q.kick_ns), (45_254, 32_768_000, 5));
+        assert_eq!(p.with_slice_lateness(u64::MAX, u64::MAX, u64::MAX).slice_slack_ns, MAX_NS);
     }
 
     #[test]

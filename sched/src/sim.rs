@@ -942,9 +942,14 @@ impl Sim<'_> {
             return;
         }
         // Within a pool: a CPU of one pool idling while another pool's vCPU waits is the
-        // partition, not waste.
+        // partition, not waste. Nor is an idle CPU whose kick is on its way (a cost
+        // profile's `kick_ns`: the reschedule that will take the waiter has been asked for;
+        // on the ideal machine a kick arrives before time moves on).
         for p in 0..self.pools.len() {
-            let idle = self.pools[p].cpus.iter().any(|&c| self.cpus[c].curr.is_none());
+            let idle = self.pools[p]
+                .cpus
+                .iter()
+                .any(|&c| self.cpus[c].curr.is_none() && !self.cpus[c].kick_pending);
             if idle
                 && (0..self.vcpus.len())
                     .any(|v| self.vcpus[v].st == St::Waiting && self.vpool(v) == p)

@@ -1,6 +1,7 @@
 //! `schedsim`: run an experiment spec through a policy on a simulated machine.
 //!
 //! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check] [--profile FILE]
+//!  [--slice-late-from RESULTS.jsonl]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S] [--window-ms MS]
 //! `schedsim --replay TRACE.json SPEC.toml [flags as above]`
 //! `schedsim --list-policies`
@@ -12,6 +13,10 @@
 //! `--profile FILE` (or `[sim] profile = "FILE"` in the spec; the flag wins) runs on a
 //! machine with the costs of a profile from `scripts/calibrate` (`sched::cost`);
 //! `--profile ideal`, or none, is the ideal machine (every cost zero).
+//! `--slice-late-from RESULTS.jsonl` takes the profile's slice lateness
+//! (`slice_slack_ns`, `slice_slack_p99_ns`) from a hypervisor run's `run` record instead
+//! (`slice_late_p50_ns`, `slice_late_p99_ns`; `sched::cost::Profile::with_slice_lateness`):
+//! the host's load during that run, for comparing with it.
 //!
 //! `--replay TRACE.json`: the domains that woke up in a hypervisor trace (`scripts/run
 //! --trace`) replay their recorded wake-ups and CPU bursts under the spec's policy instead
@@ -31,7 +36,8 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-                [--profile FILE|ideal] [--replay TRACE.json]
+                [--profile FILE|ideal] [--slice-late-from RESULTS.jsonl]
+                [--replay TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
                 [--window-ms MS]
        schedsim --list-policies";
@@ -71,6 +77,7 @@ struct Args {
     check: bool,
     profile: Option<String>,
     replay: Option<String>,
+    slice_late_from: Option<String>,
     over: Overrides,
 }
 
@@ -84,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
         check: false,
         profile: None,
         replay: None,
+        slice_late_from: None,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -99,6 +107,9 @@ fn parse_args() -> Result<Args, String> {
             "--replay" => a.replay = Some(it.next().ok_or("--replay needs a trace file")?),
             "--profile" => {
                 a.profile = Some(it.next().ok_or("--profile needs a file (or `ideal`)")?)
+            }
+            "--slice-late-from" => {
+                a.slice_late_from = Some(it.next().ok_or("--slice-late-from needs a results file")?)
             }
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
@@ -127,6 +138,33 @@ fn parse_args() -> Result<Args, String> {
         return Err("missing SPEC.toml".into());
     }
     Ok(a)
+}
+
+/// A hypervisor run's slice lateness (`slice_late_p50_ns`, `slice_late_p99_ns` of its `run`
+/// record), for `--slice-late-from`.
+/// With the last finite bucket bound of its `slice_late_hist` (where a percentile past the
+/// histogram starts).
+fn slice_lateness(path: &str) -> Result<(u64, u64, u64), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    let run = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["kind"] == "run")
+        .ok_or(format!("{path}: no `run` record (a results file of scripts/run is needed)"))?;
+    let field = |k: &str| {
+        run[k].as_u64().ok_or(format!(
+            "{path}: the run record has no `{k}` (a hypervisor run's; schedsim's have none)"
+        ))
+    };
+    let last = run["slice_late_hist"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b[0].as_u64())
+        .filter(|&b| b != u64::MAX)
+        .max()
+        .unwrap_or(u64::MAX);
+    Ok((field("slice_late_p50_ns")?, field("slice_late_p99_ns")?, last))
 }
 
 fn main() -> ExitCode {
@@ -161,6 +199,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let costs = match args.slice_late_from.as_deref().map(slice_lateness).transpose() {
+        Ok(None) => costs,
+        Ok(Some((p50, p99, last))) => costs.with_slice_lateness(p50, p99, last),
+        Err(e) => {
+            eprintln!("schedsim: --slice-late-from {e}");
+            return ExitCode::from(2);
+        }
+    };
     let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
         Ok(r) => r,
         Err(e) => {
@@ -173,6 +219,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let ideal = costs.is_ideal();
+    let slice_late = args
+        .slice_late_from
+        .as_ref()
+        .map(|f| (f.clone(), costs.slice_slack_ns, costs.slice_slack_p99_ns));
     let name = costs.name.clone();
     let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
     let opts =
@@ -211,6 +261,9 @@ fn main() -> ExitCode {
     }
     if !ideal {
         println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
+    }
+    if let Some((from, p50, p99)) = &slice_late {
+        println!("slice lateness from {from}: {p50} ns median, {p99} ns at the 99th percentile");
     }
     println!("results: {path}");
     if out.summary.violations > 0 {
