@@ -42,15 +42,28 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
         };
         Next::Switched
     } else {
-        let Some(result) =
+        let Some(outcome) =
             schedule::with_current(|vcpu, domain| hypercall::handle(vcpu, domain, frame))
         else {
             panic!("hypercall with no vCPU on this CPU");
         };
-        frame.rax = match result {
-            Ok(value) => value,
-            Err(e) => e.to_ret() as u64,
-        };
+        match outcome {
+            hypercall::Outcome::Return(result) => {
+                frame.rax = match result {
+                    Ok(value) => value,
+                    Err(e) => e.to_ret() as u64,
+                };
+            }
+            hypercall::Outcome::Continue { a0, a1 } => {
+                // Back onto the `syscall` (two bytes, `0f 05`; with a prefix the last two
+                // bytes are still those), RAX still the hypercall's number: the guest runs
+                // it again once the interrupts and upcalls due are taken (Xen's
+                // `regs->rip -= 2`).
+                frame.rip -= 2;
+                frame.rdi = a0;
+                frame.rsi = a1;
+            }
+        }
         Next::Same
     };
     exit_code(leave(frame, true, next))

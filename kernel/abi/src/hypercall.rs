@@ -53,7 +53,21 @@ pub const GRANT_OP: u64 = 10;
 /// [`crate::mm::MmuUpdate`]s in order, each validated; returns how many were applied, or
 /// the error of the first refused one (those before it stay applied). TLBs are flushed
 /// wherever the domain runs before it returns.
+///
+/// A long batch is preempted and continued, as Xen's `do_mmu_update` does with
+/// `hypercall_create_continuation`: once a call has run for [`HYPERCALL_SLICE_NS`], the
+/// hypervisor flushes what must be flushed and goes back to the guest with its RIP on the
+/// `syscall` again, `reqs_ptr` moved past the updates done, and `count` rewritten as
+/// [`MMU_UPDATE_PREEMPTED`] | done << 32 | left. Interrupts and event upcalls are taken in
+/// between, then the `syscall` runs again and carries on; the guest sees one call, which
+/// returns the total applied. A `count` a guest writes in that form is taken as such (it
+/// only adds to what its own call reports).
 pub const MMU_UPDATE: u64 = 11;
+/// Marks an [`MMU_UPDATE`] `count` rewritten by a preemption (Xen's `MMU_UPDATE_PREEMPTED`):
+/// bits 32..48 hold the updates already done, bits 0..32 those left.
+pub const MMU_UPDATE_PREEMPTED: u64 = 1 << 63;
+/// How long one hypercall runs before a long one is preempted and continued.
+pub const HYPERCALL_SLICE_NS: u64 = 1_000_000;
 /// `update_va_mapping(va, pte)`: sets the level-1 entry that maps `va` in the caller's
 /// address space to `pte`, validated as an `mmu_update` of that entry, and flushes `va`
 /// from the TLBs that may hold it.
@@ -94,8 +108,7 @@ crate::numbered_enum! {
         /// `(list_ptr, count)`: takes `count` more zeroed frames, within the domain's
         /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
         /// Returns how many were taken (fewer if the limit or the machine ran out, and at most
-        /// [`MMU_BATCH`] a call: the hypervisor is not preemptible, so one call's work is
-        /// bounded; ask again for the rest).
+        /// [`MMU_BATCH`] a call, so that one call's work is bounded; ask again for the rest).
         IncreaseReservation = 0,
         /// `(list_ptr, count)`: gives back the `count` frames listed; each must be the
         /// caller's and mapped nowhere. Returns how many were given back before the first

@@ -46,7 +46,8 @@
 //! overwrite; only [`FrameTable::unmap_grant`] removes them, or the devalidation of the L1
 //! that holds them (at domain teardown), which clears them.
 //!
-//! **Bounded work.** The hypervisor is not preemptible, so no single guest update may do
+//! **Bounded work.** The hypervisor runs with interrupts off (a batch of updates is preempted
+//! between updates and continued, `pv/mmu.rs`, but not inside one), so no single guest update may do
 //! more than a table's worth of work (XSA-45's class: a guest that links a prepared tree
 //! of L2s, each full of L1s, made one `mmu_update` validate millions of entries and held
 //! its CPU for seconds). Xen makes validation preemptible with continuations; Domino bounds

@@ -17,10 +17,20 @@ use crate::{schedule, time};
 /// Most bytes of one console write taken at once.
 const CONSOLE_CHUNK: usize = 256;
 
+/// How a hypercall ends.
+pub enum Outcome {
+    /// Done: this goes back in RAX.
+    Return(Result<u64, Errno>),
+    /// Preempted part-way (Xen's `hypercall_create_continuation`): the guest re-executes
+    /// its `syscall` with these first two arguments (RDI, RSI), after whatever interrupts
+    /// and upcalls are due.
+    Continue { a0: u64, a1: u64 },
+}
+
 /// Carries out the hypercall in `frame` for `vcpu` (`trap::syscall_dispatch` calls it).
-pub fn handle(vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Result<u64, Errno> {
+pub fn handle(vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outcome {
     let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
-    match frame.rax {
+    Outcome::Return(match frame.rax {
         hypercall::CONSOLE_WRITE => console_write(domain, a0, a1),
         hypercall::SCHED_OP => sched_op(vcpu, domain, a0, a1, a2),
         hypercall::SET_TIMER => {
@@ -31,18 +41,18 @@ pub fn handle(vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Result<u64, Er
         hypercall::NULL => Ok(0),
         hypercall::SET_CALLBACK => crate::pv::upcall::set_callback(vcpu, a0),
         hypercall::GRANT_OP => crate::pv::grant_table::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
-        hypercall::MMU_UPDATE => crate::pv::mmu::mmu_update(vcpu, a0, a1),
+        hypercall::MMU_UPDATE => return crate::pv::mmu::mmu_update(vcpu, a0, a1),
         hypercall::UPDATE_VA_MAPPING => crate::pv::mmu::update_va_mapping(vcpu, a0, a1),
         hypercall::MEMORY_OP => crate::pv::mmu::memory_op(vcpu, a0, a1, a2),
         hypercall::EVTCHN_OP => crate::domain::event_channel::evtchn_op(domain, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             if !domain.privileged {
-                return Err(Errno::Perm);
+                return Outcome::Return(Err(Errno::Perm));
             }
             control::call(frame.rax == hypercall::DOMCTL, a0, a1, a2, a3)
         }
         _ => Err(Errno::NoSys),
-    }
+    })
 }
 
 #[inline(never)] // kept out of the hypercall fast path

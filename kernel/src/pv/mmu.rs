@@ -23,7 +23,7 @@
 use alloc::vec::Vec;
 
 use abi::error::Errno;
-use abi::hypercall::{MMU_BATCH, MemoryOp};
+use abi::hypercall::{HYPERCALL_SLICE_NS, MMU_BATCH, MMU_UPDATE_PREEMPTED, MemoryOp};
 use abi::layout::USER_LIMIT;
 use abi::mm::MmuUpdate;
 
@@ -33,6 +33,8 @@ use crate::arch::paging::DirectMap;
 use crate::domain::{self, Domain, Vcpu};
 use crate::mm::frame_table::{MACHINE, errno, free_all, table};
 use crate::mm::frames;
+use crate::pv::hypercall::Outcome;
+use crate::time;
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
 /// was present).
@@ -62,18 +64,29 @@ fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
     })
 }
 
-/// `mmu_update(reqs, count)`.
+/// `mmu_update(reqs, count)`, preempted and continued once it has run for
+/// [`HYPERCALL_SLICE_NS`] (`abi::hypercall::MMU_UPDATE`: `count` then carries the updates
+/// done so far beside those left, as Xen's `MMU_UPDATE_PREEMPTED` does).
 #[inline(never)] // kept out of the hypercall fast path
-pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Result<u64, Errno> {
-    if count == 0 || count > MMU_BATCH {
-        return Err(Errno::Inval);
+pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Outcome {
+    let (before, count) = if count & MMU_UPDATE_PREEMPTED != 0 {
+        ((count >> 32) & 0xffff, count & 0xffff_ffff)
+    } else {
+        (0, count)
+    };
+    if count == 0 || count > MMU_BATCH || before + count > MMU_BATCH {
+        return Outcome::Return(Err(Errno::Inval));
     }
-    let domain = domain::domain(vcpu.domain).ok_or(Errno::Srch)?;
+    let Some(domain) = domain::domain(vcpu.domain) else {
+        return Outcome::Return(Err(Errno::Srch));
+    };
+    let started = time::now_ns();
     const CHUNK: usize = 32;
     let size = core::mem::size_of::<MmuUpdate>();
     let mut stale = false;
     let mut done = 0u64;
     let mut result = Ok(());
+    let mut preempted = false;
     'all: while done < count {
         let n = ((count - done) as usize).min(CHUNK);
         let mut buf = [0u8; CHUNK * 16];
@@ -104,15 +117,30 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Result<u64, Errno> {
                 }
             }
             done += 1;
+            // Each update validates at most one table (`kerncore::frame_table`, "Bounded
+            // work"), so this check comes often enough; XSA-45's class of guest holds its
+            // CPU for one slice at a time, with interrupts taken in between.
+            if done < count && time::now_ns().saturating_sub(started) >= HYPERCALL_SLICE_NS {
+                preempted = true;
+                break 'all;
+            }
         }
     }
+    // Before the guest runs again, continued or not.
     if stale {
         domain.flush_tlbs();
     }
-    match result {
-        Err(e) if done == 0 => Err(e),
-        _ => Ok(done),
+    let total = before + done;
+    if preempted {
+        return Outcome::Continue {
+            a0: reqs + done * size as u64,
+            a1: MMU_UPDATE_PREEMPTED | total << 32 | (count - done),
+        };
     }
+    Outcome::Return(match result {
+        Err(e) if total == 0 => Err(e),
+        _ => Ok(total),
+    })
 }
 
 /// `update_va_mapping(va, pte)`.

@@ -34,6 +34,7 @@
 #![no_main]
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use abi::error::Errno::{self, Fault, Inval, NoSys, Perm};
 use abi::hypercall as nr;
@@ -1524,6 +1525,17 @@ fn pt_shared_image() -> u64 {
 /// entries): every update validates the one table it links, so the call validates 511
 /// tables. The bound on one call is then 512 tables' worth of entries (`MMU_BATCH` updates
 /// of one table each); this measures what that costs, as often as the guest can repeat it.
+/// The timer VIRQ's port in `pt-batch-link`, and when its upcall last ran (0: not since
+/// the last call began).
+static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
+static TIMER_AT: AtomicU64 = AtomicU64::new(0);
+
+fn on_timer(_vcpu: usize, port: u32) {
+    if port == TIMER_PORT.load(Ordering::Relaxed) {
+        TIMER_AT.store(time::now_ns(), Ordering::Relaxed);
+    }
+}
+
 fn pt_batch_link() -> u64 {
     const CASE: &str = "pt-batch-link";
     let mut c = Checks::new(CASE);
@@ -1556,8 +1568,24 @@ fn pt_batch_link() -> u64 {
     };
     let mut links = [MmuUpdate { ptr: 0, val: 0 }; 511];
     let mut empty = [MmuUpdate { ptr: 0, val: 0 }; 512];
+    // Our timer comes as an event upcall: armed 1 ms into each long call, it must arrive
+    // while the call is still under way, because the hypervisor preempts a long batch
+    // (`HYPERCALL_SLICE_NS`), takes the interrupts and upcalls due, and continues it. A call
+    // the hypervisor ran in one go would hold the upcall (and every neighbour's timer on
+    // this CPU) until its end.
+    let timer_port = match hypercall::evtchn_bind_virq(nr::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => return xtf::error(CASE, format_args!("binding the timer VIRQ: {e:?}")),
+    };
+    TIMER_PORT.store(timer_port, Ordering::Relaxed);
+    if let Err(e) = workloads::upcall::register(on_timer) {
+        return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
+    }
     let start = time::now_ns();
     let (mut rounds, mut longest, mut linked_most) = (0u64, 0u64, 0u64);
+    // Calls of 8 ms or more, and those of them the timer upcall interrupted in their first
+    // half.
+    let (mut long_calls, mut interrupted) = (0u64, 0u64);
     while time::now_ns() < start + 3_000_000_000 {
         for &f in &l1s[..n] {
             if let Err(e) = fill(f) {
@@ -1571,9 +1599,18 @@ fn pt_batch_link() -> u64 {
             };
         }
         let t0 = time::now_ns();
+        TIMER_AT.store(0, Ordering::Relaxed);
+        let _ = hypercall::set_timer(t0 + 1_000_000);
         // SAFETY: links fresh tables into its own scratch L2; no memory Rust uses moves.
         let linked = unsafe { hypercall::mmu_update(&links[..n]) }.unwrap_or(0) as u64;
         let took = time::now_ns() - t0;
+        if took >= 8_000_000 {
+            long_calls += 1;
+            let at = TIMER_AT.load(Ordering::Relaxed);
+            if at != 0 && at - t0 < took / 2 {
+                interrupted += 1;
+            }
+        }
         longest = longest.max(took);
         linked_most = linked_most.max(linked);
         // Bottom-up: empty each linked table, then unlink it.
@@ -1598,9 +1635,17 @@ fn pt_batch_link() -> u64 {
     }
     println!(
         "{rounds} rounds of one mmu_update linking {linked_most} of {n} filled tables \
-         ({} entries validated): longest call {} us",
+         ({} entries validated): longest call {} us; {interrupted} of {long_calls} calls of \
+         8 ms or more took the timer upcall in their first half",
         linked_most * 512,
         longest / 1000
+    );
+    c.that(
+        format_args!(
+            "every call of 8 ms or more was preempted for the timer upcall armed 1 ms into it \
+             ({interrupted} of {long_calls})"
+        ),
+        long_calls > 0 && interrupted == long_calls,
     );
     // The page-table quota (512 tables, `MAX_TABLES`) counts the domain's own tables too:
     // the last few links are refused with `NoMem`, as they must be.
