@@ -10,7 +10,8 @@
 //!   most credit (`runq_candidate`) until its credit falls to that of the next waiter, for at
 //!   least `CSCHED2_MIN_TIMER` (500 µs) or the rate limit and at most `CSCHED2_MAX_TIMER`
 //!   (10 ms) (`csched2_runtime`). Slices shrink as waiters' credits bunch up, down to the
-//!   500 µs (or rate limit) floor, which is what keeps short windows fair with many domains.
+//!   500 µs (or rate limit) floor, which is what keeps short windows fair with many domains;
+//!   the rate limit itself shrinks with the load (`latency_us`, Domino's), down to 500 µs.
 //! - When the vCPU picked and the head of the queue have no credit left, an epoch ends:
 //!   every vCPU of that runqueue gets `CSCHED2_CREDIT_INIT` more, clipped at init +
 //!   `CSCHED2_CARRYOVER_MAX` (`reset_credit`); debt is carried over (down to
@@ -33,6 +34,11 @@
 //! (every vCPU may run everywhere), kicks that `schedule` cannot return (a tickle of another
 //! CPU from within a decision, as `reset_credit` and `migrate` make) are delivered by the
 //! next `tick` (every 1 ms), and the per-domain replenishment timer is that tick on CPU 0.
+//! Four more, for 1024 domains on a few CPUs (issue 12), each explained where it happens:
+//! `max_weight` counts runnable vCPUs only and never a `control` domain's (Domain0's)
+//! (`load_change`); the rate limit shrinks with the load (`ratelimit`) and the migration
+//! resistance with it (`migrate_resist`); the rate limit counts as spent within
+//! `RATELIMIT_TICKLE_TOLERANCE` of its end (`runq_candidate`).
 //!
 //! Locking (credit2.c's "Locking" comment, in this crate's terms): one spin lock per
 //! runqueue; per-vCPU state behind its own lock, taken only with the lock of the vCPU's
@@ -2039,5 +2045,56 @@ mod tests {
         c.schedule(0, 2_000_000);
         // With v1 (weight 512) runnable, 1 ms more at half the largest weight burns 2 ms.
         assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_INIT - 3 * MS);
+    }
+
+    #[test]
+    fn a_control_domain_does_not_count_in_max_weight() {
+        let t = Topology::flat(1, 2, 2);
+        let c = Credit2::new(&t).unwrap();
+        c.add_domain(DomainId(0), &[("weight", 256)]).unwrap();
+        c.add_domain(DomainId(1), &[("weight", 65535), ("control", 1)]).unwrap();
+        assert_eq!(c.domain_param(DomainId(1), "control").unwrap(), 1);
+        c.insert_vcpu(VcpuId(0), DomainId(0), 0).unwrap();
+        c.insert_vcpu(VcpuId(1), DomainId(1), 0).unwrap();
+        c.wake(VcpuId(0), 0);
+        assert_eq!(c.schedule(0, 0).next, Some(VcpuId(0)));
+        // Domain0 wakes: the guest running goes on burning at its own rate, not 256 times
+        // faster (it would be at CREDIT_MIN after 1 ms).
+        c.wake(VcpuId(1), 0);
+        c.tick(0, MS as u64, &mut |_| {});
+        assert_eq!(c.schedule(0, MS as u64).next, Some(VcpuId(1)));
+        assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_INIT - MS);
+        // Counted again once it is no control domain: the same millisecond costs 256 ms.
+        c.set_domain_param(DomainId(1), "control", 0).unwrap();
+        c.context_saved(0, VcpuId(0), MS as u64);
+        c.sleep(VcpuId(1), 2 * MS as u64);
+        assert_eq!(c.schedule(0, 2 * MS as u64).next, Some(VcpuId(0)));
+        c.wake(VcpuId(1), 2 * MS as u64);
+        c.schedule(0, 3 * MS as u64);
+        assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_MIN);
+    }
+
+    #[test]
+    fn the_rate_limit_shrinks_with_the_load_down_to_min_timer() {
+        let t = Topology::flat(2, 1024, 1024);
+        let c = Credit2::new(&t).unwrap();
+        for i in 0..1024u32 {
+            c.add_domain(DomainId(i), &[]).unwrap();
+            c.insert_vcpu(VcpuId(i), DomainId(i), (i % 2) as usize).unwrap();
+        }
+        let slice = |c: &Credit2, n: u32| {
+            for i in 0..n {
+                c.wake(VcpuId(i), 0);
+            }
+            c.schedule(0, 0).slice_ns.unwrap()
+        };
+        // 100 runnable vCPUs per CPU or fewer: Xen's 1 ms rate limit.
+        assert_eq!(slice(&c, 200), 1_000_000);
+        // 1024 on 2 CPUs: 100 ms x 2 / 1024 = 195 µs, floored at MIN_TIMER.
+        assert_eq!(slice(&c, 1024), MIN_TIMER as u64);
+        assert_eq!(c.migrate_resist(&c.rqs[0].lock.lock()), 250_000);
+        // latency_us = 0: Xen's rate limit whatever the load.
+        c.set_global_param("latency_us", 0).unwrap();
+        assert_eq!(c.ratelimit(&c.rqs[0].lock.lock()), 1_000_000);
     }
 }

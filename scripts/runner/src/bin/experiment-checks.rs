@@ -368,11 +368,12 @@ fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
 
 /// Fairness over a short window at high consolidation (issue 12): 1024 cpu domains on 2
 /// CPUs for 1 s, under `-icount` (guest time counts instructions, so other work on the
-/// host does not stretch runs), none without CPU and Jain's index over `cpu_ns` at least
-/// `min`. bvt meets 0.99 (0.9953); it fell to 0.987 while a snapshot's hold of the other
-/// CPU (7.4 ms) was charged to the vCPU held there. credit2 is held to the 0.96 it meets
-/// (0.972; 0.82 with Domain0 counted in `max_weight`): issue 12's 0.99 is not reached yet
-/// (sched/README.md "credit2").
+/// host does not stretch runs; a run is deterministic), none without CPU and Jain's index
+/// over `cpu_ns` at least `min`. bvt meets 0.99 (0.9993); it had 0.987 while a snapshot's
+/// hold of the other CPU (7.4 ms) was charged to the vCPU held there, and 0.995 while a
+/// timer that fired a few µs early was re-armed. credit2 is held to 0.985 (it gives
+/// 0.988-0.989; 0.82 with Domain0 counted in `max_weight`, 0.97 with slices whose timer
+/// was armed twice): issue 12's 0.99 is not reached yet (sched/README.md "credit2").
 fn crowd_fair(records: &[Record], min: f64) -> Result<String, String> {
     let ds = domains(records);
     if ds.len() != 1024 {
@@ -408,7 +409,7 @@ fn crowd_fair_bvt(records: &[Record]) -> Result<String, String> {
 }
 
 fn crowd_fair_credit2(records: &[Record]) -> Result<String, String> {
-    crowd_fair(records, 0.96)
+    crowd_fair(records, 0.985)
 }
 
 /// Domain0 carries out an experiment with the most domains a spec may have: every one is
