@@ -172,7 +172,7 @@ pub fn interrupt(vector: u8, frame: &mut TrapFrame) -> Next {
     match vector {
         smp::vectors::TIMER => {
             smp::apic::eoi();
-            schedule::on_timer_interrupt();
+            schedule::on_timer_interrupt(frame.came_from_user());
         }
         smp::vectors::RESCHEDULE => {
             // The sender set this CPU's flag; the check below acts on it.

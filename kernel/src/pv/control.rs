@@ -751,11 +751,16 @@ fn change_pool(
 
 /// Domain0's scheduling parameters under `policy`. It is the experiment's control plane:
 /// the largest weight the policy allows, so that it is served first whenever it needs the
-/// CPU (it sleeps through the interval). One rule for boot and for a swap of its pool.
+/// CPU (it sleeps through the interval), and `control` where the policy takes it (credit2:
+/// its weight then stays out of its runqueue's `max_weight`, so its wake-ups do not make
+/// the guests burn credit 256 times faster). One rule for boot and for a swap of its pool.
 fn dom0_sched(policy: &sched::PolicyInfo) -> SchedParams {
     let mut sched = SchedParams::new();
     if let Some(weight) = policy.domain_param("weight") {
         let _ = sched.push(weight.name, weight.max);
+    }
+    if let Some(control) = policy.domain_param("control") {
+        let _ = sched.push(control.name, control.max);
     }
     sched
 }

@@ -448,10 +448,15 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
     if let (true, Some(period)) = (tick_due, period) {
         cs.next_tick = Some(now + period);
     }
-    if let Some(end) = cs.slice_end.filter(|&end| end <= now) {
+    // A slice within `SLICE_SLOP_NS` of its end has ended (Xen's `timer_slop`: a timer due
+    // that soon is run now). Under `-icount` the deadline fires up to about 1% early (3-6
+    // µs of a 500 µs slice), and re-arming it for the rest cost an interrupt and a write of
+    // the deadline, which let the other emulated CPU run on to its own next deadline first:
+    // the slice then ended at the next tick, twice as long.
+    if let Some(end) = cs.slice_end.filter(|&end| end <= now + SLICE_SLOP_NS) {
         // The timer's delay, and whatever kept this CPU from taking it (interrupts off in
         // the hypervisor; under emulation, the host not running this CPU's thread).
-        counters().get(cpu).slice_late[slice_late_bucket(now - end)]
+        counters().get(cpu).slice_late[slice_late_bucket(now.saturating_sub(end))]
             .fetch_add(1, Ordering::Relaxed);
         cs.slice_end = None;
         NEED_RESCHED
@@ -466,6 +471,13 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
             .tick(h.local, now, &mut |c| kick(h.inst.global(c)));
     }
 }
+
+/// The nearest the timer is armed from now (1 µs).
+const MIN_ARM_NS: u64 = 1000;
+
+/// How close to its end a slice counts as ended: Xen's `timer_slop` (`xen/common/timer.c`,
+/// 50 µs by default), for the slice timer only.
+const SLICE_SLOP_NS: u64 = 50_000;
 
 /// Programs this CPU's hardware timer for its earliest pending event.
 ///
@@ -482,7 +494,7 @@ fn arm_timer(cs: &mut CpuSched, now: u64) {
     .into_iter()
     .flatten()
     .min()
-    .map(|at| at.max(now + 1000));
+    .map(|at| at.max(now + MIN_ARM_NS));
     let keep =
         matches!((cs.armed_at, earliest), (Some(armed), Some(at)) if armed > now && armed <= at);
     if keep {
@@ -495,13 +507,29 @@ fn arm_timer(cs: &mut CpuSched, now: u64) {
     }
 }
 
-/// The timer interrupt, on whatever this CPU was doing.
-pub fn on_timer_interrupt() {
+/// The timer interrupt, on whatever this CPU was doing. `rescheduling`: the caller
+/// reschedules on its way out if a reschedule is due (the interrupt came from a guest).
+pub fn on_timer_interrupt(rescheduling: bool) {
     let now = time::now_ns();
     let mut cs = cpus().this().lock();
     // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
     cs.armed_at = None;
     run_timers(&mut cs, now);
+    // Unless the reschedule about to happen arms it, with what it decides (every way out of
+    // `reschedule` arms the timer: `Same`, a switch, or the idle loop). Arming here as well
+    // wrote the deadline twice per slice end, and under QEMU's `-icount` (one host thread
+    // running the emulated CPUs in turn) that first write let the other CPU run on to its
+    // own next deadline before this one decided: a stall of up to a slice, charged to the
+    // vCPU still current here. With 1024 domains on 2 CPUs under credit2 (500 µs slices, a
+    // 1 ms tick) a quarter of all runs were two slices long for it.
+    let due = NEED_RESCHED
+        .get()
+        .expect("scheduler initialised")
+        .this()
+        .load(Ordering::Acquire);
+    if rescheduling && due {
+        return;
+    }
     arm_timer(&mut cs, now);
 }
 

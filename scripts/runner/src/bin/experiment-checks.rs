@@ -491,6 +491,52 @@ fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
     Ok(format!("jain {jain:.4}"))
 }
 
+/// Fairness over a short window at high consolidation (issue 12): 1024 cpu domains on 2
+/// CPUs for 1 s, under `-icount` (guest time counts instructions, so other work on the
+/// host does not stretch runs; a run is deterministic), none without CPU and Jain's index
+/// over `cpu_ns` at least `min`. bvt meets 0.99 (0.9993); it had 0.987 while a snapshot's
+/// hold of the other CPU (7.4 ms) was charged to the vCPU held there, and 0.995 while a
+/// timer that fired a few µs early was re-armed. credit2 is held to 0.985 (it gives
+/// 0.988-0.989; 0.82 with Domain0 counted in `max_weight`, 0.97 with slices whose timer
+/// was armed twice): issue 12's 0.99 is not reached yet (sched/README.md "credit2").
+fn crowd_fair(records: &[Record], min: f64) -> Result<String, String> {
+    let ds = domains(records);
+    if ds.len() != 1024 {
+        return Err(format!("{} domain records, expected 1024", ds.len()));
+    }
+    let starved: Vec<_> = ds
+        .iter()
+        .filter(|d| d.cpu_ns == 0)
+        .map(|d| d.name.as_str())
+        .collect();
+    if !starved.is_empty() {
+        return Err(format!("{} domains got no CPU: {starved:?}", starved.len()));
+    }
+    let cpu: Vec<f64> = ds.iter().map(|d| d.cpu_ns as f64).collect();
+    let (sum, squares) = cpu.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
+    let jain = sum * sum / (cpu.len() as f64 * squares);
+    let (lo, hi) = cpu
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &c| (l.min(c), h.max(c)));
+    let figures = format!(
+        "Jain over cpu_ns {jain:.4}, {:.2}..{:.2} ms",
+        lo / 1e6,
+        hi / 1e6
+    );
+    if jain < min {
+        return Err(format!("{figures}: below {min}"));
+    }
+    Ok(figures)
+}
+
+fn crowd_fair_bvt(records: &[Record]) -> Result<String, String> {
+    crowd_fair(records, 0.99)
+}
+
+fn crowd_fair_credit2(records: &[Record]) -> Result<String, String> {
+    crowd_fair(records, 0.985)
+}
+
 /// Domain0 carries out an experiment with the most domains a spec may have: every one is
 /// created, started, measured and reported, and none died. (With a 1 MiB heap, Domain0 ran
 /// out of memory at 1024 domains once its per-domain figures grew.)
@@ -1935,6 +1981,29 @@ fn cases() -> Vec<Case> {
             format!("scaling/128x4/{policy}"),
             vec![&spec("scaling"), "--sched", policy, "--seconds", "6"],
             all_progress_and_fair,
+        );
+    }
+    // 1024 domains for 1 s on 2 CPUs, under -icount (judging the policy, not the host).
+    for (policy, check) in [
+        ("bvt", crowd_fair_bvt as Check),
+        ("credit2", crowd_fair_credit2),
+    ] {
+        add(
+            format!("scaling/1024x2/{policy}"),
+            vec![
+                &spec("scaling"),
+                "--sched",
+                policy,
+                "--domains",
+                "1024",
+                "--cpus",
+                "2",
+                "--seconds",
+                "1",
+                "--qemu-arg=-icount",
+                "--qemu-arg=shift=0,sleep=off",
+            ],
+            check,
         );
     }
     // Credit enforces caps at each accounting pass, so over a few seconds the capped share
