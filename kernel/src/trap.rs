@@ -54,6 +54,14 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
                     Err(e) => e.to_ret() as u64,
                 };
             }
+            hypercall::Outcome::Finish { result, a0, a1 } => {
+                frame.rax = match result {
+                    Ok(value) => value,
+                    Err(e) => e.to_ret() as u64,
+                };
+                frame.rdi = a0;
+                frame.rsi = a1;
+            }
             hypercall::Outcome::Continue { a0, a1 } => {
                 // Back onto the `syscall` (two bytes, `0f 05`; with a prefix the last two
                 // bytes are still those), RAX still the hypercall's number: the guest runs

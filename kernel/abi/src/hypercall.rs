@@ -60,7 +60,8 @@ pub const GRANT_OP: u64 = 10;
 /// `syscall` again, `reqs_ptr` moved past the updates done, and `count` rewritten as
 /// [`MMU_UPDATE_PREEMPTED`] | done << 32 | left. Interrupts and event upcalls are taken in
 /// between, then the `syscall` runs again and carries on; the guest sees one call, which
-/// returns the total applied. A `count` a guest writes in that form is taken as such (it
+/// returns the total applied with RDI and RSI as it passed them (an upcall taken in between
+/// sees the rewritten ones in the interrupted context). A `count` a guest writes in that form is taken as such (it
 /// only adds to what its own call reports).
 pub const MMU_UPDATE: u64 = 11;
 /// Marks an [`MMU_UPDATE`] `count` rewritten by a preemption (Xen's `MMU_UPDATE_PREEMPTED`):

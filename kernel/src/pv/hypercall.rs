@@ -25,6 +25,15 @@ pub enum Outcome {
     /// its `syscall` with these first two arguments (RDI, RSI), after whatever interrupts
     /// and upcalls are due.
     Continue { a0: u64, a1: u64 },
+    /// The last part of a continued call: this goes back in RAX, and RDI and RSI get back
+    /// the arguments the guest first passed, so that it finds its registers as a call that
+    /// was never preempted leaves them (no register comes back with a value the guest did
+    /// not put there, the fuzzer's rule).
+    Finish {
+        result: Result<u64, Errno>,
+        a0: u64,
+        a1: u64,
+    },
 }
 
 /// Carries out the hypercall in `frame` for `vcpu` (`trap::syscall_dispatch` calls it).

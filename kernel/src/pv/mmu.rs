@@ -69,20 +69,30 @@ fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
 /// done so far beside those left, as Xen's `MMU_UPDATE_PREEMPTED` does).
 #[inline(never)] // kept out of the hypercall fast path
 pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Outcome {
-    let (before, count) = if count & MMU_UPDATE_PREEMPTED != 0 {
+    let continued = count & MMU_UPDATE_PREEMPTED != 0;
+    let (before, count) = if continued {
         ((count >> 32) & 0xffff, count & 0xffff_ffff)
     } else {
         (0, count)
+    };
+    let size = core::mem::size_of::<MmuUpdate>();
+    // How a continued call ends: with the arguments its guest first passed.
+    let finish = |result| match continued {
+        true => Outcome::Finish {
+            result,
+            a0: reqs.wrapping_sub(before * size as u64),
+            a1: before + count,
+        },
+        false => Outcome::Return(result),
     };
     if count == 0 || count > MMU_BATCH || before + count > MMU_BATCH {
         return Outcome::Return(Err(Errno::Inval));
     }
     let Some(domain) = domain::domain(vcpu.domain) else {
-        return Outcome::Return(Err(Errno::Srch));
+        return finish(Err(Errno::Srch));
     };
     let started = time::now_ns();
     const CHUNK: usize = 32;
-    let size = core::mem::size_of::<MmuUpdate>();
     let mut stale = false;
     let mut done = 0u64;
     let mut result = Ok(());
@@ -137,7 +147,7 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Outcome {
             a1: MMU_UPDATE_PREEMPTED | total << 32 | (count - done),
         };
     }
-    Outcome::Return(match result {
+    finish(match result {
         Err(e) if total == 0 => Err(e),
         _ => Ok(total),
     })

@@ -63,14 +63,12 @@ enum Also {
 /// bucket of the hypervisor's (a factor of 2 to 4; the others it reports). The target
 /// proper (within 30%, or the same bucket) is reported for every percentile, not asserted:
 /// on this shared host it moves with the host's load (bvt's p50 was 8.7-21 µs on the
-/// hypervisor from one run to the next, against 20 µs simulated), the next bucket did not.
+/// hypervisor from one run to the next at loads 0.3-1.7, 5.9 µs on an idle host, against
+/// 20 µs simulated), so bvt's is not asserted at all.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Timed {
     /// None: latency reported only.
     Nothing,
-    /// The median: under bvt the kick's (8.7-21 µs on the hypervisor at host loads 0.3-1.7,
-    /// 20 µs simulated).
-    P50,
     /// The 99th percentile: credit's, whose waker waits at the tail for a hog's rate-limit
     /// slice to end, as late as the host ends it (1.05, 5.5, 6.8, 8.1, 12.1 and 18.9 ms on
     /// the hypervisor; 1.4, 6.2, 6.2, 11.1, 11.1 and 31.6 ms simulated with each run's
@@ -228,7 +226,6 @@ fn matches_calibrated(
             let close = (h as f64 - m as f64).abs() <= 0.3 * h as f64 || off == 0;
             let asserted = match timed {
                 Timed::Nothing => false,
-                Timed::P50 => what == "p50",
                 Timed::P99 => what == "p99",
             };
             if asserted && off > 1 {
@@ -1932,9 +1929,13 @@ fn cases() -> Vec<Case> {
     // Calibrated schedsim against the hypervisor (issue 15), on 2 CPUs where TCG gives each
     // emulated CPU a host core: shares within 2 points (per class of identical domains);
     // wake-up latency against the target (30% or the same log2 bucket) reported; within
-    // one log2 bucket asserted where that held on a shared host (bvt's p50, credit's p99
-    // with the run's own slice lateness) (README, "Cost profiles").
-    for (policy, timed) in [("bvt", Timed::P50), ("credit", Timed::P99)] {
+    // one log2 bucket asserted where that held on idle and loaded hosts (credit's p99 with
+    // the run's own slice lateness) (README, "Cost profiles").
+    // bvt's p50 is reported only: the kick's median follows the host (8.7-21 µs on the
+    // hypervisor at host loads 0.3-1.7, 5.9 µs on an idle one, 19.5 µs simulated with the
+    // shipped profile, measured on a loaded host), and `scripts/test` asserts no timing that
+    // an idle or a loaded host breaks.
+    for (policy, timed) in [("bvt", Timed::Nothing), ("credit", Timed::P99)] {
         with(
             format!("simvshyp/latency/{policy}"),
             vec![
