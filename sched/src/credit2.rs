@@ -167,6 +167,16 @@ const LATENCY_US: ParamSpec = ParamSpec {
           0 = the rate limit as set (Xen)",
     choices: &[],
 };
+const OVERRUN_US: ParamSpec = ParamSpec {
+    name: "overrun_us",
+    default: 1000,
+    min: 0,
+    max: 1_000_000,
+    doc: "a run its timer ended late is charged its time slice and at most this much more \
+          (Domino's, as bvt's: under emulation a run the host stalled would otherwise set its \
+          vCPU back many rounds); 0 = all of it (Xen)",
+    choices: &[],
+};
 const LOAD_WINDOW_SHIFT: ParamSpec = ParamSpec {
     name: "load_window_shift",
     default: 30, // LOADAVG_WINDOW_SHIFT (credit2_load_window_shift)
@@ -187,6 +197,7 @@ const CAP_PERIOD_MS: ParamSpec = ParamSpec {
 const GLOBALS: &[ParamSpec] = &[
     RATELIMIT_US,
     LATENCY_US,
+    OVERRUN_US,
     RUNQUEUE,
     MAX_CPUS_RUNQUEUE,
     MIGRATE_RESIST_US,
@@ -221,6 +232,9 @@ struct Svc {
     residual: u64,
     /// `start_time`: charged up to here.
     start_time: u64,
+    /// Charged up to here at most in this run: its slice's end plus `overrun_us`
+    /// (`u64::MAX`: no bound).
+    charge_until: u64,
     /// `CSFLAG_scheduled`: running, or switching away, on `cpu` (until `context_saved`).
     scheduled: bool,
     /// The current vCPU of `cpu` (`curr_on_cpu(cpu) == unit`).
@@ -258,6 +272,7 @@ impl Svc {
             weight: WEIGHT.default as u32,
             residual: 0,
             start_time: 0,
+            charge_until: u64::MAX,
             scheduled: false,
             running: false,
             delayed_runq_add: false,
@@ -471,7 +486,9 @@ impl RqData {
         if now <= s.start_time {
             return;
         }
-        let delta = now - s.start_time;
+        // A run past its slice's end by more than `overrun_us` is charged up to there only
+        // (the time it stretched, a host's stall under emulation, is forgiven).
+        let delta = now.min(s.charge_until).saturating_sub(s.start_time);
         let val = delta * u64::from(self.max_weight) + s.residual;
         let weight = u64::from(s.weight.max(1));
         s.residual = val % weight;
@@ -550,6 +567,7 @@ pub struct Credit2 {
     inserted: AtomicUsize,
     ratelimit_ns: AtomicNs,
     latency_ns: AtomicNs,
+    overrun_ns: AtomicNs,
     migrate_resist_ns: AtomicNs,
     load_window_shift: AtomicNs,
     cap_period_ns: AtomicNs,
@@ -654,6 +672,7 @@ impl Credit2 {
             inserted: AtomicUsize::new(0),
             ratelimit_ns: AtomicNs::new(RATELIMIT_US.default * 1000),
             latency_ns: AtomicNs::new(LATENCY_US.default * 1000),
+            overrun_ns: AtomicNs::new(OVERRUN_US.default * 1000),
             migrate_resist_ns: AtomicNs::new(MIGRATE_RESIST_US.default * 1000),
             load_window_shift: AtomicNs::new(LOAD_WINDOW_SHIFT.default),
             cap_period_ns: AtomicNs::new(CAP_PERIOD_MS.default * 1_000_000),
@@ -1679,7 +1698,13 @@ impl Policy for Credit2 {
             }
             s.running = true;
             let continuing = (!switching).then_some(rq.pcpu[p].since);
-            Some(self.runtime(&rq, s, continuing, now, inflight))
+            let slice = self.runtime(&rq, s, continuing, now, inflight);
+            let overrun = self.overrun_ns.get();
+            s.charge_until = match overrun {
+                0 => u64::MAX,
+                _ => now.saturating_add(slice).saturating_add(overrun),
+            };
+            Some(slice)
         } else {
             if rq.idle & (1 << p) == 0 {
                 rq.idle |= 1 << p;
@@ -1838,6 +1863,7 @@ impl Policy for Credit2 {
         match spec.name {
             "ratelimit_us" => self.ratelimit_ns.set(value * 1000),
             "latency_us" => self.latency_ns.set(value * 1000),
+            "overrun_us" => self.overrun_ns.set(value * 1000),
             "migrate_resist_us" => self.migrate_resist_ns.set(value * 1000),
             "load_window_shift" => self.load_window_shift.set(value),
             "cap_period_ms" => self.cap_period_ns.set(value * 1_000_000),
@@ -1863,6 +1889,7 @@ impl Policy for Credit2 {
         Ok(match spec.name {
             "ratelimit_us" => self.ratelimit_ns.get() / 1000,
             "latency_us" => self.latency_ns.get() / 1000,
+            "overrun_us" => self.overrun_ns.get() / 1000,
             "migrate_resist_us" => self.migrate_resist_ns.get() / 1000,
             "load_window_shift" => self.load_window_shift.get(),
             "cap_period_ms" => self.cap_period_ns.get() / 1_000_000,
@@ -2045,6 +2072,33 @@ mod tests {
         c.schedule(0, 2_000_000);
         // With v1 (weight 512) runnable, 1 ms more at half the largest weight burns 2 ms.
         assert_eq!(c.lock_vcpu(VcpuId(0)).credit, CREDIT_INIT - 3 * MS);
+    }
+
+    #[test]
+    fn a_run_stretched_past_its_slice_is_charged_its_slice_and_overrun_us_at_most() {
+        // Two vCPUs of one weight on one CPU; the first one's run lasts 20 ms where its
+        // slice ended much earlier (a host's stall under emulation).
+        let stretched = |overrun_us: u64| {
+            let t = Topology::flat(1, 2, 2);
+            let c = Credit2::new(&t).unwrap();
+            c.set_global_param("overrun_us", overrun_us).unwrap();
+            for v in 0..2u32 {
+                c.add_domain(DomainId(v), &[]).unwrap();
+                c.insert_vcpu(VcpuId(v), DomainId(v), 0).unwrap();
+                c.wake(VcpuId(v), 0);
+            }
+            let d = c.schedule(0, 0);
+            let first = d.next.unwrap();
+            let slice = d.slice_ns.unwrap();
+            assert!(slice < 10 * MS as u64, "{slice}");
+            c.schedule(0, 20 * MS as u64);
+            (CREDIT_INIT - c.lock_vcpu(first).credit, slice as i64)
+        };
+        let (charged, slice) = stretched(1000);
+        assert_eq!(charged, slice + MS, "its slice and 1 ms more");
+        // 0: Xen's rule, all of it (down to CREDIT_MIN at most).
+        let (charged, _) = stretched(0);
+        assert_eq!(charged, (20 * MS).min(CREDIT_INIT - CREDIT_MIN));
     }
 
     #[test]
