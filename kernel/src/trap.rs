@@ -48,17 +48,9 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
             panic!("hypercall with no vCPU on this CPU");
         };
         match outcome {
-            hypercall::Outcome::Return(result) => {
-                frame.rax = match result {
-                    Ok(value) => value,
-                    Err(e) => e.to_ret() as u64,
-                };
-            }
+            hypercall::Outcome::Return(result) => frame.rax = rax_of(result),
             hypercall::Outcome::Finish { result, a0, a1 } => {
-                frame.rax = match result {
-                    Ok(value) => value,
-                    Err(e) => e.to_ret() as u64,
-                };
+                frame.rax = rax_of(result);
                 frame.rdi = a0;
                 frame.rsi = a1;
             }
@@ -88,6 +80,14 @@ extern "C" fn compat_syscall_dispatch(frame: &mut TrapFrame) -> u64 {
     }
     let next = schedule::reschedule(frame, true);
     u64::from(leave(frame, true, next.then(Next::Switched)) == Next::Idle)
+}
+
+/// A hypercall's result as RAX carries it: the value, or the negative `Errno`.
+fn rax_of(result: Result<u64, abi::error::Errno>) -> u64 {
+    match result {
+        Ok(value) => value,
+        Err(e) => e.to_ret() as u64,
+    }
 }
 
 fn exit_code(next: Next) -> u64 {

@@ -775,56 +775,71 @@ pub fn grant_unmap(handle: u32) -> Result<u64, Errno> {
 
 /// Copies out of the page `granter` granted as `gref`, from `offset`, into `buf`.
 pub fn grant_copy_from(granter: u32, gref: u32, offset: u32, buf: &mut [u8]) -> Result<u64, Errno> {
-    let peer = Peer::of(granter)?;
-    let (at, _) = peer.grant(gref, my_id())?;
-    if offset as usize + buf.len() > contract::PAGE {
-        return Err(Errno::Inval);
-    }
     // SAFETY: the kernel writes `buf`, borrowed mutably for the call.
-    let n = unsafe {
-        syscall_6(
+    unsafe {
+        grant_io(
             nr::PREAD64,
-            [
-                peer.fd as u64,
-                buf.as_mut_ptr() as u64,
-                buf.len() as u64,
-                at + u64::from(offset),
-                0,
-                0,
-            ],
+            granter,
+            gref,
+            offset,
+            buf.as_mut_ptr() as u64,
+            buf.len(),
         )
-    };
-    if n != buf.len() as i64 {
-        return Err(Errno::Fault);
     }
-    Ok(0)
 }
 
 /// Copies `buf` into the page `granter` granted as `gref` (read-write), at `offset`.
 pub fn grant_copy_to(granter: u32, gref: u32, offset: u32, buf: &[u8]) -> Result<u64, Errno> {
+    // SAFETY: the kernel only reads `buf`.
+    unsafe {
+        grant_io(
+            nr::PWRITE64,
+            granter,
+            gref,
+            offset,
+            buf.as_ptr() as u64,
+            buf.len(),
+        )
+    }
+}
+
+/// A grant copy as one `pread64` or `pwrite64` (`call`) of `len` bytes at `buf` against the
+/// granter's shared memory file, at the grant's page and `offset`; a write needs a
+/// read-write grant.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes: written by a `PREAD64`, read by a `PWRITE64`.
+unsafe fn grant_io(
+    call: u64,
+    granter: u32,
+    gref: u32,
+    offset: u32,
+    buf: u64,
+    len: usize,
+) -> Result<u64, Errno> {
     let peer = Peer::of(granter)?;
     let (at, readonly) = peer.grant(gref, my_id())?;
-    if readonly {
+    if readonly && call == nr::PWRITE64 {
         return Err(Errno::Perm);
     }
-    if offset as usize + buf.len() > contract::PAGE {
+    if offset as usize + len > contract::PAGE {
         return Err(Errno::Inval);
     }
-    // SAFETY: the kernel only reads `buf`.
+    // SAFETY: per this function's contract.
     let n = unsafe {
         syscall_6(
-            nr::PWRITE64,
+            call,
             [
                 peer.fd as u64,
-                buf.as_ptr() as u64,
-                buf.len() as u64,
+                buf,
+                len as u64,
                 at + u64::from(offset),
                 0,
                 0,
             ],
         )
     };
-    if n != buf.len() as i64 {
+    if n != len as i64 {
         return Err(Errno::Fault);
     }
     Ok(0)

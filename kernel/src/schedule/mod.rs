@@ -227,44 +227,39 @@ fn take_need_resched() -> bool {
 /// CPU to be kicked. Returns false if it was not asleep. A vCPU asleep in a paused domain
 /// keeps the wake-up for the unpause (`kerncore::runstate`).
 pub fn wake(v: &Vcpu, now: u64) -> bool {
-    change_state(v, now, VcpuState::wake, |s, _, tell| {
-        s.wakeups += 1;
-        s.woke_at = Some(now);
-        if tell == Tell::Wake {
-            becomes_runnable(s, now);
-        }
-    })
+    change_state(
+        v,
+        now,
+        VcpuState::wake,
+        Some(|s: &mut domain::VcpuStats| {
+            s.wakeups += 1;
+            s.woke_at = Some(now);
+        }),
+    )
 }
 
 /// A paused vCPU goes back to what it was before the pause (domain unpause): runnable, or,
 /// if it was asleep and nothing woke it meanwhile, asleep.
 pub fn unpause(v: &Vcpu, now: u64) {
-    change_state(v, now, VcpuState::unpause, |s, _, tell| {
-        if tell == Tell::Wake {
-            becomes_runnable(s, now);
+    change_state(
+        v,
+        now,
+        VcpuState::unpause,
+        Some(|s: &mut domain::VcpuStats| {
             // Woken while paused: its wake-up latency counts from now, not from a wake-up
             // that no CPU could have served.
             if s.woke_at.is_some() {
                 s.woke_at = Some(now);
             }
-        }
-    });
+        }),
+    );
 }
 
 /// A vCPU its domain took down comes up (`VcpuOp::Up`): runnable, or paused if its domain
 /// is paused now (`domain_paused`, read by the caller under the domain's life lock, which
 /// it holds, so that a pause cannot slip in between).
 pub fn up(v: &Vcpu, domain_paused: bool, now: u64) {
-    change_state(
-        v,
-        now,
-        |state| state.up(domain_paused),
-        |s, _, tell| {
-            if tell == Tell::Wake {
-                becomes_runnable(s, now);
-            }
-        },
-    );
+    change_state(v, now, |state| state.up(domain_paused), NO_FIGURES);
 }
 
 /// Takes a vCPU off the runqueues (`why`: it blocks, its domain pauses, it goes down, or it
@@ -273,22 +268,17 @@ pub fn up(v: &Vcpu, domain_paused: bool, now: u64) {
 /// stands (`RunState::stop`: a block after a pause is a paused sleep, which the unpause
 /// does not wake).
 pub fn stop(v: &Vcpu, why: Stop, now: u64) {
-    change_state(
-        v,
-        now,
-        |state| state.stop(why),
-        |s, was, _| {
-            if was == VcpuState::Runnable {
-                s.change(now, Doing::Neither);
-                s.wait_ns += now.saturating_sub(s.runnable_since);
-            }
-        },
-    );
+    change_state(v, now, |state| state.stop(why), NO_FIGURES);
 }
 
-/// Moves `v` by `rule` (`kerncore::runstate`); if it moves, lets `figures` update its
-/// figures (given the state it left and what the policy hears), tells the policy and kicks
-/// the CPU the policy names. Returns whether it moved.
+/// No figures of a state change's own beyond those [`change_state`] keeps.
+const NO_FIGURES: Option<fn(&mut domain::VcpuStats)> = None;
+
+/// Moves `v` by `rule` (`kerncore::runstate`); if it moves, keeps its figures (a vCPU that
+/// stops waiting has waited, one that becomes runnable waits from now, and `also`, the
+/// change's own), tells the policy and kicks the CPU the policy names. Returns whether it
+/// moved. The figures are locked only when something is to be written in them: a block,
+/// from running, takes no lock but the state's.
 ///
 /// The state lock is held across the policy call: a wake on one CPU racing a block on
 /// another must reach the policy in the same order as it changes the state, or the policy
@@ -298,7 +288,7 @@ fn change_state(
     v: &Vcpu,
     now: u64,
     rule: impl FnOnce(VcpuState) -> Option<(VcpuState, Tell)>,
-    figures: impl FnOnce(&mut domain::VcpuStats, VcpuState, Tell),
+    also: Option<impl FnOnce(&mut domain::VcpuStats)>,
 ) -> bool {
     let kick_cpu = {
         let mut state = v.state.lock();
@@ -307,19 +297,27 @@ fn change_state(
             return false;
         };
         *state = next;
-        figures(&mut v.stats.lock(), was, tell);
+        let stops_waiting = was == VcpuState::Runnable;
+        if stops_waiting || tell == Tell::Wake || also.is_some() {
+            let mut s = v.stats.lock();
+            if stops_waiting {
+                s.change(now, Doing::Neither);
+                s.wait_ns += now.saturating_sub(s.runnable_since);
+            }
+            if tell == Tell::Wake {
+                s.change(now, Doing::Waiting);
+                s.runnable_since = now;
+            }
+            if let Some(also) = also {
+                also(&mut s);
+            }
+        }
         tell_policy(v, tell, now)
     };
     if let Some(cpu) = kick_cpu {
         kick(cpu);
     }
     true
-}
-
-/// A vCPU's figures as it becomes runnable at `now`: waiting from now.
-fn becomes_runnable(s: &mut domain::VcpuStats, now: u64) {
-    s.change(now, Doing::Waiting);
-    s.runnable_since = now;
 }
 
 /// Tells `v`'s policy instance what a state change means for it (`tell`), with `v`'s state
