@@ -641,24 +641,31 @@ fn flush_this_cpu(_: usize) {
 
 impl Domain {
     /// Flushes the TLB of every CPU that may hold translations of this domain's address space:
-    /// those running one of its vCPUs. (A CPU with its CR3 loaded always has one of its vCPUs
-    /// claimed in `running_on`: `switch_in` claims the next vCPU before releasing the previous
-    /// one, and loads the hypervisor's CR3 before releasing otherwise.) Waits until each has.
+    /// those whose CR3 holds its PML4, or was leaving it a moment ago
+    /// (`arch::percpu::cpus_holding`, Xen's `dirty_cpumask`). Waits until each has. A CPU
+    /// that loads the PML4 after the look starts with a flushed TLB.
     pub fn flush_tlbs(&self) {
         let me = smp::percpu::cpu_index();
-        let mut done = smp::startup::CpuSet::new();
-        for v in &self.vcpus {
-            let cpu = v.running_on.load(Ordering::Acquire);
-            if cpu == NOT_RUNNING || done.contains(cpu) {
-                continue;
-            }
-            done.insert(cpu);
+        for cpu in crate::arch::percpu::cpus_holding(self.pml4()) {
             if cpu == me {
                 flush_this_cpu(0);
             } else {
                 smp::ipi::call_on(cpu, flush_this_cpu, 0, true);
             }
         }
+    }
+
+    /// The physical address of its PML4 (every vCPU loads the same one).
+    pub fn pml4(&self) -> u64 {
+        self.vcpus.first().map_or(0, |v| v.pml4)
+    }
+
+    /// Whether some CPU's CR3 may still hold its address space (its frames must not be
+    /// freed until none does).
+    pub fn loaded_anywhere(&self) -> bool {
+        crate::arch::percpu::cpus_holding(self.pml4())
+            .next()
+            .is_some()
     }
 
     /// A vCPU index of this domain, from a hypercall argument.

@@ -559,7 +559,9 @@ fn unregister(domain: &Domain) -> Result<(), Errno> {
                 };
             }
         }
-        if removed.iter().all(|d| *d) && !domain.on_cpu() {
+        // Off every CPU, and in no CPU's CR3 either: a CPU releases the vCPU it leaves
+        // just before it loads the next one's address space (`schedule::reschedule`).
+        if removed.iter().all(|d| *d) && !domain.on_cpu() && !domain.loaded_anywhere() {
             break;
         }
         if time::now_ns().saturating_sub(started) > DESTROY_WAIT_NS {

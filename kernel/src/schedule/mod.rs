@@ -705,8 +705,9 @@ fn account_out(v: &Vcpu, now: u64) {
     v.publish_time(false, s.cpu_ns, now);
 }
 
-/// Lets other CPUs run `v` (and its domain be freed): called only once this CPU's CR3 no
-/// longer points at its address space. Then tells the policy (`context_saved`): until
+/// Lets other CPUs run `v`: called once its registers and FPU state are saved and this CPU
+/// has claimed the next vCPU (or loaded the hypervisor's CR3). Its domain may be freed once
+/// no CPU's CR3 holds its address space either (`Domain::loaded_anywhere`). Then tells the policy (`context_saved`): until
 /// now it has given `v` to no other CPU, which is why [`switch_in`] never waits. (Or, for
 /// a vCPU adopted by a new instance while it ran, wakes it there.)
 fn release(v: &Vcpu) {
@@ -840,14 +841,23 @@ fn switch_in<'a>(
     prev
 }
 
-/// Loads the address space `pml4` (the next vCPU's), unless `prev` (still loaded) shares
-/// it, and then releases `prev`: only once this CPU's CR3 no longer points at its tables.
+/// Releases `prev` (the vCPU leaving), then loads the address space `pml4` (the next
+/// vCPU's) unless `prev`'s, still loaded, is the same.
+///
+/// The release comes first, while the pages it touches (the policy's queues, `prev`) are
+/// still in the TLB: a CR3 load flushes it (under TCG all of it, QEMU's jump cache too),
+/// and every page touched after the load costs a page walk. Released, `prev` may run on
+/// another CPU at once, which is harmless: its registers and FPU state are saved, and two
+/// CPUs may hold one address space. What must wait for the load is freeing the address
+/// space; `arch::percpu::load_cr3` records the PML4 this CPU is leaving until the load is
+/// done, and `destroy` and `flush_tlbs` look there (`Domain::loaded_anywhere`).
 fn load_address_space(pml4: u64, prev: Option<&Vcpu>) {
-    if prev.is_none_or(|p| p.pml4 != pml4) {
-        arch::addrspace::activate_pml4(pml4);
-    }
+    let load = prev.is_none_or(|p| p.pml4 != pml4);
     if let Some(p) = prev {
         release(p);
+    }
+    if load {
+        arch::addrspace::activate_pml4(pml4);
     }
 }
 

@@ -12,7 +12,6 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame,
     Size4KiB,
@@ -502,13 +501,22 @@ impl AddressSpace {
 
 /// Loads the hypervisor's own address space (no guest mapped) on the current CPU.
 pub fn activate_kernel() {
-    let frame = PhysFrame::containing_address(PhysAddr::new(super::boot::boot_pml4_phys()));
-    // SAFETY: the boot PML4 maps the hypervisor's upper half like every address space.
-    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    // SAFETY: the boot PML4 maps the hypervisor's upper half like every address space, and
+    // is never freed.
+    unsafe { super::percpu::load_cr3(super::boot::boot_pml4_phys()) };
 }
 
 impl Drop for AddressSpace {
     fn drop(&mut self) {
+        // Freeing tables a CPU still walks would let a reused frame become that CPU's page
+        // tables (and its entries, global ones included, its TLB's): `destroy` waits until no
+        // CPU records the PML4 (`percpu::load_cr3`). A drop that did not wait is a bug.
+        if let Some(cpu) = super::percpu::cpus_holding(self.pml4).next() {
+            panic!(
+                "address space {:#x} freed while CPU {cpu}'s CR3 may still hold it",
+                self.pml4
+            );
+        }
         if let Some(owner) = self.owner {
             // Every reference its tables hold is dropped; frames still mapped by another
             // domain (grants) stay until that domain unmaps them.
@@ -526,11 +534,11 @@ impl Drop for AddressSpace {
 
 /// Loads the address space whose PML4 is at `pml4` on the current CPU.
 pub fn activate_pml4(pml4: u64) {
-    let frame = PhysFrame::containing_address(PhysAddr::new(pml4));
-    // SAFETY: `pml4` is the PML4 of a live domain (its vCPU is claimed by this CPU, so the
-    // domain cannot be destroyed under us), and it maps the hypervisor's upper half like
-    // every address space.
-    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    // SAFETY: `pml4` is the PML4 of a live domain (its vCPU is claimed by this CPU), which
+    // maps the hypervisor's upper half like every address space; the domain's frames are
+    // freed only once no CPU records it (`percpu::cpus_holding`), and `load_cr3` records it
+    // before the write.
+    unsafe { super::percpu::load_cr3(pml4) };
 }
 
 /// A frame of a domain that the hypervisor reads and writes for the domain's whole life

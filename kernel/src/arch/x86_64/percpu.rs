@@ -32,6 +32,11 @@ pub struct CpuArea {
     /// Transitions between the hypervisor and a guest or `hlt`, counted by the entry code
     /// (odd: in the hypervisor and not halted); read by the watchdog of another CPU.
     pub transitions: AtomicU64,
+    /// The PML4 in this CPU's CR3 (physical address), and, while CR3 is being replaced, the
+    /// one it is leaving (0 otherwise): see [`load_cr3`]. Read by other CPUs to find who
+    /// may hold a domain's translations (Xen's `dirty_cpumask`).
+    pub cr3: AtomicU64,
+    pub cr3_leaving: AtomicU64,
 }
 
 /// Every CPU's area, for the watchdog (null until the CPU installs it).
@@ -65,6 +70,13 @@ pub fn install(cpu_index: usize, apic_id: u32) {
         current_domain: 0,
         // Odd: this CPU is in the hypervisor (booting).
         transitions: AtomicU64::new(1),
+        cr3: AtomicU64::new(
+            x86_64::registers::control::Cr3::read()
+                .0
+                .start_address()
+                .as_u64(),
+        ),
+        cr3_leaving: AtomicU64::new(0),
     }));
     AREAS[cpu_index].store(&raw mut *area, Ordering::Release);
     // SAFETY: the area is leaked (lives forever) and belongs to this CPU alone; nothing
@@ -78,6 +90,52 @@ pub fn transitions_of(cpu: usize) -> Option<u64> {
     // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the field is
     // atomic, so reading it while its CPU changes it is sound.
     (!area.is_null()).then(|| unsafe { &(*area).transitions }.load(Ordering::Relaxed))
+}
+
+/// Loads `pml4` into this CPU's CR3, keeping [`CpuArea::cr3`] and [`CpuArea::cr3_leaving`]
+/// true for other CPUs throughout: the new PML4 is recorded before the write and the old
+/// one stays recorded as leaving until after it, so at every instant each PML4 the CPU may
+/// hold translations of is named in one of the two.
+///
+/// # Safety
+/// `pml4` is the physical address of a PML4 that maps the hypervisor's upper half as every
+/// address space does, and stays allocated while recorded here (a domain is freed only once
+/// [`cpus_holding`] no longer finds its PML4).
+pub unsafe fn load_cr3(pml4: u64) {
+    use x86_64::PhysAddr;
+    use x86_64::registers::control::{Cr3, Cr3Flags};
+    use x86_64::structures::paging::PhysFrame;
+    // SAFETY: GS points at this CPU's live `CpuArea`; the fields are atomic.
+    let area = unsafe { &*area() };
+    let old = area.cr3.load(Ordering::Relaxed);
+    area.cr3_leaving.store(old, Ordering::SeqCst);
+    area.cr3.store(pml4, Ordering::SeqCst);
+    // SAFETY: per the contract, `pml4` maps the hypervisor's half, so the code running now
+    // stays mapped across the write.
+    unsafe {
+        Cr3::write(
+            PhysFrame::containing_address(PhysAddr::new(pml4)),
+            Cr3Flags::empty(),
+        )
+    };
+    area.cr3_leaving.store(0, Ordering::Release);
+}
+
+/// The CPUs whose CR3 holds `pml4`, or did a moment ago and may still (the one it is
+/// leaving during a switch): the CPUs that may hold its translations in their TLBs. A CPU
+/// that loads `pml4` after this looks starts with a flushed TLB. The caller orders its
+/// page-table writes before the call (SeqCst).
+pub fn cpus_holding(pml4: u64) -> impl Iterator<Item = usize> {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    AREAS.iter().enumerate().filter_map(move |(cpu, area)| {
+        let area = area.load(Ordering::Acquire);
+        // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the fields
+        // read are atomic.
+        let area = unsafe { area.as_ref() }?;
+        let held = area.cr3.load(Ordering::SeqCst) == pml4
+            || area.cr3_leaving.load(Ordering::SeqCst) == pml4;
+        (pml4 != 0 && held).then_some(cpu)
+    })
 }
 
 /// Tells the watchdog this CPU is making progress in a legitimately long stretch in the
