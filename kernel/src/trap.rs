@@ -27,12 +27,35 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
     u64::from(next == Next::Idle)
 }
 
-/// Called by the `syscall` entry. Returns what the exit path does: 0, back by `sysretq`;
-/// 1, the frame was rewritten (another vCPU, an upcall, a restored context), so back by
-/// `iretq`, which restores every register; 2, nothing to run: idle.
+/// The `syscall` entry's table, indexed by hypercall number (Xen's `hypercall_table`): the
+/// entry code calls `HYPERCALL_TABLE[RAX]` for RAX below its length and
+/// [`syscall_unknown`] for any other. Each entry is [`hypercall_entry`] for one number, the
+/// dispatch's `match` folded away. It returns what it did to the frame as an exit code
+/// ([`exit_code`]: 0, the frame is the caller's with its result; 1, it was rewritten), and
+/// does not look for a reschedule or an event: the entry code does that itself, and calls
+/// [`syscall_leave`] only when one is due (Xen's `test_all_events`).
 #[unsafe(no_mangle)]
-extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
-    let next = if frame.rax == abi::hypercall::CALLBACK_RETURN {
+static HYPERCALL_TABLE: [extern "C" fn(&mut TrapFrame) -> u64;
+    abi::hypercall::NR_HYPERCALLS as usize] = [
+    hypercall_entry::<0>,
+    hypercall_entry::<1>,
+    hypercall_entry::<2>,
+    hypercall_entry::<3>,
+    hypercall_entry::<4>,
+    hypercall_entry::<5>,
+    hypercall_entry::<6>,
+    hypercall_entry::<7>,
+    hypercall_entry::<8>,
+    hypercall_entry::<9>,
+    hypercall_entry::<10>,
+    hypercall_entry::<11>,
+    hypercall_entry::<12>,
+    hypercall_entry::<13>,
+];
+
+/// Hypercall `NR` for the vCPU current here, its arguments and result in `frame`.
+extern "C" fn hypercall_entry<const NR: u64>(frame: &mut TrapFrame) -> u64 {
+    let next = if NR == abi::hypercall::CALLBACK_RETURN {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
         // restored in full by the `iretq` path.
         let Some(()) =
@@ -43,7 +66,7 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
         Next::Switched
     } else {
         let Some(outcome) =
-            schedule::with_current(|vcpu, domain| hypercall::handle(vcpu, domain, frame))
+            schedule::with_current(|vcpu, domain| hypercall::handle(NR, vcpu, domain, frame))
         else {
             panic!("hypercall with no vCPU on this CPU");
         };
@@ -66,6 +89,31 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
         }
         Next::Same
     };
+    exit_code(next)
+}
+
+/// A hypercall number past the table: `Errno::NoSys`.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_unknown(frame: &mut TrapFrame) -> u64 {
+    frame.rax = rax_of(Err(abi::error::Errno::NoSys));
+    exit_code(Next::Same)
+}
+
+/// Called by the `syscall` entry after the hypercall when the way out needs more than
+/// `sysretq`: a reschedule is due, an event is pending for the vCPU, the frame was
+/// rewritten (`code` 1), or its return address is not the guest's. Returns what the exit
+/// path does: 0, back by `sysretq`; 1, by `iretq`, which restores every register; 2,
+/// nothing to run: idle.
+///
+/// The fast path that skips this leaves through a frame the `syscall` entry built from the
+/// CPU's own state (RIP from RCX, RFLAGS from R11, the guest selectors) and the guest's
+/// RSP, which a hypercall changes only in RAX, RDI and RSI, or by moving RIP back onto its
+/// `syscall`; so the frame check ([`exit_frame_ok`]) has nothing to find there but a return
+/// address outside the guest's half or a non-canonical stack pointer, which the entry code
+/// tests itself and sends here.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_leave(frame: &mut TrapFrame, code: u64) -> u64 {
+    let next = if code == 0 { Next::Same } else { Next::Switched };
     exit_code(leave(frame, true, next))
 }
 

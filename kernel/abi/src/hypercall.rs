@@ -75,6 +75,9 @@ pub const HYPERCALL_SLICE_NS: u64 = 1_000_000;
 pub const UPDATE_VA_MAPPING: u64 = 12;
 /// `memory_op(op, list_ptr, count)`: one of [`MemoryOp`] (memory reservation).
 pub const MEMORY_OP: u64 = 13;
+/// How many hypercall numbers there are (0 to `NR_HYPERCALLS - 1`); any other gets
+/// `Errno::NoSys`.
+pub const NR_HYPERCALLS: u64 = 14;
 
 /// Most updates in one [`MMU_UPDATE`] call.
 pub const MMU_BATCH: u64 = 512;

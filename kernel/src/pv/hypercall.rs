@@ -36,10 +36,13 @@ pub enum Outcome {
     },
 }
 
-/// Carries out the hypercall in `frame` for `vcpu` (`trap::syscall_dispatch` calls it).
-pub fn handle(vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outcome {
+/// Carries out hypercall `nr` (RAX) with the arguments in `frame` for `vcpu`. Inlined
+/// into one entry of `trap`'s hypercall table per number, where `nr` is a constant and the
+/// `match` folds away (Xen's `hypercall_table`).
+#[inline(always)]
+pub fn handle(nr: u64, vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outcome {
     let (a0, a1, a2, a3) = (frame.rdi, frame.rsi, frame.rdx, frame.r10);
-    Outcome::Return(match frame.rax {
+    Outcome::Return(match nr {
         hypercall::CONSOLE_WRITE => console_write(domain, a0, a1),
         hypercall::SCHED_OP => sched_op(vcpu, domain, a0, a1, a2),
         hypercall::SET_TIMER => {
@@ -58,7 +61,7 @@ pub fn handle(vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outcome {
             if !domain.privileged {
                 return Outcome::Return(Err(Errno::Perm));
             }
-            control::call(frame.rax == hypercall::DOMCTL, a0, a1, a2, a3)
+            control::call(nr == hypercall::DOMCTL, a0, a1, a2, a3)
         }
         _ => Err(Errno::NoSys),
     })

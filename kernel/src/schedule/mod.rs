@@ -14,7 +14,7 @@
 //! changed, and is dropped.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::control::{SLICE_LATE_BUCKETS, slice_late_bucket};
 use kerncore::timerheap::TimerHeap;
@@ -112,7 +112,6 @@ pub struct CpuFigures {
 }
 
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
-static NEED_RESCHED: Once<PerCpu<AtomicBool>> = Once::new();
 static COUNTERS: Once<PerCpu<CpuCounters>> = Once::new();
 
 /// A vCPU's `timer_deadline` after its timer fired while it was not blocked: a time in the
@@ -143,7 +142,6 @@ pub fn init(cpus: usize) {
             })
         })
     });
-    NEED_RESCHED.call_once(|| PerCpu::from_fn(|_| AtomicBool::new(false)));
     COUNTERS.call_once(|| PerCpu::from_fn(|_| CpuCounters::default()));
     watchdog::init();
 }
@@ -193,11 +191,7 @@ fn this_cpu() -> usize {
 
 /// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI.
 pub fn kick(cpu: usize) {
-    NEED_RESCHED
-        .get()
-        .expect("scheduler initialised")
-        .get(cpu)
-        .store(true, Ordering::Release);
+    arch::percpu::need_resched(cpu).store(true, Ordering::Release);
     if cpu != this_cpu() {
         smp::ipi::send_reschedule(cpu);
     }
@@ -211,16 +205,9 @@ fn vcpu_policy(v: &Vcpu, f: impl FnOnce(&dyn Policy) -> Option<usize>) -> Option
 }
 
 fn take_need_resched() -> bool {
-    let flag = NEED_RESCHED.get().expect("scheduler initialised").this();
+    let flag = arch::percpu::my_need_resched();
     // A plain load first: the flag is almost always clear, and a swap is a locked bus cycle.
-    if !flag.load(Ordering::Relaxed) {
-        return false;
-    }
-    NEED_RESCHED
-        .get()
-        .expect("scheduler initialised")
-        .this()
-        .swap(false, Ordering::AcqRel)
+    flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::AcqRel)
 }
 
 /// A blocked vCPU becomes runnable (timer or event); the policy queues it and may ask for a
@@ -457,11 +444,7 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         counters().get(cpu).slice_late[slice_late_bucket(now.saturating_sub(end))]
             .fetch_add(1, Ordering::Relaxed);
         cs.slice_end = None;
-        NEED_RESCHED
-            .get()
-            .expect("scheduler initialised")
-            .this()
-            .store(true, Ordering::Release);
+        arch::percpu::my_need_resched().store(true, Ordering::Release);
     }
     if let (true, Some(h)) = (tick_due, here) {
         h.inst
@@ -520,11 +503,7 @@ pub fn on_timer_interrupt(rescheduling: bool) {
     // own next deadline before this one decided: a stall of up to a slice, charged to the
     // vCPU still current here. With 1024 domains on 2 CPUs under credit2 (500 µs slices, a
     // 1 ms tick) a quarter of all runs were two slices long for it.
-    let due = NEED_RESCHED
-        .get()
-        .expect("scheduler initialised")
-        .this()
-        .load(Ordering::Acquire);
+    let due = arch::percpu::my_need_resched().load(Ordering::Acquire);
     if rescheduling && due {
         return;
     }
@@ -799,11 +778,7 @@ fn switch_in<'a>(
         // Stopped since the pick (its wait counted up to then by `stop`): it leaves at this
         // CPU's next entry to the hypervisor (the kick its stopper sent, at the latest),
         // and the run is not its CPU time (`account_out`).
-        NEED_RESCHED
-            .get()
-            .expect("scheduler initialised")
-            .this()
-            .store(true, Ordering::Release);
+        arch::percpu::my_need_resched().store(true, Ordering::Release);
     }
     {
         let mut s = v.stats.lock();
@@ -835,6 +810,7 @@ fn switch_in<'a>(
             (v as *const Vcpu).cast(),
             (domain as *const Domain).cast(),
             v.fpu.as_ptr(),
+            v.upcall_pending(),
             true,
         )
     };
@@ -925,11 +901,7 @@ pub fn idle_step(now: u64) -> IdleStep {
 pub fn idle_sleep(now: u64) {
     counters().this().idle_from(now);
     arm_timer(&mut cpus().this().lock(), now);
-    if !NEED_RESCHED
-        .get()
-        .expect("scheduler initialised")
-        .this()
-        .load(Ordering::Acquire)
+    if !arch::percpu::my_need_resched().load(Ordering::Acquire)
     {
         arch::entry::wait_for_interrupt();
     }

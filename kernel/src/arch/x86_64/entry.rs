@@ -47,7 +47,9 @@
 use core::arch::global_asm;
 
 use super::gdt::{USER_CODE, USER_DATA};
-use super::percpu::{CUR_FPU, FPU_RESTORE, KERNEL_STACK_TOP, TRANSITIONS, USER_RSP};
+use super::percpu::{
+    CUR_FPU, FPU_RESTORE, KERNEL_STACK_TOP, NEED_RESCHED, TRANSITIONS, UPCALL_FLAG, USER_RSP,
+};
 use super::trap::{TrapFrame, frame};
 
 /// The `vector` value of a frame built by the `syscall` entry.
@@ -217,26 +219,46 @@ trap_from_hypervisor:
     .endm
 
 /* syscall from 64-bit mode: RCX = guest RIP, R11 = guest RFLAGS, RSP still the guest's,
-   and RFLAGS already masked by SFMASK (every flag that matters to ring 0 cleared). */
+   and RFLAGS already masked by SFMASK (every flag that matters to ring 0 cleared).
+   The hypercall is one call through HYPERCALL_TABLE (Xen's `hypercall_table`); then, as
+   Xen's `test_all_events`, the way out is `sysretq` unless this CPU must reschedule, the
+   vCPU has an event pending, the frame was rewritten, the FPU state must be restored, or
+   the return address is not the guest's: each sends it through `syscall_leave` first. */
     .globl syscall_entry
 syscall_entry:
     syscall_frame
     movq %rsp, %rdi
-    call syscall_dispatch
-    /* 0: back by sysretq; 1: the frame holds a vCPU that did not enter by syscall, or the
-       FPU must be restored: leave by iretq, which restores every register; 2: nothing to
-       run here, so idle. */
-    cmpq $1, %rax
-    je return_from_trap
-    ja run_idle
+    cmpq ${nr_hypercalls}, %rax
+    jae 1f
+    leaq HYPERCALL_TABLE(%rip), %rcx
+    call *(%rcx,%rax,8)
+    jmp 2f
+1:  call syscall_unknown
+    /* RAX: 0, the caller's frame with its result; 1, a rewritten frame. */
+2:  testq %rax, %rax
+    jnz 5f
+    cmpb $0, %gs:{need_resched}
+    jne 5f
+    movq %gs:{upcall_flag}, %rcx
+    testq %rcx, %rcx
+    jz 3f
+    cmpb $0, (%rcx)
+    jne 5f
+    /* Never sysretq to a non-canonical RIP: Intel CPUs raise #GP in ring 0 with the guest's
+       stack (XSA-7, CVE-2012-0217). Nor with a non-canonical RSP, which the guest chose
+       and `syscall` kept. `syscall_leave`'s frame check kills the caller for either. This
+       is also the last line for a frame `syscall_leave` passed, as in Xen's
+       restore_all_guest. */
+3:  movq {rip}(%rsp), %rax
+    shrq $47, %rax
+    jnz 5f
+    movq {rsp}(%rsp), %rax
+    movabsq $0x800000000000, %rcx
+    addq %rcx, %rax
+    shrq $48, %rax
+    jnz 5f
     cmpq $0, %gs:{fpu_restore}
     jne return_from_trap
-    /* Never sysretq to a non-canonical RIP: Intel CPUs raise #GP in ring 0 with the guest's
-       stack (XSA-7, CVE-2012-0217). `exit_frame_ok` already refused such a frame; this is
-       the last line, as in Xen's restore_all_guest. */
-    movq {rip}(%rsp), %rax
-    shrq $47, %rax
-    jnz return_from_trap
     scrub_xmm
     pop_gprs
     movq {hw_rip}(%rsp), %rcx
@@ -245,6 +267,17 @@ syscall_entry:
     incq %gs:{transitions}
     swapgs
     sysretq
+    /* The slow way out: `syscall_leave` reschedules, enters an upcall, checks the frame.
+       0: back by sysretq; 1: the frame holds a vCPU that did not enter by syscall, or the
+       FPU must be restored: leave by iretq, which restores every register; 2: nothing to
+       run here, so idle. */
+5:  movq %rsp, %rdi
+    movq %rax, %rsi
+    call syscall_leave
+    cmpq $1, %rax
+    je return_from_trap
+    ja run_idle
+    jmp 3b
 
 /* syscall from compatibility mode (MSR_CSTAR). Guests have no 32-bit code segment, so this
    cannot happen; if it ever does, the caller is killed rather than trusted: it gets the
@@ -343,6 +376,7 @@ trap_stub_table:
     syscall_vector = const SYSCALL_VECTOR,
     vector = const frame::VECTOR,
     rip = const core::mem::offset_of!(TrapFrame, rip),
+    rsp = const core::mem::offset_of!(TrapFrame, rsp),
     hw_cs = const frame::CS,
     hw_rip = const frame::RIP,
     hw_rflags = const frame::RFLAGS,
@@ -350,6 +384,9 @@ trap_stub_table:
     iret_frame = const frame::IRET_FRAME,
     ac = const 1u64 << 18,
     null_hypercall = const abi::hypercall::NULL,
+    nr_hypercalls = const abi::hypercall::NR_HYPERCALLS,
+    need_resched = const NEED_RESCHED,
+    upcall_flag = const UPCALL_FLAG,
     options(att_syntax)
 );
 

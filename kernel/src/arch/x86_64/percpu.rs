@@ -5,7 +5,7 @@
 //! holds only what assembly must find without a lock.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 use smp::percpu::CpuHeader;
 
@@ -37,6 +37,14 @@ pub struct CpuArea {
     /// may hold a domain's translations (Xen's `dirty_cpumask`).
     pub cr3: AtomicU64,
     pub cr3_leaving: AtomicU64,
+    /// The current vCPU's `upcall_pending` flag (its byte in its domain's counters page),
+    /// 0 when idle: the `syscall` exit's fast path leaves by `sysretq` only while it is
+    /// clear (Xen's `test_guest_events`).
+    pub upcall_flag: u64,
+    /// Set when this CPU must reschedule before returning to a guest (by itself, or by
+    /// another CPU before its IPI): the `syscall` exit's fast path looks at it first (Xen's
+    /// `softirq_pending` in `test_all_events`).
+    pub need_resched: AtomicBool,
 }
 
 /// Every CPU's area, for the watchdog (null until the CPU installs it).
@@ -53,6 +61,10 @@ pub const CUR_FPU: usize = core::mem::offset_of!(CpuArea, cur_fpu);
 pub const TRANSITIONS: usize = core::mem::offset_of!(CpuArea, transitions);
 /// GS offset of [`CpuArea::fpu_restore`].
 pub const FPU_RESTORE: usize = core::mem::offset_of!(CpuArea, fpu_restore);
+/// GS offset of [`CpuArea::upcall_flag`].
+pub const UPCALL_FLAG: usize = core::mem::offset_of!(CpuArea, upcall_flag);
+/// GS offset of [`CpuArea::need_resched`].
+pub const NEED_RESCHED: usize = core::mem::offset_of!(CpuArea, need_resched);
 
 /// Bytes of each CPU's kernel stack.
 pub const KERNEL_STACK_BYTES: usize = 64 * 1024;
@@ -77,6 +89,8 @@ pub fn install(cpu_index: usize, apic_id: u32) {
                 .as_u64(),
         ),
         cr3_leaving: AtomicU64::new(0),
+        upcall_flag: 0,
+        need_resched: AtomicBool::new(false),
     }));
     AREAS[cpu_index].store(&raw mut *area, Ordering::Release);
     // SAFETY: the area is leaked (lives forever) and belongs to this CPU alone; nothing
@@ -138,6 +152,22 @@ pub fn cpus_holding(pml4: u64) -> impl Iterator<Item = usize> {
     })
 }
 
+/// CPU `cpu`'s reschedule flag ([`CpuArea::need_resched`]). Panics for a CPU that never
+/// came up: nothing schedules on one.
+pub fn need_resched(cpu: usize) -> &'static AtomicBool {
+    let area = AREAS[cpu].load(Ordering::Acquire);
+    // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the field is
+    // atomic, so other CPUs may set it while its CPU reads and clears it.
+    let area = unsafe { area.as_ref() }.expect("a CPU that schedules has its area");
+    &area.need_resched
+}
+
+/// This CPU's reschedule flag.
+pub fn my_need_resched() -> &'static AtomicBool {
+    // SAFETY: GS points at this CPU's leaked, never freed `CpuArea`; the field is atomic.
+    unsafe { &(*area()).need_resched }
+}
+
 /// Tells the watchdog this CPU is making progress in a legitimately long stretch in the
 /// hypervisor (the count moves by two, keeping its parity).
 pub fn touch_watchdog() {
@@ -159,18 +189,21 @@ fn area() -> *mut CpuArea {
 /// for none), and whether the exit path must load that area on the way out.
 ///
 /// # Safety
-/// This creates two aliases that outlive the call, until the next `set_current` on this
+/// This creates three aliases that outlive the call, until the next `set_current` on this
 /// CPU (Hubris's `set_current_task` in spirit):
 /// - `current` and `domain` are dereferenced by [`current`]'s users
 ///   (`schedule::with_current`): the caller keeps both objects alive and unmoved until then
 ///   (the scheduler holds an `Arc` of each);
 /// - `fpu` is written by the entry code on every asynchronous entry from ring 3 and by
 ///   [`restore_fpu_on_exit`], and read by the exit path: it must be valid for writes of an
-///   `FpuState` and used by nothing else until then (its vCPU is claimed by this CPU).
+///   `FpuState` and used by nothing else until then (its vCPU is claimed by this CPU);
+/// - `upcall_flag` is read (one byte) by the `syscall` exit path: it must be null or valid
+///   for reads until then (a byte of the vCPU's counters page, which the vCPU holds).
 pub unsafe fn set_current(
     current: *const (),
     domain: *const (),
     fpu: *mut super::fpu::FpuState,
+    upcall_flag: *const AtomicU8,
     restore: bool,
 ) {
     // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
@@ -179,6 +212,7 @@ pub unsafe fn set_current(
         (*area()).current = current as u64;
         (*area()).current_domain = domain as u64;
         (*area()).cur_fpu = fpu as u64;
+        (*area()).upcall_flag = upcall_flag as u64;
         (*area()).fpu_restore = u64::from(restore);
     }
 }
@@ -191,6 +225,7 @@ pub fn clear_current() {
             core::ptr::null(),
             core::ptr::null(),
             core::ptr::null_mut(),
+            core::ptr::null(),
             false,
         )
     }
