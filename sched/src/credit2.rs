@@ -55,6 +55,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use spin::mutex::SpinMutex;
 
+use crate::handoff::{HandoffGuard, HandoffMutex};
 use crate::runq::{AtomicNs, MAX_CPUS};
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
@@ -525,7 +526,9 @@ fn update_svc_load(s: &mut Svc, change: i64, now: u64, w: u32) {
 }
 
 struct Rq {
-    lock: SpinMutex<RqData>,
+    /// Handed to a waiter on release (`handoff`): under emulation a CPU that waited for it
+    /// otherwise lost the processor to the holder's whole turn.
+    lock: HandoffMutex<RqData>,
 }
 
 /// `struct csched2_dom`, the part changed by the control path.
@@ -652,7 +655,7 @@ impl Credit2 {
         let c2 = Credit2 {
             topo: *topo,
             rqs: (0..topo.cpus)
-                .map(|_| CachePadded::new(Rq { lock: SpinMutex::new(RqData::default()) }))
+                .map(|_| CachePadded::new(Rq { lock: HandoffMutex::new(RqData::default()) }))
                 .collect(),
             nr_rqs: AtomicUsize::new(0),
             c2r: (0..topo.cpus).map(|_| AtomicUsize::new(0)).collect(),
@@ -730,7 +733,7 @@ impl Credit2 {
     fn lock_home(
         &self,
         v: VcpuId,
-    ) -> (usize, spin::mutex::SpinMutexGuard<'_, RqData>, spin::mutex::SpinMutexGuard<'_, Svc>)
+    ) -> (usize, HandoffGuard<'_, RqData>, spin::mutex::SpinMutexGuard<'_, Svc>)
     {
         let slot = &self.vcpus[v.index()];
         loop {
