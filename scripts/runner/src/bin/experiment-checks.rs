@@ -494,7 +494,7 @@ fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
 /// over `cpu_ns` at least `min`, and at most [`CROWD_LATE_SLICES`] slices ended 256 µs or
 /// more after their end. bvt meets 0.99 (0.9993); it had 0.987 while a snapshot's hold of
 /// the other CPU (7.4 ms) was charged to the vCPU held there, and 0.995 while a timer that
-/// fired a few µs early was re-armed. credit2 meets 0.99 (0.9915); it had 0.987 while a CPU
+/// fired a few µs early was re-armed. credit2 meets 0.99 (0.9914); it had 0.987 while a CPU
 /// that waited for the runqueue lock lost the emulated processor to the holder's next slice
 /// (68 slices ended 256 µs or more late, 2 since `sched::handoff`), 0.82 with Domain0
 /// counted in `max_weight` and 0.97 with slices whose timer was armed twice.
