@@ -55,6 +55,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use spin::mutex::SpinMutex;
 
+use crate::handoff::{HandoffGuard, HandoffMutex};
 use crate::runq::{AtomicNs, MAX_CPUS};
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
@@ -173,8 +174,9 @@ const OVERRUN_US: ParamSpec = ParamSpec {
     min: 0,
     max: 1_000_000,
     doc: "a run its timer ended late is charged its time slice and at most this much more \
-          (Domino's, as bvt's: under emulation a run the host stalled would otherwise set its \
-          vCPU back many rounds); 0 = all of it (Xen)",
+          in credit (Domino's, as bvt's: under emulation a run the host stalled would \
+          otherwise set its vCPU back many rounds; a cap's budget is charged all of it); \
+          0 = all of it (Xen)",
     choices: &[],
 };
 const LOAD_WINDOW_SHIFT: ParamSpec = ParamSpec {
@@ -487,7 +489,10 @@ impl RqData {
             return;
         }
         // A run past its slice's end by more than `overrun_us` is charged up to there only
-        // (the time it stretched, a host's stall under emulation, is forgiven).
+        // (the time it stretched, a host's stall under emulation, is forgiven): in credit,
+        // which orders the runnable vCPUs, not in a cap's budget, which bounds the CPU
+        // time the domain gets, and it got all of it.
+        let ran = now - s.start_time;
         let delta = now.min(s.charge_until).saturating_sub(s.start_time);
         let val = delta * u64::from(self.max_weight) + s.residual;
         let weight = u64::from(s.weight.max(1));
@@ -496,7 +501,7 @@ impl RqData {
         // "Getting to lower credit than CSCHED2_CREDIT_MIN makes no sense."
         s.credit = (s.credit - val).max(CREDIT_MIN);
         if s.has_cap() {
-            s.budget -= delta as i64;
+            s.budget -= ran as i64;
         }
         s.start_time = now;
     }
@@ -525,7 +530,9 @@ fn update_svc_load(s: &mut Svc, change: i64, now: u64, w: u32) {
 }
 
 struct Rq {
-    lock: SpinMutex<RqData>,
+    /// Handed to a waiter on release (`handoff`): under emulation a CPU that waited for it
+    /// otherwise lost the processor to the holder's whole turn.
+    lock: HandoffMutex<RqData>,
 }
 
 /// `struct csched2_dom`, the part changed by the control path.
@@ -652,7 +659,7 @@ impl Credit2 {
         let c2 = Credit2 {
             topo: *topo,
             rqs: (0..topo.cpus)
-                .map(|_| CachePadded::new(Rq { lock: SpinMutex::new(RqData::default()) }))
+                .map(|_| CachePadded::new(Rq { lock: HandoffMutex::new(RqData::default()) }))
                 .collect(),
             nr_rqs: AtomicUsize::new(0),
             c2r: (0..topo.cpus).map(|_| AtomicUsize::new(0)).collect(),
@@ -730,7 +737,7 @@ impl Credit2 {
     fn lock_home(
         &self,
         v: VcpuId,
-    ) -> (usize, spin::mutex::SpinMutexGuard<'_, RqData>, spin::mutex::SpinMutexGuard<'_, Svc>)
+    ) -> (usize, HandoffGuard<'_, RqData>, spin::mutex::SpinMutexGuard<'_, Svc>)
     {
         let slot = &self.vcpus[v.index()];
         loop {
@@ -2099,6 +2106,29 @@ mod tests {
         // 0: Xen's rule, all of it (down to CREDIT_MIN at most).
         let (charged, _) = stretched(0);
         assert_eq!(charged, (20 * MS).min(CREDIT_INIT - CREDIT_MIN));
+    }
+
+    #[test]
+    fn a_stretched_run_is_charged_to_its_cap_budget_in_full() {
+        // cap 20: 2 ms of budget every 10 ms. Its run lasts 20 ms (a host's stall under
+        // emulation), far past its 2 ms slice and `overrun_us` (1 ms).
+        let t = Topology::flat(1, 2, 2);
+        let c = Credit2::new(&t).unwrap();
+        c.add_domain(DomainId(0), &[("cap", 20)]).unwrap();
+        c.insert_vcpu(VcpuId(0), DomainId(0), 0).unwrap();
+        c.wake(VcpuId(0), 0);
+        c.tick(0, 0, &mut |_| {});
+        assert_eq!(c.schedule(0, 0).next, Some(VcpuId(0)));
+        assert_eq!(c.schedule(0, 20 * MS as u64).next, None, "out of budget: parked");
+        c.context_saved(0, VcpuId(0), 20 * MS as u64);
+        // Two periods' budget (4 ms) does not pay 18 ms of debt: still parked (charged 3
+        // ms, as its credit is, it would run again here and get 3 ms of every 2).
+        c.tick(0, 20 * MS as u64, &mut |_| {});
+        assert!(c.lock_vcpu(VcpuId(0)).parked);
+        assert_eq!(c.schedule(0, 20 * MS as u64).next, None);
+        // Ten periods' (20 ms) do.
+        c.tick(0, 100 * MS as u64, &mut |_| {});
+        assert_eq!(c.schedule(0, 100 * MS as u64).next, Some(VcpuId(0)));
     }
 
     #[test]

@@ -26,6 +26,7 @@ extern crate alloc;
 use alloc::string::String;
 use core::fmt;
 
+pub mod handoff;
 pub mod limits;
 pub mod pools;
 pub mod registry;

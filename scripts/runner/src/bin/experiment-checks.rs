@@ -490,12 +490,14 @@ fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
 
 /// Fairness over a short window at high consolidation (issue 12): 1024 cpu domains on 2
 /// CPUs for 1 s, under `-icount` (guest time counts instructions, so other work on the
-/// host does not stretch runs; a run is deterministic), none without CPU and Jain's index
-/// over `cpu_ns` at least `min`. bvt meets 0.99 (0.9993); it had 0.987 while a snapshot's
-/// hold of the other CPU (7.4 ms) was charged to the vCPU held there, and 0.995 while a
-/// timer that fired a few µs early was re-armed. credit2 is held to 0.985 (it gives
-/// 0.988-0.989; 0.82 with Domain0 counted in `max_weight`, 0.97 with slices whose timer
-/// was armed twice): issue 12's 0.99 is not reached yet (sched/README.md "credit2").
+/// host does not stretch runs; a run is deterministic), none without CPU, Jain's index
+/// over `cpu_ns` at least `min`, and at most [`CROWD_LATE_SLICES`] slices ended 256 µs or
+/// more after their end. bvt meets 0.99 (0.9993); it had 0.987 while a snapshot's hold of
+/// the other CPU (7.4 ms) was charged to the vCPU held there, and 0.995 while a timer that
+/// fired a few µs early was re-armed. credit2 meets 0.99 (0.9914); it had 0.987 while a CPU
+/// that waited for the runqueue lock lost the emulated processor to the holder's next slice
+/// (68 slices ended 256 µs or more late, 2 since `sched::handoff`), 0.82 with Domain0
+/// counted in `max_weight` and 0.97 with slices whose timer was armed twice.
 fn crowd_fair(records: &[Record], min: f64) -> Result<String, String> {
     let ds = domains(records);
     if ds.len() != 1024 {
@@ -523,15 +525,37 @@ fn crowd_fair(records: &[Record], min: f64) -> Result<String, String> {
     if jain < min {
         return Err(format!("{figures}: below {min}"));
     }
-    Ok(figures)
+    let run = records.run().ok_or("no run record")?;
+    let hist = run
+        .slice_late_hist
+        .as_ref()
+        .ok_or("the run record has no slice_late_hist, which the hypervisor writes")?;
+    // A bucket's bound is the upper end of its range: those past 256 µs start at 256 µs.
+    let late: u64 = hist
+        .iter()
+        .filter(|&&(bound, _)| bound > 256_000)
+        .map(|&(_, n)| n)
+        .sum();
+    if late > CROWD_LATE_SLICES {
+        return Err(format!(
+            "{figures}, but {late} slices ended 256 µs or more late (at most \
+             {CROWD_LATE_SLICES}): a CPU lost the emulated processor in the hypervisor"
+        ));
+    }
+    Ok(format!(
+        "{figures}, {late} slices ended 256 µs or more late"
+    ))
 }
+
+/// How many of the ~4,000 slices of [`crowd_fair`]'s run may end 256 µs or more late.
+const CROWD_LATE_SLICES: u64 = 20;
 
 fn crowd_fair_bvt(records: &[Record]) -> Result<String, String> {
     crowd_fair(records, 0.99)
 }
 
 fn crowd_fair_credit2(records: &[Record]) -> Result<String, String> {
-    crowd_fair(records, 0.985)
+    crowd_fair(records, 0.99)
 }
 
 /// Domain0 carries out an experiment with the most domains a spec may have: every one is
