@@ -253,6 +253,7 @@ extern "C" fn idle_loop() -> ! {
                 crate::arch::entry::enter_guest(&frame);
             }
             IdleStep::Refuse(domain, reason) => control::kill_domain(domain, reason),
+            IdleStep::Again => {}
             IdleStep::Sleep => schedule::idle_sleep(now),
         }
     }

@@ -1870,6 +1870,19 @@ fn cases() -> Vec<Case> {
         },
         Also::Sleepers,
     );
+    // Domain0 pauses a domain 300 times while the CPUs of its pool switch between its
+    // vCPUs and a neighbour's every few microseconds; its timeline checks that no CPU
+    // switched the domain in after a `Pause` returned (a pick claimed after the pause did,
+    // 1-6 times a run, before `schedule::claim`).
+    with(
+        "pause/race".into(),
+        vec![&spec("pause-race")],
+        |r| match r.run() {
+            Some(run) => Ok(format!("{} under {}", run.name, run.policy)),
+            None => Err("no run record".into()),
+        },
+        Also::Nothing,
+    );
     with(
         "timeline/policy-swap".into(),
         vec![&spec("policy-swap"), "--window-ms", "250"],
