@@ -536,6 +536,15 @@ pub fn on_timer_interrupt(rescheduling: bool) {
     arm_timer(&mut cs, now);
 }
 
+/// Runs what is due on this CPU's timers now, as its timer interrupt would (a hypercall's
+/// continuation, `trap::syscall_dispatch`, runs them before going back to the guest).
+pub fn run_due_timers() {
+    let now = time::now_ns();
+    let mut cs = cpus().this().lock();
+    run_timers(&mut cs, now);
+    arm_timer(&mut cs, now);
+}
+
 /// Whether this CPU must reschedule before returning to its guest.
 pub fn must_reschedule() -> bool {
     take_need_resched()

@@ -128,6 +128,7 @@ pub const CASES: &[Case] = &[
     ok("pt-unlink"),
     ok("pt-teardown"),
     ok("pt-batch-link"),
+    ok("mem-batch"),
     // Scheduler abuse, exhaustion, lifetimes (xtf-sched).
     ok("timer-storm"),
     ok("poll-after-fired"),

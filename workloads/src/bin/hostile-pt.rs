@@ -27,6 +27,7 @@
 //! | 20 | pt-hv-pages | the pages the hypervisor writes linked as an L1 table: the shared-info page, the counters page while mapped writable, and the counters page unmapped (then mapped back): each refused, since the hypervisor's writes (time, pending-event bits) would become entries | SUCCESS |
 //! | 21 | pt-shared-image | its own text page, whose frame the image's domains share read-only (`share_images=on`, the default; a run with `off` fails it): that frame mapped again read-only, its entry rewritten writable or as it is, the frame linked as an L1, granted to Domain0, given back, and written by the hypervisor (`memory_op` writing a frame list over it): each refused, the page's bytes unchanged and no frame lost. Two domains of the image run it at once | SUCCESS |
 //! | 22 | pt-batch-link | 511 L1 tables filled as data (512 read-only entries each, naming one of its data frames), then linked into one L2 by a single `mmu_update` of 511 updates: each update validates one table, as the rules allow, so the call validates up to the quota's 512 tables (about 256,000 entries); prints how long the call took, and repeats (empty, unlink, fill, link) for 3 s | SUCCESS if at least 400 tables were linked in one call, the machine survives (the watchdog: 1 s under TCG) and the bystanders run on (32.6 ms the longest call here) |
+//! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last 4-5.5 ms whatever the host's load) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -86,6 +87,7 @@ fn main(vcpu: usize) -> u64 {
         20 => pt_hv_pages(),
         21 => pt_shared_image(),
         22 => pt_batch_link(),
+        23 => mem_batch(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -1656,5 +1658,84 @@ fn pt_batch_link() -> u64 {
         ),
         linked_most >= 400,
     );
+    c.verdict()
+}
+
+/// Case 23: reservations of `MMU_BATCH` frames in one call each, taken (the hypervisor
+/// zeroes every frame: under TCG several milliseconds a call) and given back, the timer
+/// upcall armed 500 us into each call: a call of 4 ms or more must have been preempted and
+/// continued (`HYPERCALL_SLICE_NS`, 1 ms) for the upcall to arrive in its first half.
+fn mem_batch() -> u64 {
+    const CASE: &str = "mem-batch";
+    const N: usize = nr::MMU_BATCH as usize;
+    const LONG_NS: u64 = 4_000_000;
+    let mut c = Checks::new(CASE);
+    let timer_port = match hypercall::evtchn_bind_virq(nr::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => return xtf::error(CASE, format_args!("binding the timer VIRQ: {e:?}")),
+    };
+    TIMER_PORT.store(timer_port, Ordering::Relaxed);
+    if let Err(e) = workloads::upcall::register(on_timer) {
+        return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
+    }
+    let held = hypercall::current_reservation();
+    static mut LIST: [u64; N] = [0; N];
+    // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
+    let list = unsafe { &mut *core::ptr::addr_of_mut!(LIST) };
+    // One timed call: (its result, how long it took, whether the upcall came in its first
+    // half).
+    let timed = |call: &mut dyn FnMut() -> Result<usize, Errno>| {
+        let t0 = time::now_ns();
+        TIMER_AT.store(0, Ordering::Relaxed);
+        let _ = hypercall::set_timer(t0 + 500_000);
+        let r = call();
+        let took = time::now_ns() - t0;
+        let at = TIMER_AT.load(Ordering::Relaxed);
+        (r, took, at != 0 && at - t0 < took / 2)
+    };
+    let start = time::now_ns();
+    let (mut rounds, mut long_calls, mut interrupted) = (0u64, 0u64, 0u64);
+    let (mut longest_inc, mut longest_dec) = (0u64, 0u64);
+    while time::now_ns() < start + 2_000_000_000 {
+        let (taken, took, first_half) = timed(&mut || hypercall::increase_reservation(list));
+        if took >= LONG_NS {
+            long_calls += 1;
+            interrupted += u64::from(first_half);
+        }
+        longest_inc = longest_inc.max(took);
+        let taken = match taken {
+            Ok(n) if n == N => n,
+            other => {
+                return xtf::error(CASE, format_args!("IncreaseReservation of {N}: {other:?}"));
+            }
+        };
+        let (given, took, first_half) =
+            timed(&mut || hypercall::decrease_reservation(&list[..taken]));
+        if took >= LONG_NS {
+            long_calls += 1;
+            interrupted += u64::from(first_half);
+        }
+        longest_dec = longest_dec.max(took);
+        if given != Ok(N) {
+            return xtf::error(CASE, format_args!("DecreaseReservation of {N}: {given:?}"));
+        }
+        rounds += 1;
+    }
+    let _ = hypercall::set_timer(0);
+    println!(
+        "{rounds} rounds of {N} frames taken and given back in one call each: longest \
+         IncreaseReservation {} us, DecreaseReservation {} us; {interrupted} of {long_calls} \
+         calls of 4 ms or more took the timer upcall in their first half",
+        longest_inc / 1000,
+        longest_dec / 1000
+    );
+    c.that(
+        format_args!(
+            "every call of 4 ms or more was preempted for the timer upcall armed 500 us into \
+             it ({interrupted} of {long_calls})"
+        ),
+        long_calls > 0 && interrupted == long_calls,
+    );
+    c.eq("frames held", hypercall::current_reservation(), held);
     c.verdict()
 }
