@@ -79,7 +79,7 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 return Err(Errno::Inval);
             };
             let remote = domain::domain(remote).ok_or(Errno::Srch)?;
-            remote.send(rport, time::now_ns());
+            remote.send_from(rport, me.id, port, time::now_ns());
             Ok(0)
         }
         EvtchnOp::BindVirq => {
@@ -131,7 +131,17 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
         }
         EvtchnOp::Close => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
-            let was = me.ports.lock().close(port).map_err(port_error)?;
+            let was = {
+                let mut table = me.ports.lock();
+                let was = table.close(port).map_err(port_error)?;
+                // What was sent on the binding goes with it (Xen's `evtchn_free`, "to avoid
+                // unexpected behaviour on re-bind"): an event left pending showed on the
+                // port's next binding as if its new peer had sent it (hostile-pair
+                // `pending-aba`). Under the table's lock, which a send takes to deliver
+                // (`send_from`): no event of the old binding lands after this.
+                me.clear_pending(port);
+                was
+            };
             if let Port::Interdomain {
                 remote,
                 port: rport,
@@ -170,10 +180,31 @@ impl Domain {
         }
     }
 
-    /// An event on `port`: marks it pending and notifies the vCPU it is bound to.
-    pub fn send(&self, port: u32, now: u64) {
-        let vcpu = self.ports.lock().notify_vcpu(port);
-        self.send_to_port(port, vcpu, now);
+    /// Clears `port`'s pending bit.
+    fn clear_pending(&self, port: u32) {
+        if (port as usize) < abi::shared::MAX_PORTS {
+            let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+            self.event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
+                .fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    /// An event from port `from_port` of domain `from` on `port`: marked pending, and the
+    /// vCPU it is bound to notified, only if `port` is still connected to that port
+    /// (`PortTable::deliverable`), checked and marked under this table's lock. Else it is
+    /// dropped: the binding it was sent on has gone, and the number (or, after a destroy,
+    /// this domain's id) may serve another binding by now.
+    pub fn send_from(&self, port: u32, from: abi::control::DomainId, from_port: u32, now: u64) {
+        let (unmasked, vcpu) = {
+            let table = self.ports.lock();
+            let Some(vcpu) = table.deliverable(port, from, from_port) else {
+                return;
+            };
+            (self.set_pending(port), vcpu)
+        };
+        if unmasked {
+            self.notify_vcpu(vcpu, port as usize / 64, now);
+        }
     }
 
     /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
