@@ -172,11 +172,19 @@ impl Domain {
             == 0
     }
 
-    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it.
+    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it. The port
+    /// is found and marked pending under the table's lock, as `send_from` does: a port
+    /// closed and bound anew in between would otherwise get the VIRQ's event.
     pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
-        let port = self.ports.lock().virq_port(virq, vcpu);
-        if let Some(port) = port {
-            self.send_to_port(port, vcpu, now);
+        let (port, unmasked) = {
+            let table = self.ports.lock();
+            let Some(port) = table.virq_port(virq, vcpu) else {
+                return;
+            };
+            (port, self.set_pending(port))
+        };
+        if unmasked {
+            self.notify_vcpu(vcpu, port as usize / 64, now);
         }
     }
 
@@ -207,17 +215,10 @@ impl Domain {
         }
     }
 
-    /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
-    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to
-    /// the CPU it runs on if it takes upcalls, so that the upcall is entered at once.
-    pub fn send_to_port(&self, port: u32, vcpu: u32, now: u64) {
-        if self.set_pending(port) {
-            self.notify_vcpu(vcpu, port as usize / 64, now);
-        }
-    }
-
     /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in
-    /// pending word `word`.
+    /// pending word `word`, once its port is marked pending and found unmasked (Xen's
+    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to the
+    /// CPU it runs on if it takes upcalls, so that the upcall is entered at once.
     pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
         let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
             return;
