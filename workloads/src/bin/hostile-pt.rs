@@ -23,7 +23,7 @@
 //! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
 //! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set, until a quota on page tables refuses with `NoMem`), then unlinked in one call | SUCCESS if the machine survives |
 //! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
-//! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
+//! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice), and forged reservation continuations (`MEMORY_OP_PREEMPTED` with 0, `count` or more entries done, or on an operation that is not a reservation: `NoSys`; a well-formed one from entry 3 of 4: one frame taken, or given back, and 4 reported): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
 //! | 20 | pt-hv-pages | the pages the hypervisor writes linked as an L1 table: the shared-info page, the counters page while mapped writable, and the counters page unmapped (then mapped back): each refused, since the hypervisor's writes (time, pending-event bits) would become entries | SUCCESS |
 //! | 21 | pt-shared-image | its own text page, whose frame the image's domains share read-only (`share_images=on`, the default; a run with `off` fails it): that frame mapped again read-only, its entry rewritten writable or as it is, the frame linked as an L1, granted to Domain0, given back, and written by the hypervisor (`memory_op` writing a frame list over it): each refused, the page's bytes unchanged and no frame lost. Two domains of the image run it at once | SUCCESS |
 //! | 22 | pt-batch-link | 511 L1 tables filled as data (512 read-only entries each, naming one of its data frames), then linked into one L2 by a single `mmu_update` of 511 updates: each update validates one table, as the rules allow, so the call validates up to the quota's 512 tables (about 256,000 entries); prints how long the call took, and repeats (empty, unlink, fill, link) for 3 s | SUCCESS if at least 400 tables were linked in one call, the machine survives (the watchdog: 1 s under TCG) and the bystanders run on (32.6 ms the longest call here) |
@@ -1242,6 +1242,48 @@ fn args_edges() -> u64 {
         }
         Err(e) => return xtf::error("args-edges", format_args!("a frame: {e:?}")),
     }
+    // Forged reservation continuations (`abi::hypercall::MEMORY_OP_PREEMPTED`): one that is
+    // not a reservation part-way is refused; a well-formed one carries on from its entry,
+    // adding to what it reports, with no frame lost or taken beyond the list.
+    let forged = |done: u64, op: u64| nr::MEMORY_OP_PREEMPTED | done << 32 | op;
+    let held = hypercall::current_reservation().unwrap_or(0);
+    static mut FORGED: [u64; 4] = [0; 4];
+    // The hypervisor writes it; vCPU 0 alone runs this case and Rust never reads it.
+    let list = core::ptr::addr_of_mut!(FORGED) as u64;
+    let inc = nr::MemoryOp::IncreaseReservation as u64;
+    let dec = nr::MemoryOp::DecreaseReservation as u64;
+    for (what, op, count) in [
+        ("done 0", forged(0, inc), 4),
+        ("done = count", forged(4, inc), 4),
+        ("done > count", forged(5, dec), 4),
+        ("done past the batch", forged(0x7fff_ffff, inc), u64::MAX),
+        ("CurrentReservation", forged(1, 2), 4),
+        ("MaximumReservation", forged(1, 3), 4),
+        ("no such operation", forged(1, 4), 4),
+    ] {
+        let got = raw(nr::MEMORY_OP, op, list, count, 0, 0);
+        c.that(
+            format_args!("a forged memory_op continuation, {what}: {got:?} (want NoSys)"),
+            got == Err(NoSys),
+        );
+    }
+    // Entries 3 of 4: one frame, written at entry 3, and 4 reported.
+    c.eq(
+        "a forged continuation from entry 3 of 4 takes one frame and reports 4",
+        raw(nr::MEMORY_OP, forged(3, inc), list, 4, 0, 0),
+        Ok(4),
+    );
+    c.eq(
+        "  frames held",
+        hypercall::current_reservation(),
+        Ok(held + 1),
+    );
+    c.eq(
+        "a forged DecreaseReservation from entry 3 of 4 gives back entry 3's frame",
+        raw(nr::MEMORY_OP, forged(3, dec), list, 4, 0, 0),
+        Ok(4),
+    );
+    c.eq("  frames held", hypercall::current_reservation(), Ok(held));
     println!("{oks} edge calls succeeded");
     c.verdict()
 }
