@@ -266,7 +266,7 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Outcome {
                     let bytes: Vec<u8> = taken[..n].iter().flat_map(|m| m.to_le_bytes()).collect();
                     if let Err(e) = copy_to_guest(list + done * 8, &bytes) {
                         // The guest cannot learn these frames: give them back.
-                        let _ = give_back(&domain, &taken[..n]);
+                        let _ = give_back(&domain, &taken[..n], &|| false);
                         preempted = false;
                         break 'inc Err(e);
                     }
@@ -297,10 +297,17 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Outcome {
                 for (m, c) in mfns.iter_mut().zip(buf[..n * 8].chunks_exact(8)) {
                     *m = u64::from_le_bytes(c.try_into().unwrap());
                 }
-                let (given, result) = give_back(&domain, &mfns[..n]);
+                // The slice is checked after each frame too: forgetting one costs a search
+                // of the frames the domain holds (`AddressSpace::remove_frame`), so 16 of a
+                // domain holding 32,768 frames took 22 ms of `-icount shift=3` time.
+                let (given, result) = give_back(&domain, &mfns[..n], &|| over());
                 done += given as u64;
                 if let Err(e) = result {
                     break 'dec Err(e);
+                }
+                if given < n {
+                    preempted = true;
+                    break;
                 }
             }
             Ok(())
@@ -319,24 +326,38 @@ pub fn memory_op(vcpu: &Vcpu, op: u64, list: u64, count: u64) -> Outcome {
 }
 
 /// Returns frames the domain holds and nothing maps to the allocator, in order until the
-/// first refused one: how many went, and the refusal if any.
+/// first refused one, or until `enough` says so once at least one went: how many went, and
+/// the refusal if any.
 ///
 /// Nothing maps them now, but another vCPU of the domain may have removed the last mapping
 /// of one a moment ago and not yet flushed (it flushes before its hypercall returns): the
 /// TLBs of the CPUs running the domain are flushed after the release (which could not
 /// succeed before that removal) and before the frames can be handed to anyone else.
-fn give_back(domain: &Domain, mfns: &[u64]) -> (usize, Result<(), Errno>) {
+fn give_back(
+    domain: &Domain,
+    mfns: &[u64],
+    enough: &dyn Fn() -> bool,
+) -> (usize, Result<(), Errno>) {
     let mut given = 0;
     let result = {
         let mut life = domain.life.lock();
         match life.space.as_mut() {
             None => Err(Errno::Srch),
-            Some(space) => mfns.iter().try_for_each(|&mfn| {
-                table().release(mfn, domain.id).map_err(errno)?;
-                space.remove_frame(mfn << 12);
-                given += 1;
-                Ok(())
-            }),
+            Some(space) => {
+                let mut result = Ok(());
+                for &mfn in mfns {
+                    if given > 0 && enough() {
+                        break;
+                    }
+                    if let Err(e) = table().release(mfn, domain.id) {
+                        result = Err(errno(e));
+                        break;
+                    }
+                    space.remove_frame(mfn << 12);
+                    given += 1;
+                }
+                result
+            }
         }
     };
     if given > 0 {

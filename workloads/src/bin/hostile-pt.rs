@@ -27,7 +27,7 @@
 //! | 20 | pt-hv-pages | the pages the hypervisor writes linked as an L1 table: the shared-info page, the counters page while mapped writable, and the counters page unmapped (then mapped back): each refused, since the hypervisor's writes (time, pending-event bits) would become entries | SUCCESS |
 //! | 21 | pt-shared-image | its own text page, whose frame the image's domains share read-only (`share_images=on`, the default; a run with `off` fails it): that frame mapped again read-only, its entry rewritten writable or as it is, the frame linked as an L1, granted to Domain0, given back, and written by the hypervisor (`memory_op` writing a frame list over it): each refused, the page's bytes unchanged and no frame lost. Two domains of the image run it at once | SUCCESS |
 //! | 22 | pt-batch-link | 511 L1 tables filled as data (512 read-only entries each, naming one of its data frames), then linked into one L2 by a single `mmu_update` of 511 updates: each update validates one table, as the rules allow, so the call validates up to the quota's 512 tables (about 256,000 entries); prints how long the call took, and repeats (empty, unlink, fill, link) for 3 s | SUCCESS if at least 400 tables were linked in one call, the machine survives (the watchdog: 1 s under TCG) and the bystanders run on (32.6 ms the longest call here) |
-//! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last 4-5.5 ms whatever the host's load) |
+//! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call; then, with `hold` > 0, holding that many frames and for 3 rounds giving back the oldest 512 held (the hypervisor's search for each is then as long as the holding) | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, every upcall came within 3 ms of its deadline, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096, 140000 with `hold` = 32768; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last as long whatever the host's load) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -1706,11 +1706,19 @@ fn pt_batch_link() -> u64 {
 /// Case 23: reservations of `MMU_BATCH` frames in one call each, taken (the hypervisor
 /// zeroes every frame: under TCG several milliseconds a call) and given back, the timer
 /// upcall armed 500 us into each call: a call of 4 ms or more must have been preempted and
-/// continued (`HYPERCALL_SLICE_NS`, 1 ms) for the upcall to arrive in its first half.
+/// continued (`HYPERCALL_SLICE_NS`, 1 ms) for the upcall to arrive in its first half, and
+/// no upcall may come more than [`UPCALL_LATE_NS`] after its deadline (one step of a call
+/// past its slice). With `hold` frames taken first, each round gives back the oldest
+/// `MMU_BATCH` of them and keeps the new ones (first in, first out), so that the
+/// hypervisor's search for each frame it forgets is as long as the domain's holding.
+const UPCALL_LATE_NS: u64 = 3_000_000;
+
 fn mem_batch() -> u64 {
     const CASE: &str = "mem-batch";
     const N: usize = nr::MMU_BATCH as usize;
     const LONG_NS: u64 = 4_000_000;
+    const MOST_HELD: usize = 64 * N;
+    const HELD_AT: u64 = MAP_AREA + 32 * 4096;
     let mut c = Checks::new(CASE);
     let timer_port = match hypercall::evtchn_bind_virq(nr::virq::TIMER) {
         Ok(p) => p,
@@ -1720,56 +1728,120 @@ fn mem_batch() -> u64 {
     if let Err(e) = workloads::upcall::register(on_timer) {
         return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
     }
-    let held = hypercall::current_reservation();
     static mut LIST: [u64; N] = [0; N];
     // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
     let list = unsafe { &mut *core::ptr::addr_of_mut!(LIST) };
     // One timed call: (its result, how long it took, whether the upcall came in its first
-    // half).
+    // half, how late it came after its deadline).
     let timed = |call: &mut dyn FnMut() -> Result<usize, Errno>| {
         let t0 = time::now_ns();
+        let deadline = t0 + 500_000;
         TIMER_AT.store(0, Ordering::Relaxed);
-        let _ = hypercall::set_timer(t0 + 500_000);
+        let _ = hypercall::set_timer(deadline);
         let r = call();
         let took = time::now_ns() - t0;
         let at = TIMER_AT.load(Ordering::Relaxed);
-        (r, took, at != 0 && at - t0 < took / 2)
-    };
-    let start = time::now_ns();
-    let (mut rounds, mut long_calls, mut interrupted) = (0u64, 0u64, 0u64);
-    let (mut longest_inc, mut longest_dec) = (0u64, 0u64);
-    while time::now_ns() < start + 2_000_000_000 {
-        let (taken, took, first_half) = timed(&mut || hypercall::increase_reservation(list));
-        if took >= LONG_NS {
-            long_calls += 1;
-            interrupted += u64::from(first_half);
-        }
-        longest_inc = longest_inc.max(took);
-        let taken = match taken {
-            Ok(n) if n == N => n,
-            other => {
-                return xtf::error(CASE, format_args!("IncreaseReservation of {N}: {other:?}"));
-            }
+        let late = if at == 0 {
+            0
+        } else {
+            at.saturating_sub(deadline)
         };
-        let (given, took, first_half) =
-            timed(&mut || hypercall::decrease_reservation(&list[..taken]));
-        if took >= LONG_NS {
-            long_calls += 1;
-            interrupted += u64::from(first_half);
+        (r, took, at != 0 && at - t0 < took / 2, late)
+    };
+    let (mut long_calls, mut interrupted, mut latest) = (0u64, 0u64, 0u64);
+    // Two phases: holding nothing, for 2 s (each batch given back is the one just taken);
+    // then, with `hold` > 0, holding that many frames, for 3 rounds (each gives back the
+    // oldest batch held and keeps the new one in its place: first in, first out).
+    let hold_arg = (shared::arg("hold", 0) as usize)
+        .div_ceil(N)
+        .min(MOST_HELD / N)
+        * N;
+    for hold in core::iter::once(0).chain((hold_arg > 0).then_some(hold_arg)) {
+        // The held frames' numbers go in frames of its own mapped at `HELD_AT` (too many
+        // for a static in the image).
+        let pages = (hold * 8).div_ceil(4096);
+        for k in 0..pages as u64 {
+            let mapped = xtf::take_frame().and_then(|f| {
+                // SAFETY: the map area's pages from 32 on are used by nothing else here.
+                unsafe {
+                    hypercall::update_va_mapping(HELD_AT + k * 4096, pagetable::leaf(f, true))
+                }
+            });
+            if let Err(e) = mapped {
+                return xtf::error(CASE, format_args!("a page for the held list: {e:?}"));
+            }
         }
-        longest_dec = longest_dec.max(took);
-        if given != Ok(N) {
-            return xtf::error(CASE, format_args!("DecreaseReservation of {N}: {given:?}"));
+        // SAFETY: `pages` pages mapped writable at HELD_AT just above, ours alone.
+        let held_list = unsafe { core::slice::from_raw_parts_mut(HELD_AT as *mut u64, hold) };
+        let mut kept = 0;
+        while kept < hold {
+            match hypercall::increase_reservation(&mut held_list[kept..kept + N]) {
+                Ok(n) if n == N => kept += N,
+                other => {
+                    return xtf::error(CASE, format_args!("holding {hold} frames: {other:?}"));
+                }
+            }
         }
-        rounds += 1;
+        let held = hypercall::current_reservation();
+        let start = time::now_ns();
+        let mut rounds = 0u64;
+        let (mut longest_inc, mut longest_dec) = (0u64, 0u64);
+        let mut oldest = 0;
+        while if hold == 0 {
+            time::now_ns() < start + 2_000_000_000
+        } else {
+            rounds < 3
+        } {
+            let (taken, took, first_half, late) =
+                timed(&mut || hypercall::increase_reservation(list));
+            if took >= LONG_NS {
+                long_calls += 1;
+                interrupted += u64::from(first_half);
+            }
+            latest = latest.max(late);
+            longest_inc = longest_inc.max(took);
+            if taken != Ok(N) {
+                return xtf::error(CASE, format_args!("IncreaseReservation of {N}: {taken:?}"));
+            }
+            // Give back the oldest batch held, if any, and hold the new one in its place.
+            let at = oldest;
+            if hold > 0 {
+                oldest = (oldest + N) % hold;
+            }
+            let (given, took, first_half, late) = timed(&mut || {
+                hypercall::decrease_reservation(if hold > 0 {
+                    &held_list[at..at + N]
+                } else {
+                    &list[..]
+                })
+            });
+            if took >= LONG_NS {
+                long_calls += 1;
+                interrupted += u64::from(first_half);
+            }
+            latest = latest.max(late);
+            longest_dec = longest_dec.max(took);
+            if given != Ok(N) {
+                return xtf::error(CASE, format_args!("DecreaseReservation of {N}: {given:?}"));
+            }
+            if hold > 0 {
+                held_list[at..at + N].copy_from_slice(&list[..]);
+            }
+            rounds += 1;
+        }
+        let _ = hypercall::set_timer(0);
+        println!(
+            "holding {kept} frames, {rounds} rounds of {N} frames taken and given back in \
+             one call each: longest IncreaseReservation {} us, DecreaseReservation {} us",
+            longest_inc / 1000,
+            longest_dec / 1000,
+        );
+        c.eq("frames held", hypercall::current_reservation(), held);
     }
-    let _ = hypercall::set_timer(0);
     println!(
-        "{rounds} rounds of {N} frames taken and given back in one call each: longest \
-         IncreaseReservation {} us, DecreaseReservation {} us; {interrupted} of {long_calls} \
-         calls of 4 ms or more took the timer upcall in their first half",
-        longest_inc / 1000,
-        longest_dec / 1000
+        "{interrupted} of {long_calls} calls of 4 ms or more took the timer upcall in their \
+         first half; the latest upcall came {} us after its deadline",
+        latest / 1000
     );
     c.that(
         format_args!(
@@ -1778,6 +1850,13 @@ fn mem_batch() -> u64 {
         ),
         long_calls > 0 && interrupted == long_calls,
     );
-    c.eq("frames held", hypercall::current_reservation(), held);
+    c.that(
+        format_args!(
+            "every upcall came within {} us of its deadline (the latest {} us)",
+            UPCALL_LATE_NS / 1000,
+            latest / 1000
+        ),
+        latest <= UPCALL_LATE_NS,
+    );
     c.verdict()
 }
