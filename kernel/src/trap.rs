@@ -85,6 +85,13 @@ extern "C" fn hypercall_entry<const NR: u64>(frame: &mut TrapFrame) -> u64 {
                 frame.rip -= 2;
                 frame.rdi = a0;
                 frame.rsi = a1;
+                // What the held-off timer interrupt would have done, done here: the
+                // vCPU timers due fire (their upcalls go in on the way out) and a slice
+                // that ended ends. Its interrupt, pending since, is not reliably taken
+                // between the `sysretq` and the `syscall` it returns onto (under QEMU TCG
+                // a timer 500 us into a 5 ms `memory_op` came at its end, past every
+                // continuation); Xen's exit path runs its softirqs, timers among them.
+                schedule::run_due_timers();
             }
         }
         Next::Same
@@ -301,6 +308,7 @@ extern "C" fn idle_loop() -> ! {
                 crate::arch::entry::enter_guest(&frame);
             }
             IdleStep::Refuse(domain, reason) => control::kill_domain(domain, reason),
+            IdleStep::Again => {}
             IdleStep::Sleep => schedule::idle_sleep(now),
         }
     }

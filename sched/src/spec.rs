@@ -196,11 +196,11 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "hostile-pt",
-        args: &[("case", 0)],
+        args: &[("case", 0), ("hold", 0)],
         doc: "the XTF-style suite's page tables (every PTE bit at every level, self-maps, \
               tables made writable, batches, VA 0, a stale TLB), hypercall arguments (numbers, \
               wild pointers, huge lengths), fresh frames scrubbed; `case` picks one \
-              (workloads/src/bin/hostile-pt.rs)",
+              (workloads/src/bin/hostile-pt.rs); `hold`: frames `mem-batch` takes first and keeps",
     },
     WorkloadInfo {
         name: "hostile-sched",

@@ -106,6 +106,12 @@ fn port_bit(ports: Ports, port: u32) -> (&'static AtomicU64, u64) {
     (word, 1 << (port % 64))
 }
 
+/// Whether `port`'s pending bit is set (it stays set).
+pub fn pending(port: u32) -> bool {
+    let (word, bit) = port_bit(Ports::Pending, port);
+    word.load(Ordering::SeqCst) & bit != 0
+}
+
 /// Atomically clears `port`'s pending bit; returns whether it was set.
 pub fn take_event(port: u32) -> bool {
     let (word, bit) = port_bit(Ports::Pending, port);

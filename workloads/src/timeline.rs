@@ -34,7 +34,18 @@ pub struct Timeline<'a> {
     /// Domains destroyed by an event: plan index, figures at the start of the interval
     /// (snapshot 0) and just before the destroy.
     destroyed: Vec<(usize, DomainInfo, DomainInfo)>,
+    /// Domains a `pause` event paused, with their switch count once `Pause` returned: at
+    /// their `unpause` it must not have grown ([`Paused`]).
+    paused: Paused,
 }
+
+/// What a `pause` event left paused: (domain, `DomainInfo::switches` and `work` read once
+/// `Pause` returned). `Pause` returns once no CPU runs the domain and none will until the
+/// unpause (Xen's `domain_pause`, `vcpu_sleep_sync`): no CPU may switch one of its vCPUs in
+/// meanwhile, not even one that a CPU's policy picked just before the pause and claimed
+/// just after (a hypervisor that entered it would run it until its next entry, and
+/// account a switch to it). The `unpause` event checks the count before it unpauses.
+type Paused = Vec<(DomainId, u64, u64)>;
 
 impl<'a> Timeline<'a> {
     /// The plan's events, checked against its `domains` planned domains.
@@ -62,6 +73,7 @@ impl<'a> Timeline<'a> {
             t0: None,
             applied: Vec::new(),
             destroyed: Vec::new(),
+            paused: Vec::new(),
         })
     }
 
@@ -139,7 +151,7 @@ impl<'a> Timeline<'a> {
         {
             let e = self.events[self.next];
             self.next += 1;
-            let result = apply(&e, id, &mut self.destroyed);
+            let result = apply(&e, id, &mut self.destroyed, &mut self.paused);
             let applied = crate::time::now_ns();
             self.applied.push(results::Event {
                 at_ns: at - t0,
@@ -202,6 +214,7 @@ fn apply(
     e: &PlannedEvent<'_>,
     id: &dyn Fn(usize) -> DomainId,
     destroyed: &mut Vec<(usize, DomainInfo, DomainInfo)>,
+    paused: &mut Paused,
 ) -> Result<(), String> {
     let domains = e.first as usize..(e.first + e.count) as usize;
     let each = |f: &dyn Fn(DomainId) -> Result<(), Errno>| -> Result<(), String> {
@@ -222,8 +235,38 @@ fn apply(
         EventOp::MoveTo => each(&|d| control::move_to_pool(d, e.pool)),
         EventOp::SetPolicy => control::set_pool_policy(e.pool, e.policy)
             .map_err(|err| alloc::format!("pool {}: policy {}: {err:?}", e.pool, e.policy)),
-        EventOp::Pause => each(&|d| control::pause(d)),
-        EventOp::Unpause | EventOp::Start => each(&|d| control::unpause(d)),
+        EventOp::Pause => {
+            for d in domains {
+                let d = id(d);
+                control::pause(d).map_err(|err| alloc::format!("domain {d}: {err:?}"))?;
+                let info = control::info(d).map_err(|err| alloc::format!("domain {d}: {err:?}"))?;
+                paused.retain(|&(p, _, _)| p != d);
+                paused.push((d, info.switches, info.work));
+            }
+            Ok(())
+        }
+        EventOp::Unpause => {
+            for d in domains {
+                let d = id(d);
+                if let Some(at) = paused.iter().position(|&(p, _, _)| p == d) {
+                    let (_, switches, work) = paused.swap_remove(at);
+                    let now =
+                        control::info(d).map_err(|err| alloc::format!("domain {d}: {err:?}"))?;
+                    if (now.switches, now.work) != (switches, work) {
+                        let _ = control::unpause(d);
+                        return Err(alloc::format!(
+                            "domain {d}: switched in {} times and {} units of work done while \
+                             paused (after its Pause returned)",
+                            now.switches.wrapping_sub(switches),
+                            now.work.wrapping_sub(work)
+                        ));
+                    }
+                }
+                control::unpause(d).map_err(|err| alloc::format!("domain {d}: {err:?}"))?;
+            }
+            Ok(())
+        }
+        EventOp::Start => each(&|d| control::unpause(d)),
         EventOp::Destroy => {
             // Paused first, so that its figures are final; read from the snapshot taken at
             // the start of the interval and as they are now; then destroyed.

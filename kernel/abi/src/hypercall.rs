@@ -74,7 +74,21 @@ pub const HYPERCALL_SLICE_NS: u64 = 1_000_000;
 /// from the TLBs that may hold it.
 pub const UPDATE_VA_MAPPING: u64 = 12;
 /// `memory_op(op, list_ptr, count)`: one of [`MemoryOp`] (memory reservation).
+///
+/// `IncreaseReservation` and `DecreaseReservation` are preempted and continued as
+/// [`MMU_UPDATE`] is (Xen's `do_memory_op`, which keeps its progress in the command's bits
+/// above `MEMOP_EXTENT_SHIFT`): once a call has run for [`HYPERCALL_SLICE_NS`], the
+/// hypervisor goes back to the guest with its RIP on the `syscall` again and `op` rewritten as
+/// [`MEMORY_OP_PREEMPTED`] | done << 32 | op, `list_ptr` and `count` as they were; the
+/// interrupts and upcalls due are taken, then the call carries on from entry `done`. The
+/// guest sees one call, which returns the total done with RDI as it passed it (an upcall
+/// taken in between sees the rewritten `op` in the interrupted context). An `op` a guest
+/// writes in that form is taken as such if `done` is between 1 and `count` - 1 (it only
+/// adds to what its own call reports), and refused with `NoSys` otherwise.
 pub const MEMORY_OP: u64 = 13;
+/// Marks a [`MEMORY_OP`] `op` rewritten by a preemption: bits 32..63 hold the entries
+/// already done, bits 0..32 the operation.
+pub const MEMORY_OP_PREEMPTED: u64 = 1 << 63;
 /// How many hypercall numbers there are (0 to `NR_HYPERCALLS - 1`); any other gets
 /// `Errno::NoSys`.
 pub const NR_HYPERCALLS: u64 = 14;
@@ -113,10 +127,12 @@ crate::numbered_enum! {
         /// `memory_kib`; their frame numbers are written to the `u64` array at `list_ptr`.
         /// Returns how many were taken (fewer if the limit or the machine ran out, and at most
         /// [`MMU_BATCH`] a call, so that one call's work is bounded; ask again for the rest).
+        /// Preempted and continued after [`HYPERCALL_SLICE_NS`] ([`MEMORY_OP`]).
         IncreaseReservation = 0,
         /// `(list_ptr, count)`: gives back the `count` frames listed; each must be the
         /// caller's and mapped nowhere. Returns how many were given back before the first
         /// refused one (or the error, if the first is refused); at most [`MMU_BATCH`] a call.
+        /// Preempted and continued after [`HYPERCALL_SLICE_NS`] ([`MEMORY_OP`]).
         DecreaseReservation = 1,
         /// `()`: frames the domain holds now, page tables and hypervisor-written pages included.
         CurrentReservation = 2,

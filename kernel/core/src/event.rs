@@ -159,6 +159,23 @@ impl PortTable {
         }
     }
 
+    /// The vCPU to notify of an event that port `from_port` of domain `from` sends to `port`
+    /// here, if `port` is still connected to exactly that port; `None` if that binding has
+    /// gone (closed, and perhaps the number reused for another binding, or this table is a
+    /// later domain's given the sender's old peer's id): the event is dropped, as Xen drops a
+    /// send on a port whose far end closed. The sender reads its own end before it looks at
+    /// this one, so without this check a close-and-reuse in between delivered its event to
+    /// the new binding (Xen's `evtchn_send` holds the sender's channel lock, which
+    /// `evtchn_close` takes too).
+    pub fn deliverable(&self, port: u32, from: DomainId, from_port: u32) -> Option<u32> {
+        (self.get(port)
+            == Port::Interdomain {
+                remote: from,
+                port: from_port,
+            })
+        .then(|| self.notify_vcpu(port))
+    }
+
     /// Closes `port`; returns what it was connected to, for the caller to unbind the far end.
     pub fn close(&mut self, port: u32) -> Result<Port, PortError> {
         match self.get(port) {
@@ -368,5 +385,35 @@ mod tests {
         assert_eq!(a.accept(for_other, 8, 1), Ok(()));
         // The owner still closes them.
         assert!(a.close(for_gone).is_ok());
+    }
+
+    #[test]
+    fn a_send_reaches_only_the_binding_it_was_sent_on() {
+        // A (1) port 5 <-> B (2) port 1, notified on vCPU 3.
+        let mut b = PortTable::default();
+        let pb = b.alloc_unbound(1).unwrap();
+        b.accept(pb, 1, 5).unwrap();
+        b.bind_vcpu(pb, 3).unwrap();
+        assert_eq!(b.deliverable(pb, 1, 5), Some(3));
+        // Only from that domain's that port.
+        assert_eq!(b.deliverable(pb, 1, 6), None);
+        assert_eq!(b.deliverable(pb, 7, 5), None);
+        // A read its end (B, port 1); B closes port 1 and allocates it again for domain 9,
+        // or binds a VIRQ there: A's event, arriving now, reaches neither.
+        assert!(matches!(
+            b.close(pb),
+            Ok(Port::Interdomain { remote: 1, port: 5 })
+        ));
+        assert_eq!(b.deliverable(pb, 1, 5), None);
+        assert_eq!(b.alloc_unbound(9), Ok(pb));
+        assert_eq!(b.deliverable(pb, 1, 5), None);
+        b.release(pb);
+        assert_eq!(b.bind_virq(0, 0), Ok(pb));
+        assert_eq!(b.deliverable(pb, 1, 5), None);
+        // B gone and its id given to a new domain, whose port 1 is bound elsewhere.
+        let mut c = PortTable::default();
+        let pc = c.alloc_unbound(9).unwrap();
+        assert_eq!(pc, pb);
+        assert_eq!(c.deliverable(pc, 1, 5), None);
     }
 }

@@ -79,7 +79,7 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 return Err(Errno::Inval);
             };
             let remote = domain::domain(remote).ok_or(Errno::Srch)?;
-            remote.send(rport, time::now_ns());
+            remote.send_from(rport, me.id, port, time::now_ns());
             Ok(0)
         }
         EvtchnOp::BindVirq => {
@@ -131,7 +131,17 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
         }
         EvtchnOp::Close => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
-            let was = me.ports.lock().close(port).map_err(port_error)?;
+            let was = {
+                let mut table = me.ports.lock();
+                let was = table.close(port).map_err(port_error)?;
+                // What was sent on the binding goes with it (Xen's `evtchn_free`, "to avoid
+                // unexpected behaviour on re-bind"): an event left pending showed on the
+                // port's next binding as if its new peer had sent it (hostile-pair
+                // `pending-aba`). Under the table's lock, which a send takes to deliver
+                // (`send_from`): no event of the old binding lands after this.
+                me.clear_pending(port);
+                was
+            };
             if let Port::Interdomain {
                 remote,
                 port: rport,
@@ -162,31 +172,53 @@ impl Domain {
             == 0
     }
 
-    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it.
+    /// Sends virtual IRQ `virq` of vCPU `vcpu`, if the domain bound a port to it. The port
+    /// is found and marked pending under the table's lock, as `send_from` does: a port
+    /// closed and bound anew in between would otherwise get the VIRQ's event.
     pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
-        let port = self.ports.lock().virq_port(virq, vcpu);
-        if let Some(port) = port {
-            self.send_to_port(port, vcpu, now);
+        let (port, unmasked) = {
+            let table = self.ports.lock();
+            let Some(port) = table.virq_port(virq, vcpu) else {
+                return;
+            };
+            (port, self.set_pending(port))
+        };
+        if unmasked {
+            self.notify_vcpu(vcpu, port as usize / 64, now);
         }
     }
 
-    /// An event on `port`: marks it pending and notifies the vCPU it is bound to.
-    pub fn send(&self, port: u32, now: u64) {
-        let vcpu = self.ports.lock().notify_vcpu(port);
-        self.send_to_port(port, vcpu, now);
+    /// Clears `port`'s pending bit.
+    fn clear_pending(&self, port: u32) {
+        if (port as usize) < abi::shared::MAX_PORTS {
+            let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+            self.event_word(core::mem::offset_of!(Counters, evtchn_pending), word)
+                .fetch_and(!bit, Ordering::SeqCst);
+        }
     }
 
-    /// Marks `port` pending and, unless it is masked, notifies vCPU `vcpu` (Xen's
-    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to
-    /// the CPU it runs on if it takes upcalls, so that the upcall is entered at once.
-    pub fn send_to_port(&self, port: u32, vcpu: u32, now: u64) {
-        if self.set_pending(port) {
+    /// An event from port `from_port` of domain `from` on `port`: marked pending, and the
+    /// vCPU it is bound to notified, only if `port` is still connected to that port
+    /// (`PortTable::deliverable`), checked and marked under this table's lock. Else it is
+    /// dropped: the binding it was sent on has gone, and the number (or, after a destroy,
+    /// this domain's id) may serve another binding by now.
+    pub fn send_from(&self, port: u32, from: abi::control::DomainId, from_port: u32, now: u64) {
+        let (unmasked, vcpu) = {
+            let table = self.ports.lock();
+            let Some(vcpu) = table.deliverable(port, from, from_port) else {
+                return;
+            };
+            (self.set_pending(port), vcpu)
+        };
+        if unmasked {
             self.notify_vcpu(vcpu, port as usize / 64, now);
         }
     }
 
     /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in
-    /// pending word `word`.
+    /// pending word `word`, once its port is marked pending and found unmasked (Xen's
+    /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to the
+    /// CPU it runs on if it takes upcalls, so that the upcall is entered at once.
     pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
         let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
             return;

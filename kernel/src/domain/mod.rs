@@ -105,9 +105,6 @@ pub struct VcpuStats {
     /// instant before it (a live snapshot, `Sysctl::TakeSnapshotLive`, reads each vCPU a
     /// little after its instant).
     pub before: Past,
-    /// Switched in after it was paused or killed since its pick (`schedule::switch_in`):
-    /// that run, until it leaves at once, is not its CPU time.
-    pub unclaimed_run: bool,
 }
 
 impl VcpuStats {

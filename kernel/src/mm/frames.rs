@@ -41,7 +41,7 @@ pub fn init(mut memory: BootMemory) -> MemoryReport {
         .take_words(FrameAllocator::bitmap_words(end))
         .expect("no room for the frame bitmap");
     crate::mm::frame_table::init(end);
-    let mut frames = FrameAllocator::new(bitmap);
+    let mut frames = FrameAllocator::new(bitmap, end);
     for range in memory.into_ranges() {
         frames.add_range(range.start, range.end);
     }

@@ -55,7 +55,7 @@ pub fn handle(nr: u64, vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outco
         hypercall::GRANT_OP => crate::pv::grant_table::grant_op(vcpu, a0, a1, a2, a3, frame.r8),
         hypercall::MMU_UPDATE => return crate::pv::mmu::mmu_update(vcpu, a0, a1),
         hypercall::UPDATE_VA_MAPPING => crate::pv::mmu::update_va_mapping(vcpu, a0, a1),
-        hypercall::MEMORY_OP => crate::pv::mmu::memory_op(vcpu, a0, a1, a2),
+        hypercall::MEMORY_OP => return crate::pv::mmu::memory_op(vcpu, a0, a1, a2),
         hypercall::EVTCHN_OP => crate::domain::event_channel::evtchn_op(domain, a0, a1, a2),
         hypercall::DOMCTL | hypercall::SYSCTL => {
             if !domain.privileged {

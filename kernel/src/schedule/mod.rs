@@ -53,6 +53,10 @@ struct CpuSched {
     armed_at: Option<u64>,
     /// vCPU timers set on this CPU, one slot per vCPU.
     timers: TimerHeap,
+    /// A vCPU the policy picked for this CPU that was paused, taken down or killed before
+    /// this CPU could claim it ([`claim`]): never switched in, it is reported saved
+    /// (`Policy::context_saved`, [`saved`]) once this CPU's next decision has descheduled it.
+    unclaimed: Option<Arc<Vcpu>>,
 }
 
 /// A CPU's figures, written by that CPU alone and read by any (`sysctl CpuStats`): atomics,
@@ -139,6 +143,7 @@ pub fn init(cpus: usize) {
                 tick_entry: NO_TICK_ENTRY,
                 armed_at: None,
                 timers: TimerHeap::new(ids),
+                unclaimed: None,
             })
         })
     });
@@ -510,6 +515,15 @@ pub fn on_timer_interrupt(rescheduling: bool) {
     arm_timer(&mut cs, now);
 }
 
+/// Runs what is due on this CPU's timers now, as its timer interrupt would (a hypercall's
+/// continuation, `trap::syscall_dispatch`, runs them before going back to the guest).
+pub fn run_due_timers() {
+    let now = time::now_ns();
+    let mut cs = cpus().this().lock();
+    run_timers(&mut cs, now);
+    arm_timer(&mut cs, now);
+}
+
 /// Whether this CPU must reschedule before returning to its guest.
 pub fn must_reschedule() -> bool {
     take_need_resched()
@@ -584,6 +598,18 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             .store(arch::selectors::save(), Ordering::Relaxed);
         account_out(p, now);
     }
+    // The pick is claimed before anything of it is loaded: if another CPU stopped it since
+    // the pick, this CPU goes idle instead and decides again there (`idle_step`), once
+    // `prev` is released: a policy's next `schedule` on this CPU must come after
+    // `prev`'s `context_saved` (`sched::Policy`'s contract).
+    let next = match next {
+        Some(n) if claim(&n, cpu) => Some(n),
+        Some(n) => {
+            cs.unclaimed = Some(n);
+            None
+        }
+        None => None,
+    };
     match next {
         Some(n) => {
             let domain = domain_of(&mut cs, &n);
@@ -660,9 +686,6 @@ fn account_out(v: &Vcpu, now: u64) {
     };
     trace::record(why, v, now);
     let mut s = v.stats.lock();
-    // A vCPU paused or killed between its pick and its claim was switched in without
-    // becoming running (`switch_in`): that run is not its CPU time.
-    let unclaimed = core::mem::take(&mut s.unclaimed_run);
     s.change(
         now,
         if still_runnable {
@@ -671,11 +694,7 @@ fn account_out(v: &Vcpu, now: u64) {
             Doing::Neither
         },
     );
-    let ran = if unclaimed {
-        0
-    } else {
-        now.saturating_sub(s.run_start)
-    };
+    let ran = now.saturating_sub(s.run_start);
     s.cpu_ns += ran;
     counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
     if still_runnable {
@@ -691,6 +710,14 @@ fn account_out(v: &Vcpu, now: u64) {
 /// a vCPU adopted by a new instance while it ran, wakes it there.)
 fn release(v: &Vcpu) {
     v.running_on.store(NOT_RUNNING, Ordering::Release);
+    saved(v);
+}
+
+/// Tells the policy that `v`, switched away from (or picked and never claimed, [`claim`]),
+/// is saved: the second half of [`release`], which also serves a vCPU this CPU never
+/// claimed (its `running_on` is not this CPU's to clear: another decision may have given it
+/// back to this CPU by now).
+fn saved(v: &Vcpu) {
     let now = time::now_ns();
     if v.adopt.swap(false, Ordering::AcqRel) {
         // It joined a new instance while it ran here (`cpupool` swap of its own pool): that
@@ -730,15 +757,49 @@ fn release(v: &Vcpu) {
     }
 }
 
-/// Claims `v` for this CPU and accounts its start. Returns `prev` (the vCPU leaving, if
-/// any), still to be released, which [`load_address_space`] does once `v`'s address space
-/// is loaded.
+/// Claims the vCPU the policy picked for this CPU (`running_on`), if it is still runnable:
+/// another CPU may have paused, taken down or killed it between the pick and now. Then it
+/// is left unclaimed, and the caller must not switch it in: Domain0's pause waits only for
+/// the vCPUs some CPU has claimed (`pv::control::wait_off_cpu`, Xen's `vcpu_sleep_sync`),
+/// so a pause that returned between the pick and the claim would otherwise see its domain
+/// run after it (until the stopper's kick brought it back into the hypervisor), and a pool
+/// move or destroy proceed with it loaded on a CPU. Xen closes the same window by setting
+/// `is_running` under the scheduler lock that `vcpu_sleep_nosync` takes, and its
+/// `sched_context_switch` / `context_saved` re-check `vcpu_runnable` after the switch.
 ///
-/// The claim is a compare-and-swap on `running_on`, and it cannot fail: a CPU that switches
-/// away from a vCPU holds it until [`release`], which is when it tells the policy
-/// (`Policy::context_saved`), and the policy hands that vCPU to no other CPU before then
-/// (`sched::Policy`'s contract). So nothing here waits for another CPU; a failed claim is a
-/// policy that broke the contract, and stops the machine before a vCPU runs on two CPUs.
+/// The claim is made under the vCPU's state lock, which `stop` takes to change the state:
+/// either the stop comes first and the claim sees it, or the claim comes first and the
+/// stop's wait sees `running_on` set (its read comes after the state lock it took after
+/// ours).
+///
+/// The compare-and-swap cannot fail: a CPU that switches away from a vCPU holds it until
+/// [`release`], which is when it tells the policy (`Policy::context_saved`), and the policy
+/// hands that vCPU to no other CPU before then (`sched::Policy`'s contract). A failed claim
+/// is a policy that broke the contract, and stops the machine before a vCPU runs on two
+/// CPUs.
+fn claim(v: &Vcpu, cpu: usize) -> bool {
+    let mut state = v.state.lock();
+    if *state != VcpuState::Runnable {
+        return false;
+    }
+    if let Err(holder) =
+        v.running_on
+            .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
+    {
+        panic!(
+            "policy {} picked vCPU {} for CPU {cpu} while CPU {holder} still held it (before \
+             its context_saved): it would run on two CPUs",
+            cpupool::of_vcpu(v).map_or("?", |i| i.name()),
+            v.id
+        );
+    }
+    *state = VcpuState::Running;
+    true
+}
+
+/// Accounts the start of `v`'s run here, `v` claimed by this CPU ([`claim`]). Returns
+/// `prev` (the vCPU leaving, if any), still to be released, which [`load_address_space`]
+/// does once `v`'s address space is loaded.
 ///
 /// The address space is loaded last, after all of the switch's bookkeeping: a CR3 load
 /// flushes the TLB (under TCG all of it, global pages and QEMU's jump cache included), so
@@ -752,41 +813,10 @@ fn switch_in<'a>(
     now: u64,
     prev: Option<&'a Vcpu>,
 ) -> Option<&'a Vcpu> {
-    if let Err(holder) =
-        v.running_on
-            .compare_exchange(NOT_RUNNING, cpu, Ordering::AcqRel, Ordering::Acquire)
-    {
-        panic!(
-            "policy {} picked vCPU {} for CPU {cpu} while CPU {holder} still held it (before \
-             its context_saved): it would run on two CPUs",
-            cpupool::of_vcpu(v).map_or("?", |i| i.name()),
-            v.id
-        );
-    }
-    let was_runnable = {
-        // Only a runnable vCPU becomes running: another CPU may have paused or killed it
-        // between the policy's pick and now. Then it keeps that state, runs until the kick
-        // that CPU sent arrives, and is not made runnable again when it leaves.
-        let mut state = v.state.lock();
-        let runnable = *state == VcpuState::Runnable;
-        if runnable {
-            *state = VcpuState::Running;
-        }
-        runnable
-    };
-    if !was_runnable {
-        // Stopped since the pick (its wait counted up to then by `stop`): it leaves at this
-        // CPU's next entry to the hypervisor (the kick its stopper sent, at the latest),
-        // and the run is not its CPU time (`account_out`).
-        arch::percpu::my_need_resched().store(true, Ordering::Release);
-    }
     {
         let mut s = v.stats.lock();
-        s.unclaimed_run = !was_runnable;
-        if was_runnable {
-            s.change(now, Doing::Running);
-            s.wait_ns += now.saturating_sub(s.runnable_since);
-        }
+        s.change(now, Doing::Running);
+        s.wait_ns += now.saturating_sub(s.runnable_since);
         if let Some(woke) = s.woke_at.take() {
             s.latency.record(now.saturating_sub(woke));
         }
@@ -804,7 +834,7 @@ fn switch_in<'a>(
     // SAFETY: `v` and `domain` stay alive and unmoved until the next `set_current` here: the
     // caller stores their `Arc`s in `CpuSched::current` and `current_domain`, which are
     // cleared only after the records are (`clear_current`, or `set_current` for the next
-    // vCPU). Its FPU area is this CPU's alone meanwhile: `v` is claimed (`running_on`) above.
+    // vCPU). Its FPU area is this CPU's alone meanwhile: the caller claimed `v` (`claim`).
     unsafe {
         arch::percpu::set_current(
             (v as *const Vcpu).cast(),
@@ -863,6 +893,8 @@ pub enum IdleStep {
     Refuse(DomainId, KillReason),
     /// This CPU switched to the vCPU and loaded its address space: enter it with the frame.
     Enter(Arc<Vcpu>, TrapFrame),
+    /// The vCPU the policy picked was stopped before this CPU could claim it: look again.
+    Again,
 }
 
 /// One look for work by an idle CPU: due timers, then the policy.
@@ -872,6 +904,10 @@ pub fn idle_step(now: u64) -> IdleStep {
     let mut cs = cpus().this().lock();
     run_timers(&mut cs, now);
     let decision = decide(cpu, now);
+    if let Some(u) = cs.unclaimed.take() {
+        // That decision descheduled it (`claim`).
+        saved(&u);
+    }
     let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) else {
         // Nothing to run, but the policy may want to decide again at a set time (rtds: when
         // a depleted vCPU's budget comes back): `slice_ns` holds for an idle CPU too.
@@ -883,6 +919,11 @@ pub fn idle_step(now: u64) -> IdleStep {
     // say) must not reach `iretq`. Its domain is killed before this CPU claims the vCPU.
     if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
         return IdleStep::Refuse(n.domain, reason);
+    }
+    if !claim(&n, cpu) {
+        // Stopped since the pick: decide again.
+        cs.unclaimed = Some(n);
+        return IdleStep::Again;
     }
     counters().this().busy_from(now);
     let domain = domain_of(&mut cs, &n);

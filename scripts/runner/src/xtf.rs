@@ -128,6 +128,7 @@ pub const CASES: &[Case] = &[
     ok("pt-unlink"),
     ok("pt-teardown"),
     ok("pt-batch-link"),
+    ok("mem-batch"),
     // Scheduler abuse, exhaustion, lifetimes (xtf-sched).
     ok("timer-storm"),
     ok("poll-after-fired"),
@@ -147,6 +148,8 @@ pub const CASES: &[Case] = &[
     with("flood-b", Want::Success, "flood-a"),
     ok("port-aba-a"),
     with("port-aba-b", Want::Success, "port-aba-a"),
+    ok("pending-aba-a"),
+    with("pending-aba-b", Want::Success, "pending-aba-a"),
     killed("dying-bind-a", "exception 6 "),
     with("dying-bind-b", Want::Success, "dying-bind-a"),
     ok("grant-aba-a"),

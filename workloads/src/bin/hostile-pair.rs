@@ -8,6 +8,7 @@
 //! | 1 | port-aba | B binds to A's port; A closes it and allocates the same number again for Domain0; B's sends on its old port must fail and reach nothing, binding to the reused number must fail | SUCCESS (both) |
 //! | 2 | grant-aba | A grants B a page, B maps and unmaps it, A ends the grant and grants another page to Domain0 under the same reference: B can neither map nor copy it | SUCCESS (both) |
 //! | 4 | dying-bind | four A's (2 vCPUs each, the group right before B): vCPU 1 binds to B's ports for it and closes its end, in a loop, while vCPU 0 allocates 1000 ports (its death closes each: a long window) and gets its domain killed (`ud2`); once each A is dead (`alloc_unbound` for it refused), every port of B must be unbound: a send on it refused (`Inval`), never delivered to a dead domain, nor, once its id is reused, to the next domain given it | A: killed: exception 6; B: SUCCESS |
+//! | 5 | pending-aba | B binds to A's port and sends once; A, its port masked, sees the event pending, leaves it there, closes the port and allocates the same number again for Domain0: the new port must not start pending (Xen's `evtchn_free` clears a closed port's pending bit), nor get one later | SUCCESS (both) |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -50,6 +51,7 @@ fn main(vcpu: usize) -> u64 {
         "grant-aba",
         "selector-leak",
         "dying-bind",
+        "pending-aba",
     ]
     .get(case as usize)
     .copied()
@@ -64,6 +66,8 @@ fn main(vcpu: usize) -> u64 {
         (3, 0) => selector_attacker(),
         (3, _) => selector_victim(),
         (4, _) => dying_bind_b(me),
+        (5, 0) => pending_aba_a(name, me + 1),
+        (5, _) => pending_aba_b(name, me - 1),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -175,6 +179,57 @@ fn port_aba_a(name: &str, peer: u32) -> u64 {
         format_args!("no event reached the reused port {q}"),
         !reached,
     );
+    c.verdict()
+}
+
+/// Case 5, A: an event sent on its port's old binding must not show on the port's next one.
+fn pending_aba_a(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("pending-aba");
+    let Ok(p) = connect(true, peer) else {
+        return xtf::error(name, format_args!("no port"));
+    };
+    // Masked: the event stays pending and enters no upcall (none is registered anyway).
+    shared::set_mask(p, true);
+    let until = time::now_ns() + STEP_NS;
+    while !shared::pending(p) && time::now_ns() < until {
+        time::sleep_ns(1_000_000);
+    }
+    if !shared::pending(p) {
+        return xtf::error(name, format_args!("the peer's event never came"));
+    }
+    c.eq(
+        "closing the bound port, its event pending",
+        hypercall::evtchn_close(p),
+        Ok(0),
+    );
+    let q = match hypercall::evtchn_alloc_unbound(0) {
+        Ok(q) => q,
+        Err(e) => return xtf::error(name, format_args!("a new port: {e:?}")),
+    };
+    shared::set_mask(q, false);
+    println!("closed port {p} with its event pending, allocated port {q} for Domain0");
+    c.eq("the new port is the old number", q, p);
+    c.that(
+        format_args!("the new port {q} does not start with the old binding's event pending"),
+        !shared::pending(q),
+    );
+    let until = time::now_ns() + 300_000_000;
+    let mut reached = false;
+    while time::now_ns() < until {
+        reached |= shared::take_event(q);
+        time::sleep_ns(1_000_000);
+    }
+    c.that(format_args!("no event reached port {q} later"), !reached);
+    c.verdict()
+}
+
+/// Case 5, B: binds, sends once, and sends no more.
+fn pending_aba_b(name: &str, peer: u32) -> u64 {
+    let mut c = Checks::new("pending-aba");
+    let Ok(pb) = connect(false, peer) else {
+        return xtf::error(name, format_args!("cannot bind"));
+    };
+    c.eq("the send", hypercall::evtchn_send(pb), Ok(0));
     c.verdict()
 }
 

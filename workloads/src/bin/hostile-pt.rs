@@ -23,10 +23,11 @@
 //! | 14 | pt-preempt | one `mmu_update` linking an L3 whose 512 entries name 512 fresh L2 tables, which name up to 8 sets of 512 fresh L1 tables (as many as `memory_kib` allows: 6144 for one set, 20480 for eight), each with 512 entries: from 524,000 to 2.4 million entries validated in one call, then released by the unlink (Xen's XSA-45: long operations must be preemptible). Prints how long each call took | SUCCESS if the machine survives both calls (the watchdog, bystanders) |
 //! | 15 | pt-unlink | the same tree linked bottom-up (the empty L3, then one L2 per call: each call validates at most one set, until a quota on page tables refuses with `NoMem`), then unlinked in one call | SUCCESS if the machine survives |
 //! | 16 | pt-teardown | the same tree linked bottom-up, then the domain exits: Domain0's destroy releases it | SUCCESS, and the machine survives the teardown |
-//! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
+//! | 17 | args-edges | edge values for the arguments of event-channel, grant, vCPU and memory operations (ports 0, 1023, 1024, 2^32 - 1 and beyond, references and handles likewise, domains itself, nonexistent and 2^64 - 1, a frame listed twice), and forged reservation continuations (`MEMORY_OP_PREEMPTED` with 0, `count` or more entries done, or on an operation that is not a reservation: `NoSys`; a well-formed one from entry 3 of 4: one frame taken, or given back, and 4 reported): each an error or a harmless success, and the frames it holds stay counted | SUCCESS |
 //! | 20 | pt-hv-pages | the pages the hypervisor writes linked as an L1 table: the shared-info page, the counters page while mapped writable, and the counters page unmapped (then mapped back): each refused, since the hypervisor's writes (time, pending-event bits) would become entries | SUCCESS |
 //! | 21 | pt-shared-image | its own text page, whose frame the image's domains share read-only (`share_images=on`, the default; a run with `off` fails it): that frame mapped again read-only, its entry rewritten writable or as it is, the frame linked as an L1, granted to Domain0, given back, and written by the hypervisor (`memory_op` writing a frame list over it): each refused, the page's bytes unchanged and no frame lost. Two domains of the image run it at once | SUCCESS |
 //! | 22 | pt-batch-link | 511 L1 tables filled as data (512 read-only entries each, naming one of its data frames), then linked into one L2 by a single `mmu_update` of 511 updates: each update validates one table, as the rules allow, so the call validates up to the quota's 512 tables (about 256,000 entries); prints how long the call took, and repeats (empty, unlink, fill, link) for 3 s | SUCCESS if at least 400 tables were linked in one call, the machine survives (the watchdog: 1 s under TCG) and the bystanders run on (32.6 ms the longest call here) |
+//! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call; then, with `hold` > 0, holding that many frames and for 3 rounds giving back the oldest 512 held (the hypervisor's search for each is then as long as the holding) | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, every upcall came within 3 ms of its deadline, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096, 140000 with `hold` = 32768; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last as long whatever the host's load) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //!
 //! vCPU 0 acts; other vCPUs park.
@@ -86,6 +87,7 @@ fn main(vcpu: usize) -> u64 {
         20 => pt_hv_pages(),
         21 => pt_shared_image(),
         22 => pt_batch_link(),
+        23 => mem_batch(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
 }
@@ -1240,6 +1242,48 @@ fn args_edges() -> u64 {
         }
         Err(e) => return xtf::error("args-edges", format_args!("a frame: {e:?}")),
     }
+    // Forged reservation continuations (`abi::hypercall::MEMORY_OP_PREEMPTED`): one that is
+    // not a reservation part-way is refused; a well-formed one carries on from its entry,
+    // adding to what it reports, with no frame lost or taken beyond the list.
+    let forged = |done: u64, op: u64| nr::MEMORY_OP_PREEMPTED | done << 32 | op;
+    let held = hypercall::current_reservation().unwrap_or(0);
+    static mut FORGED: [u64; 4] = [0; 4];
+    // The hypervisor writes it; vCPU 0 alone runs this case and Rust never reads it.
+    let list = core::ptr::addr_of_mut!(FORGED) as u64;
+    let inc = nr::MemoryOp::IncreaseReservation as u64;
+    let dec = nr::MemoryOp::DecreaseReservation as u64;
+    for (what, op, count) in [
+        ("done 0", forged(0, inc), 4),
+        ("done = count", forged(4, inc), 4),
+        ("done > count", forged(5, dec), 4),
+        ("done past the batch", forged(0x7fff_ffff, inc), u64::MAX),
+        ("CurrentReservation", forged(1, 2), 4),
+        ("MaximumReservation", forged(1, 3), 4),
+        ("no such operation", forged(1, 4), 4),
+    ] {
+        let got = raw(nr::MEMORY_OP, op, list, count, 0, 0);
+        c.that(
+            format_args!("a forged memory_op continuation, {what}: {got:?} (want NoSys)"),
+            got == Err(NoSys),
+        );
+    }
+    // Entries 3 of 4: one frame, written at entry 3, and 4 reported.
+    c.eq(
+        "a forged continuation from entry 3 of 4 takes one frame and reports 4",
+        raw(nr::MEMORY_OP, forged(3, inc), list, 4, 0, 0),
+        Ok(4),
+    );
+    c.eq(
+        "  frames held",
+        hypercall::current_reservation(),
+        Ok(held + 1),
+    );
+    c.eq(
+        "a forged DecreaseReservation from entry 3 of 4 gives back entry 3's frame",
+        raw(nr::MEMORY_OP, forged(3, dec), list, 4, 0, 0),
+        Ok(4),
+    );
+    c.eq("  frames held", hypercall::current_reservation(), Ok(held));
     println!("{oks} edge calls succeeded");
     c.verdict()
 }
@@ -1655,6 +1699,164 @@ fn pt_batch_link() -> u64 {
              of 512)"
         ),
         linked_most >= 400,
+    );
+    c.verdict()
+}
+
+/// Case 23: reservations of `MMU_BATCH` frames in one call each, taken (the hypervisor
+/// zeroes every frame: under TCG several milliseconds a call) and given back, the timer
+/// upcall armed 500 us into each call: a call of 4 ms or more must have been preempted and
+/// continued (`HYPERCALL_SLICE_NS`, 1 ms) for the upcall to arrive in its first half, and
+/// no upcall may come more than [`UPCALL_LATE_NS`] after its deadline (one step of a call
+/// past its slice). With `hold` frames taken first, each round gives back the oldest
+/// `MMU_BATCH` of them and keeps the new ones (first in, first out), so that the
+/// hypervisor's search for each frame it forgets is as long as the domain's holding.
+const UPCALL_LATE_NS: u64 = 3_000_000;
+
+fn mem_batch() -> u64 {
+    const CASE: &str = "mem-batch";
+    const N: usize = nr::MMU_BATCH as usize;
+    const LONG_NS: u64 = 4_000_000;
+    const MOST_HELD: usize = 64 * N;
+    const HELD_AT: u64 = MAP_AREA + 32 * 4096;
+    let mut c = Checks::new(CASE);
+    let timer_port = match hypercall::evtchn_bind_virq(nr::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => return xtf::error(CASE, format_args!("binding the timer VIRQ: {e:?}")),
+    };
+    TIMER_PORT.store(timer_port, Ordering::Relaxed);
+    if let Err(e) = workloads::upcall::register(on_timer) {
+        return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
+    }
+    static mut LIST: [u64; N] = [0; N];
+    // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
+    let list = unsafe { &mut *core::ptr::addr_of_mut!(LIST) };
+    // One timed call: (its result, how long it took, whether the upcall came in its first
+    // half, how late it came after its deadline).
+    let timed = |call: &mut dyn FnMut() -> Result<usize, Errno>| {
+        let t0 = time::now_ns();
+        let deadline = t0 + 500_000;
+        TIMER_AT.store(0, Ordering::Relaxed);
+        let _ = hypercall::set_timer(deadline);
+        let r = call();
+        let took = time::now_ns() - t0;
+        let at = TIMER_AT.load(Ordering::Relaxed);
+        let late = if at == 0 {
+            0
+        } else {
+            at.saturating_sub(deadline)
+        };
+        (r, took, at != 0 && at - t0 < took / 2, late)
+    };
+    let (mut long_calls, mut interrupted, mut latest) = (0u64, 0u64, 0u64);
+    // Two phases: holding nothing, for 2 s (each batch given back is the one just taken);
+    // then, with `hold` > 0, holding that many frames, for 3 rounds (each gives back the
+    // oldest batch held and keeps the new one in its place: first in, first out).
+    let hold_arg = (shared::arg("hold", 0) as usize)
+        .div_ceil(N)
+        .min(MOST_HELD / N)
+        * N;
+    for hold in core::iter::once(0).chain((hold_arg > 0).then_some(hold_arg)) {
+        // The held frames' numbers go in frames of its own mapped at `HELD_AT` (too many
+        // for a static in the image).
+        let pages = (hold * 8).div_ceil(4096);
+        for k in 0..pages as u64 {
+            let mapped = xtf::take_frame().and_then(|f| {
+                // SAFETY: the map area's pages from 32 on are used by nothing else here.
+                unsafe {
+                    hypercall::update_va_mapping(HELD_AT + k * 4096, pagetable::leaf(f, true))
+                }
+            });
+            if let Err(e) = mapped {
+                return xtf::error(CASE, format_args!("a page for the held list: {e:?}"));
+            }
+        }
+        // SAFETY: `pages` pages mapped writable at HELD_AT just above, ours alone.
+        let held_list = unsafe { core::slice::from_raw_parts_mut(HELD_AT as *mut u64, hold) };
+        let mut kept = 0;
+        while kept < hold {
+            match hypercall::increase_reservation(&mut held_list[kept..kept + N]) {
+                Ok(n) if n == N => kept += N,
+                other => {
+                    return xtf::error(CASE, format_args!("holding {hold} frames: {other:?}"));
+                }
+            }
+        }
+        let held = hypercall::current_reservation();
+        let start = time::now_ns();
+        let mut rounds = 0u64;
+        let (mut longest_inc, mut longest_dec) = (0u64, 0u64);
+        let mut oldest = 0;
+        while if hold == 0 {
+            time::now_ns() < start + 2_000_000_000
+        } else {
+            rounds < 3
+        } {
+            let (taken, took, first_half, late) =
+                timed(&mut || hypercall::increase_reservation(list));
+            if took >= LONG_NS {
+                long_calls += 1;
+                interrupted += u64::from(first_half);
+            }
+            latest = latest.max(late);
+            longest_inc = longest_inc.max(took);
+            if taken != Ok(N) {
+                return xtf::error(CASE, format_args!("IncreaseReservation of {N}: {taken:?}"));
+            }
+            // Give back the oldest batch held, if any, and hold the new one in its place.
+            let at = oldest;
+            if hold > 0 {
+                oldest = (oldest + N) % hold;
+            }
+            let (given, took, first_half, late) = timed(&mut || {
+                hypercall::decrease_reservation(if hold > 0 {
+                    &held_list[at..at + N]
+                } else {
+                    &list[..]
+                })
+            });
+            if took >= LONG_NS {
+                long_calls += 1;
+                interrupted += u64::from(first_half);
+            }
+            latest = latest.max(late);
+            longest_dec = longest_dec.max(took);
+            if given != Ok(N) {
+                return xtf::error(CASE, format_args!("DecreaseReservation of {N}: {given:?}"));
+            }
+            if hold > 0 {
+                held_list[at..at + N].copy_from_slice(&list[..]);
+            }
+            rounds += 1;
+        }
+        let _ = hypercall::set_timer(0);
+        println!(
+            "holding {kept} frames, {rounds} rounds of {N} frames taken and given back in \
+             one call each: longest IncreaseReservation {} us, DecreaseReservation {} us",
+            longest_inc / 1000,
+            longest_dec / 1000,
+        );
+        c.eq("frames held", hypercall::current_reservation(), held);
+    }
+    println!(
+        "{interrupted} of {long_calls} calls of 4 ms or more took the timer upcall in their \
+         first half; the latest upcall came {} us after its deadline",
+        latest / 1000
+    );
+    c.that(
+        format_args!(
+            "every call of 4 ms or more was preempted for the timer upcall armed 500 us into \
+             it ({interrupted} of {long_calls})"
+        ),
+        long_calls > 0 && interrupted == long_calls,
+    );
+    c.that(
+        format_args!(
+            "every upcall came within {} us of its deadline (the latest {} us)",
+            UPCALL_LATE_NS / 1000,
+            latest / 1000
+        ),
+        latest <= UPCALL_LATE_NS,
     );
     c.verdict()
 }

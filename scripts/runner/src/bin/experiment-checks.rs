@@ -1894,6 +1894,19 @@ fn cases() -> Vec<Case> {
         },
         Also::Sleepers,
     );
+    // Domain0 pauses a domain 300 times while the CPUs of its pool switch between its
+    // vCPUs and a neighbour's every few microseconds; its timeline checks that no CPU
+    // switched the domain in after a `Pause` returned (a pick claimed after the pause did,
+    // 1-6 times a run, before `schedule::claim`).
+    with(
+        "pause/race".into(),
+        vec![&spec("pause-race")],
+        |r| match r.run() {
+            Some(run) => Ok(format!("{} under {}", run.name, run.policy)),
+            None => Err("no run record".into()),
+        },
+        Also::Nothing,
+    );
     with(
         "timeline/policy-swap".into(),
         vec![&spec("policy-swap"), "--window-ms", "250"],
@@ -2156,6 +2169,18 @@ fn cases() -> Vec<Case> {
             Also::Xtf,
         );
     }
+    // Reservations preempted and continued (hostile-pt `mem-batch`), under -icount with 8 ns
+    // an instruction: calls of 4-5.5 ms of guest time, none stretched by the host.
+    with(
+        "xtf/preempt-mem".into(),
+        vec![
+            &spec("xtf-preempt-mem"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=3,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
     out
 }
 
