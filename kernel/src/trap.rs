@@ -120,7 +120,11 @@ extern "C" fn syscall_unknown(frame: &mut TrapFrame) -> u64 {
 /// tests itself and sends here.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_leave(frame: &mut TrapFrame, code: u64) -> u64 {
-    let next = if code == 0 { Next::Same } else { Next::Switched };
+    let next = if code == 0 {
+        Next::Same
+    } else {
+        Next::Switched
+    };
     exit_code(leave(frame, true, next))
 }
 

@@ -942,8 +942,7 @@ pub fn idle_step(now: u64) -> IdleStep {
 pub fn idle_sleep(now: u64) {
     counters().this().idle_from(now);
     arm_timer(&mut cpus().this().lock(), now);
-    if !arch::percpu::my_need_resched().load(Ordering::Acquire)
-    {
+    if !arch::percpu::my_need_resched().load(Ordering::Acquire) {
         arch::entry::wait_for_interrupt();
     }
 }
