@@ -516,7 +516,7 @@ pub fn on_timer_interrupt(rescheduling: bool) {
 }
 
 /// Runs what is due on this CPU's timers now, as its timer interrupt would (a hypercall's
-/// continuation, `trap::syscall_dispatch`, runs them before going back to the guest).
+/// continuation, `trap::hypercall_entry`, runs them before going back to the guest).
 pub fn run_due_timers() {
     let now = time::now_ns();
     let mut cs = cpus().this().lock();
