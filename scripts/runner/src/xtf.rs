@@ -64,6 +64,7 @@ pub const CASES: &[Case] = &[
     ok("nt-yield"),
     ok("nt-calls"),
     ok("flags"),
+    ok("force-callback"),
     killed("tf", "exception 1 "),
     killed("sysret-null", ""),
     killed("sysret-block", ""),

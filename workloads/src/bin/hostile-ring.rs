@@ -37,6 +37,7 @@
 //! | 39 | tf-movss-syscall | the same with a `mov ss` between them (the trap is held over the `mov ss` shadow onto the `syscall`, CVE-2018-8897's shape) | killed: exception 1 |
 //! | 35 | wrmsr | `wrmsr` to LSTAR | killed |
 //! | 36 | invlpg | `invlpg` | killed |
+//! | 40 | force-callback | an upcall registered, its own `upcall_pending` set by hand, then a null hypercall, 1,000 times (Xen's `xen_force_evtchn_callback`): the upcall must be entered on the way out of that very hypercall, each time, not at a later interrupt | SUCCESS |
 //! | 100 | int-n | `int N` (0xcd N), N = the domain's index in its group (`int0`..`int255`) | killed |
 //!
 //! vCPU 0 acts; other vCPUs park. A case that should be killed and survives prints FAILURE
@@ -198,6 +199,7 @@ fn main(vcpu: usize) -> u64 {
         28 => seg_bad(),
         30..=34 | 37 => upcall_bad_stack(case),
         38 | 39 => tf_syscall(case == 39),
+        40 => force_callback(),
         100 => int_n(),
         _ => xtf::error("hostile-ring", format_args!("no case {case}")),
     }
@@ -706,6 +708,47 @@ fn upcall_bad_stack(case: u64) -> u64 {
             asm!("mov rsp, {rsp}", "2:", "jmp 2b", rsp = in(reg) rsp, options(noreturn))
         },
     }
+}
+
+/// An event the guest marks pending itself is entered on the way out of its next hypercall:
+/// how a Xen guest forces its event callback (`xen_force_evtchn_callback` makes a cheap
+/// hypercall for it). The hypervisor's `syscall` exit leaves by `sysretq` only when no event
+/// is pending (`arch::entry`, Xen's `test_all_events`); without that check the upcall would
+/// wait for the next interrupt.
+fn force_callback() -> u64 {
+    const NAME: &str = "force-callback";
+    const ROUNDS: u64 = 1000;
+    let mut c = Checks::new(NAME);
+    if let Err(e) = upcall::register(|_, _| {}) {
+        return xtf::error(NAME, format_args!("registering the upcall: {e:?}"));
+    }
+    // SAFETY: the counters page is mapped read-write for the domain's whole life; the
+    // hypervisor changes the flag only with atomic operations.
+    let pending = unsafe {
+        let ev = core::ptr::addr_of_mut!(
+            (*(abi::layout::COUNTERS as *mut abi::shared::Counters)).vcpu_events[0]
+        );
+        &*(core::ptr::addr_of_mut!((*ev).upcall_pending) as *const core::sync::atomic::AtomicU8)
+    };
+    let mut entered = 0;
+    for _ in 0..ROUNDS {
+        let before = upcall::UPCALLS.load(Ordering::SeqCst);
+        pending.store(1, Ordering::SeqCst);
+        hypercall::null();
+        // An interrupt between the store and the call may have entered it first: that is
+        // an upcall entered by now too.
+        if upcall::UPCALLS.load(Ordering::SeqCst) != before {
+            entered += 1;
+        }
+    }
+    c.that(
+        format_args!(
+            "the upcall was entered on the way out of the null hypercall after each mark \
+             ({entered} of {ROUNDS})"
+        ),
+        entered == ROUNDS,
+    );
+    c.verdict()
 }
 
 /// Single-stepping into a `syscall`: the trap lands on the hypervisor's entry.
