@@ -9,6 +9,7 @@
 //! whole life (its shared-info and counters pages) are reached only through a [`HeldPage`],
 //! which holds the frame for as long as it exists.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -185,6 +186,11 @@ pub struct AddressSpace {
     pml4: u64,
     /// Every frame owned: the PML4, lower-level tables and guest pages.
     frames: Vec<u64>,
+    /// Where each frame is in `frames`, kept from adoption on, when the domain starts taking
+    /// and giving back frames one at a time (memory reservations): forgetting a frame is a
+    /// lookup, not a search of every frame it holds (Xen unlinks a page from its owner's
+    /// `page_list` in constant time). Empty while building.
+    positions: BTreeMap<u64, usize>,
     /// The domain that owns its frames in the frame table, once adopted
     /// ([`AddressSpace::adopt`]); until then its frames are plain allocations.
     owner: Option<DomainId>,
@@ -231,6 +237,7 @@ impl AddressSpace {
             source,
             pml4,
             frames: alloc::vec![pml4],
+            positions: BTreeMap::new(),
             owner: None,
             shared: Vec::new(),
         })
@@ -473,27 +480,39 @@ impl AddressSpace {
         self.source
             .adopt(owner, self.pml4, &self.frames, hv_readonly, &hv_held)?;
         self.owner = Some(owner);
+        self.positions = self
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| (f, i))
+            .collect();
         let source = self.source;
         Ok(hv_held.map(|phys| HeldPage { phys, source }))
     }
 
-    /// Records a frame the domain took (memory reservation), already assigned to it.
+    /// Records a frame the domain took (memory reservation), already assigned to it (the
+    /// space is adopted).
     pub fn push_frame(&mut self, frame: u64) {
+        debug_assert!(
+            self.owner.is_some(),
+            "frames are taken once the space is adopted"
+        );
+        self.positions.insert(frame, self.frames.len());
         self.frames.push(frame);
     }
 
-    /// Forgets a frame the domain gave back (already released in the frame table). A search
-    /// from the newest: a frame taken last is found at once, but one taken first costs a
-    /// pass over every frame the domain holds (Xen unlinks a page from its owner's list in
-    /// constant time; here `memory_op` checks its time slice after each frame instead).
+    /// Forgets a frame the domain gave back (already released in the frame table): one
+    /// lookup in `positions`, whichever frame it is (it was a search from the newest, which
+    /// for the oldest of 32,768 frames held took 1.7 ms of `-icount shift=3` time).
     pub fn remove_frame(&mut self, frame: u64) -> bool {
-        match self.frames.iter().rposition(|&f| f == frame) {
-            Some(i) => {
-                self.frames.swap_remove(i);
-                true
-            }
-            None => false,
+        let Some(i) = self.positions.remove(&frame) else {
+            return false;
+        };
+        self.frames.swap_remove(i);
+        if let Some(&moved) = self.frames.get(i) {
+            self.positions.insert(moved, i);
         }
+        true
     }
 
     /// The physical address of the PML4.
