@@ -341,6 +341,8 @@ impl Sim<'_> {
 
     /// A kick made `after` ns from now (the sender's work before it).
     fn kick_after(&mut self, cpu: usize, from: Option<usize>, after: u64) {
+        // A kick measured on the hypervisor counts from the event, the sender's work with it.
+        let after = if self.costs.kick_is_measured(from, cpu) { 0 } else { after };
         let rng = &mut self.kick_rng;
         let at = self.now + after + self.costs.kick_delay(from, cpu, &mut || rng.uniform());
         if !self.cpus[cpu].kick_pending || at < self.cpus[cpu].kick_at {
@@ -1200,9 +1202,10 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 }
                 let mut kicks = Vec::new();
                 sim.pools[p].policy.tick(sim.cpu_local[c], t, &mut |k| kicks.push(k));
+                // Kicks made on the tick's CPU: of itself, or of another by IPI.
                 for k in kicks {
                     let k = sim.global(p, k);
-                    sim.kick(k);
+                    sim.kick_from(k, Some(c));
                 }
                 let period = sim.pools[p].policy.tick_period_ns().unwrap_or(10_000_000);
                 sim.push(t + period, Ev::Tick(c, g));
@@ -1425,6 +1428,8 @@ fn finish(
         slice_late_hist: None,
         slice_late_p50_ns: None,
         slice_late_p99_ns: None,
+        kick_late: None,
+        kick_local_late: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;
