@@ -84,6 +84,48 @@ pub struct Profile {
     pub kick_local_measured: Option<Measured>,
     /// ... and slice ends (their lateness, after [`Profile::timer`]).
     pub slice_measured: Option<Measured>,
+    /// The host's stalls of each emulated CPU, from a run's slice lateness
+    /// ([`Stalls::split`]); none on the ideal machine or from a profile.
+    pub stalls: Option<Stalls>,
+}
+
+/// Stalls of a CPU as a whole: spans in which the host does not run the thread that
+/// emulates it, so that nothing on it moves (the vCPU on it does no work but is charged the
+/// time, its timers and the kicks it is sent wait for the stall's end), as a loaded host
+/// does to QEMU's CPU threads under TCG. Each CPU alternates: a gap drawn from the
+/// exponential distribution with mean `mean_gap_ns`, then a stall drawn from `lengths`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stalls {
+    /// How long a stall lasts.
+    pub lengths: Measured,
+    /// The mean time between one stall's end and the next one's start.
+    pub mean_gap_ns: u64,
+}
+
+/// A slice that ended later than this was ended by a stall of its CPU (the host not
+/// running it), not by the timer's own delay: on an idle host 99% of slices end within 256
+/// µs (scripts/profiles/tcg.toml), on a loaded one the rest reach tens of ms.
+pub const STALL_FROM_NS: u64 = 256_000;
+
+impl Stalls {
+    /// A run's slice lateness (`(lower, upper, count)` buckets) split at [`STALL_FROM_NS`]:
+    /// the timer's own lateness below it, and stalls from the buckets above. A slice's end
+    /// falls in a stall as often as its CPU is stalled, so the share of slices ended past it
+    /// is the share of time stalled (f), and the lateness of those is a stall's length
+    /// (taken as is: its remainder at a random point, which for memoryless stalls has the
+    /// same distribution); the mean gap between stalls is then mean length x (1 - f) / f.
+    pub fn split(buckets: &[(u64, u64, u64)]) -> (Option<Measured>, Option<Stalls>) {
+        let (long, short): (Vec<_>, Vec<_>) =
+            buckets.iter().copied().partition(|b| b.0 >= STALL_FROM_NS);
+        let total: u64 = buckets.iter().map(|b| b.2).sum();
+        let stalls = Measured::new(long).and_then(|lengths| {
+            let f = lengths.count() as f64 / total as f64;
+            let mean = lengths.mean();
+            let gap = (mean * (1.0 - f) / f).min(MAX_NS as f64 * 100.0) as u64;
+            (f < 1.0).then_some(Stalls { lengths, mean_gap_ns: gap.max(1) })
+        });
+        (Measured::new(short), stalls)
+    }
 }
 
 /// A delay's distribution as a hypervisor run recorded it: histogram buckets, each a range
@@ -121,6 +163,19 @@ impl Measured {
             }
         }
         self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    /// The mean, each bucket taken at its middle (an open one at its lower end).
+    pub fn mean(&self) -> f64 {
+        let sum: f64 = self
+            .buckets
+            .iter()
+            .map(|&(lo, hi, n)| {
+                let mid = if hi == u64::MAX { lo as f64 } else { (lo as f64 + hi as f64) / 2.0 };
+                mid * n as f64
+            })
+            .sum();
+        sum / self.total as f64
     }
 
     /// One draw (`uniform` in (0, 1), called twice), at most [`MAX_NS`].
@@ -351,6 +406,12 @@ impl Profile {
         }
     }
 
+    /// The profile with a run's CPU stalls ([`Stalls`]), which the simulation then plays
+    /// out on every CPU.
+    pub fn with_stalls(&self, stalls: Option<Stalls>) -> Profile {
+        Profile { stalls: stalls.or(self.stalls.clone()), ..self.clone() }
+    }
+
     /// When a timer set for `t` fires.
     pub fn timer(&self, t: u64) -> u64 {
         let g = self.timer_granularity_ns;
@@ -478,6 +539,21 @@ mod tests {
         // Kicks from the profile when the run recorded none of a kind.
         let s = p.with_measured(None, Some(Measured::new(vec![(0, 1024, 1)]).unwrap()), None);
         assert_eq!(s.kick_delay(Some(0), 1, &mut || 0.5), 1005);
+    }
+
+    #[test]
+    fn slice_lateness_past_the_stall_bound_is_stalls() {
+        // 60 slices within 32 µs, 30 in (256, 512] µs, 10 in (4, 8] ms: stalled 40% of
+        // the time, stalls of mean (30 x 384 + 10 x 6144) / 40 = 1824 µs.
+        let b = [(16_000, 32_000, 60), (256_000, 512_000, 30), (4_096_000, 8_192_000, 10)];
+        let (short, stalls) = Stalls::split(&b);
+        assert_eq!(short.unwrap().count(), 60);
+        let s = stalls.unwrap();
+        assert_eq!(s.lengths.count(), 40);
+        assert_eq!(s.mean_gap_ns, 2_736_000); // 1824 µs x 0.6 / 0.4
+        // An idle host's: nothing past the bound, no stalls.
+        let (short, stalls) = Stalls::split(&b[..1]);
+        assert_eq!((short.map(|m| m.count()), stalls), (Some(60), None));
     }
 
     #[test]

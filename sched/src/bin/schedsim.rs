@@ -36,7 +36,7 @@
 
 use std::process::ExitCode;
 
-use sched::cost::Measured;
+use sched::cost::{Measured, Stalls};
 use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
@@ -162,6 +162,10 @@ struct RunCosts {
     kick_remote: Option<Measured>,
     kick_local: Option<Measured>,
     slice: Option<Measured>,
+    /// The slice lateness split into the timer's own and the CPUs' stalls
+    /// (`sched::cost::Stalls::split`).
+    slice_short: Option<Measured>,
+    stalls: Option<Stalls>,
 }
 
 /// The buckets of a `run` record's histogram `[[upper_bound_ns, count], ...]` as
@@ -174,6 +178,17 @@ fn buckets(
     lower_of: impl Fn(u64) -> Option<u64>,
     last: u64,
 ) -> Result<Option<Measured>, String> {
+    Ok(bucket_list(path, key, hist, lower_of, last)?.and_then(Measured::new))
+}
+
+/// [`buckets`]' `(lower, upper, count)` list.
+fn bucket_list(
+    path: &str,
+    key: &str,
+    hist: &serde_json::Value,
+    lower_of: impl Fn(u64) -> Option<u64>,
+    last: u64,
+) -> Result<Option<Vec<(u64, u64, u64)>>, String> {
     let Some(hist) = hist.as_array() else { return Ok(None) };
     let mut out = Vec::new();
     for b in hist {
@@ -188,7 +203,7 @@ fn buckets(
         };
         out.push((lower, upper, n));
     }
-    Ok(Measured::new(out))
+    Ok(Some(out))
 }
 
 /// A hypervisor run's measured kick and slice lateness (its `run` record's `kick_late`,
@@ -218,10 +233,16 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
     };
     let slice_last =
         slice_late_bound_ns(SLICE_LATE_BUCKETS - 2).expect("the last finite slice bucket");
+    let slices =
+        bucket_list(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?;
+    let (slice_short, stalls) =
+        slices.as_deref().map(Stalls::split).unwrap_or((None, None));
     Ok(RunCosts {
         kick_remote: kick("kick_late")?,
         kick_local: kick("kick_local_late")?,
-        slice: buckets(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?,
+        slice: slices.and_then(Measured::new),
+        slice_short,
+        stalls,
     })
 }
 
@@ -284,9 +305,9 @@ fn main() -> ExitCode {
     }
     let costs = match &measured {
         None => costs,
-        Some(m) if args.costs_from.is_some() => {
-            costs.with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
-        }
+        Some(m) if args.costs_from.is_some() => costs
+            .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice_short.clone())
+            .with_stalls(m.stalls.clone()),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
@@ -316,6 +337,13 @@ fn main() -> ExitCode {
             described("kicks of another CPU", &costs.kick_remote_measured),
             described("kicks of a CPU by itself", &costs.kick_local_measured),
             described("slice ends", &costs.slice_measured),
+            costs.stalls.as_ref().map(|s| {
+                format!(
+                    "CPU stalls of p50 <= {} ns every {} ns on average",
+                    s.lengths.percentile(50),
+                    s.mean_gap_ns + s.lengths.mean() as u64
+                )
+            }),
         ]
         .into_iter()
         .flatten()
