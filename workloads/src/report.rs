@@ -309,7 +309,13 @@ pub fn slice_late_percentile(counts: &[u64; SLICE_LATE_BUCKETS], p: u64) -> Opti
 /// sent by another CPU, or if `local` those a CPU sent itself.
 pub fn kick_late(before: &[CpuStats], after: &[CpuStats], local: bool) -> [u64; KICK_LATE_BUCKETS] {
     let mut sum = [0; KICK_LATE_BUCKETS];
-    let of = |c: &CpuStats| kick_late_join(if local { &c.kick_local_late } else { &c.kick_late });
+    let of = |c: &CpuStats| {
+        kick_late_join(if local {
+            &c.kick_local_late
+        } else {
+            &c.kick_late
+        })
+    };
     for (b, a) in before.iter().zip(after) {
         let (b, a) = (of(b), of(a));
         for (k, s) in sum.iter_mut().enumerate() {
@@ -803,7 +809,10 @@ mod tests {
         let after = [at(&[(3, 4), (40, 2)], &[(0, 9)]), at(&[(3, 1)], &[(1, 7)])];
         let remote = kick_late(&before, &after, false);
         let local = kick_late(&before, &after, true);
-        assert_eq!((remote[3], remote[40], remote.iter().sum::<u64>()), (4, 2, 6));
+        assert_eq!(
+            (remote[3], remote[40], remote.iter().sum::<u64>()),
+            (4, 2, 6)
+        );
         assert_eq!((local[0], local[1], local.iter().sum::<u64>()), (4, 7, 11));
         let l = results::kick_lateness(&remote).unwrap();
         assert_eq!(l.hist.len(), 2);

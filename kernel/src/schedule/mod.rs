@@ -16,9 +16,7 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use abi::control::{
-    KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slice_late_bucket,
-};
+use abi::control::{KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slice_late_bucket};
 use kerncore::timerheap::TimerHeap;
 
 use sched::{Policy, VcpuId};
@@ -225,12 +223,7 @@ fn kick_since(cpu: usize, since: u64) {
     let stamp = &counters().get(cpu).kicked_at[usize::from(remote)];
     if stamp.load(Ordering::Relaxed) == 0 {
         // 0 means none: a kick at system time 0 is stamped at 1.
-        let _ = stamp.compare_exchange(
-            0,
-            since.max(1),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        let _ = stamp.compare_exchange(0, since.max(1), Ordering::AcqRel, Ordering::Relaxed);
     }
     NEED_RESCHED
         .get()
@@ -925,7 +918,7 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
         busy_ns: c.busy_ns.load(Ordering::Relaxed),
         switches: c.switches.load(Ordering::Relaxed),
         slice_late: core::array::from_fn(|k| c.slice_late[k].load(Ordering::Relaxed)),
-        kick_local_late: core::array::from_fn(|k| kicks(k)),
+        kick_local_late: core::array::from_fn(&kicks),
         kick_late: core::array::from_fn(|k| kicks(KICK_LATE_BUCKETS + k)),
     }
 }

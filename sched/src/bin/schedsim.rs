@@ -181,14 +181,17 @@ fn buckets(
     Ok(bucket_list(path, key, hist, lower_of, last)?.and_then(Measured::new))
 }
 
-/// [`buckets`]' `(lower, upper, count)` list.
+/// A histogram bucket: `(lower, upper, count)`.
+type Bucket = (u64, u64, u64);
+
+/// [`buckets`]' list.
 fn bucket_list(
     path: &str,
     key: &str,
     hist: &serde_json::Value,
     lower_of: impl Fn(u64) -> Option<u64>,
     last: u64,
-) -> Result<Option<Vec<(u64, u64, u64)>>, String> {
+) -> Result<Option<Vec<Bucket>>, String> {
     let Some(hist) = hist.as_array() else { return Ok(None) };
     let mut out = Vec::new();
     for b in hist {
@@ -220,9 +223,9 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         .find(|r| r["kind"] == "run")
         .ok_or(format!("{path}: no `run` record (a results file of scripts/run is needed)"))?;
     let kick_lower = |upper: u64| {
-        kick_late_bucket_of_bound(upper).map(|k| k.checked_sub(1).map_or(0, |j| {
-            kick_late_bound_ns(j).expect("a bucket below the last")
-        }))
+        kick_late_bucket_of_bound(upper).map(|k| {
+            k.checked_sub(1).map_or(0, |j| kick_late_bound_ns(j).expect("a bucket below the last"))
+        })
     };
     let kick_last = kick_late_bound_ns(KICK_LATE_BUCKETS - 2).expect("the last finite bucket");
     let kick = |key: &str| buckets(path, key, &run[key]["hist"], kick_lower, kick_last);
@@ -235,8 +238,7 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         slice_late_bound_ns(SLICE_LATE_BUCKETS - 2).expect("the last finite slice bucket");
     let slices =
         bucket_list(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?;
-    let (slice_short, stalls) =
-        slices.as_deref().map(Stalls::split).unwrap_or((None, None));
+    let (slice_short, stalls) = slices.as_deref().map(Stalls::split).unwrap_or((None, None));
     Ok(RunCosts {
         kick_remote: kick("kick_late")?,
         kick_local: kick("kick_local_late")?,
@@ -290,7 +292,9 @@ fn main() -> ExitCode {
         }
     };
     let none_of = match (&measured, args.costs_from.is_some()) {
-        (Some(m), true) if m.kick_remote.is_none() && m.kick_local.is_none() && m.slice.is_none() => {
+        (Some(m), true)
+            if m.kick_remote.is_none() && m.kick_local.is_none() && m.slice.is_none() =>
+        {
             Some("kick_late, kick_local_late or slice_late_hist")
         }
         (Some(m), false) if m.slice.is_none() => Some("slice_late_hist"),

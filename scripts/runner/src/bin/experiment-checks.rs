@@ -1944,7 +1944,7 @@ fn cases() -> Vec<Case> {
     for (policy, p50, p99) in [
         ("bvt", target, bucket),
         ("credit", reported, bucket),
-        ("credit2", bucket, target),
+        ("credit2", reported, bucket),
     ] {
         with(
             format!("simvshyp/latency/{policy}"),
