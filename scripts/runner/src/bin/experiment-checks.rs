@@ -135,6 +135,27 @@ fn matches_calibrated(
     replay: Option<&Path>,
     timed: Timed,
 ) -> Result<String, String> {
+    // The hypervisor counts every kick it serves (the run record's `kick_late`,
+    // `kick_local_late`), which `--costs-from` takes: a latency domain's wake-ups each kick
+    // a CPU, so there are at least as many kicks as its wake-ups, less a tenth (wake-ups
+    // served by a decision already due, which stamps no kick of its own).
+    if replay.is_none()
+        && let Some(lat) = domains(records).into_iter().find(|d| d.workload == "latency")
+    {
+        let run = records.run().ok_or("no run record")?;
+        let kicks: u64 = [&run.kick_late, &run.kick_local_late]
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l.hist.iter().map(|b| b.1))
+            .sum();
+        if kicks < lat.wakeups * 9 / 10 {
+            return Err(format!(
+                "the run record counts {kicks} kicks served (kick_late, kick_local_late) for \
+                 {} wake-ups of {}",
+                lat.wakeups, lat.name
+            ));
+        }
+    }
     let sim_out = out.with_extension("calibrated.jsonl");
     let profile = calibrated_profile(out.parent().unwrap_or(Path::new(".")))?;
     let flags: Vec<&String> = args
