@@ -91,8 +91,9 @@ pub struct Profile {
 
 /// Stalls of a CPU as a whole: spans in which the host does not run the thread that
 /// emulates it, so that nothing on it moves (the vCPU on it does no work but is charged the
-/// time, its timers and the kicks it is sent wait for the stall's end), as a loaded host
-/// does to QEMU's CPU threads under TCG. Each CPU alternates: a gap drawn from the
+/// time, its timers and its sleepers' wake-ups wait for the stall's end; a kick drawn from a
+/// run's measurement is not put off again, the measurement holds the stalls), as a loaded
+/// host does to QEMU's CPU threads under TCG. Each CPU alternates: a gap drawn from the
 /// exponential distribution with mean `mean_gap_ns`, then a stall drawn from `lengths`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stalls {

@@ -1212,21 +1212,21 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             sim.check_conservation();
         }
         sim.now = t;
-        // Cost model: nothing happens on a stalled CPU (its timers, the kicks it is sent,
-        // its sleepers' wake-ups) until the stall ends.
-        // Nor a decision while the CPU is on its way to the one a kick of its own asks for.
-        let (on, decides) = match ev {
-            Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), true),
-            Ev::Tick(c, _) => (Some(c), false),
-            Ev::Wake(v) => (sim.vcpus[v].last_cpu, false),
-            _ => (None, false),
+        // Cost model: nothing happens on a stalled CPU (its timers, its sleepers' wake-ups)
+        // until the stall ends; a kick it is sent is not put off again, its measured delay
+        // holds the stalls of the run it was measured in ([`Profile::with_measured`]). Nor
+        // does it decide while on its way to the decision a kick of its own asks for.
+        let (on, stalls, decides) = match ev {
+            Ev::Timer(c, _) => (Some(c), true, true),
+            Ev::Kick(c) => (Some(c), false, true),
+            Ev::Tick(c, _) => (Some(c), true, false),
+            Ev::Wake(v) => (sim.vcpus[v].last_cpu, true, false),
+            _ => (None, false, false),
         };
         if let Some(c) = on {
-            let until = if decides {
-                sim.cpus[c].stalled_until.max(sim.cpus[c].deciding_at)
-            } else {
-                sim.cpus[c].stalled_until
-            };
+            let stalled = if stalls { sim.cpus[c].stalled_until } else { 0 };
+            let deciding = if decides { sim.cpus[c].deciding_at } else { 0 };
+            let until = stalled.max(deciding);
             if until > t {
                 sim.push(until, ev);
                 continue;

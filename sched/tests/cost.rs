@@ -266,7 +266,7 @@ fn measured_kicks_set_the_wake_latency() {
     assert!(d.wake_lat_p99_ns <= 7168, "p99 {}", d.wake_lat_p99_ns);
     // With the CPUs stalled now and then, a wake-up and a slice end put off by a stall
     // come due at its end together; still its own CPU serves none before its kick (the
-    // other CPU may pick it up sooner, rarely; with the slice end served at once, 91 of
+    // other CPU may pick it up sooner, rarely; with the slice end served at once, 99 of
     // 1144 wake-ups were served before their kick here).
     let (_, stalls) =
         sched::cost::Stalls::split(&[(16_000, 32_000, 20), (4_096_000, 8_192_000, 20)]);

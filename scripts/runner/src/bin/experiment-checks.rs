@@ -140,7 +140,9 @@ fn matches_calibrated(
     // a CPU, so there are at least as many kicks as its wake-ups, less a tenth (wake-ups
     // served by a decision already due, which stamps no kick of its own).
     if replay.is_none()
-        && let Some(lat) = domains(records).into_iter().find(|d| d.workload == "latency")
+        && let Some(lat) = domains(records)
+            .into_iter()
+            .find(|d| d.workload == "latency")
     {
         let run = records.run().ok_or("no run record")?;
         let kicks: u64 = [&run.kick_late, &run.kick_local_late]
@@ -1961,11 +1963,14 @@ fn cases() -> Vec<Case> {
     // --costs-from`): shares within 2 points (per class of identical domains); wake-up
     // latency against the target (30% or the same log2 bucket) reported, and asserted where
     // it held on a loaded host (README, "Cost profiles").
+    // What held in 12 rounds at host load 5-7 (README): bvt's p50 on target, credit's
+    // within a bucket; credit's p99 within a bucket held at loads 0.3-1.7 and idle (9 of 12
+    // at 5-7); bvt's p99 (8 of 12 within a bucket) and credit2's (9 of 12) are reported.
     let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
     for (policy, p50, p99) in [
-        ("bvt", target, bucket),
-        ("credit", reported, bucket),
-        ("credit2", reported, bucket),
+        ("bvt", target, reported),
+        ("credit", bucket, bucket),
+        ("credit2", reported, reported),
     ] {
         with(
             format!("simvshyp/latency/{policy}"),
