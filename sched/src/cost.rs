@@ -91,9 +91,10 @@ pub struct Profile {
 
 /// Stalls of a CPU as a whole: spans in which the host does not run the thread that
 /// emulates it, so that nothing on it moves (the vCPU on it does no work but is charged the
-/// time, its timers and its sleepers' wake-ups wait for the stall's end; a kick drawn from a
-/// run's measurement is not put off again, the measurement holds the stalls), as a loaded
-/// host does to QEMU's CPU threads under TCG. Each CPU alternates: a gap drawn from the
+/// time, its sleepers' wake-ups and its policy's tick wait for the stall's end; its slice
+/// ends and the kicks it is sent, drawn from the same run's measurements, are not put off
+/// again: the measurements hold the stalls), as a loaded host does to QEMU's CPU threads
+/// under TCG. Each CPU alternates: a gap drawn from the
 /// exponential distribution with mean `mean_gap_ns`, then a stall drawn from `lengths`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stalls {
@@ -110,7 +111,8 @@ pub const STALL_FROM_NS: u64 = 256_000;
 
 impl Stalls {
     /// A run's slice lateness (`(lower, upper, count)` buckets) split at [`STALL_FROM_NS`]:
-    /// the timer's own lateness below it, and stalls from the buckets above. A slice's end
+    /// the timer's own lateness below it, and stalls from the buckets above (schedsim
+    /// --costs-from takes the stalls, and draws slice ends from the whole histogram). A slice's end
     /// falls in a stall as often as its CPU is stalled, so the share of slices ended past it
     /// is the share of time stalled (f), and the lateness of those is a stall's length
     /// (taken as is: its remainder at a random point, which for memoryless stalls has the

@@ -1212,13 +1212,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             sim.check_conservation();
         }
         sim.now = t;
-        // Cost model: nothing happens on a stalled CPU (its timers, its sleepers' wake-ups)
-        // until the stall ends; a kick it is sent is not put off again, its measured delay
-        // holds the stalls of the run it was measured in ([`Profile::with_measured`]). Nor
-        // does it decide while on its way to the decision a kick of its own asks for.
+        // Cost model: a stalled CPU's sleepers wake, and its policy ticks, only once the
+        // stall ends. Its slice ends and the kicks it is sent are not put off again when
+        // drawn from a run ([`Profile::with_measured`]): their measured delays hold the
+        // stalls of that run (and a profile's hold none: stalls come only from a run). Nor
+        // does a CPU decide while on its way to the decision a kick of its own asks for.
         let (on, stalls, decides) = match ev {
-            Ev::Timer(c, _) => (Some(c), true, true),
-            Ev::Kick(c) => (Some(c), false, true),
+            Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), false, true),
             Ev::Tick(c, _) => (Some(c), true, false),
             Ev::Wake(v) => (sim.vcpus[v].last_cpu, true, false),
             _ => (None, false, false),

@@ -162,9 +162,7 @@ struct RunCosts {
     kick_remote: Option<Measured>,
     kick_local: Option<Measured>,
     slice: Option<Measured>,
-    /// The slice lateness split into the timer's own and the CPUs' stalls
-    /// (`sched::cost::Stalls::split`).
-    slice_short: Option<Measured>,
+    /// The CPUs' stalls, from the slices ended late (`sched::cost::Stalls::split`).
     stalls: Option<Stalls>,
 }
 
@@ -238,12 +236,11 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         slice_late_bound_ns(SLICE_LATE_BUCKETS - 2).expect("the last finite slice bucket");
     let slices =
         bucket_list(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?;
-    let (slice_short, stalls) = slices.as_deref().map(Stalls::split).unwrap_or((None, None));
+    let stalls = slices.as_deref().and_then(|b| Stalls::split(b).1);
     Ok(RunCosts {
         kick_remote: kick("kick_late")?,
         kick_local: kick("kick_local_late")?,
         slice: slices.and_then(Measured::new),
-        slice_short,
         stalls,
     })
 }
@@ -310,7 +307,7 @@ fn main() -> ExitCode {
     let costs = match &measured {
         None => costs,
         Some(m) if args.costs_from.is_some() => costs
-            .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice_short.clone())
+            .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
             .with_stalls(m.stalls.clone()),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
