@@ -209,7 +209,7 @@ fn this_cpu() -> usize {
 
 /// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI.
 pub fn kick(cpu: usize) {
-    kick_since(cpu, time::now_ns());
+    kick_since(cpu, Some(time::now_ns()));
 }
 
 /// [`kick`], for an event at `since` (system ns): a wake-up, a tick. The kick is stamped
@@ -217,11 +217,13 @@ pub fn kick(cpu: usize) {
 /// figures: from the event to the decision it asks for, what a woken vCPU waits for on
 /// this machine, which schedsim's cost model takes from a run (`schedsim --costs-from`: it
 /// kicks at the wake-up too). Stamped before the flag is set, so that the decision the
-/// flag brings about finds the stamp.
-fn kick_since(cpu: usize, since: u64) {
+/// flag brings about finds the stamp. `None`: a kick that is not counted.
+fn kick_since(cpu: usize, since: Option<u64>) {
     let remote = cpu != this_cpu();
     let stamp = &counters().get(cpu).kicked_at[usize::from(remote)];
-    if stamp.load(Ordering::Relaxed) == 0 {
+    if let Some(since) = since
+        && stamp.load(Ordering::Relaxed) == 0
+    {
         // 0 means none: a kick at system time 0 is stamped at 1.
         let _ = stamp.compare_exchange(0, since.max(1), Ordering::AcqRel, Ordering::Relaxed);
     }
@@ -363,10 +365,15 @@ fn change_state(
                 also(&mut s);
             }
         }
-        tell_policy(v, tell, now)
+        tell_policy(v, tell, now).map(|cpu| (cpu, tell))
     };
-    if let Some(cpu) = kick_cpu {
-        kick_since(cpu, now);
+    match kick_cpu {
+        // A wake-up's kick is stamped: schedsim draws a woken vCPU's kick from these.
+        Some((cpu, Tell::Wake)) => kick_since(cpu, Some(now)),
+        // A stop's (the vCPU blocks, pauses or dies where it runs) is not: it is the way
+        // out of the block hypercall, which schedsim prices as `block_ns`, not as a kick.
+        Some((cpu, _)) => kick_since(cpu, None),
+        None => {}
     }
     true
 }
@@ -515,9 +522,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
             .store(true, Ordering::Release);
     }
     if let (true, Some(h)) = (tick_due, here) {
-        h.inst
-            .policy
-            .tick(h.local, now, &mut |c| kick_since(h.inst.global(c), now));
+        h.inst.policy.tick(h.local, now, &mut |c| {
+            kick_since(h.inst.global(c), Some(now))
+        });
     }
 }
 

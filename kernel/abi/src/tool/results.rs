@@ -299,7 +299,8 @@ pub struct Run {
     pub slice_late_p99_ns: Option<u64>,
     /// Optional (the hypervisor only, when any CPU was kicked by another): how late the
     /// CPUs' decisions came after the kicks other CPUs sent them (an inter-processor
-    /// interrupt each), from the kick to the start of the decision it asked for, over the
+    /// interrupt each), from the event that made the kick (a wake-up, a tick; a blocking
+    /// vCPU's kick of its own CPU is not counted) to the start of the decision it asked for, over the
     /// interval and every CPU ([`Lateness`], in `abi::control::kick_late_bucket`s: four to a
     /// power of two). What a woken vCPU waits for before a CPU elsewhere decides to run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

