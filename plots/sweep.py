@@ -13,6 +13,7 @@ CPU count, one parameter). Standard library only (Python 3.11: tomllib).
                        [--profile FILE]   (schedsim on a cost profile, scripts/calibrate)
                        [--slice-late-from DIR]  (and each point's slice lateness from the
                                                  hypervisor run of a sweep in DIR)
+                       [--costs-from DIR]  (or its kick and slice lateness and CPU stalls)
 
 Exit status: 0 every run exited 0; 1 a run failed (its row says so, the CSV is written all
 the same); 2 a bad command line.
@@ -380,10 +381,10 @@ def dump_spec(spec: dict) -> str:
 LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping", "blk", "net"}
 
 def engine_command(engine: str, spec_path: Path, out: Path, profile=None,
-                   slice_late=None) -> list[str]:
+                   slice_late=None, costs_flag="--slice-late-from") -> list[str]:
     if engine == "schedsim":
         extra = ["--profile", str(profile)] if profile else []
-        extra += ["--slice-late-from", str(slice_late)] if slice_late else []
+        extra += [costs_flag, str(slice_late)] if slice_late else []
         return [str(schedsim_binary()), str(spec_path), "--out", str(out)] + extra
     # domino, or linux: the same spec on Linux (its own scheduler, whatever the policy).
     return [str(ROOT / "scripts" / "run"), str(spec_path), "--engine", engine, "--accel", "tcg",
@@ -512,8 +513,16 @@ def main(argv: list[str]) -> int:
                     help="schedsim takes each point's slice lateness from the hypervisor's "
                     "run of the same point in DIR (a sweep's --out with --engine domino): "
                     "the host's load during that run (schedsim --slice-late-from)")
+    ap.add_argument("--costs-from", metavar="DIR",
+                    help="as --slice-late-from, for everything schedsim takes from a run "
+                    "(schedsim --costs-from: kick and slice lateness, CPU stalls)")
     ap.add_argument("--list", action="store_true", help="list the matrices and their points")
     args = ap.parse_args(argv)
+    if args.costs_from and args.slice_late_from:
+        print("scripts/sweep: give --costs-from or --slice-late-from, not both", file=sys.stderr)
+        return 2
+    costs_flag = "--costs-from" if args.costs_from else "--slice-late-from"
+    costs_dir = args.costs_from or args.slice_late_from
 
     if args.list or not args.name:
         for m in MATRICES.values():
@@ -571,15 +580,15 @@ def main(argv: list[str]) -> int:
             progress.show(f"{engine} {p.slug}")
             t0 = time.monotonic()
             late = None
-            if args.slice_late_from and engine == "schedsim":
-                late = Path(args.slice_late_from).resolve() / "domino" / f"{p.slug}.jsonl"
+            if costs_dir and engine == "schedsim":
+                late = Path(costs_dir).resolve() / "domino" / f"{p.slug}.jsonl"
                 if not late.exists():
-                    print(f"scripts/sweep: --slice-late-from: no hypervisor run {display(late)}; "
-                          f"{p.slug} runs on the profile's slice lateness", file=sys.stderr)
+                    print(f"scripts/sweep: {costs_flag}: no hypervisor run {display(late)}; "
+                          f"{p.slug} runs on the profile alone", file=sys.stderr)
                     late = None
             command = engine_command(engine, spec_path, res_path,
                                      Path(args.profile).resolve() if args.profile else None,
-                                     late)
+                                     late, costs_flag)
             proc = subprocess.run(command, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             wall = time.monotonic() - t0

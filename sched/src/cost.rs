@@ -23,6 +23,16 @@
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
 //! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (its own part of a switch, from instructions counted on the hypervisor under `-icount`; or wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
 //!
+//! A hypervisor run's own measured delays can replace three of these terms for one
+//! simulation (`schedsim --costs-from RESULTS.jsonl`; [`Profile::with_measured`]): its `run`
+//! record's `kick_late` (kicks of another CPU: `kick_ns`, `kick_p99_ns` and `ipi_ns`
+//! together), `kick_local_late` (a CPU's kicks of itself: `kick_ns`, `kick_p99_ns`) and
+//! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`). Each delay is then drawn from
+//! the recorded histogram itself ([`Measured`]), not from a log-normal fitted to two
+//! percentiles: under emulation these are the terms that follow the host's load run by run
+//! (a QEMU CPU thread that waits for a host core takes its interrupts late), so a run is
+//! compared with a simulation of the machine it actually had.
+//!
 //! Wake-up latency, as the hypervisor measures it, runs from the wake to the moment the
 //! picked vCPU is installed on the CPU: it includes kick, block and decision costs, not the
 //! switch (which the hypervisor does after recording it).
@@ -67,6 +77,127 @@ pub struct Profile {
     pub block_ns: u64,
     /// Each policy's decision cost, by policy name (absent = 0).
     pub decision_ns: BTreeMap<String, u64>,
+    /// A run's measured delays, which replace the terms above when present (never in a
+    /// profile file: [`Profile::with_measured`]). Kicks of another CPU (IPI included) ...
+    pub kick_remote_measured: Option<Measured>,
+    /// ... a CPU's kicks of itself ...
+    pub kick_local_measured: Option<Measured>,
+    /// ... and slice ends (their lateness, after [`Profile::timer`]).
+    pub slice_measured: Option<Measured>,
+    /// The host's stalls of each emulated CPU, from a run's slice lateness
+    /// ([`Stalls::split`]); none on the ideal machine or from a profile.
+    pub stalls: Option<Stalls>,
+}
+
+/// Stalls of a CPU as a whole: spans in which the host does not run the thread that
+/// emulates it, so that nothing on it moves (the vCPU on it does no work but is charged the
+/// time, its sleepers' wake-ups and its policy's tick wait for the stall's end; its slice
+/// ends and the kicks it is sent, drawn from the same run's measurements, are not put off
+/// again: the measurements hold the stalls), as a loaded host does to QEMU's CPU threads
+/// under TCG. Each CPU alternates: a gap drawn from the
+/// exponential distribution with mean `mean_gap_ns`, then a stall drawn from `lengths`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stalls {
+    /// How long a stall lasts.
+    pub lengths: Measured,
+    /// The mean time between one stall's end and the next one's start.
+    pub mean_gap_ns: u64,
+}
+
+/// A slice that ended later than this was ended by a stall of its CPU (the host not
+/// running it), not by the timer's own delay: on an idle host 99% of slices end within 256
+/// µs (scripts/profiles/tcg.toml), on a loaded one the rest reach tens of ms.
+pub const STALL_FROM_NS: u64 = 256_000;
+
+impl Stalls {
+    /// A run's slice lateness (`(lower, upper, count)` buckets) split at [`STALL_FROM_NS`]:
+    /// the timer's own lateness below it, and stalls from the buckets above (schedsim
+    /// --costs-from takes the stalls, and draws slice ends from the whole histogram). A slice's end
+    /// falls in a stall as often as its CPU is stalled, so the share of slices ended past it
+    /// is the share of time stalled (f), and the lateness of those is a stall's length
+    /// (taken as is: its remainder at a random point, which for memoryless stalls has the
+    /// same distribution); the mean gap between stalls is then mean length x (1 - f) / f.
+    pub fn split(buckets: &[(u64, u64, u64)]) -> (Option<Measured>, Option<Stalls>) {
+        let (long, short): (Vec<_>, Vec<_>) =
+            buckets.iter().copied().partition(|b| b.0 >= STALL_FROM_NS);
+        let total: u64 = buckets.iter().map(|b| b.2).sum();
+        let stalls = Measured::new(long).and_then(|lengths| {
+            let f = lengths.count() as f64 / total as f64;
+            let mean = lengths.mean();
+            let gap = (mean * (1.0 - f) / f).min(MAX_NS as f64 * 100.0) as u64;
+            (f < 1.0).then_some(Stalls { lengths, mean_gap_ns: gap.max(1) })
+        });
+        (Measured::new(short), stalls)
+    }
+}
+
+/// A delay's distribution as a hypervisor run recorded it: histogram buckets, each a range
+/// `(lower, upper]` of nanoseconds and a count. A draw picks a bucket in proportion to its
+/// count and a point uniformly within it; a bucket open above (past the histogram's last
+/// bound) is drawn at its lower end, the least it can be.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Measured {
+    buckets: Vec<(u64, u64, u64)>,
+    total: u64,
+}
+
+impl Measured {
+    /// From `(lower, upper, count)` buckets; `None` if they count nothing.
+    pub fn new(buckets: Vec<(u64, u64, u64)>) -> Option<Measured> {
+        let buckets: Vec<_> = buckets.into_iter().filter(|b| b.2 > 0).collect();
+        let total = buckets.iter().map(|b| b.2).sum();
+        (total > 0).then_some(Measured { buckets, total })
+    }
+
+    /// How many delays it holds.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The upper bound of the bucket that holds the `p`th percentile (as the hypervisor
+    /// reports its percentiles).
+    pub fn percentile(&self, p: u64) -> u64 {
+        let want = (self.total * p).div_ceil(100).max(1);
+        let mut seen = 0;
+        for &(_, hi, n) in &self.buckets {
+            seen += n;
+            if seen >= want {
+                return hi;
+            }
+        }
+        self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    /// The mean, each bucket taken at its middle (an open one at its lower end).
+    pub fn mean(&self) -> f64 {
+        let sum: f64 = self
+            .buckets
+            .iter()
+            .map(|&(lo, hi, n)| {
+                let mid = if hi == u64::MAX { lo as f64 } else { (lo as f64 + hi as f64) / 2.0 };
+                mid * n as f64
+            })
+            .sum();
+        sum / self.total as f64
+    }
+
+    /// One draw (`uniform` in (0, 1), called twice), at most [`MAX_NS`].
+    pub fn sample(&self, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        let target = ((uniform() * self.total as f64) as u64).min(self.total - 1);
+        let mut seen = 0;
+        let mut pick = self.buckets[self.buckets.len() - 1];
+        for &b in &self.buckets {
+            seen += b.2;
+            if target < seen {
+                pick = b;
+                break;
+            }
+        }
+        let (lo, hi, _) = pick;
+        let u = uniform();
+        let at = if hi == u64::MAX { lo } else { lo + ((hi - lo) as f64 * u) as u64 };
+        at.min(MAX_NS)
+    }
 }
 
 /// A profile that could not be read: the file, the key, what is wrong and allowed.
@@ -256,33 +387,32 @@ impl Profile {
         s
     }
 
-    /// The profile with the slice lateness of one hypervisor run: its run record's
-    /// `slice_late_p50_ns` and `slice_late_p99_ns`, which are log2 bucket bounds (the
-    /// bucket's upper end), each taken at its bucket's geometric middle as
-    /// `scripts/calibrate` does; a percentile past the last bucket (`u64::MAX`) is taken at
-    /// that bucket's lower end, `overflow_from` (the least it can be: the histogram says no
-    /// more). At most [`MAX_NS`]. Slice ends are the one term that follows the host's load
-    /// run by run under emulation (a QEMU CPU thread waiting for a host core ends slices late
-    /// by milliseconds), and a policy whose wakers wait for a slice to end (credit's and
-    /// credit2's rate limit) inherits it.
-    pub fn with_slice_lateness(
+    /// The profile with one hypervisor run's measured delays in place of its own terms, for
+    /// those given (`None` keeps the profile's): kicks of another CPU (which then cost no
+    /// `ipi_ns` besides: the measurement holds it), a CPU's kicks of itself, and slice ends.
+    /// Slice ends and kicks are the terms that follow the host's load run by run under
+    /// emulation (a QEMU CPU thread waiting for a host core ends slices late by
+    /// milliseconds and takes a kick late), and a woken vCPU waits for them: for a kick
+    /// before a CPU decides to run it, for a slice's end behind a rate limit (credit's,
+    /// credit2's).
+    pub fn with_measured(
         &self,
-        p50_bound: u64,
-        p99_bound: u64,
-        overflow_from: u64,
+        kick_remote: Option<Measured>,
+        kick_local: Option<Measured>,
+        slice: Option<Measured>,
     ) -> Profile {
-        let mid = |b: u64| {
-            if b == u64::MAX {
-                overflow_from.min(MAX_NS)
-            } else {
-                ((b as f64 / std::f64::consts::SQRT_2) as u64).min(MAX_NS)
-            }
-        };
         Profile {
-            slice_slack_ns: mid(p50_bound),
-            slice_slack_p99_ns: mid(p99_bound),
+            kick_remote_measured: kick_remote.or(self.kick_remote_measured.clone()),
+            kick_local_measured: kick_local.or(self.kick_local_measured.clone()),
+            slice_measured: slice.or(self.slice_measured.clone()),
             ..self.clone()
         }
+    }
+
+    /// The profile with a run's CPU stalls ([`Stalls`]), which the simulation then plays
+    /// out on every CPU.
+    pub fn with_stalls(&self, stalls: Option<Stalls>) -> Profile {
+        Profile { stalls: stalls.or(self.stalls.clone()), ..self.clone() }
     }
 
     /// When a timer set for `t` fires.
@@ -294,7 +424,10 @@ impl Profile {
 
     /// When a slice set to end at `t` ends (`uniform` as for [`Profile::kick_delay`]).
     pub fn slice_end(&self, t: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
-        let slack = lognormal(self.slice_slack_ns, self.slice_slack_p99_ns, uniform);
+        let slack = match &self.slice_measured {
+            Some(m) => m.sample(uniform),
+            None => lognormal(self.slice_slack_ns, self.slice_slack_p99_ns, uniform),
+        };
         self.timer(t).saturating_add(slack)
     }
 
@@ -314,8 +447,24 @@ impl Profile {
         to: usize,
         uniform: &mut dyn FnMut() -> f64,
     ) -> u64 {
-        let ipi = if from == Some(to) { 0 } else { self.ipi_ns };
+        let local = from == Some(to);
+        let measured = if local { &self.kick_local_measured } else { &self.kick_remote_measured };
+        if let Some(m) = measured {
+            return m.sample(uniform);
+        }
+        let ipi = if local { 0 } else { self.ipi_ns };
         lognormal(self.kick_ns, self.kick_p99_ns, uniform) + ipi
+    }
+
+    /// Whether a kick from `from` to `to` is drawn from a run's measurement, which runs
+    /// from the event that made it (the wake-up, with its own work: no `wake_ns` before
+    /// it) to the target's decision.
+    pub fn kick_is_measured(&self, from: Option<usize>, to: usize) -> bool {
+        if from == Some(to) {
+            self.kick_local_measured.is_some()
+        } else {
+            self.kick_remote_measured.is_some()
+        }
     }
 
     /// The decision cost of `policy`.
@@ -366,11 +515,48 @@ mod tests {
     }
 
     #[test]
-    fn a_runs_slice_lateness_replaces_the_profiles() {
-        let p = Profile { kick_ns: 5, slice_slack_ns: 1, ..Profile::default() };
-        let q = p.with_slice_lateness(64_000, u64::MAX, 32_768_000);
-        assert_eq!((q.slice_slack_ns, q.slice_slack_p99_ns, q.kick_ns), (45_254, 32_768_000, 5));
-        assert_eq!(p.with_slice_lateness(u64::MAX, u64::MAX, u64::MAX).slice_slack_ns, MAX_NS);
+    fn a_runs_measured_delays_replace_the_profiles_and_are_drawn_from_its_buckets() {
+        let p = Profile { kick_ns: 5, ipi_ns: 1000, slice_slack_ns: 1, ..Profile::default() };
+        // Remote kicks: 3 in (1024, 1280], 1 in (2048, 2560]; local: 1 past the last bound.
+        let remote = Measured::new(vec![(1024, 1280, 3), (2048, 2560, 1), (0, 1024, 0)]).unwrap();
+        let local = Measured::new(vec![(40_000, u64::MAX, 2)]).unwrap();
+        assert_eq!((remote.count(), remote.percentile(50), remote.percentile(99)), (4, 1280, 2560));
+        assert_eq!(Measured::new(vec![(0, 1024, 0)]), None);
+        let q = p.with_measured(Some(remote.clone()), Some(local), None);
+        assert!(!q.is_ideal());
+        // The bucket by its count, then the point within it: (0.5, 0.5) is the middle of
+        // the first (3 of 4), (0.9, x) the second.
+        let draws = |a: f64, b: f64| {
+            let mut v = [a, b].into_iter();
+            move || v.next().unwrap()
+        };
+        assert_eq!(q.kick_delay(Some(0), 1, &mut draws(0.5, 0.5)), 1152);
+        assert_eq!(q.kick_delay(None, 1, &mut draws(0.9, 0.0)), 2048);
+        // An open bucket is drawn at its lower end; no ipi_ns on a measured kick.
+        assert_eq!(q.kick_delay(Some(1), 1, &mut draws(0.3, 0.7)), 40_000);
+        // Slices keep the profile's until given, then draw from the run's.
+        assert_eq!(q.slice_end(100, &mut || 0.5), 101);
+        let r = q.with_measured(None, None, Some(remote));
+        assert_eq!(r.kick_local_measured, q.kick_local_measured);
+        assert_eq!(r.slice_end(100, &mut draws(0.1, 1.0)), 100 + 1280);
+        // Kicks from the profile when the run recorded none of a kind.
+        let s = p.with_measured(None, Some(Measured::new(vec![(0, 1024, 1)]).unwrap()), None);
+        assert_eq!(s.kick_delay(Some(0), 1, &mut || 0.5), 1005);
+    }
+
+    #[test]
+    fn slice_lateness_past_the_stall_bound_is_stalls() {
+        // 60 slices within 32 µs, 30 in (256, 512] µs, 10 in (4, 8] ms: stalled 40% of
+        // the time, stalls of mean (30 x 384 + 10 x 6144) / 40 = 1824 µs.
+        let b = [(16_000, 32_000, 60), (256_000, 512_000, 30), (4_096_000, 8_192_000, 10)];
+        let (short, stalls) = Stalls::split(&b);
+        assert_eq!(short.unwrap().count(), 60);
+        let s = stalls.unwrap();
+        assert_eq!(s.lengths.count(), 40);
+        assert_eq!(s.mean_gap_ns, 2_736_000); // 1824 µs x 0.6 / 0.4
+        // An idle host's: nothing past the bound, no stalls.
+        let (short, stalls) = Stalls::split(&b[..1]);
+        assert_eq!((short.map(|m| m.count()), stalls), (Some(60), None));
     }
 
     #[test]

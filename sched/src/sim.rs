@@ -144,6 +144,8 @@ enum Ev {
     Action(usize, u64),
     /// A sleeping vCPU wakes.
     Wake(usize),
+    /// Cost model: the host stalls this CPU ([`crate::cost::Stalls`]).
+    Stall(usize),
     /// The timeline's step of this index is due.
     Step(usize),
 }
@@ -227,6 +229,13 @@ struct Cpu {
     kick_at: u64,
     /// Cost model: paid before this CPU's next decision takes effect (a block hypercall).
     extra_pre: u64,
+    /// Cost model: the host stalls this CPU until then ([`crate::cost::Stalls`]).
+    stalled_until: u64,
+    /// Cost model: this CPU is on its way from an event it handled itself (a wake-up, a
+    /// tick) to the decision the event's kick asks for, a measured kick's delay
+    /// ([`Profile::kick_is_measured`]): no decision is taken before then, for the slice end
+    /// due meanwhile either (the hypervisor's one reschedule on the way out serves both).
+    deciding_at: u64,
 }
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -309,6 +318,8 @@ struct Sim<'a> {
     pre: u64,
     /// Draws for kick delays that vary (a stream of its own: the workloads' draws stay put).
     kick_rng: Rng,
+    /// Draws for the host's stalls of CPUs.
+    stall_rng: Rng,
     /// Replayed vCPUs: their arrivals and the index of the current one.
     replayed: Vec<(Arrivals, usize)>,
 }
@@ -341,8 +352,14 @@ impl Sim<'_> {
 
     /// A kick made `after` ns from now (the sender's work before it).
     fn kick_after(&mut self, cpu: usize, from: Option<usize>, after: u64) {
+        // A kick measured on the hypervisor counts from the event, the sender's work with it.
+        let measured = self.costs.kick_is_measured(from, cpu);
+        let after = if measured { 0 } else { after };
         let rng = &mut self.kick_rng;
         let at = self.now + after + self.costs.kick_delay(from, cpu, &mut || rng.uniform());
+        if measured && from == Some(cpu) {
+            self.cpus[cpu].deciding_at = self.cpus[cpu].deciding_at.max(at);
+        }
         if !self.cpus[cpu].kick_pending || at < self.cpus[cpu].kick_at {
             self.cpus[cpu].kick_pending = true;
             self.cpus[cpu].kick_at = at;
@@ -1081,6 +1098,8 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 kick_pending: false,
                 kick_at: 0,
                 extra_pre: 0,
+                stalled_until: 0,
+                deciding_at: 0,
             })
             .collect(),
         acc: plan.iter().map(|_| Acc::default()).collect(),
@@ -1100,6 +1119,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         costs: opts.costs.clone(),
         pre: 0,
         kick_rng: Rng(opts.seed ^ 0x4b1c_4b1c_4b1c_4b1c),
+        stall_rng: Rng(opts.seed ^ 0x57a1_157a_1157_a115),
         replayed: Vec::new(),
     };
     for (i, p) in plan.iter().enumerate() {
@@ -1172,6 +1192,12 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         let at = t0 + sim.steps[i].at_ns;
         sim.push(at, Ev::Step(i));
     }
+    if let Some(gap) = sim.costs.stalls.as_ref().map(|s| s.mean_gap_ns) {
+        for c in 0..cpus {
+            let at = sim.stall_rng.exp(gap);
+            sim.push(at, Ev::Stall(c));
+        }
+    }
     while let Some(Reverse((t, _, ev))) = sim.events.pop() {
         if t >= t1 {
             break;
@@ -1186,6 +1212,26 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             sim.check_conservation();
         }
         sim.now = t;
+        // Cost model: a stalled CPU's sleepers wake, and its policy ticks, only once the
+        // stall ends. Its slice ends and the kicks it is sent are not put off again when
+        // drawn from a run ([`Profile::with_measured`]): their measured delays hold the
+        // stalls of that run (and a profile's hold none: stalls come only from a run). Nor
+        // does a CPU decide while on its way to the decision a kick of its own asks for.
+        let (on, stalls, decides) = match ev {
+            Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), false, true),
+            Ev::Tick(c, _) => (Some(c), true, false),
+            Ev::Wake(v) => (sim.vcpus[v].last_cpu, true, false),
+            _ => (None, false, false),
+        };
+        if let Some(c) = on {
+            let stalled = if stalls { sim.cpus[c].stalled_until } else { 0 };
+            let deciding = if decides { sim.cpus[c].deciding_at } else { 0 };
+            let until = stalled.max(deciding);
+            if until > t {
+                sim.push(until, ev);
+                continue;
+            }
+        }
         match ev {
             Ev::Timer(c, g) => {
                 if sim.cpus[c].timer_gen == g {
@@ -1200,9 +1246,10 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 }
                 let mut kicks = Vec::new();
                 sim.pools[p].policy.tick(sim.cpu_local[c], t, &mut |k| kicks.push(k));
+                // Kicks made on the tick's CPU: of itself, or of another by IPI.
                 for k in kicks {
                     let k = sim.global(p, k);
-                    sim.kick(k);
+                    sim.kick_from(k, Some(c));
                 }
                 let period = sim.pools[p].policy.tick_period_ns().unwrap_or(10_000_000);
                 sim.push(t + period, Ev::Tick(c, g));
@@ -1225,6 +1272,17 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 }
             }
             Ev::Wake(v) => sim.wake(v),
+            Ev::Stall(c) => {
+                let Some(st) = sim.costs.stalls.clone() else { continue };
+                let rng = &mut sim.stall_rng;
+                let len = st.lengths.sample(&mut || rng.uniform()).max(1);
+                sim.cpus[c].stalled_until = t + len;
+                if let Some(v) = sim.cpus[c].curr {
+                    sim.stall(v, c, len);
+                }
+                let gap = sim.stall_rng.exp(st.mean_gap_ns);
+                sim.push(t + len + gap, Ev::Stall(c));
+            }
         }
     }
     // Close the interval.
@@ -1425,6 +1483,8 @@ fn finish(
         slice_late_hist: None,
         slice_late_p50_ns: None,
         slice_late_p99_ns: None,
+        kick_late: None,
+        kick_local_late: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;

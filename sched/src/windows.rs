@@ -207,6 +207,8 @@ mod tests {
             slice_late_hist: None,
             slice_late_p50_ns: None,
             slice_late_p99_ns: None,
+            kick_late: None,
+            kick_local_late: None,
             profile: None,
         })
     }

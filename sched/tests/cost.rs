@@ -246,3 +246,108 @@ fn an_idle_cpu_with_a_kick_on_its_way_is_not_waste() {
     let lat = &out.domains[0];
     assert!(lat.wakeups > 400 && lat.wake_lat_p50_ns >= 40_000, "{lat:?}");
 }
+
+/// A run's measured kicks (`schedsim --costs-from`) replace the profile's: a warped waker
+/// preempts where it slept, so its wake-up latency is the run's own-CPU kick, drawn from the
+/// histogram, and a slice end due meanwhile does not serve it sooner (the hypervisor's one
+/// reschedule on the way out serves both).
+#[test]
+fn measured_kicks_set_the_wake_latency() {
+    use sched::cost::Measured;
+    let s = spec(LATENCY);
+    // Kicks of a CPU by itself: all within (6144, 7168] ns; of another: (1, 2] ms.
+    let local = Measured::new(vec![(6144, 7168, 10)]);
+    let remote = Measured::new(vec![(1_048_576, 2_097_152, 10)]);
+    let p = Profile { kick_ns: 40_000, ..Profile::default() }.with_measured(remote, local, None);
+    let out = run(&s, p.clone());
+    let d = &out.domains[0];
+    assert!(d.wakeups > 1500, "{d:?}");
+    assert!((6144..=7168).contains(&d.wake_lat_p50_ns), "p50 {}", d.wake_lat_p50_ns);
+    assert!(d.wake_lat_p99_ns <= 7168, "p99 {}", d.wake_lat_p99_ns);
+    // With the CPUs stalled now and then, a wake-up and a slice end put off by a stall
+    // come due at its end together; still its own CPU serves none before its kick (the
+    // other CPU may pick it up sooner, rarely; with the slice end served at once, 99 of
+    // 1144 wake-ups were served before their kick here).
+    let (_, stalls) =
+        sched::cost::Stalls::split(&[(16_000, 32_000, 20), (4_096_000, 8_192_000, 20)]);
+    let d = run(&s, p.with_stalls(stalls)).domains[0].clone();
+    let early: u64 = d.wake_lat_hist.iter().flatten().filter(|b| b.0 <= 4096).map(|b| b.1).sum();
+    assert!(early <= 5, "{early} served before the kick: {d:?}");
+}
+
+/// A run's CPU stalls (slice ends later than 256 µs: the host not running the CPU) are
+/// played out: a hog on a stalled CPU is charged the stall but does no work, and a waker
+/// whose CPU is stalled waits for the stall's end.
+#[test]
+fn cpu_stalls_stretch_runs_and_delay_wakers() {
+    use sched::cost::Stalls;
+    let s = spec(LATENCY);
+    // A third of slice ends past the bound, all by (4, 8] ms: stalls of 6 ms on average,
+    // 12 ms apart.
+    let (_, stalls) = Stalls::split(&[(16_000, 32_000, 20), (4_096_000, 8_192_000, 10)]);
+    let stalls = stalls.expect("stalls");
+    assert_eq!(stalls.mean_gap_ns, 12_288_000);
+    let ideal = run(&s, Profile::ideal());
+    let out = run(&s, Profile::ideal().with_stalls(Some(stalls)));
+    let work = |o: &Output| o.domains[1..].iter().map(|d| d.work).sum::<u64>() as f64;
+    let cpu = |o: &Output| o.domains.iter().map(|d| d.cpu_ns).sum::<u64>() as f64;
+    // The CPUs are busy all along in both; a third of that time does no work.
+    assert!((cpu(&out) / cpu(&ideal) - 1.0).abs() < 0.01, "{} {}", cpu(&out), cpu(&ideal));
+    let done = work(&out) / work(&ideal);
+    assert!((0.55..0.8).contains(&done), "hogs did {done} of their work");
+    // A stall over a wake-up delays the wake (periods are lost), not the wake-up latency
+    // (the hypervisor counts from the wake it handled); a stall over the waker's run
+    // stretches it (rarely: stalls start 12 ms apart, runs last 20 µs).
+    let (lat, was) = (&out.domains[0], &ideal.domains[0]);
+    assert!(lat.wakeups < was.wakeups * 9 / 10, "{lat:?}");
+    assert_eq!(lat.wake_lat_p50_ns, was.wake_lat_p50_ns);
+    let per_wake = |d: &abi::tool::results::Domain| d.cpu_ns / d.wakeups;
+    assert!(per_wake(lat) > per_wake(was) * 11 / 10, "{lat:?} against {was:?}");
+}
+
+/// `schedsim --costs-from RESULTS.jsonl` reads a hypervisor run's kick and slice lateness;
+/// a results file with none of them, or a bucket bound of no layout, exits 2 naming it.
+#[test]
+fn the_command_takes_costs_from_a_run() {
+    let dir = std::env::temp_dir().join(format!("schedsim-costs-from-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_path = dir.join("s.toml");
+    std::fs::write(&spec_path, LATENCY).unwrap();
+    let run_line = |extra: &str| {
+        format!(
+            "{{\"kind\":\"run\",\"name\":\"t\",\"engine\":\"domino\",\"policy\":\"bvt\",\
+             \"cpus\":2,\"domains\":4,\"duration_ns\":1,\"idle_ns\":0{extra}}}\n"
+        )
+    };
+    let schedsim = |results: &str| {
+        let file = dir.join("r.jsonl");
+        std::fs::write(&file, results).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_schedsim"))
+            .arg(&spec_path)
+            .args(["--seconds", "0.5", "--costs-from"])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.join("out.jsonl"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let good = run_line(
+        ",\"slice_late_hist\":[[32000,5],[8192000,5]],\
+         \"kick_local_late\":{\"hist\":[[7168,4]],\"p50_ns\":7168,\"p99_ns\":7168}",
+    );
+    let (code, text) = schedsim(&good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("kicks of a CPU by itself 4 (p50 <= 7168 ns"), "{text}");
+    assert!(text.contains("CPU stalls of p50 <= 8192000 ns"), "{text}");
+    let (code, text) = schedsim(&run_line(""));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("kick_late, kick_local_late or slice_late_hist"), "{text}");
+    let (code, text) =
+        schedsim(&run_line(",\"kick_late\":{\"hist\":[[7000,4]],\"p50_ns\":7000,\"p99_ns\":7000}"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("`kick_late`: 7000 is not a bucket bound"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

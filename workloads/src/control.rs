@@ -125,11 +125,15 @@ pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
             busy_ns,
             switches,
             slice_late,
+            kick_late,
+            kick_local_late,
         } => Some(CpuStats {
             idle_ns,
             busy_ns,
             switches,
             slice_late,
+            kick_late,
+            kick_local_late,
         }),
         _ => None,
     })

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use abi::control::{ArgSpec, DomainExit, DomainId, DomainInfo, Domctl, ResourceCounts};
+use abi::control::{KICK_LATE_BUCKETS, KickLateHalves, kick_late_join};
 use abi::control::{SLICE_LATE_BUCKETS, slice_late_bound_ns};
 use abi::shared::{MAX_ARGS, MAX_VCPUS, NAME_BYTES};
 use abi::tool::plan::{Expect, Plan, PlannedDomain};
@@ -28,6 +29,11 @@ pub struct CpuStats {
     pub switches: u64,
     /// Slices ended by the timer, by how late (`abi::control::slice_late_bucket`).
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
+    /// Kicks from other CPUs served, by how late (`abi::control::kick_late_bucket`), as the
+    /// reply carries them ([`abi::control::kick_late_join`]) ...
+    pub kick_late: KickLateHalves,
+    /// ... and its own kicks.
+    pub kick_local_late: KickLateHalves,
 }
 
 /// The frame allocator's counts (`Sysctl::FrameCounts`).
@@ -239,6 +245,10 @@ pub struct RunSummary<'a> {
     pub idle_ns: u64,
     /// Slices ended by the timer during the interval, every CPU, by how late.
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
+    /// Kicks served during the interval, every CPU, by how late: sent by another CPU, and
+    /// by the CPU itself ([`kick_late`]).
+    pub kick_late: [u64; KICK_LATE_BUCKETS],
+    pub kick_local_late: [u64; KICK_LATE_BUCKETS],
     /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
     pub pools: Option<Vec<results::Pool>>,
 }
@@ -270,6 +280,8 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         }),
         slice_late_p50_ns: slice_late_percentile(&r.slice_late, 50),
         slice_late_p99_ns: slice_late_percentile(&r.slice_late, 99),
+        kick_late: results::kick_lateness(&r.kick_late),
+        kick_local_late: results::kick_lateness(&r.kick_local_late),
         profile: None,
     }
 }
@@ -291,6 +303,26 @@ pub fn slice_late_percentile(counts: &[u64; SLICE_LATE_BUCKETS], p: u64) -> Opti
         }
     }
     None
+}
+
+/// Kicks served over the interval, summed over CPUs (pairs of before/after snapshots): those
+/// sent by another CPU, or if `local` those a CPU sent itself.
+pub fn kick_late(before: &[CpuStats], after: &[CpuStats], local: bool) -> [u64; KICK_LATE_BUCKETS] {
+    let mut sum = [0; KICK_LATE_BUCKETS];
+    let of = |c: &CpuStats| {
+        kick_late_join(if local {
+            &c.kick_local_late
+        } else {
+            &c.kick_late
+        })
+    };
+    for (b, a) in before.iter().zip(after) {
+        let (b, a) = (of(b), of(a));
+        for (k, s) in sum.iter_mut().enumerate() {
+            *s += a[k].saturating_sub(b[k]);
+        }
+    }
+    sum
 }
 
 /// Slices ended late over the interval, summed over CPUs (pairs of before/after snapshots).
@@ -714,6 +746,8 @@ mod tests {
             duration_ns: 1_000_000,
             idle_ns: idle,
             slice_late: slice_late(&b, &a),
+            kick_late: kick_late(&b, &a, false),
+            kick_local_late: kick_late(&b, &a, true),
         };
         assert_eq!(
             run_record(&r),
@@ -752,6 +786,37 @@ mod tests {
         assert_eq!(slice_late_percentile(&late, 99), Some(4000));
         assert_eq!(slice_late_percentile(&late, 100), Some(u64::MAX));
         assert_eq!(slice_late_percentile(&[0; SLICE_LATE_BUCKETS], 50), None);
+    }
+
+    #[test]
+    fn kick_lateness_is_summed_over_cpus_by_kind() {
+        let at = |remote: &[(usize, u64)], local: &[(usize, u64)]| {
+            let mut r = [0; KICK_LATE_BUCKETS];
+            let mut l = [0; KICK_LATE_BUCKETS];
+            for &(k, n) in remote {
+                r[k] = n;
+            }
+            for &(k, n) in local {
+                l[k] = n;
+            }
+            CpuStats {
+                kick_late: abi::control::kick_late_halves(&r),
+                kick_local_late: abi::control::kick_late_halves(&l),
+                ..CpuStats::default()
+            }
+        };
+        let before = [at(&[(3, 1)], &[(0, 5)]), at(&[], &[])];
+        let after = [at(&[(3, 4), (40, 2)], &[(0, 9)]), at(&[(3, 1)], &[(1, 7)])];
+        let remote = kick_late(&before, &after, false);
+        let local = kick_late(&before, &after, true);
+        assert_eq!(
+            (remote[3], remote[40], remote.iter().sum::<u64>()),
+            (4, 2, 6)
+        );
+        assert_eq!((local[0], local[1], local.iter().sum::<u64>()), (4, 7, 11));
+        let l = results::kick_lateness(&remote).unwrap();
+        assert_eq!(l.hist.len(), 2);
+        assert_eq!(l.p50_ns, abi::control::kick_late_bound_ns(3).unwrap());
     }
 
     #[test]

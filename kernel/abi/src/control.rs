@@ -542,7 +542,74 @@ pub fn slice_late_bound_ns(k: usize) -> Option<u64> {
     (k + 1 < SLICE_LATE_BUCKETS).then(|| 1000u64 << k)
 }
 
+/// Buckets of a CPU's kick lateness (`SysctlReply::CpuStats::kick_late`): from a kick (a
+/// request that the CPU reschedule: a vCPU woke for it, a policy's tick or steal) to the
+/// moment that CPU's next decision begins. Four buckets to a power of two, each a quarter of
+/// its octave wide, as HdrHistogram's sub-buckets: bucket 0 holds kicks served within 1024
+/// ns; bucket k >= 1 those served within [`kick_late_bound_ns`]`(k)` and later than the
+/// bound of k - 1 (1280, 1536, 1792, 2048, 2560, ... ns, up to 50.3 ms at k = 62); the
+/// last one those later still. Finer than the slice buckets: a kick's delay is the bulk of
+/// a woken vCPU's wait, which schedsim samples from it (`schedsim --costs-from`).
+pub const KICK_LATE_BUCKETS: usize = 64;
+
+/// The bucket of a kick served `late_ns` after it was made.
+pub fn kick_late_bucket(late_ns: u64) -> usize {
+    if late_ns <= 1024 {
+        return 0;
+    }
+    let v = late_ns - 1;
+    let p = 63 - v.leading_zeros() as usize; // >= 10
+    let sub = (v >> (p - 2)) as usize & 3;
+    (1 + (p - 10) * 4 + sub).min(KICK_LATE_BUCKETS - 1)
+}
+
+/// The largest lateness (ns) bucket `k` holds; `None` for the last, unbounded one.
+pub fn kick_late_bound_ns(k: usize) -> Option<u64> {
+    if k == 0 {
+        return Some(1024);
+    }
+    if k + 1 >= KICK_LATE_BUCKETS {
+        return None;
+    }
+    let (p, sub) = (10 + (k - 1) / 4, ((k - 1) % 4) as u64);
+    Some((1u64 << p) + (sub + 1) * (1u64 << (p - 2)))
+}
+
+/// The kick-lateness bucket whose bound is `bound_ns` (u64::MAX: the last one), as a
+/// results record's `kick_late.hist` names them; `None` for no bucket's bound.
+pub fn kick_late_bucket_of_bound(bound_ns: u64) -> Option<usize> {
+    if bound_ns == u64::MAX {
+        return Some(KICK_LATE_BUCKETS - 1);
+    }
+    let k = kick_late_bucket(bound_ns);
+    (kick_late_bound_ns(k) == Some(bound_ns)).then_some(k)
+}
+
+/// [`KICK_LATE_BUCKETS`] counts as the `sysctl` reply carries them: two halves (serde
+/// derives arrays of at most 32).
+pub type KickLateHalves = [[u64; KICK_LATE_BUCKETS / 2]; 2];
+
+/// The counts split into the reply's halves.
+pub fn kick_late_halves(counts: &[u64; KICK_LATE_BUCKETS]) -> KickLateHalves {
+    let h = KICK_LATE_BUCKETS / 2;
+    [
+        core::array::from_fn(|k| counts[k]),
+        core::array::from_fn(|k| counts[h + k]),
+    ]
+}
+
+/// The reply's halves joined back into one array of counts.
+pub fn kick_late_join(halves: &KickLateHalves) -> [u64; KICK_LATE_BUCKETS] {
+    let h = KICK_LATE_BUCKETS / 2;
+    core::array::from_fn(|k| halves[k / h][k % h])
+}
+
 /// A `sysctl` reply.
+// `CpuStats` is 1.2 KiB (the kick histograms) against 64 bytes for the next variant: a reply
+// is built once per call, encoded at once into the caller's buffer (at most 1 KiB as
+// postcard writes it, mostly zeros), and neither side keeps one, so boxing it would buy
+// nothing; and `abi` has no allocator in the hypervisor's control path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SysctlReply<'a> {
     Policy {
@@ -556,6 +623,12 @@ pub enum SysctlReply<'a> {
         /// How late the timer ended each slice the policy asked for, counted in
         /// [`SLICE_LATE_BUCKETS`] log2 buckets ([`slice_late_bucket`]).
         slice_late: [u64; SLICE_LATE_BUCKETS],
+        /// How late this CPU's decisions came after the kicks that asked for them, in
+        /// [`KICK_LATE_BUCKETS`] buckets ([`kick_late_bucket`]), for kicks made on another
+        /// CPU (an inter-processor interrupt carried them) ...
+        kick_late: KickLateHalves,
+        /// ... and for kicks it made itself (served on its way out of the hypervisor).
+        kick_local_late: KickLateHalves,
     },
     SchedParam {
         value: u64,
@@ -619,6 +692,33 @@ mod tests {
         }
         assert_eq!(wake_lat_upper_ns(0), 1024);
         assert_eq!(wake_lat_bucket(u64::MAX), WAKE_LAT_BUCKETS - 1);
+    }
+
+    #[test]
+    fn kick_lateness_buckets_are_quarters_of_octaves() {
+        assert_eq!(kick_late_bucket(0), 0);
+        assert_eq!(kick_late_bucket(1024), 0);
+        assert_eq!(kick_late_bucket(1025), 1);
+        assert_eq!(kick_late_bound_ns(1), Some(1280));
+        assert_eq!(kick_late_bound_ns(4), Some(2048));
+        assert_eq!(kick_late_bound_ns(5), Some(2560));
+        assert_eq!(kick_late_bound_ns(62), Some(50_331_648));
+        assert_eq!(kick_late_bound_ns(KICK_LATE_BUCKETS - 1), None);
+        assert_eq!(kick_late_bucket(u64::MAX), KICK_LATE_BUCKETS - 1);
+        for k in 0..KICK_LATE_BUCKETS - 1 {
+            let b = kick_late_bound_ns(k).unwrap();
+            assert_eq!(kick_late_bucket(b), k, "{b}");
+            assert_eq!(kick_late_bucket(b + 1), k + 1, "{b}");
+            assert_eq!(kick_late_bucket_of_bound(b), Some(k));
+            if k > 0 {
+                // A quarter of its octave wide: within 25% of its bound.
+                let lower = kick_late_bound_ns(k - 1).unwrap();
+                assert!((b - lower) * 4 <= lower, "{lower}..{b}");
+            }
+        }
+        assert_eq!(kick_late_bucket_of_bound(1300), None);
+        let counts: [u64; KICK_LATE_BUCKETS] = core::array::from_fn(|k| k as u64 * 3);
+        assert_eq!(kick_late_join(&kick_late_halves(&counts)), counts);
     }
 
     #[test]

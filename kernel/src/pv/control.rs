@@ -452,6 +452,8 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 busy_ns: f.busy_ns,
                 switches: f.switches,
                 slice_late: f.slice_late,
+                kick_late: abi::control::kick_late_halves(&f.kick_late),
+                kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
             })
         }
         Sysctl::TakeSnapshot { slot: raw } => {
@@ -471,6 +473,8 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 busy_ns: f.busy_ns,
                 switches: f.switches,
                 slice_late: f.slice_late,
+                kick_late: abi::control::kick_late_halves(&f.kick_late),
+                kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
             })
         }
         Sysctl::FrameCounts => {

@@ -16,7 +16,7 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::control::{SLICE_LATE_BUCKETS, slice_late_bucket};
+use abi::control::{KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slice_late_bucket};
 use kerncore::timerheap::TimerHeap;
 
 use sched::{Policy, VcpuId};
@@ -71,19 +71,33 @@ struct CpuCounters {
     /// How late the timer ended the slices the policy gave, in log2 buckets
     /// (`abi::control::slice_late_bucket`): what a slice really lasts on this machine.
     slice_late: [AtomicU64; SLICE_LATE_BUCKETS],
+    /// How late this CPU's decisions came after the kicks that asked for them, in
+    /// `abi::control::kick_late_bucket`s: its own kicks (the first [`KICK_LATE_BUCKETS`]),
+    /// then kicks from other CPUs (an IPI each). On the heap, for the machine's CPUs only
+    /// (empty for the other slots): 1 KiB in each of `smp::MAX_CPUS` slots, built on the
+    /// boot stack by `PerCpu::from_fn`, overflowed it.
+    kick_late: alloc::boxed::Box<[AtomicU64]>,
+    /// When the earliest kick not yet served was made (system ns; 0: none), from this CPU
+    /// and from another. The one field other CPUs write: [`kick`] stamps it, this CPU's
+    /// next decision takes it ([`kicks_served`]).
+    kicked_at: [AtomicU64; 2],
 }
 
 /// [`CpuCounters::idle_since`] of a CPU that is not idle.
 const NOT_IDLE: u64 = u64::MAX;
 
-impl Default for CpuCounters {
-    fn default() -> Self {
+impl CpuCounters {
+    /// A CPU's counters; `on_machine`: with room for its kick figures.
+    fn new(on_machine: bool) -> Self {
+        let kicks = if on_machine { 2 * KICK_LATE_BUCKETS } else { 0 };
         CpuCounters {
             busy_ns: AtomicU64::new(0),
             switches: AtomicU64::new(0),
             idle_total_ns: AtomicU64::new(0),
             idle_since: AtomicU64::new(NOT_IDLE),
             slice_late: core::array::from_fn(|_| AtomicU64::new(0)),
+            kick_late: (0..kicks).map(|_| AtomicU64::new(0)).collect(),
+            kicked_at: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -107,12 +121,14 @@ impl CpuCounters {
 }
 
 /// Per-CPU figures for `sysctl CpuStats`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct CpuFigures {
     pub idle_ns: u64,
     pub busy_ns: u64,
     pub switches: u64,
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
+    pub kick_late: [u64; KICK_LATE_BUCKETS],
+    pub kick_local_late: [u64; KICK_LATE_BUCKETS],
 }
 
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
@@ -147,7 +163,7 @@ pub fn init(cpus: usize) {
             })
         })
     });
-    COUNTERS.call_once(|| PerCpu::from_fn(|_| CpuCounters::default()));
+    COUNTERS.call_once(|| PerCpu::from_fn(|cpu| CpuCounters::new(cpu < cpus)));
     watchdog::init();
 }
 
@@ -196,9 +212,46 @@ fn this_cpu() -> usize {
 
 /// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI.
 pub fn kick(cpu: usize) {
+    kick_since(cpu, Some(time::now_ns()));
+}
+
+/// [`kick`], for an event at `since` (system ns): a wake-up, a tick. The kick is stamped
+/// with it (the earliest one not yet served, per kind) for the target's `kick_late`
+/// figures: from the event to the decision it asks for, what a woken vCPU waits for on
+/// this machine, which schedsim's cost model takes from a run (`schedsim --costs-from`: it
+/// kicks at the wake-up too). Stamped before the flag is set, so that the decision the
+/// flag brings about finds the stamp. `None`: a kick that is not counted.
+fn kick_since(cpu: usize, since: Option<u64>) {
+    let remote = cpu != this_cpu();
+    let stamp = &counters().get(cpu).kicked_at[usize::from(remote)];
+    if let Some(since) = since
+        && stamp.load(Ordering::Relaxed) == 0
+    {
+        // 0 means none: a kick at system time 0 is stamped at 1.
+        let _ = stamp.compare_exchange(0, since.max(1), Ordering::AcqRel, Ordering::Relaxed);
+    }
     arch::percpu::need_resched(cpu).store(true, Ordering::Release);
-    if cpu != this_cpu() {
+    if remote {
         smp::ipi::send_reschedule(cpu);
+    }
+}
+
+/// This CPU decides at `now` (its decision began then): every kick stamped so far is
+/// served by it, and counted by how late (a kick stamped after `now`, by this very
+/// reschedule's timers, as 0). Called just before the policy decides: a kick is stamped
+/// after its wake-up was queued, so the decision sees every vCPU whose kick it counts.
+fn kicks_served(now: u64) {
+    let c = counters().this();
+    for (kind, stamp) in c.kicked_at.iter().enumerate() {
+        // A plain load first: there is usually nothing to take.
+        if stamp.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let at = stamp.swap(0, Ordering::AcqRel);
+        let k = kind * KICK_LATE_BUCKETS + kick_late_bucket(now.saturating_sub(at));
+        if let (true, Some(n)) = (at != 0, c.kick_late.get(k)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -304,10 +357,15 @@ fn change_state(
                 also(&mut s);
             }
         }
-        tell_policy(v, tell, now)
+        tell_policy(v, tell, now).map(|cpu| (cpu, tell))
     };
-    if let Some(cpu) = kick_cpu {
-        kick(cpu);
+    match kick_cpu {
+        // A wake-up's kick is stamped: schedsim draws a woken vCPU's kick from these.
+        Some((cpu, Tell::Wake)) => kick_since(cpu, Some(now)),
+        // A stop's (the vCPU blocks, pauses or dies where it runs) is not: it is the way
+        // out of the block hypercall, which schedsim prices as `block_ns`, not as a kick.
+        Some((cpu, _)) => kick_since(cpu, None),
+        None => {}
     }
     true
 }
@@ -452,9 +510,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         arch::percpu::my_need_resched().store(true, Ordering::Release);
     }
     if let (true, Some(h)) = (tick_due, here) {
-        h.inst
-            .policy
-            .tick(h.local, now, &mut |c| kick(h.inst.global(c)));
+        h.inst.policy.tick(h.local, now, &mut |c| {
+            kick_since(h.inst.global(c), Some(now))
+        });
     }
 }
 
@@ -577,6 +635,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         }
     }
     run_timers(&mut cs, now);
+    kicks_served(now);
     let decision = decide(cpu, now);
     let next = decision.next.and_then(|id| domain::vcpu(id.0));
     let same = match (&prev, &next) {
@@ -876,11 +935,14 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
     } else {
         now.saturating_sub(since)
     };
+    let kicks = |k: usize| c.kick_late.get(k).map_or(0, |n| n.load(Ordering::Relaxed));
     CpuFigures {
         idle_ns: c.idle_total_ns.load(Ordering::Relaxed) + current_idle,
         busy_ns: c.busy_ns.load(Ordering::Relaxed),
         switches: c.switches.load(Ordering::Relaxed),
         slice_late: core::array::from_fn(|k| c.slice_late[k].load(Ordering::Relaxed)),
+        kick_local_late: core::array::from_fn(&kicks),
+        kick_late: core::array::from_fn(|k| kicks(KICK_LATE_BUCKETS + k)),
     }
 }
 
@@ -903,6 +965,7 @@ pub fn idle_step(now: u64) -> IdleStep {
     take_need_resched();
     let mut cs = cpus().this().lock();
     run_timers(&mut cs, now);
+    kicks_served(now);
     let decision = decide(cpu, now);
     if let Some(u) = cs.unclaimed.take() {
         // That decision descheduled it (`claim`).

@@ -1,7 +1,7 @@
 //! `schedsim`: run an experiment spec through a policy on a simulated machine.
 //!
 //! `schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check] [--profile FILE]
-//!  [--slice-late-from RESULTS.jsonl]
+//!  [--costs-from RESULTS.jsonl] [--slice-late-from RESULTS.jsonl]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S] [--window-ms MS]
 //! `schedsim --replay TRACE.json SPEC.toml [flags as above]`
 //! `schedsim --list-policies`
@@ -13,10 +13,14 @@
 //! `--profile FILE` (or `[sim] profile = "FILE"` in the spec; the flag wins) runs on a
 //! machine with the costs of a profile from `scripts/calibrate` (`sched::cost`);
 //! `--profile ideal`, or none, is the ideal machine (every cost zero).
-//! `--slice-late-from RESULTS.jsonl` takes the profile's slice lateness
-//! (`slice_slack_ns`, `slice_slack_p99_ns`) from a hypervisor run's `run` record instead
-//! (`slice_late_p50_ns`, `slice_late_p99_ns`; `sched::cost::Profile::with_slice_lateness`):
-//! the host's load during that run, for comparing with it.
+//! `--costs-from RESULTS.jsonl` takes the delays that follow the host's load from a
+//! hypervisor run's `run` record instead of the profile (`sched::cost::Profile::
+//! with_measured`): each kick of another CPU is drawn from its `kick_late` histogram (the
+//! profile's `kick_ns`, `kick_p99_ns` and `ipi_ns`), each kick of a CPU by itself from
+//! `kick_local_late` (`kick_ns`, `kick_p99_ns`), and each slice's lateness from
+//! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`); a kind the run recorded none
+//! of keeps the profile's. The host's load during that run, for comparing with it.
+//! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--replay TRACE.json`: the domains that woke up in a hypervisor trace (`scripts/run
 //! --trace`) replay their recorded wake-ups and CPU bursts under the spec's policy instead
@@ -32,11 +36,13 @@
 
 use std::process::ExitCode;
 
+use sched::cost::{Measured, Stalls};
 use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-                [--profile FILE|ideal] [--slice-late-from RESULTS.jsonl]
+                [--profile FILE|ideal] [--costs-from RESULTS.jsonl]
+                [--slice-late-from RESULTS.jsonl]
                 [--replay TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
                 [--window-ms MS]
@@ -78,6 +84,7 @@ struct Args {
     profile: Option<String>,
     replay: Option<String>,
     slice_late_from: Option<String>,
+    costs_from: Option<String>,
     over: Overrides,
 }
 
@@ -92,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
         profile: None,
         replay: None,
         slice_late_from: None,
+        costs_from: None,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -110,6 +118,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--slice-late-from" => {
                 a.slice_late_from = Some(it.next().ok_or("--slice-late-from needs a results file")?)
+            }
+            "--costs-from" => {
+                a.costs_from = Some(it.next().ok_or("--costs-from needs a results file")?)
             }
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
@@ -137,34 +148,101 @@ fn parse_args() -> Result<Args, String> {
     if a.spec.is_empty() {
         return Err("missing SPEC.toml".into());
     }
+    if a.costs_from.is_some() && a.slice_late_from.is_some() {
+        return Err(
+            "--costs-from takes the slices' lateness too: give it or --slice-late-from, not both"
+                .into(),
+        );
+    }
     Ok(a)
 }
 
-/// A hypervisor run's slice lateness (`slice_late_p50_ns`, `slice_late_p99_ns` of its `run`
-/// record), for `--slice-late-from`.
-/// With the last finite bucket bound of its `slice_late_hist` (where a percentile past the
-/// histogram starts).
-fn slice_lateness(path: &str) -> Result<(u64, u64, u64), String> {
+/// What `--costs-from` (or `--slice-late-from`) takes from a hypervisor run's `run` record.
+struct RunCosts {
+    kick_remote: Option<Measured>,
+    kick_local: Option<Measured>,
+    slice: Option<Measured>,
+    /// The CPUs' stalls, from the slices ended late (`sched::cost::Stalls::split`).
+    stalls: Option<Stalls>,
+}
+
+/// The buckets of a `run` record's histogram `[[upper_bound_ns, count], ...]` as
+/// `(lower, upper, count)`: `lower_of` gives a bucket's lower end from its upper bound
+/// (`None`: no bucket of that layout), `last` the least a bucket open above (u64::MAX) holds.
+fn buckets(
+    path: &str,
+    key: &str,
+    hist: &serde_json::Value,
+    lower_of: impl Fn(u64) -> Option<u64>,
+    last: u64,
+) -> Result<Option<Measured>, String> {
+    Ok(bucket_list(path, key, hist, lower_of, last)?.and_then(Measured::new))
+}
+
+/// A histogram bucket: `(lower, upper, count)`.
+type Bucket = (u64, u64, u64);
+
+/// [`buckets`]' list.
+fn bucket_list(
+    path: &str,
+    key: &str,
+    hist: &serde_json::Value,
+    lower_of: impl Fn(u64) -> Option<u64>,
+    last: u64,
+) -> Result<Option<Vec<Bucket>>, String> {
+    let Some(hist) = hist.as_array() else { return Ok(None) };
+    let mut out = Vec::new();
+    for b in hist {
+        let (Some(upper), Some(n)) = (b[0].as_u64(), b[1].as_u64()) else {
+            return Err(format!("{path}: `{key}`: `{b}` is not [upper_bound_ns, count]"));
+        };
+        let lower = if upper == u64::MAX {
+            last
+        } else {
+            lower_of(upper)
+                .ok_or(format!("{path}: `{key}`: {upper} is not a bucket bound of its layout"))?
+        };
+        out.push((lower, upper, n));
+    }
+    Ok(Some(out))
+}
+
+/// A hypervisor run's measured kick and slice lateness (its `run` record's `kick_late`,
+/// `kick_local_late`, `slice_late_hist`), each absent if the run recorded none of it.
+fn run_costs(path: &str) -> Result<RunCosts, String> {
+    use abi::control::{
+        KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bound_ns, kick_late_bucket_of_bound,
+        slice_late_bound_ns, slice_late_bucket,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
     let run = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|r| r["kind"] == "run")
         .ok_or(format!("{path}: no `run` record (a results file of scripts/run is needed)"))?;
-    let field = |k: &str| {
-        run[k].as_u64().ok_or(format!(
-            "{path}: the run record has no `{k}` (a hypervisor run's; schedsim's have none)"
-        ))
+    let kick_lower = |upper: u64| {
+        kick_late_bucket_of_bound(upper).map(|k| {
+            k.checked_sub(1).map_or(0, |j| kick_late_bound_ns(j).expect("a bucket below the last"))
+        })
     };
-    let last = run["slice_late_hist"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| b[0].as_u64())
-        .filter(|&b| b != u64::MAX)
-        .max()
-        .unwrap_or(u64::MAX);
-    Ok((field("slice_late_p50_ns")?, field("slice_late_p99_ns")?, last))
+    let kick_last = kick_late_bound_ns(KICK_LATE_BUCKETS - 2).expect("the last finite bucket");
+    let kick = |key: &str| buckets(path, key, &run[key]["hist"], kick_lower, kick_last);
+    let slice_lower = |upper: u64| {
+        let k = slice_late_bucket(upper);
+        (slice_late_bound_ns(k) == Some(upper))
+            .then(|| k.checked_sub(1).map_or(0, |j| slice_late_bound_ns(j).unwrap_or(0)))
+    };
+    let slice_last =
+        slice_late_bound_ns(SLICE_LATE_BUCKETS - 2).expect("the last finite slice bucket");
+    let slices =
+        bucket_list(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?;
+    let stalls = slices.as_deref().and_then(|b| Stalls::split(b).1);
+    Ok(RunCosts {
+        kick_remote: kick("kick_late")?,
+        kick_local: kick("kick_local_late")?,
+        slice: slices.and_then(Measured::new),
+        stalls,
+    })
 }
 
 fn main() -> ExitCode {
@@ -199,13 +277,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let costs = match args.slice_late_from.as_deref().map(slice_lateness).transpose() {
-        Ok(None) => costs,
-        Ok(Some((p50, p99, last))) => costs.with_slice_lateness(p50, p99, last),
+    let (flag, from) = match (&args.costs_from, &args.slice_late_from) {
+        (Some(f), _) => ("--costs-from", Some(f.clone())),
+        (None, f) => ("--slice-late-from", f.clone()),
+    };
+    let measured = match from.as_deref().map(run_costs).transpose() {
+        Ok(m) => m,
         Err(e) => {
-            eprintln!("schedsim: --slice-late-from {e}");
+            eprintln!("schedsim: {flag} {e}");
             return ExitCode::from(2);
         }
+    };
+    let none_of = match (&measured, args.costs_from.is_some()) {
+        (Some(m), true)
+            if m.kick_remote.is_none() && m.kick_local.is_none() && m.slice.is_none() =>
+        {
+            Some("kick_late, kick_local_late or slice_late_hist")
+        }
+        (Some(m), false) if m.slice.is_none() => Some("slice_late_hist"),
+        _ => None,
+    };
+    if let (Some(what), Some(f)) = (none_of, &from) {
+        eprintln!(
+            "schedsim: {flag} {f}: the run record has no {what} (a hypervisor run's; schedsim's \
+             have none)"
+        );
+        return ExitCode::from(2);
+    }
+    let costs = match &measured {
+        None => costs,
+        Some(m) if args.costs_from.is_some() => costs
+            .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
+            .with_stalls(m.stalls.clone()),
+        Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
         Ok(r) => r,
@@ -219,10 +323,35 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let ideal = costs.is_ideal();
-    let slice_late = args
-        .slice_late_from
-        .as_ref()
-        .map(|f| (f.clone(), costs.slice_slack_ns, costs.slice_slack_p99_ns));
+    let described = |what: &str, m: &Option<Measured>| {
+        m.as_ref().map(|m| {
+            format!(
+                "{what} {} (p50 <= {} ns, p99 <= {} ns)",
+                m.count(),
+                m.percentile(50),
+                m.percentile(99)
+            )
+        })
+    };
+    let measured_note = from.as_ref().map(|f| {
+        let parts: Vec<String> = [
+            described("kicks of another CPU", &costs.kick_remote_measured),
+            described("kicks of a CPU by itself", &costs.kick_local_measured),
+            described("slice ends", &costs.slice_measured),
+            costs.stalls.as_ref().map(|s| {
+                format!(
+                    "CPU stalls of p50 <= {} ns every {} ns on average",
+                    s.lengths.percentile(50),
+                    s.mean_gap_ns + s.lengths.mean() as u64
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let parts = if parts.is_empty() { vec!["none recorded".to_string()] } else { parts };
+        format!("delays drawn from {f}: {}", parts.join("; "))
+    });
     let name = costs.name.clone();
     let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
     let opts =
@@ -262,8 +391,8 @@ fn main() -> ExitCode {
     if !ideal {
         println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
     }
-    if let Some((from, p50, p99)) = &slice_late {
-        println!("slice lateness from {from}: {p50} ns median, {p99} ns at the 99th percentile");
+    if let Some(note) = &measured_note {
+        println!("{note}");
     }
     println!("results: {path}");
     if out.summary.violations > 0 {

@@ -578,6 +578,8 @@ fn run() -> Result<bool, String> {
         slice_late_hist: None,
         slice_late_p50_ns: None,
         slice_late_p99_ns: None,
+        kick_late: None,
+        kick_local_late: None,
         profile: None,
     }));
     for r in &records {

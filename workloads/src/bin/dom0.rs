@@ -264,6 +264,8 @@ fn run_churn(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
+        kick_late: report::kick_late(&cpus_before, &cpus_after, false),
+        kick_local_late: report::kick_late(&cpus_before, &cpus_after, true),
         pools: None,
     };
     emit(&report::run_record(&summary), verdict);
@@ -806,6 +808,8 @@ fn measure(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
+        kick_late: report::kick_late(&cpus_before, &cpus_after, false),
+        kick_local_late: report::kick_late(&cpus_before, &cpus_after, true),
         pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);

@@ -297,11 +297,64 @@ pub struct Run {
     pub slice_late_p50_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice_late_p99_ns: Option<u64>,
+    /// Optional (the hypervisor only, when any CPU was kicked by another): how late the
+    /// CPUs' decisions came after the kicks other CPUs sent them (an inter-processor
+    /// interrupt each), from the event that made the kick (a wake-up, a tick; a blocking
+    /// vCPU's kick of its own CPU is not counted) to the start of the decision it asked for, over the
+    /// interval and every CPU ([`Lateness`], in `abi::control::kick_late_bucket`s: four to a
+    /// power of two). What a woken vCPU waits for before a CPU elsewhere decides to run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kick_late: Option<Lateness>,
+    /// Optional (the hypervisor only, when any CPU kicked itself): the same for the kicks
+    /// a CPU made itself (a wake-up handled on the CPU that is to run it), served on its way
+    /// out of the hypervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kick_local_late: Option<Lateness>,
     /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
     /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
     /// name), so that a result says which machine it models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+}
+
+/// A distribution of delays in a `run` record (`kick_late`, `kick_local_late`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lateness {
+    /// `[[upper_bound_ns, count], ...]`, non-empty buckets only, in order: a bucket counts
+    /// the delays at most its bound and above the bound of the bucket before it in the
+    /// layout (`abi::control::kick_late_bound_ns`: 1024 ns, then four to a power of two:
+    /// 1280, 1536, 1792, 2048, 2560, ...); the last bound, u64::MAX, holds those later than
+    /// 50.3 ms.
+    pub hist: Vec<(u64, u64)>,
+    /// The median and 99th percentile, as the bounds of the buckets that hold them.
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+}
+
+/// The [`Lateness`] of kick counts per `abi::control::kick_late_bucket`; `None` if none.
+pub fn kick_lateness(counts: &[u64; crate::control::KICK_LATE_BUCKETS]) -> Option<Lateness> {
+    let bound = |k: usize| crate::control::kick_late_bound_ns(k).unwrap_or(u64::MAX);
+    let total: u64 = counts.iter().sum();
+    let pct = |p: u64| {
+        let want = (total * p).div_ceil(100).max(1);
+        let mut seen = 0;
+        counts
+            .iter()
+            .position(|&n| {
+                seen += n;
+                seen >= want
+            })
+            .map_or(u64::MAX, bound)
+    };
+    (total > 0).then(|| Lateness {
+        hist: (0..counts.len())
+            .filter(|&k| counts[k] > 0)
+            .map(|k| (bound(k), counts[k]))
+            .collect(),
+        p50_ns: pct(50),
+        p99_ns: pct(99),
+    })
 }
 
 /// One CPU pool of a `run` record.
@@ -771,6 +824,12 @@ mod tests {
                     slice_late_hist: Some(vec![(1000, 3), (u64::MAX, 1)]),
                     slice_late_p50_ns: Some(1000),
                     slice_late_p99_ns: Some(u64::MAX),
+                    kick_late: Some(Lateness {
+                        hist: vec![(1280, 9), (u64::MAX, 1)],
+                        p50_ns: 1280,
+                        p99_ns: 1280,
+                    }),
+                    kick_local_late: None,
                     profile: None,
                 }),
                 &[
@@ -786,6 +845,7 @@ mod tests {
                     "slice_late_hist",
                     "slice_late_p50_ns",
                     "slice_late_p99_ns",
+                    "kick_late",
                 ],
             ),
             (Record::Domain(domain()), &["pool", "wake_lat_hist"]),
@@ -932,6 +992,22 @@ mod tests {
             assert_eq!(back.unwrap().unwrap(), r);
         }
         assert!(Record::from_fields("nope", serde_json::Value::Null).is_none());
+    }
+
+    #[test]
+    fn kick_lateness_keeps_the_buckets_and_reads_percentiles_as_bounds() {
+        use crate::control::KICK_LATE_BUCKETS;
+        let mut counts = [0u64; KICK_LATE_BUCKETS];
+        assert_eq!(kick_lateness(&counts), None);
+        // 60 kicks within 1024 ns, 38 in (2048, 2560], 2 past 50.3 ms.
+        counts[0] = 60;
+        counts[5] = 38;
+        counts[KICK_LATE_BUCKETS - 1] = 2;
+        let l = kick_lateness(&counts).unwrap();
+        assert_eq!(l.hist, vec![(1024, 60), (2560, 38), (u64::MAX, 2)]);
+        assert_eq!((l.p50_ns, l.p99_ns), (1024, u64::MAX));
+        counts[KICK_LATE_BUCKETS - 1] = 0;
+        assert_eq!(kick_lateness(&counts).unwrap().p99_ns, 2560);
     }
 
     #[test]

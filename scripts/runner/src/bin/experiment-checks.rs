@@ -45,38 +45,43 @@ enum Also {
     /// never ran again once asleep ([`sleepers_stay_asleep`]).
     Sleepers,
     /// Run the same spec and flags in schedsim on a calibrated cost profile
-    /// ([`calibrated_profile`]), with this run's own slice lateness (`schedsim
-    /// --slice-late-from`: the host's load during the run) when [`Timed`] asserts a
-    /// latency: the share of each class of
-    /// identical domains (group, weight, cap; its mean) within this many points of the
-    /// hypervisor's, each domain's reported; each latency domain's p50 and p99 wake-up
-    /// latency against the target (within 30%, or the same log2 bucket), reported; the
-    /// percentiles of [`Timed`] asserted to within one log2 bucket, which held on a shared
-    /// host (README, "Cost profiles").
+    /// ([`calibrated_profile`]), with this run's own kick and slice lateness (`schedsim
+    /// --costs-from`: the host's load during the run) when [`Timed`] asserts a latency: the
+    /// share of each class of identical domains (group, weight, cap; its mean) within this
+    /// many points of the hypervisor's, each domain's reported; each latency domain's p50
+    /// and p99 wake-up latency against the target (within 30%, or the same log2 bucket),
+    /// reported, and asserted as [`Timed`] says (README, "Cost profiles").
     Calibrated(u32, Timed),
     /// Run with `--trace`, replay the trace under the run's own policy in calibrated
     /// schedsim (`schedsim --replay`), and compare as [`Also::Calibrated`] does.
     Replay(u32),
 }
 
-/// Which wake-up latency percentiles a calibrated comparison asserts to within one log2
-/// bucket of the hypervisor's (a factor of 2 to 4; the others it reports). The target
-/// proper (within 30%, or the same bucket) is reported for every percentile, not asserted:
-/// on this shared host it moves with the host's load (bvt's p50 was 8.7-21 µs on the
-/// hypervisor from one run to the next at loads 0.3-1.7, 5.9 µs on an idle host, against
-/// 20 µs simulated), so bvt's is not asserted at all.
+/// What a calibrated comparison asserts of a latency domain's p50 and p99 wake-up latency
+/// (each percentile is reported in every case, with the target's verdict).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Timed {
-    /// None: latency reported only.
-    Nothing,
-    /// The 99th percentile: credit's, whose waker waits at the tail for a hog's rate-limit
-    /// slice to end, as late as the host ends it (1.05, 5.5, 6.8, 8.1, 12.1 and 18.9 ms on
-    /// the hypervisor; 1.4, 6.2, 6.2, 11.1, 11.1 and 31.6 ms simulated with each run's
-    /// slice lateness). Not its median: half the rate limit on a quiet host (426-557 µs,
-    /// 576-683 µs simulated), but 106 µs once on a loaded one (not examined: perhaps hogs'
-    /// runs stretched by the host past the rate limit before the waker came). bvt's p99 is
-    /// the kick's tail, which no run records (70 µs to 12 ms here).
-    P99,
+struct Timed {
+    p50: Bound,
+    p99: Bound,
+}
+
+impl Timed {
+    /// Latency reported only.
+    const NOTHING: Timed = Timed {
+        p50: Bound::Reported,
+        p99: Bound::Reported,
+    };
+}
+
+/// How closely one percentile must match.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Reported only.
+    Reported,
+    /// Within one log2 bucket (a factor of 2 to 4).
+    Bucket,
+    /// The target: within 30%, or the same log2 bucket.
+    Target,
 }
 
 /// The cost profile the calibrated comparisons use: the one shipped for TCG
@@ -130,6 +135,30 @@ fn matches_calibrated(
     replay: Option<&Path>,
     timed: Timed,
 ) -> Result<String, String> {
+    // The hypervisor counts the kicks it serves (the run record's `kick_late`,
+    // `kick_local_late`), which `--costs-from` takes: a latency domain's wake-ups kick a
+    // CPU, most of them (bvt and credit about two kicks per wake-up here, counting the
+    // hogs'; credit2 0.26-0.79, leaving the others to the next slice end), so there is at
+    // least one kick per ten of its wake-ups.
+    if replay.is_none()
+        && let Some(lat) = domains(records)
+            .into_iter()
+            .find(|d| d.workload == "latency")
+    {
+        let run = records.run().ok_or("no run record")?;
+        let kicks: u64 = [&run.kick_late, &run.kick_local_late]
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l.hist.iter().map(|b| b.1))
+            .sum();
+        if kicks * 10 < lat.wakeups {
+            return Err(format!(
+                "the run record counts {kicks} kicks served (kick_late, kick_local_late) for \
+                 {} wake-ups of {}",
+                lat.wakeups, lat.name
+            ));
+        }
+    }
     let sim_out = out.with_extension("calibrated.jsonl");
     let profile = calibrated_profile(out.parent().unwrap_or(Path::new(".")))?;
     let flags: Vec<&String> = args
@@ -139,13 +168,14 @@ fn matches_calibrated(
     let run = std::process::Command::new(sibling_runner().with_file_name("schedsim"))
         .args(flags)
         .args(replay.iter().flat_map(|t| [Path::new("--replay"), t]))
-        // The host's load during this run, in the one term that follows it run by run; for
-        // the cases that judge latency (it is the tail of credit's wait). Not for shares
-        // alone: a tail of tens of ms drawn at random moves single domains' shares in
-        // schedsim (weights under bvt: 1.1-2.1 points over three seeds, 1.4 without).
+        // The host's load during this run, in the terms that follow it run by run (kicks,
+        // slice ends), for the specs with a latency domain. Not for shares alone: a tail of
+        // tens of ms drawn at random from the run's slice lateness moves single domains'
+        // shares in schedsim (weights under bvt: 1.1-2.1 points over three seeds, 1.4
+        // without).
         .args(
-            (replay.is_none() && timed != Timed::Nothing)
-                .then_some([Path::new("--slice-late-from"), out])
+            (replay.is_none() && domains(records).iter().any(|d| d.workload == "latency"))
+                .then_some([Path::new("--costs-from"), out])
                 .into_iter()
                 .flatten(),
         )
@@ -224,26 +254,29 @@ fn matches_calibrated(
         ] {
             let off = (log2_bucket(h) - log2_bucket(m)).abs();
             let close = (h as f64 - m as f64).abs() <= 0.3 * h as f64 || off == 0;
-            let asserted = match timed {
-                Timed::Nothing => false,
-                Timed::P99 => what == "p99",
+            let bound = if what == "p50" { timed.p50 } else { timed.p99 };
+            let fails = match bound {
+                Bound::Reported => None,
+                Bound::Bucket => (off > 1).then_some("more than 1 log2 bucket apart"),
+                Bound::Target => (!close).then_some("more than 30% and a log2 bucket apart"),
             };
-            if asserted && off > 1 {
+            if let Some(why) = fails {
                 return Err(format!(
                     "{}: wake-up latency {what} {:.1} µs on the hypervisor, {:.1} µs in \
-                     calibrated schedsim ({}, this run's slice lateness): {off} log2 buckets \
-                     apart, more than 1",
+                     calibrated schedsim ({}, this run's kick and slice lateness): {why} \
+                     ({off} buckets)",
                     d.name,
                     h as f64 / 1e3,
                     m as f64 / 1e3,
                     profile.display()
                 ));
             }
-            let verdict = match (close, asserted) {
-                (true, true) => "on target; within a bucket asserted",
-                (true, false) => "on target",
-                (false, true) => "MISSES the target; within a bucket asserted",
-                (false, false) => "MISSES the target (reported, not asserted)",
+            let verdict = match (close, bound) {
+                (true, Bound::Target) => "on target, asserted",
+                (true, Bound::Bucket) => "on target; within a bucket asserted",
+                (true, Bound::Reported) => "on target",
+                (false, Bound::Bucket) => "MISSES the target; within a bucket asserted",
+                (false, _) => "MISSES the target (reported, not asserted)",
             };
             notes.push(format!(
                 "{} {what} {:.1} µs on the hypervisor, {:.1} µs simulated ({verdict}, {off} log2 buckets apart)",
@@ -1964,15 +1997,19 @@ fn cases() -> Vec<Case> {
         Also::Nothing,
     );
     // Calibrated schedsim against the hypervisor (issue 15), on 2 CPUs where TCG gives each
-    // emulated CPU a host core: shares within 2 points (per class of identical domains);
-    // wake-up latency against the target (30% or the same log2 bucket) reported; within
-    // one log2 bucket asserted where that held on idle and loaded hosts (credit's p99 with
-    // the run's own slice lateness) (README, "Cost profiles").
-    // bvt's p50 is reported only: the kick's median follows the host (8.7-21 µs on the
-    // hypervisor at host loads 0.3-1.7, 5.9 µs on an idle one, 19.5 µs simulated with the
-    // shipped profile, measured on a loaded host), and `scripts/test` asserts no timing that
-    // an idle or a loaded host breaks.
-    for (policy, timed) in [("bvt", Timed::Nothing), ("credit", Timed::P99)] {
+    // emulated CPU a host core, fed this run's own kick and slice lateness (`schedsim
+    // --costs-from`): shares within 2 points (per class of identical domains); wake-up
+    // latency against the target (30% or the same log2 bucket) reported, and asserted where
+    // it held on a loaded host (README, "Cost profiles").
+    // What held in every round at host loads 1.8-7.4 (README): bvt's p50 on target and
+    // credit's p99 within a bucket (also at loads 0.3-1.7 and idle, session 9); the rest
+    // is reported: bvt's p99 came within a bucket in 6 of 14 at loads 5.5-7.4, credit's
+    // p50 in 13 of 13 and then twice 3 buckets apart (106 and 115 µs on the hypervisor,
+    // as once in session 9). Not credit2: its latency domain took 4.3-5.3% of the CPU on
+    // the hypervisor against 2.0-2.2% simulated in 3 of 6 rounds even at loads 1.8-3.3
+    // (README, "Cost profiles"), and the case would fail on that share.
+    let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
+    for (policy, p50, p99) in [("bvt", target, reported), ("credit", reported, bucket)] {
         with(
             format!("simvshyp/latency/{policy}"),
             vec![
@@ -1985,7 +2022,7 @@ fn cases() -> Vec<Case> {
                 "2",
             ],
             latency_domain_runs,
-            Also::Calibrated(2, timed),
+            Also::Calibrated(2, Timed { p50, p99 }),
         );
     }
     with(
@@ -2007,7 +2044,7 @@ fn cases() -> Vec<Case> {
             format!("simvshyp/weights/{policy}"),
             vec![&spec("weights"), "--sched", policy, "--seconds", "4"],
             shares_follow_weights,
-            Also::Calibrated(2, Timed::Nothing),
+            Also::Calibrated(2, Timed::NOTHING),
         );
     }
     let mut add =
@@ -2249,7 +2286,7 @@ fn main() -> ExitCode {
                         matches_calibrated(&r, &c.args, &out, points, None, timed)?
                     }
                     Also::Replay(points) => {
-                        matches_calibrated(&r, &c.args, &out, points, Some(&trace), Timed::Nothing)?
+                        matches_calibrated(&r, &c.args, &out, points, Some(&trace), Timed::NOTHING)?
                     }
                     Also::Xtf => runner::xtf::verdict(&r, &run.output)?,
                 };
