@@ -2039,13 +2039,20 @@ mod tests {
         panic!("no credit reset in 40 decisions: {:?}", credits());
     }
 
-    #[test]
-    fn a_capped_vcpu_is_parked_and_comes_back_at_replenishment() {
+    /// One runnable vCPU of a domain capped at 20% (2 ms of budget every 10 ms), on CPU 0
+    /// of two.
+    fn one_capped_vcpu() -> Credit2 {
         let t = Topology::flat(1, 2, 2);
         let c = Credit2::new(&t).unwrap();
         c.add_domain(DomainId(0), &[("cap", 20)]).unwrap();
         c.insert_vcpu(VcpuId(0), DomainId(0), 0).unwrap();
         c.wake(VcpuId(0), 0);
+        c
+    }
+
+    #[test]
+    fn a_capped_vcpu_is_parked_and_comes_back_at_replenishment() {
+        let c = one_capped_vcpu();
         // First tick starts the replenishment clock; the budget is 2 ms per 10 ms.
         c.tick(0, 0, &mut |_| {});
         assert_eq!(c.schedule(0, 0).next, Some(VcpuId(0)));
@@ -2112,11 +2119,7 @@ mod tests {
     fn a_stretched_run_is_charged_to_its_cap_budget_in_full() {
         // cap 20: 2 ms of budget every 10 ms. Its run lasts 20 ms (a host's stall under
         // emulation), far past its 2 ms slice and `overrun_us` (1 ms).
-        let t = Topology::flat(1, 2, 2);
-        let c = Credit2::new(&t).unwrap();
-        c.add_domain(DomainId(0), &[("cap", 20)]).unwrap();
-        c.insert_vcpu(VcpuId(0), DomainId(0), 0).unwrap();
-        c.wake(VcpuId(0), 0);
+        let c = one_capped_vcpu();
         c.tick(0, 0, &mut |_| {});
         assert_eq!(c.schedule(0, 0).next, Some(VcpuId(0)));
         assert_eq!(c.schedule(0, 20 * MS as u64).next, None, "out of budget: parked");

@@ -1617,13 +1617,8 @@ fn pt_batch_link() -> u64 {
     // (`HYPERCALL_SLICE_NS`), takes the interrupts and upcalls due, and continues it. A call
     // the hypervisor ran in one go would hold the upcall (and every neighbour's timer on
     // this CPU) until its end.
-    let timer_port = match hypercall::evtchn_bind_virq(nr::virq::TIMER) {
-        Ok(p) => p,
-        Err(e) => return xtf::error(CASE, format_args!("binding the timer VIRQ: {e:?}")),
-    };
-    TIMER_PORT.store(timer_port, Ordering::Relaxed);
-    if let Err(e) = workloads::upcall::register(on_timer) {
-        return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
+    if let Err(end) = timer_upcall(CASE) {
+        return end;
     }
     let start = time::now_ns();
     let (mut rounds, mut longest, mut linked_most) = (0u64, 0u64, 0u64);
@@ -1712,21 +1707,50 @@ fn pt_batch_link() -> u64 {
 /// `MMU_BATCH` of them and keeps the new ones (first in, first out), so that the
 /// hypervisor's search for each frame it forgets is as long as the domain's holding.
 const UPCALL_LATE_NS: u64 = 3_000_000;
+/// `mem-batch`'s long call: one that must have taken the timer upcall armed 500 us into it.
+const LONG_NS: u64 = 4_000_000;
+
+/// What `mem-batch`'s timed calls add up to.
+#[derive(Default)]
+struct Tally {
+    /// Calls of `LONG_NS` or more.
+    long_calls: u64,
+    /// Those of them the timer upcall interrupted in their first half.
+    interrupted: u64,
+    /// The latest an upcall came after its deadline.
+    latest: u64,
+}
+
+impl Tally {
+    /// One call that took `took`, interrupted in its first half or not, its upcall `late`.
+    fn add(&mut self, took: u64, first_half: bool, late: u64) {
+        if took >= LONG_NS {
+            self.long_calls += 1;
+            self.interrupted += u64::from(first_half);
+        }
+        self.latest = self.latest.max(late);
+    }
+}
+
+/// Binds the timer VIRQ and registers `on_timer` as the upcall (it stamps `TIMER_AT`); the
+/// case's ending (an ERROR) if either fails.
+fn timer_upcall(case: &'static str) -> Result<(), u64> {
+    let timer_port = hypercall::evtchn_bind_virq(nr::virq::TIMER)
+        .map_err(|e| xtf::error(case, format_args!("binding the timer VIRQ: {e:?}")))?;
+    TIMER_PORT.store(timer_port, Ordering::Relaxed);
+    workloads::upcall::register(on_timer)
+        .map_err(|e| xtf::error(case, format_args!("registering the upcall: {e:?}")))?;
+    Ok(())
+}
 
 fn mem_batch() -> u64 {
     const CASE: &str = "mem-batch";
     const N: usize = nr::MMU_BATCH as usize;
-    const LONG_NS: u64 = 4_000_000;
     const MOST_HELD: usize = 64 * N;
     const HELD_AT: u64 = MAP_AREA + 32 * 4096;
     let mut c = Checks::new(CASE);
-    let timer_port = match hypercall::evtchn_bind_virq(nr::virq::TIMER) {
-        Ok(p) => p,
-        Err(e) => return xtf::error(CASE, format_args!("binding the timer VIRQ: {e:?}")),
-    };
-    TIMER_PORT.store(timer_port, Ordering::Relaxed);
-    if let Err(e) = workloads::upcall::register(on_timer) {
-        return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
+    if let Err(end) = timer_upcall(CASE) {
+        return end;
     }
     static mut LIST: [u64; N] = [0; N];
     // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
@@ -1748,7 +1772,7 @@ fn mem_batch() -> u64 {
         };
         (r, took, at != 0 && at - t0 < took / 2, late)
     };
-    let (mut long_calls, mut interrupted, mut latest) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     // The longest `DecreaseReservation` of the phase holding nothing.
     let mut unheld_dec = 0;
     // Two phases: holding nothing, for 2 s (each batch given back is the one just taken);
@@ -1796,11 +1820,7 @@ fn mem_batch() -> u64 {
         } {
             let (taken, took, first_half, late) =
                 timed(&mut || hypercall::increase_reservation(list));
-            if took >= LONG_NS {
-                long_calls += 1;
-                interrupted += u64::from(first_half);
-            }
-            latest = latest.max(late);
+            tally.add(took, first_half, late);
             longest_inc = longest_inc.max(took);
             if taken != Ok(N) {
                 return xtf::error(CASE, format_args!("IncreaseReservation of {N}: {taken:?}"));
@@ -1817,11 +1837,7 @@ fn mem_batch() -> u64 {
                     &list[..]
                 })
             });
-            if took >= LONG_NS {
-                long_calls += 1;
-                interrupted += u64::from(first_half);
-            }
-            latest = latest.max(late);
+            tally.add(took, first_half, late);
             longest_dec = longest_dec.max(took);
             if given != Ok(N) {
                 return xtf::error(CASE, format_args!("DecreaseReservation of {N}: {given:?}"));
@@ -1856,6 +1872,11 @@ fn mem_batch() -> u64 {
             );
         }
     }
+    let Tally {
+        long_calls,
+        interrupted,
+        latest,
+    } = tally;
     println!(
         "{interrupted} of {long_calls} calls of 4 ms or more took the timer upcall in their \
          first half; the latest upcall came {} us after its deadline",
