@@ -1,5 +1,6 @@
-//! A spin lock whose contended release hands the processor to the waiter: credit2's
-//! runqueue lock, the one lock two CPUs of a runqueue wait for on every decision.
+//! A spin lock whose contended release hands the processor to the waiter: every runqueue
+//! lock, the locks CPUs wait for on their decisions (credit2's shared runqueues, and the
+//! per-CPU runqueues of `runq` that the other policies steal from).
 //!
 //! Why. On hardware a CPU that waits for a spin lock spins until the holder, running at the
 //! same time, lets go: a few hundred nanoseconds. Where virtual CPUs take turns on fewer

@@ -43,6 +43,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use crossbeam_utils::CachePadded;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
+use crate::handoff::{HandoffGuard, HandoffMutex};
+
 use crate::{DomainId, Error, ParamSpec, PolicyInfo, Stats, Topology, VcpuId, Wakeup};
 
 use core::ops::{Deref, DerefMut};
@@ -120,9 +122,10 @@ impl<Q> CpuQueue<Q> {
     }
 }
 
-/// One CPU's runqueue: the lock plus figures that peers read without locking.
+/// One CPU's runqueue: the lock (handed to a waiter on release, [`crate::handoff`]) plus
+/// figures that peers read without locking.
 pub struct Cpu<Q> {
-    lock: SpinMutex<CpuQueue<Q>>,
+    lock: HandoffMutex<CpuQueue<Q>>,
     /// Queued plus running vCPUs (Xen's `nr_runnable`); read racily by stealers.
     nr_runnable: AtomicUsize,
     /// A policy-defined summary of the head of the queue (BVT: its effective virtual time;
@@ -286,7 +289,7 @@ pub struct Runqueues<Q, S> {
 /// without the lock, and, if it was taken by [`Runqueues::lock_for_schedule`], whether the
 /// CPU idles. There is no other way to publish, so no change can be forgotten.
 pub struct CpuGuard<'a, Q: RunQueue> {
-    inner: SpinMutexGuard<'a, CpuQueue<Q>>,
+    inner: HandoffGuard<'a, CpuQueue<Q>>,
     cpu: &'a Cpu<Q>,
     idlers: &'a Idlers,
     index: usize,
@@ -337,7 +340,7 @@ impl<Q: RunQueue, S: Default> Runqueues<Q, S> {
         let cpus = (0..topo.cpus)
             .map(|_| {
                 CachePadded::new(Cpu {
-                    lock: SpinMutex::new(CpuQueue {
+                    lock: HandoffMutex::new(CpuQueue {
                         curr: None,
                         curr_since: 0,
                         leaving: None,
@@ -384,7 +387,7 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
         self.cpus.len()
     }
 
-    fn guard<'a>(&'a self, cpu: usize, inner: SpinMutexGuard<'a, CpuQueue<Q>>) -> CpuGuard<'a, Q> {
+    fn guard<'a>(&'a self, cpu: usize, inner: HandoffGuard<'a, CpuQueue<Q>>) -> CpuGuard<'a, Q> {
         CpuGuard { inner, cpu: &self.cpus[cpu], idlers: &self.idlers, index: cpu, schedule: false }
     }
 

@@ -176,12 +176,23 @@ impl Domain {
     /// is found and marked pending under the table's lock, as `send_from` does: a port
     /// closed and bound anew in between would otherwise get the VIRQ's event.
     pub fn send_virq(&self, virq: u32, vcpu: u32, now: u64) {
-        let (port, unmasked) = {
+        self.deliver(|table| Some((table.virq_port(virq, vcpu)?, vcpu)), now);
+    }
+
+    /// Marks pending the port `find` picks in the port table, and notifies the vCPU it names
+    /// unless the port is masked: found and marked under the table's lock, so that the port
+    /// cannot be closed and bound anew in between. Nothing happens when `find` finds none.
+    fn deliver(
+        &self,
+        find: impl FnOnce(&kerncore::event::PortTable) -> Option<(u32, u32)>,
+        now: u64,
+    ) {
+        let (port, vcpu, unmasked) = {
             let table = self.ports.lock();
-            let Some(port) = table.virq_port(virq, vcpu) else {
+            let Some((port, vcpu)) = find(&table) else {
                 return;
             };
-            (port, self.set_pending(port))
+            (port, vcpu, self.set_pending(port))
         };
         if unmasked {
             self.notify_vcpu(vcpu, port as usize / 64, now);
@@ -203,16 +214,10 @@ impl Domain {
     /// dropped: the binding it was sent on has gone, and the number (or, after a destroy,
     /// this domain's id) may serve another binding by now.
     pub fn send_from(&self, port: u32, from: abi::control::DomainId, from_port: u32, now: u64) {
-        let (unmasked, vcpu) = {
-            let table = self.ports.lock();
-            let Some(vcpu) = table.deliverable(port, from, from_port) else {
-                return;
-            };
-            (self.set_pending(port), vcpu)
-        };
-        if unmasked {
-            self.notify_vcpu(vcpu, port as usize / 64, now);
-        }
+        self.deliver(
+            |table| Some((port, table.deliverable(port, from, from_port)?)),
+            now,
+        );
     }
 
     /// Notifies vCPU `vcpu` (vCPU 0 if there is no such vCPU) of a pending event in

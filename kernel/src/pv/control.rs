@@ -750,7 +750,7 @@ fn change_pool(
         }
     }
     for &c in old_cpus.iter().chain(&p.cpus) {
-        schedule::kick(c);
+        schedule::kick(c, now);
     }
     result
 }

@@ -210,9 +210,10 @@ fn this_cpu() -> usize {
     smp::percpu::cpu_index()
 }
 
-/// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI.
-pub fn kick(cpu: usize) {
-    kick_since(cpu, Some(time::now_ns()));
+/// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI,
+/// for an event at `now` (see [`kick_since`]).
+pub fn kick(cpu: usize, now: u64) {
+    kick_since(cpu, Some(now));
 }
 
 /// [`kick`], for an event at `since` (system ns): a wake-up, a tick. The kick is stamped
@@ -361,7 +362,7 @@ fn change_state(
     };
     match kick_cpu {
         // A wake-up's kick is stamped: schedsim draws a woken vCPU's kick from these.
-        Some((cpu, Tell::Wake)) => kick_since(cpu, Some(now)),
+        Some((cpu, Tell::Wake)) => kick(cpu, now),
         // A stop's (the vCPU blocks, pauses or dies where it runs) is not: it is the way
         // out of the block hypercall, which schedsim prices as `block_ns`, not as a kick.
         Some((cpu, _)) => kick_since(cpu, None),
@@ -387,7 +388,7 @@ fn tell_policy(v: &Vcpu, tell: Tell, now: u64) -> Option<usize> {
 pub fn yield_current(v: &Vcpu, now: u64) {
     v.yielded.store(true, Ordering::Relaxed);
     if let Some(cpu) = vcpu_policy(v, |p| p.yield_now(VcpuId(v.id), now)) {
-        kick(cpu);
+        kick(cpu, now);
     }
 }
 
@@ -510,9 +511,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         arch::percpu::my_need_resched().store(true, Ordering::Release);
     }
     if let (true, Some(h)) = (tick_due, here) {
-        h.inst.policy.tick(h.local, now, &mut |c| {
-            kick_since(h.inst.global(c), Some(now))
-        });
+        h.inst
+            .policy
+            .tick(h.local, now, &mut |c| kick(h.inst.global(c), now));
     }
 }
 
@@ -764,9 +765,10 @@ fn account_out(v: &Vcpu, now: u64) {
 
 /// Lets other CPUs run `v`: called once its registers and FPU state are saved and this CPU
 /// has claimed the next vCPU (or loaded the hypervisor's CR3). Its domain may be freed once
-/// no CPU's CR3 holds its address space either (`Domain::loaded_anywhere`). Then tells the policy (`context_saved`): until
-/// now it has given `v` to no other CPU, which is why [`switch_in`] never waits. (Or, for
-/// a vCPU adopted by a new instance while it ran, wakes it there.)
+/// no CPU's CR3 holds its address space either (`Domain::loaded_anywhere`). Then tells the
+/// policy (`context_saved`): until now it has given `v` to no other CPU, which is why
+/// [`claim`] never waits. (Or, for a vCPU adopted by a new instance while it ran, wakes it
+/// there.)
 fn release(v: &Vcpu) {
     v.running_on.store(NOT_RUNNING, Ordering::Release);
     saved(v);
@@ -791,7 +793,7 @@ fn saved(v: &Vcpu) {
             }
         };
         if let Some(c) = kick_cpu {
-            kick(c);
+            kick(c, now);
         }
         return;
     }
@@ -812,7 +814,7 @@ fn saved(v: &Vcpu) {
         },
     };
     if let Some(c) = inst.policy.context_saved(local, VcpuId(v.id), now) {
-        kick(inst.global(c));
+        kick(inst.global(c), now);
     }
 }
 
@@ -858,7 +860,7 @@ fn claim(v: &Vcpu, cpu: usize) -> bool {
 
 /// Accounts the start of `v`'s run here, `v` claimed by this CPU ([`claim`]). Returns
 /// `prev` (the vCPU leaving, if any), still to be released, which [`load_address_space`]
-/// does once `v`'s address space is loaded.
+/// does just before it loads `v`'s address space.
 ///
 /// The address space is loaded last, after all of the switch's bookkeeping: a CR3 load
 /// flushes the TLB (under TCG all of it, global pages and QEMU's jump cache included), so

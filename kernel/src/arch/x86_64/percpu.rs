@@ -98,12 +98,17 @@ pub fn install(cpu_index: usize, apic_id: u32) {
     unsafe { smp::percpu::install(&raw mut area.header) };
 }
 
+/// CPU `cpu`'s area, if it installed one. Other CPUs use only its atomic fields.
+fn area_of(cpu: usize) -> Option<&'static CpuArea> {
+    let area = AREAS.get(cpu)?.load(Ordering::Acquire);
+    // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; what other CPUs
+    // read or write in it is atomic, so sharing it while its CPU changes it is sound.
+    unsafe { area.as_ref() }
+}
+
 /// CPU `cpu`'s transition count ([`CpuArea::transitions`]), if it has an area.
 pub fn transitions_of(cpu: usize) -> Option<u64> {
-    let area = AREAS.get(cpu)?.load(Ordering::Acquire);
-    // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the field is
-    // atomic, so reading it while its CPU changes it is sound.
-    (!area.is_null()).then(|| unsafe { &(*area).transitions }.load(Ordering::Relaxed))
+    area_of(cpu).map(|a| a.transitions.load(Ordering::Relaxed))
 }
 
 /// Loads `pml4` into this CPU's CR3, keeping [`CpuArea::cr3`] and [`CpuArea::cr3_leaving`]
@@ -141,25 +146,21 @@ pub unsafe fn load_cr3(pml4: u64) {
 /// page-table writes before the call (SeqCst).
 pub fn cpus_holding(pml4: u64) -> impl Iterator<Item = usize> {
     core::sync::atomic::fence(Ordering::SeqCst);
-    AREAS.iter().enumerate().filter_map(move |(cpu, area)| {
-        let area = area.load(Ordering::Acquire);
-        // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the fields
-        // read are atomic.
-        let area = unsafe { area.as_ref() }?;
-        let held = area.cr3.load(Ordering::SeqCst) == pml4
-            || area.cr3_leaving.load(Ordering::SeqCst) == pml4;
-        (pml4 != 0 && held).then_some(cpu)
+    // 0 is no PML4 (`cr3_leaving` when no load is under way).
+    let cpus = if pml4 == 0 { 0 } else { AREAS.len() };
+    (0..cpus).filter(move |&cpu| {
+        area_of(cpu).is_some_and(|a| {
+            a.cr3.load(Ordering::SeqCst) == pml4 || a.cr3_leaving.load(Ordering::SeqCst) == pml4
+        })
     })
 }
 
 /// CPU `cpu`'s reschedule flag ([`CpuArea::need_resched`]). Panics for a CPU that never
 /// came up: nothing schedules on one.
 pub fn need_resched(cpu: usize) -> &'static AtomicBool {
-    let area = AREAS[cpu].load(Ordering::Acquire);
-    // SAFETY: a non-null entry points at a leaked, never freed `CpuArea`; the field is
-    // atomic, so other CPUs may set it while its CPU reads and clears it.
-    let area = unsafe { area.as_ref() }.expect("a CPU that schedules has its area");
-    &area.need_resched
+    &area_of(cpu)
+        .expect("a CPU that schedules has its area")
+        .need_resched
 }
 
 /// This CPU's reschedule flag.
