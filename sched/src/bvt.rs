@@ -32,13 +32,14 @@
 //! its vCPUs become the lowest and get pulled: load spreads by weight, and a migrating vCPU
 //! keeps its AVT, hence its place in line.
 //!
-//! One scale needs one SVT where a vCPU enters (ours): each CPU's SVT stops while it has
-//! nothing runnable, so a vCPU woken or created on a CPU that had idled for a second would
-//! enter a second behind everyone elsewhere, and the peers that pull it would run it, and
-//! every vCPU that entered with it, ahead of their own for that second. A vCPU entering an
-//! empty CPU therefore starts at the machine's SVT, the smallest SVT among the CPUs that
-//! have runnable vCPUs: the paper's rule, "no lower than the least advanced competitor",
-//! taken over every vCPU it competes with, which here is every vCPU of the pool.
+//! One scale needs one SVT where a vCPU enters (ours). Each CPU's SVT moves with its own
+//! vCPUs and stops while it has none runnable; Domain0 (weight 65535) alone on a CPU moves
+//! it 256 times slower than a vCPU of the default weight would. A crowd started together, half on each CPU, would enter at two
+//! virtual times far apart, and the CPU whose half entered ahead would pull the other half
+//! and run it before its own until it had caught up. So a vCPU's first wake-up enters no
+//! lower than the SVT of any CPU with runnable vCPUs (each CPU publishes its SVT), nor
+//! below what the vCPU running where it enters has run so far ([`Bvt::entry_svt`]). A
+//! sleeper waking keeps the paper's rule, its CPU's SVT.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -286,8 +287,8 @@ impl RunQueue for BvtQueue {
 /// The BVT scheduler.
 pub struct Bvt {
     rqs: Runqueues<BvtQueue, BvtVcpu>,
-    /// Each CPU's SVT while it has runnable vCPUs, `u64::MAX` while it has none; written by
-    /// the CPU's own `schedule`, read by a vCPU entering an empty CPU ([`Bvt::entry_svt`]).
+    /// Each CPU's SVT while it has runnable vCPUs, `u64::MAX` while it has none; written
+    /// under the CPU's lock, read by a vCPU's first wake-up anywhere ([`Bvt::entry_svt`]).
     busy_svt: Vec<CachePadded<AtomicU64>>,
     doms: Domains<(Params, Vec<VcpuId>)>,
     ctx_allow_ns: AtomicNs,
