@@ -141,6 +141,7 @@ pub const CASES: &[Case] = &[
     ok("virq-flood"),
     ok("timer-edges"),
     ok("console-flood"),
+    ok("console-lines"),
     // Domain0's pause against the guest's own vCPU operations (xtf-pause).
     ok("pause-escape"),
     ok("shutdown-race"),
