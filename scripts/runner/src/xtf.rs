@@ -116,6 +116,7 @@ pub const CASES: &[Case] = &[
     ok("fresh-frames"),
     with("dirty", Want::Success, "fresh-frames"),
     killed("stale-tlb", "page fault"),
+    killed("tlb-retype-race", "page fault"),
     killed("callback-return-wild", "bad event upcall"),
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),
