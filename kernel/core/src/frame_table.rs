@@ -864,13 +864,40 @@ impl FrameTable {
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
     ) -> Result<(), MmError> {
+        let mut removed = Vec::new();
+        let r = self.unmap_grant_deferred(dom, l1, index, target, mem, freed, &mut removed);
+        self.put_removed(&mut removed, mem, freed);
+        r
+    }
+
+    /// [`FrameTable::unmap_grant`], but the entry keeps its references until
+    /// [`FrameTable::put_removed`], after the caller's flush (as
+    /// [`FrameTable::update_entry_deferred`]): until then the granter cannot give the frame
+    /// a table type while the mapper's TLBs may still write it. A grant holds only a general
+    /// reference, so once the mapping's `Writable` reference went, the granter could link
+    /// the frame as an L1 while the grantee's other vCPUs still wrote it through stale
+    /// translations.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "unmap_grant's arguments and the list the caller puts after its flush"
+    )]
+    pub fn unmap_grant_deferred(
+        &self,
+        dom: DomainId,
+        l1: u64,
+        index: usize,
+        target: u64,
+        mem: &mut impl TableMemory,
+        freed: &mut Vec<u64>,
+        removed: &mut Vec<u64>,
+    ) -> Result<(), MmError> {
         // A devalidated L1 has already dropped (and cleared) its grant entries.
         let level = self.lock_table(dom, l1).map_err(|_| MmError::NotMapped)?;
         let old = (level == 1 && index < ENTRIES).then(|| mem.read(l1, index));
         let r = match old {
             Some(old) if is_grant(old) && target_of(old) == target => {
                 mem.write(l1, index, 0);
-                self.put_entry(1, old, mem, freed);
+                removed.push(old);
                 Ok(())
             }
             _ => Err(MmError::NotMapped),
@@ -2018,6 +2045,31 @@ mod tests {
         // The first domain's read-only mapping is untouched.
         assert_eq!(w.ft.info(s).unwrap().refs, 2);
         assert_eq!(w.update(D1, t.l1, 5, 0), Ok(true));
+    }
+
+    /// A grantee's writable mapping, unmapped, keeps the frame `Writable` until the
+    /// grantee has flushed and puts it: its granter cannot link the frame as a table while
+    /// the grantee's TLBs may still write it.
+    #[test]
+    fn an_unmapped_grant_keeps_its_type_until_the_flush() {
+        let (mut w, t, u) = world();
+        let g = u.data[3];
+        assert_eq!(w.grant(D1, t.l1, 20, g, true), Ok(()));
+        let r = w.op(|ft, mem, freed| {
+            let mut removed = Vec::new();
+            assert_eq!(
+                ft.unmap_grant_deferred(D1, t.l1, 20, g, mem, freed, &mut removed),
+                Ok(())
+            );
+            assert_eq!(removed.len(), 1);
+            assert_eq!(ft.info(g).unwrap().ty, PageType::Writable);
+            let linked = ft.update_entry(D2, at(u.l2, 1), link(g), mem, freed);
+            assert_eq!(linked, Err(WrongType), "linked before the grantee's flush");
+            ft.put_removed(&mut removed, mem, freed);
+            ft.update_entry(D2, at(u.l2, 1), link(g), mem, freed)
+        });
+        assert_eq!(r, Ok(false));
+        assert_eq!(w.ft.info(g).unwrap().ty, PageType::L1);
     }
 
     #[test]
