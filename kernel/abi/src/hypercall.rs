@@ -8,7 +8,10 @@
 //! asynchronous entries and domain switches (docs/DESIGN.md).
 
 /// `console_write(ptr, len)`: writes bytes to the hypervisor console, as one line per `\n`,
-/// prefixed with the domain's name.
+/// prefixed with the domain's name. At most 256 bytes a call; returns how many were written.
+/// An unprivileged domain's output is rate-limited, each line charged at what it costs the
+/// serial port (its text, the log prefix and the name): the lines that fit are written (a
+/// short write), and if the first does not, the call fails with `Errno::Again`.
 pub const CONSOLE_WRITE: u64 = 0;
 /// `sched_op(op, arg)`: one of [`SchedOp`].
 pub const SCHED_OP: u64 = 1;

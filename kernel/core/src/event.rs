@@ -69,10 +69,16 @@ impl PortTable {
         self.vcpus.get(port as usize).copied().unwrap_or(0)
     }
 
-    /// Makes `port`, which must be in use, notify vCPU `vcpu` from now on.
+    /// Makes `port`, which must be in use and not a VIRQ's, notify vCPU `vcpu` from now on.
+    /// A VIRQ stays on the vCPU it was bound for (Xen's `evtchn_bind_vcpu` refuses
+    /// per-vCPU VIRQs): checked here, under the table's lock, since between a check of the
+    /// caller's and this call another vCPU could close the port and bind a VIRQ at its
+    /// number, which would then notify the wrong vCPU and be lost to its own
+    /// ([`PortTable::virq_port`] finds it by vCPU).
     pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), PortError> {
         match self.get(port) {
             Port::Free => Err(PortError::NotAllocated),
+            Port::Virq { .. } => Err(PortError::WrongState),
             _ => {
                 self.vcpus[port as usize] = vcpu;
                 Ok(())
@@ -242,6 +248,18 @@ impl PortTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_virq_port_stays_on_its_vcpu() {
+        let mut t = PortTable::default();
+        let p = t.bind_virq(0, 0).unwrap();
+        assert_eq!(t.bind_vcpu(p, 1), Err(PortError::WrongState));
+        assert_eq!(t.notify_vcpu(p), 0);
+        assert_eq!(t.virq_port(0, 0), Some(p));
+        let u = t.alloc_unbound(2).unwrap();
+        assert_eq!(t.bind_vcpu(u, 1), Ok(()));
+        assert_eq!(t.notify_vcpu(u), 1);
+    }
 
     #[test]
     fn first_port_is_one_and_binding_connects_both_ends() {

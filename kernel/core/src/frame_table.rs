@@ -665,17 +665,63 @@ impl FrameTable {
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
     ) -> Result<bool, MmError> {
+        let mut removed = Vec::new();
+        let r = self.update_entry_deferred(dom, ptr, val, mem, freed, &mut removed);
+        self.put_removed(&mut removed, mem, freed);
+        r
+    }
+
+    /// [`FrameTable::update_entry`], but a level-1 entry it replaces keeps its references
+    /// (the target's general reference, and its `Writable` type reference if it was
+    /// writable): the entry is pushed on `removed`, for [`FrameTable::put_removed`] once
+    /// every TLB that may still hold its translation is flushed. Until then the target
+    /// cannot take another type: a data page whose last writable mapping was just removed
+    /// cannot become a page table while a TLB still maps it writable (Xen orders the same
+    /// with a TLB-flush timestamp per page, checked in `get_page_type` before a new type is
+    /// taken from count zero). Dropping the reference first let another vCPU of the domain
+    /// link the page as an L1 and write entries into it, unvalidated, through the stale
+    /// translation (`xtf-mem`'s `tlb-retype-race`).
+    ///
+    /// Links (levels 2 to 4) are still dropped at once: a table loses its last link only
+    /// once it is empty, and what a stale translation through it could reach is then only
+    /// a hardware paging-structure cache's (QEMU's TCG has none).
+    pub fn update_entry_deferred(
+        &self,
+        dom: DomainId,
+        ptr: u64,
+        val: u64,
+        mem: &mut impl TableMemory,
+        freed: &mut Vec<u64>,
+        removed: &mut Vec<u64>,
+    ) -> Result<bool, MmError> {
         if ptr & 7 != 0 {
             return Err(MmError::Misaligned);
         }
         let (table, index) = (ptr >> 12, (ptr & 0xfff) as usize / 8);
         let level = self.lock_table(dom, table)?;
-        let r = self.update_locked(dom, (table, index), level, val, mem, freed);
+        let r = self.update_locked(dom, (table, index), level, val, mem, freed, removed);
         self.unlock_table(table, mem, freed);
         r
     }
 
+    /// Drops the references of the level-1 entries [`FrameTable::update_entry_deferred`]
+    /// removed (and empties `removed`): the caller has flushed every TLB that may hold them.
+    pub fn put_removed(
+        &self,
+        removed: &mut Vec<u64>,
+        mem: &mut impl TableMemory,
+        freed: &mut Vec<u64>,
+    ) {
+        for entry in removed.drain(..) {
+            self.put_entry(1, entry, mem, freed);
+        }
+    }
+
     /// `update_entry` of entry `index` of `table` (of `level`), locked.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the entry, its level and value, the memory, and two lists the caller drains"
+    )]
     fn update_locked(
         &self,
         dom: DomainId,
@@ -684,6 +730,7 @@ impl FrameTable {
         val: u64,
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
+        removed: &mut Vec<u64>,
     ) -> Result<bool, MmError> {
         if level == 4 && index >= GUEST_L4_ENTRIES {
             return Err(MmError::HypervisorHalf);
@@ -729,7 +776,9 @@ impl FrameTable {
             return Err(e);
         }
         mem.write(table, index, val);
-        if is_present(old) {
+        if is_present(old) && level == 1 {
+            removed.push(old);
+        } else if is_present(old) {
             self.put_entry(level, old, mem, freed);
         }
         if let Some(child) = child {
@@ -815,13 +864,40 @@ impl FrameTable {
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
     ) -> Result<(), MmError> {
+        let mut removed = Vec::new();
+        let r = self.unmap_grant_deferred(dom, l1, index, target, mem, freed, &mut removed);
+        self.put_removed(&mut removed, mem, freed);
+        r
+    }
+
+    /// [`FrameTable::unmap_grant`], but the entry keeps its references until
+    /// [`FrameTable::put_removed`], after the caller's flush (as
+    /// [`FrameTable::update_entry_deferred`]): until then the granter cannot give the frame
+    /// a table type while the mapper's TLBs may still write it. A grant holds only a general
+    /// reference, so once the mapping's `Writable` reference went, the granter could link
+    /// the frame as an L1 while the grantee's other vCPUs still wrote it through stale
+    /// translations.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "unmap_grant's arguments and the list the caller puts after its flush"
+    )]
+    pub fn unmap_grant_deferred(
+        &self,
+        dom: DomainId,
+        l1: u64,
+        index: usize,
+        target: u64,
+        mem: &mut impl TableMemory,
+        freed: &mut Vec<u64>,
+        removed: &mut Vec<u64>,
+    ) -> Result<(), MmError> {
         // A devalidated L1 has already dropped (and cleared) its grant entries.
         let level = self.lock_table(dom, l1).map_err(|_| MmError::NotMapped)?;
         let old = (level == 1 && index < ENTRIES).then(|| mem.read(l1, index));
         let r = match old {
             Some(old) if is_grant(old) && target_of(old) == target => {
                 mem.write(l1, index, 0);
-                self.put_entry(1, old, mem, freed);
+                removed.push(old);
                 Ok(())
             }
             _ => Err(MmError::NotMapped),
@@ -1631,6 +1707,31 @@ mod tests {
         assert_eq!(w.update(D1, t.l1, 10, rw(t.data[0])), Err(WrongType));
     }
 
+    /// A writable mapping removed keeps the page `Writable` until the caller has flushed
+    /// and puts it: another vCPU cannot link it as a table while a TLB may still write it
+    /// (`xtf-mem`'s `tlb-retype-race`).
+    #[test]
+    fn an_unmapped_page_keeps_its_type_until_the_flush() {
+        let (mut w, t, _) = world();
+        let r = w.op(|ft, mem, freed| {
+            let mut removed = Vec::new();
+            let mut update = |ptr, val, removed: &mut Vec<u64>| {
+                ft.update_entry_deferred(D1, ptr, val, mem, freed, removed)
+            };
+            assert_eq!(update(at(t.l1, 0), 0, &mut removed), Ok(true));
+            assert_eq!(removed.len(), 1);
+            assert_eq!(ft.info(t.data[0]).unwrap().ty, PageType::Writable);
+            let linked = update(at(t.l2, 1), link(t.data[0]), &mut removed);
+            assert_eq!(linked, Err(WrongType), "linked before the flush");
+            // The flush, then the put: now it may become a table.
+            ft.put_removed(&mut removed, mem, freed);
+            assert!(removed.is_empty());
+            ft.update_entry_deferred(D1, at(t.l2, 1), link(t.data[0]), mem, freed, &mut removed)
+        });
+        assert_eq!(r, Ok(false));
+        assert_eq!(w.ft.info(t.data[0]).unwrap().ty, PageType::L1);
+    }
+
     #[test]
     fn a_table_linked_twice_survives_one_unlink_and_is_devalidated_by_the_last() {
         let (mut w, t, _) = world();
@@ -1944,6 +2045,31 @@ mod tests {
         // The first domain's read-only mapping is untouched.
         assert_eq!(w.ft.info(s).unwrap().refs, 2);
         assert_eq!(w.update(D1, t.l1, 5, 0), Ok(true));
+    }
+
+    /// A grantee's writable mapping, unmapped, keeps the frame `Writable` until the
+    /// grantee has flushed and puts it: its granter cannot link the frame as a table while
+    /// the grantee's TLBs may still write it.
+    #[test]
+    fn an_unmapped_grant_keeps_its_type_until_the_flush() {
+        let (mut w, t, u) = world();
+        let g = u.data[3];
+        assert_eq!(w.grant(D1, t.l1, 20, g, true), Ok(()));
+        let r = w.op(|ft, mem, freed| {
+            let mut removed = Vec::new();
+            assert_eq!(
+                ft.unmap_grant_deferred(D1, t.l1, 20, g, mem, freed, &mut removed),
+                Ok(())
+            );
+            assert_eq!(removed.len(), 1);
+            assert_eq!(ft.info(g).unwrap().ty, PageType::Writable);
+            let linked = ft.update_entry(D2, at(u.l2, 1), link(g), mem, freed);
+            assert_eq!(linked, Err(WrongType), "linked before the grantee's flush");
+            ft.put_removed(&mut removed, mem, freed);
+            ft.update_entry(D2, at(u.l2, 1), link(g), mem, freed)
+        });
+        assert_eq!(r, Ok(false));
+        assert_eq!(w.ft.info(g).unwrap().ty, PageType::L1);
     }
 
     #[test]

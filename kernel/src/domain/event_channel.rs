@@ -105,10 +105,9 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
         EvtchnOp::BindVcpu => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
             let target = me.vcpu_index(a2)?;
-            if let Port::Virq { .. } = me.ports.lock().get(port) {
-                // Xen: VIRQs stay on the vCPU they were bound for.
-                return Err(Errno::Inval);
-            }
+            // Xen: VIRQs stay on the vCPU they were bound for; the table refuses them under
+            // its lock (a check here, under a lock of its own, raced another vCPU's close
+            // and VIRQ bind at the same number).
             me.ports
                 .lock()
                 .bind_vcpu(port, target)

@@ -10,7 +10,9 @@
 //! (`kerncore::frame_table`, "Concurrency").
 //!
 //! TLBs: a mapping's entry is cleared first, then every CPU running the mapper flushes, and
-//! only then does the granter's grant table stop counting the mapping: until that count is
+//! only then are the entry's frame references dropped (its `Writable` one kept the granter
+//! from making the frame a page table meanwhile) and does the granter's grant table stop
+//! counting the mapping: until that count is
 //! zero the granter cannot end the grant, so the frame cannot be given back and reused while
 //! a TLB may still reach it. No flush happens with a lock held (a CPU being asked to flush
 //! may be spinning on that lock with interrupts off).
@@ -169,11 +171,20 @@ fn map(me: &Domain, granter: u64, gref: u32, va: u64, readonly: bool) -> Result<
                 Ok(handle) => Ok(u64::from(handle)),
                 Err(e) => {
                     // Taken back; another vCPU may have reached the entry meanwhile, so the
-                    // grant stays counted as mapped until the flush below.
-                    let _ =
-                        table().unmap_grant(me.id, l1_mfn, index, mfn, &mut DirectMap, &mut freed);
+                    // entry's references and the grant's count stay until the flush below.
+                    let mut removed = Vec::new();
+                    let _ = table().unmap_grant_deferred(
+                        me.id,
+                        l1_mfn,
+                        index,
+                        mfn,
+                        &mut DirectMap,
+                        &mut freed,
+                        &mut removed,
+                    );
                     drop((grants, life));
                     me.flush_tlbs();
+                    table().put_removed(&mut removed, &mut DirectMap, &mut freed);
                     granter.grants.lock().unmap(gref, frame);
                     free_all(freed);
                     return Err(errno(e));
@@ -197,16 +208,24 @@ fn unmap(me: &Domain, handle: u32) -> Result<u64, Errno> {
     // the table is still ours: one the guest unlinked may since have been given back and
     // become another domain's.) `freed`: the granter died meanwhile, and the mapping was the
     // frame's last holder.
+    // The entry's references are dropped only after the flush: its `Writable` reference is
+    // what keeps the granter from linking the frame as a page table, which a grant alone
+    // does not (it holds only a general reference), so dropped first it let the granter do
+    // so while this domain's other vCPUs could still write the frame through stale
+    // translations (`kerncore::frame_table`, `unmap_grant_deferred`).
     let mut freed = Vec::new();
-    let _ = table().unmap_grant(
+    let mut removed = Vec::new();
+    let _ = table().unmap_grant_deferred(
         me.id,
         m.l1 >> 12,
         m.index,
         m.frame >> 12,
         &mut DirectMap,
         &mut freed,
+        &mut removed,
     );
     me.flush_tlbs();
+    table().put_removed(&mut removed, &mut DirectMap, &mut freed);
     if let Some(granter) = domain::domain(m.granter) {
         granter.grants.lock().unmap(m.gref, m.frame);
     }

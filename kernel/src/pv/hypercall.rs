@@ -67,35 +67,70 @@ pub fn handle(nr: u64, vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outco
     })
 }
 
+/// Serial bytes the hypervisor's log adds to each line a domain writes, besides the
+/// domain's name and the text: `[sssss.uuuuuu] cpuN INFO  [`, `] ` and the `\n`
+/// (`console::Logger`'s format).
+const CONSOLE_LINE_OVERHEAD: u64 = 30;
+
+/// `console_write(ptr, len)`: logs up to [`CONSOLE_CHUNK`] bytes, one log line per `\n`.
+///
+/// The quota is charged for what each line costs the shared serial port (its text, the log
+/// prefix and the domain's name), line by line, not for the bytes the guest passed: a byte
+/// of `\n` is a whole log line, so 8 KiB of newlines once got 8192 lines (~400 KB of serial
+/// output, ~44 times the quota) out of one burst (`xtf-sched`'s `console-lines`). Xen's
+/// `guest_console_write` rate-limits by the same serial output. The lines that fit are
+/// logged and their bytes counted (a short write); if not even the first fits: `Again`.
 #[inline(never)] // kept out of the hypercall fast path
 fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
+    use core::sync::atomic::Ordering;
     let mut buf = [0u8; CONSOLE_CHUNK];
     let n = (len as usize).min(CONSOLE_CHUNK);
     copy_from_guest(&mut buf[..n], ptr)?;
-    // Every domain shares one serial port, written with interrupts off: an unprivileged
-    // domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`),
-    // and output over it is refused with `Again`, said once in the log.
-    if !domain.privileged && !domain.console_quota.lock().take(n as u64, time::now_ns()) {
-        use core::sync::atomic::Ordering;
-        if domain
-            .console_refused
-            .fetch_add(n as u64, Ordering::Relaxed)
-            == 0
-        {
-            log::warn!(
-                "[{}] console output over its quota ({} bytes, then {} a second): refused",
-                domain.name,
-                crate::domain::CONSOLE_BURST_BYTES,
-                crate::domain::CONSOLE_BYTES_PER_SEC
-            );
+    let now = time::now_ns();
+    let mut done = 0;
+    for line in buf[..n].split_inclusive(|&b| b == b'\n') {
+        // Every domain shares one serial port, written with interrupts off: an unprivileged
+        // domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then
+        // `CONSOLE_BYTES_PER_SEC`), and output over it is refused, said once in the log.
+        let cost = line.len() as u64 + CONSOLE_LINE_OVERHEAD + domain.name.len() as u64;
+        if !domain.privileged && !domain.console_quota.lock().take(cost, now) {
+            let refused = (n - done) as u64;
+            if domain.console_refused.fetch_add(refused, Ordering::Relaxed) == 0 {
+                log::warn!(
+                    "[{}] console output over its quota ({} bytes, then {} a second, each \
+                     line counted with its log prefix): refused",
+                    domain.name,
+                    crate::domain::CONSOLE_BURST_BYTES,
+                    crate::domain::CONSOLE_BYTES_PER_SEC
+                );
+            }
+            break;
         }
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        log::info!("[{}] {}", domain.name, Lossy(text));
+        done += line.len();
+    }
+    if done == 0 && n > 0 {
         return Err(Errno::Again);
     }
-    let text = core::str::from_utf8(&buf[..n]).unwrap_or("(not UTF-8)");
-    for line in text.split_terminator('\n') {
-        log::info!("[{}] {}", domain.name, line);
+    Ok(done as u64)
+}
+
+/// Guest bytes shown as text: valid UTF-8 as it is, each invalid sequence as U+FFFD (a
+/// line once became `(not UTF-8)` whole, even when only a character cut at the end of a
+/// write was).
+struct Lossy<'a>(&'a [u8]);
+
+impl core::fmt::Display for Lossy<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{fffd}")?;
+            }
+        }
+        Ok(())
     }
-    Ok(n as u64)
 }
 
 fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {

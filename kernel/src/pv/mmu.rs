@@ -10,15 +10,18 @@
 //! returns, so the guest never sees a stale translation after an update it made, and a
 //! frame is never handed back to the allocator while a TLB may still reach it.
 //!
-//! Across vCPUs of one domain, updating at once on two CPUs: a frame given back
-//! (`DecreaseReservation`) is freed only after a flush that follows its release, so another
-//! vCPU's removal of its last mapping, not yet flushed, cannot outlive it. What is not
-//! closed (nor was it under the frame table's former global lock): one vCPU removing the
-//! last writable mapping of a frame while another, before the first flushes, links that
-//! frame as a page table; until the flush, any CPU running the domain (the linker's own
-//! included) could still write it through a stale TLB entry. Xen closes this with a TLB-flush timestamp per page,
-//! checked when a type is taken from count zero (`get_page_type`), flushing the CPUs that
-//! may hold it first.
+//! Across vCPUs of one domain, updating at once on two CPUs: a level-1 entry an update
+//! removes keeps its references on the frame it mapped until the flush that follows
+//! ([`flush_and_put`]; `kerncore::frame_table`'s `update_entry_deferred`), so another vCPU
+//! can neither give that frame back nor give it a new type while a TLB may still reach it.
+//! That was open until session 11: one vCPU removing the last writable mapping of a frame
+//! while another, before the first flushed, linked that frame as an L1 and wrote entries
+//! into it through its stale writable translation, none of them validated (`xtf-mem`'s
+//! `tlb-retype-race`: a page table of its own read through such an entry). Xen closes it
+//! with a TLB-flush timestamp per page, checked when a type is taken from count zero
+//! (`get_page_type`), flushing the CPUs that may hold it first. Links (levels 2 to 4) are
+//! still released at once; a table loses its last link only once empty, so what stays
+//! reachable through it until the flush is a hardware paging-structure cache's only.
 
 use alloc::vec::Vec;
 
@@ -39,20 +42,22 @@ use crate::pv::hypercall::Outcome;
 use crate::time;
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
-/// was present).
-fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
+/// was present). A level-1 entry it removed keeps its references, pushed on `removed`, until
+/// [`flush_and_put`] (`kerncore::frame_table`'s `update_entry_deferred`).
+fn apply(domain: &Domain, update: MmuUpdate, removed: &mut Vec<u64>) -> Result<bool, Errno> {
     // Frames whose last reference the update dropped (an unlinked L1 held the last mapping
     // of a dead granter's frame): freed once no TLB can reach them.
     let mut freed = Vec::new();
-    let stale = table().update_entry(
+    let stale = table().update_entry_deferred(
         domain.id,
         update.ptr,
         update.val,
         &mut DirectMap,
         &mut freed,
+        removed,
     );
     if !freed.is_empty() {
-        domain.flush_tlbs();
+        flush_and_put(domain, removed);
         free_all(freed);
     }
     stale.map_err(|e| {
@@ -64,6 +69,22 @@ fn apply(domain: &Domain, update: MmuUpdate) -> Result<bool, Errno> {
         );
         errno(e)
     })
+}
+
+/// Flushes every TLB that may hold the domain's translations, then drops the references of
+/// the level-1 entries removed before it (`removed`, emptied). In this order, the frames those
+/// entries mapped can take a new type (a data page becoming a page table) or be given back
+/// only once no TLB maps them any more: releasing them first let another vCPU link a page it
+/// still had writable in its TLB as an L1, and write entries into it that nothing validated
+/// (`xtf-mem`'s `tlb-retype-race`). Xen gets the same order from its per-page TLB-flush
+/// timestamps (`get_page_type`).
+fn flush_and_put(domain: &Domain, removed: &mut Vec<u64>) {
+    domain.flush_tlbs();
+    if !removed.is_empty() {
+        let mut freed = Vec::new();
+        table().put_removed(removed, &mut DirectMap, &mut freed);
+        free_all(freed);
+    }
 }
 
 /// `mmu_update(reqs, count)`, preempted and continued once it has run for
@@ -96,6 +117,7 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Outcome {
     let started = time::now_ns();
     const CHUNK: usize = 32;
     let mut stale = false;
+    let mut removed = Vec::new();
     let mut done = 0u64;
     let mut result = Ok(());
     let mut preempted = false;
@@ -118,10 +140,10 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Outcome {
             // A present entry may retype its target: translations an earlier update left
             // must be gone first.
             if stale && update.val & abi::mm::pte::PRESENT != 0 {
-                domain.flush_tlbs();
+                flush_and_put(&domain, &mut removed);
                 stale = false;
             }
-            match apply(&domain, update) {
+            match apply(&domain, update, &mut removed) {
                 Ok(s) => stale |= s,
                 Err(e) => {
                     result = Err(e);
@@ -140,7 +162,7 @@ pub fn mmu_update(vcpu: &Vcpu, reqs: u64, count: u64) -> Outcome {
     }
     // Before the guest runs again, continued or not.
     if stale {
-        domain.flush_tlbs();
+        flush_and_put(&domain, &mut removed);
     }
     let total = before + done;
     if preempted {
@@ -169,15 +191,17 @@ pub fn update_va_mapping(vcpu: &Vcpu, va: u64, pte: u64) -> Result<u64, Errno> {
         .as_ref()
         .and_then(|s| s.l1_entry(va))
         .ok_or(Errno::Inval)?;
+    let mut removed = Vec::new();
     let stale = apply(
         &domain,
         MmuUpdate {
             ptr: l1 + index as u64 * 8,
             val: pte,
         },
+        &mut removed,
     )?;
     if stale {
-        domain.flush_tlbs();
+        flush_and_put(&domain, &mut removed);
     }
     Ok(0)
 }

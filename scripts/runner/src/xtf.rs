@@ -116,6 +116,7 @@ pub const CASES: &[Case] = &[
     ok("fresh-frames"),
     with("dirty", Want::Success, "fresh-frames"),
     killed("stale-tlb", "page fault"),
+    killed("tlb-retype-race", "page fault"),
     killed("callback-return-wild", "bad event upcall"),
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),
@@ -141,6 +142,7 @@ pub const CASES: &[Case] = &[
     ok("virq-flood"),
     ok("timer-edges"),
     ok("console-flood"),
+    ok("console-lines"),
     // Domain0's pause against the guest's own vCPU operations (xtf-pause).
     ok("pause-escape"),
     ok("shutdown-race"),

@@ -29,8 +29,9 @@
 //! | 22 | pt-batch-link | 511 L1 tables filled as data (512 read-only entries each, naming one of its data frames), then linked into one L2 by a single `mmu_update` of 511 updates: each update validates one table, as the rules allow, so the call validates up to the quota's 512 tables (about 256,000 entries); prints how long the call took, and repeats (empty, unlink, fill, link) for 3 s | SUCCESS if at least 400 tables were linked in one call, the machine survives (the watchdog: 1 s under TCG) and the bystanders run on (32.6 ms the longest call here) |
 //! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call; then, with `hold` > 0, holding that many frames and for 3 rounds giving back the oldest 512 held (a hypervisor that searched its list of them for each would take as long as the holding) | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, every upcall came within 3 ms of its deadline, giving back the oldest batch while holding took at most 4 times as long as a batch with nothing held, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096, 140000 with `hold` = 32768; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last as long whatever the host's load) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
+//! | 24 | tlb-retype-race | 2 vCPUs (`vcpus = 2`): vCPU 1 writes a page F mapped writable at a map-area page X (its TLB now holds X -> F), then tries over and over to link F as an L1 table; vCPU 0 unmaps X in an `mmu_update` batch whose other 511 updates rewrite an empty entry (the batch runs up to a slice, its flush at the end). F's last writable mapping is gone, so the link succeeds while vCPU 1's TLB still maps X writable; vCPU 1 then writes an entry into F through X, one mapping its own map-area page table writable, and reads that table through it. The type must not be dropped before every TLB that may hold X is flushed (Xen's TLB-flush timestamps in `get_page_type`), so the link succeeds only after the flush, and the write to X faults | killed: page fault |
 //!
-//! vCPU 0 acts; other vCPUs park.
+//! vCPU 0 acts; other vCPUs park (but vCPU 1 in case 24).
 #![no_std]
 #![no_main]
 
@@ -55,10 +56,13 @@ const SCRATCH_VA: u64 = SCRATCH_L4 << 39;
 const PEEK: u64 = MAP_AREA + 16 * 4096;
 
 fn main(vcpu: usize) -> u64 {
+    let case = shared::arg("case", 0);
+    if case == 24 {
+        return tlb_retype_race(vcpu);
+    }
     if vcpu != 0 {
         rt::park(vcpu);
     }
-    let case = shared::arg("case", 0);
     match case {
         0 => pt_bits(),
         1 => pt_linear(),
@@ -94,6 +98,199 @@ fn main(vcpu: usize) -> u64 {
 
 fn update(ptr: u64, val: u64) -> Result<u64, Errno> {
     xtf::update(ptr, val)
+}
+
+/// `tlb-retype-race`'s shared state, between its two vCPUs.
+static RACE_X_SLOT: AtomicU64 = AtomicU64::new(0);
+static RACE_F: AtomicU64 = AtomicU64::new(0);
+static RACE_LINK_SLOT: AtomicU64 = AtomicU64::new(0);
+/// The round vCPU 0 has started (0: set-up not done yet).
+static RACE_ROUND: AtomicU64 = AtomicU64::new(0);
+/// The round vCPU 1 is ready for (X mapped and written) and the round it has finished.
+static RACE_READY: AtomicU64 = AtomicU64::new(0);
+static RACE_DONE: AtomicU64 = AtomicU64::new(0);
+/// When vCPU 0 made its batch's call.
+static RACE_T0: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The last round: vCPU 1 writes through X even after the batch.
+static RACE_LAST: AtomicU64 = AtomicU64::new(0);
+/// vCPU 0's batch: unmap X, then 511 rewrites of an empty entry.
+static mut RACE_BATCH: [MmuUpdate; RACE_BATCH_LEN] = [MmuUpdate { ptr: 0, val: 0 }; RACE_BATCH_LEN];
+/// Rounds of `tlb-retype-race`, and the time after which the next is the last: a round
+/// but the last ends quietly when vCPU 1 links F too late in vCPU 0's batch to tell
+/// whether the flush has come (after the fix, every round: the link succeeds only after
+/// the flush).
+const RACE_ROUNDS: u64 = 100;
+const RACE_NS: u64 = 400_000_000;
+/// Updates in its batch: X's, then fillers, few enough that the call is not preempted (a
+/// continuation flushes, `HYPERCALL_SLICE_NS`): about 10 us each under TCG.
+const RACE_BATCH_LEN: usize = 48;
+/// The map-area table's entry the fillers write.
+const RACE_FILLER: usize = 300;
+
+/// Case 24: see the table above.
+fn tlb_retype_race(vcpu: usize) -> u64 {
+    const CASE: &str = "tlb-retype-race";
+    /// X: the map-area page that maps F writable.
+    const X: u64 = MAP_AREA + 2 * 4096;
+    /// The index in F of the entry written through X, and the VA it maps once F is linked.
+    const FORGED: u64 = 5;
+    const FORGED_VA: u64 = SCRATCH_VA + FORGED * 4096;
+    if shared::vcpus() < 2 {
+        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
+    }
+    if vcpu > 1 {
+        rt::park(vcpu);
+    }
+    let link = |f: u64| (f << 12) | pte::PRESENT | pte::USER | pte::WRITABLE;
+    if vcpu == 1 {
+        while RACE_ROUND.load(Ordering::SeqCst) == 0 {
+            core::hint::spin_loop();
+        }
+        let (x_slot, f, link_slot) = (
+            RACE_X_SLOT.load(Ordering::SeqCst),
+            RACE_F.load(Ordering::SeqCst),
+            RACE_LINK_SLOT.load(Ordering::SeqCst),
+        );
+        let mut round = 0;
+        loop {
+            // A round: X mapped writable again, and written, so that this CPU's TLB holds it.
+            if RACE_ROUND.load(Ordering::SeqCst) != round + 1 {
+                core::hint::spin_loop();
+                continue;
+            }
+            round += 1;
+            if update(x_slot, pagetable::leaf(f, true)).is_err() {
+                return xtf::error(CASE, format_args!("mapping X again (round {round})"));
+            }
+            // SAFETY: X maps F, a data frame of ours, writable. (Zero: F must validate as an
+            // L1, every entry of it not present.)
+            unsafe { (X as *mut u64).write_volatile(0) };
+            RACE_READY.store(round, Ordering::SeqCst);
+            // F as an L1 table under SCRATCH_VA: refused while X maps it writable.
+            // X is written again before each try until vCPU 0's batch has begun (its first
+            // filler done), so that the CPU this vCPU runs on holds it even if the vCPU moved.
+            let progress_at =
+                |table: u64| pagetable::read_entry(table, RACE_FILLER).unwrap_or(0) >> 12;
+            loop {
+                if progress_at(x_slot & pte::ADDRESS) == 0 {
+                    // SAFETY: as above; X is unmapped only by the batch's first update, just
+                    // before the first filler.
+                    unsafe { (X as *mut u64).write_volatile(0) };
+                }
+                if update(link_slot, link(f)).is_ok() {
+                    break;
+                }
+            }
+            // Where vCPU 0's batch is: its fillers write their number, shifted clear of
+            // the present bit, into an unused entry of the map-area table (which the
+            // page-table window shows), and its flush comes after the last. Linked while
+            // at most half of them are done: the flush is still tens of microseconds away,
+            // so X must be gone already if the write through it is to fault.
+            let progress = progress_at(x_slot & pte::ADDRESS);
+            // And the call has run less than half a slice: a preemption, which flushes,
+            // comes only after a whole one (`HYPERCALL_SLICE_NS`), however slowly the
+            // host runs this machine's CPUs.
+            let since = time::now_ns().saturating_sub(RACE_T0.load(Ordering::SeqCst));
+            let in_window = progress > 0
+                && progress <= RACE_BATCH_LEN as u64 / 2
+                && since < nr::HYPERCALL_SLICE_NS / 2;
+            if !in_window && RACE_LAST.load(Ordering::SeqCst) == 0 {
+                // Linked too late to tell: no window this round.
+                if update(link_slot, 0).is_err() {
+                    return xtf::error(CASE, format_args!("unlinking F (round {round})"));
+                }
+                RACE_DONE.store(round, Ordering::SeqCst);
+                continue;
+            }
+            // Linked while this CPU's TLB still maps X (or in the last round). X must be
+            // gone from every TLB by now: this write must fault.
+            let forged = pagetable::leaf(link_slot >> 12, false);
+            let seen: u64;
+            // SAFETY: the hole being shown: X still maps F (now a page table) writable in
+            // this CPU's TLB. The forged entry maps the L2 above F at FORGED_VA (read-only,
+            // so that nothing is written through it); it is read once, then cleared again
+            // through X, so that F holds what the hypervisor believes (all zero).
+            unsafe {
+                ((X + FORGED * 8) as *mut u64).write_volatile(forged);
+                seen = (FORGED_VA as *const u64).read_volatile();
+                ((X + FORGED * 8) as *mut u64).write_volatile(0);
+            }
+            let _ = update(link_slot, 0);
+            return xtf::failure(
+                CASE,
+                format_args!(
+                    "round {round}: linked F as an L1 while this CPU's TLB still mapped it \
+                     writable at X; an entry written into it through X mapped the L2 above \
+                     it, whose entry 0 read {seen:#x} through it (the link to F is {:#x})",
+                    link(f)
+                ),
+            );
+        }
+    }
+    // vCPU 0: the tables under SCRATCH_VA (an L3, an L2 whose entry 1 maps a data page;
+    // entry 0 is where F is linked), F mapped writable at X.
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return xtf::error(CASE, format_args!("no map-area table"));
+    };
+    let (f, d) = match (xtf::take_frame(), xtf::take_frame()) {
+        (Ok(f), Ok(d)) => (f, d),
+        _ => return xtf::error(CASE, format_args!("taking frames")),
+    };
+    let built = match xtf::map_page(SCRATCH_VA + (1 << 21), d, false, false, None) {
+        Ok(b) => b,
+        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
+    };
+    let x_slot = slot + 2 * 8;
+    // An entry of the map-area table that nothing uses: the fillers write their number
+    // into it, not present.
+    let filler = slot + RACE_FILLER as u64 * 8;
+    // SAFETY: vCPU 1 does not read the batch; only this vCPU writes it, here.
+    let batch = unsafe { &mut *core::ptr::addr_of_mut!(RACE_BATCH) };
+    batch[0] = MmuUpdate {
+        ptr: x_slot,
+        val: 0,
+    };
+    for (i, u) in batch[1..].iter_mut().enumerate() {
+        *u = MmuUpdate {
+            ptr: filler,
+            val: (i as u64 + 1) << 12,
+        };
+    }
+    RACE_X_SLOT.store(x_slot, Ordering::SeqCst);
+    RACE_F.store(f, Ordering::SeqCst);
+    RACE_LINK_SLOT.store(built.tables[1], Ordering::SeqCst);
+    xtf::expect_killed(CASE, "a write through X after F was linked as a table");
+    let start = time::now_ns();
+    let deadline = start + 5_000_000_000;
+    for round in 1..=RACE_ROUNDS {
+        if round == RACE_ROUNDS || time::now_ns() - start >= RACE_NS {
+            RACE_LAST.store(1, Ordering::SeqCst);
+        }
+        let _ = update(filler, 0);
+        RACE_ROUND.store(round, Ordering::SeqCst);
+        while RACE_READY.load(Ordering::SeqCst) != round {
+            if time::now_ns() >= deadline {
+                return xtf::error(CASE, format_args!("vCPU 1 never mapped X (round {round})"));
+            }
+            core::hint::spin_loop();
+        }
+        RACE_T0.store(time::now_ns(), Ordering::SeqCst);
+        // SAFETY: the batch names entries of the map-area table only: X's, and one unused.
+        let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
+        if r != Ok(RACE_BATCH_LEN) {
+            return xtf::error(CASE, format_args!("the batch: {r:?}"));
+        }
+        while RACE_DONE.load(Ordering::SeqCst) != round {
+            if time::now_ns() >= deadline {
+                return xtf::error(CASE, format_args!("vCPU 1 never linked F (round {round})"));
+            }
+            core::hint::spin_loop();
+        }
+    }
+    xtf::survived(
+        CASE,
+        format_args!("a write through X after F was linked as a table ({RACE_ROUNDS} rounds)"),
+    )
 }
 
 fn raw(number: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Errno> {

@@ -18,6 +18,7 @@
 //! | 10 | kill-race | the same, but vCPU 0 gets the domain killed (`ud2`) | killed: exception 6 |
 //! | 11 | console-flood | 400 console lines of 200 bytes at once (80 KB): the console quota must refuse some (`Again`), and the domain carry on | SUCCESS |
 //! | 12 | pause-escape | 6 vCPUs (2 to 8), each calling `vcpu_op Up` on the other in a loop while Domain0 pauses the domain 3 times for 300 ms, 500 ms apart (the timeline of `xtf-pause.toml`): each vCPU must see every pause as a stop of at least 200 ms, and run on until 3.2 s after its start, through a move to another pool; a `vcpu_op Up` that unpauses what Domain0 paused lets the domain run through its pauses | SUCCESS |
+//! | 13 | console-lines | 400 console writes of 256 bytes of `\n` at once, each byte a line the hypervisor logs with its ~30-byte prefix and the domain's name: the quota must count those lines at what they cost the serial port, so that at most [`CONSOLE_MIN_LINE_COST`]-th of the burst gets out as lines, not a line per byte of quota (8192 empty lines, ~40x the quota's bytes) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -58,6 +59,7 @@ fn main(vcpu: usize) -> u64 {
         7 => virq_flood(rounds),
         8 => timer_edges(),
         11 => console_flood(),
+        13 => console_lines(),
         _ => xtf::error("hostile-sched", format_args!("no case {case}")),
     }
 }
@@ -418,6 +420,44 @@ fn console_flood() -> u64 {
         format_args!("the quota refused some lines ({again})"),
         again > 0,
     );
+    c.eq("other errors", other, 0);
+    c.verdict()
+}
+
+/// The console burst of an unprivileged domain (`kernel/src/domain`: `CONSOLE_BURST_BYTES`).
+const CONSOLE_BURST_BYTES: u64 = 8192;
+/// The fewest quota bytes one logged line may cost: the hypervisor's log prefix alone
+/// (`[    1.234567] cpu0 INFO  [name] ` and the `\n`) is more than this.
+const CONSOLE_MIN_LINE_COST: u64 = 24;
+
+/// Empty lines, 256 a write: each is a whole log line on the serial port. Lines got out
+/// (bytes accepted, one line each) must fit the burst at their cost; before the quota
+/// counted lines, the burst let out 8192 of them (32 writes), ~280 KB of serial output for
+/// 8 KB of quota.
+fn console_lines() -> u64 {
+    let mut c = Checks::new("console-lines");
+    let newlines = [b'\n'; 256];
+    let (mut lines, mut writes, mut again, mut other) = (0u64, 0u64, 0u64, 0u64);
+    for _ in 0..400 {
+        match hypercall::console_write(&newlines) {
+            Ok(n) => {
+                lines += n;
+                writes += 1;
+            }
+            Err(Errno::Again) => again += 1,
+            Err(_) => other += 1,
+        }
+    }
+    c.that(
+        format_args!(
+            "{lines} empty lines got out in {writes} writes ({again} refused): at most \
+             {} fit a burst of {CONSOLE_BURST_BYTES} bytes",
+            CONSOLE_BURST_BYTES / CONSOLE_MIN_LINE_COST
+        ),
+        lines <= CONSOLE_BURST_BYTES / CONSOLE_MIN_LINE_COST,
+    );
+    c.that(format_args!("some got out ({lines})"), lines > 0);
+    c.that(format_args!("the quota refused some ({again})"), again > 0);
     c.eq("other errors", other, 0);
     c.verdict()
 }
