@@ -515,7 +515,8 @@ impl Sim<'_> {
         let switch = if matches!(self.vcpus[v].kind, Kind::Replay(_)) {
             0
         } else {
-            self.costs.switch_ns(same_domain, migrated)
+            let rng = &mut self.kick_rng;
+            self.costs.switch_ns(same_domain, migrated, &mut || rng.uniform())
         };
         self.vcpus[v].ready_at = now + self.pre + switch;
         if self.in_window(now) {
@@ -670,7 +671,15 @@ impl Sim<'_> {
             // decides what comes next only after it.
             // Not for a replayed burst: its traced run already ended with the block.
             let replayed = matches!(self.vcpus[v].kind, Kind::Replay(_));
-            let (dom, ns) = (self.vcpus[v].dom, if replayed { 0 } else { self.costs.block_ns });
+            // A sleeper sets its timer first: with a run's measured set_timer hypercalls,
+            // one is drawn (a profile's block_ns holds an idle host's).
+            let rng = &mut self.kick_rng;
+            let ns = if replayed {
+                0
+            } else {
+                self.costs.block_ns + self.costs.set_timer_ns(&mut || rng.uniform())
+            };
+            let dom = self.vcpus[v].dom;
             if ns > 0 {
                 self.add_cpu_time(dom, now, now + ns);
             }
@@ -1485,6 +1494,8 @@ fn finish(
         slice_late_p99_ns: None,
         kick_late: None,
         kick_local_late: None,
+        switch_time: None,
+        set_timer_time: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;
