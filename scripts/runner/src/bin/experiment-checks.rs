@@ -2038,7 +2038,6 @@ fn cases() -> Vec<Case> {
         ("credit", reported, bucket),
         ("credit2", reported, reported),
         ("rr", target, bucket),
-        ("stride", target, bucket),
     ] {
         with(
             format!("simvshyp/latency/{policy}"),
