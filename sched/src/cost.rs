@@ -95,7 +95,7 @@ pub struct Profile {
     /// (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`) when present ...
     pub switch_measured: Option<Measured>,
     /// ... and its `set_timer` hypercalls (`set_timer_time`), which a sleeper pays before it
-    /// blocks, besides `block_ns`.
+    /// blocks, on its CPU (`block_ns` after it).
     pub set_timer_measured: Option<Measured>,
 }
 

@@ -20,7 +20,7 @@
 //! `kick_local_late` (`kick_ns`, `kick_p99_ns`), and each slice's lateness from
 //! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`), each switch from
 //! `switch_time` (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`), and a
-//! sleeper's `set_timer` before it blocks from `set_timer_time` (added to `block_ns`); a
+//! sleeper's `set_timer` before it blocks from `set_timer_time` (on its CPU, inside its run; `block_ns` after it); a
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
