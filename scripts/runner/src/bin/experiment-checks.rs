@@ -2031,7 +2031,7 @@ fn cases() -> Vec<Case> {
     // (its latency domain's share within 2 points in 12 of 20 offline: 4.0-7.4% on the
     // hypervisor, 2.9-6.0% simulated; its switches in arm a 100 µs budget timer, an APIC
     // write each, dearer than the average switch that schedsim draws from). bvt's case
-    // failed 7 of 15 on its latency domain's share at loads 6-9 (5.2-6.0% simulated
+    // failed 7 of 15 on its latency domain's share at loads 4.5-9 (5.2-6.0% simulated
     // against 2.0-3.6%) until a set_timer was paid inside the sleeper's run, where bvt
     // charges it; 6 of 6 since (README).
     let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
