@@ -23,6 +23,10 @@
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
 //! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (its own part of a switch, from instructions counted on the hypervisor under `-icount`; or wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
 //!
+//! A run's `switch_time` and `set_timer_time` (how long its switches and `set_timer`
+//! hypercalls took) replace the switch terms and add a sleeper's `set_timer` to its block
+//! ([`Profile::with_paths`]).
+//!
 //! A hypervisor run's own measured delays can replace three of these terms for one
 //! simulation (`schedsim --costs-from RESULTS.jsonl`; [`Profile::with_measured`]): its `run`
 //! record's `kick_late` (kicks of another CPU: `kick_ns`, `kick_p99_ns` and `ipi_ns`
@@ -87,6 +91,12 @@ pub struct Profile {
     /// The host's stalls of each emulated CPU, from a run's slice lateness
     /// ([`Stalls::split`]); none on the ideal machine or from a profile.
     pub stalls: Option<Stalls>,
+    /// How long a run's switches took (its `switch_time`), which replaces the switch terms
+    /// (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`) when present ...
+    pub switch_measured: Option<Measured>,
+    /// ... and its `set_timer` hypercalls (`set_timer_time`), which a sleeper pays before it
+    /// blocks, on its CPU (`block_ns` after it).
+    pub set_timer_measured: Option<Measured>,
 }
 
 /// Stalls of a CPU as a whole: spans in which the host does not run the thread that
@@ -129,6 +139,18 @@ impl Stalls {
         });
         (Measured::new(short), stalls)
     }
+
+    /// These stalls less a share `share` of the time (0..1) that others account for: the
+    /// stalls a run measured inside its switches and `set_timer` hypercalls, which schedsim
+    /// plays out there ([`Profile::with_paths`]), are among those its slice ends saw, and
+    /// would be counted twice. The stalls keep their lengths and come less often (the share
+    /// stalled f becomes f - share); `None` if nothing is left.
+    pub fn without(&self, share: f64) -> Option<Stalls> {
+        let mean = self.lengths.mean();
+        let f = mean / (mean + self.mean_gap_ns as f64) - share.max(0.0);
+        let gap = (mean * (1.0 - f) / f).min(MAX_NS as f64 * 100.0) as u64;
+        (f > 0.0).then(|| Stalls { lengths: self.lengths.clone(), mean_gap_ns: gap.max(1) })
+    }
 }
 
 /// A delay's distribution as a hypervisor run recorded it: histogram buckets, each a range
@@ -166,6 +188,19 @@ impl Measured {
             }
         }
         self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    /// The total of the delays of at least `from` ns, each bucket taken at its middle (an
+    /// open one at its lower end), and a bucket counted if its lower end is at least `from`.
+    pub fn total_from(&self, from: u64) -> f64 {
+        self.buckets
+            .iter()
+            .filter(|b| b.0 >= from)
+            .map(|&(lo, hi, n)| {
+                let mid = if hi == u64::MAX { lo as f64 } else { (lo as f64 + hi as f64) / 2.0 };
+                mid * n as f64
+            })
+            .sum()
     }
 
     /// The mean, each bucket taken at its middle (an open one at its lower end).
@@ -415,6 +450,29 @@ impl Profile {
         Profile { stalls: stalls.or(self.stalls.clone()), ..self.clone() }
     }
 
+    /// The profile with a run's measured switches and `set_timer` hypercalls (`None` keeps
+    /// the profile's terms). Under TCG on a loaded host both carry stalls that the host
+    /// deals out per event, not per unit of time: arming the CPU's timer (on a switch, in
+    /// `set_timer`) is an APIC write, served under QEMU's global lock, which also wakes QEMU's
+    /// main loop; a CPU thread that waits there for the lock or loses its host core to the
+    /// thread it woke is stalled at that point. A latency domain, two switches and a timer
+    /// armed per 20 µs of work, is charged far more of the host's stalls than its share of
+    /// the time; stalls that begin at random times ([`Stalls`]) hit it too rarely
+    /// (`kernel/src/schedule/mod.rs`, `SWITCH_TIME`).
+    pub fn with_paths(&self, switch: Option<Measured>, set_timer: Option<Measured>) -> Profile {
+        Profile {
+            switch_measured: switch.or(self.switch_measured.clone()),
+            set_timer_measured: set_timer.or(self.set_timer_measured.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// A sleeper's `set_timer` before it blocks: drawn from the run's measurement, or 0 (a
+    /// profile prices it within `block_ns`).
+    pub fn set_timer_ns(&self, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        self.set_timer_measured.as_ref().map_or(0, |m| m.sample(uniform))
+    }
+
     /// When a timer set for `t` fires.
     pub fn timer(&self, t: u64) -> u64 {
         let g = self.timer_granularity_ns;
@@ -432,8 +490,17 @@ impl Profile {
     }
 
     /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its
-    /// domain, `migrated` if it last ran on another CPU.
-    pub fn switch_ns(&self, same_domain: bool, migrated: bool) -> u64 {
+    /// domain, `migrated` if it last ran on another CPU; drawn from a run's measured
+    /// switches if given (`uniform` as for [`Profile::kick_delay`], called only then).
+    pub fn switch_ns(
+        &self,
+        same_domain: bool,
+        migrated: bool,
+        uniform: &mut dyn FnMut() -> f64,
+    ) -> u64 {
+        if let Some(m) = &self.switch_measured {
+            return m.sample(uniform);
+        }
         let base =
             if same_domain { self.switch_same_domain_ns } else { self.switch_cross_domain_ns };
         base + if migrated { self.migration_ns } else { 0 }

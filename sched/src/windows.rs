@@ -209,6 +209,8 @@ mod tests {
             slice_late_p99_ns: None,
             kick_late: None,
             kick_local_late: None,
+            switch_time: None,
+            set_timer_time: None,
             profile: None,
         })
     }

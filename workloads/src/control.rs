@@ -15,8 +15,9 @@ use crate::report::{CpuStats, Figures, FrameCounts};
 /// Largest encoded request (a results record is the biggest, well under this).
 const REQUEST_BYTES: usize = 4096;
 /// Largest encoded reply: `DomainInfo` is about 100 bytes plus its scheduling parameters,
-/// at most 8 pairs of up to 35 bytes each (`abi::control::SchedParams`).
-const REPLY_BYTES: usize = 1024;
+/// at most 8 pairs of up to 35 bytes each (`abi::control::SchedParams`); `CpuStats` four
+/// histograms of 64 counts, up to about 1100 bytes.
+const REPLY_BYTES: usize = 2048;
 
 fn call<R>(
     hypercall: fn(&[u8], &mut [u8]) -> Result<usize, Errno>,
@@ -127,6 +128,8 @@ pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
             slice_late,
             kick_late,
             kick_local_late,
+            switch_time,
+            set_timer_time,
         } => Some(CpuStats {
             idle_ns,
             busy_ns,
@@ -134,6 +137,8 @@ pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
             slice_late,
             kick_late,
             kick_local_late,
+            switch_time,
+            set_timer_time,
         }),
         _ => None,
     })

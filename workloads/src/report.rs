@@ -34,6 +34,10 @@ pub struct CpuStats {
     pub kick_late: KickLateHalves,
     /// ... and its own kicks.
     pub kick_local_late: KickLateHalves,
+    /// Its switches, by how long they took, in the same buckets ...
+    pub switch_time: KickLateHalves,
+    /// ... and its `set_timer` hypercalls.
+    pub set_timer_time: KickLateHalves,
 }
 
 /// The frame allocator's counts (`Sysctl::FrameCounts`).
@@ -249,6 +253,10 @@ pub struct RunSummary<'a> {
     /// by the CPU itself ([`kick_late`]).
     pub kick_late: [u64; KICK_LATE_BUCKETS],
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
+    /// Switches and `set_timer` hypercalls during the interval, every CPU, by how long they
+    /// took ([`cpu_times`]).
+    pub switch_time: [u64; KICK_LATE_BUCKETS],
+    pub set_timer_time: [u64; KICK_LATE_BUCKETS],
     /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
     pub pools: Option<Vec<results::Pool>>,
 }
@@ -282,6 +290,8 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         slice_late_p99_ns: slice_late_percentile(&r.slice_late, 99),
         kick_late: results::kick_lateness(&r.kick_late),
         kick_local_late: results::kick_lateness(&r.kick_local_late),
+        switch_time: results::kick_lateness(&r.switch_time),
+        set_timer_time: results::kick_lateness(&r.set_timer_time),
         profile: None,
     }
 }
@@ -314,6 +324,38 @@ pub fn kick_late(before: &[CpuStats], after: &[CpuStats], local: bool) -> [u64; 
             &c.kick_local_late
         } else {
             &c.kick_late
+        })
+    };
+    for (b, a) in before.iter().zip(after) {
+        let (b, a) = (of(b), of(a));
+        for (k, s) in sum.iter_mut().enumerate() {
+            *s += a[k].saturating_sub(b[k]);
+        }
+    }
+    sum
+}
+
+/// Which per-CPU duration [`cpu_times`] sums.
+#[derive(Clone, Copy)]
+pub enum CpuTime {
+    /// Switches ([`CpuStats::switch_time`]).
+    Switch,
+    /// `set_timer` hypercalls ([`CpuStats::set_timer_time`]).
+    SetTimer,
+}
+
+/// Switches or `set_timer` hypercalls over the interval, by how long they took, summed over
+/// CPUs (pairs of before/after snapshots).
+pub fn cpu_times(
+    before: &[CpuStats],
+    after: &[CpuStats],
+    what: CpuTime,
+) -> [u64; KICK_LATE_BUCKETS] {
+    let mut sum = [0; KICK_LATE_BUCKETS];
+    let of = |c: &CpuStats| {
+        kick_late_join(match what {
+            CpuTime::Switch => &c.switch_time,
+            CpuTime::SetTimer => &c.set_timer_time,
         })
     };
     for (b, a) in before.iter().zip(after) {
@@ -748,6 +790,8 @@ mod tests {
             slice_late: slice_late(&b, &a),
             kick_late: kick_late(&b, &a, false),
             kick_local_late: kick_late(&b, &a, true),
+            switch_time: cpu_times(&b, &a, CpuTime::Switch),
+            set_timer_time: cpu_times(&b, &a, CpuTime::SetTimer),
         };
         assert_eq!(
             run_record(&r),
@@ -786,6 +830,33 @@ mod tests {
         assert_eq!(slice_late_percentile(&late, 99), Some(4000));
         assert_eq!(slice_late_percentile(&late, 100), Some(u64::MAX));
         assert_eq!(slice_late_percentile(&[0; SLICE_LATE_BUCKETS], 50), None);
+    }
+
+    #[test]
+    fn switch_and_set_timer_times_are_summed_over_cpus_apart() {
+        let at = |switch: &[(usize, u64)], timer: &[(usize, u64)]| {
+            let (mut s, mut t) = ([0; KICK_LATE_BUCKETS], [0; KICK_LATE_BUCKETS]);
+            for &(k, n) in switch {
+                s[k] = n;
+            }
+            for &(k, n) in timer {
+                t[k] = n;
+            }
+            CpuStats {
+                switch_time: abi::control::kick_late_halves(&s),
+                set_timer_time: abi::control::kick_late_halves(&t),
+                ..CpuStats::default()
+            }
+        };
+        let before = [at(&[(20, 3)], &[(2, 1)]), at(&[], &[])];
+        let after = [
+            at(&[(20, 5), (50, 1)], &[(2, 4)]),
+            at(&[(20, 2)], &[(40, 1)]),
+        ];
+        let s = cpu_times(&before, &after, CpuTime::Switch);
+        let t = cpu_times(&before, &after, CpuTime::SetTimer);
+        assert_eq!((s[20], s[50], s.iter().sum::<u64>()), (4, 1, 5));
+        assert_eq!((t[2], t[40], t.iter().sum::<u64>()), (3, 1, 4));
     }
 
     #[test]

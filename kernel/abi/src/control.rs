@@ -629,6 +629,13 @@ pub enum SysctlReply<'a> {
         kick_late: KickLateHalves,
         /// ... and for kicks it made itself (served on its way out of the hypervisor).
         kick_local_late: KickLateHalves,
+        /// How long each switch to another vCPU took, in the same buckets: from the end of
+        /// the decision to the incoming vCPU's address space loaded (the timer armed for
+        /// it, its previous vCPU released), which the incoming vCPU's time counts ...
+        switch_time: KickLateHalves,
+        /// ... and each `set_timer` hypercall, in the hypervisor (arming the CPU's timer:
+        /// under TCG an APIC write, which QEMU serves under its global lock).
+        set_timer_time: KickLateHalves,
     },
     SchedParam {
         value: u64,

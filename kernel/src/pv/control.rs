@@ -457,6 +457,8 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 slice_late: f.slice_late,
                 kick_late: abi::control::kick_late_halves(&f.kick_late),
                 kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
+                switch_time: abi::control::kick_late_halves(&f.switch_time),
+                set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
             })
         }
         Sysctl::TakeSnapshot { slot: raw } => {
@@ -478,6 +480,8 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 slice_late: f.slice_late,
                 kick_late: abi::control::kick_late_halves(&f.kick_late),
                 kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
+                switch_time: abi::control::kick_late_halves(&f.switch_time),
+                set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
             })
         }
         Sysctl::FrameCounts => {

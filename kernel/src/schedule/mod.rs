@@ -75,12 +75,39 @@ struct CpuCounters {
     /// `abi::control::kick_late_bucket`s: its own kicks (the first [`KICK_LATE_BUCKETS`]),
     /// then kicks from other CPUs (an IPI each). On the heap, for the machine's CPUs only
     /// (empty for the other slots): 1 KiB in each of `smp::MAX_CPUS` slots, built on the
-    /// boot stack by `PerCpu::from_fn`, overflowed it.
+    /// boot stack by `PerCpu::from_fn`, overflowed it. Then, in the same buckets, how long
+    /// its switches took ([`SWITCH_TIME`]) and its `set_timer` hypercalls
+    /// ([`SET_TIMER_TIME`]).
     kick_late: alloc::boxed::Box<[AtomicU64]>,
     /// When the earliest kick not yet served was made (system ns; 0: none), from this CPU
     /// and from another. The one field other CPUs write: [`kick`] stamps it, this CPU's
     /// next decision takes it ([`kicks_served`]).
     kicked_at: [AtomicU64; 2],
+}
+
+/// The third and fourth kinds of [`CpuCounters::kick_late`]: each switch to another vCPU,
+/// from the end of the decision to the incoming vCPU's address space loaded (what
+/// schedsim's cost profile calls a switch, `switch_*_ns`: the incoming vCPU's time, in
+/// which it does no work), and each `set_timer` hypercall. Under TCG on a loaded host both
+/// carry the host's stalls: arming the timer is an APIC write, which QEMU serves under its
+/// global lock and which moves a QEMU timer (waking QEMU's main loop), and a CPU thread that
+/// waits there for the lock, or loses its host core to the thread it woke, is stalled at
+/// that point. A vCPU that switches and arms timers often (a latency domain: two of each
+/// per wake-up) is hit by those stalls far more than its share of the time, which
+/// schedsim, given a run's own figures (`schedsim --costs-from`), draws per switch and per
+/// timer set.
+const SWITCH_TIME: usize = 2;
+const SET_TIMER_TIME: usize = 3;
+
+/// Counts a duration of kind `kind` ([`SWITCH_TIME`], [`SET_TIMER_TIME`]) on this CPU.
+fn count_time(kind: usize, ns: u64) {
+    if let Some(n) = counters()
+        .this()
+        .kick_late
+        .get(kind * KICK_LATE_BUCKETS + kick_late_bucket(ns))
+    {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// [`CpuCounters::idle_since`] of a CPU that is not idle.
@@ -89,7 +116,7 @@ const NOT_IDLE: u64 = u64::MAX;
 impl CpuCounters {
     /// A CPU's counters; `on_machine`: with room for its kick figures.
     fn new(on_machine: bool) -> Self {
-        let kicks = if on_machine { 2 * KICK_LATE_BUCKETS } else { 0 };
+        let kicks = if on_machine { 4 * KICK_LATE_BUCKETS } else { 0 };
         CpuCounters {
             busy_ns: AtomicU64::new(0),
             switches: AtomicU64::new(0),
@@ -129,6 +156,8 @@ pub struct CpuFigures {
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
     pub kick_late: [u64; KICK_LATE_BUCKETS],
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
+    pub switch_time: [u64; KICK_LATE_BUCKETS],
+    pub set_timer_time: [u64; KICK_LATE_BUCKETS],
 }
 
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
@@ -388,7 +417,13 @@ fn tell_policy(v: &Vcpu, tell: Tell, now: u64) -> Option<usize> {
 pub fn yield_current(v: &Vcpu, now: u64) {
     v.yielded.store(true, Ordering::Relaxed);
     if let Some(cpu) = vcpu_policy(v, |p| p.yield_now(VcpuId(v.id), now)) {
-        kick(cpu, now);
+        // Not stamped: the yield's own way out of its hypercall, which schedsim takes as
+        // an immediate decision (no kick drawn). Counted, a yield attacker's thousands of
+        // kicks served within 1 µs outnumbered the wake-ups' in `kick_local_late` (3939 to
+        // about 800 in the isolation spec on 4 CPUs), and schedsim drew a woken latency
+        // domain's kick from them: 1 µs where the hypervisor took 7 µs (a wake on an idle
+        // CPU waits for the timer interrupt's exit, which re-arms the APIC timer).
+        kick_since(cpu, None);
     }
 }
 
@@ -410,15 +445,19 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
 }
 
 /// Arms a vCPU's one-shot timer on this CPU, replacing the one it had (0: cancels it).
+/// How long it took is counted ([`SET_TIMER_TIME`]).
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
+    let start = time::now_ns();
     v.timer_deadline.store(deadline_ns, Ordering::Release);
     let mut cs = cpus().this().lock();
     if deadline_ns == 0 {
         cs.timers.cancel(v.id);
-        return;
+    } else {
+        cs.timers.set(v.id, deadline_ns);
+        arm_timer(&mut cs, start);
     }
-    cs.timers.set(v.id, deadline_ns);
-    arm_timer(&mut cs, time::now_ns());
+    drop(cs);
+    count_time(SET_TIMER_TIME, time::now_ns().saturating_sub(start));
 }
 
 /// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
@@ -638,6 +677,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     run_timers(&mut cs, now);
     kicks_served(now);
     let decision = decide(cpu, now);
+    let decided = time::now_ns();
     let next = decision.next.and_then(|id| domain::vcpu(id.0));
     let same = match (&prev, &next) {
         (Some(p), Some(n)) => Arc::ptr_eq(p, n),
@@ -680,6 +720,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             cs.current_domain = Some(domain);
             arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
+            count_time(SWITCH_TIME, time::now_ns().saturating_sub(decided));
             Next::Switched
         }
         None => {
@@ -945,6 +986,8 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
         slice_late: core::array::from_fn(|k| c.slice_late[k].load(Ordering::Relaxed)),
         kick_local_late: core::array::from_fn(&kicks),
         kick_late: core::array::from_fn(|k| kicks(KICK_LATE_BUCKETS + k)),
+        switch_time: core::array::from_fn(|k| kicks(SWITCH_TIME * KICK_LATE_BUCKETS + k)),
+        set_timer_time: core::array::from_fn(|k| kicks(SET_TIMER_TIME * KICK_LATE_BUCKETS + k)),
     }
 }
 
@@ -969,6 +1012,7 @@ pub fn idle_step(now: u64) -> IdleStep {
     run_timers(&mut cs, now);
     kicks_served(now);
     let decision = decide(cpu, now);
+    let decided = time::now_ns();
     if let Some(u) = cs.unclaimed.take() {
         // That decision descheduled it (`claim`).
         saved(&u);
@@ -999,6 +1043,7 @@ pub fn idle_step(now: u64) -> IdleStep {
     cs.current_domain = Some(domain);
     arm_timer(&mut cs, now);
     load_address_space(n.pml4, None);
+    count_time(SWITCH_TIME, time::now_ns().saturating_sub(decided));
     IdleStep::Enter(n, frame)
 }
 

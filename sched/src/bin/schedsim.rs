@@ -18,8 +18,10 @@
 //! with_measured`): each kick of another CPU is drawn from its `kick_late` histogram (the
 //! profile's `kick_ns`, `kick_p99_ns` and `ipi_ns`), each kick of a CPU by itself from
 //! `kick_local_late` (`kick_ns`, `kick_p99_ns`), and each slice's lateness from
-//! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`); a kind the run recorded none
-//! of keeps the profile's. The host's load during that run, for comparing with it.
+//! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`), each switch from
+//! `switch_time` (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`), and a
+//! sleeper's `set_timer` before it blocks from `set_timer_time` (on its CPU, inside its run; `block_ns` after it); a
+//! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--replay TRACE.json`: the domains that woke up in a hypervisor trace (`scripts/run
@@ -164,6 +166,9 @@ struct RunCosts {
     slice: Option<Measured>,
     /// The CPUs' stalls, from the slices ended late (`sched::cost::Stalls::split`).
     stalls: Option<Stalls>,
+    /// How long switches and `set_timer` hypercalls took (`switch_time`, `set_timer_time`).
+    switch: Option<Measured>,
+    set_timer: Option<Measured>,
 }
 
 /// The buckets of a `run` record's histogram `[[upper_bound_ns, count], ...]` as
@@ -236,12 +241,24 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         slice_late_bound_ns(SLICE_LATE_BUCKETS - 2).expect("the last finite slice bucket");
     let slices =
         bucket_list(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?;
-    let stalls = slices.as_deref().and_then(|b| Stalls::split(b).1);
+    let (switch, set_timer) = (kick("switch_time")?, kick("set_timer_time")?);
+    // The stalls inside switches and set_timer hypercalls are played out there: the share
+    // of the CPUs' time they took is taken off the stalls that begin at random.
+    let cpu_time = run["duration_ns"].as_f64().unwrap_or(0.0) * run["cpus"].as_f64().unwrap_or(0.0);
+    let in_paths: f64 = [&switch, &set_timer]
+        .into_iter()
+        .flatten()
+        .map(|m| m.total_from(sched::cost::STALL_FROM_NS))
+        .sum();
+    let share = if cpu_time > 0.0 { in_paths / cpu_time } else { 0.0 };
+    let stalls = slices.as_deref().and_then(|b| Stalls::split(b).1).and_then(|s| s.without(share));
     Ok(RunCosts {
         kick_remote: kick("kick_late")?,
         kick_local: kick("kick_local_late")?,
         slice: slices.and_then(Measured::new),
         stalls,
+        switch,
+        set_timer,
     })
 }
 
@@ -308,7 +325,8 @@ fn main() -> ExitCode {
         None => costs,
         Some(m) if args.costs_from.is_some() => costs
             .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
-            .with_stalls(m.stalls.clone()),
+            .with_stalls(m.stalls.clone())
+            .with_paths(m.switch.clone(), m.set_timer.clone()),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
@@ -338,6 +356,8 @@ fn main() -> ExitCode {
             described("kicks of another CPU", &costs.kick_remote_measured),
             described("kicks of a CPU by itself", &costs.kick_local_measured),
             described("slice ends", &costs.slice_measured),
+            described("switches", &costs.switch_measured),
+            described("set_timer hypercalls", &costs.set_timer_measured),
             costs.stalls.as_ref().map(|s| {
                 format!(
                     "CPU stalls of p50 <= {} ns every {} ns on average",

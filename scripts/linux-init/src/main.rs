@@ -580,6 +580,8 @@ fn run() -> Result<bool, String> {
         slice_late_p99_ns: None,
         kick_late: None,
         kick_local_late: None,
+        switch_time: None,
+        set_timer_time: None,
         profile: None,
     }));
     for r in &records {

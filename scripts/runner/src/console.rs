@@ -442,6 +442,8 @@ mod tests {
             slice_late_p99_ns: None,
             kick_late: None,
             kick_local_late: None,
+            switch_time: None,
+            set_timer_time: None,
             profile: None,
         })];
         // Ten equal cpu domains but one gets twice the others; one latency domain.

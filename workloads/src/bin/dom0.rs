@@ -266,6 +266,8 @@ fn run_churn(
         slice_late: report::slice_late(&cpus_before, &cpus_after),
         kick_late: report::kick_late(&cpus_before, &cpus_after, false),
         kick_local_late: report::kick_late(&cpus_before, &cpus_after, true),
+        switch_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::Switch),
+        set_timer_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::SetTimer),
         pools: None,
     };
     emit(&report::run_record(&summary), verdict);
@@ -810,6 +812,8 @@ fn measure(
         slice_late: report::slice_late(&cpus_before, &cpus_after),
         kick_late: report::kick_late(&cpus_before, &cpus_after, false),
         kick_local_late: report::kick_late(&cpus_before, &cpus_after, true),
+        switch_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::Switch),
+        set_timer_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::SetTimer),
         pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);

@@ -34,7 +34,10 @@ use core::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// One line of a results file, tagged by its `"kind"`.
+/// One line of a results file, tagged by its `"kind"`. (The `run` record is the largest,
+/// with its histograms' `Option`s inline: one per run, read and written once, not worth a
+/// box.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
@@ -310,6 +313,17 @@ pub struct Run {
     /// out of the hypervisor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kick_local_late: Option<Lateness>,
+    /// Optional (the hypervisor only): how long the CPUs' switches to another vCPU took,
+    /// from the end of the decision to the incoming vCPU's address space loaded, over the
+    /// interval and every CPU (a [`Lateness`], in the same buckets): the incoming vCPU's
+    /// time before it does any work, and under TCG on a loaded host where the host's stalls
+    /// often land (arming the timer is an APIC write, served under QEMU's global lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_time: Option<Lateness>,
+    /// Optional (the hypervisor only, when a vCPU set a timer): the same for each
+    /// `set_timer` hypercall (a sleeper arming its wake-up before it blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_timer_time: Option<Lateness>,
     /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
     /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
     /// name), so that a result says which machine it models.
@@ -830,6 +844,8 @@ mod tests {
                         p99_ns: 1280,
                     }),
                     kick_local_late: None,
+                    switch_time: None,
+                    set_timer_time: None,
                     profile: None,
                 }),
                 &[

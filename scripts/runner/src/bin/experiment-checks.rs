@@ -63,13 +63,21 @@ enum Also {
 struct Timed {
     p50: Bound,
     p99: Bound,
+    /// Whether the run record must count the kicks that `--costs-from` draws a woken
+    /// vCPU's from (not under rr, which never kicks for a wake-up: its latency domain waits
+    /// its turn).
+    kicks: bool,
+    /// Whether the shares are asserted within the case's points (else reported).
+    shares: bool,
 }
 
 impl Timed {
-    /// Latency reported only.
-    const NOTHING: Timed = Timed {
+    /// Shares asserted, latency reported only.
+    const SHARES: Timed = Timed {
         p50: Bound::Reported,
         p99: Bound::Reported,
+        kicks: false,
+        shares: true,
     };
 }
 
@@ -141,6 +149,7 @@ fn matches_calibrated(
     // hogs'; credit2 0.26-0.79, leaving the others to the next slice end), so there is at
     // least one kick per ten of its wake-ups.
     if replay.is_none()
+        && timed.kicks
         && let Some(lat) = domains(records)
             .into_iter()
             .find(|d| d.workload == "latency")
@@ -222,7 +231,7 @@ fn matches_calibrated(
     for ((group, weight, _), (h, s, n)) in &classes {
         let (h, s) = (h / f64::from(*n), s / f64::from(*n));
         worst_class = worst_class.max((h - s).abs());
-        if (h - s).abs() > f64::from(points) {
+        if timed.shares && (h - s).abs() > f64::from(points) {
             return Err(format!(
                 "group {group} (weight {weight}, {n} domains): {h:.2}% each on the hypervisor, \
                  {s:.2}% in calibrated schedsim ({})",
@@ -237,7 +246,12 @@ fn matches_calibrated(
     };
     let mut notes = vec![format!(
         "{what}: shares within {worst_class:.2} points per class of identical domains, \
-         {worst:.2} per domain"
+         {worst:.2} per domain{}",
+        if timed.shares {
+            ""
+        } else {
+            " (reported, not asserted)"
+        }
     )];
     let sim_domains = domains(&sim);
     for d in domains(records)
@@ -1997,19 +2011,36 @@ fn cases() -> Vec<Case> {
         Also::Nothing,
     );
     // Calibrated schedsim against the hypervisor (issue 15), on 2 CPUs where TCG gives each
-    // emulated CPU a host core, fed this run's own kick and slice lateness (`schedsim
-    // --costs-from`): shares within 2 points (per class of identical domains); wake-up
-    // latency against the target (30% or the same log2 bucket) reported, and asserted where
-    // it held on a loaded host (README, "Cost profiles").
-    // What held in every round at host loads 1.8-7.4 (README): bvt's p50 on target and
-    // credit's p99 within a bucket (also at loads 0.3-1.7 and idle, session 9); the rest
-    // is reported: bvt's p99 came within a bucket in 6 of 14 at loads 5.5-7.4, credit's
-    // p50 in 13 of 13 and then twice 3 buckets apart (106 and 115 µs on the hypervisor,
-    // as once in session 9). Not credit2: its latency domain took 4.3-5.3% of the CPU on
-    // the hypervisor against 2.0-2.2% simulated in 3 of 6 rounds even at loads 1.8-3.3
-    // (README, "Cost profiles"), and the case would fail on that share.
+    // emulated CPU a host core, fed this run's own kicks, slice ends, stalls, switches and
+    // set_timer hypercalls (`schedsim --costs-from`): shares within 2 points (per class of
+    // identical domains); wake-up latency against the target (30% or the same log2 bucket)
+    // reported, and asserted where it held on a loaded host (README, "Cost profiles").
+    // Asserted where it held (README, "Cost profiles"), in 16 rounds of these cases at host
+    // loads 4.5-9 (session 11; the last 6 with this build, at 5.9-6.9: every latency and
+    // isolation case passed 6 of 6) and in 11 hypervisor runs per policy compared offline:
+    // bvt's p50 on target (16 of 16), credit's p99 within a bucket (asserted since session
+    // 10; 15 of 16), credit2's shares (16 of 16; 3 of 6 before switches and set_timers were
+    // paid per event), rr's p50 on target and p99 within a bucket (its latency domain waits
+    // its turn behind 15 hogs, about 100 ms, and wakes 13-26 times in 2 s: its p99 is its
+    // largest wait, 280 ms once against 191 ms simulated, when a host stall fell in it).
+    // Reported only: credit2's latency (its p50 on target in 6 of 22 offline: its latency
+    // domain often preempts at once on the hypervisor, 8-65 µs, and waits out a rate limit
+    // in schedsim, 200-880 µs; not examined), bvt's p99 (within a bucket in 8 of 22: a few
+    // host stalls of milliseconds make it or not). Left out: stride (7 of 10: its latency
+    // domain's share 2.2-2.6% on the hypervisor, 4.7-5.0% simulated, at loads 6-9) and rtds
+    // (its latency domain's share within 2 points in 12 of 20 offline: 4.0-7.4% on the
+    // hypervisor, 2.9-6.0% simulated; its switches in arm a 100 µs budget timer, an APIC
+    // write each, dearer than the average switch that schedsim draws from). bvt's case
+    // failed 7 of 15 on its latency domain's share at loads 4.5-9 (5.2-6.0% simulated
+    // against 2.0-3.6%) until a set_timer was paid inside the sleeper's run, where bvt
+    // charges it; 6 of 6 since (README).
     let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
-    for (policy, p50, p99) in [("bvt", target, reported), ("credit", reported, bucket)] {
+    for (policy, p50, p99) in [
+        ("bvt", target, reported),
+        ("credit", reported, bucket),
+        ("credit2", reported, reported),
+        ("rr", target, bucket),
+    ] {
         with(
             format!("simvshyp/latency/{policy}"),
             vec![
@@ -2022,7 +2053,41 @@ fn cases() -> Vec<Case> {
                 "2",
             ],
             latency_domain_runs,
-            Also::Calibrated(2, Timed { p50, p99 }),
+            Also::Calibrated(
+                2,
+                Timed {
+                    p50,
+                    p99,
+                    kicks: policy != "rr",
+                    shares: true,
+                },
+            ),
+        );
+    }
+    // The isolation spec on 4 CPUs, one each: the latency domain wakes an idle CPU, whose
+    // decision waits for the timer interrupt's way out (5-10 µs under TCG). Its p50 on
+    // target. It missed everywhere (5.4-7.9 µs on the hypervisor, 0.7-1.5 µs simulated)
+    // while the yield attackers' own kicks, served at once, were counted with the
+    // wake-ups' in `kick_local_late`, which schedsim draws a woken vCPU's kick from.
+    // Shares reported, not asserted: schedsim deals the run's CPU stalls (measured on busy
+    // CPUs, from their slice ends) to the latency domain's CPU too, idle most of the time,
+    // and gives it 4-7% of the CPU time against 2-3.6% (its runs stretched, 320-1490 µs
+    // per wake-up against 160 µs): on the hypervisor its QEMU thread, woken from HLT, is
+    // seldom preempted within its 100 µs run. Not modelled.
+    for policy in ["bvt", "credit"] {
+        with(
+            format!("simvshyp/isolation/{policy}"),
+            vec![&spec("isolation"), "--sched", policy, "--seconds", "1.5"],
+            latency_domain_runs,
+            Also::Calibrated(
+                2,
+                Timed {
+                    p50: target,
+                    p99: reported,
+                    kicks: true,
+                    shares: false,
+                },
+            ),
         );
     }
     with(
@@ -2044,7 +2109,7 @@ fn cases() -> Vec<Case> {
             format!("simvshyp/weights/{policy}"),
             vec![&spec("weights"), "--sched", policy, "--seconds", "4"],
             shares_follow_weights,
-            Also::Calibrated(2, Timed::NOTHING),
+            Also::Calibrated(2, Timed::SHARES),
         );
     }
     let mut add =
@@ -2286,7 +2351,7 @@ fn main() -> ExitCode {
                         matches_calibrated(&r, &c.args, &out, points, None, timed)?
                     }
                     Also::Replay(points) => {
-                        matches_calibrated(&r, &c.args, &out, points, Some(&trace), Timed::NOTHING)?
+                        matches_calibrated(&r, &c.args, &out, points, Some(&trace), Timed::SHARES)?
                     }
                     Also::Xtf => runner::xtf::verdict(&r, &run.output)?,
                 };
