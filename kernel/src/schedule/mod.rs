@@ -627,7 +627,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     if let Some(p) = &prev {
         // Save first: the registers must be in place by `release`, after which the policy
         // may give the vCPU to another CPU, which loads them without waiting.
-        *p.regs.lock() = frame.clone();
+        p.regs.lock().copy_from(frame);
         if from_hypercall && !arch::percpu::fpu_restore_pending() {
             // Its XMM registers hold hypervisor data now (caller-saved): save it scrubbed.
             // (Unless the hypercall put the state to resume with in its FPU area already:
@@ -674,7 +674,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
         Some(n) => {
             let domain = domain_of(&mut cs, &n);
             let prev = switch_in(&n, &domain, cpu, now, prev.as_deref());
-            *frame = n.regs.lock().clone();
+            frame.copy_from(&n.regs.lock());
             let pml4 = n.pml4;
             cs.current = Some(n);
             cs.current_domain = Some(domain);
