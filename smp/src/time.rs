@@ -116,6 +116,7 @@ pub fn set_tsc_hz(tsc_hz: u64) {
 }
 
 /// The calibrated TSC frequency (0 before calibration).
+#[inline]
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Acquire)
 }

@@ -528,6 +528,7 @@ pub struct ResourceCounts {
 pub const SLICE_LATE_BUCKETS: usize = 17;
 
 /// The bucket of a slice that ended `late_ns` after it should have.
+#[inline]
 pub fn slice_late_bucket(late_ns: u64) -> usize {
     let us = late_ns.div_ceil(1000);
     if us <= 1 {
@@ -553,6 +554,7 @@ pub fn slice_late_bound_ns(k: usize) -> Option<u64> {
 pub const KICK_LATE_BUCKETS: usize = 64;
 
 /// The bucket of a kick served `late_ns` after it was made.
+#[inline]
 pub fn kick_late_bucket(late_ns: u64) -> usize {
     if late_ns <= 1024 {
         return 0;

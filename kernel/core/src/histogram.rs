@@ -65,6 +65,7 @@ fn bucket_upper(bucket: usize) -> u64 {
 
 impl Histogram {
     /// Records one latency.
+    #[inline]
     pub fn record(&mut self, ns: u64) {
         let b = bucket_of(ns);
         self.counts[b] = self.counts[b].saturating_add(1);

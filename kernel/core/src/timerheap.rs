@@ -48,6 +48,7 @@ impl TimerHeap {
     }
 
     /// The earliest timer.
+    #[inline]
     pub fn peek(&self) -> Option<Entry> {
         self.heap.first().copied()
     }
@@ -85,6 +86,7 @@ impl TimerHeap {
     }
 
     /// Takes the earliest timer if it is due at `now_ns`.
+    #[inline]
     pub fn pop_due(&mut self, now_ns: u64) -> Option<Entry> {
         match self.heap.first() {
             Some(e) if e.deadline_ns <= now_ns => Some(self.remove_at(0)),
