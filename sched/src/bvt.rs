@@ -31,10 +31,22 @@
 //! idle CPU takes the lowest head). A heavily loaded CPU's virtual time advances slowly, so
 //! its vCPUs become the lowest and get pulled: load spreads by weight, and a migrating vCPU
 //! keeps its AVT, hence its place in line.
+//!
+//! One scale needs one SVT where a vCPU enters (ours). Each CPU's SVT moves with its own
+//! vCPUs and stops while it has none runnable; Domain0 (weight 65535) alone on a CPU moves
+//! it 256 times slower than a vCPU of the default weight would. A crowd started together, half on each CPU, would enter at two
+//! virtual times far apart, and the CPU whose half entered ahead would pull the other half
+//! and run it before its own until it had caught up. So a vCPU's first wake-up enters no
+//! lower than the SVT of any CPU with runnable vCPUs (each CPU publishes its SVT), nor
+//! below what the vCPU running where it enters has run so far ([`Bvt::entry_svt`]). A
+//! sleeper waking keeps the paper's rule, its CPU's SVT.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
 
 use crate::runq::{
     AtomicNs, CpuQueue, Domains, Enqueued, Order, Place, RunQueue, Runqueues, Steal,
@@ -150,6 +162,8 @@ pub struct BvtVcpu {
     warp_start_ns: u64,
     /// When it last unwarped (`None`: never warped).
     unwarped_ns: Option<u64>,
+    /// It has woken since it was inserted (see [`Bvt::entry_svt`]).
+    woken: bool,
     p: Params,
 }
 
@@ -204,13 +218,17 @@ struct Entry {
 /// One CPU's queue, sorted by EVT, and its scheduler virtual time.
 #[derive(Debug, Default)]
 pub struct BvtQueue {
+    /// The CPU it belongs to.
+    cpu: usize,
     q: VecDeque<Entry>,
     /// Queued entries that are warped (then EVT order is not AVT order).
     warped: usize,
     /// Scheduler virtual time: the smallest AVT of the runnable vCPUs, never decreasing.
     svt: u64,
-    /// The running vCPU's EVT when picked, and its weight, for the wake-up preemption test.
+    /// The running vCPU's EVT and AVT when picked, and its weight, for the wake-up
+    /// preemption test and the SVT at which a vCPU enters ([`Bvt::entry_svt`]).
     curr_evt: u64,
+    curr_avt: u64,
     curr_weight: u64,
     /// The slice the running vCPU was given (0: none yet), which bounds what its run is
     /// charged (`overrun_us`).
@@ -269,6 +287,9 @@ impl RunQueue for BvtQueue {
 /// The BVT scheduler.
 pub struct Bvt {
     rqs: Runqueues<BvtQueue, BvtVcpu>,
+    /// Each CPU's SVT while it has runnable vCPUs, `u64::MAX` while it has none; written
+    /// under the CPU's lock, read by a vCPU's first wake-up anywhere ([`Bvt::entry_svt`]).
+    busy_svt: Vec<CachePadded<AtomicU64>>,
     doms: Domains<(Params, Vec<VcpuId>)>,
     ctx_allow_ns: AtomicNs,
     latency_ns: AtomicNs,
@@ -283,14 +304,67 @@ fn entry(v: VcpuId, s: &BvtVcpu) -> Entry {
 impl Bvt {
     /// A BVT scheduler for `topo` with the defaults.
     pub fn new(topo: &Topology) -> Result<Self, Error> {
+        let rqs = Runqueues::new(topo, BvtQueue::default)?;
+        for cpu in 0..rqs.ncpus() {
+            rqs.lock_cpu(cpu).q.cpu = cpu;
+        }
         Ok(Bvt {
-            rqs: Runqueues::new(topo, BvtQueue::default)?,
+            busy_svt: (0..rqs.ncpus()).map(|_| CachePadded::new(AtomicU64::new(u64::MAX))).collect(),
+            rqs,
             doms: Domains::new(topo),
             ctx_allow_ns: AtomicNs::new(CTX_ALLOW_US.default * 1000),
             latency_ns: AtomicNs::new(LATENCY_US.default * 1000),
             mcu_ns: AtomicNs::new(MCU_US.default * 1000),
             overrun_ns: AtomicNs::new(OVERRUN_US.default * 1000),
         })
+    }
+
+    /// What the running vCPU of `rq` has run by `now` that its AVT will be charged. A run
+    /// the timer ended late is charged its slice and at most `overrun_us` more (ours, not
+    /// the paper's): a few slices stretched by milliseconds would otherwise hold their
+    /// domains back for seconds at 1024 domains, each waiting for 511 others to catch up on
+    /// time it never had.
+    fn chargeable(&self, rq: &CpuQueue<BvtQueue>, now: u64) -> u64 {
+        let overrun = self.overrun_ns.get();
+        let ran = now.saturating_sub(rq.curr_since());
+        if overrun > 0 && rq.q.curr_slice > 0 {
+            ran.min(rq.q.curr_slice.saturating_add(overrun))
+        } else {
+            ran
+        }
+    }
+
+    /// The virtual time at which a vCPU enters the locked queue `rq` at `now` (its AVT is
+    /// raised to it). A sleeper waking enters at the CPU's SVT, the smallest AVT of its
+    /// runnable vCPUs as of its last decision (the paper's). A vCPU's first wake-up (ours)
+    /// counts two things more:
+    /// - the whole MCUs the running vCPU has run since that decision, as the paper's MCU
+    ///   tick would have charged them: 1023 domains started together next to one that has
+    ///   run alone for 20 ms of a 20 ms slice would otherwise all enter 20 ms ahead of it,
+    ///   and it would wait for each of them to run 20 ms;
+    /// - the SVT of every other CPU with runnable vCPUs (see the module doc): a crowd
+    ///   started on two CPUs enters level on both.
+    fn entry_svt(&self, rq: &mut CpuQueue<BvtQueue>, now: u64, first: bool) -> u64 {
+        if !first {
+            return rq.q.svt;
+        }
+        let mcu = self.mcu_ns.get();
+        let running = rq.curr().map(|_| {
+            let ran = self.chargeable(rq, now);
+            let charged = (ran - ran % mcu).saturating_mul(VT_ONE) / rq.q.curr_weight.max(1);
+            rq.q.curr_avt.saturating_add(charged)
+        });
+        let local = match (rq.q.min_avt(), running) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(svt) = local {
+            rq.q.svt = rq.q.svt.max(svt);
+            self.busy_svt[rq.q.cpu].store(rq.q.svt, Ordering::Relaxed);
+        }
+        let busy = self.busy_svt.iter().map(|s| s.load(Ordering::Relaxed));
+        let machine = busy.filter(|&s| s != u64::MAX).max().unwrap_or(0);
+        rq.q.svt.max(machine)
     }
 
     /// The allowance C (ns of real time) on a CPU with `runnable` vCPUs (the running one
@@ -345,7 +419,7 @@ impl Policy for Bvt {
         let mut g = self.doms.lock(domain)?;
         let (p, vcpus) = g.as_mut().ok_or(Error::NoSuchDomain(domain))?;
         vcpus.try_reserve(1).map_err(|_| Error::Busy)?;
-        // Start at the CPU's virtual time, as if it had just woken there.
+        // Start at the CPU's virtual time; its first wake-up places it (`entry_svt`).
         let svt = self.rqs.lock_cpu(cpu.min(self.rqs.ncpus() - 1)).q.svt;
         let data = BvtVcpu { avt: svt, evt: svt, p: *p, ..BvtVcpu::default() };
         self.rqs.insert(v, domain, cpu, data)?;
@@ -366,8 +440,10 @@ impl Policy for Bvt {
 
     fn wake(&self, v: VcpuId, now: u64) -> Wakeup {
         self.rqs.wake_with(v, |rq, vs| {
+            let svt = self.entry_svt(rq, now, !vs.data.woken);
             let s = &mut vs.data;
-            s.avt = s.avt.max(rq.q.svt);
+            s.woken = true;
+            s.avt = s.avt.max(svt);
             s.try_warp(now);
             s.calc_evt(now);
             rq.q.push(entry(v, &vs.data));
@@ -399,16 +475,7 @@ impl Policy for Bvt {
         let mcu = self.mcu_ns.get();
         let mut rq = self.rqs.lock_for_schedule(cpu);
         if let Some((prev, mut vs)) = self.rqs.take_curr(&mut rq) {
-            // A run the timer ended late is charged its slice and at most `overrun_us` more
-            // (ours, not the paper's): a few slices stretched by milliseconds would
-            // otherwise hold their domains back for seconds at 1024 domains, each waiting
-            // for 511 others to catch up on time it never had.
-            let overrun = self.overrun_ns.get();
-            let mut ran = now.saturating_sub(rq.curr_since());
-            if overrun > 0 && rq.q.curr_slice > 0 {
-                ran = ran.min(rq.q.curr_slice.saturating_add(overrun));
-            }
-            vs.data.charge(ran, mcu);
+            vs.data.charge(self.chargeable(&rq, now), mcu);
             vs.data.calc_evt(now);
             if vs.runnable {
                 vs.place = Place::Queued;
@@ -446,6 +513,7 @@ impl Policy for Bvt {
             next = rq.q.pop().map(|e| e.v);
         }
         let Some(v) = next else {
+            self.busy_svt[cpu].store(u64::MAX, Ordering::Relaxed);
             return Decision { next: None, slice_ns: None, migrated: false };
         };
         let mut vs = self.rqs.lock_vcpu(v);
@@ -455,6 +523,7 @@ impl Policy for Bvt {
         let min_avt = rq.q.min_avt().map_or(s.avt, |m| m.min(s.avt));
         rq.q.svt = rq.q.svt.max(min_avt);
         rq.q.curr_evt = s.evt;
+        rq.q.curr_avt = s.avt;
         rq.q.curr_weight = s.p.weight;
         // Run until passing the runner-up's EVT by the allowance; a warped vCPU no longer
         // than its warp limit.
@@ -466,6 +535,7 @@ impl Policy for Bvt {
         if s.warped && s.p.warpl_ns != 0 {
             slice = slice.min((s.warp_start_ns + s.p.warpl_ns).saturating_sub(now).max(mcu));
         }
+        self.busy_svt[cpu].store(rq.q.svt, Ordering::Relaxed);
         drop(vs);
         rq.q.curr_slice = slice.max(mcu);
         Decision { next, slice_ns: Some(slice.max(mcu)), migrated }
