@@ -28,7 +28,8 @@ pub const CONSOLE_CHUNK: usize = 256;
 pub const CONSOLE_CALL_BYTES: usize = 512;
 
 /// Serial bytes the hypervisor's log adds to each line a domain writes, besides the
-/// domain's name and the text: `[sssss.uuuuuu] cpuN INFO  [`, `] ` and the `\n`.
+/// domain's name and the text: `[sssss.uuuuuu] cpuN INFO  [`, `] ` and the `\n` (one
+/// byte more from CPU 10 on, and past 99,999 s of uptime: the bound is that close).
 pub const CONSOLE_LINE_OVERHEAD: usize = 30;
 
 /// What a line of `name_len` bytes' domain, showing `shown` bytes of text
