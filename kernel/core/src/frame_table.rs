@@ -692,9 +692,10 @@ impl FrameTable {
     ///   frame, say).
     ///
     /// Xen orders the same with a TLB-flush timestamp per page (`tlbflush_timestamp`, set
-    /// in `_put_page_type` and checked in `_get_page_type` of `xen/arch/x86/mm.c`, which
-    /// flushes the CPUs that may hold a stale translation before a new type is taken from
-    /// count zero). Here the reference is simply held over the flush.
+    /// by `set_tlbflush_timestamp` in `_put_page_type` / `_put_final_page_type` and checked
+    /// with `tlbflush_filter` in `_get_page_type` of `xen/arch/x86/mm.c`, which flushes the
+    /// domain's CPUs that may hold a stale translation before a frame changes type, by IPI
+    /// when it was a page table). Here the reference is simply held over the flush.
     ///
     /// The last link to a table is removed only if the table is empty (`TooDeep`), counting
     /// the links to it already in `removed` as gone: two unlinks of one table in one batch
