@@ -8,11 +8,75 @@
 //! asynchronous entries and domain switches (docs/DESIGN.md).
 
 /// `console_write(ptr, len)`: writes bytes to the hypervisor console, as one line per `\n`,
-/// prefixed with the domain's name. At most 256 bytes a call; returns how many were written.
-/// An unprivileged domain's output is rate-limited, each line charged at what it costs the
-/// serial port (its text, the log prefix and the name): the lines that fit are written (a
-/// short write), and if the first does not, the call fails with `Errno::Again`.
+/// prefixed with the domain's name. At most [`CONSOLE_CHUNK`] bytes a call; returns how many
+/// were written. Each line costs the serial port [`console_line_cost`] bytes (its text as
+/// shown, [`console_text`], the log prefix and the name), and one call writes at most
+/// [`CONSOLE_CALL_BYTES`] of them: the lines that fit are written (a short write; a first
+/// line that alone does not fit is cut, its head written as a line of its own). An
+/// unprivileged domain's output is also rate-limited at the same cost: if not even the first
+/// line fits its quota, the call fails with `Errno::Again`.
 pub const CONSOLE_WRITE: u64 = 0;
+
+/// Bytes one `console_write` takes from the guest at most.
+pub const CONSOLE_CHUNK: usize = 256;
+
+/// Serial bytes one `console_write` may cost at most (every line it writes, at
+/// [`console_line_cost`]). The serial port is written with interrupts off, ~87 us a byte at
+/// 115200 baud: 256 empty lines a call once cost ~11 KB, ~1 s of a real UART. Now a call
+/// holds its CPU for at most this many bytes' time (~45 ms at 115200 baud; Xen instead
+/// copies guest output into a ring its serial interrupt drains, `guest_console_write`).
+pub const CONSOLE_CALL_BYTES: usize = 512;
+
+/// Serial bytes the hypervisor's log adds to each line a domain writes, besides the
+/// domain's name and the text: `[sssss.uuuuuu] cpuN INFO  [`, `] ` and the `\n` (one
+/// byte more from CPU 10 on, and past 99,999 s of uptime: the bound is that close).
+pub const CONSOLE_LINE_OVERHEAD: usize = 30;
+
+/// What a line of `name_len` bytes' domain, showing `shown` bytes of text
+/// ([`console_text_len`]), costs the serial port.
+pub const fn console_line_cost(name_len: usize, shown: usize) -> usize {
+    CONSOLE_LINE_OVERHEAD + name_len + shown
+}
+
+// A whole line of printable text always fits one call.
+const _: () =
+    assert!(console_line_cost(crate::shared::NAME_BYTES, CONSOLE_CHUNK) <= CONSOLE_CALL_BYTES);
+
+/// Writes guest console text (one line, without its `\n`) as the hypervisor shows it: valid
+/// UTF-8 as it is, each invalid sequence as U+FFFD, and every control character but tab
+/// (C0, DEL and C1: ESC, CSI, OSC, `\r`, backspace...) as `\xNN`, so a guest cannot move
+/// the cursor, retitle, recolour or clear the terminal of whoever reads the console, nor
+/// overwrite a line with `\r` to forge another's (ECMA-48's control functions; Xen's
+/// `guest_console_write` keeps only printable characters too).
+pub fn console_text(out: &mut impl core::fmt::Write, text: &[u8]) -> core::fmt::Result {
+    for chunk in text.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\t' {
+                write!(out, "\\x{:02x}", c as u32)?;
+            } else {
+                out.write_char(c)?;
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            out.write_char('\u{fffd}')?;
+        }
+    }
+    Ok(())
+}
+
+/// The bytes [`console_text`] writes for `text`.
+pub fn console_text_len(text: &[u8]) -> usize {
+    struct Count(usize);
+    impl core::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = console_text(&mut n, text);
+    n.0
+}
 /// `sched_op(op, arg)`: one of [`SchedOp`].
 pub const SCHED_OP: u64 = 1;
 /// `set_timer(deadline_ns)`: arms this vCPU's one-shot timer at an absolute system time
@@ -246,5 +310,33 @@ mod tests {
         dense(&EvtchnOp::ALL, |op| op as u64, EvtchnOp::from_raw);
         dense(&SchedOp::ALL, |op| op as u64, SchedOp::from_raw);
         dense(&VcpuOp::ALL, |op| op as u64, VcpuOp::from_raw);
+    }
+}
+
+#[cfg(test)]
+mod console_tests {
+    extern crate std;
+    use std::string::String;
+
+    use super::*;
+
+    fn shown(text: &[u8]) -> String {
+        let mut s = String::new();
+        console_text(&mut s, text).unwrap();
+        assert_eq!(console_text_len(text), s.len());
+        s
+    }
+
+    #[test]
+    fn controls_are_shown_escaped_and_printable_text_as_it_is() {
+        assert_eq!(shown(b"plain \t text, caf\xc3\xa9"), "plain \t text, café");
+        assert_eq!(
+            shown(b"\x1b[2J\x1b]0;pwned\x07"),
+            "\\x1b[2J\\x1b]0;pwned\\x07"
+        );
+        // CSI as a C1 character (U+009B), a carriage return and DEL.
+        assert_eq!(shown(b"a\xc2\x9b31mb\rc\x7f"), "a\\x9b31mb\\x0dc\\x7f");
+        // A raw 8-bit C1 byte is not UTF-8.
+        assert_eq!(shown(b"x\x9by"), "x\u{fffd}y");
     }
 }

@@ -101,6 +101,9 @@
 //!    took without that lock, and if another vCPU of the same domain unlinked one of those
 //!    tables meanwhile, the rollback can devalidate a table that still has entries. Even
 //!    then the work is bounded by the domain's [`MAX_TABLES`] tables, as for a teardown.
+//!    The same bound covers a second race: a removed link's put waits for the caller's TLB
+//!    flush ([`FrameTable::update_entry_deferred`]), and meanwhile another vCPU may add
+//!    entries to the unlinked (still validated) table, which that put then devalidates.
 //! 5. **Table counts** are one atomic per domain id ([`DOMAIN_IDS`] of them), checked and
 //!    incremented in one step, so [`MAX_TABLES`] holds exactly under any interleaving.
 //! 6. **Freed frames** are handed back by the operation that dropped their last reference,
@@ -671,20 +674,34 @@ impl FrameTable {
         r
     }
 
-    /// [`FrameTable::update_entry`], but a level-1 entry it replaces keeps its references
-    /// (the target's general reference, and its `Writable` type reference if it was
-    /// writable): the entry is pushed on `removed`, for [`FrameTable::put_removed`] once
-    /// every TLB that may still hold its translation is flushed. Until then the target
-    /// cannot take another type: a data page whose last writable mapping was just removed
-    /// cannot become a page table while a TLB still maps it writable (Xen orders the same
-    /// with a TLB-flush timestamp per page, checked in `get_page_type` before a new type is
-    /// taken from count zero). Dropping the reference first let another vCPU of the domain
-    /// link the page as an L1 and write entries into it, unvalidated, through the stale
-    /// translation (`xtf-mem`'s `tlb-retype-race`).
+    /// [`FrameTable::update_entry`], but the entry it replaces, of any level, keeps its
+    /// references (the target's general reference, and its type reference: `Writable` for a
+    /// writable level-1 entry, the child table's type for a link): the entry and its level
+    /// are pushed on `removed`, for [`FrameTable::put_removed`] once every TLB that may still
+    /// hold its translation is flushed. Until then the target cannot take another type:
     ///
-    /// Links (levels 2 to 4) are still dropped at once: a table loses its last link only
-    /// once it is empty, and what a stale translation through it could reach is then only
-    /// a hardware paging-structure cache's (QEMU's TCG has none).
+    /// - a data page whose last writable mapping was just removed cannot become a page
+    ///   table while a TLB still maps it writable. Dropping the reference first let another
+    ///   vCPU of the domain link the page as an L1 and write entries into it, unvalidated,
+    ///   through the stale translation (`xtf-mem`'s `tlb-retype-race`);
+    /// - a table whose last link was just removed stays a validated table of its level
+    ///   (its entries still checked on every update) while a CPU's paging-structure cache
+    ///   may still hold the removed link and walk it: dropping its type first let the guest
+    ///   map it writable, or link it as a table of another level, and have that stale walk
+    ///   use entries nothing validated (an empty L1 written with a mapping of any machine
+    ///   frame, say).
+    ///
+    /// Xen orders the same with a TLB-flush timestamp per page (`tlbflush_timestamp`, set
+    /// by `set_tlbflush_timestamp` in `_put_page_type` / `_put_final_page_type` and checked
+    /// with `tlbflush_filter` in `_get_page_type` of `xen/arch/x86/mm.c`, which flushes the
+    /// domain's CPUs that may hold a stale translation before a frame changes type, by IPI
+    /// when it was a page table). Here the reference is simply held over the flush.
+    ///
+    /// The last link to a table is removed only if the table is empty (`TooDeep`), counting
+    /// the links to it already in `removed` as gone: two unlinks of one table in one batch
+    /// cannot both pass as "not the last" and leave the deferred put a full table to
+    /// devalidate. (Another vCPU may still fill the table before the put: that work is
+    /// bounded as rule 4's rollback race is, by [`MAX_TABLES`].)
     pub fn update_entry_deferred(
         &self,
         dom: DomainId,
@@ -692,7 +709,7 @@ impl FrameTable {
         val: u64,
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
-        removed: &mut Vec<u64>,
+        removed: &mut Vec<(u8, u64)>,
     ) -> Result<bool, MmError> {
         if ptr & 7 != 0 {
             return Err(MmError::Misaligned);
@@ -704,16 +721,18 @@ impl FrameTable {
         r
     }
 
-    /// Drops the references of the level-1 entries [`FrameTable::update_entry_deferred`]
-    /// removed (and empties `removed`): the caller has flushed every TLB that may hold them.
+    /// Drops the references of the entries (level, entry) that
+    /// [`FrameTable::update_entry_deferred`] and [`FrameTable::unmap_grant_deferred`]
+    /// removed, in order (and empties `removed`): the caller has flushed every TLB that may
+    /// hold them. A link's put devalidates its table if it was the last.
     pub fn put_removed(
         &self,
-        removed: &mut Vec<u64>,
+        removed: &mut Vec<(u8, u64)>,
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
     ) {
-        for entry in removed.drain(..) {
-            self.put_entry(1, entry, mem, freed);
+        for (level, entry) in removed.drain(..) {
+            self.put_entry(level, entry, mem, freed);
         }
     }
 
@@ -730,7 +749,7 @@ impl FrameTable {
         val: u64,
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
-        removed: &mut Vec<u64>,
+        removed: &mut Vec<(u8, u64)>,
     ) -> Result<bool, MmError> {
         if level == 4 && index >= GUEST_L4_ENTRIES {
             return Err(MmError::HypervisorHalf);
@@ -754,8 +773,13 @@ impl FrameTable {
             if !keeps_link {
                 // The link holds a validated type reference on it: this cannot fail.
                 self.lock_table(dom, target)?;
-                // Our link's reference and our lock's.
-                let last_link = type_count_of(self.held(target).load(Acquire)) == 2;
+                // Our link's reference and our lock's, and those of links to it removed
+                // earlier in this batch, whose puts wait for the flush.
+                let pending = removed
+                    .iter()
+                    .filter(|&&(l, e)| l == level && target_of(e) == target)
+                    .count() as u32;
+                let last_link = type_count_of(self.held(target).load(Acquire)) == 2 + pending;
                 if last_link
                     && (0..guest_entries(level - 1)).any(|i| is_present(mem.read(target, i)))
                 {
@@ -776,13 +800,11 @@ impl FrameTable {
             return Err(e);
         }
         mem.write(table, index, val);
-        if is_present(old) && level == 1 {
-            removed.push(old);
-        } else if is_present(old) {
-            self.put_entry(level, old, mem, freed);
+        if is_present(old) {
+            removed.push((level, old));
         }
         if let Some(child) = child {
-            // Devalidates it (empty, checked above) if that was its last link.
+            // Our link's reference is on `removed`: the lock's are never the last.
             self.unlock_table(child, mem, freed);
         }
         Ok(is_present(old))
@@ -889,7 +911,7 @@ impl FrameTable {
         target: u64,
         mem: &mut impl TableMemory,
         freed: &mut Vec<u64>,
-        removed: &mut Vec<u64>,
+        removed: &mut Vec<(u8, u64)>,
     ) -> Result<(), MmError> {
         // A devalidated L1 has already dropped (and cleared) its grant entries.
         let level = self.lock_table(dom, l1).map_err(|_| MmError::NotMapped)?;
@@ -897,7 +919,7 @@ impl FrameTable {
         let r = match old {
             Some(old) if is_grant(old) && target_of(old) == target => {
                 mem.write(l1, index, 0);
-                removed.push(old);
+                removed.push((1, old));
                 Ok(())
             }
             _ => Err(MmError::NotMapped),
@@ -1715,7 +1737,7 @@ mod tests {
         let (mut w, t, _) = world();
         let r = w.op(|ft, mem, freed| {
             let mut removed = Vec::new();
-            let mut update = |ptr, val, removed: &mut Vec<u64>| {
+            let mut update = |ptr, val, removed: &mut Vec<(u8, u64)>| {
                 ft.update_entry_deferred(D1, ptr, val, mem, freed, removed)
             };
             assert_eq!(update(at(t.l1, 0), 0, &mut removed), Ok(true));
@@ -1730,6 +1752,59 @@ mod tests {
         });
         assert_eq!(r, Ok(false));
         assert_eq!(w.ft.info(t.data[0]).unwrap().ty, PageType::L1);
+    }
+
+    /// A table whose last link was removed stays a validated table of its level until the
+    /// caller has flushed and puts the link: a paging-structure cache may still walk it, so
+    /// it can be neither mapped writable nor linked at another level before.
+    #[test]
+    fn an_unlinked_table_keeps_its_type_until_the_flush() {
+        let (mut w, t, _) = world();
+        let l1 = w.alloc(D1).unwrap();
+        assert_eq!(w.update(D1, t.l2, 1, link(l1)), Ok(false));
+        let r = w.op(|ft, mem, freed| {
+            let mut removed = Vec::new();
+            let mut update = |ptr, val, removed: &mut Vec<(u8, u64)>| {
+                ft.update_entry_deferred(D1, ptr, val, mem, freed, removed)
+            };
+            assert_eq!(update(at(t.l2, 1), 0, &mut removed), Ok(true));
+            assert_eq!(removed, [(2, link(l1))]);
+            assert_eq!(ft.info(l1).unwrap().ty, PageType::L1);
+            let mapped = update(at(t.l1, 10), rw(l1), &mut removed);
+            assert_eq!(mapped, Err(WrongType), "mapped writable before the flush");
+            let relinked = update(at(t.l3, 1), link(l1), &mut removed);
+            assert_eq!(relinked, Err(WrongType), "linked as an L2 before the flush");
+            // Still an L1 the guest updates through validation only.
+            assert_eq!(update(at(l1, 0), rw(l1), &mut removed), Err(WrongType));
+            // The flush, then the put: now it is data.
+            ft.put_removed(&mut removed, mem, freed);
+            assert_eq!(ft.info(l1).unwrap(), idle(D1, 1));
+            ft.update_entry_deferred(D1, at(t.l1, 10), rw(l1), mem, freed, &mut removed)
+        });
+        assert_eq!(r, Ok(false));
+        assert_eq!(w.ft.info(l1).unwrap().ty, PageType::Writable);
+    }
+
+    /// Two unlinks of one full table in one batch: the second is its last link (the first's
+    /// put waits for the flush), so it is refused while the table has entries; otherwise
+    /// the deferred puts would devalidate a full table.
+    #[test]
+    fn a_deferred_unlink_counts_for_the_last_link() {
+        let (mut w, t, _) = world();
+        assert_eq!(w.update(D1, t.l2, 1, link(t.l1)), Ok(false));
+        let r = w.op(|ft, mem, freed| {
+            let mut removed = Vec::new();
+            let mut update = |ptr, removed: &mut Vec<(u8, u64)>| {
+                ft.update_entry_deferred(D1, ptr, 0, &mut *mem, &mut *freed, removed)
+            };
+            assert_eq!(update(at(t.l2, 1), &mut removed), Ok(true));
+            let last = update(at(t.l2, 0), &mut removed);
+            ft.put_removed(&mut removed, mem, freed);
+            Ok(last)
+        });
+        assert_eq!(r, Ok(Err(TooDeep)));
+        assert_eq!(w.ft.info(t.l1).unwrap().ty, PageType::L1);
+        assert_eq!(w.ft.info(t.l1).unwrap().type_count, 1);
     }
 
     #[test]

@@ -6,16 +6,13 @@
 
 use abi::control::DomainState;
 use abi::error::Errno;
-use abi::hypercall::{self, SchedOp, VcpuOp};
+use abi::hypercall::{self, CONSOLE_CALL_BYTES, CONSOLE_CHUNK, SchedOp, VcpuOp};
 
 use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{Domain, Stop, Vcpu};
 use crate::pv::control;
 use crate::{schedule, time};
-
-/// Most bytes of one console write taken at once.
-const CONSOLE_CHUNK: usize = 256;
 
 /// How a hypercall ends.
 pub enum Outcome {
@@ -67,33 +64,65 @@ pub fn handle(nr: u64, vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outco
     })
 }
 
-/// Serial bytes the hypervisor's log adds to each line a domain writes, besides the
-/// domain's name and the text: `[sssss.uuuuuu] cpuN INFO  [`, `] ` and the `\n`
-/// (`console::Logger`'s format).
-const CONSOLE_LINE_OVERHEAD: u64 = 30;
-
-/// `console_write(ptr, len)`: logs up to [`CONSOLE_CHUNK`] bytes, one log line per `\n`.
+/// `console_write(ptr, len)`: logs up to [`CONSOLE_CHUNK`] bytes, one log line per `\n`,
+/// guest text shown through `abi::hypercall::console_text` (control characters escaped).
 ///
-/// The quota is charged for what each line costs the shared serial port (its text, the log
-/// prefix and the domain's name), line by line, not for the bytes the guest passed: a byte
-/// of `\n` is a whole log line, so 8 KiB of newlines once got 8192 lines (~400 KB of serial
-/// output, ~44 times the quota) out of one burst (`xtf-sched`'s `console-lines`). Xen's
-/// `guest_console_write` rate-limits by the same serial output. The lines that fit are
-/// logged and their bytes counted (a short write); if not even the first fits: `Again`.
+/// Each line is charged at what it costs the shared serial port (its text as shown, the log
+/// prefix and the domain's name, `abi::hypercall::console_line_cost`), not at the bytes the
+/// guest passed: a byte of `\n` is a whole log line, so 8 KiB of newlines once got 8192
+/// lines (~400 KB of serial output, ~44 times the quota) out of one burst (`xtf-sched`'s
+/// `console-lines`). Xen's `guest_console_write` rate-limits by the same serial output.
+///
+/// Two bounds apply, line by line: one call writes at most [`CONSOLE_CALL_BYTES`] serial
+/// bytes, every domain's (the port is written with interrupts off: 256 empty lines were
+/// ~11 KB in one call, about 1 s of a 115200-baud UART; `xtf-sched`'s `console-bound`), and
+/// an unprivileged domain's quota. The lines that fit are logged and their bytes counted (a
+/// short write); a first line that alone is over the call's bound is cut at a character
+/// boundary and its head logged; if not even that fits the quota: `Again`.
 #[inline(never)] // kept out of the hypercall fast path
 fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
+    use abi::hypercall::{console_line_cost, console_text_len};
     use core::sync::atomic::Ordering;
     let mut buf = [0u8; CONSOLE_CHUNK];
     let n = (len as usize).min(CONSOLE_CHUNK);
     copy_from_guest(&mut buf[..n], ptr)?;
     let now = time::now_ns();
-    let mut done = 0;
+    let name = domain.name.len();
+    let (mut done, mut spent) = (0, 0);
     for line in buf[..n].split_inclusive(|&b| b == b'\n') {
+        let mut text = line.strip_suffix(b"\n").unwrap_or(line);
+        let mut taken = line.len();
+        let mut cost = console_line_cost(name, console_text_len(text));
+        if spent + cost > CONSOLE_CALL_BYTES {
+            if done > 0 {
+                break;
+            }
+            // The longest head that fits (escaped controls show as four bytes each), cut
+            // before a UTF-8 continuation byte: the rest comes in the next call.
+            let room = CONSOLE_CALL_BYTES - console_line_cost(name, 0);
+            let (mut lo, mut hi) = (0, text.len());
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if console_text_len(&text[..mid]) <= room {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            while lo > 0 && text[lo] & 0xc0 == 0x80 {
+                lo -= 1;
+            }
+            text = &text[..lo];
+            taken = lo;
+            cost = console_line_cost(name, console_text_len(text));
+            if taken == 0 {
+                break;
+            }
+        }
         // Every domain shares one serial port, written with interrupts off: an unprivileged
         // domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then
         // `CONSOLE_BYTES_PER_SEC`), and output over it is refused, said once in the log.
-        let cost = line.len() as u64 + CONSOLE_LINE_OVERHEAD + domain.name.len() as u64;
-        if !domain.privileged && !domain.console_quota.lock().take(cost, now) {
+        if !domain.privileged && !domain.console_quota.lock().take(cost as u64, now) {
             let refused = (n - done) as u64;
             if domain.console_refused.fetch_add(refused, Ordering::Relaxed) == 0 {
                 log::warn!(
@@ -106,9 +135,12 @@ fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
             }
             break;
         }
-        let text = line.strip_suffix(b"\n").unwrap_or(line);
-        log::info!("[{}] {}", domain.name, Lossy(text));
-        done += line.len();
+        log::info!("[{}] {}", domain.name, Shown(text));
+        done += taken;
+        spent += cost;
+        if taken < line.len() {
+            break;
+        }
     }
     if done == 0 && n > 0 {
         return Err(Errno::Again);
@@ -116,20 +148,13 @@ fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
     Ok(done as u64)
 }
 
-/// Guest bytes shown as text: valid UTF-8 as it is, each invalid sequence as U+FFFD (a
-/// line once became `(not UTF-8)` whole, even when only a character cut at the end of a
-/// write was).
-struct Lossy<'a>(&'a [u8]);
+/// Guest bytes shown as text (`abi::hypercall::console_text`): valid UTF-8 as it is, each
+/// invalid sequence as U+FFFD, control characters escaped as `\xNN`.
+struct Shown<'a>(&'a [u8]);
 
-impl core::fmt::Display for Lossy<'_> {
+impl core::fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for chunk in self.0.utf8_chunks() {
-            f.write_str(chunk.valid())?;
-            if !chunk.invalid().is_empty() {
-                f.write_str("\u{fffd}")?;
-            }
-        }
-        Ok(())
+        abi::hypercall::console_text(f, self.0)
     }
 }
 

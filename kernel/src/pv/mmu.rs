@@ -19,9 +19,12 @@
 //! into it through its stale writable translation, none of them validated (`xtf-mem`'s
 //! `tlb-retype-race`: a page table of its own read through such an entry). Xen closes it
 //! with a TLB-flush timestamp per page, checked when a type is taken from count zero
-//! (`get_page_type`), flushing the CPUs that may hold it first. Links (levels 2 to 4) are
-//! still released at once; a table loses its last link only once empty, so what stays
-//! reachable through it until the flush is a hardware paging-structure cache's only.
+//! (`get_page_type`), flushing the CPUs that may hold it first. Since session 11 links
+//! (levels 2 to 4) are held over the flush too: a table whose last link an update removed
+//! stays a validated table of its level until the flush, since a CPU's paging-structure
+//! cache may still walk it through the removed link (dropping its type at once let the guest
+//! map it writable and write, say, an L1 entry of any machine frame into what that stale
+//! walk still used as its L1).
 
 use alloc::vec::Vec;
 
@@ -42,9 +45,9 @@ use crate::pv::hypercall::Outcome;
 use crate::time;
 
 /// Applies one validated update. Returns whether it left stale translations (the old entry
-/// was present). A level-1 entry it removed keeps its references, pushed on `removed`, until
+/// was present). The entry it removed (of any level) keeps its references, pushed on `removed`, until
 /// [`flush_and_put`] (`kerncore::frame_table`'s `update_entry_deferred`).
-fn apply(domain: &Domain, update: MmuUpdate, removed: &mut Vec<u64>) -> Result<bool, Errno> {
+fn apply(domain: &Domain, update: MmuUpdate, removed: &mut Vec<(u8, u64)>) -> Result<bool, Errno> {
     // Frames whose last reference the update dropped (an unlinked L1 held the last mapping
     // of a dead granter's frame): freed once no TLB can reach them.
     let mut freed = Vec::new();
@@ -72,13 +75,15 @@ fn apply(domain: &Domain, update: MmuUpdate, removed: &mut Vec<u64>) -> Result<b
 }
 
 /// Flushes every TLB that may hold the domain's translations, then drops the references of
-/// the level-1 entries removed before it (`removed`, emptied). In this order, the frames those
-/// entries mapped can take a new type (a data page becoming a page table) or be given back
-/// only once no TLB maps them any more: releasing them first let another vCPU link a page it
+/// the entries removed before it (`removed`, emptied; links included, whose last put
+/// devalidates the table). In this order, the frames those entries mapped or linked can take
+/// a new type (a data page becoming a page table, an unlinked table becoming data) or be
+/// given back only once no TLB or paging-structure cache reaches them any more: releasing
+/// them first let another vCPU link a page it
 /// still had writable in its TLB as an L1, and write entries into it that nothing validated
 /// (`xtf-mem`'s `tlb-retype-race`). Xen gets the same order from its per-page TLB-flush
 /// timestamps (`get_page_type`).
-fn flush_and_put(domain: &Domain, removed: &mut Vec<u64>) {
+fn flush_and_put(domain: &Domain, removed: &mut Vec<(u8, u64)>) {
     domain.flush_tlbs();
     if !removed.is_empty() {
         let mut freed = Vec::new();

@@ -143,6 +143,7 @@ pub const CASES: &[Case] = &[
     ok("timer-edges"),
     ok("console-flood"),
     ok("console-lines"),
+    ok("console-bound"),
     // Domain0's pause against the guest's own vCPU operations (xtf-pause).
     ok("pause-escape"),
     ok("shutdown-race"),
@@ -212,6 +213,43 @@ fn last_word<'a>(console: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
     })
 }
 
+/// Numbered lines `console-bound` writes (`cb 000` ..; `hostile-sched`'s case 14).
+pub const CONSOLE_BOUND_LINES: usize = 40;
+
+/// The first console line whose domain text (after `[name] `) holds a control character
+/// other than tab: the hypervisor shows them escaped (`abi::hypercall::console_text`), so a
+/// guest cannot drive the terminal of whoever reads the console (`console-bound` writes CSI,
+/// OSC, C1 CSI, backspace and DEL).
+pub fn control_in_guest_text(console: &str) -> Option<&str> {
+    console.lines().find(|line| {
+        let message = line.split_once(" INFO  ").map_or("", |(_, m)| m);
+        message.starts_with('[') && message.chars().any(|c| c.is_control() && c != '\t')
+    })
+}
+
+/// `console-bound`'s numbered lines from domain `name` came all, in order, once each.
+fn numbered_in_order(console: &str, name: &str) -> Result<(), String> {
+    let tag = format!("[{name}] cb ");
+    let got: Vec<&str> = console
+        .lines()
+        .filter_map(|line| {
+            let message = line.split_once(" INFO  ").map_or(line, |(_, m)| m);
+            message.strip_prefix(tag.as_str())
+        })
+        .collect();
+    let want: Vec<String> = (0..CONSOLE_BOUND_LINES)
+        .map(|i| format!("{i:03}"))
+        .collect();
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "its numbered lines came as {got:?}, not 000..{:03} in order",
+            CONSOLE_BOUND_LINES - 1
+        ))
+    }
+}
+
 /// How every case domain of a run ended (bystanders left out); an error for a group that is
 /// neither a case nor a bystander.
 pub fn outcomes(records: &[Record], console: &str) -> Result<Vec<Outcome>, String> {
@@ -242,6 +280,10 @@ pub fn outcomes(records: &[Record], console: &str) -> Result<Vec<Outcome>, Strin
                     (false, format!("ended `{exit}`, expected `{want}...`{line}"))
                 }
             }
+        };
+        let (held, why) = match numbered_in_order(console, &name) {
+            Err(e) if held && group == "console-bound" => (false, e),
+            _ => (held, why),
         };
         out.push(Outcome {
             domain: name,
@@ -295,6 +337,11 @@ pub fn verdict(records: &[Record], console: &str) -> Result<String, String> {
             wrong.len(),
             all.len(),
             wrong.join("; ")
+        ));
+    }
+    if let Some(line) = control_in_guest_text(console) {
+        return Err(format!(
+            "a domain's text reached the console with control characters: {line:?}"
         ));
     }
     let by = bystanders_progressed(records)?;
@@ -394,6 +441,28 @@ mod tests {
         }
         assert!(bystanders_progressed(&[lat]).is_err());
         assert!(bystanders_progressed(&[rec("by-lat0", "by-lat", "ok")]).is_ok());
+    }
+
+    #[test]
+    fn guest_text_with_controls_and_numbered_lines_out_of_order_fail() {
+        let ok = "[    1.000000] cpu0 INFO  [d] tab\there \\x1b[2J";
+        assert_eq!(control_in_guest_text(ok), None);
+        let bad = "[    1.000000] cpu0 INFO  [d] \u{1b}[2J";
+        assert_eq!(control_in_guest_text(&format!("{ok}\n{bad}")), Some(bad));
+        let c1 = "[    1.000000] cpu0 INFO  [d] \u{9b}31m";
+        assert_eq!(control_in_guest_text(c1), Some(c1));
+        let lines = |order: &[usize]| -> String {
+            order
+                .iter()
+                .map(|i| format!("[    1.0] cpu0 INFO  [cb] cb {i:03}\n"))
+                .collect()
+        };
+        let all: Vec<usize> = (0..CONSOLE_BOUND_LINES).collect();
+        assert_eq!(numbered_in_order(&lines(&all), "cb"), Ok(()));
+        let mut swapped = all.clone();
+        swapped.swap(3, 4);
+        assert!(numbered_in_order(&lines(&swapped), "cb").is_err());
+        assert!(numbered_in_order(&lines(&all[1..]), "cb").is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //! | 22 | pt-batch-link | 511 L1 tables filled as data (512 read-only entries each, naming one of its data frames), then linked into one L2 by a single `mmu_update` of 511 updates: each update validates one table, as the rules allow, so the call validates up to the quota's 512 tables (about 256,000 entries); prints how long the call took, and repeats (empty, unlink, fill, link) for 3 s | SUCCESS if at least 400 tables were linked in one call, the machine survives (the watchdog: 1 s under TCG) and the bystanders run on (32.6 ms the longest call here) |
 //! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call; then, with `hold` > 0, holding that many frames and for 3 rounds giving back the oldest 512 held (a hypervisor that searched its list of them for each would take as long as the holding) | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, every upcall came within 3 ms of its deadline, giving back the oldest batch while holding took at most 4 times as long as a batch with nothing held, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096, 140000 with `hold` = 32768; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last as long whatever the host's load) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
-//! | 24 | tlb-retype-race | 2 vCPUs (`vcpus = 2`): vCPU 1 writes a page F mapped writable at a map-area page X (its TLB now holds X -> F), then tries over and over to link F as an L1 table; vCPU 0 unmaps X in an `mmu_update` batch whose other 511 updates rewrite an empty entry (the batch runs up to a slice, its flush at the end). F's last writable mapping is gone, so the link succeeds while vCPU 1's TLB still maps X writable; vCPU 1 then writes an entry into F through X, one mapping its own map-area page table writable, and reads that table through it. The type must not be dropped before every TLB that may hold X is flushed (Xen's TLB-flush timestamps in `get_page_type`), so the link succeeds only after the flush, and the write to X faults | killed: page fault |
+//! | 24 | tlb-retype-race | 2 vCPUs (`vcpus = 2`): vCPU 1 writes a page F mapped writable at a map-area page X (its TLB now holds X -> F), then tries over and over to link F as an L1 table; vCPU 0 unmaps X in an `mmu_update` batch whose other 511 updates rewrite an empty entry (the batch runs up to a slice, its flush at the end). F's last writable mapping is gone, so the link succeeds while vCPU 1's TLB still maps X writable; vCPU 1 then writes an entry into F through X, one mapping its own map-area page table writable, and reads that table through it. The type must not be dropped before every TLB that may hold X is flushed (Xen's TLB-flush timestamps in `get_page_type`), so the link succeeds only after the flush, and the write to X faults. vCPU 0 arms its timer 4-64 us into each batch: under `-icount` (`xtf-race.toml`) QEMU runs the CPUs in turn and switches at that deadline, so vCPU 1 runs mid-batch for certain (round 14 catches the hole, every run); without it the race is the host's | killed: page fault |
 //!
 //! vCPU 0 acts; other vCPUs park (but vCPU 1 in case 24).
 #![no_std]
@@ -124,6 +124,10 @@ const RACE_NS: u64 = 400_000_000;
 /// Updates in its batch: X's, then fillers, few enough that the call is not preempted (a
 /// continuation flushes, `HYPERCALL_SLICE_NS`): about 10 us each under TCG.
 const RACE_BATCH_LEN: usize = 48;
+/// `tlb-retype-race` arms a timer this long, times 1 to [`RACE_TIMER_STEPS`] by round, before
+/// its batch (tens of microseconds under `-icount shift=0`).
+const RACE_TIMER_NS: u64 = 4_000;
+const RACE_TIMER_STEPS: u64 = 16;
 /// The map-area table's entry the fillers write.
 const RACE_FILLER: usize = 300;
 
@@ -274,7 +278,15 @@ fn tlb_retype_race(vcpu: usize) -> u64 {
             }
             core::hint::spin_loop();
         }
-        RACE_T0.store(time::now_ns(), Ordering::SeqCst);
+        // A timer of this vCPU's due part-way through the batch, a different point each round:
+        // its interrupt waits (the hypervisor runs the batch with interrupts off), but under
+        // `-icount` QEMU runs the CPUs in turn and hands over to the other CPU at every timer
+        // deadline, so vCPU 1 then runs, for certain, while this batch is half done
+        // (`xtf-race.toml`). Without `-icount` the CPUs run at once and the race is left to
+        // chance.
+        let now = time::now_ns();
+        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
+        RACE_T0.store(now, Ordering::SeqCst);
         // SAFETY: the batch names entries of the map-area table only: X's, and one unused.
         let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
         if r != Ok(RACE_BATCH_LEN) {

@@ -19,6 +19,7 @@
 //! | 11 | console-flood | 400 console lines of 200 bytes at once (80 KB): the console quota must refuse some (`Again`), and the domain carry on | SUCCESS |
 //! | 12 | pause-escape | 6 vCPUs (2 to 8), each calling `vcpu_op Up` on the other in a loop while Domain0 pauses the domain 3 times for 300 ms, 500 ms apart (the timeline of `xtf-pause.toml`): each vCPU must see every pause as a stop of at least 200 ms, and run on until 3.2 s after its start, through a move to another pool; a `vcpu_op Up` that unpauses what Domain0 paused lets the domain run through its pauses | SUCCESS |
 //! | 13 | console-lines | 400 console writes of 256 bytes of `\n` at once, each byte a line the hypervisor logs with its ~30-byte prefix and the domain's name: the quota must count those lines at what they cost the serial port, so that at most [`CONSOLE_MIN_LINE_COST`]-th of the burst gets out as lines, not a line per byte of quota (8192 empty lines, ~40x the quota's bytes) | SUCCESS |
+//! | 14 | console-bound | console writes the serial port pays for most: 64 empty lines, a line of 200 `ESC` bytes (shown escaped, four bytes each), terminal escapes (CSI, OSC, `\r`, C1 CSI), then 40 numbered lines `cb NNN` in writes of whole lines up to 256 bytes; every call must cost at most `CONSOLE_CALL_BYTES` serial bytes (`abi::hypercall::console_line_cost` of what it took), the empty lines need several calls, and every byte must get out (short writes continued); the runner checks that no control character reached the console and that the numbered lines came in order, none missing | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -60,6 +61,7 @@ fn main(vcpu: usize) -> u64 {
         8 => timer_edges(),
         11 => console_flood(),
         13 => console_lines(),
+        14 => console_bound(),
         _ => xtf::error("hostile-sched", format_args!("no case {case}")),
     }
 }
@@ -459,6 +461,98 @@ fn console_lines() -> u64 {
     c.that(format_args!("some got out ({lines})"), lines > 0);
     c.that(format_args!("the quota refused some ({again})"), again > 0);
     c.eq("other errors", other, 0);
+    c.verdict()
+}
+
+/// Numbered lines `console-bound` writes last (`cb 000` .. ): the runner checks they all
+/// came, in order (`runner::xtf`, `CONSOLE_BOUND_LINES`).
+const CONSOLE_BOUND_LINES: usize = 40;
+
+/// Writes the serial port's most expensive console output and checks each call against
+/// `abi::hypercall::CONSOLE_CALL_BYTES`, computing what the bytes a call took cost (the
+/// hypervisor's rule, `console_line_cost`); everything must get out, call after call.
+fn console_bound() -> u64 {
+    use abi::hypercall::{CONSOLE_CALL_BYTES, console_line_cost, console_text_len};
+    let mut c = Checks::new("console-bound");
+    let name = shared::name().len();
+    let (mut calls, mut worst, mut over, mut again, mut other) = (0u64, 0usize, 0u64, 0u64, 0u64);
+    // What the bytes a call took cost the serial port.
+    let cost = |taken: &[u8]| -> usize {
+        taken
+            .split_inclusive(|&b| b == b'\n')
+            .map(|l| console_line_cost(name, console_text_len(l.strip_suffix(b"\n").unwrap_or(l))))
+            .sum()
+    };
+    let mut send = |bytes: &[u8]| -> u64 {
+        let (mut sent, mut n_calls, mut tries) = (0, 0u64, 0);
+        while sent < bytes.len() && tries < 100 {
+            match hypercall::console_write(&bytes[sent..]) {
+                Ok(n) if n > 0 => {
+                    let took = &bytes[sent..sent + n as usize];
+                    let k = cost(took);
+                    worst = worst.max(k);
+                    if k > CONSOLE_CALL_BYTES {
+                        over += 1;
+                    }
+                    sent += n as usize;
+                    n_calls += 1;
+                }
+                Err(Errno::Again) => {
+                    again += 1;
+                    tries += 1;
+                    time::sleep_ns(50_000_000);
+                }
+                _ => {
+                    other += 1;
+                    break;
+                }
+            }
+        }
+        calls += n_calls;
+        if sent < bytes.len() {
+            other += 1;
+        }
+        n_calls
+    };
+    let empty = send(&[b'\n'; 64]);
+    let mut esc = [0x1bu8; 201];
+    esc[200] = b'\n';
+    let esc_calls = send(&esc);
+    send(b"escapes: \x1b[2J\x1b[31mred\x1b]0;title\x07 \rforged \xc2\x9b1m \x08\x7f end\n");
+    let mut numbered = [0u8; CONSOLE_BOUND_LINES * 7];
+    for (i, l) in numbered.chunks_exact_mut(7).enumerate() {
+        l.copy_from_slice(&[
+            b'c',
+            b'b',
+            b' ',
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+            b'\n',
+        ]);
+    }
+    // In pieces of whole lines up to 256 bytes (a piece's last line without its `\n` would
+    // be a log line of its own, the guest's doing).
+    for piece in numbered.chunks(7 * (256 / 7)) {
+        send(piece);
+    }
+    let fit = CONSOLE_CALL_BYTES / console_line_cost(name, 0);
+    c.eq("calls over the bound", over, 0);
+    c.that(
+        format_args!("the costliest call: {worst} serial bytes, at most {CONSOLE_CALL_BYTES}"),
+        worst <= CONSOLE_CALL_BYTES,
+    );
+    c.that(
+        format_args!("64 empty lines took {empty} calls (at most {fit} lines a call)"),
+        empty >= 64u64.div_ceil(fit as u64),
+    );
+    c.that(
+        format_args!("200 escaped ESC bytes took {esc_calls} calls (cut, shown at 4 bytes each)"),
+        esc_calls >= 2,
+    );
+    c.eq("errors or bytes lost", other, 0);
+    let _ = again;
+    c.that(format_args!("{calls} calls"), calls > 0);
     c.verdict()
 }
 
