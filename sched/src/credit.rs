@@ -420,8 +420,8 @@ impl Credit {
         let bound = self.credit_bound();
         // Pass 1: count active vCPUs and the total active weight.
         let mut weight_total: i64 = 0;
-        for d in 0..self.doms.capacity() {
-            let Ok(mut g) = self.doms.lock(DomainId(d as u32)) else {
+        for d in self.doms.present() {
+            let Ok(mut g) = self.doms.lock(d) else {
                 continue;
             };
             let Some(dom) = g.as_mut() else { continue };
@@ -451,8 +451,8 @@ impl Credit {
         let mut credit_balance = 0;
         let mut weight_left = weight_total;
         // Pass 2: distribute.
-        for d in 0..self.doms.capacity() {
-            let Ok(g) = self.doms.lock(DomainId(d as u32)) else {
+        for d in self.doms.present() {
+            let Ok(g) = self.doms.lock(d) else {
                 continue;
             };
             let Some(dom) = g.as_ref() else { continue };
