@@ -7,7 +7,13 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-changed=linker.ld");
+    // The linker's map, beside the binary (OUT_DIR is target/<profile>/build/kernel-*/out):
+    // scripts/runner/src/bin/hot-text.rs reads which input sections each pattern of the
+    // hot list in linker.ld took.
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let map = std::path::Path::new(&out).join("../../../domino.map");
     for arg in [
+        format!("-Wl,-Map={}", map.display()),
         format!("-T{dir}/linker.ld"),
         "-nostartfiles".into(),
         "-nostdlib".into(),
