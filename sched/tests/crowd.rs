@@ -23,8 +23,10 @@ workload = "cpu"
 expect_progress = false
 "#;
 
-fn crowd(policy: &str, knobs: &[(&str, u64)]) -> Output {
-    let mut s = Spec::from_str(CROWD, "<crowd>").unwrap_or_else(|e| panic!("{e}"));
+/// Runs the spec `text` in schedsim under `policy` with `knobs`, checking that no vCPU ran
+/// on two CPUs at once.
+fn simulate(text: &str, policy: &str, knobs: &[(&str, u64)]) -> Output {
+    let mut s = Spec::from_str(text, "<crowd>").unwrap_or_else(|e| panic!("{e}"));
     s.sched.policy = policy.into();
     for (k, v) in knobs {
         s.sched.knobs.insert((*k).into(), *v);
@@ -33,6 +35,10 @@ fn crowd(policy: &str, knobs: &[(&str, u64)]) -> Output {
     let out = sim::run(&s, &Options { seed: 1, ..Options::default() }).unwrap();
     assert_eq!(out.violations.double_run, 0, "{policy}: a vCPU ran on two CPUs");
     out
+}
+
+fn crowd(policy: &str, knobs: &[(&str, u64)]) -> Output {
+    simulate(CROWD, policy, knobs)
 }
 
 fn starved(out: &Output) -> usize {
@@ -88,10 +94,7 @@ action = "start"
 
 #[test]
 fn bvt_starves_no_one_when_a_crowd_arrives_after_one_domain_ran_alone() {
-    let s = Spec::from_str(LATE_CROWD, "<late-crowd>").unwrap_or_else(|e| panic!("{e}"));
-    s.validate().unwrap_or_else(|e| panic!("{e}"));
-    let out = sim::run(&s, &Options { seed: 1, ..Options::default() }).unwrap();
-    assert_eq!(out.violations.double_run, 0, "a vCPU ran on two CPUs");
+    let out = simulate(LATE_CROWD, "bvt", &[]);
     let jain = out.summary.jain.unwrap();
     eprintln!("bvt, late crowd: {} starved, jain {jain:.4}", starved(&out));
     assert_eq!(starved(&out), 0, "bvt starved domains of a late crowd");
