@@ -43,7 +43,7 @@
 //! its last domain has gone; the frame is freed when its last mapping has gone too.
 //!
 //! Grant mappings carry the `GRANT_MAPPED` bit, which guests can neither write nor
-//! overwrite; only [`FrameTable::unmap_grant`] removes them, or the devalidation of the L1
+//! overwrite; only [`FrameTable::unmap_grant_deferred`] removes them, or the devalidation of the L1
 //! that holds them (at domain teardown), which clears them.
 //!
 //! **Bounded work.** The hypervisor runs with interrupts off (a batch of updates is preempted
@@ -85,8 +85,8 @@
 //! 3. **A table's entries are read-modify-written only under its lock** (Xen's
 //!    `page_lock`): the `LOCKED` bit, taken only on a `VALIDATED` table, with a general and
 //!    a type reference that the lock holds, so the table cannot start devalidating while
-//!    locked (rule 2 needs its type count to reach zero). [`FrameTable::update_entry`]
-//!    locks the table it writes, [`FrameTable::map_grant`] and [`FrameTable::unmap_grant`]
+//!    locked (rule 2 needs its type count to reach zero). [`FrameTable::update_entry_deferred`]
+//!    locks the table it writes, [`FrameTable::map_grant`] and [`FrameTable::unmap_grant_deferred`]
 //!    the L1. Validation reads and devalidation reads and clears entries in the exclusive
 //!    state of rule 2, which no lock can overlap. Nothing else writes a table: a guest maps
 //!    its tables read-only at most (a `Writable` type reference needs type count 0), and a
@@ -655,11 +655,11 @@ impl FrameTable {
         r
     }
 
-    /// The `mmu_update` core (Xen's `mod_l1_entry` .. `mod_l4_entry`): writes `val` to the
-    /// entry at machine address `ptr` of one of `dom`'s validated tables. Ok(true) when the
-    /// old entry was present, so the caller must flush TLBs. Frames whose last reference
-    /// went (a guest unlinking an L1 that still held a grant mapping whose granter has died)
-    /// are added to `freed`, whatever the result: the caller flushes, then frees them.
+    /// Tests' shorthand for [`FrameTable::update_entry_deferred`] and
+    /// [`FrameTable::put_removed`] at once: the replaced entry's references go before any
+    /// flush, which only an address space no CPU has loaded may do (the race
+    /// `update_entry_deferred` describes), so the hypervisor never calls it.
+    #[cfg(test)]
     pub fn update_entry(
         &self,
         dom: DomainId,
@@ -674,11 +674,17 @@ impl FrameTable {
         r
     }
 
-    /// [`FrameTable::update_entry`], but the entry it replaces, of any level, keeps its
-    /// references (the target's general reference, and its type reference: `Writable` for a
-    /// writable level-1 entry, the child table's type for a link): the entry and its level
-    /// are pushed on `removed`, for [`FrameTable::put_removed`] once every TLB that may still
-    /// hold its translation is flushed. Until then the target cannot take another type:
+    /// The `mmu_update` core (Xen's `mod_l1_entry` .. `mod_l4_entry`): writes `val` to the
+    /// entry at machine address `ptr` of one of `dom`'s validated tables. Ok(true) when the
+    /// old entry was present, so the caller must flush TLBs. Frames whose last reference
+    /// went (a guest unlinking an L1 that still held a grant mapping whose granter has died)
+    /// are added to `freed`, whatever the result: the caller flushes, then frees them.
+    ///
+    /// The entry it replaces, of any level, keeps its references (the target's general
+    /// reference, and its type reference: `Writable` for a writable level-1 entry, the child
+    /// table's type for a link): the entry and its level are pushed on `removed`, for
+    /// [`FrameTable::put_removed`] once every TLB that may still hold its translation is
+    /// flushed. Until then the target cannot take another type:
     ///
     /// - a data page whose last writable mapping was just removed cannot become a page
     ///   table while a TLB still maps it writable. Dropping the reference first let another
@@ -875,8 +881,9 @@ impl FrameTable {
         r
     }
 
-    /// Removes a grant mapping installed by `map_grant` in `dom`'s L1 `l1`; frames whose
-    /// last reference went (`target`, if its granter has died) are added to `freed`.
+    /// Tests' shorthand for [`FrameTable::unmap_grant_deferred`] and
+    /// [`FrameTable::put_removed`] at once (see [`FrameTable::update_entry`]).
+    #[cfg(test)]
     pub fn unmap_grant(
         &self,
         dom: DomainId,
@@ -892,12 +899,14 @@ impl FrameTable {
         r
     }
 
-    /// [`FrameTable::unmap_grant`], but the entry keeps its references until
-    /// [`FrameTable::put_removed`], after the caller's flush (as
-    /// [`FrameTable::update_entry_deferred`]): until then the granter cannot give the frame
-    /// a table type while the mapper's TLBs may still write it. A grant holds only a general
-    /// reference, so once the mapping's `Writable` reference went, the granter could link
-    /// the frame as an L1 while the grantee's other vCPUs still wrote it through stale
+    /// Removes a grant mapping installed by `map_grant` in `dom`'s L1 `l1`; frames whose
+    /// last reference went (`target`, if its granter has died) are added to `freed`.
+    ///
+    /// The entry keeps its references until [`FrameTable::put_removed`], after the caller's
+    /// flush (as [`FrameTable::update_entry_deferred`]): until then the granter cannot give the
+    /// frame a table type while the mapper's TLBs may still write it. A grant holds only a
+    /// general reference, so once the mapping's `Writable` reference went, the granter could
+    /// link the frame as an L1 while the grantee's other vCPUs still wrote it through stale
     /// translations.
     #[expect(
         clippy::too_many_arguments,
