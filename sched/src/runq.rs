@@ -813,11 +813,6 @@ impl<D> Domains<D> {
         }
     }
 
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Locks a domain's slot (`None` inside if absent).
     pub fn lock(&self, d: DomainId) -> Result<SpinMutexGuard<'_, Option<D>>, Error> {
         self.slots.get(d.index()).map(|s| s.lock()).ok_or(Error::NoSuchDomain(d))
