@@ -250,11 +250,11 @@ pub struct RunSummary<'a> {
     /// Slices ended by the timer during the interval, every CPU, by how late.
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
     /// Kicks served during the interval, every CPU, by how late: sent by another CPU, and
-    /// by the CPU itself ([`kick_late`]).
+    /// by the CPU itself ([`cpu_hist`]).
     pub kick_late: [u64; KICK_LATE_BUCKETS],
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
     /// Switches and `set_timer` hypercalls during the interval, every CPU, by how long they
-    /// took ([`cpu_times`]).
+    /// took ([`cpu_hist`]).
     pub switch_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
     /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
@@ -315,51 +315,17 @@ pub fn slice_late_percentile(counts: &[u64; SLICE_LATE_BUCKETS], p: u64) -> Opti
     None
 }
 
-/// Kicks served over the interval, summed over CPUs (pairs of before/after snapshots): those
-/// sent by another CPU, or if `local` those a CPU sent itself.
-pub fn kick_late(before: &[CpuStats], after: &[CpuStats], local: bool) -> [u64; KICK_LATE_BUCKETS] {
-    let mut sum = [0; KICK_LATE_BUCKETS];
-    let of = |c: &CpuStats| {
-        kick_late_join(if local {
-            &c.kick_local_late
-        } else {
-            &c.kick_late
-        })
-    };
-    for (b, a) in before.iter().zip(after) {
-        let (b, a) = (of(b), of(a));
-        for (k, s) in sum.iter_mut().enumerate() {
-            *s += a[k].saturating_sub(b[k]);
-        }
-    }
-    sum
-}
-
-/// Which per-CPU duration [`cpu_times`] sums.
-#[derive(Clone, Copy)]
-pub enum CpuTime {
-    /// Switches ([`CpuStats::switch_time`]).
-    Switch,
-    /// `set_timer` hypercalls ([`CpuStats::set_timer_time`]).
-    SetTimer,
-}
-
-/// Switches or `set_timer` hypercalls over the interval, by how long they took, summed over
-/// CPUs (pairs of before/after snapshots).
-pub fn cpu_times(
+/// One of the per-CPU histograms kept in halves (`KickLateHalves`: kicks served,
+/// switches, `set_timer` hypercalls, by how long they took) over the interval, summed over
+/// CPUs (pairs of before/after snapshots); `of` picks it, e.g. `|c| &c.kick_late`.
+pub fn cpu_hist(
     before: &[CpuStats],
     after: &[CpuStats],
-    what: CpuTime,
+    of: fn(&CpuStats) -> &KickLateHalves,
 ) -> [u64; KICK_LATE_BUCKETS] {
     let mut sum = [0; KICK_LATE_BUCKETS];
-    let of = |c: &CpuStats| {
-        kick_late_join(match what {
-            CpuTime::Switch => &c.switch_time,
-            CpuTime::SetTimer => &c.set_timer_time,
-        })
-    };
     for (b, a) in before.iter().zip(after) {
-        let (b, a) = (of(b), of(a));
+        let (b, a) = (kick_late_join(of(b)), kick_late_join(of(a)));
         for (k, s) in sum.iter_mut().enumerate() {
             *s += a[k].saturating_sub(b[k]);
         }
@@ -788,10 +754,10 @@ mod tests {
             duration_ns: 1_000_000,
             idle_ns: idle,
             slice_late: slice_late(&b, &a),
-            kick_late: kick_late(&b, &a, false),
-            kick_local_late: kick_late(&b, &a, true),
-            switch_time: cpu_times(&b, &a, CpuTime::Switch),
-            set_timer_time: cpu_times(&b, &a, CpuTime::SetTimer),
+            kick_late: cpu_hist(&b, &a, |c| &c.kick_late),
+            kick_local_late: cpu_hist(&b, &a, |c| &c.kick_local_late),
+            switch_time: cpu_hist(&b, &a, |c| &c.switch_time),
+            set_timer_time: cpu_hist(&b, &a, |c| &c.set_timer_time),
         };
         assert_eq!(
             run_record(&r),
@@ -832,54 +798,44 @@ mod tests {
         assert_eq!(slice_late_percentile(&[0; SLICE_LATE_BUCKETS], 50), None);
     }
 
+    /// A per-CPU histogram in halves with `count` in each `(bucket, count)`, zero elsewhere.
+    fn halves(counts: &[(usize, u64)]) -> KickLateHalves {
+        let mut h = [0; KICK_LATE_BUCKETS];
+        for &(k, n) in counts {
+            h[k] = n;
+        }
+        abi::control::kick_late_halves(&h)
+    }
+
     #[test]
     fn switch_and_set_timer_times_are_summed_over_cpus_apart() {
-        let at = |switch: &[(usize, u64)], timer: &[(usize, u64)]| {
-            let (mut s, mut t) = ([0; KICK_LATE_BUCKETS], [0; KICK_LATE_BUCKETS]);
-            for &(k, n) in switch {
-                s[k] = n;
-            }
-            for &(k, n) in timer {
-                t[k] = n;
-            }
-            CpuStats {
-                switch_time: abi::control::kick_late_halves(&s),
-                set_timer_time: abi::control::kick_late_halves(&t),
-                ..CpuStats::default()
-            }
+        let at = |switch: &[(usize, u64)], timer: &[(usize, u64)]| CpuStats {
+            switch_time: halves(switch),
+            set_timer_time: halves(timer),
+            ..CpuStats::default()
         };
         let before = [at(&[(20, 3)], &[(2, 1)]), at(&[], &[])];
         let after = [
             at(&[(20, 5), (50, 1)], &[(2, 4)]),
             at(&[(20, 2)], &[(40, 1)]),
         ];
-        let s = cpu_times(&before, &after, CpuTime::Switch);
-        let t = cpu_times(&before, &after, CpuTime::SetTimer);
+        let s = cpu_hist(&before, &after, |c| &c.switch_time);
+        let t = cpu_hist(&before, &after, |c| &c.set_timer_time);
         assert_eq!((s[20], s[50], s.iter().sum::<u64>()), (4, 1, 5));
         assert_eq!((t[2], t[40], t.iter().sum::<u64>()), (3, 1, 4));
     }
 
     #[test]
     fn kick_lateness_is_summed_over_cpus_by_kind() {
-        let at = |remote: &[(usize, u64)], local: &[(usize, u64)]| {
-            let mut r = [0; KICK_LATE_BUCKETS];
-            let mut l = [0; KICK_LATE_BUCKETS];
-            for &(k, n) in remote {
-                r[k] = n;
-            }
-            for &(k, n) in local {
-                l[k] = n;
-            }
-            CpuStats {
-                kick_late: abi::control::kick_late_halves(&r),
-                kick_local_late: abi::control::kick_late_halves(&l),
-                ..CpuStats::default()
-            }
+        let at = |remote: &[(usize, u64)], local: &[(usize, u64)]| CpuStats {
+            kick_late: halves(remote),
+            kick_local_late: halves(local),
+            ..CpuStats::default()
         };
         let before = [at(&[(3, 1)], &[(0, 5)]), at(&[], &[])];
         let after = [at(&[(3, 4), (40, 2)], &[(0, 9)]), at(&[(3, 1)], &[(1, 7)])];
-        let remote = kick_late(&before, &after, false);
-        let local = kick_late(&before, &after, true);
+        let remote = cpu_hist(&before, &after, |c| &c.kick_late);
+        let local = cpu_hist(&before, &after, |c| &c.kick_local_late);
         assert_eq!(
             (remote[3], remote[40], remote.iter().sum::<u64>()),
             (4, 2, 6)

@@ -71,21 +71,21 @@ struct CpuCounters {
     /// How late the timer ended the slices the policy gave, in log2 buckets
     /// (`abi::control::slice_late_bucket`): what a slice really lasts on this machine.
     slice_late: [AtomicU64; SLICE_LATE_BUCKETS],
-    /// How late this CPU's decisions came after the kicks that asked for them, in
-    /// `abi::control::kick_late_bucket`s: its own kicks (the first [`KICK_LATE_BUCKETS`]),
-    /// then kicks from other CPUs (an IPI each). On the heap, for the machine's CPUs only
-    /// (empty for the other slots): 1 KiB in each of `smp::MAX_CPUS` slots, built on the
-    /// boot stack by `PerCpu::from_fn`, overflowed it. Then, in the same buckets, how long
-    /// its switches took ([`SWITCH_TIME`]) and its `set_timer` hypercalls
-    /// ([`SET_TIMER_TIME`]).
-    kick_late: alloc::boxed::Box<[AtomicU64]>,
+    /// Four histograms in `abi::control::kick_late_bucket`s, [`KICK_LATE_BUCKETS`] each,
+    /// by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
+    /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
+    /// [`KICK_REMOTE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
+    /// hypercalls ([`SET_TIMER_TIME`]). On the heap, for the machine's CPUs only (empty for
+    /// the other slots): 1 KiB in each of `smp::MAX_CPUS` slots, built on the boot stack by
+    /// `PerCpu::from_fn`, overflowed it.
+    timed: alloc::boxed::Box<[AtomicU64]>,
     /// When the earliest kick not yet served was made (system ns; 0: none), from this CPU
     /// and from another. The one field other CPUs write: [`kick`] stamps it, this CPU's
     /// next decision takes it ([`kicks_served`]).
     kicked_at: [AtomicU64; 2],
 }
 
-/// The third and fourth kinds of [`CpuCounters::kick_late`]: each switch to another vCPU,
+/// The third and fourth kinds of [`CpuCounters::timed`]: each switch to another vCPU,
 /// from the end of the decision to the incoming vCPU's address space loaded (what
 /// schedsim's cost profile calls a switch, `switch_*_ns`: the incoming vCPU's time, in
 /// which it does no work), and each `set_timer` hypercall. Under TCG on a loaded host both
@@ -98,12 +98,17 @@ struct CpuCounters {
 /// timer set.
 const SWITCH_TIME: usize = 2;
 const SET_TIMER_TIME: usize = 3;
+/// The first and second kinds of [`CpuCounters::timed`]: kicks this CPU sent itself, and
+/// kicks from other CPUs (the order of [`CpuCounters::kicked_at`]).
+const KICK_LOCAL: usize = 0;
+const KICK_REMOTE: usize = 1;
 
-/// Counts a duration of kind `kind` ([`SWITCH_TIME`], [`SET_TIMER_TIME`]) on this CPU.
+/// Counts a duration of kind `kind` ([`KICK_LOCAL`], [`KICK_REMOTE`], [`SWITCH_TIME`],
+/// [`SET_TIMER_TIME`]) on this CPU.
 fn count_time(kind: usize, ns: u64) {
     if let Some(n) = counters()
         .this()
-        .kick_late
+        .timed
         .get(kind * KICK_LATE_BUCKETS + kick_late_bucket(ns))
     {
         n.fetch_add(1, Ordering::Relaxed);
@@ -123,7 +128,7 @@ impl CpuCounters {
             idle_total_ns: AtomicU64::new(0),
             idle_since: AtomicU64::new(NOT_IDLE),
             slice_late: core::array::from_fn(|_| AtomicU64::new(0)),
-            kick_late: (0..kicks).map(|_| AtomicU64::new(0)).collect(),
+            timed: (0..kicks).map(|_| AtomicU64::new(0)).collect(),
             kicked_at: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -278,9 +283,8 @@ fn kicks_served(now: u64) {
             continue;
         }
         let at = stamp.swap(0, Ordering::AcqRel);
-        let k = kind * KICK_LATE_BUCKETS + kick_late_bucket(now.saturating_sub(at));
-        if let (true, Some(n)) = (at != 0, c.kick_late.get(k)) {
-            n.fetch_add(1, Ordering::Relaxed);
+        if at != 0 {
+            count_time(kind, now.saturating_sub(at));
         }
     }
 }
@@ -983,16 +987,20 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
     } else {
         now.saturating_sub(since)
     };
-    let kicks = |k: usize| c.kick_late.get(k).map_or(0, |n| n.load(Ordering::Relaxed));
+    let kind = |kind: usize, k: usize| {
+        c.timed
+            .get(kind * KICK_LATE_BUCKETS + k)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    };
     CpuFigures {
         idle_ns: c.idle_total_ns.load(Ordering::Relaxed) + current_idle,
         busy_ns: c.busy_ns.load(Ordering::Relaxed),
         switches: c.switches.load(Ordering::Relaxed),
         slice_late: core::array::from_fn(|k| c.slice_late[k].load(Ordering::Relaxed)),
-        kick_local_late: core::array::from_fn(&kicks),
-        kick_late: core::array::from_fn(|k| kicks(KICK_LATE_BUCKETS + k)),
-        switch_time: core::array::from_fn(|k| kicks(SWITCH_TIME * KICK_LATE_BUCKETS + k)),
-        set_timer_time: core::array::from_fn(|k| kicks(SET_TIMER_TIME * KICK_LATE_BUCKETS + k)),
+        kick_local_late: core::array::from_fn(|k| kind(KICK_LOCAL, k)),
+        kick_late: core::array::from_fn(|k| kind(KICK_REMOTE, k)),
+        switch_time: core::array::from_fn(|k| kind(SWITCH_TIME, k)),
+        set_timer_time: core::array::from_fn(|k| kind(SET_TIMER_TIME, k)),
     }
 }
 

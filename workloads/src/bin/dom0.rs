@@ -264,10 +264,10 @@ fn run_churn(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
-        kick_late: report::kick_late(&cpus_before, &cpus_after, false),
-        kick_local_late: report::kick_late(&cpus_before, &cpus_after, true),
-        switch_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::Switch),
-        set_timer_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::SetTimer),
+        kick_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_late),
+        kick_local_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_local_late),
+        switch_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_time),
+        set_timer_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.set_timer_time),
         pools: None,
     };
     emit(&report::run_record(&summary), verdict);
@@ -810,10 +810,10 @@ fn measure(
         duration_ns: t1 - t0,
         idle_ns: report::idle_ns(&cpus_before, &cpus_after),
         slice_late: report::slice_late(&cpus_before, &cpus_after),
-        kick_late: report::kick_late(&cpus_before, &cpus_after, false),
-        kick_local_late: report::kick_late(&cpus_before, &cpus_after, true),
-        switch_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::Switch),
-        set_timer_time: report::cpu_times(&cpus_before, &cpus_after, report::CpuTime::SetTimer),
+        kick_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_late),
+        kick_local_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_local_late),
+        switch_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_time),
+        set_timer_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.set_timer_time),
         pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);
