@@ -687,8 +687,9 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let cpu = this_cpu();
     let now = time::now_ns();
     // This CPU's state, locked once for the whole decision and switch and handed down. Only
-    // this CPU takes it: other CPUs read its figures from `COUNTERS`, and nothing this path
-    // calls (the policy, wake-ups, kicks, IPI handlers served while waiting) locks it.
+    // this CPU takes it: other CPUs read its figures (`CpuState::counters`, atomics), and
+    // nothing this path calls (the policy, wake-ups, kicks, IPI handlers served while
+    // waiting) locks it.
     let mut cs = this_state().sched.lock();
     let prev = cs.current.clone();
     if let Some(p) = &prev {
