@@ -19,6 +19,10 @@ pub struct Entry {
 
 /// The timers of one CPU.
 pub struct TimerHeap {
+    /// `heap[0]`, kept beside the heap: a CPU looks at its earliest timer on every switch
+    /// (to arm the hardware timer), and under TCG the heap's first page is one TLB fill more
+    /// after each CR3 load (`scripts/tlb-fills`), where this copy shares its owner's page.
+    first: Option<Entry>,
     heap: Vec<Entry>,
     /// For each vCPU id, its index in `heap` plus one (0: no timer here).
     slot: Vec<u16>,
@@ -32,6 +36,7 @@ impl TimerHeap {
             "too many vCPU ids for a timer heap"
         );
         TimerHeap {
+            first: None,
             heap: Vec::with_capacity(ids),
             slot: vec![0; ids],
         }
@@ -50,7 +55,7 @@ impl TimerHeap {
     /// The earliest timer.
     #[inline]
     pub fn peek(&self) -> Option<Entry> {
-        self.heap.first().copied()
+        self.first
     }
 
     /// Whether vCPU `id` has a timer here, and when.
@@ -74,6 +79,7 @@ impl TimerHeap {
         self.slot[id as usize] = (i + 1) as u16;
         let i = self.sift_up(i);
         self.sift_down(i);
+        self.first = self.heap.first().copied();
     }
 
     /// Removes vCPU `id`'s timer; returns its deadline if it had one.
@@ -88,7 +94,7 @@ impl TimerHeap {
     /// Takes the earliest timer if it is due at `now_ns`.
     #[inline]
     pub fn pop_due(&mut self, now_ns: u64) -> Option<Entry> {
-        match self.heap.first() {
+        match self.first {
             Some(e) if e.deadline_ns <= now_ns => Some(self.remove_at(0)),
             _ => None,
         }
@@ -103,6 +109,7 @@ impl TimerHeap {
             let i = self.sift_up(i);
             self.sift_down(i);
         }
+        self.first = self.heap.first().copied();
         gone
     }
 
@@ -239,6 +246,12 @@ mod tests {
                 }
             }
             assert_eq!(h.len(), model.iter().flatten().count());
+            let earliest = model
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.map(|d| (d, i as u32)))
+                .min();
+            assert_eq!(h.peek().map(|e| (e.deadline_ns, e.id)), earliest);
             for (i, d) in model.iter().enumerate() {
                 assert_eq!(h.get(i as u32), *d);
             }

@@ -146,9 +146,9 @@ pub struct Vcpu {
     /// Global index, the policy's `VcpuId`.
     pub id: u32,
     /// Its domain's shared-info page, where its virtual time is published.
-    pub shared: Arc<HeldPage>,
+    pub shared: HeldPage,
     /// Its domain's counters page, where its event flags are (`VcpuEvents`).
-    pub counters: Arc<HeldPage>,
+    pub counters: HeldPage,
     /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
     pub callback: AtomicU64,
     /// What an upcall in progress keeps.
@@ -241,7 +241,7 @@ pub struct Domain {
     pub privileged: bool,
     pub vcpus: Vec<Arc<Vcpu>>,
     /// Its counters page (`abi::shared::Counters`): work counters and event bits.
-    pub counters: Arc<HeldPage>,
+    pub counters: HeldPage,
     pub sched: Mutex<SchedParams>,
     pub life: Mutex<DomainLife>,
     /// Its figures at the last snapshot into each slot (`sysctl TakeSnapshot`), if it
@@ -537,7 +537,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     // The hypervisor writes the shared-info and counters pages for the domain's whole life:
     // it holds them, so that a guest that unmaps one cannot give its frame back.
     let [shared, counters] = match space.adopt(id, &hv_readonly, [shared_phys, counters_phys]) {
-        Ok(held) => held.map(Arc::new),
+        Ok(held) => held,
         Err(e) => {
             log::error!(
                 "domain {}: its initial page tables do not validate: {e}",

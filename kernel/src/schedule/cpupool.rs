@@ -21,7 +21,6 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsiz
 
 use sched::Policy;
 use sched::pools::{PoolError, PoolId, Pools};
-use smp::percpu::PerCpu;
 use spin::{Mutex, MutexGuard, Once};
 
 use crate::domain::Vcpu;
@@ -57,8 +56,12 @@ static INSTALLED: AtomicUsize = AtomicUsize::new(0);
 /// Each pool's instance now.
 static POOL_INSTANCE: [AtomicU32; sched::pools::MAX_POOLS] =
     [const { AtomicU32::new(NO_INSTANCE) }; sched::pools::MAX_POOLS];
-/// Each CPU's instance and local number, `instance << 32 | local` ([`FREE`]: in no pool).
-static CPU_MAP: Once<PerCpu<AtomicU64>> = Once::new();
+/// CPU `cpu`'s entry in the CPU map (kept in its `super::CpuState`): its instance and local
+/// number, `instance << 32 | local` ([`FREE`]: in no pool). `None` for a CPU the machine
+/// does not have.
+fn map_entry(cpu: usize) -> Option<&'static AtomicU64> {
+    Some(&super::cpu_state(cpu)?.pool)
+}
 static POOLS: Once<Mutex<Pools>> = Once::new();
 /// The machine's topology, which pools take subsets of.
 static TOPOLOGY: Once<sched::Topology> = Once::new();
@@ -82,8 +85,8 @@ pub fn kept(before: usize, after: usize) {
 /// Whether new instances get the trace hook.
 static TRACING: AtomicBool = AtomicBool::new(false);
 
-/// [`CPU_MAP`] of a CPU in no pool: it idles.
-const FREE: u64 = u64::MAX;
+/// The CPU map's entry ([`map_entry`]) of a CPU in no pool: it idles.
+pub(super) const FREE: u64 = u64::MAX;
 
 /// A pool as the command line declares it, resolved (`kerncore::cmdline::BootPool`).
 pub struct BootPool<'a> {
@@ -114,7 +117,6 @@ impl core::fmt::Display for BootError {
 pub fn init(topology: sched::Topology, boot: &[BootPool<'_>]) -> Result<(), BootError> {
     let cpus = topology.cpus;
     TOPOLOGY.call_once(|| topology);
-    CPU_MAP.call_once(|| PerCpu::from_fn(|_| AtomicU64::new(FREE)));
     let first = boot.first().expect("at least one boot pool");
     let mut state = Pools::new(cpus, first.name, first.policy, 0).map_err(BootError::Pool)?;
     if let Some(&c) = first.cpus.iter().find(|&&c| c >= cpus) {
@@ -175,9 +177,9 @@ pub fn install(
 /// Points every CPU of instance `index` at it.
 pub fn attach_cpus(index: u32) {
     let inst = instance(index).expect("installed");
-    let map = CPU_MAP.get().expect("pools initialised");
     for (local, &cpu) in inst.cpus.iter().enumerate() {
-        map.get(cpu)
+        map_entry(cpu)
+            .expect("a pool's CPUs are the machine's")
             .store(u64::from(index) << 32 | local as u64, Ordering::Release);
     }
 }
@@ -215,7 +217,7 @@ pub struct Here {
 
 /// CPU `cpu`'s instance and local number; `None` for a CPU in no pool.
 pub fn of_cpu(cpu: usize) -> Option<Here> {
-    let entry = CPU_MAP.get()?.get(cpu).load(Ordering::Acquire);
+    let entry = map_entry(cpu)?.load(Ordering::Acquire);
     if entry == FREE {
         return None;
     }
@@ -262,8 +264,8 @@ pub fn describe(pool: PoolId) -> Option<(alloc::string::String, &'static str, Ve
 
 /// CPU `cpu` leaves its pool: it idles until a pool takes it.
 pub fn free_cpu(cpu: usize) {
-    if let Some(map) = CPU_MAP.get() {
-        map.get(cpu).store(FREE, Ordering::Release);
+    if let Some(entry) = map_entry(cpu) {
+        entry.store(FREE, Ordering::Release);
     }
 }
 

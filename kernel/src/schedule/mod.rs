@@ -20,7 +20,6 @@ use abi::control::{KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slic
 use kerncore::timerheap::TimerHeap;
 
 use sched::{Policy, VcpuId};
-use smp::percpu::PerCpu;
 use spin::{Mutex, Once};
 
 use crate::arch;
@@ -75,10 +74,8 @@ struct CpuCounters {
     /// by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
     /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
     /// [`KICK_REMOTE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
-    /// hypercalls ([`SET_TIMER_TIME`]). On the heap, for the machine's CPUs only (empty for
-    /// the other slots): 1 KiB in each of `smp::MAX_CPUS` slots, built on the boot stack by
-    /// `PerCpu::from_fn`, overflowed it.
-    timed: alloc::boxed::Box<[AtomicU64]>,
+    /// hypercalls ([`SET_TIMER_TIME`]).
+    timed: [AtomicU64; 4 * KICK_LATE_BUCKETS],
     /// When the earliest kick not yet served was made (system ns; 0: none), from this CPU
     /// and from another. The one field other CPUs write: [`kick`] stamps it, this CPU's
     /// next decision takes it ([`kicks_served`]).
@@ -106,8 +103,8 @@ const KICK_REMOTE: usize = 1;
 /// Counts a duration of kind `kind` ([`KICK_LOCAL`], [`KICK_REMOTE`], [`SWITCH_TIME`],
 /// [`SET_TIMER_TIME`]) on this CPU.
 fn count_time(kind: usize, ns: u64) {
-    if let Some(n) = counters()
-        .this()
+    if let Some(n) = this_state()
+        .counters
         .timed
         .get(kind * KICK_LATE_BUCKETS + kick_late_bucket(ns))
     {
@@ -119,16 +116,14 @@ fn count_time(kind: usize, ns: u64) {
 const NOT_IDLE: u64 = u64::MAX;
 
 impl CpuCounters {
-    /// A CPU's counters; `on_machine`: with room for its kick figures.
-    fn new(on_machine: bool) -> Self {
-        let kicks = if on_machine { 4 * KICK_LATE_BUCKETS } else { 0 };
+    fn new() -> Self {
         CpuCounters {
             busy_ns: AtomicU64::new(0),
             switches: AtomicU64::new(0),
             idle_total_ns: AtomicU64::new(0),
             idle_since: AtomicU64::new(NOT_IDLE),
             slice_late: core::array::from_fn(|_| AtomicU64::new(0)),
-            timed: (0..kicks).map(|_| AtomicU64::new(0)).collect(),
+            timed: core::array::from_fn(|_| AtomicU64::new(0)),
             kicked_at: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -165,8 +160,24 @@ pub struct CpuFigures {
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
 }
 
-static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
-static COUNTERS: Once<PerCpu<CpuCounters>> = Once::new();
+/// Everything the scheduler keeps for one CPU, on one page: its state, its figures, its
+/// watch on its neighbour and its pool entry. A switch touches all four, and under QEMU's
+/// TCG each page touched after a CR3 load (every switch between domains) costs a TLB fill;
+/// kept as four `smp::MAX_CPUS`-long arrays, with each array's ready flag at its far end,
+/// they took seven of a switch's 50 fills (`scripts/tlb-fills`). One page each also keeps
+/// CPUs from sharing cache lines.
+#[repr(C, align(4096))]
+struct CpuState {
+    sched: Mutex<CpuSched>,
+    counters: CpuCounters,
+    watch: watchdog::WatchState,
+    /// `cpupool`'s entry for this CPU: its instance and its number there.
+    pool: AtomicU64,
+}
+
+/// The machine's CPUs' [`CpuState`]s, in CPU order (only the CPUs the machine has: the
+/// state of `smp::MAX_CPUS` would be a megabyte).
+static CPUS: Once<alloc::boxed::Box<[CpuState]>> = Once::new();
 
 /// A vCPU's `timer_deadline` after its timer fired while it was not blocked: a time in the
 /// past, which makes its next block return at once.
@@ -176,29 +187,24 @@ pub const FIRED: u64 = 1;
 /// [`cpupool::init`]). Called once by the BSP before any CPU schedules.
 pub fn init(cpus: usize) {
     CPUS.call_once(|| {
-        // Every slot of the per-CPU array exists, but only the machine's CPUs get a timer
-        // heap sized for every vCPU (72 KiB each): for all `smp::MAX_CPUS` slots that took
-        // 18 MiB of heap on any machine.
-        PerCpu::from_fn(|cpu| {
-            let ids = if cpu < cpus {
-                domain::MAX_VCPUS_TOTAL
-            } else {
-                0
-            };
-            Mutex::new(CpuSched {
-                current: None,
-                current_domain: None,
-                slice_end: None,
-                next_tick: None,
-                tick_entry: NO_TICK_ENTRY,
-                armed_at: None,
-                timers: TimerHeap::new(ids),
-                unclaimed: None,
+        (0..cpus)
+            .map(|_| CpuState {
+                sched: Mutex::new(CpuSched {
+                    current: None,
+                    current_domain: None,
+                    slice_end: None,
+                    next_tick: None,
+                    tick_entry: NO_TICK_ENTRY,
+                    armed_at: None,
+                    timers: TimerHeap::new(domain::MAX_VCPUS_TOTAL),
+                    unclaimed: None,
+                }),
+                counters: CpuCounters::new(),
+                watch: watchdog::WatchState::default(),
+                pool: AtomicU64::new(cpupool::FREE),
             })
-        })
+            .collect()
     });
-    COUNTERS.call_once(|| PerCpu::from_fn(|cpu| CpuCounters::new(cpu < cpus)));
-    watchdog::init();
 }
 
 /// [`CpuSched::tick_entry`] before the first look at the CPU's pool.
@@ -232,12 +238,19 @@ fn record_counters_of(p: &dyn Policy) {
     crate::console::write_record(&r);
 }
 
-fn cpus() -> &'static PerCpu<Mutex<CpuSched>> {
-    CPUS.get().expect("scheduler initialised")
+/// CPU `cpu`'s state; `None` before [`init`] or for a CPU the machine does not have.
+fn cpu_state(cpu: usize) -> Option<&'static CpuState> {
+    CPUS.get()?.get(cpu)
 }
 
-fn counters() -> &'static PerCpu<CpuCounters> {
-    COUNTERS.get().expect("scheduler initialised")
+/// This CPU's state.
+fn this_state() -> &'static CpuState {
+    cpu_state(this_cpu()).expect("scheduler initialised")
+}
+
+/// CPU `cpu`'s figures (a CPU of the machine's).
+fn counters_of(cpu: usize) -> &'static CpuCounters {
+    &cpu_state(cpu).expect("a CPU of the machine").counters
 }
 
 fn this_cpu() -> usize {
@@ -258,14 +271,20 @@ pub fn kick(cpu: usize, now: u64) {
 /// flag brings about finds the stamp. `None`: a kick that is not counted.
 fn kick_since(cpu: usize, since: Option<u64>) {
     let remote = cpu != this_cpu();
-    let stamp = &counters().get(cpu).kicked_at[usize::from(remote)];
+    let stamp = &counters_of(cpu).kicked_at[usize::from(remote)];
     if let Some(since) = since
         && stamp.load(Ordering::Relaxed) == 0
     {
         // 0 means none: a kick at system time 0 is stamped at 1.
         let _ = stamp.compare_exchange(0, since.max(1), Ordering::AcqRel, Ordering::Relaxed);
     }
-    arch::percpu::need_resched(cpu).store(true, Ordering::Release);
+    // This CPU's own flag through GS: `need_resched(cpu)` reads the table of every CPU's
+    // area, one page more for a yield's switch to touch.
+    if remote {
+        arch::percpu::need_resched(cpu).store(true, Ordering::Release);
+    } else {
+        arch::percpu::my_need_resched().store(true, Ordering::Release);
+    }
     if remote {
         smp::ipi::send_reschedule(cpu);
     }
@@ -276,7 +295,7 @@ fn kick_since(cpu: usize, since: Option<u64>) {
 /// reschedule's timers, as 0). Called just before the policy decides: a kick is stamped
 /// after its wake-up was queued, so the decision sees every vCPU whose kick it counts.
 fn kicks_served(now: u64) {
-    let c = counters().this();
+    let c = &this_state().counters;
     for (kind, stamp) in c.kicked_at.iter().enumerate() {
         // A plain load first: there is usually nothing to take.
         if stamp.load(Ordering::Relaxed) == 0 {
@@ -433,7 +452,7 @@ pub fn yield_current(v: &Vcpu, now: u64) {
 
 /// The vCPU running on this CPU, if any.
 pub fn current() -> Option<Arc<Vcpu>> {
-    cpus().this().lock().current.clone()
+    this_state().sched.lock().current.clone()
 }
 
 /// Runs `f` on the vCPU running on this CPU and its domain, without a lock or a reference
@@ -453,7 +472,7 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     let start = time::now_ns();
     v.timer_deadline.store(deadline_ns, Ordering::Release);
-    let mut cs = cpus().this().lock();
+    let mut cs = this_state().sched.lock();
     if deadline_ns == 0 {
         cs.timers.cancel(v.id);
     } else {
@@ -482,7 +501,7 @@ pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
             continue; // `run_timers` on another CPU marked it FIRED meanwhile
         }
         if deadline != FIRED {
-            cpus().this().lock().timers.cancel(v.id);
+            this_state().sched.lock().timers.cancel(v.id);
             if let Some(d) = v.domain() {
                 d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
             }
@@ -553,7 +572,7 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
     if let Some(end) = cs.slice_end.filter(|&end| end <= now + SLICE_SLOP_NS) {
         // The timer's delay, and whatever kept this CPU from taking it (interrupts off in
         // the hypervisor; under emulation, the host not running this CPU's thread).
-        counters().get(cpu).slice_late[slice_late_bucket(now.saturating_sub(end))]
+        counters_of(cpu).slice_late[slice_late_bucket(now.saturating_sub(end))]
             .fetch_add(1, Ordering::Relaxed);
         cs.slice_end = None;
         arch::percpu::my_need_resched().store(true, Ordering::Release);
@@ -604,7 +623,7 @@ fn arm_timer(cs: &mut CpuSched, now: u64) {
 /// reschedules on its way out if a reschedule is due (the interrupt came from a guest).
 pub fn on_timer_interrupt(rescheduling: bool) {
     let now = time::now_ns();
-    let mut cs = cpus().this().lock();
+    let mut cs = this_state().sched.lock();
     // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
     cs.armed_at = None;
     run_timers(&mut cs, now);
@@ -626,7 +645,7 @@ pub fn on_timer_interrupt(rescheduling: bool) {
 /// continuation, `trap::hypercall_entry`, runs them before going back to the guest).
 pub fn run_due_timers() {
     let now = time::now_ns();
-    let mut cs = cpus().this().lock();
+    let mut cs = this_state().sched.lock();
     run_timers(&mut cs, now);
     arm_timer(&mut cs, now);
 }
@@ -668,9 +687,10 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let cpu = this_cpu();
     let now = time::now_ns();
     // This CPU's state, locked once for the whole decision and switch and handed down. Only
-    // this CPU takes it: other CPUs read its figures from `COUNTERS`, and nothing this path
-    // calls (the policy, wake-ups, kicks, IPI handlers served while waiting) locks it.
-    let mut cs = cpus().this().lock();
+    // this CPU takes it: other CPUs read its figures (`CpuState::counters`, atomics), and
+    // nothing this path calls (the policy, wake-ups, kicks, IPI handlers served while
+    // waiting) locks it.
+    let mut cs = this_state().sched.lock();
     let prev = cs.current.clone();
     if let Some(p) = &prev {
         // Save first: the registers must be in place by `release`, after which the policy
@@ -806,7 +826,10 @@ fn account_out(v: &Vcpu, now: u64) {
     );
     let ran = now.saturating_sub(s.run_start);
     s.cpu_ns += ran;
-    counters().this().busy_ns.fetch_add(ran, Ordering::Relaxed);
+    this_state()
+        .counters
+        .busy_ns
+        .fetch_add(ran, Ordering::Relaxed);
     if still_runnable {
         s.runnable_since = now;
     }
@@ -941,7 +964,10 @@ fn switch_in<'a>(
     }
     trace::record(TraceEvent::Run, v, now);
     arch::selectors::restore(v.selectors.load(Ordering::Relaxed));
-    counters().this().switches.fetch_add(1, Ordering::Relaxed);
+    this_state()
+        .counters
+        .switches
+        .fetch_add(1, Ordering::Relaxed);
     // SAFETY: `v` and `domain` stay alive and unmoved until the next `set_current` here: the
     // caller stores their `Arc`s in `CpuSched::current` and `current_domain`, which are
     // cleared only after the records are (`clear_current`, or `set_current` for the next
@@ -980,7 +1006,7 @@ fn load_address_space(pml4: u64, prev: Option<&Vcpu>) {
 
 /// A CPU's figures as of `now`, from its atomics: no lock of that CPU is taken.
 pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
-    let c = counters().get(cpu);
+    let c = counters_of(cpu);
     let since = c.idle_since.load(Ordering::Relaxed);
     let current_idle = if since == NOT_IDLE {
         0
@@ -1021,7 +1047,7 @@ pub enum IdleStep {
 pub fn idle_step(now: u64) -> IdleStep {
     let cpu = this_cpu();
     take_need_resched();
-    let mut cs = cpus().this().lock();
+    let mut cs = this_state().sched.lock();
     run_timers(&mut cs, now);
     kicks_served(now);
     let decision = decide(cpu, now);
@@ -1047,7 +1073,7 @@ pub fn idle_step(now: u64) -> IdleStep {
         cs.unclaimed = Some(n);
         return IdleStep::Again;
     }
-    counters().this().busy_from(now);
+    this_state().counters.busy_from(now);
     let domain = domain_of(&mut cs, &n);
     switch_in(&n, &domain, cpu, now, None);
     let frame = n.regs.lock().clone();
@@ -1063,8 +1089,8 @@ pub fn idle_step(now: u64) -> IdleStep {
 /// Sleeps until an interrupt, unless a reschedule is already asked for; idle time is
 /// counted from `now`.
 pub fn idle_sleep(now: u64) {
-    counters().this().idle_from(now);
-    arm_timer(&mut cpus().this().lock(), now);
+    this_state().counters.idle_from(now);
+    arm_timer(&mut this_state().sched.lock(), now);
     if !arch::percpu::my_need_resched().load(Ordering::Acquire) {
         arch::entry::wait_for_interrupt();
     }

@@ -6,37 +6,22 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kerncore::watchdog::{self, Watch};
-use smp::percpu::PerCpu;
 use spin::{Mutex, Once};
 
 use crate::{arch, time};
 
-/// Each CPU's watch on its neighbour: its own CPU alone touches it, from the timer and from
-/// wait loops (which may run while the CPU's scheduler state is locked, hence a lock of its
-/// own).
+/// Each CPU's watch on its neighbour (in its `super::CpuState`): its own CPU alone touches
+/// it, from the timer and from wait loops (which may run while the CPU's scheduler state is
+/// locked, hence a lock of its own).
 #[derive(Default)]
-struct WatchState {
+pub(super) struct WatchState {
     /// When this CPU next looks at the CPU it watches ([`kerncore::watchdog`]).
     next_watch: AtomicU64,
     watch: Mutex<Watch>,
 }
 
-static WATCH: Once<PerCpu<WatchState>> = Once::new();
-
-/// Builds every CPU's watch state. Called once by the BSP at start-up, on its boot stack:
-/// the table (a cache line for each possible CPU) is built on the stack before it moves into
-/// place, more than a CPU's 64 KiB kernel stack could take besides what is already on it.
-/// Built lazily by the first timer there, it overflowed that stack into the heap below it
-/// and corrupted the allocator's free list (seen as another CPU structure handed out twice).
-pub(super) fn init() {
-    WATCH.call_once(|| PerCpu::from_fn(|_| WatchState::default()));
-}
-
 fn watch_state() -> &'static WatchState {
-    WATCH
-        .get()
-        .expect("watchdog state built at start-up")
-        .this()
+    &super::this_state().watch
 }
 
 /// When this CPU next looks at its neighbour (the hardware timer must fire by then).

@@ -10,6 +10,7 @@
 //! which holds the frame for as long as it exists.
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -487,7 +488,10 @@ impl AddressSpace {
             .map(|(i, &f)| (f, i))
             .collect();
         let source = self.source;
-        Ok(hv_held.map(|phys| HeldPage { phys, source }))
+        Ok(hv_held.map(|phys| HeldPage {
+            phys,
+            _hold: Arc::new(Hold { phys, source }),
+        }))
     }
 
     /// Records a frame the domain took (memory reservation), already assigned to it (the
@@ -567,8 +571,9 @@ pub fn activate_pml4(pml4: u64) {
 /// (the shared-info and counters pages, `abi::shared`), made by [`AddressSpace::adopt`].
 ///
 /// Why its accesses are sound, once for all of them:
-/// - **The memory is live.** The handle owns a reference on the frame in the frame table,
-///   taken by `adopt` and dropped only by the handle's `Drop`. While any reference is held
+/// - **The memory is live.** The handles of a frame share (by `Arc`) one [`Hold`], which
+///   owns a reference on the frame in the frame table, taken by `adopt` and dropped only by
+///   the `Hold`'s `Drop`, after the last handle. While that reference is held
 ///   the frame is never freed to the allocator: a guest cannot give it back (a frame with
 ///   more than its allocation reference is never released), and tearing the address space
 ///   down leaves it allocated. So the frame stays this domain's RAM, direct-mapped (the
@@ -578,15 +583,27 @@ pub fn activate_pml4(pml4: u64) {
 ///   lies inside the 4 KiB frame and is aligned for its type, and panics otherwise (offsets
 ///   come from `offset_of!` on `abi::shared`'s `#[repr(C)]` types).
 /// - **No data race.** The hypervisor touches the page only through atomics (a plain
-///   [`HeldPage::write`] is byte-wise atomic too), and there is one handle per frame
-///   (`adopt` refuses a frame twice, and a frame belongs to one address space), shared by
-///   `Arc`. The guest may write the page at any time from its own mapping (the counters
+///   [`HeldPage::write`] is byte-wise atomic too), and there is one [`Hold`] per frame
+///   (`adopt` refuses a frame twice, and a frame belongs to one address space). The guest may write the page at any time from its own mapping (the counters
 ///   page is guest-writable): like a device's DMA, that is outside the Rust program, and
 ///   atomic accesses are what such memory needs. Every bit pattern is a valid integer.
 ///
 /// The frame table must also keep a held frame from ever becoming a page table, since the
 /// hypervisor writes it without validation: that is `crate::mm`'s part of the contract.
+///
+/// A handle keeps the frame's address beside its `Arc`, so that an access reads only the
+/// handle (in the vCPU) and the page: under TCG every other page a domain switch touches
+/// after its CR3 load costs a TLB fill, and the `Arc`s' allocations of a switch's two vCPUs
+/// were three of them (`scripts/tlb-fills`).
+#[derive(Clone)]
 pub struct HeldPage {
+    phys: u64,
+    _hold: Arc<Hold>,
+}
+
+/// The reference on a held frame that its [`HeldPage`] handles share, given back when the
+/// last of them is dropped.
+struct Hold {
     phys: u64,
     source: &'static dyn FrameSource,
 }
@@ -642,7 +659,7 @@ impl HeldPage {
     }
 }
 
-impl Drop for HeldPage {
+impl Drop for Hold {
     fn drop(&mut self) {
         self.source.put(self.phys);
     }
