@@ -112,27 +112,27 @@ trap_stub_\vector:
     popq %rax
     .endm
 
-    /* Zeroes XMM0-15: one `pxor`, then register moves. Same effect as sixteen `pxor`s, but
-       QEMU's TCG (7.2) runs each `pxor` as a helper call and a register `movaps` as four
-       inline loads and stores, so this is most of the hypercall exit's cost there; on
-       hardware, register moves are eliminated at rename. */
+    /* Zeroes XMM0-15 with sixteen `pxor`s, each a zeroing idiom (no execution unit on
+       hardware; under QEMU 7.2's TCG, whose new SSE decoder translates it inline, one
+       16-byte store into the register file, where a register `movaps` is a load and a
+       store). */
     .macro scrub_xmm
     pxor %xmm0, %xmm0
-    movaps %xmm0, %xmm1
-    movaps %xmm0, %xmm2
-    movaps %xmm0, %xmm3
-    movaps %xmm0, %xmm4
-    movaps %xmm0, %xmm5
-    movaps %xmm0, %xmm6
-    movaps %xmm0, %xmm7
-    movaps %xmm0, %xmm8
-    movaps %xmm0, %xmm9
-    movaps %xmm0, %xmm10
-    movaps %xmm0, %xmm11
-    movaps %xmm0, %xmm12
-    movaps %xmm0, %xmm13
-    movaps %xmm0, %xmm14
-    movaps %xmm0, %xmm15
+    pxor %xmm1, %xmm1
+    pxor %xmm2, %xmm2
+    pxor %xmm3, %xmm3
+    pxor %xmm4, %xmm4
+    pxor %xmm5, %xmm5
+    pxor %xmm6, %xmm6
+    pxor %xmm7, %xmm7
+    pxor %xmm8, %xmm8
+    pxor %xmm9, %xmm9
+    pxor %xmm10, %xmm10
+    pxor %xmm11, %xmm11
+    pxor %xmm12, %xmm12
+    pxor %xmm13, %xmm13
+    pxor %xmm14, %xmm14
+    pxor %xmm15, %xmm15
     .endm
 
 /* Stack on arrival: vector, error code, RIP, CS, RFLAGS, RSP, SS. From ring 3 the CPU has
@@ -142,7 +142,7 @@ trap_common:
     testb $3, {hw_cs}(%rsp)
     jz trap_from_hypervisor
     swapgs
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     push_gprs
     /* Nothing of the guest's RFLAGS stays in force: interrupt delivery clears TF, NT and IF
        but not AC (which would switch SMAP off) or DF. */
@@ -170,7 +170,7 @@ return_from_trap:
     jmp 4f
 3:  scrub_xmm
 4:  pop_gprs
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     swapgs
     addq ${iret_frame}, %rsp
     iretq
@@ -205,7 +205,7 @@ trap_from_hypervisor:
    0, the vector SYSCALL_VECTOR, then every general register. */
     .macro syscall_frame
     swapgs
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     movq %rsp, %gs:{user_rsp}
     movq %gs:{kernel_stack_top}, %rsp
     pushq ${user_data}
@@ -228,43 +228,41 @@ trap_from_hypervisor:
 syscall_entry:
     syscall_frame
     movq %rsp, %rdi
-    cmpq ${nr_hypercalls}, %rax
-    jae 1f
-    leaq HYPERCALL_TABLE(%rip), %rcx
-    call *(%rcx,%rax,8)
-    jmp 2f
-1:  call syscall_unknown
-    /* RAX: 0, the caller's frame with its result; 1, a rewritten frame. */
-2:  testq %rax, %rax
-    jnz 5f
-    cmpb $0, %gs:{need_resched}
-    jne 5f
+    /* Numbers past the table take its last entry, `syscall_unknown`: a `cmov`, not a
+       branch, so that under TCG the entry is one translated block up to the call. */
+    movl ${nr_hypercalls}, %ecx
+    cmpq %rcx, %rax
+    cmovbq %rax, %rcx
+    call *HYPERCALL_TABLE(,%rcx,8)
+    /* RAX: 0, the caller's frame with its result; 1, a rewritten frame. Every reason to
+       leave other than by `sysretq` is OR-ed into RCX and tested once (under TCG each
+       conditional branch ends a translated block): the exit code, the vCPU's
+       `upcall_pending` byte (`upcall_flag` always points at one: a zero byte when no
+       vCPU runs), this CPU's `need_resched`, a requested FPU restore, and a return to a
+       non-canonical RIP or RSP: Intel CPUs raise #GP in ring 0 with the guest's stack
+       for the first (XSA-7, CVE-2012-0217), and the guest chose the second, which
+       `syscall` kept. `syscall_leave` sorts them out; its frame check kills the caller
+       for a bad RIP or RSP. */
     movq %gs:{upcall_flag}, %rcx
-    testq %rcx, %rcx
-    jz 3f
-    cmpb $0, (%rcx)
-    jne 5f
-    /* Never sysretq to a non-canonical RIP: Intel CPUs raise #GP in ring 0 with the guest's
-       stack (XSA-7, CVE-2012-0217). Nor with a non-canonical RSP, which the guest chose
-       and `syscall` kept. `syscall_leave`'s frame check kills the caller for either. This
-       is also the last line for a frame `syscall_leave` passed, as in Xen's
-       restore_all_guest. */
-3:  movq {rip}(%rsp), %rax
-    shrq $47, %rax
+    movzbl (%rcx), %ecx
+    orb %gs:{need_resched}, %cl
+    orq %rax, %rcx
+    orq %gs:{fpu_restore}, %rcx
+    movq {rip}(%rsp), %rdx
+    shrq $47, %rdx
+    orq %rdx, %rcx
+    movq {rsp}(%rsp), %rdx
+    movabsq $0x800000000000, %rsi
+    addq %rsi, %rdx
+    shrq $48, %rdx
+    orq %rdx, %rcx
     jnz 5f
-    movq {rsp}(%rsp), %rax
-    movabsq $0x800000000000, %rcx
-    addq %rcx, %rax
-    shrq $48, %rax
-    jnz 5f
-    cmpq $0, %gs:{fpu_restore}
-    jne return_from_trap
-    scrub_xmm
+4:  scrub_xmm
     pop_gprs
     movq {hw_rip}(%rsp), %rcx
     movq {hw_rflags}(%rsp), %r11
     movq {hw_rsp}(%rsp), %rsp
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     swapgs
     sysretq
     /* The slow way out: `syscall_leave` reschedules, enters an upcall, checks the frame.
@@ -277,7 +275,19 @@ syscall_entry:
     cmpq $1, %rax
     je return_from_trap
     ja run_idle
-    jmp 3b
+    /* 0: the FPU restore and the canonical RIP and RSP looked at again, the last line
+       for a frame `syscall_leave` passed, as in Xen's restore_all_guest. */
+    cmpq $0, %gs:{fpu_restore}
+    jne return_from_trap
+    movq {rip}(%rsp), %rax
+    shrq $47, %rax
+    jnz 5b
+    movq {rsp}(%rsp), %rax
+    movabsq $0x800000000000, %rcx
+    addq %rcx, %rax
+    shrq $48, %rax
+    jnz 5b
+    jmp 4b
 
 /* syscall from compatibility mode (MSR_CSTAR). Guests have no 32-bit code segment, so this
    cannot happen; if it ever does, the caller is killed rather than trusted: it gets the
@@ -345,11 +355,11 @@ copy_user_fixup:
    red zone of the caller is live). */
     .globl idle_halt
 idle_halt:
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     sti
     hlt
     cli
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     ret
 
     .macro stub_address vector
