@@ -56,6 +56,12 @@ static HYPERCALL_TABLE: [extern "C" fn(&mut TrapFrame) -> u64;
 ];
 
 /// Hypercall `NR` for the vCPU current here, its arguments and result in `frame`.
+///
+/// Only part of `frame` is filled when this runs (`arch::entry`'s `syscall_frame`): it may
+/// read RDI, RSI, RDX, R10, R8 (the arguments), RAX, RIP, RSP and RFLAGS, and write the
+/// caller-saved registers, RIP, RSP and RFLAGS, never the callee-saved ones (RBX, RBP, R12
+/// to R15), the selectors or the vector; anything that needs the whole frame (a switch, an
+/// upcall, the exit check) is left to [`syscall_leave`].
 extern "C" fn hypercall_entry<const NR: u64>(frame: &mut TrapFrame) -> u64 {
     let next = if NR == abi::hypercall::CALLBACK_RETURN {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
