@@ -28,15 +28,16 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
 }
 
 /// The `syscall` entry's table, indexed by hypercall number (Xen's `hypercall_table`): the
-/// entry code calls `HYPERCALL_TABLE[RAX]` for RAX below its length and
-/// [`syscall_unknown`] for any other. Each entry is [`hypercall_entry`] for one number, the
-/// dispatch's `match` folded away. It returns what it did to the frame as an exit code
-/// ([`exit_code`]: 0, the frame is the caller's with its result; 1, it was rewritten), and
-/// does not look for a reschedule or an event: the entry code does that itself, and calls
-/// [`syscall_leave`] only when one is due (Xen's `test_all_events`).
+/// entry code calls `HYPERCALL_TABLE[min(RAX, NR_HYPERCALLS)]`, so a number past the
+/// hypercalls gets the last entry, [`syscall_unknown`]. Each other entry is
+/// [`hypercall_entry`] for one number, the dispatch's `match` folded away. It returns what
+/// it did to the frame as an exit code ([`exit_code`]: 0, the frame is the caller's with its
+/// result; 1, it was rewritten), and does not look for a reschedule or an event: the entry
+/// code does that itself, and calls [`syscall_leave`] only when one is due (Xen's
+/// `test_all_events`).
 #[unsafe(no_mangle)]
 static HYPERCALL_TABLE: [extern "C" fn(&mut TrapFrame) -> u64;
-    abi::hypercall::NR_HYPERCALLS as usize] = [
+    abi::hypercall::NR_HYPERCALLS as usize + 1] = [
     hypercall_entry::<0>,
     hypercall_entry::<1>,
     hypercall_entry::<2>,
@@ -51,9 +52,16 @@ static HYPERCALL_TABLE: [extern "C" fn(&mut TrapFrame) -> u64;
     hypercall_entry::<11>,
     hypercall_entry::<12>,
     hypercall_entry::<13>,
+    syscall_unknown,
 ];
 
 /// Hypercall `NR` for the vCPU current here, its arguments and result in `frame`.
+///
+/// Only part of `frame` is filled when this runs (`arch::entry`'s `syscall_frame`): it may
+/// read RDI, RSI, RDX, R10, R8 (the arguments), RAX, RIP, RSP and RFLAGS, and write the
+/// caller-saved registers, RIP, RSP and RFLAGS, never the callee-saved ones (RBX, RBP, R12
+/// to R15), the selectors or the vector; anything that needs the whole frame (a switch, an
+/// upcall, the exit check) is left to [`syscall_leave`].
 extern "C" fn hypercall_entry<const NR: u64>(frame: &mut TrapFrame) -> u64 {
     let next = if NR == abi::hypercall::CALLBACK_RETURN {
         // Not a call that returns a value: the frame becomes the interrupted context, to be
@@ -100,7 +108,6 @@ extern "C" fn hypercall_entry<const NR: u64>(frame: &mut TrapFrame) -> u64 {
 }
 
 /// A hypercall number past the table: `Errno::NoSys`.
-#[unsafe(no_mangle)]
 extern "C" fn syscall_unknown(frame: &mut TrapFrame) -> u64 {
     frame.rax = rax_of(Err(abi::error::Errno::NoSys));
     exit_code(Next::Same)

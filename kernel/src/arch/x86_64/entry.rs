@@ -9,6 +9,18 @@
 //! another vCPU is a matter of rewriting the frame before the common exit path pops it
 //! (Xen's model: the hypervisor is not preemptible and never keeps a stack per vCPU).
 //!
+//! The `syscall` entry fills the frame in two steps (`syscall_frame`, `complete_frame`):
+//! first what a hypercall may read or change (RIP, RFLAGS, RSP and the caller-saved
+//! registers), then, only on the ways out that run more Rust code (`syscall_leave`, the
+//! compatibility-mode entry), the constants and the callee-saved registers, which the C ABI
+//! has kept in their registers meanwhile. So the Rust code reached through
+//! `HYPERCALL_TABLE` may read only what the entry stored (the argument registers RDI, RSI,
+//! RDX, R10, R8, and RAX, RIP, RSP, RFLAGS), and write RAX, RCX, RDX, RSI, RDI, R8 to R11,
+//! RIP, RSP and RFLAGS; a vCPU switch,
+//! an upcall and the exit check (which read or rewrite all of it) run in `syscall_leave`,
+//! after `complete_frame`. The fast way out (`sysretq`) loads back only what a hypercall
+//! may have changed.
+//!
 //! # Entry and exit paths, and what each sanitises
 //!
 //! Everything a guest controls on the way in is either saved and left untouched, or
@@ -43,6 +55,24 @@
 //!
 //! The watchdog's count (`percpu::CpuArea::transitions`) moves by one at every entry from
 //! and exit to a guest, and around the idle `hlt`.
+//!
+//! # What QEMU's TCG charges (7.2, the measuring machine)
+//!
+//! Profiled with `perf record -p QEMU` during Domain0's null-hypercall benchmark (session
+//! 12, before the shape described here): against the `syscall; sysretq` floor, four fifths
+//! of the extra time was in
+//! translated code, the rest in the two block look-ups of the table's indirect `call` and
+//! of the `ret` (`helper_lookup_tb_ptr`). In translated code, every guest load or store is
+//! a soft-TLB lookup (about a dozen host instructions, a `push` or `pop` one more to write
+//! RSP back), every conditional branch ends a translated block (the registers go back to
+//! QEMU's CPU state, the next block reloads them), `incq` calls a helper to keep CF (so the
+//! watchdog's count is bumped by `addq`), while `pxor` and register moves of XMM registers
+//! are inline 16-byte stores and loads (the new SSE decoder). Hence the fast path's shape:
+//! half the frame stored and a third of it loaded back (above), one branch between the
+//! call and `sysretq`, none before the call. What is left above the floor is mostly the
+//! Rust dispatch (its call, its `ret` and the blocks of `with_current`'s two tests: the
+//! path without them, measured once, was 10–14 ns, about 40%, cheaper); dropping the XMM
+//! scrub saved nothing measurable.
 
 use core::arch::global_asm;
 
@@ -112,27 +142,27 @@ trap_stub_\vector:
     popq %rax
     .endm
 
-    /* Zeroes XMM0-15: one `pxor`, then register moves. Same effect as sixteen `pxor`s, but
-       QEMU's TCG (7.2) runs each `pxor` as a helper call and a register `movaps` as four
-       inline loads and stores, so this is most of the hypercall exit's cost there; on
-       hardware, register moves are eliminated at rename. */
+    /* Zeroes XMM0-15 with sixteen `pxor`s, each a zeroing idiom (no execution unit on
+       hardware; under QEMU 7.2's TCG, whose new SSE decoder translates it inline, one
+       16-byte store into the register file, where a register `movaps` is a load and a
+       store). */
     .macro scrub_xmm
     pxor %xmm0, %xmm0
-    movaps %xmm0, %xmm1
-    movaps %xmm0, %xmm2
-    movaps %xmm0, %xmm3
-    movaps %xmm0, %xmm4
-    movaps %xmm0, %xmm5
-    movaps %xmm0, %xmm6
-    movaps %xmm0, %xmm7
-    movaps %xmm0, %xmm8
-    movaps %xmm0, %xmm9
-    movaps %xmm0, %xmm10
-    movaps %xmm0, %xmm11
-    movaps %xmm0, %xmm12
-    movaps %xmm0, %xmm13
-    movaps %xmm0, %xmm14
-    movaps %xmm0, %xmm15
+    pxor %xmm1, %xmm1
+    pxor %xmm2, %xmm2
+    pxor %xmm3, %xmm3
+    pxor %xmm4, %xmm4
+    pxor %xmm5, %xmm5
+    pxor %xmm6, %xmm6
+    pxor %xmm7, %xmm7
+    pxor %xmm8, %xmm8
+    pxor %xmm9, %xmm9
+    pxor %xmm10, %xmm10
+    pxor %xmm11, %xmm11
+    pxor %xmm12, %xmm12
+    pxor %xmm13, %xmm13
+    pxor %xmm14, %xmm14
+    pxor %xmm15, %xmm15
     .endm
 
 /* Stack on arrival: vector, error code, RIP, CS, RFLAGS, RSP, SS. From ring 3 the CPU has
@@ -142,7 +172,7 @@ trap_common:
     testb $3, {hw_cs}(%rsp)
     jz trap_from_hypervisor
     swapgs
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     push_gprs
     /* Nothing of the guest's RFLAGS stays in force: interrupt delivery clears TF, NT and IF
        but not AC (which would switch SMAP off) or DF. */
@@ -170,7 +200,7 @@ return_from_trap:
     jmp 4f
 3:  scrub_xmm
 4:  pop_gprs
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     swapgs
     addq ${iret_frame}, %rsp
     iretq
@@ -200,22 +230,49 @@ trap_from_hypervisor:
     addq ${iret_frame}, %rsp
     iretq
 
-/* The frame a `syscall` entry builds by hand, the same as a trap's from ring 3: onto this
-   CPU's kernel stack, the guest's SS, RSP, RFLAGS (R11), CS and RIP (RCX), an error code of
-   0, the vector SYSCALL_VECTOR, then every general register. */
+/* The frame a `syscall` entry builds by hand, the same as a trap's from ring 3, on this
+   CPU's kernel stack, in two parts. `syscall_frame`, on entry: the guest's RIP (RCX),
+   RFLAGS (R11) and RSP, and the registers that Rust code may clobber (RAX, RCX, RDX, RSI,
+   RDI, R8 to R11), which are also the only ones a hypercall reads or writes (its arguments
+   and results; `CALLBACK_RETURN` rewrites these, RIP, RSP and RFLAGS). `complete_frame`,
+   before any other Rust code may see the frame (so on every way out but the fast
+   `sysretq`): the constants (SS, CS, an error code of 0, the vector SYSCALL_VECTOR) and
+   the callee-saved registers, which hold the guest's values again once the hypercall has
+   returned (the C ABI), and which nothing before that point changes in the frame. Under
+   TCG each stored or loaded word is a soft-TLB lookup: the fast path stores 13 of the 22
+   and loads 10. Stores, not pushes: a `push` also writes RSP back to QEMU's CPU state. */
     .macro syscall_frame
     swapgs
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     movq %rsp, %gs:{user_rsp}
     movq %gs:{kernel_stack_top}, %rsp
-    pushq ${user_data}
-    pushq %gs:{user_rsp}
-    pushq %r11
-    pushq ${user_code}
-    pushq %rcx
-    pushq $0
-    pushq ${syscall_vector}
-    push_gprs
+    subq ${frame_bytes}, %rsp
+    movq %rcx, {rip}(%rsp)
+    movq %r11, {rflags}(%rsp)
+    movq %rax, {f_rax}(%rsp)
+    movq %rcx, {f_rcx}(%rsp)
+    movq %rdx, {f_rdx}(%rsp)
+    movq %rsi, {f_rsi}(%rsp)
+    movq %rdi, {f_rdi}(%rsp)
+    movq %r8, {f_r8}(%rsp)
+    movq %r9, {f_r9}(%rsp)
+    movq %r10, {f_r10}(%rsp)
+    movq %r11, {f_r11}(%rsp)
+    movq %gs:{user_rsp}, %rcx
+    movq %rcx, {rsp}(%rsp)
+    .endm
+
+    .macro complete_frame
+    movq ${user_data}, {ss}(%rsp)
+    movq ${user_code}, {cs}(%rsp)
+    movq $0, {error_code}(%rsp)
+    movq ${syscall_vector}, {vector}(%rsp)
+    movq %rbx, {f_rbx}(%rsp)
+    movq %rbp, {f_rbp}(%rsp)
+    movq %r12, {f_r12}(%rsp)
+    movq %r13, {f_r13}(%rsp)
+    movq %r14, {f_r14}(%rsp)
+    movq %r15, {f_r15}(%rsp)
     .endm
 
 /* syscall from 64-bit mode: RCX = guest RIP, R11 = guest RFLAGS, RSP still the guest's,
@@ -228,56 +285,75 @@ trap_from_hypervisor:
 syscall_entry:
     syscall_frame
     movq %rsp, %rdi
-    cmpq ${nr_hypercalls}, %rax
-    jae 1f
-    leaq HYPERCALL_TABLE(%rip), %rcx
-    call *(%rcx,%rax,8)
-    jmp 2f
-1:  call syscall_unknown
-    /* RAX: 0, the caller's frame with its result; 1, a rewritten frame. */
-2:  testq %rax, %rax
-    jnz 5f
-    cmpb $0, %gs:{need_resched}
-    jne 5f
+    /* Numbers past the table take its last entry, `syscall_unknown`: a `cmov`, not a
+       branch, so that under TCG the entry is one translated block up to the call. */
+    movl ${nr_hypercalls}, %ecx
+    cmpq %rcx, %rax
+    cmovbq %rax, %rcx
+    call *HYPERCALL_TABLE(,%rcx,8)
+    /* RAX: 0, the caller's frame with its result; 1, a rewritten frame. Every reason to
+       leave other than by `sysretq` is OR-ed into RCX and tested once (under TCG each
+       conditional branch ends a translated block): the exit code, the vCPU's
+       `upcall_pending` byte (`upcall_flag` always points at one: a zero byte when no
+       vCPU runs), this CPU's `need_resched`, a requested FPU restore, and a return to a
+       non-canonical RIP or RSP: Intel CPUs raise #GP in ring 0 with the guest's stack
+       for the first (XSA-7, CVE-2012-0217), and the guest chose the second, which
+       `syscall` kept. `syscall_leave` sorts them out; its frame check kills the caller
+       for a bad RIP or RSP. */
     movq %gs:{upcall_flag}, %rcx
-    testq %rcx, %rcx
-    jz 3f
-    cmpb $0, (%rcx)
-    jne 5f
-    /* Never sysretq to a non-canonical RIP: Intel CPUs raise #GP in ring 0 with the guest's
-       stack (XSA-7, CVE-2012-0217). Nor with a non-canonical RSP, which the guest chose
-       and `syscall` kept. `syscall_leave`'s frame check kills the caller for either. This
-       is also the last line for a frame `syscall_leave` passed, as in Xen's
-       restore_all_guest. */
-3:  movq {rip}(%rsp), %rax
-    shrq $47, %rax
+    movzbl (%rcx), %ecx
+    orb %gs:{need_resched}, %cl
+    orq %rax, %rcx
+    orq %gs:{fpu_restore}, %rcx
+    movq {rip}(%rsp), %rdx
+    shrq $47, %rdx
+    orq %rdx, %rcx
+    movq {rsp}(%rsp), %rdx
+    movabsq $0x800000000000, %rsi
+    addq %rsi, %rdx
+    shrq $48, %rdx
+    orq %rdx, %rcx
     jnz 5f
-    movq {rsp}(%rsp), %rax
-    movabsq $0x800000000000, %rcx
-    addq %rcx, %rax
-    shrq $48, %rax
-    jnz 5f
-    cmpq $0, %gs:{fpu_restore}
-    jne return_from_trap
-    scrub_xmm
-    pop_gprs
-    movq {hw_rip}(%rsp), %rcx
-    movq {hw_rflags}(%rsp), %r11
-    movq {hw_rsp}(%rsp), %rsp
-    incq %gs:{transitions}
+    /* Only what the hypercall may have changed comes back from the frame: RCX and R11
+       are the return RIP and RFLAGS, and the callee-saved registers never left. */
+4:  scrub_xmm
+    movq {f_rax}(%rsp), %rax
+    movq {f_rdx}(%rsp), %rdx
+    movq {f_rsi}(%rsp), %rsi
+    movq {f_rdi}(%rsp), %rdi
+    movq {f_r8}(%rsp), %r8
+    movq {f_r9}(%rsp), %r9
+    movq {f_r10}(%rsp), %r10
+    movq {rip}(%rsp), %rcx
+    movq {rflags}(%rsp), %r11
+    movq {rsp}(%rsp), %rsp
+    addq $1, %gs:{transitions}
     swapgs
     sysretq
     /* The slow way out: `syscall_leave` reschedules, enters an upcall, checks the frame.
        0: back by sysretq; 1: the frame holds a vCPU that did not enter by syscall, or the
        FPU must be restored: leave by iretq, which restores every register; 2: nothing to
        run here, so idle. */
-5:  movq %rsp, %rdi
+5:  complete_frame
+6:  movq %rsp, %rdi
     movq %rax, %rsi
     call syscall_leave
     cmpq $1, %rax
     je return_from_trap
     ja run_idle
-    jmp 3b
+    /* 0: the FPU restore and the canonical RIP and RSP looked at again, the last line
+       for a frame `syscall_leave` passed, as in Xen's restore_all_guest. */
+    cmpq $0, %gs:{fpu_restore}
+    jne return_from_trap
+    movq {rip}(%rsp), %rax
+    shrq $47, %rax
+    jnz 6b
+    movq {rsp}(%rsp), %rax
+    movabsq $0x800000000000, %rcx
+    addq %rcx, %rax
+    shrq $48, %rax
+    jnz 6b
+    jmp 4b
 
 /* syscall from compatibility mode (MSR_CSTAR). Guests have no 32-bit code segment, so this
    cannot happen; if it ever does, the caller is killed rather than trusted: it gets the
@@ -285,6 +361,7 @@ syscall_entry:
     .globl compat_syscall_entry
 compat_syscall_entry:
     syscall_frame
+    complete_frame
     movq %rsp, %rdi
     call compat_syscall_dispatch
     testq %rax, %rax
@@ -345,11 +422,11 @@ copy_user_fixup:
    red zone of the caller is live). */
     .globl idle_halt
 idle_halt:
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     sti
     hlt
     cli
-    incq %gs:{transitions}
+    addq $1, %gs:{transitions}
     ret
 
     .macro stub_address vector
@@ -377,10 +454,27 @@ trap_stub_table:
     vector = const frame::VECTOR,
     rip = const core::mem::offset_of!(TrapFrame, rip),
     rsp = const core::mem::offset_of!(TrapFrame, rsp),
+    rflags = const core::mem::offset_of!(TrapFrame, rflags),
+    cs = const core::mem::offset_of!(TrapFrame, cs),
+    ss = const core::mem::offset_of!(TrapFrame, ss),
+    error_code = const core::mem::offset_of!(TrapFrame, error_code),
+    frame_bytes = const core::mem::size_of::<TrapFrame>(),
+    f_rax = const core::mem::offset_of!(TrapFrame, rax),
+    f_rbx = const core::mem::offset_of!(TrapFrame, rbx),
+    f_rcx = const core::mem::offset_of!(TrapFrame, rcx),
+    f_rdx = const core::mem::offset_of!(TrapFrame, rdx),
+    f_rsi = const core::mem::offset_of!(TrapFrame, rsi),
+    f_rdi = const core::mem::offset_of!(TrapFrame, rdi),
+    f_rbp = const core::mem::offset_of!(TrapFrame, rbp),
+    f_r8 = const core::mem::offset_of!(TrapFrame, r8),
+    f_r9 = const core::mem::offset_of!(TrapFrame, r9),
+    f_r10 = const core::mem::offset_of!(TrapFrame, r10),
+    f_r11 = const core::mem::offset_of!(TrapFrame, r11),
+    f_r12 = const core::mem::offset_of!(TrapFrame, r12),
+    f_r13 = const core::mem::offset_of!(TrapFrame, r13),
+    f_r14 = const core::mem::offset_of!(TrapFrame, r14),
+    f_r15 = const core::mem::offset_of!(TrapFrame, r15),
     hw_cs = const frame::CS,
-    hw_rip = const frame::RIP,
-    hw_rflags = const frame::RFLAGS,
-    hw_rsp = const frame::RSP,
     iret_frame = const frame::IRET_FRAME,
     ac = const 1u64 << 18,
     null_hypercall = const abi::hypercall::NULL,

@@ -37,15 +37,20 @@ pub struct CpuArea {
     /// may hold a domain's translations (Xen's `dirty_cpumask`).
     pub cr3: AtomicU64,
     pub cr3_leaving: AtomicU64,
-    /// The current vCPU's `upcall_pending` flag (its byte in its domain's counters page),
-    /// 0 when idle: the `syscall` exit's fast path leaves by `sysretq` only while it is
-    /// clear (Xen's `test_guest_events`).
+    /// The address of the current vCPU's `upcall_pending` flag (its byte in its domain's
+    /// counters page), or of [`NO_UPCALL`] when there is none: never null, so that the
+    /// `syscall` exit's fast path reads it without a test. It leaves by `sysretq` only while
+    /// the byte is clear (Xen's `test_guest_events`).
     pub upcall_flag: u64,
     /// Set when this CPU must reschedule before returning to a guest (by itself, or by
     /// another CPU before its IPI): the `syscall` exit's fast path looks at it first (Xen's
     /// `softirq_pending` in `test_all_events`).
     pub need_resched: AtomicBool,
 }
+
+/// The `upcall_pending` byte [`CpuArea::upcall_flag`] points at when no vCPU runs or it has
+/// none: always 0, never written.
+static NO_UPCALL: AtomicU8 = AtomicU8::new(0);
 
 /// Every CPU's area, for the watchdog (null until the CPU installs it).
 static AREAS: [AtomicPtr<CpuArea>; smp::MAX_CPUS] =
@@ -89,7 +94,7 @@ pub fn install(cpu_index: usize, apic_id: u32) {
                 .as_u64(),
         ),
         cr3_leaving: AtomicU64::new(0),
-        upcall_flag: 0,
+        upcall_flag: &raw const NO_UPCALL as u64,
         need_resched: AtomicBool::new(false),
     }));
     AREAS[cpu_index].store(&raw mut *area, Ordering::Release);
@@ -199,7 +204,8 @@ fn area() -> *mut CpuArea {
 ///   [`restore_fpu_on_exit`], and read by the exit path: it must be valid for writes of an
 ///   `FpuState` and used by nothing else until then (its vCPU is claimed by this CPU);
 /// - `upcall_flag` is read (one byte) by the `syscall` exit path: it must be null or valid
-///   for reads until then (a byte of the vCPU's counters page, which the vCPU holds).
+///   for reads until then (a byte of the vCPU's counters page, which the vCPU holds); null
+///   stands for none (the entry code then reads [`NO_UPCALL`]).
 pub unsafe fn set_current(
     current: *const (),
     domain: *const (),
@@ -213,7 +219,11 @@ pub unsafe fn set_current(
         (*area()).current = current as u64;
         (*area()).current_domain = domain as u64;
         (*area()).cur_fpu = fpu as u64;
-        (*area()).upcall_flag = upcall_flag as u64;
+        (*area()).upcall_flag = if upcall_flag.is_null() {
+            &raw const NO_UPCALL as u64
+        } else {
+            upcall_flag as u64
+        };
         (*area()).fpu_restore = u64::from(restore);
     }
 }

@@ -27,6 +27,10 @@ pub const IST_MACHINE_CHECK: u16 = 4;
 
 /// The registers saved on a trap, in the order `trap_common` pushes them (lowest address
 /// first), followed by what the stub and the CPU pushed.
+///
+/// A hypercall's frame is filled in two steps (`entry.rs`): while the hypercall's own code
+/// runs, only RIP, RFLAGS, RSP and the caller-saved registers hold the guest's values; the
+/// rest is written before anything else (`syscall_leave`) looks at the frame.
 #[repr(C)]
 #[derive(Clone, Debug, Default)]
 pub struct TrapFrame {
