@@ -2283,6 +2283,14 @@ fn cases() -> Vec<Case> {
         suite_ran,
         Also::Xtf,
     );
+    // `upcall-idle` alone on one CPU: its vCPU is entered from the idle loop, where the
+    // upcall kills its domain (xtf-idle.toml).
+    with(
+        "xtf/idle".into(),
+        vec![&spec("xtf-idle")],
+        suite_ran,
+        Also::Xtf,
+    );
     // `tlb-retype-race` under -icount, the CPUs run in turn: its vCPU 0's timer, due
     // part-way through its batch, hands the machine to vCPU 1 for certain (xtf-race.toml).
     with(
