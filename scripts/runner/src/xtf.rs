@@ -117,6 +117,7 @@ pub const CASES: &[Case] = &[
     with("dirty", Want::Success, "fresh-frames"),
     killed("stale-tlb", "page fault"),
     killed("tlb-retype-race", "page fault"),
+    ok("unlink-race"),
     killed("callback-return-wild", "bad event upcall"),
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),

@@ -2283,6 +2283,18 @@ fn cases() -> Vec<Case> {
         suite_ran,
         Also::Xtf,
     );
+    // `unlink-race` under -icount likewise: vCPU 1 unlinks a table's last live link while
+    // vCPU 0's batch has removed its other one and not yet put it (xtf-unlink-race.toml).
+    with(
+        "xtf/unlink-race".into(),
+        vec![
+            &spec("xtf-unlink-race"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=0,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
     // `upcall-idle` alone on one CPU: its vCPU is entered from the idle loop, where the
     // upcall kills its domain (xtf-idle.toml).
     with(
