@@ -97,19 +97,18 @@
 //! 4. **Bounded work stays exact.** An update that drops a link locks the linked table too,
 //!    and decides "last link, and the table not empty: `TooDeep`" under that lock, where no
 //!    other update can add an entry to it or drop another link to it (both need the lock).
-//!    One race remains: an update whose validation fails part-way drops the references it
-//!    took without that lock, and if another vCPU of the same domain unlinked one of those
-//!    tables meanwhile, the rollback can devalidate a table that still has entries. Even
-//!    then the work is bounded by the domain's [`MAX_TABLES`] tables, as for a teardown.
-//!    A removed link's put waits for the caller's TLB flush
-//!    ([`FrameTable::update_entry_deferred`]), so the type count alone overstates the live
-//!    links: each frame also counts the links to it removed and not yet put, by any vCPU
-//!    (`unlinking`, changed only under the table's lock, as the type reference that goes
-//!    with it), and the last-link check counts those as gone; a table with no live link
-//!    left takes no entry until its put. Before, two vCPUs could each remove one of a full
-//!    table's two links as "not the last" (each counted only its own batch), or one fill a
-//!    table whose last link another had just removed, and the puts then devalidated the
-//!    whole table and what was under it in one step (`hostile-pt`'s `unlink-race`).
+//!    The type count alone overstates a table's live links in two ways, so each frame also
+//!    counts the links to it that are not live (`unlinking`, changed only under the
+//!    table's lock), and the last-link check counts those as gone: links removed whose put
+//!    waits for the caller's TLB flush ([`FrameTable::update_entry_deferred`]), by any vCPU;
+//!    and links a validation under way has taken, which it drops again if it fails part-way
+//!    (`validate`). A table with no live link left takes no entry until its put. Before,
+//!    two vCPUs could each remove one of a full table's two links as "not the last" (each
+//!    counted only its own batch), one fill a table whose last link another had just
+//!    removed (`hostile-pt`'s `unlink-race`), or one remove a full table's only link while
+//!    another's validation held one more that it then dropped (`validate-race`); the puts
+//!    or the rollback then devalidated the whole table and what was under it in one step
+//!    (up to the domain's [`MAX_TABLES`] tables, where an update may do one table's worth).
 //! 5. **Table counts** are one atomic per domain id ([`DOMAIN_IDS`] of them), checked and
 //!    incremented in one step, so [`MAX_TABLES`] holds exactly under any interleaving.
 //! 6. **Freed frames** are handed back by the operation that dropped their last reference,
@@ -412,14 +411,18 @@ pub struct FrameTable {
     /// Per frame: the links to it (as a table) that updates have removed and whose puts wait
     /// for the caller's TLB flush ([`FrameTable::update_entry_deferred`], `put_removed`),
     /// whichever vCPU removed them. Changed and read only under the table's lock, so that
-    /// with its type count it says how many links are live. Two bytes a frame: each vCPU
-    /// has one batch in flight, of at most `MMU_BATCH` updates, each removing one link.
+    /// with its type count it says how many links are live. Also counted here: the links a
+    /// validation under way has taken ([`FrameTable::validate`]), live only once it is
+    /// done. Two bytes a frame: only its owner's vCPUs update its links, each in one call at
+    /// a time, a batch of at most `MMU_BATCH` updates whose removals wait for its flush,
+    /// the last of which may validate a table of `ENTRIES` links.
     unlinking: Vec<AtomicU16>,
 }
 
 const _: () = assert!(
-    abi::shared::MAX_VCPUS as u64 * abi::hypercall::MMU_BATCH <= u16::MAX as u64,
-    "a frame's count of removed links fits its u16"
+    abi::shared::MAX_VCPUS as u64 * (abi::hypercall::MMU_BATCH - 1 + ENTRIES as u64)
+        <= u16::MAX as u64,
+    "a frame's count of links not live fits its u16"
 );
 
 /// Frames a domain may have in use as page tables at once: 512 tables map 1 GiB in 4 KiB
@@ -469,7 +472,7 @@ impl FrameTable {
     /// pin is a type reference too, so a root always has one).
     fn all_links_removed(&self, table: u64) -> bool {
         type_count_of(self.held(table).load(Acquire))
-            == 1 + u32::from(self.unlinking(table).load(Acquire))
+            <= 1 + u32::from(self.unlinking(table).load(Acquire))
     }
 
     /// Changes `word` by `step` in a compare-and-swap loop; returns the word it replaced.
@@ -840,7 +843,7 @@ impl FrameTable {
                 // on another CPU (counting only this batch's let two vCPUs each remove one
                 // of a full table's two links as "not the last").
                 let pending = u32::from(self.unlinking(target).load(Acquire));
-                let last_link = type_count_of(self.held(target).load(Acquire)) == 2 + pending;
+                let last_link = type_count_of(self.held(target).load(Acquire)) <= 2 + pending;
                 if last_link
                     && (0..guest_entries(level - 1)).any(|i| is_present(mem.read(target, i)))
                 {
@@ -1142,22 +1145,83 @@ impl FrameTable {
         below: Depth,
         freed: &mut Vec<u64>,
     ) -> Result<(), MmError> {
+        // The links this validation takes on tables already in use are not live until it
+        // succeeds: it may fail part-way and drop them again. Each is counted with the links
+        // removed and not yet put (`unlinking`, under the child's lock) meanwhile, so that
+        // another vCPU's last-link check counts it as gone: else it could remove the
+        // child's only other link from a full child as "not the last", and this rollback
+        // then devalidate the child whole (rule 4). Which entries are so counted:
+        let mut counted = [0u64; ENTRIES / 64];
         for i in 0..guest_entries(level) {
             let entry = mem.read(mfn, i);
             if !is_present(entry) {
                 continue;
             }
-            if let Err(e) = self.get_entry(level, entry, owner, mem, below, freed) {
+            let child = (level > 1).then(|| target_of(entry));
+            let locked = child.is_some_and(|c| self.lock_table(owner, c).is_ok());
+            if let (true, Some(c)) = (locked, child) {
+                self.unlinking(c).fetch_add(1, AcqRel);
+            }
+            let taken = self.get_entry(level, entry, owner, mem, below, freed);
+            if let (true, Some(c)) = (locked, child) {
+                if taken.is_ok() {
+                    counted[i / 64] |= 1 << (i % 64);
+                } else {
+                    self.unlinking(c).fetch_sub(1, AcqRel);
+                }
+                self.unlock_table(c, mem, freed);
+            }
+            if let Err(e) = taken {
                 for j in 0..i {
                     let entry = mem.read(mfn, j);
                     if is_present(entry) {
-                        self.put_entry(level, entry, mem, freed);
+                        let was_counted = counted[j / 64] & (1 << (j % 64)) != 0;
+                        self.put_validating(level, entry, was_counted, owner, mem, freed);
                     }
                 }
                 return Err(e);
             }
         }
+        // Validated: those links are live now (none at level 1, whose entries are no links).
+        for (w, &bits) in counted.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let c = target_of(mem.read(mfn, i));
+                let locked = self.lock_table(owner, c).is_ok();
+                self.unlinking(c).fetch_sub(1, AcqRel);
+                if locked {
+                    self.unlock_table(c, mem, freed);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Drops what entry `entry` of a table of `level` took in a validation that failed
+    /// ([`FrameTable::validate`]); `counted`: its link was counted in `unlinking`, which then
+    /// goes with it under the child's lock.
+    fn put_validating(
+        &self,
+        level: u8,
+        entry: u64,
+        counted: bool,
+        owner: DomainId,
+        mem: &mut impl TableMemory,
+        freed: &mut Vec<u64>,
+    ) {
+        if !counted {
+            self.put_entry(level, entry, mem, freed);
+            return;
+        }
+        let c = target_of(entry);
+        let locked = self.lock_table(owner, c).is_ok();
+        self.put_entry(level, entry, mem, freed);
+        self.unlinking(c).fetch_sub(1, AcqRel);
+        if locked {
+            self.unlock_table(c, mem, freed);
+        }
     }
 
     /// One more page table for `owner`, if it may have one.
@@ -1941,6 +2005,98 @@ mod tests {
         // Linked again, it takes entries again.
         assert_eq!(w.update(D1, t.l2, 0, link(t.l1)), Ok(false));
         assert_eq!(w.update(D1, t.l1, 3, ro(t.data[0])), Ok(false));
+    }
+
+    /// Table memory shared by two "vCPUs" in one thread: reading entry `at` runs the other
+    /// vCPU's update `race` (an entry address and its new value) first, as if it came in
+    /// on another CPU just then.
+    struct Racing<'a> {
+        mem: &'a std::cell::RefCell<FakeMemory>,
+        ft: &'a FrameTable,
+        at: (u64, usize),
+        race: std::cell::Cell<Option<(u64, u64)>>,
+        result: std::cell::Cell<Option<Result<bool, MmError>>>,
+        removed: std::cell::RefCell<Vec<(u8, u64)>>,
+    }
+
+    struct Shared<'a>(&'a std::cell::RefCell<FakeMemory>);
+
+    impl TableMemory for Shared<'_> {
+        fn read(&self, mfn: u64, index: usize) -> u64 {
+            self.0.borrow().read(mfn, index)
+        }
+        fn write(&mut self, mfn: u64, index: usize, value: u64) {
+            self.0.borrow_mut().write(mfn, index, value);
+        }
+    }
+
+    impl TableMemory for Racing<'_> {
+        fn read(&self, mfn: u64, index: usize) -> u64 {
+            if (mfn, index) == self.at
+                && let Some((ptr, val)) = self.race.take()
+            {
+                let mut freed = Vec::new();
+                let r = self.ft.update_entry_deferred(
+                    D1,
+                    ptr,
+                    val,
+                    &mut Shared(self.mem),
+                    &mut freed,
+                    &mut self.removed.borrow_mut(),
+                );
+                assert_eq!(freed, []);
+                self.result.set(Some(r));
+            }
+            self.mem.borrow().read(mfn, index)
+        }
+        fn write(&mut self, mfn: u64, index: usize, value: u64) {
+            self.mem.borrow_mut().write(mfn, index, value);
+        }
+    }
+
+    /// A link that a validation under way has taken is not live: the validation may fail
+    /// part-way and drop it again. Another vCPU removing the child's only other link then
+    /// must find it the last, and be refused for a child that is not empty; counted as
+    /// live, that removal went through, and the rollback devalidated the full child in one
+    /// step (rule 4's "one race remains", until this).
+    #[test]
+    fn a_link_taken_by_a_validation_under_way_is_not_live() {
+        let (mut w, t, _) = world();
+        // X: an L2 whose entry 0 links the tree's (full) L1 and whose entry 1 links a data
+        // page as an L1, which fails the validation after entry 0 was taken.
+        let x = w.alloc(D1).unwrap();
+        w.mem.write(x, 0, link(t.l1));
+        w.mem.write(x, 1, link(t.data[0]));
+        let mem = std::cell::RefCell::new(core::mem::take(&mut w.mem));
+        let mut racing = Racing {
+            mem: &mem,
+            ft: &w.ft,
+            at: (x, 1),
+            race: std::cell::Cell::new(Some((at(t.l2, 0), 0))),
+            result: std::cell::Cell::new(None),
+            removed: std::cell::RefCell::new(Vec::new()),
+        };
+        let mut freed = Vec::new();
+        let mut removed = Vec::new();
+        let linked = w.ft.update_entry_deferred(
+            D1,
+            at(t.l3, 1),
+            link(x),
+            &mut racing,
+            &mut freed,
+            &mut removed,
+        );
+        let raced = racing.result.take();
+        let mut other = racing.removed.take();
+        w.ft.put_removed(&mut removed, &mut Shared(&mem), &mut freed);
+        w.ft.put_removed(&mut other, &mut Shared(&mem), &mut freed);
+        w.mem = mem.into_inner();
+        assert_eq!(linked, Err(WrongType));
+        assert_eq!(raced, Some(Err(TooDeep)), "the L1's last live link removed");
+        assert_eq!(freed, []);
+        assert_eq!(w.ft.info(t.l1).unwrap().ty, PageType::L1);
+        assert_eq!(w.ft.info(t.l1).unwrap().type_count, 1);
+        w.check();
     }
 
     #[test]

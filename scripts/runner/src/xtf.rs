@@ -118,6 +118,7 @@ pub const CASES: &[Case] = &[
     killed("stale-tlb", "page fault"),
     killed("tlb-retype-race", "page fault"),
     ok("unlink-race"),
+    ok("validate-race"),
     killed("callback-return-wild", "bad event upcall"),
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),

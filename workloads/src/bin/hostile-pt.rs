@@ -31,8 +31,9 @@
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //! | 24 | tlb-retype-race | 2 vCPUs (`vcpus = 2`): vCPU 1 writes a page F mapped writable at a map-area page X (its TLB now holds X -> F), then tries over and over to link F as an L1 table; vCPU 0 unmaps X in an `mmu_update` batch whose other 511 updates rewrite an empty entry (the batch runs up to a slice, its flush at the end). F's last writable mapping is gone, so the link succeeds while vCPU 1's TLB still maps X writable; vCPU 1 then writes an entry into F through X, one mapping its own map-area page table writable, and reads that table through it. The type must not be dropped before every TLB that may hold X is flushed (Xen's TLB-flush timestamps in `get_page_type`), so the link succeeds only after the flush, and the write to X faults. vCPU 0 arms its timer 4-64 us into each batch: under `-icount` (`xtf-race.toml`) QEMU runs the CPUs in turn and switches at that deadline, so vCPU 1 runs mid-batch for certain (round 14 catches the hole, every run); without it the race is the host's | killed: page fault |
 //! | 25 | unlink-race | 2 vCPUs (`vcpus = 2`): an L2 table T that is not empty (an L1 under it maps a data page) linked from two entries, a and b, of an L3. vCPU 0 unlinks a in an `mmu_update` batch whose other updates rewrite an empty entry (its flush, and the put of a's link, come at the end); vCPU 1, while that batch is under way, unlinks b. That is T's last live link, and T is not empty: it must be refused (`TooDeep`), as it is once a's put is done. Counting only the caller's own batch as removed, the hypervisor let it through, and the two deferred puts then devalidated T and everything under it in one step (up to `MAX_TABLES` tables' entries, where an update may do one table's worth). Timed as `tlb-retype-race` is (vCPU 0's timer 4-64 us into each batch, run under `-icount`: `xtf-unlink-race.toml`) | SUCCESS if every unlink of b made while a's waited for its flush was refused, and there was at least one |
+//! | 26 | validate-race | 2 vCPUs (`vcpus = 2`): an L1 table Y that is not empty, linked once (entry q of an L2); a data frame X written with 511 links to Y and, last, a link to a data page as if it were an L1. vCPU 0 links X as an L2, again and again: each validation takes 511 links on Y, then fails on the last entry and drops them. vCPU 1, while that call is under way, removes q: Y's only live link, so it must be refused (`TooDeep`). Counted as live, the validation's links let it through, and the rollback then devalidated Y whole (one table here; up to `MAX_TABLES` tables' entries in one step with L2s under an L3). Timed as `unlink-race` (`xtf-unlink-race.toml`, under `-icount`) | SUCCESS if every removal of q made during vCPU 0's call was refused, and there was at least one |
 //!
-//! vCPU 0 acts; other vCPUs park (but vCPU 1 in cases 24 and 25).
+//! vCPU 0 acts; other vCPUs park (but vCPU 1 in cases 24 to 26).
 #![no_std]
 #![no_main]
 
@@ -63,6 +64,9 @@ fn main(vcpu: usize) -> u64 {
     }
     if case == 25 {
         return unlink_race(vcpu);
+    }
+    if case == 26 {
+        return validate_race(vcpu);
     }
     if vcpu != 0 {
         rt::park(vcpu);
@@ -470,6 +474,120 @@ fn unlink_race(vcpu: usize) -> u64 {
         format_args!(
             "{refused} of {tried} unlinks of T's last live link, made while the put of its \
              other waited for a flush, refused ({UR_ROUNDS} rounds)"
+        ),
+    )
+}
+
+/// `validate-race`: q (the L2 entry that is Y's only link), and the rounds vCPU 0 has
+/// started, made its call in, and returned from.
+static VR_Q: AtomicU64 = AtomicU64::new(0);
+static VR_ROUND: AtomicU64 = AtomicU64::new(0);
+static VR_CALL: AtomicU64 = AtomicU64::new(0);
+static VR_RETURNED: AtomicU64 = AtomicU64::new(0);
+static VR_DONE: AtomicU64 = AtomicU64::new(0);
+/// vCPU 1's removals of q made during vCPU 0's call: tried (all must be refused).
+static VR_TRIED: AtomicU64 = AtomicU64::new(0);
+
+/// Case 26: see the table above.
+fn validate_race(vcpu: usize) -> u64 {
+    const CASE: &str = "validate-race";
+    if shared::vcpus() < 2 {
+        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
+    }
+    if vcpu > 1 {
+        rt::park(vcpu);
+    }
+    let link = |t: u64| t | pte::PRESENT | pte::USER | pte::WRITABLE;
+    let deadline = time::now_ns() + 5_000_000_000;
+    if vcpu == 1 {
+        let mut round = 0;
+        while round < UR_ROUNDS {
+            if VR_ROUND.load(Ordering::SeqCst) != round + 1 {
+                if time::now_ns() >= deadline {
+                    return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
+                }
+                core::hint::spin_loop();
+                continue;
+            }
+            round += 1;
+            let q = VR_Q.load(Ordering::SeqCst);
+            while VR_RETURNED.load(Ordering::SeqCst) != round {
+                if VR_CALL.load(Ordering::SeqCst) != round {
+                    if time::now_ns() >= deadline {
+                        return xtf::error(CASE, format_args!("vCPU 0's call never came"));
+                    }
+                    core::hint::spin_loop();
+                    continue;
+                }
+                // vCPU 0's call is under way: Y's links that its validation took may be
+                // dropped again at any moment; q is Y's only live one.
+                VR_TRIED.fetch_add(1, Ordering::SeqCst);
+                if update(q, 0).is_ok() {
+                    return xtf::failure(
+                        CASE,
+                        format_args!(
+                            "round {round}: removed Y's only live link during vCPU 0's \
+                             validation of a table that linked Y and then failed, though Y \
+                             is not empty: the rollback devalidates Y whole"
+                        ),
+                    );
+                }
+            }
+            VR_DONE.store(round, Ordering::SeqCst);
+        }
+        rt::park(vcpu);
+    }
+    // vCPU 0: under SCRATCH_VA an L3, an L2 (entry 0 is q) and Y, an L1 mapping a data page
+    // d; X: 511 links to Y, then a link to d (a data page, not an L1: the validation fails
+    // there, after the 511).
+    let (d, x) = match (xtf::take_frame(), xtf::take_frame()) {
+        (Ok(d), Ok(x)) => (d, x),
+        _ => return xtf::error(CASE, format_args!("taking frames")),
+    };
+    let built = match xtf::map_page(SCRATCH_VA, d, false, false, None) {
+        Ok(b) => b,
+        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
+    };
+    let (l3, q, y) = (built.tables[2], built.tables[1], built.tables[0]);
+    let mut bytes = [0u8; 4096];
+    for (i, e) in bytes.chunks_exact_mut(8).enumerate() {
+        let entry = if i < 511 { link(y) } else { link(d << 12) };
+        e.copy_from_slice(&entry.to_le_bytes());
+    }
+    if let Err(e) = xtf::fill_frame(x, 0, &bytes) {
+        return xtf::error(CASE, format_args!("writing X: {e:?}"));
+    }
+    VR_Q.store(q, Ordering::SeqCst);
+    for round in 1..=UR_ROUNDS {
+        VR_ROUND.store(round, Ordering::SeqCst);
+        // vCPU 1 runs part-way through the call (its timer's deadline, under `-icount`).
+        let now = time::now_ns();
+        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
+        VR_CALL.store(round, Ordering::SeqCst);
+        let linked = update(l3 + 8, link(x << 12));
+        VR_RETURNED.store(round, Ordering::SeqCst);
+        if linked.is_ok() {
+            return xtf::error(CASE, format_args!("X validated as an L2 (round {round})"));
+        }
+        while VR_DONE.load(Ordering::SeqCst) != round {
+            if time::now_ns() >= deadline {
+                return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let tried = VR_TRIED.load(Ordering::SeqCst);
+    if tried == 0 {
+        return xtf::error(
+            CASE,
+            format_args!("vCPU 1 never ran during vCPU 0's call ({UR_ROUNDS} rounds)"),
+        );
+    }
+    xtf::success(
+        CASE,
+        format_args!(
+            "{tried} removals of Y's only live link during validations that took and dropped \
+             511 links to it, all refused ({UR_ROUNDS} rounds)"
         ),
     )
 }

@@ -2295,6 +2295,18 @@ fn cases() -> Vec<Case> {
         suite_ran,
         Also::Xtf,
     );
+    // `validate-race` likewise: vCPU 1 removes a table's only live link while vCPU 0's call
+    // validates a table that took links on it and then fails (xtf-validate-race.toml).
+    with(
+        "xtf/validate-race".into(),
+        vec![
+            &spec("xtf-validate-race"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=0,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
     // `upcall-idle` alone on one CPU: its vCPU is entered from the idle loop, where the
     // upcall kills its domain (xtf-idle.toml).
     with(
