@@ -1157,7 +1157,13 @@ impl FrameTable {
             if !is_present(entry) {
                 continue;
             }
-            let child = (level > 1).then(|| target_of(entry));
+            // Only a table of the level below: the caller holds the locks of the table it
+            // updates (above) and of the link it replaces (this level), and an entry naming
+            // either must fail as a wrong type, not wait for a lock this CPU holds.
+            let child = (level > 1).then(|| target_of(entry)).filter(|&c| {
+                self.word(c)
+                    .is_some_and(|w| type_of(w.load(Acquire)) == PageType::table(level - 1))
+            });
             let locked = child.is_some_and(|c| self.lock_table(owner, c).is_ok());
             if let (true, Some(c)) = (locked, child) {
                 self.unlinking(c).fetch_add(1, AcqRel);
@@ -2097,6 +2103,22 @@ mod tests {
         assert_eq!(w.ft.info(t.l1).unwrap().ty, PageType::L1);
         assert_eq!(w.ft.info(t.l1).unwrap().type_count, 1);
         w.check();
+    }
+
+    /// A table being validated whose entry names the table the update locked (one level up),
+    /// or the table whose link it replaces (its own level), fails as a wrong type: counting
+    /// the link it takes (above) must not wait for a lock this CPU holds.
+    #[test]
+    fn a_validation_naming_a_table_the_update_holds_fails_without_waiting() {
+        let (mut w, t, _) = world();
+        let x = w.alloc(D1).unwrap();
+        w.mem.write(x, 0, link(t.l3));
+        assert_eq!(w.update(D1, t.l3, 1, link(x)), Err(WrongType));
+        // The L2 linked twice, so that replacing one of its links (locking it) is allowed.
+        assert_eq!(w.update(D1, t.l3, 1, link(t.l2)), Ok(false));
+        w.mem.write(x, 0, link(t.l2));
+        assert_eq!(w.update(D1, t.l3, 1, link(x)), Err(WrongType));
+        assert_eq!(w.ft.info(x).unwrap(), idle(D1, 1));
     }
 
     #[test]
