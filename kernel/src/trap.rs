@@ -312,10 +312,16 @@ extern "C" fn idle_loop() -> ! {
         let now = crate::time::now_ns();
         match schedule::idle_step(now) {
             IdleStep::Enter(vcpu, mut frame) => {
-                // After the address space is loaded: the upcall frame goes onto the guest's
-                // stack.
-                upcall::deliver(&vcpu, &mut frame);
                 drop(vcpu); // `enter_guest` does not return; `current` holds the vCPU.
+                // The way back to a guest that every entry takes (after the address space is
+                // loaded: the upcall frame goes onto the guest's stack), a reschedule
+                // included: entering the upcall can kill the domain (a stack that cannot take
+                // the frame), and the dead vCPU must not be entered. It once was (the upcall
+                // delivered here and its result ignored): it ran on until its next trap and
+                // made hypercalls as a dead domain (`xtf-idle.toml`, `upcall-idle`).
+                if leave(&mut frame, false, Next::Switched) == Next::Idle {
+                    continue;
+                }
                 crate::arch::entry::enter_guest(&frame);
             }
             IdleStep::Refuse(domain, reason) => control::kill_domain(domain, reason),

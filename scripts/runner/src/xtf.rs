@@ -117,6 +117,8 @@ pub const CASES: &[Case] = &[
     with("dirty", Want::Success, "fresh-frames"),
     killed("stale-tlb", "page fault"),
     killed("tlb-retype-race", "page fault"),
+    ok("unlink-race"),
+    ok("validate-race"),
     killed("callback-return-wild", "bad event upcall"),
     killed("callback-return-noncanonical", "bad event upcall"),
     ok("callback-return-flags"),
@@ -273,7 +275,12 @@ pub fn outcomes(records: &[Record], console: &str) -> Result<Vec<Outcome>, Strin
             },
             Want::Killed(reason) => {
                 let want = format!("killed: {reason}");
-                if exit.starts_with(&want) && !exit.starts_with("killed: crashed") {
+                if let Some(("FAILURE", line)) = said {
+                    // Killed, but it ran on to say what it did after the act that must
+                    // kill it (`upcall-idle`: a vCPU the idle loop entered although entering
+                    // its upcall had just killed its domain, which then made a hypercall).
+                    (false, format!("ended `{exit}`, but first said: {line}"))
+                } else if exit.starts_with(&want) && !exit.starts_with("killed: crashed") {
                     (true, String::new())
                 } else {
                     let line = said.map_or(String::new(), |(_, l)| format!(": {l}"));
@@ -400,6 +407,24 @@ mod tests {
         // Another domain's line does not count.
         let console = "[nt-yield1] xtf: nt-yield: SUCCESS: 2 checks held\n";
         assert!(!outcomes(&r, console).unwrap()[0].held);
+    }
+
+    #[test]
+    fn a_kill_after_a_failure_line_is_no_success() {
+        let r = [rec(
+            "upcall-idle0",
+            "upcall-idle",
+            "killed: bad event upcall (rip 0x1)",
+        )];
+        let console = "[ 0.1] cpu0 INFO  [upcall-idle0] xtf: upcall-idle: expecting to be \
+                       killed: bad event upcall\n";
+        assert!(outcomes(&r, console).unwrap()[0].held);
+        // The killed vCPU ran on and said so before the reschedule took it off its CPU.
+        let console = format!(
+            "{console}[ 0.2] cpu0 INFO  [upcall-idle0] xtf: upcall-idle: FAILURE: ran after \
+             the upcall was due\n"
+        );
+        assert!(!outcomes(&r, &console).unwrap()[0].held);
     }
 
     #[test]

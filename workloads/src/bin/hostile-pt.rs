@@ -30,8 +30,10 @@
 //! | 23 | mem-batch | `memory_op` `IncreaseReservation` of 512 frames in one call (each zeroed by the hypervisor), then `DecreaseReservation` of them in one call, again and again for 2 s, its timer armed 500 us into each call; then, with `hold` > 0, holding that many frames and for 3 rounds giving back the oldest 512 held (a hypervisor that searched its list of them for each would take as long as the holding) | SUCCESS if every call of 4 ms or more took the timer upcall in its first half (the hypervisor preempts a reservation after `HYPERCALL_SLICE_NS` and continues it), at least one call took that long, every upcall came within 3 ms of its deadline, giving back the oldest batch while holding took at most 4 times as long as a batch with nothing held, each call took or gave back all 512 and no frame is lost (needs `memory_kib` >= 4096, 140000 with `hold` = 32768; run under `-icount shift=3`, `xtf-preempt-mem.toml`, so that calls last as long whatever the host's load) |
 //! | 13 | callback-return-flags | `callback_return` with a saved RFLAGS of all ones: it must come back with IOPL 0 and NT, TF, AC, ID, RF and VM clear | SUCCESS |
 //! | 24 | tlb-retype-race | 2 vCPUs (`vcpus = 2`): vCPU 1 writes a page F mapped writable at a map-area page X (its TLB now holds X -> F), then tries over and over to link F as an L1 table; vCPU 0 unmaps X in an `mmu_update` batch whose other 511 updates rewrite an empty entry (the batch runs up to a slice, its flush at the end). F's last writable mapping is gone, so the link succeeds while vCPU 1's TLB still maps X writable; vCPU 1 then writes an entry into F through X, one mapping its own map-area page table writable, and reads that table through it. The type must not be dropped before every TLB that may hold X is flushed (Xen's TLB-flush timestamps in `get_page_type`), so the link succeeds only after the flush, and the write to X faults. vCPU 0 arms its timer 4-64 us into each batch: under `-icount` (`xtf-race.toml`) QEMU runs the CPUs in turn and switches at that deadline, so vCPU 1 runs mid-batch for certain (round 14 catches the hole, every run); without it the race is the host's | killed: page fault |
+//! | 25 | unlink-race | 2 vCPUs (`vcpus = 2`): an L2 table T that is not empty (an L1 under it maps a data page) linked from two entries, a and b, of an L3. vCPU 0 unlinks a in an `mmu_update` batch whose other updates rewrite an empty entry (its flush, and the put of a's link, come at the end); vCPU 1, while that batch is under way, unlinks b. That is T's last live link, and T is not empty: it must be refused (`TooDeep`), as it is once a's put is done. Counting only the caller's own batch as removed, the hypervisor let it through, and the two deferred puts then devalidated T and everything under it in one step (up to `MAX_TABLES` tables' entries, where an update may do one table's worth). Timed as `tlb-retype-race` is (vCPU 0's timer 4-64 us into each batch, run under `-icount`: `xtf-unlink-race.toml`) | SUCCESS if every unlink of b made while a's waited for its flush was refused, and there was at least one |
+//! | 26 | validate-race | 2 vCPUs (`vcpus = 2`): an L1 table Y that is not empty, linked once (entry q of an L2); a data frame X written with 511 links to Y and, last, a link to a data page as if it were an L1. vCPU 0 links X as an L2, again and again: each validation takes 511 links on Y, then fails on the last entry and drops them. vCPU 1, while that call is under way, removes q: Y's only live link, so it must be refused (`TooDeep`). Counted as live, the validation's links let it through, and the rollback then devalidated Y whole (one table here; up to `MAX_TABLES` tables' entries in one step with L2s under an L3). Timed as `unlink-race` (`xtf-unlink-race.toml`, under `-icount`) | SUCCESS if every removal of q made during vCPU 0's call was refused, and there was at least one |
 //!
-//! vCPU 0 acts; other vCPUs park (but vCPU 1 in case 24).
+//! vCPU 0 acts; other vCPUs park (but vCPU 1 in cases 24 to 26).
 #![no_std]
 #![no_main]
 
@@ -59,6 +61,12 @@ fn main(vcpu: usize) -> u64 {
     let case = shared::arg("case", 0);
     if case == 24 {
         return tlb_retype_race(vcpu);
+    }
+    if case == 25 {
+        return unlink_race(vcpu);
+    }
+    if case == 26 {
+        return validate_race(vcpu);
     }
     if vcpu != 0 {
         rt::park(vcpu);
@@ -302,6 +310,285 @@ fn tlb_retype_race(vcpu: usize) -> u64 {
     xtf::survived(
         CASE,
         format_args!("a write through X after F was linked as a table ({RACE_ROUNDS} rounds)"),
+    )
+}
+
+/// `unlink-race`: the L3 entries that link T (a: vCPU 0's batch unlinks it; b: vCPU 1's
+/// single update), and T's link.
+static UR_SLOT_A: AtomicU64 = AtomicU64::new(0);
+static UR_SLOT_B: AtomicU64 = AtomicU64::new(0);
+/// The map-area table, whose entry [`RACE_FILLER`] vCPU 0's fillers write.
+static UR_PROGRESS_TABLE: AtomicU64 = AtomicU64::new(0);
+/// The round vCPU 0 has started, the round vCPU 1 is ready for, and the one it finished.
+static UR_ROUND: AtomicU64 = AtomicU64::new(0);
+static UR_READY: AtomicU64 = AtomicU64::new(0);
+static UR_DONE: AtomicU64 = AtomicU64::new(0);
+/// When vCPU 0 made its batch's call.
+static UR_T0: AtomicU64 = AtomicU64::new(u64::MAX);
+/// vCPU 1's unlinks of b made while a's put was still to come: tried, and refused.
+static UR_TRIED: AtomicU64 = AtomicU64::new(0);
+static UR_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// vCPU 0's batch: unlink a, then fillers.
+static mut UR_BATCH: [MmuUpdate; RACE_BATCH_LEN] = [MmuUpdate { ptr: 0, val: 0 }; RACE_BATCH_LEN];
+/// Rounds of `unlink-race`.
+const UR_ROUNDS: u64 = 40;
+
+/// Case 25: see the table above.
+fn unlink_race(vcpu: usize) -> u64 {
+    const CASE: &str = "unlink-race";
+    if shared::vcpus() < 2 {
+        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
+    }
+    if vcpu > 1 {
+        rt::park(vcpu);
+    }
+    let link = |t: u64| t | pte::PRESENT | pte::USER | pte::WRITABLE;
+    let deadline = time::now_ns() + 5_000_000_000;
+    if vcpu == 1 {
+        let mut round = 0;
+        while round < UR_ROUNDS {
+            if UR_ROUND.load(Ordering::SeqCst) != round + 1 {
+                if time::now_ns() >= deadline {
+                    return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
+                }
+                core::hint::spin_loop();
+                continue;
+            }
+            round += 1;
+            let (b, table) = (
+                UR_SLOT_B.load(Ordering::SeqCst),
+                UR_PROGRESS_TABLE.load(Ordering::SeqCst),
+            );
+            UR_READY.store(round, Ordering::SeqCst);
+            // Wait for vCPU 0's batch to be under way: its first update unlinked a, and its
+            // fillers write their number (clear of the present bit) where the page-table
+            // window shows it.
+            let progress = loop {
+                let p = pagetable::read_entry(table, RACE_FILLER).unwrap_or(0) >> 12;
+                if p > 0 {
+                    break p;
+                }
+                if time::now_ns() >= deadline {
+                    return xtf::error(CASE, format_args!("vCPU 0's batch never ran"));
+                }
+                core::hint::spin_loop();
+            };
+            // Well before its flush (at its end) and any preemption (which flushes too):
+            // a's link is removed, its put still to come.
+            let since = time::now_ns().saturating_sub(UR_T0.load(Ordering::SeqCst));
+            if progress <= RACE_BATCH_LEN as u64 / 2 && since < nr::HYPERCALL_SLICE_NS / 2 {
+                UR_TRIED.fetch_add(1, Ordering::SeqCst);
+                match update(b, 0) {
+                    Err(_) => {
+                        UR_REFUSED.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {
+                        return xtf::failure(
+                            CASE,
+                            format_args!(
+                                "round {round}: unlinked T's last live link (b) while the \
+                                 put of its other (a) waited for vCPU 0's flush (batch at \
+                                 update {progress}), though T is not empty: the two puts then \
+                                 devalidate T and what is under it in one step"
+                            ),
+                        );
+                    }
+                }
+            }
+            UR_DONE.store(round, Ordering::SeqCst);
+        }
+        // vCPU 0 reports.
+        rt::park(vcpu);
+    }
+    // vCPU 0: under SCRATCH_VA, an L3 whose entry 0 (a) links T, an L2 whose entry 0
+    // links an L1 that maps a data page (so T is not empty); T linked again at entry 1 (b).
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return xtf::error(CASE, format_args!("no map-area table"));
+    };
+    let Ok(d) = xtf::take_frame() else {
+        return xtf::error(CASE, format_args!("taking a frame"));
+    };
+    let built = match xtf::map_page(SCRATCH_VA, d, false, false, None) {
+        Ok(b) => b,
+        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
+    };
+    let (l3, t) = (built.tables[2], built.tables[1]);
+    let (a, b) = (l3, l3 + 8);
+    let filler = slot + RACE_FILLER as u64 * 8;
+    // SAFETY: vCPU 1 does not read the batch; only this vCPU writes it, here.
+    let batch = unsafe { &mut *core::ptr::addr_of_mut!(UR_BATCH) };
+    batch[0] = MmuUpdate { ptr: a, val: 0 };
+    for (i, u) in batch[1..].iter_mut().enumerate() {
+        *u = MmuUpdate {
+            ptr: filler,
+            val: (i as u64 + 1) << 12,
+        };
+    }
+    UR_SLOT_A.store(a, Ordering::SeqCst);
+    UR_SLOT_B.store(b, Ordering::SeqCst);
+    UR_PROGRESS_TABLE.store(slot & pte::ADDRESS, Ordering::SeqCst);
+    for round in 1..=UR_ROUNDS {
+        // Both links in place (b may have gone only if the hole is open).
+        let relinked = update(filler, 0)
+            .and_then(|_| update(a, link(t)))
+            .and_then(|_| update(b, link(t)));
+        if let Err(e) = relinked {
+            return xtf::error(CASE, format_args!("linking T (round {round}): {e:?}"));
+        }
+        UR_ROUND.store(round, Ordering::SeqCst);
+        while UR_READY.load(Ordering::SeqCst) != round {
+            if time::now_ns() >= deadline {
+                return xtf::error(CASE, format_args!("vCPU 1 not ready (round {round})"));
+            }
+            core::hint::spin_loop();
+        }
+        // The handover to vCPU 1 part-way through the batch, as `tlb-retype-race` does.
+        let now = time::now_ns();
+        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
+        UR_T0.store(now, Ordering::SeqCst);
+        // SAFETY: the batch names an entry of this case's L3 and one unused map-area entry.
+        let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
+        if r != Ok(RACE_BATCH_LEN) {
+            return xtf::error(CASE, format_args!("the batch: {r:?}"));
+        }
+        while UR_DONE.load(Ordering::SeqCst) != round {
+            if time::now_ns() >= deadline {
+                // vCPU 1 reported FAILURE (and shut the domain down) or is stuck.
+                return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let (tried, refused) = (
+        UR_TRIED.load(Ordering::SeqCst),
+        UR_REFUSED.load(Ordering::SeqCst),
+    );
+    if tried == 0 {
+        return xtf::error(
+            CASE,
+            format_args!("vCPU 1 never ran while a batch was under way ({UR_ROUNDS} rounds)"),
+        );
+    }
+    xtf::success(
+        CASE,
+        format_args!(
+            "{refused} of {tried} unlinks of T's last live link, made while the put of its \
+             other waited for a flush, refused ({UR_ROUNDS} rounds)"
+        ),
+    )
+}
+
+/// `validate-race`: q (the L2 entry that is Y's only link), and the rounds vCPU 0 has
+/// started, made its call in, and returned from.
+static VR_Q: AtomicU64 = AtomicU64::new(0);
+static VR_ROUND: AtomicU64 = AtomicU64::new(0);
+static VR_CALL: AtomicU64 = AtomicU64::new(0);
+static VR_RETURNED: AtomicU64 = AtomicU64::new(0);
+static VR_DONE: AtomicU64 = AtomicU64::new(0);
+/// vCPU 1's removals of q made during vCPU 0's call: tried (all must be refused).
+static VR_TRIED: AtomicU64 = AtomicU64::new(0);
+
+/// Case 26: see the table above.
+fn validate_race(vcpu: usize) -> u64 {
+    const CASE: &str = "validate-race";
+    if shared::vcpus() < 2 {
+        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
+    }
+    if vcpu > 1 {
+        rt::park(vcpu);
+    }
+    let link = |t: u64| t | pte::PRESENT | pte::USER | pte::WRITABLE;
+    let deadline = time::now_ns() + 5_000_000_000;
+    if vcpu == 1 {
+        let mut round = 0;
+        while round < UR_ROUNDS {
+            if VR_ROUND.load(Ordering::SeqCst) != round + 1 {
+                if time::now_ns() >= deadline {
+                    return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
+                }
+                core::hint::spin_loop();
+                continue;
+            }
+            round += 1;
+            let q = VR_Q.load(Ordering::SeqCst);
+            while VR_RETURNED.load(Ordering::SeqCst) != round {
+                if VR_CALL.load(Ordering::SeqCst) != round {
+                    if time::now_ns() >= deadline {
+                        return xtf::error(CASE, format_args!("vCPU 0's call never came"));
+                    }
+                    core::hint::spin_loop();
+                    continue;
+                }
+                // vCPU 0's call is under way: Y's links that its validation took may be
+                // dropped again at any moment; q is Y's only live one.
+                VR_TRIED.fetch_add(1, Ordering::SeqCst);
+                if update(q, 0).is_ok() {
+                    return xtf::failure(
+                        CASE,
+                        format_args!(
+                            "round {round}: removed Y's only live link during vCPU 0's \
+                             validation of a table that linked Y and then failed, though Y \
+                             is not empty: the rollback devalidates Y whole"
+                        ),
+                    );
+                }
+            }
+            VR_DONE.store(round, Ordering::SeqCst);
+        }
+        rt::park(vcpu);
+    }
+    // vCPU 0: under SCRATCH_VA an L3, an L2 (entry 0 is q) and Y, an L1 mapping a data page
+    // d; X: 511 links to Y, then a link to d (a data page, not an L1: the validation fails
+    // there, after the 511).
+    let (d, x) = match (xtf::take_frame(), xtf::take_frame()) {
+        (Ok(d), Ok(x)) => (d, x),
+        _ => return xtf::error(CASE, format_args!("taking frames")),
+    };
+    let built = match xtf::map_page(SCRATCH_VA, d, false, false, None) {
+        Ok(b) => b,
+        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
+    };
+    let (l3, q, y) = (built.tables[2], built.tables[1], built.tables[0]);
+    let mut bytes = [0u8; 4096];
+    for (i, e) in bytes.chunks_exact_mut(8).enumerate() {
+        let entry = if i < 511 { link(y) } else { link(d << 12) };
+        e.copy_from_slice(&entry.to_le_bytes());
+    }
+    if let Err(e) = xtf::fill_frame(x, 0, &bytes) {
+        return xtf::error(CASE, format_args!("writing X: {e:?}"));
+    }
+    VR_Q.store(q, Ordering::SeqCst);
+    for round in 1..=UR_ROUNDS {
+        VR_ROUND.store(round, Ordering::SeqCst);
+        // vCPU 1 runs part-way through the call (its timer's deadline, under `-icount`).
+        let now = time::now_ns();
+        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
+        VR_CALL.store(round, Ordering::SeqCst);
+        let linked = update(l3 + 8, link(x << 12));
+        VR_RETURNED.store(round, Ordering::SeqCst);
+        if linked.is_ok() {
+            return xtf::error(CASE, format_args!("X validated as an L2 (round {round})"));
+        }
+        while VR_DONE.load(Ordering::SeqCst) != round {
+            if time::now_ns() >= deadline {
+                return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let tried = VR_TRIED.load(Ordering::SeqCst);
+    if tried == 0 {
+        return xtf::error(
+            CASE,
+            format_args!("vCPU 1 never ran during vCPU 0's call ({UR_ROUNDS} rounds)"),
+        );
+    }
+    xtf::success(
+        CASE,
+        format_args!(
+            "{tried} removals of Y's only live link during validations that took and dropped \
+             511 links to it, all refused ({UR_ROUNDS} rounds)"
+        ),
     )
 }
 

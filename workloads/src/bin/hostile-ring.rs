@@ -692,12 +692,14 @@ fn upcall_bad_stack(case: u64) -> u64 {
         // SAFETY: as above; the console line is a static.
         37 => unsafe {
             asm!("mov rsp, {rsp}",
-                 "mov eax, {set_timer}", "mov rdi, {deadline}", "syscall",
+                 "mov eax, {set_timer}", "mov rdi, r13", "syscall",
                  "2:", "mov eax, {sched_op}", "mov edi, {block}", "syscall",
-                 "mov eax, {console}", "mov rdi, {msg}", "mov esi, {len}", "syscall",
+                 "mov eax, {console}", "mov rdi, r12", "mov esi, {len}", "syscall",
                  "jmp 2b",
-                 rsp = in(reg) rsp, deadline = in(reg) deadline,
-                 msg = in(reg) ZOMBIE.as_ptr(), len = const ZOMBIE.len(),
+                 // The deadline and the message's address in registers that nothing here
+                 // writes and every hypercall keeps (RAX, RDI, RCX, R11 are all taken).
+                 rsp = in(reg) rsp, in("r13") deadline,
+                 in("r12") ZOMBIE.as_ptr(), len = const ZOMBIE.len(),
                  set_timer = const nr::SET_TIMER, sched_op = const nr::SCHED_OP,
                  console = const nr::CONSOLE_WRITE,
                  block = const abi::hypercall::SchedOp::Block as u64, options(noreturn))

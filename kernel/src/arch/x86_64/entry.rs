@@ -38,6 +38,7 @@
 //! | NMI, #DB, #DF, #MC | IST stacks of their own | as for their ring | all clear | #DB on the first instruction of `syscall_entry` (a guest's TF) is ignored; NMI is the watchdog's |
 //! | back to a guest by `sysretq` | — | `swapgs` | the guest's R11 | only when nothing is due (no reschedule, no pending event, the frame not rewritten: Xen's `test_all_events`), RIP in the guest's half (XSA-7) and RSP canonical, else through `syscall_leave` (the frame check, which kills for a bad RIP or RSP) and maybe `iretq`; vector registers scrubbed |
 //! | back to a guest by `iretq` (`return_from_trap`) | — | `swapgs` | the frame's | frame checked (guest selectors, RIP in the guest half, IF on, IOPL 0); x87/SSE restored or scrubbed |
+//! | into a guest from the idle loop (`resume_frame`) | the idle loop's, abandoned | `swapgs` | the frame's | after `trap::leave`, as every exit: a reschedule if due, the upcall, the frame check; a vCPU whose domain the upcall killed is not entered |
 //! | vCPU switch (`schedule::reschedule`) | — | — | — | general, x87/SSE registers and DS/ES/FS/GS selectors saved and restored per vCPU; CR3 loaded |
 //! | guest memory (`copy_user`) | — | — | AC set for the copy alone (SMAP) | a fault resumes at the fix-up: `Errno::Fault` |
 //!

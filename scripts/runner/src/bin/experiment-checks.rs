@@ -2283,6 +2283,38 @@ fn cases() -> Vec<Case> {
         suite_ran,
         Also::Xtf,
     );
+    // `unlink-race` under -icount likewise: vCPU 1 unlinks a table's last live link while
+    // vCPU 0's batch has removed its other one and not yet put it (xtf-unlink-race.toml).
+    with(
+        "xtf/unlink-race".into(),
+        vec![
+            &spec("xtf-unlink-race"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=0,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
+    // `validate-race` likewise: vCPU 1 removes a table's only live link while vCPU 0's call
+    // validates a table that took links on it and then fails (xtf-validate-race.toml).
+    with(
+        "xtf/validate-race".into(),
+        vec![
+            &spec("xtf-validate-race"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=0,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
+    // `upcall-idle` alone on one CPU: its vCPU is entered from the idle loop, where the
+    // upcall kills its domain (xtf-idle.toml).
+    with(
+        "xtf/idle".into(),
+        vec![&spec("xtf-idle")],
+        suite_ran,
+        Also::Xtf,
+    );
     // `tlb-retype-race` under -icount, the CPUs run in turn: its vCPU 0's timer, due
     // part-way through its batch, hands the machine to vCPU 1 for certain (xtf-race.toml).
     with(
