@@ -1521,6 +1521,8 @@ fn finish(
         kick_local_late: None,
         switch_time: None,
         set_timer_time: None,
+        switch_armed_time: None,
+        set_timer_armed_time: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;

@@ -75,7 +75,8 @@ struct CpuCounters {
     /// by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
     /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
     /// [`KICK_REMOTE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
-    /// hypercalls ([`SET_TIMER_TIME`]). On the heap, for the machine's CPUs only (empty for
+    /// hypercalls ([`SET_TIMER_TIME`]), and of those the ones that wrote the hardware timer
+    /// ([`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]). On the heap, for the machine's CPUs only (empty for
     /// the other slots): 1 KiB in each of `smp::MAX_CPUS` slots, built on the boot stack by
     /// `PerCpu::from_fn`, overflowed it.
     timed: alloc::boxed::Box<[AtomicU64]>,
@@ -98,13 +99,25 @@ struct CpuCounters {
 /// timer set.
 const SWITCH_TIME: usize = 2;
 const SET_TIMER_TIME: usize = 3;
+/// The fifth and sixth kinds: of the switches and `set_timer` hypercalls above, those that
+/// wrote the CPU's timer ([`arm_timer`] moved its deadline earlier, or what was armed had
+/// passed), counted in both kinds. Under TCG the write is the dear part (an APIC write under
+/// QEMU's global lock), and whether a switch makes one depends on what it arms: rtds's
+/// latency domain, switched in with at most a 100 µs budget left, moves the deadline earlier
+/// every time, while a hog switched in after it finds that deadline still armed and keeps it.
+/// schedsim, given a run's figures, follows [`arm_timer`]'s rule and draws each switch and
+/// `set_timer` from the kind it falls in (`sched::cost::Profile::with_armed`).
+const SWITCH_ARMED_TIME: usize = 4;
+const SET_TIMER_ARMED_TIME: usize = 5;
+/// How many kinds [`CpuCounters::timed`] holds.
+const TIMED_KINDS: usize = 6;
 /// The first and second kinds of [`CpuCounters::timed`]: kicks this CPU sent itself, and
 /// kicks from other CPUs (the order of [`CpuCounters::kicked_at`]).
 const KICK_LOCAL: usize = 0;
 const KICK_REMOTE: usize = 1;
 
 /// Counts a duration of kind `kind` ([`KICK_LOCAL`], [`KICK_REMOTE`], [`SWITCH_TIME`],
-/// [`SET_TIMER_TIME`]) on this CPU.
+/// [`SET_TIMER_TIME`], [`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]) on this CPU.
 fn count_time(kind: usize, ns: u64) {
     if let Some(n) = counters()
         .this()
@@ -121,7 +134,11 @@ const NOT_IDLE: u64 = u64::MAX;
 impl CpuCounters {
     /// A CPU's counters; `on_machine`: with room for its kick figures.
     fn new(on_machine: bool) -> Self {
-        let kicks = if on_machine { 4 * KICK_LATE_BUCKETS } else { 0 };
+        let kicks = if on_machine {
+            TIMED_KINDS * KICK_LATE_BUCKETS
+        } else {
+            0
+        };
         CpuCounters {
             busy_ns: AtomicU64::new(0),
             switches: AtomicU64::new(0),
@@ -163,6 +180,8 @@ pub struct CpuFigures {
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
     pub switch_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
+    pub switch_armed_time: [u64; KICK_LATE_BUCKETS],
+    pub set_timer_armed_time: [u64; KICK_LATE_BUCKETS],
 }
 
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
@@ -454,14 +473,15 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     let start = time::now_ns();
     v.timer_deadline.store(deadline_ns, Ordering::Release);
     let mut cs = cpus().this().lock();
-    if deadline_ns == 0 {
+    let wrote = if deadline_ns == 0 {
         cs.timers.cancel(v.id);
+        false
     } else {
         cs.timers.set(v.id, deadline_ns);
-        arm_timer(&mut cs, start);
-    }
+        arm_timer(&mut cs, start)
+    };
     drop(cs);
-    count_time(SET_TIMER_TIME, time::now_ns().saturating_sub(start));
+    count_timed(SET_TIMER_TIME, SET_TIMER_ARMED_TIME, start, wrote);
 }
 
 /// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
@@ -572,12 +592,14 @@ const MIN_ARM_NS: u64 = 1000;
 /// 50 µs by default), for the slice timer only.
 const SLICE_SLOP_NS: u64 = 50_000;
 
-/// Programs this CPU's hardware timer for its earliest pending event.
+/// Programs this CPU's hardware timer for its earliest pending event; returns whether it
+/// wrote the hardware (armed or disarmed it).
 ///
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
 /// armed (or what is armed has passed): a timer that fires early finds nothing due and
-/// re-arms, which is cheaper than an APIC write on every switch.
-fn arm_timer(cs: &mut CpuSched, now: u64) {
+/// re-arms, which is cheaper than an APIC write on every switch. (schedsim follows the same
+/// rule to tell which switches write: `sched::sim`, `Sim::arm_timer`.)
+fn arm_timer(cs: &mut CpuSched, now: u64) -> bool {
     let earliest = [
         cs.slice_end,
         cs.next_tick,
@@ -591,12 +613,23 @@ fn arm_timer(cs: &mut CpuSched, now: u64) {
     let keep =
         matches!((cs.armed_at, earliest), (Some(armed), Some(at)) if armed > now && armed <= at);
     if keep {
-        return;
+        return false;
     }
     cs.armed_at = earliest;
     match earliest {
         Some(at) => time::arm_timer_at(at),
         None => smp::timer::disarm(),
+    }
+    true
+}
+
+/// Counts a switch or a `set_timer` begun at `start` (system ns) as kind `all`, and as
+/// kind `armed` too if it wrote the timer (`wrote`).
+fn count_timed(all: usize, armed: usize, start: u64, wrote: bool) {
+    let took = time::now_ns().saturating_sub(start);
+    count_time(all, took);
+    if wrote {
+        count_time(armed, took);
     }
 }
 
@@ -727,9 +760,9 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             let pml4 = n.pml4;
             cs.current = Some(n);
             cs.current_domain = Some(domain);
-            arm_timer(&mut cs, now);
+            let wrote = arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
-            count_time(SWITCH_TIME, time::now_ns().saturating_sub(decided));
+            count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
             Next::Switched
         }
         None => {
@@ -1001,6 +1034,8 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
         kick_late: core::array::from_fn(|k| kind(KICK_REMOTE, k)),
         switch_time: core::array::from_fn(|k| kind(SWITCH_TIME, k)),
         set_timer_time: core::array::from_fn(|k| kind(SET_TIMER_TIME, k)),
+        switch_armed_time: core::array::from_fn(|k| kind(SWITCH_ARMED_TIME, k)),
+        set_timer_armed_time: core::array::from_fn(|k| kind(SET_TIMER_ARMED_TIME, k)),
     }
 }
 
@@ -1054,9 +1089,9 @@ pub fn idle_step(now: u64) -> IdleStep {
     cs.slice_end = decision.slice_ns.map(|s| now + s);
     cs.current = Some(n.clone());
     cs.current_domain = Some(domain);
-    arm_timer(&mut cs, now);
+    let wrote = arm_timer(&mut cs, now);
     load_address_space(n.pml4, None);
-    count_time(SWITCH_TIME, time::now_ns().saturating_sub(decided));
+    count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
     IdleStep::Enter(n, frame)
 }
 

@@ -582,6 +582,8 @@ fn run() -> Result<bool, String> {
         kick_local_late: None,
         switch_time: None,
         set_timer_time: None,
+        switch_armed_time: None,
+        set_timer_armed_time: None,
         profile: None,
     }));
     for r in &records {
