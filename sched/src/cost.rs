@@ -109,6 +109,8 @@ pub struct Profile {
     pub set_timer_kept_measured: Option<Measured>,
     /// ... and those that wrote it ([`Profile::with_armed`]).
     pub set_timer_wrote_measured: Option<Measured>,
+    /// How late a sleeper's timer fires, from a run's slice ends ([`Profile::with_wake_late`]).
+    pub wake_measured: Option<Measured>,
 }
 
 /// Stalls of a CPU as a whole: spans in which the host does not run the thread that
@@ -533,6 +535,25 @@ impl Profile {
         let split =
             if wrote { &self.set_timer_wrote_measured } else { &self.set_timer_kept_measured };
         split.as_ref().or(self.set_timer_measured.as_ref()).map_or(0, |m| m.sample(uniform))
+    }
+
+    /// The profile with a sleeper's timer drawn as late as a run's slice ends (`None` keeps
+    /// it on time, [`Profile::timer`]). Both are the same timer on the hypervisor (its CPU's
+    /// one deadline, kernel/src/schedule/mod.rs, `arm_timer`), late by the same host stalls:
+    /// on a loaded host whose slice ends came 1 ms late at the median, credit2's latency
+    /// domain woke about 1 ms late too, found the hog switched in when it last blocked past
+    /// its rate limit and preempted it at once (p50 8 µs); woken on time in schedsim, it
+    /// found that hog 930 µs old, within the rate limit, and waited (p50 390 µs).
+    pub fn with_wake_late(&self, late: Option<Measured>) -> Profile {
+        Profile { wake_measured: late.or(self.wake_measured.clone()), ..self.clone() }
+    }
+
+    /// When a sleeper's timer set for `t` fires: [`Profile::timer`], and as late as a run's
+    /// slice ends if given ([`Profile::with_wake_late`]; `uniform` as for
+    /// [`Profile::kick_delay`], called only then).
+    pub fn wake_at(&self, t: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        let late = self.wake_measured.as_ref().map_or(0, |m| m.sample(uniform));
+        self.timer(t).saturating_add(late)
     }
 
     /// When a timer set for `t` fires.

@@ -807,7 +807,8 @@ impl Sim<'_> {
         }
         self.vcpus[v].st = St::Asleep;
         self.vcpus[v].since = now;
-        let at = self.costs.timer(until);
+        let rng = &mut self.kick_rng;
+        let at = self.costs.wake_at(until, &mut || rng.uniform());
         self.push(at, Ev::Wake(v));
     }
 
@@ -1367,7 +1368,8 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         let (on, stalls, decides) = match ev {
             Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), false, true),
             Ev::Tick(c, _) => (Some(c), true, false),
-            Ev::Wake(v) => (sim.vcpus[v].last_cpu, true, false),
+            // A wake-up drawn as late as the run's slice ends has its stalls in it already.
+            Ev::Wake(v) => (sim.vcpus[v].last_cpu, sim.costs.wake_measured.is_none(), false),
             _ => (None, false, false),
         };
         if let Some(c) = on {
@@ -1652,6 +1654,7 @@ fn finish(
         set_timer_time: None,
         switch_armed_time: None,
         set_timer_armed_time: None,
+        timer_wake_late: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;

@@ -607,7 +607,7 @@ pub fn kick_late_join(halves: &KickLateHalves) -> [u64; KICK_LATE_BUCKETS] {
 }
 
 /// A `sysctl` reply.
-// `CpuStats` is 3.3 KiB (six timing histograms) against 64 bytes for the next variant: a
+// `CpuStats` is 3.8 KiB (seven timing histograms) against 64 bytes for the next variant: a
 // reply is built once per call, encoded at once into the caller's buffer (about 2 KiB at most
 // as postcard writes it, mostly zeros), and neither side keeps one, so boxing it would buy
 // nothing; and `abi` has no allocator in the hypervisor's control path.
@@ -643,6 +643,8 @@ pub enum SysctlReply<'a> {
         /// both: the write is the dear part under TCG.
         switch_armed_time: KickLateHalves,
         set_timer_armed_time: KickLateHalves,
+        /// How late each sleeper's timer woke it, from its deadline.
+        timer_wake_late: KickLateHalves,
     },
     SchedParam {
         value: u64,

@@ -461,6 +461,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
                 switch_armed_time: abi::control::kick_late_halves(&f.switch_armed_time),
                 set_timer_armed_time: abi::control::kick_late_halves(&f.set_timer_armed_time),
+                timer_wake_late: abi::control::kick_late_halves(&f.timer_wake_late),
             })
         }
         Sysctl::TakeSnapshot { slot: raw } => {
@@ -486,6 +487,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
                 switch_armed_time: abi::control::kick_late_halves(&f.switch_armed_time),
                 set_timer_armed_time: abi::control::kick_late_halves(&f.set_timer_armed_time),
+                timer_wake_late: abi::control::kick_late_halves(&f.timer_wake_late),
             })
         }
         Sysctl::FrameCounts => {

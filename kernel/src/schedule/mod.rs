@@ -109,15 +109,21 @@ const SET_TIMER_TIME: usize = 3;
 /// `set_timer` from the kind it falls in (`sched::cost::Profile::with_armed`).
 const SWITCH_ARMED_TIME: usize = 4;
 const SET_TIMER_ARMED_TIME: usize = 5;
+/// The seventh kind: how late each sleeper's timer woke it, from its deadline to the
+/// timer's run here ([`run_timers`]): the same hardware timer as the slices' ends, late by
+/// the same host stalls, which schedsim draws a sleeper's wake-up from
+/// (`sched::cost::Profile::with_wake_late`).
+const TIMER_WAKE_LATE: usize = 6;
 /// How many kinds [`CpuCounters::timed`] holds.
-const TIMED_KINDS: usize = 6;
+const TIMED_KINDS: usize = 7;
 /// The first and second kinds of [`CpuCounters::timed`]: kicks this CPU sent itself, and
 /// kicks from other CPUs (the order of [`CpuCounters::kicked_at`]).
 const KICK_LOCAL: usize = 0;
 const KICK_REMOTE: usize = 1;
 
 /// Counts a duration of kind `kind` ([`KICK_LOCAL`], [`KICK_REMOTE`], [`SWITCH_TIME`],
-/// [`SET_TIMER_TIME`], [`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]) on this CPU.
+/// [`SET_TIMER_TIME`], [`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`],
+/// [`TIMER_WAKE_LATE`]) on this CPU.
 fn count_time(kind: usize, ns: u64) {
     if let Some(n) = counters()
         .this()
@@ -182,6 +188,7 @@ pub struct CpuFigures {
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
     pub switch_armed_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_armed_time: [u64; KICK_LATE_BUCKETS],
+    pub timer_wake_late: [u64; KICK_LATE_BUCKETS],
 }
 
 static CPUS: Once<PerCpu<Mutex<CpuSched>>> = Once::new();
@@ -535,6 +542,7 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         if wake(&v, now) {
+            count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));
             // It was blocked and now wakes: nothing is left to report. (Left FIRED, it
             // would only make a later block return at once, which callers allow.)
             let _ =
@@ -1036,6 +1044,7 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
         set_timer_time: core::array::from_fn(|k| kind(SET_TIMER_TIME, k)),
         switch_armed_time: core::array::from_fn(|k| kind(SWITCH_ARMED_TIME, k)),
         set_timer_armed_time: core::array::from_fn(|k| kind(SET_TIMER_ARMED_TIME, k)),
+        timer_wake_late: core::array::from_fn(|k| kind(TIMER_WAKE_LATE, k)),
     }
 }
 

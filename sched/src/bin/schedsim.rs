@@ -188,6 +188,8 @@ struct RunCosts {
     /// `switch_time` and `set_timer_time` too).
     switch_split: (Option<Measured>, Option<Measured>),
     set_timer_split: (Option<Measured>, Option<Measured>),
+    /// How late sleepers' timers woke them (`timer_wake_late`).
+    wake_late: Option<Measured>,
 }
 
 /// `all`'s buckets less `part`'s (a subset of them, counted in the same buckets), bucket by
@@ -308,6 +310,7 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         set_timer,
         switch_split,
         set_timer_split,
+        wake_late: kick("timer_wake_late")?,
     })
 }
 
@@ -375,6 +378,7 @@ fn main() -> ExitCode {
         Some(m) if args.costs_from.is_some() => costs
             .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
             .with_stalls(m.stalls.clone())
+            .with_wake_late(m.wake_late.clone())
             .with_paths(m.switch.clone(), m.set_timer.clone())
             .with_armed(
                 if args.timer_writes { m.switch_split.clone() } else { (None, None) },
@@ -413,6 +417,7 @@ fn main() -> ExitCode {
             described("set_timer hypercalls", &costs.set_timer_measured),
             described("switches that wrote the timer", &costs.switch_wrote_measured),
             described("set_timer hypercalls that wrote it", &costs.set_timer_wrote_measured),
+            described("sleepers' timers late", &costs.wake_measured),
             costs.stalls.as_ref().map(|s| {
                 format!(
                     "CPU stalls of p50 <= {} ns every {} ns on average",

@@ -584,6 +584,7 @@ fn run() -> Result<bool, String> {
         set_timer_time: None,
         switch_armed_time: None,
         set_timer_armed_time: None,
+        timer_wake_late: None,
         profile: None,
     }));
     for r in &records {

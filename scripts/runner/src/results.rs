@@ -440,6 +440,7 @@ mod tests {
             set_timer_time: None,
             switch_armed_time: None,
             set_timer_armed_time: None,
+            timer_wake_late: None,
             profile: None,
         })
     }

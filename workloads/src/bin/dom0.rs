@@ -272,6 +272,7 @@ fn run_churn(
         set_timer_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| {
             &c.set_timer_armed_time
         }),
+        timer_wake_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.timer_wake_late),
         pools: None,
     };
     emit(&report::run_record(&summary), verdict);
@@ -822,6 +823,7 @@ fn measure(
         set_timer_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| {
             &c.set_timer_armed_time
         }),
+        timer_wake_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.timer_wake_late),
         pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);

@@ -333,6 +333,10 @@ pub struct Run {
     /// ... and of the `set_timer` hypercalls in `set_timer_time`, those that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_timer_armed_time: Option<Lateness>,
+    /// Optional (the hypervisor only): how late each sleeper's timer woke it, from its
+    /// deadline (the CPU's one hardware timer, as for the slices' ends, in these buckets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_wake_late: Option<Lateness>,
     /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
     /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
     /// name), so that a result says which machine it models.
@@ -857,6 +861,7 @@ mod tests {
                     set_timer_time: None,
                     switch_armed_time: None,
                     set_timer_armed_time: None,
+                    timer_wake_late: None,
                     profile: None,
                 }),
                 &[
