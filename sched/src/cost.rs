@@ -25,7 +25,10 @@
 //!
 //! A run's `switch_time` and `set_timer_time` (how long its switches and `set_timer`
 //! hypercalls took) replace the switch terms and add a sleeper's `set_timer` to its block
-//! ([`Profile::with_paths`]).
+//! ([`Profile::with_paths`]); its `switch_armed_time` and `set_timer_armed_time` (those of
+//! them that wrote the CPU's timer) split each in two, and the simulation then follows the
+//! hypervisor's rule for when a switch or a `set_timer` writes the timer
+//! ([`Profile::with_armed`]).
 //!
 //! A hypervisor run's own measured delays can replace three of these terms for one
 //! simulation (`schedsim --costs-from RESULTS.jsonl`; [`Profile::with_measured`]): its `run`
@@ -97,6 +100,17 @@ pub struct Profile {
     /// ... and its `set_timer` hypercalls (`set_timer_time`), which a sleeper pays before it
     /// blocks, on its CPU (`block_ns` after it).
     pub set_timer_measured: Option<Measured>,
+    /// The same switches split by whether they wrote the CPU's timer: those that kept it
+    /// as it was ...
+    pub switch_kept_measured: Option<Measured>,
+    /// ... and those that wrote it (a run's `switch_armed_time`) ...
+    pub switch_wrote_measured: Option<Measured>,
+    /// ... and the `set_timer` hypercalls likewise, those that kept it ...
+    pub set_timer_kept_measured: Option<Measured>,
+    /// ... and those that wrote it ([`Profile::with_armed`]).
+    pub set_timer_wrote_measured: Option<Measured>,
+    /// How late a sleeper's timer fires, from a run's slice ends ([`Profile::with_wake_late`]).
+    pub wake_measured: Option<Measured>,
 }
 
 /// Stalls of a CPU as a whole: spans in which the host does not run the thread that
@@ -467,10 +481,79 @@ impl Profile {
         }
     }
 
-    /// A sleeper's `set_timer` before it blocks: drawn from the run's measurement, or 0 (a
-    /// profile prices it within `block_ns`).
-    pub fn set_timer_ns(&self, uniform: &mut dyn FnMut() -> f64) -> u64 {
-        self.set_timer_measured.as_ref().map_or(0, |m| m.sample(uniform))
+    /// The profile with a run's switches and `set_timer` hypercalls split by whether they
+    /// wrote the CPU's timer, each as `(kept, wrote)` (`None` keeps the profile's). The
+    /// hypervisor writes the timer only when the earliest event it waits for moves earlier
+    /// than the deadline armed, or that one has passed (kernel/src/schedule/mod.rs,
+    /// `arm_timer`), and under TCG the write is most of a switch's cost (a run of
+    /// latency.toml under rtds at load 3: switches that kept the timer 5-10 µs, those that
+    /// wrote it 16-33 µs; `set_timer` 1-3 µs against about 20 µs). With these the simulation
+    /// follows that rule per CPU ([`Profile::follows_timer_writes`]) and draws each switch
+    /// and `set_timer` from its own kind: rtds's latency domain, switched in with at most
+    /// its 100 µs budget, writes at every switch in, while the hogs switched in after it
+    /// find that deadline armed and keep it, which a draw from all switches averaged out.
+    pub fn with_armed(
+        &self,
+        switch: (Option<Measured>, Option<Measured>),
+        set_timer: (Option<Measured>, Option<Measured>),
+    ) -> Profile {
+        Profile {
+            switch_kept_measured: switch.0.or(self.switch_kept_measured.clone()),
+            switch_wrote_measured: switch.1.or(self.switch_wrote_measured.clone()),
+            set_timer_kept_measured: set_timer.0.or(self.set_timer_kept_measured.clone()),
+            set_timer_wrote_measured: set_timer.1.or(self.set_timer_wrote_measured.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Whether switches or `set_timer`s are drawn by whether they write the timer, which
+    /// the simulation must then follow ([`Profile::with_armed`]).
+    pub fn follows_timer_writes(&self) -> bool {
+        [
+            &self.switch_kept_measured,
+            &self.switch_wrote_measured,
+            &self.set_timer_kept_measured,
+            &self.set_timer_wrote_measured,
+        ]
+        .iter()
+        .any(|m| m.is_some())
+    }
+
+    /// Whether switches or `set_timer`s are drawn from a run ([`Profile::with_paths`]): a
+    /// CPU then takes no interrupt while in one (under TCG on a loaded host they last
+    /// milliseconds at times; rtds's 100 µs budget timer cut such a switch short in the
+    /// simulation, and its latency domain was charged 83 µs per wake-up against 250 µs on
+    /// the hypervisor).
+    pub fn paths_measured(&self) -> bool {
+        self.switch_measured.is_some() || self.set_timer_measured.is_some()
+    }
+
+    /// A sleeper's `set_timer` before it blocks: drawn from the run's measurement (of those
+    /// that wrote the timer if `wrote`, else of those that kept it, when the run split
+    /// them), or 0 (a profile prices it within `block_ns`).
+    pub fn set_timer_ns(&self, wrote: bool, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        let split =
+            if wrote { &self.set_timer_wrote_measured } else { &self.set_timer_kept_measured };
+        split.as_ref().or(self.set_timer_measured.as_ref()).map_or(0, |m| m.sample(uniform))
+    }
+
+    /// The profile with a sleeper's timer drawn as late as a run's slice ends (`None` keeps
+    /// it on time, [`Profile::timer`]). Both are the same timer on the hypervisor (its CPU's
+    /// one deadline, kernel/src/schedule/mod.rs, `arm_timer`), late by the same host stalls:
+    /// on a loaded host whose slice ends came 1 ms late at the median, credit2's latency
+    /// domain woke about 1 ms late too, found the hog switched in when it last blocked past
+    /// its rate limit and preempted it at once (p50 8 µs); woken on time in schedsim, it
+    /// found that hog 930 µs old, within the rate limit, and waited (p50 390 µs).
+    pub fn with_wake_late(&self, late: Option<Measured>) -> Profile {
+        Profile { wake_measured: late.or(self.wake_measured.clone()), ..self.clone() }
+    }
+
+    /// When a sleeper's timer set for `t` fires: [`Profile::timer`], and as late as a run's
+    /// slice ends if given ([`Profile::with_wake_late`]; `uniform` as for
+    /// [`Profile::kick_delay`], called only then).
+    pub fn wake_at(&self, t: u64, uniform: &mut dyn FnMut() -> f64) -> u64 {
+        let late = self.wake_measured.as_ref().map_or(0, |m| m.sample(uniform));
+        self.timer(t).saturating_add(late)
     }
 
     /// When a timer set for `t` fires.
@@ -490,15 +573,19 @@ impl Profile {
     }
 
     /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its
-    /// domain, `migrated` if it last ran on another CPU; drawn from a run's measured
-    /// switches if given (`uniform` as for [`Profile::kick_delay`], called only then).
+    /// domain, `migrated` if it last ran on another CPU, `wrote` if the switch wrote the
+    /// CPU's timer; drawn from a run's measured switches if given (those of its kind when
+    /// the run split them, [`Profile::with_armed`]; `uniform` as for
+    /// [`Profile::kick_delay`], called only then).
     pub fn switch_ns(
         &self,
         same_domain: bool,
         migrated: bool,
+        wrote: bool,
         uniform: &mut dyn FnMut() -> f64,
     ) -> u64 {
-        if let Some(m) = &self.switch_measured {
+        let split = if wrote { &self.switch_wrote_measured } else { &self.switch_kept_measured };
+        if let Some(m) = split.as_ref().or(self.switch_measured.as_ref()) {
             return m.sample(uniform);
         }
         let base =

@@ -28,7 +28,7 @@
 //! hash-map order, no threads).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt::Write as _;
 
 use abi::tool::results::{self, Domain, Engine, Outcome, Record, Run, Summary, Window};
@@ -201,6 +201,9 @@ struct Vcpu {
     /// time is paid, on the CPU, it blocks until the first value, with the second as the
     /// work its next action needs.
     setting_timer: Option<(u64, u64)>,
+    /// Cost model, following timer writes ([`Sim::arm_timer`]): the CPU and deadline of the
+    /// timer it set before it blocked, until it wakes.
+    timer_on: Option<(usize, u64)>,
 }
 
 #[derive(Default)]
@@ -235,11 +238,25 @@ struct Cpu {
     extra_pre: u64,
     /// Cost model: the host stalls this CPU until then ([`crate::cost::Stalls`]).
     stalled_until: u64,
+    /// Cost model, with a run's measured switches and `set_timer`s
+    /// ([`Profile::paths_measured`]): the CPU is in the hypervisor, switching or in a
+    /// `set_timer`, until then, and takes no interrupt before (no slice end, kick, tick or
+    /// timer): a switch or a hypercall is not preempted, however long the host stalls it.
+    in_hypervisor_until: u64,
     /// Cost model: this CPU is on its way from an event it handled itself (a wake-up, a
     /// tick) to the decision the event's kick asks for, a measured kick's delay
     /// ([`Profile::kick_is_measured`]): no decision is taken before then, for the slice end
     /// due meanwhile either (the hypervisor's one reschedule on the way out serves both).
     deciding_at: u64,
+    /// Cost model, following timer writes ([`Profile::follows_timer_writes`]): the deadline
+    /// the CPU's timer is armed for, as the hypervisor's `CpuSched::armed_at` ...
+    armed_at: Option<u64>,
+    /// ... and what it is armed from: the slice the last decision gave (from the decision's
+    /// time, without its lateness), the policy's next tick, and the timers its sleepers set
+    /// on it (deadline, vCPU).
+    slice_end: Option<u64>,
+    next_tick: Option<u64>,
+    timers: BTreeSet<(u64, usize)>,
 }
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -494,7 +511,8 @@ impl Sim<'_> {
         }
     }
 
-    fn dispatch(&mut self, v: usize, cpu: usize) {
+    /// Installs `v` on `cpu`; `wrote`: the switch wrote the CPU's timer ([`Sim::arm_timer`]).
+    fn dispatch(&mut self, v: usize, cpu: usize, wrote: bool) {
         let now = self.now;
         let dom = self.vcpus[v].dom;
         if let St::Running(other) = self.vcpus[v].st
@@ -520,9 +538,12 @@ impl Sim<'_> {
             0
         } else {
             let rng = &mut self.kick_rng;
-            self.costs.switch_ns(same_domain, migrated, &mut || rng.uniform())
+            self.costs.switch_ns(same_domain, migrated, wrote, &mut || rng.uniform())
         };
         self.vcpus[v].ready_at = now + self.pre + switch;
+        if self.costs.paths_measured() {
+            self.cpus[cpu].in_hypervisor_until = now + self.pre + switch;
+        }
         if self.in_window(now) {
             self.acc[dom].ran_on |= 1u128.checked_shl(cpu as u32).unwrap_or(0);
             self.acc[dom].switches += 1;
@@ -596,6 +617,11 @@ impl Sim<'_> {
             let pre = self.pre;
             self.stall(p, cpu, pre);
         }
+        // What the decision arms: its slice, and whether that writes the timer.
+        let wrote = self.costs.follows_timer_writes() && {
+            self.cpus[cpu].slice_end = d.slice_ns.map(|s| self.now + s);
+            self.arm_timer(cpu)
+        };
         if prev != next {
             if let Some(p) = prev {
                 self.deschedule(p, cpu);
@@ -605,7 +631,7 @@ impl Sim<'_> {
             if let Some(n) = next {
                 // A vCPU stolen from a CPU that has not yet switched away from it would be
                 // on two CPUs at once (dispatch counts it).
-                self.dispatch(n, cpu);
+                self.dispatch(n, cpu, wrote);
             }
             self.cpus[cpu].curr = next;
             self.cpus[cpu].since = self.now;
@@ -619,16 +645,83 @@ impl Sim<'_> {
         }
     }
 
-    fn wake(&mut self, v: usize) {
+    /// Cost model ([`Profile::follows_timer_writes`]): the earliest event `cpu`'s timer
+    /// waits for after `after` (its slice's end, the policy's tick, a sleeper's timer), at
+    /// least the hypervisor's `MIN_ARM_NS` (1 µs) ahead; its 20 ms watchdog is left out.
+    fn earliest_after(&self, cpu: usize, after: u64) -> Option<u64> {
+        let c = &self.cpus[cpu];
+        let timer = c.timers.range((after + 1, 0)..).next().map(|t| t.0);
+        [c.slice_end, c.next_tick, timer]
+            .into_iter()
+            .flatten()
+            .filter(|&t| t > after)
+            .min()
+            .map(|t| t.max(after + 1000))
+    }
+
+    /// Cost model: a deadline armed on `cpu` that passed with no event due then fired early
+    /// (the events moved later since it was armed): its interrupt found nothing due and
+    /// re-armed the timer for the earliest event still ahead (a write of its own, not a
+    /// switch's; kernel/src/schedule/mod.rs, `on_timer_interrupt`), up to `now`. A passed
+    /// deadline with its event still to come (a slice end or a wake-up taken late) is left:
+    /// that event's handler fires it ([`Sim::timer_fired`]).
+    fn fire_early(&mut self, cpu: usize) {
+        let now = self.now;
+        while let Some(a) = self.cpus[cpu].armed_at.filter(|&a| a <= now) {
+            let c = &self.cpus[cpu];
+            let due = [c.slice_end, c.next_tick, c.timers.first().map(|t| t.0)]
+                .into_iter()
+                .flatten()
+                .any(|t| t <= a);
+            if due {
+                return;
+            }
+            self.cpus[cpu].armed_at = self.earliest_after(cpu, a);
+        }
+    }
+
+    /// Cost model: `cpu`'s timer fired for an event handled now (its slice's end, its tick,
+    /// a sleeper's timer). If a reschedule of `cpu` follows (`resched`), the interrupt
+    /// leaves the timer to it, which writes it; else it re-arms it itself.
+    fn timer_fired(&mut self, cpu: usize, resched: bool) {
+        if !self.costs.follows_timer_writes() {
+            return;
+        }
+        self.fire_early(cpu);
+        if self.cpus[cpu].armed_at.is_some_and(|a| a <= self.now) {
+            self.cpus[cpu].armed_at =
+                if resched { None } else { self.earliest_after(cpu, self.now) };
+        }
+    }
+
+    /// Cost model ([`Profile::follows_timer_writes`]): arms `cpu`'s timer for its earliest
+    /// event as the hypervisor does, and returns whether that wrote the timer. The
+    /// hypervisor writes it only when the earliest event is earlier than the deadline
+    /// armed, or that deadline has passed or none is armed (kernel/src/schedule/mod.rs,
+    /// `arm_timer`).
+    fn arm_timer(&mut self, cpu: usize) -> bool {
+        self.fire_early(cpu);
+        let now = self.now;
+        let at = self.earliest_after(cpu, now);
+        let c = &mut self.cpus[cpu];
+        if matches!((c.armed_at, at), (Some(armed), Some(at)) if armed > now && armed <= at) {
+            return false;
+        }
+        c.armed_at = at;
+        true
+    }
+
+    /// Wakes `v`; returns the CPU its policy kicked for it, if any.
+    fn wake(&mut self, v: usize) -> Option<usize> {
         let now = self.now;
         let dom = self.vcpus[v].dom;
         let vc = &mut self.vcpus[v];
         if vc.st != St::Asleep {
-            return;
+            return None;
         }
         if vc.paused {
             vc.want_run = true;
-            return;
+            return None;
         }
         vc.st = St::Waiting;
         vc.since = now;
@@ -657,10 +750,11 @@ impl Sim<'_> {
         }
         let p = self.vpool(v);
         let w = self.pools[p].policy.wake(VcpuId(v as u32), now);
-        if let Some(c) = w.kick {
-            let c = self.global(p, c);
+        let kicked = w.kick.map(|c| self.global(p, c));
+        if let Some(c) = kicked {
             self.kick_after(c, from, ns);
         }
+        kicked
     }
 
     /// The running vCPU `v` blocks until `until`: with a run's measured `set_timer`
@@ -672,13 +766,20 @@ impl Sim<'_> {
     fn block(&mut self, v: usize, until: u64) {
         let replayed = matches!(self.vcpus[v].kind, Kind::Replay(_));
         if let (false, St::Running(cpu)) = (replayed, self.vcpus[v].st) {
+            let wrote = self.costs.follows_timer_writes() && {
+                self.cpus[cpu].timers.insert((until, v));
+                self.vcpus[v].timer_on = Some((cpu, until));
+                self.arm_timer(cpu)
+            };
             let rng = &mut self.kick_rng;
-            let ns = self.costs.set_timer_ns(&mut || rng.uniform());
+            let ns = self.costs.set_timer_ns(wrote, &mut || rng.uniform());
             if ns > 0 {
                 let need = self.vcpus[v].need;
                 self.vcpus[v].setting_timer = Some((until, need));
                 self.vcpus[v].need = 0;
                 self.stall(v, cpu, ns);
+                let c = &mut self.cpus[cpu];
+                c.in_hypervisor_until = c.in_hypervisor_until.max(self.now + ns);
                 return;
             }
         }
@@ -706,7 +807,8 @@ impl Sim<'_> {
         }
         self.vcpus[v].st = St::Asleep;
         self.vcpus[v].since = now;
-        let at = self.costs.timer(until);
+        let rng = &mut self.kick_rng;
+        let at = self.costs.wake_at(until, &mut || rng.uniform());
         self.push(at, Ev::Wake(v));
     }
 
@@ -820,7 +922,7 @@ impl Sim<'_> {
         }
         self.vcpus[v].paused = false;
         if std::mem::take(&mut self.vcpus[v].want_run) {
-            self.wake(v);
+            let _ = self.wake(v);
         }
     }
 
@@ -966,7 +1068,11 @@ impl Sim<'_> {
                 );
             }
         }
-        if let Some(period) = self.pools[p].policy.tick_period_ns() {
+        let period = self.pools[p].policy.tick_period_ns();
+        for &c in &cpus {
+            self.cpus[c].next_tick = period.map(|period| (self.now / period + 1) * period);
+        }
+        if let Some(period) = period {
             let g = self.pools[p].tick_gen;
             for &c in &cpus {
                 let t = (self.now / period + 1) * period;
@@ -1132,7 +1238,12 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 kick_at: 0,
                 extra_pre: 0,
                 stalled_until: 0,
+                in_hypervisor_until: 0,
                 deciding_at: 0,
+                armed_at: None,
+                slice_end: None,
+                next_tick: None,
+                timers: BTreeSet::new(),
             })
             .collect(),
         acc: plan.iter().map(|_| Acc::default()).collect(),
@@ -1198,6 +1309,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 want_run: false,
                 ready_at: 0,
                 setting_timer: None,
+                timer_on: None,
             });
             let start = match kind {
                 Kind::Latency { phase, .. } => phase,
@@ -1219,6 +1331,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         if let Some(period) = sim.pools[p].policy.tick_period_ns() {
             for c in sim.pools[p].cpus.clone() {
                 sim.push(period, Ev::Tick(c, 0));
+                sim.cpus[c].next_tick = Some(period);
             }
         }
     }
@@ -1250,17 +1363,19 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         // stall ends. Its slice ends and the kicks it is sent are not put off again when
         // drawn from a run ([`Profile::with_measured`]): their measured delays hold the
         // stalls of that run (and a profile's hold none: stalls come only from a run). Nor
-        // does a CPU decide while on its way to the decision a kick of its own asks for.
+        // does a CPU decide while on its way to the decision a kick of its own asks for, nor
+        // take any of these while in a switch or a `set_timer` drawn from a run.
         let (on, stalls, decides) = match ev {
             Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), false, true),
             Ev::Tick(c, _) => (Some(c), true, false),
-            Ev::Wake(v) => (sim.vcpus[v].last_cpu, true, false),
+            // A wake-up drawn as late as the run's slice ends has its stalls in it already.
+            Ev::Wake(v) => (sim.vcpus[v].last_cpu, sim.costs.wake_measured.is_none(), false),
             _ => (None, false, false),
         };
         if let Some(c) = on {
             let stalled = if stalls { sim.cpus[c].stalled_until } else { 0 };
             let deciding = if decides { sim.cpus[c].deciding_at } else { 0 };
-            let until = stalled.max(deciding);
+            let until = stalled.max(deciding).max(sim.cpus[c].in_hypervisor_until);
             if until > t {
                 sim.push(until, ev);
                 continue;
@@ -1269,6 +1384,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         match ev {
             Ev::Timer(c, g) => {
                 if sim.cpus[c].timer_gen == g {
+                    sim.timer_fired(c, true);
                     sim.schedule(c);
                 }
             }
@@ -1281,12 +1397,16 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 let mut kicks = Vec::new();
                 sim.pools[p].policy.tick(sim.cpu_local[c], t, &mut |k| kicks.push(k));
                 // Kicks made on the tick's CPU: of itself, or of another by IPI.
+                let mut resched = false;
                 for k in kicks {
                     let k = sim.global(p, k);
+                    resched |= k == c;
                     sim.kick_from(k, Some(c));
                 }
                 let period = sim.pools[p].policy.tick_period_ns().unwrap_or(10_000_000);
                 sim.push(t + period, Ev::Tick(c, g));
+                sim.cpus[c].next_tick = Some(t + period);
+                sim.timer_fired(c, resched);
             }
             Ev::Step(i) => sim.apply_step(i),
             Ev::Action(v, g) => {
@@ -1305,7 +1425,18 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                     }
                 }
             }
-            Ev::Wake(v) => sim.wake(v),
+            Ev::Wake(v) => {
+                // Its timer fires on the CPU it was set on: the interrupt leaves re-arming
+                // to the reschedule when the wake-up kicks that CPU.
+                let timer = sim.vcpus[v].timer_on.take();
+                if let Some((c, at)) = timer {
+                    sim.cpus[c].timers.remove(&(at, v));
+                }
+                let kicked = sim.wake(v);
+                if let Some((c, _)) = timer {
+                    sim.timer_fired(c, kicked == Some(c));
+                }
+            }
             Ev::Stall(c) => {
                 let Some(st) = sim.costs.stalls.clone() else { continue };
                 let rng = &mut sim.stall_rng;
@@ -1521,6 +1652,9 @@ fn finish(
         kick_local_late: None,
         switch_time: None,
         set_timer_time: None,
+        switch_armed_time: None,
+        set_timer_armed_time: None,
+        timer_wake_late: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
     };
     let ncpus = spec.machine.cpus;

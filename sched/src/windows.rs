@@ -211,6 +211,9 @@ mod tests {
             kick_local_late: None,
             switch_time: None,
             set_timer_time: None,
+            switch_armed_time: None,
+            set_timer_armed_time: None,
+            timer_wake_late: None,
             profile: None,
         })
     }

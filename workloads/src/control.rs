@@ -15,9 +15,10 @@ use crate::report::{CpuStats, Figures, FrameCounts};
 /// Largest encoded request (a results record is the biggest, well under this).
 const REQUEST_BYTES: usize = 4096;
 /// Largest encoded reply: `DomainInfo` is about 100 bytes plus its scheduling parameters,
-/// at most 8 pairs of up to 35 bytes each (`abi::control::SchedParams`); `CpuStats` four
-/// histograms of 64 counts, up to about 1100 bytes.
-const REPLY_BYTES: usize = 2048;
+/// at most 8 pairs of up to 35 bytes each (`abi::control::SchedParams`); `CpuStats` seven
+/// histograms of 64 counts (a varint each, mostly zeros), up to about 2 KiB: the
+/// hypervisor's own bound (`MESSAGE_BYTES`, kernel/src/pv/control.rs).
+const REPLY_BYTES: usize = 4096;
 
 fn call<R>(
     hypercall: fn(&[u8], &mut [u8]) -> Result<usize, Errno>,
@@ -130,6 +131,9 @@ pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
             kick_local_late,
             switch_time,
             set_timer_time,
+            switch_armed_time,
+            set_timer_armed_time,
+            timer_wake_late,
         } => Some(CpuStats {
             idle_ns,
             busy_ns,
@@ -139,6 +143,9 @@ pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
             kick_local_late,
             switch_time,
             set_timer_time,
+            switch_armed_time,
+            set_timer_armed_time,
+            timer_wake_late,
         }),
         _ => None,
     })

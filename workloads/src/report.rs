@@ -38,6 +38,11 @@ pub struct CpuStats {
     pub switch_time: KickLateHalves,
     /// ... and its `set_timer` hypercalls.
     pub set_timer_time: KickLateHalves,
+    /// ... and of those, the ones that wrote the CPU's timer.
+    pub switch_armed_time: KickLateHalves,
+    pub set_timer_armed_time: KickLateHalves,
+    /// How late its sleepers' timers woke them.
+    pub timer_wake_late: KickLateHalves,
 }
 
 /// The frame allocator's counts (`Sysctl::FrameCounts`).
@@ -257,6 +262,11 @@ pub struct RunSummary<'a> {
     /// took ([`cpu_hist`]).
     pub switch_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
+    /// Of those, the ones that wrote the CPU's timer.
+    pub switch_armed_time: [u64; KICK_LATE_BUCKETS],
+    pub set_timer_armed_time: [u64; KICK_LATE_BUCKETS],
+    /// Sleepers woken by their timers, by how late.
+    pub timer_wake_late: [u64; KICK_LATE_BUCKETS],
     /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
     pub pools: Option<Vec<results::Pool>>,
 }
@@ -292,6 +302,9 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         kick_local_late: results::kick_lateness(&r.kick_local_late),
         switch_time: results::kick_lateness(&r.switch_time),
         set_timer_time: results::kick_lateness(&r.set_timer_time),
+        switch_armed_time: results::kick_lateness(&r.switch_armed_time),
+        set_timer_armed_time: results::kick_lateness(&r.set_timer_armed_time),
+        timer_wake_late: results::kick_lateness(&r.timer_wake_late),
         profile: None,
     }
 }
@@ -758,6 +771,9 @@ mod tests {
             kick_local_late: cpu_hist(&b, &a, |c| &c.kick_local_late),
             switch_time: cpu_hist(&b, &a, |c| &c.switch_time),
             set_timer_time: cpu_hist(&b, &a, |c| &c.set_timer_time),
+            switch_armed_time: cpu_hist(&b, &a, |c| &c.switch_armed_time),
+            set_timer_armed_time: cpu_hist(&b, &a, |c| &c.set_timer_armed_time),
+            timer_wake_late: cpu_hist(&b, &a, |c| &c.timer_wake_late),
         };
         assert_eq!(
             run_record(&r),

@@ -607,9 +607,9 @@ pub fn kick_late_join(halves: &KickLateHalves) -> [u64; KICK_LATE_BUCKETS] {
 }
 
 /// A `sysctl` reply.
-// `CpuStats` is 1.2 KiB (the kick histograms) against 64 bytes for the next variant: a reply
-// is built once per call, encoded at once into the caller's buffer (at most 1 KiB as
-// postcard writes it, mostly zeros), and neither side keeps one, so boxing it would buy
+// `CpuStats` is 3.8 KiB (seven timing histograms) against 64 bytes for the next variant: a
+// reply is built once per call, encoded at once into the caller's buffer (about 2 KiB at most
+// as postcard writes it, mostly zeros), and neither side keeps one, so boxing it would buy
 // nothing; and `abi` has no allocator in the hypervisor's control path.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -638,6 +638,13 @@ pub enum SysctlReply<'a> {
         /// ... and each `set_timer` hypercall, in the hypervisor (arming the CPU's timer:
         /// under TCG an APIC write, which QEMU serves under its global lock).
         set_timer_time: KickLateHalves,
+        /// Of the switches and `set_timer` hypercalls above, those that wrote the CPU's
+        /// timer (its deadline moved earlier, or what was armed had passed), counted in
+        /// both: the write is the dear part under TCG.
+        switch_armed_time: KickLateHalves,
+        set_timer_armed_time: KickLateHalves,
+        /// How late each sleeper's timer woke it, from its deadline.
+        timer_wake_late: KickLateHalves,
     },
     SchedParam {
         value: u64,

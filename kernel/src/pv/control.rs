@@ -459,6 +459,9 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
                 switch_time: abi::control::kick_late_halves(&f.switch_time),
                 set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
+                switch_armed_time: abi::control::kick_late_halves(&f.switch_armed_time),
+                set_timer_armed_time: abi::control::kick_late_halves(&f.set_timer_armed_time),
+                timer_wake_late: abi::control::kick_late_halves(&f.timer_wake_late),
             })
         }
         Sysctl::TakeSnapshot { slot: raw } => {
@@ -482,6 +485,9 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
                 switch_time: abi::control::kick_late_halves(&f.switch_time),
                 set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
+                switch_armed_time: abi::control::kick_late_halves(&f.switch_armed_time),
+                set_timer_armed_time: abi::control::kick_late_halves(&f.set_timer_armed_time),
+                timer_wake_late: abi::control::kick_late_halves(&f.timer_wake_late),
             })
         }
         Sysctl::FrameCounts => {

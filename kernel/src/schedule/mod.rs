@@ -59,7 +59,9 @@ struct CpuSched {
 }
 
 /// A CPU's figures, written by that CPU alone and read by any (`sysctl CpuStats`): atomics,
-/// so that a reader never takes another CPU's lock.
+/// so that a reader never takes another CPU's lock. In declaration order (`repr(C)`), the
+/// large `timed` last (see [`CpuState`]).
+#[repr(C)]
 struct CpuCounters {
     busy_ns: AtomicU64,
     switches: AtomicU64,
@@ -70,16 +72,19 @@ struct CpuCounters {
     /// How late the timer ended the slices the policy gave, in log2 buckets
     /// (`abi::control::slice_late_bucket`): what a slice really lasts on this machine.
     slice_late: [AtomicU64; SLICE_LATE_BUCKETS],
-    /// Four histograms in `abi::control::kick_late_bucket`s, [`KICK_LATE_BUCKETS`] each,
-    /// by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
-    /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
-    /// [`KICK_REMOTE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
-    /// hypercalls ([`SET_TIMER_TIME`]).
-    timed: [AtomicU64; 4 * KICK_LATE_BUCKETS],
     /// When the earliest kick not yet served was made (system ns; 0: none), from this CPU
     /// and from another. The one field other CPUs write: [`kick`] stamps it, this CPU's
     /// next decision takes it ([`kicks_served`]).
     kicked_at: [AtomicU64; 2],
+    /// [`TIMED_KINDS`] histograms in `abi::control::kick_late_bucket`s, [`KICK_LATE_BUCKETS`]
+    /// each, by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
+    /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
+    /// [`KICK_REMOTE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
+    /// hypercalls ([`SET_TIMER_TIME`]), and of those the ones that wrote the hardware timer
+    /// ([`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]), and how late sleepers' timers
+    /// woke them ([`TIMER_WAKE_LATE`]). Last in the struct, whose `CpuState` starts a page:
+    /// the kinds a switch counts lie in that first page with the rest of the CPU's state.
+    timed: [AtomicU64; TIMED_KINDS * KICK_LATE_BUCKETS],
 }
 
 /// The third and fourth kinds of [`CpuCounters::timed`]: each switch to another vCPU,
@@ -95,13 +100,31 @@ struct CpuCounters {
 /// timer set.
 const SWITCH_TIME: usize = 2;
 const SET_TIMER_TIME: usize = 3;
+/// The fifth and sixth kinds: of the switches and `set_timer` hypercalls above, those that
+/// wrote the CPU's timer ([`arm_timer`] moved its deadline earlier, or what was armed had
+/// passed), counted in both kinds. Under TCG the write is the dear part (an APIC write under
+/// QEMU's global lock), and whether a switch makes one depends on what it arms: rtds's
+/// latency domain, switched in with at most a 100 µs budget left, moves the deadline earlier
+/// every time, while a hog switched in after it finds that deadline still armed and keeps it.
+/// schedsim, given a run's figures, follows [`arm_timer`]'s rule and draws each switch and
+/// `set_timer` from the kind it falls in (`sched::cost::Profile::with_armed`).
+const SWITCH_ARMED_TIME: usize = 4;
+const SET_TIMER_ARMED_TIME: usize = 5;
+/// The seventh kind: how late each sleeper's timer woke it, from its deadline to the
+/// timer's run here ([`run_timers`]): the same hardware timer as the slices' ends, late by
+/// the same host stalls, which schedsim draws a sleeper's wake-up from
+/// (`sched::cost::Profile::with_wake_late`).
+const TIMER_WAKE_LATE: usize = 6;
+/// How many kinds [`CpuCounters::timed`] holds.
+const TIMED_KINDS: usize = 7;
 /// The first and second kinds of [`CpuCounters::timed`]: kicks this CPU sent itself, and
 /// kicks from other CPUs (the order of [`CpuCounters::kicked_at`]).
 const KICK_LOCAL: usize = 0;
 const KICK_REMOTE: usize = 1;
 
 /// Counts a duration of kind `kind` ([`KICK_LOCAL`], [`KICK_REMOTE`], [`SWITCH_TIME`],
-/// [`SET_TIMER_TIME`]) on this CPU.
+/// [`SET_TIMER_TIME`], [`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`],
+/// [`TIMER_WAKE_LATE`]) on this CPU.
 fn count_time(kind: usize, ns: u64) {
     if let Some(n) = this_state()
         .counters
@@ -158,22 +181,35 @@ pub struct CpuFigures {
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
     pub switch_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
+    pub switch_armed_time: [u64; KICK_LATE_BUCKETS],
+    pub set_timer_armed_time: [u64; KICK_LATE_BUCKETS],
+    pub timer_wake_late: [u64; KICK_LATE_BUCKETS],
 }
 
-/// Everything the scheduler keeps for one CPU, on one page: its state, its figures, its
-/// watch on its neighbour and its pool entry. A switch touches all four, and under QEMU's
-/// TCG each page touched after a CR3 load (every switch between domains) costs a TLB fill;
-/// kept as four `smp::MAX_CPUS`-long arrays, with each array's ready flag at its far end,
-/// they took seven of a switch's 50 fills (`scripts/tlb-fills`). One page each also keeps
-/// CPUs from sharing cache lines.
+/// Everything the scheduler keeps for one CPU, from a page boundary: its state, its watch on
+/// its neighbour, its pool entry and its figures, all that a switch touches of them in the
+/// first page. Under QEMU's TCG each page touched after a CR3 load (every switch between
+/// domains) costs a TLB fill; kept as four `smp::MAX_CPUS`-long arrays, with each array's
+/// ready flag at its far end, they took seven of a switch's 50 fills (`scripts/tlb-fills`).
+/// Page-aligned, CPUs also share no cache line.
 #[repr(C, align(4096))]
 struct CpuState {
     sched: Mutex<CpuSched>,
-    counters: CpuCounters,
     watch: watchdog::WatchState,
     /// `cpupool`'s entry for this CPU: its instance and its number there.
     pool: AtomicU64,
+    /// Last: its `timed` histograms run past the first page, and only the kinds a switch
+    /// does not count (the last) lie beyond it.
+    counters: CpuCounters,
 }
+
+// What a switch counts (every kind up to the armed ones) is in a `CpuState`'s first page.
+const _: () = assert!(
+    core::mem::offset_of!(CpuState, counters)
+        + core::mem::offset_of!(CpuCounters, timed)
+        + (SET_TIMER_ARMED_TIME + 1) * KICK_LATE_BUCKETS * 8
+        <= 4096
+);
 
 /// The machine's CPUs' [`CpuState`]s, in CPU order (only the CPUs the machine has: the
 /// state of `smp::MAX_CPUS` would be a megabyte).
@@ -473,14 +509,15 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     let start = time::now_ns();
     v.timer_deadline.store(deadline_ns, Ordering::Release);
     let mut cs = this_state().sched.lock();
-    if deadline_ns == 0 {
+    let wrote = if deadline_ns == 0 {
         cs.timers.cancel(v.id);
+        false
     } else {
         cs.timers.set(v.id, deadline_ns);
-        arm_timer(&mut cs, start);
-    }
+        arm_timer(&mut cs, start)
+    };
     drop(cs);
-    count_time(SET_TIMER_TIME, time::now_ns().saturating_sub(start));
+    count_timed(SET_TIMER_TIME, SET_TIMER_ARMED_TIME, start, wrote);
 }
 
 /// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
@@ -534,6 +571,7 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         if wake(&v, now) {
+            count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));
             // It was blocked and now wakes: nothing is left to report. (Left FIRED, it
             // would only make a later block return at once, which callers allow.)
             let _ =
@@ -591,12 +629,14 @@ const MIN_ARM_NS: u64 = 1000;
 /// 50 µs by default), for the slice timer only.
 const SLICE_SLOP_NS: u64 = 50_000;
 
-/// Programs this CPU's hardware timer for its earliest pending event.
+/// Programs this CPU's hardware timer for its earliest pending event; returns whether it
+/// wrote the hardware (armed or disarmed it).
 ///
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
 /// armed (or what is armed has passed): a timer that fires early finds nothing due and
-/// re-arms, which is cheaper than an APIC write on every switch.
-fn arm_timer(cs: &mut CpuSched, now: u64) {
+/// re-arms, which is cheaper than an APIC write on every switch. (schedsim follows the same
+/// rule to tell which switches write: `sched::sim`, `Sim::arm_timer`.)
+fn arm_timer(cs: &mut CpuSched, now: u64) -> bool {
     let earliest = [
         cs.slice_end,
         cs.next_tick,
@@ -610,12 +650,23 @@ fn arm_timer(cs: &mut CpuSched, now: u64) {
     let keep =
         matches!((cs.armed_at, earliest), (Some(armed), Some(at)) if armed > now && armed <= at);
     if keep {
-        return;
+        return false;
     }
     cs.armed_at = earliest;
     match earliest {
         Some(at) => time::arm_timer_at(at),
         None => smp::timer::disarm(),
+    }
+    true
+}
+
+/// Counts a switch or a `set_timer` begun at `start` (system ns) as kind `all`, and as
+/// kind `armed` too if it wrote the timer (`wrote`).
+fn count_timed(all: usize, armed: usize, start: u64, wrote: bool) {
+    let took = time::now_ns().saturating_sub(start);
+    count_time(all, took);
+    if wrote {
+        count_time(armed, took);
     }
 }
 
@@ -747,9 +798,9 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             let pml4 = n.pml4;
             cs.current = Some(n);
             cs.current_domain = Some(domain);
-            arm_timer(&mut cs, now);
+            let wrote = arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
-            count_time(SWITCH_TIME, time::now_ns().saturating_sub(decided));
+            count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
             Next::Switched
         }
         None => {
@@ -1027,6 +1078,9 @@ pub fn cpu_figures(cpu: usize, now: u64) -> CpuFigures {
         kick_late: core::array::from_fn(|k| kind(KICK_REMOTE, k)),
         switch_time: core::array::from_fn(|k| kind(SWITCH_TIME, k)),
         set_timer_time: core::array::from_fn(|k| kind(SET_TIMER_TIME, k)),
+        switch_armed_time: core::array::from_fn(|k| kind(SWITCH_ARMED_TIME, k)),
+        set_timer_armed_time: core::array::from_fn(|k| kind(SET_TIMER_ARMED_TIME, k)),
+        timer_wake_late: core::array::from_fn(|k| kind(TIMER_WAKE_LATE, k)),
     }
 }
 
@@ -1080,9 +1134,9 @@ pub fn idle_step(now: u64) -> IdleStep {
     cs.slice_end = decision.slice_ns.map(|s| now + s);
     cs.current = Some(n.clone());
     cs.current_domain = Some(domain);
-    arm_timer(&mut cs, now);
+    let wrote = arm_timer(&mut cs, now);
     load_address_space(n.pml4, None);
-    count_time(SWITCH_TIME, time::now_ns().saturating_sub(decided));
+    count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
     IdleStep::Enter(n, frame)
 }
 

@@ -20,7 +20,12 @@
 //! `kick_local_late` (`kick_ns`, `kick_p99_ns`), and each slice's lateness from
 //! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`), each switch from
 //! `switch_time` (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`), and a
-//! sleeper's `set_timer` before it blocks from `set_timer_time` (on its CPU, inside its run; `block_ns` after it); a
+//! sleeper's `set_timer` before it blocks from `set_timer_time` (on its CPU, inside its run; `block_ns` after it),
+//! and with `--timer-writes` those split by whether they wrote the CPU's timer, when the
+//! run counted the ones that did (`switch_armed_time`, `set_timer_armed_time`: the
+//! simulation then follows the hypervisor's rule for writing it,
+//! `sched::cost::Profile::with_armed`; not the default, as the rule here puts writes at
+//! far fewer of the hogs' switches than the hypervisor counts, sched/README.md); a
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
@@ -43,7 +48,7 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-                [--profile FILE|ideal] [--costs-from RESULTS.jsonl]
+                [--profile FILE|ideal] [--costs-from RESULTS.jsonl [--timer-writes]]
                 [--slice-late-from RESULTS.jsonl]
                 [--replay TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
@@ -87,6 +92,7 @@ struct Args {
     replay: Option<String>,
     slice_late_from: Option<String>,
     costs_from: Option<String>,
+    timer_writes: bool,
     over: Overrides,
 }
 
@@ -102,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         replay: None,
         slice_late_from: None,
         costs_from: None,
+        timer_writes: false,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -124,6 +131,7 @@ fn parse_args() -> Result<Args, String> {
             "--costs-from" => {
                 a.costs_from = Some(it.next().ok_or("--costs-from needs a results file")?)
             }
+            "--timer-writes" => a.timer_writes = true,
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
             "--domains" => a.over.domains = Some(num("--domains", it.next())?),
@@ -156,6 +164,12 @@ fn parse_args() -> Result<Args, String> {
                 .into(),
         );
     }
+    if a.timer_writes && a.costs_from.is_none() {
+        return Err(
+            "--timer-writes splits the switches of --costs-from RESULTS.jsonl: give that too"
+                .into(),
+        );
+    }
     Ok(a)
 }
 
@@ -169,6 +183,36 @@ struct RunCosts {
     /// How long switches and `set_timer` hypercalls took (`switch_time`, `set_timer_time`).
     switch: Option<Measured>,
     set_timer: Option<Measured>,
+    /// The same split by whether they wrote the CPU's timer, `(kept, wrote)`: a run's
+    /// `switch_armed_time` and `set_timer_armed_time` are those that wrote it (counted in
+    /// `switch_time` and `set_timer_time` too).
+    switch_split: (Option<Measured>, Option<Measured>),
+    set_timer_split: (Option<Measured>, Option<Measured>),
+    /// How late sleepers' timers woke them (`timer_wake_late`).
+    wake_late: Option<Measured>,
+}
+
+/// `all`'s buckets less `part`'s (a subset of them, counted in the same buckets), bucket by
+/// bucket.
+fn less(all: &[Bucket], part: &[Bucket]) -> Vec<Bucket> {
+    all.iter()
+        .map(|&(lo, hi, n)| {
+            let p: u64 = part.iter().filter(|b| b.1 == hi).map(|b| b.2).sum();
+            (lo, hi, n.saturating_sub(p))
+        })
+        .collect()
+}
+
+/// A histogram and the part of it that wrote the timer, as `(kept, wrote)`; none if the
+/// run did not split it (`wrote` absent: a run from before the split).
+fn split(
+    all: &Option<Vec<Bucket>>,
+    wrote: Option<Vec<Bucket>>,
+) -> (Option<Measured>, Option<Measured>) {
+    match (all, wrote) {
+        (Some(all), Some(wrote)) => (Measured::new(less(all, &wrote)), Measured::new(wrote)),
+        _ => (None, None),
+    }
 }
 
 /// The buckets of a `run` record's histogram `[[upper_bound_ns, count], ...]` as
@@ -232,6 +276,7 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
     };
     let kick_last = kick_late_bound_ns(KICK_LATE_BUCKETS - 2).expect("the last finite bucket");
     let kick = |key: &str| buckets(path, key, &run[key]["hist"], kick_lower, kick_last);
+    let kick_list = |key: &str| bucket_list(path, key, &run[key]["hist"], kick_lower, kick_last);
     let slice_lower = |upper: u64| {
         let k = slice_late_bucket(upper);
         (slice_late_bound_ns(k) == Some(upper))
@@ -241,7 +286,11 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         slice_late_bound_ns(SLICE_LATE_BUCKETS - 2).expect("the last finite slice bucket");
     let slices =
         bucket_list(path, "slice_late_hist", &run["slice_late_hist"], slice_lower, slice_last)?;
-    let (switch, set_timer) = (kick("switch_time")?, kick("set_timer_time")?);
+    let (switch_all, set_timer_all) = (kick_list("switch_time")?, kick_list("set_timer_time")?);
+    let switch_split = split(&switch_all, kick_list("switch_armed_time")?);
+    let set_timer_split = split(&set_timer_all, kick_list("set_timer_armed_time")?);
+    let (switch, set_timer) =
+        (switch_all.and_then(Measured::new), set_timer_all.and_then(Measured::new));
     // The stalls inside switches and set_timer hypercalls are played out there: the share
     // of the CPUs' time they took is taken off the stalls that begin at random.
     let cpu_time = run["duration_ns"].as_f64().unwrap_or(0.0) * run["cpus"].as_f64().unwrap_or(0.0);
@@ -259,6 +308,9 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         stalls,
         switch,
         set_timer,
+        switch_split,
+        set_timer_split,
+        wake_late: kick("timer_wake_late")?,
     })
 }
 
@@ -326,7 +378,12 @@ fn main() -> ExitCode {
         Some(m) if args.costs_from.is_some() => costs
             .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
             .with_stalls(m.stalls.clone())
-            .with_paths(m.switch.clone(), m.set_timer.clone()),
+            .with_wake_late(m.wake_late.clone())
+            .with_paths(m.switch.clone(), m.set_timer.clone())
+            .with_armed(
+                if args.timer_writes { m.switch_split.clone() } else { (None, None) },
+                if args.timer_writes { m.set_timer_split.clone() } else { (None, None) },
+            ),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
@@ -358,6 +415,9 @@ fn main() -> ExitCode {
             described("slice ends", &costs.slice_measured),
             described("switches", &costs.switch_measured),
             described("set_timer hypercalls", &costs.set_timer_measured),
+            described("switches that wrote the timer", &costs.switch_wrote_measured),
+            described("set_timer hypercalls that wrote it", &costs.set_timer_wrote_measured),
+            described("sleepers' timers late", &costs.wake_measured),
             costs.stalls.as_ref().map(|s| {
                 format!(
                     "CPU stalls of p50 <= {} ns every {} ns on average",

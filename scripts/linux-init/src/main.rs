@@ -582,6 +582,9 @@ fn run() -> Result<bool, String> {
         kick_local_late: None,
         switch_time: None,
         set_timer_time: None,
+        switch_armed_time: None,
+        set_timer_armed_time: None,
+        timer_wake_late: None,
         profile: None,
     }));
     for r in &records {

@@ -268,6 +268,11 @@ fn run_churn(
         kick_local_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_local_late),
         switch_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_time),
         set_timer_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.set_timer_time),
+        switch_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_armed_time),
+        set_timer_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| {
+            &c.set_timer_armed_time
+        }),
+        timer_wake_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.timer_wake_late),
         pools: None,
     };
     emit(&report::run_record(&summary), verdict);
@@ -814,6 +819,11 @@ fn measure(
         kick_local_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_local_late),
         switch_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_time),
         set_timer_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.set_timer_time),
+        switch_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_armed_time),
+        set_timer_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| {
+            &c.set_timer_armed_time
+        }),
+        timer_wake_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.timer_wake_late),
         pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);

@@ -324,6 +324,19 @@ pub struct Run {
     /// `set_timer` hypercall (a sleeper arming its wake-up before it blocks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_timer_time: Option<Lateness>,
+    /// Optional (the hypervisor only): of the switches in `switch_time`, those that wrote
+    /// the CPU's timer (the hypervisor writes it only when the deadline moves earlier than
+    /// the one armed, or that one has passed), counted there too: `switch_time` less these
+    /// are the switches that kept the timer as it was ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_armed_time: Option<Lateness>,
+    /// ... and of the `set_timer` hypercalls in `set_timer_time`, those that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_timer_armed_time: Option<Lateness>,
+    /// Optional (the hypervisor only): how late each sleeper's timer woke it, from its
+    /// deadline (the CPU's one hardware timer, as for the slices' ends, in these buckets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_wake_late: Option<Lateness>,
     /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
     /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
     /// name), so that a result says which machine it models.
@@ -846,6 +859,9 @@ mod tests {
                     kick_local_late: None,
                     switch_time: None,
                     set_timer_time: None,
+                    switch_armed_time: None,
+                    set_timer_armed_time: None,
+                    timer_wake_late: None,
                     profile: None,
                 }),
                 &[
