@@ -33,15 +33,27 @@ pub(super) fn next_watch() -> u64 {
 /// count, and ends the run if that CPU has been in the hypervisor for
 /// [`stuck_limit_ns`] without leaving: it is asked by NMI to report where it is, and
 /// the machine stops with a failure either way.
+///
+/// Called at every reschedule: the test whether a look is due is all that runs then (and
+/// all that is laid out with the hot code); the look, every [`watchdog::PERIOD_NS`], is
+/// [`look_at_neighbour`].
+#[inline]
 pub(super) fn watch_neighbour(cpu: usize, now: u64) {
     if !WATCHDOG_ARMED.load(Ordering::Relaxed) {
         return;
     }
     let state = watch_state();
+    if now < state.next_watch.load(Ordering::Relaxed) {
+        return;
+    }
+    look_at_neighbour(state, cpu, now);
+}
+
+/// [`watch_neighbour`]'s look, once due.
+#[cold]
+#[inline(never)]
+fn look_at_neighbour(state: &WatchState, cpu: usize, now: u64) {
     let stuck = {
-        if now < state.next_watch.load(Ordering::Relaxed) {
-            return;
-        }
         state
             .next_watch
             .store(now + watchdog::PERIOD_NS, Ordering::Relaxed);
