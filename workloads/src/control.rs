@@ -12,22 +12,21 @@ use abi::error::Errno;
 use crate::hypercall;
 use crate::report::{CpuStats, Figures, FrameCounts};
 
-/// Largest encoded request (a results record is the biggest, well under this).
-const REQUEST_BYTES: usize = 4096;
-/// Largest encoded reply: `DomainInfo` is about 100 bytes plus its scheduling parameters,
-/// at most 8 pairs of up to 35 bytes each (`abi::control::SchedParams`); `CpuStats` seven
-/// histograms of 64 counts (a varint each, mostly zeros), up to about 2 KiB: the
-/// hypervisor's own bound (`MESSAGE_BYTES`, kernel/src/pv/control.rs).
-const REPLY_BYTES: usize = 4096;
+/// Largest encoded request or reply: the hypervisor's bound (`MESSAGE_BYTES`,
+/// kernel/src/pv/control.rs). A results record is the biggest request: a long run's `run`
+/// record, with its seven per-CPU histograms filled, passed 4 KiB (`churn`, 9 s). The
+/// biggest reply, `CpuStats`, is seven histograms of 64 counts (a varint each), about 2 KiB.
+/// On the heap: two of them would be half of a vCPU's 64 KiB stack.
+const MESSAGE_BYTES: usize = 16 << 10;
 
 fn call<R>(
     hypercall: fn(&[u8], &mut [u8]) -> Result<usize, Errno>,
     request: &impl serde::Serialize,
     decode: impl FnOnce(&[u8]) -> Result<R, Errno>,
 ) -> Result<R, Errno> {
-    let mut req = [0u8; REQUEST_BYTES];
+    let mut req = alloc::vec![0u8; MESSAGE_BYTES];
     let len = control::encode(request, &mut req)?;
-    let mut reply = [0u8; REPLY_BYTES];
+    let mut reply = alloc::vec![0u8; MESSAGE_BYTES];
     let got = hypercall(&req[..len], &mut reply)?;
     decode(&reply[..got])
 }
