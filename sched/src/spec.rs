@@ -219,10 +219,11 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "hostile-regs",
-        args: &[("role", 0)],
+        args: &[("role", 0), ("rounds", 400)],
         doc: "the XTF-style suite's register leak: role 0 fills every register and selector and \
               spins and yields; role 1 checks what each of its vCPUs got at entry, restarting \
-              vCPU 1 twenty times (workloads/src/bin/hostile-regs.rs)",
+              vCPU 1 twenty times; role 2 checks the registers `rounds` hypercalls give back \
+              (workloads/src/bin/hostile-regs.rs)",
     },
 ];
 

@@ -165,6 +165,7 @@ pub const CASES: &[Case] = &[
     with("sel-b", Want::Success, "sel-a"),
     ok("regs-filler"),
     with("regs-check", Want::Success, "regs-filler"),
+    with("regs-hcall", Want::Success, "regs-filler"),
 ];
 
 /// The groups of a spec that are not cases.

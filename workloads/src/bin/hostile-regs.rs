@@ -12,6 +12,17 @@
 //!   vCPU checks its own entry; vCPU 0 reports SUCCESS if every entry was clean (case
 //!   `regs-at-entry`). (`vcpu_op Up` resumes a vCPU where it went down rather than at the
 //!   entry, so each vCPU enters once: a spec runs several checkers.)
+//! - `role` 2, the hypercall checker (1 vCPU, on the filler's CPU; case `regs-hypercall`):
+//!   the `syscall` entry stores only part of the trap frame and writes the rest (RBX, RBP,
+//!   R12-R15, the selectors) only on the slow way out (`kernel/src/arch/x86_64/entry.rs`);
+//!   until then those words hold what an earlier entry left on the kernel stack. Each of
+//!   `rounds` calls enters with RBX, RBP, R12-R15 and the argument registers set to values
+//!   of its own and must come back with every one of them unchanged, RAX its result and RCX
+//!   the address after the `syscall`, whichever way out it took: the unmask of its timer
+//!   VIRQ's port with the event pending (the upcall is entered at the hypercall's exit, then
+//!   `callback_return`),
+//!   a yield (a switch to the filler and back), a null call (`sysretq`) and an unknown
+//!   number. Every unmask must have been followed by its upcall.
 #![no_std]
 #![no_main]
 
@@ -99,6 +110,7 @@ extern "C" fn regs_entry(vcpu: usize, saved: *const Entry) -> ! {
 fn run(vcpu: usize) -> u64 {
     match shared::arg("role", 0) {
         0 => filler(vcpu),
+        2 => hypercall_checker(vcpu),
         _ => checker(vcpu),
     }
 }
@@ -228,4 +240,156 @@ fn filler(vcpu: usize) -> u64 {
         "regs-filler",
         format_args!("{rounds} rounds with every register filled"),
     )
+}
+
+/// What [`probe`] enters a hypercall with: RBX, RBP, R12-R15, RSI, RDX, R8, R9, R10, RDI,
+/// RAX (the number). Addressed RIP-relative by the assembly.
+static mut PROBE_IN: [u64; 13] = [0; 13];
+/// What it came back with: the thirteen registers of [`PROBE_IN`] in that order, then RCX,
+/// R11, and the address right after the `syscall` (RCX's right value).
+static mut PROBE_OUT: [u64; 16] = [0; 16];
+
+/// Issues one hypercall with every register of `regs` loaded (RBX, RBP, R12-R15, RSI, RDX,
+/// R8, R9, R10, RDI, RAX) and returns every register as it came back.
+fn probe(regs: [u64; 13]) -> [u64; 16] {
+    // SAFETY: one vCPU uses the statics (the case runs on vCPU 0 alone), through raw
+    // pointers; the assembly saves and restores RBX and RBP, which Rust reserves, and
+    // declares everything else it changes; the upcall frame goes below the red zone.
+    unsafe {
+        core::ptr::addr_of_mut!(PROBE_IN).write_volatile(regs);
+        core::arch::asm!(
+            "push rbx",
+            "push rbp",
+            "mov rbx, [rip + {inp}]",
+            "mov rbp, [rip + {inp} + 8]",
+            "mov r12, [rip + {inp} + 16]",
+            "mov r13, [rip + {inp} + 24]",
+            "mov r14, [rip + {inp} + 32]",
+            "mov r15, [rip + {inp} + 40]",
+            "mov rsi, [rip + {inp} + 48]",
+            "mov rdx, [rip + {inp} + 56]",
+            "mov r8, [rip + {inp} + 64]",
+            "mov r9, [rip + {inp} + 72]",
+            "mov r10, [rip + {inp} + 80]",
+            "mov rdi, [rip + {inp} + 88]",
+            "mov rax, [rip + {inp} + 96]",
+            "syscall",
+            "3:",
+            "mov [rip + {out}], rbx",
+            "mov [rip + {out} + 8], rbp",
+            "mov [rip + {out} + 16], r12",
+            "mov [rip + {out} + 24], r13",
+            "mov [rip + {out} + 32], r14",
+            "mov [rip + {out} + 40], r15",
+            "mov [rip + {out} + 48], rsi",
+            "mov [rip + {out} + 56], rdx",
+            "mov [rip + {out} + 64], r8",
+            "mov [rip + {out} + 72], r9",
+            "mov [rip + {out} + 80], r10",
+            "mov [rip + {out} + 88], rdi",
+            "mov [rip + {out} + 96], rax",
+            "mov [rip + {out} + 104], rcx",
+            "mov [rip + {out} + 112], r11",
+            "lea rax, [rip + 3b]",
+            "mov [rip + {out} + 120], rax",
+            "pop rbp",
+            "pop rbx",
+            inp = sym PROBE_IN,
+            out = sym PROBE_OUT,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            clobber_abi("C"),
+        );
+        core::ptr::addr_of!(PROBE_OUT).read_volatile()
+    }
+}
+
+const PROBE_NAMES: [&str; 13] = [
+    "rbx", "rbp", "r12", "r13", "r14", "r15", "rsi", "rdx", "r8", "r9", "r10", "rdi", "rax",
+];
+
+fn count_upcall(_vcpu: usize, _port: u32) {}
+
+/// Role 2: case `regs-hypercall` (see the module's doc).
+fn hypercall_checker(vcpu: usize) -> u64 {
+    use abi::hypercall::{EVTCHN_OP, EvtchnOp, NULL, SCHED_OP, SchedOp};
+    const CASE: &str = "regs-hypercall";
+    if vcpu != 0 {
+        workloads::rt::park(vcpu);
+    }
+    let rounds = shared::arg("rounds", 400);
+    if let Err(e) = workloads::upcall::register(count_upcall) {
+        return xtf::error(CASE, format_args!("registering the upcall: {e:?}"));
+    }
+    let port = match workloads::hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => return xtf::error(CASE, format_args!("binding the timer VIRQ: {e:?}")),
+    };
+    let mut c = Checks::new(CASE);
+    let (mut bad, mut sends) = (0u64, 0u64);
+    let upcalls_before = workloads::upcall::UPCALLS.load(Ordering::SeqCst);
+    for i in 0..rounds {
+        let mut regs: [u64; 13] =
+            core::array::from_fn(|j| 0x5eed_0000_0000_0000 | i << 8 | j as u64);
+        // (number, RDI, the result it must leave in RAX)
+        let (number, rdi, result) = match i % 4 {
+            0 => {
+                // The timer's event left pending on its masked port; the unmask (RSI: the
+                // port) marks the upcall due, which is entered on the way out.
+                shared::set_mask(port, true);
+                let _ = workloads::hypercall::set_timer(time::now_ns());
+                let until = time::now_ns() + 100_000_000;
+                while !shared::pending(port) && time::now_ns() < until {
+                    core::hint::spin_loop();
+                }
+                if !shared::pending(port) {
+                    return xtf::error(CASE, format_args!("the timer VIRQ never came"));
+                }
+                regs[6] = u64::from(port);
+                sends += 1;
+                (EVTCHN_OP, EvtchnOp::Unmask as u64, 0)
+            }
+            1 => (SCHED_OP, SchedOp::Yield as u64, 0),
+            2 => (NULL, regs[11], 0),
+            _ => (
+                0x5eed_0000 | i,
+                regs[11],
+                abi::error::Errno::NoSys.to_ret() as u64,
+            ),
+        };
+        regs[11] = rdi;
+        regs[12] = number;
+        let out = probe(regs);
+        let mut want = regs;
+        want[12] = result;
+        let mut wrong = false;
+        for (j, name) in PROBE_NAMES.iter().enumerate() {
+            if out[j] != want[j] {
+                wrong = true;
+                if bad < 8 {
+                    println!(
+                        "WRONG: call {i} (number {number:#x}): {name} = {:#x}, want {:#x}",
+                        out[j], want[j]
+                    );
+                }
+            }
+        }
+        if out[13] != out[15] {
+            wrong = true;
+            if bad < 8 {
+                println!(
+                    "WRONG: call {i} (number {number:#x}): rcx = {:#x}, want {:#x}",
+                    out[13], out[15]
+                );
+            }
+        }
+        bad += u64::from(wrong);
+    }
+    let upcalls = workloads::upcall::UPCALLS.load(Ordering::SeqCst) - upcalls_before;
+    println!("{rounds} calls, {sends} unmasks of a pending port, {upcalls} upcalls");
+    c.eq("calls that came back with a register not their own", bad, 0);
+    c.that(
+        format_args!("every unmask's upcall was taken ({upcalls} for {sends})"),
+        upcalls >= sends,
+    );
+    c.verdict()
 }
