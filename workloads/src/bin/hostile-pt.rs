@@ -121,6 +121,44 @@ static RACE_DONE: AtomicU64 = AtomicU64::new(0);
 static RACE_T0: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The last round: vCPU 1 writes through X even after the batch.
 static RACE_LAST: AtomicU64 = AtomicU64::new(0);
+
+/// A race case's start: the case needs two vCPUs (an error naming it, the code to return,
+/// if the domain has fewer); vCPUs past the second take no part and park here.
+fn two_vcpus(case: &str, vcpu: usize) -> Result<(), u64> {
+    if shared::vcpus() < 2 {
+        return Err(xtf::error(case, format_args!("needs 2 vCPUs")));
+    }
+    if vcpu > 1 {
+        rt::park(vcpu);
+    }
+    Ok(())
+}
+
+/// A page-table entry linking the table at physical address `t`, guest-writable.
+fn table_link(t: u64) -> u64 {
+    t | pte::PRESENT | pte::USER | pte::WRITABLE
+}
+
+/// Sets this vCPU's timer a little into the hypercall about to be made, a different point
+/// each round (`RACE_TIMER_NS` steps): under `-icount` QEMU hands the CPU over at the
+/// deadline, so the other vCPU runs part-way through the call. Returns when it was set.
+fn arm_handover(round: u64) -> u64 {
+    let now = time::now_ns();
+    let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
+    now
+}
+
+/// Spins until the other vCPU stores `round` in `flag`; false once `deadline` (system ns)
+/// passes first.
+fn await_round(flag: &AtomicU64, round: u64, deadline: u64) -> bool {
+    while flag.load(Ordering::SeqCst) != round {
+        if time::now_ns() >= deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
 /// vCPU 0's batch: unmap X, then 511 rewrites of an empty entry.
 static mut RACE_BATCH: [MmuUpdate; RACE_BATCH_LEN] = [MmuUpdate { ptr: 0, val: 0 }; RACE_BATCH_LEN];
 /// Rounds of `tlb-retype-race`, and the time after which the next is the last: a round
@@ -147,11 +185,8 @@ fn tlb_retype_race(vcpu: usize) -> u64 {
     /// The index in F of the entry written through X, and the VA it maps once F is linked.
     const FORGED: u64 = 5;
     const FORGED_VA: u64 = SCRATCH_VA + FORGED * 4096;
-    if shared::vcpus() < 2 {
-        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
-    }
-    if vcpu > 1 {
-        rt::park(vcpu);
+    if let Err(code) = two_vcpus(CASE, vcpu) {
+        return code;
     }
     let link = |f: u64| (f << 12) | pte::PRESENT | pte::USER | pte::WRITABLE;
     if vcpu == 1 {
@@ -280,11 +315,8 @@ fn tlb_retype_race(vcpu: usize) -> u64 {
         }
         let _ = update(filler, 0);
         RACE_ROUND.store(round, Ordering::SeqCst);
-        while RACE_READY.load(Ordering::SeqCst) != round {
-            if time::now_ns() >= deadline {
-                return xtf::error(CASE, format_args!("vCPU 1 never mapped X (round {round})"));
-            }
-            core::hint::spin_loop();
+        if !await_round(&RACE_READY, round, deadline) {
+            return xtf::error(CASE, format_args!("vCPU 1 never mapped X (round {round})"));
         }
         // A timer of this vCPU's due part-way through the batch, a different point each round:
         // its interrupt waits (the hypervisor runs the batch with interrupts off), but under
@@ -292,19 +324,14 @@ fn tlb_retype_race(vcpu: usize) -> u64 {
         // deadline, so vCPU 1 then runs, for certain, while this batch is half done
         // (`xtf-race.toml`). Without `-icount` the CPUs run at once and the race is left to
         // chance.
-        let now = time::now_ns();
-        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
-        RACE_T0.store(now, Ordering::SeqCst);
+        RACE_T0.store(arm_handover(round), Ordering::SeqCst);
         // SAFETY: the batch names entries of the map-area table only: X's, and one unused.
         let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
         if r != Ok(RACE_BATCH_LEN) {
             return xtf::error(CASE, format_args!("the batch: {r:?}"));
         }
-        while RACE_DONE.load(Ordering::SeqCst) != round {
-            if time::now_ns() >= deadline {
-                return xtf::error(CASE, format_args!("vCPU 1 never linked F (round {round})"));
-            }
-            core::hint::spin_loop();
+        if !await_round(&RACE_DONE, round, deadline) {
+            return xtf::error(CASE, format_args!("vCPU 1 never linked F (round {round})"));
         }
     }
     xtf::survived(
@@ -336,23 +363,15 @@ const UR_ROUNDS: u64 = 40;
 /// Case 25: see the table above.
 fn unlink_race(vcpu: usize) -> u64 {
     const CASE: &str = "unlink-race";
-    if shared::vcpus() < 2 {
-        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
+    if let Err(code) = two_vcpus(CASE, vcpu) {
+        return code;
     }
-    if vcpu > 1 {
-        rt::park(vcpu);
-    }
-    let link = |t: u64| t | pte::PRESENT | pte::USER | pte::WRITABLE;
     let deadline = time::now_ns() + 5_000_000_000;
     if vcpu == 1 {
         let mut round = 0;
         while round < UR_ROUNDS {
-            if UR_ROUND.load(Ordering::SeqCst) != round + 1 {
-                if time::now_ns() >= deadline {
-                    return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
-                }
-                core::hint::spin_loop();
-                continue;
+            if !await_round(&UR_ROUND, round + 1, deadline) {
+                return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
             }
             round += 1;
             let (b, table) = (
@@ -430,33 +449,25 @@ fn unlink_race(vcpu: usize) -> u64 {
     for round in 1..=UR_ROUNDS {
         // Both links in place (b may have gone only if the hole is open).
         let relinked = update(filler, 0)
-            .and_then(|_| update(a, link(t)))
-            .and_then(|_| update(b, link(t)));
+            .and_then(|_| update(a, table_link(t)))
+            .and_then(|_| update(b, table_link(t)));
         if let Err(e) = relinked {
             return xtf::error(CASE, format_args!("linking T (round {round}): {e:?}"));
         }
         UR_ROUND.store(round, Ordering::SeqCst);
-        while UR_READY.load(Ordering::SeqCst) != round {
-            if time::now_ns() >= deadline {
-                return xtf::error(CASE, format_args!("vCPU 1 not ready (round {round})"));
-            }
-            core::hint::spin_loop();
+        if !await_round(&UR_READY, round, deadline) {
+            return xtf::error(CASE, format_args!("vCPU 1 not ready (round {round})"));
         }
         // The handover to vCPU 1 part-way through the batch, as `tlb-retype-race` does.
-        let now = time::now_ns();
-        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
-        UR_T0.store(now, Ordering::SeqCst);
+        UR_T0.store(arm_handover(round), Ordering::SeqCst);
         // SAFETY: the batch names an entry of this case's L3 and one unused map-area entry.
         let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
         if r != Ok(RACE_BATCH_LEN) {
             return xtf::error(CASE, format_args!("the batch: {r:?}"));
         }
-        while UR_DONE.load(Ordering::SeqCst) != round {
-            if time::now_ns() >= deadline {
-                // vCPU 1 reported FAILURE (and shut the domain down) or is stuck.
-                return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
-            }
-            core::hint::spin_loop();
+        // vCPU 1 reported FAILURE (and shut the domain down) or is stuck.
+        if !await_round(&UR_DONE, round, deadline) {
+            return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
         }
     }
     let (tried, refused) = (
@@ -491,23 +502,15 @@ static VR_TRIED: AtomicU64 = AtomicU64::new(0);
 /// Case 26: see the table above.
 fn validate_race(vcpu: usize) -> u64 {
     const CASE: &str = "validate-race";
-    if shared::vcpus() < 2 {
-        return xtf::error(CASE, format_args!("needs 2 vCPUs"));
+    if let Err(code) = two_vcpus(CASE, vcpu) {
+        return code;
     }
-    if vcpu > 1 {
-        rt::park(vcpu);
-    }
-    let link = |t: u64| t | pte::PRESENT | pte::USER | pte::WRITABLE;
     let deadline = time::now_ns() + 5_000_000_000;
     if vcpu == 1 {
         let mut round = 0;
         while round < UR_ROUNDS {
-            if VR_ROUND.load(Ordering::SeqCst) != round + 1 {
-                if time::now_ns() >= deadline {
-                    return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
-                }
-                core::hint::spin_loop();
-                continue;
+            if !await_round(&VR_ROUND, round + 1, deadline) {
+                return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
             }
             round += 1;
             let q = VR_Q.load(Ordering::SeqCst);
@@ -551,7 +554,11 @@ fn validate_race(vcpu: usize) -> u64 {
     let (l3, q, y) = (built.tables[2], built.tables[1], built.tables[0]);
     let mut bytes = [0u8; 4096];
     for (i, e) in bytes.chunks_exact_mut(8).enumerate() {
-        let entry = if i < 511 { link(y) } else { link(d << 12) };
+        let entry = if i < 511 {
+            table_link(y)
+        } else {
+            table_link(d << 12)
+        };
         e.copy_from_slice(&entry.to_le_bytes());
     }
     if let Err(e) = xtf::fill_frame(x, 0, &bytes) {
@@ -561,19 +568,15 @@ fn validate_race(vcpu: usize) -> u64 {
     for round in 1..=UR_ROUNDS {
         VR_ROUND.store(round, Ordering::SeqCst);
         // vCPU 1 runs part-way through the call (its timer's deadline, under `-icount`).
-        let now = time::now_ns();
-        let _ = hypercall::set_timer(now + RACE_TIMER_NS * (1 + round % RACE_TIMER_STEPS));
+        arm_handover(round);
         VR_CALL.store(round, Ordering::SeqCst);
-        let linked = update(l3 + 8, link(x << 12));
+        let linked = update(l3 + 8, table_link(x << 12));
         VR_RETURNED.store(round, Ordering::SeqCst);
         if linked.is_ok() {
             return xtf::error(CASE, format_args!("X validated as an L2 (round {round})"));
         }
-        while VR_DONE.load(Ordering::SeqCst) != round {
-            if time::now_ns() >= deadline {
-                return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
-            }
-            core::hint::spin_loop();
+        if !await_round(&VR_DONE, round, deadline) {
+            return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
         }
     }
     let tried = VR_TRIED.load(Ordering::SeqCst);
