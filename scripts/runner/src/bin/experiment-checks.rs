@@ -2035,7 +2035,9 @@ fn cases() -> Vec<Case> {
     // on time, it finds the hog switched in when it last blocked younger than the rate
     // limit. Its sleepers' timers fire 0.8-1.3 ms late on the hypervisor about half the time
     // under credit2 and rtds: not under bvt or credit, nor under -icount, where 472 of 489
-    // fired within 1 µs; host timing with the 1 ms tick, not examined further. schedsim now
+    // fired within 1 µs; the host's doing (README, session 12: the APIC is armed for the
+    // deadline, and QEMU's vCPU thread waits for a host core behind QEMU's own timer thread
+    // and the other vCPU thread, more often with a 1 ms tick's re-arms). schedsim now
     // draws that lateness, `timer_wake_late`, and lands on target in 3 of 11 rounds, 4-5
     // buckets off in the others), rtds's shares (within 2 points in 14 of 14 offline
     // comparisons and 9 of 10 rounds with switches not preempted; 9 of 11 rounds at loads
