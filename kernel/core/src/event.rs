@@ -6,16 +6,24 @@
 //! port of another domain. Port 0 is never allocated, so a zero in a guest's variable never
 //! names a live port; ports are handed out lowest first, so the first allocation of a fresh
 //! domain is port 1 (the workloads rely on it to find their peer's port).
+//!
+//! A bound port also keeps its peer domain itself (Xen's `u.interdomain.remote_dom` in
+//! `struct evtchn`), as a `Weak` to the hypervisor's domain object `D`: a send reaches the
+//! far end through it ([`PortTable::route`]), without the global domain table and its lock.
+//! It is dropped whenever the binding goes (closed here or at the far end, the far end
+//! destroyed), and a `Weak` reaches only the object it was made from: never a later domain
+//! given the same id.
 
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 
 use abi::control::DomainId;
 use abi::shared::MAX_PORTS;
 
-/// One port's state.
 /// The remote of a port whose remote is gone ([`PortTable::orphan`]): no domain's id.
 pub const NO_DOMAIN: DomainId = DomainId::MAX;
 
+/// One port's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     Free,
@@ -46,19 +54,53 @@ pub enum PortError {
     WrongState,
 }
 
+/// Why an event sent on a port goes nowhere ([`PortTable::route`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// The port is not bound to another domain's (free, unbound, a VIRQ's): Xen's `-EINVAL`.
+    NotBound,
+    /// It is, but that domain is gone (its object dropped; not yet unbound here): `-ESRCH`,
+    /// as when the domain table had no domain of that id.
+    PeerGone,
+}
+
 /// A domain's ports, grown as they are allocated (most domains use one or two), up to
-/// [`MAX_PORTS`].
-#[derive(Clone, Debug, Default)]
-pub struct PortTable {
+/// [`MAX_PORTS`]. `D` is the domain object a bound port reaches its peer by (the
+/// hypervisor's `Domain`; `()` where only the states matter).
+pub struct PortTable<D = ()> {
     /// Index = port; index 0 is never handed out.
     ports: Vec<Port>,
     /// The vCPU each port notifies (Xen's `notify_vcpu_id`), same index; 0 by default.
     vcpus: Vec<u32>,
+    /// The peer domain of each [`Port::Interdomain`] port (Xen's `remote_dom`), same
+    /// index; `Weak::new()` (no allocation, upgrades to nothing) for every other port.
+    peers: Vec<Weak<D>>,
     /// Its domain has died ([`PortTable::close_all`]): no port is allocated or bound again.
     closed: bool,
 }
 
-impl PortTable {
+impl<D> Default for PortTable<D> {
+    fn default() -> Self {
+        Self {
+            ports: Vec::new(),
+            vcpus: Vec::new(),
+            peers: Vec::new(),
+            closed: false,
+        }
+    }
+}
+
+impl<D> core::fmt::Debug for PortTable<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PortTable")
+            .field("ports", &self.ports)
+            .field("vcpus", &self.vcpus)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> PortTable<D> {
     /// A port's state (`Free` for one out of range).
     pub fn get(&self, port: u32) -> Port {
         self.ports.get(port as usize).copied().unwrap_or(Port::Free)
@@ -86,39 +128,54 @@ impl PortTable {
         }
     }
 
-    fn alloc(&mut self, state: Port) -> Result<u32, PortError> {
+    fn alloc(&mut self, state: Port, peer: Weak<D>) -> Result<u32, PortError> {
         if self.closed {
             return Err(PortError::WrongState);
         }
         if self.ports.is_empty() {
-            self.ports.push(Port::Free);
-            self.vcpus.push(0);
+            self.push_free();
         }
         let free = match (1..self.ports.len()).find(|&p| self.ports[p] == Port::Free) {
             Some(p) => p,
             None if self.ports.len() < MAX_PORTS => {
-                self.ports.push(Port::Free);
-                self.vcpus.push(0);
+                self.push_free();
                 self.ports.len() - 1
             }
             None => return Err(PortError::Full),
         };
         self.ports[free] = state;
         self.vcpus[free] = 0;
+        self.peers[free] = peer;
         Ok(free as u32)
+    }
+
+    fn push_free(&mut self) {
+        self.ports.push(Port::Free);
+        self.vcpus.push(0);
+        self.peers.push(Weak::new());
+    }
+
+    /// Sets `port`'s state; its peer goes unless it stays bound to the same one.
+    fn set(&mut self, port: u32, state: Port) {
+        self.ports[port as usize] = state;
+        if !matches!(state, Port::Interdomain { .. }) {
+            self.peers[port as usize] = Weak::new();
+        }
     }
 
     /// Allocates a port for `remote` to bind to.
     pub fn alloc_unbound(&mut self, remote: DomainId) -> Result<u32, PortError> {
-        self.alloc(Port::Unbound { remote })
+        self.alloc(Port::Unbound { remote }, Weak::new())
     }
 
-    /// Checks that `port` waits for `binder` and connects it to `binder`'s `binder_port`.
+    /// Checks that `port` waits for `binder` and connects it to `binder`'s `binder_port`;
+    /// `peer` is `binder`'s domain object.
     pub fn accept(
         &mut self,
         port: u32,
         binder: DomainId,
         binder_port: u32,
+        peer: Weak<D>,
     ) -> Result<(), PortError> {
         match self.get(port) {
             Port::Unbound { remote } if remote == binder => {
@@ -126,6 +183,7 @@ impl PortTable {
                     remote: binder,
                     port: binder_port,
                 };
+                self.peers[port as usize] = peer;
                 Ok(())
             }
             Port::Free => Err(PortError::NotAllocated),
@@ -133,9 +191,36 @@ impl PortTable {
         }
     }
 
-    /// Allocates a port already connected to `port` of `remote` (the binder's side).
-    pub fn alloc_bound(&mut self, remote: DomainId, port: u32) -> Result<u32, PortError> {
-        self.alloc(Port::Interdomain { remote, port })
+    /// Allocates a port already connected to `port` of `remote` (the binder's side);
+    /// `peer` is `remote`'s domain object.
+    pub fn alloc_bound(
+        &mut self,
+        remote: DomainId,
+        port: u32,
+        peer: Weak<D>,
+    ) -> Result<u32, PortError> {
+        self.alloc(Port::Interdomain { remote, port }, peer)
+    }
+
+    /// Where an event sent on `port` goes: the peer domain's object and its port (Xen's
+    /// `evtchn_send` reads `remote_dom` and `remote_port` from the channel), found without
+    /// any table of domains. The peer's object is the one the port was bound to: if that
+    /// domain is gone, [`RouteError::PeerGone`], even when a new domain has its id. The
+    /// caller must still check the far end under its lock ([`PortTable::deliverable`]):
+    /// between this and the delivery the binding may go.
+    pub fn route(&self, port: u32) -> Result<(Arc<D>, u32), RouteError> {
+        let Port::Interdomain { port: rport, .. } = self.get(port) else {
+            return Err(RouteError::NotBound);
+        };
+        let peer = self.peers[port as usize]
+            .upgrade()
+            .ok_or(RouteError::PeerGone)?;
+        Ok((peer, rport))
+    }
+
+    /// The domain object of `port`'s peer, if it is bound and the peer still exists.
+    pub fn peer(&self, port: u32) -> Option<Arc<D>> {
+        self.route(port).ok().map(|(d, _)| d)
     }
 
     /// Binds a new port to virtual IRQ `virq` of vCPU `vcpu` (Xen's VIRQs are per vCPU:
@@ -144,7 +229,7 @@ impl PortTable {
         if self.virq_port(virq, vcpu).is_some() {
             return Err(PortError::WrongState);
         }
-        let port = self.alloc(Port::Virq { virq })?;
+        let port = self.alloc(Port::Virq { virq }, Weak::new())?;
         self.vcpus[port as usize] = vcpu;
         Ok(port)
     }
@@ -160,8 +245,8 @@ impl PortTable {
 
     /// Frees a port just allocated (undoing a bind that the other side refused).
     pub fn release(&mut self, port: u32) {
-        if let Some(p) = self.ports.get_mut(port as usize) {
-            *p = Port::Free;
+        if (port as usize) < self.ports.len() {
+            self.set(port, Port::Free);
         }
     }
 
@@ -184,11 +269,18 @@ impl PortTable {
 
     /// Closes `port`; returns what it was connected to, for the caller to unbind the far end.
     pub fn close(&mut self, port: u32) -> Result<Port, PortError> {
+        self.close_peer(port).map(|(state, _)| state)
+    }
+
+    /// Closes `port`; returns what it was connected to and, if it was bound, the peer's
+    /// object if the peer still exists (to unbind the far end through).
+    pub fn close_peer(&mut self, port: u32) -> Result<(Port, Option<Arc<D>>), PortError> {
         match self.get(port) {
             Port::Free => Err(PortError::NotAllocated),
             state => {
-                self.ports[port as usize] = Port::Free;
-                Ok(state)
+                let peer = self.peer(port);
+                self.set(port, Port::Free);
+                Ok((state, peer))
             }
         }
     }
@@ -196,10 +288,8 @@ impl PortTable {
     /// The far end closed: `port` goes back to waiting for that domain, as in Xen, so that a
     /// send on it fails cleanly instead of reaching whatever reuses the far port.
     pub fn peer_closed(&mut self, port: u32, remote: DomainId) {
-        if let Some(p) = self.ports.get_mut(port as usize)
-            && matches!(*p, Port::Interdomain { remote: r, .. } if r == remote)
-        {
-            *p = Port::Unbound { remote };
+        if matches!(self.get(port), Port::Interdomain { remote: r, .. } if r == remote) {
+            self.set(port, Port::Unbound { remote });
         }
     }
 
@@ -210,11 +300,15 @@ impl PortTable {
     /// the dying domain still running on another CPU, or a peer binding to it, bound a port
     /// after the list was taken, and that binding outlived the domain (the peer's end stayed
     /// bound to its id, which the next domain given that id then received events on).
-    pub fn close_all(&mut self) -> Vec<(u32, Port)> {
+    /// Each comes with its peer's object if it was bound and the peer still exists.
+    pub fn close_all(&mut self) -> Vec<(u32, Port, Option<Arc<D>>)> {
         self.closed = true;
-        let open: Vec<(u32, Port)> = self.in_use().collect();
-        for &(port, _) in &open {
-            self.ports[port as usize] = Port::Free;
+        let open: Vec<(u32, Port, Option<Arc<D>>)> = self
+            .in_use()
+            .map(|(port, state)| (port, state, self.peer(port)))
+            .collect();
+        for &(port, ..) in &open {
+            self.set(port, Port::Free);
         }
         open
     }
@@ -225,10 +319,10 @@ impl PortTable {
     /// Returns how many there were.
     pub fn orphan(&mut self, remote: DomainId) -> usize {
         let mut n = 0;
-        for p in &mut self.ports {
-            if matches!(*p, Port::Unbound { remote: r } | Port::Interdomain { remote: r, .. } if r == remote)
+        for port in 0..self.ports.len() as u32 {
+            if matches!(self.get(port), Port::Unbound { remote: r } | Port::Interdomain { remote: r, .. } if r == remote)
             {
-                *p = Port::Unbound { remote: NO_DOMAIN };
+                self.set(port, Port::Unbound { remote: NO_DOMAIN });
                 n += 1;
             }
         }
@@ -249,6 +343,9 @@ impl PortTable {
 mod tests {
     use super::*;
 
+    /// Tables whose peers are not looked at.
+    type PortTable = super::PortTable<()>;
+
     #[test]
     fn a_virq_port_stays_on_its_vcpu() {
         let mut t = PortTable::default();
@@ -266,8 +363,8 @@ mod tests {
         let (mut a, mut b) = (PortTable::default(), PortTable::default());
         let pa = a.alloc_unbound(2).unwrap();
         assert_eq!(pa, 1);
-        let pb = b.alloc_bound(1, pa).unwrap();
-        a.accept(pa, 2, pb).unwrap();
+        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
+        a.accept(pa, 2, pb, Weak::new()).unwrap();
         assert_eq!(
             a.get(pa),
             Port::Interdomain {
@@ -288,19 +385,22 @@ mod tests {
     fn only_the_named_domain_can_bind_and_only_once() {
         let mut a = PortTable::default();
         let p = a.alloc_unbound(2).unwrap();
-        assert_eq!(a.accept(p, 3, 1), Err(PortError::WrongState));
-        assert_eq!(a.accept(p, 2, 1), Ok(()));
-        assert_eq!(a.accept(p, 2, 1), Err(PortError::WrongState));
-        assert_eq!(a.accept(7, 2, 1), Err(PortError::NotAllocated));
-        assert_eq!(a.accept(u32::MAX, 2, 1), Err(PortError::NotAllocated));
+        assert_eq!(a.accept(p, 3, 1, Weak::new()), Err(PortError::WrongState));
+        assert_eq!(a.accept(p, 2, 1, Weak::new()), Ok(()));
+        assert_eq!(a.accept(p, 2, 1, Weak::new()), Err(PortError::WrongState));
+        assert_eq!(a.accept(7, 2, 1, Weak::new()), Err(PortError::NotAllocated));
+        assert_eq!(
+            a.accept(u32::MAX, 2, 1, Weak::new()),
+            Err(PortError::NotAllocated)
+        );
     }
 
     #[test]
     fn closing_frees_and_the_far_end_falls_back_to_unbound() {
         let (mut a, mut b) = (PortTable::default(), PortTable::default());
         let pa = a.alloc_unbound(2).unwrap();
-        let pb = b.alloc_bound(1, pa).unwrap();
-        a.accept(pa, 2, pb).unwrap();
+        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
+        a.accept(pa, 2, pb, Weak::new()).unwrap();
         assert_eq!(
             b.close(pb),
             Ok(Port::Interdomain {
@@ -362,11 +462,11 @@ mod tests {
     fn a_dead_domains_table_closes_every_port_at_once_and_takes_no_more() {
         let (mut a, mut b) = (PortTable::default(), PortTable::default());
         let pa = a.alloc_unbound(2).unwrap();
-        let pb = b.alloc_bound(1, pa).unwrap();
-        a.accept(pa, 2, pb).unwrap();
+        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
+        a.accept(pa, 2, pb, Weak::new()).unwrap();
         let spare = a.alloc_unbound(2).unwrap();
         let virq = a.bind_virq(0, 0).unwrap();
-        let closed = a.close_all();
+        let closed: Vec<(u32, Port)> = a.close_all().into_iter().map(|(p, s, _)| (p, s)).collect();
         assert_eq!(
             closed,
             alloc::vec![
@@ -384,23 +484,35 @@ mod tests {
         assert_eq!(a.in_use().count(), 0);
         // Neither its own vCPUs nor a peer can bind to it any more.
         assert_eq!(a.alloc_unbound(2), Err(PortError::WrongState));
-        assert_eq!(a.alloc_bound(2, pb), Err(PortError::WrongState));
+        assert_eq!(
+            a.alloc_bound(2, pb, Weak::new()),
+            Err(PortError::WrongState)
+        );
         assert_eq!(a.bind_virq(1, 0), Err(PortError::WrongState));
-        assert_eq!(a.accept(spare, 2, 7), Err(PortError::NotAllocated));
+        assert_eq!(
+            a.accept(spare, 2, 7, Weak::new()),
+            Err(PortError::NotAllocated)
+        );
     }
 
     #[test]
     fn ports_for_a_destroyed_domain_cannot_be_bound_by_the_next_one_with_its_id() {
         let mut a = PortTable::default();
         let for_gone = a.alloc_unbound(7).unwrap();
-        let bound = a.alloc_bound(7, 3).unwrap();
+        let bound = a.alloc_bound(7, 3, Weak::new()).unwrap();
         let for_other = a.alloc_unbound(8).unwrap();
         assert_eq!(a.orphan(7), 2);
         // A new domain 7 binds to neither.
-        assert_eq!(a.accept(for_gone, 7, 1), Err(PortError::WrongState));
-        assert_eq!(a.accept(bound, 7, 1), Err(PortError::WrongState));
+        assert_eq!(
+            a.accept(for_gone, 7, 1, Weak::new()),
+            Err(PortError::WrongState)
+        );
+        assert_eq!(
+            a.accept(bound, 7, 1, Weak::new()),
+            Err(PortError::WrongState)
+        );
         assert_eq!(a.get(bound), Port::Unbound { remote: NO_DOMAIN });
-        assert_eq!(a.accept(for_other, 8, 1), Ok(()));
+        assert_eq!(a.accept(for_other, 8, 1, Weak::new()), Ok(()));
         // The owner still closes them.
         assert!(a.close(for_gone).is_ok());
     }
@@ -410,7 +522,7 @@ mod tests {
         // A (1) port 5 <-> B (2) port 1, notified on vCPU 3.
         let mut b = PortTable::default();
         let pb = b.alloc_unbound(1).unwrap();
-        b.accept(pb, 1, 5).unwrap();
+        b.accept(pb, 1, 5, Weak::new()).unwrap();
         b.bind_vcpu(pb, 3).unwrap();
         assert_eq!(b.deliverable(pb, 1, 5), Some(3));
         // Only from that domain's that port.
@@ -433,5 +545,139 @@ mod tests {
         let pc = c.alloc_unbound(9).unwrap();
         assert_eq!(pc, pb);
         assert_eq!(c.deliverable(pc, 1, 5), None);
+    }
+
+    /// A domain object for the routing tests: its id and its own table.
+    struct Dom {
+        id: DomainId,
+        ports: std::sync::Mutex<super::PortTable<Dom>>,
+    }
+
+    fn dom(id: DomainId) -> Arc<Dom> {
+        Arc::new(Dom {
+            id,
+            ports: Default::default(),
+        })
+    }
+
+    /// Binds a fresh port of `a` to a fresh port of `b` as `evtchn_op` does (`b` allocates
+    /// for `a`, `a` binds); returns (a's port, b's port).
+    fn bind(a: &Arc<Dom>, b: &Arc<Dom>) -> (u32, u32) {
+        let pb = b.ports.lock().unwrap().alloc_unbound(a.id).unwrap();
+        let pa = a
+            .ports
+            .lock()
+            .unwrap()
+            .alloc_bound(b.id, pb, Arc::downgrade(b))
+            .unwrap();
+        b.ports
+            .lock()
+            .unwrap()
+            .accept(pb, a.id, pa, Arc::downgrade(a))
+            .unwrap();
+        (pa, pb)
+    }
+
+    /// A send as `evtchn_op Send` makes it: routed by the sender's table, delivered only if
+    /// the far end is still bound to exactly that port. Returns the domain and port that got
+    /// the event.
+    fn send(from: &Arc<Dom>, port: u32) -> Result<Option<(DomainId, u32)>, RouteError> {
+        let (peer, rport) = from.ports.lock().unwrap().route(port)?;
+        let delivered = peer
+            .ports
+            .lock()
+            .unwrap()
+            .deliverable(rport, from.id, port)
+            .is_some();
+        Ok(delivered.then_some((peer.id, rport)))
+    }
+
+    #[test]
+    fn a_bound_port_reaches_its_peer_object_and_no_later_domain_with_its_id() {
+        let (a, b) = (dom(1), dom(2));
+        let (pa, pb) = bind(&a, &b);
+        assert_eq!(send(&a, pa), Ok(Some((2, pb))));
+        assert_eq!(send(&b, pb), Ok(Some((1, pa))));
+        // Only a bound port routes.
+        let unbound = a.ports.lock().unwrap().alloc_unbound(2).unwrap();
+        assert_eq!(send(&a, unbound), Err(RouteError::NotBound));
+        assert_eq!(send(&a, 900), Err(RouteError::NotBound));
+        let virq = a.ports.lock().unwrap().bind_virq(0, 0).unwrap();
+        assert_eq!(send(&a, virq), Err(RouteError::NotBound));
+
+        // B is gone (its object dropped) before A's end was unbound, and a new domain B'
+        // got id 2, its port `pb` bound to A's port `pa`'s number from a second binding:
+        // A's send on `pa` fails as the table lookup did (no such domain), and B' gets
+        // nothing.
+        let b_weak = Arc::downgrade(&b);
+        drop(b);
+        assert!(b_weak.upgrade().is_none());
+        let b2 = dom(2);
+        let (pa2, pb2) = bind(&a, &b2);
+        assert_eq!(pb2, pb);
+        assert_eq!(send(&a, pa), Err(RouteError::PeerGone));
+        assert_eq!(send(&a, pa2), Ok(Some((2, pb2))));
+
+        // Once unbound (as `control::destroy` orphans, or the dying domain's `close_all`
+        // tells its peers), A's end no longer keeps B's object at all, and a send on it is
+        // refused as on any unbound port.
+        assert_eq!(a.ports.lock().unwrap().orphan(2), 3);
+        assert_eq!(send(&a, pa), Err(RouteError::NotBound));
+        assert_eq!(send(&a, pa2), Err(RouteError::NotBound));
+        assert_eq!(Arc::weak_count(&b2), 0, "A still holds B' once unbound");
+    }
+
+    #[test]
+    fn every_unbinding_drops_the_peer_and_the_far_end_drops_ours() {
+        let (a, b) = (dom(1), dom(2));
+        // Closed at A's end: A lets go of B, and B, told, of A.
+        let (pa, pb) = bind(&a, &b);
+        assert_eq!(Arc::weak_count(&a), 1);
+        assert_eq!(Arc::weak_count(&b), 1);
+        let (state, peer) = a.ports.lock().unwrap().close_peer(pa).unwrap();
+        assert_eq!(
+            state,
+            Port::Interdomain {
+                remote: 2,
+                port: pb
+            }
+        );
+        let peer = peer.expect("B still exists");
+        assert!(Arc::ptr_eq(&peer, &b));
+        drop(peer);
+        assert_eq!(Arc::weak_count(&b), 0);
+        b.ports.lock().unwrap().peer_closed(pb, a.id);
+        assert_eq!(Arc::weak_count(&a), 0);
+        assert_eq!(send(&b, pb), Err(RouteError::NotBound));
+        // The number, allocated again, does not route to the old peer.
+        let again = a.ports.lock().unwrap().alloc_unbound(2).unwrap();
+        assert_eq!(again, pa);
+        assert_eq!(send(&a, again), Err(RouteError::NotBound));
+        a.ports.lock().unwrap().release(again);
+
+        // A dies: every peer handed back once, and nothing kept.
+        let (pa, pb) = bind(&a, &b);
+        let closed = a.ports.lock().unwrap().close_all();
+        assert_eq!(closed.len(), 1);
+        assert!(closed[0].2.as_ref().is_some_and(|d| Arc::ptr_eq(d, &b)));
+        drop(closed);
+        assert_eq!(Arc::weak_count(&b), 0);
+        assert_eq!(send(&a, pa), Err(RouteError::NotBound));
+        // B's end still names A until told; the send finds A's end closed: dropped.
+        assert_eq!(send(&b, pb), Ok(None));
+        b.ports.lock().unwrap().peer_closed(pb, a.id);
+        assert_eq!(Arc::weak_count(&a), 0);
+
+        // A binding refused at the far end is released with its peer.
+        let c = dom(3);
+        let pc = c.ports.lock().unwrap().alloc_unbound(1).unwrap();
+        let pb = b
+            .ports
+            .lock()
+            .unwrap()
+            .alloc_bound(3, pc, Arc::downgrade(&c))
+            .unwrap();
+        b.ports.lock().unwrap().release(pb);
+        assert_eq!(Arc::weak_count(&c), 0);
     }
 }

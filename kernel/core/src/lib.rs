@@ -9,7 +9,7 @@
 //! | [`memmap`] | the physical memory map | `mm/frames.rs` |
 //! | [`frame_alloc`] | the frame allocator (a bitmap) | `mm/frames.rs` |
 //! | [`frame_table`] | owners, page types and reference counts of every frame; validated page-table updates (Xen's `mm.c` rules), lock-free per frame | `mm/frame_table.rs`, `pv/mmu.rs`, `pv/grant_table.rs` |
-//! | [`event`] | one domain's event-channel port table | `pv/event_channel.rs` |
+//! | [`event`] | one domain's event-channel port table, a bound port with its peer domain | `domain/event_channel.rs`, `pv/control.rs` |
 //! | [`grant`] | grant tables and map tracks | `pv/grant_table.rs` |
 //! | [`image`] | guest ELF images and the boot archive | `domain/` |
 //! | [`histogram`] | wake-up latency histograms | `domain/`, `schedule/` |

@@ -5,7 +5,23 @@
 //!
 //! It lives in `domain/`, not `pv/`, because the scheduler's timers (`VIRQ_TIMER`) and a
 //! domain's death (`VIRQ_DOM_EXC`) raise events too; `pv::hypercall` only dispatches here.
+//!
+//! A bound port keeps its peer's `Domain` (a `Weak`, Xen's `u.interdomain.remote_dom`), so
+//! a send reaches the far end without the global domain table (`domain::domain` takes its
+//! lock and clones an `Arc` per call). It is dropped when the binding goes: closed at
+//! either end (`Close`, `PortTable::peer_closed`), the domain's death (`close_all`), the
+//! peer's destruction (`PortTable::orphan`, `control::destroy`). A `Weak` upgrades only to
+//! the object it was made from: a later domain given the same id is never reached.
+//!
+//! Lock order: a domain's `ports` lock is held with another domain's only in
+//! `BindInterdomain`, both at once, the lower domain id first. Everywhere else one is let go
+//! before the next is taken: a send reads its own end (`route`), lets go, then delivers
+//! under the far end's lock (`send_from`, which checks the binding still stands there);
+//! a close frees its own end, lets go, then unbinds the far end. `life` is never held with
+//! `ports`. A vCPU's locks (`notify_vcpu`'s wake-up) come after the table's is let go
+//! (`deliver`).
 
+use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use abi::error::Errno;
@@ -18,7 +34,7 @@ use crate::{domain, time};
 /// `evtchn_op`: allocate, bind, send, unmask, close (the port rules are in `kerncore::event`).
 #[inline(never)] // kept out of the hypercall fast path
 pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
-    use kerncore::event::{Port, PortError};
+    use kerncore::event::{Port, PortError, RouteError};
     let alive = |id: u64| {
         u32::try_from(id)
             .ok()
@@ -62,8 +78,11 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 let t = remote.ports.lock();
                 (me.ports.lock(), t)
             };
-            let local = mine.alloc_bound(remote.id, rport).map_err(port_error)?;
-            if let Err(e) = theirs.accept(rport, me.id, local) {
+            // Each end keeps the other's object (Xen's `remote_dom`): a send goes by it.
+            let local = mine
+                .alloc_bound(remote.id, rport, Arc::downgrade(&remote))
+                .map_err(port_error)?;
+            if let Err(e) = theirs.accept(rport, me.id, local, me.this.clone()) {
                 mine.release(local);
                 return Err(port_error(e));
             }
@@ -71,14 +90,14 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
         }
         EvtchnOp::Send => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
-            let Port::Interdomain {
-                remote,
-                port: rport,
-            } = me.ports.lock().get(port)
-            else {
-                return Err(Errno::Inval);
-            };
-            let remote = domain::domain(remote).ok_or(Errno::Srch)?;
+            // The peer is the object the port was bound to, kept with the binding (Xen's
+            // `evtchn_send` reads `remote_dom` from the channel): no global table, no global
+            // lock. Gone, it is `Srch` as a missing table entry was; a later domain with its
+            // id is another object, never reached.
+            let (remote, rport) = me.ports.lock().route(port).map_err(|e| match e {
+                RouteError::NotBound => Errno::Inval,
+                RouteError::PeerGone => Errno::Srch,
+            })?;
             remote.send_from(rport, me.id, port, time::now_ns());
             Ok(0)
         }
@@ -130,9 +149,9 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
         }
         EvtchnOp::Close => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
-            let was = {
+            let (was, peer) = {
                 let mut table = me.ports.lock();
-                let was = table.close(port).map_err(port_error)?;
+                let was = table.close_peer(port).map_err(port_error)?;
                 // What was sent on the binding goes with it (Xen's `evtchn_free`, "to avoid
                 // unexpected behaviour on re-bind"): an event left pending showed on the
                 // port's next binding as if its new peer had sent it (hostile-pair
@@ -141,12 +160,7 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 me.clear_pending(port);
                 was
             };
-            if let Port::Interdomain {
-                remote,
-                port: rport,
-            } = was
-                && let Some(remote) = domain::domain(remote)
-            {
+            if let (Port::Interdomain { port: rport, .. }, Some(remote)) = (was, peer) {
                 remote.ports.lock().peer_closed(rport, me.id);
             }
             Ok(0)
@@ -183,7 +197,7 @@ impl Domain {
     /// cannot be closed and bound anew in between. Nothing happens when `find` finds none.
     fn deliver(
         &self,
-        find: impl FnOnce(&kerncore::event::PortTable) -> Option<(u32, u32)>,
+        find: impl FnOnce(&kerncore::event::PortTable<Domain>) -> Option<(u32, u32)>,
         now: u64,
     ) {
         let (port, vcpu, unmasked) = {

@@ -247,8 +247,10 @@ pub struct Domain {
     /// Its figures at the last snapshot into each slot (`sysctl TakeSnapshot`), if it
     /// existed then.
     pub snapshot: Mutex<[Option<DomainInfo>; abi::control::SNAPSHOT_SLOTS as usize]>,
-    /// Its event-channel ports.
-    pub ports: Mutex<PortTable>,
+    /// Its event-channel ports; a bound one keeps its peer's object (`event_channel`).
+    pub ports: Mutex<PortTable<Domain>>,
+    /// Itself, for the far ends of its bound ports to reach it by (Xen's `remote_dom`).
+    this: Weak<Domain>,
     /// The most frames it may hold (`memory_kib` / 4).
     pub frames_limit: u64,
     /// The grants it made to other domains.
@@ -607,6 +609,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             }),
             snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
             ports: Mutex::new(PortTable::default()),
+            this: dom.clone(),
             frames_limit: u64::from(config.memory_kib / 4),
             grants: Mutex::new(kerncore::grant::GrantTable::default()),
             maptrack: Mutex::new(kerncore::grant::MapTrack::default()),

@@ -844,12 +844,9 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
     // end goes back to unbound, so later sends to it fail cleanly, and a vCPU of it still
     // running elsewhere, or a peer, can bind nothing new to it.
     let ports = domain.ports.lock().close_all();
-    for (_, state) in ports {
-        if let kerncore::event::Port::Interdomain {
-            remote,
-            port: rport,
-        } = state
-            && let Some(remote) = domain::domain(remote)
+    for (_, state, peer) in ports {
+        if let (kerncore::event::Port::Interdomain { port: rport, .. }, Some(remote)) =
+            (state, peer)
         {
             remote.ports.lock().peer_closed(rport, domain.id);
         }
