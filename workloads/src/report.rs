@@ -250,16 +250,25 @@ pub struct RunSummary<'a> {
     pub dom0_cpu_ns: u64,
     /// The measured interval as it actually was.
     pub duration_ns: u64,
-    /// Idle time summed over every CPU during the interval.
+    /// What every CPU reported over the interval.
+    pub interval: CpuInterval,
+    /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
+    pub pools: Option<Vec<results::Pool>>,
+}
+
+/// What the CPUs' figures (`sysctl CpuStats`) say of an interval, summed over every CPU:
+/// each the difference between a snapshot at its end and one at its start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuInterval {
+    /// Idle time.
     pub idle_ns: u64,
-    /// Slices ended by the timer during the interval, every CPU, by how late.
+    /// Slices ended by the timer, by how late.
     pub slice_late: [u64; SLICE_LATE_BUCKETS],
-    /// Kicks served during the interval, every CPU, by how late: sent by another CPU, and
-    /// by the CPU itself ([`cpu_hist`]).
+    /// Kicks served, by how late: sent by another CPU, and by the CPU itself
+    /// ([`cpu_hist`]).
     pub kick_late: [u64; KICK_LATE_BUCKETS],
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
-    /// Switches and `set_timer` hypercalls during the interval, every CPU, by how long they
-    /// took ([`cpu_hist`]).
+    /// Switches and `set_timer` hypercalls, by how long they took ([`cpu_hist`]).
     pub switch_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
     /// Of those, the ones that wrote the CPU's timer.
@@ -267,8 +276,24 @@ pub struct RunSummary<'a> {
     pub set_timer_armed_time: [u64; KICK_LATE_BUCKETS],
     /// Sleepers woken by their timers, by how late.
     pub timer_wake_late: [u64; KICK_LATE_BUCKETS],
-    /// Every CPU pool as the hypervisor had them at the start (specs with `[[pool]]`).
-    pub pools: Option<Vec<results::Pool>>,
+}
+
+impl CpuInterval {
+    /// The interval between the snapshots `before` and `after` (one `CpuStats` per CPU,
+    /// in the same order).
+    pub fn between(before: &[CpuStats], after: &[CpuStats]) -> Self {
+        CpuInterval {
+            idle_ns: idle_ns(before, after),
+            slice_late: slice_late(before, after),
+            kick_late: cpu_hist(before, after, |c| &c.kick_late),
+            kick_local_late: cpu_hist(before, after, |c| &c.kick_local_late),
+            switch_time: cpu_hist(before, after, |c| &c.switch_time),
+            set_timer_time: cpu_hist(before, after, |c| &c.set_timer_time),
+            switch_armed_time: cpu_hist(before, after, |c| &c.switch_armed_time),
+            set_timer_armed_time: cpu_hist(before, after, |c| &c.set_timer_armed_time),
+            timer_wake_late: cpu_hist(before, after, |c| &c.timer_wake_late),
+        }
+    }
 }
 
 /// The `run` record.
@@ -283,28 +308,33 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         wallclock_start_ns: Some(r.wallclock_start_ns),
         dom0_cpu_ns: Some(r.dom0_cpu_ns),
         duration_ns: r.duration_ns,
-        idle_ns: r.idle_ns,
+        idle_ns: r.interval.idle_ns,
         warmup_ns: None,
         seed: None,
         pools: r.pools.clone(),
         sockets: Some(r.shape[0]),
         cores: Some(r.shape[1]),
         threads: Some(r.shape[2]),
-        slice_late_hist: r.slice_late.iter().any(|&n| n > 0).then(|| {
+        slice_late_hist: r.interval.slice_late.iter().any(|&n| n > 0).then(|| {
             (0..SLICE_LATE_BUCKETS)
-                .filter(|&k| r.slice_late[k] > 0)
-                .map(|k| (slice_late_bound_ns(k).unwrap_or(u64::MAX), r.slice_late[k]))
+                .filter(|&k| r.interval.slice_late[k] > 0)
+                .map(|k| {
+                    (
+                        slice_late_bound_ns(k).unwrap_or(u64::MAX),
+                        r.interval.slice_late[k],
+                    )
+                })
                 .collect()
         }),
-        slice_late_p50_ns: slice_late_percentile(&r.slice_late, 50),
-        slice_late_p99_ns: slice_late_percentile(&r.slice_late, 99),
-        kick_late: results::kick_lateness(&r.kick_late),
-        kick_local_late: results::kick_lateness(&r.kick_local_late),
-        switch_time: results::kick_lateness(&r.switch_time),
-        set_timer_time: results::kick_lateness(&r.set_timer_time),
-        switch_armed_time: results::kick_lateness(&r.switch_armed_time),
-        set_timer_armed_time: results::kick_lateness(&r.set_timer_armed_time),
-        timer_wake_late: results::kick_lateness(&r.timer_wake_late),
+        slice_late_p50_ns: slice_late_percentile(&r.interval.slice_late, 50),
+        slice_late_p99_ns: slice_late_percentile(&r.interval.slice_late, 99),
+        kick_late: results::kick_lateness(&r.interval.kick_late),
+        kick_local_late: results::kick_lateness(&r.interval.kick_local_late),
+        switch_time: results::kick_lateness(&r.interval.switch_time),
+        set_timer_time: results::kick_lateness(&r.interval.set_timer_time),
+        switch_armed_time: results::kick_lateness(&r.interval.switch_armed_time),
+        set_timer_armed_time: results::kick_lateness(&r.interval.set_timer_armed_time),
+        timer_wake_late: results::kick_lateness(&r.interval.timer_wake_late),
         profile: None,
     }
 }
@@ -765,15 +795,7 @@ mod tests {
             wallclock_start_ns: 1_795_701_909_000_000_000,
             dom0_cpu_ns: 42,
             duration_ns: 1_000_000,
-            idle_ns: idle,
-            slice_late: slice_late(&b, &a),
-            kick_late: cpu_hist(&b, &a, |c| &c.kick_late),
-            kick_local_late: cpu_hist(&b, &a, |c| &c.kick_local_late),
-            switch_time: cpu_hist(&b, &a, |c| &c.switch_time),
-            set_timer_time: cpu_hist(&b, &a, |c| &c.set_timer_time),
-            switch_armed_time: cpu_hist(&b, &a, |c| &c.switch_armed_time),
-            set_timer_armed_time: cpu_hist(&b, &a, |c| &c.set_timer_armed_time),
-            timer_wake_late: cpu_hist(&b, &a, |c| &c.timer_wake_late),
+            interval: CpuInterval::between(&b, &a),
         };
         assert_eq!(
             run_record(&r),

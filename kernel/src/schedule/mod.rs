@@ -318,11 +318,9 @@ fn kick_since(cpu: usize, since: Option<u64>) {
     // area, one page more for a yield's switch to touch.
     if remote {
         arch::percpu::need_resched(cpu).store(true, Ordering::Release);
+        smp::ipi::send_reschedule(cpu);
     } else {
         arch::percpu::my_need_resched().store(true, Ordering::Release);
-    }
-    if remote {
-        smp::ipi::send_reschedule(cpu);
     }
 }
 

@@ -262,17 +262,7 @@ fn run_churn(
         wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),
         dom0_cpu_ns: workloads::time::vcpu_time_ns(0),
         duration_ns: t1 - t0,
-        idle_ns: report::idle_ns(&cpus_before, &cpus_after),
-        slice_late: report::slice_late(&cpus_before, &cpus_after),
-        kick_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_late),
-        kick_local_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_local_late),
-        switch_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_time),
-        set_timer_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.set_timer_time),
-        switch_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_armed_time),
-        set_timer_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| {
-            &c.set_timer_armed_time
-        }),
-        timer_wake_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.timer_wake_late),
+        interval: report::CpuInterval::between(&cpus_before, &cpus_after),
         pools: None,
     };
     emit(&report::run_record(&summary), verdict);
@@ -813,17 +803,7 @@ fn measure(
         wallclock_start_ns: workloads::time::wallclock_ns() - (now_ns() - t0),
         dom0_cpu_ns: workloads::time::vcpu_time_ns(0),
         duration_ns: t1 - t0,
-        idle_ns: report::idle_ns(&cpus_before, &cpus_after),
-        slice_late: report::slice_late(&cpus_before, &cpus_after),
-        kick_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_late),
-        kick_local_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.kick_local_late),
-        switch_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_time),
-        set_timer_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.set_timer_time),
-        switch_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.switch_armed_time),
-        set_timer_armed_time: report::cpu_hist(&cpus_before, &cpus_after, |c| {
-            &c.set_timer_armed_time
-        }),
-        timer_wake_late: report::cpu_hist(&cpus_before, &cpus_after, |c| &c.timer_wake_late),
+        interval: report::CpuInterval::between(&cpus_before, &cpus_after),
         pools: (!pools.is_empty()).then(|| pools.to_vec()),
     };
     emit(&report::run_record(&summary), verdict);
@@ -849,9 +829,12 @@ fn measure(
             .iter()
             .map(|r| r.after.switches.saturating_sub(r.before.switches))
             .sum();
-        if let Some(ns) =
-            report::ns_per_switch(cpus, summary.duration_ns, summary.idle_ns, switches)
-        {
+        if let Some(ns) = report::ns_per_switch(
+            cpus,
+            summary.duration_ns,
+            summary.interval.idle_ns,
+            switches,
+        ) {
             emit(
                 &report::bench_record("ns_per_switch", ns, "ns", switch_floor_ns),
                 verdict,
