@@ -86,7 +86,8 @@ impl Timed {
 enum Bound {
     /// Reported only.
     Reported,
-    /// Within one log2 bucket (a factor of 2 to 4).
+    /// Within one log2 bucket (a factor of 2 to 4), or further apart only as far as the two
+    /// engines' sample counts leave the percentile undetermined ([`quantile_band`]).
     Bucket,
     /// The target: within 30%, or the same log2 bucket.
     Target,
@@ -131,6 +132,52 @@ fn calibrated_profile(dir: &Path) -> Result<PathBuf, String> {
 /// percentiles are bucket bounds such as 65535): k for ns in [2^(k-1), 2^k).
 fn log2_bucket(ns: u64) -> i32 {
     64 - ns.leading_zeros() as i32
+}
+
+/// Standard errors of a sample quantile that [`quantile_band`] spans on each side.
+const QUANTILE_Z: f64 = 2.0;
+
+/// The log2 buckets (as [`log2_bucket`] counts) between which quantile `q` of the
+/// distribution that the latency histogram `hist` (`[upper_bound_ns, count]`, log2 buckets,
+/// a domain record's `wake_lat_hist`) samples lies, with about 97.7% confidence on each
+/// side: the buckets of the order statistics of ranks n·q ∓ z·√(n·q·(1-q)), the normal
+/// approximation of the distribution-free confidence interval for a quantile (Conover,
+/// Practical Nonparametric Statistics, 3rd ed., §3.2). None for an empty histogram.
+///
+/// A p99 of 2,000 wake-ups is the 20th largest, give or take 9 at z = 2 (quantiles 0.9855
+/// to 0.9945): where the latencies have a knee there (credit's latency domain waits out a
+/// hog's 1 ms rate limit, and about 1% of its wake-ups wait longer, for a late slice end),
+/// that moves the p99 two log2 buckets in either engine by chance.
+fn quantile_band(hist: &[(u64, u64)], q: f64) -> Option<(i32, i32)> {
+    let n: u64 = hist.iter().map(|b| b.1).sum();
+    if n == 0 {
+        return None;
+    }
+    let (nq, sd) = (n as f64 * q, QUANTILE_Z * (n as f64 * q * (1.0 - q)).sqrt());
+    let rank = |r: f64| (r.max(1.0) as u64).min(n);
+    let (lo, hi) = (rank((nq - sd).floor()), rank((nq + sd).ceil()));
+    let bucket = |r: u64| {
+        let mut seen = 0;
+        hist.iter()
+            .find(|b| {
+                seen += b.1;
+                seen >= r
+            })
+            .map(|b| log2_bucket(b.0.saturating_sub(1)))
+    };
+    Some((bucket(lo)?, bucket(hi)?))
+}
+
+/// Whether the two engines' quantile `q` cannot be told apart by their sample counts: the
+/// bands [`quantile_band`] gives share a log2 bucket.
+fn quantiles_indistinct(h: Option<&Vec<(u64, u64)>>, m: Option<&Vec<(u64, u64)>>, q: f64) -> bool {
+    match (
+        h.and_then(|h| quantile_band(h, q)),
+        m.and_then(|m| quantile_band(m, q)),
+    ) {
+        (Some(a), Some(b)) => a.0 <= b.1 && b.0 <= a.1,
+        _ => false,
+    }
 }
 
 /// Calibrated schedsim against this hypervisor run: shares within `points` of each other,
@@ -262,16 +309,22 @@ fn matches_calibrated(
             .iter()
             .find(|x| x.name == d.name)
             .ok_or("no latency domain")?;
-        for (what, h, m) in [
-            ("p50", d.wake_lat_p50_ns, s.wake_lat_p50_ns),
-            ("p99", d.wake_lat_p99_ns, s.wake_lat_p99_ns),
+        for (what, q, h, m) in [
+            ("p50", 0.5, d.wake_lat_p50_ns, s.wake_lat_p50_ns),
+            ("p99", 0.99, d.wake_lat_p99_ns, s.wake_lat_p99_ns),
         ] {
             let off = (log2_bucket(h) - log2_bucket(m)).abs();
             let close = (h as f64 - m as f64).abs() <= 0.3 * h as f64 || off == 0;
             let bound = if what == "p50" { timed.p50 } else { timed.p99 };
+            // More than a bucket apart passes only when the sample counts cannot tell the
+            // two quantiles apart ([`quantile_band`]).
+            let indistinct = off > 1
+                && quantiles_indistinct(d.wake_lat_hist.as_ref(), s.wake_lat_hist.as_ref(), q);
             let fails = match bound {
                 Bound::Reported => None,
-                Bound::Bucket => (off > 1).then_some("more than 1 log2 bucket apart"),
+                Bound::Bucket => (off > 1 && !indistinct).then_some(
+                    "more than 1 log2 bucket apart, and more than their sample counts allow",
+                ),
                 Bound::Target => (!close).then_some("more than 30% and a log2 bucket apart"),
             };
             if let Some(why) = fails {
@@ -289,6 +342,10 @@ fn matches_calibrated(
                 (true, Bound::Target) => "on target, asserted",
                 (true, Bound::Bucket) => "on target; within a bucket asserted",
                 (true, Bound::Reported) => "on target",
+                (false, Bound::Bucket) if indistinct => {
+                    "MISSES the target; within a bucket asserted, or as close as the sample \
+                     counts tell"
+                }
                 (false, Bound::Bucket) => "MISSES the target; within a bucket asserted",
                 (false, _) => "MISSES the target (reported, not asserted)",
             };
@@ -2020,8 +2077,10 @@ fn cases() -> Vec<Case> {
     // loads 4.5-9 (session 11; the last 6 with this build, at 5.9-6.9: every latency and
     // isolation case passed 6 of 6) and in 11 hypervisor runs per policy compared offline:
     // bvt's p50 on target (16 of 16), credit's p99 within a bucket (asserted since session
-    // 10; 15 of 16), credit2's shares (16 of 16; 3 of 6 before switches and set_timers were
-    // paid per event), rr's p50 on target and p99 within a bucket (its latency domain waits
+    // 10; 15 of 16; since session 13 two buckets apart pass when the sample counts cannot
+    // tell the p99s apart, `quantile_band`: its knee at the 1 ms rate limit put it at 1.02
+    // ms against 2.49 ms once, both bands 0.5-4.2 ms), credit2's shares (16 of 16; 3 of 6
+    // before switches and set_timers were paid per event), rr's p50 on target and p99 within a bucket (its latency domain waits
     // its turn behind 15 hogs, about 100 ms, and wakes 13-26 times in 2 s: its p99 is its
     // largest wait, 280 ms once against 191 ms simulated, when a host stall fell in it);
     // session 12, at loads 2.7-8 (README): rtds's p50 within a bucket (27 of 27: 6.4-10.8
@@ -2480,5 +2539,122 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `simvshyp/latency/credit` at one build, 2026-12-05: p99 1.02 ms on the hypervisor
+    /// (2,042 wake-ups), 2.49 ms simulated (1,754), 2 log2 buckets apart: 99.3% of the
+    /// hypervisor's wake-ups and 98.6% of schedsim's waited under 1.05 ms (credit's 1 ms
+    /// rate limit), so the knee sits at the p99 in both, and both bands span it.
+    const KNEE_HV: &[(u64, u64)] = &[
+        (1024, 1),
+        (4096, 10),
+        (8192, 44),
+        (16384, 16),
+        (32768, 11),
+        (65536, 64),
+        (131072, 150),
+        (262144, 270),
+        (524288, 539),
+        (1048576, 923),
+        (2097152, 1),
+        (4194304, 7),
+        (8388608, 4),
+        (16777216, 1),
+        (268435456, 1),
+    ];
+    const KNEE_SIM: &[(u64, u64)] = &[
+        (4096, 34),
+        (8192, 31),
+        (16384, 3),
+        (32768, 8),
+        (65536, 71),
+        (131072, 114),
+        (262144, 234),
+        (524288, 438),
+        (1048576, 796),
+        (2097152, 4),
+        (4194304, 15),
+        (8388608, 6),
+    ];
+    /// A run of 2026-12-04 where the two tails differed: p99 13.6 ms on the hypervisor (5%
+    /// of 849 wake-ups over 8 ms), 1.02 ms simulated (0.5% of 1,747 over 2 ms).
+    const APART_HV: &[(u64, u64)] = &[
+        (1024, 1),
+        (4096, 2),
+        (8192, 12),
+        (16384, 18),
+        (32768, 59),
+        (65536, 20),
+        (131072, 40),
+        (262144, 58),
+        (524288, 325),
+        (1048576, 222),
+        (2097152, 10),
+        (4194304, 9),
+        (8388608, 42),
+        (16777216, 28),
+        (33554432, 2),
+        (268435456, 1),
+    ];
+    const APART_SIM: &[(u64, u64)] = &[
+        (4096, 5),
+        (8192, 6),
+        (16384, 3),
+        (32768, 7),
+        (65536, 72),
+        (131072, 102),
+        (262144, 225),
+        (524288, 450),
+        (1048576, 864),
+        (2097152, 1),
+        (4194304, 3),
+        (8388608, 5),
+        (16777216, 4),
+    ];
+
+    #[test]
+    fn quantile_bands_follow_the_sample_count() {
+        assert_eq!(quantile_band(&[], 0.99), None);
+        assert_eq!(quantile_band(KNEE_HV, 0.99), Some((20, 22)));
+        assert_eq!(quantile_band(KNEE_SIM, 0.99), Some((20, 22)));
+        assert_eq!(quantile_band(APART_HV, 0.99), Some((24, 25)));
+        assert_eq!(quantile_band(APART_SIM, 0.99), Some((20, 22)));
+        // The same shape a hundred times over: the band narrows to the p99's own bucket.
+        let many: Vec<(u64, u64)> = KNEE_HV.iter().map(|&(b, n)| (b, n * 100)).collect();
+        assert_eq!(quantile_band(&many, 0.99), Some((20, 20)));
+        // One sample: every quantile is it.
+        assert_eq!(quantile_band(&[(65536, 1)], 0.5), Some((16, 16)));
+    }
+
+    #[test]
+    fn quantiles_apart_only_by_chance_are_indistinct() {
+        let v = |h: &[(u64, u64)]| h.to_vec();
+        assert!(quantiles_indistinct(
+            Some(&v(KNEE_HV)),
+            Some(&v(KNEE_SIM)),
+            0.99
+        ));
+        assert!(!quantiles_indistinct(
+            Some(&v(APART_HV)),
+            Some(&v(APART_SIM)),
+            0.99
+        ));
+        // Without a histogram nothing is indistinct: the bucket bound alone holds.
+        assert!(!quantiles_indistinct(None, Some(&v(KNEE_SIM)), 0.99));
+        // The same two shapes from a hundred times the wake-ups: 2 buckets apart (the
+        // p99s at 1 and 2-4 ms) is then no chance.
+        let many = |h: &[(u64, u64)]| -> Vec<(u64, u64)> {
+            h.iter().map(|&(b, n)| (b, n * 100)).collect()
+        };
+        assert!(!quantiles_indistinct(
+            Some(&many(KNEE_HV)),
+            Some(&many(KNEE_SIM)),
+            0.99
+        ));
     }
 }
