@@ -574,8 +574,40 @@ fn summary(records: &[Record]) -> Result<&abi::tool::results::Summary, String> {
     records.summary().ok_or_else(|| "no summary record".into())
 }
 
-/// Every domain of a `cpu` group made progress and Jain's index of work is at least 0.98.
-fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
+/// Jain's index over the domains' `cpu_ns` (Jain, Chiu and Hawe, DEC-TR-301, 1984), with the
+/// least and most CPU time, as "Jain over cpu_ns J, LO..HI ms".
+fn jain_over_cpu(ds: &[&Domain]) -> (f64, String) {
+    let cpu: Vec<f64> = ds.iter().map(|d| d.cpu_ns as f64).collect();
+    let (sum, squares) = cpu.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
+    let jain = sum * sum / (cpu.len() as f64 * squares);
+    let (lo, hi) = cpu
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &c| (l.min(c), h.max(c)));
+    (
+        jain,
+        format!(
+            "Jain over cpu_ns {jain:.4}, {:.2}..{:.2} ms",
+            lo / 1e6,
+            hi / 1e6
+        ),
+    )
+}
+
+/// 128 cpu domains on 4 CPUs, run under `-icount` (the policy's fairness, not the host's):
+/// every domain made progress (work and CPU time) and Jain's index over `cpu_ns` is at
+/// least `min`: 0.99 (rtds 0.9968, stride 0.9981, credit 0.9992, credit2 0.9999, bvt 1.0000
+/// over 6 s; rtds and stride 0.9960-0.9985 over 5 and 7 s and at `shift=1`), 0.98 for rr,
+/// which charges no one for a slice that ends late and so passes the late ends (ms, when
+/// four emulated CPUs take turns) straight into its shares (0.9910-0.9935 the same ways).
+/// Jain over work is reported, not asserted: under `-icount` the emulated CPUs run in turns
+/// on one host thread while the clock counts every CPU's instructions, so a domain's work
+/// per ns of CPU time follows how its runs fall among the other CPUs' turns (Jain over work
+/// 0.86-0.998 in the same runs, 0.67 at 1024x2 with 0.9999 over `cpu_ns`). On the real
+/// clock, where work was asserted at 0.98, the host's load moved both: at loads 4-6, 7 of
+/// 12 runs below 0.98 over work (0.8465-0.9775), over `cpu_ns` 0.9460-0.9958. Half the
+/// domains at weight 320 under credit2 (the policy giving them their 55.6%) is 0.9872 over
+/// `cpu_ns`, below the bound, and 0.9923 over work, which the old bound of 0.98 passed.
+fn scaling_fair(records: &[Record], min: f64) -> Result<String, String> {
     let ds = domains(records);
     if ds.len() != 128 {
         return Err(format!("{} domain records, expected 128", ds.len()));
@@ -583,13 +615,24 @@ fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
     if let Some(d) = ds.iter().find(|d| d.work == 0 || d.cpu_ns == 0) {
         return Err(format!("domain {} made no progress: {d:?}", d.name));
     }
-    let jain = summary(records)?
+    let (jain, figures) = jain_over_cpu(&ds);
+    let work = summary(records)?
         .jain
         .ok_or("jain is null: no cpu domain was measured")?;
-    if jain < 0.98 {
-        return Err(format!("Jain's index {jain:.4} < 0.98"));
+    if jain < min {
+        return Err(format!(
+            "{figures}: below {min} (over work {work:.4}, reported)"
+        ));
     }
-    Ok(format!("jain {jain:.4}"))
+    Ok(format!("{figures}; over work {work:.4} (reported)"))
+}
+
+fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
+    scaling_fair(records, 0.99)
+}
+
+fn all_progress_and_fair_rr(records: &[Record]) -> Result<String, String> {
+    scaling_fair(records, 0.98)
 }
 
 /// Fairness over a short window at high consolidation (issue 12): 1024 cpu domains on 2
@@ -615,17 +658,7 @@ fn crowd_fair(records: &[Record], min: f64) -> Result<String, String> {
     if !starved.is_empty() {
         return Err(format!("{} domains got no CPU: {starved:?}", starved.len()));
     }
-    let cpu: Vec<f64> = ds.iter().map(|d| d.cpu_ns as f64).collect();
-    let (sum, squares) = cpu.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
-    let jain = sum * sum / (cpu.len() as f64 * squares);
-    let (lo, hi) = cpu
-        .iter()
-        .fold((f64::MAX, 0f64), |(l, h), &c| (l.min(c), h.max(c)));
-    let figures = format!(
-        "Jain over cpu_ns {jain:.4}, {:.2}..{:.2} ms",
-        lo / 1e6,
-        hi / 1e6
-    );
+    let (jain, figures) = jain_over_cpu(&ds);
     if jain < min {
         return Err(format!("{figures}: below {min}"));
     }
@@ -2195,13 +2228,26 @@ fn cases() -> Vec<Case> {
     }
     let mut add =
         |name: String, args: Vec<&str>, check: Check| with(name, args, check, Also::Nothing);
-    // Jain over work carries TCG's noise (a domain's work per CPU-second varies with how
-    // the host schedules the emulated CPUs); six seconds average it well below the bound.
+    // 128 domains on 4 CPUs for 6 s under -icount (judging the policy, not the host: on the
+    // real clock at loads 4-6 Jain over work was below 0.98 in 7 of 12 runs); Jain over
+    // cpu_ns, as below (`scaling_fair` says why not over work, and why 0.98 for rr).
     for &policy in &preempting {
         add(
             format!("scaling/128x4/{policy}"),
-            vec![&spec("scaling"), "--sched", policy, "--seconds", "6"],
-            all_progress_and_fair,
+            vec![
+                &spec("scaling"),
+                "--sched",
+                policy,
+                "--seconds",
+                "6",
+                "--qemu-arg=-icount",
+                "--qemu-arg=shift=0,sleep=off",
+            ],
+            if policy == "rr" {
+                all_progress_and_fair_rr
+            } else {
+                all_progress_and_fair
+            },
         );
     }
     // 1024 domains for 1 s on 2 CPUs, under -icount (judging the policy, not the host).
