@@ -597,8 +597,9 @@ fn jain_over_cpu(ds: &[&Domain]) -> (f64, String) {
 /// every domain made progress (work and CPU time) and Jain's index over `cpu_ns` is at
 /// least `min`: 0.99 (rtds 0.9968, stride 0.9981, credit 0.9992, credit2 0.9999, bvt 1.0000
 /// over 6 s; rtds and stride 0.9960-0.9985 over 5 and 7 s and at `shift=1`), 0.98 for rr,
-/// which charges no one for a slice that ends late and so passes the late ends (ms, when
-/// four emulated CPUs take turns) straight into its shares (0.9910-0.9935 the same ways).
+/// which keeps no account of time used (`sched::rr`): neither a slice that ends late (by ms
+/// when four emulated CPUs take turns) nor a longer queue on one CPU is made up for later
+/// (0.9910-0.9935 the same ways).
 /// Jain over work is reported, not asserted: under `-icount` the emulated CPUs run in turns
 /// on one host thread while the clock counts every CPU's instructions, so a domain's work
 /// per ns of CPU time follows how its runs fall among the other CPUs' turns (Jain over work
