@@ -180,6 +180,27 @@ fn quantiles_indistinct(h: Option<&Vec<(u64, u64)>>, m: Option<&Vec<(u64, u64)>>
     }
 }
 
+/// What [`quantile_band`] makes of each engine's histogram, for a note: "by their sample
+/// counts between A and B µs on the hypervisor, C and D µs simulated" (empty without both).
+fn bands_note(h: Option<&Vec<(u64, u64)>>, m: Option<&Vec<(u64, u64)>>, q: f64) -> String {
+    let range = |(a, b): (i32, i32)| {
+        let lo = if a > 0 { 1u64 << (a - 1) } else { 0 };
+        let hi = 1u64.checked_shl(b as u32).unwrap_or(u64::MAX);
+        format!("{:.1} and {:.1} µs", lo as f64 / 1e3, hi as f64 / 1e3)
+    };
+    match (
+        h.and_then(|h| quantile_band(h, q)),
+        m.and_then(|m| quantile_band(m, q)),
+    ) {
+        (Some(a), Some(b)) => format!(
+            "by their sample counts between {} on the hypervisor, {} simulated",
+            range(a),
+            range(b)
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Calibrated schedsim against this hypervisor run: shares within `points` of each other,
 /// and the latency domains' p50 and p99 (see [`Also::Calibrated`]).
 fn matches_calibrated(
@@ -318,13 +339,15 @@ fn matches_calibrated(
             let bound = if what == "p50" { timed.p50 } else { timed.p99 };
             // More than a bucket apart passes only when the sample counts cannot tell the
             // two quantiles apart ([`quantile_band`]).
-            let indistinct = off > 1
-                && quantiles_indistinct(d.wake_lat_hist.as_ref(), s.wake_lat_hist.as_ref(), q);
+            let (hh, mh) = (d.wake_lat_hist.as_ref(), s.wake_lat_hist.as_ref());
+            let indistinct = off > 1 && quantiles_indistinct(hh, mh, q);
+            let apart = format!(
+                "more than 1 log2 bucket apart, and more than their sample counts allow ({})",
+                bands_note(hh, mh, q)
+            );
             let fails = match bound {
                 Bound::Reported => None,
-                Bound::Bucket => (off > 1 && !indistinct).then_some(
-                    "more than 1 log2 bucket apart, and more than their sample counts allow",
-                ),
+                Bound::Bucket => (off > 1 && !indistinct).then_some(apart.as_str()),
                 Bound::Target => (!close).then_some("more than 30% and a log2 bucket apart"),
             };
             if let Some(why) = fails {
@@ -339,15 +362,16 @@ fn matches_calibrated(
                 ));
             }
             let verdict = match (close, bound) {
-                (true, Bound::Target) => "on target, asserted",
-                (true, Bound::Bucket) => "on target; within a bucket asserted",
-                (true, Bound::Reported) => "on target",
-                (false, Bound::Bucket) if indistinct => {
+                (true, Bound::Target) => "on target, asserted".to_string(),
+                (true, Bound::Bucket) => "on target; within a bucket asserted".to_string(),
+                (true, Bound::Reported) => "on target".to_string(),
+                (false, Bound::Bucket) if indistinct => format!(
                     "MISSES the target; within a bucket asserted, or as close as the sample \
-                     counts tell"
-                }
-                (false, Bound::Bucket) => "MISSES the target; within a bucket asserted",
-                (false, _) => "MISSES the target (reported, not asserted)",
+                     counts tell: {}",
+                    bands_note(hh, mh, q)
+                ),
+                (false, Bound::Bucket) => "MISSES the target; within a bucket asserted".into(),
+                (false, _) => "MISSES the target (reported, not asserted)".into(),
             };
             notes.push(format!(
                 "{} {what} {:.1} µs on the hypervisor, {:.1} µs simulated ({verdict}, {off} log2 buckets apart)",
@@ -2676,6 +2700,17 @@ mod tests {
         assert_eq!(quantile_band(&many, 0.99), Some((20, 20)));
         // One sample: every quantile is it.
         assert_eq!(quantile_band(&[(65536, 1)], 0.5), Some((16, 16)));
+    }
+
+    #[test]
+    fn bands_note_names_each_engines_range() {
+        let v = |h: &[(u64, u64)]| h.to_vec();
+        assert_eq!(
+            bands_note(Some(&v(KNEE_HV)), Some(&v(APART_HV)), 0.99),
+            "by their sample counts between 524.3 and 4194.3 µs on the hypervisor, 8388.6 and \
+             33554.4 µs simulated"
+        );
+        assert_eq!(bands_note(None, Some(&v(KNEE_SIM)), 0.99), "");
     }
 
     #[test]
