@@ -134,6 +134,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     domain_params: &[WEIGHT, WARP_US, WARPL_US, WARPU_US],
     global_params: &[CTX_ALLOW_US, LATENCY_US, MCU_US, OVERRUN_US],
     preempts: true,
+    timed: false,
 };
 
 /// Per-domain parameters, copied into each vCPU so the hot paths never lock the domain.

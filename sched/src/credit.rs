@@ -132,6 +132,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     domain_params: &[WEIGHT, CAP],
     global_params: &[TSLICE_MS, RATELIMIT_US, BOUND_TSLICES, EXACT_CREDIT],
     preempts: true,
+    timed: true,
 };
 
 /// A credit priority; lower value = served first. Queues are indexed by it.

@@ -212,6 +212,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     domain_params: &[WEIGHT, CAP, CONTROL],
     global_params: GLOBALS,
     preempts: true,
+    timed: true,
 };
 
 /// `struct csched2_unit`, the part protected by the runqueue (here: the vCPU's own lock).
@@ -734,6 +735,21 @@ impl Credit2 {
 
     fn kick_later(&self, cpu: usize) {
         self.pending[cpu / 64].fetch_or(1 << (cpu % 64), Ordering::AcqRel);
+    }
+
+    /// Kicks every CPU `kick_later` named since the last call.
+    fn send_pending(&self, kick: &mut dyn FnMut(usize)) {
+        for (wi, word) in self.pending.iter().enumerate() {
+            // Read first: a swap after every decision of every CPU would bounce the line.
+            if word.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                kick(wi * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
     }
 
     /// Locks `v`'s runqueue, then `v`, retrying if it moved in between.
@@ -1819,21 +1835,11 @@ impl Policy for Credit2 {
         if cpu == 0 {
             self.replenish(now, kick);
         }
-        self.take_kicks(kick);
+        self.send_pending(kick);
     }
 
     fn take_kicks(&self, kick: &mut dyn FnMut(usize)) {
-        for (wi, word) in self.pending.iter().enumerate() {
-            // Read first: a swap after every decision of every CPU would bounce the line.
-            if word.load(Ordering::Acquire) == 0 {
-                continue;
-            }
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                kick(wi * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
-        }
+        self.send_pending(kick);
     }
 
     fn set_domain_param(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {

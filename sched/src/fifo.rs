@@ -19,6 +19,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     domain_params: &[],
     global_params: &[],
     preempts: false,
+    timed: false,
 };
 
 /// First in, first out, per CPU. No per-vCPU data (`()`).

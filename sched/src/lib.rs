@@ -270,6 +270,11 @@ pub struct PolicyInfo {
     /// their CPUs for good: the spec validator refuses an experiment where they would hold
     /// every CPU, since Domain0 could then never run again to end it.
     pub preempts: bool,
+    /// Whether the policy has a tick or kicks a call cannot return ([`Policy::next_tick`],
+    /// [`Policy::take_kicks`]). If `false` the hypervisor never asks for either, which
+    /// saves two calls on every switch; schedsim asks anyway and stops, naming the policy,
+    /// if one that says `false` answers (so the property tests catch a wrong `false`).
+    pub timed: bool,
 }
 
 impl PolicyInfo {

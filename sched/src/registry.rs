@@ -110,6 +110,7 @@ mod tests {
                 domain_params,
                 global_params: &[],
                 preempts: true,
+                timed: false,
             };
             crate::limits::domain_params_fit(&info).unwrap_err().to_string()
         };

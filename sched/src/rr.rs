@@ -33,6 +33,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     domain_params: &[],
     global_params: &[SLICE_MS],
     preempts: true,
+    timed: false,
 };
 
 /// Round-robin: per-CPU FIFO queues rotated every `slice_ms`.

@@ -131,6 +131,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
     ],
     global_params: &[],
     preempts: true,
+    timed: true,
 };
 /// Indices into `INFO.domain_params`, for [`DomainParams::value`].
 const PERIOD_US: usize = 0;

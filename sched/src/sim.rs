@@ -394,6 +394,13 @@ impl Sim<'_> {
     fn take_kicks(&mut self, p: usize, from: Option<usize>) {
         let mut kicks = Vec::new();
         self.pools[p].policy.take_kicks(&mut |k| kicks.push(k));
+        let info = self.pools[p].policy.info();
+        assert!(
+            info.timed || kicks.is_empty(),
+            "policy `{}` says `timed: false` but `take_kicks` handed over kicks {kicks:?}: \
+             the hypervisor would never ask for them (set `timed: true` in its PolicyInfo)",
+            info.name
+        );
         for k in kicks {
             let k = self.global(p, k);
             self.kick_from(k, from);
@@ -405,6 +412,13 @@ impl Sim<'_> {
     fn ask_tick(&mut self, cpu: usize) {
         let Some(p) = self.cpu_pool[cpu] else { return };
         let at = self.pools[p].policy.next_tick(self.cpu_local[cpu], self.now);
+        let info = self.pools[p].policy.info();
+        assert!(
+            info.timed || at.is_none(),
+            "policy `{}` says `timed: false` but `next_tick` asked for a tick at {at:?}: the \
+             hypervisor would never ask (set `timed: true` in its PolicyInfo)",
+            info.name
+        );
         if at == self.cpus[cpu].next_tick {
             return;
         }

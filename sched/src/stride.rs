@@ -58,6 +58,7 @@ pub static INFO: PolicyInfo = PolicyInfo {
         choices: &[],
     }],
     preempts: true,
+    timed: false,
 };
 /// Indices into `INFO.domain_params`, for [`DomainParams::value`].
 const WEIGHT: usize = 0;

@@ -28,6 +28,10 @@ use crate::domain::Vcpu;
 /// One policy instance and the machine CPUs it schedules (local CPU `i` is `cpus[i]`).
 pub struct Instance {
     pub policy: Box<dyn Policy>,
+    /// Its policy's `PolicyInfo::timed`, kept here: the switch asks `next_tick` and
+    /// `take_kicks` only of a policy that uses them (two calls through the vtable saved
+    /// on every switch, each a few translated blocks to look up after a CR3 load).
+    pub timed: bool,
     pub cpus: Vec<usize>,
     /// The pool it schedules (or scheduled, before a swap replaced it).
     pub pool: PoolId,
@@ -166,6 +170,7 @@ pub fn install(
         built.set_trace_hook(super::trace::policy_hook);
     }
     INSTANCES[index].call_once(|| Instance {
+        timed: built.info().timed,
         policy: built,
         cpus: cpus.to_vec(),
         pool,

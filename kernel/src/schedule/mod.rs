@@ -298,6 +298,9 @@ fn this_cpu() -> usize {
 /// (`sched::Policy::take_kicks`): after a parameter change or a domain joining it, made on
 /// the control path.
 pub fn send_policy_kicks(inst: &cpupool::Instance) {
+    if !inst.timed {
+        return;
+    }
     let now = time::now_ns();
     inst.policy.take_kicks(&mut |c| kick(inst.global(c), now));
 }
@@ -595,7 +598,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
     if entry != cs.tick_entry {
         // A new instance for this CPU (boot, a policy swap): its own tick.
         cs.tick_entry = entry;
-        cs.next_tick = here.and_then(|h| h.inst.policy.next_tick(h.local, now));
+        cs.next_tick = here
+            .filter(|h| h.inst.timed)
+            .and_then(|h| h.inst.policy.next_tick(h.local, now));
     }
     let tick_due = cs.next_tick.is_some_and(|t| t <= now);
     // A slice within `SLICE_SLOP_NS` of its end has ended (Xen's `timer_slop`: a timer due
@@ -820,8 +825,10 @@ fn decide(cs: &mut CpuSched, cpu: usize, now: u64) -> sched::Decision {
         Some(h) => {
             let policy = &h.inst.policy;
             let decision = policy.schedule(h.local, now);
-            policy.take_kicks(&mut |c| kick(h.inst.global(c), now));
-            cs.next_tick = policy.next_tick(h.local, now);
+            if h.inst.timed {
+                policy.take_kicks(&mut |c| kick(h.inst.global(c), now));
+                cs.next_tick = policy.next_tick(h.local, now);
+            }
             decision
         }
         None => sched::Decision {
@@ -943,7 +950,7 @@ fn saved(v: &Vcpu) {
     if let Some(c) = inst.policy.context_saved(local, VcpuId(v.id), now) {
         kick(inst.global(c), now);
     }
-    inst.policy.take_kicks(&mut |c| kick(inst.global(c), now));
+    // A second kick it made waits in `take_kicks` for the next decision on any CPU.
 }
 
 /// Claims the vCPU the policy picked for this CPU (`running_on`), if it is still runnable:
