@@ -45,9 +45,11 @@
 //!   vCPU's priority (a depleted one, or one running on extra time), whichever is first; an
 //!   idle CPU at the next replenishment of a depleted vCPU. So every CPU re-decides when a
 //!   replenishment can change what it should run. What a slice cannot do is tickle another
-//!   CPU from inside `schedule`; the [`Policy::tick`] (every 1 ms) does it, checking that the
-//!   head of the queue does not beat what some CPU runs (`late_tickles` in the dump counts
-//!   the times it had to). Xen's timer tickles at once.
+//!   CPU; CPU 0's [`Policy::tick`] does it, due when the first replenishment that raises a
+//!   vCPU is ([`Policy::next_tick`], rt.c's one `repl_timer`), checking that the head of the
+//!   queue does not beat what some CPU runs (`late_tickles` in the dump counts the times it
+//!   had to). A replenishment queued earlier than CPU 0's tick kicks CPU 0 to ask again, as
+//!   rt.c's `replq_insert` re-arms its timer.
 //! - No admission control, as in rt.c: a set of vCPUs whose budgets exceed what the CPUs can
 //!   give (Σ budget/period > CPUs, or less under global EDF's Dhall effect) misses
 //!   deadlines, and then no vCPU is guaranteed anything.
@@ -86,10 +88,6 @@ const UPDATE_LIMIT_SHIFT: u32 = 10;
 /// rt.c's `RTDS_MAX_PRIORITY_LEVEL`: the extra-time level saturates here rather than wrap
 /// back to 0, the highest priority.
 const RTDS_MAX_PRIORITY_LEVEL: u32 = u32::MAX;
-/// How often [`Policy::tick`] looks for a tickle that a `schedule` could not send (ours: rt.c
-/// sends them from its replenishment timer at once), on CPU 0 only: the tick's work is the
-/// pool's, not its CPU's.
-const TICK_NS: u64 = 1_000_000;
 
 /// RTDS's description: three per-domain parameters with `xl sched-rtds`'s names, no global
 /// ones.
@@ -436,8 +434,17 @@ struct State {
     scratch: Vec<u32>,
     depleted: Vec<u32>,
     stats: Stats,
-    /// Tickles the tick sent because a `schedule` could not.
+    /// Tickles sent by the tick or handed over by `take_kicks`, because the call that found
+    /// them could not return them.
     late_tickles: u64,
+    /// CPU 0's tick as it last asked ([`Policy::next_tick`]): the first replenishment on
+    /// `raiseq` then (`u64::MAX`: none) ...
+    tick0: u64,
+    /// ... and whether one queued since is earlier, so CPU 0 must be kicked to ask again.
+    kick0: bool,
+    /// Tickles found where they could not be returned, for `take_kicks` (room for every CPU,
+    /// allocated here once).
+    kicks: Vec<usize>,
 }
 
 /// A vCPU's parameters in ns, read from its domain's.
@@ -476,6 +483,9 @@ impl Rtds {
                 depleted: Vec::with_capacity(topo.max_vcpus),
                 stats: Stats::default(),
                 late_tickles: 0,
+                tick0: u64::MAX,
+                kick0: false,
+                kicks: Vec::with_capacity(topo.cpus),
             }),
             params: DomainParams::new(topo, &INFO),
         })
@@ -560,6 +570,9 @@ impl State {
         };
         if raised_later {
             self.raiseq.push(repl_key(s.cur_deadline, seq), v);
+            if s.cur_deadline < self.tick0 {
+                self.kick0 = true;
+            }
         }
     }
 
@@ -676,6 +689,19 @@ impl State {
             return self.queue_and_tickle(v, p);
         }
         None
+    }
+
+    /// A tickle of `cpu` for `take_kicks` to hand over.
+    fn kick_later(&mut self, cpu: usize) {
+        self.late_tickles += 1;
+        if !self.kicks.contains(&cpu) {
+            self.kicks.push(cpu);
+        }
+    }
+
+    /// `kick`, or else the kick of CPU 0 that an earlier replenishment asks for (taken).
+    fn or_kick0(&mut self, kick: Option<usize>) -> Option<usize> {
+        kick.or_else(|| core::mem::take(&mut self.kick0).then_some(0))
     }
 
     /// `runq_insert` and `runq_tickle`, as rt.c's wake and context_saved do them; a vCPU
@@ -814,7 +840,7 @@ impl Policy for Rtds {
         st.stats.wakes += 1;
         st.replenish(now, &self.params);
         let p = self.params_of(s.domain);
-        match s.place {
+        let w = match s.place {
             // rt_unit_wake: still current on its CPU (it slept and woke before that CPU
             // decided again), or queued: nothing to do.
             Place::Queued | Place::Depleted => Wakeup { cpu: s.cpu, kick: None },
@@ -837,7 +863,10 @@ impl Policy for Rtds {
                 let kick = st.queue_and_tickle(v, p);
                 Wakeup { cpu: kick.unwrap_or(s.cpu), kick }
             }
-        }
+        };
+        // A depleted waker's replenishment, earlier than CPU 0's tick, kicks CPU 0 to ask
+        // again (rt.c's `replq_insert` re-arming its timer), unless the wake kicks another.
+        Wakeup { cpu: w.cpu, kick: st.or_kick0(w.kick) }
     }
 
     fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
@@ -880,9 +909,9 @@ impl Policy for Rtds {
         st.cpus[cpu].tickled = false;
         if let Some(l) = st.cpus[cpu].leaving {
             // The caller did not report it saved, but this CPU is done with it by now. A
-            // tickle it wants is left to the tick.
-            if st.saved(cpu, l, &self.params).is_some() {
-                st.late_tickles += 1;
+            // tickle it wants is handed over by `take_kicks`.
+            if let Some(c) = st.saved(cpu, l, &self.params) {
+                st.kick_later(c);
             }
         }
         st.replenish(now, &self.params);
@@ -938,6 +967,10 @@ impl Policy for Rtds {
         }
         let Some(n) = next else {
             // Idle: back when a depleted vCPU is replenished.
+            if cpu == 0 {
+                // It asks for its tick next (the contract): no need to kick it.
+                st.kick0 = false;
+            }
             return Decision { next: None, slice_ns: raise_at.map(|t| t - now), migrated: false };
         };
         let s = &mut st.servers[n.index()];
@@ -953,6 +986,9 @@ impl Policy for Rtds {
             st.cpus[cpu].since = now;
         }
         st.cpus[cpu].curr = Some(n);
+        if cpu == 0 {
+            st.kick0 = false;
+        }
         Decision { next, slice_ns: Some(end.saturating_sub(now).max(1)), migrated }
     }
 
@@ -962,7 +998,8 @@ impl Policy for Rtds {
             return None;
         }
         st.replenish(now, &self.params);
-        st.saved(cpu, v, &self.params)
+        let kick = st.saved(cpu, v, &self.params);
+        st.or_kick0(kick)
     }
 
     fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
@@ -973,8 +1010,33 @@ impl Policy for Rtds {
         (0..n).map(|i| (home + i) % n).find(|&c| st.cpus[c].curr.is_none()).unwrap_or(home)
     }
 
-    fn next_tick(&self, cpu: usize, now: u64) -> Option<u64> {
-        (cpu == 0).then_some((now / TICK_NS + 1) * TICK_NS)
+    /// CPU 0's, when the first replenishment that raises a vCPU is due (rt.c's one
+    /// replenishment timer; the others only lower priorities, and are done lazily).
+    fn next_tick(&self, cpu: usize, _now: u64) -> Option<u64> {
+        if cpu != 0 {
+            return None;
+        }
+        let mut st = self.state.lock();
+        // With the vCPUs leaving a CPU that their `context_saved` will queue there (as
+        // `schedule`'s `raise_at` counts them): queued, they do not kick CPU 0 again.
+        let leaving = st.cpus.iter().filter_map(|c| c.leaving).filter_map(|l| {
+            let s = &st.servers[l.index()];
+            (s.runnable && (s.cur_budget == 0 || s.priority_level > 0)).then_some(s.cur_deadline)
+        });
+        let at = st.raiseq.peek().map(|(key, _)| (key >> 64) as u64).into_iter().chain(leaving).min();
+        st.tick0 = at.unwrap_or(u64::MAX);
+        st.kick0 = false;
+        at
+    }
+
+    fn take_kicks(&self, kick: &mut dyn FnMut(usize)) {
+        let mut st = self.state.lock();
+        if core::mem::take(&mut st.kick0) {
+            kick(0);
+        }
+        while let Some(c) = st.kicks.pop() {
+            kick(c);
+        }
     }
 
     /// The part of rt.c's replenishment timer that a `schedule` cannot do: tickle another
@@ -1159,6 +1221,34 @@ mod tests {
     }
 
     #[test]
+    fn cpu_0_ticks_for_the_first_replenishment_that_raises_and_is_kicked_for_an_earlier_one() {
+        // rt.c's one replenishment timer: CPU 0's tick, due when the first depleted (or
+        // extra-time) vCPU is replenished, and none while no vCPU waits for one.
+        let params: &[(&str, u64)] = &[("budget_us", 1_000), ("extratime", 0)];
+        let p = rtds(2, &[params, params]);
+        p.wake(VcpuId(0), 0);
+        p.wake(VcpuId(1), 0);
+        let on0 = p.schedule(0, 0).next;
+        let on1 = p.schedule(1, 0).next;
+        assert!(on0.is_some() && on1.is_some() && on0 != on1);
+        assert_eq!(p.next_tick(0, 0), None, "a tick with nothing to replenish");
+        assert_eq!(p.next_tick(1, 0), None, "CPU 1 ticks");
+        // CPU 1's vCPU spends its budget and leaves: queued depleted at its context_saved,
+        // replenished at 10 ms, earlier than CPU 0's tick (none): CPU 0 is kicked to ask.
+        assert_eq!(p.schedule(1, MS).next, None);
+        assert_eq!(p.next_tick(1, MS), None);
+        assert_eq!(p.context_saved(1, on1.unwrap(), MS), Some(0));
+        assert_eq!(p.next_tick(0, MS), Some(10 * MS));
+        // CPU 0's own vCPU leaves the same way: its tick already counts it, no kick.
+        assert_eq!(p.schedule(0, MS).next, None);
+        assert_eq!(p.next_tick(0, MS), Some(10 * MS));
+        assert_eq!(p.context_saved(0, on0.unwrap(), MS), None);
+        let mut kicks = Vec::new();
+        p.take_kicks(&mut |c| kicks.push(c));
+        assert_eq!(kicks, Vec::<usize>::new());
+    }
+
+    #[test]
     fn extratime_runs_below_every_vcpu_with_budget() {
         // v0: extra time; v1: 1 ms every 10 ms, asleep at first.
         let p = rtds(1, &[&[("budget_us", 1_000)], &[("budget_us", 1_000)]]);
@@ -1171,6 +1261,8 @@ mod tests {
         let w = p.wake(VcpuId(1), MS + 5);
         assert_eq!(w.kick, Some(0));
         assert_eq!(p.schedule(0, MS + 5).next, Some(VcpuId(1)));
+        // Its tick: v0's replenishment (10 ms), which its context_saved queues.
+        assert_eq!(p.next_tick(0, MS + 5), Some(10 * MS));
         assert_eq!(p.context_saved(0, VcpuId(0), MS + 5), None);
         // v0, saved, is queued at level 1 and beats nobody. v1 spends its budget and goes
         // to level 1 too: a tie, and the one that waited runs.
