@@ -184,6 +184,22 @@ pub struct Vcpu {
     /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
     pub trace_events: core::sync::atomic::AtomicU32,
     pub stats: Mutex<VcpuStats>,
+    /// A number no other `Vcpu` object has had since boot (never 0), and 0 once it is
+    /// dropped: a CPU that holds a vCPU by pointer (`schedule`'s `Held`) checks it still
+    /// reads what it read at the pick, so that a destroy that freed a vCPU some CPU still
+    /// held (and the allocator gave its memory to a new one) stops the machine there rather
+    /// than corrupting another domain.
+    serial: AtomicU64,
+}
+
+/// The last [`Vcpu::serial`] handed out.
+static VCPU_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // Atomic, so that the store before the free is not optimised away.
+        self.serial.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Vcpu {
@@ -198,6 +214,12 @@ impl Vcpu {
     /// argument (`schedule`'s `Held`).
     pub fn domain_ptr(&self) -> *const Domain {
         self.dom.as_ptr()
+    }
+
+    /// Its [`Vcpu::serial`]: unique among the `Vcpu` objects made since boot, 0 once
+    /// dropped.
+    pub fn serial(&self) -> u64 {
+        self.serial.load(Ordering::Relaxed)
     }
 
     /// Publishes its virtual time in the shared-info page: `ran_ns` so far, and whether it
@@ -616,6 +638,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     yielded: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),
+                    serial: AtomicU64::new(VCPU_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
                     stats: Mutex::new(VcpuStats::default()),
                 })
             })

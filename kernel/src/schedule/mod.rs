@@ -94,9 +94,17 @@ mod held {
     ///    after the write and clears it with release ordering, so a destroy that finds it
     ///    gone sees everything this CPU did with the vCPU before.
     ///
-    /// `destroy`'s waits and the claim are checked under load by the QEMU cases `churn`,
-    /// `destroy-under-load` and `hostile-sched` (`experiment-checks`).
-    pub struct Held(NonNull<Vcpu>);
+    /// A `Held` keeps the vCPU's serial number as read at the pick (`Vcpu::serial`, 0 once
+    /// the vCPU is dropped, never reused): [`Held::check`] stops the machine if it changed,
+    /// which is what a vCPU freed while held would show (poisoned, or its memory given to a
+    /// new vCPU). The switch checks the vCPU leaving once `release` is done with it, the end
+    /// of the stretch whose cover is the least obvious (case 3); the QEMU cases that create
+    /// and destroy domains under load (`churn`, `timeline/departure`, `hostile`, `pause/race`)
+    /// run through it thousands of times.
+    pub struct Held {
+        vcpu: NonNull<Vcpu>,
+        serial: u64,
+    }
 
     // SAFETY: a `Held` stands for a `&Vcpu` (`Vcpu` is `Sync`, so `&Vcpu` is `Send`); it is
     // kept in its CPU's `CpuSched`, behind that CPU's lock.
@@ -114,14 +122,31 @@ mod held {
         /// before this CPU's next decision. The returned `Held` aliases the table's vCPU
         /// until then.
         pub unsafe fn picked(id: u32) -> Option<Held> {
-            NonNull::new(domain::vcpu_ptr(id).cast_mut()).map(Held)
+            let vcpu = NonNull::new(domain::vcpu_ptr(id).cast_mut())?;
+            // SAFETY: the caller's contract: the vCPU lives (case 1 of the type's doc).
+            let serial = unsafe { vcpu.as_ref() }.serial();
+            Some(Held { vcpu, serial })
         }
 
         /// The vCPU.
         pub fn vcpu(&self) -> &Vcpu {
             // SAFETY: a `Held` exists only while its vCPU lives (the type's doc), and only
             // shared references to a `Vcpu` are ever made.
-            unsafe { self.0.as_ref() }
+            unsafe { self.vcpu.as_ref() }
+        }
+
+        /// Stops the machine if the vCPU is not the object picked (its serial changed: it
+        /// was freed while held), naming `when`. A violation of the type's argument shows
+        /// here before a vCPU or domain is used freed a second time.
+        pub fn check(&self, when: &str) {
+            let now = self.vcpu().serial();
+            if now != self.serial {
+                panic!(
+                    "a vCPU held by this CPU was freed {when} (serial {} read {now}): destroy \
+                     did not wait for this CPU",
+                    self.serial
+                );
+            }
         }
 
         /// Its domain, with no reference count.
@@ -826,7 +851,9 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let mut cs = this_state().sched.lock();
     // Moved out, not cloned: put back if it runs on, released if it leaves.
     let prev = cs.current.take();
-    if let Some(p) = prev.as_ref().map(Held::vcpu) {
+    if let Some(p) = prev.as_ref() {
+        p.check("while it ran here");
+        let p = p.vcpu();
         // Save first: the registers must be in place by `release`, after which the policy
         // may give the vCPU to another CPU, which loads them without waiting.
         p.regs.lock().copy_from(frame);
@@ -962,10 +989,11 @@ fn account_out(v: &Vcpu, now: u64) {
 /// (`context_saved`): until now it has given `v` to no other CPU, which is why [`claim`]
 /// never waits. (Or, for a vCPU adopted by a new instance while it ran, wakes it there.)
 /// Consumes the hold: nothing of `v` is touched after.
-fn release(v: Held) {
-    let v = v.vcpu();
+fn release(held: Held) {
+    let v = held.vcpu();
     v.running_on.store(NOT_RUNNING, Ordering::Release);
     saved(v);
+    held.check("during its release");
 }
 
 /// Tells the policy that `v`, switched away from (or picked and never claimed, [`claim`]),
