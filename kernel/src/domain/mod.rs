@@ -155,7 +155,8 @@ pub struct Vcpu {
     pub upcall: Mutex<UpcallState>,
     pub domain: DomainId,
     /// Its domain, reached without the domain table: the `Domain` owns its vCPUs, so this
-    /// is weak; [`Vcpu::domain`] upgrades it.
+    /// is weak; [`Vcpu::domain`] upgrades it, and the switch, which knows the domain lives,
+    /// reads its address alone ([`Vcpu::domain_ptr`]).
     dom: Weak<Domain>,
     /// Index within its domain.
     pub index: u32,

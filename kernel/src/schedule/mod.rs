@@ -138,15 +138,22 @@ mod held {
         /// Stops the machine if the vCPU is not the object picked (its serial changed: it
         /// was freed while held), naming `when`. A violation of the type's argument shows
         /// here before a vCPU or domain is used freed a second time.
+        #[inline]
         pub fn check(&self, when: &str) {
-            let now = self.vcpu().serial();
-            if now != self.serial {
-                panic!(
-                    "a vCPU held by this CPU was freed {when} (serial {} read {now}): destroy \
-                     did not wait for this CPU",
-                    self.serial
-                );
+            if self.vcpu().serial() != self.serial {
+                self.freed(when);
             }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn freed(&self, when: &str) -> ! {
+            panic!(
+                "a vCPU held by this CPU was freed {when} (serial {} read {}): destroy did \
+                 not wait for this CPU",
+                self.serial,
+                self.vcpu().serial()
+            );
         }
 
         /// Its domain, with no reference count.
@@ -851,9 +858,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     let mut cs = this_state().sched.lock();
     // Moved out, not cloned: put back if it runs on, released if it leaves.
     let prev = cs.current.take();
-    if let Some(p) = prev.as_ref() {
-        p.check("while it ran here");
-        let p = p.vcpu();
+    if let Some(p) = prev.as_ref().map(Held::vcpu) {
         // Save first: the registers must be in place by `release`, after which the policy
         // may give the vCPU to another CPU, which loads them without waiting.
         p.regs.lock().copy_from(frame);
