@@ -638,8 +638,9 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
 /// counts as its wake-up and is consumed. Either it fired while the vCPU was awake
 /// ([`FIRED`]), or its deadline has passed and its interrupt has not come yet: then it
 /// fires here, its timer VIRQ sent as `run_timers` would have, so that a guest waiting for
-/// the VIRQ gets it and one waiting in `block` does not sleep past its deadline.
-pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
+/// the VIRQ gets it and one waiting in `block` does not sleep past its deadline. `domain` is
+/// `v`'s (the caller's, from `with_current`: no `Weak` to upgrade).
+pub fn take_due_timer(v: &Vcpu, domain: &Domain, now: u64) -> bool {
     loop {
         let deadline = v.timer_deadline.load(Ordering::Acquire);
         if deadline == 0 || deadline > now {
@@ -653,9 +654,7 @@ pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
         }
         if deadline != FIRED {
             this_state().sched.lock().timers.cancel(v.id);
-            if let Some(d) = v.domain() {
-                d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
-            }
+            domain.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         return true;
     }
