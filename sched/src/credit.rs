@@ -728,8 +728,11 @@ impl Policy for Credit {
         self.rqs.nearest_idle(home)
     }
 
-    fn tick_period_ns(&self) -> Option<u64> {
-        Some(self.tslice_ns.get() / TICKS_PER_TSLICE)
+    fn next_tick(&self, _cpu: usize, now: u64) -> Option<u64> {
+        // Every CPU ticks on multiples of the period, as csched_tick_resume aligns the
+        // ticker ("now + period - now % period").
+        let period = self.tslice_ns.get() / TICKS_PER_TSLICE;
+        Some((now / period + 1) * period)
     }
 
     fn tick(&self, cpu: usize, now: u64, kick: &mut dyn FnMut(usize)) {

@@ -91,9 +91,6 @@ const P: u32 = 18;
 const UNDERLOAD_BALANCE_TOLERANCE: i32 = 0;
 /// `opt_overload_balance_tolerance` (`credit2_balance_over`).
 const OVERLOAD_BALANCE_TOLERANCE: i32 = -3;
-/// Domino's: how often `tick` runs (delivering kicks a decision could not return, and
-/// replenishing budgets). Xen has no tick in credit2; its timers and softirqs do this.
-const TICK_NS: u64 = 1_000_000;
 
 /// `runqueue` values, as `opt_runqueue_str` (Xen's `node`, 3, does not exist here).
 const RQ_CPU: u64 = 0;
@@ -580,10 +577,15 @@ pub struct Credit2 {
     cap_period_ns: AtomicNs,
     runqueue: AtomicNs,
     max_cpus_runqueue: AtomicNs,
-    /// Kicks to deliver at the next tick (bit per CPU).
+    /// Kicks a call could not return (bit per CPU), handed over by `take_kicks` right
+    /// after it, as Xen's `cpumask_raise_softirq` from inside the hook.
     pending: Vec<AtomicU64>,
     /// Domains with a cap (bit per domain), for the replenishment.
     capped: Vec<AtomicU64>,
+    /// When the next capped domain's budget is due (its `next_repl`): CPU 0's tick, Xen's
+    /// per-domain `repl_timer`. 0: a domain was capped and has no period yet; `u64::MAX`:
+    /// none is capped. Credit2 has no other tick.
+    repl_due: AtomicU64,
 }
 
 /// `cpu_add_to_runqueue` for every CPU in order: the groups of CPUs that share a runqueue.
@@ -687,6 +689,7 @@ impl Credit2 {
             max_cpus_runqueue: AtomicNs::new(MAX_CPUS_RUNQUEUE.default),
             pending: words(topo.cpus),
             capped: words(topo.max_domains),
+            repl_due: AtomicU64::new(u64::MAX),
         };
         c2.layout();
         Ok(c2)
@@ -1306,9 +1309,13 @@ impl Credit2 {
     }
 
     /// Replenishes the budgets of capped domains whose period is over
-    /// (`replenish_domain_budget`, Xen's per-domain timer) and unparks what they can.
+    /// (`replenish_domain_budget`, Xen's per-domain timer) and unparks what they can; then
+    /// records when the next one is due (`repl_due`).
     fn replenish(&self, now: u64, kick: &mut dyn FnMut(usize)) {
         let period = self.cap_period_ns.get();
+        // Cleared first: a cap set from here on (`set_cap` stores 0) is not overwritten.
+        self.repl_due.store(u64::MAX, Ordering::Release);
+        let mut due = u64::MAX;
         for (wi, word) in self.capped.iter().enumerate() {
             let mut bits = word.load(Ordering::Acquire);
             while bits != 0 {
@@ -1318,17 +1325,16 @@ impl Credit2 {
                     let mut b = self.doms[d].budget.lock();
                     if b.next_repl == 0 {
                         b.next_repl = now + period;
-                        continue;
-                    }
-                    if now < b.next_repl {
-                        continue;
                     }
                     // do_replenish, as many times as periods were missed.
+                    let mut replenished = false;
                     while b.next_repl <= now {
                         b.next_repl += period;
                         b.budget += b.tot_budget;
+                        replenished = true;
                     }
-                    if b.budget <= 0 {
+                    due = due.min(b.next_repl);
+                    if !replenished || b.budget <= 0 {
                         continue;
                     }
                     b.budget = b.budget.min(b.tot_budget);
@@ -1339,6 +1345,7 @@ impl Credit2 {
                 }
             }
         }
+        self.repl_due.fetch_min(due, Ordering::AcqRel);
     }
 
     /// Runs `balance_load` for `cpu`'s runqueue at `now`, as a credit reset there does:
@@ -1370,6 +1377,7 @@ impl Credit2 {
                     b.next_repl = 0;
                 }
             }
+
             for &v in &meta.vcpus {
                 let (_, mut rq, mut s) = self.lock_home(v);
                 s.budget_quota = quota;
@@ -1387,6 +1395,12 @@ impl Credit2 {
                 }
             }
             self.capped[d.index() / 64].fetch_or(bit, Ordering::AcqRel);
+            if meta.cap == 0 {
+                // CPU 0's tick starts the domain's period at once. After the bit: a
+                // `replenish` that missed the bit has cleared `repl_due` before this.
+                self.repl_due.store(0, Ordering::Release);
+                self.kick_later(0);
+            }
         } else if meta.cap != 0 {
             self.capped[d.index() / 64].fetch_and(!bit, Ordering::AcqRel);
             for &v in &meta.vcpus {
@@ -1792,13 +1806,25 @@ impl Policy for Credit2 {
         }
     }
 
-    fn tick_period_ns(&self) -> Option<u64> {
-        Some(TICK_NS)
+    /// CPU 0 ticks when a capped domain's budget is due, and only then.
+    fn next_tick(&self, cpu: usize, _now: u64) -> Option<u64> {
+        match self.repl_due.load(Ordering::Acquire) {
+            u64::MAX => None,
+            _ if cpu != 0 => None,
+            due => Some(due),
+        }
     }
 
     fn tick(&self, cpu: usize, now: u64, kick: &mut dyn FnMut(usize)) {
+        if cpu == 0 {
+            self.replenish(now, kick);
+        }
+        self.take_kicks(kick);
+    }
+
+    fn take_kicks(&self, kick: &mut dyn FnMut(usize)) {
         for (wi, word) in self.pending.iter().enumerate() {
-            // Read first: a swap on every tick of every CPU would bounce the line.
+            // Read first: a swap after every decision of every CPU would bounce the line.
             if word.load(Ordering::Acquire) == 0 {
                 continue;
             }
@@ -1807,9 +1833,6 @@ impl Policy for Credit2 {
                 kick(wi * 64 + bits.trailing_zeros() as usize);
                 bits &= bits - 1;
             }
-        }
-        if cpu == 0 {
-            self.replenish(now, kick);
         }
     }
 

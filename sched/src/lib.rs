@@ -414,7 +414,9 @@ pub type TraceHook = fn(vcpu: VcpuId, what: &'static str, now: u64);
 ///   (Xen's `context_saved`). Until then the policy gives `prev` to no other CPU; so a vCPU
 ///   that `schedule` returns is never still in use elsewhere, and the caller may load it at
 ///   once, without waiting for another CPU.
-/// - `tick(cpu, now, kick)` runs every [`Policy::tick_period_ns`] on every CPU, if `Some`.
+/// - `tick(cpu, now, kick)` runs on `cpu` when [`Policy::next_tick`] says, asked after every
+///   `schedule` and `tick` there; kicks a call could not return come from
+///   [`Policy::take_kicks`], drained after every `schedule` and parameter change.
 ///
 /// Writing one (`README.md`, "Writing a new policy", walks through `stride.rs`): build on
 /// [`runq::Runqueues`], whose helpers keep the rules every policy here relies on, which a
@@ -490,14 +492,33 @@ pub trait Policy: Send + Sync {
     /// The CPU a waking vCPU should be queued on (Xen's `pick_resource`).
     fn pick_cpu(&self, vcpu: VcpuId, now: u64) -> usize;
 
-    /// The period at which [`Policy::tick`] should run on every CPU, if the policy needs it.
-    fn tick_period_ns(&self) -> Option<u64> {
+    /// When [`Policy::tick`] must next run on `cpu` (system ns), or `None` for not at all.
+    ///
+    /// The caller asks after every `schedule` and every `tick` on `cpu`, and the answer
+    /// replaces the time it had: so it must be the same whenever it is asked with nothing
+    /// changed (a periodic tick answers the next multiple of its period, as Xen's credit
+    /// aligns its ticker, not `now` plus the period). A change made on another CPU that
+    /// needs `cpu`'s tick sooner must kick `cpu` ([`Policy::take_kicks`]), whose `schedule`
+    /// the caller then follows with this question. The default: no tick, as Xen's credit2
+    /// and RTDS, whose timers run only when something is due.
+    fn next_tick(&self, cpu: usize, now: u64) -> Option<u64> {
+        let _ = (cpu, now);
         None
     }
 
-    /// Periodic accounting on `cpu`. Calls `kick(c)` for every CPU that must reschedule.
+    /// Timed work on `cpu` (accounting, replenishing budgets), when [`Policy::next_tick`]
+    /// said. Calls `kick(c)` for every CPU that must reschedule.
     fn tick(&self, cpu: usize, now: u64, kick: &mut dyn FnMut(usize)) {
         let _ = (cpu, now, kick);
+    }
+
+    /// Hands over the kicks the policy decided during a call that cannot return them
+    /// (`schedule`, `context_saved` beyond its one, a parameter change): `kick(c)` for each
+    /// CPU that must reschedule. The caller drains them after every `schedule` (with the
+    /// `context_saved` before it) and every parameter change, as Xen's schedulers raise
+    /// `SCHEDULE_SOFTIRQ` on other CPUs from inside those hooks. The default has none.
+    fn take_kicks(&self, kick: &mut dyn FnMut(usize)) {
+        let _ = kick;
     }
 
     /// Sets one per-domain parameter. The default suits a policy without parameters: every

@@ -87,7 +87,8 @@ const UPDATE_LIMIT_SHIFT: u32 = 10;
 /// back to 0, the highest priority.
 const RTDS_MAX_PRIORITY_LEVEL: u32 = u32::MAX;
 /// How often [`Policy::tick`] looks for a tickle that a `schedule` could not send (ours: rt.c
-/// sends them from its replenishment timer at once).
+/// sends them from its replenishment timer at once), on CPU 0 only: the tick's work is the
+/// pool's, not its CPU's.
 const TICK_NS: u64 = 1_000_000;
 
 /// RTDS's description: three per-domain parameters with `xl sched-rtds`'s names, no global
@@ -971,8 +972,8 @@ impl Policy for Rtds {
         (0..n).map(|i| (home + i) % n).find(|&c| st.cpus[c].curr.is_none()).unwrap_or(home)
     }
 
-    fn tick_period_ns(&self) -> Option<u64> {
-        Some(TICK_NS)
+    fn next_tick(&self, cpu: usize, now: u64) -> Option<u64> {
+        (cpu == 0).then_some((now / TICK_NS + 1) * TICK_NS)
     }
 
     /// The part of rt.c's replenishment timer that a `schedule` cannot do: tickle another

@@ -7,7 +7,8 @@
 //!   it is sent, after the event that sent it.
 //! - The simulator plays the kernel's part exactly as the trait's contract says: it calls
 //!   `schedule` when a slice expires, when the running vCPU blocks or yields, and on kicks;
-//!   `tick` every `tick_period_ns` on every CPU (ticks aligned to multiples of the period).
+//!   `tick` on a CPU when `next_tick` says, asked after every `schedule` and `tick` there;
+//!   the kicks `take_kicks` hands over after every `schedule` and parameter change.
 //! - Workloads (see [`crate::spec::WORKLOADS`]) consume CPU time: a vCPU's next action
 //!   (block, yield) happens after it has *run* long enough, however it is preempted.
 //!   `cpu` never blocks; `latency` is released every `period_us` (phase-shifted per
@@ -256,6 +257,8 @@ struct Cpu {
     /// on it (deadline, vCPU).
     slice_end: Option<u64>,
     next_tick: Option<u64>,
+    /// Bumped when `next_tick` changes, so a tick event for an earlier answer is dropped.
+    tick_gen: u64,
     timers: BTreeSet<(u64, usize)>,
 }
 
@@ -288,8 +291,6 @@ struct SimPool {
     cpus: Vec<usize>,
     /// Its global knobs as last set (carried to a new policy by name).
     knobs: Vec<(String, u64)>,
-    /// Bumped when its policy is replaced, so the old policy's ticks stop.
-    tick_gen: u64,
     /// Its policy's counters when the measured interval began (or when it was installed).
     counters_t0: Option<BTreeMap<String, u64>>,
 }
@@ -385,6 +386,33 @@ impl Sim<'_> {
             self.cpus[cpu].kick_pending = true;
             self.cpus[cpu].kick_at = at;
             self.push(at, Ev::Kick(cpu));
+        }
+    }
+
+    /// Delivers the kicks pool `p`'s policy could not return from its last call
+    /// ([`Policy::take_kicks`]), sent from `from` (if known).
+    fn take_kicks(&mut self, p: usize, from: Option<usize>) {
+        let mut kicks = Vec::new();
+        self.pools[p].policy.take_kicks(&mut |k| kicks.push(k));
+        for k in kicks {
+            let k = self.global(p, k);
+            self.kick_from(k, from);
+        }
+    }
+
+    /// Asks `cpu`'s policy when its tick is next due there ([`Policy::next_tick`]) and, if
+    /// that changed, schedules it (an event for the old answer is dropped).
+    fn ask_tick(&mut self, cpu: usize) {
+        let Some(p) = self.cpu_pool[cpu] else { return };
+        let at = self.pools[p].policy.next_tick(self.cpu_local[cpu], self.now);
+        if at == self.cpus[cpu].next_tick {
+            return;
+        }
+        self.cpus[cpu].next_tick = at;
+        self.cpus[cpu].tick_gen += 1;
+        if let Some(t) = at {
+            let g = self.cpus[cpu].tick_gen;
+            self.push(t.max(self.now), Ev::Tick(cpu, g));
         }
     }
 
@@ -643,6 +671,8 @@ impl Sim<'_> {
             let (t, g) = (end, self.cpus[cpu].timer_gen);
             self.push(t, Ev::Timer(cpu, g));
         }
+        self.take_kicks(pool, Some(cpu));
+        self.ask_tick(cpu);
     }
 
     /// Cost model ([`Profile::follows_timer_writes`]): the earliest event `cpu`'s timer
@@ -1008,6 +1038,9 @@ impl Sim<'_> {
             }),
             (Targets::Pool(_), _) => Err("this applies to domains, not a pool".into()),
         };
+        for p in 0..self.pools.len() {
+            self.take_kicks(p, None);
+        }
         self.events_out.push(results::Event {
             at_ns: step.at_ns,
             applied_ns: Some(now - self.t0),
@@ -1054,7 +1087,6 @@ impl Sim<'_> {
             self.pools[p].counters_t0 = Some(policy_counters(self.pools[p].policy.as_ref()));
         }
         self.pools[p].knobs = knobs;
-        self.pools[p].tick_gen += 1;
         let cpus = self.pools[p].cpus.clone();
         for &c in &cpus {
             // The old policy's slices end here; every CPU asks the new one.
@@ -1068,16 +1100,11 @@ impl Sim<'_> {
                 );
             }
         }
-        let period = self.pools[p].policy.tick_period_ns();
         for &c in &cpus {
-            self.cpus[c].next_tick = period.map(|period| (self.now / period + 1) * period);
-        }
-        if let Some(period) = period {
-            let g = self.pools[p].tick_gen;
-            for &c in &cpus {
-                let t = (self.now / period + 1) * period;
-                self.push(t, Ev::Tick(c, g));
-            }
+            // The old policy's tick stops; the new one's is asked for.
+            self.cpus[c].next_tick = None;
+            self.cpus[c].tick_gen += 1;
+            self.ask_tick(c);
         }
         for &d in &doms {
             self.join(d, p)?;
@@ -1193,7 +1220,6 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             policy,
             cpus: pp.cpus.clone(),
             knobs: pp.knobs.clone(),
-            tick_gen: 0,
             counters_t0: None,
         });
     }
@@ -1243,6 +1269,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 armed_at: None,
                 slice_end: None,
                 next_tick: None,
+                tick_gen: 0,
                 timers: BTreeSet::new(),
             })
             .collect(),
@@ -1327,13 +1354,8 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             );
         }
     }
-    for p in 0..sim.pools.len() {
-        if let Some(period) = sim.pools[p].policy.tick_period_ns() {
-            for c in sim.pools[p].cpus.clone() {
-                sim.push(period, Ev::Tick(c, 0));
-                sim.cpus[c].next_tick = Some(period);
-            }
-        }
+    for c in 0..cpus {
+        sim.ask_tick(c);
     }
     for i in 0..sim.steps.len() {
         let at = t0 + sim.steps[i].at_ns;
@@ -1391,7 +1413,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             Ev::Kick(c) => sim.schedule(c),
             Ev::Tick(c, g) => {
                 let Some(p) = sim.cpu_pool[c] else { continue };
-                if sim.pools[p].tick_gen != g {
+                if sim.cpus[c].tick_gen != g {
                     continue;
                 }
                 let mut kicks = Vec::new();
@@ -1403,9 +1425,9 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                     resched |= k == c;
                     sim.kick_from(k, Some(c));
                 }
-                let period = sim.pools[p].policy.tick_period_ns().unwrap_or(10_000_000);
-                sim.push(t + period, Ev::Tick(c, g));
-                sim.cpus[c].next_tick = Some(t + period);
+                // Asked afresh: an answer equal to the one just served is a new tick.
+                sim.cpus[c].next_tick = None;
+                sim.ask_tick(c);
                 sim.timer_fired(c, resched);
             }
             Ev::Step(i) => sim.apply_step(i),

@@ -164,12 +164,14 @@ fn a_runqueue_per_cpu_by_name_runs_and_stays_fair() {
 }
 
 /// A small driver for tests that place vCPUs themselves: each CPU reschedules when its slice
-/// ends or it is kicked; switches report `context_saved` at once; `tick` every period.
+/// ends or it is kicked; switches report `context_saved` at once; `tick` when `next_tick`
+/// says; the kicks `take_kicks` hands over after every decision.
 struct Machine {
     p: Box<dyn Policy>,
     cpus: usize,
     curr: Vec<Option<VcpuId>>,
     until: Vec<u64>,
+    tick_at: Vec<u64>,
     busy_ns: Vec<u64>,
     ran_ns: Vec<u64>,
     now: u64,
@@ -182,6 +184,7 @@ impl Machine {
             cpus,
             curr: vec![None; cpus],
             until: vec![0; cpus],
+            tick_at: vec![u64::MAX; cpus],
             busy_ns: vec![0; cpus],
             ran_ns: vec![0; vcpus],
             now: 0,
@@ -198,13 +201,22 @@ impl Machine {
         }
         self.curr[cpu] = d.next;
         self.until[cpu] = d.slice_ns.map_or(u64::MAX, |s| self.now + s);
+        self.take_kicks();
+        self.tick_at[cpu] = self.p.next_tick(cpu, self.now).unwrap_or(u64::MAX);
+    }
+
+    fn take_kicks(&mut self) {
+        let mut kicks = Vec::new();
+        self.p.take_kicks(&mut |k| kicks.push(k));
+        for k in kicks {
+            self.until[k] = self.now;
+        }
     }
 
     /// Runs to `end` (ns), counting each CPU's and each vCPU's run time from `from`.
     fn run(&mut self, end: u64, from: u64) {
-        let tick = self.p.tick_period_ns().unwrap_or(u64::MAX);
-        let mut next_tick = self.now - self.now % tick + tick;
         while self.now < end {
+            let next_tick = self.tick_at.iter().copied().min().unwrap_or(u64::MAX);
             let t = self.until.iter().copied().min().unwrap_or(u64::MAX).min(next_tick).min(end);
             for c in 0..self.cpus {
                 if let Some(v) = self.curr[c]
@@ -216,15 +228,15 @@ impl Machine {
                 }
             }
             self.now = t;
-            if t == next_tick {
-                let mut kicks = Vec::new();
-                for c in 0..self.cpus {
+            for c in 0..self.cpus {
+                if self.tick_at[c] <= t {
+                    let mut kicks = Vec::new();
                     self.p.tick(c, t, &mut |k| kicks.push(k));
+                    for k in kicks {
+                        self.until[k] = t;
+                    }
+                    self.tick_at[c] = self.p.next_tick(c, t).unwrap_or(u64::MAX);
                 }
-                for k in kicks {
-                    self.until[k] = t;
-                }
-                next_tick += tick;
             }
             for c in 0..self.cpus {
                 if self.until[c] <= self.now {
@@ -306,4 +318,66 @@ fn a_heavy_sleeper_does_not_flatten_the_weights_of_the_others() {
     // the guests running burn at 65535 / w and end their slices at CREDIT_MIN, where their
     // debts are cut alike (1.3 points measured, against 0.13 without the sleeper).
     assert!(worst <= 1.5, "{worst:.3} points");
+}
+
+/// A credit2 instance on `cpus` CPUs with `doms` domains of one vCPU each, every vCPU
+/// awake and every CPU decided once at `now`.
+fn started(cpus: usize, doms: u32, now: u64) -> Box<dyn Policy> {
+    let topo = Topology::flat(cpus, doms as usize, doms as usize);
+    let p = registry::build("credit2", &topo, &[]).unwrap();
+    for v in 0..doms {
+        p.add_domain(DomainId(v), &[]).unwrap();
+        p.insert_vcpu(VcpuId(v), DomainId(v), v as usize % cpus).unwrap();
+        p.wake(VcpuId(v), now);
+    }
+    for c in 0..cpus {
+        p.schedule(c, now);
+    }
+    p
+}
+
+#[test]
+fn without_a_cap_no_cpu_ticks_and_a_cap_ticks_cpu_0_once_a_period() {
+    // Xen's credit2 has no tick: only a capped domain's replenishment timer. Ours is CPU
+    // 0's tick, due when the next budget is (`cap_period_ms`, 10 ms by default).
+    let ms = 1_000_000;
+    let p = started(2, 4, 0);
+    for c in 0..2 {
+        assert_eq!(p.next_tick(c, ms), None, "CPU {c} ticks with no cap set");
+    }
+    p.set_domain_param(DomainId(1), "cap", 50).unwrap();
+    // The cap asks CPU 0 to decide, so that it asks for its tick; it is due at once.
+    let mut kicked = Vec::new();
+    p.take_kicks(&mut |c| kicked.push(c));
+    assert!(kicked.contains(&0), "setting a cap kicked {kicked:?}, not CPU 0");
+    assert!(p.next_tick(0, ms).is_some_and(|t| t <= ms), "{:?}", p.next_tick(0, ms));
+    assert_eq!(p.next_tick(1, ms), None, "CPU 1 ticks too");
+    p.tick(0, ms, &mut |_| {});
+    assert_eq!(p.next_tick(0, ms), Some(11 * ms), "the first period starts at the tick");
+    p.tick(0, 11 * ms, &mut |_| {});
+    assert_eq!(p.next_tick(0, 11 * ms), Some(21 * ms));
+    p.set_domain_param(DomainId(1), "cap", 0).unwrap();
+    p.tick(0, 21 * ms, &mut |_| {});
+    assert_eq!(p.next_tick(0, 21 * ms), None, "no cap left, and CPU 0 still ticks");
+}
+
+#[test]
+fn a_kick_decided_where_it_cannot_be_returned_is_handed_over_at_once() {
+    // Capping a domain whose vCPU runs makes its CPU decide again (its budget starts at
+    // 0), from `set_domain_param`, which returns no kick: `take_kicks` hands it over right
+    // after, as Xen raises SCHEDULE_SOFTIRQ from inside the hook. It used to wait for the
+    // next 1 ms tick.
+    let p = started(2, 2, 0);
+    let running_on_1 = (0..2u32).find(|&v| {
+        p.set_domain_param(DomainId(v), "cap", 10).unwrap();
+        let mut kicked = Vec::new();
+        p.take_kicks(&mut |c| kicked.push(c));
+        p.set_domain_param(DomainId(v), "cap", 0).unwrap();
+        p.take_kicks(&mut |_| {});
+        kicked.contains(&1)
+    });
+    assert!(running_on_1.is_some(), "capping the vCPU running on CPU 1 did not kick it");
+    let mut again = Vec::new();
+    p.take_kicks(&mut |c| again.push(c));
+    assert!(again.is_empty(), "kicks handed over twice: {again:?}");
 }

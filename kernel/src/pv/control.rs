@@ -173,7 +173,9 @@ fn carried_params<'a>(
 fn set_pool_param(pool: u32, name: &str, value: u64) -> Result<(), Errno> {
     let mut pools = cpupool::pools();
     let inst = pool_instance(pool)?;
-    inst.policy.set_global_param(name, value).map_err(|e| {
+    let set = inst.policy.set_global_param(name, value);
+    schedule::send_policy_kicks(inst);
+    set.map_err(|e| {
         log::warn!("sysctl SetPoolParam: {e}");
         Errno::Inval
     })?;
@@ -277,12 +279,12 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             // The parameters its pool's policy takes are set; the others are kept for a
             // later pool or policy, as at creation.
             let params = carried_params(&*inst.policy, &sched)?;
-            sched::pools::set_domain_params(&*inst.policy, PolicyDomain(d.id), &params).map_err(
-                |e| {
-                    log::warn!("SetSched of domain {}: {e}", d.id);
-                    Errno::Inval
-                },
-            )?;
+            let set = sched::pools::set_domain_params(&*inst.policy, PolicyDomain(d.id), &params);
+            schedule::send_policy_kicks(inst);
+            set.map_err(|e| {
+                log::warn!("SetSched of domain {}: {e}", d.id);
+                Errno::Inval
+            })?;
             // Kept by name, to carry into another pool or policy.
             let _ = pools.set_params(d.id, &params);
             *d.sched.lock() = sched;
@@ -555,6 +557,8 @@ fn register(
         policy.insert_vcpu(VcpuId(v.id), PolicyDomain(domain.id), cpu)?;
         v.sched_instance.store(index, Ordering::Release);
     }
+    // A cap among `params` asks for a tick (credit2's replenishment).
+    schedule::send_policy_kicks(inst);
     Ok(())
 }
 

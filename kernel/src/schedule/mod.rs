@@ -43,10 +43,11 @@ struct CpuSched {
     current: Option<Held>,
     /// When the current slice ends (system ns), if a vCPU runs.
     slice_end: Option<u64>,
-    /// When the policy's accounting tick is next due.
+    /// When the policy's tick is next due here (`sched::Policy::next_tick`, asked after
+    /// every decision and every tick).
     next_tick: Option<u64>,
     /// This CPU's `cpupool` entry when `next_tick` was set: a new instance (a policy swap,
-    /// the CPU moved to another pool) brings its own tick.
+    /// the CPU moved to another pool) is asked for its own tick.
     tick_entry: u64,
     /// When the hardware timer is set to fire (system ns), if it is.
     armed_at: Option<u64>,
@@ -407,6 +408,14 @@ fn this_cpu() -> usize {
     smp::percpu::cpu_index()
 }
 
+/// Sends the kicks `inst`'s policy decided in a call that could not return them
+/// (`sched::Policy::take_kicks`): after a parameter change or a domain joining it, made on
+/// the control path.
+pub fn send_policy_kicks(inst: &cpupool::Instance) {
+    let now = time::now_ns();
+    inst.policy.take_kicks(&mut |c| kick(inst.global(c), now));
+}
+
 /// Makes `cpu` reschedule soon: at once if it is this CPU (on the way out), else by IPI,
 /// for an event at `now` (see [`kick_since`]).
 pub fn kick(cpu: usize, now: u64) {
@@ -699,22 +708,11 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
     let here = cpupool::of_cpu(cpu);
     let entry = here.map_or(u64::MAX, |h| h.entry);
     if entry != cs.tick_entry {
-        // A new instance for this CPU (boot, a policy swap): its own tick, from now.
+        // A new instance for this CPU (boot, a policy swap): its own tick.
         cs.tick_entry = entry;
-        cs.next_tick = here
-            .and_then(|h| h.inst.policy.tick_period_ns())
-            .map(|p| now + p);
+        cs.next_tick = here.and_then(|h| h.inst.policy.next_tick(h.local, now));
     }
     let tick_due = cs.next_tick.is_some_and(|t| t <= now);
-    // The period is asked for only when the tick is due: a call through the policy's
-    // vtable on every switch otherwise (one more translated block to look up after a CR3
-    // load under TCG).
-    if let Some(period) = here
-        .filter(|_| tick_due)
-        .and_then(|h| h.inst.policy.tick_period_ns())
-    {
-        cs.next_tick = Some(now + period);
-    }
     // A slice within `SLICE_SLOP_NS` of its end has ended (Xen's `timer_slop`: a timer due
     // that soon is run now). Under `-icount` the deadline fires up to about 1% early (3-6
     // µs of a 500 µs slice), and re-arming it for the rest cost an interrupt and a write of
@@ -729,9 +727,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         arch::percpu::my_need_resched().store(true, Ordering::Release);
     }
     if let (true, Some(h)) = (tick_due, here) {
-        h.inst
-            .policy
-            .tick(h.local, now, &mut |c| kick(h.inst.global(c), now));
+        let policy = &h.inst.policy;
+        policy.tick(h.local, now, &mut |c| kick(h.inst.global(c), now));
+        cs.next_tick = policy.next_tick(h.local, now);
     }
 }
 
@@ -870,7 +868,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     }
     run_timers(&mut cs, now);
     kicks_served(now);
-    let decision = decide(cpu, now);
+    let decision = decide(&mut cs, cpu, now);
     let decided = time::now_ns();
     cs.slice_end = decision.slice_ns.map(|s| now + s);
     if let Some(p) = prev.as_ref().map(Held::vcpu)
@@ -927,10 +925,17 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
 }
 
 /// What this CPU's pool's policy picks for it (`cpu` is the machine's number); a CPU in no
-/// pool idles with no timer.
-fn decide(cpu: usize, now: u64) -> sched::Decision {
+/// pool idles with no timer. Then the kicks the policy could not return are sent, and its
+/// tick here is asked for again (`sched::Policy::take_kicks`, `next_tick`).
+fn decide(cs: &mut CpuSched, cpu: usize, now: u64) -> sched::Decision {
     match cpupool::of_cpu(cpu) {
-        Some(h) => h.inst.policy.schedule(h.local, now),
+        Some(h) => {
+            let policy = &h.inst.policy;
+            let decision = policy.schedule(h.local, now);
+            policy.take_kicks(&mut |c| kick(h.inst.global(c), now));
+            cs.next_tick = policy.next_tick(h.local, now);
+            decision
+        }
         None => sched::Decision {
             next: None,
             slice_ns: None,
@@ -1042,6 +1047,7 @@ fn saved(v: &Vcpu) {
     if let Some(c) = inst.policy.context_saved(local, VcpuId(v.id), now) {
         kick(inst.global(c), now);
     }
+    inst.policy.take_kicks(&mut |c| kick(inst.global(c), now));
 }
 
 /// Claims the vCPU the policy picked for this CPU (`running_on`), if it is still runnable:
@@ -1201,7 +1207,7 @@ pub fn idle_step(now: u64) -> IdleStep {
     let mut cs = this_state().sched.lock();
     run_timers(&mut cs, now);
     kicks_served(now);
-    let decision = decide(cpu, now);
+    let decision = decide(&mut cs, cpu, now);
     let decided = time::now_ns();
     if let Some(u) = cs.unclaimed.take() {
         // That decision descheduled it (`claim`).

@@ -127,7 +127,7 @@ pub const CASES: &[Case] = &[
     ok("pt-bypass"),
     ok("pt-hv-pages"),
     ok("pt-shared-image"),
-    // Long operations (xtf-preempt).
+    // Long operations (xtf-preempt; xtf-preempt-link, xtf-preempt-mem).
     ok("pt-preempt"),
     ok("pt-unlink"),
     ok("pt-teardown"),

@@ -86,7 +86,8 @@ impl Timed {
 enum Bound {
     /// Reported only.
     Reported,
-    /// Within one log2 bucket (a factor of 2 to 4).
+    /// Within one log2 bucket (a factor of 2 to 4), or further apart only as far as the two
+    /// engines' sample counts leave the percentile undetermined ([`quantile_band`]).
     Bucket,
     /// The target: within 30%, or the same log2 bucket.
     Target,
@@ -131,6 +132,73 @@ fn calibrated_profile(dir: &Path) -> Result<PathBuf, String> {
 /// percentiles are bucket bounds such as 65535): k for ns in [2^(k-1), 2^k).
 fn log2_bucket(ns: u64) -> i32 {
     64 - ns.leading_zeros() as i32
+}
+
+/// Standard errors of a sample quantile that [`quantile_band`] spans on each side.
+const QUANTILE_Z: f64 = 2.0;
+
+/// The log2 buckets (as [`log2_bucket`] counts) between which quantile `q` of the
+/// distribution that the latency histogram `hist` (`[upper_bound_ns, count]`, log2 buckets,
+/// a domain record's `wake_lat_hist`) samples lies, with about 97.7% confidence on each
+/// side: the buckets of the order statistics of ranks n·q ∓ z·√(n·q·(1-q)), the normal
+/// approximation of the distribution-free confidence interval for a quantile (Conover,
+/// Practical Nonparametric Statistics, 3rd ed., §3.2). None for an empty histogram.
+///
+/// A p99 of 2,000 wake-ups is the 20th largest, give or take 9 at z = 2 (quantiles 0.9855
+/// to 0.9945): where the latencies have a knee there (credit's latency domain waits out a
+/// hog's 1 ms rate limit, and about 1% of its wake-ups wait longer, for a late slice end),
+/// that moves the p99 two log2 buckets in either engine by chance.
+fn quantile_band(hist: &[(u64, u64)], q: f64) -> Option<(i32, i32)> {
+    let n: u64 = hist.iter().map(|b| b.1).sum();
+    if n == 0 {
+        return None;
+    }
+    let (nq, sd) = (n as f64 * q, QUANTILE_Z * (n as f64 * q * (1.0 - q)).sqrt());
+    let rank = |r: f64| (r.max(1.0) as u64).min(n);
+    let (lo, hi) = (rank((nq - sd).floor()), rank((nq + sd).ceil()));
+    let bucket = |r: u64| {
+        let mut seen = 0;
+        hist.iter()
+            .find(|b| {
+                seen += b.1;
+                seen >= r
+            })
+            .map(|b| log2_bucket(b.0.saturating_sub(1)))
+    };
+    Some((bucket(lo)?, bucket(hi)?))
+}
+
+/// Whether the two engines' quantile `q` cannot be told apart by their sample counts: the
+/// bands [`quantile_band`] gives share a log2 bucket.
+fn quantiles_indistinct(h: Option<&Vec<(u64, u64)>>, m: Option<&Vec<(u64, u64)>>, q: f64) -> bool {
+    match (
+        h.and_then(|h| quantile_band(h, q)),
+        m.and_then(|m| quantile_band(m, q)),
+    ) {
+        (Some(a), Some(b)) => a.0 <= b.1 && b.0 <= a.1,
+        _ => false,
+    }
+}
+
+/// What [`quantile_band`] makes of each engine's histogram, for a note: "by their sample
+/// counts between A and B µs on the hypervisor, C and D µs simulated" (empty without both).
+fn bands_note(h: Option<&Vec<(u64, u64)>>, m: Option<&Vec<(u64, u64)>>, q: f64) -> String {
+    let range = |(a, b): (i32, i32)| {
+        let lo = if a > 0 { 1u64 << (a - 1) } else { 0 };
+        let hi = 1u64.checked_shl(b as u32).unwrap_or(u64::MAX);
+        format!("{:.1} and {:.1} µs", lo as f64 / 1e3, hi as f64 / 1e3)
+    };
+    match (
+        h.and_then(|h| quantile_band(h, q)),
+        m.and_then(|m| quantile_band(m, q)),
+    ) {
+        (Some(a), Some(b)) => format!(
+            "by their sample counts between {} on the hypervisor, {} simulated",
+            range(a),
+            range(b)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Calibrated schedsim against this hypervisor run: shares within `points` of each other,
@@ -262,16 +330,24 @@ fn matches_calibrated(
             .iter()
             .find(|x| x.name == d.name)
             .ok_or("no latency domain")?;
-        for (what, h, m) in [
-            ("p50", d.wake_lat_p50_ns, s.wake_lat_p50_ns),
-            ("p99", d.wake_lat_p99_ns, s.wake_lat_p99_ns),
+        for (what, q, h, m) in [
+            ("p50", 0.5, d.wake_lat_p50_ns, s.wake_lat_p50_ns),
+            ("p99", 0.99, d.wake_lat_p99_ns, s.wake_lat_p99_ns),
         ] {
             let off = (log2_bucket(h) - log2_bucket(m)).abs();
             let close = (h as f64 - m as f64).abs() <= 0.3 * h as f64 || off == 0;
             let bound = if what == "p50" { timed.p50 } else { timed.p99 };
+            // More than a bucket apart passes only when the sample counts cannot tell the
+            // two quantiles apart ([`quantile_band`]).
+            let (hh, mh) = (d.wake_lat_hist.as_ref(), s.wake_lat_hist.as_ref());
+            let indistinct = off > 1 && quantiles_indistinct(hh, mh, q);
+            let apart = format!(
+                "more than 1 log2 bucket apart, and more than their sample counts allow ({})",
+                bands_note(hh, mh, q)
+            );
             let fails = match bound {
                 Bound::Reported => None,
-                Bound::Bucket => (off > 1).then_some("more than 1 log2 bucket apart"),
+                Bound::Bucket => (off > 1 && !indistinct).then_some(apart.as_str()),
                 Bound::Target => (!close).then_some("more than 30% and a log2 bucket apart"),
             };
             if let Some(why) = fails {
@@ -286,11 +362,16 @@ fn matches_calibrated(
                 ));
             }
             let verdict = match (close, bound) {
-                (true, Bound::Target) => "on target, asserted",
-                (true, Bound::Bucket) => "on target; within a bucket asserted",
-                (true, Bound::Reported) => "on target",
-                (false, Bound::Bucket) => "MISSES the target; within a bucket asserted",
-                (false, _) => "MISSES the target (reported, not asserted)",
+                (true, Bound::Target) => "on target, asserted".to_string(),
+                (true, Bound::Bucket) => "on target; within a bucket asserted".to_string(),
+                (true, Bound::Reported) => "on target".to_string(),
+                (false, Bound::Bucket) if indistinct => format!(
+                    "MISSES the target; within a bucket asserted, or as close as the sample \
+                     counts tell: {}",
+                    bands_note(hh, mh, q)
+                ),
+                (false, Bound::Bucket) => "MISSES the target; within a bucket asserted".into(),
+                (false, _) => "MISSES the target (reported, not asserted)".into(),
             };
             notes.push(format!(
                 "{} {what} {:.1} µs on the hypervisor, {:.1} µs simulated ({verdict}, {off} log2 buckets apart)",
@@ -517,8 +598,41 @@ fn summary(records: &[Record]) -> Result<&abi::tool::results::Summary, String> {
     records.summary().ok_or_else(|| "no summary record".into())
 }
 
-/// Every domain of a `cpu` group made progress and Jain's index of work is at least 0.98.
-fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
+/// Jain's index over the domains' `cpu_ns` (Jain, Chiu and Hawe, DEC-TR-301, 1984), with the
+/// least and most CPU time, as "Jain over cpu_ns J, LO..HI ms".
+fn jain_over_cpu(ds: &[&Domain]) -> (f64, String) {
+    let cpu: Vec<f64> = ds.iter().map(|d| d.cpu_ns as f64).collect();
+    let (sum, squares) = cpu.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
+    let jain = sum * sum / (cpu.len() as f64 * squares);
+    let (lo, hi) = cpu
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &c| (l.min(c), h.max(c)));
+    (
+        jain,
+        format!(
+            "Jain over cpu_ns {jain:.4}, {:.2}..{:.2} ms",
+            lo / 1e6,
+            hi / 1e6
+        ),
+    )
+}
+
+/// 128 cpu domains on 4 CPUs, run under `-icount` (the policy's fairness, not the host's):
+/// every domain made progress (work and CPU time) and Jain's index over `cpu_ns` is at
+/// least `min`: 0.99 (rtds 0.9968, stride 0.9981, credit 0.9992, credit2 0.9999, bvt 1.0000
+/// over 6 s; rtds and stride 0.9960-0.9985 over 5 and 7 s and at `shift=1`), 0.98 for rr,
+/// which keeps no account of time used (`sched::rr`): neither a slice that ends late (by ms
+/// when four emulated CPUs take turns) nor a longer queue on one CPU is made up for later
+/// (0.9910-0.9935 the same ways).
+/// Jain over work is reported, not asserted: under `-icount` the emulated CPUs run in turns
+/// on one host thread while the clock counts every CPU's instructions, so a domain's work
+/// per ns of CPU time follows how its runs fall among the other CPUs' turns (Jain over work
+/// 0.86-0.998 in the same runs, 0.67 at 1024x2 with 0.9999 over `cpu_ns`). On the real
+/// clock, where work was asserted at 0.98, the host's load moved both: at loads 4-6, 7 of
+/// 12 runs below 0.98 over work (0.8465-0.9775), over `cpu_ns` 0.9460-0.9958. Half the
+/// domains at weight 320 under credit2 (the policy giving them their 55.6%) is 0.9872 over
+/// `cpu_ns`, below the bound, and 0.9923 over work, which the old bound of 0.98 passed.
+fn scaling_fair(records: &[Record], min: f64) -> Result<String, String> {
     let ds = domains(records);
     if ds.len() != 128 {
         return Err(format!("{} domain records, expected 128", ds.len()));
@@ -526,13 +640,24 @@ fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
     if let Some(d) = ds.iter().find(|d| d.work == 0 || d.cpu_ns == 0) {
         return Err(format!("domain {} made no progress: {d:?}", d.name));
     }
-    let jain = summary(records)?
+    let (jain, figures) = jain_over_cpu(&ds);
+    let work = summary(records)?
         .jain
         .ok_or("jain is null: no cpu domain was measured")?;
-    if jain < 0.98 {
-        return Err(format!("Jain's index {jain:.4} < 0.98"));
+    if jain < min {
+        return Err(format!(
+            "{figures}: below {min} (over work {work:.4}, reported)"
+        ));
     }
-    Ok(format!("jain {jain:.4}"))
+    Ok(format!("{figures}; over work {work:.4} (reported)"))
+}
+
+fn all_progress_and_fair(records: &[Record]) -> Result<String, String> {
+    scaling_fair(records, 0.99)
+}
+
+fn all_progress_and_fair_rr(records: &[Record]) -> Result<String, String> {
+    scaling_fair(records, 0.98)
 }
 
 /// Fairness over a short window at high consolidation (issue 12): 1024 cpu domains on 2
@@ -558,17 +683,7 @@ fn crowd_fair(records: &[Record], min: f64) -> Result<String, String> {
     if !starved.is_empty() {
         return Err(format!("{} domains got no CPU: {starved:?}", starved.len()));
     }
-    let cpu: Vec<f64> = ds.iter().map(|d| d.cpu_ns as f64).collect();
-    let (sum, squares) = cpu.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
-    let jain = sum * sum / (cpu.len() as f64 * squares);
-    let (lo, hi) = cpu
-        .iter()
-        .fold((f64::MAX, 0f64), |(l, h), &c| (l.min(c), h.max(c)));
-    let figures = format!(
-        "Jain over cpu_ns {jain:.4}, {:.2}..{:.2} ms",
-        lo / 1e6,
-        hi / 1e6
-    );
+    let (jain, figures) = jain_over_cpu(&ds);
     if jain < min {
         return Err(format!("{figures}: below {min}"));
     }
@@ -2020,8 +2135,10 @@ fn cases() -> Vec<Case> {
     // loads 4.5-9 (session 11; the last 6 with this build, at 5.9-6.9: every latency and
     // isolation case passed 6 of 6) and in 11 hypervisor runs per policy compared offline:
     // bvt's p50 on target (16 of 16), credit's p99 within a bucket (asserted since session
-    // 10; 15 of 16), credit2's shares (16 of 16; 3 of 6 before switches and set_timers were
-    // paid per event), rr's p50 on target and p99 within a bucket (its latency domain waits
+    // 10; 15 of 16; since session 13 two buckets apart pass when the sample counts cannot
+    // tell the p99s apart, `quantile_band`: its knee at the 1 ms rate limit put it at 1.02
+    // ms against 2.49 ms once, both bands 0.5-4.2 ms), credit2's shares (16 of 16; 3 of 6
+    // before switches and set_timers were paid per event), rr's p50 on target and p99 within a bucket (its latency domain waits
     // its turn behind 15 hogs, about 100 ms, and wakes 13-26 times in 2 s: its p99 is its
     // largest wait, 280 ms once against 191 ms simulated, when a host stall fell in it);
     // session 12, at loads 2.7-8 (README): rtds's p50 within a bucket (27 of 27: 6.4-10.8
@@ -2136,13 +2253,26 @@ fn cases() -> Vec<Case> {
     }
     let mut add =
         |name: String, args: Vec<&str>, check: Check| with(name, args, check, Also::Nothing);
-    // Jain over work carries TCG's noise (a domain's work per CPU-second varies with how
-    // the host schedules the emulated CPUs); six seconds average it well below the bound.
+    // 128 domains on 4 CPUs for 6 s under -icount (judging the policy, not the host: on the
+    // real clock at loads 4-6 Jain over work was below 0.98 in 7 of 12 runs); Jain over
+    // cpu_ns, as below (`scaling_fair` says why not over work, and why 0.98 for rr).
     for &policy in &preempting {
         add(
             format!("scaling/128x4/{policy}"),
-            vec![&spec("scaling"), "--sched", policy, "--seconds", "6"],
-            all_progress_and_fair,
+            vec![
+                &spec("scaling"),
+                "--sched",
+                policy,
+                "--seconds",
+                "6",
+                "--qemu-arg=-icount",
+                "--qemu-arg=shift=0,sleep=off",
+            ],
+            if policy == "rr" {
+                all_progress_and_fair_rr
+            } else {
+                all_progress_and_fair
+            },
         );
     }
     // 1024 domains for 1 s on 2 CPUs, under -icount (judging the policy, not the host).
@@ -2301,6 +2431,19 @@ fn cases() -> Vec<Case> {
             &spec("xtf-preempt-mem"),
             "--qemu-arg=-icount",
             "--qemu-arg=shift=3,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
+    // One long page-table batch (hostile-pt `pt-batch-link`) under -icount with 1 ns an
+    // instruction: calls of about 27 ms of guest time, whose first half no host stall
+    // stretches (on the real clock 1 of 4 runs failed so on a loaded 2-core host).
+    with(
+        "xtf/preempt-link".into(),
+        vec![
+            &spec("xtf-preempt-link"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=0,sleep=off",
         ],
         suite_ran,
         Also::Xtf,
@@ -2467,5 +2610,133 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `simvshyp/latency/credit` at one build, 2026-12-05: p99 1.02 ms on the hypervisor
+    /// (2,042 wake-ups), 2.49 ms simulated (1,754), 2 log2 buckets apart: 99.3% of the
+    /// hypervisor's wake-ups and 98.6% of schedsim's waited under 1.05 ms (credit's 1 ms
+    /// rate limit), so the knee sits at the p99 in both, and both bands span it.
+    const KNEE_HV: &[(u64, u64)] = &[
+        (1024, 1),
+        (4096, 10),
+        (8192, 44),
+        (16384, 16),
+        (32768, 11),
+        (65536, 64),
+        (131072, 150),
+        (262144, 270),
+        (524288, 539),
+        (1048576, 923),
+        (2097152, 1),
+        (4194304, 7),
+        (8388608, 4),
+        (16777216, 1),
+        (268435456, 1),
+    ];
+    const KNEE_SIM: &[(u64, u64)] = &[
+        (4096, 34),
+        (8192, 31),
+        (16384, 3),
+        (32768, 8),
+        (65536, 71),
+        (131072, 114),
+        (262144, 234),
+        (524288, 438),
+        (1048576, 796),
+        (2097152, 4),
+        (4194304, 15),
+        (8388608, 6),
+    ];
+    /// A run of 2026-12-04 where the two tails differed: p99 13.6 ms on the hypervisor (5%
+    /// of 849 wake-ups over 8 ms), 1.02 ms simulated (0.5% of 1,747 over 2 ms).
+    const APART_HV: &[(u64, u64)] = &[
+        (1024, 1),
+        (4096, 2),
+        (8192, 12),
+        (16384, 18),
+        (32768, 59),
+        (65536, 20),
+        (131072, 40),
+        (262144, 58),
+        (524288, 325),
+        (1048576, 222),
+        (2097152, 10),
+        (4194304, 9),
+        (8388608, 42),
+        (16777216, 28),
+        (33554432, 2),
+        (268435456, 1),
+    ];
+    const APART_SIM: &[(u64, u64)] = &[
+        (4096, 5),
+        (8192, 6),
+        (16384, 3),
+        (32768, 7),
+        (65536, 72),
+        (131072, 102),
+        (262144, 225),
+        (524288, 450),
+        (1048576, 864),
+        (2097152, 1),
+        (4194304, 3),
+        (8388608, 5),
+        (16777216, 4),
+    ];
+
+    #[test]
+    fn quantile_bands_follow_the_sample_count() {
+        assert_eq!(quantile_band(&[], 0.99), None);
+        assert_eq!(quantile_band(KNEE_HV, 0.99), Some((20, 22)));
+        assert_eq!(quantile_band(KNEE_SIM, 0.99), Some((20, 22)));
+        assert_eq!(quantile_band(APART_HV, 0.99), Some((24, 25)));
+        assert_eq!(quantile_band(APART_SIM, 0.99), Some((20, 22)));
+        // The same shape a hundred times over: the band narrows to the p99's own bucket.
+        let many: Vec<(u64, u64)> = KNEE_HV.iter().map(|&(b, n)| (b, n * 100)).collect();
+        assert_eq!(quantile_band(&many, 0.99), Some((20, 20)));
+        // One sample: every quantile is it.
+        assert_eq!(quantile_band(&[(65536, 1)], 0.5), Some((16, 16)));
+    }
+
+    #[test]
+    fn bands_note_names_each_engines_range() {
+        let v = |h: &[(u64, u64)]| h.to_vec();
+        assert_eq!(
+            bands_note(Some(&v(KNEE_HV)), Some(&v(APART_HV)), 0.99),
+            "by their sample counts between 524.3 and 4194.3 µs on the hypervisor, 8388.6 and \
+             33554.4 µs simulated"
+        );
+        assert_eq!(bands_note(None, Some(&v(KNEE_SIM)), 0.99), "");
+    }
+
+    #[test]
+    fn quantiles_apart_only_by_chance_are_indistinct() {
+        let v = |h: &[(u64, u64)]| h.to_vec();
+        assert!(quantiles_indistinct(
+            Some(&v(KNEE_HV)),
+            Some(&v(KNEE_SIM)),
+            0.99
+        ));
+        assert!(!quantiles_indistinct(
+            Some(&v(APART_HV)),
+            Some(&v(APART_SIM)),
+            0.99
+        ));
+        // Without a histogram nothing is indistinct: the bucket bound alone holds.
+        assert!(!quantiles_indistinct(None, Some(&v(KNEE_SIM)), 0.99));
+        // The same two shapes from a hundred times the wake-ups: 2 buckets apart (the
+        // p99s at 1 and 2-4 ms) is then no chance.
+        let many = |h: &[(u64, u64)]| -> Vec<(u64, u64)> {
+            h.iter().map(|&(b, n)| (b, n * 100)).collect()
+        };
+        assert!(!quantiles_indistinct(
+            Some(&many(KNEE_HV)),
+            Some(&many(KNEE_SIM)),
+            0.99
+        ));
     }
 }
