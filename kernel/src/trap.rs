@@ -311,8 +311,7 @@ extern "C" fn idle_loop() -> ! {
     loop {
         let now = crate::time::now_ns();
         match schedule::idle_step(now) {
-            IdleStep::Enter(vcpu, mut frame) => {
-                drop(vcpu); // `enter_guest` does not return; `current` holds the vCPU.
+            IdleStep::Enter(mut frame) => {
                 // The way back to a guest that every entry takes (after the address space is
                 // loaded: the upcall frame goes onto the guest's stack), a reschedule
                 // included: entering the upcall can kill the domain (a stack that cannot take

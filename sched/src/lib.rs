@@ -451,7 +451,12 @@ pub trait Policy: Send + Sync {
     /// Registers a vCPU of `domain`, asleep, with `cpu` as its initial CPU. May allocate.
     fn insert_vcpu(&self, vcpu: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error>;
 
-    /// Forgets a vCPU; it must be asleep and not running on any CPU.
+    /// Forgets a vCPU; it must be asleep and not running on any CPU. Refuses
+    /// ([`Error::Busy`]) while `schedule` has it on a CPU, from the decision that picked it
+    /// to the next decision on that CPU, even if it was put to sleep in between: the kernel
+    /// holds a picked vCPU by pointer, without a reference count, and frees it only once
+    /// this succeeds (`kernel/src/schedule/mod.rs`, `Held`; checked for every registered
+    /// policy by `tests/concurrency.rs`).
     fn remove_vcpu(&self, vcpu: VcpuId) -> Result<(), Error>;
 
     /// Makes a vCPU runnable: puts it on a runqueue and says which CPU to kick, if any.

@@ -33,6 +33,31 @@ fn hammer_every_policy() {
     }
 }
 
+/// The kernel reaches the vCPU a decision names by pointer, with no reference count
+/// (`kernel/src/schedule/mod.rs`, `Held`): it relies on the policy refusing to remove a vCPU
+/// it has scheduled on a CPU until that CPU's next decision switches away from it, even once
+/// it is put to sleep (a kill or a pause between the pick and the claim). Destroy removes a
+/// vCPU from the kernel's tables, and frees it, only after `remove_vcpu` succeeds.
+#[test]
+fn every_policy_keeps_a_picked_vcpu_until_its_cpu_decides_again() {
+    for entry in ENTRIES {
+        let name = entry.info.name;
+        let topo = Topology::flat(2, 2, 2);
+        let p = (entry.new)(&topo).unwrap();
+        let v = VcpuId(0);
+        p.add_domain(DomainId(0), &[]).unwrap();
+        p.insert_vcpu(v, DomainId(0), 0).unwrap();
+        p.wake(v, 1_000);
+        let picked = (0..2).find(|&c| p.schedule(c, 2_000).next == Some(v));
+        let cpu = picked.unwrap_or_else(|| panic!("{name}: a lone runnable vCPU was not picked"));
+        p.sleep(v, 3_000);
+        assert!(p.remove_vcpu(v).is_err(), "{name}: removed a vCPU still scheduled on CPU {cpu}");
+        assert_ne!(p.schedule(cpu, 4_000).next, Some(v), "{name}: picked a sleeping vCPU");
+        p.context_saved(cpu, v, 5_000);
+        assert_eq!(p.remove_vcpu(v), Ok(()), "{name}: kept a vCPU asleep and off every CPU");
+    }
+}
+
 #[test]
 fn hammer_credit2_with_a_runqueue_per_cpu() {
     // On four runqueues, so that balancing, migration requests and moves between runqueues

@@ -27,7 +27,7 @@ pub mod event_channel;
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use abi::control::{DomainExit, DomainId, DomainInfo, DomainState, SchedParams};
 use abi::layout;
@@ -155,7 +155,8 @@ pub struct Vcpu {
     pub upcall: Mutex<UpcallState>,
     pub domain: DomainId,
     /// Its domain, reached without the domain table: the `Domain` owns its vCPUs, so this
-    /// is weak; [`Vcpu::domain`] upgrades it.
+    /// is weak; [`Vcpu::domain`] upgrades it, and the switch, which knows the domain lives,
+    /// reads its address alone ([`Vcpu::domain_ptr`]).
     dom: Weak<Domain>,
     /// Index within its domain.
     pub index: u32,
@@ -184,6 +185,22 @@ pub struct Vcpu {
     /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
     pub trace_events: core::sync::atomic::AtomicU32,
     pub stats: Mutex<VcpuStats>,
+    /// A number no other `Vcpu` object has had since boot (never 0), and 0 once it is
+    /// dropped: a CPU that holds a vCPU by pointer (`schedule`'s `Held`) checks it still
+    /// reads what it read at the pick, so that a destroy that freed a vCPU some CPU still
+    /// held (and the allocator gave its memory to a new one) stops the machine there rather
+    /// than corrupting another domain.
+    serial: AtomicU64,
+}
+
+/// The last [`Vcpu::serial`] handed out.
+static VCPU_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // Atomic, so that the store before the free is not optimised away.
+        self.serial.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Vcpu {
@@ -192,9 +209,18 @@ impl Vcpu {
         self.dom.upgrade()
     }
 
-    /// Whether `domain` is its domain.
-    pub fn belongs_to(&self, domain: &Arc<Domain>) -> bool {
-        core::ptr::eq(self.dom.as_ptr(), Arc::as_ptr(domain))
+    /// The address of its domain (`Weak::as_ptr`: no reference count), valid while the
+    /// domain lives. The domain table holds it until `destroy`, which waits until no CPU
+    /// holds a vCPU of it (`pv::control::unregister`); dereferencing it is the caller's
+    /// argument (`schedule`'s `Held`).
+    pub fn domain_ptr(&self) -> *const Domain {
+        self.dom.as_ptr()
+    }
+
+    /// Its [`Vcpu::serial`]: unique among the `Vcpu` objects made since boot, 0 once
+    /// dropped.
+    pub fn serial(&self) -> u64 {
+        self.serial.load(Ordering::Relaxed)
     }
 
     /// Publishes its virtual time in the shared-info page: `ran_ns` so far, and whether it
@@ -298,18 +324,30 @@ static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
 /// Which global vCPU ids are taken ([`free_slots`] hands them out): creation and removal
 /// only.
 static VCPU_IDS: Mutex<Vec<Option<()>>> = Mutex::new(Vec::new());
-/// All vCPUs, indexed by global id, each slot behind a lock of its own: looking one up (the
-/// switch does, for every vCPU it loads) touches that slot's cache line alone, never a lock
-/// that every CPU shares. Allocated whole with the first domain.
-static VCPUS: Once<Box<[VcpuSlot]>> = Once::new();
+/// All vCPUs, indexed by global id, each slot behind a lock of its own: looking one up
+/// touches that slot's cache line alone, never a lock that every CPU shares. Allocated whole
+/// with the first domain.
+static VCPUS: Once<Box<[CachePadded<VcpuSlot>]>> = Once::new();
 
-/// One global vCPU id's slot.
-type VcpuSlot = CachePadded<RwLock<Option<Arc<Vcpu>>>>;
+/// One global vCPU id's slot: the vCPU (an `Arc`, which keeps it alive while it is in the
+/// table) and its address, for the switch to reach it with no lock and no reference count
+/// ([`vcpu_ptr`]).
+struct VcpuSlot {
+    vcpu: RwLock<Option<Arc<Vcpu>>>,
+    /// `Arc::as_ptr` of `vcpu` while it holds one, else null: set after `vcpu` at creation,
+    /// cleared before it at removal.
+    ptr: AtomicPtr<Vcpu>,
+}
 
-fn vcpu_slots() -> &'static [VcpuSlot] {
+fn vcpu_slots() -> &'static [CachePadded<VcpuSlot>] {
     VCPUS.call_once(|| {
         (0..MAX_VCPUS_TOTAL)
-            .map(|_| CachePadded::new(RwLock::new(None)))
+            .map(|_| {
+                CachePadded::new(VcpuSlot {
+                    vcpu: RwLock::new(None),
+                    ptr: AtomicPtr::new(core::ptr::null_mut()),
+                })
+            })
             .collect()
     })
 }
@@ -326,7 +364,18 @@ pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
 
 /// Looks a vCPU up by global id.
 pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
-    VCPUS.get()?.get(id as usize)?.read().clone()
+    VCPUS.get()?.get(id as usize)?.vcpu.read().clone()
+}
+
+/// The address of the vCPU with global id `id` (null if there is none): one load, no lock,
+/// no reference count. It stays valid while the table holds the vCPU, that is until
+/// [`remove`], which `destroy` calls only once no CPU holds the vCPU (`pv::control::unregister`);
+/// dereferencing it is the caller's argument (`schedule`'s `Held`, the switch's only user).
+pub fn vcpu_ptr(id: u32) -> *const Vcpu {
+    VCPUS
+        .get()
+        .and_then(|slots| slots.get(id as usize))
+        .map_or(core::ptr::null(), |slot| slot.ptr.load(Ordering::Acquire))
 }
 
 /// A free slot index in a table, growing it up to `max`.
@@ -590,6 +639,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     yielded: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),
+                    serial: AtomicU64::new(VCPU_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
                     stats: Mutex::new(VcpuStats::default()),
                 })
             })
@@ -622,7 +672,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     });
     for v in &domain.vcpus {
         vcpus[v.id as usize] = Some(());
-        *vcpu_slots()[v.id as usize].write() = Some(v.clone());
+        let slot = &vcpu_slots()[v.id as usize];
+        *slot.vcpu.write() = Some(v.clone());
+        slot.ptr.store(Arc::as_ptr(v).cast_mut(), Ordering::Release);
     }
     domains[id as usize] = Some(domain.clone());
     Ok(domain)
@@ -768,7 +820,9 @@ pub fn resource_counts() -> abi::control::ResourceCounts {
 pub fn remove(domain: &Domain) {
     let mut vcpus = VCPU_IDS.lock();
     for v in &domain.vcpus {
-        *vcpu_slots()[v.id as usize].write() = None;
+        let slot = &vcpu_slots()[v.id as usize];
+        slot.ptr.store(core::ptr::null_mut(), Ordering::Release);
+        *slot.vcpu.write() = None;
         vcpus[v.id as usize] = None;
     }
     DOMAINS.write()[domain.id as usize] = None;

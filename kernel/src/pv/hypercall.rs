@@ -166,14 +166,14 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             Ok(0)
         }
         SchedOp::Block => {
-            if schedule::take_due_timer(vcpu, now) {
+            if schedule::take_due_timer(vcpu, domain, now) {
                 return Ok(0);
             }
             schedule::stop(vcpu, Stop::Block, now);
             // An event sent or a timer fired before the vCPU was marked blocked found
             // nothing to wake: look again now that it is (the sender marks pending, then
             // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
-            if domain.has_pending_for(vcpu.index) || schedule::take_due_timer(vcpu, now) {
+            if domain.has_pending_for(vcpu.index) || schedule::take_due_timer(vcpu, domain, now) {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -195,7 +195,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             }
             // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
             // returns on the timeout too), or the vCPU would sleep forever.
-            if schedule::take_due_timer(vcpu, now) {
+            if schedule::take_due_timer(vcpu, domain, now) {
                 return Ok(0);
             }
             schedule::stop(vcpu, Stop::Block, now);
@@ -203,7 +203,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             // blocked.
             if any_pending(domain)
                 || domain.has_pending_for(vcpu.index)
-                || schedule::take_due_timer(vcpu, now)
+                || schedule::take_due_timer(vcpu, domain, now)
             {
                 schedule::wake(vcpu, now);
             }

@@ -26,6 +26,7 @@ use crate::arch;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, Doing, Domain, NOT_RUNNING, Stop, Tell, Vcpu, VcpuState};
 use crate::time;
+use held::Held;
 pub mod cpupool;
 pub mod trace;
 pub mod watchdog;
@@ -38,9 +39,8 @@ pub use watchdog::{arm_watchdog, wait_for_other_cpu, watchdog_armed, watchdog_nm
 /// Per-CPU scheduling state, touched only by its own CPU (the lock is never contended; it
 /// exists so that the code stays safe).
 struct CpuSched {
-    current: Option<Arc<Vcpu>>,
-    /// The current vCPU's domain, held while it runs here (the per-CPU area names it too).
-    current_domain: Option<Arc<Domain>>,
+    /// The vCPU running here, held by pointer ([`Held`]: no reference count).
+    current: Option<Held>,
     /// When the current slice ends (system ns), if a vCPU runs.
     slice_end: Option<u64>,
     /// When the policy's tick is next due here (`sched::Policy::next_tick`, asked after
@@ -57,6 +57,121 @@ struct CpuSched {
     /// this CPU could claim it ([`claim`]): never switched in, it is reported saved
     /// (`Policy::context_saved`, [`saved`]) once this CPU's next decision has descheduled it.
     unclaimed: Option<Arc<Vcpu>>,
+}
+
+/// The vCPU a CPU holds for its policy, reached by pointer: the switch takes no lock and no
+/// reference count to find the vCPU the policy picked, its domain, or the vCPU leaving
+/// (issue 11; Xen's `struct sched_unit *` in `sched_context_switch`, kept alive there by
+/// RCU and `domain_destroy`'s wait).
+mod held {
+    use alloc::sync::Arc;
+    use core::ptr::NonNull;
+
+    use crate::domain::{self, Domain, Vcpu};
+
+    /// A vCPU that this CPU's policy gave it and that this CPU has not let go of: picked by
+    /// the decision just made here, then claimed (`claim`) and running here, then leaving
+    /// until `release` consumes it. Not `Clone`: one holder, and once released (or turned
+    /// into an `Arc`, [`Held::into_arc`]) it cannot be used again.
+    ///
+    /// **Why the vCPU and its domain live while a `Held` does.** `destroy`
+    /// (`pv::control::destroy`) takes the vCPU out of the vCPU table (whose `Arc` keeps it
+    /// alive; its domain's `Arc<Vcpu>`s die with the domain) and the domain out of the
+    /// domain table only after `unregister`, which waits for three things, each covering
+    /// one stretch of a `Held`'s life:
+    /// 1. *Picked, not claimed*: the policy counts it scheduled on this CPU until this CPU's
+    ///    next decision, and refuses `remove_vcpu` meanwhile (`sched::Policy::remove_vcpu`'s
+    ///    contract; `sched/tests/concurrency.rs` checks every registered policy). A pick this
+    ///    CPU cannot claim is turned into an `Arc` before that next decision
+    ///    (`CpuSched::unclaimed`).
+    /// 2. *Claimed, running*: `running_on` names this CPU (`Domain::on_cpu`) from `claim`
+    ///    until `release` clears it.
+    /// 3. *Leaving*, from that store to the end of `release` (`saved`, the policy's
+    ///    `context_saved`): this CPU's CR3 still holds the vCPU's address space (a vCPU's
+    ///    PML4 is in CR3 from its switch-in until the next load, and `release` runs before
+    ///    the CPU loads another: `load_address_space`, and `reschedule` going idle), and
+    ///    `unregister` also waits until no CPU's CR3 holds it (`Domain::loaded_anywhere`,
+    ///    read after `on_cpu`). `arch::percpu::load_cr3` keeps the old PML4 recorded until
+    ///    after the write and clears it with release ordering, so a destroy that finds it
+    ///    gone sees everything this CPU did with the vCPU before.
+    ///
+    /// A `Held` keeps the vCPU's serial number as read at the pick (`Vcpu::serial`, 0 once
+    /// the vCPU is dropped, never reused): [`Held::check`] stops the machine if it changed,
+    /// which is what a vCPU freed while held would show (poisoned, or its memory given to a
+    /// new vCPU). The switch checks the vCPU leaving once `release` is done with it, the end
+    /// of the stretch whose cover is the least obvious (case 3); the QEMU cases that create
+    /// and destroy domains under load (`churn`, `timeline/departure`, `hostile`, `pause/race`)
+    /// run through it thousands of times.
+    pub struct Held {
+        vcpu: NonNull<Vcpu>,
+        serial: u64,
+    }
+
+    // SAFETY: a `Held` stands for a `&Vcpu` (`Vcpu` is `Sync`, so `&Vcpu` is `Send`); it is
+    // kept in its CPU's `CpuSched`, behind that CPU's lock.
+    unsafe impl Send for Held {}
+
+    impl Held {
+        /// The vCPU with global id `id`, which the decision just made on this CPU picked
+        /// (`None` if the table has no such vCPU).
+        ///
+        /// # Safety
+        /// `id` is the vCPU that this CPU's policy named in its last decision (`schedule`),
+        /// and no later decision has been made on this CPU: the policy then holds it for
+        /// this CPU (case 1 of [`Held`]), and the caller carries the `Held` into cases 2 and
+        /// 3 by claiming it, or turns it into an `Arc` ([`Held::into_arc`]) or drops it
+        /// before this CPU's next decision. The returned `Held` aliases the table's vCPU
+        /// until then.
+        pub unsafe fn picked(id: u32) -> Option<Held> {
+            let vcpu = NonNull::new(domain::vcpu_ptr(id).cast_mut())?;
+            // SAFETY: the caller's contract: the vCPU lives (case 1 of the type's doc).
+            let serial = unsafe { vcpu.as_ref() }.serial();
+            Some(Held { vcpu, serial })
+        }
+
+        /// The vCPU.
+        pub fn vcpu(&self) -> &Vcpu {
+            // SAFETY: a `Held` exists only while its vCPU lives (the type's doc), and only
+            // shared references to a `Vcpu` are ever made.
+            unsafe { self.vcpu.as_ref() }
+        }
+
+        /// Stops the machine if the vCPU is not the object picked (its serial changed: it
+        /// was freed while held), naming `when`. A violation of the type's argument shows
+        /// here before a vCPU or domain is used freed a second time.
+        #[inline]
+        pub fn check(&self, when: &str) {
+            if self.vcpu().serial() != self.serial {
+                self.freed(when);
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn freed(&self, when: &str) -> ! {
+            panic!(
+                "a vCPU held by this CPU was freed {when} (serial {} read {}): destroy did \
+                 not wait for this CPU",
+                self.serial,
+                self.vcpu().serial()
+            );
+        }
+
+        /// Its domain, with no reference count.
+        pub fn domain(&self) -> &Domain {
+            // SAFETY: the domain table holds the domain for at least as long as its vCPU is
+            // held by a CPU (the type's doc: `destroy` removes both after the same waits);
+            // `Vcpu::domain_ptr` is the address of that `Arc`'s object.
+            unsafe { &*self.vcpu().domain_ptr() }
+        }
+
+        /// The vCPU as an `Arc` (from the table, whose lock it takes and whose count it
+        /// raises: for the rare paths), ending the hold. `None` cannot happen while the
+        /// `Held` lives, since the table keeps its vCPU until then.
+        pub fn into_arc(self) -> Option<Arc<Vcpu>> {
+            domain::vcpu(self.vcpu().id)
+        }
+    }
 }
 
 /// A CPU's figures, written by that CPU alone and read by any (`sysctl CpuStats`): atomics,
@@ -228,7 +343,6 @@ pub fn init(cpus: usize) {
             .map(|_| CpuState {
                 sched: Mutex::new(CpuSched {
                     current: None,
-                    current_domain: None,
                     slice_end: None,
                     next_tick: None,
                     tick_entry: NO_TICK_ENTRY,
@@ -496,9 +610,11 @@ pub fn yield_current(v: &Vcpu, now: u64) {
     }
 }
 
-/// The vCPU running on this CPU, if any.
+/// The vCPU running on this CPU, if any (from the vCPU table: for the rare paths that need
+/// an owned reference).
 pub fn current() -> Option<Arc<Vcpu>> {
-    this_state().sched.lock().current.clone()
+    let id = this_state().sched.lock().current.as_ref()?.vcpu().id;
+    domain::vcpu(id)
 }
 
 /// Runs `f` on the vCPU running on this CPU and its domain, without a lock or a reference
@@ -507,9 +623,9 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
     let (vcpu, domain) = arch::percpu::current();
     let (vcpu, domain) = (vcpu.cast::<Vcpu>(), domain.cast::<Domain>());
     // SAFETY: `switch_in` recorded both with `set_current`, promising they stay alive until
-    // the next `set_current` on this CPU (`CpuSched::current` and `current_domain` hold
-    // them); `f` cannot reschedule (it gets no frame), so that does not happen during the
-    // borrow.
+    // the next `set_current` on this CPU (the vCPU is `CpuSched::current`'s `Held`, claimed
+    // by this CPU: `Held`'s case 2 keeps it and its domain alive); `f` cannot reschedule (it
+    // gets no frame), so that does not happen during the borrow.
     unsafe { Some(f(vcpu.as_ref()?, domain.as_ref()?)) }
 }
 
@@ -534,8 +650,9 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
 /// counts as its wake-up and is consumed. Either it fired while the vCPU was awake
 /// ([`FIRED`]), or its deadline has passed and its interrupt has not come yet: then it
 /// fires here, its timer VIRQ sent as `run_timers` would have, so that a guest waiting for
-/// the VIRQ gets it and one waiting in `block` does not sleep past its deadline.
-pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
+/// the VIRQ gets it and one waiting in `block` does not sleep past its deadline. `domain` is
+/// `v`'s (the caller's, from `with_current`: no `Weak` to upgrade).
+pub fn take_due_timer(v: &Vcpu, domain: &Domain, now: u64) -> bool {
     loop {
         let deadline = v.timer_deadline.load(Ordering::Acquire);
         if deadline == 0 || deadline > now {
@@ -549,9 +666,7 @@ pub fn take_due_timer(v: &Vcpu, now: u64) -> bool {
         }
         if deadline != FIRED {
             this_state().sched.lock().timers.cancel(v.id);
-            if let Some(d) = v.domain() {
-                d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
-            }
+            domain.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         return true;
     }
@@ -743,8 +858,9 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     // nothing this path calls (the policy, wake-ups, kicks, IPI handlers served while
     // waiting) locks it.
     let mut cs = this_state().sched.lock();
-    let prev = cs.current.clone();
-    if let Some(p) = &prev {
+    // Moved out, not cloned: put back if it runs on, released if it leaves.
+    let prev = cs.current.take();
+    if let Some(p) = prev.as_ref().map(Held::vcpu) {
         // Save first: the registers must be in place by `release`, after which the policy
         // may give the vCPU to another CPU, which loads them without waiting.
         p.regs.lock().copy_from(frame);
@@ -759,21 +875,20 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     kicks_served(now);
     let decision = decide(&mut cs, cpu, now);
     let decided = time::now_ns();
-    let next = decision.next.and_then(|id| domain::vcpu(id.0));
-    let same = match (&prev, &next) {
-        (Some(p), Some(n)) => Arc::ptr_eq(p, n),
-        _ => false,
-    };
     cs.slice_end = decision.slice_ns.map(|s| now + s);
-    if same {
-        if let Some(p) = &prev {
-            // It yielded but was picked again: it did not stop.
-            p.yielded.store(false, Ordering::Relaxed);
-        }
+    if let Some(p) = prev.as_ref().map(Held::vcpu)
+        && decision.next == Some(VcpuId(p.id))
+    {
+        // It yielded but was picked again: it did not stop.
+        p.yielded.store(false, Ordering::Relaxed);
+        cs.current = prev;
         arm_timer(&mut cs, now);
         return Next::Same;
     }
-    if let Some(p) = &prev {
+    // SAFETY: the decision just made on this CPU picked it; it is claimed below, or kept as
+    // an `Arc` (`unclaimed`) before this CPU's next decision.
+    let next = decision.next.and_then(|id| unsafe { Held::picked(id.0) });
+    if let Some(p) = prev.as_ref().map(Held::vcpu) {
         // The CPU still holds its selectors (nothing has loaded another vCPU's yet).
         p.selectors
             .store(arch::selectors::save(), Ordering::Relaxed);
@@ -784,34 +899,31 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
     // `prev` is released: a policy's next `schedule` on this CPU must come after
     // `prev`'s `context_saved` (`sched::Policy`'s contract).
     let next = match next {
-        Some(n) if claim(&n, cpu) => Some(n),
+        Some(n) if claim(n.vcpu(), cpu) => Some(n),
         Some(n) => {
-            cs.unclaimed = Some(n);
+            cs.unclaimed = n.into_arc();
             None
         }
         None => None,
     };
     match next {
         Some(n) => {
-            let domain = domain_of(&mut cs, &n);
-            let prev = switch_in(&n, &domain, cpu, now, prev.as_deref());
-            frame.copy_from(&n.regs.lock());
-            let pml4 = n.pml4;
+            switch_in(&n, cpu, now);
+            frame.copy_from(&n.vcpu().regs.lock());
+            let pml4 = n.vcpu().pml4;
             cs.current = Some(n);
-            cs.current_domain = Some(domain);
             let wrote = arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
             count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
             Next::Switched
         }
         None => {
-            arch::addrspace::activate_kernel();
             arch::percpu::clear_current();
-            if let Some(p) = &prev {
+            // Released while its address space is still loaded here (`Held`'s case 3).
+            if let Some(p) = prev {
                 release(p);
             }
-            cs.current = None;
-            cs.current_domain = None;
+            arch::addrspace::activate_kernel();
             Next::Idle
         }
     }
@@ -836,17 +948,6 @@ fn decide(cs: &mut CpuSched, cpu: usize, now: u64) -> sched::Decision {
             slice_ns: None,
             migrated: false,
         },
-    }
-}
-
-/// The domain of `n`, about to run here: the one already held when `n` belongs to the
-/// domain that ran here last (no reference-count traffic between vCPUs of one domain).
-fn domain_of(cs: &mut CpuSched, n: &Vcpu) -> Arc<Domain> {
-    match cs.current_domain.take() {
-        Some(d) if n.belongs_to(&d) => d,
-        _ => n
-            .domain()
-            .expect("a picked vCPU's domain lives until destroyed, which waits for the policy"),
     }
 }
 
@@ -898,14 +999,17 @@ fn account_out(v: &Vcpu, now: u64) {
 }
 
 /// Lets other CPUs run `v`: called once its registers and FPU state are saved and this CPU
-/// has claimed the next vCPU (or loaded the hypervisor's CR3). Its domain may be freed once
-/// no CPU's CR3 holds its address space either (`Domain::loaded_anywhere`). Then tells the
-/// policy (`context_saved`): until now it has given `v` to no other CPU, which is why
-/// [`claim`] never waits. (Or, for a vCPU adopted by a new instance while it ran, wakes it
-/// there.)
-fn release(v: &Vcpu) {
+/// has claimed the next vCPU (or will go idle), while this CPU's CR3 still holds `v`'s
+/// address space: from the store to `running_on` on, that is what keeps `v` and its domain
+/// alive (`Held`'s case 3) until the CPU loads another. Then tells the policy
+/// (`context_saved`): until now it has given `v` to no other CPU, which is why [`claim`]
+/// never waits. (Or, for a vCPU adopted by a new instance while it ran, wakes it there.)
+/// Consumes the hold: nothing of `v` is touched after.
+fn release(held: Held) {
+    let v = held.vcpu();
     v.running_on.store(NOT_RUNNING, Ordering::Release);
     saved(v);
+    held.check("during its release");
 }
 
 /// Tells the policy that `v`, switched away from (or picked and never claimed, [`claim`]),
@@ -993,22 +1097,17 @@ fn claim(v: &Vcpu, cpu: usize) -> bool {
     true
 }
 
-/// Accounts the start of `v`'s run here, `v` claimed by this CPU ([`claim`]). Returns
-/// `prev` (the vCPU leaving, if any), still to be released, which [`load_address_space`]
-/// does just before it loads `v`'s address space.
+/// Accounts the start of `held`'s run here, claimed by this CPU ([`claim`]), and records it
+/// as this CPU's current vCPU. The vCPU leaving, if any, is still to be released, which
+/// [`load_address_space`] does just before it loads the new one's address space.
 ///
 /// The address space is loaded last, after all of the switch's bookkeeping: a CR3 load
 /// flushes the TLB (under TCG all of it, global pages and QEMU's jump cache included), so
 /// every page the hypervisor touches after it costs a page walk. Under TCG a domain switch
 /// costs 3.1 µs between two vCPUs of one domain (no CR3 load) and 8–9 µs between domains;
 /// loading CR3 last saved about 3% of the latter.
-fn switch_in<'a>(
-    v: &Vcpu,
-    domain: &Domain,
-    cpu: usize,
-    now: u64,
-    prev: Option<&'a Vcpu>,
-) -> Option<&'a Vcpu> {
+fn switch_in(held: &Held, cpu: usize, now: u64) {
+    let (v, domain) = (held.vcpu(), held.domain());
     {
         let mut s = v.stats.lock();
         s.change(now, Doing::Running);
@@ -1030,10 +1129,11 @@ fn switch_in<'a>(
         .counters
         .switches
         .fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `v` and `domain` stay alive and unmoved until the next `set_current` here: the
-    // caller stores their `Arc`s in `CpuSched::current` and `current_domain`, which are
-    // cleared only after the records are (`clear_current`, or `set_current` for the next
-    // vCPU). Its FPU area is this CPU's alone meanwhile: the caller claimed `v` (`claim`).
+    // SAFETY: `v` and `domain` stay alive and unmoved until the next `set_current` here:
+    // the caller claimed `v` (`claim`) and keeps its `Held` in `CpuSched::current` until it
+    // switches away, which records the next vCPU (`set_current`) or none (`clear_current`)
+    // before it releases `v` (`Held`'s cases 2 and 3). Its FPU area is this CPU's alone
+    // meanwhile, for the same claim.
     unsafe {
         arch::percpu::set_current(
             (v as *const Vcpu).cast(),
@@ -1043,7 +1143,6 @@ fn switch_in<'a>(
             true,
         )
     };
-    prev
 }
 
 /// Releases `prev` (the vCPU leaving), then loads the address space `pml4` (the next
@@ -1056,8 +1155,8 @@ fn switch_in<'a>(
 /// CPUs may hold one address space. What must wait for the load is freeing the address
 /// space; `arch::percpu::load_cr3` records the PML4 this CPU is leaving until the load is
 /// done, and `destroy` and `flush_tlbs` look there (`Domain::loaded_anywhere`).
-fn load_address_space(pml4: u64, prev: Option<&Vcpu>) {
-    let load = prev.is_none_or(|p| p.pml4 != pml4);
+fn load_address_space(pml4: u64, prev: Option<Held>) {
+    let load = prev.as_ref().is_none_or(|p| p.vcpu().pml4 != pml4);
     if let Some(p) = prev {
         release(p);
     }
@@ -1102,8 +1201,8 @@ pub enum IdleStep {
     /// The policy picked a vCPU whose saved frame must not reach `iretq`; kill its domain
     /// (the policy then retires it) and look again.
     Refuse(DomainId, KillReason),
-    /// This CPU switched to the vCPU and loaded its address space: enter it with the frame.
-    Enter(Arc<Vcpu>, TrapFrame),
+    /// This CPU switched to a vCPU and loaded its address space: enter it with the frame.
+    Enter(TrapFrame),
     /// The vCPU the policy picked was stopped before this CPU could claim it: look again.
     Again,
 }
@@ -1121,7 +1220,9 @@ pub fn idle_step(now: u64) -> IdleStep {
         // That decision descheduled it (`claim`).
         saved(&u);
     }
-    let Some(n) = decision.next.and_then(|id| domain::vcpu(id.0)) else {
+    // SAFETY: the decision just made on this CPU picked it; it is claimed below, kept as an
+    // `Arc` (`unclaimed`), or dropped (refused) before this CPU's next decision.
+    let Some(n) = decision.next.and_then(|id| unsafe { Held::picked(id.0) }) else {
         // Nothing to run, but the policy may want to decide again at a set time (rtds: when
         // a depleted vCPU's budget comes back): `slice_ns` holds for an idle CPU too.
         cs.slice_end = decision.slice_ns.map(|s| now + s);
@@ -1130,25 +1231,24 @@ pub fn idle_step(now: u64) -> IdleStep {
     // The same check as every other way back to a guest (`trap::leave`): a frame saved while
     // another vCPU was switched in (a `syscall` in the last two bytes of the guest half,
     // say) must not reach `iretq`. Its domain is killed before this CPU claims the vCPU.
-    if let Err(reason) = arch::trap::exit_frame_ok(&n.regs.lock()) {
-        return IdleStep::Refuse(n.domain, reason);
+    if let Err(reason) = arch::trap::exit_frame_ok(&n.vcpu().regs.lock()) {
+        return IdleStep::Refuse(n.vcpu().domain, reason);
     }
-    if !claim(&n, cpu) {
+    if !claim(n.vcpu(), cpu) {
         // Stopped since the pick: decide again.
-        cs.unclaimed = Some(n);
+        cs.unclaimed = n.into_arc();
         return IdleStep::Again;
     }
     this_state().counters.busy_from(now);
-    let domain = domain_of(&mut cs, &n);
-    switch_in(&n, &domain, cpu, now, None);
-    let frame = n.regs.lock().clone();
+    switch_in(&n, cpu, now);
+    let frame = n.vcpu().regs.lock().clone();
+    let pml4 = n.vcpu().pml4;
     cs.slice_end = decision.slice_ns.map(|s| now + s);
-    cs.current = Some(n.clone());
-    cs.current_domain = Some(domain);
+    cs.current = Some(n);
     let wrote = arm_timer(&mut cs, now);
-    load_address_space(n.pml4, None);
+    load_address_space(pml4, None);
     count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
-    IdleStep::Enter(n, frame)
+    IdleStep::Enter(frame)
 }
 
 /// Sleeps until an interrupt, unless a reschedule is already asked for; idle time is
