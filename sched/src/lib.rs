@@ -504,8 +504,8 @@ pub trait Policy: Send + Sync {
     /// changed (a periodic tick answers the next multiple of its period, as Xen's credit
     /// aligns its ticker, not `now` plus the period). A change made on another CPU that
     /// needs `cpu`'s tick sooner must kick `cpu` ([`Policy::take_kicks`]), whose `schedule`
-    /// the caller then follows with this question. The default: no tick, as Xen's credit2
-    /// and RTDS, whose timers run only when something is due.
+    /// the caller then follows with this question. The default: no tick. Asked only of a
+    /// policy whose [`PolicyInfo::timed`] is `true` (as are `take_kicks` and `tick`).
     fn next_tick(&self, cpu: usize, now: u64) -> Option<u64> {
         let _ = (cpu, now);
         None
@@ -520,8 +520,9 @@ pub trait Policy: Send + Sync {
     /// Hands over the kicks the policy decided during a call that cannot return them
     /// (`schedule`, `context_saved` beyond its one, a parameter change): `kick(c)` for each
     /// CPU that must reschedule. The caller drains them after every `schedule` (with the
-    /// `context_saved` before it) and every parameter change, as Xen's schedulers raise
-    /// `SCHEDULE_SOFTIRQ` on other CPUs from inside those hooks. The default has none.
+    /// `context_saved` before it), every parameter change and every domain joining, as
+    /// Xen's schedulers raise `SCHEDULE_SOFTIRQ` on other CPUs from inside those hooks. The
+    /// default has none.
     fn take_kicks(&self, kick: &mut dyn FnMut(usize)) {
         let _ = kick;
     }
