@@ -170,6 +170,43 @@ fn xen_credit_loses_weights_under_consolidation_as_documented() {
     }
 }
 
+/// Xen's rounding alone can make two weights one: `csched_acct` (xen/common/sched/credit.c)
+/// gives each active vCPU `ceil(ceil(credit_total × weight × active / weight_total) /
+/// active)` credits a period, `credit_total` being `CSCHED_CREDITS_PER_MSEC × tslice_ms ×
+/// CPUs`. The scaling spec's 128 hogs on 4 CPUs with 5 ms slices, half at weight 320 and
+/// half at 256, earn 1.74 and 1.39 credits a period: both rounded up to 2. With equal
+/// incomes and equal burns nothing in credit1 tells the two halves apart, and each gets
+/// 50.0% of the CPU for its weights' 55.6% (what a helper saw on the hypervisor under
+/// `-icount`; credit2 gave 55.6%). The same spec with `exact_credit = 1` holds the weights,
+/// which shows that the rounding, not the spec or the simulator, is what ignores them.
+#[test]
+fn xen_credit_ignores_weights_whose_rounded_income_is_equal() {
+    let (domains, cpus, weights) = (128, 4, [320, 256]);
+    // The premise, with Xen's arithmetic: one income for both classes.
+    let credit_total: u64 = 10 * 5 * cpus; // CSCHED_CREDITS_PER_MSEC × 5 ms × CPUs
+    let weight_total: u64 = weights.iter().map(|w| w * domains / 2).sum();
+    let income = |w: u64| (credit_total * w).div_ceil(weight_total);
+    assert_eq!((income(320), income(256)), (2, 2), "the premise of this case changed");
+    let heavy_share = |out: &Output| {
+        let all: u64 = out.domains.iter().map(|d| d.cpu_ns).sum();
+        let heavy: u64 = out.domains.iter().filter(|d| d.weight == 320).map(|d| d.cpu_ns).sum();
+        100.0 * heavy as f64 / all as f64
+    };
+    let target = 100.0 * 320.0 / (320.0 + 256.0);
+    let xen = run(&spec("credit", &[("exact_credit", 0)], domains, &weights, cpus));
+    let share = heavy_share(&xen);
+    eprintln!("Xen's credit: the weight-320 half got {share:.2}% (weights say {target:.2}%)");
+    assert!((share - 50.0).abs() <= 0.1, "heavy half {share:.2}%, not the equal 50%");
+    // Every domain within one 5 ms slice of every other, whatever its weight.
+    let most = xen.domains.iter().map(|d| d.cpu_ns).max().unwrap();
+    let least = xen.domains.iter().map(|d| d.cpu_ns).min().unwrap();
+    assert!(most - least <= 5_000_000, "domains {least}..{most} ns apart, more than a slice");
+    let exact = run(&spec("credit", &[("exact_credit", 1)], domains, &weights, cpus));
+    let share = heavy_share(&exact);
+    eprintln!("exact_credit = 1: the weight-320 half got {share:.2}%");
+    assert!((share - target).abs() <= 0.5, "heavy half {share:.2}% with exact credit");
+}
+
 /// With `exact_credit`, a vCPU waiting in the queue keeps earning above the bound: with Xen's
 /// bound of one slice (`credit_bound_tslices = 1`), a heavy vCPU behind 63 others earns
 /// more than a slice's worth before its turn, and if it stopped earning there (as Xen's
