@@ -394,17 +394,25 @@ impl Sim<'_> {
     fn take_kicks(&mut self, p: usize, from: Option<usize>) {
         let mut kicks = Vec::new();
         self.pools[p].policy.take_kicks(&mut |k| kicks.push(k));
-        let info = self.pools[p].policy.info();
-        assert!(
-            info.timed || kicks.is_empty(),
-            "policy `{}` says `timed: false` but `take_kicks` handed over kicks {kicks:?}: \
-             the hypervisor would never ask for them (set `timed: true` in its PolicyInfo)",
-            info.name
-        );
+        if !kicks.is_empty() {
+            self.answered_untimed(p, &format!("`take_kicks` handed over kicks {kicks:?}"));
+        }
         for k in kicks {
             let k = self.global(p, k);
             self.kick_from(k, from);
         }
+    }
+
+    /// Stops if pool `p`'s policy says `timed: false` yet answered (`what`): the hypervisor
+    /// would never have asked it ([`crate::PolicyInfo::timed`]).
+    fn answered_untimed(&self, p: usize, what: &str) {
+        let info = self.pools[p].policy.info();
+        assert!(
+            info.timed,
+            "policy `{}` says `timed: false` but {what}: the hypervisor never asks a policy \
+             that says so (set `timed: true` in its PolicyInfo)",
+            info.name
+        );
     }
 
     /// Asks `cpu`'s policy when its tick is next due there ([`Policy::next_tick`]) and, if
@@ -412,13 +420,9 @@ impl Sim<'_> {
     fn ask_tick(&mut self, cpu: usize) {
         let Some(p) = self.cpu_pool[cpu] else { return };
         let at = self.pools[p].policy.next_tick(self.cpu_local[cpu], self.now);
-        let info = self.pools[p].policy.info();
-        assert!(
-            info.timed || at.is_none(),
-            "policy `{}` says `timed: false` but `next_tick` asked for a tick at {at:?}: the \
-             hypervisor would never ask (set `timed: true` in its PolicyInfo)",
-            info.name
-        );
+        if let Some(at) = at {
+            self.answered_untimed(p, &format!("`next_tick` asked for a tick at {at}"));
+        }
         if at == self.cpus[cpu].next_tick {
             return;
         }
