@@ -737,21 +737,6 @@ impl Credit2 {
         self.pending[cpu / 64].fetch_or(1 << (cpu % 64), Ordering::AcqRel);
     }
 
-    /// Kicks every CPU `kick_later` named since the last call.
-    fn send_pending(&self, kick: &mut dyn FnMut(usize)) {
-        for (wi, word) in self.pending.iter().enumerate() {
-            // Read first: a swap after every decision of every CPU would bounce the line.
-            if word.load(Ordering::Acquire) == 0 {
-                continue;
-            }
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                kick(wi * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
-        }
-    }
-
     /// Locks `v`'s runqueue, then `v`, retrying if it moved in between.
     fn lock_home(
         &self,
@@ -1835,11 +1820,22 @@ impl Policy for Credit2 {
         if cpu == 0 {
             self.replenish(now, kick);
         }
-        self.send_pending(kick);
+        self.take_kicks(kick);
     }
 
+    /// Kicks every CPU `kick_later` named since the last call.
     fn take_kicks(&self, kick: &mut dyn FnMut(usize)) {
-        self.send_pending(kick);
+        for (wi, word) in self.pending.iter().enumerate() {
+            // Read first: a swap after every decision of every CPU would bounce the line.
+            if word.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                kick(wi * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
     }
 
     fn set_domain_param(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {
