@@ -936,10 +936,11 @@ fn window_cpus(records: &[Record], name: &str, from: u64, to: u64) -> Option<f64
     (span > 0).then(|| ns as f64 / span as f64)
 }
 
-/// Checks that each `(domain, before, after)` got `before` CPUs in the windows before the
+/// Checks that each `(domains, before, after)` got `before` CPUs in the windows before the
 /// one event and `after` in those from 500 ms after it was applied (a change that takes
-/// effect, and not before), each within `tolerance` of the CPUs wanted. The first 250 ms
-/// are left out (the domains start), as is the settling after the event.
+/// effect, and not before), each within `tolerance` of the CPUs wanted. `domains` is one
+/// name, or several joined by `+` whose CPUs are summed (a class of identical domains). The
+/// first 250 ms are left out (the domains start), as is the settling after the event.
 fn windows_before_and_after(
     records: &[Record],
     want: &[(&str, f64, f64)],
@@ -957,7 +958,10 @@ fn windows_before_and_after(
             ("before", 250_000_000, at, before),
             ("after", at + 500_000_000, end, after),
         ] {
-            let got = window_cpus(records, name, from, to)
+            let got = name
+                .split('+')
+                .map(|n| window_cpus(records, n, from, to))
+                .sum::<Option<f64>>()
                 .ok_or(format!("{name}: no window {when} the event"))?;
             let off = (got - cpus).abs() / cpus;
             if off > tolerance {
@@ -973,7 +977,7 @@ fn windows_before_and_after(
         }
     }
     Ok(format!(
-        "each domain within {:.1}% of its share before and after `{}` ({} us late)",
+        "each within {:.1}% of its share before and after `{}` ({} us late)",
         100.0 * worst,
         event.what,
         late / 1000
@@ -1036,10 +1040,21 @@ fn pools_isolate_and_a_move_takes_effect(records: &[Record]) -> Result<String, S
 /// policy-swap.toml on the hypervisor, in 250 ms windows: four hogs of weights 128, 128, 384,
 /// 384 on 2 CPUs under rr (half a CPU each) until the pool's policy becomes credit at 2 s (a
 /// quarter and three quarters). The pool is Domain0's own, so this also checks that Domain0
-/// goes on running after it replaced the policy it runs under. Within 15% (a swap ignored
-/// would leave `w0` at twice its share, `w2` a third under).
+/// goes on running after it replaced the policy it runs under. Each pair of equal weights
+/// within 20% of its CPUs (a swap ignored would leave the light pair at twice its share,
+/// the heavy pair a third under; a new instance that never ticked would not account, and
+/// would do the same); each domain's own error is reported. Asserted per pair since
+/// session 14: credit1, as Xen's, can leave one domain alone on a CPU while the other CPU
+/// holds three until the lone one's credit runs out (`csched_load_balance` steals only for
+/// a CPU whose next vCPU is OVER), which put single domains 11-28% off in the 1.4 s after
+/// the swap in 5 of 11 deterministic `-icount` runs (swap times 2.00-2.09 s, two builds)
+/// and 17.4-17.6% off in 3 of about 30 real-clock rounds, failing the old per-domain 15%
+/// bound; the pairs were 0.4-9.4% off under `-icount` and 0.2-12.4% on the real clock at
+/// loads 2-4 (the 12.4% with the swap 182 ms late, a load burst).
 fn policy_swap_takes_effect(records: &[Record]) -> Result<String, String> {
-    windows_before_and_after(
+    let pairs =
+        windows_before_and_after(records, &[("w0+w1", 1.0, 0.5), ("w2+w3", 1.0, 1.5)], 0.2)?;
+    let each = windows_before_and_after(
         records,
         &[
             ("w0", 0.5, 0.25),
@@ -1047,8 +1062,9 @@ fn policy_swap_takes_effect(records: &[Record]) -> Result<String, String> {
             ("w2", 0.5, 0.75),
             ("w3", 0.5, 0.75),
         ],
-        0.15,
-    )
+        f64::INFINITY,
+    )?;
+    Ok(format!("pairs: {pairs}; domains: {each}"))
 }
 
 /// departure.toml: 4 hogs on 2 CPUs; `w3` destroyed at 1 s, `w2` paused from 2 s to 3 s.
