@@ -238,10 +238,7 @@ fn matches_calibrated(
     }
     let sim_out = out.with_extension("calibrated.jsonl");
     let profile = calibrated_profile(out.parent().unwrap_or(Path::new(".")))?;
-    let flags: Vec<&String> = args
-        .iter()
-        .skip_while(|a| *a == "--accel" || *a == "tcg")
-        .collect();
+    let flags = schedsim_flags(args);
     let run = std::process::Command::new(sibling_runner().with_file_name("schedsim"))
         .args(flags)
         .args(replay.iter().flat_map(|t| [Path::new("--replay"), t]))
@@ -520,6 +517,15 @@ fn sleepers_stay_asleep(records: &[Record], trace: &Path) -> Result<String, Stri
 
 /// Runs the case's spec and flags in schedsim and checks that every domain's share of the
 /// CPU time is within 5 points of the hypervisor's.
+/// A case's flags as schedsim takes them: the hypervisor's own (`--accel tcg` in front,
+/// `--qemu-arg=...` anywhere) left out.
+fn schedsim_flags(args: &[String]) -> Vec<&String> {
+    args.iter()
+        .skip_while(|a| *a == "--accel" || *a == "tcg")
+        .filter(|a| !a.starts_with("--qemu-arg="))
+        .collect()
+}
+
 fn matches_schedsim(
     records: &[Record],
     args: &[String],
@@ -527,10 +533,7 @@ fn matches_schedsim(
     points: u32,
 ) -> Result<String, String> {
     let sim_out = out.with_extension("schedsim.jsonl");
-    let flags: Vec<&String> = args
-        .iter()
-        .skip_while(|a| *a == "--accel" || *a == "tcg")
-        .collect();
+    let flags = schedsim_flags(args);
     let status = std::process::Command::new(sibling_runner().with_file_name("schedsim"))
         .args(flags)
         .arg("--out")
