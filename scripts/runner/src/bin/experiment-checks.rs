@@ -955,7 +955,7 @@ fn windows_before_and_after(
     };
     let end = records.run().ok_or("no run record")?.duration_ns;
     let at = event.applied_ns.unwrap_or(0);
-    let mut worst = 0.0f64;
+    let mut worst = (0.0f64, "", "");
     for &(name, before, after) in want {
         for (when, from, to, cpus) in [
             ("before", 250_000_000, at, before),
@@ -976,14 +976,19 @@ fn windows_before_and_after(
                     100.0 * tolerance
                 ));
             }
-            worst = worst.max(off);
+            if off >= worst.0 {
+                worst = (off, name, when);
+            }
         }
     }
     Ok(format!(
-        "each within {:.1}% of its share before and after `{}` ({} us late)",
-        100.0 * worst,
+        "each within {:.1}% of its share before and after `{}` ({} us late; the most off: \
+         {} {})",
+        100.0 * worst.0,
         event.what,
-        late / 1000
+        late / 1000,
+        worst.1,
+        worst.2
     ))
 }
 
@@ -2102,9 +2107,21 @@ fn cases() -> Vec<Case> {
     // Timelines (issue 13): a weight changed, tenants arriving, CPU pools, a domain moved
     // between pools and a pool's policy replaced, applied by Domain0 on time; the same files
     // in schedsim (and sched/tests/experiments_timeline.rs).
+    // pools.toml under -icount (session 14): 3 emulated CPUs on this 2-core host put the
+    // pools' shares at the host's mercy on the real clock (a bulk or lat1 15-29% off its
+    // share in 4 of 6 rounds at loads 3-4, and 14.9% once at 1.3), while under -icount
+    // every domain is within 5% of it (swap times 2.00-2.07 s): the policies' doing, which
+    // is what the case checks. (-icount suits shares of CPU-bound domains, not wake-up
+    // latency on several CPUs: README, "Cost profiles, calibration and replay".)
     with(
         "pools/rr+credit".into(),
-        vec![&spec("pools"), "--window-ms", "250"],
+        vec![
+            &spec("pools"),
+            "--window-ms",
+            "250",
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=0,sleep=off",
+        ],
         pools_isolate_and_a_move_takes_effect,
         Also::Schedsim(3),
     );
