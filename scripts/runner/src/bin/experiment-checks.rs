@@ -2108,7 +2108,7 @@ fn cases() -> Vec<Case> {
     // between pools and a pool's policy replaced, applied by Domain0 on time; the same files
     // in schedsim (and sched/tests/experiments_timeline.rs).
     // pools.toml under -icount (session 14): 3 emulated CPUs on this 2-core host put the
-    // pools' shares at the host's mercy on the real clock (a bulk or lat1 15-29% off its
+    // pools' shares at the host's mercy on the real clock (a bulk or lat1 16-29% off its
     // share in 4 of 6 rounds at loads 3-4, and 14.9% once at 1.3), while under -icount
     // every domain is within 5% of it (swap times 2.00-2.07 s): the policies' doing, which
     // is what the case checks. (-icount suits shares of CPU-bound domains, not wake-up
