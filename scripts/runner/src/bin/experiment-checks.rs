@@ -517,6 +517,17 @@ fn sleepers_stay_asleep(records: &[Record], trace: &Path) -> Result<String, Stri
 
 /// Runs the case's spec and flags in schedsim and checks that every domain's share of the
 /// CPU time is within 5 points of the hypervisor's.
+/// QEMU's flags for guest time counted in instructions, a nanosecond each, with no sleep
+/// (`-icount shift=0,sleep=off`): a run is deterministic whatever the host's load, which
+/// suits shares of CPU-bound domains and races on one CPU at a time, not wake-up latency on
+/// several CPUs (README, "Cost profiles, calibration and replay").
+const ICOUNT: [&str; 2] = ["--qemu-arg=-icount", "--qemu-arg=shift=0,sleep=off"];
+
+/// A case's flags with [`ICOUNT`] added.
+fn icount<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().chain(ICOUNT).collect()
+}
+
 /// A case's flags as schedsim takes them: the hypervisor's own (`--accel tcg` in front,
 /// `--qemu-arg=...` anywhere) left out.
 fn schedsim_flags(args: &[String]) -> Vec<&String> {
@@ -2066,7 +2077,7 @@ fn cases() -> Vec<Case> {
         // where the real clock gave bvt 36.88% at load 5.
         with(
             format!("consolidation/96x4/{policy}"),
-            vec![
+            icount(&[
                 &spec("consolidation"),
                 "--sched",
                 policy,
@@ -2074,9 +2085,7 @@ fn cases() -> Vec<Case> {
                 "4",
                 "--seconds",
                 "6",
-                "--qemu-arg=-icount",
-                "--qemu-arg=shift=0,sleep=off",
-            ],
+            ]),
             classes_follow_weights,
             Also::Schedsim(2),
         );
@@ -2110,13 +2119,7 @@ fn cases() -> Vec<Case> {
     // latency on several CPUs: README, "Cost profiles, calibration and replay".)
     with(
         "pools/rr+credit".into(),
-        vec![
-            &spec("pools"),
-            "--window-ms",
-            "250",
-            "--qemu-arg=-icount",
-            "--qemu-arg=shift=0,sleep=off",
-        ],
+        icount(&[&spec("pools"), "--window-ms", "250"]),
         pools_isolate_and_a_move_takes_effect,
         Also::Schedsim(3),
     );
@@ -2339,15 +2342,7 @@ fn cases() -> Vec<Case> {
     for &policy in &preempting {
         add(
             format!("scaling/128x4/{policy}"),
-            vec![
-                &spec("scaling"),
-                "--sched",
-                policy,
-                "--seconds",
-                "6",
-                "--qemu-arg=-icount",
-                "--qemu-arg=shift=0,sleep=off",
-            ],
+            icount(&[&spec("scaling"), "--sched", policy, "--seconds", "6"]),
             if policy == "rr" {
                 all_progress_and_fair_rr
             } else {
@@ -2362,7 +2357,7 @@ fn cases() -> Vec<Case> {
     ] {
         add(
             format!("scaling/1024x2/{policy}"),
-            vec![
+            icount(&[
                 &spec("scaling"),
                 "--sched",
                 policy,
@@ -2372,9 +2367,7 @@ fn cases() -> Vec<Case> {
                 "2",
                 "--seconds",
                 "1",
-                "--qemu-arg=-icount",
-                "--qemu-arg=shift=0,sleep=off",
-            ],
+            ]),
             check,
         );
     }
@@ -2388,15 +2381,7 @@ fn cases() -> Vec<Case> {
     for &policy in &capped {
         add(
             format!("caps/{policy}"),
-            vec![
-                &spec("caps"),
-                "--sched",
-                policy,
-                "--seconds",
-                "6",
-                "--qemu-arg=-icount",
-                "--qemu-arg=shift=0,sleep=off",
-            ],
+            icount(&[&spec("caps"), "--sched", policy, "--seconds", "6"]),
             cap_holds,
         );
     }
@@ -2533,11 +2518,7 @@ fn cases() -> Vec<Case> {
     // stretches (on the real clock 1 of 4 runs failed so on a loaded 2-core host).
     with(
         "xtf/preempt-link".into(),
-        vec![
-            &spec("xtf-preempt-link"),
-            "--qemu-arg=-icount",
-            "--qemu-arg=shift=0,sleep=off",
-        ],
+        icount(&[&spec("xtf-preempt-link")]),
         suite_ran,
         Also::Xtf,
     );
@@ -2545,11 +2526,7 @@ fn cases() -> Vec<Case> {
     // vCPU 0's batch has removed its other one and not yet put it (xtf-unlink-race.toml).
     with(
         "xtf/unlink-race".into(),
-        vec![
-            &spec("xtf-unlink-race"),
-            "--qemu-arg=-icount",
-            "--qemu-arg=shift=0,sleep=off",
-        ],
+        icount(&[&spec("xtf-unlink-race")]),
         suite_ran,
         Also::Xtf,
     );
@@ -2557,11 +2534,7 @@ fn cases() -> Vec<Case> {
     // validates a table that took links on it and then fails (xtf-validate-race.toml).
     with(
         "xtf/validate-race".into(),
-        vec![
-            &spec("xtf-validate-race"),
-            "--qemu-arg=-icount",
-            "--qemu-arg=shift=0,sleep=off",
-        ],
+        icount(&[&spec("xtf-validate-race")]),
         suite_ran,
         Also::Xtf,
     );
@@ -2577,11 +2550,7 @@ fn cases() -> Vec<Case> {
     // part-way through its batch, hands the machine to vCPU 1 for certain (xtf-race.toml).
     with(
         "xtf/race".into(),
-        vec![
-            &spec("xtf-race"),
-            "--qemu-arg=-icount",
-            "--qemu-arg=shift=0,sleep=off",
-        ],
+        icount(&[&spec("xtf-race")]),
         suite_ran,
         Also::Xtf,
     );
