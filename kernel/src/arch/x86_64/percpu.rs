@@ -38,7 +38,7 @@ pub struct CpuArea {
     pub cr3: AtomicU64,
     pub cr3_leaving: AtomicU64,
     /// The address of the current vCPU's `upcall_pending` flag (its byte in its domain's
-    /// counters page), or of [`NO_UPCALL`] when there is none: never null, so that the
+    /// counters page) if it has a callback, or of [`NO_UPCALL`]: never null, so that the
     /// `syscall` exit's fast path reads it without a test. It leaves by `sysretq` only while
     /// the byte is clear (Xen's `test_guest_events`).
     pub upcall_flag: u64,
@@ -225,6 +225,25 @@ pub unsafe fn set_current(
             upcall_flag as u64
         };
         (*area()).fpu_restore = u64::from(restore);
+    }
+}
+
+/// Points the `syscall` exit's upcall check at `upcall_flag` (null for none, as in
+/// [`set_current`]) for the vCPU current on this CPU: its callback was registered or
+/// removed.
+///
+/// # Safety
+/// As [`set_current`]'s `upcall_flag`: null, or valid for reads until the next
+/// `set_current` on this CPU.
+pub unsafe fn set_upcall_flag(upcall_flag: *const AtomicU8) {
+    // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
+    // reads or writes it, with interrupts off.
+    unsafe {
+        (*area()).upcall_flag = if upcall_flag.is_null() {
+            &raw const NO_UPCALL as u64
+        } else {
+            upcall_flag as u64
+        };
     }
 }
 
