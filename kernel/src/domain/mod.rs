@@ -356,8 +356,22 @@ static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
 static VCPU_IDS: Mutex<Vec<Option<()>>> = Mutex::new(Vec::new());
 /// All vCPUs, indexed by global id, each slot behind a lock of its own: looking one up
 /// touches that slot's cache line alone, never a lock that every CPU shares. Allocated whole
-/// with the first domain.
-static VCPUS: Once<Box<[CachePadded<VcpuSlot>]>> = Once::new();
+/// with the first domain, in page-aligned runs of [`SLOTS_PER_PAGE`] slots, so that a page
+/// holds the slots of 32 consecutive ids: a switch between two vCPUs of nearby ids reads
+/// one page of the table, not two when the allocation happened to put a page boundary
+/// between them (under QEMU's TCG a TLB fill each, README.md "What the 34 fills are now").
+static VCPUS: Once<Box<[SlotPage]>> = Once::new();
+
+/// Slots in a page of [`VCPUS`].
+const SLOTS_PER_PAGE: usize = 32;
+
+/// A page of [`VCPUS`].
+#[repr(C, align(4096))]
+struct SlotPage([CachePadded<VcpuSlot>; SLOTS_PER_PAGE]);
+
+const _: () = assert!(
+    core::mem::size_of::<SlotPage>() == 4096 && MAX_VCPUS_TOTAL.is_multiple_of(SLOTS_PER_PAGE)
+);
 
 /// One global vCPU id's slot: the vCPU (an `Arc`, which keeps it alive while it is in the
 /// table) and its address, for the switch to reach it with no lock and no reference count
@@ -369,17 +383,26 @@ struct VcpuSlot {
     ptr: AtomicPtr<Vcpu>,
 }
 
-fn vcpu_slots() -> &'static [CachePadded<VcpuSlot>] {
+/// The table, allocated on first use.
+fn vcpu_slots() -> &'static [SlotPage] {
     VCPUS.call_once(|| {
-        (0..MAX_VCPUS_TOTAL)
+        (0..MAX_VCPUS_TOTAL / SLOTS_PER_PAGE)
             .map(|_| {
-                CachePadded::new(VcpuSlot {
-                    vcpu: RwLock::new(None),
-                    ptr: AtomicPtr::new(core::ptr::null_mut()),
-                })
+                SlotPage(core::array::from_fn(|_| {
+                    CachePadded::new(VcpuSlot {
+                        vcpu: RwLock::new(None),
+                        ptr: AtomicPtr::new(core::ptr::null_mut()),
+                    })
+                }))
             })
             .collect()
     })
+}
+
+/// The slot of global vCPU id `id` in `table`, if there is one.
+fn slot_in(table: &[SlotPage], id: u32) -> Option<&VcpuSlot> {
+    let id = id as usize;
+    Some(&table.get(id / SLOTS_PER_PAGE)?.0[id % SLOTS_PER_PAGE])
 }
 
 /// Every live domain.
@@ -394,7 +417,7 @@ pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
 
 /// Looks a vCPU up by global id.
 pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
-    VCPUS.get()?.get(id as usize)?.vcpu.read().clone()
+    slot_in(VCPUS.get()?, id)?.vcpu.read().clone()
 }
 
 /// The address of the vCPU with global id `id` (null if there is none): one load, no lock,
@@ -404,7 +427,7 @@ pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
 pub fn vcpu_ptr(id: u32) -> *const Vcpu {
     VCPUS
         .get()
-        .and_then(|slots| slots.get(id as usize))
+        .and_then(|table| slot_in(table, id))
         .map_or(core::ptr::null(), |slot| slot.ptr.load(Ordering::Acquire))
 }
 
@@ -702,7 +725,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     });
     for v in &domain.vcpus {
         vcpus[v.id as usize] = Some(());
-        let slot = &vcpu_slots()[v.id as usize];
+        let slot = slot_in(vcpu_slots(), v.id).expect("a vCPU's id is within the table");
         *slot.vcpu.write() = Some(v.clone());
         slot.ptr.store(Arc::as_ptr(v).cast_mut(), Ordering::Release);
     }
@@ -850,7 +873,7 @@ pub fn resource_counts() -> abi::control::ResourceCounts {
 pub fn remove(domain: &Domain) {
     let mut vcpus = VCPU_IDS.lock();
     for v in &domain.vcpus {
-        let slot = &vcpu_slots()[v.id as usize];
+        let slot = slot_in(vcpu_slots(), v.id).expect("a vCPU's id is within the table");
         slot.ptr.store(core::ptr::null_mut(), Ordering::Release);
         *slot.vcpu.write() = None;
         vcpus[v.id as usize] = None;
