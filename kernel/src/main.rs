@@ -55,8 +55,8 @@ pub fn cpu_index() -> usize {
 
 /// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
 fn init_this_cpu(cpu_index: usize) {
-    arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
-    arch::gdt::init_this_cpu(arch::percpu::kernel_stack_top());
+    let gdt = arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());
+    arch::gdt::init_this_cpu(arch::percpu::kernel_stack_top(), gdt);
     arch::trap::load_idt();
     arch::entry::init_syscall();
     let protections = arch::cpu::protect_this_cpu();

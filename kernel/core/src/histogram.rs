@@ -2,7 +2,7 @@
 //!
 //! Buckets are log-linear, as in HdrHistogram: each power of two from 1 ns up is split into
 //! [`SUB_BUCKETS`] equal parts, so a recorded value is known to within 1/16 (6%) of itself,
-//! whatever its size, in a fixed 1 KiB per vCPU. Percentiles report the upper edge of the
+//! whatever its size, in a fixed 2.5 KiB per vCPU. Percentiles report the upper edge of the
 //! bucket that holds them (never below the true value); the maximum is kept exactly.
 //! [`Histogram::log2_buckets`] exports the counts in the results' coarser log2 buckets.
 
@@ -16,11 +16,16 @@ const POWERS: usize = 40;
 const BUCKETS: usize = POWERS * SUB_BUCKETS;
 
 /// Counts of latencies in nanoseconds.
+///
+/// `repr(C)`, the two figures first: a record touches them and one count, and a vCPU's
+/// histogram follows the fields a switch touches (`domain::Vcpu` in the hypervisor), so the
+/// counts of short latencies lie nearest those.
 #[derive(Clone)]
+#[repr(C)]
 pub struct Histogram {
-    counts: [u32; BUCKETS],
     total: u64,
     max: u64,
+    counts: [u32; BUCKETS],
 }
 
 impl Default for Histogram {

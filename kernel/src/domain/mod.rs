@@ -81,15 +81,17 @@ pub use kerncore::runstate::{RunState as VcpuState, Stop, Tell};
 
 pub use kerncore::account::{Doing, Past};
 
-/// Figures kept per vCPU.
+/// Figures kept per vCPU. In declaration order (`repr(C)`), the large latency histogram last:
+/// a switch touches the fields before it (and the histogram only at a wake-up's first run),
+/// and they sit in the vCPU's hot part (see [`Vcpu`]).
 #[derive(Clone, Default)]
+#[repr(C)]
 pub struct VcpuStats {
     pub cpu_ns: u64,
     pub wait_ns: u64,
     pub wakeups: u64,
     pub switches: u64,
     pub migrations: u64,
-    pub latency: Histogram,
     /// When it last started running (valid while Running).
     pub run_start: u64,
     /// When it last became runnable without running (valid while Runnable).
@@ -105,6 +107,7 @@ pub struct VcpuStats {
     /// instant before it (a live snapshot, `Sysctl::TakeSnapshotLive`, reads each vCPU a
     /// little after its instant).
     pub before: Past,
+    pub latency: Histogram,
 }
 
 impl VcpuStats {
@@ -142,56 +145,76 @@ impl VcpuStats {
 }
 
 /// A virtual CPU.
+///
+/// In declaration order (`repr(C)`): what a domain switch reads and writes of the vCPU
+/// leaving and the one arriving first and together (the FPU area, the registers, the
+/// state, the claim, the figures), the latency histogram (at the end of `stats`) and the
+/// rarely used fields last. Under QEMU's TCG every page touched between two CR3 loads costs
+/// a TLB fill (README.md, "What the 34 fills are now"): with the FPU area a separate `Box`
+/// and the histogram in the middle, each vCPU took two pages of every switch (issue 11).
+#[repr(C)]
 pub struct Vcpu {
-    /// Global index, the policy's `VcpuId`.
-    pub id: u32,
-    /// Its domain's shared-info page, where its virtual time is published.
-    pub shared: HeldPage,
-    /// Its domain's counters page, where its event flags are (`VcpuEvents`).
-    pub counters: HeldPage,
-    /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
-    pub callback: AtomicU64,
-    /// What an upcall in progress keeps.
-    pub upcall: Mutex<UpcallState>,
-    pub domain: DomainId,
-    /// Its domain, reached without the domain table: the `Domain` owns its vCPUs, so this
-    /// is weak; [`Vcpu::domain`] upgrades it, and the switch, which knows the domain lives,
-    /// reads its address alone ([`Vcpu::domain_ptr`]).
-    dom: Weak<Domain>,
-    /// Index within its domain.
-    pub index: u32,
-    /// The domain's PML4, loaded when this vCPU runs.
-    pub pml4: u64,
-    pub state: Mutex<VcpuState>,
+    /// Saved x87/SSE state; its address is handed to the entry code while running. Inline,
+    /// first (its alignment is 64): on the vCPU's hot page, not one of its own.
+    pub fpu: FpuArea,
     /// Saved registers while not running.
     pub regs: Mutex<TrapFrame>,
-    /// Its data segment selectors (DS, ES, FS, GS) while not running: a guest may load
-    /// them, and no other domain may see what it loaded.
-    pub selectors: AtomicU64,
-    /// Saved x87/SSE state; its address is handed to the entry code while running.
-    pub fpu: Box<FpuArea>,
+    pub state: Mutex<VcpuState>,
     pub running_on: AtomicUsize,
-    /// The policy instance that schedules it (`schedule::cpupool`; `NO_INSTANCE` until it
-    /// is registered). Changed only while it is paused and off every CPU.
-    pub sched_instance: core::sync::atomic::AtomicU32,
-    /// Set when it joined a new instance while running (Domain0 replacing its own pool's
-    /// policy): that instance has it asleep, and wakes it once it leaves its CPU
-    /// (`schedule::release`), if it is runnable then.
-    pub adopt: core::sync::atomic::AtomicBool,
-    /// Set when it yields, so that the trace can say why it stopped.
-    pub yielded: core::sync::atomic::AtomicBool,
-    /// Absolute system time of the one-shot timer (0: none).
-    pub timer_deadline: AtomicU64,
-    /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
-    pub trace_events: core::sync::atomic::AtomicU32,
-    pub stats: Mutex<VcpuStats>,
     /// A number no other `Vcpu` object has had since boot (never 0), and 0 once it is
     /// dropped: a CPU that holds a vCPU by pointer (`schedule`'s `Held`) checks it still
     /// reads what it read at the pick, so that a destroy that freed a vCPU some CPU still
     /// held (and the allocator gave its memory to a new one) stops the machine there rather
     /// than corrupting another domain.
     serial: AtomicU64,
+    /// Its data segment selectors (DS, ES, FS, GS) while not running: a guest may load
+    /// them, and no other domain may see what it loaded.
+    pub selectors: AtomicU64,
+    /// The domain's PML4, loaded when this vCPU runs.
+    pub pml4: u64,
+    /// Its domain, reached without the domain table: the `Domain` owns its vCPUs, so this
+    /// is weak; [`Vcpu::domain`] upgrades it, and the switch, which knows the domain lives,
+    /// reads its address alone ([`Vcpu::domain_ptr`]).
+    dom: Weak<Domain>,
+    /// Its domain's shared-info page, where its virtual time is published.
+    pub shared: HeldPage,
+    /// Its domain's counters page, where its event flags are (`VcpuEvents`).
+    pub counters: HeldPage,
+    /// Its event callback (0: none), entered when an event is pending (`crate::pv::upcall`).
+    pub callback: AtomicU64,
+    /// Absolute system time of the one-shot timer (0: none).
+    pub timer_deadline: AtomicU64,
+    /// Global index, the policy's `VcpuId`.
+    pub id: u32,
+    /// Index within its domain.
+    pub index: u32,
+    pub domain: DomainId,
+    /// The policy instance that schedules it (`schedule::cpupool`; `NO_INSTANCE` until it
+    /// is registered). Changed only while it is paused and off every CPU.
+    pub sched_instance: core::sync::atomic::AtomicU32,
+    /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
+    pub trace_events: core::sync::atomic::AtomicU32,
+    /// Set when it joined a new instance while running (Domain0 replacing its own pool's
+    /// policy): that instance has it asleep, and wakes it once it leaves its CPU
+    /// (`schedule::release`), if it is runnable then.
+    pub adopt: core::sync::atomic::AtomicBool,
+    /// Set when it yields, so that the trace can say why it stopped.
+    pub yielded: core::sync::atomic::AtomicBool,
+    /// What an upcall in progress keeps.
+    pub upcall: Mutex<UpcallState>,
+    /// Last but for the histogram it ends with (`VcpuStats`).
+    pub stats: Mutex<VcpuStats>,
 }
+
+// What a switch touches of a vCPU (all but the histogram that ends it) stays within 1 KiB,
+// so that it lies in one page unless the allocation puts a page boundary through it.
+const _: () = assert!(
+    core::mem::offset_of!(VcpuStats, latency) + core::mem::size_of::<Histogram>()
+        == core::mem::size_of::<VcpuStats>()
+        && core::mem::offset_of!(Vcpu, stats) + core::mem::size_of::<Mutex<VcpuStats>>()
+            - core::mem::size_of::<Histogram>()
+            <= 1024
+);
 
 /// The last [`Vcpu::serial`] handed out.
 static VCPU_SERIAL: AtomicU64 = AtomicU64::new(0);
@@ -261,32 +284,39 @@ pub struct DomainLife {
 }
 
 /// A domain.
+///
+/// In declaration order (`repr(C)`): what an event's send and delivery read (its ports, its
+/// counters page, its vCPUs) first, next to the `Arc`'s counts that a send's upgrade of the
+/// peer touches, and the large snapshot slots last: under QEMU's TCG each page a switch
+/// touches costs a TLB fill (see [`Vcpu`]), and left to the compiler's order the two ends
+/// of a one-CPU event ping took a page each of the receiving domain.
+#[repr(C)]
 pub struct Domain {
-    pub id: DomainId,
-    pub name: ArrayString<NAME_BYTES>,
-    pub privileged: bool,
-    pub vcpus: Vec<Arc<Vcpu>>,
+    /// Its event-channel ports; a bound port keeps its peer's object (`event_channel`).
+    pub ports: Mutex<PortTable<Domain>>,
     /// Its counters page (`abi::shared::Counters`): work counters and event bits.
     pub counters: HeldPage,
-    pub sched: Mutex<SchedParams>,
-    pub life: Mutex<DomainLife>,
-    /// Its figures at the last snapshot into each slot (`sysctl TakeSnapshot`), if it
-    /// existed then.
-    pub snapshot: Mutex<[Option<DomainInfo>; abi::control::SNAPSHOT_SLOTS as usize]>,
-    /// Its event-channel ports; a bound one keeps its peer's object (`event_channel`).
-    pub ports: Mutex<PortTable<Domain>>,
+    pub vcpus: Vec<Arc<Vcpu>>,
     /// Itself, for the far ends of its bound ports to reach it by (Xen's `remote_dom`).
     this: Weak<Domain>,
+    pub id: DomainId,
+    pub privileged: bool,
+    pub life: Mutex<DomainLife>,
+    pub sched: Mutex<SchedParams>,
     /// The most frames it may hold (`memory_kib` / 4).
     pub frames_limit: u64,
-    /// The grants it made to other domains.
-    pub grants: Mutex<kerncore::grant::GrantTable>,
-    /// The grants of other domains it has mapped.
-    pub maptrack: Mutex<kerncore::grant::MapTrack>,
     /// Its console output quota (bytes), for an unprivileged domain.
     pub console_quota: Mutex<kerncore::ratelimit::TokenBucket>,
     /// Console bytes refused over the quota.
     pub console_refused: AtomicU64,
+    pub name: ArrayString<NAME_BYTES>,
+    /// The grants it made to other domains.
+    pub grants: Mutex<kerncore::grant::GrantTable>,
+    /// The grants of other domains it has mapped.
+    pub maptrack: Mutex<kerncore::grant::MapTrack>,
+    /// Its figures at the last snapshot into each slot (`sysctl TakeSnapshot`), if it
+    /// existed then.
+    pub snapshot: Mutex<[Option<DomainInfo>; abi::control::SNAPSHOT_SLOTS as usize]>,
 }
 
 /// Console output a guest may write at once, in bytes: a page of text.
@@ -326,8 +356,22 @@ static DOMAINS: RwLock<Vec<Option<Arc<Domain>>>> = RwLock::new(Vec::new());
 static VCPU_IDS: Mutex<Vec<Option<()>>> = Mutex::new(Vec::new());
 /// All vCPUs, indexed by global id, each slot behind a lock of its own: looking one up
 /// touches that slot's cache line alone, never a lock that every CPU shares. Allocated whole
-/// with the first domain.
-static VCPUS: Once<Box<[CachePadded<VcpuSlot>]>> = Once::new();
+/// with the first domain, in page-aligned runs of [`SLOTS_PER_PAGE`] slots, so that a page
+/// holds the slots of 32 consecutive ids: a switch between two vCPUs of nearby ids reads
+/// one page of the table, not two when the allocation happened to put a page boundary
+/// between them (under QEMU's TCG a TLB fill each, README.md "What the 34 fills are now").
+static VCPUS: Once<Box<[SlotPage]>> = Once::new();
+
+/// Slots in a page of [`VCPUS`].
+const SLOTS_PER_PAGE: usize = 32;
+
+/// A page of [`VCPUS`].
+#[repr(C, align(4096))]
+struct SlotPage([CachePadded<VcpuSlot>; SLOTS_PER_PAGE]);
+
+const _: () = assert!(
+    core::mem::size_of::<SlotPage>() == 4096 && MAX_VCPUS_TOTAL.is_multiple_of(SLOTS_PER_PAGE)
+);
 
 /// One global vCPU id's slot: the vCPU (an `Arc`, which keeps it alive while it is in the
 /// table) and its address, for the switch to reach it with no lock and no reference count
@@ -339,17 +383,26 @@ struct VcpuSlot {
     ptr: AtomicPtr<Vcpu>,
 }
 
-fn vcpu_slots() -> &'static [CachePadded<VcpuSlot>] {
+/// The table, allocated on first use.
+fn vcpu_slots() -> &'static [SlotPage] {
     VCPUS.call_once(|| {
-        (0..MAX_VCPUS_TOTAL)
+        (0..MAX_VCPUS_TOTAL / SLOTS_PER_PAGE)
             .map(|_| {
-                CachePadded::new(VcpuSlot {
-                    vcpu: RwLock::new(None),
-                    ptr: AtomicPtr::new(core::ptr::null_mut()),
-                })
+                SlotPage(core::array::from_fn(|_| {
+                    CachePadded::new(VcpuSlot {
+                        vcpu: RwLock::new(None),
+                        ptr: AtomicPtr::new(core::ptr::null_mut()),
+                    })
+                }))
             })
             .collect()
     })
+}
+
+/// The slot of global vCPU id `id` in `table`, if there is one.
+fn slot_in(table: &[SlotPage], id: u32) -> Option<&VcpuSlot> {
+    let id = id as usize;
+    Some(&table.get(id / SLOTS_PER_PAGE)?.0[id % SLOTS_PER_PAGE])
 }
 
 /// Every live domain.
@@ -364,7 +417,7 @@ pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
 
 /// Looks a vCPU up by global id.
 pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
-    VCPUS.get()?.get(id as usize)?.vcpu.read().clone()
+    slot_in(VCPUS.get()?, id)?.vcpu.read().clone()
 }
 
 /// The address of the vCPU with global id `id` (null if there is none): one load, no lock,
@@ -374,7 +427,7 @@ pub fn vcpu(id: u32) -> Option<Arc<Vcpu>> {
 pub fn vcpu_ptr(id: u32) -> *const Vcpu {
     VCPUS
         .get()
-        .and_then(|slots| slots.get(id as usize))
+        .and_then(|table| slot_in(table, id))
         .map_or(core::ptr::null(), |slot| slot.ptr.load(Ordering::Acquire))
 }
 
@@ -632,7 +685,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     state: Mutex::new(VcpuState::CREATED),
                     regs: Mutex::new(frame),
                     selectors: AtomicU64::new(0),
-                    fpu: Box::new(FpuArea::new()),
+                    fpu: FpuArea::new(),
                     running_on: AtomicUsize::new(NOT_RUNNING),
                     sched_instance: core::sync::atomic::AtomicU32::new(u32::MAX),
                     adopt: core::sync::atomic::AtomicBool::new(false),
@@ -672,7 +725,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
     });
     for v in &domain.vcpus {
         vcpus[v.id as usize] = Some(());
-        let slot = &vcpu_slots()[v.id as usize];
+        let slot = slot_in(vcpu_slots(), v.id).expect("a vCPU's id is within the table");
         *slot.vcpu.write() = Some(v.clone());
         slot.ptr.store(Arc::as_ptr(v).cast_mut(), Ordering::Release);
     }
@@ -820,7 +873,7 @@ pub fn resource_counts() -> abi::control::ResourceCounts {
 pub fn remove(domain: &Domain) {
     let mut vcpus = VCPU_IDS.lock();
     for v in &domain.vcpus {
-        let slot = &vcpu_slots()[v.id as usize];
+        let slot = slot_in(vcpu_slots(), v.id).expect("a vCPU's id is within the table");
         slot.ptr.store(core::ptr::null_mut(), Ordering::Release);
         *slot.vcpu.write() = None;
         vcpus[v.id as usize] = None;

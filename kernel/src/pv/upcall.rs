@@ -131,11 +131,12 @@ pub fn finish(v: &Vcpu, frame: &mut TrapFrame, frame_at: u64) {
     v.upcall_mask().store(0, Ordering::SeqCst);
 }
 
-/// Registers (or with 0, removes) `v`'s callback.
+/// Registers (or with 0, removes) `v`'s callback; `v` is the caller, current on this CPU.
 pub fn set_callback(v: &Vcpu, entry: u64) -> Result<u64, abi::error::Errno> {
     if entry >= USER_LIMIT {
         return Err(abi::error::Errno::Inval);
     }
     v.callback.store(entry, Ordering::Relaxed);
+    crate::schedule::callback_changed(v);
     Ok(0)
 }

@@ -1139,10 +1139,38 @@ fn switch_in(held: &Held, cpu: usize, now: u64) {
             (v as *const Vcpu).cast(),
             (domain as *const Domain).cast(),
             v.fpu.as_ptr(),
-            v.upcall_pending(),
+            upcall_flag(v),
             true,
         )
     };
+}
+
+/// What the `syscall` exit's fast path reads for `v` (`arch::percpu::set_current`): its
+/// `upcall_pending` byte if it has a callback, else none. Without a callback a pending
+/// event enters nothing (`pv::upcall::deliver`), so the byte would only send the exit down
+/// the slow path for nothing, and reading it costs a TLB fill of the counters page at
+/// each switch under TCG (README.md, "What the 34 fills are now").
+fn upcall_flag(v: &Vcpu) -> *const core::sync::atomic::AtomicU8 {
+    if v.callback.load(Ordering::Relaxed) != 0 {
+        v.upcall_pending()
+    } else {
+        core::ptr::null()
+    }
+}
+
+/// `v`, current on this CPU, registered or removed its callback (`pv::upcall::set_callback`,
+/// its own hypercall): the exit path's upcall check follows ([`upcall_flag`]).
+pub fn callback_changed(v: &Vcpu) {
+    let (current, _) = arch::percpu::current();
+    assert!(
+        core::ptr::eq(current.cast::<Vcpu>(), v),
+        "vCPU {} changed its callback while not current on this CPU",
+        v.id
+    );
+    // SAFETY: `v` is this CPU's current vCPU (checked above): held here until the next
+    // `set_current`, and its `upcall_pending` byte lies in its domain's counters page,
+    // which `v` holds (`Vcpu::counters`) for as long as it lives.
+    unsafe { arch::percpu::set_upcall_flag(upcall_flag(v)) };
 }
 
 /// Releases `prev` (the vCPU leaving), then loads the address space `pml4` (the next

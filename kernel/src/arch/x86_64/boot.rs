@@ -12,7 +12,8 @@
 //! The boot page tables map, with 2 MiB pages:
 //! - the first 4 GiB of physical memory at 0 (identity, for this code and the AP trampoline),
 //! - the same 4 GiB at `PHYS_OFFSET` (the direct map), with 0xFE00_0000.. uncached (APIC MMIO),
-//! - the first 1 GiB at `KERNEL_VMA` (0xffff_ffff_8000_0000), where the image is linked.
+//! - the first 1 GiB at `KERNEL_VMA` (0xffff_ffff_8000_0000), where the image is linked,
+//!   through slot 510 of the PDPT the other two use.
 
 use core::arch::global_asm;
 
@@ -92,12 +93,18 @@ start32_common:
     movl $boot_pd + 0x1003, boot_pdpt_low + 8
     movl $boot_pd + 0x2003, boot_pdpt_low + 16
     movl $boot_pd + 0x3003, boot_pdpt_low + 24
-    /* PDPT for the top 2 GiB: slot 510 -> the first page directory (1 GiB) */
-    movl $boot_pd + 0x3, boot_pdpt_high + 510 * 8
+    /* The image's 1 GiB at KERNEL_VMA (PML4 slot 511, PDPT slot 510) through the same PDPT:
+       its slot 510 -> the first page directory. One PDPT for both halves: under QEMU's TCG
+       each page-table page a walk reads after a CR3 load is a TLB fill of its own, and a
+       domain switch walks both the direct map and the image (a PDPT of the image's own was
+       one fill more per switch). The alias this makes at 510 GiB into the identity map and
+       the direct map is never used: the direct map stops short of it (`paging.rs`,
+       `extend_direct_map`). */
+    movl $boot_pd + 0x3, boot_pdpt_low + 510 * 8
     /* PML4: identity (0), direct map (256), kernel image (511) */
     movl $boot_pdpt_low + 0x3, boot_pml4
     movl $boot_pdpt_low + 0x3, boot_pml4 + 256 * 8
-    movl $boot_pdpt_high + 0x3, boot_pml4 + 511 * 8
+    movl $boot_pdpt_low + 0x3, boot_pml4 + 511 * 8
 
     /* CR4: PAE, PGE, OSFXSR, OSXMMEXCPT: SSE must work before any Rust code runs */
     movl %cr4, %eax
@@ -157,8 +164,6 @@ boot_info_phys:
 boot_pml4:
     .skip 4096
 boot_pdpt_low:
-    .skip 4096
-boot_pdpt_high:
     .skip 4096
 boot_pd:
     .skip 4 * 4096

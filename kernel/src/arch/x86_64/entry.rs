@@ -296,7 +296,7 @@ syscall_entry:
        leave other than by `sysretq` is OR-ed into RCX and tested once (under TCG each
        conditional branch ends a translated block): the exit code, the vCPU's
        `upcall_pending` byte (`upcall_flag` always points at one: a zero byte when no
-       vCPU runs), this CPU's `need_resched`, a requested FPU restore, and a return to a
+       vCPU runs or it has no callback), this CPU's `need_resched`, a requested FPU restore, and a return to a
        non-canonical RIP or RSP: Intel CPUs raise #GP in ring 0 with the guest's stack
        for the first (XSA-7, CVE-2012-0217), and the guest chose the second, which
        `syscall` kept. `syscall_leave` sorts them out; its frame check kills the caller

@@ -41,12 +41,13 @@ pub fn new_stack(bytes: usize) -> VirtAddr {
     VirtAddr::from_ptr(stack.as_ptr()) + bytes as u64
 }
 
-/// Builds and loads this CPU's GDT and TSS, with fresh interrupt stacks. A trap from ring 3
+/// Builds and loads this CPU's GDT (into `gdt`, which `percpu::install` keeps at the top of
+/// its kernel stack) and TSS, with fresh interrupt stacks. A trap from ring 3
 /// lands on `kernel_stack_top` (RSP0), where hypercalls run too, so the frame of whatever
 /// entered from a guest is always in one place and a fault taken while handling it (a
 /// guest-memory copy) nests below it instead of overwriting it; NMI, #DB, #DF and #MC have
 /// IST stacks of their own, since they can arrive where the stack is not to be trusted.
-pub fn init_this_cpu(kernel_stack_top: VirtAddr) {
+pub fn init_this_cpu(kernel_stack_top: VirtAddr, gdt: &'static mut GlobalDescriptorTable) {
     let tss: &'static mut TaskStateSegment = Box::leak(Box::new(TaskStateSegment::new()));
     tss.privilege_stack_table[0] = kernel_stack_top;
     for ist in [IST_DEBUG, IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
@@ -56,7 +57,6 @@ pub fn init_this_cpu(kernel_stack_top: VirtAddr) {
     // this CPU uses it (through its task register) or changes it (through `CpuTables`).
     let tss_descriptor = unsafe { Descriptor::tss_segment_unchecked(&raw const *tss) };
 
-    let gdt: &'static mut GlobalDescriptorTable = Box::leak(Box::new(GlobalDescriptorTable::new()));
     let selectors = [
         gdt.append(Descriptor::kernel_code_segment()),
         gdt.append(Descriptor::kernel_data_segment()),

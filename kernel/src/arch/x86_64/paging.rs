@@ -13,6 +13,10 @@ pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
 /// Bytes the boot page tables map in the direct map.
 pub const BOOT_DIRECT_MAP_BYTES: u64 = 4 << 30;
 
+/// The slot of the direct map's PDPT that the boot code points at the image's page
+/// directory (`KERNEL_VMA`'s PDPT slot: the image's PML4 slot shares the PDPT, `boot.rs`).
+const IMAGE_PDPT_SLOT: u64 = 510;
+
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
 const HUGE: u64 = 1 << 7;
@@ -26,8 +30,9 @@ pub fn phys_to_virt(phys: u64) -> VirtAddr {
 /// Extends the direct map up to `end` bytes of physical memory with 2 MiB pages, taking the
 /// page directories it needs from `take_frame` (every entry of each is written here).
 ///
-/// Covers at most 512 GiB (one PML4 slot), the most any QEMU configuration we run uses;
-/// anything beyond is left unmapped and reported by the return value (the bytes mapped).
+/// Covers at most 510 GiB (one PML4 slot but its last two PDPT slots, the image's, see
+/// `boot.rs`), far more than any QEMU configuration we run uses; anything beyond is left
+/// unmapped and reported by the return value (the bytes mapped).
 ///
 /// # Safety
 /// Called once, at boot, before any other CPU runs; every frame `take_frame` returns is
@@ -45,7 +50,7 @@ pub(super) unsafe fn extend_direct_map(
         let pml4 = phys_to_virt(pml4).as_mut_ptr::<u64>();
         let pdpt_phys = *pml4.add(256) & 0x000f_ffff_ffff_f000;
         let pdpt = phys_to_virt(pdpt_phys).as_mut_ptr::<u64>();
-        let gib = end.div_ceil(1 << 30).min(512);
+        let gib = end.div_ceil(1 << 30).min(IMAGE_PDPT_SLOT);
         for slot in (BOOT_DIRECT_MAP_BYTES >> 30)..gib {
             let Some(pd_phys) = take_frame() else {
                 return slot << 30;

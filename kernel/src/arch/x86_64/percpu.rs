@@ -4,12 +4,12 @@
 //! Everything the scheduler keeps per CPU lives elsewhere (`crate::schedule`); this struct
 //! holds only what assembly must find without a lock.
 
-use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 use smp::percpu::CpuHeader;
+use x86_64::structures::gdt::GlobalDescriptorTable;
 
-/// The GS area of one CPU.
+/// The GS area of one CPU, at the top of its kernel stack with its GDT ([`install`]).
 #[repr(C)]
 pub struct CpuArea {
     pub header: CpuHeader,
@@ -38,7 +38,7 @@ pub struct CpuArea {
     pub cr3: AtomicU64,
     pub cr3_leaving: AtomicU64,
     /// The address of the current vCPU's `upcall_pending` flag (its byte in its domain's
-    /// counters page), or of [`NO_UPCALL`] when there is none: never null, so that the
+    /// counters page) if it has a callback, or of [`NO_UPCALL`]: never null, so that the
     /// `syscall` exit's fast path reads it without a test. It leaves by `sysretq` only while
     /// the byte is clear (Xen's `test_guest_events`).
     pub upcall_flag: u64,
@@ -74,10 +74,40 @@ pub const NEED_RESCHED: usize = core::mem::offset_of!(CpuArea, need_resched);
 /// Bytes of each CPU's kernel stack.
 pub const KERNEL_STACK_BYTES: usize = 64 * 1024;
 
-/// Allocates this CPU's area and kernel stack and points GS at it.
-pub fn install(cpu_index: usize, apic_id: u32) {
-    let stack_top = super::gdt::new_stack(KERNEL_STACK_BYTES).as_u64();
-    let area = Box::leak(Box::new(CpuArea {
+/// What sits at the top of each CPU's kernel stack, above the stack proper.
+#[repr(C)]
+struct StackTop {
+    /// This CPU's GDT, read by every `iretq` to a guest (its CS and SS descriptors).
+    gdt: GlobalDescriptorTable,
+    area: CpuArea,
+}
+
+/// Allocates this CPU's kernel stack with its area and its (empty) GDT at the top, points GS
+/// at the area, and returns the GDT for `gdt::init_this_cpu` to fill and load.
+///
+/// They sit in the stack's last bytes and the stack grows down from just below them, as Xen
+/// keeps `struct cpu_info` at the top of each CPU's stack (`get_cpu_info`,
+/// xen/arch/x86/include/asm/current.h): the entry code reads the area on every hypercall,
+/// whose frames fill the stack's top page, and a return by `iretq` (after every domain
+/// switch) reads the GDT, so all three are one page. Under QEMU's TCG, where a domain
+/// switch's CR3 load makes each page touched afterwards a TLB fill, the area and the GDT
+/// allocated on their own took two more pages of every switch (README.md, "What the 34
+/// fills are now").
+pub fn install(cpu_index: usize, apic_id: u32) -> &'static mut GlobalDescriptorTable {
+    let layout = core::alloc::Layout::from_size_align(KERNEL_STACK_BYTES, 4096)
+        .expect("the kernel stack's layout is valid");
+    // SAFETY: the layout's size is not zero.
+    let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if base.is_null() {
+        alloc::alloc::handle_alloc_error(layout);
+    }
+    let at = (KERNEL_STACK_BYTES - core::mem::size_of::<StackTop>()) & !63;
+    // SAFETY: `at + size_of::<StackTop>()` is within the allocation (`at` rounds down), and
+    // `base + at` is 64-byte aligned (`base` is page-aligned), enough for a `StackTop`.
+    let slot = unsafe { base.add(at) }.cast::<StackTop>();
+    // The stack proper ends below them, 64-byte aligned as a stack top must be (16).
+    let stack_top = slot as u64;
+    let value = CpuArea {
         header: CpuHeader::new(cpu_index, apic_id),
         kernel_stack_top: stack_top,
         user_rsp: 0,
@@ -96,11 +126,23 @@ pub fn install(cpu_index: usize, apic_id: u32) {
         cr3_leaving: AtomicU64::new(0),
         upcall_flag: &raw const NO_UPCALL as u64,
         need_resched: AtomicBool::new(false),
-    }));
+    };
+    // SAFETY: `slot` is valid for a write of a `StackTop` and aligned (above); the
+    // allocation is never freed, and nothing else uses these bytes: the stack grows down
+    // from `slot`. So the `&'static mut`s made here are the only references to them.
+    let top = unsafe {
+        slot.write(StackTop {
+            gdt: GlobalDescriptorTable::new(),
+            area: value,
+        });
+        &mut *slot
+    };
+    let (gdt, area) = (&mut top.gdt, &mut top.area);
     AREAS[cpu_index].store(&raw mut *area, Ordering::Release);
     // SAFETY: the area is leaked (lives forever) and belongs to this CPU alone; nothing
     // relied on the previous GS base.
     unsafe { smp::percpu::install(&raw mut area.header) };
+    gdt
 }
 
 /// CPU `cpu`'s area, if it installed one. Other CPUs use only its atomic fields.
@@ -225,6 +267,25 @@ pub unsafe fn set_current(
             upcall_flag as u64
         };
         (*area()).fpu_restore = u64::from(restore);
+    }
+}
+
+/// Points the `syscall` exit's upcall check at `upcall_flag` (null for none, as in
+/// [`set_current`]) for the vCPU current on this CPU: its callback was registered or
+/// removed.
+///
+/// # Safety
+/// As [`set_current`]'s `upcall_flag`: null, or valid for reads until the next
+/// `set_current` on this CPU.
+pub unsafe fn set_upcall_flag(upcall_flag: *const AtomicU8) {
+    // SAFETY: GS points at this CPU's live `CpuArea` (installed at start-up); only this CPU
+    // reads or writes it, with interrupts off.
+    unsafe {
+        (*area()).upcall_flag = if upcall_flag.is_null() {
+            &raw const NO_UPCALL as u64
+        } else {
+            upcall_flag as u64
+        };
     }
 }
 
