@@ -6,7 +6,10 @@
 //! 2. ask the policy in force and the CPU count, and record the hypervisor's figures (its
 //!    heap, the frame counts, the ports and grants live domains hold);
 //! 3. create every planned domain (paused), then unpause them all;
-//! 4. sleep `warmup_ms`; snapshot every domain (`GetInfo`) and every CPU (`CpuStats`);
+//! 4. sleep `warmup_ms`; snapshot every domain (`GetInfo`) and every CPU (`CpuStats`) (with
+//!    no warm-up and no domain held for a start event, that snapshot is taken just before
+//!    step 3's unpause: the woken domains may keep Domain0 from the CPU for milliseconds,
+//!    and work they do meanwhile would fall before the interval);
 //! 5. measure `duration_ms`, waking at each window boundary (`window_ms`: snapshot every
 //!    domain, keep the deltas, `workloads::windows`) and each second (a `progress` record);
 //!    snapshot again at the end;
@@ -176,7 +179,7 @@ fn run() -> u8 {
         return verdict.code();
     }
     let mut runs = Vec::with_capacity(planned.len());
-    if let Some(create_start_ns) = create_all(
+    if let Some((create_start_ns, t0)) = create_all(
         &plan,
         planned,
         &|i| timeline.held(i),
@@ -201,6 +204,7 @@ fn run() -> u8 {
             dom_exc,
             &mut timeline,
             &pools,
+            t0,
         );
     }
     teardown(
@@ -393,7 +397,12 @@ fn checked_domains<'a>(plan: &Plan<'a>) -> Result<Vec<PlannedDomain<'a>>, alloc:
 
 /// Creates every planned domain (paused), then unpauses them all so they start together.
 /// Those `held` for a timeline's `start` event are created after that, and stay paused.
-/// Returns the time it took to create and start them all, or `None` (the problem in
+/// Returns the time it took to create and start them all, and, for a plan with no warm-up
+/// and no held domain, the measured interval's start: its snapshot (slot 0), taken just
+/// before the unpause. Otherwise the interval starts once Domain0 runs again after the
+/// warm-up, and a domain done within milliseconds of its start (`grants.toml`'s pair) could
+/// finish before Domain0, kept from the CPU by the domains it woke, took that snapshot: its
+/// work then fell outside the interval (1 run in 60 at load 6). `None` (the problem in
 /// `verdict`) if any step failed.
 fn create_all<'a>(
     plan: &Plan<'a>,
@@ -401,7 +410,7 @@ fn create_all<'a>(
     held: &dyn Fn(usize) -> bool,
     runs: &mut Vec<DomainRun<'a>>,
     verdict: &mut Verdict,
-) -> Option<u64> {
+) -> Option<(u64, Option<u64>)> {
     let start = now_ns();
     let total = planned.len() as u64;
     // A `progress` record every sixteenth of the domains (the console's "creating n of N").
@@ -451,6 +460,9 @@ fn create_all<'a>(
         verdict,
     );
     let created = now_ns();
+    let t0 = (plan.warmup_ms == 0 && later.is_empty()).then(|| take_snapshot(0, verdict));
+    // The snapshot's time is not the start's (`bench-create.toml` times create and start).
+    let unpausing = now_ns();
     // The start instant is the hypervisor's: once the domains run, Domain0 may wait for the
     // CPU before it can read a clock itself.
     let started = match control::unpause_all() {
@@ -471,7 +483,7 @@ fn create_all<'a>(
         "created {} domains in {} us, started them in {} us",
         runs.len(),
         (created - start) / 1000,
-        (started - created) / 1000
+        started.saturating_sub(unpausing) / 1000
     );
     // The held ones, in plan order: each goes in at its plan index (those before it are in).
     for (i, d) in later {
@@ -497,7 +509,7 @@ fn create_all<'a>(
             }
         }
     }
-    Some(started - start)
+    Some(((created - start) + started.saturating_sub(unpausing), t0))
 }
 
 /// What each domain costs: the hypervisor's own heap (domain and vCPU objects, tables)
@@ -694,7 +706,7 @@ fn snapshot_cpus(cpus: u32, slot: u8, verdict: &mut Verdict) -> Vec<CpuStats> {
 }
 
 /// The warm-up, the measured interval (and the timeline's events in it), the records, and
-/// each domain's fate.
+/// each domain's fate. `started`: the interval's start snapshot, if `create_all` took it.
 #[allow(clippy::too_many_arguments)] // each is one of the run's parts; no bundle reads better
 fn measure(
     plan: &Plan<'_>,
@@ -706,12 +718,15 @@ fn measure(
     dom_exc: Option<u32>,
     timeline: &mut workloads::timeline::Timeline<'_>,
     pools: &[results::Pool],
+    started: Option<u64>,
 ) {
-    sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
     // Both ends are taken first and read afterwards: reading 1024 domains' figures takes
     // Domain0 a while when it competes with them, and must not stretch the interval. (With
     // windows, the start and each boundary are read at once: the boundaries share slot 1.)
-    let t0 = take_snapshot(0, verdict);
+    let t0 = started.unwrap_or_else(|| {
+        sleep_ns(plan.warmup_ms.saturating_mul(1_000_000));
+        take_snapshot(0, verdict)
+    });
     let mut bounds = Boundaries::start(plan, runs, t0, verdict);
     let end = t0.saturating_add(plan.duration_ms.saturating_mul(1_000_000));
     // Wake at each window boundary (or each second, for progress) and at each event of the
