@@ -288,6 +288,15 @@ pub fn heap_used() -> Result<u64, Errno> {
     })
 }
 
+/// Heap bytes the CPU pools' changes since boot hold (`SysctlReply::HeapUsed::policies`):
+/// the policy instances installed since boot less those freed, and the pools' own state.
+pub fn pools_held() -> Result<i64, Errno> {
+    sysctl(&Sysctl::HeapUsed, |r| match r {
+        SysctlReply::HeapUsed { policies, .. } => Some(policies),
+        _ => None,
+    })
+}
+
 /// What the live domains hold, summed over all of them.
 pub fn resources() -> Result<ResourceCounts, Errno> {
     sysctl(&Sysctl::Resources, |r| match r {

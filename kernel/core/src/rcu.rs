@@ -40,23 +40,29 @@
 //! reported (Xen's `force_quiescent_state` raises the RCU softirq on them); an idle one
 //! wakes, returns to the top of its idle loop, and reports there.
 
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// The grace periods of a machine of a given number of CPUs.
-pub struct GracePeriods {
+/// The grace periods of a machine of `CPUS` CPUs (numbered `0..CPUS`). A plain `static`
+/// (`new` is `const`): the hot paths find it with no indirection.
+pub struct GracePeriods<const CPUS: usize> {
     /// The number of the last grace period begun (0: none yet).
     begun: AtomicU64,
     /// For each CPU, the last grace period it reported a quiescent point for.
-    reported: Vec<AtomicU64>,
+    reported: [AtomicU64; CPUS],
 }
 
-impl GracePeriods {
-    /// Grace periods for CPUs `0..cpus`.
-    pub fn new(cpus: usize) -> Self {
+impl<const CPUS: usize> Default for GracePeriods<CPUS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const CPUS: usize> GracePeriods<CPUS> {
+    /// No grace period begun yet.
+    pub const fn new() -> Self {
         GracePeriods {
             begun: AtomicU64::new(0),
-            reported: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
+            reported: [const { AtomicU64::new(0) }; CPUS],
         }
     }
 
@@ -99,8 +105,7 @@ impl GracePeriods {
         me: usize,
         online: impl Fn(usize) -> bool + 'a,
     ) -> impl Iterator<Item = usize> + 'a {
-        (0..self.reported.len())
-            .filter(move |&cpu| cpu != me && online(cpu) && !self.passed(g, cpu))
+        (0..CPUS).filter(move |&cpu| cpu != me && online(cpu) && !self.passed(g, cpu))
     }
 
     /// Whether grace period `g` has ended for a waiter on CPU `me` ([`Self::waiting_on`]
@@ -120,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_report_made_before_the_grace_period_began_does_not_end_it() {
-        let gp = GracePeriods::new(2);
+        let gp = GracePeriods::<2>::new();
         // CPU 1 reports (nothing begun: nothing to report), then again after an earlier
         // grace period, then the one a waiter on CPU 0 waits for begins.
         assert!(!gp.quiescent(1));
@@ -138,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_report_of_a_later_grace_period_ends_the_earlier_ones() {
-        let gp = GracePeriods::new(3);
+        let gp = GracePeriods::<3>::new();
         let g1 = gp.begin();
         let g2 = gp.begin();
         gp.quiescent(1);
@@ -152,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_waiter_does_not_wait_for_itself() {
-        let gp = GracePeriods::new(2);
+        let gp = GracePeriods::<2>::new();
         let g = gp.begin();
         gp.quiescent(1);
         assert!(gp.ended(g, 0, ALL));
@@ -162,7 +167,7 @@ mod tests {
 
     #[test]
     fn an_offline_cpu_is_not_waited_for() {
-        let gp = GracePeriods::new(4);
+        let gp = GracePeriods::<4>::new();
         let g = gp.begin();
         gp.quiescent(1);
         assert!(!gp.ended(g, 0, ALL));
@@ -181,7 +186,7 @@ mod tests {
     fn no_reader_sees_its_object_freed_under_concurrent_updates() {
         const READERS: usize = 2;
         const UPDATES: usize = 100;
-        let gp = Arc::new(GracePeriods::new(READERS + 1));
+        let gp = Arc::new(GracePeriods::<{ READERS + 1 }>::new());
         let current = Arc::new(AtomicUsize::new(0));
         let freed: Arc<Vec<AtomicBool>> =
             Arc::new((0..=UPDATES).map(|_| AtomicBool::new(false)).collect());

@@ -682,6 +682,7 @@ fn change_pool(
     let old_cpus = cpupool::of_pool(PoolId(pool))
         .map(|i| i.cpus.clone())
         .unwrap_or_default();
+    let old_index = cpupool::index_of_pool(PoolId(pool));
     // Domain0 (the caller, running here) stays put while the others leave: it cannot be
     // paused, and the old instance has it running. It joins the new instance asleep and is
     // woken there once it leaves this CPU (`Vcpu::adopt`); the old instance is retired.
@@ -770,7 +771,46 @@ fn change_pool(
     for &c in old_cpus.iter().chain(&p.cpus) {
         schedule::kick(c, now);
     }
+    if result.is_ok() {
+        free_instance(old_index, &dom0);
+    }
     result
+}
+
+/// Frees pool instance `index`, which a pool change just replaced (Xen's `cpupool.c` frees
+/// the old scheduler's data once its CPUs have left it): taken out of its slot, then freed
+/// once every other CPU has passed a quiescent point (`arch::rcu`), since one may still be
+/// inside it, having read the CPU map before it changed. Nothing leads to it any more: its
+/// pool and its CPUs point at the new instance (or at none), the pool's domains left it
+/// (`unregister`), and Domain0, if it is in the pool, joined the new one, unless that
+/// failed, in which case its vCPU still names the old one and it is kept. What the free
+/// gives back comes off the pools' count ([`cpupool::runtime_bytes`]).
+fn free_instance(index: u32, dom0: &[alloc::sync::Arc<Domain>]) {
+    if index == cpupool::NO_INSTANCE {
+        return;
+    }
+    let named = |d: &alloc::sync::Arc<Domain>| {
+        d.vcpus
+            .iter()
+            .any(|v| v.sched_instance.load(Ordering::Acquire) == index)
+    };
+    if dom0.iter().any(named) {
+        log::warn!("pool instance {index} is kept: Domain0 still runs in it");
+        return;
+    }
+    let Some(retired) = cpupool::retire(index) else {
+        return;
+    };
+    // This CPU holds no reference to it: `change_pool`'s own (`of_pool`, `unregister`'s)
+    // ended with the calls that took them.
+    let waited = time::now_ns();
+    let old = retired.free_after_grace();
+    let waited = time::now_ns().saturating_sub(waited);
+    let heap = frames::heap_used();
+    drop(old);
+    let freed = heap.saturating_sub(frames::heap_used());
+    cpupool::kept(heap, frames::heap_used());
+    log::debug!("pool instance {index}: {freed} heap bytes freed after a {waited} ns grace period");
 }
 
 /// Domain0's scheduling parameters under `policy`. It is the experiment's control plane:

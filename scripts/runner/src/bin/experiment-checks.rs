@@ -2117,6 +2117,17 @@ fn cases() -> Vec<Case> {
         policy_swap_takes_effect,
         Also::Schedsim(3),
     );
+    // The pool's policy swapped 12 times: Domain0's timeline fails a swap back to a policy
+    // that holds more heap than the last time (the replaced instances were once never freed).
+    with(
+        "timeline/policy-swaps".into(),
+        vec![&spec("policy-swaps")],
+        |r| match r.run() {
+            Some(run) => Ok(format!("{} under {}", run.name, run.policy)),
+            None => Err("no run record".into()),
+        },
+        Also::Nothing,
+    );
     with(
         "timeline/reweight".into(),
         vec![&spec("reweight"), "--window-ms", "250"],
