@@ -29,6 +29,7 @@ use abi::hypercall::EvtchnOp;
 use abi::shared::{Counters, VcpuEvents};
 
 use super::{Domain, NOT_RUNNING, Vcpu};
+use crate::arch::rcu::Reached;
 use crate::{domain, time};
 
 /// `evtchn_op`: allocate, bind, send, unmask, close (the port rules are in `kerncore::event`).
@@ -78,7 +79,10 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 let t = remote.ports.lock();
                 (me.ports.lock(), t)
             };
-            // Each end keeps the other's object (Xen's `remote_dom`): a send goes by it.
+            // Each end keeps the other's object (Xen's `remote_dom`): a send goes by it, by
+            // pointer, so each one's destroy must wait for a grace period (`bound_to`).
+            remote.bound_to.store(true, Ordering::Release);
+            me.bound_to.store(true, Ordering::Release);
             let local = mine
                 .alloc_bound(remote.id, rport, Arc::downgrade(&remote))
                 .map_err(port_error)?;
@@ -94,11 +98,20 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
             // `evtchn_send` reads `remote_dom` from the channel): no global table, no global
             // lock. Gone, it is `Srch` as a missing table entry was; a later domain with its
             // id is another object, never reached.
-            let (remote, rport) = me.ports.lock().route(port).map_err(|e| match e {
-                RouteError::NotBound => Errno::Inval,
-                RouteError::PeerGone => Errno::Srch,
-            })?;
-            remote.send_from(rport, me.id, port, time::now_ns());
+            //
+            // The peer is reached by pointer, no reference count raised (issue 11; Xen's
+            // `evtchn_send` takes none either): it is freed only a grace period after its
+            // bindings are gone (`arch::rcu::Reached`, `pv::control::destroy`), and this
+            // CPU reaches no quiescent point before the send returns.
+            let (remote, rport) = {
+                let table = me.ports.lock();
+                let (peer, rport) = table.route(port).map_err(|e| match e {
+                    RouteError::NotBound => Errno::Inval,
+                    RouteError::PeerGone => Errno::Srch,
+                })?;
+                (Reached::through(peer).ok_or(Errno::Srch)?, rport)
+            };
+            remote.get().send_from(rport, me.id, port, time::now_ns());
             Ok(0)
         }
         EvtchnOp::BindVirq => {

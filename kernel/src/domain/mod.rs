@@ -27,7 +27,7 @@ pub mod event_channel;
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use abi::control::{DomainExit, DomainId, DomainInfo, DomainState, SchedParams};
 use abi::layout;
@@ -275,6 +275,11 @@ pub struct Domain {
     pub snapshot: Mutex<[Option<DomainInfo>; abi::control::SNAPSHOT_SLOTS as usize]>,
     /// Its event-channel ports; a bound one keeps its peer's object (`event_channel`).
     pub ports: Mutex<PortTable<Domain>>,
+    /// Set once a port of another domain has been bound to it (`BindInterdomain`, before
+    /// the binding is stored, under both tables' locks): a send may then reach it by pointer
+    /// (`arch::rcu::Reached`), and its destroy waits for a grace period before its last
+    /// `Arc` goes. A domain no port was ever bound to is reached by no send.
+    pub bound_to: AtomicBool,
     /// Itself, for the far ends of its bound ports to reach it by (Xen's `remote_dom`).
     this: Weak<Domain>,
     /// The most frames it may hold (`memory_kib` / 4).
@@ -659,6 +664,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             }),
             snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
             ports: Mutex::new(PortTable::default()),
+            bound_to: AtomicBool::new(false),
             this: dom.clone(),
             frames_limit: u64::from(config.memory_kib / 4),
             grants: Mutex::new(kerncore::grant::GrantTable::default()),

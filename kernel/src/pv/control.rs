@@ -1003,5 +1003,15 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
         d.grants.lock().orphan(domain.id);
         d.ports.lock().orphan(domain.id);
     }
+    // No binding leads to it any more (closed at its death, `end_domain`, or orphaned just
+    // now), but a send on another CPU may have read one before and still be delivering to
+    // it by pointer (`evtchn_op` `Send`, `arch::rcu::Reached`): the caller's `Arc`, which it
+    // drops after this returns, is its last only once every CPU has passed a quiescent
+    // point (Xen's `domain_destroy` frees the domain by `call_rcu`). Only for a domain a port
+    // was ever bound to: no send reaches another (`Domain::bound_to`, set under the port
+    // tables' locks that closing and orphaning took since, so seen here).
+    if domain.bound_to.load(Ordering::Acquire) {
+        arch::rcu::synchronize();
+    }
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Grace periods on the machine (Xen's `xen/common/rcupdate.c`; the rule is
-//! `kerncore::rcu`), and [`RcuSlot`], a pointer the hot paths follow with no lock and no
-//! reference count, whose object is freed only a grace period after it was replaced.
+//! `kerncore::rcu`), and two ways for the hot paths to reach an object with no lock and no
+//! reference count, because it is freed only a grace period after nothing leads to it:
+//! [`RcuSlot`], a pointer that is replaced (the pools' policy instances), and [`Reached`], an
+//! object reached through a `Weak` that its owner unlinks before it drops its last `Arc`
+//! (a domain, through the bindings of its peers' event-channel ports).
 //!
 //! **Quiescent points.** A CPU holds a pointer read from shared state only while it is in
 //! the hypervisor, which runs with interrupts off and is never preempted. It reports
@@ -24,6 +27,8 @@
 //! without needing it.
 
 use alloc::boxed::Box;
+use alloc::sync::Weak;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -132,5 +137,46 @@ impl<T> Retired<T> {
         // has passed a quiescent point since, and the caller holds none. This `Retired` was
         // its only owner, consumed here.
         unsafe { Box::from_raw(self.ptr.as_ptr()) }
+    }
+}
+
+/// An object reached through a `Weak` without upgrading it (no reference count raised or
+/// dropped), valid until this CPU's next quiescent point. Not `Send` and not `Sync`: it
+/// cannot be put in a static or handed to another CPU, only kept in stack frames, which no
+/// quiescent point outlives (the module doc).
+///
+/// **The rule its objects' owners keep.** An object of type `T` reached this way has its
+/// last `Arc` dropped only after a grace period ([`synchronize`]) that began once every
+/// `Weak` it may be reached through was unlinked from where readers find it (for a domain:
+/// `pv::control::destroy`, after the domain's ports are closed and its peers' ends
+/// unbound; a send finds the `Weak` in its own port table, under that table's lock, which
+/// the unbinding takes).
+pub struct Reached<T> {
+    ptr: NonNull<T>,
+    not_send: PhantomData<*const ()>,
+}
+
+impl<T> Reached<T> {
+    /// The object `weak` points to, if it still exists. The caller holds the lock under
+    /// which `weak` is unlinked (the type's rule), so the object is not unlinked, and so not
+    /// freed, before this CPU's next quiescent point.
+    pub fn through(weak: &Weak<T>) -> Option<Reached<T>> {
+        if weak.strong_count() == 0 {
+            return None;
+        }
+        Some(Reached {
+            ptr: NonNull::new(weak.as_ptr().cast_mut())?,
+            not_send: PhantomData,
+        })
+    }
+
+    /// The object.
+    pub fn get(&self) -> &T {
+        // SAFETY: the object had a strong reference when `through` looked, with its `Weak`
+        // still linked under the caller's lock; by the type's rule its last `Arc` is dropped
+        // only after a grace period that began once that `Weak` was unlinked, which waits
+        // for this CPU's next quiescent point, and a `Reached` does not live past that point
+        // (it stays on this CPU's stack). Only shared references are made to the object.
+        unsafe { self.ptr.as_ref() }
     }
 }
