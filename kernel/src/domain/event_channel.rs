@@ -8,7 +8,9 @@
 //!
 //! A bound port keeps its peer's `Domain` (a `Weak`, Xen's `u.interdomain.remote_dom`), so
 //! a send reaches the far end without the global domain table (`domain::domain` takes its
-//! lock and clones an `Arc` per call). It is dropped when the binding goes: closed at
+//! lock and clones an `Arc` per call), and without upgrading the `Weak` either: it follows
+//! it by pointer (`arch::rcu::Reached`), since a domain a port was bound to is freed only a
+//! grace period after its destroy (`Domain::bound_to`, `pv::control::destroy`). It is dropped when the binding goes: closed at
 //! either end (`Close`, `PortTable::peer_closed`), the domain's death (`close_all`), the
 //! peer's destruction (`PortTable::orphan`, `control::destroy`). A `Weak` upgrades only to
 //! the object it was made from: a later domain given the same id is never reached.

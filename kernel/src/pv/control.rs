@@ -205,6 +205,8 @@ fn pool_instance(pool: u32) -> Result<&'static cpupool::Instance, Errno> {
 }
 
 fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
+    // Domains destroyed earlier whose grace period has ended go now (`destroy`).
+    arch::rcu::reclaim();
     let now = time::now_ns();
     match request {
         Domctl::Create {
@@ -372,6 +374,16 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
 }
 
 fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply<'a>, Errno> {
+    // Domains destroyed earlier go now if their grace period has ended (`destroy`); the
+    // figures Domain0 checks against its baseline count them gone, so they wait for it.
+    if matches!(
+        request,
+        Sysctl::HeapUsed | Sysctl::FrameCounts | Sysctl::Resources
+    ) {
+        arch::rcu::drain();
+    } else {
+        arch::rcu::reclaim();
+    }
     match request {
         Sysctl::PoolInfo { pool } => {
             let (name, policy, cpus) = cpupool::describe(PoolId(pool)).ok_or(Errno::Srch)?;
@@ -987,7 +999,7 @@ const DESTROY_WAIT_NS: u64 = 5_000_000_000;
 /// vCPU nobody can pick it again, so when `running_on` then clears, it is for good. If the
 /// CPUs do not let go in [`DESTROY_WAIT_NS`], nothing is freed and the caller gets `Busy`
 /// (the domain stays dead; destroy can be asked again).
-fn destroy(domain: &Domain) -> Result<(), Errno> {
+fn destroy(domain: &alloc::sync::Arc<Domain>) -> Result<(), Errno> {
     unregister(domain)?;
     let _ = cpupool::pools().remove_domain(domain.id);
     crate::pv::grant_table::release_all(domain);
@@ -1007,11 +1019,12 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
     // now), but a send on another CPU may have read one before and still be delivering to
     // it by pointer (`evtchn_op` `Send`, `arch::rcu::Reached`): the caller's `Arc`, which it
     // drops after this returns, is its last only once every CPU has passed a quiescent
-    // point (Xen's `domain_destroy` frees the domain by `call_rcu`). Only for a domain a port
-    // was ever bound to: no send reaches another (`Domain::bound_to`, set under the port
-    // tables' locks that closing and orphaning took since, so seen here).
+    // point (Xen's `domain_destroy` frees the domain by `call_rcu`): a reference is kept
+    // until then, and dropped by a later control call (`arch::rcu::defer_drop`). Only for a
+    // domain a port was ever bound to: no send reaches another (`Domain::bound_to`, set under
+    // the port tables' locks that closing and orphaning took since, so seen here).
     if domain.bound_to.load(Ordering::Acquire) {
-        arch::rcu::synchronize();
+        arch::rcu::defer_drop(domain.clone());
     }
     Ok(())
 }
