@@ -10,10 +10,11 @@
 //! a send reaches the far end without the global domain table (`domain::domain` takes its
 //! lock and clones an `Arc` per call), and without upgrading the `Weak` either: it follows
 //! it by pointer (`arch::rcu::Reached`), since a domain a port was bound to is freed only a
-//! grace period after its destroy (`Domain::bound_to`, `pv::control::destroy`). It is dropped when the binding goes: closed at
-//! either end (`Close`, `PortTable::peer_closed`), the domain's death (`close_all`), the
-//! peer's destruction (`PortTable::orphan`, `control::destroy`). A `Weak` upgrades only to
-//! the object it was made from: a later domain given the same id is never reached.
+//! grace period after its destroy (`Domain::bound_to`, `pv::control::destroy`). The `Weak`
+//! is dropped when the binding goes: closed at either end (`Close`,
+//! `PortTable::peer_closed`), the domain's death (`close_all`), the peer's destruction
+//! (`PortTable::orphan`, `control::destroy`). A `Weak` reaches only the object it was made
+//! from: a later domain given the same id is never reached.
 //!
 //! Lock order: a domain's `ports` lock is held with another domain's only in
 //! `BindInterdomain`, both at once, the lower domain id first. Everywhere else one is let go
