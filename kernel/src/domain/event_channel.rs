@@ -25,7 +25,7 @@
 //! (`deliver`).
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use abi::error::Errno;
 use abi::hypercall::EvtchnOp;
@@ -114,7 +114,12 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 })?;
                 (Reached::through(peer).ok_or(Errno::Srch)?, rport)
             };
-            remote.get().send_from(rport, me.id, port, time::now_ns());
+            let peer = remote.get();
+            if me.slow_sends {
+                slow_send(peer, |p| p.send_from(rport, me.id, port, time::now_ns()));
+            } else {
+                peer.send_from(rport, me.id, port, time::now_ns());
+            }
             Ok(0)
         }
         EvtchnOp::BindVirq => {
@@ -181,6 +186,46 @@ pub fn evtchn_op(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
             }
             Ok(0)
         }
+    }
+}
+
+/// `selftest=slow-send` ([`set_slow_send`]); each domain copies it when it is made
+/// (`Domain::slow_sends`), so that a send reads it from its own domain's object, which it
+/// touches anyway.
+pub(super) static SLOW_SEND: AtomicBool = AtomicBool::new(false);
+
+/// Makes every send linger between finding its peer and delivering to it, and check the peer
+/// was not freed meanwhile (`selftest=slow-send`).
+pub fn set_slow_send(on: bool) {
+    SLOW_SEND.store(on, Ordering::Release);
+}
+
+/// A send under `selftest=slow-send`: 200 µs after the peer was found, `deliver` to it, then
+/// a check that it was not dropped meanwhile (its serial, 0 once dropped or another
+/// domain's once its memory is reused). A destroy on another CPU that let the peer go
+/// without waiting for a grace period stops the machine here (`churn` with it, when
+/// `pv::control::destroy` dropped its reference at once).
+#[cold]
+#[inline(never)]
+fn slow_send(peer: &Domain, deliver: impl FnOnce(&Domain)) {
+    let serial = peer.serial();
+    let until = time::now_ns() + 200_000;
+    while time::now_ns() < until {
+        core::hint::spin_loop();
+    }
+    check_not_freed(peer, serial);
+    deliver(peer);
+    check_not_freed(peer, serial);
+}
+
+/// Stops the machine if `peer`'s serial is no longer `serial` (`slow_send`).
+fn check_not_freed(peer: &Domain, serial: u64) {
+    let now = peer.serial();
+    if now != serial {
+        panic!(
+            "the peer of a send was freed while the send still reached it (serial {serial}, \
+             now {now}): its destroy did not wait for a grace period"
+        );
     }
 }
 

@@ -2453,6 +2453,15 @@ fn cases() -> Vec<Case> {
         );
     }
     add("churn".into(), vec![&spec("churn")], churn_back_at_baseline);
+    // The same with every event-channel send lingering 200 µs between finding its peer and
+    // delivering, then checking the peer was not freed meanwhile (`selftest=slow-send`): a
+    // destroy that dropped a domain at once, not a grace period later (`arch::rcu`), stops
+    // the machine within the first round.
+    add(
+        "churn/slow-send".into(),
+        vec![&spec("churn"), "--append", "selftest=slow-send"],
+        churn_back_at_baseline,
+    );
     // The Linux engine, once: Debian's kernel with the workloads' Linux builds (scripts/test
     // builds them; the runner fetches the kernel when it is missing).
     add(
