@@ -1017,11 +1017,10 @@ fn destroy(domain: &alloc::sync::Arc<Domain>) -> Result<(), Errno> {
     }
     // No binding leads to it any more (closed at its death, `end_domain`, or orphaned just
     // now), but a send on another CPU may have read one before and still be delivering to
-    // it by pointer (`evtchn_op` `Send`, `arch::rcu::Reached`): the caller's `Arc`, which it
-    // drops after this returns, is its last only once every CPU has passed a quiescent
-    // point (Xen's `domain_destroy` frees the domain by `call_rcu`): a reference is kept
-    // until then, and dropped by a later control call (`arch::rcu::defer_drop`). Only for a
-    // domain a port was ever bound to: no send reaches another (`Domain::bound_to`, set under
+    // it by pointer (`evtchn_op` `Send`, `arch::rcu::Reached`): a reference to it is kept
+    // until every other CPU has passed a quiescent point, and dropped by a later control
+    // call (`arch::rcu::defer_drop`; Xen's `domain_destroy` frees the domain by `call_rcu`),
+    // whatever the caller does with its own. Only for a domain a port was ever bound to: no send reaches another (`Domain::bound_to`, set under
     // the port tables' locks that closing and orphaning took since, so seen here).
     if domain.bound_to.load(Ordering::Acquire) {
         arch::rcu::defer_drop(domain.clone());
