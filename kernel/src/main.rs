@@ -162,6 +162,7 @@ extern "C" fn kernel_entry() -> ! {
         selftest::page_fault();
     }
     SELFTEST_HANG.store(options.selftest == SelfTest::Hang, Ordering::Release);
+    domain::event_channel::set_slow_send(options.selftest == SelfTest::SlowSend);
 
     let topology = match arch::platform::discover(&info) {
         Ok(t) => t,

@@ -20,6 +20,11 @@ use crate::schedule::{self, IdleStep, Next};
 /// swapped on entry from ring 0).
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
+    if frame.came_from_user() {
+        // Back from a guest, before any of this entry's code: this CPU holds no pointer
+        // read from shared state (a quiescent point, `arch::rcu`).
+        crate::arch::rcu::quiescent();
+    }
     let next = match frame.vector & 0xff {
         vector @ 0..=31 => exception(frame, vector),
         vector => interrupt(vector as u8, frame),
@@ -309,6 +314,8 @@ pub fn leave(frame: &mut TrapFrame, from_hypercall: bool, mut next: Next) -> Nex
 #[unsafe(no_mangle)]
 extern "C" fn idle_loop() -> ! {
     loop {
+        // Nothing is held from the last turn: a quiescent point (`arch::rcu`).
+        crate::arch::rcu::quiescent();
         let now = crate::time::now_ns();
         match schedule::idle_step(now) {
             IdleStep::Enter(mut frame) => {

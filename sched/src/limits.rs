@@ -99,8 +99,8 @@ pub const DOM0_VCPUS: usize = 1;
 /// Most vCPUs an experiment's domains may have together (Domain0's are taken first).
 pub const MAX_GUEST_VCPUS: usize = MAX_VCPUS_TOTAL - DOM0_VCPUS;
 /// Most policy instances one boot of the hypervisor installs: one per CPU pool at boot, one
-/// more for every policy swap (`[[event]]` `policy`). A replaced instance is never freed,
-/// since a CPU may still be inside it when the CPU map changes (`kernel/src/schedule/cpupool.rs`).
+/// more for every policy swap (`[[event]]` `policy`). A replaced instance is freed a grace
+/// period after the swap, but its slot is not reused (`kernel/src/schedule/cpupool.rs`).
 pub const MAX_POLICY_INSTANCES: usize = 32;
 /// Domain0's memory limit.
 pub const DOM0_MEMORY_KIB: u32 = 64 * 1024;

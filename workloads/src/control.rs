@@ -277,13 +277,23 @@ pub fn frame_counts() -> Result<FrameCounts, Errno> {
     })
 }
 
-/// Bytes of the hypervisor's heap in use, less the policy instances installed since boot.
+/// Bytes of the hypervisor's heap in use, less what the pools' changes since boot hold (the
+/// policy instances installed since, less those freed).
 pub fn heap_used() -> Result<u64, Errno> {
     sysctl(&Sysctl::HeapUsed, |r| match r {
-        // The policy instances a pool change installed stay for good: not a leak.
+        // What pool changes hold (a new policy instance) is not a leak.
         SysctlReply::HeapUsed { bytes, policies } => {
             Some((bytes as i64).saturating_sub(policies).max(0) as u64)
         }
+        _ => None,
+    })
+}
+
+/// Heap bytes the CPU pools' changes since boot hold (`SysctlReply::HeapUsed::policies`):
+/// the policy instances installed since boot less those freed, and the pools' own state.
+pub fn pools_held() -> Result<i64, Errno> {
+    sysctl(&Sysctl::HeapUsed, |r| match r {
+        SysctlReply::HeapUsed { policies, .. } => Some(policies),
         _ => None,
     })
 }

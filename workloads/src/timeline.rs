@@ -37,7 +37,18 @@ pub struct Timeline<'a> {
     /// Domains a `pause` event paused, with their switch count once `Pause` returned: at
     /// their `unpause` it must not have grown ([`Paused`]).
     paused: Paused,
+    /// After each `policy` event that succeeded: the pool, its new policy and the heap bytes
+    /// the pools' changes held then ([`control::pools_held`]). A swap back to a policy the
+    /// pool had before must hold no more than the last time (beyond [`SWAP_SLACK_BYTES`]):
+    /// each swap frees the instance it replaces (`kernel/src/schedule/cpupool.rs`), so a
+    /// cycle of swaps gives back what it took.
+    swaps: Vec<(u32, &'a str, i64)>,
 }
+
+/// How many more bytes than after the same swap before a swap back may hold: the pools'
+/// state and the policies' own tables may settle at a slightly different size (a map's
+/// node split); an instance leaked is kilobytes.
+const SWAP_SLACK_BYTES: i64 = 512;
 
 /// What a `pause` event left paused: (domain, `DomainInfo::switches` and `work` read once
 /// `Pause` returned). `Pause` returns once no CPU runs the domain and none will until the
@@ -74,6 +85,7 @@ impl<'a> Timeline<'a> {
             applied: Vec::new(),
             destroyed: Vec::new(),
             paused: Vec::new(),
+            swaps: Vec::new(),
         })
     }
 
@@ -151,7 +163,10 @@ impl<'a> Timeline<'a> {
         {
             let e = self.events[self.next];
             self.next += 1;
-            let result = apply(&e, id, &mut self.destroyed, &mut self.paused);
+            let mut result = apply(&e, id, &mut self.destroyed, &mut self.paused);
+            if result.is_ok() && e.op == EventOp::SetPolicy {
+                result = self.held_after_swap(&e);
+            }
             let applied = crate::time::now_ns();
             self.applied.push(results::Event {
                 at_ns: at - t0,
@@ -163,6 +178,29 @@ impl<'a> Timeline<'a> {
             });
         }
         self.deadline()
+    }
+
+    /// Checks what the pools hold after the swap `e` just made against the last swap of the
+    /// same pool to the same policy ([`Timeline::swaps`]), and records it.
+    fn held_after_swap(&mut self, e: &PlannedEvent<'a>) -> Result<(), String> {
+        let held = control::pools_held()
+            .map_err(|err| alloc::format!("pool {}: HeapUsed: {err:?}", e.pool))?;
+        let before = self
+            .swaps
+            .iter()
+            .rev()
+            .find(|(pool, policy, _)| *pool == e.pool && *policy == e.policy)
+            .map(|&(_, _, held)| held);
+        self.swaps.push((e.pool, e.policy, held));
+        match before {
+            Some(was) if held > was + SWAP_SLACK_BYTES => Err(alloc::format!(
+                "pool {}: back to policy {}, the pools' changes hold {held} heap bytes against \
+                 {was} the last time: the instances this cycle replaced were not freed",
+                e.pool,
+                e.policy
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The `event` records (as lines): every event applied, then those the interval ended

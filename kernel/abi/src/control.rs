@@ -657,10 +657,10 @@ pub enum SysctlReply<'a> {
     },
     HeapUsed {
         bytes: u64,
-        /// Of `bytes`, what the CPU pools' changes since boot hold for good (a pool's policy
-        /// replaced or its CPUs changed builds an instance kept for the rest of the boot; a
-        /// pool's knobs and the pools' own state grow or shrink), so that a leak check can
-        /// leave them out. Negative when they gave back more than they took.
+        /// Of `bytes`, what the CPU pools' changes since boot hold (a pool's policy replaced
+        /// or its CPUs changed builds a new instance, and frees the one it replaced a grace
+        /// period later; a pool's knobs and the pools' own state grow or shrink), so that a
+        /// leak check can leave them out. Negative when they gave back more than they took.
         policies: i64,
     },
     Frames {

@@ -53,6 +53,11 @@ pub enum SelfTest {
     /// CPU 1 stays in the hypervisor for good once the experiment has started: the
     /// watchdog must notice and end the run with a failure.
     Hang,
+    /// Every event-channel send lingers 200 µs between finding its peer and delivering to
+    /// it, and then checks that the peer was not freed meanwhile (a domain destroyed on
+    /// another CPU is dropped only a grace period later, `arch::rcu`): what `churn` runs
+    /// with to show that rule holds.
+    SlowSend,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -107,7 +112,7 @@ pub const KEYS: &[&str] = &[
 ];
 const ON_OFF: &[&str] = &["on", "off"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
-const SELF_TESTS: &[&str] = &["none", "fault", "probe", "hang"];
+const SELF_TESTS: &[&str] = &["none", "fault", "probe", "hang", "slow-send"];
 
 impl fmt::Display for CmdlineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -217,6 +222,7 @@ pub fn parse<'a>(
                     "fault" => SelfTest::Fault,
                     "probe" => SelfTest::Probe,
                     "hang" => SelfTest::Hang,
+                    "slow-send" => SelfTest::SlowSend,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -366,6 +372,10 @@ mod tests {
         assert_eq!(
             parse("selftest=probe", POLICIES).unwrap().selftest,
             SelfTest::Probe
+        );
+        assert_eq!(
+            parse("selftest=slow-send", POLICIES).unwrap().selftest,
+            SelfTest::SlowSend
         );
     }
 

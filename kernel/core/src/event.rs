@@ -9,10 +9,12 @@
 //!
 //! A bound port also keeps its peer domain itself (Xen's `u.interdomain.remote_dom` in
 //! `struct evtchn`), as a `Weak` to the hypervisor's domain object `D`: a send reaches the
-//! far end through it ([`PortTable::route`]), without the global domain table and its lock.
-//! It is dropped whenever the binding goes (closed here or at the far end, the far end
-//! destroyed), and a `Weak` reaches only the object it was made from: never a later domain
-//! given the same id.
+//! far end through it ([`PortTable::route`]), without the global domain table and its lock,
+//! and without raising the peer's reference count (the hypervisor frees a domain only a
+//! grace period after every binding to it is gone, `arch::rcu`, as Xen's `domain_destroy`
+//! frees it by `call_rcu`). It is dropped whenever the binding goes (closed here or at the
+//! far end, the far end destroyed), and a `Weak` reaches only the object it was made from:
+//! never a later domain given the same id.
 
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
@@ -205,22 +207,27 @@ impl<D> PortTable<D> {
     /// Where an event sent on `port` goes: the peer domain's object and its port (Xen's
     /// `evtchn_send` reads `remote_dom` and `remote_port` from the channel), found without
     /// any table of domains. The peer's object is the one the port was bound to: if that
-    /// domain is gone, [`RouteError::PeerGone`], even when a new domain has its id. The
-    /// caller must still check the far end under its lock ([`PortTable::deliverable`]):
-    /// between this and the delivery the binding may go.
-    pub fn route(&self, port: u32) -> Result<(Arc<D>, u32), RouteError> {
+    /// domain is gone (no strong reference left), [`RouteError::PeerGone`], even when a new
+    /// domain has its id. The object comes as the binding's `Weak`, not upgraded (a send
+    /// raises no reference count): the caller reaches it while the table's lock is held, or
+    /// past it only under the hypervisor's rule that a domain is freed a grace period after
+    /// its bindings go (`arch::rcu::Reached`). The caller must still check the far end under
+    /// its lock ([`PortTable::deliverable`]): between this and the delivery the binding may
+    /// go.
+    pub fn route(&self, port: u32) -> Result<(&Weak<D>, u32), RouteError> {
         let Port::Interdomain { port: rport, .. } = self.get(port) else {
             return Err(RouteError::NotBound);
         };
-        let peer = self.peers[port as usize]
-            .upgrade()
-            .ok_or(RouteError::PeerGone)?;
+        let peer = &self.peers[port as usize];
+        if peer.strong_count() == 0 {
+            return Err(RouteError::PeerGone);
+        }
         Ok((peer, rport))
     }
 
     /// The domain object of `port`'s peer, if it is bound and the peer still exists.
     pub fn peer(&self, port: u32) -> Option<Arc<D>> {
-        self.route(port).ok().map(|(d, _)| d)
+        self.route(port).ok().and_then(|(d, _)| d.upgrade())
     }
 
     /// Binds a new port to virtual IRQ `virq` of vCPU `vcpu` (Xen's VIRQs are per vCPU:
@@ -582,7 +589,13 @@ mod tests {
     /// the far end is still bound to exactly that port. Returns the domain and port that got
     /// the event.
     fn send(from: &Arc<Dom>, port: u32) -> Result<Option<(DomainId, u32)>, RouteError> {
-        let (peer, rport) = from.ports.lock().unwrap().route(port)?;
+        // The hypervisor reaches the peer past the lock by pointer (`arch::rcu::Reached`);
+        // here an upgrade stands for it, taken while the lock is held as `Reached` is.
+        let (peer, rport) = {
+            let table = from.ports.lock().unwrap();
+            let (peer, rport) = table.route(port)?;
+            (peer.upgrade().ok_or(RouteError::PeerGone)?, rport)
+        };
         let delivered = peer
             .ports
             .lock()
@@ -625,6 +638,24 @@ mod tests {
         assert_eq!(send(&a, pa), Err(RouteError::NotBound));
         assert_eq!(send(&a, pa2), Err(RouteError::NotBound));
         assert_eq!(Arc::weak_count(&b2), 0, "A still holds B' once unbound");
+    }
+
+    #[test]
+    fn routing_raises_no_reference_count_and_finds_the_bound_object() {
+        let (a, b) = (dom(1), dom(2));
+        let (pa, pb) = bind(&a, &b);
+        let table = a.ports.lock().unwrap();
+        let (peer, rport) = table.route(pa).unwrap();
+        assert_eq!(rport, pb);
+        assert!(core::ptr::eq(peer.as_ptr(), Arc::as_ptr(&b)));
+        assert_eq!(Arc::strong_count(&b), 1, "a send must not take a reference");
+        drop(table);
+        // Gone (its last `Arc` dropped) while still bound here: not routed to.
+        drop(b);
+        assert_eq!(
+            a.ports.lock().unwrap().route(pa).err(),
+            Some(RouteError::PeerGone)
+        );
     }
 
     #[test]

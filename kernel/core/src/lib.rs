@@ -16,6 +16,7 @@
 //! | [`timerheap`] | the per-CPU timer heap, one slot per vCPU | `schedule/` |
 //! | [`watchdog`] | the watchdog's rule | `schedule/watchdog.rs` |
 //! | [`ratelimit`] | token buckets (the console's) | `pv/hypercall.rs` |
+//! | [`rcu`] | grace periods: when no CPU can still use an object made unreachable | `arch/x86_64/rcu.rs` |
 //! | [`rtc`] | the real-time clock's arithmetic | `time.rs` |
 //! | [`runstate`] | a vCPU's run state: pause, block and down kept apart, as Xen's pause count and pause flags | `domain/`, `schedule/` |
 #![cfg_attr(not(test), no_std)]
@@ -38,6 +39,7 @@ pub mod histogram;
 pub mod image;
 pub mod memmap;
 pub mod ratelimit;
+pub mod rcu;
 pub mod rtc;
 pub mod runstate;
 pub mod timerheap;

@@ -8,10 +8,13 @@
 //!
 //! A bound port keeps its peer's `Domain` (a `Weak`, Xen's `u.interdomain.remote_dom`), so
 //! a send reaches the far end without the global domain table (`domain::domain` takes its
-//! lock and clones an `Arc` per call). It is dropped when the binding goes: closed at
-//! either end (`Close`, `PortTable::peer_closed`), the domain's death (`close_all`), the
-//! peer's destruction (`PortTable::orphan`, `control::destroy`). A `Weak` upgrades only to
-//! the object it was made from: a later domain given the same id is never reached.
+//! lock and clones an `Arc` per call), and without upgrading the `Weak` either: it follows
+//! it by pointer (`arch::rcu::Reached`), since a domain a port was bound to is freed only a
+//! grace period after its destroy (`Domain::bound_to`, `pv::control::destroy`). The `Weak`
+//! is dropped when the binding goes: closed at either end (`Close`,
+//! `PortTable::peer_closed`), the domain's death (`close_all`), the peer's destruction
+//! (`PortTable::orphan`, `control::destroy`). A `Weak` reaches only the object it was made
+//! from: a later domain given the same id is never reached.
 //!
 //! Lock order: a domain's `ports` lock is held with another domain's only in
 //! `BindInterdomain`, both at once, the lower domain id first. Everywhere else one is let go
@@ -22,13 +25,14 @@
 //! (`deliver`).
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use abi::error::Errno;
 use abi::hypercall::EvtchnOp;
 use abi::shared::{Counters, VcpuEvents};
 
 use super::{Domain, NOT_RUNNING, Vcpu};
+use crate::arch::rcu::Reached;
 use crate::{domain, time};
 
 /// `evtchn_op`: allocate, bind, send, unmask, close (the port rules are in `kerncore::event`).
@@ -53,11 +57,25 @@ fn send(me: &Domain, a1: u64) -> Result<u64, Errno> {
     // `evtchn_send` reads `remote_dom` from the channel): no global table, no global
     // lock. Gone, it is `Srch` as a missing table entry was; a later domain with its
     // id is another object, never reached.
-    let (remote, rport) = me.ports.lock().route(port).map_err(|e| match e {
-        RouteError::NotBound => Errno::Inval,
-        RouteError::PeerGone => Errno::Srch,
-    })?;
-    remote.send_from(rport, me.id, port, time::now_ns());
+    //
+    // The peer is reached by pointer, no reference count raised (issue 11; Xen's
+    // `evtchn_send` takes none either): it is freed only a grace period after its
+    // bindings are gone (`arch::rcu::Reached`, `pv::control::destroy`), and this
+    // CPU reaches no quiescent point before the send returns.
+    let (remote, rport) = {
+        let table = me.ports.lock();
+        let (peer, rport) = table.route(port).map_err(|e| match e {
+            RouteError::NotBound => Errno::Inval,
+            RouteError::PeerGone => Errno::Srch,
+        })?;
+        (Reached::through(peer).ok_or(Errno::Srch)?, rport)
+    };
+    let peer = remote.get();
+    if me.slow_sends {
+        slow_send(peer, |p| p.send_from(rport, me.id, port, time::now_ns()));
+    } else {
+        peer.send_from(rport, me.id, port, time::now_ns());
+    }
     Ok(0)
 }
 
@@ -108,7 +126,10 @@ fn evtchn_other(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
                 let t = remote.ports.lock();
                 (me.ports.lock(), t)
             };
-            // Each end keeps the other's object (Xen's `remote_dom`): a send goes by it.
+            // Each end keeps the other's object (Xen's `remote_dom`): a send goes by it, by
+            // pointer, so each one's destroy must wait for a grace period (`bound_to`).
+            remote.bound_to.store(true, Ordering::Release);
+            me.bound_to.store(true, Ordering::Release);
             let local = mine
                 .alloc_bound(remote.id, rport, Arc::downgrade(&remote))
                 .map_err(port_error)?;
@@ -183,6 +204,46 @@ fn evtchn_other(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
             }
             Ok(0)
         }
+    }
+}
+
+/// `selftest=slow-send` ([`set_slow_send`]); each domain copies it when it is made
+/// (`Domain::slow_sends`), so that a send reads it from its own domain's object, which it
+/// touches anyway.
+pub(super) static SLOW_SEND: AtomicBool = AtomicBool::new(false);
+
+/// Makes every send linger between finding its peer and delivering to it, and check the peer
+/// was not freed meanwhile (`selftest=slow-send`).
+pub fn set_slow_send(on: bool) {
+    SLOW_SEND.store(on, Ordering::Release);
+}
+
+/// A send under `selftest=slow-send`: 200 µs after the peer was found, `deliver` to it, then
+/// a check that it was not dropped meanwhile (its serial, 0 once dropped or another
+/// domain's once its memory is reused). A destroy on another CPU that let the peer go
+/// without waiting for a grace period stops the machine here (`churn` with it, when
+/// `pv::control::destroy` dropped its reference at once).
+#[cold]
+#[inline(never)]
+fn slow_send(peer: &Domain, deliver: impl FnOnce(&Domain)) {
+    let serial = peer.serial();
+    let until = time::now_ns() + 200_000;
+    while time::now_ns() < until {
+        core::hint::spin_loop();
+    }
+    check_not_freed(peer, serial);
+    deliver(peer);
+    check_not_freed(peer, serial);
+}
+
+/// Stops the machine if `peer`'s serial is no longer `serial` (`slow_send`).
+fn check_not_freed(peer: &Domain, serial: u64) {
+    let now = peer.serial();
+    if now != serial {
+        panic!(
+            "the peer of a send was freed while the send still reached it (serial {serial}, \
+             now {now}): its destroy did not wait for a grace period"
+        );
     }
 }
 

@@ -27,7 +27,7 @@ pub mod event_channel;
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use abi::control::{DomainExit, DomainId, DomainInfo, DomainState, SchedParams};
 use abi::layout;
@@ -216,6 +216,23 @@ const _: () = assert!(
             <= 1024
 );
 
+/// The last `Domain::serial` handed out.
+static DOMAIN_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        // Atomic, so that the store before the free is not optimised away.
+        self.serial.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Domain {
+    /// Its `serial`: unique among the `Domain` objects made since boot, 0 once dropped.
+    pub fn serial(&self) -> u64 {
+        self.serial.load(Ordering::Relaxed)
+    }
+}
+
 /// The last [`Vcpu::serial`] handed out.
 static VCPU_SERIAL: AtomicU64 = AtomicU64::new(0);
 
@@ -297,6 +314,17 @@ pub struct Domain {
     /// Its counters page (`abi::shared::Counters`): work counters and event bits.
     pub counters: HeldPage,
     pub vcpus: Vec<Arc<Vcpu>>,
+    /// Its sends linger and check their peer (`selftest=slow-send`, `event_channel`).
+    pub slow_sends: bool,
+    /// Set once a port of another domain has been bound to it (`BindInterdomain`, before
+    /// the binding is stored, under both tables' locks): a send may then reach it by pointer
+    /// (`arch::rcu::Reached`), and its destroy waits for a grace period before its last
+    /// `Arc` goes. A domain no port was ever bound to is reached by no send.
+    pub bound_to: AtomicBool,
+    /// A number no other `Domain` object has had since boot (never 0), and 0 once it is
+    /// dropped, as `Vcpu::serial`: `selftest=slow-send` checks a send's peer still reads it
+    /// after the delivery (`event_channel`).
+    serial: AtomicU64,
     /// Itself, for the far ends of its bound ports to reach it by (Xen's `remote_dom`).
     this: Weak<Domain>,
     pub id: DomainId,
@@ -712,6 +740,9 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             }),
             snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
             ports: Mutex::new(PortTable::default()),
+            bound_to: AtomicBool::new(false),
+            serial: AtomicU64::new(DOMAIN_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
+            slow_sends: event_channel::SLOW_SEND.load(Ordering::Acquire),
             this: dom.clone(),
             frames_limit: u64::from(config.memory_kib / 4),
             grants: Mutex::new(kerncore::grant::GrantTable::default()),

@@ -205,6 +205,8 @@ fn pool_instance(pool: u32) -> Result<&'static cpupool::Instance, Errno> {
 }
 
 fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
+    // Domains destroyed earlier whose grace period has ended go now (`destroy`).
+    arch::rcu::reclaim();
     let now = time::now_ns();
     match request {
         Domctl::Create {
@@ -372,6 +374,16 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
 }
 
 fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply<'a>, Errno> {
+    // Domains destroyed earlier go now if their grace period has ended (`destroy`); the
+    // figures Domain0 checks against its baseline count them gone, so they wait for it.
+    if matches!(
+        request,
+        Sysctl::HeapUsed | Sysctl::FrameCounts | Sysctl::Resources
+    ) {
+        arch::rcu::drain();
+    } else {
+        arch::rcu::reclaim();
+    }
     match request {
         Sysctl::PoolInfo { pool } => {
             let (name, policy, cpus) = cpupool::describe(PoolId(pool)).ok_or(Errno::Srch)?;
@@ -682,6 +694,7 @@ fn change_pool(
     let old_cpus = cpupool::of_pool(PoolId(pool))
         .map(|i| i.cpus.clone())
         .unwrap_or_default();
+    let old_index = cpupool::index_of_pool(PoolId(pool));
     // Domain0 (the caller, running here) stays put while the others leave: it cannot be
     // paused, and the old instance has it running. It joins the new instance asleep and is
     // woken there once it leaves this CPU (`Vcpu::adopt`); the old instance is retired.
@@ -770,7 +783,46 @@ fn change_pool(
     for &c in old_cpus.iter().chain(&p.cpus) {
         schedule::kick(c, now);
     }
+    if result.is_ok() {
+        free_instance(old_index, &dom0);
+    }
     result
+}
+
+/// Frees pool instance `index`, which a pool change just replaced (Xen's `cpupool.c` frees
+/// the old scheduler's data once its CPUs have left it): taken out of its slot, then freed
+/// once every other CPU has passed a quiescent point (`arch::rcu`), since one may still be
+/// inside it, having read the CPU map before it changed. Nothing leads to it any more: its
+/// pool and its CPUs point at the new instance (or at none), the pool's domains left it
+/// (`unregister`), and Domain0, if it is in the pool, joined the new one, unless that
+/// failed, in which case its vCPU still names the old one and it is kept. What the free
+/// gives back comes off the pools' count ([`cpupool::runtime_bytes`]).
+fn free_instance(index: u32, dom0: &[alloc::sync::Arc<Domain>]) {
+    if index == cpupool::NO_INSTANCE {
+        return;
+    }
+    let named = |d: &alloc::sync::Arc<Domain>| {
+        d.vcpus
+            .iter()
+            .any(|v| v.sched_instance.load(Ordering::Acquire) == index)
+    };
+    if dom0.iter().any(named) {
+        log::warn!("pool instance {index} is kept: Domain0 still runs in it");
+        return;
+    }
+    let Some(retired) = cpupool::retire(index) else {
+        return;
+    };
+    // This CPU holds no reference to it: `change_pool`'s own (`of_pool`, `unregister`'s)
+    // ended with the calls that took them.
+    let waited = time::now_ns();
+    let old = retired.free_after_grace();
+    let waited = time::now_ns().saturating_sub(waited);
+    let heap = frames::heap_used();
+    drop(old);
+    let freed = heap.saturating_sub(frames::heap_used());
+    cpupool::kept(heap, frames::heap_used());
+    log::debug!("pool instance {index}: {freed} heap bytes freed after a {waited} ns grace period");
 }
 
 /// Domain0's scheduling parameters under `policy`. It is the experiment's control plane:
@@ -947,7 +999,7 @@ const DESTROY_WAIT_NS: u64 = 5_000_000_000;
 /// vCPU nobody can pick it again, so when `running_on` then clears, it is for good. If the
 /// CPUs do not let go in [`DESTROY_WAIT_NS`], nothing is freed and the caller gets `Busy`
 /// (the domain stays dead; destroy can be asked again).
-fn destroy(domain: &Domain) -> Result<(), Errno> {
+fn destroy(domain: &alloc::sync::Arc<Domain>) -> Result<(), Errno> {
     unregister(domain)?;
     let _ = cpupool::pools().remove_domain(domain.id);
     crate::pv::grant_table::release_all(domain);
@@ -962,6 +1014,16 @@ fn destroy(domain: &Domain) -> Result<(), Errno> {
     for d in domain::all() {
         d.grants.lock().orphan(domain.id);
         d.ports.lock().orphan(domain.id);
+    }
+    // No binding leads to it any more (closed at its death, `end_domain`, or orphaned just
+    // now), but a send on another CPU may have read one before and still be delivering to
+    // it by pointer (`evtchn_op` `Send`, `arch::rcu::Reached`): a reference to it is kept
+    // until every other CPU has passed a quiescent point, and dropped by a later control
+    // call (`arch::rcu::defer_drop`; Xen's `domain_destroy` frees the domain by `call_rcu`),
+    // whatever the caller does with its own. Only for a domain a port was ever bound to: no send reaches another (`Domain::bound_to`, set under
+    // the port tables' locks that closing and orphaning took since, so seen here).
+    if domain.bound_to.load(Ordering::Acquire) {
+        arch::rcu::defer_drop(domain.clone());
     }
     Ok(())
 }

@@ -9,10 +9,16 @@
 //!   ([`of_cpu`], one atomic per CPU) and each vCPU's instance ([`of_vcpu`], one atomic in
 //!   the vCPU).
 //!
-//! An instance is immutable once installed (its policy has interior locks of its own) and is
-//! never freed: a policy swap installs a new one and the old one is left behind, unused,
-//! so that a CPU still inside the old one's `schedule` when the map changes reads valid
-//! memory. [`MAX_INSTANCES`] bounds the swaps of one boot.
+//! An instance is immutable once installed (its policy has interior locks of its own). The
+//! hot paths reach it by plain pointer (an [`RcuSlot`]: no lock, no reference count), so a
+//! CPU may still be inside the old one's `schedule` when a swap changes the map: a replaced
+//! instance is taken out of its slot ([`retire`]) once nothing leads to it any more, and
+//! freed by the control path a grace period later (`arch::rcu`, Xen's `call_rcu`), when
+//! every other CPU has passed a quiescent point. The references [`instance`], [`of_cpu`],
+//! [`of_vcpu`] and [`of_pool`] hand out are used only until their CPU's next quiescent point
+//! (the rule of `RcuSlot`'s readers): they are kept in stack frames, never stored (a CPU's
+//! `CpuSched` keeps the map's raw entry, a number, not the instance). Slots are not reused:
+//! [`MAX_INSTANCES`] bounds the swaps of one boot.
 
 use alloc::boxed::Box;
 use alloc::string::ToString;
@@ -23,6 +29,7 @@ use sched::Policy;
 use sched::pools::{PoolError, PoolId, Pools};
 use spin::{Mutex, MutexGuard, Once};
 
+use crate::arch::rcu::{RcuSlot, Retired};
 use crate::domain::Vcpu;
 
 /// One policy instance and the machine CPUs it schedules (local CPU `i` is `cpus[i]`).
@@ -55,7 +62,7 @@ pub const MAX_INSTANCES: usize = sched::limits::MAX_POLICY_INSTANCES;
 /// A vCPU or CPU with no instance.
 pub const NO_INSTANCE: u32 = u32::MAX;
 
-static INSTANCES: [Once<Instance>; MAX_INSTANCES] = [const { Once::new() }; MAX_INSTANCES];
+static INSTANCES: [RcuSlot<Instance>; MAX_INSTANCES] = [const { RcuSlot::new() }; MAX_INSTANCES];
 static INSTALLED: AtomicUsize = AtomicUsize::new(0);
 /// Each pool's instance now.
 static POOL_INSTANCE: [AtomicU32; sched::pools::MAX_POOLS] =
@@ -69,18 +76,20 @@ fn map_entry(cpu: usize) -> Option<&'static AtomicU64> {
 static POOLS: Once<Mutex<Pools>> = Once::new();
 /// The machine's topology, which pools take subsets of.
 static TOPOLOGY: Once<sched::Topology> = Once::new();
-/// Heap bytes the pools' changes since boot hold for good ([`runtime_bytes`]).
+/// Heap bytes the pools' changes since boot hold ([`runtime_bytes`]).
 static RUNTIME_BYTES: AtomicI64 = AtomicI64::new(0);
 
-/// Heap bytes the pools' changes since boot hold for good: the policy instances installed
-/// (never freed), and what the control state grew or shrank by (a pool's knobs, a pool
-/// made or destroyed). A check that the heap is back to a baseline leaves them out.
+/// Heap bytes the pools' changes since boot hold now: the policy instances installed since
+/// boot, less those freed since (a replaced instance comes off when it is freed, a grace
+/// period after the swap: [`retire`]), and what the control state grew or shrank by (a
+/// pool's knobs, a pool made or destroyed). A check that the heap is back to a baseline
+/// leaves them out.
 pub fn runtime_bytes() -> i64 {
     RUNTIME_BYTES.load(Ordering::Relaxed)
 }
 
 /// Counts what the heap moved by between `before` and `after` (`heap_used` readings around
-/// a pool change) as kept for good. Other CPUs rarely allocate meanwhile: guests allocate in
+/// a pool change, or around the free of a retired instance) as held by the pools. Other CPUs rarely allocate meanwhile: guests allocate in
 /// the hypervisor only through Domain0's control calls, which the caller is serving.
 pub fn kept(before: usize, after: usize) {
     RUNTIME_BYTES.fetch_add(after as i64 - before as i64, Ordering::Relaxed);
@@ -152,7 +161,8 @@ pub fn init(topology: sched::Topology, boot: &[BootPool<'_>]) -> Result<(), Boot
 
 /// Builds and installs an instance of `policy` for pool `pool` over `cpus` with `knobs`, and
 /// makes it the pool's (its CPUs still point at the old one: [`attach_cpus`]). It is kept
-/// for the rest of the boot: a caller after boot counts its heap with [`kept`].
+/// until it is replaced and freed ([`retire`]): a caller after boot counts its heap with
+/// [`kept`].
 pub fn install(
     pool: PoolId,
     policy: &str,
@@ -169,12 +179,13 @@ pub fn install(
     if TRACING.load(Ordering::Acquire) {
         built.set_trace_hook(super::trace::policy_hook);
     }
-    INSTANCES[index].call_once(|| Instance {
+    let fresh = INSTANCES[index].replace(Some(alloc::boxed::Box::new(Instance {
         timed: built.info().timed,
         policy: built,
         cpus: cpus.to_vec(),
         pool,
-    });
+    })));
+    debug_assert!(fresh.is_none(), "instance slots are not reused");
     POOL_INSTANCE[pool.0 as usize].store(index as u32, Ordering::Release);
     Ok(index as u32)
 }
@@ -192,6 +203,20 @@ pub fn attach_cpus(index: u32) {
 /// Instance `index`, if installed.
 pub fn instance(index: u32) -> Option<&'static Instance> {
     INSTANCES.get(index as usize)?.get()
+}
+
+/// Takes instance `index` out of its slot, to be freed a grace period later
+/// ([`Retired::free_after_grace`]): the caller has made sure nothing leads to it any more
+/// (no pool's instance, no CPU's map entry, no vCPU's `sched_instance`), so a CPU that does
+/// not already hold it cannot reach it. `None` if there is no such instance.
+pub fn retire(index: u32) -> Option<Retired<Instance>> {
+    let slot = INSTANCES.get(index as usize)?;
+    debug_assert!(
+        POOL_INSTANCE
+            .iter()
+            .all(|p| p.load(Ordering::Acquire) != index)
+    );
+    slot.replace(None)
 }
 
 /// The instance pool `pool` runs now.

@@ -15,6 +15,7 @@ pub mod guest;
 pub mod paging;
 pub mod percpu;
 pub mod platform;
+pub mod rcu;
 pub mod selectors;
 pub mod selftest;
 pub mod serial;

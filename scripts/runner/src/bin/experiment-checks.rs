@@ -2151,6 +2151,17 @@ fn cases() -> Vec<Case> {
         policy_swap_takes_effect,
         Also::Schedsim(3),
     );
+    // The pool's policy swapped 12 times: Domain0's timeline fails a swap back to a policy
+    // that holds more heap than the last time (the replaced instances were once never freed).
+    with(
+        "timeline/policy-swaps".into(),
+        vec![&spec("policy-swaps")],
+        |r| match r.run() {
+            Some(run) => Ok(format!("{} under {}", run.name, run.policy)),
+            None => Err("no run record".into()),
+        },
+        Also::Nothing,
+    );
     with(
         "timeline/reweight".into(),
         vec![&spec("reweight"), "--window-ms", "250"],
@@ -2471,6 +2482,15 @@ fn cases() -> Vec<Case> {
         );
     }
     add("churn".into(), vec![&spec("churn")], churn_back_at_baseline);
+    // The same with every event-channel send lingering 200 µs between finding its peer and
+    // delivering, then checking the peer was not freed meanwhile (`selftest=slow-send`): a
+    // destroy that dropped a domain at once, not a grace period later (`arch::rcu`), stops
+    // the machine within the first round.
+    add(
+        "churn/slow-send".into(),
+        vec![&spec("churn"), "--append", "selftest=slow-send"],
+        churn_back_at_baseline,
+    );
     // The Linux engine, once: Debian's kernel with the workloads' Linux builds (scripts/test
     // builds them; the runner fetches the kernel when it is missing).
     add(
