@@ -1315,10 +1315,16 @@ impl Credit2 {
     fn replenish(&self, now: u64, kick: &mut dyn FnMut(usize)) {
         let period = self.cap_period_ns.get();
         // Cleared first: a cap set from here on (`set_cap` stores 0) is not overwritten.
-        self.repl_due.store(u64::MAX, Ordering::Release);
+        // SeqCst here and in `set_cap` (the bit, then 0): of this store and that bit, at
+        // least one sees the other. With release and acquire the load below could be served
+        // before the store was seen (x86 reorders a load before an earlier store), miss a
+        // bit set meanwhile and store MAX over that 0: CPU 0 then never ticked for a domain
+        // just capped, whose budget never came back (up to 49 of 1,000,000 caps set during
+        // a tick: `tests/credit2.rs`, a_cap_set_during_a_tick_is_not_lost).
+        self.repl_due.store(u64::MAX, Ordering::SeqCst);
         let mut due = u64::MAX;
         for (wi, word) in self.capped.iter().enumerate() {
-            let mut bits = word.load(Ordering::Acquire);
+            let mut bits = word.load(Ordering::SeqCst);
             while bits != 0 {
                 let d = wi * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -1395,11 +1401,12 @@ impl Credit2 {
                     s.budget = 0;
                 }
             }
-            self.capped[d.index() / 64].fetch_or(bit, Ordering::AcqRel);
+            self.capped[d.index() / 64].fetch_or(bit, Ordering::SeqCst);
             if meta.cap == 0 {
                 // CPU 0's tick starts the domain's period at once. After the bit: a
-                // `replenish` that missed the bit has cleared `repl_due` before this.
-                self.repl_due.store(0, Ordering::Release);
+                // `replenish` that missed the bit has cleared `repl_due` before this (both
+                // SeqCst: see `replenish`).
+                self.repl_due.store(0, Ordering::SeqCst);
                 self.kick_later(0);
             }
         } else if meta.cap != 0 {

@@ -20,6 +20,7 @@
 //! | 12 | pause-escape | 6 vCPUs (2 to 8), each calling `vcpu_op Up` on the other in a loop while Domain0 pauses the domain 3 times for 300 ms, 500 ms apart (the timeline of `xtf-pause.toml`): each vCPU must see every pause as a stop of at least 200 ms, and run on until 3.2 s after its start, through a move to another pool; a `vcpu_op Up` that unpauses what Domain0 paused lets the domain run through its pauses | SUCCESS |
 //! | 13 | console-lines | 400 console writes of 256 bytes of `\n` at once, each byte a line the hypervisor logs with its ~30-byte prefix and the domain's name: the quota must count those lines at what they cost the serial port, so that at most [`CONSOLE_MIN_LINE_COST`]-th of the burst gets out as lines, not a line per byte of quota (8192 empty lines, ~40x the quota's bytes) | SUCCESS |
 //! | 14 | console-bound | console writes the serial port pays for most: 64 empty lines, a line of 200 `ESC` bytes (shown escaped, four bytes each), terminal escapes (CSI, OSC, `\r`, C1 CSI), then 40 numbered lines `cb NNN` in writes of whole lines up to 256 bytes; every call must cost at most `CONSOLE_CALL_BYTES` serial bytes (`abi::hypercall::console_line_cost` of what it took), the empty lines need several calls, and every byte must get out (short writes continued); the runner checks that no control character reached the console and that the numbered lines came in order, none missing | SUCCESS |
+//! | 15 | kill-picked | the other vCPUs go down, arm a timer a few µs ahead and block, yield, in a loop, while vCPU 0 brings them up again and again and, `kill_us` µs in (0: 200 to 3,000 µs, from the clock), gets the domain killed (`ud2`): the kill lands while one of them is picked, claimed, leaving, down or asleep on the other CPU (churn: Domain0 then destroys the domain at once) | killed: exception 6 |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -51,6 +52,7 @@ fn main(vcpu: usize) -> u64 {
         2 => yield_storm(vcpu),
         9 | 10 => end_race(vcpu, case == 10),
         12 => pause_escape(vcpu),
+        15 => kill_picked(vcpu),
         _ if vcpu != 0 => rt::park(vcpu),
         1 => poll_after_fired(),
         3 => block_storm(rounds),
@@ -401,6 +403,41 @@ fn end_race(vcpu: usize, kill: bool) -> u64 {
         name,
         format_args!("shutting down while vCPU 1 is in hypercalls"),
     )
+}
+
+/// Case 15: the domain dies while its other vCPUs are switched in and out of the other CPU
+/// as fast as they can be (down and up, a timer a few µs ahead and a block, a yield), so
+/// that the kill, and the destroy that follows it, find them at every step of a switch.
+fn kill_picked(vcpu: usize) -> u64 {
+    let name = "kill-picked";
+    let n = shared::vcpus() as usize;
+    if vcpu != 0 {
+        loop {
+            let _ = hypercall::vcpu_down(vcpu);
+            let _ = hypercall::set_timer(time::now_ns() + 2_000 + 1_000 * vcpu as u64);
+            hypercall::block();
+            hypercall::yield_now();
+            shared::add_work(vcpu, 1);
+        }
+    }
+    let kill_ns = match shared::arg("kill_us", 0) {
+        0 => 200_000 + time::rdtsc() % 2_800_000,
+        us => us * 1_000,
+    };
+    let until = time::now_ns() + kill_ns;
+    while time::now_ns() < until {
+        for other in 1..n {
+            let _ = hypercall::vcpu_up(other);
+        }
+        shared::add_work(0, 1);
+    }
+    xtf::expect_killed(
+        name,
+        "ud2 (exception 6) while its other vCPUs switch in and out",
+    );
+    // SAFETY: #UD in ring 3 kills the domain; that is the case.
+    unsafe { core::arch::asm!("ud2") };
+    xtf::survived(name, format_args!("ud2"))
 }
 
 fn console_flood() -> u64 {
