@@ -121,31 +121,7 @@ pub fn snapshot(domain: DomainId, slot: u8) -> Result<DomainInfo, Errno> {
 /// A CPU's figures at the last snapshot into `slot`.
 pub fn cpu_snapshot(cpu: u32, slot: u8) -> Result<CpuStats, Errno> {
     sysctl(&Sysctl::CpuSnapshot { cpu, slot }, |r| match r {
-        SysctlReply::CpuStats {
-            idle_ns,
-            busy_ns,
-            switches,
-            slice_late,
-            kick_late,
-            kick_local_late,
-            switch_time,
-            set_timer_time,
-            switch_armed_time,
-            set_timer_armed_time,
-            timer_wake_late,
-        } => Some(CpuStats {
-            idle_ns,
-            busy_ns,
-            switches,
-            slice_late,
-            kick_late,
-            kick_local_late,
-            switch_time,
-            set_timer_time,
-            switch_armed_time,
-            set_timer_armed_time,
-            timer_wake_late,
-        }),
+        SysctlReply::CpuStats(stats) => Some(stats),
         _ => None,
     })
 }

@@ -21,29 +21,8 @@ use abi::tool::results::{self, Bench, Engine, Figure, Outcome, Record};
 /// Longest argument name the shared-info page holds (`abi::shared::Arg::name`).
 pub const ARG_NAME_BYTES: usize = 16;
 
-/// One CPU's figures (`Sysctl::CpuStats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuStats {
-    pub idle_ns: u64,
-    pub busy_ns: u64,
-    pub switches: u64,
-    /// Slices ended by the timer, by how late (`abi::control::slice_late_bucket`).
-    pub slice_late: [u64; SLICE_LATE_BUCKETS],
-    /// Kicks from other CPUs served, by how late (`abi::control::kick_late_bucket`), as the
-    /// reply carries them ([`abi::control::kick_late_join`]) ...
-    pub kick_late: KickLateHalves,
-    /// ... and its own kicks.
-    pub kick_local_late: KickLateHalves,
-    /// Its switches, by how long they took, in the same buckets ...
-    pub switch_time: KickLateHalves,
-    /// ... and its `set_timer` hypercalls.
-    pub set_timer_time: KickLateHalves,
-    /// ... and of those, the ones that wrote the CPU's timer.
-    pub switch_armed_time: KickLateHalves,
-    pub set_timer_armed_time: KickLateHalves,
-    /// How late its sleepers' timers woke them.
-    pub timer_wake_late: KickLateHalves,
-}
+/// One CPU's figures (`Sysctl::CpuStats`): the reply's own type.
+pub use abi::control::CpuStats;
 
 /// The frame allocator's counts (`Sysctl::FrameCounts`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

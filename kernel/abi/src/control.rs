@@ -522,7 +522,7 @@ pub struct ResourceCounts {
     pub grant_maps: u32,
 }
 
-/// Buckets of a CPU's slice-end lateness (`SysctlReply::CpuStats::slice_late`): bucket k
+/// Buckets of a CPU's slice-end lateness (`CpuStats::slice_late`): bucket k
 /// counts the slices that ended at most 2^k µs after the time the policy gave them (k = 0
 /// to 15, 1 µs to 32.8 ms), the last one those later still.
 pub const SLICE_LATE_BUCKETS: usize = 17;
@@ -543,7 +543,7 @@ pub fn slice_late_bound_ns(k: usize) -> Option<u64> {
     (k + 1 < SLICE_LATE_BUCKETS).then(|| 1000u64 << k)
 }
 
-/// Buckets of a CPU's kick lateness (`SysctlReply::CpuStats::kick_late`): from a kick (a
+/// Buckets of a CPU's kick lateness (`CpuStats::kick_late`): from a kick (a
 /// request that the CPU reschedule: a vCPU woke for it, a policy's tick or steal) to the
 /// moment that CPU's next decision begins. Four buckets to a power of two, each a quarter of
 /// its octave wide, as HdrHistogram's sub-buckets: bucket 0 holds kicks served within 1024
@@ -606,6 +606,38 @@ pub fn kick_late_join(halves: &KickLateHalves) -> [u64; KICK_LATE_BUCKETS] {
     core::array::from_fn(|k| halves[k / h][k % h])
 }
 
+/// One CPU's figures (`Sysctl::CpuStats`, `Sysctl::CpuSnapshot`): what the hypervisor
+/// replies and what Domain0 keeps, one type for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuStats {
+    pub idle_ns: u64,
+    pub busy_ns: u64,
+    pub switches: u64,
+    /// How late the timer ended each slice the policy asked for, counted in
+    /// [`SLICE_LATE_BUCKETS`] log2 buckets ([`slice_late_bucket`]).
+    pub slice_late: [u64; SLICE_LATE_BUCKETS],
+    /// How late this CPU's decisions came after the kicks that asked for them, in
+    /// [`KICK_LATE_BUCKETS`] buckets ([`kick_late_bucket`]), for kicks made on another
+    /// CPU (an inter-processor interrupt carried them) ...
+    pub kick_late: KickLateHalves,
+    /// ... and for kicks it made itself (served on its way out of the hypervisor).
+    pub kick_local_late: KickLateHalves,
+    /// How long each switch to another vCPU took, in the same buckets: from the end of
+    /// the decision to the incoming vCPU's address space loaded (the timer armed for
+    /// it, its previous vCPU released), which the incoming vCPU's time counts ...
+    pub switch_time: KickLateHalves,
+    /// ... and each `set_timer` hypercall, in the hypervisor (arming the CPU's timer:
+    /// under TCG an APIC write, which QEMU serves under its global lock).
+    pub set_timer_time: KickLateHalves,
+    /// Of the switches and `set_timer` hypercalls above, those that wrote the CPU's
+    /// timer (its deadline moved earlier, or what was armed had passed), counted in
+    /// both: the write is the dear part under TCG.
+    pub switch_armed_time: KickLateHalves,
+    pub set_timer_armed_time: KickLateHalves,
+    /// How late each sleeper's timer woke it, from its deadline.
+    pub timer_wake_late: KickLateHalves,
+}
+
 /// A `sysctl` reply.
 // `CpuStats` is 3.8 KiB (seven timing histograms) against 64 bytes for the next variant: a
 // reply is built once per call, encoded at once into the caller's buffer (about 2 KiB at most
@@ -618,34 +650,7 @@ pub enum SysctlReply<'a> {
         name: &'a str,
         cpus: u32,
     },
-    CpuStats {
-        idle_ns: u64,
-        busy_ns: u64,
-        switches: u64,
-        /// How late the timer ended each slice the policy asked for, counted in
-        /// [`SLICE_LATE_BUCKETS`] log2 buckets ([`slice_late_bucket`]).
-        slice_late: [u64; SLICE_LATE_BUCKETS],
-        /// How late this CPU's decisions came after the kicks that asked for them, in
-        /// [`KICK_LATE_BUCKETS`] buckets ([`kick_late_bucket`]), for kicks made on another
-        /// CPU (an inter-processor interrupt carried them) ...
-        kick_late: KickLateHalves,
-        /// ... and for kicks it made itself (served on its way out of the hypervisor).
-        kick_local_late: KickLateHalves,
-        /// How long each switch to another vCPU took, in the same buckets: from the end of
-        /// the decision to the incoming vCPU's address space loaded (the timer armed for
-        /// it, its previous vCPU released), which the incoming vCPU's time counts ...
-        switch_time: KickLateHalves,
-        /// ... and each `set_timer` hypercall, in the hypervisor (arming the CPU's timer:
-        /// under TCG an APIC write, which QEMU serves under its global lock).
-        set_timer_time: KickLateHalves,
-        /// Of the switches and `set_timer` hypercalls above, those that wrote the CPU's
-        /// timer (its deadline moved earlier, or what was armed had passed), counted in
-        /// both: the write is the dear part under TCG.
-        switch_armed_time: KickLateHalves,
-        set_timer_armed_time: KickLateHalves,
-        /// How late each sleeper's timer woke it, from its deadline.
-        timer_wake_late: KickLateHalves,
-    },
+    CpuStats(CpuStats),
     SchedParam {
         value: u64,
     },

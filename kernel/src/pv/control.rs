@@ -465,19 +465,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 return Err(Errno::Inval);
             }
             let f = schedule::cpu_figures(cpu as usize, time::now_ns());
-            Ok(SysctlReply::CpuStats {
-                idle_ns: f.idle_ns,
-                busy_ns: f.busy_ns,
-                switches: f.switches,
-                slice_late: f.slice_late,
-                kick_late: abi::control::kick_late_halves(&f.kick_late),
-                kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
-                switch_time: abi::control::kick_late_halves(&f.switch_time),
-                set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
-                switch_armed_time: abi::control::kick_late_halves(&f.switch_armed_time),
-                set_timer_armed_time: abi::control::kick_late_halves(&f.set_timer_armed_time),
-                timer_wake_late: abi::control::kick_late_halves(&f.timer_wake_late),
-            })
+            Ok(SysctlReply::CpuStats(cpu_stats(&f)))
         }
         Sysctl::TakeSnapshot { slot: raw } => {
             let slot = slot(raw)?;
@@ -491,19 +479,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
                 .iter()
                 .find(|(c, _)| *c == cpu as usize)
                 .ok_or(Errno::Inval)?;
-            Ok(SysctlReply::CpuStats {
-                idle_ns: f.idle_ns,
-                busy_ns: f.busy_ns,
-                switches: f.switches,
-                slice_late: f.slice_late,
-                kick_late: abi::control::kick_late_halves(&f.kick_late),
-                kick_local_late: abi::control::kick_late_halves(&f.kick_local_late),
-                switch_time: abi::control::kick_late_halves(&f.switch_time),
-                set_timer_time: abi::control::kick_late_halves(&f.set_timer_time),
-                switch_armed_time: abi::control::kick_late_halves(&f.switch_armed_time),
-                set_timer_armed_time: abi::control::kick_late_halves(&f.set_timer_armed_time),
-                timer_wake_late: abi::control::kick_late_halves(&f.timer_wake_late),
-            })
+            Ok(SysctlReply::CpuStats(cpu_stats(f)))
         }
         Sysctl::FrameCounts => {
             let (free, managed) = frames::frame_counts();
@@ -670,6 +646,24 @@ fn move_to_pool(d: &Domain, pool: u32, now: u64) -> Result<(), Errno> {
         unpause(d, time::now_ns());
     }
     Ok(())
+}
+
+/// A CPU's figures as the `CpuStats` and `CpuSnapshot` replies carry them.
+fn cpu_stats(f: &schedule::CpuFigures) -> abi::control::CpuStats {
+    use abi::control::kick_late_halves as halves;
+    abi::control::CpuStats {
+        idle_ns: f.idle_ns,
+        busy_ns: f.busy_ns,
+        switches: f.switches,
+        slice_late: f.slice_late,
+        kick_late: halves(&f.kick_late),
+        kick_local_late: halves(&f.kick_local_late),
+        switch_time: halves(&f.switch_time),
+        set_timer_time: halves(&f.set_timer_time),
+        switch_armed_time: halves(&f.switch_armed_time),
+        set_timer_armed_time: halves(&f.set_timer_armed_time),
+        timer_wake_late: halves(&f.timer_wake_late),
+    }
 }
 
 /// A change to pool `pool`'s CPUs or policy (`op`, on the pools' state, says which and
