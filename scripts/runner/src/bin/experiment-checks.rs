@@ -1216,9 +1216,8 @@ fn classes_follow_weights(records: &[Record]) -> Result<String, String> {
     // is forgiven (1.2-1.7 points off), and bvt's `overrun_us` leaves each stretched run's
     // excess uncharged, which goes per run, not per weight (34.1-34.9% for the light class
     // in 7 of 10 runs). That is the host's doing, so the 4-CPU cases run under `-icount`
-    // (below), where every policy is within 0.25 points.
+    // (below), where every policy is within 0.3 points.
     let run = records.run().ok_or("no run record")?;
-    let bound = 1.0;
     let mut classes: Vec<u64> = ds.iter().map(|d| d.weight).collect();
     classes.sort_unstable();
     classes.dedup();
@@ -1229,7 +1228,7 @@ fn classes_follow_weights(records: &[Record]) -> Result<String, String> {
         let weight: u64 = of.map(|d| d.weight).sum();
         let share = 100.0 * cpu as f64 / total as f64;
         let target = 100.0 * weight as f64 / weights as f64;
-        if (share - target).abs() > bound {
+        if (share - target).abs() > 1.0 {
             return Err(format!(
                 "weight {w}: class share {share:.2}%, target {target:.2}%"
             ));
@@ -2088,8 +2087,9 @@ fn cases() -> Vec<Case> {
         // measured; credit with `exact_credit = 1` (the spec's), as Xen's credit does not
         // hold these shares (sched/README.md, "Consolidation"). Under -icount since session
         // 14 (the policy's shares, not the host's: `classes_follow_weights`): the light class
-        // at 33.30% under bvt, 33.23% credit, 33.08% credit2, 33.26% stride (target 33.33),
-        // where the real clock gave bvt 36.88% at load 5.
+        // at 33.04-33.30% under every policy over this session's builds (target 33.33; each
+        // build gives one figure, which moves with the code), where the real clock gave bvt
+        // 36.88% at load 5.
         with(
             format!("consolidation/96x4/{policy}"),
             icount(&[
