@@ -53,7 +53,8 @@ def main():
         ax.broken_barh([((a - start_us) / 1000, (b - a) / 1000)], (cpus.index(e["pid"]) - 0.4, 0.8),
                        facecolors=dcol[d], edgecolor="white", linewidth=0.3)
     for e in events:
-        if e.get("ph") == "i" and start_us <= float(e["ts"]) <= end_us and e.get("pid") in cpus:
+        if (e.get("ph") == "i" and e.get("cat") != "interval" and start_us <= float(e["ts"]) <= end_us
+                and e.get("pid") in cpus):
             ax.plot((float(e["ts"]) - start_us) / 1000, cpus.index(e["pid"]) + 0.45,
                     marker="|", color="black", markersize=5)
     ax.set_yticks(range(len(cpus)), [cpu_names.get(c, f"cpu{c}") for c in cpus])

@@ -11,8 +11,13 @@
 //! comes (the policy under test served it more slowly), the next burst's demand is added
 //! and it runs on. Every other vCPU (one that never woke in the trace, e.g. a `cpu` hog)
 //! runs the spec's workload as usual. The spec names the domains (matched to the trace by
-//! name), the policy, the CPUs and the interval; times are shifted so that the first guest
-//! run interval of the trace is schedsim's time 0 (domains start together in both).
+//! name), the policy, the CPUs and the interval. Times are shifted so that the trace's
+//! `measure_start` mark (the hypervisor's measured interval, `scripts/runner`'s trace) falls
+//! at the end of the spec's warm-up, where schedsim's interval starts: both engines measure
+//! the same stretch of the run however late Domain0 began measuring (on a loaded host
+//! 300 ms after the warm-up). A vCPU's arrivals before the shifted time 0 are dropped but
+//! the last, which becomes its start. A trace without the mark (an older one) is shifted so
+//! that its first guest run interval is time 0 (domains start together in both).
 //!
 //! The bursts carry what the hypervisor spent around each run (switch, hypercalls): replay
 //! on the ideal machine, or on a profile whose switch and block costs are small beside them.
@@ -30,6 +35,9 @@ pub struct Replay {
     pub vcpus: BTreeMap<(String, u32), Arrivals>,
     /// The trace file (for messages).
     pub file: String,
+    /// When the hypervisor's measured interval began (the trace's `measure_start`), on the
+    /// arrivals' clock; `None` for a trace without the mark.
+    pub measured_at: Option<u64>,
 }
 
 fn ns(v: &serde_json::Value) -> Option<u64> {
@@ -66,7 +74,11 @@ impl Replay {
         // Per tid: run intervals and wake-ups.
         let mut runs: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         let mut wakes: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut measured_at = None;
         for e in events {
+            if e["ph"] == "i" && e["name"] == "measure_start" {
+                measured_at = ns(&e["ts"]);
+            }
             let Some(tid) = e["tid"].as_u64() else { continue };
             if tid < 1000 {
                 continue; // Domain0
@@ -88,7 +100,11 @@ impl Replay {
         let origin = runs.values().flatten().map(|r| r.0).min().ok_or(format!(
             "{file}: no guest run intervals (expected scripts/run --trace output of a run)"
         ))?;
-        let mut out = Replay { vcpus: BTreeMap::new(), file: file.into() };
+        let mut out = Replay {
+            vcpus: BTreeMap::new(),
+            file: file.into(),
+            measured_at: measured_at.map(|m: u64| m.saturating_sub(origin)),
+        };
         for (tid, mut ws) in wakes {
             let Some(mut rs) = runs.remove(&tid) else { continue };
             let name = names
@@ -123,11 +139,58 @@ impl Replay {
     pub fn arrivals(&self, name: &str, idx: u32) -> Option<&Arrivals> {
         self.vcpus.get(&(name.to_string(), idx))
     }
+
+    /// The arrivals of domain `name`'s vCPU `idx` on schedsim's clock, whose measured
+    /// interval starts at `t0` (the spec's warm-up): shifted so that the trace's
+    /// `measure_start` falls at `t0`; of those that fall before 0, the last becomes the
+    /// start (at 0, with its demand) and the others are dropped.
+    pub fn aligned(&self, name: &str, idx: u32, t0: u64) -> Option<Arrivals> {
+        let arrivals = self.arrivals(name, idx)?;
+        let Some(m) = self.measured_at else { return Some(arrivals.clone()) };
+        let shift = |t: u64| (t + t0).checked_sub(m);
+        let first = arrivals.iter().rposition(|&(t, _)| shift(t).is_none_or(|s| s == 0));
+        let mut out: Arrivals = Vec::with_capacity(arrivals.len());
+        for (i, &(t, demand)) in arrivals.iter().enumerate().skip(first.unwrap_or(0)) {
+            out.push((if Some(i) == first { 0 } else { shift(t)? }, demand));
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the trace's `measure_start` mark, the arrivals move so that the mark falls at
+    /// schedsim's `t0`: the hypervisor began measuring 60 µs after the first guest run, the
+    /// spec's warm-up is 20 µs, so every arrival moves 40 µs earlier; of those before 0 the
+    /// last is the start.
+    #[test]
+    fn arrivals_align_with_the_measured_interval() {
+        let trace = r#"{"traceEvents":[
+{"name":"thread_name","ph":"M","pid":0,"tid":1000,"args":{"name":"lat0.0"}},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":10.0,"dur":2.0},
+{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":20.0},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":21.0,"dur":3.0},
+{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":45.0},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":46.0,"dur":4.0},
+{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":80.0},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":81.0,"dur":5.0},
+{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":70.0}
+]}"#;
+        let r = Replay::parse(trace, "t.json").unwrap();
+        assert_eq!(r.measured_at, Some(60_000));
+        assert_eq!(
+            r.arrivals("lat0", 0).unwrap(),
+            &vec![(0, 2_000), (10_000, 3_000), (35_000, 4_000), (70_000, 5_000)]
+        );
+        assert_eq!(r.aligned("lat0", 0, 20_000).unwrap(), vec![(0, 4_000), (30_000, 5_000)]);
+        // A warm-up longer than the run's: everything moves later, nothing is dropped.
+        assert_eq!(
+            r.aligned("lat0", 0, 100_000).unwrap(),
+            vec![(40_000, 2_000), (50_000, 3_000), (75_000, 4_000), (110_000, 5_000)]
+        );
+    }
 
     #[test]
     fn bursts_are_the_run_time_between_wake_ups() {
@@ -150,6 +213,9 @@ mod tests {
         );
         // hog0 woke once but never ran after: its only arrival is its start.
         assert_eq!(r.arrivals("hog0", 0).unwrap(), &vec![(0, 100_000), (90_000, 1)]);
+        assert_eq!(r.measured_at, None);
+        // Without the measured interval's mark, aligning keeps the arrivals as they are.
+        assert_eq!(r.aligned("lat0", 0, 500_000).as_ref(), r.arrivals("lat0", 0));
         assert!(Replay::parse("{}", "x.json").unwrap_err().contains("x.json"));
         assert!(Replay::parse("nope", "x.json").unwrap_err().contains("not trace JSON"));
     }

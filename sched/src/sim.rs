@@ -855,8 +855,14 @@ impl Sim<'_> {
         }
         self.vcpus[v].st = St::Asleep;
         self.vcpus[v].since = now;
-        let rng = &mut self.kick_rng;
-        let at = self.costs.wake_at(until, &mut || rng.uniform());
+        // A replayed vCPU wakes at its recorded wake-up, which the hypervisor's timer
+        // already made as late as it was: no lateness is drawn on top.
+        let at = if matches!(self.vcpus[v].kind, Kind::Replay(_)) {
+            until
+        } else {
+            let rng = &mut self.kick_rng;
+            self.costs.wake_at(until, &mut || rng.uniform())
+        };
         self.push(at, Ev::Wake(v));
     }
 
@@ -1322,10 +1328,10 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
         for idx in 0..p.vcpus {
             let mut kind = kind_of(p);
-            let arrivals = opts.replay.as_ref().and_then(|r| r.arrivals(&p.name, idx));
+            let arrivals = opts.replay.as_ref().and_then(|r| r.aligned(&p.name, idx, t0));
             if let Some(a) = arrivals.filter(|_| kind != Kind::Cpu) {
                 kind = Kind::Replay(sim.replayed.len());
-                sim.replayed.push((a.clone(), 0));
+                sim.replayed.push((a, 0));
             }
             let v = sim.vcpus.len();
             let pool = &sim.pools[p.pool];
@@ -1408,8 +1414,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         let (on, stalls, decides) = match ev {
             Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), false, true),
             Ev::Tick(c, _) => (Some(c), true, false),
-            // A wake-up drawn as late as the run's slice ends has its stalls in it already.
-            Ev::Wake(v) => (sim.vcpus[v].last_cpu, sim.costs.wake_measured.is_none(), false),
+            // A wake-up drawn as late as the run's slice ends has its stalls in it already,
+            // as has a replayed one (the run's own).
+            Ev::Wake(v) => (
+                sim.vcpus[v].last_cpu,
+                sim.costs.wake_measured.is_none() && !matches!(sim.vcpus[v].kind, Kind::Replay(_)),
+                false,
+            ),
             _ => (None, false, false),
         };
         if let Some(c) = on {
@@ -1482,7 +1493,11 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 let rng = &mut sim.stall_rng;
                 let len = st.lengths.sample(&mut || rng.uniform()).max(1);
                 sim.cpus[c].stalled_until = t + len;
-                if let Some(v) = sim.cpus[c].curr {
+                // A replayed burst is the run's CPU time with the run's stalls in it: it
+                // runs on through a stall rather than lose it twice.
+                if let Some(v) = sim.cpus[c].curr
+                    && !matches!(sim.vcpus[v].kind, Kind::Replay(_))
+                {
                     sim.stall(v, c, len);
                 }
                 let gap = sim.stall_rng.exp(st.mean_gap_ns);

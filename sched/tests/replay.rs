@@ -118,3 +118,49 @@ fn the_command_replays_or_refuses() {
     assert!(text.contains("replayed: the arrivals in"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The replayed latency domain of the fixture, under `costs`.
+fn replayed_lat(costs: Profile) -> Domain {
+    let spec = Spec::from_file(fixture("replay-small.toml")).unwrap();
+    let replay = Replay::load(&fixture("replay-small.trace.json")).unwrap();
+    let o = Options { seed: 1, costs, replay: Some(replay), ..Options::default() };
+    sim::run(&spec, &o).unwrap().domains[0].clone()
+}
+
+/// A replayed wake-up is the run's own, already as late as the hypervisor's timer made it:
+/// a run's timer lateness (`--costs-from`'s `timer_wake_late`) is not drawn on top. With it
+/// drawn (a millisecond late, every time) the domain woke 1 ms after each recorded wake-up.
+#[test]
+fn a_replayed_wake_up_is_not_made_late_again() {
+    let late = sched::cost::Measured::new(vec![(1_000_000, 1_000_001, 100)]);
+    let on_time = replayed_lat(Profile::ideal());
+    let drawn = replayed_lat(Profile::ideal().with_wake_late(late));
+    assert_eq!(
+        (drawn.wakeups, drawn.cpu_ns, drawn.wake_lat_p50_ns, drawn.wake_lat_p99_ns),
+        (on_time.wakeups, on_time.cpu_ns, on_time.wake_lat_p50_ns, on_time.wake_lat_p99_ns)
+    );
+}
+
+/// A replayed burst is the CPU time the run gave, the host's stalls of that run included:
+/// a stall the simulation plays out (`--costs-from`'s CPU stalls) neither takes its work
+/// away nor puts off its recorded wake-ups. With 2 ms stalls every 5 ms of each CPU's
+/// time, taking the work away charged the domain 23% more CPU for the same bursts, and
+/// putting the wake-ups off left 11% fewer of them.
+#[test]
+fn a_replayed_burst_rides_out_the_stalls() {
+    let stalls = sched::cost::Stalls {
+        lengths: sched::cost::Measured::new(vec![(2_000_000, 2_000_001, 100)]).unwrap(),
+        mean_gap_ns: 5_000_000,
+    };
+    let calm = replayed_lat(Profile::ideal());
+    let stalled = replayed_lat(Profile::ideal().with_stalls(Some(stalls)));
+    assert!(
+        stalled.wakeups.abs_diff(calm.wakeups) <= calm.wakeups / 20
+            && stalled.cpu_ns.abs_diff(calm.cpu_ns) <= calm.cpu_ns / 20,
+        "{} wake-ups and {} ns of CPU with stalls, {} and {} without",
+        stalled.wakeups,
+        stalled.cpu_ns,
+        calm.wakeups,
+        calm.cpu_ns
+    );
+}

@@ -1,8 +1,10 @@
 //! `--trace FILE`: the hypervisor's scheduling events (`@trace` lines, `abi::tool::console`) as
 //! Chrome/Perfetto trace-event JSON (docs/DESIGN.md "Results"), the same shape `schedsim --trace`
 //! writes: `pid` = physical CPU, `tid` = domain × 1000 + vCPU, an `"X"` event per run
-//! interval (with why it ended in `args.end`), an instant `"i"` per wake-up. Timestamps are
-//! in µs of system time, the clock of the results' `start_ns`.
+//! interval (with why it ended in `args.end`), an instant `"i"` per wake-up, and two global
+//! instants (`"s":"g"`, category `interval`) `measure_start` and `measure_end` marking the
+//! measured interval of the run record (`schedsim --replay` aligns its interval with them).
+//! Timestamps are in µs of system time, the clock of the results' `start_ns`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -109,6 +111,19 @@ pub fn to_chrome(lines: &[String], records: &[Record]) -> (String, usize) {
             "{{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":{cpu},\"args\":{{\"name\":\"CPU {cpu}\"}}}},"
         );
     }
+    // The measured interval, as global instants on CPU 0's row.
+    if let Some((start, duration)) = records
+        .run()
+        .and_then(|r| r.start_ns.map(|s| (s, r.duration_ns)))
+    {
+        for (what, ts) in [("measure_start", start), ("measure_end", start + duration)] {
+            let _ = writeln!(
+                out,
+                "{{\"name\":\"{what}\",\"cat\":\"interval\",\"ph\":\"i\",\"s\":\"g\",\"pid\":0,\"tid\":0,\"ts\":{}}},",
+                us(ts)
+            );
+        }
+    }
     out += "{\"name\":\"end\",\"ph\":\"M\",\"pid\":0,\"args\":{}}\n]}\n";
     (out, bad)
 }
@@ -170,5 +185,26 @@ mod tests {
         assert_eq!(events.iter().filter(|e| e["cat"] == "priority").count(), 1);
         // A priority change in the middle of a run does not end it.
         assert_eq!(x[0]["dur"].as_f64(), Some(3.0));
+        // No run record: no measured interval to mark.
+        assert_eq!(events.iter().filter(|e| e["cat"] == "interval").count(), 0);
+    }
+
+    #[test]
+    fn the_measured_interval_is_marked() {
+        let run = runner::parse_record(
+            r#"{"kind":"run","name":"t","engine":"domino","policy":"bvt","cpus":1,"domains":1,"start_ns":1500,"duration_ns":4000,"idle_ns":0}"#,
+        )
+        .unwrap();
+        let lines = vec!["0 1000 run 1 0".to_string(), "0 9000 block 1 0".to_string()];
+        let (text, _) = to_chrome(&lines, &[domain(1, "lat0"), run]);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let marks: Vec<(&str, f64)> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["cat"] == "interval" && e["ph"] == "i" && e["s"] == "g")
+            .map(|e| (e["name"].as_str().unwrap(), e["ts"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(marks, vec![("measure_start", 1.5), ("measure_end", 5.5)]);
     }
 }
