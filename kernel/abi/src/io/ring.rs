@@ -98,9 +98,23 @@ impl Field for i16 {
     }
 }
 
-/// Implements [`Field`] for a type that travels as a code of type `$raw`, through its
-/// `to_raw` and `from_raw`.
+/// Implements [`Field`] for a type that travels as a code of type `$raw`: through its
+/// `to_raw` and `from_raw`, or, for a [`crate::numbered_enum!`] with `unknown`, through its
+/// number and its `from_raw`, a code it does not know reading as the variant named (a ring
+/// status: Xen's frontends take any status but the known ones as an error).
 macro_rules! coded_field {
+    ($t:ident as $raw:ty, unknown $default:ident) => {
+        impl $crate::io::ring::Field for $t {
+            fn to_bits(self) -> u64 {
+                $crate::io::ring::Field::to_bits(self as $raw)
+            }
+
+            fn from_bits(bits: u64) -> $t {
+                $t::from_raw(<$raw as $crate::io::ring::Field>::from_bits(bits))
+                    .unwrap_or($t::$default)
+            }
+        }
+    };
     ($t:ty as $raw:ty) => {
         impl $crate::io::ring::Field for $t {
             fn to_bits(self) -> u64 {
@@ -422,6 +436,14 @@ impl<'a, Req: Message, Rsp: Message> BackRing<'a, Req, Rsp> {
         fence(Ordering::SeqCst);
         self.unconsumed_requests() > 0
     }
+}
+
+/// `m` encoded into a slot's words and decoded back (the protocols' tests).
+#[cfg(test)]
+pub(crate) fn roundtrip<M: Message>(m: &M) -> M {
+    let mut w = [0u64; 16];
+    m.encode(&mut w[..M::WORDS]);
+    M::decode(&w[..M::WORDS])
 }
 
 #[cfg(test)]
