@@ -350,6 +350,16 @@ impl<D> PortTable<D> {
 mod tests {
     use super::*;
 
+    /// Domain 1's table and domain 2's, with an interdomain channel between them: port `pa`
+    /// of the first (allocated unbound for domain 2), bound to by port `pb` of the second.
+    fn connected() -> (PortTable, PortTable, u32, u32) {
+        let (mut a, mut b) = (PortTable::default(), PortTable::default());
+        let pa = a.alloc_unbound(2).unwrap();
+        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
+        a.accept(pa, 2, pb, Weak::new()).unwrap();
+        (a, b, pa, pb)
+    }
+
     /// Tables whose peers are not looked at.
     type PortTable = super::PortTable<()>;
 
@@ -367,11 +377,8 @@ mod tests {
 
     #[test]
     fn first_port_is_one_and_binding_connects_both_ends() {
-        let (mut a, mut b) = (PortTable::default(), PortTable::default());
-        let pa = a.alloc_unbound(2).unwrap();
+        let (a, b, pa, pb) = connected();
         assert_eq!(pa, 1);
-        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
-        a.accept(pa, 2, pb, Weak::new()).unwrap();
         assert_eq!(
             a.get(pa),
             Port::Interdomain {
@@ -404,10 +411,7 @@ mod tests {
 
     #[test]
     fn closing_frees_and_the_far_end_falls_back_to_unbound() {
-        let (mut a, mut b) = (PortTable::default(), PortTable::default());
-        let pa = a.alloc_unbound(2).unwrap();
-        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
-        a.accept(pa, 2, pb, Weak::new()).unwrap();
+        let (mut a, mut b, pa, pb) = connected();
         assert_eq!(
             b.close(pb),
             Ok(Port::Interdomain {
@@ -467,10 +471,7 @@ mod tests {
 
     #[test]
     fn a_dead_domains_table_closes_every_port_at_once_and_takes_no_more() {
-        let (mut a, mut b) = (PortTable::default(), PortTable::default());
-        let pa = a.alloc_unbound(2).unwrap();
-        let pb = b.alloc_bound(1, pa, Weak::new()).unwrap();
-        a.accept(pa, 2, pb, Weak::new()).unwrap();
+        let (mut a, _, pa, pb) = connected();
         let spare = a.alloc_unbound(2).unwrap();
         let virq = a.bind_virq(0, 0).unwrap();
         let closed: Vec<(u32, Port)> = a.close_all().into_iter().map(|(p, s, _)| (p, s)).collect();

@@ -1402,6 +1402,78 @@ mod tests {
         table << 12 | (index as u64 * 8)
     }
 
+    /// Writes `t`'s tables (see [`Tree`]) into `mem`, ready for `pin_root`.
+    fn write_tree(mem: &mut impl TableMemory, t: &Tree) {
+        mem.write(t.l4, 0, link(t.l3));
+        mem.write(t.l3, 0, link(t.l2));
+        mem.write(t.l2, 0, link(t.l1));
+        for (i, &d) in t.data[..3].iter().enumerate() {
+            mem.write(t.l1, i, rw(d));
+        }
+        mem.write(t.l1, 3, ro(t.data[3]));
+        mem.write(t.l1, 4, ro(t.l1));
+    }
+
+    /// The counts the references that exist imply, gathered by a model (`World::check`,
+    /// `Stress::check`) and compared with the frame table's, frame by frame.
+    #[derive(Default)]
+    struct Expected {
+        refs: HashMap<u64, u32>,
+        /// The type each typed reference to a frame holds it as.
+        types: HashMap<u64, Vec<PageType>>,
+    }
+
+    impl Expected {
+        /// `n` general references to `mfn`.
+        fn general(&mut self, mfn: u64, n: u32) {
+            *self.refs.entry(mfn).or_default() += n;
+        }
+
+        /// A pinned root: a general reference and an L4 type reference.
+        fn root(&mut self, root: u64) {
+            self.general(root, 1);
+            self.types.entry(root).or_default().push(PageType::L4);
+        }
+
+        /// A present entry `e` of a validated table of `level`: a reference to its target,
+        /// typed as the table below or as writable.
+        fn entry(&mut self, level: u8, e: u64) {
+            let t = target_of(e);
+            self.general(t, 1);
+            if level > 1 {
+                self.types
+                    .entry(t)
+                    .or_default()
+                    .push(PageType::table(level - 1));
+            } else if e & WRITABLE != 0 {
+                self.types.entry(t).or_default().push(PageType::Writable);
+            }
+        }
+
+        /// Frame `m`'s counts are exactly those expected; an unreferenced frame is blank.
+        fn check(&mut self, m: u64, info: FrameInfo) {
+            assert_eq!(
+                info.refs,
+                self.refs.get(&m).copied().unwrap_or(0),
+                "refs of {m:#x}: {info:?}"
+            );
+            let ty = self.types.remove(&m).unwrap_or_default();
+            assert_eq!(
+                info.type_count as usize,
+                ty.len(),
+                "type_count of {m:#x}: {info:?}"
+            );
+            assert!(
+                ty.iter().all(|&t| t == info.ty),
+                "{m:#x} is {:?}, held as {ty:?}",
+                info.ty
+            );
+            if info.refs == 0 {
+                assert_eq!(info, FrameInfo::default());
+            }
+        }
+    }
+
     /// A domain's initial tree: L4[0] -> L3[0] -> L2[0] -> L1, whose entries map data[0..3]
     /// writable, data[3] read-only and (like PT_WINDOW) the L1 itself read-only.
     #[derive(Clone, Copy, Debug)]
@@ -1501,17 +1573,10 @@ mod tests {
                 l1: f(),
                 data: [f(), f(), f(), f()],
             };
-            self.mem.write(t.l4, 0, link(t.l3));
+            write_tree(&mut self.mem, &t);
             // The hypervisor's half is never looked at, whatever it holds.
             self.mem
                 .write(t.l4, 300, 0xdead_0000 | PRESENT | GLOBAL | HUGE_OR_PAT);
-            self.mem.write(t.l3, 0, link(t.l2));
-            self.mem.write(t.l2, 0, link(t.l1));
-            for (i, &d) in t.data[..3].iter().enumerate() {
-                self.mem.write(t.l1, i, rw(d));
-            }
-            self.mem.write(t.l1, 3, ro(t.data[3]));
-            self.mem.write(t.l1, 4, ro(t.l1));
             for (i, &m) in shared.iter().enumerate() {
                 self.mem.write(t.l1, 5 + i, ro(m) & !NO_EXECUTE);
             }
@@ -1651,30 +1716,23 @@ mod tests {
 
         /// The invariant: every count equals the references that exist.
         fn check(&self) {
-            let mut refs: HashMap<u64, u32> = HashMap::new();
-            let mut types: HashMap<u64, Vec<PageType>> = HashMap::new();
+            let mut want = Expected::default();
             for &m in self.allocated.keys() {
-                *refs.entry(m).or_default() += 1;
+                want.general(m, 1);
             }
             for (&m, &n) in &self.held {
-                *refs.entry(m).or_default() += n;
+                want.general(m, n);
             }
             for &root in self.roots.values() {
-                *refs.entry(root).or_default() += 1;
-                types.entry(root).or_default().push(PageType::L4);
+                want.root(root);
             }
             let pinned: BTreeSet<u64> = (FIRST..FIRST + COUNT as u64)
                 .filter(|&m| self.ft.is_pinned(m))
                 .collect();
             assert_eq!(pinned, self.roots.values().copied().collect());
             for (table, level, e) in self.validated_entries() {
+                want.entry(level, e);
                 let t = target_of(e);
-                *refs.entry(t).or_default() += 1;
-                if level > 1 {
-                    types.entry(t).or_default().push(PageType::table(level - 1));
-                } else if e & WRITABLE != 0 {
-                    types.entry(t).or_default().push(PageType::Writable);
-                }
                 if !is_grant(e) && self.ft.info(t).unwrap().owner != Some(SHARED_OWNER) {
                     assert_eq!(
                         self.ft.info(t).unwrap().owner,
@@ -1684,27 +1742,9 @@ mod tests {
             }
             for m in FIRST..FIRST + COUNT as u64 {
                 let info = self.ft.info(m).unwrap();
-                let ty = types.remove(&m).unwrap_or_default();
-                assert_eq!(
-                    info.refs,
-                    refs.get(&m).copied().unwrap_or(0),
-                    "refs of {m:#x}: {info:?}"
-                );
-                assert_eq!(
-                    info.type_count as usize,
-                    ty.len(),
-                    "type_count of {m:#x}: {info:?}"
-                );
-                assert!(
-                    ty.iter().all(|&t| t == info.ty),
-                    "{m:#x} is {:?}, referenced as {ty:?}",
-                    info.ty
-                );
+                want.check(m, info);
                 if info.type_count == 0 {
                     assert_eq!(info.ty, PageType::None);
-                }
-                if info.refs == 0 {
-                    assert_eq!(info, FrameInfo::default());
                 }
                 if let Some(&d) = self.allocated.get(&m) {
                     assert_eq!(info.owner, Some(d));
@@ -2802,17 +2842,16 @@ mod tests {
             for &m in &f {
                 ft.assign(m, dom, false).unwrap();
             }
-            let (l4, l3, l2, l1) = (f[0], f[1], f[2], f[3]);
-            mem.write(l4, 0, link(l3));
-            mem.write(l3, 0, link(l2));
-            mem.write(l2, 0, link(l1));
-            for (i, &d) in f[4..7].iter().enumerate() {
-                mem.write(l1, i, rw(d));
-            }
-            mem.write(l1, 3, ro(f[7]));
-            mem.write(l1, 4, ro(l1));
-            ft.pin_root(dom, l4, mem).unwrap();
-            (l4, f)
+            let t = Tree {
+                l4: f[0],
+                l3: f[1],
+                l2: f[2],
+                l1: f[3],
+                data: [f[4], f[5], f[6], f[7]],
+            };
+            write_tree(mem, &t);
+            ft.pin_root(dom, t.l4, mem).unwrap();
+            (t.l4, f)
         }
 
         fn new(domains: u32) -> Stress {
@@ -3023,18 +3062,16 @@ mod tests {
         /// left locked or half-validated; every frame is either held or in the pool.
         fn check(&self) {
             let pool = self.pool.lock().unwrap().clone();
-            let mut refs: HashMap<u64, u32> = HashMap::new();
-            let mut types: HashMap<u64, Vec<PageType>> = HashMap::new();
+            let mut want = Expected::default();
             let mut tables: BTreeMap<DomainId, u32> = BTreeMap::new();
             for dom in &self.doms {
                 if dom.dead.load(std::sync::atomic::Ordering::SeqCst) {
                     continue;
                 }
                 for &m in dom.owned.lock().unwrap().iter() {
-                    *refs.entry(m).or_default() += 1;
+                    want.general(m, 1);
                 }
-                *refs.entry(dom.root).or_default() += 1;
-                types.entry(dom.root).or_default().push(PageType::L4);
+                want.root(dom.root);
             }
             for t in FIRST..FIRST + STRESS_FRAMES as u64 {
                 let info = self.ft.info(t).unwrap();
@@ -3052,15 +3089,7 @@ mod tests {
                         !pool.contains(&target),
                         "{target:#x} is free, mapped by {t:#x}"
                     );
-                    *refs.entry(target).or_default() += 1;
-                    if level > 1 {
-                        types
-                            .entry(target)
-                            .or_default()
-                            .push(PageType::table(level - 1));
-                    } else if e & WRITABLE != 0 {
-                        types.entry(target).or_default().push(PageType::Writable);
-                    }
+                    want.entry(level, e);
                     if !is_grant(e) {
                         assert_eq!(self.ft.info(target).unwrap().owner, info.owner);
                     }
@@ -3075,26 +3104,8 @@ mod tests {
                     info.type_count == 0 || word & VALIDATED != 0,
                     "{m:#x} half-validated"
                 );
-                assert_eq!(
-                    info.refs,
-                    refs.get(&m).copied().unwrap_or(0),
-                    "refs of {m:#x}: {info:?}"
-                );
-                let ty = types.remove(&m).unwrap_or_default();
-                assert_eq!(
-                    info.type_count as usize,
-                    ty.len(),
-                    "type count of {m:#x}: {info:?}"
-                );
-                assert!(
-                    ty.iter().all(|&t| t == info.ty),
-                    "{m:#x} is {:?}, held as {ty:?}",
-                    info.ty
-                );
+                want.check(m, info);
                 assert_eq!(info.refs == 0, pool.contains(&m), "{m:#x}: {info:?}");
-                if info.refs == 0 {
-                    assert_eq!(info, FrameInfo::default());
-                }
             }
             for dom in &self.doms {
                 let want = tables.get(&dom.id).copied().unwrap_or(0);
@@ -3148,19 +3159,18 @@ mod tests {
             }
             let (dying, rest): (Vec<_>, Vec<_>) =
                 vcpus.into_iter().partition(|(d, _)| *d == DOMAINS - 1);
-            for (_, h) in dying {
-                for (k, [f, o]) in h.join().unwrap() {
-                    let e = outcomes.entry(k).or_default();
-                    (e[0], e[1]) = (e[0] + f, e[1] + o);
+            type Vcpu<'s> = std::thread::ScopedJoinHandle<'s, BTreeMap<&'static str, [u32; 2]>>;
+            let mut join = |vcpus: Vec<(usize, Vcpu)>| {
+                for (_, h) in vcpus {
+                    for (k, [f, o]) in h.join().unwrap() {
+                        let e = outcomes.entry(k).or_default();
+                        (e[0], e[1]) = (e[0] + f, e[1] + o);
+                    }
                 }
-            }
+            };
+            join(dying);
             s.kill(DOMAINS - 1);
-            for (_, h) in rest {
-                for (k, [f, o]) in h.join().unwrap() {
-                    let e = outcomes.entry(k).or_default();
-                    (e[0], e[1]) = (e[0] + f, e[1] + o);
-                }
-            }
+            join(rest);
         });
         println!("round {round}: {outcomes:?}");
         // Every kind of operation must have been done, and the interesting ones refused

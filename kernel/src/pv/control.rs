@@ -17,7 +17,7 @@ use sched::{DomainId as PolicyDomain, VcpuId};
 
 use crate::arch::guest::{copy_from_guest, copy_to_guest};
 use crate::domain::boot_module;
-use crate::domain::{self, Domain, DomainConfig, Stop};
+use crate::domain::{self, Domain, DomainConfig, Stop, Vcpu};
 use crate::mm::frames;
 use crate::schedule::cpupool;
 use crate::{arch, console, schedule, time};
@@ -913,16 +913,23 @@ pub fn end_domain(domain: &Domain, exit: DomainExit) {
 
 /// Pauses a running domain; returns whether it was running.
 fn pause(d: &Domain, now: u64) -> bool {
+    change_state(d, DomainState::Alive, DomainState::Paused, |v| {
+        schedule::stop(v, Stop::Pause, now)
+    })
+}
+
+/// Moves `d` from state `from` to `to` under its life lock (of two changes at once, one
+/// finds the other's state), then applies `each` to its every vCPU; returns false, doing
+/// nothing, if it was not in `from`.
+fn change_state(d: &Domain, from: DomainState, to: DomainState, each: impl Fn(&Vcpu)) -> bool {
     {
         let mut life = d.life.lock();
-        if life.state != DomainState::Alive {
+        if life.state != from {
             return false;
         }
-        life.state = DomainState::Paused;
+        life.state = to;
     }
-    for v in &d.vcpus {
-        schedule::stop(v, Stop::Pause, now);
-    }
+    d.vcpus.iter().for_each(|v| each(v));
     true
 }
 
@@ -948,19 +955,11 @@ fn wait_off_cpu(d: &Domain) {
 
 /// Unpauses a paused domain; returns whether it was paused.
 fn unpause(d: &Domain, now: u64) -> bool {
-    {
-        let mut life = d.life.lock();
-        if life.state != DomainState::Paused {
-            return false;
-        }
-        life.state = DomainState::Alive;
-    }
     // Each goes back to what it was before the pause (`kerncore::runstate`): one the guest
     // took down itself (`vcpu_op Down`) stays down for `vcpu_op Up`, a sleeper stays asleep.
-    for v in &d.vcpus {
-        schedule::unpause(v, now);
-    }
-    true
+    change_state(d, DomainState::Paused, DomainState::Alive, |v| {
+        schedule::unpause(v, now)
+    })
 }
 
 /// A guest asked to end itself.

@@ -59,38 +59,20 @@ impl BlkOp {
     }
 }
 
-/// How a request ended (Xen's `BLKIF_RSP_*` values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlkStatus {
-    Okay,
-    /// Malformed, out of the disk, or a grant that could not be used.
-    Error,
-    /// An operation the backend does not know.
-    NotSupported,
-}
-
-impl BlkStatus {
-    /// The code in a slot.
-    pub fn to_raw(self) -> i16 {
-        match self {
-            BlkStatus::Okay => 0,
-            BlkStatus::Error => -1,
-            BlkStatus::NotSupported => -2,
-        }
-    }
-
-    /// The status of a slot's code; an unknown code is an error.
-    pub fn from_raw(raw: i16) -> BlkStatus {
-        match raw {
-            0 => BlkStatus::Okay,
-            -2 => BlkStatus::NotSupported,
-            _ => BlkStatus::Error,
-        }
+crate::numbered_enum! {
+    /// How a request ended (Xen's `BLKIF_RSP_*` values); in a slot, an unknown code reads
+    /// as `Error`.
+    pub enum BlkStatus: i16 {
+        Okay = 0,
+        /// Malformed, out of the disk, or a grant that could not be used.
+        Error = -1,
+        /// An operation the backend does not know.
+        NotSupported = -2,
     }
 }
 
 coded_field!(BlkOp as u8);
-coded_field!(BlkStatus as i16);
+coded_field!(BlkStatus as i16, unknown Error);
 
 /// Part of one granted page: sectors `first_sect..=last_sect` of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -252,6 +234,7 @@ pub type BlkBackRing<'a> = BackRing<'a, BlkRequest, BlkResponse>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::ring::roundtrip;
 
     fn seg(gref: u32, first: u8, last: u8) -> Segment {
         Segment {
@@ -259,12 +242,6 @@ mod tests {
             first_sect: first,
             last_sect: last,
         }
-    }
-
-    fn roundtrip<M: Message>(m: &M) -> M {
-        let mut w = [0u64; 16];
-        m.encode(&mut w[..M::WORDS]);
-        M::decode(&w[..M::WORDS])
     }
 
     #[test]
@@ -305,7 +282,9 @@ mod tests {
     fn unknown_codes_are_kept_or_errors() {
         assert_eq!(BlkOp::from_raw(9), BlkOp::Other(9));
         assert_eq!(BlkOp::from_raw(9).to_raw(), 9);
-        assert_eq!(BlkStatus::from_raw(-77), BlkStatus::Error);
+        assert_eq!(BlkStatus::from_raw(-77), None);
+        let unknown = BlkResponse::decode(&[5, (-77i16 as u16 as u64) << 8]);
+        assert_eq!(unknown.status, BlkStatus::Error);
     }
 
     #[test]

@@ -23,38 +23,19 @@ pub const MTU: usize = 1500;
 /// Bytes of a granted page.
 pub const PAGE_BYTES: usize = 4096;
 
-/// How a transmit or receive ended (Xen's `NETIF_RSP_*` values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetStatus {
-    Okay,
-    /// Malformed, or a grant that could not be used.
-    Error,
-    /// The backend threw the packet away.
-    Dropped,
-}
-
-impl NetStatus {
-    /// The code in a slot.
-    pub fn to_raw(self) -> i16 {
-        match self {
-            NetStatus::Okay => 0,
-            NetStatus::Error => -1,
-            NetStatus::Dropped => -2,
-        }
-    }
-
-    /// The status of a slot's code; unknown negative codes are errors, and so is anything
-    /// positive (a length is not a status).
-    pub fn from_raw(raw: i16) -> NetStatus {
-        match raw {
-            0 => NetStatus::Okay,
-            -2 => NetStatus::Dropped,
-            _ => NetStatus::Error,
-        }
+crate::numbered_enum! {
+    /// How a transmit or receive ended (Xen's `NETIF_RSP_*` values); in a slot, an unknown
+    /// code reads as `Error`, and so does anything positive (a length is not a status).
+    pub enum NetStatus: i16 {
+        Okay = 0,
+        /// Malformed, or a grant that could not be used.
+        Error = -1,
+        /// The backend threw the packet away.
+        Dropped = -2,
     }
 }
 
-coded_field!(NetStatus as i16);
+coded_field!(NetStatus as i16, unknown Error);
 
 /// Asks the backend to send `len` bytes at `offset` of the page granted as `gref`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -148,7 +129,7 @@ impl RxResponse {
         RxResponse {
             id,
             offset: 0,
-            status: status.to_raw(),
+            status: status as i16,
             flags: 0,
         }
     }
@@ -158,7 +139,7 @@ impl RxResponse {
         if self.status > 0 {
             Ok(self.status as usize)
         } else {
-            Err(NetStatus::from_raw(self.status.min(-1)))
+            Err(NetStatus::from_raw(self.status.min(-1)).unwrap_or(NetStatus::Error))
         }
     }
 }
@@ -184,13 +165,7 @@ pub type RxBackRing<'a> = BackRing<'a, RxRequest, RxResponse>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::ring::Message;
-
-    fn roundtrip<M: Message>(m: &M) -> M {
-        let mut w = [0u64; 4];
-        m.encode(&mut w[..M::WORDS]);
-        M::decode(&w[..M::WORDS])
-    }
+    use crate::io::ring::{Message, roundtrip};
 
     #[test]
     fn messages_survive_encoding() {

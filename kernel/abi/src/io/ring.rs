@@ -98,9 +98,23 @@ impl Field for i16 {
     }
 }
 
-/// Implements [`Field`] for a type that travels as a code of type `$raw`, through its
-/// `to_raw` and `from_raw`.
+/// Implements [`Field`] for a type that travels as a code of type `$raw`: through its
+/// `to_raw` and `from_raw`, or, for a [`crate::numbered_enum!`] with `unknown`, through its
+/// number and its `from_raw`, a code it does not know reading as the variant named (a ring
+/// status: Xen's frontends take any status but the known ones as an error).
 macro_rules! coded_field {
+    ($t:ident as $raw:ty, unknown $default:ident) => {
+        impl $crate::io::ring::Field for $t {
+            fn to_bits(self) -> u64 {
+                $crate::io::ring::Field::to_bits(self as $raw)
+            }
+
+            fn from_bits(bits: u64) -> $t {
+                $t::from_raw(<$raw as $crate::io::ring::Field>::from_bits(bits))
+                    .unwrap_or($t::$default)
+            }
+        }
+    };
     ($t:ty as $raw:ty) => {
         impl $crate::io::ring::Field for $t {
             fn to_bits(self) -> u64 {
@@ -214,6 +228,41 @@ impl<'a, Req: Message, Rsp: Message> Shared<'a, Req, Rsp> {
         M::decode(&words[..M::WORDS])
     }
 
+    /// A producer's push: writes `msg` into its next private slot `*prod_pvt` and moves it
+    /// on, if `room`; the consumer sees it once the index is published.
+    fn push<M: Message>(&self, prod_pvt: &mut u32, msg: &M, room: bool) -> Result<(), Full> {
+        if !room {
+            return Err(Full);
+        }
+        self.write(*prod_pvt, msg);
+        *prod_pvt = prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// A consumer's take: reads the message in slot `*cons` and moves past it, if one is
+    /// `published` there (copied out of its slot once).
+    fn take<M: Message>(&self, cons: &mut u32, published: bool) -> Option<M> {
+        if !published {
+            return None;
+        }
+        let msg = self.read(*cons);
+        *cons = cons.wrapping_add(1);
+        Some(msg)
+    }
+
+    /// A consumer's check before sleeping (Xen's `RING_FINAL_CHECK_FOR_*`): true if
+    /// `waiting()`; otherwise asks, through event index `event_index`, to be notified of the
+    /// message after `cons`, and checks once more, so one published in between is not
+    /// missed.
+    fn final_check(&self, event_index: usize, cons: u32, waiting: impl Fn() -> bool) -> bool {
+        if waiting() {
+            return true;
+        }
+        self.store(event_index, cons.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        waiting()
+    }
+
     /// Publishes producer index `prod_index` as `new` and says whether the consumer asked to
     /// be notified (Xen's `RING_PUSH_*_AND_CHECK_NOTIFY`): it did if its event index lies in
     /// `(old, new]`, which with wrapping indices is `new - event < new - old`.
@@ -294,12 +343,8 @@ impl<'a, Req: Message, Rsp: Message> FrontRing<'a, Req, Rsp> {
     /// Writes `req` into the next private slot; the backend sees it after
     /// [`FrontRing::push_requests_and_check_notify`].
     pub fn push_request(&mut self, req: &Req) -> Result<(), Full> {
-        if self.free_requests() == 0 {
-            return Err(Full);
-        }
-        self.shared.write(self.req_prod_pvt, req);
-        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
-        Ok(())
+        let room = self.free_requests() > 0;
+        self.shared.push(&mut self.req_prod_pvt, req, room)
     }
 
     /// Publishes the pushed requests; true if the backend must be sent an event
@@ -319,25 +364,16 @@ impl<'a, Req: Message, Rsp: Message> FrontRing<'a, Req, Rsp> {
 
     /// Takes the next response, if one is published.
     pub fn take_response(&mut self) -> Option<Rsp> {
-        if self.unconsumed_responses() == 0 {
-            return None;
-        }
-        let rsp = self.shared.read(self.rsp_cons);
-        self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        Some(rsp)
+        let published = self.unconsumed_responses() > 0;
+        self.shared.take(&mut self.rsp_cons, published)
     }
 
     /// Before sleeping: true if responses are waiting; otherwise asks to be notified of the
     /// next one and checks once more, so one published in between is not missed
     /// (`RING_FINAL_CHECK_FOR_RESPONSES`).
     pub fn final_check_for_responses(&mut self) -> bool {
-        if self.unconsumed_responses() > 0 {
-            return true;
-        }
         self.shared
-            .store(RSP_EVENT, self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        self.unconsumed_responses() > 0
+            .final_check(RSP_EVENT, self.rsp_cons, || self.unconsumed_responses() > 0)
     }
 }
 
@@ -380,12 +416,8 @@ impl<'a, Req: Message, Rsp: Message> BackRing<'a, Req, Rsp> {
 
     /// Takes the next request, if one is published (copied out of its slot once).
     pub fn take_request(&mut self) -> Option<Req> {
-        if self.unconsumed_requests() == 0 {
-            return None;
-        }
-        let req = self.shared.read(self.req_cons);
-        self.req_cons = self.req_cons.wrapping_add(1);
-        Some(req)
+        let published = self.unconsumed_requests() > 0;
+        self.shared.take(&mut self.req_cons, published)
     }
 
     /// Requests taken whose responses have not been pushed.
@@ -396,12 +428,8 @@ impl<'a, Req: Message, Rsp: Message> BackRing<'a, Req, Rsp> {
     /// Writes `rsp` into the next private slot (the slot of the oldest request taken and not
     /// yet answered); fails if every request taken is answered already.
     pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), Full> {
-        if self.pending() == 0 {
-            return Err(Full);
-        }
-        self.shared.write(self.rsp_prod_pvt, rsp);
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
-        Ok(())
+        let room = self.pending() > 0;
+        self.shared.push(&mut self.rsp_prod_pvt, rsp, room)
     }
 
     /// Publishes the pushed responses; true if the frontend must be sent an event
@@ -414,14 +442,17 @@ impl<'a, Req: Message, Rsp: Message> BackRing<'a, Req, Rsp> {
     /// Before sleeping: true if requests are waiting; otherwise asks to be notified of the
     /// next one and checks once more (`RING_FINAL_CHECK_FOR_REQUESTS`).
     pub fn final_check_for_requests(&mut self) -> bool {
-        if self.unconsumed_requests() > 0 {
-            return true;
-        }
         self.shared
-            .store(REQ_EVENT, self.req_cons.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        self.unconsumed_requests() > 0
+            .final_check(REQ_EVENT, self.req_cons, || self.unconsumed_requests() > 0)
     }
+}
+
+/// `m` encoded into a slot's words and decoded back (the protocols' tests).
+#[cfg(test)]
+pub(crate) fn roundtrip<M: Message>(m: &M) -> M {
+    let mut w = [0u64; 16];
+    m.encode(&mut w[..M::WORDS]);
+    M::decode(&w[..M::WORDS])
 }
 
 #[cfg(test)]

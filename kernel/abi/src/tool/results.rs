@@ -34,6 +34,45 @@ use core::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+/// Declares a record struct with the contract's field rules (the list in the module's doc)
+/// written once, rather than on every field:
+/// - the struct refuses unknown fields (`deny_unknown_fields`);
+/// - a field of type `Option<T>` is optional: left out when `None`, read as `None` when
+///   missing;
+/// - a field written `Nullable<T>` is a required field that may be `null`: an `Option<T>`
+///   read through [`nullable`], so that it must be present;
+/// - any other field is required.
+///
+/// Each field ends with a comma; attributes and docs pass through as they are.
+macro_rules! record {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident { $($fields:tt)* }
+    ) => {
+        record!(@field
+            [$(#[$attr])* #[serde(deny_unknown_fields)] pub struct $name] [] $($fields)*);
+    };
+    (@field [$($head:tt)*] [$($done:tt)*]) => {
+        $($head)* { $($done)* }
+    };
+    (@field $head:tt [$($done:tt)*]
+        $(#[$m:meta])* pub $f:ident: Option<$t:ty>, $($rest:tt)*) => {
+        record!(@field $head [$($done)*
+            $(#[$m])* #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub $f: Option<$t>,
+        ] $($rest)*);
+    };
+    (@field $head:tt [$($done:tt)*]
+        $(#[$m:meta])* pub $f:ident: Nullable<$t:ty>, $($rest:tt)*) => {
+        record!(@field $head [$($done)*
+            $(#[$m])* #[serde(deserialize_with = "nullable")] pub $f: Option<$t>,
+        ] $($rest)*);
+    };
+    (@field $head:tt [$($done:tt)*] $(#[$m:meta])* pub $f:ident: $t:ty, $($rest:tt)*) => {
+        record!(@field $head [$($done)* $(#[$m])* pub $f: $t,] $($rest)*);
+    };
+}
+
 /// One line of a results file, tagged by its `"kind"`. (The `run` record is the largest,
 /// with its histograms' `Option`s inline: one per run, read and written once, not worth a
 /// box.)
@@ -165,51 +204,45 @@ impl Records for [Record] {
     }
 }
 
-/// `boot`: the hypervisor brought its CPUs up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Boot {
-    /// CPUs that came online.
-    pub cpus_online: u32,
-    /// CPUs the firmware tables (MADT) list.
-    pub cpus_found: u32,
-    /// The local APIC mode.
-    pub apic: Apic,
-    /// From the hypervisor's entry to every CPU online.
-    pub boot_ns: u64,
-    /// The hypervisor the machine runs under, from CPUID (`tcg`, `kvm`, ..., `none`).
-    pub accel: String,
-    /// How it was booted (`pvh`, `multiboot2`).
-    pub protocol: String,
-    /// Usable memory found in the firmware's memory map.
-    pub memory_bytes: u64,
-    /// Optional: where the CPU topology came from: `cpuid-0x1f` or `cpuid-0xb` (extended
-    /// topology leaves), `cpuid-1` (leaf 1's logical count and leaf 4's core count), or
-    /// `flat` (nothing: one socket, each CPU its own core).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topology: Option<String>,
-    /// Optional: sockets found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sockets: Option<u32>,
-    /// Optional: cores per socket (the most in any socket).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cores: Option<u32>,
-    /// Optional: hardware threads per core (the most in any core).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u32>,
-    /// Optional: each CPU, by index, as `[APIC id, socket, core]`, sockets and cores numbered
-    /// densely from 0 (cores across the whole machine): what the scheduler's
-    /// `Topology::places` holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub places: Option<Vec<[u32; 3]>>,
-    /// Optional: the hypervisor's heap in use once every CPU is up, before any domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heap_bytes: Option<u64>,
-    /// Optional: what the spec validator's memory model (`sched::limits::heap_demand`)
-    /// allows for that; a run whose `heap_bytes` is larger fails, since the validator could
-    /// then accept specs that do not fit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heap_model_bytes: Option<u64>,
+record! {
+    /// `boot`: the hypervisor brought its CPUs up.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Boot {
+        /// CPUs that came online.
+        pub cpus_online: u32,
+        /// CPUs the firmware tables (MADT) list.
+        pub cpus_found: u32,
+        /// The local APIC mode.
+        pub apic: Apic,
+        /// From the hypervisor's entry to every CPU online.
+        pub boot_ns: u64,
+        /// The hypervisor the machine runs under, from CPUID (`tcg`, `kvm`, ..., `none`).
+        pub accel: String,
+        /// How it was booted (`pvh`, `multiboot2`).
+        pub protocol: String,
+        /// Usable memory found in the firmware's memory map.
+        pub memory_bytes: u64,
+        /// Optional: where the CPU topology came from: `cpuid-0x1f` or `cpuid-0xb` (extended
+        /// topology leaves), `cpuid-1` (leaf 1's logical count and leaf 4's core count), or
+        /// `flat` (nothing: one socket, each CPU its own core).
+        pub topology: Option<String>,
+        /// Optional: sockets found.
+        pub sockets: Option<u32>,
+        /// Optional: cores per socket (the most in any socket).
+        pub cores: Option<u32>,
+        /// Optional: hardware threads per core (the most in any core).
+        pub threads: Option<u32>,
+        /// Optional: each CPU, by index, as `[APIC id, socket, core]`, sockets and cores numbered
+        /// densely from 0 (cores across the whole machine): what the scheduler's
+        /// `Topology::places` holds.
+        pub places: Option<Vec<[u32; 3]>>,
+        /// Optional: the hypervisor's heap in use once every CPU is up, before any domain.
+        pub heap_bytes: Option<u64>,
+        /// Optional: what the spec validator's memory model (`sched::limits::heap_demand`)
+        /// allows for that; a run whose `heap_bytes` is larger fails, since the validator could
+        /// then accept specs that do not fit.
+        pub heap_model_bytes: Option<u64>,
+    }
 }
 
 /// The local APIC mode of a `boot` record.
@@ -242,121 +275,103 @@ pub enum Engine {
     Linux,
 }
 
-/// `run`: the experiment and its measured interval.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Run {
-    /// The spec's name.
-    pub name: String,
-    pub engine: Engine,
-    /// The scheduling policy (of the first pool).
-    pub policy: String,
-    pub cpus: u32,
-    /// Domains of the plan (Domain0 not counted); a churn's lifetimes.
-    pub domains: u64,
-    /// Optional (the hypervisor only): when the interval began, in system time (the
-    /// trace's clock).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_ns: Option<u64>,
-    /// Optional (the hypervisor only): the same instant as wall-clock time, ns since the
-    /// Unix epoch (UTC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wallclock_start_ns: Option<u64>,
-    /// Optional (the hypervisor only): Domain0's own CPU time at the end of the interval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dom0_cpu_ns: Option<u64>,
-    /// The measured interval, as it actually was.
-    pub duration_ns: u64,
-    /// Idle time over the interval, summed over CPUs.
-    pub idle_ns: u64,
-    /// Optional (schedsim only): the warm-up before the interval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_ns: Option<u64>,
-    /// Optional (schedsim only): the seed of the workloads' randomness.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Optional (specs with `[[pool]]`): every pool of the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pools: Option<Vec<Pool>>,
-    /// Optional: the machine's sockets (the spec's `machine.sockets`, default filled in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sockets: Option<u32>,
-    /// Optional: cores per socket (`machine.cores`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cores: Option<u32>,
-    /// Optional: hardware threads per core (`machine.threads`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u32>,
-    /// Optional (the hypervisor only): how late the timer ended the slices the policy gave,
-    /// over the interval and every CPU, `[[upper_bound_ns, count], ...]` in log2 buckets
-    /// from 1 µs (empty ones left out; the last bound, u64::MAX, holds those later than
-    /// 32.8 ms). What a slice really lasted: an emulated CPU whose host thread waits for a
-    /// core ends its slices late (scripts/runner's `host:` note).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice_late_hist: Option<Vec<(u64, u64)>>,
-    /// Optional (the hypervisor only): the median and 99th percentile of that lateness,
-    /// as the upper bounds of their buckets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice_late_p50_ns: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice_late_p99_ns: Option<u64>,
-    /// Optional (the hypervisor only, when any CPU was kicked by another): how late the
-    /// CPUs' decisions came after the kicks other CPUs sent them (an inter-processor
-    /// interrupt each), from the event that made the kick (a wake-up, a tick; a blocking
-    /// vCPU's kick of its own CPU is not counted) to the start of the decision it asked for, over the
-    /// interval and every CPU ([`Lateness`], in `abi::control::kick_late_bucket`s: four to a
-    /// power of two). What a woken vCPU waits for before a CPU elsewhere decides to run it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kick_late: Option<Lateness>,
-    /// Optional (the hypervisor only, when any CPU kicked itself): the same for the kicks
-    /// a CPU made itself (a wake-up handled on the CPU that is to run it), served on its way
-    /// out of the hypervisor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kick_local_late: Option<Lateness>,
-    /// Optional (the hypervisor only): how long the CPUs' switches to another vCPU took,
-    /// from the end of the decision to the incoming vCPU's address space loaded, over the
-    /// interval and every CPU (a [`Lateness`], in the same buckets): the incoming vCPU's
-    /// time before it does any work, and under TCG on a loaded host where the host's stalls
-    /// often land (arming the timer is an APIC write, served under QEMU's global lock).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switch_time: Option<Lateness>,
-    /// Optional (the hypervisor only, when a vCPU set a timer): the same for each
-    /// `set_timer` hypercall (a sleeper arming its wake-up before it blocks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set_timer_time: Option<Lateness>,
-    /// Optional (the hypervisor only): of the switches in `switch_time`, those that wrote
-    /// the CPU's timer (the hypervisor writes it only when the deadline moves earlier than
-    /// the one armed, or that one has passed), counted there too: `switch_time` less these
-    /// are the switches that kept the timer as it was ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switch_armed_time: Option<Lateness>,
-    /// ... and of the `set_timer` hypercalls in `set_timer_time`, those that wrote it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set_timer_armed_time: Option<Lateness>,
-    /// Optional (the hypervisor only): how late each sleeper's timer woke it, from its
-    /// deadline (the CPU's one hardware timer, as for the slices' ends, in these buckets).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timer_wake_late: Option<Lateness>,
-    /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
-    /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
-    /// name), so that a result says which machine it models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
+record! {
+    /// `run`: the experiment and its measured interval.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Run {
+        /// The spec's name.
+        pub name: String,
+        pub engine: Engine,
+        /// The scheduling policy (of the first pool).
+        pub policy: String,
+        pub cpus: u32,
+        /// Domains of the plan (Domain0 not counted); a churn's lifetimes.
+        pub domains: u64,
+        /// Optional (the hypervisor only): when the interval began, in system time (the
+        /// trace's clock).
+        pub start_ns: Option<u64>,
+        /// Optional (the hypervisor only): the same instant as wall-clock time, ns since the
+        /// Unix epoch (UTC).
+        pub wallclock_start_ns: Option<u64>,
+        /// Optional (the hypervisor only): Domain0's own CPU time at the end of the interval.
+        pub dom0_cpu_ns: Option<u64>,
+        /// The measured interval, as it actually was.
+        pub duration_ns: u64,
+        /// Idle time over the interval, summed over CPUs.
+        pub idle_ns: u64,
+        /// Optional (schedsim only): the warm-up before the interval.
+        pub warmup_ns: Option<u64>,
+        /// Optional (schedsim only): the seed of the workloads' randomness.
+        pub seed: Option<u64>,
+        /// Optional (specs with `[[pool]]`): every pool of the run.
+        pub pools: Option<Vec<Pool>>,
+        /// Optional: the machine's sockets (the spec's `machine.sockets`, default filled in).
+        pub sockets: Option<u32>,
+        /// Optional: cores per socket (`machine.cores`).
+        pub cores: Option<u32>,
+        /// Optional: hardware threads per core (`machine.threads`).
+        pub threads: Option<u32>,
+        /// Optional (the hypervisor only): how late the timer ended the slices the policy gave,
+        /// over the interval and every CPU, `[[upper_bound_ns, count], ...]` in log2 buckets
+        /// from 1 µs (empty ones left out; the last bound, u64::MAX, holds those later than
+        /// 32.8 ms). What a slice really lasted: an emulated CPU whose host thread waits for a
+        /// core ends its slices late (scripts/runner's `host:` note).
+        pub slice_late_hist: Option<Vec<(u64, u64)>>,
+        /// Optional (the hypervisor only): the median and 99th percentile of that lateness,
+        /// as the upper bounds of their buckets.
+        pub slice_late_p50_ns: Option<u64>,
+        pub slice_late_p99_ns: Option<u64>,
+        /// Optional (the hypervisor only, when any CPU was kicked by another): how late the
+        /// CPUs' decisions came after the kicks other CPUs sent them (an inter-processor
+        /// interrupt each), from the event that made the kick (a wake-up, a tick; a blocking
+        /// vCPU's kick of its own CPU is not counted) to the start of the decision it asked for, over the
+        /// interval and every CPU ([`Lateness`], in `abi::control::kick_late_bucket`s: four to a
+        /// power of two). What a woken vCPU waits for before a CPU elsewhere decides to run it.
+        pub kick_late: Option<Lateness>,
+        /// Optional (the hypervisor only, when any CPU kicked itself): the same for the kicks
+        /// a CPU made itself (a wake-up handled on the CPU that is to run it), served on its way
+        /// out of the hypervisor.
+        pub kick_local_late: Option<Lateness>,
+        /// Optional (the hypervisor only): how long the CPUs' switches to another vCPU took,
+        /// from the end of the decision to the incoming vCPU's address space loaded, over the
+        /// interval and every CPU (a [`Lateness`], in the same buckets): the incoming vCPU's
+        /// time before it does any work, and under TCG on a loaded host where the host's stalls
+        /// often land (arming the timer is an APIC write, served under QEMU's global lock).
+        pub switch_time: Option<Lateness>,
+        /// Optional (the hypervisor only, when a vCPU set a timer): the same for each
+        /// `set_timer` hypercall (a sleeper arming its wake-up before it blocks).
+        pub set_timer_time: Option<Lateness>,
+        /// Optional (the hypervisor only): of the switches in `switch_time`, those that wrote
+        /// the CPU's timer (the hypervisor writes it only when the deadline moves earlier than
+        /// the one armed, or that one has passed), counted there too: `switch_time` less these
+        /// are the switches that kept the timer as it was ...
+        pub switch_armed_time: Option<Lateness>,
+        /// ... and of the `set_timer` hypercalls in `set_timer_time`, those that wrote it.
+        pub set_timer_armed_time: Option<Lateness>,
+        /// Optional (the hypervisor only): how late each sleeper's timer woke it, from its
+        /// deadline (the CPU's one hardware timer, as for the slices' ends, in these buckets).
+        pub timer_wake_late: Option<Lateness>,
+        /// Optional (schedsim only, with a cost profile other than the ideal machine's): the
+        /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
+        /// name), so that a result says which machine it models.
+        pub profile: Option<String>,
+    }
 }
 
-/// A distribution of delays in a `run` record (`kick_late`, `kick_local_late`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Lateness {
-    /// `[[upper_bound_ns, count], ...]`, non-empty buckets only, in order: a bucket counts
-    /// the delays at most its bound and above the bound of the bucket before it in the
-    /// layout (`abi::control::kick_late_bound_ns`: 1024 ns, then four to a power of two:
-    /// 1280, 1536, 1792, 2048, 2560, ...); the last bound, u64::MAX, holds those later than
-    /// 50.3 ms.
-    pub hist: Vec<(u64, u64)>,
-    /// The median and 99th percentile, as the bounds of the buckets that hold them.
-    pub p50_ns: u64,
-    pub p99_ns: u64,
+record! {
+    /// A distribution of delays in a `run` record (`kick_late`, `kick_local_late`).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Lateness {
+        /// `[[upper_bound_ns, count], ...]`, non-empty buckets only, in order: a bucket counts
+        /// the delays at most its bound and above the bound of the bucket before it in the
+        /// layout (`abi::control::kick_late_bound_ns`: 1024 ns, then four to a power of two:
+        /// 1280, 1536, 1792, 2048, 2560, ...); the last bound, u64::MAX, holds those later than
+        /// 50.3 ms.
+        pub hist: Vec<(u64, u64)>,
+        /// The median and 99th percentile, as the bounds of the buckets that hold them.
+        pub p50_ns: u64,
+        pub p99_ns: u64,
+    }
 }
 
 /// The [`Lateness`] of kick counts per `abi::control::kick_late_bucket`; `None` if none.
@@ -384,60 +399,60 @@ pub fn kick_lateness(counts: &[u64; crate::control::KICK_LATE_BUCKETS]) -> Optio
     })
 }
 
-/// One CPU pool of a `run` record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pool {
-    pub name: String,
-    /// The CPUs it holds.
-    pub cpus: Vec<u32>,
-    pub policy: String,
+record! {
+    /// One CPU pool of a `run` record.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Pool {
+        pub name: String,
+        /// The CPUs it holds.
+        pub cpus: Vec<u32>,
+        pub policy: String,
+    }
 }
 
-/// `domain`: one domain's figures. Counts and times are over the measured interval; the
-/// wake-up latencies are over the domain's life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Domain {
-    /// Its id (the hypervisor's; spec order in schedsim).
-    pub id: u32,
-    /// Its own name (`w3`).
-    pub name: String,
-    /// The spec group it came from (`w`).
-    pub group: String,
-    pub workload: String,
-    pub vcpus: u32,
-    /// As planned (256 if the spec gave none).
-    pub weight: u64,
-    /// Percent of one CPU, 0 = none.
-    pub cap: u64,
-    /// Time on a CPU.
-    pub cpu_ns: u64,
-    /// Time runnable but not running.
-    pub wait_ns: u64,
-    /// The workload's own progress count.
-    pub work: u64,
-    pub wakeups: u64,
-    /// Wake-up to running: median, 99th percentile and largest.
-    pub wake_lat_p50_ns: u64,
-    pub wake_lat_p99_ns: u64,
-    pub wake_lat_max_ns: u64,
-    /// Times one of its vCPUs was switched in.
-    pub switches: u64,
-    /// Times one of its vCPUs ran on another CPU than the time before.
-    pub migrations: u64,
-    /// How it ended.
-    pub exit: Outcome,
-    /// Optional (specs with `[[pool]]`): its pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// Optional (written by the hypervisor and schedsim): every wake-up latency as
-    /// `[upper_bound_ns, count]` pairs in increasing order, log2 buckets from 1 µs
-    /// (`abi::control::wake_lat_bucket`: a bucket counts latencies below its bound and at
-    /// least half of it, the first everything below 1024 ns), empty buckets left out
-    /// ([`wake_lat_hist`]). Over the same span as the percentiles.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wake_lat_hist: Option<Vec<(u64, u64)>>,
+record! {
+    /// `domain`: one domain's figures. Counts and times are over the measured interval; the
+    /// wake-up latencies are over the domain's life.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Domain {
+        /// Its id (the hypervisor's; spec order in schedsim).
+        pub id: u32,
+        /// Its own name (`w3`).
+        pub name: String,
+        /// The spec group it came from (`w`).
+        pub group: String,
+        pub workload: String,
+        pub vcpus: u32,
+        /// As planned (256 if the spec gave none).
+        pub weight: u64,
+        /// Percent of one CPU, 0 = none.
+        pub cap: u64,
+        /// Time on a CPU.
+        pub cpu_ns: u64,
+        /// Time runnable but not running.
+        pub wait_ns: u64,
+        /// The workload's own progress count.
+        pub work: u64,
+        pub wakeups: u64,
+        /// Wake-up to running: median, 99th percentile and largest.
+        pub wake_lat_p50_ns: u64,
+        pub wake_lat_p99_ns: u64,
+        pub wake_lat_max_ns: u64,
+        /// Times one of its vCPUs was switched in.
+        pub switches: u64,
+        /// Times one of its vCPUs ran on another CPU than the time before.
+        pub migrations: u64,
+        /// How it ended.
+        pub exit: Outcome,
+        /// Optional (specs with `[[pool]]`): its pool.
+        pub pool: Option<String>,
+        /// Optional (written by the hypervisor and schedsim): every wake-up latency as
+        /// `[upper_bound_ns, count]` pairs in increasing order, log2 buckets from 1 µs
+        /// (`abi::control::wake_lat_bucket`: a bucket counts latencies below its bound and at
+        /// least half of it, the first everything below 1024 ns), empty buckets left out
+        /// ([`wake_lat_hist`]). Over the same span as the percentiles.
+        pub wake_lat_hist: Option<Vec<(u64, u64)>>,
+    }
 }
 
 /// A `domain` record's `wake_lat_hist` from counts per bucket (`abi::control::
@@ -513,65 +528,57 @@ impl<'de> Deserialize<'de> for Outcome {
     }
 }
 
-/// `summary`: fairness over the run's domains (`sched::summary`, the same code for every
-/// engine).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Summary {
-    /// Every domain's `work`, summed.
-    pub work_total: u64,
-    /// Jain's index of work / weight over the `cpu` domains; `null` without any.
-    #[serde(deserialize_with = "nullable")]
-    pub jain: Option<f64>,
-    /// Largest |share − expected| / expected of CPU time over the `cpu` domains (expected:
-    /// weighted max-min fair under the caps); `null` without any.
-    #[serde(deserialize_with = "nullable")]
-    pub share_err_max: Option<f64>,
-    /// Idle time over the interval, summed over CPUs.
-    pub idle_ns: u64,
-    /// Every domain ended as the spec expected (and none starved).
-    pub expected: bool,
-    /// Invariant violations seen (schedsim's checks; 0 from the hypervisor's runner).
-    pub violations: u64,
-    /// Optional (schedsim): the policy's own counters over the measured interval, by name
-    /// (`sched::Policy::counters`; credit: `acct_periods`, `credits_handed`,
-    /// `credits_rounded_up`, `debt_forgiven`, `debt_forgiven_credits`, `stopped_earning`,
-    /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_counters: Option<BTreeMap<String, u64>>,
-    /// Optional (runs with `window_ms`, both engines): Jain's index of CPU time / weight
-    /// over the `cpu` domains in each window, in order (`sched::windows::window_jain`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window_jain: Option<Vec<f64>>,
+record! {
+    /// `summary`: fairness over the run's domains (`sched::summary`, the same code for every
+    /// engine).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Summary {
+        /// Every domain's `work`, summed.
+        pub work_total: u64,
+        /// Jain's index of work / weight over the `cpu` domains; `null` without any.
+        pub jain: Nullable<f64>,
+        /// Largest |share − expected| / expected of CPU time over the `cpu` domains (expected:
+        /// weighted max-min fair under the caps); `null` without any.
+        pub share_err_max: Nullable<f64>,
+        /// Idle time over the interval, summed over CPUs.
+        pub idle_ns: u64,
+        /// Every domain ended as the spec expected (and none starved).
+        pub expected: bool,
+        /// Invariant violations seen (schedsim's checks; 0 from the hypervisor's runner).
+        pub violations: u64,
+        /// Optional (schedsim): the policy's own counters over the measured interval, by name
+        /// (`sched::Policy::counters`; credit: `acct_periods`, `credits_handed`,
+        /// `credits_rounded_up`, `debt_forgiven`, `debt_forgiven_credits`, `stopped_earning`,
+        /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
+        pub policy_counters: Option<BTreeMap<String, u64>>,
+        /// Optional (runs with `window_ms`, both engines): Jain's index of CPU time / weight
+        /// over the `cpu` domains in each window, in order (`sched::windows::window_jain`).
+        pub window_jain: Option<Vec<f64>>,
+    }
 }
 
-/// `bench`: one benchmark figure, beside the reference it is to be read against.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bench {
-    /// What was measured (`null_hypercall`, `boot_all_cpus_online/cpus=8`).
-    pub name: String,
-    pub value: Figure,
-    /// The unit of `value` (`ns`, `bytes`, `requests_per_s`).
-    pub unit: String,
-    /// Optional: the reference measured in the same run, in the same unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub floor: Option<Figure>,
-    /// Optional (bench-boot): the CPUs booted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u32>,
-    /// Optional (bench-boot): the accelerator (`kvm`, `tcg`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accel: Option<String>,
-    /// Optional (bench-boot): QEMU's machine (`pc`, `q35`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub machine: Option<String>,
-    /// Optional (bench-boot): every sample `value` is the median of.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub samples: Option<Vec<u64>>,
-    /// Optional (bench-boot): the host's wall time for one run (the median).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wall_ns: Option<u64>,
+record! {
+    /// `bench`: one benchmark figure, beside the reference it is to be read against.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Bench {
+        /// What was measured (`null_hypercall`, `boot_all_cpus_online/cpus=8`).
+        pub name: String,
+        pub value: Figure,
+        /// The unit of `value` (`ns`, `bytes`, `requests_per_s`).
+        pub unit: String,
+        /// Optional: the reference measured in the same run, in the same unit.
+        pub floor: Option<Figure>,
+        /// Optional (bench-boot): the CPUs booted.
+        pub cpus: Option<u32>,
+        /// Optional (bench-boot): the accelerator (`kvm`, `tcg`).
+        pub accel: Option<String>,
+        /// Optional (bench-boot): QEMU's machine (`pc`, `q35`).
+        pub machine: Option<String>,
+        /// Optional (bench-boot): every sample `value` is the median of.
+        pub samples: Option<Vec<u64>>,
+        /// Optional (bench-boot): the host's wall time for one run (the median).
+        pub wall_ns: Option<u64>,
+    }
 }
 
 impl Bench {
@@ -660,73 +667,73 @@ impl<'de> Deserialize<'de> for Figure {
     }
 }
 
-/// `window`: one domain's figures over one window of the measured interval (spec
-/// `window_ms`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    /// From the start of the interval to the window's end.
-    pub t_ns: u64,
-    /// The domain's id, as in its `domain` record.
-    pub id: u32,
-    /// The domain's name.
-    pub name: String,
-    pub cpu_ns: u64,
-    pub wait_ns: u64,
-    pub work: u64,
+record! {
+    /// `window`: one domain's figures over one window of the measured interval (spec
+    /// `window_ms`).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Window {
+        /// From the start of the interval to the window's end.
+        pub t_ns: u64,
+        /// The domain's id, as in its `domain` record.
+        pub id: u32,
+        /// The domain's name.
+        pub name: String,
+        pub cpu_ns: u64,
+        pub wait_ns: u64,
+        pub work: u64,
+    }
 }
 
-/// `event`: one `[[event]]` of the spec's timeline, as applied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    /// When it was planned, from the start of the interval.
-    pub at_ns: u64,
-    /// When it was applied; `null` if it never was.
-    #[serde(deserialize_with = "nullable")]
-    pub applied_ns: Option<u64>,
-    /// A domain, group or pool name.
-    pub target: String,
-    /// What was done (`set weight=1024`, `pause`, `move_to lat`).
-    pub what: String,
-    pub ok: bool,
-    /// Why it failed; `null` when `ok`.
-    #[serde(deserialize_with = "nullable")]
-    pub error: Option<String>,
+record! {
+    /// `event`: one `[[event]]` of the spec's timeline, as applied.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Event {
+        /// When it was planned, from the start of the interval.
+        pub at_ns: u64,
+        /// When it was applied; `null` if it never was.
+        pub applied_ns: Nullable<u64>,
+        /// A domain, group or pool name.
+        pub target: String,
+        /// What was done (`set weight=1024`, `pause`, `move_to lat`).
+        pub what: String,
+        pub ok: bool,
+        /// Why it failed; `null` when `ok`.
+        pub error: Nullable<String>,
+    }
 }
 
-/// `counters`: the scheduling policy's own counters (`sched::Policy::counters`; credit: how
-/// often its clamps fired and what its rounding cost), by name, since boot (warm-up and
-/// Domain0's setup included). Written by the hypervisor as it shuts down, for a policy that
-/// keeps any. (schedsim writes the same counters over the measured interval as the
-/// summary's `policy_counters`.)
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Counters {
-    /// The policy (`credit`).
-    pub policy: String,
-    /// Each counter by name.
-    pub counters: BTreeMap<String, u64>,
+record! {
+    /// `counters`: the scheduling policy's own counters (`sched::Policy::counters`; credit: how
+    /// often its clamps fired and what its rounding cost), by name, since boot (warm-up and
+    /// Domain0's setup included). Written by the hypervisor as it shuts down, for a policy that
+    /// keeps any. (schedsim writes the same counters over the measured interval as the
+    /// summary's `policy_counters`.)
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Counters {
+        /// The policy (`credit`).
+        pub policy: String,
+        /// Each counter by name.
+        pub counters: BTreeMap<String, u64>,
+    }
 }
 
-/// `exit`: how the run ended, written last by the runner.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Exit {
-    /// The exit status of `scripts/run` (0, 1 or 2).
-    pub status: i32,
-    /// What ended the run.
-    pub cause: Cause,
-    /// The host's wall time from starting QEMU to its exit.
-    pub wall_ns: u64,
-    /// The host's cores (QEMU runs each emulated CPU as a host thread).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_cores: Option<u32>,
-    /// Other work on the host while QEMU ran, in cores busy on average (all busy time less
-    /// the runner's and QEMU's): with the emulated CPUs it tells whether QEMU's CPU threads
-    /// had a core each (scripts/runner `host`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_other_load: Option<f64>,
+record! {
+    /// `exit`: how the run ended, written last by the runner.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Exit {
+        /// The exit status of `scripts/run` (0, 1 or 2).
+        pub status: i32,
+        /// What ended the run.
+        pub cause: Cause,
+        /// The host's wall time from starting QEMU to its exit.
+        pub wall_ns: u64,
+        /// The host's cores (QEMU runs each emulated CPU as a host thread).
+        pub host_cores: Option<u32>,
+        /// Other work on the host while QEMU ran, in cores busy on average (all busy time less
+        /// the runner's and QEMU's): with the emulated CPUs it tells whether QEMU's CPU threads
+        /// had a core each (scripts/runner `host`).
+        pub host_other_load: Option<f64>,
+    }
 }
 
 /// What ended a run.
@@ -758,15 +765,16 @@ impl Cause {
     }
 }
 
-/// `progress`: how far Domain0 is, written as it goes (the console's progress line).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Progress {
-    pub phase: Phase,
-    /// How far: domains created, or ms of the interval measured.
-    pub done: u64,
-    /// Out of: domains to create, or ms to measure.
-    pub total: u64,
+record! {
+    /// `progress`: how far Domain0 is, written as it goes (the console's progress line).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Progress {
+        pub phase: Phase,
+        /// How far: domains created, or ms of the interval measured.
+        pub done: u64,
+        /// Out of: domains to create, or ms to measure.
+        pub total: u64,
+    }
 }
 
 /// What Domain0 is doing in a `progress` record.
