@@ -504,13 +504,7 @@ fn unlink_vcpu0(case: &str, deadline: u64) -> Result<u64, u64> {
         call_batch(case, round)?;
         finish_round(case, round, deadline)?;
     }
-    let (tried, refused) = (TRIED.load(Ordering::SeqCst), REFUSED.load(Ordering::SeqCst));
-    if tried == 0 {
-        return Err(xtf::error(
-            case,
-            format_args!("vCPU 1 never ran while a batch was under way ({UR_ROUNDS} rounds)"),
-        ));
-    }
+    let (tried, refused) = tries(case, "while a batch was under way")?;
     Ok(xtf::success(
         case,
         format_args!(
@@ -518,6 +512,19 @@ fn unlink_vcpu0(case: &str, deadline: u64) -> Result<u64, u64> {
              its other waited for a flush, refused ({UR_ROUNDS} rounds)"
         ),
     ))
+}
+
+/// vCPU 1's updates made while vCPU 0's call was under way, and those refused, once the
+/// [`UR_ROUNDS`] rounds are done: an ERROR if there were none (vCPU 1 never ran `during` it).
+fn tries(case: &str, during: &str) -> Result<(u64, u64), u64> {
+    let (tried, refused) = (TRIED.load(Ordering::SeqCst), REFUSED.load(Ordering::SeqCst));
+    if tried == 0 {
+        return Err(xtf::error(
+            case,
+            format_args!("vCPU 1 never ran {during} ({UR_ROUNDS} rounds)"),
+        ));
+    }
+    Ok((tried, refused))
 }
 
 /// `validate-race`: q (the L2 entry that is Y's only link), and the rounds vCPU 0 has made
@@ -592,13 +599,7 @@ fn validate_vcpu0(case: &str, deadline: u64) -> Result<u64, u64> {
         }
         finish_round(case, round, deadline)?;
     }
-    let tried = TRIED.load(Ordering::SeqCst);
-    if tried == 0 {
-        return Err(xtf::error(
-            case,
-            format_args!("vCPU 1 never ran during vCPU 0's call ({UR_ROUNDS} rounds)"),
-        ));
-    }
+    let (tried, _) = tries(case, "during vCPU 0's call")?;
     Ok(xtf::success(
         case,
         format_args!(
