@@ -277,12 +277,12 @@ unsafe fn race_batch(slot: u64, first: u64) -> u64 {
     filler
 }
 
-/// vCPU 0's batch call, its timer armed to hand over to vCPU 1 part-way through it
-/// ([`arm_handover`]; [`T0`]: when). A timer of this vCPU's due part-way through the batch, a
-/// different point each round: its interrupt waits (the hypervisor runs the batch with
-/// interrupts off), but under `-icount` QEMU runs the CPUs in turn and hands over to the other
-/// CPU at every timer deadline, so vCPU 1 then runs, for certain, while this batch is half
-/// done. Without `-icount` the CPUs run at once and the race is left to chance.
+/// vCPU 0's batch call, with its timer due part-way through it, a different point each round
+/// ([`arm_handover`]; [`T0`]: when it was armed). The timer's interrupt waits (the hypervisor
+/// runs the batch with interrupts off), but under `-icount` QEMU runs the CPUs in turn and
+/// hands over to the other CPU at every timer deadline, so vCPU 1 then runs, for certain,
+/// while the batch is half done (`xtf-race.toml`, `xtf-unlink-race.toml`). Without `-icount`
+/// the CPUs run at once and the race is left to chance.
 fn call_batch(case: &str, round: u64) -> Result<(), u64> {
     T0.store(arm_handover(round), Ordering::SeqCst);
     // SAFETY: the batch, as `race_batch` wrote it: its first update's caller vouched for it,
