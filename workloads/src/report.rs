@@ -736,26 +736,11 @@ mod tests {
 
     #[test]
     fn run_record_and_idle_sum() {
-        let b = [
-            CpuStats {
-                idle_ns: 100,
-                ..CpuStats::default()
-            },
-            CpuStats {
-                idle_ns: 50,
-                ..CpuStats::default()
-            },
-        ];
-        let a = [
-            CpuStats {
-                idle_ns: 300,
-                ..CpuStats::default()
-            },
-            CpuStats {
-                idle_ns: 60,
-                ..CpuStats::default()
-            },
-        ];
+        let cpu = |idle_ns| CpuStats {
+            idle_ns,
+            ..CpuStats::default()
+        };
+        let (b, a) = ([cpu(100), cpu(50)], [cpu(300), cpu(60)]);
         let idle = idle_ns(&b, &a);
         assert_eq!(idle, 210);
         assert_eq!(

@@ -133,6 +133,11 @@ impl Checks {
         }
     }
 
+    /// The case the checks are of.
+    pub fn case(&self) -> &'static str {
+        self.case
+    }
+
     /// Records a condition; returns it.
     pub fn that(&mut self, what: core::fmt::Arguments<'_>, ok: bool) -> bool {
         self.done += 1;

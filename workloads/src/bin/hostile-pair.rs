@@ -57,17 +57,17 @@ fn main(vcpu: usize) -> u64 {
     .copied()
     .unwrap_or("hostile-pair");
     match (case, role) {
-        (0, 0) => flood_sender(name, me + 1),
-        (0, _) => flood_receiver(name, me - 1),
-        (1, 0) => port_aba_a(name, me + 1),
-        (1, _) => port_aba_b(name, me - 1),
+        (0, 0) => with_port(name, true, me + 1, flood_sender),
+        (0, _) => with_port(name, false, me - 1, flood_receiver),
+        (1, 0) => with_port(name, true, me + 1, port_aba_a),
+        (1, _) => with_port(name, false, me - 1, port_aba_b),
         (2, 0) => grant_aba_a(name, me + 1),
-        (2, _) => grant_aba_b(name, me - 1),
+        (2, _) => with_port(name, false, me - 1, grant_aba_b),
         (3, 0) => selector_attacker(),
         (3, _) => selector_victim(),
         (4, _) => dying_bind_b(me),
-        (5, 0) => pending_aba_a(name, me + 1),
-        (5, _) => pending_aba_b(name, me - 1),
+        (5, 0) => with_port(name, true, me + 1, pending_aba_a),
+        (5, _) => with_port(name, false, me - 1, pending_aba_b),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -87,6 +87,16 @@ fn connect(role_a: bool, peer: u32) -> Result<u32, Errno> {
     }
 }
 
+/// Runs role `run` of case `name` (A if `role_a`) with its checks and its port to `peer`
+/// ([`connect`]; an ERROR if A gets no port or B cannot bind).
+fn with_port(name: &'static str, role_a: bool, peer: u32, run: fn(Checks, u32, u32) -> u64) -> u64 {
+    match connect(role_a, peer) {
+        Ok(port) => run(Checks::new(name), port, peer),
+        Err(_) if role_a => xtf::error(name, format_args!("no port")),
+        Err(_) => xtf::error(name, format_args!("cannot bind")),
+    }
+}
+
 /// Waits up to [`STEP_NS`] for an event on `port`.
 fn wait(port: u32) -> bool {
     let until = time::now_ns() + STEP_NS;
@@ -100,11 +110,19 @@ fn wait(port: u32) -> bool {
     false
 }
 
-fn flood_sender(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("event-flood");
-    let Ok(port) = connect(true, peer) else {
-        return xtf::error(name, format_args!("no port"));
-    };
+/// Whether an event reaches `port` within `ns`, looked for every millisecond (each taken).
+fn event_within(port: u32, ns: u64) -> bool {
+    let until = time::now_ns() + ns;
+    let mut reached = false;
+    while time::now_ns() < until {
+        reached |= shared::take_event(port);
+        time::sleep_ns(1_000_000);
+    }
+    reached
+}
+
+fn flood_sender(mut c: Checks, port: u32, _: u32) -> u64 {
+    let name = c.case();
     if !wait(port) {
         return xtf::error(name, format_args!("the receiver never said it was ready"));
     }
@@ -128,11 +146,8 @@ fn count_event(_: usize, _: u32) {
     EVENTS.fetch_add(1, Ordering::Relaxed);
 }
 
-fn flood_receiver(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("event-flood");
-    let Ok(port) = connect(false, peer) else {
-        return xtf::error(name, format_args!("cannot bind to the sender"));
-    };
+fn flood_receiver(mut c: Checks, port: u32, _: u32) -> u64 {
+    let name = c.case();
     if let Err(e) = upcall::register(count_event) {
         return xtf::error(name, format_args!("registering the upcall: {e:?}"));
     }
@@ -152,11 +167,8 @@ fn flood_receiver(name: &str, peer: u32) -> u64 {
     c.verdict()
 }
 
-fn port_aba_a(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("port-aba");
-    let Ok(p) = connect(true, peer) else {
-        return xtf::error(name, format_args!("no port"));
-    };
+fn port_aba_a(mut c: Checks, p: u32, _: u32) -> u64 {
+    let name = c.case();
     if !wait(p) {
         return xtf::error(name, format_args!("the peer never bound"));
     }
@@ -169,12 +181,7 @@ fn port_aba_a(name: &str, peer: u32) -> u64 {
         "closed port {p}, allocated port {q} for Domain0 (reused: {})",
         p == q
     );
-    let until = time::now_ns() + 600_000_000;
-    let mut reached = false;
-    while time::now_ns() < until {
-        reached |= shared::take_event(q);
-        time::sleep_ns(1_000_000);
-    }
+    let reached = event_within(q, 600_000_000);
     c.that(
         format_args!("no event reached the reused port {q}"),
         !reached,
@@ -183,11 +190,8 @@ fn port_aba_a(name: &str, peer: u32) -> u64 {
 }
 
 /// Case 5, A: an event sent on its port's old binding must not show on the port's next one.
-fn pending_aba_a(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("pending-aba");
-    let Ok(p) = connect(true, peer) else {
-        return xtf::error(name, format_args!("no port"));
-    };
+fn pending_aba_a(mut c: Checks, p: u32, _: u32) -> u64 {
+    let name = c.case();
     // Masked: the event stays pending and enters no upcall (none is registered anyway).
     shared::set_mask(p, true);
     let until = time::now_ns() + STEP_NS;
@@ -213,31 +217,18 @@ fn pending_aba_a(name: &str, peer: u32) -> u64 {
         format_args!("the new port {q} does not start with the old binding's event pending"),
         !shared::pending(q),
     );
-    let until = time::now_ns() + 300_000_000;
-    let mut reached = false;
-    while time::now_ns() < until {
-        reached |= shared::take_event(q);
-        time::sleep_ns(1_000_000);
-    }
+    let reached = event_within(q, 300_000_000);
     c.that(format_args!("no event reached port {q} later"), !reached);
     c.verdict()
 }
 
 /// Case 5, B: binds, sends once, and sends no more.
-fn pending_aba_b(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("pending-aba");
-    let Ok(pb) = connect(false, peer) else {
-        return xtf::error(name, format_args!("cannot bind"));
-    };
+fn pending_aba_b(mut c: Checks, pb: u32, _: u32) -> u64 {
     c.eq("the send", hypercall::evtchn_send(pb), Ok(0));
     c.verdict()
 }
 
-fn port_aba_b(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("port-aba");
-    let Ok(pb) = connect(false, peer) else {
-        return xtf::error(name, format_args!("cannot bind"));
-    };
+fn port_aba_b(mut c: Checks, pb: u32, peer: u32) -> u64 {
     c.eq("the first send", hypercall::evtchn_send(pb), Ok(0));
     time::sleep_ns(200_000_000);
     let mut ok = 0;
@@ -285,11 +276,8 @@ fn grant_aba_a(name: &str, peer: u32) -> u64 {
     c.verdict()
 }
 
-fn grant_aba_b(name: &str, peer: u32) -> u64 {
-    let mut c = Checks::new("grant-aba");
-    let Ok(port) = connect(false, peer) else {
-        return xtf::error(name, format_args!("cannot bind"));
-    };
+fn grant_aba_b(mut c: Checks, port: u32, peer: u32) -> u64 {
+    let name = c.case();
     // SAFETY: MAP_AREA is used by nothing else here; the page is read only atomically.
     let h = unsafe { hypercall::grant_map(peer, 1, MAP_AREA, false) };
     c.that(format_args!("mapping the granted page: {h:?}"), h.is_ok());

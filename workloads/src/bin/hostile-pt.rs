@@ -59,23 +59,20 @@ const PEEK: u64 = MAP_AREA + 16 * 4096;
 
 fn main(vcpu: usize) -> u64 {
     let case = shared::arg("case", 0);
-    if case == 24 {
-        return tlb_retype_race(vcpu);
-    }
-    if case == 25 {
-        return unlink_race(vcpu);
-    }
-    if case == 26 {
-        return validate_race(vcpu);
+    match case {
+        24 => return race("tlb-retype-race", vcpu, retype_vcpu1, retype_vcpu0),
+        25 => return race("unlink-race", vcpu, unlink_vcpu1, unlink_vcpu0),
+        26 => return race("validate-race", vcpu, validate_vcpu1, validate_vcpu0),
+        _ => {}
     }
     if vcpu != 0 {
         rt::park(vcpu);
     }
     match case {
-        0 => pt_bits(),
-        1 => pt_linear(),
-        2 => pt_writable(),
-        3 => pt_batch(),
+        0 => with_scratch("pt-bits", pt_bits),
+        1 => with_scratch("pt-linear", pt_linear),
+        2 => with_scratch("pt-writable", pt_writable),
+        3 => with_scratch("pt-batch", pt_batch),
         4 => pt_va0(),
         5 => hcall_numbers(),
         6 => hcall_pointers(),
@@ -94,11 +91,11 @@ fn main(vcpu: usize) -> u64 {
         15 => validate_bomb(Bomb::Unlink),
         16 => validate_bomb(Bomb::Teardown),
         17 => args_edges(),
-        18 => pt_bounded(),
-        19 => pt_bypass(),
-        20 => pt_hv_pages(),
-        21 => pt_shared_image(),
-        22 => pt_batch_link(),
+        18 => with_scratch("pt-bounded", pt_bounded),
+        19 => with_scratch("pt-bypass", pt_bypass),
+        20 => with_scratch("pt-hv-pages", pt_hv_pages),
+        21 => with_scratch("pt-shared-image", pt_shared_image),
+        22 => with_scratch("pt-batch-link", pt_batch_link),
         23 => mem_batch(),
         _ => xtf::error("hostile-pt", format_args!("no case {case}")),
     }
@@ -108,28 +105,100 @@ fn update(ptr: u64, val: u64) -> Result<u64, Errno> {
     xtf::update(ptr, val)
 }
 
-/// `tlb-retype-race`'s shared state, between its two vCPUs.
-static RACE_X_SLOT: AtomicU64 = AtomicU64::new(0);
-static RACE_F: AtomicU64 = AtomicU64::new(0);
-static RACE_LINK_SLOT: AtomicU64 = AtomicU64::new(0);
-/// The round vCPU 0 has started (0: set-up not done yet).
-static RACE_ROUND: AtomicU64 = AtomicU64::new(0);
-/// The round vCPU 1 is ready for (X mapped and written) and the round it has finished.
-static RACE_READY: AtomicU64 = AtomicU64::new(0);
-static RACE_DONE: AtomicU64 = AtomicU64::new(0);
-/// When vCPU 0 made its batch's call.
-static RACE_T0: AtomicU64 = AtomicU64::new(u64::MAX);
-/// The last round: vCPU 1 writes through X even after the batch.
-static RACE_LAST: AtomicU64 = AtomicU64::new(0);
+// The race cases (24 to 26): vCPU 0 drives rounds, vCPU 1 races each of them. A domain runs
+// one case, so the state between its two vCPUs is one set for all three.
 
-/// A race case's start: the case needs two vCPUs (an error naming it, the code to return,
-/// if the domain has fewer); vCPUs past the second take no part and park here.
-fn two_vcpus(case: &str, vcpu: usize) -> Result<(), u64> {
+/// The round vCPU 0 has started (0: set-up not done yet), the round vCPU 1 is ready for, and
+/// the round it has finished.
+static ROUND: AtomicU64 = AtomicU64::new(0);
+static READY: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
+/// When vCPU 0 made its batch's call.
+static T0: AtomicU64 = AtomicU64::new(u64::MAX);
+/// vCPU 1's updates made while vCPU 0's call was under way: tried, and refused.
+static TRIED: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// The map-area table, whose entry [`RACE_FILLER`] vCPU 0's fillers write.
+static PROGRESS_TABLE: AtomicU64 = AtomicU64::new(0);
+/// vCPU 0's batch ([`race_batch`]): the update under test, then fillers.
+static mut RACE_BATCH: [MmuUpdate; RACE_BATCH_LEN] = [MmuUpdate { ptr: 0, val: 0 }; RACE_BATCH_LEN];
+/// Updates in the batch: the one under test, then fillers, few enough that the call is not
+/// preempted (a continuation flushes, `HYPERCALL_SLICE_NS`): about 10 us each under TCG.
+const RACE_BATCH_LEN: usize = 48;
+/// vCPU 0 arms a timer this long, times 1 to [`RACE_TIMER_STEPS`] by round, before its call
+/// (tens of microseconds under `-icount shift=0`).
+const RACE_TIMER_NS: u64 = 4_000;
+const RACE_TIMER_STEPS: u64 = 16;
+/// The map-area table's entry the fillers write.
+const RACE_FILLER: usize = 300;
+
+/// A vCPU's side of a race case (`case`, the deadline of [`race`]): `Ok` or `Err`, the code
+/// that ends the case.
+type Side = fn(&str, u64) -> Result<u64, u64>;
+
+/// A race case: it needs two vCPUs (an error naming it, if the domain has fewer; vCPUs past
+/// the second take no part and park here). vCPU 1 runs `vcpu1`, vCPU 0 `vcpu0`, each given
+/// the time (5 s on) after which waiting for the other is an error; either ends the case with
+/// the code it returns, `Ok` or `Err`.
+fn race(case: &str, vcpu: usize, vcpu1: Side, vcpu0: Side) -> u64 {
     if shared::vcpus() < 2 {
-        return Err(xtf::error(case, format_args!("needs 2 vCPUs")));
+        return xtf::error(case, format_args!("needs 2 vCPUs"));
     }
     if vcpu > 1 {
         rt::park(vcpu);
+    }
+    let deadline = time::now_ns() + 5_000_000_000;
+    let code = if vcpu == 1 {
+        vcpu1(case, deadline)
+    } else {
+        vcpu0(case, deadline)
+    };
+    code.unwrap_or_else(|code| code)
+}
+
+/// vCPU 1's side of a race: each of `rounds` rounds, once vCPU 0 has started it (an error if
+/// `deadline`, system ns, passes first), `each` runs it and it is marked done. Then vCPU 1
+/// parks: vCPU 0 reports.
+fn race_rounds(
+    case: &str,
+    rounds: u64,
+    deadline: u64,
+    mut each: impl FnMut(u64) -> Result<(), u64>,
+) -> Result<u64, u64> {
+    for round in 1..=rounds {
+        if !await_round(&ROUND, round, deadline) {
+            let last = round - 1;
+            return Err(xtf::error(
+                case,
+                format_args!("vCPU 0 stopped (round {last})"),
+            ));
+        }
+        each(round)?;
+        DONE.store(round, Ordering::SeqCst);
+    }
+    rt::park(1)
+}
+
+/// vCPU 0: starts `round`, and waits until vCPU 1 is ready for it.
+fn start_round(case: &str, round: u64, deadline: u64) -> Result<(), u64> {
+    ROUND.store(round, Ordering::SeqCst);
+    if !await_round(&READY, round, deadline) {
+        return Err(xtf::error(
+            case,
+            format_args!("vCPU 1 not ready (round {round})"),
+        ));
+    }
+    Ok(())
+}
+
+/// vCPU 0: waits until vCPU 1 has finished `round` (if it has not, it reported FAILURE and shut
+/// the domain down, or it is stuck).
+fn finish_round(case: &str, round: u64, deadline: u64) -> Result<(), u64> {
+    if !await_round(&DONE, round, deadline) {
+        return Err(xtf::error(
+            case,
+            format_args!("vCPU 1 never finished round {round}"),
+        ));
     }
     Ok(())
 }
@@ -159,399 +228,348 @@ fn await_round(flag: &AtomicU64, round: u64, deadline: u64) -> bool {
     }
     true
 }
-/// vCPU 0's batch: unmap X, then 511 rewrites of an empty entry.
-static mut RACE_BATCH: [MmuUpdate; RACE_BATCH_LEN] = [MmuUpdate { ptr: 0, val: 0 }; RACE_BATCH_LEN];
+
+/// The map-area table's entry for `MAP_AREA` (the entries of the pages after it follow);
+/// its table is where the fillers of vCPU 0's batch write ([`PROGRESS_TABLE`]).
+fn map_area_slot(case: &str) -> Result<u64, u64> {
+    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
+        return Err(xtf::error(case, format_args!("no map-area table")));
+    };
+    PROGRESS_TABLE.store(slot & pte::ADDRESS, Ordering::SeqCst);
+    Ok(slot)
+}
+
+/// `N` fresh frames, in the order taken.
+fn take_frames<const N: usize>(case: &str) -> Result<[u64; N], u64> {
+    let mut frames = [0; N];
+    for f in &mut frames {
+        *f = xtf::take_frame().map_err(|_| xtf::error(case, format_args!("taking frames")))?;
+    }
+    Ok(frames)
+}
+
+/// Frame `d` mapped read-only at `va`: the L1, L2 and L3 tables on the way (`xtf::map_page`).
+fn scratch_tables(case: &str, va: u64, d: u64) -> Result<[u64; 3], u64> {
+    match xtf::map_page(va, d, false, false, None) {
+        Ok(b) => Ok(b.tables),
+        Err(e) => Err(xtf::error(case, format_args!("building the tables: {e:?}"))),
+    }
+}
+
+/// Writes vCPU 0's batch: entry `first` cleared, then fillers that write their number,
+/// shifted clear of the present bit, into entry [`RACE_FILLER`] of `slot`'s table (an entry
+/// nothing uses; the page-table window shows it, [`batch_progress`]). Its flush comes after
+/// the last. Returns the fillers' entry.
+///
+/// # Safety
+/// Clearing `first` must take away nothing this program's Rust code uses.
+unsafe fn race_batch(slot: u64, first: u64) -> u64 {
+    let filler = slot + RACE_FILLER as u64 * 8;
+    // SAFETY: vCPU 1 does not read the batch; only vCPU 0 writes it, here, before its rounds.
+    let batch = unsafe { &mut *core::ptr::addr_of_mut!(RACE_BATCH) };
+    batch[0] = MmuUpdate { ptr: first, val: 0 };
+    for (i, u) in batch[1..].iter_mut().enumerate() {
+        *u = MmuUpdate {
+            ptr: filler,
+            val: (i as u64 + 1) << 12,
+        };
+    }
+    filler
+}
+
+/// vCPU 0's batch call, with its timer due part-way through it, a different point each round
+/// ([`arm_handover`]; [`T0`]: when it was armed). The timer's interrupt waits (the hypervisor
+/// runs the batch with interrupts off), but under `-icount` QEMU runs the CPUs in turn and
+/// hands over to the other CPU at every timer deadline, so vCPU 1 then runs, for certain,
+/// while the batch is half done (`xtf-race.toml`, `xtf-unlink-race.toml`). Without `-icount`
+/// the CPUs run at once and the race is left to chance.
+fn call_batch(case: &str, round: u64) -> Result<(), u64> {
+    T0.store(arm_handover(round), Ordering::SeqCst);
+    // SAFETY: the batch, as `race_batch` wrote it: its first update's caller vouched for it,
+    // the others write an entry nothing uses.
+    let r = unsafe { hypercall::mmu_update(&*core::ptr::addr_of!(RACE_BATCH)) };
+    if r != Ok(RACE_BATCH_LEN) {
+        return Err(xtf::error(case, format_args!("the batch: {r:?}")));
+    }
+    Ok(())
+}
+
+/// vCPU 1: how far vCPU 0's batch is, the number of its last filler done (0: none yet).
+fn batch_progress() -> u64 {
+    let table = PROGRESS_TABLE.load(Ordering::SeqCst);
+    pagetable::read_entry(table, RACE_FILLER).unwrap_or(0) >> 12
+}
+
+/// vCPU 1: whether vCPU 0's batch, at filler `progress`, is well before its flush (at its
+/// end) and any preemption (which flushes too): at most half of its updates done (the flush
+/// is still tens of microseconds away), and less than half a slice since the call (a
+/// preemption comes only after a whole one, `HYPERCALL_SLICE_NS`, however slowly the host
+/// runs this machine's CPUs).
+fn before_flush(progress: u64) -> bool {
+    let since = time::now_ns().saturating_sub(T0.load(Ordering::SeqCst));
+    progress <= RACE_BATCH_LEN as u64 / 2 && since < nr::HYPERCALL_SLICE_NS / 2
+}
+
+/// `tlb-retype-race`'s entries and frame, from vCPU 0 to vCPU 1: X's entry, F, and the
+/// entry F is linked at.
+static RACE_X_SLOT: AtomicU64 = AtomicU64::new(0);
+static RACE_F: AtomicU64 = AtomicU64::new(0);
+static RACE_LINK_SLOT: AtomicU64 = AtomicU64::new(0);
+/// The last round: vCPU 1 writes through X even after the batch.
+static RACE_LAST: AtomicU64 = AtomicU64::new(0);
 /// Rounds of `tlb-retype-race`, and the time after which the next is the last: a round
 /// but the last ends quietly when vCPU 1 links F too late in vCPU 0's batch to tell
 /// whether the flush has come (after the fix, every round: the link succeeds only after
 /// the flush).
 const RACE_ROUNDS: u64 = 100;
 const RACE_NS: u64 = 400_000_000;
-/// Updates in its batch: X's, then fillers, few enough that the call is not preempted (a
-/// continuation flushes, `HYPERCALL_SLICE_NS`): about 10 us each under TCG.
-const RACE_BATCH_LEN: usize = 48;
-/// `tlb-retype-race` arms a timer this long, times 1 to [`RACE_TIMER_STEPS`] by round, before
-/// its batch (tens of microseconds under `-icount shift=0`).
-const RACE_TIMER_NS: u64 = 4_000;
-const RACE_TIMER_STEPS: u64 = 16;
-/// The map-area table's entry the fillers write.
-const RACE_FILLER: usize = 300;
 
-/// Case 24: see the table above.
-fn tlb_retype_race(vcpu: usize) -> u64 {
-    const CASE: &str = "tlb-retype-race";
-    /// X: the map-area page that maps F writable.
-    const X: u64 = MAP_AREA + 2 * 4096;
-    /// The index in F of the entry written through X, and the VA it maps once F is linked.
-    const FORGED: u64 = 5;
-    const FORGED_VA: u64 = SCRATCH_VA + FORGED * 4096;
-    if let Err(code) = two_vcpus(CASE, vcpu) {
-        return code;
-    }
-    let link = |f: u64| (f << 12) | pte::PRESENT | pte::USER | pte::WRITABLE;
-    if vcpu == 1 {
-        while RACE_ROUND.load(Ordering::SeqCst) == 0 {
-            core::hint::spin_loop();
-        }
-        let (x_slot, f, link_slot) = (
-            RACE_X_SLOT.load(Ordering::SeqCst),
-            RACE_F.load(Ordering::SeqCst),
-            RACE_LINK_SLOT.load(Ordering::SeqCst),
-        );
-        let mut round = 0;
-        loop {
-            // A round: X mapped writable again, and written, so that this CPU's TLB holds it.
-            if RACE_ROUND.load(Ordering::SeqCst) != round + 1 {
-                core::hint::spin_loop();
-                continue;
-            }
-            round += 1;
-            if update(x_slot, pagetable::leaf(f, true)).is_err() {
-                return xtf::error(CASE, format_args!("mapping X again (round {round})"));
-            }
-            // SAFETY: X maps F, a data frame of ours, writable. (Zero: F must validate as an
-            // L1, every entry of it not present.)
-            unsafe { (X as *mut u64).write_volatile(0) };
-            RACE_READY.store(round, Ordering::SeqCst);
-            // F as an L1 table under SCRATCH_VA: refused while X maps it writable.
-            // X is written again before each try until vCPU 0's batch has begun (its first
-            // filler done), so that the CPU this vCPU runs on holds it even if the vCPU moved.
-            let progress_at =
-                |table: u64| pagetable::read_entry(table, RACE_FILLER).unwrap_or(0) >> 12;
-            loop {
-                if progress_at(x_slot & pte::ADDRESS) == 0 {
-                    // SAFETY: as above; X is unmapped only by the batch's first update, just
-                    // before the first filler.
-                    unsafe { (X as *mut u64).write_volatile(0) };
-                }
-                if update(link_slot, link(f)).is_ok() {
-                    break;
-                }
-            }
-            // Where vCPU 0's batch is: its fillers write their number, shifted clear of
-            // the present bit, into an unused entry of the map-area table (which the
-            // page-table window shows), and its flush comes after the last. Linked while
-            // at most half of them are done: the flush is still tens of microseconds away,
-            // so X must be gone already if the write through it is to fault.
-            let progress = progress_at(x_slot & pte::ADDRESS);
-            // And the call has run less than half a slice: a preemption, which flushes,
-            // comes only after a whole one (`HYPERCALL_SLICE_NS`), however slowly the
-            // host runs this machine's CPUs.
-            let since = time::now_ns().saturating_sub(RACE_T0.load(Ordering::SeqCst));
-            let in_window = progress > 0
-                && progress <= RACE_BATCH_LEN as u64 / 2
-                && since < nr::HYPERCALL_SLICE_NS / 2;
-            if !in_window && RACE_LAST.load(Ordering::SeqCst) == 0 {
-                // Linked too late to tell: no window this round.
-                if update(link_slot, 0).is_err() {
-                    return xtf::error(CASE, format_args!("unlinking F (round {round})"));
-                }
-                RACE_DONE.store(round, Ordering::SeqCst);
-                continue;
-            }
-            // Linked while this CPU's TLB still maps X (or in the last round). X must be
-            // gone from every TLB by now: this write must fault.
-            let forged = pagetable::leaf(link_slot >> 12, false);
-            let seen: u64;
-            // SAFETY: the hole being shown: X still maps F (now a page table) writable in
-            // this CPU's TLB. The forged entry maps the L2 above F at FORGED_VA (read-only,
-            // so that nothing is written through it); it is read once, then cleared again
-            // through X, so that F holds what the hypervisor believes (all zero).
-            unsafe {
-                ((X + FORGED * 8) as *mut u64).write_volatile(forged);
-                seen = (FORGED_VA as *const u64).read_volatile();
-                ((X + FORGED * 8) as *mut u64).write_volatile(0);
-            }
-            let _ = update(link_slot, 0);
-            return xtf::failure(
-                CASE,
-                format_args!(
-                    "round {round}: linked F as an L1 while this CPU's TLB still mapped it \
-                     writable at X; an entry written into it through X mapped the L2 above \
-                     it, whose entry 0 read {seen:#x} through it (the link to F is {:#x})",
-                    link(f)
-                ),
-            );
-        }
-    }
-    // vCPU 0: the tables under SCRATCH_VA (an L3, an L2 whose entry 1 maps a data page;
+/// Case 24, vCPU 1: see the table above. vCPU 0 reports if the rounds stop: this waits
+/// for the next for ever.
+fn retype_vcpu1(case: &str, _: u64) -> Result<u64, u64> {
+    race_rounds(case, RACE_ROUNDS, u64::MAX, |round| {
+        retype_round(case, round)
+    })
+}
+
+/// Case 24, vCPU 0: see the table above.
+fn retype_vcpu0(case: &str, deadline: u64) -> Result<u64, u64> {
+    // The tables under SCRATCH_VA (an L3, an L2 whose entry 1 maps a data page;
     // entry 0 is where F is linked), F mapped writable at X.
-    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
-        return xtf::error(CASE, format_args!("no map-area table"));
-    };
-    let (f, d) = match (xtf::take_frame(), xtf::take_frame()) {
-        (Ok(f), Ok(d)) => (f, d),
-        _ => return xtf::error(CASE, format_args!("taking frames")),
-    };
-    let built = match xtf::map_page(SCRATCH_VA + (1 << 21), d, false, false, None) {
-        Ok(b) => b,
-        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
-    };
+    let slot = map_area_slot(case)?;
+    let [f, d] = take_frames(case)?;
+    let tables = scratch_tables(case, SCRATCH_VA + (1 << 21), d)?;
     let x_slot = slot + 2 * 8;
-    // An entry of the map-area table that nothing uses: the fillers write their number
-    // into it, not present.
-    let filler = slot + RACE_FILLER as u64 * 8;
-    // SAFETY: vCPU 1 does not read the batch; only this vCPU writes it, here.
-    let batch = unsafe { &mut *core::ptr::addr_of_mut!(RACE_BATCH) };
-    batch[0] = MmuUpdate {
-        ptr: x_slot,
-        val: 0,
-    };
-    for (i, u) in batch[1..].iter_mut().enumerate() {
-        *u = MmuUpdate {
-            ptr: filler,
-            val: (i as u64 + 1) << 12,
-        };
-    }
+    // SAFETY: the batch unmaps X, which only vCPU 1 uses, mapping it again each round.
+    let filler = unsafe { race_batch(slot, x_slot) };
     RACE_X_SLOT.store(x_slot, Ordering::SeqCst);
     RACE_F.store(f, Ordering::SeqCst);
-    RACE_LINK_SLOT.store(built.tables[1], Ordering::SeqCst);
-    xtf::expect_killed(CASE, "a write through X after F was linked as a table");
+    RACE_LINK_SLOT.store(tables[1], Ordering::SeqCst);
+    xtf::expect_killed(case, "a write through X after F was linked as a table");
     let start = time::now_ns();
-    let deadline = start + 5_000_000_000;
     for round in 1..=RACE_ROUNDS {
         if round == RACE_ROUNDS || time::now_ns() - start >= RACE_NS {
             RACE_LAST.store(1, Ordering::SeqCst);
         }
         let _ = update(filler, 0);
-        RACE_ROUND.store(round, Ordering::SeqCst);
-        if !await_round(&RACE_READY, round, deadline) {
-            return xtf::error(CASE, format_args!("vCPU 1 never mapped X (round {round})"));
-        }
-        // A timer of this vCPU's due part-way through the batch, a different point each round:
-        // its interrupt waits (the hypervisor runs the batch with interrupts off), but under
-        // `-icount` QEMU runs the CPUs in turn and hands over to the other CPU at every timer
-        // deadline, so vCPU 1 then runs, for certain, while this batch is half done
-        // (`xtf-race.toml`). Without `-icount` the CPUs run at once and the race is left to
-        // chance.
-        RACE_T0.store(arm_handover(round), Ordering::SeqCst);
-        // SAFETY: the batch names entries of the map-area table only: X's, and one unused.
-        let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
-        if r != Ok(RACE_BATCH_LEN) {
-            return xtf::error(CASE, format_args!("the batch: {r:?}"));
-        }
-        if !await_round(&RACE_DONE, round, deadline) {
-            return xtf::error(CASE, format_args!("vCPU 1 never linked F (round {round})"));
-        }
+        start_round(case, round, deadline)?;
+        call_batch(case, round)?;
+        finish_round(case, round, deadline)?;
     }
-    xtf::survived(
-        CASE,
+    Ok(xtf::survived(
+        case,
         format_args!("a write through X after F was linked as a table ({RACE_ROUNDS} rounds)"),
-    )
+    ))
 }
 
-/// `unlink-race`: the L3 entries that link T (a: vCPU 0's batch unlinks it; b: vCPU 1's
-/// single update), and T's link.
-static UR_SLOT_A: AtomicU64 = AtomicU64::new(0);
+/// `tlb-retype-race`, vCPU 1's round: X mapped writable again, and written, so that this
+/// CPU's TLB holds it; then F linked as an L1 table, and written through X if the link came
+/// while vCPU 0's batch had unmapped X but not yet flushed.
+fn retype_round(case: &str, round: u64) -> Result<(), u64> {
+    /// X: the map-area page that maps F writable.
+    const X: u64 = MAP_AREA + 2 * 4096;
+    /// The index in F of the entry written through X, and the VA it maps once F is linked.
+    const FORGED: u64 = 5;
+    const FORGED_VA: u64 = SCRATCH_VA + FORGED * 4096;
+    let (x_slot, f, link_slot) = (
+        RACE_X_SLOT.load(Ordering::SeqCst),
+        RACE_F.load(Ordering::SeqCst),
+        RACE_LINK_SLOT.load(Ordering::SeqCst),
+    );
+    if update(x_slot, pagetable::leaf(f, true)).is_err() {
+        return Err(xtf::error(
+            case,
+            format_args!("mapping X again (round {round})"),
+        ));
+    }
+    // SAFETY: X maps F, a data frame of ours, writable. (Zero: F must validate as an L1, every
+    // entry of it not present.)
+    unsafe { (X as *mut u64).write_volatile(0) };
+    READY.store(round, Ordering::SeqCst);
+    // F as an L1 table under SCRATCH_VA: refused while X maps it writable. X is written again
+    // before each try until vCPU 0's batch has begun (its first filler done), so that the CPU
+    // this vCPU runs on holds it even if the vCPU moved.
+    loop {
+        if batch_progress() == 0 {
+            // SAFETY: as above; X is unmapped only by the batch's first update, just before
+            // the first filler.
+            unsafe { (X as *mut u64).write_volatile(0) };
+        }
+        if update(link_slot, table_link(f << 12)).is_ok() {
+            break;
+        }
+    }
+    // Linked while the batch was early enough: X must be gone already if the write through
+    // it is to fault.
+    let progress = batch_progress();
+    if !(progress > 0 && before_flush(progress)) && RACE_LAST.load(Ordering::SeqCst) == 0 {
+        // Linked too late to tell: no window this round.
+        if update(link_slot, 0).is_err() {
+            return Err(xtf::error(
+                case,
+                format_args!("unlinking F (round {round})"),
+            ));
+        }
+        return Ok(());
+    }
+    // Linked while this CPU's TLB still maps X (or in the last round). X must be gone from
+    // every TLB by now: this write must fault.
+    let forged = pagetable::leaf(link_slot >> 12, false);
+    let seen: u64;
+    // SAFETY: the hole being shown: X still maps F (now a page table) writable in this CPU's
+    // TLB. The forged entry maps the L2 above F at FORGED_VA (read-only, so that nothing is
+    // written through it); it is read once, then cleared again through X, so that F holds
+    // what the hypervisor believes (all zero).
+    unsafe {
+        ((X + FORGED * 8) as *mut u64).write_volatile(forged);
+        seen = (FORGED_VA as *const u64).read_volatile();
+        ((X + FORGED * 8) as *mut u64).write_volatile(0);
+    }
+    let _ = update(link_slot, 0);
+    Err(xtf::failure(
+        case,
+        format_args!(
+            "round {round}: linked F as an L1 while this CPU's TLB still mapped it writable at \
+             X; an entry written into it through X mapped the L2 above it, whose entry 0 read \
+             {seen:#x} through it (the link to F is {:#x})",
+            table_link(f << 12)
+        ),
+    ))
+}
+
+/// `unlink-race`: b, the L3 entry vCPU 1 unlinks T from (vCPU 0's batch unlinks a).
 static UR_SLOT_B: AtomicU64 = AtomicU64::new(0);
-/// The map-area table, whose entry [`RACE_FILLER`] vCPU 0's fillers write.
-static UR_PROGRESS_TABLE: AtomicU64 = AtomicU64::new(0);
-/// The round vCPU 0 has started, the round vCPU 1 is ready for, and the one it finished.
-static UR_ROUND: AtomicU64 = AtomicU64::new(0);
-static UR_READY: AtomicU64 = AtomicU64::new(0);
-static UR_DONE: AtomicU64 = AtomicU64::new(0);
-/// When vCPU 0 made its batch's call.
-static UR_T0: AtomicU64 = AtomicU64::new(u64::MAX);
-/// vCPU 1's unlinks of b made while a's put was still to come: tried, and refused.
-static UR_TRIED: AtomicU64 = AtomicU64::new(0);
-static UR_REFUSED: AtomicU64 = AtomicU64::new(0);
-/// vCPU 0's batch: unlink a, then fillers.
-static mut UR_BATCH: [MmuUpdate; RACE_BATCH_LEN] = [MmuUpdate { ptr: 0, val: 0 }; RACE_BATCH_LEN];
-/// Rounds of `unlink-race`.
+/// Rounds of `unlink-race` and `validate-race`.
 const UR_ROUNDS: u64 = 40;
 
-/// Case 25: see the table above.
-fn unlink_race(vcpu: usize) -> u64 {
-    const CASE: &str = "unlink-race";
-    if let Err(code) = two_vcpus(CASE, vcpu) {
-        return code;
-    }
-    let deadline = time::now_ns() + 5_000_000_000;
-    if vcpu == 1 {
-        let mut round = 0;
-        while round < UR_ROUNDS {
-            if !await_round(&UR_ROUND, round + 1, deadline) {
-                return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
+/// Case 25, vCPU 1: see the table above.
+fn unlink_vcpu1(case: &str, deadline: u64) -> Result<u64, u64> {
+    race_rounds(case, UR_ROUNDS, deadline, |round| {
+        let b = UR_SLOT_B.load(Ordering::SeqCst);
+        READY.store(round, Ordering::SeqCst);
+        // Wait for vCPU 0's batch to be under way: its first update unlinked a.
+        let progress = loop {
+            let p = batch_progress();
+            if p > 0 {
+                break p;
             }
-            round += 1;
-            let (b, table) = (
-                UR_SLOT_B.load(Ordering::SeqCst),
-                UR_PROGRESS_TABLE.load(Ordering::SeqCst),
-            );
-            UR_READY.store(round, Ordering::SeqCst);
-            // Wait for vCPU 0's batch to be under way: its first update unlinked a, and its
-            // fillers write their number (clear of the present bit) where the page-table
-            // window shows it.
-            let progress = loop {
-                let p = pagetable::read_entry(table, RACE_FILLER).unwrap_or(0) >> 12;
-                if p > 0 {
-                    break p;
-                }
-                if time::now_ns() >= deadline {
-                    return xtf::error(CASE, format_args!("vCPU 0's batch never ran"));
-                }
-                core::hint::spin_loop();
-            };
-            // Well before its flush (at its end) and any preemption (which flushes too):
-            // a's link is removed, its put still to come.
-            let since = time::now_ns().saturating_sub(UR_T0.load(Ordering::SeqCst));
-            if progress <= RACE_BATCH_LEN as u64 / 2 && since < nr::HYPERCALL_SLICE_NS / 2 {
-                UR_TRIED.fetch_add(1, Ordering::SeqCst);
-                match update(b, 0) {
-                    Err(_) => {
-                        UR_REFUSED.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(_) => {
-                        return xtf::failure(
-                            CASE,
-                            format_args!(
-                                "round {round}: unlinked T's last live link (b) while the \
-                                 put of its other (a) waited for vCPU 0's flush (batch at \
-                                 update {progress}), though T is not empty: the two puts then \
-                                 devalidate T and what is under it in one step"
-                            ),
-                        );
-                    }
-                }
+            if time::now_ns() >= deadline {
+                return Err(xtf::error(case, format_args!("vCPU 0's batch never ran")));
             }
-            UR_DONE.store(round, Ordering::SeqCst);
-        }
-        // vCPU 0 reports.
-        rt::park(vcpu);
-    }
-    // vCPU 0: under SCRATCH_VA, an L3 whose entry 0 (a) links T, an L2 whose entry 0
-    // links an L1 that maps a data page (so T is not empty); T linked again at entry 1 (b).
-    let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
-        return xtf::error(CASE, format_args!("no map-area table"));
-    };
-    let Ok(d) = xtf::take_frame() else {
-        return xtf::error(CASE, format_args!("taking a frame"));
-    };
-    let built = match xtf::map_page(SCRATCH_VA, d, false, false, None) {
-        Ok(b) => b,
-        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
-    };
-    let (l3, t) = (built.tables[2], built.tables[1]);
-    let (a, b) = (l3, l3 + 8);
-    let filler = slot + RACE_FILLER as u64 * 8;
-    // SAFETY: vCPU 1 does not read the batch; only this vCPU writes it, here.
-    let batch = unsafe { &mut *core::ptr::addr_of_mut!(UR_BATCH) };
-    batch[0] = MmuUpdate { ptr: a, val: 0 };
-    for (i, u) in batch[1..].iter_mut().enumerate() {
-        *u = MmuUpdate {
-            ptr: filler,
-            val: (i as u64 + 1) << 12,
+            core::hint::spin_loop();
         };
-    }
-    UR_SLOT_A.store(a, Ordering::SeqCst);
+        // a's link is removed, its put still to come.
+        if before_flush(progress) {
+            TRIED.fetch_add(1, Ordering::SeqCst);
+            if update(b, 0).is_ok() {
+                return Err(xtf::failure(
+                    case,
+                    format_args!(
+                        "round {round}: unlinked T's last live link (b) while the put \
+                         of its other (a) waited for vCPU 0's flush (batch at update \
+                         {progress}), though T is not empty: the two puts then \
+                         devalidate T and what is under it in one step"
+                    ),
+                ));
+            }
+            REFUSED.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    })
+}
+
+/// Case 25, vCPU 0: see the table above.
+fn unlink_vcpu0(case: &str, deadline: u64) -> Result<u64, u64> {
+    // Under SCRATCH_VA, an L3 whose entry 0 (a) links T, an L2 whose entry 0 links an
+    // L1 that maps a data page (so T is not empty); T linked again at entry 1 (b).
+    let slot = map_area_slot(case)?;
+    let [d] = take_frames(case)?;
+    let [_, t, l3] = scratch_tables(case, SCRATCH_VA, d)?;
+    let (a, b) = (l3, l3 + 8);
+    // SAFETY: a links this case's own table, which maps only its own data page.
+    let filler = unsafe { race_batch(slot, a) };
     UR_SLOT_B.store(b, Ordering::SeqCst);
-    UR_PROGRESS_TABLE.store(slot & pte::ADDRESS, Ordering::SeqCst);
     for round in 1..=UR_ROUNDS {
         // Both links in place (b may have gone only if the hole is open).
         let relinked = update(filler, 0)
             .and_then(|_| update(a, table_link(t)))
             .and_then(|_| update(b, table_link(t)));
         if let Err(e) = relinked {
-            return xtf::error(CASE, format_args!("linking T (round {round}): {e:?}"));
+            return Err(xtf::error(
+                case,
+                format_args!("linking T (round {round}): {e:?}"),
+            ));
         }
-        UR_ROUND.store(round, Ordering::SeqCst);
-        if !await_round(&UR_READY, round, deadline) {
-            return xtf::error(CASE, format_args!("vCPU 1 not ready (round {round})"));
-        }
-        // The handover to vCPU 1 part-way through the batch, as `tlb-retype-race` does.
-        UR_T0.store(arm_handover(round), Ordering::SeqCst);
-        // SAFETY: the batch names an entry of this case's L3 and one unused map-area entry.
-        let r = unsafe { hypercall::mmu_update(&batch[..RACE_BATCH_LEN]) };
-        if r != Ok(RACE_BATCH_LEN) {
-            return xtf::error(CASE, format_args!("the batch: {r:?}"));
-        }
-        // vCPU 1 reported FAILURE (and shut the domain down) or is stuck.
-        if !await_round(&UR_DONE, round, deadline) {
-            return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
-        }
+        start_round(case, round, deadline)?;
+        call_batch(case, round)?;
+        finish_round(case, round, deadline)?;
     }
-    let (tried, refused) = (
-        UR_TRIED.load(Ordering::SeqCst),
-        UR_REFUSED.load(Ordering::SeqCst),
-    );
-    if tried == 0 {
-        return xtf::error(
-            CASE,
-            format_args!("vCPU 1 never ran while a batch was under way ({UR_ROUNDS} rounds)"),
-        );
-    }
-    xtf::success(
-        CASE,
+    let (tried, refused) = tries(case, "while a batch was under way")?;
+    Ok(xtf::success(
+        case,
         format_args!(
-            "{refused} of {tried} unlinks of T's last live link, made while the put of its \
-             other waited for a flush, refused ({UR_ROUNDS} rounds)"
+            "{refused} of {tried} unlinks of T's last live link, made while the put of \
+             its other waited for a flush, refused ({UR_ROUNDS} rounds)"
         ),
-    )
+    ))
 }
 
-/// `validate-race`: q (the L2 entry that is Y's only link), and the rounds vCPU 0 has
-/// started, made its call in, and returned from.
+/// vCPU 1's updates made while vCPU 0's call was under way, and those refused, once the
+/// [`UR_ROUNDS`] rounds are done: an ERROR if there were none (vCPU 1 never ran `during` it).
+fn tries(case: &str, during: &str) -> Result<(u64, u64), u64> {
+    let (tried, refused) = (TRIED.load(Ordering::SeqCst), REFUSED.load(Ordering::SeqCst));
+    if tried == 0 {
+        return Err(xtf::error(
+            case,
+            format_args!("vCPU 1 never ran {during} ({UR_ROUNDS} rounds)"),
+        ));
+    }
+    Ok((tried, refused))
+}
+
+/// `validate-race`: q (the L2 entry that is Y's only link), and the rounds vCPU 0 has made
+/// its call in and returned from.
 static VR_Q: AtomicU64 = AtomicU64::new(0);
-static VR_ROUND: AtomicU64 = AtomicU64::new(0);
 static VR_CALL: AtomicU64 = AtomicU64::new(0);
 static VR_RETURNED: AtomicU64 = AtomicU64::new(0);
-static VR_DONE: AtomicU64 = AtomicU64::new(0);
-/// vCPU 1's removals of q made during vCPU 0's call: tried (all must be refused).
-static VR_TRIED: AtomicU64 = AtomicU64::new(0);
 
-/// Case 26: see the table above.
-fn validate_race(vcpu: usize) -> u64 {
-    const CASE: &str = "validate-race";
-    if let Err(code) = two_vcpus(CASE, vcpu) {
-        return code;
-    }
-    let deadline = time::now_ns() + 5_000_000_000;
-    if vcpu == 1 {
-        let mut round = 0;
-        while round < UR_ROUNDS {
-            if !await_round(&VR_ROUND, round + 1, deadline) {
-                return xtf::error(CASE, format_args!("vCPU 0 stopped (round {round})"));
-            }
-            round += 1;
-            let q = VR_Q.load(Ordering::SeqCst);
-            while VR_RETURNED.load(Ordering::SeqCst) != round {
-                if VR_CALL.load(Ordering::SeqCst) != round {
-                    if time::now_ns() >= deadline {
-                        return xtf::error(CASE, format_args!("vCPU 0's call never came"));
-                    }
-                    core::hint::spin_loop();
-                    continue;
+/// Case 26, vCPU 1: see the table above.
+fn validate_vcpu1(case: &str, deadline: u64) -> Result<u64, u64> {
+    race_rounds(case, UR_ROUNDS, deadline, |round| {
+        let q = VR_Q.load(Ordering::SeqCst);
+        while VR_RETURNED.load(Ordering::SeqCst) != round {
+            if VR_CALL.load(Ordering::SeqCst) != round {
+                if time::now_ns() >= deadline {
+                    return Err(xtf::error(case, format_args!("vCPU 0's call never came")));
                 }
-                // vCPU 0's call is under way: Y's links that its validation took may be
-                // dropped again at any moment; q is Y's only live one.
-                VR_TRIED.fetch_add(1, Ordering::SeqCst);
-                if update(q, 0).is_ok() {
-                    return xtf::failure(
-                        CASE,
-                        format_args!(
-                            "round {round}: removed Y's only live link during vCPU 0's \
-                             validation of a table that linked Y and then failed, though Y \
-                             is not empty: the rollback devalidates Y whole"
-                        ),
-                    );
-                }
+                core::hint::spin_loop();
+                continue;
             }
-            VR_DONE.store(round, Ordering::SeqCst);
+            // vCPU 0's call is under way: Y's links that its validation took may be
+            // dropped again at any moment; q is Y's only live one.
+            TRIED.fetch_add(1, Ordering::SeqCst);
+            if update(q, 0).is_ok() {
+                return Err(xtf::failure(
+                    case,
+                    format_args!(
+                        "round {round}: removed Y's only live link during vCPU 0's \
+                         validation of a table that linked Y and then failed, though \
+                         Y is not empty: the rollback devalidates Y whole"
+                    ),
+                ));
+            }
         }
-        rt::park(vcpu);
-    }
-    // vCPU 0: under SCRATCH_VA an L3, an L2 (entry 0 is q) and Y, an L1 mapping a data page
-    // d; X: 511 links to Y, then a link to d (a data page, not an L1: the validation fails
-    // there, after the 511).
-    let (d, x) = match (xtf::take_frame(), xtf::take_frame()) {
-        (Ok(d), Ok(x)) => (d, x),
-        _ => return xtf::error(CASE, format_args!("taking frames")),
-    };
-    let built = match xtf::map_page(SCRATCH_VA, d, false, false, None) {
-        Ok(b) => b,
-        Err(e) => return xtf::error(CASE, format_args!("building the tables: {e:?}")),
-    };
-    let (l3, q, y) = (built.tables[2], built.tables[1], built.tables[0]);
+        Ok(())
+    })
+}
+
+/// Case 26, vCPU 0: see the table above.
+fn validate_vcpu0(case: &str, deadline: u64) -> Result<u64, u64> {
+    // Under SCRATCH_VA an L3, an L2 (entry 0 is q) and Y, an L1 mapping a data page d;
+    // X: 511 links to Y, then a link to d (a data page, not an L1: the validation
+    // fails there, after the 511).
+    let [d, x] = take_frames(case)?;
+    let [y, q, l3] = scratch_tables(case, SCRATCH_VA, d)?;
     let mut bytes = [0u8; 4096];
     for (i, e) in bytes.chunks_exact_mut(8).enumerate() {
         let entry = if i < 511 {
@@ -562,37 +580,33 @@ fn validate_race(vcpu: usize) -> u64 {
         e.copy_from_slice(&entry.to_le_bytes());
     }
     if let Err(e) = xtf::fill_frame(x, 0, &bytes) {
-        return xtf::error(CASE, format_args!("writing X: {e:?}"));
+        return Err(xtf::error(case, format_args!("writing X: {e:?}")));
     }
     VR_Q.store(q, Ordering::SeqCst);
     for round in 1..=UR_ROUNDS {
-        VR_ROUND.store(round, Ordering::SeqCst);
-        // vCPU 1 runs part-way through the call (its timer's deadline, under `-icount`).
+        ROUND.store(round, Ordering::SeqCst);
+        // vCPU 1 runs part-way through the call (its timer's deadline, under
+        // `-icount`).
         arm_handover(round);
         VR_CALL.store(round, Ordering::SeqCst);
         let linked = update(l3 + 8, table_link(x << 12));
         VR_RETURNED.store(round, Ordering::SeqCst);
         if linked.is_ok() {
-            return xtf::error(CASE, format_args!("X validated as an L2 (round {round})"));
+            return Err(xtf::error(
+                case,
+                format_args!("X validated as an L2 (round {round})"),
+            ));
         }
-        if !await_round(&VR_DONE, round, deadline) {
-            return xtf::error(CASE, format_args!("vCPU 1 never finished round {round}"));
-        }
+        finish_round(case, round, deadline)?;
     }
-    let tried = VR_TRIED.load(Ordering::SeqCst);
-    if tried == 0 {
-        return xtf::error(
-            CASE,
-            format_args!("vCPU 1 never ran during vCPU 0's call ({UR_ROUNDS} rounds)"),
-        );
-    }
-    xtf::success(
-        CASE,
+    let (tried, _) = tries(case, "during vCPU 0's call")?;
+    Ok(xtf::success(
+        case,
         format_args!(
-            "{tried} removals of Y's only live link during validations that took and dropped \
-             511 links to it, all refused ({UR_ROUNDS} rounds)"
+            "{tried} removals of Y's only live link during validations that took and \
+             dropped 511 links to it, all refused ({UR_ROUNDS} rounds)"
         ),
-    )
+    ))
 }
 
 fn raw(number: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> Result<u64, Errno> {
@@ -637,6 +651,15 @@ fn build_scratch() -> Result<Scratch, Errno> {
     })
 }
 
+/// Runs page-table case `case`, `run`, on fresh scratch tables ([`build_scratch`]; an ERROR
+/// if they cannot be built) with its checks.
+fn with_scratch(case: &'static str, run: fn(Checks, Scratch) -> u64) -> u64 {
+    match build_scratch() {
+        Ok(s) => run(Checks::new(case), s),
+        Err(e) => xtf::error(case, format_args!("building tables: {e:?}")),
+    }
+}
+
 /// Reads entry `index` of the table at machine address `table` by mapping it read-only.
 fn peek(table: u64, index: u64) -> Option<u64> {
     // SAFETY: PEEK is used only here; a page table may be mapped read-only.
@@ -648,12 +671,7 @@ fn peek(table: u64, index: u64) -> Option<u64> {
     Some(v)
 }
 
-fn pt_bits() -> u64 {
-    let mut c = Checks::new("pt-bits");
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error("pt-bits", format_args!("building tables: {e:?}")),
-    };
+fn pt_bits(mut c: Checks, s: Scratch) -> u64 {
     let root = pagetable::root();
     let levels = [
         (4u32, root + SCRATCH_L4 * 8, s.l3 | LINK),
@@ -718,12 +736,7 @@ fn pt_bits() -> u64 {
     c.verdict()
 }
 
-fn pt_linear() -> u64 {
-    let mut c = Checks::new("pt-linear");
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error("pt-linear", format_args!("building tables: {e:?}")),
-    };
+fn pt_linear(mut c: Checks, s: Scratch) -> u64 {
     let root = pagetable::root();
     let ro = pte::PRESENT | pte::USER;
     for (what, at, val) in [
@@ -793,14 +806,9 @@ fn pt_linear() -> u64 {
     c.verdict()
 }
 
-fn pt_writable() -> u64 {
-    let mut c = Checks::new("pt-writable");
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error("pt-writable", format_args!("building tables: {e:?}")),
-    };
+fn pt_writable(mut c: Checks, s: Scratch) -> u64 {
     let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
-        return xtf::error("pt-writable", format_args!("no map-area table"));
+        return xtf::error(c.case(), format_args!("no map-area table"));
     };
     let info = shared_memory_info();
     let mut tables: [u64; 80] = [0; 80];
@@ -895,18 +903,13 @@ fn pagetable_window_entry(i: usize) -> Option<u64> {
     (i < count).then_some(table)
 }
 
-fn pt_batch() -> u64 {
-    let mut c = Checks::new("pt-batch");
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error("pt-batch", format_args!("building tables: {e:?}")),
-    };
+fn pt_batch(mut c: Checks, s: Scratch) -> u64 {
     let Some(slot) = pagetable::entry_address(MAP_AREA, 1) else {
-        return xtf::error("pt-batch", format_args!("no map-area table"));
+        return xtf::error(c.case(), format_args!("no map-area table"));
     };
     let f = match xtf::take_frame() {
         Ok(f) => f,
-        Err(e) => return xtf::error("pt-batch", format_args!("taking a frame: {e:?}")),
+        Err(e) => return xtf::error(c.case(), format_args!("taking a frame: {e:?}")),
     };
     let batch = |u: &[MmuUpdate]| {
         // SAFETY: the updates touch the map area and the scratch tables only.
@@ -1787,12 +1790,7 @@ fn args_edges() -> u64 {
     c.verdict()
 }
 
-fn pt_bounded() -> u64 {
-    let mut c = Checks::new("pt-bounded");
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error("pt-bounded", format_args!("building tables: {e:?}")),
-    };
+fn pt_bounded(mut c: Checks, s: Scratch) -> u64 {
     let root = pagetable::root();
     for (level, at, old) in [
         (4, root + SCRATCH_L4 * 8, s.l3 | LINK),
@@ -1834,13 +1832,8 @@ fn pt_bounded() -> u64 {
     c.verdict()
 }
 
-fn pt_bypass() -> u64 {
-    const CASE: &str = "pt-bypass";
-    let mut c = Checks::new(CASE);
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
-    };
+fn pt_bypass(mut c: Checks, s: Scratch) -> u64 {
+    let case = c.case();
     let root = pagetable::root();
     let ro = pagetable::leaf(s.data, false);
     // L1 tables: link an empty one into the L2, fill it, until the quota says no.
@@ -1865,7 +1858,7 @@ fn pt_bypass() -> u64 {
         }
         // SAFETY: fills a table of its own with read-only mappings of its own data frame.
         if unsafe { hypercall::mmu_update(&fill) } != Ok(512) {
-            return xtf::error(CASE, format_args!("filling L1 table {n}"));
+            return xtf::error(case, format_args!("filling L1 table {n}"));
         }
         l1s[n] = f;
         n += 1;
@@ -1919,13 +1912,8 @@ fn pt_bypass() -> u64 {
 /// table. The counters page is the sharp one: the guest may write it (it did, while it was
 /// mapped writable, so it could have prepared non-present entries there), and the
 /// hypervisor sets pending-event bits in it, which would make such entries present.
-fn pt_hv_pages() -> u64 {
-    const CASE: &str = "pt-hv-pages";
-    let mut c = Checks::new(CASE);
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
-    };
+fn pt_hv_pages(mut c: Checks, s: Scratch) -> u64 {
+    let case = c.case();
     let mfn_of = |va: u64| {
         let table = pagetable::table_for(va, 1)?;
         let e = pagetable::read_entry(table, pagetable::index_at(va, 1))?;
@@ -1933,7 +1921,7 @@ fn pt_hv_pages() -> u64 {
     };
     let (Some(shared), Some(counters)) = (mfn_of(SHARED_INFO), mfn_of(COUNTERS)) else {
         return xtf::error(
-            CASE,
+            case,
             format_args!("the shared-info or counters page is not mapped"),
         );
     };
@@ -1985,23 +1973,18 @@ fn page_sum(va: u64) -> u64 {
 /// A write would reach every domain of the image (Domain0's bystanders included, when the
 /// image is theirs too); a second mapping or a page-table use would outlive the image's
 /// count of users.
-fn pt_shared_image() -> u64 {
-    const CASE: &str = "pt-shared-image";
-    let mut c = Checks::new(CASE);
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
-    };
+fn pt_shared_image(mut c: Checks, s: Scratch) -> u64 {
+    let case = c.case();
     let text = (pt_shared_image as *const () as u64) & !0xfff;
     let Some(at) = pagetable::entry_address(text, 1) else {
         return xtf::error(
-            CASE,
+            case,
             format_args!("no L1 entry for the text page {text:#x}"),
         );
     };
     let entry_now = || pagetable::read_entry(at & !0xfff, ((at & 0xfff) / 8) as usize);
     let Some(entry) = entry_now().filter(|e| e & pte::PRESENT != 0) else {
-        return xtf::error(CASE, format_args!("the text page {text:#x} is not mapped"));
+        return xtf::error(case, format_args!("the text page {text:#x} is not mapped"));
     };
     let mfn = (entry & pte::ADDRESS) >> 12;
     let sum = page_sum(text);
@@ -2079,13 +2062,8 @@ fn on_timer(_vcpu: usize, port: u32) {
     }
 }
 
-fn pt_batch_link() -> u64 {
-    const CASE: &str = "pt-batch-link";
-    let mut c = Checks::new(CASE);
-    let s = match build_scratch() {
-        Ok(s) => s,
-        Err(e) => return xtf::error(CASE, format_args!("building tables: {e:?}")),
-    };
+fn pt_batch_link(mut c: Checks, s: Scratch) -> u64 {
+    let case = c.case();
     static mut L1S: [u64; 511] = [0; 511];
     // SAFETY: vCPU 0 alone runs this case, once; nothing else refers to this static.
     let l1s = unsafe { &mut *core::ptr::addr_of_mut!(L1S) };
@@ -2116,7 +2094,7 @@ fn pt_batch_link() -> u64 {
     // (`HYPERCALL_SLICE_NS`), takes the interrupts and upcalls due, and continues it. A call
     // the hypervisor ran in one go would hold the upcall (and every neighbour's timer on
     // this CPU) until its end.
-    if let Err(end) = timer_upcall(CASE) {
+    if let Err(end) = timer_upcall(case) {
         return end;
     }
     let start = time::now_ns();
@@ -2127,7 +2105,7 @@ fn pt_batch_link() -> u64 {
     while time::now_ns() < start + 3_000_000_000 {
         for &f in &l1s[..n] {
             if let Err(e) = fill(f) {
-                return xtf::error(CASE, format_args!("filling a table: {e:?}"));
+                return xtf::error(case, format_args!("filling a table: {e:?}"));
             }
         }
         for (k, u) in links[..n].iter_mut().enumerate() {
@@ -2164,7 +2142,7 @@ fn pt_batch_link() -> u64 {
             let unlinked = update(s.l2 + (k as u64 + 1) * 8, 0);
             if emptied.is_err() || unlinked.is_err() {
                 return xtf::error(
-                    CASE,
+                    case,
                     format_args!("table {k}: emptied {emptied:?}, unlinked {unlinked:?}"),
                 );
             }

@@ -177,32 +177,45 @@ fn block_storm(rounds: u64) -> u64 {
     c.verdict()
 }
 
+/// Takes one object at a time (`take`, given how many it holds) until it is refused or holds
+/// `most`: the refusal must be `NoMem` or `TooBig` (`refusal`), and must come (`bound`, which
+/// fails, if it does not). Returns how many it holds.
+fn take_all(
+    c: &mut Checks,
+    refusal: &str,
+    bound: core::fmt::Arguments<'_>,
+    most: usize,
+    mut take: impl FnMut(usize) -> Result<(), Errno>,
+) -> usize {
+    let mut n = 0;
+    let err = loop {
+        if n == most {
+            break None;
+        }
+        match take(n) {
+            Ok(()) => n += 1,
+            Err(e) => break Some(e),
+        }
+    };
+    match err {
+        Some(e) => c.one_of(refusal, e, &[Errno::NoMem, Errno::TooBig]),
+        None => c.that(bound, false),
+    };
+    n
+}
+
 fn exhaust_ports() -> u64 {
     let mut c = Checks::new("exhaust-ports");
     let mut ports = [0u32; abi::shared::MAX_PORTS];
     let mut counts = [0usize; 2];
     for count in &mut counts {
-        let mut n = 0;
-        let err = loop {
-            if n == ports.len() {
-                break None;
-            }
-            match hypercall::evtchn_alloc_unbound(0) {
-                Ok(p) => {
-                    ports[n] = p;
-                    n += 1;
-                }
-                Err(e) => break Some(e),
-            }
-        };
-        match err {
-            Some(e) => c.one_of(
-                "the refusal once out of ports",
-                e,
-                &[Errno::NoMem, Errno::TooBig],
-            ),
-            None => c.that(format_args!("ports are bounded by MAX_PORTS"), false),
-        };
+        let n = take_all(
+            &mut c,
+            "the refusal once out of ports",
+            format_args!("ports are bounded by MAX_PORTS"),
+            ports.len(),
+            |n| hypercall::evtchn_alloc_unbound(0).map(|p| ports[n] = p),
+        );
         *count = n;
         for &p in &ports[..n] {
             if hypercall::evtchn_close(p).is_err() {
@@ -227,27 +240,19 @@ fn exhaust_grants() -> u64 {
     let mut counts = [0usize; 2];
     let mut first = 0u32;
     for count in &mut counts {
-        let mut n = 0usize;
-        let err = loop {
-            match hypercall::grant_access(va, 0, true) {
-                Ok(g) if n < MOST => {
-                    if n == 0 {
-                        first = g;
-                    }
-                    n += 1;
+        let n = take_all(
+            &mut c,
+            "the refusal once out of grants",
+            format_args!("grants are bounded (over {MOST})"),
+            MOST,
+            |n| {
+                let g = hypercall::grant_access(va, 0, true)?;
+                if n == 0 {
+                    first = g;
                 }
-                Ok(_) => break None,
-                Err(e) => break Some(e),
-            }
-        };
-        match err {
-            Some(e) => c.one_of(
-                "the refusal once out of grants",
-                e,
-                &[Errno::NoMem, Errno::TooBig],
-            ),
-            None => c.that(format_args!("grants are bounded (over {MOST})"), false),
-        };
+                Ok(())
+            },
+        );
         *count = n;
         // References are handed out lowest first: end first..first + n.
         let mut ended = 0;

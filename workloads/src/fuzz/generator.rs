@@ -283,6 +283,19 @@ impl Call {
         }
     }
 
+    /// A call of a hypercall number, or an operation of a multiplexed call, that the ABI does
+    /// not have: refused with `NoSys`, whatever its arguments. `first`: the multiplexed call's
+    /// operation (drawn before `rest`, so that a seed's stream stays as it was).
+    fn refused(op: Op, nr: u64, first: u64, rest: [u64; 4]) -> Call {
+        let [a, b, c, d] = rest;
+        Call::new(
+            op,
+            nr,
+            [first, a, b, c, d],
+            Oracle::fails(ErrSet::of(&[NoSys])),
+        )
+    }
+
     fn with(mut self, effect: Effect) -> Call {
         self.effect = effect;
         self
@@ -636,12 +649,7 @@ pub fn call(r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64]) ->
                 2 => 1 << 63 | r.below(14),
                 _ => r.pick(&[255, 256, 0x100 | nr::NULL, u64::MAX, u64::MAX - 1]),
             };
-            Call::new(
-                Op::NoSys,
-                number,
-                [num(r), num(r), num(r), num(r), num(r)],
-                Oracle::fails(ErrSet::of(&[NoSys])),
-            )
+            Call::refused(Op::NoSys, number, num(r), [num(r), num(r), num(r), num(r)])
         }
     }
 }
@@ -769,26 +777,20 @@ fn sched(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
                 ),
             }
         }
-        _ => Call::new(
+        _ => Call::refused(
             Op::SchedBad,
             nr::SCHED_OP,
-            [
-                r.pick(&[
-                    4,
-                    5,
-                    64,
-                    1 << 32,
-                    1 << 32 | SchedOp::Block as u64,
-                    1 << 32 | SchedOp::Shutdown as u64,
-                    1 << 63 | SchedOp::Shutdown as u64,
-                    u64::MAX,
-                ]),
-                junk[0],
-                junk[1],
-                num(r),
-                num(r),
-            ],
-            Oracle::fails(ErrSet::of(&[NoSys])),
+            r.pick(&[
+                4,
+                5,
+                64,
+                1 << 32,
+                1 << 32 | SchedOp::Block as u64,
+                1 << 32 | SchedOp::Shutdown as u64,
+                1 << 63 | SchedOp::Shutdown as u64,
+                u64::MAX,
+            ]),
+            [junk[0], junk[1], num(r), num(r)],
         ),
     }
 }
@@ -821,11 +823,11 @@ fn vcpu(op: Op, r: &mut Rng, env: &Env) -> Call {
     match op {
         Op::VcpuUp => {
             let (which, valid) = vcpu_index(r, env);
-            let oracle = if valid {
-                Oracle::either(0, 0, ErrSet::of(&[Busy, Inval]))
-            } else {
-                Oracle::fails(ErrSet::of(&[Inval, Srch]))
-            };
+            let oracle = Oracle::zero_if_valid(
+                valid,
+                ErrSet::of(&[Busy, Inval]),
+                ErrSet::of(&[Inval, Srch]),
+            );
             Call::new(
                 op,
                 nr::VCPU_OP,
@@ -845,17 +847,11 @@ fn vcpu(op: Op, r: &mut Rng, env: &Env) -> Call {
             ],
             Oracle::either(0, 0, ErrSet::of(&[Busy, Perm, Inval])),
         ),
-        _ => Call::new(
+        _ => Call::refused(
             Op::VcpuBad,
             nr::VCPU_OP,
-            [
-                bad_op(r, &VcpuOp::ALL, VcpuOp::Down as u64),
-                num(r),
-                num(r),
-                num(r),
-                num(r),
-            ],
-            Oracle::fails(ErrSet::of(&[NoSys])),
+            bad_op(r, &VcpuOp::ALL, VcpuOp::Down as u64),
+            [num(r), num(r), num(r), num(r)],
         ),
     }
 }
@@ -990,20 +986,16 @@ fn evtchn(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects) -> Call {
         }
         Op::EvSend => {
             let (p, valid) = port(r, objs);
-            let oracle = if valid {
-                Oracle::either(0, 0, ErrSet::of(&[Inval, Srch]))
-            } else {
-                Oracle::fails(ErrSet::of(&[Inval, Srch]))
-            };
+            let oracle = Oracle::zero_if_valid(
+                valid,
+                ErrSet::of(&[Inval, Srch]),
+                ErrSet::of(&[Inval, Srch]),
+            );
             ev(op, EvtchnOp::Send, p, num(r), r, oracle)
         }
         Op::EvClose => {
             let (p, valid) = port(r, objs);
-            let oracle = if valid {
-                Oracle::either(0, 0, bad_port)
-            } else {
-                Oracle::fails(bad_port)
-            };
+            let oracle = Oracle::zero_if_valid(valid, bad_port, bad_port);
             ev(op, EvtchnOp::Close, p, num(r), r, oracle).with(Effect::ClosedPort(p as u32))
         }
         Op::EvVirq => {
@@ -1040,24 +1032,14 @@ fn evtchn(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects) -> Call {
         }
         Op::EvUnmask => {
             let (p, valid) = port(r, objs);
-            let oracle = if valid {
-                Oracle::either(0, 0, bad_port)
-            } else {
-                Oracle::fails(bad_port)
-            };
+            let oracle = Oracle::zero_if_valid(valid, bad_port, bad_port);
             ev(op, EvtchnOp::Unmask, p, num(r), r, oracle)
         }
-        _ => Call::new(
+        _ => Call::refused(
             Op::EvBad,
             nr::EVTCHN_OP,
-            [
-                bad_op(r, &EvtchnOp::ALL, EvtchnOp::Send as u64),
-                port(r, objs).0,
-                num(r),
-                num(r),
-                num(r),
-            ],
-            Oracle::fails(ErrSet::of(&[NoSys])),
+            bad_op(r, &EvtchnOp::ALL, EvtchnOp::Send as u64),
+            [port(r, objs).0, num(r), num(r), num(r)],
         ),
     }
 }
@@ -1168,11 +1150,8 @@ fn grant(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
             } else {
                 (objs.gref(r).map_or_else(|| 1 + r.below(8), u64::from), true)
             };
-            let oracle = if valid {
-                Oracle::either(0, 0, ErrSet::of(&[Busy, Inval]))
-            } else {
-                Oracle::fails(ErrSet::of(&[Inval]))
-            };
+            let oracle =
+                Oracle::zero_if_valid(valid, ErrSet::of(&[Busy, Inval]), ErrSet::of(&[Inval]));
             gop(op, GrantOp::End, [gref, num(r), num(r), num(r)], oracle)
                 .with(Effect::EndedGref(gref as u32))
         }
@@ -1224,26 +1203,16 @@ fn grant(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u64
                     true,
                 )
             };
-            let oracle = if valid {
-                Oracle::either(0, 0, ErrSet::of(&[Inval]))
-            } else {
-                Oracle::fails(ErrSet::of(&[Inval]))
-            };
+            let oracle = Oracle::zero_if_valid(valid, ErrSet::of(&[Inval]), ErrSet::of(&[Inval]));
             gop(op, GrantOp::Unmap, [h, num(r), num(r), num(r)], oracle)
                 .with(Effect::Unmapped(h as u32))
         }
         Op::GrantCopy => grant_copy(r, env, payload),
-        _ => Call::new(
+        _ => Call::refused(
             Op::GrantBad,
             nr::GRANT_OP,
-            [
-                bad_op(r, &GrantOp::ALL, GrantOp::Map as u64),
-                num(r),
-                num(r),
-                MAP_AREA,
-                num(r),
-            ],
-            Oracle::fails(ErrSet::of(&[NoSys])),
+            bad_op(r, &GrantOp::ALL, GrantOp::Map as u64),
+            [num(r), num(r), MAP_AREA, num(r)],
         ),
     }
 }
@@ -1582,17 +1551,11 @@ fn memory(op: Op, r: &mut Rng, env: &Env, objs: &impl Objects, payload: &mut [u6
             r,
             Oracle::exactly(env.frames_limit),
         ),
-        _ => Call::new(
+        _ => Call::refused(
             Op::MemBad,
             nr::MEMORY_OP,
-            [
-                r.pick(&[4, 5, 1 << 32, 1 << 32 | 1, 1 << 63, u64::MAX]),
-                env.payload,
-                1,
-                num(r),
-                num(r),
-            ],
-            Oracle::fails(ErrSet::of(&[NoSys])),
+            r.pick(&[4, 5, 1 << 32, 1 << 32 | 1, 1 << 63, u64::MAX]),
+            [env.payload, 1, num(r), num(r)],
         ),
     }
 }

@@ -193,6 +193,16 @@ impl Oracle {
         }
     }
 
+    /// For a call on an object drawn valid or not (`valid`): if valid, may succeed with 0 or
+    /// fail with one of `if_valid`; if not, must fail with one of `if_not`.
+    pub const fn zero_if_valid(valid: bool, if_valid: ErrSet, if_not: ErrSet) -> Oracle {
+        if valid {
+            Oracle::either(0, 0, if_valid)
+        } else {
+            Oracle::fails(if_not)
+        }
+    }
+
     /// Checks a raw return value (RAX).
     pub fn check(&self, ret: i64) -> Result<(), Wrong> {
         if ret >= 0 {
