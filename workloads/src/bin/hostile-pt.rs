@@ -1210,7 +1210,12 @@ fn hcall_lengths() -> u64 {
     }
     // A huge reservation count into a list that ends 8 entries before an unmapped page:
     // frames whose numbers could not be written must not be charged, and nothing beyond
-    // the limit is taken.
+    // the limit is taken. The hypervisor writes the numbers a chunk at a time and gives a
+    // chunk back whole if its numbers cannot all be written (Fault, or Ok(0)); a call
+    // preempted part-way through its first chunk (its 1 ms slice over after a few frames,
+    // when the host stalls the CPU) has written that short chunk's numbers and keeps those
+    // frames, as Xen's `increase_reservation` returns the extents done: Ok(k), k <= 8, with
+    // exactly k frames more held (seen: Ok(7) and Ok(1), 3 runs in 33 at load 2-4).
     let held = hypercall::current_reservation();
     let list_va = MAP_AREA + 5 * 4096;
     let list_frame = match xtf::take_frame() {
@@ -1228,16 +1233,26 @@ fn hcall_lengths() -> u64 {
         list_va + 4096 - 64,
         u64::MAX,
     );
-    c.one_of(
-        "increase_reservation of 2^64 - 1 frames into an 8-entry list",
-        got,
-        &[Err(Fault), Ok(0)],
+    c.that(
+        format_args!("increase_reservation of 2^64 - 1 frames into an 8-entry list: {got:?}"),
+        matches!(got, Err(Fault) | Ok(0..=8)),
     );
+    let kept = got.map_or(0, |k| k.min(8) as usize);
     c.eq(
         "  frames held afterwards",
         hypercall::current_reservation(),
-        held_with_list,
+        held_with_list.map(|h| h + kept as u64),
     );
+    if kept > 0 {
+        // SAFETY: the list page is mapped (above); its last 8 entries hold the numbers.
+        let written =
+            unsafe { core::slice::from_raw_parts((list_va + 4096 - 64) as *const u64, kept) };
+        c.eq(
+            "  the frames it kept, given back",
+            hypercall::decrease_reservation(written),
+            Ok(kept),
+        );
+    }
     // SAFETY: nothing refers to the page.
     let _ = unsafe { hypercall::update_va_mapping(list_va, 0) };
     let _ = hypercall::decrease_reservation(&[list_frame]);

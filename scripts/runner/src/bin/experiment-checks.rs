@@ -2566,6 +2566,20 @@ fn cases() -> Vec<Case> {
         suite_ran,
         Also::Xtf,
     );
+    // A reservation preempted inside its first chunk (hostile-pt `hcall-lengths`), under
+    // -icount with 256 ns an instruction so that the slice runs out a few frames in, every
+    // run (xtf-preempt-short.toml): the frames whose numbers were written are kept and
+    // counted, no others.
+    with(
+        "xtf/preempt-short".into(),
+        vec![
+            &spec("xtf-preempt-short"),
+            "--qemu-arg=-icount",
+            "--qemu-arg=shift=8,sleep=off",
+        ],
+        suite_ran,
+        Also::Xtf,
+    );
     // One long page-table batch (hostile-pt `pt-batch-link`) under -icount with 1 ns an
     // instruction: calls of about 27 ms of guest time, whose first half no host stall
     // stretches (on the real clock 1 of 4 runs failed so on a loaded 2-core host).
