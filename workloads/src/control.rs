@@ -179,10 +179,11 @@ pub fn set_pool_param(pool: u32, name: &str, value: u64) -> Result<(), Errno> {
     })
 }
 
-/// Replaces pool `pool`'s policy.
-pub fn set_pool_policy(pool: u32, policy: &str) -> Result<(), Errno> {
+/// Replaces pool `pool`'s policy; returns when the change took effect, in system ns
+/// (`SysctlReply::PolicySet`: Domain0 in that pool runs again only later).
+pub fn set_pool_policy(pool: u32, policy: &str) -> Result<u64, Errno> {
     sysctl(&Sysctl::SetPoolPolicy { pool, policy }, |r| match r {
-        SysctlReply::Done => Some(()),
+        SysctlReply::PolicySet { at_ns } => Some(at_ns),
         _ => None,
     })
 }

@@ -163,11 +163,16 @@ impl<'a> Timeline<'a> {
         {
             let e = self.events[self.next];
             self.next += 1;
-            let mut result = apply(&e, id, &mut self.destroyed, &mut self.paused);
+            let result = apply(&e, id, &mut self.destroyed, &mut self.paused);
+            // When the hypervisor says the change took effect (a policy swap), else now.
+            let applied = match result {
+                Ok(Some(at)) => at,
+                _ => crate::time::now_ns(),
+            };
+            let mut result = result.map(|_| ());
             if result.is_ok() && e.op == EventOp::SetPolicy {
                 result = self.held_after_swap(&e);
             }
-            let applied = crate::time::now_ns();
             self.applied.push(results::Event {
                 at_ns: at - t0,
                 applied_ns: Some(applied.saturating_sub(t0)),
@@ -247,13 +252,15 @@ impl<'a> Timeline<'a> {
 
 /// One event through the control hypercalls: each of its domains in turn, or the global
 /// knobs. The hypervisor validates each call before it changes anything; an event over a
-/// group stops at the first domain refused, and says which.
+/// group stops at the first domain refused, and says which. Returns when the change took
+/// effect where the hypervisor says (a policy swap: Domain0 in the swapped pool runs again
+/// only later), else `None`.
 fn apply(
     e: &PlannedEvent<'_>,
     id: &dyn Fn(usize) -> DomainId,
     destroyed: &mut Vec<(usize, DomainInfo, DomainInfo)>,
     paused: &mut Paused,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let domains = e.first as usize..(e.first + e.count) as usize;
     let each = |f: &dyn Fn(DomainId) -> Result<(), Errno>| -> Result<(), String> {
         for d in domains.clone() {
@@ -261,7 +268,7 @@ fn apply(
         }
         Ok(())
     };
-    match e.op {
+    let done: Result<(), String> = match e.op {
         EventOp::Set(params) => each(&|d| control::set_sched(d, params)),
         EventOp::SetGlobal(params) => {
             for (name, value) in params.iter() {
@@ -271,8 +278,11 @@ fn apply(
             Ok(())
         }
         EventOp::MoveTo => each(&|d| control::move_to_pool(d, e.pool)),
-        EventOp::SetPolicy => control::set_pool_policy(e.pool, e.policy)
-            .map_err(|err| alloc::format!("pool {}: policy {}: {err:?}", e.pool, e.policy)),
+        EventOp::SetPolicy => {
+            return control::set_pool_policy(e.pool, e.policy)
+                .map(Some)
+                .map_err(|err| alloc::format!("pool {}: policy {}: {err:?}", e.pool, e.policy));
+        }
         EventOp::Pause => {
             for d in domains {
                 let d = id(d);
@@ -320,5 +330,6 @@ fn apply(
             }
             Ok(())
         }
-    }
+    };
+    done.map(|()| None)
 }

@@ -683,6 +683,14 @@ pub enum SysctlReply<'a> {
     PoolCreated {
         pool: u32,
     },
+    /// A pool's policy replaced (`Sysctl::SetPoolPolicy`): when the change took effect, in
+    /// system ns, the instant its domains were unpaused in the new instance. Domain0, if it
+    /// is in the pool, joins the new instance asleep and may run again only later, so its
+    /// own clock after the call would date the change late (by 60-300 ms under credit
+    /// among hogs that the unpause boosted first).
+    PolicySet {
+        at_ns: u64,
+    },
 }
 
 /// Encodes a message into `buf`, returning the bytes used.

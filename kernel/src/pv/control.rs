@@ -441,10 +441,10 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
             Ok(SysctlReply::Done)
         }
         Sysctl::SetPoolPolicy { pool, policy } => {
-            change_pool(pool, "SetPoolPolicy", |p| {
+            let at_ns = change_pool(pool, "SetPoolPolicy", |p| {
                 p.set_policy(PoolId(pool), policy).map(|_| ())
             })?;
-            Ok(SysctlReply::Done)
+            Ok(SysctlReply::PolicySet { at_ns })
         }
         Sysctl::GetPolicy => Ok(SysctlReply::Policy {
             name: cpupool::first().name(),
@@ -672,12 +672,13 @@ fn cpu_stats(f: &schedule::CpuFigures) -> abi::control::CpuStats {
 /// (now) is built over its CPUs (now) with its knobs, the CPUs point at it (a CPU that left
 /// the pool idles), the domains join it with their parameters, and those that ran are
 /// unpaused. Domain0's pool, the first, keeps its policy and CPUs from boot: Domain0 is the
-/// one asking, and cannot leave the instance it runs in meanwhile.
+/// one asking, and cannot leave the instance it runs in meanwhile. Returns when the change
+/// took effect (system ns): the instant the domains were unpaused in the new instance.
 fn change_pool(
     pool: u32,
     what: &str,
     op: impl FnOnce(&mut sched::pools::Pools) -> Result<(), PoolError>,
-) -> Result<(), Errno> {
+) -> Result<u64, Errno> {
     let now = time::now_ns();
     let mut pools = cpupool::pools();
     let before = pools.clone();
@@ -780,7 +781,7 @@ fn change_pool(
     if result.is_ok() {
         free_instance(old_index, &dom0);
     }
-    result
+    result.map(|()| now)
 }
 
 /// Frees pool instance `index`, which a pool change just replaced (Xen's `cpupool.c` frees

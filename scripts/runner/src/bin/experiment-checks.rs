@@ -55,6 +55,9 @@ enum Also {
     /// Run with `--trace`, replay the trace under the run's own policy in calibrated
     /// schedsim (`schedsim --replay`), and compare as [`Also::Calibrated`] does.
     Replay(u32),
+    /// Run with `--trace`: the trace matches, and each policy swap is dated inside the
+    /// stretch its pool's guests were held off the CPUs ([`swaps_dated_while_held`]).
+    SwapTrace,
 }
 
 /// What a calibrated comparison asserts of a latency domain's p50 and p99 wake-up latency
@@ -894,6 +897,50 @@ fn applied_events(records: &[Record]) -> Result<Vec<(&abi::tool::results::Event,
             )),
         })
         .collect()
+}
+
+/// Each policy swap's `applied_ns` is the instant the hypervisor unpaused the pool's
+/// domains in the new instance (`SysctlReply::PolicySet`): no guest runs then, since the swap
+/// paused every one and waited for it to leave its CPU. It was once Domain0's clock after the
+/// call, which in a swapped pool runs again only after the guests the unpause woke first:
+/// 60-300 ms late, with guests running on every CPU (policy-swaps.toml: one swap every
+/// 150 ms among 3 hogs on 2 CPUs).
+fn swaps_dated_while_held(records: &[Record], trace: &Path) -> Result<String, String> {
+    let events = applied_events(records)?;
+    let run = records.run().ok_or("no run record")?;
+    let t0 = hypervisor_only(run.start_ns, "start_ns")?;
+    let runs: Vec<(f64, f64)> = trace_events(trace)?
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["tid"].as_u64().is_some_and(|t| t >= 1000))
+        .filter_map(|e| Some((e["ts"].as_f64()?, e["ts"].as_f64()? + e["dur"].as_f64()?)))
+        .collect();
+    let mut swaps = 0;
+    let mut latest = 0u64;
+    for (e, late) in events.iter().filter(|(e, _)| e.what.starts_with("policy")) {
+        let at = (t0 + e.applied_ns.unwrap_or(0)) as f64 / 1e3;
+        // The trace's times are in µs with ns digits: 1 µs either side for rounding.
+        if let Some(&(a, b)) = runs.iter().find(|&&(a, b)| a < at - 1.0 && b > at + 1.0) {
+            return Err(format!(
+                "`{}` at {} ms is dated {:.1} ms into the interval, while a guest ran \
+                 ({:.1}-{:.1} ms): not when the pool's domains were held for the swap",
+                e.what,
+                e.at_ns / 1_000_000,
+                e.applied_ns.unwrap_or(0) as f64 / 1e6,
+                a / 1e3 - t0 as f64 / 1e6,
+                b / 1e3 - t0 as f64 / 1e6
+            ));
+        }
+        swaps += 1;
+        latest = latest.max(*late);
+    }
+    if swaps == 0 {
+        return Err("no policy swap applied".into());
+    }
+    Ok(format!(
+        "{swaps} swaps each dated while the pool's guests were held, at most {:.1} ms after \
+         its time",
+        latest as f64 / 1e6
+    ))
 }
 
 /// reweight.toml: w0's weight doubles (256 to 512) halfway through; over the interval it
@@ -2181,7 +2228,8 @@ fn cases() -> Vec<Case> {
         Also::Schedsim(3),
     );
     // The pool's policy swapped 12 times: Domain0's timeline fails a swap back to a policy
-    // that holds more heap than the last time (the replaced instances were once never freed).
+    // that holds more heap than the last time (the replaced instances were once never freed),
+    // and each swap is dated when the hypervisor made it (with the trace).
     with(
         "timeline/policy-swaps".into(),
         vec![&spec("policy-swaps")],
@@ -2189,7 +2237,7 @@ fn cases() -> Vec<Case> {
             Some(run) => Ok(format!("{} under {}", run.name, run.policy)),
             None => Err("no run record".into()),
         },
-        Also::Nothing,
+        Also::SwapTrace,
     );
     with(
         "timeline/reweight".into(),
@@ -2678,7 +2726,7 @@ fn main() -> ExitCode {
         let mut args = c.args.clone();
         if matches!(
             c.also,
-            Also::Trace | Also::TraceQuota | Also::Replay(_) | Also::Sleepers
+            Also::Trace | Also::TraceQuota | Also::Replay(_) | Also::Sleepers | Also::SwapTrace
         ) {
             args.extend(["--trace".to_string(), trace.display().to_string()]);
         }
@@ -2693,6 +2741,11 @@ fn main() -> ExitCode {
                     Also::Sleepers => format!(
                         "{}; {}",
                         sleepers_stay_asleep(&r, &trace)?,
+                        trace_matches(&r, &trace)?
+                    ),
+                    Also::SwapTrace => format!(
+                        "{}; {}",
+                        swaps_dated_while_held(&r, &trace)?,
                         trace_matches(&r, &trace)?
                     ),
                     Also::Schedsim(points) => matches_schedsim(&r, &c.args, &out, points)?,
