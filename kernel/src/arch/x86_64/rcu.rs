@@ -60,9 +60,21 @@ pub fn synchronize() {
 
 /// Waits until grace period `g` has ended ([`synchronize`]'s contract), interrupting each
 /// CPU that has not reported it.
+///
+/// Bounded: no guest can hold a grace period open. A CPU in a guest takes its timer's
+/// interrupt at least every watchdog period (`kerncore::watchdog::PERIOD_NS`) and this
+/// wait's IPI, whatever the guest does (it runs with interrupts on: `exit_frame_ok`; its
+/// upcall mask masks events, not the CPU's interrupts), and enters, reporting; one in the
+/// hypervisor leaves within a hypercall's bound (long ones are preempted, 1 ms) or is
+/// stopped by the watchdog. A grace period still open after twice the watchdog's limit is
+/// therefore a hypervisor bug, and would leave Domain0's control path spinning here for
+/// good (every tenant's control blocked, silently): it stops the machine, naming the CPUs
+/// (`grace-stall` checks a guest that never enters by itself, on a CPU that never switches).
 fn wait_for(g: u64) {
     let me = smp::percpu::cpu_index();
     interrupt_waiting(g);
+    let started = crate::time::now_ns();
+    let limit = stall_limit_ns();
     while !GRACE.ended(g, me, smp::startup::is_online) {
         // Another CPU may be waiting for this one (a TLB flush), and the CPU this one watches
         // must still be watched; this wait is bounded by theirs.
@@ -70,7 +82,52 @@ fn wait_for(g: u64) {
         smp::ipi::run_wait_hook();
         super::percpu::touch_watchdog();
         core::hint::spin_loop();
+        if crate::time::now_ns().saturating_sub(started) > limit {
+            stalled(g, limit);
+        }
     }
+}
+
+/// How long a grace period may stay open ([`wait_for`]): twice the watchdog's limit for a
+/// CPU in the hypervisor, so that a CPU stuck there is the watchdog's to report (with where
+/// it is) before it is this wait's.
+fn stall_limit_ns() -> u64 {
+    2 * match super::cpu::accelerator() {
+        "tcg" => kerncore::watchdog::STUCK_NS_TCG,
+        _ => kerncore::watchdog::STUCK_NS,
+    }
+}
+
+/// Grace period `g` has stayed open past `limit` ns: the CPUs it waits for are named and the
+/// machine stops ([`wait_for`]).
+#[cold]
+#[inline(never)]
+fn stalled(g: u64, limit: u64) -> ! {
+    crate::console::emergency();
+    let me = smp::percpu::cpu_index();
+    for cpu in GRACE.waiting_on(g, me, smp::startup::is_online) {
+        log::error!(
+            "grace period {g} still waits for CPU {cpu} after {} ms: it has passed no \
+             quiescent point (an entry from a guest, the idle loop's top) since it began; \
+             Domain0's control path would wait for good",
+            limit / 1_000_000
+        );
+    }
+    super::cpu::exit(abi::tool::console::ExitCode::Failure)
+}
+
+/// Begins a grace period that nobody waits for, for a self-test: `selftest=slow-send` begins
+/// one as a send finds its peer and checks at the end of the send that this CPU has not
+/// reported it ([`reported_since`]): a quiescent point reported mid-send would let a destroy
+/// on another CPU free the peer under it.
+pub fn begin_for_check() -> u64 {
+    GRACE.begin()
+}
+
+/// Whether this CPU has reported a quiescent point since grace period `g` began
+/// ([`begin_for_check`]).
+pub fn reported_since(g: u64) -> bool {
+    GRACE.passed(g, smp::percpu::cpu_index())
 }
 
 /// Objects whose drop waits for a grace period, with the grace period begun for each
