@@ -29,7 +29,8 @@
 //! never wait for each other; and the waiter holds no lock that another CPU takes outside
 //! the control path, while it serves the calls other CPUs post to it (TLB flushes) and keeps
 //! watching its neighbour for the watchdog: every CPU it waits for reaches a quiescent point
-//! without needing it.
+//! without needing it. No guest can keep one from it (`wait_for`), so a grace period open
+//! for twice the watchdog's limit is a hypervisor bug, and stops the machine.
 
 use alloc::boxed::Box;
 use alloc::sync::Weak;
