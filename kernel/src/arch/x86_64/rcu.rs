@@ -30,7 +30,8 @@
 //! the control path, while it serves the calls other CPUs post to it (TLB flushes) and keeps
 //! watching its neighbour for the watchdog: every CPU it waits for reaches a quiescent point
 //! without needing it. No guest can keep one from it (`wait_for`), so a grace period open
-//! for twice the watchdog's limit is a hypervisor bug, and stops the machine.
+//! for twice the watchdog's limit is a hypervisor bug, and stops the machine; a wait or a
+//! deferred drop from a guest's hypercall stops it at once (`control_path_only`).
 
 use alloc::boxed::Box;
 use alloc::sync::Weak;
@@ -72,6 +73,7 @@ pub fn synchronize() {
 /// good (every tenant's control blocked, silently): it stops the machine, naming the CPUs
 /// (`grace-stall` checks a guest that never enters by itself, on a CPU that never switches).
 fn wait_for(g: u64) {
+    control_path_only("waits for a grace period");
     let me = smp::percpu::cpu_index();
     interrupt_waiting(g);
     let started = crate::time::now_ns();
@@ -86,6 +88,20 @@ fn wait_for(g: u64) {
         if crate::time::now_ns().saturating_sub(started) > limit {
             stalled(g, limit);
         }
+    }
+}
+
+/// Stops the machine if a guest's hypercall, not Domain0's control path, got here (`what`
+/// says what it was doing). Two CPUs waiting for grace periods at once would each wait for
+/// the other, both in the hypervisor and neither reporting, for good; the watchdog would not
+/// see it (each waiter touches its own), and two guests closing ports on two CPUs at the
+/// same moment would be enough. Checked on every call, not only when two waits meet: with a
+/// `synchronize` put in `evtchn_op` `Close`, `fuzz/short` stops at the guest's first close
+/// (0.4 s); without this check its two fuzzers' closes met and [`wait_for`]'s bound stopped
+/// it 2 s later (2 runs of 2), and without either it hung until the timeout (2 runs of 4).
+fn control_path_only(what: &str) {
+    if crate::schedule::with_current(|_, d| d.privileged) == Some(false) {
+        panic!("a guest's hypercall {what}: only Domain0's control path may (`arch::rcu`)");
     }
 }
 
@@ -150,6 +166,7 @@ fn interrupt_waiting(g: u64) {
 /// without waiting: the caller has unlinked it (or what leads to it), and holds nothing of it
 /// past its return. Dropped by [`reclaim`] or [`drain`], on the control path.
 pub fn defer_drop<T: Send + 'static>(object: T) {
+    control_path_only("defers a drop");
     // The CPUs that must report are interrupted, so that the object goes at the control
     // path's next call rather than up to a watchdog period (20 ms, every CPU's timer) later:
     // under `-icount`, 2000 lifetimes of `churn.toml` take 11.6 s of guest time so, 11.8 s
