@@ -204,10 +204,11 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "hostile-sched",
-        args: &[("case", 0), ("rounds", 100_000)],
+        args: &[("case", 0), ("rounds", 100_000), ("spin_ms", 1500)],
         doc: "the XTF-style suite's scheduler abuse (timer, yield, block and VIRQ storms, poll \
               after a fired timer) and exhaustion (ports, grants, memory); `case` picks one, \
-              `rounds` sizes the storms (workloads/src/bin/hostile-sched.rs)",
+              `rounds` sizes the storms, `spin_ms` how long `spin-masked` spins in ring 3 \
+              (workloads/src/bin/hostile-sched.rs)",
     },
     WorkloadInfo {
         name: "hostile-pair",

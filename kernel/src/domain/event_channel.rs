@@ -226,6 +226,11 @@ pub fn set_slow_send(on: bool) {
 #[cold]
 #[inline(never)]
 fn slow_send(peer: &Domain, deliver: impl FnOnce(&Domain)) {
+    // A grace period of the send's own: this CPU must not report it before the send is over
+    // (it holds the peer by pointer). A report from anywhere the send goes (a quiescent
+    // point moved into a helper it calls) is caught on every send, not only when a destroy
+    // happens to free the peer meanwhile.
+    let g = crate::arch::rcu::begin_for_check();
     let serial = peer.serial();
     let until = time::now_ns() + 200_000;
     while time::now_ns() < until {
@@ -234,6 +239,12 @@ fn slow_send(peer: &Domain, deliver: impl FnOnce(&Domain)) {
     check_not_freed(peer, serial);
     deliver(peer);
     check_not_freed(peer, serial);
+    if crate::arch::rcu::reported_since(g) {
+        panic!(
+            "a send reported a quiescent point while it still reached its peer by pointer \
+             (grace period {g}): a destroy on another CPU could free the peer under it"
+        );
+    }
 }
 
 /// Stops the machine if `peer`'s serial is no longer `serial` (`slow_send`).

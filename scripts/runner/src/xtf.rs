@@ -146,6 +146,8 @@ pub const CASES: &[Case] = &[
     ok("console-flood"),
     ok("console-lines"),
     ok("console-bound"),
+    // Grace periods beside a guest that never enters (xtf-grace).
+    ok("spin-masked"),
     // Domain0's pause against the guest's own vCPU operations (xtf-pause).
     ok("pause-escape"),
     ok("shutdown-race"),

@@ -21,6 +21,7 @@
 //! | 13 | console-lines | 400 console writes of 256 bytes of `\n` at once, each byte a line the hypervisor logs with its ~30-byte prefix and the domain's name: the quota must count those lines at what they cost the serial port, so that at most [`CONSOLE_MIN_LINE_COST`]-th of the burst gets out as lines, not a line per byte of quota (8192 empty lines, ~40x the quota's bytes) | SUCCESS |
 //! | 14 | console-bound | console writes the serial port pays for most: 64 empty lines, a line of 200 `ESC` bytes (shown escaped, four bytes each), terminal escapes (CSI, OSC, `\r`, C1 CSI), then 40 numbered lines `cb NNN` in writes of whole lines up to 256 bytes; every call must cost at most `CONSOLE_CALL_BYTES` serial bytes (`abi::hypercall::console_line_cost` of what it took), the empty lines need several calls, and every byte must get out (short writes continued); the runner checks that no control character reached the console and that the numbered lines came in order, none missing | SUCCESS |
 //! | 15 | kill-picked | the other vCPUs go down, arm a timer a few µs ahead and block, yield, in a loop, while vCPU 0 brings them up again and again and, `kill_us` µs in (0: 200 to 3,000 µs, from the clock), gets the domain killed (`ud2`): the kill lands while one of them is picked, claimed, leaving, down or asleep on the other CPU (churn: Domain0 then destroys the domain at once) | killed: exception 6 |
+//! | 16 | spin-masked | masks its upcall and spins in ring 3 for `spin_ms` ms (1500), reading the clock from the shared-info page: no hypercall, no fault, no upcall, so the only way its CPU enters the hypervisor is an interrupt. Beside it, alone on its CPU (no switch there either), Domain0 replaces a pool's policy, whose old instance it frees a grace period later, and destroys a domain bound to a peer (`xtf-grace.toml`): every grace period must still end (`arch::rcu`: the entry of the CPU's timer interrupt, or of the grace period's IPI, is a quiescent point), or the machine stops | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -64,6 +65,7 @@ fn main(vcpu: usize) -> u64 {
         11 => console_flood(),
         13 => console_lines(),
         14 => console_bound(),
+        16 => spin_masked(),
         _ => xtf::error("hostile-sched", format_args!("no case {case}")),
     }
 }
@@ -443,6 +445,38 @@ fn kill_picked(vcpu: usize) -> u64 {
     // SAFETY: #UD in ring 3 kills the domain; that is the case.
     unsafe { core::arch::asm!("ud2") };
     xtf::survived(name, format_args!("ud2"))
+}
+
+/// Case 16: a vCPU that never enters the hypervisor of its own accord (module doc).
+fn spin_masked() -> u64 {
+    let name = "spin-masked";
+    let spin_ns = shared::arg("spin_ms", 1500) * 1_000_000;
+    let events =
+        abi::layout::COUNTERS as usize + core::mem::offset_of!(abi::shared::Counters, vcpu_events);
+    // SAFETY: the counters page is mapped read-write for the domain's life; vCPU 0's events
+    // are in it, and the hypervisor reads the mask byte atomically too.
+    let mask = unsafe {
+        &*((events + core::mem::offset_of!(abi::shared::VcpuEvents, upcall_mask))
+            as *const core::sync::atomic::AtomicU8)
+    };
+    mask.store(1, Ordering::SeqCst);
+    let start = time::now_ns();
+    let mut units = 0u64;
+    let mut state = 1u64;
+    while time::now_ns() - start < spin_ns {
+        state = workloads::work::unit(state, 64);
+        units += 1;
+        shared::add_work(0, 1);
+    }
+    mask.store(0, Ordering::SeqCst);
+    xtf::success(
+        name,
+        format_args!(
+            "spun {} ms in ring 3 with its upcall masked and no hypercall ({units} units, \
+             state {state:#x})",
+            spin_ns / 1_000_000
+        ),
+    )
 }
 
 fn console_flood() -> u64 {

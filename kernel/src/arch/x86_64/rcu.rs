@@ -29,7 +29,9 @@
 //! never wait for each other; and the waiter holds no lock that another CPU takes outside
 //! the control path, while it serves the calls other CPUs post to it (TLB flushes) and keeps
 //! watching its neighbour for the watchdog: every CPU it waits for reaches a quiescent point
-//! without needing it.
+//! without needing it. No guest can keep one from it (`wait_for`), so a grace period open
+//! for twice the watchdog's limit is a hypervisor bug, and stops the machine; a wait or a
+//! deferred drop from a guest's hypercall stops it at once (`control_path_only`).
 
 use alloc::boxed::Box;
 use alloc::sync::Weak;
@@ -60,9 +62,22 @@ pub fn synchronize() {
 
 /// Waits until grace period `g` has ended ([`synchronize`]'s contract), interrupting each
 /// CPU that has not reported it.
+///
+/// Bounded: no guest can hold a grace period open. A CPU in a guest takes its timer's
+/// interrupt at least every watchdog period (`kerncore::watchdog::PERIOD_NS`) and this
+/// wait's IPI, whatever the guest does (it runs with interrupts on: `exit_frame_ok`; its
+/// upcall mask masks events, not the CPU's interrupts), and enters, reporting; one in the
+/// hypervisor leaves within a hypercall's bound (long ones are preempted, 1 ms) or is
+/// stopped by the watchdog. A grace period still open after twice the watchdog's limit is
+/// therefore a hypervisor bug, and would leave Domain0's control path spinning here for
+/// good (every tenant's control blocked, silently): it stops the machine, naming the CPUs
+/// (`grace-stall` checks a guest that never enters by itself, on a CPU that never switches).
 fn wait_for(g: u64) {
+    control_path_only("waits for a grace period");
     let me = smp::percpu::cpu_index();
     interrupt_waiting(g);
+    let started = crate::time::now_ns();
+    let limit = stall_limit_ns();
     while !GRACE.ended(g, me, smp::startup::is_online) {
         // Another CPU may be waiting for this one (a TLB flush), and the CPU this one watches
         // must still be watched; this wait is bounded by theirs.
@@ -70,7 +85,66 @@ fn wait_for(g: u64) {
         smp::ipi::run_wait_hook();
         super::percpu::touch_watchdog();
         core::hint::spin_loop();
+        if crate::time::now_ns().saturating_sub(started) > limit {
+            stalled(g, limit);
+        }
     }
+}
+
+/// Stops the machine if a guest's hypercall, not Domain0's control path, got here (`what`
+/// says what it was doing). Two CPUs waiting for grace periods at once would each wait for
+/// the other, both in the hypervisor and neither reporting, for good; the watchdog would not
+/// see it (each waiter touches its own), and two guests closing ports on two CPUs at the
+/// same moment would be enough. Checked on every call, not only when two waits meet: with a
+/// `synchronize` put in `evtchn_op` `Close`, `fuzz/short` stops at the guest's first close
+/// (0.4 s); without this check its two fuzzers' closes met and [`wait_for`]'s bound stopped
+/// it 2 s later (2 runs of 2), and without either it hung until the timeout (2 runs of 4).
+fn control_path_only(what: &str) {
+    if crate::schedule::with_current(|_, d| d.privileged) == Some(false) {
+        panic!("a guest's hypercall {what}: only Domain0's control path may (`arch::rcu`)");
+    }
+}
+
+/// How long a grace period may stay open ([`wait_for`]): twice the watchdog's limit for a
+/// CPU in the hypervisor, so that a CPU stuck there is the watchdog's to report (with where
+/// it is) before it is this wait's.
+fn stall_limit_ns() -> u64 {
+    2 * match super::cpu::accelerator() {
+        "tcg" => kerncore::watchdog::STUCK_NS_TCG,
+        _ => kerncore::watchdog::STUCK_NS,
+    }
+}
+
+/// Grace period `g` has stayed open past `limit` ns: the CPUs it waits for are named and the
+/// machine stops ([`wait_for`]).
+#[cold]
+#[inline(never)]
+fn stalled(g: u64, limit: u64) -> ! {
+    crate::console::emergency();
+    let me = smp::percpu::cpu_index();
+    for cpu in GRACE.waiting_on(g, me, smp::startup::is_online) {
+        log::error!(
+            "grace period {g} still waits for CPU {cpu} after {} ms: it has passed no \
+             quiescent point (an entry from a guest, the idle loop's top) since it began; \
+             Domain0's control path would wait for good",
+            limit / 1_000_000
+        );
+    }
+    super::cpu::exit(abi::tool::console::ExitCode::Failure)
+}
+
+/// Begins a grace period that nobody waits for, for a self-test: `selftest=slow-send` begins
+/// one as a send finds its peer and checks at the end of the send that this CPU has not
+/// reported it ([`reported_since`]): a quiescent point reported mid-send would let a destroy
+/// on another CPU free the peer under it.
+pub fn begin_for_check() -> u64 {
+    GRACE.begin()
+}
+
+/// Whether this CPU has reported a quiescent point since grace period `g` began
+/// ([`begin_for_check`]).
+pub fn reported_since(g: u64) -> bool {
+    GRACE.passed(g, smp::percpu::cpu_index())
 }
 
 /// Objects whose drop waits for a grace period, with the grace period begun for each
@@ -92,6 +166,7 @@ fn interrupt_waiting(g: u64) {
 /// without waiting: the caller has unlinked it (or what leads to it), and holds nothing of it
 /// past its return. Dropped by [`reclaim`] or [`drain`], on the control path.
 pub fn defer_drop<T: Send + 'static>(object: T) {
+    control_path_only("defers a drop");
     // The CPUs that must report are interrupted, so that the object goes at the control
     // path's next call rather than up to a watchdog period (20 ms, every CPU's timer) later:
     // under `-icount`, 2000 lifetimes of `churn.toml` take 11.6 s of guest time so, 11.8 s
