@@ -1691,9 +1691,9 @@ fn suite_ran(records: &[Record]) -> Result<String, String> {
 /// spinner stopped).
 fn grace_periods_end_beside_a_spinner(records: &[Record]) -> Result<String, String> {
     let events = applied_events(records)?;
-    if events.len() != 3 {
+    if events.len() != 4 {
         return Err(format!(
-            "{} events applied, expected the 3 swaps",
+            "{} events applied, expected the 4 swaps",
             events.len()
         ));
     }
@@ -2712,8 +2712,9 @@ fn cases() -> Vec<Case> {
         Also::Xtf,
     );
     // Grace periods beside `spin-masked` (hostile-sched case 16), a guest that never enters
-    // the hypervisor of its own accord, alone on its CPU: each of Domain0's three policy
-    // swaps waits for that CPU to free the old instance (xtf-grace.toml). With the
+    // the hypervisor of its own accord, alone on its CPU: each of Domain0's four policy
+    // swaps waits for that CPU to free the old instance, which the next swap's lateness
+    // shows (a swap is dated at its change, before its wait; xtf-grace.toml). With the
     // quiescent point taken only at an exception's entry, not an interrupt's, the first
     // swap's grace period never ends and the machine stops on it 2 s later.
     with(
