@@ -2436,8 +2436,8 @@ fn cases() -> Vec<Case> {
     // milliseconds on a wake-up is drawn at random, not replayed). Session 15, p50 on the
     // hypervisor against the replay: on target for every policy in 3 rounds at host loads
     // 1.5-3 (e.g. credit 475/420 µs, credit2 344/329 µs, rr 71/65 ms, rtds 15.4/15.0 µs,
-    // stride 4.9/5.1 µs) and for bvt in 3 more at loads 4-6; p99 on target in 9 of 12 in the
-    // two quieter rounds (the misses rtds's, 1-2 buckets, and credit2's, 1 bucket).
+    // stride 4.9/5.1 µs) and for bvt in 3 more at loads 4-6; p99 on target in 11 of 18 in
+    // the quieter rounds (README, "Cost profiles, calibration and replay").
     for &policy in &preempting {
         with(
             format!("replay/latency/{policy}"),
