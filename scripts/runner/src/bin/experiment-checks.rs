@@ -2374,6 +2374,11 @@ fn cases() -> Vec<Case> {
     // loads 4.5-9 (5.2-6.0% simulated against 2.0-3.6%) until a set_timer was paid inside
     // the sleeper's run, where bvt charges it; 6 of 6 since (README).
     let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
+    // latency.toml on 2 CPUs for 2 s under `policy`.
+    let latency = spec("latency");
+    fn latency_on_two<'a>(spec: &'a str, policy: &'a str) -> Vec<&'a str> {
+        vec![spec, "--sched", policy, "--cpus", "2", "--seconds", "2"]
+    }
     for (policy, p50, p99) in [
         ("bvt", target, reported),
         ("credit", reported, bucket),
@@ -2384,15 +2389,7 @@ fn cases() -> Vec<Case> {
     ] {
         with(
             format!("simvshyp/latency/{policy}"),
-            vec![
-                &spec("latency"),
-                "--sched",
-                policy,
-                "--cpus",
-                "2",
-                "--seconds",
-                "2",
-            ],
+            latency_on_two(&latency, policy),
             latency_domain_runs,
             Also::Calibrated(
                 2,
@@ -2441,15 +2438,7 @@ fn cases() -> Vec<Case> {
     for &policy in &preempting {
         with(
             format!("replay/latency/{policy}"),
-            vec![
-                &spec("latency"),
-                "--sched",
-                policy,
-                "--cpus",
-                "2",
-                "--seconds",
-                "2",
-            ],
+            latency_on_two(&latency, policy),
             latency_domain_runs,
             Also::Replay(2),
         );
