@@ -62,13 +62,14 @@ fn send(me: &Domain, a1: u64) -> Result<u64, Errno> {
     // `evtchn_send` takes none either): it is freed only a grace period after its
     // bindings are gone (`arch::rcu::Reached`, `pv::control::destroy`), and this
     // CPU reaches no quiescent point before the send returns.
+    let section = crate::arch::rcu::read_side();
     let (remote, rport) = {
         let table = me.ports.lock();
         let (peer, rport) = table.route(port).map_err(|e| match e {
             RouteError::NotBound => Errno::Inval,
             RouteError::PeerGone => Errno::Srch,
         })?;
-        (Reached::through(peer).ok_or(Errno::Srch)?, rport)
+        (Reached::through(peer, &section).ok_or(Errno::Srch)?, rport)
     };
     let peer = remote.get();
     if me.slow_sends {

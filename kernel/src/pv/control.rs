@@ -16,6 +16,7 @@ use arrayvec::ArrayVec;
 use sched::{DomainId as PolicyDomain, VcpuId};
 
 use crate::arch::guest::{copy_from_guest, copy_to_guest};
+use crate::arch::rcu::ReadSide;
 use crate::domain::boot_module;
 use crate::domain::{self, Domain, DomainConfig, Stop, Vcpu};
 use crate::mm::frames;
@@ -172,7 +173,8 @@ fn carried_params<'a>(
 /// to a later policy of the pool that takes it).
 fn set_pool_param(pool: u32, name: &str, value: u64) -> Result<(), Errno> {
     let mut pools = cpupool::pools();
-    let inst = pool_instance(pool)?;
+    let section = arch::rcu::read_side();
+    let inst = pool_instance(pool, &section)?;
     let set = inst.policy.set_global_param(name, value);
     schedule::send_policy_kicks(inst);
     set.map_err(|e| {
@@ -200,8 +202,8 @@ fn pool_refused(what: &str, e: &PoolError) -> Errno {
 }
 
 /// The instance pool `pool` runs, or `Srch`.
-fn pool_instance(pool: u32) -> Result<&'static cpupool::Instance, Errno> {
-    cpupool::of_pool(PoolId(pool)).ok_or(Errno::Srch)
+fn pool_instance(pool: u32, section: &ReadSide) -> Result<&cpupool::Instance, Errno> {
+    cpupool::of_pool(PoolId(pool), section).ok_or(Errno::Srch)
 }
 
 fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
@@ -218,7 +220,8 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             args,
             pool,
         } => {
-            let inst = pool_instance(pool)?;
+            let section = arch::rcu::read_side();
+            let inst = pool_instance(pool, &section)?;
             let params = carried_params(&*inst.policy, &sched)?;
             let image_bytes = boot_module::file(image).ok_or(Errno::Inval)?;
             let args: ArrayVec<(&str, u64), { abi::shared::MAX_ARGS }> = args
@@ -273,10 +276,11 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
             // All or nothing: checked whole, set in an order the policy accepts, or put
             // back (`sched::pools::set_domain_params`).
             let mut pools = cpupool::pools();
+            let section = arch::rcu::read_side();
             let inst = d
                 .vcpus
                 .first()
-                .and_then(|v| cpupool::of_vcpu(v))
+                .and_then(|v| cpupool::of_vcpu(v, &section))
                 .ok_or(Errno::Srch)?;
             // The parameters its pool's policy takes are set; the others are kept for a
             // later pool or policy, as at creation.
@@ -447,11 +451,11 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
             Ok(SysctlReply::PolicySet { at_ns })
         }
         Sysctl::GetPolicy => Ok(SysctlReply::Policy {
-            name: cpupool::first().name(),
+            name: cpupool::first(&arch::rcu::read_side()).name(),
             cpus: smp::startup::online().len() as u32,
         }),
         Sysctl::GetSchedParam { name } => {
-            let value = schedule::policy()
+            let value = schedule::policy(&arch::rcu::read_side())
                 .global_param(name)
                 .map_err(|_| Errno::Inval)?;
             Ok(SysctlReply::SchedParam { value })
@@ -532,7 +536,7 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
 /// vCPU then belongs to it.
 fn register(
     domain: &Domain,
-    inst: &'static cpupool::Instance,
+    inst: &cpupool::Instance,
     params: &[(&str, u64)],
 ) -> Result<(), sched::Error> {
     let policy = &*inst.policy;
@@ -554,7 +558,12 @@ fn register(
 /// domain is paused or dead, so none is picked again), then the domain. `Busy` if a CPU
 /// does not let go within [`DESTROY_WAIT_NS`] (what is removed stays removed).
 fn unregister(domain: &Domain) -> Result<(), Errno> {
-    let Some(inst) = domain.vcpus.first().and_then(|v| cpupool::of_vcpu(v)) else {
+    let section = arch::rcu::read_side();
+    let Some(inst) = domain
+        .vcpus
+        .first()
+        .and_then(|v| cpupool::of_vcpu(v, &section))
+    else {
         return Ok(()); // never registered
     };
     let policy = &*inst.policy;
@@ -614,7 +623,8 @@ fn move_to_pool(d: &Domain, pool: u32, now: u64) -> Result<(), Errno> {
     else {
         return Ok(()); // there already
     };
-    let to = pool_instance(pool)?;
+    let section = arch::rcu::read_side();
+    let to = pool_instance(pool, &section)?;
     let was_running = pause(d, now);
     let params: Vec<(&str, u64)> = mv.params.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let moved = unregister(d).and_then(|()| {
@@ -630,8 +640,10 @@ fn move_to_pool(d: &Domain, pool: u32, now: u64) -> Result<(), Errno> {
         // Back where it was (the rules said it could move; a CPU that would not let go or
         // a policy that changed its mind since is the only way here).
         let _ = pools.move_domain(d.id, mv.from);
-        if d.vcpus.iter().all(|v| cpupool::of_vcpu(v).is_none())
-            && let Ok(from) = pool_instance(mv.from.0)
+        if d.vcpus
+            .iter()
+            .all(|v| cpupool::of_vcpu(v, &section).is_none())
+            && let Ok(from) = pool_instance(mv.from.0, &section)
         {
             let _ = register(d, from, &[]);
         }
@@ -686,7 +698,8 @@ fn change_pool(
     op(&mut pools).map_err(|e| pool_refused(what, &e))?;
     cpupool::kept(heap, frames::heap_used());
     let p = pools.pool(PoolId(pool)).ok_or(Errno::Srch)?.clone();
-    let old_cpus = cpupool::of_pool(PoolId(pool))
+    let section = arch::rcu::read_side();
+    let old_cpus = cpupool::of_pool(PoolId(pool), &section)
         .map(|i| i.cpus.clone())
         .unwrap_or_default();
     let old_index = cpupool::index_of_pool(PoolId(pool));
@@ -737,7 +750,7 @@ fn change_pool(
         }
     };
     if result.is_ok()
-        && let (Some(d), Some(inst)) = (dom0.first(), cpupool::of_pool(PoolId(pool)))
+        && let (Some(d), Some(inst)) = (dom0.first(), cpupool::of_pool(PoolId(pool), &section))
     {
         let sched = dom0_sched(inst.policy.info());
         let params = policy_params(&*inst.policy, &sched).unwrap_or_default();
@@ -755,9 +768,12 @@ fn change_pool(
         }
     }
     // Each domain back into the pool's instance (the new one, or the old one on failure).
-    if let Some(inst) = cpupool::of_pool(PoolId(pool)) {
+    if let Some(inst) = cpupool::of_pool(PoolId(pool), &section) {
         for d in &domains {
-            if d.vcpus.iter().all(|v| cpupool::of_vcpu(v).is_none()) {
+            if d.vcpus
+                .iter()
+                .all(|v| cpupool::of_vcpu(v, &section).is_none())
+            {
                 let params: Vec<(alloc::string::String, u64)> =
                     pools.params_taken(d.id).unwrap_or_default();
                 let pairs: Vec<(&str, u64)> =
@@ -838,7 +854,8 @@ fn dom0_sched(policy: &sched::PolicyInfo) -> SchedParams {
 
 /// Builds Domain0 from the boot module and starts it.
 pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateError> {
-    let sched = dom0_sched(cpupool::first().policy.info());
+    let section = arch::rcu::read_side();
+    let sched = dom0_sched(cpupool::first(&section).policy.info());
     let config = DomainConfig {
         name: "dom0",
         image,
@@ -855,7 +872,7 @@ pub fn start_domain0(image: &[u8], plan: &[u8]) -> Result<(), domain::CreateErro
         slot.reserve_exact(smp::startup::online().len());
     }
     let d = domain::create(&config)?;
-    let inst = cpupool::first();
+    let inst = cpupool::first(&section);
     let params = policy_params(&*inst.policy, &sched)
         .map_err(|_| domain::CreateError::BadParameter("dom0 scheduling"))?;
     register(&d, inst, &params)

@@ -15,8 +15,8 @@
 //! instance is taken out of its slot ([`retire`]) once nothing leads to it any more, and
 //! freed by the control path a grace period later (`arch::rcu`, Xen's `call_rcu`), when
 //! every other CPU has passed a quiescent point. The references [`instance`], [`of_cpu`],
-//! [`of_vcpu`] and [`of_pool`] hand out are used only until their CPU's next quiescent point
-//! (the rule of `RcuSlot`'s readers): they are kept in stack frames, never stored (a CPU's
+//! [`of_vcpu`] and [`of_pool`] hand out borrow the caller's read-side section
+//! (`arch::rcu::ReadSide`), so they stay in stack frames and none is stored (a CPU's
 //! `CpuSched` keeps the map's raw entry, a number, not the instance). Slots are not reused:
 //! [`MAX_INSTANCES`] bounds the swaps of one boot.
 
@@ -29,7 +29,7 @@ use sched::Policy;
 use sched::pools::{PoolError, PoolId, Pools};
 use spin::{Mutex, MutexGuard, Once};
 
-use crate::arch::rcu::{RcuSlot, Retired};
+use crate::arch::rcu::{RcuSlot, ReadSide, Retired};
 use crate::domain::Vcpu;
 
 /// One policy instance and the machine CPUs it schedules (local CPU `i` is `cpus[i]`).
@@ -192,7 +192,8 @@ pub fn install(
 
 /// Points every CPU of instance `index` at it.
 pub fn attach_cpus(index: u32) {
-    let inst = instance(index).expect("installed");
+    let section = crate::arch::rcu::read_side();
+    let inst = instance(index, &section).expect("installed");
     for (local, &cpu) in inst.cpus.iter().enumerate() {
         map_entry(cpu)
             .expect("a pool's CPUs are the machine's")
@@ -201,8 +202,8 @@ pub fn attach_cpus(index: u32) {
 }
 
 /// Instance `index`, if installed.
-pub fn instance(index: u32) -> Option<&'static Instance> {
-    INSTANCES.get(index as usize)?.get()
+pub fn instance(index: u32, section: &ReadSide) -> Option<&Instance> {
+    INSTANCES.get(index as usize)?.get(section)
 }
 
 /// Takes instance `index` out of its slot, to be freed a grace period later
@@ -220,8 +221,11 @@ pub fn retire(index: u32) -> Option<Retired<Instance>> {
 }
 
 /// The instance pool `pool` runs now.
-pub fn of_pool(pool: PoolId) -> Option<&'static Instance> {
-    instance(POOL_INSTANCE.get(pool.0 as usize)?.load(Ordering::Acquire))
+pub fn of_pool(pool: PoolId, section: &ReadSide) -> Option<&Instance> {
+    instance(
+        POOL_INSTANCE.get(pool.0 as usize)?.load(Ordering::Acquire),
+        section,
+    )
 }
 
 /// The index of the instance pool `pool` runs now.
@@ -232,28 +236,28 @@ pub fn index_of_pool(pool: PoolId) -> u32 {
 }
 
 /// The instance that schedules `v` (none before it is registered).
-pub fn of_vcpu(v: &Vcpu) -> Option<&'static Instance> {
-    instance(v.sched_instance.load(Ordering::Acquire))
+pub fn of_vcpu<'a>(v: &Vcpu, section: &'a ReadSide) -> Option<&'a Instance> {
+    instance(v.sched_instance.load(Ordering::Acquire), section)
 }
 
 /// Where a CPU stands: its instance and its number there.
 #[derive(Clone, Copy)]
-pub struct Here {
+pub struct Here<'a> {
     /// The raw map entry (changes when the CPU's instance does).
     pub entry: u64,
-    pub inst: &'static Instance,
+    pub inst: &'a Instance,
     pub local: usize,
 }
 
 /// CPU `cpu`'s instance and local number; `None` for a CPU in no pool.
-pub fn of_cpu(cpu: usize) -> Option<Here> {
+pub fn of_cpu(cpu: usize, section: &ReadSide) -> Option<Here<'_>> {
     let entry = map_entry(cpu)?.load(Ordering::Acquire);
     if entry == FREE {
         return None;
     }
     Some(Here {
         entry,
-        inst: instance((entry >> 32) as u32)?,
+        inst: instance((entry >> 32) as u32, section)?,
         local: entry as u32 as usize,
     })
 }
@@ -264,22 +268,23 @@ pub fn pools() -> MutexGuard<'static, Pools> {
 }
 
 /// The first pool's instance (Domain0's): the machine's policy when there is one pool.
-pub fn first() -> &'static Instance {
-    of_pool(PoolId(0)).expect("pools initialised")
+pub fn first(section: &ReadSide) -> &Instance {
+    of_pool(PoolId(0), section).expect("pools initialised")
 }
 
 /// Every pool's current instance, in pool order.
-pub fn current_instances() -> Vec<&'static Instance> {
+pub fn current_instances(section: &ReadSide) -> Vec<&Instance> {
     (0..sched::pools::MAX_POOLS as u32)
-        .filter_map(|p| of_pool(PoolId(p)))
+        .filter_map(|p| of_pool(PoolId(p), section))
         .collect()
 }
 
 /// Installs the trace hook on every instance, and on every later one.
 pub fn enable_trace() {
     TRACING.store(true, Ordering::Release);
+    let section = crate::arch::rcu::read_side();
     for i in 0..INSTALLED.load(Ordering::Acquire).min(MAX_INSTANCES) {
-        if let Some(inst) = instance(i as u32) {
+        if let Some(inst) = instance(i as u32, &section) {
             inst.policy.set_trace_hook(super::trace::policy_hook);
         }
     }

@@ -361,15 +361,17 @@ pub fn init(cpus: usize) {
 /// [`CpuSched::tick_entry`] before the first look at the CPU's pool.
 const NO_TICK_ENTRY: u64 = u64::MAX - 1;
 
-/// The first pool's policy (Domain0's; the machine's when there is one pool).
-pub fn policy() -> &'static dyn Policy {
-    &*cpupool::first().policy
+/// The first pool's policy (Domain0's; the machine's when there is one pool), for as long as
+/// the caller's read-side section.
+pub fn policy(section: &arch::rcu::ReadSide) -> &dyn Policy {
+    &*cpupool::first(section).policy
 }
 
 /// Writes each pool's policy's own counters since boot (credit's clamps and rounding) as a
 /// `counters` results record, if it keeps any. Called as the machine shuts down.
 pub fn record_policy_counters() {
-    for inst in cpupool::current_instances() {
+    let section = arch::rcu::read_side();
+    for inst in cpupool::current_instances(&section) {
         record_counters_of(&*inst.policy);
     }
 }
@@ -471,7 +473,8 @@ fn kicks_served(now: u64) {
 /// Calls `f` on the policy instance that schedules `v` and turns the local CPU it may name
 /// (one to kick) into the machine's number; `None` for a vCPU no instance holds.
 fn vcpu_policy(v: &Vcpu, f: impl FnOnce(&dyn Policy) -> Option<usize>) -> Option<usize> {
-    let inst = cpupool::of_vcpu(v)?;
+    let section = arch::rcu::read_side();
+    let inst = cpupool::of_vcpu(v, &section)?;
     f(&*inst.policy).map(|local| inst.global(local))
 }
 
@@ -708,7 +711,8 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         // sleeping through a wake-up that already happened.
     }
     watch_neighbour(cpu, now);
-    let here = cpupool::of_cpu(cpu);
+    let section = arch::rcu::read_side();
+    let here = cpupool::of_cpu(cpu, &section);
     let entry = here.map_or(u64::MAX, |h| h.entry);
     if entry != cs.tick_entry {
         // A new instance for this CPU (boot, a policy swap): its own tick.
@@ -933,7 +937,8 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
 /// pool idles with no timer. Then the kicks the policy could not return are sent, and its
 /// tick here is asked for again (`sched::Policy::take_kicks`, `next_tick`).
 fn decide(cs: &mut CpuSched, cpu: usize, now: u64) -> sched::Decision {
-    match cpupool::of_cpu(cpu) {
+    let section = arch::rcu::read_side();
+    match cpupool::of_cpu(cpu, &section) {
         Some(h) => {
             let policy = &h.inst.policy;
             let decision = policy.schedule(h.local, now);
@@ -1039,12 +1044,13 @@ fn saved(v: &Vcpu) {
     // vCPU changes instance only once paused and off every CPU, or, Domain0 in its own
     // pool's swap, with `adopt` set).
     let cpu = this_cpu();
-    let Some(inst) = cpupool::of_vcpu(v) else {
+    let section = arch::rcu::read_side();
+    let Some(inst) = cpupool::of_vcpu(v, &section) else {
         return;
     };
     // This CPU's number there: one atomic while the CPU map still points at that instance
     // (always, but during a pool change), else a search of its CPUs.
-    let local = match cpupool::of_cpu(cpu) {
+    let local = match cpupool::of_cpu(cpu, &section) {
         Some(here) if core::ptr::eq(here.inst, inst) => here.local,
         _ => match inst.cpus.iter().position(|&c| c == cpu) {
             Some(local) => local,
@@ -1089,7 +1095,7 @@ fn claim(v: &Vcpu, cpu: usize) -> bool {
         panic!(
             "policy {} picked vCPU {} for CPU {cpu} while CPU {holder} still held it (before \
              its context_saved): it would run on two CPUs",
-            cpupool::of_vcpu(v).map_or("?", |i| i.name()),
+            cpupool::of_vcpu(v, &arch::rcu::read_side()).map_or("?", |i| i.name()),
             v.id
         );
     }

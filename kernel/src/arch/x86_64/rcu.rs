@@ -6,9 +6,10 @@
 //! (a domain, through the bindings of its peers' event-channel ports).
 //!
 //! **Quiescent points.** A CPU holds a pointer read from shared state only while it is in
-//! the hypervisor, which runs with interrupts off and is never preempted. It reports
-//! ([`quiescent`]) at two points where it holds none, each in an outermost frame, so that no
-//! caller's frame can be holding anything across it:
+//! the hypervisor, which runs with interrupts off and is never preempted, and only inside a
+//! read-side section ([`ReadSide`]) that the pointer borrows. It reports ([`quiescent`]) at
+//! two points where it holds none, each in an outermost frame, so that no caller's frame
+//! can be holding a section across it:
 //! - every entry from a guest (`trap_dispatch`, for a frame from ring 3): the CPU was in
 //!   the guest, and the entry's own Rust code has not begun;
 //! - the top of every turn of the idle loop (`idle_loop`, entered on a fresh stack).
@@ -208,16 +209,37 @@ pub fn drain() {
     reclaim();
 }
 
+/// A read-side section (Linux's `rcu_read_lock`, which Xen's `rcu_read_lock` mirrors): what
+/// [`RcuSlot::get`] hands out is borrowed from it, so the borrow checker keeps every such
+/// reference inside the frame that made the `ReadSide` (or one it lends it to), and none
+/// can be stored in a static, a heap object or a per-CPU structure. Not `Send`: it stays
+/// on the CPU that made it.
+///
+/// **The one rule left to the code.** No `ReadSide` is alive at a quiescent point. Both
+/// quiescent points are at the top of an outermost frame (a guest's entry, each turn of the
+/// idle loop: module doc), so a `ReadSide` made in any frame below them is gone by then; the
+/// idle loop makes none of its own across turns. A `ReadSide` costs nothing at run time.
+pub struct ReadSide {
+    not_send: PhantomData<*const ()>,
+}
+
+/// Opens a read-side section on this CPU ([`ReadSide`]).
+#[inline(always)]
+pub fn read_side() -> ReadSide {
+    ReadSide {
+        not_send: PhantomData,
+    }
+}
+
 /// A slot holding one boxed `T` or none, read with no lock and no reference count
 /// ([`RcuSlot::get`]). What it held when it is replaced or emptied is handed back as
 /// [`Retired`], freed only after a grace period.
 ///
-/// **The rule its readers keep.** A reference from [`RcuSlot::get`] is used only until the
-/// reading CPU's next quiescent point, and so is kept only in stack frames (a local, an
-/// argument, a value returned up the stack): both quiescent points are outermost frames,
-/// which no such frame outlives. It is never stored in a static, a heap object or a per-CPU
-/// structure. (The reference's type cannot say so: like `schedule`'s `Held`, this is an
-/// argument the code keeps, written where each slot is declared.)
+/// **The rule its readers keep**, which [`ReadSide`] types: a reference from
+/// [`RcuSlot::get`] is used only until the reading CPU's next quiescent point. It borrows
+/// the caller's `ReadSide`, so it lives in stack frames only (a local, an argument, a
+/// value returned up to the frame that holds the `ReadSide`), and no `ReadSide` outlives
+/// the next quiescent point.
 pub struct RcuSlot<T> {
     ptr: AtomicPtr<T>,
 }
@@ -236,15 +258,15 @@ impl<T: Send + Sync> RcuSlot<T> {
         }
     }
 
-    /// The object in the slot, if any; used only until this CPU's next quiescent point
+    /// The object in the slot, if any, for as long as the caller's read-side section
     /// (the type's doc).
-    pub fn get(&self) -> Option<&T> {
+    pub fn get<'a>(&'a self, _section: &'a ReadSide) -> Option<&'a T> {
         let ptr = self.ptr.load(Ordering::Acquire);
         // SAFETY: a non-null pointer here came from `Box::into_raw` in `replace` and is
         // freed only by `Retired::free_after_grace`, after a grace period that began once it
-        // was no longer in the slot. A reader that loaded it before then is, per the type's
-        // rule, still before its next quiescent point, which that grace period waits for; a
-        // reader loading it now is before its next one too. So the object lives while the
+        // was no longer in the slot. The reference borrows the caller's `ReadSide`, which
+        // no quiescent point of this CPU outlives (`ReadSide`'s rule), and that grace period
+        // waits for this CPU's next quiescent point. So the object lives while the
         // reference does. Only shared references are made to it.
         unsafe { ptr.as_ref() }
     }
@@ -282,9 +304,9 @@ impl<T> Retired<T> {
 }
 
 /// An object reached through a `Weak` without upgrading it (no reference count raised or
-/// dropped), valid until this CPU's next quiescent point. Not `Send` and not `Sync`: it
-/// cannot be put in a static or handed to another CPU, only kept in stack frames, which no
-/// quiescent point outlives (the module doc).
+/// dropped), valid until this CPU's next quiescent point: it borrows the caller's
+/// read-side section ([`ReadSide`]), so it stays in the stack frames below it and cannot be
+/// stored or handed to another CPU.
 ///
 /// **The rule its objects' owners keep.** An object of type `T` reached this way has its
 /// last `Arc` dropped only after a grace period ([`synchronize`]) that began once every
@@ -292,22 +314,22 @@ impl<T> Retired<T> {
 /// `pv::control::destroy`, after the domain's ports are closed and its peers' ends
 /// unbound; a send finds the `Weak` in its own port table, under that table's lock, which
 /// the unbinding takes).
-pub struct Reached<T> {
+pub struct Reached<'a, T> {
     ptr: NonNull<T>,
-    not_send: PhantomData<*const ()>,
+    section: PhantomData<&'a ReadSide>,
 }
 
-impl<T> Reached<T> {
+impl<'a, T> Reached<'a, T> {
     /// The object `weak` points to, if it still exists. The caller holds the lock under
     /// which `weak` is unlinked (the type's rule), so the object is not unlinked, and so not
-    /// freed, before this CPU's next quiescent point.
-    pub fn through(weak: &Weak<T>) -> Option<Reached<T>> {
+    /// freed, before this CPU's next quiescent point, which `section` does not outlive.
+    pub fn through(weak: &Weak<T>, _section: &'a ReadSide) -> Option<Reached<'a, T>> {
         if weak.strong_count() == 0 {
             return None;
         }
         Some(Reached {
             ptr: NonNull::new(weak.as_ptr().cast_mut())?,
-            not_send: PhantomData,
+            section: PhantomData,
         })
     }
 
@@ -316,8 +338,9 @@ impl<T> Reached<T> {
         // SAFETY: the object had a strong reference when `through` looked, with its `Weak`
         // still linked under the caller's lock; by the type's rule its last `Arc` is dropped
         // only after a grace period that began once that `Weak` was unlinked, which waits
-        // for this CPU's next quiescent point, and a `Reached` does not live past that point
-        // (it stays on this CPU's stack). Only shared references are made to the object.
+        // for this CPU's next quiescent point. A `Reached` borrows a `ReadSide`, which no
+        // quiescent point of this CPU outlives, and is not `Send` (it holds a borrow of a
+        // `ReadSide`, which is not `Sync`). Only shared references are made to the object.
         unsafe { self.ptr.as_ref() }
     }
 }
