@@ -14,6 +14,9 @@ CPU count, one parameter). Standard library only (Python 3.11: tomllib).
                        [--slice-late-from DIR]  (and each point's slice lateness from the
                                                  hypervisor run of a sweep in DIR)
                        [--costs-from DIR]  (or its kick and slice lateness and CPU stalls)
+                       [--trace]  (each run's trace beside its results: POINT.trace.json)
+                       [--replay-from DIR]  (schedsim replays each point's trace from the
+                                             sweep in DIR: schedsim --replay)
 
 Exit status: 0 every run exited 0; 1 a run failed (its row says so, the CSV is written all
 the same); 2 a bad command line.
@@ -381,14 +384,27 @@ def dump_spec(spec: dict) -> str:
 LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping", "blk", "net"}
 
 def engine_command(engine: str, spec_path: Path, out: Path, profile=None,
-                   slice_late=None, costs_flag="--slice-late-from") -> list[str]:
+                   slice_late=None, costs_flag="--slice-late-from", trace=None,
+                   replay=None) -> list[str]:
+    extra = ["--trace", str(trace)] if trace else []
     if engine == "schedsim":
-        extra = ["--profile", str(profile)] if profile else []
+        extra += ["--profile", str(profile)] if profile else []
         extra += [costs_flag, str(slice_late)] if slice_late else []
+        extra += ["--replay", str(replay)] if replay else []
         return [str(schedsim_binary()), str(spec_path), "--out", str(out)] + extra
     # domino, or linux: the same spec on Linux (its own scheduler, whatever the policy).
     return [str(ROOT / "scripts" / "run"), str(spec_path), "--engine", engine, "--accel", "tcg",
-            "--quiet", "--out", str(out)]
+            "--quiet", "--out", str(out)] + extra
+
+
+def trace_of(sweep_dir: Path, slug: str) -> Path | None:
+    """The trace of point `slug` in the sweep in `sweep_dir` (`--trace`): its hypervisor
+    run's, else its schedsim run's."""
+    for engine in ("domino", "schedsim"):
+        path = sweep_dir / engine / f"{slug}.trace.json"
+        if path.exists():
+            return path
+    return None
 
 
 schedsim_binary = registry.schedsim_binary
@@ -516,8 +532,29 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--costs-from", metavar="DIR",
                     help="as --slice-late-from, for everything schedsim takes from a run "
                     "(schedsim --costs-from: kick and slice lateness, CPU stalls)")
+    ap.add_argument("--trace", action="store_true",
+                    help="write each run's trace beside its results (ENGINE/POINT.trace.json; "
+                    "not for linux)")
+    ap.add_argument("--replay-from", metavar="DIR",
+                    help="schedsim replays each point's trace from the sweep in DIR (one run "
+                    "with --trace: its hypervisor's traces, else its schedsim's) instead of "
+                    "running the replayed domains' workloads (schedsim --replay)")
     ap.add_argument("--list", action="store_true", help="list the matrices and their points")
     args = ap.parse_args(argv)
+    if args.trace and args.engine in ("linux", "all"):
+        print("scripts/sweep: --trace: the linux engine writes no trace; allowed with "
+              "--engine schedsim, domino or both", file=sys.stderr)
+        return 2
+    replay_dir = Path(args.replay_from).resolve() if args.replay_from else None
+    if replay_dir and args.engine != "schedsim":
+        print("scripts/sweep: --replay-from: only schedsim replays a trace; give --engine "
+              "schedsim", file=sys.stderr)
+        return 2
+    if replay_dir and not any(replay_dir.glob("*/*.trace.json")):
+        print(f"scripts/sweep: --replay-from {display(replay_dir)}: no traces there "
+              f"(expected DIR/domino/POINT.trace.json from a sweep run with --trace)",
+              file=sys.stderr)
+        return 2
     if args.costs_from and args.slice_late_from:
         print("scripts/sweep: give --costs-from or --slice-late-from, not both", file=sys.stderr)
         return 2
@@ -586,9 +623,16 @@ def main(argv: list[str]) -> int:
                     print(f"scripts/sweep: {costs_flag}: no hypervisor run {display(late)}; "
                           f"{p.slug} runs on the profile alone", file=sys.stderr)
                     late = None
+            trace = out / engine / f"{p.slug}.trace.json" if args.trace else None
+            replay = None
+            if replay_dir:
+                replay = trace_of(replay_dir, p.slug)
+                if replay is None:
+                    print(f"scripts/sweep: --replay-from: no trace of {p.slug} in "
+                          f"{display(replay_dir)}; it runs its workloads", file=sys.stderr)
             command = engine_command(engine, spec_path, res_path,
                                      Path(args.profile).resolve() if args.profile else None,
-                                     late, costs_flag)
+                                     late, costs_flag, trace, replay)
             proc = subprocess.run(command, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             wall = time.monotonic() - t0
@@ -600,7 +644,8 @@ def main(argv: list[str]) -> int:
                               f"(log: {display(out / engine / (p.slug + '.log'))})",
                               final=True)
             elif not progress.tty:
-                progress.show(f"{engine} {p.slug}: exit 0, {wall:.1f} s", final=True)
+                replayed = f", replayed {display(replay)}" if replay else ""
+                progress.show(f"{engine} {p.slug}: exit 0, {wall:.1f} s{replayed}", final=True)
             rows += rows_of(matrix.name, engine, p, res_path, proc.returncode, wall)
     progress.show(f"{matrix.name}: {len(rows)} rows, {failures} failed runs", final=True)
 
