@@ -1329,7 +1329,11 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         for idx in 0..p.vcpus {
             let mut kind = kind_of(p);
             let arrivals = opts.replay.as_ref().and_then(|r| r.aligned(&p.name, idx, t0));
-            if let Some(a) = arrivals.filter(|_| kind != Kind::Cpu) {
+            // Replayed: the vCPUs that block. A `cpu` domain, or a `yield` one that never
+            // sleeps, runs its workload (its trace has no wake-ups to replay but its start,
+            // and one burst of all its CPU time would stand for every yield).
+            let blocks = !matches!(kind, Kind::Cpu | Kind::Yield { sleep: 0, .. });
+            if let Some(a) = arrivals.filter(|_| blocks) {
                 kind = Kind::Replay(sim.replayed.len());
                 sim.replayed.push((a, 0));
             }

@@ -119,12 +119,18 @@ fn the_command_replays_or_refuses() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The replayed latency domain of the fixture, under `costs`.
-fn replayed_lat(costs: Profile) -> Domain {
-    let spec = Spec::from_file(fixture("replay-small.toml")).unwrap();
+/// The replayed latency domain of the fixture, under `costs` and policy `policy`.
+fn replayed_lat_under(costs: Profile, policy: &str) -> Domain {
+    let mut spec = Spec::from_file(fixture("replay-small.toml")).unwrap();
+    spec.sched.policy = policy.into();
     let replay = Replay::load(&fixture("replay-small.trace.json")).unwrap();
     let o = Options { seed: 1, costs, replay: Some(replay), ..Options::default() };
-    sim::run(&spec, &o).unwrap().domains[0].clone()
+    sim::run(&spec, &o).unwrap_or_else(|e| panic!("{policy}: {e}")).domains[0].clone()
+}
+
+/// The replayed latency domain of the fixture, under `costs` (its own policy, bvt).
+fn replayed_lat(costs: Profile) -> Domain {
+    replayed_lat_under(costs, "bvt")
 }
 
 /// A replayed wake-up is the run's own, already as late as the hypervisor's timer made it:
@@ -163,4 +169,33 @@ fn a_replayed_burst_rides_out_the_stalls() {
         calm.wakeups,
         calm.cpu_ns
     );
+}
+
+/// A `yield` domain that never sleeps is not replayed but runs its workload, as a `cpu` one
+/// does: its trace holds no wake-up but its start, so its replay was one burst of all the
+/// CPU time it had in the run, spent at once, and then nothing until the run's end.
+/// `fixtures/replay-isolation-credit2.*` is the validation sweep's isolation point under
+/// credit2 on 2 CPUs (a cpu victim, a latency domain, two yield attackers; `scripts/sweep
+/// simvshyp --engine domino --trace`, session 15, host load 0.7), replayed with its own
+/// costs as `scripts/sweep --replay-from` does: with the attackers replayed, exit 1 (the
+/// simulator's invariant check: a CPU idle beside a waiting vCPU, 4 times); under rr on
+/// 1 CPU one attacker had no CPU in the interval.
+#[test]
+fn a_yield_domain_that_never_sleeps_runs_its_workload() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
+        .arg(fixture("replay-isolation-credit2.toml"))
+        .args([
+            "--profile",
+            &format!("{}/../scripts/profiles/tcg.toml", env!("CARGO_MANIFEST_DIR")),
+        ])
+        .args(["--costs-from", &fixture("replay-isolation-credit2.hypervisor.jsonl")])
+        .args(["--replay", &fixture("replay-isolation-credit2.trace.json")])
+        .arg("--out")
+        .arg(std::env::temp_dir().join(format!("replay-isolation-{}.jsonl", std::process::id())))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("replayed: the arrivals in"), "{text}");
 }

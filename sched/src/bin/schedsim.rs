@@ -465,7 +465,7 @@ fn main() -> ExitCode {
     print_table(&out);
     if let Some((file, n)) = &replayed {
         println!(
-            "replayed: the arrivals in {file} ({n} vCPU(s) woke up in it; those of cpu domains run as cpu)"
+            "replayed: the arrivals in {file} ({n} vCPU(s) woke up in it; those of cpu domains, and of yield domains that never sleep, run their workloads)"
         );
     }
     if !ideal {
