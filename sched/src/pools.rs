@@ -32,7 +32,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::{Error, PolicyInfo, Topology, registry};
+use crate::{Error, ParamSpec, PolicyInfo, Topology, registry};
 
 /// A pool's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -219,6 +219,19 @@ fn check_domain(policy: &PolicyInfo, params: &[(String, u64)]) -> Result<(), Poo
     probe.add_domain(crate::DomainId(0), &pairs).map_err(PoolError::Param)
 }
 
+/// Checks one parameter of `params` (the policy `policy`'s domain or global ones): its
+/// name, then its range.
+fn check_param(
+    policy: &'static str,
+    params: &'static [ParamSpec],
+    name: &str,
+    value: u64,
+) -> Result<(), PoolError> {
+    crate::find_param(policy, params, name)
+        .and_then(|spec| spec.check(value))
+        .map_err(PoolError::Param)
+}
+
 fn set(all: &mut Vec<(String, u64)>, name: &str, value: u64) {
     match all.iter_mut().find(|(k, _)| k == name) {
         Some(slot) => slot.1 = value,
@@ -401,16 +414,7 @@ impl Pools {
         let policy = self.pool(e.pool).ok_or(PoolError::NoSuchPool(e.pool))?.policy;
         let mut next = e.params.clone();
         for (k, v) in params {
-            let spec = crate::find_param(policy.name, policy.domain_params, k)
-                .map_err(PoolError::Param)?;
-            if *v < spec.min || *v > spec.max {
-                return Err(PoolError::Param(Error::OutOfRange {
-                    param: spec.name,
-                    value: *v,
-                    min: spec.min,
-                    max: spec.max,
-                }));
-            }
+            check_param(policy.name, policy.domain_params, k, *v)?;
             set(&mut next, k, *v);
         }
         let mine = taken(policy, &next);
@@ -425,16 +429,7 @@ impl Pools {
     pub fn set_knobs(&mut self, p: PoolId, knobs: &[(&str, u64)]) -> Result<(), PoolError> {
         let pool = self.pool(p).ok_or(PoolError::NoSuchPool(p))?;
         for (k, v) in knobs {
-            let spec = crate::find_param(pool.policy.name, pool.policy.global_params, k)
-                .map_err(PoolError::Param)?;
-            if *v < spec.min || *v > spec.max {
-                return Err(PoolError::Param(Error::OutOfRange {
-                    param: spec.name,
-                    value: *v,
-                    min: spec.min,
-                    max: spec.max,
-                }));
-            }
+            check_param(pool.policy.name, pool.policy.global_params, k, *v)?;
         }
         let pool = self.pool_mut(p)?;
         for (k, v) in knobs {

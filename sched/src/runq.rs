@@ -911,6 +911,64 @@ impl DomainParams {
     }
 }
 
+impl<S> Runqueues<VecDeque<VcpuId>, S> {
+    /// `wake` for a first-come first-served queue (rr, fifo): appends `v` to its home CPU's
+    /// queue and preempts nothing; [`Runqueues::wake_with`] kicks the home CPU if it idles,
+    /// else another idle CPU, which steals it.
+    pub fn wake_to_back(&self, v: VcpuId) -> Wakeup {
+        self.wake_with(v, |rq, _| {
+            rq.q.push_back(v);
+            Enqueued::Queued
+        })
+    }
+}
+
+/// What a policy built on [`Runqueues`] answers exactly as they do, whatever its queue and
+/// per-vCPU data: the [`crate::Policy`] defaults of `sleep`, `yield_now`, `context_saved`,
+/// `pick_cpu`, `insert_vcpu`, `remove_vcpu` and `stats` forward here through
+/// [`crate::Policy::runqueues`].
+pub trait Shared {
+    /// [`Runqueues::insert`], the policy's data at its default.
+    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error>;
+    /// [`Runqueues::sleep`].
+    fn sleep(&self, v: VcpuId) -> Option<usize>;
+    /// [`Runqueues::yield_now`].
+    fn yield_now(&self, v: VcpuId) -> Option<usize>;
+    /// [`Runqueues::context_saved`].
+    fn context_saved(&self, cpu: usize, v: VcpuId) -> Option<usize>;
+    /// Where a waking `v` would best run: its home if idle, else the next idle CPU
+    /// ([`Runqueues::nearest_idle`] of [`Runqueues::home`]).
+    fn pick_cpu(&self, v: VcpuId) -> usize;
+    /// [`Runqueues::remove`], the policy's data dropped.
+    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error>;
+    /// [`Runqueues::stats`].
+    fn stats(&self) -> Stats;
+}
+
+impl<Q: RunQueue, S: Default> Shared for Runqueues<Q, S> {
+    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
+        self.insert(v, domain, cpu, S::default())
+    }
+    fn sleep(&self, v: VcpuId) -> Option<usize> {
+        Runqueues::sleep(self, v)
+    }
+    fn yield_now(&self, v: VcpuId) -> Option<usize> {
+        Runqueues::yield_now(self, v)
+    }
+    fn context_saved(&self, cpu: usize, v: VcpuId) -> Option<usize> {
+        Runqueues::context_saved(self, cpu, v)
+    }
+    fn pick_cpu(&self, v: VcpuId) -> usize {
+        self.nearest_idle(self.home(v))
+    }
+    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
+        self.remove(v).map(|_| ())
+    }
+    fn stats(&self) -> Stats {
+        Runqueues::stats(self)
+    }
+}
+
 /// A per-domain weight readable without locks (the hot paths of credit and BVT read it).
 #[derive(Debug, Default)]
 pub struct AtomicParam(AtomicU32);
@@ -947,6 +1005,36 @@ impl AtomicNs {
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed)
     }
+}
+
+/// One global parameter as a policy keeps it: the name it has in
+/// `PolicyInfo::global_params`, the [`AtomicNs`] that holds it, and how many of the cell's
+/// units make one of the parameter's (1000 for a `_us` parameter kept in ns, 1_000_000 for
+/// a `_ms` one, 1 for a count). A policy lists all of them once (its `knobs`), and
+/// [`set_global`] and [`global`] are then its `set_global_param` and `global_param`.
+pub struct Knob<'a>(pub &'static str, pub &'a AtomicNs, pub u64);
+
+/// The knob named `name`, which `info` declares (a spec found by `find_param`).
+fn knob<'k, 'a>(info: &PolicyInfo, knobs: &'k [Knob<'a>], name: &str) -> &'k Knob<'a> {
+    let found = knobs.iter().find(|k| k.0 == name);
+    found.unwrap_or_else(|| panic!("{}: global parameter `{name}` has no knob", info.name))
+}
+
+/// `set_global_param` over `knobs`: checks `name` and `value` against
+/// `info.global_params` (the errors list what is allowed) and stores `value` × its unit.
+pub fn set_global(info: &PolicyInfo, knobs: &[Knob], name: &str, value: u64) -> Result<(), Error> {
+    let spec = crate::find_param(info.name, info.global_params, name)?;
+    spec.check(value)?;
+    let Knob(_, cell, unit) = knob(info, knobs, spec.name);
+    cell.set(value * unit);
+    Ok(())
+}
+
+/// `global_param` over `knobs`: the value of `name` in the parameter's own unit.
+pub fn global(info: &PolicyInfo, knobs: &[Knob], name: &str) -> Result<u64, Error> {
+    let spec = crate::find_param(info.name, info.global_params, name)?;
+    let Knob(_, cell, unit) = knob(info, knobs, spec.name);
+    Ok(cell.get() / unit)
 }
 
 /// A flag readable without locks.
