@@ -1,0 +1,42 @@
+//! What the simulator's tests share (`mod common;` in each): a spec's head, parsing, and a
+//! run that checks the simulator's invariants. Each test file uses a part of it.
+#![allow(dead_code)]
+
+use sched::sim::{self, Options, Output};
+use sched::spec::Spec;
+
+/// The head of a spec: its `name`, `duration_ms` measured after `warmup_ms`, the
+/// `[machine]` lines (`cpus = N`, and any others) and `[sched] policy`. The test appends
+/// the rest: `[sched]` knobs, pools, domains, events. It starts with a blank line, as the
+/// raw strings it stands for did, so an error's line numbers are as they were.
+pub fn head(name: &str, duration_ms: u64, warmup_ms: u64, machine: &str, policy: &str) -> String {
+    format!(
+        "\nname = \"{name}\"\nduration_ms = {duration_ms}\nwarmup_ms = {warmup_ms}\n[machine]\n\
+         {machine}\n[sched]\npolicy = \"{policy}\"\n"
+    )
+}
+
+/// `text` parsed (as file `file`), or the test fails with the parser's error.
+pub fn spec(text: &str, file: &str) -> Spec {
+    Spec::from_str(text, file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `s` in the simulator and asserts its invariants: no vCPU current on two CPUs, no
+/// sleeping vCPU picked.
+pub fn run_checked(s: &Spec, opts: &Options) -> Output {
+    let out = sim::run(s, opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.violations.double_run, 0, "{}: a vCPU ran on two CPUs", s.sched.policy);
+    assert_eq!(out.violations.bad_pick, 0, "{}: a sleeping vCPU was picked", s.sched.policy);
+    out
+}
+
+/// The options of a plain run: seed 1, nothing else.
+pub fn seed1() -> Options {
+    Options { seed: 1, ..Options::default() }
+}
+
+/// A `[[domain]]` group of `count` domains named `name0`, `name1`, ... running `workload`
+/// with its default arguments; the test appends the group's own lines, if any.
+pub fn group(name: &str, count: u32, workload: &str) -> String {
+    format!("[[domain]]\nname = \"{name}\"\ncount = {count}\nworkload = \"{workload}\"\n")
+}
