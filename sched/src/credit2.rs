@@ -758,17 +758,7 @@ impl Credit2 {
     ) -> (usize, HandoffGuard<'_, RqData>, spin::mutex::SpinMutexGuard<'_, Svc>)
     {
         let slot = &self.vcpus[v.index()];
-        loop {
-            let r = slot.rq.load(Ordering::Acquire);
-            let rq = self.rqs[r].lock.lock();
-            let s = slot.state.lock();
-            if slot.rq.load(Ordering::Acquire) == r {
-                return (r, rq, s);
-            }
-            drop(s);
-            drop(rq);
-            core::hint::spin_loop();
-        }
+        runq::lock_where(&slot.rq, |r| self.rqs[r].lock.lock(), || slot.state.lock())
     }
 
     fn lock_vcpu(&self, v: VcpuId) -> spin::mutex::SpinMutexGuard<'_, Svc> {

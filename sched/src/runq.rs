@@ -39,7 +39,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
@@ -444,17 +444,7 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
     /// Locks `v`'s home runqueue and then `v`, retrying if a steal moved it in between.
     pub fn lock_home(&self, v: VcpuId) -> (usize, CpuGuard<'_, Q>, VcpuGuard<'_, S>) {
         let slot = &self.vcpus[v.index()];
-        loop {
-            let cpu = slot.home.load(Ordering::Acquire);
-            let rq = self.lock_cpu(cpu);
-            let vs = slot.state.lock();
-            if slot.home.load(Ordering::Acquire) == cpu {
-                return (cpu, rq, vs);
-            }
-            drop(vs);
-            drop(rq);
-            core::hint::spin_loop();
-        }
+        lock_where(&slot.home, |cpu| self.lock_cpu(cpu), || slot.state.lock())
     }
 
     /// Moves `v`'s home to `cpu`. The caller holds the old and new home runqueue locks and
@@ -969,22 +959,25 @@ impl<Q: RunQueue, S: Default> Shared for Runqueues<Q, S> {
     }
 }
 
-/// A per-domain weight readable without locks (the hot paths of credit and BVT read it).
-#[derive(Debug, Default)]
-pub struct AtomicParam(AtomicU32);
-
-impl AtomicParam {
-    /// A parameter holding `v`.
-    pub fn new(v: u32) -> Self {
-        AtomicParam(AtomicU32::new(v))
-    }
-    /// Reads it.
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// Writes it.
-    pub fn set(&self, v: u32) {
-        self.0.store(v, Ordering::Relaxed)
+/// Locks the runqueue that `home` names (`lock_rq`), then the vCPU (`lock_vcpu`), and
+/// retries until `home` still names that runqueue with both held: it changes only under
+/// both locks, so the pair is then the vCPU's (Xen's `unit_schedule_lock` loop). Returns
+/// the runqueue's index and both guards. `runq`'s per-CPU queues and credit2's shared ones.
+pub fn lock_where<R, V>(
+    home: &AtomicUsize,
+    lock_rq: impl Fn(usize) -> R,
+    lock_vcpu: impl Fn() -> V,
+) -> (usize, R, V) {
+    loop {
+        let at = home.load(Ordering::Acquire);
+        let rq = lock_rq(at);
+        let vs = lock_vcpu();
+        if home.load(Ordering::Acquire) == at {
+            return (at, rq, vs);
+        }
+        drop(vs);
+        drop(rq);
+        core::hint::spin_loop();
     }
 }
 
