@@ -40,3 +40,18 @@ pub fn seed1() -> Options {
 pub fn group(name: &str, count: u32, workload: &str) -> String {
     format!("[[domain]]\nname = \"{name}\"\ncount = {count}\nworkload = \"{workload}\"\n")
 }
+
+/// A fresh scratch folder for test `name` (this process's, under the system's temp dir).
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("schedsim-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the `schedsim` binary with `args`: its exit code, and its stdout and stderr.
+pub fn schedsim<A: AsRef<std::ffi::OsStr>>(args: &[A]) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim")).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.code(), text)
+}
