@@ -61,29 +61,26 @@ fn errors_name_file_field_and_allowed() {
     assert!(e.contains("exp.toml") && e.contains("domain[0]") && e.contains("wieght"), "{e}");
     assert!(e.contains("weight"), "lists the allowed fields: {e}");
 
-    let e = err(&good().replace("policy = \"credit\"", "policy = \"cfs\""));
-    assert!(e.contains("sched.policy") && e.contains("rr, credit, credit2, bvt"), "{e}");
-
-    let e = err(&good().replace("tslice_ms = 30", "tslice = 30"));
-    assert!(e.contains("sched.tslice") && e.contains("tslice_ms (1..=1000"), "{e}");
-
-    let e = err(&good().replace("tslice_ms = 30", "tslice_ms = 0"));
-    assert!(e.contains("sched.tslice_ms") && e.contains("1..=1000"), "{e}");
-
-    let e = err(&good().replace("workload = \"cpu\"", "workload = \"spin\""));
-    assert!(e.contains("domain[0].workload") && e.contains("latency"), "{e}");
-
-    let e = err(&good().replace("period_us = 500", "perod_us = 500"));
-    assert!(e.contains("domain[1].args.perod_us") && e.contains("period_us"), "{e}");
-
-    let e = err(&good().replace("expect = \"ok\"", "expect = \"dead\""));
-    assert!(e.contains("domain[0].expect") && e.contains("killed"), "{e}");
-
-    let e = err(&good().replace("cpus = 4", "cpus = 300"));
-    assert!(e.contains("machine.cpus") && e.contains("1..=255"), "{e}");
-
-    let e = err(&good().replace("cpus = 4", "cpus = \"four\""));
-    assert!(e.contains("machine.cpus"), "{e}");
+    // Each case: what the good spec has, what replaces it, how the error starts and what
+    // else it names.
+    common::refuses(
+        &good(),
+        &[
+            (
+                "policy = \"credit\"",
+                "policy = \"cfs\"",
+                "",
+                &["sched.policy", "rr, credit, credit2, bvt"],
+            ),
+            ("tslice_ms = 30", "tslice = 30", "", &["sched.tslice", "tslice_ms (1..=1000"]),
+            ("tslice_ms = 30", "tslice_ms = 0", "", &["sched.tslice_ms", "1..=1000"]),
+            ("workload = \"cpu\"", "workload = \"spin\"", "", &["domain[0].workload", "latency"]),
+            ("period_us = 500", "perod_us = 500", "", &["domain[1].args.perod_us", "period_us"]),
+            ("expect = \"ok\"", "expect = \"dead\"", "", &["domain[0].expect", "killed"]),
+            ("cpus = 4", "cpus = 300", "", &["machine.cpus", "1..=255"]),
+            ("cpus = 4", "cpus = \"four\"", "", &["machine.cpus"]),
+        ],
+    );
 
     let e = err("name = \"x\"\n[[domain]\n");
     assert!(e.starts_with("exp.toml: "), "{e}");
@@ -131,17 +128,29 @@ fn machine_shape_defaults_and_errors() {
     assert_eq!(shape("cpus = 6\nsockets = 2\ncores = 3\n"), is(2, 3, 1));
     assert_eq!(is(2, 3, 1).unwrap().smp(), "6,sockets=2,cores=3,threads=1");
 
-    let e = err(&good().replace("cpus = 4\n", "cpus = 4\nsockets = 2\ncores = 4\n"));
-    assert!(e.contains("machine.cores") && e.contains("= 8 CPUs, but cpus = 4"), "{e}");
-    let e = err(&good().replace("cpus = 4\n", "cpus = 6\nsockets = 4\n"));
-    assert!(e.contains("machine.cpus") && e.contains("a multiple of sockets × threads = 4"), "{e}");
-    let e = err(&good().replace("cpus = 4\n", "cpus = 4\nthreads = 0\n"));
-    assert!(e.contains("machine.threads") && e.contains("1..=255"), "{e}");
-    let e = err(&good().replace("cpus = 4\n", "cpus = 4\nsocket = 2\n"));
-    assert!(e.contains("socket") && e.contains("sockets"), "{e}");
-    // 5 sockets of 50 cores: QEMU's APIC ids reach 4 << 6 | 49 = 305, beyond xAPIC.
-    let e = err(&good().replace("cpus = 4\n", "cpus = 250\nsockets = 5\n"));
-    assert!(e.contains("APIC id 305") && e.contains("at most 254"), "{e}");
+    // Each case: what the good spec has, what replaces it, how the error starts and what
+    // else it names.
+    common::refuses(
+        &good(),
+        &[
+            (
+                "cpus = 4\n",
+                "cpus = 4\nsockets = 2\ncores = 4\n",
+                "",
+                &["machine.cores", "= 8 CPUs, but cpus = 4"],
+            ),
+            (
+                "cpus = 4\n",
+                "cpus = 6\nsockets = 4\n",
+                "",
+                &["machine.cpus", "a multiple of sockets × threads = 4"],
+            ),
+            ("cpus = 4\n", "cpus = 4\nthreads = 0\n", "", &["machine.threads", "1..=255"]),
+            ("cpus = 4\n", "cpus = 4\nsocket = 2\n", "", &["socket", "sockets"]),
+            // 5 sockets of 50 cores: QEMU's APIC ids reach 4 << 6 | 49 = 305, beyond xAPIC.
+            ("cpus = 4\n", "cpus = 250\nsockets = 5\n", "", &["APIC id 305", "at most 254"]),
+        ],
+    );
 }
 
 #[test]

@@ -55,3 +55,22 @@ pub fn schedsim<A: AsRef<std::ffi::OsStr>>(args: &[A]) -> (Option<i32>, String) 
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     (o.status.code(), text)
 }
+
+/// One way to break a good spec: the text `from` it has, the text `to` that replaces it, how
+/// the error must start and what else it must name.
+pub type Refusal<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
+
+/// Each case of `cases` applied to `good` alone is refused by the parser (the file named
+/// `exp.toml`) with an error that starts with its prefix and names each of its names; a
+/// failure names the case.
+pub fn refuses(good: &str, cases: &[Refusal]) {
+    for &(from, to, starts, names) in cases {
+        let e = Spec::from_str(&good.replace(from, to), "exp.toml")
+            .expect_err(&format!("{from:?} -> {to:?} should be rejected"))
+            .to_string();
+        assert!(e.starts_with(starts), "{from:?} -> {to:?}: {e}");
+        for name in names {
+            assert!(e.contains(name), "{from:?} -> {to:?}: no `{name}` in: {e}");
+        }
+    }
+}
