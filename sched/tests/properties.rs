@@ -199,15 +199,8 @@ fn an_urgent_wake_up_takes_an_idle_cpu_before_preempting_its_own() {
     // over the hog would leave the hog queued beside an idle CPU that nobody kicks (BVT
     // did: 391 wasted-core instants). The rule is `runq::Runqueues::kick_for`'s.
     let text = common::head("urgent-waker", 3000, 100, "cpus = 3", "bvt")
+        + &common::latency_domain("warp_us = 20000", 1000, 50)
         + r#"[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-warp_us = 20000
-[domain.args]
-period_us = 1000
-run_us = 50
-[[domain]]
 name = "hog"
 workload = "cpu"
 [[domain]]
@@ -256,16 +249,8 @@ tslice_ms = 5
 
 fn latency() -> String {
     common::head("latency", 5000, 500, "cpus = 4", "rr")
-        + r#"[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-warp_us = 10000
-warpl_us = 2000
-[domain.args]
-period_us = 1000
-run_us = 20
-"# + &common::group("hog", 63, "cpu")
+        + &common::latency_domain("warp_us = 10000\nwarpl_us = 2000", 1000, 20)
+        + &common::group("hog", 63, "cpu")
 }
 
 #[test]

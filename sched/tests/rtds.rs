@@ -195,16 +195,8 @@ fn a_latency_server_among_hogs_starves_none_of_them() {
     // period boundaries, instant for instant, in every period: once, 3 hogs were dispatched
     // there and preempted in the same instant every time, losing their turn for good.
     let text = common::head("lat-among-hogs", 5000, 500, "cpus = 4", "rtds")
-        + r#"[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-period_us = 500
-budget_us = 100
-[domain.args]
-period_us = 1000
-run_us = 20
-"# + &common::group("hog", 63, "cpu");
+        + &common::latency_domain("period_us = 500\nbudget_us = 100", 1000, 20)
+        + &common::group("hog", 63, "cpu");
     let out = run(&text);
     let lat = &out.domains[0];
     let least = out.domains[1..].iter().map(|d| d.cpu_ns).min().unwrap();

@@ -74,3 +74,12 @@ pub fn refuses(good: &str, cases: &[Refusal]) {
         }
     }
 }
+
+/// A `[[domain]]` named `lat` of the `latency` workload, waking every `period_us` to work
+/// `run_us`, with the per-domain parameters `sched` (`[domain.sched]` lines).
+pub fn latency_domain(sched: &str, period_us: u64, run_us: u64) -> String {
+    format!(
+        "[[domain]]\nname = \"lat\"\nworkload = \"latency\"\n[domain.sched]\n{sched}\n\
+         [domain.args]\nperiod_us = {period_us}\nrun_us = {run_us}\n"
+    )
+}
