@@ -552,6 +552,14 @@ mod tests {
         (p, rt)
     }
 
+    /// A new pool `q` under `policy` in `p`, given CPU 1 from pool 0.
+    fn pool_on_cpu1(p: &mut Pools, policy: &str) -> PoolId {
+        let q = p.create("q", policy).unwrap();
+        p.remove_cpu(PoolId(0), 1).unwrap();
+        p.add_cpu(q, 1).unwrap();
+        q
+    }
+
     #[test]
     fn cpus_map_to_local_numbers_and_back() {
         let (p, rt) = machine();
@@ -603,9 +611,7 @@ mod tests {
     #[test]
     fn a_pool_with_cpus_is_not_destroyed() {
         let (mut p, _) = machine();
-        let q = p.create("q", "bvt").unwrap();
-        p.remove_cpu(PoolId(0), 1).unwrap();
-        p.add_cpu(q, 1).unwrap();
+        let q = pool_on_cpu1(&mut p, "bvt");
         assert_eq!(p.destroy(q), Err(PoolError::HasCpus { pool: q, cpus: 1 }));
     }
 
@@ -652,9 +658,7 @@ mod tests {
     #[test]
     fn a_swap_under_load_is_checked_for_every_domain_first() {
         let (mut p, rt) = machine();
-        let q = p.create("q", "rtds").unwrap();
-        p.remove_cpu(PoolId(0), 1).unwrap();
-        p.add_cpu(q, 1).unwrap();
+        let q = pool_on_cpu1(&mut p, "rtds");
         p.add_domain(5, q, &[s("period_us", 1000), s("budget_us", 800)]).unwrap();
         p.add_domain(6, q, &[s("period_us", 10_000)]).unwrap();
         p.set_knobs(rt, &[("slice_ms", 5)]).unwrap();
@@ -687,9 +691,7 @@ mod tests {
         assert!(e.to_string().contains("budget_us"), "{e}");
         assert_eq!(p.pool(PoolId(0)).unwrap().policy.name, "credit");
         // The same domain cannot move into an rtds pool either.
-        let q = p.create("q", "rtds").unwrap();
-        p.remove_cpu(PoolId(0), 1).unwrap();
-        p.add_cpu(q, 1).unwrap();
+        let q = pool_on_cpu1(&mut p, "rtds");
         assert!(matches!(p.move_domain(1, q), Err(PoolError::Param(_))));
         assert_eq!(p.pool_of(1), Some(PoolId(0)));
     }
