@@ -49,7 +49,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::runq::{
-    self, AtomicNs, CpuQueue, Domains, Enqueued, Knob, Order, Place, RunQueue, Runqueues, Shared, Steal,
+    self, AtomicNs, CpuQueue, Domains, Enqueued, Knob, Order, Place, RunQueue, Runqueues, Steal,
 };
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Topology, VcpuId, Wakeup,
@@ -412,9 +412,7 @@ impl Policy for Bvt {
         &INFO
     }
 
-    fn runqueues(&self) -> Option<&dyn Shared> {
-        Some(&self.rqs)
-    }
+    runq::runqueue_calls!(rqs);
 
     fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
         let mut p = Params::default();

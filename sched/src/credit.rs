@@ -61,7 +61,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::runq::{
-    self, AtomicNs, CpuQueue, Domains, Enqueued, Knob, Place, RunQueue, Runqueues, Shared, Steal,
+    self, AtomicNs, CpuQueue, Domains, Enqueued, Knob, Place, RunQueue, Runqueues, Steal,
     VcpuState,
 };
 use crate::{
@@ -597,9 +597,7 @@ impl Policy for Credit {
         &INFO
     }
 
-    fn runqueues(&self) -> Option<&dyn Shared> {
-        Some(&self.rqs)
-    }
+    runq::runqueue_calls!(rqs);
 
     fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
         for (name, value) in params {

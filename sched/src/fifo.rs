@@ -4,14 +4,14 @@
 //! time slice, so a CPU-bound vCPU keeps its CPU); an idle CPU steals the head of the first
 //! peer queue that has one; a wake-up kicks an idle CPU. Locking, stealing and bookkeeping
 //! come from [`crate::runq`], and so do insert, remove, sleep, yield, `context_saved`,
-//! `pick_cpu` and `stats` (the trait's defaults through `runqueues`); parameters use the
-//! trait's defaults too (FIFO has none). README.md
+//! `pick_cpu` and `stats` (`runqueue_calls!`); parameters use the trait's defaults (FIFO
+//! has none). README.md
 //! walks through a weighted policy with slices and balancing, `stride.rs`.
 
 use alloc::collections::VecDeque;
 use core::fmt;
 
-use crate::runq::{CpuQueue, Place, Runqueues, Shared, Steal};
+use crate::runq::{CpuQueue, Enqueued, Place, Runqueues, Steal};
 use crate::{Decision, Error, Policy, PolicyInfo, Topology, VcpuId, Wakeup};
 
 /// FIFO's description: no parameters at all.
@@ -40,11 +40,12 @@ impl Policy for Fifo {
     fn info(&self) -> &'static PolicyInfo {
         &INFO
     }
-    fn runqueues(&self) -> Option<&dyn Shared> {
-        Some(&self.rqs)
-    }
+    crate::runq::runqueue_calls!(rqs, insert_vcpu, remove_vcpu);
     fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
-        self.rqs.wake_to_back(v) // an idle CPU will run it (stealing it if need be)
+        self.rqs.wake_with(v, |rq, _| {
+            rq.q.push_back(v);
+            Enqueued::Queued // an idle CPU will run it (stealing it if need be)
+        })
     }
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
         let mut rq = self.rqs.lock_for_schedule(cpu);

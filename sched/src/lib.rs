@@ -449,38 +449,25 @@ pub trait Policy: Send + Sync {
     }
 
     /// Registers a vCPU of `domain`, asleep, with `cpu` as its initial CPU. May allocate.
-    /// Default: [`runq::Runqueues::insert`], the policy's per-vCPU data at its default.
-    fn insert_vcpu(&self, vcpu: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
-        on_runqueues(self).insert_vcpu(vcpu, domain, cpu)
-    }
+    fn insert_vcpu(&self, vcpu: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error>;
 
     /// Forgets a vCPU; it must be asleep and not running on any CPU. Refuses
     /// ([`Error::Busy`]) while `schedule` has it on a CPU, from the decision that picked it
     /// to the next decision on that CPU, even if it was put to sleep in between: the kernel
     /// holds a picked vCPU by pointer, without a reference count, and frees it only once
     /// this succeeds (`kernel/src/schedule/mod.rs`, `Held`; checked for every registered
-    /// policy by `tests/concurrency.rs`). Default: [`runq::Runqueues::remove`].
-    fn remove_vcpu(&self, vcpu: VcpuId) -> Result<(), Error> {
-        on_runqueues(self).remove_vcpu(vcpu)
-    }
+    /// policy by `tests/concurrency.rs`).
+    fn remove_vcpu(&self, vcpu: VcpuId) -> Result<(), Error>;
 
     /// Makes a vCPU runnable: puts it on a runqueue and says which CPU to kick, if any.
     fn wake(&self, vcpu: VcpuId, now: u64) -> Wakeup;
 
     /// Makes a vCPU not runnable. Returns the CPU it is running on, which must reschedule.
-    /// Default: [`runq::Runqueues::sleep`].
-    fn sleep(&self, vcpu: VcpuId, now: u64) -> Option<usize> {
-        let _ = now;
-        on_runqueues(self).sleep(vcpu)
-    }
+    fn sleep(&self, vcpu: VcpuId, now: u64) -> Option<usize>;
 
     /// The running vCPU gives up the rest of its slice; the caller then calls `schedule` on
-    /// the returned CPU (the one it runs on), if any. Default: [`runq::Runqueues::yield_now`]
-    /// (flags it; the policy's `schedule` reads `yielded`).
-    fn yield_now(&self, vcpu: VcpuId, now: u64) -> Option<usize> {
-        let _ = now;
-        on_runqueues(self).yield_now(vcpu)
-    }
+    /// the returned CPU (the one it runs on), if any.
+    fn yield_now(&self, vcpu: VcpuId, now: u64) -> Option<usize>;
 
     /// Decides what runs next on `cpu`: requeues or retires the current vCPU, picks the next
     /// one (stealing from peers if the policy load-balances that way) and its slice.
@@ -496,21 +483,19 @@ pub trait Policy: Send + Sync {
     /// the moment, since the leaving vCPU's registers are still being saved or its address
     /// space is still loaded then. A call for a vCPU that is not leaving `cpu` does nothing.
     ///
-    /// The default, for a policy built on [`runq::Runqueues`] ([`Policy::runqueues`]), is
+    /// Policies built on [`runq::Runqueues`] forward it to
     /// [`runq::Runqueues::context_saved`], which lifts the ban on stealing from `cpu` that
-    /// `schedule` put in place; for any other policy it does nothing: right for one that
-    /// never moves a vCPU off the CPU it last ran on.
+    /// `schedule` put in place. The default does nothing: right for a policy that never
+    /// moves a vCPU off the CPU it last ran on. (A policy on `Runqueues` that does not
+    /// forward stays correct, since `cpu`'s next `schedule` lifts the ban too, but peers
+    /// cannot steal from `cpu` until then.)
     fn context_saved(&self, cpu: usize, vcpu: VcpuId, now: u64) -> Option<usize> {
-        let _ = now;
-        self.runqueues().and_then(|rqs| rqs.context_saved(cpu, vcpu))
+        let _ = (cpu, vcpu, now);
+        None
     }
 
-    /// The CPU a waking vCPU should be queued on (Xen's `pick_resource`). Default: its home
-    /// CPU if idle, else the next idle CPU, else its home ([`runq::Shared::pick_cpu`]).
-    fn pick_cpu(&self, vcpu: VcpuId, now: u64) -> usize {
-        let _ = now;
-        on_runqueues(self).pick_cpu(vcpu)
-    }
+    /// The CPU a waking vCPU should be queued on (Xen's `pick_resource`).
+    fn pick_cpu(&self, vcpu: VcpuId, now: u64) -> usize;
 
     /// When [`Policy::tick`] must next run on `cpu` (system ns), or `None` for not at all.
     ///
@@ -576,10 +561,8 @@ pub trait Policy: Send + Sync {
         let _ = hook;
     }
 
-    /// Counters since creation. Default: [`runq::Runqueues::stats`].
-    fn stats(&self) -> Stats {
-        on_runqueues(self).stats()
-    }
+    /// Counters since creation.
+    fn stats(&self) -> Stats;
 
     /// The policy's own counters since creation, each with its name (credit: how often its
     /// clamps fired and what its rounding cost); results carry them as the summary's
@@ -588,28 +571,6 @@ pub trait Policy: Send + Sync {
 
     /// A human-readable dump of the runqueues (Xen's `'r'` debug key).
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result;
-
-    /// The per-CPU runqueues the policy is built on, if it is (`Some(&self.rqs)`): then the
-    /// defaults of `insert_vcpu`, `remove_vcpu`, `sleep`, `yield_now`, `context_saved`, `pick_cpu` and
-    /// `stats` are theirs, the whole of those calls for most policies. `None` (the default)
-    /// for a policy with queues of its own (credit2, rtds), which implements those calls
-    /// itself (`context_saved` may stay the default, which then does nothing); the others'
-    /// defaults panic, naming the policy, on the first call.
-    fn runqueues(&self) -> Option<&dyn runq::Shared> {
-        None
-    }
-}
-
-/// The runqueues behind the [`Policy`] defaults that have no answer without them.
-fn on_runqueues<P: Policy + ?Sized>(p: &P) -> &dyn runq::Shared {
-    match p.runqueues() {
-        Some(rqs) => rqs,
-        None => panic!(
-            "policy `{}` is not built on runq::Runqueues (Policy::runqueues is None): it must \
-             implement insert_vcpu, remove_vcpu, sleep, yield_now, pick_cpu and stats itself",
-            p.info().name
-        ),
-    }
 }
 
 /// Looks `name` up in `params`, returning the spec or the error that lists what is allowed.

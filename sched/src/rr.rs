@@ -11,7 +11,7 @@
 use alloc::collections::VecDeque;
 use core::fmt;
 
-use crate::runq::{self, AtomicNs, Knob, Place, Runqueues, Shared, Steal};
+use crate::runq::{self, AtomicNs, Enqueued, Knob, Place, Runqueues, Steal};
 use crate::{
     Decision, Error, ParamSpec, Policy, PolicyInfo, Topology, VcpuId, Wakeup,
 };
@@ -61,14 +61,15 @@ impl Policy for RoundRobin {
         &INFO
     }
 
-    fn runqueues(&self) -> Option<&dyn Shared> {
-        Some(&self.rqs)
-    }
+    runq::runqueue_calls!(rqs, insert_vcpu, remove_vcpu);
 
     fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
         // Xen's rrobin: append to the queue of the vCPU's CPU; kick it only if it idles.
         // We also kick another idle CPU, which steals the newcomer.
-        self.rqs.wake_to_back(v)
+        self.rqs.wake_with(v, |rq, _| {
+            rq.q.push_back(v);
+            Enqueued::Queued
+        })
     }
 
     fn schedule(&self, cpu: usize, now: u64) -> Decision {

@@ -901,63 +901,51 @@ impl DomainParams {
     }
 }
 
-impl<S> Runqueues<VecDeque<VcpuId>, S> {
-    /// `wake` for a first-come first-served queue (rr, fifo): appends `v` to its home CPU's
-    /// queue and preempts nothing; [`Runqueues::wake_with`] kicks the home CPU if it idles,
-    /// else another idle CPU, which steals it.
-    pub fn wake_to_back(&self, v: VcpuId) -> Wakeup {
-        self.wake_with(v, |rq, _| {
-            rq.q.push_back(v);
-            Enqueued::Queued
-        })
-    }
+/// The calls a policy built on [`Runqueues`] (in its field `$rqs`) answers exactly as
+/// they do, written into its `impl Policy` by one line, `runq::runqueue_calls!(rqs);`:
+/// `sleep`, `yield_now` and `context_saved` ([`Runqueues::sleep`], [`Runqueues::yield_now`],
+/// [`Runqueues::context_saved`]), `pick_cpu` (the vCPU's home CPU if idle, else the next
+/// idle one: [`Runqueues::nearest_idle`]) and `stats`; with `insert_vcpu` and/or
+/// `remove_vcpu` after the field, those too ([`Runqueues::insert`] with the policy's
+/// per-vCPU data at its default, [`Runqueues::remove`]). A macro, not the trait's defaults,
+/// so that each stays the policy's own function, called directly (no call through a
+/// `dyn`), under its own name (the kernel's linker script places the hot ones by name).
+macro_rules! runqueue_calls {
+    ($rqs:ident $(, $extra:ident)*) => {
+        fn sleep(&self, v: $crate::VcpuId, _now: u64) -> Option<usize> {
+            self.$rqs.sleep(v)
+        }
+        fn yield_now(&self, v: $crate::VcpuId, _now: u64) -> Option<usize> {
+            self.$rqs.yield_now(v)
+        }
+        fn context_saved(&self, cpu: usize, v: $crate::VcpuId, _now: u64) -> Option<usize> {
+            self.$rqs.context_saved(cpu, v)
+        }
+        fn pick_cpu(&self, v: $crate::VcpuId, _now: u64) -> usize {
+            self.$rqs.nearest_idle(self.$rqs.home(v))
+        }
+        fn stats(&self) -> $crate::Stats {
+            self.$rqs.stats()
+        }
+        $($crate::runq::runqueue_calls!(@ $rqs $extra);)*
+    };
+    (@ $rqs:ident insert_vcpu) => {
+        fn insert_vcpu(
+            &self,
+            v: $crate::VcpuId,
+            domain: $crate::DomainId,
+            cpu: usize,
+        ) -> Result<(), $crate::Error> {
+            self.$rqs.insert(v, domain, cpu, Default::default())
+        }
+    };
+    (@ $rqs:ident remove_vcpu) => {
+        fn remove_vcpu(&self, v: $crate::VcpuId) -> Result<(), $crate::Error> {
+            self.$rqs.remove(v).map(|_| ())
+        }
+    };
 }
-
-/// What a policy built on [`Runqueues`] answers exactly as they do, whatever its queue and
-/// per-vCPU data: the [`crate::Policy`] defaults of `sleep`, `yield_now`, `context_saved`,
-/// `pick_cpu`, `insert_vcpu`, `remove_vcpu` and `stats` forward here through
-/// [`crate::Policy::runqueues`].
-pub trait Shared {
-    /// [`Runqueues::insert`], the policy's data at its default.
-    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error>;
-    /// [`Runqueues::sleep`].
-    fn sleep(&self, v: VcpuId) -> Option<usize>;
-    /// [`Runqueues::yield_now`].
-    fn yield_now(&self, v: VcpuId) -> Option<usize>;
-    /// [`Runqueues::context_saved`].
-    fn context_saved(&self, cpu: usize, v: VcpuId) -> Option<usize>;
-    /// Where a waking `v` would best run: its home if idle, else the next idle CPU
-    /// ([`Runqueues::nearest_idle`] of [`Runqueues::home`]).
-    fn pick_cpu(&self, v: VcpuId) -> usize;
-    /// [`Runqueues::remove`], the policy's data dropped.
-    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error>;
-    /// [`Runqueues::stats`].
-    fn stats(&self) -> Stats;
-}
-
-impl<Q: RunQueue, S: Default> Shared for Runqueues<Q, S> {
-    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
-        self.insert(v, domain, cpu, S::default())
-    }
-    fn sleep(&self, v: VcpuId) -> Option<usize> {
-        Runqueues::sleep(self, v)
-    }
-    fn yield_now(&self, v: VcpuId) -> Option<usize> {
-        Runqueues::yield_now(self, v)
-    }
-    fn context_saved(&self, cpu: usize, v: VcpuId) -> Option<usize> {
-        Runqueues::context_saved(self, cpu, v)
-    }
-    fn pick_cpu(&self, v: VcpuId) -> usize {
-        self.nearest_idle(self.home(v))
-    }
-    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
-        self.remove(v).map(|_| ())
-    }
-    fn stats(&self) -> Stats {
-        Runqueues::stats(self)
-    }
-}
+pub(crate) use runqueue_calls;
 
 /// Locks the runqueue that `home` names (`lock_rq`), then the vCPU (`lock_vcpu`), and
 /// retries until `home` still names that runqueue with both held: it changes only under

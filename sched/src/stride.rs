@@ -20,7 +20,7 @@ use alloc::collections::VecDeque;
 use core::fmt;
 
 use crate::runq::{AtomicNs, CpuQueue, DomainParams, Enqueued, Order, Place, RunQueue};
-use crate::runq::{self, Knob, Runqueues, Shared, Steal};
+use crate::runq::{self, Knob, Runqueues, Steal};
 use crate::{Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Topology};
 use crate::{VcpuId, Wakeup};
 
@@ -136,9 +136,7 @@ impl Policy for Stride {
     fn info(&self) -> &'static PolicyInfo {
         &INFO
     }
-    fn runqueues(&self) -> Option<&dyn Shared> {
-        Some(&self.rqs)
-    }
+    runq::runqueue_calls!(rqs, remove_vcpu);
     fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
         self.params.add(d, params)
     }
