@@ -366,7 +366,7 @@ impl Profile {
                     v.as_str().ok_or_else(|| err("measured", "must be a string".into()))?;
                 }
                 "costs" => {
-                    for (ck, key, cv) in entries(v, "costs", "nanosecond values", &err)? {
+                    for (ck, key, cv) in entries(v, "costs", "nanosecond values", err)? {
                         let n = ns(&key, cv)?;
                         let Some(i) = COST_KEYS.iter().position(|(name, _)| name == ck) else {
                             let names: Vec<&str> = COST_KEYS.iter().map(|(n, _)| *n).collect();
@@ -379,7 +379,7 @@ impl Profile {
                     }
                 }
                 "decision_ns" => {
-                    for (policy, key, cv) in entries(v, "decision_ns", "policy = ns", &err)? {
+                    for (policy, key, cv) in entries(v, "decision_ns", "policy = ns", err)? {
                         if registry::info(policy).is_err() {
                             let names: Vec<&str> = registry::policies().map(|i| i.name).collect();
                             return Err(err(
