@@ -49,10 +49,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::runq::{
-    AtomicNs, CpuQueue, Domains, Enqueued, Order, Place, RunQueue, Runqueues, Steal,
+    self, AtomicNs, CpuQueue, Domains, Enqueued, Knob, Order, Place, RunQueue, Runqueues, Steal,
 };
 use crate::{
-    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
+    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Topology, VcpuId, Wakeup,
     find_param,
 };
 
@@ -320,6 +320,16 @@ impl Bvt {
         })
     }
 
+    /// The global parameters, where they are kept and in what unit.
+    fn knobs(&self) -> [Knob<'_>; 4] {
+        [
+            Knob("ctx_allow_us", &self.ctx_allow_ns, 1000),
+            Knob("latency_us", &self.latency_ns, 1000),
+            Knob("mcu_us", &self.mcu_ns, 1000),
+            Knob("overrun_us", &self.overrun_ns, 1000),
+        ]
+    }
+
     /// What the running vCPU of `rq` has run by `now` that its AVT will be charged. A run
     /// the timer ended late is charged its slice and at most `overrun_us` more (ours, not
     /// the paper's): a few slices stretched by milliseconds would otherwise hold their
@@ -402,6 +412,8 @@ impl Policy for Bvt {
         &INFO
     }
 
+    runq::runqueue_calls!(rqs);
+
     fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
         let mut p = Params::default();
         for (name, value) in params {
@@ -462,14 +474,6 @@ impl Policy for Bvt {
                 Enqueued::Queued
             }
         })
-    }
-
-    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v)
-    }
-
-    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.yield_now(v)
     }
 
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
@@ -542,15 +546,6 @@ impl Policy for Bvt {
         Decision { next, slice_ns: Some(slice.max(mcu)), migrated }
     }
 
-    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.context_saved(cpu, v)
-    }
-
-    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
-        let home = self.rqs.home(v);
-        self.rqs.nearest_idle(home)
-    }
-
     fn set_domain_param(&self, d: DomainId, name: &str, value: u64) -> Result<(), Error> {
         find_param(INFO.name, INFO.domain_params, name)?.check(value)?;
         let mut g = self.doms.lock(d)?;
@@ -574,29 +569,11 @@ impl Policy for Bvt {
     }
 
     fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
-        let spec = find_param(INFO.name, INFO.global_params, name)?;
-        spec.check(value)?;
-        match spec.name {
-            "ctx_allow_us" => self.ctx_allow_ns.set(value * 1000),
-            "latency_us" => self.latency_ns.set(value * 1000),
-            "overrun_us" => self.overrun_ns.set(value * 1000),
-            _ => self.mcu_ns.set(value * 1000),
-        }
-        Ok(())
+        runq::set_global(&INFO, &self.knobs(), name, value)
     }
 
     fn global_param(&self, name: &str) -> Result<u64, Error> {
-        let spec = find_param(INFO.name, INFO.global_params, name)?;
-        Ok(match spec.name {
-            "ctx_allow_us" => self.ctx_allow_ns.get() / 1000,
-            "latency_us" => self.latency_ns.get() / 1000,
-            "overrun_us" => self.overrun_ns.get() / 1000,
-            _ => self.mcu_ns.get() / 1000,
-        })
-    }
-
-    fn stats(&self) -> Stats {
-        self.rqs.stats()
+        runq::global(&INFO, &self.knobs(), name)
     }
 
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {

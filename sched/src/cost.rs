@@ -272,6 +272,20 @@ impl fmt::Display for ProfileError {
 
 impl std::error::Error for ProfileError {}
 
+/// The entries of `v`, the profile's table `section` (of `what`), each with its key for
+/// errors (`section.name`).
+fn entries<'v>(
+    v: &'v toml::Value,
+    section: &str,
+    what: &str,
+    err: impl Fn(&str, String) -> ProfileError,
+) -> Result<Vec<(&'v String, String, &'v toml::Value)>, ProfileError> {
+    let t = v
+        .as_table()
+        .ok_or_else(|| err(section, format!("must be a table ([{section}]) of {what}")))?;
+    Ok(t.iter().map(|(name, value)| (name, format!("{section}.{name}"), value)).collect())
+}
+
 /// The `[costs]` keys, in the order of the file scripts/calibrate writes, each with what it is.
 pub const COST_KEYS: [(&str, &str); 12] = [
     ("switch_same_domain_ns", "a switch between two vCPUs of one domain"),
@@ -352,42 +366,20 @@ impl Profile {
                     v.as_str().ok_or_else(|| err("measured", "must be a string".into()))?;
                 }
                 "costs" => {
-                    let t = v.as_table().ok_or_else(|| {
-                        err("costs", "must be a table ([costs]) of nanosecond values".into())
-                    })?;
-                    for (ck, cv) in t {
-                        let key = format!("costs.{ck}");
+                    for (ck, key, cv) in entries(v, "costs", "nanosecond values", err)? {
                         let n = ns(&key, cv)?;
-                        let slot = match ck.as_str() {
-                            "switch_same_domain_ns" => &mut p.switch_same_domain_ns,
-                            "switch_cross_domain_ns" => &mut p.switch_cross_domain_ns,
-                            "migration_ns" => &mut p.migration_ns,
-                            "kick_ns" => &mut p.kick_ns,
-                            "kick_p99_ns" => &mut p.kick_p99_ns,
-                            "ipi_ns" => &mut p.ipi_ns,
-                            "timer_granularity_ns" => &mut p.timer_granularity_ns,
-                            "timer_slack_ns" => &mut p.timer_slack_ns,
-                            "slice_slack_ns" => &mut p.slice_slack_ns,
-                            "slice_slack_p99_ns" => &mut p.slice_slack_p99_ns,
-                            "wake_ns" => &mut p.wake_ns,
-                            "block_ns" => &mut p.block_ns,
-                            _ => {
-                                let names: Vec<&str> = COST_KEYS.iter().map(|(n, _)| *n).collect();
-                                return Err(err(
-                                    &key,
-                                    format!("unknown cost; allowed: {}", names.join(", ")),
-                                ));
-                            }
+                        let Some(i) = COST_KEYS.iter().position(|(name, _)| name == ck) else {
+                            let names: Vec<&str> = COST_KEYS.iter().map(|(n, _)| *n).collect();
+                            return Err(err(
+                                &key,
+                                format!("unknown cost; allowed: {}", names.join(", ")),
+                            ));
                         };
-                        *slot = n;
+                        *p.costs_mut()[i] = n;
                     }
                 }
                 "decision_ns" => {
-                    let t = v.as_table().ok_or_else(|| {
-                        err("decision_ns", "must be a table ([decision_ns]) of policy = ns".into())
-                    })?;
-                    for (policy, cv) in t {
-                        let key = format!("decision_ns.{policy}");
+                    for (policy, key, cv) in entries(v, "decision_ns", "policy = ns", err)? {
                         if registry::info(policy).is_err() {
                             let names: Vec<&str> = registry::policies().map(|i| i.name).collect();
                             return Err(err(
@@ -409,23 +401,29 @@ impl Profile {
         Ok(p)
     }
 
+    /// The `[costs]` fields, in the order of [`COST_KEYS`].
+    fn costs_mut(&mut self) -> [&mut u64; 12] {
+        [
+            &mut self.switch_same_domain_ns,
+            &mut self.switch_cross_domain_ns,
+            &mut self.migration_ns,
+            &mut self.kick_ns,
+            &mut self.kick_p99_ns,
+            &mut self.ipi_ns,
+            &mut self.timer_granularity_ns,
+            &mut self.timer_slack_ns,
+            &mut self.slice_slack_ns,
+            &mut self.slice_slack_p99_ns,
+            &mut self.wake_ns,
+            &mut self.block_ns,
+        ]
+    }
+
     /// The profile as TOML, in the form [`Profile::parse`] reads.
     pub fn to_toml(&self, measured: &str) -> String {
         let mut s = format!("profile = {:?}\nmeasured = {:?}\n\n[costs]\n", self.name, measured);
-        let vals = [
-            self.switch_same_domain_ns,
-            self.switch_cross_domain_ns,
-            self.migration_ns,
-            self.kick_ns,
-            self.kick_p99_ns,
-            self.ipi_ns,
-            self.timer_granularity_ns,
-            self.timer_slack_ns,
-            self.slice_slack_ns,
-            self.slice_slack_p99_ns,
-            self.wake_ns,
-            self.block_ns,
-        ];
+        let mut copy = self.clone(); // read through `costs_mut`, the one list of the fields
+        let vals = copy.costs_mut().map(|v| *v);
         for ((k, doc), v) in COST_KEYS.iter().zip(vals) {
             s += &format!("{k} = {v}  # {doc}\n");
         }

@@ -61,10 +61,11 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::runq::{
-    AtomicNs, CpuQueue, Domains, Enqueued, Place, RunQueue, Runqueues, Steal, VcpuState,
+    self, AtomicNs, CpuQueue, Domains, Enqueued, Knob, Place, RunQueue, Runqueues, Steal,
+    VcpuState,
 };
 use crate::{
-    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
+    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Topology, VcpuId, Wakeup,
     find_param,
 };
 
@@ -326,9 +327,9 @@ pub struct Credit {
     tslice_ns: AtomicNs,
     ratelimit_ns: AtomicNs,
     /// `credit_bound_tslices`: credit stays within ± this many slices' worth.
-    bound_tslices: AtomicU32,
+    bound_tslices: AtomicNs,
     /// `exact_credit`: 1 = exact shares, debt carried, no halving.
-    exact: AtomicU32,
+    exact: AtomicNs,
     next_acct_ns: AtomicNs,
     /// Bumped by every accounting pass; CPUs re-sort their queue when it changes.
     sort_epoch: AtomicU32,
@@ -347,13 +348,23 @@ impl Credit {
             doms: Domains::new(topo),
             tslice_ns: AtomicNs::new(TSLICE_MS.default * MS),
             ratelimit_ns: AtomicNs::new(RATELIMIT_US.default * 1000),
-            bound_tslices: AtomicU32::new(BOUND_TSLICES.default as u32),
-            exact: AtomicU32::new(EXACT_CREDIT.default as u32),
+            bound_tslices: AtomicNs::new(BOUND_TSLICES.default),
+            exact: AtomicNs::new(EXACT_CREDIT.default),
             next_acct_ns: AtomicNs::new(0),
             sort_epoch: AtomicU32::new(0),
             acct_lock: spin::mutex::SpinMutex::new(Acct::default()),
             trace: spin::mutex::SpinMutex::new(None),
         })
+    }
+
+    /// The global parameters, where they are kept and in what unit.
+    fn knobs(&self) -> [Knob<'_>; 4] {
+        [
+            Knob("tslice_ms", &self.tslice_ns, MS),
+            Knob("ratelimit_us", &self.ratelimit_ns, 1000),
+            Knob("credit_bound_tslices", &self.bound_tslices, 1),
+            Knob("exact_credit", &self.exact, 1),
+        ]
     }
 
     fn credits_per_tslice(&self) -> i64 {
@@ -362,7 +373,7 @@ impl Credit {
 
     /// The bound on a vCPU's credit either way (Xen: `credits_per_tslice`).
     fn credit_bound(&self) -> i64 {
-        self.credits_per_tslice() * i64::from(self.bound_tslices.load(Ordering::Relaxed))
+        self.credits_per_tslice() * self.bound_tslices.get() as i64
     }
 
     /// Puts a runnable vCPU that is off the queues onto its home queue, unless its cap
@@ -420,7 +431,7 @@ impl Credit {
     /// slice.
     fn acct(&self, now: u64, kick: &mut dyn FnMut(usize)) {
         let mut acct = self.acct_lock.lock();
-        let exact = self.exact.load(Ordering::Relaxed) != 0;
+        let exact = self.exact.get() != 0;
         let per_tslice = self.credits_per_tslice();
         let bound = self.credit_bound();
         // Pass 1: count active vCPUs and the total active weight.
@@ -586,6 +597,8 @@ impl Policy for Credit {
         &INFO
     }
 
+    runq::runqueue_calls!(rqs);
+
     fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
         for (name, value) in params {
             Self::domain_spec(name)?.check(*value)?;
@@ -638,14 +651,6 @@ impl Policy for Credit {
             }
             Self::enqueue(rq, vs, v)
         })
-    }
-
-    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v)
-    }
-
-    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.yield_now(v)
     }
 
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
@@ -724,15 +729,6 @@ impl Policy for Credit {
         Decision { next, slice_ns: next.map(|_| tslice), migrated }
     }
 
-    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.context_saved(cpu, v)
-    }
-
-    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
-        let home = self.rqs.home(v);
-        self.rqs.nearest_idle(home)
-    }
-
     fn next_tick(&self, _cpu: usize, now: u64) -> Option<u64> {
         // Every CPU ticks on multiples of the period, as csched_tick_resume aligns the
         // ticker ("now + period - now % period").
@@ -783,33 +779,15 @@ impl Policy for Credit {
     }
 
     fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
-        let spec = find_param(INFO.name, INFO.global_params, name)?;
-        spec.check(value)?;
-        match spec.name {
-            "tslice_ms" => self.tslice_ns.set(value * MS),
-            "ratelimit_us" => self.ratelimit_ns.set(value * 1000),
-            "exact_credit" => self.exact.store(value as u32, Ordering::Relaxed),
-            _ => self.bound_tslices.store(value as u32, Ordering::Relaxed),
-        }
-        Ok(())
+        runq::set_global(&INFO, &self.knobs(), name, value)
     }
 
     fn global_param(&self, name: &str) -> Result<u64, Error> {
-        let spec = find_param(INFO.name, INFO.global_params, name)?;
-        Ok(match spec.name {
-            "tslice_ms" => self.tslice_ns.get() / MS,
-            "ratelimit_us" => self.ratelimit_ns.get() / 1000,
-            "exact_credit" => u64::from(self.exact.load(Ordering::Relaxed)),
-            _ => u64::from(self.bound_tslices.load(Ordering::Relaxed)),
-        })
+        runq::global(&INFO, &self.knobs(), name)
     }
 
     fn set_trace_hook(&self, hook: crate::TraceHook) {
         *self.trace.lock() = Some(hook);
-    }
-
-    fn stats(&self) -> Stats {
-        self.rqs.stats()
     }
 
     fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
@@ -825,8 +803,8 @@ impl Policy for Credit {
             "credit: tslice {} ms, ratelimit {} us, bound {} slices, exact {}, sort epoch {}",
             self.tslice_ns.get() / MS,
             self.ratelimit_ns.get() / 1000,
-            self.bound_tslices.load(Ordering::Relaxed),
-            self.exact.load(Ordering::Relaxed),
+            self.bound_tslices.get(),
+            self.exact.get(),
             self.sort_epoch.load(Ordering::Relaxed)
         )?;
         self.rqs.dump(out, |o, q| {

@@ -56,7 +56,7 @@ use crossbeam_utils::CachePadded;
 use spin::mutex::SpinMutex;
 
 use crate::handoff::{HandoffGuard, HandoffMutex};
-use crate::runq::{AtomicNs, MAX_CPUS};
+use crate::runq::{self, AtomicNs, Knob, MAX_CPUS};
 use crate::{
     Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
     find_param,
@@ -696,6 +696,20 @@ impl Credit2 {
         Ok(c2)
     }
 
+    /// The global parameters, where they are kept and in what unit.
+    fn knobs(&self) -> [Knob<'_>; 8] {
+        [
+            Knob("ratelimit_us", &self.ratelimit_ns, 1000),
+            Knob("latency_us", &self.latency_ns, 1000),
+            Knob("overrun_us", &self.overrun_ns, 1000),
+            Knob("migrate_resist_us", &self.migrate_resist_ns, 1000),
+            Knob("load_window_shift", &self.load_window_shift, 1),
+            Knob("cap_period_ms", &self.cap_period_ns, 1_000_000),
+            Knob("runqueue", &self.runqueue, 1),
+            Knob("max_cpus_runqueue", &self.max_cpus_runqueue, 1),
+        ]
+    }
+
     /// (Re)builds the runqueues from `runqueue` and `max_cpus_runqueue` (no vCPU present).
     fn layout(&self) {
         let groups = arrange(
@@ -744,17 +758,7 @@ impl Credit2 {
     ) -> (usize, HandoffGuard<'_, RqData>, spin::mutex::SpinMutexGuard<'_, Svc>)
     {
         let slot = &self.vcpus[v.index()];
-        loop {
-            let r = slot.rq.load(Ordering::Acquire);
-            let rq = self.rqs[r].lock.lock();
-            let s = slot.state.lock();
-            if slot.rq.load(Ordering::Acquire) == r {
-                return (r, rq, s);
-            }
-            drop(s);
-            drop(rq);
-            core::hint::spin_loop();
-        }
+        runq::lock_where(&slot.rq, |r| self.rqs[r].lock.lock(), || slot.state.lock())
     }
 
     fn lock_vcpu(&self, v: VcpuId) -> spin::mutex::SpinMutexGuard<'_, Svc> {
@@ -1897,44 +1901,21 @@ impl Policy for Credit2 {
     }
 
     fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
-        let spec = find_param(INFO.name, INFO.global_params, name)?;
-        spec.check(value)?;
-        match spec.name {
-            "ratelimit_us" => self.ratelimit_ns.set(value * 1000),
-            "latency_us" => self.latency_ns.set(value * 1000),
-            "overrun_us" => self.overrun_ns.set(value * 1000),
-            "migrate_resist_us" => self.migrate_resist_ns.set(value * 1000),
-            "load_window_shift" => self.load_window_shift.set(value),
-            "cap_period_ms" => self.cap_period_ns.set(value * 1_000_000),
-            _ => {
-                // The runqueue arrangement is fixed once vCPUs are placed (Xen: boot
-                // options only).
-                if self.inserted.load(Ordering::Acquire) != 0 {
-                    return Err(Error::Busy);
-                }
-                if spec.name == "runqueue" {
-                    self.runqueue.set(value);
-                } else {
-                    self.max_cpus_runqueue.set(value);
-                }
-                self.layout();
-            }
+        if name != "runqueue" && name != "max_cpus_runqueue" {
+            return runq::set_global(&INFO, &self.knobs(), name, value);
         }
+        find_param(INFO.name, INFO.global_params, name)?.check(value)?;
+        // The runqueue arrangement is fixed once vCPUs are placed (Xen: boot options only).
+        if self.inserted.load(Ordering::Acquire) != 0 {
+            return Err(Error::Busy);
+        }
+        runq::set_global(&INFO, &self.knobs(), name, value)?;
+        self.layout();
         Ok(())
     }
 
     fn global_param(&self, name: &str) -> Result<u64, Error> {
-        let spec = find_param(INFO.name, INFO.global_params, name)?;
-        Ok(match spec.name {
-            "ratelimit_us" => self.ratelimit_ns.get() / 1000,
-            "latency_us" => self.latency_ns.get() / 1000,
-            "overrun_us" => self.overrun_ns.get() / 1000,
-            "migrate_resist_us" => self.migrate_resist_ns.get() / 1000,
-            "load_window_shift" => self.load_window_shift.get(),
-            "cap_period_ms" => self.cap_period_ns.get() / 1_000_000,
-            "runqueue" => self.runqueue.get(),
-            _ => self.max_cpus_runqueue.get(),
-        })
+        runq::global(&INFO, &self.knobs(), name)
     }
 
     fn stats(&self) -> Stats {

@@ -3,14 +3,16 @@
 //! Each CPU runs its own queue in arrival order; a vCPU runs until it blocks or yields (no
 //! time slice, so a CPU-bound vCPU keeps its CPU); an idle CPU steals the head of the first
 //! peer queue that has one; a wake-up kicks an idle CPU. Locking, stealing and bookkeeping
-//! come from [`crate::runq`]; parameters use the trait's defaults (FIFO has none). README.md
+//! come from [`crate::runq`], and so do insert, remove, sleep, yield, `context_saved`,
+//! `pick_cpu` and `stats` (`runqueue_calls!`); parameters use the trait's defaults (FIFO
+//! has none). README.md
 //! walks through a weighted policy with slices and balancing, `stride.rs`.
 
 use alloc::collections::VecDeque;
 use core::fmt;
 
 use crate::runq::{CpuQueue, Enqueued, Place, Runqueues, Steal};
-use crate::{Decision, DomainId, Error, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup};
+use crate::{Decision, Error, Policy, PolicyInfo, Topology, VcpuId, Wakeup};
 
 /// FIFO's description: no parameters at all.
 pub static INFO: PolicyInfo = PolicyInfo {
@@ -38,23 +40,12 @@ impl Policy for Fifo {
     fn info(&self) -> &'static PolicyInfo {
         &INFO
     }
-    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
-        self.rqs.insert(v, domain, cpu, ())
-    }
-    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
-        self.rqs.remove(v).map(|_| ())
-    }
+    crate::runq::runqueue_calls!(rqs, insert_vcpu, remove_vcpu);
     fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
         self.rqs.wake_with(v, |rq, _| {
             rq.q.push_back(v);
             Enqueued::Queued // an idle CPU will run it (stealing it if need be)
         })
-    }
-    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v)
-    }
-    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.yield_now(v)
     }
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
         let mut rq = self.rqs.lock_for_schedule(cpu);
@@ -73,16 +64,6 @@ impl Policy for Fifo {
             self.rqs.steal(cpu, &mut rq, now, Steal::default(), pop_head)
         });
         Decision { next, slice_ns: None, migrated: next.is_some() && local.is_none() }
-    }
-    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.context_saved(cpu, v)
-    }
-    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
-        let home = self.rqs.home(v);
-        self.rqs.nearest_idle(home)
-    }
-    fn stats(&self) -> Stats {
-        self.rqs.stats()
     }
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         self.rqs.dump(out, |o, q| q.iter().try_for_each(|v| write!(o, " v{}", v.0)))

@@ -32,7 +32,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::{Error, PolicyInfo, Topology, registry};
+use crate::{Error, ParamSpec, PolicyInfo, Topology, registry};
 
 /// A pool's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -219,6 +219,19 @@ fn check_domain(policy: &PolicyInfo, params: &[(String, u64)]) -> Result<(), Poo
     probe.add_domain(crate::DomainId(0), &pairs).map_err(PoolError::Param)
 }
 
+/// Checks one parameter of `params` (the policy `policy`'s domain or global ones): its
+/// name, then its range.
+fn check_param(
+    policy: &'static str,
+    params: &'static [ParamSpec],
+    name: &str,
+    value: u64,
+) -> Result<(), PoolError> {
+    crate::find_param(policy, params, name)
+        .and_then(|spec| spec.check(value))
+        .map_err(PoolError::Param)
+}
+
 fn set(all: &mut Vec<(String, u64)>, name: &str, value: u64) {
     match all.iter_mut().find(|(k, _)| k == name) {
         Some(slot) => slot.1 = value,
@@ -401,16 +414,7 @@ impl Pools {
         let policy = self.pool(e.pool).ok_or(PoolError::NoSuchPool(e.pool))?.policy;
         let mut next = e.params.clone();
         for (k, v) in params {
-            let spec = crate::find_param(policy.name, policy.domain_params, k)
-                .map_err(PoolError::Param)?;
-            if *v < spec.min || *v > spec.max {
-                return Err(PoolError::Param(Error::OutOfRange {
-                    param: spec.name,
-                    value: *v,
-                    min: spec.min,
-                    max: spec.max,
-                }));
-            }
+            check_param(policy.name, policy.domain_params, k, *v)?;
             set(&mut next, k, *v);
         }
         let mine = taken(policy, &next);
@@ -425,16 +429,7 @@ impl Pools {
     pub fn set_knobs(&mut self, p: PoolId, knobs: &[(&str, u64)]) -> Result<(), PoolError> {
         let pool = self.pool(p).ok_or(PoolError::NoSuchPool(p))?;
         for (k, v) in knobs {
-            let spec = crate::find_param(pool.policy.name, pool.policy.global_params, k)
-                .map_err(PoolError::Param)?;
-            if *v < spec.min || *v > spec.max {
-                return Err(PoolError::Param(Error::OutOfRange {
-                    param: spec.name,
-                    value: *v,
-                    min: spec.min,
-                    max: spec.max,
-                }));
-            }
+            check_param(pool.policy.name, pool.policy.global_params, k, *v)?;
         }
         let pool = self.pool_mut(p)?;
         for (k, v) in knobs {
@@ -557,6 +552,14 @@ mod tests {
         (p, rt)
     }
 
+    /// A new pool `q` under `policy` in `p`, given CPU 1 from pool 0.
+    fn pool_on_cpu1(p: &mut Pools, policy: &str) -> PoolId {
+        let q = p.create("q", policy).unwrap();
+        p.remove_cpu(PoolId(0), 1).unwrap();
+        p.add_cpu(q, 1).unwrap();
+        q
+    }
+
     #[test]
     fn cpus_map_to_local_numbers_and_back() {
         let (p, rt) = machine();
@@ -608,9 +611,7 @@ mod tests {
     #[test]
     fn a_pool_with_cpus_is_not_destroyed() {
         let (mut p, _) = machine();
-        let q = p.create("q", "bvt").unwrap();
-        p.remove_cpu(PoolId(0), 1).unwrap();
-        p.add_cpu(q, 1).unwrap();
+        let q = pool_on_cpu1(&mut p, "bvt");
         assert_eq!(p.destroy(q), Err(PoolError::HasCpus { pool: q, cpus: 1 }));
     }
 
@@ -657,9 +658,7 @@ mod tests {
     #[test]
     fn a_swap_under_load_is_checked_for_every_domain_first() {
         let (mut p, rt) = machine();
-        let q = p.create("q", "rtds").unwrap();
-        p.remove_cpu(PoolId(0), 1).unwrap();
-        p.add_cpu(q, 1).unwrap();
+        let q = pool_on_cpu1(&mut p, "rtds");
         p.add_domain(5, q, &[s("period_us", 1000), s("budget_us", 800)]).unwrap();
         p.add_domain(6, q, &[s("period_us", 10_000)]).unwrap();
         p.set_knobs(rt, &[("slice_ms", 5)]).unwrap();
@@ -692,9 +691,7 @@ mod tests {
         assert!(e.to_string().contains("budget_us"), "{e}");
         assert_eq!(p.pool(PoolId(0)).unwrap().policy.name, "credit");
         // The same domain cannot move into an rtds pool either.
-        let q = p.create("q", "rtds").unwrap();
-        p.remove_cpu(PoolId(0), 1).unwrap();
-        p.add_cpu(q, 1).unwrap();
+        let q = pool_on_cpu1(&mut p, "rtds");
         assert!(matches!(p.move_domain(1, q), Err(PoolError::Param(_))));
         assert_eq!(p.pool_of(1), Some(PoolId(0)));
     }

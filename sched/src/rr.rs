@@ -11,10 +11,9 @@
 use alloc::collections::VecDeque;
 use core::fmt;
 
-use crate::runq::{AtomicNs, Enqueued, Place, Runqueues, Steal};
+use crate::runq::{self, AtomicNs, Enqueued, Knob, Place, Runqueues, Steal};
 use crate::{
-    Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology, VcpuId, Wakeup,
-    find_param,
+    Decision, Error, ParamSpec, Policy, PolicyInfo, Topology, VcpuId, Wakeup,
 };
 
 const SLICE_MS: ParamSpec = ParamSpec {
@@ -50,6 +49,11 @@ impl RoundRobin {
             slice_ns: AtomicNs::new(SLICE_MS.default * 1_000_000),
         })
     }
+
+    /// The global parameter, where it is kept and in what unit.
+    fn knobs(&self) -> [Knob<'_>; 1] {
+        [Knob("slice_ms", &self.slice_ns, 1_000_000)]
+    }
 }
 
 impl Policy for RoundRobin {
@@ -57,24 +61,7 @@ impl Policy for RoundRobin {
         &INFO
     }
 
-    fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
-        for (name, value) in params {
-            self.set_domain_param(d, name, *value)?;
-        }
-        Ok(())
-    }
-
-    fn remove_domain(&self, _: DomainId) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
-        self.rqs.insert(v, domain, cpu, ())
-    }
-
-    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
-        self.rqs.remove(v).map(|_| ())
-    }
+    runq::runqueue_calls!(rqs, insert_vcpu, remove_vcpu);
 
     fn wake(&self, v: VcpuId, _now: u64) -> Wakeup {
         // Xen's rrobin: append to the queue of the vCPU's CPU; kick it only if it idles.
@@ -83,14 +70,6 @@ impl Policy for RoundRobin {
             rq.q.push_back(v);
             Enqueued::Queued
         })
-    }
-
-    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v)
-    }
-
-    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.yield_now(v)
     }
 
     fn schedule(&self, cpu: usize, now: u64) -> Decision {
@@ -129,37 +108,12 @@ impl Policy for RoundRobin {
         Decision { next, slice_ns: next.map(|_| slice), migrated }
     }
 
-    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.context_saved(cpu, v)
-    }
-
-    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
-        let home = self.rqs.home(v);
-        self.rqs.nearest_idle(home)
-    }
-
-    fn set_domain_param(&self, _: DomainId, name: &str, _: u64) -> Result<(), Error> {
-        find_param(INFO.name, INFO.domain_params, name).map(|_| ())
-    }
-
-    fn domain_param(&self, _: DomainId, name: &str) -> Result<u64, Error> {
-        find_param(INFO.name, INFO.domain_params, name).map(|p| p.default)
-    }
-
     fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
-        let p = find_param(INFO.name, INFO.global_params, name)?;
-        p.check(value)?;
-        self.slice_ns.set(value * 1_000_000);
-        Ok(())
+        runq::set_global(&INFO, &self.knobs(), name, value)
     }
 
     fn global_param(&self, name: &str) -> Result<u64, Error> {
-        find_param(INFO.name, INFO.global_params, name)?;
-        Ok(self.slice_ns.get() / 1_000_000)
-    }
-
-    fn stats(&self) -> Stats {
-        self.rqs.stats()
+        runq::global(&INFO, &self.knobs(), name)
     }
 
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {

@@ -263,14 +263,10 @@ impl<K: Ord + Copy> Heap<K> {
             if key >= self.keys[parent] {
                 break;
             }
-            self.keys[at] = self.keys[parent];
-            self.ids[at] = self.ids[parent];
-            self.pos[self.ids[at] as usize] = at as u32;
+            self.fill(at, parent);
             at = parent;
         }
-        self.keys[at] = key;
-        self.ids[at] = id;
-        self.pos[id as usize] = at as u32;
+        self.put(at, key, id);
     }
 
     /// Places `(key, id)` at the hole `at` or below it, moving up the least child (the
@@ -302,15 +298,25 @@ impl<K: Ord + Copy> Heap<K> {
             if least_key >= key {
                 break;
             }
-            self.keys[at] = least_key;
-            self.ids[at] = self.ids[least];
-            self.pos[self.ids[at] as usize] = at as u32;
+            self.fill(at, least);
             at = least;
         }
+        self.put(at, key, id);
+        at != start
+    }
+
+    /// Moves the entry at `from` into the hole `at`.
+    #[inline]
+    fn fill(&mut self, at: usize, from: usize) {
+        self.put(at, self.keys[from], self.ids[from]);
+    }
+
+    /// Puts `(key, id)` at `at`.
+    #[inline]
+    fn put(&mut self, at: usize, key: K, id: u32) {
         self.keys[at] = key;
         self.ids[at] = id;
         self.pos[id as usize] = at as u32;
-        at != start
     }
 }
 

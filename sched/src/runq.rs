@@ -39,7 +39,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
@@ -444,17 +444,7 @@ impl<Q: RunQueue, S> Runqueues<Q, S> {
     /// Locks `v`'s home runqueue and then `v`, retrying if a steal moved it in between.
     pub fn lock_home(&self, v: VcpuId) -> (usize, CpuGuard<'_, Q>, VcpuGuard<'_, S>) {
         let slot = &self.vcpus[v.index()];
-        loop {
-            let cpu = slot.home.load(Ordering::Acquire);
-            let rq = self.lock_cpu(cpu);
-            let vs = slot.state.lock();
-            if slot.home.load(Ordering::Acquire) == cpu {
-                return (cpu, rq, vs);
-            }
-            drop(vs);
-            drop(rq);
-            core::hint::spin_loop();
-        }
+        lock_where(&slot.home, |cpu| self.lock_cpu(cpu), || slot.state.lock())
     }
 
     /// Moves `v`'s home to `cpu`. The caller holds the old and new home runqueue locks and
@@ -911,22 +901,71 @@ impl DomainParams {
     }
 }
 
-/// A per-domain weight readable without locks (the hot paths of credit and BVT read it).
-#[derive(Debug, Default)]
-pub struct AtomicParam(AtomicU32);
+/// The calls a policy built on [`Runqueues`] (in its field `$rqs`) answers exactly as
+/// they do, written into its `impl Policy` by one line, `runq::runqueue_calls!(rqs);`:
+/// `sleep`, `yield_now` and `context_saved` ([`Runqueues::sleep`], [`Runqueues::yield_now`],
+/// [`Runqueues::context_saved`]), `pick_cpu` (the vCPU's home CPU if idle, else the next
+/// idle one: [`Runqueues::nearest_idle`]) and `stats`; with `insert_vcpu` and/or
+/// `remove_vcpu` after the field, those too ([`Runqueues::insert`] with the policy's
+/// per-vCPU data at its default, [`Runqueues::remove`]). A macro, not the trait's defaults,
+/// so that each stays the policy's own function, called directly (no call through a
+/// `dyn`), under its own name (the kernel's linker script places the hot ones by name).
+macro_rules! runqueue_calls {
+    ($rqs:ident $(, $extra:ident)*) => {
+        fn sleep(&self, v: $crate::VcpuId, _now: u64) -> Option<usize> {
+            self.$rqs.sleep(v)
+        }
+        fn yield_now(&self, v: $crate::VcpuId, _now: u64) -> Option<usize> {
+            self.$rqs.yield_now(v)
+        }
+        fn context_saved(&self, cpu: usize, v: $crate::VcpuId, _now: u64) -> Option<usize> {
+            self.$rqs.context_saved(cpu, v)
+        }
+        fn pick_cpu(&self, v: $crate::VcpuId, _now: u64) -> usize {
+            self.$rqs.nearest_idle(self.$rqs.home(v))
+        }
+        fn stats(&self) -> $crate::Stats {
+            self.$rqs.stats()
+        }
+        $($crate::runq::runqueue_calls!(@ $rqs $extra);)*
+    };
+    (@ $rqs:ident insert_vcpu) => {
+        fn insert_vcpu(
+            &self,
+            v: $crate::VcpuId,
+            domain: $crate::DomainId,
+            cpu: usize,
+        ) -> Result<(), $crate::Error> {
+            self.$rqs.insert(v, domain, cpu, Default::default())
+        }
+    };
+    (@ $rqs:ident remove_vcpu) => {
+        fn remove_vcpu(&self, v: $crate::VcpuId) -> Result<(), $crate::Error> {
+            self.$rqs.remove(v).map(|_| ())
+        }
+    };
+}
+pub(crate) use runqueue_calls;
 
-impl AtomicParam {
-    /// A parameter holding `v`.
-    pub fn new(v: u32) -> Self {
-        AtomicParam(AtomicU32::new(v))
-    }
-    /// Reads it.
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// Writes it.
-    pub fn set(&self, v: u32) {
-        self.0.store(v, Ordering::Relaxed)
+/// Locks the runqueue that `home` names (`lock_rq`), then the vCPU (`lock_vcpu`), and
+/// retries until `home` still names that runqueue with both held: it changes only under
+/// both locks, so the pair is then the vCPU's (Xen's `unit_schedule_lock` loop). Returns
+/// the runqueue's index and both guards. `runq`'s per-CPU queues and credit2's shared ones.
+pub fn lock_where<R, V>(
+    home: &AtomicUsize,
+    lock_rq: impl Fn(usize) -> R,
+    lock_vcpu: impl Fn() -> V,
+) -> (usize, R, V) {
+    loop {
+        let at = home.load(Ordering::Acquire);
+        let rq = lock_rq(at);
+        let vs = lock_vcpu();
+        if home.load(Ordering::Acquire) == at {
+            return (at, rq, vs);
+        }
+        drop(vs);
+        drop(rq);
+        core::hint::spin_loop();
     }
 }
 
@@ -947,6 +986,36 @@ impl AtomicNs {
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed)
     }
+}
+
+/// One global parameter as a policy keeps it: the name it has in
+/// `PolicyInfo::global_params`, the [`AtomicNs`] that holds it, and how many of the cell's
+/// units make one of the parameter's (1000 for a `_us` parameter kept in ns, 1_000_000 for
+/// a `_ms` one, 1 for a count). A policy lists all of them once (its `knobs`), and
+/// [`set_global`] and [`global`] are then its `set_global_param` and `global_param`.
+pub struct Knob<'a>(pub &'static str, pub &'a AtomicNs, pub u64);
+
+/// The knob named `name`, which `info` declares (a spec found by `find_param`).
+fn knob<'k, 'a>(info: &PolicyInfo, knobs: &'k [Knob<'a>], name: &str) -> &'k Knob<'a> {
+    let found = knobs.iter().find(|k| k.0 == name);
+    found.unwrap_or_else(|| panic!("{}: global parameter `{name}` has no knob", info.name))
+}
+
+/// `set_global_param` over `knobs`: checks `name` and `value` against
+/// `info.global_params` (the errors list what is allowed) and stores `value` × its unit.
+pub fn set_global(info: &PolicyInfo, knobs: &[Knob], name: &str, value: u64) -> Result<(), Error> {
+    let spec = crate::find_param(info.name, info.global_params, name)?;
+    spec.check(value)?;
+    let Knob(_, cell, unit) = knob(info, knobs, spec.name);
+    cell.set(value * unit);
+    Ok(())
+}
+
+/// `global_param` over `knobs`: the value of `name` in the parameter's own unit.
+pub fn global(info: &PolicyInfo, knobs: &[Knob], name: &str) -> Result<u64, Error> {
+    let spec = crate::find_param(info.name, info.global_params, name)?;
+    let Knob(_, cell, unit) = knob(info, knobs, spec.name);
+    Ok(cell.get() / unit)
 }
 
 /// A flag readable without locks.

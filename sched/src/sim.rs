@@ -446,14 +446,22 @@ impl Sim<'_> {
             return;
         }
         let now = self.now;
+        let vc = self.settle(v, cpu);
+        vc.ready_at = vc.ready_at.max(now) + ns;
+        self.arm(v);
+    }
+
+    /// Accounts `v`'s run on `cpu` up to now and takes the work it did meanwhile from what
+    /// it still needs; returns `v` for what changes next.
+    fn settle(&mut self, v: usize, cpu: usize) -> &mut Vcpu {
+        let now = self.now;
         let done = now.saturating_sub(self.work_from(v));
         self.account_run(v, cpu, now);
         let vc = &mut self.vcpus[v];
         if vc.need != u64::MAX {
             vc.need = vc.need.saturating_sub(done);
         }
-        vc.ready_at = vc.ready_at.max(now) + ns;
-        self.arm(v);
+        vc
     }
 
     /// The part of [a, b) inside the measured interval.
@@ -544,13 +552,7 @@ impl Sim<'_> {
     }
 
     fn deschedule(&mut self, v: usize, cpu: usize) {
-        let now = self.now;
-        let done = now.saturating_sub(self.work_from(v));
-        self.account_run(v, cpu, now);
-        let vc = &mut self.vcpus[v];
-        if vc.need != u64::MAX {
-            vc.need = vc.need.saturating_sub(done);
-        }
+        let vc = self.settle(v, cpu);
         vc.epoch += 1;
         if vc.st == St::Running(cpu) {
             vc.st = St::Waiting;
@@ -1678,17 +1680,6 @@ fn finish(
     };
     let shape = spec.machine.shape().ok();
     let run = Run {
-        name: spec.name.clone(),
-        engine: Engine::Schedsim,
-        policy: pool_plans[0].policy.clone(),
-        // The spec allows at most 255.
-        cpus: u32::try_from(spec.machine.cpus).unwrap_or(u32::MAX),
-        domains: plan.len() as u64,
-        start_ns: None,
-        wallclock_start_ns: None,
-        dom0_cpu_ns: None,
-        duration_ns: spec.duration_ms * 1_000_000,
-        idle_ns: sim.idle_ns,
         warmup_ns: Some(spec.warmup_ms * 1_000_000),
         seed: Some(opts.seed),
         pools: spec.has_pools().then(|| {
@@ -1704,17 +1695,16 @@ fn finish(
         sockets: shape.map(|sh| sh.sockets as u32),
         cores: shape.map(|sh| sh.cores as u32),
         threads: shape.map(|sh| sh.threads as u32),
-        slice_late_hist: None,
-        slice_late_p50_ns: None,
-        slice_late_p99_ns: None,
-        kick_late: None,
-        kick_local_late: None,
-        switch_time: None,
-        set_timer_time: None,
-        switch_armed_time: None,
-        set_timer_armed_time: None,
-        timer_wake_late: None,
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
+        ..run_record(
+            &spec.name,
+            &pool_plans[0].policy,
+            // The spec allows at most 255.
+            u32::try_from(spec.machine.cpus).unwrap_or(u32::MAX),
+            plan.len() as u64,
+            spec.duration_ms * 1_000_000,
+            sim.idle_ns,
+        )
     };
     let ncpus = spec.machine.cpus;
     let trace = sim.trace.take().map(|mut t| {
@@ -1750,6 +1740,48 @@ fn finish(
         events: sim.events_out,
         ran_on: sim.acc.iter().map(|a| a.ran_on).collect(),
     })
+}
+
+/// A schedsim `run` record with what every run has, and none of the figures only the
+/// hypervisor measures (its start, Domain0's time, the lateness histograms) or only some
+/// runs have (warm-up, seed, pools, shape, profile: the caller adds those).
+pub(crate) fn run_record(
+    name: &str,
+    policy: &str,
+    cpus: u32,
+    domains: u64,
+    duration_ns: u64,
+    idle_ns: u64,
+) -> Run {
+    Run {
+        name: name.to_string(),
+        engine: Engine::Schedsim,
+        policy: policy.to_string(),
+        cpus,
+        domains,
+        start_ns: None,
+        wallclock_start_ns: None,
+        dom0_cpu_ns: None,
+        duration_ns,
+        idle_ns,
+        warmup_ns: None,
+        seed: None,
+        pools: None,
+        sockets: None,
+        cores: None,
+        threads: None,
+        slice_late_hist: None,
+        slice_late_p50_ns: None,
+        slice_late_p99_ns: None,
+        kick_late: None,
+        kick_local_late: None,
+        switch_time: None,
+        set_timer_time: None,
+        switch_armed_time: None,
+        set_timer_armed_time: None,
+        timer_wake_late: None,
+        profile: None,
+    }
 }
 
 #[cfg(test)]

@@ -1542,7 +1542,7 @@ pub(crate) enum Scope {
     Domain,
 }
 
-fn params_of(info: &PolicyInfo, scope: Scope) -> &'static [ParamSpec] {
+pub(crate) fn params_of(info: &PolicyInfo, scope: Scope) -> &'static [ParamSpec] {
     match scope {
         Scope::Global => info.global_params,
         Scope::Domain => info.domain_params,

@@ -20,8 +20,8 @@ use alloc::collections::VecDeque;
 use core::fmt;
 
 use crate::runq::{AtomicNs, CpuQueue, DomainParams, Enqueued, Order, Place, RunQueue};
-use crate::runq::{Runqueues, Steal};
-use crate::{Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Stats, Topology};
+use crate::runq::{self, Knob, Runqueues, Steal};
+use crate::{Decision, DomainId, Error, ParamSpec, Policy, PolicyInfo, Topology};
 use crate::{VcpuId, Wakeup};
 
 /// The pass a vCPU of one ticket gains per nanosecond it runs (the paper's `stride1`, per ns).
@@ -120,6 +120,12 @@ impl Stride {
         })
     }
 
+    /// The global parameter, where it is kept and in what unit (ns per µs): `runq`'s
+    /// `set_global` and `global` check names and ranges against `INFO` and convert.
+    fn knobs(&self) -> [Knob<'_>; 1] {
+        [Knob("quantum_us", &self.quantum_ns, 1000)]
+    }
+
     /// The pass that `ns` of run time is worth to a vCPU of `domain`: its stride × time.
     fn pass_for(&self, domain: DomainId, ns: u64) -> u64 {
         ns.saturating_mul(STRIDE1) / self.params.value(domain, WEIGHT)
@@ -130,6 +136,7 @@ impl Policy for Stride {
     fn info(&self) -> &'static PolicyInfo {
         &INFO
     }
+    runq::runqueue_calls!(rqs, remove_vcpu);
     fn add_domain(&self, d: DomainId, params: &[(&str, u64)]) -> Result<(), Error> {
         self.params.add(d, params)
     }
@@ -140,13 +147,10 @@ impl Policy for Stride {
         self.params.get(d, name)
     }
     fn set_global_param(&self, name: &str, value: u64) -> Result<(), Error> {
-        crate::find_param(INFO.name, INFO.global_params, name)?.check(value)?;
-        self.quantum_ns.set(value * 1000);
-        Ok(())
+        runq::set_global(&INFO, &self.knobs(), name, value)
     }
     fn global_param(&self, name: &str) -> Result<u64, Error> {
-        crate::find_param(INFO.name, INFO.global_params, name)?;
-        Ok(self.quantum_ns.get() / 1000)
+        runq::global(&INFO, &self.knobs(), name)
     }
     fn insert_vcpu(&self, v: VcpuId, domain: DomainId, cpu: usize) -> Result<(), Error> {
         // It starts at the lowest virtual time of any CPU, as if it had just woken on the
@@ -155,24 +159,6 @@ impl Policy for Stride {
         // CPU caught up, while that CPU ran what it stole from them.
         let vtime = (0..self.rqs.ncpus()).map(|c| self.rqs.lock_cpu(c).q.vtime).min();
         self.rqs.insert(v, domain, cpu, vtime.unwrap_or(0))
-    }
-    fn remove_vcpu(&self, v: VcpuId) -> Result<(), Error> {
-        self.rqs.remove(v).map(|_| ())
-    }
-    fn sleep(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.sleep(v)
-    }
-    fn yield_now(&self, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.yield_now(v)
-    }
-    fn context_saved(&self, cpu: usize, v: VcpuId, _now: u64) -> Option<usize> {
-        self.rqs.context_saved(cpu, v)
-    }
-    fn pick_cpu(&self, v: VcpuId, _now: u64) -> usize {
-        self.rqs.nearest_idle(self.rqs.home(v))
-    }
-    fn stats(&self) -> Stats {
-        self.rqs.stats()
     }
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         writeln!(out, "stride: quantum {} us", self.quantum_ns.get() / 1000)?;

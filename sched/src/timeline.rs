@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::registry;
-use crate::spec::{Expect, Group, Runs, Scope, Spec, SpecError, check_param, name_ok, runs};
+use crate::spec::{
+    Expect, Group, Runs, Scope, Spec, SpecError, check_param, name_ok, params_of, runs,
+};
 use crate::{PolicyInfo, Topology};
 
 /// `[[pool]]`: a set of CPUs with its own policy instance.
@@ -181,6 +183,25 @@ pub fn params_for(policy: &PolicyInfo, all: &[(String, u64)]) -> Vec<(String, u6
 /// The knobs in `all` that `policy` takes.
 pub fn knobs_for(policy: &PolicyInfo, all: &[(String, u64)]) -> Vec<(String, u64)> {
     all.iter().filter(|(k, _)| policy.global_param(k).is_some()).cloned().collect()
+}
+
+/// An event's `set`: `(path, name, value)` for `policy`'s parameters of `scope`, refused
+/// with `missing()` if the policy has no such parameter, checked against its range, then
+/// merged into `into`.
+fn set_param(
+    spec: &Spec,
+    (path, name, value): (String, &str, u64),
+    policy: &PolicyInfo,
+    scope: Scope,
+    into: &mut Vec<(String, u64)>,
+    missing: impl FnOnce() -> String,
+) -> Result<(), SpecError> {
+    if !params_of(policy, scope).iter().any(|p| p.name == name) {
+        return Err(spec.err(&path, missing()));
+    }
+    check_param(spec, &path, name, value, policy, scope)?;
+    merge_param(into, name, value);
+    Ok(())
 }
 
 /// Sets `name` to `value` in a list of parameters by name (added if absent).
@@ -506,27 +527,16 @@ impl Spec {
                         let policy = registry::info(&policies[*p])
                             .map_err(|e| self.err(at("target"), e.to_string()))?;
                         for (k, v) in &kv {
-                            if policy.global_param(k).is_none() {
-                                return Err(self.err(
-                                    at(&format!("set.{k}")),
-                                    format!(
-                                        "pool `{}` runs `{}` then, which has no global parameter \
-                                         `{k}`; allowed: {}",
-                                        pools[*p].name,
-                                        policy.name,
-                                        list_params(policy.global_params)
-                                    ),
-                                ));
-                            }
-                            check_param(
-                                self,
-                                &at(&format!("set.{k}")),
-                                k,
-                                *v,
-                                policy,
-                                Scope::Global,
-                            )?;
-                            merge_param(&mut knobs[*p], k, *v);
+                            let set = (at(&format!("set.{k}")), k.as_str(), *v);
+                            set_param(self, set, policy, Scope::Global, &mut knobs[*p], || {
+                                format!(
+                                    "pool `{}` runs `{}` then, which has no global parameter \
+                                     `{k}`; allowed: {}",
+                                    pools[*p].name,
+                                    policy.name,
+                                    list_params(policy.global_params)
+                                )
+                            })?;
                         }
                     }
                     Targets::Domains(ids) => {
@@ -535,28 +545,24 @@ impl Spec {
                             let policy = registry::info(&policies[st.pool])
                                 .map_err(|e| self.err(at("target"), e.to_string()))?;
                             for (k, v) in &kv {
-                                if policy.domain_param(k).is_none() {
-                                    return Err(self.err(
-                                        at(&format!("set.{k}")),
+                                let set = (at(&format!("set.{k}")), k.as_str(), *v);
+                                set_param(
+                                    self,
+                                    set,
+                                    policy,
+                                    Scope::Domain,
+                                    &mut st.params,
+                                    || {
                                         format!(
-                                            "domain `{}` is in pool `{}`, which runs `{}` then, \
-                                             with no per-domain parameter `{k}`; allowed: {}",
+                                            "domain `{}` is in pool `{}`, which runs `{}` then, with \
+                                         no per-domain parameter `{k}`; allowed: {}",
                                             plan[d as usize].name,
                                             pools[st.pool].name,
                                             policy.name,
                                             list_params(policy.domain_params)
-                                        ),
-                                    ));
-                                }
-                                check_param(
-                                    self,
-                                    &at(&format!("set.{k}")),
-                                    k,
-                                    *v,
-                                    policy,
-                                    Scope::Domain,
+                                        )
+                                    },
                                 )?;
-                                merge_param(&mut st.params, k, *v);
                             }
                             probe_domain(policy.name, &params_for(policy, &st.params)).map_err(
                                 |m| {

@@ -156,7 +156,7 @@ pub fn problems(records: &[Record]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi::tool::results::{Engine, Outcome, Run};
+    use abi::tool::results::Outcome;
 
     fn domain(id: u32, weight: u64, cpu_ns: u64, work: u64) -> Record {
         Record::Domain(Domain {
@@ -187,35 +187,7 @@ mod tests {
     }
 
     fn run(duration_ns: u64) -> Record {
-        Record::Run(Run {
-            name: "t".into(),
-            engine: Engine::Schedsim,
-            policy: "credit".into(),
-            cpus: 1,
-            domains: 2,
-            start_ns: None,
-            wallclock_start_ns: None,
-            dom0_cpu_ns: None,
-            duration_ns,
-            idle_ns: 0,
-            warmup_ns: None,
-            seed: None,
-            pools: None,
-            sockets: None,
-            cores: None,
-            threads: None,
-            slice_late_hist: None,
-            slice_late_p50_ns: None,
-            slice_late_p99_ns: None,
-            kick_late: None,
-            kick_local_late: None,
-            switch_time: None,
-            set_timer_time: None,
-            switch_armed_time: None,
-            set_timer_armed_time: None,
-            timer_wake_late: None,
-            profile: None,
-        })
+        Record::Run(crate::sim::run_record("t", "credit", 1, 2, duration_ns, 0))
     }
 
     /// Two domains of weights 1 and 3 on one CPU over two 100 ms windows: fair in the

@@ -1,6 +1,8 @@
 //! schedsim's cost model (`sched::cost`): each term shows up where it should, and the ideal
 //! profile gives the results schedsim gave before profiles existed, byte for byte.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -163,8 +165,7 @@ fn hypercall_costs_are_charged_where_they_run() {
 /// and the range; a good one is used (and the flag wins over the spec).
 #[test]
 fn the_command_reads_profiles() {
-    let dir = std::env::temp_dir().join(format!("schedsim-cost-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("cost");
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[costs]\nkick_ns = -5\n").unwrap();
     let good = dir.join("good.toml");
@@ -172,12 +173,7 @@ fn the_command_reads_profiles() {
         .unwrap();
     let spec_path = dir.join("s.toml");
     std::fs::write(&spec_path, format!("{TWO_HOGS}[sim]\nprofile = \"good.toml\"\n")).unwrap();
-    let schedsim = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_schedsim")).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text)
-    };
+    let schedsim = |args: &[&str]| common::schedsim(args);
     let (sp, bp) = (spec_path.to_str().unwrap(), bad.to_str().unwrap());
     let res = dir.join("r.jsonl");
     let rs = res.to_str().unwrap();
@@ -364,8 +360,7 @@ fn measured_switches_and_timers_are_paid_per_event() {
 /// a results file with none of them, or a bucket bound of no layout, exits 2 naming it.
 #[test]
 fn the_command_takes_costs_from_a_run() {
-    let dir = std::env::temp_dir().join(format!("schedsim-costs-from-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("costs-from");
     let spec_path = dir.join("s.toml");
     std::fs::write(&spec_path, LATENCY).unwrap();
     let run_line = |extra: &str| {
@@ -532,8 +527,7 @@ fn switches_that_write_the_timer_are_drawn_apart() {
 /// and waited: p50 324-389 µs; with the run's lateness, 222-225 µs.
 #[test]
 fn sleepers_wake_as_late_as_the_run_says() {
-    let dir = std::env::temp_dir().join(format!("schedsim-wake-late-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("wake-late");
     let root = env!("CARGO_MANIFEST_DIR");
     let fixture = format!("{root}/tests/fixtures/hyp-latency-credit2-loaded.jsonl");
     // The same run without its sleepers' lateness.

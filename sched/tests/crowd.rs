@@ -4,24 +4,17 @@
 //! 5 ms takes 256 × 5 ms = 1.3 s for one round of a CPU's queue. With `latency_us`, its
 //! allowance becomes latency / runnable vCPUs (at least one MCU), and every domain runs.
 
-use sched::sim::{self, Options, Output};
+mod common;
+
+use sched::sim::Output;
 use sched::spec::Spec;
 
-const CROWD: &str = r#"
-name = "crowd"
-duration_ms = 1000
-warmup_ms = 500
-[machine]
-cpus = 4
-memory_mib = 4096
-[sched]
-policy = "bvt"
-[[domain]]
-name = "w"
-count = 1024
-workload = "cpu"
-expect_progress = false
-"#;
+fn crowd_spec() -> String {
+    common::head("crowd", 1000, 500, "cpus = 4\nmemory_mib = 4096", "bvt")
+        + &common::group("w", 1024, "cpu")
+        + r#"expect_progress = false
+"#
+}
 
 /// Runs the spec `text` in schedsim under `policy` with `knobs`, checking that no vCPU ran
 /// on two CPUs at once.
@@ -32,13 +25,11 @@ fn simulate(text: &str, policy: &str, knobs: &[(&str, u64)]) -> Output {
         s.sched.knobs.insert((*k).into(), *v);
     }
     s.validate().unwrap_or_else(|e| panic!("{e}"));
-    let out = sim::run(&s, &Options { seed: 1, ..Options::default() }).unwrap();
-    assert_eq!(out.violations.double_run, 0, "{policy}: a vCPU ran on two CPUs");
-    out
+    common::run_checked(&s, &common::seed1())
 }
 
 fn crowd(policy: &str, knobs: &[(&str, u64)]) -> Output {
-    simulate(CROWD, policy, knobs)
+    simulate(&crowd_spec(), policy, knobs)
 }
 
 fn starved(out: &Output) -> usize {
@@ -69,32 +60,23 @@ fn bvt_with_a_fixed_allowance_starves_most_of_a_crowd() {
 /// lower than the crowd on the first one's CPU. A steal that carried a vCPU's virtual time
 /// from one CPU to another unchanged let CPU 0 pull that crowd, which then ran ahead of
 /// everyone queued there, `first` included, for the whole second.
-const LATE_CROWD: &str = r#"
-name = "late-crowd"
-duration_ms = 1000
-warmup_ms = 500
-[machine]
-cpus = 2
-memory_mib = 4096
-[sched]
-policy = "bvt"
-[[domain]]
+fn late_crowd_spec() -> String {
+    common::head("late-crowd", 1000, 500, "cpus = 2\nmemory_mib = 4096", "bvt")
+        + r#"[[domain]]
 name = "first"
 workload = "cpu"
-[[domain]]
-name = "w"
-count = 1023
-workload = "cpu"
-start = "event"
+"# + &common::group("w", 1023, "cpu")
+        + r#"start = "event"
 [[event]]
 at_ms = 0
 target = "w"
 action = "start"
-"#;
+"#
+}
 
 #[test]
 fn bvt_starves_no_one_when_a_crowd_arrives_after_one_domain_ran_alone() {
-    let out = simulate(LATE_CROWD, "bvt", &[]);
+    let out = simulate(&late_crowd_spec(), "bvt", &[]);
     let jain = out.summary.jain.unwrap();
     eprintln!("bvt, late crowd: {} starved, jain {jain:.4}", starved(&out));
     assert_eq!(starved(&out), 0, "bvt starved domains of a late crowd");

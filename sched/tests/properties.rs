@@ -8,9 +8,11 @@
 //! with no change to this file. A few tests compare named policies (credit's bound, the
 //! latency ranking of rr, credit and BVT): claims about those policies in particular.
 
+mod common;
+
 use sched::PolicyInfo;
 use sched::registry;
-use sched::sim::{self, Options, Output};
+use sched::sim::{Options, Output};
 use sched::spec::Spec;
 
 /// Every registered policy.
@@ -40,18 +42,13 @@ fn the_generic_properties_cover_every_registered_policy() {
 }
 
 fn spec(text: &str) -> Spec {
-    Spec::from_str(text, "<test>").unwrap_or_else(|e| panic!("{e}"))
+    common::spec(text, "<test>")
 }
 
-fn run_with(s: &Spec, opts: &Options) -> Output {
-    let out = sim::run(s, opts).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.violations.double_run, 0, "{}: a vCPU ran on two CPUs", s.sched.policy);
-    assert_eq!(out.violations.bad_pick, 0, "{}: a sleeping vCPU was picked", s.sched.policy);
-    out
-}
+use common::run_checked as run_with;
 
 fn run(s: &Spec) -> Output {
-    run_with(s, &Options { seed: 1, ..Options::default() })
+    run_with(s, &common::seed1())
 }
 
 fn with_policy(text: &str, policy: &str) -> Spec {
@@ -135,7 +132,7 @@ fn every_unweighted_preempting_policy_shares_equally() {
 #[test]
 fn every_policy_with_caps_respects_them() {
     for p in every_policy().filter(|p| p.domain_param("cap").is_some()) {
-        let text = CAPS.replace("policy = \"credit\"", &format!("policy = \"{}\"", p.name));
+        let text = caps().replace("policy = \"credit\"", &format!("policy = \"{}\"", p.name));
         let s = spec(&text);
         let out = run(&s);
         let pct = 100.0 * out.domains[0].cpu_ns as f64 / (s.duration_ms as f64 * 1e6);
@@ -145,60 +142,37 @@ fn every_policy_with_caps_respects_them() {
     }
 }
 
-const CAPS: &str = r#"
-name = "caps"
-duration_ms = 10000
-warmup_ms = 500
-[machine]
-cpus = 2
-[sched]
-policy = "credit"
-[[domain]]
+fn caps() -> String {
+    common::head("caps", 10000, 500, "cpus = 2", "credit")
+        + r#"[[domain]]
 name = "capped"
 workload = "cpu"
 cap = 20
-[[domain]]
-name = "free"
-count = 3
-workload = "cpu"
-"#;
+"# + &common::group("free", 3, "cpu")
+}
 
-const MIXED: &str = r#"
-name = "mixed"
-duration_ms = 5000
-warmup_ms = 200
-[machine]
-cpus = 3
-[sched]
-policy = "credit"
-[[domain]]
-name = "hog"
-count = 4
-workload = "cpu"
-[[domain]]
-name = "io"
-count = 4
-workload = "io"
-[domain.args]
+fn mixed() -> String {
+    common::head("mixed", 5000, 200, "cpus = 3", "credit")
+        + &common::group("hog", 4, "cpu")
+        + &common::group("io", 4, "io")
+        + r#"[domain.args]
 burst_us = 300
 block_us = 3000
-[[domain]]
-name = "lat"
-count = 2
-workload = "latency"
-[[domain]]
+"# + &common::group("lat", 2, "latency")
+        + r#"[[domain]]
 name = "y"
 workload = "yield"
-"#;
+"#
+}
 
-/// MIXED for `p`: as it is for a policy that preempts; with two hogs instead of four for one
+/// mixed() for `p`: as it is for a policy that preempts; with two hogs instead of four for one
 /// that does not (four hogs on three CPUs would keep them for good, and Domain0 from ever
 /// running on the hypervisor, which the spec validator refuses).
 fn mixed_for(p: &PolicyInfo) -> Spec {
     let text = if p.preempts {
-        MIXED.to_string()
+        mixed()
     } else {
-        MIXED.replace("count = 4\nworkload = \"cpu\"", "count = 2\nworkload = \"cpu\"")
+        mixed().replace("count = 4\nworkload = \"cpu\"", "count = 2\nworkload = \"cpu\"")
     };
     with_policy(&text, p.name)
 }
@@ -210,7 +184,7 @@ fn work_conserving_every_policy() {
         assert_eq!(out.violations.wasted_core, 0, "{}: a CPU idled while work waited", p.name);
     }
     // Also with fewer runnable vCPUs than CPUs most of the time.
-    let sparse = MIXED.replace("count = 4\nworkload = \"cpu\"", "count = 1\nworkload = \"cpu\"");
+    let sparse = mixed().replace("count = 4\nworkload = \"cpu\"", "count = 1\nworkload = \"cpu\"");
     for p in every_policy() {
         let out = run(&with_policy(&sparse, p.name));
         assert_eq!(out.violations.wasted_core, 0, "{} (sparse): wasted core", p.name);
@@ -224,23 +198,9 @@ fn an_urgent_wake_up_takes_an_idle_cpu_before_preempting_its_own() {
     // on a CPU that runs a hog, while the io domain's CPU idles between its bursts. Waking
     // over the hog would leave the hog queued beside an idle CPU that nobody kicks (BVT
     // did: 391 wasted-core instants). The rule is `runq::Runqueues::kick_for`'s.
-    let text = r#"
-name = "urgent-waker"
-duration_ms = 3000
-warmup_ms = 100
-[machine]
-cpus = 3
-[sched]
-policy = "bvt"
-[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-warp_us = 20000
-[domain.args]
-period_us = 1000
-run_us = 50
-[[domain]]
+    let text = common::head("urgent-waker", 3000, 100, "cpus = 3", "bvt")
+        + &common::latency_domain("warp_us = 20000", 1000, 50)
+        + r#"[[domain]]
 name = "hog"
 workload = "cpu"
 [[domain]]
@@ -254,7 +214,7 @@ name = "hog2"
 workload = "cpu"
 "#;
     for p in preempting() {
-        let out = run(&with_policy(text, p.name));
+        let out = run(&with_policy(&text, p.name));
         assert_eq!(out.violations.wasted_core, 0, "{}: a CPU idled while work waited", p.name);
     }
 }
@@ -272,59 +232,31 @@ fn window_jain(out: &Output) -> f64 {
 
 #[test]
 fn many_domains_jain_per_second() {
-    let text = r#"
-name = "many"
-duration_ms = 5000
-warmup_ms = 1000
-[machine]
-cpus = 7
-[sched]
-policy = "rr"
-# Credit only (rr and bvt ignore it): with Xen's 30 ms slices each of 128 domains gets one
+    let text = common::head("many", 5000, 1000, "cpus = 7", "rr")
+        + r#"# Credit only (rr and bvt ignore it): with Xen's 30 ms slices each of 128 domains gets one
 # to three slices a second, and a 1 s window cannot be fair to 1% (worst Jain ≈ 0.96).
 tslice_ms = 5
-[[domain]]
-name = "w"
-count = 128
-workload = "cpu"
-"#;
+"# + &common::group("w", 128, "cpu");
     let opts =
         Options { seed: 1, trace: false, window_ns: Some(1_000_000_000), ..Default::default() };
     for p in preempting() {
-        let out = run_with(&with_policy(text, p.name), &opts);
+        let out = run_with(&with_policy(&text, p.name), &opts);
         let j = window_jain(&out);
         eprintln!("{}: 128 domains on 7 CPUs, worst 1 s Jain = {j:.4}", p.name);
         assert!(j >= 0.99, "{}: Jain over a 1 s window {j:.4} < 0.99", p.name);
     }
 }
 
-const LATENCY: &str = r#"
-name = "latency"
-duration_ms = 5000
-warmup_ms = 500
-[machine]
-cpus = 4
-[sched]
-policy = "rr"
-[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-warp_us = 10000
-warpl_us = 2000
-[domain.args]
-period_us = 1000
-run_us = 20
-[[domain]]
-name = "hog"
-count = 63
-workload = "cpu"
-"#;
+fn latency() -> String {
+    common::head("latency", 5000, 500, "cpus = 4", "rr")
+        + &common::latency_domain("warp_us = 10000\nwarpl_us = 2000", 1000, 20)
+        + &common::group("hog", 63, "cpu")
+}
 
 #[test]
 fn latency_domain_among_hogs() {
     let p99 = |policy: &str| {
-        let out = run(&with_policy(LATENCY, policy));
+        let out = run(&with_policy(&latency(), policy));
         let d = &out.domains[0];
         eprintln!(
             "{policy}: latency p50 {} ns p99 {} ns max {} ns, {} wakeups, {} periods",
@@ -344,7 +276,7 @@ fn stride_lag_lets_a_latency_domain_rejoin_ahead() {
     // rejoins a quantum ahead and preempts; without, it waits its turn behind 63 hogs.
     let lat = |lag_us: u64| {
         let text =
-            LATENCY.replace("warpl_us = 2000", &format!("warpl_us = 2000\nlag_us = {lag_us}"));
+            latency().replace("warpl_us = 2000", &format!("warpl_us = 2000\nlag_us = {lag_us}"));
         let out = run(&with_policy(&text, "stride"));
         let d = &out.domains[0];
         eprintln!("stride, lag_us = {lag_us}: p99 {} ns, {} periods", d.wake_lat_p99_ns, d.work);
@@ -358,16 +290,9 @@ fn stride_lag_lets_a_latency_domain_rejoin_ahead() {
 #[test]
 fn yield_attacker_gets_no_more_than_its_share_under_credit() {
     for sleep_us in [0, 200] {
-        let text = format!(
-            r#"
-name = "yield-attack"
-duration_ms = 10000
-warmup_ms = 1000
-[machine]
-cpus = 1
-[sched]
-policy = "credit"
-[[domain]]
+        let text = common::head("yield-attack", 10000, 1000, "cpus = 1", "credit")
+            + &format!(
+                r#"[[domain]]
 name = "attacker"
 workload = "yield"
 [domain.args]
@@ -377,7 +302,7 @@ name = "victim"
 count = 3
 workload = "cpu"
 "#
-        );
+            );
         let out = run(&spec(&text));
         let s = share(&out, 0);
         eprintln!("yield attacker (sleep_us = {sleep_us}): share {s:.4} of the CPU (fair: 0.25)");
@@ -390,24 +315,11 @@ fn yielders_cannot_starve_a_victim() {
     // A crowd of yield attackers around one cpu-bound victim on 2 CPUs: whatever a policy
     // does with yield, the victim keeps at least half of its fair share (2 CPUs / 9).
     for policy in preempting().map(|p| p.name) {
-        let text = format!(
-            r#"
-name = "yield-crowd"
-duration_ms = 5000
-warmup_ms = 500
-[machine]
-cpus = 2
-[sched]
-policy = "{policy}"
-[[domain]]
+        let text = common::head("yield-crowd", 5000, 500, "cpus = 2", policy)
+            + r#"[[domain]]
 name = "victim"
 workload = "cpu"
-[[domain]]
-name = "attacker"
-count = 8
-workload = "yield"
-"#
-        );
+"# + &common::group("attacker", 8, "yield");
         let out = run(&spec(&text));
         let victim_cpus = out.domains[0].cpu_ns as f64 / 5e9;
         let fair = 2.0 / 9.0;

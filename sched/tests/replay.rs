@@ -6,6 +6,10 @@
 //! every share within 2 points, the latency domain's p50 and p99 wake-up latency within 30%
 //! or in the same log2 bucket (the hypervisor's histogram buckets: [2^(k-1), 2^k) ns).
 
+mod common;
+
+use std::ffi::OsStr;
+
 use abi::tool::results::{Domain, Record};
 use sched::cost::Profile;
 use sched::replay::Replay;
@@ -92,23 +96,19 @@ fn the_same_arrivals_under_another_policy() {
 /// says what it replayed.
 #[test]
 fn the_command_replays_or_refuses() {
-    let dir = std::env::temp_dir().join(format!("schedsim-replay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("replay");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, "{\"traceEvents\": 3}").unwrap();
     let out = dir.join("r.jsonl");
     let schedsim = |trace: &std::path::Path| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
-            .arg("--replay")
-            .arg(trace)
-            .arg(fixture("replay-small.toml"))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let text =
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-        (o.status.code(), text)
+        let spec = fixture("replay-small.toml");
+        common::schedsim(&[
+            OsStr::new("--replay"),
+            trace.as_os_str(),
+            spec.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
     };
     let (code, text) = schedsim(&bad);
     assert_eq!(code, Some(2), "{text}");

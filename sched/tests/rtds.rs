@@ -4,16 +4,12 @@
 //! overload), and the experiment of `scripts/experiments/rtds.toml`. The generic properties
 //! (`tests/properties.rs`, the hammer test) cover rtds through the registry.
 
-use sched::sim::{self, Options, Output};
-use sched::spec::Spec;
+mod common;
+
+use sched::sim::Output;
 
 fn run(text: &str) -> Output {
-    let s = Spec::from_str(text, "<rtds test>").unwrap_or_else(|e| panic!("{e}"));
-    let out =
-        sim::run(&s, &Options { seed: 1, ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.violations.double_run, 0, "a vCPU ran on two CPUs");
-    assert_eq!(out.violations.bad_pick, 0, "a sleeping vCPU was picked");
-    out
+    common::run_checked(&common::spec(text, "<rtds test>"), &common::seed1())
 }
 
 /// Domain `name`'s CPU time in CPUs (1.0 = one CPU for the whole interval).
@@ -31,10 +27,7 @@ fn servers(name: &str, count: u32, period: u64, budget: u64, extratime: u8) -> S
 }
 
 fn head(cpus: u32, duration_ms: u64) -> String {
-    format!(
-        "name = \"rtds\"\nduration_ms = {duration_ms}\nwarmup_ms = 600\n[machine]\ncpus = \
-         {cpus}\n[sched]\npolicy = \"rtds\"\n"
-    )
+    common::head("rtds", duration_ms, 600, &format!("cpus = {cpus}"), "rtds")
 }
 
 #[test]
@@ -201,29 +194,10 @@ fn a_latency_server_among_hogs_starves_none_of_them() {
     // 10 ms each, 25 CPUs of budgets on 4: overload) on 4 CPUs. Its wakes fall on the hogs'
     // period boundaries, instant for instant, in every period: once, 3 hogs were dispatched
     // there and preempted in the same instant every time, losing their turn for good.
-    let text = r#"
-name = "lat-among-hogs"
-duration_ms = 5000
-warmup_ms = 500
-[machine]
-cpus = 4
-[sched]
-policy = "rtds"
-[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-period_us = 500
-budget_us = 100
-[domain.args]
-period_us = 1000
-run_us = 20
-[[domain]]
-name = "hog"
-count = 63
-workload = "cpu"
-"#;
-    let out = run(text);
+    let text = common::head("lat-among-hogs", 5000, 500, "cpus = 4", "rtds")
+        + &common::latency_domain("period_us = 500\nbudget_us = 100", 1000, 20)
+        + &common::group("hog", 63, "cpu");
+    let out = run(&text);
     let lat = &out.domains[0];
     let least = out.domains[1..].iter().map(|d| d.cpu_ns).min().unwrap();
     eprintln!(

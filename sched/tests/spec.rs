@@ -1,22 +1,17 @@
 //! The experiment-spec parser: accepted files, and errors that name file, field and what
 //! is allowed.
 
+mod common;
+
 use sched::spec::{Expect, Overrides, Spec};
 
 fn err(text: &str) -> String {
     Spec::from_str(text, "exp.toml").expect_err("should be rejected").to_string()
 }
 
-const GOOD: &str = r#"
-name = "fairness-weights"
-duration_ms = 5000
-warmup_ms = 500
-[machine]
-cpus = 4
-memory_mib = 1024
-[sched]
-policy = "credit"
-tslice_ms = 30
+fn good() -> String {
+    common::head("fairness-weights", 5000, 500, "cpus = 4\nmemory_mib = 1024", "credit")
+        + r#"tslice_ms = 30
 [[domain]]
 name = "w"
 count = 8
@@ -33,11 +28,12 @@ workload = "latency"
 warp_us = 2000
 [domain.args]
 period_us = 500
-"#;
+"#
+}
 
 #[test]
 fn design_example_parses() {
-    let s = Spec::from_str(GOOD, "exp.toml").unwrap();
+    let s = Spec::from_str(&good(), "exp.toml").unwrap();
     assert_eq!(s.machine.cpus, 4);
     let plan = s.plan();
     assert_eq!(plan.len(), 9);
@@ -57,37 +53,34 @@ fn design_example_parses() {
 
 #[test]
 fn errors_name_file_field_and_allowed() {
-    let e = err(&GOOD.replace("weight = [1, 2, 3, 4, 5, 6, 7, 8]", "weight = [1, 2]"));
+    let e = err(&good().replace("weight = [1, 2, 3, 4, 5, 6, 7, 8]", "weight = [1, 2]"));
     assert!(e.starts_with("exp.toml: domain[0].weight:"), "{e}");
     assert!(e.contains("one per domain"), "{e}");
 
-    let e = err(&GOOD.replace("vcpus = 1", "vcpus = 1\nwieght = 3"));
+    let e = err(&good().replace("vcpus = 1", "vcpus = 1\nwieght = 3"));
     assert!(e.contains("exp.toml") && e.contains("domain[0]") && e.contains("wieght"), "{e}");
     assert!(e.contains("weight"), "lists the allowed fields: {e}");
 
-    let e = err(&GOOD.replace("policy = \"credit\"", "policy = \"cfs\""));
-    assert!(e.contains("sched.policy") && e.contains("rr, credit, credit2, bvt"), "{e}");
-
-    let e = err(&GOOD.replace("tslice_ms = 30", "tslice = 30"));
-    assert!(e.contains("sched.tslice") && e.contains("tslice_ms (1..=1000"), "{e}");
-
-    let e = err(&GOOD.replace("tslice_ms = 30", "tslice_ms = 0"));
-    assert!(e.contains("sched.tslice_ms") && e.contains("1..=1000"), "{e}");
-
-    let e = err(&GOOD.replace("workload = \"cpu\"", "workload = \"spin\""));
-    assert!(e.contains("domain[0].workload") && e.contains("latency"), "{e}");
-
-    let e = err(&GOOD.replace("period_us = 500", "perod_us = 500"));
-    assert!(e.contains("domain[1].args.perod_us") && e.contains("period_us"), "{e}");
-
-    let e = err(&GOOD.replace("expect = \"ok\"", "expect = \"dead\""));
-    assert!(e.contains("domain[0].expect") && e.contains("killed"), "{e}");
-
-    let e = err(&GOOD.replace("cpus = 4", "cpus = 300"));
-    assert!(e.contains("machine.cpus") && e.contains("1..=255"), "{e}");
-
-    let e = err(&GOOD.replace("cpus = 4", "cpus = \"four\""));
-    assert!(e.contains("machine.cpus"), "{e}");
+    // Each case: what the good spec has, what replaces it, how the error starts and what
+    // else it names.
+    common::refuses(
+        &good(),
+        &[
+            (
+                "policy = \"credit\"",
+                "policy = \"cfs\"",
+                "",
+                &["sched.policy", "rr, credit, credit2, bvt"],
+            ),
+            ("tslice_ms = 30", "tslice = 30", "", &["sched.tslice", "tslice_ms (1..=1000"]),
+            ("tslice_ms = 30", "tslice_ms = 0", "", &["sched.tslice_ms", "1..=1000"]),
+            ("workload = \"cpu\"", "workload = \"spin\"", "", &["domain[0].workload", "latency"]),
+            ("period_us = 500", "perod_us = 500", "", &["domain[1].args.perod_us", "period_us"]),
+            ("expect = \"ok\"", "expect = \"dead\"", "", &["domain[0].expect", "killed"]),
+            ("cpus = 4", "cpus = 300", "", &["machine.cpus", "1..=255"]),
+            ("cpus = 4", "cpus = \"four\"", "", &["machine.cpus"]),
+        ],
+    );
 
     let e = err("name = \"x\"\n[[domain]\n");
     assert!(e.starts_with("exp.toml: "), "{e}");
@@ -95,7 +88,7 @@ fn errors_name_file_field_and_allowed() {
 
 #[test]
 fn overrides_then_validate() {
-    let mut s = Spec::from_str(GOOD, "exp.toml").unwrap();
+    let mut s = Spec::from_str(&good(), "exp.toml").unwrap();
     s.apply_overrides(&Overrides {
         sched: Some("bvt".into()),
         cpus: Some(2),
@@ -114,7 +107,7 @@ fn overrides_then_validate() {
     assert!(e.contains("domain[0].weight") && e.contains("count is 16"), "{e}");
 
     // --workload drops the arguments the new workload does not take.
-    let mut s = Spec::from_str(GOOD, "exp.toml").unwrap();
+    let mut s = Spec::from_str(&good(), "exp.toml").unwrap();
     s.domains.swap(0, 1);
     s.apply_overrides(&Overrides { workload: Some("io".into()), ..Overrides::default() });
     s.validate().unwrap();
@@ -125,7 +118,7 @@ fn overrides_then_validate() {
 fn machine_shape_defaults_and_errors() {
     use sched::spec::Shape;
     let shape = |machine: &str| {
-        let text = GOOD.replace("cpus = 4\n", machine);
+        let text = good().replace("cpus = 4\n", machine);
         Spec::from_str(&text, "exp.toml").map(|s| s.machine.shape().unwrap())
     };
     let is = |sockets, cores, threads| Ok(Shape { sockets, cores, threads });
@@ -135,23 +128,35 @@ fn machine_shape_defaults_and_errors() {
     assert_eq!(shape("cpus = 6\nsockets = 2\ncores = 3\n"), is(2, 3, 1));
     assert_eq!(is(2, 3, 1).unwrap().smp(), "6,sockets=2,cores=3,threads=1");
 
-    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 4\nsockets = 2\ncores = 4\n"));
-    assert!(e.contains("machine.cores") && e.contains("= 8 CPUs, but cpus = 4"), "{e}");
-    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 6\nsockets = 4\n"));
-    assert!(e.contains("machine.cpus") && e.contains("a multiple of sockets × threads = 4"), "{e}");
-    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 4\nthreads = 0\n"));
-    assert!(e.contains("machine.threads") && e.contains("1..=255"), "{e}");
-    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 4\nsocket = 2\n"));
-    assert!(e.contains("socket") && e.contains("sockets"), "{e}");
-    // 5 sockets of 50 cores: QEMU's APIC ids reach 4 << 6 | 49 = 305, beyond xAPIC.
-    let e = err(&GOOD.replace("cpus = 4\n", "cpus = 250\nsockets = 5\n"));
-    assert!(e.contains("APIC id 305") && e.contains("at most 254"), "{e}");
+    // Each case: what the good spec has, what replaces it, how the error starts and what
+    // else it names.
+    common::refuses(
+        &good(),
+        &[
+            (
+                "cpus = 4\n",
+                "cpus = 4\nsockets = 2\ncores = 4\n",
+                "",
+                &["machine.cores", "= 8 CPUs, but cpus = 4"],
+            ),
+            (
+                "cpus = 4\n",
+                "cpus = 6\nsockets = 4\n",
+                "",
+                &["machine.cpus", "a multiple of sockets × threads = 4"],
+            ),
+            ("cpus = 4\n", "cpus = 4\nthreads = 0\n", "", &["machine.threads", "1..=255"]),
+            ("cpus = 4\n", "cpus = 4\nsocket = 2\n", "", &["socket", "sockets"]),
+            // 5 sockets of 50 cores: QEMU's APIC ids reach 4 << 6 | 49 = 305, beyond xAPIC.
+            ("cpus = 4\n", "cpus = 250\nsockets = 5\n", "", &["APIC id 305", "at most 254"]),
+        ],
+    );
 }
 
 #[test]
 fn cpus_flag_recomputes_cores_or_is_refused() {
     let with = |machine: &str, cpus: u64| {
-        let mut s = Spec::parse(&GOOD.replace("cpus = 4\n", machine), "exp.toml").unwrap();
+        let mut s = Spec::parse(&good().replace("cpus = 4\n", machine), "exp.toml").unwrap();
         s.apply_overrides(&Overrides { cpus: Some(cpus), ..Overrides::default() });
         s.validate().map(|()| s.machine.shape().unwrap()).map_err(|e| e.to_string())
     };
@@ -165,7 +170,7 @@ fn cpus_flag_recomputes_cores_or_is_refused() {
     assert!(e.contains("machine.cpus") && e.contains("multiple of sockets × threads = 2"), "{e}");
     // The shape survives the TOML round trip (Domain0 gets the effective spec as TOML).
     let s =
-        Spec::from_str(&GOOD.replace("cpus = 4\n", "cpus = 4\nsockets = 2\n"), "e.toml").unwrap();
+        Spec::from_str(&good().replace("cpus = 4\n", "cpus = 4\nsockets = 2\n"), "e.toml").unwrap();
     assert_eq!(Spec::from_str(&s.to_toml(), "e.toml").unwrap(), s);
 }
 
@@ -184,28 +189,28 @@ fn example_specs_are_valid() {
 
 #[test]
 fn churn_table_parses_with_defaults_and_checks_its_ranges() {
-    let s = Spec::from_str(&format!("{GOOD}\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
+    let s = Spec::from_str(&(good() + "\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
     let c = s.churn.clone().expect("a churn table");
     assert_eq!((c.lifetimes, c.run_ms, c.check_every, c.seed), (300, 20, 1000, 1));
     let again = Spec::from_str(&s.to_toml(), "exp.toml").unwrap();
     assert_eq!(again, s);
-    assert!(Spec::from_str(GOOD, "exp.toml").unwrap().churn.is_none());
+    assert!(Spec::from_str(&good(), "exp.toml").unwrap().churn.is_none());
 
-    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 0\n"));
+    let e = err(&(good() + "\n[churn]\nlifetimes = 0\n"));
     assert!(e.contains("exp.toml: churn.lifetimes: 0 is out of range; allowed: 1..="), "{e}");
-    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 10\ncheck_every = 0\n"));
+    let e = err(&(good() + "\n[churn]\nlifetimes = 10\ncheck_every = 0\n"));
     assert!(e.contains("churn.check_every") && e.contains("allowed: 1..="), "{e}");
-    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 10\nrun_ms = 100000\n"));
+    let e = err(&(good() + "\n[churn]\nlifetimes = 10\nrun_ms = 100000\n"));
     assert!(e.contains("churn.run_ms") && e.contains("0..=60000"), "{e}");
-    let e = err(&format!("{GOOD}\n[churn]\nrun_ms = 5\n"));
+    let e = err(&(good() + "\n[churn]\nrun_ms = 5\n"));
     assert!(e.contains("lifetimes"), "{e}");
-    let e = err(&format!("{GOOD}\n[churn]\nlifetimes = 10\ncycles = 5\n"));
+    let e = err(&(good() + "\n[churn]\nlifetimes = 10\ncycles = 5\n"));
     assert!(e.contains("cycles"), "{e}");
 }
 
 #[test]
 fn schedsim_refuses_churn() {
-    let s = Spec::from_str(&format!("{GOOD}\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
+    let s = Spec::from_str(&(good() + "\n[churn]\nlifetimes = 300\n"), "exp.toml").unwrap();
     let opts = sched::sim::Options { seed: 1, trace: false, window_ns: None, ..Default::default() };
     let Err(e) = sched::sim::run(&s, &opts) else { panic!("schedsim must refuse churn") };
     let e = e.to_string();
@@ -214,7 +219,7 @@ fn schedsim_refuses_churn() {
 
 #[test]
 fn schedsim_runs_and_reports_the_shape() {
-    let text = GOOD
+    let text = good()
         .replace("cpus = 4\n", "cpus = 4\nsockets = 2\n")
         .replace("duration_ms = 5000", "duration_ms = 50")
         .replace("warmup_ms = 500", "warmup_ms = 0");
@@ -471,7 +476,7 @@ fn every_workload_fits_the_abi() {
 fn a_knob_whose_values_are_names_takes_a_name_and_keeps_its_index() {
     // credit2's `runqueue` (ParamSpec::choices): the name in the spec, its index for the
     // policy, the kernel command line (`sched.runqueue=1`) and the effective spec.
-    let text = GOOD
+    let text = good()
         .replace("policy = \"credit\"", "policy = \"credit2\"")
         .replace("tslice_ms = 30", "runqueue = \"core\"\nratelimit_us = 500");
     let s = Spec::from_str(&text, "exp.toml").unwrap();
@@ -494,7 +499,7 @@ fn a_knob_whose_values_are_names_takes_a_name_and_keeps_its_index() {
 
 #[test]
 fn a_bad_name_is_refused_with_the_field_and_the_names_allowed() {
-    let text = GOOD
+    let text = good()
         .replace("policy = \"credit\"", "policy = \"credit2\"")
         .replace("tslice_ms = 30", "runqueue = \"cores\"");
     let e = err(&text);
@@ -558,23 +563,23 @@ extratime = 0
 
 #[test]
 fn window_ms_is_checked_against_the_interval_and_the_record_budget() {
-    let with = |extra: &str| format!("{extra}\n{GOOD}");
+    let with = |extra: &str| format!("{extra}\n{}", good());
     let s = Spec::from_str(&with("window_ms = 100"), "exp.toml").unwrap();
     assert_eq!(s.window_ms, 100);
-    assert_eq!(Spec::from_str(GOOD, "exp.toml").unwrap().window_ms, 0);
+    assert_eq!(Spec::from_str(&good(), "exp.toml").unwrap().window_ms, 0);
     let e = err(&with("window_ms = 5"));
     assert!(e.contains("window_ms") && e.contains("allowed: 10..=5000"), "{e}");
     let e = err(&with("window_ms = 6000"));
     assert!(e.contains("window_ms") && e.contains("10..=5000"), "{e}");
     // 1001 domains in 10 ms windows: past the record budget; the message says what fits.
-    let big = GOOD
+    let big = good()
         .replace("count = 8", "count = 1000")
         .replace("weight = [1, 2, 3, 4, 5, 6, 7, 8]", "weight = 1");
     let e = err(&format!("window_ms = 10\n{big}"));
     assert!(e.contains("window_ms") && e.contains("at most 65536") && e.contains(">= 77"), "{e}");
     assert!(Spec::from_str(&format!("window_ms = 77\n{big}"), "exp.toml").is_ok());
     // `--window-ms` sets it, or turns it off.
-    let mut o = Spec::from_str(GOOD, "exp.toml").unwrap();
+    let mut o = Spec::from_str(&good(), "exp.toml").unwrap();
     o.apply_overrides(&Overrides { window_ms: Some(250), ..Overrides::default() });
     o.validate().unwrap();
     assert_eq!(o.window_ms, 250);
@@ -582,5 +587,5 @@ fn window_ms_is_checked_against_the_interval_and_the_record_budget() {
     assert_eq!(o.window_ms, 0);
     // Written back out (sweeps hand specs on as files) only when set.
     assert!(s.to_toml().contains("window_ms = 100"));
-    assert!(!Spec::from_str(GOOD, "exp.toml").unwrap().to_toml().contains("window_ms"));
+    assert!(!Spec::from_str(&good(), "exp.toml").unwrap().to_toml().contains("window_ms"));
 }

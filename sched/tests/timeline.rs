@@ -1,6 +1,8 @@
 //! Pools and timelines in the simulator: each pool's policy schedules only its CPUs, and
 //! each event changes what happens after it and not before.
 
+mod common;
+
 use sched::sim::{self, Options, Output};
 use sched::spec::Spec;
 
@@ -156,19 +158,9 @@ fn a_policy_swap_keeps_every_domain_running() {
 
 #[test]
 fn start_pause_unpause_and_destroy_take_effect_at_their_time() {
-    let text = r#"
-name = "t"
-duration_ms = 2000
-warmup_ms = 0
-[machine]
-cpus = 1
-[sched]
-policy = "credit"
-[[domain]]
-name = "w"
-count = 2
-workload = "cpu"
-[[domain]]
+    let text = common::head("t", 2000, 0, "cpus = 1", "credit")
+        + &common::group("w", 2, "cpu")
+        + r#"[[domain]]
 name = "late"
 workload = "cpu"
 start = "event"
@@ -189,7 +181,7 @@ at_ms = 1500
 target = "w1"
 action = "destroy"
 "#;
-    let out = run(text, 100);
+    let out = run(&text, 100);
     let cpu = |d: usize, from: usize, to: usize| -> u64 {
         out.windows[from..to].iter().map(|w| w[d]).sum()
     };

@@ -215,23 +215,12 @@ fn split(
     }
 }
 
-/// The buckets of a `run` record's histogram `[[upper_bound_ns, count], ...]` as
-/// `(lower, upper, count)`: `lower_of` gives a bucket's lower end from its upper bound
-/// (`None`: no bucket of that layout), `last` the least a bucket open above (u64::MAX) holds.
-fn buckets(
-    path: &str,
-    key: &str,
-    hist: &serde_json::Value,
-    lower_of: impl Fn(u64) -> Option<u64>,
-    last: u64,
-) -> Result<Option<Measured>, String> {
-    Ok(bucket_list(path, key, hist, lower_of, last)?.and_then(Measured::new))
-}
-
 /// A histogram bucket: `(lower, upper, count)`.
 type Bucket = (u64, u64, u64);
 
-/// [`buckets`]' list.
+/// The buckets of a `run` record's histogram `[[upper_bound_ns, count], ...]` as
+/// `(lower, upper, count)`: `lower_of` gives a bucket's lower end from its upper bound
+/// (`None`: no bucket of that layout), `last` the least a bucket open above (u64::MAX) holds.
 fn bucket_list(
     path: &str,
     key: &str,
@@ -275,8 +264,8 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         })
     };
     let kick_last = kick_late_bound_ns(KICK_LATE_BUCKETS - 2).expect("the last finite bucket");
-    let kick = |key: &str| buckets(path, key, &run[key]["hist"], kick_lower, kick_last);
     let kick_list = |key: &str| bucket_list(path, key, &run[key]["hist"], kick_lower, kick_last);
+    let kick = |key: &str| kick_list(key).map(|l| l.and_then(Measured::new));
     let slice_lower = |upper: u64| {
         let k = slice_late_bucket(upper);
         (slice_late_bound_ns(k) == Some(upper))
