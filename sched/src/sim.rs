@@ -205,8 +205,6 @@ struct Vcpu {
     /// Cost model, following timer writes ([`Sim::arm_timer`]): the CPU and deadline of the
     /// timer it set before it blocked, until it wakes.
     timer_on: Option<(usize, u64)>,
-    /// A `yield` workload: when it last yielded ([`Sim::arm`]).
-    yielded_at: Option<u64>,
 }
 
 #[derive(Default)]
@@ -444,11 +442,23 @@ impl Sim<'_> {
     /// Cost model: the vCPU `v`, running on `cpu`, does no work for the next `ns` (the
     /// hypervisor works on its CPU); its next action moves back by as much.
     fn stall(&mut self, v: usize, cpu: usize, ns: u64) {
+        self.stall_counting(v, cpu, ns, false);
+    }
+
+    /// [`Sim::stall`]; with `counts`, the stall's time still counts toward what `v` needs
+    /// (a replayed burst, which holds the run's stalls already), so that its next action
+    /// comes when it would have without the stall, or when the stall ends if that is later:
+    /// a stalled CPU decides nothing, and a burst that ended inside a stall and blocked there
+    /// left its CPU idle beside a waiting vCPU (the invariant check's `wasted_core`).
+    fn stall_counting(&mut self, v: usize, cpu: usize, ns: u64, counts: bool) {
         if ns == 0 {
             return;
         }
         let now = self.now;
         let vc = self.settle(v, cpu);
+        if counts && vc.need != u64::MAX {
+            vc.need = vc.need.saturating_sub(ns);
+        }
         vc.ready_at = vc.ready_at.max(now) + ns;
         self.arm(v);
     }
@@ -621,18 +631,10 @@ impl Sim<'_> {
         if let Kind::Yield { tick, before, .. } = vc.kind {
             // The guest (workloads/src/bin/yield.rs) runs until `before` ahead of the next
             // tick boundary, then yields: switched in inside that window, it yields at once
-            // (it spins until the later of the window's start and now). Picked again at the
-            // instant it yielded, it yields again a hypercall later, as the guest does in a
-            // loop until the boundary.
-            let boundary = (now / tick + 1) * tick;
-            let window = boundary - before.min(tick - 1);
-            let point = if now < window {
-                window
-            } else if vc.yielded_at != Some(now) {
-                now
-            } else {
-                (now + YIELD_AGAIN_NS).min(boundary)
-            };
+            // (it spins until the later of the window's start and now), a `yield` hypercall
+            // later.
+            let window = (now / tick + 1) * tick - before.min(tick - 1);
+            let point = if now < window { window } else { now + YIELD_AGAIN_NS };
             vc.need = point - now;
         }
         if vc.need != u64::MAX {
@@ -903,7 +905,6 @@ impl Sim<'_> {
             Kind::Yield { sleep, .. } => {
                 if sleep == 0 {
                     let p = self.vpool(v);
-                    self.vcpus[v].yielded_at = Some(now);
                     if let Some(cpu) = self.pools[p].policy.yield_now(VcpuId(v as u32), now) {
                         let cpu = self.global(p, cpu);
                         self.schedule(cpu);
@@ -1182,8 +1183,8 @@ impl Sim<'_> {
     }
 }
 
-/// How soon a `yield` guest picked again at the instant it yielded yields again: its loop's
-/// turn, a `yield` hypercall and back (about a µs under TCG, `scripts/bench`).
+/// How long a `yield` guest switched in inside its window runs before its yield takes
+/// effect: its loop's turn and a `yield` hypercall (about a µs under TCG, `scripts/bench`).
 const YIELD_AGAIN_NS: u64 = 1_000;
 
 fn kind_of(p: &DomainPlan) -> Kind {
@@ -1383,7 +1384,6 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 ready_at: 0,
                 setting_timer: None,
                 timer_on: None,
-                yielded_at: None,
             });
             let start = match kind {
                 Kind::Latency { phase, .. } => phase,
@@ -1516,12 +1516,12 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 let rng = &mut sim.stall_rng;
                 let len = st.lengths.sample(&mut || rng.uniform()).max(1);
                 sim.cpus[c].stalled_until = t + len;
-                // A replayed burst is the run's CPU time with the run's stalls in it: it
-                // runs on through a stall rather than lose it twice.
-                if let Some(v) = sim.cpus[c].curr
-                    && !matches!(sim.vcpus[v].kind, Kind::Replay(_))
-                {
-                    sim.stall(v, c, len);
+                // A replayed burst is the run's CPU time with the run's stalls in it: the
+                // stall counts toward it rather than lose it twice (it still blocks no
+                // sooner than the stall ends).
+                if let Some(v) = sim.cpus[c].curr {
+                    let replayed = matches!(sim.vcpus[v].kind, Kind::Replay(_));
+                    sim.stall_counting(v, c, len, replayed);
                 }
                 let gap = sim.stall_rng.exp(st.mean_gap_ns);
                 sim.push(t + len + gap, Ev::Stall(c));
@@ -1770,35 +1770,7 @@ pub(crate) fn run_record(
     duration_ns: u64,
     idle_ns: u64,
 ) -> Run {
-    Run {
-        name: name.to_string(),
-        engine: Engine::Schedsim,
-        policy: policy.to_string(),
-        cpus,
-        domains,
-        start_ns: None,
-        wallclock_start_ns: None,
-        dom0_cpu_ns: None,
-        duration_ns,
-        idle_ns,
-        warmup_ns: None,
-        seed: None,
-        pools: None,
-        sockets: None,
-        cores: None,
-        threads: None,
-        slice_late_hist: None,
-        slice_late_p50_ns: None,
-        slice_late_p99_ns: None,
-        kick_late: None,
-        kick_local_late: None,
-        switch_time: None,
-        set_timer_time: None,
-        switch_armed_time: None,
-        set_timer_armed_time: None,
-        timer_wake_late: None,
-        profile: None,
-    }
+    Run::new(name, Engine::Schedsim, policy, cpus, domains, duration_ns, idle_ns)
 }
 
 #[cfg(test)]

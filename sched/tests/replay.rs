@@ -148,10 +148,12 @@ fn a_replayed_wake_up_is_not_made_late_again() {
 }
 
 /// A replayed burst is the CPU time the run gave, the host's stalls of that run included:
-/// a stall the simulation plays out (`--costs-from`'s CPU stalls) neither takes its work
-/// away nor puts off its recorded wake-ups. With 2 ms stalls every 5 ms of each CPU's
-/// time, taking the work away charged the domain 23% more CPU for the same bursts, and
-/// putting the wake-ups off left 11% fewer of them.
+/// a stall the simulation plays out (`--costs-from`'s CPU stalls) counts toward the burst
+/// rather than taking its work away, and does not put off its recorded wake-ups. With 2 ms
+/// stalls every 5 ms of each CPU's time (a burst shorter than a stall it meets still ends
+/// with the stall, charged as on the machine: 7% more CPU here), taking the work away
+/// charged the domain 23% more CPU for the same bursts, and putting the wake-ups off left
+/// 11% fewer of them.
 #[test]
 fn a_replayed_burst_rides_out_the_stalls() {
     let stalls = sched::cost::Stalls {
@@ -162,7 +164,7 @@ fn a_replayed_burst_rides_out_the_stalls() {
     let stalled = replayed_lat(Profile::ideal().with_stalls(Some(stalls)));
     assert!(
         stalled.wakeups.abs_diff(calm.wakeups) <= calm.wakeups / 20
-            && stalled.cpu_ns.abs_diff(calm.cpu_ns) <= calm.cpu_ns / 20,
+            && stalled.cpu_ns.abs_diff(calm.cpu_ns) <= calm.cpu_ns / 10,
         "{} wake-ups and {} ns of CPU with stalls, {} and {} without",
         stalled.wakeups,
         stalled.cpu_ns,
@@ -179,7 +181,9 @@ fn a_replayed_burst_rides_out_the_stalls() {
 /// simvshyp --engine domino --trace`, session 15, host load 0.7), replayed with its own
 /// costs as `scripts/sweep --replay-from` does: with the attackers replayed, exit 1 (the
 /// simulator's invariant check: a CPU idle beside a waiting vCPU, 4 times); under rr on
-/// 1 CPU one attacker had no CPU in the interval.
+/// 1 CPU one attacker had no CPU in the interval. The same run fails that check (6 times)
+/// when a replayed burst that ends inside a CPU stall blocks there, leaving the stalled CPU
+/// idle: it blocks when the stall ends (`Sim::stall_counting`).
 #[test]
 fn a_yield_domain_that_never_sleeps_runs_its_workload() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))

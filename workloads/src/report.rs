@@ -278,18 +278,9 @@ impl CpuInterval {
 /// The `run` record.
 pub fn run(r: &RunSummary<'_>) -> results::Run {
     results::Run {
-        name: r.name.into(),
-        engine: Engine::Domino,
-        policy: r.policy.into(),
-        cpus: r.cpus,
-        domains: r.domains as u64,
         start_ns: Some(r.start_ns),
         wallclock_start_ns: Some(r.wallclock_start_ns),
         dom0_cpu_ns: Some(r.dom0_cpu_ns),
-        duration_ns: r.duration_ns,
-        idle_ns: r.interval.idle_ns,
-        warmup_ns: None,
-        seed: None,
         pools: r.pools.clone(),
         sockets: Some(r.shape[0]),
         cores: Some(r.shape[1]),
@@ -314,7 +305,15 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         switch_armed_time: results::kick_lateness(&r.interval.switch_armed_time),
         set_timer_armed_time: results::kick_lateness(&r.interval.set_timer_armed_time),
         timer_wake_late: results::kick_lateness(&r.interval.timer_wake_late),
-        profile: None,
+        ..results::Run::new(
+            r.name,
+            Engine::Domino,
+            r.policy,
+            r.cpus,
+            r.domains as u64,
+            r.duration_ns,
+            r.interval.idle_ns,
+        )
     }
 }
 

@@ -557,35 +557,20 @@ fn run() -> Result<bool, String> {
         }));
     }
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // No figure of the hypervisor's (its start, Domain0's time, the lateness histograms).
     emit(&Record::Run(results::Run {
-        name: plan.name.to_string(),
-        engine: Engine::Linux,
-        policy: linux_init::fair_policy(release.trim()).into(),
-        cpus: plan.cpus,
-        domains: domains.len() as u64,
-        start_ns: None,
-        wallclock_start_ns: None,
-        dom0_cpu_ns: None,
-        duration_ns,
-        idle_ns: idle1.saturating_sub(idle0),
-        warmup_ns: None,
-        seed: None,
-        pools: None,
         sockets: Some(plan.shape[0]),
         cores: Some(plan.shape[1]),
         threads: Some(plan.shape[2]),
-        // The hypervisor's timer lateness at slice ends; Linux has no such figure here.
-        slice_late_hist: None,
-        slice_late_p50_ns: None,
-        slice_late_p99_ns: None,
-        kick_late: None,
-        kick_local_late: None,
-        switch_time: None,
-        set_timer_time: None,
-        switch_armed_time: None,
-        set_timer_armed_time: None,
-        timer_wake_late: None,
-        profile: None,
+        ..results::Run::new(
+            plan.name,
+            Engine::Linux,
+            linux_init::fair_policy(release.trim()),
+            plan.cpus,
+            domains.len() as u64,
+            duration_ns,
+            idle1.saturating_sub(idle0),
+        )
     }));
     for r in &records {
         emit(r);

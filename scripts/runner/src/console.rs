@@ -420,35 +420,15 @@ mod tests {
     #[test]
     fn groups_show_share_against_target_jain_latency_and_extremes() {
         use abi::tool::results::{Engine, Run};
-        let mut records = vec![Record::Run(Run {
-            name: "t".into(),
-            engine: Engine::Schedsim,
-            policy: "credit".into(),
-            cpus: 2,
-            domains: 11,
-            start_ns: None,
-            wallclock_start_ns: None,
-            dom0_cpu_ns: None,
-            duration_ns: 1_000_000_000,
-            idle_ns: 0,
-            warmup_ns: None,
-            seed: None,
-            pools: None,
-            sockets: None,
-            cores: None,
-            threads: None,
-            slice_late_hist: None,
-            slice_late_p50_ns: None,
-            slice_late_p99_ns: None,
-            kick_late: None,
-            kick_local_late: None,
-            switch_time: None,
-            set_timer_time: None,
-            switch_armed_time: None,
-            set_timer_armed_time: None,
-            timer_wake_late: None,
-            profile: None,
-        })];
+        let mut records = vec![Record::Run(Run::new(
+            "t",
+            Engine::Schedsim,
+            "credit",
+            2,
+            11,
+            1_000_000_000,
+            0,
+        ))];
         // Ten equal cpu domains but one gets twice the others; one latency domain.
         for i in 0..10 {
             let cpu = if i == 4 { 360_000_000 } else { 180_000_000 };

@@ -415,33 +415,10 @@ mod tests {
 
     fn run(duration_ns: u64) -> Record {
         Record::Run(Run {
-            name: "t".into(),
-            engine: Engine::Domino,
-            policy: "credit".into(),
-            cpus: 2,
-            domains: 5,
             start_ns: Some(1),
             wallclock_start_ns: Some(2),
             dom0_cpu_ns: Some(3),
-            duration_ns,
-            idle_ns: 7,
-            warmup_ns: None,
-            seed: None,
-            pools: None,
-            sockets: None,
-            cores: None,
-            threads: None,
-            slice_late_hist: None,
-            slice_late_p50_ns: None,
-            slice_late_p99_ns: None,
-            kick_late: None,
-            kick_local_late: None,
-            switch_time: None,
-            set_timer_time: None,
-            switch_armed_time: None,
-            set_timer_armed_time: None,
-            timer_wake_late: None,
-            profile: None,
+            ..Run::new("t", Engine::Domino, "credit", 2, 5, duration_ns, 7)
         })
     }
 

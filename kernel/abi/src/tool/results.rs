@@ -358,6 +358,50 @@ record! {
     }
 }
 
+impl Run {
+    /// A `run` record with the fields every run has and every optional one left out (the
+    /// engine's writer adds those it measures: `Run { start_ns: Some(..), ..Run::new(..) }`).
+    pub fn new(
+        name: &str,
+        engine: Engine,
+        policy: &str,
+        cpus: u32,
+        domains: u64,
+        duration_ns: u64,
+        idle_ns: u64,
+    ) -> Run {
+        Run {
+            name: name.into(),
+            engine,
+            policy: policy.into(),
+            cpus,
+            domains,
+            start_ns: None,
+            wallclock_start_ns: None,
+            dom0_cpu_ns: None,
+            duration_ns,
+            idle_ns,
+            warmup_ns: None,
+            seed: None,
+            pools: None,
+            sockets: None,
+            cores: None,
+            threads: None,
+            slice_late_hist: None,
+            slice_late_p50_ns: None,
+            slice_late_p99_ns: None,
+            kick_late: None,
+            kick_local_late: None,
+            switch_time: None,
+            set_timer_time: None,
+            switch_armed_time: None,
+            set_timer_armed_time: None,
+            timer_wake_late: None,
+            profile: None,
+        }
+    }
+}
+
 record! {
     /// A distribution of delays in a `run` record (`kick_late`, `kick_local_late`).
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
