@@ -257,6 +257,10 @@ extern "C" fn kernel_entry() -> ! {
             .collect()
     };
     schedule::init(topology.cpus.len());
+    arch::rcu::set_hooks(arch::rcu::Hooks {
+        on_control_path: || schedule::with_current(|_, d| d.privileged) != Some(false),
+        emergency_console: console::emergency,
+    });
     if let Err(e) = schedule::cpupool::init(sched_topology, &boot_pools) {
         log::error!("cannot build the CPU pools and their policies: {e}");
         arch::exit(ExitCode::BadInput);

@@ -77,7 +77,7 @@ fn wait_for(g: u64) {
     control_path_only("waits for a grace period");
     let me = smp::percpu::cpu_index();
     interrupt_waiting(g);
-    let started = crate::time::now_ns();
+    let started = super::cpu::rdtsc();
     let limit = stall_limit_ns();
     while !GRACE.ended(g, me, smp::startup::is_online) {
         // Another CPU may be waiting for this one (a TLB flush), and the CPU this one watches
@@ -86,7 +86,7 @@ fn wait_for(g: u64) {
         smp::ipi::run_wait_hook();
         super::percpu::touch_watchdog();
         core::hint::spin_loop();
-        if crate::time::now_ns().saturating_sub(started) > limit {
+        if smp::time::ticks_to_ns(super::cpu::rdtsc().wrapping_sub(started)) > limit {
             stalled(g, limit);
         }
     }
@@ -101,9 +101,26 @@ fn wait_for(g: u64) {
 /// (0.4 s); without this check its two fuzzers' closes met and [`wait_for`]'s bound stopped
 /// it 2 s later (2 runs of 2), and without either it hung until the timeout (2 runs of 4).
 fn control_path_only(what: &str) {
-    if crate::schedule::with_current(|_, d| d.privileged) == Some(false) {
+    if HOOKS.get().is_some_and(|h| !(h.on_control_path)()) {
         panic!("a guest's hypercall {what}: only Domain0's control path may (`arch::rcu`)");
     }
+}
+
+/// What the layers above `arch` tell the grace periods, which know no domain or console:
+/// set once at boot ([`set_hooks`]).
+pub struct Hooks {
+    /// Whether this CPU is on Domain0's control path, the only one that may wait
+    /// ([`control_path_only`]).
+    pub on_control_path: fn() -> bool,
+    /// Makes the console usable from here, whatever other CPUs hold, before a stall report.
+    pub emergency_console: fn(),
+}
+
+static HOOKS: spin::Once<Hooks> = spin::Once::new();
+
+/// Sets the [`Hooks`] (once, at boot; later calls are ignored).
+pub fn set_hooks(hooks: Hooks) {
+    HOOKS.call_once(|| hooks);
 }
 
 /// How long a grace period may stay open ([`wait_for`]): twice the watchdog's limit for a
@@ -121,7 +138,9 @@ fn stall_limit_ns() -> u64 {
 #[cold]
 #[inline(never)]
 fn stalled(g: u64, limit: u64) -> ! {
-    crate::console::emergency();
+    if let Some(h) = HOOKS.get() {
+        (h.emergency_console)();
+    }
     let me = smp::percpu::cpu_index();
     for cpu in GRACE.waiting_on(g, me, smp::startup::is_online) {
         log::error!(
