@@ -1713,8 +1713,11 @@ fn finish(
         cores: shape.map(|sh| sh.cores as u32),
         threads: shape.map(|sh| sh.threads as u32),
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
-        ..run_record(
+        // Nothing of what only the hypervisor measures (its start, Domain0's time, the
+        // lateness histograms).
+        ..Run::new(
             &spec.name,
+            Engine::Schedsim,
             &pool_plans[0].policy,
             // The spec allows at most 255.
             u32::try_from(spec.machine.cpus).unwrap_or(u32::MAX),
@@ -1757,20 +1760,6 @@ fn finish(
         events: sim.events_out,
         ran_on: sim.acc.iter().map(|a| a.ran_on).collect(),
     })
-}
-
-/// A schedsim `run` record with what every run has, and none of the figures only the
-/// hypervisor measures (its start, Domain0's time, the lateness histograms) or only some
-/// runs have (warm-up, seed, pools, shape, profile: the caller adds those).
-pub(crate) fn run_record(
-    name: &str,
-    policy: &str,
-    cpus: u32,
-    domains: u64,
-    duration_ns: u64,
-    idle_ns: u64,
-) -> Run {
-    Run::new(name, Engine::Schedsim, policy, cpus, domains, duration_ns, idle_ns)
 }
 
 #[cfg(test)]

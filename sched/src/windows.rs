@@ -187,7 +187,15 @@ mod tests {
     }
 
     fn run(duration_ns: u64) -> Record {
-        Record::Run(crate::sim::run_record("t", "credit", 1, 2, duration_ns, 0))
+        Record::Run(abi::tool::results::Run::new(
+            "t",
+            abi::tool::results::Engine::Schedsim,
+            "credit",
+            1,
+            2,
+            duration_ns,
+            0,
+        ))
     }
 
     /// Two domains of weights 1 and 3 on one CPU over two 100 ms windows: fair in the
