@@ -14,7 +14,7 @@
 //! changed, and is dropped.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::control::{KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slice_late_bucket};
 use kerncore::timerheap::TimerHeap;
@@ -678,6 +678,18 @@ pub fn take_due_timer(v: &Vcpu, domain: &Domain, now: u64) -> bool {
     }
 }
 
+/// `selftest=slow-timer-wake`: each timer wake-up holds its CPU this long after it
+/// ([`set_slow_timer_wake`]).
+static SLOW_TIMER_WAKE: AtomicBool = AtomicBool::new(false);
+const SLOW_TIMER_WAKE_US: u64 = 300;
+
+/// Turns on `selftest=slow-timer-wake`: the CPU that fires a vCPU's timer and wakes it
+/// then spins [`SLOW_TIMER_WAKE_US`] with interrupts off, as an emulated CPU the host
+/// stopped there would, while the woken vCPU runs elsewhere. Called once at boot.
+pub fn set_slow_timer_wake(on: bool) {
+    SLOW_TIMER_WAKE.store(on, Ordering::Relaxed);
+}
+
 /// [`wake`] by the vCPU's own timer, which `run_timers` marked [`FIRED`]: if it wakes, the
 /// mark is cleared in the same step, under the vCPU's state lock. The vCPU was asleep and
 /// cannot be claimed (`claim` takes that lock) until the step is over, so the `FIRED` it
@@ -728,6 +740,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         }
         if wake_on_timer(&v, now) {
             count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));
+            if SLOW_TIMER_WAKE.load(Ordering::Relaxed) {
+                smp::time::delay_us(SLOW_TIMER_WAKE_US);
+            }
         }
         // Else it fired while the vCPU was awake (between its set_timer and its block):
         // FIRED, a deadline in the past, makes the next block return at once instead of
