@@ -57,8 +57,10 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
     WorkloadInfo { name: "cpu", args: &[], doc: "always runnable; work = µs of CPU" },
     WorkloadInfo {
         name: "latency",
-        args: &[("period_us", 1000), ("run_us", 20)],
-        doc: "wakes every period_us, runs run_us, sleeps; work = completed periods",
+        args: &[("period_us", 1000), ("run_us", 20), ("stray_us", 0)],
+        doc: "wakes every period_us, runs run_us, sleeps; work = completed periods; \
+              stray_us > 0: after each run also arms its timer stray_us ahead and runs on \
+              10 × stray_us past it before it blocks (a block the fired timer ends at once)",
     },
     WorkloadInfo {
         name: "yield",

@@ -58,6 +58,11 @@ pub enum SelfTest {
     /// another CPU is dropped only a grace period later, `arch::rcu`): what `churn` runs
     /// with to show that rule holds.
     SlowSend,
+    /// Every timer wake-up is followed by 300 µs with interrupts off on the CPU that fired
+    /// it, as when the host deschedules an emulated CPU there: the woken vCPU runs on
+    /// another CPU meanwhile (`schedule::run_timers`). What the `latency/slow-timer-wake`
+    /// check runs with.
+    SlowTimerWake,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -112,7 +117,14 @@ pub const KEYS: &[&str] = &[
 ];
 const ON_OFF: &[&str] = &["on", "off"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
-const SELF_TESTS: &[&str] = &["none", "fault", "probe", "hang", "slow-send"];
+const SELF_TESTS: &[&str] = &[
+    "none",
+    "fault",
+    "probe",
+    "hang",
+    "slow-send",
+    "slow-timer-wake",
+];
 
 impl fmt::Display for CmdlineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -223,6 +235,7 @@ pub fn parse<'a>(
                     "probe" => SelfTest::Probe,
                     "hang" => SelfTest::Hang,
                     "slow-send" => SelfTest::SlowSend,
+                    "slow-timer-wake" => SelfTest::SlowTimerWake,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -376,6 +389,12 @@ mod tests {
         assert_eq!(
             parse("selftest=slow-send", POLICIES).unwrap().selftest,
             SelfTest::SlowSend
+        );
+        assert_eq!(
+            parse("selftest=slow-timer-wake", POLICIES)
+                .unwrap()
+                .selftest,
+            SelfTest::SlowTimerWake
         );
     }
 

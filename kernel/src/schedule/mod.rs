@@ -14,7 +14,7 @@
 //! changed, and is dropped.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::control::{KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slice_late_bucket};
 use kerncore::timerheap::TimerHeap;
@@ -492,11 +492,14 @@ pub fn wake(v: &Vcpu, now: u64) -> bool {
         v,
         now,
         VcpuState::wake,
-        Some(|s: &mut domain::VcpuStats| {
-            s.wakeups += 1;
-            s.woke_at = Some(now);
-        }),
+        Some(|s: &mut domain::VcpuStats| woke(s, now)),
     )
+}
+
+/// A wake-up's own figures.
+fn woke(s: &mut domain::VcpuStats, now: u64) {
+    s.wakeups += 1;
+    s.woke_at = Some(now);
 }
 
 /// A paused vCPU goes back to what it was before the pause (domain unpause): runnable, or,
@@ -675,6 +678,43 @@ pub fn take_due_timer(v: &Vcpu, domain: &Domain, now: u64) -> bool {
     }
 }
 
+/// `selftest=slow-timer-wake`: each timer wake-up holds its CPU this long after it
+/// ([`set_slow_timer_wake`]).
+static SLOW_TIMER_WAKE: AtomicBool = AtomicBool::new(false);
+const SLOW_TIMER_WAKE_US: u64 = 300;
+
+/// Turns on `selftest=slow-timer-wake`: the CPU that fires a vCPU's timer and wakes it
+/// then spins [`SLOW_TIMER_WAKE_US`] with interrupts off, as an emulated CPU the host
+/// stopped there would, while the woken vCPU runs elsewhere. Called once at boot.
+pub fn set_slow_timer_wake(on: bool) {
+    SLOW_TIMER_WAKE.store(on, Ordering::Relaxed);
+}
+
+/// [`wake`] by the vCPU's own timer, which `run_timers` marked [`FIRED`]: if it wakes, the
+/// mark is cleared in the same step, under the vCPU's state lock. The vCPU was asleep and
+/// cannot be claimed (`claim` takes that lock) until the step is over, so the `FIRED` it
+/// clears is this firing's. Cleared after the lock was let go, the mark could be a later
+/// firing's: the woken vCPU runs on another CPU meanwhile, sets its next timer, and that
+/// one fires while it is awake (preempted between `set_timer` and `block`), leaving
+/// `FIRED` for its block to find; a late clear from this CPU (its thread stalled by the
+/// host, interrupts taken) erased it, and the vCPU then slept with no timer, for good (a
+/// latency domain under rtds on 4 emulated CPUs: notes of session 15).
+fn wake_on_timer(v: &Vcpu, now: u64) -> bool {
+    change_state(
+        v,
+        now,
+        VcpuState::wake,
+        Some(|s: &mut domain::VcpuStats| {
+            woke(s, now);
+            // It was asleep and now wakes: nothing is left to report. (Left FIRED, it
+            // would only make a later block return at once, which callers allow.)
+            let _ =
+                v.timer_deadline
+                    .compare_exchange(FIRED, 0, Ordering::AcqRel, Ordering::Acquire);
+        }),
+    )
+}
+
 /// Fires what is due on this CPU: vCPU timers, the policy tick, the end of the slice. `cs`
 /// is this CPU's state, locked by the caller; waking a vCPU and kicking a CPU never take it.
 fn run_timers(cs: &mut CpuSched, now: u64) {
@@ -698,13 +738,11 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         if let Some(d) = v.domain() {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
-        if wake(&v, now) {
+        if wake_on_timer(&v, now) {
             count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));
-            // It was blocked and now wakes: nothing is left to report. (Left FIRED, it
-            // would only make a later block return at once, which callers allow.)
-            let _ =
-                v.timer_deadline
-                    .compare_exchange(FIRED, 0, Ordering::AcqRel, Ordering::Acquire);
+            if SLOW_TIMER_WAKE.load(Ordering::Relaxed) {
+                smp::time::delay_us(SLOW_TIMER_WAKE_US);
+            }
         }
         // Else it fired while the vCPU was awake (between its set_timer and its block):
         // FIRED, a deadline in the past, makes the next block return at once instead of

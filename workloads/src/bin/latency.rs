@@ -8,11 +8,17 @@
 //! `report_every` (default 0 = never) prints the same every that many periods. The
 //! hypervisor measures wake-up latency itself (`wake_lat_*` in the results); this is the
 //! guest's view of it. Every vCPU runs its own loop. Expected fate: ok.
+//!
+//! With `stray_us` (default 0 = never), after each period's run it also arms its timer
+//! `stray_us` ahead, runs on for 10 × `stray_us` (the timer fires while it is awake) and
+//! only then blocks: a block that the timer which already fired must end at once (the
+//! hypervisor's `FIRED` mark, `schedule::take_due_timer`). If that mark is lost, the vCPU
+//! sleeps for good and the run fails (`latency/slow-timer-wake` in experiment-checks).
 #![no_std]
 #![no_main]
 
 use workloads::time::{now_ns, sleep_until, spin_until};
-use workloads::{entry, println, shared, work};
+use workloads::{entry, hypercall, println, shared, work};
 
 entry!(main);
 
@@ -37,6 +43,7 @@ impl Lateness {
 fn main(vcpu: usize) -> u64 {
     let period_ns = shared::arg("period_us", 1000).max(1) * 1000;
     let run_ns = shared::arg("run_us", 20) * 1000;
+    let stray_ns = shared::arg("stray_us", 0) * 1000;
     let periods = shared::arg("periods", 0);
     let report_every = shared::arg("report_every", 0);
     let mut stats = Lateness {
@@ -54,6 +61,13 @@ fn main(vcpu: usize) -> u64 {
         stats.sum_ns += late;
         stats.max_ns = stats.max_ns.max(late);
         spin_until(woke + run_ns, || state = work::unit(state, 64));
+        if stray_ns > 0 {
+            let armed = now_ns();
+            // An error (none is expected) would make `block` return at once, as it should.
+            let _ = hypercall::set_timer(armed + stray_ns);
+            spin_until(armed + 10 * stray_ns, || state = work::unit(state, 64));
+            hypercall::block();
+        }
         shared::add_work(vcpu, 1);
         stats.periods += 1;
         if report_every != 0 && stats.periods.is_multiple_of(report_every) {
