@@ -207,6 +207,16 @@ struct Vcpu {
     timer_on: Option<(usize, u64)>,
 }
 
+impl Vcpu {
+    /// Whether its wake-ups and bursts are a run's own (`Kind::Replay`): they hold what the
+    /// run spent around them already (switches, block and `set_timer` hypercalls, timer
+    /// lateness, the host's stalls), which the cost model then neither charges nor draws
+    /// on top (`crate::replay`).
+    fn recorded(&self) -> bool {
+        matches!(self.kind, Kind::Replay(_))
+    }
+}
+
 #[derive(Default)]
 struct Acc {
     cpu_ns: u64,
@@ -440,23 +450,19 @@ impl Sim<'_> {
     }
 
     /// Cost model: the vCPU `v`, running on `cpu`, does no work for the next `ns` (the
-    /// hypervisor works on its CPU); its next action moves back by as much.
+    /// hypervisor works on its CPU, or the host stalls it); its next action moves back by as
+    /// much. A replayed burst holds such time already ([`Vcpu::recorded`]): the stall counts
+    /// toward it, so its next action comes when it would have without the stall, or when the
+    /// stall ends if that is later (a stalled CPU decides nothing: a burst that ended inside
+    /// a stall and blocked there left its CPU idle beside a waiting vCPU, the invariant
+    /// check's `wasted_core`).
     fn stall(&mut self, v: usize, cpu: usize, ns: u64) {
-        self.stall_counting(v, cpu, ns, false);
-    }
-
-    /// [`Sim::stall`]; with `counts`, the stall's time still counts toward what `v` needs
-    /// (a replayed burst, which holds the run's stalls already), so that its next action
-    /// comes when it would have without the stall, or when the stall ends if that is later:
-    /// a stalled CPU decides nothing, and a burst that ended inside a stall and blocked there
-    /// left its CPU idle beside a waiting vCPU (the invariant check's `wasted_core`).
-    fn stall_counting(&mut self, v: usize, cpu: usize, ns: u64, counts: bool) {
         if ns == 0 {
             return;
         }
         let now = self.now;
         let vc = self.settle(v, cpu);
-        if counts && vc.need != u64::MAX {
+        if vc.recorded() && vc.need != u64::MAX {
             vc.need = vc.need.saturating_sub(ns);
         }
         vc.ready_at = vc.ready_at.max(now) + ns;
@@ -594,7 +600,7 @@ impl Sim<'_> {
         let migrated = self.vcpus[v].last_cpu.is_some_and(|c| c != cpu);
         // A replayed burst is the run the hypervisor traced, whose interval already holds
         // the switch into it: it pays no modelled switch on top (`crate::replay`).
-        let switch = if matches!(self.vcpus[v].kind, Kind::Replay(_)) {
+        let switch = if self.vcpus[v].recorded() {
             0
         } else {
             let rng = &mut self.kick_rng;
@@ -827,8 +833,7 @@ impl Sim<'_> {
     /// none of bvt's virtual time, and bvt's latency domain came out with 1.5-2 times its
     /// share on the hypervisor at host loads 7-9).
     fn block(&mut self, v: usize, until: u64) {
-        let replayed = matches!(self.vcpus[v].kind, Kind::Replay(_));
-        if let (false, St::Running(cpu)) = (replayed, self.vcpus[v].st) {
+        if let (false, St::Running(cpu)) = (self.vcpus[v].recorded(), self.vcpus[v].st) {
             let wrote = self.costs.follows_timer_writes() && {
                 self.cpus[cpu].timers.insert((until, v));
                 self.vcpus[v].timer_on = Some((cpu, until));
@@ -860,8 +865,8 @@ impl Sim<'_> {
             // Cost model: the block hypercall runs on the blocking vCPU's time, and the CPU
             // decides what comes next only after it.
             // Not for a replayed burst: its traced run already ended with the block.
-            let replayed = matches!(self.vcpus[v].kind, Kind::Replay(_));
-            let (dom, ns) = (self.vcpus[v].dom, if replayed { 0 } else { self.costs.block_ns });
+            let vc = &self.vcpus[v];
+            let (dom, ns) = (vc.dom, if vc.recorded() { 0 } else { self.costs.block_ns });
             if ns > 0 {
                 self.add_cpu_time(dom, now, now + ns);
             }
@@ -872,7 +877,7 @@ impl Sim<'_> {
         self.vcpus[v].since = now;
         // A replayed vCPU wakes at its recorded wake-up, which the hypervisor's timer
         // already made as late as it was: no lateness is drawn on top.
-        let at = if matches!(self.vcpus[v].kind, Kind::Replay(_)) {
+        let at = if self.vcpus[v].recorded() {
             until
         } else {
             let rng = &mut self.kick_rng;
@@ -1441,7 +1446,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             // as has a replayed one (the run's own).
             Ev::Wake(v) => (
                 sim.vcpus[v].last_cpu,
-                sim.costs.wake_measured.is_none() && !matches!(sim.vcpus[v].kind, Kind::Replay(_)),
+                sim.costs.wake_measured.is_none() && !sim.vcpus[v].recorded(),
                 false,
             ),
             _ => (None, false, false),
@@ -1516,12 +1521,9 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 let rng = &mut sim.stall_rng;
                 let len = st.lengths.sample(&mut || rng.uniform()).max(1);
                 sim.cpus[c].stalled_until = t + len;
-                // A replayed burst is the run's CPU time with the run's stalls in it: the
-                // stall counts toward it rather than lose it twice (it still blocks no
-                // sooner than the stall ends).
+                // (A replayed burst counts it toward itself: `Sim::stall`.)
                 if let Some(v) = sim.cpus[c].curr {
-                    let replayed = matches!(sim.vcpus[v].kind, Kind::Replay(_));
-                    sim.stall_counting(v, c, len, replayed);
+                    sim.stall(v, c, len);
                 }
                 let gap = sim.stall_rng.exp(st.mean_gap_ns);
                 sim.push(t + len + gap, Ev::Stall(c));

@@ -183,7 +183,7 @@ fn a_replayed_burst_rides_out_the_stalls() {
 /// simulator's invariant check: a CPU idle beside a waiting vCPU, 4 times); under rr on
 /// 1 CPU one attacker had no CPU in the interval. The same run fails that check (6 times)
 /// when a replayed burst that ends inside a CPU stall blocks there, leaving the stalled CPU
-/// idle: it blocks when the stall ends (`Sim::stall_counting`).
+/// idle: it blocks when the stall ends (`Sim::stall`).
 #[test]
 fn a_yield_domain_that_never_sleeps_runs_its_workload() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
