@@ -130,8 +130,9 @@ pub struct Stalls {
 
 /// A slice that ended later than this was ended by a stall of its CPU (the host not
 /// running it), not by the timer's own delay: on an idle host 99% of slices end within 256
-/// µs (scripts/profiles/tcg.toml), on a loaded one the rest reach tens of ms.
-pub const STALL_FROM_NS: u64 = 256_000;
+/// µs (scripts/profiles/tcg.toml), on a loaded one the rest reach tens of ms. The
+/// hypervisor's trace marks each interrupt taken this late (`late`, [`crate::replay`]).
+pub const STALL_FROM_NS: u64 = abi::tool::console::LATE_FROM_NS;
 
 impl Stalls {
     /// A run's slice lateness (`(lower, upper, count)` buckets) split at [`STALL_FROM_NS`]:
@@ -202,6 +203,14 @@ impl Measured {
             }
         }
         self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    /// The delays below `bound` ns (the buckets whose lower end is below it, as
+    /// [`Measured::total_from`] counts the rest); `None` if none is. With a run's stalls
+    /// played at their moments (`crate::sim::Options::host_stalls`), a delay drawn from a
+    /// run holds no stall: the stall puts it off where it falls.
+    pub fn below(&self, bound: u64) -> Option<Measured> {
+        Measured::new(self.buckets.iter().copied().filter(|b| b.0 < bound).collect())
     }
 
     /// The total of the delays of at least `from` ns, each bucket taken at its middle (an

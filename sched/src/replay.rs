@@ -22,6 +22,13 @@
 //!
 //! The bursts carry what the hypervisor spent around each run (switch, hypercalls): replay
 //! on the ideal machine, or on a profile whose switch and block costs are small beside them.
+//!
+//! The trace also marks each interrupt a CPU took 256 µs or more late (`late`, category
+//! `host`: due at `ts`, `args.late_us` late): the host not running that CPU's thread under
+//! emulation. Those are the run's host stalls at their moments ([`HostStalls`]), which
+//! `schedsim --costs-from` plays out with a replay (or with `--stalls-from TRACE` without
+//! one) in place of stalls drawn at random: the replayed policy meets the stalls the run
+//! met, where it met them.
 
 use std::collections::BTreeMap;
 
@@ -39,22 +46,82 @@ pub struct Replay {
     /// When the hypervisor's measured interval began (the trace's `measure_start`), on the
     /// arrivals' clock; `None` for a trace without the mark.
     pub measured_at: Option<u64>,
+    /// The host's stalls the trace marks, on the same clock.
+    pub host: HostStalls,
+}
+
+/// A CPU's stall: `(cpu, start, length)` in ns.
+pub type Stall = (usize, u64, u64);
+
+/// The host's stalls of each CPU as a trace marks them (`late`: an interrupt due at a time
+/// and taken this late; the CPU did nothing meanwhile), marks that overlap on one CPU
+/// merged into one stall. Only the part after an interrupt was due is seen: a stall that
+/// began earlier, or held up no interrupt, is not in the trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostStalls {
+    /// The stalls, on the clock of the trace's first guest run, in time order per CPU.
+    pub stalls: Vec<Stall>,
+    /// When the hypervisor's measured interval began, on that clock (as
+    /// [`Replay::measured_at`]).
+    pub measured_at: Option<u64>,
+}
+
+impl HostStalls {
+    /// Reads a trace file's stalls (`schedsim --stalls-from`).
+    pub fn load(path: &str) -> Result<HostStalls, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+        Ok(Trace::parse(&text, path)?.host)
+    }
+
+    /// The stalls on schedsim's clock, shifted as [`Replay::aligned`] shifts arrivals (not
+    /// at all without the measured interval's mark); the part of a stall before 0 is
+    /// dropped.
+    pub fn aligned(&self, t0: u64) -> Vec<Stall> {
+        let (add, sub) = self.measured_at.map_or((0, 0), |m| (t0, m));
+        self.stalls
+            .iter()
+            .filter_map(|&(cpu, at, ns)| {
+                let (start, end) =
+                    ((at + add).saturating_sub(sub), (at + ns + add).checked_sub(sub)?);
+                (end > start).then_some((cpu, start, end - start))
+            })
+            .collect()
+    }
+
+    /// Merges `(cpu, due, late)` marks into stalls per CPU.
+    fn merged(mut marks: Vec<Stall>) -> Vec<Stall> {
+        marks.sort_unstable();
+        let mut out: Vec<Stall> = Vec::with_capacity(marks.len());
+        for (cpu, at, ns) in marks {
+            match out.last_mut() {
+                Some(last) if last.0 == cpu && at <= last.1 + last.2 => {
+                    last.2 = last.2.max(at + ns - last.1);
+                }
+                _ => out.push((cpu, at, ns)),
+            }
+        }
+        out
+    }
 }
 
 fn ns(v: &serde_json::Value) -> Option<u64> {
     v.as_f64().map(|us| (us * 1000.0).round() as u64)
 }
 
-impl Replay {
-    /// Reads a trace file.
-    pub fn load(path: &str) -> Result<Replay, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-        Replay::parse(&text, path)
-    }
+/// What a trace holds for replay: each guest vCPU's run intervals and wake-ups (by `tid`),
+/// names, and the host's stalls, on the clock of its first guest run (`origin`, µs of
+/// system time in the file).
+struct Trace {
+    names: BTreeMap<u64, (String, u32)>,
+    runs: BTreeMap<u64, Vec<(u64, u64)>>,
+    wakes: BTreeMap<u64, Vec<u64>>,
+    origin: u64,
+    host: HostStalls,
+}
 
-    /// Parses trace JSON (named `file` in errors).
-    pub fn parse(text: &str, file: &str) -> Result<Replay, String> {
+impl Trace {
+    fn parse(text: &str, file: &str) -> Result<Trace, String> {
         let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             format!("{file}: not trace JSON ({e}); expected scripts/run --trace output")
         })?;
@@ -76,9 +143,21 @@ impl Replay {
         let mut runs: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         let mut wakes: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         let mut measured_at = None;
+        let mut marks: Vec<Stall> = Vec::new();
         for e in events {
             if e["ph"] == "i" && e["name"] == "measure_start" {
                 measured_at = ns(&e["ts"]);
+            }
+            if e["ph"] == "i" && e["cat"] == "host" && e["name"] == "late" {
+                let (Some(cpu), Some(ts), Some(late)) =
+                    (e["pid"].as_u64(), ns(&e["ts"]), ns(&e["args"]["late_us"]))
+                else {
+                    return Err(format!(
+                        "{file}: a late mark without pid, ts or args.late_us: {e}"
+                    ));
+                };
+                marks.push((cpu as usize, ts, late));
+                continue;
             }
             let Some(tid) = e["tid"].as_u64() else { continue };
             if tid < 1000 {
@@ -101,10 +180,34 @@ impl Replay {
         let origin = runs.values().flatten().map(|r| r.0).min().ok_or(format!(
             "{file}: no guest run intervals (expected scripts/run --trace output of a run)"
         ))?;
+        let marks = marks
+            .into_iter()
+            .filter_map(|(cpu, ts, late)| Some((cpu, ts.checked_sub(origin)?, late)))
+            .collect();
+        let host = HostStalls {
+            stalls: HostStalls::merged(marks),
+            measured_at: measured_at.map(|m: u64| m.saturating_sub(origin)),
+        };
+        Ok(Trace { names, runs, wakes, origin, host })
+    }
+}
+
+impl Replay {
+    /// Reads a trace file.
+    pub fn load(path: &str) -> Result<Replay, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+        Replay::parse(&text, path)
+    }
+
+    /// Parses trace JSON (named `file` in errors).
+    pub fn parse(text: &str, file: &str) -> Result<Replay, String> {
+        let Trace { names, mut runs, wakes, origin, host } = Trace::parse(text, file)?;
         let mut out = Replay {
             vcpus: BTreeMap::new(),
             file: file.into(),
-            measured_at: measured_at.map(|m: u64| m.saturating_sub(origin)),
+            measured_at: host.measured_at,
+            host,
         };
         for (tid, mut ws) in wakes {
             let Some(mut rs) = runs.remove(&tid) else { continue };
@@ -191,6 +294,40 @@ mod tests {
             r.aligned("lat0", 0, 100_000).unwrap(),
             vec![(40_000, 2_000), (50_000, 3_000), (75_000, 4_000), (110_000, 5_000)]
         );
+    }
+
+    /// `late` marks become stalls per CPU, overlapping ones merged, on the clock of the
+    /// first guest run, and shift with the measured interval as the arrivals do.
+    #[test]
+    fn late_marks_are_the_cpus_stalls() {
+        let trace = r#"{"traceEvents":[
+{"name":"thread_name","ph":"M","pid":0,"tid":1000,"args":{"name":"lat0.0"}},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":10.0,"dur":2.0},
+{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":20.0},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":21.0,"dur":3.0},
+{"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":30.0,"args":{"late_us":400.0}},
+{"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":100.0,"args":{"late_us":500.0}},
+{"name":"late","cat":"host","ph":"i","s":"p","pid":0,"tid":0,"ts":100.0,"args":{"late_us":300.0}},
+{"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":1000.0,"args":{"late_us":256.0}},
+{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":60.0}
+]}"#;
+        let r = Replay::parse(trace, "t.json").unwrap();
+        // CPU 1's first two marks overlap: one stall from 20 µs to 590 µs.
+        assert_eq!(
+            r.host.stalls,
+            vec![(0, 90_000, 300_000), (1, 20_000, 570_000), (1, 990_000, 256_000)]
+        );
+        assert_eq!(r.host.measured_at, Some(50_000));
+        // The measured interval moves to 20 µs: 30 µs earlier; the part before 0 is dropped.
+        assert_eq!(
+            r.host.aligned(20_000),
+            vec![(0, 60_000, 300_000), (1, 0, 560_000), (1, 960_000, 256_000)]
+        );
+        let bad = trace.replace(r#""args":{"late_us":400.0}"#, r#""args":{}"#);
+        assert!(Replay::parse(&bad, "t.json").unwrap_err().contains("late mark without"));
+        // Without the mark nothing moves.
+        let unmarked = HostStalls { measured_at: None, ..r.host.clone() };
+        assert_eq!(unmarked.aligned(20_000), r.host.stalls);
     }
 
     #[test]

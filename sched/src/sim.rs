@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use abi::tool::results::{self, Domain, Engine, Outcome, Record, Run, Summary, Window};
 
 use crate::cost::Profile;
-use crate::replay::{Arrivals, Replay};
+use crate::replay::{Arrivals, HostStalls, Replay};
 use crate::spec::{DomainPlan, Expect, Progress, Spec, starved};
 use crate::summary::{self, DomainFigures, Fairness};
 use crate::timeline::{Op, Step, Targets, knobs_for, merge_param, params_for};
@@ -56,6 +56,12 @@ pub struct Options {
     /// Replay a hypervisor trace's arrivals ([`crate::replay`]) instead of the workloads
     /// of the domains that woke up in it (all but `cpu` domains).
     pub replay: Option<Replay>,
+    /// Play out a run's host stalls at their moments ([`crate::replay::HostStalls`]) in
+    /// place of the profile's stalls drawn at random: each CPU stands still for each of its
+    /// stalls, and its slice ends, kicks, ticks and sleepers' timers wait for the stall's
+    /// end. The profile's measured delays should then hold only what is shorter than a
+    /// stall ([`crate::cost::Measured::below`]), or the stalls count twice.
+    pub host_stalls: Option<HostStalls>,
 }
 
 /// Invariant violations, by kind.
@@ -147,6 +153,8 @@ enum Ev {
     Wake(usize),
     /// Cost model: the host stalls this CPU ([`crate::cost::Stalls`]).
     Stall(usize),
+    /// A run's host stall of this CPU, this long ([`Options::host_stalls`]).
+    HostStall(usize, u64),
     /// The timeline's step of this index is due.
     Step(usize),
 }
@@ -1413,6 +1421,16 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         let at = t0 + sim.steps[i].at_ns;
         sim.push(at, Ev::Step(i));
     }
+    // A run's stalls at their moments, or stalls drawn at random: not both.
+    let recorded_stalls = opts.host_stalls.is_some();
+    if let Some(host) = &opts.host_stalls {
+        sim.costs.stalls = None;
+        for (c, at, ns) in host.aligned(t0) {
+            if c < cpus {
+                sim.push(at, Ev::HostStall(c, ns));
+            }
+        }
+    }
     if let Some(gap) = sim.costs.stalls.as_ref().map(|s| s.mean_gap_ns) {
         for c in 0..cpus {
             let at = sim.stall_rng.exp(gap);
@@ -1436,17 +1454,18 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         // Cost model: a stalled CPU's sleepers wake, and its policy ticks, only once the
         // stall ends. Its slice ends and the kicks it is sent are not put off again when
         // drawn from a run ([`Profile::with_measured`]): their measured delays hold the
-        // stalls of that run (and a profile's hold none: stalls come only from a run). Nor
+        // stalls of that run (and a profile's hold none: stalls come only from a run), but
+        // for the run's own stalls played at their moments, when the delays hold none. Nor
         // does a CPU decide while on its way to the decision a kick of its own asks for, nor
         // take any of these while in a switch or a `set_timer` drawn from a run.
         let (on, stalls, decides) = match ev {
-            Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), false, true),
+            Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), recorded_stalls, true),
             Ev::Tick(c, _) => (Some(c), true, false),
             // A wake-up drawn as late as the run's slice ends has its stalls in it already,
             // as has a replayed one (the run's own).
             Ev::Wake(v) => (
                 sim.vcpus[v].last_cpu,
-                sim.costs.wake_measured.is_none() && !sim.vcpus[v].recorded(),
+                (sim.costs.wake_measured.is_none() || recorded_stalls) && !sim.vcpus[v].recorded(),
                 false,
             ),
             _ => (None, false, false),
@@ -1527,6 +1546,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 }
                 let gap = sim.stall_rng.exp(st.mean_gap_ns);
                 sim.push(t + len + gap, Ev::Stall(c));
+            }
+            Ev::HostStall(c, len) => {
+                // Merged per CPU ([`HostStalls`]): none overlaps the one before.
+                sim.cpus[c].stalled_until = sim.cpus[c].stalled_until.max(t + len);
+                if let Some(v) = sim.cpus[c].curr {
+                    sim.stall(v, c, len);
+                }
             }
         }
     }

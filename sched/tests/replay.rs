@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 
 use abi::tool::results::{Domain, Record};
 use sched::cost::Profile;
-use sched::replay::Replay;
+use sched::replay::{HostStalls, Replay};
 use sched::sim::{self, Options};
 use sched::spec::Spec;
 
@@ -202,4 +202,77 @@ fn a_yield_domain_that_never_sleeps_runs_its_workload() {
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{text}");
     assert!(text.contains("replayed: the arrivals in"), "{text}");
+}
+
+/// A latency domain and a hog on 1 CPU under credit2 without its rate limit (so that it
+/// runs the latency domain as soon as it wakes, whatever the phase) for 200 ms after 20 ms of warm-up, with the given host stalls of the run
+/// ([`Options::host_stalls`]) on top of `costs`: the two domains' records.
+fn with_host_stalls(costs: Profile, host: Option<HostStalls>) -> (Domain, Domain) {
+    let spec = Spec::parse(
+        r#"
+name = "host-stalls"
+duration_ms = 200
+warmup_ms = 20
+[machine]
+cpus = 1
+[sched]
+policy = "credit2"
+ratelimit_us = 0
+[[domain]]
+name = "lat"
+workload = "latency"
+[domain.args]
+period_us = 1000
+run_us = 20
+[[domain]]
+name = "hog"
+workload = "cpu"
+"#,
+        "host-stalls.toml",
+    )
+    .unwrap();
+    let o = Options { seed: 1, costs, host_stalls: host, ..Options::default() };
+    let out = sim::run(&spec, &o).unwrap();
+    let find = |name: &str| out.domains.iter().find(|d| d.name == name).unwrap().clone();
+    (find("lat0"), find("hog0"))
+}
+
+/// A run's stalls, played at their moments (`schedsim --stalls-from`, or a replay of a trace
+/// that marks them): the CPU stands still for each (the vCPU on it charged, doing no
+/// work), a sleeper's timer that falls due in one wakes it at its end, and the stalls drawn
+/// at random from the profile are not played as well. Two stalls of 3.2 ms in the measured
+/// interval (and one on a CPU the spec does not have) take 3.2% of the hog's work and 2
+/// of the latency domain's 200 wake-ups each (the 3 due inside one come as one at its
+/// end); with no stall marked, the random stalls of the profile (the CPU stalled 60% of
+/// the time) stay off.
+#[test]
+fn a_runs_stalls_are_played_where_they_fell() {
+    let (lat, hog) = with_host_stalls(Profile::ideal(), None);
+    assert_eq!(lat.wakeups, 200);
+    let host = HostStalls {
+        // On the trace's clock: the measured interval begins 5 ms in (t0 = 20 ms here).
+        stalls: vec![
+            (0, 55_500_000, 3_200_000),
+            (0, 155_500_000, 3_200_000),
+            (3, 60_000_000, 9_000_000),
+        ],
+        measured_at: Some(5_000_000),
+    };
+    let (slat, shog) = with_host_stalls(Profile::ideal(), Some(host.clone()));
+    let lost = 1.0 - shog.work as f64 / hog.work as f64;
+    assert!(
+        slat.wakeups == lat.wakeups - 4 && (0.028..0.036).contains(&lost),
+        "{} wake-ups, {:.1}% of the hog's work lost with two 3.2 ms stalls",
+        slat.wakeups,
+        100.0 * lost
+    );
+    let random = sched::cost::Stalls {
+        lengths: sched::cost::Measured::new(vec![(6_000_000, 6_000_001, 100)]).unwrap(),
+        mean_gap_ns: 4_000_000,
+    };
+    let noisy = Profile::ideal().with_stalls(Some(random));
+    assert!(with_host_stalls(noisy.clone(), None).1.work < hog.work / 2);
+    let none = HostStalls { stalls: Vec::new(), ..host };
+    let (qlat, qhog) = with_host_stalls(noisy, Some(none));
+    assert_eq!((qlat.wakeups, qhog.work), (lat.wakeups, hog.work), "random stalls played");
 }

@@ -466,6 +466,11 @@ fn kicks_served(now: u64) {
         let at = stamp.swap(0, Ordering::AcqRel);
         if at != 0 {
             count_time(kind, now.saturating_sub(at));
+            // Another CPU's IPI taken a stall's length late (this CPU's own kicks wait
+            // for its way out of the hypervisor, not for the host).
+            if kind == KICK_REMOTE {
+                trace::late(at, now);
+            }
         }
     }
 }
@@ -834,7 +839,10 @@ pub fn on_timer_interrupt(rescheduling: bool) {
     let now = time::now_ns();
     let mut cs = this_state().sched.lock();
     // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
-    cs.armed_at = None;
+    // Fired a stall's length late, it marks the stall in the trace.
+    if let Some(armed) = cs.armed_at.take() {
+        trace::late(armed, now);
+    }
     run_timers(&mut cs, now);
     // Unless the reschedule about to happen arms it, with what it decides (every way out of
     // `reschedule` arms the timer: `Same`, a switch, or the idle loop). Arming here as well

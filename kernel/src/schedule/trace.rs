@@ -2,7 +2,8 @@
 //!
 //! With `trace=on` on the command line, the scheduler records every run start, every stop
 //! (and why: preempted, yielded, blocked, dead) and every wake-up into the buffer of the CPU
-//! where it happened. Recording takes this CPU's buffer lock (never contended: only its own
+//! where it happened, and each interrupt the CPU took [`LATE_FROM_NS`] or more late (a
+//! `late` mark: the host's stalls of the CPU under emulation, which `schedsim` replays). Recording takes this CPU's buffer lock (never contended: only its own
 //! CPU writes it) and appends 24 bytes to a buffer allocated up front, so it is cheap enough
 //! to leave on; a full buffer drops events and counts them. At shutdown the buffers go out on
 //! the console as `@trace` lines (`abi::tool::console::TRACE_PREFIX`), which the runner turns into
@@ -11,7 +12,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use abi::tool::console::{TRACE_PREFIX, TraceEvent};
+use abi::tool::console::{LATE_FROM_NS, TRACE_PREFIX, TraceEvent};
 use crossbeam_utils::CachePadded;
 use spin::{Mutex, Once};
 
@@ -26,20 +27,37 @@ const EVENTS_PER_CPU: usize = 128 * 1024;
 /// neighbours' (a latency domain waking every millisecond makes about 3,000 a second).
 pub const EVENTS_PER_VCPU: u32 = 16 * 1024;
 
+/// `late` marks kept per CPU over the whole run: they are charged to no vCPU, so a CPU
+/// the host stalls all the time fills at most this much of its buffer with them.
+pub const LATE_PER_CPU: u32 = 4 * 1024;
+
 #[derive(Clone, Copy)]
 struct Event {
     ts_ns: u64,
-    domain: u32,
-    vcpu: u32,
-    event: TraceEvent,
+    what: What,
+}
+
+#[derive(Clone, Copy)]
+enum What {
+    /// A vCPU's event.
+    Vcpu {
+        domain: u32,
+        vcpu: u32,
+        event: TraceEvent,
+    },
+    /// An interrupt due at the event's time came this many ns late ([`TraceEvent::Late`]).
+    Late(u64),
 }
 
 #[derive(Default)]
 struct Buffer {
     events: Vec<Event>,
     dropped: u64,
-    /// Events not kept because their vCPU had used its [`EVENTS_PER_VCPU`].
+    /// Events not kept because their vCPU had used its [`EVENTS_PER_VCPU`], or `late`
+    /// marks past [`LATE_PER_CPU`].
     over_quota: u64,
+    /// `late` marks kept.
+    late: u32,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -53,8 +71,7 @@ pub fn enable(cpus: usize) {
             .map(|_| {
                 CachePadded::new(Mutex::new(Buffer {
                     events: Vec::with_capacity(EVENTS_PER_CPU),
-                    dropped: 0,
-                    over_quota: 0,
+                    ..Buffer::default()
                 }))
             })
             .collect()
@@ -71,6 +88,29 @@ pub fn policy_hook(v: sched::VcpuId, what: &'static str, now: u64) {
 
 /// Records `event` for `v` at `now` on this CPU (nothing if tracing is off).
 pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
+    let what = What::Vcpu {
+        domain: v.domain,
+        vcpu: v.index,
+        event,
+    };
+    push(now, what, || {
+        v.trace_events.fetch_add(1, Ordering::Relaxed) < EVENTS_PER_VCPU
+    });
+}
+
+/// Marks that this CPU took an interrupt due at `due` (system ns) only at `now`, if that
+/// is [`LATE_FROM_NS`] or more (nothing if tracing is off).
+pub fn late(due: u64, now: u64) {
+    let ns = now.saturating_sub(due);
+    if ns < LATE_FROM_NS {
+        return;
+    }
+    push(due, What::Late(ns), || true);
+}
+
+/// Appends an event to this CPU's buffer if tracing is on and `quota` (called under the
+/// buffer's lock) grants it room.
+fn push(ts_ns: u64, what: What, quota: impl FnOnce() -> bool) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
@@ -78,17 +118,17 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
         return;
     };
     let mut buffer = buffer.lock();
-    if v.trace_events.fetch_add(1, Ordering::Relaxed) >= EVENTS_PER_VCPU {
+    let granted = match what {
+        What::Vcpu { .. } => quota(),
+        What::Late(_) => buffer.late < LATE_PER_CPU,
+    };
+    if !granted {
         buffer.over_quota += 1;
         return;
     }
     if buffer.events.len() < buffer.events.capacity() {
-        buffer.events.push(Event {
-            ts_ns: now,
-            domain: v.domain,
-            vcpu: v.index,
-            event,
-        });
+        buffer.late += u32::from(matches!(what, What::Late(_)));
+        buffer.events.push(Event { ts_ns, what });
     } else {
         buffer.dropped += 1;
     }
@@ -107,13 +147,22 @@ pub fn dump() {
         let buffer = buffer.lock();
         for e in &buffer.events {
             crate::arch::percpu::touch_watchdog(); // seconds of output at the end of a run
-            console::write_fmt(format_args!(
-                "{TRACE_PREFIX}{cpu} {} {} {} {}\n",
-                e.ts_ns,
-                e.event.name(),
-                e.domain,
-                e.vcpu
-            ));
+            match e.what {
+                What::Vcpu {
+                    domain,
+                    vcpu,
+                    event,
+                } => console::write_fmt(format_args!(
+                    "{TRACE_PREFIX}{cpu} {} {} {domain} {vcpu}\n",
+                    e.ts_ns,
+                    event.name(),
+                )),
+                What::Late(ns) => console::write_fmt(format_args!(
+                    "{TRACE_PREFIX}{cpu} {} {} {ns}\n",
+                    e.ts_ns,
+                    TraceEvent::Late.name(),
+                )),
+            }
         }
         total += buffer.events.len();
         dropped += buffer.dropped;
@@ -121,6 +170,6 @@ pub fn dump() {
     }
     log::info!(
         "trace: {total} events written, {dropped} dropped (buffers full), {over_quota} over \
-         their vCPU's quota of {EVENTS_PER_VCPU}"
+         their vCPU's quota of {EVENTS_PER_VCPU} or their CPU's of {LATE_PER_CPU} late marks"
     );
 }

@@ -4,6 +4,7 @@
 //!  [--costs-from RESULTS.jsonl] [--slice-late-from RESULTS.jsonl]
 //!  [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S] [--window-ms MS]
 //! `schedsim --replay TRACE.json SPEC.toml [flags as above]`
+//! `schedsim SPEC.toml --costs-from RESULTS.jsonl --stalls-from TRACE.json [flags as above]`
 //! `schedsim --list-policies`
 //!
 //! Writes the results JSON lines of docs/DESIGN.md (default `results/<name>.schedsim.jsonl`),
@@ -29,6 +30,15 @@
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
+//! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays the run's
+//! host stalls at their moments (the trace's `late` marks, `sched::replay::HostStalls`)
+//! in place of stalls drawn at random from its slice lateness: each CPU stands still
+//! where the run's did, and the kicks, slice ends and sleepers' timers drawn from the run
+//! are drawn from their delays below a stall (`sched::cost::STALL_FROM_NS`), the stalls
+//! putting them off where they fall. `--replay` with `--costs-from` does so with its own
+//! trace when that marks any stall (a trace from before the marks has none: its stalls are
+//! drawn at random as before).
+//!
 //! `--replay TRACE.json`: the domains that woke up in a hypervisor trace (`scripts/run
 //! --trace`) replay their recorded wake-ups and CPU bursts under the spec's policy instead
 //! of running their workloads (`sched::replay`); results default to
@@ -43,14 +53,15 @@
 
 use std::process::ExitCode;
 
-use sched::cost::{Measured, Stalls};
+use sched::cost::{Measured, STALL_FROM_NS, Stalls};
+use sched::replay::HostStalls;
 use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
                 [--profile FILE|ideal] [--costs-from RESULTS.jsonl [--timer-writes]]
                 [--slice-late-from RESULTS.jsonl]
-                [--replay TRACE.json]
+                [--replay TRACE.json] [--stalls-from TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
                 [--window-ms MS]
        schedsim --list-policies";
@@ -92,6 +103,7 @@ struct Args {
     replay: Option<String>,
     slice_late_from: Option<String>,
     costs_from: Option<String>,
+    stalls_from: Option<String>,
     timer_writes: bool,
     over: Overrides,
 }
@@ -108,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
         replay: None,
         slice_late_from: None,
         costs_from: None,
+        stalls_from: None,
         timer_writes: false,
         over: Overrides::default(),
     };
@@ -130,6 +143,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--costs-from" => {
                 a.costs_from = Some(it.next().ok_or("--costs-from needs a results file")?)
+            }
+            "--stalls-from" => {
+                a.stalls_from = Some(it.next().ok_or("--stalls-from needs a trace file")?)
             }
             "--timer-writes" => a.timer_writes = true,
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
@@ -164,6 +180,11 @@ fn parse_args() -> Result<Args, String> {
                 .into(),
         );
     }
+    if a.stalls_from.is_some() && a.costs_from.is_none() {
+        return Err("--stalls-from plays a run's stalls beside the rest of its costs: give \
+                    --costs-from RESULTS.jsonl (the same run's) too"
+            .into());
+    }
     if a.timer_writes && a.costs_from.is_none() {
         return Err(
             "--timer-writes splits the switches of --costs-from RESULTS.jsonl: give that too"
@@ -190,6 +211,24 @@ struct RunCosts {
     set_timer_split: (Option<Measured>, Option<Measured>),
     /// How late sleepers' timers woke them (`timer_wake_late`).
     wake_late: Option<Measured>,
+}
+
+impl RunCosts {
+    /// The costs with the run's stalls taken out, for playing them at their moments
+    /// (`--stalls-from`): kicks, slice ends and sleepers' timers below a stall, no stalls
+    /// drawn at random. Switches and `set_timer`s keep theirs: a stall inside one holds up
+    /// no interrupt unless one falls due there, so the trace seldom marks it.
+    fn below_stalls(self) -> RunCosts {
+        let below = |m: Option<Measured>| m.and_then(|m| m.below(STALL_FROM_NS));
+        RunCosts {
+            kick_remote: below(self.kick_remote),
+            kick_local: below(self.kick_local),
+            slice: below(self.slice),
+            stalls: None,
+            wake_late: below(self.wake_late),
+            ..self
+        }
+    }
 }
 
 /// `all`'s buckets less `part`'s (a subset of them, counted in the same buckets), bucket by
@@ -362,6 +401,31 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("schedsim: --replay {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The run's stalls at their moments: from --stalls-from, or a replay's own trace.
+    let host_stalls = match args.stalls_from.as_deref().map(HostStalls::load).transpose() {
+        Ok(Some(h)) => Some((args.stalls_from.clone().unwrap_or_default(), h)),
+        Ok(None) => replay
+            .as_ref()
+            .filter(|r| args.costs_from.is_some() && !r.host.stalls.is_empty())
+            .map(|r| (r.file.clone(), r.host.clone())),
+        Err(e) => {
+            eprintln!("schedsim: --stalls-from {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Played at their moments, the stalls leave the delays drawn from the run only what is
+    // shorter than a stall.
+    let measured = match (measured, &host_stalls) {
+        (Some(m), Some(_)) => Some(m.below_stalls()),
+        (m, _) => m,
+    };
     let costs = match &measured {
         None => costs,
         Some(m) if args.costs_from.is_some() => costs
@@ -374,13 +438,6 @@ fn main() -> ExitCode {
                 if args.timer_writes { m.set_timer_split.clone() } else { (None, None) },
             ),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
-    };
-    let replay = match args.replay.as_deref().map(sched::replay::Replay::load).transpose() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("schedsim: --replay {e}");
-            return ExitCode::from(2);
-        }
     };
     if args.check {
         println!("{}: ok ({} domains, policy {})", args.spec, spec.plan().len(), spec.sched.policy);
@@ -414,6 +471,13 @@ fn main() -> ExitCode {
                     s.mean_gap_ns + s.lengths.mean() as u64
                 )
             }),
+            host_stalls.as_ref().map(|(file, h)| {
+                format!(
+                    "the {} CPU stalls {file} marks, at their moments ({} ms in all)",
+                    h.stalls.len(),
+                    h.stalls.iter().map(|s| s.2).sum::<u64>() / 1_000_000
+                )
+            }),
         ]
         .into_iter()
         .flatten()
@@ -423,8 +487,14 @@ fn main() -> ExitCode {
     });
     let name = costs.name.clone();
     let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
-    let opts =
-        Options { seed: args.seed, trace: args.trace.is_some(), window_ns: None, costs, replay };
+    let opts = Options {
+        seed: args.seed,
+        trace: args.trace.is_some(),
+        window_ns: None,
+        costs,
+        replay,
+        host_stalls: host_stalls.map(|h| h.1),
+    };
     let out = match sim::run(&spec, &opts) {
         Ok(o) => o,
         Err(e) => {

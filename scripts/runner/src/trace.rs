@@ -4,6 +4,9 @@
 //! interval (with why it ended in `args.end`), an instant `"i"` per wake-up, and two global
 //! instants (`"s":"g"`, category `interval`) `measure_start` and `measure_end` marking the
 //! measured interval of the run record (`schedsim --replay` aligns its interval with them).
+//! Each interrupt a CPU took 256 µs or more late is a CPU-scoped instant (`"s":"p"`,
+//! category `host`) named `late`, at the time it was due, with how late in `args.late_us`:
+//! the host's stalls of that CPU, which `schedsim` plays out at these moments.
 //! Timestamps are in µs of system time, the clock of the results' `start_ns`.
 
 use std::collections::BTreeMap;
@@ -12,7 +15,8 @@ use std::fmt::Write as _;
 use abi::tool::console::TraceEvent;
 use abi::tool::results::{Record, Records};
 
-/// One parsed trace line.
+/// One parsed trace line: a vCPU's event (`CPU TS_NS EVENT DOMAIN VCPU`), or for a `late`
+/// mark (`CPU TS_NS late NS`) how late in `domain`, `vcpu` unused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Event {
     cpu: u32,
@@ -20,18 +24,28 @@ struct Event {
     event: TraceEvent,
     domain: u32,
     vcpu: u32,
+    late_ns: u64,
 }
 
 fn parse(line: &str) -> Option<Event> {
     let mut f = line.split_ascii_whitespace();
-    let event = Event {
-        cpu: f.next()?.parse().ok()?,
-        ts_ns: f.next()?.parse().ok()?,
-        event: TraceEvent::from_name(f.next()?)?,
-        domain: f.next()?.parse().ok()?,
-        vcpu: f.next()?.parse().ok()?,
+    let (cpu, ts_ns) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+    let event = TraceEvent::from_name(f.next()?)?;
+    let mut e = Event {
+        cpu,
+        ts_ns,
+        event,
+        domain: 0,
+        vcpu: 0,
+        late_ns: 0,
     };
-    f.next().is_none().then_some(event)
+    if event == TraceEvent::Late {
+        e.late_ns = f.next()?.parse().ok()?;
+    } else {
+        e.domain = f.next()?.parse().ok()?;
+        e.vcpu = f.next()?.parse().ok()?;
+    }
+    f.next().is_none().then_some(e)
 }
 
 fn us(ns: u64) -> String {
@@ -63,6 +77,15 @@ pub fn to_chrome(lines: &[String], records: &[Record]) -> (String, usize) {
         // The vCPU running on this CPU and since when.
         let mut running: Option<Event> = None;
         for e in events.iter() {
+            if e.event == TraceEvent::Late {
+                let _ = writeln!(
+                    out,
+                    "{{\"name\":\"late\",\"cat\":\"host\",\"ph\":\"i\",\"s\":\"p\",\"pid\":{cpu},\"tid\":0,\"ts\":{},\"args\":{{\"late_us\":{}}}}},",
+                    us(e.ts_ns),
+                    us(e.late_ns)
+                );
+                continue;
+            }
             let tid = u64::from(e.domain) * 1000 + u64::from(e.vcpu);
             threads.insert((*cpu, tid), format!("{}.{}", name(e.domain), e.vcpu));
             match e.event {
@@ -187,6 +210,45 @@ mod tests {
         assert_eq!(x[0]["dur"].as_f64(), Some(3.0));
         // No run record: no measured interval to mark.
         assert_eq!(events.iter().filter(|e| e["cat"] == "interval").count(), 0);
+    }
+
+    #[test]
+    fn late_marks_become_cpu_instants() {
+        let lines: Vec<String> = [
+            "1 2000 run 1 0",
+            "1 3000 late 2500000",
+            "1 9000000 block 1 0",
+            "1 4000 late 7 8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (text, bad) = to_chrome(&lines, &[domain(1, "lat0")]);
+        // A late mark with a domain and vCPU is not one.
+        assert_eq!(bad, 1);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let events = v["traceEvents"].as_array().unwrap();
+        let late: Vec<&Value> = events.iter().filter(|e| e["name"] == "late").collect();
+        assert_eq!(late.len(), 1);
+        assert_eq!(
+            (
+                late[0]["cat"].as_str(),
+                late[0]["s"].as_str(),
+                late[0]["pid"].as_u64()
+            ),
+            (Some("host"), Some("p"), Some(1))
+        );
+        assert_eq!(
+            (late[0]["ts"].as_f64(), late[0]["args"]["late_us"].as_f64()),
+            (Some(3.0), Some(2500.0))
+        );
+        // The run it fell in is whole, and no thread is named for the mark.
+        let x: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+        assert_eq!((x.len(), x[0]["dur"].as_f64()), (1, Some(8998.0)));
+        assert_eq!(
+            events.iter().filter(|e| e["name"] == "thread_name").count(),
+            1
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ pub const RECORD_PREFIX: &str = "@domino ";
 
 /// Marks a serial line that carries one scheduling-trace event, written when the machine
 /// shuts down if tracing is on (`trace=on`): `@trace CPU TS_NS EVENT DOMAIN VCPU`, with
-/// EVENT one of [`TraceEvent`]'s names. The runner turns these into Chrome trace JSON.
+/// EVENT one of [`TraceEvent`]'s names, or `@trace CPU TS_NS late NS` for
+/// [`TraceEvent::Late`]. The runner turns these into Chrome trace JSON.
 pub const TRACE_PREFIX: &str = "@trace ";
 
 /// What a trace line says happened.
@@ -35,11 +36,21 @@ pub enum TraceEvent {
     Under,
     /// The policy put it in OVER (credit: out of credit).
     Over,
+    /// The CPU took an interrupt due at the line's time (its timer, another CPU's kick) at
+    /// least [`LATE_FROM_NS`] late: the CPU did not run meanwhile (under emulation, the
+    /// host did not run its thread). The line names no vCPU but how late, in ns.
+    Late,
 }
+
+/// An interrupt taken this late (ns) or later is marked in the trace ([`TraceEvent::Late`]):
+/// on an idle host 99% of slices end within 256 µs of their deadline under TCG, on a loaded
+/// one the rest are the host's stalls of its CPU threads, which `schedsim` plays out at
+/// these moments (`sched::cost::STALL_FROM_NS`, the same bound).
+pub const LATE_FROM_NS: u64 = 256_000;
 
 impl TraceEvent {
     /// Every event, in the order of their codes.
-    pub const ALL: [TraceEvent; 9] = [
+    pub const ALL: [TraceEvent; 10] = [
         TraceEvent::Run,
         TraceEvent::Preempt,
         TraceEvent::Yield,
@@ -49,6 +60,7 @@ impl TraceEvent {
         TraceEvent::Boost,
         TraceEvent::Under,
         TraceEvent::Over,
+        TraceEvent::Late,
     ];
 
     /// Its name on a trace line.
@@ -63,6 +75,7 @@ impl TraceEvent {
             TraceEvent::Boost => "boost",
             TraceEvent::Under => "under",
             TraceEvent::Over => "over",
+            TraceEvent::Late => "late",
         }
     }
 
