@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Per-CPU timeline (Gantt) of a scheduling trace: one row per physical CPU, one coloured
-bar per run interval, coloured by domain; wake-ups as ticks.
+bar per run interval, coloured by domain; wake-ups as ticks; the hypervisor's `late` marks
+(an interrupt taken 256 µs or more late: the CPU's timer held, or an IPI taken late) as red
+lines under the row, from when the interrupt was due to when it came.
 
     plots/plot gantt TRACE.json --out FIG.png [--start-ms T] [--ms 300]
 
@@ -53,6 +55,15 @@ def main():
         ax.broken_barh([((a - start_us) / 1000, (b - a) / 1000)], (cpus.index(e["pid"]) - 0.4, 0.8),
                        facecolors=dcol[d], edgecolor="white", linewidth=0.3)
     for e in events:
+        if e.get("ph") == "i" and e.get("cat") == "host" and e.get("pid") in cpus:
+            a = float(e["ts"])
+            b = a + float(e.get("args", {}).get("late_us", 0))
+            if b >= start_us and a <= end_us:
+                a, b = max(a, start_us), min(b, end_us)
+                row = cpus.index(e["pid"]) + 0.45
+                ax.plot([(a - start_us) / 1000, (b - start_us) / 1000], [row, row], color="red",
+                        linewidth=2.5 if e.get("args", {}).get("of") == "kick" else 1.2)
+            continue
         if (e.get("ph") == "i" and e.get("cat") != "interval" and start_us <= float(e["ts"]) <= end_us
                 and e.get("pid") in cpus):
             ax.plot((float(e["ts"]) - start_us) / 1000, cpus.index(e["pid"]) + 0.45,
@@ -69,7 +80,8 @@ def main():
         ax.legend(handles, [label_of[d] for d in shown], fontsize=7, ncol=min(len(shown), 12),
                   loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(cpus) > 2 else -0.35))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    save(fig, args.out, "Bars: a vCPU running on that CPU; ticks: wake-ups. "
+    save(fig, args.out, "Bars: a vCPU running on that CPU; ticks: wake-ups; red lines: an "
+         "interrupt taken late, from due to taken (thick: an IPI, the CPU stalled). "
          "From the trace's \"X\" and \"i\" events (docs/DESIGN.md traces).")
 
 

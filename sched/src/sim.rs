@@ -56,11 +56,13 @@ pub struct Options {
     /// Replay a hypervisor trace's arrivals ([`crate::replay`]) instead of the workloads
     /// of the domains that woke up in it (all but `cpu` domains).
     pub replay: Option<Replay>,
-    /// Play out a run's host stalls at their moments ([`crate::replay::HostStalls`]) in
-    /// place of the profile's stalls drawn at random: each CPU stands still for each of its
-    /// stalls, and its slice ends, kicks, ticks and sleepers' timers wait for the stall's
-    /// end. The profile's measured delays should then hold only what is shorter than a
-    /// stall ([`crate::cost::Measured::below`]), or the stalls count twice.
+    /// Play out what the host did to a run's CPUs at its moments
+    /// ([`crate::replay::HostStalls`]) in place of the profile's stalls drawn at random:
+    /// each CPU's timer is held where the run's was (a slice end, tick or sleeper's timer
+    /// due then fires when it is let go), and each CPU stands still for each of its stalls
+    /// (its slice ends, kicks, ticks and sleepers' timers wait for the stall's end). The
+    /// profile's measured delays should then hold only what is shorter than a stall
+    /// ([`crate::cost::Measured::below`]), or the host counts twice.
     pub host_stalls: Option<HostStalls>,
 }
 
@@ -257,6 +259,9 @@ struct Cpu {
     extra_pre: u64,
     /// Cost model: the host stalls this CPU until then ([`crate::cost::Stalls`]).
     stalled_until: u64,
+    /// A run's spans in which this CPU's timer was held ([`HostStalls::timers`]), as
+    /// `(start, end)` in time order: a timer due inside one fires at its end.
+    timer_held: Vec<(u64, u64)>,
     /// Cost model, with a run's measured switches and `set_timer`s
     /// ([`Profile::paths_measured`]): the CPU is in the hypervisor, switching or in a
     /// `set_timer`, until then, and takes no interrupt before (no slice end, kick, tick or
@@ -278,6 +283,18 @@ struct Cpu {
     /// Bumped when `next_tick` changes, so a tick event for an earlier answer is dropped.
     tick_gen: u64,
     timers: BTreeSet<(u64, usize)>,
+}
+
+impl Cpu {
+    /// When the span in which this CPU's timer was held that holds `t` ends (0 if none
+    /// does): a timer due at `t` fires then.
+    fn timer_held_until(&self, t: u64) -> u64 {
+        let k = self.timer_held.partition_point(|&(start, _)| start <= t);
+        match k.checked_sub(1).map(|k| self.timer_held[k]) {
+            Some((_, end)) if end > t => end,
+            _ => 0,
+        }
+    }
 }
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -1320,6 +1337,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 kick_at: 0,
                 extra_pre: 0,
                 stalled_until: 0,
+                timer_held: Vec::new(),
                 in_hypervisor_until: 0,
                 deciding_at: 0,
                 armed_at: None,
@@ -1425,10 +1443,12 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
     let recorded_stalls = opts.host_stalls.is_some();
     if let Some(host) = &opts.host_stalls {
         sim.costs.stalls = None;
-        for (c, at, ns) in host.aligned(t0) {
-            if c < cpus {
-                sim.push(at, Ev::HostStall(c, ns));
-            }
+        let (stalls, timers) = host.aligned(t0);
+        for (c, at, ns) in stalls.into_iter().filter(|s| s.0 < cpus) {
+            sim.push(at, Ev::HostStall(c, ns));
+        }
+        for (c, at, ns) in timers.into_iter().filter(|s| s.0 < cpus) {
+            sim.cpus[c].timer_held.push((at, at + ns));
         }
     }
     if let Some(gap) = sim.costs.stalls.as_ref().map(|s| s.mean_gap_ns) {
@@ -1458,6 +1478,8 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         // for the run's own stalls played at their moments, when the delays hold none. Nor
         // does a CPU decide while on its way to the decision a kick of its own asks for, nor
         // take any of these while in a switch or a `set_timer` drawn from a run.
+        // With a run's own marks a timer due while the run's was held fires when it was
+        // let go.
         let (on, stalls, decides) = match ev {
             Ev::Timer(c, _) | Ev::Kick(c) => (Some(c), recorded_stalls, true),
             Ev::Tick(c, _) => (Some(c), true, false),
@@ -1473,7 +1495,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         if let Some(c) = on {
             let stalled = if stalls { sim.cpus[c].stalled_until } else { 0 };
             let deciding = if decides { sim.cpus[c].deciding_at } else { 0 };
-            let until = stalled.max(deciding).max(sim.cpus[c].in_hypervisor_until);
+            let timed = match ev {
+                Ev::Timer(..) | Ev::Tick(..) => true,
+                Ev::Wake(v) => !sim.vcpus[v].recorded(),
+                _ => false,
+            };
+            let held = if timed { sim.cpus[c].timer_held_until(t) } else { 0 };
+            let until = stalled.max(deciding).max(held).max(sim.cpus[c].in_hypervisor_until);
             if until > t {
                 sim.push(until, ev);
                 continue;

@@ -32,7 +32,7 @@ pub mod trace;
 pub mod watchdog;
 
 use abi::control::{DomainId, KillReason};
-use abi::tool::console::TraceEvent;
+use abi::tool::console::{LateOf, TraceEvent};
 use watchdog::watch_neighbour;
 pub use watchdog::{arm_watchdog, wait_for_other_cpu, watchdog_armed, watchdog_nmi};
 
@@ -469,7 +469,7 @@ fn kicks_served(now: u64) {
             // Another CPU's IPI taken a stall's length late (this CPU's own kicks wait
             // for its way out of the hypervisor, not for the host).
             if kind == KICK_REMOTE {
-                trace::late(at, now);
+                trace::late(LateOf::Kick, at, now);
             }
         }
     }
@@ -839,9 +839,9 @@ pub fn on_timer_interrupt(rescheduling: bool) {
     let now = time::now_ns();
     let mut cs = this_state().sched.lock();
     // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
-    // Fired a stall's length late, it marks the stall in the trace.
+    // Fired a stall's length late, it marks that in the trace.
     if let Some(armed) = cs.armed_at.take() {
-        trace::late(armed, now);
+        trace::late(LateOf::Timer, armed, now);
     }
     run_timers(&mut cs, now);
     // Unless the reschedule about to happen arms it, with what it decides (every way out of

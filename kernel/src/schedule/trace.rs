@@ -12,7 +12,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use abi::tool::console::{LATE_FROM_NS, TRACE_PREFIX, TraceEvent};
+use abi::tool::console::{LATE_FROM_NS, LateOf, TRACE_PREFIX, TraceEvent};
 use crossbeam_utils::CachePadded;
 use spin::{Mutex, Once};
 
@@ -46,7 +46,7 @@ enum What {
         event: TraceEvent,
     },
     /// An interrupt due at the event's time came this many ns late ([`TraceEvent::Late`]).
-    Late(u64),
+    Late(u64, LateOf),
 }
 
 #[derive(Default)]
@@ -98,14 +98,14 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
     });
 }
 
-/// Marks that this CPU took an interrupt due at `due` (system ns) only at `now`, if that
-/// is [`LATE_FROM_NS`] or more (nothing if tracing is off).
-pub fn late(due: u64, now: u64) {
+/// Marks that this CPU took an interrupt (`of`) due at `due` (system ns) only at `now`, if
+/// that is [`LATE_FROM_NS`] or more (nothing if tracing is off).
+pub fn late(of: LateOf, due: u64, now: u64) {
     let ns = now.saturating_sub(due);
     if ns < LATE_FROM_NS {
         return;
     }
-    push(due, What::Late(ns), || true);
+    push(due, What::Late(ns, of), || true);
 }
 
 /// Appends an event to this CPU's buffer if tracing is on and `quota` (called under the
@@ -120,14 +120,14 @@ fn push(ts_ns: u64, what: What, quota: impl FnOnce() -> bool) {
     let mut buffer = buffer.lock();
     let granted = match what {
         What::Vcpu { .. } => quota(),
-        What::Late(_) => buffer.late < LATE_PER_CPU,
+        What::Late(..) => buffer.late < LATE_PER_CPU,
     };
     if !granted {
         buffer.over_quota += 1;
         return;
     }
     if buffer.events.len() < buffer.events.capacity() {
-        buffer.late += u32::from(matches!(what, What::Late(_)));
+        buffer.late += u32::from(matches!(what, What::Late(..)));
         buffer.events.push(Event { ts_ns, what });
     } else {
         buffer.dropped += 1;
@@ -157,10 +157,11 @@ pub fn dump() {
                     e.ts_ns,
                     event.name(),
                 )),
-                What::Late(ns) => console::write_fmt(format_args!(
-                    "{TRACE_PREFIX}{cpu} {} {} {ns}\n",
+                What::Late(ns, of) => console::write_fmt(format_args!(
+                    "{TRACE_PREFIX}{cpu} {} {} {ns} {}\n",
                     e.ts_ns,
                     TraceEvent::Late.name(),
+                    of.name(),
                 )),
             }
         }

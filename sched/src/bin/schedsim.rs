@@ -30,12 +30,13 @@
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
-//! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays the run's
-//! host stalls at their moments (the trace's `late` marks, `sched::replay::HostStalls`)
-//! in place of stalls drawn at random from its slice lateness: each CPU stands still
-//! where the run's did, and the kicks, slice ends and sleepers' timers drawn from the run
-//! are drawn from their delays below a stall (`sched::cost::STALL_FROM_NS`), the stalls
-//! putting them off where they fall. `--replay` with `--costs-from` does so with its own
+//! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays what the
+//! host did to the run's CPUs at its moments (the trace's `late` marks,
+//! `sched::replay::HostStalls`) in place of lateness and stalls drawn at random: each CPU's
+//! timer is held where the run's was (a slice end, tick or sleeper's timer due then fires
+//! when it is let go) and each CPU stands still where the run's took an IPI late, and the
+//! kicks, slice ends and sleepers' timers drawn from the run are drawn from their delays
+//! below 256 µs (`sched::cost::STALL_FROM_NS`). `--replay` with `--costs-from` does so with its own
 //! trace when that marks any stall (a trace from before the marks has none: its stalls are
 //! drawn at random as before).
 //!
@@ -413,7 +414,7 @@ fn main() -> ExitCode {
         Ok(Some(h)) => Some((args.stalls_from.clone().unwrap_or_default(), h)),
         Ok(None) => replay
             .as_ref()
-            .filter(|r| args.costs_from.is_some() && !r.host.stalls.is_empty())
+            .filter(|r| args.costs_from.is_some() && !r.host.is_empty())
             .map(|r| (r.file.clone(), r.host.clone())),
         Err(e) => {
             eprintln!("schedsim: --stalls-from {e}");
@@ -472,10 +473,13 @@ fn main() -> ExitCode {
                 )
             }),
             host_stalls.as_ref().map(|(file, h)| {
+                let ms = |spans: &[sched::replay::Stall]| spans.iter().map(|s| s.2).sum::<u64>() / 1_000_000;
                 format!(
-                    "the {} CPU stalls {file} marks, at their moments ({} ms in all)",
+                    "at their moments, the {} spans of a CPU's timer held ({} ms in all) and the {} CPU stalls ({} ms) {file} marks",
+                    h.timers.len(),
+                    ms(&h.timers),
                     h.stalls.len(),
-                    h.stalls.iter().map(|s| s.2).sum::<u64>() / 1_000_000
+                    ms(&h.stalls)
                 )
             }),
         ]

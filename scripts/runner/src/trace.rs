@@ -5,18 +5,19 @@
 //! instants (`"s":"g"`, category `interval`) `measure_start` and `measure_end` marking the
 //! measured interval of the run record (`schedsim --replay` aligns its interval with them).
 //! Each interrupt a CPU took 256 µs or more late is a CPU-scoped instant (`"s":"p"`,
-//! category `host`) named `late`, at the time it was due, with how late in `args.late_us`:
-//! the host's stalls of that CPU, which `schedsim` plays out at these moments.
+//! category `host`) named `late`, at the time it was due, with how late in `args.late_us`
+//! and which in `args.of` (`timer`: the CPU's timer, `kick`: another CPU's IPI), which
+//! `schedsim` plays out at these moments.
 //! Timestamps are in µs of system time, the clock of the results' `start_ns`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use abi::tool::console::TraceEvent;
+use abi::tool::console::{LateOf, TraceEvent};
 use abi::tool::results::{Record, Records};
 
-/// One parsed trace line: a vCPU's event (`CPU TS_NS EVENT DOMAIN VCPU`), or for a `late`
-/// mark (`CPU TS_NS late NS`) how late in `domain`, `vcpu` unused.
+/// One parsed trace line: a vCPU's event (`CPU TS_NS EVENT DOMAIN VCPU`), or a `late`
+/// mark (`CPU TS_NS late NS OF`: `late`, `domain` and `vcpu` unused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Event {
     cpu: u32,
@@ -24,7 +25,7 @@ struct Event {
     event: TraceEvent,
     domain: u32,
     vcpu: u32,
-    late_ns: u64,
+    late: Option<(u64, LateOf)>,
 }
 
 fn parse(line: &str) -> Option<Event> {
@@ -37,10 +38,10 @@ fn parse(line: &str) -> Option<Event> {
         event,
         domain: 0,
         vcpu: 0,
-        late_ns: 0,
+        late: None,
     };
     if event == TraceEvent::Late {
-        e.late_ns = f.next()?.parse().ok()?;
+        e.late = Some((f.next()?.parse().ok()?, LateOf::from_name(f.next()?)?));
     } else {
         e.domain = f.next()?.parse().ok()?;
         e.vcpu = f.next()?.parse().ok()?;
@@ -77,12 +78,13 @@ pub fn to_chrome(lines: &[String], records: &[Record]) -> (String, usize) {
         // The vCPU running on this CPU and since when.
         let mut running: Option<Event> = None;
         for e in events.iter() {
-            if e.event == TraceEvent::Late {
+            if let Some((late, of)) = e.late {
                 let _ = writeln!(
                     out,
-                    "{{\"name\":\"late\",\"cat\":\"host\",\"ph\":\"i\",\"s\":\"p\",\"pid\":{cpu},\"tid\":0,\"ts\":{},\"args\":{{\"late_us\":{}}}}},",
+                    "{{\"name\":\"late\",\"cat\":\"host\",\"ph\":\"i\",\"s\":\"p\",\"pid\":{cpu},\"tid\":0,\"ts\":{},\"args\":{{\"late_us\":{},\"of\":\"{}\"}}}},",
                     us(e.ts_ns),
-                    us(e.late_ns)
+                    us(late),
+                    of.name()
                 );
                 continue;
             }
@@ -216,20 +218,28 @@ mod tests {
     fn late_marks_become_cpu_instants() {
         let lines: Vec<String> = [
             "1 2000 run 1 0",
-            "1 3000 late 2500000",
+            "1 3000 late 2500000 timer",
             "1 9000000 block 1 0",
             "1 4000 late 7 8",
+            "0 5000 late 300000 kick",
+            "0 6000 late 300000 tick",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let (text, bad) = to_chrome(&lines, &[domain(1, "lat0")]);
-        // A late mark with a domain and vCPU is not one.
-        assert_eq!(bad, 1);
+        // A late mark with a domain and vCPU is not one, nor one of another interrupt.
+        assert_eq!(bad, 2);
         let v: Value = serde_json::from_str(&text).unwrap();
         let events = v["traceEvents"].as_array().unwrap();
         let late: Vec<&Value> = events.iter().filter(|e| e["name"] == "late").collect();
-        assert_eq!(late.len(), 1);
+        assert_eq!(late.len(), 2);
+        assert_eq!(
+            (late[0]["args"]["of"].as_str(), late[0]["pid"].as_u64()),
+            (Some("kick"), Some(0))
+        );
+        let late = &late[1..];
+        assert_eq!(late[0]["args"]["of"], "timer");
         assert_eq!(
             (
                 late[0]["cat"].as_str(),
