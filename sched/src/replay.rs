@@ -26,9 +26,9 @@
 //! The trace also marks each interrupt a CPU took 256 µs or more late (`late`, category
 //! `host`: due at `ts`, `args.late_us` late, `args.of` the CPU's `timer` or another CPU's
 //! `kick`). Those are the host's doing at their moments ([`HostStalls`]), which `schedsim
-//! --costs-from` plays out with a replay (or with `--stalls-from TRACE` without one) in
-//! place of lateness drawn at random: the replayed policy meets the late timers and the
-//! stalls the run met, where it met them.
+//! --costs-from RUN --stalls-from TRACE` plays out in place of lateness drawn at random
+//! (with a replay or without): the policy meets the late timers and the stalls the run
+//! met, where it met them.
 
 use std::collections::BTreeMap;
 

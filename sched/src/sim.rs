@@ -262,6 +262,10 @@ struct Cpu {
     /// A run's spans in which this CPU's timer was held ([`HostStalls::timers`]), as
     /// `(start, end)` in time order: a timer due inside one fires at its end.
     timer_held: Vec<(u64, u64)>,
+    /// Cost model: holds of this CPU's timer drawn from a run ([`Sim::hold_timer`]), as
+    /// `(due, fires, generation)`: the slice end (of that timer generation; `u64::MAX` for a
+    /// sleeper's timer) drawn to fire this late holds every timer of the CPU due meanwhile.
+    drawn_holds: Vec<(u64, u64, u64)>,
     /// Cost model, with a run's measured switches and `set_timer`s
     /// ([`Profile::paths_measured`]): the CPU is in the hypervisor, switching or in a
     /// `set_timer`, until then, and takes no interrupt before (no slice end, kick, tick or
@@ -287,13 +291,16 @@ struct Cpu {
 
 impl Cpu {
     /// When the span in which this CPU's timer was held that holds `t` ends (0 if none
-    /// does): a timer due at `t` fires then.
+    /// does), a run's own ([`Cpu::timer_held`]) or drawn ([`Cpu::drawn_holds`]): a timer
+    /// due at `t` fires then.
     fn timer_held_until(&self, t: u64) -> u64 {
         let k = self.timer_held.partition_point(|&(start, _)| start <= t);
-        match k.checked_sub(1).map(|k| self.timer_held[k]) {
+        let recorded = match k.checked_sub(1).map(|k| self.timer_held[k]) {
             Some((_, end)) if end > t => end,
             _ => 0,
-        }
+        };
+        let drawn = self.drawn_holds.iter().filter(|h| h.0 <= t && t < h.1).map(|h| h.1).max();
+        recorded.max(drawn.unwrap_or(0))
     }
 }
 
@@ -728,11 +735,16 @@ impl Sim<'_> {
             self.cpus[cpu].curr = next;
             self.cpus[cpu].since = self.now;
         }
+        // The slice end armed before, if not yet due, will not hold the timer now.
+        let (now, old) = (self.now, self.cpus[cpu].timer_gen);
+        self.cpus[cpu].drawn_holds.retain(|h| h.1 > now && (h.2 != old || h.0 <= now));
         self.cpus[cpu].timer_gen += 1;
         if let Some(s) = d.slice_ns {
             let rng = &mut self.kick_rng;
-            let end = self.costs.slice_end(self.now + s.max(1), &mut || rng.uniform());
+            let due = self.now + s.max(1);
+            let end = self.costs.slice_end(due, &mut || rng.uniform());
             let (t, g) = (end, self.cpus[cpu].timer_gen);
+            self.hold_timer(cpu, due, end, g);
             self.push(t, Ev::Timer(cpu, g));
         }
         self.take_kicks(pool, Some(cpu));
@@ -908,7 +920,25 @@ impl Sim<'_> {
             let rng = &mut self.kick_rng;
             self.costs.wake_at(until, &mut || rng.uniform())
         };
+        if let Some(cpu) = self.vcpus[v].last_cpu {
+            self.hold_timer(cpu, until, at, u64::MAX);
+        }
         self.push(at, Ev::Wake(v));
+    }
+
+    /// Cost model: a timer of `cpu` due at `due` drawn from a run's measurements to fire at
+    /// `fires`, 256 µs or more later, holds the CPU's timer meanwhile: a slice end, tick or
+    /// sleeper's timer of that CPU due then fires when it does. The hypervisor arms one
+    /// timer per CPU for the earliest of them (kernel/src/schedule/mod.rs, `arm_timer`), and
+    /// under TCG that timer is what comes late, while IPIs come on time (the trace's `late`
+    /// marks, README "What the host did, at its moments"); drawn each on its own, a sleeper
+    /// woke on time inside the hold of the hog's slice end, preempted the hog, and credit2's
+    /// latency domain never waited out a held slice end as it did on the hypervisor.
+    fn hold_timer(&mut self, cpu: usize, due: u64, fires: u64, generation: u64) {
+        let measured = self.costs.slice_measured.is_some() || self.costs.wake_measured.is_some();
+        if measured && fires.saturating_sub(due) >= crate::cost::STALL_FROM_NS {
+            self.cpus[cpu].drawn_holds.push((due, fires, generation));
+        }
     }
 
     fn action(&mut self, v: usize) {
@@ -1338,6 +1368,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 extra_pre: 0,
                 stalled_until: 0,
                 timer_held: Vec::new(),
+                drawn_holds: Vec::new(),
                 in_hypervisor_until: 0,
                 deciding_at: 0,
                 armed_at: None,
