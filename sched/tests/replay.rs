@@ -20,6 +20,18 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `domain` records of a results file.
+fn domains_in(path: &str) -> Vec<Domain> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| match serde_json::from_str::<Record>(l) {
+            Ok(Record::Domain(d)) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
 fn shares(ds: &[Domain]) -> Vec<(String, f64)> {
     let total: u64 = ds.iter().map(|d| d.cpu_ns).sum();
     ds.iter().map(|d| (d.name.clone(), 100.0 * d.cpu_ns as f64 / total as f64)).collect()
@@ -39,14 +51,7 @@ fn replaying_a_run_under_its_own_policy_reproduces_it() {
     let replay = Replay::load(&fixture("replay-small.trace.json")).unwrap();
     // The hogs woke once, when started; being `cpu` domains they run as cpu, not replayed.
     assert!(replay.arrivals("lat0", 0).is_some_and(|a| a.len() > 300));
-    let hyp: Vec<Domain> = std::fs::read_to_string(fixture("replay-small.hypervisor.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| match serde_json::from_str::<Record>(l) {
-            Ok(Record::Domain(d)) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let hyp = domains_in(&fixture("replay-small.hypervisor.jsonl"));
     let profile = Profile::load(&fixture("replay-small.profile.toml")).unwrap();
     let run = |costs: Profile| {
         let o = Options { seed: 1, costs, replay: Some(replay.clone()), ..Options::default() };
@@ -289,38 +294,18 @@ fn a_runs_stalls_are_played_where_they_fell() {
 /// slice end, it preempted the hog past its rate limit, and the replay's p99 was 1.7 ms.
 #[test]
 fn a_replay_holds_a_cpus_timers_behind_its_late_slice_end() {
-    let spec = Spec::from_file(fixture("replay-latency-credit2.toml")).unwrap();
-    let replay = Replay::load(&fixture("replay-latency-credit2.trace.json")).unwrap();
-    let records =
-        std::fs::read_to_string(fixture("replay-latency-credit2.hypervisor.jsonl")).unwrap();
-    let hyp: Vec<Domain> = records
-        .lines()
-        .filter_map(|l| match serde_json::from_str::<Record>(l) {
-            Ok(Record::Domain(d)) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let out = format!("{}/replay-latency-credit2.jsonl", env!("CARGO_TARGET_TMPDIR"));
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
         .arg(fixture("replay-latency-credit2.toml"))
         .args(["--profile", &fixture("replay-latency-credit2.profile.toml")])
         .args(["--costs-from", &fixture("replay-latency-credit2.hypervisor.jsonl")])
         .args(["--replay", &fixture("replay-latency-credit2.trace.json")])
-        .args(["--out", &format!("{}/replay-latency-credit2.jsonl", env!("CARGO_TARGET_TMPDIR"))])
+        .args(["--out", &out])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(replay.arrivals("lat0", 0).is_some() && spec.sched.policy == "credit2");
-    let sim: Vec<Domain> = std::fs::read_to_string(format!(
-        "{}/replay-latency-credit2.jsonl",
-        env!("CARGO_TARGET_TMPDIR")
-    ))
-    .unwrap()
-    .lines()
-    .filter_map(|l| match serde_json::from_str::<Record>(l) {
-        Ok(Record::Domain(d)) => Some(d),
-        _ => None,
-    })
-    .collect();
+    let hyp = domains_in(&fixture("replay-latency-credit2.hypervisor.jsonl"));
+    let sim = domains_in(&out);
     for ((name, h), (_, s)) in shares(&hyp).iter().zip(shares(&sim)) {
         assert!((h - s).abs() <= 2.0, "{name}: {h:.2}% hypervisor, {s:.2}% replayed");
     }
