@@ -46,8 +46,6 @@ pub struct Replay {
     /// When the hypervisor's measured interval began (the trace's `measure_start`), on the
     /// arrivals' clock; `None` for a trace without the mark.
     pub measured_at: Option<u64>,
-    /// The host's stalls the trace marks, on the same clock.
-    pub host: HostStalls,
 }
 
 /// A CPU's stall: `(cpu, start, length)` in ns.
@@ -82,11 +80,6 @@ impl HostStalls {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
         Ok(Trace::parse(&text, path)?.host)
-    }
-
-    /// Whether the trace marked nothing.
-    pub fn is_empty(&self) -> bool {
-        self.stalls.is_empty() && self.timers.is_empty()
     }
 
     /// The stalls and the held timers on schedsim's clock, shifted as [`Replay::aligned`]
@@ -235,12 +228,8 @@ impl Replay {
     /// Parses trace JSON (named `file` in errors).
     pub fn parse(text: &str, file: &str) -> Result<Replay, String> {
         let Trace { names, mut runs, wakes, origin, host } = Trace::parse(text, file)?;
-        let mut out = Replay {
-            vcpus: BTreeMap::new(),
-            file: file.into(),
-            measured_at: host.measured_at,
-            host,
-        };
+        let mut out =
+            Replay { vcpus: BTreeMap::new(), file: file.into(), measured_at: host.measured_at };
         for (tid, mut ws) in wakes {
             let Some(mut rs) = runs.remove(&tid) else { continue };
             let name = names
@@ -344,30 +333,30 @@ mod tests {
 {"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":50.0,"args":{"late_us":20.0,"of":"timer"}},
 {"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":60.0}
 ]}"#;
-        let r = Replay::parse(trace, "t.json").unwrap();
+        let host = Trace::parse(trace, "t.json").unwrap().host;
         // CPU 1's first two marks overlap: one stall from 20 µs to 590 µs.
         assert_eq!(
-            r.host.stalls,
+            host.stalls,
             vec![(0, 90_000, 300_000), (1, 20_000, 570_000), (1, 990_000, 256_000)]
         );
         // A held timer is not a stall.
-        assert_eq!(r.host.timers, vec![(1, 40_000, 20_000)]);
-        assert_eq!(r.host.measured_at, Some(50_000));
+        assert_eq!(host.timers, vec![(1, 40_000, 20_000)]);
+        assert_eq!(host.measured_at, Some(50_000));
         // The measured interval moves to 20 µs: 30 µs earlier; the part before 0 is dropped.
         assert_eq!(
-            r.host.aligned(20_000),
+            host.aligned(20_000),
             (
                 vec![(0, 60_000, 300_000), (1, 0, 560_000), (1, 960_000, 256_000)],
                 vec![(1, 10_000, 20_000)]
             )
         );
         let bad = trace.replace(r#""args":{"late_us":400.0,"#, r#""args":{"#);
-        assert!(Replay::parse(&bad, "t.json").unwrap_err().contains("late mark without"));
+        assert!(Trace::parse(&bad, "t.json").err().unwrap().contains("late mark without"));
         let bad = trace.replace(r#""of":"timer""#, r#""of":"tick""#);
-        assert!(Replay::parse(&bad, "t.json").unwrap_err().contains("`timer` or `kick`"));
+        assert!(Trace::parse(&bad, "t.json").err().unwrap().contains("`timer` or `kick`"));
         // Without the mark nothing moves.
-        let unmarked = HostStalls { measured_at: None, ..r.host.clone() };
-        assert_eq!(unmarked.aligned(20_000), (r.host.stalls.clone(), r.host.timers.clone()));
+        let unmarked = HostStalls { measured_at: None, ..host.clone() };
+        assert_eq!(unmarked.aligned(20_000), (host.stalls.clone(), host.timers.clone()));
     }
 
     #[test]

@@ -880,16 +880,9 @@ mod tests {
             ),
             (
                 Record::Run(Run {
-                    name: "weights".into(),
-                    engine: Engine::Domino,
-                    policy: "credit".into(),
-                    cpus: 2,
-                    domains: 8,
                     start_ns: Some(500),
                     wallclock_start_ns: Some(1_795_701_909_000_000_000),
                     dom0_cpu_ns: Some(42),
-                    duration_ns: 1_000_000,
-                    idle_ns: 210,
                     warmup_ns: Some(100),
                     seed: Some(7),
                     pools: Some(vec![Pool {
@@ -908,13 +901,7 @@ mod tests {
                         p50_ns: 1280,
                         p99_ns: 1280,
                     }),
-                    kick_local_late: None,
-                    switch_time: None,
-                    set_timer_time: None,
-                    switch_armed_time: None,
-                    set_timer_armed_time: None,
-                    timer_wake_late: None,
-                    profile: None,
+                    ..Run::new("weights", Engine::Domino, "credit", 2, 8, 1_000_000, 210)
                 }),
                 &[
                     "start_ns",

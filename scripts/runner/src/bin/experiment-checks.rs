@@ -620,6 +620,14 @@ fn domains(records: &[Record]) -> Vec<&Domain> {
     records.domains().collect()
 }
 
+/// The first domain of group `group`, or an error naming the group.
+fn in_group<'r>(records: &'r [Record], group: &str) -> Result<&'r Domain, String> {
+    records
+        .domains()
+        .find(|d| d.group == group)
+        .ok_or(format!("no `{group}` domain"))
+}
+
 /// A field of the run record that only the hypervisor writes: an error if it is missing.
 fn hypervisor_only(field: Option<u64>, name: &str) -> Result<u64, String> {
     field.ok_or_else(|| format!("the run record has no {name}, which the hypervisor writes"))
@@ -1325,10 +1333,7 @@ fn classes_follow_weights(records: &[Record]) -> Result<String, String> {
 /// The capped domain stays within its cap (20% of a CPU) plus one point.
 fn cap_holds(records: &[Record]) -> Result<String, String> {
     let run = records.run().ok_or("no run record")?;
-    let capped = domains(records)
-        .into_iter()
-        .find(|d| d.group == "capped")
-        .ok_or("no capped domain")?;
+    let capped = in_group(records, "capped")?;
     let pct = 100.0 * capped.cpu_ns as f64 / run.duration_ns.max(1) as f64;
     if pct > 21.0 {
         return Err(format!("capped domain got {pct:.2}% of a CPU, cap 20%"));
@@ -1402,10 +1407,7 @@ fn attacker_no_more_than_fair(records: &[Record]) -> Result<String, String> {
 
 /// The latency domain woke up and ran every period (it made progress among the hogs).
 fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
-    let lat = domains(records)
-        .into_iter()
-        .find(|d| d.group == "lat")
-        .ok_or("no latency domain")?;
+    let lat = in_group(records, "lat")?;
     if lat.wakeups == 0 || lat.work == 0 {
         return Err(format!("the latency domain never woke or ran: {lat:?}"));
     }
@@ -1429,13 +1431,7 @@ fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
 fn rtds_guarantee_holds(records: &[Record]) -> Result<String, String> {
     const PERIOD_NS: u64 = 10_000_000;
     let run = records.run().ok_or("no run record")?;
-    let group = |name: &str| {
-        domains(records)
-            .into_iter()
-            .find(|d| d.group == name)
-            .ok_or(format!("no `{name}` domain"))
-    };
-    let (rt, rtcpu) = (group("rt")?, group("rtcpu")?);
+    let (rt, rtcpu) = (in_group(records, "rt")?, in_group(records, "rtcpu")?);
     let pct = 100.0 * rtcpu.cpu_ns as f64 / run.duration_ns.max(1) as f64;
     if !(10.0..=25.0).contains(&pct) {
         return Err(format!(
@@ -1560,10 +1556,7 @@ fn remaps_seen_at_once(records: &[Record]) -> Result<String, String> {
 fn block_data_intact(records: &[Record]) -> Result<String, String> {
     all_ok_and_progressed(records, &["blkback", "blkseq", "blkrand", "blkverify"])?;
     let run = records.run().ok_or("no run record")?;
-    let back = domains(records)
-        .into_iter()
-        .find(|d| d.group == "blkback")
-        .ok_or("no backend")?;
+    let back = in_group(records, "blkback")?;
     Ok(format!(
         "{} requests served, {} per second",
         back.work,
@@ -1627,10 +1620,7 @@ fn timer_events_arrive(records: &[Record]) -> Result<String, String> {
     let periods = run.duration_ns / 1_000_000;
     let mut notes = Vec::new();
     for group in ["timer", "timer2"] {
-        let d = domains(records)
-            .into_iter()
-            .find(|d| d.group == group)
-            .ok_or(format!("no {group} domain"))?;
+        let d = in_group(records, group)?;
         let expected = periods * u64::from(d.vcpus);
         let events = d.work;
         if events * 2 < expected || events > expected + 4 {
@@ -1647,20 +1637,13 @@ fn timer_events_arrive(records: &[Record]) -> Result<String, String> {
     ))
 }
 
-/// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
-/// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
-/// it got to the end, since `ok` also describes a domain still running), and the bystander
-/// ran on.
 /// `timer-wake.toml` under `selftest=slow-timer-wake`: the latency domain kept waking all
 /// through the measured interval, at least one period in 40 ms (with the fix about one in
 /// 8 ms under TCG; a lost FIRED mark left it asleep for good within its first periods:
 /// 0 periods in the interval, which the runner itself fails with exit 1).
 fn stray_timers_end_their_blocks(records: &[Record]) -> Result<String, String> {
     let run = records.run().ok_or("no run record")?;
-    let lat = domains(records)
-        .into_iter()
-        .find(|d| d.group == "lat")
-        .ok_or("no lat domain")?;
+    let lat = in_group(records, "lat")?;
     let least = run.duration_ns / 40_000_000;
     if lat.work < least.max(1) {
         return Err(format!(
@@ -1679,6 +1662,10 @@ fn stray_timers_end_their_blocks(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
+/// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
+/// it got to the end, since `ok` also describes a domain still running), and the bystander
+/// ran on.
 fn grant_misuse_refused(records: &[Record]) -> Result<String, String> {
     let ds = domains(records);
     for group in ["granter", "grantee"] {
