@@ -111,6 +111,9 @@ pub struct Profile {
     pub set_timer_wrote_measured: Option<Measured>,
     /// How late a sleeper's timer fires, from a run's slice ends ([`Profile::with_wake_late`]).
     pub wake_measured: Option<Measured>,
+    /// The other load on the host during a run, thousandths of a core
+    /// ([`Profile::with_host_load`]).
+    pub host_other_load_milli: Option<u64>,
 }
 
 /// Stalls of a CPU as a whole: spans in which the host does not run the thread that
@@ -577,6 +580,24 @@ impl Profile {
             None => lognormal(self.slice_slack_ns, self.slice_slack_p99_ns, uniform),
         };
         self.timer(t).saturating_add(slack)
+    }
+
+    /// Of a run's timers that fired [`STALL_FROM_NS`] or more late, the share that QEMU's
+    /// main loop held, every CPU's at once, while the CPUs ran on, rather than a CPU whose
+    /// thread waited for a host core (which holds that CPU alone): all of them on a host
+    /// with nothing else to run (under TCG on an idle host, 83% of credit2's late slice ends
+    /// on 2 CPUs ended within 150 µs of one on the other CPU: latency.toml, session 17),
+    /// none on a host that other work kept a core busy for (`host_other_load`, in cores, of
+    /// the run's `exit` record: [`Profile::with_host_load`]), in proportion between. All of
+    /// them when the load is not known.
+    pub fn machine_hold_share(&self) -> f64 {
+        self.host_other_load_milli.map_or(1.0, |m| (1.0 - m as f64 / 1000.0).clamp(0.0, 1.0))
+    }
+
+    /// The profile with a run's other load on the host, thousandths of a core (its `exit`
+    /// record's `host_other_load`), which [`Profile::machine_hold_share`] reads.
+    pub fn with_host_load(&self, milli: Option<u64>) -> Profile {
+        Profile { host_other_load_milli: milli, ..self.clone() }
     }
 
     /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its

@@ -213,6 +213,9 @@ struct RunCosts {
     set_timer_split: (Option<Measured>, Option<Measured>),
     /// How late sleepers' timers woke them (`timer_wake_late`).
     wake_late: Option<Measured>,
+    /// The other load on the host during the run, thousandths of a core (the `exit`
+    /// record's `host_other_load`).
+    host_load: Option<u64>,
 }
 
 impl RunCosts {
@@ -341,6 +344,12 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         switch_split,
         set_timer_split,
         wake_late: kick("timer_wake_late")?,
+        host_load: text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["kind"] == "exit")
+            .and_then(|r| r["host_other_load"].as_f64())
+            .map(|l| (l.max(0.0) * 1000.0).round() as u64),
     })
 }
 
@@ -430,6 +439,7 @@ fn main() -> ExitCode {
             .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
             .with_stalls(m.stalls.clone())
             .with_wake_late(m.wake_late.clone())
+            .with_host_load(m.host_load)
             .with_paths(m.switch.clone(), m.set_timer.clone())
             .with_armed(
                 if args.timer_writes { m.switch_split.clone() } else { (None, None) },
