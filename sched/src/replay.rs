@@ -9,7 +9,9 @@
 //! first wake-up, then at each recorded wake-up it wakes needing that burst's CPU time, and
 //! blocks when it has had it. If a burst is still unfinished when the next recorded wake-up
 //! comes (the policy under test served it more slowly), the next burst's demand is added
-//! and it runs on. Every other vCPU (one that never woke in the trace, a `cpu` hog, or a
+//! and it runs on; but a vCPU of a `latency` domain skips the recorded wake-ups that passed
+//! meanwhile and sleeps until the next one still ahead, as the workload skips the periods
+//! it overran (`sched::sim`, `Kind::Replay`). Every other vCPU (one that never woke in the trace, a `cpu` hog, or a
 //! `yield` domain that never sleeps: its trace has no wake-up but its start) runs the spec's
 //! workload as usual. The spec names the domains (matched to the trace by
 //! name), the policy, the CPUs and the interval. Times are shifted so that the trace's
