@@ -209,20 +209,10 @@ fn a_yield_domain_that_never_sleeps_runs_its_workload() {
     assert!(text.contains("replayed: the arrivals in"), "{text}");
 }
 
-/// A latency domain and a hog on 1 CPU under credit2 without its rate limit (so that it
-/// runs the latency domain as soon as it wakes, whatever the phase) for 200 ms after 20 ms of warm-up, with the given host stalls of the run
-/// ([`Options::host_stalls`]) on top of `costs`: the two domains' records.
-fn with_host_stalls(costs: Profile, host: Option<HostStalls>) -> (Domain, Domain) {
-    let spec = Spec::parse(
-        r#"
-name = "host-stalls"
-duration_ms = 200
-warmup_ms = 20
-[machine]
-cpus = 1
-[sched]
-policy = "credit2"
-ratelimit_us = 0
+/// A spec of `head` (its name, times, machine and policy) with a latency domain `lat`
+/// (every 1 ms, 20 µs) and a `cpu` hog.
+fn lat_beside_hog(head: &str) -> Spec {
+    let domains = r#"
 [[domain]]
 name = "lat"
 workload = "latency"
@@ -232,10 +222,26 @@ run_us = 20
 [[domain]]
 name = "hog"
 workload = "cpu"
+"#;
+    Spec::parse(&format!("{head}{domains}"), "lat-beside-hog.toml").unwrap()
+}
+
+/// A latency domain and a hog on 1 CPU under credit2 without its rate limit (so that it
+/// runs the latency domain as soon as it wakes, whatever the phase) for 200 ms after 20 ms of warm-up, with the given host stalls of the run
+/// ([`Options::host_stalls`]) on top of `costs`: the two domains' records.
+fn with_host_stalls(costs: Profile, host: Option<HostStalls>) -> (Domain, Domain) {
+    let spec = lat_beside_hog(
+        r#"
+name = "host-stalls"
+duration_ms = 200
+warmup_ms = 20
+[machine]
+cpus = 1
+[sched]
+policy = "credit2"
+ratelimit_us = 0
 "#,
-        "host-stalls.toml",
-    )
-    .unwrap();
+    );
     let o = Options { seed: 1, costs, host_stalls: host, ..Options::default() };
     let out = sim::run(&spec, &o).unwrap();
     let find = |name: &str| out.domains.iter().find(|d| d.name == name).unwrap().clone();
@@ -332,7 +338,7 @@ fn a_replay_holds_a_cpus_timers_behind_its_late_slice_end() {
 /// hypervisor, 5 of 5 rounds.)
 #[test]
 fn a_replayed_periodic_domain_skips_the_wake_ups_it_overran() {
-    let spec = Spec::parse(
+    let spec = lat_beside_hog(
         r#"
 name = "overrun"
 duration_ms = 1000
@@ -342,19 +348,8 @@ cpus = 1
 [sched]
 policy = "rr"
 slice_ms = 5
-[[domain]]
-name = "lat"
-workload = "latency"
-[domain.args]
-period_us = 1000
-run_us = 20
-[[domain]]
-name = "hog"
-workload = "cpu"
 "#,
-        "overrun.toml",
-    )
-    .unwrap();
+    );
     let arrivals = (0..1000).map(|k| (k * 1_000_000, 20_000)).collect();
     let replay = Replay {
         vcpus: [(("lat0".to_string(), 0), arrivals)].into_iter().collect(),
