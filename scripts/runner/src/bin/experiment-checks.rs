@@ -2396,12 +2396,18 @@ fn cases() -> Vec<Case> {
     fn latency_on_two<'a>(spec: &'a str, policy: &'a str) -> Vec<&'a str> {
         vec![spec, "--sched", policy, "--cpus", "2", "--seconds", "2"]
     }
+    // Session 17, with the machine's held timers (`sched::sim`, `Sim::hold_timer`): rtds's
+    // p50 on target (10 of 10 rounds replayed offline and 7 of 7 checks on an idle host,
+    // 3 of 3 with a busy loop on one of the two host cores: 21.5-34.8 µs on the hypervisor,
+    // 27.3-32.8 µs simulated), credit's within a bucket (on target in the same 17 idle
+    // rounds, 426-524 µs against 484-520 µs; with the busy loop 2 of 3, once 172 µs on the
+    // hypervisor against 335 µs, a bucket apart).
     for (policy, p50, p99) in [
         ("bvt", target, reported),
-        ("credit", reported, bucket),
+        ("credit", bucket, bucket),
         ("credit2", bucket, reported),
         ("rr", target, target),
-        ("rtds", bucket, reported),
+        ("rtds", target, reported),
         ("stride", target, reported),
     ] {
         with(
