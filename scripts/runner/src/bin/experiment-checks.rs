@@ -2401,9 +2401,11 @@ fn cases() -> Vec<Case> {
     // 3 of 3 with a busy loop on one of the two host cores: 21.5-34.8 µs on the hypervisor,
     // 27.3-32.8 µs simulated), credit's within a bucket (on target in the same 17 idle
     // rounds, 426-524 µs against 484-520 µs; with the busy loop 2 of 3, once 172 µs on the
-    // hypervisor against 335 µs, a bucket apart).
+    // hypervisor against 335 µs, a bucket apart). bvt's p99 within a bucket (on target in
+    // 12 of 13 checks on an idle host, the miss a bucket apart, 23.6 µs against 14.4; 10 of
+    // 10 offline).
     for (policy, p50, p99) in [
-        ("bvt", target, reported),
+        ("bvt", target, bucket),
         ("credit", bucket, bucket),
         ("credit2", bucket, reported),
         ("rr", target, target),
@@ -2463,12 +2465,21 @@ fn cases() -> Vec<Case> {
     // `simvshyp/latency/credit2`'s does: the run's late wake-ups found its hogs past the
     // rate limit, and the replay does not replay the hogs' slices, only the sleeper's.
     // rr's p99 too (10 of 10 on target in session 16, idle host: its latency domain's
-    // longest waits are its turns behind 15 hogs, which the replay plays the same).
+    // longest waits are its turns behind 15 hogs, which the replay plays the same). Since
+    // session 17 (the machine's held timers, and a replayed latency domain skipping the
+    // periods it overran), bvt's and credit's p99 within a bucket: on target in 12 and 12
+    // of 13 checks on an idle host, the misses a bucket apart (47.1 µs against 23.2; 2.2 ms
+    // against 1.1); offline, within a bucket in 9 of 10 rounds (bvt: the miss at 0.48 cores
+    // of other load, 94 µs against 2.5 ms) and 10 of 10 (credit).
     for &policy in &preempting {
         let timed = match policy {
             "credit2" => Timed::SHARES,
             "rr" => Timed {
                 p99: Bound::Target,
+                ..Timed::REPLAY
+            },
+            "bvt" | "credit" => Timed {
+                p99: Bound::Bucket,
                 ..Timed::REPLAY
             },
             _ => Timed::REPLAY,
