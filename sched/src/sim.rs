@@ -779,8 +779,8 @@ impl Sim<'_> {
             let due = self.now + s.max(1);
             let end = self.costs.slice_end(due, &mut || rng.uniform());
             let g = self.cpus[cpu].timer_gen;
-            let t = self.hold_timer(cpu, due, end, g);
-            self.push(t, Ev::Timer(cpu, g));
+            self.hold_timer(cpu, due, end, g);
+            self.push(end, Ev::Timer(cpu, g));
         }
         self.take_kicks(pool, Some(cpu));
         self.ask_tick(cpu);
@@ -953,19 +953,18 @@ impl Sim<'_> {
             until
         } else {
             let rng = &mut self.kick_rng;
-            let at = self.costs.wake_at(until, &mut || rng.uniform());
-            match self.vcpus[v].last_cpu {
-                Some(cpu) => self.hold_timer(cpu, until, at, u64::MAX),
-                None => at,
-            }
+            self.costs.wake_at(until, &mut || rng.uniform())
         };
+        if let Some(cpu) = self.vcpus[v].last_cpu {
+            self.hold_timer(cpu, until, at, u64::MAX);
+        }
         self.push(at, Ev::Wake(v));
     }
 
     /// Cost model: a timer of `cpu` due at `due` drawn from a run's measurements to fire at
     /// `fires`, 256 µs or more later, holds the timers due meanwhile (slice ends, ticks,
-    /// sleepers' timers: they fire when it does), of its CPU or of every CPU; returns
-    /// `fires`. The hypervisor arms one timer per CPU for the earliest of them
+    /// sleepers' timers: they fire when it does), of its CPU or of every CPU. The
+    /// hypervisor arms one timer per CPU for the earliest of them
     /// (kernel/src/schedule/mod.rs, `arm_timer`), and under TCG that timer is what comes
     /// late while IPIs come on time (the trace's `late` marks, README "What the host did, at
     /// its moments"), on every CPU at once: QEMU runs the emulated CPUs' timers from its one
@@ -982,10 +981,10 @@ impl Sim<'_> {
     /// end as it did on the hypervisor; held on its own CPU only, it was taken at once by
     /// the other CPU, whose slice end was not held, and its p99 was 1.0-2.3 ms against
     /// 3.0-4.2 ms on the hypervisor.
-    fn hold_timer(&mut self, cpu: usize, due: u64, fires: u64, generation: u64) -> u64 {
+    fn hold_timer(&mut self, cpu: usize, due: u64, fires: u64, generation: u64) {
         let measured = self.costs.slice_measured.is_some() || self.costs.wake_measured.is_some();
         if !measured || fires.saturating_sub(due) < crate::cost::STALL_FROM_NS {
-            return fires;
+            return;
         }
         let cpus = self.cpu_pool.iter().filter(|p| p.is_some()).count().max(1) as u64;
         let (drawn, seen) = (1 + self.holds_drawn, cpus + self.holds_seen);
@@ -996,7 +995,6 @@ impl Sim<'_> {
             self.holds_seen += 1;
         }
         self.holds.push(Hold { cpu, due, fires, generation, machine, held: vec![cpu] });
-        fires
     }
 
     /// When the hold that holds a timer of `cpu` due at `t` ends (0 if none does), a run's
