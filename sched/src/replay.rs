@@ -288,24 +288,32 @@ impl Replay {
 mod tests {
     use super::*;
 
+    /// A trace in which `lat0.0` runs at 10 µs, wakes at 20 µs and runs again at 21 µs, then
+    /// `more` events (JSON objects, one per line).
+    fn lat0_trace(more: &str) -> String {
+        let head = r#"{"traceEvents":[
+{"name":"thread_name","ph":"M","pid":0,"tid":1000,"args":{"name":"lat0.0"}},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":10.0,"dur":2.0},
+{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":20.0},
+{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":21.0,"dur":3.0},"#;
+        format!("{head}{more}\n]}}")
+    }
+
     /// With the trace's `measure_start` mark, the arrivals move so that the mark falls at
     /// schedsim's `t0`: the hypervisor began measuring 60 µs after the first guest run, the
     /// spec's warm-up is 20 µs, so every arrival moves 40 µs earlier; of those before 0 the
     /// last is the start.
     #[test]
     fn arrivals_align_with_the_measured_interval() {
-        let trace = r#"{"traceEvents":[
-{"name":"thread_name","ph":"M","pid":0,"tid":1000,"args":{"name":"lat0.0"}},
-{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":10.0,"dur":2.0},
-{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":20.0},
-{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":21.0,"dur":3.0},
+        let trace = lat0_trace(
+            r#"
 {"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":45.0},
 {"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":46.0,"dur":4.0},
 {"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":80.0},
 {"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":81.0,"dur":5.0},
-{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":70.0}
-]}"#;
-        let r = Replay::parse(trace, "t.json").unwrap();
+{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":70.0}"#,
+        );
+        let r = Replay::parse(&trace, "t.json").unwrap();
         assert_eq!(r.measured_at, Some(60_000));
         assert_eq!(
             r.arrivals("lat0", 0).unwrap(),
@@ -323,19 +331,16 @@ mod tests {
     /// first guest run, and shift with the measured interval as the arrivals do.
     #[test]
     fn late_marks_are_the_cpus_stalls() {
-        let trace = r#"{"traceEvents":[
-{"name":"thread_name","ph":"M","pid":0,"tid":1000,"args":{"name":"lat0.0"}},
-{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":10.0,"dur":2.0},
-{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":20.0},
-{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":21.0,"dur":3.0},
+        let trace = lat0_trace(
+            r#"
 {"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":30.0,"args":{"late_us":400.0,"of":"kick"}},
 {"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":100.0,"args":{"late_us":500.0,"of":"kick"}},
 {"name":"late","cat":"host","ph":"i","s":"p","pid":0,"tid":0,"ts":100.0,"args":{"late_us":300.0,"of":"kick"}},
 {"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":1000.0,"args":{"late_us":256.0,"of":"kick"}},
 {"name":"late","cat":"host","ph":"i","s":"p","pid":1,"tid":0,"ts":50.0,"args":{"late_us":20.0,"of":"timer"}},
-{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":60.0}
-]}"#;
-        let host = Trace::parse(trace, "t.json").unwrap().host;
+{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":60.0}"#,
+        );
+        let host = Trace::parse(&trace, "t.json").unwrap().host;
         // CPU 1's first two marks overlap: one stall from 20 µs to 590 µs.
         assert_eq!(
             host.stalls,

@@ -93,7 +93,7 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
         vcpu: v.index,
         event,
     };
-    push(now, what, || {
+    push(now, what, |_| {
         v.trace_events.fetch_add(1, Ordering::Relaxed) < EVENTS_PER_VCPU
     });
 }
@@ -105,12 +105,12 @@ pub fn late(of: LateOf, due: u64, now: u64) {
     if ns < LATE_FROM_NS {
         return;
     }
-    push(due, What::Late(ns, of), || true);
+    push(due, What::Late(ns, of), |buffer| buffer.late < LATE_PER_CPU);
 }
 
-/// Appends an event to this CPU's buffer if tracing is on and `quota` (called under the
-/// buffer's lock) grants it room.
-fn push(ts_ns: u64, what: What, quota: impl FnOnce() -> bool) {
+/// Appends an event to this CPU's buffer if tracing is on and `quota` (called with the
+/// buffer, under its lock) grants it room.
+fn push(ts_ns: u64, what: What, quota: impl FnOnce(&Buffer) -> bool) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
@@ -118,11 +118,7 @@ fn push(ts_ns: u64, what: What, quota: impl FnOnce() -> bool) {
         return;
     };
     let mut buffer = buffer.lock();
-    let granted = match what {
-        What::Vcpu { .. } => quota(),
-        What::Late(..) => buffer.late < LATE_PER_CPU,
-    };
-    if !granted {
+    if !quota(&buffer) {
         buffer.over_quota += 1;
         return;
     }

@@ -297,10 +297,10 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         slice_late_bound_ns, slice_late_bucket,
     };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-    let run = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|r| r["kind"] == "run")
+    let records: Vec<serde_json::Value> =
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let of_kind = |kind: &str| records.iter().find(|r| r["kind"] == kind);
+    let run = of_kind("run")
         .ok_or(format!("{path}: no `run` record (a results file of scripts/run is needed)"))?;
     let kick_lower = |upper: u64| {
         kick_late_bucket_of_bound(upper).map(|k| {
@@ -344,10 +344,7 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         switch_split,
         set_timer_split,
         wake_late: kick("timer_wake_late")?,
-        host_load: text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|r| r["kind"] == "exit")
+        host_load: of_kind("exit")
             .and_then(|r| r["host_other_load"].as_f64())
             .map(|l| (l.max(0.0) * 1000.0).round() as u64),
     })
