@@ -14,13 +14,15 @@
 //! it overran (`sched::sim`, `Kind::Replay`). Every other vCPU (one that never woke in the trace, a `cpu` hog, or a
 //! `yield` domain that never sleeps: its trace has no wake-up but its start) runs the spec's
 //! workload as usual. The spec names the domains (matched to the trace by
-//! name), the policy, the CPUs and the interval. Times are shifted so that the trace's
-//! `measure_start` mark (the hypervisor's measured interval, `scripts/runner`'s trace) falls
-//! at the end of the spec's warm-up, where schedsim's interval starts: both engines measure
-//! the same stretch of the run however late Domain0 began measuring (on a loaded host
-//! 300 ms after the warm-up). A vCPU's arrivals before the shifted time 0 are dropped but
-//! the last, which becomes its start. A trace without the mark (an older one) is shifted so
-//! that its first guest run interval is time 0 (domains start together in both).
+//! name), the policy, the CPUs and the interval. schedsim runs on the run's own clock, the
+//! hypervisor's system time: its measured interval starts at the trace's `measure_start`
+//! mark (the hypervisor's measured interval, `scripts/runner`'s trace), so both engines
+//! measure the same stretch of the run however late Domain0 began measuring (on a loaded
+//! host 300 ms after the warm-up), and each wake-up keeps its phase against the policy's
+//! periods (rtds's end at multiples of the period since system time 0: [`clock_start`]).
+//! A run that began measuring before the spec's warm-up ends is moved whole seconds later.
+//! A trace without the mark (an older one) is shifted so that its first guest run
+//! interval is time 0 (domains start together in both).
 //!
 //! The bursts carry what the hypervisor spent around each run (switch, hypercalls): replay
 //! on the ideal machine, or on a profile whose switch and block costs are small beside them.
@@ -48,6 +50,9 @@ pub struct Replay {
     /// When the hypervisor's measured interval began (the trace's `measure_start`), on the
     /// arrivals' clock; `None` for a trace without the mark.
     pub measured_at: Option<u64>,
+    /// The system time (ns since the hypervisor booted) at 0 on the arrivals' clock: the
+    /// trace's first guest run ([`clock_start`]).
+    pub origin: u64,
 }
 
 /// A CPU's stall: `(cpu, start, length)` in ns.
@@ -74,6 +79,28 @@ pub struct HostStalls {
     /// When the hypervisor's measured interval began, on that clock (as
     /// [`Replay::measured_at`]).
     pub measured_at: Option<u64>,
+    /// The system time at 0 on that clock (as [`Replay::origin`]).
+    pub origin: u64,
+}
+
+/// Where schedsim's measured interval starts in a replay of a run (its arrivals, its host's
+/// stalls), given the spec's warm-up (`warmup`, ns): at the run's own `measure_start`, as
+/// the system time the trace gives it (`origin` + `measured_at`), so that schedsim's
+/// clock reads the run's. A policy's clock has a phase: rtds's periods end at multiples
+/// of the period since system time 0 (rt.c's `rt_update_deadline`), and a `latency`
+/// domain wakes at its own start plus whole periods. Under rtds on 2 CPUs (latency.toml)
+/// the latency domain's 500 µs server shared the hogs' 10 ms deadline once in every ten
+/// wake-ups, whenever its wake-up fell in the last 500 µs before one, and waited behind the
+/// hog that arrived first (rt.c's order among equal deadlines): 10% of its wake-ups in 9 of
+/// 10 runs waited 256-512 µs, its p99. Replayed with `measure_start` put at the warm-up's
+/// end, its wake-ups fell at another phase, seldom tied, and the p99 missed.
+/// Later than the warm-up by whole seconds if the run began measuring before it; at the
+/// warm-up's end for a trace without the mark, as before.
+pub fn clock_start(warmup: u64, origin: u64, measured_at: Option<u64>) -> u64 {
+    const SECOND: u64 = 1_000_000_000;
+    let Some(m) = measured_at else { return warmup };
+    let at = origin + m;
+    at + warmup.saturating_sub(at).div_ceil(SECOND) * SECOND
 }
 
 impl HostStalls {
@@ -82,6 +109,11 @@ impl HostStalls {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
         Ok(Trace::parse(&text, path)?.host)
+    }
+
+    /// Where schedsim's measured interval starts for these stalls ([`clock_start`]).
+    pub fn clock_start(&self, warmup: u64) -> u64 {
+        clock_start(warmup, self.origin, self.measured_at)
     }
 
     /// The stalls and the held timers on schedsim's clock, shifted as [`Replay::aligned`]
@@ -214,6 +246,7 @@ impl Trace {
             stalls: from_origin(kicks),
             timers: from_origin(timers),
             measured_at: measured_at.map(|m: u64| m.saturating_sub(origin)),
+            origin,
         };
         Ok(Trace { names, runs, wakes, origin, host })
     }
@@ -230,8 +263,12 @@ impl Replay {
     /// Parses trace JSON (named `file` in errors).
     pub fn parse(text: &str, file: &str) -> Result<Replay, String> {
         let Trace { names, mut runs, wakes, origin, host } = Trace::parse(text, file)?;
-        let mut out =
-            Replay { vcpus: BTreeMap::new(), file: file.into(), measured_at: host.measured_at };
+        let mut out = Replay {
+            vcpus: BTreeMap::new(),
+            file: file.into(),
+            measured_at: host.measured_at,
+            origin,
+        };
         for (tid, mut ws) in wakes {
             let Some(mut rs) = runs.remove(&tid) else { continue };
             let name = names
@@ -262,13 +299,18 @@ impl Replay {
         Ok(out)
     }
 
+    /// Where schedsim's measured interval starts for this replay ([`clock_start`]).
+    pub fn clock_start(&self, warmup: u64) -> u64 {
+        clock_start(warmup, self.origin, self.measured_at)
+    }
+
     /// The arrivals of domain `name`'s vCPU `idx`, if replayed.
     pub fn arrivals(&self, name: &str, idx: u32) -> Option<&Arrivals> {
         self.vcpus.get(&(name.to_string(), idx))
     }
 
     /// The arrivals of domain `name`'s vCPU `idx` on schedsim's clock, whose measured
-    /// interval starts at `t0` (the spec's warm-up): shifted so that the trace's
+    /// interval starts at `t0` ([`Replay::clock_start`]): shifted so that the trace's
     /// `measure_start` falls at `t0`; of those that fall before 0, the last becomes the
     /// start (at 0, with its demand) and the others are dropped.
     pub fn aligned(&self, name: &str, idx: u32, t0: u64) -> Option<Arrivals> {
@@ -315,6 +357,11 @@ mod tests {
         );
         let r = Replay::parse(&trace, "t.json").unwrap();
         assert_eq!(r.measured_at, Some(60_000));
+        // On the run's clock: its measured interval starts 70 µs after boot (its system
+        // time); after a warm-up that ends later, whole seconds later.
+        assert_eq!((r.origin, r.clock_start(50_000)), (10_000, 70_000));
+        assert_eq!(r.clock_start(1_500_000_000), 2_000_070_000);
+        assert_eq!(clock_start(50_000, 10_000, None), 50_000);
         assert_eq!(
             r.arrivals("lat0", 0).unwrap(),
             &vec![(0, 2_000), (10_000, 3_000), (35_000, 4_000), (70_000, 5_000)]

@@ -1408,7 +1408,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         });
     }
     let steps = spec.timeline();
-    let t0 = spec.warmup_ms * 1_000_000;
+    // A replay runs on the run's clock ([`crate::replay::clock_start`]).
+    let warmup = spec.warmup_ms * 1_000_000;
+    let t0 = match (&opts.replay, &opts.host_stalls) {
+        (Some(r), _) => r.clock_start(warmup),
+        (None, Some(h)) => h.clock_start(warmup),
+        (None, None) => warmup,
+    };
     let t1 = t0 + spec.duration_ms * 1_000_000;
     // Parking a capped vCPU, or an rtds vCPU without extra time that spent its budget, is
     // deliberate idling: no work-conservation check then. (A plan carries only the

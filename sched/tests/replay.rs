@@ -270,6 +270,7 @@ fn a_runs_stalls_are_played_where_they_fell() {
         ],
         timers: vec![(0, 105_500_000, 3_200_000)],
         measured_at: Some(5_000_000),
+        origin: 0,
     };
     let (slat, shog) = with_host_stalls(Profile::ideal(), Some(host.clone()));
     let lost = 1.0 - shog.work as f64 / hog.work as f64;
@@ -355,6 +356,7 @@ slice_ms = 5
         vcpus: [(("lat0".to_string(), 0), arrivals)].into_iter().collect(),
         file: "overrun.trace.json".into(),
         measured_at: None,
+        origin: 0,
     };
     let o = Options { seed: 1, replay: Some(replay), ..Options::default() };
     let out = sim::run(&spec, &o).unwrap();
@@ -364,5 +366,64 @@ slice_ms = 5
         "{} bursts run for {} wake-ups",
         lat.work,
         lat.wakeups
+    );
+}
+
+/// A replay runs on the run's clock (`sched::replay::clock_start`). rtds's periods end at
+/// multiples of the period since system time 0, so a latency domain of 500 µs periods
+/// that wakes 700 µs into each millisecond of system time shares the hogs' 10 ms deadline
+/// once in ten wake-ups (the one 300 µs before it) and waits behind the hog queued first
+/// until that deadline passes: on the hypervisor (latency.toml on 2 CPUs) 10% of its
+/// wake-ups in 9 of 10 runs waited 256-512 µs, its p99. The arrivals here fall there on
+/// the run's clock; put at the spec's warm-up instead (measured 100 ms into the trace, the
+/// warm-up 100 ms), they fell on whole milliseconds, never tied, and waited not at all.
+#[test]
+fn a_replay_keeps_the_runs_phase_against_the_policys_periods() {
+    let spec = Spec::parse(
+        r#"
+name = "phase"
+duration_ms = 1000
+warmup_ms = 100
+[machine]
+cpus = 1
+[sched]
+policy = "rtds"
+[[domain]]
+name = "lat"
+workload = "latency"
+[domain.sched]
+period_us = 500
+budget_us = 100
+[domain.args]
+period_us = 1000
+run_us = 20
+[[domain]]
+name = "hog"
+workload = "cpu"
+count = 3
+"#,
+        "phase.toml",
+    )
+    .unwrap();
+    // On the trace's clock, whose 0 (its first guest run) is 300.7 ms of system time.
+    let arrivals = std::iter::once((0, 20_000)).chain((1..1200).map(|k| (k * 1_000_000, 20_000)));
+    let replay = Replay {
+        vcpus: [(("lat0".to_string(), 0), arrivals.collect())].into_iter().collect(),
+        file: "phase.trace.json".into(),
+        measured_at: Some(100_000_000),
+        origin: 300_700_000,
+    };
+    let o = Options { seed: 1, replay: Some(replay), ..Options::default() };
+    let out = sim::run(&spec, &o).unwrap();
+    let lat = out.domains.iter().find(|d| d.name == "lat0").unwrap();
+    // Waits of 256-512 µs: the histogram's bucket [2^18, 2^19) ns.
+    let hist = lat.wake_lat_hist.iter().flatten();
+    let tied: u64 = hist.filter(|b| b.0 == 1 << 19).map(|b| b.1).sum();
+    let share = tied as f64 / lat.wakeups as f64;
+    assert!(
+        (0.08..=0.12).contains(&share) && bucket(lat.wake_lat_p99_ns) == 19,
+        "{tied} of {} wake-ups waited 256-512 µs (p99 {} ns): expected one in ten",
+        lat.wakeups,
+        lat.wake_lat_p99_ns
     );
 }
