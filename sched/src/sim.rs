@@ -64,6 +64,16 @@ pub struct Options {
     /// profile's measured delays should then hold only what is shorter than a stall
     /// ([`crate::cost::Measured::below`]), or the host counts twice.
     pub host_stalls: Option<HostStalls>,
+    /// A run's domains' last timer deadlines (their `domain` records' `timer_deadline_ns`,
+    /// system time), by domain name: a `latency` domain named here wakes at that deadline's
+    /// phase, as it did on the hypervisor ([`Kind::Latency`]'s `phase`), and schedsim's
+    /// clock stands for system time (rtds's periods end at multiples of the period since
+    /// 0; which wake-ups tie a hog's deadline follows from the phase).
+    pub timer_deadlines: BTreeMap<String, u64>,
+    /// When the run being compared began measuring (its `run` record's `start_ns`, system
+    /// time): schedsim's measured interval starts there too, so that its clock reads the
+    /// run's ([`crate::replay::clock_start`]; a replay's trace gives its own).
+    pub run_measured_at: Option<u64>,
 }
 
 /// Invariant violations, by kind.
@@ -1408,12 +1418,13 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         });
     }
     let steps = spec.timeline();
-    // A replay runs on the run's clock ([`crate::replay::clock_start`]).
+    // A replay, or a comparison with a run, runs on the run's clock
+    // ([`crate::replay::clock_start`]).
     let warmup = spec.warmup_ms * 1_000_000;
     let t0 = match (&opts.replay, &opts.host_stalls) {
         (Some(r), _) => r.clock_start(warmup),
         (None, Some(h)) => h.clock_start(warmup),
-        (None, None) => warmup,
+        (None, None) => crate::replay::clock_start(warmup, 0, opts.run_measured_at),
     };
     let t1 = t0 + spec.duration_ms * 1_000_000;
     // Parking a capped vCPU, or an rtds vCPU without extra time that spent its budget, is
@@ -1499,6 +1510,11 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             .map_err(|e| SimError(format!("{}: domain {}: {e}", spec.file, p.name)))?;
         for idx in 0..p.vcpus {
             let mut kind = kind_of(p);
+            if let Kind::Latency { period, ref mut phase, .. } = kind
+                && let Some(&deadline) = opts.timer_deadlines.get(&p.name)
+            {
+                *phase = deadline % period;
+            }
             let arrivals = opts.replay.as_ref().and_then(|r| r.aligned(&p.name, idx, t0));
             // Replayed: the vCPUs that block. A `cpu` domain, or a `yield` one that never
             // sleeps, runs its workload (its trace has no wake-ups to replay but its start,
@@ -1826,6 +1842,7 @@ fn finish(
             exit,
             pool: spec.has_pools().then(|| pool_plans[sim.dom_pool[i]].name.clone()),
             wake_lat_hist: Some(lat_hist(&a.lat)),
+            timer_deadline_ns: None,
         });
     }
     // Fairness over the cpu-bound domains, computed as for every engine.

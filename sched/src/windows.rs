@@ -179,6 +179,7 @@ mod tests {
             exit: Outcome::Ok,
             pool: None,
             wake_lat_hist: None,
+            timer_deadline_ns: None,
         })
     }
 

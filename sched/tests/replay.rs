@@ -379,32 +379,7 @@ slice_ms = 5
 /// warm-up 100 ms), they fell on whole milliseconds, never tied, and waited not at all.
 #[test]
 fn a_replay_keeps_the_runs_phase_against_the_policys_periods() {
-    let spec = Spec::parse(
-        r#"
-name = "phase"
-duration_ms = 1000
-warmup_ms = 100
-[machine]
-cpus = 1
-[sched]
-policy = "rtds"
-[[domain]]
-name = "lat"
-workload = "latency"
-[domain.sched]
-period_us = 500
-budget_us = 100
-[domain.args]
-period_us = 1000
-run_us = 20
-[[domain]]
-name = "hog"
-workload = "cpu"
-count = 3
-"#,
-        "phase.toml",
-    )
-    .unwrap();
+    let spec = common::rtds_phase();
     // On the trace's clock, whose 0 (its first guest run) is 300.7 ms of system time.
     let arrivals = std::iter::once((0, 20_000)).chain((1..1200).map(|k| (k * 1_000_000, 20_000)));
     let replay = Replay {
@@ -416,14 +391,5 @@ count = 3
     let o = Options { seed: 1, replay: Some(replay), ..Options::default() };
     let out = sim::run(&spec, &o).unwrap();
     let lat = out.domains.iter().find(|d| d.name == "lat0").unwrap();
-    // Waits of 256-512 µs: the histogram's bucket [2^18, 2^19) ns.
-    let hist = lat.wake_lat_hist.iter().flatten();
-    let tied: u64 = hist.filter(|b| b.0 == 1 << 19).map(|b| b.1).sum();
-    let share = tied as f64 / lat.wakeups as f64;
-    assert!(
-        (0.08..=0.12).contains(&share) && bucket(lat.wake_lat_p99_ns) == 19,
-        "{tied} of {} wake-ups waited 256-512 µs (p99 {} ns): expected one in ten",
-        lat.wakeups,
-        lat.wake_lat_p99_ns
-    );
+    common::ties_one_wake_up_in_ten(lat);
 }

@@ -203,6 +203,7 @@ pub fn domain(r: &DomainRun<'_>) -> results::Domain {
         wake_lat_hist: Some(results::wake_lat_hist(
             a.wake_lat_hist.iter().map(|&n| u64::from(n)),
         )),
+        timer_deadline_ns: Some(a.timer_deadline_ns).filter(|&t| t != 0),
     }
 }
 
@@ -581,6 +582,7 @@ mod tests {
                 (h[0], h[3]) = (2, work as u32);
                 h
             },
+            timer_deadline_ns: 0,
         }
     }
 

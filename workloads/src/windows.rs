@@ -145,6 +145,7 @@ mod tests {
             migrations: 0,
             frames: 0,
             wake_lat_hist: [0; WAKE_LAT_BUCKETS],
+            timer_deadline_ns: 0,
         }
     }
 

@@ -409,6 +409,13 @@ pub struct DomainInfo {
     /// Every wake-up latency since creation, in log2 buckets ([`wake_lat_bucket`]): the
     /// `domain` record's `wake_lat_hist`.
     pub wake_lat_hist: [u32; WAKE_LAT_BUCKETS],
+    /// The deadline of the last one-shot timer its first vCPU set (`set_timer`, system
+    /// time in ns; 0 if it never set one): a periodic guest's (`latency`) deadlines are its
+    /// start plus whole periods, so this gives their phase against system time, which
+    /// `schedsim --costs-from` gives its latency domain (rtds's periods end at multiples
+    /// of the period since system time 0: the phase decides which wake-ups tie a hog's
+    /// deadline). The `domain` record's `timer_deadline_ns`.
+    pub timer_deadline_ns: u64,
 }
 
 /// Buckets of [`DomainInfo::wake_lat_hist`]: bucket `i` counts latencies below

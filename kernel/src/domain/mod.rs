@@ -184,6 +184,9 @@ pub struct Vcpu {
     pub callback: AtomicU64,
     /// Absolute system time of the one-shot timer (0: none).
     pub timer_deadline: AtomicU64,
+    /// The deadline of the last one-shot timer it set (0: none yet), kept when the timer
+    /// fires: [`DomainInfo::timer_deadline_ns`], the phase of a periodic guest's wake-ups.
+    pub last_timer_deadline: AtomicU64,
     /// Global index, the policy's `VcpuId`.
     pub id: u32,
     /// Index within its domain.
@@ -719,6 +722,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     adopt: core::sync::atomic::AtomicBool::new(false),
                     yielded: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
+                    last_timer_deadline: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),
                     serial: AtomicU64::new(VCPU_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
                     stats: Mutex::new(VcpuStats::default()),
@@ -843,6 +847,10 @@ impl Domain {
             migrations: 0,
             frames: life.space.as_ref().map_or(0, |s| s.frames() as u64),
             wake_lat_hist: [0; abi::control::WAKE_LAT_BUCKETS],
+            timer_deadline_ns: self
+                .vcpus
+                .first()
+                .map_or(0, |v| v.last_timer_deadline.load(Ordering::Relaxed)),
         };
         drop(life);
         // Only histograms that hold samples are merged and read: a snapshot holds the other

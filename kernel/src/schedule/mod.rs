@@ -645,6 +645,9 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     let start = time::now_ns();
     v.timer_deadline.store(deadline_ns, Ordering::Release);
+    if deadline_ns != 0 {
+        v.last_timer_deadline.store(deadline_ns, Ordering::Relaxed);
+    }
     let mut cs = this_state().sched.lock();
     let wrote = if deadline_ns == 0 {
         cs.timers.cancel(v.id);

@@ -216,6 +216,11 @@ struct RunCosts {
     /// The other load on the host during the run, thousandths of a core (the `exit`
     /// record's `host_other_load`).
     host_load: Option<u64>,
+    /// Each domain's last timer deadline, by name (its `domain` record's
+    /// `timer_deadline_ns`): the phase of a `latency` domain's wake-ups ...
+    timer_deadlines: std::collections::BTreeMap<String, u64>,
+    /// ... on the run's clock, from when it began measuring (the `run` record's `start_ns`).
+    measured_at: Option<u64>,
 }
 
 impl RunCosts {
@@ -347,6 +352,14 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
         host_load: of_kind("exit")
             .and_then(|r| r["host_other_load"].as_f64())
             .map(|l| (l.max(0.0) * 1000.0).round() as u64),
+        timer_deadlines: records
+            .iter()
+            .filter(|r| r["kind"] == "domain")
+            .filter_map(|r| {
+                Some((r["name"].as_str()?.to_string(), r["timer_deadline_ns"].as_u64()?))
+            })
+            .collect(),
+        measured_at: run["start_ns"].as_u64(),
     })
 }
 
@@ -495,6 +508,7 @@ fn main() -> ExitCode {
     });
     let name = costs.name.clone();
     let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
+    let from_run = measured.as_ref().filter(|_| args.costs_from.is_some());
     let opts = Options {
         seed: args.seed,
         trace: args.trace.is_some(),
@@ -502,6 +516,9 @@ fn main() -> ExitCode {
         costs,
         replay,
         host_stalls: host_stalls.map(|h| h.1),
+        // The phase of the run's periodic domains, on its clock (`--costs-from`).
+        timer_deadlines: from_run.map(|m| m.timer_deadlines.clone()).unwrap_or_default(),
+        run_measured_at: from_run.and_then(|m| m.measured_at),
     };
     let out = match sim::run(&spec, &opts) {
         Ok(o) => o,

@@ -83,3 +83,23 @@ pub fn latency_domain(sched: &str, period_us: u64, run_us: u64) -> String {
          [domain.args]\nperiod_us = {period_us}\nrun_us = {run_us}\n"
     )
 }
+
+/// `tests/specs/rtds-phase.toml`: a latency domain beside hogs under rtds, whose wake-ups tie
+/// a hog's 10 ms deadline once in ten if they fall in the second half of a millisecond.
+pub fn rtds_phase() -> Spec {
+    Spec::from_file(format!("{}/tests/specs/rtds-phase.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Asserts that one wake-up in ten (8-12%) of `lat` waited 256-512 µs (the histogram's
+/// bucket [2^18, 2^19) ns), its p99 there: the ties of `rtds_phase`.
+pub fn ties_one_wake_up_in_ten(lat: &abi::tool::results::Domain) {
+    let hist = lat.wake_lat_hist.iter().flatten();
+    let tied: u64 = hist.filter(|b| b.0 == 1 << 19).map(|b| b.1).sum();
+    let share = tied as f64 / lat.wakeups as f64;
+    assert!(
+        (0.08..=0.12).contains(&share) && lat.wake_lat_p99_ns >> 18 == 1,
+        "{tied} of {} wake-ups waited 256-512 µs (p99 {} ns): expected one in ten",
+        lat.wakeups,
+        lat.wake_lat_p99_ns
+    );
+}

@@ -554,6 +554,7 @@ fn run() -> Result<bool, String> {
             exit,
             pool: None,
             wake_lat_hist: Some(linux_init::wake_lat_hist(&stats)),
+            timer_deadline_ns: None,
         }));
     }
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -414,6 +414,7 @@ mod tests {
             exit: abi::tool::results::Outcome::Ok,
             pool: None,
             wake_lat_hist: Some(hist),
+            timer_deadline_ns: None,
         })
     }
 

@@ -410,6 +410,7 @@ mod tests {
             exit,
             pool: None,
             wake_lat_hist: None,
+            timer_deadline_ns: None,
         })
     }
 

@@ -395,6 +395,7 @@ mod tests {
             exit,
             pool: None,
             wake_lat_hist: None,
+            timer_deadline_ns: None,
         })
     }
 

@@ -496,6 +496,11 @@ record! {
         /// least half of it, the first everything below 1024 ns), empty buckets left out
         /// ([`wake_lat_hist`]). Over the same span as the percentiles.
         pub wake_lat_hist: Option<Vec<(u64, u64)>>,
+        /// Optional (written by the hypervisor, for a domain that set a timer): the
+        /// deadline of the last one-shot timer its first vCPU set, system time in ns
+        /// (`abi::control::DomainInfo::timer_deadline_ns`): the phase of a periodic
+        /// guest's wake-ups, which `schedsim --costs-from` gives its `latency` domain.
+        pub timer_deadline_ns: Option<u64>,
     }
 }
 
@@ -1018,6 +1023,7 @@ mod tests {
             exit: Outcome::Killed("page fault at 0x0 (rip 0x401000)".into()),
             pool: Some("lat".into()),
             wake_lat_hist: Some(vec![(1024, 3), (4096, 12)]),
+            timer_deadline_ns: None,
         }
     }
 

@@ -1405,11 +1405,26 @@ fn attacker_no_more_than_fair(records: &[Record]) -> Result<String, String> {
     Ok(format!("attacker share {share:.1}%"))
 }
 
-/// The latency domain woke up and ran every period (it made progress among the hogs).
+/// The latency domain woke up and ran every period (it made progress among the hogs), and
+/// its record gives the deadline of the last timer it set (`timer_deadline_ns`, system time:
+/// the phase `schedsim --costs-from` wakes it at), one set in the run: after the measured
+/// interval began and at most 100 ms after it ended (Domain0 reads it just after).
 fn latency_domain_runs(records: &[Record]) -> Result<String, String> {
     let lat = in_group(records, "lat")?;
     if lat.wakeups == 0 || lat.work == 0 {
         return Err(format!("the latency domain never woke or ran: {lat:?}"));
+    }
+    let run = records.run().ok_or("no run record")?;
+    let start = run.start_ns.ok_or("the run record has no start_ns")?;
+    let end = start + run.duration_ns;
+    match lat.timer_deadline_ns {
+        Some(t) if (start..=end + 100_000_000).contains(&t) => {}
+        other => {
+            return Err(format!(
+                "the latency domain's last timer deadline is {other:?}: expected one set in \
+                 the run, from {start} to {end} ns of system time (and at most 100 ms after)"
+            ));
+        }
     }
     Ok(format!(
         "{} wake-ups, p50 {} ns, p99 {} ns, max {} ns",
