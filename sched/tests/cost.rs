@@ -609,6 +609,9 @@ fn a_latency_domain_wakes_at_the_runs_phase() {
             out.to_str().unwrap(),
         ]);
         assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("its measured interval from 650.000 ms of system time"), "{text}");
+        let phase = text.contains("a latency domain's phase from its last timer deadline: lat0");
+        assert_eq!(phase, !deadline.is_empty(), "{text}");
         let text = std::fs::read_to_string(&out).unwrap();
         text.lines()
             .find_map(|l| match serde_json::from_str(l) {

@@ -509,6 +509,27 @@ fn main() -> ExitCode {
     let name = costs.name.clone();
     let replayed = replay.as_ref().map(|r| (r.file.clone(), r.vcpus.len()));
     let from_run = measured.as_ref().filter(|_| args.costs_from.is_some());
+    // What of the run's clock schedsim keeps (`--costs-from`).
+    let clock_note = from_run.map(|m| {
+        let at = m.measured_at.map_or(
+            "its measured interval at the warm-up's end (the run \
+            record has no start_ns)"
+                .to_string(),
+            |t| {
+                format!(
+                    "the run's clock, its measured interval from {:.3} ms of system time",
+                    t as f64 / 1e6
+                )
+            },
+        );
+        let named: Vec<&str> = m.timer_deadlines.keys().map(String::as_str).collect();
+        let phase = if named.is_empty() {
+            "no timer deadlines in the run (a latency domain wakes at schedsim's own phase)".into()
+        } else {
+            format!("a latency domain's phase from its last timer deadline: {}", named.join(", "))
+        };
+        format!("{at}; {phase}")
+    });
     let opts = Options {
         seed: args.seed,
         trace: args.trace.is_some(),
@@ -555,7 +576,7 @@ fn main() -> ExitCode {
     if !ideal {
         println!("cost profile: {name} ({})", profile_path.as_deref().unwrap_or("ideal"));
     }
-    if let Some(note) = &measured_note {
+    for note in [&measured_note, &clock_note].into_iter().flatten() {
         println!("{note}");
     }
     println!("results: {path}");
