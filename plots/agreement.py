@@ -27,12 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import colour, plt, read_jsonl, save
-
-
-def on_target(want: float, got: float) -> bool:
-    """Issue 15's target: within 30%, or in the same log2 bucket ([2^(k-1), 2^k) ns)."""
-    return abs(want - got) <= 0.3 * want or int(want).bit_length() == int(got).bit_length()
+from common import colour, on_target, plt, read_jsonl, save
 
 
 def latency_domain(path: Path) -> tuple[dict, dict] | None:
@@ -75,14 +70,14 @@ def agreement(rows: list[dict]) -> dict:
         for a, b in itertools.permutations(runs, 2):
             for q in ("p50", "p99"):
                 c = out[(policy, "hypervisor")][q]
-                c[0] += on_target(float(a[f"{q}_ns"]), float(b[f"{q}_ns"]))
+                c[0] += on_target(int(a[f"{q}_ns"]), int(b[f"{q}_ns"]))
                 c[1] += 1
     for r in rows:
         if r["source"] == "hypervisor" or r["run"] not in hyp:
             continue
         for q in ("p50", "p99"):
             c = out[(r["policy"], r["source"])][q]
-            c[0] += on_target(float(hyp[r["run"]][f"{q}_ns"]), float(r[f"{q}_ns"]))
+            c[0] += on_target(int(hyp[r["run"]][f"{q}_ns"]), int(r[f"{q}_ns"]))
             c[1] += 1
     return out
 

@@ -56,6 +56,12 @@ def number(v: str):
     return v
 
 
+def on_target(h: int, s: int) -> bool:
+    """Issue 15's latency target for `s` (simulated, or another run) against the
+    hypervisor's `h`, in ns: within 30%, or the same log2 bucket ([2^(k-1), 2^k) ns)."""
+    return abs(s - h) <= 0.3 * h or max(h, 1).bit_length() == max(s, 1).bit_length()
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """The records of a results file (docs/DESIGN.md "Results"); lines that are not JSON skipped."""
     out = []

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import colour, plt, read_csv, read_jsonl, results_path, save
+from common import colour, on_target, plt, read_csv, read_jsonl, results_path, save
 
 
 def load(inputs, engine=None):
@@ -167,11 +167,6 @@ def breadth(args):
          "4 from the left; 2 CPUs solid), the dashed line is the 2-point target; black ticks: "
          f"the ideal machine. Bottom: latency ratio, the band is ±30%. {load}: the latency "
          "carries that load, shares are the robust part.")
-
-
-def on_target(h, s):
-    """Issue 15's latency target: within 30% of the hypervisor's, or the same log2 bucket."""
-    return abs(s - h) <= 0.3 * h or max(h, 1).bit_length() == max(s, 1).bit_length()
 
 
 def registry_order():
