@@ -293,6 +293,10 @@ struct Cpu {
     /// Bumped when `next_tick` changes, so a tick event for an earlier answer is dropped.
     tick_gen: u64,
     timers: BTreeSet<(u64, usize)>,
+    /// Cost model: when the slice end armed last is due, and whether it was decided, as it
+    /// fell due, if a hold takes it ([`Sim::slice_held`]).
+    slice_due: u64,
+    slice_decided: bool,
 }
 
 impl Cpu {
@@ -413,6 +417,13 @@ struct Sim<'a> {
     /// (one per CPU each held: [`Hold::held`]).
     holds_drawn: u64,
     holds_seen: u64,
+    /// Cost model: how many slice ends have fired, and how many of them
+    /// [`crate::cost::STALL_FROM_NS`] or more late ([`Sim::slice_held`]) ...
+    slice_fired: u64,
+    slice_fired_late: u64,
+    /// ... and when the machine's last timer fired (a slice end, a tick, a sleeper's
+    /// timer).
+    last_fire: u64,
 }
 
 /// A replayed vCPU ([`Kind::Replay`]): its recorded arrivals and where it is in them.
@@ -787,9 +798,17 @@ impl Sim<'_> {
         if let Some(s) = d.slice_ns {
             let rng = &mut self.kick_rng;
             let due = self.now + s.max(1);
-            let end = self.costs.slice_end(due, &mut || rng.uniform());
             let g = self.cpus[cpu].timer_gen;
-            self.hold_timer(cpu, due, end, g);
+            self.cpus[cpu].slice_due = due;
+            self.cpus[cpu].slice_decided = false;
+            // Drawn from a run, its hold is decided as it falls due (`Sim::slice_held`).
+            let end = if self.costs.holds_after_fires && self.costs.slice_measured.is_some() {
+                self.costs.slice_end_unheld(due, &mut || rng.uniform())
+            } else {
+                let end = self.costs.slice_end(due, &mut || rng.uniform());
+                self.hold_timer(cpu, due, end, g);
+                end
+            };
             self.push(end, Ev::Timer(cpu, g));
         }
         self.take_kicks(pool, Some(cpu));
@@ -1005,6 +1024,38 @@ impl Sim<'_> {
             self.holds_seen += 1;
         }
         self.holds.push(Hold { cpu, due, fires, generation, machine, held: vec![cpu] });
+    }
+
+    /// Cost model: whether the slice end of `cpu`, falling due now, is held by the host,
+    /// and until when ([`Sim::hold_timer`] then holds the timers due meanwhile with it). A
+    /// slice end drawn from a run is drawn as it falls due, not when armed: held only while
+    /// the machine's late slice ends so far are fewer than the share the run measured
+    /// ([`Profile::slice_late_share`]; those held by another timer's hold count), and only
+    /// if the machine's previous timer fired less than [`crate::cost::HOLD_AFTER_NS`]
+    /// before it was due: under TCG on an idle host a timer due in quiet is seldom held.
+    /// A hold that is its CPU's alone (a CPU thread waiting for a host core on a loaded
+    /// host, [`Profile::machine_hold_share`]) falls anywhere. Drawn when armed and each on
+    /// its own, the holds fell evenly across the latency domain's millisecond, and credit2's
+    /// latency domain, waiting out the rate limit of a hog switched in when it last
+    /// blocked, found that hog's slice end held 2-3 times as often as on the hypervisor:
+    /// p99 1.8-3.4 ms against 0.98-1.02 ms in ten 6 s runs of latency.toml on 2 CPUs
+    /// (docs/simvshyp.md, "Session 19").
+    fn slice_held(&mut self, cpu: usize) -> Option<u64> {
+        let c = &mut self.cpus[cpu];
+        let drawn = self.costs.holds_after_fires && self.costs.slice_measured.is_some();
+        if !drawn || std::mem::replace(&mut c.slice_decided, true) {
+            return None;
+        }
+        let due = c.slice_due;
+        let owed = self.costs.slice_late_share() * (self.slice_fired + 1) as f64
+            - self.slice_fired_late as f64;
+        let recent = due.saturating_sub(self.last_fire) < crate::cost::HOLD_AFTER_NS;
+        let anywhere = self.hold_rng.uniform() >= self.costs.machine_hold_share();
+        if owed <= 0.0 || !(recent || anywhere) {
+            return None;
+        }
+        let rng = &mut self.kick_rng;
+        Some(due + self.costs.slice_hold_ns(&mut || rng.uniform())?)
     }
 
     /// When the hold that holds a timer of `cpu` due at `t` ends (0 if none does), a run's
@@ -1473,6 +1524,8 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 next_tick: None,
                 tick_gen: 0,
                 timers: BTreeSet::new(),
+                slice_due: 0,
+                slice_decided: false,
             })
             .collect(),
         acc: plan.iter().map(|_| Acc::default()).collect(),
@@ -1498,6 +1551,9 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         holds: Vec::new(),
         holds_drawn: 0,
         holds_seen: 0,
+        slice_fired: 0,
+        slice_fired_late: 0,
+        last_fire: 0,
     };
     for (i, p) in plan.iter().enumerate() {
         if hostile(p) {
@@ -1648,6 +1704,17 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
         match ev {
             Ev::Timer(c, g) => {
                 if sim.cpus[c].timer_gen == g {
+                    if let Some(until) = sim.slice_held(c) {
+                        let due = sim.cpus[c].slice_due;
+                        sim.hold_timer(c, due, until, g);
+                        sim.push(until, ev);
+                        continue;
+                    }
+                    sim.slice_fired += 1;
+                    if t - sim.cpus[c].slice_due >= crate::cost::STALL_FROM_NS {
+                        sim.slice_fired_late += 1;
+                    }
+                    sim.last_fire = t;
                     sim.timer_fired(c, true);
                     sim.schedule(c);
                 }
@@ -1669,6 +1736,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 }
                 // Asked afresh: an answer equal to the one just served is a new tick.
                 sim.cpus[c].next_tick = None;
+                sim.last_fire = t;
                 sim.ask_tick(c);
                 sim.timer_fired(c, resched);
             }
@@ -1692,6 +1760,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
             Ev::Wake(v) => {
                 // Its timer fires on the CPU it was set on: the interrupt leaves re-arming
                 // to the reschedule when the wake-up kicks that CPU.
+                sim.last_fire = t;
                 let timer = sim.vcpus[v].timer_on.take();
                 if let Some((c, at)) = timer {
                     sim.cpus[c].timers.remove(&(at, v));

@@ -28,6 +28,11 @@
 //! `sched::cost::Profile::with_armed`; not the default, as the rule here puts writes at
 //! far fewer of the hogs' switches than the hypervisor counts, sched/README.md); a
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
+//! With `--holds-after-fires` a slice end is held by the host (drawn from the run's
+//! lateness of 256 µs or more) only if it falls due within 200 µs of the machine's previous
+//! timer, as TCG holds them on an idle host (`sched::cost::HOLD_AFTER_NS`): not the
+//! default, as a run of session 16 whose holds fell anywhere replays worse with it
+//! (docs/simvshyp.md, "Session 19").
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays what the
@@ -61,7 +66,8 @@ use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
-                [--profile FILE|ideal] [--costs-from RESULTS.jsonl [--timer-writes]]
+                [--profile FILE|ideal]
+                [--costs-from RESULTS.jsonl [--timer-writes] [--holds-after-fires]]
                 [--slice-late-from RESULTS.jsonl]
                 [--replay TRACE.json] [--stalls-from TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
@@ -107,6 +113,7 @@ struct Args {
     costs_from: Option<String>,
     stalls_from: Option<String>,
     timer_writes: bool,
+    holds_after_fires: bool,
     over: Overrides,
 }
 
@@ -124,6 +131,7 @@ fn parse_args() -> Result<Args, String> {
         costs_from: None,
         stalls_from: None,
         timer_writes: false,
+        holds_after_fires: false,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -150,6 +158,7 @@ fn parse_args() -> Result<Args, String> {
                 a.stalls_from = Some(it.next().ok_or("--stalls-from needs a trace file")?)
             }
             "--timer-writes" => a.timer_writes = true,
+            "--holds-after-fires" => a.holds_after_fires = true,
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
             "--domains" => a.over.domains = Some(num("--domains", it.next())?),
@@ -185,6 +194,11 @@ fn parse_args() -> Result<Args, String> {
     if a.stalls_from.is_some() && a.costs_from.is_none() {
         return Err("--stalls-from plays a run's stalls beside the rest of its costs: give \
                     --costs-from RESULTS.jsonl (the same run's) too"
+            .into());
+    }
+    if a.holds_after_fires && a.costs_from.is_none() {
+        return Err("--holds-after-fires places the held slice ends of --costs-from \
+                    RESULTS.jsonl: give that too"
             .into());
     }
     if a.timer_writes && a.costs_from.is_none() {
@@ -454,7 +468,8 @@ fn main() -> ExitCode {
             .with_armed(
                 if args.timer_writes { m.switch_split.clone() } else { (None, None) },
                 if args.timer_writes { m.set_timer_split.clone() } else { (None, None) },
-            ),
+            )
+            .with_holds_after_fires(args.holds_after_fires),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     if args.check {
