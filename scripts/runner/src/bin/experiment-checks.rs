@@ -72,6 +72,9 @@ struct Timed {
     kicks: bool,
     /// Whether the shares are asserted within the case's points (else reported).
     shares: bool,
+    /// Whether schedsim holds the run's late slice ends only just after another timer
+    /// fired (`schedsim --holds-after-fires`), as TCG holds them on a quiet host.
+    after_fires: bool,
 }
 
 impl Timed {
@@ -81,16 +84,18 @@ impl Timed {
         p99: Bound::Reported,
         kicks: false,
         shares: true,
+        after_fires: false,
     };
     /// A run replayed under its own policy (`schedsim --replay`, with the run's costs):
     /// shares and the latency domain's median asserted on target, its p99 reported (the
-    /// host's stalls of milliseconds, which a replay draws at random: see
-    /// `replay/latency/*`).
+    /// host's stalls of milliseconds, which a replay draws at random; `replay/latency/*`
+    /// assert it where it held).
     const REPLAY: Timed = Timed {
         p50: Bound::Target,
         p99: Bound::Reported,
         kicks: false,
         shares: true,
+        after_fires: false,
     };
 }
 
@@ -270,6 +275,7 @@ fn matches_calibrated(
                 .into_iter()
                 .flatten(),
         )
+        .args(timed.after_fires.then_some("--holds-after-fires"))
         .arg("--profile")
         .arg(&profile)
         .arg("--out")
@@ -2406,10 +2412,10 @@ fn cases() -> Vec<Case> {
     // loads 4.5-9 (5.2-6.0% simulated against 2.0-3.6%) until a set_timer was paid inside
     // the sleeper's run, where bvt charges it; 6 of 6 since (README).
     let (target, bucket, reported) = (Bound::Target, Bound::Bucket, Bound::Reported);
-    // latency.toml on 2 CPUs for 2 s under `policy`.
+    // latency.toml on 2 CPUs for 6 s under `policy`.
     let latency = spec("latency");
     fn latency_on_two<'a>(spec: &'a str, policy: &'a str) -> Vec<&'a str> {
-        vec![spec, "--sched", policy, "--cpus", "2", "--seconds", "2"]
+        vec![spec, "--sched", policy, "--cpus", "2", "--seconds", "6"]
     }
     // Session 17, with the machine's held timers (`sched::sim`, `Sim::hold_timer`): rtds's
     // p50 on target (10 of 10 rounds replayed offline and 7 of 7 checks on an idle host,
@@ -2419,13 +2425,24 @@ fn cases() -> Vec<Case> {
     // hypervisor against 335 µs, a bucket apart). bvt's p99 within a bucket (on target in
     // 12 of 13 checks on an idle host, the miss a bucket apart, 23.6 µs against 14.4; 10 of
     // 10 offline).
+    // Session 19, the runs 6 s long (a 2 s run's p99 is its latency domain's nineteenth-
+    // longest wait, a 6 s run's its fifty-fifth): in 10 runs per policy on an idle host,
+    // each simulated with four seeds, and 19 rounds of these checks, the p99 on target in
+    // 59 of 59 under bvt, credit and stride, 59 of 61 under rtds (the misses within a
+    // bucket); credit's p50 in 59 of 59. Asserted within a bucket (on target where it
+    // held with a margin, rr's, is asserted so): in a twentieth round credit's p99 came 31%
+    // apart, 2.10 ms on the hypervisor against 2.74 ms. credit2's p99 missed in all
+    // (0.98-1.9 ms on the hypervisor, 1.8-3.4 ms simulated) until simulated with
+    // `--holds-after-fires` (`Timed::after_fires`): on target in 40 of 40 offline and 11 of
+    // 12 rounds (the miss 1.36 ms against 1.02, a bucket apart); within a bucket asserted,
+    // as the flag is fitted to a quiet host's holds (docs/simvshyp.md, "Session 19").
     for (policy, p50, p99) in [
         ("bvt", target, bucket),
         ("credit", bucket, bucket),
-        ("credit2", bucket, reported),
+        ("credit2", bucket, bucket),
         ("rr", target, target),
-        ("rtds", target, reported),
-        ("stride", target, reported),
+        ("rtds", target, bucket),
+        ("stride", target, bucket),
     ] {
         with(
             format!("simvshyp/latency/{policy}"),
@@ -2438,6 +2455,7 @@ fn cases() -> Vec<Case> {
                     p99,
                     kicks: policy != "rr",
                     shares: true,
+                    after_fires: policy == "credit2",
                 },
             ),
         );
@@ -2464,6 +2482,7 @@ fn cases() -> Vec<Case> {
                     p99: reported,
                     kicks: true,
                     shares: false,
+                    after_fires: false,
                 },
             ),
         );
@@ -2490,22 +2509,27 @@ fn cases() -> Vec<Case> {
     // credit2's median within a bucket, as `simvshyp/latency/credit2`'s (and as sensitive
     // to other load on the host): on target in 25 of 25 checks on an idle host (280-410 µs
     // replayed against 330-525 µs), 72 of 80 offline (the misses in the rounds at 0.7-1.06
-    // cores of other load).
+    // cores of other load). Since session 19, on runs of 6 s: rtds's and stride's p99
+    // within a bucket too (on target in 18 and 19 of 21 rounds, the misses a bucket apart;
+    // bvt's and credit's on target in 21 of 21); credit2's replayed with
+    // `--holds-after-fires`, its p99 reported (1.2-2.1 ms against 0.98-1.02 ms in 12
+    // rounds; 2.0-2.9 ms without the flag), its p50 on target in 12 of 12 (338-375 µs
+    // against 393-508 µs).
     for &policy in &preempting {
         let timed = match policy {
             "credit2" => Timed {
                 p50: Bound::Bucket,
+                after_fires: true,
                 ..Timed::SHARES
             },
             "rr" => Timed {
                 p99: Bound::Target,
                 ..Timed::REPLAY
             },
-            "bvt" | "credit" => Timed {
+            _ => Timed {
                 p99: Bound::Bucket,
                 ..Timed::REPLAY
             },
-            _ => Timed::REPLAY,
         };
         with(
             format!("replay/latency/{policy}"),
