@@ -607,8 +607,7 @@ impl Profile {
     /// a run's).
     pub fn slice_late_share(&self) -> f64 {
         self.slice_measured.as_ref().map_or(0.0, |m| {
-            m.count().saturating_sub(m.below(STALL_FROM_NS).map_or(0, |b| b.count())) as f64
-                / m.count() as f64
+            m.at_least(STALL_FROM_NS).map_or(0, |l| l.count()) as f64 / m.count() as f64
         })
     }
 
@@ -651,6 +650,12 @@ impl Profile {
     /// `crate::sim`'s `Sim::slice_held`), if `on`.
     pub fn with_holds_after_fires(&self, on: bool) -> Profile {
         Profile { holds_after_fires: on, ..self.clone() }
+    }
+
+    /// Whether a slice end's hold is decided as it falls due ([`HOLD_AFTER_NS`]): asked
+    /// for, and a run's slice lateness to draw it from.
+    pub fn holds_slices_when_due(&self) -> bool {
+        self.holds_after_fires && self.slice_measured.is_some()
     }
 
     /// The cost of switching to a vCPU: `same_domain` if the CPU's previous vCPU was of its

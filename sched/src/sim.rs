@@ -293,10 +293,8 @@ struct Cpu {
     /// Bumped when `next_tick` changes, so a tick event for an earlier answer is dropped.
     tick_gen: u64,
     timers: BTreeSet<(u64, usize)>,
-    /// Cost model: when the slice end armed last is due, and whether it was decided, as it
-    /// fell due, if a hold takes it ([`Sim::slice_held`]).
+    /// Cost model: when the slice end armed last is due ([`Sim::slice_held`]).
     slice_due: u64,
-    slice_decided: bool,
 }
 
 impl Cpu {
@@ -800,9 +798,8 @@ impl Sim<'_> {
             let due = self.now + s.max(1);
             let g = self.cpus[cpu].timer_gen;
             self.cpus[cpu].slice_due = due;
-            self.cpus[cpu].slice_decided = false;
             // Drawn from a run, its hold is decided as it falls due (`Sim::slice_held`).
-            let end = if self.costs.holds_after_fires && self.costs.slice_measured.is_some() {
+            let end = if self.costs.holds_slices_when_due() {
                 self.costs.slice_end_unheld(due, &mut || rng.uniform())
             } else {
                 let end = self.costs.slice_end(due, &mut || rng.uniform());
@@ -1039,14 +1036,15 @@ impl Sim<'_> {
     /// latency domain, waiting out the rate limit of a hog switched in when it last
     /// blocked, found that hog's slice end held 2-3 times as often as on the hypervisor:
     /// p99 1.8-3.4 ms against 0.98-1.02 ms in ten 6 s runs of latency.toml on 2 CPUs
-    /// (docs/simvshyp.md, "Session 19").
+    /// (docs/simvshyp.md, "Session 19"). A slice end already that late (held by another
+    /// timer's hold, or this one's come back) is not held again.
     fn slice_held(&mut self, cpu: usize) -> Option<u64> {
-        let c = &mut self.cpus[cpu];
-        let drawn = self.costs.holds_after_fires && self.costs.slice_measured.is_some();
-        if !drawn || std::mem::replace(&mut c.slice_decided, true) {
+        let due = self.cpus[cpu].slice_due;
+        if !self.costs.holds_slices_when_due()
+            || self.now >= due.saturating_add(crate::cost::STALL_FROM_NS)
+        {
             return None;
         }
-        let due = c.slice_due;
         let owed = self.costs.slice_late_share() * (self.slice_fired + 1) as f64
             - self.slice_fired_late as f64;
         let recent = due.saturating_sub(self.last_fire) < crate::cost::HOLD_AFTER_NS;
@@ -1525,7 +1523,6 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                 tick_gen: 0,
                 timers: BTreeSet::new(),
                 slice_due: 0,
-                slice_decided: false,
             })
             .collect(),
         acc: plan.iter().map(|_| Acc::default()).collect(),

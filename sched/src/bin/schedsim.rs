@@ -30,9 +30,9 @@
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
 //! With `--holds-after-fires` a slice end is held by the host (drawn from the run's
 //! lateness of 256 µs or more) only if it falls due within 200 µs of the machine's previous
-//! timer, as TCG holds them on an idle host (`sched::cost::HOLD_AFTER_NS`): not the
-//! default, as a run of session 16 whose holds fell anywhere replays worse with it
-//! (docs/simvshyp.md, "Session 19").
+//! timer, as TCG holds them on an idle host (`sched::cost::HOLD_AFTER_NS`): not yet the
+//! default, fitted to one quiet host's trace and checked on one spec (docs/simvshyp.md,
+//! "Session 19").
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays what the
