@@ -14,6 +14,8 @@ CPU count, one parameter). Standard library only (Python 3.11: tomllib).
                        [--slice-late-from DIR]  (and each point's slice lateness from the
                                                  hypervisor run of a sweep in DIR)
                        [--costs-from DIR]  (or its kick and slice lateness and CPU stalls)
+                       [--holds-anywhere]  (with --costs-from: schedsim
+                                            --holds-anywhere)
                        [--trace]  (each run's trace beside its results: POINT.trace.json)
                        [--replay-from DIR]  (schedsim replays each point's trace from the
                                              sweep in DIR: schedsim --replay)
@@ -385,12 +387,13 @@ LINUX_WORKLOADS = {"cpu", "latency", "yield", "io", "switch", "ping", "blk", "ne
 
 def engine_command(engine: str, spec_path: Path, out: Path, profile=None,
                    slice_late=None, costs_flag="--slice-late-from", trace=None,
-                   replay=None) -> list[str]:
+                   replay=None, holds_anywhere=False) -> list[str]:
     extra = ["--trace", str(trace)] if trace else []
     if engine == "schedsim":
         extra += ["--profile", str(profile)] if profile else []
         extra += [costs_flag, str(slice_late)] if slice_late else []
         extra += ["--replay", str(replay)] if replay else []
+        extra += ["--holds-anywhere"] if holds_anywhere else []
         return [str(schedsim_binary()), str(spec_path), "--out", str(out)] + extra
     # domino, or linux: the same spec on Linux (its own scheduler, whatever the policy).
     return [str(ROOT / "scripts" / "run"), str(spec_path), "--engine", engine, "--accel", "tcg",
@@ -532,6 +535,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--costs-from", metavar="DIR",
                     help="as --slice-late-from, for everything schedsim takes from a run "
                     "(schedsim --costs-from: kick and slice lateness, CPU stalls)")
+    ap.add_argument("--holds-anywhere", action="store_true",
+                    help="with --costs-from: each of the run's late slice ends held wherever "
+                    "it falls, not only just after another timer fired (schedsim "
+                    "--holds-anywhere)")
     ap.add_argument("--trace", action="store_true",
                     help="write each run's trace beside its results (ENGINE/POINT.trace.json; "
                     "not for linux)")
@@ -557,6 +564,10 @@ def main(argv: list[str]) -> int:
         return 2
     if args.costs_from and args.slice_late_from:
         print("scripts/sweep: give --costs-from or --slice-late-from, not both", file=sys.stderr)
+        return 2
+    if args.holds_anywhere and not args.costs_from:
+        print("scripts/sweep: --holds-anywhere needs --costs-from DIR (the run whose "
+              "slice ends it holds)", file=sys.stderr)
         return 2
     costs_flag = "--costs-from" if args.costs_from else "--slice-late-from"
     costs_dir = args.costs_from or args.slice_late_from
@@ -632,7 +643,8 @@ def main(argv: list[str]) -> int:
                           f"{display(replay_dir)}; it runs its workloads", file=sys.stderr)
             command = engine_command(engine, spec_path, res_path,
                                      Path(args.profile).resolve() if args.profile else None,
-                                     late, costs_flag, trace, replay)
+                                     late, costs_flag, trace, replay,
+                                     args.holds_anywhere)
             proc = subprocess.run(command, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             wall = time.monotonic() - t0

@@ -646,8 +646,8 @@ impl Profile {
     }
 
     /// The profile with a run's slice ends held only where TCG holds them on an idle host,
-    /// just after another timer fired (`schedsim --holds-after-fires`; [`HOLD_AFTER_NS`],
-    /// `crate::sim`'s `Sim::slice_held`), if `on`.
+    /// just after another timer fired ([`HOLD_AFTER_NS`], `crate::sim`'s `Sim::slice_held`),
+    /// if `on`: what `schedsim --costs-from` does unless given `--holds-anywhere`.
     pub fn with_holds_after_fires(&self, on: bool) -> Profile {
         Profile { holds_after_fires: on, ..self.clone() }
     }

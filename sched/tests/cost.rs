@@ -607,35 +607,40 @@ fn a_latency_domain_wakes_at_the_runs_phase() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--holds-after-fires` holds a slice end only where TCG held them on a quiet host: due
-/// within `HOLD_AFTER_NS` (200 µs) of the machine's previous timer. The fixture is a 6 s
-/// run of latency.toml under credit2 on 2 CPUs (session 19, idle host) whose latency
-/// domain's p99, 983 µs, is the 1 ms rate limit it waits out behind a hog just switched in:
-/// fewer than 1% of its wake-ups found that hog's slice end held. Drawn when armed and
-/// each on its own, the run's 2.7% of late slice ends fall evenly, and 1.2-1.9% of the
-/// simulated wake-ups wait out a hold: p99 2.3-2.8 ms (two log2 buckets up). Placed after
-/// another timer, the holds fall at the latency domain's own wake-ups and the slice ends
-/// just after, where that run's did, and its p99 is the run's, at the knee.
+/// With a run's costs a slice end is held only where TCG held them on a quiet host: due
+/// within `HOLD_AFTER_NS` (200 µs) of the machine's previous timer (the default since
+/// session 20, `--holds-after-fires`). The fixture is a 6 s run of latency.toml under
+/// credit2 on 2 CPUs (session 19, idle host) whose latency domain's p99, 983 µs, is the 1
+/// ms rate limit it waits out behind a hog just switched in: fewer than 1% of its wake-ups
+/// found that hog's slice end held. Drawn when armed and each on its own
+/// (`--holds-anywhere`), the run's 2.7% of late slice ends fall evenly, and 1.2-1.9% of
+/// the simulated wake-ups wait out a hold: p99 2.3-2.8 ms (two log2 buckets up). Placed
+/// after another timer, the holds fall at the latency domain's own wake-ups and the slice
+/// ends just after, where that run's did, and its p99 is the run's, at the knee. Either
+/// flag without `--costs-from`, or both, is exit 2.
 #[test]
 fn held_slice_ends_follow_the_machines_timers() {
     let dir = common::scratch_dir("holds-after-fires");
     let root = env!("CARGO_MANIFEST_DIR");
     let fixture = format!("{root}/tests/fixtures/hyp-latency-credit2-quiet.jsonl");
-    let p99 = |after_fires: bool, seed: &str| -> u64 {
-        let out = dir.join(format!("out-{after_fires}-{seed}.jsonl"));
-        let flags: &[&str] = if after_fires { &["--holds-after-fires"] } else { &[] };
+    let p99 = |flags: &[&str], seed: &str| -> u64 {
+        let out = dir.join(format!("out-{}-{seed}.jsonl", flags.len()));
         credit2_latency_from(Path::new(&fixture), seed, flags, &out).wake_lat_p99_ns
     };
-    let alone = Command::new(env!("CARGO_BIN_EXE_schedsim"))
-        .arg(format!("{root}/../scripts/experiments/latency.toml"))
-        .arg("--holds-after-fires")
-        .output()
-        .unwrap();
-    assert_eq!(alone.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&alone.stderr).contains("--holds-after-fires places"));
+    let spec = format!("{root}/../scripts/experiments/latency.toml");
+    for (flags, says) in [
+        (&["--holds-after-fires"][..], "--holds-after-fires places"),
+        (&["--holds-anywhere"][..], "--holds-anywhere places"),
+        (&["--holds-anywhere", "--holds-after-fires", "--costs-from", &fixture][..], "give one"),
+    ] {
+        let bad = Command::new(env!("CARGO_BIN_EXE_schedsim")).arg(&spec).args(flags).output();
+        let bad = bad.unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{flags:?}");
+        assert!(String::from_utf8_lossy(&bad.stderr).contains(says), "{flags:?}");
+    }
     let run = 983_039.0;
     for seed in ["1", "2"] {
-        let (placed, drawn) = (p99(true, seed) as f64, p99(false, seed) as f64);
+        let (placed, drawn) = (p99(&[], seed) as f64, p99(&["--holds-anywhere"], seed) as f64);
         assert!((placed - run).abs() <= 0.3 * run, "seed {seed}: p99 {placed} ns against {run}");
         assert!(drawn > 2.0 * run, "seed {seed}: drawn when armed, p99 {drawn} ns");
     }

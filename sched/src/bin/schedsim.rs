@@ -28,11 +28,11 @@
 //! `sched::cost::Profile::with_armed`; not the default, as the rule here puts writes at
 //! far fewer of the hogs' switches than the hypervisor counts, sched/README.md); a
 //! kind the run recorded none of keeps the profile's. The host's load during that run, for comparing with it.
-//! With `--holds-after-fires` a slice end is held by the host (drawn from the run's
-//! lateness of 256 µs or more) only if it falls due within 200 µs of the machine's previous
-//! timer, as TCG holds them on an idle host (`sched::cost::HOLD_AFTER_NS`): not yet the
-//! default, fitted to one quiet host's trace and checked on one spec (docs/simvshyp.md,
-//! "Session 19").
+//! A slice end is held by the host (drawn from the run's lateness of 256 µs or more) only if
+//! it falls due within 200 µs of the machine's previous timer, as TCG holds them on an idle
+//! host (`sched::cost::HOLD_AFTER_NS`; `--holds-after-fires`, the default since session 20:
+//! docs/simvshyp.md, "Session 20"); `--holds-anywhere` draws each slice end's hold on its
+//! own as it is armed, wherever it falls, as before.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays what the
@@ -67,7 +67,8 @@ use sched::spec::{Overrides, Spec};
 
 const USAGE: &str = "usage: schedsim SPEC.toml [--out FILE] [--trace FILE] [--seed N] [--check]
                 [--profile FILE|ideal]
-                [--costs-from RESULTS.jsonl [--timer-writes] [--holds-after-fires]]
+                [--costs-from RESULTS.jsonl [--timer-writes]
+                               [--holds-after-fires|--holds-anywhere]]
                 [--slice-late-from RESULTS.jsonl]
                 [--replay TRACE.json] [--stalls-from TRACE.json]
                 [--sched P] [--cpus N] [--domains N] [--workload W] [--seconds S]
@@ -113,7 +114,8 @@ struct Args {
     costs_from: Option<String>,
     stalls_from: Option<String>,
     timer_writes: bool,
-    holds_after_fires: bool,
+    /// `--holds-anywhere` (true) or `--holds-after-fires` (false, the default), if given.
+    holds_anywhere: Option<bool>,
     over: Overrides,
 }
 
@@ -131,7 +133,7 @@ fn parse_args() -> Result<Args, String> {
         costs_from: None,
         stalls_from: None,
         timer_writes: false,
-        holds_after_fires: false,
+        holds_anywhere: None,
         over: Overrides::default(),
     };
     let num = |flag: &str, v: Option<String>| -> Result<u64, String> {
@@ -158,7 +160,15 @@ fn parse_args() -> Result<Args, String> {
                 a.stalls_from = Some(it.next().ok_or("--stalls-from needs a trace file")?)
             }
             "--timer-writes" => a.timer_writes = true,
-            "--holds-after-fires" => a.holds_after_fires = true,
+            "--holds-after-fires" | "--holds-anywhere" => {
+                let anywhere = arg == "--holds-anywhere";
+                if a.holds_anywhere.is_some_and(|h| h != anywhere) {
+                    return Err("--holds-after-fires and --holds-anywhere: give one (the \
+                                first is the default)"
+                        .into());
+                }
+                a.holds_anywhere = Some(anywhere);
+            }
             "--sched" => a.over.sched = Some(it.next().ok_or("--sched needs a policy name")?),
             "--cpus" => a.over.cpus = Some(num("--cpus", it.next())?),
             "--domains" => a.over.domains = Some(num("--domains", it.next())?),
@@ -196,10 +206,11 @@ fn parse_args() -> Result<Args, String> {
                     --costs-from RESULTS.jsonl (the same run's) too"
             .into());
     }
-    if a.holds_after_fires && a.costs_from.is_none() {
-        return Err("--holds-after-fires places the held slice ends of --costs-from \
-                    RESULTS.jsonl: give that too"
-            .into());
+    if let (Some(anywhere), None) = (a.holds_anywhere, &a.costs_from) {
+        let flag = if anywhere { "--holds-anywhere" } else { "--holds-after-fires" };
+        return Err(format!(
+            "{flag} places the held slice ends of --costs-from RESULTS.jsonl: give that too"
+        ));
     }
     if a.timer_writes && a.costs_from.is_none() {
         return Err(
@@ -469,7 +480,7 @@ fn main() -> ExitCode {
                 if args.timer_writes { m.switch_split.clone() } else { (None, None) },
                 if args.timer_writes { m.set_timer_split.clone() } else { (None, None) },
             )
-            .with_holds_after_fires(args.holds_after_fires),
+            .with_holds_after_fires(args.holds_anywhere != Some(true)),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     if args.check {

@@ -72,9 +72,6 @@ struct Timed {
     kicks: bool,
     /// Whether the shares are asserted within the case's points (else reported).
     shares: bool,
-    /// Whether schedsim holds the run's late slice ends only just after another timer
-    /// fired (`schedsim --holds-after-fires`), as TCG holds them on a quiet host.
-    after_fires: bool,
 }
 
 impl Timed {
@@ -84,7 +81,6 @@ impl Timed {
         p99: Bound::Reported,
         kicks: false,
         shares: true,
-        after_fires: false,
     };
     /// A run replayed under its own policy (`schedsim --replay`, with the run's costs):
     /// shares and the latency domain's median asserted on target, its p99 reported (the
@@ -95,7 +91,6 @@ impl Timed {
         p99: Bound::Reported,
         kicks: false,
         shares: true,
-        after_fires: false,
     };
 }
 
@@ -107,7 +102,8 @@ enum Bound {
     /// Within one log2 bucket (a factor of 2 to 4), or further apart only as far as the two
     /// engines' sample counts leave the percentile undetermined ([`quantile_band`]).
     Bucket,
-    /// The target: within 30%, or the same log2 bucket.
+    /// The target: within 30%, or the same log2 bucket; or a bucket apart where the sample
+    /// counts cannot tell the two apart ([`judge_percentile`]).
     Target,
 }
 
@@ -275,7 +271,6 @@ fn matches_calibrated(
                 .into_iter()
                 .flatten(),
         )
-        .args(timed.after_fires.then_some("--holds-after-fires"))
         .arg("--profile")
         .arg(&profile)
         .arg("--out")
@@ -354,45 +349,19 @@ fn matches_calibrated(
             ("p50", 0.5, d.wake_lat_p50_ns, s.wake_lat_p50_ns),
             ("p99", 0.99, d.wake_lat_p99_ns, s.wake_lat_p99_ns),
         ] {
-            let off = (log2_bucket(h) - log2_bucket(m)).abs();
-            let close = (h as f64 - m as f64).abs() <= 0.3 * h as f64 || off == 0;
             let bound = if what == "p50" { timed.p50 } else { timed.p99 };
-            // More than a bucket apart passes only when the sample counts cannot tell the
-            // two quantiles apart ([`quantile_band`]).
             let (hh, mh) = (d.wake_lat_hist.as_ref(), s.wake_lat_hist.as_ref());
-            let indistinct = off > 1 && quantiles_indistinct(hh, mh, q);
-            let apart = format!(
-                "more than 1 log2 bucket apart, and more than their sample counts allow ({})",
-                bands_note(hh, mh, q)
-            );
-            let fails = match bound {
-                Bound::Reported => None,
-                Bound::Bucket => (off > 1 && !indistinct).then_some(apart.as_str()),
-                Bound::Target => (!close).then_some("more than 30% and a log2 bucket apart"),
-            };
-            if let Some(why) = fails {
-                return Err(format!(
+            let verdict = judge_percentile(bound, q, h, m, hh, mh).map_err(|why| {
+                format!(
                     "{}: wake-up latency {what} {:.1} µs on the hypervisor, {:.1} µs in \
-                     calibrated schedsim ({}, this run's kick and slice lateness): {why} \
-                     ({off} buckets)",
+                     calibrated schedsim ({}, this run's kick and slice lateness): {why}",
                     d.name,
                     h as f64 / 1e3,
                     m as f64 / 1e3,
                     profile.display()
-                ));
-            }
-            let verdict = match (close, bound) {
-                (true, Bound::Target) => "on target, asserted".to_string(),
-                (true, Bound::Bucket) => "on target; within a bucket asserted".to_string(),
-                (true, Bound::Reported) => "on target".to_string(),
-                (false, Bound::Bucket) if indistinct => format!(
-                    "MISSES the target; within a bucket asserted, or as close as the sample \
-                     counts tell: {}",
-                    bands_note(hh, mh, q)
-                ),
-                (false, Bound::Bucket) => "MISSES the target; within a bucket asserted".into(),
-                (false, _) => "MISSES the target (reported, not asserted)".into(),
-            };
+                )
+            })?;
+            let off = (log2_bucket(h) - log2_bucket(m)).abs();
             notes.push(format!(
                 "{} {what} {:.1} µs on the hypervisor, {:.1} µs simulated ({verdict}, {off} log2 buckets apart)",
                 d.name,
@@ -402,6 +371,67 @@ fn matches_calibrated(
         }
     }
     Ok(notes.join("; "))
+}
+
+/// How one percentile `q` of a latency domain's wake-up latency compares: `h` on the
+/// hypervisor, `m` simulated, with each engine's log2 histogram (`wake_lat_hist`). Ok with
+/// the verdict a note reports; Err with why it fails `bound`.
+///
+/// On target: within 30% or the same log2 bucket (issue 15's target). A bucket apart, a
+/// percentile still meets [`Bound::Target`] when the two engines' sample counts cannot
+/// tell the two apart ([`quantiles_indistinct`]): a 6 s run's p99 is its latency domain's
+/// 55th-longest wait of some 5,500, give or take 15, and where the waits have a knee (a
+/// hog's 1 ms slice or rate limit) that moves it across a bucket edge by chance. Two
+/// buckets or more apart never meets it.
+fn judge_percentile(
+    bound: Bound,
+    q: f64,
+    h: u64,
+    m: u64,
+    hh: Option<&Vec<(u64, u64)>>,
+    mh: Option<&Vec<(u64, u64)>>,
+) -> Result<String, String> {
+    let off = (log2_bucket(h) - log2_bucket(m)).abs();
+    let close = (h as f64 - m as f64).abs() <= 0.3 * h as f64 || off == 0;
+    let indistinct = !close && quantiles_indistinct(hh, mh, q);
+    let bands = || bands_note(hh, mh, q);
+    let on_target = if close {
+        Some("on target".to_string())
+    } else if off == 1 && indistinct {
+        Some(format!(
+            "a bucket apart, on target as closely as the sample counts tell ({})",
+            bands()
+        ))
+    } else {
+        None
+    };
+    match (bound, on_target) {
+        (Bound::Target, Some(v)) => Ok(format!("{v}, asserted")),
+        (Bound::Target, None) => Err(format!(
+            "more than 30% and a log2 bucket apart, and {} ({off} buckets)",
+            if off > 1 {
+                "more than one bucket".to_string()
+            } else {
+                format!("further than their sample counts allow ({})", bands())
+            }
+        )),
+        (Bound::Bucket, Some(v)) => Ok(format!("{v}; within a bucket asserted")),
+        (Bound::Bucket, None) if off <= 1 => {
+            Ok("MISSES the target; within a bucket asserted".into())
+        }
+        (Bound::Bucket, None) if indistinct => Ok(format!(
+            "MISSES the target; within a bucket asserted, or as close as the sample counts \
+             tell: {}",
+            bands()
+        )),
+        (Bound::Bucket, None) => Err(format!(
+            "more than 1 log2 bucket apart, and more than their sample counts allow ({}) \
+             ({off} buckets)",
+            bands()
+        )),
+        (Bound::Reported, Some(v)) => Ok(v),
+        (Bound::Reported, None) => Ok("MISSES the target (reported, not asserted)".into()),
+    }
 }
 
 /// The trace is valid trace JSON, run intervals on a CPU never overlap, and each domain's
@@ -2433,16 +2463,28 @@ fn cases() -> Vec<Case> {
     // held with a margin, rr's, is asserted so): in a twentieth round credit's p99 came 31%
     // apart, 2.10 ms on the hypervisor against 2.74 ms. credit2's p99 missed in all
     // (0.98-1.9 ms on the hypervisor, 1.8-3.4 ms simulated) until simulated with
-    // `--holds-after-fires` (`Timed::after_fires`): on target in 40 of 40 offline and 11 of
-    // 12 rounds (the miss 1.36 ms against 1.02, a bucket apart); within a bucket asserted,
-    // as the flag is fitted to a quiet host's holds (docs/simvshyp.md, "Session 19").
+    // `--holds-after-fires`: on target in 40 of 40 offline and 11 of 12 rounds (the miss
+    // 1.36 ms against 1.02, a bucket apart); within a bucket asserted, as the flag was
+    // fitted to a quiet host's holds (docs/simvshyp.md, "Session 19").
+    // Session 20: the flag is schedsim's default with `--costs-from` (a 6 s sweep of five
+    // specs x six policies x 1, 2, 4 CPUs came out as well with it as without, credit2's
+    // latency p99 on target only with it), and the target allows a percentile a bucket
+    // apart where the two runs' sample counts cannot tell them apart ([`judge_percentile`]).
+    // In 14 rounds on an idle host (credit2 with the flag, the others without) every p50 and
+    // the p99 of bvt, credit, credit2 and rr came on target, without that allowance, 14 of
+    // 14; stride's 13 of 14: once 9.06 ms simulated against 38.9 µs (the hypervisor's
+    // latency domain waited over 8 ms 25 times of 5,694, behind a hog pulled onto its CPU,
+    // and schedsim's 62 times of 5,248 with that run's costs, 6-62 over six seeds, and 5-36
+    // for ten runs of session 19: the p99 falls in either mode by chance); rtds's 12 of 14,
+    // the misses a bucket apart, asserted within a bucket. Asserted on target since: the
+    // p50 and p99 of every policy but rtds's p99 (docs/simvshyp.md, "Session 20").
     for (policy, p50, p99) in [
-        ("bvt", target, bucket),
-        ("credit", bucket, bucket),
-        ("credit2", bucket, bucket),
+        ("bvt", target, target),
+        ("credit", target, target),
+        ("credit2", target, target),
         ("rr", target, target),
         ("rtds", target, bucket),
-        ("stride", target, bucket),
+        ("stride", target, target),
     ] {
         with(
             format!("simvshyp/latency/{policy}"),
@@ -2455,7 +2497,6 @@ fn cases() -> Vec<Case> {
                     p99,
                     kicks: policy != "rr",
                     shares: true,
-                    after_fires: policy == "credit2",
                 },
             ),
         );
@@ -2482,7 +2523,6 @@ fn cases() -> Vec<Case> {
                     p99: reported,
                     kicks: true,
                     shares: false,
-                    after_fires: false,
                 },
             ),
         );
@@ -2517,12 +2557,7 @@ fn cases() -> Vec<Case> {
     // against 393-508 µs).
     for &policy in &preempting {
         let timed = match policy {
-            "credit2" => Timed {
-                p50: Bound::Bucket,
-                after_fires: true,
-                ..Timed::SHARES
-            },
-            "rr" => Timed {
+            "bvt" | "credit" | "rr" => Timed {
                 p99: Bound::Target,
                 ..Timed::REPLAY
             },
@@ -3047,6 +3082,46 @@ mod tests {
         (8388608, 5),
         (16777216, 4),
     ];
+
+    #[test]
+    fn a_percentile_a_bucket_apart_meets_the_target_only_within_its_sample_counts() {
+        let (hv, sim) = (Some(KNEE_HV.to_vec()), Some(KNEE_SIM.to_vec()));
+        let judge = |bound, h, m, hh: &Option<Vec<(u64, u64)>>, mh: &Option<Vec<(u64, u64)>>| {
+            judge_percentile(bound, 0.99, h, m, hh.as_ref(), mh.as_ref())
+        };
+        // Within 30%, and the same bucket: on target whatever the counts.
+        assert!(judge(Bound::Target, 1_015_807, 1_250_000, &None, &None).is_ok());
+        assert!(judge(Bound::Target, 600_000, 1_000_000, &None, &None).is_ok());
+        // 1.02 ms against 1.5 ms, a bucket apart: 2,000 wake-ups each cannot tell them
+        // apart (both bands span 0.5-4 ms), 100 times as many can.
+        let verdict = judge(Bound::Target, 1_015_807, 1_500_000, &hv, &sim).unwrap();
+        assert!(
+            verdict.contains("as closely as the sample counts tell"),
+            "{verdict}"
+        );
+        let times = |h: &[(u64, u64)], up: u64| -> Option<Vec<(u64, u64)>> {
+            Some(h.iter().map(|&(b, n)| (b * up, n * 100)).collect())
+        };
+        let why = judge(
+            Bound::Target,
+            1_015_807,
+            1_500_000,
+            &times(KNEE_HV, 1),
+            &times(KNEE_SIM, 2),
+        )
+        .unwrap_err();
+        assert!(
+            why.contains("further than their sample counts allow"),
+            "{why}"
+        );
+        assert!(judge(Bound::Target, 1_015_807, 1_500_000, &None, &None).is_err());
+        // Two buckets apart: never on target; within a bucket only as the counts allow.
+        let why = judge(Bound::Target, 1_015_807, 3_000_000, &hv, &sim).unwrap_err();
+        assert!(why.contains("more than one bucket"), "{why}");
+        assert!(judge(Bound::Bucket, 1_015_807, 3_000_000, &hv, &sim).is_ok());
+        assert!(judge(Bound::Bucket, 1_015_807, 3_000_000, &None, &None).is_err());
+        assert!(judge(Bound::Reported, 1_015_807, 30_000_000, &None, &None).is_ok());
+    }
 
     #[test]
     fn quantile_bands_follow_the_sample_count() {
