@@ -21,6 +21,7 @@
 //! | `slice_slack_p99_ns` | ns | its 99th percentile: if above `slice_slack_ns`, each slice's lateness is drawn from the log-normal with that median and 99th percentile, as for kicks; 0 = always `slice_slack_ns` |
 //! | `wake_ns` | ns | the hypervisor's work to wake a vCPU, taken from the vCPU running where the wake is handled |
 //! | `block_ns` | ns | the block hypercall: the CPU picks the next vCPU this much after the running one blocks |
+//! | `work_unit_ns` | ns | a guest's unit of work (`workloads::work`, `unit_iters` iterations): a `yield` guest reads the clock between units, so it yields at the end of the first unit that ends at or after its point (0 = at the point) |
 //! | `[decision_ns] POLICY` | ns | each scheduling decision of that policy (its own part of a switch, from instructions counted on the hypervisor under `-icount`; or wake + pick, `schedbench`): the picked vCPU starts this much after the decision point |
 //!
 //! A run's `switch_time` and `set_timer_time` (how long its switches and `set_timer`
@@ -82,6 +83,8 @@ pub struct Profile {
     pub wake_ns: u64,
     /// The block hypercall, before the CPU's next decision.
     pub block_ns: u64,
+    /// A guest's unit of work, between which a `yield` guest reads the clock (0 = exact).
+    pub work_unit_ns: u64,
     /// Each policy's decision cost, by policy name (absent = 0).
     pub decision_ns: BTreeMap<String, u64>,
     /// A run's measured delays, which replace the terms above when present (never in a
@@ -320,7 +323,7 @@ fn entries<'v>(
 }
 
 /// The `[costs]` keys, in the order of the file scripts/calibrate writes, each with what it is.
-pub const COST_KEYS: [(&str, &str); 12] = [
+pub const COST_KEYS: [(&str, &str); 13] = [
     ("switch_same_domain_ns", "a switch between two vCPUs of one domain"),
     ("switch_cross_domain_ns", "a switch between domains, or from idle"),
     ("migration_ns", "extra when the incoming vCPU last ran on another CPU"),
@@ -333,6 +336,7 @@ pub const COST_KEYS: [(&str, &str); 12] = [
     ("slice_slack_p99_ns", "the slice slack's 99th percentile (0 = always slice_slack_ns)"),
     ("wake_ns", "the hypervisor's cost of a wake, on the CPU that handles it"),
     ("block_ns", "the block hypercall, before the CPU's next decision"),
+    ("work_unit_ns", "a guest's unit of work: a yield guest reads the clock between units"),
 ];
 
 impl Profile {
@@ -435,7 +439,7 @@ impl Profile {
     }
 
     /// The `[costs]` fields, in the order of [`COST_KEYS`].
-    fn costs_mut(&mut self) -> [&mut u64; 12] {
+    fn costs_mut(&mut self) -> [&mut u64; 13] {
         [
             &mut self.switch_same_domain_ns,
             &mut self.switch_cross_domain_ns,
@@ -449,6 +453,7 @@ impl Profile {
             &mut self.slice_slack_p99_ns,
             &mut self.wake_ns,
             &mut self.block_ns,
+            &mut self.work_unit_ns,
         ]
     }
 
@@ -643,6 +648,12 @@ impl Profile {
     /// record's `host_other_load`), which [`Profile::machine_hold_share`] reads.
     pub fn with_host_load(&self, milli: Option<u64>) -> Profile {
         Profile { host_other_load_milli: milli, ..self.clone() }
+    }
+
+    /// The profile with a run's unit of work (its `cpu` domains' `cpu_ns` per unit of
+    /// `work`, [`Profile::work_unit_ns`]) in place of its own, if the run had one.
+    pub fn with_work_unit(&self, ns: Option<u64>) -> Profile {
+        Profile { work_unit_ns: ns.unwrap_or(self.work_unit_ns), ..self.clone() }
     }
 
     /// The profile with a run's slice ends held only where TCG holds them on an idle host,

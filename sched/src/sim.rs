@@ -717,9 +717,17 @@ impl Sim<'_> {
             // The guest (workloads/src/bin/yield.rs) runs until `before` ahead of the next
             // tick boundary, then yields: switched in inside that window, it yields at once
             // (it spins until the later of the window's start and now), a `yield` hypercall
-            // later.
+            // later. It reads the clock between units of work (`work_unit_ns`), so it
+            // yields at the end of the first unit that ends in the window: under TCG 10-40
+            // µs after the window's start, which decides whether the slice it yields to
+            // ends before the next boundary or after it (docs/simvshyp.md, "Session 20").
             let window = (now / tick + 1) * tick - before.min(tick - 1);
-            let point = if now < window { window } else { now + YIELD_AGAIN_NS };
+            let unit = self.costs.work_unit_ns.max(1);
+            let point = if now < window {
+                now + (window - now).div_ceil(unit) * unit
+            } else {
+                now + YIELD_AGAIN_NS
+            };
             vc.need = point - now;
         }
         if vc.need != u64::MAX {

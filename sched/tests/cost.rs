@@ -607,6 +607,78 @@ fn a_latency_domain_wakes_at_the_runs_phase() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A `yield` guest reads the clock between units of work (`work_unit_ns`): it runs until
+/// 100 µs before each 10 ms boundary and yields, but only at the end of a unit. Beside a
+/// hog under rr's 10 ms slices on one CPU, yielding exactly at its point (the ideal
+/// machine), its next turn begins inside the next window, it yields again at once and gets
+/// 1% of the CPU; with units of 200 µs it yields past each boundary, its turn begins after
+/// the next, and it runs 9.9 ms of every 20: half the CPU. Under TCG the unit is 17-20 µs
+/// and the 10-40 µs it adds decide the isolation spec's shares on 2 CPUs
+/// (docs/simvshyp.md, "Session 20"). A run's `cpu` domains give their own unit to
+/// `--costs-from`.
+#[test]
+fn a_yield_guest_reads_the_clock_between_units_of_work() {
+    let dir = common::scratch_dir("work-unit");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let spec = format!("{root}/tests/specs/yield-unit.toml");
+    // The attacker's share of the CPU, and whether schedsim said it took the run's unit.
+    let share_of_n = |profile: &str, costs_from: Option<&Path>| -> (f64, bool) {
+        let out = dir.join("out.jsonl");
+        let mut args = vec![spec.as_str(), "--profile", profile, "--out", out.to_str().unwrap()];
+        if let Some(run) = costs_from {
+            args.extend(["--costs-from", run.to_str().unwrap()]);
+        }
+        let (code, text) = common::schedsim(&args);
+        assert_eq!(code, Some(0), "{text}");
+        let noted = text.contains("a unit of work 200000 ns");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let doms: Vec<abi::tool::results::Domain> = text
+            .lines()
+            .filter_map(|l| match serde_json::from_str(l) {
+                Ok(abi::tool::results::Record::Domain(d)) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let total: u64 = doms.iter().map(|d| d.cpu_ns).sum();
+        let n = doms.iter().find(|d| d.name == "n0").expect("the attacker");
+        (100.0 * n.cpu_ns as f64 / total as f64, noted)
+    };
+    let (exact, _) = share_of_n("ideal", None);
+    assert!(exact < 2.0, "yielding at its point: {exact:.2}% of the CPU");
+    let profile = dir.join("unit.toml");
+    std::fs::write(&profile, "profile = \"unit\"\n[costs]\nwork_unit_ns = 200000\n").unwrap();
+    let (units, _) = share_of_n(profile.to_str().unwrap(), None);
+    assert!((units - 50.0).abs() < 2.0, "units of 200 µs: {units:.2}% of the CPU");
+    // A run whose hog did a unit of work per 200 µs of CPU time gives its unit to
+    // --costs-from, over the profile's none. The run's slice ends, up to 32 µs late, move
+    // the phase (each late end carries the next turn later, until one begins past a
+    // boundary): 38% of the CPU with the run's unit, 18% without.
+    let run_with = |work: &str| {
+        let run = dir.join("run.jsonl");
+        std::fs::write(
+            &run,
+            format!(
+                "{{\"kind\":\"run\",\"name\":\"yield-unit\",\"engine\":\"domino\",\
+                 \"policy\":\"rr\",\"cpus\":1,\"domains\":2,\"duration_ns\":2000000000,\
+                 \"idle_ns\":0,\"slice_late_hist\":[[32000,10]]}}\n\
+                 {{\"kind\":\"domain\",\"id\":1,\"name\":\"victim0\",\"group\":\"victim\",\
+                 \"workload\":\"cpu\",\"cpu_ns\":1000000000{work}}}\n"
+            ),
+        )
+        .unwrap();
+        run
+    };
+    let (from_run, noted) = share_of_n("ideal", Some(&run_with(",\"work\":5000")));
+    assert!(noted, "schedsim names the run's unit");
+    let (no_unit, noted) = share_of_n("ideal", Some(&run_with("")));
+    assert!(!noted, "no unit from a run without work counted");
+    assert!(
+        from_run > no_unit + 10.0,
+        "the run's units of 200 µs: {from_run:.2}% of the CPU; without: {no_unit:.2}%"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// With a run's costs a slice end is held only where TCG held them on a quiet host: due
 /// within `HOLD_AFTER_NS` (200 µs) of the machine's previous timer (the default since
 /// session 20, `--holds-after-fires`). The fixture is a 6 s run of latency.toml under

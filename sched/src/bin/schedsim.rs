@@ -33,6 +33,8 @@
 //! host (`sched::cost::HOLD_AFTER_NS`; `--holds-after-fires`, the default since session 20:
 //! docs/simvshyp.md, "Session 20"); `--holds-anywhere` draws each slice end's hold on its
 //! own as it is armed, wherever it falls, as before.
+//! And a guest's unit of work (`work_unit_ns`) from its `cpu` domains' `cpu_ns` per unit of
+//! `work`.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays what the
@@ -246,6 +248,9 @@ struct RunCosts {
     timer_deadlines: std::collections::BTreeMap<String, u64>,
     /// ... on the run's clock, from when it began measuring (the `run` record's `start_ns`).
     measured_at: Option<u64>,
+    /// A guest's unit of work on that machine: the median over the run's `cpu` domains of
+    /// `cpu_ns` per unit of `work` (`sched::cost::Profile::work_unit_ns`).
+    work_unit: Option<u64>,
 }
 
 impl RunCosts {
@@ -385,7 +390,24 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
             })
             .collect(),
         measured_at: run["start_ns"].as_u64(),
+        work_unit: work_unit(&records),
     })
+}
+
+/// The median over a results file's `cpu` domains that did work of `cpu_ns` per unit of
+/// `work` (a hog counts units of `workloads::work`, about 13 µs natively and 18 µs under
+/// TCG on the build machines), if any.
+fn work_unit(records: &[serde_json::Value]) -> Option<u64> {
+    let mut per_unit: Vec<u64> = records
+        .iter()
+        .filter(|r| r["kind"] == "domain" && r["workload"] == "cpu")
+        .filter_map(|r| {
+            let (cpu, work) = (r["cpu_ns"].as_u64()?, r["work"].as_u64()?);
+            (work > 0).then(|| cpu / work)
+        })
+        .collect();
+    per_unit.sort_unstable();
+    per_unit.get(per_unit.len() / 2).copied()
 }
 
 fn main() -> ExitCode {
@@ -480,7 +502,8 @@ fn main() -> ExitCode {
                 if args.timer_writes { m.switch_split.clone() } else { (None, None) },
                 if args.timer_writes { m.set_timer_split.clone() } else { (None, None) },
             )
-            .with_holds_after_fires(args.holds_anywhere != Some(true)),
+            .with_holds_after_fires(args.holds_anywhere != Some(true))
+            .with_work_unit(m.work_unit),
         Some(m) => costs.with_measured(None, None, m.slice.clone()),
     };
     if args.check {
@@ -508,6 +531,11 @@ fn main() -> ExitCode {
             described("switches that wrote the timer", &costs.switch_wrote_measured),
             described("set_timer hypercalls that wrote it", &costs.set_timer_wrote_measured),
             described("sleepers' timers late", &costs.wake_measured),
+            measured
+                .as_ref()
+                .and_then(|m| m.work_unit)
+                .filter(|_| args.costs_from.is_some())
+                .map(|ns| format!("a unit of work {ns} ns")),
             costs.stalls.as_ref().map(|s| {
                 format!(
                     "CPU stalls of p50 <= {} ns every {} ns on average",
