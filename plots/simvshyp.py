@@ -163,7 +163,7 @@ def breadth(args):
             f"cores (median {sorted(loads)[len(loads) // 2]:.1f}) on 2" if loads
             else "host load not recorded")
     save(fig, args.out, f"Calibrated schedsim ({args.caption_profile}) against the "
-         "hypervisor under QEMU TCG, one short run each. Top: bars per policy, one per CPU count (1, 2, "
+         "hypervisor under QEMU TCG, one run each. Top: bars per policy, one per CPU count (1, 2, "
          "4 from the left; 2 CPUs solid), the dashed line is the 2-point target; black ticks: "
          f"the ideal machine. Bottom: latency ratio, the band is ±30%. {load}: the latency "
          "carries that load, shares are the robust part.")
