@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use abi::tool::console::LATE_FROM_NS;
 use abi::tool::results::{Domain, Record, Records};
 use runner::{invoke_with, read_records, show_failure, sibling_runner};
 use serde_json::Value;
@@ -70,9 +71,32 @@ struct Timed {
     /// vCPU's from (not under rr, which never kicks for a wake-up: its latency domain waits
     /// its turn).
     kicks: bool,
+    /// Whether the p99 is asserted only when the run's host was quiet ([`held_share`] below
+    /// [`QUIET_HELD_SHARE`]), and reported otherwise.
+    p99_quiet_only: bool,
     /// Whether the shares are asserted within the case's points (else reported).
     shares: bool,
 }
+
+/// The share of a run's slice ends that the host held [`LATE_FROM_NS`] or more (its `run`
+/// record's `slice_late_hist`; 0 without one): under TCG on a quiet host 0.3-1.3% (session
+/// 20's stride runs of latency.toml on 2 CPUs, 2-8 of about 600), once 5.7% (35 of 610).
+fn held_share(records: &[Record]) -> f64 {
+    let hist = records
+        .run()
+        .and_then(|r| r.slice_late_hist.clone())
+        .unwrap_or_default();
+    let all: u64 = hist.iter().map(|b| b.1).sum();
+    let held: u64 = hist
+        .iter()
+        .filter(|b| b.0 > LATE_FROM_NS)
+        .map(|b| b.1)
+        .sum();
+    held as f64 / all.max(1) as f64
+}
+
+/// Below this share of held slice ends ([`held_share`]) a run's host counts as quiet.
+const QUIET_HELD_SHARE: f64 = 0.03;
 
 impl Timed {
     /// Shares asserted, latency reported only.
@@ -80,6 +104,7 @@ impl Timed {
         p50: Bound::Reported,
         p99: Bound::Reported,
         kicks: false,
+        p99_quiet_only: false,
         shares: true,
     };
     /// A run replayed under its own policy (`schedsim --replay`, with the run's costs):
@@ -90,6 +115,7 @@ impl Timed {
         p50: Bound::Target,
         p99: Bound::Reported,
         kicks: false,
+        p99_quiet_only: false,
         shares: true,
     };
 }
@@ -349,7 +375,15 @@ fn matches_calibrated(
             ("p50", 0.5, d.wake_lat_p50_ns, s.wake_lat_p50_ns),
             ("p99", 0.99, d.wake_lat_p99_ns, s.wake_lat_p99_ns),
         ] {
-            let bound = if what == "p50" { timed.p50 } else { timed.p99 };
+            // A host that held many slice ends puts stride's tail in either mode by chance
+            // (`simvshyp/latency/stride` below): its p99 is then reported, and why.
+            let held = held_share(records);
+            let loud = what == "p99" && timed.p99_quiet_only && held >= QUIET_HELD_SHARE;
+            let bound = match what {
+                "p50" => timed.p50,
+                _ if loud => Bound::Reported,
+                _ => timed.p99,
+            };
             let (hh, mh) = (d.wake_lat_hist.as_ref(), s.wake_lat_hist.as_ref());
             let verdict = judge_percentile(bound, q, h, m, hh, mh).map_err(|why| {
                 format!(
@@ -361,6 +395,16 @@ fn matches_calibrated(
                     profile.display()
                 )
             })?;
+            let verdict = if loud {
+                format!(
+                    "{verdict}; the host held {:.1}% of the run's slice ends, asserted below \
+                     {:.0}%",
+                    100.0 * held,
+                    100.0 * QUIET_HELD_SHARE
+                )
+            } else {
+                verdict
+            };
             let off = (log2_bucket(h) - log2_bucket(m)).abs();
             notes.push(format!(
                 "{} {what} {:.1} µs on the hypervisor, {:.1} µs simulated ({verdict}, {off} log2 buckets apart)",
@@ -2475,7 +2519,9 @@ fn cases() -> Vec<Case> {
     // that allowance, 24 of 24; stride's 23 of 24: once 9.06 ms simulated against 38.9 µs (the hypervisor's
     // latency domain waited over 8 ms 25 times of 5,694, behind a hog pulled onto its CPU,
     // and schedsim's 62 times of 5,248 with that run's costs, 6-62 over six seeds, and 5-36
-    // for ten runs of session 19: the p99 falls in either mode by chance); rtds's 21 of 24
+    // for ten runs of session 19: the p99 falls in either mode by chance; that run's host
+    // held 35 of its 610 slice ends, quiet ones 2-8 of 600, so stride's p99 is asserted
+    // only below 3%, `Timed::p99_quiet_only`); rtds's 21 of 24
     // (once by the allowance), the misses a bucket apart, asserted within a bucket. Asserted on target since: the
     // p50 and p99 of every policy but rtds's p99 (docs/simvshyp.md, "Session 20").
     for (policy, p50, p99) in [
@@ -2496,6 +2542,7 @@ fn cases() -> Vec<Case> {
                     p50,
                     p99,
                     kicks: policy != "rr",
+                    p99_quiet_only: policy == "stride",
                     shares: true,
                 },
             ),
@@ -2522,6 +2569,7 @@ fn cases() -> Vec<Case> {
                     p50: target,
                     p99: reported,
                     kicks: true,
+                    p99_quiet_only: false,
                     shares: false,
                 },
             ),
@@ -3086,6 +3134,24 @@ mod tests {
         (8388608, 5),
         (16777216, 4),
     ];
+
+    #[test]
+    fn a_host_is_quiet_below_three_percent_of_slice_ends_held() {
+        let run = |hist: &str| {
+            let line = format!(
+                "{{\"kind\":\"run\",\"name\":\"r\",\"engine\":\"domino\",\"policy\":\"stride\",\
+                 \"cpus\":2,\"domains\":16,\"duration_ns\":6000000000,\"idle_ns\":0{hist}}}"
+            );
+            vec![runner::parse_record(&line).unwrap()]
+        };
+        // Session 20's failing stride run: 35 of 610 slice ends held 256 µs or more.
+        let loud = run(",\"slice_late_hist\":[[32000,500],[256000,75],[512000,20],[4096000,15]]");
+        assert!((held_share(&loud) - 35.0 / 610.0).abs() < 1e-9);
+        assert!(held_share(&loud) >= QUIET_HELD_SHARE);
+        let quiet = run(",\"slice_late_hist\":[[32000,590],[256000,15],[512000,5]]");
+        assert!(held_share(&quiet) < QUIET_HELD_SHARE);
+        assert_eq!(held_share(&run("")), 0.0);
+    }
 
     #[test]
     fn a_percentile_a_bucket_apart_meets_the_target_only_within_its_sample_counts() {
