@@ -1716,7 +1716,7 @@ pub fn run(spec: &Spec, opts: &Options) -> Result<Output, SimError> {
                         continue;
                     }
                     sim.slice_fired += 1;
-                    if t - sim.cpus[c].slice_due >= crate::cost::STALL_FROM_NS {
+                    if t.saturating_sub(sim.cpus[c].slice_due) >= crate::cost::STALL_FROM_NS {
                         sim.slice_fired_late += 1;
                     }
                     sim.last_fire = t;

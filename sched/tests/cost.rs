@@ -593,13 +593,7 @@ fn a_latency_domain_wakes_at_the_runs_phase() {
         assert!(text.contains("its measured interval from 650.000 ms of system time"), "{text}");
         let phase = text.contains("a latency domain's phase from its last timer deadline: lat0");
         assert_eq!(phase, !deadline.is_empty(), "{text}");
-        let text = std::fs::read_to_string(&out).unwrap();
-        text.lines()
-            .find_map(|l| match serde_json::from_str(l) {
-                Ok(abi::tool::results::Record::Domain(d)) if d.name == "lat0" => Some(d),
-                _ => None,
-            })
-            .unwrap()
+        common::domains_in(&out).into_iter().find(|d| d.name == "lat0").unwrap()
     };
     common::ties_one_wake_up_in_ten(&lat_of(",\"timer_deadline_ns\":300700000"));
     let on_the_ms = lat_of("");
@@ -631,14 +625,7 @@ fn a_yield_guest_reads_the_clock_between_units_of_work() {
         let (code, text) = common::schedsim(&args);
         assert_eq!(code, Some(0), "{text}");
         let noted = text.contains("a unit of work 200000 ns");
-        let text = std::fs::read_to_string(&out).unwrap();
-        let doms: Vec<abi::tool::results::Domain> = text
-            .lines()
-            .filter_map(|l| match serde_json::from_str(l) {
-                Ok(abi::tool::results::Record::Domain(d)) => Some(d),
-                _ => None,
-            })
-            .collect();
+        let doms = common::domains_in(&out);
         let total: u64 = doms.iter().map(|d| d.cpu_ns).sum();
         let n = doms.iter().find(|d| d.name == "n0").expect("the attacker");
         (100.0 * n.cpu_ns as f64 / total as f64, noted)
@@ -741,11 +728,5 @@ fn credit2_latency_from(
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = std::fs::read_to_string(out).unwrap();
-    text.lines()
-        .find_map(|l| match serde_json::from_str(l) {
-            Ok(abi::tool::results::Record::Domain(d)) if d.workload == "latency" => Some(d),
-            _ => None,
-        })
-        .expect("a latency domain")
+    common::domains_in(out).into_iter().find(|d| d.workload == "latency").expect("a latency domain")
 }

@@ -10,7 +10,7 @@ mod common;
 
 use std::ffi::OsStr;
 
-use abi::tool::results::{Domain, Record};
+use abi::tool::results::Domain;
 use sched::cost::Profile;
 use sched::replay::{HostStalls, Replay};
 use sched::sim::{self, Options};
@@ -18,18 +18,6 @@ use sched::spec::Spec;
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The `domain` records of a results file.
-fn domains_in(path: &str) -> Vec<Domain> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter_map(|l| match serde_json::from_str::<Record>(l) {
-            Ok(Record::Domain(d)) => Some(d),
-            _ => None,
-        })
-        .collect()
 }
 
 fn shares(ds: &[Domain]) -> Vec<(String, f64)> {
@@ -51,7 +39,7 @@ fn replaying_a_run_under_its_own_policy_reproduces_it() {
     let replay = Replay::load(&fixture("replay-small.trace.json")).unwrap();
     // The hogs woke once, when started; being `cpu` domains they run as cpu, not replayed.
     assert!(replay.arrivals("lat0", 0).is_some_and(|a| a.len() > 300));
-    let hyp = domains_in(&fixture("replay-small.hypervisor.jsonl"));
+    let hyp = common::domains_in(fixture("replay-small.hypervisor.jsonl"));
     let profile = Profile::load(&fixture("replay-small.profile.toml")).unwrap();
     let run = |costs: Profile| {
         let o = Options { seed: 1, costs, replay: Some(replay.clone()), ..Options::default() };
@@ -315,8 +303,8 @@ fn a_replay_holds_a_cpus_timers_behind_its_late_slice_end() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let hyp = domains_in(&fixture("replay-latency-credit2.hypervisor.jsonl"));
-    let sim = domains_in(&out);
+    let hyp = common::domains_in(fixture("replay-latency-credit2.hypervisor.jsonl"));
+    let sim = common::domains_in(&out);
     for ((name, h), (_, s)) in shares(&hyp).iter().zip(shares(&sim)) {
         assert!((h - s).abs() <= 2.0, "{name}: {h:.2}% hypervisor, {s:.2}% replayed");
     }

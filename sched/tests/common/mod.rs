@@ -103,3 +103,15 @@ pub fn ties_one_wake_up_in_ten(lat: &abi::tool::results::Domain) {
         lat.wake_lat_p99_ns
     );
 }
+
+/// The `domain` records of the results file at `path`.
+pub fn domains_in(path: impl AsRef<std::path::Path>) -> Vec<abi::tool::results::Domain> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(abi::tool::results::Record::Domain(d)) => Some(d),
+            _ => None,
+        })
+        .collect()
+}

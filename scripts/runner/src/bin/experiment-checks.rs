@@ -363,6 +363,7 @@ fn matches_calibrated(
         }
     )];
     let sim_domains = domains(&sim);
+    let held = held_share(records);
     for d in domains(records)
         .into_iter()
         .filter(|d| d.workload == "latency")
@@ -377,7 +378,6 @@ fn matches_calibrated(
         ] {
             // A host that held many slice ends puts stride's tail in either mode by chance
             // (`simvshyp/latency/stride` below): its p99 is then reported, and why.
-            let held = held_share(records);
             let loud = what == "p99" && timed.p99_quiet_only && held >= QUIET_HELD_SHARE;
             let bound = match what {
                 "p50" => timed.p50,
