@@ -60,7 +60,8 @@ pub static WORKLOADS: &[WorkloadInfo] = &[
         args: &[("period_us", 1000), ("run_us", 20), ("stray_us", 0)],
         doc: "wakes every period_us, runs run_us, sleeps; work = completed periods; \
               stray_us > 0: after each run also arms its timer stray_us ahead and runs on \
-              10 × stray_us past it before it blocks (a block the fired timer ends at once)",
+              10 × stray_us past it before it blocks (a block the fired timer ends at once, \
+              its timer VIRQ pending by then: the domain crashes if not)",
     },
     WorkloadInfo {
         name: "yield",

@@ -63,6 +63,11 @@ pub enum SelfTest {
     /// another CPU meanwhile (`schedule::run_timers`). What the `latency/slow-timer-wake`
     /// check runs with.
     SlowTimerWake,
+    /// Every firing of a vCPU's timer lingers 1 ms with interrupts off between its two
+    /// steps (the timer event sent, the timer marked fired), as when the host deschedules
+    /// an emulated CPU there; the vCPU meanwhile runs on another CPU and blocks
+    /// (`schedule::run_timers`). What the `latency/slow-timer-fire` check runs with.
+    SlowTimerFire,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -124,6 +129,7 @@ const SELF_TESTS: &[&str] = &[
     "hang",
     "slow-send",
     "slow-timer-wake",
+    "slow-timer-fire",
 ];
 
 impl fmt::Display for CmdlineError<'_> {
@@ -236,6 +242,7 @@ pub fn parse<'a>(
                     "hang" => SelfTest::Hang,
                     "slow-send" => SelfTest::SlowSend,
                     "slow-timer-wake" => SelfTest::SlowTimerWake,
+                    "slow-timer-fire" => SelfTest::SlowTimerFire,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -395,6 +402,12 @@ mod tests {
                 .unwrap()
                 .selftest,
             SelfTest::SlowTimerWake
+        );
+        assert_eq!(
+            parse("selftest=slow-timer-fire", POLICIES)
+                .unwrap()
+                .selftest,
+            SelfTest::SlowTimerFire
         );
     }
 

@@ -698,6 +698,19 @@ pub fn set_slow_timer_wake(on: bool) {
     SLOW_TIMER_WAKE.store(on, Ordering::Relaxed);
 }
 
+/// `selftest=slow-timer-fire`: each firing of a vCPU's timer holds its CPU this long between
+/// its two steps ([`set_slow_timer_fire`]).
+static SLOW_TIMER_FIRE: AtomicBool = AtomicBool::new(false);
+const SLOW_TIMER_FIRE_US: u64 = 1000;
+
+/// Turns on `selftest=slow-timer-fire`: the CPU that fires a vCPU's timer spins
+/// [`SLOW_TIMER_FIRE_US`] with interrupts off between sending its timer event and marking
+/// it [`FIRED`], as an emulated CPU the host stopped there would, while the vCPU runs on
+/// another CPU and blocks. Called once at boot.
+pub fn set_slow_timer_fire(on: bool) {
+    SLOW_TIMER_FIRE.store(on, Ordering::Relaxed);
+}
+
 /// [`wake`] by the vCPU's own timer, which `run_timers` marked [`FIRED`]: if it wakes, the
 /// mark is cleared in the same step, under the vCPU's state lock. The vCPU was asleep and
 /// cannot be claimed (`claim` takes that lock) until the step is over, so the `FIRED` it
@@ -733,18 +746,32 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
     }) = cs.timers.pop_due(now)
     {
         let Some(v) = domain::vcpu(id) else { continue };
-        // FIRED first, then the wake: a vCPU on its way to block either is woken here or,
-        // checking again once it is marked blocked, finds FIRED and wakes itself
-        // ([`take_due_timer`]); in every order one of the two sees the other.
+        if v.timer_deadline.load(Ordering::Acquire) != deadline {
+            continue; // cancelled or re-armed since
+        }
+        // The timer virtual IRQ first (for a domain that bound a port to it), then FIRED,
+        // then the wake. A vCPU on its way to block either is woken here or, checking again
+        // once it is marked blocked, finds FIRED and returns at once ([`take_due_timer`]);
+        // in every order one of the two sees the other. Its event must be pending by then:
+        // `take_due_timer` does not send it for a FIRED mark, and a block that returns with
+        // none pending runs the guest on past its wake-up, the event coming later from this
+        // CPU (a vCPU whose timer another CPU's heap held, that CPU's thread stopped by the
+        // host between the two steps: `upcall-idle` ran on after its upcall was due, once in
+        // CI; `latency/slow-timer-fire` shows it). Sent first, an event can come for a
+        // timer re-armed or cancelled just now, as Xen's can (a timer VIRQ asks the guest
+        // to look at the clock); and `take_due_timer` may send it too, if it took the
+        // deadline meanwhile: one event, pending twice.
+        if let Some(d) = v.domain() {
+            d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
+        }
+        if SLOW_TIMER_FIRE.load(Ordering::Relaxed) {
+            smp::time::delay_us(SLOW_TIMER_FIRE_US);
+        }
         if v.timer_deadline
             .compare_exchange(deadline, FIRED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            continue; // cancelled or re-armed since
-        }
-        // The timer virtual IRQ, for a domain that bound a port to it.
-        if let Some(d) = v.domain() {
-            d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
+            continue; // cancelled, re-armed or taken by its block since
         }
         if wake_on_timer(&v, now) {
             count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));

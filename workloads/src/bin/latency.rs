@@ -13,7 +13,11 @@
 //! `stray_us` ahead, runs on for 10 × `stray_us` (the timer fires while it is awake) and
 //! only then blocks: a block that the timer which already fired must end at once (the
 //! hypervisor's `FIRED` mark, `schedule::take_due_timer`). If that mark is lost, the vCPU
-//! sleeps for good and the run fails (`latency/slow-timer-wake` in experiment-checks).
+//! sleeps for good and the run fails (`latency/slow-timer-wake` in experiment-checks). In
+//! that mode it also binds its timer VIRQ, and a `block` that returns for that timer must
+//! find its event pending already (an event sent after the vCPU ran on is a lost wake-up
+//! for a guest that sleeps on it): if not, it says `FAILURE` and crashes the domain
+//! (`latency/slow-timer-fire`).
 #![no_std]
 #![no_main]
 
@@ -53,9 +57,17 @@ fn main(vcpu: usize) -> u64 {
         skipped: 0,
     };
     let mut state = u64::from(shared::domain_id()) ^ vcpu as u64;
+    let timer_port = (stray_ns > 0).then(|| {
+        hypercall::evtchn_bind_virq_vcpu(abi::hypercall::virq::TIMER, vcpu)
+            .unwrap_or_else(|e| panic!("vcpu {vcpu}: binding the timer VIRQ: {e:?}"))
+    });
     let mut deadline = now_ns() + period_ns;
     while periods == 0 || stats.periods < periods {
         sleep_until(deadline);
+        if let Some(port) = timer_port {
+            // This period's timer event; a pending one would end the next block at once.
+            shared::take_event(port);
+        }
         let woke = now_ns();
         let late = woke.saturating_sub(deadline);
         stats.sum_ns += late;
@@ -67,6 +79,13 @@ fn main(vcpu: usize) -> u64 {
             let _ = hypercall::set_timer(armed + stray_ns);
             spin_until(armed + 10 * stray_ns, || state = work::unit(state, 64));
             hypercall::block();
+            if let Some(port) = timer_port.filter(|&p| !shared::take_event(p)) {
+                println!(
+                    "latency: FAILURE: vcpu {vcpu}: block returned for its timer before the \
+                     timer's event (port {port}) was pending"
+                );
+                hypercall::shutdown(abi::hypercall::shutdown::CRASH);
+            }
         }
         shared::add_work(vcpu, 1);
         stats.periods += 1;
