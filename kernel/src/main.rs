@@ -165,6 +165,7 @@ extern "C" fn kernel_entry() -> ! {
     domain::event_channel::set_slow_send(options.selftest == SelfTest::SlowSend);
     schedule::set_slow_timer_wake(options.selftest == SelfTest::SlowTimerWake);
     schedule::set_slow_timer_fire(options.selftest == SelfTest::SlowTimerFire);
+    pv::control::set_slow_wait(options.selftest == SelfTest::SlowWait);
 
     let topology = match arch::platform::discover(&info) {
         Ok(t) => t,

@@ -68,6 +68,11 @@ pub enum SelfTest {
     /// an emulated CPU there; the vCPU meanwhile runs on another CPU and blocks
     /// (`schedule::run_timers`). What the `latency/slow-timer-fire` check runs with.
     SlowTimerFire,
+    /// Domain0's wait for a domain's end (`Domctl::Wait`) lingers 3 ms with interrupts
+    /// off between registering as a waiter and blocking, as when the host deschedules an
+    /// emulated CPU there; the domain ends on another CPU meanwhile
+    /// (`pv::control::domctl`). What the `churn/slow-wait` check runs with.
+    SlowWait,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -130,6 +135,7 @@ const SELF_TESTS: &[&str] = &[
     "slow-send",
     "slow-timer-wake",
     "slow-timer-fire",
+    "slow-wait",
 ];
 
 impl fmt::Display for CmdlineError<'_> {
@@ -243,6 +249,7 @@ pub fn parse<'a>(
                     "slow-send" => SelfTest::SlowSend,
                     "slow-timer-wake" => SelfTest::SlowTimerWake,
                     "slow-timer-fire" => SelfTest::SlowTimerFire,
+                    "slow-wait" => SelfTest::SlowWait,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -408,6 +415,10 @@ mod tests {
                 .unwrap()
                 .selftest,
             SelfTest::SlowTimerFire
+        );
+        assert_eq!(
+            parse("selftest=slow-wait", POLICIES).unwrap().selftest,
+            SelfTest::SlowWait
         );
     }
 

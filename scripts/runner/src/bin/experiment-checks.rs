@@ -2818,6 +2818,16 @@ fn cases() -> Vec<Case> {
         vec![&spec("timer-wake"), "--append", "selftest=slow-timer-fire"],
         stray_timers_end_their_blocks,
     );
+    // Domain0 waiting for a domain's end while it dies on the other CPU, its CPU stalled
+    // between registering as a waiter and blocking (`selftest=slow-wait`): the wait must see
+    // the end. Without the look again after the block, the first killed domain was still
+    // "alive" at its deadline: exit 1 within the first rounds (found by an audit of the
+    // guest paths, session 21).
+    add(
+        "churn/slow-wait".into(),
+        vec![&spec("churn-kill"), "--append", "selftest=slow-wait"],
+        churn_kill_back_at_baseline,
+    );
     // Domains killed mid-switch, under the policies that tick on demand (`churn` runs credit).
     for policy in ["credit2", "rtds"] {
         add(
