@@ -644,6 +644,14 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
 /// How long it took is counted ([`SET_TIMER_TIME`]).
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     let start = time::now_ns();
+    // A deadline of [`FIRED`] (1 ns, long past) would read as the mark of a timer that fired
+    // and sent its event: the next block or poll took it and returned with no event sent,
+    // and none ever came (hostile-sched `timer-edges`). It is as due as the next ns.
+    let deadline_ns = if deadline_ns == FIRED {
+        FIRED + 1
+    } else {
+        deadline_ns
+    };
     v.timer_deadline.store(deadline_ns, Ordering::Release);
     if deadline_ns != 0 {
         v.last_timer_deadline.store(deadline_ns, Ordering::Relaxed);
