@@ -22,6 +22,7 @@
 //! | 14 | console-bound | console writes the serial port pays for most: 64 empty lines, a line of 200 `ESC` bytes (shown escaped, four bytes each), terminal escapes (CSI, OSC, `\r`, C1 CSI), then 40 numbered lines `cb NNN` in writes of whole lines up to 256 bytes; every call must cost at most `CONSOLE_CALL_BYTES` serial bytes (`abi::hypercall::console_line_cost` of what it took), the empty lines need several calls, and every byte must get out (short writes continued); the runner checks that no control character reached the console and that the numbered lines came in order, none missing | SUCCESS |
 //! | 15 | kill-picked | the other vCPUs go down, arm a timer a few µs ahead and block, yield, in a loop, while vCPU 0 brings them up again and again and, `kill_us` µs in (0: 200 to 3,000 µs, from the clock), gets the domain killed (`ud2`): the kill lands while one of them is picked, claimed, leaving, down or asleep on the other CPU (churn: Domain0 then destroys the domain at once) | killed: exception 6 |
 //! | 16 | spin-masked | masks its upcall and spins in ring 3 for `spin_ms` ms (1500), reading the clock from the shared-info page: no hypercall, no fault, no upcall, so the only way its CPU enters the hypervisor is an interrupt. Beside it, alone on its CPU (no switch there either), Domain0 replaces a pool's policy, whose old instance it frees a grace period later, and destroys a domain bound to a peer (`xtf-grace.toml`): every grace period must still end (`arch::rcu`: the entry of the CPU's timer interrupt, or of the grace period's IPI, is a quiescent point), or the machine stops | SUCCESS |
+//! | 17 | block-pending | its timer VIRQ left pending, `block` in a loop for `spin_ms` ms (1500), 100 µs of work between: each block returns at once (an event is pending) and the vCPU is picked again where it ran; the hypervisor must count it running all along, not waiting (`block-pending.toml`: its `wait_ns` near 0 alone on a CPU) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -66,6 +67,7 @@ fn main(vcpu: usize) -> u64 {
         13 => console_lines(),
         14 => console_bound(),
         16 => spin_masked(),
+        17 => block_pending(),
         _ => xtf::error("hostile-sched", format_args!("no case {case}")),
     }
 }
@@ -176,6 +178,37 @@ fn block_storm(rounds: u64) -> u64 {
         took / 1_000_000
     );
     c.that(format_args!("every block returned"), true);
+    c.verdict()
+}
+
+/// An event left pending, then `block` again and again: each returns at once, its vCPU
+/// picked again on its own CPU.
+fn block_pending() -> u64 {
+    let mut c = Checks::new("block-pending");
+    let port = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => {
+            return xtf::error(
+                "block-pending",
+                format_args!("binding the timer VIRQ: {e:?}"),
+            );
+        }
+    };
+    // A past deadline: the block takes it and sends the event, which nothing clears.
+    let _ = hypercall::set_timer(time::now_ns().saturating_sub(1000).max(2));
+    hypercall::block();
+    let until = time::now_ns() + shared::arg("spin_ms", 1500) * 1_000_000;
+    let mut blocks = 0u64;
+    while time::now_ns() < until {
+        time::spin_until(time::now_ns() + 100_000, core::hint::spin_loop);
+        hypercall::block();
+        blocks += 1;
+    }
+    println!("{blocks} blocks with an event pending");
+    c.that(
+        format_args!("the timer's event stayed pending"),
+        shared::pending(port),
+    );
     c.verdict()
 }
 

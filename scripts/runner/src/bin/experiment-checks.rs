@@ -1768,6 +1768,44 @@ fn stray_timers_end_their_blocks(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `block-pending.toml`: a vCPU alone on its CPU that blocks with an event pending, each
+/// block returning at once, ran counted as running: its waits under a tenth of its CPU time
+/// (the way in and out of each block; it waited as long as it ran when the `Same` path left
+/// it runnable), its wake-ups served within 1 ms at p99 (8.8 ms then), and it blocked at
+/// least a thousand times (one in 100 µs of work).
+fn blocks_with_an_event_pending_run_on(records: &[Record]) -> Result<String, String> {
+    let bp = in_group(records, "bp")?;
+    if bp.wakeups < 1000 {
+        return Err(format!(
+            "{} woke {} times, expected at least 1000 (a block every 100 µs)",
+            bp.name, bp.wakeups
+        ));
+    }
+    if bp.wait_ns * 10 > bp.cpu_ns {
+        return Err(format!(
+            "{} waited {} ms and ran {} ms alone on its CPU, expected waits under a tenth: \
+             it was counted waiting while it ran on after its blocks",
+            bp.name,
+            bp.wait_ns / 1_000_000,
+            bp.cpu_ns / 1_000_000
+        ));
+    }
+    if bp.wake_lat_p99_ns > 1_000_000 {
+        return Err(format!(
+            "{}'s wake-ups p99 {} µs alone on its CPU, expected within 1 ms",
+            bp.name,
+            bp.wake_lat_p99_ns / 1000
+        ));
+    }
+    Ok(format!(
+        "{} blocks with an event pending; waited {:.1}% of its {} ms, wake-ups p99 {} ns",
+        bp.wakeups,
+        100.0 * bp.wait_ns as f64 / bp.cpu_ns.max(1) as f64,
+        bp.cpu_ns / 1_000_000,
+        bp.wake_lat_p99_ns
+    ))
+}
+
 /// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
 /// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
 /// it got to the end, since `ok` also describes a domain still running), and the bystander
@@ -2827,6 +2865,14 @@ fn cases() -> Vec<Case> {
         "churn/slow-wait".into(),
         vec![&spec("churn-kill"), "--append", "selftest=slow-wait"],
         churn_kill_back_at_baseline,
+    );
+    // A vCPU picked again where it runs after a block that an event ended at once must be
+    // counted running again (`schedule::runs_on`): before, alone on a CPU, it waited 100%
+    // of the run and its wake-ups were 8.8 ms late at p99 (found by an audit, session 21).
+    add(
+        "sched/block-pending".into(),
+        vec![&spec("block-pending")],
+        blocks_with_an_event_pending_run_on,
     );
     // Domains killed mid-switch, under the policies that tick on demand (`churn` runs credit).
     for policy in ["credit2", "rtds"] {
