@@ -401,6 +401,14 @@ pub const DOMAIN_IDS: u32 = 4096;
 /// The owner of a frame of a shared image ([`FrameTable::assign_shared`]): no domain.
 pub const SHARED_OWNER: DomainId = DOMAIN_IDS;
 
+/// The owner of a frame whose domain died while another domain still mapped it (a grant):
+/// no domain, until the last mapping goes and the frame is free ([`FrameTable::teardown`]).
+/// Left as the dead domain's, the frame went with its id, which the next domain made gets
+/// at once: that one could map the frame (another domain's shared page), give it back while
+/// it still mapped it, and so reach it again as whatever it became next (Xen does not reuse
+/// a domain id while the dying domain still has pages).
+pub const ORPHAN_OWNER: DomainId = DOMAIN_IDS + 1;
+
 /// The frame table: one word per machine frame of a contiguous range (see "Concurrency").
 #[derive(Debug)]
 pub struct FrameTable {
@@ -1033,6 +1041,19 @@ impl FrameTable {
                 .is_some_and(|i| i.owner == Some(dom) && i.refs > 0)
             {
                 self.put_page_collect(mfn, &mut freed);
+            }
+            // Still referenced (another domain maps it): no longer `dom`'s
+            // ([`ORPHAN_OWNER`]). A grantee's unmap on another CPU may free it meanwhile,
+            // which the check of the owner sees.
+            if let Some(word) = self.word(mfn) {
+                let _ = self.cas(word, |w| {
+                    if refs_of(w) > 0 && owner_of(w) == Some(dom) {
+                        let owner = (u64::from(ORPHAN_OWNER) + 1) << OWNER_SHIFT;
+                        Step::Set(w & !(u64::MAX << OWNER_SHIFT) | owner)
+                    } else {
+                        Step::Fail(MmError::NotOwner)
+                    }
+                });
             }
         }
         freed
@@ -2563,13 +2584,43 @@ mod tests {
         assert_eq!(
             w.ft.info(g).unwrap(),
             FrameInfo {
-                owner: Some(D1),
+                owner: Some(ORPHAN_OWNER),
                 ty: PageType::Writable,
                 type_count: 1,
                 refs: 1,
                 hv_readonly: false
             }
         );
+        assert_eq!(w.unmap(D2, u.l1, 30, g), Ok(true));
+        assert_eq!(w.ft.info(g), Some(FrameInfo::default()));
+    }
+
+    /// The next domain made gets a dead domain's id at once: a frame of the dead domain that
+    /// another still maps (a grant) is not the new domain's. Left the dead id's, the new
+    /// domain mapped it writable (the grantee's shared page), gave it back while it mapped
+    /// it, and, once the allocator gave it to another domain, freed it under that one by
+    /// dropping its stale entry (found by an audit, session 21).
+    #[test]
+    fn a_reused_domain_id_gets_none_of_the_dead_domains_frames() {
+        let (mut w, t, u) = world();
+        let g = t.data[0];
+        w.grant(D2, u.l1, 30, g, true).unwrap();
+        w.teardown(D1);
+        let n = w.build(D1);
+        let mut freed = Vec::new();
+        assert_eq!(
+            w.ft.update_entry(D1, at(n.l1, 40), rw(g), &mut w.mem, &mut freed),
+            Err(NotOwner),
+            "a new domain with the dead one's id maps its frame writable"
+        );
+        assert_eq!(
+            w.ft.update_entry(D1, at(n.l1, 40), ro(g), &mut w.mem, &mut freed),
+            Err(NotOwner),
+            "... or read-only"
+        );
+        assert_eq!(w.ft.release(g, D1), Err(NotOwner), "... or gives it back");
+        assert_eq!(w.mem.read(n.l1, 40), 0);
+        // The grantee still has it, and its unmap frees it.
         assert_eq!(w.unmap(D2, u.l1, 30, g), Ok(true));
         assert_eq!(w.ft.info(g), Some(FrameInfo::default()));
     }
