@@ -301,6 +301,29 @@ impl Domain {
         if unmasked {
             self.notify_vcpu(vcpu, port as usize / 64, now);
         }
+        self.wake_pollers(now);
+    }
+
+    /// Wakes every vCPU of the domain in `SchedOp::Poll` ([`Domain::polling`]), once a port
+    /// is marked pending: whatever the port's mask and vCPU, as Xen's
+    /// `evtchn_check_pollers`. A poll names ports, not the vCPU they notify, and a masked
+    /// port notifies nobody: without this a poll on such a port slept until its timer, or
+    /// for good (hostile-sched `poll-wakes`). All of them, whichever ports they poll: a poll
+    /// may return on another event (the ABI's "callers check and loop"). The pending bit is
+    /// set before the mask is read here and the poller sets its bit before it looks at its
+    /// ports (SeqCst on both), so one of the two sees the other.
+    fn wake_pollers(&self, now: u64) {
+        if self.polling.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut polling = self.polling.swap(0, Ordering::SeqCst);
+        while polling != 0 {
+            let index = polling.trailing_zeros() as usize;
+            polling &= polling - 1;
+            if let Some(v) = self.vcpus.get(index) {
+                crate::schedule::wake(v, now);
+            }
+        }
     }
 
     /// Clears `port`'s pending bit.

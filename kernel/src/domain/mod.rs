@@ -324,6 +324,9 @@ pub struct Domain {
     /// (`arch::rcu::Reached`), and its destroy waits for a grace period before its last
     /// `Arc` goes. A domain no port was ever bound to is reached by no send.
     pub bound_to: AtomicBool,
+    /// Its vCPUs in `SchedOp::Poll`, a bit per vCPU index: an event on any of its ports wakes
+    /// them, whatever the port's mask and vCPU (`event_channel`, Xen's `poll_mask`).
+    pub polling: AtomicU64,
     /// A number no other `Domain` object has had since boot (never 0), and 0 once it is
     /// dropped, as `Vcpu::serial`: `selftest=slow-send` checks a send's peer still reads it
     /// after the delivery (`event_channel`).
@@ -745,6 +748,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
             snapshot: Mutex::new([None; abi::control::SNAPSHOT_SLOTS as usize]),
             ports: Mutex::new(PortTable::default()),
             bound_to: AtomicBool::new(false),
+            polling: AtomicU64::new(0),
             serial: AtomicU64::new(DOMAIN_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
             slow_sends: event_channel::SLOW_SEND.load(Ordering::Acquire),
             this: dom.clone(),

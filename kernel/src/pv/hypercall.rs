@@ -4,6 +4,8 @@
 //! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
+use core::sync::atomic::Ordering;
+
 use abi::control::DomainState;
 use abi::error::Errno;
 use abi::hypercall::{self, CONSOLE_CALL_BYTES, CONSOLE_CHUNK, SchedOp, VcpuOp};
@@ -166,6 +168,12 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             Ok(0)
         }
         SchedOp::Block => {
+            // A poll's mark left by a wake-up of its timer or its own ports (`Poll` below):
+            // gone, so that another port's event does not end this block.
+            let me = 1u64 << (vcpu.index % 64);
+            if domain.polling.load(Ordering::Relaxed) & me != 0 {
+                domain.polling.fetch_and(!me, Ordering::SeqCst);
+            }
             if schedule::take_due_timer(vcpu, domain, now) {
                 return Ok(0);
             }
@@ -190,13 +198,21 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             let any_pending = |d: &Domain| ports.clone().any(|p| d.is_pending(p));
+            // Marked polling before it looks: an event after the look wakes it, whatever
+            // port it is on (`Domain::wake_pollers`), which clears the mark.
+            let me = 1u64 << (vcpu.index % 64);
+            domain.polling.fetch_or(me, Ordering::SeqCst);
+            let done = |r| {
+                domain.polling.fetch_and(!me, Ordering::SeqCst);
+                Ok(r)
+            };
             if any_pending(domain) {
-                return Ok(1);
+                return done(1);
             }
             // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
             // returns on the timeout too), or the vCPU would sleep forever.
             if schedule::take_due_timer(vcpu, domain, now) {
-                return Ok(0);
+                return done(0);
             }
             schedule::stop(vcpu, Stop::Block, now);
             // As for Block: an event sent or a timer fired before the vCPU was marked
@@ -206,7 +222,11 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
                 || schedule::take_due_timer(vcpu, domain, now)
             {
                 schedule::wake(vcpu, now);
+                return done(0);
             }
+            // Asleep, marked: the mark goes with the wake-up of an event, or stays after
+            // one of its timer or its own ports', to wake it once more at the next event
+            // (a return the ABI allows; Xen's stays in `poll_mask` the same way).
             Ok(0)
         }
         SchedOp::Shutdown => {

@@ -23,6 +23,7 @@
 //! | 15 | kill-picked | the other vCPUs go down, arm a timer a few µs ahead and block, yield, in a loop, while vCPU 0 brings them up again and again and, `kill_us` µs in (0: 200 to 3,000 µs, from the clock), gets the domain killed (`ud2`): the kill lands while one of them is picked, claimed, leaving, down or asleep on the other CPU (churn: Domain0 then destroys the domain at once) | killed: exception 6 |
 //! | 16 | spin-masked | masks its upcall and spins in ring 3 for `spin_ms` ms (1500), reading the clock from the shared-info page: no hypercall, no fault, no upcall, so the only way its CPU enters the hypervisor is an interrupt. Beside it, alone on its CPU (no switch there either), Domain0 replaces a pool's policy, whose old instance it frees a grace period later, and destroys a domain bound to a peer (`xtf-grace.toml`): every grace period must still end (`arch::rcu`: the entry of the CPU's timer interrupt, or of the grace period's IPI, is a quiescent point), or the machine stops | SUCCESS |
 //! | 17 | block-pending | its timer VIRQ left pending, `block` in a loop for `spin_ms` ms (1500), 100 µs of work between: each block returns at once (an event is pending) and the vCPU is picked again where it ran; the hypervisor must count it running all along, not waiting (`block-pending.toml`: its `wait_ns` near 0 alone on a CPU) | SUCCESS |
+//! | 18 | poll-wakes | 2 vCPUs: vCPU 1 polls vCPU 0's timer VIRQ port, masked in a first round and unmasked (but bound to vCPU 0) in a second, its own timer 1 s ahead as a guard; vCPU 0, once vCPU 1 is off its CPU, sets its timer due: each poll must end within 300 ms of that event, not on the guard (Xen's `evtchn_check_pollers` wakes a poller whatever the port's mask and vCPU) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -55,6 +56,7 @@ fn main(vcpu: usize) -> u64 {
         9 | 10 => end_race(vcpu, case == 10),
         12 => pause_escape(vcpu),
         15 => kill_picked(vcpu),
+        18 => poll_wakes(vcpu),
         _ if vcpu != 0 => rt::park(vcpu),
         1 => poll_after_fired(),
         3 => block_storm(rounds),
@@ -209,6 +211,97 @@ fn block_pending() -> u64 {
         format_args!("the timer's event stayed pending"),
         shared::pending(port),
     );
+    c.verdict()
+}
+
+/// `poll-wakes`: the port vCPU 1 polls (vCPU 0's timer VIRQ), the round vCPU 0 has set up,
+/// the round vCPU 1 polls in, and the round it finished, with when its poll ended.
+static POLL_PORT: AtomicU64 = AtomicU64::new(0);
+static POLL_READY: AtomicU64 = AtomicU64::new(0);
+static POLLING: AtomicU64 = AtomicU64::new(0);
+static POLL_DONE: AtomicU64 = AtomicU64::new(0);
+static POLL_ENDED: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// How long after its event a poll may end (its guard timer is 1 s ahead; the spec it runs
+/// in keeps both CPUs busy with other cases).
+const POLL_WAKE_NS: u64 = 300_000_000;
+const POLL_GUARD_NS: u64 = 1_000_000_000;
+
+fn poll_wakes(vcpu: usize) -> u64 {
+    let wait_for = |flag: &AtomicU64, round: u64| {
+        let until = time::now_ns() + 3 * POLL_GUARD_NS;
+        while flag.load(Ordering::SeqCst) < round && time::now_ns() < until {
+            core::hint::spin_loop();
+        }
+        flag.load(Ordering::SeqCst) >= round
+    };
+    if vcpu == 1 {
+        for round in 1..=2 {
+            if !wait_for(&POLL_READY, round) {
+                break;
+            }
+            let port = POLL_PORT.load(Ordering::SeqCst) as u32;
+            let start = time::now_ns();
+            // Its own timer: a guard, so that a lost wake-up ends the poll late, not never.
+            let _ = hypercall::set_timer(start + POLL_GUARD_NS);
+            POLLING.store(round, Ordering::SeqCst);
+            while !shared::pending(port) && time::now_ns() < start + POLL_GUARD_NS * 6 / 5 {
+                let _ = hypercall::poll(&[port]);
+            }
+            let _ = hypercall::set_timer(0);
+            POLL_ENDED[round as usize].store(time::now_ns(), Ordering::SeqCst);
+            POLL_DONE.store(round, Ordering::SeqCst);
+        }
+        rt::park(vcpu);
+    }
+    if vcpu != 0 {
+        rt::park(vcpu);
+    }
+    let mut c = Checks::new("poll-wakes");
+    if shared::vcpus() < 2 {
+        return xtf::error("poll-wakes", format_args!("needs 2 vCPUs"));
+    }
+    let port = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => {
+            return xtf::error("poll-wakes", format_args!("binding the timer VIRQ: {e:?}"));
+        }
+    };
+    POLL_PORT.store(u64::from(port), Ordering::SeqCst);
+    for (round, masked) in [(1u64, true), (2, false)] {
+        shared::set_mask(port, masked);
+        shared::take_event(port);
+        POLL_READY.store(round, Ordering::SeqCst);
+        if !wait_for(&POLLING, round) {
+            return xtf::error("poll-wakes", format_args!("vCPU 1 never polled"));
+        }
+        // Until vCPU 1 is off its CPU (its CPU time stands still for 1 ms): asleep in its
+        // poll, most likely. Then the event.
+        let until = time::now_ns() + POLL_WAKE_NS;
+        let mut ran = time::vcpu_time_ns(1);
+        while time::now_ns() < until {
+            time::spin_until(time::now_ns() + 1_000_000, core::hint::spin_loop);
+            let now_ran = time::vcpu_time_ns(1);
+            if now_ran == ran {
+                break;
+            }
+            ran = now_ran;
+        }
+        let sent = time::now_ns();
+        let _ = hypercall::set_timer(sent);
+        let done = wait_for(&POLL_DONE, round);
+        let took = POLL_ENDED[round as usize]
+            .load(Ordering::SeqCst)
+            .saturating_sub(sent);
+        c.that(
+            format_args!(
+                "a poll on vCPU 0's {} timer port ended {} µs after its event",
+                if masked { "masked" } else { "unmasked" },
+                took / 1000
+            ),
+            done && took < POLL_WAKE_NS,
+        );
+    }
     c.verdict()
 }
 
