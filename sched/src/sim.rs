@@ -458,16 +458,24 @@ impl Sim<'_> {
 
     /// A kick sent from `from` (if known): it arrives `kick_ns` later unless local.
     fn kick_from(&mut self, cpu: usize, from: Option<usize>) {
-        self.kick_after(cpu, from, 0);
+        self.kick_after(cpu, from, 0, false);
     }
 
-    /// A kick made `after` ns from now (the sender's work before it).
-    fn kick_after(&mut self, cpu: usize, from: Option<usize>, after: u64) {
+    /// A kick made `after` ns from now (the sender's work before it), for a wake-up if
+    /// `wake` (drawn from the run's wake-ups' kicks, if it counted them:
+    /// [`Profile::wake_kick_delay`]).
+    fn kick_after(&mut self, cpu: usize, from: Option<usize>, after: u64, wake: bool) {
         // A kick measured on the hypervisor counts from the event, the sender's work with it.
         let measured = self.costs.kick_is_measured(from, cpu);
         let after = if measured { 0 } else { after };
         let rng = &mut self.kick_rng;
-        let at = self.now + after + self.costs.kick_delay(from, cpu, &mut || rng.uniform());
+        let mut uniform = || rng.uniform();
+        let delay = if wake {
+            self.costs.wake_kick_delay(from, cpu, &mut uniform)
+        } else {
+            self.costs.kick_delay(from, cpu, &mut uniform)
+        };
+        let at = self.now + after + delay;
         if measured && from == Some(cpu) {
             self.cpus[cpu].deciding_at = self.cpus[cpu].deciding_at.max(at);
         }
@@ -927,7 +935,7 @@ impl Sim<'_> {
         let w = self.pools[p].policy.wake(VcpuId(v as u32), now);
         let kicked = w.kick.map(|c| self.global(p, c));
         if let Some(c) = kicked {
-            self.kick_after(c, from, ns);
+            self.kick_after(c, from, ns, true);
         }
         kicked
     }

@@ -272,6 +272,35 @@ fn measured_kicks_set_the_wake_latency() {
     assert!(early <= 5, "{early} served before the kick: {d:?}");
 }
 
+/// A wake-up's kick of another CPU is drawn from the run's kicks for a wake-up when it
+/// counted them apart (`kick_wake_late`, `Profile::with_wake_kicks`), the policy's other
+/// kicks from all of them: under rtds on 2 CPUs most of the latency domain's wake-ups kick
+/// the other CPU, and a tail that only the policy's own kicks had made its p99 a log2
+/// bucket too high (session 21).
+#[test]
+fn a_wake_ups_kick_is_drawn_from_the_wake_ups_kicks() {
+    use sched::cost::Measured;
+    let s = spec(
+        &LATENCY
+            .replace("policy = \"bvt\"", "policy = \"rtds\"")
+            .replace("warp_us = 10000", "period_us = 500\nbudget_us = 100"),
+    );
+    // Kicks of a CPU by itself and wake-ups' kicks of another: (6144, 7168] ns; all kicks
+    // of another CPU: (1, 2] ms.
+    let fast = || Measured::new(vec![(6144, 7168, 10)]);
+    let remote = Measured::new(vec![(1_048_576, 2_097_152, 10)]);
+    let p = Profile::default().with_measured(remote, fast(), None);
+    let all = run(&s, p.clone()).domains[0].clone();
+    let apart = run(&s, p.with_wake_kicks(fast())).domains[0].clone();
+    // Drawn apart: every wake-up served within its kick's (6144, 7168] ns, 2000 of them.
+    assert!(apart.wakeups >= 1900, "{apart:?}");
+    assert!(apart.wake_lat_p99_ns <= 7168, "p99 {}", apart.wake_lat_p99_ns);
+    // From all kicks of another CPU: the remote ones wait 1-2 ms (p99 2 ms here), and the
+    // latency domain misses periods.
+    assert!(all.wake_lat_p99_ns >= 1_048_576, "p99 {}", all.wake_lat_p99_ns);
+    assert!(all.wakeups < apart.wakeups, "{} wake-ups against {}", all.wakeups, apart.wakeups);
+}
+
 /// A run's CPU stalls (slice ends later than 256 µs: the host not running the CPU) are
 /// played out: a hog on a stalled CPU is charged the stall but does no work, and a waker
 /// whose CPU is stalled waits for the stall's end.
@@ -393,6 +422,14 @@ fn the_command_takes_costs_from_a_run() {
     let (code, text) = schedsim(&good);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("kicks of a CPU by itself 4 (p50 <= 7168 ns"), "{text}");
+    // A run that counted its wake-ups' kicks of another CPU apart.
+    let (code, text) = schedsim(&good.replace(
+        "\"kick_local_late\"",
+        "\"kick_wake_late\":{\"hist\":[[20480,3]],\"p50_ns\":20480,\"p99_ns\":20480},\
+         \"kick_local_late\"",
+    ));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("of them for a wake-up 3 (p50 <= 20480 ns"), "{text}");
     assert!(text.contains("CPU stalls of p50 <= 8192000 ns"), "{text}");
     // Switches and set_timer hypercalls, and the stalls inside them taken off those of the
     // slice ends: 2 s on 2 CPUs, 1 s of it stalled by the slices, 0.5 s of it in switches.

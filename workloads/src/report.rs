@@ -248,6 +248,8 @@ pub struct CpuInterval {
     /// ([`cpu_hist`]).
     pub kick_late: [u64; KICK_LATE_BUCKETS],
     pub kick_local_late: [u64; KICK_LATE_BUCKETS],
+    /// Of the kicks sent by another CPU, those for a wake-up.
+    pub kick_wake_late: [u64; KICK_LATE_BUCKETS],
     /// Switches and `set_timer` hypercalls, by how long they took ([`cpu_hist`]).
     pub switch_time: [u64; KICK_LATE_BUCKETS],
     pub set_timer_time: [u64; KICK_LATE_BUCKETS],
@@ -267,6 +269,7 @@ impl CpuInterval {
             slice_late: slice_late(before, after),
             kick_late: cpu_hist(before, after, |c| &c.kick_late),
             kick_local_late: cpu_hist(before, after, |c| &c.kick_local_late),
+            kick_wake_late: cpu_hist(before, after, |c| &c.kick_wake_late),
             switch_time: cpu_hist(before, after, |c| &c.switch_time),
             set_timer_time: cpu_hist(before, after, |c| &c.set_timer_time),
             switch_armed_time: cpu_hist(before, after, |c| &c.switch_armed_time),
@@ -301,6 +304,7 @@ pub fn run(r: &RunSummary<'_>) -> results::Run {
         slice_late_p99_ns: slice_late_percentile(&r.interval.slice_late, 99),
         kick_late: results::kick_lateness(&r.interval.kick_late),
         kick_local_late: results::kick_lateness(&r.interval.kick_local_late),
+        kick_wake_late: results::kick_lateness(&r.interval.kick_wake_late),
         switch_time: results::kick_lateness(&r.interval.switch_time),
         set_timer_time: results::kick_lateness(&r.interval.set_timer_time),
         switch_armed_time: results::kick_lateness(&r.interval.switch_armed_time),

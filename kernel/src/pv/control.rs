@@ -696,6 +696,7 @@ fn cpu_stats(f: &schedule::CpuFigures) -> abi::control::CpuStats {
         switches: f.switches,
         slice_late: f.slice_late,
         kick_late: halves(&f.kick_late),
+        kick_wake_late: halves(&f.kick_wake_late),
         kick_local_late: halves(&f.kick_local_late),
         switch_time: halves(&f.switch_time),
         set_timer_time: halves(&f.set_timer_time),

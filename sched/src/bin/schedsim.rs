@@ -17,7 +17,8 @@
 //! `--costs-from RESULTS.jsonl` takes the delays that follow the host's load from a
 //! hypervisor run's `run` record instead of the profile (`sched::cost::Profile::
 //! with_measured`): each kick of another CPU is drawn from its `kick_late` histogram (the
-//! profile's `kick_ns`, `kick_p99_ns` and `ipi_ns`), each kick of a CPU by itself from
+//! profile's `kick_ns`, `kick_p99_ns` and `ipi_ns`), a wake-up's from `kick_wake_late` if
+//! the run has it (the wake-ups' kicks alone: `with_wake_kicks`), each kick of a CPU by itself from
 //! `kick_local_late` (`kick_ns`, `kick_p99_ns`), and each slice's lateness from
 //! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`), each switch from
 //! `switch_time` (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`), and a
@@ -226,6 +227,8 @@ fn parse_args() -> Result<Args, String> {
 /// What `--costs-from` (or `--slice-late-from`) takes from a hypervisor run's `run` record.
 struct RunCosts {
     kick_remote: Option<Measured>,
+    /// Of those, the kicks for a wake-up (`kick_wake_late`, in runs since session 21).
+    kick_wake: Option<Measured>,
     kick_local: Option<Measured>,
     slice: Option<Measured>,
     /// The CPUs' stalls, from the slices ended late (`sched::cost::Stalls::split`).
@@ -262,6 +265,7 @@ impl RunCosts {
         let below = |m: Option<Measured>| m.and_then(|m| m.below(STALL_FROM_NS));
         RunCosts {
             kick_remote: below(self.kick_remote),
+            kick_wake: below(self.kick_wake),
             kick_local: below(self.kick_local),
             slice: below(self.slice),
             stalls: None,
@@ -371,6 +375,7 @@ fn run_costs(path: &str) -> Result<RunCosts, String> {
     let stalls = slices.as_deref().and_then(|b| Stalls::split(b).1).and_then(|s| s.without(share));
     Ok(RunCosts {
         kick_remote: kick("kick_late")?,
+        kick_wake: kick("kick_wake_late")?,
         kick_local: kick("kick_local_late")?,
         slice: slices.and_then(Measured::new),
         stalls,
@@ -494,6 +499,7 @@ fn main() -> ExitCode {
         None => costs,
         Some(m) if args.costs_from.is_some() => costs
             .with_measured(m.kick_remote.clone(), m.kick_local.clone(), m.slice.clone())
+            .with_wake_kicks(m.kick_wake.clone())
             .with_stalls(m.stalls.clone())
             .with_wake_late(m.wake_late.clone())
             .with_host_load(m.host_load)
@@ -524,6 +530,7 @@ fn main() -> ExitCode {
     let measured_note = from.as_ref().map(|f| {
         let parts: Vec<String> = [
             described("kicks of another CPU", &costs.kick_remote_measured),
+            described("of them for a wake-up", &costs.kick_wake_measured),
             described("kicks of a CPU by itself", &costs.kick_local_measured),
             described("slice ends", &costs.slice_measured),
             described("switches", &costs.switch_measured),

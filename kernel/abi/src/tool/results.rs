@@ -328,6 +328,11 @@ record! {
         /// interval and every CPU ([`Lateness`], in `abi::control::kick_late_bucket`s: four to a
         /// power of two). What a woken vCPU waits for before a CPU elsewhere decides to run it.
         pub kick_late: Option<Lateness>,
+        /// Optional (the hypervisor only, when a wake-up kicked another CPU): of those, the
+        /// kicks for a vCPU's wake-up, from the wake-up; the rest are the policy's own (a
+        /// tick's, a decision's, a `context_saved`'s), which come at other moments and wait
+        /// otherwise. What schedsim draws a woken vCPU's kick of another CPU from.
+        pub kick_wake_late: Option<Lateness>,
         /// Optional (the hypervisor only, when any CPU kicked itself): the same for the kicks
         /// a CPU made itself (a wake-up handled on the CPU that is to run it), served on its way
         /// out of the hypervisor.
@@ -391,6 +396,7 @@ impl Run {
             slice_late_p50_ns: None,
             slice_late_p99_ns: None,
             kick_late: None,
+            kick_wake_late: None,
             kick_local_late: None,
             switch_time: None,
             set_timer_time: None,
