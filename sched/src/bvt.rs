@@ -183,7 +183,10 @@ impl BvtVcpu {
 
     /// Xen's `__calc_evt`: EVT from AVT and the warp state, unwarping past the limit.
     fn calc_evt(&mut self, now: u64) {
-        if self.warped && self.p.warpl_ns != 0 && now - self.warp_start_ns >= self.p.warpl_ns {
+        if self.warped
+            && self.p.warpl_ns != 0
+            && now.saturating_sub(self.warp_start_ns) >= self.p.warpl_ns
+        {
             self.warped = false;
             self.unwarped_ns = Some(now);
         }
@@ -197,7 +200,10 @@ impl BvtVcpu {
             self.warped = false;
             return;
         }
-        let rested = self.unwarped_ns.is_none_or(|t| now - t >= self.p.warpu_ns);
+        // A wake-up's `now` is read on the waker's CPU, and may come before an unwarp
+        // stamped since by a decision elsewhere (a waker's CPU stalled under TCG): that
+        // vCPU has not rested (wrapped, it warped again at once; an audit, session 21).
+        let rested = self.unwarped_ns.is_none_or(|t| now.saturating_sub(t) >= self.p.warpu_ns);
         // Xen's bvt_wake restarts the warp at every wake-up (`warped = now`): L limits how
         // long one wake-up may run warped, not the warp over a vCPU's life.
         if rested {

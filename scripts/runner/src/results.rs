@@ -102,7 +102,10 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
         .collect();
     let fair = sched::summary::fairness(&figures, run.duration_ns, weighted);
     Some(Summary {
-        work_total: records.domains().map(|d| d.work).sum(),
+        // Saturating: a guest writes its own `work` counters (a hostile one any value).
+        work_total: records
+            .domains()
+            .fold(0u64, |t, d| t.saturating_add(d.work)),
         jain: fair.jain,
         share_err_max: fair.share_err_max,
         idle_ns: run.idle_ns,
