@@ -2932,6 +2932,13 @@ mod tests {
             self.doms[d].owned.lock().unwrap().clone()
         }
 
+        /// Whether the domain with id `id` has died.
+        fn is_dead(&self, id: DomainId) -> bool {
+            self.doms
+                .iter()
+                .any(|d| d.id == id && d.dead.load(std::sync::atomic::Ordering::SeqCst))
+        }
+
         /// Domain `d` dies: its frames' allocation references go, its tree is devalidated.
         /// Its vCPUs have stopped; everyone else goes on.
         fn kill(&self, d: usize) {
@@ -3051,7 +3058,16 @@ mod tests {
                             // references, then (a data frame) `Writable` type references,
                             // as grant copies to it take.
                             for _ in 0..r.below(256) {
-                                self.ft.get_page(m, owner).unwrap();
+                                if let Err(e) = self.ft.get_page(m, owner) {
+                                    // Its owner died meanwhile: the frame we hold is no
+                                    // domain's now (`ORPHAN_OWNER`), and the dead id takes
+                                    // no new reference on it.
+                                    assert!(
+                                        e == MmError::NotOwner && self.is_dead(owner),
+                                        "{e:?} on {m:#x} of live domain {owner}"
+                                    );
+                                    break;
+                                }
                                 assert!(!self.ft.put_page(m), "we hold {m:#x}");
                             }
                             for _ in 0..r.below(256) {
