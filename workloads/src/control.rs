@@ -14,8 +14,8 @@ use crate::report::{CpuStats, Figures, FrameCounts};
 
 /// Largest encoded request or reply: the hypervisor's bound (`MESSAGE_BYTES`,
 /// kernel/src/pv/control.rs). A results record is the biggest request: a long run's `run`
-/// record, with its seven per-CPU histograms filled, passed 4 KiB (`churn`, 9 s). The
-/// biggest reply, `CpuStats`, is seven histograms of 64 counts (a varint each), about 2 KiB.
+/// record, with its eight per-CPU histograms filled, passed 4 KiB (`churn`, 9 s). The
+/// biggest reply, `CpuStats`, is eight histograms of 64 counts (a varint each), about 2 KiB.
 /// On the heap: two of them would be half of a vCPU's 64 KiB stack.
 const MESSAGE_BYTES: usize = 16 << 10;
 

@@ -73,6 +73,11 @@ pub enum SelfTest {
     /// emulated CPU there; the domain ends on another CPU meanwhile
     /// (`pv::control::domctl`). What the `churn/slow-wait` check runs with.
     SlowWait,
+    /// Every `SchedOp::Poll` lingers 200 µs with interrupts off once it has marked its vCPU
+    /// polling and before it looks at its ports, as when the host deschedules an emulated
+    /// CPU there; another vCPU's events meanwhile wake it (`pv::hypercall::sched_op`).
+    /// What the `sched/slow-poll` check runs with.
+    SlowPoll,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -136,6 +141,7 @@ const SELF_TESTS: &[&str] = &[
     "slow-timer-wake",
     "slow-timer-fire",
     "slow-wait",
+    "slow-poll",
 ];
 
 impl fmt::Display for CmdlineError<'_> {
@@ -250,6 +256,7 @@ pub fn parse<'a>(
                     "slow-timer-wake" => SelfTest::SlowTimerWake,
                     "slow-timer-fire" => SelfTest::SlowTimerFire,
                     "slow-wait" => SelfTest::SlowWait,
+                    "slow-poll" => SelfTest::SlowPoll,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -419,6 +426,10 @@ mod tests {
         assert_eq!(
             parse("selftest=slow-wait", POLICIES).unwrap().selftest,
             SelfTest::SlowWait
+        );
+        assert_eq!(
+            parse("selftest=slow-poll", POLICIES).unwrap().selftest,
+            SelfTest::SlowPoll
         );
     }
 

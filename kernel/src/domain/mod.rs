@@ -303,6 +303,9 @@ pub struct DomainLife {
     pub waiters: Vec<u32>,
 }
 
+// `Domain::polling` has a bit for every vCPU a domain can have.
+const _: () = assert!(abi::shared::MAX_VCPUS <= 64);
+
 /// A domain.
 ///
 /// In declaration order (`repr(C)`): what an event's send and delivery read (its ports, its

@@ -4,7 +4,7 @@
 //! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::control::DomainState;
 use abi::error::Errno;
@@ -160,6 +160,18 @@ impl core::fmt::Display for Shown<'_> {
     }
 }
 
+/// `selftest=slow-poll`: a poll holds its CPU this long once it has marked its vCPU polling
+/// ([`set_slow_poll`]).
+static SLOW_POLL: AtomicBool = AtomicBool::new(false);
+const SLOW_POLL_US: u64 = 200;
+
+/// Turns on `selftest=slow-poll`: `SchedOp::Poll` spins [`SLOW_POLL_US`] with interrupts
+/// off between marking its vCPU polling and looking at its ports, as an emulated CPU the
+/// host stopped there would, while other vCPUs' events wake it. Called once at boot.
+pub fn set_slow_poll(on: bool) {
+    SLOW_POLL.store(on, Ordering::Relaxed);
+}
+
 fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
     match SchedOp::from_raw(op).ok_or(Errno::NoSys)? {
@@ -170,7 +182,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
         SchedOp::Block => {
             // A poll's mark left by a wake-up of its timer or its own ports (`Poll` below):
             // gone, so that another port's event does not end this block.
-            let me = 1u64 << (vcpu.index % 64);
+            let me = 1u64 << vcpu.index;
             if domain.polling.load(Ordering::Relaxed) & me != 0 {
                 domain.polling.fetch_and(!me, Ordering::SeqCst);
             }
@@ -198,35 +210,39 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             let any_pending = |d: &Domain| ports.clone().any(|p| d.is_pending(p));
-            // Marked polling before it looks: an event after the look wakes it, whatever
-            // port it is on (`Domain::wake_pollers`), which clears the mark.
-            let me = 1u64 << (vcpu.index % 64);
-            domain.polling.fetch_or(me, Ordering::SeqCst);
-            let done = |r| {
-                domain.polling.fetch_and(!me, Ordering::SeqCst);
-                Ok(r)
-            };
             if any_pending(domain) {
-                return done(1);
+                return Ok(1);
             }
             // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
             // returns on the timeout too), or the vCPU would sleep forever.
             if schedule::take_due_timer(vcpu, domain, now) {
-                return done(0);
+                return Ok(0);
             }
+            // Blocked first, then marked polling, then a look at its ports (Xen's
+            // `do_poll` order): an event after the mark wakes it whatever port it is on
+            // (`Domain::wake_pollers`, which takes the mark), and one before it is seen by
+            // the look (SeqCst on both sides). Marked before the block, a wake of the still
+            // running vCPU by another port's event took the mark and did nothing, and the
+            // vCPU then slept unmarked through the event it polled for (a review of
+            // session 21; hostile-sched `poll-wakes`' third round).
             schedule::stop(vcpu, Stop::Block, now);
-            // As for Block: an event sent or a timer fired before the vCPU was marked
-            // blocked.
+            let me = 1u64 << vcpu.index;
+            domain.polling.fetch_or(me, Ordering::SeqCst);
+            if SLOW_POLL.load(Ordering::Relaxed) {
+                smp::time::delay_us(SLOW_POLL_US);
+            }
+            // As for Block: an event sent or a timer fired before the vCPU was marked.
             if any_pending(domain)
                 || domain.has_pending_for(vcpu.index)
                 || schedule::take_due_timer(vcpu, domain, now)
             {
+                domain.polling.fetch_and(!me, Ordering::SeqCst);
                 schedule::wake(vcpu, now);
-                return done(0);
             }
-            // Asleep, marked: the mark goes with the wake-up of an event, or stays after
-            // one of its timer or its own ports', to wake it once more at the next event
-            // (a return the ABI allows; Xen's stays in `poll_mask` the same way).
+            // Asleep, marked: the mark goes with the wake-up of any event of the domain.
+            // Woken otherwise (its timer not bound to a port, a pause, a kill), it keeps
+            // the mark until the next event, or its next block (a return the ABI allows;
+            // Xen's stays in `poll_mask` the same way).
             Ok(0)
         }
         SchedOp::Shutdown => {

@@ -196,15 +196,16 @@ struct CpuCounters {
     /// [`TIMED_KINDS`] histograms in `abi::control::kick_late_bucket`s, [`KICK_LATE_BUCKETS`]
     /// each, by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
     /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
-    /// [`KICK_REMOTE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
+    /// [`KICK_REMOTE`]), and of those the wake-ups' ([`KICK_REMOTE_WAKE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
     /// hypercalls ([`SET_TIMER_TIME`]), and of those the ones that wrote the hardware timer
     /// ([`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]), and how late sleepers' timers
-    /// woke them ([`TIMER_WAKE_LATE`]). Last in the struct, whose `CpuState` starts a page:
-    /// the kinds a switch counts lie in that first page with the rest of the CPU's state.
+    /// woke them ([`TIMER_WAKE_LATE`], the last). Last in the struct, whose `CpuState`
+    /// starts a page: the kinds a decision or a switch counts lie in that first page with
+    /// the rest of the CPU's state; the last kind runs into the second.
     timed: [AtomicU64; TIMED_KINDS * KICK_LATE_BUCKETS],
 }
 
-/// The third and fourth kinds of [`CpuCounters::timed`]: each switch to another vCPU,
+/// The fourth and fifth kinds of [`CpuCounters::timed`]: each switch to another vCPU,
 /// from the end of the decision to the incoming vCPU's address space loaded (what
 /// schedsim's cost profile calls a switch, `switch_*_ns`: the incoming vCPU's time, in
 /// which it does no work), and each `set_timer` hypercall. Under TCG on a loaded host both
@@ -215,9 +216,9 @@ struct CpuCounters {
 /// per wake-up) is hit by those stalls far more than its share of the time, which
 /// schedsim, given a run's own figures (`schedsim --costs-from`), draws per switch and per
 /// timer set.
-const SWITCH_TIME: usize = 2;
-const SET_TIMER_TIME: usize = 3;
-/// The fifth and sixth kinds: of the switches and `set_timer` hypercalls above, those that
+const SWITCH_TIME: usize = 3;
+const SET_TIMER_TIME: usize = 4;
+/// The sixth and seventh kinds: of the switches and `set_timer` hypercalls above, those that
 /// wrote the CPU's timer ([`arm_timer`] moved its deadline earlier, or what was armed had
 /// passed), counted in both kinds. Under TCG the write is the dear part (an APIC write under
 /// QEMU's global lock), and whether a switch makes one depends on what it arms: rtds's
@@ -225,21 +226,23 @@ const SET_TIMER_TIME: usize = 3;
 /// every time, while a hog switched in after it finds that deadline still armed and keeps it.
 /// schedsim, given a run's figures, follows [`arm_timer`]'s rule and draws each switch and
 /// `set_timer` from the kind it falls in (`sched::cost::Profile::with_armed`).
-const SWITCH_ARMED_TIME: usize = 4;
-const SET_TIMER_ARMED_TIME: usize = 5;
-/// The seventh kind: how late each sleeper's timer woke it, from its deadline to the
+const SWITCH_ARMED_TIME: usize = 5;
+const SET_TIMER_ARMED_TIME: usize = 6;
+/// The eighth kind, the last, past the first page (counted at a sleeper's timer wake-up,
+/// not by a decision or a switch): how late each sleeper's timer woke it, from its deadline to the
 /// timer's run here ([`run_timers`]): the same hardware timer as the slices' ends, late by
 /// the same host stalls, which schedsim draws a sleeper's wake-up from
 /// (`sched::cost::Profile::with_wake_late`).
-const TIMER_WAKE_LATE: usize = 6;
-/// The eighth kind: of the kicks from other CPUs, those for a wake-up ([`kick_for_wake`]).
+const TIMER_WAKE_LATE: usize = 7;
+/// The third kind: of the kicks from other CPUs, those for a wake-up ([`kick_for_wake`]).
 /// The rest are the policies' own (a tick's, a decision's `take_kicks`, a `context_saved`
 /// one), which come at other moments and wait otherwise: under rtds on 2 CPUs 1.4-5.2% of
 /// all kicks of another CPU waited over 65 µs, against 0.4-0.8% of a latency domain's
 /// wake-ups there; schedsim, drawing its wake-ups' kicks from all of them, put the latency
 /// domain's p99 a log2 bucket too high (session 21). schedsim draws a wake-up's kick from
-/// these (`sched::cost::Profile::with_wake_kicks`).
-const KICK_REMOTE_WAKE: usize = 7;
+/// these (`sched::cost::Profile::with_wake_kicks`). Beside the other kicks, in the first
+/// page: a decision counts it.
+const KICK_REMOTE_WAKE: usize = 2;
 /// How many kinds [`CpuCounters::timed`] holds.
 const TIMED_KINDS: usize = 8;
 /// The first and second kinds of [`CpuCounters::timed`]: kicks this CPU sent itself, and
@@ -331,12 +334,22 @@ struct CpuState {
     counters: CpuCounters,
 }
 
-// What a switch counts (every kind up to the armed ones) is in a `CpuState`'s first page.
+// What a decision and a switch count (every kind but the last) is in a `CpuState`'s first
+// page.
 const _: () = assert!(
     core::mem::offset_of!(CpuState, counters)
         + core::mem::offset_of!(CpuCounters, timed)
         + (SET_TIMER_ARMED_TIME + 1) * KICK_LATE_BUCKETS * 8
         <= 4096
+);
+const _: () = assert!(
+    KICK_LOCAL < TIMER_WAKE_LATE
+        && KICK_REMOTE < TIMER_WAKE_LATE
+        && KICK_REMOTE_WAKE < TIMER_WAKE_LATE
+        && SWITCH_TIME < TIMER_WAKE_LATE
+        && SWITCH_ARMED_TIME < TIMER_WAKE_LATE
+        && TIMER_WAKE_LATE == SET_TIMER_ARMED_TIME + 1
+        && TIMER_WAKE_LATE == TIMED_KINDS - 1
 );
 
 /// The machine's CPUs' [`CpuState`]s, in CPU order (only the CPUs the machine has: the
@@ -793,7 +806,9 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         // CI; `latency/slow-timer-fire` shows it). Sent first, an event can come for a
         // timer re-armed or cancelled just now, as Xen's can (a timer VIRQ asks the guest
         // to look at the clock); and `take_due_timer` may send it too, if it took the
-        // deadline meanwhile: one event, pending twice.
+        // deadline between the load above and the send: a second event, which, if this CPU
+        // was stalled there, can come after the guest consumed the first (a spurious
+        // timer VIRQ: the guest looks at the clock and finds nothing due).
         if let Some(d) = v.domain() {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }

@@ -23,7 +23,7 @@
 //! | 15 | kill-picked | the other vCPUs go down, arm a timer a few µs ahead and block, yield, in a loop, while vCPU 0 brings them up again and again and, `kill_us` µs in (0: 200 to 3,000 µs, from the clock), gets the domain killed (`ud2`): the kill lands while one of them is picked, claimed, leaving, down or asleep on the other CPU (churn: Domain0 then destroys the domain at once) | killed: exception 6 |
 //! | 16 | spin-masked | masks its upcall and spins in ring 3 for `spin_ms` ms (1500), reading the clock from the shared-info page: no hypercall, no fault, no upcall, so the only way its CPU enters the hypervisor is an interrupt. Beside it, alone on its CPU (no switch there either), Domain0 replaces a pool's policy, whose old instance it frees a grace period later, and destroys a domain bound to a peer (`xtf-grace.toml`): every grace period must still end (`arch::rcu`: the entry of the CPU's timer interrupt, or of the grace period's IPI, is a quiescent point), or the machine stops | SUCCESS |
 //! | 17 | block-pending | its timer VIRQ left pending, `block` in a loop for `spin_ms` ms (1500), 100 µs of work between: each block returns at once (an event is pending) and the vCPU is picked again where it ran; the hypervisor must count it running all along, not waiting (`block-pending.toml`: its `wait_ns` near 0 alone on a CPU) | SUCCESS |
-//! | 18 | poll-wakes | 2 vCPUs: vCPU 1 polls vCPU 0's timer VIRQ port, masked in a first round and unmasked (but bound to vCPU 0) in a second, its own timer 1 s ahead as a guard; vCPU 0, once vCPU 1 is off its CPU, sets its timer due: each poll must end within 300 ms of that event, not on the guard (Xen's `evtchn_check_pollers` wakes a poller whatever the port's mask and vCPU) | SUCCESS |
+//! | 18 | poll-wakes | 3 vCPUs: vCPU 1 polls vCPU 0's timer VIRQ port, masked in a first round, unmasked (but bound to vCPU 0) in a second, masked in a third while vCPU 2's timer events on another port wake it every 40 µs, its own timer 1 s ahead as a guard; vCPU 0, once vCPU 1 is off its CPU, sets its timer due: each poll must end within 300 ms of that event, not on the guard (Xen's `evtchn_check_pollers` wakes a poller whatever the port's mask and vCPU) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -220,7 +220,7 @@ static POLL_PORT: AtomicU64 = AtomicU64::new(0);
 static POLL_READY: AtomicU64 = AtomicU64::new(0);
 static POLLING: AtomicU64 = AtomicU64::new(0);
 static POLL_DONE: AtomicU64 = AtomicU64::new(0);
-static POLL_ENDED: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static POLL_ENDED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// How long after its event a poll may end (its guard timer is 1 s ahead; the spec it runs
 /// in keeps both CPUs busy with other cases).
@@ -235,8 +235,20 @@ fn poll_wakes(vcpu: usize) -> u64 {
         }
         flag.load(Ordering::SeqCst) >= round
     };
+    if vcpu == 2 {
+        // The third round's storm: its own timer's events (on a masked port of its own)
+        // every 40 µs, each waking the poller for nothing, until vCPU 1's round ends.
+        if wait_for(&POLL_READY, 3) {
+            let until = time::now_ns() + 3 * POLL_GUARD_NS;
+            while POLL_DONE.load(Ordering::SeqCst) < 3 && time::now_ns() < until {
+                let _ = hypercall::set_timer(time::now_ns() + 20_000);
+                time::spin_until(time::now_ns() + 40_000, core::hint::spin_loop);
+            }
+        }
+        rt::park(vcpu);
+    }
     if vcpu == 1 {
-        for round in 1..=2 {
+        for round in 1..=3 {
             if !wait_for(&POLL_READY, round) {
                 break;
             }
@@ -258,17 +270,21 @@ fn poll_wakes(vcpu: usize) -> u64 {
         rt::park(vcpu);
     }
     let mut c = Checks::new("poll-wakes");
-    if shared::vcpus() < 2 {
-        return xtf::error("poll-wakes", format_args!("needs 2 vCPUs"));
+    if shared::vcpus() < 3 {
+        return xtf::error("poll-wakes", format_args!("needs 3 vCPUs"));
     }
-    let port = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
-        Ok(p) => p,
-        Err(e) => {
+    let bind = |vcpu| hypercall::evtchn_bind_virq_vcpu(abi::hypercall::virq::TIMER, vcpu);
+    let (port, storm) = match (bind(0), bind(2)) {
+        (Ok(p), Ok(q)) => (p, q),
+        (Err(e), _) | (_, Err(e)) => {
             return xtf::error("poll-wakes", format_args!("binding the timer VIRQ: {e:?}"));
         }
     };
+    shared::set_mask(storm, true);
     POLL_PORT.store(u64::from(port), Ordering::SeqCst);
-    for (round, masked) in [(1u64, true), (2, false)] {
+    // Rounds: vCPU 0's port masked; unmasked (its events notify vCPU 0 alone); masked,
+    // with vCPU 2's events on another port waking the poller over and over meanwhile.
+    for (round, masked) in [(1u64, true), (2, false), (3, true)] {
         shared::set_mask(port, masked);
         shared::take_event(port);
         POLL_READY.store(round, Ordering::SeqCst);
@@ -295,8 +311,13 @@ fn poll_wakes(vcpu: usize) -> u64 {
             .saturating_sub(sent);
         c.that(
             format_args!(
-                "a poll on vCPU 0's {} timer port ended {} µs after its event",
+                "a poll on vCPU 0's {} timer port{} ended {} µs after its event",
                 if masked { "masked" } else { "unmasked" },
+                if round == 3 {
+                    " among other events"
+                } else {
+                    ""
+                },
                 took / 1000
             ),
             done && took < POLL_WAKE_NS,
