@@ -403,34 +403,23 @@ mod tests {
                 share_images: false,
             }
         );
-        assert_eq!(
-            parse("selftest=probe", POLICIES).unwrap().selftest,
-            SelfTest::Probe
-        );
-        assert_eq!(
-            parse("selftest=slow-send", POLICIES).unwrap().selftest,
-            SelfTest::SlowSend
-        );
-        assert_eq!(
-            parse("selftest=slow-timer-wake", POLICIES)
-                .unwrap()
-                .selftest,
-            SelfTest::SlowTimerWake
-        );
-        assert_eq!(
-            parse("selftest=slow-timer-fire", POLICIES)
-                .unwrap()
-                .selftest,
-            SelfTest::SlowTimerFire
-        );
-        assert_eq!(
-            parse("selftest=slow-wait", POLICIES).unwrap().selftest,
-            SelfTest::SlowWait
-        );
-        assert_eq!(
-            parse("selftest=slow-poll", POLICIES).unwrap().selftest,
-            SelfTest::SlowPoll
-        );
+        // Every self-test by its name (the list the error message offers).
+        let all = [
+            SelfTest::None,
+            SelfTest::Fault,
+            SelfTest::Probe,
+            SelfTest::Hang,
+            SelfTest::SlowSend,
+            SelfTest::SlowTimerWake,
+            SelfTest::SlowTimerFire,
+            SelfTest::SlowWait,
+            SelfTest::SlowPoll,
+        ];
+        assert_eq!(all.len(), SELF_TESTS.len());
+        for (name, want) in SELF_TESTS.iter().zip(all) {
+            let word = std::format!("selftest={name}");
+            assert_eq!(parse(&word, POLICIES).unwrap().selftest, want, "{word}");
+        }
     }
 
     #[test]

@@ -143,7 +143,6 @@ pub const CASES: &[Case] = &[
     ok("exhaust-memory"),
     ok("virq-flood"),
     ok("timer-edges"),
-    ok("poll-wakes"),
     ok("console-flood"),
     ok("console-lines"),
     ok("console-bound"),

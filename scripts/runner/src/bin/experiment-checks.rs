@@ -1806,7 +1806,7 @@ fn blocks_with_an_event_pending_run_on(records: &[Record]) -> Result<String, Str
     ))
 }
 
-/// `poll-race.toml` under `selftest=slow-poll`: hostile-sched's `poll-wakes` said SUCCESS
+/// `poll-race.toml`, also under `selftest=slow-poll`: hostile-sched's `poll-wakes` said SUCCESS
 /// (each poll ended within 300 ms of the event it polled for, none on its 1 s guard timer)
 /// and exited `ok`; a FAILURE crashes it, a case stuck on its guard never reports.
 fn polls_wake_among_other_events(records: &[Record]) -> Result<String, String> {
@@ -2896,6 +2896,11 @@ fn cases() -> Vec<Case> {
     // A poll marked polling before it blocked lost its wake-up to another port's event that
     // came in between (`selftest=slow-poll` widens the window to 200 µs; a review of
     // session 21): marked once blocked, as Xen's `do_poll`.
+    add(
+        "sched/poll-wakes".into(),
+        vec![&spec("poll-race")],
+        polls_wake_among_other_events,
+    );
     add(
         "sched/slow-poll".into(),
         vec![&spec("poll-race"), "--append", "selftest=slow-poll"],
