@@ -310,7 +310,7 @@ fn poll_wakes(vcpu: usize) -> u64 {
         let took = POLL_ENDED[round as usize]
             .load(Ordering::SeqCst)
             .saturating_sub(sent);
-        c.that(
+        let held = c.that(
             format_args!(
                 "a poll on vCPU 0's {} timer port{} ended {} µs after its event",
                 if masked { "masked" } else { "unmasked" },
@@ -323,6 +323,11 @@ fn poll_wakes(vcpu: usize) -> u64 {
             ),
             done && took < POLL_WAKE_NS,
         );
+        // A unit of work per round that held: a run that ends before the last round
+        // reports (a poll stuck on its guard) shows fewer than 3 (`sched/poll-wakes`).
+        if held {
+            shared::add_work(0, 1);
+        }
     }
     c.verdict()
 }
