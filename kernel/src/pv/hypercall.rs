@@ -4,12 +4,11 @@
 //! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::control::DomainState;
 use abi::error::Errno;
 use abi::hypercall::{self, CONSOLE_CALL_BYTES, CONSOLE_CHUNK, SchedOp, VcpuOp};
-use kerncore::cmdline::SelfTest;
 
 use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
@@ -161,10 +160,17 @@ impl core::fmt::Display for Shown<'_> {
     }
 }
 
-/// `selftest=slow-poll`: a poll holds its CPU this long between marking its vCPU polling
-/// and looking at its ports, while other vCPUs' events wake it
-/// ([`crate::selftest::stall`]).
+/// `selftest=slow-poll`: a poll holds its CPU this long once it has marked its vCPU polling
+/// ([`set_slow_poll`]).
+static SLOW_POLL: AtomicBool = AtomicBool::new(false);
 const SLOW_POLL_US: u64 = 200;
+
+/// Turns on `selftest=slow-poll`: `SchedOp::Poll` spins [`SLOW_POLL_US`] with interrupts
+/// off between marking its vCPU polling and looking at its ports, as an emulated CPU the
+/// host stopped there would, while other vCPUs' events wake it. Called once at boot.
+pub fn set_slow_poll(on: bool) {
+    SLOW_POLL.store(on, Ordering::Relaxed);
+}
 
 fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
@@ -222,7 +228,9 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             schedule::stop(vcpu, Stop::Block, now);
             let me = 1u64 << vcpu.index;
             domain.polling.fetch_or(me, Ordering::SeqCst);
-            crate::selftest::stall(SelfTest::SlowPoll, SLOW_POLL_US);
+            if SLOW_POLL.load(Ordering::Relaxed) {
+                smp::time::delay_us(SLOW_POLL_US);
+            }
             // As for Block: an event sent or a timer fired before the vCPU was marked.
             if any_pending(domain)
                 || domain.has_pending_for(vcpu.index)
