@@ -163,10 +163,7 @@ extern "C" fn kernel_entry() -> ! {
     }
     SELFTEST_HANG.store(options.selftest == SelfTest::Hang, Ordering::Release);
     domain::event_channel::set_slow_send(options.selftest == SelfTest::SlowSend);
-    schedule::set_slow_timer_wake(options.selftest == SelfTest::SlowTimerWake);
-    schedule::set_slow_timer_fire(options.selftest == SelfTest::SlowTimerFire);
-    pv::control::set_slow_wait(options.selftest == SelfTest::SlowWait);
-    pv::hypercall::set_slow_poll(options.selftest == SelfTest::SlowPoll);
+    time::set_self_test(options.selftest);
 
     let topology = match arch::platform::discover(&info) {
         Ok(t) => t,

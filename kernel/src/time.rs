@@ -4,6 +4,10 @@
 //! Until the TSC is calibrated, time reads as zero. Guests compute the same clock from the
 //! shared-info page (`abi::shared::TimeInfo`).
 
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use kerncore::cmdline::SelfTest;
+
 use crate::arch;
 
 /// The calibrated TSC frequency, or 0 before calibration.
@@ -44,4 +48,24 @@ pub fn wallclock_at_boot_ns() -> u64 {
 /// Arms this CPU's one-shot timer for system time `at_ns`.
 pub fn arm_timer_at(at_ns: u64) {
     smp::timer::arm_at(arch::boot::entry_tsc().wrapping_add(smp::time::ns_to_ticks(at_ns)));
+}
+
+/// The self-test the command line chose (`selftest=`), as [`SelfTest`]'s discriminant:
+/// recorded once at boot ([`set_self_test`]), read by [`stall`].
+static SELF_TEST: AtomicU8 = AtomicU8::new(SelfTest::None as u8);
+
+/// Records the command line's `selftest=` for [`stall`]. Called once at boot.
+pub fn set_self_test(test: SelfTest) {
+    SELF_TEST.store(test as u8, Ordering::Relaxed);
+}
+
+/// Under `selftest=<test>` only: spins `us` µs here (interrupts as the caller has them), as
+/// an emulated CPU the host stopped at this point would. The stall self-tests widen a
+/// cross-CPU window this way until a check sees the race it guards (each is listed with
+/// its check in `kerncore::cmdline::SelfTest`). Otherwise one load.
+#[inline]
+pub fn stall(test: SelfTest, us: u64) {
+    if SELF_TEST.load(Ordering::Relaxed) == test as u8 {
+        smp::time::delay_us(us);
+    }
 }

@@ -78,6 +78,12 @@ pub enum SelfTest {
     /// CPU there; another vCPU's events meanwhile wake it (`pv::hypercall::sched_op`).
     /// What the `sched/slow-poll` check runs with.
     SlowPoll,
+    /// Every event sent to an unmasked port lingers 500 µs with interrupts off between
+    /// marking the port pending and telling the vCPU it notifies (its upcall flag, a
+    /// wake-up), as when the host deschedules an emulated CPU there; the vCPU meanwhile
+    /// sees the port pending and blocks on another CPU (`domain::event_channel`). What the
+    /// `sched/slow-deliver` check runs with.
+    SlowDeliver,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -142,6 +148,7 @@ const SELF_TESTS: &[&str] = &[
     "slow-timer-fire",
     "slow-wait",
     "slow-poll",
+    "slow-deliver",
 ];
 
 impl fmt::Display for CmdlineError<'_> {
@@ -257,6 +264,7 @@ pub fn parse<'a>(
                     "slow-timer-fire" => SelfTest::SlowTimerFire,
                     "slow-wait" => SelfTest::SlowWait,
                     "slow-poll" => SelfTest::SlowPoll,
+                    "slow-deliver" => SelfTest::SlowDeliver,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -414,6 +422,7 @@ mod tests {
             SelfTest::SlowTimerFire,
             SelfTest::SlowWait,
             SelfTest::SlowPoll,
+            SelfTest::SlowDeliver,
         ];
         assert_eq!(all.len(), SELF_TESTS.len());
         for (name, want) in SELF_TESTS.iter().zip(all) {

@@ -30,6 +30,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use abi::error::Errno;
 use abi::hypercall::EvtchnOp;
 use abi::shared::{Counters, VcpuEvents};
+use kerncore::cmdline::SelfTest;
 
 use super::{Domain, NOT_RUNNING, Vcpu};
 use crate::arch::rcu::Reached;
@@ -208,6 +209,11 @@ fn evtchn_other(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
     }
 }
 
+/// `selftest=slow-deliver`: an event to an unmasked port holds its CPU this long
+/// (interrupts as the sender has them) between marking the port pending and notifying the
+/// vCPU, while that vCPU sees the port pending and blocks on another CPU.
+const SLOW_DELIVER_US: u64 = 500;
+
 /// `selftest=slow-send` ([`set_slow_send`]); each domain copies it when it is made
 /// (`Domain::slow_sends`), so that a send reads it from its own domain's object, which it
 /// touches anyway.
@@ -299,6 +305,7 @@ impl Domain {
             (port, vcpu, self.set_pending(port))
         };
         if unmasked {
+            time::stall(SelfTest::SlowDeliver, SLOW_DELIVER_US);
             self.notify_vcpu(vcpu, port as usize / 64, now);
         }
         self.wake_pollers(now);
@@ -388,7 +395,15 @@ impl Domain {
     /// `local_events_need_delivery`, by port rather than by the vCPU's upcall flag, which
     /// guests that poll instead of taking upcalls never clear). A vCPU's `block` returns at
     /// once while this holds: events for the domain's other vCPUs must not keep it awake.
-    pub fn has_pending_for(&self, vcpu: u32) -> bool {
+    ///
+    /// If one is, the vCPU is marked as having it ([`Vcpu::mark_pending`]), as its sender
+    /// marks it once it gets there: the way back to the guest enters the upcall by the flag,
+    /// and a sender marks the port, then the vCPU. A block on another CPU between the two
+    /// steps saw the port, returned, and went back to a guest that ran on past the event it
+    /// had been woken for, its upcall entered later, whenever the sender got on (xtf-ring's
+    /// `upcall-idle` ran on after its upcall was due, about one CI in six; hostile-pair
+    /// `block-upcall` under `selftest=slow-deliver`, every round).
+    pub fn mark_if_pending(&self, vcpu: u32) -> bool {
         let word = |field: usize, w: usize| self.event_word(field, w).load(Ordering::SeqCst);
         let pending_field = core::mem::offset_of!(Counters, evtchn_pending);
         let mask_field = core::mem::offset_of!(Counters, evtchn_mask);
@@ -406,6 +421,10 @@ impl Domain {
                 let port = (w * 64) as u32 + bits.trailing_zeros();
                 bits &= bits - 1;
                 if ports.notify_vcpu(port) == vcpu {
+                    drop(ports);
+                    if let Some(v) = self.vcpus.get(vcpu as usize) {
+                        v.mark_pending(w);
+                    }
                     return true;
                 }
             }

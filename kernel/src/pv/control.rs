@@ -13,6 +13,7 @@ use abi::control::{
 use abi::error::Errno;
 use abi::tool::console::ExitCode;
 use arrayvec::ArrayVec;
+use kerncore::cmdline::SelfTest;
 use sched::{DomainId as PolicyDomain, VcpuId};
 
 use crate::arch::guest::{copy_from_guest, copy_to_guest};
@@ -206,17 +207,9 @@ fn pool_instance(pool: u32, section: &ReadSide) -> Result<&cpupool::Instance, Er
     cpupool::of_pool(PoolId(pool), section).ok_or(Errno::Srch)
 }
 
-/// `selftest=slow-wait`: Domain0's `Domctl::Wait` holds its CPU this long between
-/// registering as a waiter and blocking ([`set_slow_wait`]).
-static SLOW_WAIT: AtomicBool = AtomicBool::new(false);
+/// `selftest=slow-wait`: Domain0's `Domctl::Wait` holds its CPU this long (interrupts off)
+/// between registering as a waiter and blocking, while the domain ends on another CPU.
 const SLOW_WAIT_US: u64 = 3000;
-
-/// Turns on `selftest=slow-wait`: Domain0's wait for a domain's end spins [`SLOW_WAIT_US`]
-/// with interrupts off between registering and blocking, as an emulated CPU the host
-/// stopped there would, while the domain ends on another CPU. Called once at boot.
-pub fn set_slow_wait(on: bool) {
-    SLOW_WAIT.store(on, Ordering::Relaxed);
-}
 
 fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
     // Domains destroyed earlier whose grace period has ended go now (`destroy`).
@@ -383,9 +376,7 @@ fn domctl(request: Domctl) -> Result<DomctlReply, Errno> {
                     life.waiters.push(caller.id);
                 }
             }
-            if SLOW_WAIT.load(Ordering::Relaxed) {
-                smp::time::delay_us(SLOW_WAIT_US);
-            }
+            time::stall(SelfTest::SlowWait, SLOW_WAIT_US);
             schedule::stop(&caller, Stop::Block, now);
             // Look again now that it is marked blocked, as `SchedOp::Block` does: an end
             // between the registration and the stop woke a vCPU that still ran (nothing to

@@ -4,11 +4,12 @@
 //! touched only through `arch::guest`, which survives an unmapped page: a wild
 //! pointer gets `Errno::Fault`, never a hypervisor crash.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use abi::control::DomainState;
 use abi::error::Errno;
 use abi::hypercall::{self, CONSOLE_CALL_BYTES, CONSOLE_CHUNK, SchedOp, VcpuOp};
+use kerncore::cmdline::SelfTest;
 
 use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
@@ -160,17 +161,9 @@ impl core::fmt::Display for Shown<'_> {
     }
 }
 
-/// `selftest=slow-poll`: a poll holds its CPU this long once it has marked its vCPU polling
-/// ([`set_slow_poll`]).
-static SLOW_POLL: AtomicBool = AtomicBool::new(false);
+/// `selftest=slow-poll`: `SchedOp::Poll` holds its CPU this long (interrupts off) between
+/// marking its vCPU polling and looking at its ports, while other vCPUs' events wake it.
 const SLOW_POLL_US: u64 = 200;
-
-/// Turns on `selftest=slow-poll`: `SchedOp::Poll` spins [`SLOW_POLL_US`] with interrupts
-/// off between marking its vCPU polling and looking at its ports, as an emulated CPU the
-/// host stopped there would, while other vCPUs' events wake it. Called once at boot.
-pub fn set_slow_poll(on: bool) {
-    SLOW_POLL.store(on, Ordering::Relaxed);
-}
 
 fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Result<u64, Errno> {
     let now = time::now_ns();
@@ -192,8 +185,10 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             schedule::stop(vcpu, Stop::Block, now);
             // An event sent or a timer fired before the vCPU was marked blocked found
             // nothing to wake: look again now that it is (the sender marks pending, then
-            // wakes; SeqCst on both; the timer is marked FIRED, then wakes).
-            if domain.has_pending_for(vcpu.index) || schedule::take_due_timer(vcpu, domain, now) {
+            // wakes; SeqCst on both; the timer is marked FIRED, then wakes). An event found
+            // here marks the vCPU's upcall flag, should its sender not have yet, so that
+            // the way back enters the upcall (`Domain::mark_if_pending`).
+            if domain.mark_if_pending(vcpu.index) || schedule::take_due_timer(vcpu, domain, now) {
                 schedule::wake(vcpu, now);
             }
             Ok(0)
@@ -228,12 +223,10 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             schedule::stop(vcpu, Stop::Block, now);
             let me = 1u64 << vcpu.index;
             domain.polling.fetch_or(me, Ordering::SeqCst);
-            if SLOW_POLL.load(Ordering::Relaxed) {
-                smp::time::delay_us(SLOW_POLL_US);
-            }
+            time::stall(SelfTest::SlowPoll, SLOW_POLL_US);
             // As for Block: an event sent or a timer fired before the vCPU was marked.
             if any_pending(domain)
-                || domain.has_pending_for(vcpu.index)
+                || domain.mark_if_pending(vcpu.index)
                 || schedule::take_due_timer(vcpu, domain, now)
             {
                 domain.polling.fetch_and(!me, Ordering::SeqCst);

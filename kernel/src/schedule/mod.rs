@@ -14,9 +14,10 @@
 //! changed, and is dropped.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::control::{KICK_LATE_BUCKETS, SLICE_LATE_BUCKETS, kick_late_bucket, slice_late_bucket};
+use kerncore::cmdline::SelfTest;
 use kerncore::timerheap::TimerHeap;
 
 use sched::{Policy, VcpuId};
@@ -732,30 +733,14 @@ pub fn take_due_timer(v: &Vcpu, domain: &Domain, now: u64) -> bool {
     }
 }
 
-/// `selftest=slow-timer-wake`: each timer wake-up holds its CPU this long after it
-/// ([`set_slow_timer_wake`]).
-static SLOW_TIMER_WAKE: AtomicBool = AtomicBool::new(false);
+/// `selftest=slow-timer-wake`: the CPU that fires a vCPU's timer and wakes it then holds
+/// its CPU this long (interrupts off), while the woken vCPU runs elsewhere.
 const SLOW_TIMER_WAKE_US: u64 = 300;
 
-/// Turns on `selftest=slow-timer-wake`: the CPU that fires a vCPU's timer and wakes it
-/// then spins [`SLOW_TIMER_WAKE_US`] with interrupts off, as an emulated CPU the host
-/// stopped there would, while the woken vCPU runs elsewhere. Called once at boot.
-pub fn set_slow_timer_wake(on: bool) {
-    SLOW_TIMER_WAKE.store(on, Ordering::Relaxed);
-}
-
-/// `selftest=slow-timer-fire`: each firing of a vCPU's timer holds its CPU this long between
-/// its two steps ([`set_slow_timer_fire`]).
-static SLOW_TIMER_FIRE: AtomicBool = AtomicBool::new(false);
+/// `selftest=slow-timer-fire`: the CPU that fires a vCPU's timer holds its CPU this long
+/// (interrupts off) between sending its timer event and marking it [`FIRED`], while the
+/// vCPU runs on another CPU and blocks.
 const SLOW_TIMER_FIRE_US: u64 = 1000;
-
-/// Turns on `selftest=slow-timer-fire`: the CPU that fires a vCPU's timer spins
-/// [`SLOW_TIMER_FIRE_US`] with interrupts off between sending its timer event and marking
-/// it [`FIRED`], as an emulated CPU the host stopped there would, while the vCPU runs on
-/// another CPU and blocks. Called once at boot.
-pub fn set_slow_timer_fire(on: bool) {
-    SLOW_TIMER_FIRE.store(on, Ordering::Relaxed);
-}
 
 /// [`wake`] by the vCPU's own timer, which `run_timers` marked [`FIRED`]: if it wakes, the
 /// mark is cleared in the same step, under the vCPU's state lock. The vCPU was asleep and
@@ -812,9 +797,7 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         if let Some(d) = v.domain() {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
-        if SLOW_TIMER_FIRE.load(Ordering::Relaxed) {
-            smp::time::delay_us(SLOW_TIMER_FIRE_US);
-        }
+        time::stall(SelfTest::SlowTimerFire, SLOW_TIMER_FIRE_US);
         if v.timer_deadline
             .compare_exchange(deadline, FIRED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -823,9 +806,7 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         }
         if wake_on_timer(&v, now) {
             count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));
-            if SLOW_TIMER_WAKE.load(Ordering::Relaxed) {
-                smp::time::delay_us(SLOW_TIMER_WAKE_US);
-            }
+            time::stall(SelfTest::SlowTimerWake, SLOW_TIMER_WAKE_US);
         }
         // Else it fired while the vCPU was awake (between its set_timer and its block):
         // FIRED, a deadline in the past, makes the next block return at once instead of

@@ -9,6 +9,7 @@
 //! | 2 | grant-aba | A grants B a page, B maps and unmaps it, A ends the grant and grants another page to Domain0 under the same reference: B can neither map nor copy it | SUCCESS (both) |
 //! | 4 | dying-bind | four A's (2 vCPUs each, the group right before B): vCPU 1 binds to B's ports for it and closes its end, in a loop, while vCPU 0 allocates 1000 ports (its death closes each: a long window) and gets its domain killed (`ud2`); once each A is dead (`alloc_unbound` for it refused), every port of B must be unbound: a send on it refused (`Inval`), never delivered to a dead domain, nor, once its id is reused, to the next domain given it | A: killed: exception 6; B: SUCCESS |
 //! | 5 | pending-aba | B binds to A's port and sends once; A, its port masked, sees the event pending, leaves it there, closes the port and allocates the same number again for Domain0: the new port must not start pending (Xen's `evtchn_free` clears a closed port's pending bit), nor get one later | SUCCESS (both) |
+//! | 6 | block-upcall | rounds of: B says it is ready (an event to A's masked port), A sends; B, its upcall registered, spins until its port is pending and blocks at once, its upcall not yet entered: the block returns for the event, and the upcall must be entered on the way back, before B's next instruction (`sched/slow-deliver`: each send lingers 500 µs between marking the port pending and B's upcall flag) | SUCCESS (both) |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -52,6 +53,7 @@ fn main(vcpu: usize) -> u64 {
         "selector-leak",
         "dying-bind",
         "pending-aba",
+        "block-upcall",
     ]
     .get(case as usize)
     .copied()
@@ -68,6 +70,8 @@ fn main(vcpu: usize) -> u64 {
         (4, _) => dying_bind_b(me),
         (5, 0) => with_port(name, true, me + 1, pending_aba_a),
         (5, _) => with_port(name, false, me - 1, pending_aba_b),
+        (6, 0) => with_port(name, true, me + 1, block_upcall_a),
+        (6, _) => with_port(name, false, me - 1, block_upcall_b),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -225,6 +229,92 @@ fn pending_aba_a(mut c: Checks, p: u32, _: u32) -> u64 {
 /// Case 5, B: binds, sends once, and sends no more.
 fn pending_aba_b(mut c: Checks, pb: u32, _: u32) -> u64 {
     c.eq("the send", hypercall::evtchn_send(pb), Ok(0));
+    c.verdict()
+}
+
+/// Case 6: how many rounds B waits for A's event before blocking on it.
+const BLOCK_UPCALL_ROUNDS: u64 = 200;
+
+/// Case 6, A: a send for each of B's "ready" events, taken from its masked port (so that B's
+/// events notify nobody here), until B has had its rounds.
+fn block_upcall_a(mut c: Checks, p: u32, _: u32) -> u64 {
+    let name = c.case();
+    shared::set_mask(p, true);
+    let mut refused = 0u64;
+    for round in 0..BLOCK_UPCALL_ROUNDS {
+        let until = time::now_ns() + STEP_NS;
+        while !shared::take_event(p) {
+            if time::now_ns() > until {
+                return xtf::error(name, format_args!("B was not ready for round {round}"));
+            }
+            core::hint::spin_loop();
+        }
+        if hypercall::evtchn_send(p).is_err() {
+            refused += 1;
+        }
+    }
+    c.eq("sends refused", refused, 0);
+    c.verdict()
+}
+
+/// Case 6, B: each round, once its port is pending and its upcall not yet entered, blocks.
+/// The block returns at once (an event is pending for this vCPU); the upcall must have been
+/// entered by the time it is back here, as on the way out of any hypercall with an event
+/// pending. The sender marks the port pending, then this vCPU's upcall flag: a block that
+/// returned for the port between the two went back with no upcall, and the vCPU ran on past
+/// the event (xtf-ring's `upcall-idle` once in CI; every round under `selftest=slow-deliver`).
+/// A unit of `work` per round that blocked so (the check wants most of them to).
+fn block_upcall_b(mut c: Checks, pb: u32, _: u32) -> u64 {
+    let name = c.case();
+    if let Err(e) = upcall::register(count_event) {
+        return xtf::error(name, format_args!("registering the upcall: {e:?}"));
+    }
+    let _ = hypercall::set_timer(0);
+    let (mut blocked, mut early, mut lost) = (0u64, 0u64, 0u64);
+    for round in 0..BLOCK_UPCALL_ROUNDS {
+        // Long enough for the last round's send to be over: its sender marks this vCPU
+        // after the block took the event (500 µs later under `slow-deliver`), an upcall
+        // that finds nothing, which must not count as this round's.
+        time::spin_until(time::now_ns() + 1_500_000, core::hint::spin_loop);
+        let before = upcall::UPCALLS.load(Ordering::SeqCst);
+        let _ = hypercall::evtchn_send(pb);
+        let until = time::now_ns() + STEP_NS;
+        while !shared::pending(pb) && upcall::UPCALLS.load(Ordering::SeqCst) == before {
+            if time::now_ns() > until {
+                return xtf::error(name, format_args!("A's event for round {round} never came"));
+            }
+            core::hint::spin_loop();
+        }
+        if upcall::UPCALLS.load(Ordering::SeqCst) != before {
+            early += 1; // the upcall came first: nothing to block for
+            continue;
+        }
+        // A guard: should the upcall come between the look and the block (it takes the
+        // event), the block sleeps until this, not for good.
+        let _ = hypercall::set_timer(time::now_ns() + 20_000_000);
+        hypercall::block();
+        let entered = upcall::UPCALLS.load(Ordering::SeqCst) != before;
+        let _ = hypercall::set_timer(0);
+        blocked += 1;
+        if entered {
+            shared::add_work(0, 1);
+        } else {
+            lost += 1;
+            if lost <= 3 {
+                println!("round {round}: back from block with the event pending, no upcall");
+            }
+        }
+    }
+    println!(
+        "{blocked} blocks on a pending event, {early} rounds the upcall came first, \
+         {} upcalls",
+        upcall::UPCALLS.load(Ordering::SeqCst)
+    );
+    c.eq(
+        "blocks that returned for the event without entering the upcall",
+        lost,
+        0,
+    );
     c.verdict()
 }
 

@@ -1825,6 +1825,40 @@ fn polls_wake_among_other_events(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `block-upcall.toml` under `selftest=slow-deliver`: both hostile-pair `block-upcall`
+/// domains exited `ok` (a block back without its upcall is a FAILURE, which crashes B), and
+/// B blocked on a pending event in at least a quarter of its 200 rounds with its upcall
+/// entered on the way back (a unit of `work` each): the stall put the window in reach.
+fn blocks_enter_the_upcall(records: &[Record]) -> Result<String, String> {
+    let ds = domains(records);
+    let find = |group: &str| {
+        ds.iter()
+            .find(|d| d.group == group)
+            .ok_or(format!("no {group} domain"))
+    };
+    let (a, b) = (find("bu-a")?, find("bu-b")?);
+    for d in [a, b] {
+        if !d.exit.is_ok() {
+            return Err(format!(
+                "{} ended `{}`: a block went back without its upcall (its console says \
+                 which round)",
+                d.name, d.exit
+            ));
+        }
+    }
+    if b.work < 50 {
+        return Err(format!(
+            "{} blocked on a pending event in {} of 200 rounds, expected at least 50: the \
+             sender's window was not reached",
+            b.name, b.work
+        ));
+    }
+    Ok(format!(
+        "{} of 200 blocks on a pending event entered the upcall on the way back",
+        b.work
+    ))
+}
+
 /// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
 /// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
 /// it got to the end, since `ok` also describes a domain still running), and the bystander
@@ -2909,6 +2943,15 @@ fn cases() -> Vec<Case> {
         "sched/slow-poll".into(),
         vec![&spec("poll-race"), "--append", "selftest=slow-poll"],
         polls_wake_among_other_events,
+    );
+    // A block that returned for a port marked pending, before its sender marked the vCPU's
+    // upcall flag, went back to the guest without entering the upcall (xtf-ring's
+    // `upcall-idle` ran on after its upcall was due, about one CI in six):
+    // `selftest=slow-deliver` widens the sender's window to 500 µs.
+    add(
+        "sched/slow-deliver".into(),
+        vec![&spec("block-upcall"), "--append", "selftest=slow-deliver"],
+        blocks_enter_the_upcall,
     );
     // Domains killed mid-switch, under the policies that tick on demand (`churn` runs credit).
     for policy in ["credit2", "rtds"] {
