@@ -254,8 +254,10 @@ fn matches_calibrated(
     // The hypervisor counts the kicks it serves (the run record's `kick_late`,
     // `kick_local_late`), which `--costs-from` takes: a latency domain's wake-ups kick a
     // CPU, most of them (bvt and credit about two kicks per wake-up here, counting the
-    // hogs'; credit2 0.26-0.79, leaving the others to the next slice end), so there is at
-    // least one kick per ten of its wake-ups.
+    // hogs'; credit2 fewer, leaving the others to the next slice end: 0.13-0.15 per wake-up
+    // in three runs of session 22, 0.09 in one CI run, which failed the one per ten this
+    // asked for then), so there is at least one kick per fifty of its wake-ups: kicks are
+    // counted at all.
     if replay.is_none()
         && timed.kicks
         && let Some(lat) = domains(records)
@@ -268,7 +270,7 @@ fn matches_calibrated(
             .flatten()
             .flat_map(|l| l.hist.iter().map(|b| b.1))
             .sum();
-        if kicks * 10 < lat.wakeups {
+        if kicks * 50 < lat.wakeups {
             return Err(format!(
                 "the run record counts {kicks} kicks served (kick_late, kick_local_late) for \
                  {} wake-ups of {}",
