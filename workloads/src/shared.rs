@@ -130,6 +130,19 @@ pub fn set_mask(port: u32, masked: bool) {
     }
 }
 
+/// Sets or clears vCPU `vcpu`'s upcall mask in the counters page, as a Xen guest does with
+/// `evtchn_upcall_mask`: masked, no upcall is entered (the hypervisor still marks events).
+pub fn set_upcall_mask(vcpu: usize, masked: bool) {
+    assert!(vcpu < abi::shared::MAX_VCPUS, "vCPU index out of range");
+    // SAFETY: the counters page is mapped read-write for the domain's whole life; the byte
+    // is in bounds (checked above) and the hypervisor accesses it atomically too.
+    let mask = unsafe {
+        let ev = addr_of_mut!((*counters()).vcpu_events[vcpu]);
+        &*(addr_of_mut!((*ev).upcall_mask) as *const core::sync::atomic::AtomicU8)
+    };
+    mask.store(u8::from(masked), Ordering::SeqCst);
+}
+
 /// Waits (blocked in the hypervisor) until an event arrives on `port`, and consumes it.
 #[cfg(not(feature = "linux"))]
 pub fn wait_event(port: u32) {

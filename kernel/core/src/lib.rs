@@ -6,6 +6,7 @@
 //! | module | what | used by (in `kernel/src`) |
 //! |---|---|---|
 //! | [`cmdline`] | the hypervisor's command line | `main.rs` |
+//! | [`conring`] | the console's ring, between its writers and the serial port | `console.rs` |
 //! | [`memmap`] | the physical memory map | `mm/frames.rs` |
 //! | [`frame_alloc`] | the frame allocator (a bitmap) | `mm/frames.rs` |
 //! | [`frame_table`] | owners, page types and reference counts of every frame; validated page-table updates (Xen's `mm.c` rules), lock-free per frame | `mm/frame_table.rs`, `pv/mmu.rs`, `pv/grant_table.rs` |
@@ -31,6 +32,7 @@ extern crate alloc;
 
 pub mod account;
 pub mod cmdline;
+pub mod conring;
 pub mod event;
 pub mod frame_alloc;
 pub mod frame_table;

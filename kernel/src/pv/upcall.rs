@@ -136,7 +136,12 @@ pub fn set_callback(v: &Vcpu, entry: u64) -> Result<u64, abi::error::Errno> {
     if entry >= USER_LIMIT {
         return Err(abi::error::Errno::Inval);
     }
-    v.callback.store(entry, Ordering::Relaxed);
+    // SeqCst, against `Domain::notify_vcpu`'s sender, which sets the upcall flag and then
+    // reads this to decide on an IPI, while this CPU's way out reads the flag next: relaxed,
+    // the store could wait in this CPU's store buffer while both reads missed the other's
+    // write, and the upcall waited for the vCPU's next entry (an audit of session 22;
+    // reordering, not timing: no stall can widen it, so no test shows it).
+    v.callback.store(entry, Ordering::SeqCst);
     crate::schedule::callback_changed(v);
     Ok(0)
 }

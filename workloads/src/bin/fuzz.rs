@@ -44,12 +44,12 @@
 use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use abi::hypercall as nr;
 use abi::layout::{MAP_AREA, SHARED_INFO, STACK_TOP};
 use abi::mm::pte;
-use abi::shared::{Counters, UpcallFrame, VcpuEvents};
+use abi::shared::UpcallFrame;
 use workloads::fuzz::generator::{self, Call, Effect, Env, Facts, OPS, Objects, Op};
 use workloads::fuzz::{
     self, BLOCK_NS, Entry, GRANT_PAGES, MAX_VCPUS, Out, PAYLOAD_WORDS, Rng, SCRATCH_BYTES, reg,
@@ -437,18 +437,6 @@ fn main(vcpu: usize) -> u64 {
     }
 }
 
-/// Sets or clears vCPU `v`'s upcall mask in the counters page.
-fn set_upcall_mask(v: usize, masked: bool) {
-    let at = abi::layout::COUNTERS as usize
-        + offset_of!(Counters, vcpu_events)
-        + v * size_of::<VcpuEvents>()
-        + offset_of!(VcpuEvents, upcall_mask);
-    // SAFETY: the counters page is mapped read-write for the domain's life; the byte is in
-    // bounds (v < MAX_VCPUS) and the hypervisor accesses it atomically too.
-    let mask = unsafe { &*(at as *const AtomicU8) };
-    mask.store(u8::from(masked), Ordering::SeqCst);
-}
-
 /// Clears every pending event bit of the domain (so that `block` sleeps again).
 fn clear_pending() {
     for p in 0..abi::shared::MAX_PORTS as u32 {
@@ -506,7 +494,7 @@ fn campaign(vcpu: usize, c: Campaign) -> u64 {
         facts: facts(vcpu),
     };
     // Upcalls only while the registers are the program's own (`upcall_check`).
-    set_upcall_mask(vcpu, true);
+    shared::set_upcall_mask(vcpu, true);
     let text_sum = checksum(TEXT);
     let share = if c.calls == 0 {
         u64::MAX
@@ -699,7 +687,7 @@ fn issue(vcpu: usize, seed: u64, index: u64, call: &Call) {
     let (entry, out, ret_rip) = unsafe { (&(*slot).entry, &(*slot).out, (*slot).ret_rip) };
     let ret = out.regs[reg::RAX] as i64;
     if is_return {
-        set_upcall_mask(vcpu, true);
+        shared::set_upcall_mask(vcpu, true);
         stats[1].fetch_add(1, Ordering::Relaxed);
         // SAFETY: the payload holds the frame the call returned to; the call is over.
         let w = unsafe { &(*per_vcpu(vcpu)).payload };
@@ -949,7 +937,7 @@ fn upcall_check(seed: u64, vcpu: usize, index: u64) {
     // 100 ms of this vCPU's own time: time it spends descheduled does not count.
     let deadline = time::vcpu_time_ns(vcpu) + 100_000_000;
     let _ = hypercall::set_timer(time::now_ns() + 10_000);
-    set_upcall_mask(vcpu, false);
+    shared::set_upcall_mask(vcpu, false);
     loop {
         // Every return from a hypercall delivers a pending upcall.
         hypercall::null();
@@ -957,7 +945,7 @@ fn upcall_check(seed: u64, vcpu: usize, index: u64) {
             break;
         }
     }
-    set_upcall_mask(vcpu, true);
+    shared::set_upcall_mask(vcpu, true);
     let _ = hypercall::set_callback(0);
     let _ = hypercall::evtchn_close(port);
     if UPCALLS_SEEN.load(Ordering::Relaxed) == before {
@@ -1442,7 +1430,7 @@ fn upcall_on_wild_stack() {
     };
     let _ = upcall::register(on_event);
     shared::set_mask(port, false);
-    set_upcall_mask(0, false);
+    shared::set_upcall_mask(0, false);
     // The timer is armed from inside the wild-stack window: armed before it, the event could
     // come (on the good stack, if this vCPU was preempted for a millisecond on the way) and
     // leave nothing to fire during the spin, which then ran for seconds unkilled (seen about

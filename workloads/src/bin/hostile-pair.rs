@@ -10,6 +10,7 @@
 //! | 4 | dying-bind | four A's (2 vCPUs each, the group right before B): vCPU 1 binds to B's ports for it and closes its end, in a loop, while vCPU 0 allocates 1000 ports (its death closes each: a long window) and gets its domain killed (`ud2`); once each A is dead (`alloc_unbound` for it refused), every port of B must be unbound: a send on it refused (`Inval`), never delivered to a dead domain, nor, once its id is reused, to the next domain given it | A: killed: exception 6; B: SUCCESS |
 //! | 5 | pending-aba | B binds to A's port and sends once; A, its port masked, sees the event pending, leaves it there, closes the port and allocates the same number again for Domain0: the new port must not start pending (Xen's `evtchn_free` clears a closed port's pending bit), nor get one later | SUCCESS (both) |
 //! | 6 | block-upcall | rounds of: B says it is ready (an event to A's masked port), A sends; B, its upcall registered, spins until its port is pending and blocks at once, its upcall not yet entered: the block returns for the event, and the upcall must be entered on the way back, before B's next instruction (`sched/slow-deliver`: each send lingers 500 µs between marking the port pending and B's upcall flag) | SUCCESS (both) |
+//! | 7 | quiet-flood | A floods sends on its port to B in two phases; once B's port is pending, each further send must cost B nothing: in the first, B's upcall masked (the port not), it spins reading the clock and counts gaps over 2 µs (interrupts) against 100 ms without the flood; in the second, its port masked, it polls its own timer VIRQ, a timer 10 ms ahead each time, and counts the polls' returns (Xen notifies, IPIs and wakes pollers only when a port or the upcall flag goes from clear to set: before, every send sent B's CPU an IPI, and woke its poll) | SUCCESS (both) |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -54,6 +55,7 @@ fn main(vcpu: usize) -> u64 {
         "dying-bind",
         "pending-aba",
         "block-upcall",
+        "quiet-flood",
     ]
     .get(case as usize)
     .copied()
@@ -72,6 +74,8 @@ fn main(vcpu: usize) -> u64 {
         (5, _) => with_port(name, false, me - 1, pending_aba_b),
         (6, 0) => with_port(name, true, me + 1, block_upcall_a),
         (6, _) => with_port(name, false, me - 1, block_upcall_b),
+        (7, 0) => with_port(name, true, me + 1, quiet_flood_a),
+        (7, _) => with_port(name, false, me - 1, quiet_flood_b),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -315,6 +319,112 @@ fn block_upcall_b(mut c: Checks, pb: u32, _: u32) -> u64 {
         lost,
         0,
     );
+    c.verdict()
+}
+
+/// Case 7: how long each of A's floods lasts, and how long B measures in each phase.
+const FLOOD_NS: u64 = 200_000_000;
+const QUIET_MEASURE_NS: u64 = 100_000_000;
+
+/// Case 7, A: for each of B's two "ready" events (on its masked port), sends on the port as
+/// fast as it can for [`FLOOD_NS`].
+fn quiet_flood_a(mut c: Checks, p: u32, _: u32) -> u64 {
+    let name = c.case();
+    shared::set_mask(p, true);
+    let (mut sent, mut refused) = (0u64, 0u64);
+    for phase in 1..=2 {
+        let until = time::now_ns() + STEP_NS;
+        while !shared::take_event(p) {
+            if time::now_ns() > until {
+                return xtf::error(name, format_args!("B was not ready for phase {phase}"));
+            }
+            core::hint::spin_loop();
+        }
+        let end = time::now_ns() + FLOOD_NS;
+        while time::now_ns() < end {
+            if hypercall::evtchn_send(p).is_err() {
+                // B ends once its second phase is measured: its port goes with it.
+                if phase == 1 {
+                    refused += 1;
+                } else {
+                    break;
+                }
+            }
+            sent += 1;
+        }
+    }
+    println!("{sent} sends");
+    c.eq("sends refused while B measured", refused, 0);
+    c.verdict()
+}
+
+/// Gaps over 2 µs between two clock reads in a spin of `ns` (each an interrupt, or the host
+/// not running this emulated CPU).
+fn gaps(ns: u64) -> u64 {
+    let (start, mut last, mut n) = (time::now_ns(), time::now_ns(), 0);
+    while last < start + ns {
+        let now = time::now_ns();
+        if now - last > 2_000 {
+            n += 1;
+        }
+        last = now;
+    }
+    n
+}
+
+/// Case 7, B: A's sends once its port is pending must neither interrupt it (its upcall
+/// masked) nor wake its poll on another port (its port masked).
+fn quiet_flood_b(mut c: Checks, pb: u32, _: u32) -> u64 {
+    let name = c.case();
+    if let Err(e) = upcall::register(count_event) {
+        return xtf::error(name, format_args!("registering the upcall: {e:?}"));
+    }
+    // Phase 1: upcalls masked, the port not. The first send marks it pending and the upcall
+    // flag set; the rest find both set.
+    shared::set_upcall_mask(0, true);
+    let quiet = gaps(QUIET_MEASURE_NS);
+    let _ = hypercall::evtchn_send(pb);
+    let flooded = gaps(QUIET_MEASURE_NS);
+    println!("clock gaps over 2 µs in 100 ms: {quiet} alone, {flooded} while A floods");
+    c.that(
+        format_args!(
+            "A's sends to a pending port interrupted B no more than its own timer did \
+             ({flooded} gaps while flooded, {quiet} alone)"
+        ),
+        flooded <= 4 * quiet + 100,
+    );
+    // Let A's first flood end; then the port masked and clear, the upcall unmasked (it runs
+    // once for the flag the first flood left, and finds nothing).
+    time::spin_until(time::now_ns() + FLOOD_NS, core::hint::spin_loop);
+    shared::set_mask(pb, true);
+    shared::take_event(pb);
+    shared::set_upcall_mask(0, false);
+    hypercall::null();
+    // Phase 2: poll the timer VIRQ's port alone, while A floods the masked port.
+    let tport = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => return xtf::error(name, format_args!("binding the timer VIRQ: {e:?}")),
+    };
+    shared::set_mask(tport, true);
+    let _ = hypercall::evtchn_send(pb);
+    let (start, mut polls) = (time::now_ns(), 0u64);
+    while time::now_ns() < start + QUIET_MEASURE_NS {
+        let _ = hypercall::set_timer(time::now_ns() + 10_000_000);
+        let _ = hypercall::poll(&[tport]);
+        shared::take_event(tport);
+        polls += 1;
+    }
+    let _ = hypercall::set_timer(0);
+    println!("{polls} polls of a 10 ms timer in 100 ms while A floods a masked port");
+    c.that(
+        format_args!(
+            "A's sends to a masked, pending port did not wake B's poll of another port \
+             ({polls} polls in 100 ms, its timer every 10 ms)"
+        ),
+        polls <= 30,
+    );
+    // Both phases measured: a unit of `work` (a domain still running also ends `ok`).
+    shared::add_work(0, 1);
     c.verdict()
 }
 

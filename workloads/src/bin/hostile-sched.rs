@@ -630,15 +630,7 @@ fn kill_picked(vcpu: usize) -> u64 {
 fn spin_masked() -> u64 {
     let name = "spin-masked";
     let spin_ns = shared::arg("spin_ms", 1500) * 1_000_000;
-    let events =
-        abi::layout::COUNTERS as usize + core::mem::offset_of!(abi::shared::Counters, vcpu_events);
-    // SAFETY: the counters page is mapped read-write for the domain's life; vCPU 0's events
-    // are in it, and the hypervisor reads the mask byte atomically too.
-    let mask = unsafe {
-        &*((events + core::mem::offset_of!(abi::shared::VcpuEvents, upcall_mask))
-            as *const core::sync::atomic::AtomicU8)
-    };
-    mask.store(1, Ordering::SeqCst);
+    shared::set_upcall_mask(0, true);
     let start = time::now_ns();
     let mut units = 0u64;
     let mut state = 1u64;
@@ -647,7 +639,7 @@ fn spin_masked() -> u64 {
         units += 1;
         shared::add_work(0, 1);
     }
-    mask.store(0, Ordering::SeqCst);
+    shared::set_upcall_mask(0, false);
     xtf::success(
         name,
         format_args!(

@@ -1861,6 +1861,38 @@ fn blocks_enter_the_upcall(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `quiet-flood.toml`: both hostile-pair `quiet-flood` domains exited `ok` (a check that
+/// went wrong crashes one: B's console says which and by how much), and B measured both
+/// phases (a unit of `work`).
+fn sends_to_a_pending_port_are_quiet(records: &[Record]) -> Result<String, String> {
+    let ds = domains(records);
+    let find = |group: &str| {
+        ds.iter()
+            .find(|d| d.group == group)
+            .ok_or(format!("no {group} domain"))
+    };
+    let (a, b) = (find("qf-a")?, find("qf-b")?);
+    for d in [a, b] {
+        if !d.exit.is_ok() {
+            return Err(format!(
+                "{} ended `{}`: a flood of sends to a pending port interrupted or woke its \
+                 receiver (its console says which phase)",
+                d.name, d.exit
+            ));
+        }
+    }
+    if b.work != 1 {
+        return Err(format!(
+            "{} did not get through both phases (work {}, expected 1)",
+            b.name, b.work
+        ));
+    }
+    Ok(format!(
+        "{} took no interrupt and no poll wake-up for a flood of sends to its pending port",
+        b.name
+    ))
+}
+
 /// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
 /// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
 /// it got to the end, since `ok` also describes a domain still running), and the bystander
@@ -2954,6 +2986,14 @@ fn cases() -> Vec<Case> {
         "sched/slow-deliver".into(),
         vec![&spec("block-upcall"), "--append", "selftest=slow-deliver"],
         blocks_enter_the_upcall,
+    );
+    // A peer's sends to a port already pending cost its receiver nothing: no interrupt,
+    // no wake-up of a poll on another port (every send IPI'd and woke pollers before: an
+    // audit of session 22).
+    add(
+        "isolation/quiet-flood".into(),
+        vec![&spec("quiet-flood")],
+        sends_to_a_pending_port_are_quiet,
     );
     // Domains killed mid-switch, under the policies that tick on demand (`churn` runs credit).
     for policy in ["credit2", "rtds"] {
