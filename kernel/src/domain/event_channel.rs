@@ -210,7 +210,7 @@ fn evtchn_other(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
 }
 
 /// `selftest=slow-deliver`: an event to an unmasked port holds its CPU this long
-/// (interrupts as the sender has them) between marking the port pending and notifying the
+/// (interrupts off) between marking the port pending, or unmasking it, and notifying the
 /// vCPU, while that vCPU sees the port pending and blocks on another CPU.
 const SLOW_DELIVER_US: u64 = 500;
 
@@ -322,7 +322,6 @@ impl Domain {
             (port, vcpu, unmasked)
         };
         if unmasked {
-            time::stall(SelfTest::SlowDeliver, SLOW_DELIVER_US);
             self.notify_vcpu(vcpu, port as usize / 64, now);
         }
         self.wake_pollers(now);
@@ -376,6 +375,9 @@ impl Domain {
     /// `evtchn_set_pending`): its upcall flags, a wake-up if it is blocked, and an IPI to the
     /// CPU it runs on if it takes upcalls, so that the upcall is entered at once.
     pub fn notify_vcpu(&self, vcpu: u32, word: usize, now: u64) {
+        // Its port was marked pending (a send) or unmasked (`Unmask`) just now: a vCPU
+        // blocking on another CPU may see the port before the flag is set below.
+        time::stall(SelfTest::SlowDeliver, SLOW_DELIVER_US);
         let Some(v) = self.vcpus.get(vcpu as usize).or(self.vcpus.first()) else {
             return;
         };
