@@ -3,14 +3,40 @@
 //! Every line carries the time since boot and the CPU that wrote it, so interleaved output
 //! from many CPUs can still be read. Results records bypass the log levels: they are data
 //! for the runner (`abi::tool::console::RECORD_PREFIX`), not messages.
+//!
+//! Everything written goes through one ring (`kerncore::conring`, Xen's serial transmit
+//! buffer), whole lines at a time under its lock, so lines never interleave and keep their
+//! order. The serial port is fed from the ring a FIFO's worth at a time, whenever it has
+//! room, by whoever passes: each write, each CPU's timer interrupt ([`poll`]), an idle CPU
+//! (which arms its timer to come back while bytes wait, [`pending`]). Written straight to
+//! the port, a guest's console call held its CPU with interrupts off for as long as its
+//! text took to go out at 115200 baud (~45 ms a call), its CPU's other domains waited as
+//! long, and other CPUs' writers spun behind it (`isolation/slow-uart`). A guest's text
+//! takes at most half the ring ([`write_guest`] refuses beyond, and the guest retries); the
+//! hypervisor's own lines wait for room when the ring is full, so none is lost.
 
-use core::fmt;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use kerncore::cmdline::SelfTest;
+use kerncore::conring::ByteRing;
+use spin::Mutex;
 
 use crate::arch::serial;
 use crate::time;
 
 static LEVEL: AtomicU8 = AtomicU8::new(log::LevelFilter::Info as u8);
+
+/// Bytes the ring holds: ~5.7 s of a 115200-baud port.
+const RING_BYTES: usize = 64 * 1024;
+/// How full guests' text may make the ring: the rest is kept for the hypervisor's lines.
+const GUEST_FILL: usize = RING_BYTES / 2;
+
+static RING: Mutex<ByteRing<RING_BYTES>> = Mutex::new(ByteRing::new());
+/// Bytes waiting in the ring, for a look without its lock ([`pending`]).
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+/// Set by a fatal report ([`emergency`]): from then on, writes go straight to the port.
+static EMERGENCY: AtomicBool = AtomicBool::new(false);
 
 /// Starts the serial port and installs the logger. Called once, first thing, by the BSP.
 pub fn init() {
@@ -26,9 +52,62 @@ pub fn set_level(level: log::LevelFilter) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// Writes formatted text to the console as one piece, not interleaved with other CPUs.
+/// Writes formatted text to the console as one piece, not interleaved with other CPUs'.
 pub fn write_fmt(args: fmt::Arguments) {
-    serial::write_fmt(args);
+    if !serial::ready() {
+        return;
+    }
+    if EMERGENCY.load(Ordering::Acquire) {
+        let _ = Direct.write_fmt(args);
+        return;
+    }
+    let mut ring = RING.lock();
+    let _ = Appender(&mut ring).write_fmt(args);
+    feed(&mut ring);
+}
+
+/// Writes one line of a guest's console text (`args`, the domain's name and its text as
+/// shown), which costs the serial port `cost` bytes (`abi::hypercall::console_line_cost`),
+/// as the log writes a line at level info. Returns false, writing nothing, if guests' text
+/// already fills the ring as far as it may ([`GUEST_FILL`]): the port is that far behind,
+/// and the caller refuses the rest of the call. Domain0 (`privileged`) is not refused: its
+/// lines (each domain's verdict) wait for room as the hypervisor's do.
+pub fn write_guest(privileged: bool, cost: usize, args: fmt::Arguments) -> bool {
+    if (log::Level::Info as u8) > LEVEL.load(Ordering::Relaxed) || !serial::ready() {
+        return true;
+    }
+    if EMERGENCY.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut ring = RING.lock();
+    if !privileged && ring.len() + cost > GUEST_FILL {
+        feed(&mut ring);
+        return false;
+    }
+    let _ = log_line(&mut Appender(&mut ring), log::Level::Info, args);
+    feed(&mut ring);
+    true
+}
+
+/// Whether bytes wait in the ring for the port: an idle CPU then arms its timer to feed
+/// the port again soon ([`POLL_NS`]) instead of sleeping until its next event.
+pub fn pending() -> bool {
+    WAITING.load(Ordering::Relaxed) != 0
+}
+
+/// How soon an idle CPU comes back to feed the port while bytes wait: about the time a
+/// 16-byte FIFO takes to empty at 115200 baud.
+pub const POLL_NS: u64 = 1_000_000;
+
+/// Feeds the port from the ring as far as it has room, if bytes wait and no other CPU is
+/// at it. Cheap when nothing waits: called from every timer interrupt and idle step.
+pub fn poll() {
+    if !pending() {
+        return;
+    }
+    if let Some(mut ring) = RING.try_lock() {
+        feed(&mut ring);
+    }
 }
 
 /// Writes one results record line (a JSON object) for the runner.
@@ -48,6 +127,34 @@ pub fn write_record(r: &abi::tool::results::Record) {
     }
 }
 
+/// Sends everything the ring holds, waiting for the port: before the machine stops. After a
+/// fatal report there is nothing left to send ([`emergency`]), and the ring's holder may be
+/// the CPU that failed.
+pub fn flush() {
+    if EMERGENCY.load(Ordering::Acquire) {
+        return;
+    }
+    let mut ring = RING.lock();
+    while !ring.is_empty() {
+        make_room(&mut ring);
+    }
+    WAITING.store(0, Ordering::Relaxed);
+}
+
+/// One log line: time since boot, CPU, level, text.
+fn log_line(w: &mut impl Write, level: log::Level, args: fmt::Arguments) -> fmt::Result {
+    let ns = time::now_ns();
+    writeln!(
+        w,
+        "[{:5}.{:06}] cpu{} {:5} {}",
+        ns / 1_000_000_000,
+        (ns / 1000) % 1_000_000,
+        crate::cpu_index(),
+        level,
+        args
+    )
+}
+
 struct Logger;
 
 impl log::Log for Logger {
@@ -56,27 +163,117 @@ impl log::Log for Logger {
     }
 
     fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) || !serial::ready() {
             return;
         }
-        let ns = time::now_ns();
-        write_fmt(format_args!(
-            "[{:5}.{:06}] cpu{} {:5} {}\n",
-            ns / 1_000_000_000,
-            (ns / 1000) % 1_000_000,
-            crate::cpu_index(),
-            record.level(),
-            record.args()
-        ));
+        if EMERGENCY.load(Ordering::Acquire) {
+            let _ = log_line(&mut Direct, record.level(), *record.args());
+            return;
+        }
+        let mut ring = RING.lock();
+        let _ = log_line(&mut Appender(&mut ring), record.level(), *record.args());
+        feed(&mut ring);
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        flush();
+    }
 }
 
-/// Takes the console back from whoever holds it, for a fatal report: the CPU that holds the
-/// lock may be the one that just faulted, or stopped for good.
+/// Appends text to the ring (its lock held), waiting for the port to take bytes while the
+/// ring is full.
+struct Appender<'a>(&'a mut ByteRing<RING_BYTES>);
+
+impl Write for Appender<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s.as_bytes();
+        loop {
+            let n = self.0.push(rest);
+            rest = &rest[n..];
+            if rest.is_empty() {
+                return Ok(());
+            }
+            make_room(self.0);
+        }
+    }
+}
+
+/// Writes straight to the port, waiting for it: a fatal report's way ([`emergency`]).
+struct Direct;
+
+impl Write for Direct {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(serial::FIFO_BYTES) {
+            send_waiting(chunk);
+        }
+        Ok(())
+    }
+}
+
+/// Feeds the port from the ring while it has room, without waiting.
+fn feed(ring: &mut ByteRing<RING_BYTES>) {
+    let mut buf = [0u8; serial::FIFO_BYTES];
+    while !ring.is_empty() && uart_ready() {
+        let n = ring.pop(&mut buf);
+        uart_send(&buf[..n]);
+    }
+    WAITING.store(ring.len(), Ordering::Relaxed);
+}
+
+/// Sends a FIFO's worth from the ring, waiting for the port to have room.
+fn make_room(ring: &mut ByteRing<RING_BYTES>) {
+    let mut buf = [0u8; serial::FIFO_BYTES];
+    let n = ring.pop(&mut buf);
+    send_waiting(&buf[..n]);
+}
+
+/// Sends up to a FIFO's worth, waiting for the port to have room: only where the bytes must
+/// go out before anything else (a full ring, the machine stopping, a fatal report), so the
+/// watchdog is told this CPU is not stuck (the exit's flush of a run's records takes
+/// seconds at 115200 baud).
+fn send_waiting(bytes: &[u8]) {
+    while !uart_ready() {
+        crate::touch_watchdog();
+        core::hint::spin_loop();
+    }
+    uart_send(bytes);
+}
+
+/// `selftest=slow-uart`: the port as a 115200-baud UART would take bytes, ~87 µs each (ten
+/// bits), a 16-byte FIFO at a time. QEMU's UART takes them at once, so runs here never
+/// showed what a console write cost on hardware: this one does (`isolation/slow-uart`).
+const UART_BYTE_NS: u64 = 86_806;
+/// Under `selftest=slow-uart`: when the modelled FIFO will be empty.
+static UART_FREE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the port's transmit FIFO is empty ([`serial::tx_ready`], or the model).
+fn uart_ready() -> bool {
+    if time::self_test_is(SelfTest::SlowUart)
+        && time::now_ns() < UART_FREE_AT.load(Ordering::Relaxed)
+    {
+        return false;
+    }
+    serial::tx_ready()
+}
+
+/// Writes up to a FIFO's worth into the port, which [`uart_ready`] said has room.
+fn uart_send(bytes: &[u8]) {
+    if time::self_test_is(SelfTest::SlowUart) {
+        let from = time::now_ns().max(UART_FREE_AT.load(Ordering::Relaxed));
+        UART_FREE_AT.store(from + bytes.len() as u64 * UART_BYTE_NS, Ordering::Relaxed);
+    }
+    serial::send_burst(bytes);
+}
+
+/// Takes the console for a fatal report: from now on every write goes straight to the port,
+/// whoever holds the ring (the CPU holding it may be the one that just faulted, or stopped
+/// for good). What the ring holds is sent first if its lock can be had.
 pub fn emergency() {
-    // A line interleaved with another CPU's half-written one is better than a report never
-    // written.
-    serial::break_lock();
+    if let Some(mut ring) = RING.try_lock() {
+        while !ring.is_empty() {
+            make_room(&mut ring);
+        }
+        WAITING.store(0, Ordering::Relaxed);
+    }
+    EMERGENCY.store(true, Ordering::Release);
 }

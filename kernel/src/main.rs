@@ -53,6 +53,14 @@ pub fn cpu_index() -> usize {
     }
 }
 
+/// Tells the watchdog this CPU is busy on purpose (feeding the serial port), once per-CPU
+/// state exists: before that there is no watchdog either.
+pub fn touch_watchdog() {
+    if PERCPU_READY.load(Ordering::Relaxed) {
+        arch::percpu::touch_watchdog();
+    }
+}
+
 /// The set-up every CPU does for itself: descriptor tables, `syscall`, local APIC, timer.
 fn init_this_cpu(cpu_index: usize) {
     let gdt = arch::percpu::install(cpu_index, smp::arch::cpuid_apic_id());

@@ -59,13 +59,19 @@ pub fn set_self_test(test: SelfTest) {
     SELF_TEST.store(test as u8, Ordering::Relaxed);
 }
 
+/// Whether the command line chose `selftest=<test>`.
+#[inline]
+pub fn self_test_is(test: SelfTest) -> bool {
+    SELF_TEST.load(Ordering::Relaxed) == test as u8
+}
+
 /// Under `selftest=<test>` only: spins `us` µs here (interrupts as the caller has them), as
 /// an emulated CPU the host stopped at this point would. The stall self-tests widen a
 /// cross-CPU window this way until a check sees the race it guards (each is listed with
 /// its check in `kerncore::cmdline::SelfTest`). Otherwise one load.
 #[inline]
 pub fn stall(test: SelfTest, us: u64) {
-    if SELF_TEST.load(Ordering::Relaxed) == test as u8 {
+    if self_test_is(test) {
         smp::time::delay_us(us);
     }
 }

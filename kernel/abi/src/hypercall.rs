@@ -21,10 +21,11 @@ pub const CONSOLE_WRITE: u64 = 0;
 pub const CONSOLE_CHUNK: usize = 256;
 
 /// Serial bytes one `console_write` may cost at most (every line it writes, at
-/// [`console_line_cost`]). The serial port is written with interrupts off, ~87 us a byte at
-/// 115200 baud: 256 empty lines a call once cost ~11 KB, ~1 s of a real UART. Now a call
-/// holds its CPU for at most this many bytes' time (~45 ms at 115200 baud; Xen instead
-/// copies guest output into a ring its serial interrupt drains, `guest_console_write`).
+/// [`console_line_cost`]): ~45 ms of the serial port's time at 115200 baud, ~87 us a byte
+/// (256 empty lines a call once cost ~11 KB, ~1 s of a real UART). The call copies its
+/// lines into the hypervisor's console ring, which the port is fed from as it has room
+/// (Xen's `guest_console_write` and serial transmit buffer): it costs the caller a copy,
+/// and this bounds how far one call can put the port behind.
 pub const CONSOLE_CALL_BYTES: usize = 512;
 
 /// Serial bytes the hypervisor's log adds to each line a domain writes, besides the

@@ -1,8 +1,8 @@
 //! A token bucket: how much of a shared resource one domain may take per unit of time.
 //!
-//! Used for guest console output, which every domain writes to one serial port with
-//! interrupts off: without a limit, one guest printing in a loop holds the console for
-//! everybody (Xen rate-limits guest console writes for the same reason). The bucket holds
+//! Used for guest console output, which every domain writes to one serial port (through
+//! the console's ring, `conring`): without a limit, one guest printing in a loop holds the
+//! console for everybody (Xen rate-limits guest console writes for the same reason). The bucket holds
 //! up to `burst` tokens and refills at `per_sec` a second; a take that does not fit is
 //! refused whole, and the caller reports it to the guest.
 

@@ -15,7 +15,7 @@ use crate::arch::guest::copy_from_guest;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{Domain, Stop, Vcpu};
 use crate::pv::control;
-use crate::{schedule, time};
+use crate::{console, schedule, time};
 
 /// How a hypercall ends.
 pub enum Outcome {
@@ -122,8 +122,7 @@ fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
                 break;
             }
         }
-        // Every domain shares one serial port, written with interrupts off: an unprivileged
-        // domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then
+        // Every domain shares one serial port: an unprivileged domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then
         // `CONSOLE_BYTES_PER_SEC`), and output over it is refused, said once in the log.
         if !domain.privileged && !domain.console_quota.lock().take(cost as u64, now) {
             let refused = (n - done) as u64;
@@ -138,7 +137,13 @@ fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
             }
             break;
         }
-        log::info!("[{}] {}", domain.name, Shown(text));
+        // Into the console's ring, which feeds the serial port as it has room: the call
+        // costs a copy, not the port's time. Refused when guests' text fills the ring as
+        // far as it may (the port is seconds behind): the rest of the call is refused too.
+        let shown = format_args!("[{}] {}", domain.name, Shown(text));
+        if !console::write_guest(domain.privileged, cost, shown) {
+            break;
+        }
         done += taken;
         spent += cost;
         if taken < line.len() {

@@ -26,7 +26,7 @@ use spin::{Mutex, Once};
 use crate::arch;
 use crate::arch::trap::TrapFrame;
 use crate::domain::{self, Doing, Domain, NOT_RUNNING, Stop, Tell, Vcpu, VcpuState};
-use crate::time;
+use crate::{console, time};
 use held::Held;
 pub mod cpupool;
 pub mod trace;
@@ -864,6 +864,8 @@ fn arm_timer(cs: &mut CpuSched, now: u64) -> bool {
         cs.next_tick,
         Some(watchdog::next_watch()),
         cs.timers.peek().map(|e| e.deadline_ns),
+        // Console bytes waiting for the serial port: back soon to feed it.
+        console::pending().then_some(now + console::POLL_NS),
     ]
     .into_iter()
     .flatten()
@@ -895,6 +897,7 @@ fn count_timed(all: usize, armed: usize, start: u64, wrote: bool) {
 /// The timer interrupt, on whatever this CPU was doing. `rescheduling`: the caller
 /// reschedules on its way out if a reschedule is due (the interrupt came from a guest).
 pub fn on_timer_interrupt(rescheduling: bool) {
+    console::poll();
     let now = time::now_ns();
     let mut cs = this_state().sched.lock();
     // Whatever was armed has fired (perhaps early, past the APIC timer's range): re-arm.
@@ -1420,6 +1423,7 @@ pub fn idle_step(now: u64) -> IdleStep {
 /// Sleeps until an interrupt, unless a reschedule is already asked for; idle time is
 /// counted from `now`.
 pub fn idle_sleep(now: u64) {
+    console::poll();
     this_state().counters.idle_from(now);
     arm_timer(&mut this_state().sched.lock(), now);
     if !arch::percpu::my_need_resched().load(Ordering::Acquire) {

@@ -24,6 +24,7 @@
 //! | 16 | spin-masked | masks its upcall and spins in ring 3 for `spin_ms` ms (1500), reading the clock from the shared-info page: no hypercall, no fault, no upcall, so the only way its CPU enters the hypervisor is an interrupt. Beside it, alone on its CPU (no switch there either), Domain0 replaces a pool's policy, whose old instance it frees a grace period later, and destroys a domain bound to a peer (`xtf-grace.toml`): every grace period must still end (`arch::rcu`: the entry of the CPU's timer interrupt, or of the grace period's IPI, is a quiescent point), or the machine stops | SUCCESS |
 //! | 17 | block-pending | its timer VIRQ left pending, `block` in a loop for `spin_ms` ms (1500), 100 µs of work between: each block returns at once (an event is pending) and the vCPU is picked again where it ran; the hypervisor must count it running all along, not waiting (`block-pending.toml`: its `wait_ns` near 0 alone on a CPU) | SUCCESS |
 //! | 18 | poll-wakes | 3 vCPUs: vCPU 1 polls vCPU 0's timer VIRQ port, masked in a first round, unmasked (but bound to vCPU 0) in a second, masked in a third while vCPU 2's timer events on another port wake it every 40 µs, its own timer 1 s ahead as a guard; vCPU 0, once vCPU 1 is off its CPU, sets its timer due: each poll must end within 300 ms of that event, not on the guard (Xen's `evtchn_check_pollers` wakes a poller whatever the port's mask and vCPU) | SUCCESS |
+//! | 19 | console-steady | for `spin_ms` ms (1500), console lines of 200 bytes as fast as its quota takes them (on `Again`, 5 ms asleep): under `selftest=slow-uart` (the port as slow as a real 115200-baud UART) each line is ~20 ms of the port's time, which a call once spent on its CPU with interrupts off (`console-stall.toml`: its CPU's neighbours must keep their periods) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -70,6 +71,7 @@ fn main(vcpu: usize) -> u64 {
         14 => console_bound(),
         16 => spin_masked(),
         17 => block_pending(),
+        19 => console_steady(),
         _ => xtf::error("hostile-sched", format_args!("no case {case}")),
     }
 }
@@ -624,6 +626,27 @@ fn kill_picked(vcpu: usize) -> u64 {
     // SAFETY: #UD in ring 3 kills the domain; that is the case.
     unsafe { core::arch::asm!("ud2") };
     xtf::survived(name, format_args!("ud2"))
+}
+
+/// Case 19: console lines as fast as the quota allows, for `spin_ms` (module doc).
+fn console_steady() -> u64 {
+    let spin_ns = shared::arg("spin_ms", 1500) * 1_000_000;
+    let mut line = [b'x'; 201];
+    line[200] = b'\n';
+    let (start, mut written, mut refused) = (time::now_ns(), 0u64, 0u64);
+    while time::now_ns() - start < spin_ns {
+        match hypercall::console_write(&line) {
+            Ok(_) => written += 1,
+            Err(_) => {
+                refused += 1;
+                time::sleep_ns(5_000_000);
+            }
+        }
+    }
+    xtf::success(
+        "console-steady",
+        format_args!("{written} lines written, {refused} calls refused"),
+    )
 }
 
 /// Case 16: a vCPU that never enters the hypervisor of its own accord (module doc).

@@ -1,11 +1,9 @@
 //! COM1, the serial port the console writes to.
 //!
-//! The port holds no Rust state: a `SerialPort` is only its I/O base, made afresh for each
-//! write. The lock that keeps one CPU's text from interleaving with another's guards no data
-//! either, so a fatal report may simply break it ([`break_lock`]): the worst outcome is two
-//! CPUs' bytes mixed on the wire.
+//! The port holds no Rust state: a `SerialPort` is only its I/O base, made afresh for its
+//! set-up. What to write, when, and by whom is the console's (`console.rs`, its ring): this
+//! module only says whether the transmit FIFO has room and fills it.
 
-use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use uart_16550::SerialPort;
@@ -15,8 +13,6 @@ const COM1: u16 = 0x3f8;
 
 /// Set once [`init`] has programmed the UART; writes before that are dropped.
 static READY: AtomicBool = AtomicBool::new(false);
-/// Held while one CPU writes.
-static BUSY: AtomicBool = AtomicBool::new(false);
 
 fn com1() -> SerialPort {
     // SAFETY: 0x3f8 is the PC's first serial port (a 16550 on every machine we boot), and
@@ -32,11 +28,10 @@ pub fn init() {
 }
 
 /// Sets COM1's divisor to 1, 115200 baud: `uart_16550` 0.3's `init` programs 3 (38400),
-/// and has no call for the rate. What a guest's console call may cost is counted in bytes
-/// of a 115200-baud UART (`abi::hypercall::CONSOLE_CALL_BYTES`, ~45 ms with interrupts
-/// off); at 38400 the same call held its CPU ~133 ms on hardware, past the watchdog's
-/// 100 ms (an audit of session 21; QEMU's UART takes bytes at any rate, so runs here do not
-/// show it).
+/// and has no call for the rate. The console's budgets (a guest's quota, what one call may
+/// put in the ring: `abi::hypercall::CONSOLE_CALL_BYTES`) are counted in bytes of a
+/// 115200-baud UART; at 38400 the port fell three times further behind them (an audit of
+/// session 21).
 fn set_115200() {
     use x86_64::instructions::port::Port;
     // The 16550's line control register; with its DLAB bit (0x80) set, the two registers at
@@ -56,24 +51,40 @@ fn set_115200() {
     }
 }
 
-/// Writes formatted text as one piece, not interleaved with other CPUs' (unless a fatal
-/// report broke the lock).
-pub fn write_fmt(args: fmt::Arguments) {
+/// Bytes the UART's transmit FIFO takes at once (a 16550A's).
+pub const FIFO_BYTES: usize = 16;
+
+/// The line status register's bit "transmitter holding register empty": with the FIFOs on,
+/// the transmit FIFO is empty and takes [`FIFO_BYTES`] more.
+const LSR_THR_EMPTY: u8 = 0x20;
+
+/// Whether the port is programmed and its transmit FIFO empty: [`send_burst`] may write up
+/// to [`FIFO_BYTES`] without waiting.
+pub fn tx_ready() -> bool {
+    if !READY.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + 5);
+    // SAFETY: reading COM1's line status register has no side effect on transmission; only
+    // this module drives the port.
+    unsafe { lsr.read() & LSR_THR_EMPTY != 0 }
+}
+
+/// Writes up to [`FIFO_BYTES`] bytes into the transmit FIFO without waiting: the caller saw
+/// [`tx_ready`]. Nothing before [`init`].
+pub fn send_burst(bytes: &[u8]) {
     if !READY.load(Ordering::Acquire) {
         return;
     }
-    while BUSY
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        core::hint::spin_loop();
+    let mut thr = x86_64::instructions::port::Port::<u8>::new(COM1);
+    for &b in &bytes[..bytes.len().min(FIFO_BYTES)] {
+        // SAFETY: COM1's transmit holding register; the FIFO is empty (`tx_ready`) and takes
+        // this many bytes.
+        unsafe { thr.write(b) };
     }
-    let _ = com1().write_fmt(args);
-    BUSY.store(false, Ordering::Release);
 }
 
-/// Frees the port from whoever holds it, for a fatal report: the CPU that holds it may be
-/// the one that just faulted, or stopped for good.
-pub fn break_lock() {
-    BUSY.store(false, Ordering::Release);
+/// Whether [`init`] has programmed the port (writes before it are dropped).
+pub fn ready() -> bool {
+    READY.load(Ordering::Acquire)
 }
