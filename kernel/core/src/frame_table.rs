@@ -936,7 +936,10 @@ impl FrameTable {
         freed: &mut Vec<u64>,
     ) -> Result<(), MmError> {
         let level = self.lock_table(dom, l1)?;
-        let r = if level != 1 || index >= ENTRIES {
+        // As for any entry (`update_entry_deferred`): a table whose every link waits for its
+        // put takes none, or that put devalidates what was written meanwhile (an audit of
+        // session 22: another vCPU unlinks the L1 while this one maps a grant into it).
+        let r = if level != 1 || index >= ENTRIES || self.all_links_removed(l1) {
             Err(MmError::NotPageTable)
         } else if is_present(mem.read(l1, index)) {
             Err(MmError::Busy)
@@ -2072,6 +2075,35 @@ mod tests {
         // Linked again, it takes entries again.
         assert_eq!(w.update(D1, t.l2, 0, link(t.l1)), Ok(false));
         assert_eq!(w.update(D1, t.l1, 3, ro(t.data[0])), Ok(false));
+    }
+
+    /// The same for a grant mapped into such a table: refused as any other entry is.
+    #[test]
+    fn a_table_whose_links_wait_for_their_put_takes_no_grant() {
+        let (mut w, t, u) = world();
+        let g = u.data[3];
+        for i in 0..512 {
+            if w.mem.read(t.l1, i) & PRESENT != 0 {
+                assert_eq!(w.update(D1, t.l1, i, 0), Ok(true));
+            }
+        }
+        let before = w.ft.info(g).unwrap();
+        let (unlink, map) = w
+            .op(|ft, mem, freed| {
+                let mut batch = Vec::new();
+                let unlink = ft.update_entry_deferred(D1, at(t.l2, 0), 0, mem, freed, &mut batch);
+                let map = ft.map_grant(D1, t.l1, 20, g, true, mem, freed);
+                ft.put_removed(&mut batch, mem, freed);
+                Ok((unlink, map))
+            })
+            .unwrap();
+        assert_eq!(unlink, Ok(true));
+        assert_eq!(map, Err(NotPageTable));
+        assert_eq!(w.mem.read(t.l1, 20), 0);
+        assert_eq!(w.ft.info(g).unwrap(), before);
+        // Linked again, it takes the grant.
+        assert_eq!(w.update(D1, t.l2, 0, link(t.l1)), Ok(false));
+        assert_eq!(w.grant(D1, t.l1, 20, g, true), Ok(()));
     }
 
     /// Table memory shared by two "vCPUs" in one thread: reading entry `at` runs the other
