@@ -88,6 +88,12 @@ pub enum SelfTest {
     /// at a time (QEMU's takes them at once): what a console write costs on hardware
     /// (`console.rs`). What the `isolation/slow-uart` check runs with.
     SlowUart,
+    /// Every look-up in the domain table by a guest holds its read lock 5 ms with interrupts
+    /// off,
+    /// as when the host deschedules an emulated CPU there; a guest's vCPUs look up back to
+    /// back while Domain0 destroys domains (`domain::domain`). What the
+    /// `isolation/slow-lookup` check runs with.
+    SlowLookup,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -154,6 +160,7 @@ const SELF_TESTS: &[&str] = &[
     "slow-poll",
     "slow-deliver",
     "slow-uart",
+    "slow-lookup",
 ];
 
 impl fmt::Display for CmdlineError<'_> {
@@ -271,6 +278,7 @@ pub fn parse<'a>(
                     "slow-poll" => SelfTest::SlowPoll,
                     "slow-deliver" => SelfTest::SlowDeliver,
                     "slow-uart" => SelfTest::SlowUart,
+                    "slow-lookup" => SelfTest::SlowLookup,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -430,6 +438,7 @@ mod tests {
             SelfTest::SlowPoll,
             SelfTest::SlowDeliver,
             SelfTest::SlowUart,
+            SelfTest::SlowLookup,
         ];
         assert_eq!(all.len(), SELF_TESTS.len());
         for (name, want) in SELF_TESTS.iter().zip(all) {

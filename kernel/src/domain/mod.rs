@@ -36,6 +36,7 @@ use abi::shared::{
 };
 use arrayvec::ArrayString;
 use crossbeam_utils::CachePadded;
+use kerncore::cmdline::SelfTest;
 use kerncore::event::PortTable;
 use kerncore::histogram::Histogram;
 use kerncore::image;
@@ -449,7 +450,29 @@ pub fn all() -> Vec<Arc<Domain>> {
 
 /// Looks a domain up.
 pub fn domain(id: DomainId) -> Option<Arc<Domain>> {
-    DOMAINS.read().get(id as usize).cloned().flatten()
+    let table = DOMAINS.read();
+    if time::self_test_is(SelfTest::SlowLookup)
+        && crate::schedule::with_current(|_, d| !d.privileged).unwrap_or(false)
+    {
+        time::stall(SelfTest::SlowLookup, SLOW_LOOKUP_US);
+    }
+    table.get(id as usize).cloned().flatten()
+}
+
+/// `selftest=slow-lookup`: each look-up in the domain table by a guest (not Domain0) holds
+/// its read lock this long (interrupts off), as a CPU the host stopped there would, while
+/// other CPUs' look-ups overlap it and Domain0 waits to write.
+const SLOW_LOOKUP_US: u64 = 5000;
+
+/// The domain table for writing (Domain0's create and destroy). Taken upgradeable first:
+/// that keeps new readers out (`spin`'s readers back off from an upgradeable holder) while
+/// those inside finish, and then upgraded. A plain `write` waits for a moment with no reader
+/// at all, and every hypercall that looks up its own domain (`memory_op`, `mmu_update`,
+/// grants) reads the table: a guest's vCPUs looking up back to back, their holds
+/// overlapping, kept Domain0 spinning with interrupts off until the watchdog stopped the
+/// machine (an audit of session 22; `isolation/slow-lookup`).
+fn domains_for_write() -> spin::RwLockWriteGuard<'static, Vec<Option<Arc<Domain>>>> {
+    DOMAINS.upgradeable_read().upgrade()
 }
 
 /// Looks a vCPU up by global id.
@@ -635,7 +658,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
         return Err(CreateError::BadParameter("memory_kib"));
     }
 
-    let mut domains = DOMAINS.write();
+    let mut domains = domains_for_write();
     let mut vcpus = VCPU_IDS.lock();
     // The tables get their full size with the first domain (Domain0, at boot), so that they
     // never grow later: the heap the hypervisor uses with every guest gone is what it was
@@ -924,5 +947,5 @@ pub fn remove(domain: &Domain) {
         *slot.vcpu.write() = None;
         vcpus[v.id as usize] = None;
     }
-    DOMAINS.write()[domain.id as usize] = None;
+    domains_for_write()[domain.id as usize] = None;
 }

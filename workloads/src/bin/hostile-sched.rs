@@ -25,6 +25,7 @@
 //! | 17 | block-pending | its timer VIRQ left pending, `block` in a loop for `spin_ms` ms (1500), 100 µs of work between: each block returns at once (an event is pending) and the vCPU is picked again where it ran; the hypervisor must count it running all along, not waiting (`block-pending.toml`: its `wait_ns` near 0 alone on a CPU) | SUCCESS |
 //! | 18 | poll-wakes | 3 vCPUs: vCPU 1 polls vCPU 0's timer VIRQ port, masked in a first round, unmasked (but bound to vCPU 0) in a second, masked in a third while vCPU 2's timer events on another port wake it every 40 µs, its own timer 1 s ahead as a guard; vCPU 0, once vCPU 1 is off its CPU, sets its timer due: each poll must end within 300 ms of that event, not on the guard (Xen's `evtchn_check_pollers` wakes a poller whatever the port's mask and vCPU) | SUCCESS |
 //! | 19 | console-steady | for `spin_ms` ms (1500), console lines of 200 bytes as fast as its quota takes them (on `Again`, 5 ms asleep): under `selftest=slow-uart` (the port as slow as a real 115200-baud UART) each line is ~20 ms of the port's time, which a call once spent on its CPU with interrupts off (`console-stall.toml`: its CPU's neighbours must keep their periods) | SUCCESS |
+//! | 20 | lookup-storm | every vCPU calls `memory_op MaximumReservation` back to back for `spin_ms` ms (1500): each call looks its domain up in the hypervisor's domain table, a read of its lock, while Domain0 destroys other domains (a write): under `selftest=slow-lookup` (each read held 500 µs) the reads overlap and a writer that waits for no reader at all never gets in (`lookup-storm.toml`) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
 #![no_std]
@@ -57,6 +58,7 @@ fn main(vcpu: usize) -> u64 {
         9 | 10 => end_race(vcpu, case == 10),
         12 => pause_escape(vcpu),
         15 => kill_picked(vcpu),
+        20 => lookup_storm(vcpu),
         18 => poll_wakes(vcpu),
         _ if vcpu != 0 => rt::park(vcpu),
         1 => poll_after_fired(),
@@ -626,6 +628,23 @@ fn kill_picked(vcpu: usize) -> u64 {
     // SAFETY: #UD in ring 3 kills the domain; that is the case.
     unsafe { core::arch::asm!("ud2") };
     xtf::survived(name, format_args!("ud2"))
+}
+
+/// Case 20: domain-table look-ups back to back, on every vCPU, for `spin_ms` (module doc).
+fn lookup_storm(vcpu: usize) -> u64 {
+    let spin_ns = shared::arg("spin_ms", 1500) * 1_000_000;
+    let (start, mut calls) = (time::now_ns(), 0u64);
+    while time::now_ns() - start < spin_ns {
+        let _ = hypercall::maximum_reservation();
+        calls += 1;
+    }
+    println!("vCPU {vcpu}: {calls} look-ups");
+    join(vcpu, || {
+        xtf::success(
+            "lookup-storm",
+            format_args!("Domain0 ran its timeline beside it"),
+        )
+    })
 }
 
 /// Case 19: console lines as fast as the quota allows, for `spin_ms` (module doc).
