@@ -33,6 +33,10 @@ const RING_BYTES: usize = 64 * 1024;
 const GUEST_FILL: usize = RING_BYTES / 2;
 
 static RING: Mutex<ByteRing<RING_BYTES>> = Mutex::new(ByteRing::new());
+/// The CPU holding [`RING`]'s lock, plus one (0: none): a CPU that takes an NMI or a fault
+/// while it holds the lock, and logs from there, writes straight to the port instead of
+/// spinning on its own lock ([`lock_ring`]).
+static HOLDER: AtomicUsize = AtomicUsize::new(0);
 /// Bytes waiting in the ring, for a look without its lock ([`pending`]).
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 /// Set by a fatal report ([`emergency`]): from then on, writes go straight to the port.
@@ -52,16 +56,69 @@ pub fn set_level(level: log::LevelFilter) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
+/// The ring, locked; `None` if this CPU holds it already (an NMI or a fault taken inside a
+/// write): the caller then writes straight to the port.
+fn lock_ring() -> Option<RingGuard> {
+    let me = crate::cpu_index() + 1;
+    if HOLDER.load(Ordering::Acquire) == me {
+        return None;
+    }
+    // Behind a holder that waits for the port (the ring full, the exit's flush), as long as
+    // the port takes: not stuck, as the holder is not (`send_waiting`).
+    let guard = loop {
+        if let Some(g) = RING.try_lock() {
+            break g;
+        }
+        crate::touch_watchdog();
+        core::hint::spin_loop();
+    };
+    HOLDER.store(me, Ordering::Release);
+    Some(RingGuard(guard))
+}
+
+/// The ring, locked, if no CPU holds it now.
+fn try_lock_ring() -> Option<RingGuard> {
+    let guard = RING.try_lock()?;
+    HOLDER.store(crate::cpu_index() + 1, Ordering::Release);
+    Some(RingGuard(guard))
+}
+
+/// [`RING`] locked by this CPU ([`lock_ring`]); its holder mark goes with it.
+struct RingGuard(spin::MutexGuard<'static, ByteRing<RING_BYTES>>);
+
+impl Drop for RingGuard {
+    fn drop(&mut self) {
+        HOLDER.store(0, Ordering::Release);
+    }
+}
+
+impl core::ops::Deref for RingGuard {
+    type Target = ByteRing<RING_BYTES>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for RingGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Writes formatted text to the console as one piece, not interleaved with other CPUs'.
 pub fn write_fmt(args: fmt::Arguments) {
     if !serial::ready() {
         return;
     }
-    if EMERGENCY.load(Ordering::Acquire) {
+    let ring = if EMERGENCY.load(Ordering::Acquire) {
+        None
+    } else {
+        lock_ring()
+    };
+    let Some(mut ring) = ring else {
         let _ = Direct.write_fmt(args);
         return;
-    }
-    let mut ring = RING.lock();
+    };
     let _ = Appender(&mut ring).write_fmt(args);
     feed(&mut ring);
 }
@@ -79,7 +136,9 @@ pub fn write_guest(privileged: bool, cost: usize, args: fmt::Arguments) -> bool 
     if EMERGENCY.load(Ordering::Acquire) {
         return false;
     }
-    let mut ring = RING.lock();
+    let Some(mut ring) = lock_ring() else {
+        return false;
+    };
     if !privileged && ring.len() + cost > GUEST_FILL {
         feed(&mut ring);
         return false;
@@ -87,6 +146,13 @@ pub fn write_guest(privileged: bool, cost: usize, args: fmt::Arguments) -> bool 
     let _ = log_line(&mut Appender(&mut ring), log::Level::Info, args);
     feed(&mut ring);
     true
+}
+
+/// Whether guests' text has room in the ring for a line that costs the port `cost` bytes
+/// ([`write_guest`]): a look before the caller charges the line to the guest's quota. (The
+/// ring may fill between the look and the write: the write then refuses the line.)
+pub fn has_room_for_guest(cost: usize) -> bool {
+    WAITING.load(Ordering::Relaxed) + cost <= GUEST_FILL
 }
 
 /// Whether bytes wait in the ring for the port: an idle CPU then arms its timer to feed
@@ -105,7 +171,10 @@ pub fn poll() {
     if !pending() {
         return;
     }
-    if let Some(mut ring) = RING.try_lock() {
+    if HOLDER.load(Ordering::Relaxed) != 0 {
+        return; // whoever holds it feeds the port before letting go
+    }
+    if let Some(mut ring) = try_lock_ring() {
         feed(&mut ring);
     }
 }
@@ -134,7 +203,9 @@ pub fn flush() {
     if EMERGENCY.load(Ordering::Acquire) {
         return;
     }
-    let mut ring = RING.lock();
+    let Some(mut ring) = lock_ring() else {
+        return;
+    };
     while !ring.is_empty() {
         make_room(&mut ring);
     }
@@ -166,11 +237,15 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) || !serial::ready() {
             return;
         }
-        if EMERGENCY.load(Ordering::Acquire) {
+        let ring = if EMERGENCY.load(Ordering::Acquire) {
+            None
+        } else {
+            lock_ring()
+        };
+        let Some(mut ring) = ring else {
             let _ = log_line(&mut Direct, record.level(), *record.args());
             return;
-        }
-        let mut ring = RING.lock();
+        };
         let _ = log_line(&mut Appender(&mut ring), record.level(), *record.args());
         feed(&mut ring);
     }
@@ -248,7 +323,10 @@ static UART_FREE_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the port's transmit FIFO is empty ([`serial::tx_ready`], or the model).
 fn uart_ready() -> bool {
+    // The model runs on system time, 0 until the TSC is calibrated: the port as it is till
+    // then.
     if time::self_test_is(SelfTest::SlowUart)
+        && time::tsc_hz() != 0
         && time::now_ns() < UART_FREE_AT.load(Ordering::Relaxed)
     {
         return false;
@@ -269,7 +347,7 @@ fn uart_send(bytes: &[u8]) {
 /// whoever holds the ring (the CPU holding it may be the one that just faulted, or stopped
 /// for good). What the ring holds is sent first if its lock can be had.
 pub fn emergency() {
-    if let Some(mut ring) = RING.try_lock() {
+    if let Some(mut ring) = try_lock_ring() {
         while !ring.is_empty() {
             make_room(&mut ring);
         }

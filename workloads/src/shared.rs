@@ -132,15 +132,28 @@ pub fn set_mask(port: u32, masked: bool) {
 
 /// Sets or clears vCPU `vcpu`'s upcall mask in the counters page, as a Xen guest does with
 /// `evtchn_upcall_mask`: masked, no upcall is entered (the hypervisor still marks events).
+/// Cleared on the calling vCPU with an upcall due (`upcall_pending` set while masked), it
+/// makes a hypercall so that the upcall is entered on its way back, as Xen's
+/// `xen_restore_fl` does: the hypervisor interrupts the vCPU only when the flag is set anew
+/// (`abi::hypercall::EVTCHN_OP`).
 pub fn set_upcall_mask(vcpu: usize, masked: bool) {
     assert!(vcpu < abi::shared::MAX_VCPUS, "vCPU index out of range");
-    // SAFETY: the counters page is mapped read-write for the domain's whole life; the byte
-    // is in bounds (checked above) and the hypervisor accesses it atomically too.
-    let mask = unsafe {
+    // SAFETY: the counters page is mapped read-write for the domain's whole life; the bytes
+    // are in bounds (checked above) and the hypervisor accesses them atomically too.
+    let (mask, pending) = unsafe {
         let ev = addr_of_mut!((*counters()).vcpu_events[vcpu]);
-        &*(addr_of_mut!((*ev).upcall_mask) as *const core::sync::atomic::AtomicU8)
+        (
+            &*(addr_of_mut!((*ev).upcall_mask) as *const core::sync::atomic::AtomicU8),
+            &*(addr_of_mut!((*ev).upcall_pending) as *const core::sync::atomic::AtomicU8),
+        )
     };
     mask.store(u8::from(masked), Ordering::SeqCst);
+    #[cfg(not(feature = "linux"))]
+    if !masked && pending.load(Ordering::SeqCst) != 0 {
+        crate::hypercall::null();
+    }
+    #[cfg(feature = "linux")]
+    let _ = pending;
 }
 
 /// Waits (blocked in the hypervisor) until an event arrives on `port`, and consumes it.

@@ -102,8 +102,15 @@ pub const NULL: u64 = 6;
 /// masked, notifies the vCPU the port is bound to (vCPU 0 unless `BindVcpu` said otherwise):
 /// it sets that vCPU's `upcall_pending` and its word's bit in `pending_sel`
 /// ([`crate::shared::VcpuEvents`]), wakes it if it is blocked, and enters its upcall if it
-/// registered one. A vCPU's `block` returns at once while an unmasked event is pending on a
-/// port that notifies it.
+/// registered one. An event on a port already pending is merged with the one pending there
+/// and does none of this (Xen's 2-level event channels): the guest clears a port's pending bit
+/// before it handles the port. The CPU a vCPU runs on is interrupted for its upcall only when
+/// `upcall_pending` goes from clear to set: a guest that clears `upcall_mask` itself (rather
+/// than by `callback_return`) looks at `upcall_pending` next and, if set, makes a hypercall
+/// (`null`) to have the upcall entered on its way back, as Xen's guests force their callback.
+/// A vCPU's `block` returns at once while an unmasked event is pending on a port that
+/// notifies it, and sets its `upcall_pending` if the sender has not yet, so that the upcall
+/// is entered on the way back.
 pub const EVTCHN_OP: u64 = 7;
 
 /// `set_callback(entry)`: registers the calling vCPU's event upcall, the guest function the

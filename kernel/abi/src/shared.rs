@@ -81,7 +81,9 @@ pub struct MemoryInfo {
 /// hypervisor sets `upcall_pending` and a bit of `pending_sel` (bit `w` for pending word `w`)
 /// when it notifies the vCPU; the guest clears them as it handles events. While
 /// `upcall_mask` is non-zero no upcall is entered (the hypervisor sets it on entering one;
-/// `callback_return` clears it).
+/// `callback_return` clears it). The vCPU's CPU is interrupted only when `upcall_pending` goes
+/// from clear to set: a guest that clears `upcall_mask` itself checks `upcall_pending` and
+/// makes a hypercall if it is set (`crate::hypercall::EVTCHN_OP`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VcpuEvents {

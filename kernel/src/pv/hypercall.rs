@@ -77,11 +77,12 @@ pub fn handle(nr: u64, vcpu: &Vcpu, domain: &Domain, frame: &TrapFrame) -> Outco
 /// `console-lines`). Xen's `guest_console_write` rate-limits by the same serial output.
 ///
 /// Two bounds apply, line by line: one call writes at most [`CONSOLE_CALL_BYTES`] serial
-/// bytes, every domain's (the port is written with interrupts off: 256 empty lines were
+/// bytes, every domain's (how far one call can put the port behind: 256 empty lines were
 /// ~11 KB in one call, about 1 s of a 115200-baud UART; `xtf-sched`'s `console-bound`), and
-/// an unprivileged domain's quota. The lines that fit are logged and their bytes counted (a
-/// short write); a first line that alone is over the call's bound is cut at a character
-/// boundary and its head logged; if not even that fits the quota: `Again`.
+/// an unprivileged domain's quota. The lines that fit are logged into the console's ring and
+/// their bytes counted (a short write); a first line that alone is over the call's bound is
+/// cut at a character boundary and its head logged; if not even that fits the quota, or the
+/// ring's half for guests' text: `Again`.
 #[inline(never)] // kept out of the hypercall fast path
 fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
     use abi::hypercall::{console_line_cost, console_text_len};
@@ -122,8 +123,24 @@ fn console_write(domain: &Domain, ptr: u64, len: u64) -> Result<u64, Errno> {
                 break;
             }
         }
-        // Every domain shares one serial port: an unprivileged domain gets a quota (`crate::domain::CONSOLE_BURST_BYTES`, then
-        // `CONSOLE_BYTES_PER_SEC`), and output over it is refused, said once in the log.
+        // Every domain shares one serial port: an unprivileged domain gets a quota
+        // (`crate::domain::CONSOLE_BURST_BYTES`, then `CONSOLE_BYTES_PER_SEC`), and output
+        // over it is refused, said once in the log. The console's ring first, then the
+        // quota: a line the ring refuses costs no quota.
+        if !domain.privileged && !console::has_room_for_guest(cost) {
+            if domain
+                .console_refused
+                .fetch_add((n - done) as u64, Ordering::Relaxed)
+                == 0
+            {
+                log::warn!(
+                    "[{}] console output refused: the serial port is seconds behind guests' \
+                     text",
+                    domain.name
+                );
+            }
+            break;
+        }
         if !domain.privileged && !domain.console_quota.lock().take(cost as u64, now) {
             let refused = (n - done) as u64;
             if domain.console_refused.fetch_add(refused, Ordering::Relaxed) == 0 {

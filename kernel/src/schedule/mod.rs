@@ -729,6 +729,13 @@ pub fn take_due_timer(v: &Vcpu, domain: &Domain, now: u64) -> bool {
             this_state().sched.lock().timers.cancel(v.id);
             domain.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
+        // Its timer's port may have been marked pending by `run_timers` on another CPU
+        // that has not marked the vCPU yet: the send just above is then merged with that
+        // one and marks nothing, and the caller goes back to the guest, whose way in enters
+        // the upcall by the flag. Marked here as the sender will (a review of session 22:
+        // sends to a pending port merged, the lost upcall of xtf-ring `upcall-idle` came
+        // back through this path).
+        let _ = domain.mark_if_pending(v.index);
         return true;
     }
 }
@@ -791,9 +798,10 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         // CI; `latency/slow-timer-fire` shows it). Sent first, an event can come for a
         // timer re-armed or cancelled just now, as Xen's can (a timer VIRQ asks the guest
         // to look at the clock); and `take_due_timer` may send it too, if it took the
-        // deadline between the load above and the send: a second event, which, if this CPU
-        // was stalled there, can come after the guest consumed the first (a spurious
-        // timer VIRQ: the guest looks at the clock and finds nothing due).
+        // deadline between the load above and the send: merged with this one while the port
+        // is still pending (and then it marks the vCPU itself, should this CPU not have
+        // yet), a second event if the guest consumed the first meanwhile (a spurious timer
+        // VIRQ: the guest looks at the clock and finds nothing due).
         if let Some(d) = v.domain() {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
@@ -857,7 +865,9 @@ const SLICE_SLOP_NS: u64 = 50_000;
 /// The hardware is reprogrammed only when the earliest event moved earlier than what is
 /// armed (or what is armed has passed): a timer that fires early finds nothing due and
 /// re-arms, which is cheaper than an APIC write on every switch. (schedsim follows the same
-/// rule to tell which switches write: `sched::sim`, `Sim::arm_timer`.)
+/// rule to tell which switches write: `sched::sim`, `Sim::arm_timer`; not the console's
+/// deadline while bytes wait for the serial port, which under QEMU they never do but for a
+/// moment, and under `selftest=slow-uart` do.)
 fn arm_timer(cs: &mut CpuSched, now: u64) -> bool {
     let earliest = [
         cs.slice_end,
