@@ -107,6 +107,12 @@ impl core::ops::DerefMut for RingGuard {
 
 /// Writes formatted text to the console as one piece, not interleaved with other CPUs'.
 pub fn write_fmt(args: fmt::Arguments) {
+    write_with(|w| w.write_fmt(args));
+}
+
+/// Runs `write` on the ring (then feeds the port), or on the port itself after a fatal
+/// report or from inside this CPU's own ring write ([`lock_ring`]).
+fn write_with(write: impl FnOnce(&mut dyn Write) -> fmt::Result) {
     if !serial::ready() {
         return;
     }
@@ -116,10 +122,10 @@ pub fn write_fmt(args: fmt::Arguments) {
         lock_ring()
     };
     let Some(mut ring) = ring else {
-        let _ = Direct.write_fmt(args);
+        let _ = write(&mut Direct);
         return;
     };
-    let _ = Appender(&mut ring).write_fmt(args);
+    let _ = write(&mut Appender(&mut ring));
     feed(&mut ring);
 }
 
@@ -213,7 +219,7 @@ pub fn flush() {
 }
 
 /// One log line: time since boot, CPU, level, text.
-fn log_line(w: &mut impl Write, level: log::Level, args: fmt::Arguments) -> fmt::Result {
+fn log_line(w: &mut (impl Write + ?Sized), level: log::Level, args: fmt::Arguments) -> fmt::Result {
     let ns = time::now_ns();
     writeln!(
         w,
@@ -234,20 +240,9 @@ impl log::Log for Logger {
     }
 
     fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) || !serial::ready() {
-            return;
+        if self.enabled(record.metadata()) {
+            write_with(|w| log_line(w, record.level(), *record.args()));
         }
-        let ring = if EMERGENCY.load(Ordering::Acquire) {
-            None
-        } else {
-            lock_ring()
-        };
-        let Some(mut ring) = ring else {
-            let _ = log_line(&mut Direct, record.level(), *record.args());
-            return;
-        };
-        let _ = log_line(&mut Appender(&mut ring), record.level(), *record.args());
-        feed(&mut ring);
     }
 
     fn flush(&self) {
