@@ -190,22 +190,71 @@ fn evtchn_other(me: &Domain, op: u64, a1: u64, a2: u64) -> Result<u64, Errno> {
         }
         EvtchnOp::Close => {
             let port = u32::try_from(a1).map_err(|_| Errno::Inval)?;
-            let (was, peer) = {
-                let mut table = me.ports.lock();
-                let was = table.close_peer(port).map_err(port_error)?;
-                // What was sent on the binding goes with it (Xen's `evtchn_free`, "to avoid
-                // unexpected behaviour on re-bind"): an event left pending showed on the
-                // port's next binding as if its new peer had sent it (hostile-pair
-                // `pending-aba`). Under the table's lock, which a send takes to deliver
-                // (`send_from`): no event of the old binding lands after this.
-                me.clear_pending(port);
-                was
-            };
-            if let (Port::Interdomain { port: rport, .. }, Some(remote)) = (was, peer) {
-                remote.ports.lock().peer_closed(rport, me.id);
-            }
-            Ok(0)
+            close(me, port).map_err(port_error)
         }
+    }
+}
+
+/// `selftest=slow-close`: a close made by a domain's vCPU 1 holds its CPU this long
+/// (interrupts off) between looking at its end and changing both, while the two domains close
+/// the other end and bind anew.
+const SLOW_CLOSE_US: u64 = 20_000;
+
+/// `EvtchnOp::Close` of `port` of `me`: both ends in one step, under both tables' locks (the
+/// lower domain id first, as `BindInterdomain`), as Xen's `evtchn_close` holds both domains'
+/// locks. Closed here and unbound at the far end once this table's lock was let go, a close
+/// stalled in between (a host stopping this CPU) while the two domains closed the other end
+/// and bound anew with the same port numbers unbound the new binding's far end: a channel
+/// bound at one end only, whose sends were dropped one way and refused the other (an audit
+/// of session 22; hostile-pair `close-rebind`, `isolation/slow-close`).
+fn close(me: &Domain, port: u32) -> Result<u64, kerncore::event::PortError> {
+    use kerncore::event::{Port, PortError};
+    loop {
+        let (seen, peer) = {
+            let table = me.ports.lock();
+            (table.get(port), table.peer(port))
+        };
+        if seen == Port::Free {
+            return Err(PortError::NotAllocated);
+        }
+        if crate::schedule::with_current(|v, _| v.index == 1).unwrap_or(false) {
+            time::stall(SelfTest::SlowClose, SLOW_CLOSE_US);
+        }
+        // Bound to a live domain (never itself: `BindInterdomain` refuses that), or this end
+        // alone.
+        let remote = peer.filter(|r| r.id != me.id);
+        let (mut mine, theirs) = match &remote {
+            Some(r) if me.id < r.id => {
+                let m = me.ports.lock();
+                (m, Some(r.ports.lock()))
+            }
+            Some(r) => {
+                let t = r.ports.lock();
+                (me.ports.lock(), Some(t))
+            }
+            None => (me.ports.lock(), None),
+        };
+        // Still the binding looked at: else it changed in between (the far end closed, a
+        // bind): look again.
+        let same_peer = match (&remote, mine.peer(port)) {
+            (Some(r), Some(p)) => Arc::ptr_eq(r, &p),
+            (None, p) => p.is_none(),
+            _ => false,
+        };
+        if mine.get(port) != seen || !same_peer {
+            continue;
+        }
+        let (was, _) = mine.close_peer(port)?;
+        // What was sent on the binding goes with it (Xen's `evtchn_free`, "to avoid
+        // unexpected behaviour on re-bind"): an event left pending showed on the port's next
+        // binding as if its new peer had sent it (hostile-pair `pending-aba`). Under the
+        // table's lock, which a send takes to deliver (`send_from`): no event of the old
+        // binding lands after this.
+        me.clear_pending(port);
+        if let (Port::Interdomain { port: rport, .. }, Some(mut theirs)) = (was, theirs) {
+            theirs.peer_closed(rport, me.id);
+        }
+        return Ok(0);
     }
 }
 

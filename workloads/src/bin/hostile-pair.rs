@@ -11,6 +11,7 @@
 //! | 5 | pending-aba | B binds to A's port and sends once; A, its port masked, sees the event pending, leaves it there, closes the port and allocates the same number again for Domain0: the new port must not start pending (Xen's `evtchn_free` clears a closed port's pending bit), nor get one later | SUCCESS (both) |
 //! | 6 | block-upcall | rounds of: B says it is ready (an event to A's masked port), A sends; B, its upcall registered, spins until its port is pending and blocks at once, its upcall not yet entered: the block returns for the event, and the upcall must be entered on the way back, before B's next instruction (`sched/slow-deliver`: each send lingers 500 µs between marking the port pending and B's upcall flag) | SUCCESS (both) |
 //! | 7 | quiet-flood | A floods sends on its port to B in two phases; once B's port is pending, each further send must cost B nothing: in the first, B's upcall masked (the port not), it spins reading the clock and counts gaps over 2 µs (interrupts) against 100 ms without the flood; in the second, its port masked, it polls its own timer VIRQ, a timer 10 ms ahead each time, and counts the polls' returns (Xen notifies, IPIs and wakes pollers only when a port or the upcall flag goes from clear to set: before, every send sent B's CPU an IPI, and woke its poll) | SUCCESS (both) |
+//! | 8 | close-rebind | A (2 vCPUs) and B bound by port 1: A's vCPU 1 tells B (an event) and closes its end, while B closes its own and binds again to A's port 1, which A's vCPU 0 allocates anew for it; then each side sends on its port 1 and says (a unit of `work`) whether the send was taken: the two must agree, bound at both ends or at neither (`isolation/slow-close`, under `selftest=slow-close`: A's close lingers 20 ms between looking at its end and changing both) | SUCCESS (both), and A's `work` equal to B's |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -44,6 +45,9 @@ fn main(vcpu: usize) -> u64 {
     if case == 4 && role == 0 {
         return dying_bind_a(vcpu, me);
     }
+    if case == 8 && role == 0 && vcpu == 1 {
+        close_rebind_closer();
+    }
     if vcpu != 0 {
         rt::park(vcpu);
     }
@@ -56,6 +60,7 @@ fn main(vcpu: usize) -> u64 {
         "pending-aba",
         "block-upcall",
         "quiet-flood",
+        "close-rebind",
     ]
     .get(case as usize)
     .copied()
@@ -76,6 +81,8 @@ fn main(vcpu: usize) -> u64 {
         (6, _) => with_port(name, false, me - 1, block_upcall_b),
         (7, 0) => with_port(name, true, me + 1, quiet_flood_a),
         (7, _) => with_port(name, false, me - 1, quiet_flood_b),
+        (8, 0) => with_port(name, true, me + 1, close_rebind_a),
+        (8, _) => with_port(name, false, me - 1, close_rebind_b),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -328,6 +335,96 @@ fn block_upcall_b(mut c: Checks, pb: u32, _: u32) -> u64 {
         0,
     );
     c.verdict()
+}
+
+/// Case 8, A: the step its vCPU 0 has reached (1: B ready, go), and its vCPU 1's (2:
+/// closing, 3: closed).
+static REBIND_STEP: AtomicU64 = AtomicU64::new(0);
+
+/// Case 8, A's vCPU 1: once B is ready, tells B (an event on port 1) and closes port 1.
+fn close_rebind_closer() -> ! {
+    let until = time::now_ns() + 3 * STEP_NS;
+    while REBIND_STEP.load(Ordering::SeqCst) < 1 && time::now_ns() < until {
+        core::hint::spin_loop();
+    }
+    if REBIND_STEP.load(Ordering::SeqCst) >= 1 {
+        let _ = hypercall::evtchn_send(PORT);
+        REBIND_STEP.store(2, Ordering::SeqCst);
+        let _ = hypercall::evtchn_close(PORT);
+        REBIND_STEP.store(3, Ordering::SeqCst);
+    }
+    rt::park(1)
+}
+
+/// Case 8: whether this side's send on its port 1, once things settled, was taken: a unit of
+/// `work` if so (the check compares A's with B's).
+fn close_rebind_verdict(c: Checks, port: u32) -> u64 {
+    time::sleep_ns(50_000_000);
+    let taken = hypercall::evtchn_send(port).is_ok();
+    println!(
+        "its send on port {port}: {}",
+        if taken { "taken" } else { "refused" }
+    );
+    if taken {
+        shared::add_work(0, 1);
+    }
+    c.verdict()
+}
+
+/// Case 8, A's vCPU 0: once B is bound and ready, lets vCPU 1 close port 1, and allocates a
+/// port for B again while that close is under way (port 1 again, if the close freed it).
+fn close_rebind_a(mut c: Checks, p: u32, peer: u32) -> u64 {
+    let name = c.case();
+    if shared::vcpus() < 2 {
+        return xtf::error(name, format_args!("needs 2 vCPUs"));
+    }
+    shared::set_mask(p, true);
+    let until = time::now_ns() + STEP_NS;
+    while !shared::take_event(p) {
+        if time::now_ns() > until {
+            return xtf::error(name, format_args!("B never said it was ready"));
+        }
+        core::hint::spin_loop();
+    }
+    REBIND_STEP.store(1, Ordering::SeqCst);
+    while REBIND_STEP.load(Ordering::SeqCst) < 2 {
+        core::hint::spin_loop();
+    }
+    time::spin_until(time::now_ns() + 100_000, core::hint::spin_loop);
+    let again = hypercall::evtchn_alloc_unbound(peer);
+    println!("allocated for B again while vCPU 1 closed port {p}: {again:?}");
+    while REBIND_STEP.load(Ordering::SeqCst) < 3 {
+        core::hint::spin_loop();
+    }
+    c.that(
+        format_args!("a port for B again ({again:?})"),
+        again.is_ok(),
+    );
+    close_rebind_verdict(c, PORT)
+}
+
+/// Case 8, B: says it is ready; on A's event closes its end and binds again to A's port 1.
+fn close_rebind_b(c: Checks, pb: u32, peer: u32) -> u64 {
+    let name = c.case();
+    let _ = hypercall::evtchn_send(pb);
+    let until = time::now_ns() + STEP_NS;
+    while !shared::pending(pb) {
+        if time::now_ns() > until {
+            return xtf::error(name, format_args!("A never said it was closing"));
+        }
+        core::hint::spin_loop();
+    }
+    let _ = hypercall::evtchn_close(pb);
+    let until = time::now_ns() + 20_000_000;
+    let again = loop {
+        match hypercall::evtchn_bind(peer, PORT) {
+            Ok(p) => break Some(p),
+            Err(_) if time::now_ns() < until => core::hint::spin_loop(),
+            Err(_) => break None,
+        }
+    };
+    println!("bound again to A's port {PORT}: {again:?}");
+    close_rebind_verdict(c, again.unwrap_or(pb))
 }
 
 /// Case 7: how long each of A's floods lasts, and how long B measures in each phase.

@@ -2009,6 +2009,37 @@ fn flushes_wait_one_continuation(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `close-rebind.toml` under `selftest=slow-close`: both hostile-pair `close-rebind` domains
+/// exited `ok`, and their sends on port 1 at the end were both taken or both refused (a unit
+/// of `work` each if taken): bound at both ends, or at neither.
+fn both_ends_agree(records: &[Record]) -> Result<String, String> {
+    let ds = domains(records);
+    let find = |group: &str| {
+        ds.iter()
+            .find(|d| d.group == group)
+            .ok_or(format!("no {group} domain"))
+    };
+    let (a, b) = (find("cr-a")?, find("cr-b")?);
+    for d in [a, b] {
+        if !d.exit.is_ok() {
+            return Err(format!("{} ended `{}`", d.name, d.exit));
+        }
+    }
+    let said = |w: u64| if w == 1 { "taken" } else { "refused" };
+    if a.work != b.work {
+        return Err(format!(
+            "A's send on its port 1 was {}, B's {}: the channel is bound at one end only \
+             (a close unbound the far end of the binding made after it)",
+            said(a.work),
+            said(b.work)
+        ));
+    }
+    Ok(format!(
+        "both ends' sends {} after a close and a rebind in between",
+        said(a.work)
+    ))
+}
+
 /// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
 /// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
 /// it got to the end, since `ok` also describes a domain still running), and the bystander
@@ -3143,6 +3174,14 @@ fn cases() -> Vec<Case> {
         "isolation/flush-convoy".into(),
         vec![&spec("flush-convoy")],
         flushes_wait_one_continuation,
+    );
+    // A close and a rebind between the same two domains, the close lingering between
+    // looking at its end and changing both (`selftest=slow-close`): the two ends must agree
+    // (an audit of session 22).
+    add(
+        "isolation/slow-close".into(),
+        vec![&spec("close-rebind"), "--append", "selftest=slow-close"],
+        both_ends_agree,
     );
     // Domains killed mid-switch, under the policies that tick on demand (`churn` runs credit).
     for policy in ["credit2", "rtds"] {
