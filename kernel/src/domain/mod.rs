@@ -188,6 +188,10 @@ pub struct Vcpu {
     /// The deadline of the last one-shot timer it set (0: none yet), kept when the timer
     /// fires: [`DomainInfo::timer_deadline_ns`], the phase of a periodic guest's wake-ups.
     pub last_timer_deadline: AtomicU64,
+    /// How long its last `set_timer` took in the hypervisor (ns, shifted left one; bit 0:
+    /// it wrote the CPU's timer), counted when it next blocks or polls (0: none since):
+    /// `schedule::set_timer`, `schedule::count_set_timer`.
+    pub set_timer_took: AtomicU64,
     /// Global index, the policy's `VcpuId`.
     pub id: u32,
     /// Index within its domain.
@@ -752,6 +756,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     yielded: core::sync::atomic::AtomicBool::new(false),
                     timer_deadline: AtomicU64::new(0),
                     last_timer_deadline: AtomicU64::new(0),
+                    set_timer_took: AtomicU64::new(0),
                     trace_events: core::sync::atomic::AtomicU32::new(0),
                     serial: AtomicU64::new(VCPU_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
                     stats: Mutex::new(VcpuStats::default()),

@@ -195,6 +195,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             Ok(0)
         }
         SchedOp::Block => {
+            schedule::count_set_timer(vcpu);
             // A poll's mark left by a wake-up of its timer or its own ports (`Poll` below):
             // gone, so that another port's event does not end this block.
             let me = 1u64 << vcpu.index;
@@ -227,6 +228,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             let any_pending = |d: &Domain| ports.clone().any(|p| d.is_pending(p));
+            schedule::count_set_timer(vcpu);
             if any_pending(domain) {
                 return Ok(1);
             }

@@ -680,7 +680,8 @@ pub fn with_current<R>(f: impl FnOnce(&Vcpu, &Domain) -> R) -> Option<R> {
 }
 
 /// Arms a vCPU's one-shot timer on this CPU, replacing the one it had (0: cancels it).
-/// How long it took is counted ([`SET_TIMER_TIME`]).
+/// How long it took is kept, and counted if the vCPU blocks or polls next
+/// ([`count_set_timer`]).
 pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
     let start = time::now_ns();
     // A deadline of [`FIRED`] (1 ns, long past) would read as the mark of a timer that fired
@@ -704,7 +705,27 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
         arm_timer(&mut cs, start)
     };
     drop(cs);
-    count_timed(SET_TIMER_TIME, SET_TIMER_ARMED_TIME, start, wrote);
+    let took = time::now_ns().saturating_sub(start);
+    v.set_timer_took
+        .store((took.max(1) << 1) | u64::from(wrote), Ordering::Relaxed);
+}
+
+/// Counts the vCPU's last `set_timer` ([`SET_TIMER_TIME`], and [`SET_TIMER_ARMED_TIME`] if
+/// it wrote the CPU's timer), if it made one since its last block or poll: called as it
+/// blocks or polls. A `set_timer` then a block is what a sleeper pays per wake-up, which
+/// `schedsim --costs-from` prices its sleepers' `set_timer`s from; counted at each call, a
+/// timer storm (a guest re-arming in a loop, never sleeping: hostile-sched `timer-storm`,
+/// millions a second) filled the machine-wide histogram with its calls and priced every
+/// other domain's from them (`isolation/timer-storm-costs`).
+pub fn count_set_timer(v: &Vcpu) {
+    let kept = v.set_timer_took.swap(0, Ordering::Relaxed);
+    if kept != 0 {
+        let took = kept >> 1;
+        count_time(SET_TIMER_TIME, took);
+        if kept & 1 != 0 {
+            count_time(SET_TIMER_ARMED_TIME, took);
+        }
+    }
 }
 
 /// For a vCPU about to block or poll on this CPU: whether its timer is due, which then
@@ -894,7 +915,7 @@ fn arm_timer(cs: &mut CpuSched, now: u64) -> bool {
     true
 }
 
-/// Counts a switch or a `set_timer` begun at `start` (system ns) as kind `all`, and as
+/// Counts a switch begun at `start` (system ns) as kind `all`, and as
 /// kind `armed` too if it wrote the timer (`wrote`).
 fn count_timed(all: usize, armed: usize, start: u64, wrote: bool) {
     let took = time::now_ns().saturating_sub(start);

@@ -2040,6 +2040,30 @@ fn both_ends_agree(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// `timer-storm-costs.toml`: every domain exited `ok`, and the run record's `set_timer_time`
+/// counts at most two `set_timer`s per wake-up of all domains (plus 100): one per block, not
+/// one per call of the storm's re-arming loop.
+fn set_timer_costs_follow_the_sleepers(records: &[Record]) -> Result<String, String> {
+    let ds = domains(records);
+    if let Some(d) = ds.iter().find(|d| !d.exit.is_ok()) {
+        return Err(format!("{} ended `{}`", d.name, d.exit));
+    }
+    let run = records.run().ok_or("no run record")?;
+    let counted: u64 = run
+        .set_timer_time
+        .iter()
+        .flat_map(|l| l.hist.iter().map(|b| b.1))
+        .sum();
+    let wakeups: u64 = ds.iter().map(|d| d.wakeups).sum();
+    if counted > 2 * wakeups + 100 {
+        return Err(format!(
+            "the run record counts {counted} set_timers for {wakeups} wake-ups: the storm's \
+             re-arms, not the sleepers' set_timers, price `schedsim --costs-from`'s"
+        ));
+    }
+    Ok(format!("{counted} set_timers counted for {wakeups} wake-ups beside a timer storm"))
+}
+
 /// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
 /// right error and exited cleanly (a wrong result ends one with a failure code; `work` 1 says
 /// it got to the end, since `ok` also describes a domain still running), and the bystander
@@ -3182,6 +3206,14 @@ fn cases() -> Vec<Case> {
         "isolation/slow-close".into(),
         vec![&spec("close-rebind"), "--append", "selftest=slow-close"],
         both_ends_agree,
+    );
+    // A timer storm beside a latency domain: the run's `set_timer_time` counts the
+    // `set_timer`s followed by a block (1,488 for 1,484 wake-ups), not every call (301,490
+    // before: schedsim priced the latency domain's `set_timer` from the storm's).
+    add(
+        "isolation/timer-storm-costs".into(),
+        vec![&spec("timer-storm-costs")],
+        set_timer_costs_follow_the_sleepers,
     );
     // Domains killed mid-switch, under the policies that tick on demand (`churn` runs credit).
     for policy in ["credit2", "rtds"] {
