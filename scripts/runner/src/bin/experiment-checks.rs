@@ -2061,7 +2061,9 @@ fn set_timer_costs_follow_the_sleepers(records: &[Record]) -> Result<String, Str
              re-arms, not the sleepers' set_timers, price `schedsim --costs-from`'s"
         ));
     }
-    Ok(format!("{counted} set_timers counted for {wakeups} wake-ups beside a timer storm"))
+    Ok(format!(
+        "{counted} set_timers counted for {wakeups} wake-ups beside a timer storm"
+    ))
 }
 
 /// Both `hostile-grant` domains saw every misuse of their grants and ports refused with the
