@@ -197,8 +197,9 @@ struct CpuCounters {
     /// [`TIMED_KINDS`] histograms in `abi::control::kick_late_bucket`s, [`KICK_LATE_BUCKETS`]
     /// each, by kind ([`count_time`]): how late this CPU's decisions came after the kicks that
     /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
-    /// [`KICK_REMOTE`]), and of those the wake-ups' ([`KICK_REMOTE_WAKE`]); how long its switches took ([`SWITCH_TIME`]) and its `set_timer`
-    /// hypercalls ([`SET_TIMER_TIME`]), and of those the ones that wrote the hardware timer
+    /// [`KICK_REMOTE`]), and of those the wake-ups' ([`KICK_REMOTE_WAKE`]); how long its
+    /// switches took ([`SWITCH_TIME`]) and its `set_timer` hypercalls that a block or poll
+    /// followed ([`SET_TIMER_TIME`], [`count_set_timer`]), and of those the ones that wrote the hardware timer
     /// ([`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]), and how late sleepers' timers
     /// woke them ([`TIMER_WAKE_LATE`], the last). Last in the struct, whose `CpuState`
     /// starts a page: the kinds a decision or a switch counts lie in that first page with
@@ -720,11 +721,12 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
 pub fn count_set_timer(v: &Vcpu) {
     let kept = v.set_timer_took.swap(0, Ordering::Relaxed);
     if kept != 0 {
-        let took = kept >> 1;
-        count_time(SET_TIMER_TIME, took);
-        if kept & 1 != 0 {
-            count_time(SET_TIMER_ARMED_TIME, took);
-        }
+        count_timed(
+            SET_TIMER_TIME,
+            SET_TIMER_ARMED_TIME,
+            kept >> 1,
+            kept & 1 != 0,
+        );
     }
 }
 
@@ -915,10 +917,9 @@ fn arm_timer(cs: &mut CpuSched, now: u64) -> bool {
     true
 }
 
-/// Counts a switch begun at `start` (system ns) as kind `all`, and as
-/// kind `armed` too if it wrote the timer (`wrote`).
-fn count_timed(all: usize, armed: usize, start: u64, wrote: bool) {
-    let took = time::now_ns().saturating_sub(start);
+/// Counts a switch or a `set_timer` that took `took` ns as kind `all`, and as kind `armed`
+/// too if it wrote the timer (`wrote`).
+fn count_timed(all: usize, armed: usize, took: u64, wrote: bool) {
     count_time(all, took);
     if wrote {
         count_time(armed, took);
@@ -1058,7 +1059,12 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             cs.current = Some(n);
             let wrote = arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
-            count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
+            count_timed(
+                SWITCH_TIME,
+                SWITCH_ARMED_TIME,
+                time::now_ns().saturating_sub(decided),
+                wrote,
+            );
             Next::Switched
         }
         None => {
@@ -1447,7 +1453,12 @@ pub fn idle_step(now: u64) -> IdleStep {
     cs.current = Some(n);
     let wrote = arm_timer(&mut cs, now);
     load_address_space(pml4, None);
-    count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, decided, wrote);
+    count_timed(
+        SWITCH_TIME,
+        SWITCH_ARMED_TIME,
+        time::now_ns().saturating_sub(decided),
+        wrote,
+    );
     IdleStep::Enter(frame)
 }
 

@@ -1872,13 +1872,7 @@ fn polls_wake_among_other_events(records: &[Record]) -> Result<String, String> {
 /// B blocked on a pending event in at least a quarter of its 200 rounds with its upcall
 /// entered on the way back (a unit of `work` each): the stall put the window in reach.
 fn blocks_enter_the_upcall(records: &[Record]) -> Result<String, String> {
-    let ds = domains(records);
-    let find = |group: &str| {
-        ds.iter()
-            .find(|d| d.group == group)
-            .ok_or(format!("no {group} domain"))
-    };
-    let (a, b) = (find("bu-a")?, find("bu-b")?);
+    let (a, b) = (in_group(records, "bu-a")?, in_group(records, "bu-b")?);
     for d in [a, b] {
         if !d.exit.is_ok() {
             return Err(format!(
@@ -1905,13 +1899,7 @@ fn blocks_enter_the_upcall(records: &[Record]) -> Result<String, String> {
 /// went wrong crashes one: B's console says which and by how much), and B measured both
 /// phases (a unit of `work`).
 fn sends_to_a_pending_port_are_quiet(records: &[Record]) -> Result<String, String> {
-    let ds = domains(records);
-    let find = |group: &str| {
-        ds.iter()
-            .find(|d| d.group == group)
-            .ok_or(format!("no {group} domain"))
-    };
-    let (a, b) = (find("qf-a")?, find("qf-b")?);
+    let (a, b) = (in_group(records, "qf-a")?, in_group(records, "qf-b")?);
     for d in [a, b] {
         if !d.exit.is_ok() {
             return Err(format!(
@@ -1941,10 +1929,7 @@ fn console_writers_leave_their_cpus_alone(records: &[Record]) -> Result<String, 
     if let Some(d) = ds.iter().find(|d| !d.exit.is_ok()) {
         return Err(format!("{} ended `{}`", d.name, d.exit));
     }
-    let lat = ds
-        .iter()
-        .find(|d| d.group == "by-lat")
-        .ok_or("no by-lat domain")?;
+    let lat = in_group(records, "by-lat")?;
     if lat.work < 1600 {
         return Err(format!(
             "the latency domain completed {} of its 2000 periods beside the console writers, \
@@ -2013,13 +1998,7 @@ fn flushes_wait_one_continuation(records: &[Record]) -> Result<String, String> {
 /// exited `ok`, and their sends on port 1 at the end were both taken or both refused (a unit
 /// of `work` each if taken): bound at both ends, or at neither.
 fn both_ends_agree(records: &[Record]) -> Result<String, String> {
-    let ds = domains(records);
-    let find = |group: &str| {
-        ds.iter()
-            .find(|d| d.group == group)
-            .ok_or(format!("no {group} domain"))
-    };
-    let (a, b) = (find("cr-a")?, find("cr-b")?);
+    let (a, b) = (in_group(records, "cr-a")?, in_group(records, "cr-b")?);
     for d in [a, b] {
         if !d.exit.is_ok() {
             return Err(format!("{} ended `{}`", d.name, d.exit));
