@@ -80,7 +80,7 @@ const _: () = {
 /// What a vCPU is doing (`kerncore::runstate`).
 pub use kerncore::runstate::{RunState as VcpuState, Stop, Tell};
 
-pub use kerncore::account::{Doing, Past};
+pub use kerncore::account::Account;
 
 /// Figures kept per vCPU. In declaration order (`repr(C)`), the large latency histogram last:
 /// a switch touches the fields before it (and the histogram only at a wake-up's first run),
@@ -88,61 +88,15 @@ pub use kerncore::account::{Doing, Past};
 #[derive(Clone, Default)]
 #[repr(C)]
 pub struct VcpuStats {
-    pub cpu_ns: u64,
-    pub wait_ns: u64,
+    /// CPU and waiting time (`kerncore::account`: on a CPU from switch-in to switch-out).
+    pub account: Account,
     pub wakeups: u64,
     pub switches: u64,
     pub migrations: u64,
-    /// When it last started running (valid while Running).
-    pub run_start: u64,
-    /// When it last became runnable without running (valid while Runnable).
-    pub runnable_since: u64,
     /// Set at a wake-up, cleared when it next runs: the wake-up latency's start.
     pub woke_at: Option<u64>,
     pub last_cpu: Option<usize>,
-    /// What `cpu_ns` and `wait_ns` grow with since the last change ([`VcpuStats::change`]).
-    pub doing: Doing,
-    /// When that last change was.
-    pub changed_at: u64,
-    /// The account as it stood just before that change: what [`VcpuStats::at`] reads for an
-    /// instant before it (a live snapshot, `Sysctl::TakeSnapshotLive`, reads each vCPU a
-    /// little after its instant).
-    pub before: Past,
     pub latency: Histogram,
-}
-
-impl VcpuStats {
-    /// The account changes at `now` to `doing` (the caller then updates `cpu_ns`, `wait_ns`,
-    /// `run_start` or `runnable_since` as the change requires): what it was is kept.
-    pub fn change(&mut self, now: u64, doing: Doing) {
-        self.before = Past {
-            cpu_ns: self.cpu_ns,
-            wait_ns: self.wait_ns,
-            doing: self.doing,
-            since: self.since(),
-        };
-        self.doing = doing;
-        self.changed_at = now;
-    }
-
-    fn since(&self) -> u64 {
-        match self.doing {
-            Doing::Running => self.run_start,
-            Doing::Waiting => self.runnable_since,
-            Doing::Neither => self.changed_at,
-        }
-    }
-
-    /// `(cpu_ns, wait_ns)` as they stood at `t` (`kerncore::account`).
-    pub fn at(&self, t: u64) -> (u64, u64) {
-        let now = Past {
-            cpu_ns: self.cpu_ns,
-            wait_ns: self.wait_ns,
-            doing: self.doing,
-            since: self.since(),
-        };
-        kerncore::account::at(now, self.changed_at, self.before, t)
-    }
 }
 
 /// A virtual CPU.
@@ -896,7 +850,7 @@ impl Domain {
         let mut merged: Option<Histogram> = None;
         for v in &self.vcpus {
             let s = v.stats.lock();
-            let (cpu_ns, wait_ns) = s.at(now);
+            let (cpu_ns, wait_ns) = s.account.at(now);
             info.cpu_ns += cpu_ns;
             info.wait_ns += wait_ns;
             info.wakeups += s.wakeups;

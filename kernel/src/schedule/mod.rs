@@ -25,7 +25,7 @@ use spin::{Mutex, Once};
 
 use crate::arch;
 use crate::arch::trap::TrapFrame;
-use crate::domain::{self, Doing, Domain, NOT_RUNNING, Stop, Tell, Vcpu, VcpuState};
+use crate::domain::{self, Domain, NOT_RUNNING, Stop, Tell, Vcpu, VcpuState};
 use crate::{console, time};
 use held::Held;
 pub mod cpupool;
@@ -584,8 +584,8 @@ pub fn stop(v: &Vcpu, why: Stop, now: u64) {
 const NO_FIGURES: Option<fn(&mut domain::VcpuStats)> = None;
 
 /// Moves `v` by `rule` (`kerncore::runstate`); if it moves, keeps its figures (a vCPU that
-/// stops waiting has waited, one that becomes runnable waits from now, and `also`, the
-/// change's own), tells the policy and kicks the CPU the policy names. Returns whether it
+/// stops waiting has waited, one that becomes runnable off its CPU waits from now, and
+/// `also`, the change's own), tells the policy and kicks the CPU the policy names. Returns whether it
 /// moved. The figures are locked only when something is to be written in them: a block,
 /// from running, takes no lock but the state's.
 ///
@@ -610,12 +610,10 @@ fn change_state(
         if stops_waiting || tell == Tell::Wake || also.is_some() {
             let mut s = v.stats.lock();
             if stops_waiting {
-                s.change(now, Doing::Neither);
-                s.wait_ns += now.saturating_sub(s.runnable_since);
+                s.account.stop(now);
             }
             if tell == Tell::Wake {
-                s.change(now, Doing::Waiting);
-                s.runnable_since = now;
+                s.account.wake(now);
             }
             if let Some(also) = also {
                 also(&mut s);
@@ -1110,13 +1108,14 @@ fn save_fpu_scrubbed(v: &Vcpu) {
 }
 
 /// The current vCPU, picked again where it runs: if it blocked and was woken since (an
-/// event came, or was pending, before its block got to the decision), its state and
-/// figures say runnable and waiting; it runs on, so it is running again as [`claim`] and
-/// [`switch_in`] would have it (its wake-up served now; no switch). Left runnable, it ran
-/// on counted as waiting, and its next block's stop added the whole run to `wait_ns`, its
-/// next switch-in the time since that wake-up to its latency (`block-pending.toml`: alone
-/// on a CPU, a vCPU that blocks with an event pending waited 100% of the run, and woke
-/// 8.8 ms late at p99). Any other state (paused or killed since the decision) is left as
+/// event came, or was pending, before its block got to the decision), its state says
+/// runnable; it runs on, so it is running again as [`claim`] and [`switch_in`] would have
+/// it (its wake-up served now; no switch). Left runnable, it ran on counted as waiting, and
+/// its next switch-in took the time since that wake-up as its latency (`block-pending.toml`:
+/// alone on a CPU, a vCPU that blocks with an event pending waited 100% of the run, and
+/// woke 8.8 ms late at p99). Its account never stopped running (`kerncore::account`: it
+/// was on this CPU all along), and its run goes on from its switch-in, which the guest's
+/// time slot still says. Any other state (paused or killed since the decision) is left as
 /// it is: whoever changed it kicked this CPU, whose next decision takes the vCPU off.
 fn runs_on(v: &Vcpu, now: u64) {
     let mut state = v.state.lock();
@@ -1125,13 +1124,10 @@ fn runs_on(v: &Vcpu, now: u64) {
     }
     *state = VcpuState::Running;
     let mut s = v.stats.lock();
-    s.change(now, Doing::Running);
-    s.wait_ns += now.saturating_sub(s.runnable_since);
+    s.account.run(now);
     if let Some(woke) = s.woke_at.take() {
         s.latency.record(now.saturating_sub(woke));
     }
-    // Its run goes on from `run_start` (neither the block nor the wake-up accounted it),
-    // which the guest's time slot still says.
 }
 
 /// Accounting for the vCPU leaving this CPU. It stays claimed (`running_on`) until
@@ -1139,10 +1135,12 @@ fn runs_on(v: &Vcpu, now: u64) {
 fn account_out(v: &Vcpu, now: u64) {
     let (still_runnable, why) = {
         let mut state = v.state.lock();
-        let runnable = *state == VcpuState::Running;
-        if runnable {
+        if *state == VcpuState::Running {
             *state = VcpuState::Runnable;
         }
+        // Runnable: preempted, yielded, or blocked and woken since, before this decision
+        // (it waits from now: `kerncore::account`).
+        let runnable = *state == VcpuState::Runnable;
         let yielded = v.yielded.swap(false, Ordering::Relaxed);
         let why = match *state {
             VcpuState::Runnable if yielded => TraceEvent::Yield,
@@ -1154,24 +1152,12 @@ fn account_out(v: &Vcpu, now: u64) {
     };
     trace::record(why, v, now);
     let mut s = v.stats.lock();
-    s.change(
-        now,
-        if still_runnable {
-            Doing::Waiting
-        } else {
-            Doing::Neither
-        },
-    );
-    let ran = now.saturating_sub(s.run_start);
-    s.cpu_ns += ran;
+    let ran = s.account.leave(now, still_runnable);
     this_state()
         .counters
         .busy_ns
         .fetch_add(ran, Ordering::Relaxed);
-    if still_runnable {
-        s.runnable_since = now;
-    }
-    v.publish_time(false, s.cpu_ns, now);
+    v.publish_time(false, s.account.cpu_ns(), now);
 }
 
 /// Lets other CPUs run `v`: called once its registers and FPU state are saved and this CPU
@@ -1287,8 +1273,7 @@ fn switch_in(held: &Held, cpu: usize, now: u64) {
     let (v, domain) = (held.vcpu(), held.domain());
     {
         let mut s = v.stats.lock();
-        s.change(now, Doing::Running);
-        s.wait_ns += now.saturating_sub(s.runnable_since);
+        s.account.run(now);
         if let Some(woke) = s.woke_at.take() {
             s.latency.record(now.saturating_sub(woke));
         }
@@ -1297,8 +1282,7 @@ fn switch_in(held: &Held, cpu: usize, now: u64) {
             s.migrations += 1;
         }
         s.last_cpu = Some(cpu);
-        s.run_start = now;
-        v.publish_time(true, s.cpu_ns, now);
+        v.publish_time(true, s.account.cpu_ns(), now);
     }
     trace::record(TraceEvent::Run, v, now);
     arch::selectors::restore(v.selectors.load(Ordering::Relaxed));
