@@ -16,8 +16,9 @@
 //! Besides the totals, the account keeps what they grow with since the last change
 //! ([`Doing`]) and a copy of itself from just before that change ([`Past`]). An instant
 //! after the last change extrapolates the current account; one before it, the copy: exact
-//! when at most one change came after the instant, and otherwise short by less than the
-//! time since it (the reader's delay).
+//! when at most one change came after the instant, and otherwise over by less than the
+//! time since it (the reader's delay): the copy holds what grew between the instant and
+//! the change before last.
 
 /// What a vCPU's CPU and waiting time grow with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -280,6 +281,42 @@ mod tests {
                     "read at {read_at}, after the call at {t}"
                 );
                 assert_eq!(a.at(t), (truth.cpu_ns, truth.wait_ns), "at the call, {t}");
+            }
+        }
+    }
+
+    /// Each call's time read on another CPU, before it took the lock, may be older than the
+    /// account's last change (a decision on CPU B that began before CPU A switched the vCPU
+    /// out, then picked it): however the calls' times run backwards, CPU and waiting time
+    /// together never exceed the time gone by, and what is settled never shrinks. Taken as
+    /// given, such a switch-in counted the time between the two CPUs' clocks as CPU time on
+    /// both. (A reading extrapolated past a stale call can shrink by the staleness: a
+    /// snapshot at 100 of a vCPU running, which then leaves at 90.)
+    #[test]
+    fn a_call_timed_before_the_last_change_counts_nothing_twice() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..2000 {
+            let (mut a, mut latest, mut settled) = (Account::default(), 0u64, 0u64);
+            let mut on_cpu = false;
+            for _ in 0..200 {
+                latest += rng.next() % 50;
+                let t = latest.saturating_sub(rng.next() % 80); // up to 80 ns stale
+                match rng.next() % 3 {
+                    0 if !on_cpu => {
+                        a.wake(t);
+                        a.run(t);
+                        on_cpu = true;
+                    }
+                    1 if on_cpu => {
+                        a.leave(t, rng.next() % 2 == 0);
+                        on_cpu = false;
+                    }
+                    _ => a.stop(t),
+                }
+                let (cpu, wait) = a.at(latest);
+                assert!(cpu + wait <= latest, "{cpu} + {wait} ns in {latest} ns");
+                assert!(a.cpu_ns() >= settled, "the settled CPU time shrank");
+                settled = a.cpu_ns();
             }
         }
     }
