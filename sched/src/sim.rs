@@ -1177,8 +1177,9 @@ impl Sim<'_> {
             St::Waiting => {
                 let p = self.vpool(v);
                 let _ = self.pools[p].policy.sleep(VcpuId(v as u32), now);
-                let dom = self.vcpus[v].dom;
-                self.acc[dom].wait_ns += self.clip(self.vcpus[v].since, now);
+                let (dom, since) = (self.vcpus[v].dom, self.vcpus[v].since);
+                // Into its windows too (it once went to the domain's total alone).
+                self.add_wait_time(dom, since, now);
                 let vc = &mut self.vcpus[v];
                 vc.st = St::Asleep;
                 vc.want_run = true;
@@ -2125,5 +2126,27 @@ mod tests {
         // Without window_ms, none.
         let plain = Spec::from_str(&text.replace("window_ms = 100\n", ""), "t.toml").unwrap();
         assert!(run(&plain, &Options::default()).unwrap().window_records.is_empty());
+    }
+
+    /// A pause or a destroy of a domain waiting for its CPU ends its wait in its windows as
+    /// in its total (the pause once added the wait to the total alone), and a destroyed
+    /// domain holds nothing in the windows after it: three hogs on one CPU, two of them
+    /// waiting at any instant, one paused and one destroyed mid-window.
+    #[test]
+    fn pauses_and_destroys_keep_the_windows_adding_up() {
+        let text = "name = \"t\"\nduration_ms = 400\nwarmup_ms = 0\nwindow_ms = 100\n\
+                    [machine]\ncpus = 1\n[sched]\npolicy = \"rr\"\n\
+                    [[domain]]\nname = \"w\"\ncount = 3\nworkload = \"cpu\"\n\
+                    [[event]]\nat_ms = 155\ntarget = \"w1\"\naction = \"pause\"\n\
+                    [[event]]\nat_ms = 155\ntarget = \"w2\"\naction = \"destroy\"\n";
+        let spec = Spec::from_str(text, "t.toml").unwrap();
+        for seed in 1..=4 {
+            let out = run(&spec, &Options { seed, ..Options::default() }).unwrap();
+            let records: Vec<Record> =
+                out.jsonl().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(crate::windows::problems(&records), Vec::<String>::new(), "seed {seed}");
+            let waited: u64 = out.domains.iter().map(|d| d.wait_ns).sum();
+            assert!(waited > 100_000_000, "two of three hogs wait: {waited} ns");
+        }
     }
 }

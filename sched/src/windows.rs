@@ -69,8 +69,49 @@ fn slack(ns: u64) -> u64 {
 /// plus waiting time than its vCPUs had in the window nor the machine more CPU time than
 /// its CPUs had, and add up to each domain's `domain` record (CPU and waiting time within
 /// 0.1% and 1 µs per window; work within 0.1% and one unit per window, since schedsim
-/// rounds each window's µs of work down).
+/// rounds each window's µs of work down); and a domain a timeline `destroy` event ended
+/// holds nothing in the windows that begin after the event was applied.
 pub fn problems(records: &[Record]) -> Vec<String> {
+    let mut out = sums_and_bounds(records);
+    out.extend(after_destroys(records));
+    out
+}
+
+/// Windows that begin after a domain was destroyed and still hold some of its figures
+/// (Domain0 once left a destroyed domain's last boundary figures in place, and the tail
+/// before the destroy went into the interval's last window).
+fn after_destroys(records: &[Record]) -> Vec<String> {
+    let windows = by_window(records);
+    let mut out = Vec::new();
+    for e in records.iter().filter_map(|r| match r {
+        Record::Event(e) if e.ok && e.what == "destroy" => Some(e),
+        _ => None,
+    }) {
+        let Some(applied) = e.applied_ns else { continue };
+        let gone: Vec<u32> = records
+            .domains()
+            .filter(|d| d.name == e.target || d.group == e.target)
+            .map(|d| d.id)
+            .collect();
+        let mut start = 0;
+        for (k, (end, ws)) in windows.iter().enumerate() {
+            for w in ws.iter().filter(|w| start >= applied && gone.contains(&w.id)) {
+                if w.cpu_ns + w.wait_ns + w.work > 0 {
+                    out.push(format!(
+                        "window {k} ({start} to {end} ns): `{}`, destroyed at {applied} ns, \
+                         got {} ns of CPU, waited {} ns and did {} work",
+                        w.name, w.cpu_ns, w.wait_ns, w.work
+                    ));
+                }
+            }
+            start = *end;
+        }
+    }
+    out
+}
+
+/// Every rule of [`problems`] but the destroyed domains'.
+fn sums_and_bounds(records: &[Record]) -> Vec<String> {
     let windows = by_window(records);
     let mut out = Vec::new();
     if windows.is_empty() {
@@ -231,6 +272,33 @@ mod tests {
     fn consistent_windows_have_no_problems() {
         assert_eq!(problems(&sample()), Vec::<String>::new());
         assert!(problems(&sample()[..3]).is_empty(), "no windows, nothing to check");
+    }
+
+    #[test]
+    fn a_destroyed_domain_holds_nothing_in_the_windows_after_it() {
+        let destroy = |applied_ns| {
+            Record::Event(abi::tool::results::Event {
+                at_ns: 150_000_000,
+                applied_ns: Some(applied_ns),
+                target: "w2".into(),
+                what: "destroy".into(),
+                ok: true,
+                error: None,
+            })
+        };
+        // w2 destroyed within the first window: all it did is in that window, fine.
+        let mut r = sample();
+        r[3] = window(100_000_000, 1, 25_000_000, 25);
+        r[4] = window(100_000_000, 2, 75_000_000, 75);
+        r[5] = window(200_000_000, 1, 100_000_000, 100);
+        r[6] = window(200_000_000, 2, 0, 0);
+        r.push(destroy(90_000_000));
+        assert_eq!(problems(&r), Vec::<String>::new());
+        // Destroyed at 90 ms, yet the second window holds its figures.
+        let mut r = sample();
+        r.push(destroy(90_000_000));
+        let p = problems(&r);
+        assert!(p.iter().any(|m| m.contains("`w2`, destroyed at 90000000 ns")), "{p:?}");
     }
 
     #[test]

@@ -751,6 +751,15 @@ fn measure(
         }
         if event <= deadline {
             next_event = timeline.apply_due(now_ns(), &|i| ids[i]);
+            // A domain destroyed now ends its windows with the figures it had just before:
+            // the window this event falls in takes what it did since the last boundary
+            // (left at that boundary's, the tail went to the interval's last window,
+            // seconds after the domain was gone).
+            for (i, now) in bounds.now.iter_mut().enumerate() {
+                if let Some((_, last)) = timeline.destroyed(i) {
+                    *now = last;
+                }
+            }
         }
     }
     sleep_until(end);
