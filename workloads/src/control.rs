@@ -101,6 +101,15 @@ pub fn take_snapshot(slot: u8) -> Result<u64, Errno> {
     })
 }
 
+/// As [`take_snapshot`], for the start of a measured interval (`Sysctl::TakeSnapshotStart`:
+/// the instant is read once the figures are, so that reading them falls before it).
+pub fn take_snapshot_start(slot: u8) -> Result<u64, Errno> {
+    sysctl(&Sysctl::TakeSnapshotStart { slot }, |r| match r {
+        SysctlReply::Snapshot { at_ns } => Some(at_ns),
+        _ => None,
+    })
+}
+
 /// As [`take_snapshot`], with the other CPUs running on (`Sysctl::TakeSnapshotLive`): for
 /// window boundaries.
 pub fn take_snapshot_live(slot: u8) -> Result<u64, Errno> {

@@ -119,6 +119,15 @@ impl Account {
         }
     }
 
+    /// What the account grew with at `t` (as [`Account::at`] reads it).
+    pub fn doing_at(&self, t: u64) -> Doing {
+        if t >= self.now.since {
+            self.now.doing
+        } else {
+            self.before.doing
+        }
+    }
+
     /// `(cpu_ns, wait_ns)` as they stood at `t`.
     pub fn at(&self, t: u64) -> (u64, u64) {
         if t >= self.now.since {
@@ -308,7 +317,7 @@ mod tests {
                         on_cpu = true;
                     }
                     1 if on_cpu => {
-                        a.leave(t, rng.next() % 2 == 0);
+                        a.leave(t, rng.next() & 1 == 0);
                         on_cpu = false;
                     }
                     _ => a.stop(t),

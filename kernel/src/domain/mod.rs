@@ -80,7 +80,23 @@ const _: () = {
 /// What a vCPU is doing (`kerncore::runstate`).
 pub use kerncore::runstate::{RunState as VcpuState, Stop, Tell};
 
-pub use kerncore::account::Account;
+pub use kerncore::account::{Account, Doing};
+
+/// How many of a domain's vCPUs were running and how many waiting at an instant
+/// ([`Domain::info_and_growth`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Growth {
+    pub running: u64,
+    pub waiting: u64,
+}
+
+impl Growth {
+    /// `info` carried `ns` forward, nothing having changed meanwhile.
+    pub fn carry(&self, info: &mut DomainInfo, ns: u64) {
+        info.cpu_ns += self.running * ns;
+        info.wait_ns += self.waiting * ns;
+    }
+}
 
 /// Figures kept per vCPU. In declaration order (`repr(C)`), the large latency histogram last:
 /// a switch touches the fields before it (and the histogram only at a wake-up's first run),
@@ -818,6 +834,14 @@ impl Domain {
 
     /// The figures `domctl GetInfo` reports.
     pub fn info(&self, now: u64) -> DomainInfo {
+        self.info_and_growth(now).0
+    }
+
+    /// [`Domain::info`] at `now`, and how many of its vCPUs were then running and how many
+    /// waiting: what its CPU and waiting time grow by per ns while nothing changes (a
+    /// held snapshot carries its figures forward with it: `pv::control`).
+    pub fn info_and_growth(&self, now: u64) -> (DomainInfo, Growth) {
+        let mut growth = Growth::default();
         let life = self.life.lock();
         let mut info = DomainInfo {
             domain: self.id,
@@ -853,6 +877,11 @@ impl Domain {
             let (cpu_ns, wait_ns) = s.account.at(now);
             info.cpu_ns += cpu_ns;
             info.wait_ns += wait_ns;
+            match s.account.doing_at(now) {
+                Doing::Running => growth.running += 1,
+                Doing::Waiting => growth.waiting += 1,
+                Doing::Neither => {}
+            }
             info.wakeups += s.wakeups;
             info.switches += s.switches;
             info.migrations += s.migrations;
@@ -869,7 +898,7 @@ impl Domain {
             info.wake_lat_max_ns = merged.max();
             info.wake_lat_hist = merged.log2_buckets();
         }
-        info
+        (info, growth)
     }
 
     /// Whether any vCPU is still on a CPU.

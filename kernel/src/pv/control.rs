@@ -42,6 +42,9 @@ fn slot(raw: u8) -> Result<usize, Errno> {
     }
 }
 
+/// `selftest=slow-snapshot`: a held snapshot's reading lasts this much longer.
+const SLOW_SNAPSHOT_US: u64 = 50_000;
+
 /// Whether a snapshot is being taken (there is one Domain0 vCPU to ask, but be sure).
 static SNAPSHOTTING: AtomicBool = AtomicBool::new(false);
 
@@ -58,15 +61,56 @@ fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Er
     result
 }
 
+/// Which instant a snapshot is of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Instant {
+    /// Read first: the snapshot's reading falls after it (the end of an interval, window
+    /// boundaries).
+    First,
+    /// Read last, the other CPUs still held, the figures carried forward to it
+    /// (`Sysctl::TakeSnapshotStart`): the reading falls before it (the start of an
+    /// interval).
+    Last,
+}
+
 /// Records every domain's and CPU's figures at one instant into snapshot `slot`
-/// (`Sysctl::TakeSnapshot`, with the other CPUs held, or `TakeSnapshotLive`, without).
-fn take_snapshot(slot: usize) -> SysctlReply<'static> {
-    let now = time::now_ns();
-    for d in domain::all() {
+/// (`Sysctl::TakeSnapshot` and `TakeSnapshotStart`, with the other CPUs held, or
+/// `TakeSnapshotLive`, without).
+fn take_snapshot(slot: usize, instant: Instant, held: bool) -> SysctlReply<'static> {
+    let first = time::now_ns();
+    let domains = domain::all();
+    let mut growth = Vec::with_capacity(if instant == Instant::Last {
+        domains.len()
+    } else {
+        0
+    });
+    for d in &domains {
         arch::percpu::touch_watchdog(); // 1024 domains take a while under TCG
-        let info = d.info(now);
+        let (info, g) = d.info_and_growth(first);
         d.snapshot.lock()[slot] = Some(info);
+        if instant == Instant::Last {
+            growth.push(g);
+        }
     }
+    if held {
+        time::stall(SelfTest::SlowSnapshot, SLOW_SNAPSHOT_US);
+    }
+    let now = match instant {
+        Instant::First => first,
+        Instant::Last => {
+            // Held: nothing changed on the other CPUs, so each figure grew as what its
+            // vCPUs were doing at `first` says. (A timer of this CPU's that woke a vCPU
+            // meanwhile is the exception: that wait, at most the reading's length, counts
+            // after the instant.)
+            let now = time::now_ns();
+            for (d, g) in domains.iter().zip(&growth) {
+                if let Some(info) = &mut d.snapshot.lock()[slot] {
+                    g.carry(info, now - first);
+                }
+            }
+            now
+        }
+    };
     let mut snaps = CPU_SNAPSHOT.lock();
     let snap = &mut snaps[slot];
     snap.clear();
@@ -491,9 +535,15 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
         }
         Sysctl::TakeSnapshot { slot: raw } => {
             let slot = slot(raw)?;
-            with_other_cpus_held(|| Ok(take_snapshot(slot)))
+            with_other_cpus_held(|| Ok(take_snapshot(slot, Instant::First, true)))
         }
-        Sysctl::TakeSnapshotLive { slot: raw } => Ok(take_snapshot(slot(raw)?)),
+        Sysctl::TakeSnapshotStart { slot: raw } => {
+            let slot = slot(raw)?;
+            with_other_cpus_held(|| Ok(take_snapshot(slot, Instant::Last, true)))
+        }
+        Sysctl::TakeSnapshotLive { slot: raw } => {
+            Ok(take_snapshot(slot(raw)?, Instant::First, false))
+        }
         Sysctl::CpuSnapshot { cpu, slot: raw } => {
             let slot = slot(raw)?;
             let snaps = CPU_SNAPSHOT.lock();
