@@ -1938,10 +1938,16 @@ fn finish(
             vcpus: d.vcpus,
             work: d.work,
             cpu_ns: d.cpu_ns,
+            pool: d.pool.as_deref(),
         })
         .collect();
-    let Fairness { jain, share_err_max } =
-        summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted);
+    // Over an interval whose events changed who competed there is no one fair share.
+    let changed = summary::competition_changed(&sim.events_out);
+    let Fairness { jain, share_err_max } = if changed {
+        Fairness { jain: None, share_err_max: None }
+    } else {
+        summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted)
+    };
     let v = sim.viol;
     // The policy's counters over the measured interval.
     // Summed over the pools (and the policies replaced during the interval).
@@ -1971,7 +1977,8 @@ fn finish(
         expected: all_expected && starved_domains.is_empty(),
         violations: v.double_run + v.bad_pick + v.wasted_core,
         policy_counters: (!counters.is_empty()).then_some(counters),
-        window_jain: (!window_records.is_empty() && !window_jain.is_empty()).then_some(window_jain),
+        window_jain: (!changed && !window_records.is_empty() && !window_jain.is_empty())
+            .then_some(window_jain),
     };
     let shape = spec.machine.shape().ok();
     let run = Run {
@@ -2147,6 +2154,9 @@ mod tests {
             assert_eq!(crate::windows::problems(&records), Vec::<String>::new(), "seed {seed}");
             let waited: u64 = out.domains.iter().map(|d| d.wait_ns).sum();
             assert!(waited > 100_000_000, "two of three hogs wait: {waited} ns");
+            // No one fair share across a pause and a destroy (w2 would count 60% short).
+            let s = &out.summary;
+            assert_eq!((s.jain, s.share_err_max, s.window_jain.as_ref()), (None, None, None));
         }
     }
 }

@@ -1,6 +1,14 @@
 //! The fairness figures of a run (the `summary` record's `jain` and `share_err_max`),
 //! computed the same way for every engine: `schedsim` calls this on its own accounts, and
 //! the runner on the `domain` records the hypervisor wrote.
+//!
+//! Each CPU pool is its own machine: a domain's expected share is of what its pool's cpu
+//! domains got, and the run's figures are the worst pool's. Over an interval in which a
+//! timeline event changed who competed, or for what (a destroy, a pause, a start, a new
+//! weight, a move to another pool, a policy swap), there is no one expected share, and both
+//! figures are `None` (the timeline checks judge each phase): taken over the whole
+//! interval, a domain destroyed at 1 s of 4 counted as 75% short of its share, and the
+//! others of pools.toml's as twice theirs, on a perfect scheduler.
 
 use alloc::vec::Vec;
 
@@ -19,6 +27,8 @@ pub struct DomainFigures<'a> {
     pub work: u64,
     /// Time on a CPU over the interval.
     pub cpu_ns: u64,
+    /// Its CPU pool's name (`None` without pools).
+    pub pool: Option<&'a str>,
 }
 
 /// Jain's index and the largest share error, over the `cpu` domains; `None` without any.
@@ -61,10 +71,48 @@ pub fn fair_shares(total: f64, weight: &[f64], limit: &[f64]) -> Vec<f64> {
     alloc
 }
 
-/// The fairness of `domains` over a measured interval of `duration_ns`. `weighted` says
-/// whether the policy has a `weight` parameter (if not, every domain counts as weight 1).
+/// Whether a timeline event applied during the interval changed who competed, or for what
+/// (every kind does: destroy, pause, unpause, start, set, move_to, a policy swap). One
+/// planned for the interval's start (`at_ms = 0`) sets who competes from the start.
+#[cfg(feature = "std")]
+pub fn competition_changed<'e>(
+    events: impl IntoIterator<Item = &'e abi::tool::results::Event>,
+) -> bool {
+    events.into_iter().any(|e| e.ok && e.applied_ns.is_some() && e.at_ns > 0)
+}
+
+/// The fairness of `domains` over a measured interval of `duration_ns`, pool by pool (the
+/// worst pool's figures). `weighted` says whether the policy has a `weight` parameter (if
+/// not, every domain counts as weight 1). Use [`competition_changed`] first: over an
+/// interval with timeline events these figures mean nothing.
 pub fn fairness(domains: &[DomainFigures], duration_ns: u64, weighted: bool) -> Fairness {
-    let cpu: Vec<&DomainFigures> = domains.iter().filter(|d| d.workload == "cpu").collect();
+    let mut pools: Vec<Option<&str>> = domains.iter().map(|d| d.pool).collect();
+    pools.sort_unstable();
+    pools.dedup();
+    pools
+        .into_iter()
+        .map(|p| {
+            let mine: Vec<&DomainFigures> = domains.iter().filter(|d| d.pool == p).collect();
+            pool_fairness(&mine, duration_ns, weighted)
+        })
+        .fold(Fairness { jain: None, share_err_max: None }, |a, b| Fairness {
+            jain: worst(a.jain, b.jain, f64::min),
+            share_err_max: worst(a.share_err_max, b.share_err_max, f64::max),
+        })
+}
+
+/// The worse of two figures, either of which may be absent.
+fn worst(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// [`fairness`] within one pool.
+fn pool_fairness(domains: &[&DomainFigures], duration_ns: u64, weighted: bool) -> Fairness {
+    let cpu: Vec<&DomainFigures> =
+        domains.iter().copied().filter(|d| d.workload == "cpu").collect();
     if cpu.is_empty() {
         return Fairness { jain: None, share_err_max: None };
     }
@@ -98,7 +146,7 @@ mod tests {
     use super::*;
 
     fn cpu(weight: u64, work: u64, cpu_ns: u64) -> DomainFigures<'static> {
-        DomainFigures { workload: "cpu", weight, cap: 0, vcpus: 1, work, cpu_ns }
+        DomainFigures { workload: "cpu", weight, cap: 0, vcpus: 1, work, cpu_ns, pool: None }
     }
 
     #[test]
@@ -126,5 +174,24 @@ mod tests {
         let f = fairness(&[capped, cpu(1, 900, 9_000), other], 10_000, true);
         assert!(f.share_err_max.unwrap() < 1e-9, "{f:?}");
         assert_eq!(fairness(&[other], 10_000, true), Fairness { jain: None, share_err_max: None });
+    }
+
+    #[test]
+    fn each_pool_is_judged_on_its_own() {
+        // Pool a: two equal domains sharing one CPU; pool b: one alone on its CPU. Perfect.
+        let a = |d: DomainFigures<'static>| DomainFigures { pool: Some("a"), ..d };
+        let b = |d: DomainFigures<'static>| DomainFigures { pool: Some("b"), ..d };
+        let d = [a(cpu(1, 50, 5_000)), a(cpu(1, 50, 5_000)), b(cpu(1, 100, 10_000))];
+        let f = fairness(&d, 10_000, true);
+        assert!(f.share_err_max.unwrap() < 1e-12, "{f:?}");
+        assert!((f.jain.unwrap() - 1.0).abs() < 1e-12, "{f:?}");
+        // As one machine, the lone domain had twice its share.
+        let one = d.map(|x| DomainFigures { pool: None, ..x });
+        assert!(fairness(&one, 10_000, true).share_err_max.unwrap() > 0.4);
+        // The worst pool sets the figures: a's split 1:3.
+        let d = [a(cpu(1, 25, 2_500)), a(cpu(1, 75, 7_500)), b(cpu(1, 100, 10_000))];
+        let f = fairness(&d, 10_000, true);
+        assert!((f.share_err_max.unwrap() - 0.5).abs() < 1e-12, "{f:?}");
+        assert!((f.jain.unwrap() - 0.8).abs() < 1e-12, "{f:?}");
     }
 }

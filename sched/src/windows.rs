@@ -35,24 +35,40 @@ pub fn by_window(records: &[Record]) -> Vec<(u64, Vec<&Window>)> {
 }
 
 /// Jain's index of CPU time / weight over the `cpu` domains, per window, in order; empty
-/// without windows or `cpu` domains. `weighted`: whether the policy has a `weight`.
+/// without windows or `cpu` domains. `weighted`: whether the policy has a `weight`. With
+/// CPU pools, each pool's (by the `domain` records' `pool`), and the worst of them.
 pub fn window_jain(records: &[Record], weighted: bool) -> Vec<f64> {
-    let weight: BTreeMap<u32, f64> = records
+    let weight: BTreeMap<u32, (Option<&str>, f64)> = records
         .domains()
         .filter(|d| d.workload == "cpu")
-        .map(|d| (d.id, if weighted { d.weight.max(1) as f64 } else { 1.0 }))
+        .map(|d| {
+            let wt = if weighted { d.weight.max(1) as f64 } else { 1.0 };
+            (d.id, (d.pool.as_deref(), wt))
+        })
         .collect();
     if weight.is_empty() {
         return Vec::new();
     }
+    let mut pools: Vec<Option<&str>> = weight.values().map(|(p, _)| *p).collect();
+    pools.dedup();
+    pools.sort_unstable();
+    pools.dedup();
     by_window(records)
         .iter()
         .map(|(_, ws)| {
-            let x: Vec<f64> = ws
+            pools
                 .iter()
-                .filter_map(|w| weight.get(&w.id).map(|wt| w.cpu_ns as f64 / wt))
-                .collect();
-            jain(&x)
+                .map(|pool| {
+                    let x: Vec<f64> = ws
+                        .iter()
+                        .filter_map(|w| match weight.get(&w.id) {
+                            Some((p, wt)) if p == pool => Some(w.cpu_ns as f64 / wt),
+                            _ => None,
+                        })
+                        .collect();
+                    jain(&x)
+                })
+                .fold(1.0, f64::min)
         })
         .collect()
 }

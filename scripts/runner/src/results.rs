@@ -98,9 +98,23 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
             vcpus: d.vcpus,
             work: d.work,
             cpu_ns: d.cpu_ns,
+            pool: d.pool.as_deref(),
         })
         .collect();
-    let fair = sched::summary::fairness(&figures, run.duration_ns, weighted);
+    // Over an interval whose events changed who competed there is no one fair share.
+    let events = records.iter().filter_map(|r| match r {
+        Record::Event(e) => Some(e),
+        _ => None,
+    });
+    let changed = sched::summary::competition_changed(events);
+    let fair = if changed {
+        sched::summary::Fairness {
+            jain: None,
+            share_err_max: None,
+        }
+    } else {
+        sched::summary::fairness(&figures, run.duration_ns, weighted)
+    };
     Some(Summary {
         // Saturating: a guest writes its own `work` counters (a hostile one any value).
         work_total: records
@@ -112,7 +126,8 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
         expected,
         violations: 0,
         policy_counters: None,
-        window_jain: Some(sched::windows::window_jain(records, weighted)).filter(|j| !j.is_empty()),
+        window_jain: Some(sched::windows::window_jain(records, weighted))
+            .filter(|j| !changed && !j.is_empty()),
     })
 }
 
