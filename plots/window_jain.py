@@ -27,16 +27,24 @@ def jain(xs):
 
 
 def per_window(recs):
-    summary = next((r for r in recs if r["kind"] == "summary"), {})
+    summary = next((r for r in recs if r["kind"] == "summary"), None) or {}
     if summary.get("window_jain"):
+        # The engines' own (sched::windows::window_jain: per CPU pool, the worst).
         js = summary["window_jain"]
+    elif any(r["kind"] == "event" and r.get("applied_ns") is not None and r["at_ns"] > 0
+             for r in recs):
+        # Timeline events changed who competed: no one Jain per window, as the engines
+        # leave it out (sched::summary::of_run).
+        js = []
     else:
-        weight = {d["id"]: max(d["weight"], 1) for d in recs
+        # Results written before the summary carried it: the same figure, pool by pool.
+        weight = {d["id"]: (d.get("pool"), max(d["weight"], 1)) for d in recs
                   if d["kind"] == "domain" and d["workload"] == "cpu"}
         by_t = {}
         for w in (r for r in recs if r["kind"] == "window" and r["id"] in weight):
-            by_t.setdefault(w["t_ns"], []).append(w["cpu_ns"] / weight[w["id"]])
-        js = [jain(v) for _, v in sorted(by_t.items())]
+            pool, wt = weight[w["id"]]
+            by_t.setdefault(w["t_ns"], {}).setdefault(pool, []).append(w["cpu_ns"] / wt)
+        js = [min(jain(v) for v in pools.values()) for _, pools in sorted(by_t.items())]
     ends = sorted({r["t_ns"] for r in recs if r["kind"] == "window"})
     return [t / 1e9 for t in ends][:len(js)], js
 

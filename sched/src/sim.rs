@@ -1941,13 +1941,8 @@ fn finish(
             pool: d.pool.as_deref(),
         })
         .collect();
-    // Over an interval whose events changed who competed there is no one fair share.
-    let changed = summary::competition_changed(&sim.events_out);
-    let Fairness { jain, share_err_max } = if changed {
-        Fairness { jain: None, share_err_max: None }
-    } else {
-        summary::fairness(&figures, spec.duration_ms * 1_000_000, weighted)
-    };
+    let (Fairness { jain, share_err_max }, changed) =
+        summary::of_run(&figures, &sim.events_out, spec.duration_ms * 1_000_000, weighted);
     let v = sim.viol;
     // The policy's counters over the measured interval.
     // Summed over the pools (and the policies replaced during the interval).

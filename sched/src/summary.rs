@@ -41,6 +41,26 @@ pub struct Fairness {
     pub share_err_max: Option<f64>,
 }
 
+impl Fairness {
+    /// No figures (no `cpu` domains, or no one fair share).
+    pub const NONE: Fairness = Fairness { jain: None, share_err_max: None };
+}
+
+/// Jain's index of `x`: (Σx)² / (n Σx²), 1 for equal values; 1 for none or all zero.
+pub fn jain(x: &[f64]) -> f64 {
+    let s: f64 = x.iter().sum();
+    let s2: f64 = x.iter().map(|v| v * v).sum();
+    if s2 > 0.0 { s * s / (x.len() as f64 * s2) } else { 1.0 }
+}
+
+/// The distinct pools of `pools`, in order (`None`, no pools, first).
+pub fn distinct_pools<'a>(pools: impl Iterator<Item = Option<&'a str>>) -> Vec<Option<&'a str>> {
+    let mut out: Vec<Option<&str>> = pools.collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Weighted max-min fair split of `total` among demands `limit` (water-filling).
 pub fn fair_shares(total: f64, weight: &[f64], limit: &[f64]) -> Vec<f64> {
     let n = weight.len();
@@ -73,12 +93,30 @@ pub fn fair_shares(total: f64, weight: &[f64], limit: &[f64]) -> Vec<f64> {
 
 /// Whether a timeline event applied during the interval changed who competed, or for what
 /// (every kind does: destroy, pause, unpause, start, set, move_to, a policy swap). One
-/// planned for the interval's start (`at_ms = 0`) sets who competes from the start.
+/// planned for the interval's start (`at_ms = 0`) sets who competes from the start. A
+/// refused one counts too: a group's refusal can come after some of its domains changed.
 #[cfg(feature = "std")]
 pub fn competition_changed<'e>(
     events: impl IntoIterator<Item = &'e abi::tool::results::Event>,
 ) -> bool {
-    events.into_iter().any(|e| e.ok && e.applied_ns.is_some() && e.at_ns > 0)
+    events.into_iter().any(|e| e.applied_ns.is_some() && e.at_ns > 0)
+}
+
+/// The fairness figures of a run's `summary` record: [`fairness`], or [`Fairness::NONE`] when
+/// `events` changed who competed ([`competition_changed`]); and whether they did (the
+/// summary then leaves `window_jain` out too). Both engines call this.
+#[cfg(feature = "std")]
+pub fn of_run<'e>(
+    domains: &[DomainFigures],
+    events: impl IntoIterator<Item = &'e abi::tool::results::Event>,
+    duration_ns: u64,
+    weighted: bool,
+) -> (Fairness, bool) {
+    if competition_changed(events) {
+        (Fairness::NONE, true)
+    } else {
+        (fairness(domains, duration_ns, weighted), false)
+    }
 }
 
 /// The fairness of `domains` over a measured interval of `duration_ns`, pool by pool (the
@@ -86,16 +124,13 @@ pub fn competition_changed<'e>(
 /// not, every domain counts as weight 1). Use [`competition_changed`] first: over an
 /// interval with timeline events these figures mean nothing.
 pub fn fairness(domains: &[DomainFigures], duration_ns: u64, weighted: bool) -> Fairness {
-    let mut pools: Vec<Option<&str>> = domains.iter().map(|d| d.pool).collect();
-    pools.sort_unstable();
-    pools.dedup();
-    pools
+    distinct_pools(domains.iter().map(|d| d.pool))
         .into_iter()
         .map(|p| {
             let mine: Vec<&DomainFigures> = domains.iter().filter(|d| d.pool == p).collect();
             pool_fairness(&mine, duration_ns, weighted)
         })
-        .fold(Fairness { jain: None, share_err_max: None }, |a, b| Fairness {
+        .fold(Fairness::NONE, |a, b| Fairness {
             jain: worst(a.jain, b.jain, f64::min),
             share_err_max: worst(a.share_err_max, b.share_err_max, f64::max),
         })
@@ -114,13 +149,11 @@ fn pool_fairness(domains: &[&DomainFigures], duration_ns: u64, weighted: bool) -
     let cpu: Vec<&DomainFigures> =
         domains.iter().copied().filter(|d| d.workload == "cpu").collect();
     if cpu.is_empty() {
-        return Fairness { jain: None, share_err_max: None };
+        return Fairness::NONE;
     }
     let weight = |d: &DomainFigures| if weighted { d.weight as f64 } else { 1.0 };
     let x: Vec<f64> = cpu.iter().map(|d| d.work as f64 / weight(d)).collect();
-    let s: f64 = x.iter().sum();
-    let s2: f64 = x.iter().map(|v| v * v).sum();
-    let jain = if s2 > 0.0 { s * s / (x.len() as f64 * s2) } else { 1.0 };
+    let jain = jain(&x);
     let total: f64 = cpu.iter().map(|d| d.cpu_ns as f64).sum();
     let limit: Vec<f64> = cpu
         .iter()
@@ -173,7 +206,29 @@ mod tests {
         let other = DomainFigures { workload: "latency", ..cpu(1, 5, 50_000) };
         let f = fairness(&[capped, cpu(1, 900, 9_000), other], 10_000, true);
         assert!(f.share_err_max.unwrap() < 1e-9, "{f:?}");
-        assert_eq!(fairness(&[other], 10_000, true), Fairness { jain: None, share_err_max: None });
+        assert_eq!(fairness(&[other], 10_000, true), Fairness::NONE);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn only_events_applied_after_the_start_change_who_competes() {
+        use abi::tool::results::Event;
+        let event = |at_ns, applied_ns, ok| Event {
+            at_ns,
+            applied_ns,
+            target: "w".into(),
+            what: "pause".into(),
+            ok,
+            error: None,
+        };
+        let d = [cpu(1, 50, 5_000), cpu(1, 50, 5_000)];
+        let judged = |events: &[Event]| of_run(&d, events, 10_000, true);
+        assert!(!judged(&[]).1);
+        assert!(!judged(&[event(0, Some(10), true)]).1, "at the start");
+        assert!(!judged(&[event(5, None, true)]).1, "never applied");
+        assert!(judged(&[event(5, Some(6), false)]).1, "refused, maybe partway");
+        assert_eq!(judged(&[event(5, Some(6), true)]), (Fairness::NONE, true));
+        assert!(judged(&[]).0.share_err_max.unwrap() < 1e-12);
     }
 
     #[test]

@@ -13,12 +13,7 @@ use std::collections::BTreeMap;
 
 use abi::tool::results::{Domain, Record, Records, Window};
 
-/// Jain's index of `x`: (Σx)² / (n Σx²), 1 for equal values; 1 for none or all zero.
-pub fn jain(x: &[f64]) -> f64 {
-    let s: f64 = x.iter().sum();
-    let s2: f64 = x.iter().map(|v| v * v).sum();
-    if s2 > 0.0 { s * s / (x.len() as f64 * s2) } else { 1.0 }
-}
+pub use crate::summary::jain;
 
 /// The windows of a run, in order: each window's end (`t_ns`) and its records.
 pub fn by_window(records: &[Record]) -> Vec<(u64, Vec<&Window>)> {
@@ -49,10 +44,7 @@ pub fn window_jain(records: &[Record], weighted: bool) -> Vec<f64> {
     if weight.is_empty() {
         return Vec::new();
     }
-    let mut pools: Vec<Option<&str>> = weight.values().map(|(p, _)| *p).collect();
-    pools.dedup();
-    pools.sort_unstable();
-    pools.dedup();
+    let pools = crate::summary::distinct_pools(weight.values().map(|(p, _)| *p));
     by_window(records)
         .iter()
         .map(|(_, ws)| {
@@ -282,6 +274,35 @@ mod tests {
         // Without weights the second window is 25:75, not fair.
         assert!(window_jain(&sample(), false)[1] < 0.9);
         assert!(window_jain(&sample()[..3], true).is_empty());
+    }
+
+    #[test]
+    fn jain_per_window_is_the_worst_pools() {
+        // w1 and w2 (weights 1 and 3) in pool a, fair by weight in window 2; w3 and w4 in
+        // pool b, split 1:3 at equal weights there. As one machine window 2 would look
+        // fair by weight only if w3 and w4 had weights too.
+        let in_pool = |r: Record, pool: &str| match r {
+            Record::Domain(d) => Record::Domain(Domain { pool: Some(pool.into()), ..d }),
+            other => other,
+        };
+        let records = vec![
+            run(200_000_000),
+            in_pool(domain(1, 1, 50_000_000, 50), "a"),
+            in_pool(domain(2, 3, 150_000_000, 150), "a"),
+            in_pool(domain(3, 1, 50_000_000, 50), "b"),
+            in_pool(domain(4, 1, 150_000_000, 150), "b"),
+            window(100_000_000, 1, 25_000_000, 25),
+            window(100_000_000, 2, 75_000_000, 75),
+            window(100_000_000, 3, 50_000_000, 50),
+            window(100_000_000, 4, 50_000_000, 50),
+            window(200_000_000, 1, 25_000_000, 25),
+            window(200_000_000, 2, 75_000_000, 75),
+            window(200_000_000, 3, 0, 0),
+            window(200_000_000, 4, 100_000_000, 100),
+        ];
+        let j = window_jain(&records, true);
+        assert!((j[0] - 1.0).abs() < 1e-12, "both pools fair: {j:?}");
+        assert!((j[1] - 0.5).abs() < 1e-12, "pool b all to w4: {j:?}");
     }
 
     #[test]

@@ -211,6 +211,11 @@ pub fn hold_others<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Whether another CPU is holding the others ([`hold_others`]) and this one is yet to stop.
+pub fn hold_asked() -> bool {
+    HOLD.load(Ordering::Acquire) && HOLDER.load(Ordering::Acquire) != cpu_index()
+}
+
 /// Spins here while another CPU holds this one ([`hold_others`]).
 fn hold_here_if_asked() {
     if !HOLD.load(Ordering::Acquire) || HOLDER.load(Ordering::Acquire) == cpu_index() {

@@ -456,7 +456,9 @@ pub enum Sysctl<'a> {
     /// Records every domain's and every CPU's figures at one instant (the other CPUs are
     /// held still meanwhile) into `slot` (below [`SNAPSHOT_SLOTS`]), for
     /// `Domctl::GetSnapshot` and `CpuSnapshot` to read: a measurement's two ends then do not
-    /// depend on when Domain0 got the CPU. Replies `Snapshot` with the instant.
+    /// depend on when Domain0 got the CPU. The instant is read before the other CPUs are
+    /// asked to stop, so that their stopping and the reading fall after it (for the end of
+    /// an interval). Replies `Snapshot` with the instant.
     TakeSnapshot { slot: u8 },
     /// One CPU's figures as the last `TakeSnapshot` into `slot` recorded them.
     CpuSnapshot { cpu: u32, slot: u8 },

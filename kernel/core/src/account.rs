@@ -34,11 +34,11 @@ pub enum Doing {
 
 /// An account: totals up to `since`, growing with `doing` from then on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Past {
-    pub cpu_ns: u64,
-    pub wait_ns: u64,
-    pub doing: Doing,
-    pub since: u64,
+struct Past {
+    cpu_ns: u64,
+    wait_ns: u64,
+    doing: Doing,
+    since: u64,
 }
 
 impl Past {
@@ -50,6 +50,31 @@ impl Past {
             Doing::Waiting => (self.cpu_ns, self.wait_ns + d),
             Doing::Neither => (self.cpu_ns, self.wait_ns),
         }
+    }
+}
+
+/// How many of a domain's vCPUs were running and how many waiting at an instant: what its
+/// CPU and waiting time grow by per ns while nothing changes (a held snapshot carries its
+/// figures forward with it: `Sysctl::TakeSnapshotStart`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Growth {
+    pub running: u64,
+    pub waiting: u64,
+}
+
+impl Growth {
+    /// Counts one vCPU's account as read at `t`.
+    pub fn count(&mut self, account: &Account, t: u64) {
+        match account.doing_at(t) {
+            Doing::Running => self.running += 1,
+            Doing::Waiting => self.waiting += 1,
+            Doing::Neither => {}
+        }
+    }
+
+    /// `(cpu_ns, wait_ns)` carried `ns` forward, nothing having changed meanwhile.
+    pub fn carry(&self, (cpu_ns, wait_ns): (u64, u64), ns: u64) -> (u64, u64) {
+        (cpu_ns + self.running * ns, wait_ns + self.waiting * ns)
     }
 }
 
@@ -72,9 +97,10 @@ impl Account {
         self.now.cpu_ns
     }
 
-    /// What the account grows with now.
-    pub fn doing(&self) -> Doing {
-        self.now.doing
+    /// When the account last changed: a running vCPU's run counts from here (a switch-in
+    /// timed before the last change counts from that change).
+    pub fn since(&self) -> u64 {
+        self.now.since
     }
 
     /// Switched in (or picked again where it runs, which changes nothing): CPU time from
@@ -290,6 +316,14 @@ mod tests {
                     "read at {read_at}, after the call at {t}"
                 );
                 assert_eq!(a.at(t), (truth.cpu_ns, truth.wait_ns), "at the call, {t}");
+                // What it grows with from the call on, carried 10 ns: the truth 10 ns on.
+                let mut g = Growth::default();
+                g.count(&a, t);
+                assert_eq!(
+                    g.carry(a.at(t), 10),
+                    truth_at(truth, t + 10),
+                    "carried from {t}"
+                );
             }
         }
     }

@@ -100,9 +100,15 @@ pub enum SelfTest {
     /// (`domain::event_channel`). What the `isolation/slow-close` check runs with.
     SlowClose,
     /// A held snapshot (`Sysctl::TakeSnapshot`, `TakeSnapshotStart`) reads the domains 50 ms
-    /// longer, the other CPUs held meanwhile, as 1024 domains' figures take under TCG. What
-    /// the `windows/slow-snapshot` check runs with.
+    /// longer, the other CPUs held meanwhile, as 1024 domains' figures take under TCG, and
+    /// each other CPU stops for it 50 ms late, as one whose thread the host descheduled.
+    /// What the `snapshot/slow-snapshot` check runs with.
     SlowSnapshot,
+    /// A vCPU's switch-out lingers 200 µs between reading its run state and changing its
+    /// account (`schedule::account_out`), as when the host deschedules an emulated CPU
+    /// there, while Domain0 pauses and unpauses it. What the `sched/slow-switch-out` check
+    /// runs with.
+    SlowSwitchOut,
 }
 
 /// Everything the command line can set, with the defaults of a plain boot.
@@ -172,6 +178,7 @@ const SELF_TESTS: &[&str] = &[
     "slow-lookup",
     "slow-close",
     "slow-snapshot",
+    "slow-switch-out",
 ];
 
 impl fmt::Display for CmdlineError<'_> {
@@ -292,6 +299,7 @@ pub fn parse<'a>(
                     "slow-lookup" => SelfTest::SlowLookup,
                     "slow-close" => SelfTest::SlowClose,
                     "slow-snapshot" => SelfTest::SlowSnapshot,
+                    "slow-switch-out" => SelfTest::SlowSwitchOut,
                     _ => return Err(bad(SELF_TESTS)),
                 }
             }
@@ -454,6 +462,7 @@ mod tests {
             SelfTest::SlowLookup,
             SelfTest::SlowClose,
             SelfTest::SlowSnapshot,
+            SelfTest::SlowSwitchOut,
         ];
         assert_eq!(all.len(), SELF_TESTS.len());
         for (name, want) in SELF_TESTS.iter().zip(all) {

@@ -80,23 +80,7 @@ const _: () = {
 /// What a vCPU is doing (`kerncore::runstate`).
 pub use kerncore::runstate::{RunState as VcpuState, Stop, Tell};
 
-pub use kerncore::account::{Account, Doing};
-
-/// How many of a domain's vCPUs were running and how many waiting at an instant
-/// ([`Domain::info_and_growth`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Growth {
-    pub running: u64,
-    pub waiting: u64,
-}
-
-impl Growth {
-    /// `info` carried `ns` forward, nothing having changed meanwhile.
-    pub fn carry(&self, info: &mut DomainInfo, ns: u64) {
-        info.cpu_ns += self.running * ns;
-        info.wait_ns += self.waiting * ns;
-    }
-}
+pub use kerncore::account::{Account, Growth};
 
 /// Figures kept per vCPU. In declaration order (`repr(C)`), the large latency histogram last:
 /// a switch touches the fields before it (and the histogram only at a wake-up's first run),
@@ -877,11 +861,7 @@ impl Domain {
             let (cpu_ns, wait_ns) = s.account.at(now);
             info.cpu_ns += cpu_ns;
             info.wait_ns += wait_ns;
-            match s.account.doing_at(now) {
-                Doing::Running => growth.running += 1,
-                Doing::Waiting => growth.waiting += 1,
-                Doing::Neither => {}
-            }
+            growth.count(&s.account, now);
             info.wakeups += s.wakeups;
             info.switches += s.switches;
             info.migrations += s.migrations;

@@ -64,12 +64,13 @@ fn with_other_cpus_held<R>(f: impl FnOnce() -> Result<R, Errno>) -> Result<R, Er
 /// Which instant a snapshot is of.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Instant {
-    /// Read first: the snapshot's reading falls after it (the end of an interval, window
-    /// boundaries).
-    First,
+    /// This one, read before anything of the snapshot's: the holding and the reading fall
+    /// after it (the end of an interval, read before the other CPUs are asked to stop;
+    /// window boundaries).
+    At(u64),
     /// Read last, the other CPUs still held, the figures carried forward to it
-    /// (`Sysctl::TakeSnapshotStart`): the reading falls before it (the start of an
-    /// interval).
+    /// (`Sysctl::TakeSnapshotStart`): the holding and the reading fall before it (the
+    /// start of an interval).
     Last,
 }
 
@@ -77,7 +78,10 @@ enum Instant {
 /// (`Sysctl::TakeSnapshot` and `TakeSnapshotStart`, with the other CPUs held, or
 /// `TakeSnapshotLive`, without).
 fn take_snapshot(slot: usize, instant: Instant, held: bool) -> SysctlReply<'static> {
-    let first = time::now_ns();
+    let first = match instant {
+        Instant::At(at) => at,
+        Instant::Last => time::now_ns(),
+    };
     let domains = domain::all();
     let mut growth = Vec::with_capacity(if instant == Instant::Last {
         domains.len()
@@ -96,16 +100,16 @@ fn take_snapshot(slot: usize, instant: Instant, held: bool) -> SysctlReply<'stat
         time::stall(SelfTest::SlowSnapshot, SLOW_SNAPSHOT_US);
     }
     let now = match instant {
-        Instant::First => first,
+        Instant::At(at) => at,
         Instant::Last => {
-            // Held: nothing changed on the other CPUs, so each figure grew as what its
-            // vCPUs were doing at `first` says. (A timer of this CPU's that woke a vCPU
-            // meanwhile is the exception: that wait, at most the reading's length, counts
-            // after the instant.)
+            // Held: nothing changed meanwhile (the other CPUs spin in their interrupt
+            // handler, and this one runs the hypercall with interrupts off), so each
+            // figure grew as what its vCPUs were doing at `first` says, Domain0's own
+            // running vCPU included.
             let now = time::now_ns();
             for (d, g) in domains.iter().zip(&growth) {
                 if let Some(info) = &mut d.snapshot.lock()[slot] {
-                    g.carry(info, now - first);
+                    (info.cpu_ns, info.wait_ns) = g.carry((info.cpu_ns, info.wait_ns), now - first);
                 }
             }
             now
@@ -535,15 +539,24 @@ fn sysctl<'a>(request: Sysctl, name_buf: &'a mut [u8; 32]) -> Result<SysctlReply
         }
         Sysctl::TakeSnapshot { slot: raw } => {
             let slot = slot(raw)?;
-            with_other_cpus_held(|| Ok(take_snapshot(slot, Instant::First, true)))
+            // The instant is read before the other CPUs are asked to stop: a CPU that
+            // stops at once then spins until the last one does (10 to 40 ms on a busy TCG
+            // host), and that time, charged to the vCPU it stopped, fell inside the
+            // interval when the instant was read once all had stopped. A vCPU that changes
+            // twice between the instant and its CPU's stop reads a little over
+            // (`kerncore::account`); its `work` counter is read at the stop.
+            let asked = time::now_ns();
+            with_other_cpus_held(|| Ok(take_snapshot(slot, Instant::At(asked), true)))
         }
         Sysctl::TakeSnapshotStart { slot: raw } => {
             let slot = slot(raw)?;
             with_other_cpus_held(|| Ok(take_snapshot(slot, Instant::Last, true)))
         }
-        Sysctl::TakeSnapshotLive { slot: raw } => {
-            Ok(take_snapshot(slot(raw)?, Instant::First, false))
-        }
+        Sysctl::TakeSnapshotLive { slot: raw } => Ok(take_snapshot(
+            slot(raw)?,
+            Instant::At(time::now_ns()),
+            false,
+        )),
         Sysctl::CpuSnapshot { cpu, slot: raw } => {
             let slot = slot(raw)?;
             let snaps = CPU_SNAPSHOT.lock();

@@ -585,8 +585,8 @@ const NO_FIGURES: Option<fn(&mut domain::VcpuStats)> = None;
 
 /// Moves `v` by `rule` (`kerncore::runstate`); if it moves, keeps its figures (a vCPU that
 /// stops waiting has waited, one that becomes runnable off its CPU waits from now, and
-/// `also`, the change's own), tells the policy and kicks the CPU the policy names. Returns whether it
-/// moved. The figures are locked only when something is to be written in them: a block,
+/// `also`, the change's own), tells the policy and kicks the CPU the policy names. Returns
+/// whether it moved. The figures are locked only when something is to be written in them: a block,
 /// from running, takes no lock but the state's.
 ///
 /// The state lock is held across the policy call: a wake on one CPU racing a block on
@@ -1132,8 +1132,15 @@ fn runs_on(v: &Vcpu, now: u64) {
 
 /// Accounting for the vCPU leaving this CPU. It stays claimed (`running_on`) until
 /// [`release`], once this CPU no longer uses its address space.
+///
+/// The run state and the account change in one step, under both locks (the state's, then
+/// the figures', as everywhere): a wake-up or a pause from another CPU between the two
+/// found the account still running, which it leaves to the switch-out, and the switch-out
+/// then accounted the state it had read before. A vCPU woken in between waited uncounted
+/// until its switch-in; one paused in between counted its whole pause as waiting
+/// (`selftest=slow-switch-out`, check `sched/slow-switch-out`).
 fn account_out(v: &Vcpu, now: u64) {
-    let (still_runnable, why) = {
+    let (why, ran) = {
         let mut state = v.state.lock();
         if *state == VcpuState::Running {
             *state = VcpuState::Runnable;
@@ -1148,17 +1155,22 @@ fn account_out(v: &Vcpu, now: u64) {
             VcpuState::Dead => TraceEvent::Dead,
             _ => TraceEvent::Block,
         };
-        (runnable, why)
+        time::stall(SelfTest::SlowSwitchOut, SLOW_SWITCH_OUT_US);
+        let mut s = v.stats.lock();
+        let ran = s.account.leave(now, runnable);
+        v.publish_time(false, s.account.cpu_ns(), s.account.since());
+        (why, ran)
     };
     trace::record(why, v, now);
-    let mut s = v.stats.lock();
-    let ran = s.account.leave(now, still_runnable);
     this_state()
         .counters
         .busy_ns
         .fetch_add(ran, Ordering::Relaxed);
-    v.publish_time(false, s.account.cpu_ns(), now);
 }
+
+/// `selftest=slow-switch-out`: a switch-out lingers this long between reading the vCPU's
+/// run state and changing its account.
+const SLOW_SWITCH_OUT_US: u64 = 200;
 
 /// Lets other CPUs run `v`: called once its registers and FPU state are saved and this CPU
 /// has claimed the next vCPU (or will go idle), while this CPU's CR3 still holds `v`'s
@@ -1282,7 +1294,7 @@ fn switch_in(held: &Held, cpu: usize, now: u64) {
             s.migrations += 1;
         }
         s.last_cpu = Some(cpu);
-        v.publish_time(true, s.account.cpu_ns(), now);
+        v.publish_time(true, s.account.cpu_ns(), s.account.since());
     }
     trace::record(TraceEvent::Run, v, now);
     arch::selectors::restore(v.selectors.load(Ordering::Relaxed));

@@ -337,10 +337,12 @@ pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
             ));
         }
     }
-    let jain = records
-        .summary()
-        .and_then(|s| s.window_jain.clone())
-        .unwrap_or_else(|| sched::windows::window_jain(records, weighted));
+    // The summary's, when there is one: it leaves Jain per window out over an interval whose
+    // timeline events changed who competed (`sched::summary::of_run`).
+    let jain = match records.summary() {
+        Some(s) => s.window_jain.clone().unwrap_or_default(),
+        None => sched::windows::window_jain(records, weighted),
+    };
     if !jain.is_empty() {
         let mut sorted = jain.clone();
         sorted.sort_by(f64::total_cmp);

@@ -101,20 +101,11 @@ pub fn summary_record(records: &[Record], weighted: bool, expected: bool) -> Opt
             pool: d.pool.as_deref(),
         })
         .collect();
-    // Over an interval whose events changed who competed there is no one fair share.
     let events = records.iter().filter_map(|r| match r {
         Record::Event(e) => Some(e),
         _ => None,
     });
-    let changed = sched::summary::competition_changed(events);
-    let fair = if changed {
-        sched::summary::Fairness {
-            jain: None,
-            share_err_max: None,
-        }
-    } else {
-        sched::summary::fairness(&figures, run.duration_ns, weighted)
-    };
+    let (fair, changed) = sched::summary::of_run(&figures, events, run.duration_ns, weighted);
     Some(Summary {
         // Saturating: a guest writes its own `work` counters (a hostile one any value).
         work_total: records

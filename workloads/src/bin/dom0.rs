@@ -749,7 +749,7 @@ fn measure(
         // A boundary due with an event is taken first: the window ends as the event comes,
         // and its live snapshot does not read the burst of state changes the event makes
         // (a swap pauses, moves and unpauses every domain of a pool), which a vCPU's one
-        // kept past state (`VcpuStats::before`) cannot undo.
+        // kept past state (`kerncore::account::Account`) cannot undo.
         if tick <= deadline {
             let gone = |i: usize| timeline.destroyed(i).is_some();
             bounds.tick(plan, runs, &gone, t0, tick, verdict);

@@ -590,10 +590,13 @@ record! {
     pub struct Summary {
         /// Every domain's `work`, summed.
         pub work_total: u64,
-        /// Jain's index of work / weight over the `cpu` domains; `null` without any.
+        /// Jain's index of work / weight over the `cpu` domains, per CPU pool (the worst
+        /// pool's); `null` without any, and when a timeline event after the interval's start
+        /// changed who competed (`sched::summary::of_run`).
         pub jain: Nullable<f64>,
         /// Largest |share − expected| / expected of CPU time over the `cpu` domains (expected:
-        /// weighted max-min fair under the caps); `null` without any.
+        /// weighted max-min fair under the caps, of what their pool's cpu domains got), the
+        /// worst pool's; `null` as `jain` is.
         pub share_err_max: Nullable<f64>,
         /// Idle time over the interval, summed over CPUs.
         pub idle_ns: u64,
@@ -607,7 +610,8 @@ record! {
         /// `credit_halved`, `credit_halved_credits`). Left out for a policy without any.
         pub policy_counters: Option<BTreeMap<String, u64>>,
         /// Optional (runs with `window_ms`, both engines): Jain's index of CPU time / weight
-        /// over the `cpu` domains in each window, in order (`sched::windows::window_jain`).
+        /// over the `cpu` domains in each window, in order, per CPU pool (the worst pool's;
+        /// `sched::windows::window_jain`); left out when `jain` is `null` for the events.
         pub window_jain: Option<Vec<f64>>,
     }
 }
