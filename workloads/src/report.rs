@@ -3,8 +3,9 @@
 //! `abi::tool::results`), and the verdict.
 //!
 //! Figures in a `domain` record are deltas over the measured interval (the snapshot after
-//! minus the snapshot before), except the wake-up latency percentiles, which the hypervisor
-//! keeps as a histogram since creation and which are taken as they are at the end.
+//! minus the snapshot before), except the wake-up latency percentiles and histogram, which
+//! the hypervisor keeps as a histogram it starts afresh at the interval's start snapshot
+//! (`Sysctl::TakeSnapshotStart`), and which are taken as they are at the end.
 
 use alloc::format;
 use alloc::string::{String, ToString};

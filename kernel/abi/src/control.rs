@@ -496,7 +496,8 @@ pub enum Sysctl<'a> {
     /// length, nothing else changed). Reading 1024 domains takes about 1.3 ms under TCG; at
     /// an instant read first, that time, charged to the vCPUs the hold stopped, fell inside
     /// the interval. (At its end, `TakeSnapshot` reads the instant first, so that the
-    /// reading falls after it.)
+    /// reading falls after it.) It also starts every vCPU's wake-up latency histogram afresh,
+    /// so that the latency figures read at the interval's end are the interval's.
     TakeSnapshotStart { slot: u8 },
     /// A CPU pool's name, policy and CPUs (Xen's `xl cpupool-list`); `Errno::Srch` for a
     /// pool that does not exist. Replies `Pool`.

@@ -87,6 +87,14 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
+    /// Forgets every latency recorded: the histogram starts afresh.
+    pub fn clear(&mut self) {
+        if self.total != 0 {
+            self.counts.fill(0);
+            (self.total, self.max) = (0, 0);
+        }
+    }
+
     /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.total
@@ -182,6 +190,20 @@ mod tests {
         let p99 = h.percentile(99);
         assert!((990_000..=1_000_000).contains(&p99), "p99 {p99}");
         assert_eq!(h.percentile(100), 1_000_000);
+    }
+
+    #[test]
+    fn a_cleared_histogram_starts_afresh() {
+        let mut h = Histogram::default();
+        (1..=1000u64).for_each(|ns| h.record(ns * 1000));
+        h.clear();
+        assert_eq!((h.count(), h.max(), h.percentile(99)), (0, 0, 0));
+        h.record(5000);
+        assert_eq!((h.count(), h.max()), (1, 5000));
+        assert_eq!(
+            h.log2_buckets().iter().map(|&n| u64::from(n)).sum::<u64>(),
+            1
+        );
     }
 
     #[test]

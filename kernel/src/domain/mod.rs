@@ -821,6 +821,14 @@ impl Domain {
         self.info_and_growth(now).0
     }
 
+    /// Starts every vCPU's wake-up latency histogram afresh (`Sysctl::TakeSnapshotStart`: the
+    /// `domain` records' latency figures are then the measured interval's).
+    pub fn restart_latency(&self) {
+        for v in &self.vcpus {
+            v.stats.lock().latency.clear();
+        }
+    }
+
     /// [`Domain::info`] at `now`, and how many of its vCPUs were then running and how many
     /// waiting: what its CPU and waiting time grow by per ns while nothing changes (a
     /// held snapshot carries its figures forward with it: `pv::control`).

@@ -94,6 +94,10 @@ fn take_snapshot(slot: usize, instant: Instant, held: bool) -> SysctlReply<'stat
         d.snapshot.lock()[slot] = Some(info);
         if instant == Instant::Last {
             growth.push(g);
+            // The interval's latency starts here, as schedsim's and Linux's do (kept since
+            // creation, it held the warm-up's wake-ups: 5% of a 6 s run's samples, the
+            // unpause's burst among them).
+            d.restart_latency();
         }
     }
     if held {

@@ -238,6 +238,7 @@ fn run(args: &Args) -> Result<u8, Stop> {
         problems.extend(results::topology_problem(results.records(), exp.shape));
         problems.extend(results::heap_problem(results.records()));
         problems.extend(sched::windows::problems(results.records()));
+        problems.extend(results::latency_problems(results.records()));
         if boot_module.is_some() {
             problems.extend(results::starved_summary(&results::starved(
                 results.records(),

@@ -140,6 +140,26 @@ pub fn problems(records: &[Record], malformed: &[String], cpus: u32) -> Vec<Stri
     out
 }
 
+/// Domains whose wake-up latency histogram holds more samples than they had wake-ups in the
+/// interval (one more per vCPU: a wake-up just before the start served after it): the
+/// histogram must be the interval's, as `wakeups` is. The hypervisor's once held every
+/// wake-up since the domain's creation, the warm-up's included.
+pub fn latency_problems(records: &[Record]) -> Vec<String> {
+    records
+        .domains()
+        .filter_map(|d| {
+            let samples: u64 = d.wake_lat_hist.as_ref()?.iter().map(|&(_, n)| n).sum();
+            (samples > d.wakeups + u64::from(d.vcpus)).then(|| {
+                format!(
+                    "`{}`'s wake-up latency histogram holds {samples} samples, more than its \
+                     {} wake-ups in the interval",
+                    d.name, d.wakeups
+                )
+            })
+        })
+        .collect()
+}
+
 /// Whether the hypervisor found the CPU topology QEMU was given (`shape`: sockets, cores
 /// per socket, threads per core): a policy that shares runqueues by core or socket would
 /// otherwise run a different machine than the spec's. `None` when they agree or the `boot`
@@ -430,6 +450,27 @@ mod tests {
             dom0_cpu_ns: Some(3),
             ..Run::new("t", Engine::Domino, "credit", 2, 5, duration_ns, 7)
         })
+    }
+
+    #[test]
+    fn a_latency_histogram_beyond_the_intervals_wake_ups_is_a_problem() {
+        let with_hist = |wakeups, samples: u64| match domain("lat0", "latency", 1, wakeups, "ok") {
+            Record::Domain(d) => Record::Domain(Domain {
+                wake_lat_hist: Some(vec![(1024, samples / 2), (2048, samples - samples / 2)]),
+                ..d
+            }),
+            _ => unreachable!(),
+        };
+        assert!(latency_problems(&[with_hist(950, 950)]).is_empty());
+        assert!(
+            latency_problems(&[with_hist(950, 951)]).is_empty(),
+            "one served after"
+        );
+        let p = latency_problems(&[with_hist(950, 1_000)]);
+        assert!(
+            p.len() == 1 && p[0].contains("1000 samples, more than its 950"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -2677,8 +2677,9 @@ fn linux_split_devices(records: &[Record]) -> Result<String, String> {
 /// there are no more windows than planned (a boundary Domain0 reaches after the next one
 /// is due merges two: how many it took is reported, not asserted, being a matter of
 /// timing); the summary has one Jain's index per window; every
-/// domain record has its latency histogram, whose counts are at most its wake-ups and, for
-/// the latency domain, are there. Jain per window is reported, not asserted: under TCG on a
+/// domain record has its latency histogram, whose counts are at most its wake-ups (one
+/// more per vCPU: the runner's own check, `results::latency_problems`, fails the run
+/// otherwise) and, for the latency domain, are there. Jain per window is reported, not asserted: under TCG on a
 /// loaded 2-core host a 1 s window holds about six 5 ms slices per domain, and the
 /// hypervisor's snapshot holds every CPU while it waits for the slowest.
 fn windows_add_up(records: &[Record]) -> Result<String, String> {
