@@ -163,6 +163,10 @@ struct Trace {
     names: BTreeMap<u64, (String, u32)>,
     runs: BTreeMap<u64, Vec<(u64, u64)>>,
     wakes: BTreeMap<u64, Vec<u64>>,
+    /// Where each vCPU's trace quota ran out (`full`), if it did.
+    full: BTreeMap<u64, u64>,
+    /// The measured interval's end (`measure_end`), if marked.
+    measure_end: Option<u64>,
     origin: u64,
     host: HostStalls,
 }
@@ -189,11 +193,15 @@ impl Trace {
         // Per tid: run intervals and wake-ups.
         let mut runs: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         let mut wakes: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        let mut measured_at = None;
+        let mut full: BTreeMap<u64, u64> = BTreeMap::new();
+        let (mut measured_at, mut measure_end) = (None, None);
         let (mut kicks, mut timers): (Vec<Stall>, Vec<Stall>) = Default::default();
         for e in events {
             if e["ph"] == "i" && e["name"] == "measure_start" {
                 measured_at = ns(&e["ts"]);
+            }
+            if e["ph"] == "i" && e["name"] == "measure_end" {
+                measure_end = ns(&e["ts"]);
             }
             if e["ph"] == "i" && e["cat"] == "host" && e["name"] == "late" {
                 let (Some(cpu), Some(ts), Some(late)) =
@@ -229,6 +237,10 @@ impl Trace {
                     let ts = ns(&e["ts"]).ok_or(format!("{file}: a wake without ts: {e}"))?;
                     wakes.entry(tid).or_default().push(ts);
                 }
+                (Some("i"), Some("full")) => {
+                    let ts = ns(&e["ts"]).ok_or(format!("{file}: a full mark without ts: {e}"))?;
+                    full.insert(tid, ts);
+                }
                 _ => {}
             }
         }
@@ -248,7 +260,7 @@ impl Trace {
             measured_at: measured_at.map(|m: u64| m.saturating_sub(origin)),
             origin,
         };
-        Ok(Trace { names, runs, wakes, origin, host })
+        Ok(Trace { names, runs, wakes, full, measure_end, origin, host })
     }
 }
 
@@ -262,7 +274,8 @@ impl Replay {
 
     /// Parses trace JSON (named `file` in errors).
     pub fn parse(text: &str, file: &str) -> Result<Replay, String> {
-        let Trace { names, mut runs, wakes, origin, host } = Trace::parse(text, file)?;
+        let Trace { names, mut runs, wakes, full, measure_end, origin, host } =
+            Trace::parse(text, file)?;
         let mut out = Replay {
             vcpus: BTreeMap::new(),
             file: file.into(),
@@ -275,6 +288,25 @@ impl Replay {
                 .get(&tid)
                 .cloned()
                 .ok_or(format!("{file}: tid {tid} has wake-ups but no thread_name"))?;
+            // A trace its vCPU's quota cut before the interval's end holds only part of its
+            // arrivals: replayed, it would sleep from there on, and the comparison with the
+            // run would be of different workloads.
+            if let Some(&cut) = full.get(&tid)
+                && measure_end.is_none_or(|end| cut < end)
+            {
+                return Err(format!(
+                    "{file}: {}.{}'s trace was cut at {:.3} s by the hypervisor's per-vCPU trace \
+                     quota ({}), before the measured interval's end: its arrivals after that \
+                     are unknown; replay a shorter run",
+                    name.0,
+                    name.1,
+                    cut.saturating_sub(origin) as f64 / 1e9,
+                    measure_end.map_or("no measure_end".into(), |end| format!(
+                        "which ended {:.3} s later",
+                        end.saturating_sub(cut) as f64 / 1e9
+                    )),
+                ));
+            }
             ws.sort_unstable();
             rs.sort_unstable();
             let start = rs[0].0;
@@ -376,6 +408,24 @@ mod tests {
 
     /// `late` marks become stalls per CPU, overlapping ones merged, on the clock of the
     /// first guest run, and shift with the measured interval as the arrivals do.
+    #[test]
+    fn a_trace_its_quota_cut_before_the_intervals_end_is_refused() {
+        let with_full = |full_us: f64| {
+            lat0_trace(&format!(
+                r#"
+{{"name":"wake","ph":"i","s":"t","pid":0,"tid":1000,"ts":45.0}},
+{{"name":"lat0.0","ph":"X","pid":0,"tid":1000,"ts":46.0,"dur":4.0}},
+{{"name":"full","cat":"quota","ph":"i","s":"t","pid":0,"tid":1000,"ts":{full_us}}},
+{{"name":"measure_start","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":40.0}},
+{{"name":"measure_end","cat":"interval","ph":"i","s":"g","pid":0,"tid":0,"ts":100.0}}"#
+            ))
+        };
+        let e = Replay::parse(&with_full(60.0), "t.json").err().unwrap();
+        assert!(e.contains("lat0.0's trace was cut") && e.contains("quota"), "{e}");
+        // Cut after the interval's end: nothing of the interval is missing.
+        assert!(Replay::parse(&with_full(120.0), "t.json").is_ok());
+    }
+
     #[test]
     fn late_marks_are_the_cpus_stalls() {
         let trace = lat0_trace(

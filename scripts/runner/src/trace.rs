@@ -7,7 +7,8 @@
 //! Each interrupt a CPU took 256 µs or more late is a CPU-scoped instant (`"s":"p"`,
 //! category `host`) named `late`, at the time it was due, with how late in `args.late_us`
 //! and which in `args.of` (`timer`: the CPU's timer, `kick`: another CPU's IPI), which
-//! `schedsim` plays out at these moments.
+//! `schedsim` plays out at these moments. A vCPU whose trace quota ran out has an instant
+//! `full` (category `quota`) where it did: none of its events after it are in the trace.
 //! Timestamps are in µs of system time, the clock of the results' `start_ns`.
 
 use std::collections::BTreeMap;
@@ -92,15 +93,19 @@ pub fn to_chrome(lines: &[String], records: &[Record]) -> (String, usize) {
             threads.insert((*cpu, tid), format!("{}.{}", name(e.domain), e.vcpu));
             match e.event {
                 TraceEvent::Run => running = Some(*e),
-                TraceEvent::Wake | TraceEvent::Boost | TraceEvent::Under | TraceEvent::Over => {
+                TraceEvent::Wake
+                | TraceEvent::Boost
+                | TraceEvent::Under
+                | TraceEvent::Over
+                | TraceEvent::Full => {
                     let _ = writeln!(
                         out,
                         "{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"pid\":{cpu},\"tid\":{tid},\"ts\":{}}},",
                         e.event.name(),
-                        if e.event == TraceEvent::Wake {
-                            "wake"
-                        } else {
-                            "priority"
+                        match e.event {
+                            TraceEvent::Wake => "wake",
+                            TraceEvent::Full => "quota",
+                            _ => "priority",
                         },
                         us(e.ts_ns)
                     );
@@ -163,6 +168,32 @@ mod tests {
             r#"{{"kind":"domain","id":{id},"name":"{name}","group":"g","workload":"cpu","vcpus":1,"weight":256,"cap":0,"cpu_ns":0,"wait_ns":0,"work":0,"wakeups":0,"wake_lat_p50_ns":0,"wake_lat_p99_ns":0,"wake_lat_max_ns":0,"switches":0,"migrations":0,"exit":"ok"}}"#
         );
         runner::parse_record(&line).unwrap()
+    }
+
+    #[test]
+    fn a_full_quota_is_an_instant_of_its_vcpu() {
+        let lines: Vec<String> = ["0 1000 run 1 0", "0 2000 full 1 0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (text, bad) = to_chrome(&lines, &[domain(1, "lat0")]);
+        assert_eq!(bad, 0);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let full: Vec<&Value> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "full")
+            .collect();
+        assert_eq!(full.len(), 1);
+        assert_eq!(
+            (
+                full[0]["ph"].as_str(),
+                full[0]["cat"].as_str(),
+                full[0]["tid"].as_u64()
+            ),
+            (Some("i"), Some("quota"), Some(1000))
+        );
     }
 
     #[test]

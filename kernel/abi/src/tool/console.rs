@@ -40,6 +40,10 @@ pub enum TraceEvent {
     /// The CPU took an interrupt due at the line's time at least [`LATE_FROM_NS`] late. The
     /// line names no vCPU but how late, in ns, and which interrupt ([`LateOf`]).
     Late,
+    /// The vCPU's trace quota ran out here: none of its events after this one are in the
+    /// trace (the hypervisor's `trace::EVENTS_PER_VCPU`). `schedsim --replay` refuses to
+    /// replay a vCPU whose trace ends so before the measured interval does.
+    Full,
 }
 
 /// Which interrupt a [`TraceEvent::Late`] mark is of.
@@ -79,7 +83,7 @@ pub const LATE_FROM_NS: u64 = 256_000;
 
 impl TraceEvent {
     /// Every event, in the order of their codes.
-    pub const ALL: [TraceEvent; 10] = [
+    pub const ALL: [TraceEvent; 11] = [
         TraceEvent::Run,
         TraceEvent::Preempt,
         TraceEvent::Yield,
@@ -90,6 +94,7 @@ impl TraceEvent {
         TraceEvent::Under,
         TraceEvent::Over,
         TraceEvent::Late,
+        TraceEvent::Full,
     ];
 
     /// Its name on a trace line.
@@ -105,6 +110,7 @@ impl TraceEvent {
             TraceEvent::Under => "under",
             TraceEvent::Over => "over",
             TraceEvent::Late => "late",
+            TraceEvent::Full => "full",
         }
     }
 
