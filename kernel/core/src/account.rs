@@ -242,16 +242,7 @@ mod tests {
         assert_eq!(b.at(150), (150, 0));
     }
 
-    /// A tiny deterministic PRNG (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Where the vCPU really is, and the CPU and waiting time that follow from it.
     #[derive(Clone, Copy, Default)]

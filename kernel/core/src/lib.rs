@@ -44,5 +44,7 @@ pub mod ratelimit;
 pub mod rcu;
 pub mod rtc;
 pub mod runstate;
+#[cfg(test)]
+mod test_rng;
 pub mod timerheap;
 pub mod watchdog;
