@@ -199,11 +199,11 @@ struct CpuCounters {
     /// asked for them, its own kicks ([`KICK_LOCAL`]) and other CPUs' (an IPI each,
     /// [`KICK_REMOTE`]), and of those the wake-ups' ([`KICK_REMOTE_WAKE`]); how long its
     /// switches took ([`SWITCH_TIME`]) and its `set_timer` hypercalls that a block or poll
-    /// followed ([`SET_TIMER_TIME`], [`count_set_timer`]), and of those the ones that wrote the hardware timer
-    /// ([`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]), and how late sleepers' timers
-    /// woke them ([`TIMER_WAKE_LATE`], the last). Last in the struct, whose `CpuState`
-    /// starts a page: the kinds a decision or a switch counts lie in that first page with
-    /// the rest of the CPU's state; the last kind runs into the second.
+    /// followed ([`SET_TIMER_TIME`], [`count_set_timer`]), and of those the ones that wrote
+    /// the hardware timer ([`SWITCH_ARMED_TIME`], [`SET_TIMER_ARMED_TIME`]), and how late
+    /// sleepers' timers woke them ([`TIMER_WAKE_LATE`], the last). Last in the struct, whose
+    /// `CpuState` starts a page: the kinds a decision or a switch counts lie in that first
+    /// page with the rest of the CPU's state; the last kind runs into the second.
     timed: [AtomicU64; TIMED_KINDS * KICK_LATE_BUCKETS],
 }
 
@@ -924,6 +924,13 @@ fn count_timed(all: usize, armed: usize, took: u64, wrote: bool) {
     }
 }
 
+/// Counts a switch decided at `decided` (system ns), done now ([`SWITCH_TIME`], and
+/// [`SWITCH_ARMED_TIME`] if it wrote the timer).
+fn count_switch(decided: u64, wrote: bool) {
+    let took = time::now_ns().saturating_sub(decided);
+    count_timed(SWITCH_TIME, SWITCH_ARMED_TIME, took, wrote);
+}
+
 /// The timer interrupt, on whatever this CPU was doing. `rescheduling`: the caller
 /// reschedules on its way out if a reschedule is due (the interrupt came from a guest).
 pub fn on_timer_interrupt(rescheduling: bool) {
@@ -1057,12 +1064,7 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             cs.current = Some(n);
             let wrote = arm_timer(&mut cs, now);
             load_address_space(pml4, prev);
-            count_timed(
-                SWITCH_TIME,
-                SWITCH_ARMED_TIME,
-                time::now_ns().saturating_sub(decided),
-                wrote,
-            );
+            count_switch(decided, wrote);
             Next::Switched
         }
         None => {
@@ -1449,12 +1451,7 @@ pub fn idle_step(now: u64) -> IdleStep {
     cs.current = Some(n);
     let wrote = arm_timer(&mut cs, now);
     load_address_space(pml4, None);
-    count_timed(
-        SWITCH_TIME,
-        SWITCH_ARMED_TIME,
-        time::now_ns().saturating_sub(decided),
-        wrote,
-    );
+    count_switch(decided, wrote);
     IdleStep::Enter(frame)
 }
 
