@@ -266,6 +266,8 @@ extern "C" fn kernel_entry() -> ! {
             .collect()
     };
     schedule::init(topology.cpus.len());
+    // What a CPU asked for a TLB flush (`Domain::flush_tlbs`) runs.
+    smp::ipi::set_tlb_flush(x86_64::instructions::tlb::flush_all);
     arch::rcu::set_hooks(arch::rcu::Hooks {
         on_control_path: || schedule::with_current(|_, d| d.privileged) != Some(false),
         emergency_console: console::emergency,

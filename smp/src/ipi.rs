@@ -7,16 +7,21 @@
 //! frees the mailbox (→ IDLE) or, when the caller waits, reports completion (→ DONE) and
 //! lets the caller free it. Callers to the same target queue on the claim.
 //!
+//! TLB flushes do not go through the mailboxes: [`flush_tlbs`] asks every target at once
+//! and each target's one flush serves every flusher that asked it (`crate::shootdown`). They
+//! share the call-function IPI, and a CPU takes both wherever it takes calls.
+//!
 //! The hypervisor runs with interrupts off, so two CPUs calling each other would each wait
 //! for an IPI the other never takes. Every wait here therefore polls the waiting CPU's own
-//! mailbox; any spin loop in the kernel that may wait on another CPU should do the same by
-//! calling [`handle_call_function_ipi`].
+//! mailbox and flush requests; any spin loop in the kernel that may wait on another CPU
+//! should do the same by calling [`handle_call_function_ipi`].
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
 use crate::percpu::{PerCpu, cpu_index};
+use crate::shootdown::Board;
 use crate::{MAX_CPUS, apic, vectors};
 
 const IDLE: u32 = 0;
@@ -156,12 +161,54 @@ pub fn run_wait_hook() {
     }
 }
 
-/// Runs the call posted to the calling CPU, if any. The kernel calls it from its
-/// [`vectors::CALL_FUNCTION`] handler (then sends the EOI), and from any spin loop that might
-/// wait for another CPU. Returns whether a call ran.
+/// Every CPU's TLB-flush requests ([`flush_tlbs`]).
+static TLB: Board<MAX_CPUS> = Board::new();
+/// What flushes this CPU's TLB ([`set_tlb_flush`]).
+static TLB_FLUSH: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets what flushes the calling CPU's TLB (the kernel's, at boot, before any domain
+/// exists). [`flush_tlbs`] refuses to run without it.
+pub fn set_tlb_flush(flush: fn()) {
+    TLB_FLUSH.store(flush as *mut (), Ordering::Release);
+}
+
+/// The TLB flush [`set_tlb_flush`] set, if any.
+fn tlb_flush() -> Option<fn()> {
+    let flush = TLB_FLUSH.load(Ordering::Acquire);
+    // SAFETY: only `set_tlb_flush` stores here, and it stores a `fn()`.
+    (!flush.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn()>(flush) })
+}
+
+/// Flushes the TLB of every CPU in `cpus` (the calling one directly), and returns once each
+/// has: every other target is asked and sent the call-function IPI before any is waited
+/// for, and while it waits the calling CPU serves its own calls and flushes. Offline CPUs
+/// are skipped. Panics if [`set_tlb_flush`] was never called.
+pub fn flush_tlbs(cpus: impl Iterator<Item = usize>) {
+    let flush = tlb_flush().expect("set_tlb_flush comes before any TLB flush");
+    TLB.flush(
+        cpu_index(),
+        cpus.filter(|&cpu| crate::startup::is_online(cpu)),
+        flush,
+        |cpu| apic::send_ipi(crate::startup::apic_id_of(cpu), vectors::CALL_FUNCTION),
+        || {
+            handle_call_function_ipi();
+            run_wait_hook();
+        },
+    );
+}
+
+/// Serves the TLB flushes asked of the calling CPU, if any. Returns whether it flushed.
+fn serve_tlb_flushes() -> bool {
+    tlb_flush().is_some_and(|flush| TLB.serve(cpu_index(), flush))
+}
+
+/// Serves the TLB flushes asked of the calling CPU and runs the call posted to it, if any.
+/// The kernel calls it from its [`vectors::CALL_FUNCTION`] handler (then sends the EOI), and
+/// from any spin loop that might wait for another CPU. Returns whether it did either.
 pub fn handle_call_function_ipi() -> bool {
     hold_here_if_asked();
-    MAILBOXES.this().handle()
+    let flushed = serve_tlb_flushes();
+    MAILBOXES.this().handle() || flushed
 }
 
 /// Set while [`hold_others`] holds every other CPU.
@@ -197,6 +244,7 @@ pub fn hold_others<R>(f: impl FnOnce() -> R) -> R {
     }
     while HELD.load(Ordering::Acquire) < others {
         // A CPU on its way here may be waiting for this one (a TLB flush).
+        serve_tlb_flushes();
         MAILBOXES.get(me).handle();
         run_wait_hook();
         core::hint::spin_loop();

@@ -15,6 +15,7 @@ pub mod cpu_topology;
 pub mod ipi;
 pub mod madt;
 pub mod percpu;
+pub mod shootdown;
 pub mod startup;
 pub mod time;
 pub mod timer;

@@ -764,24 +764,14 @@ pub struct UpcallState {
     pub saved_fpu: Option<Box<FpuState>>,
 }
 
-fn flush_this_cpu(_: usize) {
-    x86_64::instructions::tlb::flush_all();
-}
-
 impl Domain {
     /// Flushes the TLB of every CPU that may hold translations of this domain's address space:
     /// those whose CR3 holds its PML4, or was leaving it a moment ago
-    /// (`arch::percpu::cpus_holding`, Xen's `dirty_cpumask`). Waits until each has. A CPU
-    /// that loads the PML4 after the look starts with a flushed TLB.
+    /// (`arch::percpu::cpus_holding`, Xen's `dirty_cpumask`). Asks them all at once and
+    /// waits until each has (`smp::shootdown`). A CPU that loads the PML4 after the look
+    /// starts with a flushed TLB.
     pub fn flush_tlbs(&self) {
-        let me = smp::percpu::cpu_index();
-        for cpu in crate::arch::percpu::cpus_holding(self.pml4()) {
-            if cpu == me {
-                flush_this_cpu(0);
-            } else {
-                smp::ipi::call_on(cpu, flush_this_cpu, 0, true);
-            }
-        }
+        smp::ipi::flush_tlbs(crate::arch::percpu::cpus_holding(self.pml4()));
     }
 
     /// The physical address of its PML4 (every vCPU loads the same one).
@@ -916,6 +906,10 @@ pub fn resource_counts() -> abi::control::ResourceCounts {
 /// Removes a domain from the tables. The caller has made sure no vCPU of it runs anywhere;
 /// dropping the last reference frees its address space.
 pub fn remove(domain: &Domain) {
+    // The domain table, then the vCPU ids: `create`'s order (taken the other way round, a
+    // create and a remove at once, from two of Domain0's vCPUs, would each hold the lock the
+    // other waits for).
+    let mut domains = domains_for_write();
     let mut vcpus = VCPU_IDS.lock();
     for v in &domain.vcpus {
         let slot = slot_in(vcpu_slots(), v.id).expect("a vCPU's id is within the table");
@@ -923,5 +917,5 @@ pub fn remove(domain: &Domain) {
         *slot.vcpu.write() = None;
         vcpus[v.id as usize] = None;
     }
-    domains_for_write()[domain.id as usize] = None;
+    domains[domain.id as usize] = None;
 }
