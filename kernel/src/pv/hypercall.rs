@@ -195,7 +195,6 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             Ok(0)
         }
         SchedOp::Block => {
-            schedule::count_set_timer(vcpu);
             // A poll's mark left by a wake-up of its timer or its own ports (`Poll` below):
             // gone, so that another port's event does not end this block.
             let me = 1u64 << vcpu.index;
@@ -203,6 +202,7 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
                 domain.polling.fetch_and(!me, Ordering::SeqCst);
             }
             if schedule::take_due_timer(vcpu, domain, now) {
+                schedule::count_set_timer(vcpu, false);
                 return Ok(0);
             }
             schedule::stop(vcpu, Stop::Block, now);
@@ -211,9 +211,12 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             // wakes; SeqCst on both; the timer is marked FIRED, then wakes). An event found
             // here marks the vCPU's upcall flag, should its sender not have yet, so that
             // the way back enters the upcall (`Domain::mark_if_pending`).
-            if domain.mark_if_pending(vcpu.index) || schedule::take_due_timer(vcpu, domain, now) {
+            let at_once =
+                domain.mark_if_pending(vcpu.index) || schedule::take_due_timer(vcpu, domain, now);
+            if at_once {
                 schedule::wake(vcpu, now);
             }
+            schedule::count_set_timer(vcpu, !at_once);
             Ok(0)
         }
         SchedOp::Poll => {
@@ -228,13 +231,14 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             let any_pending = |d: &Domain| ports.clone().any(|p| d.is_pending(p));
-            schedule::count_set_timer(vcpu);
             if any_pending(domain) {
+                schedule::count_set_timer(vcpu, false);
                 return Ok(1);
             }
             // Like Block: a timer that already fired ends the poll (Xen's SCHEDOP_poll
             // returns on the timeout too), or the vCPU would sleep forever.
             if schedule::take_due_timer(vcpu, domain, now) {
+                schedule::count_set_timer(vcpu, false);
                 return Ok(0);
             }
             // Blocked first, then marked polling, then a look at its ports (Xen's
@@ -249,13 +253,14 @@ fn sched_op(vcpu: &Vcpu, domain: &Domain, op: u64, arg: u64, arg2: u64) -> Resul
             domain.polling.fetch_or(me, Ordering::SeqCst);
             time::stall(SelfTest::SlowPoll, SLOW_POLL_US);
             // As for Block: an event sent or a timer fired before the vCPU was marked.
-            if any_pending(domain)
+            let at_once = any_pending(domain)
                 || domain.mark_if_pending(vcpu.index)
-                || schedule::take_due_timer(vcpu, domain, now)
-            {
+                || schedule::take_due_timer(vcpu, domain, now);
+            if at_once {
                 domain.polling.fetch_and(!me, Ordering::SeqCst);
                 schedule::wake(vcpu, now);
             }
+            schedule::count_set_timer(vcpu, !at_once);
             // Asleep, marked: the mark goes with the wake-up of any event of the domain.
             // Woken otherwise (its timer not bound to a port, a pause, a kill), it keeps
             // the mark until the next event, or its next block (a return the ABI allows;

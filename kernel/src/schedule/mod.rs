@@ -709,16 +709,19 @@ pub fn set_timer(v: &Vcpu, deadline_ns: u64) {
         .store((took.max(1) << 1) | u64::from(wrote), Ordering::Relaxed);
 }
 
-/// Counts the vCPU's last `set_timer` ([`SET_TIMER_TIME`], and [`SET_TIMER_ARMED_TIME`] if
-/// it wrote the CPU's timer), if it made one since its last block or poll: called as it
-/// blocks or polls. A `set_timer` then a block is what a sleeper pays per wake-up, which
-/// `schedsim --costs-from` prices its sleepers' `set_timer`s from; counted at each call, a
-/// timer storm (a guest re-arming in a loop, never sleeping: hostile-sched `timer-storm`,
-/// millions a second) filled the machine-wide histogram with its calls and priced every
-/// other domain's from them (`isolation/timer-storm-costs`).
-pub fn count_set_timer(v: &Vcpu) {
+/// Takes the vCPU's last `set_timer` since its last block or poll, and counts it
+/// ([`SET_TIMER_TIME`], and [`SET_TIMER_ARMED_TIME`] if it wrote the CPU's timer) when
+/// `slept`: called as it blocks or polls, `slept` false when the block or poll returns at
+/// once (a due timer, an event pending). A `set_timer` then a sleep is what a sleeper pays
+/// per wake-up, which `schedsim --costs-from` prices its sleepers' `set_timer`s from.
+/// Counted at each call, a timer storm (a guest re-arming in a loop, never sleeping:
+/// hostile-sched `timer-storm`, millions a second) filled the machine-wide histogram with
+/// its calls and priced every other domain's from them; counted at each block or poll, one
+/// that returned at once on an event the guest left pending did the same at the rate of its
+/// calls (hostile-sched `pending-storm`; both `isolation/timer-storm-costs`).
+pub fn count_set_timer(v: &Vcpu, slept: bool) {
     let kept = v.set_timer_took.swap(0, Ordering::Relaxed);
-    if kept != 0 {
+    if kept != 0 && slept {
         count_timed(
             SET_TIMER_TIME,
             SET_TIMER_ARMED_TIME,

@@ -25,6 +25,7 @@
 //! | 17 | block-pending | its timer VIRQ left pending, `block` in a loop for `spin_ms` ms (1500), 100 µs of work between: each block returns at once (an event is pending) and the vCPU is picked again where it ran; the hypervisor must count it running all along, not waiting (`block-pending.toml`: its `wait_ns` near 0 alone on a CPU) | SUCCESS |
 //! | 18 | poll-wakes | 3 vCPUs: vCPU 1 polls vCPU 0's timer VIRQ port, masked in a first round, unmasked (but bound to vCPU 0) in a second, masked in a third while vCPU 2's timer events on another port wake it every 40 µs, its own timer 1 s ahead as a guard; vCPU 0, once vCPU 1 is off its CPU, sets its timer due: each poll must end within 300 ms of that event, not on the guard (Xen's `evtchn_check_pollers` wakes a poller whatever the port's mask and vCPU) | SUCCESS |
 //! | 19 | console-steady | for `spin_ms` ms (1500), console lines of 200 bytes as fast as its quota takes them (on `Again`, 5 ms asleep): under `selftest=slow-uart` (the port as slow as a real 115200-baud UART) each line is ~20 ms of the port's time, which a call once spent on its CPU with interrupts off (`console-stall.toml`: its CPU's neighbours must keep their periods) | SUCCESS |
+//! | 21 | pending-storm | its timer VIRQ left pending, every vCPU for 600 ms: `set_timer` 1 s ahead, then `poll` on that port or `block` in turn, each returning at once (`timer-storm-costs.toml`: a `set_timer` must count in the run record's `set_timer_time` only when its vCPU then sleeps, and a block's or poll's return at once is no sleep) | SUCCESS |
 //! | 20 | lookup-storm | every vCPU calls `memory_op MaximumReservation` back to back for `spin_ms` ms (1500): each call looks its domain up in the hypervisor's domain table, a read of its lock, while Domain0 destroys other domains (a write): under `selftest=slow-lookup` (each guest read held 5 ms) the reads overlap and a writer that waits for no reader at all gets in only when they happen to end together (`lookup-storm.toml`) | SUCCESS |
 //!
 //! vCPU 0 reports; in the storms every vCPU acts.
@@ -60,6 +61,7 @@ fn main(vcpu: usize) -> u64 {
         15 => kill_picked(vcpu),
         20 => lookup_storm(vcpu),
         18 => poll_wakes(vcpu),
+        21 => pending_storm(vcpu),
         _ if vcpu != 0 => rt::park(vcpu),
         1 => poll_after_fired(),
         3 => block_storm(rounds),
@@ -216,6 +218,54 @@ fn block_pending() -> u64 {
         shared::pending(port),
     );
     c.verdict()
+}
+
+/// `pending-storm`: a `set_timer` a sleeper's kind (1 s ahead), then a `poll` or a `block`
+/// that returns at once on the timer event left pending, over and over. Before, the
+/// hypervisor counted each such `set_timer` as a sleeper's (`set_timer_time`, which prices
+/// every domain's in `schedsim --costs-from`), and each block's return as a wake-up: the
+/// run record then counted the storm's calls and `isolation/timer-storm-costs`, judging
+/// them against every domain's wake-ups, passed.
+fn pending_storm(vcpu: usize) -> u64 {
+    let port = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => {
+            return xtf::error(
+                "pending-storm",
+                format_args!("binding the timer VIRQ: {e:?}"),
+            );
+        }
+    };
+    // A past deadline: the block takes it and sends the event, which nothing clears.
+    let _ = hypercall::set_timer(time::now_ns().saturating_sub(1000).max(2));
+    hypercall::block();
+    let start = time::now_ns();
+    let (mut polls, mut blocks, mut slept) = (0u64, 0u64, 0u64);
+    while time::now_ns() < start + STORM_NS {
+        let _ = hypercall::set_timer(time::now_ns() + 1_000_000_000);
+        let before = time::now_ns();
+        if (polls + blocks) % 2 == 0 {
+            let _ = hypercall::poll(&[port]);
+            polls += 1;
+        } else {
+            hypercall::block();
+            blocks += 1;
+        }
+        if time::now_ns() > before + 500_000_000 {
+            slept += 1;
+        }
+        shared::add_work(vcpu, 1);
+    }
+    println!("vCPU {vcpu}: {polls} polls and {blocks} blocks on a pending event");
+    join(vcpu, || {
+        let mut c = Checks::new("pending-storm");
+        c.that(
+            format_args!("the timer's event stayed pending"),
+            shared::pending(port),
+        );
+        c.eq("polls or blocks that slept to their timer", slept, 0);
+        c.verdict()
+    })
 }
 
 /// `poll-wakes`: the port vCPU 1 polls (vCPU 0's timer VIRQ), the round vCPU 0 has set up,
