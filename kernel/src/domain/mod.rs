@@ -154,8 +154,9 @@ pub struct Vcpu {
     /// The policy instance that schedules it (`schedule::cpupool`; `NO_INSTANCE` until it
     /// is registered). Changed only while it is paused and off every CPU.
     pub sched_instance: core::sync::atomic::AtomicU32,
-    /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept).
-    pub trace_events: core::sync::atomic::AtomicU32,
+    /// Scheduling-trace events recorded for it (`trace::EVENTS_PER_VCPU` at most kept), and
+    /// `trace::LOST` once a full buffer dropped one (its trace ends there).
+    pub trace_events: AtomicU64,
     /// Set when it joined a new instance while running (Domain0 replacing its own pool's
     /// policy): that instance has it asleep, and wakes it once it leaves its CPU
     /// (`schedule::release`), if it is runnable then.
@@ -711,7 +712,7 @@ pub fn create(config: &DomainConfig) -> Result<Arc<Domain>, CreateError> {
                     timer_deadline: AtomicU64::new(0),
                     last_timer_deadline: AtomicU64::new(0),
                     set_timer_took: AtomicU64::new(0),
-                    trace_events: core::sync::atomic::AtomicU32::new(0),
+                    trace_events: AtomicU64::new(0),
                     serial: AtomicU64::new(VCPU_SERIAL.fetch_add(1, Ordering::Relaxed) + 1),
                     stats: Mutex::new(VcpuStats::default()),
                 })

@@ -42,6 +42,9 @@ enum Also {
     Xtf,
     /// Run with `--trace`: group `storm` was cut short by its trace quota, the rest match.
     TraceQuota,
+    /// Run with `--trace`: every vCPU whose trace falls short of its CPU time ends with a
+    /// `full` mark, and group `lat`'s does ([`trace_losses_are_marked`]).
+    TraceCrowd,
     /// Run with `--trace`: the trace matches, and the sleepers of `pause-sleepers.toml`
     /// never ran again once asleep ([`sleepers_stay_asleep`]).
     Sleepers,
@@ -542,6 +545,81 @@ fn trace_events(trace: &Path) -> Result<Vec<Value>, String> {
         Value::Array(events) => Ok(events),
         _ => Err("no traceEvents array".into()),
     }
+}
+
+/// `trace-crowd.toml`: six yield storms fill the CPU's trace buffer within their quotas, so
+/// the latency domain beside them loses events to the full buffer. No vCPU may lose events
+/// silently: each vCPU whose run intervals in the trace add up to less than its domain's
+/// CPU time (a domain of one vCPU: 1% and 1 µs allowed) has a `full` mark, and no run
+/// interval of it starts after its mark (its trace ended there, not a hole); and `lat` must
+/// be one of them (else the buffer never filled, and the case shows nothing). Before, a full
+/// buffer dropped events with no mark, and `schedsim --replay` replayed the latency domain
+/// without its later arrivals (an audit of session 24).
+fn trace_losses_are_marked(records: &[Record], trace: &Path) -> Result<String, String> {
+    let events = trace_events(trace)?;
+    let run = records.run().ok_or("no run record")?;
+    let t0 = hypervisor_only(run.start_ns, "start_ns")? as f64 / 1e3;
+    let t1 = t0 + run.duration_ns as f64 / 1e3;
+    let tid_of = |e: &Value| e["tid"].as_u64().ok_or("an event without tid");
+    let mut full: std::collections::BTreeMap<u64, f64> = Default::default();
+    for e in events.iter().filter(|e| e["name"] == "full") {
+        let ts = e["ts"].as_f64().ok_or("a full mark without ts")?;
+        let at = full.entry(tid_of(e)?).or_insert(ts);
+        *at = at.min(ts);
+    }
+    let mut traced: std::collections::BTreeMap<u64, f64> = Default::default();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        let (ts, dur) = (
+            e["ts"].as_f64().ok_or("X event without ts")?,
+            e["dur"].as_f64().ok_or("X event without dur")?,
+        );
+        let tid = tid_of(e)?;
+        if let Some(&mark) = full.get(&tid)
+            && ts > mark
+        {
+            return Err(format!(
+                "vCPU {tid} ran at {ts} µs in the trace, after its full mark at {mark} µs: \
+                 a trace with a hole"
+            ));
+        }
+        let (a, b) = (ts.max(t0), (ts + dur).min(t1));
+        if b > a {
+            *traced.entry(tid).or_default() += (b - a) * 1e3;
+        }
+    }
+    let mut cut = Vec::new();
+    for d in domains(records) {
+        let tid = u64::from(d.id) * 1000;
+        let had = traced.get(&tid).copied().unwrap_or(0.0);
+        if had < d.cpu_ns as f64 * 0.99 - 1e3 {
+            if !full.contains_key(&tid) {
+                return Err(format!(
+                    "{}: {had:.0} of its {} ns traced, and no full mark: events lost silently",
+                    d.name, d.cpu_ns
+                ));
+            }
+            cut.push(d);
+        }
+    }
+    let lat = in_group(records, "lat")?;
+    let Some(d) = cut.iter().find(|d| d.id == lat.id) else {
+        return Err(format!(
+            "{}: its trace whole ({} vCPUs cut): the storms never filled the buffer",
+            lat.name,
+            cut.len()
+        ));
+    };
+    Ok(format!(
+        "{} vCPUs' traces cut by the full buffer or their quota, each marked; {}'s {:.0} of \
+         {} ns traced",
+        cut.len(),
+        d.name,
+        traced
+            .get(&(u64::from(d.id) * 1000))
+            .copied()
+            .unwrap_or(0.0),
+        d.cpu_ns
+    ))
 }
 
 /// As [`trace_matches`], except that the domains of group `storm` (if any) must have had
@@ -2915,6 +2993,12 @@ fn cases() -> Vec<Case> {
         Also::TraceQuota,
     );
     with(
+        "trace/crowd".into(),
+        vec![&spec("trace-crowd")],
+        domains_ran_and_clocks_agree,
+        Also::TraceCrowd,
+    );
+    with(
         "latency/trace".into(),
         vec![&spec("latency"), "--sched", "bvt", "--seconds", "1"],
         latency_domain_runs,
@@ -3603,7 +3687,12 @@ fn main() -> ExitCode {
         let mut args = c.args.clone();
         if matches!(
             c.also,
-            Also::Trace | Also::TraceQuota | Also::Replay(..) | Also::Sleepers | Also::SwapTrace
+            Also::Trace
+                | Also::TraceQuota
+                | Also::TraceCrowd
+                | Also::Replay(..)
+                | Also::Sleepers
+                | Also::SwapTrace
         ) {
             args.extend(["--trace".to_string(), trace.display().to_string()]);
         }
@@ -3615,6 +3704,7 @@ fn main() -> ExitCode {
                     Also::Nothing => return Ok(note),
                     Also::Trace => trace_matches(&r, &trace)?,
                     Also::TraceQuota => trace_matches_but(&r, &trace, Some("storm"))?,
+                    Also::TraceCrowd => trace_losses_are_marked(&r, &trace)?,
                     Also::Sleepers => format!(
                         "{}; {}",
                         sleepers_stay_asleep(&r, &trace)?,
