@@ -100,8 +100,9 @@ pub struct Profile {
     /// The host's stalls of each emulated CPU, from a run's slice lateness
     /// ([`Stalls::split`]); none on the ideal machine or from a profile.
     pub stalls: Option<Stalls>,
-    /// How long a run's switches took (its `switch_time`), which replaces the switch terms
-    /// (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`) when present ...
+    /// How long a run's switches between domains or from idle took (its `switch_time`),
+    /// which replaces `switch_cross_domain_ns` and `migration_ns` when present (a switch
+    /// within a domain keeps `switch_same_domain_ns`) ...
     pub switch_measured: Option<Measured>,
     /// ... and its `set_timer` hypercalls (`set_timer_time`), which a sleeper pays before it
     /// blocks, on its CPU (`block_ns` after it).
@@ -694,8 +695,11 @@ impl Profile {
         wrote: bool,
         uniform: &mut dyn FnMut() -> f64,
     ) -> u64 {
+        // A run measures the switches that load another address space (between domains or
+        // from idle) only: a guest yielding between its own vCPUs makes a hundred thousand
+        // cheap ones a second, which priced every other domain's switch.
         let split = if wrote { &self.switch_wrote_measured } else { &self.switch_kept_measured };
-        if let Some(m) = split.as_ref().or(self.switch_measured.as_ref()) {
+        if !same_domain && let Some(m) = split.as_ref().or(self.switch_measured.as_ref()) {
             return m.sample(uniform);
         }
         let base =
@@ -820,6 +824,26 @@ mod tests {
         // Kicks from the profile when the run recorded none of a kind.
         let s = p.with_measured(None, Some(Measured::new(vec![(0, 1024, 1)]).unwrap()), None);
         assert_eq!(s.kick_delay(Some(0), 1, &mut || 0.5), 1005);
+    }
+
+    /// A run's measured switches (`switch_time`) are its switches between domains or from
+    /// idle: they price those, and a switch within a domain keeps the profile's
+    /// `switch_same_domain_ns` (the hypervisor does not count those).
+    #[test]
+    fn measured_switches_price_only_switches_between_domains() {
+        let measured = Measured::new(vec![(30_000, 30_000, 5)]);
+        let p = Profile {
+            switch_same_domain_ns: 2_000,
+            switch_cross_domain_ns: 9_000,
+            migration_ns: 100,
+            ..Profile::default()
+        }
+        .with_paths(measured, None);
+        let mut uniform = || 0.5;
+        assert_eq!(p.switch_ns(false, false, false, &mut uniform), 30_000);
+        assert_eq!(p.switch_ns(false, true, true, &mut uniform), 30_000);
+        assert_eq!(p.switch_ns(true, false, false, &mut uniform), 2_000);
+        assert_eq!(p.switch_ns(true, true, false, &mut uniform), 2_100);
     }
 
     #[test]

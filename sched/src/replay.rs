@@ -239,7 +239,8 @@ impl Trace {
                 }
                 (Some("i"), Some("full")) => {
                     let ts = ns(&e["ts"]).ok_or(format!("{file}: a full mark without ts: {e}"))?;
-                    full.insert(tid, ts);
+                    // The first mark counts (a quota's and a full buffer's can both be there).
+                    full.entry(tid).and_modify(|t: &mut u64| *t = (*t).min(ts)).or_insert(ts);
                 }
                 _ => {}
             }
@@ -424,6 +425,15 @@ mod tests {
         assert!(e.contains("lat0.0's trace was cut") && e.contains("quota"), "{e}");
         // Cut after the interval's end: nothing of the interval is missing.
         assert!(Replay::parse(&with_full(120.0), "t.json").is_ok());
+        // Two marks (its quota's end and a full buffer's drop): the first is where it was cut.
+        let two = with_full(120.0).replace(
+            r#"{"name":"full""#,
+            r#"{"name":"full","cat":"quota","ph":"i","s":"t","pid":1,"tid":1000,"ts":60.0},
+{"name":"full""#,
+        );
+        assert!(two.find("\"ts\":60.0").unwrap() < two.find("\"ts\":120").unwrap());
+        let e = Replay::parse(&two, "t.json").err().unwrap();
+        assert!(e.contains("lat0.0's trace was cut"), "{e}");
     }
 
     #[test]

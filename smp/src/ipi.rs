@@ -166,8 +166,8 @@ static TLB: Board<MAX_CPUS> = Board::new();
 /// What flushes this CPU's TLB ([`set_tlb_flush`]).
 static TLB_FLUSH: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Sets what flushes the calling CPU's TLB (the kernel's, at boot, before any domain
-/// exists). [`flush_tlbs`] refuses to run without it.
+/// Sets what flushes a CPU's TLB, run on the CPU to flush (the kernel sets it at boot,
+/// before any domain exists). [`flush_tlbs`] refuses to run without it.
 pub fn set_tlb_flush(flush: fn()) {
     TLB_FLUSH.store(flush as *mut (), Ordering::Release);
 }

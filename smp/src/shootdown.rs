@@ -92,7 +92,11 @@ impl<const N: usize> Board<N> {
         let mut tickets = [0u64; N];
         for cpu in cpus {
             if cpu == me {
-                flush();
+                // Serving what this CPU was asked flushes it too (and frees those waiting
+                // on it now, not at its next poll).
+                if !self.serve(me, &flush) {
+                    flush();
+                }
             } else {
                 tickets[cpu] = self.ask(cpu);
                 notify(cpu);
@@ -198,29 +202,38 @@ mod tests {
         // read before asking.
         let flushed: Arc<Vec<AtomicU64>> = Arc::new((0..CPUS).map(|_| AtomicU64::new(0)).collect());
         let stop = Arc::new(AtomicBool::new(false));
+        // Set by a CPU whose assertion failed: the others, which may be waiting for it,
+        // give up too, so that the test fails rather than hangs.
+        let failed = Arc::new(AtomicBool::new(false));
         let finished = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..CPUS)
             .map(|me| {
-                let (board, flushed, stop, finished) = (
+                let (board, flushed, stop, failed, finished) = (
                     board.clone(),
                     flushed.clone(),
                     stop.clone(),
+                    failed.clone(),
                     finished.clone(),
                 );
                 std::thread::spawn(move || {
-                    // Counts this CPU finished even when an assertion below unwinds it, so
-                    // that the others stop serving and the join reports the panic.
-                    struct Finished(Arc<AtomicUsize>);
+                    // Counts this CPU finished even when an assertion below unwinds it, and
+                    // says so, so that the others stop waiting and the join reports it.
+                    struct Finished(Arc<AtomicUsize>, Arc<AtomicBool>);
                     impl Drop for Finished {
                         fn drop(&mut self) {
+                            if std::thread::panicking() {
+                                self.1.store(true, Ordering::Release);
+                            }
                             self.0.fetch_add(1, Ordering::AcqRel);
                         }
                     }
-                    let finished = Finished(finished);
+                    let finished = Finished(finished, failed.clone());
+                    let flush = || {
+                        flushed[me].fetch_add(1, Ordering::AcqRel);
+                    };
                     let serve = || {
-                        board.serve(me, || {
-                            flushed[me].fetch_add(1, Ordering::AcqRel);
-                        });
+                        assert!(!failed.load(Ordering::Acquire), "another CPU failed");
+                        board.serve(me, flush);
                     };
                     for _ in 0..ROUNDS {
                         let before: Vec<u64> =
@@ -228,14 +241,14 @@ mod tests {
                         board.flush(
                             me,
                             0..CPUS,
-                            || {},
+                            flush,
                             |_| {},
                             || {
                                 serve();
                                 std::thread::yield_now();
                             },
                         );
-                        for (cpu, f) in flushed.iter().enumerate().filter(|&(c, _)| c != me) {
+                        for (cpu, f) in flushed.iter().enumerate() {
                             assert!(
                                 f.load(Ordering::Acquire) > before[cpu],
                                 "CPU {me}'s flush returned before CPU {cpu} flushed"
@@ -243,8 +256,8 @@ mod tests {
                         }
                     }
                     drop(finished);
-                    while !stop.load(Ordering::Acquire) {
-                        serve();
+                    while !stop.load(Ordering::Acquire) && !failed.load(Ordering::Acquire) {
+                        board.serve(me, flush);
                         std::thread::yield_now();
                     }
                 })

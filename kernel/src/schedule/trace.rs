@@ -130,10 +130,22 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
             event,
         }
     };
+    // A priority change dropped is only counted: credit records every vCPU's on its
+    // accounting CPU, so a storm filling that CPU's buffer would otherwise end the traces
+    // of vCPUs running elsewhere, whose runs and wake-ups (what `schedsim --replay` reads)
+    // still had room.
+    let replayed = !matches!(
+        event,
+        TraceEvent::Boost | TraceEvent::Under | TraceEvent::Over
+    );
     if push(now, what, |_| n < quota) == Pushed::Dropped
-        && v.trace_events.fetch_or(LOST, Ordering::Relaxed) & LOST == 0
+        && replayed
+        && v.trace_events.fetch_or(LOST, Ordering::AcqRel) & LOST == 0
     {
-        mark_lost(now, full);
+        // Timed now, not at `now` (read before, perhaps on another CPU's clock path): an
+        // event another CPU kept for `v` took its place in `v`'s count before the `LOST`
+        // bit, and its time before that, so none kept can come after the mark.
+        mark_lost(now.max(crate::time::now_ns()), full);
     }
 }
 

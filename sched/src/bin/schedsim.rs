@@ -21,7 +21,8 @@
 //! the run has it (the wake-ups' kicks alone: `with_wake_kicks`), each kick of a CPU by itself from
 //! `kick_local_late` (`kick_ns`, `kick_p99_ns`), and each slice's lateness from
 //! `slice_late_hist` (`slice_slack_ns`, `slice_slack_p99_ns`), each switch from
-//! `switch_time` (`switch_same_domain_ns`, `switch_cross_domain_ns`, `migration_ns`), and a
+//! `switch_time` (`switch_cross_domain_ns`, `migration_ns`: the run counts switches between
+//! domains or from idle only), and a
 //! sleeper's `set_timer` before it blocks from `set_timer_time` (on its CPU, inside its run; `block_ns` after it),
 //! and with `--timer-writes` those split by whether they wrote the CPU's timer, when the
 //! run counted the ones that did (`switch_armed_time`, `set_timer_armed_time`: the
