@@ -189,22 +189,24 @@ fn block_storm(rounds: u64) -> u64 {
     c.verdict()
 }
 
+/// Binds the calling vCPU's timer VIRQ and leaves its event pending: a past deadline, which
+/// the block after it takes and sends, and which nothing clears. Returns the port.
+fn timer_event_left_pending() -> Result<u32, &'static str> {
+    let port = hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER)
+        .map_err(|_| "binding the timer VIRQ was refused")?;
+    let _ = hypercall::set_timer(time::now_ns().saturating_sub(1000).max(2));
+    hypercall::block();
+    Ok(port)
+}
+
 /// An event left pending, then `block` again and again: each returns at once, its vCPU
 /// picked again on its own CPU.
 fn block_pending() -> u64 {
     let mut c = Checks::new("block-pending");
-    let port = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+    let port = match timer_event_left_pending() {
         Ok(p) => p,
-        Err(e) => {
-            return xtf::error(
-                "block-pending",
-                format_args!("binding the timer VIRQ: {e:?}"),
-            );
-        }
+        Err(e) => return xtf::error("block-pending", format_args!("{e}")),
     };
-    // A past deadline: the block takes it and sends the event, which nothing clears.
-    let _ = hypercall::set_timer(time::now_ns().saturating_sub(1000).max(2));
-    hypercall::block();
     let until = time::now_ns() + shared::arg("spin_ms", 1500) * 1_000_000;
     let mut blocks = 0u64;
     while time::now_ns() < until {
@@ -227,18 +229,10 @@ fn block_pending() -> u64 {
 /// run record then counted the storm's calls and `isolation/timer-storm-costs`, judging
 /// them against every domain's wake-ups, passed.
 fn pending_storm(vcpu: usize) -> u64 {
-    let port = match hypercall::evtchn_bind_virq(abi::hypercall::virq::TIMER) {
+    let port = match timer_event_left_pending() {
         Ok(p) => p,
-        Err(e) => {
-            return xtf::error(
-                "pending-storm",
-                format_args!("binding the timer VIRQ: {e:?}"),
-            );
-        }
+        Err(e) => return xtf::error("pending-storm", format_args!("{e}")),
     };
-    // A past deadline: the block takes it and sends the event, which nothing clears.
-    let _ = hypercall::set_timer(time::now_ns().saturating_sub(1000).max(2));
-    hypercall::block();
     let start = time::now_ns();
     let (mut polls, mut blocks, mut slept) = (0u64, 0u64, 0u64);
     while time::now_ns() < start + STORM_NS {

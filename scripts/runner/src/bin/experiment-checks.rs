@@ -2295,6 +2295,20 @@ fn both_ends_agree(records: &[Record]) -> Result<String, String> {
     ))
 }
 
+/// Every domain, once each ended `ok` (else the first that did not, named).
+fn all_ended_ok(records: &[Record]) -> Result<Vec<&Domain>, String> {
+    let ds = domains(records);
+    match ds.iter().find(|d| !d.exit.is_ok()) {
+        Some(d) => Err(format!("{} ended `{}`", d.name, d.exit)),
+        None => Ok(ds),
+    }
+}
+
+/// How many a run record's timing histogram counted (0 when the run has none).
+fn count_of(l: &Option<abi::tool::results::Lateness>) -> u64 {
+    l.iter().flat_map(|l| l.hist.iter().map(|b| b.1)).sum()
+}
+
 /// `timer-storm-costs.toml`: every domain exited `ok`, and the run record's `set_timer_time`
 /// counts at most two `set_timer`s per wake-up of the domains beside the storms (plus 100):
 /// one per sleep, not one per call of `storm`'s re-arming loop, nor one per `poll` or
@@ -2302,19 +2316,12 @@ fn both_ends_agree(records: &[Record]) -> Result<String, String> {
 /// wake-ups are left out: each of `pending-storm`'s blocks counts one, and judged against
 /// them, its calls counted passed.
 fn set_timer_costs_follow_the_sleepers(records: &[Record]) -> Result<String, String> {
-    let ds = domains(records);
-    if let Some(d) = ds.iter().find(|d| !d.exit.is_ok()) {
-        return Err(format!("{} ended `{}`", d.name, d.exit));
-    }
+    let ds = all_ended_ok(records)?;
     for storm in ["storm", "pending-storm"] {
         in_group(records, storm)?;
     }
     let run = records.run().ok_or("no run record")?;
-    let counted: u64 = run
-        .set_timer_time
-        .iter()
-        .flat_map(|l| l.hist.iter().map(|b| b.1))
-        .sum();
+    let counted = count_of(&run.set_timer_time);
     let wakeups: u64 = ds
         .iter()
         .filter(|d| !d.group.ends_with("storm"))
@@ -2338,17 +2345,10 @@ fn set_timer_costs_follow_the_sleepers(records: &[Record]) -> Result<String, Str
 /// often: switches within a domain, which load no address space, are not counted, or a
 /// guest's own yields would price every other domain's switches in `schedsim --costs-from`.
 fn switch_costs_follow_address_spaces(records: &[Record]) -> Result<String, String> {
-    let ds = domains(records);
-    if let Some(d) = ds.iter().find(|d| !d.exit.is_ok()) {
-        return Err(format!("{} ended `{}`", d.name, d.exit));
-    }
+    let ds = all_ended_ok(records)?;
     let storm = in_group(records, "storm")?;
     let run = records.run().ok_or("no run record")?;
-    let counted: u64 = run
-        .switch_time
-        .iter()
-        .flat_map(|l| l.hist.iter().map(|b| b.1))
-        .sum();
+    let counted = count_of(&run.switch_time);
     let wakeups: u64 = ds
         .iter()
         .filter(|d| d.group != "storm")
