@@ -36,14 +36,26 @@ def colour(policy: str) -> str:
     return PALETTE[names.index(policy) % len(PALETTE)]
 
 
-def read_csv(path: str | Path) -> list[dict]:
-    """Rows of a sweep CSV (plots/sweep.py), numbers converted where they parse."""
-    rows = []
+def read_csv(path: str | Path, keep_failed: bool = False) -> list[dict]:
+    """Rows of a sweep CSV (plots/sweep.py), numbers converted where they parse. The rows of
+    a run that failed (`status` not 0: the run's exit code, say a time-out or a check of
+    the runner) are left out, each named on stderr, unless `keep_failed` (a figure that
+    marks them: `simvshyp.py`): its figures may be a run cut short, not a result."""
+    rows, failed = [], []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            rows.append({k: number(v) for k, v in r.items()})
+            row = {k: number(v) for k, v in r.items()}
+            if keep_failed or row.get("status", 0) in (0, ""):
+                rows.append(row)
+            else:
+                failed.append(row)
+    runs = sorted({(r["engine"], r["policy"], r.get("variant", ""), r.get("value", ""),
+                    r["status"]) for r in failed}, key=str)
+    for engine, policy, variant, value, status in runs:
+        print(f"{path}: left out {engine} {policy} {variant} {value}: the run failed "
+              f"(status {status})", file=sys.stderr)
     if not rows:
-        sys.exit(f"{path}: no rows")
+        sys.exit(f"{path}: no rows" + (" of a run that did not fail" if failed else ""))
     return rows
 
 

@@ -36,7 +36,7 @@ def load(inputs, engine=None):
     files = []
     for p in inputs:
         if p.endswith(".csv"):
-            files += list(dict.fromkeys(results_path(r, p) for r in read_csv(p)))
+            files += list(dict.fromkeys(results_path(r, p) for r in read_csv(p, keep_failed=True)))
         else:
             files.append(Path(p))
     runs = {}
@@ -53,7 +53,7 @@ def sweep_rows(inputs):
     rows = []
     for p in inputs:
         if p.endswith(".csv"):
-            rows += [dict(r, csv=p) for r in read_csv(p) if r.get("sweep") == "simvshyp"]
+            rows += [dict(r, csv=p) for r in read_csv(p, keep_failed=True) if r.get("sweep") == "simvshyp"]
     return rows
 
 
