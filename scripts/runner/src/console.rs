@@ -10,7 +10,7 @@ use std::io::Write as _;
 use abi::tool::console::{RECORD_PREFIX, TRACE_PREFIX};
 use abi::tool::results::{Domain, Phase, Record, Records};
 
-use crate::results::human_ns;
+use crate::results::{human_bound_ns, human_ns};
 
 /// One line of serial output, with every `\r` removed.
 #[derive(Debug, PartialEq, Eq)]
@@ -305,7 +305,11 @@ pub fn group_lines(records: &[Record], weighted: bool) -> Vec<String> {
         let wakeups: u64 = ds.iter().map(|d| d.wakeups).sum();
         match (hist_percentile(&hist, 0.5), hist_percentile(&hist, 0.99)) {
             (Some(p50), Some(p99)) => {
-                line += &format!(", wake-up p50 < {}, p99 < {}", human_ns(p50), human_ns(p99))
+                line += &format!(
+                    ", wake-up p50 < {}, p99 < {}",
+                    human_bound_ns(p50),
+                    human_bound_ns(p99)
+                )
             }
             _ if wakeups > 0 => {
                 let p99 = ds.iter().map(|d| d.wake_lat_p99_ns).max().unwrap_or(0);
@@ -455,7 +459,7 @@ mod tests {
         assert!(lines[1].starts_with("  top w4 18.00%, "), "{}", lines[1]);
         assert!(lines[1].contains("; bottom "), "{}", lines[1]);
         assert!(
-            lines[2].contains("wake-up p50 < 1.0 µs, p99 < 65.5 µs"),
+            lines[2].contains("wake-up p50 < 1.1 µs, p99 < 65.6 µs"),
             "{}",
             lines[2]
         );

@@ -255,6 +255,19 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
+/// An upper bound (a histogram bucket's edge, shown after `<` or `≤`) in the units of
+/// [`human_ns`], rounded up at the precision shown: 1,024 ns is "1.1 µs", where
+/// [`human_ns`]'s "1.0 µs" would claim less than the bound.
+pub fn human_bound_ns(ns: u64) -> String {
+    let up = |unit: u64| ns.div_ceil(unit);
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.1} µs", up(100) as f64 / 10.0),
+        1_000_000..1_000_000_000 => format!("{:.1} ms", up(100_000) as f64 / 10.0),
+        _ => format!("{:.2} s", up(10_000_000) as f64 / 100.0),
+    }
+}
+
 /// The boot record's facts in one line, or `None` without a boot record.
 pub fn boot_line(records: &[Record], cpus: u32) -> Option<String> {
     let boot = records.boot()?;
@@ -282,7 +295,7 @@ pub fn slice_line(records: &[Record]) -> Option<String> {
     let ended: u64 = hist.iter().map(|&(_, n)| n).sum();
     let bound = |ns: Option<u64>| match ns {
         Some(u64::MAX) => "> 32.8 ms".to_string(),
-        Some(ns) => format!("≤ {}", human_ns(ns)),
+        Some(ns) => format!("≤ {}", human_bound_ns(ns)),
         None => "?".into(),
     };
     Some(format!(
@@ -564,6 +577,12 @@ mod tests {
             "4 of 4 CPUs online, xapic APIC, all online 12.3 ms after entry, accel tcg"
         );
         assert_eq!(human_ns(999), "999 ns");
+        // A bucket's edge, after `<` or `≤`, is rounded up, never down.
+        assert_eq!(human_bound_ns(1_024), "1.1 µs");
+        assert_eq!(human_bound_ns(1_000), "1.0 µs");
+        assert_eq!(human_bound_ns(65_536), "65.6 µs");
+        assert_eq!(human_bound_ns(2_048_000), "2.1 ms");
+        assert_eq!(human_bound_ns(999), "999 ns");
         assert_eq!(human_ns(2_500_000_000), "2.50 s");
     }
 }
