@@ -21,7 +21,8 @@ CPU count, one parameter). Standard library only (Python 3.11: tomllib).
                                              sweep in DIR: schedsim --replay)
 
 Exit status: 0 every run exited 0; 1 a run failed (its row says so, the CSV is written all
-the same); 2 a bad command line.
+the same); 2 a bad command line, or a point whose run (--costs-from, --slice-late-from) or
+trace (--replay-from) the given directory lacks (each named; nothing runs).
 """
 
 from __future__ import annotations
@@ -603,6 +604,25 @@ def main(argv: list[str]) -> int:
             p.spec["warmup_ms"] = min(p.spec.get("warmup_ms", 500), 100)
         p.spec["name"] = f"{matrix.name}-{p.slug}"
 
+    # Each schedsim point takes its costs (and its trace) from its own hypervisor run: a point
+    # whose run is missing would run on the profile alone (or its own workloads) and be
+    # drawn as calibrated (or replayed), with only a line on stderr to say otherwise.
+    if "schedsim" in engines and (costs_dir or replay_dir):
+        missing = []
+        for p in points:
+            run = Path(costs_dir).resolve() / "domino" / f"{p.slug}.jsonl" if costs_dir else None
+            if run is not None and not run.exists():
+                missing.append(f"{costs_flag}: no hypervisor run {display(run)}")
+            if replay_dir and trace_of(replay_dir, p.slug) is None:
+                missing.append(f"--replay-from: no trace of {p.slug} in {display(replay_dir)}")
+        if missing:
+            for m in missing:
+                print(f"scripts/sweep: {m}", file=sys.stderr)
+            print(f"scripts/sweep: {len(missing)} of the points' runs or traces missing; give "
+                  f"the directory of a sweep of the same matrix and values (each point's "
+                  f"ENGINE/POINT.jsonl, with --trace for --replay-from)", file=sys.stderr)
+            return 2
+
     # Linux has one scheduler: each point once (the first policy's), not once per policy;
     # points with a workload that has no Linux build (the hypervisor's own tests) are left out.
     linux_points, seen, no_linux = [], set(), set()
@@ -630,17 +650,10 @@ def main(argv: list[str]) -> int:
             late = None
             if costs_dir and engine == "schedsim":
                 late = Path(costs_dir).resolve() / "domino" / f"{p.slug}.jsonl"
-                if not late.exists():
-                    print(f"scripts/sweep: {costs_flag}: no hypervisor run {display(late)}; "
-                          f"{p.slug} runs on the profile alone", file=sys.stderr)
-                    late = None
             trace = out / engine / f"{p.slug}.trace.json" if args.trace else None
             replay = None
             if replay_dir:
                 replay = trace_of(replay_dir, p.slug)
-                if replay is None:
-                    print(f"scripts/sweep: --replay-from: no trace of {p.slug} in "
-                          f"{display(replay_dir)}; it runs its workloads", file=sys.stderr)
             command = engine_command(engine, spec_path, res_path,
                                      Path(args.profile).resolve() if args.profile else None,
                                      late, costs_flag, trace, replay,
