@@ -142,21 +142,39 @@ pub fn call_on(cpu: usize, func: CallFn, arg: usize, wait: bool) -> bool {
     true
 }
 
+/// A function the kernel sets once and any CPU may then run (a plain `fn()`, kept as a
+/// pointer: `AtomicPtr` is what a static can hold).
+struct Hook(AtomicPtr<()>);
+
+impl Hook {
+    const fn new() -> Hook {
+        Hook(AtomicPtr::new(core::ptr::null_mut()))
+    }
+
+    fn set(&self, hook: fn()) {
+        self.0.store(hook as *mut (), Ordering::Release);
+    }
+
+    /// The function set, if any.
+    fn get(&self) -> Option<fn()> {
+        let hook = self.0.load(Ordering::Acquire);
+        // SAFETY: only `set` stores here, and it stores a `fn()`.
+        (!hook.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn()>(hook) })
+    }
+}
+
 /// What a CPU runs, besides serving calls, while it waits in a spin loop for another CPU.
-static WAIT_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static WAIT_HOOK: Hook = Hook::new();
 
 /// Sets what a CPU runs while it waits for another one in [`call_on`] (the kernel's
 /// watchdog: a CPU waiting for a stuck one must still be able to report it).
 pub fn set_wait_hook(hook: fn()) {
-    WAIT_HOOK.store(hook as *mut (), Ordering::Release);
+    WAIT_HOOK.set(hook);
 }
 
 /// Runs the wait hook, if one is set. Every spin loop that waits for another CPU calls it.
 pub fn run_wait_hook() {
-    let hook = WAIT_HOOK.load(Ordering::Acquire);
-    if !hook.is_null() {
-        // SAFETY: only `set_wait_hook` stores here, and it stores a `fn()`.
-        let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+    if let Some(hook) = WAIT_HOOK.get() {
         hook();
     }
 }
@@ -164,19 +182,12 @@ pub fn run_wait_hook() {
 /// Every CPU's TLB-flush requests ([`flush_tlbs`]).
 static TLB: Board<MAX_CPUS> = Board::new();
 /// What flushes this CPU's TLB ([`set_tlb_flush`]).
-static TLB_FLUSH: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static TLB_FLUSH: Hook = Hook::new();
 
 /// Sets what flushes a CPU's TLB, run on the CPU to flush (the kernel sets it at boot,
 /// before any domain exists). [`flush_tlbs`] refuses to run without it.
 pub fn set_tlb_flush(flush: fn()) {
-    TLB_FLUSH.store(flush as *mut (), Ordering::Release);
-}
-
-/// The TLB flush [`set_tlb_flush`] set, if any.
-fn tlb_flush() -> Option<fn()> {
-    let flush = TLB_FLUSH.load(Ordering::Acquire);
-    // SAFETY: only `set_tlb_flush` stores here, and it stores a `fn()`.
-    (!flush.is_null()).then(|| unsafe { core::mem::transmute::<*mut (), fn()>(flush) })
+    TLB_FLUSH.set(flush);
 }
 
 /// Flushes the TLB of every CPU in `cpus` (the calling one directly), and returns once each
@@ -184,7 +195,9 @@ fn tlb_flush() -> Option<fn()> {
 /// for, and while it waits the calling CPU serves its own calls and flushes. Offline CPUs
 /// are skipped. Panics if [`set_tlb_flush`] was never called.
 pub fn flush_tlbs(cpus: impl Iterator<Item = usize>) {
-    let flush = tlb_flush().expect("set_tlb_flush comes before any TLB flush");
+    let flush = TLB_FLUSH
+        .get()
+        .expect("set_tlb_flush comes before any TLB flush");
     TLB.flush(
         cpu_index(),
         cpus.filter(|&cpu| crate::startup::is_online(cpu)),
@@ -199,7 +212,9 @@ pub fn flush_tlbs(cpus: impl Iterator<Item = usize>) {
 
 /// Serves the TLB flushes asked of the calling CPU, if any. Returns whether it flushed.
 fn serve_tlb_flushes() -> bool {
-    tlb_flush().is_some_and(|flush| TLB.serve(cpu_index(), flush))
+    TLB_FLUSH
+        .get()
+        .is_some_and(|flush| TLB.serve(cpu_index(), flush))
 }
 
 /// Serves the TLB flushes asked of the calling CPU and runs the call posted to it, if any.
@@ -218,11 +233,11 @@ static HOLDER: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// CPUs spinning in [`hold_here_if_asked`].
 static HELD: AtomicUsize = AtomicUsize::new(0);
 /// What a held CPU runs while it spins (the kernel's: "this CPU is held, not stuck").
-static HOLD_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static HOLD_HOOK: Hook = Hook::new();
 
 /// Sets what a CPU runs while [`hold_others`] holds it.
 pub fn set_hold_hook(hook: fn()) {
-    HOLD_HOOK.store(hook as *mut (), Ordering::Release);
+    HOLD_HOOK.set(hook);
 }
 
 /// Runs `f` while every other online CPU spins with interrupts off (Linux's `stop_machine`,
@@ -243,9 +258,9 @@ pub fn hold_others<R>(f: impl FnOnce() -> R) -> R {
         others += 1;
     }
     while HELD.load(Ordering::Acquire) < others {
-        // A CPU on its way here may be waiting for this one (a TLB flush).
-        serve_tlb_flushes();
-        MAILBOXES.get(me).handle();
+        // A CPU on its way here may be waiting for this one (a TLB flush, a call); this CPU
+        // is the holder, so it is not held itself.
+        handle_call_function_ipi();
         run_wait_hook();
         core::hint::spin_loop();
     }
@@ -270,11 +285,9 @@ fn hold_here_if_asked() {
         return;
     }
     HELD.fetch_add(1, Ordering::AcqRel);
-    let hook = HOLD_HOOK.load(Ordering::Acquire);
+    let hook = HOLD_HOOK.get();
     while HOLD.load(Ordering::Acquire) {
-        if !hook.is_null() {
-            // SAFETY: only `set_hold_hook` stores here, and it stores a `fn()`.
-            let hook: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(hook) };
+        if let Some(hook) = hook {
             hook();
         }
         core::hint::spin_loop();

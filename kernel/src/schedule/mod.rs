@@ -928,14 +928,14 @@ fn count_timed(all: usize, armed: usize, took: u64, wrote: bool) {
 }
 
 /// Counts a switch decided at `decided` (system ns), done now ([`SWITCH_TIME`], and
-/// [`SWITCH_ARMED_TIME`] if it wrote the timer), if it loaded another address space
-/// (`same_domain` false: between domains, or from idle). A switch between two vCPUs of one
+/// [`SWITCH_ARMED_TIME`] if it wrote the timer), if it `loaded` another address space
+/// (between domains, or from idle: [`load_address_space`]). A switch between two vCPUs of one
 /// domain is not counted: two of a guest's vCPUs yielding to each other make a hundred
 /// thousand a second, at a third of the price, and filled the machine-wide histogram that
 /// prices every other domain's switches (`schedsim --costs-from`; `isolation/switch-storm`,
 /// an audit of session 24). schedsim keeps its profile's `switch_same_domain_ns` for those.
-fn count_switch(decided: u64, wrote: bool, same_domain: bool) {
-    if same_domain {
+fn count_switch(decided: u64, wrote: bool, loaded: bool) {
+    if !loaded {
         return;
     }
     let took = time::now_ns().saturating_sub(decided);
@@ -1072,11 +1072,10 @@ pub fn reschedule(frame: &mut TrapFrame, from_hypercall: bool) -> Next {
             switch_in(&n, cpu, now);
             frame.copy_from(&n.vcpu().regs.lock());
             let pml4 = n.vcpu().pml4;
-            let same_domain = prev.as_ref().is_some_and(|p| p.vcpu().pml4 == pml4);
             cs.current = Some(n);
             let wrote = arm_timer(&mut cs, now);
-            load_address_space(pml4, prev);
-            count_switch(decided, wrote, same_domain);
+            let loaded = load_address_space(pml4, prev);
+            count_switch(decided, wrote, loaded);
             Next::Switched
         }
         None => {
@@ -1361,7 +1360,7 @@ pub fn callback_changed(v: &Vcpu) {
 }
 
 /// Releases `prev` (the vCPU leaving), then loads the address space `pml4` (the next
-/// vCPU's) unless `prev`'s, still loaded, is the same.
+/// vCPU's) unless `prev`'s, still loaded, is the same. Returns whether it loaded it.
 ///
 /// The release comes first, while the pages it touches (the policy's queues, `prev`) are
 /// still in the TLB: a CR3 load flushes it (under TCG all of it, QEMU's jump cache too),
@@ -1370,7 +1369,7 @@ pub fn callback_changed(v: &Vcpu) {
 /// CPUs may hold one address space. What must wait for the load is freeing the address
 /// space; `arch::percpu::load_cr3` records the PML4 this CPU is leaving until the load is
 /// done, and `destroy` and `flush_tlbs` look there (`Domain::loaded_anywhere`).
-fn load_address_space(pml4: u64, prev: Option<Held>) {
+fn load_address_space(pml4: u64, prev: Option<Held>) -> bool {
     let load = prev.as_ref().is_none_or(|p| p.vcpu().pml4 != pml4);
     if let Some(p) = prev {
         release(p);
@@ -1378,6 +1377,7 @@ fn load_address_space(pml4: u64, prev: Option<Held>) {
     if load {
         arch::addrspace::activate_pml4(pml4);
     }
+    load
 }
 
 /// A CPU's figures as of `now`, from its atomics: no lock of that CPU is taken.
@@ -1462,8 +1462,8 @@ pub fn idle_step(now: u64) -> IdleStep {
     cs.slice_end = decision.slice_ns.map(|s| now + s);
     cs.current = Some(n);
     let wrote = arm_timer(&mut cs, now);
-    load_address_space(pml4, None);
-    count_switch(decided, wrote, false);
+    let loaded = load_address_space(pml4, None);
+    count_switch(decided, wrote, loaded);
     IdleStep::Enter(frame)
 }
 

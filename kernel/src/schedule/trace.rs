@@ -116,20 +116,16 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
     }
     let n = v.trace_events.fetch_add(1, Ordering::Relaxed);
     let quota = u64::from(EVENTS_PER_VCPU);
-    let full = What::Vcpu {
+    let of_v = |event| What::Vcpu {
         domain: v.domain,
         vcpu: v.index,
-        event: TraceEvent::Full,
+        event,
     };
-    let what = if n + 1 == quota {
-        full
+    let what = of_v(if n + 1 == quota {
+        TraceEvent::Full
     } else {
-        What::Vcpu {
-            domain: v.domain,
-            vcpu: v.index,
-            event,
-        }
-    };
+        event
+    });
     // A priority change dropped is only counted: credit records every vCPU's on its
     // accounting CPU, so a storm filling that CPU's buffer would otherwise end the traces
     // of vCPUs running elsewhere, whose runs and wake-ups (what `schedsim --replay` reads)
@@ -145,7 +141,7 @@ pub fn record(event: TraceEvent, v: &Vcpu, now: u64) {
         // Timed now, not at `now` (read before, perhaps on another CPU's clock path): an
         // event another CPU kept for `v` took its place in `v`'s count before the `LOST`
         // bit, and its time before that, so none kept can come after the mark.
-        mark_lost(now.max(crate::time::now_ns()), full);
+        mark_lost(now.max(crate::time::now_ns()), of_v(TraceEvent::Full));
     }
 }
 

@@ -584,29 +584,25 @@ fn trace_losses_are_marked(records: &[Record], trace: &Path) -> Result<String, S
         }
         let (a, b) = (ts.max(t0), (ts + dur).min(t1));
         if b > a {
-            *traced.entry(tid).or_default() += (b - a) * 1e3;
+            // By domain: tid = domain × 1000 + vCPU.
+            *traced.entry(tid / 1000).or_default() += (b - a) * 1e3;
         }
     }
-    let of_domain = |tid: &u64, d: &Domain| *tid / 1000 == u64::from(d.id);
     let mut cut = Vec::new();
     for d in domains(records) {
-        let had: f64 = traced
-            .iter()
-            .filter(|(t, _)| of_domain(t, d))
-            .map(|(_, ns)| ns)
-            .sum();
+        let had = traced.get(&u64::from(d.id)).copied().unwrap_or(0.0);
         if had < d.cpu_ns as f64 * 0.99 - 1e3 {
-            if !full.keys().any(|t| of_domain(t, d)) {
+            if !full.keys().any(|t| t / 1000 == u64::from(d.id)) {
                 return Err(format!(
                     "{}: {had:.0} of its {} ns traced, and no full mark: events lost silently",
                     d.name, d.cpu_ns
                 ));
             }
-            cut.push(d);
+            cut.push((d, had));
         }
     }
     let lat = in_group(records, "lat")?;
-    let Some(d) = cut.iter().find(|d| d.id == lat.id) else {
+    let Some((d, had)) = cut.iter().find(|(d, _)| d.id == lat.id) else {
         return Err(format!(
             "{}: its trace whole ({} domains cut): the storms never filled the buffer",
             lat.name,
@@ -618,11 +614,7 @@ fn trace_losses_are_marked(records: &[Record], trace: &Path) -> Result<String, S
          of {} ns traced",
         cut.len(),
         d.name,
-        traced
-            .iter()
-            .filter(|(t, _)| of_domain(t, d))
-            .map(|(_, ns)| ns)
-            .sum::<f64>(),
+        had,
         d.cpu_ns
     ))
 }
