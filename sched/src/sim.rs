@@ -693,7 +693,11 @@ impl Sim<'_> {
             let rng = &mut self.kick_rng;
             self.costs.switch_ns(same_domain, migrated, wrote, &mut || rng.uniform())
         };
-        self.vcpus[v].ready_at = now + self.pre + switch;
+        // The guest's own side of a switch that loads its address space, fitted to a run
+        // (`cost::fit_guest_switch`): on the CPU, no work, outside the hypervisor.
+        let guest =
+            if same_domain || self.vcpus[v].recorded() { 0 } else { self.costs.guest_switch_ns };
+        self.vcpus[v].ready_at = now + self.pre + switch + guest;
         if self.costs.paths_measured() {
             self.cpus[cpu].in_hypervisor_until = now + self.pre + switch;
         }
@@ -2069,6 +2073,40 @@ mod tests {
         assert_eq!(run.idle_ns, out.summary.idle_ns);
         assert!(out.domains[3].exit.killed().is_some_and(|why| why.starts_with("hostile")));
         assert!(out.domains[..3].iter().all(|d| d.exit.is_ok() && d.cpu_ns > 0));
+    }
+
+    /// The guest's side of a switch (`cost::Profile::with_guest_switch`) is the incoming
+    /// vCPU's CPU time at each switch between domains or from idle, and none at a switch
+    /// within a domain: a latency domain beside a hog spends it once a wake-up more, two
+    /// vCPUs of one domain yielding to each other alone on a CPU not at all.
+    #[test]
+    fn the_guests_side_of_a_switch_is_paid_between_domains_only() {
+        let per_wake = |text: &str, guest: i64| {
+            let spec = Spec::from_str(text, "t.toml").unwrap();
+            let costs = Profile::default().with_guest_switch(guest);
+            let out = run(&spec, &Options { seed: 3, costs, ..Options::default() }).unwrap();
+            out.domains
+                .iter()
+                .map(|d| (d.cpu_ns, d.wakeups, d.switches, d.work))
+                .collect::<Vec<_>>()
+        };
+        let beside = "name = \"t\"\nduration_ms = 200\n[machine]\ncpus = 1\n[sched]\n\
+                      policy = \"credit\"\n[[domain]]\nname = \"lat\"\nworkload = \"latency\"\n\
+                      [domain.args]\nrun_us = 20\n[[domain]]\nname = \"hog\"\nworkload = \"cpu\"\n";
+        let (free, paid) = (per_wake(beside, 0), per_wake(beside, 10_000));
+        let (cpu0, wakes0, _, _) = free[0];
+        let (cpu1, wakes1, switches1, _) = paid[0];
+        assert!(wakes1 > 100 && switches1 >= wakes1, "{paid:?}");
+        // 20 µs of work a wake-up, and 10 µs at each switch in (but for a run the
+        // interval's edges cut).
+        let near = |a: u64, b: u64| a.abs_diff(b) <= 30_000;
+        assert!(near(cpu0, wakes0 * 20_000), "{free:?}");
+        assert!(near(cpu1, wakes1 * 20_000 + switches1 * 10_000), "{paid:?}");
+        // One domain's two vCPUs yielding on one CPU: every switch within the domain.
+        let within = "name = \"t\"\nduration_ms = 200\n[machine]\ncpus = 1\n[sched]\n\
+                      policy = \"rr\"\n[[domain]]\nname = \"y\"\nvcpus = 2\nworkload = \"yield\"\n\
+                      [domain.args]\ntick_us = 100\nbefore_us = 100\n";
+        assert_eq!(per_wake(within, 0), per_wake(within, 10_000));
     }
 
     /// With `window_ms`, the `window` records cover the interval window by window and add

@@ -710,7 +710,8 @@ fn a_yield_guest_reads_the_clock_between_units_of_work() {
 /// ms rate limit it waits out behind a hog just switched in: fewer than 1% of its wake-ups
 /// found that hog's slice end held. Drawn when armed and each on its own
 /// (`--holds-anywhere`), the run's 2.7% of late slice ends fall evenly, and 1.2-1.9% of
-/// the simulated wake-ups wait out a hold: p99 2.3-2.8 ms (two log2 buckets up). Placed
+/// the simulated wake-ups wait out a hold: p99 2.3-2.8 ms (two log2 buckets up; 1.7-3.3 ms
+/// with the guest's side of a switch fitted to the run, session 25). Placed
 /// after another timer, the holds fall at the latency domain's own wake-ups and the slice
 /// ends just after, where that run's did, and its p99 is the run's, at the knee. Either
 /// flag without `--costs-from`, or both, is exit 2.
@@ -738,8 +739,47 @@ fn held_slice_ends_follow_the_machines_timers() {
     for seed in ["1", "2"] {
         let (placed, drawn) = (p99(&[], seed) as f64, p99(&["--holds-anywhere"], seed) as f64);
         assert!((placed - run).abs() <= 0.3 * run, "seed {seed}: p99 {placed} ns against {run}");
-        assert!(drawn > 2.0 * run, "seed {seed}: drawn when armed, p99 {drawn} ns");
+        // Off target: over 30% and a log2 bucket above the run's.
+        assert!(
+            drawn > 1.3 * run && (drawn as u64).ilog2() > (run as u64).ilog2(),
+            "seed {seed}: drawn when armed, p99 {drawn} ns"
+        );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With a run's costs schedsim fits the guest's own side of a switch between domains to the
+/// run's latency domains (session 25): the fixture's (session 19, credit2 on 2 CPUs, idle
+/// host) spent 95.5 µs of CPU time per wake-up, 20 of them its work; schedsim without the
+/// fit charges it about 82, with it the run's within 3%, and says what it fitted. The
+/// flag that leaves it out needs `--costs-from` (exit 2 without).
+#[test]
+fn the_guests_side_of_a_switch_is_fitted_to_the_runs_latency_domains() {
+    let dir = common::scratch_dir("guest-fit");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fixture = format!("{root}/tests/fixtures/hyp-latency-credit2-quiet.jsonl");
+    let run = 95_542.0;
+    let per_wake = |flags: &[&str]| {
+        let out = dir.join(format!("out-{}.jsonl", flags.len()));
+        let d = credit2_latency_from(Path::new(&fixture), "1", flags, &out);
+        d.cpu_ns as f64 / d.wakeups as f64
+    };
+    let (fitted, unfitted) = (per_wake(&[]), per_wake(&["--no-guest-fit"]));
+    assert!((fitted - run).abs() <= 0.03 * run, "fitted: {fitted:.0} ns a wake-up");
+    assert!(run - unfitted > 0.1 * run, "without the fit: {unfitted:.0} ns a wake-up");
+    let spec = format!("{root}/../scripts/experiments/latency.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_schedsim"))
+        .args([&spec, "--sched", "credit2", "--cpus", "2", "--seconds", "1"])
+        .args(["--costs-from", &fixture, "--out"])
+        .arg(dir.join("said.jsonl"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("the guest's side of a switch between domains +"), "{said}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_schedsim")).args([&spec, "--no-guest-fit"]).output();
+    let bad = bad.unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--no-guest-fit leaves out"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
