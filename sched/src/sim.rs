@@ -687,7 +687,8 @@ impl Sim<'_> {
         let migrated = self.vcpus[v].last_cpu.is_some_and(|c| c != cpu);
         // A replayed burst is the run the hypervisor traced, whose interval already holds
         // the switch into it: it pays no modelled switch on top (`crate::replay`).
-        let switch = if self.vcpus[v].recorded() {
+        let recorded = self.vcpus[v].recorded();
+        let switch = if recorded {
             0
         } else {
             let rng = &mut self.kick_rng;
@@ -695,8 +696,7 @@ impl Sim<'_> {
         };
         // The guest's own side of a switch that loads its address space, fitted to a run
         // (`cost::fit_guest_switch`): on the CPU, no work, outside the hypervisor.
-        let guest =
-            if same_domain || self.vcpus[v].recorded() { 0 } else { self.costs.guest_switch_ns };
+        let guest = if same_domain || recorded { 0 } else { self.costs.guest_switch_ns };
         self.vcpus[v].ready_at = now + self.pre + switch + guest;
         if self.costs.paths_measured() {
             self.cpus[cpu].in_hypervisor_until = now + self.pre + switch;
@@ -1997,6 +1997,7 @@ fn finish(
         cores: shape.map(|sh| sh.cores as u32),
         threads: shape.map(|sh| sh.threads as u32),
         profile: (!opts.costs.is_ideal()).then(|| opts.costs.name.clone()),
+        guest_switch_ns: opts.costs.guest_fit_ns,
         // Nothing of what only the hypervisor measures (its start, Domain0's time, the
         // lateness histograms).
         ..Run::new(
@@ -2102,6 +2103,11 @@ mod tests {
         let near = |a: u64, b: u64| a.abs_diff(b) <= 30_000;
         assert!(near(cpu0, wakes0 * 20_000), "{free:?}");
         assert!(near(cpu1, wakes1 * 20_000 + switches1 * 10_000), "{paid:?}");
+        // Alone on its CPU, it is switched in from idle: it pays there too.
+        let alone = beside.split("[[domain]]\nname = \"hog\"").next().unwrap();
+        let (cpu, wakes, switches, _) = per_wake(alone, 10_000)[0];
+        assert!(wakes > 100 && switches >= wakes, "{wakes} {switches}");
+        assert!(near(cpu, wakes * 20_000 + switches * 10_000), "{cpu} {wakes} {switches}");
         // One domain's two vCPUs yielding on one CPU: every switch within the domain.
         let within = "name = \"t\"\nduration_ms = 200\n[machine]\ncpus = 1\n[sched]\n\
                       policy = \"rr\"\n[[domain]]\nname = \"y\"\nvcpus = 2\nworkload = \"yield\"\n\

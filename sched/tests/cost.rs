@@ -739,11 +739,7 @@ fn held_slice_ends_follow_the_machines_timers() {
     for seed in ["1", "2"] {
         let (placed, drawn) = (p99(&[], seed) as f64, p99(&["--holds-anywhere"], seed) as f64);
         assert!((placed - run).abs() <= 0.3 * run, "seed {seed}: p99 {placed} ns against {run}");
-        // Off target: over 30% and a log2 bucket above the run's.
-        assert!(
-            drawn > 1.3 * run && (drawn as u64).ilog2() > (run as u64).ilog2(),
-            "seed {seed}: drawn when armed, p99 {drawn} ns"
-        );
+        assert!(drawn > 1.5 * run, "seed {seed}: drawn when armed, p99 {drawn} ns");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -767,15 +763,26 @@ fn the_guests_side_of_a_switch_is_fitted_to_the_runs_latency_domains() {
     let (fitted, unfitted) = (per_wake(&[]), per_wake(&["--no-guest-fit"]));
     assert!((fitted - run).abs() <= 0.03 * run, "fitted: {fitted:.0} ns a wake-up");
     assert!(run - unfitted > 0.1 * run, "without the fit: {unfitted:.0} ns a wake-up");
+    // It says what it fitted, on stdout and in the run record.
     let spec = format!("{root}/../scripts/experiments/latency.toml");
+    let said_at = dir.join("said.jsonl");
     let o = Command::new(env!("CARGO_BIN_EXE_schedsim"))
-        .args([&spec, "--sched", "credit2", "--cpus", "2", "--seconds", "1"])
+        .args([&spec, "--sched", "credit2", "--cpus", "2", "--seconds", "2"])
+        .args(["--profile", &format!("{root}/../scripts/profiles/tcg.toml")])
         .args(["--costs-from", &fixture, "--out"])
-        .arg(dir.join("said.jsonl"))
+        .arg(&said_at)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&o.stdout);
-    assert!(said.contains("the guest's side of a switch between domains +"), "{said}");
+    let fitted: i64 = said
+        .split("the guest's side of a switch between domains ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ns").next())
+        .and_then(|n| n.trim_start_matches('+').parse().ok())
+        .unwrap_or_else(|| panic!("no fit said: {said}"));
+    assert!(fitted > 5_000, "{fitted} ns a switch: {said}");
+    let record = common::run_in(&said_at);
+    assert_eq!(record.guest_switch_ns, Some(fitted));
     let bad = Command::new(env!("CARGO_BIN_EXE_schedsim")).args([&spec, "--no-guest-fit"]).output();
     let bad = bad.unwrap();
     assert_eq!(bad.status.code(), Some(2));

@@ -197,6 +197,65 @@ fn a_yield_domain_that_never_sleeps_runs_its_workload() {
     assert!(text.contains("replayed: the arrivals in"), "{text}");
 }
 
+/// With `--replay` and `--costs-from`, the guest's side of a switch is fitted in
+/// simulations of the run without the replay and charged to the vCPUs that run their
+/// workloads, not to the replayed bursts, whose traced runs hold it. Fitted to the replayed
+/// latency domain itself (session 25's first build), its CPU time per wake-up never moved,
+/// the same shortfall came back every round and six of it were charged at every switch of
+/// the hogs. `fixtures/replay-latency-credit2.*`: latency.toml under credit2 on 2 CPUs for 2
+/// s (session 16, idle host).
+#[test]
+fn a_replay_charges_the_guests_side_fitted_without_it_to_the_workloads_only() {
+    let dir = std::env::temp_dir().join(format!("replay-guest-{}", std::process::id()));
+    let trace = fixture("replay-latency-credit2.trace.json");
+    let replayed = ["--replay", trace.as_str()];
+    let run = |flags: &[&str], out: &str| {
+        let out = dir.join(out);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
+            .arg(fixture("replay-latency-credit2.toml"))
+            .args([
+                "--profile",
+                &format!("{}/../scripts/profiles/tcg.toml", env!("CARGO_MANIFEST_DIR")),
+            ])
+            .args(["--costs-from", &fixture("replay-latency-credit2.hypervisor.jsonl")])
+            .args(flags)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&o.stderr));
+        let text_run = std::fs::read_to_string(&out).unwrap();
+        let record = text_run.lines().find_map(|l| match serde_json::from_str(l) {
+            Ok(abi::tool::results::Record::Run(r)) => Some(r),
+            _ => None,
+        });
+        let domains: Vec<Domain> = text_run
+            .lines()
+            .filter_map(|l| match serde_json::from_str(l) {
+                Ok(abi::tool::results::Record::Domain(d)) => Some(d),
+                _ => None,
+            })
+            .collect();
+        (text, record.unwrap().guest_switch_ns, domains)
+    };
+    let (said, fitted, with) = run(&replayed, "with.jsonl");
+    let (_, none, without) = run(&[replayed[0], replayed[1], "--no-guest-fit"], "without.jsonl");
+    let (_, unreplayed, _) = run(&[], "unreplayed.jsonl");
+    assert!(said.contains("in simulations of the run without its replay"), "{said}");
+    assert!(fitted.is_some_and(|ns| ns > 0) && none.is_none(), "{fitted:?} {none:?}");
+    assert_eq!(fitted, unreplayed, "the fit of the run simulated without its replay");
+    let cpu = |ds: &[Domain], name: &str| ds.iter().find(|d| d.name == name).unwrap().cpu_ns;
+    let work =
+        |ds: &[Domain]| ds.iter().filter(|d| d.workload == "cpu").map(|d| d.work).sum::<u64>();
+    // The replayed latency domain's bursts are its traced runs either way ...
+    let (a, b) = (cpu(&with, "lat0"), cpu(&without, "lat0"));
+    assert!(a.abs_diff(b) * 100 <= b, "lat0: {a} ns with the fit, {b} without");
+    // ... and the hogs, switched in between domains, do less work for it.
+    assert!(work(&with) < work(&without), "{} against {}", work(&with), work(&without));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A spec of `head` (its name, times, machine and policy) with a latency domain `lat`
 /// (every 1 ms, 20 µs) and a `cpu` hog.
 fn lat_beside_hog(head: &str) -> Spec {

@@ -39,9 +39,11 @@
 //! `work`. And the guest's own side of a switch between domains or from idle, which no
 //! figure of the run records, fitted to the run's `latency` domains: schedsim simulates the
 //! run, charges each such switch what its latency domains fell short of the run's CPU time
-//! per wake-up, per switch in, and simulates again, six rounds
+//! per wake-up, per switch in, and simulates again, up to six rounds
 //! (`sched::cost::fit_guest_switch`; a domain switched in over 1.25 times a wake-up is left
-//! out); `--no-guest-fit` leaves it out.
+//! out, and so is a run that held a fifth of its slice ends 256 µs or more; with `--replay`
+//! fitted in simulations without the replay); the fit is the `run` record's `guest_switch_ns`;
+//! `--no-guest-fit` leaves it out.
 //! `--slice-late-from RESULTS.jsonl` takes the slices' alone.
 //!
 //! `--stalls-from TRACE.json` (with `--costs-from`, the same run's trace) plays what the
@@ -69,7 +71,9 @@
 
 use std::process::ExitCode;
 
-use sched::cost::{Measured, STALL_FROM_NS, Stalls, WakeFigures, fit_guest_switch};
+use sched::cost::{
+    FIT_SWITCHES_PER_WAKE_MAX_PCT, Measured, STALL_FROM_NS, Stalls, WakeFigures, fit_guest_switch,
+};
 use sched::replay::HostStalls;
 use sched::sim::{self, Options};
 use sched::spec::{Overrides, Spec};
@@ -443,10 +447,12 @@ const GUEST_FIT_ROUNDS: usize = 6;
 
 /// The guest's side of a switch is not fitted to a run that held this share of its slice
 /// ends or more 256 µs or longer (its CPUs' stalls, [`STALL_FROM_NS`]): such a run (more
-/// emulated CPUs than host cores: 30-73% on 4 CPUs of 2 cores in session 24's sweep, at
-/// most 11.5% on 1 and 2) charged its vCPUs the host's stalls, which schedsim draws at
-/// random and deals to an idle-most-of-the-time latency domain far more often than the
-/// host did (sched/README.md), and its domains' CPU time per wake-up measures those.
+/// emulated CPUs than host cores: 30-73% of the runs with a latency domain on 4 CPUs of 2
+/// cores in session 24's sweep, at most 11.5% on 1 and 2) charged its vCPUs the host's
+/// stalls, which schedsim draws at random and deals to an idle-most-of-the-time latency
+/// domain far more often than the host did (sched/README.md), and its domains' CPU time per
+/// wake-up measures those. With `--stalls-from` too (the stalls at their moments): the run's
+/// CPU times hold them just the same.
 const FIT_STALLED_MAX: f64 = 0.2;
 
 /// The `latency` domains of a simulation's results, as [`fit_guest_switch`] takes them.
@@ -655,7 +661,7 @@ fn main() -> ExitCode {
         };
         format!("{at}; {phase}")
     });
-    let opts = Options {
+    let mut opts = Options {
         seed: args.seed,
         trace: args.trace.is_some(),
         window_ns: None,
@@ -666,53 +672,84 @@ fn main() -> ExitCode {
         timer_deadlines: from_run.map(|m| m.timer_deadlines.clone()).unwrap_or_default(),
         run_measured_at: from_run.and_then(|m| m.measured_at),
     };
-    let mut opts = opts;
-    let mut out = match sim::run(&spec, &opts) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("schedsim: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // The guest's own side of a switch, fitted to the run's latency domains (`--costs-from`).
-    // Only for a run with latency domains (nothing to fit to otherwise: none is charged).
+    // The guest's own side of a switch, fitted to the run's latency domains (`--costs-from`),
+    // for a run that has some (nothing to fit to otherwise, and none is charged), in
+    // simulations of the run without its replay (`--replay`): a replayed burst is a traced
+    // run, which holds it, and the fit is then charged to the vCPUs that run their
+    // workloads (a replay's yield attackers, whose clock reads after a switch-in it delays).
     let fit_from = from_run.filter(|m| !args.no_guest_fit && !m.latency.is_empty());
+    let not_fitted = |why: String| format!("the guest's side of a switch not fitted: {why}");
     let mut guest_note = fit_from.filter(|m| m.stalled >= FIT_STALLED_MAX).map(|m| {
-        format!(
-            "the guest's side of a switch not fitted: {:.0}% of the run's slice ends came 256 \
-             µs or more late (its CPUs stalled by the host, which its CPU times hold)",
-            m.stalled * 100.0
-        )
+        not_fitted(format!(
+            "{:.0}% of the run's slice ends came {} µs or more late (its CPUs stalled by the \
+             host, which its CPU times hold; fitted below {:.0}%)",
+            m.stalled * 100.0,
+            STALL_FROM_NS / 1000,
+            FIT_STALLED_MAX * 100.0
+        ))
     });
-    if let Some(m) = fit_from.filter(|m| m.stalled < FIT_STALLED_MAX) {
-        // Signed: less than the profile charges is taken off its `block_ns`.
-        let (profile, mut fitted) = (opts.costs.clone(), 0i64);
-        for _ in 0..GUEST_FIT_ROUNDS {
-            let Some(short) = fit_guest_switch(&m.latency, &latency_figures(&out)) else { break };
-            fitted = (fitted + short).max(-(profile.block_ns as i64));
-            opts.costs = profile.with_guest_switch(fitted);
-            out = match sim::run(&spec, &opts) {
-                Ok(o) => o,
-                Err(e) => {
-                    eprintln!("schedsim: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-        }
+    let fitting = fit_from.filter(|m| m.stalled < FIT_STALLED_MAX);
+    let replay_after = if fitting.is_some() { opts.replay.take() } else { None };
+    let simulate = |opts: &Options| {
+        sim::run(&spec, opts).map_err(|e| {
+            eprintln!("schedsim: {e}");
+            ExitCode::from(2)
+        })
+    };
+    let mut out = match simulate(&opts) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    if let Some(m) = fitting {
         let names: Vec<&str> = m.latency.iter().map(|d| d.name.as_str()).collect();
         let names = names.join(", ");
-        guest_note = Some(match fit_guest_switch(&m.latency, &latency_figures(&out)) {
-            Some(short) => format!(
-                "the guest's side of a switch between domains {fitted:+} ns beside the \
-                 profile's (block_ns {} ns), fitted to the CPU time per wake-up of the latency \
-                 domains ({names}; short by {short} ns per switch after the fit)",
-                opts.costs.block_ns,
+        // Signed: less than the profile charges is taken off its `block_ns`.
+        let (profile, mut fitted) = (opts.costs.clone(), None::<i64>);
+        let mut short = fit_guest_switch(&m.latency, &latency_figures(&out));
+        for _ in 0..GUEST_FIT_ROUNDS {
+            let Some(s) = short else { break };
+            let next = (fitted.unwrap_or(0) + s)
+                .clamp(-(profile.block_ns as i64), sched::cost::MAX_NS as i64);
+            if fitted == Some(next) {
+                break; // no closer: the same simulation again
+            }
+            fitted = Some(next);
+            opts.costs = profile.with_guest_switch(next);
+            out = match simulate(&opts) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
+            short = fit_guest_switch(&m.latency, &latency_figures(&out));
+        }
+        let max = FIT_SWITCHES_PER_WAKE_MAX_PCT as f64 / 100.0;
+        guest_note = Some(match fitted {
+            Some(ns) => format!(
+                "the guest's side of a switch between domains {ns:+} ns beside the profile's \
+                 (its block_ns {} ns), fitted to the CPU time per wake-up of the latency \
+                 domains ({names}{}; {} after the fit)",
+                profile.block_ns,
+                if replay_after.is_some() {
+                    " in simulations of the run without its replay; not charged to a \
+                     replayed burst"
+                } else {
+                    ""
+                },
+                short.map_or("none left to compare".into(), |s| format!(
+                    "short by {s} ns per switch"
+                )),
             ),
-            None => format!(
-                "the guest's side of a switch not fitted: no latency domain of the run \
-                 ({names}) woke and was switched in at most 1.25 times a wake-up"
-            ),
+            None => not_fitted(format!(
+                "no latency domain of the run ({names}) woke and was switched in at most {max} \
+                 times a wake-up"
+            )),
         });
+    }
+    if replay_after.is_some() {
+        opts.replay = replay_after;
+        out = match simulate(&opts) {
+            Ok(o) => o,
+            Err(code) => return code,
+        };
     }
     let suffix = if replayed.is_some() { "replay" } else { "schedsim" };
     let path = args.out.unwrap_or_else(|| format!("results/{}.{suffix}.jsonl", spec.name));

@@ -104,6 +104,18 @@ pub fn ties_one_wake_up_in_ten(lat: &abi::tool::results::Domain) {
     );
 }
 
+/// The `run` record of the results file at `path`.
+pub fn run_in(path: impl AsRef<std::path::Path>) -> abi::tool::results::Run {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find_map(|l| match serde_json::from_str(l) {
+            Ok(abi::tool::results::Record::Run(r)) => Some(r),
+            _ => None,
+        })
+        .expect("a run record")
+}
+
 /// The `domain` records of the results file at `path`.
 pub fn domains_in(path: impl AsRef<std::path::Path>) -> Vec<abi::tool::results::Domain> {
     std::fs::read_to_string(path)

@@ -360,6 +360,11 @@ record! {
         /// profile's name (`sched::cost::Profile::name`: its file's `profile` key, or the file
         /// name), so that a result says which machine it models.
         pub profile: Option<String>,
+        /// Optional (schedsim only, with `--costs-from` a run with latency domains): the
+        /// guest's own side of a switch between domains, ns per switch, fitted to that run
+        /// (`sched::cost::fit_guest_switch`) beyond what the profile charges (negative: taken
+        /// off its `block_ns`).
+        pub guest_switch_ns: Option<i64>,
     }
 }
 
@@ -404,6 +409,7 @@ impl Run {
             set_timer_armed_time: None,
             timer_wake_late: None,
             profile: None,
+            guest_switch_ns: None,
         }
     }
 }
