@@ -81,7 +81,8 @@ struct Timed {
     shares: bool,
     /// Whether the shares and the p99 are asserted only when the run's emulated CPUs were not
     /// slow throughout ([`slice_late_median`] at most [`BRISK_MEDIAN_NS`]), and reported
-    /// otherwise.
+    /// otherwise; the shares also when schedsim fitted the guest's side of a switch to the
+    /// run ([`shares_asserted`]).
     brisk_only: bool,
 }
 
@@ -128,6 +129,14 @@ fn slice_late_median(records: &[Record]) -> u64 {
 
 /// At most this median slice lateness ([`slice_late_median`]) a run counts as brisk.
 const BRISK_MEDIAN_NS: u64 = 8_000;
+
+/// Whether a case's shares are asserted: if it asserts them at all, in a brisk run
+/// ([`Timed::brisk_only`]), or in a slow one whose calibrated simulation fitted the guest's
+/// side of a switch to it (`fitted`: its `run` record's `guest_switch_ns`).
+fn shares_asserted(timed: &Timed, median_late_ns: u64, fitted: bool) -> bool {
+    let sluggish = timed.brisk_only && median_late_ns > BRISK_MEDIAN_NS;
+    timed.shares && (!sluggish || fitted)
+}
 
 impl Timed {
     /// Shares asserted, latency reported only.
@@ -374,7 +383,13 @@ fn matches_calibrated(
     let mut worst_class = 0.0f64;
     let median_late = slice_late_median(records);
     let sluggish = timed.brisk_only && median_late > BRISK_MEDIAN_NS;
-    let assert_shares = timed.shares && !sluggish;
+    // A slow run's shares missed by the latency domain's CPU time per wake-up (144 µs on
+    // the hypervisor against 83 simulated, session 21), which schedsim fits to the run
+    // since session 25 (the `run` record's `guest_switch_ns`): with a host core kept busy,
+    // six rtds runs (slice ends 1-16 µs late at the median) came within 0.27 points, 2.08
+    // without it. Reported still where schedsim did not fit it (the run's CPUs stalled).
+    let fitted = sim.run().is_some_and(|r| r.guest_switch_ns.is_some());
+    let assert_shares = shares_asserted(&timed, median_late, fitted);
     for ((group, weight, _), (h, s, n)) in &classes {
         let (h, s) = (h / f64::from(*n), s / f64::from(*n));
         worst_class = worst_class.max((h - s).abs());
@@ -399,7 +414,8 @@ fn matches_calibrated(
         } else if sluggish {
             format!(
                 " (reported: this run's slice ends were {:.0} µs late at the median, its \
-                 emulated CPUs slow throughout; asserted at {:.0} µs or less)",
+                 emulated CPUs slow throughout, and schedsim fitted no guest's side of a \
+                 switch to it; asserted at {:.0} µs or less, or with that fit)",
                 median_late as f64 / 1e3,
                 BRISK_MEDIAN_NS as f64 / 1e3
             )
@@ -3170,7 +3186,9 @@ fn cases() -> Vec<Case> {
                     // (6.39% on the hypervisor against 3.69% simulated in session 21's CI,
                     // 7.31 and 6.29 against 3.61 and 3.36 in session 19's rounds): its
                     // runs cost it 144 µs of CPU per wake-up against 83 simulated, which
-                    // no cost drawn from the run carries into schedsim. Reported then; its
+                    // no cost drawn from the run carried into schedsim until session 25's
+                    // guest's side of a switch, fitted to the run: asserted since where
+                    // schedsim fitted it (`shares_asserted`), reported otherwise; its
                     // p99 too (session 22's last CI: 557 µs on the hypervisor against 53
                     // simulated, the two in different modes, in a run whose slice ends were
                     // 16 µs late at the median; 53-459 µs on target in 4 brisk runs after).
@@ -3925,6 +3943,27 @@ mod tests {
         let quiet = run(",\"slice_late_hist\":[[32000,590],[256000,15],[512000,5]]");
         assert!(held_share(&quiet) < QUIET_HELD_SHARE);
         assert_eq!(held_share(&run("")), 0.0);
+    }
+
+    #[test]
+    fn a_slow_runs_shares_are_asserted_once_schedsim_fitted_the_guests_side_to_it() {
+        let rtds = Timed {
+            brisk_only: true,
+            ..Timed::SHARES
+        };
+        assert!(shares_asserted(&rtds, 1_000, false));
+        assert!(!shares_asserted(&rtds, 32_000, false));
+        assert!(shares_asserted(&rtds, 32_000, true));
+        let other = Timed {
+            brisk_only: false,
+            ..Timed::SHARES
+        };
+        assert!(shares_asserted(&other, 32_000, false));
+        let none = Timed {
+            shares: false,
+            ..rtds
+        };
+        assert!(!shares_asserted(&none, 1_000, true));
     }
 
     #[test]
