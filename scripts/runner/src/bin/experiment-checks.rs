@@ -386,7 +386,7 @@ fn matches_calibrated(
     // A slow run's shares missed by the latency domain's CPU time per wake-up (144 µs on
     // the hypervisor against 83 simulated, session 21), which schedsim fits to the run
     // since session 25 (the `run` record's `guest_switch_ns`): with a host core kept busy,
-    // six rtds runs (slice ends 1-16 µs late at the median) came within 0.27 points, 2.08
+    // 14 rtds runs (slice ends 1-16 µs late at the median) came within 0.31 points, 2.08
     // without it. Reported still where schedsim did not fit it (the run's CPUs stalled).
     let fitted = sim.run().is_some_and(|r| r.guest_switch_ns.is_some());
     let assert_shares = shares_asserted(&timed, median_late, fitted);
