@@ -206,38 +206,20 @@ fn a_yield_domain_that_never_sleeps_runs_its_workload() {
 /// s (session 16, idle host).
 #[test]
 fn a_replay_charges_the_guests_side_fitted_without_it_to_the_workloads_only() {
-    let dir = std::env::temp_dir().join(format!("replay-guest-{}", std::process::id()));
+    let dir = common::scratch_dir("replay-guest");
     let trace = fixture("replay-latency-credit2.trace.json");
     let replayed = ["--replay", trace.as_str()];
+    let profile = format!("{}/../scripts/profiles/tcg.toml", env!("CARGO_MANIFEST_DIR"));
+    let costs = fixture("replay-latency-credit2.hypervisor.jsonl");
     let run = |flags: &[&str], out: &str| {
         let out = dir.join(out);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_schedsim"))
-            .arg(fixture("replay-latency-credit2.toml"))
-            .args([
-                "--profile",
-                &format!("{}/../scripts/profiles/tcg.toml", env!("CARGO_MANIFEST_DIR")),
-            ])
-            .args(["--costs-from", &fixture("replay-latency-credit2.hypervisor.jsonl")])
-            .args(flags)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert_eq!(o.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&o.stderr));
-        let text_run = std::fs::read_to_string(&out).unwrap();
-        let record = text_run.lines().find_map(|l| match serde_json::from_str(l) {
-            Ok(abi::tool::results::Record::Run(r)) => Some(r),
-            _ => None,
-        });
-        let domains: Vec<Domain> = text_run
-            .lines()
-            .filter_map(|l| match serde_json::from_str(l) {
-                Ok(abi::tool::results::Record::Domain(d)) => Some(d),
-                _ => None,
-            })
-            .collect();
-        (text, record.unwrap().guest_switch_ns, domains)
+        let spec = fixture("replay-latency-credit2.toml");
+        let mut args = vec![spec.as_str(), "--profile", &profile, "--costs-from", &costs];
+        args.extend(flags);
+        args.extend(["--out", out.to_str().unwrap()]);
+        let (code, text) = common::schedsim(&args);
+        assert_eq!(code, Some(0), "{text}");
+        (text, common::run_in(&out).guest_switch_ns, common::domains_in(&out))
     };
     let (said, fitted, with) = run(&replayed, "with.jsonl");
     let (_, none, without) = run(&[replayed[0], replayed[1], "--no-guest-fit"], "without.jsonl");

@@ -104,13 +104,21 @@ pub fn ties_one_wake_up_in_ten(lat: &abi::tool::results::Domain) {
     );
 }
 
-/// The `run` record of the results file at `path`.
-pub fn run_in(path: impl AsRef<std::path::Path>) -> abi::tool::results::Run {
+/// The records of the results file at `path` (lines that are none are skipped).
+pub fn records_in(path: impl AsRef<std::path::Path>) -> Vec<abi::tool::results::Record> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .find_map(|l| match serde_json::from_str(l) {
-            Ok(abi::tool::results::Record::Run(r)) => Some(r),
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The `run` record of the results file at `path`.
+pub fn run_in(path: impl AsRef<std::path::Path>) -> abi::tool::results::Run {
+    records_in(path)
+        .into_iter()
+        .find_map(|r| match r {
+            abi::tool::results::Record::Run(r) => Some(r),
             _ => None,
         })
         .expect("a run record")
@@ -118,11 +126,10 @@ pub fn run_in(path: impl AsRef<std::path::Path>) -> abi::tool::results::Run {
 
 /// The `domain` records of the results file at `path`.
 pub fn domains_in(path: impl AsRef<std::path::Path>) -> Vec<abi::tool::results::Domain> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(abi::tool::results::Record::Domain(d)) => Some(d),
+    records_in(path)
+        .into_iter()
+        .filter_map(|r| match r {
+            abi::tool::results::Record::Domain(d) => Some(d),
             _ => None,
         })
         .collect()
