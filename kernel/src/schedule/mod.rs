@@ -826,7 +826,8 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
         // is still pending (and then it marks the vCPU itself, should this CPU not have
         // yet), a second event if the guest consumed the first meanwhile (a spurious timer
         // VIRQ: the guest looks at the clock and finds nothing due).
-        if let Some(d) = v.domain() {
+        let domain = v.domain();
+        if let Some(d) = &domain {
             d.send_virq(abi::hypercall::virq::TIMER, v.index, now);
         }
         time::stall(SelfTest::SlowTimerFire, SLOW_TIMER_FIRE_US);
@@ -835,6 +836,16 @@ fn run_timers(cs: &mut CpuSched, now: u64) {
             .is_err()
         {
             continue; // cancelled, re-armed or taken by its block since
+        }
+        // An event in flight for it (a port marked pending whose sender, on another CPU,
+        // has not marked the vCPU yet; or this timer's own event, merged with one another
+        // CPU's `run_timers` sent for the same deadline from its heap) is marked here, as
+        // its sender will, before the wake: the woken vCPU goes back to its guest at once,
+        // whose way in enters the upcall by the flag alone, and ran on past the event
+        // (xtf-ring's `upcall-idle` in session 25's CI; `sched/slow-timer-deliver`), as
+        // [`take_due_timer`]'s block did before it marked.
+        if let Some(d) = &domain {
+            let _ = d.mark_if_pending(v.index);
         }
         if wake_on_timer(&v, now) {
             count_time(TIMER_WAKE_LATE, now.saturating_sub(deadline));

@@ -12,6 +12,7 @@
 //! | 6 | block-upcall | rounds of: B says it is ready (an event to A's masked port), A sends; B, its upcall registered, spins until its port is pending and blocks at once, its upcall not yet entered: the block returns for the event, and the upcall must be entered on the way back, before B's next instruction (`sched/slow-deliver`: each send lingers 500 µs between marking the port pending and B's upcall flag) | SUCCESS (both) |
 //! | 7 | quiet-flood | A floods sends on its port to B in two phases; once B's port is pending, each further send must cost B nothing: in the first, B's upcall masked (the port not), it spins reading the clock and counts gaps over 2 µs (interrupts) against 100 ms without the flood; in the second, its port masked, it polls its own timer VIRQ, a timer 10 ms ahead each time, and counts the polls' returns (Xen notifies, IPIs and wakes pollers only when a port or the upcall flag goes from clear to set: before, every send sent B's CPU an IPI, and woke its poll) | SUCCESS (both) |
 //! | 8 | close-rebind | A (2 vCPUs) and B bound by port 1: A's vCPU 1 tells B (an event) and closes its end, while B closes its own and binds again to A's port 1, which A's vCPU 0 allocates anew for it; then each side sends on its port 1 and says (a unit of `work`) whether the send was taken: the two must agree, bound at both ends or at neither (`isolation/slow-close`, under `selftest=slow-close`: A's close lingers 20 ms between looking at its end and changing both) | SUCCESS (both), and A's `work` equal to B's |
+//! | 9 | timer-upcall | rounds of: B, its upcall registered, says it is ready (an event to A's masked port), arms its timer 250 µs ahead and blocks; A sends 100 µs later. B's timer wakes it while A's send has marked the port pending but not yet B's upcall flag (`sched/slow-timer-deliver`: each send lingers 500 µs between the two): the upcall must be entered on the way back, before B's next instruction | SUCCESS (both) |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -61,6 +62,7 @@ fn main(vcpu: usize) -> u64 {
         "block-upcall",
         "quiet-flood",
         "close-rebind",
+        "timer-upcall",
     ]
     .get(case as usize)
     .copied()
@@ -83,6 +85,8 @@ fn main(vcpu: usize) -> u64 {
         (7, _) => with_port(name, false, me - 1, quiet_flood_b),
         (8, 0) => with_port(name, true, me + 1, close_rebind_a),
         (8, _) => with_port(name, false, me - 1, close_rebind_b),
+        (9, 0) => with_port(name, true, me + 1, timer_upcall_a),
+        (9, _) => with_port(name, false, me - 1, timer_upcall_b),
         _ => xtf::error(name, format_args!("no case {case} role {role}")),
     }
 }
@@ -331,6 +335,89 @@ fn block_upcall_b(mut c: Checks, pb: u32, _: u32) -> u64 {
     );
     c.eq(
         "blocks that returned for the event without entering the upcall",
+        lost,
+        0,
+    );
+    c.verdict()
+}
+
+/// Case 9: B's rounds, its timer's distance when it blocks, and how long A waits after B's
+/// "ready" before it sends (so that B is asleep by then, and its timer fires inside the
+/// 500 µs `slow-deliver` holds the send between the port and the upcall flag).
+const TIMER_UPCALL_ROUNDS: u64 = 200;
+const TIMER_UPCALL_WAKE_NS: u64 = 350_000;
+const TIMER_UPCALL_SEND_AFTER_NS: u64 = 100_000;
+
+/// Case 9, A: a send [`TIMER_UPCALL_SEND_AFTER_NS`] after each of B's "ready" events, taken
+/// from its masked port, until B has had its rounds.
+fn timer_upcall_a(mut c: Checks, p: u32, _: u32) -> u64 {
+    let name = c.case();
+    shared::set_mask(p, true);
+    let mut refused = 0u64;
+    for round in 0..TIMER_UPCALL_ROUNDS {
+        let until = time::now_ns() + STEP_NS;
+        while !shared::take_event(p) {
+            if time::now_ns() > until {
+                return xtf::error(name, format_args!("B was not ready for round {round}"));
+            }
+            core::hint::spin_loop();
+        }
+        time::spin_until(
+            time::now_ns() + TIMER_UPCALL_SEND_AFTER_NS,
+            core::hint::spin_loop,
+        );
+        if hypercall::evtchn_send(p).is_err() {
+            refused += 1;
+        }
+    }
+    c.eq("sends refused", refused, 0);
+    c.verdict()
+}
+
+/// Case 9, B: each round it blocks with nothing pending and its timer 250 µs ahead; A's send
+/// comes meanwhile. A timer that woke it while A's send had marked its port but not yet its
+/// upcall flag let it run on past the event: the timer's wake-up looked at the vCPU's state
+/// alone, and the way back (which looks at the upcall flag) found none (xtf-ring's
+/// `upcall-idle`, session 25's CI: its timer on another CPU's heap fired there, its event
+/// merged with one in flight). A unit of `work` per round its timer woke it inside A's
+/// window with the upcall entered on the way back (the check wants many).
+fn timer_upcall_b(mut c: Checks, pb: u32, _: u32) -> u64 {
+    let name = c.case();
+    if let Err(e) = upcall::register(count_event) {
+        return xtf::error(name, format_args!("registering the upcall: {e:?}"));
+    }
+    let (mut in_window, mut lost, mut other) = (0u64, 0u64, 0u64);
+    for round in 0..TIMER_UPCALL_ROUNDS {
+        // Long enough for the last round's send to be over and its upcall taken.
+        time::spin_until(time::now_ns() + 1_500_000, core::hint::spin_loop);
+        let before = upcall::UPCALLS.load(Ordering::SeqCst);
+        let _ = hypercall::evtchn_send(pb);
+        let t0 = time::now_ns();
+        let _ = hypercall::set_timer(t0 + TIMER_UPCALL_WAKE_NS);
+        hypercall::block();
+        let took = time::now_ns() - t0;
+        let entered = upcall::UPCALLS.load(Ordering::SeqCst) != before;
+        let _ = hypercall::set_timer(0);
+        if !entered && shared::pending(pb) {
+            lost += 1;
+            if lost <= 3 {
+                println!(
+                    "round {round}: back from block after {took} ns with the event pending, no upcall"
+                );
+            }
+        } else if entered && took < 2 * TIMER_UPCALL_WAKE_NS {
+            // Woken by the timer before A's send marked it (500 µs after the port).
+            shared::add_work(0, 1);
+            in_window += 1;
+        } else {
+            other += 1;
+        }
+    }
+    println!(
+        "{in_window} timer wake-ups with the event in flight entered the upcall, {other} other rounds"
+    );
+    c.eq(
+        "blocks that returned with the event pending without entering the upcall",
         lost,
         0,
     );
