@@ -12,7 +12,7 @@
 //! | 6 | block-upcall | rounds of: B says it is ready (an event to A's masked port), A sends; B, its upcall registered, spins until its port is pending and blocks at once, its upcall not yet entered: the block returns for the event, and the upcall must be entered on the way back, before B's next instruction (`sched/slow-deliver`: each send lingers 500 µs between marking the port pending and B's upcall flag) | SUCCESS (both) |
 //! | 7 | quiet-flood | A floods sends on its port to B in two phases; once B's port is pending, each further send must cost B nothing: in the first, B's upcall masked (the port not), it spins reading the clock and counts gaps over 2 µs (interrupts) against 100 ms without the flood; in the second, its port masked, it polls its own timer VIRQ, a timer 10 ms ahead each time, and counts the polls' returns (Xen notifies, IPIs and wakes pollers only when a port or the upcall flag goes from clear to set: before, every send sent B's CPU an IPI, and woke its poll) | SUCCESS (both) |
 //! | 8 | close-rebind | A (2 vCPUs) and B bound by port 1: A's vCPU 1 tells B (an event) and closes its end, while B closes its own and binds again to A's port 1, which A's vCPU 0 allocates anew for it; then each side sends on its port 1 and says (a unit of `work`) whether the send was taken: the two must agree, bound at both ends or at neither (`isolation/slow-close`, under `selftest=slow-close`: A's close lingers 20 ms between looking at its end and changing both) | SUCCESS (both), and A's `work` equal to B's |
-//! | 9 | timer-upcall | rounds of: B, its upcall registered, says it is ready (an event to A's masked port), arms its timer 250 µs ahead and blocks; A sends 100 µs later. B's timer wakes it while A's send has marked the port pending but not yet B's upcall flag (`sched/slow-timer-deliver`: each send lingers 500 µs between the two): the upcall must be entered on the way back, before B's next instruction | SUCCESS (both) |
+//! | 9 | timer-upcall | rounds of: B, its upcall registered, says it is ready (an event to A's masked port), arms its timer 350 µs ahead and blocks; A sends 100 µs later. B's timer wakes it while A's send has marked the port pending but not yet B's upcall flag (`sched/slow-timer-deliver`: each send lingers 500 µs between the two): the upcall must be entered on the way back, before B's next instruction | SUCCESS (both) |
 //! | 3 | selector-leak | on one CPU: A loads DS, ES, FS and GS with a selector of its own and yields in a loop; B checks its selectors at start are not A's and that the ones it loads stay | SUCCESS (both) |
 //!
 //! A and B talk through one event channel: A allocates port 1 for B, B binds to it. vCPU 0
@@ -250,13 +250,18 @@ fn pending_aba_b(mut c: Checks, pb: u32, _: u32) -> u64 {
 /// Case 6: how many rounds B waits for A's event before blocking on it.
 const BLOCK_UPCALL_ROUNDS: u64 = 200;
 
-/// Case 6, A: a send for each of B's "ready" events, taken from its masked port (so that B's
-/// events notify nobody here), until B has had its rounds.
-fn block_upcall_a(mut c: Checks, p: u32, _: u32) -> u64 {
+/// Case 6, A: a send for each of B's "ready" events, at once.
+fn block_upcall_a(c: Checks, p: u32, _: u32) -> u64 {
+    send_when_ready(c, p, BLOCK_UPCALL_ROUNDS, 0)
+}
+
+/// Cases 6 and 9, A: a send `after_ns` after each of B's "ready" events, taken from its
+/// masked port (so that B's events notify nobody here), until B has had its `rounds`.
+fn send_when_ready(mut c: Checks, p: u32, rounds: u64, after_ns: u64) -> u64 {
     let name = c.case();
     shared::set_mask(p, true);
     let mut refused = 0u64;
-    for round in 0..BLOCK_UPCALL_ROUNDS {
+    for round in 0..rounds {
         let until = time::now_ns() + STEP_NS;
         while !shared::take_event(p) {
             if time::now_ns() > until {
@@ -264,6 +269,7 @@ fn block_upcall_a(mut c: Checks, p: u32, _: u32) -> u64 {
             }
             core::hint::spin_loop();
         }
+        time::spin_until(time::now_ns() + after_ns, core::hint::spin_loop);
         if hypercall::evtchn_send(p).is_err() {
             refused += 1;
         }
@@ -348,33 +354,12 @@ const TIMER_UPCALL_ROUNDS: u64 = 200;
 const TIMER_UPCALL_WAKE_NS: u64 = 350_000;
 const TIMER_UPCALL_SEND_AFTER_NS: u64 = 100_000;
 
-/// Case 9, A: a send [`TIMER_UPCALL_SEND_AFTER_NS`] after each of B's "ready" events, taken
-/// from its masked port, until B has had its rounds.
-fn timer_upcall_a(mut c: Checks, p: u32, _: u32) -> u64 {
-    let name = c.case();
-    shared::set_mask(p, true);
-    let mut refused = 0u64;
-    for round in 0..TIMER_UPCALL_ROUNDS {
-        let until = time::now_ns() + STEP_NS;
-        while !shared::take_event(p) {
-            if time::now_ns() > until {
-                return xtf::error(name, format_args!("B was not ready for round {round}"));
-            }
-            core::hint::spin_loop();
-        }
-        time::spin_until(
-            time::now_ns() + TIMER_UPCALL_SEND_AFTER_NS,
-            core::hint::spin_loop,
-        );
-        if hypercall::evtchn_send(p).is_err() {
-            refused += 1;
-        }
-    }
-    c.eq("sends refused", refused, 0);
-    c.verdict()
+/// Case 9, A: a send [`TIMER_UPCALL_SEND_AFTER_NS`] after each of B's "ready" events.
+fn timer_upcall_a(c: Checks, p: u32, _: u32) -> u64 {
+    send_when_ready(c, p, TIMER_UPCALL_ROUNDS, TIMER_UPCALL_SEND_AFTER_NS)
 }
 
-/// Case 9, B: each round it blocks with nothing pending and its timer 250 µs ahead; A's send
+/// Case 9, B: each round it blocks with nothing pending and its timer 350 µs ahead; A's send
 /// comes meanwhile. A timer that woke it while A's send had marked its port but not yet its
 /// upcall flag let it run on past the event: the timer's wake-up looked at the vCPU's state
 /// alone, and the way back (which looks at the upcall flag) found none (xtf-ring's
