@@ -127,11 +127,10 @@ pub struct Profile {
     /// Whether a run's late slice ends fall just after another timer fired
     /// ([`Profile::with_holds_after_fires`]).
     pub holds_after_fires: bool,
-    /// The guest's own side of a switch between domains or from idle, fitted to a run
-    /// ([`fit_guest_switch`], [`Profile::with_guest_switch`]; never in a profile file) ...
-    pub guest_switch_ns: u64,
-    /// ... and the fit as made, beyond the profile's charge (negative: off `block_ns`), for
-    /// the results' `run` record.
+    /// The guest's own side of a switch between domains or from idle as fitted to a run,
+    /// beyond the profile's charge (negative: taken off `block_ns`; [`fit_guest_switch`],
+    /// [`Profile::with_guest_switch`]; never in a profile file, and the results' `run`
+    /// record's `guest_switch_ns`).
     pub guest_fit_ns: Option<i64>,
 }
 
@@ -690,11 +689,16 @@ impl Profile {
     pub fn with_guest_switch(&self, ns: i64) -> Profile {
         let less = ns.min(0).unsigned_abs();
         Profile {
-            guest_switch_ns: ns.max(0).unsigned_abs().min(MAX_NS),
             block_ns: self.block_ns.saturating_sub(less),
-            guest_fit_ns: Some(ns),
+            guest_fit_ns: Some(ns.min(MAX_NS as i64)),
             ..self.clone()
         }
+    }
+
+    /// What each switch between domains (or from idle) charges the incoming vCPU for its
+    /// guest's side ([`Profile::with_guest_switch`]; 0 for a fit below the profile's).
+    pub fn guest_switch_ns(&self) -> u64 {
+        self.guest_fit_ns.map_or(0, |ns| ns.max(0).unsigned_abs())
     }
 
     /// The profile with a run's slice ends held only where TCG holds them on an idle host,
@@ -963,12 +967,12 @@ mod tests {
         let p = Profile { block_ns: 22_000, ..Profile::default() };
         let more = p.with_guest_switch(5_000);
         assert_eq!(
-            (more.guest_switch_ns, more.block_ns, more.guest_fit_ns),
+            (more.guest_switch_ns(), more.block_ns, more.guest_fit_ns),
             (5_000, 22_000, Some(5_000))
         );
         let less = p.with_guest_switch(-7_000);
         assert_eq!(
-            (less.guest_switch_ns, less.block_ns, less.guest_fit_ns),
+            (less.guest_switch_ns(), less.block_ns, less.guest_fit_ns),
             (0, 15_000, Some(-7_000))
         );
         assert_eq!(p.with_guest_switch(-30_000).block_ns, 0);

@@ -696,7 +696,7 @@ impl Sim<'_> {
         };
         // The guest's own side of a switch that loads its address space, fitted to a run
         // (`cost::fit_guest_switch`): on the CPU, no work, outside the hypervisor.
-        let guest = if same_domain || recorded { 0 } else { self.costs.guest_switch_ns };
+        let guest = if same_domain || recorded { 0 } else { self.costs.guest_switch_ns() };
         self.vcpus[v].ready_at = now + self.pre + switch + guest;
         if self.costs.paths_measured() {
             self.cpus[cpu].in_hypervisor_until = now + self.pre + switch;
